@@ -1,0 +1,161 @@
+"""Typed stubs for the Rust extension ``pbfast._native``.
+
+The module holds the per-request hot-path primitives. Every class is safe to share between threads:
+each method takes the internal lock (or lock-free snapshot) it needs and never calls back into Python.
+``pbfast.reference`` holds pure-Python twins with the same behaviour (tests and benchmark baseline).
+"""
+
+from collections.abc import Iterable
+from typing import final
+
+__version__: str
+
+class InvalidTenantId(ValueError):
+    """A request named a tenant whose id is not a DNS label (``^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$``)."""
+
+def is_valid_tenant_id(tenant_id: str) -> bool:
+    """True when ``tenant_id`` is a DNS label: 1-63 chars of ``[a-z0-9-]``, not starting or ending with ``-``."""
+
+@final
+class RoutingTable:
+    """Versioned map tenant id -> route ``(node_address, epoch, active)``.
+
+    Readers work on an immutable snapshot (an atomic pointer swap), so lookups never block writers and
+    writers never block lookups. Writers serialise among themselves.
+    """
+
+    def __init__(self, base_domain: str = "") -> None:
+        """``base_domain`` (e.g. ``"pb.example.com"``) enables Host resolution ``{id}.{base_domain}``;
+        empty disables it. Stored lower-cased, without a leading dot."""
+    @property
+    def version(self) -> int:
+        """Version of the current snapshot (0 for a new table)."""
+    @property
+    def base_domain(self) -> str: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, tenant_id: str, /) -> bool: ...
+    def get(self, tenant_id: str) -> tuple[str, int, bool] | None:
+        """The route ``(node_address, epoch, active)`` of a tenant, or None."""
+    def replace(self, routes: Iterable[tuple[str, str, int, bool]], version: int) -> None:
+        """Swap in a whole new snapshot of ``(tenant_id, node_address, epoch, active)`` rows.
+
+        Raises ``InvalidTenantId`` (and changes nothing) when a row's id is not a DNS label."""
+    def patch(
+        self,
+        upserts: Iterable[tuple[str, str, int, bool]],
+        removals: Iterable[str],
+        version: int,
+    ) -> None:
+        """Apply upserts and removals atomically as one new snapshot with ``version``.
+
+        Raises ``InvalidTenantId`` (and changes nothing) when an upserted id is not a DNS label."""
+    def snapshot(self) -> dict[str, tuple[str, int, bool]]:
+        """A copy of every route."""
+    def resolve(
+        self, path: str, host: str | None = None
+    ) -> tuple[str, str, tuple[str, int, bool] | None] | None:
+        """Resolve a request to ``(tenant_id, forward_path, route_or_None)`` in one call.
+
+        - Host ``{id}.{base_domain}`` (case-insensitive, optional ``:port``) names the tenant and
+          ``forward_path`` is ``path`` unchanged. A host of more than one label before the base domain
+          raises ``InvalidTenantId``.
+        - Otherwise a path ``/t/{id}`` or ``/t/{id}/rest`` names it and ``forward_path`` is ``/rest``
+          (``/`` when empty).
+        - Returns None when neither names a tenant (e.g. the gateway's own ``/api/health``).
+        - Raises ``InvalidTenantId`` when the named id is not a DNS label.
+        ``route_or_None`` is None for an unknown tenant.
+        """
+
+@final
+class QuotaCounters:
+    """Per-tenant API request counters over fixed windows, plus storage bytes.
+
+    Windows are aligned to multiples of ``window_seconds`` since the Unix epoch (UTC days by default).
+    A limit below 0 means unlimited. Thread-safe; ``try_acquire`` for an existing tenant takes only a
+    shared lock plus atomic operations.
+    """
+
+    def __init__(self, window_seconds: int = 86400) -> None:
+        """Raises ValueError when ``window_seconds`` < 1."""
+    @property
+    def window_seconds(self) -> int: ...
+    def __len__(self) -> int: ...
+    def set_limits(self, tenant_id: str, api_requests: int = -1, storage_bytes: int = -1) -> None:
+        """Set a tenant's limits (creating its counters); counts already made are kept."""
+    def try_acquire(self, tenant_id: str, now: float | None = None) -> tuple[bool, int]:
+        """Count one API request if the window's limit allows it.
+
+        Returns ``(allowed, remaining)``: remaining requests in the current window after this one
+        (``-1`` when unlimited). A denied request is not counted. ``now`` is Unix seconds (default: the
+        wall clock). An unknown tenant gets unlimited counters."""
+    def add_storage(self, tenant_id: str, delta_bytes: int) -> int:
+        """Add (or subtract) stored bytes, never going below 0; returns the new total."""
+    def set_storage(self, tenant_id: str, total_bytes: int) -> None: ...
+    def storage_allows(self, tenant_id: str, extra_bytes: int) -> bool:
+        """True when storing ``extra_bytes`` more keeps the tenant within its storage limit."""
+    def usage(self, tenant_id: str, now: float | None = None) -> tuple[int, int, int] | None:
+        """``(requests_in_current_window, storage_bytes, window_start_unix)`` or None when unknown."""
+    def snapshot_and_reset(self) -> dict[str, tuple[int, int, int]]:
+        """For reporting upstream: per tenant ``(requests_since_last_snapshot, storage_bytes,
+        window_start_unix)``; resets only the since-last-snapshot counts, never the window's."""
+    def remove(self, tenant_id: str) -> bool: ...
+
+@final
+class TenantCache:
+    """LRU of open tenant ids with a capacity; pinned tenants (serving a request) are never evicted.
+
+    When every tenant is pinned the cache may go over capacity; the excess is evicted as soon as
+    pins are released. Thread-safe (one internal mutex, O(log n) per call).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        """Raises ValueError when ``capacity`` < 1."""
+    @property
+    def capacity(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, tenant_id: str, /) -> bool: ...
+    def acquire(self, tenant_id: str) -> tuple[bool, list[str]]:
+        """Mark the tenant most recently used and pin it once (adding it if absent).
+
+        Returns ``(was_open, evicted_ids)``: evicted ids, least recently used first, are removed
+        from the cache and the caller must close them."""
+    def release(self, tenant_id: str) -> list[str]:
+        """Drop one pin; returns ids evicted now that more tenants are evictable.
+
+        Raises KeyError for a tenant that is not in the cache or not pinned."""
+    def pins(self, tenant_id: str) -> int:
+        """Current pin count (0 when absent)."""
+    def remove(self, tenant_id: str) -> bool:
+        """Forget a tenant even if pinned (e.g. it was deleted); True when it was present."""
+    def evict_idle(self, idle_seconds: float) -> list[str]:
+        """Remove and return unpinned tenants not acquired for at least ``idle_seconds``."""
+    def ids(self) -> list[str]:
+        """Tenant ids from least to most recently used."""
+
+@final
+class CircuitBreakers:
+    """Per-upstream-node circuit breakers: closed -> open -> half-open -> closed.
+
+    ``failure_threshold`` consecutive failures open a breaker; after ``cooldown_seconds`` it lets
+    through up to ``half_open_probes`` concurrent probe requests; a probe's success closes it, a probe's
+    failure opens it again for another cool-down. Thread-safe (one internal mutex).
+    """
+
+    def __init__(
+        self, failure_threshold: int = 5, cooldown_seconds: float = 1.0, half_open_probes: int = 1
+    ) -> None:
+        """Raises ValueError when ``failure_threshold`` < 1, ``half_open_probes`` < 1 or
+        ``cooldown_seconds`` < 0."""
+    def allow(self, node: str) -> bool:
+        """May a request go to ``node`` now? In half-open a True answer takes a probe slot, which
+        the following ``record_success``/``record_failure`` for that node gives back."""
+    def record_success(self, node: str) -> None: ...
+    def record_failure(self, node: str) -> None: ...
+    def state(self, node: str) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"`` (unknown nodes are closed). An open breaker
+        whose cool-down has passed reports ``"half-open"``."""
+    def retry_after(self, node: str) -> float:
+        """Seconds until an open breaker admits a probe (0.0 when not open)."""
+    def states(self) -> dict[str, str]: ...
+    def reset(self, node: str) -> None:
+        """Forget a node's history (closed)."""

@@ -1,0 +1,27 @@
+//! `pbfast._native`: per-request hot-path primitives for pbfast (spec: `pbfast/_native.pyi`).
+//!
+//! One concept per module, each a plain-Rust core (unit-tested with `cargo test`) plus a thin,
+//! frozen, thread-safe `#[pyclass]` wrapper. This file only registers them.
+
+pub mod breaker;
+pub mod quota;
+pub mod routing;
+pub mod tenant_cache;
+
+use pyo3::prelude::*;
+
+#[pymodule(gil_used = false)]
+#[pyo3(name = "_native")]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("InvalidTenantId", py.get_type::<routing::InvalidTenantId>())?;
+    m.add_function(wrap_pyfunction!(routing::py_is_valid_tenant_id, m)?)?;
+    m.add_class::<routing::RoutingTable>()?;
+    m.add_class::<quota::QuotaCounters>()?;
+    m.add_class::<tenant_cache::TenantCache>()?;
+    m.add_class::<breaker::CircuitBreakers>()?;
+    // `add` keeps a module `__all__`, which the stub (`pbfast/_native.pyi`) does not declare.
+    m.delattr("__all__")?;
+    Ok(())
+}
