@@ -1,0 +1,3 @@
+from pbfast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The ``pbfast`` command line: ``pbfast --version`` and ``pbfast serve --mode=...``.
+
+A wrong flag or combination prints one line (``pbfast: error: ...``) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pbfast import __version__
+from pbfast.config import (
+    DEFAULT_CONTROL_PLANE_ADDR,
+    DEFAULT_DATA_DIR,
+    DEFAULT_GATEWAY_ADDR,
+    DEFAULT_MAX_TENANTS,
+    DEFAULT_NODE_ID,
+    DEFAULT_RAFT_BIND_ADDR,
+    DEFAULT_S3_BUCKET,
+    DEFAULT_TENANT_NODE_ADDR,
+    MIN_ADMIN_TOKEN_LENGTH,
+    ConfigError,
+    Mode,
+    ServeConfig,
+    parse_address,
+    parse_address_list,
+)
+from pbfast.logs import parse_log_level
+from pbfast.primitives import is_valid_tenant_id
+
+__all__ = ["build_serve_config", "main"]
+
+EXIT_USAGE = 2
+
+# Flags (argparse dest names) that only make sense in some modes; giving one elsewhere is an error.
+_MODE_FLAGS: dict[str, frozenset[Mode]] = {
+    "gateway_addr": frozenset({Mode.ALL_IN_ONE}),
+    "raft_bind_addr": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
+    "admin_token": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
+    "control_plane_addrs": frozenset({Mode.TENANT_NODE, Mode.GATEWAY}),
+    "node_address": frozenset({Mode.TENANT_NODE}),
+    "max_tenants": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "s3_endpoint": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE, Mode.CONTROL_PLANE}),
+    "s3_bucket": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE, Mode.CONTROL_PLANE}),
+    "base_domain": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "data_dir": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE, Mode.CONTROL_PLANE}),
+    "node_id": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE, Mode.CONTROL_PLANE}),
+}
+
+_DEFAULT_HTTP_ADDR = {
+    Mode.ALL_IN_ONE: DEFAULT_CONTROL_PLANE_ADDR,
+    Mode.CONTROL_PLANE: DEFAULT_CONTROL_PLANE_ADDR,
+    Mode.TENANT_NODE: DEFAULT_TENANT_NODE_ADDR,
+    Mode.GATEWAY: DEFAULT_GATEWAY_ADDR,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"pbfast: error: {message} (see 'pbfast {self._subcommand()}--help')\n")
+
+    def _subcommand(self) -> str:
+        words = self.prog.split()[1:]
+        return " ".join(words) + " " if words else ""
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="pbfast", description="Many PocketBase-compatible backends as one service.")
+    parser.add_argument("--version", action="version", version=f"pbfast {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run a server (all-in-one by default)")
+    serve.add_argument(
+        "--mode", choices=[mode.value for mode in Mode], default=Mode.ALL_IN_ONE.value,
+        help="what this process runs (default: all-in-one)",
+    )
+    serve.add_argument("--data-dir", help=f"where state lives (default: {DEFAULT_DATA_DIR})")
+    serve.add_argument("--http-addr", help="this mode's HTTP listen address (control plane in all-in-one)")
+    serve.add_argument("--gateway-addr", help=f"all-in-one: the gateway's address (default {DEFAULT_GATEWAY_ADDR})")
+    serve.add_argument("--s3-endpoint", help="S3 endpoint URL (default: embedded local object store)")
+    serve.add_argument("--s3-bucket", help=f"S3 bucket (default: {DEFAULT_S3_BUCKET})")
+    serve.add_argument("--node-id", help=f"this member's id, a DNS label (default: {DEFAULT_NODE_ID})")
+    serve.add_argument("--raft-bind-addr", help=f"control plane's Raft address (default {DEFAULT_RAFT_BIND_ADDR})")
+    serve.add_argument("--control-plane-addrs", help="comma-separated control plane host:port list")
+    serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
+    serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
+    serve.add_argument("--base-domain", help="resolve tenants from Host {id}.<base-domain> too")
+    serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
+    serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    return parser
+
+
+def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> ServeConfig:
+    """Validate parsed ``serve`` flags plus the environment into a :class:`ServeConfig`."""
+    mode = Mode(args.mode)
+    for dest, modes in _MODE_FLAGS.items():
+        if getattr(args, dest) is not None and mode not in modes:
+            flag = "--" + dest.replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to --mode={mode.value}")
+
+    if args.debug:
+        log_level = parse_log_level("DEBUG")
+    else:
+        try:
+            log_level = parse_log_level(environ.get("PB_LOG_LEVEL", "INFO"))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+
+    node_id = args.node_id or DEFAULT_NODE_ID
+    if not is_valid_tenant_id(node_id):
+        raise ConfigError(f"--node-id must be a DNS label (lowercase letters, digits, '-'), got {node_id!r}")
+
+    max_tenants = DEFAULT_MAX_TENANTS if args.max_tenants is None else args.max_tenants
+    if max_tenants < 1:
+        raise ConfigError(f"--max-tenants must be at least 1, got {max_tenants}")
+
+    control_plane_addrs: tuple = ()
+    if mode in (Mode.TENANT_NODE, Mode.GATEWAY):
+        if not args.control_plane_addrs:
+            raise ConfigError(f"--mode={mode.value} needs --control-plane-addrs")
+        control_plane_addrs = parse_address_list(args.control_plane_addrs, "--control-plane-addrs")
+
+    s3_endpoint = args.s3_endpoint
+    if s3_endpoint is not None and not s3_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"--s3-endpoint must be an http:// or https:// URL, got {s3_endpoint!r}")
+    s3_bucket = args.s3_bucket or DEFAULT_S3_BUCKET
+    if not 3 <= len(s3_bucket) <= 63:
+        raise ConfigError(f"--s3-bucket must be 3-63 characters, got {s3_bucket!r}")
+
+    base_domain = (args.base_domain or "").strip().lower().strip(".")
+    if base_domain and not all(is_valid_tenant_id(label) for label in base_domain.split(".")):
+        raise ConfigError(f"--base-domain must be a domain name, got {args.base_domain!r}")
+
+    admin_token = None
+    if mode in (Mode.ALL_IN_ONE, Mode.CONTROL_PLANE):
+        admin_token = args.admin_token or environ.get("PBFAST_ADMIN_TOKEN") or None
+        if admin_token is not None and (len(admin_token) < MIN_ADMIN_TOKEN_LENGTH or not admin_token.isprintable()
+                                        or any(ch.isspace() for ch in admin_token)):
+            raise ConfigError(
+                f"the admin token must be at least {MIN_ADMIN_TOKEN_LENGTH} printable characters without spaces"
+            )
+
+    http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
+    gateway_addr = None
+    raft_bind_addr = None
+    if mode is Mode.ALL_IN_ONE:
+        gateway_addr = parse_address(args.gateway_addr or DEFAULT_GATEWAY_ADDR, "--gateway-addr")
+        same_host = gateway_addr.host == http_addr.host or {gateway_addr.host, http_addr.host} & {"0.0.0.0", "::"}
+        if gateway_addr.port == http_addr.port and same_host:
+            raise ConfigError(f"--gateway-addr {gateway_addr} and --http-addr {http_addr} must differ")
+    if mode in (Mode.ALL_IN_ONE, Mode.CONTROL_PLANE):
+        raft_bind_addr = parse_address(args.raft_bind_addr or DEFAULT_RAFT_BIND_ADDR, "--raft-bind-addr")
+
+    node_address = None
+    if mode is Mode.TENANT_NODE:
+        node_address = args.node_address or http_addr.url
+        if not node_address.startswith(("http://", "https://")):
+            node_address = "http://" + node_address
+        parse_address(node_address.split("://", 1)[1].rstrip("/"), "--node-address")
+
+    return ServeConfig(
+        mode=mode,
+        data_dir=Path(args.data_dir or DEFAULT_DATA_DIR),
+        http_addr=http_addr,
+        gateway_addr=gateway_addr,
+        node_id=node_id,
+        node_address=node_address,
+        raft_bind_addr=raft_bind_addr,
+        control_plane_addrs=control_plane_addrs,
+        max_tenants=max_tenants,
+        s3_endpoint=s3_endpoint,
+        s3_bucket=s3_bucket,
+        base_domain=base_domain,
+        admin_token=admin_token,
+        log_level=log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        try:
+            config = build_serve_config(args, dict(os.environ))
+        except ConfigError as err:
+            print(f"pbfast: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        from pbfast.server import serve  # imported late: keeps `--version` and `--help` fast
+
+        return serve(config)
+    parser.error(f"unknown command {args.command!r}")

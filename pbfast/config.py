@@ -1,0 +1,101 @@
+"""Validated configuration of ``pbfast serve``: which mode, which addresses, where the data lives."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Address", "ConfigError", "Mode", "ServeConfig", "parse_address", "parse_address_list"]
+
+DEFAULT_CONTROL_PLANE_ADDR = "127.0.0.1:8090"
+DEFAULT_GATEWAY_ADDR = "127.0.0.1:8080"
+DEFAULT_TENANT_NODE_ADDR = "127.0.0.1:8070"
+DEFAULT_RAFT_BIND_ADDR = "127.0.0.1:8091"
+DEFAULT_DATA_DIR = "./pb_data"
+DEFAULT_MAX_TENANTS = 500
+DEFAULT_S3_BUCKET = "pbfast"
+DEFAULT_NODE_ID = "node-1"
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+class ConfigError(ValueError):
+    """A flag or combination of flags that cannot work; its message is one line for the operator."""
+
+
+class Mode(enum.StrEnum):
+    ALL_IN_ONE = "all-in-one"
+    CONTROL_PLANE = "control-plane"
+    TENANT_NODE = "tenant-node"
+    GATEWAY = "gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A TCP listen or connect address."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self}"
+
+
+def parse_address(value: str, flag: str) -> Address:
+    """Parse ``host:port`` (``[v6]:port``; an empty host means all interfaces)."""
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f"{flag}: expected host:port, got {value!r}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{flag}: port must be 1-65535, got {port}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as err:
+            raise ConfigError(f"{flag}: invalid IPv6 address in {value!r}") from err
+    elif not host:
+        host = "0.0.0.0"
+    elif ":" in host or any(ch.isspace() or ch in "/?#@" for ch in host):
+        raise ConfigError(f"{flag}: invalid host in {value!r}")
+    return Address(host, port)
+
+
+def parse_address_list(value: str, flag: str) -> tuple[Address, ...]:
+    """Parse a comma-separated list of ``host:port`` (at least one)."""
+    items = [item for item in (part.strip() for part in value.split(",")) if item]
+    if not items:
+        raise ConfigError(f"{flag}: expected a comma-separated list of host:port")
+    return tuple(parse_address(item, flag) for item in items)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Everything ``pbfast serve`` needs, already validated.
+
+    ``http_addr`` is the mode's own listener: the control plane's API in ``control-plane`` and
+    ``all-in-one``, the node's in ``tenant-node``, the gateway's in ``gateway``. In ``all-in-one`` the
+    gateway listens on ``gateway_addr`` and the tenant node is reached in-process.
+    """
+
+    mode: Mode
+    data_dir: Path
+    http_addr: Address
+    gateway_addr: Address | None
+    node_id: str
+    node_address: str | None
+    raft_bind_addr: Address | None
+    control_plane_addrs: tuple[Address, ...]
+    max_tenants: int
+    s3_endpoint: str | None
+    s3_bucket: str
+    base_domain: str
+    admin_token: str | None
+    log_level: int

@@ -1,0 +1,23 @@
+"""The hot-path primitives the servers use, implemented in Rust (``pbfast._native``).
+
+This module is the typed public face of the private extension; see ``pbfast/_native.pyi`` for the full
+contracts and :mod:`pbfast.reference` for pure-Python twins used by tests and benchmarks.
+"""
+
+from pbfast._native import (
+    CircuitBreakers,
+    InvalidTenantId,
+    QuotaCounters,
+    RoutingTable,
+    TenantCache,
+    is_valid_tenant_id,
+)
+
+__all__ = [
+    "CircuitBreakers",
+    "InvalidTenantId",
+    "QuotaCounters",
+    "RoutingTable",
+    "TenantCache",
+    "is_valid_tenant_id",
+]

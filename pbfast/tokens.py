@@ -1,0 +1,60 @@
+"""Admin token storage: ``<data-dir>/admin.token``, created once with mode 0600 and an atomic rename."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+__all__ = ["ADMIN_TOKEN_FILE", "TokenFileError", "load_or_create_admin_token"]
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+class TokenFileError(RuntimeError):
+    """The token file exists but cannot be used (unreadable, empty, or open to other users)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_or_create_admin_token(data_dir: Path) -> tuple[str, Path, bool]:
+    """Return ``(token, path, created)``: the stored token, or a new random one written durably.
+
+    The new file is written to a temporary name with mode 0600, fsynced, then renamed into place, so a
+    crash never leaves a half-written token. A stored file readable by group or others is refused.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / ADMIN_TOKEN_FILE
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise TokenFileError(f"{path} is accessible by other users; run 'chmod 600 {path}'")
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise TokenFileError(f"cannot read {path}: {err.strerror}") from err
+        if not token:
+            raise TokenFileError(f"{path} is empty; delete it to generate a new token")
+        return token, path, False
+
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{ADMIN_TOKEN_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (token + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(data_dir)
+    return token, path, True

@@ -1,0 +1,165 @@
+"""``pbfast serve`` in each mode: real processes on loopback, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import PbfastProcess, free_port
+
+HEALTH = {"message": "API is healthy.", "code": 200, "data": {}}
+
+Start = Callable[..., PbfastProcess]
+
+
+def test_all_in_one_defaults_start_within_5s(pbfast_process: Start, tmp_path: Path) -> None:
+    """``pbfast serve`` with no flags: control plane on 8090 and gateway on 8080, data in ./pb_data."""
+    for port in (8080, 8090):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=0.5)
+            pytest.fail(f"port {port} is already in use on this machine; cannot test the defaults")
+        except httpx.TransportError:
+            pass
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    env = {"PBFAST_ADMIN_TOKEN": "", "PB_LOG_LEVEL": "INFO"}
+    process = pbfast_process(["serve"], env=env, cwd=workdir)
+    took = process.wait_healthy(["http://127.0.0.1:8090", "http://127.0.0.1:8080"], timeout=10)
+    assert took < 5.0, f"took {took:.2f}s"
+    for port in (8080, 8090):
+        response = httpx.get(f"http://127.0.0.1:{port}/api/health")
+        assert response.status_code == 200 and response.json() == HEALTH
+        assert response.headers["content-type"] == "application/json"
+    token_file = workdir / "pb_data" / "admin.token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
+    output = process.output()
+    assert str(token_file.resolve()) in output and token not in output  # where, never what
+    for prefix in ("[ControlPlane]", "[Gateway]"):
+        assert prefix in output
+    started = time.monotonic()
+    assert process.stop(signal.SIGINT) == 0
+    assert time.monotonic() - started < 5.0
+
+
+@pytest.fixture
+def all_in_one(pbfast_process: Start, tmp_path: Path) -> tuple[str, str, str]:
+    cp_port, gw_port = free_port(), free_port()
+    token = "t" * 40
+    process = pbfast_process([
+        "serve", f"--data-dir={tmp_path / 'data'}", f"--http-addr=127.0.0.1:{cp_port}",
+        f"--gateway-addr=127.0.0.1:{gw_port}", f"--admin-token={token}", "--base-domain=pb.test",
+    ])
+    cp, gw = f"http://127.0.0.1:{cp_port}", f"http://127.0.0.1:{gw_port}"
+    process.wait_healthy([cp, gw])
+    assert not (tmp_path / "data" / "admin.token").exists()  # a given token is never written
+    assert token not in process.output()
+    return cp, gw, token
+
+
+def raw_get(base_url: str, path: str, host: str = "127.0.0.1") -> tuple[int, dict[str, object]]:
+    """GET with the path sent byte for byte (httpx would normalise ``..`` segments away)."""
+    _, _, hostport = base_url.partition("://")
+    address, _, port = hostport.partition(":")
+    with socket.create_connection((address, int(port)), timeout=5) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def assert_pocketbase_error(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"status", "message", "data"} and body["status"] == status
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+def test_control_plane_api_needs_admin_token(all_in_one: tuple[str, str, str]) -> None:
+    cp, _, token = all_in_one
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}, {"Authorization": "Bearer"}):
+        assert_pocketbase_error(httpx.get(f"{cp}/api/cp/tenants", headers=headers), 401)
+    # With the token the request passes authentication (the tenant API itself arrives with the control plane).
+    response = httpx.get(f"{cp}/api/cp/nope", headers={"Authorization": f"Bearer {token}"})
+    assert_pocketbase_error(response, 404)
+
+
+def test_gateway_errors_are_pocketbase_shaped(all_in_one: tuple[str, str, str]) -> None:
+    _, gw, _ = all_in_one
+    assert_pocketbase_error(httpx.get(f"{gw}/t/Bad_Id/api/health"), 400)
+    for path in ("/t/../api/health", "/t/acme/../beta/api/health", "/t/%61cme/api/health"):
+        status, body = raw_get(gw, path)
+        assert status in (400, 404) and set(body) == {"status", "message", "data"}, (path, body)
+    assert raw_get(gw, "/t/../api/health")[0] == 400
+    assert_pocketbase_error(httpx.get(f"{gw}/t/unknown/api/health"), 404)
+    assert_pocketbase_error(httpx.get(f"{gw}/api/health", headers={"Host": "unknown.pb.test"}), 404)
+    assert_pocketbase_error(httpx.get(f"{gw}/api/health", headers={"Host": "a.b.pb.test"}), 400)
+    assert_pocketbase_error(httpx.get(f"{gw}/no/such/route"), 404)
+    assert_pocketbase_error(httpx.post(f"{gw}/api/health"), 405)
+    # The server is still up after all of that.
+    assert httpx.get(f"{gw}/api/health").json() == HEALTH
+
+
+@pytest.mark.parametrize("mode", ["control-plane", "tenant-node", "gateway"])
+def test_each_mode_serves_health_and_stops_on_sigterm(pbfast_process: Start, tmp_path: Path, mode: str) -> None:
+    port = free_port()
+    args = ["serve", f"--mode={mode}", f"--http-addr=127.0.0.1:{port}"]
+    if mode in ("tenant-node", "gateway"):
+        args.append(f"--control-plane-addrs=127.0.0.1:{free_port()}")
+    if mode != "gateway":
+        args.append(f"--data-dir={tmp_path / 'data'}")
+    process = pbfast_process(args, env={"PB_LOG_LEVEL": "DEBUG"})
+    process.wait_healthy([f"http://127.0.0.1:{port}"])
+    assert httpx.get(f"http://127.0.0.1:{port}/api/health").json() == HEALTH
+    prefix = {"control-plane": "[ControlPlane]", "tenant-node": "[TenantNode]", "gateway": "[Gateway]"}[mode]
+    assert prefix in process.output()
+    started = time.monotonic()
+    assert process.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 5.0
+
+
+def test_port_in_use_fails_clearly(pbfast_process: Start, tmp_path: Path) -> None:
+    port = free_port()
+    first = pbfast_process(["serve", "--mode=control-plane", f"--http-addr=127.0.0.1:{port}",
+                            f"--data-dir={tmp_path / 'a'}"])
+    first.wait_healthy([f"http://127.0.0.1:{port}"])
+    second = pbfast_process(["serve", "--mode=control-plane", f"--http-addr=127.0.0.1:{port}",
+                             f"--data-dir={tmp_path / 'b'}"])
+    assert second.proc is not None
+    second.proc.wait(10)
+    assert second.proc.returncode == 1
+    assert f"127.0.0.1:{port}" in second.output()
+    assert httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200
+
+
+def test_admin_token_file_reused_and_guarded(pbfast_process: Start, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    args = ["serve", "--mode=control-plane", f"--http-addr=127.0.0.1:{port}", f"--data-dir={data}"]
+    first = pbfast_process(args)
+    first.wait_healthy([f"http://127.0.0.1:{port}"])
+    token = (data / "admin.token").read_text().strip()
+    assert first.stop() == 0
+    second = pbfast_process(args)
+    second.wait_healthy([f"http://127.0.0.1:{port}"])
+    response = httpx.get(f"http://127.0.0.1:{port}/api/cp/x", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 404  # authenticated with the stored token
+    assert second.stop() == 0
+    os.chmod(data / "admin.token", 0o644)
+    third = pbfast_process(args)
+    assert third.proc is not None
+    third.proc.wait(10)
+    assert third.proc.returncode == 1 and "chmod 600" in third.output()
