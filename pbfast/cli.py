@@ -19,6 +19,7 @@ from pbfast.config import (
     DEFAULT_GATEWAY_ADDR,
     DEFAULT_MAX_TENANTS,
     DEFAULT_NODE_ID,
+    DEFAULT_NODE_TIMEOUT_SECONDS,
     DEFAULT_RAFT_BIND_ADDR,
     DEFAULT_S3_BUCKET,
     DEFAULT_TENANT_NODE_ADDR,
@@ -30,6 +31,7 @@ from pbfast.config import (
     parse_address_list,
 )
 from pbfast.logs import parse_log_level
+from pbfast.operator_cli import add_operator_commands, run_operator_command
 from pbfast.primitives import is_valid_tenant_id
 
 __all__ = ["build_serve_config", "main"]
@@ -40,6 +42,8 @@ EXIT_USAGE = 2
 _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "gateway_addr": frozenset({Mode.ALL_IN_ONE}),
     "raft_bind_addr": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
+    "raft_peers": frozenset({Mode.CONTROL_PLANE}),
+    "node_timeout": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "admin_token": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "control_plane_addrs": frozenset({Mode.TENANT_NODE, Mode.GATEWAY}),
     "node_address": frozenset({Mode.TENANT_NODE}),
@@ -87,13 +91,23 @@ def _build_parser() -> _Parser:
     serve.add_argument("--s3-bucket", help=f"S3 bucket (default: {DEFAULT_S3_BUCKET})")
     serve.add_argument("--node-id", help=f"this member's id, a DNS label (default: {DEFAULT_NODE_ID})")
     serve.add_argument("--raft-bind-addr", help=f"control plane's Raft address (default {DEFAULT_RAFT_BIND_ADDR})")
+    serve.add_argument("--raft-peers", help="control-plane: the other members' Raft host:port, comma-separated")
+    serve.add_argument("--cluster-token", help="shared secret of one cluster's processes (or PBFAST_CLUSTER_TOKEN)")
+    serve.add_argument("--node-timeout", type=float,
+                       help=f"seconds without heartbeat before a node is down (default {DEFAULT_NODE_TIMEOUT_SECONDS:g})")
     serve.add_argument("--control-plane-addrs", help="comma-separated control plane host:port list")
     serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
     serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
     serve.add_argument("--base-domain", help="resolve tenants from Host {id}.<base-domain> too")
     serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
     serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    add_operator_commands(commands)
     return parser
+
+
+def _check_token(token: str, what: str) -> None:
+    if len(token) < MIN_ADMIN_TOKEN_LENGTH or not token.isprintable() or any(ch.isspace() for ch in token):
+        raise ConfigError(f"{what} must be at least {MIN_ADMIN_TOKEN_LENGTH} printable characters without spaces")
 
 
 def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> ServeConfig:
@@ -140,11 +154,25 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     admin_token = None
     if mode in (Mode.ALL_IN_ONE, Mode.CONTROL_PLANE):
         admin_token = args.admin_token or environ.get("PBFAST_ADMIN_TOKEN") or None
-        if admin_token is not None and (len(admin_token) < MIN_ADMIN_TOKEN_LENGTH or not admin_token.isprintable()
-                                        or any(ch.isspace() for ch in admin_token)):
-            raise ConfigError(
-                f"the admin token must be at least {MIN_ADMIN_TOKEN_LENGTH} printable characters without spaces"
-            )
+        if admin_token is not None:
+            _check_token(admin_token, "the admin token")
+
+    raft_peers: tuple = ()
+    if args.raft_peers:
+        raft_peers = parse_address_list(args.raft_peers, "--raft-peers")
+        if admin_token is None:
+            raise ConfigError("a multi-member control plane needs --admin-token (the same on every member)")
+
+    cluster_token = args.cluster_token or environ.get("PBFAST_CLUSTER_TOKEN") or None
+    if cluster_token is not None:
+        _check_token(cluster_token, "the cluster token")
+    elif mode is not Mode.ALL_IN_ONE:
+        raise ConfigError(f"--mode={mode.value} needs --cluster-token (or PBFAST_CLUSTER_TOKEN), "
+                          "the same on every process of the cluster")
+
+    node_timeout = DEFAULT_NODE_TIMEOUT_SECONDS if args.node_timeout is None else args.node_timeout
+    if not 0.5 <= node_timeout <= 3600:
+        raise ConfigError(f"--node-timeout must be between 0.5 and 3600 seconds, got {node_timeout:g}")
 
     http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
     gateway_addr = None
@@ -172,12 +200,15 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         node_id=node_id,
         node_address=node_address,
         raft_bind_addr=raft_bind_addr,
+        raft_peers=raft_peers,
         control_plane_addrs=control_plane_addrs,
         max_tenants=max_tenants,
         s3_endpoint=s3_endpoint,
         s3_bucket=s3_bucket,
         base_domain=base_domain,
         admin_token=admin_token,
+        cluster_token=cluster_token,
+        node_timeout=node_timeout,
         log_level=log_level,
     )
 
@@ -197,4 +228,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pbfast.server import serve  # imported late: keeps `--version` and `--help` fast
 
         return serve(config)
-    parser.error(f"unknown command {args.command!r}")
+    return run_operator_command(args, dict(os.environ))

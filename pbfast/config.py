@@ -18,6 +18,7 @@ DEFAULT_MAX_TENANTS = 500
 DEFAULT_S3_BUCKET = "pbfast"
 DEFAULT_NODE_ID = "node-1"
 MIN_ADMIN_TOKEN_LENGTH = 16
+DEFAULT_NODE_TIMEOUT_SECONDS = 5.0
 
 
 class ConfigError(ValueError):
@@ -92,10 +93,13 @@ class ServeConfig:
     node_id: str
     node_address: str | None
     raft_bind_addr: Address | None
+    raft_peers: tuple[Address, ...]
     control_plane_addrs: tuple[Address, ...]
     max_tenants: int
     s3_endpoint: str | None
     s3_bucket: str
     base_domain: str
     admin_token: str | None
+    cluster_token: str | None
+    node_timeout: float
     log_level: int

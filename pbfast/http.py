@@ -1,7 +1,8 @@
-"""Small HTTP toolkit over granian's RSGI protocol: responses, PocketBase-shaped errors, routing.
+"""Small HTTP toolkit over granian's RSGI protocol: requests, responses, PocketBase-shaped errors, routing.
 
 PocketBase answers every error as ``{"status": <code>, "message": <text>, "data": {...}}``; every server in
-pbfast does the same through :func:`send_error`. Nothing here blocks: handlers run on the event loop.
+pbfast does the same through :func:`send_error` / :class:`ApiError`. Nothing here blocks: handlers run on
+the event loop.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 import orjson
 
 __all__ = [
+    "DEFAULT_BODY_LIMIT",
     "HEALTH_BODY",
     "JSON_HEADERS",
+    "ApiError",
     "HTTPProtocol",
     "Handler",
+    "Request",
     "Router",
     "Scope",
     "bearer_token_matches",
@@ -24,6 +29,8 @@ __all__ = [
     "send_error",
     "send_json",
 ]
+
+DEFAULT_BODY_LIMIT = 1 << 20
 
 
 class Scope(Protocol):
@@ -45,12 +52,12 @@ class HTTPProtocol(Protocol):
 
     async def __call__(self) -> bytes: ...
 
+    def __aiter__(self) -> Any: ...
+
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...
 
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None: ...
 
-
-Handler = Callable[[Scope, HTTPProtocol], Awaitable[None]]
 
 JSON_HEADERS = [("content-type", "application/json")]
 
@@ -63,12 +70,28 @@ _DEFAULT_MESSAGES = {
     403: "The authorized record is not allowed to perform this action.",
     404: "The requested resource wasn't found.",
     405: "Method Not Allowed.",
+    409: "Conflict.",
     413: "Request entity too large.",
     429: "Too Many Requests.",
     500: "Something went wrong while processing your request.",
     502: "Bad Gateway.",
     503: "Service Unavailable.",
 }
+
+
+class ApiError(Exception):
+    """An error answered as PocketBase's ``{"status","message","data"}``; raise it from any handler."""
+
+    def __init__(self, status: int, message: str | None = None, data: dict[str, Any] | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        self.status = status
+        self.message = message or _DEFAULT_MESSAGES.get(status, "Error.")
+        self.data = data or {}
+        self.headers = headers
+        super().__init__(f"{status} {self.message}")
+
+    def body(self) -> dict[str, Any]:
+        return {"status": self.status, "message": self.message, "data": self.data}
 
 
 def send_json(proto: HTTPProtocol, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
@@ -84,13 +107,13 @@ def send_error(
     headers: list[tuple[str, str]] | None = None,
 ) -> None:
     """Send a PocketBase-shaped error: ``{"status","message","data"}``."""
-    body = {"status": status, "message": message or _DEFAULT_MESSAGES.get(status, "Error."), "data": data or {}}
-    send_json(proto, status, body, headers)
+    error = ApiError(status, message, data, headers)
+    send_json(proto, status, error.body(), headers)
 
 
 def bearer_token_matches(authorization: str | None, expected: str) -> bool:
     """Constant-time check of an ``Authorization: Bearer <token>`` header against ``expected``."""
-    if not authorization:
+    if not authorization or not expected:
         return False
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -98,32 +121,157 @@ def bearer_token_matches(authorization: str | None, expected: str) -> bool:
     return hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
-class Router:
-    """Exact-path routing: ``(method, path) -> handler``; unknown paths get 404, wrong methods 405.
+class Request:
+    """One HTTP request: scope, protocol, the route's path parameters, and body/query helpers."""
 
-    Routes are registered before serving and only read afterwards, so lookups need no lock.
+    __slots__ = ("_query", "params", "path", "proto", "scope")
+
+    def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str]) -> None:
+        self.scope = scope
+        self.proto = proto
+        self.path = path
+        self.params = params
+        self._query: dict[str, list[str]] | None = None
+
+    @property
+    def method(self) -> str:
+        return self.scope.method
+
+    def header(self, name: str) -> str | None:
+        value = self.scope.headers.get(name)
+        return value if value is None else str(value)
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        if self._query is None:
+            self._query = parse_qs(self.scope.query_string, keep_blank_values=True)
+        values = self._query.get(name)
+        return values[-1] if values else default
+
+    def query_int(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        """An integer query parameter clamped into ``[minimum, maximum]``; 400 when not an integer."""
+        raw = self.query(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError as err:
+            raise ApiError(400, f"Invalid {name!r} query parameter: expected an integer.") from err
+        return max(minimum, min(maximum, value))
+
+    async def body(self, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
+        """The request body; 413 as soon as it exceeds ``limit`` bytes (never read whole first)."""
+        declared = self.header("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"The request body is larger than {limit} bytes.")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.proto:
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"The request body is larger than {limit} bytes.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json_object(self, limit: int = DEFAULT_BODY_LIMIT) -> dict[str, Any]:
+        """The body parsed as a JSON object (an empty body is ``{}``); 400 for anything else."""
+        raw = await self.body(limit)
+        if not raw.strip():
+            return {}
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise ApiError(400, "Failed to load the submitted data due to invalid formatting.") from err
+        if not isinstance(value, dict):
+            raise ApiError(400, "Failed to load the submitted data due to invalid formatting.")
+        return value
+
+    def send_json(self, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
+        send_json(self.proto, status, payload, headers)
+
+
+Handler = Callable[[Request], Awaitable[None]]
+
+
+class Router:
+    """Routes ``(method, path template)`` to handlers; templates may hold ``{name}`` segments.
+
+    Unknown paths get 404, known paths with another method 405, :class:`ApiError` raised by a handler its
+    own status; any other exception is logged by the caller's ``on_error`` and answered 500. Routes are
+    registered before serving and only read afterwards, so lookups need no lock.
     """
 
     def __init__(self) -> None:
-        self._routes: dict[str, dict[str, Handler]] = {}
+        self._exact: dict[str, dict[str, Handler]] = {}
+        self._templates: list[tuple[tuple[str, ...], str, dict[str, Handler]]] = []
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        self._routes.setdefault(path, {})[method.upper()] = handler
+    def add(self, method: str, template: str, handler: Handler) -> None:
+        methods = {method.upper(): handler}
         if method.upper() == "GET":
-            self._routes[path].setdefault("HEAD", handler)
-
-    async def dispatch(self, scope: Scope, proto: HTTPProtocol, path: str | None = None) -> None:
-        methods = self._routes.get(scope.path if path is None else path)
-        if methods is None:
-            send_error(proto, 404)
+            methods["HEAD"] = handler
+        if "{" not in template:
+            self._exact.setdefault(template, {}).update(methods)
             return
-        handler = methods.get(scope.method)
+        segments = tuple(template.strip("/").split("/"))
+        for existing_segments, existing_template, existing in self._templates:
+            if existing_template == template:
+                existing.update(methods)
+                return
+        self._templates.append((segments, template, methods))
+
+    def routes(self) -> list[tuple[str, str]]:
+        """Every ``(METHOD, template)`` registered (HEAD aliases excluded)."""
+        pairs = [(m, path) for path, methods in self._exact.items() for m in methods if m != "HEAD"]
+        pairs += [(m, template) for _, template, methods in self._templates for m in methods if m != "HEAD"]
+        return sorted(pairs)
+
+    def _match(self, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
+        methods = self._exact.get(path)
+        if methods is not None:
+            return methods, {}
+        parts = path.strip("/").split("/")
+        for segments, _, methods in self._templates:
+            if len(segments) != len(parts):
+                continue
+            params: dict[str, str] = {}
+            for pattern, part in zip(segments, parts):
+                if pattern.startswith("{"):
+                    if not part:
+                        break
+                    params[pattern[1:-1]] = part
+                elif pattern != part:
+                    break
+            else:
+                return methods, params
+        return None
+
+    def find(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], list[str]]:
+        """``(handler, params, allowed_methods)``; handler None with allowed empty means no such path."""
+        match = self._match(path)
+        if match is None:
+            return None, {}, []
+        methods, params = match
+        return methods.get(method), params, sorted(methods)
+
+    async def dispatch(self, scope: Scope, proto: HTTPProtocol, path: str | None = None,
+                       on_error: Callable[[BaseException], None] | None = None) -> None:
+        path = scope.path if path is None else path
+        handler, params, allowed = self.find(scope.method, path)
         if handler is None:
-            send_error(proto, 405, headers=[("allow", ", ".join(sorted(methods)))])
+            if allowed:
+                send_error(proto, 405, headers=[("allow", ", ".join(allowed))])
+            else:
+                send_error(proto, 404)
             return
-        await handler(scope, proto)
+        try:
+            await handler(Request(scope, proto, path, params))
+        except ApiError as err:
+            send_json(proto, err.status, err.body(), err.headers)
+        except Exception as err:  # noqa: BLE001 - the server must answer, and stay up
+            if on_error is not None:
+                on_error(err)
+            send_error(proto, 500)
 
 
-async def health(scope: Scope, proto: HTTPProtocol) -> None:
+async def health(request: Request) -> None:
     """PocketBase's ``GET /api/health``."""
-    proto.response_bytes(200, JSON_HEADERS, HEALTH_BODY)
+    request.proto.response_bytes(200, JSON_HEADERS, HEALTH_BODY)

@@ -2,7 +2,8 @@
 
 Every listener is a granian server embedded in this process's event loop (RSGI interface), so all-in-one
 runs control plane, tenant node and gateway in one process and the gateway reaches the node in-process.
-SIGINT/SIGTERM stop every listener; shutdown is bounded by :data:`SHUTDOWN_TIMEOUT_SECONDS`.
+Background work (Raft housekeeping, node heartbeats, the gateway's route watch) runs as tasks on the same
+loop. SIGINT/SIGTERM stop everything; shutdown is bounded by :data:`SHUTDOWN_TIMEOUT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -10,20 +11,29 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvloop
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server as EmbeddedServer
 
 from pbfast.config import Address, Mode, ServeConfig
-from pbfast.control_plane import ControlPlaneApp
-from pbfast.gateway import GatewayApp
+from pbfast.control_plane.api import ControlPlaneApi, NodeReleaser
+from pbfast.control_plane.app import ControlPlaneApp
+from pbfast.control_plane.raft import RaftMember
+from pbfast.control_plane.reconciler import Reconciler
+from pbfast.control_plane.routes import RouteFeed
+from pbfast.cp_client import ControlPlaneClient
+from pbfast.gateway.app import GatewayApp, LocalNode
+from pbfast.gateway.routes import RouteWatcher
 from pbfast.logs import component_logger, configure_logging
 from pbfast.primitives import RoutingTable
-from pbfast.tenant_node import TenantNodeApp
-from pbfast.tokens import TokenFileError, load_or_create_admin_token
+from pbfast.tenant_node.app import TenantNodeApp
+from pbfast.tenant_node.membership import NodeMembership
+from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, load_or_create_token
 
 __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]
 
@@ -31,9 +41,6 @@ SHUTDOWN_TIMEOUT_SECONDS = 4.0
 EXIT_STARTUP_FAILED = 1
 
 log = component_logger("Server")
-
-# In all-in-one the gateway's routes name the local node by this in-process address.
-LOCAL_NODE_ADDRESS = "local"
 
 
 class StartupError(RuntimeError):
@@ -47,36 +54,121 @@ class Listener:
     app: Any
 
 
-def _admin_token(config: ServeConfig) -> str:
-    if config.admin_token is not None:
-        return config.admin_token
+@dataclass(slots=True)
+class Components:
+    """What one process runs: HTTP listeners, background tasks, and what to close at the end."""
+
+    listeners: list[Listener] = field(default_factory=list)
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+    on_loop: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
+    before_stop: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _token(config: ServeConfig, given: str | None, file_name: str, component: str, usage: str) -> str:
+    if given is not None:
+        return given
     try:
-        token, path, created = load_or_create_admin_token(config.data_dir)
+        token, path, created = load_or_create_token(config.data_dir, file_name)
     except (TokenFileError, OSError) as err:
-        raise StartupError(f"admin token: {err}") from err
-    component_logger("ControlPlane").info(
-        "admin token %s %s (send it as 'Authorization: Bearer <token>')",
-        "generated and stored in" if created else "read from",
-        path.resolve(),
-    )
+        raise StartupError(f"{file_name}: {err}") from err
+    component_logger(component).info("%s %s %s (%s)", file_name.replace(".", " "),
+                                     "generated and stored in" if created else "read from", path.resolve(), usage)
     return token
 
 
-def build_listeners(config: ServeConfig) -> list[Listener]:
-    """The HTTP listeners (component, address, RSGI app) of ``config.mode``."""
+def _connect_address(address: Address) -> Address:
+    """Where this process reaches its own listener (a wildcard bind is reached on loopback)."""
+    return Address("127.0.0.1" if address.host in ("0.0.0.0", "::") else address.host, address.port)
+
+
+def _http_releaser(cluster_token: str, local: dict[str, TenantNodeApp]) -> tuple[NodeReleaser, Callable[[], Any]]:
+    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0),
+                               headers={"authorization": f"Bearer {cluster_token}"})
+
+    async def release(address: str, tenant_id: str, epoch: int) -> None:
+        node = local.get(address)
+        if node is not None:
+            node.release(tenant_id, epoch)
+            return
+        try:
+            response = await client.post(f"{address}/api/node/tenants/{tenant_id}/release", json={"epoch": epoch})
+        except httpx.HTTPError as err:
+            raise OSError(f"{address}: {type(err).__name__}") from err
+        if response.status_code != 200:
+            raise RuntimeError(f"{address} answered {response.status_code}")
+
+    return release, client.aclose
+
+
+def _control_plane(config: ServeConfig, parts: Components, admin_token: str, cluster_token: str,
+                   local_nodes: dict[str, TenantNodeApp]) -> None:
+    assert config.raft_bind_addr is not None
+    _check_bindable(config.raft_bind_addr)
+    try:
+        member = RaftMember(config.raft_bind_addr, config.raft_peers, config.data_dir, cluster_token)
+    except OSError as err:
+        raise StartupError(f"raft: {err}") from err
+    feed = RouteFeed(member.registry)
+    member.registry.on_change = feed.notify_threadsafe
+    releaser, close_releaser = _http_releaser(cluster_token, local_nodes)
+    api = ControlPlaneApi(member, feed, releaser)
+    parts.listeners.append(Listener("ControlPlane", config.http_addr, ControlPlaneApp(api, admin_token, cluster_token)))
+    reconciler = Reconciler(member, node_timeout=config.node_timeout)
+    parts.on_loop.append(feed.attach)
+    parts.before_stop.append(feed.close)
+    parts.tasks.append(reconciler.run)
+    parts.closers += [close_releaser, member.close]
+    component_logger("ControlPlane").info("raft member %s, peers: %s", config.raft_bind_addr,
+                                          ", ".join(map(str, config.raft_peers)) or "none (a cluster of one)")
+
+
+def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
+                 address: str) -> TenantNodeApp:
+    node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token)
+    client = ControlPlaneClient(cp_addrs, cluster_token)
+    membership = NodeMembership(client, node, address, config.max_tenants)
+    parts.tasks.append(membership.run)
+    parts.closers.append(client.aclose)
+    return node
+
+
+def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
+             address: Address, local_nodes: dict[str, LocalNode] | None = None) -> None:
+    client = ControlPlaneClient(cp_addrs, cluster_token)
+    watcher = RouteWatcher(client, RoutingTable(config.base_domain))
+    parts.listeners.append(Listener("Gateway", address, GatewayApp(watcher, local_nodes)))
+    parts.tasks.append(watcher.run)
+    parts.closers.append(client.aclose)
+
+
+def build_components(config: ServeConfig) -> Components:
+    """The listeners, tasks and closers of ``config.mode``."""
+    parts = Components()
     if config.mode is Mode.CONTROL_PLANE:
-        return [Listener("ControlPlane", config.http_addr, ControlPlaneApp(_admin_token(config)))]
-    if config.mode is Mode.TENANT_NODE:
-        return [Listener("TenantNode", config.http_addr, TenantNodeApp(config.node_id, config.max_tenants))]
-    if config.mode is Mode.GATEWAY:
-        return [Listener("Gateway", config.http_addr, GatewayApp(RoutingTable(config.base_domain)))]
-    assert config.gateway_addr is not None
-    node = TenantNodeApp(config.node_id, config.max_tenants)
-    gateway = GatewayApp(RoutingTable(config.base_domain), {LOCAL_NODE_ADDRESS: node.serve_tenant})
-    return [
-        Listener("ControlPlane", config.http_addr, ControlPlaneApp(_admin_token(config))),
-        Listener("Gateway", config.gateway_addr, gateway),
-    ]
+        assert config.cluster_token is not None
+        admin = _token(config, config.admin_token, ADMIN_TOKEN_FILE, "ControlPlane",
+                       "send it as 'Authorization: Bearer <token>'")
+        _control_plane(config, parts, admin, config.cluster_token, {})
+    elif config.mode is Mode.TENANT_NODE:
+        assert config.cluster_token is not None and config.node_address is not None
+        node = _tenant_node(config, parts, config.cluster_token, config.control_plane_addrs, config.node_address)
+        parts.listeners.append(Listener("TenantNode", config.http_addr, node))
+    elif config.mode is Mode.GATEWAY:
+        assert config.cluster_token is not None
+        _gateway(config, parts, config.cluster_token, config.control_plane_addrs, config.http_addr)
+    else:
+        assert config.gateway_addr is not None
+        admin = _token(config, config.admin_token, ADMIN_TOKEN_FILE, "ControlPlane",
+                       "send it as 'Authorization: Bearer <token>'")
+        cluster = _token(config, config.cluster_token, CLUSTER_TOKEN_FILE, "ControlPlane",
+                         "give it to nodes and gateways that join this cluster")
+        own_cp = (_connect_address(config.http_addr),)
+        local_address = f"local://{config.node_id}"
+        node = _tenant_node(config, parts, cluster, own_cp, local_address)
+        _control_plane(config, parts, admin, cluster, {local_address: node})
+        _gateway(config, parts, cluster, own_cp, config.gateway_addr, {local_address: node.serve_tenant})
+    return parts
 
 
 def _check_bindable(address: Address) -> None:
@@ -110,45 +202,65 @@ def _embedded_server(listener: Listener) -> EmbeddedServer:
     return server
 
 
+async def _close(parts: Components) -> None:
+    for close in reversed(parts.closers):
+        try:
+            outcome = close()
+            if asyncio.iscoroutine(outcome):
+                await outcome
+        except Exception:  # noqa: BLE001 - close everything else anyway
+            log.exception("error while closing")
+
+
 async def _run(config: ServeConfig) -> int:
-    listeners = build_listeners(config)
-    for listener in listeners:
-        _check_bindable(listener.address)
-    servers = [_embedded_server(listener) for listener in listeners]
+    parts = build_components(config)
+    try:
+        for listener in parts.listeners:
+            _check_bindable(listener.address)
+    except StartupError:
+        await _close(parts)
+        raise
+    servers = [_embedded_server(listener) for listener in parts.listeners]
     configure_logging(config.log_level)  # granian's constructor reconfigures logging; take it back
     log.info("starting %s (data dir %s)", config.mode.value, config.data_dir.resolve())
 
     loop = asyncio.get_running_loop()
+    for attach in parts.on_loop:
+        attach(loop)
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
 
-    tasks = [asyncio.create_task(server.serve(), name=listener.component)
-             for server, listener in zip(servers, listeners)]
+    serving = [asyncio.create_task(server.serve(), name=listener.component)
+               for server, listener in zip(servers, parts.listeners)]
+    background = [asyncio.create_task(task(), name=task.__qualname__) for task in parts.tasks]
     stop_wait = asyncio.create_task(stopping.wait())
-    done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait([*serving, *background, stop_wait], return_when=asyncio.FIRST_COMPLETED)
 
     exit_code = 0
-    for task in tasks:
-        if task in done:
-            error = task.exception()
-            listener = listeners[tasks.index(task)]
-            reason = str(error) if error else "stopped unexpectedly"
-            log.error("%s listener on %s failed: %s", listener.component, listener.address, reason)
-            exit_code = EXIT_STARTUP_FAILED
-    if stop_wait in done:
-        log.info("shutting down")
+    for task in done:
+        if task is stop_wait:
+            log.info("shutting down")
+            continue
+        error = task.exception()
+        log.error("%s failed: %s", task.get_name(), error or "stopped unexpectedly")
+        exit_code = EXIT_STARTUP_FAILED
     stop_wait.cancel()
 
+    for task in background:
+        task.cancel()
+    for prepare in parts.before_stop:
+        prepare()
     for server in servers:
         server.stop()
-    pending = [task for task in tasks if not task.done()]
+    pending = [task for task in [*serving, *background] if not task.done()]
     if pending:
-        _, still_running = await asyncio.wait(pending, timeout=SHUTDOWN_TIMEOUT_SECONDS)
+        _, still_running = await asyncio.wait(pending, timeout=SHUTDOWN_TIMEOUT_SECONDS - 1)
         for task in still_running:
             task.cancel()
         if still_running:
-            log.warning("forced shutdown after %.0f s", SHUTDOWN_TIMEOUT_SECONDS)
+            log.warning("forced shutdown of %s", ", ".join(task.get_name() for task in still_running))
+    await asyncio.wait_for(_close(parts), 1.0)
     log.info("stopped")
     return exit_code
 

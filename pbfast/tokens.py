@@ -1,4 +1,5 @@
-"""Admin token storage: ``<data-dir>/admin.token``, created once with mode 0600 and an atomic rename."""
+"""Token files: ``<data-dir>/admin.token`` and ``cluster.token``, created once with mode 0600 and an atomic
+rename, read back on every start."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["ADMIN_TOKEN_FILE", "TokenFileError", "load_or_create_admin_token"]
+__all__ = ["ADMIN_TOKEN_FILE", "CLUSTER_TOKEN_FILE", "TokenFileError", "load_or_create_token"]
 
 ADMIN_TOKEN_FILE = "admin.token"
+CLUSTER_TOKEN_FILE = "cluster.token"
 
 
 class TokenFileError(RuntimeError):
@@ -24,14 +26,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load_or_create_admin_token(data_dir: Path) -> tuple[str, Path, bool]:
+def load_or_create_token(data_dir: Path, file_name: str) -> tuple[str, Path, bool]:
     """Return ``(token, path, created)``: the stored token, or a new random one written durably.
 
     The new file is written to a temporary name with mode 0600, fsynced, then renamed into place, so a
     crash never leaves a half-written token. A stored file readable by group or others is refused.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / ADMIN_TOKEN_FILE
+    path = data_dir / file_name
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -48,7 +50,7 @@ def load_or_create_admin_token(data_dir: Path) -> tuple[str, Path, bool]:
         return token, path, False
 
     token = secrets.token_urlsafe(32)
-    tmp = path.with_name(f".{ADMIN_TOKEN_FILE}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{file_name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, (token + "\n").encode())

@@ -57,6 +57,15 @@ def test_serve_help_lists_guide_flags() -> None:
         (["serve", "--http-addr=127.0.0.1:9000", "--gateway-addr=127.0.0.1:9000"], "must differ"),
         (["serve", "--mode=gateway", "--control-plane-addrs=,"], "expected a comma-separated list"),
         (["frobnicate"], "invalid choice"),
+        (["serve", "--mode=control-plane"], "--mode=control-plane needs --cluster-token"),
+        (["serve", "--mode=gateway", "--control-plane-addrs=127.0.0.1:8090"], "needs --cluster-token"),
+        (["serve", "--mode=control-plane", "--cluster-token=" + "c" * 20, "--raft-peers=127.0.0.1:9"],
+         "needs --admin-token"),
+        (["serve", "--raft-peers=127.0.0.1:9"], "--raft-peers does not apply to --mode=all-in-one"),
+        (["serve", "--cluster-token=short"], "the cluster token must be at least 16"),
+        (["serve", "--node-timeout=0.1"], "--node-timeout must be between"),
+        (["tenant", "create"], "the following arguments are required: id"),
+        (["tenant", "update", "x", "--storage-quota-mb=-5"], "must not be negative"),
     ],
 )
 def test_wrong_flags_exit_2_with_one_line(args: list[str], expected: str) -> None:

@@ -18,6 +18,15 @@ from conftest import PbfastProcess, free_port
 
 HEALTH = {"message": "API is healthy.", "code": 200, "data": {}}
 
+
+def assert_health(body: dict[str, object], control_plane: bool) -> None:
+    """PocketBase's health body; a control plane adds data.raft."""
+    if not control_plane:
+        assert body == HEALTH
+        return
+    assert {**body, "data": {}} == HEALTH
+    assert set(body["data"]) == {"raft"}  # type: ignore[arg-type]
+
 Start = Callable[..., PbfastProcess]
 
 
@@ -37,8 +46,8 @@ def test_all_in_one_defaults_start_within_5s(pbfast_process: Start, tmp_path: Pa
     assert took < 5.0, f"took {took:.2f}s"
     for port in (8080, 8090):
         response = httpx.get(f"http://127.0.0.1:{port}/api/health")
-        assert response.status_code == 200 and response.json() == HEALTH
-        assert response.headers["content-type"] == "application/json"
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        assert_health(response.json(), control_plane=port == 8090)
     token_file = workdir / "pb_data" / "admin.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
@@ -58,6 +67,7 @@ def all_in_one(pbfast_process: Start, tmp_path: Path) -> tuple[str, str, str]:
     token = "t" * 40
     process = pbfast_process([
         "serve", f"--data-dir={tmp_path / 'data'}", f"--http-addr=127.0.0.1:{cp_port}",
+        f"--raft-bind-addr=127.0.0.1:{free_port()}",
         f"--gateway-addr=127.0.0.1:{gw_port}", f"--admin-token={token}", "--base-domain=pb.test",
     ])
     cp, gw = f"http://127.0.0.1:{cp_port}", f"http://127.0.0.1:{gw_port}"
@@ -111,19 +121,22 @@ def test_gateway_errors_are_pocketbase_shaped(all_in_one: tuple[str, str, str]) 
     assert_pocketbase_error(httpx.post(f"{gw}/api/health"), 405)
     # The server is still up after all of that.
     assert httpx.get(f"{gw}/api/health").json() == HEALTH
+    assert_pocketbase_error(httpx.get(f"{gw}/t/unknown/api/health"), 404)
 
 
 @pytest.mark.parametrize("mode", ["control-plane", "tenant-node", "gateway"])
 def test_each_mode_serves_health_and_stops_on_sigterm(pbfast_process: Start, tmp_path: Path, mode: str) -> None:
     port = free_port()
-    args = ["serve", f"--mode={mode}", f"--http-addr=127.0.0.1:{port}"]
+    args = ["serve", f"--mode={mode}", f"--http-addr=127.0.0.1:{port}", "--cluster-token=" + "c" * 32]
     if mode in ("tenant-node", "gateway"):
         args.append(f"--control-plane-addrs=127.0.0.1:{free_port()}")
     if mode != "gateway":
         args.append(f"--data-dir={tmp_path / 'data'}")
+    if mode == "control-plane":
+        args.append(f"--raft-bind-addr=127.0.0.1:{free_port()}")
     process = pbfast_process(args, env={"PB_LOG_LEVEL": "DEBUG"})
     process.wait_healthy([f"http://127.0.0.1:{port}"])
-    assert httpx.get(f"http://127.0.0.1:{port}/api/health").json() == HEALTH
+    assert_health(httpx.get(f"http://127.0.0.1:{port}/api/health").json(), mode == "control-plane")
     prefix = {"control-plane": "[ControlPlane]", "tenant-node": "[TenantNode]", "gateway": "[Gateway]"}[mode]
     assert prefix in process.output()
     started = time.monotonic()
@@ -133,11 +146,12 @@ def test_each_mode_serves_health_and_stops_on_sigterm(pbfast_process: Start, tmp
 
 def test_port_in_use_fails_clearly(pbfast_process: Start, tmp_path: Path) -> None:
     port = free_port()
+    token = "--cluster-token=" + "c" * 32
     first = pbfast_process(["serve", "--mode=control-plane", f"--http-addr=127.0.0.1:{port}",
-                            f"--data-dir={tmp_path / 'a'}"])
+                            f"--data-dir={tmp_path / 'a'}", token, f"--raft-bind-addr=127.0.0.1:{free_port()}"])
     first.wait_healthy([f"http://127.0.0.1:{port}"])
     second = pbfast_process(["serve", "--mode=control-plane", f"--http-addr=127.0.0.1:{port}",
-                             f"--data-dir={tmp_path / 'b'}"])
+                             f"--data-dir={tmp_path / 'b'}", token, f"--raft-bind-addr=127.0.0.1:{free_port()}"])
     assert second.proc is not None
     second.proc.wait(10)
     assert second.proc.returncode == 1
@@ -148,7 +162,8 @@ def test_port_in_use_fails_clearly(pbfast_process: Start, tmp_path: Path) -> Non
 def test_admin_token_file_reused_and_guarded(pbfast_process: Start, tmp_path: Path) -> None:
     data = tmp_path / "data"
     port = free_port()
-    args = ["serve", "--mode=control-plane", f"--http-addr=127.0.0.1:{port}", f"--data-dir={data}"]
+    args = ["serve", "--mode=control-plane", f"--http-addr=127.0.0.1:{port}", f"--data-dir={data}",
+            "--cluster-token=" + "c" * 32, f"--raft-bind-addr=127.0.0.1:{free_port()}"]
     first = pbfast_process(args)
     first.wait_healthy([f"http://127.0.0.1:{port}"])
     token = (data / "admin.token").read_text().strip()

@@ -1,11 +1,26 @@
 """The control plane's HTTP application (RSGI).
 
-``GET /api/health`` is public; everything under ``/api/cp/`` needs ``Authorization: Bearer <admin token>``.
+``GET /api/health`` is public and reports this member's Raft role. Everything under ``/api/cp/`` needs a
+bearer token: the admin token for operators, or the cluster token for tenant nodes and gateways; each
+route says which (see :data:`ROLES`). A request without a valid token gets 401 before routing, so unknown
+and known paths look the same to strangers.
 """
 
 from __future__ import annotations
 
-from pbfast.http import HTTPProtocol, Router, Scope, bearer_token_matches, health, send_error
+from collections.abc import Awaitable, Callable
+
+from pbfast.control_plane.api import ControlPlaneApi
+from pbfast.control_plane.openapi import openapi_document
+from pbfast.http import (
+    ApiError,
+    HTTPProtocol,
+    Request,
+    Router,
+    Scope,
+    bearer_token_matches,
+    send_error,
+)
 from pbfast.logs import component_logger
 
 __all__ = ["ControlPlaneApp"]
@@ -13,25 +28,70 @@ __all__ = ["ControlPlaneApp"]
 log = component_logger("ControlPlane")
 
 _CP_PREFIX = "/api/cp/"
+ADMIN = "admin"
+CLUSTER = "cluster"
 
 
 class ControlPlaneApp:
-    """RSGI app of the control plane. Thread-safety: used from the event loop thread only."""
+    """RSGI app of one control plane member. Thread-safety: event loop only."""
 
-    def __init__(self, admin_token: str) -> None:
-        self._admin_token = admin_token
-        self._public = Router()
-        self._public.add("GET", "/api/health", health)
-        self._admin = Router()
+    def __init__(self, api: ControlPlaneApi, admin_token: str, cluster_token: str) -> None:
+        self.api = api
+        self._tokens = {ADMIN: admin_token, CLUSTER: cluster_token}
+        self.router = Router()
+        self.router.add("GET", "/api/health", self.health)
+        guarded: list[tuple[str, str, frozenset[str], Callable[[Request], Awaitable[None]]]] = [
+            ("POST", "/api/cp/tenants", frozenset({ADMIN}), api.create_tenant),
+            ("GET", "/api/cp/tenants", frozenset({ADMIN}), api.list_tenants),
+            ("GET", "/api/cp/tenants/{id}", frozenset({ADMIN}), api.get_tenant),
+            ("PATCH", "/api/cp/tenants/{id}", frozenset({ADMIN}), api.update_tenant),
+            ("DELETE", "/api/cp/tenants/{id}", frozenset({ADMIN}), api.delete_tenant),
+            ("POST", "/api/cp/tenants/{id}/move", frozenset({ADMIN}), api.move_tenant),
+            ("GET", "/api/cp/nodes", frozenset({ADMIN}), api.list_nodes),
+            ("PUT", "/api/cp/nodes/{id}", frozenset({CLUSTER}), api.register_node),
+            ("DELETE", "/api/cp/nodes/{id}", frozenset({ADMIN}), api.remove_node),
+            ("POST", "/api/cp/nodes/{id}/heartbeat", frozenset({CLUSTER}), api.heartbeat),
+            ("GET", "/api/cp/routes", frozenset({ADMIN, CLUSTER}), api.routes),
+            ("GET", "/api/cp/openapi.json", frozenset({ADMIN, CLUSTER}), self.openapi),
+        ]
+        self.roles: dict[tuple[str, str], frozenset[str]] = {}
+        for method, template, roles, handler in guarded:
+            self.router.add(method, template, self._guard(roles, handler))
+            self.roles[(method, template)] = roles
+
+    def _role_of(self, authorization: str | None) -> str | None:
+        for role, token in self._tokens.items():
+            if bearer_token_matches(authorization, token):
+                return role
+        return None
+
+    def _guard(self, roles: frozenset[str], handler: Callable[[Request], Awaitable[None]]
+               ) -> Callable[[Request], Awaitable[None]]:
+        async def guarded(request: Request) -> None:
+            if self._role_of(request.header("authorization")) not in roles:
+                who = "the admin token" if roles == {ADMIN} else "the cluster token" if roles == {CLUSTER} else \
+                    "the admin or cluster token"
+                raise ApiError(403, f"This action requires {who}.")
+            await handler(request)
+
+        return guarded
+
+    async def health(self, request: Request) -> None:
+        status = self.api.member.status()
+        request.send_json(200, {"message": "API is healthy.", "code": 200, "data": {"raft": status.as_json()}})
+
+    async def openapi(self, request: Request) -> None:
+        request.send_json(200, openapi_document())
 
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
             return
         path = scope.path
-        if path.startswith(_CP_PREFIX) or path == "/api/cp":
-            if not bearer_token_matches(scope.headers.get("authorization"), self._admin_token):
-                send_error(proto, 401, "The request requires a valid admin token.")
-                return
-            await self._admin.dispatch(scope, proto)
+        if (path.startswith(_CP_PREFIX) or path == "/api/cp") and \
+                self._role_of(scope.headers.get("authorization")) is None:
+            send_error(proto, 401, "The request requires a valid admin or cluster token.")
             return
-        await self._public.dispatch(scope, proto)
+        await self.router.dispatch(scope, proto, on_error=lambda err: log.error(
+            "%s %s failed: %r", scope.method, path, err, exc_info=err))
+
+

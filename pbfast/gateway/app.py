@@ -9,24 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from pbfast.gateway.routes import RouteWatcher
 from pbfast.http import HTTPProtocol, Router, Scope, health, send_error
 from pbfast.logs import component_logger
-from pbfast.primitives import InvalidTenantId, RoutingTable
+from pbfast.primitives import InvalidTenantId
 
 __all__ = ["GatewayApp", "LocalNode"]
 
 log = component_logger("Gateway")
 
-# In-process hop to a node: (tenant_id, forward_path, scope, proto) -> None.
-LocalNode = Callable[[str, str, Scope, HTTPProtocol], Awaitable[None]]
+# In-process hop to a node: (tenant_id, epoch, forward_path, scope, proto) -> None.
+LocalNode = Callable[[str, int, str, Scope, HTTPProtocol], Awaitable[None]]
+
+_INACTIVE = {
+    "suspended": (403, "The tenant is suspended."),
+    "moving": (503, "The tenant is moving to another node; retry shortly."),
+    "unplaced": (503, "The tenant is not placed on a node yet; retry shortly."),
+}
 
 
 class GatewayApp:
-    """RSGI app of the gateway. Thread-safety: used from the event loop thread; the routing table is
-    lock-free for readers and may be replaced from any thread."""
+    """RSGI app of the gateway. Thread-safety: event loop only; the routing table is lock-free for
+    readers and replaced by the route watcher."""
 
-    def __init__(self, routes: RoutingTable, local_nodes: dict[str, LocalNode] | None = None) -> None:
-        self.routes = routes
+    def __init__(self, watcher: RouteWatcher, local_nodes: dict[str, LocalNode] | None = None) -> None:
+        self.watcher = watcher
+        self.routes = watcher.routes
         self._local_nodes = local_nodes or {}
         self._own = Router()
         self._own.add("GET", "/api/health", health)
@@ -46,13 +54,14 @@ class GatewayApp:
         if route is None:
             send_error(proto, 404, "Tenant not found.")
             return
-        address, _epoch, active = route
+        address, epoch, active = route
         if not active:
-            send_error(proto, 403, "The tenant is suspended.")
+            status, message = _INACTIVE.get(self.watcher.inactive.get(tenant_id, ""), (503, "Tenant unavailable."))
+            send_error(proto, status, message, headers=[("retry-after", "1")] if status == 503 else None)
             return
         local = self._local_nodes.get(address)
         if local is None:
             log.warning("no way to reach node %s of tenant %s", address, tenant_id)
             send_error(proto, 502, "The tenant's node is unreachable.")
             return
-        await local(tenant_id, forward_path, scope, proto)
+        await local(tenant_id, epoch, forward_path, scope, proto)

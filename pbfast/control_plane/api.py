@@ -1,0 +1,299 @@
+"""The control plane's HTTP API under ``/api/cp/`` (see ``openapi.py`` for the reference document).
+
+Writes become Raft commands (:meth:`RaftMember.submit`); pysyncobj forwards a follower's command to the
+leader, and the answer is sent only once the command is committed and applied on this member, so a
+client that got 200 can read its write back from this member. Reads are served from this member's copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import bcrypt
+
+from pbfast.control_plane.placement import assigned_counts, place
+from pbfast.control_plane.raft import CommandFailed, RaftMember
+from pbfast.control_plane.registry import NODE_UP
+from pbfast.control_plane.routes import RouteFeed
+from pbfast.control_plane.validation import (
+    parse_move,
+    parse_node_registration,
+    parse_tenant_create,
+    parse_tenant_update,
+)
+from pbfast.http import ApiError, Request
+from pbfast.logs import component_logger
+from pbfast.primitives import is_valid_tenant_id
+from pbfast.timefmt import format_datetime
+
+__all__ = ["ControlPlaneApi", "NodeReleaser", "tenant_json"]
+
+log = component_logger("ControlPlane")
+
+BCRYPT_COST = 10  # PocketBase's default password cost
+MAX_PER_PAGE = 1000
+MOVE_RELEASE_TIMEOUT_SECONDS = 30.0
+
+# Asks a node to drain a tenant and sync it to the replica store: (node_address, tenant_id, epoch).
+NodeReleaser = Callable[[str, str, int], Awaitable[None]]
+
+_HTTP_ERRORS = {"not_found": 404, "conflict": 409, "invalid": 400}
+
+
+def tenant_json(tenant: dict[str, Any]) -> dict[str, Any]:
+    """The public JSON form of a tenant record (never its superuser's password hash)."""
+    usage = tenant["usage"]
+    return {
+        "id": tenant["id"],
+        "status": tenant["status"],
+        "nodeId": tenant["nodeId"],
+        "epoch": tenant["epoch"],
+        "moving": tenant.get("moving"),
+        "storageQuotaMB": tenant["storageQuotaMB"],
+        "apiRequestsQuota": tenant["apiRequestsQuota"],
+        "durability": tenant["durability"],
+        "usage": {
+            "storageMB": round(usage["storageBytes"] / (1 << 20), 3),
+            "apiRequests": usage["apiRequests"],
+            "periodStart": format_datetime(usage["periodStart"]),
+        },
+        "createdAt": format_datetime(tenant["createdAt"]),
+        "updatedAt": format_datetime(tenant["updatedAt"]),
+    }
+
+
+def node_json(node: dict[str, Any], assigned: int) -> dict[str, Any]:
+    return {
+        "id": node["id"],
+        "address": node["address"],
+        "status": node["status"],
+        "maxTenants": node["maxTenants"],
+        "assignedTenants": assigned,
+        "openTenants": node["openTenants"],
+        "load": round(assigned / max(1, node["maxTenants"]), 4),
+        "registeredAt": format_datetime(node["registeredAt"]),
+        "lastHeartbeatAt": format_datetime(node["lastHeartbeatAt"]),
+    }
+
+
+def _window_start(now: float) -> int:
+    day = 86400
+    return int(now) - int(now) % day
+
+
+class ControlPlaneApi:
+    """Handlers of ``/api/cp/...``. Thread-safety: event loop only; reads the registry's replicated state."""
+
+    def __init__(self, member: RaftMember, feed: RouteFeed, release_on_node: NodeReleaser) -> None:
+        self.member = member
+        self.registry = member.registry
+        self.feed = feed
+        self._release_on_node = release_on_node
+
+    async def _commit(self, command: Any, *args: Any) -> Any:
+        try:
+            outcome, value = await self.member.submit(command, *args)
+        except CommandFailed as err:
+            raise ApiError(503, f"The change was not committed: {err}. Retry the request.") from err
+        if outcome != "ok":
+            raise ApiError(_HTTP_ERRORS.get(outcome, 400), value)
+        return value
+
+    def _tenant(self, tenant_id: str) -> dict[str, Any]:
+        tenant = self.registry.tenant(tenant_id) if is_valid_tenant_id(tenant_id) else None
+        if tenant is None:
+            raise ApiError(404, "Tenant not found.")
+        return tenant
+
+    # ---- tenants --------------------------------------------------------------------------------
+
+    async def create_tenant(self, request: Request) -> None:
+        fields = parse_tenant_create(await request.json_object())
+        now = time.time()
+        superuser = fields.pop("superuser")
+        if superuser is not None:
+            hashed = await asyncio.to_thread(bcrypt.hashpw, superuser["password"].encode(),
+                                             bcrypt.gensalt(BCRYPT_COST))
+            superuser = {"email": superuser["email"], "passwordHash": hashed.decode()}
+        plan = place([fields["id"]], self.registry.nodes_snapshot(), assigned_counts(self.registry.tenants_snapshot()))
+        record = {
+            **fields,
+            "status": "active",
+            "nodeId": plan[0][1] if plan else None,
+            "moving": None,
+            "superuser": superuser,
+            "usage": {"apiRequests": 0, "periodStart": _window_start(now), "storageBytes": 0},
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        tenant = await self._commit(self.registry.create_tenant, record)
+        log.info("created tenant %s on node %s", tenant["id"], tenant["nodeId"] or "(none yet)")
+        request.send_json(200, tenant_json(tenant))
+
+    async def list_tenants(self, request: Request) -> None:
+        page = request.query_int("page", 1, 1, 10**9)
+        per_page = request.query_int("perPage", 30, 1, MAX_PER_PAGE)
+        status, node_id = request.query("status"), request.query("nodeId")
+        tenants = sorted(self.registry.tenants_snapshot(), key=lambda t: (t["createdAt"], t["id"]))
+        if status:
+            tenants = [t for t in tenants if t["status"] == status]
+        if node_id:
+            tenants = [t for t in tenants if t["nodeId"] == node_id]
+        start = (page - 1) * per_page
+        request.send_json(200, {
+            "page": page,
+            "perPage": per_page,
+            "totalItems": len(tenants),
+            "totalPages": math.ceil(len(tenants) / per_page),
+            "items": [tenant_json(t) for t in tenants[start:start + per_page]],
+        })
+
+    async def get_tenant(self, request: Request) -> None:
+        request.send_json(200, tenant_json(self._tenant(request.params["id"])))
+
+    async def update_tenant(self, request: Request) -> None:
+        tenant_id = request.params["id"]
+        self._tenant(tenant_id)
+        changes = parse_tenant_update(await request.json_object())
+        tenant = await self._commit(self.registry.update_tenant, tenant_id, changes, time.time())
+        log.info("updated tenant %s: %s", tenant_id, ", ".join(sorted(changes)) or "nothing")
+        request.send_json(200, tenant_json(tenant))
+
+    async def delete_tenant(self, request: Request) -> None:
+        tenant_id = request.params["id"]
+        self._tenant(tenant_id)
+        await self._commit(self.registry.delete_tenant, tenant_id, time.time())
+        log.info("deleted tenant %s", tenant_id)
+        request.proto.response_empty(204, [])
+
+    async def move_tenant(self, request: Request) -> None:
+        tenant_id = request.params["id"]
+        tenant = self._tenant(tenant_id)
+        target_id = parse_move(await request.json_object())
+        target = self.registry.node(target_id)
+        if target is None:
+            raise ApiError(400, "Failed to validate the submitted data.",
+                           {"nodeId": {"code": "validation_unknown_node", "message": "Unknown node."}})
+        if target["status"] != NODE_UP:
+            raise ApiError(409, f"Node {target_id!r} is down.")
+        if tenant["nodeId"] == target_id:
+            request.send_json(200, tenant_json(tenant))
+            return
+        if tenant.get("moving"):
+            raise ApiError(409, "The tenant is already moving.")
+        epoch = tenant["epoch"]
+        await self._commit(self.registry.set_moving, tenant_id, target_id, epoch)
+        try:
+            source = self.registry.node(tenant["nodeId"] or "")
+            if source is not None and source["status"] == NODE_UP:
+                try:
+                    await asyncio.wait_for(self._release_on_node(source["address"], tenant_id, epoch),
+                                           MOVE_RELEASE_TIMEOUT_SECONDS)
+                except (OSError, TimeoutError, RuntimeError) as err:
+                    # The fencing epoch still protects the tenant: the old node stops serving it as soon as
+                    # it sees the new assignment.
+                    log.warning("node %s did not release tenant %s: %s", source["id"], tenant_id, err)
+            moved = await self._commit(self.registry.assign, [(tenant_id, target_id, epoch)], time.time())
+        except BaseException:
+            await self._clear_moving(tenant_id, epoch)
+            raise
+        if tenant_id not in moved:
+            await self._clear_moving(tenant_id, epoch)
+            raise ApiError(409, "The tenant or the target node changed meanwhile; try again.")
+        log.info("moved tenant %s from %s to %s", tenant_id, tenant["nodeId"], target_id)
+        request.send_json(200, tenant_json(self._tenant(tenant_id)))
+
+    async def _clear_moving(self, tenant_id: str, epoch: int) -> None:
+        try:
+            await self.member.submit(self.registry.set_moving, tenant_id, None, epoch)
+        except CommandFailed as err:
+            log.warning("could not clear the move marker of tenant %s: %s", tenant_id, err)
+
+    # ---- nodes ----------------------------------------------------------------------------------
+
+    async def list_nodes(self, request: Request) -> None:
+        counts = assigned_counts(self.registry.tenants_snapshot())
+        nodes = sorted(self.registry.nodes_snapshot().values(), key=lambda n: n["id"])
+        request.send_json(200, {"items": [node_json(n, counts.get(n["id"], 0)) for n in nodes]})
+
+    async def register_node(self, request: Request) -> None:
+        node_id = request.params["id"]
+        if not is_valid_tenant_id(node_id):
+            raise ApiError(400, "Invalid node id: it must be a DNS label.")
+        address, max_tenants = parse_node_registration(await request.json_object())
+        node = await self._commit(self.registry.register_node, node_id, address, max_tenants, time.time())
+        log.info("node %s registered at %s (max %d open tenants)", node_id, address, max_tenants)
+        request.send_json(200, node_json(node, assigned_counts(self.registry.tenants_snapshot()).get(node_id, 0)))
+
+    async def heartbeat(self, request: Request) -> None:
+        node_id = request.params["id"]
+        if self.registry.node(node_id) is None:
+            raise ApiError(404, "Unknown node; register first.")
+        body = await request.json_object(limit=64 << 20)
+        usage = _parse_usage(body.get("usage", {}))
+        open_tenants = body.get("openTenants", 0)
+        if isinstance(open_tenants, bool) or not isinstance(open_tenants, int) or open_tenants < 0:
+            raise ApiError(400, "Failed to validate the submitted data.",
+                           {"openTenants": {"code": "validation_invalid_type", "message": "Must be a whole number."}})
+        await self._commit(self.registry.heartbeat, node_id, time.time(), open_tenants, usage)
+        request.send_json(200, self.assignments_of(node_id))
+
+    def assignments_of(self, node_id: str) -> dict[str, Any]:
+        """What a node must serve: its tenants with epoch, status and quotas, and tenants it must drop."""
+        tenants = {
+            t["id"]: {
+                "epoch": t["epoch"],
+                "status": t["status"],
+                "moving": t.get("moving"),
+                "storageQuotaMB": t["storageQuotaMB"],
+                "apiRequestsQuota": t["apiRequestsQuota"],
+                "durability": t["durability"],
+                "superuser": t.get("superuser"),
+            }
+            for t in self.registry.tenants_snapshot() if t["nodeId"] == node_id
+        }
+        deleted = sorted(tid for tid, stone in self.registry.tombstones_snapshot().items() if stone["nodeId"] == node_id)
+        return {"nodeId": node_id, "tenants": tenants, "deleted": deleted,
+                "routesVersion": self.registry.routes_version}
+
+    async def remove_node(self, request: Request) -> None:
+        node_id = request.params["id"]
+        node = self.registry.node(node_id)
+        if node is None:
+            raise ApiError(404, "Unknown node.")
+        if node["status"] == NODE_UP:
+            raise ApiError(409, "The node is up; stop it first (its tenants are re-placed once it is down).")
+        if assigned_counts(self.registry.tenants_snapshot()).get(node_id):
+            raise ApiError(409, "Tenants are still assigned to the node; wait until they are re-placed.")
+        await self._commit(self.registry.remove_node, node_id)
+        request.proto.response_empty(204, [])
+
+    # ---- routes ---------------------------------------------------------------------------------
+
+    async def routes(self, request: Request) -> None:
+        since = request.query_int("since", -1, -1, 2**62)
+        timeout = request.query_int("timeout", 25, 0, 60)
+        if since >= 0:
+            await self.feed.wait_newer_than(since, timeout)
+        request.send_json(200, self.feed.table())
+
+
+def _parse_usage(raw: Any) -> dict[str, tuple[int, int, int]]:
+    if not isinstance(raw, dict):
+        raise ApiError(400, "Failed to validate the submitted data.",
+                       {"usage": {"code": "validation_invalid_type", "message": "Must be an object."}})
+    usage = {}
+    for tenant_id, entry in raw.items():
+        values = (entry.get("apiRequests"), entry.get("storageBytes"), entry.get("periodStart")) \
+            if isinstance(entry, dict) else (None, None, None)
+        if not is_valid_tenant_id(tenant_id) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise ApiError(400, "Failed to validate the submitted data.", {"usage": {
+                "code": "validation_invalid_usage",
+                "message": f"Usage of {tenant_id!r} needs whole numbers apiRequests, storageBytes, periodStart."}})
+        usage[tenant_id] = values
+    return usage

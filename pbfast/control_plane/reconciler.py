@@ -1,0 +1,74 @@
+"""The leader's housekeeping: mark silent nodes down and (re)place tenants that have no live node.
+
+Only the Raft leader acts, and only after it has led for longer than the node timeout (so a new leader does
+not declare every node dead before their first heartbeats reach it). Decisions are submitted as commands
+carrying what they were based on (last heartbeat seen, tenant epochs), so a stale decision is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pbfast.control_plane.placement import assigned_counts, place
+from pbfast.control_plane.raft import CommandFailed, RaftMember
+from pbfast.control_plane.registry import NODE_UP
+from pbfast.logs import component_logger
+
+__all__ = ["Reconciler"]
+
+log = component_logger("ControlPlane")
+
+PLACEMENT_BATCH = 500
+
+
+class Reconciler:
+    """Runs :meth:`run` as a task on the event loop; every ``interval`` seconds it checks once."""
+
+    def __init__(self, member: RaftMember, node_timeout: float = 5.0, interval: float = 0.25) -> None:
+        self.member = member
+        self.node_timeout = node_timeout
+        self.interval = interval
+        self._leading_since: float | None = None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check_once()
+            except CommandFailed as err:
+                log.warning("housekeeping deferred: %s", err)
+            except Exception:  # noqa: BLE001 - housekeeping must keep running
+                log.exception("housekeeping failed")
+
+    async def check_once(self) -> None:
+        if not self.member.is_leader:
+            self._leading_since = None
+            return
+        now = time.time()
+        if self._leading_since is None:
+            self._leading_since = time.monotonic()
+            log.info("this member leads the control plane now")
+        settled = time.monotonic() - self._leading_since >= self.node_timeout
+        registry = self.member.registry
+        if settled:
+            for node in registry.nodes_snapshot().values():
+                if node["status"] == NODE_UP and now - node["lastHeartbeatAt"] > self.node_timeout:
+                    _, marked = await self.member.submit(registry.mark_node_down, node["id"], node["lastHeartbeatAt"])
+                    if marked:
+                        log.warning("node %s is down: no heartbeat for %.1f s", node["id"],
+                                    now - node["lastHeartbeatAt"])
+        nodes = registry.nodes_snapshot()
+        tenants = registry.tenants_snapshot()
+        homeless = [t for t in tenants
+                    if not t.get("moving") and (t["nodeId"] is None or nodes.get(t["nodeId"], {}).get("status") != NODE_UP)]
+        if not homeless:
+            return
+        live = assigned_counts(t for t in tenants if nodes.get(t["nodeId"] or "", {}).get("status") == NODE_UP)
+        epochs = {t["id"]: t["epoch"] for t in homeless}
+        plan = place([t["id"] for t in homeless], nodes, live)
+        for start in range(0, len(plan), PLACEMENT_BATCH):
+            batch = [(tid, node_id, epochs[tid]) for tid, node_id in plan[start:start + PLACEMENT_BATCH]]
+            _, moved = await self.member.submit(registry.assign, batch, time.time())
+            if moved:
+                log.info("placed %d tenant(s) on live nodes", len(moved))

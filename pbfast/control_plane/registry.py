@@ -1,0 +1,253 @@
+"""The replicated tenant and node registry: a deterministic state machine applied by every Raft member.
+
+Every method decorated with ``@replicated`` is a Raft command: the member that receives an API call decides
+everything that needs a clock or a choice (timestamps, placement) *before* submitting, and passes it as
+arguments, so applying a command gives the same result on every member. Commands return plain tuples:
+``("ok", value)`` or ``(error_kind, message)`` with ``error_kind`` in :data:`ERRORS`.
+
+Thread-safety: pysyncobj applies commands on its own thread while the API reads from the event loop. Every
+command runs under the registry's lock, and readers use the ``*_snapshot``/lookup methods, which copy
+under the same lock; records are replaced, never mutated in place, so a copied record stays consistent.
+``on_change`` callbacks run on the Raft thread, after the lock is released, and must not block.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pysyncobj import SyncObjConsumer, replicated
+
+__all__ = ["ERRORS", "NODE_DOWN", "NODE_UP", "Registry", "TENANT_STATUSES"]
+
+TENANT_STATUSES = ("active", "suspended")
+DURABILITY_MODES = ("async", "sync")
+NODE_UP = "up"
+NODE_DOWN = "down"
+ERRORS = ("not_found", "conflict", "invalid")
+
+Result = tuple[str, Any]
+F = TypeVar("F", bound=Callable[..., Result])
+
+
+def _locked(command: F) -> F:
+    """Run a command under the registry lock, then notify ``on_change`` outside it."""
+
+    @functools.wraps(command)
+    def run(self: Registry, *args: Any) -> Result:
+        with self._lock:
+            result = command(self, *args)
+        if self.on_change is not None:
+            self.on_change()
+        return result
+
+    return run  # type: ignore[return-value]
+
+
+class Registry(SyncObjConsumer):
+    """Tenants, nodes and the routing table version, replicated by Raft.
+
+    State (all plain dicts, pickled into pysyncobj's snapshots):
+
+    - ``tenants``: id -> tenant record (see :func:`pbfast.control_plane.api.tenant_json` for its JSON form)
+    - ``nodes``: node id -> ``{id, address, maxTenants, status, registeredAt, lastHeartbeatAt, openTenants}``
+    - ``tombstones``: deleted tenant id -> ``{deletedAt, nodeId}`` (kept until the replica is purged)
+    - ``routes_version``: bumped by every command that changes where or whether a tenant is served
+    """
+
+    def __init__(self) -> None:
+        # Set before SyncObjConsumer.__init__ records its own attributes, so it is never snapshotted.
+        self.on_change: Callable[[], None] | None = None
+        self._lock = threading.RLock()
+        super().__init__()
+        self.tenants: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.tombstones: dict[str, dict[str, Any]] = {}
+        self.routes_version = 0
+
+    def _changed(self, routes: bool) -> None:
+        if routes:
+            self.routes_version += 1
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            super()._deserialize(data)
+        if self.on_change is not None:
+            self.on_change()
+
+    # ---- reads (any thread) ---------------------------------------------------------------------
+
+    def tenants_snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.tenants.values())
+
+    def nodes_snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self.nodes)
+
+    def tombstones_snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self.tombstones)
+
+    def tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.tenants.get(tenant_id)
+
+    def node(self, node_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.nodes.get(node_id)
+
+    def routing_state(self) -> tuple[int, list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        """``(routes_version, tenants, nodes)`` read together, consistently."""
+        with self._lock:
+            return self.routes_version, list(self.tenants.values()), dict(self.nodes)
+
+    # ---- tenants --------------------------------------------------------------------------------
+
+    @replicated
+    @_locked
+    def create_tenant(self, record: dict[str, Any]) -> Result:
+        tenant_id = record["id"]
+        if tenant_id in self.tenants:
+            return "conflict", f"A tenant with id {tenant_id!r} already exists."
+        if tenant_id in self.tombstones:
+            return "conflict", f"Tenant id {tenant_id!r} was deleted and is reserved until its data is purged."
+        tenant = dict(record)
+        node_id = tenant.get("nodeId")
+        if node_id is not None and self.nodes.get(node_id, {}).get("status") != NODE_UP:
+            tenant["nodeId"] = None
+        tenant["epoch"] = 1 if tenant["nodeId"] else 0
+        self.tenants[tenant_id] = tenant
+        self._changed(routes=True)
+        return "ok", copy.deepcopy(tenant)
+
+    @replicated
+    @_locked
+    def update_tenant(self, tenant_id: str, changes: dict[str, Any], now: float) -> Result:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return "not_found", "Tenant not found."
+        updated = {**tenant, **changes, "updatedAt": now}
+        self.tenants[tenant_id] = updated
+        self._changed(routes=updated.get("status") != tenant.get("status"))
+        return "ok", copy.deepcopy(updated)
+
+    @replicated
+    @_locked
+    def delete_tenant(self, tenant_id: str, now: float) -> Result:
+        tenant = self.tenants.pop(tenant_id, None)
+        if tenant is None:
+            return "not_found", "Tenant not found."
+        self.tombstones[tenant_id] = {"deletedAt": now, "nodeId": tenant.get("nodeId")}
+        self._changed(routes=True)
+        return "ok", copy.deepcopy(tenant)
+
+    @replicated
+    @_locked
+    def purge_tombstones(self, tenant_ids: list[str]) -> Result:
+        purged = [tid for tid in tenant_ids if self.tombstones.pop(tid, None) is not None]
+        self._changed(routes=False)
+        return "ok", purged
+
+    @replicated
+    @_locked
+    def assign(self, moves: list[tuple[str, str | None, int]], now: float) -> Result:
+        """Place tenants: ``(tenant_id, node_id or None, expected_epoch)``.
+
+        Each applied move bumps the tenant's fencing epoch, so the previous node's claim is stale. A move
+        whose expected epoch no longer matches (someone else moved the tenant first) or whose target is
+        not up is skipped; the result lists the tenant ids that moved.
+        """
+        moved = []
+        for tenant_id, node_id, expected_epoch in moves:
+            tenant = self.tenants.get(tenant_id)
+            if tenant is None or tenant["epoch"] != expected_epoch:
+                continue
+            if node_id is not None and self.nodes.get(node_id, {}).get("status") != NODE_UP:
+                continue
+            self.tenants[tenant_id] = {**tenant, "nodeId": node_id, "epoch": expected_epoch + 1,
+                                       "moving": None, "updatedAt": now}
+            moved.append(tenant_id)
+        self._changed(routes=bool(moved))
+        return "ok", moved
+
+    @replicated
+    @_locked
+    def set_moving(self, tenant_id: str, target_node_id: str | None, expected_epoch: int) -> Result:
+        """Mark a planned move (``target_node_id``) or clear it (None); gateways hold requests meanwhile."""
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return "not_found", "Tenant not found."
+        if tenant["epoch"] != expected_epoch:
+            return "conflict", "The tenant was moved meanwhile; try again."
+        self.tenants[tenant_id] = {**tenant, "moving": target_node_id}
+        self._changed(routes=True)
+        return "ok", copy.deepcopy(self.tenants[tenant_id])
+
+    # ---- nodes ----------------------------------------------------------------------------------
+
+    @replicated
+    @_locked
+    def register_node(self, node_id: str, address: str, max_tenants: int, now: float) -> Result:
+        node = self.nodes.get(node_id)
+        routes_changed = node is None or node["address"] != address or node["status"] != NODE_UP
+        self.nodes[node_id] = {
+            "id": node_id,
+            "address": address,
+            "maxTenants": max_tenants,
+            "status": NODE_UP,
+            "registeredAt": node["registeredAt"] if node else now,
+            "lastHeartbeatAt": now,
+            "openTenants": node["openTenants"] if node else 0,
+        }
+        self._changed(routes=routes_changed)
+        return "ok", dict(self.nodes[node_id])
+
+    @replicated
+    @_locked
+    def heartbeat(self, node_id: str, now: float, open_tenants: int,
+                  usage: dict[str, tuple[int, int, int]]) -> Result:
+        """Record a node's liveness and its tenants' usage ``{tenant: (requests_delta, storage_bytes,
+        window_start)}``; usage of tenants not assigned to the node is ignored."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return "not_found", "Unknown node; register first."
+        came_back = node["status"] != NODE_UP
+        self.nodes[node_id] = {**node, "status": NODE_UP, "lastHeartbeatAt": now, "openTenants": open_tenants}
+        for tenant_id, (requests, storage_bytes, window_start) in usage.items():
+            tenant = self.tenants.get(tenant_id)
+            if tenant is None or tenant.get("nodeId") != node_id:
+                continue
+            counted = tenant["usage"]
+            if window_start > counted["periodStart"]:
+                counted = {"apiRequests": requests, "periodStart": window_start, "storageBytes": storage_bytes}
+            else:
+                counted = {**counted, "apiRequests": counted["apiRequests"] + requests,
+                           "storageBytes": storage_bytes}
+            self.tenants[tenant_id] = {**tenant, "usage": counted}
+        self._changed(routes=came_back)
+        return "ok", None
+
+    @replicated
+    @_locked
+    def mark_node_down(self, node_id: str, last_heartbeat_seen: float) -> Result:
+        """Mark a silent node down, unless it sent a heartbeat after the one the leader judged by."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return "not_found", "Unknown node."
+        if node["lastHeartbeatAt"] != last_heartbeat_seen or node["status"] != NODE_UP:
+            return "ok", False
+        self.nodes[node_id] = {**node, "status": NODE_DOWN}
+        self._changed(routes=True)
+        return "ok", True
+
+    @replicated
+    @_locked
+    def remove_node(self, node_id: str) -> Result:
+        if self.nodes.pop(node_id, None) is None:
+            return "not_found", "Unknown node."
+        self._changed(routes=True)
+        return "ok", None

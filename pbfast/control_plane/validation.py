@@ -1,0 +1,163 @@
+"""Validation of control-plane API bodies, with PocketBase-style per-field errors.
+
+Each ``parse_*`` function returns clean values or raises :class:`~pbfast.http.ApiError` 400 whose ``data``
+maps every bad field to ``{"code", "message"}`` (unknown fields included), so nothing half-valid is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pbfast.control_plane.registry import DURABILITY_MODES, TENANT_STATUSES
+from pbfast.http import ApiError
+from pbfast.primitives import is_valid_tenant_id
+
+__all__ = [
+    "MAX_API_REQUESTS_QUOTA",
+    "MAX_STORAGE_QUOTA_MB",
+    "parse_move",
+    "parse_node_registration",
+    "parse_tenant_create",
+    "parse_tenant_update",
+]
+
+MAX_STORAGE_QUOTA_MB = 10**9
+MAX_API_REQUESTS_QUOTA = 10**12
+MAX_TENANTS_PER_NODE = 10**6
+PASSWORD_MIN, PASSWORD_MAX = 8, 71  # PocketBase's superuser password bounds (bcrypt reads 72 bytes)
+_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_NODE_ADDRESS = re.compile(r"(?:https?://[A-Za-z0-9.\-\[\]:]+(?::\d{1,5})?/?|local://[a-z0-9-]{1,63})")
+
+ID_RULE = "Must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'."
+
+
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+class _Fields:
+    """Collects per-field errors while reading a JSON object."""
+
+    def __init__(self, body: dict[str, Any], allowed: set[str]) -> None:
+        self.body = body
+        self.errors: dict[str, Any] = {}
+        for name in body:
+            if name not in allowed:
+                self.errors[name] = _error("validation_unknown_field", "Unknown field.")
+
+    def fail_if_any(self) -> None:
+        if self.errors:
+            raise ApiError(400, "Failed to validate the submitted data.", self.errors)
+
+    def integer(self, name: str, maximum: int, nullable: bool = True) -> int | None:
+        value = self.body.get(name)
+        if value is None:
+            if not nullable:
+                self.errors[name] = _error("validation_required", "Cannot be blank.")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.errors[name] = _error("validation_invalid_type", "Must be a whole number or null.")
+            return None
+        if not 0 <= value <= maximum:
+            self.errors[name] = _error("validation_out_of_range", f"Must be between 0 and {maximum}.")
+            return None
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or value not in choices:
+            self.errors[name] = _error("validation_not_in_set", f"Must be one of {', '.join(choices)}.")
+            return None
+        return value
+
+    def tenant_id(self, name: str) -> str | None:
+        value = self.body.get(name)
+        if value is None or value == "":
+            self.errors[name] = _error("validation_required", "Cannot be blank.")
+            return None
+        if not isinstance(value, str) or not is_valid_tenant_id(value):
+            self.errors[name] = _error("validation_invalid_id", ID_RULE)
+            return None
+        return value
+
+
+def _superuser(fields: _Fields) -> dict[str, str] | None:
+    value = fields.body.get("superuser")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        fields.errors["superuser"] = _error("validation_invalid_type", "Must be an object with email and password.")
+        return None
+    errors: dict[str, Any] = {}
+    for name in value:
+        if name not in ("email", "password"):
+            errors[name] = _error("validation_unknown_field", "Unknown field.")
+    email, password = value.get("email"), value.get("password")
+    if not isinstance(email, str) or not email:
+        errors["email"] = _error("validation_required", "Cannot be blank.")
+    elif len(email) > 255 or _EMAIL.fullmatch(email) is None:
+        errors["email"] = _error("validation_is_email", "Must be a valid email address.")
+    if not isinstance(password, str) or not password:
+        errors["password"] = _error("validation_required", "Cannot be blank.")
+    elif not PASSWORD_MIN <= len(password.encode()) <= PASSWORD_MAX:
+        errors["password"] = _error("validation_length_out_of_range",
+                                    f"The length must be between {PASSWORD_MIN} and {PASSWORD_MAX}.")
+    if errors:
+        fields.errors["superuser"] = errors
+        return None
+    return {"email": email.lower(), "password": password}
+
+
+def parse_tenant_create(body: dict[str, Any]) -> dict[str, Any]:
+    """``{"id", "storageQuotaMB"?, "apiRequestsQuota"?, "durability"?, "superuser"?: {"email","password"}}``."""
+    fields = _Fields(body, {"id", "storageQuotaMB", "apiRequestsQuota", "durability", "superuser"})
+    parsed = {
+        "id": fields.tenant_id("id"),
+        "storageQuotaMB": fields.integer("storageQuotaMB", MAX_STORAGE_QUOTA_MB),
+        "apiRequestsQuota": fields.integer("apiRequestsQuota", MAX_API_REQUESTS_QUOTA),
+        "durability": fields.choice("durability", DURABILITY_MODES) or "async",
+        "superuser": _superuser(fields),
+    }
+    fields.fail_if_any()
+    return parsed
+
+
+def parse_tenant_update(body: dict[str, Any]) -> dict[str, Any]:
+    """Any of ``storageQuotaMB``, ``apiRequestsQuota`` (null = unlimited), ``status``, ``durability``."""
+    fields = _Fields(body, {"storageQuotaMB", "apiRequestsQuota", "status", "durability"})
+    changes: dict[str, Any] = {}
+    for name, maximum in (("storageQuotaMB", MAX_STORAGE_QUOTA_MB), ("apiRequestsQuota", MAX_API_REQUESTS_QUOTA)):
+        if name in body:
+            changes[name] = fields.integer(name, maximum)
+    for name, choices in (("status", TENANT_STATUSES), ("durability", DURABILITY_MODES)):
+        if name in body:
+            changes[name] = fields.choice(name, choices)
+            if body[name] is None:
+                fields.errors[name] = _error("validation_required", "Cannot be blank.")
+    fields.fail_if_any()
+    return changes
+
+
+def parse_move(body: dict[str, Any]) -> str:
+    fields = _Fields(body, {"nodeId"})
+    node_id = fields.tenant_id("nodeId")
+    fields.fail_if_any()
+    assert node_id is not None
+    return node_id
+
+
+def parse_node_registration(body: dict[str, Any]) -> tuple[str, int]:
+    """``{"address": "http://host:port" | "local://<node-id>", "maxTenants": int >= 1}``."""
+    fields = _Fields(body, {"address", "maxTenants"})
+    address = body.get("address")
+    if not isinstance(address, str) or _NODE_ADDRESS.fullmatch(address) is None:
+        fields.errors["address"] = _error("validation_invalid_address", "Must be an http(s)://host:port URL.")
+    max_tenants = fields.integer("maxTenants", MAX_TENANTS_PER_NODE, nullable=False)
+    if max_tenants == 0:
+        fields.errors["maxTenants"] = _error("validation_out_of_range", "Must be at least 1.")
+    fields.fail_if_any()
+    assert isinstance(address, str) and max_tenants is not None
+    return address.rstrip("/"), max_tenants

@@ -1,0 +1,121 @@
+"""Clients of the control plane API, failing over between its members.
+
+:class:`ControlPlaneClient` (asyncio, used by tenant nodes and gateways with the cluster token) and
+:class:`SyncControlPlaneClient` (blocking, used by the ``pbfast`` CLI with the admin token) share one rule:
+try the member that answered last; on a connection error, a timeout or a 503 (no quorum there) try the
+next member; give up after one round with :class:`ControlPlaneUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from pbfast.config import Address
+
+__all__ = ["ControlPlaneClient", "ControlPlaneError", "ControlPlaneUnavailable", "SyncControlPlaneClient"]
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane answered with an error (``status``, PocketBase-shaped ``body``)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(f"{status}: {body.get('message', 'error')}")
+
+
+class ControlPlaneUnavailable(RuntimeError):
+    """No control plane member could be reached (or none had a quorum)."""
+
+
+def _decode(response: httpx.Response) -> Any:
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = {"status": response.status_code, "message": response.text[:200], "data": {}}
+    if response.status_code >= 400:
+        raise ControlPlaneError(response.status_code, body if isinstance(body, dict) else {"message": str(body)})
+    return body
+
+
+class _Members:
+    def __init__(self, addresses: Sequence[Address | str]) -> None:
+        urls = [a.url if isinstance(a, Address) else (a if "://" in a else f"http://{a}") for a in addresses]
+        if not urls:
+            raise ValueError("at least one control plane address is needed")
+        self.urls = [url.rstrip("/") for url in urls]
+        self.preferred = 0
+
+    def order(self) -> list[int]:
+        count = len(self.urls)
+        return [(self.preferred + i) % count for i in range(count)]
+
+
+class ControlPlaneClient:
+    """Async client. Thread-safety: one event loop."""
+
+    def __init__(self, addresses: Sequence[Address | str], token: str,
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+        self._members = _Members(addresses)
+        self._http = httpx.AsyncClient(timeout=timeout, headers={"authorization": f"Bearer {token}"})
+
+    async def request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None,
+                      timeout: float | None = None) -> Any:
+        last_error = "no member tried"
+        for index in self._members.order():
+            url = self._members.urls[index] + path
+            try:
+                response = await self._http.request(
+                    method, url, content=None if json is None else orjson.dumps(json), params=params,
+                    headers={"content-type": "application/json"} if json is not None else None,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+            except httpx.TransportError as err:
+                last_error = f"{url}: {type(err).__name__}"
+                continue
+            if response.status_code == 503:
+                last_error = f"{url}: 503 {response.text[:120]}"
+                continue
+            self._members.preferred = index
+            return _decode(response)
+        raise ControlPlaneUnavailable(f"no control plane member answered ({last_error})")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class SyncControlPlaneClient:
+    """Blocking client for the CLI."""
+
+    def __init__(self, addresses: Sequence[Address | str], token: str,
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+        self._members = _Members(addresses)
+        self._http = httpx.Client(timeout=timeout, headers={"authorization": f"Bearer {token}"})
+
+    def request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        last_error = "no member tried"
+        for index in self._members.order():
+            url = self._members.urls[index] + path
+            try:
+                response = self._http.request(
+                    method, url, content=None if json is None else orjson.dumps(json), params=params,
+                    headers={"content-type": "application/json"} if json is not None else None)
+            except httpx.TransportError as err:
+                last_error = f"{url}: {type(err).__name__}"
+                continue
+            if response.status_code == 503:
+                last_error = f"{url}: 503 {response.text[:120]}"
+                continue
+            self._members.preferred = index
+            return _decode(response)
+        raise ControlPlaneUnavailable(f"no control plane member answered ({last_error})")
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,200 @@
+"""Operator commands against a running control plane: ``pbfast tenant ...`` and ``pbfast node ...``.
+
+The admin token comes from ``--admin-token``, else ``PBFAST_ADMIN_TOKEN``, else ``<data-dir>/admin.token``.
+Output is a table by default and the API's JSON with ``--json``. API errors print one line (plus one line
+per invalid field) and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pbfast.config import DEFAULT_CONTROL_PLANE_ADDR, DEFAULT_DATA_DIR, ConfigError, parse_address_list
+from pbfast.cp_client import ControlPlaneError, ControlPlaneUnavailable, SyncControlPlaneClient
+from pbfast.tokens import ADMIN_TOKEN_FILE
+
+__all__ = ["add_operator_commands", "run_operator_command"]
+
+EXIT_FAILED = 1
+
+TENANT_COLUMNS = ("id", "status", "nodeId", "epoch", "storageQuotaMB", "apiRequestsQuota", "durability",
+                  "usage.storageMB", "usage.apiRequests", "createdAt")
+NODE_COLUMNS = ("id", "status", "address", "assignedTenants", "openTenants", "maxTenants", "load",
+                "lastHeartbeatAt")
+
+
+UNLIMITED = "unlimited"
+
+
+def _quota(value: str) -> int | str:
+    if value.lower() in (UNLIMITED, "none", "null"):
+        return UNLIMITED
+    try:
+        number = int(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'unlimited', got {value!r}") from err
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {number}")
+    return number
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control-plane-addrs", default=DEFAULT_CONTROL_PLANE_ADDR,
+                        help=f"comma-separated control plane host:port (default {DEFAULT_CONTROL_PLANE_ADDR})")
+    parser.add_argument("--admin-token", help="admin token (else PBFAST_ADMIN_TOKEN, else <data-dir>/admin.token)")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where admin.token is looked up")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON")
+
+
+def add_operator_commands(commands: Any) -> None:
+    """Register ``tenant`` and ``node`` sub-commands on the top-level sub-parser action."""
+    tenant = commands.add_parser("tenant", help="manage tenants on a running cluster")
+    tenant_commands = tenant.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    create = tenant_commands.add_parser("create", help="create a tenant")
+    create.add_argument("id")
+    create.add_argument("--storage-quota-mb", type=_quota, help="MB, or 'unlimited' (default)")
+    create.add_argument("--api-requests-quota", type=_quota, help="API requests per day, or 'unlimited' (default)")
+    create.add_argument("--durability", choices=["async", "sync"])
+    create.add_argument("--superuser-email")
+    create.add_argument("--superuser-password")
+    _common(create)
+
+    listing = tenant_commands.add_parser("list", help="list tenants")
+    listing.add_argument("--status", choices=["active", "suspended"])
+    listing.add_argument("--node-id")
+    listing.add_argument("--page", type=int, default=1)
+    listing.add_argument("--per-page", type=int, default=200)
+    _common(listing)
+
+    get = tenant_commands.add_parser("get", help="show one tenant")
+    get.add_argument("id")
+    _common(get)
+
+    update = tenant_commands.add_parser("update", help="change quotas, status or durability")
+    update.add_argument("id")
+    update.add_argument("--storage-quota-mb", type=_quota)
+    update.add_argument("--api-requests-quota", type=_quota)
+    update.add_argument("--status", choices=["active", "suspended"])
+    update.add_argument("--durability", choices=["async", "sync"])
+    _common(update)
+
+    delete = tenant_commands.add_parser("delete", help="delete a tenant and its data")
+    delete.add_argument("id")
+    _common(delete)
+
+    move = tenant_commands.add_parser("move", help="move a tenant to another node")
+    move.add_argument("id")
+    move.add_argument("node_id", metavar="NODE_ID")
+    _common(move)
+
+    node = commands.add_parser("node", help="inspect tenant nodes")
+    node_commands = node.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _common(node_commands.add_parser("list", help="list tenant nodes"))
+
+
+def _admin_token(args: argparse.Namespace, environ: dict[str, str]) -> str:
+    if args.admin_token:
+        return str(args.admin_token)
+    if environ.get("PBFAST_ADMIN_TOKEN"):
+        return environ["PBFAST_ADMIN_TOKEN"]
+    path = Path(args.data_dir) / ADMIN_TOKEN_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise ConfigError(f"no admin token: pass --admin-token, set PBFAST_ADMIN_TOKEN, or point --data-dir at "
+                          f"a directory holding {ADMIN_TOKEN_FILE} ({path}: {err.strerror})") from err
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    value: Any = row
+    for key in column.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        return "-" if column != "storageQuotaMB" and column != "apiRequestsQuota" else "unlimited"
+    return str(value)
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[_cell(row, c) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _body(args: argparse.Namespace, names: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Fields given on the command line (``unlimited`` quotas become null)."""
+    given = {}
+    for attr, field in names:
+        value = getattr(args, attr, None)
+        if value is not None:
+            given[field] = None if value == UNLIMITED else value
+    return given
+
+
+def run_operator_command(args: argparse.Namespace, environ: dict[str, str], out: Callable[[str], None] = print) -> int:
+    try:
+        token = _admin_token(args, environ)
+        addresses = parse_address_list(args.control_plane_addrs, "--control-plane-addrs")
+    except ConfigError as err:
+        print(f"pbfast: error: {err}", file=sys.stderr)
+        return 2
+    client = SyncControlPlaneClient(addresses, token)
+    try:
+        result, columns = _dispatch(client, args)
+    except ControlPlaneError as err:
+        print(f"pbfast: error: {err.status} {err.body.get('message', '')}", file=sys.stderr)
+        for field, problem in (err.body.get("data") or {}).items():
+            print(f"  {field}: {orjson.dumps(problem).decode()}", file=sys.stderr)
+        return EXIT_FAILED
+    except ControlPlaneUnavailable as err:
+        print(f"pbfast: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    if args.json:
+        out(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if result is not None else "{}")
+    elif columns is None:
+        out(f"deleted tenant {args.id}")
+    else:
+        rows = result["items"] if isinstance(result, dict) and "items" in result else [result]
+        out(_table(rows, columns))
+        if isinstance(result, dict) and "totalItems" in result and result["totalPages"] > 1:
+            out(f"page {result['page']} of {result['totalPages']} ({result['totalItems']} tenants)")
+    return 0
+
+
+def _dispatch(client: SyncControlPlaneClient, args: argparse.Namespace) -> tuple[Any, Sequence[str] | None]:
+    quotas = (("storage_quota_mb", "storageQuotaMB"), ("api_requests_quota", "apiRequestsQuota"),
+              ("durability", "durability"))
+    if args.command == "node":
+        return client.request("GET", "/api/cp/nodes"), NODE_COLUMNS
+    if args.action == "create":
+        body: dict[str, Any] = {"id": args.id, **_body(args, quotas)}
+        if args.superuser_email or args.superuser_password:
+            body["superuser"] = {"email": args.superuser_email or "", "password": args.superuser_password or ""}
+        return client.request("POST", "/api/cp/tenants", body), TENANT_COLUMNS
+    if args.action == "list":
+        params = {"page": args.page, "perPage": args.per_page}
+        if args.status:
+            params["status"] = args.status
+        if args.node_id:
+            params["nodeId"] = args.node_id
+        return client.request("GET", "/api/cp/tenants", params=params), TENANT_COLUMNS
+    if args.action == "get":
+        return client.request("GET", f"/api/cp/tenants/{args.id}"), TENANT_COLUMNS
+    if args.action == "update":
+        body = _body(args, (*quotas, ("status", "status")))
+        return client.request("PATCH", f"/api/cp/tenants/{args.id}", body), TENANT_COLUMNS
+    if args.action == "delete":
+        return client.request("DELETE", f"/api/cp/tenants/{args.id}"), None
+    if args.action == "move":
+        return client.request("POST", f"/api/cp/tenants/{args.id}/move", {"nodeId": args.node_id}), TENANT_COLUMNS
+    raise AssertionError(f"unhandled action {args.action!r}")

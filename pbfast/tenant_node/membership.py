@@ -1,0 +1,83 @@
+"""A tenant node's membership in the cluster: registration and one heartbeat per second.
+
+Each heartbeat carries the per-tenant usage counted since the last one (API requests, stored bytes) and
+returns the node's assignments, which the node adopts (:meth:`TenantNodeApp.apply_assignments`). Usage of a
+heartbeat that failed is kept and sent with the next one, so no request goes uncounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pbfast.cp_client import ControlPlaneClient, ControlPlaneError, ControlPlaneUnavailable
+from pbfast.logs import component_logger
+from pbfast.tenant_node.app import TenantNodeApp
+
+__all__ = ["NodeMembership"]
+
+log = component_logger("TenantNode")
+
+HEARTBEAT_SECONDS = 1.0
+
+
+class NodeMembership:
+    """Runs :meth:`run` as a task on the node's event loop."""
+
+    def __init__(self, client: ControlPlaneClient, node: TenantNodeApp, address: str, max_tenants: int,
+                 interval: float = HEARTBEAT_SECONDS) -> None:
+        self.client = client
+        self.node = node
+        self.address = address
+        self.max_tenants = max_tenants
+        self.interval = interval
+        self._pending: dict[str, list[int]] = {}
+        self._registered = False
+        self._reported_unreachable = False
+
+    async def register(self) -> None:
+        await self.client.request("PUT", f"/api/cp/nodes/{self.node.node_id}",
+                                  {"address": self.address, "maxTenants": self.max_tenants})
+        self._registered = True
+        log.info("registered with the control plane as %s at %s", self.node.node_id, self.address)
+
+    def _collect_usage(self) -> dict[str, dict[str, int]]:
+        for tenant_id, (requests, storage, window) in self.node.quotas.snapshot_and_reset().items():
+            pending = self._pending.get(tenant_id)
+            if pending is None or window > pending[2]:
+                self._pending[tenant_id] = [requests, storage, window]
+            else:
+                pending[0] += requests
+                pending[1] = storage
+        return {tid: {"apiRequests": r, "storageBytes": s, "periodStart": w}
+                for tid, (r, s, w) in self._pending.items()}
+
+    async def beat_once(self) -> None:
+        if not self._registered:
+            await self.register()
+        usage = self._collect_usage()
+        try:
+            answer: Any = await self.client.request(
+                "POST", f"/api/cp/nodes/{self.node.node_id}/heartbeat",
+                {"openTenants": len(self.node.open_tenants), "usage": usage})
+        except ControlPlaneError as err:
+            if err.status == 404:
+                self._registered = False
+            raise
+        self._pending.clear()
+        self.node.apply_assignments(answer["tenants"], answer["deleted"])
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.beat_once()
+                if self._reported_unreachable:
+                    log.info("control plane reachable again")
+                    self._reported_unreachable = False
+            except (ControlPlaneUnavailable, ControlPlaneError) as err:
+                if not self._reported_unreachable:
+                    log.warning("heartbeat failed: %s", err)
+                    self._reported_unreachable = True
+            except Exception:  # noqa: BLE001 - membership must keep running
+                log.exception("heartbeat failed unexpectedly")
+            await asyncio.sleep(self.interval)
