@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from conftest import PbfastProcess, free_port
+from helpers import PbfastProcess, free_port
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 CLUSTER_TOKEN = "cluster-token-for-tests-0123456789"

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PbfastProcess, free_port
+from helpers import PbfastProcess, free_port
 
 HEALTH = {"message": "API is healthy.", "code": 200, "data": {}}
 

@@ -1,0 +1,92 @@
+"""Test helpers: free loopback ports and real ``pbfast serve`` processes (fixture ``pbfast_process``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PbfastProcess:
+    """A ``pbfast`` child process with its combined output captured to a file."""
+
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PbfastProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pbfast", *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
+        )
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self, urls: Sequence[str], timeout: float = 10.0) -> float:
+        """Wait until every ``url``'s ``/api/health`` answers 200; returns the seconds it took."""
+        assert self.proc is not None
+        started = time.monotonic()
+        pending = list(urls)
+        while pending:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pbfast exited with {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"not healthy after {timeout}s: {pending}\n{self.output()}")
+            try:
+                if httpx.get(pending[0] + "/api/health", timeout=1.0).status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def pbfast_process(tmp_path: Path) -> Iterator[Callable[..., PbfastProcess]]:
+    """Factory: ``pbfast_process(args, env=None)`` starts a process; all are stopped at teardown."""
+    started: list[PbfastProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> PbfastProcess:
+        process = PbfastProcess(args, tmp_path / f"pbfast-{len(started)}.log", env or {}, cwd).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc is not None and process.proc.poll() is None:
+            process.stop(signal.SIGKILL)
