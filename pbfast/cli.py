@@ -16,6 +16,7 @@ from pbfast import __version__
 from pbfast.config import (
     DEFAULT_CONTROL_PLANE_ADDR,
     DEFAULT_DATA_DIR,
+    DEFAULT_DELETE_RETENTION_HOURS,
     DEFAULT_GATEWAY_ADDR,
     DEFAULT_MAX_TENANTS,
     DEFAULT_NODE_ID,
@@ -44,6 +45,7 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "raft_bind_addr": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "raft_peers": frozenset({Mode.CONTROL_PLANE}),
     "node_timeout": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
+    "delete_retention_hours": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "admin_token": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "control_plane_addrs": frozenset({Mode.TENANT_NODE, Mode.GATEWAY}),
     "node_address": frozenset({Mode.TENANT_NODE}),
@@ -95,6 +97,9 @@ def _build_parser() -> _Parser:
     serve.add_argument("--cluster-token", help="shared secret of one cluster's processes (or PBFAST_CLUSTER_TOKEN)")
     serve.add_argument("--node-timeout", type=float,
                        help=f"seconds without heartbeat before a node is down (default {DEFAULT_NODE_TIMEOUT_SECONDS:g})")
+    serve.add_argument("--delete-retention-hours", type=float,
+                       help=f"keep a deleted tenant's replica (and reserve its id) this long "
+                            f"(default {DEFAULT_DELETE_RETENTION_HOURS:g})")
     serve.add_argument("--control-plane-addrs", help="comma-separated control plane host:port list")
     serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
     serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
@@ -174,6 +179,11 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     if not 0.5 <= node_timeout <= 3600:
         raise ConfigError(f"--node-timeout must be between 0.5 and 3600 seconds, got {node_timeout:g}")
 
+    retention_hours = (DEFAULT_DELETE_RETENTION_HOURS if args.delete_retention_hours is None
+                       else args.delete_retention_hours)
+    if not 0 <= retention_hours <= 24 * 3650:
+        raise ConfigError(f"--delete-retention-hours must be between 0 and 87600, got {retention_hours:g}")
+
     http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
     gateway_addr = None
     raft_bind_addr = None
@@ -209,6 +219,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         admin_token=admin_token,
         cluster_token=cluster_token,
         node_timeout=node_timeout,
+        delete_retention=retention_hours * 3600,
         log_level=log_level,
     )
 

@@ -19,6 +19,7 @@ DEFAULT_S3_BUCKET = "pbfast"
 DEFAULT_NODE_ID = "node-1"
 MIN_ADMIN_TOKEN_LENGTH = 16
 DEFAULT_NODE_TIMEOUT_SECONDS = 5.0
+DEFAULT_DELETE_RETENTION_HOURS = 168.0
 
 
 class ConfigError(ValueError):
@@ -102,4 +103,5 @@ class ServeConfig:
     admin_token: str | None
     cluster_token: str | None
     node_timeout: float
+    delete_retention: float
     log_level: int

@@ -114,7 +114,7 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
     releaser, close_releaser = _http_releaser(cluster_token, local_nodes)
     api = ControlPlaneApi(member, feed, releaser)
     parts.listeners.append(Listener("ControlPlane", config.http_addr, ControlPlaneApp(api, admin_token, cluster_token)))
-    reconciler = Reconciler(member, node_timeout=config.node_timeout)
+    reconciler = Reconciler(member, node_timeout=config.node_timeout, delete_retention=config.delete_retention)
     parts.on_loop.append(feed.attach)
     parts.before_stop.append(feed.close)
     parts.tasks.append(reconciler.run)

@@ -48,14 +48,15 @@ def make_members(tmp_path: Path, count: int) -> list[Member]:
     return [Member(f"cp{i + 1}", free_port(), free_port(), tmp_path / f"cp{i + 1}") for i in range(count)]
 
 
-def start_member(start: Start, member: Member, members: list[Member], node_timeout: float = 5.0) -> PbfastProcess:
+def start_member(start: Start, member: Member, members: list[Member], node_timeout: float = 5.0,
+                 extra: tuple[str, ...] = ()) -> PbfastProcess:
     peers = ",".join(m.raft for m in members if m is not member)
     args = ["serve", "--mode=control-plane", f"--node-id={member.name}", f"--http-addr=127.0.0.1:{member.http_port}",
             f"--raft-bind-addr={member.raft}", f"--data-dir={member.data_dir}", f"--admin-token={ADMIN_TOKEN}",
             f"--cluster-token={CLUSTER_TOKEN}", f"--node-timeout={node_timeout}"]
     if peers:
         args.append(f"--raft-peers={peers}")
-    member.process = start(args)
+    member.process = start(args + list(extra))
     return member.process
 
 

@@ -238,3 +238,17 @@ def test_route_watch_sees_changes_fast(cp: Member) -> None:
                  if r["tenantId"] == "route-0")
     assert route == {"tenantId": "route-0", "nodeId": "rw", "address": "http://127.0.0.1:9", "status": "active",
                      "epoch": 1}
+
+
+def test_deleted_id_is_reserved_until_retention_ends(pbfast_process: Start, tmp_path: Path) -> None:
+    from cpcluster import make_members
+
+    member = make_members(tmp_path, 1)[0]
+    start_member(pbfast_process, member, [member], extra=("--delete-retention-hours=0.0005",))  # 1.8 s
+    assert member.process is not None
+    member.process.wait_healthy([member.url])
+    assert create(member.url, {"id": "phoenix"}).status_code == 200
+    assert httpx.delete(f"{member.url}/api/cp/tenants/phoenix", headers=ADMIN).status_code == 204
+    reserved = assert_error(create(member.url, {"id": "phoenix"}), 409)
+    assert "deleted" in reserved["message"]
+    wait_until(lambda: create(member.url, {"id": "phoenix"}).status_code == 200, timeout=10, interval=0.3)

@@ -1,4 +1,5 @@
-"""The leader's housekeeping: mark silent nodes down and (re)place tenants that have no live node.
+"""The leader's housekeeping: mark silent nodes down, (re)place tenants that have no live node, and forget
+deleted tenants once their retention period is over.
 
 Only the Raft leader acts, and only after it has led for longer than the node timeout (so a new leader does
 not declare every node dead before their first heartbeats reach it). Decisions are submitted as commands
@@ -25,9 +26,11 @@ PLACEMENT_BATCH = 500
 class Reconciler:
     """Runs :meth:`run` as a task on the event loop; every ``interval`` seconds it checks once."""
 
-    def __init__(self, member: RaftMember, node_timeout: float = 5.0, interval: float = 0.25) -> None:
+    def __init__(self, member: RaftMember, node_timeout: float = 5.0, interval: float = 0.25,
+                 delete_retention: float = 7 * 86400) -> None:
         self.member = member
         self.node_timeout = node_timeout
+        self.delete_retention = delete_retention
         self.interval = interval
         self._leading_since: float | None = None
 
@@ -58,6 +61,11 @@ class Reconciler:
                     if marked:
                         log.warning("node %s is down: no heartbeat for %.1f s", node["id"],
                                     now - node["lastHeartbeatAt"])
+        expired = [tid for tid, stone in registry.tombstones_snapshot().items()
+                   if now - stone["deletedAt"] >= self.delete_retention]
+        if expired:
+            _, purged = await self.member.submit(registry.purge_tombstones, expired)
+            log.info("retention over for %d deleted tenant(s); their ids are free again", len(purged))
         nodes = registry.nodes_snapshot()
         tenants = registry.tenants_snapshot()
         homeless = [t for t in tenants
