@@ -45,9 +45,10 @@ end
 """
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int) -> tuple[float, str, int]:
+def run_wrk(url: str, script: Path | None, connections: int, seconds: int) -> tuple[float, str, int]:
     """``(requests/s, latency line, non-2xx count)`` from one wrk run."""
-    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+    script_args = ["-s", str(script)] if script is not None else []
+    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *script_args, url],
                             capture_output=True, text=True, timeout=seconds + 30, check=True)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
     latency = " ".join(line.strip() for line in result.stdout.splitlines() if line.strip().startswith(("50%", "99%")))
