@@ -8,7 +8,9 @@ next member; give up after one round with :class:`ControlPlaneUnavailable`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -116,6 +118,36 @@ class SyncControlPlaneClient:
             self._members.preferred = index
             return _decode(response)
         raise ControlPlaneUnavailable(f"no control plane member answered ({last_error})")
+
+    def upload(self, method: str, path: str, data: Any) -> Any:
+        """Send a file-like body (not retried on another member: it is consumed)."""
+        url = self._members.urls[self._members.preferred] + path
+        try:
+            response = self._http.request(method, url, content=iter(lambda: data.read(1 << 20), b""),
+                                          headers={"content-type": "application/vnd.sqlite3"},
+                                          timeout=httpx.Timeout(600.0, connect=5.0))
+        except httpx.TransportError as err:
+            raise ControlPlaneUnavailable(f"{url}: {type(err).__name__}") from err
+        return _decode(response)
+
+    def download(self, path: str, target: Path) -> int:
+        """Stream a response body into ``target``; returns its size."""
+        url = self._members.urls[self._members.preferred] + path
+        try:
+            with self._http.stream("GET", url, timeout=httpx.Timeout(600.0, connect=5.0)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _decode(response)
+                size = 0
+                with open(target, "wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+                        size += len(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                return size
+        except httpx.TransportError as err:
+            raise ControlPlaneUnavailable(f"{url}: {type(err).__name__}") from err
 
     def close(self) -> None:
         self._http.close()

@@ -8,7 +8,9 @@ per invalid field) and exit 1; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import orjson
 
 from pbfast.config import DEFAULT_CONTROL_PLANE_ADDR, DEFAULT_DATA_DIR, ConfigError, parse_address_list
 from pbfast.cp_client import ControlPlaneError, ControlPlaneUnavailable, SyncControlPlaneClient
+from pbfast.pocketbase.tenant import backup_database, check_pocketbase_database
 from pbfast.tokens import ADMIN_TOKEN_FILE
 
 __all__ = ["add_operator_commands", "run_operator_command"]
@@ -93,6 +96,26 @@ def add_operator_commands(commands: Any) -> None:
     move.add_argument("id")
     move.add_argument("node_id", metavar="NODE_ID")
     _common(move)
+
+    superuser = tenant_commands.add_parser("superuser", help="manage a tenant's PocketBase superusers")
+    superuser_commands = superuser.add_subparsers(dest="superuser_action", metavar="ACTION", required=True)
+    upsert = superuser_commands.add_parser("upsert", help="create or update a superuser")
+    upsert.add_argument("id")
+    upsert.add_argument("email")
+    upsert.add_argument("password")
+    _common(upsert)
+
+    importing = tenant_commands.add_parser("import", help="create a tenant from a stock PocketBase data dir")
+    importing.add_argument("id")
+    importing.add_argument("pb_data_dir", metavar="PB_DATA_DIR")
+    importing.add_argument("--storage-quota-mb", type=_quota)
+    importing.add_argument("--api-requests-quota", type=_quota)
+    _common(importing)
+
+    export = tenant_commands.add_parser("export", help="write a tenant's data dir that stock PocketBase serves")
+    export.add_argument("id")
+    export.add_argument("out_dir", metavar="OUT_DIR")
+    _common(export)
 
     node = commands.add_parser("node", help="inspect tenant nodes")
     node_commands = node.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -171,6 +194,44 @@ def run_operator_command(args: argparse.Namespace, environ: dict[str, str], out:
     return 0
 
 
+def import_tenant(client: SyncControlPlaneClient, args: argparse.Namespace,
+                  quotas: Sequence[tuple[str, str]]) -> Any:
+    """Snapshot ``PB_DATA_DIR/data.db`` consistently (it may be in use), create the tenant, upload it."""
+    source = Path(args.pb_data_dir) / "data.db"
+    if not source.is_file():
+        raise ControlPlaneError(400, {"message": f"{source} does not exist: PB_DATA_DIR must hold data.db"})
+    with tempfile.TemporaryDirectory(prefix="pbfast-import-") as scratch:
+        snapshot = Path(scratch) / "data.db"
+        backup_database(source, snapshot)
+        problem = check_pocketbase_database(snapshot)
+        if problem:
+            raise ControlPlaneError(400, {"message": f"{source}: {problem}"})
+        created = client.request("POST", "/api/cp/tenants", {"id": args.id, **_body(args, quotas[:2])})
+        try:
+            with open(snapshot, "rb") as data:
+                return client.upload("PUT", f"/api/cp/tenants/{args.id}/data", data)
+        except (ControlPlaneError, ControlPlaneUnavailable):
+            client.request("DELETE", f"/api/cp/tenants/{created['id']}")  # no half-imported tenant stays
+            raise
+
+
+def export_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> dict[str, Any]:
+    """Download a snapshot into ``OUT_DIR/data.db`` (written to a temporary name, then renamed)."""
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "data.db"
+    if target.exists():
+        raise ControlPlaneError(409, {"message": f"{target} already exists; choose an empty OUT_DIR"})
+    partial = out_dir / ".data.db.partial"
+    size = client.download(f"/api/cp/tenants/{args.id}/data", partial)
+    problem = check_pocketbase_database(partial)
+    if problem:
+        partial.unlink(missing_ok=True)
+        raise ControlPlaneError(502, {"message": f"the exported database is damaged: {problem}"})
+    os.replace(partial, target)
+    return {"tenantId": args.id, "path": str(target.resolve()), "bytes": size}
+
+
 def _dispatch(client: SyncControlPlaneClient, args: argparse.Namespace) -> tuple[Any, Sequence[str] | None]:
     quotas = (("storage_quota_mb", "storageQuotaMB"), ("api_requests_quota", "apiRequestsQuota"),
               ("durability", "durability"))
@@ -195,6 +256,13 @@ def _dispatch(client: SyncControlPlaneClient, args: argparse.Namespace) -> tuple
         return client.request("PATCH", f"/api/cp/tenants/{args.id}", body), TENANT_COLUMNS
     if args.action == "delete":
         return client.request("DELETE", f"/api/cp/tenants/{args.id}"), None
+    if args.action == "superuser":
+        body = {"email": args.email, "password": args.password}
+        return client.request("PUT", f"/api/cp/tenants/{args.id}/superusers", body), ("tenantId", "email")
+    if args.action == "import":
+        return import_tenant(client, args, quotas), TENANT_COLUMNS
+    if args.action == "export":
+        return export_tenant(client, args), ("tenantId", "path", "bytes")
     if args.action == "move":
         return client.request("POST", f"/api/cp/tenants/{args.id}/move", {"nodeId": args.node_id}), TENANT_COLUMNS
     raise AssertionError(f"unhandled action {args.action!r}")

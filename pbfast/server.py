@@ -15,13 +15,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import uvloop
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server as EmbeddedServer
 
 from pbfast.config import Address, Mode, ServeConfig
-from pbfast.control_plane.api import ControlPlaneApi, NodeReleaser
+from pbfast.control_plane.api import ControlPlaneApi
+from pbfast.control_plane.node_client import NodeClient
 from pbfast.control_plane.app import ControlPlaneApp
 from pbfast.control_plane.raft import RaftMember
 from pbfast.control_plane.reconciler import Reconciler
@@ -38,6 +38,8 @@ from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, 
 __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]
 
 SHUTDOWN_TIMEOUT_SECONDS = 4.0
+TENANT_IDLE_SECONDS = 300.0
+IDLE_CHECK_SECONDS = 15.0
 EXIT_STARTUP_FAILED = 1
 
 log = component_logger("Server")
@@ -82,25 +84,6 @@ def _connect_address(address: Address) -> Address:
     return Address("127.0.0.1" if address.host in ("0.0.0.0", "::") else address.host, address.port)
 
 
-def _http_releaser(cluster_token: str, local: dict[str, TenantNodeApp]) -> tuple[NodeReleaser, Callable[[], Any]]:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0),
-                               headers={"authorization": f"Bearer {cluster_token}"})
-
-    async def release(address: str, tenant_id: str, epoch: int) -> None:
-        node = local.get(address)
-        if node is not None:
-            node.release(tenant_id, epoch)
-            return
-        try:
-            response = await client.post(f"{address}/api/node/tenants/{tenant_id}/release", json={"epoch": epoch})
-        except httpx.HTTPError as err:
-            raise OSError(f"{address}: {type(err).__name__}") from err
-        if response.status_code != 200:
-            raise RuntimeError(f"{address} answered {response.status_code}")
-
-    return release, client.aclose
-
-
 def _control_plane(config: ServeConfig, parts: Components, admin_token: str, cluster_token: str,
                    local_nodes: dict[str, TenantNodeApp]) -> None:
     assert config.raft_bind_addr is not None
@@ -111,25 +94,31 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
         raise StartupError(f"raft: {err}") from err
     feed = RouteFeed(member.registry)
     member.registry.on_change = feed.notify_threadsafe
-    releaser, close_releaser = _http_releaser(cluster_token, local_nodes)
-    api = ControlPlaneApi(member, feed, releaser)
+    node_client = NodeClient(cluster_token, dict(local_nodes))
+    api = ControlPlaneApi(member, feed, node_client)
     parts.listeners.append(Listener("ControlPlane", config.http_addr, ControlPlaneApp(api, admin_token, cluster_token)))
     reconciler = Reconciler(member, node_timeout=config.node_timeout, delete_retention=config.delete_retention)
     parts.on_loop.append(feed.attach)
     parts.before_stop.append(feed.close)
     parts.tasks.append(reconciler.run)
-    parts.closers += [close_releaser, member.close]
+    parts.closers += [node_client.aclose, member.close]
     component_logger("ControlPlane").info("raft member %s, peers: %s", config.raft_bind_addr,
                                           ", ".join(map(str, config.raft_peers)) or "none (a cluster of one)")
 
 
 def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
                  address: str) -> TenantNodeApp:
-    node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token)
+    node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir)
     client = ControlPlaneClient(cp_addrs, cluster_token)
     membership = NodeMembership(client, node, address, config.max_tenants)
-    parts.tasks.append(membership.run)
-    parts.closers.append(client.aclose)
+
+    async def close_idle_tenants() -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_SECONDS)
+            node.close_idle(TENANT_IDLE_SECONDS)
+
+    parts.tasks += [membership.run, close_idle_tenants]
+    parts.closers += [client.aclose, node.close_all]
     return node
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import bcrypt
 
+from pbfast.control_plane.node_client import NodeClient, NodeError
 from pbfast.control_plane.placement import assigned_counts, place
 from pbfast.control_plane.raft import CommandFailed, RaftMember
 from pbfast.control_plane.registry import NODE_UP
@@ -22,6 +23,7 @@ from pbfast.control_plane.routes import RouteFeed
 from pbfast.control_plane.validation import (
     parse_move,
     parse_node_registration,
+    parse_superuser,
     parse_tenant_create,
     parse_tenant_update,
 )
@@ -30,16 +32,13 @@ from pbfast.logs import component_logger
 from pbfast.primitives import is_valid_tenant_id
 from pbfast.timefmt import format_datetime
 
-__all__ = ["ControlPlaneApi", "NodeReleaser", "tenant_json"]
+__all__ = ["ControlPlaneApi", "tenant_json"]
 
 log = component_logger("ControlPlane")
 
 BCRYPT_COST = 10  # PocketBase's default password cost
 MAX_PER_PAGE = 1000
 MOVE_RELEASE_TIMEOUT_SECONDS = 30.0
-
-# Asks a node to drain a tenant and sync it to the replica store: (node_address, tenant_id, epoch).
-NodeReleaser = Callable[[str, str, int], Awaitable[None]]
 
 _HTTP_ERRORS = {"not_found": 404, "conflict": 409, "invalid": 400}
 
@@ -88,11 +87,11 @@ def _window_start(now: float) -> int:
 class ControlPlaneApi:
     """Handlers of ``/api/cp/...``. Thread-safety: event loop only; reads the registry's replicated state."""
 
-    def __init__(self, member: RaftMember, feed: RouteFeed, release_on_node: NodeReleaser) -> None:
+    def __init__(self, member: RaftMember, feed: RouteFeed, nodes: NodeClient) -> None:
         self.member = member
         self.registry = member.registry
         self.feed = feed
-        self._release_on_node = release_on_node
+        self.nodes = nodes
 
     async def _commit(self, command: Any, *args: Any) -> Any:
         try:
@@ -132,7 +131,73 @@ class ControlPlaneApi:
         }
         tenant = await self._commit(self.registry.create_tenant, record)
         log.info("created tenant %s on node %s", tenant["id"], tenant["nodeId"] or "(none yet)")
+        if superuser is not None and tenant["nodeId"]:
+            # Best effort now; otherwise the node applies it when it creates the tenant's database.
+            try:
+                await self._node_superuser(tenant, superuser["email"], superuser["passwordHash"])
+            except ApiError as err:
+                log.warning("tenant %s: superuser not set yet (%s); the node sets it on first use",
+                            tenant["id"], err.message)
         request.send_json(200, tenant_json(tenant))
+
+    def _node_address(self, tenant: dict[str, Any]) -> str:
+        node = self.registry.node(tenant["nodeId"] or "")
+        if node is None or node["status"] != NODE_UP:
+            raise ApiError(503, "The tenant's node is not available; retry shortly.", headers=[("retry-after", "2")])
+        return str(node["address"])
+
+    async def _node_superuser(self, tenant: dict[str, Any], email: str, password_hash: str) -> None:
+        try:
+            await self.nodes.upsert_superuser(self._node_address(tenant), tenant["id"], email, password_hash)
+        except NodeError as err:
+            raise ApiError(err.status if err.status < 500 else 503, f"The tenant's node refused: {err}") from err
+
+    async def upsert_superuser(self, request: Request) -> None:
+        tenant = self._tenant(request.params["id"])
+        superuser = parse_superuser(await request.json_object())
+        hashed = await asyncio.to_thread(bcrypt.hashpw, superuser["password"].encode(), bcrypt.gensalt(BCRYPT_COST))
+        await self._node_superuser(tenant, superuser["email"], hashed.decode())
+        log.info("tenant %s: superuser %s upserted", tenant["id"], superuser["email"])
+        request.send_json(200, {"tenantId": tenant["id"], "email": superuser["email"]})
+
+    async def import_data(self, request: Request) -> None:
+        """Stream an uploaded PocketBase data.db to the tenant's node (a tenant without data only)."""
+        tenant = self._tenant(request.params["id"])
+        address = self._node_address(tenant)
+        limit = (tenant["storageQuotaMB"] << 20) if tenant["storageQuotaMB"] is not None else None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            received = 0
+            async for chunk in request.proto:
+                received += len(chunk)
+                if limit is not None and received > limit:
+                    raise ApiError(413, "The database is larger than the tenant's storage quota.")
+                yield chunk
+
+        try:
+            await self.nodes.import_data(address, tenant["id"], chunks())
+        except NodeError as err:
+            raise ApiError(err.status if err.status < 500 else 503, f"Import failed: {err}") from err
+        log.info("tenant %s: database imported", tenant["id"])
+        request.send_json(200, tenant_json(self._tenant(tenant["id"])))
+
+    async def export_data(self, request: Request) -> None:
+        """A consistent snapshot of the tenant's data.db, streamed from its node."""
+        tenant = self._tenant(request.params["id"])
+        chunks = self.nodes.export_chunks(self._node_address(tenant), tenant["id"])
+        try:
+            first = await anext(chunks, b"")
+        except NodeError as err:
+            raise ApiError(err.status if err.status < 500 else 503, f"Export failed: {err}") from err
+        stream = request.proto.response_stream(  # type: ignore[attr-defined]
+            200, [("content-type", "application/vnd.sqlite3"),
+                  ("content-disposition", f'attachment; filename="{tenant["id"]}-data.db"')])
+        try:
+            await stream.send_bytes(first)
+            async for chunk in chunks:
+                await stream.send_bytes(chunk)
+        except NodeError as err:  # headers are gone: all we can do is cut the stream short and log
+            log.error("tenant %s: export interrupted: %s", tenant["id"], err)
 
     async def list_tenants(self, request: Request) -> None:
         page = request.query_int("page", 1, 1, 10**9)
@@ -191,9 +256,9 @@ class ControlPlaneApi:
             source = self.registry.node(tenant["nodeId"] or "")
             if source is not None and source["status"] == NODE_UP:
                 try:
-                    await asyncio.wait_for(self._release_on_node(source["address"], tenant_id, epoch),
+                    await asyncio.wait_for(self.nodes.release(source["address"], tenant_id, epoch),
                                            MOVE_RELEASE_TIMEOUT_SECONDS)
-                except (OSError, TimeoutError, RuntimeError) as err:
+                except (NodeError, TimeoutError) as err:
                     # The fencing epoch still protects the tenant: the old node stops serving it as soon as
                     # it sees the new assignment.
                     log.warning("node %s did not release tenant %s: %s", source["id"], tenant_id, err)

@@ -181,6 +181,23 @@ def openapi_document() -> dict[str, Any]:
                                   "properties": {"nodeId": {"type": "string"}}},
                             params=[_ID], errors=(400, 401, 403, 404, 409, 503)),
             },
+            "/api/cp/tenants/{id}/superusers": {
+                "put": _op("Create or update a superuser of the tenant's PocketBase",
+                           {"200": _json({"type": "object", "required": ["tenantId", "email"]}, "Upserted.")},
+                           body=create["properties"]["superuser"], params=[_ID],
+                           errors=(400, 401, 403, 404, 503)),
+            },
+            "/api/cp/tenants/{id}/data": {
+                "put": {**_op("Import a PocketBase data.db into a tenant without data",
+                              {"200": _json(_ref("Tenant"), "Imported.")}, params=[_ID],
+                              errors=(400, 401, 403, 404, 409, 413, 503)),
+                        "requestBody": {"required": True, "content": {
+                            "application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}}}}},
+                "get": _op("Export a consistent snapshot of the tenant's data.db",
+                           {"200": {"description": "The database file.", "content": {
+                               "application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}}}}},
+                           params=[_ID], errors=(401, 403, 404, 503)),
+            },
             "/api/cp/nodes": {
                 "get": _op("List tenant nodes", {"200": _json(
                     {"type": "object", "required": ["items"],

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_STORAGE_QUOTA_MB",
     "parse_move",
     "parse_node_registration",
+    "parse_superuser",
     "parse_tenant_create",
     "parse_tenant_update",
 ]
@@ -123,6 +124,16 @@ def parse_tenant_create(body: dict[str, Any]) -> dict[str, Any]:
     }
     fields.fail_if_any()
     return parsed
+
+
+def parse_superuser(body: dict[str, Any]) -> dict[str, str]:
+    """``{"email", "password"}`` of a tenant superuser."""
+    fields = _Fields({"superuser": body}, {"superuser"})
+    superuser = _superuser(fields)
+    if fields.errors:
+        raise ApiError(400, "Failed to validate the submitted data.", fields.errors["superuser"])
+    assert superuser is not None
+    return superuser
 
 
 def parse_tenant_update(body: dict[str, Any]) -> dict[str, Any]:

@@ -13,14 +13,31 @@ PocketBase APIs are reached through the gateway: over HTTP at ``/t/{id}/...`` wi
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pbfast.http import ApiError, HTTPProtocol, Request, Router, Scope, bearer_token_matches, health, send_error
 from pbfast.logs import component_logger
+from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.auth import new_token_key
+from pbfast.pocketbase.tenant import (
+    DATA_DB,
+    Tenant,
+    backup_database,
+    check_pocketbase_database,
+    fsync_directory,
+    new_record_id,
+)
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
+from pbfast.timefmt import format_datetime
 
-__all__ = ["CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "Assignment", "TenantNodeApp"]
+__all__ = ["CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "Assignment", "TenantNodeApp", "upsert_superuser"]
 
 log = component_logger("TenantNode")
 
@@ -36,13 +53,31 @@ class Assignment:
     moving: str | None = None
 
 
+def upsert_superuser(tenant: Tenant, email: str, password_hash: str) -> None:
+    """Create or update the superuser ``email`` of a tenant with an already bcrypt-hashed password."""
+    now = format_datetime(time.time())
+    with tenant.conn:
+        row = tenant.conn.execute("SELECT id FROM _superusers WHERE email = ? COLLATE NOCASE", (email,)).fetchone()
+        if row is None:
+            tenant.conn.execute(
+                "INSERT INTO _superusers (id, email, password, tokenKey, verified, emailVisibility, created, updated)"
+                " VALUES (?, ?, ?, ?, 1, 0, ?, ?)", (new_record_id(), email, password_hash, new_token_key(), now, now))
+        else:
+            tenant.conn.execute("UPDATE _superusers SET password = ?, tokenKey = ?, updated = ? WHERE id = ?",
+                                (password_hash, new_token_key(), now, row[0]))
+
+
 class TenantNodeApp:
     """RSGI app of one tenant node. Thread-safety: event loop only (the native primitives it holds are
     themselves thread-safe)."""
 
-    def __init__(self, node_id: str, max_tenants: int, cluster_token: str) -> None:
+    def __init__(self, node_id: str, max_tenants: int, cluster_token: str, data_dir: Path) -> None:
         self.node_id = node_id
+        self.tenants_dir = data_dir / "tenants"
         self.open_tenants = TenantCache(max_tenants)
+        self.tenants: dict[str, Tenant] = {}
+        self.superusers: dict[str, dict[str, str]] = {}  # first superuser of tenants not created yet
+        self.api = TenantApi()
         self.quotas = QuotaCounters()
         self.assignments: dict[str, Assignment] = {}
         self.released: dict[str, int] = {}  # tenant -> highest epoch given up
@@ -50,8 +85,10 @@ class TenantNodeApp:
         self._node_routes = Router()
         self._node_routes.add("GET", "/api/health", health)
         self._node_routes.add("POST", "/api/node/tenants/{id}/release", self._release_handler)
-        self._tenant_routes = Router()
-        self._tenant_routes.add("GET", "/api/health", health)
+        self._node_routes.add("PUT", "/api/node/tenants/{id}/superuser", self._superuser_handler)
+        self._node_routes.add("PUT", "/api/node/tenants/{id}/data", self._import_handler)
+        self._node_routes.add("GET", "/api/node/tenants/{id}/data", self._export_handler)
+        self.importing: set[str] = set()
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
 
@@ -62,6 +99,7 @@ class TenantNodeApp:
                 self._drop(tenant_id, self.assignments[tenant_id].epoch, "no longer assigned here")
         for tenant_id in deleted:
             self.quotas.remove(tenant_id)
+            self._remove_data(tenant_id)
         for tenant_id, spec in tenants.items():
             epoch = int(spec["epoch"])
             if epoch <= self.released.get(tenant_id, 0):
@@ -72,6 +110,8 @@ class TenantNodeApp:
             storage_mb, requests = spec.get("storageQuotaMB"), spec.get("apiRequestsQuota")
             self.quotas.set_limits(tenant_id, -1 if requests is None else int(requests),
                                    -1 if storage_mb is None else int(storage_mb) << 20)
+            if spec.get("superuser"):
+                self.superusers[tenant_id] = spec["superuser"]
 
     def release(self, tenant_id: str, epoch: int) -> None:
         """Stop serving ``tenant_id`` for ``epoch`` and older (a move or a re-placement)."""
@@ -80,8 +120,54 @@ class TenantNodeApp:
 
     def _drop(self, tenant_id: str, epoch: int, why: str) -> None:
         self.assignments.pop(tenant_id, None)
-        if self.open_tenants.remove(tenant_id):
+        self.open_tenants.remove(tenant_id)
+        if self._close(tenant_id):
             log.info("closed tenant %s (epoch %d): %s", tenant_id, epoch, why)
+
+    def _close(self, tenant_id: str) -> bool:
+        tenant = self.tenants.pop(tenant_id, None)
+        if tenant is None:
+            return False
+        try:
+            tenant.close()
+        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node
+            log.exception("closing tenant %s failed", tenant_id)
+        return True
+
+    def _remove_data(self, tenant_id: str) -> None:
+        """The tenant was deleted: close it and remove its files from this node."""
+        self.open_tenants.remove(tenant_id)
+        self._close(tenant_id)
+        self.assignments.pop(tenant_id, None)
+        directory = self.tenants_dir / tenant_id
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            log.info("removed the data of deleted tenant %s", tenant_id)
+
+    def _open(self, tenant_id: str) -> Tenant:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is not None:
+            return tenant
+        directory = self.tenants_dir / tenant_id
+        created = not (directory / "data.db").exists()
+        tenant = Tenant.open(tenant_id, directory, create=True)
+        if created:
+            log.info("created the database of tenant %s", tenant_id)
+            superuser = self.superusers.pop(tenant_id, None)
+            if superuser is not None:
+                upsert_superuser(tenant, superuser["email"], superuser["passwordHash"])
+        self.tenants[tenant_id] = tenant
+        self.quotas.set_storage(tenant_id, tenant.size_bytes())
+        return tenant
+
+    def close_all(self) -> None:
+        for tenant_id in list(self.tenants):
+            self._close(tenant_id)
+
+    def close_idle(self, idle_seconds: float) -> None:
+        for tenant_id in self.open_tenants.evict_idle(idle_seconds):
+            if self._close(tenant_id):
+                log.debug("closed idle tenant %s", tenant_id)
 
     def _admit(self, tenant_id: str, epoch: int) -> None:
         if epoch <= self.released.get(tenant_id, 0):
@@ -131,6 +217,80 @@ class TenantNodeApp:
         self.release(request.params["id"], epoch)
         request.send_json(200, {"tenantId": request.params["id"], "releasedEpoch": epoch})
 
+    # ---- data in and out (control plane only) -----------------------------------------------------------
+
+    def upsert_tenant_superuser(self, tenant_id: str, email: str, password_hash: str) -> None:
+        if tenant_id in self.importing:
+            raise ApiError(409, "The tenant is being imported; retry afterwards.")
+        upsert_superuser(self._open(tenant_id), email, password_hash)
+        self.superusers.pop(tenant_id, None)
+
+    async def import_data(self, tenant_id: str, chunks: AsyncIterator[bytes]) -> None:
+        """Install an uploaded PocketBase data.db as the tenant's database (only for a tenant without data):
+        written to a temporary file, fsynced, checked (``PRAGMA integrity_check``, PocketBase tables), then
+        renamed into place atomically."""
+        directory = self.tenants_dir / tenant_id
+        if tenant_id in self.tenants or (directory / DATA_DB).exists() or tenant_id in self.importing:
+            raise ApiError(409, "The tenant already has data; import only into a new tenant.")
+        self.importing.add(tenant_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = directory / f".import-{new_record_id()}.db"
+        try:
+            with open(temporary, "wb") as out:
+                async for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+                await asyncio.to_thread(os.fsync, out.fileno())
+            problem = await asyncio.to_thread(check_pocketbase_database, temporary)
+            if problem:
+                raise ApiError(400, f"The uploaded file is not a usable PocketBase data.db: {problem}")
+            os.replace(temporary, directory / DATA_DB)
+            fsync_directory(directory)
+            log.info("imported the database of tenant %s", tenant_id)
+        finally:
+            temporary.unlink(missing_ok=True)
+            self.importing.discard(tenant_id)
+
+    async def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]:
+        """A consistent snapshot of the tenant's data.db (SQLite online backup), streamed in chunks."""
+        tenant = self._open(tenant_id)
+        snapshot = tenant.directory / f".export-{new_record_id()}.db"
+        try:
+            await asyncio.to_thread(backup_database, tenant.directory / DATA_DB, snapshot)
+            with open(snapshot, "rb") as source:
+                while chunk := source.read(1 << 20):
+                    yield chunk
+        finally:
+            snapshot.unlink(missing_ok=True)
+
+    async def _superuser_handler(self, request: Request) -> None:
+        body = await request.json_object()
+        email, password_hash = body.get("email"), body.get("passwordHash")
+        if not isinstance(email, str) or not isinstance(password_hash, str) or not password_hash.startswith("$2"):
+            raise ApiError(400, "Failed to validate the submitted data.")
+        self.upsert_tenant_superuser(request.params["id"], email, password_hash)
+        request.send_json(200, {"email": email})
+
+    async def _import_handler(self, request: Request) -> None:
+        tenant_id = request.params["id"]
+        if not is_valid_tenant_id(tenant_id):
+            raise ApiError(400, "Invalid tenant id.")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in request.proto:
+                yield chunk
+
+        await self.import_data(tenant_id, chunks())
+        request.send_json(200, {"tenantId": tenant_id})
+
+    async def _export_handler(self, request: Request) -> None:
+        tenant_id = request.params["id"]
+        if not is_valid_tenant_id(tenant_id):
+            raise ApiError(400, "Invalid tenant id.")
+        stream = request.proto.response_stream(200, [("content-type", "application/vnd.sqlite3")])
+        async for chunk in self.export_chunks(tenant_id):
+            await stream.send_bytes(chunk)
+
     async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``."""
         try:
@@ -138,20 +298,35 @@ class TenantNodeApp:
         except ApiError as err:
             send_error(proto, err.status, err.message, err.data, err.headers)
             return
+        if tenant_id in self.importing:
+            send_error(proto, 503, "The tenant is being imported; retry shortly.", headers=[("retry-after", "1")])
+            return
+        writes = scope.method not in ("GET", "HEAD", "OPTIONS")
+        if writes and not self.quotas.storage_allows(tenant_id, 0):
+            send_error(proto, 403, "The tenant's storage quota is used up.")
+            return
         _, evicted = self.open_tenants.acquire(tenant_id)
-        self._log_evicted(evicted)
+        self._close_evicted(evicted)
         try:
-            await self._tenant_routes.dispatch(scope, proto, path, on_error=self._log_error)
+            try:
+                tenant = self._open(tenant_id)
+            except Exception as err:  # noqa: BLE001 - answer clearly, keep the node up
+                log.error("cannot open tenant %s: %r", tenant_id, err, exc_info=err)
+                send_error(proto, 503, "The tenant cannot be opened right now; retry.", headers=[("retry-after", "1")])
+                return
+            await self.api.handle(tenant, path, scope, proto)
+            if writes:
+                self.quotas.set_storage(tenant_id, tenant.size_bytes())
         finally:
             try:
-                self._log_evicted(self.open_tenants.release(tenant_id))
+                self._close_evicted(self.open_tenants.release(tenant_id))
             except KeyError:
                 pass  # dropped (moved or deleted) while this request ran
 
-    @staticmethod
-    def _log_evicted(evicted: list[str]) -> None:
+    def _close_evicted(self, evicted: list[str]) -> None:
         for closed in evicted:
-            log.debug("closed tenant %s (least recently used)", closed)
+            if self._close(closed):
+                log.debug("closed tenant %s (least recently used)", closed)
 
     @staticmethod
     def _log_error(err: BaseException) -> None:

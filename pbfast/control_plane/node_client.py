@@ -1,0 +1,100 @@
+"""How the control plane asks a tenant node to act on one tenant: release it, upsert its superuser,
+import or export its database. Nodes in this process (all-in-one) are called directly; others over HTTP
+with the cluster token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpx
+
+__all__ = ["LocalNode", "NodeClient", "NodeError"]
+
+CHUNK = 1 << 20
+
+
+class NodeError(RuntimeError):
+    """The node could not be reached or refused; ``status`` is its HTTP status (503 when unreachable)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class LocalNode(Protocol):
+    """The in-process surface of :class:`pbfast.tenant_node.app.TenantNodeApp` the control plane uses."""
+
+    def release(self, tenant_id: str, epoch: int) -> None: ...
+
+    def upsert_tenant_superuser(self, tenant_id: str, email: str, password_hash: str) -> None: ...
+
+    async def import_data(self, tenant_id: str, chunks: AsyncIterator[bytes]) -> None: ...
+
+    def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]: ...
+
+
+class NodeClient:
+    """Thread-safety: event loop only."""
+
+    def __init__(self, cluster_token: str, local: dict[str, LocalNode]) -> None:
+        self._local = local
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0),
+                                       headers={"authorization": f"Bearer {cluster_token}"})
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as err:
+            raise NodeError(503, f"{url}: {type(err).__name__}") from err
+        if response.status_code >= 400:
+            message = response.json().get("message", response.text[:200]) if response.content else ""
+            raise NodeError(response.status_code, message or f"{url} answered {response.status_code}")
+        return response
+
+    async def release(self, address: str, tenant_id: str, epoch: int) -> None:
+        node = self._local.get(address)
+        if node is not None:
+            node.release(tenant_id, epoch)
+            return
+        await self._call("POST", f"{address}/api/node/tenants/{tenant_id}/release", json={"epoch": epoch})
+
+    async def upsert_superuser(self, address: str, tenant_id: str, email: str, password_hash: str) -> None:
+        node = self._local.get(address)
+        if node is not None:
+            node.upsert_tenant_superuser(tenant_id, email, password_hash)
+            return
+        await self._call("PUT", f"{address}/api/node/tenants/{tenant_id}/superuser",
+                         json={"email": email, "passwordHash": password_hash})
+
+    async def import_data(self, address: str, tenant_id: str, chunks: AsyncIterator[bytes]) -> None:
+        node = self._local.get(address)
+        if node is not None:
+            await node.import_data(tenant_id, chunks)
+            return
+        await self._call("PUT", f"{address}/api/node/tenants/{tenant_id}/data", content=chunks,
+                         headers={"content-type": "application/vnd.sqlite3"})
+
+    async def export_chunks(self, address: str, tenant_id: str) -> AsyncIterator[bytes]:
+        node = self._local.get(address)
+        if node is not None:
+            async for chunk in node.export_chunks(tenant_id):
+                yield chunk
+            return
+        request = self._http.build_request("GET", f"{address}/api/node/tenants/{tenant_id}/data")
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as err:
+            raise NodeError(503, f"{address}: {type(err).__name__}") from err
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise NodeError(response.status_code, response.text[:200])
+            async for chunk in response.aiter_bytes(CHUNK):
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,154 @@
+"""One tenant's PocketBase database: an apsw connection to ``<tenant dir>/data.db`` and its collections.
+
+SQLite settings (the same as PocketBase's): WAL journal, ``synchronous=NORMAL`` (a committed transaction
+survives the process being killed; on power loss the last transactions before the latest WAL sync may
+roll back), ``busy_timeout`` 10 s, foreign keys off (PocketBase enforces relations itself).
+
+Thread-safety: a :class:`Tenant` is used from the node's event loop thread only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from pbfast.pocketbase import schema
+from pbfast.pocketbase.filter import Collections
+from pbfast.pocketbase.schema import Collection
+
+__all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "fsync_directory", "new_record_id"]
+
+DATA_DB = "data.db"
+BUSY_TIMEOUT_MS = 10_000
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_record_id() -> str:
+    """A PocketBase record id: 15 random ``[a-z0-9]`` characters."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15))
+
+
+REQUIRED_TABLES = ("_collections", "_superusers", "_params", "_migrations")
+
+
+def check_pocketbase_database(path: Path) -> str | None:
+    """None when ``path`` is an intact PocketBase data.db, else what is wrong (one line)."""
+    try:
+        connection = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as err:
+        return f"cannot open it ({err})"
+    try:
+        verdict = connection.execute("PRAGMA integrity_check").fetchone()
+        if not verdict or verdict[0] != "ok":
+            return f"integrity check failed ({verdict[0] if verdict else 'no answer'})"
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in REQUIRED_TABLES if t not in tables]
+        if missing:
+            return f"missing PocketBase tables: {', '.join(missing)}"
+    except apsw.Error as err:
+        return f"unreadable ({err})"
+    finally:
+        connection.close()
+    return None
+
+
+def backup_database(source: Path, target: Path) -> None:
+    """A consistent copy of a live database (SQLite's online backup), fsynced, in rollback-journal mode
+    so the single file is complete."""
+    src = apsw.Connection(str(source), flags=apsw.SQLITE_OPEN_READONLY)
+    dst = apsw.Connection(str(target))
+    try:
+        with dst.backup("main", src, "main") as backup:
+            backup.step(-1)
+        dst.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        dst.close()
+        src.close()
+    with open(target, "rb") as written:
+        os.fsync(written.fileno())
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Tenant:
+    """An open tenant database with its collections loaded."""
+
+    def __init__(self, tenant_id: str, directory: Path, connection: apsw.Connection) -> None:
+        self.id = tenant_id
+        self.directory = directory
+        self.conn = connection
+        self.collections: dict[str, Collection] = {}
+        self._by_id: dict[str, Collection] = {}
+        self._infos: dict[str, dict[str, Any]] = {}
+        self.registry = Collections()
+        self.reload_collections()
+
+    @classmethod
+    def open(cls, tenant_id: str, directory: Path, create: bool = False) -> Tenant:
+        """Open ``directory/data.db``; with ``create``, initialise a fresh PocketBase database first."""
+        path = directory / DATA_DB
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(f"tenant {tenant_id}: no {path}")
+            directory.mkdir(parents=True, exist_ok=True)
+            schema.init_tenant_database(directory)
+        connection = apsw.Connection(str(path), statementcachesize=256)
+        connection.setbusytimeout(BUSY_TIMEOUT_MS)
+        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = OFF",
+                       "temp_store = MEMORY", "cache_size = -16000"):
+            connection.execute(f"PRAGMA {pragma}")
+        return cls(tenant_id, directory, connection)
+
+    def reload_collections(self) -> None:
+        """Re-read ``_collections`` (after a schema change)."""
+        loaded = list({c.id: c for c in schema.load_collections(self.conn).values()}.values())
+        self.collections = {c.name: c for c in loaded}
+        self._by_id = {c.id: c for c in loaded}
+        self._infos = {c.id: {"id": c.id, "name": c.name, "type": c.type, "fields": c.fields,
+                              "indexes": c.indexes, "listRule": c.listRule} for c in loaded}
+        self.registry = Collections(list(self._infos.values()))
+
+    def info(self, collection: Collection) -> dict[str, Any]:
+        """The collection as the filter resolver reads it."""
+        return self._infos[collection.id]
+
+    def collection(self, name_or_id: str) -> Collection | None:
+        """A collection by name (case-insensitive, as PocketBase) or id."""
+        found = self.collections.get(name_or_id) or self._by_id.get(name_or_id)
+        if found is None:
+            lowered = name_or_id.lower()
+            found = next((c for n, c in self.collections.items() if n.lower() == lowered), None)
+        return found
+
+    def collection_by_id(self, collection_id: str) -> Collection | None:
+        return self._by_id.get(collection_id)
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def size_bytes(self) -> int:
+        total = 0
+        for name in (DATA_DB, DATA_DB + "-wal"):
+            try:
+                total += os.stat(self.directory / name).st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self.conn.close()

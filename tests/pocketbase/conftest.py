@@ -1,0 +1,44 @@
+"""Fixtures for the PocketBase-compatibility tests: the stock binary and a pbfast tenant, both serving
+copies of PocketBase's own test data dir (``../shared/fixtures/pocketbase-tests``)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import free_port, pbfast_process  # noqa: F401 - fixture re-export
+from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one, wait_http
+
+
+@pytest.fixture
+def stock_pocketbase(tmp_path: Path) -> Iterator[Backend]:
+    """``pocketbase serve`` 0.40.6 on a copy of the fixture."""
+    data = copy_fixture(tmp_path / "stock")
+    port = free_port()
+    log = open(tmp_path / "pocketbase.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(["pocketbase", "serve", "--dir", str(data), "--http", f"127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    backend = Backend("pocketbase", f"http://127.0.0.1:{port}")
+    try:
+        wait_http(backend.url)
+        backend.login()
+        yield backend
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def pbfast_fixture_tenant(pbfast_process: object, tmp_path: Path) -> Backend:
+    """A pbfast all-in-one whose tenant ``fixture`` holds a copy of PocketBase's test data dir."""
+    data_dir = tmp_path / "pbfast"
+    copy_fixture(data_dir / "tenants" / "fixture")  # the node opens it on the tenant's first request
+    _, cp, gw = start_all_in_one(pbfast_process, data_dir)
+    create_tenant(cp, gw, "fixture")
+    backend = Backend("pbfast", f"{gw}/t/fixture")
+    backend.login()
+    return backend

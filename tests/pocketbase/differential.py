@@ -1,0 +1,140 @@
+"""Run the same request sequence against stock PocketBase and a pbfast tenant and compare the answers.
+
+Normalised before comparing, and only where the two must differ: auth tokens, ids generated during the
+sequence (mapped to ``<new-N>`` in order of appearance), and ``created``/``updated`` timestamps of records
+written during the sequence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from pbharness import Backend
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z$")
+_JWT = re.compile(r"^eyJ[\w-]+\.[\w-]+\.[\w-]+$")
+# Values PocketBase generates at random from a field's autogeneratePattern (e.g. users' "users123456").
+_GENERATED_USERNAME = re.compile(r"^users\d{5,6}$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One request. ``auth``: None (guest), "superuser", or "as:<step name>" (the token a step returned)."""
+
+    name: str
+    method: str
+    path: str
+    body: Any = None
+    auth: str | None = "superuser"
+    raw: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: Any
+
+
+class Runner:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.tokens: dict[str, str] = {}
+        self.new_ids: dict[str, str] = {}
+        self.fixture_ids: set[str] = set()
+
+    def run(self, step: Step) -> Outcome:
+        headers = dict(step.headers)
+        if step.auth == "superuser":
+            headers["Authorization"] = self.backend.superuser_token
+        elif step.auth and step.auth.startswith("as:"):
+            headers["Authorization"] = self.tokens[step.auth[3:]]
+        path = step.path
+        for placeholder, real in self.new_ids.items():
+            path = path.replace(placeholder, real)
+        kwargs: dict[str, Any] = {"headers": headers, "timeout": 30}
+        if step.raw is not None:
+            kwargs["content"] = step.raw
+            headers.setdefault("content-type", "application/json")
+        elif step.body is not None:
+            kwargs["json"] = step.body
+        response = httpx.request(step.method, self.backend.url + path, **kwargs)
+        body: Any = None
+        if response.content:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+        if isinstance(body, dict) and isinstance(body.get("token"), str):
+            self.tokens[step.name] = body["token"]
+        return Outcome(response.status_code, self._normalise(body))
+
+    def _normalise(self, value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            written = isinstance(value.get("id"), str) and value["id"] in self.new_ids.values()
+            out = {}
+            for k, v in value.items():
+                if k == "id" and isinstance(v, str) and "collectionName" in value:
+                    out[k] = self._id(v)
+                elif written and k in ("created", "updated") and isinstance(v, str) and _DATE.match(v):
+                    out[k] = "<date>"
+                elif written and k == "username" and isinstance(v, str) and _GENERATED_USERNAME.match(v):
+                    out[k] = "<generated>"
+                else:
+                    out[k] = self._normalise(v, k)
+            return out
+        if isinstance(value, list):
+            return [self._normalise(v, key) for v in value]
+        if isinstance(value, str):
+            if _JWT.match(value):
+                return "<token>"
+            if value in self.new_ids.values():
+                return next(p for p, real in self.new_ids.items() if real == value)
+        return value
+
+    def _id(self, record_id: str) -> str:
+        if record_id in self.fixture_ids:
+            return record_id
+        for placeholder, real in self.new_ids.items():
+            if real == record_id:
+                return placeholder
+        return record_id
+
+    def remember_new_id(self, record_id: str) -> None:
+        if record_id not in self.new_ids.values():
+            self.new_ids[f"<new-{len(self.new_ids) + 1}>"] = record_id
+
+
+def compare(stock: Backend, pbfast: Backend, steps: list[Step], fixture_ids: set[str]) -> list[str]:
+    """Run ``steps`` on both; returns one line per difference (empty when all equal)."""
+    runners = Runner(stock), Runner(pbfast)
+    for runner in runners:
+        runner.fixture_ids = fixture_ids
+    differences = []
+    for step in steps:
+        outcomes = []
+        for runner in runners:
+            outcome = runner.run(step)
+            raw_id = _created_id(outcome, runner)
+            if raw_id:
+                runner.remember_new_id(raw_id)
+                outcome = Outcome(outcome.status, runner._normalise(outcome.body))
+            outcomes.append(outcome)
+        expected, actual = outcomes
+        if (expected.status, expected.body) != (actual.status, actual.body):
+            differences.append(f"{step.name}: {step.method} {step.path}\n  pocketbase: {expected.status} "
+                               f"{expected.body}\n  pbfast:     {actual.status} {actual.body}")
+    return differences
+
+
+def _created_id(outcome: Outcome, runner: Runner) -> str | None:
+    body = outcome.body
+    if outcome.status == 200 and isinstance(body, dict) and isinstance(body.get("id"), str) \
+            and "collectionName" in body and body["id"] not in runner.fixture_ids \
+            and not body["id"].startswith("<new-"):
+        return body["id"]
+    return None

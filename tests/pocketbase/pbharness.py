@@ -1,0 +1,74 @@
+"""Helpers for the PocketBase-compatibility tests: the fixture data dir, backends, an all-in-one starter."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from helpers import PbfastProcess, free_port
+
+FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "pocketbase-tests"
+SUPERUSER = {"identity": "test@example.com", "password": "1234567890"}
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+
+
+def copy_fixture(target: Path) -> Path:
+    """A private copy of PocketBase's test data dir (never open the shared one in place)."""
+    if not FIXTURE.exists():
+        raise AssertionError(f"PocketBase test fixture not found at {FIXTURE}")
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/api/health", timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not become healthy")
+
+
+@dataclass
+class Backend:
+    """A PocketBase-compatible base URL plus a superuser token for it."""
+
+    name: str
+    url: str
+    superuser_token: str = ""
+
+    def login(self) -> None:
+        response = httpx.post(f"{self.url}/api/collections/_superusers/auth-with-password", json=SUPERUSER)
+        assert response.status_code == 200, response.text
+        self.superuser_token = response.json()["token"]
+
+
+def start_all_in_one(start: object, data_dir: Path) -> tuple[PbfastProcess, str, str]:
+    cp_port, gw_port = free_port(), free_port()
+    process = start([  # type: ignore[operator]
+        "serve", f"--data-dir={data_dir}", f"--http-addr=127.0.0.1:{cp_port}", f"--gateway-addr=127.0.0.1:{gw_port}",
+        f"--raft-bind-addr=127.0.0.1:{free_port()}", f"--admin-token={ADMIN_TOKEN}",
+    ])
+    cp, gw = f"http://127.0.0.1:{cp_port}", f"http://127.0.0.1:{gw_port}"
+    process.wait_healthy([cp, gw])
+    return process, cp, gw
+
+
+def create_tenant(cp: str, gw: str, tenant_id: str, body: dict | None = None) -> None:
+    response = httpx.post(f"{cp}/api/cp/tenants", json={"id": tenant_id, **(body or {})},
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 10  # the gateway learns the route within a long-poll round trip
+    while httpx.get(f"{gw}/t/{tenant_id}/api/health").status_code != 200:
+        assert time.monotonic() < deadline, "route never reached the gateway"
+        time.sleep(0.02)
+
+
