@@ -97,7 +97,8 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
     node_client = NodeClient(cluster_token, dict(local_nodes))
     api = ControlPlaneApi(member, feed, node_client)
     parts.listeners.append(Listener("ControlPlane", config.http_addr, ControlPlaneApp(api, admin_token, cluster_token)))
-    reconciler = Reconciler(member, node_timeout=config.node_timeout, delete_retention=config.delete_retention)
+    reconciler = Reconciler(member, node_timeout=config.node_timeout, delete_retention=config.delete_retention,
+                            on_placed=api.push_pending_superuser)
     parts.on_loop.append(feed.attach)
     parts.before_stop.append(feed.close)
     parts.tasks.append(reconciler.run)

@@ -304,8 +304,27 @@ class ControlPlaneApi:
         if isinstance(open_tenants, bool) or not isinstance(open_tenants, int) or open_tenants < 0:
             raise ApiError(400, "Failed to validate the submitted data.",
                            {"openTenants": {"code": "validation_invalid_type", "message": "Must be a whole number."}})
+        applied = body.get("superusersApplied", [])
+        if not isinstance(applied, list) or not all(isinstance(t, str) for t in applied):
+            raise ApiError(400, "Failed to validate the submitted data.", {"superusersApplied": {
+                "code": "validation_invalid_type", "message": "Must be a list of tenant ids."}})
         await self._commit(self.registry.heartbeat, node_id, time.time(), open_tenants, usage)
+        for tenant_id in applied:  # the node has the first superuser now: forget its password hash
+            tenant = self.registry.tenant(tenant_id)
+            if tenant is not None and tenant.get("superuser") and tenant["nodeId"] == node_id:
+                await self._commit(self.registry.update_tenant, tenant_id, {"superuser": None}, time.time())
         request.send_json(200, self.assignments_of(node_id))
+
+    async def push_pending_superuser(self, tenant_id: str) -> None:
+        """After a placement: hand the tenant's first superuser to its node now rather than at the next
+        heartbeat, so the owner can log in as soon as the tenant answers."""
+        tenant = self.registry.tenant(tenant_id)
+        if tenant is None or not tenant.get("superuser") or not tenant["nodeId"]:
+            return
+        try:
+            await self._node_superuser(tenant, tenant["superuser"]["email"], tenant["superuser"]["passwordHash"])
+        except ApiError as err:
+            log.warning("tenant %s: first superuser not handed over yet: %s", tenant_id, err.message)
 
     def assignments_of(self, node_id: str) -> dict[str, Any]:
         """What a node must serve: its tenants with epoch, status and quotas, and tenants it must drop."""

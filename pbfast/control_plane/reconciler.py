@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from pbfast.control_plane.placement import assigned_counts, place
 from pbfast.control_plane.raft import CommandFailed, RaftMember
@@ -27,8 +28,10 @@ class Reconciler:
     """Runs :meth:`run` as a task on the event loop; every ``interval`` seconds it checks once."""
 
     def __init__(self, member: RaftMember, node_timeout: float = 5.0, interval: float = 0.25,
-                 delete_retention: float = 7 * 86400) -> None:
+                 delete_retention: float = 7 * 86400,
+                 on_placed: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.member = member
+        self.on_placed = on_placed
         self.node_timeout = node_timeout
         self.delete_retention = delete_retention
         self.interval = interval
@@ -80,3 +83,6 @@ class Reconciler:
             _, moved = await self.member.submit(registry.assign, batch, time.time())
             if moved:
                 log.info("placed %d tenant(s) on live nodes", len(moved))
+            if self.on_placed is not None:
+                for tenant_id in moved:
+                    await self.on_placed(tenant_id)

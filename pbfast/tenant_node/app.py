@@ -53,8 +53,8 @@ class Assignment:
     moving: str | None = None
 
 
-def upsert_superuser(tenant: Tenant, email: str, password_hash: str) -> None:
-    """Create or update the superuser ``email`` of a tenant with an already bcrypt-hashed password."""
+def upsert_superuser(tenant: Tenant, email: str, password_hash: str, overwrite: bool = True) -> None:
+    """Create (or, with ``overwrite``, update) the superuser ``email`` with an already bcrypt-hashed password."""
     now = format_datetime(time.time())
     with tenant.conn:
         row = tenant.conn.execute("SELECT id FROM _superusers WHERE email = ? COLLATE NOCASE", (email,)).fetchone()
@@ -62,7 +62,7 @@ def upsert_superuser(tenant: Tenant, email: str, password_hash: str) -> None:
             tenant.conn.execute(
                 "INSERT INTO _superusers (id, email, password, tokenKey, verified, emailVisibility, created, updated)"
                 " VALUES (?, ?, ?, ?, 1, 0, ?, ?)", (new_record_id(), email, password_hash, new_token_key(), now, now))
-        else:
+        elif overwrite:
             tenant.conn.execute("UPDATE _superusers SET password = ?, tokenKey = ?, updated = ? WHERE id = ?",
                                 (password_hash, new_token_key(), now, row[0]))
 
@@ -77,6 +77,7 @@ class TenantNodeApp:
         self.open_tenants = TenantCache(max_tenants)
         self.tenants: dict[str, Tenant] = {}
         self.superusers: dict[str, dict[str, str]] = {}  # first superuser of tenants not created yet
+        self.superusers_applied: set[str] = set()  # reported with the next heartbeat
         self.api = TenantApi()
         self.quotas = QuotaCounters()
         self.assignments: dict[str, Assignment] = {}
@@ -111,7 +112,22 @@ class TenantNodeApp:
             self.quotas.set_limits(tenant_id, -1 if requests is None else int(requests),
                                    -1 if storage_mb is None else int(storage_mb) << 20)
             if spec.get("superuser"):
-                self.superusers[tenant_id] = spec["superuser"]
+                self._apply_pending_superuser(tenant_id, spec["superuser"])
+
+    def _apply_pending_superuser(self, tenant_id: str, superuser: dict[str, str]) -> None:
+        """The first superuser of a tenant, set at creation: applied once the database exists (never
+        overwriting a superuser of that email created meanwhile), then reported to the control plane."""
+        if (self.tenants_dir / tenant_id / DATA_DB).exists() and tenant_id not in self.importing:
+            try:
+                upsert_superuser(self._open(tenant_id), superuser["email"], superuser["passwordHash"],
+                                 overwrite=False)
+            except Exception:  # noqa: BLE001 - retried with the next heartbeat
+                log.exception("tenant %s: applying the first superuser failed", tenant_id)
+                return
+            self.superusers.pop(tenant_id, None)
+            self.superusers_applied.add(tenant_id)
+        else:
+            self.superusers[tenant_id] = superuser
 
     def release(self, tenant_id: str, epoch: int) -> None:
         """Stop serving ``tenant_id`` for ``epoch`` and older (a move or a re-placement)."""
@@ -156,6 +172,7 @@ class TenantNodeApp:
             superuser = self.superusers.pop(tenant_id, None)
             if superuser is not None:
                 upsert_superuser(tenant, superuser["email"], superuser["passwordHash"])
+                self.superusers_applied.add(tenant_id)
         self.tenants[tenant_id] = tenant
         self.quotas.set_storage(tenant_id, tenant.size_bytes())
         return tenant
@@ -224,6 +241,7 @@ class TenantNodeApp:
             raise ApiError(409, "The tenant is being imported; retry afterwards.")
         upsert_superuser(self._open(tenant_id), email, password_hash)
         self.superusers.pop(tenant_id, None)
+        self.superusers_applied.add(tenant_id)
 
     async def import_data(self, tenant_id: str, chunks: AsyncIterator[bytes]) -> None:
         """Install an uploaded PocketBase data.db as the tenant's database (only for a tenant without data):

@@ -56,15 +56,17 @@ class NodeMembership:
         if not self._registered:
             await self.register()
         usage = self._collect_usage()
+        applied = sorted(self.node.superusers_applied)
         try:
             answer: Any = await self.client.request(
                 "POST", f"/api/cp/nodes/{self.node.node_id}/heartbeat",
-                {"openTenants": len(self.node.open_tenants), "usage": usage})
+                {"openTenants": len(self.node.open_tenants), "usage": usage, "superusersApplied": applied})
         except ControlPlaneError as err:
             if err.status == 404:
                 self._registered = False
             raise
         self._pending.clear()
+        self.node.superusers_applied.difference_update(applied)
         self.node.apply_assignments(answer["tenants"], answer["deleted"])
 
     async def run(self) -> None:
