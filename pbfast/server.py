@@ -33,6 +33,7 @@ from pbfast.logs import component_logger, configure_logging
 from pbfast.primitives import RoutingTable
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.membership import NodeMembership
+from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
 from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, load_or_create_token
 
 __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]
@@ -65,6 +66,7 @@ class Components:
     closers: list[Callable[[], Any]] = field(default_factory=list)
     on_loop: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
     before_stop: list[Callable[[], None]] = field(default_factory=list)
+    startups: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 def _token(config: ServeConfig, given: str | None, file_name: str, component: str, usage: str) -> str:
@@ -109,7 +111,10 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
 
 def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
                  address: str) -> TenantNodeApp:
-    node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir)
+    store = ReplicaStore(config.s3_bucket, config.s3_endpoint, config.data_dir / "replica")
+    replicator = Replicator(config.data_dir / "litestream", store)
+    node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator)
+    parts.startups.append(replicator.start)
     client = ControlPlaneClient(cp_addrs, cluster_token)
     membership = NodeMembership(client, node, address, config.max_tenants)
 
@@ -119,7 +124,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
             node.close_idle(TENANT_IDLE_SECONDS)
 
     parts.tasks += [membership.run, close_idle_tenants]
-    parts.closers += [client.aclose, node.close_all]
+    parts.closers += [replicator.stop, client.aclose, node.close_all]  # run in reverse order
     return node
 
 
@@ -210,6 +215,12 @@ async def _run(config: ServeConfig) -> int:
     except StartupError:
         await _close(parts)
         raise
+    try:
+        for startup in parts.startups:
+            await startup()
+    except (OSError, ReplicationError) as err:
+        await _close(parts)
+        raise StartupError(str(err)) from err
     servers = [_embedded_server(listener) for listener in parts.listeners]
     configure_logging(config.log_level)  # granian's constructor reconfigures logging; take it back
     log.info("starting %s (data dir %s)", config.mode.value, config.data_dir.resolve())
@@ -245,12 +256,15 @@ async def _run(config: ServeConfig) -> int:
         server.stop()
     pending = [task for task in [*serving, *background] if not task.done()]
     if pending:
-        _, still_running = await asyncio.wait(pending, timeout=SHUTDOWN_TIMEOUT_SECONDS - 1)
+        _, still_running = await asyncio.wait(pending, timeout=1.0)
         for task in still_running:
             task.cancel()
         if still_running:
             log.warning("forced shutdown of %s", ", ".join(task.get_name() for task in still_running))
-    await asyncio.wait_for(_close(parts), 1.0)
+    try:
+        await asyncio.wait_for(_close(parts), 3.0)
+    except TimeoutError:
+        log.warning("closing took too long; stopped anyway")
     log.info("stopped")
     return exit_code
 

@@ -19,13 +19,11 @@ from helpers import PbfastProcess, free_port
 HEALTH = {"message": "API is healthy.", "code": 200, "data": {}}
 
 
-def assert_health(body: dict[str, object], control_plane: bool) -> None:
-    """PocketBase's health body; a control plane adds data.raft."""
-    if not control_plane:
-        assert body == HEALTH
-        return
+def assert_health(body: dict[str, object], control_plane: bool = False, node: bool = False) -> None:
+    """PocketBase's health body; a control plane adds data.raft, a tenant node data.replication."""
+    extra = {"raft"} if control_plane else {"replication"} if node else set()
     assert {**body, "data": {}} == HEALTH
-    assert set(body["data"]) == {"raft"}  # type: ignore[arg-type]
+    assert set(body["data"]) == extra  # type: ignore[arg-type]
 
 Start = Callable[..., PbfastProcess]
 
@@ -136,7 +134,8 @@ def test_each_mode_serves_health_and_stops_on_sigterm(pbfast_process: Start, tmp
         args.append(f"--raft-bind-addr=127.0.0.1:{free_port()}")
     process = pbfast_process(args, env={"PB_LOG_LEVEL": "DEBUG"})
     process.wait_healthy([f"http://127.0.0.1:{port}"])
-    assert_health(httpx.get(f"http://127.0.0.1:{port}/api/health").json(), mode == "control-plane")
+    assert_health(httpx.get(f"http://127.0.0.1:{port}/api/health").json(), mode == "control-plane",
+                  mode == "tenant-node")
     prefix = {"control-plane": "[ControlPlane]", "tenant-node": "[TenantNode]", "gateway": "[Gateway]"}[mode]
     assert prefix in process.output()
     started = time.monotonic()

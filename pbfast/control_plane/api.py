@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,6 +40,7 @@ log = component_logger("ControlPlane")
 BCRYPT_COST = 10  # PocketBase's default password cost
 MAX_PER_PAGE = 1000
 MOVE_RELEASE_TIMEOUT_SECONDS = 30.0
+PLACEMENT_WAIT_SECONDS = 5.0
 
 _HTTP_ERRORS = {"not_found": 404, "conflict": 409, "invalid": 400}
 
@@ -124,6 +126,7 @@ class ControlPlaneApi:
             "status": "active",
             "nodeId": plan[0][1] if plan else None,
             "moving": None,
+            "incarnation": f"{int(now * 1000):x}-{secrets.token_hex(4)}",  # replica path of this tenant's life
             "superuser": superuser,
             "usage": {"apiRequests": 0, "periodStart": _window_start(now), "storageBytes": 0},
             "createdAt": now,
@@ -140,15 +143,23 @@ class ControlPlaneApi:
                             tenant["id"], err.message)
         request.send_json(200, tenant_json(tenant))
 
-    def _node_address(self, tenant: dict[str, Any]) -> str:
-        node = self.registry.node(tenant["nodeId"] or "")
-        if node is None or node["status"] != NODE_UP:
-            raise ApiError(503, "The tenant's node is not available; retry shortly.", headers=[("retry-after", "2")])
-        return str(node["address"])
+    async def _node_address(self, tenant: dict[str, Any], wait: float = PLACEMENT_WAIT_SECONDS) -> str:
+        """The address of the tenant's live node, waiting a little for a placement in progress."""
+        deadline = time.monotonic() + wait
+        while True:
+            current = self.registry.tenant(tenant["id"]) or tenant
+            node = self.registry.node(current["nodeId"] or "")
+            if node is not None and node["status"] == NODE_UP and not current.get("moving"):
+                return str(node["address"])
+            if time.monotonic() >= deadline:
+                raise ApiError(503, "The tenant's node is not available; retry shortly.",
+                               headers=[("retry-after", "2")])
+            await asyncio.sleep(0.05)
 
     async def _node_superuser(self, tenant: dict[str, Any], email: str, password_hash: str) -> None:
         try:
-            await self.nodes.upsert_superuser(self._node_address(tenant), tenant["id"], email, password_hash)
+            address = await self._node_address(tenant)
+            await self.nodes.upsert_superuser(address, tenant["id"], email, password_hash)
         except NodeError as err:
             raise ApiError(err.status if err.status < 500 else 503, f"The tenant's node refused: {err}") from err
 
@@ -163,7 +174,7 @@ class ControlPlaneApi:
     async def import_data(self, request: Request) -> None:
         """Stream an uploaded PocketBase data.db to the tenant's node (a tenant without data only)."""
         tenant = self._tenant(request.params["id"])
-        address = self._node_address(tenant)
+        address = await self._node_address(tenant)
         limit = (tenant["storageQuotaMB"] << 20) if tenant["storageQuotaMB"] is not None else None
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -184,7 +195,7 @@ class ControlPlaneApi:
     async def export_data(self, request: Request) -> None:
         """A consistent snapshot of the tenant's data.db, streamed from its node."""
         tenant = self._tenant(request.params["id"])
-        chunks = self.nodes.export_chunks(self._node_address(tenant), tenant["id"])
+        chunks = self.nodes.export_chunks(await self._node_address(tenant), tenant["id"])
         try:
             first = await anext(chunks, b"")
         except NodeError as err:
@@ -336,6 +347,7 @@ class ControlPlaneApi:
                 "storageQuotaMB": t["storageQuotaMB"],
                 "apiRequestsQuota": t["apiRequestsQuota"],
                 "durability": t["durability"],
+                "incarnation": t.get("incarnation", "0"),
                 "superuser": t.get("superuser"),
             }
             for t in self.registry.tenants_snapshot() if t["nodeId"] == node_id

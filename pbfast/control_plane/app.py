@@ -28,6 +28,7 @@ __all__ = ["ControlPlaneApp"]
 log = component_logger("ControlPlane")
 
 _CP_PREFIX = "/api/cp/"
+READY_WAIT_SECONDS = 5.0  # a starting member answers once it has caught up, if that is quick
 ADMIN = "admin"
 CLUSTER = "cluster"
 
@@ -75,6 +76,9 @@ class ControlPlaneApp:
                 who = "the admin token" if roles == {ADMIN} else "the cluster token" if roles == {CLUSTER} else \
                     "the admin or cluster token"
                 raise ApiError(403, f"This action requires {who}.")
+            if not await self.api.member.wait_ready(READY_WAIT_SECONDS):
+                raise ApiError(503, "The control plane is catching up after a start; retry shortly.",
+                               headers=[("retry-after", "1")])
             await handler(request)
 
         return guarded

@@ -26,9 +26,9 @@ class NodeError(RuntimeError):
 class LocalNode(Protocol):
     """The in-process surface of :class:`pbfast.tenant_node.app.TenantNodeApp` the control plane uses."""
 
-    def release(self, tenant_id: str, epoch: int) -> None: ...
+    async def release(self, tenant_id: str, epoch: int) -> None: ...
 
-    def upsert_tenant_superuser(self, tenant_id: str, email: str, password_hash: str) -> None: ...
+    async def upsert_tenant_superuser(self, tenant_id: str, email: str, password_hash: str) -> None: ...
 
     async def import_data(self, tenant_id: str, chunks: AsyncIterator[bytes]) -> None: ...
 
@@ -56,14 +56,14 @@ class NodeClient:
     async def release(self, address: str, tenant_id: str, epoch: int) -> None:
         node = self._local.get(address)
         if node is not None:
-            node.release(tenant_id, epoch)
+            await node.release(tenant_id, epoch)
             return
         await self._call("POST", f"{address}/api/node/tenants/{tenant_id}/release", json={"epoch": epoch})
 
     async def upsert_superuser(self, address: str, tenant_id: str, email: str, password_hash: str) -> None:
         node = self._local.get(address)
         if node is not None:
-            node.upsert_tenant_superuser(tenant_id, email, password_hash)
+            await node.upsert_tenant_superuser(tenant_id, email, password_hash)
             return
         await self._call("PUT", f"{address}/api/node/tenants/{tenant_id}/superuser",
                          json={"email": email, "passwordHash": password_hash})

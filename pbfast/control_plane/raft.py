@@ -89,6 +89,7 @@ class RaftMember:
             dynamicMembershipChange=False,
         )
         self._sync = SyncObj(self.self_address, [str(peer) for peer in peers], conf, consumers=[self.registry])
+        self._ready = asyncio.Event()
         self._flusher_stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_journal_forever, name="raft-journal-flush", daemon=True)
         self._flusher.start()
@@ -116,6 +117,33 @@ class RaftMember:
             commit_index=int(raw.get("commit_idx", 0)),
             has_quorum=bool(raw.get("has_quorum", False)),
         )
+
+    @property
+    def ready(self) -> bool:
+        """True once this member has applied everything committed before it started (its state is
+        current enough to serve reads)."""
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for :attr:`ready`; returns whether it is."""
+        if not self._ready.is_set():
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    async def catch_up(self) -> None:
+        """Commit a barrier command and wait until it is applied here; retried until it succeeds."""
+        while not self._ready.is_set():
+            try:
+                await self.submit(self.registry.barrier, timeout=COMMAND_TIMEOUT_SECONDS)
+            except CommandFailed as err:
+                log.info("raft: catching up (%s)", err)
+                await asyncio.sleep(0.1)
+                continue
+            self._ready.set()
+            log.info("raft: caught up (commit index %d)", self.status().commit_index)
 
     @property
     def is_leader(self) -> bool:

@@ -38,6 +38,7 @@ class Reconciler:
         self._leading_since: float | None = None
 
     async def run(self) -> None:
+        await self.member.catch_up()  # serve reads, and act, only with current state
         while True:
             await asyncio.sleep(self.interval)
             try:

@@ -105,6 +105,11 @@ class Registry(SyncObjConsumer):
         with self._lock:
             return self.routes_version, list(self.tenants.values()), dict(self.nodes)
 
+    @replicated
+    def barrier(self) -> Result:
+        """A no-op: once it has been applied on a member, everything committed before it has been too."""
+        return "ok", None
+
     # ---- tenants --------------------------------------------------------------------------------
 
     @replicated

@@ -14,10 +14,11 @@ PocketBase APIs are reached through the gateway: over HTTP at ``/t/{id}/...`` wi
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from pbfast.pocketbase.tenant import (
     fsync_directory,
     new_record_id,
 )
+from pbfast.tenant_node.replication import ReplicationError, Replicator
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
 from pbfast.timefmt import format_datetime
 
@@ -42,6 +44,9 @@ __all__ = ["CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "Assignment", "TenantNodeApp"
 log = component_logger("TenantNode")
 
 EPOCH_HEADER = "x-pbfast-epoch"
+STORAGE_MEASURE_SECONDS = 1.0
+CLOSE_ALL_SECONDS = 2.0
+DEFAULT_INCARNATION = "0"  # tenants created before incarnations existed
 # Forwarded tenant requests carry the cluster token here: their Authorization header is the client's own.
 CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
 
@@ -71,20 +76,26 @@ class TenantNodeApp:
     """RSGI app of one tenant node. Thread-safety: event loop only (the native primitives it holds are
     themselves thread-safe)."""
 
-    def __init__(self, node_id: str, max_tenants: int, cluster_token: str, data_dir: Path) -> None:
+    def __init__(self, node_id: str, max_tenants: int, cluster_token: str, data_dir: Path,
+                 replicator: Replicator | None = None) -> None:
         self.node_id = node_id
+        self.replicator = replicator
+        self.incarnations: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.tenants_dir = data_dir / "tenants"
         self.open_tenants = TenantCache(max_tenants)
         self.tenants: dict[str, Tenant] = {}
         self.superusers: dict[str, dict[str, str]] = {}  # first superuser of tenants not created yet
         self.superusers_applied: set[str] = set()  # reported with the next heartbeat
+        self._storage_measured: dict[str, float] = {}
         self.api = TenantApi()
         self.quotas = QuotaCounters()
         self.assignments: dict[str, Assignment] = {}
         self.released: dict[str, int] = {}  # tenant -> highest epoch given up
         self._cluster_token = cluster_token
         self._node_routes = Router()
-        self._node_routes.add("GET", "/api/health", health)
+        self._node_routes.add("GET", "/api/health", self._health)
         self._node_routes.add("POST", "/api/node/tenants/{id}/release", self._release_handler)
         self._node_routes.add("PUT", "/api/node/tenants/{id}/superuser", self._superuser_handler)
         self._node_routes.add("PUT", "/api/node/tenants/{id}/data", self._import_handler)
@@ -97,14 +108,16 @@ class TenantNodeApp:
         """Adopt the control plane's view: serve exactly ``tenants``, drop the others."""
         for tenant_id in list(self.assignments):
             if tenant_id not in tenants:
-                self._drop(tenant_id, self.assignments[tenant_id].epoch, "no longer assigned here")
+                self._background(self._drop(tenant_id, self.assignments[tenant_id].epoch, "no longer assigned here"))
         for tenant_id in deleted:
             self.quotas.remove(tenant_id)
-            self._remove_data(tenant_id)
+            if tenant_id not in tenants:
+                self._background(self._remove_data(tenant_id))
         for tenant_id, spec in tenants.items():
             epoch = int(spec["epoch"])
             if epoch <= self.released.get(tenant_id, 0):
                 continue
+            self.incarnations[tenant_id] = str(spec.get("incarnation") or DEFAULT_INCARNATION)
             current = self.assignments.get(tenant_id)
             if current is None or current.epoch <= epoch:
                 self.assignments[tenant_id] = Assignment(epoch, spec.get("status", "active"), spec.get("moving"))
@@ -114,77 +127,155 @@ class TenantNodeApp:
             if spec.get("superuser"):
                 self._apply_pending_superuser(tenant_id, spec["superuser"])
 
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run node housekeeping (closing, removing) as a task that shutdown waits for."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _apply_pending_superuser(self, tenant_id: str, superuser: dict[str, str]) -> None:
         """The first superuser of a tenant, set at creation: applied once the database exists (never
         overwriting a superuser of that email created meanwhile), then reported to the control plane."""
-        if (self.tenants_dir / tenant_id / DATA_DB).exists() and tenant_id not in self.importing:
-            try:
-                upsert_superuser(self._open(tenant_id), superuser["email"], superuser["passwordHash"],
-                                 overwrite=False)
-            except Exception:  # noqa: BLE001 - retried with the next heartbeat
-                log.exception("tenant %s: applying the first superuser failed", tenant_id)
-                return
-            self.superusers.pop(tenant_id, None)
-            self.superusers_applied.add(tenant_id)
+        if tenant_id in self.tenants or ((self.tenants_dir / tenant_id / DATA_DB).exists()
+                                         and tenant_id not in self.importing):
+            async def apply() -> None:
+                try:
+                    tenant = await self.open_tenant(tenant_id)
+                    upsert_superuser(tenant, superuser["email"], superuser["passwordHash"], overwrite=False)
+                except Exception:  # noqa: BLE001 - retried with the next heartbeat
+                    log.exception("tenant %s: applying the first superuser failed", tenant_id)
+                    return
+                self.superusers.pop(tenant_id, None)
+                self.superusers_applied.add(tenant_id)
+
+            self._background(apply())
         else:
             self.superusers[tenant_id] = superuser
 
-    def release(self, tenant_id: str, epoch: int) -> None:
-        """Stop serving ``tenant_id`` for ``epoch`` and older (a move or a re-placement)."""
+    async def release(self, tenant_id: str, epoch: int) -> None:
+        """Stop serving ``tenant_id`` for ``epoch`` and older (a move or a re-placement): no request is
+        admitted from now on, and this returns once the final state is in the replica."""
         self.released[tenant_id] = max(self.released.get(tenant_id, 0), epoch)
-        self._drop(tenant_id, epoch, "released")
+        await self._drop(tenant_id, epoch, "released")
 
-    def _drop(self, tenant_id: str, epoch: int, why: str) -> None:
+    async def _drop(self, tenant_id: str, epoch: int, why: str) -> None:
         self.assignments.pop(tenant_id, None)
         self.open_tenants.remove(tenant_id)
-        if self._close(tenant_id):
+        if await self._close(tenant_id):
             log.info("closed tenant %s (epoch %d): %s", tenant_id, epoch, why)
 
-    def _close(self, tenant_id: str) -> bool:
-        tenant = self.tenants.pop(tenant_id, None)
-        if tenant is None:
-            return False
-        try:
-            tenant.close()
-        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node
-            log.exception("closing tenant %s failed", tenant_id)
-        return True
+    def _lock(self, tenant_id: str) -> asyncio.Lock:
+        lock = self._locks.get(tenant_id)
+        if lock is None:
+            lock = self._locks[tenant_id] = asyncio.Lock()
+        return lock
 
-    def _remove_data(self, tenant_id: str) -> None:
+    async def _close(self, tenant_id: str) -> bool:
+        """Final replication sync, stop replicating, checkpoint and close. Serialised with opening."""
+        async with self._lock(tenant_id):
+            tenant = self.tenants.pop(tenant_id, None)
+            if tenant is None:
+                return False
+            db_path = tenant.directory / DATA_DB
+            if self.replicator is not None:
+                try:
+                    await self.replicator.sync(db_path, wait=True)
+                except ReplicationError as err:
+                    log.warning("tenant %s: final sync before closing failed (%s); the local copy stays "
+                                "the newest", tenant_id, err)
+                try:
+                    await self.replicator.unregister(db_path)
+                except ReplicationError as err:
+                    log.warning("tenant %s: unregister failed: %s", tenant_id, err)
+            try:
+                tenant.close()
+            except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node
+                log.exception("closing tenant %s failed", tenant_id)
+            return True
+
+    async def _remove_data(self, tenant_id: str) -> None:
         """The tenant was deleted: close it and remove its files from this node."""
         self.open_tenants.remove(tenant_id)
-        self._close(tenant_id)
         self.assignments.pop(tenant_id, None)
+        await self._close(tenant_id)
         directory = self.tenants_dir / tenant_id
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)
             log.info("removed the data of deleted tenant %s", tenant_id)
 
-    def _open(self, tenant_id: str) -> Tenant:
+    async def open_tenant(self, tenant_id: str) -> Tenant:
+        """The open tenant: from memory, else from local disk, else restored from its replica, else new."""
         tenant = self.tenants.get(tenant_id)
         if tenant is not None:
             return tenant
-        directory = self.tenants_dir / tenant_id
-        created = not (directory / "data.db").exists()
-        tenant = Tenant.open(tenant_id, directory, create=True)
-        if created:
-            log.info("created the database of tenant %s", tenant_id)
-            superuser = self.superusers.pop(tenant_id, None)
-            if superuser is not None:
-                upsert_superuser(tenant, superuser["email"], superuser["passwordHash"])
-                self.superusers_applied.add(tenant_id)
-        self.tenants[tenant_id] = tenant
-        self.quotas.set_storage(tenant_id, tenant.size_bytes())
-        return tenant
+        async with self._lock(tenant_id):
+            tenant = self.tenants.get(tenant_id)
+            if tenant is not None:
+                return tenant
+            directory = self.tenants_dir / tenant_id
+            db_path = directory / DATA_DB
+            incarnation = self.incarnations.get(tenant_id, DEFAULT_INCARNATION)
+            if not db_path.exists() and self.replicator is not None:
+                await self._restore(tenant_id, incarnation, directory)
+            created = not db_path.exists()
+            tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True)
+            if created:
+                log.info("created the database of tenant %s", tenant_id)
+                superuser = self.superusers.pop(tenant_id, None)
+                if superuser is not None:
+                    upsert_superuser(tenant, superuser["email"], superuser["passwordHash"])
+                    self.superusers_applied.add(tenant_id)
+            if self.replicator is not None:
+                try:
+                    await self.replicator.register(db_path, tenant_id, incarnation)
+                except ReplicationError as err:  # serve anyway; the supervisor registers it again
+                    log.error("tenant %s: replication not started: %s", tenant_id, err)
+                    self.replicator.registered[str(db_path)] = self.replicator.store.url(tenant_id, incarnation)
+            self.tenants[tenant_id] = tenant
+            self.quotas.set_storage(tenant_id, tenant.size_bytes())
+            return tenant
 
-    def close_all(self) -> None:
-        for tenant_id in list(self.tenants):
-            self._close(tenant_id)
+    async def _restore(self, tenant_id: str, incarnation: str, directory: Path) -> None:
+        """Bring the tenant's replica to this node: into a temporary file, checked, renamed into place."""
+        assert self.replicator is not None
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = directory / f".restore-{new_record_id()}.db"
+        started = time.monotonic()
+        try:
+            if not await self.replicator.restore(tenant_id, incarnation, temporary):
+                return  # no replica: a new tenant
+            problem = await asyncio.to_thread(check_pocketbase_database, temporary)
+            if problem:
+                raise ReplicationError(f"restored copy of tenant {tenant_id} is unusable: {problem}")
+            for stale in (DATA_DB + "-wal", DATA_DB + "-shm"):
+                (directory / stale).unlink(missing_ok=True)
+            os.replace(temporary, directory / DATA_DB)
+            fsync_directory(directory)
+            log.info("restored tenant %s from its replica in %.0f ms", tenant_id, (time.monotonic() - started) * 1000)
+        finally:
+            for leftover in directory.glob(temporary.name + "*"):
+                leftover.unlink(missing_ok=True)
+
+    async def close_all(self, budget: float = CLOSE_ALL_SECONDS) -> None:
+        """Close every open tenant (final sync to the replica first), within ``budget`` seconds; a tenant
+        whose sync does not finish in time stays whole on local disk and is shipped when next opened."""
+        closing = [*self._tasks, *(asyncio.ensure_future(self._close(t)) for t in list(self.tenants))]
+        if closing:
+            _, late = await asyncio.wait(closing, timeout=budget)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("shutdown: %d tenant(s) closed without a final replica sync", len(late))
+        for tenant in list(self.tenants.values()):
+            tenant.close()
+        self.tenants.clear()
 
     def close_idle(self, idle_seconds: float) -> None:
         for tenant_id in self.open_tenants.evict_idle(idle_seconds):
-            if self._close(tenant_id):
-                log.debug("closed idle tenant %s", tenant_id)
+            self._background(self._close(tenant_id))
+
+    def replication_status(self) -> dict[str, Any]:
+        return self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
 
     def _admit(self, tenant_id: str, epoch: int) -> None:
         if epoch <= self.released.get(tenant_id, 0):
@@ -206,13 +297,16 @@ class TenantNodeApp:
         if scope.proto != "http":
             return
         path = scope.path
-        if path.startswith(("/api/node/", "/t/")) and not bearer_token_matches(
-                scope.headers.get("authorization" if path.startswith("/api/") else CLUSTER_TOKEN_HEADER),
-                self._cluster_token):
-            send_error(proto, 401, "The request requires the cluster token.")
-            return
         if path.startswith("/t/"):
+            if not hmac.compare_digest((scope.headers.get(CLUSTER_TOKEN_HEADER) or "").encode(),
+                                       self._cluster_token.encode()):
+                send_error(proto, 401, "The request requires the cluster token.")
+                return
             await self._serve_forwarded(path, scope, proto)
+            return
+        if path.startswith("/api/node/") and not bearer_token_matches(scope.headers.get("authorization"),
+                                                                      self._cluster_token):
+            send_error(proto, 401, "The request requires the cluster token.")
             return
         await self._node_routes.dispatch(scope, proto, on_error=self._log_error)
 
@@ -225,21 +319,26 @@ class TenantNodeApp:
             return
         await self.serve_tenant(tenant_id, int(epoch_text), "/" + rest, scope, proto)
 
+    async def _health(self, request: Request) -> None:
+        """PocketBase's health body, plus the state of this node's replication under ``data.replication``."""
+        request.send_json(200, {"message": "API is healthy.", "code": 200,
+                                "data": {"replication": self.replication_status()}})
+
     async def _release_handler(self, request: Request) -> None:
         body = await request.json_object()
         epoch = body.get("epoch")
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ApiError(400, "Failed to validate the submitted data.",
                            {"epoch": {"code": "validation_invalid_type", "message": "Must be a whole number."}})
-        self.release(request.params["id"], epoch)
+        await self.release(request.params["id"], epoch)
         request.send_json(200, {"tenantId": request.params["id"], "releasedEpoch": epoch})
 
     # ---- data in and out (control plane only) -----------------------------------------------------------
 
-    def upsert_tenant_superuser(self, tenant_id: str, email: str, password_hash: str) -> None:
+    async def upsert_tenant_superuser(self, tenant_id: str, email: str, password_hash: str) -> None:
         if tenant_id in self.importing:
             raise ApiError(409, "The tenant is being imported; retry afterwards.")
-        upsert_superuser(self._open(tenant_id), email, password_hash)
+        upsert_superuser(await self.open_tenant(tenant_id), email, password_hash)
         self.superusers.pop(tenant_id, None)
         self.superusers_applied.add(tenant_id)
 
@@ -271,7 +370,7 @@ class TenantNodeApp:
 
     async def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]:
         """A consistent snapshot of the tenant's data.db (SQLite online backup), streamed in chunks."""
-        tenant = self._open(tenant_id)
+        tenant = await self.open_tenant(tenant_id)
         snapshot = tenant.directory / f".export-{new_record_id()}.db"
         try:
             await asyncio.to_thread(backup_database, tenant.directory / DATA_DB, snapshot)
@@ -286,7 +385,7 @@ class TenantNodeApp:
         email, password_hash = body.get("email"), body.get("passwordHash")
         if not isinstance(email, str) or not isinstance(password_hash, str) or not password_hash.startswith("$2"):
             raise ApiError(400, "Failed to validate the submitted data.")
-        self.upsert_tenant_superuser(request.params["id"], email, password_hash)
+        await self.upsert_tenant_superuser(request.params["id"], email, password_hash)
         request.send_json(200, {"email": email})
 
     async def _import_handler(self, request: Request) -> None:
@@ -327,24 +426,30 @@ class TenantNodeApp:
         self._close_evicted(evicted)
         try:
             try:
-                tenant = self._open(tenant_id)
+                tenant = await self.open_tenant(tenant_id)
             except Exception as err:  # noqa: BLE001 - answer clearly, keep the node up
                 log.error("cannot open tenant %s: %r", tenant_id, err, exc_info=err)
                 send_error(proto, 503, "The tenant cannot be opened right now; retry.", headers=[("retry-after", "1")])
                 return
             await self.api.handle(tenant, path, scope, proto)
             if writes:
-                self.quotas.set_storage(tenant_id, tenant.size_bytes())
+                self._measure_storage(tenant)
         finally:
             try:
                 self._close_evicted(self.open_tenants.release(tenant_id))
             except KeyError:
                 pass  # dropped (moved or deleted) while this request ran
 
+    def _measure_storage(self, tenant: Tenant) -> None:
+        """Refresh the tenant's stored bytes after writes, at most once per second per tenant."""
+        now = time.monotonic()
+        if now - self._storage_measured.get(tenant.id, 0.0) >= STORAGE_MEASURE_SECONDS:
+            self._storage_measured[tenant.id] = now
+            self.quotas.set_storage(tenant.id, tenant.size_bytes())
+
     def _close_evicted(self, evicted: list[str]) -> None:
         for closed in evicted:
-            if self._close(closed):
-                log.debug("closed tenant %s (least recently used)", closed)
+            self._background(self._close(closed))
 
     @staticmethod
     def _log_error(err: BaseException) -> None:

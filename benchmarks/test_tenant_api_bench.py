@@ -1,0 +1,137 @@
+"""A tenant's PocketBase API: pbfast tenant node (direct) vs stock ``pocketbase serve`` 0.40.6, side by side.
+
+Same data in both (10,000 records with text, number, bool and autodate fields, public rules), same machine,
+same run, wrk over loopback: view by id, list (``perPage=20&sort=-created&filter=(num>=5000)``), create.
+
+``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_tenant_api_bench.py -s -p no:cacheprovider``
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import apsw
+import httpx
+import pytest
+
+from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, start_node
+from helpers import free_port
+from pbharness import wait_http
+from test_control_plane_bench import run_wrk
+
+FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
+RECORDS = 10_000
+COLLECTION = {
+    "name": "bench", "type": "base", "listRule": "", "viewRule": "", "createRule": "",
+    "fields": [{"name": "title", "type": "text"}, {"name": "num", "type": "number"}, {"name": "flag", "type": "bool"},
+               {"name": "created", "type": "autodate", "onCreate": True},
+               {"name": "updated", "type": "autodate", "onCreate": True, "onUpdate": True}],
+    "indexes": ["CREATE INDEX idx_bench_created ON bench (created)"],
+}
+SUPERUSER = ("bench@example.com", "bench-password-1")
+
+
+def _seed(db: Path) -> str:
+    """Insert the same 10,000 rows (deterministic) directly into a data.db; returns one record id."""
+    rng = random.Random(42)
+    connection = apsw.Connection(str(db))
+    connection.setbusytimeout(10_000)
+    rows = []
+    for i in range(RECORDS):
+        record_id = f"{i:015d}"
+        stamp = f"2025-01-01 00:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1000:03d}Z"
+        rows.append((record_id, f"title {rng.random():.6f}", float(i), i % 2, stamp, stamp))
+    with connection:
+        connection.executemany("INSERT INTO bench (id, title, num, flag, created, updated) VALUES (?,?,?,?,?,?)",
+                               rows)
+    connection.close()
+    return rows[RECORDS // 2][0]
+
+
+def _create_collection(base: str, token: str) -> None:
+    response = httpx.post(f"{base}/api/collections", json=COLLECTION, headers={"Authorization": token}, timeout=30)
+    assert response.status_code == 200, response.text
+
+
+def _lua_create(path: Path) -> Path:
+    path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                    'wrk.body = \'{"title":"created by wrk","num":7,"flag":true}\'\n')
+    return path
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("pocketbase") is None,
+                    reason="needs wrk and the pocketbase binary (installed by .ci/run)")
+def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
+    # Stock PocketBase.
+    pb_dir = tmp_path / "stock" / "pb_data"
+    subprocess.run(["pocketbase", "superuser", "upsert", *SUPERUSER, "--dir", str(pb_dir)], check=True,
+                   capture_output=True)
+    pb_port = free_port()
+    stock = subprocess.Popen(["pocketbase", "serve", "--dir", str(pb_dir), "--http", f"127.0.0.1:{pb_port}",
+                              "--automigrate=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pb_url = f"http://127.0.0.1:{pb_port}"
+        wait_http(pb_url)
+        token = httpx.post(f"{pb_url}/api/collections/_superusers/auth-with-password",
+                           json={"identity": SUPERUSER[0], "password": SUPERUSER[1]}).json()["token"]
+        _create_collection(pb_url, token)
+        pb_record = _seed(pb_dir / "data.db")
+
+        # pbfast: a control plane and one tenant node; the benchmark talks to the node directly, as a
+        # gateway does (cluster token + route epoch).
+        cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
+        _, node_url = start_node(pbfast_process, "bench-node", [cp.url], tmp_path / "nodes")
+        deadline = time.monotonic() + 10
+        while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={
+            "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}})
+        assert created.status_code == 200 and created.json()["nodeId"] == "bench-node", created.text
+        epoch = created.json()["epoch"]
+        headers = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(epoch)}
+        tenant_url = f"{node_url}/t/bench"
+        login = httpx.post(f"{tenant_url}/api/collections/_superusers/auth-with-password", headers=headers,
+                           json={"identity": SUPERUSER[0], "password": SUPERUSER[1]})
+        assert login.status_code == 200, login.text
+        _create_collection_with_headers(tenant_url, login.json()["token"], headers)
+        pbfast_record = _seed(tmp_path / "nodes" / "bench-node" / "tenants" / "bench" / "data.db")
+        assert pbfast_record == pb_record
+
+        seconds = 10 if FULL else 2
+        header_lua = tmp_path / "headers.lua"
+        header_lua.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
+        create_pb = _lua_create(tmp_path / "create_pb.lua")
+        create_fast = tmp_path / "create_fast.lua"
+        create_fast.write_text(header_lua.read_text() + create_pb.read_text())
+        cases = {
+            "view by id": (f"/api/collections/bench/records/{pb_record}", None, header_lua),
+            "list perPage=20 sort=-created filter num>=5000":
+                ("/api/collections/bench/records?perPage=20&sort=-created&filter=(num%3E%3D5000)", None, header_lua),
+            "create": ("/api/collections/bench/records", create_pb, create_fast),
+        }
+        results = []
+        for name, (path, pb_script, fast_script) in cases.items():
+            # Same request first through each, to check both answer 200 with the same shape.
+            pb_rate, pb_latency, pb_errors = run_wrk(pb_url + path, pb_script, 32, seconds)
+            fast_rate, fast_latency, fast_errors = run_wrk(tenant_url + path, fast_script, 32, seconds)
+            assert pb_errors == 0 and fast_errors == 0
+            ratio = fast_rate / pb_rate
+            results.append((name, pb_rate, pb_latency, fast_rate, fast_latency, ratio))
+            print(f"\n[bench] {name}: pocketbase {pb_rate:,.0f} req/s ({pb_latency}) | pbfast {fast_rate:,.0f} req/s "
+                  f"({fast_latency}) | pbfast/pocketbase = {ratio:.2f}")
+        assert all(r[3] > 0 for r in results)
+    finally:
+        stock.terminate()
+        stock.wait(10)
+
+
+def _create_collection_with_headers(base: str, token: str, headers: dict[str, str]) -> None:
+    response = httpx.post(f"{base}/api/collections", json=COLLECTION, headers={"Authorization": token, **headers},
+                          timeout=30)
+    assert response.status_code == 200, response.text

@@ -1,0 +1,226 @@
+"""Continuous replication of open tenants with Litestream 0.5, supervised as a child process.
+
+One ``litestream replicate`` process per node serves a control socket (HTTP over a unix socket). A tenant
+is *registered* when the node opens it and *unregistered* after a final waited sync when the node closes
+it, so replication costs stay proportional to ``--max-tenants``, not to the tenants on disk. A closed
+tenant has been shipped whole and needs no watcher.
+
+Replica layout: ``tenants/{id}/{incarnation}/`` under the bucket (``--s3-endpoint``/``--s3-bucket``) or,
+without an endpoint, under ``<data-dir>/replica`` (Litestream's ``file`` replica: the same code path).
+Each incarnation of a tenant id (a re-created tenant) gets its own path, so a restore never returns a
+deleted tenant's data. Operators can use the stock ``litestream`` CLI on the same URLs.
+
+Thread-safety: event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from pbfast.logs import component_logger
+
+__all__ = ["ReplicaStore", "Replicator", "ReplicationError"]
+
+log = component_logger("TenantNode")
+
+SOCKET_WAIT_SECONDS = 10.0
+RESTART_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+SYNC_TIMEOUT_SECONDS = 30
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the node process dies, even by kill -9, so an orphaned
+    litestream never keeps writing a replica that a restarted node (or another node) now owns."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        os._exit(1)
+
+
+class ReplicationError(RuntimeError):
+    """Litestream could not do what was asked (the message says what and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStore:
+    """Where replicas live: an S3 bucket (``endpoint`` set) or a local directory."""
+
+    bucket: str
+    endpoint: str | None
+    local_root: Path
+    region: str = "us-east-1"
+
+    def url(self, tenant_id: str, incarnation: str) -> str:
+        """The Litestream replica URL of one tenant incarnation."""
+        key = f"tenants/{tenant_id}/{incarnation}"
+        if self.endpoint is None:
+            return (self.local_root / key).as_uri()
+        query = f"endpoint={quote(self.endpoint, safe=':/')}&forcePathStyle=true&region={self.region}"
+        return f"s3://{self.bucket}/{key}?{query}"
+
+    def environment(self) -> dict[str, str]:
+        """Litestream's environment: AWS credentials pass through; ``AWS_CA_BUNDLE`` breaks its S3
+        client, so it is removed."""
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        if self.endpoint is not None:
+            env.setdefault("AWS_REGION", self.region)
+        return env
+
+
+class Replicator:
+    """Supervises ``litestream replicate`` and talks to its control socket."""
+
+    def __init__(self, work_dir: Path, store: ReplicaStore, binary: str = "litestream") -> None:
+        self.work_dir = work_dir
+        self.store = store
+        self.binary = shutil.which(binary) or binary
+        self.socket_path = work_dir / "control.sock"
+        self.config_path = work_dir / "litestream.yml"
+        self.registered: dict[str, str] = {}  # db path -> replica url
+        self._process: asyncio.subprocess.Process | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
+        self.last_error = ""
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Idle databases cost ~nothing with these (measured: LIST traffic ~0, CPU 15% -> 6% at 200 dbs).
+        config = (
+            "socket:\n"
+            "  enabled: true\n"
+            f"  path: {self.socket_path}\n"
+            "  permissions: 0600\n"
+            "l0-retention-check-interval: 5m\n"
+            "levels:\n"
+            "  - interval: 5m\n"
+            "  - interval: 1h\n"
+            "dbs: []\n"
+        )
+        self.config_path.write_text(config)
+
+    async def start(self) -> None:
+        self._write_config()
+        await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(), name="litestream-supervisor")
+
+    async def _spawn(self) -> None:
+        self.socket_path.unlink(missing_ok=True)
+        log_path = self.work_dir / "litestream.log"
+        with open(log_path, "ab") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                self.binary, "replicate", "-config", str(self.config_path), "-log-level", "warn",
+                stdout=log_file, stderr=log_file, env=self.store.environment(), start_new_session=True,
+                preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + SOCKET_WAIT_SECONDS
+        while not self.socket_path.exists():
+            if self._process.returncode is not None or time.monotonic() > deadline:
+                raise ReplicationError(f"litestream did not start (see {log_path})")
+            await asyncio.sleep(0.02)
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+                                         base_url="http://litestream", timeout=SYNC_TIMEOUT_SECONDS + 5)
+        log.info("litestream replicating to %s (pid %d)",
+                 self.store.endpoint and f"s3 bucket {self.store.bucket}" or self.store.local_root,
+                 self._process.pid)
+
+    async def _supervise(self) -> None:
+        """Restart litestream when it dies, then register every open tenant again."""
+        attempt = 0
+        while not self._stopping:
+            assert self._process is not None
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            self.restarts += 1
+            self.last_error = f"litestream exited with {code}"
+            delay = RESTART_BACKOFF_SECONDS[min(attempt, len(RESTART_BACKOFF_SECONDS) - 1)]
+            log.error("litestream exited with %s; restarting in %.1f s", code, delay)
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn()
+                for path, url in list(self.registered.items()):
+                    await self._post("/register", {"path": path, "replica_url": url})
+                attempt = 0
+            except (ReplicationError, OSError) as err:
+                attempt += 1
+                self.last_error = str(err)
+                log.error("litestream restart failed: %s", err)
+
+    async def stop(self) -> None:
+        """Stop litestream (it flushes what it has); unregistering first is the caller's choice."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._process.wait(), 3)
+            except TimeoutError:
+                self._process.kill()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # ---- control socket -------------------------------------------------------------------------
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._client is None:
+            raise ReplicationError("litestream is not running")
+        try:
+            response = await self._client.post(path, content=orjson.dumps(body),
+                                               headers={"content-type": "application/json"})
+        except httpx.HTTPError as err:
+            raise ReplicationError(f"litestream {path}: {type(err).__name__}") from err
+        if response.status_code >= 400:
+            raise ReplicationError(f"litestream {path}: {response.status_code} {response.text.strip()[:200]}")
+        return response.json() if response.content else {}
+
+    async def register(self, db_path: Path, tenant_id: str, incarnation: str) -> None:
+        url = self.store.url(tenant_id, incarnation)
+        await self._post("/register", {"path": str(db_path), "replica_url": url})
+        self.registered[str(db_path)] = url
+
+    async def sync(self, db_path: Path, wait: bool = True) -> dict[str, Any]:
+        """Ship everything committed so far; with ``wait``, return only once it is in the replica."""
+        return await self._post("/sync", {"path": str(db_path), "wait": wait, "timeout": SYNC_TIMEOUT_SECONDS})
+
+    async def unregister(self, db_path: Path) -> None:
+        self.registered.pop(str(db_path), None)
+        await self._post("/unregister", {"path": str(db_path), "timeout": SYNC_TIMEOUT_SECONDS})
+
+    def status(self) -> dict[str, Any]:
+        running = self._process is not None and self._process.returncode is None
+        return {"running": running, "replicating": len(self.registered), "restarts": self.restarts,
+                "lastError": self.last_error}
+
+    # ---- restore ------------------------------------------------------------------------------------
+
+    async def restore(self, tenant_id: str, incarnation: str, target: Path, timestamp: str | None = None) -> bool:
+        """Restore the tenant's replica into ``target`` (which must not exist). Returns False when there is
+        no replica (a new tenant). Raises :class:`ReplicationError` on failure."""
+        args = [self.binary, "restore", "-if-replica-exists", "-o", str(target)]
+        if timestamp:
+            args += ["-timestamp", timestamp]
+        args.append(self.store.url(tenant_id, incarnation))
+        process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.STDOUT, env=self.store.environment())
+        output, _ = await process.communicate()
+        if process.returncode != 0:
+            raise ReplicationError(f"restore of tenant {tenant_id} failed: {output.decode(errors='replace')[-300:]}")
+        return target.exists()
