@@ -2,24 +2,39 @@
 
 Each request is resolved to a tenant by the native :class:`~pbfast.primitives.RoutingTable` in one call,
 from the path prefix ``/t/{id}/...`` or the Host ``{id}.<base-domain>``. Requests that name no tenant are
-the gateway's own (``GET /api/health``). In all-in-one the tenant's node is called in-process.
+the gateway's own (``GET /api/health``, ``GET /metrics``). A tenant on a ``local://`` node (all-in-one) is
+served in-process; a tenant on a remote node goes through the :class:`~pbfast.gateway.proxy.TenantProxy`.
+
+While a tenant is ``moving`` its requests wait (at most :data:`MOVE_WAIT_SECONDS`) for the move to finish
+and then go to the new node, so a planned move produces no error answers. When the proxy cannot reach a
+node, or the node says the tenant has moved (stale epoch), the request is sent once more if the tenant's
+route changed meanwhile (for a move: waiting for the change, bounded the same way).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from pbfast.gateway.metrics import GatewayMetrics
+from pbfast.gateway.proxy import Target, TenantProxy
 from pbfast.gateway.routes import RouteWatcher
-from pbfast.http import HTTPProtocol, Router, Scope, health, send_error
+from pbfast.http import HTTPProtocol, Request, Router, Scope, health, send_error
 from pbfast.logs import component_logger
 from pbfast.primitives import InvalidTenantId
 
-__all__ = ["GatewayApp", "LocalNode"]
+__all__ = ["MOVE_WAIT_SECONDS", "GatewayApp", "LocalNode"]
 
 log = component_logger("Gateway")
 
 # In-process hop to a node: (tenant_id, epoch, forward_path, scope, proto) -> None.
 LocalNode = Callable[[str, int, str, Scope, HTTPProtocol], Awaitable[None]]
+
+MOVE_WAIT_SECONDS = 5.0
+FIRST_TABLE_WAIT_SECONDS = 5.0
+METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 
 _INACTIVE = {
     "suspended": (403, "The tenant is suspended."),
@@ -27,41 +42,171 @@ _INACTIVE = {
     "unplaced": (503, "The tenant is not placed on a node yet; retry shortly."),
 }
 
+Route = tuple[str, int, bool]
+
+
+class _StatusRecorder:
+    """Wraps an RSGI protocol to learn the status answered (for handlers that do not return it)."""
+
+    __slots__ = ("inner", "status")
+
+    def __init__(self, inner: HTTPProtocol) -> None:
+        self.inner = inner
+        self.status = 500
+
+    async def __call__(self) -> bytes:
+        return await self.inner()
+
+    def __aiter__(self) -> Any:
+        return self.inner.__aiter__()
+
+    def client_disconnect(self) -> Any:
+        return self.inner.client_disconnect()  # type: ignore[attr-defined]
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.inner.response_empty(status, headers)
+
+    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
+        self.status = status
+        self.inner.response_str(status, headers, body)  # type: ignore[attr-defined]
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.inner.response_bytes(status, headers, body)
+
+    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
+        self.status = status
+        self.inner.response_file(status, headers, file)  # type: ignore[attr-defined]
+
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
+        self.status = status
+        return self.inner.response_stream(status, headers)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:  # anything else granian's protocol offers
+        return getattr(self.inner, name)
+
 
 class GatewayApp:
     """RSGI app of the gateway. Thread-safety: event loop only; the routing table is lock-free for
     readers and replaced by the route watcher."""
 
-    def __init__(self, watcher: RouteWatcher, local_nodes: dict[str, LocalNode] | None = None) -> None:
+    def __init__(self, watcher: RouteWatcher, local_nodes: dict[str, LocalNode] | None = None,
+                 proxy: TenantProxy | None = None, metrics: GatewayMetrics | None = None,
+                 move_wait_seconds: float = MOVE_WAIT_SECONDS) -> None:
         self.watcher = watcher
         self.routes = watcher.routes
+        self.proxy = proxy
+        self.metrics = metrics or GatewayMetrics()
+        self.move_wait_seconds = move_wait_seconds
         self._local_nodes = local_nodes or {}
         self._own = Router()
         self._own.add("GET", "/api/health", health)
+        self._own.add("GET", "/metrics", self._metrics)
 
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
             return
+        started = time.perf_counter()
+        status = await self._serve(scope, proto)
+        self.metrics.observe(status, time.perf_counter() - started)
+
+    async def _serve(self, scope: Scope, proto: HTTPProtocol) -> int:
+        """Answer one request; returns the status answered."""
         try:
             resolved = self.routes.resolve(scope.path, scope.headers.get("host"))
         except InvalidTenantId:
             send_error(proto, 400, "Invalid tenant id: it must be a DNS label (a-z, 0-9, '-', at most 63).")
-            return
+            return 400
         if resolved is None:
-            await self._own.dispatch(scope, proto)
-            return
+            recorder = _StatusRecorder(proto)
+            await self._own.dispatch(scope, recorder)
+            return recorder.status
         tenant_id, forward_path, route = resolved
+        if route is None and not self.watcher.ready.is_set():
+            # Just started: wait (bounded) for the first routing table rather than deny a real tenant.
+            try:
+                await asyncio.wait_for(self.watcher.ready.wait(), FIRST_TABLE_WAIT_SECONDS)
+            except TimeoutError:
+                send_error(proto, 503, "The gateway has no routing table yet; retry shortly.",
+                           headers=[("retry-after", "1")])
+                return 503
+            route = self.routes.get(tenant_id)
         if route is None:
             send_error(proto, 404, "Tenant not found.")
-            return
+            return 404
+        if not route[2] and self.watcher.inactive.get(tenant_id) == "moving":
+            route = await self._wait_while_moving(tenant_id)
+            if route is None:
+                send_error(proto, 404, "Tenant not found.")
+                return 404
         address, epoch, active = route
         if not active:
             status, message = _INACTIVE.get(self.watcher.inactive.get(tenant_id, ""), (503, "Tenant unavailable."))
             send_error(proto, status, message, headers=[("retry-after", "1")] if status == 503 else None)
-            return
+            return status
         local = self._local_nodes.get(address)
-        if local is None:
+        if local is not None:
+            recorder = _StatusRecorder(proto)
+            await local(tenant_id, epoch, forward_path, scope, recorder)
+            return recorder.status
+        if self.proxy is None or not address.startswith(("http://", "https://")):
             log.warning("no way to reach node %s of tenant %s", address, tenant_id)
             send_error(proto, 502, "The tenant's node is unreachable.")
-            return
-        await local(tenant_id, epoch, forward_path, scope, proto)
+            return 502
+        try:
+            return await self.proxy.forward(scope, proto, Target(address, tenant_id, epoch, forward_path),
+                                            self._reroute)
+        except Exception:  # noqa: BLE001 - a bug in the data path must not take the gateway down
+            log.exception("proxying a request of tenant %s to %s failed", tenant_id, address)
+            try:
+                send_error(proto, 502, "The gateway could not forward the request.")
+            except Exception:  # noqa: BLE001 - the response had already started
+                pass
+            return 502
+
+    async def _wait_while_moving(self, tenant_id: str) -> Route | None:
+        """The tenant's route once it is no longer moving, or its (still inactive) route after
+        :attr:`move_wait_seconds`; None when the tenant disappeared."""
+        deadline = asyncio.get_running_loop().time() + self.move_wait_seconds
+        while True:
+            route = self.routes.get(tenant_id)
+            if route is None or route[2] or self.watcher.inactive.get(tenant_id) != "moving":
+                self.metrics.move_wait("served" if route is not None and route[2] else "changed")
+                return route
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or not await self.watcher.wait_for_change(remaining):
+                self.metrics.move_wait("timeout")
+                return route
+
+    async def _reroute(self, target: Target, reason: str) -> Target | None:
+        """The proxy's second chance: a new target when the tenant's route changed from ``target``.
+
+        ``reason`` "unreachable": only a route that already changed counts (or a move in progress, which is
+        waited for). "moved": the node knows a newer epoch than our table, so wait (bounded) for the table
+        to catch up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.move_wait_seconds
+        while True:
+            route = self.routes.get(target.tenant_id)
+            if route is None:
+                return None
+            address, epoch, active = route
+            if active and (address != target.address or epoch != target.epoch):
+                if not address.startswith(("http://", "https://")):
+                    return None  # now on the in-process node; the client retries
+                return Target(address, target.tenant_id, epoch, target.forward_path)
+            moving = not active and self.watcher.inactive.get(target.tenant_id) == "moving"
+            if not moving and (reason == "unreachable" or not active):
+                return None
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not await self.watcher.wait_for_change(remaining):
+                return None
+
+    async def _metrics(self, request: Request) -> None:
+        states = {address: "closed" for address, _, _ in self.routes.snapshot().values()
+                  if address.startswith(("http://", "https://"))}
+        if self.proxy is not None:
+            states.update(self.proxy.breaker_states())
+        body = self.metrics.render(states, self.routes.version, len(self.routes))
+        request.proto.response_bytes(200, METRICS_HEADERS, body)

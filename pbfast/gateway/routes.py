@@ -2,7 +2,8 @@
 
 The watcher asks any control plane member for ``/api/cp/routes?since=<version>``; the call returns as soon
 as the table changes, so changes arrive within a round trip. While no member answers, the gateway keeps
-serving from the last table it had.
+serving from the last table it had. Requests that wait for a route to change (a tenant that is moving)
+await :meth:`RouteWatcher.wait_for_change` instead of polling.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class RouteWatcher:
     """Feeds a :class:`RoutingTable` (lock-free for the request path) plus the statuses of inactive tenants.
 
     Thread-safety: runs on the gateway's event loop; readers of ``inactive`` read a dict that is replaced
-    whole, never mutated.
+    whole, never mutated. :meth:`apply` and :meth:`wait_for_change` must run on that loop.
     """
 
     def __init__(self, client: ControlPlaneClient, routes: RoutingTable) -> None:
@@ -34,6 +35,7 @@ class RouteWatcher:
         self.routes = routes
         self.inactive: dict[str, str] = {}  # tenant -> "suspended" | "moving" | "unplaced"
         self.ready = asyncio.Event()
+        self._changed = asyncio.Event()  # replaced (after being set) by every apply()
         self._unreachable_reported = False
 
     def apply(self, table: dict[str, Any]) -> None:
@@ -47,6 +49,21 @@ class RouteWatcher:
         self.routes.replace(rows, int(table["version"]))
         self.inactive = inactive
         self.ready.set()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Wait until the next table is applied; False when ``timeout`` seconds passed first.
+
+        A caller that looked at the table and then calls this cannot miss a change in between: both run on
+        the event loop without an ``await`` between them."""
+        changed = self._changed
+        try:
+            async with asyncio.timeout(timeout):
+                await changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def run(self) -> None:
         while True:

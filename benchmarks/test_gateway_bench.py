@@ -1,0 +1,148 @@
+"""The gateway's proxy hop: a small GET through ``pbfast serve --mode=gateway`` vs the same node direct vs nginx.
+
+One control plane, one tenant node, one tenant; wrk (one thread, 32 connections) asks for the tenant's
+``/api/health`` (the smallest request that runs the node's whole tenant path: fencing, quota, pin):
+
+- direct: the node's ``/t/{id}/api/health`` with the cluster token and epoch headers (what a gateway sends),
+- gateway: ``/t/{id}/api/health`` on the pbfast gateway (route resolve, header rewrite, pooled keep-alive),
+- nginx: the same node behind nginx as a reverse proxy (one worker, upstream keepalive 64, HTTP/1.1,
+  the two x-pbfast headers set by ``proxy_set_header``).
+
+Loopback, sharing the machine's cores with wrk and the node. Short by default (CI); the long form:
+``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_gateway_bench.py -s -p no:cacheprovider``
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, start_node
+from helpers import free_port
+from test_control_plane_bench import run_wrk
+
+FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
+TENANT = "bench"
+
+NGINX_CONF = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+{user}
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream node {{
+        server {node};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://node;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header x-pbfast-cluster-token "{token}";
+            proxy_set_header x-pbfast-epoch "{epoch}";
+        }}
+    }}
+}}
+"""
+
+
+def _latency_ms(line: str, label: str) -> float:
+    """``p50``/``p99`` in ms from wrk's latency distribution line (``50%    1.23ms 99%  4.56ms``)."""
+    match = re.search(label + r"%\s+([\d.]+)(us|ms|s)\b", line)
+    assert match is not None, line
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def _start_nginx(tmp: Path, node: str, epoch: int) -> tuple[subprocess.Popen[bytes], str]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""  # workers of a root master would run as nobody
+    conf.write_text(NGINX_CONF.format(tmp=tmp, node=node, port=port, token=CLUSTER_TOKEN, epoch=epoch, user=user))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    process = subprocess.Popen([nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf),
+                                "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if httpx.get(f"{url}/t/{TENANT}/api/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"nginx did not come up: {(tmp / 'error.log').read_text(errors='replace')}")
+        time.sleep(0.05)
+
+
+def _nginx_binary() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None or _nginx_binary() is None,
+                    reason="needs wrk and nginx (Debian packages wrk, nginx-light)")
+def test_gateway_vs_direct_vs_nginx(pbfast_process: Start, tmp_path: Path) -> None:
+    cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
+    _, node_url = start_node(pbfast_process, "bench-node", [cp.url], tmp_path / "nodes")
+    deadline = time.monotonic() + 10
+    while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    gw_port = free_port()
+    gateway = pbfast_process(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{gw_port}",
+                              f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"])
+    gw_url = f"http://127.0.0.1:{gw_port}"
+    gateway.wait_healthy([gw_url])
+    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": TENANT})
+    assert created.status_code == 200, created.text
+    epoch = created.json()["epoch"]
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{gw_url}/t/{TENANT}/api/health").status_code != 200:  # the route reached the gateway
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    header_lua = tmp_path / "headers.lua"
+    header_lua.write_text(f'wrk.headers["x-pbfast-cluster-token"] = "{CLUSTER_TOKEN}"\n'
+                          f'wrk.headers["x-pbfast-epoch"] = "{epoch}"\n')
+    nginx, nginx_url = _start_nginx(tmp_path / "nginx", node_url.removeprefix("http://"), epoch)
+    try:
+        path = f"/t/{TENANT}/api/health"
+        cases = {"direct": (node_url + path, header_lua), "gateway": (gw_url + path, None),
+                 "nginx": (nginx_url + path, None)}
+        seconds, rounds = (8, 2) if FULL else (2, 1)
+        best: dict[str, tuple[float, float, float]] = {}
+        for _ in range(rounds):
+            for name, (url, script) in cases.items():
+                rate, latency, errors = run_wrk(url, script, 32, seconds)
+                assert errors == 0, (name, errors)
+                if name not in best or rate > best[name][0]:
+                    best[name] = (rate, _latency_ms(latency, "50"), _latency_ms(latency, "99"))
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+    for name, (rate, p50, p99) in best.items():
+        print(f"\n[bench] GET tenant /api/health, {name}: {rate:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    direct, through_gateway, through_nginx = best["direct"][0], best["gateway"][0], best["nginx"][0]
+    print(f"[bench] gateway/direct = {through_gateway / direct:.2f}, nginx/direct = {through_nginx / direct:.2f}, "
+          f"gateway/nginx = {through_gateway / through_nginx:.2f}")
+    assert through_gateway > 0.1 * direct  # a floor that catches a broken proxy; the figures go to RESULTS.md

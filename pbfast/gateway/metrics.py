@@ -1,0 +1,96 @@
+"""The gateway's Prometheus metrics, rendered in the plain text exposition format (no dependency).
+
+- ``pbfast_gateway_requests_total{class="2xx"}``: answered requests by status class,
+- ``pbfast_gateway_request_duration_seconds``: histogram of the time from a request's arrival until the
+  gateway finished answering it (an event stream counts with its whole life, in the top buckets),
+- ``pbfast_gateway_upstream_errors_total{kind=...}``: failures talking to nodes (``connect``,
+  ``connect_timeout``, ``timeout``, ``reset``, ``protocol``, ``breaker_open``, ``pool_exhausted``),
+- ``pbfast_gateway_retries_total{reason=...}``: requests sent again on a new route (``unreachable``,
+  ``moved``),
+- ``pbfast_gateway_move_waits_total{outcome=...}``: requests held while their tenant was moving,
+- ``pbfast_gateway_breaker_state{node=...,state=...}``: 1 for each node's current breaker state,
+- ``pbfast_gateway_routing_table_version`` and ``pbfast_gateway_routing_table_tenants``.
+
+Thread-safety: event loop only (plain counters, no locks).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+__all__ = ["LATENCY_BUCKETS", "GatewayMetrics"]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_BREAKER_STATES = ("closed", "open", "half-open")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+class GatewayMetrics:
+    """Counters and the latency histogram of one gateway."""
+
+    def __init__(self) -> None:
+        self.requests = [0] * len(_CLASSES)
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+        self.upstream_errors: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
+        self.move_waits: dict[str, int] = {}
+
+    def observe(self, status: int, seconds: float) -> None:
+        """One answered request: its status and the seconds it took."""
+        index = status // 100 - 1
+        if 0 <= index < len(_CLASSES):
+            self.requests[index] += 1
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def upstream_error(self, kind: str) -> None:
+        self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1
+
+    def retry(self, reason: str) -> None:
+        self.retries[reason] = self.retries.get(reason, 0) + 1
+
+    def move_wait(self, outcome: str) -> None:
+        self.move_waits[outcome] = self.move_waits.get(outcome, 0) + 1
+
+    def render(self, breaker_states: dict[str, str], routes_version: int, tenants: int) -> bytes:
+        """The exposition text (``text/plain; version=0.0.4``)."""
+        out = ["# HELP pbfast_gateway_requests_total Requests answered by the gateway, by status class.",
+               "# TYPE pbfast_gateway_requests_total counter"]
+        out += [f'pbfast_gateway_requests_total{{class="{name}"}} {count}'
+                for name, count in zip(_CLASSES, self.requests)]
+        out += ["# HELP pbfast_gateway_request_duration_seconds Time from a request's arrival until it was "
+                "answered.", "# TYPE pbfast_gateway_request_duration_seconds histogram"]
+        cumulative = 0
+        for bound, count in zip(LATENCY_BUCKETS, self.buckets):
+            cumulative += count
+            out.append(f'pbfast_gateway_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
+        cumulative += self.buckets[-1]
+        out += [f'pbfast_gateway_request_duration_seconds_bucket{{le="+Inf"}} {cumulative}',
+                f"pbfast_gateway_request_duration_seconds_sum {self.latency_sum:.6f}",
+                f"pbfast_gateway_request_duration_seconds_count {cumulative}"]
+        for metric, label, values, text in (
+                ("pbfast_gateway_upstream_errors_total", "kind", self.upstream_errors,
+                 "Failures talking to tenant nodes, by kind."),
+                ("pbfast_gateway_retries_total", "reason", self.retries,
+                 "Requests sent again on a newer route, by reason."),
+                ("pbfast_gateway_move_waits_total", "outcome", self.move_waits,
+                 "Requests held while their tenant was moving, by outcome.")):
+            out += [f"# HELP {metric} {text}", f"# TYPE {metric} counter"]
+            out += [f'{metric}{{{label}="{_label(key)}"}} {count}' for key, count in sorted(values.items())]
+        out += ["# HELP pbfast_gateway_breaker_state Circuit breaker state of each tenant node (1 = current).",
+                "# TYPE pbfast_gateway_breaker_state gauge"]
+        for node, state in sorted(breaker_states.items()):
+            out += [f'pbfast_gateway_breaker_state{{node="{_label(node)}",state="{name}"}} {int(name == state)}'
+                    for name in _BREAKER_STATES]
+        out += ["# HELP pbfast_gateway_routing_table_version Version of the gateway's routing table.",
+                "# TYPE pbfast_gateway_routing_table_version gauge",
+                f"pbfast_gateway_routing_table_version {routes_version}",
+                "# HELP pbfast_gateway_routing_table_tenants Tenants in the gateway's routing table.",
+                "# TYPE pbfast_gateway_routing_table_tenants gauge",
+                f"pbfast_gateway_routing_table_tenants {tenants}"]
+        return ("\n".join(out) + "\n").encode()

@@ -1,0 +1,600 @@
+"""The gateway in front of remote tenant nodes: real processes on loopback.
+
+One cluster for the module (a control plane, two tenant nodes, a gateway with ``--base-domain=pb.test``) plus
+a fake node (a tiny asyncio HTTP server in this process, registered through the control plane API) that
+echoes what the gateway forwards, streams server-sent events and sends large bodies. Tests run in file
+order and each leaves the cluster as it found it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pocketbase import PocketBase
+
+from cpcluster import ADMIN, CLUSTER, CLUSTER_TOKEN, Member, start_cluster, start_node, wait_until
+from helpers import PbfastProcess, free_port
+from pbfast.gateway.app import GatewayApp
+from pbfast.gateway.proxy import NodeProxy, ProxyLimits, Target
+from pbfast.gateway.routes import RouteWatcher
+from pbfast.primitives import RoutingTable
+
+PASSWORD = "password-1234"
+
+
+@dataclass
+class Cluster:
+    cp: Member
+    gw: str
+    nodes: dict[str, tuple[PbfastProcess, str]]
+    tmp: Path
+    start: Any
+    placement: dict[str, str] = field(default_factory=dict)  # tenant -> node id
+
+    def node_of(self, tenant_id: str) -> str:
+        return str(httpx.get(f"{self.cp.url}/api/cp/tenants/{tenant_id}", headers=ADMIN).json()["nodeId"])
+
+
+def create_tenant(cluster: Cluster, tenant_id: str, superuser: bool = False) -> str:
+    body: dict[str, Any] = {"id": tenant_id}
+    if superuser:
+        body["superuser"] = {"email": f"root@{tenant_id}.test", "password": PASSWORD}
+    created = httpx.post(f"{cluster.cp.url}/api/cp/tenants", headers=ADMIN, json=body, timeout=10)
+    assert created.status_code == 200, created.text
+    wait_until(lambda: httpx.get(f"{cluster.gw}/t/{tenant_id}/api/health").status_code == 200, timeout=10)
+    return str(created.json()["nodeId"])
+
+
+def move(cluster: Cluster, tenant_id: str, node_id: str) -> dict[str, Any]:
+    moved = httpx.post(f"{cluster.cp.url}/api/cp/tenants/{tenant_id}/move", headers=ADMIN, json={"nodeId": node_id},
+                       timeout=15)
+    assert moved.status_code == 200, moved.text
+    return dict(moved.json())
+
+
+def assert_pocketbase_error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"status", "message", "data"} and body["status"] == status and body["message"]
+    return dict(body)
+
+
+def raw_request(url: str, request: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` byte for byte (httpx would normalise ``..``); the answer's status, headers, body."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        try:
+            conn.sendall(request)
+        except OSError:
+            pass  # the gateway may answer (and stop reading) before the whole request was sent
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("gateway")
+    started: list[PbfastProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> PbfastProcess:
+        process = PbfastProcess(args, tmp / f"pbfast-{len(started)}.log", env or {}).start()
+        started.append(process)
+        return process
+
+    try:
+        # A long node timeout: a killed node keeps its tenants, so the gateway's own failure handling shows.
+        cp = start_cluster(start, tmp, 1, node_timeout=120)[0]
+        nodes = {node_id: start_node(start, node_id, [cp.url], tmp / "nodes") for node_id in ("node-a", "node-b")}
+        wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
+        gw_port = free_port()
+        gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{gw_port}",
+                         f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}",
+                         "--base-domain=pb.test"])
+        gw = f"http://127.0.0.1:{gw_port}"
+        gateway.wait_healthy([gw])
+        result = Cluster(cp, gw, nodes, tmp, start)
+        # Placement is deterministic (least loaded, then smallest id): alpha on node-a, beta on node-b.
+        for tenant_id in ("alpha", "beta"):
+            result.placement[tenant_id] = create_tenant(result, tenant_id, superuser=True)
+        assert set(result.placement.values()) == {"node-a", "node-b"}, result.placement
+        yield result
+    finally:
+        for process in started:
+            if process.proc is not None and process.proc.poll() is None:
+                process.stop(signal.SIGKILL)
+
+
+def test_sdk_reaches_tenants_on_both_nodes(cluster: Cluster) -> None:
+    for tenant_id in ("alpha", "beta"):
+        pb = PocketBase(f"{cluster.gw}/t/{tenant_id}")
+        pb.collection("_superusers").auth_with_password(f"root@{tenant_id}.test", PASSWORD)
+        pb.collections.create({"name": "secrets", "type": "base", "listRule": "", "viewRule": "",
+                               "fields": [{"name": "v", "type": "text"}]})
+        secrets = pb.collection("secrets")
+        created = secrets.create({"v": f"{tenant_id}-only"})
+        assert secrets.get_one(created.id).v == f"{tenant_id}-only"
+        extra = secrets.create({"v": "temporary"})
+        assert secrets.update(extra.id, {"v": "changed"}).v == "changed"
+        secrets.delete(extra.id)
+        listed = secrets.get_list(1, 10)
+        assert listed.total_items == 1 and listed.items[0].v == f"{tenant_id}-only"
+
+    # The Host form reaches the same tenant (and a JSON body of more than a few bytes is forwarded).
+    host = {"Host": "alpha.pb.test"}
+    listed = httpx.get(f"{cluster.gw}/api/collections/secrets/records", headers=host)
+    assert listed.status_code == 200 and [r["v"] for r in listed.json()["items"]] == ["alpha-only"]
+    login = httpx.post(f"{cluster.gw}/api/collections/_superusers/auth-with-password", headers=host,
+                       json={"identity": "root@alpha.test", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    # A body larger than the proxy's small-body buffer is streamed to the node (unknown fields are ignored).
+    big = httpx.post(f"{cluster.gw}/api/collections/secrets/records", headers={**host, "Authorization":
+                     login.json()["token"]}, json={"v": "note", "padding": "x" * 100_000})
+    assert big.status_code == 200 and big.json()["v"] == "note", big.text[:200]
+    httpx.delete(f"{cluster.gw}/t/alpha/api/collections/secrets/records/{big.json()['id']}",
+                 headers={"Authorization": login.json()["token"]}).raise_for_status()
+    # The gateway's own health endpoint is still its own.
+    assert httpx.get(f"{cluster.gw}/api/health").json() == {"message": "API is healthy.", "code": 200, "data": {}}
+
+
+def test_no_way_into_another_tenant(cluster: Cluster) -> None:
+    """Forged x-pbfast-* headers, '..' in raw paths and Host/path mixes stay inside the named tenant."""
+    forged = {"X-Pbfast-Tenant": "alpha", "X-Pbfast-Cluster-Token": "forged", "X-Pbfast-Epoch": "999999",
+              "X-Pbfast-Tenant-Id": "alpha"}
+    response = httpx.get(f"{cluster.gw}/t/beta/api/collections/secrets/records", headers=forged)
+    assert response.status_code == 200 and [r["v"] for r in response.json()["items"]] == ["beta-only"]
+    # Had the forged epoch reached beta's node, the node would now refuse the gateway's real epoch.
+    for _ in range(3):
+        assert httpx.get(f"{cluster.gw}/t/beta/api/health").status_code == 200
+    for path in ("/t/beta/../alpha/api/collections/secrets/records",
+                 "/t/beta/%2e%2e/alpha/api/collections/secrets/records",
+                 "/t/beta/api/../../alpha/api/collections/secrets/records",
+                 "/t/../alpha/api/collections/secrets/records",
+                 "/t/beta/t/alpha/api/collections/secrets/records"):
+        status, _, body = raw_request(cluster.gw, f"GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+                                                  "X-Pbfast-Cluster-Token: forged\r\n\r\n".encode())
+        assert b"alpha-only" not in body, path
+        assert status in (400, 404) and set(json.loads(body)) == {"status", "message", "data"}, (path, body)
+    # Host names beta; a path naming alpha is just a path inside beta.
+    mixed = httpx.get(f"{cluster.gw}/t/alpha/api/collections/secrets/records", headers={"Host": "beta.pb.test"})
+    assert mixed.status_code == 404 and b"alpha-only" not in mixed.content
+
+
+def test_killed_node_fails_fast_then_recovers(cluster: Cluster) -> None:
+    process, url = cluster.nodes["node-a"]
+    port = int(url.rsplit(":", 1)[1])
+    process.stop(signal.SIGKILL)
+    # Until the breaker opens, connection failures answer 502; then 503 at once.
+    deadline = time.monotonic() + 5
+    while True:
+        response = httpx.get(f"{cluster.gw}/t/alpha/api/health", timeout=5)
+        assert response.status_code in (502, 503), response.text
+        if response.status_code == 503:
+            break
+        assert time.monotonic() < deadline
+    for _ in range(20):
+        started = time.monotonic()
+        response = httpx.get(f"{cluster.gw}/t/alpha/api/collections/secrets/records", timeout=5)
+        elapsed = time.monotonic() - started
+        assert_pocketbase_error(response, 503)
+        assert int(response.headers["retry-after"]) >= 1
+        assert elapsed < 0.1, elapsed
+    # The other node's tenants do not notice.
+    beta = httpx.get(f"{cluster.gw}/t/beta/api/collections/secrets/records")
+    assert beta.status_code == 200 and beta.json()["totalItems"] == 1
+    metrics = httpx.get(f"{cluster.gw}/metrics").text
+    assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}} 0' in metrics
+    assert 'pbfast_gateway_upstream_errors_total{kind="connect"}' in metrics
+
+    # Same port and data dir again: served without restarting the gateway, data intact.
+    cluster.nodes["node-a"] = start_node(cluster.start, "node-a", [cluster.cp.url], cluster.tmp / "nodes", port=port)
+    wait_until(lambda: httpx.get(f"{cluster.gw}/t/alpha/api/health").status_code == 200, timeout=10)
+    listed = httpx.get(f"{cluster.gw}/t/alpha/api/collections/secrets/records")
+    assert listed.status_code == 200 and [r["v"] for r in listed.json()["items"]] == ["alpha-only"]
+    assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}} 1' in httpx.get(f"{cluster.gw}/metrics").text
+
+
+def test_planned_move_under_load_has_no_errors(cluster: Cluster) -> None:
+    source = create_tenant(cluster, "mover")
+    target = "node-b" if source == "node-a" else "node-a"
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load(path: str) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                statuses.append(client.get(f"{cluster.gw}/t/mover{path}").status_code)
+
+    threads = [threading.Thread(target=load, args=(path,)) for path in ("/api/health", "/api/collections")]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        first = move(cluster, "mover", target)
+        assert first["nodeId"] == target
+        time.sleep(0.7)
+        back = move(cluster, "mover", source)
+        assert back["nodeId"] == source and back["epoch"] == first["epoch"] + 1
+        time.sleep(0.7)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    bad = [s for s in statuses if s not in (200, 401)]  # /api/collections needs a superuser: 401 is its answer
+    assert len(statuses) > 50 and not bad, (len(statuses), bad[:10])
+    assert 'pbfast_gateway_move_waits_total{outcome="served"}' in httpx.get(f"{cluster.gw}/metrics").text
+
+
+def test_limits_answer_pocketbase_errors(cluster: Cluster) -> None:
+    too_big = raw_request(cluster.gw, b"POST /t/beta/api/collections/secrets/records HTTP/1.1\r\nHost: gw\r\n"
+                                      b"Content-Type: application/json\r\nContent-Length: 40000000\r\n"
+                                      b"Connection: close\r\n\r\n{")
+    assert too_big[0] == 413 and set(json.loads(too_big[2])) == {"status", "message", "data"}
+    big_header = httpx.get(f"{cluster.gw}/t/beta/api/health", headers={"X-Big": "b" * 40_000})
+    assert_pocketbase_error(big_header, 431)
+
+
+# ---- a fake node: echo, server-sent events, large bodies ----------------------------------------------
+
+
+class FakeNode:
+    """A minimal HTTP/1.1 server (keep-alive, content-length and chunked bodies) on its own event loop in a
+    thread. ``/t/{id}/echo`` answers what it received; ``/t/{id}/sse?n=N`` sends N events 200 ms apart;
+    ``/t/{id}/big?size=N`` sends N bytes; ``/t/{id}/fenced`` answers like a node that moved the tenant on
+    (503 "has moved") unless the epoch is at least 2."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.address = f"http://127.0.0.1:{self.port}"
+        self.sse_closed = threading.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                method, target, _ = lines[0].split(" ")
+                headers = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:]
+                                                                          if line)]
+                names = dict(headers)
+                body = bytearray()
+                if "content-length" in names:
+                    body += await reader.readexactly(int(names["content-length"]))
+                elif names.get("transfer-encoding") == "chunked":
+                    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+                        body += (await reader.readexactly(size + 2))[:-2]
+                    await reader.readuntil(b"\r\n")
+                path, _, query = target.partition("?")
+                params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+                if path.endswith("/sse"):
+                    await self._sse(writer, int(params.get("n", "5")))
+                    return
+                if path.endswith("/fenced") and int(names.get("x-pbfast-epoch", "0")) < 2:
+                    moved = b'{"status":503,"message":"The tenant has moved; retry.","data":{}}'
+                    writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                                 b"retry-after: 1\r\ncontent-length: %d\r\n\r\n%b" % (len(moved), moved))
+                elif path.endswith("/big"):
+                    payload = bytes(range(256)) * (int(params["size"]) // 256)
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+                                 b"content-length: %d\r\n\r\n%b" % (len(payload), payload))
+                else:
+                    echo = json.dumps({"method": method, "target": target, "headers": headers,
+                                       "bodyLength": len(body), "bodySha256": hashlib.sha256(body).hexdigest()})
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive\r\n"
+                                 b"keep-alive: timeout=5\r\nx-from-node: yes\r\ncontent-length: %d\r\n\r\n%b"
+                                 % (len(echo), echo.encode()))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the gateway closed the connection (idle, or an upload it refused)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _sse(self, writer: asyncio.StreamWriter, count: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n")
+        try:
+            for i in range(count):
+                event = f"id: {i}\ndata: {{\"n\": {i}}}\n\n".encode()
+                writer.write(b"%x\r\n%b\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except ConnectionError:
+            self.sse_closed.set()
+
+
+@pytest.fixture(scope="module")
+def fake_node(cluster: Cluster) -> Iterator[FakeNode]:
+    """The fake node registered as ``fake`` with tenant ``streamer`` placed on it."""
+    node = FakeNode()
+    registered = httpx.put(f"{cluster.cp.url}/api/cp/nodes/fake", headers=CLUSTER,
+                           json={"address": node.address, "maxTenants": 100})
+    assert registered.status_code == 200, registered.text
+    created = httpx.post(f"{cluster.cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "streamer"})
+    assert created.status_code == 200, created.text
+    if created.json()["nodeId"] != "fake":
+        move(cluster, "streamer", "fake")
+    wait_until(lambda: httpx.get(f"{cluster.gw}/t/streamer/echo").status_code == 200, timeout=10)
+    yield node
+    node.close()
+
+
+def test_forwarded_request_is_what_the_node_expects(cluster: Cluster, fake_node: FakeNode) -> None:
+    epoch = httpx.get(f"{cluster.cp.url}/api/cp/tenants/streamer", headers=ADMIN).json()["epoch"]
+    status, headers, body = raw_request(cluster.gw, (
+        "GET /t/streamer/echo/a%20b%3Fc?x=1&y=%2F HTTP/1.1\r\nHost: streamer-host.example\r\n"
+        "X-Pbfast-Cluster-Token: forged\r\nX-Pbfast-Epoch: 999999\r\nX-Pbfast-Tenant: alpha\r\n"
+        "X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\nKeep-Alive: timeout=99\r\nTE: trailers\r\n"
+        "Proxy-Authorization: Basic eA==\r\nX-Drop-Me: 1\r\nConnection: close, X-Drop-Me\r\n"
+        "Cookie: a=1\r\nCookie: b=2\r\nX-Custom: kept\r\n\r\n").encode())
+    assert status == 200, body
+    assert headers["x-from-node"] == "yes" and "keep-alive" not in headers
+    echo = json.loads(body)
+    received: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        received.setdefault(name, []).append(value)
+    assert echo["target"] == "/t/streamer/echo/a%20b%3Fc?x=1&y=%2F"
+    assert received["x-pbfast-cluster-token"] == [CLUSTER_TOKEN]
+    assert received["x-pbfast-epoch"] == [str(epoch)]
+    assert "x-pbfast-tenant" not in received
+    assert received["x-forwarded-for"] == ["10.1.2.3, 127.0.0.1"]
+    assert received["x-forwarded-proto"] == ["http"] and received["x-forwarded-host"] == ["streamer-host.example"]
+    assert received["host"] == ["streamer-host.example"]
+    assert received["cookie"] == ["a=1", "b=2"] and received["x-custom"] == ["kept"]
+    for hop in ("keep-alive", "te", "proxy-authorization", "x-drop-me", "connection", "transfer-encoding"):
+        assert hop not in received, hop
+
+    # Request bodies: small (buffered), large with a length and chunked without one all arrive intact.
+    for size in (10, 300_000):
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        answer = httpx.post(f"{cluster.gw}/t/streamer/echo", content=data).json()
+        assert answer["bodyLength"] == len(data) and answer["bodySha256"] == hashlib.sha256(data).hexdigest()
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(40):
+            yield bytes([i]) * 10_000
+
+    answer = httpx.post(f"{cluster.gw}/t/streamer/echo", content=chunks()).json()
+    assert answer["bodyLength"] == 400_000
+    assert answer["bodySha256"] == hashlib.sha256(b"".join(chunks())).hexdigest()
+    # A streamed body over the gateway's limit (32 MiB) is cut off with 413; the node sees a broken upload.
+    def endless() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b"z" * (1 << 20)
+
+    try:
+        too_big = httpx.post(f"{cluster.gw}/t/streamer/echo", content=endless(), timeout=10)
+        assert_pocketbase_error(too_big, 413)
+    except httpx.WriteError:
+        pass  # the gateway answered and closed before the client finished sending; equally a refusal
+    # A large response streams back whole.
+    big = httpx.get(f"{cluster.gw}/t/streamer/big", params={"size": 3 << 20})
+    assert big.status_code == 200 and big.content == bytes(range(256)) * ((3 << 20) // 256)
+
+
+def test_server_sent_events_stream_through(cluster: Cluster, fake_node: FakeNode) -> None:
+    arrivals: list[float] = []
+    started = time.monotonic()
+    with httpx.stream("GET", f"{cluster.gw}/t/streamer/sse", params={"n": 6}, timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 6
+    # Delivered as they happen: the first long before the stream ends, then about 200 ms apart.
+    assert arrivals[0] < 0.5 and arrivals[-1] - arrivals[0] > 0.8, arrivals
+
+    # A client that goes away closes the stream to the node too.
+    fake_node.sse_closed.clear()
+    with httpx.stream("GET", f"{cluster.gw}/t/streamer/sse", params={"n": 100}, timeout=10) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                break
+    assert fake_node.sse_closed.wait(3)
+
+
+def test_metrics(cluster: Cluster) -> None:
+    response = httpx.get(f"{cluster.gw}/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    counts = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and line[0] != "#"}
+    assert counts['pbfast_gateway_requests_total{class="2xx"}'] > 10
+    assert counts['pbfast_gateway_requests_total{class="5xx"}'] >= 1  # the killed node's answers
+    assert counts["pbfast_gateway_request_duration_seconds_count"] == sum(
+        v for k, v in counts.items() if k.startswith("pbfast_gateway_requests_total"))
+    assert counts["pbfast_gateway_routing_table_version"] > 0
+    for _, url in cluster.nodes.values():
+        assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}}' in text
+
+
+# ---- in-process: the proxy's second chance and the app's waiting, against the fake node ---------------
+
+
+class FakeHeaders:
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return next((v for k, v in self._items if k == name), default)
+
+    def __contains__(self, name: str) -> bool:
+        return any(k == name for k, _ in self._items)
+
+
+@dataclass
+class FakeScope:
+    method: str
+    path: str
+    headers: FakeHeaders = field(default_factory=lambda: FakeHeaders([("host", "gw.test")]))
+    query_string: str = ""
+    client: str = "192.0.2.7:5555"
+    scheme: str = "http"
+    authority: str | None = None
+    proto: str = "http"
+    http_version: str = "1.1"
+
+
+class FakeProto:
+    """Records the answer an RSGI protocol would send."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+
+    async def __call__(self) -> bytes:
+        return b""
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self.headers, self.body = status, dict(headers), body
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.response_bytes(status, headers, b"")
+
+
+def test_proxy_second_chance_and_breaker() -> None:
+    node = FakeNode()
+    try:
+        asyncio.run(_second_chance(node))
+    finally:
+        node.close()
+
+
+async def _second_chance(node: FakeNode) -> None:
+    proxy = NodeProxy(CLUSTER_TOKEN, ProxyLimits(breaker_failures=3, breaker_cooldown_seconds=30))
+    dead = f"http://127.0.0.1:{free_port()}"
+    reasons: list[str] = []
+
+    async def to_live_node(target: Target, reason: str) -> Target | None:
+        reasons.append(reason)
+        return Target(node.address, target.tenant_id, 2, target.forward_path)
+
+    # Connection refused, the route changed meanwhile: sent once more, to the new node with its epoch.
+    answer = FakeProto()
+    assert await proxy.forward(FakeScope("GET", "/t/x/echo"), answer, Target(dead, "x", 1, "/echo"),
+                               to_live_node) == 200
+    echo = json.loads(answer.body)
+    assert reasons == ["unreachable"] and ["x-pbfast-epoch", "2"] in echo["headers"]
+    # The node says the tenant moved (stale epoch): re-routed once with the newer epoch.
+    answer = FakeProto()
+    assert await proxy.forward(FakeScope("GET", "/t/x/fenced"), answer, Target(node.address, "x", 1, "/fenced"),
+                               to_live_node) == 200
+    assert reasons[-1] == "moved"
+    # Without a newer route the client gets the 503 (PocketBase JSON, Retry-After).
+    answer = FakeProto()
+    assert await proxy.forward(FakeScope("GET", "/t/x/fenced"), answer, Target(node.address, "x", 1, "/fenced"),
+                               None) == 503
+    assert json.loads(answer.body)["status"] == 503 and answer.headers["retry-after"] == "1"
+
+    # Only one second chance: a re-route to another dead node ends with 502.
+    async def to_dead_node(target: Target, reason: str) -> Target | None:
+        reasons.append(reason)
+        return Target(f"http://127.0.0.1:{free_port()}", target.tenant_id, 3, target.forward_path)
+
+    count = len(reasons)
+    answer = FakeProto()
+    assert await proxy.forward(FakeScope("GET", "/t/x/echo"), answer, Target(dead, "x", 1, "/echo"),
+                               to_dead_node) == 502
+    assert len(reasons) == count + 1 and set(json.loads(answer.body)) == {"status", "message", "data"}
+    # The third failure opens the dead node's breaker; then it is answered at once with Retry-After.
+    assert await proxy.forward(FakeScope("GET", "/t/x/echo"), FakeProto(), Target(dead, "x", 1, "/echo"), None) == 502
+    assert proxy.breakers.state(dead) == "open"
+    answer = FakeProto()
+    assert await proxy.forward(FakeScope("GET", "/t/x/echo"), answer, Target(dead, "x", 1, "/echo"), None) == 503
+    assert 1 <= int(answer.headers["retry-after"]) <= 30
+    # A POST body that was read whole can be sent again too (nothing reached the first node).
+    answer = FakeProto()
+    post = FakeScope("POST", "/t/x/echo", FakeHeaders([("host", "gw.test"), ("content-length", "0")]))
+    assert await proxy.forward(post, answer, Target(dead, "x", 1, "/echo"), to_live_node) == 200
+    assert proxy.metrics.retries == {"unreachable": 3, "moved": 1}
+    await proxy.aclose()
+
+
+def test_requests_wait_for_a_move_to_finish() -> None:
+    asyncio.run(_wait_for_move())
+
+
+async def _wait_for_move() -> None:
+    watcher = RouteWatcher(None, RoutingTable())  # type: ignore[arg-type]  # tables are applied by hand
+
+    def table(version: int, address: str, status: str, epoch: int) -> dict[str, Any]:
+        return {"version": version, "routes": [{"tenantId": "t1", "address": address, "status": status,
+                                                "epoch": epoch}]}
+
+    watcher.apply(table(1, "http://a:1", "active", 1))
+    app = GatewayApp(watcher, move_wait_seconds=1.0)
+    before = Target("http://a:1", "t1", 1, "/x")
+    assert await app._reroute(before, "unreachable") is None  # nothing changed: no second chance, no wait
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, watcher.apply, table(2, "http://a:1", "moving", 1))
+    loop.call_later(0.3, watcher.apply, table(3, "http://b:2", "active", 2))
+    started = loop.time()
+    assert await app._reroute(before, "moved") == Target("http://b:2", "t1", 2, "/x")
+    assert 0.25 < loop.time() - started < 0.9
+    # A move that does not finish within the bound: no new target.
+    loop.call_later(0.05, watcher.apply, table(4, "http://b:2", "moving", 2))
+    started = loop.time()
+    assert await app._reroute(Target("http://b:2", "t1", 2, "/x"), "moved") is None
+    assert 0.9 < loop.time() - started < 1.5
+    # A request arriving while the tenant is moving waits for the move, then goes to the new node.
+    loop.call_later(0.2, watcher.apply, table(5, "local://c", "active", 3))
+    local_calls: list[tuple[str, int, str]] = []
+
+    async def local_node(tenant_id: str, epoch: int, path: str, scope: Any, proto: Any) -> None:
+        local_calls.append((tenant_id, epoch, path))
+        proto.response_bytes(200, [], b"{}")
+
+    app = GatewayApp(watcher, {"local://c": local_node}, move_wait_seconds=1.0)
+    answer = FakeProto()
+    await app.__rsgi__(FakeScope("GET", "/t/t1/api/health"), answer)  # type: ignore[arg-type]
+    assert answer.status == 200 and local_calls == [("t1", 3, "/api/health")]
+    assert app.metrics.move_waits == {"served": 1}
