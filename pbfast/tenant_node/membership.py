@@ -34,6 +34,8 @@ class NodeMembership:
         self._pending: dict[str, list[int]] = {}
         self._registered = False
         self._reported_unreachable = False
+        self._beating = asyncio.Lock()
+        node.refresh_assignments = self.beat_once
 
     async def register(self) -> None:
         await self.client.request("PUT", f"/api/cp/nodes/{self.node.node_id}",
@@ -53,6 +55,11 @@ class NodeMembership:
                 for tid, (r, s, w) in self._pending.items()}
 
     async def beat_once(self) -> None:
+        """One heartbeat: report usage, adopt the assignments returned. Serialised."""
+        async with self._beating:
+            await self._beat()
+
+    async def _beat(self) -> None:
         if not self._registered:
             await self.register()
         usage = self._collect_usage()
