@@ -1,9 +1,11 @@
 """The PocketBase HTTP API of one tenant (``/api/...``), answering like PocketBase 0.40.
 
-Implemented: health, collections (list/view/create/update/delete/truncate, superusers only), records
-(list/view/create/update/delete with API rules), superuser and auth-collection password auth and token
-refresh. Error bodies, status codes and messages follow the stock server (checked by the differential
-tests in ``tests/pocketbase/test_differential.py``).
+Implemented: health, collections (list/view/create/update/delete/truncate and scaffolds, superusers only),
+records (list/view/create/update/delete with API rules, field modifiers, the auth records' account rules and
+``manageRule``), superuser and auth-collection password auth (``authRule`` checked; no MFA/OTP/OAuth2 yet) and
+token refresh. A ``fields`` query parameter trims successful JSON answers, as PocketBase does. Error bodies,
+status codes and messages follow the stock server (checked by the differential tests in
+``tests/pocketbase/test_differential.py``).
 
 Thread-safety: handlers run on the node's event loop with the tenant pinned open.
 """
@@ -27,16 +29,21 @@ from pbfast.http import (
     Scope,
 )
 from pbfast.logs import component_logger
-from pbfast.pocketbase import auth, query, schema
+from pbfast.pocketbase import auth, fields, query, schema
 from pbfast.pocketbase.filter import Collections, FilterError, TableResolver, compile_filter, superuser_only_field
 from pbfast.pocketbase.records import (
+    LastSuperuserError,
     RecordValidationError,
     Viewer,
     delete_record,
+    draft_row,
     load_row,
     quote,
     record_json,
+    resolve_modifiers,
     save_record,
+    strip_hidden,
+    write_transaction,
 )
 from pbfast.pocketbase.schema import Collection
 from pbfast.pocketbase.tenant import Tenant
@@ -48,12 +55,16 @@ log = component_logger("TenantNode")
 SUPERUSERS = "_superusers"
 BAD_REQUEST = "Something went wrong while processing your request."
 ONLY_SUPERUSERS = "Only superusers can perform this action."
+NOT_ALLOWED = "The authorized record is not allowed to perform this action."
 NO_AUTH = "The request requires valid record authorization token."
 MISSING_COLLECTION = "Missing collection context."
+MISSING_OR_INVALID_COLLECTION = "Missing or invalid collection context."
 NOT_FOUND = "The requested resource wasn't found."
 FILE_NOT_FOUND = "File not found."
 VALIDATION_FAILED = "An error occurred while validating the submitted data."
 DEFAULT_MAX_BODY = 32 << 20
+_LENGTH_1_255 = {"code": "validation_length_out_of_range", "message": "The length must be between 1 and 255.",
+                 "params": {"max": 255, "min": 1}}
 
 Handler = Callable[["TenantRequest"], Awaitable[None]]
 
@@ -62,6 +73,8 @@ Handler = Callable[["TenantRequest"], Awaitable[None]]
 class Auth:
     collection: Collection
     record: dict[str, Any]
+    token: str = ""
+    refreshable: bool = True
 
     @property
     def superuser(self) -> bool:
@@ -119,7 +132,7 @@ def _authenticate(tenant: Tenant, header: str | None) -> Auth | None:
     secret = (collection.options.get("authToken") or {}).get("secret", "")
     if row is None or not secret or not auth.verify_token_signature(token, str(row.get("tokenKey", "")), secret):
         return None
-    return Auth(collection, row)
+    return Auth(collection, row, token, bool(claims.get("refreshable")))
 
 
 class TenantApi:
@@ -131,6 +144,7 @@ class TenantApi:
         add("GET", "/api/health", self.health)
         add("GET", "/api/collections", self.list_collections)
         add("POST", "/api/collections", self.create_collection)
+        add("GET", "/api/collections/meta/scaffolds", self.collection_scaffolds)
         add("GET", "/api/collections/{collection}", self.view_collection)
         add("PATCH", "/api/collections/{collection}", self.update_collection)
         add("DELETE", "/api/collections/{collection}", self.delete_collection)
@@ -175,7 +189,7 @@ class TenantApi:
         if request.auth is None:
             raise ApiError(401, NO_AUTH)
         if not request.auth.superuser:
-            raise ApiError(403, ONLY_SUPERUSERS)
+            raise ApiError(403, NOT_ALLOWED)
 
     @staticmethod
     async def _body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY) -> dict[str, Any]:
@@ -232,7 +246,7 @@ class TenantApi:
             return compile_filter(rule, resolver)
         except FilterError as err:
             log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
-            raise ApiError(403, "The request is not allowed by the collection's API rule.") from err
+            raise ApiError(404, NOT_FOUND) from err  # PocketBase: the record lookup with the rule fails
 
     def _resolver(self, request: TenantRequest, collection: Collection, body: dict[str, Any] | None,
                   hidden: bool) -> TableResolver:
@@ -278,11 +292,11 @@ class TenantApi:
         cursor = tenant.conn.execute(f"SELECT {table}.* FROM {table}{condition}{order} LIMIT ? OFFSET ?",
                                      [*compiled.params, per_page, (page - 1) * per_page])
         names = None
-        viewer = request.viewer
-        items = []
+        rows = []
         for values in cursor:
             names = names or [d[0] for d in cursor.getdescription()]
-            items.append(record_json(collection, dict(zip(names, values)), viewer))
+            rows.append(dict(zip(names, values)))
+        items = self._records_json(request, collection, rows)
         items = query.apply_fields_many(items, projection)
         if skip_total:
             total, pages = -1, -1
@@ -295,11 +309,43 @@ class TenantApi:
     async def view_record(self, request: TenantRequest) -> None:
         collection = self._collection(request)
         row = self._visible_row(request, collection, collection.viewRule)
+        self._send_record(request, collection, row)
+
+    def _send_record(self, request: TenantRequest, collection: Collection, row: dict[str, Any]) -> None:
         try:
             projection = query.parse_fields(request.query("fields") or "")
         except ValueError as err:
             raise ApiError(400, BAD_REQUEST) from err
-        request.send_json(200, query.apply_fields(record_json(collection, row, request.viewer), projection))
+        request.send_json(200, query.apply_fields(self._records_json(request, collection, [row])[0], projection))
+
+    def _records_json(self, request: TenantRequest, collection: Collection,
+                      rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows as record JSON for this requester (PocketBase's enrich step: hidden fields, and emails shown
+        to superusers, to the record itself and to those the collection's ``manageRule`` lets manage it)."""
+        managed = self._managed_ids(request, collection, [str(r.get("id")) for r in rows])
+        viewer = request.viewer
+        return [record_json(collection, row, viewer, show_email=str(row.get("id")) in managed) for row in rows]
+
+    def _managed_ids(self, request: TenantRequest, collection: Collection, ids: list[str],
+                     body: dict[str, Any] | None = None) -> set[str]:
+        """The ids among ``ids`` the requester manages through the auth collection's ``manageRule``."""
+        rule = collection.rule("manageRule") if collection.type == "auth" else None
+        if not rule or not ids or (request.auth is not None and request.auth.superuser):
+            return set()
+        try:
+            sql, params = compile_filter(rule, self._resolver(request, collection, body, hidden=True))
+        except FilterError as err:
+            log.warning("tenant %s: manageRule of %s cannot be evaluated: %s", request.tenant.id,
+                        collection.name, err)
+            return set()
+        table = quote(collection.name)
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(str(row[0]) for row in request.tenant.conn.execute(
+                f"SELECT {table}.id FROM {table} WHERE {table}.id IN ({', '.join('?' * len(chunk))}) AND ({sql})",
+                [*chunk, *params]))
+        return found
 
     def _visible_row(self, request: TenantRequest, collection: Collection, rule_text: str | None,
                      body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -314,125 +360,227 @@ class TenantApi:
             return dict(zip([d[0] for d in cursor.getdescription()], values))
         raise ApiError(404, NOT_FOUND)
 
-    async def create_record(self, request: TenantRequest) -> None:
-        collection = self._collection(request)
+    async def _write_context(self, request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
+        """The checks PocketBase's create/update handlers start with: the collection (404, worded as its
+        body-limit middleware does), not a view (400), the parsed body (400), then the null-rule check."""
+        collection = self._collection(request, MISSING_OR_INVALID_COLLECTION)
         if collection.type == "view":
-            raise ApiError(400, BAD_REQUEST)
-        self._deny_null_rule(request, collection.createRule)
+            raise ApiError(400, "Unsupported collection type.")
         body = await self._body(request, _record_body_limit(collection))
-        rule = self._rule_sql(request, collection, collection.createRule, body)
+        superuser = request.auth is not None and request.auth.superuser
+        return collection, body, superuser
+
+    async def create_record(self, request: TenantRequest) -> None:
+        collection, body, superuser = await self._write_context(request)
+        self._deny_null_rule(request, collection.createRule)
         tenant = request.tenant
+        data = resolve_modifiers(collection, body, None)
+        if not superuser:
+            data = strip_hidden(collection, data)
+        manage = superuser
+        manage_rule = collection.rule("manageRule") if collection.type == "auth" and request.auth else None
+        if not superuser and (collection.createRule or manage_rule):
+            # the create rule (and the manage rule) are checked against the submitted record before it is
+            # validated or saved, as PocketBase does
+            draft = draft_row(collection, data, None)
+            if not draft.get("id"):
+                draft["id"] = "__temp_id____pb_create__"
+            if collection.type == "auth" and "verified" in draft:
+                draft["verified"] = 0
+            if collection.createRule and not self._draft_matches(request, collection, draft, collection.createRule,
+                                                                 data):
+                raise ApiError(400, "Failed to create record.")
+            manage = bool(manage_rule) and self._draft_matches(request, collection, draft, manage_rule, data)
         try:
-            with tenant.conn:  # the rule check and the insert commit together, or not at all
-                row = save_record(tenant, collection, body, None, request.viewer)
-                if rule is not None and not self._row_matches(tenant, collection, row["id"], rule):
-                    raise _RuleDenied
-        except _RuleDenied as err:
-            raise ApiError(400, "Failed to create record.") from err
+            row = save_record(tenant, collection, data, None, manage=manage, superuser=superuser)
         except RecordValidationError as err:
             raise ApiError(400, "Failed to create record.", err.data) from err
-        request.send_json(200, record_json(collection, row, request.viewer))
+        self._send_record(request, collection, row)
+
+    def _draft_matches(self, request: TenantRequest, collection: Collection, draft: dict[str, Any],
+                       rule: str, body: dict[str, Any]) -> bool:
+        """Whether a non-empty ``rule`` holds for a not yet saved record (``draft``, a full row), evaluated
+        over a one-row CTE standing in for the collection's table."""
+        alias = "__pb_create__" + collection.name
+        resolver = TableResolver.from_collection(
+            request.tenant.info(collection), self._request_context(request, body),
+            collections=request.tenant.registry, allow_hidden_fields=True, table_alias=alias)
+        try:
+            sql, params = compile_filter(rule, resolver)
+        except FilterError as err:
+            log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+            return False
+        columns = list(draft)
+        selects = ", ".join(f"? AS {quote(c)}" for c in columns)
+        found = request.tenant.conn.execute(
+            f"WITH {quote(alias)} AS (SELECT {selects}) SELECT 1 FROM {quote(alias)} WHERE ({sql}) LIMIT 1",
+            [*(draft[c] for c in columns), *params]).fetchone()
+        return found is not None
 
     async def update_record(self, request: TenantRequest) -> None:
-        collection = self._collection(request)
-        if collection.type == "view":
-            raise ApiError(400, BAD_REQUEST)
+        collection, body, superuser = await self._write_context(request)
         self._deny_null_rule(request, collection.updateRule)
-        body = await self._body(request, _record_body_limit(collection))
-        existing = self._visible_row(request, collection, collection.updateRule, body)
+        tenant = request.tenant
+        current = load_row(tenant, collection, request.params["id"])
+        if current is None:
+            raise ApiError(404, NOT_FOUND)
+        data = resolve_modifiers(collection, body, current)
+        if not superuser:
+            data = strip_hidden(collection, data)
+        existing = self._visible_row(request, collection, collection.updateRule, data)
+        manage = superuser or bool(self._managed_ids(request, collection, [existing["id"]], data)
+                                   if request.auth is not None else False)
         try:
-            row = save_record(request.tenant, collection, body, existing, request.viewer)
+            row = save_record(tenant, collection, data, existing, manage=manage, superuser=superuser)
         except RecordValidationError as err:
             raise ApiError(400, "Failed to update record.", err.data) from err
-        request.send_json(200, record_json(collection, row, request.viewer))
+        self._send_record(request, collection, row)
 
     async def delete_record(self, request: TenantRequest) -> None:
         collection = self._collection(request)
         if collection.type == "view":
-            raise ApiError(400, BAD_REQUEST)
+            raise ApiError(400, "Unsupported collection type.")
         existing = self._visible_row(request, collection, collection.deleteRule)
         try:
             delete_record(request.tenant, collection, existing["id"])
+        except LastSuperuserError as err:
+            raise ApiError(400, str(err)) from err
         except RecordValidationError as err:
             raise ApiError(400, "Failed to delete record. Make sure that the record is not part of a required "
                                 "relation reference.", err.data) from err
         request.proto.response_empty(204, [])
 
-    @staticmethod
-    def _row_matches(tenant: Tenant, collection: Collection, record_id: str, rule: tuple[str, list[Any]]) -> bool:
-        table = quote(collection.name)
-        found = tenant.conn.execute(f"SELECT 1 FROM {table} WHERE {table}.id = ? AND ({rule[0]})",
-                                    [record_id, *rule[1]]).fetchone()
-        return found is not None
-
     # ---- auth ---------------------------------------------------------------------------------------
 
-    def _auth_response(self, collection: Collection, row: dict[str, Any], request: TenantRequest) -> None:
-        token_options = collection.options.get("authToken") or {}
-        token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id,
-                                      token_options.get("secret", ""), int(token_options.get("duration", 604800)))
+    def _auth_response(self, collection: Collection, row: dict[str, Any], request: TenantRequest,
+                       token: str | None = None) -> None:
+        """PocketBase's ``recordAuthResponse``: the collection's ``authRule`` must hold for the record
+        (evaluated for the requester; superusers always pass), then ``{"record", "token"}``."""
+        if not (request.auth is not None and request.auth.superuser):
+            rule = collection.rule("authRule")
+            allowed = rule is not None
+            if rule:
+                try:
+                    sql, params = compile_filter(rule, self._resolver(request, collection, None, hidden=True))
+                except FilterError as err:
+                    log.warning("tenant %s: authRule of %s cannot be evaluated: %s", request.tenant.id,
+                                collection.name, err)
+                    allowed = False
+                else:
+                    table = quote(collection.name)
+                    allowed = request.tenant.conn.execute(
+                        f"SELECT 1 FROM {table} WHERE {table}.id = ? AND ({sql}) LIMIT 1",
+                        [row["id"], *params]).fetchone() is not None
+            if not allowed:
+                raise ApiError(403, "The request doesn't satisfy the collection requirements to authenticate.")
+        if token is None:
+            token_options = collection.options.get("authToken") or {}
+            token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id,
+                                          token_options.get("secret", ""), int(token_options.get("duration", 604800)))
         viewer = Viewer(collection.name == SUPERUSERS, collection.id, row["id"])
-        request.send_json(200, {"record": record_json(collection, row, viewer), "token": token})
+        payload = {"record": record_json(collection, row, viewer, show_email=True), "token": token}
+        try:
+            projection = query.parse_fields(request.query("fields") or "")
+        except ValueError as err:
+            raise ApiError(400, BAD_REQUEST) from err
+        request.send_json(200, query.apply_fields(payload, projection))
+
+    def _auth_collection(self, request: TenantRequest) -> Collection:
+        """The path's collection as PocketBase's auth routes find it: missing → 404 (their rate-limit
+        middleware's wording), not an auth collection → 404."""
+        collection = self._collection(request, MISSING_OR_INVALID_COLLECTION)
+        if collection.type != "auth":
+            raise ApiError(404, "Missing or invalid auth collection context.")
+        return collection
 
     async def auth_with_password(self, request: TenantRequest) -> None:
-        collection = self._collection(request)
-        if collection.type != "auth":
-            raise ApiError(403, "The collection is not configured to allow password authentication.")
+        collection = self._auth_collection(request)
         password_auth = collection.options.get("passwordAuth") or {}
-        if not password_auth.get("enabled", False):
+        if not password_auth.get("enabled", False) and collection.name != SUPERUSERS:
             raise ApiError(403, "The collection is not configured to allow password authentication.")
-        body = await self._body(request)
-        identity, password = body.get("identity"), body.get("password")
+        try:
+            body = await self._body(request)
+        except ApiError as err:
+            if err.status == 400:
+                raise ApiError(400, "An error occurred while loading the submitted data.") from err
+            raise
+        identity_fields = [str(f) for f in (password_auth.get("identityFields") or [])]
+        form: dict[str, str] = {}
+        for key in ("identity", "password", "identityField"):
+            value = body.get(key)
+            if value is not None and not isinstance(value, str):
+                raise ApiError(400, "An error occurred while loading the submitted data.")
+            form[key] = value or ""
         errors = {}
-        if not isinstance(identity, str) or not identity:
-            errors["identity"] = {"code": "validation_required", "message": "Cannot be blank."}
-        if not isinstance(password, str) or not password:
-            errors["password"] = {"code": "validation_required", "message": "Cannot be blank."}
+        for key in ("identity", "password"):
+            if not form[key]:
+                errors[key] = {"code": "validation_required", "message": "Cannot be blank."}
+            elif len(form[key]) > 255:
+                errors[key] = dict(_LENGTH_1_255)
+        if form["identityField"]:
+            if len(form["identityField"]) > 255:
+                errors["identityField"] = dict(_LENGTH_1_255)
+            elif form["identityField"] not in identity_fields:
+                errors["identityField"] = {"code": "validation_in_invalid", "message": "Must be a valid value."}
         if errors:
             raise ApiError(400, VALIDATION_FAILED, errors)
-        assert isinstance(identity, str) and isinstance(password, str)
-        identity_fields = body.get("identityField") or None
-        candidates = [identity_fields] if isinstance(identity_fields, str) else \
-            list(password_auth.get("identityFields") or ["email"])
+        identity, password = form["identity"], form["password"]
+        if form["identityField"]:
+            candidates = [form["identityField"]]
+        else:
+            # PocketBase looks the email up first, and only when the identity looks like one
+            candidates = sorted(identity_fields, key=lambda name: name != "email")
+            if "email" in candidates and not fields.is_email(identity):
+                candidates.remove("email")
         row = None
-        table = quote(collection.name)
         for name in candidates:
-            if collection.field(name) is None:
-                continue
-            column = quote(name)
-            cursor = request.tenant.conn.execute(
-                f"SELECT * FROM {table} WHERE {column} = ? COLLATE NOCASE LIMIT 1" if name == "email"
-                else f"SELECT * FROM {table} WHERE {column} = ? LIMIT 1", (identity,))
-            for values in cursor:
-                row = dict(zip([d[0] for d in cursor.getdescription()], values))
+            row = self._find_by_identity(request.tenant, collection, name, identity)
             if row is not None:
                 break
         if row is None or not auth.verify_password(password, str(row.get("password", ""))):
             raise ApiError(400, "Failed to authenticate.")
-        rule = collection.options.get("authRule")
-        if rule is None and collection.name != SUPERUSERS:
-            raise ApiError(400, "Failed to authenticate.")
         self._auth_response(collection, row, request)
 
+    @staticmethod
+    def _find_by_identity(tenant: Tenant, collection: Collection, name: str, identity: str) -> dict[str, Any] | None:
+        """A record by an identity field, compared as the field's single-column unique index collates it
+        (no such index: not an identity field PocketBase can use)."""
+        if collection.field(name) is None:
+            return None
+        index = schema.single_column_unique_index(collection.indexes, name)
+        if index is None:
+            return None
+        collate = " COLLATE NOCASE" if index.columns[0].collate.lower() == "nocase" else ""
+        table = quote(collection.name)
+        cursor = tenant.conn.execute(f"SELECT * FROM {table} WHERE {quote(name)} = ?{collate} LIMIT 1", (identity,))
+        for values in cursor:
+            return dict(zip([d[0] for d in cursor.getdescription()], values))
+        return None
+
     async def auth_refresh(self, request: TenantRequest) -> None:
-        collection = self._collection(request)
+        collection = self._collection(request, MISSING_OR_INVALID_COLLECTION)
         current = request.auth
         if current is None:
             raise ApiError(401, NO_AUTH)
         if current.collection.id != collection.id:
-            raise ApiError(403, "The request can be accessed only by valid record authorization token.")
-        self._auth_response(collection, current.record, request)
+            raise ApiError(403, f"The request requires auth record from {current.collection.name} collection.")
+        token = None
+        if not current.refreshable:
+            token = current.token  # non-refreshable tokens (e.g. impersonation) are returned as they are
+        self._auth_response(collection, current.record, request, token)
 
     # ---- collections ----------------------------------------------------------------------------------
 
     async def list_collections(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         tenant = request.tenant
-        page, per_page = query.parse_paging(request.query("page"), request.query("perPage"))
         resolver = TableResolver("_collections", _COLLECTION_COLUMNS, None, collections=(),
                                  collection_id="_collections", collection_type="base")
         where, params = "", []
         try:
+            page, per_page = query.parse_paging(request.query("page"), request.query("perPage"))
+            skip_total = query.parse_skip_total(request.query("skipTotal"))
+            projection = query.parse_fields(request.query("fields") or "")
             user_filter = request.query("filter")
             if user_filter:
                 sql, params = compile_filter(user_filter, resolver)
@@ -443,26 +591,47 @@ class TenantApi:
         ids = [row[0] for row in tenant.conn.execute(
             f"SELECT id FROM _collections{where}{(' ORDER BY ' + order) if order else ''} LIMIT ? OFFSET ?",
             [*params, per_page, (page - 1) * per_page])]
-        total = tenant.conn.execute(f"SELECT COUNT(*) FROM _collections{where}", params).fetchone()[0]
+        if skip_total:
+            total, pages = -1, -1
+        else:
+            total = tenant.conn.execute(f"SELECT COUNT(*) FROM _collections{where}", params).fetchone()[0]
+            pages = (total + per_page - 1) // per_page
         items = [c.to_api() for c in (tenant.collection_by_id(i) for i in ids) if c is not None]
-        request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": total,
-                                "totalPages": (total + per_page - 1) // per_page})
+        request.send_json(200, {"items": query.apply_fields_many(items, projection), "page": page,
+                                "perPage": per_page, "totalItems": total, "totalPages": pages})
+
+    @staticmethod
+    def _send_collection(request: TenantRequest, collection: Collection) -> None:
+        try:
+            projection = query.parse_fields(request.query("fields") or "")
+        except ValueError as err:
+            raise ApiError(400, BAD_REQUEST) from err
+        request.send_json(200, query.apply_fields(collection.to_api(), projection))
+
+    async def collection_scaffolds(self, request: TenantRequest) -> None:
+        self._require_superuser(request)
+        try:
+            projection = query.parse_fields(request.query("fields") or "")
+        except ValueError as err:
+            raise ApiError(400, BAD_REQUEST) from err
+        request.send_json(200, query.apply_fields(schema.scaffolds(), projection))
 
     async def view_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
-        request.send_json(200, self._collection(request, NOT_FOUND).to_api())
+        self._send_collection(request, self._collection(request, NOT_FOUND))
 
     async def create_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         body = await self._body(request)
         tenant = request.tenant
         try:
-            created = schema.create_collection(tenant.conn, body)
+            with write_transaction(tenant.conn):
+                created = schema.create_collection(tenant.conn, body)
         except schema.CollectionValidationError as err:
             raise ApiError(400, err.message, err.data) from err
         finally:
             tenant.reload_collections()
-        request.send_json(200, created.to_api())
+        self._send_collection(request, created)
 
     async def update_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
@@ -470,19 +639,21 @@ class TenantApi:
         body = await self._body(request)
         tenant = request.tenant
         try:
-            updated = schema.update_collection(tenant.conn, collection, body)
+            with write_transaction(tenant.conn):
+                updated = schema.update_collection(tenant.conn, collection, body)
         except schema.CollectionValidationError as err:
             raise ApiError(400, err.message, err.data) from err
         finally:
             tenant.reload_collections()
-        request.send_json(200, updated.to_api())
+        self._send_collection(request, updated)
 
     async def delete_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         collection = self._collection(request, NOT_FOUND)
         tenant = request.tenant
         try:
-            schema.delete_collection(tenant.conn, collection)
+            with write_transaction(tenant.conn):
+                schema.delete_collection(tenant.conn, collection)
         except schema.CollectionValidationError as err:
             raise ApiError(400, err.message, err.data) from err
         finally:
@@ -493,7 +664,8 @@ class TenantApi:
         self._require_superuser(request)
         collection = self._collection(request, NOT_FOUND)
         try:
-            schema.truncate_collection(request.tenant.conn, collection)
+            with write_transaction(request.tenant.conn):
+                schema.truncate_collection(request.tenant.conn, collection)
         except schema.CollectionValidationError as err:
             raise ApiError(400, err.message, err.data) from err
         request.proto.response_empty(204, [])
@@ -528,14 +700,15 @@ def _check_rule(collection: Collection, rule: str, others: Any) -> None:
               "listRule": c.listRule} for c in {**{o.id: o for o in others.values()}, collection.id: collection}.values()]
     registry = Collections(infos)
     info = next(i for i in infos if i["id"] == collection.id)
-    compile_filter(rule, TableResolver.from_collection(info, None, collections=registry))
+    # an empty request (as PocketBase validates rules): @request.* fields resolve, with their modifiers checked
+    compile_filter(rule, TableResolver.from_collection(info, _EMPTY_REQUEST, collections=registry))
+
+
+_EMPTY_REQUEST: dict[str, Any] = {"auth": None, "body": {}, "query": {}, "headers": {}, "method": "",
+                                  "context": "default"}
 
 
 schema.set_rule_checker(_check_rule)
-
-
-class _RuleDenied(Exception):
-    """A create rule rejected the new record; the insert is rolled back."""
 
 
 def _error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,

@@ -20,6 +20,7 @@ Pure functions, no shared state: safe from any thread.
 from __future__ import annotations
 
 import math
+import functools
 import re
 import re._constants as sre_constants  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
@@ -45,6 +46,7 @@ __all__ = [
     "FieldSettingsError",
     "PlainPassword",
     "autodate_value",
+    "cast_value",
     "column_definition",
     "field_id_for",
     "format_datetime_value",
@@ -670,15 +672,58 @@ def _generate(parsed: Any, out: list[str]) -> None:
             raise ValueError(f"unsupported regex construct {op}")
 
 
+def _random_from_pool(pool: str, count: int) -> str:
+    """``count`` characters drawn uniformly from ``pool`` with one ``urandom`` call (rejection sampling)."""
+    size = len(pool)
+    if size == 1:
+        return pool * count
+    limit = 256 - 256 % size  # bytes at or above this would bias the draw
+    out: list[str] = []
+    while len(out) < count:
+        for byte in secrets.token_bytes(count * 2):
+            if byte < limit:
+                out.append(pool[byte % size])
+                if len(out) == count:
+                    break
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed_pattern(pattern: str) -> Any:
+    try:
+        return sre_parse.parse(pattern)
+    except re.error as err:
+        raise ValueError(f"invalid autogenerate pattern {pattern!r}: {err}") from err
+
+
+@functools.lru_cache(maxsize=512)
+def _fixed_pool_plan(pattern: str) -> tuple[tuple[str, int], ...] | None:
+    """For patterns made only of literals and fixed-count character classes (``[a-z0-9]{15}``,
+    ``users[0-9]{6}``): ``((pool, count), ...)``; None for anything else."""
+    plan: list[tuple[str, int]] = []
+    for op, arg in _parsed_pattern(pattern):
+        if op is sre_constants.LITERAL:
+            plan.append((chr(arg), 1))
+        elif op is sre_constants.IN:
+            plan.append((_charset(arg), 1))
+        elif op is sre_constants.MAX_REPEAT and arg[0] == arg[1] and len(arg[2]) == 1 \
+                and arg[2][0][0] is sre_constants.IN:
+            plan.append((_charset(arg[2][0][1]), int(arg[0])))
+        else:
+            return None
+    if any(not pool for pool, _ in plan):
+        return None
+    return tuple(plan)
+
+
 def generate_by_pattern(pattern: str) -> str:
     """A random string matching ``pattern`` (PocketBase's ``security.RandomStringByRegex``), e.g. for
     ``[a-z0-9]{15}`` or ``users[0-9]{5}``. Unbounded repeats produce at most 10 extra items."""
-    try:
-        parsed = sre_parse.parse(pattern)
-    except re.error as err:
-        raise ValueError(f"invalid autogenerate pattern {pattern!r}: {err}") from err
+    plan = _fixed_pool_plan(pattern)
+    if plan is not None:  # the common case (record ids, usernames): one urandom call per class
+        return "".join(_random_from_pool(pool, count) for pool, count in plan)
     out: list[str] = []
-    _generate(parsed, out)
+    _generate(_parsed_pattern(pattern), out)
     return "".join(out)
 
 
@@ -1353,6 +1398,60 @@ def prepare_value(field: Mapping[str, Any], raw: Any, *, current: Any = MISSING,
     return _prepare_submitted(field, raw, current, is_new, uploaded)
 
 
+def cast_value(field: Mapping[str, Any], raw: Any, *, current: Any = MISSING, is_new: bool) -> Any:
+    """A submitted value cast to its storage form WITHOUT validating it (PocketBase's field setters, as
+    ``Record.Set`` applies them when a request body is loaded, before any validation).
+
+    ``raw`` :data:`MISSING` keeps ``current`` (or gives a new record the field's zero value). Passwords
+    come back as :class:`PlainPassword` (a new plain value) or the current hash. Autodate fields keep
+    their current value (they are stamped when the record is saved).
+    """
+    field_type = field.get("type")
+    if raw is MISSING:
+        if not is_new and current is not MISSING:
+            if field_type == "password":
+                return _stored_to_go_string(current) or ""
+            return _storage_of(field, _typed_from_stored(field, current))
+        raw = None
+    if field_type == "autodate":
+        if current is MISSING or current is None:
+            return ""
+        return format_datetime_value(parse_datetime(_stored_to_go_string(current)))
+    if field_type == "password":
+        plain = cast_to_string(raw)
+        return PlainPassword(plain) if plain else ""
+    if field_type in ("select", "relation", "file"):
+        items = to_unique_strings(raw)
+        return stored_from_list(field, items if is_multiple(field) else items[-1:])
+    if field_type == "json":
+        return _json_raw_from_input(raw)
+    if field_type == "geoPoint":
+        lon, lat = _geo_point(raw) or (0.0, 0.0)
+        return orjson.dumps({"lon": _json_number(lon), "lat": _json_number(lat)}).decode()
+    if field_type == "number":
+        return cast_to_float(raw)
+    if field_type == "bool":
+        return 1 if cast_to_bool(raw) else 0
+    if field_type == "date":
+        return format_datetime_value(parse_datetime(raw))
+    return cast_to_string(raw)
+
+
+def _storage_of(field: Mapping[str, Any], typed: Any) -> Any:
+    """A typed value (see :func:`_typed_from_stored`) back in storage form."""
+    field_type = field.get("type")
+    if field_type in ("select", "relation", "file"):
+        return stored_from_list(field, typed)
+    if field_type == "bool":
+        return 1 if typed else 0
+    if field_type in ("date", "autodate"):
+        return format_datetime_value(typed)
+    if field_type == "geoPoint":
+        lon, lat = typed
+        return orjson.dumps({"lon": _json_number(lon), "lat": _json_number(lat)}).decode()
+    return typed
+
+
 def _revalidate_current(field: Mapping[str, Any], current: Any) -> Any:
     """Validate an unchanged stored value (PocketBase validates every field on every save) and return it
     in storage form."""
@@ -1519,6 +1618,8 @@ def _prepare_password(field: Mapping[str, Any], raw: Any, current: Any, is_new: 
         if field.get("required") and not stored:
             raise _required()
         return stored
+    if len(plain.encode()) > 72:  # bcrypt refuses it: PocketBase reports the hashing error as is
+        raise _err("validation_invalid_value", "Invalid value.")
     length = len(plain)
     minimum = int(field.get("min") or 0)
     if length < minimum:

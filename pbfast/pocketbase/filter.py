@@ -114,6 +114,31 @@ class Token:
     args: tuple[Token, ...] = ()
 
 
+def go_quote(value: Any) -> str:
+    """``value`` formatted as Go's ``%q`` does (``strconv.Quote``): double quotes, Go escapes."""
+    out = ['"']
+    for ch in str(value):
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_ESCAPES: Final = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                      "\v": "\\v"}
+
+
 def _is_letter(ch: str) -> bool:
     return ("a" <= ch <= "z") or ("A" <= ch <= "Z")
 
@@ -209,7 +234,7 @@ class _Scanner:
                 had_dot = True
         literal = "".join(buf)
         if literal == "-" or literal.startswith(".") or literal.endswith("."):
-            raise FilterError(f"invalid number {literal!r}")
+            raise FilterError(f"invalid number {go_quote(literal)}")
         return Token(T_NUMBER, literal)
 
     def scan_text(self, *, preserve_quotes: bool) -> Token:
@@ -228,7 +253,7 @@ class _Scanner:
             prev = ch
         literal = "".join(buf)
         if not closed:
-            raise FilterError(f"invalid quoted text {literal!r}")
+            raise FilterError(f"invalid quoted text {go_quote(literal)}")
         if not preserve_quotes:
             literal = literal[1:-1].replace("\\" + first, first)
         return Token(T_TEXT, literal)
@@ -255,7 +280,7 @@ class _Scanner:
                 if func_depth <= 0:
                     raise FilterError(f"max nested function arguments reached (max: {_MAX_FUNC_DEPTH})")
                 if not _is_valid_identifier(name):
-                    raise FilterError(f"invalid function name {name!r}")
+                    raise FilterError(f"invalid function name {go_quote(name)}")
                 self.unread()
                 return self.scan_function_args(name, func_depth)
             if not (_is_letter(ch) or _is_digit(ch) or ch in (".", ":", "_")):
@@ -264,7 +289,7 @@ class _Scanner:
             buf.append(ch)
         literal = "".join(buf)
         if not _is_valid_identifier(literal):
-            raise FilterError(f"invalid identifier {literal!r}")
+            raise FilterError(f"invalid identifier {go_quote(literal)}")
         return Token(T_IDENTIFIER, literal)
 
     def scan_run(self, accept: Callable[[str], bool], token_type: str, valid: Iterable[str], error: str) -> Token:
@@ -278,7 +303,7 @@ class _Scanner:
                 break
         literal = self.data[start:self.pos]
         if literal not in valid:
-            raise FilterError(f"{error} {literal!r}")
+            raise FilterError(f"{error} {go_quote(literal)}")
         return Token(token_type, literal)
 
     def scan_group(self) -> Token:
@@ -310,7 +335,7 @@ class _Scanner:
         args: list[Token] = []
         expect_comma = False
         if self.read() != "(":
-            raise FilterError(f"invalid or incomplete function call {name!r}")
+            raise FilterError(f"invalid or incomplete function call {go_quote(name)}")
         closed = False
         while True:
             ch = self.read()
@@ -328,9 +353,9 @@ class _Scanner:
                 continue
             is_comma = ch == ","
             if expect_comma and not is_comma:
-                raise FilterError(f"expected comma after the last argument in function {name!r}")
+                raise FilterError(f"expected comma after the last argument in function {go_quote(name)}")
             if not expect_comma and is_comma:
-                raise FilterError(f"unexpected comma in function {name!r}")
+                raise FilterError(f"unexpected comma in function {go_quote(name)}")
             expect_comma = False
             if is_comma:
                 continue
@@ -345,7 +370,7 @@ class _Scanner:
                 raise FilterError(f"unsupported argument character {ch!r} in function {name!r}")
             expect_comma = True
         if not closed:
-            raise FilterError(f"invalid or incomplete function {name!r} (expected ')')")
+            raise FilterError(f"invalid or incomplete function {go_quote(name)} (expected ')')")
         return Token(T_FUNCTION, name, tuple(args))
 
 
@@ -416,22 +441,22 @@ def parse(text: str) -> tuple[ExprGroup, ...]:
         if step == 0:
             if token.type not in _OPERAND_TYPES:
                 raise FilterError(f"expected left operand (identifier, function, text or number), "
-                                  f"got {token.literal!r}")
+                                  f"got {go_quote(token.literal)}")
             left, op, step = token, "", 1
         elif step == 1:
             if token.type != T_SIGN:
-                raise FilterError(f"expected a sign operator, got {token.literal!r}")
+                raise FilterError(f"expected a sign operator, got {go_quote(token.literal)}")
             op, step = token.literal, 2
         elif step == 2:
             if token.type not in _OPERAND_TYPES:
                 raise FilterError(f"expected right operand (identifier, function, text or number), "
-                                  f"got {token.literal!r}")
+                                  f"got {go_quote(token.literal)}")
             assert left is not None
             result.append(ExprGroup(join, Expr(left, op, token)))
             step = 3
         else:
             if token.type != T_JOIN:
-                raise FilterError(f"expected && or ||, got {token.literal!r}")
+                raise FilterError(f"expected && or ||, got {go_quote(token.literal)}")
             join = JOIN_OR if token.literal == JOIN_OR else JOIN_AND
             step = 0
     if step != 3:
@@ -810,11 +835,11 @@ class _Build:
         try:
             left = self.token(expr.left)
         except FilterError as exc:
-            raise FilterError(f"invalid left operand {expr.left.literal!r} - {exc}") from exc
+            raise FilterError(f"invalid left operand {go_quote(expr.left.literal)} - {exc}") from exc
         try:
             right = self.token(expr.right)
         except FilterError as exc:
-            raise FilterError(f"invalid right operand {expr.right.literal!r} - {exc}") from exc
+            raise FilterError(f"invalid right operand {go_quote(expr.right.literal)} - {exc}") from exc
         return "(" + self.operands(left, expr.op, right) + ")"
 
     # -- operands -----------------------------------------------------------------------------------------
@@ -840,9 +865,9 @@ class _Build:
         if token.type == T_FUNCTION:
             function = _FUNCTIONS.get(token.literal)
             if function is None:
-                raise FilterError(f"unknown function {token.literal!r}")
+                raise FilterError(f"unknown function {go_quote(token.literal)}")
             return function(self, token.args)
-        raise FilterError(f"unsupported token type {token.type!r}")
+        raise FilterError(f"unsupported token type {go_quote(token.type)}")
 
     def operands(self, left: ResolvedField, op: str, right: ResolvedField) -> Sql:
         base = op.removeprefix("?")
@@ -860,7 +885,7 @@ class _Build:
         elif base in ("<", "<=", ">", ">="):
             expr = _fmt("{} " + base + " {}", left.sql, right.sql)
         else:
-            raise FilterError(f"unknown expression operator {op!r}")
+            raise FilterError(f"unknown expression operator {go_quote(op)}")
 
         if op not in _ANY_OPS:
             if left.multi_match is not None and right.multi_match is not None:
@@ -1139,7 +1164,7 @@ def split_tokens(text: str, separators: str = ",", *, ignore_parenthesis: bool =
             prev = ch
             buf.append(ch)
         if depth > 0 or quote:
-            raise FilterError(f"unbalanced parenthesis or quoted expression: {''.join(buf)!r}")
+            raise FilterError(f"unbalanced parenthesis or quoted expression: {go_quote(''.join(buf))}")
         token = "".join(buf).strip(cutset)
         if token:
             tokens.append(token)
@@ -1216,7 +1241,7 @@ def _split_modifier(combined: str) -> tuple[str, str]:
         return combined, ""
     if parts[1] in _MODIFIERS:
         return parts[0], parts[1]
-    raise FilterError(f"unknown modifier in {combined!r}")
+    raise FilterError(f"unknown modifier in {go_quote(combined)}")
 
 
 class _Missing(Exception):
@@ -1439,15 +1464,15 @@ class TableResolver:
         coll = self.collections.get(name_or_id)
         if coll is None:
             if not self.collections:
-                raise FilterError(f"missing collection {name_or_id!r} (relations, back-relations and @collection "
+                raise FilterError(f"missing collection {go_quote(name_or_id)} (relations, back-relations and @collection "
                                   "need the resolver's collections registry)")
-            raise FilterError(f"missing collection {name_or_id!r}")
+            raise FilterError(f"missing collection {go_quote(name_or_id)}")
         return coll
 
     def resolve(self, identifier: str) -> ResolvedField:
         """See :meth:`Resolver.resolve`."""
         if not any(p.fullmatch(identifier) for p in _ALLOWED_FIELD_PATTERNS):
-            raise FilterError(f"failed to resolve field {identifier!r}")
+            raise FilterError(f"failed to resolve field {go_quote(identifier)}")
         return _Runner(self, identifier).run()
 
 
@@ -1479,7 +1504,7 @@ class _Runner:
     def register_join(self, table: Sql, alias: str, on: Sql | None, coll: CollectionInfo | None) -> None:
         if not self.r.allow_hidden_fields and coll is not None:
             if coll.list_rule is None:
-                raise FilterError(f"{coll.name!r} fields can be accessed only when allowHiddenFields is "
+                raise FilterError(f"{go_quote(coll.name)} fields can be accessed only when allowHiddenFields is "
                                   "enabled or by superusers")
             if coll.list_rule != "":
                 self.rule_joins = [j for j in self.rule_joins if j.alias != alias]
@@ -1606,12 +1631,12 @@ class _Runner:
 
     def body_length(self, field_def: Mapping[str, Any]) -> ResolvedField:
         if field_def.get("type") not in _MULTI_VALUE_TYPES:
-            raise FilterError(f"field {field_def['name']!r} doesn't support multivalue operations")
+            raise FilterError(f"field {go_quote(field_def['name'])} doesn't support multivalue operations")
         return self.result(Sql(str(len(_to_slice(self.body_value(field_def))))))
 
     def body_each(self, field_def: Mapping[str, Any]) -> ResolvedField:
         if field_def.get("type") not in _MULTI_VALUE_TYPES:
-            raise FilterError(f"field {field_def['name']!r} doesn't support multivalue operations")
+            raise FilterError(f"field {go_quote(field_def['name'])} doesn't support multivalue operations")
         raw = _json_dumps(_to_slice(self.body_value(field_def)))
         clean = columnify(field_def["name"])
         je_alias = "__dataEach_je_" + clean + self.r._alias_suffix
@@ -1630,8 +1655,8 @@ class _Runner:
         try:
             rel_coll = self.r.load_collection(str(field_def.get("collectionId") or ""))
         except FilterError as exc:
-            raise FilterError(f"failed to load collection {field_def.get('collectionId')!r} from data field "
-                              f"{field_def['name']!r}") from exc
+            raise FilterError(f"failed to load collection {go_quote(field_def.get('collectionId'))} from data field "
+                              f"{go_quote(field_def['name'])}") from exc
         ids = _unique_strings(self.body_value(field_def))
         if not ids:
             return self.null()
@@ -1655,12 +1680,12 @@ class _Runner:
 
     def collection_field(self) -> ResolvedField:
         if len(self.props) < 3:
-            raise FilterError(f"invalid @collection field path in {self.name!r}")
+            raise FilterError(f"invalid @collection field path in {go_quote(self.name)}")
         coll_ref, _, join_alias = self.props[1].partition(":")
         try:
             coll = self.r.load_collection(coll_ref)
         except FilterError as exc:
-            raise FilterError(f"failed to load collection {self.props[1]!r} from field path {self.name!r}") from exc
+            raise FilterError(f"failed to load collection {go_quote(self.props[1])} from field path {go_quote(self.name)}") from exc
         self.coll_name = coll.name
         if join_alias:
             self.alias = columnify("__collection_alias_" + join_alias) + self.r._alias_suffix
@@ -1681,27 +1706,27 @@ class _Runner:
             try:
                 coll = self.r.load_collection(self.coll_name)
             except FilterError as exc:
-                raise FilterError(f"failed to resolve field {prop!r}") from exc
+                raise FilterError(f"failed to resolve field {go_quote(prop)}") from exc
             if i == total - 1:
                 return self.finalize(coll, prop)
             field_def = coll.fields.get(prop)
             if field_def is not None and _is_hidden(field_def) and not self.r.allow_hidden_fields:
-                raise FilterError(f"non-filterable field {prop!r}")
+                raise FilterError(f"non-filterable field {go_quote(prop)}")
             if field_def is not None and field_def.get("type") in ("json", "geoPoint"):
                 return self.json_path(prop, self.props[i + 1:])
             if i >= MAX_NESTED_RELS:
-                raise FilterError(f"max nested relations reached for field {prop!r}")
+                raise FilterError(f"max nested relations reached for field {go_quote(prop)}")
             if field_def is None:
                 back = self.back_relation(coll, prop)
                 if back is not None:
                     return back
                 continue
             if field_def.get("type") != "relation":
-                raise FilterError(f"field {prop!r} is not a valid relation")
+                raise FilterError(f"field {go_quote(prop)} is not a valid relation")
             try:
                 rel_coll = self.r.load_collection(str(field_def.get("collectionId") or ""))
             except FilterError as exc:
-                raise FilterError(f"failed to load field {prop!r} collection: {exc}") from exc
+                raise FilterError(f"failed to load field {go_quote(prop)} collection: {exc}") from exc
             multiple = _is_multiple(field_def)
             if not multiple and i == total - 2 and self.props[i + 1] == "id":
                 # "rel.id" is the same as "rel" for single relations (no join needed)
@@ -1730,7 +1755,7 @@ class _Runner:
                 self.mm_join(Sql(_json_each(prefixed2)), je_alias2)
                 self.mm_join(rel_table, new_alias2, Sql(f"{_col(new_alias2, 'id')} = {_col(je_alias2, 'value')}"))
             self.mm_alias = new_alias2
-        raise FilterError(f"failed to resolve field {self.name!r}")
+        raise FilterError(f"failed to resolve field {go_quote(self.name)}")
 
     def json_path(self, prop: str, rest: Sequence[str]) -> ResolvedField:
         path: list[str] = []
@@ -1756,28 +1781,28 @@ class _Runner:
         if match is None:
             if self.nullify_missing:
                 return self.null()
-            raise FilterError(f"failed to resolve field {prop!r}")
+            raise FilterError(f"failed to resolve field {go_quote(prop)}")
         try:
             back_coll = self.r.load_collection(match.group(1))
         except FilterError as exc:
             if self.nullify_missing:
                 return self.null()
-            raise FilterError(f"failed to load back relation field {prop!r} collection") from exc
+            raise FilterError(f"failed to load back relation field {go_quote(prop)} collection") from exc
         back_field = back_coll.fields.get(match.group(2))
         if back_field is None:
             if self.nullify_missing:
                 return self.null()
-            raise FilterError(f"missing back relation field {match.group(2)!r}")
+            raise FilterError(f"missing back relation field {go_quote(match.group(2))}")
         if back_field.get("type") != "relation":
             if self.nullify_missing:
                 return self.null()
-            raise FilterError(f"invalid back relation field {match.group(2)!r}")
+            raise FilterError(f"invalid back relation field {go_quote(match.group(2))}")
         if _is_hidden(back_field) and not self.r.allow_hidden_fields:
-            raise FilterError(f"non-filterable back relation field {back_field['name']!r}")
+            raise FilterError(f"non-filterable back relation field {go_quote(back_field['name'])}")
         if str(back_field.get("collectionId") or "") != coll.id:
             if self.nullify_missing:
                 return self.null()
-            raise FilterError(f"invalid collection reference of a back relation field {back_field['name']!r}")
+            raise FilterError(f"invalid collection reference of a back relation field {go_quote(back_field['name'])}")
 
         clean_prop = columnify(prop)
         clean_back = columnify(str(back_field["name"]))
@@ -1815,9 +1840,9 @@ class _Runner:
         if field_def is None:
             if self.nullify_missing:
                 return self.null()
-            raise FilterError(f"unknown field {name!r}")
+            raise FilterError(f"unknown field {go_quote(name)}")
         if _is_hidden(field_def) and not self.r.allow_hidden_fields:
-            raise FilterError(f"non-filterable field {name!r}")
+            raise FilterError(f"non-filterable field {go_quote(name)}")
         field_type = field_def.get("type")
         multivaluer = field_type in _MULTI_VALUE_TYPES
         clean = columnify(str(field_def["name"]))

@@ -1,32 +1,59 @@
 """Records of one collection: validation, normalisation, persistence and their JSON, as PocketBase does.
 
-Every value a client sends goes through :func:`fields.prepare_value` and reaches SQLite as a bound parameter;
-identifiers in SQL come only from the collection's own (validated) definition, quoted.
+Every value a client sends goes through :mod:`fields` and reaches SQLite as a bound parameter; identifiers
+in SQL come only from the collection's own (validated) definition, quoted.
+
+A write follows PocketBase's ``RecordUpsert`` form: the request body is first resolved against the current
+record (field modifiers such as ``total+`` or ``+tags``: :func:`resolve_modifiers`), then for auth
+collections the account fields are checked (``password``/``passwordConfirm``/``oldPassword``, and who may
+change ``email`` and ``verified``: :func:`save_record` with its ``manage`` flag), then every field is
+validated, then the row is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import apsw
 
-from pbfast.pocketbase import fields
-from pbfast.pocketbase.auth import hash_password, new_token_key
+from pbfast.pocketbase import fields, schema
+from pbfast.pocketbase.auth import hash_password, new_token_key, verify_password
 from pbfast.pocketbase.schema import Collection
 from pbfast.pocketbase.tenant import Tenant, new_record_id
 
-__all__ = ["RecordValidationError", "Viewer", "delete_record", "quote", "record_json", "save_record"]
+__all__ = [
+    "LastSuperuserError",
+    "RecordValidationError",
+    "Viewer",
+    "delete_record",
+    "draft_row",
+    "load_row",
+    "quote",
+    "record_json",
+    "resolve_modifiers",
+    "save_record",
+    "strip_hidden",
+    "write_transaction",
+]
 
-AUTH_SECRET_FIELDS = ("password", "tokenKey")
+SUPERUSERS = "_superusers"
+_MISMATCH = {"code": "validation_values_mismatch", "message": "Values don't match."}
+_REQUIRED = {"code": "validation_required", "message": "Cannot be blank."}
 
 
 class RecordValidationError(Exception):
-    """Per-field problems: ``data`` is ``{field: {"code", "message"}}``."""
+    """Per-field problems: ``data`` is ``{field: {"code", "message"}}`` (empty for a non-field failure)."""
 
-    def __init__(self, data: dict[str, dict[str, str]]) -> None:
+    def __init__(self, data: dict[str, dict[str, Any]]) -> None:
         self.data = data
-        super().__init__(", ".join(data))
+        super().__init__(", ".join(data) or "record error")
+
+
+class LastSuperuserError(Exception):
+    """The only remaining superuser cannot be deleted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +65,37 @@ class Viewer:
     auth_record_id: str = ""
 
 
+@contextmanager
+def write_transaction(conn: apsw.Connection) -> Iterator[None]:
+    """A transaction that takes the write lock up front (``BEGIN IMMEDIATE``, waiting up to the busy
+    timeout), so reads inside it cannot be invalidated by another writer (a deferred transaction that
+    reads first would fail with SQLITE_BUSY instead of waiting); a savepoint when one is already open."""
+    if conn.in_transaction:
+        with conn:
+            yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def quote(identifier: str) -> str:
     """A SQLite identifier quoted with double quotes (embedded quotes doubled)."""
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer) -> dict[str, Any]:
-    """A stored row as PocketBase's record JSON (``collectionId``, ``collectionName``, then the fields)."""
+def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
+                show_email: bool = False) -> dict[str, Any]:
+    """A stored row as PocketBase's record JSON (``collectionId``, ``collectionName``, then the fields).
+
+    Hidden fields only for superusers; an auth record's ``email`` only when ``emailVisibility`` is on, for
+    superusers, for the record itself (PocketBase matches the requester by id), or when ``show_email``
+    (the requester manages the record through the collection's ``manageRule``)."""
     out: dict[str, Any] = {"collectionId": collection.id, "collectionName": collection.name}
-    is_owner = viewer.auth_collection_id == collection.id and viewer.auth_record_id == row.get("id")
     for field in collection.fields:
         name = field["name"]
         if field["type"] == "password" or (field.get("hidden") and not viewer.superuser):
@@ -54,54 +103,183 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer) -> 
         if collection.type == "auth" and name == "tokenKey":
             continue
         out[name] = fields.to_api_value(field, row.get(name))
-    if collection.type == "auth" and "email" in out and not (viewer.superuser or is_owner or row.get("emailVisibility")):
+    if collection.type == "auth" and "email" in out and not (
+            show_email or viewer.superuser or (viewer.auth_record_id and viewer.auth_record_id == row.get("id"))
+            or row.get("emailVisibility")):
         out.pop("email")
     return out
 
 
-def _row(tenant: Tenant, collection: Collection, record_id: str) -> dict[str, Any] | None:
+def load_row(tenant: Tenant, collection: Collection, record_id: str) -> dict[str, Any] | None:
     cursor = tenant.conn.execute(f"SELECT * FROM {quote(collection.name)} WHERE id = ?", (record_id,))
-    names = None
     for values in cursor:
-        names = names or [d[0] for d in cursor.getdescription()]
-        return dict(zip(names, values))
+        return dict(zip([d[0] for d in cursor.getdescription()], values))
     return None
 
 
-def load_row(tenant: Tenant, collection: Collection, record_id: str) -> dict[str, Any] | None:
-    return _row(tenant, collection, record_id)
+# ---- request data ------------------------------------------------------------------------------------
 
 
-def save_record(tenant: Tenant, collection: Collection, body: dict[str, Any],
-                existing: dict[str, Any] | None, viewer: Viewer) -> dict[str, Any]:
-    """Validate ``body`` against the collection and insert (``existing`` None) or update the row.
+def _modifier_target(collection: Collection, key: str) -> tuple[dict[str, Any], str] | None:
+    """The field a body key sets and how: ``""`` (plain set), ``"+"`` (append), ``"^"`` (prepend), ``"-"``
+    (subtract) or ``":autogenerate"``; None for keys that are not fields."""
+    field = collection.field(key)
+    if field is not None:
+        return field, ""
+    if key.startswith("+"):
+        field = collection.field(key[1:])
+        if field is not None and field["type"] in ("select", "relation", "file"):
+            return field, "^"
+        return None
+    if key.endswith(":autogenerate"):
+        field = collection.field(key[:-len(":autogenerate")])
+        if field is not None and field["type"] == "text":
+            return field, ":autogenerate"
+        return None
+    if key[-1:] in ("+", "-"):
+        field = collection.field(key[:-1])
+        if field is not None and field["type"] in ("number", "select", "relation", "file"):
+            return field, key[-1]
+    return None
+
+
+def resolve_modifiers(collection: Collection, body: dict[str, Any], current: dict[str, Any] | None
+                      ) -> dict[str, Any]:
+    """PocketBase's ``Record.ReplaceModifiers``: every key naming a field (plain or with a modifier:
+    ``name+``/``name-`` for numbers, ``+name``/``name+``/``name-`` for select/relation/file,
+    ``name:autogenerate`` for text) is applied, in order of key length, to a copy of the record and
+    replaced by the field's resulting value under the plain field name (as the API would show it; a
+    password stays the submitted plain text). Other keys are kept as they are."""
+    out = dict(body)
+    working: dict[str, Any] = dict(current or {})
+    is_new = current is None
+    for key in sorted(body, key=len):
+        target = _modifier_target(collection, key)
+        if target is None:
+            continue
+        field, op = target
+        name = field["name"]
+        del out[key]
+        raw = body[key]
+        previous = working.get(name, fields.MISSING)
+        if op == "":
+            value = fields.cast_value(field, raw, current=previous, is_new=is_new)
+        else:
+            base = fields.cast_value(field, fields.MISSING, current=previous, is_new=is_new and previous
+                                     is fields.MISSING)
+            if field["type"] == "number":
+                delta = fields.cast_to_float(raw)
+                value = float(base) + delta if op == "+" else float(base) - delta
+            elif field["type"] == "text":
+                value = fields.cast_to_string(raw)
+                pattern = field.get("autogeneratePattern") or ""
+                if pattern:
+                    value += fields.generate_by_pattern(str(pattern))
+            else:
+                existing = fields.relation_ids(field, base)
+                extra = fields.to_unique_strings(raw)
+                if op == "+":
+                    items = existing + extra
+                elif op == "^":
+                    items = extra + existing
+                else:
+                    items = [i for i in existing if i not in extra]
+                value = fields.cast_value(field, items, is_new=True)
+        working[name] = value
+        out[name] = str(value) if field["type"] == "password" else fields.to_api_value(field, value)
+    return out
+
+
+def strip_hidden(collection: Collection, data: dict[str, Any]) -> dict[str, Any]:
+    """Non-superusers cannot set hidden fields (an auth collection's ``password`` excepted)."""
+    hidden = {f["name"] for f in collection.fields if f.get("hidden")
+              and not (collection.type == "auth" and f["name"] == "password")}
+    return {k: v for k, v in data.items() if k not in hidden}
+
+
+def draft_row(collection: Collection, data: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """The record as it would be with ``data`` loaded, not validated (what PocketBase checks a create
+    rule against): every field's column value."""
+    row: dict[str, Any] = {}
+    for field in collection.fields:
+        name = field["name"]
+        previous = fields.MISSING if current is None else current.get(name, fields.MISSING)
+        value = fields.cast_value(field, data.get(name, fields.MISSING), current=previous, is_new=current is None)
+        row[name] = str(value) if fields.needs_hashing(value) else value
+    return row
+
+
+# ---- save --------------------------------------------------------------------------------------------
+
+
+def _auth_form_errors(collection: Collection, data: dict[str, Any], existing: dict[str, Any] | None,
+                      manage: bool) -> dict[str, dict[str, Any]]:
+    """PocketBase's ``RecordUpsert.validateFormFields`` for auth records: who may change ``email`` and
+    ``verified``, and the password/passwordConfirm/oldPassword rules."""
+    is_new = existing is None
+    original = existing or {}
+    password = fields.cast_to_string(data["password"]) if "password" in data else ""
+    confirm = fields.cast_to_string(data["passwordConfirm"]) if "passwordConfirm" in data else ""
+    old_password = fields.cast_to_string(data["oldPassword"]) if "oldPassword" in data else ""
+    errors: dict[str, dict[str, Any]] = {}
+    if not is_new and not manage and "email" in data and collection.field("email") is not None:
+        if fields.cast_to_string(data["email"]) != fields.cast_to_string(original.get("email") or ""):
+            errors["email"] = dict(_MISMATCH)
+    if not manage and "verified" in data and collection.field("verified") is not None:
+        if fields.cast_to_bool(data["verified"]) != bool(original.get("verified")):
+            errors["verified"] = dict(_MISMATCH)
+    if (is_new or confirm or old_password) and not password:
+        errors["password"] = dict(_REQUIRED)
+    if (is_new or password or old_password) and not confirm:
+        errors["passwordConfirm"] = dict(_REQUIRED)
+    elif confirm != password:
+        errors["passwordConfirm"] = dict(_MISMATCH)
+    if not is_new and not manage and (password or confirm):
+        if not old_password:
+            errors["oldPassword"] = dict(_REQUIRED)
+        elif not verify_password(old_password, str(original.get("password") or "")):
+            errors["oldPassword"] = {"code": "validation_invalid_old_password",
+                                     "message": "Missing or invalid old password."}
+    return errors
+
+
+def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], existing: dict[str, Any] | None,
+                *, manage: bool = False, superuser: bool = False) -> dict[str, Any]:
+    """Validate ``data`` (a request body already passed through :func:`resolve_modifiers`, and through
+    :func:`strip_hidden` for non-superusers) and insert (``existing`` None) or update the row.
+
+    ``manage``: the requester may change an auth record's ``email``/``verified`` and its password without
+    ``oldPassword`` (superusers, and auth records satisfying the collection's ``manageRule``).
 
     Every field is validated as PocketBase does on each save (absent fields keep their current value and
     are validated again); only fields that changed are written. Returns the stored row. Raises
     :class:`RecordValidationError` with PocketBase's per-field codes.
     """
     is_new = existing is None
+    is_auth = collection.type == "auth"
+    if is_auth:
+        form_errors = _auth_form_errors(collection, data, existing, manage or superuser)
+        if form_errors:
+            raise RecordValidationError(form_errors)
+    if collection.name == SUPERUSERS and collection.field("verified") is not None:
+        data = {**data, "verified": True}  # superusers are always verified
     errors: dict[str, dict[str, Any]] = {}
     values: dict[str, Any] = {}
     password_changed = False
     for field in collection.fields:
         name = field["name"]
-        if collection.type == "auth" and name == "tokenKey":
-            continue  # generated below: on create, and whenever the password changes
-        submitted = body.get(name, fields.MISSING)
+        if is_auth and name == "tokenKey":
+            continue  # generated below: on create, and whenever the password or email changes
+        submitted = data.get(name, fields.MISSING)
         current = fields.MISSING if is_new else existing.get(name, fields.MISSING)  # type: ignore[union-attr]
-        if name == "id" and not is_new:
-            continue
         try:
             value = fields.prepare_value(field, submitted, current=current, is_new=is_new)
+            if field["type"] == "relation":
+                _check_relation_records(tenant, field, value)
         except fields.FieldError as err:
             errors[name] = err.to_dict()
             continue
         if field["type"] == "password":
-            if collection.type == "auth" and name == "password" and (is_new or submitted is not fields.MISSING) \
-                    and body.get("passwordConfirm") != submitted:
-                errors["passwordConfirm"] = {"code": "validation_values_mismatch", "message": "Values don't match."}
-                continue
             if fields.needs_hashing(value):
                 values[name] = hash_password(str(value), fields.password_cost(field))
                 password_changed = True
@@ -109,17 +287,18 @@ def save_record(tenant: Tenant, collection: Collection, body: dict[str, Any],
         if is_new or submitted is not fields.MISSING or field["type"] == "autodate":
             if is_new or value != current:
                 values[name] = value
-    if collection.type == "auth" and collection.field("tokenKey") is not None and (is_new or password_changed):
-        values["tokenKey"] = new_token_key()
-    if not errors:
-        errors.update(_missing_relations(tenant, collection, values))
     if errors:
         raise RecordValidationError(errors)
     if is_new and not values.get("id"):
         values["id"] = new_record_id()
+    if is_auth:
+        _check_auth_id(tenant, collection, str(values.get("id") or existing["id"]))  # type: ignore[index]
+        email_changed = not is_new and "email" in values
+        if collection.field("tokenKey") is not None and (is_new or password_changed or email_changed):
+            values["tokenKey"] = new_token_key()
     table = quote(collection.name)
     try:
-        with tenant.conn:
+        with write_transaction(tenant.conn):
             if is_new:
                 columns = list(values)
                 tenant.conn.execute(
@@ -135,9 +314,35 @@ def save_record(tenant: Tenant, collection: Collection, body: dict[str, Any],
                                         [*values.values(), record_id])
     except apsw.ConstraintError as err:
         raise RecordValidationError(_unique_violation(collection, str(err), values)) from err
-    stored = _row(tenant, collection, record_id)
+    stored = load_row(tenant, collection, record_id)
     assert stored is not None
     return stored
+
+
+def _check_relation_records(tenant: Tenant, field: dict[str, Any], prepared: Any) -> None:
+    ids = fields.relation_ids(field, prepared)
+    if not ids:
+        return
+    target = tenant.collection_by_id(field.get("collectionId", ""))
+    if target is None:
+        raise fields.FieldError("validation_missing_rel_collection",
+                                "Relation connection is missing or cannot be accessed")
+    placeholders = ", ".join("?" * len(ids))
+    found = tenant.conn.execute(f"SELECT COUNT(*) FROM {quote(target.name)} WHERE id IN ({placeholders})",
+                                ids).fetchone()[0]
+    if found != len(ids):
+        raise fields.FieldError("validation_missing_rel_records",
+                                "Failed to find all relation records with the provided ids")
+
+
+def _check_auth_id(tenant: Tenant, collection: Collection, record_id: str) -> None:
+    """Auth record ids are (loosely) unique across all auth collections."""
+    for other in tenant.collections.values():
+        if other.type != "auth" or other.id == collection.id:
+            continue
+        if tenant.conn.execute(f"SELECT 1 FROM {quote(other.name)} WHERE id = ? LIMIT 1", (record_id,)).fetchone():
+            raise RecordValidationError({"id": {"code": "validation_invalid_auth_id",
+                                                "message": "Invalid or duplicated auth record id."}})
 
 
 def _unique_violation(collection: Collection, message: str, values: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -148,68 +353,19 @@ def _unique_violation(collection: Collection, message: str, values: dict[str, An
     return {name: dict(problem) for name in named} or {"id": dict(problem)}
 
 
-def _missing_relations(tenant: Tenant, collection: Collection, values: dict[str, Any]) -> dict[str, dict[str, str]]:
-    errors = {}
-    for field in collection.fields:
-        if field["type"] != "relation" or field["name"] not in values:
-            continue
-        ids = fields.relation_ids(field, values[field["name"]])
-        if not ids:
-            continue
-        target = tenant.collection_by_id(field.get("collectionId", ""))
-        if target is None:
-            errors[field["name"]] = {"code": "validation_missing_rel_records",
-                                     "message": "Failed to find all relation records with the provided ids."}
-            continue
-        placeholders = ", ".join("?" * len(ids))
-        found = tenant.conn.execute(
-            f"SELECT COUNT(DISTINCT id) FROM {quote(target.name)} WHERE id IN ({placeholders})", ids).fetchone()[0]
-        if found != len(set(ids)):
-            errors[field["name"]] = {"code": "validation_missing_rel_records",
-                                     "message": "Failed to find all relation records with the provided ids."}
-    return errors
+# ---- delete ------------------------------------------------------------------------------------------
 
 
 def delete_record(tenant: Tenant, collection: Collection, record_id: str) -> None:
-    """Delete a record, cascading to relations the way PocketBase does.
-
-    Records that reference it through a ``cascadeDelete`` relation are deleted too; other references are
-    removed from their relation fields, unless the field is required and would become empty, in which case
-    nothing is deleted and :class:`RecordValidationError` explains why.
-    """
-    with tenant.conn:
-        _delete(tenant, collection, record_id, set())
-
-
-def _delete(tenant: Tenant, collection: Collection, record_id: str, seen: set[tuple[str, str]]) -> None:
-    if (collection.id, record_id) in seen:
-        return
-    seen.add((collection.id, record_id))
-    for other in list(tenant.collections.values()):
-        if other.type == "view":
-            continue
-        for field in other.fields:
-            if field["type"] != "relation" or field.get("collectionId") != collection.id:
-                continue
-            multiple = int(field.get("maxSelect") or 1) > 1
-            column, table = quote(field["name"]), quote(other.name)
-            if multiple:
-                rows = tenant.conn.execute(
-                    f"SELECT id, {column} FROM {table} WHERE EXISTS "
-                    f"(SELECT 1 FROM json_each(CASE WHEN json_valid({column}) THEN {column} ELSE '[]' END) "
-                    f"WHERE value = ?)", (record_id,)).fetchall()
-            else:
-                rows = tenant.conn.execute(f"SELECT id, {column} FROM {table} WHERE {column} = ?",
-                                           (record_id,)).fetchall()
-            for ref_id, stored in rows:
-                if field.get("cascadeDelete"):
-                    _delete(tenant, other, ref_id, seen)
-                    continue
-                remaining = [i for i in fields.relation_ids(field, stored) if i != record_id]
-                if not remaining and field.get("required"):
-                    raise RecordValidationError({"id": {
-                        "code": "validation_required_relation_reference",
-                        "message": f"The record is referenced by a required relation field of {other.name}."}})
-                new_value = _storefields.relation_ids(field, remaining)
-                tenant.conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (new_value, ref_id))
-    tenant.conn.execute(f"DELETE FROM {quote(collection.name)} WHERE id = ?", (record_id,))
+    """Delete a record the way PocketBase does: records referencing it through a ``cascadeDelete``
+    relation left without any other reference are deleted too (recursively), other references are
+    removed from their relation fields (their ``updated`` is bumped), unless the field is required and
+    would become empty: then nothing is deleted and :class:`RecordValidationError` (no field data) is
+    raised. The only superuser cannot be deleted (:class:`LastSuperuserError`)."""
+    with write_transaction(tenant.conn):
+        try:
+            schema.delete_records(tenant.conn, collection, [record_id])
+        except schema.RequiredReferenceError as err:
+            raise RecordValidationError({}) from err
+        except schema.LastSuperuserError as err:
+            raise LastSuperuserError(str(err)) from err

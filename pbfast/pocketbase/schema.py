@@ -40,15 +40,21 @@ __all__ = [
     "Collection",
     "CollectionMap",
     "CollectionValidationError",
+    "LastSuperuserError",
     "ParsedIndex",
+    "RequiredReferenceError",
     "RuleChecker",
     "create_collection",
     "delete_collection",
+    "delete_records",
     "init_tenant_database",
     "load_collection",
     "load_collections",
     "parse_index",
     "set_rule_checker",
+    "scaffolds",
+    "single_column_unique_index",
+    "sqlite_error_text",
     "truncate_collection",
     "update_collection",
 ]
@@ -92,6 +98,31 @@ def set_rule_checker(checker: RuleChecker | None) -> None:
     accepted unchecked while none is installed."""
     global _rule_checker  # noqa: PLW0603 - process-wide hook set once at start-up
     _rule_checker = checker
+
+
+# sqlite3_errstr() of the primary result codes: PocketBase's SQLite driver reports an error as
+# "<errstr>: <message> (<extended code>)".
+_SQLITE_ERRSTR: Final = {
+    0: "not an error", 1: "SQL logic error", 2: "internal error", 3: "access permission denied",
+    4: "query aborted", 5: "database is locked", 6: "database table is locked", 7: "out of memory",
+    8: "attempt to write a readonly database", 9: "interrupted", 10: "disk I/O error",
+    11: "database disk image is malformed", 12: "unknown operation", 13: "database or disk is full",
+    14: "unable to open database file", 15: "locking protocol", 16: "unknown error",
+    17: "database schema has changed", 18: "string or blob too big", 19: "constraint failed",
+    20: "datatype mismatch", 21: "bad parameter or other API misuse", 22: "large file support is disabled",
+    23: "authorization denied", 24: "auxiliary database format error", 25: "column index out of range",
+    26: "file is not a database", 27: "notification message", 28: "warning message",
+}
+
+
+def sqlite_error_text(err: BaseException) -> str:
+    """An SQLite error worded as PocketBase's driver words it (``SQL logic error: no such column: x (1)``)."""
+    result = getattr(err, "result", None)
+    if not isinstance(result, int) or result < 0:
+        return str(err)
+    extended = getattr(err, "extendedresult", None)
+    code = extended if isinstance(extended, int) and extended >= 0 else result
+    return f"{_SQLITE_ERRSTR.get(result & 0xFF, 'unknown error')}: {err} ({code})"
 
 
 def _now() -> str:
@@ -235,11 +266,16 @@ def parse_index(statement: str) -> ParsedIndex:
 
 
 def _single_column_unique_index(indexes: Iterable[str], column: str) -> ParsedIndex | None:
+    """The first UNIQUE index of ``indexes`` on ``column`` alone (PocketBase's
+    ``dbutils.FindSingleColumnUniqueIndex``), or None."""
     for raw in indexes:
         parsed = parse_index(raw)
         if parsed.unique and len(parsed.columns) == 1 and parsed.columns[0].name.lower() == column.lower():
             return parsed
     return None
+
+
+single_column_unique_index = _single_column_unique_index
 
 
 # ----------------------------------------------------------------------------------------- options
@@ -754,6 +790,20 @@ def _blank_collection(collection_type: str, name: str) -> Collection:
     return collection
 
 
+def scaffolds() -> dict[str, dict[str, Any]]:
+    """PocketBase's ``GET /api/collections/meta/scaffolds``: a new collection of each type as the API
+    shows it (no id, no name; default indexes named after a random 10 characters id)."""
+    random_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(10))
+    result: dict[str, dict[str, Any]] = {}
+    for collection_type in ("auth", "base", "view"):
+        collection = _blank_collection(collection_type, "")
+        collection.id = random_id
+        _init_default_fields(collection)
+        collection.id = ""
+        result[collection_type] = collection.to_api()
+    return result
+
+
 # ---------------------------------------------------------------------------------------- validation
 
 
@@ -1122,7 +1172,7 @@ def _create_indexes(conn: apsw.Connection, collection: Collection) -> None:
             conn.execute(parsed.build())
         except apsw.Error as err:
             errors[str(position)] = _item("validation_invalid_index_expression",
-                                          f"Failed to create index {parsed.index_name} - {err}.")
+                                          f"Failed to create index {parsed.index_name} - {sqlite_error_text(err)}.")
     if errors:
         raise CollectionValidationError("", {"indexes": errors})
 
@@ -1263,6 +1313,7 @@ def _view_fields(conn: apsw.Connection, query: str, others: CollectionMap) -> li
         if expression == "*" or expression.endswith(".*"):
             raise ValueError("wildcard columns (*) are not supported - manually type the collection field names "
                              "you want the view query to have")
+    _check_view_table_info(conn, query)
     described = apsw.ext.query_info(conn, f"SELECT * FROM ({query})").description_full or ()
     by_table = {c.name.lower(): c for c in others.values()}
     result: list[dict[str, Any]] = []
@@ -1301,6 +1352,19 @@ def _view_fields(conn: apsw.Connection, query: str, others: CollectionMap) -> li
         raise _ViewFieldsError("missing required id column (you can use `(ROW_NUMBER() OVER()) as id` if you "
                                "don't have one)", result)
     return result
+
+
+def _check_view_table_info(conn: apsw.Connection, query: str) -> None:
+    """Create the view under a temporary name and read its table info, as PocketBase does to validate a
+    view query (missing tables or columns only surface then, worded as SQLite words them there)."""
+    temp = "_temp_" + _random_suffix(6)
+    conn.execute("SAVEPOINT pb_view_check")
+    try:
+        conn.execute(f"CREATE VIEW {_quote(temp)} AS SELECT * FROM ({query})")
+        conn.execute("SELECT * FROM pragma_table_info(?)", (temp,)).fetchall()
+    finally:
+        conn.execute("ROLLBACK TO pb_view_check")
+        conn.execute("RELEASE pb_view_check")
 
 
 class _ViewFieldsError(ValueError):
@@ -1349,7 +1413,7 @@ def _save(conn: apsw.Connection, collection: Collection, original: Collection | 
         try:
             collection.fields = _view_fields(conn, collection.view_query, others)
         except (ValueError, apsw.Error) as err:
-            view_error = str(err)
+            view_error = sqlite_error_text(err) if isinstance(err, apsw.Error) else str(err)
             collection.fields = err.fields if isinstance(err, _ViewFieldsError) else []
     errors = _validate(conn, collection, original, others)
     if collection.type == "view":
@@ -1379,7 +1443,7 @@ def _save(conn: apsw.Connection, collection: Collection, original: Collection | 
     except CollectionValidationError as err:
         raise CollectionValidationError(failure, err.data) from err
     except (apsw.Error, RuntimeError) as err:
-        raise CollectionValidationError(f"{failure[:-1]}. Raw error: \n{err}", {}) from err
+        raise CollectionValidationError(f"{failure[:-1]}. Raw error: \n{sqlite_error_text(err)}", {}) from err
     return collection
 
 
@@ -1488,9 +1552,10 @@ def _delete_auth_side_rows(conn: apsw.Connection, collections: CollectionMap, co
 
 
 def truncate_collection(conn: apsw.Connection, collection: Collection) -> None:
-    """Delete every record of a collection, as PocketBase's truncate does: records of other collections
-    that reference them through ``cascadeDelete`` relations are deleted too (recursively), other
-    references are cleared, and a required non-cascading reference makes the whole truncate fail."""
+    """Delete every record of a collection, as PocketBase's truncate does (each record deleted as by
+    :func:`delete_records`): records of other collections that reference them through ``cascadeDelete``
+    relations are deleted too (recursively), other references are cleared, and a required non-cascading
+    reference (or deleting every superuser) makes the whole truncate fail."""
     with conn:
         current = load_collection(conn, collection.id)
         if current is None:
@@ -1498,19 +1563,47 @@ def truncate_collection(conn: apsw.Connection, collection: Collection) -> None:
         if current.type == "view":
             raise CollectionValidationError(
                 "View collections cannot be truncated since they don't store their own records.", {})
-        collections = load_collections(conn)
         ids = [row[0] for row in conn.execute(f"SELECT id FROM {_quote(current.name)}")]
         try:
-            _delete_records(conn, collections, current, ids, set())
-        except _RequiredReference as err:
+            delete_records(conn, current, ids)
+        except (RequiredReferenceError, LastSuperuserError) as err:
             raise CollectionValidationError(
                 "Failed to truncate collection (most likely due to required cascade delete record references).",
                 {}) from err
-        conn.execute(f"DELETE FROM {_quote(current.name)}")
 
 
-class _RequiredReference(Exception):
+class RequiredReferenceError(Exception):
     """A record cannot be deleted: a required, non-cascading relation field references it."""
+
+
+class LastSuperuserError(Exception):
+    """The only remaining superuser cannot be deleted."""
+
+
+_RequiredReference = RequiredReferenceError
+
+
+def delete_records(conn: apsw.Connection, target: Collection, ids: Sequence[str]) -> None:
+    """Delete records of ``target`` as PocketBase's ``Delete`` does for each of them (call it inside a
+    transaction): a reference in another record is removed from its relation field (bumping its
+    ``updated``); when none is left and the field has ``cascadeDelete`` that record is deleted too
+    (recursively); when none is left and the field is required nothing is deleted
+    (:class:`RequiredReferenceError`). The auth records' MFA/OTP/external-auth/auth-origin rows go too."""
+    if target.name == "_superusers" and ids:
+        total = conn.execute(f"SELECT COUNT(*) FROM {_quote(target.name)}").fetchone()[0]
+        if total - len(set(ids)) < 1:
+            raise LastSuperuserError("You can't delete the only existing superuser.")
+    collections = load_collections(conn)
+    _delete_records(conn, collections, target, ids, set())
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start:start + 500])
+        conn.execute(f"DELETE FROM {_quote(target.name)} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+
+
+def _touch_updated(other: Collection) -> tuple[str, int]:
+    """SQL assignments bumping ``other``'s onUpdate autodate fields (with their parameter), if any."""
+    names = [d["name"] for d in other.fields if d.get("type") == "autodate" and d.get("onUpdate")]
+    return "".join(f", {_quote(n)} = ?" for n in names), len(names)
 
 
 def _delete_records(conn: apsw.Connection, collections: CollectionMap, target: Collection, ids: Sequence[str],
@@ -1520,25 +1613,29 @@ def _delete_records(conn: apsw.Connection, collections: CollectionMap, target: C
         return
     seen.update((target.id, i) for i in fresh)
     doomed = set(fresh)
-    for other, definition in _references(collections, target):
+    referencing = sorted(_references(collections, target), key=lambda pair: pair[0].name)
+    for other, definition in referencing:
         if other.type == "view":
             continue
         column, table = _quote(definition["name"]), _quote(other.name)
         rows = conn.execute(f"SELECT id, {column} FROM {table} WHERE {column} != '' AND {column} != '[]'").fetchall()
         cascade: list[str] = []
+        touch_sql, touch_count = _touch_updated(other)
         for raw_id, stored in rows:
             record_id = str(raw_id)
+            if (other.id, record_id) in seen:
+                continue  # being deleted itself
             current_ids = F.relation_ids(definition, stored)
             remaining = [i for i in current_ids if i not in doomed]
-            if len(remaining) == len(current_ids) or (other.id == target.id and record_id in doomed):
+            if len(remaining) == len(current_ids):
                 continue
-            if definition.get("cascadeDelete"):
+            if definition.get("cascadeDelete") and not remaining:
                 cascade.append(record_id)
                 continue
             if not remaining and definition.get("required"):
-                raise _RequiredReference(f"{other.name}.{definition['name']} of {record_id}")
-            conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?",
-                         (F.stored_from_list(definition, remaining), record_id))
+                raise RequiredReferenceError(f"{other.name}.{definition['name']} of {record_id}")
+            conn.execute(f"UPDATE {table} SET {column} = ?{touch_sql} WHERE id = ?",
+                         (F.stored_from_list(definition, remaining), *([_now()] * touch_count), record_id))
         if cascade:
             _delete_records(conn, collections, other, cascade, seen)
             for start in range(0, len(cascade), 500):

@@ -1,13 +1,15 @@
 """Run the same request sequence against stock PocketBase and a pbfast tenant and compare the answers.
 
 Normalised before comparing, and only where the two must differ: auth tokens, ids generated during the
-sequence (mapped to ``<new-N>`` in order of appearance), and ``created``/``updated`` timestamps of records
-written during the sequence.
+sequence (mapped to ``<new-N>`` in order of appearance), and timestamps written during the sequence
+(``created``/``updated`` of records and collections saved by a step: any date between the start of the run
+and a minute from now), and the random ``_clone_xxxx`` ids of the fields a view collection copies.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,8 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _JWT = re.compile(r"^eyJ[\w-]+\.[\w-]+\.[\w-]+$")
 # Values PocketBase generates at random from a field's autogeneratePattern (e.g. users' "users123456").
 _GENERATED_USERNAME = re.compile(r"^users\d{5,6}$")
+# Ids PocketBase gives the fields a view collection copies from another collection ("_clone_" + 4 random).
+_CLONE_FIELD_ID = re.compile(r"^_clone_[A-Za-z0-9]{4}$")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class Runner:
         self.tokens: dict[str, str] = {}
         self.new_ids: dict[str, str] = {}
         self.fixture_ids: set[str] = set()
+        # Dates from this moment on were written by the sequence (the fixture's are years old).
+        self.started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 2))
 
     def run(self, step: Step) -> Outcome:
         headers = dict(step.headers)
@@ -84,6 +90,8 @@ class Runner:
                     out[k] = "<date>"
                 elif written and k == "username" and isinstance(v, str) and _GENERATED_USERNAME.match(v):
                     out[k] = "<generated>"
+                elif k == "id" and isinstance(v, str) and _CLONE_FIELD_ID.match(v):
+                    out[k] = "_clone_<random>"
                 else:
                     out[k] = self._normalise(v, k)
             return out
@@ -92,6 +100,8 @@ class Runner:
         if isinstance(value, str):
             if _JWT.match(value):
                 return "<token>"
+            if _DATE.match(value) and self.started <= value <= _moments_from_now(60):
+                return "<date>"
             if value in self.new_ids.values():
                 return next(p for p, real in self.new_ids.items() if real == value)
         return value
@@ -107,6 +117,10 @@ class Runner:
     def remember_new_id(self, record_id: str) -> None:
         if record_id not in self.new_ids.values():
             self.new_ids[f"<new-{len(self.new_ids) + 1}>"] = record_id
+
+
+def _moments_from_now(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + seconds))
 
 
 def compare(stock: Backend, pbfast: Backend, steps: list[Step], fixture_ids: set[str]) -> list[str]:

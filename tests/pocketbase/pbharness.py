@@ -25,7 +25,7 @@ def copy_fixture(target: Path) -> Path:
     return target
 
 
-def wait_http(url: str, timeout: float = 15.0) -> None:
+def wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -46,7 +46,8 @@ class Backend:
     superuser_token: str = ""
 
     def login(self) -> None:
-        response = httpx.post(f"{self.url}/api/collections/_superusers/auth-with-password", json=SUPERUSER)
+        response = httpx.post(f"{self.url}/api/collections/_superusers/auth-with-password", json=SUPERUSER,
+                              timeout=30)  # bcrypt on a loaded machine
         assert response.status_code == 200, response.text
         self.superuser_token = response.json()["token"]
 
@@ -58,7 +59,7 @@ def start_all_in_one(start: object, data_dir: Path) -> tuple[PbfastProcess, str,
         f"--raft-bind-addr=127.0.0.1:{free_port()}", f"--admin-token={ADMIN_TOKEN}",
     ])
     cp, gw = f"http://127.0.0.1:{cp_port}", f"http://127.0.0.1:{gw_port}"
-    process.wait_healthy([cp, gw])
+    process.wait_healthy([cp, gw], timeout=30)
     return process, cp, gw
 
 
@@ -66,7 +67,7 @@ def create_tenant(cp: str, gw: str, tenant_id: str, body: dict | None = None) ->
     response = httpx.post(f"{cp}/api/cp/tenants", json={"id": tenant_id, **(body or {})},
                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert response.status_code == 200, response.text
-    deadline = time.monotonic() + 10  # the gateway learns the route within a long-poll round trip
+    deadline = time.monotonic() + 30  # the gateway learns the route within a long-poll round trip
     while httpx.get(f"{gw}/t/{tenant_id}/api/health").status_code != 200:
         assert time.monotonic() < deadline, "route never reached the gateway"
         time.sleep(0.02)
