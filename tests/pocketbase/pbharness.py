@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -12,7 +13,21 @@ import httpx
 
 from helpers import PbfastProcess, free_port
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "pocketbase-tests"
+def _find_fixture() -> Path:
+    """PocketBase's test data dir from the team's ``shared/`` folder: ``$PBFAST_POCKETBASE_FIXTURE``, else
+    ``shared/fixtures/pocketbase-tests`` beside the checkout (or beside one of its parents)."""
+    override = os.environ.get("PBFAST_POCKETBASE_FIXTURE")
+    if override:
+        return Path(override)
+    repo = Path(__file__).resolve().parents[2]
+    for base in (repo, *repo.parents):
+        candidate = base / "shared" / "fixtures" / "pocketbase-tests"
+        if candidate.exists():
+            return candidate
+    return repo.parent / "shared" / "fixtures" / "pocketbase-tests"
+
+
+FIXTURE = _find_fixture()
 SUPERUSER = {"identity": "test@example.com", "password": "1234567890"}
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 

