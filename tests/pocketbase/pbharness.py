@@ -36,7 +36,10 @@ def copy_fixture(target: Path) -> Path:
     """A private copy of PocketBase's test data dir (never open the shared one in place)."""
     if not FIXTURE.exists():
         raise AssertionError(f"PocketBase test fixture not found at {FIXTURE}")
-    shutil.copytree(FIXTURE, target)
+    # shared/ is read-only (as CI lays it out): copy contents, not permission bits.
+    shutil.copytree(FIXTURE, target, copy_function=shutil.copyfile)
+    for path in (target, *target.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return target
 
 

