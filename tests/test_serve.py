@@ -134,8 +134,11 @@ def test_each_mode_serves_health_and_stops_on_sigterm(pbfast_process: Start, tmp
         args.append(f"--raft-bind-addr=127.0.0.1:{free_port()}")
     process = pbfast_process(args, env={"PB_LOG_LEVEL": "DEBUG"})
     process.wait_healthy([f"http://127.0.0.1:{port}"])
-    assert_health(httpx.get(f"http://127.0.0.1:{port}/api/health").json(), mode == "control-plane",
-                  mode == "tenant-node")
+    body = httpx.get(f"http://127.0.0.1:{port}/api/health").json()
+    assert_health(body, mode == "control-plane", mode == "tenant-node")
+    if mode == "tenant-node":
+        replication = body["data"]["replication"]
+        assert replication["running"] is True and replication["lagSeconds"] == 0.0
     prefix = {"control-plane": "[ControlPlane]", "tenant-node": "[TenantNode]", "gateway": "[Gateway]"}[mode]
     assert prefix in process.output()
     started = time.monotonic()

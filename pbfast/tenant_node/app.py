@@ -364,8 +364,10 @@ class TenantNodeApp:
 
     async def _health(self, request: Request) -> None:
         """PocketBase's health body, plus the state of this node's replication under ``data.replication``."""
-        request.send_json(200, {"message": "API is healthy.", "code": 200,
-                                "data": {"replication": self.replication_status()}})
+        replication = self.replication_status()
+        if self.replicator is not None:
+            replication["lagSeconds"] = await self.replicator.lag_seconds()
+        request.send_json(200, {"message": "API is healthy.", "code": 200, "data": {"replication": replication}})
 
     async def _release_handler(self, request: Request) -> None:
         body = await request.json_object()

@@ -49,6 +49,15 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _parse_time(text: str) -> float:
+    """Litestream's RFC 3339 timestamps (nanoseconds) as Unix seconds."""
+    from datetime import datetime  # noqa: PLC0415 - cold path
+
+    head, _, rest = text.rstrip("Z").partition(".")
+    fraction = float("0." + rest[:9]) if rest else 0.0
+    return datetime.fromisoformat(head + "+00:00").timestamp() + fraction
+
+
 class ReplicationError(RuntimeError):
     """Litestream could not do what was asked (the message says what and why)."""
 
@@ -89,6 +98,7 @@ class Replicator:
         self.socket_path = work_dir / "control.sock"
         self.config_path = work_dir / "litestream.yml"
         self.registered: dict[str, str] = {}  # db path -> replica url
+        self._registered_at: dict[str, float] = {}
         self._process: asyncio.subprocess.Process | None = None
         self._client: httpx.AsyncClient | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -195,6 +205,7 @@ class Replicator:
         url = self.store.url(tenant_id, incarnation)
         await self._post("/register", {"path": str(db_path), "replica_url": url})
         self.registered[str(db_path)] = url
+        self._registered_at.setdefault(str(db_path), time.time())
 
     async def sync(self, db_path: Path, wait: bool = True) -> dict[str, Any]:
         """Ship everything committed so far; with ``wait``, return only once it is in the replica."""
@@ -202,7 +213,31 @@ class Replicator:
 
     async def unregister(self, db_path: Path) -> None:
         self.registered.pop(str(db_path), None)
+        self._registered_at.pop(str(db_path), None)
         await self._post("/unregister", {"path": str(db_path), "timeout": SYNC_TIMEOUT_SECONDS})
+
+    async def lag_seconds(self) -> float | None:
+        """How far the replica is behind, over every replicated tenant: the age of the last successful sync
+        of a database written since then (0.0 when everything written is shipped; None if unknown)."""
+        if self._client is None:
+            return None
+        try:
+            response = await self._client.get("/list", timeout=2)
+            databases = response.json().get("databases", [])
+        except (httpx.HTTPError, ValueError):
+            return None
+        now, worst = time.time(), 0.0
+        for entry in databases:
+            path = entry.get("path", "")
+            synced_text = entry.get("last_sync_at")
+            synced = _parse_time(synced_text) if synced_text else self._registered_at.get(path, now)
+            try:
+                written = max(os.stat(path + "-wal").st_mtime, os.stat(path).st_mtime)
+            except FileNotFoundError:
+                continue
+            if written > synced:
+                worst = max(worst, now - synced)
+        return round(worst, 3)
 
     def status(self) -> dict[str, Any]:
         running = self._process is not None and self._process.returncode is None
