@@ -71,6 +71,16 @@ def write_notes(gw: str, tenant: str, token: str, count: int) -> list[tuple[str,
     return acknowledged
 
 
+def write_notes_more(gw: str, tenant: str, token: str, count: int) -> list[tuple[str, float]]:
+    acknowledged = []
+    with httpx.Client(headers={"Authorization": token}, timeout=60) as client:
+        for i in range(count):
+            response = client.post(f"{gw}/t/{tenant}/api/collections/notes/records", json={"n": 1000 + i})
+            assert response.status_code == 200, response.text
+            acknowledged.append((response.json()["id"], time.monotonic()))
+    return acknowledged
+
+
 def surviving_ids(gw: str, tenant: str, token: str) -> set[str]:
     deadline = time.monotonic() + 20  # the tenant may still be restoring
     while True:
@@ -143,8 +153,10 @@ def test_point_in_time_restore_with_the_cli(pbfast_process: object, tmp_path: Pa
     ports = (free_port(), free_port(), free_port())
     cp, gw = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
     start(pbfast_process, data_dir, ports, [])
-    create_tenant(cp, gw, "history", {"superuser": OWNER})
+    # Durable: every write below is in the replica when answered, so the timeline has no shipping delay.
+    create_tenant(cp, gw, "history", {"superuser": OWNER, "durability": "sync"})
     token = login(gw, "history")
+    time.sleep(1.2)  # the node learns the tenant's durability with its next heartbeat
     first = write_notes(gw, "history", token, 5)
     time.sleep(1.5)
     middle = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
