@@ -17,6 +17,7 @@ from pbfast.config import (
     DEFAULT_CONTROL_PLANE_ADDR,
     DEFAULT_DATA_DIR,
     DEFAULT_DELETE_RETENTION_HOURS,
+    DEFAULT_TENANT_IDLE_SECONDS,
     DEFAULT_GATEWAY_ADDR,
     DEFAULT_MAX_TENANTS,
     DEFAULT_NODE_ID,
@@ -46,6 +47,7 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "raft_peers": frozenset({Mode.CONTROL_PLANE}),
     "node_timeout": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "delete_retention_hours": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
+    "tenant_idle_seconds": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "admin_token": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "control_plane_addrs": frozenset({Mode.TENANT_NODE, Mode.GATEWAY}),
     "node_address": frozenset({Mode.TENANT_NODE}),
@@ -100,6 +102,8 @@ def _build_parser() -> _Parser:
     serve.add_argument("--delete-retention-hours", type=float,
                        help=f"keep a deleted tenant's replica (and reserve its id) this long "
                             f"(default {DEFAULT_DELETE_RETENTION_HOURS:g})")
+    serve.add_argument("--tenant-idle-seconds", type=float,
+                       help=f"close a tenant unused this long (default {DEFAULT_TENANT_IDLE_SECONDS:g})")
     serve.add_argument("--control-plane-addrs", help="comma-separated control plane host:port list")
     serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
     serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
@@ -184,6 +188,10 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     if not 0 <= retention_hours <= 24 * 3650:
         raise ConfigError(f"--delete-retention-hours must be between 0 and 87600, got {retention_hours:g}")
 
+    idle = DEFAULT_TENANT_IDLE_SECONDS if args.tenant_idle_seconds is None else args.tenant_idle_seconds
+    if not 1 <= idle <= 86400:
+        raise ConfigError(f"--tenant-idle-seconds must be between 1 and 86400, got {idle:g}")
+
     http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
     gateway_addr = None
     raft_bind_addr = None
@@ -220,6 +228,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         cluster_token=cluster_token,
         node_timeout=node_timeout,
         delete_retention=retention_hours * 3600,
+        tenant_idle_seconds=idle,
         log_level=log_level,
     )
 

@@ -20,6 +20,7 @@ DEFAULT_NODE_ID = "node-1"
 MIN_ADMIN_TOKEN_LENGTH = 16
 DEFAULT_NODE_TIMEOUT_SECONDS = 5.0
 DEFAULT_DELETE_RETENTION_HOURS = 168.0
+DEFAULT_TENANT_IDLE_SECONDS = 300.0
 
 
 class ConfigError(ValueError):
@@ -104,4 +105,5 @@ class ServeConfig:
     cluster_token: str | None
     node_timeout: float
     delete_retention: float
+    tenant_idle_seconds: float
     log_level: int

@@ -43,7 +43,6 @@ __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]
 
 SHUTDOWN_TIMEOUT_SECONDS = 4.0
 GC_GEN0_THRESHOLD = 50_000
-TENANT_IDLE_SECONDS = 300.0
 IDLE_CHECK_SECONDS = 15.0
 EXIT_STARTUP_FAILED = 1
 
@@ -124,8 +123,8 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
 
     async def close_idle_tenants() -> None:
         while True:
-            await asyncio.sleep(IDLE_CHECK_SECONDS)
-            node.close_idle(TENANT_IDLE_SECONDS)
+            await asyncio.sleep(min(IDLE_CHECK_SECONDS, config.tenant_idle_seconds / 2))
+            node.close_idle(config.tenant_idle_seconds)
 
     parts.tasks += [membership.run, close_idle_tenants]
     parts.closers += [replicator.stop, client.aclose, node.close_all]  # run in reverse order

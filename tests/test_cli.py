@@ -65,6 +65,9 @@ def test_serve_help_lists_guide_flags() -> None:
         (["serve", "--cluster-token=short"], "the cluster token must be at least 16"),
         (["serve", "--node-timeout=0.1"], "--node-timeout must be between"),
         (["tenant", "create"], "the following arguments are required: id"),
+        (["serve", "--tenant-idle-seconds=0"], "--tenant-idle-seconds must be between 1 and 86400"),
+        (["serve", "--mode=gateway", "--control-plane-addrs=127.0.0.1:1", "--tenant-idle-seconds=5"],
+         "--tenant-idle-seconds does not apply to --mode=gateway"),
         (["tenant", "update", "x", "--storage-quota-mb=-5"], "must not be negative"),
     ],
 )

@@ -236,7 +236,7 @@ def test_many_tenants_cycle_through_a_small_node(pbfast_process: object, tmp_pat
     data_dir = tmp_path / "node"
     ports = (free_port(), free_port(), free_port())
     cp, gw = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
-    process = start(pbfast_process, data_dir, ports, ["--max-tenants=20"])
+    process = start(pbfast_process, data_dir, ports, ["--max-tenants=20", "--tenant-idle-seconds=2"])
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     tenant_ids = [f"t{i:03d}" for i in range(300)]
     with httpx.Client(headers=admin, timeout=30) as client:
@@ -263,3 +263,8 @@ def test_many_tenants_cycle_through_a_small_node(pbfast_process: object, tmp_pat
     assert litestream_dbs == 300  # every tenant was created, opened and closed again
     open_now = len([fd for fd in Path(f"/proc/{process.proc.pid}/fd").iterdir()])
     assert open_now < 300, f"{open_now} descriptors open: tenants are not being closed"
+    # Idle tenants close after --tenant-idle-seconds: the node ends with none open.
+    deadline = time.monotonic() + 10
+    while any(p.name.endswith("-wal") and p.stat().st_size > 0 for p in (data_dir / "tenants").glob("*/data.db-wal")):
+        assert time.monotonic() < deadline, "idle tenants were not closed (WAL not checkpointed)"
+        time.sleep(0.2)
