@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
+from bench_tools import needs_tools
 
 from cpcluster import ADMIN, CLUSTER, Start, start_cluster, wait_for_leader
 
@@ -56,7 +55,7 @@ def run_wrk(url: str, script: Path | None, connections: int, seconds: int) -> tu
     return rate, latency, int(non_2xx.group(1)) if non_2xx else 0
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian package, installed by .ci/run)")
+@needs_tools("wrk")
 def test_committed_updates_per_second(pbfast_process: Start, tmp_path: Path) -> None:
     """wrk (one core, C) drives PATCHes; a Python client would be the bottleneck on two cores."""
     members = start_cluster(pbfast_process, tmp_path, 3)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
+from bench_tools import needs_tools
 
 from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, start_node
 from helpers import free_port
@@ -99,8 +99,7 @@ def _nginx_binary() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None or _nginx_binary() is None,
-                    reason="needs wrk and nginx (Debian packages wrk, nginx-light)")
+@needs_tools("wrk", "nginx")
 def test_gateway_vs_direct_vs_nginx(pbfast_process: Start, tmp_path: Path) -> None:
     cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
     _, node_url = start_node(pbfast_process, "bench-node", [cp.url], tmp_path / "nodes")

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
+from bench_tools import needs_tools
 
 from helpers import free_port
 
@@ -37,7 +36,7 @@ def _serve(kind: str) -> tuple[subprocess.Popen[bytes], str]:
     raise AssertionError(f"{kind} server did not start")
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian package, installed by .ci/run)")
+@needs_tools("wrk")
 def test_rsgi_vs_asgi_health() -> None:
     from test_control_plane_bench import run_wrk  # noqa: PLC0415 - shares the wrk parser
 

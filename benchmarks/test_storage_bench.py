@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 
 import apsw
-import boto3
-from moto.server import ThreadedMotoServer
 
-from helpers import free_port
+from helpers import moto_s3_server
 from pbfast.pocketbase.schema import init_tenant_database
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.replication import ReplicaStore, Replicator
@@ -58,12 +56,11 @@ def test_cached_load_and_cold_open(tmp_path: Path) -> None:
 
 
 def test_restore_from_s3(tmp_path: Path) -> None:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="bench")
+    with moto_s3_server("bench") as endpoint:
+        _restore_from(endpoint, tmp_path)
+
+
+def _restore_from(endpoint: str, tmp_path: Path) -> None:
     previous = {k: os.environ.get(k) for k in S3_ENV}
     os.environ.update(S3_ENV)
     size_mb = 50 if FULL else 5
@@ -99,4 +96,3 @@ def test_restore_from_s3(tmp_path: Path) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        server.stop()

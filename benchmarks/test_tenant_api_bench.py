@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import apsw
 import httpx
-import pytest
+from bench_tools import needs_tools
 
 from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, start_node
 from helpers import free_port
@@ -64,8 +63,7 @@ def _lua_create(path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("pocketbase") is None,
-                    reason="needs wrk and the pocketbase binary (installed by .ci/run)")
+@needs_tools("wrk", "pocketbase")
 def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
     # Stock PocketBase.
     pb_dir = tmp_path / "stock" / "pb_data"

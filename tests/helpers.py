@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_s3_server(bucket: str, port: int | None = None) -> Iterator[str]:
+    """moto's S3 server (the real S3 protocol over HTTP) on loopback with ``bucket`` created; yields the
+    endpoint URL. Credentials: any, e.g. ``AWS_ACCESS_KEY_ID=testing``."""
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - only the S3 tests need moto
+
+    port = port or free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        import boto3  # noqa: PLC0415
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        server.stop()
 
 
 @dataclass

@@ -18,7 +18,7 @@ from moto.server import ThreadedMotoServer
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
 from pbharness import ADMIN_TOKEN, create_tenant  # noqa: E402
 
-from helpers import PbfastProcess, free_port  # noqa: E402
+from helpers import PbfastProcess, free_port, moto_s3_server  # noqa: E402
 
 OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
@@ -26,14 +26,8 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "A
 
 @pytest.fixture
 def moto_s3() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="pbfast-test")
-    yield endpoint
-    server.stop()
+    with moto_s3_server("pbfast-test") as endpoint:
+        yield endpoint
 
 
 def start(pbfast_process: object, data_dir: Path, ports: tuple[int, int, int], extra: list[str],
@@ -194,7 +188,7 @@ def test_s3_outage_keeps_requests_working_and_catches_up(pbfast_process: object,
     """S3 stops for ~6 s under writes: no request fails; once S3 is back Litestream ships the backlog, so
     losing the disk afterwards loses nothing."""
     port = free_port()
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port)  # stopped and restarted below: not the helper
     s3.start()
     endpoint = f"http://127.0.0.1:{port}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
@@ -218,7 +212,13 @@ def test_s3_outage_keeps_requests_working_and_catches_up(pbfast_process: object,
                 time.sleep(0.05)
         s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
         s3.start()
-        time.sleep(4)  # Litestream retries and ships the backlog
+        # Wait for the catch-up without guessing its duration: switch the tenant to durable mode; its
+        # next write is answered only once the replica has everything up to it, backlog included.
+        patched = httpx.patch(f"{cp}/api/cp/tenants/weather", json={"durability": "sync"},
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert patched.status_code == 200, patched.text
+        time.sleep(1.5)  # the node learns the new durability with its next heartbeat
+        acknowledged += write_notes_more(gw, "weather", token, 1)
         process.stop(signal.SIGKILL)
         shutil.rmtree(data_dir / "tenants")
         start(pbfast_process, data_dir, ports, extra, S3_ENV)

@@ -15,9 +15,9 @@ from pocketbase import PocketBase
 from pocketbase.errors import ClientResponseError
 
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
-from pbharness import ADMIN_TOKEN, copy_fixture, create_tenant, start_all_in_one, wait_http  # noqa: E402
+from pbharness import ADMIN_TOKEN, copy_fixture, create_tenant, start_all_in_one, stock_pocketbase_server  # noqa: E402
 
-from helpers import PbfastProcess, free_port  # noqa: E402
+from helpers import PbfastProcess  # noqa: E402
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -138,21 +138,14 @@ def test_import_from_and_export_to_stock_pocketbase(cluster: tuple[PbfastProcess
     out_dir = tmp_path / "exported" / "pb_data"
     exported = pbfast_cli("tenant", "export", "imported", str(out_dir), addr)
     assert exported.returncode == 0, exported.stderr
-    port = free_port()
-    stock = subprocess.Popen(["pocketbase", "serve", "--dir", str(out_dir), "--http", f"127.0.0.1:{port}",
-                              "--automigrate=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}")
-        stock_login = httpx.post(f"http://127.0.0.1:{port}/api/collections/_superusers/auth-with-password",
+    with stock_pocketbase_server(out_dir) as stock_url:
+        stock_login = httpx.post(f"{stock_url}/api/collections/_superusers/auth-with-password",
                                  json={"identity": "test@example.com", "password": "1234567890"})
         assert stock_login.status_code == 200
         # A token issued by pbfast for the same data verifies in stock PocketBase too.
-        listed = httpx.get(f"http://127.0.0.1:{port}/api/collections/demo2/records?filter=title='written by pbfast'",
+        listed = httpx.get(f"{stock_url}/api/collections/demo2/records?filter=title='written by pbfast'",
                            headers={"Authorization": token})
         assert listed.status_code == 200 and listed.json()["totalItems"] == 1
-    finally:
-        stock.terminate()
-        stock.wait(10)
 
 
 def test_new_tenant_database_opens_in_stock_pocketbase(cluster: tuple[PbfastProcess, str, str, Path],
@@ -172,18 +165,11 @@ def test_new_tenant_database_opens_in_stock_pocketbase(cluster: tuple[PbfastProc
     out_dir = tmp_path / "fresh-export" / "pb_data"
     assert pbfast_cli("tenant", "export", "fresh", str(out_dir),
                       f"--control-plane-addrs={cp.removeprefix('http://')}").returncode == 0
-    port = free_port()
-    stock = subprocess.Popen(["pocketbase", "serve", "--dir", str(out_dir), "--http", f"127.0.0.1:{port}",
-                              "--automigrate=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}")
-        stock_pb = PocketBase(f"http://127.0.0.1:{port}")
+    with stock_pocketbase_server(out_dir) as stock_url:
+        stock_pb = PocketBase(stock_url)
         stock_pb.collection("_superusers").auth_with_password("second@fresh.test", "another-pass-1")
         same = stock_pb.collection("notes").get_one(note.id)
         assert same.tags == ["a", "b"] and same.meta == {"k": 1} and same.body == "<p>hi</p>"
-    finally:
-        stock.terminate()
-        stock.wait(10)
 
 
 def test_deleting_a_tenant_removes_its_data(cluster: tuple[PbfastProcess, str, str, Path]) -> None:

@@ -3,33 +3,23 @@ copies of PocketBase's own test data dir (``../shared/fixtures/pocketbase-tests`
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import free_port, pbfast_process  # noqa: F401 - fixture re-export
-from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one, wait_http
+from helpers import pbfast_process  # noqa: F401 - fixture re-export
+from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one, stock_pocketbase_server
 
 
 @pytest.fixture
 def stock_pocketbase(tmp_path: Path) -> Iterator[Backend]:
     """``pocketbase serve`` 0.40.6 on a copy of the fixture."""
     data = copy_fixture(tmp_path / "stock")
-    port = free_port()
-    log = open(tmp_path / "pocketbase.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(["pocketbase", "serve", "--dir", str(data), "--http", f"127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    backend = Backend("pocketbase", f"http://127.0.0.1:{port}")
-    try:
-        wait_http(backend.url)
+    with stock_pocketbase_server(data, tmp_path / "pocketbase.log") as url:
+        backend = Backend("pocketbase", url)
         backend.login()
         yield backend
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,25 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"{url} did not become healthy")
+
+
+@contextlib.contextmanager
+def stock_pocketbase_server(data_dir: Path, log_path: Path | None = None) -> Iterator[str]:
+    """``pocketbase serve`` 0.40.6 on ``data_dir`` (a free loopback port, migrations off); yields its URL
+    once healthy and stops it afterwards."""
+    port = free_port()
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(["pocketbase", "serve", "--dir", str(data_dir), "--http", f"127.0.0.1:{port}",
+                             "--automigrate=false"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if log_path:
+            log.close()  # type: ignore[union-attr]
 
 
 @dataclass

