@@ -6,7 +6,8 @@ each method takes the internal lock (or lock-free snapshot) it needs and never c
 """
 
 from collections.abc import Iterable
-from typing import final
+from os import PathLike
+from typing import Any, final
 
 __version__: str
 
@@ -159,3 +160,49 @@ class CircuitBreakers:
     def states(self) -> dict[str, str]: ...
     def reset(self, node: str) -> None:
         """Forget a node's history (closed)."""
+
+@final
+class GatewayServer:
+    """The gateway's native data path: an HTTP/1.1 server on its own threads (tokio + hyper).
+
+    A request naming a tenant (``/t/{id}/...`` or Host ``{id}.<base domain>``) whose route in ``routes`` is
+    active on an ``http://`` node is forwarded there over a pooled keep-alive connection with the cluster
+    token and the route's epoch; the node's answer streams back (event streams without a read timeout).
+    ``breakers`` guard the nodes. Everything else goes unchanged, with the client's address in
+    ``x-pbfast-client``, to the HTTP server on the Unix socket ``fallback_socket`` (the gateway's Python
+    side). Invalid tenant ids, over-limit bodies and headers and node failures are answered here in
+    PocketBase's JSON error shape. Requests never take the GIL; ``routes`` and ``breakers`` are read live.
+    """
+
+    def __init__(
+        self,
+        routes: RoutingTable,
+        breakers: CircuitBreakers,
+        cluster_token: str,
+        fallback_socket: str | PathLike[str],
+        *,
+        latency_buckets: list[float],
+        max_body_bytes: int = 33554432,
+        max_header_bytes: int = 32768,
+        connect_timeout_seconds: float = 1.0,
+        read_timeout_seconds: float = 30.0,
+        client_idle_seconds: float = 60.0,
+        pool_idle_seconds: float = 15.0,
+        max_idle_per_node: int = 256,
+        move_wait_seconds: float = 5.0,
+        threads: int = 1,
+    ) -> None:
+        """Raises ValueError for a token that is not a header value, ``threads`` outside 1..256, a header
+        limit under 1024 or a non-positive timeout. ``latency_buckets``: the histogram's upper bounds."""
+    @property
+    def running(self) -> bool: ...
+    def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0: any free port) and serve; returns the port. Raises OSError when
+        the address cannot be bound, RuntimeError when already running."""
+    def stop(self, grace_seconds: float = 3.0) -> None:
+        """Stop accepting, give open connections up to ``grace_seconds``, close them; a no-op when not
+        running. Blocks until stopped (releases the GIL)."""
+    def stats(self) -> dict[str, Any]:
+        """Counters of the requests answered here (not those handed over): ``requests`` (1xx..5xx),
+        ``bounds`` and ``buckets`` (latency histogram until the answer's head, the last bucket +Inf),
+        ``latency_sum`` (seconds), ``upstream_errors`` and ``retries`` (by kind), ``handed_over``."""

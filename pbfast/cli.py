@@ -25,8 +25,10 @@ from pbfast.config import (
     DEFAULT_RAFT_BIND_ADDR,
     DEFAULT_S3_BUCKET,
     DEFAULT_TENANT_NODE_ADDR,
+    MAX_GATEWAY_THREADS,
     MIN_ADMIN_TOKEN_LENGTH,
     ConfigError,
+    GatewaySettings,
     Mode,
     ServeConfig,
     parse_address,
@@ -57,6 +59,12 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "base_domain": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "data_dir": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE, Mode.CONTROL_PLANE}),
     "node_id": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE, Mode.CONTROL_PLANE}),
+    "gateway_data_path": frozenset({Mode.GATEWAY}),
+    "gateway_threads": frozenset({Mode.GATEWAY}),
+    "gateway_max_body_bytes": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "gateway_connect_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "gateway_read_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "gateway_client_idle_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
 }
 
 _DEFAULT_HTTP_ADDR = {
@@ -108,6 +116,18 @@ def _build_parser() -> _Parser:
     serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
     serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
     serve.add_argument("--base-domain", help="resolve tenants from Host {id}.<base-domain> too")
+    serve.add_argument("--gateway-data-path", choices=("native", "python"),
+                       help="gateway: forward in the Rust extension (native, the default) or in Python")
+    serve.add_argument("--gateway-threads", type=int,
+                       help="gateway: worker threads of the native data path (default: usable CPUs, at most 8)")
+    serve.add_argument("--gateway-max-body-bytes", type=int, help="largest request body forwarded (default 32 MiB)")
+    serve.add_argument("--gateway-connect-timeout", type=float,
+                       help="seconds to connect to a tenant node (default 1)")
+    serve.add_argument("--gateway-read-timeout", type=float,
+                       help="seconds to wait for a tenant node's answer and each piece of it (default 30; "
+                            "event streams have none)")
+    serve.add_argument("--gateway-client-idle-timeout", type=float,
+                       help="seconds a client may stay silent mid-request or idle between requests (default 60)")
     serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
     serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
     add_operator_commands(commands)
@@ -192,6 +212,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     if not 1 <= idle <= 86400:
         raise ConfigError(f"--tenant-idle-seconds must be between 1 and 86400, got {idle:g}")
 
+    gateway = _gateway_settings(args)
     http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
     gateway_addr = None
     raft_bind_addr = None
@@ -230,7 +251,40 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         delete_retention=retention_hours * 3600,
         tenant_idle_seconds=idle,
         log_level=log_level,
+        gateway=gateway,
     )
+
+
+def _default_gateway_threads() -> int:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, 8))
+
+
+def _gateway_settings(args: argparse.Namespace) -> GatewaySettings:
+    defaults = GatewaySettings()
+    threads = _default_gateway_threads() if args.gateway_threads is None else args.gateway_threads
+    if not 1 <= threads <= MAX_GATEWAY_THREADS:
+        raise ConfigError(f"--gateway-threads must be between 1 and {MAX_GATEWAY_THREADS}, got {threads}")
+    body = defaults.max_body_bytes if args.gateway_max_body_bytes is None else args.gateway_max_body_bytes
+    if not 0 <= body <= 1 << 40:
+        raise ConfigError(f"--gateway-max-body-bytes must be between 0 and {1 << 40}, got {body}")
+    timeouts = {}
+    for flag, dest, default in (("--gateway-connect-timeout", "gateway_connect_timeout", defaults.connect_timeout),
+                                ("--gateway-read-timeout", "gateway_read_timeout", defaults.read_timeout),
+                                ("--gateway-client-idle-timeout", "gateway_client_idle_timeout",
+                                 defaults.client_idle_timeout)):
+        value = getattr(args, dest)
+        value = default if value is None else value
+        if not 0.01 <= value <= 86400:
+            raise ConfigError(f"{flag} must be between 0.01 and 86400 seconds, got {value:g}")
+        timeouts[dest] = value
+    return GatewaySettings(native=(args.gateway_data_path or "native") == "native", threads=threads,
+                           max_body_bytes=body, connect_timeout=timeouts["gateway_connect_timeout"],
+                           read_timeout=timeouts["gateway_read_timeout"],
+                           client_idle_timeout=timeouts["gateway_client_idle_timeout"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

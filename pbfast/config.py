@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Address", "ConfigError", "Mode", "ServeConfig", "parse_address", "parse_address_list"]
+__all__ = ["Address", "ConfigError", "GatewaySettings", "Mode", "ServeConfig", "parse_address", "parse_address_list"]
 
 DEFAULT_CONTROL_PLANE_ADDR = "127.0.0.1:8090"
 DEFAULT_GATEWAY_ADDR = "127.0.0.1:8080"
@@ -21,6 +21,24 @@ MIN_ADMIN_TOKEN_LENGTH = 16
 DEFAULT_NODE_TIMEOUT_SECONDS = 5.0
 DEFAULT_DELETE_RETENTION_HOURS = 168.0
 DEFAULT_TENANT_IDLE_SECONDS = 300.0
+MAX_GATEWAY_THREADS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """How the gateway forwards requests to remote tenant nodes.
+
+    ``native``: the data path runs in the Rust extension on ``threads`` worker threads (``gateway`` mode);
+    otherwise the Python proxy on the event loop does (always in ``all-in-one``, whose tenant node is
+    reached in-process). The limits apply to both.
+    """
+
+    native: bool = True
+    threads: int = 1
+    max_body_bytes: int = 32 << 20
+    connect_timeout: float = 1.0
+    read_timeout: float = 30.0
+    client_idle_timeout: float = 60.0
 
 
 class ConfigError(ValueError):
@@ -107,3 +125,4 @@ class ServeConfig:
     delete_retention: float
     tenant_idle_seconds: float
     log_level: int
+    gateway: GatewaySettings = GatewaySettings()

@@ -14,6 +14,7 @@ import signal
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -28,20 +29,23 @@ from pbfast.control_plane.raft import RaftMember
 from pbfast.control_plane.reconciler import Reconciler
 from pbfast.control_plane.routes import RouteFeed
 from pbfast.cp_client import ControlPlaneClient
-from pbfast.gateway.app import GatewayApp, LocalNode
+from pbfast.gateway.app import MOVE_WAIT_SECONDS, GatewayApp, LocalNode
 from pbfast.gateway.metrics import GatewayMetrics
+from pbfast.gateway.native import NativeFrontend
 from pbfast.gateway.proxy import NodeProxy, ProxyLimits
 from pbfast.gateway.routes import RouteWatcher
 from pbfast.logs import component_logger, configure_logging
-from pbfast.primitives import RoutingTable
+from pbfast.primitives import CircuitBreakers, RoutingTable
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.membership import NodeMembership
+from pbfast.tenant_node.metrics import WithNodeMetrics
 from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
 from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, load_or_create_token
 
 __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]
 
 SHUTDOWN_TIMEOUT_SECONDS = 4.0
+NATIVE_GRACE_SECONDS = 1.0
 GC_GEN0_THRESHOLD = 50_000
 IDLE_CHECK_SECONDS = 15.0
 EXIT_STARTUP_FAILED = 1
@@ -58,6 +62,7 @@ class Listener:
     component: str
     address: Address
     app: Any
+    uds: Path | None = None  # listen on this Unix socket instead of ``address``
 
 
 @dataclass(slots=True)
@@ -70,6 +75,7 @@ class Components:
     on_loop: list[Callable[[asyncio.AbstractEventLoop], None]] = field(default_factory=list)
     before_stop: list[Callable[[], None]] = field(default_factory=list)
     startups: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    native: list[NativeFrontend] = field(default_factory=list)  # started once the listeners serve
 
 
 def _token(config: ServeConfig, given: str | None, file_name: str, component: str, usage: str) -> str:
@@ -100,7 +106,7 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
     feed = RouteFeed(member.registry)
     member.registry.on_change = feed.notify_threadsafe
     node_client = NodeClient(cluster_token, dict(local_nodes))
-    api = ControlPlaneApi(member, feed, node_client)
+    api = ControlPlaneApi(member, feed, node_client, node_timeout=config.node_timeout)
     parts.listeners.append(Listener("ControlPlane", config.http_addr, ControlPlaneApp(api, admin_token, cluster_token)))
     reconciler = Reconciler(member, node_timeout=config.node_timeout, delete_retention=config.delete_retention,
                             on_placed=api.push_pending_superuser)
@@ -133,12 +139,31 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
 
 def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
              address: Address, local_nodes: dict[str, LocalNode] | None = None) -> None:
-    """The gateway: route watch, the HTTP proxy to remote nodes, and the in-process hop to ``local_nodes``."""
+    """The gateway: route watch, the proxy to remote nodes, and the in-process hop to ``local_nodes``.
+
+    With the native data path (``gateway`` mode, by default) the public listener is the Rust server and
+    the Python app listens on a private Unix socket for what the native side hands over."""
+    settings = config.gateway
     client = ControlPlaneClient(cp_addrs, cluster_token)
-    watcher = RouteWatcher(client, RoutingTable(config.base_domain))
+    routes = RoutingTable(config.base_domain)
+    watcher = RouteWatcher(client, routes)
     metrics = GatewayMetrics()
-    proxy = NodeProxy(cluster_token, ProxyLimits(), metrics)
-    parts.listeners.append(Listener("Gateway", address, GatewayApp(watcher, local_nodes, proxy, metrics)))
+    limits = ProxyLimits(max_body_bytes=settings.max_body_bytes, connect_timeout_seconds=settings.connect_timeout,
+                         read_timeout_seconds=settings.read_timeout,
+                         client_idle_seconds=settings.client_idle_timeout)
+    breakers = CircuitBreakers(limits.breaker_failures, limits.breaker_cooldown_seconds, 1)
+    proxy = NodeProxy(cluster_token, limits, metrics, breakers)
+    if settings.native and not local_nodes:
+        frontend = NativeFrontend(address, routes, breakers, cluster_token, limits, settings.threads,
+                                  MOVE_WAIT_SECONDS)
+        app = GatewayApp(watcher, None, proxy, metrics, metrics_token=cluster_token, trust_client_header=True,
+                         native_stats=frontend.stats)
+        parts.listeners.append(Listener("Gateway", address, app, uds=frontend.socket_path))
+        parts.native.append(frontend)
+        parts.closers.append(frontend.close)
+    else:
+        parts.listeners.append(Listener("Gateway", address, GatewayApp(watcher, local_nodes, proxy, metrics,
+                                                                       metrics_token=cluster_token)))
     parts.tasks.append(watcher.run)
     parts.closers += [client.aclose, proxy.aclose]
 
@@ -168,6 +193,9 @@ def build_components(config: ServeConfig) -> Components:
         local_address = f"local://{config.node_id}"
         node = _tenant_node(config, parts, cluster, own_cp, local_address)
         _control_plane(config, parts, admin, cluster, {local_address: node})
+        # The node has no listener of its own here: its /metrics is on the control plane's listener.
+        parts.listeners[-1].app = WithNodeMetrics(parts.listeners[-1].app, node)
+        node.metrics_tokens.append(admin)
         _gateway(config, parts, cluster, own_cp, config.gateway_addr, {local_address: node.serve_tenant})
     return parts
 
@@ -192,6 +220,7 @@ def _embedded_server(listener: Listener) -> EmbeddedServer:
         listener.app,
         address=listener.address.host,
         port=listener.address.port,
+        uds=listener.uds,
         interface=Interfaces.RSGI,
         http=HTTPModes.auto,
         websockets=False,
@@ -199,7 +228,10 @@ def _embedded_server(listener: Listener) -> EmbeddedServer:
         log_enabled=False,
     )
     component = component_logger(listener.component)
-    server.on_startup(lambda: component.info("listening on %s", listener.address.url))
+    if listener.uds is None:
+        server.on_startup(lambda: component.info("listening on %s", listener.address.url))
+    else:
+        server.on_startup(lambda: component.debug("handed-over requests on %s", listener.uds))
     return server
 
 
@@ -247,6 +279,7 @@ async def _run(config: ServeConfig) -> int:
     serving = [asyncio.create_task(server.serve(), name=listener.component)
                for server, listener in zip(servers, parts.listeners)]
     background = [asyncio.create_task(task(), name=task.__qualname__) for task in parts.tasks]
+    background += [asyncio.create_task(_start_native(frontend), name="Gateway") for frontend in parts.native]
     stop_wait = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait([*serving, *background, stop_wait], return_when=asyncio.FIRST_COMPLETED)
 
@@ -264,6 +297,8 @@ async def _run(config: ServeConfig) -> int:
         task.cancel()
     for prepare in parts.before_stop:
         prepare()
+    for frontend in parts.native:  # first, while the Python side still answers what it was handed
+        await frontend.stop(NATIVE_GRACE_SECONDS)
     for server in servers:
         server.stop()
     pending = [task for task in [*serving, *background] if not task.done()]
@@ -279,6 +314,16 @@ async def _run(config: ServeConfig) -> int:
         log.warning("closing took too long; stopped anyway")
     log.info("stopped")
     return exit_code
+
+
+async def _start_native(frontend: NativeFrontend) -> None:
+    """Start the native listener once the Python side serves, then keep the task alive until cancelled
+    (its ending early means the start failed)."""
+    try:
+        await frontend.start()
+    except (OSError, TimeoutError) as err:
+        raise StartupError(f"gateway: {err}") from err
+    await asyncio.Event().wait()
 
 
 def serve(config: ServeConfig) -> int:

@@ -198,7 +198,7 @@ def test_killed_node_fails_fast_then_recovers(cluster: Cluster) -> None:
     # The other node's tenants do not notice.
     beta = httpx.get(f"{cluster.gw}/t/beta/api/collections/secrets/records")
     assert beta.status_code == 200 and beta.json()["totalItems"] == 1
-    metrics = httpx.get(f"{cluster.gw}/metrics").text
+    metrics = httpx.get(f"{cluster.gw}/metrics", headers=CLUSTER).text
     assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}} 0' in metrics
     assert 'pbfast_gateway_upstream_errors_total{kind="connect"}' in metrics
 
@@ -207,7 +207,7 @@ def test_killed_node_fails_fast_then_recovers(cluster: Cluster) -> None:
     wait_until(lambda: httpx.get(f"{cluster.gw}/t/alpha/api/health").status_code == 200, timeout=10)
     listed = httpx.get(f"{cluster.gw}/t/alpha/api/collections/secrets/records")
     assert listed.status_code == 200 and [r["v"] for r in listed.json()["items"]] == ["alpha-only"]
-    assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}} 1' in httpx.get(f"{cluster.gw}/metrics").text
+    assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}} 1' in httpx.get(f"{cluster.gw}/metrics", headers=CLUSTER).text
 
 
 def test_planned_move_under_load_has_no_errors(cluster: Cluster) -> None:
@@ -238,7 +238,7 @@ def test_planned_move_under_load_has_no_errors(cluster: Cluster) -> None:
             thread.join(15)
     bad = [s for s in statuses if s not in (200, 401)]  # /api/collections needs a superuser: 401 is its answer
     assert len(statuses) > 50 and not bad, (len(statuses), bad[:10])
-    assert 'pbfast_gateway_move_waits_total{outcome="served"}' in httpx.get(f"{cluster.gw}/metrics").text
+    assert 'pbfast_gateway_move_waits_total{outcome="served"}' in httpx.get(f"{cluster.gw}/metrics", headers=CLUSTER).text
 
 
 def test_limits_answer_pocketbase_errors(cluster: Cluster) -> None:
@@ -440,7 +440,10 @@ def test_server_sent_events_stream_through(cluster: Cluster, fake_node: FakeNode
 
 
 def test_metrics(cluster: Cluster) -> None:
-    response = httpx.get(f"{cluster.gw}/metrics")
+    # The metrics name the nodes: only for the cluster's processes (Prometheus sends the token).
+    assert_pocketbase_error(httpx.get(f"{cluster.gw}/metrics"), 401)
+    assert_pocketbase_error(httpx.get(f"{cluster.gw}/metrics", headers={"Authorization": "Bearer wrong"}), 401)
+    response = httpx.get(f"{cluster.gw}/metrics", headers=CLUSTER)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
     counts = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and line[0] != "#"}

@@ -14,6 +14,7 @@ route changed meanwhile (for a move: waiting for the change, bounded the same wa
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +44,20 @@ _INACTIVE = {
 }
 
 Route = tuple[str, int, bool]
+CLIENT_HEADER = "x-pbfast-client"  # set by the native data path on requests it hands over
+
+
+class _ClientScope:
+    """A scope whose client address is the one the native data path saw (the socket's peer is itself)."""
+
+    __slots__ = ("_scope", "client")
+
+    def __init__(self, scope: Scope, client: str) -> None:
+        self._scope = scope
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._scope, name)
 
 
 class _StatusRecorder:
@@ -93,8 +108,17 @@ class GatewayApp:
 
     def __init__(self, watcher: RouteWatcher, local_nodes: dict[str, LocalNode] | None = None,
                  proxy: TenantProxy | None = None, metrics: GatewayMetrics | None = None,
-                 move_wait_seconds: float = MOVE_WAIT_SECONDS) -> None:
+                 move_wait_seconds: float = MOVE_WAIT_SECONDS, *, metrics_token: str | None = None,
+                 trust_client_header: bool = False,
+                 native_stats: Callable[[], dict[str, Any]] | None = None) -> None:
+        """``metrics_token``: ``/metrics`` then needs ``Authorization: Bearer <token>`` (it names nodes).
+        ``trust_client_header``: only for the listener the native data path hands requests to (a private
+        Unix socket): the client's address is taken from ``x-pbfast-client``. ``native_stats``: the native
+        data path's counters, added to ``/metrics``."""
         self.watcher = watcher
+        self.metrics_token = metrics_token
+        self.trust_client_header = trust_client_header
+        self.native_stats = native_stats
         self.routes = watcher.routes
         self.proxy = proxy
         self.metrics = metrics or GatewayMetrics()
@@ -107,6 +131,10 @@ class GatewayApp:
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
             return
+        if self.trust_client_header:
+            client = scope.headers.get(CLIENT_HEADER)
+            if client:
+                scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")  # type: ignore[assignment]
         started = time.perf_counter()
         status = await self._serve(scope, proto)
         self.metrics.observe(status, time.perf_counter() - started)
@@ -204,9 +232,16 @@ class GatewayApp:
                 return None
 
     async def _metrics(self, request: Request) -> None:
+        if self.metrics_token is not None:
+            scheme, _, given = (request.header("authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                     self.metrics_token.encode()):
+                send_error(request.proto, 401, "The metrics need 'Authorization: Bearer <cluster token>'.")
+                return
         states = {address: "closed" for address, _, _ in self.routes.snapshot().values()
                   if address.startswith(("http://", "https://"))}
         if self.proxy is not None:
             states.update(self.proxy.breaker_states())
-        body = self.metrics.render(states, self.routes.version, len(self.routes))
+        native = self.native_stats() if self.native_stats is not None else None
+        body = self.metrics.render(states, self.routes.version, len(self.routes), native)
         request.proto.response_bytes(200, METRICS_HEADERS, body)

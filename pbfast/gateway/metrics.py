@@ -9,7 +9,12 @@
   ``moved``),
 - ``pbfast_gateway_move_waits_total{outcome=...}``: requests held while their tenant was moving,
 - ``pbfast_gateway_breaker_state{node=...,state=...}``: 1 for each node's current breaker state,
-- ``pbfast_gateway_routing_table_version`` and ``pbfast_gateway_routing_table_tenants``.
+- ``pbfast_gateway_routing_table_version`` and ``pbfast_gateway_routing_table_tenants``,
+- ``pbfast_gateway_native_handed_over_total``: requests the native data path handed to the Python side
+  (counted once, by the side that answered them, in the figures above).
+
+With the native data path (``gateway`` mode) the figures are the sum of both sides: the native side times
+a request until its answer's head is sent on, the Python side until its whole answer is.
 
 Thread-safety: event loop only (plain counters, no locks).
 """
@@ -17,6 +22,7 @@ Thread-safety: event loop only (plain counters, no locks).
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 __all__ = ["LATENCY_BUCKETS", "GatewayMetrics"]
 
@@ -57,26 +63,40 @@ class GatewayMetrics:
     def move_wait(self, outcome: str) -> None:
         self.move_waits[outcome] = self.move_waits.get(outcome, 0) + 1
 
-    def render(self, breaker_states: dict[str, str], routes_version: int, tenants: int) -> bytes:
-        """The exposition text (``text/plain; version=0.0.4``)."""
+    def render(self, breaker_states: dict[str, str], routes_version: int, tenants: int,
+               native: dict[str, Any] | None = None) -> bytes:
+        """The exposition text (``text/plain; version=0.0.4``); ``native``: the native data path's
+        ``GatewayServer.stats()``, added to this side's counters."""
+        requests, buckets, latency_sum = list(self.requests), list(self.buckets), self.latency_sum
+        upstream_errors, retries = dict(self.upstream_errors), dict(self.retries)
+        if native is not None:
+            if tuple(native["bounds"]) != LATENCY_BUCKETS:
+                raise ValueError("the native data path's latency buckets differ from LATENCY_BUCKETS")
+            requests = [a + b for a, b in zip(requests, native["requests"])]
+            buckets = [a + b for a, b in zip(buckets, native["buckets"])]
+            latency_sum += native["latency_sum"]
+            for totals, extra in ((upstream_errors, native["upstream_errors"]), (retries, native["retries"])):
+                for key, count in extra.items():
+                    if count:
+                        totals[key] = totals.get(key, 0) + count
         out = ["# HELP pbfast_gateway_requests_total Requests answered by the gateway, by status class.",
                "# TYPE pbfast_gateway_requests_total counter"]
         out += [f'pbfast_gateway_requests_total{{class="{name}"}} {count}'
-                for name, count in zip(_CLASSES, self.requests)]
+                for name, count in zip(_CLASSES, requests)]
         out += ["# HELP pbfast_gateway_request_duration_seconds Time from a request's arrival until it was "
                 "answered.", "# TYPE pbfast_gateway_request_duration_seconds histogram"]
         cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS, self.buckets):
+        for bound, count in zip(LATENCY_BUCKETS, buckets):
             cumulative += count
             out.append(f'pbfast_gateway_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
-        cumulative += self.buckets[-1]
+        cumulative += buckets[-1]
         out += [f'pbfast_gateway_request_duration_seconds_bucket{{le="+Inf"}} {cumulative}',
-                f"pbfast_gateway_request_duration_seconds_sum {self.latency_sum:.6f}",
+                f"pbfast_gateway_request_duration_seconds_sum {latency_sum:.6f}",
                 f"pbfast_gateway_request_duration_seconds_count {cumulative}"]
         for metric, label, values, text in (
-                ("pbfast_gateway_upstream_errors_total", "kind", self.upstream_errors,
+                ("pbfast_gateway_upstream_errors_total", "kind", upstream_errors,
                  "Failures talking to tenant nodes, by kind."),
-                ("pbfast_gateway_retries_total", "reason", self.retries,
+                ("pbfast_gateway_retries_total", "reason", retries,
                  "Requests sent again on a newer route, by reason."),
                 ("pbfast_gateway_move_waits_total", "outcome", self.move_waits,
                  "Requests held while their tenant was moving, by outcome.")):
@@ -93,4 +113,8 @@ class GatewayMetrics:
                 "# HELP pbfast_gateway_routing_table_tenants Tenants in the gateway's routing table.",
                 "# TYPE pbfast_gateway_routing_table_tenants gauge",
                 f"pbfast_gateway_routing_table_tenants {tenants}"]
+        if native is not None:
+            out += ["# HELP pbfast_gateway_native_handed_over_total Requests the native data path handed to the "
+                    "gateway's Python side.", "# TYPE pbfast_gateway_native_handed_over_total counter",
+                    f"pbfast_gateway_native_handed_over_total {native['handed_over']}"]
         return ("\n".join(out) + "\n").encode()

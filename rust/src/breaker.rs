@@ -243,16 +243,19 @@ impl CircuitBreakers {
     fn __init__(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {}
 
     /// May a request go to ``node`` now? In half-open a True answer takes a probe slot.
-    fn allow(&self, node: &str) -> bool {
-        self.inner.lock().allow(node, Instant::now())
+    #[pyo3(name = "allow")]
+    fn py_allow(&self, node: &str) -> bool {
+        self.allow(node)
     }
 
-    fn record_success(&self, node: &str) {
-        self.inner.lock().record_success(node)
+    #[pyo3(name = "record_success")]
+    fn py_record_success(&self, node: &str) {
+        self.record_success(node)
     }
 
-    fn record_failure(&self, node: &str) {
-        self.inner.lock().record_failure(node, Instant::now())
+    #[pyo3(name = "record_failure")]
+    fn py_record_failure(&self, node: &str) {
+        self.record_failure(node)
     }
 
     /// ``"closed"``, ``"open"`` or ``"half-open"`` (unknown nodes are closed).
@@ -280,6 +283,25 @@ impl CircuitBreakers {
     /// Forget a node's history (closed).
     fn reset(&self, node: &str) {
         self.inner.lock().reset(node)
+    }
+}
+
+/// The native data path's view (no Python involved; same state as the Python methods).
+impl CircuitBreakers {
+    pub(crate) fn allow(&self, node: &str) -> bool {
+        self.inner.lock().allow(node, Instant::now())
+    }
+
+    pub(crate) fn record_success(&self, node: &str) {
+        self.inner.lock().record_success(node)
+    }
+
+    pub(crate) fn record_failure(&self, node: &str) {
+        self.inner.lock().record_failure(node, Instant::now())
+    }
+
+    pub(crate) fn retry_after_duration(&self, node: &str) -> Duration {
+        self.inner.lock().retry_after(node, Instant::now())
     }
 }
 

@@ -4,6 +4,7 @@
 //! frozen, thread-safe `#[pyclass]` wrapper. This file only registers them.
 
 pub mod breaker;
+pub mod gateway;
 pub mod quota;
 pub mod routing;
 pub mod tenant_cache;
@@ -21,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<quota::QuotaCounters>()?;
     m.add_class::<tenant_cache::TenantCache>()?;
     m.add_class::<breaker::CircuitBreakers>()?;
+    m.add_class::<gateway::GatewayServer>()?;
     // `add` keeps a module `__all__`, which the stub (`pbfast/_native.pyi`) does not declare.
     m.delattr("__all__")?;
     Ok(())

@@ -550,8 +550,9 @@ impl RoutingTable {
         self.core.version()
     }
 
+    /// The normalised base domain (empty: host routing off).
     #[getter]
-    fn base_domain(&self) -> &str {
+    pub(crate) fn base_domain(&self) -> &str {
         &self.base_domain
     }
 
@@ -643,6 +644,14 @@ impl RoutingTable {
         };
         drop(snap);
         Ok(Some(PyTuple::new(py, [tenant, forward, route])?))
+    }
+}
+
+/// The native data path's view (no Python involved).
+impl RoutingTable {
+    /// A tenant's route (cloned out of the current snapshot).
+    pub(crate) fn lookup(&self, tenant_id: &str) -> Option<Route> {
+        self.core.get(tenant_id)
     }
 }
 

@@ -1,0 +1,91 @@
+"""The gateway's public listener on the native data path (:class:`pbfast._native.GatewayServer`).
+
+The Rust server answers the hot path (a request for an active tenant on a remote ``http://`` node) on its
+own threads without the GIL. What it does not handle itself, it hands to the Python
+:class:`~pbfast.gateway.app.GatewayApp`, which listens on a Unix socket in a private directory (mode
+0700) and trusts the ``x-pbfast-client`` header there: the gateway's own routes, unknown and inactive
+tenants (waiting for the first routing table or for a move), ``https://`` nodes. Both share the routing
+table and the circuit breakers; ``/metrics`` adds the native counters to the Python ones.
+
+Thread-safety: :meth:`NativeFrontend.start` and :meth:`NativeFrontend.stop` are called from the event
+loop's thread (stop through an executor, since it blocks while connections drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pbfast._native import GatewayServer
+from pbfast.config import Address
+from pbfast.gateway.metrics import LATENCY_BUCKETS
+from pbfast.gateway.proxy import ProxyLimits
+from pbfast.logs import component_logger
+from pbfast.primitives import CircuitBreakers, RoutingTable
+
+__all__ = ["FALLBACK_READY_SECONDS", "NativeFrontend"]
+
+log = component_logger("Gateway")
+
+FALLBACK_READY_SECONDS = 10.0
+SOCKET_NAME = "python.sock"
+
+
+class NativeFrontend:
+    """Owns the native server and the private directory of the Python side's Unix socket."""
+
+    def __init__(self, address: Address, routes: RoutingTable, breakers: CircuitBreakers, cluster_token: str,
+                 limits: ProxyLimits, threads: int, move_wait_seconds: float) -> None:
+        self.address = address
+        self.threads = threads
+        # A short path (Unix socket paths are limited to ~107 bytes), private to this user.
+        self._dir = Path(tempfile.mkdtemp(prefix="pbfast-gw-"))
+        self.socket_path = self._dir / SOCKET_NAME
+        self.server = GatewayServer(
+            routes, breakers, cluster_token, self.socket_path,
+            latency_buckets=list(LATENCY_BUCKETS),
+            max_body_bytes=limits.max_body_bytes,
+            max_header_bytes=limits.max_header_bytes,
+            connect_timeout_seconds=limits.connect_timeout_seconds,
+            read_timeout_seconds=limits.read_timeout_seconds,
+            client_idle_seconds=limits.client_idle_seconds,
+            pool_idle_seconds=limits.pool_idle_seconds,
+            max_idle_per_node=limits.max_idle_per_node,
+            move_wait_seconds=move_wait_seconds,
+            threads=threads,
+        )
+
+    async def start(self) -> None:
+        """Wait until the Python side listens on its socket, then start the native listener.
+
+        Raises OSError when the address cannot be bound, TimeoutError when the Python side never came up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FALLBACK_READY_SECONDS
+        while True:
+            try:
+                _, writer = await asyncio.open_unix_connection(self.socket_path)
+            except OSError:
+                if loop.time() > deadline:
+                    raise TimeoutError(f"the gateway's Python side did not listen on {self.socket_path}") from None
+                await asyncio.sleep(0.01)
+                continue
+            writer.close()
+            break
+        self.server.start(self.address.host, self.address.port)
+        log.info("listening on %s (native data path, %d thread%s)", self.address.url, self.threads,
+                 "" if self.threads == 1 else "s")
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop accepting and drain open connections for at most ``grace_seconds`` (the event loop keeps
+        running meanwhile, so handed-over requests can finish)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.server.stop, grace_seconds)
+
+    def close(self) -> None:
+        """Remove the socket's directory (after both servers stopped)."""
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.stats()

@@ -1,0 +1,231 @@
+//! Body wrappers of the data path: one boxed body type, an idle timeout and a size limit.
+//!
+//! The errors they yield ([`BodyError`]) travel inside hyper's errors; [`body_error`] finds them again
+//! so that the request handler can answer 408/413/504 rather than a generic 502.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The one body type of the data path (requests to nodes, answers to clients).
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why a body stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// The client sent nothing for the client idle time.
+    ClientIdle,
+    /// The node sent nothing for the read timeout.
+    UpstreamIdle,
+    /// The client's body went over the size limit.
+    TooLarge,
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BodyError::ClientIdle => "timed out waiting for the client's request body",
+            BodyError::UpstreamIdle => "timed out waiting for the node's response body",
+            BodyError::TooLarge => "the request body is over the size limit",
+        })
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// The [`BodyError`] somewhere in `err`'s source chain.
+pub fn body_error(err: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<BodyError>() {
+            return Some(*found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn full(data: Bytes) -> ProxyBody {
+    Full::new(data).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// `inner` with an idle timeout: it fails with `on_idle` when no frame arrived for `idle`.
+///
+/// The timer is armed lazily (only once the inner body is pending) and re-armed only when it fires
+/// early, so a body that is ready at once costs no timer at all.
+pub struct Idle<B> {
+    inner: B,
+    idle: Duration,
+    on_idle: BodyError,
+    last_progress: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> Idle<B> {
+    pub fn new(inner: B, idle: Duration, on_idle: BodyError) -> Self {
+        Idle { inner, idle, on_idle, last_progress: Instant::now(), timer: None }
+    }
+}
+
+impl<B> Body for Idle<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.last_progress = Instant::now();
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => loop {
+                let deadline = this.last_progress + this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) if Instant::now() >= this.last_progress + this.idle => {
+                        return Poll::Ready(Some(Err(Box::new(this.on_idle))));
+                    }
+                    Poll::Ready(()) => continue, // progress was made since it was armed
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `inner`, failing with [`BodyError::TooLarge`] once more than `limit` bytes went through.
+pub struct Limited<B> {
+    inner: B,
+    remaining: u64,
+}
+
+impl<B> Limited<B> {
+    pub fn new(inner: B, limit: u64) -> Self {
+        Limited { inner, remaining: limit }
+    }
+}
+
+impl<B> Body for Limited<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        this.remaining = 0;
+                        return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge))));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that never yields a frame.
+    struct Stalled;
+
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Pending
+        }
+    }
+
+    #[derive(Debug)]
+    struct Outer(BodyError);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "outer")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn finds_body_errors_in_a_chain() {
+        assert_eq!(body_error(&Outer(BodyError::TooLarge)), Some(BodyError::TooLarge));
+        assert_eq!(body_error(&std::io::Error::other("x")), None);
+    }
+
+    #[tokio::test]
+    async fn limited_fails_past_the_limit() {
+        let ok = Limited::new(full(Bytes::from_static(b"12345")), 5).collect().await;
+        assert_eq!(ok.unwrap().to_bytes(), Bytes::from_static(b"12345"));
+        let err = Limited::new(full(Bytes::from_static(b"123456")), 5).collect().await.err().unwrap();
+        assert_eq!(body_error(&*err), Some(BodyError::TooLarge));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_times_out_only_without_progress() {
+        let err = Idle::new(Stalled, Duration::from_secs(2), BodyError::UpstreamIdle).collect().await.err().unwrap();
+        assert_eq!(body_error(&*err), Some(BodyError::UpstreamIdle));
+        let ready = Idle::new(full(Bytes::from_static(b"x")), Duration::from_millis(1), BodyError::ClientIdle);
+        assert_eq!(ready.collect().await.unwrap().to_bytes(), Bytes::from_static(b"x"));
+    }
+}

@@ -1,0 +1,533 @@
+//! One request through the native data path.
+//!
+//! The fast path: the request names a tenant whose route is active on an `http://` node, so it is
+//! forwarded there over a pooled keep-alive connection with the cluster token and the route's epoch,
+//! and the node's answer streams back. Everything else is handed to the gateway's Python side over its
+//! Unix socket, unchanged but for the client's address (`x-pbfast-client`): the gateway's own routes,
+//! unknown tenants (and the wait for the first routing table), inactive tenants (a move is waited for
+//! there), in-process and `https://` nodes.
+//!
+//! Failures: a connect failure or timeout counts against the node's circuit breaker; while it is open
+//! the answer is 503 with `Retry-After`. When nothing reached the client and the body can be sent again
+//! (it was read whole: up to [`SMALL_BODY_BYTES`] with a `Content-Length`), the request gets one second
+//! chance: after a connect failure or an open breaker if the tenant's route changed meanwhile, after
+//! the node's "tenant has moved" answer once the table has caught up (waited for at most the move wait).
+//! If the route became inactive (a move in progress, say) the request goes to the Python side, which
+//! waits for the move. Every error answer is PocketBase's `{"status","message","data"}`.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use pyo3::Py;
+use tokio::time::Instant;
+
+use super::body::{self, body_error, BodyError, Idle, Limited, ProxyBody};
+use super::headers;
+use super::stats::{Retry, Stats, Upstream};
+use super::unix::UnixConnector;
+use crate::breaker::CircuitBreakers;
+use crate::routing::{parse_target, ForwardPath, Route, RoutingTable};
+
+/// Request bodies up to this size with a `Content-Length` are read whole (and can be sent again).
+pub const SMALL_BODY_BYTES: u64 = 64 << 10;
+/// How often a request waiting for the routing table to change looks at it again.
+const ROUTE_POLL: Duration = Duration::from_millis(5);
+
+/// Limits of the data path (see `GatewayServer` in the stub for their meaning).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub max_header_bytes: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub client_idle: Duration,
+    pub move_wait: Duration,
+}
+
+/// Everything a request needs; shared by all connections. Thread-safe: the routing table and the
+/// breakers are lock-free / internally locked, the clients are `Sync`, the counters atomic.
+pub struct DataPath {
+    pub routes: Py<RoutingTable>,
+    pub breakers: Py<CircuitBreakers>,
+    pub token: HeaderValue,
+    pub limits: Limits,
+    pub stats: Stats,
+    nodes: Client<HttpConnector, ProxyBody>,
+    fallback: Client<UnixConnector, ProxyBody>,
+}
+
+/// The request body as the data path holds it.
+enum RequestBody {
+    /// Read whole (possibly empty): can be sent any number of times.
+    Whole(Bytes),
+    /// Still with the client: can be sent once.
+    Streamed(Option<ProxyBody>),
+}
+
+impl RequestBody {
+    fn replayable(&self) -> bool {
+        matches!(self, RequestBody::Whole(_))
+    }
+
+    /// The body for one attempt (a streamed body only once: later attempts get an empty one).
+    fn take(&mut self) -> ProxyBody {
+        match self {
+            RequestBody::Whole(data) if data.is_empty() => body::empty(),
+            RequestBody::Whole(data) => body::full(data.clone()),
+            RequestBody::Streamed(stream) => stream.take().unwrap_or_else(body::empty),
+        }
+    }
+}
+
+/// What became of a tenant's route since a request looked at it.
+enum Change {
+    /// The same route (still active).
+    Same,
+    /// Active on another node or with another epoch: try there.
+    Active(Route),
+    /// Gone, inactive, or on a node this path cannot reach: the Python side decides.
+    Elsewhere,
+}
+
+/// How a request was answered: here (counted in [`Stats`]) or by the Python side (counted there).
+enum Answer {
+    Native(Response<ProxyBody>),
+    HandedOver(Response<ProxyBody>),
+}
+
+impl DataPath {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        routes: Py<RoutingTable>,
+        breakers: Py<CircuitBreakers>,
+        token: HeaderValue,
+        limits: Limits,
+        stats: Stats,
+        fallback_socket: std::path::PathBuf,
+        pool_idle: Duration,
+        max_idle_per_node: usize,
+    ) -> Self {
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let nodes = Client::builder(executor.clone())
+            .pool_idle_timeout(pool_idle)
+            .pool_max_idle_per_host(max_idle_per_node)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .http1_preserve_header_case(false)
+            .build(connector);
+        let fallback = Client::builder(executor)
+            .pool_idle_timeout(pool_idle)
+            .pool_max_idle_per_host(max_idle_per_node)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(UnixConnector::new(fallback_socket));
+        DataPath { routes, breakers, token, limits, stats, nodes, fallback }
+    }
+
+    /// Answer one client request (never fails: errors are PocketBase JSON answers).
+    pub async fn handle(self: Arc<Self>, client: IpAddr, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+        let started = Instant::now();
+        Ok(match self.serve(client, req).await {
+            Answer::Native(response) => {
+                self.stats.observe(response.status().as_u16(), started.elapsed());
+                response
+            }
+            Answer::HandedOver(response) => response,
+        })
+    }
+
+    fn lookup(&self, tenant: &str) -> Option<Route> {
+        self.routes.get().lookup(tenant)
+    }
+
+    /// A route this path forwards to itself (else the Python side handles the request).
+    fn is_direct(route: &Route) -> bool {
+        route.active && route.address.starts_with("http://")
+    }
+
+    async fn serve(&self, client: IpAddr, req: Request<Incoming>) -> Answer {
+        let (parts, incoming) = req.into_parts();
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let path = parts.uri.path();
+        let table = self.routes.get();
+        let target = match parse_target(path, host.as_ref().and_then(|h| h.to_str().ok()), table.base_domain()) {
+            Err(_) => {
+                return Answer::Native(error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid tenant id: it must be a DNS label (a-z, 0-9, '-', at most 63).",
+                    None,
+                ))
+            }
+            Ok(None) => return self.hand_over(client, parts, stream_body(incoming, &self.limits)).await,
+            Ok(Some(target)) => target,
+        };
+        let tenant: Box<str> = target.tenant.as_ref().into();
+        let forward: &str = match target.forward {
+            ForwardPath::Unchanged => path,
+            ForwardPath::Slice(rest) => rest,
+        };
+        let mut path_and_query = String::with_capacity(3 + tenant.len() + forward.len() + 1 + parts.uri.query().map_or(0, str::len));
+        path_and_query.push_str("/t/");
+        path_and_query.push_str(&tenant);
+        path_and_query.push_str(forward);
+        if let Some(query) = parts.uri.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        let Ok(path_and_query) = PathAndQuery::try_from(path_and_query) else {
+            return Answer::Native(error(StatusCode::BAD_REQUEST, "Invalid request path.", None));
+        };
+        let route = match self.lookup(&tenant) {
+            Some(route) if Self::is_direct(&route) => route,
+            _ => return self.hand_over(client, parts, stream_body(incoming, &self.limits)).await,
+        };
+
+        if headers::header_bytes(&parts.headers) > self.limits.max_header_bytes {
+            return Answer::Native(error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request header fields too large.", None));
+        }
+        let mut body = match self.read_body(&parts.headers, incoming).await {
+            Ok(body) => body,
+            Err(answer) => return Answer::Native(answer),
+        };
+        self.forward(client, parts, host, &tenant, path_and_query, route, &mut body).await
+    }
+
+    /// The request body: small ones with a `Content-Length` read whole, others left streaming.
+    async fn read_body(&self, headers: &HeaderMap, incoming: Incoming) -> Result<RequestBody, Response<ProxyBody>> {
+        let limit = self.limits.max_body_bytes;
+        let declared = match headers.get(header::CONTENT_LENGTH) {
+            None => None,
+            Some(value) => match value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+                Some(length) => Some(length),
+                None => return Err(error(StatusCode::BAD_REQUEST, "Invalid Content-Length header.", None)),
+            },
+        };
+        match declared {
+            Some(length) if length > limit => Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("The request body is larger than {limit} bytes."),
+                None,
+            )),
+            Some(0) => Ok(RequestBody::Whole(Bytes::new())),
+            Some(length) if length <= SMALL_BODY_BYTES => {
+                match tokio::time::timeout(self.limits.client_idle, incoming.collect()).await {
+                    Ok(Ok(collected)) => {
+                        let data = collected.to_bytes();
+                        if data.len() as u64 != length {
+                            return Err(error(StatusCode::BAD_REQUEST, "The request body does not match its Content-Length.", None));
+                        }
+                        Ok(RequestBody::Whole(data))
+                    }
+                    Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "The request body could not be read.", None)),
+                    Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "Timed out reading the request body.", None)),
+                }
+            }
+            _ if declared.is_none() && incoming.is_end_stream() => Ok(RequestBody::Whole(Bytes::new())),
+            _ => Ok(RequestBody::Streamed(Some(stream_body(incoming, &self.limits)))),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        client: IpAddr,
+        parts: Parts,
+        host: Option<HeaderValue>,
+        tenant: &str,
+        path_and_query: PathAndQuery,
+        mut route: Route,
+        body: &mut RequestBody,
+    ) -> Answer {
+        let mut rerouted = false;
+        loop {
+            let address: &str = &route.address;
+            let breakers = self.breakers.get();
+            if !breakers.allow(address) {
+                self.stats.upstream_error(Upstream::BreakerOpen);
+                if !rerouted && body.replayable() {
+                    match self.changed(tenant, &route) {
+                        Change::Active(new) => {
+                            rerouted = true;
+                            self.stats.retry(Retry::Unreachable);
+                            route = new;
+                            continue;
+                        }
+                        Change::Elsewhere => return self.hand_over_again(client, parts, body).await,
+                        Change::Same => {}
+                    }
+                }
+                let wait = breakers.retry_after_duration(address).as_secs_f64().ceil().max(1.0) as u64;
+                return Answer::Native(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The tenant's node is unavailable; retry shortly.",
+                    Some(wait),
+                ));
+            }
+            let uri = match node_uri(address, &path_and_query) {
+                Some(uri) => uri,
+                None => {
+                    breakers.record_success(address); // gives a half-open probe slot back
+                    return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node address is invalid.", None));
+                }
+            };
+            let mut request = Request::new(body.take());
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = uri;
+            *request.version_mut() = Version::HTTP_11;
+            *request.headers_mut() = headers::to_node(&parts.headers, client, host.as_ref(), &self.token, route.epoch);
+
+            let outcome = tokio::time::timeout(self.limits.read_timeout, self.nodes.request(request)).await;
+            let failure = match outcome {
+                Ok(Ok(response)) => {
+                    breakers.record_success(address);
+                    match self.answer(response).await {
+                        Ok(answer) => return Answer::Native(answer),
+                        Err(()) => None, // the node says the tenant moved
+                    }
+                }
+                Ok(Err(err)) => {
+                    if let Some(kind) = body_error(&err) {
+                        breakers.record_success(address);
+                        return Answer::Native(client_body_error(kind, self.limits.max_body_bytes));
+                    }
+                    if err.is_connect() {
+                        breakers.record_failure(address);
+                        let timed_out = is_timeout(&err);
+                        self.stats.upstream_error(if timed_out { Upstream::ConnectTimeout } else { Upstream::Connect });
+                        Some(if timed_out {
+                            (StatusCode::GATEWAY_TIMEOUT, "The tenant's node did not accept a connection in time.")
+                        } else {
+                            (StatusCode::BAD_GATEWAY, "The tenant's node is unreachable.")
+                        })
+                    } else {
+                        breakers.record_success(address); // reached, then broke: not a connect failure
+                        self.stats.upstream_error(Upstream::Reset);
+                        return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
+                    }
+                }
+                Err(_elapsed) => {
+                    breakers.record_failure(address);
+                    self.stats.upstream_error(Upstream::Timeout);
+                    return Answer::Native(error(StatusCode::GATEWAY_TIMEOUT, "The tenant's node did not answer in time.", Some(1)));
+                }
+            };
+            // Nothing of this attempt reached the client: a second chance where the route allows one.
+            let moved = failure.is_none();
+            if !rerouted && body.replayable() {
+                let change = if moved { self.wait_for_change(tenant, &route).await } else { self.changed(tenant, &route) };
+                match change {
+                    Change::Active(new) => {
+                        rerouted = true;
+                        self.stats.retry(if moved { Retry::Moved } else { Retry::Unreachable });
+                        route = new;
+                        continue;
+                    }
+                    Change::Elsewhere => return self.hand_over_again(client, parts, body).await,
+                    Change::Same => {}
+                }
+            }
+            let (status, message) = failure.unwrap_or((StatusCode::SERVICE_UNAVAILABLE, "The tenant has moved; retry."));
+            return Answer::Native(error(status, message, Some(1)));
+        }
+    }
+
+    /// The node's answer for the client; `Err(())` when it is the node's "tenant has moved" 503.
+    async fn answer(&self, response: Response<Incoming>) -> Result<Response<ProxyBody>, ()> {
+        let (mut parts, incoming) = response.into_parts();
+        if parts.status == StatusCode::SERVICE_UNAVAILABLE {
+            if parts.headers.contains_key(headers::MOVED) {
+                return Err(());
+            }
+            let small = incoming.size_hint().upper().is_some_and(|n| n <= SMALL_BODY_BYTES);
+            if small {
+                // Nodes that do not set the header say so in the message.
+                let data = match tokio::time::timeout(self.limits.read_timeout, incoming.collect()).await {
+                    Ok(Ok(collected)) => collected.to_bytes(),
+                    _ => Bytes::new(),
+                };
+                if data.windows(9).any(|w| w == b"has moved") {
+                    return Err(());
+                }
+                headers::strip_response(&mut parts.headers);
+                return Ok(Response::from_parts(parts, body::full(data)));
+            }
+        }
+        headers::strip_response(&mut parts.headers);
+        let streaming = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        let body = if streaming || incoming.is_end_stream() {
+            incoming.map_err(Into::into).boxed_unsync()
+        } else {
+            Idle::new(incoming, self.limits.read_timeout, BodyError::UpstreamIdle).boxed_unsync()
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// The tenant's route now, compared with `before`.
+    fn changed(&self, tenant: &str, before: &Route) -> Change {
+        match self.lookup(tenant) {
+            Some(now) if Self::is_direct(&now) => {
+                if now.address == before.address && now.epoch == before.epoch {
+                    Change::Same
+                } else {
+                    Change::Active(now)
+                }
+            }
+            _ => Change::Elsewhere,
+        }
+    }
+
+    /// Wait (at most the move wait) until the tenant's route differs from `before`.
+    async fn wait_for_change(&self, tenant: &str, before: &Route) -> Change {
+        let deadline = Instant::now() + self.limits.move_wait;
+        loop {
+            match self.changed(tenant, before) {
+                Change::Same if Instant::now() < deadline => tokio::time::sleep(ROUTE_POLL).await,
+                change => return change,
+            }
+        }
+    }
+
+    /// After a failed attempt: the Python side takes over with the body read whole.
+    async fn hand_over_again(&self, client: IpAddr, parts: Parts, body: &mut RequestBody) -> Answer {
+        let again = body.take();
+        self.hand_over(client, parts, again).await
+    }
+
+    /// Send the request to the gateway's Python side and pass its answer on.
+    async fn hand_over(&self, client: IpAddr, parts: Parts, body: ProxyBody) -> Answer {
+        self.stats.handed_over();
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority("gateway.internal")
+            .path_and_query(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()))
+            .build();
+        let Ok(uri) = uri else {
+            return Answer::Native(error(StatusCode::BAD_REQUEST, "Invalid request path.", None));
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers::to_fallback(&parts.headers, client);
+        match self.fallback.request(request).await {
+            Ok(response) => {
+                let (mut parts, incoming) = response.into_parts();
+                headers::strip_response(&mut parts.headers);
+                Answer::HandedOver(Response::from_parts(parts, incoming.map_err(Into::into).boxed_unsync()))
+            }
+            Err(err) => {
+                if let Some(kind) = body_error(&err) {
+                    return Answer::Native(client_body_error(kind, self.limits.max_body_bytes));
+                }
+                Answer::Native(error(StatusCode::SERVICE_UNAVAILABLE, "The gateway is not ready; retry shortly.", Some(1)))
+            }
+        }
+    }
+}
+
+/// A client body the data path streams on: bounded in size and in idle time.
+fn stream_body(incoming: Incoming, limits: &Limits) -> ProxyBody {
+    if incoming.is_end_stream() {
+        return body::empty();
+    }
+    Limited::new(Idle::new(incoming, limits.client_idle, BodyError::ClientIdle), limits.max_body_bytes).boxed_unsync()
+}
+
+fn client_body_error(kind: BodyError, limit: u64) -> Response<ProxyBody> {
+    match kind {
+        BodyError::TooLarge => error(StatusCode::PAYLOAD_TOO_LARGE, &format!("The request body is larger than {limit} bytes."), None),
+        BodyError::ClientIdle => error(StatusCode::REQUEST_TIMEOUT, "Timed out reading the request body.", None),
+        BodyError::UpstreamIdle => error(StatusCode::GATEWAY_TIMEOUT, "The tenant's node did not answer in time.", Some(1)),
+    }
+}
+
+/// `http://host:port` + path → the node's URI.
+fn node_uri(address: &str, path_and_query: &PathAndQuery) -> Option<Uri> {
+    let rest = address.strip_prefix("http://")?;
+    let authority = Authority::try_from(rest.trim_end_matches('/')).ok()?;
+    Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path_and_query.clone()).build().ok()
+}
+
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if e.to_string().contains("timed out") {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// PocketBase's error answer `{"status","message","data":{}}`, with `Retry-After` when given.
+pub fn error(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response<ProxyBody> {
+    let mut text = String::with_capacity(message.len() + 48);
+    text.push_str("{\"status\":");
+    text.push_str(status.as_str());
+    text.push_str(",\"message\":\"");
+    for c in message.chars() {
+        match c {
+            '"' => text.push_str("\\\""),
+            '\\' => text.push_str("\\\\"),
+            c if (c as u32) < 0x20 => text.push_str(&format!("\\u{:04x}", c as u32)),
+            c => text.push(c),
+        }
+    }
+    text.push_str("\",\"data\":{}}");
+    let mut response = Response::new(body::full(Bytes::from(text)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(seconds) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_answers_are_pocketbase_json() {
+        let response = error(StatusCode::SERVICE_UNAVAILABLE, "a \"quoted\"\n word", Some(3));
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "3");
+        assert_eq!(response.headers()["content-type"], "application/json");
+    }
+
+    #[test]
+    fn node_uris() {
+        let pq = PathAndQuery::from_static("/t/acme/api/health?x=1");
+        assert_eq!(node_uri("http://127.0.0.1:8090", &pq).unwrap().to_string(), "http://127.0.0.1:8090/t/acme/api/health?x=1");
+        assert_eq!(node_uri("http://node-a:80/", &pq).unwrap().to_string(), "http://node-a:80/t/acme/api/health?x=1");
+        assert!(node_uri("https://x", &pq).is_none());
+        assert!(node_uri("http://bad host", &pq).is_none());
+    }
+}

@@ -1,0 +1,217 @@
+//! Header rewriting of the data path: what a node receives and what a client gets back.
+//!
+//! To a node: hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`, `Proxy-*`, `TE`,
+//! `Trailer`, `Transfer-Encoding`, `Upgrade`), `Expect`, `Content-Length` (hyper frames the body) and
+//! every client-sent `x-pbfast-*` header are dropped, so a client can never forge the cluster token, the
+//! epoch or the gateway's internal headers; `X-Forwarded-For` gets the client's address appended and
+//! `X-Forwarded-Proto`/`-Host` are set. To a client: hop-by-hop headers are dropped.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub const CLUSTER_TOKEN: HeaderName = HeaderName::from_static("x-pbfast-cluster-token");
+pub const EPOCH: HeaderName = HeaderName::from_static("x-pbfast-epoch");
+/// Set by a node on its "the tenant has moved" answer (stale epoch).
+pub const MOVED: HeaderName = HeaderName::from_static("x-pbfast-moved");
+/// The client's address, on requests handed to the gateway's Python side.
+pub const CLIENT: HeaderName = HeaderName::from_static("x-pbfast-client");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const TRAILERS: HeaderName = HeaderName::from_static("trailers");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// A hop-by-hop header (never forwarded in either direction).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == TRAILERS
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == HTTP2_SETTINGS
+        || name.as_str().starts_with("proxy-")
+}
+
+/// The lower-cased tokens of the `Connection` headers (the extra headers they declare hop-by-hop).
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        if let Ok(text) = value.to_str() {
+            tokens.extend(
+                text.split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive"),
+            );
+        }
+    }
+    tokens
+}
+
+/// Sum of `name: value\r\n` sizes, the measure of the header size limit.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
+}
+
+/// The headers a node receives for a client request with `headers` from `client`, for route `epoch`.
+pub fn to_node(
+    headers: &HeaderMap,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+    token: &HeaderValue,
+    epoch: u64,
+) -> HeaderMap {
+    let listed = if headers.contains_key(header::CONNECTION) { connection_tokens(headers) } else { Vec::new() };
+    let mut out = HeaderMap::with_capacity(headers.keys_len() + 6);
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    for (name, value) in headers {
+        if name == FORWARDED_FOR {
+            let chain = forwarded_for.get_or_insert_with(Vec::new);
+            if !chain.is_empty() {
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(value.as_bytes());
+            continue;
+        }
+        if is_hop_by_hop(name)
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
+            || name == header::HOST
+            || name == FORWARDED_PROTO
+            || name == FORWARDED_HOST
+            || name.as_str().starts_with("x-pbfast-")
+            || (!listed.is_empty() && listed.iter().any(|t| t == name.as_str()))
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    let mut chain = forwarded_for.unwrap_or_default();
+    if !chain.is_empty() {
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(client.to_string().as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&chain) {
+        out.insert(FORWARDED_FOR, value);
+    }
+    out.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = host {
+        out.insert(header::HOST, host.clone());
+        out.insert(FORWARDED_HOST, host.clone());
+    }
+    out.insert(CLUSTER_TOKEN, token.clone());
+    out.insert(EPOCH, HeaderValue::from(epoch));
+    out
+}
+
+/// The headers of a request handed to the gateway's Python side: the client's, minus hop-by-hop and
+/// `x-pbfast-*` headers, plus the client's address.
+pub fn to_fallback(headers: &HeaderMap, client: IpAddr) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.keys_len() + 1);
+    for (name, value) in headers {
+        if name.as_str().starts_with("x-pbfast-") || (is_hop_by_hop(name) && name != header::TRANSFER_ENCODING) {
+            continue;
+        }
+        if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
+            continue; // hyper frames the body it sends
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+        out.insert(CLIENT, value);
+    }
+    out
+}
+
+/// Drop hop-by-hop headers from a node's answer (in place).
+pub fn strip_response(headers: &mut HeaderMap) {
+    let listed = if headers.contains_key(header::CONNECTION) { connection_tokens(headers) } else { Vec::new() };
+    let drop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) || listed.iter().any(|t| t == name.as_str()))
+        .cloned()
+        .collect();
+    for name in drop {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn node_headers_drop_hop_by_hop_and_forgeries() {
+        let incoming = map(&[
+            ("host", "acme.example"),
+            ("x-pbfast-cluster-token", "forged"),
+            ("x-pbfast-epoch", "999"),
+            ("x-pbfast-tenant", "beta"),
+            ("x-forwarded-for", "10.1.2.3"),
+            ("x-forwarded-for", "10.4.5.6"),
+            ("x-forwarded-proto", "https"),
+            ("keep-alive", "timeout=9"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic eA=="),
+            ("connection", "close, X-Drop-Me"),
+            ("x-drop-me", "1"),
+            ("expect", "100-continue"),
+            ("content-length", "12"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-custom", "kept"),
+        ]);
+        let token = HeaderValue::from_static("secret");
+        let out = to_node(&incoming, "127.0.0.1".parse().unwrap(), incoming.get("host"), &token, 7);
+        assert_eq!(out["x-pbfast-cluster-token"], "secret");
+        assert_eq!(out["x-pbfast-epoch"], "7");
+        assert!(out.get("x-pbfast-tenant").is_none());
+        assert_eq!(out["x-forwarded-for"], "10.1.2.3, 10.4.5.6, 127.0.0.1");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-forwarded-host"], "acme.example");
+        assert_eq!(out["host"], "acme.example");
+        let cookies: Vec<_> = out.get_all("cookie").iter().collect();
+        assert_eq!(cookies, vec!["a=1", "b=2"]);
+        assert_eq!(out["x-custom"], "kept");
+        for gone in ["keep-alive", "te", "proxy-authorization", "x-drop-me", "connection", "expect", "content-length"] {
+            assert!(out.get(gone).is_none(), "{gone}");
+        }
+    }
+
+    #[test]
+    fn fallback_headers_carry_the_client_and_no_forgery() {
+        let incoming = map(&[("host", "gw"), ("x-pbfast-client", "6.6.6.6"), ("authorization", "Bearer t")]);
+        let out = to_fallback(&incoming, "192.0.2.1".parse().unwrap());
+        assert_eq!(out["x-pbfast-client"], "192.0.2.1");
+        assert_eq!(out.get_all("x-pbfast-client").iter().count(), 1);
+        assert_eq!(out["authorization"], "Bearer t");
+    }
+
+    #[test]
+    fn response_hop_by_hop_removed() {
+        let mut answer = map(&[
+            ("content-type", "application/json"),
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("x-from-node", "yes"),
+        ]);
+        strip_response(&mut answer);
+        let names: Vec<_> = answer.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-type", "x-from-node"]);
+    }
+}
