@@ -90,8 +90,9 @@ def _window_start(now: float) -> int:
 class ControlPlaneApi:
     """Handlers of ``/api/cp/...``. Thread-safety: event loop only; reads the registry's replicated state."""
 
-    def __init__(self, member: RaftMember, feed: RouteFeed, nodes: NodeClient) -> None:
+    def __init__(self, member: RaftMember, feed: RouteFeed, nodes: NodeClient, node_timeout: float = 5.0) -> None:
         self.member = member
+        self.node_timeout = node_timeout  # sent with every heartbeat answer: the node's lease depends on it
         self.registry = member.registry
         self.feed = feed
         self.nodes = nodes
@@ -355,7 +356,7 @@ class ControlPlaneApi:
         }
         deleted = sorted(tid for tid, stone in self.registry.tombstones_snapshot().items() if stone["nodeId"] == node_id)
         return {"nodeId": node_id, "tenants": tenants, "deleted": deleted,
-                "routesVersion": self.registry.routes_version}
+                "routesVersion": self.registry.routes_version, "nodeTimeoutSeconds": self.node_timeout}
 
     async def remove_node(self, request: Request) -> None:
         node_id = request.params["id"]

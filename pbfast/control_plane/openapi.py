@@ -146,10 +146,14 @@ def openapi_document() -> dict[str, Any]:
     }
     assignments = {
         "type": "object",
-        "required": ["nodeId", "tenants", "deleted", "routesVersion"],
+        "required": ["nodeId", "tenants", "deleted", "routesVersion", "nodeTimeoutSeconds"],
         "properties": {"nodeId": {"type": "string"}, "tenants": {"type": "object"},
                        "deleted": {"type": "array", "items": {"type": "string"}},
-                       "routesVersion": {"type": "integer"}},
+                       "routesVersion": {"type": "integer"},
+                       "nodeTimeoutSeconds": {
+                           "type": "number",
+                           "description": "the control plane's --node-timeout: the node stops serving its tenants "
+                                          "when heartbeats are not acknowledged for half of it"}},
     }
     query = [
         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},

@@ -81,7 +81,7 @@ class Reconciler:
         plan = place([t["id"] for t in homeless], nodes, live)
         for start in range(0, len(plan), PLACEMENT_BATCH):
             batch = [(tid, node_id, epochs[tid]) for tid, node_id in plan[start:start + PLACEMENT_BATCH]]
-            _, moved = await self.member.submit(registry.assign, batch, time.time())
+            _, moved = await self.member.submit(registry.assign, batch, time.time(), True)
             if moved:
                 log.info("placed %d tenant(s) on live nodes", len(moved))
             if self.on_placed is not None:

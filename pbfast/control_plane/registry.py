@@ -159,17 +159,21 @@ class Registry(SyncObjConsumer):
 
     @replicated
     @_locked
-    def assign(self, moves: list[tuple[str, str | None, int]], now: float) -> Result:
+    def assign(self, moves: list[tuple[str, str | None, int]], now: float, only_homeless: bool = False) -> Result:
         """Place tenants: ``(tenant_id, node_id or None, expected_epoch)``.
 
         Each applied move bumps the tenant's fencing epoch, so the previous node's claim is stale. A move
         whose expected epoch no longer matches (someone else moved the tenant first) or whose target is
-        not up is skipped; the result lists the tenant ids that moved.
+        not up is skipped; with ``only_homeless`` (the leader re-placing tenants of down nodes) so is a
+        tenant whose node is up again by now: its heartbeat renewed the node's lease, so the node serves
+        it. The result lists the tenant ids that moved.
         """
         moved = []
         for tenant_id, node_id, expected_epoch in moves:
             tenant = self.tenants.get(tenant_id)
             if tenant is None or tenant["epoch"] != expected_epoch:
+                continue
+            if only_homeless and self.nodes.get(tenant["nodeId"] or "", {}).get("status") == NODE_UP:
                 continue
             if node_id is not None and self.nodes.get(node_id, {}).get("status") != NODE_UP:
                 continue
