@@ -4,11 +4,20 @@ Fencing: every tenant assignment carries an epoch from the control plane. The no
 requests whose epoch (sent by the gateway) is at least the epoch it knows, and never for an epoch it has
 released. A gateway with a newer epoch than the node's last heartbeat is believed (the epoch came from the
 control plane), so a fresh assignment is served at once; a gateway with an older epoch is refused, so two
-nodes never both accept writes for one tenant.
+nodes never both accept writes for one tenant. On top of that the node holds a lease
+(:mod:`pbfast.tenant_node.lease`): when its heartbeats have not been acknowledged for half the control
+plane's node timeout it stops serving and replicating every tenant, before the control plane could
+re-place them (:meth:`TenantNodeApp.fence`).
 
-Routes: ``GET /api/health`` (public); ``/api/node/...`` for the control plane (cluster token); tenants'
-PocketBase APIs are reached through the gateway: over HTTP at ``/t/{id}/...`` with the cluster token and
-``X-Pbfast-Epoch``, or in-process through :meth:`TenantNodeApp.serve_tenant` in all-in-one.
+A local copy that another node may have written after this one let go of the tenant (released for a
+move, or re-placed while this node was fenced) is never served again: it is deleted when its last state
+was confirmed in the replica, else moved to ``<data-dir>/retired/`` for the operator, and the tenant is
+restored from its replica if it comes back.
+
+Routes: ``GET /api/health`` (public); ``GET /metrics`` (cluster token, see :mod:`pbfast.tenant_node.metrics`);
+``/api/node/...`` for the control plane (cluster token); tenants' PocketBase APIs are reached through the
+gateway: over HTTP at ``/t/{id}/...`` with the cluster token and ``X-Pbfast-Epoch``, or in-process through
+:meth:`TenantNodeApp.serve_tenant` in all-in-one.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pbfast.http import ApiError, HTTPProtocol, Request, Router, Scope, bearer_token_matches, health, send_error
+from pbfast.http import ApiError, HTTPProtocol, Request, Router, Scope, bearer_token_matches, send_error
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.auth import new_token_key
@@ -35,6 +44,8 @@ from pbfast.pocketbase.tenant import (
     fsync_directory,
     new_record_id,
 )
+from pbfast.tenant_node.lease import Lease
+from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics, StatusRecorder
 from pbfast.tenant_node.replication import ReplicationError, Replicator
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
 from pbfast.timefmt import format_datetime
@@ -51,6 +62,9 @@ REFRESH_SECONDS = 3.0
 DEFAULT_INCARNATION = "0"  # tenants created before incarnations existed
 # Forwarded tenant requests carry the cluster token here: their Authorization header is the client's own.
 CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
+LEASE_CHECK_SECONDS = 0.05
+RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
+_MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
 
 
 @dataclass(slots=True)
@@ -136,11 +150,39 @@ class TenantNodeApp:
         self._node_routes.add("PUT", "/api/node/tenants/{id}/data", self._import_handler)
         self._node_routes.add("GET", "/api/node/tenants/{id}/data", self._export_handler)
         self.importing: set[str] = set()
+        self.metrics = NodeMetrics()
+        self.metrics_tokens = [cluster_token]  # all-in-one adds the admin token
+        # The lease (set by the node's membership; without one, as in benchmarks, the node serves freely).
+        self.lease: Lease | None = None
+        self.fenced: dict[str, int] | None = None  # while fenced: tenant -> epoch it had when the lease ran out
+        self._fence_generation = 0
+        self._stale_local: set[str] = set()  # local copies to retire before the tenant is opened again
+        self._shipped: set[str] = set()  # closed tenants whose final sync was confirmed by the replica
+        self._replica_current_at = time.time()  # when the replica was last known to hold every write
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
 
     def apply_assignments(self, tenants: dict[str, dict[str, Any]], deleted: list[str]) -> None:
-        """Adopt the control plane's view: serve exactly ``tenants``, drop the others."""
+        """Adopt the control plane's view: serve exactly ``tenants``, drop the others.
+
+        The first answer after the node was fenced also decides about the fenced tenants: one still
+        assigned here with the epoch it had is served again from the local copy (nobody else can have
+        written it); any other was re-placed meanwhile, so the epoch it had is released (stale gateways
+        get 503 "moved") and its local copy is retired (:meth:`_retire_local_copy`)."""
+        if self.fenced is not None:
+            fenced, self.fenced = self.fenced, None
+            self._fence_generation += 1
+            kept = 0
+            for tenant_id, epoch in fenced.items():
+                spec = tenants.get(tenant_id)
+                if spec is not None and int(spec["epoch"]) == epoch:
+                    kept += 1
+                    continue
+                self.released[tenant_id] = max(self.released.get(tenant_id, 0), epoch)
+                self._stale_local.add(tenant_id)
+                self._background(self._retire_local_copy(tenant_id))
+            log.warning("lease renewed: serving again (%d of %d fenced tenant(s) still assigned here)",
+                        kept, len(fenced))
         for tenant_id in list(self.assignments):
             if tenant_id not in tenants:
                 self._background(self._drop(tenant_id, self.assignments[tenant_id].epoch, "no longer assigned here"))
@@ -193,12 +235,51 @@ class TenantNodeApp:
         admitted from now on, and this returns once the final state is in the replica."""
         self.released[tenant_id] = max(self.released.get(tenant_id, 0), epoch)
         await self._drop(tenant_id, epoch, "released")
+        # The next node writes the replica from now on: this copy must not be served if the tenant
+        # comes back here (it would hide, and then overwrite, the other node's writes).
+        self._stale_local.add(tenant_id)
+        await self._retire_local_copy(tenant_id)
 
     async def _drop(self, tenant_id: str, epoch: int, why: str) -> None:
         self.assignments.pop(tenant_id, None)
         self.open_tenants.remove(tenant_id)
-        if await self._close(tenant_id):
+        if await self._close(tenant_id, "released" if why == "released" else "unassigned"):
             log.info("closed tenant %s (epoch %d): %s", tenant_id, epoch, why)
+
+    async def _retire_local_copy(self, tenant_id: str) -> None:
+        async with self._lock(tenant_id):
+            self._retire_locked(tenant_id)
+
+    def _retire_locked(self, tenant_id: str) -> None:
+        """With the tenant's lock held: take its local copy out of service if it is marked stale. Deleted
+        when its final state was confirmed in the replica, else kept under ``<data-dir>/retired/`` (it may
+        hold writes the replica never got; an operator can inspect it with stock PocketBase)."""
+        if tenant_id not in self._stale_local:
+            return
+        self._stale_local.discard(tenant_id)
+        tenant = self.tenants.pop(tenant_id, None)
+        if tenant is not None:  # not expected: closed before being marked
+            tenant.close()
+        directory = self.tenants_dir / tenant_id
+        if not directory.exists():
+            return
+        shipped = tenant_id in self._shipped
+        self._shipped.discard(tenant_id)
+        try:
+            if shipped:
+                shutil.rmtree(directory)
+                log.info("tenant %s: removed the local copy (it is in the replica; another node owns it now)",
+                         tenant_id)
+                return
+            retired = self.tenants_dir.parent / RETIRED_DIR / (
+                f"{tenant_id}-{time.strftime('%Y%m%dT%H%M%S')}-{new_record_id()[:6]}")
+            retired.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(directory, retired)
+            log.warning("tenant %s: its local copy may hold writes the replica lacks and another node owns the "
+                        "tenant now; moved it to %s", tenant_id, retired)
+        except OSError as err:  # the copy must not be served: keep refusing to open it
+            self._stale_local.add(tenant_id)
+            log.error("tenant %s: could not retire the local copy: %s", tenant_id, err)
 
     def _lock(self, tenant_id: str) -> asyncio.Lock:
         lock = self._locks.get(tenant_id)
@@ -206,16 +287,18 @@ class TenantNodeApp:
             lock = self._locks[tenant_id] = asyncio.Lock()
         return lock
 
-    async def _close(self, tenant_id: str) -> bool:
+    async def _close(self, tenant_id: str, reason: str) -> bool:
         """Final replication sync, stop replicating, checkpoint and close. Serialised with opening."""
         async with self._lock(tenant_id):
             tenant = self.tenants.pop(tenant_id, None)
             if tenant is None:
                 return False
+            self.metrics.closed(reason)
             db_path = tenant.directory / DATA_DB
             if self.replicator is not None:
                 try:
                     await self.replicator.sync(db_path, wait=True)
+                    self._shipped.add(tenant_id)
                 except ReplicationError as err:
                     log.warning("tenant %s: final sync before closing failed (%s); the local copy stays "
                                 "the newest", tenant_id, err)
@@ -233,7 +316,7 @@ class TenantNodeApp:
         """The tenant was deleted: close it and remove its files from this node."""
         self.open_tenants.remove(tenant_id)
         self.assignments.pop(tenant_id, None)
-        await self._close(tenant_id)
+        await self._close(tenant_id, "deleted")
         directory = self.tenants_dir / tenant_id
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)
@@ -248,6 +331,8 @@ class TenantNodeApp:
             tenant = self.tenants.get(tenant_id)
             if tenant is not None:
                 return tenant
+            self._check_lease()
+            self._retire_locked(tenant_id)  # a copy another node may have written since is never opened
             directory = self.tenants_dir / tenant_id
             db_path = directory / DATA_DB
             if tenant_id not in self.incarnations and self.refresh_assignments is not None:
@@ -258,10 +343,23 @@ class TenantNodeApp:
                 except Exception as err:  # noqa: BLE001 - a slow control plane must not block the tenant
                     log.warning("tenant %s: assignments not refreshed before opening: %r", tenant_id, err)
             incarnation = self.incarnations.get(tenant_id, DEFAULT_INCARNATION)
+            source = "disk"
             if not db_path.exists() and self.replicator is not None:
-                await self._restore(tenant_id, incarnation, directory)
+                try:
+                    await self._restore(tenant_id, incarnation, directory)
+                except Exception:
+                    self.metrics.restore_failures += 1
+                    raise
+                source = "replica"
             created = not db_path.exists()
             tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True)
+            try:
+                self._check_lease()  # a restore takes time: never start replicating without a lease
+            except ApiError:
+                tenant.close()
+                raise
+            self.metrics.opened("new" if created else source)
+            self._shipped.discard(tenant_id)
             if created:
                 log.info("created the database of tenant %s", tenant_id)
                 superuser = self.superusers.pop(tenant_id, None)
@@ -302,7 +400,7 @@ class TenantNodeApp:
     async def close_all(self, budget: float = CLOSE_ALL_SECONDS) -> None:
         """Close every open tenant (final sync to the replica first), within ``budget`` seconds; a tenant
         whose sync does not finish in time stays whole on local disk and is shipped when next opened."""
-        closing = [*self._tasks, *(asyncio.ensure_future(self._close(t)) for t in list(self.tenants))]
+        closing = [*self._tasks, *(asyncio.ensure_future(self._close(t, "shutdown")) for t in list(self.tenants))]
         if closing:
             _, late = await asyncio.wait(closing, timeout=budget)
             for task in late:
@@ -315,23 +413,141 @@ class TenantNodeApp:
 
     def close_idle(self, idle_seconds: float) -> None:
         for tenant_id in self.open_tenants.evict_idle(idle_seconds):
-            self._background(self._close(tenant_id))
+            self._background(self._close(tenant_id, "idle"))
 
     def replication_status(self) -> dict[str, Any]:
         return self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
 
+    async def replication_lag(self) -> float:
+        """Seconds the replica is behind: the age of the oldest write not known to be in it (0.0 when
+        everything written is shipped). While Litestream is down or does not answer nothing is shipped, so
+        it is the time since the replica was last known to be current, if a replicated database was written
+        since then."""
+        if self.replicator is None:
+            return 0.0
+        lag = await self.replicator.lag_seconds()
+        now = time.time()
+        if lag is not None:
+            self._replica_current_at = now - lag
+            return lag
+        written = 0.0
+        for path in list(self.replicator.registered):
+            for name in (path, path + "-wal"):
+                try:
+                    written = max(written, os.stat(name).st_mtime)
+                except OSError:
+                    pass
+        return round(now - self._replica_current_at, 3) if written > self._replica_current_at else 0.0
+
+    # ---- the lease (see pbfast.tenant_node.lease) ------------------------------------------------------
+
+    def _lease_lost(self) -> bool:
+        return self.lease is not None and (self.fenced is not None or not self.lease.valid())
+
+    def _check_lease(self) -> None:
+        if self.lease is None or not self._lease_lost():
+            return
+        if self.lease.renewed_at is None:
+            raise ApiError(503, "The node has not joined the cluster yet; retry shortly.",
+                           headers=[("retry-after", "1")])
+        raise ApiError(503, "The node lost contact with the control plane; the tenant is served elsewhere "
+                            "shortly, retry.", headers=_MOVED)
+
+    async def watch_lease(self) -> None:
+        """Fence the node as soon as its lease runs out (runs as a task beside the heartbeats)."""
+        while True:
+            lease = self.lease
+            if lease is not None and lease.renewed_at is not None and self.fenced is None and not lease.valid():
+                self.fence()
+            await asyncio.sleep(LEASE_CHECK_SECONDS)
+
+    def fence(self) -> None:
+        """The lease ran out: admit no tenant request from now on, let the running ones finish, ship and
+        stop replicating every open tenant, and make sure nothing of this node writes a replica after the
+        lease's halt time. The tenants stay assigned in :attr:`assignments`; the next acknowledged
+        heartbeat decides about them (:meth:`apply_assignments`)."""
+        lease = self.lease
+        assert lease is not None
+        self.fenced = {tenant_id: assignment.epoch for tenant_id, assignment in self.assignments.items()}
+        for tenant_id in self.tenants:
+            self.fenced.setdefault(tenant_id, self.released.get(tenant_id, 0))
+        self._fence_generation += 1
+        self.metrics.fences += 1
+        age = lease.age() or 0.0
+        log.warning("no heartbeat acknowledged for %.1f s (node timeout %.1f s): stopped serving and replicating "
+                    "%d tenant(s) until the control plane answers again", age, lease.node_timeout or 0.0,
+                    len(self.fenced))
+        self._background(self._stop_replicating(self._fence_generation, lease.drain_until, lease.sync_until,
+                                                lease.halt_at))
+
+    async def _stop_replicating(self, generation: int, drain_until: float, sync_until: float,
+                                halt_at: float) -> None:
+        clock = time.monotonic
+        while clock() < drain_until and any(self.open_tenants.pins(t) for t in self.tenants):
+            await asyncio.sleep(0.01)  # requests admitted before the lease ran out finish first
+        if generation != self._fence_generation:
+            return  # renewed meanwhile
+        closing = [asyncio.ensure_future(self._fence_close(t, sync_until, halt_at)) for t in list(self.tenants)]
+        for tenant_id in list(self.tenants):
+            self.open_tenants.remove(tenant_id)
+        done, late = await asyncio.wait(closing, timeout=max(0.0, halt_at - clock())) if closing else (set(), set())
+        if generation != self._fence_generation:
+            return  # renewed meanwhile: the control plane cannot have re-placed anything
+        unconfirmed = len(late) + sum(1 for task in done if task.cancelled() or task.exception() or not task.result())
+        if unconfirmed and self.replicator is not None:
+            # Nothing may reach the replica from here on: forget every database (so a restarted litestream
+            # replicates none) and kill litestream without letting it flush.
+            self.replicator.registered.clear()
+            process = getattr(self.replicator, "_process", None)
+            if process is not None and process.returncode is None:
+                process.kill()
+            self.metrics.replication_halts += 1
+            log.error("fenced: replication of %d tenant(s) did not stop in time; killed litestream", unconfirmed)
+
+    async def _fence_close(self, tenant_id: str, sync_until: float, halt_at: float) -> bool:
+        """Close one tenant of a fenced node: a final sync (bounded by ``sync_until``), unregister (bounded by
+        ``halt_at``), close. True once litestream confirmed it stopped replicating it."""
+        async with self._lock(tenant_id):
+            tenant = self.tenants.pop(tenant_id, None)
+            if tenant is None:
+                return True
+            self.metrics.closed("fenced")
+            stopped = True
+            if self.replicator is not None:
+                db_path = tenant.directory / DATA_DB
+                try:
+                    await asyncio.wait_for(self.replicator.sync(db_path, wait=True),
+                                           max(0.0, sync_until - time.monotonic()))
+                    self._shipped.add(tenant_id)
+                except (ReplicationError, TimeoutError) as err:
+                    log.warning("tenant %s: final sync before fencing failed: %r", tenant_id, err)
+                try:
+                    await asyncio.wait_for(self.replicator.unregister(db_path),
+                                           max(0.0, halt_at - time.monotonic()))
+                except (ReplicationError, TimeoutError) as err:
+                    log.warning("tenant %s: unregister while fencing failed: %r", tenant_id, err)
+                    stopped = False
+            try:
+                tenant.close()
+            except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the fencing
+                log.exception("closing tenant %s failed", tenant_id)
+            return stopped
+
     def _admit(self, tenant_id: str, epoch: int) -> None:
+        if self.lease is not None:
+            self._check_lease()
         if epoch <= self.released.get(tenant_id, 0):
-            raise ApiError(503, "The tenant has moved; retry.", headers=[("retry-after", "1"), (MOVED_HEADER, "1")])
+            raise ApiError(503, "The tenant has moved; retry.", headers=_MOVED)
         current = self.assignments.get(tenant_id)
         if current is None or current.epoch < epoch:
             self.assignments[tenant_id] = current = Assignment(epoch)
         elif current.epoch > epoch:
-            raise ApiError(503, "The tenant has moved; retry.", headers=[("retry-after", "1"), (MOVED_HEADER, "1")])
+            raise ApiError(503, "The tenant has moved; retry.", headers=_MOVED)
         if current.status == "suspended":
             raise ApiError(403, "The tenant is suspended.")
         allowed, _ = self.quotas.try_acquire(tenant_id)
         if not allowed:
+            self.metrics.quota_rejected("requests")
             raise ApiError(429, "The tenant's daily API request quota is used up.")
 
     # ---- HTTP ---------------------------------------------------------------------------------------
@@ -347,11 +563,38 @@ class TenantNodeApp:
                 return
             await self._serve_forwarded(path, scope, proto)
             return
+        if path == "/metrics":
+            await self.serve_metrics(scope, proto)
+            return
         if path.startswith("/api/node/") and not bearer_token_matches(scope.headers.get("authorization"),
                                                                       self._cluster_token):
             send_error(proto, 401, "The request requires the cluster token.")
             return
         await self._node_routes.dispatch(scope, proto, on_error=self._log_error)
+
+    async def serve_metrics(self, scope: Scope, proto: HTTPProtocol) -> None:
+        """``GET /metrics``: Prometheus text (``Authorization: Bearer`` with the cluster token, or the admin
+        token where the node knows it)."""
+        authorization = scope.headers.get("authorization")
+        if not any(bearer_token_matches(authorization, token) for token in self.metrics_tokens):
+            send_error(proto, 401, "The request requires the cluster token.")
+            return
+        if scope.method not in ("GET", "HEAD"):
+            send_error(proto, 405, "Method not allowed.")
+            return
+        proto.response_bytes(200, METRICS_HEADERS, self.metrics.render(await self.gauges()))
+
+    async def gauges(self) -> NodeGauges:
+        status = self.replication_status()
+        lease = self.lease
+        return NodeGauges(
+            open_tenants=len(self.tenants), assigned_tenants=len(self.assignments),
+            replicating_tenants=len(self.replicator.registered) if self.replicator is not None else 0,
+            litestream_up=bool(status.get("running")), litestream_restarts=int(status.get("restarts", 0)),
+            lag_seconds=await self.replication_lag(),
+            lease_valid=not self._lease_lost(), lease_remaining=lease.remaining() if lease is not None else 0.0,
+            heartbeat_age=lease.age() if lease is not None else None,
+            node_timeout=lease.node_timeout if lease is not None else None)
 
     async def _serve_forwarded(self, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         """A gateway's forwarded request: ``/t/{id}/rest`` with the cluster token and the route's epoch."""
@@ -363,10 +606,11 @@ class TenantNodeApp:
         await self.serve_tenant(tenant_id, int(epoch_text), "/" + rest, scope, proto)
 
     async def _health(self, request: Request) -> None:
-        """PocketBase's health body, plus the state of this node's replication under ``data.replication``."""
+        """PocketBase's health body, plus the state of this node's replication under ``data.replication``
+        (``lagSeconds``: see :meth:`replication_lag`). The lease is in the metrics."""
         replication = self.replication_status()
         if self.replicator is not None:
-            replication["lagSeconds"] = await self.replicator.lag_seconds()
+            replication["lagSeconds"] = await self.replication_lag()
         request.send_json(200, {"message": "API is healthy.", "code": 200, "data": {"replication": replication}})
 
     async def _release_handler(self, request: Request) -> None:
@@ -455,6 +699,13 @@ class TenantNodeApp:
 
     async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``."""
+        recorder = StatusRecorder(proto)
+        try:
+            await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
+        finally:
+            self.metrics.observe(recorder.status)
+
+    async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         try:
             self._admit(tenant_id, epoch)
         except ApiError as err:
@@ -465,6 +716,7 @@ class TenantNodeApp:
             return
         writes = scope.method not in ("GET", "HEAD", "OPTIONS")
         if writes and not self.quotas.storage_allows(tenant_id, 0):
+            self.metrics.quota_rejected("storage")
             send_error(proto, 403, "The tenant's storage quota is used up.")
             return
         _, evicted = self.open_tenants.acquire(tenant_id)
@@ -472,6 +724,9 @@ class TenantNodeApp:
         try:
             try:
                 tenant = await self.open_tenant(tenant_id)
+            except ApiError as err:  # the lease ran out meanwhile
+                send_error(proto, err.status, err.message, err.data, err.headers)
+                return
             except Exception as err:  # noqa: BLE001 - answer clearly, keep the node up
                 log.error("cannot open tenant %s: %r", tenant_id, err, exc_info=err)
                 send_error(proto, 503, "The tenant cannot be opened right now; retry.", headers=[("retry-after", "1")])
@@ -515,7 +770,7 @@ class TenantNodeApp:
 
     def _close_evicted(self, evicted: list[str]) -> None:
         for closed in evicted:
-            self._background(self._close(closed))
+            self._background(self._close(closed, "evicted"))
 
     @staticmethod
     def _log_error(err: BaseException) -> None:

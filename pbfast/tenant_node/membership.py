@@ -1,45 +1,61 @@
 """A tenant node's membership in the cluster: registration and one heartbeat per second.
 
 Each heartbeat carries the per-tenant usage counted since the last one (API requests, stored bytes) and
-returns the node's assignments, which the node adopts (:meth:`TenantNodeApp.apply_assignments`). Usage of a
-heartbeat that failed is kept and sent with the next one, so no request goes uncounted.
+returns the node's assignments, which the node adopts (:meth:`TenantNodeApp.apply_assignments`), and the
+control plane's node timeout. Usage of a heartbeat that failed is kept and sent with the next one, so no
+request goes uncounted.
+
+Every acknowledged heartbeat renews the node's lease (:mod:`pbfast.tenant_node.lease`) from the moment it
+was sent; :meth:`TenantNodeApp.watch_lease` fences the node when the lease runs out. Heartbeats go every
+``min(1 s, node timeout / 5)`` and one attempt waits at most ``node timeout / 5`` for a member, so a hung
+control plane member costs one attempt, not the lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from pbfast.cp_client import ControlPlaneClient, ControlPlaneError, ControlPlaneUnavailable
 from pbfast.logs import component_logger
 from pbfast.tenant_node.app import TenantNodeApp
+from pbfast.tenant_node.lease import HEARTBEAT_SECONDS, Lease, heartbeat_interval, heartbeat_timeout
 
 __all__ = ["NodeMembership"]
 
 log = component_logger("TenantNode")
 
-HEARTBEAT_SECONDS = 1.0
+# Until the first answer says otherwise (and for a control plane that does not send it): the default.
+DEFAULT_NODE_TIMEOUT_SECONDS = 5.0
 
 
 class NodeMembership:
     """Runs :meth:`run` as a task on the node's event loop."""
 
     def __init__(self, client: ControlPlaneClient, node: TenantNodeApp, address: str, max_tenants: int,
-                 interval: float = HEARTBEAT_SECONDS) -> None:
+                 interval: float = HEARTBEAT_SECONDS, lease: Lease | None = None) -> None:
         self.client = client
         self.node = node
         self.address = address
         self.max_tenants = max_tenants
         self.interval = interval
+        self.lease = lease or Lease()
         self._pending: dict[str, list[int]] = {}
         self._registered = False
         self._reported_unreachable = False
         self._beating = asyncio.Lock()
         node.refresh_assignments = self.beat_once
+        node.lease = self.lease
+
+    @property
+    def node_timeout(self) -> float:
+        return self.lease.node_timeout or DEFAULT_NODE_TIMEOUT_SECONDS
 
     async def register(self) -> None:
         await self.client.request("PUT", f"/api/cp/nodes/{self.node.node_id}",
-                                  {"address": self.address, "maxTenants": self.max_tenants})
+                                  {"address": self.address, "maxTenants": self.max_tenants},
+                                  timeout=heartbeat_timeout(self.node_timeout))
         self._registered = True
         log.info("registered with the control plane as %s at %s", self.node.node_id, self.address)
 
@@ -64,29 +80,43 @@ class NodeMembership:
             await self.register()
         usage = self._collect_usage()
         applied = sorted(self.node.superusers_applied)
+        sent_at = self.lease.clock()  # the control plane stamps its arrival, later: the lease errs early
         try:
             answer: Any = await self.client.request(
                 "POST", f"/api/cp/nodes/{self.node.node_id}/heartbeat",
-                {"openTenants": len(self.node.open_tenants), "usage": usage, "superusersApplied": applied})
+                {"openTenants": len(self.node.open_tenants), "usage": usage, "superusersApplied": applied},
+                timeout=heartbeat_timeout(self.node_timeout))
         except ControlPlaneError as err:
             if err.status == 404:
                 self._registered = False
             raise
         self._pending.clear()
         self.node.superusers_applied.difference_update(applied)
+        timeout = answer.get("nodeTimeoutSeconds")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            timeout = DEFAULT_NODE_TIMEOUT_SECONDS
+        # Renewed and applied without an await in between: no request sees the lease valid before the
+        # fenced tenants are sorted out.
+        self.lease.renew(sent_at, float(timeout))
         self.node.apply_assignments(answer["tenants"], answer["deleted"])
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.beat_once()
-                if self._reported_unreachable:
-                    log.info("control plane reachable again")
-                    self._reported_unreachable = False
-            except (ControlPlaneUnavailable, ControlPlaneError) as err:
-                if not self._reported_unreachable:
-                    log.warning("heartbeat failed: %s", err)
-                    self._reported_unreachable = True
-            except Exception:  # noqa: BLE001 - membership must keep running
-                log.exception("heartbeat failed unexpectedly")
-            await asyncio.sleep(self.interval)
+        watcher = asyncio.create_task(self.node.watch_lease(), name="lease-watch")
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.beat_once()
+                    if self._reported_unreachable:
+                        log.info("control plane reachable again")
+                        self._reported_unreachable = False
+                except (ControlPlaneUnavailable, ControlPlaneError) as err:
+                    if not self._reported_unreachable:
+                        log.warning("heartbeat failed: %s", err)
+                        self._reported_unreachable = True
+                except Exception:  # noqa: BLE001 - membership must keep running
+                    log.exception("heartbeat failed unexpectedly")
+                interval = min(self.interval, heartbeat_interval(self.node_timeout))
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            watcher.cancel()

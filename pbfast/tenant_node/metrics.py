@@ -1,0 +1,208 @@
+"""The tenant node's Prometheus metrics, rendered in the plain text exposition format 0.0.4 (no dependency).
+
+Served at ``GET /metrics`` with ``Authorization: Bearer <cluster token>`` (or the admin token where the node
+knows it): on the node's own listener in ``tenant-node`` mode, on the control plane listener
+(``--http-addr``) in ``all-in-one``, where the node has no listener of its own (see
+:class:`WithNodeMetrics`).
+
+- ``pbfast_node_requests_total{class="2xx"}``: tenant requests answered by this node, by status class,
+- ``pbfast_node_open_tenants``, ``pbfast_node_assigned_tenants``: tenants open now / assigned to this node,
+- ``pbfast_node_tenant_opens_total{source=...}``: tenants opened, from ``disk``, ``replica`` (a restore)
+  or ``new`` (created empty); ``pbfast_node_tenant_restore_failures_total``,
+- ``pbfast_node_tenant_closes_total{reason=...}``: tenants closed: ``evicted`` (LRU beyond
+  ``--max-tenants``), ``idle``, ``released`` (moved), ``unassigned``, ``deleted``, ``fenced`` (lease ran
+  out), ``shutdown``,
+- ``pbfast_node_quota_rejections_total{kind="requests"|"storage"}``: 429 (daily requests) and 403
+  (storage) answers,
+- ``pbfast_node_replication_lag_seconds``: the figure ``/api/health`` reports as
+  ``data.replication.lagSeconds``: the age of the oldest write not known to be in the replica (0 when
+  everything written is shipped). While Litestream is down or does not answer, it is the time since the
+  replica was last known to be current, if a replicated database was written since then (so it keeps
+  growing through an outage instead of disappearing),
+- ``pbfast_node_litestream_up`` (1/0), ``pbfast_node_litestream_restarts_total``,
+  ``pbfast_node_replicating_tenants``,
+- ``pbfast_node_lease_valid`` (1/0), ``pbfast_node_lease_remaining_seconds``,
+  ``pbfast_node_heartbeat_age_seconds`` (since the last acknowledged heartbeat was sent),
+  ``pbfast_node_timeout_seconds`` (the control plane's ``--node-timeout``), ``pbfast_node_fences_total``
+  (times the lease ran out), ``pbfast_node_replication_halts_total`` (times Litestream had to be killed to
+  keep the single-writer promise).
+
+Thread-safety: event loop only (plain counters, no locks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pbfast.http import HTTPProtocol, Scope
+
+__all__ = ["METRICS_HEADERS", "NodeGauges", "NodeMetrics", "StatusRecorder", "WithNodeMetrics"]
+
+METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
+_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+OPEN_SOURCES = ("disk", "replica", "new")
+CLOSE_REASONS = ("evicted", "idle", "released", "unassigned", "deleted", "fenced", "shutdown")
+QUOTA_KINDS = ("requests", "storage")
+
+
+@dataclass(slots=True)
+class NodeGauges:
+    """The node's state at the time of a scrape."""
+
+    open_tenants: int
+    assigned_tenants: int
+    replicating_tenants: int
+    litestream_up: bool
+    litestream_restarts: int
+    lag_seconds: float
+    lease_valid: bool
+    lease_remaining: float
+    heartbeat_age: float | None
+    node_timeout: float | None
+
+
+class NodeMetrics:
+    """Counters of one tenant node."""
+
+    def __init__(self) -> None:
+        self.requests = [0] * len(_CLASSES)
+        self.opens = dict.fromkeys(OPEN_SOURCES, 0)
+        self.closes = dict.fromkeys(CLOSE_REASONS, 0)
+        self.quota_rejections = dict.fromkeys(QUOTA_KINDS, 0)
+        self.restore_failures = 0
+        self.fences = 0
+        self.replication_halts = 0
+
+    def observe(self, status: int) -> None:
+        index = status // 100 - 1
+        if 0 <= index < len(_CLASSES):
+            self.requests[index] += 1
+
+    def opened(self, source: str) -> None:
+        self.opens[source] = self.opens.get(source, 0) + 1
+
+    def closed(self, reason: str) -> None:
+        self.closes[reason] = self.closes.get(reason, 0) + 1
+
+    def quota_rejected(self, kind: str) -> None:
+        self.quota_rejections[kind] = self.quota_rejections.get(kind, 0) + 1
+
+    def render(self, gauges: NodeGauges) -> bytes:
+        """The exposition text (``text/plain; version=0.0.4``)."""
+        out: list[str] = []
+
+        def metric(name: str, kind: str, text: str, samples: Sequence[tuple[str, Any]]) -> None:
+            out.extend((f"# HELP {name} {text}", f"# TYPE {name} {kind}"))
+            out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+
+        metric("pbfast_node_requests_total", "counter", "Tenant requests answered by this node, by status class.",
+               [(f'{{class="{name}"}}', count) for name, count in zip(_CLASSES, self.requests)])
+        metric("pbfast_node_open_tenants", "gauge", "Tenants open on this node.", [("", gauges.open_tenants)])
+        metric("pbfast_node_assigned_tenants", "gauge", "Tenants this node knows as assigned to it.",
+               [("", gauges.assigned_tenants)])
+        metric("pbfast_node_tenant_opens_total", "counter",
+               "Tenants opened, by where their database came from (replica = restored).",
+               [(f'{{source="{k}"}}', v) for k, v in sorted(self.opens.items())])
+        metric("pbfast_node_tenant_restore_failures_total", "counter",
+               "Tenant opens that failed because the replica could not be restored.", [("", self.restore_failures)])
+        metric("pbfast_node_tenant_closes_total", "counter", "Tenants closed, by reason (evicted = LRU).",
+               [(f'{{reason="{k}"}}', v) for k, v in sorted(self.closes.items())])
+        metric("pbfast_node_quota_rejections_total", "counter", "Requests refused by a tenant quota, by kind.",
+               [(f'{{kind="{k}"}}', v) for k, v in sorted(self.quota_rejections.items())])
+        metric("pbfast_node_replication_lag_seconds", "gauge",
+               "Age of the oldest write not known to be in the replica (grows while Litestream is down).",
+               [("", gauges.lag_seconds)])
+        metric("pbfast_node_litestream_up", "gauge", "1 while the Litestream child process runs.",
+               [("", int(gauges.litestream_up))])
+        metric("pbfast_node_litestream_restarts_total", "counter", "Times Litestream was restarted after it died.",
+               [("", gauges.litestream_restarts)])
+        metric("pbfast_node_replicating_tenants", "gauge", "Tenants registered with Litestream.",
+               [("", gauges.replicating_tenants)])
+        metric("pbfast_node_lease_valid", "gauge",
+               "1 while the node's lease from the control plane lets it serve its tenants.",
+               [("", int(gauges.lease_valid))])
+        metric("pbfast_node_lease_remaining_seconds", "gauge", "Seconds of serving left on the lease.",
+               [("", gauges.lease_remaining)])
+        if gauges.heartbeat_age is not None:
+            metric("pbfast_node_heartbeat_age_seconds", "gauge",
+                   "Seconds since the last acknowledged heartbeat was sent.", [("", gauges.heartbeat_age)])
+        if gauges.node_timeout is not None:
+            metric("pbfast_node_timeout_seconds", "gauge", "The control plane's node timeout.",
+                   [("", gauges.node_timeout)])
+        metric("pbfast_node_fences_total", "counter",
+               "Times the lease ran out and the node stopped serving and replicating its tenants.",
+               [("", self.fences)])
+        metric("pbfast_node_replication_halts_total", "counter",
+               "Times Litestream was killed because replication did not stop before the lease's halt time.",
+               [("", self.replication_halts)])
+        return ("\n".join(out) + "\n").encode()
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}" if value == value else "NaN"
+    return str(value)
+
+
+class StatusRecorder:
+    """Wraps an RSGI protocol to learn the status answered (handlers do not return it)."""
+
+    __slots__ = ("inner", "status")
+
+    def __init__(self, inner: HTTPProtocol) -> None:
+        self.inner = inner
+        self.status = 500
+
+    async def __call__(self) -> bytes:
+        return await self.inner()
+
+    def __aiter__(self) -> Any:
+        return self.inner.__aiter__()
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.inner.response_empty(status, headers)
+
+    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
+        self.status = status
+        self.inner.response_str(status, headers, body)  # type: ignore[attr-defined]
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.inner.response_bytes(status, headers, body)
+
+    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
+        self.status = status
+        self.inner.response_file(status, headers, file)  # type: ignore[attr-defined]
+
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
+        self.status = status
+        return self.inner.response_stream(status, headers)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:  # anything else granian's protocol offers
+        return getattr(self.inner, name)
+
+
+class _RsgiApp(Protocol):
+    async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None: ...
+
+
+class _MetricsSource(Protocol):
+    async def serve_metrics(self, scope: Scope, proto: HTTPProtocol) -> None: ...
+
+
+class WithNodeMetrics:
+    """An RSGI app answering ``GET /metrics`` with a tenant node's metrics and everything else with
+    ``inner``: all-in-one puts it in front of the control plane listener, since its node has no listener."""
+
+    def __init__(self, inner: _RsgiApp, node: _MetricsSource) -> None:
+        self.inner = inner
+        self.node = node
+
+    async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
+        if scope.proto == "http" and scope.path == "/metrics":
+            await self.node.serve_metrics(scope, proto)
+            return
+        await self.inner.__rsgi__(scope, proto)
