@@ -172,6 +172,9 @@ class GatewayServer:
     ``x-pbfast-client``, to the HTTP server on the Unix socket ``fallback_socket`` (the gateway's Python
     side). Invalid tenant ids, over-limit bodies and headers and node failures are answered here in
     PocketBase's JSON error shape. Requests never take the GIL; ``routes`` and ``breakers`` are read live.
+
+    Each of ``threads`` threads runs its own event loop with its own listening socket on the port
+    (SO_REUSEPORT) and its own keep-alive connections to nodes.
     """
 
     def __init__(

@@ -601,3 +601,25 @@ async def _wait_for_move() -> None:
     await app.__rsgi__(FakeScope("GET", "/t/t1/api/health"), answer)  # type: ignore[arg-type]
     assert answer.status == 200 and local_calls == [("t1", 3, "/api/health")]
     assert app.metrics.move_waits == {"served": 1}
+
+
+def test_handed_over_requests_keep_the_client_address() -> None:
+    """Only the listener the native data path hands requests to trusts its ``x-pbfast-client`` header."""
+    asyncio.run(_client_address())
+
+
+async def _client_address() -> None:
+    watcher = RouteWatcher(None, RoutingTable())  # type: ignore[arg-type]  # tables are applied by hand
+    watcher.apply({"version": 1, "routes": [{"tenantId": "t1", "address": "local://c", "status": "active",
+                                             "epoch": 1}]})
+    seen: list[str] = []
+
+    async def local_node(tenant_id: str, epoch: int, path: str, scope: Any, proto: Any) -> None:
+        seen.append(scope.client)
+        proto.response_bytes(200, [], b"{}")
+
+    headers = FakeHeaders([("host", "gw.test"), ("x-pbfast-client", "2001:db8::1")])
+    for trust in (True, False):
+        app = GatewayApp(watcher, {"local://c": local_node}, trust_client_header=trust)
+        await app.__rsgi__(FakeScope("GET", "/t/t1/api/health", headers), FakeProto())  # type: ignore[arg-type]
+    assert seen == ["[2001:db8::1]:0", "192.0.2.7:5555"]

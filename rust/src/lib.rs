@@ -11,6 +11,11 @@ pub mod tenant_cache;
 
 use pyo3::prelude::*;
 
+/// The extension's own allocations (the gateway's buffers, headers and tasks above all) go to
+/// mimalloc: measured on the gateway's data path, glibc's malloc/free took ~8% of its CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule(gil_used = false)]
 #[pyo3(name = "_native")]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {

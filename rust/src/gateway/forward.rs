@@ -16,7 +16,6 @@
 //! waits for the move. Every error answer is PocketBase's `{"status","message","data"}`.
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,13 +27,13 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use pyo3::Py;
 use tokio::time::Instant;
 
 use super::body::{self, body_error, BodyError, Idle, Limited, ProxyBody};
-use super::headers;
+use super::headers::{self, Peer};
+use super::pool::{NodePool, SendError};
 use super::stats::{Retry, Stats, Upstream};
 use super::unix::UnixConnector;
 use crate::breaker::CircuitBreakers;
@@ -56,16 +55,38 @@ pub struct Limits {
     pub move_wait: Duration,
 }
 
-/// Everything a request needs; shared by all connections. Thread-safe: the routing table and the
-/// breakers are lock-free / internally locked, the clients are `Sync`, the counters atomic.
-pub struct DataPath {
+/// What every thread's data path shares. Thread-safe: the routing table and the breakers are
+/// lock-free / internally locked, the counters atomic.
+pub struct Shared {
     pub routes: Py<RoutingTable>,
     pub breakers: Py<CircuitBreakers>,
     pub token: HeaderValue,
     pub limits: Limits,
     pub stats: Stats,
-    nodes: Client<HttpConnector, ProxyBody>,
+}
+
+/// Where and how a thread's clients connect.
+#[derive(Debug, Clone)]
+pub struct Pools {
+    pub fallback_socket: std::path::PathBuf,
+    pub idle: Duration,
+    pub max_idle_per_node: usize,
+}
+
+/// One server thread's data path: the shared state plus that thread's connection pools (so a request
+/// and its node connection stay on one thread).
+pub struct DataPath {
+    shared: Arc<Shared>,
+    nodes: Arc<NodePool>,
     fallback: Client<UnixConnector, ProxyBody>,
+}
+
+impl std::ops::Deref for DataPath {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// The request body as the data path holds it.
@@ -108,41 +129,26 @@ enum Answer {
 }
 
 impl DataPath {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        routes: Py<RoutingTable>,
-        breakers: Py<CircuitBreakers>,
-        token: HeaderValue,
-        limits: Limits,
-        stats: Stats,
-        fallback_socket: std::path::PathBuf,
-        pool_idle: Duration,
-        max_idle_per_node: usize,
-    ) -> Self {
+    /// A data path for the calling thread's runtime (its clients spawn their connections there).
+    pub fn new(shared: Arc<Shared>, pools: &Pools) -> Self {
         let executor = hyper_util::rt::TokioExecutor::new();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let nodes = Client::builder(executor.clone())
-            .pool_idle_timeout(pool_idle)
-            .pool_max_idle_per_host(max_idle_per_node)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .http1_preserve_header_case(false)
-            .build(connector);
+        let nodes = Arc::new(NodePool::new(shared.limits.connect_timeout, pools.idle, pools.max_idle_per_node));
         let fallback = Client::builder(executor)
-            .pool_idle_timeout(pool_idle)
-            .pool_max_idle_per_host(max_idle_per_node)
+            .pool_idle_timeout(pools.idle)
+            .pool_max_idle_per_host(pools.max_idle_per_node)
             .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(UnixConnector::new(fallback_socket));
-        DataPath { routes, breakers, token, limits, stats, nodes, fallback }
+            .build(UnixConnector::new(pools.fallback_socket.clone()));
+        DataPath { shared, nodes, fallback }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
     }
 
     /// Answer one client request (never fails: errors are PocketBase JSON answers).
-    pub async fn handle(self: Arc<Self>, client: IpAddr, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(self: Arc<Self>, client: Arc<Peer>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
-        Ok(match self.serve(client, req).await {
+        Ok(match self.serve(&client, req).await {
             Answer::Native(response) => {
                 self.stats.observe(response.status().as_u16(), started.elapsed());
                 response
@@ -160,7 +166,7 @@ impl DataPath {
         route.active && route.address.starts_with("http://")
     }
 
-    async fn serve(&self, client: IpAddr, req: Request<Incoming>) -> Answer {
+    async fn serve(&self, client: &Peer, req: Request<Incoming>) -> Answer {
         let (parts, incoming) = req.into_parts();
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -247,7 +253,7 @@ impl DataPath {
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        client: IpAddr,
+        client: &Peer,
         parts: Parts,
         host: Option<HeaderValue>,
         tenant: &str,
@@ -280,21 +286,24 @@ impl DataPath {
                     Some(wait),
                 ));
             }
-            let uri = match node_uri(address, &path_and_query) {
-                Some(uri) => uri,
-                None => {
-                    breakers.record_success(address); // gives a half-open probe slot back
-                    return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node address is invalid.", None));
-                }
+            let Some(authority) = node_authority(address) else {
+                breakers.record_success(address); // gives a half-open probe slot back
+                return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node address is invalid.", None));
             };
             let mut request = Request::new(body.take());
             *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = uri;
+            *request.uri_mut() = Uri::from(path_and_query.clone());
             *request.version_mut() = Version::HTTP_11;
-            *request.headers_mut() = headers::to_node(&parts.headers, client, host.as_ref(), &self.token, route.epoch);
+            let mut node_headers = headers::to_node(&parts.headers, client, host.as_ref(), &self.token, route.epoch);
+            if !node_headers.contains_key(header::HOST) {
+                if let Ok(value) = HeaderValue::from_str(authority) {
+                    node_headers.insert(header::HOST, value);
+                }
+            }
+            *request.headers_mut() = node_headers;
 
-            let outcome = tokio::time::timeout(self.limits.read_timeout, self.nodes.request(request)).await;
-            let failure = match outcome {
+            let sent = tokio::time::timeout(self.limits.read_timeout, self.nodes.send(&route.address, authority, request)).await;
+            let failure = match sent {
                 Ok(Ok(response)) => {
                     breakers.record_success(address);
                     match self.answer(response).await {
@@ -302,25 +311,23 @@ impl DataPath {
                         Err(()) => None, // the node says the tenant moved
                     }
                 }
-                Ok(Err(err)) => {
+                Ok(Err(SendError::Connect(_))) => {
+                    breakers.record_failure(address);
+                    self.stats.upstream_error(Upstream::Connect);
+                    Some((StatusCode::BAD_GATEWAY, "The tenant's node is unreachable."))
+                }
+                Ok(Err(SendError::ConnectTimeout)) => {
+                    breakers.record_failure(address);
+                    self.stats.upstream_error(Upstream::ConnectTimeout);
+                    Some((StatusCode::GATEWAY_TIMEOUT, "The tenant's node did not accept a connection in time."))
+                }
+                Ok(Err(SendError::Exchange(err))) => {
+                    breakers.record_success(address); // reached, then broke: not a connect failure
                     if let Some(kind) = body_error(&err) {
-                        breakers.record_success(address);
                         return Answer::Native(client_body_error(kind, self.limits.max_body_bytes));
                     }
-                    if err.is_connect() {
-                        breakers.record_failure(address);
-                        let timed_out = is_timeout(&err);
-                        self.stats.upstream_error(if timed_out { Upstream::ConnectTimeout } else { Upstream::Connect });
-                        Some(if timed_out {
-                            (StatusCode::GATEWAY_TIMEOUT, "The tenant's node did not accept a connection in time.")
-                        } else {
-                            (StatusCode::BAD_GATEWAY, "The tenant's node is unreachable.")
-                        })
-                    } else {
-                        breakers.record_success(address); // reached, then broke: not a connect failure
-                        self.stats.upstream_error(Upstream::Reset);
-                        return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
-                    }
+                    self.stats.upstream_error(Upstream::Reset);
+                    return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
                 }
                 Err(_elapsed) => {
                     breakers.record_failure(address);
@@ -349,7 +356,7 @@ impl DataPath {
     }
 
     /// The node's answer for the client; `Err(())` when it is the node's "tenant has moved" 503.
-    async fn answer(&self, response: Response<Incoming>) -> Result<Response<ProxyBody>, ()> {
+    async fn answer(&self, response: Response<ProxyBody>) -> Result<Response<ProxyBody>, ()> {
         let (mut parts, incoming) = response.into_parts();
         if parts.status == StatusCode::SERVICE_UNAVAILABLE {
             if parts.headers.contains_key(headers::MOVED) {
@@ -374,9 +381,12 @@ impl DataPath {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+            .is_some_and(|v| {
+                let v = v.trim_start().as_bytes();
+                v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
+            });
         let body = if streaming || incoming.is_end_stream() {
-            incoming.map_err(Into::into).boxed_unsync()
+            incoming
         } else {
             Idle::new(incoming, self.limits.read_timeout, BodyError::UpstreamIdle).boxed_unsync()
         };
@@ -409,13 +419,13 @@ impl DataPath {
     }
 
     /// After a failed attempt: the Python side takes over with the body read whole.
-    async fn hand_over_again(&self, client: IpAddr, parts: Parts, body: &mut RequestBody) -> Answer {
+    async fn hand_over_again(&self, client: &Peer, parts: Parts, body: &mut RequestBody) -> Answer {
         let again = body.take();
         self.hand_over(client, parts, again).await
     }
 
     /// Send the request to the gateway's Python side and pass its answer on.
-    async fn hand_over(&self, client: IpAddr, parts: Parts, body: ProxyBody) -> Answer {
+    async fn hand_over(&self, client: &Peer, parts: Parts, body: ProxyBody) -> Answer {
         self.stats.handed_over();
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
@@ -462,27 +472,10 @@ fn client_body_error(kind: BodyError, limit: u64) -> Response<ProxyBody> {
     }
 }
 
-/// `http://host:port` + path → the node's URI.
-fn node_uri(address: &str, path_and_query: &PathAndQuery) -> Option<Uri> {
-    let rest = address.strip_prefix("http://")?;
-    let authority = Authority::try_from(rest.trim_end_matches('/')).ok()?;
-    Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path_and_query.clone()).build().ok()
-}
-
-fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if e.to_string().contains("timed out") {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+/// `host:port` of a node address `http://host:port` (None when it is not one).
+fn node_authority(address: &str) -> Option<&str> {
+    let rest = address.strip_prefix("http://")?.trim_end_matches('/');
+    (!rest.is_empty() && Authority::try_from(rest).is_ok() && !rest.contains(['/', '?', '#', '@'])).then_some(rest)
 }
 
 /// PocketBase's error answer `{"status","message","data":{}}`, with `Retry-After` when given.
@@ -523,11 +516,12 @@ mod tests {
     }
 
     #[test]
-    fn node_uris() {
-        let pq = PathAndQuery::from_static("/t/acme/api/health?x=1");
-        assert_eq!(node_uri("http://127.0.0.1:8090", &pq).unwrap().to_string(), "http://127.0.0.1:8090/t/acme/api/health?x=1");
-        assert_eq!(node_uri("http://node-a:80/", &pq).unwrap().to_string(), "http://node-a:80/t/acme/api/health?x=1");
-        assert!(node_uri("https://x", &pq).is_none());
-        assert!(node_uri("http://bad host", &pq).is_none());
+    fn node_authorities() {
+        assert_eq!(node_authority("http://127.0.0.1:8090"), Some("127.0.0.1:8090"));
+        assert_eq!(node_authority("http://node-a:80/"), Some("node-a:80"));
+        assert_eq!(node_authority("https://x"), None);
+        assert_eq!(node_authority("http://bad host"), None);
+        assert_eq!(node_authority("http://user@evil:1"), None);
+        assert_eq!(node_authority("http://"), None);
     }
 }

@@ -10,6 +10,21 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// A client connection's peer address, formatted once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: IpAddr,
+    /// `ip` as a header value (`X-Forwarded-For`, `x-pbfast-client`).
+    pub value: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr) -> Self {
+        let value = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        Peer { ip, value }
+    }
+}
+
 pub const CLUSTER_TOKEN: HeaderName = HeaderName::from_static("x-pbfast-cluster-token");
 pub const EPOCH: HeaderName = HeaderName::from_static("x-pbfast-epoch");
 /// Set by a node on its "the tenant has moved" answer (stale epoch).
@@ -61,7 +76,7 @@ pub fn header_bytes(headers: &HeaderMap) -> usize {
 /// The headers a node receives for a client request with `headers` from `client`, for route `epoch`.
 pub fn to_node(
     headers: &HeaderMap,
-    client: IpAddr,
+    client: &Peer,
     host: Option<&HeaderValue>,
     token: &HeaderValue,
     epoch: u64,
@@ -91,13 +106,17 @@ pub fn to_node(
         }
         out.append(name.clone(), value.clone());
     }
-    let mut chain = forwarded_for.unwrap_or_default();
-    if !chain.is_empty() {
-        chain.extend_from_slice(b", ");
-    }
-    chain.extend_from_slice(client.to_string().as_bytes());
-    if let Ok(value) = HeaderValue::from_bytes(&chain) {
-        out.insert(FORWARDED_FOR, value);
+    match forwarded_for {
+        None => {
+            out.insert(FORWARDED_FOR, client.value.clone());
+        }
+        Some(mut chain) => {
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(client.value.as_bytes());
+            if let Ok(value) = HeaderValue::from_bytes(&chain) {
+                out.insert(FORWARDED_FOR, value);
+            }
+        }
     }
     out.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
@@ -111,7 +130,7 @@ pub fn to_node(
 
 /// The headers of a request handed to the gateway's Python side: the client's, minus hop-by-hop and
 /// `x-pbfast-*` headers, plus the client's address.
-pub fn to_fallback(headers: &HeaderMap, client: IpAddr) -> HeaderMap {
+pub fn to_fallback(headers: &HeaderMap, client: &Peer) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.keys_len() + 1);
     for (name, value) in headers {
         if name.as_str().starts_with("x-pbfast-") || (is_hop_by_hop(name) && name != header::TRANSFER_ENCODING) {
@@ -122,9 +141,7 @@ pub fn to_fallback(headers: &HeaderMap, client: IpAddr) -> HeaderMap {
         }
         out.append(name.clone(), value.clone());
     }
-    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
-        out.insert(CLIENT, value);
-    }
+    out.insert(CLIENT, client.value.clone());
     out
 }
 
@@ -175,7 +192,7 @@ mod tests {
             ("x-custom", "kept"),
         ]);
         let token = HeaderValue::from_static("secret");
-        let out = to_node(&incoming, "127.0.0.1".parse().unwrap(), incoming.get("host"), &token, 7);
+        let out = to_node(&incoming, &Peer::new("127.0.0.1".parse().unwrap()), incoming.get("host"), &token, 7);
         assert_eq!(out["x-pbfast-cluster-token"], "secret");
         assert_eq!(out["x-pbfast-epoch"], "7");
         assert!(out.get("x-pbfast-tenant").is_none());
@@ -194,7 +211,7 @@ mod tests {
     #[test]
     fn fallback_headers_carry_the_client_and_no_forgery() {
         let incoming = map(&[("host", "gw"), ("x-pbfast-client", "6.6.6.6"), ("authorization", "Bearer t")]);
-        let out = to_fallback(&incoming, "192.0.2.1".parse().unwrap());
+        let out = to_fallback(&incoming, &Peer::new("192.0.2.1".parse().unwrap()));
         assert_eq!(out["x-pbfast-client"], "192.0.2.1");
         assert_eq!(out.get_all("x-pbfast-client").iter().count(), 1);
         assert_eq!(out["authorization"], "Bearer t");

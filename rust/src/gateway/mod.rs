@@ -9,6 +9,7 @@
 pub mod body;
 pub mod forward;
 pub mod headers;
+pub mod pool;
 pub mod stats;
 pub mod unix;
 
@@ -26,12 +27,13 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::breaker::CircuitBreakers;
 use crate::routing::RoutingTable;
-use forward::{DataPath, Limits};
+use forward::{DataPath, Limits, Pools, Shared};
+use headers::Peer;
 use stats::Stats;
 
 /// Pending connections the listening socket queues.
@@ -40,13 +42,14 @@ const BACKLOG: u32 = 2048;
 struct Running {
     /// `Some(grace)`: stop accepting, then give open connections up to `grace` to finish.
     stop: watch::Sender<Option<Duration>>,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// The native data path of the gateway (see the module docs and `pbfast/_native.pyi`).
 #[pyclass(module = "pbfast._native", name = "GatewayServer", frozen)]
 pub struct GatewayServer {
-    path: Arc<DataPath>,
+    shared: Arc<Shared>,
+    pools: Pools,
     threads: usize,
     running: Mutex<Option<Running>>,
 }
@@ -100,18 +103,13 @@ impl GatewayServer {
             client_idle: seconds("client_idle_seconds", client_idle_seconds)?,
             move_wait: seconds("move_wait_seconds", move_wait_seconds)?,
         };
-        let pool_idle = seconds("pool_idle_seconds", pool_idle_seconds)?;
-        let path = DataPath::new(
-            routes,
-            breakers,
-            token,
-            limits,
-            Stats::new(latency_buckets),
+        let pools = Pools {
             fallback_socket,
-            pool_idle,
+            idle: seconds("pool_idle_seconds", pool_idle_seconds)?,
             max_idle_per_node,
-        );
-        Ok(GatewayServer { path: Arc::new(path), threads, running: Mutex::new(None) })
+        };
+        let shared = Shared { routes, breakers, token, limits, stats: Stats::new(latency_buckets) };
+        Ok(GatewayServer { shared: Arc::new(shared), pools, threads, running: Mutex::new(None) })
     }
 
     /// Construction happens in ``__new__``; this no-op ``__init__`` only exists so that
@@ -119,36 +117,51 @@ impl GatewayServer {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn __init__(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) {}
 
-    /// Listen on ``host:port`` (0: any free port) and serve on ``threads`` worker threads; returns the
-    /// port. Raises ``OSError`` when the address cannot be bound, ``RuntimeError`` when running.
+    /// Listen on ``host:port`` (0: any free port) and serve on ``threads`` threads; returns the port.
+    /// Raises ``OSError`` when the address cannot be bound, ``RuntimeError`` when running.
+    ///
+    /// Each thread runs its own single-threaded runtime with its own listening socket on the port
+    /// (SO_REUSEPORT: the kernel spreads connections over them) and its own node connection pools, so a
+    /// request never changes threads.
     fn start(&self, py: Python<'_>, host: &str, port: u16) -> PyResult<u16> {
         let mut running = self.running.lock();
         if running.is_some() {
             return Err(PyRuntimeError::new_err("the gateway server is already running"));
         }
-        let threads = self.threads;
+        let count = self.threads;
         let bind_host = host.to_owned();
-        let (runtime, listener) = py.detach(move || -> std::io::Result<_> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .thread_name("pbfast-gateway")
-                .enable_all()
-                .build()?;
-            let listener = runtime.block_on(bind(&bind_host, port))?;
-            Ok((runtime, listener))
-        })
-        .map_err(|err| PyOSError::new_err(format!("cannot listen on {host}:{port}: {err}")))?;
-        let bound = listener.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port();
+        let listeners = py
+            .detach(move || bind_all(&bind_host, port, count))
+            .map_err(|err| PyOSError::new_err(format!("cannot listen on {host}:{port}: {err}")))?;
+        let bound = listeners[0].local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port();
         let (stop, stopped) = watch::channel(None);
-        let path = self.path.clone();
-        let thread = std::thread::Builder::new()
-            .name("pbfast-gateway-accept".into())
-            .spawn(move || {
-                runtime.block_on(serve(listener, path, stopped));
+        let mut threads = Vec::with_capacity(count);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| PyOSError::new_err(format!("cannot start the gateway runtime: {e}")))?;
+            let path = DataPath::new(self.shared.clone(), &self.pools);
+            let stopped = stopped.clone();
+            let spawned = std::thread::Builder::new().name(format!("pbfast-gateway-{index}")).spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => serve(listener, Arc::new(path), stopped).await,
+                        Err(err) => eprintln!("[Gateway] thread {index} cannot listen: {err}"),
+                    }
+                });
                 runtime.shutdown_timeout(Duration::from_millis(500));
-            })
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the gateway thread: {e}")))?;
-        *running = Some(Running { stop, thread });
+            });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(err) => {
+                    let _ = stop.send(Some(Duration::ZERO));
+                    py.detach(|| threads.into_iter().for_each(|t| drop(t.join())));
+                    return Err(PyRuntimeError::new_err(format!("cannot start a gateway thread: {err}")));
+                }
+            }
+        }
+        *running = Some(Running { stop, threads });
         Ok(bound)
     }
 
@@ -161,18 +174,21 @@ impl GatewayServer {
             return Ok(());
         };
         let _ = running.stop.send(Some(grace));
-        py.detach(move || running.thread.join())
-            .map_err(|_| PyRuntimeError::new_err("the gateway thread panicked"))
+        let panicked = py.detach(move || running.threads.into_iter().map(|t| t.join()).filter(Result::is_err).count());
+        if panicked > 0 {
+            return Err(PyRuntimeError::new_err(format!("{panicked} gateway thread(s) panicked")));
+        }
+        Ok(())
     }
 
     #[getter]
     fn running(&self) -> bool {
-        self.running.lock().as_ref().is_some_and(|r| !r.thread.is_finished())
+        self.running.lock().as_ref().is_some_and(|r| r.threads.iter().any(|t| !t.is_finished()))
     }
 
     /// Counters of the requests this path answered itself (see the stub for the keys).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = &self.path.stats;
+        let stats = &self.shared.stats;
         let out = PyDict::new(py);
         out.set_item("requests", stats.requests().to_vec())?;
         out.set_item("bounds", stats.bounds().to_vec())?;
@@ -197,41 +213,57 @@ impl Drop for GatewayServer {
     fn drop(&mut self) {
         if let Some(running) = self.running.get_mut().take() {
             let _ = running.stop.send(Some(Duration::ZERO));
-            let _ = running.thread.join();
+            for thread in running.threads {
+                let _ = thread.join();
+            }
         }
     }
 }
 
-/// A listening socket on the first address `host` resolves to that can be bound.
-async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+/// `count` listening sockets on one port of the first address `host` resolves to that can be bound
+/// (SO_REUSEPORT; port 0 picks a free port for the first, which the others then share).
+fn bind_all(host: &str, port: u16, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use std::net::ToSocketAddrs;
     let mut last = None;
-    for address in tokio::net::lookup_host((host, port)).await? {
+    for address in (host, port).to_socket_addrs()? {
         match listen(address) {
-            Ok(listener) => return Ok(listener),
+            Ok(first) => {
+                let shared_address = first.local_addr()?;
+                let mut all = vec![first];
+                for _ in 1..count {
+                    all.push(listen(shared_address)?);
+                }
+                return Ok(all);
+            }
             Err(err) => last = Some(err),
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host} resolves to no address"))))
 }
 
-fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?; // TIME_WAIT leftovers of a previous run; never SO_REUSEPORT
-    socket.set_nodelay(true)?;
-    socket.bind(address)?;
-    socket.listen(BACKLOG)
+fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?; // TIME_WAIT leftovers of a previous run
+    socket.set_reuse_port(true)?; // one socket per thread; the caller checked nobody else listens
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG as i32)?;
+    Ok(socket.into())
 }
 
 /// Accept connections until told to stop, then drain them for the grace time.
 async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Receiver<Option<Duration>>) {
+    let limits = path.limits().clone();
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(path.limits.client_idle)
+        .header_read_timeout(limits.client_idle)
         .keep_alive(true)
         // Heads up to twice the header limit are read (and answered 431 in PocketBase's JSON by the
         // handler); larger ones get hyper's bare 431.
-        .max_buf_size((path.limits.max_header_bytes * 2 + 16 * 1024).max(8192));
+        .max_buf_size((limits.max_header_bytes * 2 + 16 * 1024).max(8192));
     loop {
         tokio::select! {
             biased;
@@ -239,9 +271,9 @@ async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Rece
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let client = peer.ip().to_canonical();
+                    let client = Arc::new(Peer::new(peer.ip().to_canonical()));
                     let path = path.clone();
-                    let service = service_fn(move |request| path.clone().handle(client, request));
+                    let service = service_fn(move |request| path.clone().handle(client.clone(), request));
                     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
                         let _ = connection.await;

@@ -1,0 +1,194 @@
+"""The gateway's native data path (``pbfast._native.GatewayServer``) through its Python interface.
+
+Real sockets on loopback: a stdlib HTTP server plays a tenant node (TCP), another the gateway's Python side
+(Unix socket); the routing table and the breakers are the native ones the gateway shares with Python.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pbfast._native import GatewayServer
+from pbfast.gateway.metrics import LATENCY_BUCKETS
+from pbfast.primitives import CircuitBreakers, RoutingTable
+
+TOKEN = "cluster-token-native-0123456789"
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers what it received as JSON; ``/t/{id}/moved`` answers like a node that moved the tenant on
+    unless the epoch is at least 2."""
+
+    protocol_version = "HTTP/1.1"
+    server_name = "node"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path.endswith("/moved") and int(self.headers.get("x-pbfast-epoch", "0")) < 2:
+            payload = b'{"status":503,"message":"The tenant has moved; retry.","data":{}}'
+            self.send_response(503)
+            self.send_header("x-pbfast-moved", "1")
+        else:
+            payload = json.dumps({"server": self.server.name, "method": self.command,  # type: ignore[attr-defined]
+                                  "path": self.path, "headers": [[k.lower(), v] for k, v in self.headers.items()],
+                                  "body": body.decode()}).encode()
+            self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _TcpServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self) -> tuple[Any, Any]:
+        request, _ = super().get_request()
+        return request, ("unix", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
+
+
+def _serve(server: socketserver.BaseServer, name: str) -> socketserver.BaseServer:
+    server.name = name  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    node_a = _serve(_TcpServer(("127.0.0.1", 0), _Echo), "a")
+    node_b = _serve(_TcpServer(("127.0.0.1", 0), _Echo), "b")
+    fallback_path = tmp_path / "py.sock"
+    fallback = _serve(_UnixServer(str(fallback_path), _Echo), "python")
+    routes = RoutingTable("pb.test")
+    breakers = CircuitBreakers(2, 30.0, 1)
+    address_a = f"http://127.0.0.1:{node_a.server_address[1]}"  # type: ignore[index]
+    address_b = f"http://127.0.0.1:{node_b.server_address[1]}"  # type: ignore[index]
+    routes.replace([("acme", address_a, 1, True), ("moving", address_a, 1, False)], 1)
+    server = GatewayServer(routes, breakers, TOKEN, fallback_path, latency_buckets=list(LATENCY_BUCKETS),
+                           connect_timeout_seconds=0.5, read_timeout_seconds=5.0, move_wait_seconds=2.0, threads=2)
+    port = server.start("127.0.0.1", 0)
+    try:
+        yield {"server": server, "url": f"http://127.0.0.1:{port}", "routes": routes, "breakers": breakers,
+               "a": address_a, "b": address_b, "port": port}
+    finally:
+        server.stop(0.5)
+        for s in (node_a, node_b, fallback):
+            s.shutdown()
+            s.server_close()
+
+
+def _headers(echo: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def test_forwards_active_tenants_and_hands_over_the_rest(rig: dict[str, Any]) -> None:
+    url = rig["url"]
+    with httpx.Client() as client:
+        forged = {"x-pbfast-client": "6.6.6.6", "x-pbfast-cluster-token": "forged", "x-pbfast-epoch": "9"}
+        answer = client.post(f"{url}/t/acme/api/x?y=%2F", content=b"hello", headers=forged)
+        echo = answer.json()
+        assert answer.status_code == 200 and echo["server"] == "a", echo
+        assert echo["path"] == "/t/acme/api/x?y=%2F" and echo["body"] == "hello"
+        received = _headers(echo)
+        assert received["x-pbfast-cluster-token"] == [TOKEN] and received["x-pbfast-epoch"] == ["1"]
+        assert received["x-forwarded-for"] == ["127.0.0.1"] and "x-pbfast-client" not in received
+        # Host form: the path is forwarded under the tenant's prefix.
+        echo = client.get(f"{url}/api/y", headers={"host": "acme.pb.test"}).json()
+        assert echo["server"] == "a" and echo["path"] == "/t/acme/api/y"
+        # Unknown, inactive and tenant-less requests go to the Python side, with the client's address only.
+        for path in ("/t/nobody/api/x", "/t/moving/api/x", "/api/health"):
+            echo = client.get(f"{url}{path}", headers=forged).json()
+            assert echo["server"] == "python" and echo["path"] == path, echo
+            received = _headers(echo)
+            assert received["x-pbfast-client"] == ["127.0.0.1"] and "x-pbfast-cluster-token" not in received
+        # An invalid tenant id is answered here.
+        invalid = client.get(f"{url}/t/Not_Valid/api/x")
+        assert invalid.status_code == 400 and set(invalid.json()) == {"status", "message", "data"}
+    stats = rig["server"].stats()
+    assert stats["requests"][1] == 2 and stats["requests"][3] == 1  # 2xx forwarded, 4xx answered
+    assert stats["handed_over"] == 3 and sum(stats["buckets"]) == 3 and stats["bounds"] == list(LATENCY_BUCKETS)
+
+
+def test_moved_answer_waits_for_the_new_route(rig: dict[str, Any]) -> None:
+    routes: RoutingTable = rig["routes"]
+
+    def move() -> None:
+        time.sleep(0.3)
+        routes.patch([("acme", rig["b"], 2, True)], [], 2)
+
+    threading.Thread(target=move).start()
+    started = time.monotonic()
+    answer = httpx.post(f"{rig['url']}/t/acme/moved", content=b"{}", timeout=5)
+    assert answer.status_code == 200 and answer.json()["server"] == "b"
+    assert 0.25 < time.monotonic() - started < 2.0
+    assert rig["server"].stats()["retries"]["moved"] == 1
+
+
+def test_dead_node_opens_the_breaker(rig: dict[str, Any]) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    rig["routes"].patch([("acme", dead, 3, True)], [], 3)
+    statuses = [httpx.get(f"{rig['url']}/t/acme/api/x").status_code for _ in range(2)]
+    assert statuses == [502, 502]
+    started = time.monotonic()
+    refused = httpx.get(f"{rig['url']}/t/acme/api/x")
+    assert refused.status_code == 503 and time.monotonic() - started < 0.1
+    assert int(refused.headers["retry-after"]) >= 1 and refused.json()["status"] == 503
+    assert rig["breakers"].state(dead) == "open"
+    # The route moves meanwhile: a replayable request gets its second chance on the new node.
+    rig["routes"].patch([("acme", rig["b"], 4, True)], [], 4)
+    assert httpx.get(f"{rig['url']}/t/acme/api/x").json()["server"] == "b"
+    errors = rig["server"].stats()["upstream_errors"]
+    assert errors["connect"] == 2 and errors["breaker_open"] == 1
+
+
+def test_lifecycle_and_arguments(rig: dict[str, Any], tmp_path: Path) -> None:
+    server: GatewayServer = rig["server"]
+    assert server.running
+    with pytest.raises(RuntimeError):
+        server.start("127.0.0.1", 0)
+    server.stop(0.1)
+    assert not server.running
+    server.stop(0.1)  # a no-op
+    port = server.start("127.0.0.1", 0)
+    assert httpx.get(f"http://127.0.0.1:{port}/t/Bad!/x").status_code == 400
+    # A port someone else listens on (without SO_REUSEPORT) cannot be taken.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        other = GatewayServer(rig["routes"], rig["breakers"], TOKEN, tmp_path / "x.sock",
+                              latency_buckets=list(LATENCY_BUCKETS))
+        with pytest.raises(OSError, match="cannot listen"):
+            other.start("127.0.0.1", taken.getsockname()[1])
+    for bad in ({"threads": 0}, {"read_timeout_seconds": 0.0}, {"max_header_bytes": 10}):
+        with pytest.raises(ValueError):
+            GatewayServer(rig["routes"], rig["breakers"], TOKEN, tmp_path / "x.sock",
+                          latency_buckets=list(LATENCY_BUCKETS), **bad)
+    with pytest.raises(ValueError):
+        GatewayServer(rig["routes"], rig["breakers"], "bad\ntoken", tmp_path / "x.sock",
+                      latency_buckets=list(LATENCY_BUCKETS))
