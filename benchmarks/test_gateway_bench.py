@@ -35,7 +35,7 @@ FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 TENANT = "bench"
 
 NGINX_CONF = """
-worker_processes 1;
+worker_processes {workers};
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 {user}
@@ -75,12 +75,13 @@ def _latency_ms(line: str, label: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def _start_nginx(tmp: Path, node: str, epoch: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start_nginx(tmp: Path, node: str, epoch: int, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = tmp / "nginx.conf"
     user = "user root;" if os.geteuid() == 0 else ""  # workers of a root master would run as nobody
-    conf.write_text(NGINX_CONF.format(tmp=tmp, node=node, port=port, token=CLUSTER_TOKEN, epoch=epoch, user=user))
+    conf.write_text(NGINX_CONF.format(tmp=tmp, node=node, port=port, token=CLUSTER_TOKEN, epoch=epoch, user=user,
+                                      workers=workers))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen([nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf),
                                 "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -134,11 +135,18 @@ def test_gateway_vs_direct_vs_nginx(pbfast_process: Start, tmp_path: Path) -> No
     header_lua.write_text(f'wrk.headers["x-pbfast-cluster-token"] = "{CLUSTER_TOKEN}"\n'
                           f'wrk.headers["x-pbfast-epoch"] = "{epoch}"\n')
     nginx, nginx_url = _start_nginx(tmp_path / "nginx", node_url.removeprefix("http://"), epoch)
+    others: list[subprocess.Popen[bytes]] = []
     try:
         path = f"/t/{TENANT}/api/health"
         # Every case sends the two headers (wrk's Lua costs it time too; proxies drop client-sent ones).
         cases = {"direct": (node_url + path, header_lua), "gateway": (native_url + path, header_lua),
                  "nginx": (nginx_url + path, header_lua), "gateway-python": (python_url + path, header_lua)}
+        if FULL:  # both with their defaults on this machine: a thread / a worker per CPU
+            nginx_auto, nginx_auto_url = _start_nginx(tmp_path / "nginx-auto", node_url.removeprefix("http://"),
+                                                      epoch, workers=os.cpu_count() or 1)
+            others.append(nginx_auto)
+            cases["gateway-auto"] = (_start_gateway(pbfast_process, cp.http_port, []) + path, header_lua)
+            cases["nginx-auto"] = (nginx_auto_url + path, header_lua)
         seconds, rounds = (8, 3) if FULL else (2, 1)
         best: dict[str, tuple[float, float, float]] = {}
         quiet: dict[str, float] = {}  # p50 of one connection at a time: the latency a hop adds
@@ -150,13 +158,14 @@ def test_gateway_vs_direct_vs_nginx(pbfast_process: Start, tmp_path: Path) -> No
                 assert errors == 0, (name, errors)
                 if name not in best or rate > best[name][0]:
                     best[name] = (rate, _latency_ms(latency, "50"), _latency_ms(latency, "99"))
-                if name != "gateway-python":
+                if name in ("direct", "gateway", "nginx"):
                     _, latency, errors = run_wrk(url, script, 1, seconds)
                     assert errors == 0, (name, errors)
                     quiet[name] = min(quiet.get(name, float("inf")), _latency_ms(latency, "50"))
     finally:
-        nginx.terminate()
-        nginx.wait(10)
+        for process in (nginx, *others):
+            process.terminate()
+            process.wait(10)
     for name, (rate, p50, p99) in best.items():
         print(f"\n[bench] GET tenant /api/health, {name}, 32 connections: {rate:,.0f} req/s, p50 {p50:.2f} ms, "
               f"p99 {p99:.2f} ms")
@@ -168,6 +177,9 @@ def test_gateway_vs_direct_vs_nginx(pbfast_process: Start, tmp_path: Path) -> No
           f"gateway/nginx = {through_gateway / through_nginx:.2f}, "
           f"native/python data path = {through_gateway / best['gateway-python'][0]:.2f}, "
           f"p50 added over direct: gateway {added * 1000:.0f} us, nginx {(quiet['nginx'] - quiet['direct']) * 1000:.0f} us")
+    if "gateway-auto" in best:
+        print(f"[bench] defaults (a thread / a worker per CPU): gateway/nginx = "
+              f"{best['gateway-auto'][0] / best['nginx-auto'][0]:.2f}")
     # Floors that catch a regression on a noisy shared machine; the measured figures go to RESULTS.md.
     assert through_gateway > 0.6 * through_nginx
     assert through_gateway > 1.2 * best["gateway-python"][0]

@@ -194,6 +194,7 @@ class GatewayServer:
         max_idle_per_node: int = 256,
         move_wait_seconds: float = 5.0,
         threads: int = 1,
+        access_log: bool = False,
     ) -> None:
         """Raises ValueError for a token that is not a header value, ``threads`` outside 1..256, a header
         limit under 1024 or a non-positive timeout. ``latency_buckets``: the histogram's upper bounds."""
@@ -205,6 +206,10 @@ class GatewayServer:
     def stop(self, grace_seconds: float = 3.0) -> None:
         """Stop accepting, give open connections up to ``grace_seconds``, close them; a no-op when not
         running. Blocks until stopped (releases the GIL)."""
+    def drain_access_log(self) -> tuple[list[tuple[str, str, str, int, float]], int]:
+        """With ``access_log``: the requests finished since the last call, oldest first, as ``(client,
+        method, target, status, seconds until the answer's head)``, and the number dropped so far because
+        the buffer (16,384 entries) was full. Otherwise ``([], 0)``."""
     def stats(self) -> dict[str, Any]:
         """Counters of the requests answered here (not those handed over): ``requests`` (1xx..5xx),
         ``bounds`` and ``buckets`` (latency histogram until the answer's head, the last bucket +Inf),

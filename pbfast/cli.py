@@ -65,6 +65,7 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "gateway_connect_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_read_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_client_idle_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "gateway_access_log": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
 }
 
 _DEFAULT_HTTP_ADDR = {
@@ -128,6 +129,8 @@ def _build_parser() -> _Parser:
                             "event streams have none)")
     serve.add_argument("--gateway-client-idle-timeout", type=float,
                        help="seconds a client may stay silent mid-request or idle between requests (default 60)")
+    serve.add_argument("--gateway-access-log", action="store_const", const=True,
+                       help="log one line per gateway request (off by default)")
     serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
     serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
     add_operator_commands(commands)
@@ -284,7 +287,8 @@ def _gateway_settings(args: argparse.Namespace) -> GatewaySettings:
     return GatewaySettings(native=(args.gateway_data_path or "native") == "native", threads=threads,
                            max_body_bytes=body, connect_timeout=timeouts["gateway_connect_timeout"],
                            read_timeout=timeouts["gateway_read_timeout"],
-                           client_idle_timeout=timeouts["gateway_client_idle_timeout"])
+                           client_idle_timeout=timeouts["gateway_client_idle_timeout"],
+                           access_log=bool(args.gateway_access_log))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

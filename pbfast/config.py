@@ -39,6 +39,7 @@ class GatewaySettings:
     connect_timeout: float = 1.0
     read_timeout: float = 30.0
     client_idle_timeout: float = 60.0
+    access_log: bool = False
 
 
 class ConfigError(ValueError):

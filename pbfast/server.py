@@ -155,15 +155,18 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
     proxy = NodeProxy(cluster_token, limits, metrics, breakers)
     if settings.native and not local_nodes:
         frontend = NativeFrontend(address, routes, breakers, cluster_token, limits, settings.threads,
-                                  MOVE_WAIT_SECONDS)
+                                  MOVE_WAIT_SECONDS, access_log=settings.access_log)
         app = GatewayApp(watcher, None, proxy, metrics, metrics_token=cluster_token, trust_client_header=True,
                          native_stats=frontend.stats)
         parts.listeners.append(Listener("Gateway", address, app, uds=frontend.socket_path))
         parts.native.append(frontend)
+        if settings.access_log:
+            parts.tasks.append(frontend.run_access_log)
         parts.closers.append(frontend.close)
     else:
         parts.listeners.append(Listener("Gateway", address, GatewayApp(watcher, local_nodes, proxy, metrics,
-                                                                       metrics_token=cluster_token)))
+                                                                       metrics_token=cluster_token,
+                                                                       access_log=settings.access_log)))
     parts.tasks.append(watcher.run)
     parts.closers += [client.aclose, proxy.aclose]
 

@@ -41,6 +41,7 @@ class Cluster:
     nodes: dict[str, tuple[PbfastProcess, str]]
     tmp: Path
     start: Any
+    gateway: PbfastProcess | None = None
     placement: dict[str, str] = field(default_factory=dict)  # tenant -> node id
 
     def node_of(self, tenant_id: str) -> str:
@@ -106,10 +107,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         gw_port = free_port()
         gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{gw_port}",
                          f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}",
-                         "--base-domain=pb.test"])
+                         "--base-domain=pb.test", "--gateway-access-log"])
         gw = f"http://127.0.0.1:{gw_port}"
         gateway.wait_healthy([gw])
-        result = Cluster(cp, gw, nodes, tmp, start)
+        result = Cluster(cp, gw, nodes, tmp, start, gateway)
         # Placement is deterministic (least loaded, then smallest id): alpha on node-a, beta on node-b.
         for tenant_id in ("alpha", "beta"):
             result.placement[tenant_id] = create_tenant(result, tenant_id, superuser=True)
@@ -239,6 +240,20 @@ def test_planned_move_under_load_has_no_errors(cluster: Cluster) -> None:
     bad = [s for s in statuses if s not in (200, 401)]  # /api/collections needs a superuser: 401 is its answer
     assert len(statuses) > 50 and not bad, (len(statuses), bad[:10])
     assert 'pbfast_gateway_move_waits_total{outcome="served"}' in httpx.get(f"{cluster.gw}/metrics", headers=CLUSTER).text
+
+
+def test_access_log(cluster: Cluster) -> None:
+    """``--gateway-access-log``: one line per request, native and handed over alike."""
+    assert httpx.get(f"{cluster.gw}/t/alpha/api/health?probe=access").status_code == 200
+    assert httpx.get(f"{cluster.gw}/t/nobody-here/api/health").status_code == 404
+    assert cluster.gateway is not None
+
+    def logged() -> bool:
+        text = cluster.gateway.output()  # type: ignore[union-attr]
+        return ("[GatewayAccess] 127.0.0.1 GET /t/alpha/api/health?probe=access 200 " in text
+                and "[GatewayAccess] 127.0.0.1 GET /t/nobody-here/api/health 404 " in text)
+
+    wait_until(logged, timeout=5)
 
 
 def test_limits_answer_pocketbase_errors(cluster: Cluster) -> None:

@@ -86,7 +86,8 @@ def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
     address_b = f"http://127.0.0.1:{node_b.server_address[1]}"  # type: ignore[index]
     routes.replace([("acme", address_a, 1, True), ("moving", address_a, 1, False)], 1)
     server = GatewayServer(routes, breakers, TOKEN, fallback_path, latency_buckets=list(LATENCY_BUCKETS),
-                           connect_timeout_seconds=0.5, read_timeout_seconds=5.0, move_wait_seconds=2.0, threads=2)
+                           connect_timeout_seconds=0.5, read_timeout_seconds=5.0, move_wait_seconds=2.0, threads=2,
+                           access_log=True)
     port = server.start("127.0.0.1", 0)
     try:
         yield {"server": server, "url": f"http://127.0.0.1:{port}", "routes": routes, "breakers": breakers,
@@ -131,6 +132,15 @@ def test_forwards_active_tenants_and_hands_over_the_rest(rig: dict[str, Any]) ->
     stats = rig["server"].stats()
     assert stats["requests"][1] == 2 and stats["requests"][3] == 1  # 2xx forwarded, 4xx answered
     assert stats["handed_over"] == 3 and sum(stats["buckets"]) == 3 and stats["bounds"] == list(LATENCY_BUCKETS)
+    # The access log has every request, handed over or not, in order.
+    entries, dropped = rig["server"].drain_access_log()
+    assert dropped == 0
+    assert [(c, m, t, s) for c, m, t, s, _ in entries] == [
+        ("127.0.0.1", "POST", "/t/acme/api/x?y=%2F", 200), ("127.0.0.1", "GET", "/api/y", 200),
+        ("127.0.0.1", "GET", "/t/nobody/api/x", 200), ("127.0.0.1", "GET", "/t/moving/api/x", 200),
+        ("127.0.0.1", "GET", "/api/health", 200), ("127.0.0.1", "GET", "/t/Not_Valid/api/x", 400)]
+    assert all(0 < seconds < 5 for *_, seconds in entries)
+    assert rig["server"].drain_access_log() == ([], 0)
 
 
 def test_moved_answer_waits_for_the_new_route(rig: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from pbfast.primitives import InvalidTenantId
 __all__ = ["MOVE_WAIT_SECONDS", "GatewayApp", "LocalNode"]
 
 log = component_logger("Gateway")
+access_log = component_logger("GatewayAccess")
 
 # In-process hop to a node: (tenant_id, epoch, forward_path, scope, proto) -> None.
 LocalNode = Callable[[str, int, str, Scope, HTTPProtocol], Awaitable[None]]
@@ -110,15 +111,16 @@ class GatewayApp:
                  proxy: TenantProxy | None = None, metrics: GatewayMetrics | None = None,
                  move_wait_seconds: float = MOVE_WAIT_SECONDS, *, metrics_token: str | None = None,
                  trust_client_header: bool = False,
-                 native_stats: Callable[[], dict[str, Any]] | None = None) -> None:
+                 native_stats: Callable[[], dict[str, Any]] | None = None, access_log: bool = False) -> None:
         """``metrics_token``: ``/metrics`` then needs ``Authorization: Bearer <token>`` (it names nodes).
         ``trust_client_header``: only for the listener the native data path hands requests to (a private
         Unix socket): the client's address is taken from ``x-pbfast-client``. ``native_stats``: the native
-        data path's counters, added to ``/metrics``."""
+        data path's counters, added to ``/metrics``. ``access_log``: one log line per request."""
         self.watcher = watcher
         self.metrics_token = metrics_token
         self.trust_client_header = trust_client_header
         self.native_stats = native_stats
+        self.access_log = access_log
         self.routes = watcher.routes
         self.proxy = proxy
         self.metrics = metrics or GatewayMetrics()
@@ -137,7 +139,12 @@ class GatewayApp:
                 scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")  # type: ignore[assignment]
         started = time.perf_counter()
         status = await self._serve(scope, proto)
-        self.metrics.observe(status, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(status, elapsed)
+        if self.access_log:
+            target = f"{scope.path}?{scope.query_string}" if scope.query_string else scope.path
+            client = scope.client.rpartition(":")[0].strip("[]") or scope.client
+            access_log.info("%s %s %s %d %.2fms", client, scope.method, target[:1024], status, elapsed * 1000)
 
     async def _serve(self, scope: Scope, proto: HTTPProtocol) -> int:
         """Answer one request; returns the status answered."""

@@ -29,8 +29,10 @@ from pbfast.primitives import CircuitBreakers, RoutingTable
 __all__ = ["FALLBACK_READY_SECONDS", "NativeFrontend"]
 
 log = component_logger("Gateway")
+access_log = component_logger("GatewayAccess")
 
 FALLBACK_READY_SECONDS = 10.0
+ACCESS_LOG_INTERVAL = 0.2
 SOCKET_NAME = "python.sock"
 
 
@@ -38,9 +40,11 @@ class NativeFrontend:
     """Owns the native server and the private directory of the Python side's Unix socket."""
 
     def __init__(self, address: Address, routes: RoutingTable, breakers: CircuitBreakers, cluster_token: str,
-                 limits: ProxyLimits, threads: int, move_wait_seconds: float) -> None:
+                 limits: ProxyLimits, threads: int, move_wait_seconds: float, access_log: bool = False) -> None:
         self.address = address
         self.threads = threads
+        self.access_log = access_log
+        self._dropped_reported = 0
         # A short path (Unix socket paths are limited to ~107 bytes), private to this user.
         self._dir = Path(tempfile.mkdtemp(prefix="pbfast-gw-"))
         self.socket_path = self._dir / SOCKET_NAME
@@ -56,6 +60,7 @@ class NativeFrontend:
             max_idle_per_node=limits.max_idle_per_node,
             move_wait_seconds=move_wait_seconds,
             threads=threads,
+            access_log=access_log,
         )
 
     async def start(self) -> None:
@@ -84,8 +89,26 @@ class NativeFrontend:
         await asyncio.get_running_loop().run_in_executor(None, self.server.stop, grace_seconds)
 
     def close(self) -> None:
-        """Remove the socket's directory (after both servers stopped)."""
+        """Write what is left of the access log; remove the socket's directory (after both servers stopped)."""
+        if self.access_log:
+            self.write_access_log()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def stats(self) -> dict[str, Any]:
         return self.server.stats()
+
+    def write_access_log(self) -> None:
+        """Log the requests finished since the last call (one line each, like the Python data path's)."""
+        entries, dropped = self.server.drain_access_log()
+        for client, method, target, status, seconds in entries:
+            access_log.info("%s %s %s %d %.2fms", client, method, target, status, seconds * 1000)
+        if dropped > self._dropped_reported:
+            log.warning("access log: %d lines dropped (the log could not keep up)", dropped - self._dropped_reported)
+            self._dropped_reported = dropped
+
+    async def run_access_log(self) -> None:
+        """Write the access log every :data:`ACCESS_LOG_INTERVAL` seconds until cancelled (run it only
+        when the log is on)."""
+        while True:
+            await asyncio.sleep(ACCESS_LOG_INTERVAL)
+            self.write_access_log()

@@ -31,6 +31,7 @@ use hyper_util::client::legacy::Client;
 use pyo3::Py;
 use tokio::time::Instant;
 
+use super::access_log::AccessLog;
 use super::body::{self, body_error, BodyError, Idle, Limited, ProxyBody};
 use super::headers::{self, Peer};
 use super::pool::{NodePool, SendError};
@@ -63,6 +64,8 @@ pub struct Shared {
     pub token: HeaderValue,
     pub limits: Limits,
     pub stats: Stats,
+    /// The access log, when on.
+    pub access_log: Option<AccessLog>,
 }
 
 /// Where and how a thread's clients connect.
@@ -148,13 +151,21 @@ impl DataPath {
     /// Answer one client request (never fails: errors are PocketBase JSON answers).
     pub async fn handle(self: Arc<Self>, client: Arc<Peer>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
-        Ok(match self.serve(&client, req).await {
+        let logged = self.access_log.as_ref().map(|_| {
+            (req.method().clone(), req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |pq| pq.to_string()))
+        });
+        let response = match self.serve(&client, req).await {
             Answer::Native(response) => {
                 self.stats.observe(response.status().as_u16(), started.elapsed());
                 response
             }
             Answer::HandedOver(response) => response,
-        })
+        };
+        if let (Some(log), Some((method, target))) = (self.access_log.as_ref(), logged) {
+            let client = client.value.to_str().unwrap_or("-");
+            log.record(client, method.as_str(), &target, response.status().as_u16(), started.elapsed());
+        }
+        Ok(response)
     }
 
     fn lookup(&self, tenant: &str) -> Option<Route> {

@@ -6,6 +6,7 @@
 //! Thread-safety: [`GatewayServer`] is frozen and Send + Sync; `start`/`stop` serialise on a mutex.
 //! Requests run on the runtime's worker threads and never take the GIL.
 
+pub mod access_log;
 pub mod body;
 pub mod forward;
 pub mod headers;
@@ -26,12 +27,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::breaker::CircuitBreakers;
 use crate::routing::RoutingTable;
+use access_log::AccessLog;
 use forward::{DataPath, Limits, Pools, Shared};
 use headers::Peer;
 use stats::Stats;
@@ -68,7 +70,7 @@ impl GatewayServer {
         routes, breakers, cluster_token, fallback_socket, *, latency_buckets,
         max_body_bytes = 33_554_432, max_header_bytes = 32_768, connect_timeout_seconds = 1.0,
         read_timeout_seconds = 30.0, client_idle_seconds = 60.0, pool_idle_seconds = 15.0,
-        max_idle_per_node = 256, move_wait_seconds = 5.0, threads = 1
+        max_idle_per_node = 256, move_wait_seconds = 5.0, threads = 1, access_log = false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
@@ -86,6 +88,7 @@ impl GatewayServer {
         max_idle_per_node: usize,
         move_wait_seconds: f64,
         threads: usize,
+        access_log: bool,
     ) -> PyResult<Self> {
         let token = HeaderValue::from_str(cluster_token)
             .map_err(|_| PyValueError::new_err("cluster_token must be a valid header value"))?;
@@ -108,7 +111,14 @@ impl GatewayServer {
             idle: seconds("pool_idle_seconds", pool_idle_seconds)?,
             max_idle_per_node,
         };
-        let shared = Shared { routes, breakers, token, limits, stats: Stats::new(latency_buckets) };
+        let shared = Shared {
+            routes,
+            breakers,
+            token,
+            limits,
+            stats: Stats::new(latency_buckets),
+            access_log: access_log.then(AccessLog::default),
+        };
         Ok(GatewayServer { shared: Arc::new(shared), pools, threads, running: Mutex::new(None) })
     }
 
@@ -184,6 +194,20 @@ impl GatewayServer {
     #[getter]
     fn running(&self) -> bool {
         self.running.lock().as_ref().is_some_and(|r| r.threads.iter().any(|t| !t.is_finished()))
+    }
+
+    /// The access log entries since the last call, oldest first: ``(client, method, target, status,
+    /// seconds)``, and how many were dropped so far because nobody drained them. Empty when the log is off.
+    fn drain_access_log<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let Some(log) = self.shared.access_log.as_ref() else {
+            return Ok((PyList::empty(py), 0));
+        };
+        let entries = log.drain();
+        let out = PyList::empty(py);
+        for e in entries {
+            out.append((e.client, e.method, e.target, e.status, e.elapsed.as_secs_f64()))?;
+        }
+        Ok((out, log.dropped()))
     }
 
     /// Counters of the requests this path answered itself (see the stub for the keys).
