@@ -63,21 +63,60 @@ pub fn full(data: Bytes) -> ProxyBody {
     Full::new(data).map_err(|never| match never {}).boxed_unsync()
 }
 
-/// `inner` with an idle timeout: it fails with `on_idle` when no frame arrived for `idle`.
+/// Tells when a body made no progress for its idle time: between `idle` and twice that.
 ///
-/// The timer is armed lazily (only once the inner body is pending) and re-armed only when it fires
-/// early, so a body that is ready at once costs no timer at all.
+/// Progress is a counter bumped per frame (no clock read); the timer is armed lazily, only once the
+/// body is pending, and re-armed when it fires after progress. A body that is ready at once costs no
+/// timer at all.
+pub struct IdleTimer {
+    idle: Duration,
+    frames: u64,
+    armed_at: u64,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    pub fn new(idle: Duration) -> Self {
+        IdleTimer { idle, frames: 0, armed_at: 0, timer: None }
+    }
+
+    /// The body yielded a frame.
+    #[inline]
+    pub fn progress(&mut self) {
+        self.frames = self.frames.wrapping_add(1);
+    }
+
+    /// Poll while the body is pending: ready once it has been idle too long.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.timer {
+                None => {
+                    self.timer = Some(Box::pin(tokio::time::sleep(self.idle)));
+                    self.armed_at = self.frames;
+                }
+                Some(timer) => match timer.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) if self.frames == self.armed_at => return Poll::Ready(()),
+                    Poll::Ready(()) => {
+                        timer.as_mut().reset(Instant::now() + self.idle);
+                        self.armed_at = self.frames;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// `inner` with an idle timeout ([`IdleTimer`]): it fails with `on_idle` when it makes no progress.
 pub struct Idle<B> {
     inner: B,
-    idle: Duration,
     on_idle: BodyError,
-    last_progress: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: IdleTimer,
 }
 
 impl<B> Idle<B> {
     pub fn new(inner: B, idle: Duration, on_idle: BodyError) -> Self {
-        Idle { inner, idle, on_idle, last_progress: Instant::now(), timer: None }
+        Idle { inner, on_idle, timer: IdleTimer::new(idle) }
     }
 }
 
@@ -96,22 +135,12 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.last_progress = Instant::now();
+                this.timer.progress();
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
-            Poll::Pending => loop {
-                let deadline = this.last_progress + this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                match timer.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) if Instant::now() >= this.last_progress + this.idle => {
-                        return Poll::Ready(Some(Err(Box::new(this.on_idle))));
-                    }
-                    Poll::Ready(()) => continue, // progress was made since it was armed
-                }
+            Poll::Pending => match this.timer.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(this.on_idle)))),
+                Poll::Pending => Poll::Pending,
             },
         }
     }

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::access_log::AccessLog;
 use super::body::{self, body_error, BodyError, Idle, Limited, ProxyBody};
 use super::headers::{self, Peer};
-use super::pool::{NodePool, SendError};
+use super::pool::{NodePool, Returning, SendError};
 use super::stats::{Retry, Stats, Upstream};
 use super::unix::UnixConnector;
 use crate::breaker::CircuitBreakers;
@@ -135,7 +135,8 @@ impl DataPath {
     /// A data path for the calling thread's runtime (its clients spawn their connections there).
     pub fn new(shared: Arc<Shared>, pools: &Pools) -> Self {
         let executor = hyper_util::rt::TokioExecutor::new();
-        let nodes = Arc::new(NodePool::new(shared.limits.connect_timeout, pools.idle, pools.max_idle_per_node));
+        let limits = &shared.limits;
+        let nodes = Arc::new(NodePool::new(limits.connect_timeout, pools.idle, pools.max_idle_per_node, limits.read_timeout));
         let fallback = Client::builder(executor)
             .pool_idle_timeout(pools.idle)
             .pool_max_idle_per_host(pools.max_idle_per_node)
@@ -367,7 +368,7 @@ impl DataPath {
     }
 
     /// The node's answer for the client; `Err(())` when it is the node's "tenant has moved" 503.
-    async fn answer(&self, response: Response<ProxyBody>) -> Result<Response<ProxyBody>, ()> {
+    async fn answer(&self, response: Response<Returning>) -> Result<Response<ProxyBody>, ()> {
         let (mut parts, incoming) = response.into_parts();
         if parts.status == StatusCode::SERVICE_UNAVAILABLE {
             if parts.headers.contains_key(headers::MOVED) {
@@ -376,9 +377,12 @@ impl DataPath {
             let small = incoming.size_hint().upper().is_some_and(|n| n <= SMALL_BODY_BYTES);
             if small {
                 // Nodes that do not set the header say so in the message.
-                let data = match tokio::time::timeout(self.limits.read_timeout, incoming.collect()).await {
-                    Ok(Ok(collected)) => collected.to_bytes(),
-                    _ => Bytes::new(),
+                let data = match incoming.collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => {
+                        self.stats.upstream_error(Upstream::Reset);
+                        return Ok(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
+                    }
                 };
                 if data.windows(9).any(|w| w == b"has moved") {
                     return Err(());
@@ -396,12 +400,8 @@ impl DataPath {
                 let v = v.trim_start().as_bytes();
                 v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
             });
-        let body = if streaming || incoming.is_end_stream() {
-            incoming
-        } else {
-            Idle::new(incoming, self.limits.read_timeout, BodyError::UpstreamIdle).boxed_unsync()
-        };
-        Ok(Response::from_parts(parts, body))
+        let body = if streaming { incoming.without_timeout() } else { incoming };
+        Ok(Response::from_parts(parts, body.into_proxy_body()))
     }
 
     /// The tenant's route now, compared with `before`.

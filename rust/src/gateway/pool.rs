@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::body::ProxyBody;
+use super::body::{BodyError, IdleTimer, ProxyBody};
 
 /// Why a request did not get an answer.
 #[derive(Debug)]
@@ -47,11 +47,13 @@ pub struct NodePool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_node: usize,
+    /// The longest a node may go silent while sending an answer's body.
+    read_timeout: Duration,
 }
 
 impl NodePool {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle_per_node: usize) -> Self {
-        NodePool { idle: Mutex::new(HashMap::default()), connect_timeout, idle_timeout, max_idle_per_node }
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle_per_node: usize, read_timeout: Duration) -> Self {
+        NodePool { idle: Mutex::new(HashMap::default()), connect_timeout, idle_timeout, max_idle_per_node, read_timeout }
     }
 
     /// Send `request` (origin-form URI, Host set) to the node at `address` (`http://host:port`), whose
@@ -61,7 +63,7 @@ impl NodePool {
         address: &Arc<str>,
         authority: &str,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<ProxyBody>, SendError> {
+    ) -> Result<Response<Returning>, SendError> {
         while let Some(mut sender) = self.checkout(address) {
             if sender.ready().await.is_err() {
                 continue; // closed meanwhile
@@ -126,25 +128,34 @@ impl NodePool {
         address: &Arc<str>,
         sender: SendRequest<ProxyBody>,
         response: Response<Incoming>,
-    ) -> Response<ProxyBody> {
+    ) -> Response<Returning> {
         let (parts, incoming) = response.into_parts();
+        let idle = Some(IdleTimer::new(self.read_timeout));
         if incoming.is_end_stream() {
             self.checkin(address, sender);
-            return Response::from_parts(parts, Returning { inner: incoming, slot: None }.into_proxy_body());
+            return Response::from_parts(parts, Returning { inner: incoming, slot: None, idle });
         }
         let slot = Some((self.clone(), address.clone(), sender));
-        Response::from_parts(parts, Returning { inner: incoming, slot }.into_proxy_body())
+        Response::from_parts(parts, Returning { inner: incoming, slot, idle })
     }
 }
 
-/// A node's response body that returns its connection to the pool at its end.
+/// A node's response body: returns its connection to the pool at its end, and fails when the node
+/// goes silent for the read timeout (unless [`Returning::without_timeout`]).
 pub struct Returning {
     inner: Incoming,
     slot: Option<(Arc<NodePool>, Arc<str>, SendRequest<ProxyBody>)>,
+    idle: Option<IdleTimer>,
 }
 
 impl Returning {
-    fn into_proxy_body(self) -> ProxyBody {
+    /// No read timeout (an event stream may stay quiet as long as it likes).
+    pub fn without_timeout(mut self) -> Self {
+        self.idle = None;
+        self
+    }
+
+    pub fn into_proxy_body(self) -> ProxyBody {
         http_body_util::BodyExt::boxed_unsync(self)
     }
 }
@@ -158,12 +169,23 @@ impl Body for Returning {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let done = match &polled {
             Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(idle) = this.idle.as_mut() {
+                    idle.progress();
+                }
+                this.inner.is_end_stream()
+            }
             Poll::Ready(Some(Err(_))) => {
                 this.slot = None; // a broken exchange: the connection is not reused
                 false
             }
-            Poll::Pending => false,
+            Poll::Pending => {
+                if let Some(Poll::Ready(())) = this.idle.as_mut().map(|idle| idle.poll_expired(cx)) {
+                    this.slot = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyError::UpstreamIdle))));
+                }
+                false
+            }
         };
         if done {
             if let Some((pool, address, sender)) = this.slot.take() {
