@@ -23,8 +23,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as _, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use super::access_log::AccessLog;
 use super::body::{self, body_error, BodyError, Idle, Limited, ProxyBody};
 use super::headers::{self, Peer};
+use super::h1::{FastPool, NodeBody, Outgoing};
 use super::pool::{NodePool, Returning, SendError};
 use super::stats::{Retry, Stats, Upstream};
 use super::unix::UnixConnector;
@@ -80,6 +81,9 @@ pub struct Pools {
 /// and its node connection stay on one thread).
 pub struct DataPath {
     shared: Arc<Shared>,
+    /// Requests with a body read whole (almost all): the raw HTTP/1.1 client.
+    fast: Arc<FastPool>,
+    /// Requests with a streamed body: hyper's client.
     nodes: Arc<NodePool>,
     fallback: Client<UnixConnector, ProxyBody>,
 }
@@ -115,6 +119,36 @@ impl RequestBody {
     }
 }
 
+/// A node's answer body, from either client.
+enum NodeAnswer {
+    Raw(NodeBody),
+    Pooled(Returning),
+}
+
+impl NodeAnswer {
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            NodeAnswer::Raw(body) => body.size_hint(),
+            NodeAnswer::Pooled(body) => body.size_hint(),
+        }
+    }
+
+    /// The body for the client; `streaming` (an event stream): without a read timeout.
+    fn into_body(self, streaming: bool) -> ProxyBody {
+        match (self, streaming) {
+            (NodeAnswer::Raw(body), false) => body.boxed_unsync(),
+            (NodeAnswer::Raw(body), true) => body.without_timeout().boxed_unsync(),
+            (NodeAnswer::Pooled(body), false) => body.into_proxy_body(),
+            (NodeAnswer::Pooled(body), true) => body.without_timeout().into_proxy_body(),
+        }
+    }
+}
+
+/// Methods whose requests carry no body unless they say so.
+fn is_bodyless(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE)
+}
+
 /// What became of a tenant's route since a request looked at it.
 enum Change {
     /// The same route (still active).
@@ -137,12 +171,13 @@ impl DataPath {
         let executor = hyper_util::rt::TokioExecutor::new();
         let limits = &shared.limits;
         let nodes = Arc::new(NodePool::new(limits.connect_timeout, pools.idle, pools.max_idle_per_node, limits.read_timeout));
+        let fast = Arc::new(FastPool::new(limits.connect_timeout, pools.idle, pools.max_idle_per_node, limits.read_timeout));
         let fallback = Client::builder(executor)
             .pool_idle_timeout(pools.idle)
             .pool_max_idle_per_host(pools.max_idle_per_node)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(UnixConnector::new(pools.fallback_socket.clone()));
-        DataPath { shared, nodes, fallback }
+        DataPath { shared, fast, nodes, fallback }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -302,19 +337,48 @@ impl DataPath {
                 breakers.record_success(address); // gives a half-open probe slot back
                 return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node address is invalid.", None));
             };
-            let mut request = Request::new(body.take());
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = Uri::from(path_and_query.clone());
-            *request.version_mut() = Version::HTTP_11;
-            let mut node_headers = headers::to_node(&parts.headers, client, host.as_ref(), &self.token, route.epoch);
-            if !node_headers.contains_key(header::HOST) {
-                if let Ok(value) = HeaderValue::from_str(authority) {
-                    node_headers.insert(header::HOST, value);
+            let sent = match body {
+                RequestBody::Whole(data) => {
+                    // The hot path: one write of head and body on a raw keep-alive connection.
+                    let mut bytes = Vec::with_capacity(384 + path_and_query.as_str().len() + data.len());
+                    bytes.extend_from_slice(parts.method.as_str().as_bytes());
+                    bytes.push(b' ');
+                    bytes.extend_from_slice(path_and_query.as_str().as_bytes());
+                    bytes.extend_from_slice(b" HTTP/1.1\r\n");
+                    headers::write_to_node(&mut bytes, &parts.headers, client, host.as_ref(), authority, &self.token, route.epoch);
+                    if !data.is_empty() || !is_bodyless(&parts.method) {
+                        bytes.extend_from_slice(format!("content-length: {}\r\n", data.len()).as_bytes());
+                    }
+                    bytes.extend_from_slice(b"\r\n");
+                    bytes.extend_from_slice(data);
+                    let outgoing = Outgoing {
+                        bytes: &bytes,
+                        head_only: parts.method == Method::HEAD,
+                        idempotent: parts.method.is_idempotent(),
+                    };
+                    let send = self.fast.send(&route.address, authority, outgoing);
+                    tokio::time::timeout(self.limits.read_timeout, send)
+                        .await
+                        .map(|r| r.map(|response| response.map(NodeAnswer::Raw)))
                 }
-            }
-            *request.headers_mut() = node_headers;
-
-            let sent = tokio::time::timeout(self.limits.read_timeout, self.nodes.send(&route.address, authority, request)).await;
+                RequestBody::Streamed(_) => {
+                    let mut request = Request::new(body.take());
+                    *request.method_mut() = parts.method.clone();
+                    *request.uri_mut() = Uri::from(path_and_query.clone());
+                    *request.version_mut() = Version::HTTP_11;
+                    let mut node_headers = headers::to_node(&parts.headers, client, host.as_ref(), &self.token, route.epoch);
+                    if !node_headers.contains_key(header::HOST) {
+                        if let Ok(value) = HeaderValue::from_str(authority) {
+                            node_headers.insert(header::HOST, value);
+                        }
+                    }
+                    *request.headers_mut() = node_headers;
+                    let send = self.nodes.send(&route.address, authority, request);
+                    tokio::time::timeout(self.limits.read_timeout, send)
+                        .await
+                        .map(|r| r.map(|response| response.map(NodeAnswer::Pooled)))
+                }
+            };
             let failure = match sent {
                 Ok(Ok(response)) => {
                     breakers.record_success(address);
@@ -338,6 +402,11 @@ impl DataPath {
                     if let Some(kind) = body_error(&err) {
                         return Answer::Native(client_body_error(kind, self.limits.max_body_bytes));
                     }
+                    self.stats.upstream_error(Upstream::Reset);
+                    return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
+                }
+                Ok(Err(SendError::Io(_))) => {
+                    breakers.record_success(address);
                     self.stats.upstream_error(Upstream::Reset);
                     return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
                 }
@@ -368,7 +437,7 @@ impl DataPath {
     }
 
     /// The node's answer for the client; `Err(())` when it is the node's "tenant has moved" 503.
-    async fn answer(&self, response: Response<Returning>) -> Result<Response<ProxyBody>, ()> {
+    async fn answer(&self, response: Response<NodeAnswer>) -> Result<Response<ProxyBody>, ()> {
         let (mut parts, incoming) = response.into_parts();
         if parts.status == StatusCode::SERVICE_UNAVAILABLE {
             if parts.headers.contains_key(headers::MOVED) {
@@ -377,7 +446,7 @@ impl DataPath {
             let small = incoming.size_hint().upper().is_some_and(|n| n <= SMALL_BODY_BYTES);
             if small {
                 // Nodes that do not set the header say so in the message.
-                let data = match incoming.collect().await {
+                let data = match incoming.into_body(false).collect().await {
                     Ok(collected) => collected.to_bytes(),
                     Err(_) => {
                         self.stats.upstream_error(Upstream::Reset);
@@ -400,8 +469,7 @@ impl DataPath {
                 let v = v.trim_start().as_bytes();
                 v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
             });
-        let body = if streaming { incoming.without_timeout() } else { incoming };
-        Ok(Response::from_parts(parts, body.into_proxy_body()))
+        Ok(Response::from_parts(parts, incoming.into_body(streaming)))
     }
 
     /// The tenant's route now, compared with `before`.

@@ -73,6 +73,44 @@ pub fn header_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
+/// Whether a client's header is dropped on the way to a node (see the module docs); `listed`: the
+/// tokens of the request's `Connection` headers.
+fn dropped_for_node(name: &HeaderName, listed: &[String]) -> bool {
+    is_hop_by_hop(name)
+        || name == header::CONTENT_LENGTH
+        || name == header::EXPECT
+        || name == header::HOST
+        || name == FORWARDED_FOR
+        || name == FORWARDED_PROTO
+        || name == FORWARDED_HOST
+        || name.as_str().starts_with("x-pbfast-")
+        || (!listed.is_empty() && listed.iter().any(|t| t == name.as_str()))
+}
+
+/// The `X-Forwarded-For` a node receives: the client's chain plus the client.
+fn forwarded_for(headers: &HeaderMap, client: &Peer) -> Option<HeaderValue> {
+    let mut chain: Option<Vec<u8>> = None;
+    for value in headers.get_all(FORWARDED_FOR) {
+        let chain = chain.get_or_insert_with(Vec::new);
+        if !chain.is_empty() {
+            chain.extend_from_slice(b", ");
+        }
+        chain.extend_from_slice(value.as_bytes());
+    }
+    match chain {
+        None => Some(client.value.clone()),
+        Some(mut chain) => {
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(client.value.as_bytes());
+            HeaderValue::from_bytes(&chain).ok()
+        }
+    }
+}
+
+fn listed_tokens(headers: &HeaderMap) -> Vec<String> {
+    if headers.contains_key(header::CONNECTION) { connection_tokens(headers) } else { Vec::new() }
+}
+
 /// The headers a node receives for a client request with `headers` from `client`, for route `epoch`.
 pub fn to_node(
     headers: &HeaderMap,
@@ -81,42 +119,15 @@ pub fn to_node(
     token: &HeaderValue,
     epoch: u64,
 ) -> HeaderMap {
-    let listed = if headers.contains_key(header::CONNECTION) { connection_tokens(headers) } else { Vec::new() };
+    let listed = listed_tokens(headers);
     let mut out = HeaderMap::with_capacity(headers.keys_len() + 6);
-    let mut forwarded_for: Option<Vec<u8>> = None;
     for (name, value) in headers {
-        if name == FORWARDED_FOR {
-            let chain = forwarded_for.get_or_insert_with(Vec::new);
-            if !chain.is_empty() {
-                chain.extend_from_slice(b", ");
-            }
-            chain.extend_from_slice(value.as_bytes());
-            continue;
+        if !dropped_for_node(name, &listed) {
+            out.append(name.clone(), value.clone());
         }
-        if is_hop_by_hop(name)
-            || name == header::CONTENT_LENGTH
-            || name == header::EXPECT
-            || name == header::HOST
-            || name == FORWARDED_PROTO
-            || name == FORWARDED_HOST
-            || name.as_str().starts_with("x-pbfast-")
-            || (!listed.is_empty() && listed.iter().any(|t| t == name.as_str()))
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
     }
-    match forwarded_for {
-        None => {
-            out.insert(FORWARDED_FOR, client.value.clone());
-        }
-        Some(mut chain) => {
-            chain.extend_from_slice(b", ");
-            chain.extend_from_slice(client.value.as_bytes());
-            if let Ok(value) = HeaderValue::from_bytes(&chain) {
-                out.insert(FORWARDED_FOR, value);
-            }
-        }
+    if let Some(value) = forwarded_for(headers, client) {
+        out.insert(FORWARDED_FOR, value);
     }
     out.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
@@ -126,6 +137,71 @@ pub fn to_node(
     out.insert(CLUSTER_TOKEN, token.clone());
     out.insert(EPOCH, HeaderValue::from(epoch));
     out
+}
+
+/// The same headers as [`to_node`], written as `name: value\r\n` lines into `out` (for a request
+/// sent as raw bytes); `host` defaults to `authority`.
+pub fn write_to_node(
+    out: &mut Vec<u8>,
+    headers: &HeaderMap,
+    client: &Peer,
+    host: Option<&HeaderValue>,
+    authority: &str,
+    token: &HeaderValue,
+    epoch: u64,
+) {
+    fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let listed = listed_tokens(headers);
+    match host {
+        Some(host) => {
+            line(out, b"host", host.as_bytes());
+            line(out, b"x-forwarded-host", host.as_bytes());
+        }
+        None => line(out, b"host", authority.as_bytes()),
+    }
+    for (name, value) in headers {
+        if !dropped_for_node(name, &listed) {
+            line(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if let Some(value) = forwarded_for(headers, client) {
+        line(out, b"x-forwarded-for", value.as_bytes());
+    }
+    line(out, b"x-forwarded-proto", b"http");
+    line(out, b"x-pbfast-cluster-token", token.as_bytes());
+    let mut digits = itoa_u64(epoch);
+    line(out, b"x-pbfast-epoch", digits.as_bytes_mut());
+}
+
+/// `n` in decimal, without allocating.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_u64(mut n: u64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Digits { buf, start }
 }
 
 /// The headers of a request handed to the gateway's Python side: the client's, minus hop-by-hop and
@@ -206,6 +282,35 @@ mod tests {
         for gone in ["keep-alive", "te", "proxy-authorization", "x-drop-me", "connection", "expect", "content-length"] {
             assert!(out.get(gone).is_none(), "{gone}");
         }
+    }
+
+    #[test]
+    fn raw_node_headers_match_the_map() {
+        let incoming = map(&[
+            ("host", "acme.example"),
+            ("x-pbfast-epoch", "999"),
+            ("x-forwarded-for", "10.1.2.3"),
+            ("connection", "x-drop-me"),
+            ("x-drop-me", "1"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+        ]);
+        let token = HeaderValue::from_static("secret");
+        let peer = Peer::new("127.0.0.1".parse().unwrap());
+        let mut raw = Vec::new();
+        write_to_node(&mut raw, &incoming, &peer, incoming.get("host"), "n:1", &token, 1234567890);
+        let text = String::from_utf8(raw).unwrap();
+        let mut lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+        lines.sort();
+        let map = to_node(&incoming, &peer, incoming.get("host"), &token, 1234567890);
+        let mut expected: Vec<String> =
+            map.iter().map(|(n, v)| format!("{}: {}", n, v.to_str().unwrap())).collect();
+        expected.sort();
+        assert_eq!(lines, expected);
+        let mut bare = Vec::new();
+        write_to_node(&mut bare, &HeaderMap::new(), &peer, None, "node-a:8070", &token, 0);
+        let bare = String::from_utf8(bare).unwrap();
+        assert!(bare.starts_with("host: node-a:8070\r\n") && bare.contains("x-pbfast-epoch: 0\r\n"));
     }
 
     #[test]

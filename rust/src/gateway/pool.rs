@@ -35,6 +35,8 @@ pub enum SendError {
     ConnectTimeout,
     /// The exchange failed after the connection was made (the request may have reached the node).
     Exchange(hyper::Error),
+    /// The same, from the raw client ([`super::h1`]).
+    Io(io::Error),
 }
 
 struct IdleConnection {
