@@ -29,7 +29,8 @@ it (NTP keeps them within milliseconds; a clock *stepped* forward by more than t
 guarantee), and this node's event loop being late to act (it must not block for longer than the margin).
 The serving window, ``SERVE_FRACTION × node timeout``, tolerates one lost or slow heartbeat at the
 default one-second interval: heartbeats are sent every ``min(1 s, node timeout / 5)`` and each attempt on
-a control plane member times out after ``node timeout / 5``, so at least two attempts fit in the window.
+a control plane member times out after ``node timeout / 4`` (then the next member is tried at once), so a
+hung member costs one attempt and the lease of the previous heartbeat still covers it.
 
 When a heartbeat is acknowledged again, the lease is renewed and the node re-reads its assignments (the
 heartbeat answer): tenants still assigned to it with the epoch they had when it fenced are served again
@@ -59,7 +60,7 @@ def heartbeat_interval(node_timeout: float) -> float:
 
 def heartbeat_timeout(node_timeout: float) -> float:
     """How long one heartbeat attempt may wait for one control plane member before trying the next."""
-    return max(MIN_HEARTBEAT_SECONDS, node_timeout / 5)
+    return max(MIN_HEARTBEAT_SECONDS, node_timeout / 4)
 
 
 class Lease:

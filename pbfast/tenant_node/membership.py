@@ -7,7 +7,7 @@ request goes uncounted.
 
 Every acknowledged heartbeat renews the node's lease (:mod:`pbfast.tenant_node.lease`) from the moment it
 was sent; :meth:`TenantNodeApp.watch_lease` fences the node when the lease runs out. Heartbeats go every
-``min(1 s, node timeout / 5)`` and one attempt waits at most ``node timeout / 5`` for a member, so a hung
+``min(1 s, node timeout / 5)`` and one attempt waits at most ``node timeout / 4`` for a member, so a hung
 control plane member costs one attempt, not the lease.
 """
 
