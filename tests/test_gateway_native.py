@@ -218,3 +218,22 @@ def test_lifecycle_and_arguments(rig: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         GatewayServer(rig["routes"], rig["breakers"], "bad\ntoken", tmp_path / "x.sock",
                       latency_buckets=list(LATENCY_BUCKETS))
+
+
+def test_silent_and_slow_clients_are_cut_off(rig: dict[str, Any], tmp_path: Path) -> None:
+    server = GatewayServer(rig["routes"], rig["breakers"], TOKEN, tmp_path / "x.sock",
+                           latency_buckets=list(LATENCY_BUCKETS), client_idle_seconds=0.5)
+    port = server.start("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+            started = time.monotonic()
+            assert silent.recv(100) == b""  # closed by the gateway
+            assert 0.4 < time.monotonic() - started < 3
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            slow.sendall(b"POST /t/acme/api/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\nabc")
+            answer = slow.recv(65536)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), answer
+            assert json.loads(body)["status"] == 408
+    finally:
+        server.stop(0.1)
