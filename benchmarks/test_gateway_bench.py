@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from bench_tools import needs_tools
 
 from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, start_node
@@ -117,6 +118,7 @@ def _start_gateway(start: Start, cp_port: int, extra: list[str]) -> str:
 
 
 @needs_tools("wrk", "nginx")
+@pytest.mark.timeout(900 if FULL else 120)  # the long form runs for minutes
 def test_gateway_vs_direct_vs_nginx(pbfast_process: Start, tmp_path: Path) -> None:
     cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
     _, node_url = start_node(pbfast_process, "bench-node", [cp.url], tmp_path / "nodes")
