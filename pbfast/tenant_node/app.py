@@ -10,9 +10,12 @@ plane's node timeout it stops serving and replicating every tenant, before the c
 re-place them (:meth:`TenantNodeApp.fence`).
 
 A local copy that another node may have written after this one let go of the tenant (released for a
-move, or re-placed while this node was fenced) is never served again: it is deleted when its last state
-was confirmed in the replica, else moved to ``<data-dir>/retired/`` for the operator, and the tenant is
-restored from its replica if it comes back.
+move, or re-placed while this node was fenced or down) is never served again: it is deleted when its last
+state was confirmed in the replica, else moved to ``<data-dir>/retired/`` for the operator, and the tenant is
+restored from its replica if it comes back. Which assignment a copy belongs to is kept on disk next to it
+(:mod:`pbfast.tenant_node.local_copy`), so this holds across restarts of the node: a tenant is opened only
+under the epoch the control plane confirmed, and its local copy is served only if it was last served here
+under that epoch.
 
 Routes: ``GET /api/health`` (public); ``GET /metrics`` (cluster token, see :mod:`pbfast.tenant_node.metrics`);
 ``/api/node/...`` for the control plane (cluster token); tenants' PocketBase APIs are reached through the
@@ -29,6 +32,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ from pbfast.pocketbase.tenant import (
     new_record_id,
 )
 from pbfast.tenant_node.lease import Lease
+from pbfast.tenant_node.local_copy import CopyMarker, MarkerError, Verdict, judge, read_marker, write_marker
 from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics, StatusRecorder
 from pbfast.tenant_node.replication import ReplicationError, Replicator
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
@@ -105,6 +110,17 @@ class _HeldResponse:
         getattr(proto, method)(*args)
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def _discard(temporary: Path) -> None:
+    """Remove a temporary file and what SQLite or Litestream put beside it."""
+    for leftover in temporary.parent.glob(glob_escape(temporary.name) + "*"):
+        leftover.unlink(missing_ok=True)
+
+
 def upsert_superuser(tenant: Tenant, email: str, password_hash: str, overwrite: bool = True) -> None:
     """Create (or, with ``overwrite``, update) the superuser ``email`` with an already bcrypt-hashed password."""
     now = format_datetime(time.time())
@@ -142,6 +158,7 @@ class TenantNodeApp:
         self.quotas = QuotaCounters()
         self.assignments: dict[str, Assignment] = {}
         self.released: dict[str, int] = {}  # tenant -> highest epoch given up
+        self.confirmed: dict[str, int] = {}  # tenant -> epoch, as of the last heartbeat answer
         self._cluster_token = cluster_token
         self._node_routes = Router()
         self._node_routes.add("GET", "/api/health", self._health)
@@ -157,7 +174,7 @@ class TenantNodeApp:
         self.fenced: dict[str, int] | None = None  # while fenced: tenant -> epoch it had when the lease ran out
         self._fence_generation = 0
         self._stale_local: set[str] = set()  # local copies to retire before the tenant is opened again
-        self._shipped: set[str] = set()  # closed tenants whose final sync was confirmed by the replica
+        self._copies: dict[str, CopyMarker] = {}  # open tenants: the marker written when they were opened
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
@@ -190,10 +207,12 @@ class TenantNodeApp:
             self.quotas.remove(tenant_id)
             if tenant_id not in tenants:
                 self._background(self._remove_data(tenant_id))
+        self.confirmed = {}
         for tenant_id, spec in tenants.items():
             epoch = int(spec["epoch"])
             if epoch <= self.released.get(tenant_id, 0):
                 continue
+            self.confirmed[tenant_id] = epoch
             self.incarnations[tenant_id] = str(spec.get("incarnation") or DEFAULT_INCARNATION)
             current = self.assignments.get(tenant_id)
             if current is None or current.epoch <= epoch:
@@ -251,35 +270,45 @@ class TenantNodeApp:
             self._retire_locked(tenant_id)
 
     def _retire_locked(self, tenant_id: str) -> None:
-        """With the tenant's lock held: take its local copy out of service if it is marked stale. Deleted
-        when its final state was confirmed in the replica, else kept under ``<data-dir>/retired/`` (it may
-        hold writes the replica never got; an operator can inspect it with stock PocketBase)."""
+        """With the tenant's lock held: take its local copy out of service if it is marked stale (see
+        :meth:`_retire_copy`). If that fails the mark stays, and the tenant is not opened."""
         if tenant_id not in self._stale_local:
             return
         self._stale_local.discard(tenant_id)
         tenant = self.tenants.pop(tenant_id, None)
         if tenant is not None:  # not expected: closed before being marked
+            self._copies.pop(tenant_id, None)
             tenant.close()
-        directory = self.tenants_dir / tenant_id
-        if not directory.exists():
-            return
-        shipped = tenant_id in self._shipped
-        self._shipped.discard(tenant_id)
         try:
-            if shipped:
-                shutil.rmtree(directory)
-                log.info("tenant %s: removed the local copy (it is in the replica; another node owns it now)",
-                         tenant_id)
-                return
-            retired = self.tenants_dir.parent / RETIRED_DIR / (
-                f"{tenant_id}-{time.strftime('%Y%m%dT%H%M%S')}-{new_record_id()[:6]}")
-            retired.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(directory, retired)
-            log.warning("tenant %s: its local copy may hold writes the replica lacks and another node owns the "
-                        "tenant now; moved it to %s", tenant_id, retired)
+            self._retire_copy(tenant_id, "another node owns the tenant now")
         except OSError as err:  # the copy must not be served: keep refusing to open it
             self._stale_local.add(tenant_id)
             log.error("tenant %s: could not retire the local copy: %s", tenant_id, err)
+
+    def _retire_copy(self, tenant_id: str, why: str) -> None:
+        """Take the tenant's local copy (closed) out of ``tenants/``: deleted when its marker says its final
+        state was confirmed in the replica and it was not written since, else kept under
+        ``<data-dir>/retired/<id>-<time>-<random>/`` (it may hold writes the replica never got; an operator
+        can inspect it with stock PocketBase). Raises OSError if it cannot be moved."""
+        directory = self.tenants_dir / tenant_id
+        if not directory.exists():
+            return
+        try:
+            marker = read_marker(directory)
+        except MarkerError:
+            marker = None
+        suffix = f"{time.strftime('%Y%m%dT%H%M%S')}-{new_record_id()[:6]}"
+        if marker is not None and marker.shipped:
+            doomed = self.tenants_dir / f".deleting-{tenant_id}-{suffix}"  # never a tenant id: no leading dot
+            os.replace(directory, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+            log.info("tenant %s: removed the local copy (%s; its last state is in the replica)", tenant_id, why)
+            return
+        retired = self.tenants_dir.parent / RETIRED_DIR / f"{tenant_id}-{suffix}"
+        retired.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(directory, retired)
+        log.warning("tenant %s: %s; its local copy may hold writes the replica lacks: moved it to %s",
+                    tenant_id, why, retired)
 
     def _lock(self, tenant_id: str) -> asyncio.Lock:
         lock = self._locks.get(tenant_id)
@@ -295,10 +324,12 @@ class TenantNodeApp:
                 return False
             self.metrics.closed(reason)
             db_path = tenant.directory / DATA_DB
+            shipped = False
             if self.replicator is not None:
+                before = tenant.conn.total_changes()  # every write of the tenant goes through this connection
                 try:
                     await self.replicator.sync(db_path, wait=True)
-                    self._shipped.add(tenant_id)
+                    shipped = True
                 except ReplicationError as err:
                     log.warning("tenant %s: final sync before closing failed (%s); the local copy stays "
                                 "the newest", tenant_id, err)
@@ -306,11 +337,27 @@ class TenantNodeApp:
                     await self.replicator.unregister(db_path)
                 except ReplicationError as err:
                     log.warning("tenant %s: unregister failed: %s", tenant_id, err)
+                # A request admitted earlier may have written after the sync started.
+                shipped = shipped and tenant.conn.total_changes() == before
             try:
                 tenant.close()
             except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node
+                shipped = False
                 log.exception("closing tenant %s failed", tenant_id)
+            await self._mark_closed(tenant_id, shipped)
             return True
+
+    async def _mark_closed(self, tenant_id: str, shipped: bool) -> None:
+        """The tenant was closed: if its final state is in the replica, say so in its marker (the copy may
+        then be deleted rather than kept when it is retired, also after a restart)."""
+        marker = self._copies.pop(tenant_id, None)
+        if marker is None or not shipped:
+            return
+        try:
+            await asyncio.to_thread(write_marker, self.tenants_dir / tenant_id,
+                                    CopyMarker(marker.incarnation, marker.epoch, self.node_id, shipped=True))
+        except OSError as err:  # it then counts as not shipped: kept, not deleted, when retired
+            log.warning("tenant %s: could not record that its copy is in the replica: %s", tenant_id, err)
 
     async def _remove_data(self, tenant_id: str) -> None:
         """The tenant was deleted: close it and remove its files from this node."""
@@ -323,7 +370,11 @@ class TenantNodeApp:
             log.info("removed the data of deleted tenant %s", tenant_id)
 
     async def open_tenant(self, tenant_id: str) -> Tenant:
-        """The open tenant: from memory, else from local disk, else restored from its replica, else new."""
+        """The open tenant: from memory, else from local disk, else restored from its replica, else new.
+
+        A local copy is served only if it belongs to the assignment the node serves now
+        (:meth:`_vet_local_copy`); the marker of that assignment is written before the tenant is served or
+        replicated."""
         tenant = self.tenants.get(tenant_id)
         if tenant is not None:
             return tenant
@@ -333,33 +384,35 @@ class TenantNodeApp:
                 return tenant
             self._check_lease()
             self._retire_locked(tenant_id)  # a copy another node may have written since is never opened
+            if tenant_id in self._stale_local:
+                raise ApiError(503, "The tenant's previous local copy cannot be retired; it is not served.",
+                               headers=[("retry-after", "5")])
+            epoch = await self._serving_epoch(tenant_id)
             directory = self.tenants_dir / tenant_id
             db_path = directory / DATA_DB
-            if tenant_id not in self.incarnations and self.refresh_assignments is not None:
-                # A tenant routed here before our heartbeat told us about it: ask now, so it opens (and
-                # replicates) under its own incarnation.
-                try:
-                    await asyncio.wait_for(self.refresh_assignments(), REFRESH_SECONDS)
-                except Exception as err:  # noqa: BLE001 - a slow control plane must not block the tenant
-                    log.warning("tenant %s: assignments not refreshed before opening: %r", tenant_id, err)
             incarnation = self.incarnations.get(tenant_id, DEFAULT_INCARNATION)
             source = "disk"
-            if not db_path.exists() and self.replicator is not None:
-                try:
-                    await self._restore(tenant_id, incarnation, directory)
-                except Exception:
-                    self.metrics.restore_failures += 1
-                    raise
+            on_disk: CopyMarker | None = None
+            if epoch is not None and db_path.exists():
+                on_disk, source = await self._vet_local_copy(tenant_id, directory, incarnation, epoch)
+            elif not db_path.exists() and self.replicator is not None:
+                restored = await self._fetch_replica(tenant_id, incarnation)
+                if restored is not None:
+                    self._install(restored, directory)
                 source = "replica"
             created = not db_path.exists()
             tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True)
             try:
                 self._check_lease()  # a restore takes time: never start replicating without a lease
-            except ApiError:
+                if epoch is not None:  # from here on this node may write the copy under this assignment
+                    marker = CopyMarker(incarnation, epoch, self.node_id)
+                    if on_disk != marker:
+                        await asyncio.to_thread(write_marker, directory, marker)
+                    self._copies[tenant_id] = marker
+            except BaseException:
                 tenant.close()
                 raise
             self.metrics.opened("new" if created else source)
-            self._shipped.discard(tenant_id)
             if created:
                 log.info("created the database of tenant %s", tenant_id)
                 superuser = self.superusers.pop(tenant_id, None)
@@ -376,26 +429,94 @@ class TenantNodeApp:
             self.quotas.set_storage(tenant_id, tenant.size_bytes())
             return tenant
 
-    async def _restore(self, tenant_id: str, incarnation: str, directory: Path) -> None:
-        """Bring the tenant's replica to this node: into a temporary file, checked, renamed into place."""
+    async def _serving_epoch(self, tenant_id: str) -> int | None:
+        """The epoch under which the tenant may be opened: the one the control plane's latest heartbeat answer
+        gives for it here, which must be the one the node was asked to serve (a gateway may know a new
+        assignment before the node: then the node asks the control plane now). A tenant the control plane
+        does not assign here is not opened (after a restart the node does not remember which epochs it gave
+        up, so a stale gateway's epoch alone proves nothing). None for a node without a control plane
+        (benchmarks): nothing to check against, and no marker is written."""
+        if self.lease is None:
+            return None
+        assignment = self.assignments.get(tenant_id)
+        if (assignment is None or self.confirmed.get(tenant_id) != assignment.epoch) \
+                and self.refresh_assignments is not None:
+            try:
+                await asyncio.wait_for(self.refresh_assignments(), REFRESH_SECONDS)
+            except Exception as err:  # noqa: BLE001 - answered below
+                log.warning("tenant %s: assignments not refreshed before opening: %r", tenant_id, err)
+            assignment = self.assignments.get(tenant_id)
+        confirmed = self.confirmed.get(tenant_id)
+        if assignment is None or confirmed is None or confirmed != assignment.epoch:
+            raise ApiError(503, "The tenant is not served by this node; retry.", headers=_MOVED)
+        return confirmed
+
+    async def _vet_local_copy(self, tenant_id: str, directory: Path, incarnation: str,
+                              epoch: int) -> tuple[CopyMarker | None, str]:
+        """Decide whether the tenant's local copy may be served under ``incarnation`` and ``epoch``
+        (:func:`pbfast.tenant_node.local_copy.judge`); returns its marker and the open's source.
+
+        A current copy is served. A superseded or unknown one (the tenant may have lived elsewhere since)
+        gives way to the replica when there is one: the replica is restored first, then the copy retired
+        (:meth:`_retire_copy`) and the restored one put in its place; without a replica it is the newest
+        state there is, and it is served. A copy of another incarnation is retired in any case."""
+        try:
+            marker: CopyMarker | None = read_marker(directory)
+            readable = True
+        except MarkerError as err:
+            log.warning("tenant %s: %s", tenant_id, err)
+            marker, readable = None, False
+        verdict, why = judge(marker, readable, incarnation, epoch)
+        if verdict is Verdict.CURRENT:
+            log.debug("tenant %s: serving the local copy (%s)", tenant_id, why)
+            return marker, "disk"
+        restored = await self._fetch_replica(tenant_id, incarnation) if self.replicator is not None else None
+        if restored is None and verdict is not Verdict.FOREIGN:
+            log.warning("tenant %s: serving the local copy although %s: there is no replica to prefer",
+                        tenant_id, why)
+            return marker, "disk"
+        try:
+            self._retire_copy(tenant_id, f"not serving the local copy: {why}")
+            if restored is not None:
+                self._install(restored, directory)
+        finally:
+            if restored is not None:
+                _discard(restored)
+        return None, "replica"
+
+    async def _fetch_replica(self, tenant_id: str, incarnation: str) -> Path | None:
+        """Restore the tenant's replica into a temporary file beside the tenants' directories, checked and
+        fsynced; None when there is no replica. Raises :class:`ReplicationError` (counted as a restore
+        failure)."""
         assert self.replicator is not None
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".restore-{new_record_id()}.db"
+        self.tenants_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.tenants_dir / f".restore-{tenant_id}-{new_record_id()}.db"  # never a tenant id
         started = time.monotonic()
         try:
             if not await self.replicator.restore(tenant_id, incarnation, temporary):
-                return  # no replica: a new tenant
+                _discard(temporary)
+                return None  # no replica: a new tenant
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
             if problem:
                 raise ReplicationError(f"restored copy of tenant {tenant_id} is unusable: {problem}")
-            for stale in (DATA_DB + "-wal", DATA_DB + "-shm"):
-                (directory / stale).unlink(missing_ok=True)
-            os.replace(temporary, directory / DATA_DB)
-            fsync_directory(directory)
-            log.info("restored tenant %s from its replica in %.0f ms", tenant_id, (time.monotonic() - started) * 1000)
-        finally:
-            for leftover in directory.glob(temporary.name + "*"):
-                leftover.unlink(missing_ok=True)
+            await asyncio.to_thread(_fsync_file, temporary)
+        except BaseException as err:
+            _discard(temporary)
+            if isinstance(err, Exception):
+                self.metrics.restore_failures += 1
+            raise
+        log.info("restored tenant %s from its replica in %.0f ms", tenant_id, (time.monotonic() - started) * 1000)
+        return temporary
+
+    def _install(self, restored: Path, directory: Path) -> None:
+        """Put a restored database in place as the tenant's data.db (atomic rename)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in (DATA_DB + "-wal", DATA_DB + "-shm"):
+            (directory / stale).unlink(missing_ok=True)
+        os.replace(restored, directory / DATA_DB)
+        fsync_directory(directory)
+        fsync_directory(self.tenants_dir)
+        _discard(restored)
 
     async def close_all(self, budget: float = CLOSE_ALL_SECONDS) -> None:
         """Close every open tenant (final sync to the replica first), within ``budget`` seconds; a tenant
@@ -513,12 +634,14 @@ class TenantNodeApp:
                 return True
             self.metrics.closed("fenced")
             stopped = True
+            shipped = False
             if self.replicator is not None:
                 db_path = tenant.directory / DATA_DB
+                before = tenant.conn.total_changes()  # every write of the tenant goes through this connection
                 try:
                     await asyncio.wait_for(self.replicator.sync(db_path, wait=True),
                                            max(0.0, sync_until - time.monotonic()))
-                    self._shipped.add(tenant_id)
+                    shipped = True
                 except (ReplicationError, TimeoutError) as err:
                     log.warning("tenant %s: final sync before fencing failed: %r", tenant_id, err)
                 try:
@@ -527,10 +650,13 @@ class TenantNodeApp:
                 except (ReplicationError, TimeoutError) as err:
                     log.warning("tenant %s: unregister while fencing failed: %r", tenant_id, err)
                     stopped = False
+                shipped = shipped and tenant.conn.total_changes() == before
             try:
                 tenant.close()
             except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the fencing
+                shipped = False
                 log.exception("closing tenant %s failed", tenant_id)
+            await self._mark_closed(tenant_id, shipped)
             return stopped
 
     def _admit(self, tenant_id: str, epoch: int) -> None:
@@ -634,8 +760,12 @@ class TenantNodeApp:
     async def import_data(self, tenant_id: str, chunks: AsyncIterator[bytes]) -> None:
         """Install an uploaded PocketBase data.db as the tenant's database (only for a tenant without data):
         written to a temporary file, fsynced, checked (``PRAGMA integrity_check``, PocketBase tables), then
-        renamed into place atomically."""
+        renamed into place atomically, with the marker of the tenant's assignment here
+        (:mod:`pbfast.tenant_node.local_copy`)."""
         directory = self.tenants_dir / tenant_id
+        if tenant_id in self.tenants or (directory / DATA_DB).exists() or tenant_id in self.importing:
+            raise ApiError(409, "The tenant already has data; import only into a new tenant.")
+        epoch = await self._serving_epoch(tenant_id)
         if tenant_id in self.tenants or (directory / DATA_DB).exists() or tenant_id in self.importing:
             raise ApiError(409, "The tenant already has data; import only into a new tenant.")
         self.importing.add(tenant_id)
@@ -652,6 +782,9 @@ class TenantNodeApp:
                 raise ApiError(400, f"The uploaded file is not a usable PocketBase data.db: {problem}")
             os.replace(temporary, directory / DATA_DB)
             fsync_directory(directory)
+            if epoch is not None:
+                marker = CopyMarker(self.incarnations.get(tenant_id, DEFAULT_INCARNATION), epoch, self.node_id)
+                await asyncio.to_thread(write_marker, directory, marker)
             log.info("imported the database of tenant %s", tenant_id)
         finally:
             temporary.unlink(missing_ok=True)
