@@ -301,7 +301,10 @@ async def _run(config: ServeConfig) -> int:
     for prepare in parts.before_stop:
         prepare()
     for frontend in parts.native:  # first, while the Python side still answers what it was handed
-        await frontend.stop(NATIVE_GRACE_SECONDS)
+        try:
+            await frontend.stop(NATIVE_GRACE_SECONDS)
+        except Exception:  # noqa: BLE001 - stop everything else anyway
+            log.exception("stopping the gateway's native data path failed")
     for server in servers:
         server.stop()
     pending = [task for task in [*serving, *background] if not task.done()]

@@ -45,7 +45,10 @@ class _Echo(http.server.BaseHTTPRequestHandler):
                                   "path": self.path, "headers": [[k.lower(), v] for k, v in self.headers.items()],
                                   "body": body.decode()}).encode()
             self.send_response(200)
+        if self.path.endswith("/stall"):
+            time.sleep(2)
         self.send_header("content-type", "application/json")
+        self.send_header("x-pbfast-internal", "node-only")
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -62,6 +65,9 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 
 class _TcpServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the gateway hung up on a stalled answer: expected in these tests
 
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -117,6 +123,7 @@ def test_forwards_active_tenants_and_hands_over_the_rest(rig: dict[str, Any]) ->
         answer = client.post(f"{url}/t/acme/api/x?y=%2F", content=b"hello", headers=forged)
         echo = answer.json()
         assert answer.status_code == 200 and echo["server"] == "a", echo
+        assert "x-pbfast-internal" not in answer.headers  # the cluster's headers stay inside
         assert echo["path"] == "/t/acme/api/x?y=%2F" and echo["body"] == "hello"
         received = _headers(echo)
         assert received["x-pbfast-cluster-token"] == [TOKEN] and received["x-pbfast-epoch"] == ["1"]
@@ -130,19 +137,22 @@ def test_forwards_active_tenants_and_hands_over_the_rest(rig: dict[str, Any]) ->
             assert echo["server"] == "python" and echo["path"] == path, echo
             received = _headers(echo)
             assert received["x-pbfast-client"] == ["127.0.0.1"] and "x-pbfast-cluster-token" not in received
+        # No tunnels.
+        assert client.request("CONNECT", f"{url}/t/acme/api/x").status_code == 405
         # An invalid tenant id is answered here.
         invalid = client.get(f"{url}/t/Not_Valid/api/x")
         assert invalid.status_code == 400 and set(invalid.json()) == {"status", "message", "data"}
     stats = rig["server"].stats()
-    assert stats["requests"][1] == 2 and stats["requests"][3] == 1  # 2xx forwarded, 4xx answered
-    assert stats["handed_over"] == 3 and sum(stats["buckets"]) == 3 and stats["bounds"] == list(LATENCY_BUCKETS)
+    assert stats["requests"][1] == 2 and stats["requests"][3] == 2  # 2xx forwarded, 4xx answered
+    assert stats["handed_over"] == 3 and sum(stats["buckets"]) == 4 and stats["bounds"] == list(LATENCY_BUCKETS)
     # The access log has every request, handed over or not, in order.
     entries, dropped = rig["server"].drain_access_log()
     assert dropped == 0
     assert [(c, m, t, s) for c, m, t, s, _ in entries] == [
         ("127.0.0.1", "POST", "/t/acme/api/x?y=%2F", 200), ("127.0.0.1", "GET", "/api/y", 200),
         ("127.0.0.1", "GET", "/t/nobody/api/x", 200), ("127.0.0.1", "GET", "/t/moving/api/x", 200),
-        ("127.0.0.1", "GET", "/api/health", 200), ("127.0.0.1", "GET", "/t/Not_Valid/api/x", 400)]
+        ("127.0.0.1", "GET", "/api/health", 200), ("127.0.0.1", "CONNECT", "/t/acme/api/x", 405),
+        ("127.0.0.1", "GET", "/t/Not_Valid/api/x", 400)]
     assert all(0 < seconds < 5 for *_, seconds in entries)
     assert rig["server"].drain_access_log() == ([], 0)
 
@@ -237,3 +247,38 @@ def test_silent_and_slow_clients_are_cut_off(rig: dict[str, Any], tmp_path: Path
             assert json.loads(body)["status"] == 408
     finally:
         server.stop(0.1)
+
+
+def test_breaker_counts_only_the_node_and_never_loses_a_probe(rig: dict[str, Any], tmp_path: Path) -> None:
+    """A node's breaker opens on connect failures only: a slow tenant or a client that gives up does not
+    shut the node's other tenants out, and an abandoned half-open probe is given back."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"http://127.0.0.1:{port}"
+    routes = RoutingTable()
+    routes.replace([("acme", address, 1, True), ("other", address, 1, True)], 1)
+    breakers = CircuitBreakers(2, 0.3, 1)
+    server = GatewayServer(routes, breakers, TOKEN, tmp_path / "x.sock", latency_buckets=list(LATENCY_BUCKETS),
+                           read_timeout_seconds=0.5)
+    url = f"http://127.0.0.1:{server.start('127.0.0.1', 0)}"
+    node = None
+    try:
+        assert [httpx.get(f"{url}/t/acme/x").status_code for _ in range(2)] == [502, 502]
+        assert breakers.state(address) == "open"
+        node = _serve(_TcpServer(("127.0.0.1", port), _Echo), "a")  # the node comes back
+        time.sleep(0.4)  # past the cool-down: the next request is the half-open probe
+        with pytest.raises(httpx.ReadTimeout):  # ... and its client gives up while the node stalls
+            httpx.get(f"{url}/t/acme/stall", timeout=0.3)
+        time.sleep(0.1)
+        assert httpx.get(f"{url}/t/other/x").status_code == 200  # the probe slot came back
+        assert breakers.state(address) == "closed"
+        # A tenant whose requests time out (504) does not open the breaker for the node's other tenants.
+        assert [httpx.get(f"{url}/t/acme/stall").status_code for _ in range(3)] == [504, 504, 504]
+        assert breakers.state(address) == "closed"
+        assert httpx.get(f"{url}/t/other/x").status_code == 200
+    finally:
+        server.stop(0.1)
+        if node is not None:
+            node.shutdown()
+            node.server_close()

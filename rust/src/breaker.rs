@@ -150,6 +150,16 @@ impl BreakerCore {
         }
     }
 
+    /// Give back a half-open probe slot taken by [`allow`](Self::allow) without a verdict (the request
+    /// was abandoned, or its outcome says nothing about the node).
+    pub fn release(&mut self, node: &str) {
+        if let Some(b) = self.nodes.get_mut(node) {
+            if b.state == State::HalfOpen {
+                b.probes_in_flight = b.probes_in_flight.saturating_sub(1);
+            }
+        }
+    }
+
     pub fn record_failure(&mut self, node: &str, now: Instant) {
         let threshold = self.config.failure_threshold;
         let b = self
@@ -300,6 +310,10 @@ impl CircuitBreakers {
         self.inner.lock().record_failure(node, Instant::now())
     }
 
+    pub(crate) fn release(&self, node: &str) {
+        self.inner.lock().release(node)
+    }
+
     pub(crate) fn retry_after_duration(&self, node: &str) -> Duration {
         self.inner.lock().retry_after(node, Instant::now())
     }
@@ -416,6 +430,19 @@ mod tests {
             .collect();
         assert_eq!(st, vec![("x".to_string(), "open")]);
         assert!(c.allow("y", t0));
+    }
+
+    #[test]
+    fn released_probe_slot_is_free_again() {
+        let mut c = core(1, 0.0, 1);
+        let t0 = Instant::now();
+        c.record_failure("n", t0);
+        assert!(c.allow("n", t0)); // the one probe
+        assert!(!c.allow("n", t0));
+        c.release("n"); // abandoned: no verdict
+        assert_eq!(c.state("n", t0), State::HalfOpen);
+        assert!(c.allow("n", t0));
+        c.release("unknown"); // harmless
     }
 
     #[test]

@@ -154,6 +154,130 @@ where
     }
 }
 
+/// `inner`, telling a receiver when it has been read to its end (or failed, or was dropped: the
+/// receiver then sees the sender gone).
+pub struct Ended {
+    inner: ProxyBody,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Ended {
+    pub fn wrap(inner: ProxyBody) -> (ProxyBody, tokio::sync::oneshot::Receiver<()>) {
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let done = if inner.is_end_stream() {
+            let _ = done.send(());
+            None
+        } else {
+            Some(done)
+        };
+        (Ended { inner, done }.boxed_unsync(), ended)
+    }
+}
+
+impl Body for Ended {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let finished = match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if finished {
+            if let Some(done) = this.done.take() {
+                let _ = done.send(());
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client connection whose writes may not stall longer than the client idle time (a client that
+/// stops reading its answers, or an event stream, is cut off rather than holding the connection, its
+/// buffers and a node connection forever).
+pub struct StallGuard<I> {
+    inner: I,
+    timer: IdleTimer,
+}
+
+impl<I> StallGuard<I> {
+    pub fn new(inner: I, idle: Duration) -> Self {
+        StallGuard { inner, timer: IdleTimer::new(idle) }
+    }
+
+    fn stalled<T>(&mut self, cx: &mut Context<'_>, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.timer.progress();
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.timer.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client stopped reading",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for StallGuard<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for StallGuard<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.stalled(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.stalled(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.stalled(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// `inner`, failing with [`BodyError::TooLarge`] once more than `limit` bytes went through.
 pub struct Limited<B> {
     inner: B,

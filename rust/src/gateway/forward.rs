@@ -81,6 +81,8 @@ pub struct Pools {
 /// and its node connection stay on one thread).
 pub struct DataPath {
     shared: Arc<Shared>,
+    /// How often idle node connections are swept.
+    pub sweep_every: Duration,
     /// Requests with a body read whole (almost all): the raw HTTP/1.1 client.
     fast: Arc<FastPool>,
     /// Requests with a streamed body: hyper's client.
@@ -144,6 +146,46 @@ impl NodeAnswer {
     }
 }
 
+/// The node did not answer within the read timeout.
+struct TimedOut;
+
+/// One attempt's verdict on its node's breaker, recorded exactly once: a half-open probe slot taken by
+/// `allow` is given back however the attempt ends, even when its future is dropped (the client went
+/// away, shutdown).
+struct Verdict<'a> {
+    breakers: &'a CircuitBreakers,
+    node: &'a str,
+    open: bool,
+}
+
+impl<'a> Verdict<'a> {
+    fn new(breakers: &'a CircuitBreakers, node: &'a str) -> Self {
+        Verdict { breakers, node, open: true }
+    }
+
+    /// The node answered (or was reached): it is healthy.
+    fn success(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.breakers.record_success(self.node);
+        }
+    }
+
+    /// The node could not be connected to in time.
+    fn failure(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.breakers.record_failure(self.node);
+        }
+    }
+}
+
+impl Drop for Verdict<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.breakers.release(self.node);
+        }
+    }
+}
+
 /// Methods whose requests carry no body unless they say so.
 fn is_bodyless(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE)
@@ -177,11 +219,18 @@ impl DataPath {
             .pool_max_idle_per_host(pools.max_idle_per_node)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(UnixConnector::new(pools.fallback_socket.clone()));
-        DataPath { shared, fast, nodes, fallback }
+        let sweep_every = (pools.idle / 2).max(Duration::from_millis(200));
+        DataPath { shared, sweep_every, fast, nodes, fallback }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
+    }
+
+    /// Close pooled node connections that expired or were closed by their node (see `serve`).
+    pub fn sweep_idle(&self) {
+        self.fast.sweep();
+        self.nodes.sweep();
     }
 
     /// Answer one client request (never fails: errors are PocketBase JSON answers).
@@ -218,6 +267,9 @@ impl DataPath {
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        if parts.method == Method::CONNECT {
+            return Answer::Native(error(StatusCode::METHOD_NOT_ALLOWED, "The gateway does not tunnel (CONNECT).", None));
+        }
         let path = parts.uri.path();
         let table = self.routes.get();
         let target = match parse_target(path, host.as_ref().and_then(|h| h.to_str().ok()), table.base_domain()) {
@@ -233,6 +285,7 @@ impl DataPath {
         };
         let tenant: Box<str> = target.tenant.as_ref().into();
         let forward: &str = match target.forward {
+            ForwardPath::Unchanged if !path.starts_with('/') => "/", // `OPTIONS *`, authority-form
             ForwardPath::Unchanged => path,
             ForwardPath::Slice(rest) => rest,
         };
@@ -333,8 +386,8 @@ impl DataPath {
                     Some(wait),
                 ));
             }
+            let mut verdict = Verdict::new(breakers, address);
             let Some(authority) = node_authority(address) else {
-                breakers.record_success(address); // gives a half-open probe slot back
                 return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node address is invalid.", None));
             };
             let sent = match body {
@@ -360,9 +413,13 @@ impl DataPath {
                     tokio::time::timeout(self.limits.read_timeout, send)
                         .await
                         .map(|r| r.map(|response| response.map(NodeAnswer::Raw)))
+                        .map_err(|_| TimedOut)
                 }
                 RequestBody::Streamed(_) => {
-                    let mut request = Request::new(body.take());
+                    // The read timeout starts once the client's body has been sent: a slow upload is the
+                    // client's (bounded by the client idle timeout), not the node's.
+                    let (upload, uploaded) = body::Ended::wrap(body.take());
+                    let mut request = Request::new(upload);
                     *request.method_mut() = parts.method.clone();
                     *request.uri_mut() = Uri::from(path_and_query.clone());
                     *request.version_mut() = Version::HTTP_11;
@@ -374,31 +431,37 @@ impl DataPath {
                     }
                     *request.headers_mut() = node_headers;
                     let send = self.nodes.send(&route.address, authority, request);
-                    tokio::time::timeout(self.limits.read_timeout, send)
-                        .await
-                        .map(|r| r.map(|response| response.map(NodeAnswer::Pooled)))
+                    let read_timeout = self.limits.read_timeout;
+                    let expired = async move {
+                        let _ = uploaded.await; // sent, or failed (the send fails with it)
+                        tokio::time::sleep(read_timeout).await;
+                    };
+                    tokio::select! {
+                        sent = send => Ok(sent.map(|response| response.map(NodeAnswer::Pooled))),
+                        () = expired => Err(TimedOut),
+                    }
                 }
             };
             let failure = match sent {
                 Ok(Ok(response)) => {
-                    breakers.record_success(address);
+                    verdict.success();
                     match self.answer(response).await {
                         Ok(answer) => return Answer::Native(answer),
                         Err(()) => None, // the node says the tenant moved
                     }
                 }
                 Ok(Err(SendError::Connect(_))) => {
-                    breakers.record_failure(address);
+                    verdict.failure();
                     self.stats.upstream_error(Upstream::Connect);
                     Some((StatusCode::BAD_GATEWAY, "The tenant's node is unreachable."))
                 }
                 Ok(Err(SendError::ConnectTimeout)) => {
-                    breakers.record_failure(address);
+                    verdict.failure();
                     self.stats.upstream_error(Upstream::ConnectTimeout);
                     Some((StatusCode::GATEWAY_TIMEOUT, "The tenant's node did not accept a connection in time."))
                 }
                 Ok(Err(SendError::Exchange(err))) => {
-                    breakers.record_success(address); // reached, then broke: not a connect failure
+                    verdict.success(); // reached, then broke: not a connect failure
                     if let Some(kind) = body_error(&err) {
                         return Answer::Native(client_body_error(kind, self.limits.max_body_bytes));
                     }
@@ -406,16 +469,19 @@ impl DataPath {
                     return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
                 }
                 Ok(Err(SendError::Io(_))) => {
-                    breakers.record_success(address);
+                    verdict.success();
                     self.stats.upstream_error(Upstream::Reset);
                     return Answer::Native(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
                 }
-                Err(_elapsed) => {
-                    breakers.record_failure(address);
+                Err(TimedOut) => {
+                    // Reached but slow: one tenant's slow request says nothing about the node's other
+                    // tenants, so only connect failures count against the node's breaker.
+                    drop(verdict);
                     self.stats.upstream_error(Upstream::Timeout);
                     return Answer::Native(error(StatusCode::GATEWAY_TIMEOUT, "The tenant's node did not answer in time.", Some(1)));
                 }
             };
+            drop(verdict);
             // Nothing of this attempt reached the client: a second chance where the route allows one.
             let moved = failure.is_none();
             if !rerouted && body.replayable() {

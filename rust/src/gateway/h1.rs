@@ -10,7 +10,7 @@
 //!
 //! Thread-safety: the idle lists sit behind a mutex (uncontended: each server thread has its own pool).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,7 +59,7 @@ struct IdleConnection {
 }
 
 pub struct FastPool {
-    idle: Mutex<HashMap<Arc<str>, Vec<IdleConnection>, foldhash::fast::RandomState>>,
+    idle: Mutex<HashMap<Arc<str>, VecDeque<IdleConnection>, foldhash::fast::RandomState>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_node: usize,
@@ -106,12 +106,13 @@ impl FastPool {
                 None => self.connect(authority).await?,
             };
             match exchange(&mut stream, &request).await {
-                Ok((head, decoder, buffer, reusable)) => {
+                Ok((head, decoder, buffer, reusable, drained)) => {
                     let body = NodeBody {
                         stream: Some(stream),
                         buffer,
                         decoder,
                         reusable,
+                        drained,
                         home: Some((self.clone(), address.clone())),
                         idle: Some(IdleTimer::new(self.read_timeout)),
                     };
@@ -147,7 +148,7 @@ impl FastPool {
         let list = idle.get_mut(address)?;
         let now = Instant::now();
         let mut probe = Context::from_waker(std::task::Waker::noop());
-        while let Some(connection) = list.pop() {
+        while let Some(connection) = list.pop_back() {
             if now.duration_since(connection.since) >= self.idle_timeout {
                 continue;
             }
@@ -158,35 +159,66 @@ impl FastPool {
         None
     }
 
-    fn checkin(&self, address: &Arc<str>, stream: TcpStream) {
-        // Forget the readiness of the answer just read, so that checkout sees only what comes later.
-        let _ = stream.try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+    /// Pool a connection whose answer was read to its end. `drained`: its last read returned less
+    /// than it could take, so the kernel had nothing more then; otherwise one non-blocking read makes
+    /// sure nothing (a stray byte, a close) is left before it can serve another request.
+    fn checkin(&self, address: &Arc<str>, stream: TcpStream, drained: bool) {
+        if drained {
+            // Forget the readiness of the answer just read, so that checkout sees only what comes later.
+            let _ = stream.try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+        } else {
+            match stream.try_read(&mut [0u8; 1]) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {} // clean (and readiness cleared)
+                _ => return, // data nobody asked for, a close, or an error: not reusable
+            }
+        }
         let now = Instant::now();
         let mut idle = self.idle.lock();
         let list = idle.entry(address.clone()).or_default();
-        if list.len() >= self.max_idle_per_node {
-            list.remove(0); // the longest idle one
+        while list.front().is_some_and(|c| now.duration_since(c.since) >= self.idle_timeout) {
+            list.pop_front();
         }
-        list.push(IdleConnection { stream, since: now });
+        if list.len() >= self.max_idle_per_node.max(1) {
+            list.pop_front(); // the longest idle one
+        }
+        list.push_back(IdleConnection { stream, since: now });
+    }
+
+    /// Close idle connections past the idle time or closed by their node, and forget nodes without any.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut probe = Context::from_waker(std::task::Waker::noop());
+        let mut idle = self.idle.lock();
+        idle.retain(|_, list| {
+            list.retain(|c| {
+                now.duration_since(c.since) < self.idle_timeout && c.stream.poll_read_ready(&mut probe).is_pending()
+            });
+            !list.is_empty()
+        });
     }
 }
 
 /// Write the request, read the answer's head: `(head, body decoder, bytes read past the head, whether
-/// the connection may be reused after the body)`.
+/// the connection may be reused after the body, whether the last read drained the socket)`.
 async fn exchange(
     stream: &mut TcpStream,
     request: &Outgoing<'_>,
-) -> Result<(http::response::Parts, Decoder, BytesMut, bool), Failure> {
+) -> Result<(http::response::Parts, Decoder, BytesMut, bool, bool), Failure> {
     stream.write_all(request.bytes).await.map_err(Failure::Write)?;
     let mut buffer = BytesMut::with_capacity(4096);
+    let mut drained;
     loop {
+        if buffer.capacity() - buffer.len() < 1024 {
+            buffer.reserve(4096);
+        }
+        let room = buffer.capacity() - buffer.len();
         let read = stream.read_buf(&mut buffer).await;
         match read {
             Ok(0) if buffer.is_empty() => {
                 return Err(Failure::NoAnswer(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before answering")))
             }
             Ok(0) => return Err(Failure::Broken(protocol("the connection closed mid-head"))),
-            Ok(_) => {}
+            Ok(n) => drained = n < room,
             Err(err) if buffer.is_empty() => return Err(Failure::NoAnswer(err)),
             Err(err) => return Err(Failure::Broken(err)),
         }
@@ -199,7 +231,7 @@ async fn exchange(
                 Parsed::Interim(length) => buffer.advance(length), // 1xx: wait for the final answer
                 Parsed::Complete { length, head, decoder, reusable } => {
                     buffer.advance(length);
-                    return Ok((head, decoder, buffer, reusable));
+                    return Ok((head, decoder, buffer, reusable, drained));
                 }
             }
         }
@@ -393,6 +425,8 @@ pub struct NodeBody {
     buffer: BytesMut,
     decoder: Decoder,
     reusable: bool,
+    /// The last read returned less than it could take (see [`FastPool::checkin`]).
+    drained: bool,
     home: Option<(Arc<FastPool>, Arc<str>)>,
     idle: Option<IdleTimer>,
 }
@@ -416,7 +450,7 @@ impl NodeBody {
         let stream = self.stream.take();
         if let (Some(stream), Some((pool, address))) = (stream, self.home.take()) {
             if self.reusable && self.buffer.is_empty() {
-                pool.checkin(&address, stream);
+                pool.checkin(&address, stream, self.drained);
             }
         }
     }
@@ -468,7 +502,12 @@ impl Body for NodeBody {
             if this.buffer.capacity() - this.buffer.len() < READ_CHUNK / 4 {
                 this.buffer.reserve(READ_CHUNK);
             }
-            match stream.try_read_buf(&mut this.buffer) {
+            let room = this.buffer.capacity() - this.buffer.len();
+            let read = stream.try_read_buf(&mut this.buffer);
+            if let Ok(n) = read {
+                this.drained = n < room;
+            }
+            match read {
                 Ok(0) if this.decoder == Decoder::UntilClose => {
                     this.reusable = false;
                     this.finish();

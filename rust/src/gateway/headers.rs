@@ -221,12 +221,14 @@ pub fn to_fallback(headers: &HeaderMap, client: &Peer) -> HeaderMap {
     out
 }
 
-/// Drop hop-by-hop headers from a node's answer (in place).
+/// Drop hop-by-hop and the cluster's internal (`x-pbfast-*`) headers from a node's answer (in place).
 pub fn strip_response(headers: &mut HeaderMap) {
     let listed = if headers.contains_key(header::CONNECTION) { connection_tokens(headers) } else { Vec::new() };
     let drop: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| is_hop_by_hop(name) || listed.iter().any(|t| t == name.as_str()))
+        .filter(|name| {
+            is_hop_by_hop(name) || name.as_str().starts_with("x-pbfast-") || listed.iter().any(|t| t == name.as_str())
+        })
         .cloned()
         .collect();
     for name in drop {
@@ -330,6 +332,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("x-private", "1"),
             ("transfer-encoding", "chunked"),
+            ("x-pbfast-moved", "1"),
             ("x-from-node", "yes"),
         ]);
         strip_response(&mut answer);

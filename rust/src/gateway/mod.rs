@@ -36,6 +36,7 @@ use crate::breaker::CircuitBreakers;
 use crate::routing::RoutingTable;
 use access_log::AccessLog;
 use forward::{DataPath, Limits, Pools, Shared};
+use body::StallGuard;
 use headers::Peer;
 use stats::Stats;
 
@@ -96,6 +97,9 @@ impl GatewayServer {
         if threads == 0 || threads > 256 {
             return Err(PyValueError::new_err(format!("threads must be between 1 and 256, got {threads}")));
         }
+        if max_idle_per_node == 0 {
+            return Err(PyValueError::new_err("max_idle_per_node must be at least 1"));
+        }
         if max_header_bytes < 1024 {
             return Err(PyValueError::new_err(format!("max_header_bytes must be at least 1024, got {max_header_bytes}")));
         }
@@ -146,12 +150,16 @@ impl GatewayServer {
             .map_err(|err| PyOSError::new_err(format!("cannot listen on {host}:{port}: {err}")))?;
         let bound = listeners[0].local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port();
         let (stop, stopped) = watch::channel(None);
-        let mut threads = Vec::with_capacity(count);
+        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(count);
         for (index, listener) in listeners.into_iter().enumerate() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| PyOSError::new_err(format!("cannot start the gateway runtime: {e}")))?;
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    let _ = stop.send(Some(Duration::ZERO));
+                    py.detach(|| threads.into_iter().for_each(|t| drop(t.join())));
+                    return Err(PyOSError::new_err(format!("cannot start the gateway runtime: {err}")));
+                }
+            };
             let path = DataPath::new(self.shared.clone(), &self.pools);
             let stopped = stopped.clone();
             let spawned = std::thread::Builder::new().name(format!("pbfast-gateway-{index}")).spawn(move || {
@@ -282,6 +290,15 @@ fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Receiver<Option<Duration>>) {
     let limits = path.limits().clone();
     let graceful = GracefulShutdown::new();
+    let sweeper = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(path.sweep_every).await;
+                path.sweep_idle();
+            }
+        })
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.client_idle)
@@ -299,7 +316,8 @@ async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Rece
                     let client = Arc::new(Peer::new(peer.ip().to_canonical()));
                     let path = path.clone();
                     let service = service_fn(move |request| path.clone().handle(client.clone(), request));
-                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let io = StallGuard::new(TokioIo::new(stream), limits.client_idle);
+                    let connection = graceful.watch(http.serve_connection(io, service));
                     tokio::spawn(async move {
                         let _ = connection.await;
                     });
@@ -312,4 +330,5 @@ async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Rece
     drop(listener);
     let grace = stop.borrow().unwrap_or(Duration::ZERO);
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    sweeper.abort();
 }

@@ -7,7 +7,7 @@
 //!
 //! Thread-safety: the idle lists sit behind a mutex (uncontended: each server thread has its own pool).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ struct IdleConnection {
 }
 
 pub struct NodePool {
-    idle: Mutex<HashMap<Arc<str>, Vec<IdleConnection>, foldhash::fast::RandomState>>,
+    idle: Mutex<HashMap<Arc<str>, VecDeque<IdleConnection>, foldhash::fast::RandomState>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_node: usize,
@@ -102,7 +102,7 @@ impl NodePool {
         let mut idle = self.idle.lock();
         let list = idle.get_mut(address)?;
         let now = Instant::now();
-        while let Some(connection) = list.pop() {
+        while let Some(connection) = list.pop_back() {
             if !connection.sender.is_closed() && now.duration_since(connection.since) < self.idle_timeout {
                 return Some(connection.sender);
             }
@@ -117,11 +117,23 @@ impl NodePool {
         let now = Instant::now();
         let mut idle = self.idle.lock();
         let list = idle.entry(address.clone()).or_default();
-        if list.len() >= self.max_idle_per_node {
-            // Drop the longest idle one; expired ones are dropped as they are met.
-            list.remove(0);
+        while list.front().is_some_and(|c| now.duration_since(c.since) >= self.idle_timeout) {
+            list.pop_front();
         }
-        list.push(IdleConnection { sender, since: now });
+        if list.len() >= self.max_idle_per_node.max(1) {
+            list.pop_front(); // the longest idle one
+        }
+        list.push_back(IdleConnection { sender, since: now });
+    }
+
+    /// Close idle connections past the idle time or closed by their node, and forget nodes without any.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock();
+        idle.retain(|_, list| {
+            list.retain(|c| now.duration_since(c.since) < self.idle_timeout && !c.sender.is_closed());
+            !list.is_empty()
+        });
     }
 
     /// The answer, its body giving the connection back to the pool once read to the end.
