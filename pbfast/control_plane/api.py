@@ -39,7 +39,7 @@ log = component_logger("ControlPlane")
 
 BCRYPT_COST = 10  # PocketBase's default password cost
 MAX_PER_PAGE = 1000
-MOVE_RELEASE_TIMEOUT_SECONDS = 30.0
+MOVE_RELEASE_TIMEOUT_SECONDS = 45.0  # above the node's final sync bound (30 s) plus its unregister
 PLACEMENT_WAIT_SECONDS = 5.0
 
 _HTTP_ERRORS = {"not_found": 404, "conflict": 409, "invalid": 400}
@@ -272,9 +272,12 @@ class ControlPlaneApi:
                     await asyncio.wait_for(self.nodes.release(source["address"], tenant_id, epoch),
                                            MOVE_RELEASE_TIMEOUT_SECONDS)
                 except (NodeError, TimeoutError) as err:
-                    # The fencing epoch still protects the tenant: the old node stops serving it as soon as
-                    # it sees the new assignment.
-                    log.warning("node %s did not release tenant %s: %s", source["id"], tenant_id, err)
+                    # Moving anyway would let the next node restore a replica without the source's last
+                    # acknowledged writes (and two nodes write one replica path): the move is not made.
+                    log.warning("node %s did not release tenant %s: %s; the move is not made",
+                                source["id"], tenant_id, err)
+                    raise ApiError(503, f"Node {source['id']!r} could not hand the tenant over ({err or 'timed out'}); "
+                                        "the move was not made. Retry later.") from err
             moved = await self._commit(self.registry.assign, [(tenant_id, target_id, epoch)], time.time())
         except BaseException:
             await self._clear_moving(tenant_id, epoch)

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from pbfast.http import ApiError
+
 __all__ = ["LocalNode", "NodeClient", "NodeError"]
 
 CHUNK = 1 << 20
@@ -56,7 +58,10 @@ class NodeClient:
     async def release(self, address: str, tenant_id: str, epoch: int) -> None:
         node = self._local.get(address)
         if node is not None:
-            await node.release(tenant_id, epoch)
+            try:
+                await node.release(tenant_id, epoch)
+            except ApiError as err:
+                raise NodeError(err.status, err.message) from err
             return
         await self._call("POST", f"{address}/api/node/tenants/{tenant_id}/release", json={"epoch": epoch})
 

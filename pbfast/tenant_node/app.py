@@ -251,13 +251,40 @@ class TenantNodeApp:
 
     async def release(self, tenant_id: str, epoch: int) -> None:
         """Stop serving ``tenant_id`` for ``epoch`` and older (a move or a re-placement): no request is
-        admitted from now on, and this returns once the final state is in the replica."""
-        self.released[tenant_id] = max(self.released.get(tenant_id, 0), epoch)
+        admitted from now on, and this returns once the final state is in the replica.
+
+        Raises ApiError 503 (and serves the tenant again, as before) when the final state could not be
+        confirmed in the replica: the control plane must not move it then, since the next node would
+        restore a replica without this node's last acknowledged writes."""
+        previous_release = self.released.get(tenant_id)
+        previous_assignment = self.assignments.get(tenant_id)
+        self.released[tenant_id] = max(previous_release or 0, epoch)
         await self._drop(tenant_id, epoch, "released")
+        if self.replicator is not None and not await asyncio.to_thread(self._copy_shipped, tenant_id):
+            if previous_release is None:
+                self.released.pop(tenant_id, None)
+            else:
+                self.released[tenant_id] = previous_release
+            if previous_assignment is not None and tenant_id not in self.assignments:
+                self.assignments[tenant_id] = previous_assignment
+            log.warning("tenant %s: not released, its final state is not confirmed in the replica", tenant_id)
+            raise ApiError(503, "The tenant's final state is not in the replica yet; it was not released.")
         # The next node writes the replica from now on: this copy must not be served if the tenant
         # comes back here (it would hide, and then overwrite, the other node's writes).
         self._stale_local.add(tenant_id)
         await self._retire_local_copy(tenant_id)
+
+    def _copy_shipped(self, tenant_id: str) -> bool:
+        """Whether the tenant's local copy (if any) is known to be whole in the replica (blocking)."""
+        directory = self.tenants_dir / tenant_id
+        if not (directory / DATA_DB).exists():
+            return True  # nothing here that the replica lacks
+        try:
+            marker = read_marker(directory)
+        except MarkerError:
+            return False
+        # No marker: a copy closed by a pbfast from before markers, which closed only after a final sync.
+        return marker is None or marker.shipped
 
     async def _drop(self, tenant_id: str, epoch: int, why: str) -> None:
         self.assignments.pop(tenant_id, None)
