@@ -390,6 +390,7 @@ class TenantNodeApp:
         """The tenant was deleted: close it and remove its files from this node."""
         self.open_tenants.remove(tenant_id)
         self.assignments.pop(tenant_id, None)
+        self.released.pop(tenant_id, None)  # the id may be created again later, starting at epoch 1
         await self._close(tenant_id, "deleted")
         directory = self.tenants_dir / tenant_id
         if directory.exists():
@@ -452,6 +453,19 @@ class TenantNodeApp:
                 except ReplicationError as err:  # serve anyway; the supervisor registers it again
                     log.error("tenant %s: replication not started: %s", tenant_id, err)
                     self.replicator.registered[str(db_path)] = self.replicator.store.url(tenant_id, incarnation)
+            try:
+                # Registering can take long: a fence that came meanwhile only saw the tenants already
+                # open, so a tenant opened across it must not go on replicating or serving.
+                self._check_lease()
+            except ApiError:
+                if self.replicator is not None:
+                    try:
+                        await self.replicator.unregister(db_path)
+                    except ReplicationError as err:
+                        log.warning("tenant %s: unregister after a lost lease failed: %s", tenant_id, err)
+                self._copies.pop(tenant_id, None)
+                tenant.close()
+                raise
             self.tenants[tenant_id] = tenant
             self.quotas.set_storage(tenant_id, tenant.size_bytes())
             return tenant
