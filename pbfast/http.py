@@ -23,6 +23,7 @@ __all__ = [
     "Handler",
     "Request",
     "Router",
+    "StatusRecorder",
     "Scope",
     "bearer_token_matches",
     "health",
@@ -275,3 +276,42 @@ class Router:
 async def health(request: Request) -> None:
     """PocketBase's ``GET /api/health``."""
     request.proto.response_bytes(200, JSON_HEADERS, HEALTH_BODY)
+
+
+class StatusRecorder:
+    """Wraps an RSGI protocol to learn the status answered (handlers do not return it)."""
+
+    __slots__ = ("inner", "status")
+
+    def __init__(self, inner: HTTPProtocol) -> None:
+        self.inner = inner
+        self.status = 500
+
+    async def __call__(self) -> bytes:
+        return await self.inner()
+
+    def __aiter__(self) -> Any:
+        return self.inner.__aiter__()
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        self.inner.response_empty(status, headers)
+
+    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
+        self.status = status
+        self.inner.response_str(status, headers, body)  # type: ignore[attr-defined]
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.inner.response_bytes(status, headers, body)
+
+    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
+        self.status = status
+        self.inner.response_file(status, headers, file)  # type: ignore[attr-defined]
+
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
+        self.status = status
+        return self.inner.response_stream(status, headers)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:  # anything else granian's protocol offers
+        return getattr(self.inner, name)

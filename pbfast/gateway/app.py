@@ -22,7 +22,7 @@ from typing import Any
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.proxy import Target, TenantProxy
 from pbfast.gateway.routes import RouteWatcher
-from pbfast.http import HTTPProtocol, Request, Router, Scope, health, send_error
+from pbfast.http import HTTPProtocol, Request, Router, Scope, StatusRecorder, health, send_error
 from pbfast.logs import component_logger
 from pbfast.primitives import InvalidTenantId
 
@@ -59,48 +59,6 @@ class _ClientScope:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._scope, name)
-
-
-class _StatusRecorder:
-    """Wraps an RSGI protocol to learn the status answered (for handlers that do not return it)."""
-
-    __slots__ = ("inner", "status")
-
-    def __init__(self, inner: HTTPProtocol) -> None:
-        self.inner = inner
-        self.status = 500
-
-    async def __call__(self) -> bytes:
-        return await self.inner()
-
-    def __aiter__(self) -> Any:
-        return self.inner.__aiter__()
-
-    def client_disconnect(self) -> Any:
-        return self.inner.client_disconnect()  # type: ignore[attr-defined]
-
-    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.status = status
-        self.inner.response_empty(status, headers)
-
-    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
-        self.status = status
-        self.inner.response_str(status, headers, body)  # type: ignore[attr-defined]
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status = status
-        self.inner.response_bytes(status, headers, body)
-
-    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
-        self.status = status
-        self.inner.response_file(status, headers, file)  # type: ignore[attr-defined]
-
-    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
-        self.status = status
-        return self.inner.response_stream(status, headers)  # type: ignore[attr-defined]
-
-    def __getattr__(self, name: str) -> Any:  # anything else granian's protocol offers
-        return getattr(self.inner, name)
 
 
 class GatewayApp:
@@ -154,7 +112,7 @@ class GatewayApp:
             send_error(proto, 400, "Invalid tenant id: it must be a DNS label (a-z, 0-9, '-', at most 63).")
             return 400
         if resolved is None:
-            recorder = _StatusRecorder(proto)
+            recorder = StatusRecorder(proto)
             await self._own.dispatch(scope, recorder)
             return recorder.status
         tenant_id, forward_path, route = resolved
@@ -182,7 +140,7 @@ class GatewayApp:
             return status
         local = self._local_nodes.get(address)
         if local is not None:
-            recorder = _StatusRecorder(proto)
+            recorder = StatusRecorder(proto)
             await local(tenant_id, epoch, forward_path, scope, recorder)
             return recorder.status
         if self.proxy is None or not address.startswith(("http://", "https://")):

@@ -36,7 +36,16 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
-from pbfast.http import ApiError, HTTPProtocol, Request, Router, Scope, bearer_token_matches, send_error
+from pbfast.http import (
+    ApiError,
+    HTTPProtocol,
+    Request,
+    Router,
+    Scope,
+    StatusRecorder,
+    bearer_token_matches,
+    send_error,
+)
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.auth import new_token_key
@@ -50,7 +59,7 @@ from pbfast.pocketbase.tenant import (
 )
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import CopyMarker, MarkerError, Verdict, judge, read_marker, write_marker
-from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics, StatusRecorder
+from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics
 from pbfast.tenant_node.replication import ReplicationError, Replicator
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
 from pbfast.timefmt import format_datetime

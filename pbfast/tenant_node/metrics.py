@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from pbfast.http import HTTPProtocol, Scope
 
-__all__ = ["METRICS_HEADERS", "NodeGauges", "NodeMetrics", "StatusRecorder", "WithNodeMetrics"]
+__all__ = ["METRICS_HEADERS", "NodeGauges", "NodeMetrics", "WithNodeMetrics"]
 
 METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -144,45 +144,6 @@ def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}" if value == value else "NaN"
     return str(value)
-
-
-class StatusRecorder:
-    """Wraps an RSGI protocol to learn the status answered (handlers do not return it)."""
-
-    __slots__ = ("inner", "status")
-
-    def __init__(self, inner: HTTPProtocol) -> None:
-        self.inner = inner
-        self.status = 500
-
-    async def __call__(self) -> bytes:
-        return await self.inner()
-
-    def __aiter__(self) -> Any:
-        return self.inner.__aiter__()
-
-    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.status = status
-        self.inner.response_empty(status, headers)
-
-    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
-        self.status = status
-        self.inner.response_str(status, headers, body)  # type: ignore[attr-defined]
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status = status
-        self.inner.response_bytes(status, headers, body)
-
-    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
-        self.status = status
-        self.inner.response_file(status, headers, file)  # type: ignore[attr-defined]
-
-    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
-        self.status = status
-        return self.inner.response_stream(status, headers)  # type: ignore[attr-defined]
-
-    def __getattr__(self, name: str) -> Any:  # anything else granian's protocol offers
-        return getattr(self.inner, name)
 
 
 class _RsgiApp(Protocol):
