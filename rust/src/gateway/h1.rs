@@ -10,7 +10,6 @@
 //!
 //! Thread-safety: the idle lists sit behind a mutex (uncontended: each server thread has its own pool).
 
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,12 +20,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::body::{BodyError, BoxError, IdleTimer};
+use super::idle::IdleConnections;
 use super::pool::SendError;
 
 /// The longest answer head accepted from a node.
@@ -53,16 +51,9 @@ fn protocol(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, ProtocolError(what))
 }
 
-struct IdleConnection {
-    stream: TcpStream,
-    since: Instant,
-}
-
 pub struct FastPool {
-    idle: Mutex<HashMap<Arc<str>, VecDeque<IdleConnection>, foldhash::fast::RandomState>>,
+    idle: IdleConnections<TcpStream>,
     connect_timeout: Duration,
-    idle_timeout: Duration,
-    max_idle_per_node: usize,
     read_timeout: Duration,
 }
 
@@ -87,7 +78,7 @@ enum Failure {
 
 impl FastPool {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle_per_node: usize, read_timeout: Duration) -> Self {
-        FastPool { idle: Mutex::new(HashMap::default()), connect_timeout, idle_timeout, max_idle_per_node, read_timeout }
+        FastPool { idle: IdleConnections::new(idle_timeout, max_idle_per_node), connect_timeout, read_timeout }
     }
 
     /// Send `request` to the node at `address` (`http://host:port`, `authority` its `host:port`) and
@@ -144,19 +135,8 @@ impl FastPool {
     /// it, or sent something unasked) retires it. Found without a system call: the event loop has
     /// already seen the node's FIN by the time a later request comes.
     fn checkout(&self, address: &str) -> Option<TcpStream> {
-        let mut idle = self.idle.lock();
-        let list = idle.get_mut(address)?;
-        let now = Instant::now();
         let mut probe = Context::from_waker(std::task::Waker::noop());
-        while let Some(connection) = list.pop_back() {
-            if now.duration_since(connection.since) >= self.idle_timeout {
-                continue;
-            }
-            if connection.stream.poll_read_ready(&mut probe).is_pending() {
-                return Some(connection.stream);
-            }
-        }
-        None
+        self.idle.checkout(address, |stream| stream.poll_read_ready(&mut probe).is_pending())
     }
 
     /// Pool a connection whose answer was read to its end. `drained`: its last read returned less
@@ -172,29 +152,13 @@ impl FastPool {
                 _ => return, // data nobody asked for, a close, or an error: not reusable
             }
         }
-        let now = Instant::now();
-        let mut idle = self.idle.lock();
-        let list = idle.entry(address.clone()).or_default();
-        while list.front().is_some_and(|c| now.duration_since(c.since) >= self.idle_timeout) {
-            list.pop_front();
-        }
-        if list.len() >= self.max_idle_per_node.max(1) {
-            list.pop_front(); // the longest idle one
-        }
-        list.push_back(IdleConnection { stream, since: now });
+        self.idle.checkin(address, stream);
     }
 
     /// Close idle connections past the idle time or closed by their node, and forget nodes without any.
     pub fn sweep(&self) {
-        let now = Instant::now();
         let mut probe = Context::from_waker(std::task::Waker::noop());
-        let mut idle = self.idle.lock();
-        idle.retain(|_, list| {
-            list.retain(|c| {
-                now.duration_since(c.since) < self.idle_timeout && c.stream.poll_read_ready(&mut probe).is_pending()
-            });
-            !list.is_empty()
-        });
+        self.idle.sweep(|stream| stream.poll_read_ready(&mut probe).is_pending());
     }
 }
 

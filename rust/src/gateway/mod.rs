@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod body;
 pub mod forward;
 pub mod h1;
+pub mod idle;
 pub mod headers;
 pub mod pool;
 pub mod stats;

@@ -7,7 +7,6 @@
 //!
 //! Thread-safety: the idle lists sit behind a mutex (uncontended: each server thread has its own pool).
 
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,11 +19,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::body::{BodyError, IdleTimer, ProxyBody};
+use super::idle::IdleConnections;
 
 /// Why a request did not get an answer.
 #[derive(Debug)]
@@ -39,23 +37,16 @@ pub enum SendError {
     Io(io::Error),
 }
 
-struct IdleConnection {
-    sender: SendRequest<ProxyBody>,
-    since: Instant,
-}
-
 pub struct NodePool {
-    idle: Mutex<HashMap<Arc<str>, VecDeque<IdleConnection>, foldhash::fast::RandomState>>,
+    idle: IdleConnections<SendRequest<ProxyBody>>,
     connect_timeout: Duration,
-    idle_timeout: Duration,
-    max_idle_per_node: usize,
     /// The longest a node may go silent while sending an answer's body.
     read_timeout: Duration,
 }
 
 impl NodePool {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle_per_node: usize, read_timeout: Duration) -> Self {
-        NodePool { idle: Mutex::new(HashMap::default()), connect_timeout, idle_timeout, max_idle_per_node, read_timeout }
+        NodePool { idle: IdleConnections::new(idle_timeout, max_idle_per_node), connect_timeout, read_timeout }
     }
 
     /// Send `request` (origin-form URI, Host set) to the node at `address` (`http://host:port`), whose
@@ -99,41 +90,18 @@ impl NodePool {
 
     /// The most recently used live idle connection to `address`.
     fn checkout(&self, address: &str) -> Option<SendRequest<ProxyBody>> {
-        let mut idle = self.idle.lock();
-        let list = idle.get_mut(address)?;
-        let now = Instant::now();
-        while let Some(connection) = list.pop_back() {
-            if !connection.sender.is_closed() && now.duration_since(connection.since) < self.idle_timeout {
-                return Some(connection.sender);
-            }
-        }
-        None
+        self.idle.checkout(address, |sender| !sender.is_closed())
     }
 
     fn checkin(&self, address: &Arc<str>, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
+        if !sender.is_closed() {
+            self.idle.checkin(address, sender);
         }
-        let now = Instant::now();
-        let mut idle = self.idle.lock();
-        let list = idle.entry(address.clone()).or_default();
-        while list.front().is_some_and(|c| now.duration_since(c.since) >= self.idle_timeout) {
-            list.pop_front();
-        }
-        if list.len() >= self.max_idle_per_node.max(1) {
-            list.pop_front(); // the longest idle one
-        }
-        list.push_back(IdleConnection { sender, since: now });
     }
 
     /// Close idle connections past the idle time or closed by their node, and forget nodes without any.
     pub fn sweep(&self) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock();
-        idle.retain(|_, list| {
-            list.retain(|c| now.duration_since(c.since) < self.idle_timeout && !c.sender.is_closed());
-            !list.is_empty()
-        });
+        self.idle.sweep(|sender| !sender.is_closed());
     }
 
     /// The answer, its body giving the connection back to the pool once read to the end.
