@@ -28,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,15 @@ CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
 LEASE_CHECK_SECONDS = 0.05
 RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
 _MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
+_INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
+
+
+def _valid_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -153,6 +164,9 @@ class TenantNodeApp:
         self.node_id = node_id
         self.replicator = replicator
         self.incarnations: dict[str, str] = {}
+        # tenant -> (incarnation, RFC 3339 time or None): where a new incarnation without a replica of its own
+        # starts from (an in-place point-in-time restore, see _fetch_replica)
+        self.seeds: dict[str, tuple[str, str | None]] = {}
         # Set by the node's membership: fetch assignments from the control plane now.
         self.refresh_assignments: Callable[[], Awaitable[None]] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -175,6 +189,7 @@ class TenantNodeApp:
         self._node_routes.add("PUT", "/api/node/tenants/{id}/superuser", self._superuser_handler)
         self._node_routes.add("PUT", "/api/node/tenants/{id}/data", self._import_handler)
         self._node_routes.add("GET", "/api/node/tenants/{id}/data", self._export_handler)
+        self._node_routes.add("POST", "/api/node/tenants/{id}/restore-check", self._restore_check_handler)
         self.importing: set[str] = set()
         self.metrics = NodeMetrics()
         self.metrics_tokens = [cluster_token]  # all-in-one adds the admin token
@@ -223,6 +238,11 @@ class TenantNodeApp:
                 continue
             self.confirmed[tenant_id] = epoch
             self.incarnations[tenant_id] = str(spec.get("incarnation") or DEFAULT_INCARNATION)
+            seed = spec.get("seed")
+            if isinstance(seed, dict) and isinstance(seed.get("incarnation"), str):
+                self.seeds[tenant_id] = (seed["incarnation"], seed.get("at") or None)
+            else:
+                self.seeds.pop(tenant_id, None)
             current = self.assignments.get(tenant_id)
             if current is None or current.epoch <= epoch:
                 self.assignments[tenant_id] = Assignment(epoch, spec.get("status", "active"), spec.get("moving"),
@@ -544,8 +564,18 @@ class TenantNodeApp:
         started = time.monotonic()
         try:
             if not await self.replicator.restore(tenant_id, incarnation, temporary):
-                _discard(temporary)
-                return None  # no replica: a new tenant
+                seed = self.seeds.get(tenant_id)
+                if seed is None or seed[0] == incarnation:
+                    _discard(temporary)
+                    return None  # no replica: a new tenant
+                # A new incarnation made by an in-place point-in-time restore, not shipped yet: it starts as
+                # the earlier incarnation was at the chosen time.
+                seed_incarnation, at = seed
+                if not await self.replicator.restore(tenant_id, seed_incarnation, temporary, at):
+                    raise ReplicationError(f"tenant {tenant_id} is to start from incarnation {seed_incarnation} "
+                                           "but that has no replica")
+                log.info("tenant %s: incarnation %s starts from incarnation %s as of %s", tenant_id, incarnation,
+                         seed_incarnation, at or "its latest state")
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
             if problem:
                 raise ReplicationError(f"restored copy of tenant {tenant_id} is unusable: {problem}")
@@ -788,6 +818,41 @@ class TenantNodeApp:
         if self.replicator is not None:
             replication["lagSeconds"] = await self.replication_lag()
         request.send_json(200, {"message": "API is healthy.", "code": 200, "data": {"replication": replication}})
+
+    async def _restore_check_handler(self, request: Request) -> None:
+        """``POST /api/node/tenants/{id}/restore-check`` ``{"incarnation", "at"}``: restore that replica as of
+        ``at`` into a temporary file, check it and discard it (the control plane's trial before an in-place
+        restore). 200 ``{"bytes"}``; 400 when the replica holds no usable state then; 503 when storage fails."""
+        tenant_id = request.params["id"]
+        body = await request.json_object()
+        incarnation, at = body.get("incarnation"), body.get("at")
+        if not is_valid_tenant_id(tenant_id):
+            raise ApiError(400, "Invalid tenant id.")
+        if not isinstance(incarnation, str) or not _INCARNATION.fullmatch(incarnation):
+            raise ApiError(400, "Failed to validate the submitted data.", {"incarnation": {
+                "code": "validation_invalid_incarnation", "message": "Must be a tenant incarnation."}})
+        if at is not None and (not isinstance(at, str) or not _valid_time(at)):
+            raise ApiError(400, "Failed to validate the submitted data.", {"at": {
+                "code": "validation_invalid_datetime", "message": "Must be an RFC 3339 date-time."}})
+        if self.replicator is None:
+            raise ApiError(400, "This node does not replicate tenants: there is nothing to restore from.")
+        self.tenants_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.tenants_dir / f".restore-{tenant_id}-{new_record_id()}.db"  # never a tenant id
+        try:
+            try:
+                found = await self.replicator.restore(tenant_id, incarnation, temporary, at)
+            except ReplicationError as err:
+                status = 400 if "holds no state" in str(err) else 503
+                raise ApiError(status, f"Restore failed: {err}") from err
+            if not found:
+                raise ApiError(400, "The tenant has no replica of that incarnation.")
+            problem = await asyncio.to_thread(check_pocketbase_database, temporary)
+            if problem:
+                raise ApiError(400, f"The restored database is unusable: {problem}")
+            size = temporary.stat().st_size
+        finally:
+            _discard(temporary)
+        request.send_json(200, {"tenantId": tenant_id, "incarnation": incarnation, "at": at, "bytes": size})
 
     async def _release_handler(self, request: Request) -> None:
         body = await request.json_object()

@@ -49,6 +49,8 @@ SHIP_INTERVAL_SECONDS = 0.2  # 0: leave shipping to Litestream's own 1 s interva
 SHIP_TIMEOUT_SECONDS = 10
 SHIP_CONCURRENCY = 4  # shipping syncs in flight at once (S3 down: they wait, the others do not pile up)
 PR_SET_PDEATHSIG = 1
+COMMAND_TIMEOUT_SECONDS = 900.0  # a restore of a large tenant from a slow store; S3 down: it retries
+TIMESTAMP_MISSING = "timestamp does not exist"  # litestream restore -timestamp: no file covers it
 
 
 def _die_with_parent() -> None:
@@ -304,15 +306,55 @@ class Replicator:
     # ---- restore ------------------------------------------------------------------------------------
 
     async def restore(self, tenant_id: str, incarnation: str, target: Path, timestamp: str | None = None) -> bool:
-        """Restore the tenant's replica into ``target`` (which must not exist). Returns False when there is
-        no replica (a new tenant). Raises :class:`ReplicationError` on failure."""
-        args = [self.binary, "restore", "-if-replica-exists", "-o", str(target)]
-        if timestamp:
-            args += ["-timestamp", timestamp]
-        args.append(self.store.url(tenant_id, incarnation))
-        process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.STDOUT, env=self.store.environment())
-        output, _ = await process.communicate()
-        if process.returncode != 0:
-            raise ReplicationError(f"restore of tenant {tenant_id} failed: {output.decode(errors='replace')[-300:]}")
+        """Restore the tenant's replica into ``target`` (which must not exist): its latest state, or its state
+        at ``timestamp`` (RFC 3339). Returns False when there is no replica (a new tenant). Raises
+        :class:`ReplicationError` on failure, also when the replica holds no state at ``timestamp``.
+
+        Litestream refuses a timestamp after the replica's newest file ("timestamp does not exist"), although
+        the state at such a time is simply the latest one (nothing was written since, as far as the replica
+        knows): then the latest state is restored."""
+        url = self.store.url(tenant_id, incarnation)
+        code, output = await self._run("restore", "-if-replica-exists", "-o", str(target),
+                                       *(("-timestamp", timestamp) if timestamp else ()), url)
+        if code != 0 and timestamp and TIMESTAMP_MISSING in output:
+            newest = await self.newest_file_time(url)
+            if newest is not None and _parse_time(timestamp) >= newest:
+                code, output = await self._run("restore", "-if-replica-exists", "-o", str(target), url)
+            elif newest is not None:
+                raise ReplicationError(f"the replica of tenant {tenant_id} holds no state at {timestamp} "
+                                       "(before its first write)")
+        if code != 0:
+            raise ReplicationError(f"restore of tenant {tenant_id} failed: {output[-300:]}")
         return target.exists()
+
+    async def newest_file_time(self, url: str) -> float | None:
+        """When the replica's newest file was written (Unix seconds, whole seconds); None if it has none."""
+        code, output = await self._run("ltx", "-level", "all", url)
+        if code != 0:
+            raise ReplicationError(f"listing the replica failed: {output[-300:]}")
+        newest = None
+        for line in output.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 5:
+                try:
+                    created = _parse_time(fields[4])
+                except ValueError:
+                    continue
+                newest = created if newest is None else max(newest, created)
+        return newest
+
+    async def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[int, str]:
+        """Run a litestream command (killed after ``timeout`` seconds); its exit code and combined output."""
+        process = await asyncio.create_subprocess_exec(self.binary, *args, stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.STDOUT, env=self.store.environment())
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), timeout)
+        except TimeoutError as err:
+            process.kill()
+            await process.wait()
+            raise ReplicationError(f"litestream {args[0]} did not finish within {timeout:.0f} s") from err
+        except BaseException:
+            process.kill()
+            raise
+        assert process.returncode is not None
+        return process.returncode, output.decode(errors="replace").strip()
