@@ -30,6 +30,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
@@ -48,16 +49,21 @@ SYNC_TIMEOUT_SECONDS = 30
 SHIP_INTERVAL_SECONDS = 0.2  # 0: leave shipping to Litestream's own 1 s intervals
 SHIP_TIMEOUT_SECONDS = 10
 SHIP_CONCURRENCY = 4  # shipping syncs in flight at once (S3 down: they wait, the others do not pile up)
+RECONCILE_SECONDS = 1.0  # retry of registers and unregisters litestream has not confirmed
+RECONCILE_TIMEOUT_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1
 COMMAND_TIMEOUT_SECONDS = 900.0  # a restore of a large tenant from a slow store; S3 down: it retries
 TIMESTAMP_MISSING = "timestamp does not exist"  # litestream restore -timestamp: no file covers it
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the node process dies, even by kill -9, so an orphaned
-    litestream never keeps writing a replica that a restarted node (or another node) now owns."""
+    """In the child before exec: get SIGKILL when the node process dies, even by kill -9, so an orphaned
+    litestream never keeps writing a replica that a restarted node (or another node) now owns. Not SIGTERM:
+    litestream then flushes for as long as the store lets it (unbounded with S3 unreachable), past the
+    lease's halt time. What it had not shipped stays in the local WAL and is shipped when the tenant is
+    opened again."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
         os._exit(1)
 
 
@@ -110,11 +116,20 @@ class Replicator:
         self.binary = shutil.which(binary) or binary
         self.socket_path = work_dir / "control.sock"
         self.config_path = work_dir / "litestream.yml"
-        self.registered: dict[str, str] = {}  # db path -> replica url
+        # What litestream must replicate (the open tenants): db path -> replica url. Litestream is brought to
+        # it by register()/unregister() and, for what they could not confirm, by the reconcile loop.
+        self.registered: dict[str, str] = {}
+        self._confirmed: set[str] = set()  # paths the running litestream confirmed registered
+        # Paths taken off ``registered`` whose unregister litestream has not confirmed: it may still write
+        # their replicas. Retried; a fence or release counts them as not stopped.
+        self.unregistering: dict[str, str] = {}
+        self.paused = False  # pause(): no registrations until resume() (the node is fenced)
+        self.halted = False  # halt(): litestream was killed with nothing registered; paused as well
         self._registered_at: dict[str, float] = {}
         self._process: asyncio.subprocess.Process | None = None
         self._client: httpx.AsyncClient | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self.ship_interval = SHIP_INTERVAL_SECONDS if ship_interval is None else ship_interval
         self._shipper: asyncio.Task[None] | None = None
         self._wal_seen: dict[str, tuple[int, int]] = {}  # db path -> (mtime ns, size) of its WAL at the last look
@@ -146,6 +161,7 @@ class Replicator:
         self._write_config()
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="litestream-supervisor")
+        self._reconciler = asyncio.create_task(self._reconcile_loop(), name="litestream-reconcile")
         if self.ship_interval > 0:
             self._shipper = asyncio.create_task(self._ship_written(), name="litestream-shipper")
 
@@ -157,9 +173,14 @@ class Replicator:
                 self.binary, "replicate", "-config", str(self.config_path), "-log-level", "warn",
                 stdout=log_file, stderr=log_file, env=self.store.environment(), start_new_session=True,
                 preexec_fn=_die_with_parent)
+        # A new process replicates nothing until told: what the old one had registered died with it.
+        self._confirmed.clear()
+        self.unregistering.clear()
         deadline = time.monotonic() + SOCKET_WAIT_SECONDS
         while not self.socket_path.exists():
             if self._process.returncode is not None or time.monotonic() > deadline:
+                if self._process.returncode is None:
+                    self._process.kill()  # hung: the supervisor sees it exit and tries again
                 raise ReplicationError(f"litestream did not start (see {log_path})")
             await asyncio.sleep(0.02)
         if self._client is not None:
@@ -185,18 +206,78 @@ class Replicator:
             await asyncio.sleep(delay)
             try:
                 await self._spawn()
-                for path, url in list(self.registered.items()):
-                    await self._post("/register", {"path": path, "replica_url": url})
+                await self.reconcile()
                 attempt = 0
             except (ReplicationError, OSError) as err:
                 attempt += 1
                 self.last_error = str(err)
                 log.error("litestream restart failed: %s", err)
+            except Exception as err:  # noqa: BLE001 - the supervisor must outlive any one failure
+                attempt += 1
+                self.last_error = repr(err)
+                log.exception("litestream restart failed")
+
+    async def _reconcile_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(RECONCILE_SECONDS)
+            try:
+                await self.reconcile()
+            except ReplicationError as err:
+                log.debug("reconcile: %s", err)
+            except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+                log.exception("litestream reconcile failed")
+
+    async def reconcile(self, timeout: float = RECONCILE_TIMEOUT_SECONDS) -> int:
+        """Bring litestream to :attr:`registered`: register what it has not confirmed, unregister what is
+        left in :attr:`unregistering`. Each registration is re-checked just before it is sent, so a halt or
+        close meanwhile is never undone. Returns how many unregisters are still unconfirmed."""
+        if self.halted or self._process is None or self._process.returncode is not None:
+            return len(self.unregistering)  # a restarted litestream starts empty: nothing to unregister
+        for path in list(self.unregistering):
+            if path in self.registered:  # opened again meanwhile
+                self.unregistering.pop(path, None)
+                continue
+            try:
+                await self._post("/unregister", {"path": path, "timeout": int(timeout)}, timeout + 1)
+            except ReplicationError as err:
+                log.warning("unregister of %s still not confirmed: %s", path, err)
+                break
+            if path not in self.registered:
+                self.unregistering.pop(path, None)
+                self._confirmed.discard(path)
+        for path in [p for p in self.registered if p not in self._confirmed]:
+            url = self.registered.get(path)
+            if url is None or self.paused or self.halted:
+                continue
+            await self._post("/register", {"path": path, "replica_url": url}, timeout)
+            if self.registered.get(path) == url and not self.halted:
+                self._confirmed.add(path)
+        return len(self.unregistering)
+
+    def halt(self) -> None:
+        """Nothing of this node may reach the replica from now on (a fence's last resort): forget every
+        database and kill litestream without letting it flush. Registrations are refused until
+        :meth:`resume`; the supervisor restarts an empty litestream."""
+        self.paused = self.halted = True
+        self.registered.clear()
+        self.unregistering.clear()
+        self._confirmed.clear()
+        self._wal_seen.clear()
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+
+    def pause(self) -> None:
+        """Register nothing until :meth:`resume` (the node is fenced); unregisters go on."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """The node may replicate again (its lease was renewed)."""
+        self.paused = self.halted = False
 
     async def stop(self) -> None:
         """Stop litestream (it flushes what it has); unregistering first is the caller's choice."""
         self._stopping = True
-        for task in (self._supervisor, self._shipper, *self._shipping):
+        for task in (self._supervisor, self._reconciler, self._shipper, *self._shipping):
             if task is not None:
                 task.cancel()
         if self._process is not None and self._process.returncode is None:
@@ -210,12 +291,13 @@ class Replicator:
 
     # ---- control socket -------------------------------------------------------------------------
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         if self._client is None:
             raise ReplicationError("litestream is not running")
         try:
             response = await self._client.post(path, content=orjson.dumps(body),
-                                               headers={"content-type": "application/json"})
+                                               headers={"content-type": "application/json"},
+                                               timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as err:
             raise ReplicationError(f"litestream {path}: {type(err).__name__}") from err
         if response.status_code >= 400:
@@ -223,20 +305,47 @@ class Replicator:
         return response.json() if response.content else {}
 
     async def register(self, db_path: Path, tenant_id: str, incarnation: str) -> None:
+        """Replicate the database from now on. Raises :class:`ReplicationError` when halted (nothing is
+        registered), or when litestream did not confirm it: it stays wanted, and the reconcile loop (or the
+        supervisor, after a restart) registers it."""
+        if self.paused or self.halted:
+            raise ReplicationError("replication is paused: the node lost its lease")
+        key = str(db_path)
         url = self.store.url(tenant_id, incarnation)
-        await self._post("/register", {"path": str(db_path), "replica_url": url})
-        self.registered[str(db_path)] = url
-        self._registered_at.setdefault(str(db_path), time.time())
+        self.registered[key] = url
+        self.unregistering.pop(key, None)
+        self._registered_at.setdefault(key, time.time())
+        await self._post("/register", {"path": key, "replica_url": url})
+        if self.registered.get(key) == url and not self.halted:
+            self._confirmed.add(key)
 
-    async def sync(self, db_path: Path, wait: bool = True) -> dict[str, Any]:
-        """Ship everything committed so far; with ``wait``, return only once it is in the replica."""
-        return await self._post("/sync", {"path": str(db_path), "wait": wait, "timeout": SYNC_TIMEOUT_SECONDS})
+    async def sync(self, db_path: Path, wait: bool = True, timeout: float = SYNC_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Ship everything committed so far; with ``wait``, return only once it is in the replica (at most
+        ``timeout`` seconds)."""
+        seconds = max(1, int(timeout))
+        return await self._post("/sync", {"path": str(db_path), "wait": wait, "timeout": seconds}, seconds + 2)
 
-    async def unregister(self, db_path: Path) -> None:
-        self.registered.pop(str(db_path), None)
-        self._registered_at.pop(str(db_path), None)
-        self._wal_seen.pop(str(db_path), None)
-        await self._post("/unregister", {"path": str(db_path), "timeout": SYNC_TIMEOUT_SECONDS})
+    async def unregister(self, db_path: Path, timeout: float = SYNC_TIMEOUT_SECONDS) -> None:
+        """Stop replicating the database (litestream flushes it first, for at most ``timeout`` seconds).
+        Raises :class:`ReplicationError` when litestream did not confirm it: the database then stays in
+        :attr:`unregistering`, retried by the reconcile loop and counted by fences and releases."""
+        key = str(db_path)
+        url = self.registered.pop(key, None)
+        self._registered_at.pop(key, None)
+        self._wal_seen.pop(key, None)
+        if self.halted:
+            return  # litestream was killed with nothing registered
+        self.unregistering[key] = url or ""
+        seconds = max(1, int(timeout))
+        await self._post("/unregister", {"path": key, "timeout": seconds}, seconds + 2)
+        if key not in self.registered:
+            self.unregistering.pop(key, None)
+            self._confirmed.discard(key)
+
+    def stopped(self, db_path: Path) -> bool:
+        """Whether litestream is known not to replicate the database (not wanted, no unconfirmed unregister)."""
+        key = str(db_path)
+        return self.halted or (key not in self.registered and key not in self.unregistering)
 
     async def _ship_written(self) -> None:
         """Every ``ship_interval``: a waited ``/sync`` of each registered database whose WAL changed since the
@@ -250,30 +359,39 @@ class Replicator:
                     await self._post("/sync", {"path": path, "wait": True, "timeout": SHIP_TIMEOUT_SECONDS})
             except ReplicationError as err:  # Litestream's own intervals still ship it; lag shows in health
                 log.debug("shipping %s: %s", path, err)
+            except Exception:  # noqa: BLE001 - logged here, not when the task is collected
+                log.exception("shipping %s failed", path)
             finally:
                 in_flight.discard(path)
 
         while not self._stopping:
             await asyncio.sleep(self.ship_interval)
-            if len(self._wal_seen) > len(self.registered):  # forgotten without unregister (fencing)
-                for path in [p for p in self._wal_seen if p not in self.registered]:
-                    del self._wal_seen[path]
-            for path in list(self.registered):
-                if path in in_flight:  # compared with the mark from before that sync once it is done
-                    continue
-                try:
-                    stat = os.stat(path + "-wal")
-                except OSError:
-                    continue
-                mark = (stat.st_mtime_ns, stat.st_size)
-                previous = self._wal_seen.get(path)
-                self._wal_seen[path] = mark
-                if previous == mark:
-                    continue
-                in_flight.add(path)
-                task = asyncio.create_task(ship(path), name="litestream-ship")
-                self._shipping.add(task)
-                task.add_done_callback(self._shipping.discard)
+            try:
+                self._ship_pass(in_flight, ship)
+            except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+                log.exception("shipping pass failed")
+
+    def _ship_pass(self, in_flight: set[str], ship: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+        """One look at every registered database's WAL; ships those written since the last look."""
+        if len(self._wal_seen) > len(self.registered):  # forgotten without unregister (fencing)
+            for path in [p for p in self._wal_seen if p not in self.registered]:
+                del self._wal_seen[path]
+        for path in list(self.registered):
+            if path in in_flight:  # compared with the mark from before that sync once it is done
+                continue
+            try:
+                stat = os.stat(path + "-wal")
+            except OSError:
+                continue
+            mark = (stat.st_mtime_ns, stat.st_size)
+            previous = self._wal_seen.get(path)
+            self._wal_seen[path] = mark
+            if previous == mark:
+                continue
+            in_flight.add(path)
+            task = asyncio.create_task(ship(path), name="litestream-ship")
+            self._shipping.add(task)
+            task.add_done_callback(self._shipping.discard)
 
     async def lag_seconds(self) -> float | None:
         """How far the replica is behind, over every replicated tenant: the age of the last successful sync
@@ -301,6 +419,7 @@ class Replicator:
     def status(self) -> dict[str, Any]:
         running = self._process is not None and self._process.returncode is None
         return {"running": running, "replicating": len(self.registered), "restarts": self.restarts,
+                "unconfirmedUnregisters": len(self.unregistering), "halted": self.halted,
                 "lastError": self.last_error}
 
     # ---- restore ------------------------------------------------------------------------------------
@@ -327,9 +446,13 @@ class Replicator:
             raise ReplicationError(f"restore of tenant {tenant_id} failed: {output[-300:]}")
         return target.exists()
 
-    async def newest_file_time(self, url: str) -> float | None:
+    async def has_replica(self, tenant_id: str, incarnation: str) -> bool:
+        """Whether the tenant incarnation's replica holds anything."""
+        return await self.newest_file_time(self.store.url(tenant_id, incarnation), timeout=60) is not None
+
+    async def newest_file_time(self, url: str, timeout: float = 60) -> float | None:
         """When the replica's newest file was written (Unix seconds, whole seconds); None if it has none."""
-        code, output = await self._run("ltx", "-level", "all", url)
+        code, output = await self._run("ltx", "-level", "all", url, timeout=timeout)
         if code != 0:
             raise ReplicationError(f"listing the replica failed: {output[-300:]}")
         newest = None

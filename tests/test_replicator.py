@@ -1,0 +1,311 @@
+"""The tenant node's Litestream supervision and its safety rules, against a real ``litestream`` process and a
+local file replica: unregisters that Litestream did not confirm are remembered and retried (and block a
+release), a halt is never undone by a restart, an orphaned Litestream dies with its node, point-in-time
+restores past the newest replica file, and a tenant placed again while open is vetted again.
+
+Faults are real: Litestream is frozen with SIGSTOP (its control socket stops answering) or killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pbfast.http import ApiError
+from pbfast.pocketbase.tenant import DATA_DB
+from pbfast.tenant_node.app import TenantNodeApp
+from pbfast.tenant_node.lease import Lease
+from pbfast.tenant_node.local_copy import read_marker
+from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
+
+
+def _replicator(tmp_path: Path) -> Replicator:
+    return Replicator(tmp_path / "litestream", ReplicaStore("unused", None, tmp_path / "replica"), ship_interval=0)
+
+
+def _listed(replicator: Replicator) -> set[str]:
+    """The databases the running litestream replicates, asked over its control socket."""
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(replicator.socket_path)), timeout=5) as client:
+        return {entry["path"] for entry in client.get("http://litestream/list").json().get("databases", [])}
+
+
+def _pid(replicator: Replicator) -> int:
+    process = replicator._process  # noqa: SLF001 - the test freezes and kills the real child
+    assert process is not None and process.returncode is None
+    return process.pid
+
+
+def _database(directory: Path) -> Path:
+    import sqlite3  # noqa: PLC0415
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / DATA_DB
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE IF NOT EXISTS notes (body TEXT)")
+        connection.execute("INSERT INTO notes VALUES ('x')")
+    return path
+
+
+async def _until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def _run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 60))
+
+
+def test_an_unconfirmed_unregister_is_remembered_and_retried(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        await replicator.start()
+        try:
+            db = _database(tmp_path / "tenants" / "alpha")
+            await replicator.register(db, "alpha", "inc-1")
+            assert _listed(replicator) == {str(db)}
+            os.kill(_pid(replicator), signal.SIGSTOP)  # the control socket stops answering
+            try:
+                with pytest.raises(ReplicationError):
+                    await replicator.unregister(db, timeout=1)
+                assert not replicator.stopped(db)  # litestream may still write the replica
+                assert str(db) in replicator.unregistering
+                assert replicator.status()["unconfirmedUnregisters"] == 1
+            finally:
+                os.kill(_pid(replicator), signal.SIGCONT)
+            await _until(lambda: replicator.stopped(db))  # the reconcile loop retried it
+            assert _listed(replicator) == set()
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
+
+
+def test_a_registration_that_was_not_confirmed_is_retried(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        await replicator.start()
+        try:
+            db = _database(tmp_path / "tenants" / "alpha")
+            os.kill(_pid(replicator), signal.SIGSTOP)
+            try:
+                register = asyncio.ensure_future(replicator.register(db, "alpha", "inc-1"))
+                await asyncio.sleep(0.3)
+            finally:
+                os.kill(_pid(replicator), signal.SIGCONT)
+            await register
+            await _until(lambda: _listed(replicator) == {str(db)})
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
+
+
+def test_a_halt_is_not_undone_by_a_restarting_litestream(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        await replicator.start()
+        try:
+            databases = [_database(tmp_path / "tenants" / name) for name in ("alpha", "beta", "gamma")]
+            for db in databases:
+                await replicator.register(db, db.parent.name, "inc-1")
+            first = _pid(replicator)
+            os.kill(first, signal.SIGKILL)  # the supervisor restarts it and registers the three again...
+            replicator.halt()  # ...unless the node halted replication meanwhile
+            await _until(lambda: replicator._process is not None and replicator._process.pid != first  # noqa: SLF001
+                         and replicator._process.returncode is None and replicator.socket_path.exists())  # noqa: SLF001
+            await asyncio.sleep(1.5)  # a restart and more than one reconcile pass
+            assert _listed(replicator) == set()
+            with pytest.raises(ReplicationError):
+                await replicator.register(databases[0], "alpha", "inc-1")
+            assert replicator.status()["halted"] is True
+            replicator.resume()
+            await replicator.register(databases[0], "alpha", "inc-1")
+            assert _listed(replicator) == {str(databases[0])}
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
+
+
+def test_litestream_dies_with_its_node_even_by_kill_9(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        from pathlib import Path
+        from pbfast.tenant_node.replication import ReplicaStore, Replicator
+
+        async def main():
+            replicator = Replicator(Path({str(tmp_path / "litestream")!r}),
+                                    ReplicaStore("unused", None, Path({str(tmp_path / "replica")!r})))
+            await replicator.start()
+            print(replicator._process.pid, flush=True)
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+    """)
+    node = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert node.stdout is not None
+        litestream_pid = int(node.stdout.readline())
+        os.kill(litestream_pid, 0)  # running
+        node.kill()
+        node.wait()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{litestream_pid}").exists():
+            status = Path(f"/proc/{litestream_pid}/status").read_text() if Path(
+                f"/proc/{litestream_pid}/status").exists() else ""
+            if "State:\tZ" in status:
+                break  # dead, waiting to be reaped by init
+            assert time.monotonic() < deadline, "litestream outlived its node"
+            time.sleep(0.05)
+    finally:
+        if node.poll() is None:
+            node.kill()
+
+
+def test_restore_at_a_time_after_the_newest_replica_file_gives_the_latest_state(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        import sqlite3  # noqa: PLC0415
+
+        replicator = _replicator(tmp_path)
+        await replicator.start()
+        try:
+            db = _database(tmp_path / "tenants" / "alpha")
+            await replicator.register(db, "alpha", "inc-1")
+            await replicator.sync(db)
+            with sqlite3.connect(db) as connection:
+                connection.execute("INSERT INTO notes VALUES ('y')")
+            await replicator.sync(db)
+            await replicator.unregister(db)
+        finally:
+            await replicator.stop()
+        later = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        await asyncio.sleep(1.1)  # the replica's newest file is now in an earlier second than "later" + 1 s
+
+        def rows(path: Path) -> int:
+            with sqlite3.connect(path) as connection:
+                return int(connection.execute("SELECT count(*) FROM notes").fetchone()[0])
+
+        assert await replicator.restore("alpha", "inc-1", tmp_path / "later.db", later)
+        assert rows(tmp_path / "later.db") == 2
+        with pytest.raises(ReplicationError, match="holds no state"):
+            await replicator.restore("alpha", "inc-1", tmp_path / "before.db", "2001-01-01T00:00:00Z")
+        assert not await replicator.restore("alpha", "inc-never", tmp_path / "none.db")  # no replica at all
+
+    _run(scenario)
+
+
+def _node(tmp_path: Path) -> TenantNodeApp:
+    replicator = Replicator(tmp_path / "litestream", ReplicaStore("unused", None, tmp_path / "replica"))
+    node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path, replicator)
+    node.lease = Lease()
+    node.lease.renew(time.monotonic(), 600.0)
+    return node
+
+
+def _assign(node: TenantNodeApp, epoch: int, **extra: Any) -> None:
+    node.apply_assignments({"alpha": {"epoch": epoch, "incarnation": "inc-1", **extra}}, [])
+
+
+def test_a_release_is_refused_while_litestream_does_not_confirm(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = _node(tmp_path)
+        replicator = node.replicator
+        assert replicator is not None
+        await replicator.start()
+        try:
+            _assign(node, 1)
+            tenant = await node.open_tenant("alpha")
+            tenant.conn.execute("CREATE TABLE notes (body TEXT)")
+            os.kill(_pid(replicator), signal.SIGSTOP)
+            try:
+                with pytest.raises(ApiError) as refused:
+                    await node.release("alpha", 1, budget=6)
+                assert refused.value.status == 503
+            finally:
+                os.kill(_pid(replicator), signal.SIGCONT)
+            assert node.assignments["alpha"].epoch == 1  # not released: served again, as before
+            assert node.released.get("alpha", 0) == 0
+            reopened = await node.open_tenant("alpha")
+            assert reopened.conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 0
+            await node.release("alpha", 1, budget=20)  # Litestream answers again: released
+            assert node.released["alpha"] == 1
+            assert not (tmp_path / "tenants" / "alpha").exists()  # shipped, so the copy was deleted
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
+
+
+def test_a_tenant_placed_again_while_open_is_closed_and_vetted_again(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = _node(tmp_path)
+        replicator = node.replicator
+        assert replicator is not None
+        await replicator.start()
+        try:
+            _assign(node, 1)
+            tenant = await node.open_tenant("alpha")
+            tenant.conn.execute("CREATE TABLE notes (body TEXT)")
+            marker = read_marker(tmp_path / "tenants" / "alpha")
+            assert marker is not None and marker.epoch == 1
+            _assign(node, 3)  # moved away and back between two heartbeats
+            await _until(lambda: "alpha" not in node.tenants)  # closed (final sync, unregister) at once
+            reopened = await node.open_tenant("alpha")
+            assert reopened is not tenant
+            marker = read_marker(tmp_path / "tenants" / "alpha")
+            assert marker is not None and marker.epoch == 3
+            assert node.metrics.render(await node.gauges()).count(b'reason="reassigned"') == 1
+            assert reopened.conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 0  # from the replica
+            await node.close_all()
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
+
+
+def test_malformed_assignments_change_nothing(tmp_path: Path) -> None:
+    node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path)
+    node.apply_assignments({"alpha": {"epoch": 2, "incarnation": "inc-1"}}, [])
+    for tenants, deleted in [({"alpha": {"epoch": "3"}}, []),
+                             ({"alpha": {"epoch": 3, "incarnation": "../x"}}, []),
+                             ({"alpha": {"epoch": 3, "seed": {"incarnation": "inc-0", "at": "yesterday"}}}, []),
+                             ({"Bad_Id": {"epoch": 3}}, []),
+                             ({"alpha": {"epoch": 3}}, "beta")]:
+        with pytest.raises(ValueError):
+            node.apply_assignments(tenants, deleted)  # type: ignore[arg-type]
+        assert node.assignments["alpha"].epoch == 2
+        assert node.incarnations["alpha"] == "inc-1"
+
+
+def test_leftovers_of_an_interrupted_run_are_removed(tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants"
+    (tenants / ".deleting-alpha-20261128T120000-abc123" / "sub").mkdir(parents=True)
+    (tenants / ".restore-alpha-xyz.db").write_bytes(b"partial")
+    (tenants / ".restore-alpha-xyz.db-wal").write_bytes(b"partial")
+    (tenants / "beta").mkdir()
+    (tenants / "beta" / ".import-abc.db").write_bytes(b"partial")
+    (tenants / "beta" / ".pbfast-copy.json.123-abcd.tmp").write_bytes(b"{")
+    (tenants / "beta" / DATA_DB).write_bytes(b"kept")
+    node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path)
+    assert node.clean_leftovers() == 5
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "tenants", "tenants/beta", f"tenants/beta/{DATA_DB}"]
