@@ -123,14 +123,21 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     store = ReplicaStore(config.s3_bucket, config.s3_endpoint, config.data_dir / "replica")
     replicator = Replicator(config.data_dir / "litestream", store)
     node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator)
-    parts.startups.append(replicator.start)
+
+    async def clean_leftovers() -> None:
+        await asyncio.to_thread(node.clean_leftovers)
+
+    parts.startups += [clean_leftovers, replicator.start]
     client = ControlPlaneClient(cp_addrs, cluster_token)
     membership = NodeMembership(client, node, address, config.max_tenants)
 
     async def close_idle_tenants() -> None:
         while True:
             await asyncio.sleep(min(IDLE_CHECK_SECONDS, config.tenant_idle_seconds / 2))
-            node.close_idle(config.tenant_idle_seconds)
+            try:
+                node.close_idle(config.tenant_idle_seconds)
+            except Exception:  # noqa: BLE001 - idle closing must go on
+                component_logger("TenantNode").exception("closing idle tenants failed")
 
     parts.tasks += [membership.run, close_idle_tenants]
     parts.closers += [replicator.stop, client.aclose, node.close_all]  # run in reverse order

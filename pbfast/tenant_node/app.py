@@ -60,9 +60,22 @@ from pbfast.pocketbase.tenant import (
     new_record_id,
 )
 from pbfast.tenant_node.lease import Lease
-from pbfast.tenant_node.local_copy import CopyMarker, MarkerError, Verdict, judge, read_marker, write_marker
+from pbfast.tenant_node.local_copy import (
+    MARKER_FILE,
+    CopyMarker,
+    MarkerError,
+    Verdict,
+    judge,
+    read_marker,
+    write_marker,
+)
 from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics
-from pbfast.tenant_node.replication import ReplicationError, Replicator
+from pbfast.tenant_node.replication import (
+    RECONCILE_TIMEOUT_SECONDS,
+    SYNC_TIMEOUT_SECONDS,
+    ReplicationError,
+    Replicator,
+)
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
 from pbfast.timefmt import format_datetime
 
@@ -79,6 +92,8 @@ DEFAULT_INCARNATION = "0"  # tenants created before incarnations existed
 # Forwarded tenant requests carry the cluster token here: their Authorization header is the client's own.
 CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
 LEASE_CHECK_SECONDS = 0.05
+RELEASE_BUDGET_SECONDS = 35.0  # below the control plane's wait for a release (45 s)
+UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
 RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
 _MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
 _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
@@ -98,6 +113,64 @@ class Assignment:
     status: str = "active"
     moving: str | None = None
     durability: str = "async"
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """One tenant of a heartbeat answer, checked."""
+
+    epoch: int
+    incarnation: str
+    status: str
+    moving: str | None
+    durability: str
+    requests_quota: int  # -1: unlimited
+    storage_quota_bytes: int  # -1: unlimited
+    seed: tuple[str, str | None] | None
+    superuser: dict[str, str] | None
+
+
+def _whole(value: Any, what: str, tenant_id: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"assignment of tenant {tenant_id!r}: {what} is not a whole number: {value!r}")
+    return value
+
+
+def _parse_assignments(tenants: Any, deleted: Any) -> dict[str, _Spec]:
+    """The control plane's answer, checked whole before any of it is applied. Raises ValueError."""
+    if not isinstance(tenants, dict) or not isinstance(deleted, list) \
+            or not all(isinstance(t, str) and is_valid_tenant_id(t) for t in deleted):
+        raise ValueError("malformed assignments: tenants must be an object and deleted a list of tenant ids")
+    specs: dict[str, _Spec] = {}
+    for tenant_id, spec in tenants.items():
+        if not isinstance(tenant_id, str) or not is_valid_tenant_id(tenant_id) or not isinstance(spec, dict):
+            raise ValueError(f"malformed assignment of tenant {tenant_id!r}")
+        incarnation = str(spec.get("incarnation") or DEFAULT_INCARNATION)
+        if not _INCARNATION.fullmatch(incarnation):
+            raise ValueError(f"assignment of tenant {tenant_id!r}: unusable incarnation {incarnation!r}")
+        seed, raw_seed = None, spec.get("seed")
+        if raw_seed is not None:
+            if not isinstance(raw_seed, dict) or not isinstance(raw_seed.get("incarnation"), str) \
+                    or not _INCARNATION.fullmatch(raw_seed["incarnation"]) \
+                    or not (raw_seed.get("at") is None or isinstance(raw_seed["at"], str) and _valid_time(raw_seed["at"])):
+                raise ValueError(f"assignment of tenant {tenant_id!r}: unusable seed {raw_seed!r}")
+            seed = (raw_seed["incarnation"], raw_seed.get("at") or None)
+        requests, storage_mb = spec.get("apiRequestsQuota"), spec.get("storageQuotaMB")
+        superuser = spec.get("superuser") or None
+        if superuser is not None and not (isinstance(superuser, dict) and isinstance(superuser.get("email"), str)
+                                          and isinstance(superuser.get("passwordHash"), str)):
+            raise ValueError(f"assignment of tenant {tenant_id!r}: unusable superuser")
+        moving = spec.get("moving")
+        specs[tenant_id] = _Spec(
+            epoch=_whole(spec.get("epoch"), "epoch", tenant_id),
+            incarnation=incarnation,
+            status=str(spec.get("status", "active")),
+            moving=moving if isinstance(moving, str) else None,
+            durability=str(spec.get("durability", "async")),
+            requests_quota=-1 if requests is None else _whole(requests, "apiRequestsQuota", tenant_id),
+            storage_quota_bytes=-1 if storage_mb is None else _whole(storage_mb, "storageQuotaMB", tenant_id) << 20,
+            seed=seed, superuser=superuser)
+    return specs
 
 
 class _HeldResponse:
@@ -209,19 +282,24 @@ class TenantNodeApp:
         The first answer after the node was fenced also decides about the fenced tenants: one still
         assigned here with the epoch it had is served again from the local copy (nobody else can have
         written it); any other was re-placed meanwhile, so the epoch it had is released (stale gateways
-        get 503 "moved") and its local copy is retired (:meth:`_retire_local_copy`)."""
+        get 503 "moved") and its local copy is retired (:meth:`_retire_local_copy`).
+
+        Raises ValueError, before changing anything, when the answer is malformed."""
+        specs = _parse_assignments(tenants, deleted)
         if self.fenced is not None:
             fenced, self.fenced = self.fenced, None
             self._fence_generation += 1
             kept = 0
             for tenant_id, epoch in fenced.items():
-                spec = tenants.get(tenant_id)
-                if spec is not None and int(spec["epoch"]) == epoch:
+                still = specs.get(tenant_id)
+                if still is not None and still.epoch == epoch:
                     kept += 1
                     continue
                 self.released[tenant_id] = max(self.released.get(tenant_id, 0), epoch)
                 self._stale_local.add(tenant_id)
                 self._background(self._retire_local_copy(tenant_id))
+            if self.replicator is not None:
+                self.replicator.resume()
             log.warning("lease renewed: serving again (%d of %d fenced tenant(s) still assigned here)",
                         kept, len(fenced))
         for tenant_id in list(self.assignments):
@@ -232,32 +310,38 @@ class TenantNodeApp:
             if tenant_id not in tenants:
                 self._background(self._remove_data(tenant_id))
         self.confirmed = {}
-        for tenant_id, spec in tenants.items():
-            epoch = int(spec["epoch"])
+        for tenant_id, spec in specs.items():
+            epoch = spec.epoch
             if epoch <= self.released.get(tenant_id, 0):
                 continue
             self.confirmed[tenant_id] = epoch
-            self.incarnations[tenant_id] = str(spec.get("incarnation") or DEFAULT_INCARNATION)
-            seed = spec.get("seed")
-            if isinstance(seed, dict) and isinstance(seed.get("incarnation"), str):
-                self.seeds[tenant_id] = (seed["incarnation"], seed.get("at") or None)
+            self.incarnations[tenant_id] = spec.incarnation
+            if spec.seed is not None:
+                self.seeds[tenant_id] = spec.seed
             else:
                 self.seeds.pop(tenant_id, None)
             current = self.assignments.get(tenant_id)
             if current is None or current.epoch <= epoch:
-                self.assignments[tenant_id] = Assignment(epoch, spec.get("status", "active"), spec.get("moving"),
-                                                         spec.get("durability", "async"))
-            storage_mb, requests = spec.get("storageQuotaMB"), spec.get("apiRequestsQuota")
-            self.quotas.set_limits(tenant_id, -1 if requests is None else int(requests),
-                                   -1 if storage_mb is None else int(storage_mb) << 20)
-            if spec.get("superuser"):
-                self._apply_pending_superuser(tenant_id, spec["superuser"])
+                self.assignments[tenant_id] = Assignment(epoch, spec.status, spec.moving, spec.durability)
+            self.quotas.set_limits(tenant_id, spec.requests_quota, spec.storage_quota_bytes)
+            if self._superseded(tenant_id):  # placed elsewhere and back since it was opened: vetted again
+                self.open_tenants.remove(tenant_id)
+                self._background(self._close(tenant_id, "reassigned"))
+            if spec.superuser:
+                self._apply_pending_superuser(tenant_id, spec.superuser)
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run node housekeeping (closing, removing) as a task that shutdown waits for."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _superseded(self, tenant_id: str) -> bool:
+        """Whether the open tenant was opened under another epoch than the one it is assigned under now (the
+        control plane placed it again since): its copy must be closed and vetted again before it is served."""
+        marker = self._copies.get(tenant_id)
+        assignment = self.assignments.get(tenant_id)
+        return marker is not None and assignment is not None and assignment.epoch != marker.epoch
 
     def _apply_pending_superuser(self, tenant_id: str, superuser: dict[str, str]) -> None:
         """The first superuser of a tenant, set at creation: applied once the database exists (never
@@ -278,18 +362,26 @@ class TenantNodeApp:
         else:
             self.superusers[tenant_id] = superuser
 
-    async def release(self, tenant_id: str, epoch: int) -> None:
+    async def release(self, tenant_id: str, epoch: int, budget: float = RELEASE_BUDGET_SECONDS) -> None:
         """Stop serving ``tenant_id`` for ``epoch`` and older (a move or a re-placement): no request is
-        admitted from now on, and this returns once the final state is in the replica.
+        admitted from now on, and this returns once the final state is in the replica and Litestream has
+        stopped replicating it. It takes at most about ``budget`` seconds, less than the control plane waits
+        (``MOVE_RELEASE_TIMEOUT_SECONDS``), so the control plane hears the outcome.
 
         Raises ApiError 503 (and serves the tenant again, as before) when the final state could not be
-        confirmed in the replica: the control plane must not move it then, since the next node would
-        restore a replica without this node's last acknowledged writes."""
+        confirmed in the replica, or Litestream did not confirm it stopped: the control plane must not move
+        it then, since the next node would restore a replica without this node's last acknowledged writes,
+        or two nodes would write one replica path."""
+        deadline = time.monotonic() + budget
         previous_release = self.released.get(tenant_id)
         previous_assignment = self.assignments.get(tenant_id)
         self.released[tenant_id] = max(previous_release or 0, epoch)
-        await self._drop(tenant_id, epoch, "released")
-        if self.replicator is not None and not await asyncio.to_thread(self._copy_shipped, tenant_id):
+        try:
+            await self._drop(tenant_id, epoch, "released", deadline)
+            handed_over = await self._replication_stopped(tenant_id, deadline)
+        except TimeoutError:
+            handed_over = False
+        if not handed_over:
             if previous_release is None:
                 self.released.pop(tenant_id, None)
             else:
@@ -297,11 +389,31 @@ class TenantNodeApp:
             if previous_assignment is not None and tenant_id not in self.assignments:
                 self.assignments[tenant_id] = previous_assignment
             log.warning("tenant %s: not released, its final state is not confirmed in the replica", tenant_id)
-            raise ApiError(503, "The tenant's final state is not in the replica yet; it was not released.")
+            raise ApiError(503, "The tenant's final state is not in the replica yet; it was not released.",
+                           headers=[("retry-after", "5")])
         # The next node writes the replica from now on: this copy must not be served if the tenant
         # comes back here (it would hide, and then overwrite, the other node's writes).
         self._stale_local.add(tenant_id)
         await self._retire_local_copy(tenant_id)
+
+    async def _replication_stopped(self, tenant_id: str, deadline: float) -> bool:
+        """After the tenant was closed: whether its local copy is whole in the replica and Litestream no
+        longer replicates it (an unconfirmed unregister is retried until ``deadline``)."""
+        if self.replicator is None:
+            return True
+        if not await asyncio.to_thread(self._copy_shipped, tenant_id):
+            return False
+        db_path = self.tenants_dir / tenant_id / DATA_DB
+        if self.replicator.stopped(db_path):
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            try:
+                await asyncio.wait_for(self.replicator.reconcile(min(remaining, RECONCILE_TIMEOUT_SECONDS)),
+                                       remaining)
+            except (ReplicationError, TimeoutError) as err:
+                log.warning("tenant %s: litestream did not confirm it stopped replicating it: %r", tenant_id, err)
+        return self.replicator.stopped(db_path)
 
     def _copy_shipped(self, tenant_id: str) -> bool:
         """Whether the tenant's local copy (if any) is known to be whole in the replica (blocking)."""
@@ -315,10 +427,10 @@ class TenantNodeApp:
         # No marker: a copy closed by a pbfast from before markers, which closed only after a final sync.
         return marker is None or marker.shipped
 
-    async def _drop(self, tenant_id: str, epoch: int, why: str) -> None:
+    async def _drop(self, tenant_id: str, epoch: int, why: str, deadline: float | None = None) -> None:
         self.assignments.pop(tenant_id, None)
         self.open_tenants.remove(tenant_id)
-        if await self._close(tenant_id, "released" if why == "released" else "unassigned"):
+        if await self._close(tenant_id, "released" if why == "released" else "unassigned", deadline):
             log.info("closed tenant %s (epoch %d): %s", tenant_id, epoch, why)
 
     async def _retire_local_copy(self, tenant_id: str) -> None:
@@ -366,42 +478,82 @@ class TenantNodeApp:
         log.warning("tenant %s: %s; its local copy may hold writes the replica lacks: moved it to %s",
                     tenant_id, why, retired)
 
+    def clean_leftovers(self) -> int:
+        """Remove what an interrupted run left behind (blocking; call before serving): copies being deleted
+        (``tenants/.deleting-*``), restores and checks (``tenants/.restore-*``), imports and exports
+        (``tenants/<id>/.import-*``, ``.export-*``) and half-written markers. Returns how many."""
+        if not self.tenants_dir.is_dir():
+            return 0
+        removed = 0
+        leftovers = [*self.tenants_dir.glob(".deleting-*"), *self.tenants_dir.glob(".restore-*"),
+                     *self.tenants_dir.glob("*/.import-*"), *self.tenants_dir.glob("*/.export-*"),
+                     *self.tenants_dir.glob(f"*/.{MARKER_FILE}.*.tmp")]
+        for leftover in leftovers:
+            try:
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
+                removed += 1
+            except OSError as err:
+                log.warning("could not remove the leftover %s: %s", leftover, err)
+        if removed:
+            log.info("removed %d leftover(s) of an earlier run under %s", removed, self.tenants_dir)
+        return removed
+
     def _lock(self, tenant_id: str) -> asyncio.Lock:
         lock = self._locks.get(tenant_id)
         if lock is None:
             lock = self._locks[tenant_id] = asyncio.Lock()
         return lock
 
-    async def _close(self, tenant_id: str, reason: str) -> bool:
-        """Final replication sync, stop replicating, checkpoint and close. Serialised with opening."""
-        async with self._lock(tenant_id):
-            tenant = self.tenants.pop(tenant_id, None)
-            if tenant is None:
-                return False
-            self.metrics.closed(reason)
-            db_path = tenant.directory / DATA_DB
-            shipped = False
-            if self.replicator is not None:
-                before = tenant.conn.total_changes()  # every write of the tenant goes through this connection
-                try:
-                    await self.replicator.sync(db_path, wait=True)
-                    shipped = True
-                except ReplicationError as err:
-                    log.warning("tenant %s: final sync before closing failed (%s); the local copy stays "
-                                "the newest", tenant_id, err)
-                try:
-                    await self.replicator.unregister(db_path)
-                except ReplicationError as err:
-                    log.warning("tenant %s: unregister failed: %s", tenant_id, err)
-                # A request admitted earlier may have written after the sync started.
-                shipped = shipped and tenant.conn.total_changes() == before
+    async def _close(self, tenant_id: str, reason: str, deadline: float | None = None) -> bool:
+        """Final replication sync, stop replicating, checkpoint and close. Serialised with opening. With a
+        ``deadline`` (monotonic), waiting for the tenant's lock raises TimeoutError after it, and the sync and
+        unregister are bounded by it."""
+        lock = self._lock(tenant_id)
+        if deadline is None:
+            await lock.acquire()
+        else:
+            await asyncio.wait_for(lock.acquire(), max(0.0, deadline - time.monotonic()))
+        try:
+            return await self._close_locked(tenant_id, reason, deadline)
+        finally:
+            lock.release()
+
+    async def _close_locked(self, tenant_id: str, reason: str, deadline: float | None = None) -> bool:
+        tenant = self.tenants.pop(tenant_id, None)
+        if tenant is None:
+            return False
+        self.metrics.closed(reason)
+        db_path = tenant.directory / DATA_DB
+        shipped = False
+        if self.replicator is not None:
+            def budget(reserve: float = 0.0) -> float:
+                if deadline is None:
+                    return SYNC_TIMEOUT_SECONDS
+                return max(1.0, min(SYNC_TIMEOUT_SECONDS, deadline - time.monotonic() - reserve))
+
+            before = tenant.conn.total_changes()  # every write of the tenant goes through this connection
             try:
-                tenant.close()
-            except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node
-                shipped = False
-                log.exception("closing tenant %s failed", tenant_id)
-            await self._mark_closed(tenant_id, shipped)
-            return True
+                await self.replicator.sync(db_path, wait=True, timeout=budget(UNREGISTER_RESERVE_SECONDS))
+                shipped = True
+            except ReplicationError as err:
+                log.warning("tenant %s: final sync before closing failed (%s); the local copy stays "
+                            "the newest", tenant_id, err)
+            try:
+                await self.replicator.unregister(db_path, timeout=budget())
+            except ReplicationError as err:  # retried by the replicator, counted by fences and releases
+                log.warning("tenant %s: unregister not confirmed (retried): %s", tenant_id, err)
+            # A request admitted earlier may have written after the sync started.
+            shipped = shipped and tenant.conn.total_changes() == before
+        try:
+            tenant.close()
+        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node
+            shipped = False
+            log.exception("closing tenant %s failed", tenant_id)
+        await self._mark_closed(tenant_id, shipped)
+        return True
 
     async def _mark_closed(self, tenant_id: str, shipped: bool) -> None:
         """The tenant was closed: if its final state is in the replica, say so in its marker (the copy may
@@ -433,12 +585,15 @@ class TenantNodeApp:
         (:meth:`_vet_local_copy`); the marker of that assignment is written before the tenant is served or
         replicated."""
         tenant = self.tenants.get(tenant_id)
-        if tenant is not None:
+        if tenant is not None and not self._superseded(tenant_id):
             return tenant
         async with self._lock(tenant_id):
             tenant = self.tenants.get(tenant_id)
             if tenant is not None:
-                return tenant
+                if not self._superseded(tenant_id):
+                    return tenant
+                log.info("tenant %s: placed again since it was opened; closing it to check its copy", tenant_id)
+                await self._close_locked(tenant_id, "reassigned")
             self._check_lease()
             self._retire_locked(tenant_id)  # a copy another node may have written since is never opened
             if tenant_id in self._stale_local:
@@ -479,9 +634,8 @@ class TenantNodeApp:
             if self.replicator is not None:
                 try:
                     await self.replicator.register(db_path, tenant_id, incarnation)
-                except ReplicationError as err:  # serve anyway; the supervisor registers it again
-                    log.error("tenant %s: replication not started: %s", tenant_id, err)
-                    self.replicator.registered[str(db_path)] = self.replicator.store.url(tenant_id, incarnation)
+                except ReplicationError as err:  # serve anyway: the replicator retries it (unless halted)
+                    log.error("tenant %s: replication not started yet: %s", tenant_id, err)
             try:
                 # Registering can take long: a fence that came meanwhile only saw the tenants already
                 # open, so a tenant opened across it must not go on replicating or serving.
@@ -658,8 +812,12 @@ class TenantNodeApp:
         """Fence the node as soon as its lease runs out (runs as a task beside the heartbeats)."""
         while True:
             lease = self.lease
-            if lease is not None and lease.renewed_at is not None and self.fenced is None and not lease.valid():
-                self.fence()
+            try:
+                if lease is not None and lease.renewed_at is not None and self.fenced is None \
+                        and not lease.valid():
+                    self.fence()
+            except Exception:  # noqa: BLE001 - the watch must outlive any one failure
+                log.exception("fencing failed")
             await asyncio.sleep(LEASE_CHECK_SECONDS)
 
     def fence(self) -> None:
@@ -674,6 +832,8 @@ class TenantNodeApp:
             self.fenced.setdefault(tenant_id, self.released.get(tenant_id, 0))
         self._fence_generation += 1
         self.metrics.fences += 1
+        if self.replicator is not None:
+            self.replicator.pause()
         age = lease.age() or 0.0
         log.warning("no heartbeat acknowledged for %.1f s (node timeout %.1f s): stopped serving and replicating "
                     "%d tenant(s) until the control plane answers again", age, lease.node_timeout or 0.0,
@@ -695,13 +855,22 @@ class TenantNodeApp:
         if generation != self._fence_generation:
             return  # renewed meanwhile: the control plane cannot have re-placed anything
         unconfirmed = len(late) + sum(1 for task in done if task.cancelled() or task.exception() or not task.result())
+        if self.replicator is not None and not unconfirmed and (self.replicator.unregistering
+                                                                or self.replicator.registered):
+            # Tenants closed before the fence whose unregister is still unconfirmed (or a registration that
+            # raced the fence): litestream may still write their replicas. One more try, bounded by the halt.
+            try:
+                remaining = max(0.0, halt_at - clock())
+                await asyncio.wait_for(self.replicator.reconcile(remaining), remaining)
+            except (ReplicationError, TimeoutError) as err:
+                log.warning("fenced: unregisters not confirmed: %r", err)
+            if generation != self._fence_generation:
+                return
+            unconfirmed = len(self.replicator.unregistering) + len(self.replicator.registered)
         if unconfirmed and self.replicator is not None:
-            # Nothing may reach the replica from here on: forget every database (so a restarted litestream
-            # replicates none) and kill litestream without letting it flush.
-            self.replicator.registered.clear()
-            process = getattr(self.replicator, "_process", None)
-            if process is not None and process.returncode is None:
-                process.kill()
+            # Nothing may reach the replica from here on: litestream forgets every database and is killed
+            # without a flush; registrations are refused until the lease is renewed.
+            self.replicator.halt()
             self.metrics.replication_halts += 1
             log.error("fenced: replication of %d tenant(s) did not stop in time; killed litestream", unconfirmed)
 
@@ -880,10 +1049,32 @@ class TenantNodeApp:
         directory = self.tenants_dir / tenant_id
         if tenant_id in self.tenants or (directory / DATA_DB).exists() or tenant_id in self.importing:
             raise ApiError(409, "The tenant already has data; import only into a new tenant.")
+        self.importing.add(tenant_id)  # requests get 503 meanwhile, and do not wait for the lock
+        try:
+            async with self._lock(tenant_id):  # serialised with opening and closing
+                await self._import_locked(tenant_id, directory, chunks)
+        finally:
+            self.importing.discard(tenant_id)
+
+    async def _import_locked(self, tenant_id: str, directory: Path, chunks: AsyncIterator[bytes]) -> None:
+        self._check_lease()
         epoch = await self._serving_epoch(tenant_id)
-        if tenant_id in self.tenants or (directory / DATA_DB).exists() or tenant_id in self.importing:
+        if tenant_id in self.tenants or (directory / DATA_DB).exists():
             raise ApiError(409, "The tenant already has data; import only into a new tenant.")
-        self.importing.add(tenant_id)
+        incarnation = self.incarnations.get(tenant_id, DEFAULT_INCARNATION)
+        if self.replicator is not None:
+            # Data written on another node (or before this node's disk was lost) lives only in the replica:
+            # installing an upload here would fork the tenant's history.
+            if tenant_id in self.seeds:
+                raise ApiError(409, "The tenant already has data (it was restored in place); "
+                                    "import only into a new tenant.")
+            try:
+                has_replica = await self.replicator.has_replica(tenant_id, incarnation)
+            except ReplicationError as err:
+                raise ApiError(503, f"Cannot check the tenant's replica: {err}",
+                               headers=[("retry-after", "5")]) from err
+            if has_replica:
+                raise ApiError(409, "The tenant already has data in its replica; import only into a new tenant.")
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / f".import-{new_record_id()}.db"
         try:
@@ -898,12 +1089,10 @@ class TenantNodeApp:
             os.replace(temporary, directory / DATA_DB)
             fsync_directory(directory)
             if epoch is not None:
-                marker = CopyMarker(self.incarnations.get(tenant_id, DEFAULT_INCARNATION), epoch, self.node_id)
-                await asyncio.to_thread(write_marker, directory, marker)
+                await asyncio.to_thread(write_marker, directory, CopyMarker(incarnation, epoch, self.node_id))
             log.info("imported the database of tenant %s", tenant_id)
         finally:
             temporary.unlink(missing_ok=True)
-            self.importing.discard(tenant_id)
 
     async def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]:
         """A consistent snapshot of the tenant's data.db (SQLite online backup), streamed in chunks."""

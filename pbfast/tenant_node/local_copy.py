@@ -25,6 +25,7 @@ tenant was placed somewhere else in between (for all the node knows), and the co
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -77,7 +78,7 @@ def read_marker(directory: Path) -> CopyMarker | None:
 
 def write_marker(directory: Path, marker: CopyMarker) -> None:
     """Replace the copy's marker atomically and durably (blocking: call it from a worker thread)."""
-    temporary = directory / f".{MARKER_FILE}.{os.getpid()}.tmp"
+    temporary = directory / f".{MARKER_FILE}.{os.getpid()}-{secrets.token_hex(4)}.tmp"  # unique per writer
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, orjson.dumps({"format": FORMAT, **asdict(marker)}, option=orjson.OPT_APPEND_NEWLINE))
@@ -99,15 +100,15 @@ def judge(marker: CopyMarker | None, readable: bool, incarnation: str, epoch: in
     - same incarnation and epoch: **current** (this node served the tenant last, nobody else since);
     - another incarnation: **foreign** (an earlier life of the id), never served;
     - same incarnation, another epoch: **superseded**: the tenant was placed elsewhere since;
-    - no marker (an older pbfast wrote the copy): **current** if the epoch is 1, the tenant's first and only
-      placement, which was to this node; else **unknown**. An unreadable marker is always unknown.
+    - no marker (an older pbfast wrote the copy, or a crash came between installing a restored copy and
+      writing its marker): **unknown**, whatever the epoch: even at epoch 1 the copy may belong to an
+      earlier life of the id (deleted while this node was away) and nothing on disk tells.
+      An unreadable marker is unknown as well.
     """
     if not readable:
         return Verdict.UNKNOWN, "its marker is unreadable"
     if marker is None:
-        if epoch == 1:
-            return Verdict.CURRENT, "no marker (older pbfast), but epoch 1: this node is the only one it was placed on"
-        return Verdict.UNKNOWN, f"no marker (older pbfast) and epoch {epoch}: it may have lived elsewhere since"
+        return Verdict.UNKNOWN, f"no marker (older pbfast, or an interrupted restore) at epoch {epoch}"
     if marker.incarnation != incarnation:
         return Verdict.FOREIGN, (f"it belongs to incarnation {marker.incarnation} of the id, the tenant is "
                                  f"incarnation {incarnation}")

@@ -95,10 +95,10 @@ class NodeMembership:
         timeout = answer.get("nodeTimeoutSeconds")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             timeout = DEFAULT_NODE_TIMEOUT_SECONDS
-        # Renewed and applied without an await in between: no request sees the lease valid before the
-        # fenced tenants are sorted out.
+        # Applied, then renewed, without an await in between: no request sees the lease valid before the
+        # fenced tenants are sorted out, and a malformed answer (ValueError, nothing applied) renews nothing.
+        self.node.apply_assignments(answer.get("tenants"), answer.get("deleted"))
         self.lease.renew(sent_at, float(timeout))
-        self.node.apply_assignments(answer["tenants"], answer["deleted"])
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self.node.watch_lease(), name="lease-watch")
