@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,35 @@ def test_leftovers_of_an_interrupted_run_are_removed(tmp_path: Path) -> None:
     assert node.clean_leftovers() == 5
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "tenants", "tenants/beta", f"tenants/beta/{DATA_DB}"]
+
+
+def test_an_import_is_refused_when_the_tenant_has_a_replica(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = _node(tmp_path / "node")
+        replicator = node.replicator
+        assert replicator is not None
+        await replicator.start()
+        try:
+            _assign(node, 1)
+            await node.open_tenant("alpha")  # a new, empty tenant
+            await node.close_all()
+            upload = tmp_path / "upload"
+            upload.mkdir()
+            shutil.copy(tmp_path / "node" / "tenants" / "alpha" / DATA_DB, upload / DATA_DB)
+            shutil.rmtree(tmp_path / "node" / "tenants" / "alpha")  # the node lost its disk: only the replica
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield (upload / DATA_DB).read_bytes()
+
+            with pytest.raises(ApiError) as refused:
+                await node.import_data("alpha", chunks())
+            assert refused.value.status == 409
+            assert "replica" in refused.value.message
+            assert not (tmp_path / "node" / "tenants" / "alpha" / DATA_DB).exists()
+            node.apply_assignments({"beta": {"epoch": 1, "incarnation": "inc-1"}}, [])
+            await node.import_data("beta", chunks())  # a tenant without a replica takes the upload
+            assert (tmp_path / "node" / "tenants" / "beta" / DATA_DB).exists()
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
