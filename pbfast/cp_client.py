@@ -101,18 +101,26 @@ class SyncControlPlaneClient:
         self._members = _Members(addresses)
         self._http = httpx.Client(timeout=timeout, headers={"authorization": f"Bearer {token}"})
 
-    def request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None,
+                timeout: float | None = None, retry_elsewhere: bool = True) -> Any:
+        """One API call. ``retry_elsewhere=False`` is for a request that must not run twice (it may have
+        done part of its work before failing): it goes to another member only if it could not even connect,
+        and a 503 is raised as :class:`ControlPlaneError` with the member's message."""
         last_error = "no member tried"
         for index in self._members.order():
             url = self._members.urls[index] + path
             try:
                 response = self._http.request(
                     method, url, content=None if json is None else orjson.dumps(json), params=params,
-                    headers={"content-type": "application/json"} if json is not None else None)
+                    headers={"content-type": "application/json"} if json is not None else None,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.TransportError as err:
+                if not retry_elsewhere and not isinstance(err, httpx.ConnectError):
+                    raise ControlPlaneUnavailable(f"{url}: {type(err).__name__}; the request may or may not have "
+                                                  "taken effect") from err
                 last_error = f"{url}: {type(err).__name__}"
                 continue
-            if response.status_code == 503:
+            if response.status_code == 503 and retry_elsewhere:
                 last_error = f"{url}: 503 {response.text[:120]}"
                 continue
             self._members.preferred = index

@@ -22,8 +22,10 @@ import orjson
 
 from pbfast.config import DEFAULT_CONTROL_PLANE_ADDR, DEFAULT_DATA_DIR, ConfigError, parse_address_list
 from pbfast.cp_client import ControlPlaneError, ControlPlaneUnavailable, SyncControlPlaneClient
+from pbfast.incarnations import Life, life_at, lives_from_json
 from pbfast.pocketbase.tenant import backup_database, check_pocketbase_database
 from pbfast.tenant_node.replication import ReplicaStore
+from pbfast.timefmt import format_rfc3339, parse_rfc3339
 from pbfast.tokens import ADMIN_TOKEN_FILE
 
 __all__ = ["add_operator_commands", "run_operator_command"]
@@ -32,6 +34,8 @@ EXIT_FAILED = 1
 
 TENANT_COLUMNS = ("id", "status", "nodeId", "epoch", "storageQuotaMB", "apiRequestsQuota", "durability",
                   "usage.storageMB", "usage.apiRequests", "createdAt")
+RESTORED_COLUMNS = (*TENANT_COLUMNS, "incarnation", "restoredFrom.at")
+RESTORE_REQUEST_TIMEOUT_SECONDS = 400.0  # the node's trial restore (up to 300 s), then its release (45 s)
 NODE_COLUMNS = ("id", "status", "address", "assignedTenants", "openTenants", "maxTenants", "load",
                 "lastHeartbeatAt")
 
@@ -122,15 +126,23 @@ def add_operator_commands(commands: Any) -> None:
     _common(export)
 
     restore = tenant_commands.add_parser(
-        "restore", help="restore a tenant's database from its replica (latest or a point in time) into a data dir")
+        "restore", help="roll a tenant back in place to a point in time (--at), or write its state (latest or "
+                        "--at) from its replica into a data dir (--to)",
+        description="Without --to: the tenant itself is rolled back to its state at --at and goes on serving "
+                    "from there (a new incarnation seeded from the replica; the replaced one stays in the "
+                    "tenant's history, so this can be undone by restoring to a time before it). With --to: "
+                    "nothing changes on the cluster; DIR/data.db gets the state from the replica of the "
+                    "incarnation that was live then.")
     restore.add_argument("id")
-    restore.add_argument("--to", required=True, metavar="DIR",
-                         help="write DIR/data.db (a data dir stock PocketBase serves); in-place restore is not "
-                              "offered yet")
-    restore.add_argument("--at", metavar="TIMESTAMP", help="point in time, RFC 3339 (e.g. 2026-11-28T12:00:00Z)")
-    restore.add_argument("--s3-endpoint", help="the cluster's S3 endpoint (omit for a local replica directory)")
-    restore.add_argument("--s3-bucket", default="pbfast")
-    restore.add_argument("--replica-dir", help="local replica root (default: <data-dir>/replica)")
+    restore.add_argument("--to", metavar="DIR",
+                         help="write DIR/data.db (a data dir stock PocketBase serves) instead of restoring in place")
+    restore.add_argument("--at", metavar="TIMESTAMP",
+                         help="point in time, RFC 3339 (e.g. 2026-11-28T12:00:00Z; without an offset: UTC); "
+                              "required without --to, default the latest state with --to")
+    restore.add_argument("--s3-endpoint", help="with --to: the cluster's S3 endpoint (omit for a local replica "
+                                               "directory)")
+    restore.add_argument("--s3-bucket", default="pbfast", help="with --to: the cluster's S3 bucket")
+    restore.add_argument("--replica-dir", help="with --to: local replica root (default: <data-dir>/replica)")
     _common(restore)
 
     node = commands.add_parser("node", help="inspect tenant nodes")
@@ -178,7 +190,19 @@ def _body(args: argparse.Namespace, names: Sequence[tuple[str, str]]) -> dict[st
     return given
 
 
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """A combination of arguments argparse cannot express, as the message of a usage error."""
+    if args.command == "tenant" and args.action == "restore" and not args.to and not args.at:
+        return ("tenant restore: --at TIMESTAMP is required to restore in place (the latest state is what the "
+                "tenant serves already); add --to DIR to write the latest state into a data dir instead")
+    return None
+
+
 def run_operator_command(args: argparse.Namespace, environ: dict[str, str], out: Callable[[str], None] = print) -> int:
+    problem = _usage_problem(args)
+    if problem:
+        print(f"pbfast: error: {problem}", file=sys.stderr)
+        return 2
     try:
         token = _admin_token(args, environ)
         addresses = parse_address_list(args.control_plane_addrs, "--control-plane-addrs")
@@ -248,18 +272,113 @@ def export_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> d
     return {"tenantId": args.id, "path": str(target.resolve()), "bytes": size}
 
 
-def restore_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> dict[str, Any]:
-    """Restore with the stock ``litestream`` binary into ``--to``/data.db, showing progress on stderr."""
-    at = None
-    if args.at:
+def _point_in_time(text: str) -> tuple[str, float]:
+    """``--at``: RFC 3339 (a timestamp without an offset is taken as UTC), normalised as the control plane
+    does, and as Unix seconds."""
+    try:
+        moment = parse_rfc3339(text)
+    except ValueError:
         try:
-            moment = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+            naive = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
         except ValueError as err:
-            raise ControlPlaneError(400, {"message": f"--at: not an RFC 3339 timestamp: {args.at!r}"}) from err
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        at = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise ControlPlaneError(400, {"message": f"--at: not an RFC 3339 timestamp: {text!r}"}) from err
+        moment = (naive if naive.tzinfo else naive.replace(tzinfo=UTC)).astimezone(UTC)
+    return format_rfc3339(moment), moment.timestamp()
+
+
+def restore_in_place(client: SyncControlPlaneClient, args: argparse.Namespace) -> Any:
+    """Ask the control plane to roll the tenant back to ``--at`` (``POST /api/cp/tenants/{id}/restore``).
+    Not retried on another member after a failure: the first may have got part of the way."""
+    at, _ = _point_in_time(args.at)
+    print(f"restoring {args.id} in place to {at} (the node tries the restore first) ...", file=sys.stderr, flush=True)
+    return client.request("POST", f"/api/cp/tenants/{args.id}/restore", {"at": at},
+                          timeout=RESTORE_REQUEST_TIMEOUT_SECONDS, retry_elsewhere=False)
+
+
+def _run_litestream(command: list[str], store: ReplicaStore, out_dir: Path, label: str) -> tuple[int, str]:
+    """Run a ``litestream restore`` into ``out_dir``, showing progress on stderr; its exit status and output."""
+    started = time.monotonic()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=store.environment()) as run:
+        while run.poll() is None:
+            size = sum(p.stat().st_size for p in out_dir.glob(".data.db.restoring*") if p.is_file())
+            elapsed = time.monotonic() - started
+            bar = "#" * min(30, int(elapsed * 4) % 31)
+            print(f"\rrestoring {label} [{bar:<30}] {size / (1 << 20):8.2f} MiB {elapsed:5.1f} s", end="",
+                  file=sys.stderr, flush=True)
+            time.sleep(0.1)
+        output = run.stdout.read().decode(errors="replace") if run.stdout else ""
+    print(file=sys.stderr)
+    return run.returncode, output
+
+
+def _replica_newest_change(store: ReplicaStore, url: str) -> float | None:
+    """When the replica's newest LTX file was written (Unix seconds, to the second Litestream lists), or
+    None when it has none or cannot be listed."""
+    listing = subprocess.run(["litestream", "ltx", "-level", "all", "-json", url], capture_output=True,
+                             env=store.environment(), timeout=120, check=False)
+    if listing.returncode != 0:
+        return None
+    try:
+        files = orjson.loads(listing.stdout)
+        return max((parse_rfc3339(f["timestamp"]).timestamp() for f in files), default=None)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _clear_partial(out_dir: Path) -> None:
+    for leftover in out_dir.glob(".data.db.restoring*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _restore_replica(store: ReplicaStore, tenant_id: str, incarnation: str, point: tuple[str, float] | None,
+                     out_dir: Path) -> bool:
+    """Restore one incarnation's replica (latest, or as of ``point``) into ``out_dir/.data.db.restoring``.
+    False when the replica holds no state for that time: none at all, or nothing that old yet.
+
+    Litestream answers "timestamp does not exist" both before a replica's first change and after its last
+    one; after the last (an idle tenant, an ended incarnation), the latest state *is* the state at that time."""
+    partial = out_dir / ".data.db.restoring"
+    url = store.url(tenant_id, incarnation)
+    label = f"{tenant_id} ({incarnation})"
+    command = ["litestream", "restore", "-if-replica-exists", "-o", str(partial)]
+    code, output = _run_litestream([*command, *(["-timestamp", point[0]] if point else []), url], store, out_dir, label)
+    if code == 0:
+        return partial.exists()  # exit 0 without a file: no replica at all
+    _clear_partial(out_dir)
+    if point is not None and "no backups found" in output:
+        return False
+    if point is not None and "timestamp does not exist" in output:
+        newest = _replica_newest_change(store, url)
+        if newest is None:
+            return False
+        # Listed to the second: a time within the newest file's second counts as after it (had it been
+        # before it, and after the first, Litestream would have restored it).
+        if point[1] < newest:
+            return False  # before the replica's first change
+        code, output = _run_litestream([*command, url], store, out_dir, label)
+        if code == 0 and partial.exists():
+            return True
+        _clear_partial(out_dir)
+    raise ControlPlaneError(502, {"message": f"restore of incarnation {incarnation} failed: "
+                                             f"{output.strip()[-300:] or 'no output'}"})
+
+
+def restore_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> dict[str, Any]:
+    """Restore with the stock ``litestream`` binary into ``--to``/data.db, showing progress on stderr: the
+    replica of the incarnation live at ``--at`` (the current one for the latest state), or that
+    incarnation's seed if its replica holds nothing for that time yet."""
+    point = _point_in_time(args.at) if args.at else None
+    if point is not None and point[1] > time.time():
+        raise ControlPlaneError(400, {"message": f"--at: {point[0]} is in the future"})
     tenant = client.request("GET", f"/api/cp/tenants/{args.id}")
+    lives = lives_from_json(tenant)
+    life: Life = lives[-1]
+    if point is not None:
+        live_then = life_at(lives, point[1])
+        if live_then is None:
+            raise ControlPlaneError(400, {"message": f"--at: tenant {args.id} did not exist at {point[0]} (or that "
+                                                     "is older than the history of incarnations it keeps)"})
+        life = live_then
     store = ReplicaStore(args.s3_bucket, args.s3_endpoint,
                          Path(args.replica_dir) if args.replica_dir else Path(args.data_dir) / "replica")
     out_dir = Path(args.to)
@@ -267,32 +386,27 @@ def restore_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> 
     target = out_dir / "data.db"
     if target.exists():
         raise ControlPlaneError(409, {"message": f"{target} already exists; choose an empty --to directory"})
+    source = {"incarnation": life["incarnation"], "at": point[0] if point else "latest"}
+    if not _restore_replica(store, args.id, life["incarnation"], point, out_dir):
+        seed = life["seed"]
+        if seed is None:
+            raise ControlPlaneError(502, {"message": f"restore failed: incarnation {life['incarnation']} has no "
+                                                     f"replica state {'at ' + point[0] if point else 'yet'}"})
+        # A new incarnation whose replica has nothing yet is still its seed (an in-place restore's start).
+        seed_point = _point_in_time(seed["at"])
+        if not _restore_replica(store, args.id, seed["incarnation"], seed_point, out_dir):
+            raise ControlPlaneError(502, {"message": f"restore failed: neither incarnation {life['incarnation']} "
+                                                     f"nor its seed {seed['incarnation']} at {seed['at']} has "
+                                                     "replica state"})
+        source = {"incarnation": seed["incarnation"], "at": seed_point[0]}
     partial = out_dir / ".data.db.restoring"
-    command = ["litestream", "restore", "-o", str(partial)]
-    if at:
-        command += ["-timestamp", at]
-    command.append(store.url(args.id, tenant.get("incarnation", "0")))
-    started = time.monotonic()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=store.environment()) as run:
-        while run.poll() is None:
-            size = sum(p.stat().st_size for p in out_dir.glob(".data.db.restoring*") if p.is_file())
-            elapsed = time.monotonic() - started
-            bar = "#" * min(30, int(elapsed * 4) % 31)
-            print(f"\rrestoring {args.id} [{bar:<30}] {size / (1 << 20):8.2f} MiB {elapsed:5.1f} s", end="",
-                  file=sys.stderr, flush=True)
-            time.sleep(0.1)
-        output = run.stdout.read().decode(errors="replace") if run.stdout else ""
-    print(file=sys.stderr)
-    if run.returncode != 0 or not partial.exists():
-        for leftover in out_dir.glob(".data.db.restoring*"):
-            leftover.unlink(missing_ok=True)
-        raise ControlPlaneError(502, {"message": f"restore failed: {output.strip()[-300:] or 'no replica found'}"})
     problem = check_pocketbase_database(partial)
     if problem:
         partial.unlink(missing_ok=True)
         raise ControlPlaneError(502, {"message": f"the restored database is damaged: {problem}"})
     os.replace(partial, target)
-    return {"tenantId": args.id, "path": str(target.resolve()), "bytes": target.stat().st_size, "at": at or "latest"}
+    return {"tenantId": args.id, "path": str(target.resolve()), "bytes": target.stat().st_size,
+            "at": point[0] if point else "latest", "incarnation": source["incarnation"], "replicaAt": source["at"]}
 
 
 def _dispatch(client: SyncControlPlaneClient, args: argparse.Namespace) -> tuple[Any, Sequence[str] | None]:
@@ -326,8 +440,10 @@ def _dispatch(client: SyncControlPlaneClient, args: argparse.Namespace) -> tuple
         return import_tenant(client, args, quotas), TENANT_COLUMNS
     if args.action == "export":
         return export_tenant(client, args), ("tenantId", "path", "bytes")
+    if args.action == "restore" and not args.to:
+        return restore_in_place(client, args), RESTORED_COLUMNS
     if args.action == "restore":
-        return restore_tenant(client, args), ("tenantId", "path", "bytes", "at")
+        return restore_tenant(client, args), ("tenantId", "path", "bytes", "at", "incarnation")
     if args.action == "move":
         return client.request("POST", f"/api/cp/tenants/{args.id}/move", {"nodeId": args.node_id}), TENANT_COLUMNS
     raise AssertionError(f"unhandled action {args.action!r}")

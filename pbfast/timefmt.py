@@ -1,13 +1,50 @@
-"""PocketBase's datetime text format: ``2006-01-02 15:04:05.000Z`` (UTC)."""
+"""Datetime text formats: PocketBase's ``2006-01-02 15:04:05.000Z`` (UTC) for API fields, and RFC 3339
+(normalised to UTC ``2006-01-02T15:04:05[.000000]Z``) for points in time given to and by restores."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
-__all__ = ["format_datetime"]
+__all__ = ["format_datetime", "format_rfc3339", "parse_rfc3339"]
+
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d+))?"
+    r"(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2}))")
 
 
 def format_datetime(unix_seconds: float) -> str:
     """Format Unix seconds the way PocketBase shows dates (``2024-01-31 12:34:56.789Z``)."""
     moment = datetime.fromtimestamp(unix_seconds, UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 timestamp (``2026-11-28T12:00:00Z``, ``2026-11-28T13:00:00.5+01:00``) as an aware UTC
+    datetime; fractions beyond microseconds are truncated. Raises ValueError for anything else (a missing
+    offset included: RFC 3339 requires one)."""
+    match = _RFC3339.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    offset = timezone.utc
+    if match["sign"]:
+        hours, minutes = int(match["hours"]), int(match["minutes"])
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"invalid UTC offset in {text!r}")
+        delta = timedelta(hours=hours, minutes=minutes)
+        offset = timezone(delta if match["sign"] == "+" else -delta)
+    fraction = (match["fraction"] or "").ljust(6, "0")[:6]
+    try:
+        return datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}").replace(
+            tzinfo=offset).astimezone(UTC)
+    except (ValueError, OverflowError) as err:  # month 13, second 60 (a leap second), year 0, ...
+        raise ValueError(f"invalid date or time in {text!r}: {err}") from err
+
+
+def format_rfc3339(moment: datetime | float) -> str:
+    """UTC ``YYYY-MM-DDTHH:MM:SSZ``, with ``.ffffff`` when the moment has a fraction of a second."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{moment.microsecond:06d}Z" if moment.microsecond else f"{text}Z"

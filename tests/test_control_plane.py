@@ -14,7 +14,7 @@ import pytest
 from cpcluster import ADMIN, CLUSTER, Member, Start, start_cluster, start_member, start_node, wait_until
 
 TENANT_KEYS = {"id", "status", "nodeId", "epoch", "moving", "storageQuotaMB", "apiRequestsQuota", "durability",
-               "incarnation", "usage", "createdAt", "updatedAt"}
+               "incarnation", "restoredFrom", "incarnations", "usage", "createdAt", "updatedAt"}
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import bcrypt
 
-from pbfast.control_plane.node_client import NodeClient, NodeError
+from pbfast.control_plane.node_client import RESTORE_CHECK_TIMEOUT_SECONDS, NodeClient, NodeError
 from pbfast.control_plane.placement import assigned_counts, place
 from pbfast.control_plane.raft import CommandFailed, RaftMember
 from pbfast.control_plane.registry import NODE_UP
@@ -24,14 +24,16 @@ from pbfast.control_plane.routes import RouteFeed
 from pbfast.control_plane.validation import (
     parse_move,
     parse_node_registration,
+    parse_restore,
     parse_superuser,
     parse_tenant_create,
     parse_tenant_update,
 )
 from pbfast.http import ApiError, Request
+from pbfast.incarnations import Life, life_at, lives_json, lives_of
 from pbfast.logs import component_logger
 from pbfast.primitives import is_valid_tenant_id
-from pbfast.timefmt import format_datetime
+from pbfast.timefmt import format_datetime, format_rfc3339
 
 __all__ = ["ControlPlaneApi", "tenant_json"]
 
@@ -58,6 +60,8 @@ def tenant_json(tenant: dict[str, Any]) -> dict[str, Any]:
         "apiRequestsQuota": tenant["apiRequestsQuota"],
         "durability": tenant["durability"],
         "incarnation": tenant.get("incarnation", "0"),
+        "restoredFrom": tenant.get("seed"),
+        "incarnations": lives_json(tenant),
         "usage": {
             "storageMB": round(usage["storageBytes"] / (1 << 20), 3),
             "apiRequests": usage["apiRequests"],
@@ -80,6 +84,11 @@ def node_json(node: dict[str, Any], assigned: int) -> dict[str, Any]:
         "registeredAt": format_datetime(node["registeredAt"]),
         "lastHeartbeatAt": format_datetime(node["lastHeartbeatAt"]),
     }
+
+
+def new_incarnation(now: float) -> str:
+    """A fresh incarnation id (the replica path of one life of a tenant): time-ordered, then random."""
+    return f"{int(now * 1000):x}-{secrets.token_hex(4)}"
 
 
 def _window_start(now: float) -> int:
@@ -128,7 +137,7 @@ class ControlPlaneApi:
             "status": "active",
             "nodeId": plan[0][1] if plan else None,
             "moving": None,
-            "incarnation": f"{int(now * 1000):x}-{secrets.token_hex(4)}",  # replica path of this tenant's life
+            "incarnation": new_incarnation(now),  # replica path of this tenant's life
             "superuser": superuser,
             "usage": {"apiRequests": 0, "periodStart": _window_start(now), "storageBytes": 0},
             "createdAt": now,
@@ -288,6 +297,97 @@ class ControlPlaneApi:
         log.info("moved tenant %s from %s to %s", tenant_id, tenant["nodeId"], target_id)
         request.send_json(200, tenant_json(self._tenant(tenant_id)))
 
+    async def restore_tenant(self, request: Request) -> None:
+        """Roll the tenant back, in place, to its state at ``at``: a new incarnation seeded from the one
+        live at that time, on the same node, under a new epoch (see docs/architecture.md)."""
+        tenant_id = request.params["id"]
+        tenant = self._tenant(tenant_id)
+        at, moment = parse_restore(await request.json_object(), tenant["createdAt"], time.time())
+        if tenant.get("moving"):
+            raise ApiError(409, "The tenant is moving; restore it once the move is over.")
+        address = await self._node_address(tenant)
+        tenant = self._tenant(tenant_id)  # as it is now: the wait for a node may have taken a while
+        if tenant.get("moving"):
+            raise ApiError(409, "The tenant is moving; restore it once the move is over.")
+        node_id, epoch = tenant["nodeId"], tenant["epoch"]
+        lives = lives_of(tenant)
+        life = life_at(lives, moment)
+        if life is None:
+            raise ApiError(400, "Failed to validate the submitted data.", {"at": {
+                "code": "validation_min_date_constraint",
+                "message": f"No incarnation of the tenant kept in its history was live at {at} (the oldest "
+                           f"kept began at {format_rfc3339(lives[0]['startedAt'])})."}})
+        seed = await self._trial_restore(address, tenant_id, life, at)
+        await self._commit(self.registry.set_moving, tenant_id, node_id, epoch)
+        released = False
+        try:
+            try:
+                await asyncio.wait_for(self.nodes.release(address, tenant_id, epoch), MOVE_RELEASE_TIMEOUT_SECONDS)
+            except (NodeError, TimeoutError) as err:
+                # The node keeps writing the current incarnation: starting the new one now would let both
+                # exist at once, and lose the node's last acknowledged writes from the ended one.
+                log.warning("node %s did not release tenant %s for a restore: %s; the restore is not made",
+                            node_id, tenant_id, err)
+                raise ApiError(503, f"Node {node_id!r} could not hand the tenant over ({err or 'timed out'}); "
+                                    "the restore was not made. Retry later.") from err
+            released = True
+            restored = await self._commit(self.registry.restore_tenant, tenant_id, epoch,
+                                          new_incarnation(time.time()), seed, time.time())
+        except BaseException:
+            if released:
+                await self._serve_again(tenant_id, node_id, epoch)
+            else:
+                await self._clear_moving(tenant_id, epoch)
+            raise
+        log.info("restored tenant %s in place to %s: incarnation %s (seeded from %s at %s) on node %s, epoch %d",
+                 tenant_id, at, restored["incarnation"], seed["incarnation"], seed["at"], node_id,
+                 restored["epoch"])
+        request.send_json(200, tenant_json(restored))
+
+    async def _trial_restore(self, address: str, tenant_id: str, life: Life, at: str) -> dict[str, str]:
+        """Have the node restore ``life``'s replica at ``at`` as a trial and return the seed for the new
+        incarnation. A life whose replica has no state at ``at`` yet (it had just begun, or was never
+        opened before it ended) was still its own seed then: that seed is tried instead."""
+        candidates = [{"incarnation": life["incarnation"], "at": at}]
+        if life["seed"] is not None:
+            candidates.append({"incarnation": life["seed"]["incarnation"], "at": life["seed"]["at"]})
+        for index, seed in enumerate(candidates):
+            try:
+                size = await asyncio.wait_for(
+                    self.nodes.restore_check(address, tenant_id, seed["incarnation"], seed["at"]),
+                    RESTORE_CHECK_TIMEOUT_SECONDS + 5)
+            except TimeoutError as err:
+                raise ApiError(503, f"The trial restore of tenant {tenant_id!r} at {at} timed out; "
+                                    "nothing was changed. Retry later.") from err
+            except NodeError as err:
+                if err.status < 500 and index + 1 < len(candidates):
+                    log.info("tenant %s: incarnation %s has no replica state at %s (%s); trying its seed %s at %s",
+                             tenant_id, seed["incarnation"], seed["at"], err, candidates[index + 1]["incarnation"],
+                             candidates[index + 1]["at"])
+                    continue
+                if err.status < 500:
+                    raise ApiError(400, f"The tenant cannot be restored to {at}: {err}", {"at": {
+                        "code": "validation_restore_unavailable", "message": str(err)}}) from err
+                raise ApiError(503, f"The trial restore of tenant {tenant_id!r} at {at} failed: {err}. "
+                                    "Nothing was changed; retry later.") from err
+            log.info("tenant %s: trial restore of incarnation %s at %s passed (%d bytes)", tenant_id,
+                     seed["incarnation"], seed["at"], size)
+            return seed
+        raise AssertionError("unreachable: the last candidate returns or raises")
+
+    async def _serve_again(self, tenant_id: str, node_id: str | None, epoch: int) -> None:
+        """After the node released the tenant but the restore was not committed: place it on the same node
+        under a new epoch (the node never serves an epoch it released), incarnation unchanged."""
+        try:
+            outcome, moved = await self.member.submit(self.registry.assign, [(tenant_id, node_id, epoch)], time.time())
+        except CommandFailed as err:
+            log.warning("tenant %s: released for a restore that was not made, and not placed again: %s",
+                        tenant_id, err)
+            await self._clear_moving(tenant_id, epoch)
+            return
+        if outcome != "ok" or tenant_id not in moved:  # changed meanwhile: whoever changed it placed it
+            await self._clear_moving(tenant_id, epoch)
+
     async def _clear_moving(self, tenant_id: str, epoch: int) -> None:
         try:
             await self.member.submit(self.registry.set_moving, tenant_id, None, epoch)
@@ -353,6 +453,7 @@ class ControlPlaneApi:
                 "apiRequestsQuota": t["apiRequestsQuota"],
                 "durability": t["durability"],
                 "incarnation": t.get("incarnation", "0"),
+                "seed": t.get("seed"),
                 "superuser": t.get("superuser"),
             }
             for t in self.registry.tenants_snapshot() if t["nodeId"] == node_id

@@ -48,6 +48,7 @@ class ControlPlaneApp:
             ("PATCH", "/api/cp/tenants/{id}", frozenset({ADMIN}), api.update_tenant),
             ("DELETE", "/api/cp/tenants/{id}", frozenset({ADMIN}), api.delete_tenant),
             ("POST", "/api/cp/tenants/{id}/move", frozenset({ADMIN}), api.move_tenant),
+            ("POST", "/api/cp/tenants/{id}/restore", frozenset({ADMIN}), api.restore_tenant),
             ("PUT", "/api/cp/tenants/{id}/superusers", frozenset({ADMIN}), api.upsert_superuser),
             ("PUT", "/api/cp/tenants/{id}/data", frozenset({ADMIN}), api.import_data),
             ("GET", "/api/cp/tenants/{id}/data", frozenset({ADMIN}), api.export_data),

@@ -1,5 +1,5 @@
 """How the control plane asks a tenant node to act on one tenant: release it, upsert its superuser,
-import or export its database. Nodes in this process (all-in-one) are called directly; others over HTTP
+import or export its database, try a restore of its replica at a point in time. Nodes in this process (all-in-one) are called directly; others over HTTP
 with the cluster token.
 """
 
@@ -15,6 +15,7 @@ from pbfast.http import ApiError
 __all__ = ["LocalNode", "NodeClient", "NodeError"]
 
 CHUNK = 1 << 20
+RESTORE_CHECK_TIMEOUT_SECONDS = 300.0  # a trial restore downloads the whole database
 
 
 class NodeError(RuntimeError):
@@ -36,6 +37,8 @@ class LocalNode(Protocol):
 
     def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]: ...
 
+    async def restore_check(self, tenant_id: str, incarnation: str, at: str) -> int: ...
+
 
 class NodeClient:
     """Thread-safety: event loop only."""
@@ -51,8 +54,13 @@ class NodeClient:
         except httpx.HTTPError as err:
             raise NodeError(503, f"{url}: {type(err).__name__}") from err
         if response.status_code >= 400:
-            message = response.json().get("message", response.text[:200]) if response.content else ""
-            raise NodeError(response.status_code, message or f"{url} answered {response.status_code}")
+            try:
+                body = response.json() if response.content else {}
+            except ValueError:  # not JSON: a proxy's page, say
+                body = {}
+            message = body.get("message") if isinstance(body, dict) else None
+            raise NodeError(response.status_code,
+                            str(message or response.text[:200] or f"{url} answered {response.status_code}"))
         return response
 
     async def release(self, address: str, tenant_id: str, epoch: int) -> None:
@@ -100,6 +108,27 @@ class NodeClient:
                 yield chunk
         finally:
             await response.aclose()
+
+    async def restore_check(self, address: str, tenant_id: str, incarnation: str, at: str) -> int:
+        """Have the node restore ``incarnation``'s replica of the tenant as of ``at`` (RFC 3339) into a
+        temporary file, check it and discard it; returns the restored database's size in bytes. Raises
+        NodeError: 4xx when the replica has no state at that time, 5xx when it could not be read."""
+        node = self._local.get(address)
+        if node is not None:
+            try:
+                return await node.restore_check(tenant_id, incarnation, at)
+            except ApiError as err:
+                raise NodeError(err.status, err.message) from err
+        url = f"{address}/api/node/tenants/{tenant_id}/restore-check"
+        response = await self._call("POST", url, json={"incarnation": incarnation, "at": at},
+                                    timeout=RESTORE_CHECK_TIMEOUT_SECONDS)
+        try:
+            size = response.json()["bytes"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise NodeError(502, f"{url}: unexpected answer {response.text[:200]!r}") from err
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise NodeError(502, f"{url}: unexpected answer {response.text[:200]!r}")
+        return size
 
     async def aclose(self) -> None:
         await self._http.aclose()

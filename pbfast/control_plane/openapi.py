@@ -43,10 +43,17 @@ def _op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None,
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
+    seed = {
+        "type": ["object", "null"],
+        "required": ["incarnation", "at"],
+        "additionalProperties": False,
+        "properties": {"incarnation": {"type": "string"}, "at": {"type": "string", "format": "date-time"}},
+    }
     tenant = {
         "type": "object",
         "required": ["id", "status", "nodeId", "epoch", "moving", "storageQuotaMB", "apiRequestsQuota",
-                     "durability", "incarnation", "usage", "createdAt", "updatedAt"],
+                     "durability", "incarnation", "restoredFrom", "incarnations", "usage", "createdAt",
+                     "updatedAt"],
         "additionalProperties": False,
         "properties": {
             "id": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
@@ -59,6 +66,25 @@ def openapi_document() -> dict[str, Any]:
             "durability": {"type": "string", "enum": ["async", "sync"]},
             "incarnation": {"type": "string",
                             "description": "this life of the tenant id: its replicas live under tenants/{id}/{incarnation}/"},
+            "restoredFrom": {**seed, "description": "what the current incarnation started from (an in-place "
+                                                    "restore); null for a tenant never restored in place"},
+            "incarnations": {
+                "type": "array",
+                "description": "the current incarnation (last) and the earlier ones of this tenant that in-place "
+                               "restores ended (up to 20), oldest first; times are RFC 3339 UTC",
+                "items": {
+                    "type": "object",
+                    "required": ["incarnation", "startedAt", "endedAt", "restoredFrom"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "incarnation": {"type": "string"},
+                        "startedAt": {"type": "string", "format": "date-time"},
+                        "endedAt": {"type": ["string", "null"], "format": "date-time",
+                                    "description": "null for the current incarnation"},
+                        "restoredFrom": seed,
+                    },
+                },
+            },
             "usage": {
                 "type": "object",
                 "required": ["storageMB", "apiRequests", "periodStart"],
@@ -185,6 +211,17 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op("Move a tenant to another node", {"200": _json(_ref("Tenant"), "Moved.")},
                             body={"type": "object", "required": ["nodeId"], "additionalProperties": False,
                                   "properties": {"nodeId": {"type": "string"}}},
+                            params=[_ID], errors=(400, 401, 403, 404, 409, 503)),
+            },
+            "/api/cp/tenants/{id}/restore": {
+                "post": _op("Roll the tenant back, in place, to its state at a point in time: a new incarnation "
+                            "seeded from the replica of the one live then, on the same node, epoch + 1 (the node "
+                            "first restores it as a trial; nothing changes if that fails)",
+                            {"200": _json(_ref("Tenant"), "Restored.")},
+                            body={"type": "object", "required": ["at"], "additionalProperties": False,
+                                  "properties": {"at": {"type": "string", "format": "date-time",
+                                                        "description": "RFC 3339, between the tenant's creation "
+                                                                       "and now"}}},
                             params=[_ID], errors=(400, 401, 403, 404, 409, 503)),
             },
             "/api/cp/tenants/{id}/superusers": {

@@ -21,13 +21,14 @@ from typing import Any, TypeVar
 
 from pysyncobj import SyncObjConsumer, replicated
 
-__all__ = ["ERRORS", "NODE_DOWN", "NODE_UP", "Registry", "TENANT_STATUSES"]
+__all__ = ["ERRORS", "MAX_INCARNATION_HISTORY", "NODE_DOWN", "NODE_UP", "Registry", "TENANT_STATUSES"]
 
 TENANT_STATUSES = ("active", "suspended")
 DURABILITY_MODES = ("async", "sync")
 NODE_UP = "up"
 NODE_DOWN = "down"
 ERRORS = ("not_found", "conflict", "invalid")
+MAX_INCARNATION_HISTORY = 20  # earlier lives of a tenant record an in-place restore can still reach
 
 Result = tuple[str, Any]
 F = TypeVar("F", bound=Callable[..., Result])
@@ -193,6 +194,45 @@ class Registry(SyncObjConsumer):
         if tenant["epoch"] != expected_epoch:
             return "conflict", "The tenant was moved meanwhile; try again."
         self.tenants[tenant_id] = {**tenant, "moving": target_node_id}
+        self._changed(routes=True)
+        return "ok", copy.deepcopy(self.tenants[tenant_id])
+
+    @replicated
+    @_locked
+    def restore_tenant(self, tenant_id: str, expected_epoch: int, incarnation: str, seed: dict[str, str],
+                       now: float) -> Result:
+        """Roll a tenant back in place: it starts a new ``incarnation`` (its own replica path) whose first
+        state is ``seed`` (``{"incarnation", "at"}``: an earlier incarnation's replica at a point in time),
+        on the same node, under epoch + 1 so the node's claim on the old incarnation is stale.
+
+        The incarnation it replaces goes to ``history`` (the last :data:`MAX_INCARNATION_HISTORY`), with
+        when it was live and its own seed, so a later restore can still reach it. Conflicts when the epoch
+        changed since the caller read it (moved, re-placed or restored meanwhile)."""
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return "not_found", "Tenant not found."
+        if tenant["epoch"] != expected_epoch:
+            return "conflict", "The tenant was moved or restored meanwhile; try again."
+        history = list(tenant.get("history") or [])
+        known = {entry["incarnation"] for entry in history} | {tenant.get("incarnation", "0")}
+        if incarnation in known:
+            return "invalid", f"Incarnation {incarnation!r} of tenant {tenant_id!r} exists already."
+        ended = {
+            "incarnation": tenant.get("incarnation", "0"),
+            "startedAt": tenant.get("incarnationStartedAt", tenant["createdAt"]),
+            "endedAt": now,
+            "seed": tenant.get("seed"),
+        }
+        self.tenants[tenant_id] = {
+            **tenant,
+            "incarnation": incarnation,
+            "incarnationStartedAt": now,
+            "history": [*history, ended][-MAX_INCARNATION_HISTORY:],
+            "seed": {"incarnation": seed["incarnation"], "at": seed["at"]},
+            "epoch": expected_epoch + 1,
+            "moving": None,
+            "updatedAt": now,
+        }
         self._changed(routes=True)
         return "ok", copy.deepcopy(self.tenants[tenant_id])
 

@@ -12,12 +12,14 @@ from typing import Any
 from pbfast.control_plane.registry import DURABILITY_MODES, TENANT_STATUSES
 from pbfast.http import ApiError
 from pbfast.primitives import is_valid_tenant_id
+from pbfast.timefmt import format_datetime, format_rfc3339, parse_rfc3339
 
 __all__ = [
     "MAX_API_REQUESTS_QUOTA",
     "MAX_STORAGE_QUOTA_MB",
     "parse_move",
     "parse_node_registration",
+    "parse_restore",
     "parse_superuser",
     "parse_tenant_create",
     "parse_tenant_update",
@@ -172,3 +174,33 @@ def parse_node_registration(body: dict[str, Any]) -> tuple[str, int]:
     fields.fail_if_any()
     assert isinstance(address, str) and max_tenants is not None
     return address.rstrip("/"), max_tenants
+
+
+def parse_restore(body: dict[str, Any], created_at: float, now: float) -> tuple[str, float]:
+    """``{"at": RFC 3339}`` of an in-place restore: the point in time, normalised to UTC
+    ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``, and as Unix seconds. It must lie between the tenant's creation
+    (``created_at``) and ``now``."""
+    fields = _Fields(body, {"at"})
+    value = body.get("at")
+    moment = None
+    if value is None or value == "":
+        fields.errors["at"] = _error("validation_required", "Cannot be blank.")
+    elif not isinstance(value, str):
+        fields.errors["at"] = _error("validation_invalid_type", "Must be an RFC 3339 timestamp string.")
+    else:
+        try:
+            moment = parse_rfc3339(value)
+        except ValueError:
+            fields.errors["at"] = _error("validation_invalid_datetime",
+                                         "Must be an RFC 3339 timestamp, e.g. 2026-11-28T12:00:00Z.")
+    if moment is not None:
+        seconds = moment.timestamp()
+        if seconds > now:
+            fields.errors["at"] = _error("validation_max_date_constraint",
+                                         f"Must not be in the future (now is {format_datetime(now)}).")
+        elif seconds < created_at:
+            fields.errors["at"] = _error("validation_min_date_constraint",
+                                         f"Must not be before the tenant was created ({format_datetime(created_at)}).")
+    fields.fail_if_any()
+    assert moment is not None
+    return format_rfc3339(moment), moment.timestamp()
