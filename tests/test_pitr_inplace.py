@@ -434,3 +434,218 @@ def test_the_cli_restores_in_place(cp: Member, node: ScriptedNode) -> None:
     refused = pbfast_cli("tenant", "restore", "acme", f"--at={at}Z", addr, "--json")
     assert refused.returncode == 1 and "holds no state" in refused.stderr
     assert get_tenant(cp, "acme")["epoch"] == 2
+
+
+# ---- end to end: a real pbfast, its node and Litestream --------------------------------------------------
+
+
+OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
+
+
+@dataclass
+class Deployment:
+    """pbfast all-in-one, or a control plane, a tenant node and a gateway as three processes (the control
+    plane then reaches the node over HTTP); local replica directory either way. Same ports on every start."""
+
+    kind: str
+    start: Start
+    root: Path
+    ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in ("cp", "gw", "raft", "node")})
+    processes: list[PbfastProcess] = field(default_factory=list)
+
+    @property
+    def cp(self) -> str:
+        return f"http://127.0.0.1:{self.ports['cp']}"
+
+    @property
+    def gw(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gw']}"
+
+    @property
+    def node_dir(self) -> Path:
+        return self.root if self.kind == "all-in-one" else self.root / "node-a"
+
+    def up(self) -> None:
+        ports = self.ports
+        if self.kind == "all-in-one":
+            process = self.start(["serve", f"--data-dir={self.root}", f"--http-addr=127.0.0.1:{ports['cp']}",
+                                  f"--gateway-addr=127.0.0.1:{ports['gw']}", f"--raft-bind-addr=127.0.0.1:{ports['raft']}",
+                                  f"--admin-token={ADMIN_TOKEN}"])
+            process.wait_healthy([self.cp, self.gw], timeout=30)
+            self.processes = [process]
+            return
+        cp = self.start(["serve", "--mode=control-plane", "--node-id=cp1", f"--http-addr=127.0.0.1:{ports['cp']}",
+                         f"--raft-bind-addr=127.0.0.1:{ports['raft']}", f"--data-dir={self.root / 'cp1'}",
+                         f"--admin-token={ADMIN_TOKEN}", f"--cluster-token={CLUSTER_TOKEN}"])
+        cp.wait_healthy([self.cp], timeout=30)
+        node = self.start(["serve", "--mode=tenant-node", "--node-id=node-a", f"--http-addr=127.0.0.1:{ports['node']}",
+                           f"--control-plane-addrs=127.0.0.1:{ports['cp']}", f"--cluster-token={CLUSTER_TOKEN}",
+                           f"--data-dir={self.node_dir}"])
+        node.wait_healthy([f"http://127.0.0.1:{ports['node']}"], timeout=30)
+        gateway = self.start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{ports['gw']}",
+                              f"--control-plane-addrs=127.0.0.1:{ports['cp']}", f"--cluster-token={CLUSTER_TOKEN}"])
+        gateway.wait_healthy([self.gw], timeout=30)
+        self.processes = [cp, node, gateway]
+
+    def down(self, sig: int = signal.SIGTERM) -> None:
+        for process in reversed(self.processes):
+            process.stop(sig)
+        self.processes = []
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return pbfast_cli(*args, f"--control-plane-addrs=127.0.0.1:{self.ports['cp']}",
+                          f"--replica-dir={self.node_dir / 'replica'}", timeout=120)
+
+
+class Notes:
+    """The tenant's ``notes`` records through the gateway, as its superuser."""
+
+    def __init__(self, gw: str, tenant_id: str) -> None:
+        self.base = f"{gw}/t/{tenant_id}/api"
+        self.token = ""
+        deadline = time.monotonic() + 30
+        while not self.token:
+            response = httpx.post(f"{self.base}/collections/_superusers/auth-with-password", timeout=30,
+                                  json={"identity": OWNER["email"], "password": OWNER["password"]})
+            if response.status_code == 200:
+                self.token = response.json()["token"]
+            else:
+                assert time.monotonic() < deadline, response.text
+                time.sleep(0.1)
+
+    def create_collection(self) -> None:
+        response = httpx.post(f"{self.base}/collections", headers={"Authorization": self.token}, timeout=30,
+                              json={"name": "notes", "type": "base", "fields": [{"name": "n", "type": "number"}]})
+        assert response.status_code == 200, response.text
+
+    def write(self, first: int, count: int) -> set[str]:
+        written = set()
+        with httpx.Client(headers={"Authorization": self.token}, timeout=30) as client:
+            for n in range(first, first + count):
+                response = client.post(f"{self.base}/collections/notes/records", json={"n": n})
+                assert response.status_code == 200, response.text
+                written.add(response.json()["id"])
+        return written
+
+    def ids(self) -> set[str]:
+        """The records served now, waiting while the tenant is held (503: restoring, released, moving)."""
+        deadline = time.monotonic() + 30
+        while True:
+            response = httpx.get(f"{self.base}/collections/notes/records?perPage=500",
+                                 headers={"Authorization": self.token}, timeout=30)
+            if response.status_code == 200:
+                return {item["id"] for item in response.json()["items"]}
+            assert response.status_code == 503 and time.monotonic() < deadline, response.text
+            time.sleep(0.1)
+
+
+def now_rfc3339() -> str:
+    return format_rfc3339(time.time())
+
+
+def count_notes(data_dir: Path) -> int:
+    connection = apsw.Connection(str(data_dir / "data.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return int(connection.execute("SELECT COUNT(*) FROM notes").fetchone()[0])
+    finally:
+        connection.close()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["all-in-one", "separate-processes"])
+def test_restore_in_place_end_to_end(pbfast_process: Start, tmp_path: Path, kind: str) -> None:
+    deployment = Deployment(kind, pbfast_process, tmp_path / "pbfast")
+    deployment.up()
+    # Durable: every acknowledged write is in the replica, so the timeline below has no shipping delay.
+    created = httpx.post(f"{deployment.cp}/api/cp/tenants", headers=ADMIN,
+                         json={"id": "history", "superuser": OWNER, "durability": "sync"})
+    assert created.status_code == 200, created.text
+    first_incarnation = created.json()["incarnation"]
+    notes = Notes(deployment.gw, "history")
+    time.sleep(1.2)  # the node learns the tenant's durability with its next heartbeat
+    notes.create_collection()
+    before = notes.write(0, 5)
+    time.sleep(1.5)
+    between = now_rfc3339()
+    time.sleep(1.5)
+    after = notes.write(100, 5)
+    time.sleep(1.5)
+    just_before_restore = now_rfc3339()  # after the last write of the first incarnation
+    time.sleep(1.0)
+    assert notes.ids() == before | after
+
+    restored = deployment.cli("tenant", "restore", "history", f"--at={between}")
+    assert restored.returncode == 0, restored.stderr
+    tenant = httpx.get(f"{deployment.cp}/api/cp/tenants/history", headers=ADMIN).json()
+    assert tenant["restoredFrom"] == {"incarnation": first_incarnation, "at": between}
+    assert tenant["incarnation"] != first_incarnation and tenant["incarnation"] in restored.stdout
+    second_incarnation = tenant["incarnation"]
+    assert notes.ids() == before  # exactly the records from before T
+
+    # The new incarnation's replica may hold nothing yet: --to reads its seed then; either way, T's state.
+    copied = deployment.cli("tenant", "restore", "history", f"--to={tmp_path / 'latest-after-restore'}")
+    assert copied.returncode == 0, copied.stderr
+    assert count_notes(tmp_path / "latest-after-restore") == len(before)
+
+    later = notes.write(200, 3)
+    assert notes.ids() == before | later
+
+    deployment.down()
+    deployment.up()
+    assert notes.ids() == before | later
+    # Losing the node's disk: the tenant comes back from the new incarnation's own replica.
+    time.sleep(1.5)
+    deployment.down(signal.SIGKILL)
+    shutil.rmtree(deployment.node_dir / "tenants")
+    deployment.up()
+    assert notes.ids() == before | later
+
+    # Undo: back to just before the first restore, a time in the first incarnation after its last write.
+    undone = deployment.cli("tenant", "restore", "history", f"--at={just_before_restore}", "--json")
+    assert undone.returncode == 0, undone.stderr
+    tenant = json.loads(undone.stdout)
+    assert tenant["restoredFrom"] == {"incarnation": first_incarnation, "at": just_before_restore}
+    assert [i["incarnation"] for i in tenant["incarnations"]][:2] == [first_incarnation, second_incarnation]
+    assert len(tenant["incarnations"]) == 3 and tenant["epoch"] == created.json()["epoch"] + 2
+    assert notes.ids() == before | after
+    assert len(notes.write(300, 2) - before - after) == 2
+
+    # Copies of past states come from the incarnation that was live then.
+    for name, at, expected in (("t1", between, len(before)), ("t2", just_before_restore, len(before | after))):
+        past = deployment.cli("tenant", "restore", "history", f"--to={tmp_path / name}", f"--at={at}", "--json")
+        assert past.returncode == 0, past.stderr
+        assert json.loads(past.stdout)["incarnation"] == first_incarnation
+        assert count_notes(tmp_path / name) == expected
+    in_second = deployment.cli("tenant", "restore", "history", f"--to={tmp_path / 't3'}", f"--at={now_rfc3339()}")
+    assert in_second.returncode == 0, in_second.stderr
+    assert count_notes(tmp_path / "t3") == len(before | after) + 2
+
+
+@pytest.mark.timeout(180)
+def test_restore_to_a_time_in_an_incarnation_without_a_replica_yet(pbfast_process: Start, tmp_path: Path) -> None:
+    """Right after an in-place restore, before anything opened the tenant, its new incarnation has no replica:
+    its state at any time since is its seed's, and a restore to such a time starts from that seed."""
+    deployment = Deployment("all-in-one", pbfast_process, tmp_path / "pbfast")
+    deployment.up()
+    created = httpx.post(f"{deployment.cp}/api/cp/tenants", headers=ADMIN,
+                         json={"id": "twice", "superuser": OWNER, "durability": "sync"})
+    assert created.status_code == 200, created.text
+    notes = Notes(deployment.gw, "twice")
+    time.sleep(1.2)  # the node learns the tenant's durability with its next heartbeat
+    notes.create_collection()
+    before = notes.write(0, 4)
+    time.sleep(1.5)
+    between = now_rfc3339()
+    time.sleep(1.5)
+    notes.write(100, 4)
+    time.sleep(1.0)
+    first = deployment.cli("tenant", "restore", "twice", f"--at={between}", "--json")
+    assert first.returncode == 0, first.stderr
+    seed = json.loads(first.stdout)["restoredFrom"]
+    assert seed == {"incarnation": created.json()["incarnation"], "at": between}
+    time.sleep(0.5)
+    again = deployment.cli("tenant", "restore", "twice", f"--at={now_rfc3339()}", "--json")
+    assert again.returncode == 0, again.stderr
+    tenant = json.loads(again.stdout)
+    assert tenant["restoredFrom"] == seed and len(tenant["incarnations"]) == 3
+    assert notes.ids() == before
