@@ -989,12 +989,18 @@ class TenantNodeApp:
         request.send_json(200, {"message": "API is healthy.", "code": 200, "data": {"replication": replication}})
 
     async def _restore_check_handler(self, request: Request) -> None:
-        """``POST /api/node/tenants/{id}/restore-check`` ``{"incarnation", "at"}``: restore that replica as of
-        ``at`` into a temporary file, check it and discard it (the control plane's trial before an in-place
-        restore). 200 ``{"bytes"}``; 400 when the replica holds no usable state then; 503 when storage fails."""
-        tenant_id = request.params["id"]
+        """``POST /api/node/tenants/{id}/restore-check`` ``{"incarnation", "at"}``: see :meth:`restore_check`.
+        200 ``{"bytes"}``; 400 when the replica holds no usable state then; 503 when storage fails."""
         body = await request.json_object()
-        incarnation, at = body.get("incarnation"), body.get("at")
+        tenant_id, incarnation, at = request.params["id"], body.get("incarnation"), body.get("at")
+        size = await self.restore_check(tenant_id, incarnation, at)
+        request.send_json(200, {"tenantId": tenant_id, "incarnation": incarnation, "at": at, "bytes": size})
+
+    async def restore_check(self, tenant_id: str, incarnation: Any, at: Any) -> int:
+        """Restore ``incarnation``'s replica as of ``at`` into a temporary file, check it and discard it (the
+        control plane's trial before an in-place restore; called in-process in all-in-one). Returns the
+        restored database's size. Raises ApiError 400 when the replica holds no usable state then, 503 when
+        storage fails."""
         if not is_valid_tenant_id(tenant_id):
             raise ApiError(400, "Invalid tenant id.")
         if not isinstance(incarnation, str) or not _INCARNATION.fullmatch(incarnation):
@@ -1018,10 +1024,9 @@ class TenantNodeApp:
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
             if problem:
                 raise ApiError(400, f"The restored database is unusable: {problem}")
-            size = temporary.stat().st_size
+            return temporary.stat().st_size
         finally:
             _discard(temporary)
-        request.send_json(200, {"tenantId": tenant_id, "incarnation": incarnation, "at": at, "bytes": size})
 
     async def _release_handler(self, request: Request) -> None:
         body = await request.json_object()

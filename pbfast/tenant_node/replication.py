@@ -435,6 +435,8 @@ class Replicator:
         url = self.store.url(tenant_id, incarnation)
         code, output = await self._run("restore", "-if-replica-exists", "-o", str(target),
                                        *(("-timestamp", timestamp) if timestamp else ()), url)
+        if code != 0 and timestamp and "no backups found" in output:
+            return False  # -if-replica-exists does not cover -timestamp: no replica at all
         if code != 0 and timestamp and TIMESTAMP_MISSING in output:
             newest = await self.newest_file_time(url)
             if newest is not None and _parse_time(timestamp) >= newest:
