@@ -192,6 +192,7 @@ def test_restore_at_a_time_after_the_newest_replica_file_gives_the_latest_state(
             db = _database(tmp_path / "tenants" / "alpha")
             await replicator.register(db, "alpha", "inc-1")
             await replicator.sync(db)
+            await asyncio.sleep(1.1)  # the listing has whole seconds: files in two different seconds
             with sqlite3.connect(db) as connection:
                 connection.execute("INSERT INTO notes VALUES ('y')")
             await replicator.sync(db)
@@ -286,15 +287,22 @@ def test_a_tenant_placed_again_while_open_is_closed_and_vetted_again(tmp_path: P
 def test_malformed_assignments_change_nothing(tmp_path: Path) -> None:
     node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path)
     node.apply_assignments({"alpha": {"epoch": 2, "incarnation": "inc-1"}}, [])
-    for tenants, deleted in [({"alpha": {"epoch": "3"}}, []),
-                             ({"alpha": {"epoch": 3, "incarnation": "../x"}}, []),
-                             ({"alpha": {"epoch": 3, "seed": {"incarnation": "inc-0", "at": "yesterday"}}}, []),
-                             ({"Bad_Id": {"epoch": 3}}, []),
-                             ({"alpha": {"epoch": 3}}, "beta")]:
+    for tenants, deleted in [("alpha", []), ({"alpha": {"epoch": 3}}, "beta"), ({}, ["Bad_Id"])]:
         with pytest.raises(ValueError):
             node.apply_assignments(tenants, deleted)  # type: ignore[arg-type]
         assert node.assignments["alpha"].epoch == 2
         assert node.incarnations["alpha"] == "inc-1"
+
+
+def test_a_malformed_entry_leaves_only_that_tenant_out(tmp_path: Path) -> None:
+    node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path)
+    for bad in [{"epoch": "3"}, {"epoch": 3, "incarnation": "../x"}, {"epoch": True},
+                {"epoch": 3, "seed": {"incarnation": "inc-0", "at": "yesterday"}},
+                {"epoch": 3, "superuser": {"email": 1}}]:
+        node.apply_assignments({"alpha": {"epoch": 2, "incarnation": "inc-1"}, "beta": bad,
+                                "Bad_Id": {"epoch": 1}}, [])
+        assert node.confirmed == {"alpha": 2}
+        assert "beta" not in node.assignments and "Bad_Id" not in node.assignments
 
 
 def test_leftovers_of_an_interrupted_run_are_removed(tmp_path: Path) -> None:

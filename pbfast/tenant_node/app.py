@@ -26,6 +26,7 @@ gateway: over HTTP at ``/t/{id}/...`` with the cluster token and ``X-Pbfast-Epoc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
 import re
@@ -33,7 +34,6 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ from pbfast.tenant_node.replication import (
     SYNC_TIMEOUT_SECONDS,
     ReplicationError,
     Replicator,
+    parse_time,
 )
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
 from pbfast.timefmt import format_datetime
@@ -101,7 +102,7 @@ _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the repli
 
 def _valid_time(text: str) -> bool:
     try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parse_time(text)
     except ValueError:
         return False
     return True
@@ -137,40 +138,50 @@ def _whole(value: Any, what: str, tenant_id: str) -> int:
 
 
 def _parse_assignments(tenants: Any, deleted: Any) -> dict[str, _Spec]:
-    """The control plane's answer, checked whole before any of it is applied. Raises ValueError."""
+    """The control plane's answer, checked before any of it is applied. A malformed answer raises ValueError;
+    a malformed entry is logged and left out (that tenant is not served here until the control plane sends a
+    usable one), so one bad record does not fence the node's other tenants."""
     if not isinstance(tenants, dict) or not isinstance(deleted, list) \
             or not all(isinstance(t, str) and is_valid_tenant_id(t) for t in deleted):
         raise ValueError("malformed assignments: tenants must be an object and deleted a list of tenant ids")
     specs: dict[str, _Spec] = {}
     for tenant_id, spec in tenants.items():
-        if not isinstance(tenant_id, str) or not is_valid_tenant_id(tenant_id) or not isinstance(spec, dict):
-            raise ValueError(f"malformed assignment of tenant {tenant_id!r}")
-        incarnation = str(spec.get("incarnation") or DEFAULT_INCARNATION)
-        if not _INCARNATION.fullmatch(incarnation):
-            raise ValueError(f"assignment of tenant {tenant_id!r}: unusable incarnation {incarnation!r}")
-        seed, raw_seed = None, spec.get("seed")
-        if raw_seed is not None:
-            if not isinstance(raw_seed, dict) or not isinstance(raw_seed.get("incarnation"), str) \
-                    or not _INCARNATION.fullmatch(raw_seed["incarnation"]) \
-                    or not (raw_seed.get("at") is None or isinstance(raw_seed["at"], str) and _valid_time(raw_seed["at"])):
-                raise ValueError(f"assignment of tenant {tenant_id!r}: unusable seed {raw_seed!r}")
-            seed = (raw_seed["incarnation"], raw_seed.get("at") or None)
-        requests, storage_mb = spec.get("apiRequestsQuota"), spec.get("storageQuotaMB")
-        superuser = spec.get("superuser") or None
-        if superuser is not None and not (isinstance(superuser, dict) and isinstance(superuser.get("email"), str)
-                                          and isinstance(superuser.get("passwordHash"), str)):
-            raise ValueError(f"assignment of tenant {tenant_id!r}: unusable superuser")
-        moving = spec.get("moving")
-        specs[tenant_id] = _Spec(
-            epoch=_whole(spec.get("epoch"), "epoch", tenant_id),
-            incarnation=incarnation,
-            status=str(spec.get("status", "active")),
-            moving=moving if isinstance(moving, str) else None,
-            durability=str(spec.get("durability", "async")),
-            requests_quota=-1 if requests is None else _whole(requests, "apiRequestsQuota", tenant_id),
-            storage_quota_bytes=-1 if storage_mb is None else _whole(storage_mb, "storageQuotaMB", tenant_id) << 20,
-            seed=seed, superuser=superuser)
+        try:
+            specs[tenant_id] = _parse_spec(tenant_id, spec)
+        except ValueError as err:
+            log.error("control plane sent an unusable assignment; not serving the tenant: %s", err)
     return specs
+
+
+def _parse_spec(tenant_id: Any, spec: Any) -> _Spec:
+    """One tenant's entry of the answer, checked. Raises ValueError."""
+    if not isinstance(tenant_id, str) or not is_valid_tenant_id(tenant_id) or not isinstance(spec, dict):
+        raise ValueError(f"malformed assignment of tenant {tenant_id!r}")
+    incarnation = str(spec.get("incarnation") or DEFAULT_INCARNATION)
+    if not _INCARNATION.fullmatch(incarnation):
+        raise ValueError(f"assignment of tenant {tenant_id!r}: unusable incarnation {incarnation!r}")
+    seed, raw_seed = None, spec.get("seed")
+    if raw_seed is not None:
+        if not isinstance(raw_seed, dict) or not isinstance(raw_seed.get("incarnation"), str) \
+                or not _INCARNATION.fullmatch(raw_seed["incarnation"]) \
+                or not (raw_seed.get("at") is None or isinstance(raw_seed["at"], str) and _valid_time(raw_seed["at"])):
+            raise ValueError(f"assignment of tenant {tenant_id!r}: unusable seed {raw_seed!r}")
+        seed = (raw_seed["incarnation"], raw_seed.get("at") or None)
+    requests, storage_mb = spec.get("apiRequestsQuota"), spec.get("storageQuotaMB")
+    superuser = spec.get("superuser") or None
+    if superuser is not None and not (isinstance(superuser, dict) and isinstance(superuser.get("email"), str)
+                                      and isinstance(superuser.get("passwordHash"), str)):
+        raise ValueError(f"assignment of tenant {tenant_id!r}: unusable superuser")
+    moving = spec.get("moving")
+    return _Spec(
+        epoch=_whole(spec.get("epoch"), "epoch", tenant_id),
+        incarnation=incarnation,
+        status=str(spec.get("status", "active")),
+        moving=moving if isinstance(moving, str) else None,
+        durability=str(spec.get("durability", "async")),
+        requests_quota=-1 if requests is None else _whole(requests, "apiRequestsQuota", tenant_id),
+        storage_quota_bytes=-1 if storage_mb is None else _whole(storage_mb, "storageQuotaMB", tenant_id) << 20,
+        seed=seed, superuser=superuser)
 
 
 class _HeldResponse:
@@ -272,6 +283,7 @@ class TenantNodeApp:
         self._fence_generation = 0
         self._stale_local: set[str] = set()  # local copies to retire before the tenant is opened again
         self._copies: dict[str, CopyMarker] = {}  # open tenants: the marker written when they were opened
+        self._reassigning: set[str] = set()  # open tenants placed again, being closed in the background
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
@@ -324,9 +336,10 @@ class TenantNodeApp:
             if current is None or current.epoch <= epoch:
                 self.assignments[tenant_id] = Assignment(epoch, spec.status, spec.moving, spec.durability)
             self.quotas.set_limits(tenant_id, spec.requests_quota, spec.storage_quota_bytes)
-            if self._superseded(tenant_id):  # placed elsewhere and back since it was opened: vetted again
-                self.open_tenants.remove(tenant_id)
-                self._background(self._close(tenant_id, "reassigned"))
+            if self._superseded(tenant_id) and tenant_id not in self._reassigning:
+                # placed elsewhere and back since it was opened: closed, and vetted again when next opened
+                self._reassigning.add(tenant_id)
+                self._background(self._close_superseded(tenant_id))
             if spec.superuser:
                 self._apply_pending_superuser(tenant_id, spec.superuser)
 
@@ -335,6 +348,15 @@ class TenantNodeApp:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _close_superseded(self, tenant_id: str) -> None:
+        try:
+            async with self._lock(tenant_id):
+                if tenant_id in self.tenants and self._superseded(tenant_id):  # a request may have done it
+                    self.open_tenants.remove(tenant_id)
+                    await self._close_locked(tenant_id, "reassigned")
+        finally:
+            self._reassigning.discard(tenant_id)
 
     def _superseded(self, tenant_id: str) -> bool:
         """Whether the open tenant was opened under another epoch than the one it is assigned under now (the
@@ -350,8 +372,8 @@ class TenantNodeApp:
                                          and tenant_id not in self.importing):
             async def apply() -> None:
                 try:
-                    tenant = await self.open_tenant(tenant_id)
-                    upsert_superuser(tenant, superuser["email"], superuser["passwordHash"], overwrite=False)
+                    async with self._using(tenant_id) as tenant:
+                        upsert_superuser(tenant, superuser["email"], superuser["passwordHash"], overwrite=False)
                 except Exception:  # noqa: BLE001 - retried with the next heartbeat
                     log.exception("tenant %s: applying the first superuser failed", tenant_id)
                     return
@@ -435,18 +457,17 @@ class TenantNodeApp:
 
     async def _retire_local_copy(self, tenant_id: str) -> None:
         async with self._lock(tenant_id):
-            self._retire_locked(tenant_id)
+            await self._retire_locked(tenant_id)
 
-    def _retire_locked(self, tenant_id: str) -> None:
+    async def _retire_locked(self, tenant_id: str) -> None:
         """With the tenant's lock held: take its local copy out of service if it is marked stale (see
         :meth:`_retire_copy`). If that fails the mark stays, and the tenant is not opened."""
         if tenant_id not in self._stale_local:
             return
         self._stale_local.discard(tenant_id)
-        tenant = self.tenants.pop(tenant_id, None)
-        if tenant is not None:  # not expected: closed before being marked
-            self._copies.pop(tenant_id, None)
-            tenant.close()
+        if tenant_id in self.tenants:  # not expected: closed before being marked
+            self.open_tenants.remove(tenant_id)
+            await self._close_locked(tenant_id, "unassigned")
         try:
             self._retire_copy(tenant_id, "another node owns the tenant now")
         except OSError as err:  # the copy must not be served: keep refusing to open it
@@ -500,6 +521,20 @@ class TenantNodeApp:
         if removed:
             log.info("removed %d leftover(s) of an earlier run under %s", removed, self.tenants_dir)
         return removed
+
+    @contextlib.asynccontextmanager
+    async def _using(self, tenant_id: str) -> AsyncIterator[Tenant]:
+        """The open tenant for node work outside a request (superuser, import, export): counted in the open
+        tenants (so it is closed when idle or evicted, like one a request opened) and pinned meanwhile."""
+        _, evicted = self.open_tenants.acquire(tenant_id)
+        self._close_evicted(evicted)
+        try:
+            yield await self.open_tenant(tenant_id)
+        finally:
+            try:
+                self._close_evicted(self.open_tenants.release(tenant_id))
+            except KeyError:
+                pass  # dropped meanwhile
 
     def _lock(self, tenant_id: str) -> asyncio.Lock:
         lock = self._locks.get(tenant_id)
@@ -595,7 +630,7 @@ class TenantNodeApp:
                 log.info("tenant %s: placed again since it was opened; closing it to check its copy", tenant_id)
                 await self._close_locked(tenant_id, "reassigned")
             self._check_lease()
-            self._retire_locked(tenant_id)  # a copy another node may have written since is never opened
+            await self._retire_locked(tenant_id)  # a copy another node may have written since is never opened
             if tenant_id in self._stale_local:
                 raise ApiError(503, "The tenant's previous local copy cannot be retired; it is not served.",
                                headers=[("retry-after", "5")])
@@ -694,7 +729,10 @@ class TenantNodeApp:
         if verdict is Verdict.CURRENT:
             log.debug("tenant %s: serving the local copy (%s)", tenant_id, why)
             return marker, "disk"
-        restored = await self._fetch_replica(tenant_id, incarnation) if self.replicator is not None else None
+        # A seed (an in-place restore's starting state) is older than a copy of this same incarnation.
+        use_seed = verdict is not Verdict.SUPERSEDED
+        restored = await self._fetch_replica(tenant_id, incarnation, use_seed) if self.replicator is not None \
+            else None
         if restored is None and verdict is not Verdict.FOREIGN:
             log.warning("tenant %s: serving the local copy although %s: there is no replica to prefer",
                         tenant_id, why)
@@ -708,7 +746,7 @@ class TenantNodeApp:
                 _discard(restored)
         return None, "replica"
 
-    async def _fetch_replica(self, tenant_id: str, incarnation: str) -> Path | None:
+    async def _fetch_replica(self, tenant_id: str, incarnation: str, use_seed: bool = True) -> Path | None:
         """Restore the tenant's replica into a temporary file beside the tenants' directories, checked and
         fsynced; None when there is no replica. Raises :class:`ReplicationError` (counted as a restore
         failure)."""
@@ -718,7 +756,7 @@ class TenantNodeApp:
         started = time.monotonic()
         try:
             if not await self.replicator.restore(tenant_id, incarnation, temporary):
-                seed = self.seeds.get(tenant_id)
+                seed = self.seeds.get(tenant_id) if use_seed else None
                 if seed is None or seed[0] == incarnation:
                     _discard(temporary)
                     return None  # no replica: a new tenant
@@ -893,12 +931,14 @@ class TenantNodeApp:
                     shipped = True
                 except (ReplicationError, TimeoutError) as err:
                     log.warning("tenant %s: final sync before fencing failed: %r", tenant_id, err)
+                self.replicator.forget(db_path)  # unregistering from now on, whatever happens below
+                remaining = halt_at - time.monotonic()
                 try:
-                    await asyncio.wait_for(self.replicator.unregister(db_path),
-                                           max(0.0, halt_at - time.monotonic()))
+                    await asyncio.wait_for(self.replicator.unregister(db_path, timeout=max(1.0, remaining)),
+                                           max(0.05, remaining))
                 except (ReplicationError, TimeoutError) as err:
                     log.warning("tenant %s: unregister while fencing failed: %r", tenant_id, err)
-                    stopped = False
+                stopped = self.replicator.stopped(db_path)
                 shipped = shipped and tenant.conn.total_changes() == before
             try:
                 tenant.close()
@@ -1042,7 +1082,8 @@ class TenantNodeApp:
     async def upsert_tenant_superuser(self, tenant_id: str, email: str, password_hash: str) -> None:
         if tenant_id in self.importing:
             raise ApiError(409, "The tenant is being imported; retry afterwards.")
-        upsert_superuser(await self.open_tenant(tenant_id), email, password_hash)
+        async with self._using(tenant_id) as tenant:
+            upsert_superuser(tenant, email, password_hash)
         self.superusers.pop(tenant_id, None)
         self.superusers_applied.add(tenant_id)
 
@@ -1058,6 +1099,15 @@ class TenantNodeApp:
         try:
             async with self._lock(tenant_id):  # serialised with opening and closing
                 await self._import_locked(tenant_id, directory, chunks)
+            # Replicated before the import is acknowledged: else a node lost before the tenant's first
+            # request would lose it.
+            async with self._using(tenant_id) as tenant:
+                if self.replicator is not None:
+                    try:
+                        await self.replicator.sync(tenant.directory / DATA_DB, wait=True)
+                    except ReplicationError as err:
+                        log.warning("tenant %s: imported, but not in the replica yet (%s); shipped when storage "
+                                    "answers", tenant_id, err)
         finally:
             self.importing.discard(tenant_id)
 
@@ -1091,20 +1141,29 @@ class TenantNodeApp:
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
             if problem:
                 raise ApiError(400, f"The uploaded file is not a usable PocketBase data.db: {problem}")
+            # The upload took a while: install it only if this node still serves the tenant as before.
+            self._check_lease()
+            if epoch is not None and (self.confirmed.get(tenant_id) != epoch
+                                      or epoch <= self.released.get(tenant_id, 0)):
+                raise ApiError(503, "The tenant was placed elsewhere during the upload; retry.", headers=_MOVED)
+            if epoch is not None:  # first, so the copy is never without its marker
+                await asyncio.to_thread(write_marker, directory, CopyMarker(incarnation, epoch, self.node_id))
             os.replace(temporary, directory / DATA_DB)
             fsync_directory(directory)
-            if epoch is not None:
-                await asyncio.to_thread(write_marker, directory, CopyMarker(incarnation, epoch, self.node_id))
             log.info("imported the database of tenant %s", tenant_id)
         finally:
             temporary.unlink(missing_ok=True)
 
     async def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]:
         """A consistent snapshot of the tenant's data.db (SQLite online backup), streamed in chunks."""
-        tenant = await self.open_tenant(tenant_id)
-        snapshot = tenant.directory / f".export-{new_record_id()}.db"
+        async with self._using(tenant_id) as tenant:
+            snapshot = tenant.directory / f".export-{new_record_id()}.db"
+            try:
+                await asyncio.to_thread(backup_database, tenant.directory / DATA_DB, snapshot)
+            except BaseException:
+                snapshot.unlink(missing_ok=True)
+                raise
         try:
-            await asyncio.to_thread(backup_database, tenant.directory / DATA_DB, snapshot)
             with open(snapshot, "rb") as source:
                 while chunk := source.read(1 << 20):
                     yield chunk

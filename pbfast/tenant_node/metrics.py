@@ -10,8 +10,8 @@ knows it): on the node's own listener in ``tenant-node`` mode, on the control pl
 - ``pbfast_node_tenant_opens_total{source=...}``: tenants opened, from ``disk``, ``replica`` (a restore)
   or ``new`` (created empty); ``pbfast_node_tenant_restore_failures_total``,
 - ``pbfast_node_tenant_closes_total{reason=...}``: tenants closed: ``evicted`` (LRU beyond
-  ``--max-tenants``), ``idle``, ``released`` (moved), ``unassigned``, ``deleted``, ``fenced`` (lease ran
-  out), ``shutdown``,
+  ``--max-tenants``), ``idle``, ``released`` (moved), ``unassigned``, ``reassigned`` (placed again while
+  open: closed to be vetted again), ``deleted``, ``fenced`` (lease ran out), ``shutdown``,
 - ``pbfast_node_quota_rejections_total{kind="requests"|"storage"}``: 429 (daily requests) and 403
   (storage) answers,
 - ``pbfast_node_replication_lag_seconds``: the figure ``/api/health`` reports as
@@ -43,7 +43,7 @@ __all__ = ["METRICS_HEADERS", "NodeGauges", "NodeMetrics", "WithNodeMetrics"]
 METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 OPEN_SOURCES = ("disk", "replica", "new")
-CLOSE_REASONS = ("evicted", "idle", "released", "unassigned", "deleted", "fenced", "shutdown")
+CLOSE_REASONS = ("evicted", "idle", "released", "unassigned", "reassigned", "deleted", "fenced", "shutdown")
 QUOTA_KINDS = ("requests", "storage")
 
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -56,6 +58,9 @@ COMMAND_TIMEOUT_SECONDS = 900.0  # a restore of a large tenant from a slow store
 TIMESTAMP_MISSING = "timestamp does not exist"  # litestream restore -timestamp: no file covers it
 
 
+_node_pid = os.getpid()  # the process that spawns litestream (set again in _spawn, for forks)
+
+
 def _die_with_parent() -> None:
     """In the child before exec: get SIGKILL when the node process dies, even by kill -9, so an orphaned
     litestream never keeps writing a replica that a restarted node (or another node) now owns. Not SIGTERM:
@@ -63,17 +68,27 @@ def _die_with_parent() -> None:
     lease's halt time. What it had not shipped stays in the local WAL and is shipped when the tenant is
     opened again."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-        os._exit(1)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != _node_pid:
+        os._exit(1)  # no death signal, or the node died before it was set up
 
 
-def _parse_time(text: str) -> float:
-    """Litestream's RFC 3339 timestamps (nanoseconds) as Unix seconds."""
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)?")
+
+
+def parse_time(text: str) -> float:
+    """An RFC 3339 timestamp (up to nanoseconds; no zone means UTC) as Unix seconds. Raises ValueError."""
     from datetime import datetime  # noqa: PLC0415 - cold path
 
-    head, _, rest = text.rstrip("Z").partition(".")
-    fraction = float("0." + rest[:9]) if rest else 0.0
-    return datetime.fromisoformat(head + "+00:00").timestamp() + fraction
+    match = _RFC3339.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+    head, fraction, zone = match.groups()
+    zone = "+00:00" if zone in (None, "Z", "z") else zone
+    return datetime.fromisoformat(head.replace(" ", "T") + zone).timestamp() + (float("0." + fraction)
+                                                                                 if fraction else 0.0)
+
+
+_parse_time = parse_time
 
 
 class ReplicationError(RuntimeError):
@@ -119,10 +134,14 @@ class Replicator:
         # What litestream must replicate (the open tenants): db path -> replica url. Litestream is brought to
         # it by register()/unregister() and, for what they could not confirm, by the reconcile loop.
         self.registered: dict[str, str] = {}
-        self._confirmed: set[str] = set()  # paths the running litestream confirmed registered
-        # Paths taken off ``registered`` whose unregister litestream has not confirmed: it may still write
-        # their replicas. Retried; a fence or release counts them as not stopped.
-        self.unregistering: dict[str, str] = {}
+        # Path -> url the running litestream confirmed registered (what it replicates, as far as known).
+        self._confirmed: dict[str, str] = {}
+        # Paths litestream may have registered: a /register was sent and no /unregister confirmed since. Those
+        # not in ``registered`` are :attr:`unregistering`. Kept across restarts of litestream (a register in
+        # flight may reach the new process); an unregister of a path it lacks is a harmless no-op.
+        self._maybe: set[str] = set()
+        self._path_locks: dict[str, asyncio.Lock] = {}  # one /register or /unregister in flight per path
+        self._generation = 0  # bumped by each spawn: a confirmation from an older process means nothing
         self.paused = False  # pause(): no registrations until resume() (the node is fenced)
         self.halted = False  # halt(): litestream was killed with nothing registered; paused as well
         self._registered_at: dict[str, float] = {}
@@ -166,6 +185,8 @@ class Replicator:
             self._shipper = asyncio.create_task(self._ship_written(), name="litestream-shipper")
 
     async def _spawn(self) -> None:
+        global _node_pid  # noqa: PLW0603 - read by the child before exec
+        _node_pid = os.getpid()
         self.socket_path.unlink(missing_ok=True)
         log_path = self.work_dir / "litestream.log"
         with open(log_path, "ab") as log_file:
@@ -174,8 +195,8 @@ class Replicator:
                 stdout=log_file, stderr=log_file, env=self.store.environment(), start_new_session=True,
                 preexec_fn=_die_with_parent)
         # A new process replicates nothing until told: what the old one had registered died with it.
+        self._generation += 1
         self._confirmed.clear()
-        self.unregistering.clear()
         deadline = time.monotonic() + SOCKET_WAIT_SECONDS
         while not self.socket_path.exists():
             if self._process.returncode is not None or time.monotonic() > deadline:
@@ -227,31 +248,59 @@ class Replicator:
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
                 log.exception("litestream reconcile failed")
 
+    @property
+    def unregistering(self) -> set[str]:
+        """Paths no longer wanted whose unregister litestream has not confirmed: it may still write their
+        replicas. Retried by the reconcile loop; a fence or release counts them as not stopped."""
+        return {path for path in self._maybe if path not in self.registered}
+
+    def _settled(self, path: str) -> bool:
+        want = self.registered.get(path)
+        if want is None:
+            return path not in self._maybe
+        return self.paused or self.halted or self._confirmed.get(path) == want
+
+    async def _converge(self, path: str, timeout: float) -> None:
+        """Bring litestream's registration of ``path`` to what :attr:`registered` wants, one request in flight
+        per path. A path registered under another replica URL (or an unknown one) is unregistered first:
+        litestream answers "already registered" without changing the URL. Raises :class:`ReplicationError`."""
+        lock = self._path_locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            seconds = max(1, math.ceil(timeout))
+            for _ in range(4):  # each step re-reads the wanted state, which callers change without the lock
+                if self._settled(path):
+                    return
+                want = self.registered.get(path)
+                if path in self._maybe and (want is None or self._confirmed.get(path) != want):
+                    await self._post("/unregister", {"path": path, "timeout": seconds}, seconds + 2)
+                    self._maybe.discard(path)
+                    self._confirmed.pop(path, None)
+                    continue
+                if want is None or self.paused or self.halted:
+                    continue
+                generation = self._generation
+                self._maybe.add(path)  # before sending: from now on litestream may have it
+                await self._post("/register", {"path": path, "replica_url": want}, seconds + 2)
+                if self.halted:  # halted while it was in flight: it may have reached a new litestream
+                    await self._post("/unregister", {"path": path, "timeout": 1}, 3)
+                    self._maybe.discard(path)
+                elif generation == self._generation:
+                    self._confirmed[path] = want
+            if not self._settled(path):
+                raise ReplicationError(f"litestream registration of {path} keeps changing")
+
     async def reconcile(self, timeout: float = RECONCILE_TIMEOUT_SECONDS) -> int:
-        """Bring litestream to :attr:`registered`: register what it has not confirmed, unregister what is
-        left in :attr:`unregistering`. Each registration is re-checked just before it is sent, so a halt or
-        close meanwhile is never undone. Returns how many unregisters are still unconfirmed."""
+        """Bring litestream to :attr:`registered`: register what it has not confirmed, unregister what is no
+        longer wanted. Each request is decided just before it is sent, so a halt or close meanwhile is never
+        undone. Returns how many unregisters are still unconfirmed."""
         if self.halted or self._process is None or self._process.returncode is not None:
-            return len(self.unregistering)  # a restarted litestream starts empty: nothing to unregister
-        for path in list(self.unregistering):
-            if path in self.registered:  # opened again meanwhile
-                self.unregistering.pop(path, None)
-                continue
+            return len(self.unregistering)
+        unsettled = [path for path in {*self.registered, *self._maybe} if not self._settled(path)]
+        for path in sorted(unsettled, key=lambda p: p in self.registered):  # unregisters first
             try:
-                await self._post("/unregister", {"path": path, "timeout": int(timeout)}, timeout + 1)
+                await self._converge(path, timeout)
             except ReplicationError as err:
-                log.warning("unregister of %s still not confirmed: %s", path, err)
-                break
-            if path not in self.registered:
-                self.unregistering.pop(path, None)
-                self._confirmed.discard(path)
-        for path in [p for p in self.registered if p not in self._confirmed]:
-            url = self.registered.get(path)
-            if url is None or self.paused or self.halted:
-                continue
-            await self._post("/register", {"path": path, "replica_url": url}, timeout)
-            if self.registered.get(path) == url and not self.halted:
-                self._confirmed.add(path)
+                log.warning("litestream registration of %s not confirmed yet: %s", path, err)
         return len(self.unregistering)
 
     def halt(self) -> None:
@@ -260,7 +309,7 @@ class Replicator:
         :meth:`resume`; the supervisor restarts an empty litestream."""
         self.paused = self.halted = True
         self.registered.clear()
-        self.unregistering.clear()
+        self._maybe.clear()
         self._confirmed.clear()
         self._wal_seen.clear()
         if self._process is not None and self._process.returncode is None:
@@ -305,19 +354,15 @@ class Replicator:
         return response.json() if response.content else {}
 
     async def register(self, db_path: Path, tenant_id: str, incarnation: str) -> None:
-        """Replicate the database from now on. Raises :class:`ReplicationError` when halted (nothing is
-        registered), or when litestream did not confirm it: it stays wanted, and the reconcile loop (or the
+        """Replicate the database from now on. Raises :class:`ReplicationError` when paused or halted (nothing
+        is registered), or when litestream did not confirm it: it stays wanted, and the reconcile loop (or the
         supervisor, after a restart) registers it."""
         if self.paused or self.halted:
             raise ReplicationError("replication is paused: the node lost its lease")
         key = str(db_path)
-        url = self.store.url(tenant_id, incarnation)
-        self.registered[key] = url
-        self.unregistering.pop(key, None)
+        self.registered[key] = self.store.url(tenant_id, incarnation)
         self._registered_at.setdefault(key, time.time())
-        await self._post("/register", {"path": key, "replica_url": url})
-        if self.registered.get(key) == url and not self.halted:
-            self._confirmed.add(key)
+        await self._converge(key, SYNC_TIMEOUT_SECONDS)
 
     async def sync(self, db_path: Path, wait: bool = True, timeout: float = SYNC_TIMEOUT_SECONDS) -> dict[str, Any]:
         """Ship everything committed so far; with ``wait``, return only once it is in the replica (at most
@@ -325,27 +370,27 @@ class Replicator:
         seconds = max(1, int(timeout))
         return await self._post("/sync", {"path": str(db_path), "wait": wait, "timeout": seconds}, seconds + 2)
 
+    def forget(self, db_path: Path) -> None:
+        """No longer want the database replicated (at once, without waiting): it counts as
+        :attr:`unregistering` until litestream confirms (:meth:`unregister`, or the reconcile loop)."""
+        key = str(db_path)
+        self.registered.pop(key, None)
+        self._registered_at.pop(key, None)
+        self._wal_seen.pop(key, None)
+
     async def unregister(self, db_path: Path, timeout: float = SYNC_TIMEOUT_SECONDS) -> None:
         """Stop replicating the database (litestream flushes it first, for at most ``timeout`` seconds).
         Raises :class:`ReplicationError` when litestream did not confirm it: the database then stays in
         :attr:`unregistering`, retried by the reconcile loop and counted by fences and releases."""
-        key = str(db_path)
-        url = self.registered.pop(key, None)
-        self._registered_at.pop(key, None)
-        self._wal_seen.pop(key, None)
+        self.forget(db_path)
         if self.halted:
             return  # litestream was killed with nothing registered
-        self.unregistering[key] = url or ""
-        seconds = max(1, int(timeout))
-        await self._post("/unregister", {"path": key, "timeout": seconds}, seconds + 2)
-        if key not in self.registered:
-            self.unregistering.pop(key, None)
-            self._confirmed.discard(key)
+        await self._converge(str(db_path), timeout)
 
     def stopped(self, db_path: Path) -> bool:
         """Whether litestream is known not to replicate the database (not wanted, no unconfirmed unregister)."""
         key = str(db_path)
-        return self.halted or (key not in self.registered and key not in self.unregistering)
+        return self.halted or (key not in self.registered and key not in self._maybe)
 
     async def _ship_written(self) -> None:
         """Every ``ship_interval``: a waited ``/sync`` of each registered database whose WAL changed since the
@@ -438,35 +483,42 @@ class Replicator:
         if code != 0 and timestamp and "no backups found" in output:
             return False  # -if-replica-exists does not cover -timestamp: no replica at all
         if code != 0 and timestamp and TIMESTAMP_MISSING in output:
-            newest = await self.newest_file_time(url)
-            if newest is not None and _parse_time(timestamp) >= newest:
+            span = await self.file_span(url)
+            try:
+                at = parse_time(timestamp)
+            except ValueError as err:
+                raise ReplicationError(f"restore of tenant {tenant_id}: {err}") from err
+            # The listing has whole seconds: the time is surely after the newest file if it is a second later,
+            # or in the newest file's second when an older file came in an earlier second (it is not before
+            # the first file, so Litestream refused it for being after the last).
+            if span is not None and (at >= span[1] + 1 or (at >= span[1] > span[0])):
                 code, output = await self._run("restore", "-if-replica-exists", "-o", str(target), url)
-            elif newest is not None:
+            elif span is not None:
                 raise ReplicationError(f"the replica of tenant {tenant_id} holds no state at {timestamp} "
-                                       "(before its first write)")
+                                       "(before its first write, or too close to it: choose a later time)")
         if code != 0:
             raise ReplicationError(f"restore of tenant {tenant_id} failed: {output[-300:]}")
         return target.exists()
 
     async def has_replica(self, tenant_id: str, incarnation: str) -> bool:
         """Whether the tenant incarnation's replica holds anything."""
-        return await self.newest_file_time(self.store.url(tenant_id, incarnation), timeout=60) is not None
+        return await self.file_span(self.store.url(tenant_id, incarnation), timeout=60) is not None
 
-    async def newest_file_time(self, url: str, timeout: float = 60) -> float | None:
-        """When the replica's newest file was written (Unix seconds, whole seconds); None if it has none."""
+    async def file_span(self, url: str, timeout: float = 60) -> tuple[float, float] | None:
+        """When the replica's oldest and newest files were written (Unix seconds, whole seconds: that is all
+        ``litestream ltx`` shows); None if it has none."""
         code, output = await self._run("ltx", "-level", "all", url, timeout=timeout)
         if code != 0:
             raise ReplicationError(f"listing the replica failed: {output[-300:]}")
-        newest = None
+        times = []
         for line in output.splitlines()[1:]:
             fields = line.split()
             if len(fields) >= 5:
                 try:
-                    created = _parse_time(fields[4])
+                    times.append(parse_time(fields[4]))
                 except ValueError:
                     continue
-                newest = created if newest is None else max(newest, created)
-        return newest
+        return (min(times), max(times)) if times else None
 
     async def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[int, str]:
         """Run a litestream command (killed after ``timeout`` seconds); its exit code and combined output."""

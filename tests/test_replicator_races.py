@@ -1,0 +1,196 @@
+"""Races between the tenant node's coroutines around Litestream registrations and reopening (found in review;
+each test failed before its fix). Real litestream where the race can be forced with signals; a stub control
+socket where it depends on Litestream's goroutine scheduling (a /register handled after a later
+/unregister), which the real binary does not let a test force."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import apsw
+import httpx
+import pytest
+
+from pbfast.pocketbase.tenant import DATA_DB
+from pbfast.tenant_node.app import TenantNodeApp
+from pbfast.tenant_node.lease import Lease
+from pbfast.tenant_node.local_copy import CopyMarker, read_marker, write_marker
+from pbfast.tenant_node.replication import ReplicaStore, Replicator
+
+
+def _replicator(tmp_path: Path) -> Replicator:
+    return Replicator(tmp_path / "litestream", ReplicaStore("unused", None, tmp_path / "replica"), ship_interval=0)
+
+
+def _node(tmp_path: Path, replicator: Replicator | None = None) -> TenantNodeApp:
+    node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path, replicator)
+    node.lease = Lease()
+    node.lease.renew(time.monotonic(), 600.0)
+    return node
+
+
+def _run(scenario: Any) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_request_and_the_heartbeat_close_a_tenant_placed_again_only_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = _node(tmp_path, _replicator(tmp_path))
+        assert node.replicator is not None
+        await node.replicator.start()
+        try:
+            node.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
+            await node.open_tenant("alpha")
+            request = asyncio.ensure_future(node.open_tenant("alpha"))  # queued before the heartbeat's task
+            node.apply_assignments({"alpha": {"epoch": 3, "incarnation": "inc-1"}}, [])
+            reopened = await request  # closes the old copy, vets it, reopens it under epoch 3
+            marker = read_marker(tmp_path / "tenants" / "alpha")
+            assert marker is not None and marker.epoch == 3
+            await asyncio.sleep(0)
+            await asyncio.gather(*list(node._tasks))  # noqa: SLF001 - the heartbeat's background close
+            assert node.tenants.get("alpha") is reopened
+            reopened.conn.execute("SELECT 1").fetchall()  # not closed under the request
+            assert node.metrics.closes["reassigned"] == 1
+            await node.close_all()
+        finally:
+            await node.replicator.stop()
+
+    _run(scenario)
+
+
+def test_a_copy_of_the_incarnation_wins_over_its_seed(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        first = _node(tmp_path, _replicator(tmp_path))
+        assert first.replicator is not None
+        await first.replicator.start()
+        try:
+            first.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
+            await first.open_tenant("alpha")  # incarnation 1 is in the replica
+            await first.close_all()
+        finally:
+            await first.replicator.stop()
+        # Incarnation 2 (restored in place from inc-1) was served here under epoch 5 and written while storage
+        # was unreachable: inc-2 has no replica, its local copy is its newest state.
+        directory = tmp_path / "tenants" / "alpha"
+        connection = apsw.Connection(str(directory / DATA_DB))
+        connection.execute("CREATE TABLE acknowledged (body TEXT); INSERT INTO acknowledged VALUES ('kept')")
+        connection.close()
+        write_marker(directory, CopyMarker("inc-2", 5, "node-a"))
+        second = _node(tmp_path, _replicator(tmp_path))  # restarted; assigned here again under epoch 7
+        assert second.replicator is not None
+        await second.replicator.start()
+        try:
+            second.apply_assignments({"alpha": {"epoch": 7, "incarnation": "inc-2",
+                                                 "seed": {"incarnation": "inc-1", "at": None}}}, [])
+            tenant = await second.open_tenant("alpha")
+            assert tenant.conn.execute("SELECT body FROM acknowledged").fetchall() == [("kept",)]
+            assert not (tmp_path / "retired").exists()
+            await second.close_all()
+        finally:
+            await second.replicator.stop()
+
+    _run(scenario)
+
+
+class _SlowRegisterLitestream:
+    """Litestream's control socket, with a /register that takes 0.3 s before it takes effect."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.listed: dict[str, str] = {}
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+                target = head[0].split(" ")[1]
+                headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in head[1:] if ":" in line)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                request = json.loads(body) if body else {}
+                if target == "/register":
+                    await asyncio.sleep(0.3)
+                    status = "already_registered" if request["path"] in self.listed else "registered"
+                    self.listed.setdefault(request["path"], request["replica_url"])
+                    answer: dict[str, Any] = {"status": status}
+                elif target == "/unregister":
+                    answer = {"status": "unregistered" if self.listed.pop(request["path"], None)
+                              else "already_unregistered"}
+                else:
+                    answer = {"databases": [{"path": path} for path in self.listed]}
+                data = json.dumps(answer).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                             + str(len(data)).encode() + b"\r\n\r\n" + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_a_close_during_a_retried_register_leaves_nothing_registered(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        stub = _SlowRegisterLitestream(tmp_path / "stub.sock")
+        server = await asyncio.start_unix_server(stub._handle, path=str(stub.path))  # noqa: SLF001
+        replicator = _replicator(tmp_path)
+        replicator._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(stub.path)),  # noqa: SLF001
+                                               base_url="http://litestream")
+
+        class Running:  # reconcile() only asks whether the process is alive
+            returncode = None
+
+        replicator._process = Running()  # type: ignore[assignment]  # noqa: SLF001
+        db = tmp_path / "tenants" / "alpha" / DATA_DB
+        try:
+            # Opened while litestream was restarting: wanted, not confirmed; the reconcile pass registers it.
+            replicator.registered[str(db)] = replicator.store.url("alpha", "inc-1")
+            reconciling = asyncio.ensure_future(replicator.reconcile())
+            await asyncio.sleep(0.05)  # the /register is in flight
+            await replicator.unregister(db)  # the tenant is closed meanwhile
+            await reconciling
+            assert replicator.stopped(db)
+            assert stub.listed == {}  # what the node believes is what litestream does
+        finally:
+            await replicator._client.aclose()  # noqa: SLF001
+            server.close()
+
+    _run(scenario)
+
+
+def test_a_new_incarnation_never_replicates_to_the_old_path(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        await replicator.start()
+        try:
+            db = tmp_path / "tenants" / "alpha" / DATA_DB
+            db.parent.mkdir(parents=True)
+            with sqlite3.connect(db) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("CREATE TABLE notes (body TEXT)")
+            await replicator.register(db, "alpha", "inc-1")
+            process = replicator._process  # noqa: SLF001
+            assert process is not None
+            os.kill(process.pid, signal.SIGSTOP)  # the unregister is not confirmed
+            try:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(replicator.unregister(db), 0.2)
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+            assert str(db) in replicator.unregistering
+            # The id is opened again under another incarnation before the reconcile loop's next pass.
+            await replicator.register(db, "alpha", "inc-2")  # litestream would keep inc-1's URL ("already_registered")
+            with sqlite3.connect(db) as connection:
+                connection.execute("INSERT INTO notes VALUES ('acknowledged under inc-2')")
+            await replicator.sync(db)
+            assert (tmp_path / "replica" / "tenants" / "alpha" / "inc-2").exists()
+            assert replicator._confirmed == {str(db): replicator.store.url("alpha", "inc-2")}  # noqa: SLF001
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
