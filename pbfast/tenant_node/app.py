@@ -284,6 +284,7 @@ class TenantNodeApp:
         self._stale_local: set[str] = set()  # local copies to retire before the tenant is opened again
         self._copies: dict[str, CopyMarker] = {}  # open tenants: the marker written when they were opened
         self._reassigning: set[str] = set()  # open tenants placed again, being closed in the background
+        self._untracked: set[str] = set()  # open tenants outside the LRU at the last idle check
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
@@ -805,8 +806,15 @@ class TenantNodeApp:
         self.tenants.clear()
 
     def close_idle(self, idle_seconds: float) -> None:
+        """Close the tenants idle for ``idle_seconds``, and open tenants the LRU no longer tracks (dropped from
+        it while they were being opened, e.g. by a release that was then rolled back) once they were seen
+        untracked at two checks in a row."""
         for tenant_id in self.open_tenants.evict_idle(idle_seconds):
             self._background(self._close(tenant_id, "idle"))
+        untracked = {t for t in self.tenants if t not in self.open_tenants and t not in self._reassigning}
+        for tenant_id in untracked & self._untracked:
+            self._background(self._close(tenant_id, "idle"))
+        self._untracked = untracked - self._untracked
 
     def replication_status(self) -> dict[str, Any]:
         return self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
