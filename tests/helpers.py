@@ -119,3 +119,22 @@ def pbfast_process(tmp_path: Path) -> Iterator[Callable[..., PbfastProcess]]:
     for process in started:
         if process.proc is not None and process.proc.poll() is None:
             process.stop(signal.SIGKILL)
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` (all its threads) and wait until the kernel reports it stopped: a signal is delivered
+    asynchronously, and a thread running on another CPU could otherwise still answer one more request."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    task_dir = Path(f"/proc/{pid}/task")
+    while True:
+        states = []
+        for task in task_dir.iterdir():
+            try:
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue
+        if states and all(state in ("T", "t") for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
+        time.sleep(0.005)

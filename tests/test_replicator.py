@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from pbfast.http import ApiError
+from helpers import freeze
 from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease import Lease
@@ -83,7 +84,7 @@ def test_an_unconfirmed_unregister_is_remembered_and_retried(tmp_path: Path) -> 
             db = _database(tmp_path / "tenants" / "alpha")
             await replicator.register(db, "alpha", "inc-1")
             assert _listed(replicator) == {str(db)}
-            os.kill(_pid(replicator), signal.SIGSTOP)  # the control socket stops answering
+            freeze(_pid(replicator))  # the control socket stops answering
             try:
                 with pytest.raises(ReplicationError):
                     await replicator.unregister(db, timeout=1)
@@ -106,7 +107,7 @@ def test_a_registration_that_was_not_confirmed_is_retried(tmp_path: Path) -> Non
         await replicator.start()
         try:
             db = _database(tmp_path / "tenants" / "alpha")
-            os.kill(_pid(replicator), signal.SIGSTOP)
+            freeze(_pid(replicator))
             try:
                 register = asyncio.ensure_future(replicator.register(db, "alpha", "inc-1"))
                 await asyncio.sleep(0.3)
@@ -237,7 +238,7 @@ def test_a_release_is_refused_while_litestream_does_not_confirm(tmp_path: Path) 
             _assign(node, 1)
             tenant = await node.open_tenant("alpha")
             tenant.conn.execute("CREATE TABLE notes (body TEXT)")
-            os.kill(_pid(replicator), signal.SIGSTOP)
+            freeze(_pid(replicator))
             try:
                 with pytest.raises(ApiError) as refused:
                     await node.release("alpha", 1, budget=6)

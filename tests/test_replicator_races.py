@@ -18,6 +18,7 @@ import apsw
 import httpx
 import pytest
 
+from helpers import freeze
 from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease import Lease
@@ -176,7 +177,7 @@ def test_a_new_incarnation_never_replicates_to_the_old_path(tmp_path: Path) -> N
             await replicator.register(db, "alpha", "inc-1")
             process = replicator._process  # noqa: SLF001
             assert process is not None
-            os.kill(process.pid, signal.SIGSTOP)  # the unregister is not confirmed
+            freeze(process.pid)  # the unregister is not confirmed
             try:
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(replicator.unregister(db), 0.2)

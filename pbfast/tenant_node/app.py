@@ -73,6 +73,7 @@ from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics
 from pbfast.tenant_node.replication import (
     RECONCILE_TIMEOUT_SECONDS,
     SYNC_TIMEOUT_SECONDS,
+    NoStateAt,
     ReplicationError,
     Replicator,
     parse_time,
@@ -1064,11 +1065,14 @@ class TenantNodeApp:
         try:
             try:
                 found = await self.replicator.restore(tenant_id, incarnation, temporary, at)
+            except NoStateAt as err:
+                raise ApiError(400, f"Restore failed: {err}", {"at": {
+                    "code": "validation_no_state_at", "message": str(err)}}) from err
             except ReplicationError as err:
-                status = 400 if "holds no state" in str(err) else 503
-                raise ApiError(status, f"Restore failed: {err}") from err
-            if not found:
-                raise ApiError(400, "The tenant has no replica of that incarnation.")
+                raise ApiError(503, f"Restore failed: {err}", headers=[("retry-after", "5")]) from err
+            if not found:  # the only answer after which the control plane may fall back to the seed
+                raise ApiError(400, "The tenant has no replica of that incarnation.", {"incarnation": {
+                    "code": "validation_no_replica", "message": "Nothing of this incarnation was replicated."}})
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
             if problem:
                 raise ApiError(400, f"The restored database is unusable: {problem}")

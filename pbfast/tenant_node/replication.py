@@ -41,7 +41,7 @@ import orjson
 
 from pbfast.logs import component_logger
 
-__all__ = ["ReplicaStore", "Replicator", "ReplicationError"]
+__all__ = ["NoStateAt", "ReplicaStore", "Replicator", "ReplicationError", "parse_time"]
 
 log = component_logger("TenantNode")
 
@@ -93,6 +93,11 @@ _parse_time = parse_time
 
 class ReplicationError(RuntimeError):
     """Litestream could not do what was asked (the message says what and why)."""
+
+
+class NoStateAt(ReplicationError):  # noqa: N818 - reads as "no state at <time>"
+    """The replica exists but holds no restorable state at the asked time (before its first file kept, or
+    its history there was pruned)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,8 +485,12 @@ class Replicator:
         url = self.store.url(tenant_id, incarnation)
         code, output = await self._run("restore", "-if-replica-exists", "-o", str(target),
                                        *(("-timestamp", timestamp) if timestamp else ()), url)
-        if code != 0 and timestamp and "no backups found" in output:
-            return False  # -if-replica-exists does not cover -timestamp: no replica at all
+        if (code == 0 and not target.exists()) or (code != 0 and timestamp and "no backups found" in output):
+            # "no replica" (-if-replica-exists does not cover -timestamp), or no restore plan: which one?
+            if await self.file_span(url) is None:
+                return False
+            raise NoStateAt(f"the replica of tenant {tenant_id} has files but no restorable state"
+                            f"{' at ' + timestamp if timestamp else ''}")
         if code != 0 and timestamp and TIMESTAMP_MISSING in output:
             span = await self.file_span(url)
             try:
@@ -494,8 +503,8 @@ class Replicator:
             if span is not None and (at >= span[1] + 1 or (at >= span[1] > span[0])):
                 code, output = await self._run("restore", "-if-replica-exists", "-o", str(target), url)
             elif span is not None:
-                raise ReplicationError(f"the replica of tenant {tenant_id} holds no state at {timestamp} "
-                                       "(before its first write, or too close to it: choose a later time)")
+                raise NoStateAt(f"the replica of tenant {tenant_id} holds no state at {timestamp} (before the "
+                                "first write it keeps, or too close to it: choose a later time)")
         if code != 0:
             raise ReplicationError(f"restore of tenant {tenant_id} failed: {output[-300:]}")
         return target.exists()
