@@ -138,3 +138,9 @@ def freeze(pid: int) -> None:
             return
         assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
         time.sleep(0.005)
+
+
+def thaw(pid: int) -> None:
+    """SIGCONT ``pid`` if it still exists."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)

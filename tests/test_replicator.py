@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from pbfast.http import ApiError
-from helpers import freeze
+from helpers import freeze, thaw
 from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease import Lease
@@ -84,7 +84,8 @@ def test_an_unconfirmed_unregister_is_remembered_and_retried(tmp_path: Path) -> 
             db = _database(tmp_path / "tenants" / "alpha")
             await replicator.register(db, "alpha", "inc-1")
             assert _listed(replicator) == {str(db)}
-            freeze(_pid(replicator))  # the control socket stops answering
+            frozen = _pid(replicator)
+            freeze(frozen)  # the control socket stops answering
             try:
                 with pytest.raises(ReplicationError):
                     await replicator.unregister(db, timeout=1)
@@ -92,8 +93,11 @@ def test_an_unconfirmed_unregister_is_remembered_and_retried(tmp_path: Path) -> 
                 assert str(db) in replicator.unregistering
                 assert replicator.status()["unconfirmedUnregisters"] == 1
             finally:
-                os.kill(_pid(replicator), signal.SIGCONT)
-            await _until(lambda: replicator.stopped(db))  # the reconcile loop retried it
+                thaw(frozen)
+            # It got no answer, so litestream was killed (it may carry the request out later, after others)
+            # and restarted empty; the reconcile loop confirms the path is not registered.
+            await _until(lambda: replicator.stopped(db))
+            assert _pid(replicator) != frozen
             assert _listed(replicator) == set()
         finally:
             await replicator.stop()
@@ -107,12 +111,13 @@ def test_a_registration_that_was_not_confirmed_is_retried(tmp_path: Path) -> Non
         await replicator.start()
         try:
             db = _database(tmp_path / "tenants" / "alpha")
-            freeze(_pid(replicator))
+            frozen = _pid(replicator)
+            freeze(frozen)
             try:
                 register = asyncio.ensure_future(replicator.register(db, "alpha", "inc-1"))
                 await asyncio.sleep(0.3)
             finally:
-                os.kill(_pid(replicator), signal.SIGCONT)
+                thaw(frozen)
             await register
             await _until(lambda: _listed(replicator) == {str(db)})
         finally:
@@ -238,13 +243,17 @@ def test_a_release_is_refused_while_litestream_does_not_confirm(tmp_path: Path) 
             _assign(node, 1)
             tenant = await node.open_tenant("alpha")
             tenant.conn.execute("CREATE TABLE notes (body TEXT)")
-            freeze(_pid(replicator))
+            frozen = _pid(replicator)
+            freeze(frozen)
             try:
                 with pytest.raises(ApiError) as refused:
                     await node.release("alpha", 1, budget=6)
                 assert refused.value.status == 503
             finally:
-                os.kill(_pid(replicator), signal.SIGCONT)
+                thaw(frozen)
+            await _until(lambda: replicator.status()["running"] and _pid(replicator) != frozen
+                         and replicator.socket_path.exists())  # killed (no answer) and restarted
+            await _until(lambda: _listed(replicator) is not None)  # answering
             assert node.assignments["alpha"].epoch == 1  # not released: served again, as before
             assert node.released.get("alpha", 0) == 0
             reopened = await node.open_tenant("alpha")

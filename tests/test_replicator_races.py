@@ -6,9 +6,9 @@ socket where it depends on Litestream's goroutine scheduling (a /register handle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
-import signal
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -18,12 +18,13 @@ import apsw
 import httpx
 import pytest
 
-from helpers import freeze
+from helpers import freeze, thaw
+from pbfast.http import ApiError
 from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import CopyMarker, read_marker, write_marker
-from pbfast.tenant_node.replication import ReplicaStore, Replicator
+from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
 
 
 def _replicator(tmp_path: Path) -> Replicator:
@@ -182,15 +183,138 @@ def test_a_new_incarnation_never_replicates_to_the_old_path(tmp_path: Path) -> N
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(replicator.unregister(db), 0.2)
             finally:
-                os.kill(process.pid, signal.SIGCONT)
+                thaw(process.pid)
             assert str(db) in replicator.unregistering
-            # The id is opened again under another incarnation before the reconcile loop's next pass.
-            await replicator.register(db, "alpha", "inc-2")  # litestream would keep inc-1's URL ("already_registered")
+            # The abandoned unregister got litestream killed (it could carry it out later, after a register).
+            # The id is opened again under another incarnation before the reconcile loop's next pass:
+            # litestream would keep inc-1's URL for a path it still had ("already_registered").
+            with contextlib.suppress(ReplicationError):  # litestream may still be restarting: retried
+                await replicator.register(db, "alpha", "inc-2")
+            want = {str(db): replicator.store.url("alpha", "inc-2")}
+            deadline = time.monotonic() + 10
+            while replicator._confirmed != want:  # noqa: SLF001
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
             with sqlite3.connect(db) as connection:
                 connection.execute("INSERT INTO notes VALUES ('acknowledged under inc-2')")
             await replicator.sync(db)
             assert (tmp_path / "replica" / "tenants" / "alpha" / "inc-2").exists()
             assert replicator._confirmed == {str(db): replicator.store.url("alpha", "inc-2")}  # noqa: SLF001
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
+
+
+def _listed(replicator: Replicator) -> set[str]:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(replicator.socket_path)), timeout=5) as client:
+        return {entry["path"] for entry in client.get("http://litestream/list").json().get("databases", [])}
+
+
+def test_an_open_spanning_a_fence_and_a_re_placement_replicates_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        node = _node(tmp_path, replicator)
+        await replicator.start()
+        try:
+            node.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
+            storage_back = asyncio.Event()
+            restore = replicator.restore
+
+            async def slow_restore(*args: Any, **kwargs: Any) -> bool:  # storage unreachable: it retries
+                await storage_back.wait()
+                return await restore(*args, **kwargs)
+
+            replicator.restore = slow_restore  # type: ignore[method-assign]
+            opening = asyncio.ensure_future(node.open_tenant("alpha"))  # a request admitted under epoch 1
+            await asyncio.sleep(0.1)
+            node.fence()  # the lease ran out
+            await asyncio.sleep(0.2)
+            node.apply_assignments({}, [])  # healed: the control plane re-placed alpha elsewhere meanwhile
+            assert node.released["alpha"] == 1 and node.fenced is None
+            storage_back.set()
+            with pytest.raises(ApiError) as refused:
+                await opening
+            assert refused.value.status == 503
+            assert "alpha" not in node.tenants
+            assert str(tmp_path / "tenants" / "alpha" / DATA_DB) not in _listed(replicator)
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
+
+
+def test_an_abandoned_registration_is_never_carried_out_after_the_unregister(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        await replicator.start()
+        assert replicator._reconciler is not None  # noqa: SLF001
+        replicator._reconciler.cancel()  # noqa: SLF001 - only the node's own calls
+        try:
+            for index in range(3):
+                db = tmp_path / "tenants" / f"t{index}" / DATA_DB
+                db.parent.mkdir(parents=True)
+                with sqlite3.connect(db) as connection:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("CREATE TABLE notes (body TEXT)")
+                await _until_answering(replicator)
+                frozen = replicator._process.pid  # type: ignore[union-attr]  # noqa: SLF001
+                freeze(frozen)
+                try:
+                    with pytest.raises(ReplicationError):  # no answer: litestream may do it later...
+                        await replicator.register(db, f"t{index}", "inc-1")
+                    replicator.forget(db)  # ...after the tenant was closed
+                    with contextlib.suppress(ReplicationError):
+                        await replicator.unregister(db, timeout=1)
+                finally:
+                    thaw(frozen)
+                await _until_answering(replicator)
+                with contextlib.suppress(ReplicationError):
+                    await replicator.reconcile()
+                await asyncio.sleep(0.3)
+                assert not (replicator.stopped(db) and str(db) in _listed(replicator))
+                assert replicator._process.pid != frozen  # type: ignore[union-attr]  # noqa: SLF001 - killed
+        finally:
+            await replicator.stop()
+
+    _run(scenario)
+
+
+async def _until_answering(replicator: Replicator) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(httpx.HTTPError, OSError):
+            if replicator.status()["running"]:
+                _listed(replicator)
+                return
+        assert time.monotonic() < deadline, "litestream does not answer"
+        await asyncio.sleep(0.05)
+
+
+def test_a_copy_closed_while_storage_was_down_is_shipped_when_it_is_released(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        node = _node(tmp_path, replicator)
+        await replicator.start()
+        try:
+            node.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
+            tenant = await node.open_tenant("alpha")
+            await replicator.sync(tenant.directory / DATA_DB)
+            store = tmp_path / "replica" / "tenants" / "alpha"
+            shutil.rmtree(store)
+            store.write_text("storage down")  # every write to the replica fails now
+            tenant.conn.execute("CREATE TABLE notes (body TEXT)")
+            node.open_tenants.remove("alpha")
+            await node._close("alpha", "idle", time.monotonic() + 8)  # noqa: SLF001 - an idle close
+            marker = read_marker(tmp_path / "tenants" / "alpha")
+            assert marker is not None and not marker.shipped
+            store.unlink()  # storage is back; the tenant stays closed
+            await node.release("alpha", 1, budget=20)  # ships the closed copy first
+            assert node.released["alpha"] == 1
+            restored = tmp_path / "check.db"
+            assert await replicator.restore("alpha", "inc-1", restored)
+            with sqlite3.connect(restored) as connection:
+                assert connection.execute("SELECT count(*) FROM sqlite_master WHERE name = 'notes'").fetchone()[0] == 1
         finally:
             await replicator.stop()
 

@@ -96,6 +96,7 @@ CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
 LEASE_CHECK_SECONDS = 0.05
 RELEASE_BUDGET_SECONDS = 35.0  # below the control plane's wait for a release (45 s)
 UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
+RESHIP_BATCH = 4  # closed copies shipped at once after an outage
 RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
 _MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
 _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
@@ -286,6 +287,8 @@ class TenantNodeApp:
         self._copies: dict[str, CopyMarker] = {}  # open tenants: the marker written when they were opened
         self._reassigning: set[str] = set()  # open tenants placed again, being closed in the background
         self._untracked: set[str] = set()  # open tenants outside the LRU at the last idle check
+        self._unshipped: set[str] = set()  # closed copies whose final sync failed (shipped by _reship_closed)
+        self._reshipping: set[str] = set()
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
@@ -344,6 +347,10 @@ class TenantNodeApp:
                 self._background(self._close_superseded(tenant_id))
             if spec.superuser:
                 self._apply_pending_superuser(tenant_id, spec.superuser)
+        for tenant_id in [t for t in self.seeds if t not in specs]:
+            del self.seeds[tenant_id]  # a seed matters only while the tenant is assigned here
+        for tenant_id in [t for t in self.incarnations if t not in specs and t not in self.tenants]:
+            del self.incarnations[tenant_id]
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run node housekeeping (closing, removing) as a task that shutdown waits for."""
@@ -402,7 +409,7 @@ class TenantNodeApp:
         self.released[tenant_id] = max(previous_release or 0, epoch)
         try:
             await self._drop(tenant_id, epoch, "released", deadline)
-            handed_over = await self._replication_stopped(tenant_id, deadline)
+            handed_over = await self._replication_stopped(tenant_id, epoch, deadline)
         except TimeoutError:
             handed_over = False
         if not handed_over:
@@ -420,12 +427,13 @@ class TenantNodeApp:
         self._stale_local.add(tenant_id)
         await self._retire_local_copy(tenant_id)
 
-    async def _replication_stopped(self, tenant_id: str, deadline: float) -> bool:
+    async def _replication_stopped(self, tenant_id: str, epoch: int, deadline: float) -> bool:
         """After the tenant was closed: whether its local copy is whole in the replica and Litestream no
         longer replicates it (an unconfirmed unregister is retried until ``deadline``)."""
         if self.replicator is None:
             return True
-        if not await asyncio.to_thread(self._copy_shipped, tenant_id):
+        if not await asyncio.to_thread(self._copy_shipped, tenant_id) \
+                and not await self._reship(tenant_id, epoch, deadline):
             return False
         db_path = self.tenants_dir / tenant_id / DATA_DB
         if self.replicator.stopped(db_path):
@@ -438,6 +446,73 @@ class TenantNodeApp:
             except (ReplicationError, TimeoutError) as err:
                 log.warning("tenant %s: litestream did not confirm it stopped replicating it: %r", tenant_id, err)
         return self.replicator.stopped(db_path)
+
+    async def _reship(self, tenant_id: str, epoch: int, deadline: float | None = None) -> bool:
+        """Ship a closed local copy whose final sync failed (storage was unreachable when it was closed):
+        registered, synced, unregistered, then marked shipped. Only a copy this node last wrote under
+        ``epoch`` of the tenant's current incarnation (nobody else may have written the replica since).
+        True once the copy is known whole in the replica."""
+        assert self.replicator is not None
+        lock = self._lock(tenant_id)
+        await asyncio.wait_for(lock.acquire(), None if deadline is None else max(0.0, deadline - time.monotonic()))
+        try:
+            directory = self.tenants_dir / tenant_id
+            db_path = directory / DATA_DB
+            if tenant_id in self.tenants:
+                return False  # open: its close ships it
+            try:
+                marker = read_marker(directory)
+            except MarkerError:
+                return False
+            if not db_path.exists() or marker is None or marker.shipped:
+                self._unshipped.discard(tenant_id)
+                return True
+            if marker.incarnation != self.incarnations.get(tenant_id) or marker.epoch != epoch:
+                return False  # not this node's to ship any more
+            budget = SYNC_TIMEOUT_SECONDS if deadline is None else max(1.0, deadline - time.monotonic())
+            shipped = False
+            try:
+                await self.replicator.register(db_path, tenant_id, marker.incarnation)
+                await self.replicator.sync(db_path, wait=True, timeout=max(1.0, budget - UNREGISTER_RESERVE_SECONDS))
+                shipped = True
+            except ReplicationError as err:
+                log.warning("tenant %s: shipping its closed copy failed: %s", tenant_id, err)
+            finally:
+                try:
+                    await self.replicator.unregister(db_path, timeout=max(1.0, min(
+                        budget, SYNC_TIMEOUT_SECONDS if deadline is None else deadline - time.monotonic())))
+                except ReplicationError as err:
+                    log.warning("tenant %s: unregister after shipping its closed copy: %s", tenant_id, err)
+            if shipped:
+                await asyncio.to_thread(write_marker, directory,
+                                        CopyMarker(marker.incarnation, marker.epoch, self.node_id, shipped=True))
+                self._unshipped.discard(tenant_id)
+                log.info("tenant %s: shipped its closed copy, whose final sync had failed", tenant_id)
+            return shipped
+        finally:
+            lock.release()
+
+    def _reship_closed(self) -> None:
+        """Ship a few closed copies whose final sync failed, while this node still owns them (from the idle
+        check): the replica catches up after an outage without waiting for the tenants' next request."""
+        if self.replicator is None or self._lease_lost() or not self.replicator.status()["running"]:
+            return
+        for tenant_id in [t for t in self._unshipped if t not in self._reshipping][:RESHIP_BATCH]:
+            epoch = self.confirmed.get(tenant_id)
+            assignment = self.assignments.get(tenant_id)
+            if tenant_id in self.tenants or epoch is None or assignment is None or assignment.epoch != epoch:
+                continue
+            self._reshipping.add(tenant_id)
+
+            async def ship(tenant_id: str = tenant_id, epoch: int = epoch) -> None:
+                try:
+                    await self._reship(tenant_id, epoch)
+                except Exception:  # noqa: BLE001 - retried at the next check
+                    log.exception("tenant %s: shipping its closed copy failed", tenant_id)
+                finally:
+                    self._reshipping.discard(tenant_id)
+
+            self._background(ship())
 
     def _copy_shipped(self, tenant_id: str) -> bool:
         """Whether the tenant's local copy (if any) is known to be whole in the replica (blocking)."""
@@ -467,9 +542,14 @@ class TenantNodeApp:
         if tenant_id not in self._stale_local:
             return
         self._stale_local.discard(tenant_id)
-        if tenant_id in self.tenants:  # not expected: closed before being marked
+        tenant = self.tenants.pop(tenant_id, None)
+        if tenant is not None:  # not expected: closed before being marked. Another node owns it: no flush.
             self.open_tenants.remove(tenant_id)
-            await self._close_locked(tenant_id, "unassigned")
+            self.metrics.closed("unassigned")
+            if self.replicator is not None:
+                self.replicator.drop_without_flush(tenant.directory / DATA_DB)
+            self._copies.pop(tenant_id, None)
+            tenant.close()
         try:
             self._retire_copy(tenant_id, "another node owns the tenant now")
         except OSError as err:  # the copy must not be served: keep refusing to open it
@@ -522,6 +602,13 @@ class TenantNodeApp:
                 log.warning("could not remove the leftover %s: %s", leftover, err)
         if removed:
             log.info("removed %d leftover(s) of an earlier run under %s", removed, self.tenants_dir)
+        for marker_path in self.tenants_dir.glob(f"*/{MARKER_FILE}"):
+            try:
+                marker = read_marker(marker_path.parent)
+            except MarkerError:
+                continue
+            if marker is not None and not marker.shipped and marker.node_id == self.node_id:
+                self._unshipped.add(marker_path.parent.name)  # shipped once the node owns it again
         return removed
 
     @contextlib.asynccontextmanager
@@ -563,6 +650,7 @@ class TenantNodeApp:
         if tenant is None:
             return False
         self.metrics.closed(reason)
+        self._storage_measured.pop(tenant_id, None)
         db_path = tenant.directory / DATA_DB
         shipped = False
         if self.replicator is not None:
@@ -596,8 +684,12 @@ class TenantNodeApp:
         """The tenant was closed: if its final state is in the replica, say so in its marker (the copy may
         then be deleted rather than kept when it is retired, also after a restart)."""
         marker = self._copies.pop(tenant_id, None)
-        if marker is None or not shipped:
+        if marker is None:
             return
+        if not shipped:
+            self._unshipped.add(tenant_id)
+            return
+        self._unshipped.discard(tenant_id)
         try:
             await asyncio.to_thread(write_marker, self.tenants_dir / tenant_id,
                                     CopyMarker(marker.incarnation, marker.epoch, self.node_id, shipped=True))
@@ -632,6 +724,7 @@ class TenantNodeApp:
                 log.info("tenant %s: placed again since it was opened; closing it to check its copy", tenant_id)
                 await self._close_locked(tenant_id, "reassigned")
             self._check_lease()
+            generation = self._fence_generation
             await self._retire_locked(tenant_id)  # a copy another node may have written since is never opened
             if tenant_id in self._stale_local:
                 raise ApiError(503, "The tenant's previous local copy cannot be retired; it is not served.",
@@ -652,7 +745,9 @@ class TenantNodeApp:
             created = not db_path.exists()
             tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True)
             try:
-                self._check_lease()  # a restore takes time: never start replicating without a lease
+                # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere
+                # (and the lease renewed again): never start replicating a tenant the node no longer owns.
+                self._check_still_owned(tenant_id, epoch, generation)
                 if epoch is not None:  # from here on this node may write the copy under this assignment
                     marker = CopyMarker(incarnation, epoch, self.node_id)
                     if on_disk != marker:
@@ -668,27 +763,38 @@ class TenantNodeApp:
                 if superuser is not None:
                     upsert_superuser(tenant, superuser["email"], superuser["passwordHash"])
                     self.superusers_applied.add(tenant_id)
-            if self.replicator is not None:
-                try:
-                    await self.replicator.register(db_path, tenant_id, incarnation)
-                except ReplicationError as err:  # serve anyway: the replicator retries it (unless halted)
-                    log.error("tenant %s: replication not started yet: %s", tenant_id, err)
             try:
-                # Registering can take long: a fence that came meanwhile only saw the tenants already
-                # open, so a tenant opened across it must not go on replicating or serving.
-                self._check_lease()
-            except ApiError:
                 if self.replicator is not None:
                     try:
-                        await self.replicator.unregister(db_path)
-                    except ReplicationError as err:
-                        log.warning("tenant %s: unregister after a lost lease failed: %s", tenant_id, err)
+                        await self.replicator.register(db_path, tenant_id, incarnation)
+                    except ReplicationError as err:  # serve anyway: the replicator retries it (unless paused)
+                        log.error("tenant %s: replication not started yet: %s", tenant_id, err)
+                # Registering can take long: a fence that came meanwhile only saw the tenants already open, so
+                # a tenant opened across it must not go on replicating or serving.
+                self._check_still_owned(tenant_id, epoch, generation)
+            except BaseException as err:
+                if self.replicator is not None:
+                    if isinstance(err, ApiError) and epoch is not None \
+                            and self.confirmed.get(tenant_id) == epoch and tenant_id not in self._stale_local:
+                        self.replicator.forget(db_path)  # still ours, merely fenced: the reconcile unregisters it
+                    else:  # another node may own the replica path by now: not even a final flush
+                        self.replicator.drop_without_flush(db_path)
                 self._copies.pop(tenant_id, None)
                 tenant.close()
                 raise
             self.tenants[tenant_id] = tenant
             self.quotas.set_storage(tenant_id, tenant.size_bytes())
             return tenant
+
+    def _check_still_owned(self, tenant_id: str, epoch: int | None, generation: int) -> None:
+        """Raise ApiError 503 unless the node may still serve and replicate the tenant it began opening under
+        ``epoch`` when the fence generation was ``generation``: the lease holds, no fence or renewal happened
+        since, the control plane still confirms that epoch here, and it was not released."""
+        self._check_lease()
+        if generation != self._fence_generation or tenant_id in self._stale_local or (
+                epoch is not None and (self.confirmed.get(tenant_id) != epoch
+                                       or epoch <= self.released.get(tenant_id, 0))):
+            raise ApiError(503, "The tenant was placed elsewhere while it was being opened; retry.", headers=_MOVED)
 
     async def _serving_epoch(self, tenant_id: str) -> int | None:
         """The epoch under which the tenant may be opened: the one the control plane's latest heartbeat answer
@@ -816,6 +922,7 @@ class TenantNodeApp:
         for tenant_id in untracked & self._untracked:
             self._background(self._close(tenant_id, "idle"))
         self._untracked = untracked - self._untracked
+        self._reship_closed()
 
     def replication_status(self) -> dict[str, Any]:
         return self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
@@ -1245,6 +1352,10 @@ class TenantNodeApp:
                 send_error(proto, 503, "The tenant cannot be opened right now; retry.", headers=[("retry-after", "1")])
                 return
             assignment = self.assignments.get(tenant_id)
+            if epoch <= self.released.get(tenant_id, 0) or assignment is None or assignment.epoch != epoch \
+                    or self._lease_lost():  # the open may have waited long: admitted again
+                send_error(proto, 503, "The tenant has moved; retry.", headers=_MOVED)
+                return
             if writes and self.replicator is not None and assignment is not None \
                     and assignment.durability == "sync":
                 await self._handle_durably(tenant, path, scope, proto)

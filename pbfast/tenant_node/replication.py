@@ -41,7 +41,7 @@ import orjson
 
 from pbfast.logs import component_logger
 
-__all__ = ["NoStateAt", "ReplicaStore", "Replicator", "ReplicationError", "parse_time"]
+__all__ = ["NoStateAt", "ReplicaStore", "Replicator", "ReplicationError", "Unanswered", "parse_time"]
 
 log = component_logger("TenantNode")
 
@@ -53,6 +53,7 @@ SHIP_TIMEOUT_SECONDS = 10
 SHIP_CONCURRENCY = 4  # shipping syncs in flight at once (S3 down: they wait, the others do not pile up)
 RECONCILE_SECONDS = 1.0  # retry of registers and unregisters litestream has not confirmed
 RECONCILE_TIMEOUT_SECONDS = 5.0
+REGISTER_TIMEOUT_SECONDS = 5.0  # a /register opens the database: quick, unless litestream is stuck
 PR_SET_PDEATHSIG = 1
 COMMAND_TIMEOUT_SECONDS = 900.0  # a restore of a large tenant from a slow store; S3 down: it retries
 TIMESTAMP_MISSING = "timestamp does not exist"  # litestream restore -timestamp: no file covers it
@@ -93,6 +94,10 @@ _parse_time = parse_time
 
 class ReplicationError(RuntimeError):
     """Litestream could not do what was asked (the message says what and why)."""
+
+
+class Unanswered(ReplicationError):  # noqa: N818 - the request got no answer
+    """A control request got no answer (timeout, connection lost): litestream may still carry it out."""
 
 
 class NoStateAt(ReplicationError):  # noqa: N818 - reads as "no state at <time>"
@@ -193,6 +198,13 @@ class Replicator:
         global _node_pid  # noqa: PLW0603 - read by the child before exec
         _node_pid = os.getpid()
         self.socket_path.unlink(missing_ok=True)
+        # A fresh client at once: until the new socket is up requests fail cleanly as "not sent", rather than
+        # on a connection the old process left behind.
+        old_client, self._client = self._client, httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)), base_url="http://litestream",
+            timeout=SYNC_TIMEOUT_SECONDS + 5)
+        if old_client is not None:
+            await old_client.aclose()
         log_path = self.work_dir / "litestream.log"
         with open(log_path, "ab") as log_file:
             self._process = await asyncio.create_subprocess_exec(
@@ -209,10 +221,6 @@ class Replicator:
                     self._process.kill()  # hung: the supervisor sees it exit and tries again
                 raise ReplicationError(f"litestream did not start (see {log_path})")
             await asyncio.sleep(0.02)
-        if self._client is not None:
-            await self._client.aclose()
-        self._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
-                                         base_url="http://litestream", timeout=SYNC_TIMEOUT_SECONDS + 5)
         log.info("litestream replicating to %s (pid %d)",
                  self.store.endpoint and f"s3 bucket {self.store.bucket}" or self.store.local_root,
                  self._process.pid)
@@ -277,22 +285,53 @@ class Replicator:
                     return
                 want = self.registered.get(path)
                 if path in self._maybe and (want is None or self._confirmed.get(path) != want):
-                    await self._post("/unregister", {"path": path, "timeout": seconds}, seconds + 2)
+                    self._confirmed.pop(path, None)  # whatever the answer, it is not known registered any more
+                    await self._control("/unregister", {"path": path, "timeout": seconds}, seconds + 2)
                     self._maybe.discard(path)
-                    self._confirmed.pop(path, None)
                     continue
                 if want is None or self.paused or self.halted:
                     continue
                 generation = self._generation
                 self._maybe.add(path)  # before sending: from now on litestream may have it
-                await self._post("/register", {"path": path, "replica_url": want}, seconds + 2)
+                await self._control("/register", {"path": path, "replica_url": want}, REGISTER_TIMEOUT_SECONDS)
                 if self.halted:  # halted while it was in flight: it may have reached a new litestream
-                    await self._post("/unregister", {"path": path, "timeout": 1}, 3)
+                    await self._control("/unregister", {"path": path, "timeout": 1}, 3)
                     self._maybe.discard(path)
                 elif generation == self._generation:
                     self._confirmed[path] = want
             if not self._settled(path):
                 raise ReplicationError(f"litestream registration of {path} keeps changing")
+
+    async def _control(self, path: str, body: dict[str, Any], timeout: float) -> None:
+        """A /register or /unregister whose outcome must be known: litestream serves each connection in its
+        own goroutine and carries out a request whose client gave up, possibly after a later one (an old
+        register landing after the unregister that followed it would replicate a database the node believes
+        stopped). So when a request gets no answer, or its caller is cancelled, litestream is killed: the
+        restarted process starts empty, and the reconcile loop registers what is wanted."""
+        process = self._process
+        try:
+            await self._post(path, body, timeout)
+        except Unanswered as err:
+            self._reset(f"{path} of {body.get('path')} got no answer ({err})", process)
+            raise
+        except asyncio.CancelledError:
+            self._reset(f"{path} of {body.get('path')} was abandoned", process)
+            raise
+
+    def _reset(self, why: str, process: asyncio.subprocess.Process | None = None) -> None:
+        """Kill litestream (``process``: only if it is still the running one) so that nothing it was asked is
+        carried out later; the supervisor restarts it."""
+        process = process or self._process
+        if process is not None and process is self._process and process.returncode is None:
+            log.error("killing litestream: %s", why)
+            process.kill()
+
+    def drop_without_flush(self, db_path: Path) -> None:
+        """Stop replicating the database at once, without letting litestream ship what it has not shipped of it
+        (another node may own its replica now): forgotten, and litestream killed if it may have it."""
+        self.forget(db_path)
+        if str(db_path) in self._maybe and not self.halted:
+            self._reset(f"{db_path} must stop replicating without a flush")
 
     async def reconcile(self, timeout: float = RECONCILE_TIMEOUT_SECONDS) -> int:
         """Bring litestream to :attr:`registered`: register what it has not confirmed, unregister what is no
@@ -300,6 +339,10 @@ class Replicator:
         undone. Returns how many unregisters are still unconfirmed."""
         if self.halted or self._process is None or self._process.returncode is not None:
             return len(self.unregistering)
+        for path in [p for p, lock in self._path_locks.items()
+                     if not lock.locked() and not getattr(lock, "_waiters", None)
+                     and p not in self.registered and p not in self._maybe]:
+            del self._path_locks[path]  # nobody holds it or waits for it
         unsettled = [path for path in {*self.registered, *self._maybe} if not self._settled(path)]
         for path in sorted(unsettled, key=lambda p: p in self.registered):  # unregisters first
             try:
@@ -314,6 +357,7 @@ class Replicator:
         :meth:`resume`; the supervisor restarts an empty litestream."""
         self.paused = self.halted = True
         self.registered.clear()
+        self._registered_at.clear()
         self._maybe.clear()
         self._confirmed.clear()
         self._wal_seen.clear()
@@ -352,8 +396,10 @@ class Replicator:
             response = await self._client.post(path, content=orjson.dumps(body),
                                                headers={"content-type": "application/json"},
                                                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
+            raise ReplicationError(f"litestream {path}: {type(err).__name__} (not sent)") from err
         except httpx.HTTPError as err:
-            raise ReplicationError(f"litestream {path}: {type(err).__name__}") from err
+            raise Unanswered(f"litestream {path}: {type(err).__name__}") from err
         if response.status_code >= 400:
             raise ReplicationError(f"litestream {path}: {response.status_code} {response.text.strip()[:200]}")
         return response.json() if response.content else {}
@@ -367,7 +413,7 @@ class Replicator:
         key = str(db_path)
         self.registered[key] = self.store.url(tenant_id, incarnation)
         self._registered_at.setdefault(key, time.time())
-        await self._converge(key, SYNC_TIMEOUT_SECONDS)
+        await self._converge(key, RECONCILE_TIMEOUT_SECONDS)
 
     async def sync(self, db_path: Path, wait: bool = True, timeout: float = SYNC_TIMEOUT_SECONDS) -> dict[str, Any]:
         """Ship everything committed so far; with ``wait``, return only once it is in the replica (at most
