@@ -23,6 +23,14 @@ __all__ = ["ControlPlaneClient", "ControlPlaneError", "ControlPlaneUnavailable",
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 
 
+def _timeout(seconds: float | None) -> Any:
+    """A request's own time limit (``seconds`` for the answer; connecting stays as short as usual, so a
+    dead member is passed over quickly), or the client's default."""
+    if seconds is None:
+        return httpx.USE_CLIENT_DEFAULT
+    return httpx.Timeout(seconds, connect=DEFAULT_TIMEOUT.connect)
+
+
 class ControlPlaneError(RuntimeError):
     """The control plane answered with an error (``status``, PocketBase-shaped ``body``)."""
 
@@ -78,7 +86,7 @@ class ControlPlaneClient:
                 response = await self._http.request(
                     method, url, content=None if json is None else orjson.dumps(json), params=params,
                     headers={"content-type": "application/json"} if json is not None else None,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+                    timeout=_timeout(timeout))
             except httpx.TransportError as err:
                 last_error = f"{url}: {type(err).__name__}"
                 continue
@@ -113,7 +121,7 @@ class SyncControlPlaneClient:
                 response = self._http.request(
                     method, url, content=None if json is None else orjson.dumps(json), params=params,
                     headers={"content-type": "application/json"} if json is not None else None,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+                    timeout=_timeout(timeout))
             except httpx.TransportError as err:
                 if not retry_elsewhere and not isinstance(err, httpx.ConnectError):
                     raise ControlPlaneUnavailable(f"{url}: {type(err).__name__}; the request may or may not have "

@@ -35,7 +35,10 @@ EXIT_FAILED = 1
 TENANT_COLUMNS = ("id", "status", "nodeId", "epoch", "storageQuotaMB", "apiRequestsQuota", "durability",
                   "usage.storageMB", "usage.apiRequests", "createdAt")
 RESTORED_COLUMNS = (*TENANT_COLUMNS, "incarnation", "restoredFrom.at")
-RESTORE_REQUEST_TIMEOUT_SECONDS = 400.0  # the node's trial restore (up to 300 s), then its release (45 s)
+# How long the CLI waits for an in-place restore: more than the control plane's worst case
+# (pbfast.control_plane.api.RESTORE_WORST_CASE_SECONDS, about 385 s: the node's release, 45 s, the trial
+# restore, up to 305 s, a few Raft commands), so the answer, not a timeout, tells what happened.
+RESTORE_REQUEST_TIMEOUT_SECONDS = 450.0
 NODE_COLUMNS = ("id", "status", "address", "assignedTenants", "openTenants", "maxTenants", "load",
                 "lastHeartbeatAt")
 
@@ -311,18 +314,26 @@ def _run_litestream(command: list[str], store: ReplicaStore, out_dir: Path, labe
     return run.returncode, output
 
 
-def _replica_newest_change(store: ReplicaStore, url: str) -> float | None:
-    """When the replica's newest LTX file was written (Unix seconds, to the second Litestream lists), or
-    None when it has none or cannot be listed."""
-    listing = subprocess.run(["litestream", "ltx", "-level", "all", "-json", url], capture_output=True,
-                             env=store.environment(), timeout=120, check=False)
-    if listing.returncode != 0:
-        return None
+def _replica_span(store: ReplicaStore, url: str) -> tuple[float, float] | None:
+    """When the replica's oldest and newest LTX files were written (Unix seconds, whole seconds: all that
+    ``litestream ltx`` shows), or None when it has no file at all (the listing is only its header line)."""
     try:
-        files = orjson.loads(listing.stdout)
-        return max((parse_rfc3339(f["timestamp"]).timestamp() for f in files), default=None)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
+        listing = subprocess.run(["litestream", "ltx", "-level", "all", url], capture_output=True,
+                                 env=store.environment(), timeout=120, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise ControlPlaneError(502, {"message": f"listing the replica {url} timed out"}) from err
+    if listing.returncode != 0:
+        output = (listing.stdout + listing.stderr).decode(errors="replace").strip()
+        raise ControlPlaneError(502, {"message": f"listing the replica failed: {output[-300:] or 'no output'}"})
+    times = []
+    for line in listing.stdout.decode(errors="replace").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 5:
+            try:
+                times.append(parse_rfc3339(fields[4]).timestamp())
+            except ValueError:
+                continue
+    return (min(times), max(times)) if times else None
 
 
 def _clear_partial(out_dir: Path) -> None:
@@ -330,10 +341,17 @@ def _clear_partial(out_dir: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _not_restorable(incarnation: str, at: str) -> ControlPlaneError:
+    return ControlPlaneError(400, {"message": f"--at: {at} is not restorable: the replica of incarnation "
+                                              f"{incarnation} holds no state at that time (any more: its history "
+                                              "there was pruned, or it is before its first write kept)"})
+
+
 def _restore_replica(store: ReplicaStore, tenant_id: str, incarnation: str, point: tuple[str, float] | None,
                      out_dir: Path) -> bool:
     """Restore one incarnation's replica (latest, or as of ``point``) into ``out_dir/.data.db.restoring``.
-    False when the replica holds no state for that time: none at all, or nothing that old yet.
+    False when the incarnation has no replica file at all (nothing of it was ever shipped: its state at
+    any time is its seed's); raises when its replica holds no state at that time, or on failure.
 
     Litestream answers "timestamp does not exist" both before a replica's first change and after its last
     one; after the last (an idle tenant, an ended incarnation), the latest state *is* the state at that time."""
@@ -342,19 +360,26 @@ def _restore_replica(store: ReplicaStore, tenant_id: str, incarnation: str, poin
     label = f"{tenant_id} ({incarnation})"
     command = ["litestream", "restore", "-if-replica-exists", "-o", str(partial)]
     code, output = _run_litestream([*command, *(["-timestamp", point[0]] if point else []), url], store, out_dir, label)
-    if code == 0:
-        return partial.exists()  # exit 0 without a file: no replica at all
+    if code == 0 and partial.exists():
+        return True
     _clear_partial(out_dir)
-    if point is not None and "no backups found" in output:
-        return False
-    if point is not None and "timestamp does not exist" in output:
-        newest = _replica_newest_change(store, url)
-        if newest is None:
+    if code == 0 or (point is not None and "no backups found" in output):
+        # "No replica" (exit 0 without a file), or no restore plan: which one, the listing tells.
+        if _replica_span(store, url) is None:
             return False
-        # Listed to the second: a time within the newest file's second counts as after it (had it been
-        # before it, and after the first, Litestream would have restored it).
-        if point[1] < newest:
-            return False  # before the replica's first change
+        if point is None:
+            raise ControlPlaneError(502, {"message": f"restore of incarnation {incarnation} found no restorable "
+                                                     "state in its replica"})
+        raise _not_restorable(incarnation, point[0])
+    if point is not None and "timestamp does not exist" in output:
+        span = _replica_span(store, url)
+        if span is None:
+            return False
+        # The listing has whole seconds: the time is surely after the newest file if it is a second later,
+        # or in the newest file's second when an older file came in an earlier second (it is not before
+        # the first file, so Litestream refused it for being after the last). As the node judges it.
+        if not (point[1] >= span[1] + 1 or point[1] >= span[1] > span[0]):
+            raise _not_restorable(incarnation, point[0])
         code, output = _run_litestream([*command, url], store, out_dir, label)
         if code == 0 and partial.exists():
             return True
@@ -366,7 +391,8 @@ def _restore_replica(store: ReplicaStore, tenant_id: str, incarnation: str, poin
 def restore_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> dict[str, Any]:
     """Restore with the stock ``litestream`` binary into ``--to``/data.db, showing progress on stderr: the
     replica of the incarnation live at ``--at`` (the current one for the latest state), or that
-    incarnation's seed if its replica holds nothing for that time yet."""
+    incarnation's seed if nothing of it was ever replicated (its state at any time is its seed's then). A
+    replica that holds files but no state at ``--at`` (pruned, or before its first file kept) refuses."""
     point = _point_in_time(args.at) if args.at else None
     if point is not None and point[1] > time.time():
         raise ControlPlaneError(400, {"message": f"--at: {point[0]} is in the future"})
@@ -391,13 +417,13 @@ def restore_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> 
         seed = life["seed"]
         if seed is None:
             raise ControlPlaneError(502, {"message": f"restore failed: incarnation {life['incarnation']} has no "
-                                                     f"replica state {'at ' + point[0] if point else 'yet'}"})
-        # A new incarnation whose replica has nothing yet is still its seed (an in-place restore's start).
+                                                     "replica (nothing of it was ever shipped)"})
+        # Nothing of this incarnation was ever shipped (an in-place restore's start, not opened since): its
+        # state at any time is its seed's.
         seed_point = _point_in_time(seed["at"])
         if not _restore_replica(store, args.id, seed["incarnation"], seed_point, out_dir):
             raise ControlPlaneError(502, {"message": f"restore failed: neither incarnation {life['incarnation']} "
-                                                     f"nor its seed {seed['incarnation']} at {seed['at']} has "
-                                                     "replica state"})
+                                                     f"nor its seed {seed['incarnation']} has a replica"})
         source = {"incarnation": seed["incarnation"], "at": seed_point[0]}
     partial = out_dir / ".data.db.restoring"
     problem = check_pocketbase_database(partial)

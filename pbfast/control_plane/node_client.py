@@ -16,14 +16,26 @@ __all__ = ["LocalNode", "NodeClient", "NodeError"]
 
 CHUNK = 1 << 20
 RESTORE_CHECK_TIMEOUT_SECONDS = 300.0  # a trial restore downloads the whole database
+RELEASE_TIMEOUT_SECONDS = 45.0  # above the node's final sync bound (30 s) plus its unregister
 
 
 class NodeError(RuntimeError):
-    """The node could not be reached or refused; ``status`` is its HTTP status (503 when unreachable)."""
+    """The node could not be reached or refused; ``status`` is its HTTP status (503 when unreachable) and
+    ``data`` the ``data`` of its PocketBase-shaped error body (per-field ``{"code", "message"}``; empty when
+    it sent none). ``answered`` is False when no answer came (connection failed or lost, timed out): the
+    node may then have done what it was asked, or part of it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, data: dict[str, Any] | None = None, answered: bool = True) -> None:
         self.status = status
+        self.data: dict[str, Any] = data or {}
+        self.answered = answered
         super().__init__(message)
+
+    def field_code(self, name: str) -> str | None:
+        """The ``code`` of the node's error about field ``name`` (``data[name].code``), if it gave one."""
+        problem = self.data.get(name)
+        code = problem.get("code") if isinstance(problem, dict) else None
+        return code if isinstance(code, str) else None
 
 
 class LocalNode(Protocol):
@@ -52,15 +64,17 @@ class NodeClient:
         try:
             response = await self._http.request(method, url, **kwargs)
         except httpx.HTTPError as err:
-            raise NodeError(503, f"{url}: {type(err).__name__}") from err
+            raise NodeError(503, f"{url}: {type(err).__name__}", answered=False) from err
         if response.status_code >= 400:
             try:
                 body = response.json() if response.content else {}
             except ValueError:  # not JSON: a proxy's page, say
                 body = {}
             message = body.get("message") if isinstance(body, dict) else None
+            data = body.get("data") if isinstance(body, dict) else None
             raise NodeError(response.status_code,
-                            str(message or response.text[:200] or f"{url} answered {response.status_code}"))
+                            str(message or response.text[:200] or f"{url} answered {response.status_code}"),
+                            data if isinstance(data, dict) else None)
         return response
 
     async def release(self, address: str, tenant_id: str, epoch: int) -> None:
@@ -69,7 +83,7 @@ class NodeClient:
             try:
                 await node.release(tenant_id, epoch)
             except ApiError as err:
-                raise NodeError(err.status, err.message) from err
+                raise NodeError(err.status, err.message, err.data) from err
             return
         await self._call("POST", f"{address}/api/node/tenants/{tenant_id}/release", json={"epoch": epoch})
 
@@ -109,19 +123,21 @@ class NodeClient:
         finally:
             await response.aclose()
 
-    async def restore_check(self, address: str, tenant_id: str, incarnation: str, at: str) -> int:
+    async def restore_check(self, address: str, tenant_id: str, incarnation: str, at: str,
+                            timeout: float = RESTORE_CHECK_TIMEOUT_SECONDS) -> int:
         """Have the node restore ``incarnation``'s replica of the tenant as of ``at`` (RFC 3339) into a
         temporary file, check it and discard it; returns the restored database's size in bytes. Raises
-        NodeError: 4xx when the replica has no state at that time, 5xx when it could not be read."""
+        NodeError with the node's answer: 400 with ``data.incarnation.code == "validation_no_replica"`` when
+        nothing of that incarnation was ever replicated, 400 with ``data.at.code == "validation_no_state_at"``
+        when its replica holds no restorable state at that time, 5xx when it could not be read."""
         node = self._local.get(address)
         if node is not None:
             try:
                 return await node.restore_check(tenant_id, incarnation, at)
             except ApiError as err:
-                raise NodeError(err.status, err.message) from err
+                raise NodeError(err.status, err.message, err.data) from err
         url = f"{address}/api/node/tenants/{tenant_id}/restore-check"
-        response = await self._call("POST", url, json={"incarnation": incarnation, "at": at},
-                                    timeout=RESTORE_CHECK_TIMEOUT_SECONDS)
+        response = await self._call("POST", url, json={"incarnation": incarnation, "at": at}, timeout=timeout)
         try:
             size = response.json()["bytes"]
         except (ValueError, KeyError, TypeError) as err:

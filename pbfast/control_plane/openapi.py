@@ -60,7 +60,9 @@ def openapi_document() -> dict[str, Any]:
             "status": {"type": "string", "enum": ["active", "suspended"]},
             "nodeId": {"type": ["string", "null"], "description": "null until a node is available"},
             "epoch": {"type": "integer", "description": "fencing epoch, bumped on every (re)assignment"},
-            "moving": {"type": ["string", "null"], "description": "target node while a move is in progress"},
+            "moving": {"type": ["string", "null"],
+                       "description": "target node while a move or an in-place restore is in progress (the "
+                                      "tenant is not served meanwhile)"},
             "storageQuotaMB": {**_QUOTA, "description": "null = unlimited"},
             "apiRequestsQuota": {**_QUOTA, "description": "API requests per UTC day; null = unlimited"},
             "durability": {"type": "string", "enum": ["async", "sync"]},
@@ -215,8 +217,12 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/cp/tenants/{id}/restore": {
                 "post": _op("Roll the tenant back, in place, to its state at a point in time: a new incarnation "
-                            "seeded from the replica of the one live then, on the same node, epoch + 1 (the node "
-                            "first restores it as a trial; nothing changes if that fails)",
+                            "seeded from the replica of the one live then, on the same node, epoch + 1. The node "
+                            "releases the tenant, then restores it as a trial (the tenant is not served "
+                            "meanwhile, up to about 6 minutes for a large database); if that fails the tenant "
+                            "is served again as it was, under epoch + 1. 400 on `at` when the replica holds no "
+                            "restorable state then; 409 while a move or another restore is under way; 503 when "
+                            "the node could not release the tenant or try the restore",
                             {"200": _json(_ref("Tenant"), "Restored.")},
                             body={"type": "object", "required": ["at"], "additionalProperties": False,
                                   "properties": {"at": {"type": "string", "format": "date-time",

@@ -160,14 +160,18 @@ class Registry(SyncObjConsumer):
 
     @replicated
     @_locked
-    def assign(self, moves: list[tuple[str, str | None, int]], now: float, only_homeless: bool = False) -> Result:
+    def assign(self, moves: list[tuple[str, str | None, int]], now: float, only_homeless: bool = False,
+               only_moving: bool = False, moving_since: float | None = None) -> Result:
         """Place tenants: ``(tenant_id, node_id or None, expected_epoch)``.
 
-        Each applied move bumps the tenant's fencing epoch, so the previous node's claim is stale. A move
-        whose expected epoch no longer matches (someone else moved the tenant first) or whose target is
-        not up is skipped; with ``only_homeless`` (the leader re-placing tenants of down nodes) so is a
-        tenant whose node is up again by now: its heartbeat renewed the node's lease, so the node serves
-        it. The result lists the tenant ids that moved.
+        Each applied move bumps the tenant's fencing epoch, so the previous node's claim is stale, and clears
+        its move marker. A move whose expected epoch no longer matches (someone else moved the tenant first)
+        or whose target is not up is skipped; with ``only_homeless`` (the leader re-placing tenants of down
+        nodes) so is a tenant whose node is up again by now: its heartbeat renewed the node's lease, so the
+        node serves it. With ``only_moving`` (the leader putting back a tenant whose move or restore never
+        finished) so is a tenant no longer marked moving since ``moving_since`` (its ``movingSince``; None
+        for a marker recorded without one): that flow ended after all, or another one began. The result
+        lists the tenant ids that moved.
         """
         moved = []
         for tenant_id, node_id, expected_epoch in moves:
@@ -176,24 +180,41 @@ class Registry(SyncObjConsumer):
                 continue
             if only_homeless and self.nodes.get(tenant["nodeId"] or "", {}).get("status") == NODE_UP:
                 continue
+            if only_moving and (not tenant.get("moving") or tenant.get("movingSince") != moving_since):
+                continue
             if node_id is not None and self.nodes.get(node_id, {}).get("status") != NODE_UP:
                 continue
             self.tenants[tenant_id] = {**tenant, "nodeId": node_id, "epoch": expected_epoch + 1,
-                                       "moving": None, "updatedAt": now}
+                                       "moving": None, "movingSince": None, "updatedAt": now}
             moved.append(tenant_id)
         self._changed(routes=bool(moved))
         return "ok", moved
 
     @replicated
     @_locked
-    def set_moving(self, tenant_id: str, target_node_id: str | None, expected_epoch: int) -> Result:
-        """Mark a planned move (``target_node_id``) or clear it (None); gateways hold requests meanwhile."""
+    def set_moving(self, tenant_id: str, target_node_id: str | None, expected_epoch: int,
+                   since: float | None = None) -> Result:
+        """Mark a planned move or in-place restore (``target_node_id``, at time ``since``: ``movingSince``,
+        by which the leader tells a marker whose flow never finished) or clear it (None); gateways hold the
+        tenant's requests meanwhile.
+
+        Setting conflicts when a marker is set already (another move or restore is under way: only one
+        flow may release the tenant). Clearing with ``since`` clears only the marker set at that time (the
+        caller's own), so a flow never clears another one's; without it (records from before markers had a
+        time) any marker."""
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
             return "not_found", "Tenant not found."
         if tenant["epoch"] != expected_epoch:
             return "conflict", "The tenant was moved meanwhile; try again."
-        self.tenants[tenant_id] = {**tenant, "moving": target_node_id}
+        if target_node_id is not None and tenant.get("moving"):
+            return "conflict", "The tenant is being moved or restored already; try again once that is over."
+        if target_node_id is None and not tenant.get("moving"):
+            return "ok", copy.deepcopy(tenant)  # nothing to clear
+        if target_node_id is None and since is not None and tenant.get("movingSince") != since:
+            return "conflict", "The tenant's move marker belongs to another move or restore."
+        self.tenants[tenant_id] = {**tenant, "moving": target_node_id,
+                                   "movingSince": since if target_node_id is not None else None}
         self._changed(routes=True)
         return "ok", copy.deepcopy(self.tenants[tenant_id])
 
@@ -231,6 +252,7 @@ class Registry(SyncObjConsumer):
             "seed": {"incarnation": seed["incarnation"], "at": seed["at"]},
             "epoch": expected_epoch + 1,
             "moving": None,
+            "movingSince": None,
             "updatedAt": now,
         }
         self._changed(routes=True)
