@@ -17,6 +17,8 @@ from pbfast.config import (
     DEFAULT_CONTROL_PLANE_ADDR,
     DEFAULT_DATA_DIR,
     DEFAULT_DELETE_RETENTION_HOURS,
+    DEFAULT_EXACT_RESTORE_HOURS,
+    DEFAULT_RESTORE_WINDOW_HOURS,
     DEFAULT_TENANT_IDLE_SECONDS,
     DEFAULT_GATEWAY_ADDR,
     DEFAULT_MAX_TENANTS,
@@ -50,6 +52,8 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "node_timeout": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "delete_retention_hours": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "tenant_idle_seconds": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "exact_restore_hours": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "restore_window_hours": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "admin_token": frozenset({Mode.ALL_IN_ONE, Mode.CONTROL_PLANE}),
     "control_plane_addrs": frozenset({Mode.TENANT_NODE, Mode.GATEWAY}),
     "node_address": frozenset({Mode.TENANT_NODE}),
@@ -113,6 +117,13 @@ def _build_parser() -> _Parser:
                             f"(default {DEFAULT_DELETE_RETENTION_HOURS:g})")
     serve.add_argument("--tenant-idle-seconds", type=float,
                        help=f"close a tenant unused this long (default {DEFAULT_TENANT_IDLE_SECONDS:g})")
+    serve.add_argument("--exact-restore-hours", type=float,
+                       help=f"point-in-time restores are exact to the write within this many hours "
+                            f"(default {DEFAULT_EXACT_RESTORE_HOURS:g}; costs ~70 MB of local disk and ~450 S3 "
+                            f"LISTs an hour per continuously written tenant per hour kept)")
+    serve.add_argument("--restore-window-hours", type=float,
+                       help=f"point-in-time restores reach back at least this far, in 5-minute steps beyond the "
+                            f"exact hours (default {DEFAULT_RESTORE_WINDOW_HOURS:g})")
     serve.add_argument("--control-plane-addrs", help="comma-separated control plane host:port list")
     serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
     serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
@@ -215,6 +226,15 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     if not 1 <= idle <= 86400:
         raise ConfigError(f"--tenant-idle-seconds must be between 1 and 86400, got {idle:g}")
 
+    exact_hours = DEFAULT_EXACT_RESTORE_HOURS if args.exact_restore_hours is None else args.exact_restore_hours
+    if not 0 <= exact_hours <= 168:
+        raise ConfigError(f"--exact-restore-hours must be between 0 and 168, got {exact_hours:g}")
+    window_hours = (DEFAULT_RESTORE_WINDOW_HOURS if args.restore_window_hours is None
+                    else args.restore_window_hours)
+    if not max(24.0, exact_hours) <= window_hours <= 24 * 3650:
+        raise ConfigError(f"--restore-window-hours must be between max(24, --exact-restore-hours) and 87600, "
+                          f"got {window_hours:g}")
+
     gateway = _gateway_settings(args)
     http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
     gateway_addr = None
@@ -253,6 +273,8 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         node_timeout=node_timeout,
         delete_retention=retention_hours * 3600,
         tenant_idle_seconds=idle,
+        exact_restore_hours=exact_hours,
+        restore_window_hours=window_hours,
         log_level=log_level,
         gateway=gateway,
     )

@@ -21,6 +21,8 @@ MIN_ADMIN_TOKEN_LENGTH = 16
 DEFAULT_NODE_TIMEOUT_SECONDS = 5.0
 DEFAULT_DELETE_RETENTION_HOURS = 168.0
 DEFAULT_TENANT_IDLE_SECONDS = 300.0
+DEFAULT_EXACT_RESTORE_HOURS = 1.0  # point-in-time restores exact to the write within this many hours
+DEFAULT_RESTORE_WINDOW_HOURS = 168.0  # point-in-time restores reach back at least this far (5-minute steps)
 MAX_GATEWAY_THREADS = 64
 
 
@@ -126,4 +128,6 @@ class ServeConfig:
     delete_retention: float
     tenant_idle_seconds: float
     log_level: int
+    exact_restore_hours: float = DEFAULT_EXACT_RESTORE_HOURS
+    restore_window_hours: float = DEFAULT_RESTORE_WINDOW_HOURS
     gateway: GatewaySettings = GatewaySettings()

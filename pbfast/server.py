@@ -127,7 +127,8 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
 def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
                  address: str) -> TenantNodeApp:
     store = ReplicaStore(config.s3_bucket, config.s3_endpoint, config.data_dir / "replica")
-    replicator = Replicator(config.data_dir / "litestream", store)
+    replicator = Replicator(config.data_dir / "litestream", store, exact_restore_hours=config.exact_restore_hours,
+                            restore_window_hours=config.restore_window_hours)
     node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator)
 
     async def clean_leftovers() -> None:

@@ -69,6 +69,11 @@ def test_serve_help_lists_guide_flags() -> None:
         (["serve", "--mode=gateway", "--control-plane-addrs=127.0.0.1:1", "--tenant-idle-seconds=5"],
          "--tenant-idle-seconds does not apply to --mode=gateway"),
         (["tenant", "update", "x", "--storage-quota-mb=-5"], "must not be negative"),
+        (["serve", "--exact-restore-hours=-1"], "--exact-restore-hours must be between 0 and 168"),
+        (["serve", "--restore-window-hours=12"], "--restore-window-hours must be between"),
+        (["serve", "--exact-restore-hours=48", "--restore-window-hours=30"], "--restore-window-hours must be between"),
+        (["serve", "--mode=gateway", "--control-plane-addrs=127.0.0.1:1", "--exact-restore-hours=2"],
+         "--exact-restore-hours does not apply to --mode=gateway"),
     ],
 )
 def test_wrong_flags_exit_2_with_one_line(args: list[str], expected: str) -> None:

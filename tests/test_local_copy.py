@@ -182,3 +182,41 @@ def test_restarted_node_serves_its_copy_only_if_the_tenant_never_left(pbfast_pro
     assert len(list((node_a_dir / "retired").glob("shared-*"))) == 1
     assert "removed the local copy (not serving the local copy" in process_a.output()  # type: ignore[attr-defined]
     print(f"\n[local copy] whole scenario {time.monotonic() - started:.1f} s")
+
+
+def test_a_copy_written_during_an_uninterrupted_stay_is_current() -> None:
+    marker = CopyMarker("inc-1", 3, "node-a")
+    # put back on node-a under epoch 5 (a move or restore that did not go through); it has been there since 2
+    assert judge(marker, True, "inc-1", 5, placed_since=2, node_id="node-a")[0] is Verdict.CURRENT
+    assert judge(marker, True, "inc-1", 5, placed_since=3, node_id="node-a")[0] is Verdict.CURRENT
+    assert judge(marker, True, "inc-1", 5, placed_since=4, node_id="node-a")[0] is Verdict.SUPERSEDED  # left since
+    assert judge(marker, True, "inc-1", 5, placed_since=2, node_id="node-b")[0] is Verdict.SUPERSEDED
+    assert judge(marker, True, "inc-1", 5, placed_since=None, node_id="node-a")[0] is Verdict.SUPERSEDED
+    assert judge(marker, True, "inc-2", 5, placed_since=2, node_id="node-a")[0] is Verdict.FOREIGN
+
+
+def test_the_control_plane_tracks_an_uninterrupted_stay_on_a_node() -> None:
+    from pbfast.control_plane.registry import Registry  # noqa: PLC0415
+
+    registry = Registry()
+    for node in ("n1", "n2"):
+        registry.register_node(node, f"http://127.0.0.1:9/{node}", 10, 1.0, _doApply=True)
+    record = {"id": "acme", "storageQuotaMB": None, "apiRequestsQuota": None, "durability": "async",
+              "status": "active", "nodeId": "n1", "moving": None, "incarnation": "inc-1", "superuser": None,
+              "usage": {"apiRequests": 0, "periodStart": 0, "storageBytes": 0}, "createdAt": 1.0, "updatedAt": 1.0}
+    registry.create_tenant(record, _doApply=True)
+
+    def placed() -> tuple[str | None, int, int | None]:
+        tenant = registry.tenant("acme")
+        assert tenant is not None
+        return tenant["nodeId"], tenant["epoch"], tenant["placedSince"]
+
+    assert placed() == ("n1", 1, 1)
+    registry.assign([("acme", "n1", 1)], 2.0, _doApply=True)  # put back on the same node
+    assert placed() == ("n1", 2, 1)
+    registry.assign([("acme", "n2", 2)], 3.0, _doApply=True)  # moved
+    assert placed() == ("n2", 3, 3)
+    registry.assign([("acme", None, 3)], 4.0, _doApply=True)  # unplaced
+    assert placed() == (None, 4, None)
+    registry.assign([("acme", "n2", 4)], 5.0, _doApply=True)  # placed anew on the node it had before
+    assert placed() == ("n2", 5, 5)

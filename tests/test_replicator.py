@@ -378,3 +378,15 @@ def test_an_open_tenant_the_lru_lost_track_of_is_closed(tmp_path: Path) -> None:
         assert node.metrics.closes["idle"] == 1
 
     _run(scenario)
+
+
+def test_litestream_keeps_what_point_in_time_restores_promise(tmp_path: Path) -> None:
+    """Level-0 files are kept the exact hours plus one level-1 interval (a restore to T is exact while
+    level-0 files reach back to the start of T's level-1 window); snapshots a day longer than the window."""
+    replicator = Replicator(tmp_path / "litestream", ReplicaStore("unused", None, tmp_path / "replica"),
+                            exact_restore_hours=2, restore_window_hours=72)
+    replicator._write_config()  # noqa: SLF001
+    config = (tmp_path / "litestream" / "litestream.yml").read_text()
+    assert "l0-retention: 125m\n" in config
+    assert "levels:\n  - interval: 5m\n" in config
+    assert "snapshot:\n  interval: 24h\n  retention: 96h\n" in config

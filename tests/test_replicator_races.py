@@ -319,3 +319,32 @@ def test_a_copy_closed_while_storage_was_down_is_shipped_when_it_is_released(tmp
             await replicator.stop()
 
     _run(scenario)
+
+
+def test_a_tenant_put_back_on_its_node_keeps_its_unshipped_writes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        node = _node(tmp_path, replicator)
+        await replicator.start()
+        try:
+            node.apply_assignments({"alpha": {"epoch": 1, "placedSince": 1, "incarnation": "inc-1"}}, [])
+            tenant = await node.open_tenant("alpha")
+            await replicator.sync(tenant.directory / DATA_DB)
+            store = tmp_path / "replica" / "tenants" / "alpha"
+            shutil.rmtree(store)
+            store.write_text("storage down")
+            tenant.conn.execute("CREATE TABLE acknowledged (body TEXT)")  # never reaches the replica
+            # A move that did not go through: the control plane put the tenant back here under epoch 2.
+            node.apply_assignments({"alpha": {"epoch": 2, "placedSince": 1, "incarnation": "inc-1"}}, [])
+            reopened = await node.open_tenant("alpha")  # closed (final sync fails) and vetted again
+            assert reopened is not tenant
+            assert reopened.conn.execute("SELECT count(*) FROM acknowledged").fetchone()[0] == 0
+            assert not (tmp_path / "retired").exists()
+            marker = read_marker(tmp_path / "tenants" / "alpha")
+            assert marker is not None and marker.epoch == 2
+            store.unlink()
+            await node.close_all()
+        finally:
+            await replicator.stop()
+
+    _run(scenario)

@@ -557,6 +557,7 @@ class ControlPlaneApi:
         tenants = {
             t["id"]: {
                 "epoch": t["epoch"],
+                "placedSince": t.get("placedSince"),
                 "status": t["status"],
                 "moving": t.get("moving"),
                 "storageQuotaMB": t["storageQuotaMB"],

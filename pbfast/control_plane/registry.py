@@ -126,6 +126,7 @@ class Registry(SyncObjConsumer):
         if node_id is not None and self.nodes.get(node_id, {}).get("status") != NODE_UP:
             tenant["nodeId"] = None
         tenant["epoch"] = 1 if tenant["nodeId"] else 0
+        tenant["placedSince"] = tenant["epoch"] if tenant["nodeId"] else None
         self.tenants[tenant_id] = tenant
         self._changed(routes=True)
         return "ok", copy.deepcopy(tenant)
@@ -184,7 +185,12 @@ class Registry(SyncObjConsumer):
                 continue
             if node_id is not None and self.nodes.get(node_id, {}).get("status") != NODE_UP:
                 continue
+            # placedSince: the first epoch of the tenant's uninterrupted stay on its node (a node whose copy was
+            # last written under an epoch since then knows nobody else wrote the replica meanwhile).
+            same_node = node_id is not None and node_id == tenant["nodeId"] and tenant.get("placedSince") is not None
             self.tenants[tenant_id] = {**tenant, "nodeId": node_id, "epoch": expected_epoch + 1,
+                                       "placedSince": tenant["placedSince"] if same_node else (
+                                           expected_epoch + 1 if node_id is not None else None),
                                        "moving": None, "movingSince": None, "updatedAt": now}
             moved.append(tenant_id)
         self._changed(routes=bool(moved))
@@ -251,6 +257,7 @@ class Registry(SyncObjConsumer):
             "history": [*history, ended][-MAX_INCARNATION_HISTORY:],
             "seed": {"incarnation": seed["incarnation"], "at": seed["at"]},
             "epoch": expected_epoch + 1,
+            "placedSince": expected_epoch + 1,  # a new incarnation: no copy of it exists yet
             "moving": None,
             "movingSince": None,
             "updatedAt": now,

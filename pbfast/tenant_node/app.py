@@ -96,6 +96,7 @@ CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
 LEASE_CHECK_SECONDS = 0.05
 RELEASE_BUDGET_SECONDS = 35.0  # below the control plane's wait for a release (45 s)
 UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
+REQUEST_CLOSE_SECONDS = 10.0  # a close a request waits for (final sync and unregister)
 RESHIP_BATCH = 4  # closed copies shipped at once after an outage
 RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
 _MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
@@ -123,6 +124,7 @@ class _Spec:
     """One tenant of a heartbeat answer, checked."""
 
     epoch: int
+    placed_since: int | None  # first epoch of the tenant's uninterrupted stay on this node (None: unknown)
     incarnation: str
     status: str
     moving: str | None
@@ -175,8 +177,10 @@ def _parse_spec(tenant_id: Any, spec: Any) -> _Spec:
                                       and isinstance(superuser.get("passwordHash"), str)):
         raise ValueError(f"assignment of tenant {tenant_id!r}: unusable superuser")
     moving = spec.get("moving")
+    placed_since = spec.get("placedSince")
     return _Spec(
         epoch=_whole(spec.get("epoch"), "epoch", tenant_id),
+        placed_since=None if placed_since is None else _whole(placed_since, "placedSince", tenant_id),
         incarnation=incarnation,
         status=str(spec.get("status", "active")),
         moving=moving if isinstance(moving, str) else None,
@@ -253,6 +257,7 @@ class TenantNodeApp:
         # tenant -> (incarnation, RFC 3339 time or None): where a new incarnation without a replica of its own
         # starts from (an in-place point-in-time restore, see _fetch_replica)
         self.seeds: dict[str, tuple[str, str | None]] = {}
+        self.placed_since: dict[str, int] = {}  # tenant -> first epoch of its uninterrupted stay here
         # Set by the node's membership: fetch assignments from the control plane now.
         self.refresh_assignments: Callable[[], Awaitable[None]] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -333,6 +338,10 @@ class TenantNodeApp:
                 continue
             self.confirmed[tenant_id] = epoch
             self.incarnations[tenant_id] = spec.incarnation
+            if spec.placed_since is not None:
+                self.placed_since[tenant_id] = spec.placed_since
+            else:
+                self.placed_since.pop(tenant_id, None)
             if spec.seed is not None:
                 self.seeds[tenant_id] = spec.seed
             else:
@@ -351,6 +360,8 @@ class TenantNodeApp:
             del self.seeds[tenant_id]  # a seed matters only while the tenant is assigned here
         for tenant_id in [t for t in self.incarnations if t not in specs and t not in self.tenants]:
             del self.incarnations[tenant_id]
+        for tenant_id in [t for t in self.placed_since if t not in specs]:
+            del self.placed_since[tenant_id]
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run node housekeeping (closing, removing) as a task that shutdown waits for."""
@@ -722,7 +733,8 @@ class TenantNodeApp:
                 if not self._superseded(tenant_id):
                     return tenant
                 log.info("tenant %s: placed again since it was opened; closing it to check its copy", tenant_id)
-                await self._close_locked(tenant_id, "reassigned")
+                # A request waits for this: the final sync is bounded well below the gateway's read timeout.
+                await self._close_locked(tenant_id, "reassigned", time.monotonic() + REQUEST_CLOSE_SECONDS)
             self._check_lease()
             generation = self._fence_generation
             await self._retire_locked(tenant_id)  # a copy another node may have written since is never opened
@@ -833,7 +845,7 @@ class TenantNodeApp:
         except MarkerError as err:
             log.warning("tenant %s: %s", tenant_id, err)
             marker, readable = None, False
-        verdict, why = judge(marker, readable, incarnation, epoch)
+        verdict, why = judge(marker, readable, incarnation, epoch, self.placed_since.get(tenant_id), self.node_id)
         if verdict is Verdict.CURRENT:
             log.debug("tenant %s: serving the local copy (%s)", tenant_id, why)
             return marker, "disk"

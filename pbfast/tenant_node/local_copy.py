@@ -93,13 +93,17 @@ def write_marker(directory: Path, marker: CopyMarker) -> None:
         os.close(fd)
 
 
-def judge(marker: CopyMarker | None, readable: bool, incarnation: str, epoch: int) -> tuple[Verdict, str]:
+def judge(marker: CopyMarker | None, readable: bool, incarnation: str, epoch: int,
+          placed_since: int | None = None, node_id: str = "") -> tuple[Verdict, str]:
     """What a local copy with ``marker`` (``readable`` False: the marker exists but is unusable) is to a node
     asked to serve the tenant's ``incarnation`` under ``epoch``, and why, for the log.
 
     - same incarnation and epoch: **current** (this node served the tenant last, nobody else since);
     - another incarnation: **foreign** (an earlier life of the id), never served;
-    - same incarnation, another epoch: **superseded**: the tenant was placed elsewhere since;
+    - same incarnation, another epoch: **superseded**: the tenant was placed elsewhere since; unless this
+      node (``node_id``) wrote it under an epoch from ``placed_since`` on, the first epoch of the tenant's
+      uninterrupted stay on this node (the control plane put it back here under a new epoch, e.g. after a
+      move or restore that did not go through): then nobody else can have written it, and it is **current**;
     - no marker (an older pbfast wrote the copy, or a crash came between installing a restored copy and
       writing its marker): **unknown**, whatever the epoch: even at epoch 1 the copy may belong to an
       earlier life of the id (deleted while this node was away) and nothing on disk tells.
@@ -112,6 +116,10 @@ def judge(marker: CopyMarker | None, readable: bool, incarnation: str, epoch: in
     if marker.incarnation != incarnation:
         return Verdict.FOREIGN, (f"it belongs to incarnation {marker.incarnation} of the id, the tenant is "
                                  f"incarnation {incarnation}")
+    if marker.epoch != epoch and placed_since is not None and node_id and marker.node_id == node_id \
+            and placed_since <= marker.epoch <= epoch:
+        return Verdict.CURRENT, (f"last served here under epoch {marker.epoch}; the tenant has stayed on this node "
+                                 f"since epoch {placed_since}")
     if marker.epoch != epoch:
         return Verdict.SUPERSEDED, (f"it was last served here under epoch {marker.epoch}, the tenant is at epoch "
                                     f"{epoch}: it was placed elsewhere since")
