@@ -2,7 +2,7 @@
 
 A tenant starts with one incarnation (``tenants/{id}/{incarnation}/`` in the replica). An in-place restore
 ends it and starts a new one seeded from an earlier incarnation's replica at a point in time
-(:meth:`pbfast.control_plane.registry.Registry.restore_tenant`). The ended ones stay listed in the record's
+(:meth:`pbfast.control_plane.registry.Registry.update_tenant_with_new_incarnation`). The ended ones stay listed in the record's
 ``history``, so "the tenant at time T" is the incarnation live at T, read at T; for an incarnation whose
 replica holds nothing yet at T (just started, never opened since), it is its seed.
 

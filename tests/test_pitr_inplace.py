@@ -68,7 +68,7 @@ def test_restore_command_starts_a_new_incarnation_and_keeps_the_old_one_in_histo
     registry = registry_with()
     routes_before = registry.routes_version
     registry.set_moving("acme", "n1", 1, _doApply=True)
-    outcome, tenant = registry.restore_tenant("acme", 1, "inc-2", {"incarnation": "inc-1", "at": "2027-01-15T08:00:05Z"},
+    outcome, tenant = registry.update_tenant_with_new_incarnation("acme", 1, "inc-2", {"incarnation": "inc-1", "at": "2027-01-15T08:00:05Z"},
                                               CREATED + 60, _doApply=True)
     assert outcome == "ok", tenant
     assert tenant["incarnation"] == "inc-2" and tenant["incarnationStartedAt"] == CREATED + 60
@@ -78,7 +78,7 @@ def test_restore_command_starts_a_new_incarnation_and_keeps_the_old_one_in_histo
     assert registry.routes_version > routes_before
     assert registry.tenant("acme") == tenant
 
-    outcome, tenant = registry.restore_tenant("acme", 2, "inc-3", {"incarnation": "inc-1", "at": "2027-01-15T08:00:01Z"},
+    outcome, tenant = registry.update_tenant_with_new_incarnation("acme", 2, "inc-3", {"incarnation": "inc-1", "at": "2027-01-15T08:00:01Z"},
                                               CREATED + 120, _doApply=True)
     assert outcome == "ok"
     assert [h["incarnation"] for h in tenant["history"]] == ["inc-1", "inc-2"]
@@ -90,12 +90,12 @@ def test_restore_command_refuses_a_stale_epoch_an_unknown_tenant_and_a_reused_in
     registry = registry_with()
     seed = {"incarnation": "inc-1", "at": "2027-01-15T08:00:05Z"}
     before = copy.deepcopy(registry.tenant("acme"))
-    assert registry.restore_tenant("acme", 7, "inc-2", seed, CREATED + 1, _doApply=True)[0] == "conflict"
-    assert registry.restore_tenant("nope", 1, "inc-2", seed, CREATED + 1, _doApply=True)[0] == "not_found"
-    assert registry.restore_tenant("acme", 1, "inc-1", seed, CREATED + 1, _doApply=True)[0] == "invalid"
+    assert registry.update_tenant_with_new_incarnation("acme", 7, "inc-2", seed, CREATED + 1, _doApply=True)[0] == "conflict"
+    assert registry.update_tenant_with_new_incarnation("nope", 1, "inc-2", seed, CREATED + 1, _doApply=True)[0] == "not_found"
+    assert registry.update_tenant_with_new_incarnation("acme", 1, "inc-1", seed, CREATED + 1, _doApply=True)[0] == "invalid"
     assert registry.tenant("acme") == before
-    assert registry.restore_tenant("acme", 1, "inc-2", seed, CREATED + 1, _doApply=True)[0] == "ok"
-    assert registry.restore_tenant("acme", 2, "inc-1", seed, CREATED + 2, _doApply=True)[0] == "invalid"
+    assert registry.update_tenant_with_new_incarnation("acme", 1, "inc-2", seed, CREATED + 1, _doApply=True)[0] == "ok"
+    assert registry.update_tenant_with_new_incarnation("acme", 2, "inc-1", seed, CREATED + 2, _doApply=True)[0] == "invalid"
 
 
 def test_restore_command_is_deterministic_and_bounds_the_history() -> None:
@@ -103,7 +103,7 @@ def test_restore_command_is_deterministic_and_bounds_the_history() -> None:
     members = [registry_with(), registry_with()]
     for member in members:
         for n in range(MAX_INCARNATION_HISTORY + 5):
-            outcome, _ = member.restore_tenant("acme", 1 + n, f"inc-{n + 2}",
+            outcome, _ = member.update_tenant_with_new_incarnation("acme", 1 + n, f"inc-{n + 2}",
                                                {"incarnation": "inc-1", "at": "2027-01-15T08:00:05Z"},
                                                CREATED + 10 * (n + 1), _doApply=True)
             assert outcome == "ok"
@@ -121,16 +121,16 @@ def test_records_from_before_in_place_restores_have_one_life_since_creation() ->
     assert tenant is not None and "history" not in tenant and "incarnationStartedAt" not in tenant
     lives = lives_of(tenant)
     assert lives == [{"incarnation": "inc-1", "startedAt": CREATED, "endedAt": None, "seed": None}]
-    outcome, restored = registry.restore_tenant("acme", 1, "inc-2", {"incarnation": "inc-1", "at": "x"},
+    outcome, restored = registry.update_tenant_with_new_incarnation("acme", 1, "inc-2", {"incarnation": "inc-1", "at": "x"},
                                                 CREATED + 30, _doApply=True)
     assert outcome == "ok" and restored["history"][0]["startedAt"] == CREATED
 
 
 def test_the_life_at_a_time_and_its_json_round_trip() -> None:
     registry = registry_with()
-    registry.restore_tenant("acme", 1, "inc-2", {"incarnation": "inc-1", "at": "2027-01-15T08:00:05Z"},
+    registry.update_tenant_with_new_incarnation("acme", 1, "inc-2", {"incarnation": "inc-1", "at": "2027-01-15T08:00:05Z"},
                             CREATED + 60.25, _doApply=True)
-    registry.restore_tenant("acme", 2, "inc-3", {"incarnation": "inc-1", "at": "2027-01-15T08:00:01Z"},
+    registry.update_tenant_with_new_incarnation("acme", 2, "inc-3", {"incarnation": "inc-1", "at": "2027-01-15T08:00:01Z"},
                             CREATED + 120.5, _doApply=True)
     tenant = registry.tenant("acme")
     assert tenant is not None
@@ -671,19 +671,19 @@ def test_a_restore_committed_despite_command_failed_answers_200() -> None:
     tenant is read back after a barrier, and its new incarnation means the restore was made."""
     now = time.time()
     api, member, nodes = local_api(now - 60)
-    member.faults["restore_tenant"] = ["applied"]
+    member.faults["update_tenant_with_new_incarnation"] = ["applied"]
     status, body = asyncio.run(call_restore(api, now - 30))
     assert status == 200, body
     tenant = member.registry.tenant("acme")
     assert tenant is not None and body["incarnation"] == tenant["incarnation"] != "inc-1"
     assert (tenant["epoch"], tenant["moving"], tenant["seed"]["incarnation"]) == (2, None, "inc-1")
-    assert member.submitted == ["set_moving", "restore_tenant", "barrier"]  # not put back: nothing else ran
+    assert member.submitted == ["set_moving", "update_tenant_with_new_incarnation", "barrier"]  # not put back: nothing else ran
 
 
 def test_a_restore_not_committed_answers_503_and_puts_the_tenant_back() -> None:
     now = time.time()
     api, member, _ = local_api(now - 60)
-    member.faults["restore_tenant"] = ["lost"]
+    member.faults["update_tenant_with_new_incarnation"] = ["lost"]
     status, body = asyncio.run(call_restore(api, now - 30))
     assert status == 503 and "not committed" in body["message"], body
     tenant = member.registry.tenant("acme")
@@ -691,7 +691,7 @@ def test_a_restore_not_committed_answers_503_and_puts_the_tenant_back() -> None:
     assert (tenant["incarnation"], tenant["epoch"], tenant["nodeId"], tenant["moving"]) == ("inc-1", 2, "n1", None)
 
     # Neither the outcome nor a barrier: the answer says so; the tenant is put back (the restore was not made).
-    member.faults.update(restore_tenant=["lost"], barrier=["lost"])
+    member.faults.update(update_tenant_with_new_incarnation=["lost"], barrier=["lost"])
     status, body = asyncio.run(call_restore(api, now - 30))
     assert status == 503 and "may or may not" in body["message"], body
     tenant = member.registry.tenant("acme")
@@ -733,7 +733,7 @@ def test_the_trials_share_one_time_limit(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(api_module, "RESTORE_TRIAL_TIMEOUT_SECONDS", 0.6)
     now = time.time()
     api, member, nodes = local_api(now - 60)
-    member.registry.restore_tenant("acme", 1, "inc-2", {"incarnation": "inc-1", "at": iso(now - 50)}, now - 40,
+    member.registry.update_tenant_with_new_incarnation("acme", 1, "inc-2", {"incarnation": "inc-1", "at": iso(now - 50)}, now - 40,
                                    _doApply=True)
     nodes.check_delay = 0.4
     nodes.check_errors = [NodeError(400, "no replica", {"incarnation": {"code": "validation_no_replica"}})]
@@ -1143,3 +1143,18 @@ def test_restore_to_a_time_in_an_incarnation_without_a_replica_yet(pbfast_proces
     tenant = json.loads(again.stdout)
     assert tenant["restoredFrom"] == seed and len(tenant["incarnations"]) == 3
     assert notes.ids() == before
+
+
+def test_raft_command_numbers_stay_stable_across_versions() -> None:
+    """pysyncobj numbers commands by sorted name and journals the numbers: a journal from an older version
+    must replay into the same commands, so new commands only ever sort last."""
+    from pbfast.control_plane.registry import COMMAND_ORDER  # noqa: PLC0415
+
+    # what pysyncobj enumerates and sorts: the versioned names (``<name>_v0``)
+    versioned = sorted(name for name in dir(Registry) if getattr(getattr(Registry, name), "replicated", False)
+                       and name != getattr(getattr(Registry, name), "origName", None))
+    assert tuple(getattr(Registry, name).origName for name in versioned) == COMMAND_ORDER
+    # the order shipped before in-place restores (commit 6430fa6) is a prefix of today's
+    assert COMMAND_ORDER[:11] == ("assign", "barrier", "create_tenant", "delete_tenant", "heartbeat",
+                                  "mark_node_down", "purge_tombstones", "register_node", "remove_node",
+                                  "set_moving", "update_tenant")

@@ -371,7 +371,7 @@ class ControlPlaneApi:
             seed = await self._trial_restore(address, tenant_id, life, at)
             restored = await self._commit_settled(
                 tenant_id, lambda t: copy.deepcopy(t) if t.get("incarnation") == incarnation else None,
-                self.registry.restore_tenant, tenant_id, epoch, incarnation, seed, time.time())
+                self.registry.update_tenant_with_new_incarnation, tenant_id, epoch, incarnation, seed, time.time())
         except BaseException:
             await self._serve_again(tenant_id, node_id, epoch, since)
             raise

@@ -5,6 +5,12 @@ everything that needs a clock or a choice (timestamps, placement) *before* submi
 arguments, so applying a command gives the same result on every member. Commands return plain tuples:
 ``("ok", value)`` or ``(error_kind, message)`` with ``error_kind`` in :data:`ERRORS`.
 
+pysyncobj numbers the commands by their sorted names and writes those numbers into its journal, which a
+member replays when it restarts: a new command whose name sorts before an existing one would renumber it,
+and a journal written by the previous version would be replayed into the wrong commands. So a new command
+takes a name that sorts after every existing one (:data:`COMMAND_ORDER`, checked by the tests), and an
+existing command only gains arguments with defaults (older journal entries lack them).
+
 Thread-safety: pysyncobj applies commands on its own thread while the API reads from the event loop. Every
 command runs under the registry's lock, and readers use the ``*_snapshot``/lookup methods, which copy
 under the same lock; records are replaced, never mutated in place, so a copied record stays consistent.
@@ -29,6 +35,11 @@ NODE_UP = "up"
 NODE_DOWN = "down"
 ERRORS = ("not_found", "conflict", "invalid")
 MAX_INCARNATION_HISTORY = 20  # earlier lives of a tenant record an in-place restore can still reach
+
+# The Raft commands in pysyncobj's numbering (sorted names): append only, never insert or rename.
+COMMAND_ORDER = ("assign", "barrier", "create_tenant", "delete_tenant", "heartbeat", "mark_node_down",
+                 "purge_tombstones", "register_node", "remove_node", "set_moving", "update_tenant",
+                 "update_tenant_with_new_incarnation")
 
 Result = tuple[str, Any]
 F = TypeVar("F", bound=Callable[..., Result])
@@ -226,7 +237,7 @@ class Registry(SyncObjConsumer):
 
     @replicated
     @_locked
-    def restore_tenant(self, tenant_id: str, expected_epoch: int, incarnation: str, seed: dict[str, str],
+    def update_tenant_with_new_incarnation(self, tenant_id: str, expected_epoch: int, incarnation: str, seed: dict[str, str],
                        now: float) -> Result:
         """Roll a tenant back in place: it starts a new ``incarnation`` (its own replica path) whose first
         state is ``seed`` (``{"incarnation", "at"}``: an earlier incarnation's replica at a point in time),
