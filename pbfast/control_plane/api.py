@@ -340,6 +340,10 @@ class ControlPlaneApi:
         if tenant.get("moving"):
             raise ApiError(409, "The tenant is moving; restore it once the move is over.")
         node_id, epoch = tenant["nodeId"], tenant["epoch"]
+        node = self.registry.node(node_id or "")  # the node of this very record (a move may have come between)
+        if node is None or node["status"] != NODE_UP:
+            raise ApiError(503, "The tenant's node is not available; retry shortly.", headers=[("retry-after", "2")])
+        address = str(node["address"])
         lives = lives_of(tenant)
         life = life_at(lives, moment)
         if life is None:

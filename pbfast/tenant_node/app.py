@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import math
 import os
 import re
 import shutil
@@ -98,6 +99,9 @@ RELEASE_BUDGET_SECONDS = 35.0  # below the control plane's wait for a release (4
 UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
 REQUEST_CLOSE_SECONDS = 10.0  # a close a request waits for (final sync and unregister)
 RESHIP_BATCH = 4  # closed copies shipped at once after an outage
+RESHIP_SECONDS = 8.0  # one background shipping of a closed copy (a request for it waits meanwhile)
+RESHIP_BACKOFF_SECONDS = 30.0  # after a failed one, doubling up to RESHIP_BACKOFF_MAX_SECONDS
+RESHIP_BACKOFF_MAX_SECONDS = 600.0
 RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
 _MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
 _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
@@ -294,6 +298,8 @@ class TenantNodeApp:
         self._untracked: set[str] = set()  # open tenants outside the LRU at the last idle check
         self._unshipped: set[str] = set()  # closed copies whose final sync failed (shipped by _reship_closed)
         self._reshipping: set[str] = set()
+        self._reship_after: dict[str, float] = {}  # tenant -> monotonic time of its next background try
+        self._reship_failures: dict[str, int] = {}
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
@@ -434,7 +440,11 @@ class TenantNodeApp:
             raise ApiError(503, "The tenant's final state is not in the replica yet; it was not released.",
                            headers=[("retry-after", "5")])
         # The next node writes the replica from now on: this copy must not be served if the tenant
-        # comes back here (it would hide, and then overwrite, the other node's writes).
+        # comes back here (it would hide, and then overwrite, the other node's writes). Unless the control
+        # plane has meanwhile put it back here (the answer to this release got lost) and it is served again.
+        if self.confirmed.get(tenant_id, 0) > epoch:
+            log.info("tenant %s: released epoch %d, but it is assigned here again: copy kept", tenant_id, epoch)
+            return
         self._stale_local.add(tenant_id)
         await self._retire_local_copy(tenant_id)
 
@@ -444,28 +454,29 @@ class TenantNodeApp:
         if self.replicator is None:
             return True
         if not await asyncio.to_thread(self._copy_shipped, tenant_id) \
-                and not await self._reship(tenant_id, epoch, deadline):
+                and not await self._reship(tenant_id, epoch, deadline, releasing=True):
             return False
         db_path = self.tenants_dir / tenant_id / DATA_DB
         if self.replicator.stopped(db_path):
             return True
-        remaining = deadline - time.monotonic()
-        if remaining > 0:
-            try:
-                await asyncio.wait_for(self.replicator.reconcile(min(remaining, RECONCILE_TIMEOUT_SECONDS)),
-                                       remaining)
-            except (ReplicationError, TimeoutError) as err:
+        seconds = math.floor(deadline - time.monotonic()) - 3  # the request's own timeout is seconds + 2
+        if seconds >= 1:
+            try:  # not cancelled from outside: an abandoned request gets litestream killed
+                await self.replicator.settle(db_path, min(seconds, RECONCILE_TIMEOUT_SECONDS))
+            except ReplicationError as err:
                 log.warning("tenant %s: litestream did not confirm it stopped replicating it: %r", tenant_id, err)
         return self.replicator.stopped(db_path)
 
-    async def _reship(self, tenant_id: str, epoch: int, deadline: float | None = None) -> bool:
+    async def _reship(self, tenant_id: str, epoch: int, deadline: float, releasing: bool = False) -> bool:
         """Ship a closed local copy whose final sync failed (storage was unreachable when it was closed):
-        registered, synced, unregistered, then marked shipped. Only a copy this node last wrote under
-        ``epoch`` of the tenant's current incarnation (nobody else may have written the replica since).
-        True once the copy is known whole in the replica."""
+        registered, synced, unregistered, then marked shipped under ``epoch``, all by ``deadline``. Only a
+        copy that is current for this node under ``epoch`` (:func:`judge`: written here under it, or under an
+        earlier epoch of the tenant's uninterrupted stay here), while the node still serves that epoch
+        (``releasing``: the release of that epoch in progress). True once the copy is known whole in the
+        replica."""
         assert self.replicator is not None
         lock = self._lock(tenant_id)
-        await asyncio.wait_for(lock.acquire(), None if deadline is None else max(0.0, deadline - time.monotonic()))
+        await asyncio.wait_for(lock.acquire(), max(0.0, deadline - time.monotonic()))
         try:
             directory = self.tenants_dir / tenant_id
             db_path = directory / DATA_DB
@@ -478,25 +489,27 @@ class TenantNodeApp:
             if not db_path.exists() or marker is None or marker.shipped:
                 self._unshipped.discard(tenant_id)
                 return True
-            if marker.incarnation != self.incarnations.get(tenant_id) or marker.epoch != epoch:
-                return False  # not this node's to ship any more
-            budget = SYNC_TIMEOUT_SECONDS if deadline is None else max(1.0, deadline - time.monotonic())
+            incarnation = self.incarnations.get(tenant_id, DEFAULT_INCARNATION)
+            verdict, _ = judge(marker, True, incarnation, epoch, self.placed_since.get(tenant_id), self.node_id)
+            owned = self.confirmed.get(tenant_id) == epoch and tenant_id not in self._stale_local \
+                and not self._lease_lost() and (releasing or epoch > self.released.get(tenant_id, 0))
+            if verdict is not Verdict.CURRENT or not owned:
+                return False  # not this node's to ship (any more)
+            budget = max(1.0, deadline - time.monotonic())
             shipped = False
             try:
-                await self.replicator.register(db_path, tenant_id, marker.incarnation)
+                await self.replicator.register(db_path, tenant_id, incarnation)
                 await self.replicator.sync(db_path, wait=True, timeout=max(1.0, budget - UNREGISTER_RESERVE_SECONDS))
                 shipped = True
             except ReplicationError as err:
                 log.warning("tenant %s: shipping its closed copy failed: %s", tenant_id, err)
             finally:
                 try:
-                    await self.replicator.unregister(db_path, timeout=max(1.0, min(
-                        budget, SYNC_TIMEOUT_SECONDS if deadline is None else deadline - time.monotonic())))
+                    await self.replicator.unregister(db_path, timeout=max(1.0, deadline - time.monotonic()))
                 except ReplicationError as err:
                     log.warning("tenant %s: unregister after shipping its closed copy: %s", tenant_id, err)
             if shipped:
-                await asyncio.to_thread(write_marker, directory,
-                                        CopyMarker(marker.incarnation, marker.epoch, self.node_id, shipped=True))
+                await asyncio.to_thread(write_marker, directory, CopyMarker(incarnation, epoch, self.node_id, shipped=True))
                 self._unshipped.discard(tenant_id)
                 log.info("tenant %s: shipped its closed copy, whose final sync had failed", tenant_id)
             return shipped
@@ -508,7 +521,9 @@ class TenantNodeApp:
         check): the replica catches up after an outage without waiting for the tenants' next request."""
         if self.replicator is None or self._lease_lost() or not self.replicator.status()["running"]:
             return
-        for tenant_id in [t for t in self._unshipped if t not in self._reshipping][:RESHIP_BATCH]:
+        now = time.monotonic()
+        due = [t for t in self._unshipped if t not in self._reshipping and self._reship_after.get(t, 0.0) <= now]
+        for tenant_id in due[:RESHIP_BATCH]:
             epoch = self.confirmed.get(tenant_id)
             assignment = self.assignments.get(tenant_id)
             if tenant_id in self.tenants or epoch is None or assignment is None or assignment.epoch != epoch:
@@ -516,12 +531,23 @@ class TenantNodeApp:
             self._reshipping.add(tenant_id)
 
             async def ship(tenant_id: str = tenant_id, epoch: int = epoch) -> None:
+                # Short, and backed off after a failure: a request for the tenant waits for this (the lock),
+                # and storage that failed the final sync may well still be failing.
+                shipped = False
                 try:
-                    await self._reship(tenant_id, epoch)
-                except Exception:  # noqa: BLE001 - retried at the next check
+                    shipped = await self._reship(tenant_id, epoch, time.monotonic() + RESHIP_SECONDS)
+                except Exception:  # noqa: BLE001 - retried later
                     log.exception("tenant %s: shipping its closed copy failed", tenant_id)
                 finally:
                     self._reshipping.discard(tenant_id)
+                    if shipped:
+                        self._reship_failures.pop(tenant_id, None)
+                        self._reship_after.pop(tenant_id, None)
+                    else:
+                        failures = self._reship_failures.get(tenant_id, 0) + 1
+                        self._reship_failures[tenant_id] = failures
+                        self._reship_after[tenant_id] = time.monotonic() + min(
+                            RESHIP_BACKOFF_MAX_SECONDS, RESHIP_BACKOFF_SECONDS * 2 ** (failures - 1))
 
             self._background(ship())
 
@@ -553,6 +579,9 @@ class TenantNodeApp:
         if tenant_id not in self._stale_local:
             return
         self._stale_local.discard(tenant_id)
+        marker = self._copies.get(tenant_id)
+        if tenant_id in self.tenants and marker is not None and self.confirmed.get(tenant_id) == marker.epoch:
+            return  # open under the epoch the control plane confirms now: it is this node's copy
         tenant = self.tenants.pop(tenant_id, None)
         if tenant is not None:  # not expected: closed before being marked. Another node owns it: no flush.
             self.open_tenants.remove(tenant_id)
@@ -786,9 +815,9 @@ class TenantNodeApp:
                 self._check_still_owned(tenant_id, epoch, generation)
             except BaseException as err:
                 if self.replicator is not None:
-                    if isinstance(err, ApiError) and epoch is not None \
-                            and self.confirmed.get(tenant_id) == epoch and tenant_id not in self._stale_local:
-                        self.replicator.forget(db_path)  # still ours, merely fenced: the reconcile unregisters it
+                    if isinstance(err, ApiError) and epoch is not None and self._still_ours(tenant_id, epoch):
+                        self.replicator.forget(db_path)  # still ours (fenced, or put back here under a newer
+                        # epoch): the reconcile unregisters it, with a final flush
                     else:  # another node may own the replica path by now: not even a final flush
                         self.replicator.drop_without_flush(db_path)
                 self._copies.pop(tenant_id, None)
@@ -797,6 +826,14 @@ class TenantNodeApp:
             self.tenants[tenant_id] = tenant
             self.quotas.set_storage(tenant_id, tenant.size_bytes())
             return tenant
+
+    def _still_ours(self, tenant_id: str, epoch: int) -> bool:
+        """Whether no other node can have been assigned the tenant since this node took it under ``epoch``:
+        still confirmed under it, or under a later epoch of an uninterrupted stay here."""
+        confirmed = self.confirmed.get(tenant_id)
+        since = self.placed_since.get(tenant_id)
+        return tenant_id not in self._stale_local and confirmed is not None and (
+            confirmed == epoch or (since is not None and since <= epoch <= confirmed))
 
     def _check_still_owned(self, tenant_id: str, epoch: int | None, generation: int) -> None:
         """Raise ApiError 503 unless the node may still serve and replicate the tenant it began opening under

@@ -437,6 +437,10 @@ class Replicator:
         seconds = max(1, int(timeout))
         return await self._post("/sync", {"path": str(db_path), "wait": wait, "timeout": seconds}, seconds + 2)
 
+    async def settle(self, db_path: Path, timeout: float = RECONCILE_TIMEOUT_SECONDS) -> None:
+        """Bring litestream's registration of this one database to what is wanted (see :meth:`reconcile`)."""
+        await self._converge(str(db_path), timeout)
+
     def forget(self, db_path: Path) -> None:
         """No longer want the database replicated (at once, without waiting): it counts as
         :attr:`unregistering` until litestream confirms (:meth:`unregister`, or the reconcile loop)."""
