@@ -390,3 +390,32 @@ def test_litestream_keeps_what_point_in_time_restores_promise(tmp_path: Path) ->
     assert "l0-retention: 125m\n" in config
     assert "levels:\n  - interval: 5m\n" in config
     assert "snapshot:\n  interval: 24h\n  retention: 96h\n" in config
+
+
+def test_heartbeats_report_only_tenants_with_new_usage(tmp_path: Path) -> None:
+    from pbfast.tenant_node.membership import NodeMembership  # noqa: PLC0415
+
+    class RecordingControlPlane:  # stands in for the control plane's heartbeat endpoint: the payload is the point
+        def __init__(self) -> None:
+            self.usage: list[dict[str, Any]] = []
+
+        async def request(self, method: str, path: str, body: Any = None, timeout: float = 0) -> Any:
+            if path.endswith("/heartbeat"):
+                self.usage.append(body["usage"])
+                return {"tenants": {t: {"epoch": 1} for t in ("alpha", "beta")}, "deleted": [],
+                        "nodeTimeoutSeconds": 600}
+            return {}
+
+    async def scenario() -> None:
+        node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path)
+        control_plane = RecordingControlPlane()
+        membership = NodeMembership(control_plane, node, "http://node-a", 10)  # type: ignore[arg-type]
+        await membership.beat_once()  # learns alpha and beta (their quotas: unlimited)
+        await membership.beat_once()
+        node.quotas.try_acquire("alpha")
+        await membership.beat_once()
+        await membership.beat_once()
+        assert [sorted(usage) for usage in control_plane.usage] == [[], ["alpha", "beta"], ["alpha"], []]
+        assert control_plane.usage[2]["alpha"]["apiRequests"] == 1
+
+    _run(scenario)

@@ -42,6 +42,8 @@ class NodeMembership:
         self.interval = interval
         self.lease = lease or Lease()
         self._pending: dict[str, list[int]] = {}
+        # tenant -> (storage bytes, window start) as last acknowledged: an idle tenant is not reported again
+        self._reported: dict[str, tuple[int, int]] = {}
         self._registered = False
         self._reported_unreachable = False
         self._beating = asyncio.Lock()
@@ -60,8 +62,12 @@ class NodeMembership:
         log.info("registered with the control plane as %s at %s", self.node.node_id, self.address)
 
     def _collect_usage(self) -> dict[str, dict[str, int]]:
+        """Usage to report: tenants with requests since the last acknowledged heartbeat, or whose stored
+        bytes or counting window changed; an idle tenant adds nothing to the heartbeat (or its Raft entry)."""
         for tenant_id, (requests, storage, window) in self.node.quotas.snapshot_and_reset().items():
             pending = self._pending.get(tenant_id)
+            if pending is None and requests == 0 and self._reported.get(tenant_id) == (storage, window):
+                continue
             if pending is None or window > pending[2]:
                 self._pending[tenant_id] = [requests, storage, window]
             else:
@@ -90,6 +96,8 @@ class NodeMembership:
             if err.status == 404:
                 self._registered = False
             raise
+        for tenant_id, entry in usage.items():
+            self._reported[tenant_id] = (entry["storageBytes"], entry["periodStart"])
         self._pending.clear()
         self.node.superusers_applied.difference_update(applied)
         timeout = answer.get("nodeTimeoutSeconds")
@@ -99,6 +107,10 @@ class NodeMembership:
         # fenced tenants are sorted out, and a malformed answer (ValueError, nothing applied) renews nothing.
         self.node.apply_assignments(answer.get("tenants"), answer.get("deleted"))
         self.lease.renew(sent_at, float(timeout))
+        if len(self._reported) > len(self.node.assignments) + len(usage):
+            assigned = answer.get("tenants") or {}
+            for tenant_id in [t for t in self._reported if t not in assigned]:
+                del self._reported[tenant_id]
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self.node.watch_lease(), name="lease-watch")
