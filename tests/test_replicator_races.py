@@ -383,3 +383,34 @@ def test_an_unshipped_copy_put_back_on_its_node_is_shipped_in_the_background(tmp
             await replicator.stop()
 
     _run(scenario)
+
+
+def test_a_request_waits_a_bounded_time_for_a_long_restore_and_the_retry_finds_the_tenant(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        replicator = _replicator(tmp_path)
+        node = _node(tmp_path, replicator)
+        await replicator.start()
+        try:
+            node.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
+            storage_slow = asyncio.Event()
+            restore = replicator.restore
+
+            async def slow_restore(*args: Any, **kwargs: Any) -> bool:  # a large database from slow storage
+                await storage_slow.wait()
+                return await restore(*args, **kwargs)
+
+            replicator.restore = slow_restore  # type: ignore[method-assign]
+            with pytest.raises(ApiError) as waited:
+                await node._open_within("alpha", 0.3)  # noqa: SLF001 - what a request does
+            assert waited.value.status == 503 and ("retry-after", "2") in waited.value.headers
+            storage_slow.set()  # the open went on without the request
+            deadline = time.monotonic() + 10
+            while "alpha" not in node.tenants:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert await node._open_within("alpha", 0.3) is node.tenants["alpha"]  # noqa: SLF001 - the retry
+            await node.close_all()
+        finally:
+            await replicator.stop()
+
+    _run(scenario)

@@ -97,6 +97,7 @@ CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
 LEASE_CHECK_SECONDS = 0.05
 RELEASE_BUDGET_SECONDS = 35.0  # below the control plane's wait for a release (45 s)
 UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
+OPEN_WAIT_SECONDS = 20.0  # a request waits this long for its tenant to open, below the gateway's 30 s
 REQUEST_CLOSE_SECONDS = 10.0  # a close a request waits for (final sync and unregister)
 RESHIP_BATCH = 4  # closed copies shipped at once after an outage
 RESHIP_SECONDS = 8.0  # one background shipping of a closed copy (a request for it waits meanwhile)
@@ -224,6 +225,12 @@ class _HeldResponse:
         getattr(proto, method)(*args)
 
 
+def _log_open_failure(opening: asyncio.Future[Tenant]) -> None:
+    """Done callback of an open no request waits for any more: its failure is logged, not lost."""
+    if not opening.cancelled() and (err := opening.exception()) is not None and not isinstance(err, ApiError):
+        log.error("opening a tenant failed: %r", err, exc_info=err)
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as file:
         os.fsync(file.fileno())
@@ -296,6 +303,7 @@ class TenantNodeApp:
         self._copies: dict[str, CopyMarker] = {}  # open tenants: the marker written when they were opened
         self._reassigning: set[str] = set()  # open tenants placed again, being closed in the background
         self._untracked: set[str] = set()  # open tenants outside the LRU at the last idle check
+        self.open_wait_seconds = OPEN_WAIT_SECONDS
         self._unshipped: set[str] = set()  # closed copies whose final sync failed (shipped by _reship_closed)
         self._reshipping: set[str] = set()
         self._reship_after: dict[str, float] = {}  # tenant -> monotonic time of its next background try
@@ -845,6 +853,18 @@ class TenantNodeApp:
                                        or epoch <= self.released.get(tenant_id, 0))):
             raise ApiError(503, "The tenant was placed elsewhere while it was being opened; retry.", headers=_MOVED)
 
+    async def _open_within(self, tenant_id: str, seconds: float) -> Tenant:
+        """:meth:`open_tenant` for a request, which waits for it at most ``seconds`` (a restore of a large
+        database from its replica can take longer than a gateway waits for an answer): then ApiError 503 with
+        ``Retry-After``, while the open goes on, so that a retry finds the tenant open."""
+        opening = asyncio.ensure_future(self.open_tenant(tenant_id))
+        try:
+            return await asyncio.wait_for(asyncio.shield(opening), seconds)
+        except TimeoutError:
+            opening.add_done_callback(_log_open_failure)
+            raise ApiError(503, "The tenant is being loaded from its replica; retry shortly.",
+                           headers=[("retry-after", "2")]) from None
+
     async def _serving_epoch(self, tenant_id: str) -> int | None:
         """The epoch under which the tenant may be opened: the one the control plane's latest heartbeat answer
         gives for it here, which must be the one the node was asked to serve (a gateway may know a new
@@ -1392,8 +1412,10 @@ class TenantNodeApp:
         self._close_evicted(evicted)
         try:
             try:
-                tenant = await self.open_tenant(tenant_id)
-            except ApiError as err:  # the lease ran out meanwhile
+                tenant = self.tenants.get(tenant_id)
+                if tenant is None or self._superseded(tenant_id):
+                    tenant = await self._open_within(tenant_id, self.open_wait_seconds)
+            except ApiError as err:  # the lease ran out meanwhile, or the open takes long
                 send_error(proto, err.status, err.message, err.data, err.headers)
                 return
             except Exception as err:  # noqa: BLE001 - answer clearly, keep the node up
