@@ -42,6 +42,29 @@ def _run(scenario: Any) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
+def _hold_restores(replicator: Replicator) -> asyncio.Event:
+    """Make the replicator's (real) restores wait until the returned event is set: a restore that takes long."""
+    released = asyncio.Event()
+    restore = replicator.restore
+
+    async def held_restore(*args: Any, **kwargs: Any) -> bool:
+        await released.wait()
+        return await restore(*args, **kwargs)
+
+    replicator.restore = held_restore  # type: ignore[method-assign]
+    return released
+
+
+async def _storage_down(replicator: Replicator, tenant: Any) -> Path:
+    """Ship the open tenant once, then make every later write to its replica fail (its replica directory
+    becomes a file); returns that file: unlink it to bring storage back."""
+    await replicator.sync(tenant.directory / DATA_DB)
+    store = replicator.store.local_root / "tenants" / tenant.id
+    shutil.rmtree(store)
+    store.write_text("storage down")
+    return store
+
+
 def test_a_request_and_the_heartbeat_close_a_tenant_placed_again_only_once(tmp_path: Path) -> None:
     async def scenario() -> None:
         node = _node(tmp_path, _replicator(tmp_path))
@@ -218,14 +241,7 @@ def test_an_open_spanning_a_fence_and_a_re_placement_replicates_nothing(tmp_path
         await replicator.start()
         try:
             node.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
-            storage_back = asyncio.Event()
-            restore = replicator.restore
-
-            async def slow_restore(*args: Any, **kwargs: Any) -> bool:  # storage unreachable: it retries
-                await storage_back.wait()
-                return await restore(*args, **kwargs)
-
-            replicator.restore = slow_restore  # type: ignore[method-assign]
+            storage_back = _hold_restores(replicator)  # storage unreachable: the restore retries
             opening = asyncio.ensure_future(node.open_tenant("alpha"))  # a request admitted under epoch 1
             await asyncio.sleep(0.1)
             node.fence()  # the lease ran out
@@ -299,10 +315,7 @@ def test_a_copy_closed_while_storage_was_down_is_shipped_when_it_is_released(tmp
         try:
             node.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
             tenant = await node.open_tenant("alpha")
-            await replicator.sync(tenant.directory / DATA_DB)
-            store = tmp_path / "replica" / "tenants" / "alpha"
-            shutil.rmtree(store)
-            store.write_text("storage down")  # every write to the replica fails now
+            store = await _storage_down(replicator, tenant)  # every write to the replica fails now
             tenant.conn.execute("CREATE TABLE notes (body TEXT)")
             node.open_tenants.remove("alpha")
             await node._close("alpha", "idle", time.monotonic() + 8)  # noqa: SLF001 - an idle close
@@ -329,10 +342,7 @@ def test_a_tenant_put_back_on_its_node_keeps_its_unshipped_writes(tmp_path: Path
         try:
             node.apply_assignments({"alpha": {"epoch": 1, "placedSince": 1, "incarnation": "inc-1"}}, [])
             tenant = await node.open_tenant("alpha")
-            await replicator.sync(tenant.directory / DATA_DB)
-            store = tmp_path / "replica" / "tenants" / "alpha"
-            shutil.rmtree(store)
-            store.write_text("storage down")
+            store = await _storage_down(replicator, tenant)
             tenant.conn.execute("CREATE TABLE acknowledged (body TEXT)")  # never reaches the replica
             # A move that did not go through: the control plane put the tenant back here under epoch 2.
             node.apply_assignments({"alpha": {"epoch": 2, "placedSince": 1, "incarnation": "inc-1"}}, [])
@@ -358,10 +368,7 @@ def test_an_unshipped_copy_put_back_on_its_node_is_shipped_in_the_background(tmp
         try:
             node.apply_assignments({"alpha": {"epoch": 1, "placedSince": 1, "incarnation": "inc-1"}}, [])
             tenant = await node.open_tenant("alpha")
-            await replicator.sync(tenant.directory / DATA_DB)
-            store = tmp_path / "replica" / "tenants" / "alpha"
-            shutil.rmtree(store)
-            store.write_text("storage down")
+            store = await _storage_down(replicator, tenant)
             tenant.conn.execute("CREATE TABLE acknowledged (body TEXT)")
             node.open_tenants.remove("alpha")
             await node._close("alpha", "idle", time.monotonic() + 8)  # noqa: SLF001 - final sync fails
@@ -392,14 +399,7 @@ def test_a_request_waits_a_bounded_time_for_a_long_restore_and_the_retry_finds_t
         await replicator.start()
         try:
             node.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
-            storage_slow = asyncio.Event()
-            restore = replicator.restore
-
-            async def slow_restore(*args: Any, **kwargs: Any) -> bool:  # a large database from slow storage
-                await storage_slow.wait()
-                return await restore(*args, **kwargs)
-
-            replicator.restore = slow_restore  # type: ignore[method-assign]
+            storage_slow = _hold_restores(replicator)  # a large database from slow storage
             with pytest.raises(ApiError) as waited:
                 await node._open_within("alpha", 0.3)  # noqa: SLF001 - what a request does
             assert waited.value.status == 503 and ("retry-after", "2") in waited.value.headers

@@ -720,13 +720,18 @@ class TenantNodeApp:
                 log.warning("tenant %s: unregister not confirmed (retried): %s", tenant_id, err)
             # A request admitted earlier may have written after the sync started.
             shipped = shipped and tenant.conn.total_changes() == before
+        await self._close_connection(tenant_id, tenant, shipped)
+        return True
+
+    async def _close_connection(self, tenant_id: str, tenant: Tenant, shipped: bool) -> None:
+        """The last step of every close: checkpoint and close the database, then record in its marker whether
+        its final state is in the replica (a failed checkpoint counts as not shipped; it never stops the node)."""
         try:
             tenant.close()
-        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node
+        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node or a fence
             shipped = False
             log.exception("closing tenant %s failed", tenant_id)
         await self._mark_closed(tenant_id, shipped)
-        return True
 
     async def _mark_closed(self, tenant_id: str, shipped: bool) -> None:
         """The tenant was closed: if its final state is in the replica, say so in its marker (the copy may
@@ -1125,12 +1130,7 @@ class TenantNodeApp:
                     log.warning("tenant %s: unregister while fencing failed: %r", tenant_id, err)
                 stopped = self.replicator.stopped(db_path)
                 shipped = shipped and tenant.conn.total_changes() == before
-            try:
-                tenant.close()
-            except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the fencing
-                shipped = False
-                log.exception("closing tenant %s failed", tenant_id)
-            await self._mark_closed(tenant_id, shipped)
+            await self._close_connection(tenant_id, tenant, shipped)
             return stopped
 
     def _admit(self, tenant_id: str, epoch: int) -> None:
