@@ -256,7 +256,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
 
     return ServeConfig(
         mode=mode,
-        data_dir=Path(args.data_dir or DEFAULT_DATA_DIR),
+        data_dir=Path(args.data_dir or DEFAULT_DATA_DIR).absolute(),  # child processes and file URLs need it whole
         http_addr=http_addr,
         gateway_addr=gateway_addr,
         node_id=node_id,
