@@ -63,6 +63,9 @@ NOT_FOUND = "The requested resource wasn't found."
 FILE_NOT_FOUND = "File not found."
 VALIDATION_FAILED = "An error occurred while validating the submitted data."
 DEFAULT_MAX_BODY = 32 << 20
+# SQLite errors that the tenant's own SQL or data can cause: a 400 for the request, never a 5xx.
+_TENANT_SQL_ERRORS = (apsw.AuthError, apsw.SQLError, apsw.TooBigError, apsw.ConstraintError, apsw.MismatchError,
+                      apsw.RangeError)
 _LENGTH_1_255 = {"code": "validation_length_out_of_range", "message": "The length must be between 1 and 255.",
                  "params": {"max": 255, "min": 1}}
 
@@ -171,6 +174,10 @@ class TenantApi:
         except apsw.BusyError as err:
             log.warning("tenant %s busy: %s", tenant.id, err)
             _error(proto, 503, "The database is busy; retry.", headers=[("retry-after", "1")])
+        except _TENANT_SQL_ERRORS as err:
+            # The tenant's own SQL (a view, an index, an imported trigger) failed or was refused by the guards.
+            log.warning("tenant %s: %s %s: %s", tenant.id, scope.method, path, err)
+            _error(proto, 400, BAD_REQUEST)
         except Exception as err:  # noqa: BLE001 - answer, log, stay up
             log.error("tenant %s: %s %s failed: %r", tenant.id, scope.method, path, err, exc_info=err)
             _error(proto, 500, BAD_REQUEST)

@@ -33,6 +33,7 @@ import orjson
 
 from pbfast.pocketbase import fields as F
 from pbfast.pocketbase import system_collections as S
+from pbfast.pocketbase.sqlite_guard import SqlRefused, execute_one, read_only_select
 from pbfast.timefmt import format_datetime
 
 __all__ = [
@@ -174,15 +175,15 @@ class ParsedIndex:
             return ""
         parts = ["CREATE ", "UNIQUE " if self.unique else "", "INDEX ", "IF NOT EXISTS " if self.optional else ""]
         if self.schema_name:
-            parts.append(f"`{self.schema_name}`.")
-        parts.append(f"`{self.index_name}` ON `{self.table_name}` (")
+            parts.append(f"{_backquote(self.schema_name)}.")
+        parts.append(f"{_backquote(self.index_name)} ON {_backquote(self.table_name)} (")
         multi = len(self.columns) > 1
         rendered = []
         for column in self.columns:
             name = column.name.strip()
             if not name:
                 continue
-            text = name if ("(" in column.name or " " in column.name) else f"`{name}`"
+            text = name if ("(" in column.name or " " in column.name) else _backquote(name)
             if column.collate:
                 text += " COLLATE " + column.collate
             if column.sort:
@@ -196,6 +197,12 @@ class ParsedIndex:
         if self.where:
             parts.append(" WHERE " + self.where)
         return "".join(parts)
+
+
+def _backquote(identifier: str) -> str:
+    """An identifier in backquotes, as PocketBase writes index statements (embedded backquotes doubled, so a
+    name can never end the quoting early)."""
+    return "`" + identifier.replace("`", "``") + "`"
 
 
 _INDEX_RE: Final = re.compile(
@@ -1169,8 +1176,8 @@ def _create_indexes(conn: apsw.Connection, collection: Collection) -> None:
             errors[str(position)] = _item("validation_invalid_index_expression", "Invalid CREATE INDEX expression.")
             continue
         try:
-            conn.execute(parsed.build())
-        except apsw.Error as err:
+            execute_one(conn, parsed.build())
+        except (apsw.Error, SqlRefused) as err:
             errors[str(position)] = _item("validation_invalid_index_expression",
                                           f"Failed to create index {parsed.index_name} - {sqlite_error_text(err)}.")
     if errors:
@@ -1266,10 +1273,7 @@ _SELECT_RE: Final = re.compile(r"(?is)^\s*select\s+(?:distinct\s+|all\s+)?")
 
 
 def _normalize_view_query(query: str) -> str:
-    query = query.strip().strip(";")
-    if len(_split_top_level(query, ";")) > 1:
-        raise ValueError("multiple statements are not supported")
-    return query
+    return query.strip().strip(";")
 
 
 def _select_expressions(query: str) -> list[str]:
@@ -1314,6 +1318,7 @@ def _view_fields(conn: apsw.Connection, query: str, others: CollectionMap) -> li
             raise ValueError("wildcard columns (*) are not supported - manually type the collection field names "
                              "you want the view query to have")
     _check_view_table_info(conn, query)
+    read_only_select(conn, query)  # after the table info check, whose errors PocketBase answers first
     described = apsw.ext.query_info(conn, f"SELECT * FROM ({query})").description_full or ()
     by_table = {c.name.lower(): c for c in others.values()}
     result: list[dict[str, Any]] = []
@@ -1360,7 +1365,7 @@ def _check_view_table_info(conn: apsw.Connection, query: str) -> None:
     temp = "_temp_" + _random_suffix(6)
     conn.execute("SAVEPOINT pb_view_check")
     try:
-        conn.execute(f"CREATE VIEW {_quote(temp)} AS SELECT * FROM ({query})")
+        execute_one(conn, f"CREATE VIEW {_quote(temp)} AS SELECT * FROM ({query})")
         conn.execute("SELECT * FROM pragma_table_info(?)", (temp,)).fetchall()
     finally:
         conn.execute("ROLLBACK TO pb_view_check")
@@ -1378,7 +1383,7 @@ class _ViewFieldsError(ValueError):
 
 def _save_view(conn: apsw.Connection, name: str, query: str) -> None:
     conn.execute(f"DROP VIEW IF EXISTS {_quote(name)}")
-    conn.execute(f"CREATE VIEW {_quote(name)} AS SELECT * FROM ({_normalize_view_query(query)})")
+    execute_one(conn, f"CREATE VIEW {_quote(name)} AS SELECT * FROM ({read_only_select(conn, query)})")
 
 
 # ---------------------------------------------------------------------------------- create/update

@@ -1,10 +1,13 @@
 """One tenant's PocketBase database: an apsw connection to ``<tenant dir>/data.db`` and its collections.
 
-SQLite settings (the same as PocketBase's): WAL journal, ``synchronous=NORMAL`` (a committed transaction
-survives the process being killed; on power loss the last transactions before the latest WAL sync may
-roll back), ``busy_timeout`` 10 s, foreign keys off (PocketBase enforces relations itself).
+SQLite settings (PocketBase's): WAL journal, ``synchronous=NORMAL`` (a committed transaction survives the
+process being killed; on power loss the last transactions before the latest WAL sync may roll back),
+``busy_timeout`` 10 s, foreign keys off (PocketBase enforces relations itself). Unlike PocketBase, temporary
+storage (large sorts) goes to files, not to the node's shared memory, and the connection carries the guards
+of :mod:`pbfast.pocketbase.sqlite_guard` (the tenant's SQL is not trusted).
 
-Thread-safety: a :class:`Tenant` is used from the node's event loop thread only.
+Thread-safety: a :class:`Tenant` is used by one thread at a time: the node's database scheduler runs one job
+per tenant at a time, on any of its worker threads.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import apsw
 from pbfast.pocketbase import schema
 from pbfast.pocketbase.filter import Collections
 from pbfast.pocketbase.schema import Collection
+from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
 
 __all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "fsync_directory", "new_record_id"]
 
@@ -43,6 +47,7 @@ def check_pocketbase_database(path: Path) -> str | None:
     except apsw.Error as err:
         return f"cannot open it ({err})"
     try:
+        harden(connection)  # the file may come from outside: its views and triggers are not trusted
         verdict = connection.execute("PRAGMA integrity_check").fetchone()
         if not verdict or verdict[0] != "ok":
             return f"integrity check failed ({verdict[0] if verdict else 'no answer'})"
@@ -84,10 +89,14 @@ def fsync_directory(directory: Path) -> None:
 class Tenant:
     """An open tenant database with its collections loaded."""
 
-    def __init__(self, tenant_id: str, directory: Path, connection: apsw.Connection) -> None:
+    def __init__(self, tenant_id: str, directory: Path, connection: apsw.Connection,
+                 max_bytes: int | None = None) -> None:
         self.id = tenant_id
+        self.max_bytes = max_bytes  # the storage cap inside SQLite (None: none)
         self.directory = directory
         self.conn = connection
+        self.time_limit = TimeLimit(connection)
+        self.closed = False
         self.collections: dict[str, Collection] = {}
         self._by_id: dict[str, Collection] = {}
         self._infos: dict[str, dict[str, Any]] = {}
@@ -95,8 +104,10 @@ class Tenant:
         self.reload_collections()
 
     @classmethod
-    def open(cls, tenant_id: str, directory: Path, create: bool = False) -> Tenant:
-        """Open ``directory/data.db``; with ``create``, initialise a fresh PocketBase database first."""
+    def open(cls, tenant_id: str, directory: Path, create: bool = False, limits: EngineLimits = DEFAULT_LIMITS,
+             max_bytes: int | None = None) -> Tenant:
+        """Open ``directory/data.db``; with ``create``, initialise a fresh PocketBase database first. The
+        database may not grow past ``max_bytes`` (the storage quota; None: no limit)."""
         path = directory / DATA_DB
         if not path.exists():
             if not create:
@@ -104,11 +115,22 @@ class Tenant:
             directory.mkdir(parents=True, exist_ok=True)
             schema.init_tenant_database(directory)
         connection = apsw.Connection(str(path), statementcachesize=256)
-        connection.setbusytimeout(BUSY_TIMEOUT_MS)
-        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = OFF",
-                       "temp_store = MEMORY", "cache_size = -16000"):
-            connection.execute(f"PRAGMA {pragma}")
-        return cls(tenant_id, directory, connection)
+        try:
+            connection.setbusytimeout(BUSY_TIMEOUT_MS)
+            for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = OFF",
+                           "temp_store = FILE", "cache_size = -16000"):
+                connection.execute(f"PRAGMA {pragma}")
+            harden(connection, limits)
+            set_storage_limit(connection, max_bytes)
+            return cls(tenant_id, directory, connection, max_bytes)
+        except BaseException:
+            connection.close()
+            raise
+
+    def set_max_bytes(self, max_bytes: int | None) -> None:
+        """Apply a changed storage quota inside SQLite (see :func:`set_storage_limit`)."""
+        set_storage_limit(self.conn, max_bytes)
+        self.max_bytes = max_bytes
 
     def reload_collections(self) -> None:
         """Re-read ``_collections`` (after a schema change)."""
@@ -147,7 +169,10 @@ class Tenant:
         return total
 
     def close(self) -> None:
-        """Checkpoint the WAL into the main file and close."""
+        """Checkpoint the WAL into the main file and close (once; later calls do nothing)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:

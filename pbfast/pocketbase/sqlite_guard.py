@@ -1,0 +1,236 @@
+"""SQLite's own guards on a tenant's connection: what SQL a tenant can influence may do, and for how long.
+
+A tenant's superuser is not trusted (docs/security.md): the SQL they write (view queries, index
+definitions, API rules and filters compiled to SQL, and whatever views and triggers an imported or restored
+database file carries) runs on the node next to other tenants' databases. So every tenant connection gets:
+
+- an **authorizer** (checked by SQLite when it compiles each statement, also statements inside views and
+  triggers): no ``ATTACH``/``DETACH`` (and so no ``VACUUM INTO``), no virtual tables created, PRAGMAs only from
+  :data:`ALLOWED_PRAGMAS`, table-valued pragma functions only from :data:`READABLE_PRAGMAS` (never
+  ``pragma_database_list``, which names the file), and not the functions in :data:`DENIED_FUNCTIONS`;
+- **limits** (:class:`EngineLimits`): no attached databases at all, and bounded value size, SQL length,
+  expression depth, compound selects, variables, function arguments and trigger depth;
+- **defensive mode** (as PocketBase 0.40 turns on: no writable schema, no corrupting pragmas), **untrusted
+  schema** (``trusted_schema`` off: views and triggers may only call harmless functions), no extension loading;
+- a **time limit** per job (:class:`TimeLimit`, SQLite's progress handler) and a **size limit** from the
+  storage quota (:func:`set_storage_limit`, ``max_page_count``), so the quota holds inside one transaction.
+
+And the SQL text a tenant writes is never run as a script: :func:`read_only_select` accepts exactly one
+read-only SELECT for a view query, and :func:`execute_one` runs one statement and refuses anything after it.
+
+Process-wide (SQLite has no per-connection memory accounting): :func:`set_heap_limits`.
+
+Thread-safety: a connection and its :class:`TimeLimit` are used by one thread at a time (the node's database
+scheduler runs one job per tenant at a time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import apsw
+import apsw.ext
+
+__all__ = [
+    "ALLOWED_PRAGMAS",
+    "DEFAULT_LIMITS",
+    "DENIED_FUNCTIONS",
+    "READABLE_PRAGMAS",
+    "EngineLimits",
+    "SqlRefused",
+    "TimeLimit",
+    "TimeLimitExceeded",
+    "execute_one",
+    "harden",
+    "read_only_select",
+    "set_heap_limits",
+    "set_storage_limit",
+]
+
+# PRAGMA statements a tenant connection may compile: ours (opening, checkpoints, the view check, schema
+# syncs) and read-only introspection of the tenant's own tables.
+ALLOWED_PRAGMAS: Final = frozenset({
+    "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+    "optimize", "wal_checkpoint", "max_page_count", "page_count", "page_size", "freelist_count",
+    "data_version", "integrity_check", "quick_check", "busy_timeout",
+})
+# Table-valued pragma functions (``SELECT ... FROM pragma_x(...)``) a tenant's SQL may read.
+READABLE_PRAGMAS: Final = frozenset({
+    "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+})
+# Functions no tenant SQL may call: loading code, pointer tricks, writing to SQLite's log.
+DENIED_FUNCTIONS: Final = frozenset({"load_extension", "fts3_tokenizer", "sqlite_log"})
+
+_DENIED_ACTIONS: Final = frozenset({
+    apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH, apsw.SQLITE_CREATE_VTABLE, apsw.SQLITE_DROP_VTABLE,
+})
+
+# Every statement (handler steps, sorts, recursive CTEs) is checked against its time limit this often
+# (~5-10 ms of work at SQLite's pace). Rarely enough that the check, which needs the GIL, never slows a
+# long query noticeably; often enough that a limit is kept to within a few milliseconds.
+PROGRESS_STEPS: Final = 1_000_000
+
+
+class SqlRefused(ValueError):
+    """SQL a tenant wrote is not acceptable (several statements, not a read-only SELECT, ...)."""
+
+
+class TimeLimitExceeded(Exception):
+    """A job ran past its time limit; SQLite stopped its statement (and rolled back any write it began)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"stopped after its time limit of {seconds:g} s")
+        self.seconds = seconds
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    """``sqlite3_limit`` values of a tenant connection, sized so PocketBase's own API tests and real apps
+    (32 MiB request bodies, filters nested a thousand deep, views with unions) stay within them."""
+
+    length: int = 64 << 20  # bytes of one string or blob value (twice the default request body limit)
+    sql_length: int = 1 << 20  # bytes of one statement's text
+    expr_depth: int = 1000  # SQLite's default; PocketBase's limit too
+    compound_select: int = 100  # terms of one UNION / INTERSECT / EXCEPT chain
+    variable_number: int = 10_000  # bound parameters of one statement
+    function_arg: int = 127
+    trigger_depth: int = 10
+    like_pattern_length: int = 50_000
+
+    def apply(self, connection: apsw.Connection) -> None:
+        for limit, value in (
+            (apsw.SQLITE_LIMIT_ATTACHED, 0),
+            (apsw.SQLITE_LIMIT_LENGTH, self.length),
+            (apsw.SQLITE_LIMIT_SQL_LENGTH, self.sql_length),
+            (apsw.SQLITE_LIMIT_EXPR_DEPTH, self.expr_depth),
+            (apsw.SQLITE_LIMIT_COMPOUND_SELECT, self.compound_select),
+            (apsw.SQLITE_LIMIT_VARIABLE_NUMBER, self.variable_number),
+            (apsw.SQLITE_LIMIT_FUNCTION_ARG, self.function_arg),
+            (apsw.SQLITE_LIMIT_TRIGGER_DEPTH, self.trigger_depth),
+            (apsw.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, self.like_pattern_length),
+        ):
+            connection.limit(limit, value)
+
+
+DEFAULT_LIMITS: Final = EngineLimits()
+
+
+def _authorize(action: int, first: str | None, second: str | None, database: str | None,
+               origin: str | None) -> int:
+    """SQLite's authorizer callback (see the module docs); ``origin`` is the view or trigger compiled."""
+    if action in _DENIED_ACTIONS:
+        return apsw.SQLITE_DENY
+    if action == apsw.SQLITE_PRAGMA:
+        return apsw.SQLITE_OK if (first or "").lower() in ALLOWED_PRAGMAS else apsw.SQLITE_DENY
+    if action == apsw.SQLITE_READ and first is not None and first[:7].lower() == "pragma_":
+        return apsw.SQLITE_OK if first[7:].lower() in READABLE_PRAGMAS else apsw.SQLITE_DENY
+    if action == apsw.SQLITE_FUNCTION and (second or "").lower() in DENIED_FUNCTIONS:
+        return apsw.SQLITE_DENY
+    return apsw.SQLITE_OK
+
+
+def harden(connection: apsw.Connection, limits: EngineLimits = DEFAULT_LIMITS) -> None:
+    """Put the guards on a freshly opened tenant connection (before any tenant SQL runs on it)."""
+    limits.apply(connection)
+    connection.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+    connection.config(apsw.SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0)
+    connection.config(apsw.SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0)
+    connection.enable_load_extension(False)
+    connection.authorizer = _authorize
+
+
+def set_storage_limit(connection: apsw.Connection, max_bytes: int | None) -> None:
+    """Cap the database's size at ``max_bytes`` (None: SQLite's own maximum): a write that would grow it
+    further fails with SQLITE_FULL and its transaction rolls back. SQLite never lowers the cap below the
+    database's current size."""
+    page_size = int(connection.execute("PRAGMA page_size").get)
+    pages = 0xFFFFFFFE if max_bytes is None else max(1, max_bytes // page_size)
+    connection.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+
+def set_heap_limits(soft_bytes: int, hard_bytes: int) -> None:
+    """SQLite's process-wide heap limits: past ``soft_bytes`` it frees cache pages first; past
+    ``hard_bytes`` allocations fail (the statement answers SQLITE_NOMEM) instead of the node running out of
+    memory. 0 means no limit."""
+    apsw.hard_heap_limit(hard_bytes)
+    apsw.soft_heap_limit(soft_bytes)
+
+
+class TimeLimit:
+    """A per-connection time limit for jobs: while :meth:`running` is active, any statement still running
+    after the limit is stopped by SQLite (``apsw.InterruptError``, turned into :class:`TimeLimitExceeded`)."""
+
+    __slots__ = ("_deadline", "_seconds")
+
+    def __init__(self, connection: apsw.Connection) -> None:
+        self._deadline: float | None = None
+        self._seconds = 0.0
+        connection.set_progress_handler(self._over, PROGRESS_STEPS)
+
+    def _over(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and time.monotonic() > deadline
+
+    @property
+    def expired(self) -> bool:
+        return self._over()
+
+    @contextlib.contextmanager
+    def running(self, seconds: float | None) -> Iterator[None]:
+        """Bound the work inside to ``seconds`` (None or <= 0: no limit)."""
+        if seconds is None or seconds <= 0:
+            yield
+            return
+        self._seconds = seconds
+        self._deadline = time.monotonic() + seconds
+        try:
+            yield
+        except apsw.InterruptError as err:
+            raise TimeLimitExceeded(seconds) from err
+        finally:
+            self._deadline = None
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """No limit inside (a rollback after a stopped statement must always run)."""
+        deadline, self._deadline = self._deadline, None
+        try:
+            yield
+        finally:
+            self._deadline = deadline
+
+
+# What may follow the one statement of a tenant's SQL: whitespace, semicolons and comments.
+_TRAILER: Final = re.compile(r"(?:\s|;|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.DOTALL)
+
+
+def _one_statement(connection: apsw.Connection, sql: str) -> apsw.ext.QueryDetails:
+    """SQLite's own reading of ``sql``: exactly one statement, then nothing but comments. Raises
+    :class:`SqlRefused` (or apsw.Error when SQLite cannot compile it)."""
+    details = apsw.ext.query_info(connection, sql)
+    remaining = details.query_remaining or ""
+    if _TRAILER.fullmatch(remaining) is None:
+        raise SqlRefused("multiple statements are not supported")
+    return details
+
+
+def read_only_select(connection: apsw.Connection, query: str) -> str:
+    """A view query as it may be stored (trailing ``;`` removed), checked as SQLite compiles it inside the
+    ``SELECT * FROM (<query>)`` every use of it is wrapped in (so SQLite's errors read as PocketBase's): one
+    read-only statement with nothing after it. Raises :class:`SqlRefused` or apsw.Error."""
+    query = query.strip().strip(";").strip()
+    details = _one_statement(connection, f"SELECT * FROM ({query})")
+    if not details.is_readonly:
+        raise SqlRefused("only read-only SELECT queries are supported")
+    return query
+
+
+def execute_one(connection: apsw.Connection, sql: str, bindings: Any = None) -> None:
+    """Run ``sql`` built from a tenant's definitions (an index, a view) as one statement, never a script."""
+    _one_statement(connection, sql)
+    connection.execute(sql, bindings)
