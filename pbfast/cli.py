@@ -29,7 +29,11 @@ from pbfast.config import (
     DEFAULT_TENANT_NODE_ADDR,
     MAX_GATEWAY_THREADS,
     MIN_ADMIN_TOKEN_LENGTH,
+    DEFAULT_DB_THREADS,
+    DEFAULT_REQUEST_TIME_LIMIT_SECONDS,
+    DEFAULT_TENANT_QUEUE_LIMIT,
     ConfigError,
+    EngineSettings,
     GatewaySettings,
     Mode,
     ServeConfig,
@@ -70,6 +74,10 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "gateway_read_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_client_idle_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_access_log": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "db_threads": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "request_time_limit": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "tenant_queue_limit": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "sqlite_memory_limit_mb": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
 }
 
 _DEFAULT_HTTP_ADDR = {
@@ -128,6 +136,17 @@ def _build_parser() -> _Parser:
     serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
     serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
     serve.add_argument("--base-domain", help="resolve tenants from Host {id}.<base-domain> too")
+    serve.add_argument("--db-threads", type=int,
+                       help=f"threads running tenants' SQLite work, shared fairly (default {DEFAULT_DB_THREADS})")
+    serve.add_argument("--request-time-limit", type=float,
+                       help=f"seconds of database work one request may take before it is stopped with a 400; 0: no "
+                            f"limit (default {DEFAULT_REQUEST_TIME_LIMIT_SECONDS:g}; a tenant's requestTimeLimitMs "
+                            f"overrides it)")
+    serve.add_argument("--tenant-queue-limit", type=int,
+                       help=f"requests of one tenant waiting for a database thread before more get 429 "
+                            f"(default {DEFAULT_TENANT_QUEUE_LIMIT})")
+    serve.add_argument("--sqlite-memory-limit-mb", type=int,
+                       help="SQLite's process-wide heap limit in MiB; 0: none (default: half the machine's memory)")
     serve.add_argument("--gateway-data-path", choices=("native", "python"),
                        help="gateway: forward in the Rust extension (native, the default) or in Python")
     serve.add_argument("--gateway-threads", type=int,
@@ -236,6 +255,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
                           f"got {window_hours:g}")
 
     gateway = _gateway_settings(args)
+    engine = _engine_settings(args)
     http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
     gateway_addr = None
     raft_bind_addr = None
@@ -277,7 +297,32 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         restore_window_hours=window_hours,
         log_level=log_level,
         gateway=gateway,
+        engine=engine,
     )
+
+
+def _default_sqlite_memory_limit_mb() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 >> 20)
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _engine_settings(args: argparse.Namespace) -> EngineSettings:
+    threads = DEFAULT_DB_THREADS if args.db_threads is None else args.db_threads
+    if not 1 <= threads <= 256:
+        raise ConfigError(f"--db-threads must be between 1 and 256, got {threads}")
+    limit = DEFAULT_REQUEST_TIME_LIMIT_SECONDS if args.request_time_limit is None else args.request_time_limit
+    if not 0 <= limit <= 3600:
+        raise ConfigError(f"--request-time-limit must be between 0 and 3600 seconds, got {limit:g}")
+    queue = DEFAULT_TENANT_QUEUE_LIMIT if args.tenant_queue_limit is None else args.tenant_queue_limit
+    if not 1 <= queue <= 100_000:
+        raise ConfigError(f"--tenant-queue-limit must be between 1 and 100000, got {queue}")
+    memory = _default_sqlite_memory_limit_mb() if args.sqlite_memory_limit_mb is None else args.sqlite_memory_limit_mb
+    if not (memory == 0 or 64 <= memory <= 1 << 24):
+        raise ConfigError(f"--sqlite-memory-limit-mb must be 0 (no limit) or at least 64, got {memory}")
+    return EngineSettings(db_threads=threads, request_time_limit=limit, queue_limit=queue,
+                          sqlite_memory_limit_mb=memory)
 
 
 def _default_gateway_threads() -> int:

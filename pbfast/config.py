@@ -7,7 +7,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Address", "ConfigError", "GatewaySettings", "Mode", "ServeConfig", "parse_address", "parse_address_list"]
+__all__ = ["Address", "ConfigError", "EngineSettings", "GatewaySettings", "Mode", "ServeConfig", "parse_address",
+           "parse_address_list"]
 
 DEFAULT_CONTROL_PLANE_ADDR = "127.0.0.1:8090"
 DEFAULT_GATEWAY_ADDR = "127.0.0.1:8080"
@@ -24,6 +25,9 @@ DEFAULT_TENANT_IDLE_SECONDS = 300.0
 DEFAULT_EXACT_RESTORE_HOURS = 1.0  # point-in-time restores exact to the write within this many hours
 DEFAULT_RESTORE_WINDOW_HOURS = 168.0  # point-in-time restores reach back at least this far (5-minute steps)
 MAX_GATEWAY_THREADS = 64
+DEFAULT_DB_THREADS = 8
+DEFAULT_REQUEST_TIME_LIMIT_SECONDS = 10.0
+DEFAULT_TENANT_QUEUE_LIMIT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,24 @@ class GatewaySettings:
     read_timeout: float = 30.0
     client_idle_timeout: float = 60.0
     access_log: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """How a tenant node runs its tenants' SQLite work (see :mod:`pbfast.tenant_node.db_scheduler` and
+    :mod:`pbfast.pocketbase.sqlite_guard`).
+
+    ``db_threads``: worker threads shared fairly by all tenants (one tenant uses one at a time);
+    ``request_time_limit``: seconds of database work one request may take (0: none), unless the tenant's own
+    ``requestTimeLimitMs`` says otherwise; ``queue_limit``: requests of one tenant waiting for a worker before
+    more get 429; ``sqlite_memory_limit_mb``: SQLite's process-wide hard heap limit (0: none; its soft limit,
+    where caches shrink, is three quarters of it).
+    """
+
+    db_threads: int = DEFAULT_DB_THREADS
+    request_time_limit: float = DEFAULT_REQUEST_TIME_LIMIT_SECONDS
+    queue_limit: int = DEFAULT_TENANT_QUEUE_LIMIT
+    sqlite_memory_limit_mb: int = 0
 
 
 class ConfigError(ValueError):
@@ -131,3 +153,4 @@ class ServeConfig:
     exact_restore_hours: float = DEFAULT_EXACT_RESTORE_HOURS
     restore_window_hours: float = DEFAULT_RESTORE_WINDOW_HOURS
     gateway: GatewaySettings = GatewaySettings()
+    engine: EngineSettings = EngineSettings()

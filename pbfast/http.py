@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
@@ -20,6 +20,7 @@ __all__ = [
     "JSON_HEADERS",
     "ApiError",
     "HTTPProtocol",
+    "HeldResponse",
     "Handler",
     "Request",
     "Router",
@@ -191,9 +192,10 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[None]]
+H = TypeVar("H", bound=Callable[..., Any])
 
 
-class Router:
+class Router(Generic[H]):
     """Routes ``(method, path template)`` to handlers; templates may hold ``{name}`` segments.
 
     Unknown paths get 404, known paths with another method 405, :class:`ApiError` raised by a handler its
@@ -202,10 +204,10 @@ class Router:
     """
 
     def __init__(self) -> None:
-        self._exact: dict[str, dict[str, Handler]] = {}
-        self._templates: list[tuple[tuple[str, ...], str, dict[str, Handler]]] = []
+        self._exact: dict[str, dict[str, H]] = {}
+        self._templates: list[tuple[tuple[str, ...], str, dict[str, H]]] = []
 
-    def add(self, method: str, template: str, handler: Handler) -> None:
+    def add(self, method: str, template: str, handler: H) -> None:
         methods = {method.upper(): handler}
         if method.upper() == "GET":
             methods["HEAD"] = handler
@@ -225,7 +227,7 @@ class Router:
         pairs += [(m, template) for _, template, methods in self._templates for m in methods if m != "HEAD"]
         return sorted(pairs)
 
-    def _match(self, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
+    def _match(self, path: str) -> tuple[dict[str, H], dict[str, str]] | None:
         methods = self._exact.get(path)
         if methods is not None:
             return methods, {}
@@ -245,7 +247,7 @@ class Router:
                 return methods, params
         return None
 
-    def find(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], list[str]]:
+    def find(self, method: str, path: str) -> tuple[H | None, dict[str, str], list[str]]:
         """``(handler, params, allowed_methods)``; handler None with allowed empty means no such path."""
         match = self._match(path)
         if match is None:
@@ -276,6 +278,42 @@ class Router:
 async def health(request: Request) -> None:
     """PocketBase's ``GET /api/health``."""
     request.proto.response_bytes(200, JSON_HEADERS, HEALTH_BODY)
+
+
+class HeldResponse:
+    """Stands in for the RSGI protocol to hold a complete response until it may be sent (once written
+    elsewhere, on a worker thread say, or confirmed durable); reads go to ``inner`` when there is one.
+
+    Thread-safety: written by one thread, then replayed on the event loop after that thread handed it over."""
+
+    __slots__ = ("_inner", "_send", "status")
+
+    def __init__(self, inner: HTTPProtocol | None = None) -> None:
+        self.status: int | None = None
+        self._send: tuple[str, tuple[Any, ...]] | None = None
+        self._inner = inner
+
+    async def __call__(self) -> bytes:
+        assert self._inner is not None
+        return await self._inner()
+
+    def __aiter__(self) -> Any:
+        assert self._inner is not None
+        return self._inner.__aiter__()
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self._send = status, ("response_bytes", (status, headers, body))
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status, self._send = status, ("response_empty", (status, headers))
+
+    def replay(self, proto: HTTPProtocol) -> None:
+        """Send the held response on ``proto`` (a 500 if none was written)."""
+        if self._send is None:
+            send_error(proto, 500, "Something went wrong while processing your request.")
+            return
+        method, args = self._send
+        getattr(proto, method)(*args)
 
 
 class StatusRecorder:

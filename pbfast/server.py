@@ -36,6 +36,7 @@ from pbfast.gateway.proxy import NodeProxy, ProxyLimits
 from pbfast.gateway.routes import RouteWatcher
 from pbfast.logs import component_logger, configure_logging
 from pbfast.primitives import CircuitBreakers, RoutingTable
+from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.membership import NodeMembership
 from pbfast.tenant_node.metrics import WithNodeMetrics
@@ -129,7 +130,10 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     store = ReplicaStore(config.s3_bucket, config.s3_endpoint, config.data_dir / "replica")
     replicator = Replicator(config.data_dir / "litestream", store, exact_restore_hours=config.exact_restore_hours,
                             restore_window_hours=config.restore_window_hours)
-    node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator)
+    engine = config.engine
+    set_heap_limits(engine.sqlite_memory_limit_mb * 3 // 4 << 20, engine.sqlite_memory_limit_mb << 20)
+    node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator,
+                         engine=engine)
 
     async def clean_leftovers() -> None:
         await asyncio.to_thread(node.clean_leftovers)
@@ -147,7 +151,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
                 component_logger("TenantNode").exception("closing idle tenants failed")
 
     parts.tasks += [membership.run, close_idle_tenants]
-    parts.closers += [replicator.stop, client.aclose, node.close_all]  # run in reverse order
+    parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all]  # run in reverse order
     return node
 
 

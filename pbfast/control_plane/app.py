@@ -16,6 +16,7 @@ from pbfast.http import (
     ApiError,
     HTTPProtocol,
     Request,
+    Handler,
     Router,
     Scope,
     bearer_token_matches,
@@ -39,7 +40,7 @@ class ControlPlaneApp:
     def __init__(self, api: ControlPlaneApi, admin_token: str, cluster_token: str) -> None:
         self.api = api
         self._tokens = {ADMIN: admin_token, CLUSTER: cluster_token}
-        self.router = Router()
+        self.router: Router[Handler] = Router()
         self.router.add("GET", "/api/health", self.health)
         guarded: list[tuple[str, str, frozenset[str], Callable[[Request], Awaitable[None]]]] = [
             ("POST", "/api/cp/tenants", frozenset({ADMIN}), api.create_tenant),

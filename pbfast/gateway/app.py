@@ -22,7 +22,7 @@ from typing import Any
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.proxy import Target, TenantProxy
 from pbfast.gateway.routes import RouteWatcher
-from pbfast.http import HTTPProtocol, Request, Router, Scope, StatusRecorder, health, send_error
+from pbfast.http import Handler, HTTPProtocol, Request, Router, Scope, StatusRecorder, health, send_error
 from pbfast.logs import component_logger
 from pbfast.primitives import InvalidTenantId
 
@@ -84,7 +84,7 @@ class GatewayApp:
         self.metrics = metrics or GatewayMetrics()
         self.move_wait_seconds = move_wait_seconds
         self._local_nodes = local_nodes or {}
-        self._own = Router()
+        self._own: Router[Handler] = Router()
         self._own.add("GET", "/api/health", health)
         self._own.add("GET", "/metrics", self._metrics)
 

@@ -23,6 +23,7 @@ from pbfast.http import (
     HEALTH_BODY,
     JSON_HEADERS,
     ApiError,
+    HeldResponse,
     HTTPProtocol,
     Request,
     Router,
@@ -46,6 +47,7 @@ from pbfast.pocketbase.records import (
     write_transaction,
 )
 from pbfast.pocketbase.schema import Collection
+from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
 
 __all__ = ["TenantApi"]
@@ -63,13 +65,18 @@ NOT_FOUND = "The requested resource wasn't found."
 FILE_NOT_FOUND = "File not found."
 VALIDATION_FAILED = "An error occurred while validating the submitted data."
 DEFAULT_MAX_BODY = 32 << 20
+STORAGE_QUOTA_MESSAGE = "The tenant's storage quota is used up."
 # SQLite errors that the tenant's own SQL or data can cause: a 400 for the request, never a 5xx.
 _TENANT_SQL_ERRORS = (apsw.AuthError, apsw.SQLError, apsw.TooBigError, apsw.ConstraintError, apsw.MismatchError,
-                      apsw.RangeError)
+                      apsw.RangeError, apsw.InterruptError)
 _LENGTH_1_255 = {"code": "validation_length_out_of_range", "message": "The length must be between 1 and 255.",
                  "params": {"max": 255, "min": 1}}
 
-Handler = Callable[["TenantRequest"], Awaitable[None]]
+Handler = Callable[["TenantRequest"], None]
+# Runs a piece of the tenant's database work where the node wants it (its scheduler's worker threads).
+Runner = Callable[[Callable[[], None]], Awaitable[None]]
+TIME_LIMIT_MESSAGE = ("The request was stopped: its database work took longer than the tenant's time limit of "
+                      "{seconds:g} s.")
 
 
 @dataclass(slots=True)
@@ -90,13 +97,14 @@ class Auth:
 class TenantRequest(Request):
     """A request to one tenant, with its auth state resolved lazily from ``Authorization``."""
 
-    __slots__ = ("_auth", "_auth_done", "tenant")
+    __slots__ = ("_auth", "_auth_done", "raw_body", "tenant")
 
     def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str], tenant: Tenant) -> None:
         super().__init__(scope, proto, path, params)
         self.tenant = tenant
         self._auth: Auth | None = None
         self._auth_done = False
+        self.raw_body: bytes | None = b""  # None: larger than the route's limit (413 when the handler reads it)
 
     @property
     def auth(self) -> Auth | None:
@@ -142,7 +150,8 @@ class TenantApi:
     """Routes and handlers of a tenant's PocketBase API."""
 
     def __init__(self) -> None:
-        self.router = Router()
+        self.on_time_limit: Callable[[str], None] | None = None  # called with the tenant id (any thread)
+        self.router: Router[Handler] = Router()
         add = self.router.add
         add("GET", "/api/health", self.health)
         add("GET", "/api/collections", self.list_collections)
@@ -160,27 +169,73 @@ class TenantApi:
         add("POST", "/api/collections/{collection}/auth-with-password", self.auth_with_password)
         add("POST", "/api/collections/{collection}/auth-refresh", self.auth_refresh)
 
-    async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+    async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
+                     run: Runner | None = None, time_limit: float | None = None) -> None:
+        """Answer one request. The body is read here, on the event loop; the handler, which does all the
+        database work, then runs through ``run`` (inline when None) within ``time_limit`` seconds of SQLite
+        work, writing its answer to a held response that is sent from here."""
         handler, params, _ = self.router.find(scope.method, path)
         if handler is None:
             # PocketBase falls through to its static file handler for GET, else to the router's 404.
             _error(proto, 404, FILE_NOT_FOUND if scope.method in ("GET", "HEAD") else NOT_FOUND)
             return
-        request = TenantRequest(scope, proto, path, params, tenant)
+        held = HeldResponse()
+        request = TenantRequest(scope, held, path, params, tenant)
+        if scope.method not in ("GET", "HEAD"):
+            limit = _body_limit(tenant, params)
+            try:
+                request.raw_body = await Request(scope, proto, path, params).body(limit)
+            except ApiError as err:
+                if err.status != 413:
+                    raise
+                request.raw_body = None
+
+        def work() -> None:
+            self._run(handler, request, time_limit)
+
+        if run is None:
+            work()
+        else:
+            await run(work)
+        held.replay(proto)
+
+    def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None) -> None:
+        """Run ``handler`` on the thread that holds the tenant's connection; every failure becomes an answer."""
+        tenant, proto = request.tenant, request.proto
         try:
-            await handler(request)  # type: ignore[arg-type]
+            if tenant.closed:  # closed (moved, evicted) while the request waited for its turn
+                raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
+            with tenant.time_limit.running(time_limit):
+                handler(request)
         except ApiError as err:
             _error(proto, err.status, err.message, err.data, err.headers)
+        except TimeLimitExceeded as err:
+            self._time_limited(request, err.seconds)
         except apsw.BusyError as err:
             log.warning("tenant %s busy: %s", tenant.id, err)
             _error(proto, 503, "The database is busy; retry.", headers=[("retry-after", "1")])
+        except apsw.FullError:
+            _error(proto, 403, STORAGE_QUOTA_MESSAGE)
+        except apsw.NoMemError:
+            log.warning("tenant %s: SQLite is at the node's memory limit", tenant.id)
+            _error(proto, 503, "The node is short of memory for this request; retry.", headers=[("retry-after", "2")])
         except _TENANT_SQL_ERRORS as err:
+            if tenant.time_limit.expired:  # stopped mid-way, e.g. while a savepoint was rolled back
+                self._time_limited(request, time_limit or 0.0)
+                return
             # The tenant's own SQL (a view, an index, an imported trigger) failed or was refused by the guards.
-            log.warning("tenant %s: %s %s: %s", tenant.id, scope.method, path, err)
+            log.warning("tenant %s: %s %s: %s", tenant.id, request.method, request.path, err)
             _error(proto, 400, BAD_REQUEST)
         except Exception as err:  # noqa: BLE001 - answer, log, stay up
-            log.error("tenant %s: %s %s failed: %r", tenant.id, scope.method, path, err, exc_info=err)
+            log.error("tenant %s: %s %s failed: %r", tenant.id, request.method, request.path, err, exc_info=err)
             _error(proto, 500, BAD_REQUEST)
+
+    def _time_limited(self, request: TenantRequest, seconds: float) -> None:
+        log.warning("tenant %s: %s %s stopped by its time limit (%g s)", request.tenant.id, request.method,
+                    request.path, seconds)
+        if self.on_time_limit is not None:
+            self.on_time_limit(request.tenant.id)
+        _error(request.proto, 400, TIME_LIMIT_MESSAGE.format(seconds=seconds))
 
     # ---- helpers ------------------------------------------------------------------------------------
 
@@ -199,14 +254,12 @@ class TenantApi:
             raise ApiError(403, NOT_ALLOWED)
 
     @staticmethod
-    async def _body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY) -> dict[str, Any]:
+    def _body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY) -> dict[str, Any]:
+        """The request body (read before the handler ran, see :meth:`handle`) as a JSON object."""
         content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
-        try:
-            raw = await request.body(limit)
-        except ApiError as err:
-            if err.status == 413:
-                raise ApiError(413, "Request entity too large.") from err
-            raise
+        raw = request.raw_body
+        if raw is None or len(raw) > limit:
+            raise ApiError(413, "Request entity too large.")
         if not raw.strip():
             return {}
         if content_type and content_type != "application/json" and not content_type.endswith("+json"):
@@ -262,10 +315,10 @@ class TenantApi:
 
     # ---- handlers -----------------------------------------------------------------------------------
 
-    async def health(self, request: TenantRequest) -> None:
+    def health(self, request: TenantRequest) -> None:
         request.proto.response_bytes(200, JSON_HEADERS, HEALTH_BODY)
 
-    async def list_records(self, request: TenantRequest) -> None:
+    def list_records(self, request: TenantRequest) -> None:
         collection = self._collection(request)
         tenant = request.tenant
         superuser = request.auth is not None and request.auth.superuser
@@ -313,7 +366,7 @@ class TenantApi:
         request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": total,
                                 "totalPages": pages})
 
-    async def view_record(self, request: TenantRequest) -> None:
+    def view_record(self, request: TenantRequest) -> None:
         collection = self._collection(request)
         row = self._visible_row(request, collection, collection.viewRule)
         self._send_record(request, collection, row)
@@ -367,18 +420,18 @@ class TenantApi:
             return dict(zip([d[0] for d in cursor.getdescription()], values))
         raise ApiError(404, NOT_FOUND)
 
-    async def _write_context(self, request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
+    def _write_context(self, request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
         """The checks PocketBase's create/update handlers start with: the collection (404, worded as its
         body-limit middleware does), not a view (400), the parsed body (400), then the null-rule check."""
         collection = self._collection(request, MISSING_OR_INVALID_COLLECTION)
         if collection.type == "view":
             raise ApiError(400, "Unsupported collection type.")
-        body = await self._body(request, _record_body_limit(collection))
+        body = self._body(request, _record_body_limit(collection))
         superuser = request.auth is not None and request.auth.superuser
         return collection, body, superuser
 
-    async def create_record(self, request: TenantRequest) -> None:
-        collection, body, superuser = await self._write_context(request)
+    def create_record(self, request: TenantRequest) -> None:
+        collection, body, superuser = self._write_context(request)
         self._deny_null_rule(request, collection.createRule)
         tenant = request.tenant
         data = resolve_modifiers(collection, body, None)
@@ -424,8 +477,8 @@ class TenantApi:
             [*(draft[c] for c in columns), *params]).fetchone()
         return found is not None
 
-    async def update_record(self, request: TenantRequest) -> None:
-        collection, body, superuser = await self._write_context(request)
+    def update_record(self, request: TenantRequest) -> None:
+        collection, body, superuser = self._write_context(request)
         self._deny_null_rule(request, collection.updateRule)
         tenant = request.tenant
         current = load_row(tenant, collection, request.params["id"])
@@ -443,7 +496,7 @@ class TenantApi:
             raise ApiError(400, "Failed to update record.", err.data) from err
         self._send_record(request, collection, row)
 
-    async def delete_record(self, request: TenantRequest) -> None:
+    def delete_record(self, request: TenantRequest) -> None:
         collection = self._collection(request)
         if collection.type == "view":
             raise ApiError(400, "Unsupported collection type.")
@@ -500,13 +553,13 @@ class TenantApi:
             raise ApiError(404, "Missing or invalid auth collection context.")
         return collection
 
-    async def auth_with_password(self, request: TenantRequest) -> None:
+    def auth_with_password(self, request: TenantRequest) -> None:
         collection = self._auth_collection(request)
         password_auth = collection.options.get("passwordAuth") or {}
         if not password_auth.get("enabled", False) and collection.name != SUPERUSERS:
             raise ApiError(403, "The collection is not configured to allow password authentication.")
         try:
-            body = await self._body(request)
+            body = self._body(request)
         except ApiError as err:
             if err.status == 400:
                 raise ApiError(400, "An error occurred while loading the submitted data.") from err
@@ -564,7 +617,7 @@ class TenantApi:
             return dict(zip([d[0] for d in cursor.getdescription()], values))
         return None
 
-    async def auth_refresh(self, request: TenantRequest) -> None:
+    def auth_refresh(self, request: TenantRequest) -> None:
         collection = self._collection(request, MISSING_OR_INVALID_COLLECTION)
         current = request.auth
         if current is None:
@@ -578,7 +631,7 @@ class TenantApi:
 
     # ---- collections ----------------------------------------------------------------------------------
 
-    async def list_collections(self, request: TenantRequest) -> None:
+    def list_collections(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         tenant = request.tenant
         resolver = TableResolver("_collections", _COLLECTION_COLUMNS, None, collections=(),
@@ -615,7 +668,7 @@ class TenantApi:
             raise ApiError(400, BAD_REQUEST) from err
         request.send_json(200, query.apply_fields(collection.to_api(), projection))
 
-    async def collection_scaffolds(self, request: TenantRequest) -> None:
+    def collection_scaffolds(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         try:
             projection = query.parse_fields(request.query("fields") or "")
@@ -623,13 +676,13 @@ class TenantApi:
             raise ApiError(400, BAD_REQUEST) from err
         request.send_json(200, query.apply_fields(schema.scaffolds(), projection))
 
-    async def view_collection(self, request: TenantRequest) -> None:
+    def view_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         self._send_collection(request, self._collection(request, NOT_FOUND))
 
-    async def create_collection(self, request: TenantRequest) -> None:
+    def create_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
-        body = await self._body(request)
+        body = self._body(request)
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
@@ -640,10 +693,10 @@ class TenantApi:
             tenant.reload_collections()
         self._send_collection(request, created)
 
-    async def update_collection(self, request: TenantRequest) -> None:
+    def update_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         collection = self._collection(request, NOT_FOUND)
-        body = await self._body(request)
+        body = self._body(request)
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
@@ -654,7 +707,7 @@ class TenantApi:
             tenant.reload_collections()
         self._send_collection(request, updated)
 
-    async def delete_collection(self, request: TenantRequest) -> None:
+    def delete_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         collection = self._collection(request, NOT_FOUND)
         tenant = request.tenant
@@ -667,7 +720,7 @@ class TenantApi:
             tenant.reload_collections()
         request.proto.response_empty(204, [])
 
-    async def truncate_collection(self, request: TenantRequest) -> None:
+    def truncate_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         collection = self._collection(request, NOT_FOUND)
         try:
@@ -692,6 +745,13 @@ _COLLECTION_COLUMNS: list[dict[str, Any]] = [
     {"name": "created", "type": "autodate"},
     {"name": "updated", "type": "autodate"},
 ]
+
+
+def _body_limit(tenant: Tenant, params: dict[str, str]) -> int:
+    """The most a route's handler reads: a record route's limit grows with its collection's file fields."""
+    name = params.get("collection")
+    collection = tenant.collection(name) if name else None
+    return _record_body_limit(collection) if collection is not None else DEFAULT_MAX_BODY
 
 
 def _record_body_limit(collection: Collection) -> int:

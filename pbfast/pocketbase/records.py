@@ -78,7 +78,8 @@ def write_transaction(conn: apsw.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite itself rolled back after SQLITE_FULL, an interrupt or a disk error
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

@@ -41,6 +41,8 @@ from typing import Any
 
 from pbfast.http import (
     ApiError,
+    Handler,
+    HeldResponse,
     HTTPProtocol,
     Request,
     Router,
@@ -49,9 +51,11 @@ from pbfast.http import (
     bearer_token_matches,
     send_error,
 )
+from pbfast.config import EngineSettings
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.auth import new_token_key
+from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
 from pbfast.pocketbase.tenant import (
     DATA_DB,
     Tenant,
@@ -60,6 +64,7 @@ from pbfast.pocketbase.tenant import (
     fsync_directory,
     new_record_id,
 )
+from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import (
     MARKER_FILE,
@@ -122,6 +127,8 @@ class Assignment:
     status: str = "active"
     moving: str | None = None
     durability: str = "async"
+    time_limit_ms: int | None = None  # the tenant's own request time limit (None: the node's)
+    storage_quota_bytes: int = -1  # -1: unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +143,7 @@ class _Spec:
     durability: str
     requests_quota: int  # -1: unlimited
     storage_quota_bytes: int  # -1: unlimited
+    time_limit_ms: int | None  # None: the node's default
     seed: tuple[str, str | None] | None
     superuser: dict[str, str] | None
 
@@ -183,6 +191,7 @@ def _parse_spec(tenant_id: Any, spec: Any) -> _Spec:
         raise ValueError(f"assignment of tenant {tenant_id!r}: unusable superuser")
     moving = spec.get("moving")
     placed_since = spec.get("placedSince")
+    time_limit = spec.get("requestTimeLimitMs")
     return _Spec(
         epoch=_whole(spec.get("epoch"), "epoch", tenant_id),
         placed_since=None if placed_since is None else _whole(placed_since, "placedSince", tenant_id),
@@ -192,37 +201,8 @@ def _parse_spec(tenant_id: Any, spec: Any) -> _Spec:
         durability=str(spec.get("durability", "async")),
         requests_quota=-1 if requests is None else _whole(requests, "apiRequestsQuota", tenant_id),
         storage_quota_bytes=-1 if storage_mb is None else _whole(storage_mb, "storageQuotaMB", tenant_id) << 20,
+        time_limit_ms=None if time_limit is None else _whole(time_limit, "requestTimeLimitMs", tenant_id),
         seed=seed, superuser=superuser)
-
-
-class _HeldResponse:
-    """Stands in for the RSGI protocol to hold a complete response until it may be sent."""
-
-    def __init__(self, inner: HTTPProtocol | None = None) -> None:
-        self.status: int | None = None
-        self._send: tuple[str, tuple[Any, ...]] | None = None
-        self._inner = inner
-
-    async def __call__(self) -> bytes:
-        assert self._inner is not None
-        return await self._inner()
-
-    def __aiter__(self) -> Any:
-        assert self._inner is not None
-        return self._inner.__aiter__()
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status, self._send = status, ("response_bytes", (status, headers, body))
-
-    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.status, self._send = status, ("response_empty", (status, headers))
-
-    def replay(self, proto: HTTPProtocol) -> None:
-        if self._send is None:
-            send_error(proto, 500, "Something went wrong while processing your request.")
-            return
-        method, args = self._send
-        getattr(proto, method)(*args)
 
 
 def _log_open_failure(opening: asyncio.Future[Tenant]) -> None:
@@ -261,8 +241,11 @@ class TenantNodeApp:
     themselves thread-safe)."""
 
     def __init__(self, node_id: str, max_tenants: int, cluster_token: str, data_dir: Path,
-                 replicator: Replicator | None = None) -> None:
+                 replicator: Replicator | None = None, engine: EngineSettings = EngineSettings()) -> None:
         self.node_id = node_id
+        # Every piece of a tenant's database work runs here, off the event loop, fairly between tenants.
+        self.db = DbScheduler(engine.db_threads, engine.queue_limit)
+        self.request_time_limit = engine.request_time_limit
         self.replicator = replicator
         self.incarnations: dict[str, str] = {}
         # tenant -> (incarnation, RFC 3339 time or None): where a new incarnation without a replica of its own
@@ -280,12 +263,13 @@ class TenantNodeApp:
         self.superusers_applied: set[str] = set()  # reported with the next heartbeat
         self._storage_measured: dict[str, float] = {}
         self.api = TenantApi()
+        self.api.on_time_limit = self.db.count_time_limited
         self.quotas = QuotaCounters()
         self.assignments: dict[str, Assignment] = {}
         self.released: dict[str, int] = {}  # tenant -> highest epoch given up
         self.confirmed: dict[str, int] = {}  # tenant -> epoch, as of the last heartbeat answer
         self._cluster_token = cluster_token
-        self._node_routes = Router()
+        self._node_routes: Router[Handler] = Router()
         self._node_routes.add("GET", "/api/health", self._health)
         self._node_routes.add("POST", "/api/node/tenants/{id}/release", self._release_handler)
         self._node_routes.add("PUT", "/api/node/tenants/{id}/superuser", self._superuser_handler)
@@ -362,7 +346,8 @@ class TenantNodeApp:
                 self.seeds.pop(tenant_id, None)
             current = self.assignments.get(tenant_id)
             if current is None or current.epoch <= epoch:
-                self.assignments[tenant_id] = Assignment(epoch, spec.status, spec.moving, spec.durability)
+                self.assignments[tenant_id] = Assignment(epoch, spec.status, spec.moving, spec.durability,
+                                                         spec.time_limit_ms, spec.storage_quota_bytes)
             self.quotas.set_limits(tenant_id, spec.requests_quota, spec.storage_quota_bytes)
             if self._superseded(tenant_id) and tenant_id not in self._reassigning:
                 # placed elsewhere and back since it was opened: closed, and vetted again when next opened
@@ -407,7 +392,8 @@ class TenantNodeApp:
             async def apply() -> None:
                 try:
                     async with self._using(tenant_id) as tenant:
-                        upsert_superuser(tenant, superuser["email"], superuser["passwordHash"], overwrite=False)
+                        await self.db.run(tenant_id, lambda: upsert_superuser(
+                            tenant, superuser["email"], superuser["passwordHash"], overwrite=False), bounded=False)
                 except Exception:  # noqa: BLE001 - retried with the next heartbeat
                     log.exception("tenant %s: applying the first superuser failed", tenant_id)
                     return
@@ -597,7 +583,7 @@ class TenantNodeApp:
             if self.replicator is not None:
                 self.replicator.drop_without_flush(tenant.directory / DATA_DB)
             self._copies.pop(tenant_id, None)
-            tenant.close()
+            await self.db.run(tenant_id, tenant.close, bounded=False)
         try:
             self._retire_copy(tenant_id, "another node owns the tenant now")
         except OSError as err:  # the copy must not be served: keep refusing to open it
@@ -707,7 +693,7 @@ class TenantNodeApp:
                     return SYNC_TIMEOUT_SECONDS
                 return max(1.0, min(SYNC_TIMEOUT_SECONDS, deadline - time.monotonic() - reserve))
 
-            before = tenant.conn.total_changes()  # every write of the tenant goes through this connection
+            before = await self._total_changes(tenant)
             try:
                 await self.replicator.sync(db_path, wait=True, timeout=budget(UNREGISTER_RESERVE_SECONDS))
                 shipped = True
@@ -719,15 +705,21 @@ class TenantNodeApp:
             except ReplicationError as err:  # retried by the replicator, counted by fences and releases
                 log.warning("tenant %s: unregister not confirmed (retried): %s", tenant_id, err)
             # A request admitted earlier may have written after the sync started.
-            shipped = shipped and tenant.conn.total_changes() == before
+            shipped = shipped and await self._total_changes(tenant) == before
         await self._close_connection(tenant_id, tenant, shipped)
         return True
 
+    async def _total_changes(self, tenant: Tenant) -> int:
+        """Rows the tenant's connection changed since it was opened (every write of the tenant goes through it),
+        read in the tenant's turn: after the requests queued before, so a write in flight is counted."""
+        return await self.db.run(tenant.id, tenant.conn.total_changes, bounded=False)
+
     async def _close_connection(self, tenant_id: str, tenant: Tenant, shipped: bool) -> None:
-        """The last step of every close: checkpoint and close the database, then record in its marker whether
-        its final state is in the replica (a failed checkpoint counts as not shipped; it never stops the node)."""
+        """The last step of every close: checkpoint and close the database (in the tenant's turn, after the
+        requests that still hold it), then record in its marker whether its final state is in the replica (a
+        failed checkpoint counts as not shipped; it never stops the node)."""
         try:
-            tenant.close()
+            await self.db.run(tenant_id, tenant.close, bounded=False)
         except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node or a fence
             shipped = False
             log.exception("closing tenant %s failed", tenant_id)
@@ -797,7 +789,8 @@ class TenantNodeApp:
                     self._install(restored, directory)
                 source = "replica"
             created = not db_path.exists()
-            tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True)
+            tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True, DEFAULT_LIMITS,
+                                             self._max_bytes(tenant_id))
             try:
                 # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere
                 # (and the lease renewed again): never start replicating a tenant the node no longer owns.
@@ -839,6 +832,11 @@ class TenantNodeApp:
             self.tenants[tenant_id] = tenant
             self.quotas.set_storage(tenant_id, tenant.size_bytes())
             return tenant
+
+    def _max_bytes(self, tenant_id: str) -> int | None:
+        """The tenant's storage quota, which SQLite enforces too (None: unlimited)."""
+        assignment = self.assignments.get(tenant_id)
+        return None if assignment is None or assignment.storage_quota_bytes < 0 else assignment.storage_quota_bytes
 
     def _still_ours(self, tenant_id: str, epoch: int) -> bool:
         """Whether no other node can have been assigned the tenant since this node took it under ``epoch``:
@@ -983,7 +981,11 @@ class TenantNodeApp:
             if late:
                 log.warning("shutdown: %d tenant(s) closed without a final replica sync", len(late))
         for tenant in list(self.tenants.values()):
-            tenant.close()
+            tenant.conn.interrupt()  # a statement still running on a worker thread stops now
+            try:
+                await asyncio.wait_for(self.db.run(tenant.id, tenant.close, bounded=False), 1.0)
+            except Exception as err:  # noqa: BLE001 - shutting down: the WAL is checkpointed on next open
+                log.warning("shutdown: tenant %s not closed cleanly: %r", tenant.id, err)
         self.tenants.clear()
 
     def close_idle(self, idle_seconds: float) -> None:
@@ -1114,7 +1116,11 @@ class TenantNodeApp:
             shipped = False
             if self.replicator is not None:
                 db_path = tenant.directory / DATA_DB
-                before = tenant.conn.total_changes()  # every write of the tenant goes through this connection
+                try:
+                    before: int | None = await asyncio.wait_for(self._total_changes(tenant),
+                                                                max(0.0, sync_until - time.monotonic()))
+                except TimeoutError:  # its requests hold it: whatever they write is not known to be shipped
+                    before = None
                 try:
                     await asyncio.wait_for(self.replicator.sync(db_path, wait=True),
                                            max(0.0, sync_until - time.monotonic()))
@@ -1129,7 +1135,7 @@ class TenantNodeApp:
                 except (ReplicationError, TimeoutError) as err:
                     log.warning("tenant %s: unregister while fencing failed: %r", tenant_id, err)
                 stopped = self.replicator.stopped(db_path)
-                shipped = shipped and tenant.conn.total_changes() == before
+                shipped = shipped and before is not None and await self._total_changes(tenant) == before
             await self._close_connection(tenant_id, tenant, shipped)
             return stopped
 
@@ -1185,6 +1191,7 @@ class TenantNodeApp:
         proto.response_bytes(200, METRICS_HEADERS, self.metrics.render(await self.gauges()))
 
     async def gauges(self) -> NodeGauges:
+        loads, queued = self.db.snapshot()
         status = self.replication_status()
         lease = self.lease
         return NodeGauges(
@@ -1194,7 +1201,8 @@ class TenantNodeApp:
             lag_seconds=await self.replication_lag(),
             lease_valid=not self._lease_lost(), lease_remaining=lease.remaining() if lease is not None else 0.0,
             heartbeat_age=lease.age() if lease is not None else None,
-            node_timeout=lease.node_timeout if lease is not None else None)
+            node_timeout=lease.node_timeout if lease is not None else None,
+            db_threads=self.db.threads, db_queued=queued, db_load=loads)
 
     async def _serve_forwarded(self, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         """A gateway's forwarded request: ``/t/{id}/rest`` with the cluster token and the route's epoch."""
@@ -1271,7 +1279,7 @@ class TenantNodeApp:
         if tenant_id in self.importing:
             raise ApiError(409, "The tenant is being imported; retry afterwards.")
         async with self._using(tenant_id) as tenant:
-            upsert_superuser(tenant, email, password_hash)
+            await self.db.run(tenant_id, lambda: upsert_superuser(tenant, email, password_hash), bounded=False)
         self.superusers.pop(tenant_id, None)
         self.superusers_applied.add(tenant_id)
 
@@ -1427,11 +1435,16 @@ class TenantNodeApp:
                     or self._lease_lost():  # the open may have waited long: admitted again
                 send_error(proto, 503, "The tenant has moved; retry.", headers=_MOVED)
                 return
-            if writes and self.replicator is not None and assignment is not None \
-                    and assignment.durability == "sync":
-                await self._handle_durably(tenant, path, scope, proto)
-            else:
-                await self.api.handle(tenant, path, scope, proto)
+            try:
+                if writes and self.replicator is not None and assignment.durability == "sync":
+                    await self._handle_durably(tenant, assignment, path, scope, proto)
+                else:
+                    await self._handle(tenant, assignment, path, scope, proto)
+            except TenantBusy:
+                self.metrics.queue_rejected()
+                send_error(proto, 429, "Too many requests for this tenant are waiting; retry shortly.",
+                           headers=[("retry-after", "1")])
+                return
             if writes:
                 self._measure_storage(tenant)
         finally:
@@ -1440,11 +1453,29 @@ class TenantNodeApp:
             except KeyError:
                 pass  # dropped (moved or deleted) while this request ran
 
-    async def _handle_durably(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+    async def _handle(self, tenant: Tenant, assignment: Assignment, path: str, scope: Scope,
+                      proto: HTTPProtocol) -> None:
+        """The tenant's API, its database work on the scheduler within the tenant's time limit."""
+        limit_ms = assignment.time_limit_ms
+        time_limit = self.request_time_limit if limit_ms is None else limit_ms / 1000
+        max_bytes = self._max_bytes(tenant.id)
+
+        async def run(work: Callable[[], None]) -> None:
+            def job() -> None:
+                if tenant.max_bytes != max_bytes and not tenant.closed:  # the quota changed since it was opened
+                    tenant.set_max_bytes(max_bytes)
+                work()
+
+            await self.db.run(tenant.id, job)
+
+        await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
+
+    async def _handle_durably(self, tenant: Tenant, assignment: Assignment, path: str, scope: Scope,
+                              proto: HTTPProtocol) -> None:
         """Durable mode: answer a successful write only once it is in the replica (RPO 0)."""
         assert self.replicator is not None
-        held = _HeldResponse(proto)
-        await self.api.handle(tenant, path, scope, held)  # type: ignore[arg-type]
+        held = HeldResponse(proto)
+        await self._handle(tenant, assignment, path, scope, held)
         if held.status is not None and held.status < 400:
             try:
                 await self.replicator.sync(tenant.directory / DATA_DB, wait=True)

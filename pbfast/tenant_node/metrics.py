@@ -14,6 +14,13 @@ knows it): on the node's own listener in ``tenant-node`` mode, on the control pl
   open: closed to be vetted again), ``deleted``, ``fenced`` (lease ran out), ``shutdown``,
 - ``pbfast_node_quota_rejections_total{kind="requests"|"storage"}``: 429 (daily requests) and 403
   (storage) answers,
+- database work (:mod:`pbfast.tenant_node.db_scheduler`): ``pbfast_node_db_threads``,
+  ``pbfast_node_db_queued`` (jobs waiting for a thread now), ``pbfast_node_db_queue_rejections_total`` (429:
+  a tenant's queue was full), and per tenant that used the database since the node started, so an operator
+  sees who is noisy: ``pbfast_node_tenant_db_jobs_total``, ``pbfast_node_tenant_db_busy_seconds_total``,
+  ``pbfast_node_tenant_db_wait_seconds_total`` (time waiting for a thread),
+  ``pbfast_node_tenant_db_time_limited_total`` (requests stopped by their time limit) and
+  ``pbfast_node_tenant_db_rejected_total``, each with ``{tenant="<id>"}``,
 - ``pbfast_node_replication_lag_seconds``: the figure ``/api/health`` reports as
   ``data.replication.lagSeconds``: the age of the oldest write not known to be in the replica (0 when
   everything written is shipped). While Litestream is down or does not answer, it is the time since the
@@ -33,10 +40,11 @@ Thread-safety: event loop only (plain counters, no locks).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pbfast.http import HTTPProtocol, Scope
+from pbfast.tenant_node.db_scheduler import TenantLoad
 
 __all__ = ["METRICS_HEADERS", "NodeGauges", "NodeMetrics", "WithNodeMetrics"]
 
@@ -61,6 +69,9 @@ class NodeGauges:
     lease_remaining: float
     heartbeat_age: float | None
     node_timeout: float | None
+    db_threads: int = 0
+    db_queued: int = 0
+    db_load: dict[str, TenantLoad] = field(default_factory=dict)
 
 
 class NodeMetrics:
@@ -74,6 +85,7 @@ class NodeMetrics:
         self.restore_failures = 0
         self.fences = 0
         self.replication_halts = 0
+        self.db_queue_rejections = 0
 
     def observe(self, status: int) -> None:
         index = status // 100 - 1
@@ -88,6 +100,9 @@ class NodeMetrics:
 
     def quota_rejected(self, kind: str) -> None:
         self.quota_rejections[kind] = self.quota_rejections.get(kind, 0) + 1
+
+    def queue_rejected(self) -> None:
+        self.db_queue_rejections += 1
 
     def render(self, gauges: NodeGauges) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""
@@ -137,6 +152,21 @@ class NodeMetrics:
         metric("pbfast_node_replication_halts_total", "counter",
                "Times Litestream was killed because replication did not stop before the lease's halt time.",
                [("", self.replication_halts)])
+        metric("pbfast_node_db_threads", "gauge", "Threads running tenants' database work.",
+               [("", gauges.db_threads)])
+        metric("pbfast_node_db_queued", "gauge", "Database jobs waiting for a thread now.", [("", gauges.db_queued)])
+        metric("pbfast_node_db_queue_rejections_total", "counter",
+               "Requests refused with 429 because their tenant's database queue was full.",
+               [("", self.db_queue_rejections)])
+        loads = sorted(gauges.db_load.items())
+        for name, text, attribute in (
+                ("jobs_total", "Database jobs run for the tenant.", "jobs"),
+                ("busy_seconds_total", "Seconds the tenant's database jobs ran.", "busy_seconds"),
+                ("wait_seconds_total", "Seconds the tenant's database jobs waited for a thread.", "wait_seconds"),
+                ("time_limited_total", "The tenant's requests stopped by their time limit.", "time_limited"),
+                ("rejected_total", "The tenant's requests refused because its queue was full.", "rejected")):
+            metric(f"pbfast_node_tenant_db_{name}", "counter", text,
+                   [(f'{{tenant="{tenant}"}}', getattr(load, attribute)) for tenant, load in loads])
         return ("\n".join(out) + "\n").encode()
 
 
