@@ -75,6 +75,8 @@ def add_operator_commands(commands: Any) -> None:
     create.add_argument("id")
     create.add_argument("--storage-quota-mb", type=_quota, help="MB, or 'unlimited' (default)")
     create.add_argument("--api-requests-quota", type=_quota, help="API requests per day, or 'unlimited' (default)")
+    create.add_argument("--request-time-limit-ms", type=_quota,
+                        help="ms of database work one request may take (default: the node's --request-time-limit)")
     create.add_argument("--durability", choices=["async", "sync"])
     create.add_argument("--superuser-email")
     create.add_argument("--superuser-password")
@@ -95,6 +97,8 @@ def add_operator_commands(commands: Any) -> None:
     update.add_argument("id")
     update.add_argument("--storage-quota-mb", type=_quota)
     update.add_argument("--api-requests-quota", type=_quota)
+    update.add_argument("--request-time-limit-ms", type=_quota,
+                        help="ms of database work one request may take; 'unlimited': the node's default")
     update.add_argument("--status", choices=["active", "suspended"])
     update.add_argument("--durability", choices=["async", "sync"])
     _common(update)
@@ -437,7 +441,7 @@ def restore_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> 
 
 def _dispatch(client: SyncControlPlaneClient, args: argparse.Namespace) -> tuple[Any, Sequence[str] | None]:
     quotas = (("storage_quota_mb", "storageQuotaMB"), ("api_requests_quota", "apiRequestsQuota"),
-              ("durability", "durability"))
+              ("request_time_limit_ms", "requestTimeLimitMs"), ("durability", "durability"))
     if args.command == "node":
         return client.request("GET", "/api/cp/nodes"), NODE_COLUMNS
     if args.action == "create":

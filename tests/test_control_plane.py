@@ -13,7 +13,7 @@ import pytest
 
 from cpcluster import ADMIN, CLUSTER, Member, Start, start_cluster, start_member, start_node, wait_until
 
-TENANT_KEYS = {"id", "status", "nodeId", "epoch", "moving", "storageQuotaMB", "apiRequestsQuota", "durability",
+TENANT_KEYS = {"id", "status", "nodeId", "epoch", "moving", "storageQuotaMB", "apiRequestsQuota", "requestTimeLimitMs", "durability",
                "incarnation", "restoredFrom", "incarnations", "usage", "createdAt", "updatedAt"}
 
 
@@ -204,8 +204,27 @@ def test_usage_is_reported_by_heartbeats(cp: Member) -> None:
     assert assignments["tenants"]["counted"]["epoch"] == 1
     usage = httpx.get(f"{cp.url}/api/cp/tenants/counted", headers=ADMIN).json()["usage"]
     assert usage["apiRequests"] == 15 and usage["storageMB"] == 3.0
+    assert (usage["dbTimeLimited"], usage["dbQueueRejected"], usage["dbWaitSeconds"]) == (0, 0, 0)
+    # the database counters (sent by nodes that have them) add up within the day, like requests
+    for _ in range(2):
+        beat = httpx.post(f"{cp.url}/api/cp/nodes/hb/heartbeat", headers=CLUSTER, json={
+            "openTenants": 1, "usage": {"counted": {"apiRequests": 1, "storageBytes": 3 << 20, "periodStart": day,
+                                                    "dbTimeLimited": 2, "dbQueueRejected": 3, "dbWaitMs": 1500}}})
+        assert beat.status_code == 200
+    usage = httpx.get(f"{cp.url}/api/cp/tenants/counted", headers=ADMIN).json()["usage"]
+    assert (usage["apiRequests"], usage["dbTimeLimited"], usage["dbQueueRejected"], usage["dbWaitSeconds"]) == \
+        (17, 4, 6, 3.0)
+    # a new day starts every counter again
+    beat = httpx.post(f"{cp.url}/api/cp/nodes/hb/heartbeat", headers=CLUSTER, json={
+        "openTenants": 1, "usage": {"counted": {"apiRequests": 1, "storageBytes": 3 << 20, "periodStart": day + 86400,
+                                                "dbTimeLimited": 1}}})
+    usage = httpx.get(f"{cp.url}/api/cp/tenants/counted", headers=ADMIN).json()["usage"]
+    assert (usage["apiRequests"], usage["dbTimeLimited"], usage["dbQueueRejected"]) == (1, 1, 0)
     bad = httpx.post(f"{cp.url}/api/cp/nodes/hb/heartbeat", headers=CLUSTER,
                      json={"usage": {"counted": {"apiRequests": -1, "storageBytes": 0, "periodStart": day}}})
+    assert_error(bad, 400)
+    bad = httpx.post(f"{cp.url}/api/cp/nodes/hb/heartbeat", headers=CLUSTER, json={
+        "usage": {"counted": {"apiRequests": 1, "storageBytes": 0, "periodStart": day, "dbWaitMs": "x"}}})
     assert_error(bad, 400)
 
 

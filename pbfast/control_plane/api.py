@@ -72,6 +72,7 @@ def tenant_json(tenant: dict[str, Any]) -> dict[str, Any]:
         "moving": tenant.get("moving"),
         "storageQuotaMB": tenant["storageQuotaMB"],
         "apiRequestsQuota": tenant["apiRequestsQuota"],
+        "requestTimeLimitMs": tenant.get("requestTimeLimitMs"),
         "durability": tenant["durability"],
         "incarnation": tenant.get("incarnation", "0"),
         "restoredFrom": tenant.get("seed"),
@@ -79,6 +80,9 @@ def tenant_json(tenant: dict[str, Any]) -> dict[str, Any]:
         "usage": {
             "storageMB": round(usage["storageBytes"] / (1 << 20), 3),
             "apiRequests": usage["apiRequests"],
+            "dbTimeLimited": usage.get("dbTimeLimited", 0),
+            "dbQueueRejected": usage.get("dbQueueRejected", 0),
+            "dbWaitSeconds": round(usage.get("dbWaitMs", 0) / 1000, 3),
             "periodStart": format_datetime(usage["periodStart"]),
         },
         "createdAt": format_datetime(tenant["createdAt"]),
@@ -566,6 +570,7 @@ class ControlPlaneApi:
                 "moving": t.get("moving"),
                 "storageQuotaMB": t["storageQuotaMB"],
                 "apiRequestsQuota": t["apiRequestsQuota"],
+                "requestTimeLimitMs": t.get("requestTimeLimitMs"),
                 "durability": t["durability"],
                 "incarnation": t.get("incarnation", "0"),
                 "seed": t.get("seed"),
@@ -599,18 +604,25 @@ class ControlPlaneApi:
         request.send_json(200, self.feed.table())
 
 
-def _parse_usage(raw: Any) -> dict[str, tuple[int, int, int]]:
+# A heartbeat's usage entry: required counters, then the database counters (0 when a node does not send them).
+_USAGE_FIELDS = ("apiRequests", "storageBytes", "periodStart")
+_DB_USAGE_FIELDS = ("dbTimeLimited", "dbQueueRejected", "dbWaitMs")
+
+
+def _parse_usage(raw: Any) -> dict[str, tuple[int, ...]]:
+    """``{tenant: (requests, storage_bytes, window_start, time_limited, queue_rejected, wait_ms)}``."""
     if not isinstance(raw, dict):
         raise ApiError(400, "Failed to validate the submitted data.",
                        {"usage": {"code": "validation_invalid_type", "message": "Must be an object."}})
     usage = {}
     for tenant_id, entry in raw.items():
-        values = (entry.get("apiRequests"), entry.get("storageBytes"), entry.get("periodStart")) \
-            if isinstance(entry, dict) else (None, None, None)
+        values = (*(entry.get(name) for name in _USAGE_FIELDS), *(entry.get(name, 0) for name in _DB_USAGE_FIELDS)) \
+            if isinstance(entry, dict) else (None,)
         if not is_valid_tenant_id(tenant_id) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
             raise ApiError(400, "Failed to validate the submitted data.", {"usage": {
                 "code": "validation_invalid_usage",
-                "message": f"Usage of {tenant_id!r} needs whole numbers apiRequests, storageBytes, periodStart."}})
+                "message": f"Usage of {tenant_id!r} needs whole numbers apiRequests, storageBytes, periodStart "
+                           f"(and, optionally, {', '.join(_DB_USAGE_FIELDS)})."}})
         usage[tenant_id] = values
     return usage

@@ -41,6 +41,11 @@ def _op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None,
     return operation
 
 
+_TIME_LIMIT: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1, "maximum": 3_600_000}
+_TIME_LIMIT_TEXT = ("milliseconds of database work one request may take before it is stopped (400); null = the "
+                    "node's --request-time-limit")
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     seed = {
@@ -52,7 +57,7 @@ def openapi_document() -> dict[str, Any]:
     tenant = {
         "type": "object",
         "required": ["id", "status", "nodeId", "epoch", "moving", "storageQuotaMB", "apiRequestsQuota",
-                     "durability", "incarnation", "restoredFrom", "incarnations", "usage", "createdAt",
+                     "requestTimeLimitMs", "durability", "incarnation", "restoredFrom", "incarnations", "usage", "createdAt",
                      "updatedAt"],
         "additionalProperties": False,
         "properties": {
@@ -65,6 +70,7 @@ def openapi_document() -> dict[str, Any]:
                                       "tenant is not served meanwhile)"},
             "storageQuotaMB": {**_QUOTA, "description": "null = unlimited"},
             "apiRequestsQuota": {**_QUOTA, "description": "API requests per UTC day; null = unlimited"},
+            "requestTimeLimitMs": {**_TIME_LIMIT, "description": _TIME_LIMIT_TEXT},
             "durability": {"type": "string", "enum": ["async", "sync"]},
             "incarnation": {"type": "string",
                             "description": "this life of the tenant id: its replicas live under tenants/{id}/{incarnation}/"},
@@ -89,11 +95,18 @@ def openapi_document() -> dict[str, Any]:
             },
             "usage": {
                 "type": "object",
-                "required": ["storageMB", "apiRequests", "periodStart"],
+                "required": ["storageMB", "apiRequests", "dbTimeLimited", "dbQueueRejected", "dbWaitSeconds",
+                             "periodStart"],
                 "additionalProperties": False,
                 "properties": {
                     "storageMB": {"type": "number"},
                     "apiRequests": {"type": "integer"},
+                    "dbTimeLimited": {"type": "integer",
+                                      "description": "requests stopped by their time limit this period"},
+                    "dbQueueRejected": {"type": "integer",
+                                        "description": "requests refused (429) because the tenant's queue was full"},
+                    "dbWaitSeconds": {"type": "number",
+                                      "description": "time the tenant's requests waited for a database thread"},
                     "periodStart": {"type": "string"},
                 },
             },
@@ -145,6 +158,7 @@ def openapi_document() -> dict[str, Any]:
             "id": tenant["properties"]["id"],
             "storageQuotaMB": _QUOTA,
             "apiRequestsQuota": _QUOTA,
+            "requestTimeLimitMs": _TIME_LIMIT,
             "durability": {"type": "string", "enum": ["async", "sync"]},
             "superuser": {
                 "type": "object",
@@ -161,6 +175,7 @@ def openapi_document() -> dict[str, Any]:
         "properties": {
             "storageQuotaMB": _QUOTA,
             "apiRequestsQuota": _QUOTA,
+            "requestTimeLimitMs": _TIME_LIMIT,
             "status": {"type": "string", "enum": ["active", "suspended"]},
             "durability": {"type": "string", "enum": ["async", "sync"]},
         },

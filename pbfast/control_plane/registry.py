@@ -31,6 +31,8 @@ __all__ = ["ERRORS", "MAX_INCARNATION_HISTORY", "NODE_DOWN", "NODE_UP", "Registr
 
 TENANT_STATUSES = ("active", "suspended")
 DURABILITY_MODES = ("async", "sync")
+# A tenant's database counters in its usage of the day, summed from the heartbeats (see ``heartbeat``).
+DB_USAGE_COUNTERS = ("dbTimeLimited", "dbQueueRejected", "dbWaitMs")
 NODE_UP = "up"
 NODE_DOWN = "down"
 ERRORS = ("not_found", "conflict", "invalid")
@@ -298,24 +300,25 @@ class Registry(SyncObjConsumer):
     @replicated
     @_locked
     def heartbeat(self, node_id: str, now: float, open_tenants: int,
-                  usage: dict[str, tuple[int, int, int]]) -> Result:
+                  usage: dict[str, tuple[int, ...]]) -> Result:
         """Record a node's liveness and its tenants' usage ``{tenant: (requests_delta, storage_bytes,
-        window_start)}``; usage of tenants not assigned to the node is ignored."""
+        window_start[, time_limited_delta, queue_rejected_delta, wait_ms_delta])}`` (entries written before the
+        database counters existed have three values); usage of tenants not assigned to the node is ignored."""
         node = self.nodes.get(node_id)
         if node is None:
             return "not_found", "Unknown node; register first."
         came_back = node["status"] != NODE_UP
         self.nodes[node_id] = {**node, "status": NODE_UP, "lastHeartbeatAt": now, "openTenants": open_tenants}
-        for tenant_id, (requests, storage_bytes, window_start) in usage.items():
+        for tenant_id, (requests, storage_bytes, window_start, *database) in usage.items():
             tenant = self.tenants.get(tenant_id)
             if tenant is None or tenant.get("nodeId") != node_id:
                 continue
             counted = tenant["usage"]
             if window_start > counted["periodStart"]:
-                counted = {"apiRequests": requests, "periodStart": window_start, "storageBytes": storage_bytes}
-            else:
-                counted = {**counted, "apiRequests": counted["apiRequests"] + requests,
-                           "storageBytes": storage_bytes}
+                counted = {"apiRequests": 0, "periodStart": window_start}
+            counted = {**counted, "apiRequests": counted["apiRequests"] + requests, "storageBytes": storage_bytes}
+            for name, delta in zip(DB_USAGE_COUNTERS, database):
+                counted[name] = counted.get(name, 0) + delta
             self.tenants[tenant_id] = {**tenant, "usage": counted}
         self._changed(routes=came_back)
         return "ok", None

@@ -28,6 +28,7 @@ __all__ = [
 MAX_STORAGE_QUOTA_MB = 10**9
 MAX_API_REQUESTS_QUOTA = 10**12
 MAX_TENANTS_PER_NODE = 10**6
+MAX_REQUEST_TIME_LIMIT_MS = 3_600_000
 PASSWORD_MIN, PASSWORD_MAX = 8, 71  # PocketBase's superuser password bounds (bcrypt reads 72 bytes)
 _EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
 _NODE_ADDRESS = re.compile(r"(?:https?://[A-Za-z0-9.\-\[\]:]+(?::\d{1,5})?/?|local://[a-z0-9-]{1,63})")
@@ -115,17 +116,29 @@ def _superuser(fields: _Fields) -> dict[str, str] | None:
 
 
 def parse_tenant_create(body: dict[str, Any]) -> dict[str, Any]:
-    """``{"id", "storageQuotaMB"?, "apiRequestsQuota"?, "durability"?, "superuser"?: {"email","password"}}``."""
-    fields = _Fields(body, {"id", "storageQuotaMB", "apiRequestsQuota", "durability", "superuser"})
+    """``{"id", "storageQuotaMB"?, "apiRequestsQuota"?, "requestTimeLimitMs"?, "durability"?,
+    "superuser"?: {"email","password"}}``."""
+    fields = _Fields(body, {"id", "storageQuotaMB", "apiRequestsQuota", "requestTimeLimitMs", "durability",
+                            "superuser"})
     parsed = {
         "id": fields.tenant_id("id"),
         "storageQuotaMB": fields.integer("storageQuotaMB", MAX_STORAGE_QUOTA_MB),
         "apiRequestsQuota": fields.integer("apiRequestsQuota", MAX_API_REQUESTS_QUOTA),
+        "requestTimeLimitMs": _time_limit(fields),
         "durability": fields.choice("durability", DURABILITY_MODES) or "async",
         "superuser": _superuser(fields),
     }
     fields.fail_if_any()
     return parsed
+
+
+def _time_limit(fields: _Fields) -> int | None:
+    """``requestTimeLimitMs``: milliseconds of database work one request of the tenant may take (null: the
+    node's ``--request-time-limit``)."""
+    value = fields.integer("requestTimeLimitMs", MAX_REQUEST_TIME_LIMIT_MS)
+    if value == 0:
+        fields.errors["requestTimeLimitMs"] = _error("validation_out_of_range", "Must be at least 1 (or null).")
+    return value
 
 
 def parse_superuser(body: dict[str, Any]) -> dict[str, str]:
@@ -139,12 +152,15 @@ def parse_superuser(body: dict[str, Any]) -> dict[str, str]:
 
 
 def parse_tenant_update(body: dict[str, Any]) -> dict[str, Any]:
-    """Any of ``storageQuotaMB``, ``apiRequestsQuota`` (null = unlimited), ``status``, ``durability``."""
-    fields = _Fields(body, {"storageQuotaMB", "apiRequestsQuota", "status", "durability"})
+    """Any of ``storageQuotaMB``, ``apiRequestsQuota`` (null = unlimited), ``requestTimeLimitMs`` (null = the
+    node's), ``status``, ``durability``."""
+    fields = _Fields(body, {"storageQuotaMB", "apiRequestsQuota", "requestTimeLimitMs", "status", "durability"})
     changes: dict[str, Any] = {}
     for name, maximum in (("storageQuotaMB", MAX_STORAGE_QUOTA_MB), ("apiRequestsQuota", MAX_API_REQUESTS_QUOTA)):
         if name in body:
             changes[name] = fields.integer(name, maximum)
+    if "requestTimeLimitMs" in body:
+        changes["requestTimeLimitMs"] = _time_limit(fields)
     for name, choices in (("status", TENANT_STATUSES), ("durability", DURABILITY_MODES)):
         if name in body:
             changes[name] = fields.choice(name, choices)

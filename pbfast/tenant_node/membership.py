@@ -1,6 +1,8 @@
 """A tenant node's membership in the cluster: registration and one heartbeat per second.
 
-Each heartbeat carries the per-tenant usage counted since the last one (API requests, stored bytes) and
+Each heartbeat carries the per-tenant usage counted since the last one (API requests, stored bytes, and the
+database counters an operator needs to see who is noisy: requests stopped by their time limit, refused
+because the tenant's queue was full, time waited for a database thread) and
 returns the node's assignments, which the node adopts (:meth:`TenantNodeApp.apply_assignments`), and the
 control plane's node timeout. Usage of a heartbeat that failed is kept and sent with the next one, so no
 request goes uncounted.
@@ -44,6 +46,9 @@ class NodeMembership:
         self._pending: dict[str, list[int]] = {}
         # tenant -> (storage bytes, window start) as last acknowledged: an idle tenant is not reported again
         self._reported: dict[str, tuple[int, int]] = {}
+        # tenant -> (time limited, queue rejected, wait ms), cumulative, as of the last acknowledged heartbeat
+        self._db_reported: dict[str, tuple[int, int, int]] = {}
+        self._db_sending: dict[str, tuple[int, int, int]] = {}
         self._registered = False
         self._reported_unreachable = False
         self._beating = asyncio.Lock()
@@ -73,8 +78,20 @@ class NodeMembership:
             else:
                 pending[0] += requests
                 pending[1] = storage
-        return {tid: {"apiRequests": r, "storageBytes": s, "periodStart": w}
-                for tid, (r, s, w) in self._pending.items()}
+        usage = {tid: {"apiRequests": r, "storageBytes": s, "periodStart": w}
+                 for tid, (r, s, w) in self._pending.items()}
+        loads, _ = self.node.db.snapshot()
+        self._db_sending = {}
+        for tenant_id, entry in usage.items():  # a tenant's database work comes with its requests
+            load = loads.get(tenant_id)
+            if load is None:
+                continue
+            now = (load.time_limited, load.rejected, int(load.wait_seconds * 1000))
+            before = self._db_reported.get(tenant_id, (0, 0, 0))
+            entry["dbTimeLimited"], entry["dbQueueRejected"], entry["dbWaitMs"] = (
+                max(0, a - b) for a, b in zip(now, before))
+            self._db_sending[tenant_id] = now
+        return usage
 
     async def beat_once(self) -> None:
         """One heartbeat: report usage, adopt the assignments returned. Serialised."""
@@ -98,6 +115,7 @@ class NodeMembership:
             raise
         for tenant_id, entry in usage.items():
             self._reported[tenant_id] = (entry["storageBytes"], entry["periodStart"])
+        self._db_reported.update(self._db_sending)
         self._pending.clear()
         self.node.superusers_applied.difference_update(applied)
         timeout = answer.get("nodeTimeoutSeconds")
@@ -111,6 +129,7 @@ class NodeMembership:
             assigned = answer.get("tenants") or {}
             for tenant_id in [t for t in self._reported if t not in assigned]:
                 del self._reported[tenant_id]
+                self._db_reported.pop(tenant_id, None)
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self.node.watch_lease(), name="lease-watch")
