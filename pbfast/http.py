@@ -8,7 +8,9 @@ the event loop.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs
 
@@ -18,16 +20,20 @@ __all__ = [
     "DEFAULT_BODY_LIMIT",
     "HEALTH_BODY",
     "JSON_HEADERS",
+    "PUBLIC",
     "ApiError",
+    "Guard",
     "HTTPProtocol",
-    "HeldResponse",
     "Handler",
+    "HeldResponse",
     "Request",
+    "RouteMatch",
     "Router",
     "StatusRecorder",
     "Scope",
     "bearer_token_matches",
     "health",
+    "path_segments",
     "send_error",
     "send_json",
 ]
@@ -192,81 +198,188 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[None]]
-H = TypeVar("H", bound=Callable[..., Any])
+H = TypeVar("H", bound=Callable[..., Any])  # a router's handlers (the tenant API's are synchronous)
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def path_segments(path: str) -> tuple[str, ...] | None:
+    """The segments of a request path written in its one canonical spelling (``/`` is ``()``); None for any
+    other spelling.
+
+    Every pbfast server authenticates and routes a request on these same segments, so the route a request is
+    authorised for is the route it reaches. granian hands over the path already percent-decoded (``%2f`` is a
+    ``/`` by then; the raw path is not in the RSGI scope), so a decoded ``/`` always separates segments, and
+    canonical means: starts with ``/``, no empty segment (``//``, a trailing ``/``), no ``.`` or ``..``
+    segment, no control character. Nothing is cleaned up: another spelling names no route at all.
+    """
+    if path == "/":
+        return ()
+    if not path.startswith("/") or _CONTROL_CHARACTER.search(path):
+        return None
+    segments = tuple(path[1:].split("/"))
+    if "" in segments or "." in segments or ".." in segments:
+        return None
+    return segments
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Who may call a route: requests whose scope ``admits`` says so; the others get 401 ``message``."""
+
+    admits: Callable[[Scope], bool]
+    message: str
+
+
+PUBLIC = Guard(lambda scope: True, "")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch(Generic[H]):
+    """What a request path and method name: the handler (None: 404 when ``allowed`` is empty, else 405),
+    its path parameters, the methods the path has, and the guard the request must pass first."""
+
+    handler: H | None
+    params: dict[str, str]
+    allowed: list[str]
+    guard: Guard
+    path: str  # what the handler sees as the request path (a mount's handler: the part after the mount)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route(Generic[H]):
+    handler: H
+    guard: Guard
+
+
+@dataclass(frozen=True, slots=True)
+class _Mount(Generic[H]):
+    segments: tuple[str, ...]
+    guard: Guard
+    handler: H
+
+
+def _bind(template: tuple[str, ...], parts: tuple[str, ...] | list[str]) -> dict[str, str] | None:
+    """The parameters of ``parts`` (canonical segments) matched against ``template``; None when it differs."""
+    params: dict[str, str] = {}
+    for pattern, part in zip(template, parts):
+        if pattern.startswith("{"):
+            params[pattern[1:-1]] = part
+        elif pattern != part:
+            return None
+    return params
 
 
 class Router(Generic[H]):
     """Routes ``(method, path template)`` to handlers; templates may hold ``{name}`` segments.
 
-    Unknown paths get 404, known paths with another method 405, :class:`ApiError` raised by a handler its
-    own status; any other exception is logged by the caller's ``on_error`` and answered 500. Routes are
-    registered before serving and only read afterwards, so lookups need no lock.
+    Only the canonical spelling of a path (:func:`path_segments`) matches a route, segment for segment. Each
+    route has a :class:`Guard`: the router's own unless the route names another (:data:`PUBLIC` for routes
+    anyone may call). A request is checked against the guard of the route it matches, and a request that
+    matches no route (unknown path, other spelling, other method) against the router's guard: a guarded
+    router denies by default, and a stranger cannot tell its routes apart. Then unknown paths get 404, known
+    paths with another method 405, :class:`ApiError` raised by a handler its own status; any other exception
+    is logged by the caller's ``on_error`` and answered 500. A mount (:meth:`mount`) hands every method and
+    every path below a prefix to one handler, which parses the rest itself. Routes are registered before
+    serving and only read afterwards, so lookups need no lock.
     """
 
-    def __init__(self) -> None:
-        self._exact: dict[str, dict[str, H]] = {}
-        self._templates: list[tuple[tuple[str, ...], str, dict[str, H]]] = []
+    def __init__(self, guard: Guard = PUBLIC) -> None:
+        self.guard = guard
+        self._exact: dict[str, dict[str, _Route[H]]] = {}
+        self._templates: list[tuple[tuple[str, ...], str, dict[str, _Route[H]]]] = []
+        self._mounts: list[_Mount[H]] = []
 
-    def add(self, method: str, template: str, handler: H) -> None:
-        methods = {method.upper(): handler}
+    @staticmethod
+    def _segments(template: str) -> tuple[str, ...]:
+        segments = path_segments(template)
+        if segments is None:
+            raise ValueError(f"route template {template!r} is not a canonical path")
+        return segments
+
+    def add(self, method: str, template: str, handler: H, guard: Guard | None = None) -> None:
+        route = _Route(handler, guard or self.guard)
+        methods = {method.upper(): route}
         if method.upper() == "GET":
-            methods["HEAD"] = handler
+            methods["HEAD"] = route
+        segments = self._segments(template)
         if "{" not in template:
             self._exact.setdefault(template, {}).update(methods)
             return
-        segments = tuple(template.strip("/").split("/"))
-        for existing_segments, existing_template, existing in self._templates:
+        for _, existing_template, existing in self._templates:
             if existing_template == template:
                 existing.update(methods)
                 return
         self._templates.append((segments, template, methods))
 
+    def mount(self, prefix: str, handler: H, guard: Guard | None = None) -> None:
+        """Hand every request whose path is ``prefix`` (may hold ``{name}`` segments) or below it to
+        ``handler``, whatever its method; the handler sees the rest of the path (``/`` when none) as
+        ``request.path``, and checks its spelling itself."""
+        self._mounts.append(_Mount(self._segments(prefix), guard or self.guard, handler))
+
     def routes(self) -> list[tuple[str, str]]:
-        """Every ``(METHOD, template)`` registered (HEAD aliases excluded)."""
+        """Every ``(METHOD, template)`` registered (HEAD aliases and mounts excluded)."""
         pairs = [(m, path) for path, methods in self._exact.items() for m in methods if m != "HEAD"]
         pairs += [(m, template) for _, template, methods in self._templates for m in methods if m != "HEAD"]
         return sorted(pairs)
 
-    def _match(self, path: str) -> tuple[dict[str, H], dict[str, str]] | None:
-        methods = self._exact.get(path)
-        if methods is not None:
-            return methods, {}
-        parts = path.strip("/").split("/")
-        for segments, _, methods in self._templates:
-            if len(segments) != len(parts):
+    def _match_mount(self, path: str) -> RouteMatch[H] | None:
+        if not path.startswith("/"):
+            return None
+        for mount in self._mounts:
+            parts = path[1:].split("/", len(mount.segments))
+            head = parts[:len(mount.segments)]
+            if len(head) < len(mount.segments) or path_segments("/" + "/".join(head)) is None:
                 continue
-            params: dict[str, str] = {}
-            for pattern, part in zip(segments, parts):
-                if pattern.startswith("{"):
-                    if not part:
-                        break
-                    params[pattern[1:-1]] = part
-                elif pattern != part:
-                    break
-            else:
-                return methods, params
+            params = _bind(mount.segments, head)
+            if params is not None:
+                rest = "/" + parts[-1] if len(parts) > len(mount.segments) else "/"
+                return RouteMatch(mount.handler, params, [], mount.guard, rest)
         return None
 
+    def match(self, method: str, path: str) -> RouteMatch[H]:
+        """The route ``method`` and ``path`` name, with the guard to pass (the router's when none)."""
+        segments = path_segments(path)
+        methods: dict[str, _Route[H]] | None = None
+        params: dict[str, str] = {}
+        if segments is not None:
+            methods = self._exact.get(path)
+            if methods is None:
+                for template, _, candidates in self._templates:
+                    if len(template) == len(segments):
+                        bound = _bind(template, segments)
+                        if bound is not None:
+                            methods, params = candidates, bound
+                            break
+        if methods is None:
+            mounted = self._match_mount(path)
+            return mounted or RouteMatch(None, {}, [], self.guard, path)
+        route = methods.get(method)
+        if route is None:
+            return RouteMatch(None, params, sorted(methods), self.guard, path)
+        return RouteMatch(route.handler, params, sorted(methods), route.guard, path)
+
     def find(self, method: str, path: str) -> tuple[H | None, dict[str, str], list[str]]:
-        """``(handler, params, allowed_methods)``; handler None with allowed empty means no such path."""
-        match = self._match(path)
-        if match is None:
-            return None, {}, []
-        methods, params = match
-        return methods.get(method), params, sorted(methods)
+        """``(handler, params, allowed_methods)``; handler None with allowed empty means no such path.
+        Guards are not checked: for routers whose handlers authorise requests themselves."""
+        match = self.match(method, path)
+        return match.handler, match.params, match.allowed
 
     async def dispatch(self, scope: Scope, proto: HTTPProtocol, path: str | None = None,
                        on_error: Callable[[BaseException], None] | None = None) -> None:
-        path = scope.path if path is None else path
-        handler, params, allowed = self.find(scope.method, path)
-        if handler is None:
-            if allowed:
-                send_error(proto, 405, headers=[("allow", ", ".join(allowed))])
+        match = self.match(scope.method, scope.path if path is None else path)
+        if not match.guard.admits(scope):
+            send_error(proto, 401, match.guard.message)
+            return
+        if match.handler is None:
+            if match.allowed:
+                send_error(proto, 405, headers=[("allow", ", ".join(match.allowed))])
             else:
                 send_error(proto, 404)
             return
         try:
-            await handler(Request(scope, proto, path, params))
+            await match.handler(Request(scope, proto, match.path, match.params))
         except ApiError as err:
             send_json(proto, err.status, err.body(), err.headers)
         except Exception as err:  # noqa: BLE001 - the server must answer, and stay up

@@ -1,9 +1,10 @@
 """The control plane's HTTP application (RSGI).
 
-``GET /api/health`` is public and reports this member's Raft role. Everything under ``/api/cp/`` needs a
-bearer token: the admin token for operators, or the cluster token for tenant nodes and gateways; each
-route says which (see :data:`ROLES`). A request without a valid token gets 401 before routing, so unknown
-and known paths look the same to strangers.
+``GET /api/health`` is public and reports this member's Raft role. Everything else needs a bearer token:
+the admin token for operators, or the cluster token for tenant nodes and gateways; each route says which
+(403 for the other one). A request without a valid token gets 401 whatever its path, unknown paths and
+other spellings of a route (``//api/cp/...``) included, so they look the same to strangers; the router
+decides this on the same parse of the path it routes on (:class:`pbfast.http.Router`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import Awaitable, Callable
 from pbfast.control_plane.api import ControlPlaneApi
 from pbfast.control_plane.openapi import openapi_document
 from pbfast.http import (
+    Handler,
+    PUBLIC,
     ApiError,
+    Guard,
     HTTPProtocol,
     Request,
-    Handler,
     Router,
     Scope,
     bearer_token_matches,
@@ -28,7 +31,6 @@ __all__ = ["ControlPlaneApp"]
 
 log = component_logger("ControlPlane")
 
-_CP_PREFIX = "/api/cp/"
 READY_WAIT_SECONDS = 5.0  # a starting member answers once it has caught up, if that is quick
 ADMIN = "admin"
 CLUSTER = "cluster"
@@ -40,8 +42,8 @@ class ControlPlaneApp:
     def __init__(self, api: ControlPlaneApi, admin_token: str, cluster_token: str) -> None:
         self.api = api
         self._tokens = {ADMIN: admin_token, CLUSTER: cluster_token}
-        self.router: Router[Handler] = Router()
-        self.router.add("GET", "/api/health", self.health)
+        self.router: Router[Handler] = Router(Guard(self._has_a_token, "The request requires a valid admin or cluster token."))
+        self.router.add("GET", "/api/health", self.health, guard=PUBLIC)
         guarded: list[tuple[str, str, frozenset[str], Callable[[Request], Awaitable[None]]]] = [
             ("POST", "/api/cp/tenants", frozenset({ADMIN}), api.create_tenant),
             ("GET", "/api/cp/tenants", frozenset({ADMIN}), api.list_tenants),
@@ -64,6 +66,9 @@ class ControlPlaneApp:
         for method, template, roles, handler in guarded:
             self.router.add(method, template, self._guard(roles, handler))
             self.roles[(method, template)] = roles
+
+    def _has_a_token(self, scope: Scope) -> bool:
+        return self._role_of(scope.headers.get("authorization")) is not None
 
     def _role_of(self, authorization: str | None) -> str | None:
         for role, token in self._tokens.items():
@@ -95,12 +100,7 @@ class ControlPlaneApp:
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
             return
-        path = scope.path
-        if (path.startswith(_CP_PREFIX) or path == "/api/cp") and \
-                self._role_of(scope.headers.get("authorization")) is None:
-            send_error(proto, 401, "The request requires a valid admin or cluster token.")
-            return
         await self.router.dispatch(scope, proto, on_error=lambda err: log.error(
-            "%s %s failed: %r", scope.method, path, err, exc_info=err))
+            "%s %s failed: %r", scope.method, scope.path, err, exc_info=err))
 
 

@@ -14,7 +14,6 @@ route changed meanwhile (for a move: waiting for the change, bounded the same wa
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +21,18 @@ from typing import Any
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.proxy import Target, TenantProxy
 from pbfast.gateway.routes import RouteWatcher
-from pbfast.http import Handler, HTTPProtocol, Request, Router, Scope, StatusRecorder, health, send_error
+from pbfast.http import (
+    Handler,
+    Guard,
+    HTTPProtocol,
+    Request,
+    Router,
+    Scope,
+    StatusRecorder,
+    bearer_token_matches,
+    health,
+    send_error,
+)
 from pbfast.logs import component_logger
 from pbfast.primitives import InvalidTenantId
 
@@ -84,9 +94,11 @@ class GatewayApp:
         self.metrics = metrics or GatewayMetrics()
         self.move_wait_seconds = move_wait_seconds
         self._local_nodes = local_nodes or {}
+        # The gateway's own routes (requests that name no tenant): only the metrics are guarded.
         self._own: Router[Handler] = Router()
         self._own.add("GET", "/api/health", health)
-        self._own.add("GET", "/metrics", self._metrics)
+        self._own.add("GET", "/metrics", self._metrics, guard=Guard(
+            self._may_read_metrics, "The metrics need 'Authorization: Bearer <cluster token>'."))
 
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
@@ -196,13 +208,11 @@ class GatewayApp:
             if remaining <= 0 or not await self.watcher.wait_for_change(remaining):
                 return None
 
+    def _may_read_metrics(self, scope: Scope) -> bool:
+        return self.metrics_token is None or bearer_token_matches(scope.headers.get("authorization"),
+                                                                  self.metrics_token)
+
     async def _metrics(self, request: Request) -> None:
-        if self.metrics_token is not None:
-            scheme, _, given = (request.header("authorization") or "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                     self.metrics_token.encode()):
-                send_error(request.proto, 401, "The metrics need 'Authorization: Bearer <cluster token>'.")
-                return
         states = {address: "closed" for address, _, _ in self.routes.snapshot().values()
                   if address.startswith(("http://", "https://"))}
         if self.proxy is not None:

@@ -19,8 +19,10 @@ under that epoch.
 
 Routes: ``GET /api/health`` (public); ``GET /metrics`` (cluster token, see :mod:`pbfast.tenant_node.metrics`);
 ``/api/node/...`` for the control plane (cluster token); tenants' PocketBase APIs are reached through the
-gateway: over HTTP at ``/t/{id}/...`` with the cluster token and ``X-Pbfast-Epoch``, or in-process through
-:meth:`TenantNodeApp.serve_tenant` in all-in-one.
+gateway: over HTTP at ``/t/{id}/...`` with the cluster token in ``X-Pbfast-Cluster-Token`` and
+``X-Pbfast-Epoch``, or in-process through :meth:`TenantNodeApp.serve_tenant` in all-in-one. Anything else,
+including another spelling of a route (``//api/node/...``), needs the cluster token too and then is a 404:
+the node authenticates and routes on one parse of the path (:class:`pbfast.http.Router`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from pbfast.http import (
+    PUBLIC,
     ApiError,
+    Guard,
     Handler,
     HeldResponse,
     HTTPProtocol,
@@ -269,16 +273,24 @@ class TenantNodeApp:
         self.released: dict[str, int] = {}  # tenant -> highest epoch given up
         self.confirmed: dict[str, int] = {}  # tenant -> epoch, as of the last heartbeat answer
         self._cluster_token = cluster_token
-        self._node_routes: Router[Handler] = Router()
-        self._node_routes.add("GET", "/api/health", self._health)
-        self._node_routes.add("POST", "/api/node/tenants/{id}/release", self._release_handler)
-        self._node_routes.add("PUT", "/api/node/tenants/{id}/superuser", self._superuser_handler)
-        self._node_routes.add("PUT", "/api/node/tenants/{id}/data", self._import_handler)
-        self._node_routes.add("GET", "/api/node/tenants/{id}/data", self._export_handler)
-        self._node_routes.add("POST", "/api/node/tenants/{id}/restore-check", self._restore_check_handler)
         self.importing: set[str] = set()
         self.metrics = NodeMetrics()
         self.metrics_tokens = [cluster_token]  # all-in-one adds the admin token
+        # Deny by default: every route but the health check needs the cluster token, and so does any path
+        # that is no route (whatever its spelling: see pbfast.http.path_segments).
+        self.router: Router[Handler] = Router(Guard(self._bearer_is_cluster_token, "The request requires the cluster token."))
+        self.router.add("GET", "/api/health", self._health, guard=PUBLIC)
+        self.router.add("GET", "/metrics", self._metrics_handler,
+                        guard=Guard(self._bearer_may_read_metrics, "The request requires the cluster token."))
+        self.router.add("POST", "/api/node/tenants/{id}/release", self._release_handler)
+        self.router.add("PUT", "/api/node/tenants/{id}/superuser", self._superuser_handler)
+        self.router.add("PUT", "/api/node/tenants/{id}/data", self._import_handler)
+        self.router.add("GET", "/api/node/tenants/{id}/data", self._export_handler)
+        self.router.add("POST", "/api/node/tenants/{id}/restore-check", self._restore_check_handler)
+        # The gateway's forwarded tenant requests: the client's own Authorization header goes through, so the
+        # cluster token comes in X-Pbfast-Cluster-Token, which counts for these requests only.
+        self.router.mount("/t/{id}", self._serve_forwarded,
+                          guard=Guard(self._forwarded_by_gateway, "The request requires the cluster token."))
         # The lease (set by the node's membership; without one, as in benchmarks, the node serves freely).
         self.lease: Lease | None = None
         self.fenced: dict[str, int] | None = None  # while fenced: tenant -> epoch it had when the lease ran out
@@ -1161,22 +1173,21 @@ class TenantNodeApp:
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
             return
-        path = scope.path
-        if path.startswith("/t/"):
-            if not hmac.compare_digest((scope.headers.get(CLUSTER_TOKEN_HEADER) or "").encode(),
-                                       self._cluster_token.encode()):
-                send_error(proto, 401, "The request requires the cluster token.")
-                return
-            await self._serve_forwarded(path, scope, proto)
-            return
-        if path == "/metrics":
-            await self.serve_metrics(scope, proto)
-            return
-        if path.startswith("/api/node/") and not bearer_token_matches(scope.headers.get("authorization"),
-                                                                      self._cluster_token):
-            send_error(proto, 401, "The request requires the cluster token.")
-            return
-        await self._node_routes.dispatch(scope, proto, on_error=self._log_error)
+        await self.router.dispatch(scope, proto, on_error=self._log_error)
+
+    def _bearer_is_cluster_token(self, scope: Scope) -> bool:
+        return bearer_token_matches(scope.headers.get("authorization"), self._cluster_token)
+
+    def _bearer_may_read_metrics(self, scope: Scope) -> bool:
+        authorization = scope.headers.get("authorization")
+        return any(bearer_token_matches(authorization, token) for token in self.metrics_tokens)
+
+    def _forwarded_by_gateway(self, scope: Scope) -> bool:
+        return hmac.compare_digest((scope.headers.get(CLUSTER_TOKEN_HEADER) or "").encode(),
+                                   self._cluster_token.encode())
+
+    async def _metrics_handler(self, request: Request) -> None:
+        await self.serve_metrics(request.scope, request.proto)
 
     async def serve_metrics(self, scope: Scope, proto: HTTPProtocol) -> None:
         """``GET /metrics``: Prometheus text (``Authorization: Bearer`` with the cluster token, or the admin
@@ -1204,14 +1215,14 @@ class TenantNodeApp:
             node_timeout=lease.node_timeout if lease is not None else None,
             db_threads=self.db.threads, db_queued=queued, db_load=loads)
 
-    async def _serve_forwarded(self, path: str, scope: Scope, proto: HTTPProtocol) -> None:
-        """A gateway's forwarded request: ``/t/{id}/rest`` with the cluster token and the route's epoch."""
-        tenant_id, _, rest = path[3:].partition("/")
-        epoch_text = scope.headers.get(EPOCH_HEADER) or ""
+    async def _serve_forwarded(self, request: Request) -> None:
+        """A gateway's forwarded request: ``/t/{id}/rest`` with the cluster token and the route's epoch. The
+        tenant's API matches the rest only in its canonical spelling."""
+        tenant_id = request.params["id"]
+        epoch_text = request.header(EPOCH_HEADER) or ""
         if not is_valid_tenant_id(tenant_id) or not epoch_text.isdigit():
-            send_error(proto, 400, "Invalid forwarded tenant request.")
-            return
-        await self.serve_tenant(tenant_id, int(epoch_text), "/" + rest, scope, proto)
+            raise ApiError(400, "Invalid forwarded tenant request.")
+        await self.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto)
 
     async def _health(self, request: Request) -> None:
         """PocketBase's health body, plus the state of this node's replication under ``data.replication``
