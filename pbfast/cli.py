@@ -22,7 +22,6 @@ from pbfast.config import (
     DEFAULT_TENANT_IDLE_SECONDS,
     DEFAULT_GATEWAY_ADDR,
     DEFAULT_MAX_TENANTS,
-    DEFAULT_NODE_ID,
     DEFAULT_NODE_TIMEOUT_SECONDS,
     DEFAULT_RAFT_BIND_ADDR,
     DEFAULT_S3_BUCKET,
@@ -114,7 +113,8 @@ def _build_parser() -> _Parser:
     serve.add_argument("--gateway-addr", help=f"all-in-one: the gateway's address (default {DEFAULT_GATEWAY_ADDR})")
     serve.add_argument("--s3-endpoint", help="S3 endpoint URL (default: embedded local object store)")
     serve.add_argument("--s3-bucket", help=f"S3 bucket (default: {DEFAULT_S3_BUCKET})")
-    serve.add_argument("--node-id", help=f"this member's id, a DNS label (default: {DEFAULT_NODE_ID})")
+    serve.add_argument("--node-id", help="this member's id, a DNS label (default: the one kept in <data-dir>/node.id, "
+                                         "made from the host name on first start)")
     serve.add_argument("--raft-bind-addr", help=f"control plane's Raft address (default {DEFAULT_RAFT_BIND_ADDR})")
     serve.add_argument("--raft-peers", help="control-plane: the other members' Raft host:port, comma-separated")
     serve.add_argument("--cluster-token", help="shared secret of one cluster's processes (or PBFAST_CLUSTER_TOKEN)")
@@ -188,8 +188,8 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         except ValueError as err:
             raise ConfigError(str(err)) from err
 
-    node_id = args.node_id or DEFAULT_NODE_ID
-    if not is_valid_tenant_id(node_id):
+    node_id = args.node_id  # None: the id kept in the data dir (pbfast.node_identity)
+    if node_id is not None and not is_valid_tenant_id(node_id):
         raise ConfigError(f"--node-id must be a DNS label (lowercase letters, digits, '-'), got {node_id!r}")
 
     max_tenants = DEFAULT_MAX_TENANTS if args.max_tenants is None else args.max_tenants

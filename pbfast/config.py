@@ -17,7 +17,6 @@ DEFAULT_RAFT_BIND_ADDR = "127.0.0.1:8091"
 DEFAULT_DATA_DIR = "./pb_data"
 DEFAULT_MAX_TENANTS = 500
 DEFAULT_S3_BUCKET = "pbfast"
-DEFAULT_NODE_ID = "node-1"
 MIN_ADMIN_TOKEN_LENGTH = 16
 DEFAULT_NODE_TIMEOUT_SECONDS = 5.0
 DEFAULT_DELETE_RETENTION_HOURS = 168.0
@@ -135,7 +134,7 @@ class ServeConfig:
     data_dir: Path
     http_addr: Address
     gateway_addr: Address | None
-    node_id: str
+    node_id: str | None  # None: the id kept in the data dir (resolved when the server starts)
     node_address: str | None
     raft_bind_addr: Address | None
     raft_peers: tuple[Address, ...]
@@ -154,3 +153,4 @@ class ServeConfig:
     restore_window_hours: float = DEFAULT_RESTORE_WINDOW_HOURS
     gateway: GatewaySettings = GatewaySettings()
     engine: EngineSettings = EngineSettings()
+    instance_id: str | None = None  # resolved with the node id (pbfast.node_identity)

@@ -9,13 +9,14 @@ loop. SIGINT/SIGTERM stop everything; shutdown is bounded by :data:`SHUTDOWN_TIM
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import signal
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import uvloop
 from granian.constants import HTTPModes, Interfaces
@@ -35,6 +36,13 @@ from pbfast.gateway.native import NativeFrontend
 from pbfast.gateway.proxy import NodeProxy, ProxyLimits
 from pbfast.gateway.routes import RouteWatcher
 from pbfast.logs import component_logger, configure_logging
+from pbfast.node_identity import (
+    NODE_ID_FILE,
+    NodeIdError,
+    load_or_create_instance_id,
+    load_or_create_node_id,
+    lock_data_dir,
+)
 from pbfast.primitives import CircuitBreakers, RoutingTable
 from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
@@ -132,6 +140,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
                             restore_window_hours=config.restore_window_hours)
     engine = config.engine
     set_heap_limits(engine.sqlite_memory_limit_mb * 3 // 4 << 20, engine.sqlite_memory_limit_mb << 20)
+    assert config.node_id is not None  # resolved before the components are built
     node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator,
                          engine=engine)
 
@@ -140,7 +149,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
 
     parts.startups += [clean_leftovers, replicator.start]
     client = ControlPlaneClient(cp_addrs, cluster_token)
-    membership = NodeMembership(client, node, address, config.max_tenants)
+    membership = NodeMembership(client, node, address, config.max_tenants, instance_id=config.instance_id)
 
     async def close_idle_tenants() -> None:
         while True:
@@ -266,7 +275,36 @@ async def _close(parts: Components) -> None:
             log.exception("error while closing")
 
 
+def _claim_identity(config: ServeConfig) -> tuple[ServeConfig, IO[str] | None]:
+    """Lock the data dir (one process per data dir) and resolve the node id (``--node-id``, else the one kept in
+    the data dir) and instance id (pbfast.node_identity); the lock is held while the returned file is open."""
+    if config.mode is Mode.GATEWAY:
+        return config, None
+    try:
+        lock = lock_data_dir(config.data_dir)
+    except (NodeIdError, OSError) as err:
+        raise StartupError(str(err)) from err
+    try:
+        node_id = config.node_id or load_or_create_node_id(config.data_dir)
+        instance_id = load_or_create_instance_id(config.data_dir)
+    except (NodeIdError, OSError) as err:
+        lock.close()
+        raise StartupError(f"node id: {err}") from err
+    if config.node_id is None:
+        log.info("node id %s (kept in %s)", node_id, config.data_dir / NODE_ID_FILE)
+    return dataclasses.replace(config, node_id=node_id, instance_id=instance_id), lock
+
+
 async def _run(config: ServeConfig) -> int:
+    config, lock = _claim_identity(config)
+    try:
+        return await _run_claimed(config)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+async def _run_claimed(config: ServeConfig) -> int:
     parts = build_components(config)
     try:
         for listener in parts.listeners:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -523,8 +524,9 @@ class ControlPlaneApi:
         node_id = request.params["id"]
         if not is_valid_tenant_id(node_id):
             raise ApiError(400, "Invalid node id: it must be a DNS label.")
-        address, max_tenants = parse_node_registration(await request.json_object())
-        node = await self._commit(self.registry.register_node, node_id, address, max_tenants, time.time())
+        address, max_tenants, instance = parse_node_registration(await request.json_object())
+        node = await self._commit(self.registry.register_node, node_id, address, max_tenants, time.time(), instance,
+                                  self.node_timeout)
         log.info("node %s registered at %s (max %d open tenants)", node_id, address, max_tenants)
         request.send_json(200, node_json(node, assigned_counts(self.registry.tenants_snapshot()).get(node_id, 0)))
 
@@ -542,7 +544,11 @@ class ControlPlaneApi:
         if not isinstance(applied, list) or not all(isinstance(t, str) for t in applied):
             raise ApiError(400, "Failed to validate the submitted data.", {"superusersApplied": {
                 "code": "validation_invalid_type", "message": "Must be a list of tenant ids."}})
-        await self._commit(self.registry.heartbeat, node_id, time.time(), open_tenants, usage)
+        instance = body.get("instanceId")
+        if instance is not None and not (isinstance(instance, str) and _INSTANCE_ID.fullmatch(instance)):
+            raise ApiError(400, "Failed to validate the submitted data.", {"instanceId": {
+                "code": "validation_invalid_instance", "message": "Must be 1-64 letters, digits, '-' or '_'."}})
+        await self._commit(self.registry.heartbeat, node_id, time.time(), open_tenants, usage, instance)
         for tenant_id in applied:  # the node has the first superuser now: forget its password hash
             tenant = self.registry.tenant(tenant_id)
             if tenant is not None and tenant.get("superuser") and tenant["nodeId"] == node_id:
@@ -604,6 +610,7 @@ class ControlPlaneApi:
         request.send_json(200, self.feed.table())
 
 
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A heartbeat's usage entry: required counters, then the database counters (0 when a node does not send them).
 _USAGE_FIELDS = ("apiRequests", "storageBytes", "periodStart")
 _DB_USAGE_FIELDS = ("dbTimeLimited", "dbQueueRejected", "dbWaitMs")

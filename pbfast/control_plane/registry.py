@@ -282,8 +282,19 @@ class Registry(SyncObjConsumer):
 
     @replicated
     @_locked
-    def register_node(self, node_id: str, address: str, max_tenants: int, now: float) -> Result:
+    def register_node(self, node_id: str, address: str, max_tenants: int, now: float, instance: str | None = None,
+                      node_timeout: float | None = None) -> Result:
+        """Register (again) the process ``instance`` as node ``node_id``. Refused ("conflict") while another
+        instance holds the id and is live (a heartbeat within ``node_timeout`` of ``now``): two processes must
+        never act on one node's assignments. Entries written before instances existed carry none."""
         node = self.nodes.get(node_id)
+        held_by = node.get("instanceId") if node else None
+        if node is not None and instance is not None and held_by not in (None, instance) \
+                and node["status"] == NODE_UP and node_timeout is not None \
+                and now - node["lastHeartbeatAt"] < node_timeout:
+            return "conflict", (f"Node id {node_id!r} is held by another running process (at {node['address']}); "
+                                f"give this process its own --node-id, or stop the other one (this one may take "
+                                f"the id {node_timeout:g} s after the other stops).")
         routes_changed = node is None or node["address"] != address or node["status"] != NODE_UP
         self.nodes[node_id] = {
             "id": node_id,
@@ -293,6 +304,7 @@ class Registry(SyncObjConsumer):
             "registeredAt": node["registeredAt"] if node else now,
             "lastHeartbeatAt": now,
             "openTenants": node["openTenants"] if node else 0,
+            "instanceId": instance,
         }
         self._changed(routes=routes_changed)
         return "ok", dict(self.nodes[node_id])
@@ -300,13 +312,16 @@ class Registry(SyncObjConsumer):
     @replicated
     @_locked
     def heartbeat(self, node_id: str, now: float, open_tenants: int,
-                  usage: dict[str, tuple[int, ...]]) -> Result:
+                  usage: dict[str, tuple[int, ...]], instance: str | None = None) -> Result:
         """Record a node's liveness and its tenants' usage ``{tenant: (requests_delta, storage_bytes,
         window_start[, time_limited_delta, queue_rejected_delta, wait_ms_delta])}`` (entries written before the
         database counters existed have three values); usage of tenants not assigned to the node is ignored."""
         node = self.nodes.get(node_id)
         if node is None:
             return "not_found", "Unknown node; register first."
+        if instance is not None and node.get("instanceId") not in (None, instance):
+            return "conflict", (f"Node id {node_id!r} is now held by another process (at {node['address']}); "
+                                "this one must register again.")
         came_back = node["status"] != NODE_UP
         self.nodes[node_id] = {**node, "status": NODE_UP, "lastHeartbeatAt": now, "openTenants": open_tenants}
         for tenant_id, (requests, storage_bytes, window_start, *database) in usage.items():

@@ -31,6 +31,7 @@ MAX_TENANTS_PER_NODE = 10**6
 MAX_REQUEST_TIME_LIMIT_MS = 3_600_000
 PASSWORD_MIN, PASSWORD_MAX = 8, 71  # PocketBase's superuser password bounds (bcrypt reads 72 bytes)
 _EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NODE_ADDRESS = re.compile(r"(?:https?://[A-Za-z0-9.\-\[\]:]+(?::\d{1,5})?/?|local://[a-z0-9-]{1,63})")
 
 ID_RULE = "Must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'."
@@ -178,9 +179,13 @@ def parse_move(body: dict[str, Any]) -> str:
     return node_id
 
 
-def parse_node_registration(body: dict[str, Any]) -> tuple[str, int]:
-    """``{"address": "http://host:port" | "local://<node-id>", "maxTenants": int >= 1}``."""
-    fields = _Fields(body, {"address", "maxTenants"})
+def parse_node_registration(body: dict[str, Any]) -> tuple[str, int, str | None]:
+    """``{"address": "http://host:port" | "local://<node-id>", "maxTenants": int >= 1, "instanceId"?: str}``
+    (the instance: this process; a node that does not send one is not told apart from others)."""
+    fields = _Fields(body, {"address", "maxTenants", "instanceId"})
+    instance = body.get("instanceId")
+    if instance is not None and not (isinstance(instance, str) and _INSTANCE_ID.fullmatch(instance)):
+        fields.errors["instanceId"] = _error("validation_invalid_instance", "Must be 1-64 letters, digits, '-' or '_'.")
     address = body.get("address")
     if not isinstance(address, str) or _NODE_ADDRESS.fullmatch(address) is None:
         fields.errors["address"] = _error("validation_invalid_address", "Must be an http(s)://host:port URL.")
@@ -189,7 +194,7 @@ def parse_node_registration(body: dict[str, Any]) -> tuple[str, int]:
         fields.errors["maxTenants"] = _error("validation_out_of_range", "Must be at least 1.")
     fields.fail_if_any()
     assert isinstance(address, str) and max_tenants is not None
-    return address.rstrip("/"), max_tenants
+    return address.rstrip("/"), max_tenants, instance
 
 
 def parse_restore(body: dict[str, Any], created_at: float, now: float) -> tuple[str, float]:

@@ -16,6 +16,7 @@ control plane member costs one attempt, not the lease.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
 
@@ -36,7 +37,7 @@ class NodeMembership:
     """Runs :meth:`run` as a task on the node's event loop."""
 
     def __init__(self, client: ControlPlaneClient, node: TenantNodeApp, address: str, max_tenants: int,
-                 interval: float = HEARTBEAT_SECONDS, lease: Lease | None = None) -> None:
+                 interval: float = HEARTBEAT_SECONDS, lease: Lease | None = None, instance_id: str | None = None) -> None:
         self.client = client
         self.node = node
         self.address = address
@@ -51,6 +52,9 @@ class NodeMembership:
         self._db_sending: dict[str, tuple[int, int, int]] = {}
         self._registered = False
         self._reported_unreachable = False
+        self._reported_conflict = False
+        # tells this node apart from another process claiming the same node id (see pbfast.node_identity)
+        self.instance_id = instance_id or secrets.token_hex(8)
         self._beating = asyncio.Lock()
         node.refresh_assignments = self.beat_once
         node.lease = self.lease
@@ -60,9 +64,22 @@ class NodeMembership:
         return self.lease.node_timeout or DEFAULT_NODE_TIMEOUT_SECONDS
 
     async def register(self) -> None:
-        await self.client.request("PUT", f"/api/cp/nodes/{self.node.node_id}",
-                                  {"address": self.address, "maxTenants": self.max_tenants},
-                                  timeout=heartbeat_timeout(self.node_timeout))
+        """Register this process as the node. While another live process holds the node id the control plane
+        answers 409: this one then serves nothing (its lease is never renewed) and tries again every beat, so
+        it takes over once the other has been silent for the node timeout (a restart after a crash)."""
+        try:
+            await self.client.request("PUT", f"/api/cp/nodes/{self.node.node_id}",
+                                      {"address": self.address, "maxTenants": self.max_tenants,
+                                       "instanceId": self.instance_id},
+                                      timeout=heartbeat_timeout(self.node_timeout))
+        except ControlPlaneError as err:
+            if err.status == 409 and not self._reported_conflict:
+                log.error("not serving: %s", err.body.get("message", err))
+                self._reported_conflict = True
+            raise
+        if self._reported_conflict:
+            log.info("node id %s is this process's now", self.node.node_id)
+            self._reported_conflict = False
         self._registered = True
         log.info("registered with the control plane as %s at %s", self.node.node_id, self.address)
 
@@ -107,10 +124,11 @@ class NodeMembership:
         try:
             answer: Any = await self.client.request(
                 "POST", f"/api/cp/nodes/{self.node.node_id}/heartbeat",
-                {"openTenants": len(self.node.open_tenants), "usage": usage, "superusersApplied": applied},
+                {"openTenants": len(self.node.open_tenants), "usage": usage, "superusersApplied": applied,
+                 "instanceId": self.instance_id},
                 timeout=heartbeat_timeout(self.node_timeout))
         except ControlPlaneError as err:
-            if err.status == 404:
+            if err.status in (404, 409):  # unknown, or another process took the node id over: register again
                 self._registered = False
             raise
         for tenant_id, entry in usage.items():
