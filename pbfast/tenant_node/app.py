@@ -39,6 +39,8 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+import apsw
+
 from pbfast.http import (
     ApiError,
     HTTPProtocol,
@@ -72,6 +74,7 @@ from pbfast.tenant_node.local_copy import (
 )
 from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics
 from pbfast.tenant_node.replication import (
+    NO_AUTOCHECKPOINT,
     RECONCILE_TIMEOUT_SECONDS,
     SYNC_TIMEOUT_SECONDS,
     NoStateAt,
@@ -104,6 +107,8 @@ RESHIP_SECONDS = 8.0  # one background shipping of a closed copy (a request for 
 RESHIP_BACKOFF_SECONDS = 30.0  # after a failed one, doubling up to RESHIP_BACKOFF_MAX_SECONDS
 RESHIP_BACKOFF_MAX_SECONDS = 600.0
 RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
+UNWATCHED_WAL_BYTES = 4 << 20  # an open tenant litestream does not replicate: checkpointed past this (~SQLite's
+# own 1000 pages), since its connection does not checkpoint (NO_AUTOCHECKPOINT)
 _MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
 _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
 
@@ -236,6 +241,16 @@ def _fsync_file(path: Path) -> None:
         os.fsync(file.fileno())
 
 
+def _checkpoint(db_path: Path) -> None:
+    """A PASSIVE checkpoint of the database on a connection of its own (the tenant's may be busy)."""
+    connection = apsw.Connection(str(db_path))
+    try:
+        connection.setbusytimeout(1000)
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        connection.close()
+
+
 def _discard(temporary: Path) -> None:
     """Remove a temporary file and what SQLite or Litestream put beside it."""
     for leftover in temporary.parent.glob(glob_escape(temporary.name) + "*"):
@@ -309,6 +324,7 @@ class TenantNodeApp:
         self._reship_after: dict[str, float] = {}  # tenant -> monotonic time of its next background try
         self._reship_failures: dict[str, int] = {}
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
+        self._checkpointing = False  # a pass of _checkpoint_unwatched runs
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
 
@@ -597,7 +613,7 @@ class TenantNodeApp:
             if self.replicator is not None:
                 self.replicator.drop_without_flush(tenant.directory / DATA_DB)
             self._copies.pop(tenant_id, None)
-            tenant.close()
+            self._close_database(tenant)
         try:
             self._retire_copy(tenant_id, "another node owns the tenant now")
         except OSError as err:  # the copy must not be served: keep refusing to open it
@@ -727,11 +743,42 @@ class TenantNodeApp:
         """The last step of every close: checkpoint and close the database, then record in its marker whether
         its final state is in the replica (a failed checkpoint counts as not shipped; it never stops the node)."""
         try:
-            tenant.close()
+            self._close_database(tenant)
         except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node or a fence
             shipped = False
             log.exception("closing tenant %s failed", tenant_id)
         await self._mark_closed(tenant_id, shipped)
+
+    def _close_database(self, tenant: Tenant) -> None:
+        """Close the tenant's connection, checkpointed first (data.db whole) unless litestream may be
+        replicating it: a checkpoint litestream did not make can move the WAL past frames it has not read,
+        and its replica would restore corrupt (see :mod:`pbfast.tenant_node.replication`)."""
+        if self.replicator is None or not self.replicator.watching(tenant.directory / DATA_DB):
+            tenant.close()
+        else:
+            tenant.conn.close()
+
+    async def _checkpoint_unwatched(self) -> None:
+        """Checkpoint the open tenants litestream does not replicate right now (down, or the registration
+        not confirmed) once their WAL passed :data:`UNWATCHED_WAL_BYTES`: their connections leave
+        checkpoints to litestream, and the WAL must not grow without bound meanwhile."""
+        assert self.replicator is not None
+        for tenant_id, tenant in list(self.tenants.items()):
+            db_path = tenant.directory / DATA_DB
+            try:
+                if os.stat(f"{db_path}-wal").st_size < UNWATCHED_WAL_BYTES:
+                    continue
+            except OSError:
+                continue
+            async with self.replicator.registrations_held(db_path):
+                if self.replicator.watching(db_path) or self.tenants.get(tenant_id) is not tenant:
+                    continue
+                try:
+                    await asyncio.to_thread(_checkpoint, db_path)
+                except apsw.Error as err:
+                    log.warning("tenant %s: checkpoint while not replicated failed: %s", tenant_id, err)
+                else:
+                    log.info("tenant %s: checkpointed its WAL (litestream does not replicate it now)", tenant_id)
 
     async def _mark_closed(self, tenant_id: str, shipped: bool) -> None:
         """The tenant was closed: if its final state is in the replica, say so in its marker (the copy may
@@ -799,6 +846,8 @@ class TenantNodeApp:
             created = not db_path.exists()
             tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True)
             try:
+                if self.replicator is not None:  # only litestream checkpoints what it replicates
+                    tenant.conn.execute(NO_AUTOCHECKPOINT)
                 # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere
                 # (and the lease renewed again): never start replicating a tenant the node no longer owns.
                 self._check_still_owned(tenant_id, epoch, generation)
@@ -808,7 +857,7 @@ class TenantNodeApp:
                         await asyncio.to_thread(write_marker, directory, marker)
                     self._copies[tenant_id] = marker
             except BaseException:
-                tenant.close()
+                self._close_database(tenant)
                 raise
             self.metrics.opened("new" if created else source)
             if created:
@@ -834,7 +883,7 @@ class TenantNodeApp:
                     else:  # another node may own the replica path by now: not even a final flush
                         self.replicator.drop_without_flush(db_path)
                 self._copies.pop(tenant_id, None)
-                tenant.close()
+                self._close_database(tenant)
                 raise
             self.tenants[tenant_id] = tenant
             self.quotas.set_storage(tenant_id, tenant.size_bytes())
@@ -983,7 +1032,7 @@ class TenantNodeApp:
             if late:
                 log.warning("shutdown: %d tenant(s) closed without a final replica sync", len(late))
         for tenant in list(self.tenants.values()):
-            tenant.close()
+            self._close_database(tenant)
         self.tenants.clear()
 
     def close_idle(self, idle_seconds: float) -> None:
@@ -997,6 +1046,15 @@ class TenantNodeApp:
             self._background(self._close(tenant_id, "idle"))
         self._untracked = untracked - self._untracked
         self._reship_closed()
+        if self.replicator is not None and self.tenants and not self._checkpointing:
+            self._checkpointing = True
+            self._background(self._checkpoint_unwatched_once())
+
+    async def _checkpoint_unwatched_once(self) -> None:
+        try:
+            await self._checkpoint_unwatched()
+        finally:
+            self._checkpointing = False
 
     def replication_status(self) -> dict[str, Any]:
         return self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
