@@ -62,6 +62,7 @@ from pbfast.pocketbase.tenant import (
     fsync_directory,
     new_record_id,
 )
+from pbfast.tenant_node.damaged import DamagedState, keep_aside, newest_restorable
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import (
     MARKER_FILE,
@@ -110,6 +111,7 @@ RETIRED_DIR = "retired"  # under the data dir: local copies that must not be ser
 UNWATCHED_WAL_BYTES = 4 << 20  # an open tenant litestream does not replicate: checkpointed past this (~SQLite's
 # own 1000 pages), since its connection does not checkpoint (NO_AUTOCHECKPOINT)
 _MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
+_DAMAGED = [("retry-after", "30")]  # an operator has to act (see pbfast.tenant_node.damaged)
 _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
 
 
@@ -325,6 +327,7 @@ class TenantNodeApp:
         self._reship_failures: dict[str, int] = {}
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
         self._checkpointing = False  # a pass of _checkpoint_unwatched runs
+        self.damaged: dict[str, DamagedState] = {}  # tenants not served: their newest replicated state is damaged
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
 
@@ -392,6 +395,9 @@ class TenantNodeApp:
             del self.incarnations[tenant_id]
         for tenant_id in [t for t in self.placed_since if t not in specs]:
             del self.placed_since[tenant_id]
+        for tenant_id in [t for t, state in self.damaged.items()
+                          if t not in specs or specs[t].incarnation != state.incarnation]:
+            del self.damaged[tenant_id]  # restored in place (a new incarnation), or no longer served here
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run node housekeeping (closing, removing) as a task that shutdown waits for."""
@@ -982,9 +988,15 @@ class TenantNodeApp:
         fsynced; None when there is no replica. Raises :class:`ReplicationError` (counted as a restore
         failure)."""
         assert self.replicator is not None
+        damaged = self.damaged.get(tenant_id)
+        if damaged is not None:
+            if damaged.current(incarnation, time.time()):
+                raise ApiError(503, damaged.message(), headers=_DAMAGED)
+            del self.damaged[tenant_id]  # looked at again: the replica may have been repaired
         self.tenants_dir.mkdir(parents=True, exist_ok=True)
         temporary = self.tenants_dir / f".restore-{tenant_id}-{new_record_id()}.db"  # never a tenant id
         started = time.monotonic()
+        seeded = False
         try:
             if not await self.replicator.restore(tenant_id, incarnation, temporary):
                 seed = self.seeds.get(tenant_id) if use_seed else None
@@ -999,8 +1011,12 @@ class TenantNodeApp:
                                            "but that has no replica")
                 log.info("tenant %s: incarnation %s starts from incarnation %s as of %s", tenant_id, incarnation,
                          seed_incarnation, at or "its latest state")
+                seeded = True
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
-            if problem:
+            if problem and not seeded:
+                state = await self._put_aside_damaged(tenant_id, incarnation, temporary, problem)
+                raise ApiError(503, state.message(), headers=_DAMAGED)
+            if problem:  # the seed's state (the control plane checked it before the in-place restore)
                 raise ReplicationError(f"restored copy of tenant {tenant_id} is unusable: {problem}")
             await asyncio.to_thread(_fsync_file, temporary)
         except BaseException as err:
@@ -1010,6 +1026,31 @@ class TenantNodeApp:
             raise
         log.info("restored tenant %s from its replica in %.0f ms", tenant_id, (time.monotonic() - started) * 1000)
         return temporary
+
+    async def _put_aside_damaged(self, tenant_id: str, incarnation: str, restored: Path,
+                                 problem: str) -> DamagedState:
+        """The latest state restored from the tenant's replica failed its check: keep it aside, find the
+        newest earlier state that passes, remember the verdict and tell the operator (see
+        :mod:`pbfast.tenant_node.damaged`)."""
+        assert self.replicator is not None
+        self.metrics.damaged_restores += 1
+        log.error("tenant %s: the newest state of its replica (incarnation %s) fails its check: %s; it is not "
+                  "served. Looking for the newest earlier state that passes.", tenant_id, incarnation, problem)
+        kept: Path | None = None
+        try:
+            kept = await asyncio.to_thread(keep_aside, restored, self.tenants_dir.parent, tenant_id, incarnation)
+        except OSError as err:
+            log.error("tenant %s: could not keep the damaged restore aside: %s", tenant_id, err)
+        started = time.monotonic()
+        restorable_at = await newest_restorable(self.replicator, tenant_id, incarnation, self.tenants_dir)
+        state = DamagedState(tenant_id, incarnation, problem, kept, restorable_at, time.time())
+        self.damaged[tenant_id] = state
+        log.error("tenant %s: not served, its newest replicated state is damaged (%s; kept at %s). %s "
+                  "(searched for %.1f s)", tenant_id, problem, kept or "-",
+                  f"The newest state that passes is at {restorable_at}: restore it with `pbfast tenant restore "
+                  f"{tenant_id} --at {restorable_at}`." if restorable_at else "No earlier state that passes was "
+                  "found.", time.monotonic() - started)
+        return state
 
     def _install(self, restored: Path, directory: Path) -> None:
         """Put a restored database in place as the tenant's data.db (atomic rename)."""
@@ -1057,7 +1098,13 @@ class TenantNodeApp:
             self._checkpointing = False
 
     def replication_status(self) -> dict[str, Any]:
-        return self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
+        status = self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
+        return {**status, "damagedTenants": self.damaged_tenants()}
+
+    def damaged_tenants(self) -> int:
+        """Tenants not served because their newest replicated state is damaged (verdicts still standing)."""
+        now = time.time()
+        return sum(1 for state in self.damaged.values() if state.current(state.incarnation, now))
 
     async def replication_lag(self) -> float:
         """Seconds the replica is behind: the age of the oldest write not known to be in it (0.0 when
@@ -1249,7 +1296,7 @@ class TenantNodeApp:
             open_tenants=len(self.tenants), assigned_tenants=len(self.assignments),
             replicating_tenants=len(self.replicator.registered) if self.replicator is not None else 0,
             litestream_up=bool(status.get("running")), litestream_restarts=int(status.get("restarts", 0)),
-            lag_seconds=await self.replication_lag(),
+            lag_seconds=await self.replication_lag(), damaged_tenants=self.damaged_tenants(),
             lease_valid=not self._lease_lost(), lease_remaining=lease.remaining() if lease is not None else 0.0,
             heartbeat_age=lease.age() if lease is not None else None,
             node_timeout=lease.node_timeout if lease is not None else None)

@@ -610,18 +610,24 @@ class Replicator:
     async def file_span(self, url: str, timeout: float = 60) -> tuple[float, float] | None:
         """When the replica's oldest and newest files were written (Unix seconds, whole seconds: that is all
         ``litestream ltx`` shows); None if it has none."""
+        times = await self.file_times(url, timeout)
+        return (times[0], times[-1]) if times else None
+
+    async def file_times(self, url: str, timeout: float = 60) -> list[float]:
+        """The whole seconds (Unix) in which the replica's files (every level) were written, oldest first,
+        each once. Raises :class:`ReplicationError` when the replica cannot be listed."""
         code, output = await self._run("ltx", "-level", "all", url, timeout=timeout)
         if code != 0:
             raise ReplicationError(f"listing the replica failed: {output[-300:]}")
-        times = []
+        times = set()
         for line in output.splitlines()[1:]:
             fields = line.split()
             if len(fields) >= 5:
                 try:
-                    times.append(parse_time(fields[4]))
+                    times.add(parse_time(fields[4]))
                 except ValueError:
                     continue
-        return (min(times), max(times)) if times else None
+        return sorted(times)
 
     async def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[int, str]:
         """Run a litestream command (killed after ``timeout`` seconds); its exit code and combined output."""
