@@ -433,7 +433,9 @@ def restore_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> 
     problem = check_pocketbase_database(partial)
     if problem:
         partial.unlink(missing_ok=True)
-        raise ControlPlaneError(502, {"message": f"the restored database is damaged: {problem}"})
+        hint = "" if point else ("; the latest state of the replica fails the check: choose an earlier --at (a node "
+                                 "asked to serve the tenant names the newest point that passes)")
+        raise ControlPlaneError(502, {"message": f"the restored database is damaged: {problem}{hint}"})
     os.replace(partial, target)
     return {"tenantId": args.id, "path": str(target.resolve()), "bytes": target.stat().st_size,
             "at": point[0] if point else "latest", "incarnation": source["incarnation"], "replicaAt": source["at"]}

@@ -419,3 +419,32 @@ def test_heartbeats_report_only_tenants_with_new_usage(tmp_path: Path) -> None:
         assert control_plane.usage[2]["alpha"]["apiRequests"] == 1
 
     _run(scenario)
+
+
+def test_only_litestream_checkpoints_a_replicated_tenant_and_the_node_bounds_the_wal_without_it(
+        tmp_path: Path) -> None:
+    """The tenant's connection never checkpoints (a checkpoint litestream did not make can move the WAL past
+    frames it has not read: corrupt restores, issue 11 §4). While litestream does not replicate the tenant
+    (here: it is not running), the node checkpoints the WAL itself once it is large."""
+    async def scenario() -> None:
+        node = _node(tmp_path)  # its litestream is never started: registering fails, the tenant is served
+        _assign(node, 1)
+        tenant = await node.open_tenant("alpha")
+        assert tenant.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        tenant.conn.execute("CREATE TABLE notes (body TEXT)")
+        wal = tmp_path / "tenants" / "alpha" / (DATA_DB + "-wal")
+
+        def write_megabytes(megabytes: int) -> None:
+            for _ in range(megabytes * 4):
+                tenant.conn.execute("INSERT INTO notes VALUES (randomblob(256 * 1024))")
+
+        write_megabytes(6)
+        first = wal.stat().st_size
+        assert first > 6 << 20  # nothing checkpointed it
+        node.close_idle(300)  # the periodic housekeeping checkpoints what litestream does not watch
+        await _until(lambda: not node._checkpointing)
+        write_megabytes(6)  # reuses the checkpointed WAL instead of growing it
+        assert wal.stat().st_size < first + (1 << 20)
+        await node.close_all()
+
+    _run(scenario)

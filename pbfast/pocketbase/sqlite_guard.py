@@ -56,7 +56,7 @@ __all__ = [
 # syncs) and read-only introspection of the tenant's own tables.
 ALLOWED_PRAGMAS: Final = frozenset({
     "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
-    "optimize", "wal_checkpoint", "max_page_count", "page_count", "page_size", "freelist_count",
+    "optimize", "wal_checkpoint", "wal_autocheckpoint", "max_page_count", "page_count", "page_size", "freelist_count",
     "data_version", "integrity_check", "quick_check", "busy_timeout",
 })
 # Table-valued pragma functions (``SELECT ... FROM pragma_x(...)``) a tenant's SQL may read.

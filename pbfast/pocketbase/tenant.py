@@ -168,12 +168,14 @@ class Tenant:
                 pass
         return total
 
-    def close(self) -> None:
-        """Checkpoint the WAL into the main file and close (once; later calls do nothing)."""
+    def close(self, checkpoint: bool = True) -> None:
+        """Close (once; later calls do nothing), with ``checkpoint`` the WAL checkpointed into the main file
+        first (not while Litestream replicates the database: only it may checkpoint then)."""
         if self.closed:
             return
         self.closed = True
         try:
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if checkpoint:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self.conn.close()

@@ -41,6 +41,8 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+import apsw
+
 from pbfast.http import (
     PUBLIC,
     ApiError,
@@ -68,6 +70,7 @@ from pbfast.pocketbase.tenant import (
     fsync_directory,
     new_record_id,
 )
+from pbfast.tenant_node.damaged import DamagedState, keep_aside, newest_restorable
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import (
@@ -81,6 +84,7 @@ from pbfast.tenant_node.local_copy import (
 )
 from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics
 from pbfast.tenant_node.replication import (
+    NO_AUTOCHECKPOINT,
     RECONCILE_TIMEOUT_SECONDS,
     SYNC_TIMEOUT_SECONDS,
     NoStateAt,
@@ -113,7 +117,10 @@ RESHIP_SECONDS = 8.0  # one background shipping of a closed copy (a request for 
 RESHIP_BACKOFF_SECONDS = 30.0  # after a failed one, doubling up to RESHIP_BACKOFF_MAX_SECONDS
 RESHIP_BACKOFF_MAX_SECONDS = 600.0
 RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
+UNWATCHED_WAL_BYTES = 4 << 20  # an open tenant litestream does not replicate: checkpointed past this (~SQLite's
+# own 1000 pages), since its connection does not checkpoint (NO_AUTOCHECKPOINT)
 _MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
+_DAMAGED = [("retry-after", "30")]  # an operator has to act (see pbfast.tenant_node.damaged)
 _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
 
 
@@ -220,6 +227,16 @@ def _fsync_file(path: Path) -> None:
         os.fsync(file.fileno())
 
 
+def _checkpoint(db_path: Path) -> None:
+    """A PASSIVE checkpoint of the database on a connection of its own (the tenant's may be busy)."""
+    connection = apsw.Connection(str(db_path))
+    try:
+        connection.setbusytimeout(1000)
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        connection.close()
+
+
 def _discard(temporary: Path) -> None:
     """Remove a temporary file and what SQLite or Litestream put beside it."""
     for leftover in temporary.parent.glob(glob_escape(temporary.name) + "*"):
@@ -305,6 +322,8 @@ class TenantNodeApp:
         self._reship_after: dict[str, float] = {}  # tenant -> monotonic time of its next background try
         self._reship_failures: dict[str, int] = {}
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
+        self._checkpointing = False  # a pass of _checkpoint_unwatched runs
+        self.damaged: dict[str, DamagedState] = {}  # tenants not served: their newest replicated state is damaged
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
 
@@ -373,6 +392,9 @@ class TenantNodeApp:
             del self.incarnations[tenant_id]
         for tenant_id in [t for t in self.placed_since if t not in specs]:
             del self.placed_since[tenant_id]
+        for tenant_id in [t for t, state in self.damaged.items()
+                          if t not in specs or specs[t].incarnation != state.incarnation]:
+            del self.damaged[tenant_id]  # restored in place (a new incarnation), or no longer served here
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run node housekeeping (closing, removing) as a task that shutdown waits for."""
@@ -595,7 +617,7 @@ class TenantNodeApp:
             if self.replicator is not None:
                 self.replicator.drop_without_flush(tenant.directory / DATA_DB)
             self._copies.pop(tenant_id, None)
-            await self.db.run(tenant_id, tenant.close, bounded=False)
+            await self._close_database(tenant)
         try:
             self._retire_copy(tenant_id, "another node owns the tenant now")
         except OSError as err:  # the copy must not be served: keep refusing to open it
@@ -731,11 +753,48 @@ class TenantNodeApp:
         requests that still hold it), then record in its marker whether its final state is in the replica (a
         failed checkpoint counts as not shipped; it never stops the node)."""
         try:
-            await self.db.run(tenant_id, tenant.close, bounded=False)
+            await self._close_database(tenant)
         except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node or a fence
             shipped = False
             log.exception("closing tenant %s failed", tenant_id)
         await self._mark_closed(tenant_id, shipped)
+
+    async def _close_database(self, tenant: Tenant) -> None:
+        """Close the tenant's connection in its turn (after the requests that still hold it), checkpointed
+        first (data.db whole) unless litestream may be replicating it: a checkpoint litestream did not make can
+        move the WAL past frames it has not read, and its replica would restore corrupt (see
+        :mod:`pbfast.tenant_node.replication`)."""
+        checkpoint = self._may_checkpoint(tenant)
+        await self.db.run(tenant.id, lambda: tenant.close(checkpoint=checkpoint), bounded=False)
+
+    def _close_unshared(self, tenant: Tenant) -> None:
+        """:meth:`_close_database` for a tenant no request can hold yet (one that failed to open)."""
+        tenant.close(checkpoint=self._may_checkpoint(tenant))
+
+    def _may_checkpoint(self, tenant: Tenant) -> bool:
+        return self.replicator is None or not self.replicator.watching(tenant.directory / DATA_DB)
+
+    async def _checkpoint_unwatched(self) -> None:
+        """Checkpoint the open tenants litestream does not replicate right now (down, or the registration
+        not confirmed) once their WAL passed :data:`UNWATCHED_WAL_BYTES`: their connections leave
+        checkpoints to litestream, and the WAL must not grow without bound meanwhile."""
+        assert self.replicator is not None
+        for tenant_id, tenant in list(self.tenants.items()):
+            db_path = tenant.directory / DATA_DB
+            try:
+                if os.stat(f"{db_path}-wal").st_size < UNWATCHED_WAL_BYTES:
+                    continue
+            except OSError:
+                continue
+            async with self.replicator.registrations_held(db_path):
+                if self.replicator.watching(db_path) or self.tenants.get(tenant_id) is not tenant:
+                    continue
+                try:
+                    await asyncio.to_thread(_checkpoint, db_path)
+                except apsw.Error as err:
+                    log.warning("tenant %s: checkpoint while not replicated failed: %s", tenant_id, err)
+                else:
+                    log.info("tenant %s: checkpointed its WAL (litestream does not replicate it now)", tenant_id)
 
     async def _mark_closed(self, tenant_id: str, shipped: bool) -> None:
         """The tenant was closed: if its final state is in the replica, say so in its marker (the copy may
@@ -804,6 +863,8 @@ class TenantNodeApp:
             tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True, DEFAULT_LIMITS,
                                              self._max_bytes(tenant_id))
             try:
+                if self.replicator is not None:  # only litestream checkpoints what it replicates
+                    tenant.conn.execute(NO_AUTOCHECKPOINT)
                 # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere
                 # (and the lease renewed again): never start replicating a tenant the node no longer owns.
                 self._check_still_owned(tenant_id, epoch, generation)
@@ -813,7 +874,7 @@ class TenantNodeApp:
                         await asyncio.to_thread(write_marker, directory, marker)
                     self._copies[tenant_id] = marker
             except BaseException:
-                tenant.close()
+                self._close_unshared(tenant)
                 raise
             self.metrics.opened("new" if created else source)
             if created:
@@ -839,7 +900,7 @@ class TenantNodeApp:
                     else:  # another node may own the replica path by now: not even a final flush
                         self.replicator.drop_without_flush(db_path)
                 self._copies.pop(tenant_id, None)
-                tenant.close()
+                self._close_unshared(tenant)
                 raise
             self.tenants[tenant_id] = tenant
             self.quotas.set_storage(tenant_id, tenant.size_bytes())
@@ -943,9 +1004,15 @@ class TenantNodeApp:
         fsynced; None when there is no replica. Raises :class:`ReplicationError` (counted as a restore
         failure)."""
         assert self.replicator is not None
+        damaged = self.damaged.get(tenant_id)
+        if damaged is not None:
+            if damaged.current(incarnation, time.time()):
+                raise ApiError(503, damaged.message(), headers=_DAMAGED)
+            del self.damaged[tenant_id]  # looked at again: the replica may have been repaired
         self.tenants_dir.mkdir(parents=True, exist_ok=True)
         temporary = self.tenants_dir / f".restore-{tenant_id}-{new_record_id()}.db"  # never a tenant id
         started = time.monotonic()
+        seeded = False
         try:
             if not await self.replicator.restore(tenant_id, incarnation, temporary):
                 seed = self.seeds.get(tenant_id) if use_seed else None
@@ -960,8 +1027,12 @@ class TenantNodeApp:
                                            "but that has no replica")
                 log.info("tenant %s: incarnation %s starts from incarnation %s as of %s", tenant_id, incarnation,
                          seed_incarnation, at or "its latest state")
+                seeded = True
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
-            if problem:
+            if problem and not seeded:
+                state = await self._put_aside_damaged(tenant_id, incarnation, temporary, problem)
+                raise ApiError(503, state.message(), headers=_DAMAGED)
+            if problem:  # the seed's state (the control plane checked it before the in-place restore)
                 raise ReplicationError(f"restored copy of tenant {tenant_id} is unusable: {problem}")
             await asyncio.to_thread(_fsync_file, temporary)
         except BaseException as err:
@@ -971,6 +1042,31 @@ class TenantNodeApp:
             raise
         log.info("restored tenant %s from its replica in %.0f ms", tenant_id, (time.monotonic() - started) * 1000)
         return temporary
+
+    async def _put_aside_damaged(self, tenant_id: str, incarnation: str, restored: Path,
+                                 problem: str) -> DamagedState:
+        """The latest state restored from the tenant's replica failed its check: keep it aside, find the
+        newest earlier state that passes, remember the verdict and tell the operator (see
+        :mod:`pbfast.tenant_node.damaged`)."""
+        assert self.replicator is not None
+        self.metrics.damaged_restores += 1
+        log.error("tenant %s: the newest state of its replica (incarnation %s) fails its check: %s; it is not "
+                  "served. Looking for the newest earlier state that passes.", tenant_id, incarnation, problem)
+        kept: Path | None = None
+        try:
+            kept = await asyncio.to_thread(keep_aside, restored, self.tenants_dir.parent, tenant_id, incarnation)
+        except OSError as err:
+            log.error("tenant %s: could not keep the damaged restore aside: %s", tenant_id, err)
+        started = time.monotonic()
+        restorable_at = await newest_restorable(self.replicator, tenant_id, incarnation, self.tenants_dir)
+        state = DamagedState(tenant_id, incarnation, problem, kept, restorable_at, time.time())
+        self.damaged[tenant_id] = state
+        log.error("tenant %s: not served, its newest replicated state is damaged (%s; kept at %s). %s "
+                  "(searched for %.1f s)", tenant_id, problem, kept or "-",
+                  f"The newest state that passes is at {restorable_at}: restore it with `pbfast tenant restore "
+                  f"{tenant_id} --at {restorable_at}`." if restorable_at else "No earlier state that passes was "
+                  "found.", time.monotonic() - started)
+        return state
 
     def _install(self, restored: Path, directory: Path) -> None:
         """Put a restored database in place as the tenant's data.db (atomic rename)."""
@@ -995,7 +1091,7 @@ class TenantNodeApp:
         for tenant in list(self.tenants.values()):
             tenant.conn.interrupt()  # a statement still running on a worker thread stops now
             try:
-                await asyncio.wait_for(self.db.run(tenant.id, tenant.close, bounded=False), 1.0)
+                await asyncio.wait_for(self._close_database(tenant), 1.0)
             except Exception as err:  # noqa: BLE001 - shutting down: the WAL is checkpointed on next open
                 log.warning("shutdown: tenant %s not closed cleanly: %r", tenant.id, err)
         self.tenants.clear()
@@ -1011,9 +1107,24 @@ class TenantNodeApp:
             self._background(self._close(tenant_id, "idle"))
         self._untracked = untracked - self._untracked
         self._reship_closed()
+        if self.replicator is not None and self.tenants and not self._checkpointing:
+            self._checkpointing = True
+            self._background(self._checkpoint_unwatched_once())
+
+    async def _checkpoint_unwatched_once(self) -> None:
+        try:
+            await self._checkpoint_unwatched()
+        finally:
+            self._checkpointing = False
 
     def replication_status(self) -> dict[str, Any]:
-        return self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
+        status = self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
+        return {**status, "damagedTenants": self.damaged_tenants()}
+
+    def damaged_tenants(self) -> int:
+        """Tenants not served because their newest replicated state is damaged (verdicts still standing)."""
+        now = time.time()
+        return sum(1 for state in self.damaged.values() if state.current(state.incarnation, now))
 
     async def replication_lag(self) -> float:
         """Seconds the replica is behind: the age of the oldest write not known to be in it (0.0 when
@@ -1209,7 +1320,7 @@ class TenantNodeApp:
             open_tenants=len(self.tenants), assigned_tenants=len(self.assignments),
             replicating_tenants=len(self.replicator.registered) if self.replicator is not None else 0,
             litestream_up=bool(status.get("running")), litestream_restarts=int(status.get("restarts", 0)),
-            lag_seconds=await self.replication_lag(),
+            lag_seconds=await self.replication_lag(), damaged_tenants=self.damaged_tenants(),
             lease_valid=not self._lease_lost(), lease_remaining=lease.remaining() if lease is not None else 0.0,
             heartbeat_age=lease.age() if lease is not None else None,
             node_timeout=lease.node_timeout if lease is not None else None,

@@ -9,6 +9,9 @@ knows it): on the node's own listener in ``tenant-node`` mode, on the control pl
 - ``pbfast_node_open_tenants``, ``pbfast_node_assigned_tenants``: tenants open now / assigned to this node,
 - ``pbfast_node_tenant_opens_total{source=...}``: tenants opened, from ``disk``, ``replica`` (a restore)
   or ``new`` (created empty); ``pbfast_node_tenant_restore_failures_total``,
+- ``pbfast_node_damaged_restores_total``: restores whose newest state failed its integrity check (kept aside
+  under ``<data-dir>/damaged/``), ``pbfast_node_damaged_tenants``: tenants not served for that reason (see
+  :mod:`pbfast.tenant_node.damaged`),
 - ``pbfast_node_tenant_closes_total{reason=...}``: tenants closed: ``evicted`` (LRU beyond
   ``--max-tenants``), ``idle``, ``released`` (moved), ``unassigned``, ``reassigned`` (placed again while
   open: closed to be vetted again), ``deleted``, ``fenced`` (lease ran out), ``shutdown``,
@@ -65,6 +68,7 @@ class NodeGauges:
     litestream_up: bool
     litestream_restarts: int
     lag_seconds: float
+    damaged_tenants: int
     lease_valid: bool
     lease_remaining: float
     heartbeat_age: float | None
@@ -83,6 +87,7 @@ class NodeMetrics:
         self.closes = dict.fromkeys(CLOSE_REASONS, 0)
         self.quota_rejections = dict.fromkeys(QUOTA_KINDS, 0)
         self.restore_failures = 0
+        self.damaged_restores = 0
         self.fences = 0
         self.replication_halts = 0
         self.db_queue_rejections = 0
@@ -122,6 +127,12 @@ class NodeMetrics:
                [(f'{{source="{k}"}}', v) for k, v in sorted(self.opens.items())])
         metric("pbfast_node_tenant_restore_failures_total", "counter",
                "Tenant opens that failed because the replica could not be restored.", [("", self.restore_failures)])
+        metric("pbfast_node_damaged_restores_total", "counter",
+               "Restores whose newest replicated state failed its integrity check (kept aside, not served).",
+               [("", self.damaged_restores)])
+        metric("pbfast_node_damaged_tenants", "gauge",
+               "Tenants not served because their newest replicated state is damaged (an operator must restore "
+               "an earlier point in time).", [("", gauges.damaged_tenants)])
         metric("pbfast_node_tenant_closes_total", "counter", "Tenants closed, by reason (evicted = LRU).",
                [(f'{{reason="{k}"}}', v) for k, v in sorted(self.closes.items())])
         metric("pbfast_node_quota_rejections_total", "counter", "Requests refused by a tenant quota, by kind.",

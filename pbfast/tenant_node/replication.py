@@ -17,12 +17,23 @@ WAL each :data:`SHIP_INTERVAL_SECONDS` and asks for a waited ``/sync`` of those 
 RPO ~0.1-0.3 s for ~5 S3 PUTs/s per continuously written tenant, nothing for idle ones
 (``benchmarks/RESULTS.md``).
 
+Checkpoints: only litestream checkpoints a database it replicates (the node's connections run with
+``wal_autocheckpoint=0``, see :data:`NO_AUTOCHECKPOINT`). Litestream keeps a read transaction open so that no
+one else can move the WAL past what it has read, but a ``/sync`` that initialises the database or
+checkpoints it takes that transaction again under the request's context, which ends with the request: the
+read lock is gone until litestream's own loop checkpoints next (Litestream 0.5.9-0.5.17, every version with
+``/sync``). An application checkpoint in that window copies unread frames into the database and restarts
+the WAL over them; litestream then ships the next transactions without them, and every restore from there
+on fails ``PRAGMA integrity_check`` (measured: ``benchmarks/RESULTS.md``, "Restores after full-speed
+writes").
+
 Thread-safety: event loop only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import math
 import os
@@ -32,7 +43,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
@@ -42,7 +53,8 @@ import orjson
 from pbfast.config import DEFAULT_EXACT_RESTORE_HOURS, DEFAULT_RESTORE_WINDOW_HOURS
 from pbfast.logs import component_logger
 
-__all__ = ["NoStateAt", "ReplicaStore", "Replicator", "ReplicationError", "Unanswered", "parse_time"]
+__all__ = ["NO_AUTOCHECKPOINT", "NoStateAt", "ReplicaStore", "Replicator", "ReplicationError", "Unanswered",
+           "parse_time"]
 
 log = component_logger("TenantNode")
 
@@ -59,6 +71,9 @@ PR_SET_PDEATHSIG = 1
 LEVEL1_MINUTES = 5  # level-1 compaction interval: the step of point-in-time restores beyond the exact hours
 COMMAND_TIMEOUT_SECONDS = 900.0  # a restore of a large tenant from a slow store; S3 down: it retries
 TIMESTAMP_MISSING = "timestamp does not exist"  # litestream restore -timestamp: no file covers it
+# The pragma for every connection that writes a replicated database: only litestream checkpoints it (see the
+# module's docstring). While litestream does not replicate it, the node bounds its WAL itself.
+NO_AUTOCHECKPOINT = "PRAGMA wal_autocheckpoint = 0"
 
 
 _node_pid = os.getpid()  # the process that spawns litestream (set again in _spawn, for forks)
@@ -463,6 +478,19 @@ class Replicator:
         key = str(db_path)
         return self.halted or (key not in self.registered and key not in self._maybe)
 
+    def watching(self, db_path: Path) -> bool:
+        """Whether the running litestream may be replicating the database now: then only litestream may
+        checkpoint it (see :data:`NO_AUTOCHECKPOINT`). Stable while :meth:`registrations_held` is held."""
+        running = self._process is not None and self._process.returncode is None
+        return running and not self.halted and str(db_path) in self._maybe
+
+    @contextlib.asynccontextmanager
+    async def registrations_held(self, db_path: Path) -> AsyncIterator[None]:
+        """No /register or /unregister of the database is sent meanwhile (a spawned litestream replicates
+        nothing until one is)."""
+        async with self._path_locks.setdefault(str(db_path), asyncio.Lock()):
+            yield
+
     async def _ship_written(self) -> None:
         """Every ``ship_interval``: a waited ``/sync`` of each registered database whose WAL changed since the
         last look, or seen for the first time (one at a time per database). Idle databases cost one ``stat``
@@ -582,18 +610,24 @@ class Replicator:
     async def file_span(self, url: str, timeout: float = 60) -> tuple[float, float] | None:
         """When the replica's oldest and newest files were written (Unix seconds, whole seconds: that is all
         ``litestream ltx`` shows); None if it has none."""
+        times = await self.file_times(url, timeout)
+        return (times[0], times[-1]) if times else None
+
+    async def file_times(self, url: str, timeout: float = 60) -> list[float]:
+        """The whole seconds (Unix) in which the replica's files (every level) were written, oldest first,
+        each once. Raises :class:`ReplicationError` when the replica cannot be listed."""
         code, output = await self._run("ltx", "-level", "all", url, timeout=timeout)
         if code != 0:
             raise ReplicationError(f"listing the replica failed: {output[-300:]}")
-        times = []
+        times = set()
         for line in output.splitlines()[1:]:
             fields = line.split()
             if len(fields) >= 5:
                 try:
-                    times.append(parse_time(fields[4]))
+                    times.add(parse_time(fields[4]))
                 except ValueError:
                     continue
-        return (min(times), max(times)) if times else None
+        return sorted(times)
 
     async def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[int, str]:
         """Run a litestream command (killed after ``timeout`` seconds); its exit code and combined output."""
