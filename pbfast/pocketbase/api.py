@@ -30,7 +30,14 @@ from pbfast.http import (
 )
 from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, fields, query, schema
-from pbfast.pocketbase.filter import Collections, FilterError, TableResolver, compile_filter, superuser_only_field
+from pbfast.pocketbase.filter import (
+    MAX_FILTER_LENGTH,
+    Collections,
+    FilterError,
+    TableResolver,
+    compile_filter,
+    superuser_only_field,
+)
 from pbfast.pocketbase.records import (
     LastSuperuserError,
     RecordValidationError,
@@ -243,7 +250,7 @@ class TenantApi:
             return None
         resolver = self._resolver(request, collection, body, hidden=True)
         try:
-            return compile_filter(rule, resolver)
+            return compile_filter(rule, resolver, max_length=None)
         except FilterError as err:
             log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
             raise ApiError(404, NOT_FOUND) from err  # PocketBase: the record lookup with the rule fails
@@ -283,26 +290,35 @@ class TenantApi:
         if user_filter:
             filters.append((user_filter, resolver))
         try:
-            compiled = query.compile_list_query(filters, sort, resolver)
+            if len(user_filter.encode()) > MAX_FILTER_LENGTH:  # the client's filter only: rules are not limited
+                raise FilterError("max filter length limit reached")
+            compiled = query.compile_list_query(filters, sort, resolver, max_length=None)
         except (FilterError, ValueError) as err:
             raise ApiError(400, BAD_REQUEST) from err
         table = quote(collection.name)
         condition = f" WHERE {compiled.where}" if compiled.where and compiled.where != "1=1" else ""
         order = f" ORDER BY {compiled.order_by}" if compiled.order_by else ""
-        cursor = tenant.conn.execute(f"SELECT {table}.* FROM {table}{condition}{order} LIMIT ? OFFSET ?",
-                                     [*compiled.params, per_page, (page - 1) * per_page])
         names = None
         rows = []
-        for values in cursor:
-            names = names or [d[0] for d in cursor.getdescription()]
-            rows.append(dict(zip(names, values)))
+        try:
+            cursor = tenant.conn.execute(f"SELECT {table}.* FROM {table}{condition}{order} LIMIT ? OFFSET ?",
+                                         [*compiled.params, per_page, (page - 1) * per_page])
+            for values in cursor:
+                names = names or [d[0] for d in cursor.getdescription()]
+                rows.append(dict(zip(names, values)))
+            if skip_total:
+                total, pages = -1, -1
+            else:
+                total = tenant.conn.execute(f"SELECT COUNT(*) FROM {table}{condition}",
+                                            compiled.params).fetchone()[0]
+                pages = (total + per_page - 1) // per_page
+        except apsw.SQLError as err:
+            # SQLite refused the query the filter/sort/rule made (too deep, too many joins ...): PocketBase
+            # answers any failure of its list query with 400.
+            log.warning("tenant %s: listing %s failed: %s", tenant.id, collection.name, err)
+            raise ApiError(400, BAD_REQUEST) from err
         items = self._records_json(request, collection, rows)
         items = query.apply_fields_many(items, projection)
-        if skip_total:
-            total, pages = -1, -1
-        else:
-            total = tenant.conn.execute(f"SELECT COUNT(*) FROM {table}{condition}", compiled.params).fetchone()[0]
-            pages = (total + per_page - 1) // per_page
         request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": total,
                                 "totalPages": pages})
 
@@ -333,7 +349,8 @@ class TenantApi:
         if not rule or not ids or (request.auth is not None and request.auth.superuser):
             return set()
         try:
-            sql, params = compile_filter(rule, self._resolver(request, collection, body, hidden=True))
+            sql, params = compile_filter(rule, self._resolver(request, collection, body, hidden=True),
+                                         max_length=None)
         except FilterError as err:
             log.warning("tenant %s: manageRule of %s cannot be evaluated: %s", request.tenant.id,
                         collection.name, err)
@@ -355,9 +372,12 @@ class TenantApi:
         if rule is not None:
             sql += f" AND ({rule[0]})"
             params += rule[1]
-        cursor = request.tenant.conn.execute(sql, params)
-        for values in cursor:
-            return dict(zip([d[0] for d in cursor.getdescription()], values))
+        try:
+            cursor = request.tenant.conn.execute(sql, params)
+            for values in cursor:
+                return dict(zip([d[0] for d in cursor.getdescription()], values))
+        except apsw.SQLError as err:  # a rule SQLite refuses: PocketBase's lookup with the rule fails
+            log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
         raise ApiError(404, NOT_FOUND)
 
     async def _write_context(self, request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
@@ -406,7 +426,7 @@ class TenantApi:
             request.tenant.info(collection), self._request_context(request, body),
             collections=request.tenant.registry, allow_hidden_fields=True, table_alias=alias)
         try:
-            sql, params = compile_filter(rule, resolver)
+            sql, params = compile_filter(rule, resolver, max_length=None)
         except FilterError as err:
             log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
             return False
@@ -461,7 +481,8 @@ class TenantApi:
             allowed = rule is not None
             if rule:
                 try:
-                    sql, params = compile_filter(rule, self._resolver(request, collection, None, hidden=True))
+                    sql, params = compile_filter(rule, self._resolver(request, collection, None, hidden=True),
+                                                 max_length=None)
                 except FilterError as err:
                     log.warning("tenant %s: authRule of %s cannot be evaluated: %s", request.tenant.id,
                                 collection.name, err)
@@ -701,7 +722,8 @@ def _check_rule(collection: Collection, rule: str, others: Any) -> None:
     registry = Collections(infos)
     info = next(i for i in infos if i["id"] == collection.id)
     # an empty request (as PocketBase validates rules): @request.* fields resolve, with their modifiers checked
-    compile_filter(rule, TableResolver.from_collection(info, _EMPTY_REQUEST, collections=registry))
+    resolver = TableResolver.from_collection(info, _EMPTY_REQUEST, collections=registry)
+    compile_filter(rule, resolver, max_length=None)  # PocketBase limits the length of client filters only
 
 
 _EMPTY_REQUEST: dict[str, Any] = {"auth": None, "body": {}, "query": {}, "headers": {}, "method": "",
