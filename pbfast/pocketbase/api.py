@@ -12,9 +12,11 @@ Thread-safety: handlers run on the node's event loop with the tenant pinned open
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import apsw
 import orjson
@@ -115,7 +117,8 @@ class TenantRequest(Request):
 
     def send_json(self, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
         # PocketBase (Go) marshals maps with sorted keys.
-        self.proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
+        self.proto.response_bytes(status, JSON_HEADERS + (headers or []),
+                                  orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=fields.go_json_default))
 
 
 def _authenticate(tenant: Tenant, header: str | None) -> Auth | None:
@@ -199,7 +202,10 @@ class TenantApi:
             raise ApiError(403, NOT_ALLOWED)
 
     @staticmethod
-    async def _body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY) -> dict[str, Any]:
+    async def _body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY,
+                    invalid: str = BAD_REQUEST) -> dict[str, Any]:
+        """The JSON object of the body as PocketBase binds it: empty or ``null`` is ``{}``, only the first
+        JSON value counts; anything but an object is 400 with ``invalid`` as the message."""
         content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
         try:
             raw = await request.body(limit)
@@ -211,12 +217,11 @@ class TenantApi:
             return {}
         if content_type and content_type != "application/json" and not content_type.endswith("+json"):
             raise ApiError(400, "Unsupported Content-Type.")  # multipart (file uploads): not supported yet
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError as err:
-            raise ApiError(400, BAD_REQUEST) from err
+        value = decode_json_body(raw, invalid)
+        if value is None:
+            return {}
         if not isinstance(value, dict):
-            raise ApiError(400, BAD_REQUEST)
+            raise ApiError(400, invalid)
         return value
 
     @staticmethod
@@ -643,7 +648,7 @@ class TenantApi:
 
     async def create_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
-        body = await self._body(request)
+        body = await self._body(request, invalid="Failed to load the collection type data due to invalid formatting.")
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
@@ -657,7 +662,7 @@ class TenantApi:
     async def update_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         collection = self._collection(request, NOT_FOUND)
-        body = await self._body(request)
+        body = await self._body(request, invalid="Failed to load the submitted data due to invalid formatting.")
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
@@ -708,6 +713,54 @@ _COLLECTION_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+_JSON_WHITESPACE: Final = " \t\n\r"
+_MIN_INT64, _MAX_UINT64 = -(2**63), 2**64 - 1
+
+
+def decode_json_body(raw: bytes, invalid: str = BAD_REQUEST) -> Any:
+    """A request body's first JSON value, as Go's ``json.Decoder`` reads it: what follows that value is
+    never looked at and invalid UTF-8 becomes U+FFFD. Values nested deeper than the answers can be written
+    are refused (Go allows 10,000 levels; orjson writes 254). Raises ``ApiError(400, invalid)``."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = _first_json_value(raw, invalid)
+    if raw.count(b"[") + raw.count(b"{") > fields.ORJSON_MAX_DEPTH and fields.json_depth(value) > \
+            fields.ORJSON_MAX_DEPTH:
+        raise ApiError(400, invalid)
+    return value
+
+
+def _first_json_value(raw: bytes, invalid: str) -> Any:
+    """The slow path of :func:`decode_json_body` for bodies orjson refuses as a whole."""
+    text = raw.decode("utf-8", errors="replace")
+    start = len(text) - len(text.lstrip(_JSON_WHITESPACE))
+    decoder = json.JSONDecoder(parse_constant=_no_json_constant, parse_float=_finite_float, parse_int=_json_int)
+    try:
+        value, _ = decoder.raw_decode(text, start)
+        orjson.dumps(value)  # lone surrogates and too deep nesting, which the answers could not carry
+    except (ValueError, RecursionError, orjson.JSONEncodeError) as err:
+        raise ApiError(400, invalid) from err
+    return value
+
+
+def _no_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float64")
+    return value
+
+
+def _json_int(text: str) -> int | float:
+    """Like orjson: integers outside int64/uint64 become floats."""
+    value = int(text)
+    return value if _MIN_INT64 <= value <= _MAX_UINT64 else _finite_float(text)
+
+
 def _record_body_limit(collection: Collection) -> int:
     """PocketBase's record body limit: the default plus what the collection's file fields may carry."""
     extra = sum(int(f.get("maxSize") or 0) * max(1, int(f.get("maxSelect") or 1))
@@ -736,4 +789,4 @@ schema.set_rule_checker(_check_rule)
 def _error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,
            headers: list[tuple[str, str]] | None = None) -> None:
     body = {"data": data or {}, "message": message, "status": status}
-    proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(body))
+    proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(body, default=fields.go_json_default))

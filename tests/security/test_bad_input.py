@@ -93,3 +93,79 @@ def test_query_sqlite_refuses_is_a_400(target: Target) -> None:
                             params={"filter": too_many_joins})
     assert answer.status_code == 400 and answer.json() == BAD_REQUEST
     assert target.request("GET", "/api/health").status_code == 200
+
+
+# ---- numbers and JSON bodies -----------------------------------------------------------------------------
+
+
+def public_collection(target: Target, name: str = "openbox") -> str:
+    """A collection anyone may list and create in (a number, a JSON and a text field)."""
+    if target.request("GET", f"/api/collections/{name}", superuser=True).status_code == 404:
+        created = target.request("POST", "/api/collections", superuser=True, json={
+            "name": name, "type": "base", "listRule": "", "viewRule": "", "createRule": "", "updateRule": "",
+            "fields": [{"type": "number", "name": "n"}, {"type": "json", "name": "j"}, {"type": "text", "name": "t"}]})
+        assert created.status_code == 200, created.text
+    return f"/api/collections/{name}/records"
+
+
+def test_numbers_past_64_bits_are_floats_and_the_listing_survives(target: Target) -> None:
+    """PocketBase decodes JSON numbers into float64: 2**64 is stored and shown as 18446744073709552000.
+    pbfast stored the row, answered 500, and every later listing of the collection failed."""
+    records = public_collection(target)
+    for value, shown in ((18446744073709551616, 18446744073709552000), (9223372036854775807, 9223372036854776000),
+                         (100000000000000000000.0, 100000000000000000000), ("18446744073709551616", 18446744073709552000)):
+        created = target.request("POST", records, content=b'{"n": %s}' % str(value).encode() if not isinstance(
+            value, str) else b'{"n": "%s"}' % value.encode(), headers={"content-type": "application/json"})
+        assert created.status_code == 200, created.text
+        assert created.json()["n"] == shown and created.content.count(str(shown).encode()) == 1
+    created = target.request("POST", records, json={"j": {"a": 18446744073709551616}})
+    assert created.status_code == 200, created.text
+    for query in ({}, {"sort": "-n"}, {"sort": "j"}, {"filter": "n > 1"}):
+        listed = target.request("GET", records, params=query)
+        assert listed.status_code == 200, (query, listed.text[:300])
+        assert 18446744073709552000 in [item["n"] for item in listed.json()["items"]]
+
+
+def test_number_field_limits_past_64_bits(target: Target) -> None:
+    name = "bigmax"
+    answer = target.request("POST", "/api/collections", superuser=True, json={
+        "name": name, "type": "base", "createRule": "", "fields": [{"type": "number", "name": "n", "max": 1e20}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["fields"][1]["max"] == 100000000000000000000
+    over = target.request("POST", f"/api/collections/{name}/records", json={"n": 1e21})
+    assert_pocketbase_error(over, 400)
+    assert over.json()["data"]["n"]["params"] == {"max": 100000000000000000000}
+    assert target.request("DELETE", f"/api/collections/{name}", superuser=True).status_code == 204
+
+
+def test_json_nested_deeper_than_answers_can_carry(target: Target) -> None:
+    """A JSON field value nested 300 levels: as a JSON value it is a clear 400 (it cannot be written back);
+    as JSON text it is stored and must not break the listing."""
+    records = public_collection(target, "deepjson")
+    deep = "[" * 300 + "]" * 300
+    assert_pocketbase_error(target.request("POST", records, content=b'{"j": ' + deep.encode() + b"}",
+                                           headers={"content-type": "application/json"}), 400)
+    created = target.request("POST", records, json={"j": deep})
+    assert created.status_code == 200, created.text
+    listed = target.request("GET", records)
+    assert listed.status_code == 200, listed.text[:300]
+    assert {type(item["j"]).__name__ for item in listed.json()["items"]} == {"list"}, listed.text[:200]
+    assert target.request("GET", f"{records}/{created.json()['id']}").status_code == 200
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b"null", 200), (b"  null \n", 200), (b"null trailing", 200), (b'{"t": "a"} {"t": "b"}', 200), (b"{}", 200),
+    (b"[]", 400), (b'"x"', 400), (b"1", 400), (b"true", 400), (b"nul", 400), (b'{"n": 1e400}', 400),
+    (b'{"t": NaN}', 400), (b'{"t": "\\ud800"}', 400),
+])
+def test_request_bodies_bind_like_pocketbase(target: Target, body: bytes, status: int) -> None:
+    """Go's decoder reads the first JSON value and ignores what follows; ``null`` is an empty object."""
+    records = public_collection(target)
+    created = target.request("POST", records, content=body, headers={"content-type": "application/json"})
+    if status == 200:
+        assert created.status_code == 200, created.text
+        updated = target.request("PATCH", f"{records}/{created.json()['id']}", content=body,
+                                 headers={"content-type": "application/json"})
+        assert updated.status_code == 200, updated.text
+    else:
+        assert created.status_code == 400 and created.json() == BAD_REQUEST, created.text
