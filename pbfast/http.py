@@ -8,7 +8,7 @@ the event loop.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -112,6 +112,28 @@ def send_error(
     send_json(proto, status, error.body(), headers)
 
 
+BROKEN_BODY = "Something went wrong while processing your request."
+
+
+async def body_chunks(proto: HTTPProtocol) -> AsyncIterator[bytes]:
+    """The request body's chunks; ``ApiError(400)`` when it broke off (a malformed chunk size, fewer bytes
+    than its Content-Length before the client closed).
+
+    granian's body iterator does not raise on such errors: it yields an empty chunk for the error and then
+    the empty chunk that ends every body. Two empty chunks therefore mean a broken body (or HTTP trailers,
+    which it reports the same way and which no client of this API sends)."""
+    ended = False
+    async for chunk in proto:
+        if not chunk:
+            if ended:
+                raise ApiError(400, BROKEN_BODY)
+            ended = True
+        elif ended:
+            raise ApiError(400, BROKEN_BODY)
+        else:
+            yield chunk
+
+
 def bearer_token_matches(authorization: str | None, expected: str) -> bool:
     """Constant-time check of an ``Authorization: Bearer <token>`` header against ``expected``."""
     if not authorization or not expected:
@@ -166,7 +188,7 @@ class Request:
             raise ApiError(413, f"The request body is larger than {limit} bytes.")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in self.proto:
+        async for chunk in body_chunks(self.proto):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, f"The request body is larger than {limit} bytes.")

@@ -376,6 +376,8 @@ class NodeProxy:
                         data = await proto()
                 except TimeoutError:
                     raise _ClientError(408, "Timed out reading the request body.") from None
+                except Exception as err:  # noqa: BLE001 - granian's error for a body that broke off
+                    raise _ClientError(400, "The request body could not be read.") from err
                 if len(data) != length:
                     raise _ClientError(400, "The request body does not match its Content-Length.")
                 return _Body(data, length)
@@ -586,6 +588,7 @@ class NodeProxy:
         size = 0
         idle = self.limits.client_idle_seconds
         iterator = proto.__aiter__()
+        ended = False  # granian ends a body with one empty chunk; a second one means the body broke off
         while True:
             try:
                 async with asyncio.timeout(idle):
@@ -598,7 +601,11 @@ class NodeProxy:
             except Exception as err:  # noqa: BLE001 - the client went away mid-upload
                 conn.abort()
                 raise _ClientError(400, "The request body could not be read.") from err
-            if not chunk:
+            if not chunk or ended:
+                if ended:  # see pbfast.http.body_chunks
+                    conn.abort()
+                    raise _ClientError(400, "The request body could not be read.")
+                ended = True
                 continue
             size += len(chunk)
             if size > limit or (expected is not None and size > expected):

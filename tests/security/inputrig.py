@@ -2,9 +2,9 @@
 
 * :func:`start_all_in_one_rig`: an all-in-one process (Python gateway in front of an in-process node) whose
   tenant ``fixture`` holds a copy of PocketBase's own test data dir (``users`` has MFA on).
-* :func:`start_cluster_rig`: a control plane, a tenant node and a gateway on its native (Rust) data path,
-  with a fresh tenant ``sec`` that has a superuser; requests can also go to the node directly, the way a
-  gateway forwards them (cluster token and route epoch).
+* :func:`start_cluster_rig`: a control plane, a tenant node and two gateways (native Rust data path, and
+  the Python one) with a fresh tenant ``sec`` that has a superuser; requests can also go to the node
+  directly, the way a gateway forwards them (cluster token and route epoch).
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ def _superuser_args() -> dict[str, str]:
 class ClusterRig:
     gateway: Target  # through the native data path
     node: Target  # the tenant node itself, as a gateway forwards
+    python_gateway: Target  # a gateway forwarding in Python (--gateway-data-path=python)
     processes: list[PbfastProcess]
 
 
@@ -148,11 +149,15 @@ def start_cluster_rig(tmp: Path, tenant_id: str = "sec") -> Iterator[ClusterRig]
     try:
         cp = start_cluster(start, tmp, 1)[0]
         _, node_url = start_node(start, "node-a", [cp.url], tmp / "nodes")
-        gw_port = free_port()
-        gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{gw_port}",
-                         f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"])
-        gw = f"http://127.0.0.1:{gw_port}"
-        gateway.wait_healthy([gw])
+        gateways = []
+        for data_path in ("native", "python"):
+            port = free_port()
+            gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
+                             f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}",
+                             f"--gateway-data-path={data_path}"])
+            gateways.append(f"http://127.0.0.1:{port}")
+            gateway.wait_healthy(gateways[-1:])
+        gw, python_gw = gateways
         body = {"id": tenant_id, "superuser": {"email": f"root@{tenant_id}.test", "password": PASSWORD}}
         created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json=body, timeout=10)
         assert created.status_code == 200, created.text
@@ -161,8 +166,10 @@ def start_cluster_rig(tmp: Path, tenant_id: str = "sec") -> Iterator[ClusterRig]
         node_headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
         gateway_base, node_base = f"{gw}/t/{tenant_id}", f"{node_url}/t/{tenant_id}"
         superuser = _login(gateway_base, f"root@{tenant_id}.test", PASSWORD)
+        wait_until(lambda: httpx.get(f"{python_gw}/t/{tenant_id}/api/health").status_code == 200, timeout=15)
         yield ClusterRig(Target("native gateway", gateway_base, superuser=superuser),
-                         Target("tenant node", node_base, node_headers, superuser), processes)
+                         Target("tenant node", node_base, node_headers, superuser),
+                         Target("python gateway", f"{python_gw}/t/{tenant_id}", superuser=superuser), processes)
     finally:
         _stop(processes)
 
