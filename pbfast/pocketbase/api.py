@@ -2,7 +2,8 @@
 
 Implemented: health, collections (list/view/create/update/delete/truncate and scaffolds, superusers only),
 records (list/view/create/update/delete with API rules, field modifiers, the auth records' account rules and
-``manageRule``), superuser and auth-collection password auth (``authRule`` checked; no MFA/OTP/OAuth2 yet) and
+``manageRule``), superuser and auth-collection password auth (``authRule`` and MFA's first step checked;
+no OTP/OAuth2 yet, so a collection with MFA on cannot complete a login) and
 token refresh. A ``fields`` query parameter trims successful JSON answers, as PocketBase does. Error bodies,
 status codes and messages follow the stock server (checked by the differential tests in
 ``tests/pocketbase/test_differential.py``).
@@ -31,7 +32,7 @@ from pbfast.http import (
     Scope,
 )
 from pbfast.logs import component_logger
-from pbfast.pocketbase import auth, fields, query, schema
+from pbfast.pocketbase import auth, fields, mfa, query, schema
 from pbfast.pocketbase.filter import (
     MAX_FILTER_LENGTH,
     Collections,
@@ -478,9 +479,10 @@ class TenantApi:
     # ---- auth ---------------------------------------------------------------------------------------
 
     def _auth_response(self, collection: Collection, row: dict[str, Any], request: TenantRequest,
-                       token: str | None = None) -> None:
+                       token: str | None = None, auth_method: str = "", body: dict[str, Any] | None = None) -> None:
         """PocketBase's ``recordAuthResponse``: the collection's ``authRule`` must hold for the record
-        (evaluated for the requester; superusers always pass), then ``{"record", "token"}``."""
+        (evaluated for the requester; superusers always pass), then MFA for an ``auth_method`` (a first
+        method answers ``401 {"mfaId"}``, see :mod:`pbfast.pocketbase.mfa`), then ``{"record", "token"}``."""
         if not (request.auth is not None and request.auth.superuser):
             rule = collection.rule("authRule")
             allowed = rule is not None
@@ -499,6 +501,11 @@ class TenantApi:
                         [row["id"], *params]).fetchone() is not None
             if not allowed:
                 raise ApiError(403, "The request doesn't satisfy the collection requirements to authenticate.")
+        if auth_method:
+            mfa_id = self._check_mfa(request, collection, row, auth_method, body or {})
+            if mfa_id:
+                request.send_json(401, {"mfaId": mfa_id})
+                return
         if token is None:
             token_options = collection.options.get("authToken") or {}
             token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id,
@@ -510,6 +517,36 @@ class TenantApi:
         except ValueError as err:
             raise ApiError(400, BAD_REQUEST) from err
         request.send_json(200, query.apply_fields(payload, projection))
+
+    def _check_mfa(self, request: TenantRequest, collection: Collection, row: dict[str, Any], method: str,
+                   body: dict[str, Any]) -> str | None:
+        """PocketBase's ``checkMFA``: the id of a new MFA session when this login needs another method,
+        None when it may complete (MFA off, its rule does not hold, or a valid session of another method
+        was given); 400 for an unusable session."""
+        options = mfa.MfaOptions.of(collection)
+        if not options.enabled or not self._wants_mfa(request, collection, row, options.rule, body):
+            return None
+        mfa_id = mfa.submitted_mfa_id(request.scope.query_string, body)
+        if not mfa_id:
+            return mfa.start_session(request.tenant, collection, row["id"], method)
+        mfa.finish_session(request.tenant, collection, row["id"], method, mfa_id, options)
+        return None
+
+    def _wants_mfa(self, request: TenantRequest, collection: Collection, row: dict[str, Any], rule: str,
+                   body: dict[str, Any]) -> bool:
+        """Whether the collection's ``mfa.rule`` holds for the record (an empty rule always does), evaluated
+        for this request like the other API rules; a rule that cannot be evaluated fails the login."""
+        if not rule:
+            return True
+        try:
+            sql, params = compile_filter(rule, self._resolver(request, collection, body, hidden=True),
+                                         max_length=None)
+            table = quote(collection.name)
+            return request.tenant.conn.execute(f"SELECT 1 FROM {table} WHERE {table}.id = ? AND ({sql}) LIMIT 1",
+                                               [row["id"], *params]).fetchone() is not None
+        except (FilterError, apsw.SQLError) as err:
+            log.warning("tenant %s: mfa.rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+            raise ApiError(400, "Failed to authenticate.") from err
 
     def _auth_collection(self, request: TenantRequest) -> Collection:
         """The path's collection as PocketBase's auth routes find it: missing → 404 (their rate-limit
@@ -565,7 +602,7 @@ class TenantApi:
                 break
         if row is None or not auth.verify_password(password, str(row.get("password", ""))):
             raise ApiError(400, "Failed to authenticate.")
-        self._auth_response(collection, row, request)
+        self._auth_response(collection, row, request, auth_method=mfa.PASSWORD_METHOD, body=body)
 
     @staticmethod
     def _find_by_identity(tenant: Tenant, collection: Collection, name: str, identity: str) -> dict[str, Any] | None:
