@@ -7,6 +7,7 @@ the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -132,6 +133,28 @@ async def body_chunks(proto: HTTPProtocol) -> AsyncIterator[bytes]:
             raise ApiError(400, BROKEN_BODY)
         else:
             yield chunk
+
+
+UNREAD_BODY_DRAIN_BYTES = 64 << 20
+UNREAD_BODY_DRAIN_SECONDS = 10.0
+
+
+async def discard_unread_body(proto: HTTPProtocol, limit: int = UNREAD_BODY_DRAIN_BYTES,
+                              seconds: float = UNREAD_BODY_DRAIN_SECONDS) -> None:
+    """Read and drop what an answered request left of its body (bounded in size and time).
+
+    A server that answers early (404, 403, a moved tenant) and drops the unread body has its connection
+    reset under a gateway still sending that body, which then sees a failed exchange instead of the
+    answer. Go's net/http, which PocketBase uses, likewise reads what is left before reusing or closing."""
+    size = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in proto:
+                size += len(chunk)
+                if size > limit:
+                    return
+    except Exception:  # noqa: BLE001 - already read (granian refuses a second read), broken, or too slow
+        return
 
 
 def bearer_token_matches(authorization: str | None, expected: str) -> bool:

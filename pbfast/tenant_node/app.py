@@ -47,6 +47,7 @@ from pbfast.http import (
     Scope,
     StatusRecorder,
     bearer_token_matches,
+    discard_unread_body,
     send_error,
 )
 from pbfast.logs import component_logger
@@ -1162,6 +1163,7 @@ class TenantNodeApp:
                 send_error(proto, 401, "The request requires the cluster token.")
                 return
             await self._serve_forwarded(path, scope, proto)
+            await discard_unread_body(proto)  # answered early: let a gateway still sending the body finish
             return
         if path == "/metrics":
             await self.serve_metrics(scope, proto)
