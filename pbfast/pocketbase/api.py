@@ -363,11 +363,15 @@ class TenantApi:
             return set()
         table = quote(collection.name)
         found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            found.update(str(row[0]) for row in request.tenant.conn.execute(
-                f"SELECT {table}.id FROM {table} WHERE {table}.id IN ({', '.join('?' * len(chunk))}) AND ({sql})",
-                [*chunk, *params]))
+        try:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                found.update(str(row[0]) for row in request.tenant.conn.execute(
+                    f"SELECT {table}.id FROM {table} WHERE {table}.id IN ({', '.join('?' * len(chunk))}) AND ({sql})",
+                    [*chunk, *params]))
+        except apsw.SQLError as err:  # a rule SQLite refuses manages nothing
+            log.warning("tenant %s: manageRule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+            return set()
         return found
 
     def _visible_row(self, request: TenantRequest, collection: Collection, rule_text: str | None,
@@ -438,9 +442,13 @@ class TenantApi:
             return False
         columns = list(draft)
         selects = ", ".join(f"? AS {quote(c)}" for c in columns)
-        found = request.tenant.conn.execute(
-            f"WITH {quote(alias)} AS (SELECT {selects}) SELECT 1 FROM {quote(alias)} WHERE ({sql}) LIMIT 1",
-            [*(draft[c] for c in columns), *params]).fetchone()
+        try:
+            found = request.tenant.conn.execute(
+                f"WITH {quote(alias)} AS (SELECT {selects}) SELECT 1 FROM {quote(alias)} WHERE ({sql}) LIMIT 1",
+                [*(draft[c] for c in columns), *params]).fetchone()
+        except apsw.SQLError as err:  # a rule SQLite refuses does not hold
+            log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+            return False
         return found is not None
 
     async def update_record(self, request: TenantRequest) -> None:
@@ -496,9 +504,14 @@ class TenantApi:
                     allowed = False
                 else:
                     table = quote(collection.name)
-                    allowed = request.tenant.conn.execute(
-                        f"SELECT 1 FROM {table} WHERE {table}.id = ? AND ({sql}) LIMIT 1",
-                        [row["id"], *params]).fetchone() is not None
+                    try:
+                        allowed = request.tenant.conn.execute(
+                            f"SELECT 1 FROM {table} WHERE {table}.id = ? AND ({sql}) LIMIT 1",
+                            [row["id"], *params]).fetchone() is not None
+                    except apsw.SQLError as err:  # a rule SQLite refuses does not hold
+                        log.warning("tenant %s: authRule of %s cannot be evaluated: %s", request.tenant.id,
+                                    collection.name, err)
+                        allowed = False
             if not allowed:
                 raise ApiError(403, "The request doesn't satisfy the collection requirements to authenticate.")
         if auth_method:

@@ -226,3 +226,21 @@ def test_an_early_answer_to_a_large_body_reaches_the_client(target: Target) -> N
         answer = target.request("POST", path, content=body, headers={"content-type": "application/json"})
         assert answer.status_code == status, (path, answer.status_code, answer.text[:200])
     assert target.request("GET", "/api/health").status_code == 200
+
+
+def test_rules_sqlite_refuses_never_fail_the_server(aio: AllInOne) -> None:
+    """An API rule SQLite refuses (more than 64 joins) makes the rule not hold, as a failing rule query
+    does in PocketBase: 400 for a create, 403 for a login, never a 500."""
+    gw = aio.gateway
+    rule = " && ".join(f"@collection.demo1:a{i}.id != ''" for i in range(70))
+    records = public_collection(gw, "joiny")
+    assert gw.request("PATCH", "/api/collections/joiny", superuser=True, json={"createRule": rule}).status_code == 200
+    assert_pocketbase_error(gw.request("POST", records, json={"t": "x"}), 400)
+    original = gw.request("GET", "/api/collections/clients", superuser=True).json()["authRule"]
+    assert gw.request("PATCH", "/api/collections/clients", superuser=True, json={"authRule": rule}).status_code == 200
+    try:
+        login = gw.request("POST", "/api/collections/clients/auth-with-password",
+                           json={"identity": "test@example.com", "password": "1234567890"})
+        assert_pocketbase_error(login, 403)
+    finally:
+        gw.request("PATCH", "/api/collections/clients", superuser=True, json={"authRule": original})
