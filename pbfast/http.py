@@ -116,20 +116,22 @@ def send_error(
 BROKEN_BODY = "Something went wrong while processing your request."
 
 
-async def body_chunks(proto: HTTPProtocol) -> AsyncIterator[bytes]:
-    """The request body's chunks; ``ApiError(400)`` when it broke off (a malformed chunk size, fewer bytes
-    than its Content-Length before the client closed).
+async def body_chunks(proto: HTTPProtocol, http_version: str = "1.1") -> AsyncIterator[bytes]:
+    """The request body's chunks; over HTTP/1, ``ApiError(400)`` when it broke off (a malformed chunk size,
+    fewer bytes than its Content-Length before the client closed).
 
     granian's body iterator does not raise on such errors: it yields an empty chunk for the error and then
-    the empty chunk that ends every body. Two empty chunks therefore mean a broken body (or HTTP trailers,
-    which it reports the same way and which no client of this API sends)."""
+    the empty chunk that ends every body. Over HTTP/1 two empty chunks therefore mean a broken body (or HTTP
+    trailers, which it reports the same way and which no client of this API sends); over HTTP/2 an empty
+    DATA frame that ends the stream looks the same, and framing errors are the HTTP/2 layer's."""
+    checked = not http_version.startswith("2")
     ended = False
     async for chunk in proto:
         if not chunk:
-            if ended:
+            if ended and checked:
                 raise ApiError(400, BROKEN_BODY)
             ended = True
-        elif ended:
+        elif ended and checked:
             raise ApiError(400, BROKEN_BODY)
         else:
             yield chunk
@@ -211,7 +213,7 @@ class Request:
             raise ApiError(413, f"The request body is larger than {limit} bytes.")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in body_chunks(self.proto):
+        async for chunk in body_chunks(self.proto, str(getattr(self.scope, "http_version", "1.1"))):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, f"The request body is larger than {limit} bytes.")
