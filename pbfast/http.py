@@ -7,9 +7,10 @@ the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qs
@@ -119,6 +120,52 @@ def send_error(
     send_json(proto, status, error.body(), headers)
 
 
+BROKEN_BODY = "Something went wrong while processing your request."
+
+
+async def body_chunks(proto: HTTPProtocol, http_version: str = "1.1") -> AsyncIterator[bytes]:
+    """The request body's chunks; over HTTP/1, ``ApiError(400)`` when it broke off (a malformed chunk size,
+    fewer bytes than its Content-Length before the client closed).
+
+    granian's body iterator does not raise on such errors: it yields an empty chunk for the error and then
+    the empty chunk that ends every body. Over HTTP/1 two empty chunks therefore mean a broken body (or HTTP
+    trailers, which it reports the same way and which no client of this API sends); over HTTP/2 an empty
+    DATA frame that ends the stream looks the same, and framing errors are the HTTP/2 layer's."""
+    checked = not http_version.startswith("2")
+    ended = False
+    async for chunk in proto:
+        if not chunk:
+            if ended and checked:
+                raise ApiError(400, BROKEN_BODY)
+            ended = True
+        elif ended and checked:
+            raise ApiError(400, BROKEN_BODY)
+        else:
+            yield chunk
+
+
+UNREAD_BODY_DRAIN_BYTES = 64 << 20
+UNREAD_BODY_DRAIN_SECONDS = 10.0
+
+
+async def discard_unread_body(proto: HTTPProtocol, limit: int = UNREAD_BODY_DRAIN_BYTES,
+                              seconds: float = UNREAD_BODY_DRAIN_SECONDS) -> None:
+    """Read and drop what an answered request left of its body (bounded in size and time).
+
+    A server that answers early (404, 403, a moved tenant) and drops the unread body has its connection
+    reset under a gateway still sending that body, which then sees a failed exchange instead of the
+    answer. Go's net/http, which PocketBase uses, likewise reads what is left before reusing or closing."""
+    size = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in proto:
+                size += len(chunk)
+                if size > limit:
+                    return
+    except Exception:  # noqa: BLE001 - already read (granian refuses a second read), broken, or too slow
+        return
+
+
 def bearer_token_matches(authorization: str | None, expected: str) -> bool:
     """Constant-time check of an ``Authorization: Bearer <token>`` header against ``expected``."""
     if not authorization or not expected:
@@ -173,7 +220,7 @@ class Request:
             raise ApiError(413, f"The request body is larger than {limit} bytes.")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in self.proto:
+        async for chunk in body_chunks(self.proto, str(getattr(self.scope, "http_version", "1.1"))):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, f"The request body is larger than {limit} bytes.")

@@ -244,15 +244,20 @@ class _Outcome:
             self._breakers.record_failure(self._address)
 
 
+def _is_http1(scope: Scope) -> bool:
+    return not str(getattr(scope, "http_version", "1.1")).startswith("2")
+
+
 class _Body:
     """The request body: ``data`` when read whole (empty for none; replayable), else streamed from the
     client with ``length`` bytes (None: unknown, sent chunked)."""
 
-    __slots__ = ("data", "length", "started")
+    __slots__ = ("data", "http1", "length", "started")
 
-    def __init__(self, data: bytes | None, length: int | None) -> None:
+    def __init__(self, data: bytes | None, length: int | None, http1: bool = True) -> None:
         self.data = data
         self.length = length
+        self.http1 = http1  # over HTTP/1 granian reports a body that broke off as an extra empty chunk
         self.started = False  # a streamed body was (partly) consumed: it cannot be sent again
 
 
@@ -376,13 +381,14 @@ class NodeProxy:
                         data = await proto()
                 except TimeoutError:
                     raise _ClientError(408, "Timed out reading the request body.") from None
+                except Exception as err:  # noqa: BLE001 - granian's error for a body that broke off
+                    raise _ClientError(400, "The request body could not be read.") from err
                 if len(data) != length:
                     raise _ClientError(400, "The request body does not match its Content-Length.")
                 return _Body(data, length)
-            return _Body(None, length)
-        if "transfer-encoding" in headers or (getattr(scope, "http_version", "1.1").startswith("2")
-                                              and scope.method not in _NO_BODY_METHODS):
-            return _Body(None, None)
+            return _Body(None, length, _is_http1(scope))
+        if "transfer-encoding" in headers or (not _is_http1(scope) and scope.method not in _NO_BODY_METHODS):
+            return _Body(None, None, _is_http1(scope))
         return _Body(b"", None)
 
     def _request_head(self, scope: Scope, target: Target, headers: str, body: _Body) -> bytes:
@@ -586,6 +592,7 @@ class NodeProxy:
         size = 0
         idle = self.limits.client_idle_seconds
         iterator = proto.__aiter__()
+        ended = False  # granian ends a body with one empty chunk; a second one means the body broke off
         while True:
             try:
                 async with asyncio.timeout(idle):
@@ -598,7 +605,11 @@ class NodeProxy:
             except Exception as err:  # noqa: BLE001 - the client went away mid-upload
                 conn.abort()
                 raise _ClientError(400, "The request body could not be read.") from err
-            if not chunk:
+            if (not chunk or ended) and body.http1:
+                if ended:  # see pbfast.http.body_chunks
+                    conn.abort()
+                    raise _ClientError(400, "The request body could not be read.")
+                ended = True
                 continue
             size += len(chunk)
             if size > limit or (expected is not None and size > expected):

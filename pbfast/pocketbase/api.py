@@ -2,7 +2,8 @@
 
 Implemented: health, collections (list/view/create/update/delete/truncate and scaffolds, superusers only),
 records (list/view/create/update/delete with API rules, field modifiers, the auth records' account rules and
-``manageRule``), superuser and auth-collection password auth (``authRule`` checked; no MFA/OTP/OAuth2 yet) and
+``manageRule``), superuser and auth-collection password auth (``authRule`` and MFA's first step checked;
+no OTP/OAuth2 yet, so a collection with MFA on cannot complete a login) and
 token refresh. A ``fields`` query parameter trims successful JSON answers, as PocketBase does. Error bodies,
 status codes and messages follow the stock server (checked by the differential tests in
 ``tests/pocketbase/test_differential.py``).
@@ -12,9 +13,11 @@ Thread-safety: handlers run on the node's event loop with the tenant pinned open
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import apsw
 import orjson
@@ -30,8 +33,15 @@ from pbfast.http import (
     Scope,
 )
 from pbfast.logs import component_logger
-from pbfast.pocketbase import auth, fields, query, schema
-from pbfast.pocketbase.filter import Collections, FilterError, TableResolver, compile_filter, superuser_only_field
+from pbfast.pocketbase import auth, fields, mfa, query, schema
+from pbfast.pocketbase.filter import (
+    MAX_FILTER_LENGTH,
+    Collections,
+    FilterError,
+    TableResolver,
+    compile_filter,
+    superuser_only_field,
+)
 from pbfast.pocketbase.records import (
     LastSuperuserError,
     RecordValidationError,
@@ -119,7 +129,8 @@ class TenantRequest(Request):
 
     def send_json(self, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
         # PocketBase (Go) marshals maps with sorted keys.
-        self.proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
+        self.proto.response_bytes(status, JSON_HEADERS + (headers or []),
+                                  orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=fields.go_json_default))
 
 
 def _authenticate(tenant: Tenant, header: str | None) -> Auth | None:
@@ -186,8 +197,9 @@ class TenantApi:
             try:
                 request.raw_body = await Request(scope, proto, path, params).body(limit)
             except ApiError as err:
-                if err.status != 413:
-                    raise
+                if err.status != 413:  # a malformed or cut-short body
+                    _error(proto, err.status, err.message, err.data, err.headers)
+                    return
                 request.raw_body = None
 
         def work() -> None:
@@ -254,8 +266,10 @@ class TenantApi:
             raise ApiError(403, NOT_ALLOWED)
 
     @staticmethod
-    def _body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY) -> dict[str, Any]:
-        """The request body (read before the handler ran, see :meth:`handle`) as a JSON object."""
+    def _body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: str = BAD_REQUEST) -> dict[str, Any]:
+        """The JSON object of the body (read before the handler ran, see :meth:`handle`) as PocketBase binds it:
+        empty or ``null`` is ``{}``, only the first JSON value counts; anything but an object is 400 with
+        ``invalid`` as the message."""
         content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
         raw = request.raw_body
         if raw is None or len(raw) > limit:
@@ -264,12 +278,11 @@ class TenantApi:
             return {}
         if content_type and content_type != "application/json" and not content_type.endswith("+json"):
             raise ApiError(400, "Unsupported Content-Type.")  # multipart (file uploads): not supported yet
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError as err:
-            raise ApiError(400, BAD_REQUEST) from err
+        value = decode_json_body(raw, invalid)
+        if value is None:
+            return {}
         if not isinstance(value, dict):
-            raise ApiError(400, BAD_REQUEST)
+            raise ApiError(400, invalid)
         return value
 
     @staticmethod
@@ -303,7 +316,7 @@ class TenantApi:
             return None
         resolver = self._resolver(request, collection, body, hidden=True)
         try:
-            return compile_filter(rule, resolver)
+            return compile_filter(rule, resolver, max_length=None)
         except FilterError as err:
             log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
             raise ApiError(404, NOT_FOUND) from err  # PocketBase: the record lookup with the rule fails
@@ -343,26 +356,35 @@ class TenantApi:
         if user_filter:
             filters.append((user_filter, resolver))
         try:
-            compiled = query.compile_list_query(filters, sort, resolver)
+            if len(user_filter.encode()) > MAX_FILTER_LENGTH:  # the client's filter only: rules are not limited
+                raise FilterError("max filter length limit reached")
+            compiled = query.compile_list_query(filters, sort, resolver, max_length=None)
         except (FilterError, ValueError) as err:
             raise ApiError(400, BAD_REQUEST) from err
         table = quote(collection.name)
         condition = f" WHERE {compiled.where}" if compiled.where and compiled.where != "1=1" else ""
         order = f" ORDER BY {compiled.order_by}" if compiled.order_by else ""
-        cursor = tenant.conn.execute(f"SELECT {table}.* FROM {table}{condition}{order} LIMIT ? OFFSET ?",
-                                     [*compiled.params, per_page, (page - 1) * per_page])
         names = None
         rows = []
-        for values in cursor:
-            names = names or [d[0] for d in cursor.getdescription()]
-            rows.append(dict(zip(names, values)))
+        try:
+            cursor = tenant.conn.execute(f"SELECT {table}.* FROM {table}{condition}{order} LIMIT ? OFFSET ?",
+                                         [*compiled.params, per_page, (page - 1) * per_page])
+            for values in cursor:
+                names = names or [d[0] for d in cursor.getdescription()]
+                rows.append(dict(zip(names, values)))
+            if skip_total:
+                total, pages = -1, -1
+            else:
+                total = tenant.conn.execute(f"SELECT COUNT(*) FROM {table}{condition}",
+                                            compiled.params).fetchone()[0]
+                pages = (total + per_page - 1) // per_page
+        except apsw.SQLError as err:
+            # SQLite refused the query the filter/sort/rule made (too deep, too many joins ...): PocketBase
+            # answers any failure of its list query with 400.
+            log.warning("tenant %s: listing %s failed: %s", tenant.id, collection.name, err)
+            raise ApiError(400, BAD_REQUEST) from err
         items = self._records_json(request, collection, rows)
         items = query.apply_fields_many(items, projection)
-        if skip_total:
-            total, pages = -1, -1
-        else:
-            total = tenant.conn.execute(f"SELECT COUNT(*) FROM {table}{condition}", compiled.params).fetchone()[0]
-            pages = (total + per_page - 1) // per_page
         request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": total,
                                 "totalPages": pages})
 
@@ -393,18 +415,23 @@ class TenantApi:
         if not rule or not ids or (request.auth is not None and request.auth.superuser):
             return set()
         try:
-            sql, params = compile_filter(rule, self._resolver(request, collection, body, hidden=True))
+            sql, params = compile_filter(rule, self._resolver(request, collection, body, hidden=True),
+                                         max_length=None)
         except FilterError as err:
             log.warning("tenant %s: manageRule of %s cannot be evaluated: %s", request.tenant.id,
                         collection.name, err)
             return set()
         table = quote(collection.name)
         found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            found.update(str(row[0]) for row in request.tenant.conn.execute(
-                f"SELECT {table}.id FROM {table} WHERE {table}.id IN ({', '.join('?' * len(chunk))}) AND ({sql})",
-                [*chunk, *params]))
+        try:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                found.update(str(row[0]) for row in request.tenant.conn.execute(
+                    f"SELECT {table}.id FROM {table} WHERE {table}.id IN ({', '.join('?' * len(chunk))}) AND ({sql})",
+                    [*chunk, *params]))
+        except apsw.SQLError as err:  # a rule SQLite refuses manages nothing
+            log.warning("tenant %s: manageRule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+            return set()
         return found
 
     def _visible_row(self, request: TenantRequest, collection: Collection, rule_text: str | None,
@@ -415,9 +442,12 @@ class TenantApi:
         if rule is not None:
             sql += f" AND ({rule[0]})"
             params += rule[1]
-        cursor = request.tenant.conn.execute(sql, params)
-        for values in cursor:
-            return dict(zip([d[0] for d in cursor.getdescription()], values))
+        try:
+            cursor = request.tenant.conn.execute(sql, params)
+            for values in cursor:
+                return dict(zip([d[0] for d in cursor.getdescription()], values))
+        except apsw.SQLError as err:  # a rule SQLite refuses: PocketBase's lookup with the rule fails
+            log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
         raise ApiError(404, NOT_FOUND)
 
     def _write_context(self, request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
@@ -466,15 +496,19 @@ class TenantApi:
             request.tenant.info(collection), self._request_context(request, body),
             collections=request.tenant.registry, allow_hidden_fields=True, table_alias=alias)
         try:
-            sql, params = compile_filter(rule, resolver)
+            sql, params = compile_filter(rule, resolver, max_length=None)
         except FilterError as err:
             log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
             return False
         columns = list(draft)
         selects = ", ".join(f"? AS {quote(c)}" for c in columns)
-        found = request.tenant.conn.execute(
-            f"WITH {quote(alias)} AS (SELECT {selects}) SELECT 1 FROM {quote(alias)} WHERE ({sql}) LIMIT 1",
-            [*(draft[c] for c in columns), *params]).fetchone()
+        try:
+            found = request.tenant.conn.execute(
+                f"WITH {quote(alias)} AS (SELECT {selects}) SELECT 1 FROM {quote(alias)} WHERE ({sql}) LIMIT 1",
+                [*(draft[c] for c in columns), *params]).fetchone()
+        except apsw.SQLError as err:  # a rule SQLite refuses does not hold
+            log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+            return False
         return found is not None
 
     def update_record(self, request: TenantRequest) -> None:
@@ -513,26 +547,38 @@ class TenantApi:
     # ---- auth ---------------------------------------------------------------------------------------
 
     def _auth_response(self, collection: Collection, row: dict[str, Any], request: TenantRequest,
-                       token: str | None = None) -> None:
+                       token: str | None = None, auth_method: str = "", body: dict[str, Any] | None = None) -> None:
         """PocketBase's ``recordAuthResponse``: the collection's ``authRule`` must hold for the record
-        (evaluated for the requester; superusers always pass), then ``{"record", "token"}``."""
+        (evaluated for the requester; superusers always pass), then MFA for an ``auth_method`` (a first
+        method answers ``401 {"mfaId"}``, see :mod:`pbfast.pocketbase.mfa`), then ``{"record", "token"}``."""
         if not (request.auth is not None and request.auth.superuser):
             rule = collection.rule("authRule")
             allowed = rule is not None
             if rule:
                 try:
-                    sql, params = compile_filter(rule, self._resolver(request, collection, None, hidden=True))
+                    sql, params = compile_filter(rule, self._resolver(request, collection, None, hidden=True),
+                                                 max_length=None)
                 except FilterError as err:
                     log.warning("tenant %s: authRule of %s cannot be evaluated: %s", request.tenant.id,
                                 collection.name, err)
                     allowed = False
                 else:
                     table = quote(collection.name)
-                    allowed = request.tenant.conn.execute(
-                        f"SELECT 1 FROM {table} WHERE {table}.id = ? AND ({sql}) LIMIT 1",
-                        [row["id"], *params]).fetchone() is not None
+                    try:
+                        allowed = request.tenant.conn.execute(
+                            f"SELECT 1 FROM {table} WHERE {table}.id = ? AND ({sql}) LIMIT 1",
+                            [row["id"], *params]).fetchone() is not None
+                    except apsw.SQLError as err:  # a rule SQLite refuses does not hold
+                        log.warning("tenant %s: authRule of %s cannot be evaluated: %s", request.tenant.id,
+                                    collection.name, err)
+                        allowed = False
             if not allowed:
                 raise ApiError(403, "The request doesn't satisfy the collection requirements to authenticate.")
+        if auth_method:
+            mfa_id = self._check_mfa(request, collection, row, auth_method, body or {})
+            if mfa_id:
+                request.send_json(401, {"mfaId": mfa_id})
+                return
         if token is None:
             token_options = collection.options.get("authToken") or {}
             token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id,
@@ -544,6 +590,36 @@ class TenantApi:
         except ValueError as err:
             raise ApiError(400, BAD_REQUEST) from err
         request.send_json(200, query.apply_fields(payload, projection))
+
+    def _check_mfa(self, request: TenantRequest, collection: Collection, row: dict[str, Any], method: str,
+                   body: dict[str, Any]) -> str | None:
+        """PocketBase's ``checkMFA``: the id of a new MFA session when this login needs another method,
+        None when it may complete (MFA off, its rule does not hold, or a valid session of another method
+        was given); 400 for an unusable session."""
+        options = mfa.MfaOptions.of(collection)
+        if not options.enabled or not self._wants_mfa(request, collection, row, options.rule, body):
+            return None
+        mfa_id = mfa.submitted_mfa_id(request.scope.query_string, body)
+        if not mfa_id:
+            return mfa.start_session(request.tenant, collection, row["id"], method)
+        mfa.finish_session(request.tenant, collection, row["id"], method, mfa_id, options)
+        return None
+
+    def _wants_mfa(self, request: TenantRequest, collection: Collection, row: dict[str, Any], rule: str,
+                   body: dict[str, Any]) -> bool:
+        """Whether the collection's ``mfa.rule`` holds for the record (an empty rule always does), evaluated
+        for this request like the other API rules; a rule that cannot be evaluated fails the login."""
+        if not rule:
+            return True
+        try:
+            sql, params = compile_filter(rule, self._resolver(request, collection, body, hidden=True),
+                                         max_length=None)
+            table = quote(collection.name)
+            return request.tenant.conn.execute(f"SELECT 1 FROM {table} WHERE {table}.id = ? AND ({sql}) LIMIT 1",
+                                               [row["id"], *params]).fetchone() is not None
+        except (FilterError, apsw.SQLError) as err:
+            log.warning("tenant %s: mfa.rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+            raise ApiError(400, "Failed to authenticate.") from err
 
     def _auth_collection(self, request: TenantRequest) -> Collection:
         """The path's collection as PocketBase's auth routes find it: missing → 404 (their rate-limit
@@ -599,7 +675,7 @@ class TenantApi:
                 break
         if row is None or not auth.verify_password(password, str(row.get("password", ""))):
             raise ApiError(400, "Failed to authenticate.")
-        self._auth_response(collection, row, request)
+        self._auth_response(collection, row, request, auth_method=mfa.PASSWORD_METHOD, body=body)
 
     @staticmethod
     def _find_by_identity(tenant: Tenant, collection: Collection, name: str, identity: str) -> dict[str, Any] | None:
@@ -682,7 +758,7 @@ class TenantApi:
 
     def create_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
-        body = self._body(request)
+        body = self._body(request, invalid="Failed to load the collection type data due to invalid formatting.")
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
@@ -696,7 +772,7 @@ class TenantApi:
     def update_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         collection = self._collection(request, NOT_FOUND)
-        body = self._body(request)
+        body = self._body(request, invalid="Failed to load the submitted data due to invalid formatting.")
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
@@ -754,6 +830,54 @@ def _body_limit(tenant: Tenant, params: dict[str, str]) -> int:
     return _record_body_limit(collection) if collection is not None else DEFAULT_MAX_BODY
 
 
+_JSON_WHITESPACE: Final = " \t\n\r"
+_MIN_INT64, _MAX_UINT64 = -(2**63), 2**64 - 1
+
+
+def decode_json_body(raw: bytes, invalid: str = BAD_REQUEST) -> Any:
+    """A request body's first JSON value, as Go's ``json.Decoder`` reads it: what follows that value is
+    never looked at and invalid UTF-8 becomes U+FFFD. Values nested deeper than the answers can be written
+    are refused (Go allows 10,000 levels; orjson writes 254). Raises ``ApiError(400, invalid)``."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = _first_json_value(raw, invalid)
+    if raw.count(b"[") + raw.count(b"{") > fields.ORJSON_MAX_DEPTH and fields.json_depth(value) > \
+            fields.ORJSON_MAX_DEPTH:
+        raise ApiError(400, invalid)
+    return value
+
+
+def _first_json_value(raw: bytes, invalid: str) -> Any:
+    """The slow path of :func:`decode_json_body` for bodies orjson refuses as a whole."""
+    text = raw.decode("utf-8", errors="replace")
+    start = len(text) - len(text.lstrip(_JSON_WHITESPACE))
+    decoder = json.JSONDecoder(parse_constant=_no_json_constant, parse_float=_finite_float, parse_int=_json_int)
+    try:
+        value, _ = decoder.raw_decode(text, start)
+        orjson.dumps(value)  # lone surrogates and too deep nesting, which the answers could not carry
+    except (ValueError, RecursionError, orjson.JSONEncodeError) as err:
+        raise ApiError(400, invalid) from err
+    return value
+
+
+def _no_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float64")
+    return value
+
+
+def _json_int(text: str) -> int | float:
+    """Like orjson: integers outside int64/uint64 become floats."""
+    value = int(text)
+    return value if _MIN_INT64 <= value <= _MAX_UINT64 else _finite_float(text)
+
+
 def _record_body_limit(collection: Collection) -> int:
     """PocketBase's record body limit: the default plus what the collection's file fields may carry."""
     extra = sum(int(f.get("maxSize") or 0) * max(1, int(f.get("maxSelect") or 1))
@@ -768,7 +892,8 @@ def _check_rule(collection: Collection, rule: str, others: Any) -> None:
     registry = Collections(infos)
     info = next(i for i in infos if i["id"] == collection.id)
     # an empty request (as PocketBase validates rules): @request.* fields resolve, with their modifiers checked
-    compile_filter(rule, TableResolver.from_collection(info, _EMPTY_REQUEST, collections=registry))
+    resolver = TableResolver.from_collection(info, _EMPTY_REQUEST, collections=registry)
+    compile_filter(rule, resolver, max_length=None)  # PocketBase limits the length of client filters only
 
 
 _EMPTY_REQUEST: dict[str, Any] = {"auth": None, "body": {}, "query": {}, "headers": {}, "method": "",
@@ -781,4 +906,4 @@ schema.set_rule_checker(_check_rule)
 def _error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,
            headers: list[tuple[str, str]] | None = None) -> None:
     body = {"data": data or {}, "message": message, "status": status}
-    proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(body))
+    proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(body, default=fields.go_json_default))

@@ -42,8 +42,11 @@ from pbfast.timefmt import format_datetime
 __all__ = [
     "FIELD_TYPES",
     "MISSING",
+    "ORJSON_MAX_DEPTH",
     "FieldError",
+    "DeepJson",
     "FieldSettingsError",
+    "GoWholeFloat",
     "PlainPassword",
     "autodate_value",
     "cast_value",
@@ -51,7 +54,9 @@ __all__ = [
     "field_id_for",
     "format_datetime_value",
     "generate_by_pattern",
+    "go_json_default",
     "is_multiple",
+    "json_depth",
     "needs_hashing",
     "new_field_definition",
     "normalize_field",
@@ -175,11 +180,66 @@ def _templated(code: str, template: str, params: Mapping[str, Any]) -> FieldErro
 # --------------------------------------------------------------------------------- Go number formatting
 
 
+_EXACT_INT_LIMIT: Final = 2**53  # every integer up to here is a float64 whose shortest digits are all of it
+
+
+class GoWholeFloat(float):
+    """A whole float64 from 2**53 up to 1e21, which Go's JSON encoder writes without an exponent as its
+    shortest digits padded with zeros (``18446744073709552000``). As an ``int`` it would show other digits
+    (``18446744073709551616``) and orjson cannot write ints past 64 bits at all, so it stays a float and is
+    written by :func:`go_json_default` (pass ``default=go_json_default`` to ``orjson.dumps``)."""
+
+    __slots__ = ()
+
+
+class DeepJson:
+    """A JSON field's valid JSON text nested deeper than orjson writes (:data:`ORJSON_MAX_DEPTH`): handed
+    out as it is and written as it is (by :func:`go_json_default`)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def go_json_default(value: Any) -> Any:
+    """``orjson.dumps`` ``default`` hook for the values this module hands out (:class:`GoWholeFloat`,
+    :class:`DeepJson`)."""
+    if isinstance(value, GoWholeFloat):
+        return orjson.Fragment(_format_float_f(value).encode())
+    if isinstance(value, DeepJson):
+        return orjson.Fragment(value.text.encode())
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _json_number(value: Any) -> Any:
     """A float64 as Go's JSON encoder would show it: integral values without a fraction."""
     if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
-        return int(value)
+        return int(value) if abs(value) <= _EXACT_INT_LIMIT else GoWholeFloat(value)
     return value
+
+
+ORJSON_MAX_DEPTH: Final = 254
+"""The deepest nesting ``orjson.dumps`` writes (it refuses deeper values)."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply a decoded JSON value nests arrays and objects (a scalar is 0), without recursion."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        pending.extend((child, depth) for child in item if isinstance(child, dict | list))
+    return deepest
 
 
 def go_format_float(value: float, fmt: str) -> str:
@@ -1195,6 +1255,8 @@ def _json_raw_from_input(raw: Any) -> str | None:
     """PocketBase's JSON field ``PrepareValue``: the JSON text stored for a submitted value (None = NULL)."""
     if raw is None or raw is MISSING:
         return None
+    if isinstance(raw, DeepJson):
+        return raw.text
     if isinstance(raw, str):
         text = raw
         if text in ("null", "true", "false"):
@@ -1202,7 +1264,7 @@ def _json_raw_from_input(raw: Any) -> str | None:
         if text and (text[0].isdigit() or text[0] in '-"[{') and _valid_json(text):
             return text
         return orjson.dumps(text).decode()
-    return orjson.dumps(_go_json_value(raw), option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps(_go_json_value(raw), option=orjson.OPT_SORT_KEYS, default=go_json_default).decode()
 
 
 def _valid_json(text: str) -> bool:
@@ -1218,8 +1280,7 @@ def _go_json_value(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
-        as_float = _as_float64(value)
-        return int(Decimal(repr(as_float))) if math.isfinite(as_float) and abs(as_float) < 1e21 else as_float
+        return _json_number(_as_float64(value))
     if isinstance(value, float):
         return _json_number(value)
     if isinstance(value, Mapping):
@@ -1661,7 +1722,10 @@ def to_api_value(field: Mapping[str, Any], stored: Any) -> Any:
     if field_type == "json":
         if typed is None:
             return None
-        return orjson.loads(typed)
+        value = orjson.loads(typed)
+        if typed.count("[") + typed.count("{") > ORJSON_MAX_DEPTH and json_depth(value) > ORJSON_MAX_DEPTH:
+            return DeepJson(typed)
+        return value
     if field_type == "geoPoint":
         lon, lat = typed
         return {"lon": _json_number(lon), "lat": _json_number(lat)}

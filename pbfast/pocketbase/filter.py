@@ -30,7 +30,7 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -167,25 +167,51 @@ def _is_valid_identifier(literal: str) -> bool:
     return bool(literal) and literal[-1] not in (".", ":") and not (len(literal) == 1 and literal in "@_#")
 
 
-class _Scanner:
-    """A character-for-character port of fexpr's scanner semantics (not of its code)."""
+@dataclass(frozen=True, slots=True)
+class _GroupSpan:
+    """Where a parenthesised group's inner text lies in the scanned text (``data[start:end]``)."""
 
-    def __init__(self, text: str) -> None:
+    start: int
+    end: int
+
+
+class _Scanner:
+    """A character-for-character port of fexpr's scanner semantics (not of its code).
+
+    It scans ``text[start:end]`` as if that slice were the whole input, so a nested group is parsed in
+    place rather than copied out. ``group_ends`` (shared by the scanners of one parse) remembers where each
+    ``(`` seen outside quotes is closed: scanning a group again from the same ``(`` gives the same end as
+    long as that end lies before the scanned range's end, so every character is looked at a bounded number
+    of times however deep the nesting (copying each level's text would be quadratic).
+    """
+
+    def __init__(self, text: str, start: int = 0, end: int | None = None,
+                 group_ends: dict[int, int] | None = None, *, spans: bool = False) -> None:
         self.data = text
-        self.pos = 0
+        self.start = start
+        self.pos = start
+        self.end = len(text) if end is None else end
+        self.group_ends = {} if group_ends is None else group_ends
+        self.spans = spans  # groups come back as _GroupSpan instead of a T_GROUP token with a copy
 
     def read(self) -> str:
-        if self.pos >= len(self.data):
+        if self.pos >= self.end:
             return _EOF
         ch = self.data[self.pos]
         self.pos += 1
         return ch
 
     def unread(self) -> None:
-        if self.pos > 0:
+        if self.pos > self.start:
             self.pos -= 1
 
     def scan(self) -> Token:
+        token = self.scan_or_span()
+        if isinstance(token, _GroupSpan):
+            return Token(T_GROUP, self.data[token.start:token.end])
+        return token
+
+    def scan_or_span(self) -> Token | _GroupSpan:
         ch = self.read()
         if ch == _EOF:
             return Token(T_EOF, "")
@@ -306,30 +332,31 @@ class _Scanner:
             raise FilterError(f"{error} {go_quote(literal)}")
         return Token(token_type, literal)
 
-    def scan_group(self) -> Token:
-        self.read()  # the opening "("
-        buf: list[str] = []
-        open_groups = 1
-        while True:
-            ch = self.read()
-            if ch == _EOF:
-                break
-            if ch == "(":
-                open_groups += 1
-                buf.append(ch)
-            elif ch in ("'", '"'):
-                self.unread()
-                buf.append(self.scan_text(preserve_quotes=True).literal)
-            elif ch == ")":
-                open_groups -= 1
-                if open_groups <= 0:
+    def scan_group(self) -> Token | _GroupSpan:
+        opening = self.pos
+        known_end = self.group_ends.get(opening)
+        if known_end is not None and known_end < self.end:
+            self.pos = known_end + 1
+        else:
+            self.read()  # the opening "("
+            open_positions = [opening]  # of the "(" not closed yet, innermost last
+            while True:
+                ch = self.read()
+                if ch == _EOF:
                     break
-                buf.append(ch)
-            else:
-                buf.append(ch)
-        if open_groups > 0:
-            raise FilterError(f"invalid formatted group - missing {open_groups} closing bracket(s)")
-        return Token(T_GROUP, "".join(buf))
+                if ch == "(":
+                    open_positions.append(self.pos - 1)
+                elif ch in ("'", '"'):
+                    self.unread()
+                    self.scan_text(preserve_quotes=True)
+                elif ch == ")":
+                    self.group_ends[open_positions.pop()] = self.pos - 1
+                    if not open_positions:
+                        break
+            if open_positions:
+                raise FilterError(f"invalid formatted group - missing {len(open_positions)} closing bracket(s)")
+        span = _GroupSpan(opening + 1, self.pos - 1)
+        return span if self.spans else Token(T_GROUP, self.data[span.start:span.end])
 
     def scan_function_args(self, name: str, func_depth: int) -> Token:
         args: list[Token] = []
@@ -412,58 +439,82 @@ class ExprGroup:
 _OPERAND_TYPES: Final = (T_IDENTIFIER, T_TEXT, T_NUMBER, T_FUNCTION)
 
 
+@dataclass(slots=True)
+class _ParseFrame:
+    """The parser's state inside one (possibly parenthesised) list of groups."""
+
+    scanner: _Scanner
+    join_to_parent: str  # how the finished list joins what precedes it in the enclosing list
+    result: list[ExprGroup] = field(default_factory=list)
+    step: int = 0  # 0: before sign, 1: sign, 2: after sign, 3: join
+    join: str = JOIN_AND
+    left: Token | None = None
+    op: str = ""
+
+    def feed(self, token: Token) -> None:
+        if self.step == 0:
+            if token.type not in _OPERAND_TYPES:
+                raise FilterError(f"expected left operand (identifier, function, text or number), "
+                                  f"got {go_quote(token.literal)}")
+            self.left, self.op, self.step = token, "", 1
+        elif self.step == 1:
+            if token.type != T_SIGN:
+                raise FilterError(f"expected a sign operator, got {go_quote(token.literal)}")
+            self.op, self.step = token.literal, 2
+        elif self.step == 2:
+            if token.type not in _OPERAND_TYPES:
+                raise FilterError(f"expected right operand (identifier, function, text or number), "
+                                  f"got {go_quote(token.literal)}")
+            assert self.left is not None
+            self.result.append(ExprGroup(self.join, Expr(self.left, self.op, token)))
+            self.step = 3
+        else:
+            if token.type != T_JOIN:
+                raise FilterError(f"expected && or ||, got {go_quote(token.literal)}")
+            self.join = JOIN_OR if token.literal == JOIN_OR else JOIN_AND
+            self.step = 0
+
+    def finish(self) -> tuple[ExprGroup, ...]:
+        if self.step != 3:
+            if not self.result and self.left is None:
+                raise FilterError("empty filter expression")
+            raise FilterError("invalid or incomplete filter expression")
+        return tuple(self.result)
+
+
 @functools.lru_cache(maxsize=512)
 def parse(text: str) -> tuple[ExprGroup, ...]:
     """Parse a filter into fexpr's AST (a flat list of join-tagged groups, nested for parentheses).
 
     Mirrors fexpr's state machine, quirks included (a parenthesised group may directly follow another one
-    and reuses the previous join; a group in operand position replaces the pending expression).
+    and reuses the previous join; a group in operand position replaces the pending expression). Nested
+    groups are parsed with an explicit stack, so any depth parses in time linear in the text's length
+    without recursion.
 
     Raises:
         FilterError: on syntax errors, including an empty or comment-only expression.
     """
-    result: list[ExprGroup] = []
-    scanner = _Scanner(text)
-    step = 0  # 0: before sign, 1: sign, 2: after sign, 3: join
-    join = JOIN_AND
-    left: Token | None = None
-    op = ""
+    group_ends: dict[int, int] = {}
+    stack = [_ParseFrame(_Scanner(text, group_ends=group_ends, spans=True), JOIN_AND)]
     while True:
-        token = scanner.scan()
+        frame = stack[-1]
+        token = frame.scanner.scan_or_span()
+        if isinstance(token, _GroupSpan):
+            inner = _Scanner(text, token.start, token.end, group_ends, spans=True)
+            stack.append(_ParseFrame(inner, frame.join))
+            continue
         if token.type == T_EOF:
-            break
+            items = frame.finish()
+            stack.pop()
+            if not stack:
+                return items
+            parent = stack[-1]
+            parent.result.append(ExprGroup(frame.join_to_parent, items))
+            parent.step = 3
+            continue
         if token.type in (T_WS, T_COMMENT):
             continue
-        if token.type == T_GROUP:
-            result.append(ExprGroup(join, parse(token.literal)))
-            step = 3
-            continue
-        if step == 0:
-            if token.type not in _OPERAND_TYPES:
-                raise FilterError(f"expected left operand (identifier, function, text or number), "
-                                  f"got {go_quote(token.literal)}")
-            left, op, step = token, "", 1
-        elif step == 1:
-            if token.type != T_SIGN:
-                raise FilterError(f"expected a sign operator, got {go_quote(token.literal)}")
-            op, step = token.literal, 2
-        elif step == 2:
-            if token.type not in _OPERAND_TYPES:
-                raise FilterError(f"expected right operand (identifier, function, text or number), "
-                                  f"got {go_quote(token.literal)}")
-            assert left is not None
-            result.append(ExprGroup(join, Expr(left, op, token)))
-            step = 3
-        else:
-            if token.type != T_JOIN:
-                raise FilterError(f"expected && or ||, got {go_quote(token.literal)}")
-            join = JOIN_OR if token.literal == JOIN_OR else JOIN_AND
-            step = 0
-    if step != 3:
-        if not result and left is None:
-            raise FilterError("empty filter expression")
-        raise FilterError("invalid or incomplete filter expression")
-    return tuple(result)
+        frame.feed(token)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -815,21 +866,25 @@ class _Build:
     # -- groups -------------------------------------------------------------------------------------------
 
     def groups(self, groups: Sequence[ExprGroup]) -> Sql:
-        parts: list[Sql] = []
-        for group in groups:
-            if isinstance(group.item, Expr):
+        """The SQL of a parsed filter, depth first with an explicit stack (no recursion limit). A list of
+        one item is that item's SQL: nesting adds parentheses only where a list joins several items."""
+        stack: list[tuple[Iterator[ExprGroup], list[Sql], str]] = [(iter(groups), [], JOIN_AND)]
+        while True:
+            items, parts, join_to_parent = stack[-1]
+            group = next(items, None)
+            if group is None:
+                stack.pop()
+                expr = parts[0] if len(parts) == 1 else "(" + Sql.join(" ", parts) + ")"
+                if not stack:
+                    return expr
+                _join_part(stack[-1][1], join_to_parent, expr)
+            elif isinstance(group.item, Expr):
                 if self.remaining <= 0:
                     raise FilterError("max filter expressions limit reached")
                 self.remaining -= 1
-                expr = self.expr(group.item)
+                _join_part(parts, group.join, self.expr(group.item))
             else:
-                expr = self.groups(group.item)
-            if parts:
-                parts.append(Sql("OR" if group.join == JOIN_OR else "AND"))
-            parts.append(expr)
-        if len(parts) == 1:
-            return parts[0]
-        return "(" + Sql.join(" ", parts) + ")"
+                stack.append((iter(group.item), [], group.join))
 
     def expr(self, expr: Expr) -> Sql:
         try:
@@ -923,6 +978,12 @@ class _Build:
         return _fmt("NOT EXISTS (SELECT 1 FROM ({}) {} LEFT JOIN ({}) {} WHERE {})",
                     left.multi_match.sql(), quote_identifier(l_alias), right.multi_match.sql(),
                     quote_identifier(r_alias), where)
+
+
+def _join_part(parts: list[Sql], join: str, expr: Sql) -> None:
+    if parts:
+        parts.append(Sql("OR" if join == JOIN_OR else "AND"))
+    parts.append(expr)
 
 
 def _not(expr: Sql) -> Sql:

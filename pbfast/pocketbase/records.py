@@ -313,6 +313,10 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
                     assignments = ", ".join(f"{quote(c)} = ?" for c in values)
                     tenant.conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",
                                         [*values.values(), record_id])
+                if password_changed and tenant.collection("_mfas") is not None:
+                    # a new password ends the record's MFA sessions (PocketBase's registerMFAHooks)
+                    tenant.conn.execute('DELETE FROM "_mfas" WHERE collectionRef = ? AND recordRef = ?',
+                                        (collection.id, record_id))
     except apsw.ConstraintError as err:
         raise RecordValidationError(_unique_violation(collection, str(err), values)) from err
     stored = load_row(tenant, collection, record_id)

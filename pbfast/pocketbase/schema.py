@@ -454,7 +454,7 @@ class Collection:
             options = {}
         return {
             "id": self.id, "system": 1 if self.system else 0, "type": self.type, "name": self.name,
-            "fields": orjson.dumps([F.normalize_field(f) for f in self.fields]).decode(),
+            "fields": orjson.dumps([F.normalize_field(f) for f in self.fields], default=F.go_json_default).decode(),
             "indexes": orjson.dumps(list(self.indexes)).decode(),
             "listRule": self.listRule, "viewRule": self.viewRule, "createRule": self.createRule,
             "updateRule": self.updateRule, "deleteRule": self.deleteRule,

@@ -55,6 +55,7 @@ from pbfast.http import (
     Scope,
     StatusRecorder,
     bearer_token_matches,
+    discard_unread_body,
     send_error,
 )
 from pbfast.config import EngineSettings
@@ -1334,6 +1335,7 @@ class TenantNodeApp:
         if not is_valid_tenant_id(tenant_id) or not epoch_text.isdigit():
             raise ApiError(400, "Invalid forwarded tenant request.")
         await self.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto)
+        await discard_unread_body(request.proto)  # answered early: let a gateway still sending the body finish
 
     async def _health(self, request: Request) -> None:
         """PocketBase's health body, plus the state of this node's replication under ``data.replication``

@@ -67,7 +67,7 @@ class Runner:
             kwargs["content"] = step.raw
             headers.setdefault("content-type", "application/json")
         elif step.body is not None:
-            kwargs["json"] = step.body
+            kwargs["json"] = self._with_new_ids(step.body)
         response = httpx.request(step.method, self.backend.url + path, **kwargs)
         body: Any = None
         if response.content:
@@ -78,6 +78,17 @@ class Runner:
         if isinstance(body, dict) and isinstance(body.get("token"), str):
             self.tokens[step.name] = body["token"]
         return Outcome(response.status_code, self._normalise(body))
+
+    def _with_new_ids(self, value: Any) -> Any:
+        """``value`` with the ``<new-N>`` placeholders in its strings replaced by the real ids."""
+        if isinstance(value, dict):
+            return {k: self._with_new_ids(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._with_new_ids(v) for v in value]
+        if isinstance(value, str):
+            for placeholder, real in self.new_ids.items():
+                value = value.replace(placeholder, real)
+        return value
 
     def _normalise(self, value: Any, key: str = "") -> Any:
         if isinstance(value, dict):
@@ -147,6 +158,9 @@ def compare(stock: Backend, pbfast: Backend, steps: list[Step], fixture_ids: set
 
 def _created_id(outcome: Outcome, runner: Runner) -> str | None:
     body = outcome.body
+    if outcome.status == 401 and isinstance(body, dict) and isinstance(body.get("mfaId"), str) \
+            and not body["mfaId"].startswith("<new-"):
+        return body["mfaId"]  # an MFA session opened by the step
     if outcome.status == 200 and isinstance(body, dict) and isinstance(body.get("id"), str) \
             and "collectionName" in body and body["id"] not in runner.fixture_ids \
             and not body["id"].startswith("<new-"):

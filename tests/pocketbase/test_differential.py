@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import apsw
 import pytest
@@ -65,6 +66,13 @@ DEMO4_BODY = {
     "rel_one_cascade": "mk5fmymtx4wsprk", "rel_many_no_cascade": "mk5fmymtx4wsprk",
     "rel_many_no_cascade_required": ["7nwo8tuiatetxdm", "lcl9d87w22ml6jy"], "rel_many_cascade": "lcl9d87w22ml6jy",
 }
+
+
+USERS_LOGIN = "/api/collections/users/auth-with-password"
+
+
+def nested(depth: int, inner: str) -> str:
+    return "(" * depth + inner + ")" * depth
 
 
 def fields_with(collection: str, name: str | None, **changes: object) -> list[dict]:
@@ -1140,6 +1148,76 @@ SCENARIOS: dict[str, list[Step]] = {
         Step("login disabled", "POST", "/api/collections/members/auth-with-password",
              {"identity": "m2b@example.com", "password": "secret123"}, auth=G),
         Step("delete auth collection", "DELETE", "/api/collections/members"),
+    ],
+    "bad input": [  # issue 11 §3: deep filters and rules, numbers past 64 bits, bodies that are not objects
+        *[Step(f"filter nested {depth}", "GET", "/api/collections/demo1/records?fields=id&filter="
+               + quote(nested(depth, inner))) for depth in (800, 1000, 1700, 5000, 10000)
+          for inner in ("id != ''", "id != '' || id = ''")],
+        *[step for depth in (1000, 5000) for step in (
+            Step(f"list rule nested {depth}", "PATCH", "/api/collections/demo1?fields=name",
+                 {"listRule": nested(depth, "id = '84nmscqy84lsi1t'")}),
+            Step(f"guest list under rule nested {depth}", "GET", "/api/collections/demo1/records?fields=id", auth=G),
+        )],
+        Step("list rule back", "PATCH", "/api/collections/demo1?fields=name", {"listRule": None}),
+        Step("public collection", "POST", "/api/collections?fields=name", {
+            "name": "openbox", "type": "base", "listRule": "", "viewRule": "", "createRule": "", "updateRule": "",
+            "fields": [{"type": "number", "name": "n"}, {"type": "text", "name": "t"}]}),
+        *[Step(f"number {raw}", "POST", "/api/collections/openbox/records?fields=n,t", raw=b'{"n": %s}' % raw,
+               auth=G) for raw in (b"18446744073709551616", b"9223372036854775807", b"-9223372036854775809",
+                                   b"123456789012345678901234567890", b"100000000000000000000.0", b'"18446744073709551616"',
+                                   b"1e400")],
+        Step("list numbers", "GET", "/api/collections/openbox/records?fields=n&sort=-n", auth=G),
+        *[Step(f"body {raw!r}", "POST", "/api/collections/openbox/records?fields=n,t", raw=raw, auth=G)
+          for raw in (b"null", b"  null  ", b"null x", b'{"t":"a"}{"t":"b"}', b"[]", b'"x"', b"1", b"true", b"nul")],
+        Step("collection body not an object", "POST", "/api/collections", raw=b"[]"),
+        Step("collection body not JSON", "POST", "/api/collections", raw=b"nul"),
+        Step("collection update body not an object", "PATCH", "/api/collections/openbox", raw=b'"x"'),
+        Step("auth body null", "POST", USERS_LOGIN, raw=b"null", auth=G),
+    ],
+    "mfa first step": [  # issue 11 §5: users has MFA on; password is its only method for now
+        Step("password alone", "POST", USERS_LOGIN, {"identity": "test@example.com", "password": "1234567890"},
+             auth=G),
+        Step("session stored", "GET", "/api/collections/_mfas/records?sort=created"),
+        Step("password again with mfaId in body", "POST", USERS_LOGIN,
+             {"identity": "test@example.com", "password": "1234567890", "mfaId": "<new-1>"}, auth=G),
+        Step("password again with mfaId in query", "POST", USERS_LOGIN + "?mfaId=<new-1>",
+             {"identity": "test@example.com", "password": "1234567890"}, auth=G),
+        Step("wrong password with mfaId", "POST", USERS_LOGIN,
+             {"identity": "test@example.com", "password": "wrong-password", "mfaId": "<new-1>"}, auth=G),
+        Step("unknown mfaId", "POST", USERS_LOGIN,
+             {"identity": "test@example.com", "password": "1234567890", "mfaId": "nope"}, auth=G),
+        Step("mfaId of another record", "POST", USERS_LOGIN,
+             {"identity": "test2@example.com", "password": "1234567890", "mfaId": "<new-1>"}, auth=G),
+        Step("mfaId not a string", "POST", USERS_LOGIN,
+             {"identity": "test@example.com", "password": "1234567890", "mfaId": 5}, auth=G),
+        Step("session still stored", "GET", "/api/collections/_mfas/records?sort=created"),
+        Step("superuser logs a user in", "POST", USERS_LOGIN,
+             {"identity": "test2@example.com", "password": "1234567890"}),
+        Step("password change", "PATCH", "/api/collections/users/records/4q1xlclmfloku33?fields=id",
+             {"password": "1234567890", "passwordConfirm": "1234567890"}),
+        Step("password change ended its sessions", "GET", "/api/collections/_mfas/records?sort=created"),
+        Step("rule for test2 only", "PATCH", "/api/collections/users?fields=mfa",
+             {"mfa": {"rule": "email = 'test2@example.com'"}}),
+        Step("rule does not hold: logged in", "POST", USERS_LOGIN + "?fields=record.email",
+             {"identity": "test@example.com", "password": "1234567890"}, auth=G),
+        Step("rule holds: mfa", "POST", USERS_LOGIN, {"identity": "test2@example.com", "password": "1234567890"},
+             auth=G),
+        Step("rule on the request body", "PATCH", "/api/collections/users?fields=mfa",
+             {"mfa": {"rule": "@request.body.identity = 'test@example.com'"}}),
+        Step("body rule holds", "POST", USERS_LOGIN, {"identity": "test@example.com", "password": "1234567890"},
+             auth=G),
+        Step("body rule does not hold", "POST", USERS_LOGIN + "?fields=record.email",
+             {"identity": "test2@example.com", "password": "1234567890"}, auth=G),
+        Step("mfa off", "PATCH", "/api/collections/users?fields=mfa", {"mfa": {"enabled": False, "rule": ""}}),
+        Step("logged in without mfa", "POST", USERS_LOGIN + "?fields=record.email",
+             {"identity": "test@example.com", "password": "1234567890"}, auth=G),
+        Step("superusers with mfa", "PATCH", "/api/collections/_superusers?fields=mfa,otp.enabled",
+             {"otp": {"enabled": True}, "mfa": {"enabled": True}}),
+        Step("superuser password alone", "POST", "/api/collections/_superusers/auth-with-password",
+             {"identity": "test@example.com", "password": "1234567890"}, auth=G),
+        Step("superusers without mfa", "PATCH", "/api/collections/_superusers?fields=mfa",
+             {"mfa": {"enabled": False}, "otp": {"enabled": False}}),
+        Step("sessions at the end", "GET", "/api/collections/_mfas/records?sort=created"),
     ],
     "collections": [
         Step("list collections", "GET", "/api/collections?perPage=100&sort=name"),

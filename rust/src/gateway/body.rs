@@ -29,6 +29,8 @@ pub enum BodyError {
     UpstreamIdle,
     /// The client's body went over the size limit.
     TooLarge,
+    /// The client's body broke off: a malformed chunk, or the connection closed before its end.
+    ClientBroken,
 }
 
 impl fmt::Display for BodyError {
@@ -37,6 +39,7 @@ impl fmt::Display for BodyError {
             BodyError::ClientIdle => "timed out waiting for the client's request body",
             BodyError::UpstreamIdle => "timed out waiting for the node's response body",
             BodyError::TooLarge => "the request body is over the size limit",
+            BodyError::ClientBroken => "the request body could not be read",
         })
     }
 }

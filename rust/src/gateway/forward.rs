@@ -606,6 +606,9 @@ fn stream_body(incoming: Incoming, limits: &Limits) -> ProxyBody {
     if incoming.is_end_stream() {
         return body::empty();
     }
+    // Any error of the client's own body (hyper's: a malformed chunk size, an early close) is the
+    // client's fault: tagged so that the answer is a 400, not the 502 of a failed exchange with the node.
+    let incoming = incoming.map_err(|_| BodyError::ClientBroken);
     Limited::new(Idle::new(incoming, limits.client_idle, BodyError::ClientIdle), limits.max_body_bytes).boxed_unsync()
 }
 
@@ -613,6 +616,7 @@ fn client_body_error(kind: BodyError, limit: u64) -> Response<ProxyBody> {
     match kind {
         BodyError::TooLarge => error(StatusCode::PAYLOAD_TOO_LARGE, &format!("The request body is larger than {limit} bytes."), None),
         BodyError::ClientIdle => error(StatusCode::REQUEST_TIMEOUT, "Timed out reading the request body.", None),
+        BodyError::ClientBroken => error(StatusCode::BAD_REQUEST, "The request body could not be read.", None),
         BodyError::UpstreamIdle => error(StatusCode::GATEWAY_TIMEOUT, "The tenant's node did not answer in time.", Some(1)),
     }
 }
@@ -658,6 +662,12 @@ mod tests {
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "3");
         assert_eq!(response.headers()["content-type"], "application/json");
+    }
+
+    #[test]
+    fn a_broken_client_body_is_the_clients_error() {
+        assert_eq!(client_body_error(BodyError::ClientBroken, 10).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(client_body_error(BodyError::TooLarge, 10).status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[test]
