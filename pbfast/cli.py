@@ -1,4 +1,5 @@
-"""The ``pbfast`` command line: ``pbfast --version`` and ``pbfast serve --mode=...``.
+"""The ``pbfast`` command line: ``pbfast --version``, ``pbfast serve --mode=...``, ``pbfast doctor`` and the
+operator commands (``pbfast tenant ...``).
 
 A wrong flag or combination prints one line (``pbfast: error: ...``) and exits with status 2.
 """
@@ -163,6 +164,9 @@ def _build_parser() -> _Parser:
                        help="log one line per gateway request (off by default)")
     serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
     serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    doctor = commands.add_parser("doctor", help="check that this installation has what a mode needs")
+    doctor.add_argument("--mode", choices=[mode.value for mode in Mode],
+                        help="check only what this mode needs (default: every mode's needs)")
     add_operator_commands(commands)
     return parser
 
@@ -373,4 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pbfast.server import serve  # imported late: keeps `--version` and `--help` fast
 
         return serve(config)
+    if args.command == "doctor":
+        from pbfast.doctor import run_doctor  # noqa: PLC0415 - only this command needs it
+
+        return run_doctor(Mode(args.mode) if args.mode else None)
     return run_operator_command(args, dict(os.environ))
