@@ -34,9 +34,10 @@ DEFAULT_TENANT_QUEUE_LIMIT = 256
 class GatewaySettings:
     """How the gateway forwards requests to remote tenant nodes.
 
-    ``native``: the data path runs in the Rust extension on ``threads`` worker threads (``gateway`` mode);
-    otherwise the Python proxy on the event loop does (always in ``all-in-one``, whose tenant node is
-    reached in-process). The limits apply to both.
+    ``native``: the public listener is the Rust extension's, on ``threads`` worker threads; it forwards to
+    remote nodes itself and hands everything else (in ``all-in-one``: every tenant request, the node being
+    in-process) to the Python side. Otherwise the Python proxy on the event loop listens. The limits apply
+    to both.
     """
 
     native: bool = True

@@ -4,7 +4,8 @@ The Rust server answers the hot path (a request for an active tenant on a remote
 own threads without the GIL. What it does not handle itself, it hands to the Python
 :class:`~pbfast.gateway.app.GatewayApp`, which listens on a Unix socket in a private directory (mode
 0700) and trusts the ``x-pbfast-client`` header there: the gateway's own routes, unknown and inactive
-tenants (waiting for the first routing table or for a move), ``https://`` nodes. Both share the routing
+tenants (waiting for the first routing table or for a move), ``https://`` nodes, in-process nodes (in
+``all-in-one``: every tenant request). Both share the routing
 table and the circuit breakers; ``/metrics`` adds the native counters to the Python ones.
 
 Thread-safety: :meth:`NativeFrontend.start` and :meth:`NativeFrontend.stop` are called from the event
