@@ -41,7 +41,7 @@ from pbfast.config import (
     parse_address,
     parse_address_list,
 )
-from pbfast.logs import parse_log_level
+from pbfast.logs import parse_log_format, parse_log_level
 from pbfast.operator_cli import add_operator_commands, run_operator_command
 from pbfast.primitives import is_valid_tenant_id
 
@@ -191,6 +191,10 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
             log_level = parse_log_level(environ.get("PB_LOG_LEVEL", "INFO"))
         except ValueError as err:
             raise ConfigError(str(err)) from err
+    try:
+        log_format = parse_log_format(environ.get("PB_LOG_FORMAT", "text"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
     node_id = args.node_id or DEFAULT_NODE_ID
     if not is_valid_tenant_id(node_id):
@@ -300,6 +304,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         exact_restore_hours=exact_hours,
         restore_window_hours=window_hours,
         log_level=log_level,
+        log_format=log_format,
         gateway=gateway,
         engine=engine,
     )

@@ -151,6 +151,7 @@ class ServeConfig:
     delete_retention: float
     tenant_idle_seconds: float
     log_level: int
+    log_format: str = "text"  # or "json" (PB_LOG_FORMAT)
     exact_restore_hours: float = DEFAULT_EXACT_RESTORE_HOURS
     restore_window_hours: float = DEFAULT_RESTORE_WINDOW_HOURS
     gateway: GatewaySettings = GatewaySettings()

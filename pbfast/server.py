@@ -282,7 +282,7 @@ async def _run(config: ServeConfig) -> int:
         await _close(parts)
         raise StartupError(str(err)) from err
     servers = [_embedded_server(listener) for listener in parts.listeners]
-    configure_logging(config.log_level)  # granian's constructor reconfigures logging; take it back
+    configure_logging(config.log_level, config.log_format)  # granian's constructor reconfigures logging; take it back
     log.info("starting %s (data dir %s)", config.mode.value, config.data_dir.resolve())
 
     # Start-up objects live for the whole run: keep them out of the collector's scans, and collect young
@@ -371,7 +371,7 @@ async def _start_native(frontend: NativeFrontend) -> None:
 
 def serve(config: ServeConfig) -> int:
     """Run the servers of ``config.mode`` until SIGINT/SIGTERM; returns the process exit status."""
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     try:
         return uvloop.run(_run(config))
     except StartupError as err:

@@ -239,9 +239,12 @@ impl DataPath {
         self: Arc<Self>,
         client: Arc<Peer>,
         malformed: Arc<Malformed>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
+        // The request's id goes to the node (or the Python side) with the request and back to the client.
+        let request_id = headers::request_id(req.headers().get(headers::REQUEST_ID));
+        req.headers_mut().insert(headers::REQUEST_ID, request_id.clone());
         let logged = self.access_log.as_ref().map(|_| {
             (req.method().clone(), req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |pq| pq.to_string()))
         });
@@ -253,7 +256,7 @@ impl DataPath {
         } else {
             self.serve(&client, req).await
         };
-        let response = match answer {
+        let mut response = match answer {
             Answer::Native(response) => {
                 self.stats.observe(response.status().as_u16(), started.elapsed());
                 response
@@ -262,8 +265,10 @@ impl DataPath {
         };
         if let (Some(log), Some((method, target))) = (self.access_log.as_ref(), logged) {
             let client = client.value.to_str().unwrap_or("-");
-            log.record(client, method.as_str(), &target, response.status().as_u16(), started.elapsed());
+            let id = request_id.to_str().unwrap_or("-");
+            log.record(client, method.as_str(), &target, response.status().as_u16(), started.elapsed(), id);
         }
+        response.headers_mut().insert(headers::REQUEST_ID, request_id);
         Ok(response)
     }
 

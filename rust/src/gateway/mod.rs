@@ -209,7 +209,8 @@ impl GatewayServer {
     }
 
     /// The access log entries since the last call, oldest first: ``(client, method, target, status,
-    /// seconds)``, and how many were dropped so far because nobody drained them. Empty when the log is off.
+    /// seconds, request id)``, and how many were dropped so far because nobody drained them. Empty when the
+    /// log is off.
     fn drain_access_log<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, u64)> {
         let Some(log) = self.shared.access_log.as_ref() else {
             return Ok((PyList::empty(py), 0));
@@ -217,7 +218,7 @@ impl GatewayServer {
         let entries = log.drain();
         let out = PyList::empty(py);
         for e in entries {
-            out.append((e.client, e.method, e.target, e.status, e.elapsed.as_secs_f64()))?;
+            out.append((e.client, e.method, e.target, e.status, e.elapsed.as_secs_f64(), e.request_id))?;
         }
         Ok((out, log.dropped()))
     }
