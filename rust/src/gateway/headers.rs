@@ -61,7 +61,13 @@ pub fn request_id(client: Option<&HeaderValue>) -> HeaderValue {
         next.set((prefix, counter.wrapping_add(1)));
         (prefix, counter)
     });
-    HeaderValue::from_str(&format!("{prefix:016x}{counter:016x}")).expect("hex digits are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { counter };
+        *digit = HEX[((word >> (60 - 4 * (i % 16))) & 15) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
 /// 64 random bits from the standard library's randomly keyed hasher (no extra crate for a per-thread seed).

@@ -67,10 +67,35 @@ fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
-/// Bytes Go takes unencoded in a target but the `http` crate refuses (or cuts at, for `#`).
-fn needs_encoding(byte: u8) -> bool {
-    matches!(byte, b'"' | b'#' | b'<' | b'>' | b'`')
+// What a byte of a request target is, for the one pass over it.
+const PLAIN: u8 = 0;
+/// A control byte: Go refuses the line.
+const CONTROL: u8 = 1;
+/// Go takes it unencoded, the `http` crate refuses it (or cuts at it, for `#`): percent-encoded.
+const ENCODE: u8 = 2;
+/// From 0x80: encoded only when the target is not UTF-8 (the `http` crate takes UTF-8).
+const HIGH: u8 = 3;
+const PERCENT: u8 = 4;
+const QUESTION: u8 = 5;
+
+const fn byte_classes() -> [u8; 256] {
+    let mut classes = [PLAIN; 256];
+    let mut i = 0;
+    while i < 256 {
+        classes[i] = match i as u8 {
+            0x00..=0x1f | 0x7f => CONTROL,
+            b'"' | b'#' | b'<' | b'>' | b'`' => ENCODE,
+            0x80..=0xff => HIGH,
+            b'%' => PERCENT,
+            b'?' => QUESTION,
+            _ => PLAIN,
+        };
+        i += 1;
+    }
+    classes
 }
+
+static BYTE_CLASSES: [u8; 256] = byte_classes();
 
 fn push_encoded(out: &mut Vec<u8>, byte: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -87,27 +112,41 @@ pub fn classify_request_line(line: &[u8]) -> LineVerdict {
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) || target.is_empty() || !version.starts_with(b"HTTP/") {
         return LineVerdict::Malformed;
     }
-    if target.iter().any(|&b| b < 0x20 || b == 0x7f) {
-        return LineVerdict::Malformed;
-    }
     // Only the path and query of origin-form and absolute-form targets; `*` and authority-form as they are.
     let path_start = if target[0] == b'/' {
         0
-    } else if let Some(after_scheme) = find(target, b"://") {
+    } else {
+        if target.iter().any(|&b| BYTE_CLASSES[usize::from(b)] == CONTROL) {
+            return LineVerdict::Malformed;
+        }
+        let Some(after_scheme) = find(target, b"://") else {
+            return LineVerdict::Keep;
+        };
         match target[after_scheme + 3..].iter().position(|&b| b == b'/' || b == b'?') {
             Some(offset) => after_scheme + 3 + offset,
             None => return LineVerdict::Keep,
         }
-    } else {
-        return LineVerdict::Keep;
     };
     let path_and_query = &target[path_start..];
-    let query_start = path_and_query.iter().position(|&b| b == b'?').unwrap_or(path_and_query.len());
-    if !valid_escapes(&path_and_query[..query_start]) {
-        return LineVerdict::Malformed; // Go: "invalid URL escape"
+    let (mut in_path, mut encode, mut high) = (true, false, false);
+    for (i, &byte) in path_and_query.iter().enumerate() {
+        match BYTE_CLASSES[usize::from(byte)] {
+            CONTROL => return LineVerdict::Malformed,
+            ENCODE => encode = true,
+            HIGH => high = true,
+            PERCENT if in_path => {
+                // Go: "invalid URL escape" in the path (the query's are the query parser's business).
+                let escape = path_and_query.get(i + 1..i + 3);
+                if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                    return LineVerdict::Malformed;
+                }
+            }
+            QUESTION => in_path = false,
+            _ => {}
+        }
     }
-    let encode_high = std::str::from_utf8(path_and_query).is_err();
-    if !path_and_query.iter().any(|&b| needs_encoding(b) || (encode_high && b >= 0x80)) {
+    let encode_high = high && std::str::from_utf8(path_and_query).is_err();
+    if !encode && !encode_high {
         return LineVerdict::Keep;
     }
     let mut out = Vec::with_capacity(line.len() + 16);
@@ -115,10 +154,10 @@ pub fn classify_request_line(line: &[u8]) -> LineVerdict {
     out.push(b' ');
     out.extend_from_slice(&target[..path_start]);
     for &byte in path_and_query {
-        if needs_encoding(byte) || (encode_high && byte >= 0x80) {
-            push_encoded(&mut out, byte);
-        } else {
-            out.push(byte);
+        match BYTE_CLASSES[usize::from(byte)] {
+            ENCODE => push_encoded(&mut out, byte),
+            HIGH if encode_high => push_encoded(&mut out, byte),
+            _ => out.push(byte),
         }
     }
     out.push(b' ');
@@ -128,25 +167,6 @@ pub fn classify_request_line(line: &[u8]) -> LineVerdict {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Every `%` is followed by two hex digits.
-fn valid_escapes(path: &[u8]) -> bool {
-    let mut i = 0;
-    while i < path.len() {
-        if path[i] == b'%' {
-            if i + 2 >= path.len() {
-                return false;
-            }
-            if !(path[i + 1].is_ascii_hexdigit() && path[i + 2].is_ascii_hexdigit()) {
-                return false;
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    true
 }
 
 /// Where the normaliser is in the client's byte stream.
@@ -295,7 +315,8 @@ impl Framer {
     /// A complete line (with its LF) at the start of `pending`, None while incomplete; Err when longer
     /// than `limit`.
     fn line(&self, limit: usize) -> Result<Option<usize>, ()> {
-        match self.pending.iter().take(limit).position(|&b| b == b'\n') {
+        let window = &self.pending[..self.pending.len().min(limit)];
+        match window.iter().position(|&b| b == b'\n') {
             Some(end) => Ok(Some(end + 1)),
             None if self.pending.len() >= limit => Err(()),
             None => Ok(None),
@@ -399,22 +420,21 @@ impl Framer {
                         }
                         return;
                     };
-                    let mut head = BytesMut::with_capacity(end + 32);
+                    let head_start = self.ready.len();
                     match rewritten {
                         Some(line) => {
-                            head.extend_from_slice(&line);
-                            head.extend_from_slice(&self.pending[content_end..end]); // line ending, headers
+                            self.ready.extend_from_slice(&line);
+                            self.ready.extend_from_slice(&self.pending[content_end..end]); // line ending, headers
                         }
-                        None => head.extend_from_slice(&self.pending[..end]),
+                        None => self.ready.extend_from_slice(&self.pending[..end]),
                     }
                     self.pending.advance(end);
-                    self.state = match framing(&head) {
+                    self.state = match framing(&self.ready[head_start..]) {
                         Framing::Sized(0) => State::Head,
                         Framing::Sized(length) => State::Sized(length),
                         Framing::Chunked => State::ChunkSize,
                         Framing::Unfollowed => State::Passthrough,
                     };
-                    self.ready.extend_from_slice(&head);
                 }
             }
         }
@@ -491,14 +511,19 @@ impl<I: AsyncRead + Unpin> AsyncRead for TargetNormaliser<I> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
+            // Straight into the framer's buffer (no zeroed scratch buffer, no second copy).
+            let pending = &mut this.framer.pending;
+            pending.reserve(READ_CHUNK);
+            let mut read = ReadBuf::uninit(pending.spare_capacity_mut());
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
+            let count = read.filled().len();
+            if count == 0 {
                 this.eof = true;
                 this.framer.finish();
             } else {
-                this.framer.feed(read.filled());
+                // SAFETY: the read initialised `count` bytes of the spare capacity.
+                unsafe { pending.set_len(pending.len() + count) };
+                this.framer.advance();
             }
         }
     }
