@@ -206,10 +206,10 @@ class GatewayServer:
     def stop(self, grace_seconds: float = 3.0) -> None:
         """Stop accepting, give open connections up to ``grace_seconds``, close them; a no-op when not
         running. Blocks until stopped (releases the GIL)."""
-    def drain_access_log(self) -> tuple[list[tuple[str, str, str, int, float]], int]:
+    def drain_access_log(self) -> tuple[list[tuple[str, str, str, int, float, str]], int]:
         """With ``access_log``: the requests finished since the last call, oldest first, as ``(client,
-        method, target, status, seconds until the answer's head)``, and the number dropped so far because
-        the buffer (16,384 entries) was full. Otherwise ``([], 0)``."""
+        method, target, status, seconds until the answer's head, request id)``, and the number dropped so far
+        because the buffer (16,384 entries) was full. Otherwise ``([], 0)``."""
     def stats(self) -> dict[str, Any]:
         """Counters of the requests answered here (not those handed over): ``requests`` (1xx..5xx),
         ``bounds`` and ``buckets`` (latency histogram until the answer's head, the last bucket +Inf),

@@ -1,4 +1,5 @@
-"""The ``pbfast`` command line: ``pbfast --version`` and ``pbfast serve --mode=...``.
+"""The ``pbfast`` command line: ``pbfast --version``, ``pbfast serve --mode=...``, ``pbfast doctor`` and the
+operator commands (``pbfast tenant ...``).
 
 A wrong flag or combination prints one line (``pbfast: error: ...``) and exits with status 2.
 """
@@ -39,7 +40,7 @@ from pbfast.config import (
     parse_address,
     parse_address_list,
 )
-from pbfast.logs import parse_log_level
+from pbfast.logs import parse_log_format, parse_log_level
 from pbfast.operator_cli import add_operator_commands, run_operator_command
 from pbfast.primitives import is_valid_tenant_id
 
@@ -66,8 +67,8 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "base_domain": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "data_dir": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE, Mode.CONTROL_PLANE}),
     "node_id": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE, Mode.CONTROL_PLANE}),
-    "gateway_data_path": frozenset({Mode.GATEWAY}),
-    "gateway_threads": frozenset({Mode.GATEWAY}),
+    "gateway_data_path": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "gateway_threads": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_max_body_bytes": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_connect_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_read_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
@@ -163,6 +164,9 @@ def _build_parser() -> _Parser:
                        help="log one line per gateway request (off by default)")
     serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
     serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    doctor = commands.add_parser("doctor", help="check that this installation has what a mode needs")
+    doctor.add_argument("--mode", choices=[mode.value for mode in Mode],
+                        help="check only what this mode needs (default: every mode's needs)")
     add_operator_commands(commands)
     return parser
 
@@ -187,6 +191,10 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
             log_level = parse_log_level(environ.get("PB_LOG_LEVEL", "INFO"))
         except ValueError as err:
             raise ConfigError(str(err)) from err
+    try:
+        log_format = parse_log_format(environ.get("PB_LOG_FORMAT", "text"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
     node_id = args.node_id  # None: the id kept in the data dir (pbfast.node_identity)
     if node_id is not None and not is_valid_tenant_id(node_id):
@@ -296,6 +304,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         exact_restore_hours=exact_hours,
         restore_window_hours=window_hours,
         log_level=log_level,
+        log_format=log_format,
         gateway=gateway,
         engine=engine,
     )
@@ -373,4 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pbfast.server import serve  # imported late: keeps `--version` and `--help` fast
 
         return serve(config)
+    if args.command == "doctor":
+        from pbfast.doctor import run_doctor  # noqa: PLC0415 - only this command needs it
+
+        return run_doctor(Mode(args.mode) if args.mode else None)
     return run_operator_command(args, dict(os.environ))

@@ -33,9 +33,10 @@ DEFAULT_TENANT_QUEUE_LIMIT = 256
 class GatewaySettings:
     """How the gateway forwards requests to remote tenant nodes.
 
-    ``native``: the data path runs in the Rust extension on ``threads`` worker threads (``gateway`` mode);
-    otherwise the Python proxy on the event loop does (always in ``all-in-one``, whose tenant node is
-    reached in-process). The limits apply to both.
+    ``native``: the public listener is the Rust extension's, on ``threads`` worker threads; it forwards to
+    remote nodes itself and hands everything else (in ``all-in-one``: every tenant request, the node being
+    in-process) to the Python side. Otherwise the Python proxy on the event loop listens. The limits apply
+    to both.
     """
 
     native: bool = True
@@ -149,6 +150,7 @@ class ServeConfig:
     delete_retention: float
     tenant_idle_seconds: float
     log_level: int
+    log_format: str = "text"  # or "json" (PB_LOG_FORMAT)
     exact_restore_hours: float = DEFAULT_EXACT_RESTORE_HOURS
     restore_window_hours: float = DEFAULT_RESTORE_WINDOW_HOURS
     gateway: GatewaySettings = GatewaySettings()

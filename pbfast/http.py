@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -34,6 +34,7 @@ __all__ = [
     "Scope",
     "bearer_token_matches",
     "health",
+    "parse_query",
     "path_segments",
     "send_error",
     "send_json",
@@ -197,10 +198,11 @@ class Request:
         return value if value is None else str(value)
 
     def query(self, name: str, default: str | None = None) -> str | None:
+        """The first value of query parameter ``name`` (as PocketBase's ``Query().Get``), else ``default``."""
         if self._query is None:
-            self._query = parse_qs(self.scope.query_string, keep_blank_values=True)
+            self._query = parse_query(self.scope.query_string)
         values = self._query.get(name)
-        return values[-1] if values else default
+        return values[0] if values else default
 
     def query_int(self, name: str, default: int, minimum: int, maximum: int) -> int:
         """An integer query parameter clamped into ``[minimum, maximum]``; 400 when not an integer."""
@@ -248,6 +250,22 @@ Handler = Callable[[Request], Awaitable[None]]
 H = TypeVar("H", bound=Callable[..., Any])  # a router's handlers (the tenant API's are synchronous)
 
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def parse_query(query_string: str) -> dict[str, list[str]]:
+    """Query parameters as Go's ``url.ParseQuery`` reads them, so a URL means what it means to PocketBase:
+    pairs are separated by ``&`` only, and a pair holding a ``;`` or a ``%`` not followed by two hex digits
+    is left out (Python's parser would keep it, raw)."""
+    params: dict[str, list[str]] = {}
+    for pair in query_string.split("&"):
+        if not pair or ";" in pair:
+            continue
+        key, _, value = pair.partition("=")
+        if _BAD_ESCAPE.search(pair):
+            continue
+        params.setdefault(unquote_plus(key), []).append(unquote_plus(value))
+    return params
 
 
 def path_segments(path: str) -> tuple[str, ...] | None:

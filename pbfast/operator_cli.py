@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from pbfast.binaries import LITESTREAM, MissingBinary, find_binary
 from pbfast.config import DEFAULT_CONTROL_PLANE_ADDR, DEFAULT_DATA_DIR, ConfigError, parse_address_list
 from pbfast.cp_client import ControlPlaneError, ControlPlaneUnavailable, SyncControlPlaneClient
 from pbfast.incarnations import Life, life_at, lives_from_json
@@ -302,6 +303,14 @@ def restore_in_place(client: SyncControlPlaneClient, args: argparse.Namespace) -
                           timeout=RESTORE_REQUEST_TIMEOUT_SECONDS, retry_elsewhere=False)
 
 
+def _litestream() -> str:
+    """The litestream binary (see pbfast.binaries); its absence is an error naming it."""
+    try:
+        return str(find_binary(LITESTREAM))
+    except MissingBinary as err:
+        raise ControlPlaneError(500, {"message": str(err)}) from None
+
+
 def _run_litestream(command: list[str], store: ReplicaStore, out_dir: Path, label: str) -> tuple[int, str]:
     """Run a ``litestream restore`` into ``out_dir``, showing progress on stderr; its exit status and output."""
     started = time.monotonic()
@@ -322,7 +331,7 @@ def _replica_span(store: ReplicaStore, url: str) -> tuple[float, float] | None:
     """When the replica's oldest and newest LTX files were written (Unix seconds, whole seconds: all that
     ``litestream ltx`` shows), or None when it has no file at all (the listing is only its header line)."""
     try:
-        listing = subprocess.run(["litestream", "ltx", "-level", "all", url], capture_output=True,
+        listing = subprocess.run([_litestream(), "ltx", "-level", "all", url], capture_output=True,
                                  env=store.environment(), timeout=120, check=False)
     except subprocess.TimeoutExpired as err:
         raise ControlPlaneError(502, {"message": f"listing the replica {url} timed out"}) from err
@@ -362,7 +371,7 @@ def _restore_replica(store: ReplicaStore, tenant_id: str, incarnation: str, poin
     partial = out_dir / ".data.db.restoring"
     url = store.url(tenant_id, incarnation)
     label = f"{tenant_id} ({incarnation})"
-    command = ["litestream", "restore", "-if-replica-exists", "-o", str(partial)]
+    command = [_litestream(), "restore", "-if-replica-exists", "-o", str(partial)]
     code, output = _run_litestream([*command, *(["-timestamp", point[0]] if point else []), url], store, out_dir, label)
     if code == 0 and partial.exists():
         return True

@@ -168,8 +168,9 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
              address: Address, local_nodes: dict[str, LocalNode] | None = None) -> None:
     """The gateway: route watch, the proxy to remote nodes, and the in-process hop to ``local_nodes``.
 
-    With the native data path (``gateway`` mode, by default) the public listener is the Rust server and
-    the Python app listens on a private Unix socket for what the native side hands over."""
+    With the native data path (the default) the public listener is the Rust server, which reads request
+    targets as PocketBase does (rust/src/gateway/target.rs), and the Python app listens on a private Unix
+    socket for what the native side hands over (in all-in-one: every tenant request)."""
     settings = config.gateway
     client = ControlPlaneClient(cp_addrs, cluster_token)
     routes = RoutingTable(config.base_domain)
@@ -180,10 +181,10 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
                          client_idle_seconds=settings.client_idle_timeout)
     breakers = CircuitBreakers(limits.breaker_failures, limits.breaker_cooldown_seconds, 1)
     proxy = NodeProxy(cluster_token, limits, metrics, breakers)
-    if settings.native and not local_nodes:
+    if settings.native:
         frontend = NativeFrontend(address, routes, breakers, cluster_token, limits, settings.threads,
                                   MOVE_WAIT_SECONDS, access_log=settings.access_log)
-        app = GatewayApp(watcher, None, proxy, metrics, metrics_token=cluster_token, trust_client_header=True,
+        app = GatewayApp(watcher, local_nodes, proxy, metrics, metrics_token=cluster_token, trust_client_header=True,
                          native_stats=frontend.stats)
         parts.listeners.append(Listener("Gateway", address, app, uds=frontend.socket_path))
         parts.native.append(frontend)
@@ -319,7 +320,7 @@ async def _run_claimed(config: ServeConfig) -> int:
         await _close(parts)
         raise StartupError(str(err)) from err
     servers = [_embedded_server(listener) for listener in parts.listeners]
-    configure_logging(config.log_level)  # granian's constructor reconfigures logging; take it back
+    configure_logging(config.log_level, config.log_format)  # granian's constructor reconfigures logging; take it back
     log.info("starting %s (data dir %s)", config.mode.value, config.data_dir.resolve())
 
     # Start-up objects live for the whole run: keep them out of the collector's scans, and collect young
@@ -408,7 +409,7 @@ async def _start_native(frontend: NativeFrontend) -> None:
 
 def serve(config: ServeConfig) -> int:
     """Run the servers of ``config.mode`` until SIGINT/SIGTERM; returns the process exit status."""
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     try:
         return uvloop.run(_run(config))
     except StartupError as err:

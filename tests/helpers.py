@@ -61,12 +61,13 @@ class PbfastProcess:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    program: list[str] = field(default_factory=lambda: [sys.executable, "-m", "pbfast"])  # how pbfast is started
 
     def start(self) -> PbfastProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pbfast", *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
+            [*self.program, *self.args], stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
         )
         return self
 
@@ -107,11 +108,16 @@ class PbfastProcess:
 
 @pytest.fixture
 def pbfast_process(tmp_path: Path) -> Iterator[Callable[..., PbfastProcess]]:
-    """Factory: ``pbfast_process(args, env=None)`` starts a process; all are stopped at teardown."""
+    """Factory: ``pbfast_process(args, env=None, cwd=None, program=None)`` starts a process (``program``: how
+    pbfast is run, default ``python -m pbfast``); all are stopped at teardown."""
     started: list[PbfastProcess] = []
 
-    def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> PbfastProcess:
-        process = PbfastProcess(args, tmp_path / f"pbfast-{len(started)}.log", env or {}, cwd).start()
+    def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+              program: list[str] | None = None) -> PbfastProcess:
+        process = PbfastProcess(args, tmp_path / f"pbfast-{len(started)}.log", env or {}, cwd)
+        if program is not None:
+            process.program = program
+        process.start()
         started.append(process)
         return process
 

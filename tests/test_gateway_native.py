@@ -148,12 +148,12 @@ def test_forwards_active_tenants_and_hands_over_the_rest(rig: dict[str, Any]) ->
     # The access log has every request, handed over or not, in order.
     entries, dropped = rig["server"].drain_access_log()
     assert dropped == 0
-    assert [(c, m, t, s) for c, m, t, s, _ in entries] == [
+    assert [(c, m, t, s) for c, m, t, s, _, _ in entries] == [
         ("127.0.0.1", "POST", "/t/acme/api/x?y=%2F", 200), ("127.0.0.1", "GET", "/api/y", 200),
         ("127.0.0.1", "GET", "/t/nobody/api/x", 200), ("127.0.0.1", "GET", "/t/moving/api/x", 200),
         ("127.0.0.1", "GET", "/api/health", 200), ("127.0.0.1", "CONNECT", "/t/acme/api/x", 405),
         ("127.0.0.1", "GET", "/t/Not_Valid/api/x", 400)]
-    assert all(0 < seconds < 5 for *_, seconds in entries)
+    assert all(0 < seconds < 5 and len(request_id) == 32 for *_, seconds, request_id in entries)
     assert rig["server"].drain_access_log() == ([], 0)
 
 

@@ -871,7 +871,7 @@ def restore_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: dict[s
     scenario_file = tmp_path / "scenario.json"
     scenario_file.write_text(json.dumps(scenario))
     (tmp_path / "scenario.json.log").unlink(missing_ok=True)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PBFAST_LITESTREAM", str(script))
     monkeypatch.setenv("FAKE_LITESTREAM_SCENARIO", str(scenario_file))
     monkeypatch.setattr(operator_cli, "check_pocketbase_database", lambda path: None)
 

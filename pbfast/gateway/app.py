@@ -8,7 +8,8 @@ served in-process; a tenant on a remote node goes through the :class:`~pbfast.ga
 While a tenant is ``moving`` its requests wait (at most :data:`MOVE_WAIT_SECONDS`) for the move to finish
 and then go to the new node, so a planned move produces no error answers. When the proxy cannot reach a
 node, or the node says the tenant has moved (stale epoch), the request is sent once more if the tenant's
-route changed meanwhile (for a move: waiting for the change, bounded the same way).
+route changed meanwhile (for a move: waiting for the change, bounded the same way). Every request gets an
+``X-Request-Id`` (:mod:`pbfast.request_ids`), forwarded to the node and returned to the client.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from pbfast.http import (
     health,
     send_error,
 )
-from pbfast.logs import component_logger
+from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import InvalidTenantId
+from pbfast.request_ids import WithRequestId, bind_request_id
 
 __all__ = ["MOVE_WAIT_SECONDS", "GatewayApp", "LocalNode"]
 
@@ -108,13 +110,17 @@ class GatewayApp:
             if client:
                 scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")  # type: ignore[assignment]
         started = time.perf_counter()
-        status = await self._serve(scope, proto)
-        elapsed = time.perf_counter() - started
-        self.metrics.observe(status, elapsed)
-        if self.access_log:
-            target = f"{scope.path}?{scope.query_string}" if scope.query_string else scope.path
-            client = scope.client.rpartition(":")[0].strip("[]") or scope.client
-            access_log.info("%s %s %s %d %.2fms", client, scope.method, target[:1024], status, elapsed * 1000)
+        request_id, bound = bind_request_id(scope)  # the native side's, when it handed the request over
+        try:
+            status = await self._serve(scope, WithRequestId(proto, request_id))
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(status, elapsed)
+            if self.access_log:
+                target = f"{scope.path}?{scope.query_string}" if scope.query_string else scope.path
+                client = scope.client.rpartition(":")[0].strip("[]") or scope.client
+                access_log.info("%s %s %s %d %.2fms", client, scope.method, target[:1024], status, elapsed * 1000)
+        finally:
+            current_request_id.reset(bound)
 
     async def _serve(self, scope: Scope, proto: HTTPProtocol) -> int:
         """Answer one request; returns the status answered."""

@@ -4,7 +4,8 @@ The Rust server answers the hot path (a request for an active tenant on a remote
 own threads without the GIL. What it does not handle itself, it hands to the Python
 :class:`~pbfast.gateway.app.GatewayApp`, which listens on a Unix socket in a private directory (mode
 0700) and trusts the ``x-pbfast-client`` header there: the gateway's own routes, unknown and inactive
-tenants (waiting for the first routing table or for a move), ``https://`` nodes. Both share the routing
+tenants (waiting for the first routing table or for a move), ``https://`` nodes, in-process nodes (in
+``all-in-one``: every tenant request). Both share the routing
 table and the circuit breakers; ``/metrics`` adds the native counters to the Python ones.
 
 Thread-safety: :meth:`NativeFrontend.start` and :meth:`NativeFrontend.stop` are called from the event
@@ -23,7 +24,7 @@ from pbfast._native import GatewayServer
 from pbfast.config import Address
 from pbfast.gateway.metrics import LATENCY_BUCKETS
 from pbfast.gateway.proxy import ProxyLimits
-from pbfast.logs import component_logger
+from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import CircuitBreakers, RoutingTable
 
 __all__ = ["FALLBACK_READY_SECONDS", "NativeFrontend"]
@@ -100,8 +101,12 @@ class NativeFrontend:
     def write_access_log(self) -> None:
         """Log the requests finished since the last call (one line each, like the Python data path's)."""
         entries, dropped = self.server.drain_access_log()
-        for client, method, target, status, seconds in entries:
-            access_log.info("%s %s %s %d %.2fms", client, method, target, status, seconds * 1000)
+        for client, method, target, status, seconds, request_id in entries:
+            bound = current_request_id.set(request_id)  # the line ends with it, as the request's other lines
+            try:
+                access_log.info("%s %s %s %d %.2fms", client, method, target, status, seconds * 1000)
+            finally:
+                current_request_id.reset(bound)
         if dropped > self._dropped_reported:
             log.warning("access log: %d lines dropped (the log could not keep up)", dropped - self._dropped_reported)
             self._dropped_reported = dropped

@@ -44,7 +44,7 @@ from granian._granian import RSGIProtocolClosed as ProtocolClosed
 
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.http import HTTPProtocol, Scope, send_error
-from pbfast.logs import component_logger
+from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import CircuitBreakers
 
 __all__ = [
@@ -73,7 +73,7 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 _DROP_REQUEST = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "expect", "x-forwarded-for",
-    "x-forwarded-proto", "x-forwarded-host", "host", "http2-settings",
+    "x-forwarded-proto", "x-forwarded-host", "host", "http2-settings", "x-request-id",
 })
 _DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
@@ -361,6 +361,9 @@ class NodeProxy:
             lines.append(f"host: {host}\r\nx-forwarded-host: {host}\r\n")
         scheme = getattr(scope, "scheme", "http")
         lines.append(f"x-forwarded-for: {', '.join(forwarded_for)}\r\nx-forwarded-proto: {scheme}\r\n")
+        request_id = current_request_id.get()  # bound by the GatewayApp for this request
+        if request_id is not None:
+            lines.append(f"x-request-id: {request_id}\r\n")
         return "".join(lines)
 
     async def _read_body(self, scope: Scope, proto: HTTPProtocol) -> _Body:

@@ -59,7 +59,7 @@ from pbfast.http import (
     send_error,
 )
 from pbfast.config import EngineSettings
-from pbfast.logs import component_logger
+from pbfast.logs import component_logger, current_request_id
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.auth import new_token_key
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
@@ -94,6 +94,7 @@ from pbfast.tenant_node.replication import (
     parse_time,
 )
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
+from pbfast.request_ids import WithRequestId, bind_request_id
 from pbfast.timefmt import format_datetime
 
 __all__ = ["CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "Assignment", "TenantNodeApp", "upsert_superuser"]
@@ -1285,7 +1286,11 @@ class TenantNodeApp:
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
             return
-        await self.router.dispatch(scope, proto, on_error=self._log_error)
+        request_id, bound = bind_request_id(scope)  # the gateway's; logged with every line of this request
+        try:
+            await self.router.dispatch(scope, WithRequestId(proto, request_id), on_error=self._log_error)
+        finally:
+            current_request_id.reset(bound)
 
     def _bearer_is_cluster_token(self, scope: Scope) -> bool:
         return bearer_token_matches(scope.headers.get("authorization"), self._cluster_token)

@@ -23,6 +23,8 @@ shared with the worker threads; results go back to the loop with ``call_soon_thr
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
 import time
 from collections import deque
@@ -93,7 +95,8 @@ class DbScheduler:
         is never refused). Cancelling the caller before the job starts drops the job; once started it runs to
         its end (its time limit bounds it)."""
         loop = asyncio.get_running_loop()
-        job = _Job(tenant_id, work, loop, loop.create_future())
+        # In the caller's context, so what the job logs carries the request's id (pbfast.request_ids).
+        job = _Job(tenant_id, functools.partial(contextvars.copy_context().run, work), loop, loop.create_future())
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the database pool is stopped")

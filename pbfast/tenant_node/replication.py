@@ -38,7 +38,6 @@ import ctypes
 import math
 import os
 import re
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from pbfast.binaries import LITESTREAM, MissingBinary, find_binary
 from pbfast.config import DEFAULT_EXACT_RESTORE_HOURS, DEFAULT_RESTORE_WINDOW_HOURS
 from pbfast.logs import component_logger
 
@@ -151,14 +151,14 @@ class ReplicaStore:
 class Replicator:
     """Supervises ``litestream replicate`` and talks to its control socket."""
 
-    def __init__(self, work_dir: Path, store: ReplicaStore, binary: str = "litestream",
+    def __init__(self, work_dir: Path, store: ReplicaStore, binary: str | None = None,
                  ship_interval: float | None = None, exact_restore_hours: float = DEFAULT_EXACT_RESTORE_HOURS,
                  restore_window_hours: float = DEFAULT_RESTORE_WINDOW_HOURS) -> None:
         self.exact_restore_hours = exact_restore_hours
         self.restore_window_hours = restore_window_hours
         self.work_dir = work_dir
         self.store = store
-        self.binary = shutil.which(binary) or binary
+        self.binary = binary  # None: looked up at start (pbfast.binaries)
         self.socket_path = work_dir / "control.sock"
         self.config_path = work_dir / "litestream.yml"
         # What litestream must replicate (the open tenants): db path -> replica url. Litestream is brought to
@@ -217,7 +217,17 @@ class Replicator:
         )
         self.config_path.write_text(config)
 
+    def _program(self) -> str:
+        """The litestream binary (found once; its absence is a ReplicationError naming it)."""
+        if self.binary is None:
+            try:
+                self.binary = str(find_binary(LITESTREAM))
+            except MissingBinary as err:
+                raise ReplicationError(str(err)) from None
+        return self.binary
+
     async def start(self) -> None:
+        self._program()
         self._write_config()
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="litestream-supervisor")
@@ -239,7 +249,7 @@ class Replicator:
         log_path = self.work_dir / "litestream.log"
         with open(log_path, "ab") as log_file:
             self._process = await asyncio.create_subprocess_exec(
-                self.binary, "replicate", "-config", str(self.config_path), "-log-level", "warn",
+                self._program(), "replicate", "-config", str(self.config_path), "-log-level", "warn",
                 stdout=log_file, stderr=log_file, env=self.store.environment(), start_new_session=True,
                 preexec_fn=_die_with_parent)
         # A new process replicates nothing until told: what the old one had registered died with it.
@@ -631,7 +641,7 @@ class Replicator:
 
     async def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[int, str]:
         """Run a litestream command (killed after ``timeout`` seconds); its exit code and combined output."""
-        process = await asyncio.create_subprocess_exec(self.binary, *args, stdout=asyncio.subprocess.PIPE,
+        process = await asyncio.create_subprocess_exec(self._program(), *args, stdout=asyncio.subprocess.PIPE,
                                                        stderr=asyncio.subprocess.STDOUT, env=self.store.environment())
         try:
             output, _ = await asyncio.wait_for(process.communicate(), timeout)

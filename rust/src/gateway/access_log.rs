@@ -23,6 +23,7 @@ pub struct Entry {
     pub target: String,
     pub status: u16,
     pub elapsed: Duration,
+    pub request_id: String,
 }
 
 #[derive(Default)]
@@ -32,7 +33,7 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    pub fn record(&self, client: &str, method: &str, target: &str, status: u16, elapsed: Duration) {
+    pub fn record(&self, client: &str, method: &str, target: &str, status: u16, elapsed: Duration, request_id: &str) {
         let mut entries = self.entries.lock();
         if entries.len() >= CAPACITY {
             drop(entries);
@@ -48,7 +49,14 @@ impl AccessLog {
         } else {
             target.to_owned()
         };
-        entries.push_back(Entry { client: client.to_owned(), method: method.to_owned(), target, status, elapsed });
+        entries.push_back(Entry {
+            client: client.to_owned(),
+            method: method.to_owned(),
+            target,
+            status,
+            elapsed,
+            request_id: request_id.to_owned(),
+        });
     }
 
     /// Everything recorded since the last drain, oldest first.
@@ -69,14 +77,14 @@ mod tests {
     fn bounded_and_drained_in_order() {
         let log = AccessLog::default();
         for i in 0..CAPACITY + 5 {
-            log.record("127.0.0.1", "GET", &format!("/t/a/{i}"), 200, Duration::from_micros(5));
+            log.record("127.0.0.1", "GET", &format!("/t/a/{i}"), 200, Duration::from_micros(5), "id");
         }
         assert_eq!(log.dropped(), 5);
         let entries = log.drain();
         assert_eq!(entries.len(), CAPACITY);
         assert_eq!(entries[0].target, "/t/a/0");
         assert!(log.drain().is_empty());
-        log.record("::1", "POST", &"é".repeat(600), 201, Duration::ZERO);
+        log.record("::1", "POST", &"é".repeat(600), 201, Duration::ZERO, "id");
         let long = &log.drain()[0].target;
         assert!(long.ends_with("...") && long.len() <= MAX_TARGET + 3);
     }

@@ -37,6 +37,7 @@ use super::headers::{self, Peer};
 use super::h1::{FastPool, NodeBody, Outgoing};
 use super::pool::{NodePool, Returning, SendError};
 use super::stats::{Retry, Stats, Upstream};
+use super::target::{Malformed, MALFORMED_METHOD};
 use super::unix::UnixConnector;
 use crate::breaker::CircuitBreakers;
 use crate::routing::{parse_target, ForwardPath, Route, RoutingTable};
@@ -234,12 +235,28 @@ impl DataPath {
     }
 
     /// Answer one client request (never fails: errors are PocketBase JSON answers).
-    pub async fn handle(self: Arc<Self>, client: Arc<Peer>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        client: Arc<Peer>,
+        malformed: Arc<Malformed>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
+        // The request's id goes to the node (or the Python side) with the request and back to the client.
+        let request_id = headers::request_id(req.headers().get(headers::REQUEST_ID));
+        req.headers_mut().insert(headers::REQUEST_ID, request_id.clone());
         let logged = self.access_log.as_ref().map(|_| {
             (req.method().clone(), req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |pq| pq.to_string()))
         });
-        let response = match self.serve(&client, req).await {
+        let answer = if malformed.is_set() && req.method().as_str() == MALFORMED_METHOD {
+            // Go answers such a request line 400 and closes the connection; so does this path, in JSON.
+            let mut response = error(StatusCode::BAD_REQUEST, "The request line is malformed.", None);
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Answer::Native(response)
+        } else {
+            self.serve(&client, req).await
+        };
+        let mut response = match answer {
             Answer::Native(response) => {
                 self.stats.observe(response.status().as_u16(), started.elapsed());
                 response
@@ -248,8 +265,10 @@ impl DataPath {
         };
         if let (Some(log), Some((method, target))) = (self.access_log.as_ref(), logged) {
             let client = client.value.to_str().unwrap_or("-");
-            log.record(client, method.as_str(), &target, response.status().as_u16(), started.elapsed());
+            let id = request_id.to_str().unwrap_or("-");
+            log.record(client, method.as_str(), &target, response.status().as_u16(), started.elapsed(), id);
         }
+        response.headers_mut().insert(headers::REQUEST_ID, request_id);
         Ok(response)
     }
 

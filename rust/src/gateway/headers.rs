@@ -4,7 +4,8 @@
 //! `Trailer`, `Transfer-Encoding`, `Upgrade`), `Expect`, `Content-Length` (hyper frames the body) and
 //! every client-sent `x-pbfast-*` header are dropped, so a client can never forge the cluster token, the
 //! epoch or the gateway's internal headers; `X-Forwarded-For` gets the client's address appended and
-//! `X-Forwarded-Proto`/`-Host` are set. To a client: hop-by-hop headers are dropped.
+//! `X-Forwarded-Proto`/`-Host` are set; `X-Request-Id` is the client's when usable, else a new one (see
+//! [`request_id`]), and goes back to the client too. To a client: hop-by-hop headers are dropped.
 
 use std::net::IpAddr;
 
@@ -31,6 +32,10 @@ pub const EPOCH: HeaderName = HeaderName::from_static("x-pbfast-epoch");
 pub const MOVED: HeaderName = HeaderName::from_static("x-pbfast-moved");
 /// The client's address, on requests handed to the gateway's Python side.
 pub const CLIENT: HeaderName = HeaderName::from_static("x-pbfast-client");
+/// One request's id, followed through the gateway's and the node's logs (`pbfast/request_ids.py`).
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The longest client-sent request id kept.
+pub const MAX_REQUEST_ID: usize = 128;
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -38,6 +43,40 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const TRAILERS: HeaderName = HeaderName::from_static("trailers");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// The request's id: the client's when it is 1-128 visible ASCII characters, else a new one (32 hex
+/// digits: a random per-thread prefix and a counter, so unique without a shared counter).
+pub fn request_id(client: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(value) = client {
+        let bytes = value.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+            return value.clone();
+        }
+    }
+    thread_local! {
+        static NEXT: std::cell::Cell<(u64, u64)> = std::cell::Cell::new((random_u64(), 0));
+    }
+    let (prefix, counter) = NEXT.with(|next| {
+        let (prefix, counter) = next.get();
+        next.set((prefix, counter.wrapping_add(1)));
+        (prefix, counter)
+    });
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { counter };
+        *digit = HEX[((word >> (60 - 4 * (i % 16))) & 15) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+}
+
+/// 64 random bits from the standard library's randomly keyed hasher (no extra crate for a per-thread seed).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id().into());
+    hasher.finish()
+}
 
 /// A hop-by-hop header (never forwarded in either direction).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -239,6 +278,22 @@ pub fn strip_response(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_the_clients_when_usable_else_new_and_unique() {
+        let given = HeaderValue::from_static("abc-123_XYZ.~!");
+        assert_eq!(request_id(Some(&given)), given);
+        let long = HeaderValue::from_str(&"a".repeat(MAX_REQUEST_ID + 1)).unwrap();
+        for unusable in [HeaderValue::from_static(""), HeaderValue::from_static("has space"), long,
+                         HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()] {
+            let id = request_id(Some(&unusable));
+            assert_ne!(id, unusable);
+            assert!(id.len() == 32 && id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        }
+        let (a, b) = (request_id(None), request_id(None));
+        assert_ne!(a, b);
+        assert_eq!(a.as_bytes()[..16], b.as_bytes()[..16]); // one thread's prefix
+    }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

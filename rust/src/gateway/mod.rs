@@ -14,6 +14,7 @@ pub mod idle;
 pub mod headers;
 pub mod pool;
 pub mod stats;
+pub mod target;
 pub mod unix;
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use forward::{DataPath, Limits, Pools, Shared};
 use body::StallGuard;
 use headers::Peer;
 use stats::Stats;
+use target::{Malformed, TargetNormaliser};
 
 /// Pending connections the listening socket queues.
 const BACKLOG: u32 = 2048;
@@ -207,7 +209,8 @@ impl GatewayServer {
     }
 
     /// The access log entries since the last call, oldest first: ``(client, method, target, status,
-    /// seconds)``, and how many were dropped so far because nobody drained them. Empty when the log is off.
+    /// seconds, request id)``, and how many were dropped so far because nobody drained them. Empty when the
+    /// log is off.
     fn drain_access_log<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, u64)> {
         let Some(log) = self.shared.access_log.as_ref() else {
             return Ok((PyList::empty(py), 0));
@@ -215,7 +218,7 @@ impl GatewayServer {
         let entries = log.drain();
         let out = PyList::empty(py);
         for e in entries {
-            out.append((e.client, e.method, e.target, e.status, e.elapsed.as_secs_f64()))?;
+            out.append((e.client, e.method, e.target, e.status, e.elapsed.as_secs_f64(), e.request_id))?;
         }
         Ok((out, log.dropped()))
     }
@@ -300,13 +303,11 @@ async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Rece
             }
         })
     };
+    // Heads up to twice the header limit are read (and answered 431 in PocketBase's JSON by the handler);
+    // larger ones get hyper's bare 431.
+    let head_limit = (limits.max_header_bytes * 2 + 16 * 1024).max(8192);
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.client_idle)
-        .keep_alive(true)
-        // Heads up to twice the header limit are read (and answered 431 in PocketBase's JSON by the
-        // handler); larger ones get hyper's bare 431.
-        .max_buf_size((limits.max_header_bytes * 2 + 16 * 1024).max(8192));
+    http.timer(TokioTimer::new()).header_read_timeout(limits.client_idle).keep_alive(true).max_buf_size(head_limit);
     loop {
         tokio::select! {
             biased;
@@ -316,7 +317,9 @@ async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Rece
                     let _ = stream.set_nodelay(true);
                     let client = Arc::new(Peer::new(peer.ip().to_canonical()));
                     let path = path.clone();
-                    let service = service_fn(move |request| path.clone().handle(client.clone(), request));
+                    let malformed = Arc::new(Malformed::default());
+                    let stream = TargetNormaliser::new(stream, head_limit, malformed.clone());
+                    let service = service_fn(move |request| path.clone().handle(client.clone(), malformed.clone(), request));
                     let io = StallGuard::new(TokioIo::new(stream), limits.client_idle);
                     let connection = graceful.watch(http.serve_connection(io, service));
                     tokio::spawn(async move {
