@@ -32,6 +32,7 @@ from pbfast.config import (
     DEFAULT_DB_THREADS,
     DEFAULT_REQUEST_TIME_LIMIT_SECONDS,
     DEFAULT_TENANT_QUEUE_LIMIT,
+    Address,
     ConfigError,
     EngineSettings,
     GatewaySettings,
@@ -162,6 +163,9 @@ def _build_parser() -> _Parser:
     serve.add_argument("--gateway-access-log", action="store_const", const=True,
                        help="log one line per gateway request (off by default)")
     serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
+    serve.add_argument("--pprof-addr",
+                       help="serve pprof profiles (/debug/pprof/) on this host:port (off by default; loopback "
+                            "unless you must: elsewhere every request needs the cluster token)")
     serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
     add_operator_commands(commands)
     return parser
@@ -267,6 +271,8 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     if mode in (Mode.ALL_IN_ONE, Mode.CONTROL_PLANE):
         raft_bind_addr = parse_address(args.raft_bind_addr or DEFAULT_RAFT_BIND_ADDR, "--raft-bind-addr")
 
+    pprof_addr = _pprof_addr(args.pprof_addr, [http_addr, gateway_addr, raft_bind_addr])
+
     node_address = None
     if mode is Mode.TENANT_NODE:
         node_address = args.node_address or http_addr.url
@@ -298,7 +304,19 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         log_level=log_level,
         gateway=gateway,
         engine=engine,
+        pprof_addr=pprof_addr,
     )
+
+
+def _pprof_addr(value: str | None, others: list[Address | None]) -> Address | None:
+    if value is None:
+        return None
+    address = parse_address(value, "--pprof-addr")
+    for other in others:
+        if other is not None and other.port == address.port and (
+                other.host == address.host or {other.host, address.host} & {"0.0.0.0", "::"}):
+            raise ConfigError(f"--pprof-addr {address} must differ from this process's other listeners ({other})")
+    return address
 
 
 def _default_sqlite_memory_limit_mb() -> int:
