@@ -6,6 +6,7 @@ A wrong flag or combination prints one line (``pbfast: error: ...``) and exits w
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -312,6 +313,12 @@ def _pprof_addr(value: str | None, others: list[Address | None]) -> Address | No
     if value is None:
         return None
     address = parse_address(value, "--pprof-addr")
+    if address.host == "localhost":
+        address = Address("127.0.0.1", address.port)
+    try:
+        ipaddress.ip_address(address.host)
+    except ValueError as err:
+        raise ConfigError(f"--pprof-addr: the host must be an IP address or localhost, got {address.host!r}") from err
     for other in others:
         if other is not None and other.port == address.port and (
                 other.host == address.host or {other.host, address.host} & {"0.0.0.0", "::"}):

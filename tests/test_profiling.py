@@ -223,6 +223,8 @@ def test_listener_off_loopback_needs_the_cluster_token_and_checks_its_input(pbfa
 
 @pytest.mark.parametrize(("flags", "expected"), [
     (["--pprof-addr=localhost"], "--pprof-addr: expected host:port"),
+    (["--pprof-addr=example.com:6060"], "--pprof-addr: the host must be an IP address or localhost"),
+    (["--pprof-addr=localhost:8090"], "--pprof-addr 127.0.0.1:8090 must differ"),
     (["--http-addr=127.0.0.1:9100", "--pprof-addr=127.0.0.1:9100"], "--pprof-addr 127.0.0.1:9100 must differ"),
     (["--pprof-addr=0.0.0.0:8080"], "must differ from this process's other listeners (127.0.0.1:8080)"),
 ])
