@@ -7,6 +7,7 @@ A wrong flag or combination prints one line (``pbfast: error: ...``) and exits w
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from pbfast.config import (
     DEFAULT_DB_THREADS,
     DEFAULT_REQUEST_TIME_LIMIT_SECONDS,
     DEFAULT_TENANT_QUEUE_LIMIT,
+    Address,
     ConfigError,
     EngineSettings,
     GatewaySettings,
@@ -163,6 +165,9 @@ def _build_parser() -> _Parser:
     serve.add_argument("--gateway-access-log", action="store_const", const=True,
                        help="log one line per gateway request (off by default)")
     serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
+    serve.add_argument("--pprof-addr",
+                       help="serve pprof profiles (/debug/pprof/) on this host:port (off by default; loopback "
+                            "unless you must: elsewhere every request needs the cluster token)")
     serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
     doctor = commands.add_parser("doctor", help="check that this installation has what a mode needs")
     doctor.add_argument("--mode", choices=[mode.value for mode in Mode],
@@ -275,6 +280,8 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     if mode in (Mode.ALL_IN_ONE, Mode.CONTROL_PLANE):
         raft_bind_addr = parse_address(args.raft_bind_addr or DEFAULT_RAFT_BIND_ADDR, "--raft-bind-addr")
 
+    pprof_addr = _pprof_addr(args.pprof_addr, [http_addr, gateway_addr, raft_bind_addr])
+
     node_address = None
     if mode is Mode.TENANT_NODE:
         node_address = args.node_address or http_addr.url
@@ -307,7 +314,25 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         log_format=log_format,
         gateway=gateway,
         engine=engine,
+        pprof_addr=pprof_addr,
     )
+
+
+def _pprof_addr(value: str | None, others: list[Address | None]) -> Address | None:
+    if value is None:
+        return None
+    address = parse_address(value, "--pprof-addr")
+    if address.host == "localhost":
+        address = Address("127.0.0.1", address.port)
+    try:
+        ipaddress.ip_address(address.host)
+    except ValueError as err:
+        raise ConfigError(f"--pprof-addr: the host must be an IP address or localhost, got {address.host!r}") from err
+    for other in others:
+        if other is not None and other.port == address.port and (
+                other.host == address.host or {other.host, address.host} & {"0.0.0.0", "::"}):
+            raise ConfigError(f"--pprof-addr {address} must differ from this process's other listeners ({other})")
+    return address
 
 
 def _default_sqlite_memory_limit_mb() -> int:

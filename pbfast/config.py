@@ -114,6 +114,16 @@ def parse_address(value: str, flag: str) -> Address:
     return Address(host, port)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or host name as given to a listen flag) is a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_address_list(value: str, flag: str) -> tuple[Address, ...]:
     """Parse a comma-separated list of ``host:port`` (at least one)."""
     items = [item for item in (part.strip() for part in value.split(",")) if item]
@@ -156,3 +166,4 @@ class ServeConfig:
     gateway: GatewaySettings = GatewaySettings()
     engine: EngineSettings = EngineSettings()
     instance_id: str | None = None  # resolved with the node id (pbfast.node_identity)
+    pprof_addr: Address | None = None  # the profiling listener (pbfast.profiling), off when None

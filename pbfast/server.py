@@ -22,7 +22,7 @@ import uvloop
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server as EmbeddedServer
 
-from pbfast.config import Address, Mode, ServeConfig
+from pbfast.config import Address, Mode, ServeConfig, is_loopback
 from pbfast.control_plane.api import ControlPlaneApi
 from pbfast.control_plane.node_client import NodeClient
 from pbfast.control_plane.app import ControlPlaneApp
@@ -44,6 +44,7 @@ from pbfast.node_identity import (
     lock_data_dir,
 )
 from pbfast.primitives import CircuitBreakers, RoutingTable
+from pbfast.profiling.app import ProfilingApp
 from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.membership import NodeMembership
@@ -202,10 +203,12 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
 def build_components(config: ServeConfig) -> Components:
     """The listeners, tasks and closers of ``config.mode``."""
     parts = Components()
+    tokens = [config.cluster_token] if config.cluster_token is not None else []  # may read profiles remotely
     if config.mode is Mode.CONTROL_PLANE:
         assert config.cluster_token is not None
         admin = _token(config, config.admin_token, ADMIN_TOKEN_FILE, "ControlPlane",
                        "send it as 'Authorization: Bearer <token>'")
+        tokens.append(admin)
         _control_plane(config, parts, admin, config.cluster_token, {})
     elif config.mode is Mode.TENANT_NODE:
         assert config.cluster_token is not None and config.node_address is not None
@@ -220,6 +223,7 @@ def build_components(config: ServeConfig) -> Components:
                        "send it as 'Authorization: Bearer <token>'")
         cluster = _token(config, config.cluster_token, CLUSTER_TOKEN_FILE, "ControlPlane",
                          "give it to nodes and gateways that join this cluster")
+        tokens = [cluster, admin]
         own_cp = (_connect_address(config.http_addr),)
         local_address = f"local://{config.node_id}"
         node = _tenant_node(config, parts, cluster, own_cp, local_address)
@@ -228,7 +232,22 @@ def build_components(config: ServeConfig) -> Components:
         parts.listeners[-1].app = WithNodeMetrics(parts.listeners[-1].app, node)
         node.metrics_tokens.append(admin)
         _gateway(config, parts, cluster, own_cp, config.gateway_addr, {local_address: node.serve_tenant})
+    if config.pprof_addr is not None:
+        _profiling(config, config.pprof_addr, parts, tokens)
     return parts
+
+
+def _profiling(config: ServeConfig, address: Address, parts: Components, tokens: list[str]) -> None:
+    """The profiling listener: open on loopback; elsewhere it takes the cluster (or admin) token."""
+    local = is_loopback(address.host)
+    if not local:
+        component_logger("Profiling").warning(
+            "the profiling listener %s is not on loopback: every request must carry the cluster token "
+            "(docs/security.md)", address)
+    app = ProfilingApp(f"pbfast {config.mode.value} {config.node_id}", None if local else tokens,
+                       _connect_address(address).url)
+    parts.listeners.append(Listener("Profiling", address, app))
+    parts.closers.append(app.close)
 
 
 def _check_bindable(address: Address) -> None:
