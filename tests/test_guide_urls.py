@@ -132,7 +132,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
             _seed(f"{gw}/t/{tenant_id}")
             return str(created.json()["nodeId"])
 
-        assert create("local") == "node-1"  # the all-in-one's own node, before the remote one joins
+        local_node = (tmp / "aio" / "node.id").read_text().strip()
+        assert create("local") == local_node  # the all-in-one's own node, before the remote one joins
         node_port = free_port()
         node = PbfastProcess(["serve", "--mode=tenant-node", "--node-id=node-2", f"--http-addr=127.0.0.1:{node_port}",
                               f"--control-plane-addrs=127.0.0.1:{cp_port}", f"--cluster-token={CLUSTER_TOKEN}",

@@ -71,7 +71,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Way]]:
             assert view.status_code == 200, view.text
             return str(created.json()["nodeId"])
 
-        assert create("local") == "node-1"
+        assert create("local") == (tmp / "aio" / "node.id").read_text().strip()
         node_port = free_port()
         node = start(["serve", "--mode=tenant-node", "--node-id=node-2", f"--http-addr=127.0.0.1:{node_port}",
                       f"--control-plane-addrs=127.0.0.1:{cp_port}", f"--cluster-token={CLUSTER_TOKEN}",
