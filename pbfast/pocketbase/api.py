@@ -33,7 +33,7 @@ from pbfast.http import (
     Scope,
 )
 from pbfast.logs import component_logger
-from pbfast.pocketbase import auth, fields, mfa, query, schema
+from pbfast.pocketbase import auth, fields, gocompat, mfa, query, schema
 from pbfast.pocketbase.filter import (
     MAX_FILTER_LENGTH,
     Collections,
@@ -130,7 +130,7 @@ class TenantRequest(Request):
     def send_json(self, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
         # PocketBase (Go) marshals maps with sorted keys.
         self.proto.response_bytes(status, JSON_HEADERS + (headers or []),
-                                  orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=fields.go_json_default))
+                                  orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=gocompat.go_json_default))
 
 
 def _authenticate(tenant: Tenant, header: str | None) -> Auth | None:
@@ -842,8 +842,8 @@ def decode_json_body(raw: bytes, invalid: str = BAD_REQUEST) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         value = _first_json_value(raw, invalid)
-    if raw.count(b"[") + raw.count(b"{") > fields.ORJSON_MAX_DEPTH and fields.json_depth(value) > \
-            fields.ORJSON_MAX_DEPTH:
+    if raw.count(b"[") + raw.count(b"{") > gocompat.ORJSON_MAX_DEPTH and gocompat.json_depth(value) > \
+            gocompat.ORJSON_MAX_DEPTH:
         raise ApiError(400, invalid)
     return value
 
@@ -906,4 +906,4 @@ schema.set_rule_checker(_check_rule)
 def _error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,
            headers: list[tuple[str, str]] | None = None) -> None:
     body = {"data": data or {}, "message": message, "status": status}
-    proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(body, default=fields.go_json_default))
+    proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(body, default=gocompat.go_json_default))

@@ -20,47 +20,53 @@ Pure functions, no shared state: safe from any thread.
 from __future__ import annotations
 
 import math
-import functools
 import re
-import re._constants as sre_constants  # type: ignore[import-not-found]
-import re._parser as sre_parse  # type: ignore[import-not-found]
-import secrets
-import string
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import orjson
 
+from pbfast.pocketbase.gocompat import (
+    ORJSON_MAX_DEPTH,
+    DeepJson,
+    as_float64,
+    cast_to_bool,
+    cast_to_float,
+    cast_to_string,
+    format_datetime_value,
+    generate_by_pattern,
+    go_format_float,
+    go_json_default,
+    json_depth,
+    json_number,
+    parse_datetime,
+    regex_error,
+    regex_search,
+    stored_to_string,
+    time_json,
+    time_string,
+    to_unique_strings,
+)
 from pbfast.timefmt import format_datetime
 
 __all__ = [
     "FIELD_TYPES",
     "MISSING",
-    "ORJSON_MAX_DEPTH",
     "FieldError",
-    "DeepJson",
     "FieldSettingsError",
-    "GoWholeFloat",
     "PlainPassword",
     "autodate_value",
     "cast_value",
     "column_definition",
     "field_id_for",
-    "format_datetime_value",
-    "generate_by_pattern",
-    "go_json_default",
     "is_multiple",
-    "json_depth",
     "needs_hashing",
     "new_field_definition",
     "normalize_field",
-    "parse_datetime",
     "prepare_value",
     "relation_ids",
     "stored_from_list",
@@ -174,322 +180,7 @@ def _render(template: str, params: Mapping[str, Any]) -> str:
 
 
 def _templated(code: str, template: str, params: Mapping[str, Any]) -> FieldError:
-    return _err(code, _render(template, params), {k: _json_number(v) for k, v in params.items()})
-
-
-# --------------------------------------------------------------------------------- Go number formatting
-
-
-_EXACT_INT_LIMIT: Final = 2**53  # every integer up to here is a float64 whose shortest digits are all of it
-
-
-class GoWholeFloat(float):
-    """A whole float64 from 2**53 up to 1e21, which Go's JSON encoder writes without an exponent as its
-    shortest digits padded with zeros (``18446744073709552000``). As an ``int`` it would show other digits
-    (``18446744073709551616``) and orjson cannot write ints past 64 bits at all, so it stays a float and is
-    written by :func:`go_json_default` (pass ``default=go_json_default`` to ``orjson.dumps``)."""
-
-    __slots__ = ()
-
-
-class DeepJson:
-    """A JSON field's valid JSON text nested deeper than orjson writes (:data:`ORJSON_MAX_DEPTH`): handed
-    out as it is and written as it is (by :func:`go_json_default`)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def go_json_default(value: Any) -> Any:
-    """``orjson.dumps`` ``default`` hook for the values this module hands out (:class:`GoWholeFloat`,
-    :class:`DeepJson`)."""
-    if isinstance(value, GoWholeFloat):
-        return orjson.Fragment(_format_float_f(value).encode())
-    if isinstance(value, DeepJson):
-        return orjson.Fragment(value.text.encode())
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _json_number(value: Any) -> Any:
-    """A float64 as Go's JSON encoder would show it: integral values without a fraction."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
-        return int(value) if abs(value) <= _EXACT_INT_LIMIT else GoWholeFloat(value)
-    return value
-
-
-ORJSON_MAX_DEPTH: Final = 254
-"""The deepest nesting ``orjson.dumps`` writes (it refuses deeper values)."""
-
-
-def json_depth(value: Any) -> int:
-    """How deeply a decoded JSON value nests arrays and objects (a scalar is 0), without recursion."""
-    deepest = 0
-    pending: list[tuple[Any, int]] = [(value, 0)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            item = item.values()
-        elif not isinstance(item, list):
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        pending.extend((child, depth) for child in item if isinstance(child, dict | list))
-    return deepest
-
-
-def go_format_float(value: float, fmt: str) -> str:
-    """``strconv.FormatFloat(value, fmt, -1, 64)`` for ``fmt`` ``'f'`` or ``'g'`` (shortest digits; ``'g'``
-    switches to the exponent form for decimal exponents < -4 or >= 6, like Go)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    if fmt == "f":
-        return _format_float_f(value)
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
-    exp10 = len(digit_tuple) + int(exponent) - 1
-    prefix = "-" if sign else ""
-    if exp10 < -4 or exp10 >= _G_EXPONENT_THRESHOLD:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{prefix}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
-    return _format_float_f(value)
-
-
-_G_EXPONENT_THRESHOLD: Final = 6
-
-
-def _go_g(value: float) -> str:
-    """``strconv.FormatFloat(value, 'g', -1, 64)``: exponent form for exponents < -4 or >= 21."""
-    return go_format_float(value, "g")
-
-
-def _format_float_f(value: float) -> str:
-    """``strconv.FormatFloat(value, 'f', -1, 64)`` (what ``cast.ToString`` gives for a float64)."""
-    if not math.isfinite(value):
-        return go_format_float(value, "g")
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    text = format(Decimal(repr(value)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
-# ---------------------------------------------------------------------------------- Go-like casting
-
-
-def _as_float64(value: int) -> float:
-    """A JSON integer as PocketBase sees it: decoded into a Go float64."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.copysign(math.inf, value)
-
-
-def cast_to_string(value: Any) -> str:
-    """``cast.ToString`` for values decoded from JSON (numbers arrive as float64 in PocketBase)."""
-    if value is None or value is MISSING:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return _format_float_f(_as_float64(value))
-    if isinstance(value, float):
-        return _format_float_f(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", errors="replace")
-    return ""
-
-
-_GO_FLOAT = re.compile(
-    r"[+-]?(?:(?:\d(?:_?\d)*)?\.?\d(?:_?\d)*(?:[eE][+-]?\d(?:_?\d)*)?|\d(?:_?\d)*\.(?:[eE][+-]?\d+)?"
-    r"|inf(?:inity)?|nan)",
-    re.IGNORECASE,
-)
-
-
-def cast_to_float(value: Any) -> float:
-    """``cast.ToFloat64``: numbers, booleans (1/0) and Go-parsable numeric strings; anything else is 0."""
-    if value is None or value is MISSING:
-        return 0.0
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, int):
-        return _as_float64(value)
-    if isinstance(value, float):
-        return value
-    if isinstance(value, bytes | bytearray):
-        value = bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        if not _GO_FLOAT.fullmatch(value):
-            return 0.0
-        try:
-            return float(value.replace("_", ""))
-        except (ValueError, OverflowError):
-            return 0.0
-    return 0.0
-
-
-_TRUE_STRINGS: Final = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-
-
-def cast_to_bool(value: Any) -> bool:
-    """``cast.ToBool``: numbers by non-zero, strings by ``strconv.ParseBool`` (else false)."""
-    if value is None or value is MISSING:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value != 0
-    if isinstance(value, bytes | bytearray):
-        value = bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        return value in _TRUE_STRINGS
-    return False
-
-
-def to_unique_strings(value: Any) -> list[str]:
-    """PocketBase's ``list.ToUniqueStringSlice``: a string holding a JSON array is parsed, a plain
-    string is one item, lists are cast item by item; empty strings and duplicates are dropped."""
-    items: list[str] = []
-    if value is None or value is MISSING:
-        items = []
-    elif isinstance(value, str):
-        if value:
-            if "[" in value:
-                try:
-                    parsed = orjson.loads(value)
-                except orjson.JSONDecodeError:
-                    parsed = None
-                if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
-                    items = parsed
-                elif parsed is None and value.strip() == "null":
-                    items = []
-                else:
-                    items = [value]
-            else:
-                items = [value]
-    elif isinstance(value, list | tuple):
-        items = [cast_to_string(v) for v in value]
-    elif isinstance(value, dict):
-        items = []
-    else:
-        items = [cast_to_string(value)]
-    seen: set[str] = set()
-    unique: list[str] = []
-    for item in items:
-        if item and item not in seen:
-            seen.add(item)
-            unique.append(item)
-    return unique
-
-
-def _stored_to_go_string(stored: Any) -> str | None:
-    """A column value as PocketBase reads it back (``database/sql`` scans every column into a string)."""
-    if stored is None:
-        return None
-    if isinstance(stored, str):
-        return stored
-    if isinstance(stored, bool):
-        return "true" if stored else "false"
-    if isinstance(stored, int):
-        return str(stored)
-    if isinstance(stored, float):
-        return go_format_float(stored, "g")
-    if isinstance(stored, bytes | bytearray | memoryview):
-        return bytes(stored).decode("utf-8", errors="replace")
-    return cast_to_string(stored)
-
-
-# ------------------------------------------------------------------------------------------- dates
-
-
-_ISO_DATETIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?"
-    r"(?:(Z)|\s?([+-])(\d{2}):?(\d{2})(?:\s+[A-Za-z]{3,5})?|\s+(?:UTC|GMT|[A-Z]{3,5}))?)?"
-)
-_MONTHS: Final = {m: i for i, m in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
-_DAY_MONTH_YEAR = re.compile(
-    r"(?:[A-Z][a-z]{2},\s+)?(\d{1,2})\s+([A-Z][a-z]{2})\s+(\d{4})"
-    r"(?:\s+(\d{2}):(\d{2})(?::(\d{2}))?\s*(?:([+-])(\d{2})(\d{2})|(?:UTC|GMT|[A-Z]{3,5}))?)?"
-)
-
-
-def _build_datetime(year: str, month: int, day: str, hour: str | None, minute: str | None, second: str | None,
-                    fraction: str | None, sign: str | None, tz_hours: str | None, tz_minutes: str | None,
-                    ) -> datetime | None:
-    try:
-        zone = UTC
-        if sign and tz_hours is not None:
-            offset = timedelta(hours=int(tz_hours), minutes=int(tz_minutes or 0))
-            zone = timezone(-offset if sign == "-" else offset)
-        micro = int((fraction or "0")[:6].ljust(6, "0"))
-        moment = datetime(int(year), month, int(day), int(hour or 0), int(minute or 0), int(second or 0),
-                          micro, tzinfo=zone)
-    except ValueError:
-        return None
-    return moment.astimezone(UTC)
-
-
-def parse_datetime(value: Any) -> datetime | None:
-    """PocketBase's ``types.ParseDateTime``: a UTC datetime, or None for the zero (empty/unparsable) date.
-
-    Accepts ``2006-01-02 15:04:05.000Z`` and the other layouts ``cast.ToTime`` knows that matter in
-    practice: RFC 3339 with ``T`` or a space, optional fraction and zone (``Z``, ``+07:00``, ``+0700``),
-    bare dates, ``02 Jan 2006`` and RFC 1123 dates. Numbers are not dates (PocketBase sees them as
-    float64 and cannot parse ``"1.7e+09"``).
-    """
-    if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    match = _ISO_DATETIME.fullmatch(value)
-    if match:
-        year, month, day, hour, minute, second, fraction, _zulu, sign, tz_h, tz_m = match.groups()
-        return _build_datetime(year, int(month), day, hour, minute, second, fraction, sign, tz_h, tz_m)
-    match = _DAY_MONTH_YEAR.fullmatch(value)
-    if match:
-        day, month_name, year, hour, minute, second, sign, tz_h, tz_m = match.groups()
-        month = _MONTHS.get(month_name)
-        if month is None:
-            return None
-        return _build_datetime(year, month, day, hour, minute, second, None, sign, tz_h, tz_m)
-    return None
-
-
-def format_datetime_value(moment: datetime | None) -> str:
-    """A datetime in PocketBase's ``2006-01-02 15:04:05.000Z`` layout ("" for the zero date)."""
-    if moment is None:
-        return ""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _go_time_string(moment: datetime) -> str:
-    """Go's ``time.Time.String()`` for a UTC time (used in ozzo's date threshold messages)."""
-    text = moment.strftime("%Y-%m-%d %H:%M:%S")
-    if moment.microsecond:
-        text += ("." + f"{moment.microsecond:06d}").rstrip("0")
-    return text + " +0000 UTC"
-
-
-def _go_time_json(moment: datetime) -> str:
-    """Go's RFC 3339 JSON form of a UTC time (``2020-01-01T00:00:00Z``)."""
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += ("." + f"{moment.microsecond:06d}").rstrip("0")
-    return text + "Z"
+    return _err(code, _render(template, params), {k: json_number(v) for k, v in params.items()})
 
 
 # ------------------------------------------------------------------------------- URL/email/domain
@@ -643,150 +334,6 @@ def _url_host(value: str) -> str:
         return ""
 
 
-# ------------------------------------------------------------------------------------ regexes
-
-
-@lru_cache(maxsize=512)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    """A field pattern compiled with Go RE2-like semantics for ASCII classes (``\\w``, ``\\d``, ``\\s``)."""
-    return re.compile(pattern, re.ASCII)
-
-
-def regex_error(pattern: str) -> str | None:
-    """None if ``pattern`` compiles, else the compile error text."""
-    try:
-        _compiled(pattern)
-    except (re.error, RecursionError, OverflowError) as err:
-        return f"error parsing regexp: {err}"
-    return None
-
-
-def _matches(pattern: str, value: str) -> bool:
-    """``regexp.MatchString(pattern, value)`` - an unanchored search; an invalid pattern never matches."""
-    try:
-        return _compiled(pattern).search(value) is not None
-    except (re.error, RecursionError, OverflowError):
-        return False
-
-
-_CATEGORY_CHARS: Final = {
-    sre_constants.CATEGORY_DIGIT: string.digits,
-    sre_constants.CATEGORY_NOT_DIGIT: string.ascii_letters + "_-",
-    sre_constants.CATEGORY_WORD: string.ascii_letters + string.digits + "_",
-    sre_constants.CATEGORY_NOT_WORD: " -.,;:!?",
-    sre_constants.CATEGORY_SPACE: " ",
-    sre_constants.CATEGORY_NOT_SPACE: string.ascii_letters + string.digits,
-}
-_PRINTABLE: Final = string.ascii_letters + string.digits + string.punctuation + " "
-_UNBOUNDED_EXTRA: Final = 10
-
-
-def _charset(items: list[tuple[Any, Any]]) -> str:
-    negate = False
-    chars: list[str] = []
-    for op, arg in items:
-        if op is sre_constants.NEGATE:
-            negate = True
-        elif op is sre_constants.LITERAL:
-            chars.append(chr(arg))
-        elif op is sre_constants.RANGE:
-            low, high = arg
-            chars.extend(chr(c) for c in range(low, min(high, low + 4096) + 1))
-        elif op is sre_constants.CATEGORY:
-            chars.extend(_CATEGORY_CHARS.get(arg, ""))
-    if negate:
-        excluded = set(chars)
-        chars = [c for c in _PRINTABLE if c not in excluded]
-    return "".join(dict.fromkeys(chars))
-
-
-def _generate(parsed: Any, out: list[str]) -> None:
-    for op, arg in parsed:
-        if op is sre_constants.LITERAL:
-            out.append(chr(arg))
-        elif op is sre_constants.NOT_LITERAL:
-            out.append(secrets.choice([c for c in _PRINTABLE if c != chr(arg)]))
-        elif op is sre_constants.ANY:
-            out.append(secrets.choice(string.ascii_letters + string.digits))
-        elif op is sre_constants.IN:
-            pool = _charset(arg)
-            if not pool:
-                raise ValueError("empty character class")
-            out.append(secrets.choice(pool))
-        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, getattr(sre_constants, "POSSESSIVE_REPEAT", None)):
-            low, high, sub = arg
-            if high is sre_constants.MAXREPEAT or high > low + _UNBOUNDED_EXTRA:
-                high = low + _UNBOUNDED_EXTRA if high is sre_constants.MAXREPEAT else high
-            count = low + secrets.randbelow(high - low + 1)
-            for _ in range(count):
-                _generate(sub, out)
-        elif op is sre_constants.SUBPATTERN:
-            _generate(arg[-1], out)
-        elif op is getattr(sre_constants, "ATOMIC_GROUP", None):
-            _generate(arg, out)
-        elif op is sre_constants.BRANCH:
-            _generate(secrets.choice(arg[1]), out)
-        elif op is sre_constants.AT:
-            continue
-        else:
-            raise ValueError(f"unsupported regex construct {op}")
-
-
-def _random_from_pool(pool: str, count: int) -> str:
-    """``count`` characters drawn uniformly from ``pool`` with one ``urandom`` call (rejection sampling)."""
-    size = len(pool)
-    if size == 1:
-        return pool * count
-    limit = 256 - 256 % size  # bytes at or above this would bias the draw
-    out: list[str] = []
-    while len(out) < count:
-        for byte in secrets.token_bytes(count * 2):
-            if byte < limit:
-                out.append(pool[byte % size])
-                if len(out) == count:
-                    break
-    return "".join(out)
-
-
-@functools.lru_cache(maxsize=512)
-def _parsed_pattern(pattern: str) -> Any:
-    try:
-        return sre_parse.parse(pattern)
-    except re.error as err:
-        raise ValueError(f"invalid autogenerate pattern {pattern!r}: {err}") from err
-
-
-@functools.lru_cache(maxsize=512)
-def _fixed_pool_plan(pattern: str) -> tuple[tuple[str, int], ...] | None:
-    """For patterns made only of literals and fixed-count character classes (``[a-z0-9]{15}``,
-    ``users[0-9]{6}``): ``((pool, count), ...)``; None for anything else."""
-    plan: list[tuple[str, int]] = []
-    for op, arg in _parsed_pattern(pattern):
-        if op is sre_constants.LITERAL:
-            plan.append((chr(arg), 1))
-        elif op is sre_constants.IN:
-            plan.append((_charset(arg), 1))
-        elif op is sre_constants.MAX_REPEAT and arg[0] == arg[1] and len(arg[2]) == 1 \
-                and arg[2][0][0] is sre_constants.IN:
-            plan.append((_charset(arg[2][0][1]), int(arg[0])))
-        else:
-            return None
-    if any(not pool for pool, _ in plan):
-        return None
-    return tuple(plan)
-
-
-def generate_by_pattern(pattern: str) -> str:
-    """A random string matching ``pattern`` (PocketBase's ``security.RandomStringByRegex``), e.g. for
-    ``[a-z0-9]{15}`` or ``users[0-9]{5}``. Unbounded repeats produce at most 10 extra items."""
-    plan = _fixed_pool_plan(pattern)
-    if plan is not None:  # the common case (record ids, usernames): one urandom call per class
-        return "".join(_random_from_pool(pool, count) for pool, count in plan)
-    out: list[str] = []
-    _generate(_parsed_pattern(pattern), out)
-    return "".join(out)
-
-
 # ------------------------------------------------------------------------------ field definitions
 
 
@@ -896,7 +443,7 @@ def normalize_field(field: Mapping[str, Any]) -> dict[str, Any]:
             value = None if (field_type == "number" and key in ("min", "max")) else (
                 list(zero) if isinstance(zero, list) else zero)
         elif field_type == "number" and key in ("min", "max"):
-            value = _json_number(float(value)) if isinstance(value, int | float) and not isinstance(value, bool) \
+            value = json_number(float(value)) if isinstance(value, int | float) and not isinstance(value, bool) \
                 else value
         elif field_type == "date" and key in ("min", "max"):
             value = format_datetime_value(parse_datetime(value)) if isinstance(value, str) else ""
@@ -1280,9 +827,9 @@ def _go_json_value(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
-        return _json_number(_as_float64(value))
+        return json_number(as_float64(value))
     if isinstance(value, float):
-        return _json_number(value)
+        return json_number(value)
     if isinstance(value, Mapping):
         return {str(k): _go_json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -1332,7 +879,7 @@ def _validate_text_plain(field: Mapping[str, Any], value: str) -> None:
         raise _templated("validation_max_text_constraint", "Must be no more than {{.max}} character(s).",
                          {"max": maximum})
     pattern = field.get("pattern") or ""
-    if pattern and not _matches(pattern, value):
+    if pattern and not regex_search(pattern, value):
         raise _err("validation_invalid_format", "Invalid value format.")
     if primary and pattern != DEFAULT_ID_PATTERN:
         for char in (".", "/", "\\", "|", '"', "'", "`", "<", ">", ":", "?", "*", "%", "$",
@@ -1399,7 +946,7 @@ def _validate_file_names(field: Mapping[str, Any], names: list[str], current: An
 def _typed_from_stored(field: Mapping[str, Any], stored: Any) -> Any:
     """A stored column value converted to the typed value PocketBase holds after loading the record."""
     field_type = field.get("type")
-    text = _stored_to_go_string(stored)
+    text = stored_to_string(stored)
     if field_type in ("text", "email", "url", "editor", "password"):
         return text or ""
     if field_type == "number":
@@ -1448,7 +995,7 @@ def prepare_value(field: Mapping[str, Any], raw: Any, *, current: Any = MISSING,
             return stamped
         if current is MISSING or current is None:
             return ""
-        return format_datetime_value(parse_datetime(_stored_to_go_string(current)))
+        return format_datetime_value(parse_datetime(stored_to_string(current)))
     if field_type == "password":
         return _prepare_password(field, raw, current, is_new)
     if not submitted:
@@ -1471,13 +1018,13 @@ def cast_value(field: Mapping[str, Any], raw: Any, *, current: Any = MISSING, is
     if raw is MISSING:
         if not is_new and current is not MISSING:
             if field_type == "password":
-                return _stored_to_go_string(current) or ""
+                return stored_to_string(current) or ""
             return _storage_of(field, _typed_from_stored(field, current))
         raw = None
     if field_type == "autodate":
         if current is MISSING or current is None:
             return ""
-        return format_datetime_value(parse_datetime(_stored_to_go_string(current)))
+        return format_datetime_value(parse_datetime(stored_to_string(current)))
     if field_type == "password":
         plain = cast_to_string(raw)
         return PlainPassword(plain) if plain else ""
@@ -1488,7 +1035,7 @@ def cast_value(field: Mapping[str, Any], raw: Any, *, current: Any = MISSING, is
         return _json_raw_from_input(raw)
     if field_type == "geoPoint":
         lon, lat = _geo_point(raw) or (0.0, 0.0)
-        return orjson.dumps({"lon": _json_number(lon), "lat": _json_number(lat)}).decode()
+        return orjson.dumps({"lon": json_number(lon), "lat": json_number(lat)}).decode()
     if field_type == "number":
         return cast_to_float(raw)
     if field_type == "bool":
@@ -1509,7 +1056,7 @@ def _storage_of(field: Mapping[str, Any], typed: Any) -> Any:
         return format_datetime_value(typed)
     if field_type == "geoPoint":
         lon, lat = typed
-        return orjson.dumps({"lon": _json_number(lon), "lat": _json_number(lat)}).decode()
+        return orjson.dumps({"lon": json_number(lon), "lat": json_number(lat)}).decode()
     return typed
 
 
@@ -1566,7 +1113,7 @@ def _prepare_submitted(field: Mapping[str, Any], raw: Any, current: Any, is_new:
     value = cast_to_string(raw)
     if field_type == "text":
         if field.get("primaryKey") and not is_new and current is not MISSING:
-            old = _stored_to_go_string(current) or ""
+            old = stored_to_string(current) or ""
             if value != old:
                 raise _err("validation_pk_change", "The record primary key cannot be changed.")
             return old
@@ -1624,10 +1171,10 @@ def _finish(field: Mapping[str, Any], value: Any, *, is_new: bool) -> Any:
         low, high = parse_datetime(field.get("min")), parse_datetime(field.get("max"))
         if low is not None and moment < low:
             raise _err("validation_min_greater_equal_than_required",
-                       f"must be no less than {_go_time_string(low)}", {"threshold": _go_time_json(low)})
+                       f"must be no less than {time_string(low)}", {"threshold": time_json(low)})
         if high is not None and moment > high:
             raise _err("validation_max_less_equal_than_required",
-                       f"must be no greater than {_go_time_string(high)}", {"threshold": _go_time_json(high)})
+                       f"must be no greater than {time_string(high)}", {"threshold": time_json(high)})
         return format_datetime_value(moment)
     if field_type == "geoPoint":
         lon, lat = value
@@ -1638,7 +1185,7 @@ def _finish(field: Mapping[str, Any], value: Any, *, is_new: bool) -> Any:
             raise _err("validation_invalid_latitude", "Latitude must be between -90 and 90 degrees.")
         elif lon < -180 or lon > 180:
             raise _err("validation_invalid_longitude", "Longitude must be between -180 and 180 degrees.")
-        return orjson.dumps({"lon": _json_number(lon), "lat": _json_number(lat)}).decode()
+        return orjson.dumps({"lon": json_number(lon), "lat": json_number(lat)}).decode()
     text = str(value)
     if field_type == "text":
         _validate_text_plain(field, text)
@@ -1673,7 +1220,7 @@ def _finish(field: Mapping[str, Any], value: Any, *, is_new: bool) -> Any:
 
 def _prepare_password(field: Mapping[str, Any], raw: Any, current: Any, is_new: bool) -> str:
     plain = "" if raw is MISSING else cast_to_string(raw)
-    current_hash = "" if current is MISSING or current is None else (_stored_to_go_string(current) or "")
+    current_hash = "" if current is MISSING or current is None else (stored_to_string(current) or "")
     if not plain:
         stored = current_hash if raw is MISSING and not is_new else ""
         if field.get("required") and not stored:
@@ -1691,7 +1238,7 @@ def _prepare_password(field: Mapping[str, Any], raw: Any, current: Any, is_new: 
     if length > maximum:
         raise _err("validation_max_text_constraint", f"Must be less than {maximum} character(s)")
     pattern = field.get("pattern") or ""
-    if pattern and not _matches(pattern, plain):
+    if pattern and not regex_search(pattern, plain):
         raise _err("validation_invalid_format", "Invalid value format")
     return PlainPassword(plain)
 
@@ -1712,7 +1259,7 @@ def to_api_value(field: Mapping[str, Any], stored: Any) -> Any:
         return ""
     typed = _typed_from_stored(field, stored)
     if field_type == "number":
-        return _json_number(typed) if math.isfinite(typed) else 0
+        return json_number(typed) if math.isfinite(typed) else 0
     if field_type in ("date", "autodate"):
         return format_datetime_value(typed)
     if field_type in ("select", "relation", "file"):
@@ -1728,5 +1275,5 @@ def to_api_value(field: Mapping[str, Any], stored: Any) -> Any:
         return value
     if field_type == "geoPoint":
         lon, lat = typed
-        return {"lon": _json_number(lon), "lat": _json_number(lat)}
+        return {"lon": json_number(lon), "lat": json_number(lat)}
     return typed

@@ -27,15 +27,15 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from enum import IntEnum
 from typing import Any, Final, Protocol
+
+from pbfast.pocketbase.gocompat import format_datetime_value, go_quote, go_string, parse_float
 
 __all__ = [
     "DEFAULT_FILTER_EXPR_LIMIT",
@@ -112,31 +112,6 @@ class Token:
     type: str
     literal: str
     args: tuple[Token, ...] = ()
-
-
-def go_quote(value: Any) -> str:
-    """``value`` formatted as Go's ``%q`` does (``strconv.Quote``): double quotes, Go escapes."""
-    out = ['"']
-    for ch in str(value):
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable() or ch == " ":
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-_GO_ESCAPES: Final = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-                      "\v": "\\v"}
 
 
 def _is_letter(ch: str) -> bool:
@@ -714,19 +689,15 @@ class Resolver(Protocol):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _dt_string(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def _month_end(now: datetime) -> datetime:
     first_next = (now.replace(day=1) + timedelta(days=32)).replace(day=1)
     return (first_next - timedelta(days=1)).replace(hour=23, minute=59, second=59, microsecond=999999)
 
 
 _MACROS: Final[dict[str, Callable[[datetime], Any]]] = {
-    "@now": lambda now: _dt_string(now),
-    "@yesterday": lambda now: _dt_string(now - timedelta(days=1)),
-    "@tomorrow": lambda now: _dt_string(now + timedelta(days=1)),
+    "@now": lambda now: format_datetime_value(now),
+    "@yesterday": lambda now: format_datetime_value(now - timedelta(days=1)),
+    "@tomorrow": lambda now: format_datetime_value(now + timedelta(days=1)),
     "@second": lambda now: now.second,
     "@minute": lambda now: now.minute,
     "@hour": lambda now: now.hour,
@@ -734,36 +705,16 @@ _MACROS: Final[dict[str, Callable[[datetime], Any]]] = {
     "@month": lambda now: now.month,
     "@weekday": lambda now: (now.weekday() + 1) % 7,  # Go: Sunday = 0
     "@year": lambda now: now.year,
-    "@todayStart": lambda now: _dt_string(now.replace(hour=0, minute=0, second=0, microsecond=0)),
-    "@todayEnd": lambda now: _dt_string(now.replace(hour=23, minute=59, second=59, microsecond=999999)),
-    "@monthStart": lambda now: _dt_string(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)),
-    "@monthEnd": lambda now: _dt_string(_month_end(now)),
-    "@yearStart": lambda now: _dt_string(now.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)),
-    "@yearEnd": lambda now: _dt_string(now.replace(month=12, day=31, hour=23, minute=59, second=59,
+    "@todayStart": lambda now: format_datetime_value(now.replace(hour=0, minute=0, second=0, microsecond=0)),
+    "@todayEnd": lambda now: format_datetime_value(now.replace(hour=23, minute=59, second=59, microsecond=999999)),
+    "@monthStart": lambda now: format_datetime_value(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)),
+    "@monthEnd": lambda now: format_datetime_value(_month_end(now)),
+    "@yearStart": lambda now: format_datetime_value(now.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)),
+    "@yearEnd": lambda now: format_datetime_value(now.replace(month=12, day=31, hour=23, minute=59, second=59,
                                                    microsecond=999999)),
 }
 
 _NORMALIZED_IDENTIFIERS: Final = {"null": "NULL", "true": "1", "false": "0"}
-
-
-def go_string(value: Any) -> str:
-    """``value`` as Go's ``cast.ToString`` renders it (floats without exponent or trailing ``.0``)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        text = format(Decimal(repr(value)).normalize(), "f")
-        return text
-    if isinstance(value, int | str):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return ""
 
 
 def _contains_unescaped(text: str, ch: str) -> bool:
@@ -1332,15 +1283,6 @@ def _extract_nested(data: Any, keys: Sequence[str]) -> Any:
     return value if len(keys) == 1 else _extract_nested(value, keys[1:])
 
 
-def _go_parse_float(text: str) -> float | None:
-    if not text or text != text.strip() or "_" in text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _to_slice(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -1622,7 +1564,7 @@ class _Runner:
         if isinstance(value, str):
             field_def = self.r.base.fields.get(path[-1])
             if field_def is not None and field_def.get("type") == "number":
-                number = _go_parse_float(value)
+                number = parse_float(value)
                 if number is not None:
                     value = number
         elif value is None or isinstance(value, bool | int | float):

@@ -22,7 +22,7 @@ import apsw
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
-from pbfast.pocketbase import fields
+from pbfast.pocketbase import gocompat
 from pbfast.pocketbase.records import load_row, quote, save_record, write_transaction
 from pbfast.pocketbase.schema import Collection
 from pbfast.pocketbase.tenant import Tenant
@@ -86,7 +86,7 @@ def finish_session(tenant: Tenant, collection: Collection, record_id: str, metho
     ``ApiError(400)`` with PocketBase's message when it cannot complete the login."""
     sessions = _sessions(tenant)
     session = load_row(tenant, sessions, mfa_id)
-    created = fields.parse_datetime(session.get("created")) if session is not None else None
+    created = gocompat.parse_datetime(session.get("created")) if session is not None else None
     moment = now or datetime.now(UTC)
     if session is None or created is None or moment - created > timedelta(seconds=options.duration_seconds):
         if session is not None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, Final, Protocol
 
+from pbfast.pocketbase.gocompat import atoi, cast_to_int, parse_bool, trim_space
+
 from .filter import (
     MAX_FILTER_LENGTH,
     FilterError,
@@ -177,18 +179,11 @@ def _compile_sort(expression: str, resolver: Resolver, max_fields: int, table_al
 # paging
 # ---------------------------------------------------------------------------------------------------------
 
-_ATOI_RE: Final = re.compile(r"[+-]?[0-9]+")
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
-
-
 def _atoi(raw: str, name: str) -> int:
-    if not _ATOI_RE.fullmatch(raw):
-        raise QueryParamError(f"invalid {name} value {raw!r}")
-    value = int(raw)
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise QueryParamError(f"{name} value out of range")
-    return value
+    try:
+        return atoi(raw)
+    except ValueError as err:
+        raise QueryParamError(f"invalid {name} value {raw!r}") from err
 
 
 def parse_paging(page: str | None, per_page: str | None) -> tuple[int, int]:
@@ -212,18 +207,6 @@ def parse_paging(page: str | None, per_page: str | None) -> tuple[int, int]:
     return page_value, per_page_value
 
 
-_TRUE_STRINGS: Final = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE_STRINGS: Final = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-
-def _go_parse_bool(raw: str) -> bool | None:
-    if raw in _TRUE_STRINGS:
-        return True
-    if raw in _FALSE_STRINGS:
-        return False
-    return None
-
-
 def parse_skip_total(raw: str | None) -> bool:
     """The ``skipTotal`` query value (Go's ``strconv.ParseBool``; missing/empty = false).
 
@@ -232,7 +215,7 @@ def parse_skip_total(raw: str | None) -> bool:
     """
     if not raw:
         return False
-    value = _go_parse_bool(raw)
+    value = parse_bool(raw)
     if value is None:
         raise QueryParamError(f"invalid skipTotal value {raw!r}")
     return value
@@ -255,34 +238,6 @@ FieldsSpec = dict[str, "Modifier | None"]
 """Parsed ``fields``: dotted path -> modifier (or ``None``)."""
 
 
-def _go_cast_int(raw: str) -> int:
-    """Go's ``cast.ToInt`` for a string: base-0 integer syntax after dropping a ``.digits`` tail; 0 if
-    invalid."""
-    match = re.fullmatch(r"(.*)\.[0-9]*", raw)
-    text = match.group(1) if match else raw
-    sign = 1
-    if text[:1] in ("+", "-"):
-        sign = -1 if text[0] == "-" else 1
-        text = text[1:]
-    base = 10
-    lower = text[:2].lower()
-    if lower in ("0x", "0b", "0o"):
-        base = {"0x": 16, "0b": 2, "0o": 8}[lower]
-        text = text[2:]
-        if text.startswith("_"):
-            text = text[1:]
-    elif len(text) > 1 and text[0] == "0":
-        base = 8
-        text = text[1:].removeprefix("_")
-    if not text or not re.fullmatch(r"[0-9A-Za-z]+(_[0-9A-Za-z]+)*", text):
-        return 0
-    try:
-        value = sign * int(text.replace("_", ""), base)
-    except ValueError:
-        return 0
-    return value if _INT64_MIN <= value <= _INT64_MAX else 0
-
-
 @dataclass(frozen=True, slots=True)
 class ExcerptModifier:
     """``:excerpt(max, withEllipsis?)``: HTML -> collapsed plain text of at most ``max`` characters."""
@@ -301,10 +256,10 @@ class ExcerptModifier:
             raise QueryParamError("max argument is required - expected (max, withEllipsis?)")
         if len(args) > 2:
             raise QueryParamError("too many arguments - expected (max, withEllipsis?)")
-        max_length = _go_cast_int(args[0])
+        max_length = cast_to_int(args[0])
         if max_length <= 0:
             raise QueryParamError("max argument must be > 0")
-        with_ellipsis = bool(_go_parse_bool(args[1])) if len(args) > 1 else False
+        with_ellipsis = bool(parse_bool(args[1])) if len(args) > 1 else False
         return ExcerptModifier(max_length, with_ellipsis)
 
     def modify(self, value: Any) -> Any:
@@ -637,17 +592,9 @@ def excerpt(html: str, max_length: int, with_ellipsis: bool = False) -> str:
                 prev_space = True
 
     walk(builder.document)
-    result = _go_trim_space("".join(out))
+    result = trim_space("".join(out))
     if len(result.encode()) > max_length and len(result) > max_length:
-        result = _go_trim_space(result[:max_length])
+        result = trim_space(result[:max_length])
         if with_ellipsis:
             result += "..."
     return result
-
-
-_GO_SPACE: Final = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009" \
-                   "\u200a\u2028\u2029\u202f\u205f\u3000"
-
-
-def _go_trim_space(text: str) -> str:
-    return text.strip(_GO_SPACE)

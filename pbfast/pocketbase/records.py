@@ -19,7 +19,7 @@ from typing import Any
 
 import apsw
 
-from pbfast.pocketbase import fields, schema
+from pbfast.pocketbase import fields, gocompat, schema
 from pbfast.pocketbase.auth import hash_password, new_token_key, verify_password
 from pbfast.pocketbase.schema import Collection
 from pbfast.pocketbase.tenant import Tenant, new_record_id
@@ -169,16 +169,16 @@ def resolve_modifiers(collection: Collection, body: dict[str, Any], current: dic
             base = fields.cast_value(field, fields.MISSING, current=previous, is_new=is_new and previous
                                      is fields.MISSING)
             if field["type"] == "number":
-                delta = fields.cast_to_float(raw)
+                delta = gocompat.cast_to_float(raw)
                 value = float(base) + delta if op == "+" else float(base) - delta
             elif field["type"] == "text":
-                value = fields.cast_to_string(raw)
+                value = gocompat.cast_to_string(raw)
                 pattern = field.get("autogeneratePattern") or ""
                 if pattern:
-                    value += fields.generate_by_pattern(str(pattern))
+                    value += gocompat.generate_by_pattern(str(pattern))
             else:
                 existing = fields.relation_ids(field, base)
-                extra = fields.to_unique_strings(raw)
+                extra = gocompat.to_unique_strings(raw)
                 if op == "+":
                     items = existing + extra
                 elif op == "^":
@@ -219,15 +219,15 @@ def _auth_form_errors(collection: Collection, data: dict[str, Any], existing: di
     ``verified``, and the password/passwordConfirm/oldPassword rules."""
     is_new = existing is None
     original = existing or {}
-    password = fields.cast_to_string(data["password"]) if "password" in data else ""
-    confirm = fields.cast_to_string(data["passwordConfirm"]) if "passwordConfirm" in data else ""
-    old_password = fields.cast_to_string(data["oldPassword"]) if "oldPassword" in data else ""
+    password = gocompat.cast_to_string(data["password"]) if "password" in data else ""
+    confirm = gocompat.cast_to_string(data["passwordConfirm"]) if "passwordConfirm" in data else ""
+    old_password = gocompat.cast_to_string(data["oldPassword"]) if "oldPassword" in data else ""
     errors: dict[str, dict[str, Any]] = {}
     if not is_new and not manage and "email" in data and collection.field("email") is not None:
-        if fields.cast_to_string(data["email"]) != fields.cast_to_string(original.get("email") or ""):
+        if gocompat.cast_to_string(data["email"]) != gocompat.cast_to_string(original.get("email") or ""):
             errors["email"] = dict(_MISMATCH)
     if not manage and "verified" in data and collection.field("verified") is not None:
-        if fields.cast_to_bool(data["verified"]) != bool(original.get("verified")):
+        if gocompat.cast_to_bool(data["verified"]) != bool(original.get("verified")):
             errors["verified"] = dict(_MISMATCH)
     if (is_new or confirm or old_password) and not password:
         errors["password"] = dict(_REQUIRED)

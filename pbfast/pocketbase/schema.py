@@ -33,6 +33,7 @@ import orjson
 
 from pbfast.pocketbase import fields as F
 from pbfast.pocketbase import system_collections as S
+from pbfast.pocketbase.gocompat import go_json_default
 from pbfast.pocketbase.sqlite_guard import SqlRefused, execute_one, read_only_select
 from pbfast.timefmt import format_datetime
 
@@ -454,7 +455,7 @@ class Collection:
             options = {}
         return {
             "id": self.id, "system": 1 if self.system else 0, "type": self.type, "name": self.name,
-            "fields": orjson.dumps([F.normalize_field(f) for f in self.fields], default=F.go_json_default).decode(),
+            "fields": orjson.dumps([F.normalize_field(f) for f in self.fields], default=go_json_default).decode(),
             "indexes": orjson.dumps(list(self.indexes)).decode(),
             "listRule": self.listRule, "viewRule": self.viewRule, "createRule": self.createRule,
             "updateRule": self.updateRule, "deleteRule": self.deleteRule,
