@@ -34,6 +34,9 @@ from pbfast.http import (
 )
 from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, fields, gocompat, mfa, query, schema
+from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.dbutils.index import single_column_unique_index
+from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.filter import (
     MAX_FILTER_LENGTH,
     Collections,
@@ -49,12 +52,10 @@ from pbfast.pocketbase.records import (
     delete_record,
     draft_row,
     load_row,
-    quote,
     record_json,
     resolve_modifiers,
     save_record,
     strip_hidden,
-    write_transaction,
 )
 from pbfast.pocketbase.schema import Collection
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
@@ -683,7 +684,7 @@ class TenantApi:
         (no such index: not an identity field PocketBase can use)."""
         if collection.field(name) is None:
             return None
-        index = schema.single_column_unique_index(collection.indexes, name)
+        index = single_column_unique_index(collection.indexes, name)
         if index is None:
             return None
         collate = " COLLATE NOCASE" if index.columns[0].collate.lower() == "nocase" else ""

@@ -35,6 +35,9 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any, Final, Protocol
 
+from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.dbutils.index import single_column_unique_index
+from pbfast.pocketbase.dbutils.json import json_array_length, json_each, json_extract
 from pbfast.pocketbase.gocompat import format_datetime_value, go_quote, go_string, parse_float
 
 __all__ = [
@@ -56,7 +59,6 @@ __all__ = [
     "compile_filter",
     "compile_filters",
     "parse",
-    "quote_identifier",
     "superuser_only_field",
     "tokenize",
 ]
@@ -541,13 +543,8 @@ def _fmt(template: str, *args: Sql | str) -> Sql:
     return Sql("".join(text), tuple(params))
 
 
-def quote_identifier(name: str) -> str:
-    """``name`` as a double-quoted SQLite identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _col(alias: str, column: str) -> str:
-    return quote_identifier(alias) + "." + quote_identifier(column)
+    return quote(alias) + "." + quote(column)
 
 
 _COLUMNIFY_RE: Final = re.compile(r"[^\w.*\-@#]+", re.ASCII)
@@ -556,30 +553,6 @@ _COLUMNIFY_RE: Final = re.compile(r"[^\w.*\-@#]+", re.ASCII)
 def columnify(name: str) -> str:
     """Strip characters that are invalid in a db identifier (PocketBase's ``inflector.Columnify``)."""
     return _COLUMNIFY_RE.sub("", name)
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _json_each(column: str) -> str:
-    return (f"json_each(CASE WHEN iif(json_valid({column}), json_type({column})='array', FALSE) "
-            f"THEN {column} ELSE json_array({column}) END)")
-
-
-def _json_array_length(column: str) -> str:
-    return (f"json_array_length(CASE WHEN iif(json_valid({column}), json_type({column})='array', FALSE) "
-            f"THEN {column} ELSE (CASE WHEN {column} = '' OR {column} IS NULL THEN json_array() "
-            f"ELSE json_array({column}) END) END)")
-
-
-def _json_extract(column: str, path: str) -> str:
-    # the path is made only of columnified identifier characters, digits and brackets (no quotes),
-    # so it is inlined like in PocketBase: json paths must stay parameter-free for sort expressions
-    if path and not path.startswith("["):
-        path = "." + path
-    return (f"(CASE WHEN json_valid({column}) THEN JSON_EXTRACT({column}, {_sql_string('$' + path)}) "
-            f"ELSE JSON_EXTRACT(json_object('pb', {column}), {_sql_string('$.pb' + path)}) END)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -605,7 +578,7 @@ class Join:
 
     def sql(self) -> Sql:
         """The JOIN clause."""
-        clause = _fmt("LEFT JOIN {} {}", self.table, quote_identifier(self.alias))
+        clause = _fmt("LEFT JOIN {} {}", self.table, quote(self.alias))
         return clause if self.on is None else _fmt("{} ON {}", clause, self.on)
 
 
@@ -625,7 +598,7 @@ class MultiMatch:
         """The subquery SQL (without parentheses)."""
         joins = Sql.join(" ", (j.sql() for j in self.joins))
         return _fmt("SELECT {} AS \"multiMatchValue\" FROM {} {} {} WHERE {} = {}",
-                    self.value, quote_identifier(self.from_table), quote_identifier(self.from_alias), joins,
+                    self.value, quote(self.from_table), quote(self.from_alias), joins,
                     _col(self.from_alias, "id"), _col(self.target_alias, "id"))
 
 
@@ -915,7 +888,7 @@ class _Build:
         r2 = ResolvedField(other.sql, params=other.params)
         where = self.operands(r2, op, r1) if inverse else self.operands(r1, op, r2)
         return _fmt("NOT EXISTS (SELECT 1 FROM ({}) {} WHERE {})", many.multi_match.sql(),
-                    quote_identifier(alias), where)
+                    quote(alias), where)
 
     def many_vs_many(self, left: ResolvedField, op: str, right: ResolvedField) -> Sql:
         assert left.multi_match is not None and right.multi_match is not None
@@ -927,8 +900,8 @@ class _Build:
                           after_build=_not),
         )
         return _fmt("NOT EXISTS (SELECT 1 FROM ({}) {} LEFT JOIN ({}) {} WHERE {})",
-                    left.multi_match.sql(), quote_identifier(l_alias), right.multi_match.sql(),
-                    quote_identifier(r_alias), where)
+                    left.multi_match.sql(), quote(l_alias), right.multi_match.sql(),
+                    quote(r_alias), where)
 
 
 def _join_part(parts: list[Sql], join: str, expr: Sql) -> None:
@@ -1134,78 +1107,6 @@ _ALLOWED_FIELD_PATTERNS: Final = tuple(re.compile(p, re.ASCII) for p in (
 ))
 _VIA_RE: Final = re.compile(r"(\w+)_via_(\w+)", re.ASCII)
 _INT_RE: Final = re.compile(r"[+-]?[0-9]+")
-_INDEX_RE: Final = re.compile(
-    r"create\s+(unique\s+)?\s*index\s*(if\s+not\s+exists\s+)?(\S*)\s+on\s+(\S*)\s*"
-    r"\(([\s\S]*)\)(?:\s*where\s+([\s\S]*))?",
-    re.IGNORECASE | re.MULTILINE)
-_INDEX_COLUMN_RE: Final = re.compile(r"^([\s\S]+?)(?:\s+collate\s+([\w]+))?(?:\s+(asc|desc))?$",
-                                     re.IGNORECASE | re.MULTILINE)
-
-
-def split_tokens(text: str, separators: str = ",", *, ignore_parenthesis: bool = False) -> list[str]:
-    """Split ``text`` on ``separators`` outside quotes and parentheses, trimming each token and dropping
-    empty ones (PocketBase's ``tools/tokenizer``).
-
-    Raises:
-        FilterError: on unbalanced parentheses or quotes.
-    """
-    whitespace = "\t\n\v\f\r \x85\xa0"
-    cutset = "".join(c for c in whitespace if c not in separators)
-    tokens: list[str] = []
-    pos, n = 0, len(text)
-    while pos < n:
-        buf: list[str] = []
-        depth = 0
-        quote = ""
-        prev = ""
-        while pos < n:
-            ch = text[pos]
-            pos += 1
-            if prev != "\\":
-                if not ignore_parenthesis and ch == "(" and not quote:
-                    depth += 1
-                elif not ignore_parenthesis and ch == ")" and depth > 0 and not quote:
-                    depth -= 1
-                elif ch in ("'", '"', "`"):
-                    if quote == ch:
-                        quote = ""
-                    elif not quote:
-                        quote = ch
-            if ch in separators and depth == 0 and not quote:
-                break
-            prev = ch
-            buf.append(ch)
-        if depth > 0 or quote:
-            raise FilterError(f"unbalanced parenthesis or quoted expression: {go_quote(''.join(buf))}")
-        token = "".join(buf).strip(cutset)
-        if token:
-            tokens.append(token)
-    return tokens
-
-
-def _has_single_column_unique_index(indexes: Sequence[str], column: str) -> bool:
-    trim = "`\"'[]\r\n\t\f\v "
-    for raw in indexes:
-        match = _INDEX_RE.search(raw)
-        if match is None or not (match.group(1) or "").strip():
-            continue
-        try:
-            columns = split_tokens(match.group(5))
-        except FilterError:
-            continue
-        names = []
-        for col in columns:
-            col_match = _INDEX_COLUMN_RE.search(col)
-            if col_match is None:
-                continue
-            name = col_match.group(1).strip(trim)
-            if name:
-                names.append(name)
-        if len(names) == 1 and names[0].lower() == column.lower():
-            return True
-    return False
-
-
 @dataclass(frozen=True, slots=True)
 class CollectionInfo:
     """The parts of a collection definition the resolver needs (fields by name, indexes, list rule)."""
@@ -1606,10 +1507,10 @@ class _Runner:
         auth_id = auth.get("id")
         self.coll_name = coll.name
         self.alias = "__auth_" + columnify(coll.name) + self.r._alias_suffix
-        self.register_join(Sql(quote_identifier(columnify(coll.name))), self.alias,
+        self.register_join(Sql(quote(columnify(coll.name))), self.alias,
                            _fmt(_col(self.alias, "id") + " = {}", Sql.param(auth_id)), coll)
         self.mm_alias = "__mm_" + self.alias
-        self.mm_join(Sql(quote_identifier(columnify(coll.name))), self.mm_alias,
+        self.mm_join(Sql(quote(columnify(coll.name))), self.mm_alias,
                      _fmt(_col(self.mm_alias, "id") + " = {}", Sql.param(auth_id)))
         self.props = self.props[2:]
         return self.active_props()
@@ -1671,11 +1572,11 @@ class _Runner:
                 return _fmt(_col(alias, "id") + " = {}", Sql.param(ids[0]))
             return _fmt(_col(alias, "id") + " IN ({})", Sql.join(", ", (Sql.param(i) for i in ids)))
 
-        self.register_join(Sql(quote_identifier(rel_coll.name)), self.alias, in_ids(self.alias), rel_coll)
+        self.register_join(Sql(quote(rel_coll.name)), self.alias, in_ids(self.alias), rel_coll)
         if _is_multiple(field_def):
             self.with_mm = True
         self.mm_alias = "__mm_" + self.alias
-        self.mm_join(Sql(quote_identifier(rel_coll.name)), self.mm_alias, in_ids(self.mm_alias))
+        self.mm_join(Sql(quote(rel_coll.name)), self.mm_alias, in_ids(self.mm_alias))
         self.props = self.props[3:]
         return self.active_props()
 
@@ -1695,9 +1596,9 @@ class _Runner:
         else:
             self.alias = columnify("__collection_" + coll.name) + self.r._alias_suffix
         self.with_mm = True
-        self.register_join(Sql(quote_identifier(columnify(coll.name))), self.alias, None, coll)
+        self.register_join(Sql(quote(columnify(coll.name))), self.alias, None, coll)
         self.mm_alias = "__mm_" + self.alias
-        self.mm_join(Sql(quote_identifier(columnify(coll.name))), self.mm_alias)
+        self.mm_join(Sql(quote(columnify(coll.name))), self.mm_alias)
         self.props = self.props[2:]
         return self.active_props()
 
@@ -1737,12 +1638,12 @@ class _Runner:
             clean = columnify(str(field_def["name"]))
             prefixed = _col(self.alias, clean)
             new_alias = self.alias + "_" + clean + self.r._alias_suffix
-            rel_table = Sql(quote_identifier(columnify(rel_coll.name)))
+            rel_table = Sql(quote(columnify(rel_coll.name)))
             if not multiple:
                 self.register_join(rel_table, new_alias, Sql(f"{_col(new_alias, 'id')} = {prefixed}"), rel_coll)
             else:
                 je_alias = "__je_" + new_alias
-                self.register_join(Sql(_json_each(prefixed)), je_alias, None, None)
+                self.register_join(Sql(json_each(prefixed)), je_alias, None, None)
                 self.register_join(rel_table, new_alias, Sql(f"{_col(new_alias, 'id')} = {_col(je_alias, 'value')}"),
                                    rel_coll)
             self.coll_name = rel_coll.name
@@ -1755,7 +1656,7 @@ class _Runner:
                 self.mm_join(rel_table, new_alias2, Sql(f"{_col(new_alias2, 'id')} = {prefixed2}"))
             else:
                 je_alias2 = self.mm_alias + "_" + clean + "_je"
-                self.mm_join(Sql(_json_each(prefixed2)), je_alias2)
+                self.mm_join(Sql(json_each(prefixed2)), je_alias2)
                 self.mm_join(rel_table, new_alias2, Sql(f"{_col(new_alias2, 'id')} = {_col(je_alias2, 'value')}"))
             self.mm_alias = new_alias2
         raise FilterError(f"failed to resolve field {go_quote(self.name)}")
@@ -1773,9 +1674,9 @@ class _Runner:
         clean = columnify(prop)
         multi = None
         if self.with_mm:
-            self.mm.value = Sql(_json_extract(_col(self.mm_alias, clean), json_path))
+            self.mm.value = Sql(json_extract(_col(self.mm_alias, clean), json_path))
             multi = self.mm
-        return self.result(Sql(_json_extract(_col(self.alias, clean), json_path)),
+        return self.result(Sql(json_extract(_col(self.alias, clean), json_path)),
                            null_fallback=NullFallback.DISABLED, multi_match=multi)
 
     def back_relation(self, coll: CollectionInfo, prop: str) -> ResolvedField | None:
@@ -1810,7 +1711,7 @@ class _Runner:
         clean_prop = columnify(prop)
         clean_back = columnify(str(back_field["name"]))
         new_alias = self.alias + "_" + clean_prop + self.r._alias_suffix
-        back_table = Sql(quote_identifier(columnify(back_coll.name)))
+        back_table = Sql(quote(columnify(back_coll.name)))
         multiple = _is_multiple(back_field)
         if not multiple:
             self.register_join(back_table, new_alias, Sql(f"{_col(new_alias, clean_back)} = {_col(self.alias, 'id')}"),
@@ -1819,13 +1720,13 @@ class _Runner:
             je_alias = "__je_" + new_alias
             self.register_join(back_table, new_alias, Sql(
                 f"{_col(self.alias, 'id')} IN (SELECT {_col(je_alias, 'value')} FROM "
-                f"{_json_each(_col(new_alias, clean_back))} {quote_identifier(je_alias)})"), back_coll)
+                f"{json_each(_col(new_alias, clean_back))} {quote(je_alias)})"), back_coll)
         self.coll_name = back_coll.name
         self.alias = new_alias
         if multiple:
             self.with_mm = True
         elif not self.with_mm:
-            self.with_mm = not _has_single_column_unique_index(back_coll.indexes, str(back_field["name"]))
+            self.with_mm = single_column_unique_index(back_coll.indexes, str(back_field["name"])) is None
         new_alias2 = self.mm_alias + "_" + clean_prop + self.r._alias_suffix
         if not multiple:
             self.mm_join(back_table, new_alias2, Sql(f"{_col(new_alias2, clean_back)} = {_col(self.mm_alias, 'id')}"))
@@ -1833,7 +1734,7 @@ class _Runner:
             je_alias2 = "__je_" + new_alias2
             self.mm_join(back_table, new_alias2, Sql(
                 f"{_col(self.mm_alias, 'id')} IN (SELECT {_col(je_alias2, 'value')} FROM "
-                f"{_json_each(_col(new_alias2, clean_back))} {quote_identifier(je_alias2)})"))
+                f"{json_each(_col(new_alias2, clean_back))} {quote(je_alias2)})"))
         self.mm_alias = new_alias2
         return None
 
@@ -1854,19 +1755,19 @@ class _Runner:
         if modifier == "length" and multivaluer:
             multi = None
             if self.with_mm:
-                self.mm.value = Sql(_json_array_length(_col(self.mm_alias, clean)))
+                self.mm.value = Sql(json_array_length(_col(self.mm_alias, clean)))
                 multi = self.mm
-            return self.result(Sql(_json_array_length(column)), multi_match=multi)
+            return self.result(Sql(json_array_length(column)), multi_match=multi)
 
         if modifier == "each" and multivaluer:
             je_alias = "__je_" + self.alias + "_" + clean + self.r._alias_suffix
-            self.register_join(Sql(_json_each(column)), je_alias, None, None)
+            self.register_join(Sql(json_each(column)), je_alias, None, None)
             if _is_multiple(field_def):
                 self.with_mm = True
             multi = None
             if self.with_mm:
                 je_alias2 = "__je_" + self.mm_alias + "_" + clean + self.r._alias_suffix
-                self.mm_join(Sql(_json_each(_col(self.mm_alias, clean))), je_alias2)
+                self.mm_join(Sql(json_each(_col(self.mm_alias, clean))), je_alias2)
                 self.mm.value = Sql(_col(je_alias2, "value"))
                 multi = self.mm
             return self.result(Sql(_col(je_alias, "value")), multi_match=multi)
@@ -1886,9 +1787,9 @@ class _Runner:
 
         if field_type == "json":
             null_fallback = NullFallback.DISABLED
-            sql = Sql(_json_extract(column, ""))
+            sql = Sql(json_extract(column, ""))
             if self.with_mm:
-                self.mm.value = Sql(_json_extract(_col(self.mm_alias, clean), ""))
+                self.mm.value = Sql(json_extract(_col(self.mm_alias, clean), ""))
         if modifier == "lower":
             sql = _fmt("LOWER({})", sql)
             if self.with_mm:

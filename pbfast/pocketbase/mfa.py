@@ -23,7 +23,9 @@ import apsw
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import gocompat
-from pbfast.pocketbase.records import load_row, quote, save_record, write_transaction
+from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.dbutils.transaction import write_transaction
+from pbfast.pocketbase.records import load_row, save_record
 from pbfast.pocketbase.schema import Collection
 from pbfast.pocketbase.tenant import Tenant
 

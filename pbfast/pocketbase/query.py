@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, Final, Protocol
 
+from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.dbutils.tokenizer import UnbalancedTokenError, split_tokens
 from pbfast.pocketbase.gocompat import atoi, cast_to_int, parse_bool, trim_space
 
 from .filter import (
@@ -25,8 +27,6 @@ from .filter import (
     Sql,
     compile_filters,
     compile_operand,
-    quote_identifier,
-    split_tokens,
 )
 
 __all__ = [
@@ -155,7 +155,7 @@ def _compile_sort(expression: str, resolver: Resolver, max_fields: int, table_al
             parts.append("RANDOM()")
             continue
         if sort_field.name == "@rowid":
-            rowid = "_rowid_" if not alias else quote_identifier(alias) + "._rowid_"
+            rowid = "_rowid_" if not alias else quote(alias) + "._rowid_"
             parts.append(f"{rowid} {sort_field.direction}")
             continue
         try:
@@ -273,7 +273,10 @@ _MODIFIER_FACTORIES: Final = {"excerpt": ExcerptModifier.from_args}
 
 
 def _init_modifier(raw: str) -> Modifier:
-    parts = split_tokens(raw, "(), ", ignore_parenthesis=True)
+    try:
+        parts = split_tokens(raw, "(), ", ignore_parenthesis=True)
+    except UnbalancedTokenError as exc:
+        raise QueryParamError(str(exc)) from exc
     if not parts:
         raise QueryParamError(f"invalid or empty modifier expression {raw!r}")
     factory = _MODIFIER_FACTORIES.get(parts[0])
@@ -291,9 +294,7 @@ def parse_fields(expression: str) -> FieldsSpec:
     """
     try:
         tokens = split_tokens(expression, ",")
-    except QueryParamError:
-        raise
-    except FilterError as exc:
+    except UnbalancedTokenError as exc:
         raise QueryParamError(str(exc)) from exc
     spec: FieldsSpec = {}
     for token in tokens:

@@ -12,14 +12,14 @@ validated, then the row is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import apsw
 
 from pbfast.pocketbase import fields, gocompat, schema
+from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.auth import hash_password, new_token_key, verify_password
 from pbfast.pocketbase.schema import Collection
 from pbfast.pocketbase.tenant import Tenant, new_record_id
@@ -31,12 +31,10 @@ __all__ = [
     "delete_record",
     "draft_row",
     "load_row",
-    "quote",
     "record_json",
     "resolve_modifiers",
     "save_record",
     "strip_hidden",
-    "write_transaction",
 ]
 
 SUPERUSERS = "_superusers"
@@ -63,30 +61,6 @@ class Viewer:
     superuser: bool = False
     auth_collection_id: str = ""
     auth_record_id: str = ""
-
-
-@contextmanager
-def write_transaction(conn: apsw.Connection) -> Iterator[None]:
-    """A transaction that takes the write lock up front (``BEGIN IMMEDIATE``, waiting up to the busy
-    timeout), so reads inside it cannot be invalidated by another writer (a deferred transaction that
-    reads first would fail with SQLITE_BUSY instead of waiting); a savepoint when one is already open."""
-    if conn.in_transaction:
-        with conn:
-            yield
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:  # SQLite itself rolled back after SQLITE_FULL, an interrupt or a disk error
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def quote(identifier: str) -> str:
-    """A SQLite identifier quoted with double quotes (embedded quotes doubled)."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,

@@ -22,7 +22,7 @@ import secrets
 import string
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +33,9 @@ import orjson
 
 from pbfast.pocketbase import fields as F
 from pbfast.pocketbase import system_collections as S
+from pbfast.pocketbase.dbutils.identifiers import backquote
+from pbfast.pocketbase.dbutils.index import ParsedIndex, parse_index, single_column_unique_index
+from pbfast.pocketbase.dbutils.transaction import sqlite_error_text
 from pbfast.pocketbase.gocompat import go_json_default
 from pbfast.pocketbase.sqlite_guard import SqlRefused, execute_one, read_only_select
 from pbfast.timefmt import format_datetime
@@ -43,7 +46,6 @@ __all__ = [
     "CollectionMap",
     "CollectionValidationError",
     "LastSuperuserError",
-    "ParsedIndex",
     "RequiredReferenceError",
     "RuleChecker",
     "create_collection",
@@ -52,11 +54,8 @@ __all__ = [
     "init_tenant_database",
     "load_collection",
     "load_collections",
-    "parse_index",
     "set_rule_checker",
     "scaffolds",
-    "single_column_unique_index",
-    "sqlite_error_text",
     "truncate_collection",
     "update_collection",
 ]
@@ -102,38 +101,8 @@ def set_rule_checker(checker: RuleChecker | None) -> None:
     _rule_checker = checker
 
 
-# sqlite3_errstr() of the primary result codes: PocketBase's SQLite driver reports an error as
-# "<errstr>: <message> (<extended code>)".
-_SQLITE_ERRSTR: Final = {
-    0: "not an error", 1: "SQL logic error", 2: "internal error", 3: "access permission denied",
-    4: "query aborted", 5: "database is locked", 6: "database table is locked", 7: "out of memory",
-    8: "attempt to write a readonly database", 9: "interrupted", 10: "disk I/O error",
-    11: "database disk image is malformed", 12: "unknown operation", 13: "database or disk is full",
-    14: "unable to open database file", 15: "locking protocol", 16: "unknown error",
-    17: "database schema has changed", 18: "string or blob too big", 19: "constraint failed",
-    20: "datatype mismatch", 21: "bad parameter or other API misuse", 22: "large file support is disabled",
-    23: "authorization denied", 24: "auxiliary database format error", 25: "column index out of range",
-    26: "file is not a database", 27: "notification message", 28: "warning message",
-}
-
-
-def sqlite_error_text(err: BaseException) -> str:
-    """An SQLite error worded as PocketBase's driver words it (``SQL logic error: no such column: x (1)``)."""
-    result = getattr(err, "result", None)
-    if not isinstance(result, int) or result < 0:
-        return str(err)
-    extended = getattr(err, "extendedresult", None)
-    code = extended if isinstance(extended, int) and extended >= 0 else result
-    return f"{_SQLITE_ERRSTR.get(result & 0xFF, 'unknown error')}: {err} ({code})"
-
-
 def _now() -> str:
     return format_datetime(time.time())
-
-
-def _quote(identifier: str) -> str:
-    """An identifier quoted the way PocketBase's query builder quotes it (backticks)."""
-    return "`" + identifier.replace("`", "``") + "`"
 
 
 def _item(code: str, message: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -141,149 +110,6 @@ def _item(code: str, message: str, params: Mapping[str, Any] | None = None) -> d
 
 
 _REQUIRED: Final = {"code": "validation_required", "message": "Cannot be blank."}
-
-
-# ------------------------------------------------------------------------------------------- indexes
-
-
-@dataclass
-class IndexColumn:
-    """One column (or expression) of a CREATE INDEX statement."""
-
-    name: str
-    collate: str = ""
-    sort: str = ""
-
-
-@dataclass
-class ParsedIndex:
-    """A CREATE INDEX statement split into its parts (PocketBase's ``dbutils.Index``)."""
-
-    unique: bool = False
-    optional: bool = False
-    schema_name: str = ""
-    index_name: str = ""
-    table_name: str = ""
-    columns: list[IndexColumn] = field(default_factory=list)
-    where: str = ""
-
-    def is_valid(self) -> bool:
-        return bool(self.index_name and self.table_name and self.columns)
-
-    def build(self) -> str:
-        """The normalized statement PocketBase executes (and SQLite keeps in ``sqlite_master``)."""
-        if not self.is_valid():
-            return ""
-        parts = ["CREATE ", "UNIQUE " if self.unique else "", "INDEX ", "IF NOT EXISTS " if self.optional else ""]
-        if self.schema_name:
-            parts.append(f"{_backquote(self.schema_name)}.")
-        parts.append(f"{_backquote(self.index_name)} ON {_backquote(self.table_name)} (")
-        multi = len(self.columns) > 1
-        rendered = []
-        for column in self.columns:
-            name = column.name.strip()
-            if not name:
-                continue
-            text = name if ("(" in column.name or " " in column.name) else _backquote(name)
-            if column.collate:
-                text += " COLLATE " + column.collate
-            if column.sort:
-                text += " " + column.sort.upper()
-            rendered.append(text)
-        if multi:
-            parts.append("\n  " + ",\n  ".join(rendered) + ("\n" if rendered else ""))
-        else:
-            parts.append("".join(rendered))
-        parts.append(")")
-        if self.where:
-            parts.append(" WHERE " + self.where)
-        return "".join(parts)
-
-
-def _backquote(identifier: str) -> str:
-    """An identifier in backquotes, as PocketBase writes index statements (embedded backquotes doubled, so a
-    name can never end the quoting early)."""
-    return "`" + identifier.replace("`", "``") + "`"
-
-
-_INDEX_RE: Final = re.compile(
-    r"create\s+(unique\s+)?\s*index\s*(if\s+not\s+exists\s+)?(\S*)\s+on\s+(\S*)\s*\(([\s\S]*)\)(?:\s*where\s+([\s\S]*))?",
-    re.IGNORECASE | re.MULTILINE,
-)
-_INDEX_COLUMN_RE: Final = re.compile(r"^([\s\S]+?)(?:\s+collate\s+(\w+))?(?:\s+(asc|desc))?$",
-                                     re.IGNORECASE | re.MULTILINE)
-_TRIM: Final = "`\"'[]\r\n\t\f\v "
-
-
-def _split_top_level(text: str, separator: str) -> list[str]:
-    """Split on ``separator`` outside quotes and parentheses (PocketBase's tokenizer)."""
-    parts: list[str] = []
-    depth, quote, current = 0, "", []
-    for char in text:
-        if quote:
-            current.append(char)
-            if char == quote:
-                quote = ""
-            continue
-        if char in "'\"`":
-            quote = char
-        elif char == "[":
-            quote = "]"
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth = max(depth - 1, 0)
-        elif char == separator and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    tail = "".join(current).strip()
-    if tail:
-        parts.append(tail)
-    return parts
-
-
-def parse_index(statement: str) -> ParsedIndex:
-    """Parse a CREATE INDEX statement (PocketBase's ``dbutils.ParseIndex``); an unparsable one gives an
-    invalid :class:`ParsedIndex`."""
-    result = ParsedIndex()
-    match = _INDEX_RE.search(statement)
-    if not match:
-        return result
-    result.unique = bool((match.group(1) or "").strip())
-    result.optional = bool((match.group(2) or "").strip())
-    name_parts = _split_top_level(match.group(3), ".")
-    if len(name_parts) == 2:
-        result.schema_name = name_parts[0].strip(_TRIM)
-        result.index_name = name_parts[1].strip(_TRIM)
-    elif name_parts:
-        result.index_name = name_parts[0].strip(_TRIM)
-    result.table_name = match.group(4).strip(_TRIM)
-    for raw_column in _split_top_level(match.group(5), ","):
-        column_match = _INDEX_COLUMN_RE.match(raw_column)
-        if not column_match:
-            continue
-        name = column_match.group(1).strip(_TRIM)
-        if not name:
-            continue
-        result.columns.append(IndexColumn(name, (column_match.group(2) or "").strip(),
-                                          (column_match.group(3) or "").upper()))
-    result.where = (match.group(6) or "").strip()
-    return result
-
-
-def _single_column_unique_index(indexes: Iterable[str], column: str) -> ParsedIndex | None:
-    """The first UNIQUE index of ``indexes`` on ``column`` alone (PocketBase's
-    ``dbutils.FindSingleColumnUniqueIndex``), or None."""
-    for raw in indexes:
-        parsed = parse_index(raw)
-        if parsed.unique and len(parsed.columns) == 1 and parsed.columns[0].name.lower() == column.lower():
-            return parsed
-    return None
-
-
-single_column_unique_index = _single_column_unique_index
 
 
 # ----------------------------------------------------------------------------------------- options
@@ -671,10 +497,10 @@ def _init_default_fields(collection: Collection) -> None:
             if existing is not None:
                 collection.fields = [f for f in collection.fields if f is not existing]
             collection.fields.append(_default_auth_field(name))
-        if name == "tokenKey" and _single_column_unique_index(collection.indexes, "tokenKey") is None:
+        if name == "tokenKey" and single_column_unique_index(collection.indexes, "tokenKey") is None:
             collection.indexes.append(
                 f"CREATE UNIQUE INDEX `{_field_index_name(collection, 'tokenKey')}` ON `{collection.name}` (`tokenKey`)")
-        if name == "email" and _single_column_unique_index(collection.indexes, "email") is None:
+        if name == "email" and single_column_unique_index(collection.indexes, "email") is None:
             collection.indexes.append(
                 f"CREATE UNIQUE INDEX `{_field_index_name(collection, 'email')}` ON `{collection.name}` "
                 "(`email`) WHERE `email` != ''")
@@ -961,7 +787,7 @@ def _validate_indexes(conn: apsw.Connection, collection: Collection, original: C
             return problem
     if collection.type == "auth":
         for name in ("tokenKey", "email"):
-            if _single_column_unique_index(collection.indexes, name) is None:
+            if single_column_unique_index(collection.indexes, name) is None:
                 return _item("validation_missing_required_unique_index",
                              f'Missing required unique index for field "{name}".', {"fieldName": name})
     return None
@@ -1098,7 +924,7 @@ def _validate_auth_options(collection: Collection, original: Collection | None,
             if collection.field(name) is None:
                 return {"passwordAuth": {"identityFields": _item(
                     "validation_missing_field", f"Invalid or missing field {name}", {"fieldName": name})}}
-            if _single_column_unique_index(collection.indexes, name) is None:
+            if single_column_unique_index(collection.indexes, name) is None:
                 return {"passwordAuth": {"identityFields": _item(
                     "validation_missing_unique_constraint", f"The field {name} doesn't have a UNIQUE constraint.",
                     {"fieldName": name})}}
@@ -1164,8 +990,8 @@ def _validate(conn: apsw.Connection, collection: Collection, original: Collectio
 
 def _create_table(conn: apsw.Connection, collection: Collection) -> None:
     columns = sorted((f["name"], F.column_definition(f)) for f in collection.fields)
-    body = ", ".join(f"{_quote(name)} {definition}" for name, definition in columns)
-    conn.execute(f"CREATE TABLE {_quote(collection.name)} ({body})")
+    body = ", ".join(f"{backquote(name)} {definition}" for name, definition in columns)
+    conn.execute(f"CREATE TABLE {backquote(collection.name)} ({body})")
 
 
 def _create_indexes(conn: apsw.Connection, collection: Collection) -> None:
@@ -1189,7 +1015,7 @@ def _drop_indexes(conn: apsw.Connection, collection: Collection) -> None:
     for raw in collection.indexes:
         parsed = parse_index(raw)
         if parsed.index_name:
-            conn.execute(f"DROP INDEX IF EXISTS {_quote(parsed.index_name)}")
+            conn.execute(f"DROP INDEX IF EXISTS {backquote(parsed.index_name)}")
 
 
 def _random_suffix(length: int = 5) -> str:
@@ -1210,11 +1036,11 @@ def _sync_table(conn: apsw.Connection, new: Collection, old: Collection | None) 
     if update_indexes:
         _drop_indexes(conn, old)
     if rename_table:
-        conn.execute(f"ALTER TABLE {_quote(old.name)} RENAME TO {_quote(new.name)}")
+        conn.execute(f"ALTER TABLE {backquote(old.name)} RENAME TO {backquote(new.name)}")
     for old_field in old.fields:
         if new.field_by_id(old_field["id"]) is None:
             try:
-                conn.execute(f"ALTER TABLE {_quote(table)} DROP COLUMN {_quote(old_field['name'])}")
+                conn.execute(f"ALTER TABLE {backquote(table)} DROP COLUMN {backquote(old_field['name'])}")
             except apsw.Error as err:
                 raise RuntimeError(f"failed to drop column {old_field['name']}: {err}") from err
     pending: dict[str, str] = {}
@@ -1223,13 +1049,13 @@ def _sync_table(conn: apsw.Connection, new: Collection, old: Collection | None) 
         if previous is None:
             temp = new_field["name"] + _random_suffix()
             pending[temp] = new_field["name"]
-            conn.execute(f"ALTER TABLE {_quote(table)} ADD {_quote(temp)} {F.column_definition(new_field)}")
+            conn.execute(f"ALTER TABLE {backquote(table)} ADD {backquote(temp)} {F.column_definition(new_field)}")
         elif previous["name"] != new_field["name"]:
             temp = new_field["name"] + _random_suffix()
             pending[temp] = new_field["name"]
-            conn.execute(f"ALTER TABLE {_quote(table)} RENAME COLUMN {_quote(previous['name'])} TO {_quote(temp)}")
+            conn.execute(f"ALTER TABLE {backquote(table)} RENAME COLUMN {backquote(previous['name'])} TO {backquote(temp)}")
     for temp, final in pending.items():
-        conn.execute(f"ALTER TABLE {_quote(table)} RENAME COLUMN {_quote(temp)} TO {_quote(final)}")
+        conn.execute(f"ALTER TABLE {backquote(table)} RENAME COLUMN {backquote(temp)} TO {backquote(final)}")
     _normalize_single_multiple(conn, new, old)
     if update_indexes:
         _create_indexes(conn, new)
@@ -1244,13 +1070,13 @@ def _normalize_single_multiple(conn: apsw.Connection, new: Collection, old: Coll
             continue
         views = conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND type = 'view'").fetchall()
         for view_name, _ in views:
-            conn.execute(f"DROP VIEW IF EXISTS {_quote(str(view_name))}")
+            conn.execute(f"DROP VIEW IF EXISTS {backquote(str(view_name))}")
         name = new_field["name"]
         temp = "_" + name + _random_suffix()
-        table = _quote(new.name)
-        conn.execute(f"ALTER TABLE {table} RENAME COLUMN {_quote(name)} TO {_quote(temp)}")
-        conn.execute(f"ALTER TABLE {table} ADD {_quote(name)} {F.column_definition(new_field)}")
-        column, source = _quote(name), _quote(temp)
+        table = backquote(new.name)
+        conn.execute(f"ALTER TABLE {table} RENAME COLUMN {backquote(name)} TO {backquote(temp)}")
+        conn.execute(f"ALTER TABLE {table} ADD {backquote(name)} {F.column_definition(new_field)}")
+        column, source = backquote(name), backquote(temp)
         if F.is_multiple(new_field):
             conn.execute(
                 f"UPDATE {table} SET {column} = (CASE WHEN COALESCE({source}, '') = '' THEN '[]' ELSE (CASE WHEN "
@@ -1261,12 +1087,41 @@ def _normalize_single_multiple(conn: apsw.Connection, new: Collection, old: Coll
                 f"UPDATE {table} SET {column} = (CASE WHEN COALESCE({source}, '[]') = '[]' THEN '' ELSE (CASE WHEN "
                 f"json_valid({source}) AND json_type({source}) == 'array' THEN "
                 f"COALESCE(json_extract({source}, '$[#-1]'), '') ELSE {source} END) END)")
-        conn.execute(f"ALTER TABLE {table} DROP COLUMN {_quote(temp)}")
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {backquote(temp)}")
         for _, sql in views:
             conn.execute(str(sql))
 
 
 # --------------------------------------------------------------------------------------------- views
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """Split on ``separator`` outside quotes and parentheses (PocketBase's tokenizer)."""
+    parts: list[str] = []
+    depth, quote, current = 0, "", []
+    for char in text:
+        if quote:
+            current.append(char)
+            if char == quote:
+                quote = ""
+            continue
+        if char in "'\"`":
+            quote = char
+        elif char == "[":
+            quote = "]"
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(depth - 1, 0)
+        elif char == separator and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    tail = "".join(current).strip()
+    if tail:
+        parts.append(tail)
+    return parts
 
 
 _CAST_RE: Final = re.compile(r"(?is)^cast\s*\(.*\s+as\s+(\w+)\s*\)$")
@@ -1366,7 +1221,7 @@ def _check_view_table_info(conn: apsw.Connection, query: str) -> None:
     temp = "_temp_" + _random_suffix(6)
     conn.execute("SAVEPOINT pb_view_check")
     try:
-        execute_one(conn, f"CREATE VIEW {_quote(temp)} AS SELECT * FROM ({query})")
+        execute_one(conn, f"CREATE VIEW {backquote(temp)} AS SELECT * FROM ({query})")
         conn.execute("SELECT * FROM pragma_table_info(?)", (temp,)).fetchall()
     finally:
         conn.execute("ROLLBACK TO pb_view_check")
@@ -1383,8 +1238,8 @@ class _ViewFieldsError(ValueError):
 
 
 def _save_view(conn: apsw.Connection, name: str, query: str) -> None:
-    conn.execute(f"DROP VIEW IF EXISTS {_quote(name)}")
-    execute_one(conn, f"CREATE VIEW {_quote(name)} AS SELECT * FROM ({read_only_select(conn, query)})")
+    conn.execute(f"DROP VIEW IF EXISTS {backquote(name)}")
+    execute_one(conn, f"CREATE VIEW {backquote(name)} AS SELECT * FROM ({read_only_select(conn, query)})")
 
 
 # ---------------------------------------------------------------------------------- create/update
@@ -1435,13 +1290,13 @@ def _save(conn: apsw.Connection, collection: Collection, original: Collection | 
         conn.execute(f"INSERT INTO _collections ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                      list(row.values()))
     else:
-        assignments = ", ".join(f"{_quote(key)} = ?" for key in row if key != "id")
+        assignments = ", ".join(f"{backquote(key)} = ?" for key in row if key != "id")
         conn.execute(f"UPDATE _collections SET {assignments} WHERE id = ?",
                      [value for key, value in row.items() if key != "id"] + [original.id])
     try:
         if collection.type == "view":
             if original is not None:
-                conn.execute(f"DROP VIEW IF EXISTS {_quote(original.name)}")
+                conn.execute(f"DROP VIEW IF EXISTS {backquote(original.name)}")
             _save_view(conn, collection.name, collection.view_query)
         else:
             _sync_table(conn, collection, original)
@@ -1533,9 +1388,9 @@ def delete_collection(conn: apsw.Connection, collection: Collection) -> None:
                 "Failed to delete collection probably due to existing reference in " + ", ".join(referencing) + ".", {})
         try:
             if current.type == "view":
-                conn.execute(f"DROP VIEW IF EXISTS {_quote(current.name)}")
+                conn.execute(f"DROP VIEW IF EXISTS {backquote(current.name)}")
             else:
-                conn.execute(f"DROP TABLE IF EXISTS {_quote(current.name)}")
+                conn.execute(f"DROP TABLE IF EXISTS {backquote(current.name)}")
         except apsw.Error as err:
             raise CollectionValidationError("Failed to delete collection.", {}) from err
         conn.execute("DELETE FROM _collections WHERE id = ?", (current.id,))
@@ -1549,11 +1404,11 @@ def _delete_auth_side_rows(conn: apsw.Connection, collections: CollectionMap, co
         if name not in collections:
             continue
         if record_ids is None:
-            conn.execute(f"DELETE FROM {_quote(name)} WHERE collectionRef = ?", (collection_id,))
+            conn.execute(f"DELETE FROM {backquote(name)} WHERE collectionRef = ?", (collection_id,))
         else:
             for chunk_start in range(0, len(record_ids), 500):
                 chunk = list(record_ids[chunk_start:chunk_start + 500])
-                conn.execute(f"DELETE FROM {_quote(name)} WHERE collectionRef = ? AND recordRef IN "
+                conn.execute(f"DELETE FROM {backquote(name)} WHERE collectionRef = ? AND recordRef IN "
                              f"({', '.join('?' * len(chunk))})", [collection_id, *chunk])
 
 
@@ -1569,7 +1424,7 @@ def truncate_collection(conn: apsw.Connection, collection: Collection) -> None:
         if current.type == "view":
             raise CollectionValidationError(
                 "View collections cannot be truncated since they don't store their own records.", {})
-        ids = [row[0] for row in conn.execute(f"SELECT id FROM {_quote(current.name)}")]
+        ids = [row[0] for row in conn.execute(f"SELECT id FROM {backquote(current.name)}")]
         try:
             delete_records(conn, current, ids)
         except (RequiredReferenceError, LastSuperuserError) as err:
@@ -1596,20 +1451,20 @@ def delete_records(conn: apsw.Connection, target: Collection, ids: Sequence[str]
     (recursively); when none is left and the field is required nothing is deleted
     (:class:`RequiredReferenceError`). The auth records' MFA/OTP/external-auth/auth-origin rows go too."""
     if target.name == "_superusers" and ids:
-        total = conn.execute(f"SELECT COUNT(*) FROM {_quote(target.name)}").fetchone()[0]
+        total = conn.execute(f"SELECT COUNT(*) FROM {backquote(target.name)}").fetchone()[0]
         if total - len(set(ids)) < 1:
             raise LastSuperuserError("You can't delete the only existing superuser.")
     collections = load_collections(conn)
     _delete_records(conn, collections, target, ids, set())
     for start in range(0, len(ids), 500):
         chunk = list(ids[start:start + 500])
-        conn.execute(f"DELETE FROM {_quote(target.name)} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+        conn.execute(f"DELETE FROM {backquote(target.name)} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
 
 
 def _touch_updated(other: Collection) -> tuple[str, int]:
     """SQL assignments bumping ``other``'s onUpdate autodate fields (with their parameter), if any."""
     names = [d["name"] for d in other.fields if d.get("type") == "autodate" and d.get("onUpdate")]
-    return "".join(f", {_quote(n)} = ?" for n in names), len(names)
+    return "".join(f", {backquote(n)} = ?" for n in names), len(names)
 
 
 def _delete_records(conn: apsw.Connection, collections: CollectionMap, target: Collection, ids: Sequence[str],
@@ -1623,7 +1478,7 @@ def _delete_records(conn: apsw.Connection, collections: CollectionMap, target: C
     for other, definition in referencing:
         if other.type == "view":
             continue
-        column, table = _quote(definition["name"]), _quote(other.name)
+        column, table = backquote(definition["name"]), backquote(other.name)
         rows = conn.execute(f"SELECT id, {column} FROM {table} WHERE {column} != '' AND {column} != '[]'").fetchall()
         cascade: list[str] = []
         touch_sql, touch_count = _touch_updated(other)

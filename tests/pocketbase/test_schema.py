@@ -22,6 +22,7 @@ import pytest
 from pbfast.pocketbase import fields as F
 from pbfast.pocketbase import schema
 from pbfast.pocketbase import system_collections
+from pbfast.pocketbase.dbutils.index import parse_index
 from pbfast.pocketbase.schema import Collection, CollectionValidationError
 
 from pbharness import FIXTURE, copy_fixture  # noqa: E402
@@ -598,14 +599,14 @@ def test_truncate_refuses_required_references(tenant: apsw.Connection) -> None:
 
 
 def test_parse_and_build_index() -> None:
-    parsed = schema.parse_index("create unique index if not exists `idx_a` on \"t\" (a collate nocase desc, lower(b), c) "
+    parsed = parse_index("create unique index if not exists `idx_a` on \"t\" (a collate nocase desc, lower(b), c) "
                                 "where a != ''")
     assert parsed.unique and parsed.optional and parsed.index_name == "idx_a" and parsed.table_name == "t"
     assert [(c.name, c.collate, c.sort) for c in parsed.columns] == [("a", "nocase", "DESC"), ("lower(b)", "", ""),
                                                                       ("c", "", "")]
     assert parsed.build() == ("CREATE UNIQUE INDEX IF NOT EXISTS `idx_a` ON `t` (\n  `a` COLLATE nocase DESC,\n"
                               "  lower(b),\n  `c`\n) WHERE a != ''")
-    assert not schema.parse_index("nonsense").is_valid()
+    assert not parse_index("nonsense").is_valid()
 
 
 def test_rule_checker_hook(tenant: apsw.Connection) -> None:
