@@ -33,11 +33,11 @@ from pbfast.http import (
     Scope,
 )
 from pbfast.logs import component_logger
-from pbfast.pocketbase import auth, fields, gocompat, mfa, query, schema
+from pbfast.pocketbase import auth, fields, gocompat, mfa, schema, search
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
 from pbfast.pocketbase.dbutils.transaction import write_transaction
-from pbfast.pocketbase.filter import (
+from pbfast.pocketbase.search import (
     MAX_FILTER_LENGTH,
     Collections,
     FilterError,
@@ -339,9 +339,9 @@ class TenantApi:
         if not superuser and collection.listRule is None:
             raise ApiError(403, ONLY_SUPERUSERS)
         try:
-            page, per_page = query.parse_paging(request.query("page"), request.query("perPage"))
-            skip_total = query.parse_skip_total(request.query("skipTotal"))
-            projection = query.parse_fields(request.query("fields") or "")
+            page, per_page = search.parse_paging(request.query("page"), request.query("perPage"))
+            skip_total = search.parse_skip_total(request.query("skipTotal"))
+            projection = search.parse_fields(request.query("fields") or "")
         except (FilterError, ValueError) as err:
             raise ApiError(400, BAD_REQUEST) from err
         user_filter, sort = request.query("filter") or "", request.query("sort") or ""
@@ -359,7 +359,7 @@ class TenantApi:
         try:
             if len(user_filter.encode()) > MAX_FILTER_LENGTH:  # the client's filter only: rules are not limited
                 raise FilterError("max filter length limit reached")
-            compiled = query.compile_list_query(filters, sort, resolver, max_length=None)
+            compiled = search.compile_list_query(filters, sort, resolver, max_length=None)
         except (FilterError, ValueError) as err:
             raise ApiError(400, BAD_REQUEST) from err
         table = quote(collection.name)
@@ -385,7 +385,7 @@ class TenantApi:
             log.warning("tenant %s: listing %s failed: %s", tenant.id, collection.name, err)
             raise ApiError(400, BAD_REQUEST) from err
         items = self._records_json(request, collection, rows)
-        items = query.apply_fields_many(items, projection)
+        items = search.apply_fields_many(items, projection)
         request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": total,
                                 "totalPages": pages})
 
@@ -396,10 +396,10 @@ class TenantApi:
 
     def _send_record(self, request: TenantRequest, collection: Collection, row: dict[str, Any]) -> None:
         try:
-            projection = query.parse_fields(request.query("fields") or "")
+            projection = search.parse_fields(request.query("fields") or "")
         except ValueError as err:
             raise ApiError(400, BAD_REQUEST) from err
-        request.send_json(200, query.apply_fields(self._records_json(request, collection, [row])[0], projection))
+        request.send_json(200, search.apply_fields(self._records_json(request, collection, [row])[0], projection))
 
     def _records_json(self, request: TenantRequest, collection: Collection,
                       rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -587,10 +587,10 @@ class TenantApi:
         viewer = Viewer(collection.name == SUPERUSERS, collection.id, row["id"])
         payload = {"record": record_json(collection, row, viewer, show_email=True), "token": token}
         try:
-            projection = query.parse_fields(request.query("fields") or "")
+            projection = search.parse_fields(request.query("fields") or "")
         except ValueError as err:
             raise ApiError(400, BAD_REQUEST) from err
-        request.send_json(200, query.apply_fields(payload, projection))
+        request.send_json(200, search.apply_fields(payload, projection))
 
     def _check_mfa(self, request: TenantRequest, collection: Collection, row: dict[str, Any], method: str,
                    body: dict[str, Any]) -> str | None:
@@ -715,14 +715,14 @@ class TenantApi:
                                  collection_id="_collections", collection_type="base")
         where, params = "", []
         try:
-            page, per_page = query.parse_paging(request.query("page"), request.query("perPage"))
-            skip_total = query.parse_skip_total(request.query("skipTotal"))
-            projection = query.parse_fields(request.query("fields") or "")
+            page, per_page = search.parse_paging(request.query("page"), request.query("perPage"))
+            skip_total = search.parse_skip_total(request.query("skipTotal"))
+            projection = search.parse_fields(request.query("fields") or "")
             user_filter = request.query("filter")
             if user_filter:
                 sql, params = compile_filter(user_filter, resolver)
                 where = f" WHERE ({sql})"
-            order = query.compile_sort(request.query("sort") or "", resolver)
+            order = search.compile_sort(request.query("sort") or "", resolver)
         except (FilterError, ValueError) as err:
             raise ApiError(400, BAD_REQUEST) from err
         ids = [row[0] for row in tenant.conn.execute(
@@ -734,24 +734,24 @@ class TenantApi:
             total = tenant.conn.execute(f"SELECT COUNT(*) FROM _collections{where}", params).fetchone()[0]
             pages = (total + per_page - 1) // per_page
         items = [c.to_api() for c in (tenant.collection_by_id(i) for i in ids) if c is not None]
-        request.send_json(200, {"items": query.apply_fields_many(items, projection), "page": page,
+        request.send_json(200, {"items": search.apply_fields_many(items, projection), "page": page,
                                 "perPage": per_page, "totalItems": total, "totalPages": pages})
 
     @staticmethod
     def _send_collection(request: TenantRequest, collection: Collection) -> None:
         try:
-            projection = query.parse_fields(request.query("fields") or "")
+            projection = search.parse_fields(request.query("fields") or "")
         except ValueError as err:
             raise ApiError(400, BAD_REQUEST) from err
-        request.send_json(200, query.apply_fields(collection.to_api(), projection))
+        request.send_json(200, search.apply_fields(collection.to_api(), projection))
 
     def collection_scaffolds(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         try:
-            projection = query.parse_fields(request.query("fields") or "")
+            projection = search.parse_fields(request.query("fields") or "")
         except ValueError as err:
             raise ApiError(400, BAD_REQUEST) from err
-        request.send_json(200, query.apply_fields(schema.scaffolds(), projection))
+        request.send_json(200, search.apply_fields(schema.scaffolds(), projection))
 
     def view_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)

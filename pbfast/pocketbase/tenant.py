@@ -21,7 +21,7 @@ from typing import Any
 import apsw
 
 from pbfast.pocketbase import schema
-from pbfast.pocketbase.filter import Collections
+from pbfast.pocketbase.search import Collections
 from pbfast.pocketbase.schema import Collection
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
 

@@ -13,7 +13,7 @@ import apsw
 import httpx
 import pytest
 
-from pbfast.pocketbase.filter import (
+from pbfast.pocketbase.search import (
     Collections,
     Expr,
     ExprGroup,
@@ -26,7 +26,7 @@ from pbfast.pocketbase.filter import (
     superuser_only_field,
     tokenize,
 )
-from pbfast.pocketbase.query import compile_list_query
+from pbfast.pocketbase.search import compile_list_query
 
 from pbharness import FIXTURE, copy_fixture, stock_pocketbase_server  # noqa: E402
 NOW = datetime(2025, 6, 15, 12, 30, 45, 123456, tzinfo=UTC)

@@ -11,8 +11,8 @@ import apsw
 import httpx
 import pytest
 
-from pbfast.pocketbase.filter import Collections, FilterError, TableResolver
-from pbfast.pocketbase.query import (
+from pbfast.pocketbase.search import Collections, FilterError, TableResolver
+from pbfast.pocketbase.search import (
     ExcerptModifier,
     QueryParamError,
     SortField,
