@@ -33,13 +33,12 @@ from pbfast.http import (
     Scope,
 )
 from pbfast.logs import component_logger
-from pbfast.pocketbase import auth, fields, gocompat, mfa, schema, search
+from pbfast.pocketbase import auth, collections, fields, gocompat, mfa, search
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.search import (
     MAX_FILTER_LENGTH,
-    Collections,
     FilterError,
     TableResolver,
     compile_filter,
@@ -57,7 +56,7 @@ from pbfast.pocketbase.records import (
     save_record,
     strip_hidden,
 )
-from pbfast.pocketbase.schema import Collection
+from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
 
@@ -751,7 +750,7 @@ class TenantApi:
             projection = search.parse_fields(request.query("fields") or "")
         except ValueError as err:
             raise ApiError(400, BAD_REQUEST) from err
-        request.send_json(200, search.apply_fields(schema.scaffolds(), projection))
+        request.send_json(200, search.apply_fields(collections.scaffolds(), projection))
 
     def view_collection(self, request: TenantRequest) -> None:
         self._require_superuser(request)
@@ -763,8 +762,8 @@ class TenantApi:
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
-                created = schema.create_collection(tenant.conn, body)
-        except schema.CollectionValidationError as err:
+                created = collections.create_collection(tenant.conn, body)
+        except collections.CollectionValidationError as err:
             raise ApiError(400, err.message, err.data) from err
         finally:
             tenant.reload_collections()
@@ -777,8 +776,8 @@ class TenantApi:
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
-                updated = schema.update_collection(tenant.conn, collection, body)
-        except schema.CollectionValidationError as err:
+                updated = collections.update_collection(tenant.conn, collection, body)
+        except collections.CollectionValidationError as err:
             raise ApiError(400, err.message, err.data) from err
         finally:
             tenant.reload_collections()
@@ -790,8 +789,8 @@ class TenantApi:
         tenant = request.tenant
         try:
             with write_transaction(tenant.conn):
-                schema.delete_collection(tenant.conn, collection)
-        except schema.CollectionValidationError as err:
+                collections.delete_collection(tenant.conn, collection)
+        except collections.CollectionValidationError as err:
             raise ApiError(400, err.message, err.data) from err
         finally:
             tenant.reload_collections()
@@ -802,8 +801,8 @@ class TenantApi:
         collection = self._collection(request, NOT_FOUND)
         try:
             with write_transaction(request.tenant.conn):
-                schema.truncate_collection(request.tenant.conn, collection)
-        except schema.CollectionValidationError as err:
+                collections.truncate_collection(request.tenant.conn, collection)
+        except collections.CollectionValidationError as err:
             raise ApiError(400, err.message, err.data) from err
         request.proto.response_empty(204, [])
 
@@ -884,24 +883,6 @@ def _record_body_limit(collection: Collection) -> int:
     extra = sum(int(f.get("maxSize") or 0) * max(1, int(f.get("maxSelect") or 1))
                 for f in collection.fields if f["type"] == "file")
     return DEFAULT_MAX_BODY + extra
-
-
-def _check_rule(collection: Collection, rule: str, others: Any) -> None:
-    """Validate an API rule with the filter engine (installed into the schema layer below)."""
-    infos = [{"id": c.id, "name": c.name, "type": c.type, "fields": c.fields, "indexes": c.indexes,
-              "listRule": c.listRule} for c in {**{o.id: o for o in others.values()}, collection.id: collection}.values()]
-    registry = Collections(infos)
-    info = next(i for i in infos if i["id"] == collection.id)
-    # an empty request (as PocketBase validates rules): @request.* fields resolve, with their modifiers checked
-    resolver = TableResolver.from_collection(info, _EMPTY_REQUEST, collections=registry)
-    compile_filter(rule, resolver, max_length=None)  # PocketBase limits the length of client filters only
-
-
-_EMPTY_REQUEST: dict[str, Any] = {"auth": None, "body": {}, "query": {}, "headers": {}, "method": "",
-                                  "context": "default"}
-
-
-schema.set_rule_checker(_check_rule)
 
 
 def _error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,

@@ -26,7 +26,7 @@ from pbfast.pocketbase import gocompat
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.records import load_row, save_record
-from pbfast.pocketbase.schema import Collection
+from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.tenant import Tenant
 
 __all__ = ["MFA_COLLECTION", "PASSWORD_METHOD", "MfaOptions", "finish_session", "start_session",

@@ -17,11 +17,11 @@ from typing import Any
 
 import apsw
 
-from pbfast.pocketbase import fields, gocompat, schema
+from pbfast.pocketbase import collections, fields, gocompat
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.auth import hash_password, new_token_key, verify_password
-from pbfast.pocketbase.schema import Collection
+from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.tenant import Tenant, new_record_id
 
 __all__ = [
@@ -343,8 +343,8 @@ def delete_record(tenant: Tenant, collection: Collection, record_id: str) -> Non
     raised. The only superuser cannot be deleted (:class:`LastSuperuserError`)."""
     with write_transaction(tenant.conn):
         try:
-            schema.delete_records(tenant.conn, collection, [record_id])
-        except schema.RequiredReferenceError as err:
+            collections.delete_records(tenant.conn, collection, [record_id])
+        except collections.RequiredReferenceError as err:
             raise RecordValidationError({}) from err
-        except schema.LastSuperuserError as err:
+        except collections.LastSuperuserError as err:
             raise LastSuperuserError(str(err)) from err

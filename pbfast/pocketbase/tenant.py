@@ -20,9 +20,9 @@ from typing import Any
 
 import apsw
 
-from pbfast.pocketbase import schema
+from pbfast.pocketbase import collections
 from pbfast.pocketbase.search import Collections
-from pbfast.pocketbase.schema import Collection
+from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
 
 __all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "fsync_directory", "new_record_id"]
@@ -113,7 +113,7 @@ class Tenant:
             if not create:
                 raise FileNotFoundError(f"tenant {tenant_id}: no {path}")
             directory.mkdir(parents=True, exist_ok=True)
-            schema.init_tenant_database(directory)
+            collections.init_tenant_database(directory)
         connection = apsw.Connection(str(path), statementcachesize=256)
         try:
             connection.setbusytimeout(BUSY_TIMEOUT_MS)
@@ -134,7 +134,7 @@ class Tenant:
 
     def reload_collections(self) -> None:
         """Re-read ``_collections`` (after a schema change)."""
-        loaded = list({c.id: c for c in schema.load_collections(self.conn).values()}.values())
+        loaded = list({c.id: c for c in collections.load_collections(self.conn).values()}.values())
         self.collections = {c.name: c for c in loaded}
         self._by_id = {c.id: c for c in loaded}
         self._infos = {c.id: {"id": c.id, "name": c.name, "type": c.type, "fields": c.fields,

@@ -1,0 +1,87 @@
+"""PocketBase's ``initDefaultFields``: the ``id`` primary key of every base/auth collection, and the
+system fields and unique indexes of auth collections."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.collections.model import Collection
+from pbfast.pocketbase.dbutils.index import single_column_unique_index
+
+__all__ = ["SYSTEM_AUTH_FIELDS", "default_auth_field", "init_default_fields", "unset_missing_mapped_fields"]
+
+SYSTEM_AUTH_FIELDS: Final = ("password", "tokenKey", "email", "emailVisibility", "verified")
+
+
+def _default_id_field() -> dict[str, Any]:
+    return F.new_field_definition({
+        "name": "id", "type": "text", "system": True, "primaryKey": True, "required": True, "min": 15, "max": 15,
+        "pattern": F.DEFAULT_ID_PATTERN, "autogeneratePattern": "[a-z0-9]{15}"})
+
+
+def default_auth_field(name: str) -> dict[str, Any]:
+    definitions: dict[str, dict[str, Any]] = {
+        "password": {"name": "password", "type": "password", "system": True, "hidden": True, "required": True,
+                     "min": 8},
+        "tokenKey": {"name": "tokenKey", "type": "text", "system": True, "hidden": True, "min": 30, "max": 60,
+                     "required": True, "autogeneratePattern": "[a-zA-Z0-9]{50}"},
+        "email": {"name": "email", "type": "email", "system": True, "required": True},
+        "emailVisibility": {"name": "emailVisibility", "type": "bool", "system": True},
+        "verified": {"name": "verified", "type": "bool", "system": True},
+    }
+    return F.new_field_definition(definitions[name])
+
+
+def _field_index_name(collection: Collection, column: str) -> str:
+    name = f"idx_{column}_{collection.id or collection.name}"
+    return name[:64]
+
+
+def init_default_fields(collection: Collection) -> None:
+    """PocketBase's ``initDefaultFields``: the ``id`` primary key first; for auth collections the system
+    ``password``, ``tokenKey``, ``email``, ``emailVisibility`` and ``verified`` fields (appended when
+    missing, flags forced when present) and the unique ``tokenKey``/``email`` indexes."""
+    if collection.type == "view":
+        return
+    id_field = collection.field("id")
+    if id_field is None or id_field.get("type") != "text":
+        collection.fields = [f for f in collection.fields if f.get("name") != "id"]
+        collection.fields.insert(0, _default_id_field())
+    else:
+        id_field.update(system=True, required=True, primaryKey=True, hidden=False)
+        if not id_field.get("pattern"):
+            id_field["pattern"] = F.DEFAULT_ID_PATTERN
+    if collection.type != "auth":
+        return
+    forced: dict[str, dict[str, Any]] = {
+        "password": {"system": True, "hidden": True, "required": True},
+        "tokenKey": {"system": True, "hidden": True, "required": True},
+        "email": {"system": True, "hidden": False},
+        "emailVisibility": {"system": True},
+        "verified": {"system": True},
+    }
+    expected_type = {"password": "password", "tokenKey": "text", "email": "email", "emailVisibility": "bool",
+                     "verified": "bool"}
+    for name in SYSTEM_AUTH_FIELDS:
+        existing = collection.field(name)
+        if existing is not None and existing.get("type") == expected_type[name]:
+            existing.update(forced[name])
+        else:
+            if existing is not None:
+                collection.fields = [f for f in collection.fields if f is not existing]
+            collection.fields.append(default_auth_field(name))
+        if name == "tokenKey" and single_column_unique_index(collection.indexes, "tokenKey") is None:
+            collection.indexes.append(
+                f"CREATE UNIQUE INDEX `{_field_index_name(collection, 'tokenKey')}` ON `{collection.name}` (`tokenKey`)")
+        if name == "email" and single_column_unique_index(collection.indexes, "email") is None:
+            collection.indexes.append(
+                f"CREATE UNIQUE INDEX `{_field_index_name(collection, 'email')}` ON `{collection.name}` "
+                "(`email`) WHERE `email` != ''")
+
+
+def unset_missing_mapped_fields(collection: Collection) -> None:
+    mapped = collection.options.get("oauth2", {}).get("mappedFields", {})
+    for key, value in list(mapped.items()):
+        if value and collection.field(value) is None:
+            mapped[key] = ""

@@ -1,0 +1,208 @@
+"""One collection as PocketBase 0.40 stores it in ``_collections`` (:class:`Collection`), and a tenant's
+collections by name and id (:class:`CollectionMap`, :func:`load_collections`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import apsw
+import orjson
+
+from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.collections.auth_options import auth_options_for_api, normalize_auth_options
+from pbfast.pocketbase.gocompat import go_json_default
+from pbfast.timefmt import format_datetime
+
+__all__ = ["COLLECTION_TYPES", "RULE_KEYS", "Collection", "CollectionMap", "load_collection", "load_collections",
+           "now_text"]
+
+COLLECTION_TYPES: Final = ("base", "auth", "view")
+RULE_KEYS: Final = ("listRule", "viewRule", "createRule", "updateRule", "deleteRule")
+
+
+@dataclass
+class Collection:
+    """One collection (a row of ``_collections``); ``fields`` are normalized field dicts, ``options``
+    the type's options (auth options with secrets, ``{"viewQuery": ...}`` for views, ``{}`` for base)."""
+
+    id: str
+    name: str
+    type: str = "base"
+    system: bool = False
+    fields: list[dict[str, Any]] = field(default_factory=list)
+    listRule: str | None = None  # noqa: N815 - PocketBase's names
+    viewRule: str | None = None  # noqa: N815
+    createRule: str | None = None  # noqa: N815
+    updateRule: str | None = None  # noqa: N815
+    deleteRule: str | None = None  # noqa: N815
+    options: dict[str, Any] = field(default_factory=dict)
+    indexes: list[str] = field(default_factory=list)
+    created: str = ""
+    updated: str = ""
+
+    def field(self, name: str) -> dict[str, Any] | None:
+        """The field named ``name`` (exact match, as PocketBase's ``Fields.GetByName``), or None."""
+        for candidate in self.fields:
+            if candidate.get("name") == name:
+                return candidate
+        return None
+
+    def field_by_id(self, field_id: str) -> dict[str, Any] | None:
+        for candidate in self.fields:
+            if candidate.get("id") == field_id:
+                return candidate
+        return None
+
+    @property
+    def is_auth(self) -> bool:
+        return self.type == "auth"
+
+    @property
+    def is_view(self) -> bool:
+        return self.type == "view"
+
+    @property
+    def view_query(self) -> str:
+        return str(self.options.get("viewQuery") or "")
+
+    def rule(self, key: str) -> str | None:
+        """An API rule by its key (``listRule``... or, for auth collections, ``authRule``/``manageRule``)."""
+        if key in RULE_KEYS:
+            value: str | None = getattr(self, key)
+            return value
+        value = self.options.get(key)
+        return value if isinstance(value, str) else None
+
+    def to_api(self) -> dict[str, Any]:
+        """Exactly what PocketBase's collections API returns for this collection (to a superuser)."""
+        result: dict[str, Any] = {
+            "id": self.id,
+            "listRule": self.listRule, "viewRule": self.viewRule, "createRule": self.createRule,
+            "updateRule": self.updateRule, "deleteRule": self.deleteRule,
+            "name": self.name, "type": self.type,
+            "fields": [F.normalize_field(f) for f in self.fields],
+            "indexes": list(self.indexes),
+            "created": self.created, "updated": self.updated,
+            "system": self.system,
+        }
+        if self.type == "auth":
+            result.update(auth_options_for_api(self.options))
+        elif self.type == "view":
+            result["viewQuery"] = self.view_query
+        return result
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``_collections`` row PocketBase stores (JSON columns as text)."""
+        if self.type == "auth":
+            options: dict[str, Any] = normalize_auth_options(self.options)
+        elif self.type == "view":
+            options = {"viewQuery": self.view_query}
+        else:
+            options = {}
+        return {
+            "id": self.id, "system": 1 if self.system else 0, "type": self.type, "name": self.name,
+            "fields": orjson.dumps([F.normalize_field(f) for f in self.fields], default=go_json_default).decode(),
+            "indexes": orjson.dumps(list(self.indexes)).decode(),
+            "listRule": self.listRule, "viewRule": self.viewRule, "createRule": self.createRule,
+            "updateRule": self.updateRule, "deleteRule": self.deleteRule,
+            "options": orjson.dumps(options).decode(),
+            "created": self.created, "updated": self.updated,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Collection:
+        """A collection from a ``_collections`` row (columns by name)."""
+        def json_value(key: str, default: Any) -> Any:
+            raw = row.get(key)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as err:
+                raise ValueError(f"collection {row.get('name')!r}: invalid JSON in {key}") from err
+            return default if value is None else value
+
+        collection_type = str(row.get("type") or "base")
+        raw_options = json_value("options", {})
+        if not isinstance(raw_options, dict):
+            raw_options = {}
+        if collection_type == "auth":
+            options = normalize_auth_options(raw_options)
+        elif collection_type == "view":
+            options = {"viewQuery": str(raw_options.get("viewQuery") or "")}
+        else:
+            options = {}
+        return cls(
+            id=str(row["id"]), name=str(row["name"]), type=collection_type, system=bool(row.get("system")),
+            fields=[F.normalize_field(f) for f in json_value("fields", []) if isinstance(f, dict)],
+            listRule=row.get("listRule"), viewRule=row.get("viewRule"), createRule=row.get("createRule"),
+            updateRule=row.get("updateRule"), deleteRule=row.get("deleteRule"),
+            options=options, indexes=[str(i) for i in json_value("indexes", [])],
+            created=str(row.get("created") or ""), updated=str(row.get("updated") or ""),
+        )
+
+
+class CollectionMap(dict[str, Collection]):
+    """Collections by name; :meth:`get` and ``[]`` also accept a collection id or a name in another case
+    (PocketBase's ``FindCollectionByNameOrId``)."""
+
+    def __missing__(self, key: str) -> Collection:
+        found = self.lookup(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = self.lookup(key)
+        return default if found is None else found
+
+    def lookup(self, name_or_id: str) -> Collection | None:
+        """A collection by exact name, by id, then by case-insensitive name."""
+        if dict.__contains__(self, name_or_id):
+            return dict.__getitem__(self, name_or_id)
+        for collection in self.values():
+            if collection.id == name_or_id:
+                return collection
+        lowered = name_or_id.lower()
+        for name, collection in self.items():
+            if name.lower() == lowered:
+                return collection
+        return None
+
+    def by_id(self, collection_id: str) -> Collection | None:
+        return next((c for c in self.values() if c.id == collection_id), None)
+
+
+_COLLECTION_COLUMNS: Final = ("id", "system", "type", "name", "fields", "indexes", "listRule", "viewRule",
+                              "createRule", "updateRule", "deleteRule", "options", "created", "updated")
+
+
+def load_collections(conn: apsw.Connection) -> CollectionMap:
+    """Every collection of the database (PocketBase's ``_collections``), keyed by name."""
+    result = CollectionMap()
+    try:
+        rows = conn.execute(f"SELECT {', '.join(_COLLECTION_COLUMNS)} FROM _collections ORDER BY rowid").fetchall()
+    except apsw.Error as err:
+        raise RuntimeError(f"cannot read _collections: {err}") from err
+    for values in rows:
+        collection = Collection.from_row(dict(zip(_COLLECTION_COLUMNS, values, strict=True)))
+        result[collection.name] = collection
+    return result
+
+
+def load_collection(conn: apsw.Connection, name_or_id: str) -> Collection | None:
+    """One collection by id or name (case-insensitive), read from the database."""
+    row = conn.execute(
+        f"SELECT {', '.join(_COLLECTION_COLUMNS)} FROM _collections WHERE id = ? OR name = ? COLLATE NOCASE "
+        "ORDER BY id = ? DESC LIMIT 1", (name_or_id, name_or_id, name_or_id)).fetchone()
+    if row is None:
+        return None
+    return Collection.from_row(dict(zip(_COLLECTION_COLUMNS, row, strict=True)))
+
+
+def now_text() -> str:
+    """The current time in PocketBase's datetime layout (``created``/``updated`` values)."""
+    return format_datetime(time.time())
