@@ -40,6 +40,7 @@ from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.search import (
     MAX_FILTER_LENGTH,
     FilterError,
+    RequestInfo,
     TableResolver,
     compile_filter,
     superuser_only_field,
@@ -286,7 +287,7 @@ class TenantApi:
         return value
 
     @staticmethod
-    def _request_context(request: TenantRequest, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request_context(request: TenantRequest, body: dict[str, Any] | None = None) -> RequestInfo:
         auth_state = request.auth
         auth_data: dict[str, Any] = {}
         if auth_state is not None:
@@ -296,8 +297,8 @@ class TenantApi:
         from urllib.parse import parse_qsl  # noqa: PLC0415 - cold path
 
         headers = {k.lower().replace("-", "_"): v for k, v in request.scope.headers.items()}
-        return {"auth": auth_data, "body": body or {}, "query": dict(parse_qsl(query_string)),
-                "method": request.method, "headers": headers, "context": "default"}
+        return RequestInfo(auth=auth_data, body=body or {}, query=dict(parse_qsl(query_string)),
+                           method=request.method, headers=headers)
 
     @staticmethod
     def _deny_null_rule(request: TenantRequest, rule: str | None) -> None:
@@ -323,8 +324,8 @@ class TenantApi:
 
     def _resolver(self, request: TenantRequest, collection: Collection, body: dict[str, Any] | None,
                   hidden: bool) -> TableResolver:
-        return TableResolver.from_collection(request.tenant.info(collection), self._request_context(request, body),
-                                             collections=request.tenant.registry, allow_hidden_fields=hidden)
+        return TableResolver(collection, self._request_context(request, body), collections=request.tenant.collections,
+                             allow_hidden_fields=hidden)
 
     # ---- handlers -----------------------------------------------------------------------------------
 
@@ -492,9 +493,8 @@ class TenantApi:
         """Whether a non-empty ``rule`` holds for a not yet saved record (``draft``, a full row), evaluated
         over a one-row CTE standing in for the collection's table."""
         alias = "__pb_create__" + collection.name
-        resolver = TableResolver.from_collection(
-            request.tenant.info(collection), self._request_context(request, body),
-            collections=request.tenant.registry, allow_hidden_fields=True, table_alias=alias)
+        resolver = TableResolver(collection, self._request_context(request, body),
+                                 collections=request.tenant.collections, allow_hidden_fields=True, table_alias=alias)
         try:
             sql, params = compile_filter(rule, resolver, max_length=None)
         except FilterError as err:
@@ -710,8 +710,7 @@ class TenantApi:
     def list_collections(self, request: TenantRequest) -> None:
         self._require_superuser(request)
         tenant = request.tenant
-        resolver = TableResolver("_collections", _COLLECTION_COLUMNS, None, collections=(),
-                                 collection_id="_collections", collection_type="base")
+        resolver = TableResolver(_COLLECTIONS_TABLE)
         where, params = "", []
         try:
             page, per_page = search.parse_paging(request.query("page"), request.query("perPage"))
@@ -807,7 +806,7 @@ class TenantApi:
         request.proto.response_empty(204, [])
 
 
-# The filterable/sortable columns of ``_collections`` as field definitions, for the collections list.
+# ``_collections`` as a collection of its filterable/sortable columns, for the collections list.
 _COLLECTION_COLUMNS: list[dict[str, Any]] = [
     {"name": "id", "type": "text"},
     {"name": "name", "type": "text"},
@@ -821,6 +820,7 @@ _COLLECTION_COLUMNS: list[dict[str, Any]] = [
     {"name": "created", "type": "autodate"},
     {"name": "updated", "type": "autodate"},
 ]
+_COLLECTIONS_TABLE: Final = Collection(id="_collections", name="_collections", fields=_COLLECTION_COLUMNS)
 
 
 def _body_limit(tenant: Tenant, params: dict[str, str]) -> int:

@@ -4,7 +4,7 @@ collections by name and id (:class:`CollectionMap`, :func:`load_collections`).""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -146,8 +146,17 @@ class Collection:
 
 
 class CollectionMap(dict[str, Collection]):
-    """Collections by name; :meth:`get` and ``[]`` also accept a collection id or a name in another case
-    (PocketBase's ``FindCollectionByNameOrId``)."""
+    """A tenant's collections by name, built once (after a schema change a new map is loaded); ``[]``,
+    :meth:`get` and :meth:`lookup` also accept a collection id or a name in another case (PocketBase's
+    ``FindCollectionByNameOrId``). The one registry of collections: the tenant, the collection validator
+    and the filter engine's resolver all use it."""
+
+    def __init__(self, collections: Iterable[Collection] = ()) -> None:
+        super().__init__((c.name, c) for c in collections)
+        self._by_id = {c.id: c for c in self.values()}
+        self._by_lower_name: dict[str, Collection] = {}
+        for name, collection in self.items():
+            self._by_lower_name.setdefault(name.lower(), collection)
 
     def __missing__(self, key: str) -> Collection:
         found = self.lookup(key)
@@ -161,19 +170,13 @@ class CollectionMap(dict[str, Collection]):
 
     def lookup(self, name_or_id: str) -> Collection | None:
         """A collection by exact name, by id, then by case-insensitive name."""
-        if dict.__contains__(self, name_or_id):
-            return dict.__getitem__(self, name_or_id)
-        for collection in self.values():
-            if collection.id == name_or_id:
-                return collection
-        lowered = name_or_id.lower()
-        for name, collection in self.items():
-            if name.lower() == lowered:
-                return collection
-        return None
+        found = dict.get(self, name_or_id)
+        if found is None:
+            found = self._by_id.get(name_or_id) or self._by_lower_name.get(name_or_id.lower())
+        return found
 
     def by_id(self, collection_id: str) -> Collection | None:
-        return next((c for c in self.values() if c.id == collection_id), None)
+        return self._by_id.get(collection_id)
 
 
 _COLLECTION_COLUMNS: Final = ("id", "system", "type", "name", "fields", "indexes", "listRule", "viewRule",
@@ -182,15 +185,11 @@ _COLLECTION_COLUMNS: Final = ("id", "system", "type", "name", "fields", "indexes
 
 def load_collections(conn: apsw.Connection) -> CollectionMap:
     """Every collection of the database (PocketBase's ``_collections``), keyed by name."""
-    result = CollectionMap()
     try:
         rows = conn.execute(f"SELECT {', '.join(_COLLECTION_COLUMNS)} FROM _collections ORDER BY rowid").fetchall()
     except apsw.Error as err:
         raise RuntimeError(f"cannot read _collections: {err}") from err
-    for values in rows:
-        collection = Collection.from_row(dict(zip(_COLLECTION_COLUMNS, values, strict=True)))
-        result[collection.name] = collection
-    return result
+    return CollectionMap(Collection.from_row(dict(zip(_COLLECTION_COLUMNS, values, strict=True))) for values in rows)
 
 
 def load_collection(conn: apsw.Connection, name_or_id: str) -> Collection | None:

@@ -25,7 +25,7 @@ from pbfast.pocketbase.search.excerpt import excerpt
 from pbfast.pocketbase.search.parser import Expr, ExprGroup, parse
 from pbfast.pocketbase.search.picker import ExcerptModifier, FieldsSpec, apply_fields, apply_fields_many, parse_fields
 from pbfast.pocketbase.search.provider import ListQuery, compile_list_query, parse_paging, parse_skip_total
-from pbfast.pocketbase.search.resolver import CollectionInfo, Collections, TableResolver, superuser_only_field
+from pbfast.pocketbase.search.resolver import RequestInfo, TableResolver, superuser_only_field
 from pbfast.pocketbase.search.scanner import Token, tokenize
 from pbfast.pocketbase.search.sort import SortField, compile_sort, parse_sort
 from pbfast.pocketbase.search.sql import ResolvedField, Resolver, Sql
@@ -33,8 +33,6 @@ from pbfast.pocketbase.search.sql import ResolvedField, Resolver, Sql
 __all__ = [
     "DEFAULT_FILTER_EXPR_LIMIT",
     "MAX_FILTER_LENGTH",
-    "CollectionInfo",
-    "Collections",
     "ExcerptModifier",
     "Expr",
     "ExprGroup",
@@ -42,6 +40,7 @@ __all__ = [
     "FilterError",
     "ListQuery",
     "QueryParamError",
+    "RequestInfo",
     "ResolvedField",
     "Resolver",
     "SortField",

@@ -18,7 +18,8 @@ from pbfast.pocketbase.search.parser import parse
 from pbfast.pocketbase.search.sql import Join, MultiMatch, NullFallback, ResolvedField, RuleJoin, Sql, col, columnify, fmt
 
 if TYPE_CHECKING:
-    from pbfast.pocketbase.search.resolver import CollectionInfo, TableResolver
+    from pbfast.pocketbase.collections.model import Collection
+    from pbfast.pocketbase.search.resolver import TableResolver
 
 __all__ = ["IdentifierRunner"]
 
@@ -145,14 +146,14 @@ class IdentifierRunner:
     def null(self) -> ResolvedField:
         return self.result(Sql("NULL"))
 
-    def register_join(self, table: Sql, alias: str, on: Sql | None, coll: CollectionInfo | None) -> None:
+    def register_join(self, table: Sql, alias: str, on: Sql | None, coll: Collection | None) -> None:
         if not self.r.allow_hidden_fields and coll is not None:
-            if coll.list_rule is None:
+            if coll.listRule is None:
                 raise FilterError(f"{go_quote(coll.name)} fields can be accessed only when allowHiddenFields is "
                                   "enabled or by superusers")
-            if coll.list_rule != "":
+            if coll.listRule != "":
                 self.rule_joins = [j for j in self.rule_joins if j.alias != alias]
-                self.rule_joins.append(RuleJoin(alias, coll.list_rule, self.r._for_rule_join(coll, alias)))
+                self.rule_joins.append(RuleJoin(alias, coll.listRule, self.r._for_rule_join(coll, alias)))
         self.joins = [j for j in self.joins if j.alias != alias]
         self.joins.append(Join(table, alias, on))
 
@@ -172,7 +173,7 @@ class IdentifierRunner:
                 return self.request_auth_field()
             if self.name.startswith("@request.body.") and len(self.props) > 2:
                 field_name, modifier = _split_modifier(self.props[2])
-                body_field = self.r.base.fields.get(field_name)
+                body_field = self.r.base.field(field_name)
                 if body_field is None:
                     return self.static_field(self.props[1:])
                 if body_field.get("type") == "relation" and len(self.props) > 3:
@@ -203,7 +204,7 @@ class IdentifierRunner:
         if modifier == "isset":
             return self.result(Sql("FALSE" if missing else "TRUE"))
         if isinstance(value, str):
-            field_def = self.r.base.fields.get(path[-1])
+            field_def = self.r.base.field(path[-1])
             if field_def is not None and field_def.get("type") == "number":
                 number = parse_float(value)
                 if number is not None:
@@ -222,7 +223,7 @@ class IdentifierRunner:
             return self.result(fmt("LOWER({})", Sql.param(value)))
         return self.result(Sql.param(value))
 
-    def auth_collection(self) -> CollectionInfo | None:
+    def auth_collection(self) -> Collection | None:
         auth = self.r._static.get("auth")
         if not isinstance(auth, Mapping):
             return None
@@ -353,7 +354,7 @@ class IdentifierRunner:
                 raise FilterError(f"failed to resolve field {go_quote(prop)}") from exc
             if i == total - 1:
                 return self.finalize(coll, prop)
-            field_def = coll.fields.get(prop)
+            field_def = coll.field(prop)
             if field_def is not None and _is_hidden(field_def) and not self.r.allow_hidden_fields:
                 raise FilterError(f"non-filterable field {go_quote(prop)}")
             if field_def is not None and field_def.get("type") in ("json", "geoPoint"):
@@ -419,7 +420,7 @@ class IdentifierRunner:
         return self.result(Sql(json_extract(col(self.alias, clean), json_path)),
                            null_fallback=NullFallback.DISABLED, multi_match=multi)
 
-    def back_relation(self, coll: CollectionInfo, prop: str) -> ResolvedField | None:
+    def back_relation(self, coll: Collection, prop: str) -> ResolvedField | None:
         """Join ``<collection>_via_<relField>``; returns a NULL operand if it resolves gracefully to nothing."""
         match = _VIA_RE.fullmatch(prop)
         if match is None:
@@ -432,7 +433,7 @@ class IdentifierRunner:
             if self.nullify_missing:
                 return self.null()
             raise FilterError(f"failed to load back relation field {go_quote(prop)} collection") from exc
-        back_field = back_coll.fields.get(match.group(2))
+        back_field = back_coll.field(match.group(2))
         if back_field is None:
             if self.nullify_missing:
                 return self.null()
@@ -478,9 +479,9 @@ class IdentifierRunner:
         self.mm_alias = new_alias2
         return None
 
-    def finalize(self, coll: CollectionInfo, prop: str) -> ResolvedField:
+    def finalize(self, coll: Collection, prop: str) -> ResolvedField:
         name, modifier = _split_modifier(prop)
-        field_def = coll.fields.get(name)
+        field_def = coll.field(name)
         if field_def is None:
             if self.nullify_missing:
                 return self.null()
