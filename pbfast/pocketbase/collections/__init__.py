@@ -22,6 +22,7 @@ from pbfast.pocketbase.collections.model import Collection, CollectionMap, load_
 from pbfast.pocketbase.collections.service import (
     create_collection,
     delete_collection,
+    list_collection_ids,
     scaffolds,
     truncate_collection,
     update_collection,
@@ -39,6 +40,7 @@ __all__ = [
     "delete_collection",
     "delete_records",
     "init_tenant_database",
+    "list_collection_ids",
     "load_collection",
     "load_collections",
     "scaffolds",

@@ -30,9 +30,11 @@ from pbfast.pocketbase.collections.validate import RuleChecker, validate_collect
 from pbfast.pocketbase.collections.views import ViewFieldsError, save_view, view_fields
 from pbfast.pocketbase.dbutils.identifiers import backquote
 from pbfast.pocketbase.dbutils.index import parse_index
-from pbfast.pocketbase.dbutils.transaction import sqlite_error_text
+from pbfast.pocketbase.dbutils.transaction import sqlite_error_text, write_transaction
+from pbfast.pocketbase.search import Page, fetch_page
 
-__all__ = ["create_collection", "delete_collection", "scaffolds", "truncate_collection", "update_collection"]
+__all__ = ["create_collection", "delete_collection", "list_collection_ids", "scaffolds", "truncate_collection",
+           "update_collection"]
 
 def scaffolds() -> dict[str, dict[str, Any]]:
     """PocketBase's ``GET /api/collections/meta/scaffolds``: a new collection of each type as the API
@@ -132,7 +134,7 @@ def create_collection(conn: apsw.Connection, payload: Mapping[str, Any], *,
     apply_payload(collection, payload, is_new=True)
     if not collection.type:
         collection.type = "base"
-    with conn:
+    with write_transaction(conn):
         if not collection.id:
             collection.id = _collection_id_for(conn, collection)
         collection.created = collection.updated = now_text()
@@ -155,7 +157,7 @@ def update_collection(conn: apsw.Connection, collection: Collection, payload: Ma
     their data across renames; single/multiple value switches convert the stored values; indexes are
     rebuilt. One transaction. Raises :class:`CollectionValidationError`.
     """
-    with conn:
+    with write_transaction(conn):
         original = load_collection(conn, collection.id)
         if original is None:
             raise CollectionValidationError("The requested resource wasn't found.", {})
@@ -177,7 +179,7 @@ def delete_collection(conn: apsw.Connection, collection: Collection) -> None:
     """Delete a collection and its table/view (PocketBase semantics): system collections and collections
     referenced by another collection's relation field cannot be deleted. The auth records' MFA/OTP/
     external-auth/auth-origin rows are removed too."""
-    with conn:
+    with write_transaction(conn):
         current = load_collection(conn, collection.id)
         if current is None:
             raise CollectionValidationError("The requested resource wasn't found.", {})
@@ -205,7 +207,7 @@ def truncate_collection(conn: apsw.Connection, collection: Collection) -> None:
     :func:`delete_records`): records of other collections that reference them through ``cascadeDelete``
     relations are deleted too (recursively), other references are cleared, and a required non-cascading
     reference (or deleting every superuser) makes the whole truncate fail."""
-    with conn:
+    with write_transaction(conn):
         current = load_collection(conn, collection.id)
         if current is None:
             raise CollectionValidationError("The requested resource wasn't found.", {})
@@ -219,3 +221,10 @@ def truncate_collection(conn: apsw.Connection, collection: Collection) -> None:
             raise CollectionValidationError(
                 "Failed to truncate collection (most likely due to required cascade delete record references).",
                 {}) from err
+
+
+def list_collection_ids(conn: apsw.Connection, where: str, params: list[Any], order_by: str, page: int,
+                        per_page: int, skip_total: bool) -> Page:
+    """One page of the collections list (rows with the ``id`` column) for a compiled filter and sort."""
+    return fetch_page(conn, "_collections", "id", f"({where})" if where else "", params, order_by, page, per_page,
+                      skip_total)

@@ -24,7 +24,14 @@ from pbfast.pocketbase.search.errors import FilterError, QueryParamError
 from pbfast.pocketbase.search.excerpt import excerpt
 from pbfast.pocketbase.search.parser import Expr, ExprGroup, parse
 from pbfast.pocketbase.search.picker import ExcerptModifier, FieldsSpec, apply_fields, apply_fields_many, parse_fields
-from pbfast.pocketbase.search.provider import ListQuery, compile_list_query, parse_paging, parse_skip_total
+from pbfast.pocketbase.search.provider import (
+    ListQuery,
+    Page,
+    compile_list_query,
+    fetch_page,
+    parse_paging,
+    parse_skip_total,
+)
 from pbfast.pocketbase.search.resolver import RequestInfo, TableResolver, superuser_only_field
 from pbfast.pocketbase.search.scanner import Token, tokenize
 from pbfast.pocketbase.search.sort import SortField, compile_sort, parse_sort
@@ -39,6 +46,7 @@ __all__ = [
     "FieldsSpec",
     "FilterError",
     "ListQuery",
+    "Page",
     "QueryParamError",
     "RequestInfo",
     "ResolvedField",
@@ -55,6 +63,7 @@ __all__ = [
     "compile_operand",
     "compile_sort",
     "excerpt",
+    "fetch_page",
     "parse",
     "parse_fields",
     "parse_paging",

@@ -7,13 +7,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import apsw
+
 from pbfast.pocketbase.gocompat import atoi, parse_bool
 from pbfast.pocketbase.search.builder import MAX_FILTER_LENGTH, compile_filters
 from pbfast.pocketbase.search.errors import QueryParamError
 from pbfast.pocketbase.search.sort import MAX_SORT_FIELDS, compile_sort_operands
 from pbfast.pocketbase.search.sql import ResolvedField, Resolver
 
-__all__ = ["DEFAULT_PER_PAGE", "MAX_PER_PAGE", "ListQuery", "compile_list_query", "parse_paging", "parse_skip_total"]
+__all__ = ["DEFAULT_PER_PAGE", "MAX_PER_PAGE", "ListQuery", "Page", "compile_list_query", "fetch_page", "parse_paging",
+           "parse_skip_total"]
 
 DEFAULT_PER_PAGE: Final = 30
 MAX_PER_PAGE: Final = 1000
@@ -91,3 +94,35 @@ def parse_skip_total(raw: str | None) -> bool:
     if value is None:
         raise QueryParamError(f"invalid skipTotal value {raw!r}")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list: its rows (columns by name) and the paging numbers PocketBase answers with
+    (``total`` and ``pages`` are -1 with ``skipTotal``)."""
+
+    rows: list[dict[str, Any]]
+    page: int
+    per_page: int
+    total: int
+    pages: int
+
+
+def fetch_page(conn: apsw.Connection, table: str, columns: str, where: str, params: Sequence[Any], order_by: str,
+               page: int, per_page: int, skip_total: bool) -> Page:
+    """Run a list query: ``SELECT columns FROM table [WHERE where] [ORDER BY order_by]`` for one page, and
+    count the matching rows unless ``skip_total``. ``table`` and ``columns`` are SQL text made from validated
+    names (quoted); ``where`` and ``order_by`` come from the compilers above, with ``params`` bound."""
+    condition = f" WHERE {where}" if where and where != "1=1" else ""
+    order = f" ORDER BY {order_by}" if order_by else ""
+    cursor = conn.execute(f"SELECT {columns} FROM {table}{condition}{order} LIMIT ? OFFSET ?",
+                          [*params, per_page, (page - 1) * per_page])
+    names: list[str] | None = None
+    rows = []
+    for values in cursor:
+        names = names or [d[0] for d in cursor.getdescription()]
+        rows.append(dict(zip(names, values)))
+    if skip_total:
+        return Page(rows, page, per_page, -1, -1)
+    (total,) = conn.execute(f"SELECT COUNT(*) FROM {table}{condition}", list(params)).fetchone() or (0,)
+    return Page(rows, page, per_page, total, (total + per_page - 1) // per_page)
