@@ -123,9 +123,9 @@ def _rows(conn: apsw.Connection, table: str) -> list[dict[str, Any]]:
 def _expected_record(collection: Collection, row: dict[str, Any]) -> dict[str, Any]:
     shown = {"collectionId": collection.id, "collectionName": collection.name}
     for definition in collection.fields:
-        if definition["type"] == "password" or definition.get("hidden"):
+        if definition.TYPE == "password" or definition.hidden:
             continue
-        shown[definition["name"]] = F.to_api_value(definition, row.get(definition["name"]))
+        shown[definition.name] = definition.to_api(row.get(definition.name))
     return shown
 
 
@@ -210,7 +210,7 @@ def test_collection_map_lookups(fixture_copy: Path) -> None:
     assert collections["wsmn24bux7wo113"] is demo1 and collections.get("DEMO1") is demo1
     assert collections.by_id("_pb_users_auth_") is collections["users"]
     assert collections.get("missing") is None and list(collections) == [c.name for c in collections.values()]
-    assert demo1.field("rel_many")["collectionId"] == "_pb_users_auth_" and demo1.field("nope") is None
+    assert demo1.field("rel_many").to_json()["collectionId"] == "_pb_users_auth_" and demo1.field("nope") is None
     assert collections["view1"].view_query.startswith("select id, text")
 
 
@@ -298,11 +298,11 @@ def _insert_records(conn: apsw.Connection, collection: Collection, records: list
         for index, record in enumerate(records):
             values: dict[str, Any] = {"id": f"rec{index:012d}"}
             for definition in collection.fields:
-                if definition["name"] == "id":
+                if definition.name == "id":
                     continue
-                raw = record.get(definition["name"], F.MISSING)
-                value = F.prepare_value(definition, raw, is_new=True, uploaded=["x_1.txt"])
-                values[definition["name"]] = value
+                raw = record.get(definition.name, F.MISSING)
+                value = definition.prepare(raw, is_new=True, uploaded=["x_1.txt"])
+                values[definition.name] = value
             columns = ", ".join(f"`{name}`" for name in values)
             conn.execute(f"INSERT INTO `{collection.name}` ({columns}) VALUES ({', '.join('?' * len(values))})",
                          list(values.values()))
@@ -322,7 +322,7 @@ def tenant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[St
         things = pbc.create_collection(conn, {"name": "things", "listRule": "", "fields": [
             f for f in fields if f["name"] != "related"], "indexes": ["CREATE INDEX idx_things_title ON things (title)"]})
         related = {**next(f for f in fields if f["name"] == "related"), "collectionId": things.id}
-        things = pbc.update_collection(conn, things, {"fields": [*things.fields, related]})
+        things = pbc.update_collection(conn, things, {"fields": [*(f.to_json() for f in things.fields), related]})
         _insert_records(conn, things, RECORDS)
         evolving = pbc.create_collection(conn, {"name": "evolving", "fields": [
             {"name": "keep", "type": "text"}, {"name": "old_name", "type": "number"}, {"name": "gone", "type": "bool"},
@@ -332,10 +332,10 @@ def tenant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[St
                                           "refs": ["rec000000000000", "rec000000000001"]},
                                          {"keep": "k2", "old_name": 8.5, "tags": "y", "refs": ["rec000000000002"]}])
         new_fields = []
-        for definition in evolving.fields:
-            if definition["name"] == "gone":
+        for field in evolving.fields:
+            if field.name == "gone":
                 continue
-            definition = dict(definition)
+            definition = field.to_json()
             if definition["name"] == "old_name":
                 definition["name"] = "new_name"
             if definition["name"] == "tags":
@@ -433,7 +433,7 @@ def test_create_base_collection_like_pocketbase(tenant: apsw.Connection) -> None
     created = pbc.create_collection(tenant, {"name": "posts", "fields": [{"name": "title", "type": "text"},
                                                                              {"name": "n", "type": "number"}]})
     assert created.id == "pbc_1125843985"
-    assert [(f["id"], f["name"]) for f in created.fields] == [
+    assert [(f.id, f.name) for f in created.fields] == [
         ("text3208210256", "id"), ("text724990059", "title"), ("number2013832146", "n")]
     assert created.indexes == [] and created.created == created.updated
     ddl = tenant.execute("SELECT sql FROM sqlite_master WHERE name = 'posts'").fetchone()[0]
@@ -445,7 +445,7 @@ def test_create_base_collection_like_pocketbase(tenant: apsw.Connection) -> None
 def test_create_auth_collection_adds_system_fields_and_indexes(tenant: apsw.Connection) -> None:
     created = pbc.create_collection(tenant, {"name": "members", "type": "auth", "authToken": {"duration": 100},
                                                 "fields": [{"name": "nick", "type": "text"}]})
-    assert [(f["id"], f["name"]) for f in created.fields] == [
+    assert [(f.id, f.name) for f in created.fields] == [
         ("text3208210256", "id"), ("text688598839", "nick"), ("password901924565", "password"),
         ("text2504183744", "tokenKey"), ("email3885137012", "email"), ("bool1547992806", "emailVisibility"),
         ("bool256245529", "verified")]
@@ -489,7 +489,7 @@ def test_system_collections_are_protected(tenant: apsw.Connection) -> None:
     assert errors["system"]["code"] == "validation_collection_system_flag_change"
     assert errors["listRule"]["code"] == "validation_collection_system_rule_change"
     users = collections["users"]
-    fields_without_email = [f for f in users.fields if f["name"] != "email"]
+    fields_without_email = [f.to_json() for f in users.fields if f.name != "email"]
     kept = pbc.update_collection(tenant, users, {"fields": fields_without_email})
     assert kept.field("email") is not None  # re-added like PocketBase's initDefaultFields
     assert _errors(tenant, {"type": "base"}, kept)["type"]["code"] == "validation_collection_type_change"
@@ -503,8 +503,8 @@ def test_update_keeps_data_across_add_rename_drop(tenant: apsw.Connection) -> No
         {"name": "tags", "type": "select", "values": ["a", "b"], "maxSelect": 2}]})
     with tenant:
         tenant.execute("INSERT INTO posts (id, title, score, flag, tags) VALUES ('p1', 'hello', 3, 1, '[\"a\",\"b\"]')")
-    renamed = [dict(f, name="headline") if f["name"] == "title" else dict(f) for f in posts.fields
-               if f["name"] != "flag"]
+    renamed = [dict(f.to_json(), name="headline") if f.name == "title" else f.to_json() for f in posts.fields
+               if f.name != "flag"]
     for definition in renamed:
         if definition["name"] == "tags":
             definition["maxSelect"] = 1
@@ -513,16 +513,16 @@ def test_update_keeps_data_across_add_rename_drop(tenant: apsw.Connection) -> No
                                                        "indexes": ["CREATE INDEX idx_h ON posts (headline)"]})
     row = _rows(tenant, "articles")[0]
     assert row == {"id": "p1", "headline": "hello", "score": 3, "extra": "", "tags": "b"}
-    assert updated.field("headline")["id"] == posts.field("title")["id"]
+    assert updated.field("headline").id == posts.field("title").id  # type: ignore[union-attr]
     assert updated.indexes == ["CREATE INDEX `idx_h` ON `articles` (`headline`)"]
     assert tenant.execute("SELECT sql FROM sqlite_master WHERE name = 'idx_h'").fetchone()[0] == \
         "CREATE INDEX `idx_h` ON `articles` (`headline`)"
     # fields sent without ids keep their stored column (pbfast keeps the data where PocketBase would not)
     again = pbc.update_collection(tenant, updated, {"fields": [{"name": "headline", "type": "text"},
                                                                   {"name": "score", "type": "number"}]})
-    assert [f["name"] for f in again.fields] == ["id", "headline", "score"]
+    assert [f.name for f in again.fields] == ["id", "headline", "score"]
     assert _rows(tenant, "articles") == [{"id": "p1", "headline": "hello", "score": 3}]
-    assert _errors(tenant, {"fields": [{**again.field("score"), "type": "text"}]}, again)["fields"]["1"]["code"] == \
+    assert _errors(tenant, {"fields": [{**again.field("score").to_json(), "type": "text"}]}, again)["fields"]["1"]["code"] == \
         "validation_field_type_change"
 
 
@@ -547,7 +547,7 @@ def test_view_collection_fields(tenant: apsw.Connection) -> None:
         {"name": "owner", "type": "relation", "collectionId": "_pb_users_auth_"}]})
     view = pbc.create_collection(tenant, {"name": "stats", "type": "view", "viewQuery":
                                              "SELECT id, title AS t, owner, count(*) AS c, n * 2 AS d FROM posts GROUP BY id"})
-    by_name = {f["name"]: f for f in view.fields}
+    by_name = {f.name: f.to_json() for f in view.fields}
     assert by_name["id"]["id"] == "text3208210256" and by_name["id"]["autogeneratePattern"] == ""
     assert by_name["t"]["type"] == "text" and by_name["t"]["required"] and by_name["t"]["id"].startswith("_clone_")
     assert by_name["owner"]["type"] == "relation" and by_name["owner"]["collectionId"] == "_pb_users_auth_"

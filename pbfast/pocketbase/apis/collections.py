@@ -20,6 +20,7 @@ from pbfast.pocketbase.apis.request import (
     send_with_fields,
 )
 from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.fields import AutodateField, BoolField, TextField
 from pbfast.pocketbase.search import FilterError, TableResolver
 
 __all__ = ["create_collection", "delete_collection", "list_collections", "scaffolds", "truncate_collection",
@@ -27,17 +28,11 @@ __all__ = ["create_collection", "delete_collection", "list_collections", "scaffo
 
 # ``_collections`` as a collection of its filterable/sortable columns, for the collections list.
 _COLLECTIONS_TABLE: Final = Collection(id="_collections", name="_collections", fields=[
-    {"name": "id", "type": "text"},
-    {"name": "name", "type": "text"},
-    {"name": "type", "type": "text"},
-    {"name": "system", "type": "bool"},
-    {"name": "listRule", "type": "text"},
-    {"name": "viewRule", "type": "text"},
-    {"name": "createRule", "type": "text"},
-    {"name": "updateRule", "type": "text"},
-    {"name": "deleteRule", "type": "text"},
-    {"name": "created", "type": "autodate"},
-    {"name": "updated", "type": "autodate"},
+    *(TextField(name=name) for name in ("id", "name", "type")),
+    BoolField(name="system"),
+    *(TextField(name=name) for name in ("listRule", "viewRule", "createRule", "updateRule", "deleteRule")),
+    AutodateField(name="created"),
+    AutodateField(name="updated"),
 ])
 
 

@@ -246,9 +246,7 @@ def _json_int(text: str) -> int | float:
 
 def record_body_limit(collection: Collection) -> int:
     """PocketBase's record body limit: the default plus what the collection's file fields may carry."""
-    extra = sum(int(f.get("maxSize") or 0) * max(1, int(f.get("maxSelect") or 1))
-                for f in collection.fields if f["type"] == "file")
-    return DEFAULT_MAX_BODY + extra
+    return DEFAULT_MAX_BODY + sum(f.max_body_size() for f in collection.fields)
 
 
 def send_error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,

@@ -5,19 +5,19 @@ records' MFA/OTP/external-auth/auth-origin rows removed."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import apsw
 
-from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.fields import AutodateField, RelationField
 from pbfast.pocketbase.collections.model import Collection, CollectionMap, load_collections, now_text
 from pbfast.pocketbase.dbutils.identifiers import backquote
+from pbfast.pocketbase.gocompat import to_unique_strings
 
 __all__ = ["LastSuperuserError", "RequiredReferenceError", "delete_auth_side_rows", "delete_records", "references"]
 
-def references(collections: CollectionMap, target: Collection) -> list[tuple[Collection, dict[str, Any]]]:
+def references(collections: CollectionMap, target: Collection) -> list[tuple[Collection, RelationField]]:
     return [(other, definition) for other in collections.values() for definition in other.fields
-            if definition.get("type") == "relation" and definition.get("collectionId") == target.id]
+            if isinstance(definition, RelationField) and definition.collection_id == target.id]
 
 
 def delete_auth_side_rows(conn: apsw.Connection, collections: CollectionMap, collection_id: str,
@@ -63,7 +63,7 @@ def delete_records(conn: apsw.Connection, target: Collection, ids: Sequence[str]
 
 def _touch_updated(other: Collection) -> tuple[str, int]:
     """SQL assignments bumping ``other``'s onUpdate autodate fields (with their parameter), if any."""
-    names = [d["name"] for d in other.fields if d.get("type") == "autodate" and d.get("onUpdate")]
+    names = [d.name for d in other.fields if isinstance(d, AutodateField) and d.on_update]
     return "".join(f", {backquote(n)} = ?" for n in names), len(names)
 
 
@@ -78,7 +78,7 @@ def _delete_records(conn: apsw.Connection, collections: CollectionMap, target: C
     for other, definition in referencing:
         if other.type == "view":
             continue
-        column, table = backquote(definition["name"]), backquote(other.name)
+        column, table = backquote(definition.name), backquote(other.name)
         rows = conn.execute(f"SELECT id, {column} FROM {table} WHERE {column} != '' AND {column} != '[]'").fetchall()
         cascade: list[str] = []
         touch_sql, touch_count = _touch_updated(other)
@@ -86,17 +86,17 @@ def _delete_records(conn: apsw.Connection, collections: CollectionMap, target: C
             record_id = str(raw_id)
             if (other.id, record_id) in seen:
                 continue  # being deleted itself
-            current_ids = F.relation_ids(definition, stored)
+            current_ids = to_unique_strings(stored)
             remaining = [i for i in current_ids if i not in doomed]
             if len(remaining) == len(current_ids):
                 continue
-            if definition.get("cascadeDelete") and not remaining:
+            if definition.cascade_delete and not remaining:
                 cascade.append(record_id)
                 continue
-            if not remaining and definition.get("required"):
-                raise RequiredReferenceError(f"{other.name}.{definition['name']} of {record_id}")
+            if not remaining and definition.required:
+                raise RequiredReferenceError(f"{other.name}.{definition.name} of {record_id}")
             conn.execute(f"UPDATE {table} SET {column} = ?{touch_sql} WHERE id = ?",
-                         (F.stored_from_list(definition, remaining), *([now_text()] * touch_count), record_id))
+                         (definition.stored_from_list(remaining), *([now_text()] * touch_count), record_id))
         if cascade:
             _delete_records(conn, collections, other, cascade, seen)
             for start in range(0, len(cascade), 500):

@@ -67,6 +67,6 @@ def _system_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     result = copy.deepcopy(dict(payload))
     if result.get("type") == "auth":
         given = {f["name"]: f for f in result.get("fields", [])}
-        ordered = [given.pop(name, None) or default_auth_field(name) for name in SYSTEM_AUTH_FIELDS]
+        ordered = [given.pop(name, None) or default_auth_field(name).to_json() for name in SYSTEM_AUTH_FIELDS]
         result["fields"] = ordered + [f for f in result.get("fields", []) if f["name"] in given]
     return result

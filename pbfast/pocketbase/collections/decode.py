@@ -7,7 +7,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.fields import Field, FieldSettingsError, decode_field
 from pbfast.pocketbase.collections import system as S
 from pbfast.pocketbase.collections.auth_options import AUTH_OPTION_KEYS, normalize_auth_options
 from pbfast.pocketbase.collections.errors import decode_error
@@ -25,7 +25,7 @@ def _merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
-def _decode_fields(raw_fields: Any, previous: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _decode_fields(raw_fields: Any, previous: Sequence[Field]) -> list[Field]:
     """Decode a submitted ``fields`` list (PocketBase's ``FieldsList.UnmarshalJSON``): fields without an
     id get ``<type><crc32(name)>``, or - pbfast's data-preserving extension - the id of the existing field
     with the same name and type; a later field with the same name (and no id) replaces an earlier one."""
@@ -33,26 +33,25 @@ def _decode_fields(raw_fields: Any, previous: Sequence[Mapping[str, Any]]) -> li
         return []
     if not isinstance(raw_fields, list):
         raise decode_error("fields: expected an array")
-    previous_by_name = {f.get("name"): f for f in previous}
-    decoded: list[dict[str, Any]] = []
+    previous_by_name = {f.name: f for f in previous}
+    decoded: list[Field] = []
     for raw in raw_fields:
         if isinstance(raw, Mapping) and not raw.get("id"):
-            old = previous_by_name.get(raw.get("name"))
-            if old is not None and old.get("type") == raw.get("type") and \
-                    not any(f.get("id") == old.get("id") for f in decoded):
-                raw = {**raw, "id": old["id"]}
+            old = previous_by_name.get(raw.get("name"))  # type: ignore[arg-type]
+            if old is not None and old.TYPE == raw.get("type") and not any(f.id == old.id for f in decoded):
+                raw = {**raw, "id": old.id}
         try:
-            definition = F.new_field_definition(raw, existing_ids=[f["id"] for f in decoded])
-        except F.FieldSettingsError as err:
+            definition = decode_field(raw, existing_ids=[f.id for f in decoded])
+        except FieldSettingsError as err:
             raise decode_error(f"fields: {err}") from err
         explicit_id = isinstance(raw, Mapping) and bool(raw.get("id"))
         replaced = False
         for index, existing in enumerate(decoded):
-            same = existing["id"] == definition["id"] if explicit_id else (
-                definition["name"] != "" and existing["name"] == definition["name"])
+            same = existing.id == definition.id if explicit_id else (
+                definition.name != "" and existing.name == definition.name)
             if same:
                 if not explicit_id:
-                    definition["id"] = existing["id"]
+                    definition.id = existing.id
                 decoded[index] = definition
                 replaced = True
                 break

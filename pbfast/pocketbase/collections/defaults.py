@@ -3,9 +3,9 @@ system fields and unique indexes of auth collections."""
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.fields import DEFAULT_ID_PATTERN, Field, TextField, decode_field
 from pbfast.pocketbase.collections.model import Collection
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
 
@@ -14,14 +14,14 @@ __all__ = ["SYSTEM_AUTH_FIELDS", "default_auth_field", "init_default_fields", "u
 SYSTEM_AUTH_FIELDS: Final = ("password", "tokenKey", "email", "emailVisibility", "verified")
 
 
-def _default_id_field() -> dict[str, Any]:
-    return F.new_field_definition({
+def _default_id_field() -> Field:
+    return decode_field({
         "name": "id", "type": "text", "system": True, "primaryKey": True, "required": True, "min": 15, "max": 15,
-        "pattern": F.DEFAULT_ID_PATTERN, "autogeneratePattern": "[a-z0-9]{15}"})
+        "pattern": DEFAULT_ID_PATTERN, "autogeneratePattern": "[a-z0-9]{15}"})
 
 
-def default_auth_field(name: str) -> dict[str, Any]:
-    definitions: dict[str, dict[str, Any]] = {
+def default_auth_field(name: str) -> Field:
+    definitions: dict[str, dict[str, object]] = {
         "password": {"name": "password", "type": "password", "system": True, "hidden": True, "required": True,
                      "min": 8},
         "tokenKey": {"name": "tokenKey", "type": "text", "system": True, "hidden": True, "min": 30, "max": 60,
@@ -30,7 +30,7 @@ def default_auth_field(name: str) -> dict[str, Any]:
         "emailVisibility": {"name": "emailVisibility", "type": "bool", "system": True},
         "verified": {"name": "verified", "type": "bool", "system": True},
     }
-    return F.new_field_definition(definitions[name])
+    return decode_field(definitions[name])
 
 
 def _field_index_name(collection: Collection, column: str) -> str:
@@ -45,16 +45,17 @@ def init_default_fields(collection: Collection) -> None:
     if collection.type == "view":
         return
     id_field = collection.field("id")
-    if id_field is None or id_field.get("type") != "text":
-        collection.fields = [f for f in collection.fields if f.get("name") != "id"]
+    if not isinstance(id_field, TextField):
+        collection.fields = [f for f in collection.fields if f.name != "id"]
         collection.fields.insert(0, _default_id_field())
     else:
-        id_field.update(system=True, required=True, primaryKey=True, hidden=False)
-        if not id_field.get("pattern"):
-            id_field["pattern"] = F.DEFAULT_ID_PATTERN
+        id_field.system = id_field.required = id_field.primary_key = True
+        id_field.hidden = False
+        if not id_field.pattern:
+            id_field.pattern = DEFAULT_ID_PATTERN
     if collection.type != "auth":
         return
-    forced: dict[str, dict[str, Any]] = {
+    forced: dict[str, dict[str, bool]] = {
         "password": {"system": True, "hidden": True, "required": True},
         "tokenKey": {"system": True, "hidden": True, "required": True},
         "email": {"system": True, "hidden": False},
@@ -65,8 +66,9 @@ def init_default_fields(collection: Collection) -> None:
                      "verified": "bool"}
     for name in SYSTEM_AUTH_FIELDS:
         existing = collection.field(name)
-        if existing is not None and existing.get("type") == expected_type[name]:
-            existing.update(forced[name])
+        if existing is not None and existing.TYPE == expected_type[name]:
+            for attribute, value in forced[name].items():
+                setattr(existing, attribute, value)
         else:
             if existing is not None:
                 collection.fields = [f for f in collection.fields if f is not existing]

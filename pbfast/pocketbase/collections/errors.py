@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import orjson
 
-from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.fields import FieldError
 
 __all__ = ["DECODE_ERROR_MESSAGE", "REQUIRED", "CollectionValidationError", "decode_error", "error_item"]
 
@@ -30,7 +30,8 @@ class CollectionValidationError(Exception):
 
 
 def error_item(code: str, message: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return F.FieldError(code, message, params).to_dict()
+    """An API error item (``{"code", "message", "params"?}``) as the collection validator nests them."""
+    return dict(FieldError(code, message, params).to_dict())
 
 
 REQUIRED: Final = {"code": "validation_required", "message": "Cannot be blank."}

@@ -11,7 +11,7 @@ from typing import Any, Final
 import apsw
 import orjson
 
-from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.fields import Field, load_field
 from pbfast.pocketbase.collections.auth_options import auth_options_for_api, normalize_auth_options
 from pbfast.pocketbase.gocompat import go_json_default
 from pbfast.timefmt import format_datetime
@@ -25,14 +25,14 @@ RULE_KEYS: Final = ("listRule", "viewRule", "createRule", "updateRule", "deleteR
 
 @dataclass
 class Collection:
-    """One collection (a row of ``_collections``); ``fields`` are normalized field dicts, ``options``
+    """One collection (a row of ``_collections``); ``fields`` are typed fields, ``options``
     the type's options (auth options with secrets, ``{"viewQuery": ...}`` for views, ``{}`` for base)."""
 
     id: str
     name: str
     type: str = "base"
     system: bool = False
-    fields: list[dict[str, Any]] = field(default_factory=list)
+    fields: list[Field] = field(default_factory=list)
     listRule: str | None = None  # noqa: N815 - PocketBase's names
     viewRule: str | None = None  # noqa: N815
     createRule: str | None = None  # noqa: N815
@@ -43,16 +43,16 @@ class Collection:
     created: str = ""
     updated: str = ""
 
-    def field(self, name: str) -> dict[str, Any] | None:
+    def field(self, name: str) -> Field | None:
         """The field named ``name`` (exact match, as PocketBase's ``Fields.GetByName``), or None."""
         for candidate in self.fields:
-            if candidate.get("name") == name:
+            if candidate.name == name:
                 return candidate
         return None
 
-    def field_by_id(self, field_id: str) -> dict[str, Any] | None:
+    def field_by_id(self, field_id: str) -> Field | None:
         for candidate in self.fields:
-            if candidate.get("id") == field_id:
+            if candidate.id == field_id:
                 return candidate
         return None
 
@@ -83,7 +83,7 @@ class Collection:
             "listRule": self.listRule, "viewRule": self.viewRule, "createRule": self.createRule,
             "updateRule": self.updateRule, "deleteRule": self.deleteRule,
             "name": self.name, "type": self.type,
-            "fields": [F.normalize_field(f) for f in self.fields],
+            "fields": [f.to_json() for f in self.fields],
             "indexes": list(self.indexes),
             "created": self.created, "updated": self.updated,
             "system": self.system,
@@ -104,7 +104,7 @@ class Collection:
             options = {}
         return {
             "id": self.id, "system": 1 if self.system else 0, "type": self.type, "name": self.name,
-            "fields": orjson.dumps([F.normalize_field(f) for f in self.fields], default=go_json_default).decode(),
+            "fields": orjson.dumps([f.to_json() for f in self.fields], default=go_json_default).decode(),
             "indexes": orjson.dumps(list(self.indexes)).decode(),
             "listRule": self.listRule, "viewRule": self.viewRule, "createRule": self.createRule,
             "updateRule": self.updateRule, "deleteRule": self.deleteRule,
@@ -137,7 +137,7 @@ class Collection:
             options = {}
         return cls(
             id=str(row["id"]), name=str(row["name"]), type=collection_type, system=bool(row.get("system")),
-            fields=[F.normalize_field(f) for f in json_value("fields", []) if isinstance(f, dict)],
+            fields=[load_field(f) for f in json_value("fields", []) if isinstance(f, dict)],
             listRule=row.get("listRule"), viewRule=row.get("viewRule"), createRule=row.get("createRule"),
             updateRule=row.get("updateRule"), deleteRule=row.get("deleteRule"),
             options=options, indexes=[str(i) for i in json_value("indexes", [])],

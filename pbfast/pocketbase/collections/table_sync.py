@@ -9,7 +9,6 @@ from typing import Any
 
 import apsw
 
-from pbfast.pocketbase import fields as F
 from pbfast.pocketbase.collections.errors import CollectionValidationError, error_item
 from pbfast.pocketbase.collections.model import Collection
 from pbfast.pocketbase.collections.validate import table_exists
@@ -21,7 +20,7 @@ from pbfast.pocketbase.sqlite_guard import SqlRefused, execute_one
 __all__ = ["random_suffix", "sync_table"]
 
 def _create_table(conn: apsw.Connection, collection: Collection) -> None:
-    columns = sorted((f["name"], F.column_definition(f)) for f in collection.fields)
+    columns = sorted((f.name, f.column_type()) for f in collection.fields)
     body = ", ".join(f"{backquote(name)} {definition}" for name, definition in columns)
     conn.execute(f"CREATE TABLE {backquote(collection.name)} ({body})")
 
@@ -63,29 +62,29 @@ def sync_table(conn: apsw.Connection, new: Collection, old: Collection | None) -
         return
     table = new.name
     rename_table = old.name.lower() != new.name.lower() or old.name != new.name
-    fields_changed = [F.normalize_field(f) for f in old.fields] != [F.normalize_field(f) for f in new.fields]
+    fields_changed = [f.to_json() for f in old.fields] != [f.to_json() for f in new.fields]
     update_indexes = rename_table or fields_changed or old.indexes != new.indexes
     if update_indexes:
         _drop_indexes(conn, old)
     if rename_table:
         conn.execute(f"ALTER TABLE {backquote(old.name)} RENAME TO {backquote(new.name)}")
     for old_field in old.fields:
-        if new.field_by_id(old_field["id"]) is None:
+        if new.field_by_id(old_field.id) is None:
             try:
-                conn.execute(f"ALTER TABLE {backquote(table)} DROP COLUMN {backquote(old_field['name'])}")
+                conn.execute(f"ALTER TABLE {backquote(table)} DROP COLUMN {backquote(old_field.name)}")
             except apsw.Error as err:
-                raise RuntimeError(f"failed to drop column {old_field['name']}: {err}") from err
+                raise RuntimeError(f"failed to drop column {old_field.name}: {err}") from err
     pending: dict[str, str] = {}
     for new_field in new.fields:
-        previous = old.field_by_id(new_field["id"])
+        previous = old.field_by_id(new_field.id)
         if previous is None:
-            temp = new_field["name"] + random_suffix()
-            pending[temp] = new_field["name"]
-            conn.execute(f"ALTER TABLE {backquote(table)} ADD {backquote(temp)} {F.column_definition(new_field)}")
-        elif previous["name"] != new_field["name"]:
-            temp = new_field["name"] + random_suffix()
-            pending[temp] = new_field["name"]
-            conn.execute(f"ALTER TABLE {backquote(table)} RENAME COLUMN {backquote(previous['name'])} TO {backquote(temp)}")
+            temp = new_field.name + random_suffix()
+            pending[temp] = new_field.name
+            conn.execute(f"ALTER TABLE {backquote(table)} ADD {backquote(temp)} {new_field.column_type()}")
+        elif previous.name != new_field.name:
+            temp = new_field.name + random_suffix()
+            pending[temp] = new_field.name
+            conn.execute(f"ALTER TABLE {backquote(table)} RENAME COLUMN {backquote(previous.name)} TO {backquote(temp)}")
     for temp, final in pending.items():
         conn.execute(f"ALTER TABLE {backquote(table)} RENAME COLUMN {backquote(temp)} TO {backquote(final)}")
     _normalize_single_multiple(conn, new, old)
@@ -96,20 +95,20 @@ def sync_table(conn: apsw.Connection, new: Collection, old: Collection | None) -
 def _normalize_single_multiple(conn: apsw.Connection, new: Collection, old: Collection) -> None:
     """Convert the stored values of fields switched between single and multiple (``maxSelect``)."""
     for new_field in new.fields:
-        old_field = old.field_by_id(new_field["id"])
-        was_multiple = F.is_multiple(old_field) if old_field is not None else False
-        if was_multiple == F.is_multiple(new_field):
+        old_field = old.field_by_id(new_field.id)
+        was_multiple = old_field.is_multiple() if old_field is not None else False
+        if was_multiple == new_field.is_multiple():
             continue
         views = conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND type = 'view'").fetchall()
         for view_name, _ in views:
             conn.execute(f"DROP VIEW IF EXISTS {backquote(str(view_name))}")
-        name = new_field["name"]
+        name = new_field.name
         temp = "_" + name + random_suffix()
         table = backquote(new.name)
         conn.execute(f"ALTER TABLE {table} RENAME COLUMN {backquote(name)} TO {backquote(temp)}")
-        conn.execute(f"ALTER TABLE {table} ADD {backquote(name)} {F.column_definition(new_field)}")
+        conn.execute(f"ALTER TABLE {table} ADD {backquote(name)} {new_field.column_type()}")
         column, source = backquote(name), backquote(temp)
-        if F.is_multiple(new_field):
+        if new_field.is_multiple():
             conn.execute(
                 f"UPDATE {table} SET {column} = (CASE WHEN COALESCE({source}, '') = '' THEN '[]' ELSE (CASE WHEN "
                 f"json_valid({source}) AND json_type({source}) == 'array' THEN {source} ELSE json_array({source}) "

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import apsw
 
-from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.fields import SettingsContext, TextField
 from pbfast.pocketbase.collections.auth_options import TEMPLATE_KEYS, TOKEN_KEYS
 from pbfast.pocketbase.collections.errors import REQUIRED, error_item
 from pbfast.pocketbase.collections.model import COLLECTION_TYPES, RULE_KEYS, Collection, CollectionMap
@@ -75,46 +75,46 @@ def _validate_fields(collection: Collection, original: Collection | None, others
     seen_ids: set[str] = set()
     seen_names: set[str] = set()
     for index, definition in enumerate(fields_list):
-        if definition["id"] in seen_ids:
+        if definition.id in seen_ids:
             return {str(index): {"id": error_item("validation_duplicated_field_id",
-                                             f'Duplicated or invalid field id "{definition["id"]}"')}}
-        if definition["name"].lower() in seen_names:
+                                             f'Duplicated or invalid field id "{definition.id}"')}}
+        if definition.name.lower() in seen_names:
             return {str(index): {"name": error_item("validation_duplicated_field_name",
                                                "Duplicated or invalid field name {{.fieldName}}".replace(
-                                                   "{{.fieldName}}", definition["name"]),
-                                               {"fieldName": definition["name"]})}}
-        seen_ids.add(definition["id"])
-        seen_names.add(definition["name"].lower())
+                                                   "{{.fieldName}}", definition.name),
+                                               {"fieldName": definition.name})}}
+        seen_ids.add(definition.id)
+        seen_names.add(definition.name.lower())
     minimum = _check_min_fields(collection)
     if minimum is not None:
         return minimum
     if collection.type != "view" and original is not None:
         for old in original.fields:
-            if not old.get("system"):
+            if not old.system:
                 continue
-            renamed = collection.field_by_id(old["id"])
-            if renamed is None or renamed["name"] != old["name"]:
+            renamed = collection.field_by_id(old.id)
+            if renamed is None or renamed.name != old.name:
                 return error_item("validation_system_field_change", "System fields cannot be deleted or renamed.")
         type_errors = {}
         for index, definition in enumerate(fields_list):
-            stored = original.field_by_id(definition["id"])
-            if stored is not None and stored["type"] != definition["type"]:
+            stored = original.field_by_id(definition.id)
+            if stored is not None and stored.TYPE != definition.TYPE:
                 type_errors[str(index)] = error_item("validation_field_type_change", "Field type cannot be changed.")
         if type_errors:
             return type_errors
     if collection.type == "auth":
         reserved = {str(i): {"name": error_item("validation_reserved_field_name",
                                            "The field name is reserved and cannot be used.")}
-                    for i, f in enumerate(fields_list) if f["name"] in RESERVED_AUTH_FIELD_NAMES}
+                    for i, f in enumerate(fields_list) if f.name in RESERVED_AUTH_FIELD_NAMES}
         if reserved:
             return reserved
     settings_errors = {}
     for index, definition in enumerate(fields_list):
-        previous = original.field_by_id(definition["id"]) if original is not None else None
-        errors = F.validate_field_settings(
-            definition, collection_fields=fields_list, collection_type=collection.type, old_field=previous,
+        previous = original.field_by_id(definition.id) if original is not None else None
+        errors = definition.validate_settings(SettingsContext(
+            collection_fields=fields_list, collection_type=collection.type, old_field=previous,
             collection_exists=lambda cid: others.by_id(cid) is not None or cid == collection.id,
-            is_view_collection=lambda cid: (others.by_id(cid) or collection).type == "view")
+            is_view_collection=lambda cid: (others.by_id(cid) or collection).type == "view"))
         if errors:
             settings_errors[str(index)] = errors
     return settings_errors or None
@@ -124,7 +124,7 @@ def _check_min_fields(collection: Collection) -> dict[str, Any] | None:
     if not collection.fields:
         return dict(REQUIRED)
     id_field = collection.field("id")
-    if id_field is None or id_field["type"] != "text" or not id_field.get("primaryKey"):
+    if not isinstance(id_field, TextField) or not id_field.primary_key:
         return error_item("validation_missing_primary_key", 'Missing or invalid "id" PK field.')
     if collection.type != "auth":
         return None
@@ -132,12 +132,12 @@ def _check_min_fields(collection: Collection) -> dict[str, Any] | None:
               ("emailVisibility", "bool", False), ("verified", "bool", False))
     for name, kind, hidden in checks:
         definition = collection.field(name)
-        if definition is None or definition["type"] != kind:
+        if definition is None or definition.TYPE != kind:
             return error_item(f"validation_missing_{name}_field", f'System "{name}" field is required.')
-        if hidden and not (definition.get("hidden") and definition.get("system")):
+        if hidden and not (definition.hidden and definition.system):
             return {name: error_item("validation_must_be_system_and_hidden",
                                 'The field must be marked as "System" and "Hidden".')}
-        if not hidden and not definition.get("system"):
+        if not hidden and not definition.system:
             return {name: error_item("validation_must_be_system", 'The field must be marked as "System".')}
     return None
 
@@ -198,13 +198,13 @@ def _check_system_unique_indexes(collection: Collection, original: Collection) -
         old_shape = shape(old, old)
         for column in old.columns:
             system_field = next((f for f in original.fields
-                                 if f.get("system") and f["name"].lower() == column.name.lower()), None)
+                                 if f.system and f.name.lower() == column.name.lower()), None)
             if system_field is None:
                 continue
             if not any(shape(parse_index(new), old) == old_shape for new in collection.indexes):
                 return error_item("validation_invalid_unique_system_field_index",
-                             f"Unique index definition on system fields ({system_field['name']}) is invalid or missing.",
-                             {"fieldName": system_field["name"]})
+                             f"Unique index definition on system fields ({system_field.name}) is invalid or missing.",
+                             {"fieldName": system_field.name})
             break
     return None
 

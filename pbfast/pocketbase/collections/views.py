@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
-from typing import Any, Final
+from typing import Final
 
 import apsw
 import apsw.ext
 
-from pbfast.pocketbase import fields as F
+from pbfast.pocketbase.fields import DEFAULT_ID_PATTERN, Field, decode_field
 from pbfast.pocketbase.collections.model import CollectionMap
 from pbfast.pocketbase.collections.table_sync import random_suffix
 from pbfast.pocketbase.dbutils.identifiers import backquote
@@ -85,7 +86,7 @@ def _select_expressions(query: str) -> list[str]:
     return _split_top_level(rest[:end], ",")
 
 
-def view_fields(conn: apsw.Connection, query: str, others: CollectionMap) -> list[dict[str, Any]]:
+def view_fields(conn: apsw.Connection, query: str, others: CollectionMap) -> list[Field]:
     """The fields of a view collection (PocketBase's ``CreateViewFields``): columns read straight from a
     collection's field clone that field (new ``_clone_xxxx`` id), a collection's ``id`` becomes a single
     relation to it, ``count()``/``total()``/``cast(... as type)`` become number/text/bool fields, anything
@@ -100,16 +101,16 @@ def view_fields(conn: apsw.Connection, query: str, others: CollectionMap) -> lis
     read_only_select(conn, query)  # after the table info check, whose errors PocketBase answers first
     described = apsw.ext.query_info(conn, f"SELECT * FROM ({query})").description_full or ()
     by_table = {c.name.lower(): c for c in others.values()}
-    result: list[dict[str, Any]] = []
+    result: list[Field] = []
     has_id = False
     for position, (name, _decltype, _database, table, origin) in enumerate(described):
         expression = expressions[position] if len(expressions) == len(described) else ""
         lowered = expression.lower()
-        definition: dict[str, Any]
+        definition: dict[str, object]
         if name == "id":
             has_id = True
             definition = {"name": "id", "type": "text", "system": True, "required": True, "primaryKey": True,
-                          "pattern": F.DEFAULT_ID_PATTERN}
+                          "pattern": DEFAULT_ID_PATTERN}
         elif lowered.startswith("count("):
             definition = {"name": name, "type": "number", "onlyInt": True}
         elif lowered.startswith("total("):
@@ -126,12 +127,12 @@ def view_fields(conn: apsw.Connection, query: str, others: CollectionMap) -> lis
             if source is not None and str(origin).lower() == "id":
                 definition = {"name": name, "type": "relation", "maxSelect": 1, "collectionId": source.id}
             elif source_field is not None:
-                definition = copy.deepcopy(source_field)
-                definition["id"] = "_clone_" + random_suffix(4)
-                definition["name"] = name
+                result.append(dataclasses.replace(copy.deepcopy(source_field), id="_clone_" + random_suffix(4),
+                                                  name=name))
+                continue
             else:
                 definition = {"name": name, "type": "json", "maxSize": 1}
-        result.append(F.new_field_definition(definition, existing_ids=[f["id"] for f in result]))
+        result.append(decode_field(definition, existing_ids=[f.id for f in result]))
     if not has_id:
         raise ViewFieldsError("missing required id column (you can use `(ROW_NUMBER() OVER()) as id` if you "
                                "don't have one)", result)
@@ -155,7 +156,7 @@ class ViewFieldsError(ValueError):
     """A view query without an ``id`` column; ``fields`` are the ones resolved anyway (PocketBase keeps
     them, so the collection then fails the primary key check too)."""
 
-    def __init__(self, message: str, resolved: list[dict[str, Any]]) -> None:
+    def __init__(self, message: str, resolved: list[Field]) -> None:
         super().__init__(message)
         self.fields = resolved
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pbfast.pocketbase.collections.cascade import LastSuperuserError
+from pbfast.pocketbase.fields import ErrorItem
 
 __all__ = ["LastSuperuserError", "RecordValidationError"]
 
@@ -12,6 +11,6 @@ __all__ = ["LastSuperuserError", "RecordValidationError"]
 class RecordValidationError(Exception):
     """Per-field problems: ``data`` is ``{field: {"code", "message"}}`` (empty for a non-field failure)."""
 
-    def __init__(self, data: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, data: dict[str, ErrorItem]) -> None:
         self.data = data
         super().__init__(", ".join(data) or "record error")

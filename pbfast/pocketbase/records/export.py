@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pbfast.pocketbase import fields
+from pbfast.pocketbase.fields import PasswordField
 from pbfast.pocketbase.collections import Collection
 
 __all__ = ["Viewer", "record_json", "strip_hidden"]
@@ -29,12 +29,12 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
     (the requester manages the record through the collection's ``manageRule``)."""
     out: dict[str, Any] = {"collectionId": collection.id, "collectionName": collection.name}
     for field in collection.fields:
-        name = field["name"]
-        if field["type"] == "password" or (field.get("hidden") and not viewer.superuser):
+        name = field.name
+        if isinstance(field, PasswordField) or (field.hidden and not viewer.superuser):
             continue
         if collection.type == "auth" and name == "tokenKey":
             continue
-        out[name] = fields.to_api_value(field, row.get(name))
+        out[name] = field.to_api(row.get(name))
     if collection.type == "auth" and "email" in out and not (
             show_email or viewer.superuser or (viewer.auth_record_id and viewer.auth_record_id == row.get("id"))
             or row.get("emailVisibility")):
@@ -44,6 +44,5 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
 
 def strip_hidden(collection: Collection, data: dict[str, Any]) -> dict[str, Any]:
     """Non-superusers cannot set hidden fields (an auth collection's ``password`` excepted)."""
-    hidden = {f["name"] for f in collection.fields if f.get("hidden")
-              and not (collection.type == "auth" and f["name"] == "password")}
+    hidden = {f.name for f in collection.fields if f.hidden and not (collection.type == "auth" and f.name == "password")}
     return {k: v for k, v in data.items() if k not in hidden}

@@ -6,37 +6,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from pbfast.pocketbase import fields, gocompat
+from pbfast.pocketbase.fields import MISSING, Field, PasswordField, PlainPassword, Setter
 from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.records.find import Row
 
 __all__ = ["draft_row", "resolve_modifiers"]
 
 
-def _modifier_target(collection: Collection, key: str) -> tuple[dict[str, Any], str] | None:
-    """The field a body key sets and how: ``""`` (plain set), ``"+"`` (append), ``"^"`` (prepend), ``"-"``
-    (subtract) or ``":autogenerate"``; None for keys that are not fields."""
+def _modifier_target(collection: Collection, key: str) -> tuple[Field, Setter | None] | None:
+    """The field a body key sets, and the modifier it applies (None: a plain set); None for keys that are
+    not fields. Each field type knows its own modifier keys (:meth:`Field.find_setter`)."""
     field = collection.field(key)
     if field is not None:
-        return field, ""
+        return field, None
     if key.startswith("+"):
-        field = collection.field(key[1:])
-        if field is not None and field["type"] in ("select", "relation", "file"):
-            return field, "^"
+        name = key[1:]
+    elif key.endswith(":autogenerate"):
+        name = key[:-len(":autogenerate")]
+    elif key[-1:] in ("+", "-"):
+        name = key[:-1]
+    else:
         return None
-    if key.endswith(":autogenerate"):
-        field = collection.field(key[:-len(":autogenerate")])
-        if field is not None and field["type"] == "text":
-            return field, ":autogenerate"
-        return None
-    if key[-1:] in ("+", "-"):
-        field = collection.field(key[:-1])
-        if field is not None and field["type"] in ("number", "select", "relation", "file"):
-            return field, key[-1]
-    return None
+    field = collection.field(name)
+    setter = field.find_setter(key) if field is not None else None
+    return None if field is None or setter is None else (field, setter)
 
 
-def resolve_modifiers(collection: Collection, body: dict[str, Any], current: dict[str, Any] | None
-                      ) -> dict[str, Any]:
+def resolve_modifiers(collection: Collection, body: dict[str, Any], current: Row | None) -> dict[str, Any]:
     """PocketBase's ``Record.ReplaceModifiers``: every key naming a field (plain or with a modifier:
     ``name+``/``name-`` for numbers, ``+name``/``name+``/``name-`` for select/relation/file,
     ``name:autogenerate`` for text) is applied, in order of key length, to a copy of the record and
@@ -49,46 +45,28 @@ def resolve_modifiers(collection: Collection, body: dict[str, Any], current: dic
         target = _modifier_target(collection, key)
         if target is None:
             continue
-        field, op = target
-        name = field["name"]
+        field, setter = target
+        name = field.name
         del out[key]
         raw = body[key]
-        previous = working.get(name, fields.MISSING)
-        if op == "":
-            value = fields.cast_value(field, raw, current=previous, is_new=is_new)
+        previous = working.get(name, MISSING)
+        if setter is None:
+            value = field.cast(raw, current=previous, is_new=is_new)
         else:
-            base = fields.cast_value(field, fields.MISSING, current=previous, is_new=is_new and previous
-                                     is fields.MISSING)
-            if field["type"] == "number":
-                delta = gocompat.cast_to_float(raw)
-                value = float(base) + delta if op == "+" else float(base) - delta
-            elif field["type"] == "text":
-                value = gocompat.cast_to_string(raw)
-                pattern = field.get("autogeneratePattern") or ""
-                if pattern:
-                    value += gocompat.generate_by_pattern(str(pattern))
-            else:
-                existing = fields.relation_ids(field, base)
-                extra = gocompat.to_unique_strings(raw)
-                if op == "+":
-                    items = existing + extra
-                elif op == "^":
-                    items = extra + existing
-                else:
-                    items = [i for i in existing if i not in extra]
-                value = fields.cast_value(field, items, is_new=True)
+            base = field.cast(MISSING, current=previous, is_new=is_new and previous is MISSING)
+            value = setter(base, raw)
         working[name] = value
-        out[name] = str(value) if field["type"] == "password" else fields.to_api_value(field, value)
+        out[name] = str(value) if isinstance(field, PasswordField) else field.to_api(value)
     return out
 
 
-def draft_row(collection: Collection, data: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+def draft_row(collection: Collection, data: dict[str, Any], current: Row | None) -> Row:
     """The record as it would be with ``data`` loaded, not validated (what PocketBase checks a create
     rule against): every field's column value."""
-    row: dict[str, Any] = {}
+    row: Row = {}
     for field in collection.fields:
-        name = field["name"]
-        previous = fields.MISSING if current is None else current.get(name, fields.MISSING)
-        value = fields.cast_value(field, data.get(name, fields.MISSING), current=previous, is_new=current is None)
-        row[name] = str(value) if fields.needs_hashing(value) else value
+        name = field.name
+        previous = MISSING if current is None else current.get(name, MISSING)
+        value = field.cast(data.get(name, MISSING), current=previous, is_new=current is None)
+        row[name] = str(value) if isinstance(value, PlainPassword) else value
     return row

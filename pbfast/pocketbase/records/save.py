@@ -12,10 +12,19 @@ from typing import Any
 
 import apsw
 
-from pbfast.pocketbase import fields, gocompat
+from pbfast.pocketbase import gocompat
 from pbfast.pocketbase.auth import hash_password, new_token_key, verify_password
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.fields import (
+    MISSING,
+    AutodateField,
+    ErrorItem,
+    FieldError,
+    PasswordField,
+    PlainPassword,
+    RelationField,
+)
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.records.errors import RecordValidationError
 from pbfast.pocketbase.records.find import load_row
@@ -24,12 +33,18 @@ from pbfast.pocketbase.tenant import Tenant, new_record_id
 __all__ = ["save_record"]
 
 SUPERUSERS = "_superusers"
-_MISMATCH = {"code": "validation_values_mismatch", "message": "Values don't match."}
-_REQUIRED = {"code": "validation_required", "message": "Cannot be blank."}
+
+
+def _mismatch() -> ErrorItem:
+    return ErrorItem(code="validation_values_mismatch", message="Values don't match.")
+
+
+def _required() -> ErrorItem:
+    return ErrorItem(code="validation_required", message="Cannot be blank.")
 
 
 def _auth_form_errors(collection: Collection, data: dict[str, Any], existing: dict[str, Any] | None,
-                      manage: bool) -> dict[str, dict[str, Any]]:
+                      manage: bool) -> dict[str, ErrorItem]:
     """PocketBase's ``RecordUpsert.validateFormFields`` for auth records: who may change ``email`` and
     ``verified``, and the password/passwordConfirm/oldPassword rules."""
     is_new = existing is None
@@ -37,22 +52,22 @@ def _auth_form_errors(collection: Collection, data: dict[str, Any], existing: di
     password = gocompat.cast_to_string(data["password"]) if "password" in data else ""
     confirm = gocompat.cast_to_string(data["passwordConfirm"]) if "passwordConfirm" in data else ""
     old_password = gocompat.cast_to_string(data["oldPassword"]) if "oldPassword" in data else ""
-    errors: dict[str, dict[str, Any]] = {}
+    errors: dict[str, ErrorItem] = {}
     if not is_new and not manage and "email" in data and collection.field("email") is not None:
         if gocompat.cast_to_string(data["email"]) != gocompat.cast_to_string(original.get("email") or ""):
-            errors["email"] = dict(_MISMATCH)
+            errors["email"] = _mismatch()
     if not manage and "verified" in data and collection.field("verified") is not None:
         if gocompat.cast_to_bool(data["verified"]) != bool(original.get("verified")):
-            errors["verified"] = dict(_MISMATCH)
+            errors["verified"] = _mismatch()
     if (is_new or confirm or old_password) and not password:
-        errors["password"] = dict(_REQUIRED)
+        errors["password"] = _required()
     if (is_new or password or old_password) and not confirm:
-        errors["passwordConfirm"] = dict(_REQUIRED)
+        errors["passwordConfirm"] = _required()
     elif confirm != password:
-        errors["passwordConfirm"] = dict(_MISMATCH)
+        errors["passwordConfirm"] = _mismatch()
     if not is_new and not manage and (password or confirm):
         if not old_password:
-            errors["oldPassword"] = dict(_REQUIRED)
+            errors["oldPassword"] = _required()
         elif not verify_password(old_password, str(original.get("password") or "")):
             errors["oldPassword"] = {"code": "validation_invalid_old_password",
                                      "message": "Missing or invalid old password."}
@@ -79,28 +94,28 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
             raise RecordValidationError(form_errors)
     if collection.name == SUPERUSERS and collection.field("verified") is not None:
         data = {**data, "verified": True}  # superusers are always verified
-    errors: dict[str, dict[str, Any]] = {}
+    errors: dict[str, ErrorItem] = {}
     values: dict[str, Any] = {}
     password_changed = False
     for field in collection.fields:
-        name = field["name"]
+        name = field.name
         if is_auth and name == "tokenKey":
             continue  # generated below: on create, and whenever the password or email changes
-        submitted = data.get(name, fields.MISSING)
-        current = fields.MISSING if is_new else existing.get(name, fields.MISSING)  # type: ignore[union-attr]
+        submitted = data.get(name, MISSING)
+        current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
         try:
-            value = fields.prepare_value(field, submitted, current=current, is_new=is_new)
-            if field["type"] == "relation":
+            value = field.prepare(submitted, current=current, is_new=is_new)
+            if isinstance(field, RelationField):
                 _check_relation_records(tenant, field, value)
-        except fields.FieldError as err:
+        except FieldError as err:
             errors[name] = err.to_dict()
             continue
-        if field["type"] == "password":
-            if fields.needs_hashing(value):
-                values[name] = hash_password(str(value), fields.password_cost(field))
+        if isinstance(field, PasswordField):
+            if isinstance(value, PlainPassword):
+                values[name] = hash_password(str(value), field.bcrypt_cost())
                 password_changed = True
             continue
-        if is_new or submitted is not fields.MISSING or field["type"] == "autodate":
+        if is_new or submitted is not MISSING or isinstance(field, AutodateField):
             if is_new or value != current:
                 values[name] = value
     if errors:
@@ -139,19 +154,19 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     return stored
 
 
-def _check_relation_records(tenant: Tenant, field: dict[str, Any], prepared: Any) -> None:
-    ids = fields.relation_ids(field, prepared)
+def _check_relation_records(tenant: Tenant, field: RelationField, prepared: Any) -> None:
+    ids = gocompat.to_unique_strings(prepared)
     if not ids:
         return
-    target = tenant.collection_by_id(field.get("collectionId", ""))
+    target = tenant.collection_by_id(field.collection_id)
     if target is None:
-        raise fields.FieldError("validation_missing_rel_collection",
+        raise FieldError("validation_missing_rel_collection",
                                 "Relation connection is missing or cannot be accessed")
     placeholders = ", ".join("?" * len(ids))
     (found,) = tenant.conn.execute(f"SELECT COUNT(*) FROM {quote(target.name)} WHERE id IN ({placeholders})",
                                    ids).fetchone() or (0,)
     if found != len(ids):
-        raise fields.FieldError("validation_missing_rel_records",
+        raise FieldError("validation_missing_rel_records",
                                 "Failed to find all relation records with the provided ids")
 
 
@@ -165,9 +180,9 @@ def _check_auth_id(tenant: Tenant, collection: Collection, record_id: str) -> No
                                                 "message": "Invalid or duplicated auth record id."}})
 
 
-def _unique_violation(collection: Collection, message: str, values: dict[str, Any]) -> dict[str, dict[str, str]]:
+def _unique_violation(collection: Collection, message: str, values: dict[str, Any]) -> dict[str, ErrorItem]:
     # "UNIQUE constraint failed: table.col1, table.col2"
-    problem = {"code": "validation_not_unique", "message": "Value must be unique."}
+    problem = ErrorItem(code="validation_not_unique", message="Value must be unique.")
     columns = [part.strip().split(".")[-1] for part in message.split(":", 1)[-1].split(",")]
     named = [c for c in columns if c in values or collection.field(c) is not None]
-    return {name: dict(problem) for name in named} or {"id": dict(problem)}
+    return {name: ErrorItem(**problem) for name in named} or {"id": ErrorItem(**problem)}

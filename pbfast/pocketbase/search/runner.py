@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
 from pbfast.pocketbase.dbutils.json import json_array_length, json_each, json_extract
+from pbfast.pocketbase.fields import Field, GeoPointField, JsonField, MultiValueField, NumberField, RelationField
 from pbfast.pocketbase.gocompat import go_quote, go_string, parse_float
 from pbfast.pocketbase.search.builder import DEFAULT_FILTER_EXPR_LIMIT, FilterBuilder
 from pbfast.pocketbase.search.errors import FilterError
@@ -23,24 +24,12 @@ if TYPE_CHECKING:
 
 __all__ = ["IdentifierRunner"]
 
-_MULTI_VALUE_TYPES: Final = frozenset({"select", "relation", "file"})
 _MODIFIERS: Final = frozenset({"isset", "each", "length", "lower", "changed"})
 _PLAIN_AUTH_FIELDS: Final = frozenset(
     "@request.auth." + n for n in ("id", "collectionId", "collectionName", "email", "emailVisibility", "verified"))
 
 _VIA_RE: Final = re.compile(r"(\w+)_via_(\w+)", re.ASCII)
 _INT_RE: Final = re.compile(r"[+-]?[0-9]+")
-
-
-def _is_multiple(field_def: Mapping[str, Any]) -> bool:
-    try:
-        return int(field_def.get("maxSelect") or 0) > 1
-    except (TypeError, ValueError):
-        return False
-
-
-def _is_hidden(field_def: Mapping[str, Any]) -> bool:
-    return bool(field_def.get("hidden"))
 
 
 def _split_modifier(combined: str) -> tuple[str, str]:
@@ -176,7 +165,7 @@ class IdentifierRunner:
                 body_field = self.r.base.field(field_name)
                 if body_field is None:
                     return self.static_field(self.props[1:])
-                if body_field.get("type") == "relation" and len(self.props) > 3:
+                if isinstance(body_field, RelationField) and len(self.props) > 3:
                     return self.body_relation_field(body_field)
                 if len(self.props) == 3:
                     if modifier == "each":
@@ -205,7 +194,7 @@ class IdentifierRunner:
             return self.result(Sql("FALSE" if missing else "TRUE"))
         if isinstance(value, str):
             field_def = self.r.base.field(path[-1])
-            if field_def is not None and field_def.get("type") == "number":
+            if isinstance(field_def, NumberField):
                 number = parse_float(value)
                 if number is not None:
                     value = number
@@ -256,11 +245,11 @@ class IdentifierRunner:
         self.props = self.props[2:]
         return self.active_props()
 
-    def body_value(self, field_def: Mapping[str, Any]) -> Any:
-        return self.r._static.get("body", {}).get(field_def["name"])
+    def body_value(self, field_def: Field) -> Any:
+        return self.r._static.get("body", {}).get(field_def.name)
 
-    def body_changed(self, field_def: Mapping[str, Any]) -> ResolvedField:
-        name = field_def["name"]
+    def body_changed(self, field_def: Field) -> ResolvedField:
+        name = field_def.name
         inner = f"@request.body.{name}:isset = true && @request.body.{name} != {name}"
         build = FilterBuilder(self.r, DEFAULT_FILTER_EXPR_LIMIT, None)
         expr = build.groups(parse(inner))
@@ -269,25 +258,25 @@ class IdentifierRunner:
             joins=tuple(self.joins) + tuple(build.joins.values()),
             rule_joins=tuple(self.rule_joins) + tuple(build.rule_joins.values()), params=())
 
-    def body_lower(self, field_def: Mapping[str, Any]) -> ResolvedField:
+    def body_lower(self, field_def: Field) -> ResolvedField:
         value = self.body_value(field_def)
         text = "" if isinstance(value, list | tuple | dict) else go_string(value)
         return self.result(fmt("LOWER({})", Sql.param(text)))
 
-    def body_length(self, field_def: Mapping[str, Any]) -> ResolvedField:
-        if field_def.get("type") not in _MULTI_VALUE_TYPES:
-            raise FilterError(f"field {go_quote(field_def['name'])} doesn't support multivalue operations")
+    def body_length(self, field_def: Field) -> ResolvedField:
+        if not isinstance(field_def, MultiValueField):
+            raise FilterError(f"field {go_quote(field_def.name)} doesn't support multivalue operations")
         return self.result(Sql(str(len(_to_slice(self.body_value(field_def))))))
 
-    def body_each(self, field_def: Mapping[str, Any]) -> ResolvedField:
-        if field_def.get("type") not in _MULTI_VALUE_TYPES:
-            raise FilterError(f"field {go_quote(field_def['name'])} doesn't support multivalue operations")
+    def body_each(self, field_def: Field) -> ResolvedField:
+        if not isinstance(field_def, MultiValueField):
+            raise FilterError(f"field {go_quote(field_def.name)} doesn't support multivalue operations")
         raw = _json_dumps(_to_slice(self.body_value(field_def)))
-        clean = columnify(field_def["name"])
+        clean = columnify(field_def.name)
         je_alias = "__dataEach_je_" + clean + self.r._alias_suffix
         self.register_join(fmt("json_each({})", Sql.param(raw)), je_alias, None, None)
         multi = None
-        if _is_multiple(field_def):
+        if field_def.is_multiple():
             self.with_mm = True
         if self.with_mm:
             je_alias2 = "__mm_" + je_alias
@@ -296,17 +285,17 @@ class IdentifierRunner:
             multi = self.mm
         return self.result(Sql(col(je_alias, "value")), multi_match=multi, params=(raw,))
 
-    def body_relation_field(self, field_def: Mapping[str, Any]) -> ResolvedField:
+    def body_relation_field(self, field_def: RelationField) -> ResolvedField:
         try:
-            rel_coll = self.r.load_collection(str(field_def.get("collectionId") or ""))
+            rel_coll = self.r.load_collection(field_def.collection_id)
         except FilterError as exc:
-            raise FilterError(f"failed to load collection {go_quote(field_def.get('collectionId'))} from data field "
-                              f"{go_quote(field_def['name'])}") from exc
+            raise FilterError(f"failed to load collection {go_quote(field_def.collection_id)} from data field "
+                              f"{go_quote(field_def.name)}") from exc
         ids = _unique_strings(self.body_value(field_def))
         if not ids:
             return self.null()
         self.coll_name = rel_coll.name
-        self.alias = columnify(f"__data_{rel_coll.name}_{field_def['name']}") + self.r._alias_suffix
+        self.alias = columnify(f"__data_{rel_coll.name}_{field_def.name}") + self.r._alias_suffix
 
         def in_ids(alias: str) -> Sql:
             if len(ids) == 1:
@@ -314,7 +303,7 @@ class IdentifierRunner:
             return fmt(col(alias, "id") + " IN ({})", Sql.join(", ", (Sql.param(i) for i in ids)))
 
         self.register_join(Sql(quote(rel_coll.name)), self.alias, in_ids(self.alias), rel_coll)
-        if _is_multiple(field_def):
+        if field_def.is_multiple():
             self.with_mm = True
         self.mm_alias = "__mm_" + self.alias
         self.mm_join(Sql(quote(rel_coll.name)), self.mm_alias, in_ids(self.mm_alias))
@@ -355,9 +344,9 @@ class IdentifierRunner:
             if i == total - 1:
                 return self.finalize(coll, prop)
             field_def = coll.field(prop)
-            if field_def is not None and _is_hidden(field_def) and not self.r.allow_hidden_fields:
+            if field_def is not None and field_def.hidden and not self.r.allow_hidden_fields:
                 raise FilterError(f"non-filterable field {go_quote(prop)}")
-            if field_def is not None and field_def.get("type") in ("json", "geoPoint"):
+            if isinstance(field_def, JsonField | GeoPointField):
                 return self.json_path(prop, self.props[i + 1:])
             if i >= MAX_NESTED_RELS:
                 raise FilterError(f"max nested relations reached for field {go_quote(prop)}")
@@ -366,17 +355,17 @@ class IdentifierRunner:
                 if back is not None:
                     return back
                 continue
-            if field_def.get("type") != "relation":
+            if not isinstance(field_def, RelationField):
                 raise FilterError(f"field {go_quote(prop)} is not a valid relation")
             try:
-                rel_coll = self.r.load_collection(str(field_def.get("collectionId") or ""))
+                rel_coll = self.r.load_collection(field_def.collection_id)
             except FilterError as exc:
                 raise FilterError(f"failed to load field {go_quote(prop)} collection: {exc}") from exc
-            multiple = _is_multiple(field_def)
+            multiple = field_def.is_multiple()
             if not multiple and i == total - 2 and self.props[i + 1] == "id":
                 # "rel.id" is the same as "rel" for single relations (no join needed)
-                return self.finalize(coll, str(field_def["name"]))
-            clean = columnify(str(field_def["name"]))
+                return self.finalize(coll, field_def.name)
+            clean = columnify(field_def.name)
             prefixed = col(self.alias, clean)
             new_alias = self.alias + "_" + clean + self.r._alias_suffix
             rel_table = Sql(quote(columnify(rel_coll.name)))
@@ -438,22 +427,22 @@ class IdentifierRunner:
             if self.nullify_missing:
                 return self.null()
             raise FilterError(f"missing back relation field {go_quote(match.group(2))}")
-        if back_field.get("type") != "relation":
+        if not isinstance(back_field, RelationField):
             if self.nullify_missing:
                 return self.null()
             raise FilterError(f"invalid back relation field {go_quote(match.group(2))}")
-        if _is_hidden(back_field) and not self.r.allow_hidden_fields:
-            raise FilterError(f"non-filterable back relation field {go_quote(back_field['name'])}")
-        if str(back_field.get("collectionId") or "") != coll.id:
+        if back_field.hidden and not self.r.allow_hidden_fields:
+            raise FilterError(f"non-filterable back relation field {go_quote(back_field.name)}")
+        if back_field.collection_id != coll.id:
             if self.nullify_missing:
                 return self.null()
-            raise FilterError(f"invalid collection reference of a back relation field {go_quote(back_field['name'])}")
+            raise FilterError(f"invalid collection reference of a back relation field {go_quote(back_field.name)}")
 
         clean_prop = columnify(prop)
-        clean_back = columnify(str(back_field["name"]))
+        clean_back = columnify(back_field.name)
         new_alias = self.alias + "_" + clean_prop + self.r._alias_suffix
         back_table = Sql(quote(columnify(back_coll.name)))
-        multiple = _is_multiple(back_field)
+        multiple = back_field.is_multiple()
         if not multiple:
             self.register_join(back_table, new_alias, Sql(f"{col(new_alias, clean_back)} = {col(self.alias, 'id')}"),
                                back_coll)
@@ -467,7 +456,7 @@ class IdentifierRunner:
         if multiple:
             self.with_mm = True
         elif not self.with_mm:
-            self.with_mm = single_column_unique_index(back_coll.indexes, str(back_field["name"])) is None
+            self.with_mm = single_column_unique_index(back_coll.indexes, back_field.name) is None
         new_alias2 = self.mm_alias + "_" + clean_prop + self.r._alias_suffix
         if not multiple:
             self.mm_join(back_table, new_alias2, Sql(f"{col(new_alias2, clean_back)} = {col(self.mm_alias, 'id')}"))
@@ -486,11 +475,10 @@ class IdentifierRunner:
             if self.nullify_missing:
                 return self.null()
             raise FilterError(f"unknown field {go_quote(name)}")
-        if _is_hidden(field_def) and not self.r.allow_hidden_fields:
+        if field_def.hidden and not self.r.allow_hidden_fields:
             raise FilterError(f"non-filterable field {go_quote(name)}")
-        field_type = field_def.get("type")
-        multivaluer = field_type in _MULTI_VALUE_TYPES
-        clean = columnify(str(field_def["name"]))
+        multivaluer = isinstance(field_def, MultiValueField)
+        clean = columnify(field_def.name)
         column = col(self.alias, clean)
 
         if modifier == "length" and multivaluer:
@@ -503,7 +491,7 @@ class IdentifierRunner:
         if modifier == "each" and multivaluer:
             je_alias = "__je_" + self.alias + "_" + clean + self.r._alias_suffix
             self.register_join(Sql(json_each(column)), je_alias, None, None)
-            if _is_multiple(field_def):
+            if field_def.is_multiple():
                 self.with_mm = True
             multi = None
             if self.with_mm:
@@ -520,13 +508,13 @@ class IdentifierRunner:
             self.mm.value = Sql(col(self.mm_alias, clean))
             multi = self.mm
         after_build = None
-        if field_def["name"] == "email" and not self.r.allow_hidden_fields and coll.type == "auth":
+        if field_def.name == "email" and not self.r.allow_hidden_fields and coll.type == "auth":
             visibility = col(self.alias, "emailVisibility")
 
             def after_build(expr: Sql) -> Sql:
                 return fmt("(({}) AND (" + visibility + " = TRUE))", expr)
 
-        if field_type == "json":
+        if isinstance(field_def, JsonField):
             null_fallback = NullFallback.DISABLED
             sql = Sql(json_extract(column, ""))
             if self.with_mm:
