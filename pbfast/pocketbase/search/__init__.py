@@ -4,8 +4,8 @@ API rules and sorts compiled to SQLite, and the list query parameters.
 * :mod:`.scanner`, :mod:`.parser` - fexpr: a filter's text as tokens, then as expression groups;
 * :mod:`.sql` - SQL fragments with bound values, and what an identifier resolves to;
 * :mod:`.builder` - a parsed filter compiled to a ``WHERE`` expression (:func:`compile_filter`);
-* :mod:`.resolver`, :mod:`.runner` - identifiers of a collection's table (fields, relations,
-  back-relations, ``@collection.*``, ``@request.*``) as SQL (:class:`TableResolver`);
+* :mod:`.resolver`, :mod:`.runner`, :mod:`.request_fields` - identifiers of a collection's table (fields,
+  relations, back-relations, ``@collection.*``, ``@request.*``) as SQL (:class:`TableResolver`);
 * :mod:`.sort`, :mod:`.provider` - ``sort``, and a list query's filters, sort and paging together;
 * :mod:`.picker`, :mod:`.excerpt` - the ``fields`` parameter and its ``:excerpt`` modifier.
 
