@@ -48,12 +48,8 @@ class MfaOptions:
 
     @staticmethod
     def of(collection: Collection) -> MfaOptions:
-        raw = collection.options.get("mfa") or {}
-        try:
-            duration = int(raw.get("duration") or 0)
-        except (TypeError, ValueError):
-            duration = 0
-        return MfaOptions(bool(raw.get("enabled")), duration, str(raw.get("rule") or ""))
+        config = collection.auth.mfa
+        return MfaOptions(config.enabled, config.duration, config.rule)
 
 
 def submitted_mfa_id(query_string: str, body: Mapping[str, Any]) -> str:

@@ -184,7 +184,7 @@ def test_fixture_collections_equal_pocketbase_api(fixture_server: StockPocketBas
         assert mine == expected, name
         assert list(mine) == list(expected), name  # same key order too
     for name in ("users", "clients", "nologin", "_superusers"):
-        secret = collections[name].options["authToken"]["secret"]
+        secret = collections[name].auth.to_json()["authToken"]["secret"]
         assert len(secret) >= 30 and "secret" not in collections[name].to_api()["authToken"]
 
 
@@ -454,7 +454,7 @@ def test_create_auth_collection_adds_system_fields_and_indexes(tenant: apsw.Conn
         "CREATE UNIQUE INDEX `idx_email_pbc_2620428958` ON `members` (`email`) WHERE `email` != ''"]
     api = created.to_api()
     assert api["authToken"] == {"duration": 100} and api["passwordResetToken"] == {"duration": 1800}
-    assert len(created.options["authToken"]["secret"]) == 50
+    assert len(created.auth.to_json()["authToken"]["secret"]) == 50
 
 
 def test_validation_errors_have_pocketbase_shape(tenant: apsw.Connection) -> None:
@@ -528,12 +528,12 @@ def test_update_keeps_data_across_add_rename_drop(tenant: apsw.Connection) -> No
 
 def test_auth_rule_change_regenerates_token_secret(tenant: apsw.Connection) -> None:
     users = pbc.load_collections(tenant)["users"]
-    before = users.options["authToken"]["secret"]
+    before = users.auth.to_json()["authToken"]["secret"]
     same = pbc.update_collection(tenant, users, {"authAlert": {"enabled": False}})
-    assert same.options["authToken"]["secret"] == before and same.options["authAlert"]["enabled"] is False
-    assert same.options["authAlert"]["emailTemplate"]["subject"] == "Login from a new location"
+    assert same.auth.to_json()["authToken"]["secret"] == before and same.auth.to_json()["authAlert"]["enabled"] is False
+    assert same.auth.to_json()["authAlert"]["emailTemplate"]["subject"] == "Login from a new location"
     changed = pbc.update_collection(tenant, same, {"authRule": "verified = true"})
-    assert changed.options["authToken"]["secret"] != before and changed.options["authRule"] == "verified = true"
+    assert changed.auth.to_json()["authToken"]["secret"] != before and changed.auth.to_json()["authRule"] == "verified = true"
     errors = _errors(tenant, {"mfa": {"enabled": True}}, changed)
     assert errors == {"mfa": {"enabled": {"code": "validation_mfa_not_enough_auths",
                                           "message": "MFA requires at least 2 auth methods to be enabled."}}}

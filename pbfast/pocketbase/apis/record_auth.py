@@ -35,8 +35,8 @@ _LENGTH_1_255: Final[dict[str, Any]] = {"code": "validation_length_out_of_range"
 
 def auth_with_password(request: TenantRequest) -> None:
     collection = _auth_collection(request)
-    password_auth = collection.options.get("passwordAuth") or {}
-    if not password_auth.get("enabled", False) and collection.name != SUPERUSERS:
+    password_auth = collection.auth.password_auth
+    if not password_auth.enabled and collection.name != SUPERUSERS:
         raise ApiError(403, "The collection is not configured to allow password authentication.")
     try:
         body = read_body(request)
@@ -44,7 +44,7 @@ def auth_with_password(request: TenantRequest) -> None:
         if err.status == 400:
             raise ApiError(400, LOAD_FAILED) from err
         raise
-    identity_fields = [str(f) for f in (password_auth.get("identityFields") or [])]
+    identity_fields = password_auth.identity_fields
     form: dict[str, str] = {}
     for key in ("identity", "password", "identityField"):
         value = body.get(key)
@@ -117,9 +117,9 @@ def _auth_response(request: TenantRequest, collection: Collection, row: Row, tok
             request.send_json(401, {"mfaId": mfa_id})
             return
     if token is None:
-        token_options = collection.options.get("authToken") or {}
-        token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id,
-                                      token_options.get("secret", ""), int(token_options.get("duration", 604800)))
+        token_config = collection.auth.auth_token
+        token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id, token_config.secret,
+                                      token_config.duration)
     viewer = Viewer(collection.name == SUPERUSERS, collection.id, row["id"])
     send_with_fields(request, {"record": records.record_json(collection, row, viewer, show_email=True),
                                "token": token})

@@ -119,7 +119,7 @@ def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
     if collection is None or collection.type != "auth":
         return None
     row = load_row(tenant, collection, claims["id"])
-    secret = (collection.options.get("authToken") or {}).get("secret", "")
+    secret = collection.auth.auth_token.secret
     if row is None or not secret or not auth.verify_token_signature(token, str(row.get("tokenKey", "")), secret):
         return None
     return Auth(collection, row, token, bool(claims.get("refreshable")))

@@ -9,7 +9,7 @@ from typing import Any
 
 from pbfast.pocketbase.fields import Field, FieldSettingsError, decode_field
 from pbfast.pocketbase.collections import system as S
-from pbfast.pocketbase.collections.auth_options import AUTH_OPTION_KEYS, normalize_auth_options
+from pbfast.pocketbase.collections.auth_options import AUTH_OPTION_KEYS, AuthOptions
 from pbfast.pocketbase.collections.errors import decode_error
 from pbfast.pocketbase.collections.model import RULE_KEYS, Collection
 
@@ -102,25 +102,23 @@ def apply_payload(collection: Collection, payload: Mapping[str, Any], *, is_new:
         for key, value in patch.items():
             if key not in ("authRule", "manageRule") and value is not None and not isinstance(value, dict):
                 raise decode_error(f"{key}: expected an object")
-        merged = _merge(collection.options, patch)
+        merged = _merge(collection.auth.to_json(), patch)
         if "oauth2" in patch and isinstance(patch["oauth2"], Mapping) and "providers" in patch["oauth2"]:
             providers = patch["oauth2"]["providers"]
             if providers is not None and not isinstance(providers, list):
                 raise decode_error("oauth2.providers: expected an array")
-        collection.options = normalize_auth_options(merged)
+        collection.auth = AuthOptions.from_json(merged)
     elif collection.type == "view":
         if "viewQuery" in payload:
             query = payload["viewQuery"]
             if query is not None and not isinstance(query, str):
                 raise decode_error("viewQuery: expected a string")
-            collection.options = {"viewQuery": query or ""}
+            collection.view_query = query or ""
 
 
 def new_collection(collection_type: str, name: str) -> Collection:
     """PocketBase's ``NewCollection``: defaults of the type (an unknown type gets base defaults)."""
     collection = Collection(id="", name=name, type=collection_type)
     if collection_type == "auth":
-        collection.options = S.default_auth_options()
-    elif collection_type == "view":
-        collection.options = {"viewQuery": ""}
+        collection.auth = AuthOptions.from_json(S.default_auth_options())
     return collection

@@ -83,7 +83,7 @@ def init_default_fields(collection: Collection) -> None:
 
 
 def unset_missing_mapped_fields(collection: Collection) -> None:
-    mapped = collection.options.get("oauth2", {}).get("mappedFields", {})
+    mapped = collection.auth.oauth2.mapped_fields
     for key, value in list(mapped.items()):
         if value and collection.field(value) is None:
             mapped[key] = ""

@@ -12,7 +12,7 @@ import apsw
 import orjson
 
 from pbfast.pocketbase.fields import Field, load_field
-from pbfast.pocketbase.collections.auth_options import auth_options_for_api, normalize_auth_options
+from pbfast.pocketbase.collections.auth_options import AuthOptions
 from pbfast.pocketbase.gocompat import go_json_default
 from pbfast.timefmt import format_datetime
 
@@ -25,8 +25,8 @@ RULE_KEYS: Final = ("listRule", "viewRule", "createRule", "updateRule", "deleteR
 
 @dataclass
 class Collection:
-    """One collection (a row of ``_collections``); ``fields`` are typed fields, ``options``
-    the type's options (auth options with secrets, ``{"viewQuery": ...}`` for views, ``{}`` for base)."""
+    """One collection (a row of ``_collections``): typed fields, API rules, indexes, and the options of its
+    type (``auth``: an auth collection's options, secrets included; ``view_query``: a view's query)."""
 
     id: str
     name: str
@@ -38,7 +38,8 @@ class Collection:
     createRule: str | None = None  # noqa: N815
     updateRule: str | None = None  # noqa: N815
     deleteRule: str | None = None  # noqa: N815
-    options: dict[str, Any] = field(default_factory=dict)
+    auth: AuthOptions = field(default_factory=AuthOptions)
+    view_query: str = ""
     indexes: list[str] = field(default_factory=list)
     created: str = ""
     updated: str = ""
@@ -64,17 +65,16 @@ class Collection:
     def is_view(self) -> bool:
         return self.type == "view"
 
-    @property
-    def view_query(self) -> str:
-        return str(self.options.get("viewQuery") or "")
-
     def rule(self, key: str) -> str | None:
         """An API rule by its key (``listRule``... or, for auth collections, ``authRule``/``manageRule``)."""
         if key in RULE_KEYS:
             value: str | None = getattr(self, key)
             return value
-        value = self.options.get(key)
-        return value if isinstance(value, str) else None
+        if key == "authRule":
+            return self.auth.auth_rule
+        if key == "manageRule":
+            return self.auth.manage_rule
+        return None
 
     def to_api(self) -> dict[str, Any]:
         """Exactly what PocketBase's collections API returns for this collection (to a superuser)."""
@@ -89,19 +89,18 @@ class Collection:
             "system": self.system,
         }
         if self.type == "auth":
-            result.update(auth_options_for_api(self.options))
+            result.update(self.auth.to_api())
         elif self.type == "view":
             result["viewQuery"] = self.view_query
         return result
 
     def to_row(self) -> dict[str, Any]:
         """The ``_collections`` row PocketBase stores (JSON columns as text)."""
+        options: dict[str, object] = {}
         if self.type == "auth":
-            options: dict[str, Any] = normalize_auth_options(self.options)
+            options = self.auth.to_json()
         elif self.type == "view":
             options = {"viewQuery": self.view_query}
-        else:
-            options = {}
         return {
             "id": self.id, "system": 1 if self.system else 0, "type": self.type, "name": self.name,
             "fields": orjson.dumps([f.to_json() for f in self.fields], default=go_json_default).decode(),
@@ -129,18 +128,14 @@ class Collection:
         raw_options = json_value("options", {})
         if not isinstance(raw_options, dict):
             raw_options = {}
-        if collection_type == "auth":
-            options = normalize_auth_options(raw_options)
-        elif collection_type == "view":
-            options = {"viewQuery": str(raw_options.get("viewQuery") or "")}
-        else:
-            options = {}
         return cls(
             id=str(row["id"]), name=str(row["name"]), type=collection_type, system=bool(row.get("system")),
             fields=[load_field(f) for f in json_value("fields", []) if isinstance(f, dict)],
             listRule=row.get("listRule"), viewRule=row.get("viewRule"), createRule=row.get("createRule"),
             updateRule=row.get("updateRule"), deleteRule=row.get("deleteRule"),
-            options=options, indexes=[str(i) for i in json_value("indexes", [])],
+            auth=AuthOptions.from_json(raw_options) if collection_type == "auth" else AuthOptions(),
+            view_query=str(raw_options.get("viewQuery") or "") if collection_type == "view" else "",
+            indexes=[str(i) for i in json_value("indexes", [])],
             created=str(row.get("created") or ""), updated=str(row.get("updated") or ""),
         )
 

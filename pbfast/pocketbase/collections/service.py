@@ -167,9 +167,8 @@ def update_collection(conn: apsw.Connection, collection: Collection, payload: Ma
         init_default_fields(updated)
         if updated.type == "auth":
             unset_missing_mapped_fields(updated)
-            if original.type == "auth" and (original.options.get("authRule") or "") != \
-                    (updated.options.get("authRule") or ""):
-                updated.options["authToken"]["secret"] = S.random_secret()
+            if original.type == "auth" and (original.auth.auth_rule or "") != (updated.auth.auth_rule or ""):
+                updated.auth.auth_token.secret = S.random_secret()
         _normalize_index_tables(updated)
         saved = _save(conn, updated, original, "Failed to update collection.", check_rule)
     return saved

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 
 import apsw
 
 from pbfast.pocketbase.fields import SettingsContext, TextField
-from pbfast.pocketbase.collections.auth_options import TEMPLATE_KEYS, TOKEN_KEYS
+from pbfast.pocketbase.collections.auth_options import TEMPLATE_KEYS, TOKEN_KEYS, EmailTemplate
 from pbfast.pocketbase.collections.errors import REQUIRED, error_item
 from pbfast.pocketbase.collections.model import COLLECTION_TYPES, RULE_KEYS, Collection, CollectionMap
 from pbfast.pocketbase.dbutils.index import ParsedIndex, parse_index, single_column_unique_index
@@ -211,104 +211,104 @@ def _check_system_unique_indexes(collection: Collection, original: Collection) -
 
 def _validate_auth_options(collection: Collection, original: Collection | None, others: CollectionMap,
                            check_rule: RuleChecker) -> dict[str, Any]:
-    options = collection.options
+    options = collection.auth
     errors: dict[str, Any] = {}
-    original_options = original.options if original is not None and original.type == "auth" else {}
+    original_options = original.auth if original is not None and original.type == "auth" else None
+    system_original = original is not None and original.system
 
-    def system_rule_changed(key: str) -> bool:
-        return original is not None and original.system and original_options.get(key) != options.get(key)
-
-    for key in ("authRule", "manageRule"):
-        value = options.get(key)
+    for key, value, previous in (("authRule", options.auth_rule, original_options and original_options.auth_rule),
+                                 ("manageRule", options.manage_rule,
+                                  original_options and original_options.manage_rule)):
         if key == "manageRule" and value == "":
             errors[key] = error_item("validation_nil_or_not_empty_required", "cannot be blank")
             continue
         problem = _check_rule(check_rule, collection, value, others)
-        if problem is None and system_rule_changed(key):
+        if problem is None and system_original and previous != value:
             problem = error_item("validation_collection_system_rule_change", "System collection API rule cannot be changed.")
         if problem:
             errors[key] = problem
 
-    def template_errors(template: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: dict(REQUIRED) for k in ("subject", "body") if not template.get(k)}
+    def template_errors(template: EmailTemplate) -> dict[str, Any]:
+        return {k: dict(REQUIRED) for k, v in (("subject", template.subject), ("body", template.body)) if not v}
 
-    alert = template_errors(options["authAlert"]["emailTemplate"])
+    alert = template_errors(options.auth_alert_template)
     if alert:
         errors["authAlert"] = {"emailTemplate": alert}
-    if options["passwordAuth"]["enabled"] and not options["passwordAuth"]["identityFields"]:
+    if options.password_auth.enabled and not options.password_auth.identity_fields:
         errors["passwordAuth"] = {"identityFields": dict(REQUIRED)}
-    oauth2 = options["oauth2"]
-    if oauth2["enabled"]:
+    oauth2 = options.oauth2
+    if oauth2.enabled:
         provider_errors: dict[str, Any] = {}
         seen: set[str] = set()
-        for index, provider in enumerate(oauth2["providers"]):
-            problems = {k: dict(REQUIRED) for k in ("name", "clientId", "clientSecret") if not provider.get(k)}
-            if not problems and provider["name"] in seen:
+        for index, provider in enumerate(oauth2.providers):
+            problems = {k: dict(REQUIRED) for k, v in (("name", provider.name), ("clientId", provider.client_id),
+                                                        ("clientSecret", provider.client_secret)) if not v}
+            if not problems and provider.name in seen:
                 problems = {"name": error_item("validation_duplicated_provider",
-                                          f"The provider {provider['name']} is already registered.",
-                                          {"name": provider["name"]})}
-            seen.add(provider["name"])
+                                               f"The provider {provider.name} is already registered.",
+                                               {"name": provider.name})}
+            seen.add(provider.name)
             if problems:
                 provider_errors[str(index)] = problems
         if provider_errors:
             errors["oauth2"] = {"providers": provider_errors}
-    otp = options["otp"]
+    otp = options.otp
     otp_errors: dict[str, Any] = {}
-    if otp["enabled"]:
-        if not otp["duration"]:
+    if otp.enabled:
+        if not otp.duration:
             otp_errors["duration"] = dict(REQUIRED)
-        elif not 10 <= otp["duration"] <= 86400:
-            otp_errors["duration"] = _range_item(otp["duration"], 10, 86400)
-        if not otp["length"]:
+        elif not 10 <= otp.duration <= 86400:
+            otp_errors["duration"] = _range_item(otp.duration, 10, 86400)
+        if not otp.length:
             otp_errors["length"] = dict(REQUIRED)
-        elif otp["length"] < 4:
-            otp_errors["length"] = _range_item(otp["length"], 4, None)
-    template = template_errors(otp["emailTemplate"])
+        elif otp.length < 4:
+            otp_errors["length"] = _range_item(otp.length, 4, None)
+    template = template_errors(otp.email_template)
     if template:
         otp_errors["emailTemplate"] = template
     if otp_errors:
         errors["otp"] = otp_errors
-    mfa = options["mfa"]
-    if mfa["enabled"]:
-        if not mfa["duration"]:
+    mfa = options.mfa
+    if mfa.enabled:
+        if not mfa.duration:
             errors["mfa"] = {"duration": dict(REQUIRED)}
-        elif not 10 <= mfa["duration"] <= 86400:
-            errors["mfa"] = {"duration": _range_item(mfa["duration"], 10, 86400)}
+        elif not 10 <= mfa.duration <= 86400:
+            errors["mfa"] = {"duration": _range_item(mfa.duration, 10, 86400)}
     for key in TOKEN_KEYS:
-        token = options[key]
+        token = options.tokens[key]
         token_errors: dict[str, Any] = {}
-        if not token["secret"]:
+        if not token.secret:
             token_errors["secret"] = dict(REQUIRED)
-        elif not 30 <= len(token["secret"].encode()) <= 255:
+        elif not 30 <= len(token.secret.encode()) <= 255:
             token_errors["secret"] = error_item("validation_length_out_of_range",
-                                           "the length must be between 30 and 255", {"min": 30, "max": 255})
-        if not token["duration"]:
+                                                "the length must be between 30 and 255", {"min": 30, "max": 255})
+        if not token.duration:
             token_errors["duration"] = dict(REQUIRED)
-        elif not 10 <= token["duration"] <= MAX_TOKEN_DURATION:
-            token_errors["duration"] = _range_item(token["duration"], 10, MAX_TOKEN_DURATION)
+        elif not 10 <= token.duration <= MAX_TOKEN_DURATION:
+            token_errors["duration"] = _range_item(token.duration, 10, MAX_TOKEN_DURATION)
         if token_errors:
             errors[key] = token_errors
     for key in TEMPLATE_KEYS:
-        problems = template_errors(options[key])
+        problems = template_errors(options.templates[key])
         if problems:
             errors[key] = problems
     if errors:
         return errors
-    if mfa["enabled"]:
-        enabled = sum(1 for on in (options["passwordAuth"]["enabled"], oauth2["enabled"], otp["enabled"]) if on)
+    if mfa.enabled:
+        enabled = sum(1 for on in (options.password_auth.enabled, oauth2.enabled, otp.enabled) if on)
         if enabled < 2:
             return {"mfa": {"enabled": error_item("validation_mfa_not_enough_auths",
-                                             "MFA requires at least 2 auth methods to be enabled.")}}
-        if mfa["rule"]:
-            problem = _check_rule(check_rule, collection, mfa["rule"], others)
-            if problem is None and original is not None and original.system and \
-                    original_options.get("mfa", {}).get("rule") != mfa["rule"]:
+                                                  "MFA requires at least 2 auth methods to be enabled.")}}
+        if mfa.rule:
+            problem = _check_rule(check_rule, collection, mfa.rule, others)
+            previous_rule = original_options.mfa.rule if original_options is not None else None
+            if problem is None and system_original and previous_rule != mfa.rule:
                 problem = error_item("validation_collection_system_rule_change",
-                                "System collection API rule cannot be changed.")
+                                     "System collection API rule cannot be changed.")
             if problem:
                 return {"mfa": {"rule": problem}}
-    if options["passwordAuth"]["enabled"]:
-        for name in dict.fromkeys(options["passwordAuth"]["identityFields"]):
+    if options.password_auth.enabled:
+        for name in dict.fromkeys(options.password_auth.identity_fields):
             if collection.field(name) is None:
                 return {"passwordAuth": {"identityFields": error_item(
                     "validation_missing_field", f"Invalid or missing field {name}", {"fieldName": name})}}
