@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Iterator
 from typing import Final
 
 import apsw
@@ -19,30 +20,36 @@ from pbfast.pocketbase.sqlite_guard import execute_one, read_only_select
 
 __all__ = ["ViewFieldsError", "save_view", "view_fields"]
 
-def _split_top_level(text: str, separator: str) -> list[str]:
-    """Split on ``separator`` outside quotes and parentheses (PocketBase's tokenizer)."""
-    parts: list[str] = []
-    depth, quote, current = 0, "", []
-    for char in text:
+
+def _top_level(text: str, *, clamp: bool) -> Iterator[tuple[int, str]]:
+    """``(index, char)`` of the characters of an SQL text outside quotes (``'``, ``"``, backquotes, ``[ ]``)
+    and parentheses; with ``clamp`` a stray ``)`` does not take the depth below zero."""
+    depth, quote = 0, ""
+    for index, char in enumerate(text):
         if quote:
-            current.append(char)
             if char == quote:
                 quote = ""
-            continue
-        if char in "'\"`":
+        elif char in "'\"`":
             quote = char
         elif char == "[":
             quote = "]"
         elif char == "(":
             depth += 1
         elif char == ")":
-            depth = max(depth - 1, 0)
-        elif char == separator and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    tail = "".join(current).strip()
+            depth = max(depth - 1, 0) if clamp else depth - 1
+        elif depth == 0:
+            yield index, char
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """Split on ``separator`` outside quotes and parentheses, dropping empty trailing text."""
+    parts: list[str] = []
+    start = 0
+    for index, char in _top_level(text, clamp=True):
+        if char == separator:
+            parts.append(text[start:index].strip())
+            start = index + 1
+    tail = text[start:].strip()
     if tail:
         parts.append(tail)
     return parts
@@ -62,27 +69,13 @@ def _select_expressions(query: str) -> list[str]:
     if not head:
         return []
     rest = query[head.end():]
-    depth, quote, end = 0, "", len(rest)
-    index = 0
-    while index < len(rest):
-        char = rest[index]
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"`":
-            quote = char
-        elif char == "[":
-            quote = "]"
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif depth == 0 and rest[index:index + 4].lower() == "from" and (index == 0 or not rest[index - 1].isalnum()
-                                                                       and rest[index - 1] != "_") \
+    end = len(rest)
+    for index, _ in _top_level(rest, clamp=False):
+        if rest[index:index + 4].lower() == "from" and (index == 0 or not (rest[index - 1].isalnum()
+                                                                           or rest[index - 1] == "_")) \
                 and (index + 4 >= len(rest) or not (rest[index + 4].isalnum() or rest[index + 4] == "_")):
             end = index
             break
-        index += 1
     return _split_top_level(rest[:end], ",")
 
 
