@@ -7,7 +7,7 @@ in: it stores an ``_mfas`` row (``collectionRef``, ``recordRef``, ``method``, ``
 session must belong to the same record, be younger than the collection's ``mfa.duration`` seconds and have
 been opened by a *different* method, and is deleted once used. Changing the record's password deletes its
 sessions (``records.save_record``); deleting the record or its collection deletes them too
-(``schema.delete_records``).
+(``collections.delete_records``).
 """
 
 from __future__ import annotations
