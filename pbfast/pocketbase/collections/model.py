@@ -76,9 +76,9 @@ class Collection:
             return self.auth.manage_rule
         return None
 
-    def to_api(self) -> dict[str, Any]:
+    def to_api(self) -> dict[str, object]:
         """Exactly what PocketBase's collections API returns for this collection (to a superuser)."""
-        result: dict[str, Any] = {
+        result: dict[str, object] = {
             "id": self.id,
             "listRule": self.listRule, "viewRule": self.viewRule, "createRule": self.createRule,
             "updateRule": self.updateRule, "deleteRule": self.deleteRule,
@@ -94,7 +94,7 @@ class Collection:
             result["viewQuery"] = self.view_query
         return result
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> dict[str, object]:
         """The ``_collections`` row PocketBase stores (JSON columns as text)."""
         options: dict[str, object] = {}
         if self.type == "auth":
