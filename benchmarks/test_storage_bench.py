@@ -35,7 +35,7 @@ from bench_tools import needs_tools
 
 from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster
 from helpers import PbfastProcess, free_port, moto_s3_server
-from pbfast.pocketbase.schema import init_tenant_database
+from pbfast.pocketbase.collections import init_tenant_database
 from test_control_plane_bench import run_wrk
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.replication import ReplicaStore, Replicator
