@@ -35,6 +35,7 @@ from pbfast.http import (
 )
 from pbfast.logs import component_logger
 from pbfast.primitives import InvalidTenantId
+from pbfast.prometheus import METRICS_HEADERS
 
 __all__ = ["MOVE_WAIT_SECONDS", "GatewayApp", "LocalNode"]
 
@@ -46,7 +47,6 @@ LocalNode = Callable[[str, int, str, Scope, HTTPProtocol], Awaitable[None]]
 
 MOVE_WAIT_SECONDS = 5.0
 FIRST_TABLE_WAIT_SECONDS = 5.0
-METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 
 _INACTIVE = {
     "suspended": (403, "The tenant is suspended."),

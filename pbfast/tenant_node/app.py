@@ -59,6 +59,7 @@ from pbfast.http import (
     send_error,
 )
 from pbfast.config import EngineSettings
+from pbfast.durable import fsync_directory, fsync_file
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.auth import new_token_key
@@ -68,7 +69,6 @@ from pbfast.pocketbase.tenant import (
     Tenant,
     backup_database,
     check_pocketbase_database,
-    fsync_directory,
     new_record_id,
 )
 from pbfast.tenant_node.damaged import DamagedState, keep_aside, newest_restorable
@@ -83,7 +83,7 @@ from pbfast.tenant_node.local_copy import (
     read_marker,
     write_marker,
 )
-from pbfast.tenant_node.metrics import METRICS_HEADERS, NodeGauges, NodeMetrics
+from pbfast.tenant_node.metrics import NodeGauges, NodeMetrics
 from pbfast.tenant_node.replication import (
     NO_AUTOCHECKPOINT,
     RECONCILE_TIMEOUT_SECONDS,
@@ -94,6 +94,7 @@ from pbfast.tenant_node.replication import (
     parse_time,
 )
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
+from pbfast.prometheus import METRICS_HEADERS
 from pbfast.timefmt import format_datetime
 
 __all__ = ["CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "Assignment", "TenantNodeApp", "upsert_superuser"]
@@ -221,11 +222,6 @@ def _log_open_failure(opening: asyncio.Future[Tenant]) -> None:
     """Done callback of an open no request waits for any more: its failure is logged, not lost."""
     if not opening.cancelled() and (err := opening.exception()) is not None and not isinstance(err, ApiError):
         log.error("opening a tenant failed: %r", err, exc_info=err)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as file:
-        os.fsync(file.fileno())
 
 
 def _checkpoint(db_path: Path) -> None:
@@ -1035,7 +1031,7 @@ class TenantNodeApp:
                 raise ApiError(503, state.message(), headers=_DAMAGED)
             if problem:  # the seed's state (the control plane checked it before the in-place restore)
                 raise ReplicationError(f"restored copy of tenant {tenant_id} is unusable: {problem}")
-            await asyncio.to_thread(_fsync_file, temporary)
+            await asyncio.to_thread(fsync_file, temporary)
         except BaseException as err:
             _discard(temporary)
             if isinstance(err, Exception):

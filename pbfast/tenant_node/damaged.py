@@ -29,7 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pbfast.logs import component_logger
-from pbfast.pocketbase.tenant import check_pocketbase_database, fsync_directory, new_record_id
+from pbfast.durable import fsync_directory
+from pbfast.pocketbase.tenant import check_pocketbase_database, new_record_id
 from pbfast.tenant_node.replication import NoStateAt, ReplicationError, Replicator
 from pbfast.timefmt import format_rfc3339
 
