@@ -21,7 +21,7 @@ import apsw
 
 from pbfast.pocketbase import fields, schema
 from pbfast.pocketbase.auth import hash_password, new_token_key, verify_password
-from pbfast.pocketbase.schema import Collection
+from pbfast.pocketbase.schema import Collection, LastSuperuserError
 from pbfast.pocketbase.tenant import Tenant, new_record_id
 
 __all__ = [
@@ -50,10 +50,6 @@ class RecordValidationError(Exception):
     def __init__(self, data: dict[str, dict[str, Any]]) -> None:
         self.data = data
         super().__init__(", ".join(data) or "record error")
-
-
-class LastSuperuserError(Exception):
-    """The only remaining superuser cannot be deleted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,5 +368,3 @@ def delete_record(tenant: Tenant, collection: Collection, record_id: str) -> Non
             schema.delete_records(tenant.conn, collection, [record_id])
         except schema.RequiredReferenceError as err:
             raise RecordValidationError({}) from err
-        except schema.LastSuperuserError as err:
-            raise LastSuperuserError(str(err)) from err
