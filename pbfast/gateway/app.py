@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pbfast.cluster.wire import CLIENT_HEADER
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.proxy import Target, TenantProxy
 from pbfast.gateway.routes import RouteWatcher
@@ -55,7 +56,6 @@ _INACTIVE = {
 }
 
 Route = tuple[str, int, bool]
-CLIENT_HEADER = "x-pbfast-client"  # set by the native data path on requests it hands over
 
 
 class _ClientScope:

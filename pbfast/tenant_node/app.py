@@ -58,6 +58,7 @@ from pbfast.http import (
     discard_unread_body,
     send_error,
 )
+from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER, MOVED_ANSWER_HEADERS
 from pbfast.config import EngineSettings
 from pbfast.durable import fsync_directory, fsync_file
 from pbfast.logs import component_logger
@@ -97,18 +98,14 @@ from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
 from pbfast.prometheus import METRICS_HEADERS
 from pbfast.timefmt import format_datetime
 
-__all__ = ["CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "Assignment", "TenantNodeApp", "upsert_superuser"]
+__all__ = ["Assignment", "TenantNodeApp", "upsert_superuser"]
 
 log = component_logger("TenantNode")
 
-EPOCH_HEADER = "x-pbfast-epoch"
 STORAGE_MEASURE_SECONDS = 1.0
-MOVED_HEADER = "x-pbfast-moved"  # on a stale-epoch 503: the gateway re-resolves and retries
 CLOSE_ALL_SECONDS = 2.0
 REFRESH_SECONDS = 3.0
 DEFAULT_INCARNATION = "0"  # tenants created before incarnations existed
-# Forwarded tenant requests carry the cluster token here: their Authorization header is the client's own.
-CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
 LEASE_CHECK_SECONDS = 0.05
 RELEASE_BUDGET_SECONDS = 35.0  # below the control plane's wait for a release (45 s)
 UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
@@ -121,7 +118,7 @@ RESHIP_BACKOFF_MAX_SECONDS = 600.0
 RETIRED_DIR = "retired"  # under the data dir: local copies that must not be served again
 UNWATCHED_WAL_BYTES = 4 << 20  # an open tenant litestream does not replicate: checkpointed past this (~SQLite's
 # own 1000 pages), since its connection does not checkpoint (NO_AUTOCHECKPOINT)
-_MOVED = [("retry-after", "1"), (MOVED_HEADER, "1")]
+_MOVED = MOVED_ANSWER_HEADERS  # on a stale-epoch 503: the gateway re-resolves and retries
 _DAMAGED = [("retry-after", "30")]  # an operator has to act (see pbfast.tenant_node.damaged)
 _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
 

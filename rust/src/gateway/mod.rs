@@ -15,6 +15,7 @@ pub mod headers;
 pub mod pool;
 pub mod stats;
 pub mod unix;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
