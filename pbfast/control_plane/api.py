@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +17,15 @@ from typing import Any
 
 import bcrypt
 
+from pbfast.cluster.heartbeat import (
+    Assignments,
+    FirstSuperuser,
+    Heartbeat,
+    HeartbeatAnswer,
+    Seed,
+    TenantAssignment,
+    WireError,
+)
 from pbfast.control_plane.node_client import (
     RELEASE_TIMEOUT_SECONDS,
     RESTORE_CHECK_TIMEOUT_SECONDS,
@@ -534,26 +542,19 @@ class ControlPlaneApi:
         node_id = request.params["id"]
         if self.registry.node(node_id) is None:
             raise ApiError(404, "Unknown node; register first.")
-        body = await request.json_object(limit=64 << 20)
-        usage = _parse_usage(body.get("usage", {}))
-        open_tenants = body.get("openTenants", 0)
-        if isinstance(open_tenants, bool) or not isinstance(open_tenants, int) or open_tenants < 0:
+        try:
+            heartbeat = Heartbeat.from_json(await request.json_object(limit=64 << 20))
+        except WireError as err:
             raise ApiError(400, "Failed to validate the submitted data.",
-                           {"openTenants": {"code": "validation_invalid_type", "message": "Must be a whole number."}})
-        applied = body.get("superusersApplied", [])
-        if not isinstance(applied, list) or not all(isinstance(t, str) for t in applied):
-            raise ApiError(400, "Failed to validate the submitted data.", {"superusersApplied": {
-                "code": "validation_invalid_type", "message": "Must be a list of tenant ids."}})
-        instance = body.get("instanceId")
-        if instance is not None and not (isinstance(instance, str) and _INSTANCE_ID.fullmatch(instance)):
-            raise ApiError(400, "Failed to validate the submitted data.", {"instanceId": {
-                "code": "validation_invalid_instance", "message": "Must be 1-64 letters, digits, '-' or '_'."}})
-        await self._commit(self.registry.heartbeat, node_id, time.time(), open_tenants, usage, instance)
-        for tenant_id in applied:  # the node has the first superuser now: forget its password hash
+                           {err.field: {"code": err.code, "message": str(err)}}) from None
+        usage = {tenant_id: entry.counters() for tenant_id, entry in heartbeat.usage.items()}
+        await self._commit(self.registry.heartbeat, node_id, time.time(), heartbeat.open_tenants, usage,
+                           heartbeat.instance_id)
+        for tenant_id in heartbeat.superusers_applied:  # the node has the first superuser now: forget its hash
             tenant = self.registry.tenant(tenant_id)
             if tenant is not None and tenant.get("superuser") and tenant["nodeId"] == node_id:
                 await self._commit(self.registry.update_tenant, tenant_id, {"superuser": None}, time.time())
-        request.send_json(200, self.assignments_of(node_id))
+        request.send_json(200, self.assignments_of(node_id).to_json())
 
     async def push_pending_superuser(self, tenant_id: str) -> None:
         """After a placement: hand the tenant's first superuser to its node now rather than at the next
@@ -566,27 +567,12 @@ class ControlPlaneApi:
         except ApiError as err:
             log.warning("tenant %s: first superuser not handed over yet: %s", tenant_id, err.message)
 
-    def assignments_of(self, node_id: str) -> dict[str, Any]:
+    def assignments_of(self, node_id: str) -> HeartbeatAnswer:
         """What a node must serve: its tenants with epoch, status and quotas, and tenants it must drop."""
-        tenants = {
-            t["id"]: {
-                "epoch": t["epoch"],
-                "placedSince": t.get("placedSince"),
-                "status": t["status"],
-                "moving": t.get("moving"),
-                "storageQuotaMB": t["storageQuotaMB"],
-                "apiRequestsQuota": t["apiRequestsQuota"],
-                "requestTimeLimitMs": t.get("requestTimeLimitMs"),
-                "durability": t["durability"],
-                "incarnation": t.get("incarnation", "0"),
-                "seed": t.get("seed"),
-                "superuser": t.get("superuser"),
-            }
-            for t in self.registry.tenants_snapshot() if t["nodeId"] == node_id
-        }
+        tenants = {t["id"]: _assignment(t) for t in self.registry.tenants_snapshot() if t["nodeId"] == node_id}
         deleted = sorted(tid for tid, stone in self.registry.tombstones_snapshot().items() if stone["nodeId"] == node_id)
-        return {"nodeId": node_id, "tenants": tenants, "deleted": deleted,
-                "routesVersion": self.registry.routes_version, "nodeTimeoutSeconds": self.node_timeout}
+        return HeartbeatAnswer(node_id, Assignments(tenants, deleted), self.registry.routes_version,
+                               self.node_timeout)
 
     async def remove_node(self, request: Request) -> None:
         node_id = request.params["id"]
@@ -610,26 +596,12 @@ class ControlPlaneApi:
         request.send_json(200, self.feed.table())
 
 
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# A heartbeat's usage entry: required counters, then the database counters (0 when a node does not send them).
-_USAGE_FIELDS = ("apiRequests", "storageBytes", "periodStart")
-_DB_USAGE_FIELDS = ("dbTimeLimited", "dbQueueRejected", "dbWaitMs")
-
-
-def _parse_usage(raw: Any) -> dict[str, tuple[int, ...]]:
-    """``{tenant: (requests, storage_bytes, window_start, time_limited, queue_rejected, wait_ms)}``."""
-    if not isinstance(raw, dict):
-        raise ApiError(400, "Failed to validate the submitted data.",
-                       {"usage": {"code": "validation_invalid_type", "message": "Must be an object."}})
-    usage = {}
-    for tenant_id, entry in raw.items():
-        values = (*(entry.get(name) for name in _USAGE_FIELDS), *(entry.get(name, 0) for name in _DB_USAGE_FIELDS)) \
-            if isinstance(entry, dict) else (None,)
-        if not is_valid_tenant_id(tenant_id) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            raise ApiError(400, "Failed to validate the submitted data.", {"usage": {
-                "code": "validation_invalid_usage",
-                "message": f"Usage of {tenant_id!r} needs whole numbers apiRequests, storageBytes, periodStart "
-                           f"(and, optionally, {', '.join(_DB_USAGE_FIELDS)})."}})
-        usage[tenant_id] = values
-    return usage
+def _assignment(tenant: dict[str, Any]) -> TenantAssignment:
+    seed, superuser = tenant.get("seed"), tenant.get("superuser")
+    return TenantAssignment(
+        epoch=tenant["epoch"], placed_since=tenant.get("placedSince"), incarnation=tenant.get("incarnation", "0"),
+        status=tenant["status"], moving=tenant.get("moving"), durability=tenant["durability"],
+        api_requests_quota=tenant["apiRequestsQuota"], storage_quota_mb=tenant["storageQuotaMB"],
+        request_time_limit_ms=tenant.get("requestTimeLimitMs"),
+        seed=None if seed is None else Seed(seed["incarnation"], seed["at"]),
+        superuser=None if not superuser else FirstSuperuser(superuser["email"], superuser["passwordHash"]))

@@ -58,6 +58,14 @@ from pbfast.http import (
     discard_unread_body,
     send_error,
 )
+from pbfast.cluster.heartbeat import (
+    DEFAULT_INCARNATION,
+    Assignments,
+    FirstSuperuser,
+    Seed,
+    is_incarnation,
+    is_restore_time,
+)
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER, MOVED_ANSWER_HEADERS
 from pbfast.config import EngineSettings
 from pbfast.durable import fsync_directory, fsync_file
@@ -92,7 +100,6 @@ from pbfast.tenant_node.replication import (
     NoStateAt,
     ReplicationError,
     Replicator,
-    parse_time,
 )
 from pbfast.primitives import QuotaCounters, TenantCache, is_valid_tenant_id
 from pbfast.prometheus import METRICS_HEADERS
@@ -105,7 +112,6 @@ log = component_logger("TenantNode")
 STORAGE_MEASURE_SECONDS = 1.0
 CLOSE_ALL_SECONDS = 2.0
 REFRESH_SECONDS = 3.0
-DEFAULT_INCARNATION = "0"  # tenants created before incarnations existed
 LEASE_CHECK_SECONDS = 0.05
 RELEASE_BUDGET_SECONDS = 35.0  # below the control plane's wait for a release (45 s)
 UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
@@ -120,15 +126,6 @@ UNWATCHED_WAL_BYTES = 4 << 20  # an open tenant litestream does not replicate: c
 # own 1000 pages), since its connection does not checkpoint (NO_AUTOCHECKPOINT)
 _MOVED = MOVED_ANSWER_HEADERS  # on a stale-epoch 503: the gateway re-resolves and retries
 _DAMAGED = [("retry-after", "30")]  # an operator has to act (see pbfast.tenant_node.damaged)
-_INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
-
-
-def _valid_time(text: str) -> bool:
-    try:
-        parse_time(text)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass(slots=True)
@@ -139,80 +136,6 @@ class Assignment:
     durability: str = "async"
     time_limit_ms: int | None = None  # the tenant's own request time limit (None: the node's)
     storage_quota_bytes: int = -1  # -1: unlimited
-
-
-@dataclass(frozen=True, slots=True)
-class _Spec:
-    """One tenant of a heartbeat answer, checked."""
-
-    epoch: int
-    placed_since: int | None  # first epoch of the tenant's uninterrupted stay on this node (None: unknown)
-    incarnation: str
-    status: str
-    moving: str | None
-    durability: str
-    requests_quota: int  # -1: unlimited
-    storage_quota_bytes: int  # -1: unlimited
-    time_limit_ms: int | None  # None: the node's default
-    seed: tuple[str, str | None] | None
-    superuser: dict[str, str] | None
-
-
-def _whole(value: Any, what: str, tenant_id: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"assignment of tenant {tenant_id!r}: {what} is not a whole number: {value!r}")
-    return value
-
-
-def _parse_assignments(tenants: Any, deleted: Any) -> dict[str, _Spec]:
-    """The control plane's answer, checked before any of it is applied. A malformed answer raises ValueError;
-    a malformed entry is logged and left out (that tenant is not served here until the control plane sends a
-    usable one), so one bad record does not fence the node's other tenants."""
-    if not isinstance(tenants, dict) or not isinstance(deleted, list) \
-            or not all(isinstance(t, str) and is_valid_tenant_id(t) for t in deleted):
-        raise ValueError("malformed assignments: tenants must be an object and deleted a list of tenant ids")
-    specs: dict[str, _Spec] = {}
-    for tenant_id, spec in tenants.items():
-        try:
-            specs[tenant_id] = _parse_spec(tenant_id, spec)
-        except ValueError as err:
-            log.error("control plane sent an unusable assignment; not serving the tenant: %s", err)
-    return specs
-
-
-def _parse_spec(tenant_id: Any, spec: Any) -> _Spec:
-    """One tenant's entry of the answer, checked. Raises ValueError."""
-    if not isinstance(tenant_id, str) or not is_valid_tenant_id(tenant_id) or not isinstance(spec, dict):
-        raise ValueError(f"malformed assignment of tenant {tenant_id!r}")
-    incarnation = str(spec.get("incarnation") or DEFAULT_INCARNATION)
-    if not _INCARNATION.fullmatch(incarnation):
-        raise ValueError(f"assignment of tenant {tenant_id!r}: unusable incarnation {incarnation!r}")
-    seed, raw_seed = None, spec.get("seed")
-    if raw_seed is not None:
-        if not isinstance(raw_seed, dict) or not isinstance(raw_seed.get("incarnation"), str) \
-                or not _INCARNATION.fullmatch(raw_seed["incarnation"]) \
-                or not (raw_seed.get("at") is None or isinstance(raw_seed["at"], str) and _valid_time(raw_seed["at"])):
-            raise ValueError(f"assignment of tenant {tenant_id!r}: unusable seed {raw_seed!r}")
-        seed = (raw_seed["incarnation"], raw_seed.get("at") or None)
-    requests, storage_mb = spec.get("apiRequestsQuota"), spec.get("storageQuotaMB")
-    superuser = spec.get("superuser") or None
-    if superuser is not None and not (isinstance(superuser, dict) and isinstance(superuser.get("email"), str)
-                                      and isinstance(superuser.get("passwordHash"), str)):
-        raise ValueError(f"assignment of tenant {tenant_id!r}: unusable superuser")
-    moving = spec.get("moving")
-    placed_since = spec.get("placedSince")
-    time_limit = spec.get("requestTimeLimitMs")
-    return _Spec(
-        epoch=_whole(spec.get("epoch"), "epoch", tenant_id),
-        placed_since=None if placed_since is None else _whole(placed_since, "placedSince", tenant_id),
-        incarnation=incarnation,
-        status=str(spec.get("status", "active")),
-        moving=moving if isinstance(moving, str) else None,
-        durability=str(spec.get("durability", "async")),
-        requests_quota=-1 if requests is None else _whole(requests, "apiRequestsQuota", tenant_id),
-        storage_quota_bytes=-1 if storage_mb is None else _whole(storage_mb, "storageQuotaMB", tenant_id) << 20,
-        time_limit_ms=None if time_limit is None else _whole(time_limit, "requestTimeLimitMs", tenant_id),
-        seed=seed, superuser=superuser)
 
 
 def _log_open_failure(opening: asyncio.Future[Tenant]) -> None:
@@ -265,7 +188,7 @@ class TenantNodeApp:
         self.incarnations: dict[str, str] = {}
         # tenant -> (incarnation, RFC 3339 time or None): where a new incarnation without a replica of its own
         # starts from (an in-place point-in-time restore, see _fetch_replica)
-        self.seeds: dict[str, tuple[str, str | None]] = {}
+        self.seeds: dict[str, Seed] = {}
         self.placed_since: dict[str, int] = {}  # tenant -> first epoch of its uninterrupted stay here
         # Set by the node's membership: fetch assignments from the control plane now.
         self.refresh_assignments: Callable[[], Awaitable[None]] | None = None
@@ -274,7 +197,7 @@ class TenantNodeApp:
         self.tenants_dir = data_dir / "tenants"
         self.open_tenants = TenantCache(max_tenants)
         self.tenants: dict[str, Tenant] = {}
-        self.superusers: dict[str, dict[str, str]] = {}  # first superuser of tenants not created yet
+        self.superusers: dict[str, FirstSuperuser] = {}  # first superuser of tenants not created yet
         self.superusers_applied: set[str] = set()  # reported with the next heartbeat
         self._storage_measured: dict[str, float] = {}
         self.api = TenantApi()
@@ -321,16 +244,22 @@ class TenantNodeApp:
 
     # ---- assignments (from heartbeats and the gateway) ----------------------------------------------
 
-    def apply_assignments(self, tenants: dict[str, dict[str, Any]], deleted: list[str]) -> None:
-        """Adopt the control plane's view: serve exactly ``tenants``, drop the others.
+    def apply_assignments(self, tenants: object, deleted: object) -> None:
+        """:meth:`adopt` the tenants and deletions of a heartbeat answer as JSON (checked first: see
+        :meth:`pbfast.cluster.heartbeat.Assignments.from_json`). Raises ValueError, before changing anything,
+        when the answer is malformed."""
+        self.adopt(Assignments.from_json(tenants, deleted))
+
+    def adopt(self, answer: Assignments) -> None:
+        """Adopt the control plane's view: serve exactly ``answer.tenants``, drop the others.
 
         The first answer after the node was fenced also decides about the fenced tenants: one still
         assigned here with the epoch it had is served again from the local copy (nobody else can have
         written it); any other was re-placed meanwhile, so the epoch it had is released (stale gateways
-        get 503 "moved") and its local copy is retired (:meth:`_retire_local_copy`).
-
-        Raises ValueError, before changing anything, when the answer is malformed."""
-        specs = _parse_assignments(tenants, deleted)
+        get 503 "moved") and its local copy is retired (:meth:`_retire_local_copy`)."""
+        for why in answer.unusable.values():
+            log.error("control plane sent an unusable assignment; not serving the tenant: %s", why)
+        specs, tenants, deleted = answer.tenants, answer.tenants, answer.deleted
         if self.fenced is not None:
             fenced, self.fenced = self.fenced, None
             self._fence_generation += 1
@@ -372,7 +301,7 @@ class TenantNodeApp:
             current = self.assignments.get(tenant_id)
             if current is None or current.epoch <= epoch:
                 self.assignments[tenant_id] = Assignment(epoch, spec.status, spec.moving, spec.durability,
-                                                         spec.time_limit_ms, spec.storage_quota_bytes)
+                                                         spec.request_time_limit_ms, spec.storage_quota_bytes)
             self.quotas.set_limits(tenant_id, spec.requests_quota, spec.storage_quota_bytes)
             if self._superseded(tenant_id) and tenant_id not in self._reassigning:
                 # placed elsewhere and back since it was opened: closed, and vetted again when next opened
@@ -412,7 +341,7 @@ class TenantNodeApp:
         assignment = self.assignments.get(tenant_id)
         return marker is not None and assignment is not None and assignment.epoch != marker.epoch
 
-    def _apply_pending_superuser(self, tenant_id: str, superuser: dict[str, str]) -> None:
+    def _apply_pending_superuser(self, tenant_id: str, superuser: FirstSuperuser) -> None:
         """The first superuser of a tenant, set at creation: applied once the database exists (never
         overwriting a superuser of that email created meanwhile), then reported to the control plane."""
         if tenant_id in self.tenants or ((self.tenants_dir / tenant_id / DATA_DB).exists()
@@ -421,7 +350,7 @@ class TenantNodeApp:
                 try:
                     async with self._using(tenant_id) as tenant:
                         await self.db.run(tenant_id, lambda: upsert_superuser(
-                            tenant, superuser["email"], superuser["passwordHash"], overwrite=False), bounded=False)
+                            tenant, superuser.email, superuser.password_hash, overwrite=False), bounded=False)
                 except Exception:  # noqa: BLE001 - retried with the next heartbeat
                     log.exception("tenant %s: applying the first superuser failed", tenant_id)
                     return
@@ -875,7 +804,7 @@ class TenantNodeApp:
                 log.info("created the database of tenant %s", tenant_id)
                 superuser = self.superusers.pop(tenant_id, None)
                 if superuser is not None:
-                    upsert_superuser(tenant, superuser["email"], superuser["passwordHash"])
+                    upsert_superuser(tenant, superuser.email, superuser.password_hash)
                     self.superusers_applied.add(tenant_id)
             try:
                 if self.replicator is not None:
@@ -1010,12 +939,12 @@ class TenantNodeApp:
         try:
             if not await self.replicator.restore(tenant_id, incarnation, temporary):
                 seed = self.seeds.get(tenant_id) if use_seed else None
-                if seed is None or seed[0] == incarnation:
+                if seed is None or seed.incarnation == incarnation:
                     _discard(temporary)
                     return None  # no replica: a new tenant
                 # A new incarnation made by an in-place point-in-time restore, not shipped yet: it starts as
                 # the earlier incarnation was at the chosen time.
-                seed_incarnation, at = seed
+                seed_incarnation, at = seed.incarnation, seed.at
                 if not await self.replicator.restore(tenant_id, seed_incarnation, temporary, at):
                     raise ReplicationError(f"tenant {tenant_id} is to start from incarnation {seed_incarnation} "
                                            "but that has no replica")
@@ -1353,10 +1282,10 @@ class TenantNodeApp:
         storage fails."""
         if not is_valid_tenant_id(tenant_id):
             raise ApiError(400, "Invalid tenant id.")
-        if not isinstance(incarnation, str) or not _INCARNATION.fullmatch(incarnation):
+        if not is_incarnation(incarnation):
             raise ApiError(400, "Failed to validate the submitted data.", {"incarnation": {
                 "code": "validation_invalid_incarnation", "message": "Must be a tenant incarnation."}})
-        if at is not None and (not isinstance(at, str) or not _valid_time(at)):
+        if at is not None and not is_restore_time(at):
             raise ApiError(400, "Failed to validate the submitted data.", {"at": {
                 "code": "validation_invalid_datetime", "message": "Must be an RFC 3339 date-time."}})
         if self.replicator is None:

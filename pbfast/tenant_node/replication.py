@@ -37,7 +37,6 @@ import contextlib
 import ctypes
 import math
 import os
-import re
 import shutil
 import signal
 import time
@@ -52,9 +51,9 @@ import orjson
 
 from pbfast.config import DEFAULT_EXACT_RESTORE_HOURS, DEFAULT_RESTORE_WINDOW_HOURS
 from pbfast.logs import component_logger
+from pbfast.timefmt import parse_time
 
-__all__ = ["NO_AUTOCHECKPOINT", "NoStateAt", "ReplicaStore", "Replicator", "ReplicationError", "Unanswered",
-           "parse_time"]
+__all__ = ["NO_AUTOCHECKPOINT", "NoStateAt", "ReplicaStore", "Replicator", "ReplicationError", "Unanswered"]
 
 log = component_logger("TenantNode")
 
@@ -88,25 +87,6 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != _node_pid:
         os._exit(1)  # no death signal, or the node died before it was set up
-
-
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)?")
-
-
-def parse_time(text: str) -> float:
-    """An RFC 3339 timestamp (up to nanoseconds; no zone means UTC) as Unix seconds. Raises ValueError."""
-    from datetime import datetime  # noqa: PLC0415 - cold path
-
-    match = _RFC3339.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
-    head, fraction, zone = match.groups()
-    zone = "+00:00" if zone in (None, "Z", "z") else zone
-    return datetime.fromisoformat(head.replace(" ", "T") + zone).timestamp() + (float("0." + fraction)
-                                                                                 if fraction else 0.0)
-
-
-_parse_time = parse_time
 
 
 class ReplicationError(RuntimeError):
@@ -551,7 +531,7 @@ class Replicator:
         for entry in databases:
             path = entry.get("path", "")
             synced_text = entry.get("last_sync_at")
-            synced = _parse_time(synced_text) if synced_text else self._registered_at.get(path, now)
+            synced = parse_time(synced_text) if synced_text else self._registered_at.get(path, now)
             try:
                 written = max(os.stat(path + "-wal").st_mtime, os.stat(path).st_mtime)
             except FileNotFoundError:
