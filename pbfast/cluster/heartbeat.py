@@ -40,12 +40,12 @@ class WireError(ValueError):
         self.code = code
 
 
-def is_incarnation(value: object) -> bool:
+def is_incarnation(value: object) -> TypeGuard[str]:
     """Whether ``value`` can name a tenant incarnation (it is a path segment of the replica URL)."""
     return isinstance(value, str) and _INCARNATION.fullmatch(value) is not None
 
 
-def is_restore_time(value: object) -> bool:
+def is_restore_time(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a point in time a replica can be restored to (RFC 3339; no zone means UTC)."""
     if not isinstance(value, str):
         return False

@@ -14,7 +14,7 @@ replicating it would overwrite them. So next to each copy the node keeps a marke
 The node writes it (temporary file, fsync, rename, fsync of the directory) when it opens a tenant, before
 serving or replicating it, with ``shipped`` false; and again after a clean close whose final sync the
 replica confirmed, with ``shipped`` true. :func:`judge` says what the node may do with a copy it is about
-to open; :class:`pbfast.tenant_node.app.TenantNodeApp` acts on it.
+to open; :mod:`pbfast.tenant_node.restore` and :mod:`pbfast.tenant_node.pool` act on it.
 
 The control plane bumps a tenant's epoch only when it places the tenant on a node (created without one,
 re-placed from a node that is down, a planned move); a restart of the node, a new control plane leader,
