@@ -442,7 +442,7 @@ def test_only_litestream_checkpoints_a_replicated_tenant_and_the_node_bounds_the
         first = wal.stat().st_size
         assert first > 6 << 20  # nothing checkpointed it
         node.close_idle(300)  # the periodic housekeeping checkpoints what litestream does not watch
-        await _until(lambda: not node.pool.checkpointing)
+        await _until(lambda: not node.checkpoints.running)
         write_megabytes(6)  # reuses the checkpointed WAL instead of growing it
         assert wal.stat().st_size < first + (1 << 20)
         await node.close_all()

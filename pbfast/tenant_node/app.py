@@ -10,7 +10,8 @@ other one way (later ones on earlier ones):
 - :mod:`~pbfast.tenant_node.copies` (with :mod:`~pbfast.tenant_node.local_copy`): the local copies on disk;
 - :mod:`~pbfast.tenant_node.restore` (with :mod:`~pbfast.tenant_node.damaged`): which state a tenant opens
   with, restores from the replica;
-- :mod:`~pbfast.tenant_node.pool`: opening, closing, evicting, idle tenants, unwatched WALs;
+- :mod:`~pbfast.tenant_node.checkpoints`: only Litestream checkpoints a tenant it may be replicating;
+- :mod:`~pbfast.tenant_node.pool`: opening, closing, evicting, idle tenants;
 - :mod:`~pbfast.tenant_node.handover`: releases, and closed copies shipped after a failed final sync;
 - :mod:`~pbfast.tenant_node.fencing`: what the node does when its lease runs out;
 - :mod:`~pbfast.tenant_node.transfer`: import, export and superusers for the control plane;
@@ -33,6 +34,7 @@ from pbfast.http import HTTPProtocol, Scope
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.primitives import QuotaCounters, TenantCache
+from pbfast.tenant_node.checkpoints import Checkpoints
 from pbfast.tenant_node.copies import LocalCopies
 from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.fencing import Fencing
@@ -74,8 +76,9 @@ class TenantNodeApp:
         self.ownership = Ownership(self.slots, self.quotas, self.metrics)
         self.copies = LocalCopies(data_dir / "tenants", node_id, self.slots)
         self.restorer = Restorer(node_id, self.slots, self.copies, replicator, self.metrics)
+        self.checkpoints = Checkpoints(self.slots, self.db, replicator, self.background)
         self.pool = TenantPool(node_id, self.slots, self.open_tenants, self.ownership, self.copies, self.restorer,
-                               self.db, replicator, self.metrics, self.quotas, self.background,
+                               self.db, replicator, self.metrics, self.quotas, self.background, self.checkpoints,
                                self.superusers_applied)
         self.handover = Handover(node_id, self.slots, self.ownership, self.pool, self.copies, replicator,
                                  self.background)
@@ -176,7 +179,7 @@ class TenantNodeApp:
         open tenants Litestream does not replicate."""
         self.pool.close_idle(idle_seconds)
         self.handover.reship_closed()
-        self.pool.checkpoint_unwatched_soon()
+        self.checkpoints.checkpoint_unwatched_soon()
 
     # ---- what the node knows, as snapshots (for status pages and tests) ------------------------------
 

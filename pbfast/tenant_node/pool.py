@@ -1,13 +1,11 @@
 """The node's open tenants: opening (vetted, maybe restored, registered with Litestream), closing (final sync,
-unregister, checkpoint, close), evicting the least recently used beyond ``--max-tenants``, closing idle ones,
-and keeping the WAL of those Litestream does not replicate bounded.
+unregister, checkpoint, close), evicting the least recently used beyond ``--max-tenants``, closing idle ones.
 
 Every step of a tenant's connection moves its :class:`~pbfast.tenant_node.slots.TenantSlot` through its states,
 under the slot's lock. The tenant's database work outside a request (closes, checkpoints, ``total_changes``)
 runs in the tenant's turn on the node's database threads (``db.run(tenant_id, fn, bounded=False)``), after the
 requests that still hold it. Only Litestream checkpoints a replicated tenant: its connection runs with
-:data:`~pbfast.tenant_node.replication.NO_AUTOCHECKPOINT`, and it is closed without a checkpoint while
-Litestream may replicate it (:meth:`TenantPool.close_database`).
+:data:`~pbfast.tenant_node.replication.NO_AUTOCHECKPOINT` (:mod:`pbfast.tenant_node.checkpoints`).
 
 Thread-safety: event loop only (the native LRU it holds is itself thread-safe).
 """
@@ -16,24 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
-
-import apsw
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, TenantCache
+from pbfast.tenant_node.checkpoints import Checkpoints
 from pbfast.tenant_node.copies import LocalCopies
 from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.local_copy import CopyMarker, write_marker
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership
-from pbfast.tenant_node.replication import NO_AUTOCHECKPOINT, SYNC_TIMEOUT_SECONDS, ReplicationError, Replicator
+from pbfast.tenant_node.replication import SYNC_TIMEOUT_SECONDS, ReplicationError, Replicator
 from pbfast.tenant_node.restore import Restorer
 from pbfast.tenant_node.slots import Slots, TenantSlot
 from pbfast.tenant_node.superusers import upsert_superuser
@@ -47,8 +42,6 @@ CLOSE_ALL_SECONDS = 2.0
 UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
 OPEN_WAIT_SECONDS = 20.0  # a request waits this long for its tenant to open, below the gateway's 30 s
 REQUEST_CLOSE_SECONDS = 10.0  # a close a request waits for (final sync and unregister)
-UNWATCHED_WAL_BYTES = 4 << 20  # an open tenant litestream does not replicate: checkpointed past this (~SQLite's
-# own 1000 pages), since its connection does not checkpoint (NO_AUTOCHECKPOINT)
 
 
 def _log_open_failure(opening: asyncio.Future[Tenant]) -> None:
@@ -57,20 +50,11 @@ def _log_open_failure(opening: asyncio.Future[Tenant]) -> None:
         log.error("opening a tenant failed: %r", err, exc_info=err)
 
 
-def _checkpoint(db_path: Path) -> None:
-    """A PASSIVE checkpoint of the database on a connection of its own (the tenant's may be busy)."""
-    connection = apsw.Connection(str(db_path))
-    try:
-        connection.setbusytimeout(1000)
-        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    finally:
-        connection.close()
-
-
 class TenantPool:
     def __init__(self, node_id: str, slots: Slots, cache: TenantCache, ownership: Ownership, copies: LocalCopies,
                  restorer: Restorer, db: DbScheduler, replicator: Replicator | None, metrics: NodeMetrics,
-                 quotas: QuotaCounters, background: BackgroundTasks, superusers_applied: set[str]) -> None:
+                 quotas: QuotaCounters, background: BackgroundTasks, checkpoints: Checkpoints,
+                 superusers_applied: set[str]) -> None:
         self.node_id = node_id
         self.slots = slots
         self.cache = cache  # the LRU of open tenants, with the pins of the requests that use them
@@ -82,9 +66,9 @@ class TenantPool:
         self.metrics = metrics
         self.quotas = quotas
         self.background = background
+        self.checkpoints = checkpoints
         self.superusers_applied = superusers_applied  # reported with the next heartbeat
         self.open_wait_seconds = OPEN_WAIT_SECONDS
-        self.checkpointing = False  # a pass of checkpoint_unwatched runs
         self._untracked: set[str] = set()  # open tenants outside the LRU at the last idle check
 
     # ---- opening ------------------------------------------------------------------------------------
@@ -142,8 +126,7 @@ class TenantPool:
         tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True, DEFAULT_LIMITS,
                                          self.ownership.max_bytes(slot))
         try:
-            if self.replicator is not None:  # only litestream checkpoints what it replicates
-                tenant.conn.execute(NO_AUTOCHECKPOINT)
+            self.checkpoints.leave_to_litestream(tenant)
             # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere
             # (and the lease renewed again): never start replicating a tenant the node no longer owns.
             self.ownership.check_still_owned(slot, epoch, generation)
@@ -153,7 +136,7 @@ class TenantPool:
                     await asyncio.to_thread(write_marker, directory, marker)
                 slot.copy = marker
         except BaseException:
-            self.close_unshared(tenant)
+            self.checkpoints.close_unshared(tenant)
             raise
         self.metrics.opened("new" if created else source)
         if created:
@@ -178,7 +161,7 @@ class TenantPool:
                     # epoch): the reconcile unregisters it, with a final flush
                 else:  # another node may own the replica path by now: not even a final flush
                     self.replicator.drop_without_flush(db_path)
-            self.close_unshared(tenant)
+            self.checkpoints.close_unshared(tenant)
             raise
         return tenant
 
@@ -267,26 +250,11 @@ class TenantPool:
         requests that still hold it), then record in its marker whether its final state is in the replica (a
         failed checkpoint counts as not shipped; it never stops the node)."""
         try:
-            await self.close_database(tenant)
+            await self.checkpoints.close_database(tenant)
         except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node or a fence
             shipped = False
             log.exception("closing tenant %s failed", slot.tenant_id)
         await self.copies.mark_closed(slot, shipped)
-
-    async def close_database(self, tenant: Tenant) -> None:
-        """Close the tenant's connection in its turn (after the requests that still hold it), checkpointed
-        first (data.db whole) unless litestream may be replicating it: a checkpoint litestream did not make can
-        move the WAL past frames it has not read, and its replica would restore corrupt (see
-        :mod:`pbfast.tenant_node.replication`)."""
-        checkpoint = self._may_checkpoint(tenant)
-        await self.db.run(tenant.id, lambda: tenant.close(checkpoint=checkpoint), bounded=False)
-
-    def close_unshared(self, tenant: Tenant) -> None:
-        """:meth:`close_database` for a tenant no request can hold yet (one that failed to open)."""
-        tenant.close(checkpoint=self._may_checkpoint(tenant))
-
-    def _may_checkpoint(self, tenant: Tenant) -> bool:
-        return self.replicator is None or not self.replicator.watching(tenant.directory / DATA_DB)
 
     def close_evicted(self, evicted: list[str]) -> None:
         for closed in evicted:
@@ -339,7 +307,7 @@ class TenantPool:
                 if self.replicator is not None:
                     self.replicator.drop_without_flush(tenant.directory / DATA_DB)
                 slot.copy = None
-                await self.close_database(tenant)
+                await self.checkpoints.close_database(tenant)
             finally:
                 slot.closed()
         try:
@@ -366,7 +334,7 @@ class TenantPool:
             tenant = slot.tenant
             tenant.conn.interrupt()  # a statement still running on a worker thread stops now
             try:
-                await asyncio.wait_for(self.close_database(tenant), 1.0)
+                await asyncio.wait_for(self.checkpoints.close_database(tenant), 1.0)
             except Exception as err:  # noqa: BLE001 - shutting down: the WAL is checkpointed on next open
                 log.warning("shutdown: tenant %s not closed cleanly: %r", tenant.id, err)
         for slot in self.slots.serving_slots():
@@ -384,43 +352,3 @@ class TenantPool:
         for tenant_id in untracked & self._untracked:
             self.background.spawn(self.close(tenant_id, "idle"))
         self._untracked = untracked - self._untracked
-
-    # ---- the WAL of tenants Litestream does not replicate ---------------------------------------------
-
-    def checkpoint_unwatched_soon(self) -> None:
-        """Start a pass of :meth:`checkpoint_unwatched` unless one runs (from the idle check)."""
-        if self.replicator is not None and self.slots.serving_count() and not self.checkpointing:
-            self.checkpointing = True
-            self.background.spawn(self._checkpoint_unwatched_once())
-
-    async def _checkpoint_unwatched_once(self) -> None:
-        try:
-            await self.checkpoint_unwatched()
-        finally:
-            self.checkpointing = False
-
-    async def checkpoint_unwatched(self) -> None:
-        """Checkpoint the open tenants litestream does not replicate right now (down, or the registration
-        not confirmed) once their WAL passed :data:`UNWATCHED_WAL_BYTES`: their connections leave
-        checkpoints to litestream, and the WAL must not grow without bound meanwhile."""
-        assert self.replicator is not None
-        for slot in self.slots.serving_slots():
-            tenant = slot.tenant
-            if tenant is None:
-                continue
-            db_path = tenant.directory / DATA_DB
-            try:
-                if os.stat(f"{db_path}-wal").st_size < UNWATCHED_WAL_BYTES:
-                    continue
-            except OSError:
-                continue
-            async with self.replicator.registrations_held(db_path):
-                if self.replicator.watching(db_path) or slot.tenant is not tenant:
-                    continue
-                try:
-                    await asyncio.to_thread(_checkpoint, db_path)
-                except apsw.Error as err:
-                    log.warning("tenant %s: checkpoint while not replicated failed: %s", slot.tenant_id, err)
-                else:
-                    log.info("tenant %s: checkpointed its WAL (litestream does not replicate it now)",
-                             slot.tenant_id)
