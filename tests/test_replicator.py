@@ -29,7 +29,8 @@ from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import read_marker
-from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
+from pbfast.tenant_node.replication import Replicator
 
 
 def _replicator(tmp_path: Path) -> Replicator:
@@ -157,7 +158,8 @@ def test_litestream_dies_with_its_node_even_by_kill_9(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import asyncio, sys
         from pathlib import Path
-        from pbfast.tenant_node.replication import ReplicaStore, Replicator
+        from pbfast.tenant_node.replica import ReplicaStore
+        from pbfast.tenant_node.replication import Replicator
 
         async def main():
             replicator = Replicator(Path({str(tmp_path / "litestream")!r}),

@@ -24,7 +24,8 @@ from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import CopyMarker, read_marker, write_marker
-from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
+from pbfast.tenant_node.replication import Replicator
 
 
 def _replicator(tmp_path: Path) -> Replicator:

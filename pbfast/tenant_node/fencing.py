@@ -18,7 +18,8 @@ from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership
 from pbfast.tenant_node.pool import TenantPool
-from pbfast.tenant_node.replication import ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicationError
+from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.slots import Slots, TenantSlot
 from pbfast.tenant_node.tasks import BackgroundTasks
 

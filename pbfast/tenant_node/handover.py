@@ -23,7 +23,8 @@ from pbfast.tenant_node.copies import LocalCopies
 from pbfast.tenant_node.local_copy import CopyMarker, MarkerError, Verdict, judge, read_marker, write_marker
 from pbfast.tenant_node.ownership import Ownership
 from pbfast.tenant_node.pool import UNREGISTER_RESERVE_SECONDS, TenantPool
-from pbfast.tenant_node.replication import RECONCILE_TIMEOUT_SECONDS, ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicationError
+from pbfast.tenant_node.replication import RECONCILE_TIMEOUT_SECONDS, Replicator
 from pbfast.tenant_node.slots import Slots, TenantSlot
 from pbfast.tenant_node.tasks import BackgroundTasks
 

@@ -28,7 +28,8 @@ from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.local_copy import CopyMarker, write_marker
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership
-from pbfast.tenant_node.replication import SYNC_TIMEOUT_SECONDS, ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicationError
+from pbfast.tenant_node.replication import SYNC_TIMEOUT_SECONDS, Replicator
 from pbfast.tenant_node.restore import Restorer
 from pbfast.tenant_node.slots import Slots, TenantSlot
 from pbfast.tenant_node.superusers import upsert_superuser

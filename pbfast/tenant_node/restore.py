@@ -26,7 +26,8 @@ from pbfast.tenant_node.copies import LocalCopies, discard
 from pbfast.tenant_node.damaged import DamagedState, keep_aside, newest_restorable
 from pbfast.tenant_node.local_copy import CopyMarker, MarkerError, Verdict, judge, read_marker
 from pbfast.tenant_node.metrics import NodeMetrics
-from pbfast.tenant_node.replication import NoStateAt, ReplicationError, Replicator
+from pbfast.tenant_node.replica import NoStateAt, ReplicationError
+from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.slots import Slots, TenantSlot
 
 __all__ = ["Restorer"]

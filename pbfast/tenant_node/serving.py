@@ -19,7 +19,8 @@ from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership, moved
 from pbfast.tenant_node.pool import TenantPool
-from pbfast.tenant_node.replication import ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicationError
+from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.slots import Assignment, TenantSlot
 
 __all__ = ["Serving"]

@@ -22,7 +22,8 @@ from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.local_copy import CopyMarker, write_marker
 from pbfast.tenant_node.ownership import Ownership, moved
 from pbfast.tenant_node.pool import TenantPool
-from pbfast.tenant_node.replication import ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicationError
+from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.slots import Slots, TenantSlot
 from pbfast.tenant_node.superusers import upsert_superuser
 from pbfast.tenant_node.tasks import BackgroundTasks
