@@ -192,6 +192,8 @@ class TenantAssignment:
     request_time_limit_ms: int | None = None  # None: the node's default
     seed: Seed | None = None
     superuser: FirstSuperuser | None = None
+    # its JSON, made once: a control plane sends each node all of its assignments every second
+    _json: Json | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def requests_quota(self) -> int:
@@ -204,6 +206,13 @@ class TenantAssignment:
         return -1 if self.storage_quota_mb is None else self.storage_quota_mb << 20
 
     def to_json(self) -> Json:
+        """Its JSON (shared: do not change it)."""
+        if self._json is None:
+            object.__setattr__(self, "_json", self._make_json())
+        assert self._json is not None
+        return self._json
+
+    def _make_json(self) -> Json:
         return {
             "epoch": self.epoch,
             "placedSince": self.placed_since,
