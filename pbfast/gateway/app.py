@@ -106,7 +106,7 @@ class GatewayApp:
         if self.trust_client_header:
             client = scope.headers.get(CLIENT_HEADER)
             if client:
-                scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")  # type: ignore[assignment]
+                scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")
         started = time.perf_counter()
         status = await self._serve(scope, proto)
         elapsed = time.perf_counter() - started
