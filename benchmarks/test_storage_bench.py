@@ -38,7 +38,8 @@ from helpers import PbfastProcess, free_port, moto_s3_server
 from pbfast.pocketbase.collections import init_tenant_database
 from test_control_plane_bench import run_wrk
 from pbfast.tenant_node.app import TenantNodeApp
-from pbfast.tenant_node.replication import ReplicaStore, Replicator
+from pbfast.tenant_node.replica import ReplicaStore
+from pbfast.tenant_node.replication import Replicator
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}

@@ -49,7 +49,8 @@ from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.membership import NodeMembership
 from pbfast.tenant_node.metrics import WithNodeMetrics
-from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
+from pbfast.tenant_node.replication import Replicator
 from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, load_or_create_token
 
 __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]

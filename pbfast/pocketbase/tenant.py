@@ -20,11 +20,12 @@ from typing import Any
 
 import apsw
 
+from pbfast.durable import fsync_file
 from pbfast.pocketbase import collections
 from pbfast.pocketbase.collections import Collection, CollectionMap
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
 
-__all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "fsync_directory", "new_record_id"]
+__all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "new_record_id"]
 
 DATA_DB = "data.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -73,16 +74,7 @@ def backup_database(source: Path, target: Path) -> None:
     finally:
         dst.close()
         src.close()
-    with open(target, "rb") as written:
-        os.fsync(written.fileno())
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(target)
 
 
 class Tenant:

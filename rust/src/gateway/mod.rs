@@ -16,6 +16,7 @@ pub mod pool;
 pub mod stats;
 pub mod target;
 pub mod unix;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
