@@ -210,6 +210,10 @@ class GatewayServer:
         """With ``access_log``: the requests finished since the last call, oldest first, as ``(client,
         method, target, status, seconds until the answer's head, request id)``, and the number dropped so far
         because the buffer (16,384 entries) was full. Otherwise ``([], 0)``."""
+    def drain_warnings(self) -> tuple[list[tuple[str, str]], int]:
+        """What went wrong since the last call that no answer tells (a failed hand-over to the Python side),
+        oldest first, as ``(message, request id)``, and the number dropped so far because the buffer (1,024
+        entries) was full."""
     def stats(self) -> dict[str, Any]:
         """Counters of the requests answered here (not those handed over): ``requests`` (1xx..5xx),
         ``bounds`` and ``buckets`` (latency histogram until the answer's head, the last bucket +Inf),

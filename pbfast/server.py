@@ -189,8 +189,7 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
                          native_stats=frontend.stats)
         parts.listeners.append(Listener("Gateway", address, app, uds=frontend.socket_path))
         parts.native.append(frontend)
-        if settings.access_log:
-            parts.tasks.append(frontend.run_access_log)
+        parts.tasks.append(frontend.run_logs)
         parts.closers.append(frontend.close)
     else:
         parts.listeners.append(Listener("Gateway", address, GatewayApp(watcher, local_nodes, proxy, metrics,

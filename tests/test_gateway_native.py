@@ -34,6 +34,8 @@ class _Echo(http.server.BaseHTTPRequestHandler):
     server_name = "node"
 
     def _answer(self) -> None:
+        if "/hangup" in self.path and self._hang_up():
+            return
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         if self.path.endswith("/moved") and int(self.headers.get("x-pbfast-epoch", "0")) < 2:
@@ -56,6 +58,16 @@ class _Echo(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(0.2)
             self.close_connection = True
+
+    def _hang_up(self) -> bool:
+        """Close the connection without an answer (``/hangup-once``: the first time for a request id)."""
+        seen: set[str | None] = self.server.hung_up  # type: ignore[attr-defined]
+        request_id = self.headers.get("x-request-id")
+        if self.path.endswith("/hangup-once") and request_id in seen:
+            return False
+        seen.add(request_id)
+        self.close_connection = True
+        return True
 
     do_GET = do_POST = _answer
 
@@ -80,6 +92,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 def _serve(server: socketserver.BaseServer, name: str) -> socketserver.BaseServer:
     server.name = name  # type: ignore[attr-defined]
+    server.hung_up = set()  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -167,6 +180,45 @@ def test_connections_closed_by_the_node_are_not_reused(rig: dict[str, Any]) -> N
             answer = client.post(f"{rig['url']}/t/acme/api/x", content=b"once")
             assert answer.status_code == 200 and answer.json()["body"] == "once", answer.text
     assert rig["server"].stats()["upstream_errors"]["reset"] == 0
+
+
+def test_a_hand_over_the_python_side_hung_up_on_is_sent_again_or_a_logged_502(rig: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+    """The Python side closed the connection without answering: it did not read the request (granian answers
+    every request it reads; it closes keep-alive connections between requests), so the request, its body read
+    whole, goes once more on a new connection. A second close is a real failure: 502, logged with the
+    request's id, never a 503 "not ready". Likewise a Python side that takes no connection (after retrying
+    for the connect timeout)."""
+    server: GatewayServer = rig["server"]
+    with httpx.Client() as client:
+        once = client.post(f"{rig['url']}/t/nobody/hangup-once", content=b"again")
+        assert once.status_code == 200 and once.json()["body"] == "again", once.text
+        always = client.post(f"{rig['url']}/t/nobody/hangup", content=b"x")
+        assert always.status_code == 502, always.text
+        assert always.json() == {"status": 502, "message": "The gateway's Python side closed the connection.",
+                                 "data": {}}
+    warnings, dropped = server.drain_warnings()
+    assert dropped == 0
+    assert [(message.split(":")[0], request_id) for message, request_id in warnings] == [
+        ("hand-over to the Python side failed, sent again", once.headers["x-request-id"]),
+        ("hand-over to the Python side failed, sent again", always.headers["x-request-id"]),
+        ("hand-over to the Python side failed, answered 502", always.headers["x-request-id"])]
+    assert server.drain_warnings() == ([], 0)
+    stats = server.stats()
+    assert stats["retries"]["hand_over"] == 2 and stats["upstream_errors"]["hand_over"] == 1
+
+    nobody_listens = GatewayServer(rig["routes"], rig["breakers"], TOKEN, tmp_path / "none.sock",
+                                   latency_buckets=list(LATENCY_BUCKETS), connect_timeout_seconds=0.3)
+    port = nobody_listens.start("127.0.0.1", 0)
+    try:
+        started = time.monotonic()
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/health")
+        assert answer.status_code == 502 and answer.json()["message"] == "The gateway's Python side is unreachable."
+        assert time.monotonic() - started < 2
+        warnings, _ = nobody_listens.drain_warnings()
+        assert warnings[-1][0].startswith("hand-over to the Python side failed, answered 502: client error (Connect)")
+    finally:
+        nobody_listens.stop(0.1)
 
 
 def test_moved_answer_waits_for_the_new_route(rig: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod fallback;
 pub mod forward;
 pub mod h1;
 pub mod idle;
@@ -16,6 +17,7 @@ pub mod pool;
 pub mod stats;
 pub mod target;
 pub mod unix;
+pub mod warnings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,6 +128,7 @@ impl GatewayServer {
             limits,
             stats: Stats::new(latency_buckets),
             access_log: access_log.then(AccessLog::default),
+            warnings: Default::default(),
         };
         Ok(GatewayServer { shared: Arc::new(shared), pools, threads, running: Mutex::new(None) })
     }
@@ -221,6 +224,16 @@ impl GatewayServer {
             out.append((e.client, e.method, e.target, e.status, e.elapsed.as_secs_f64(), e.request_id))?;
         }
         Ok((out, log.dropped()))
+    }
+
+    /// The warnings since the last call, oldest first: ``(message, request id)``, and how many were
+    /// dropped so far because nobody drained them.
+    fn drain_warnings<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let out = PyList::empty(py);
+        for warning in self.shared.warnings.drain() {
+            out.append((warning.message, warning.request_id))?;
+        }
+        Ok((out, self.shared.warnings.dropped()))
     }
 
     /// Counters of the requests this path answered itself (see the stub for the keys).
