@@ -614,6 +614,8 @@ class NodeProxy:
                     raise _ClientError(400, "The request body could not be read.")
                 ended = True
                 continue
+            if not chunk:  # an HTTP/2 body may end with an empty DATA frame: as a chunk it would end ours early
+                continue
             size += len(chunk)
             if size > limit or (expected is not None and size > expected):
                 conn.abort()
