@@ -163,7 +163,8 @@ class CircuitBreakers:
 
 @final
 class GatewayServer:
-    """The gateway's native data path: an HTTP/1.1 server on its own threads (tokio + hyper).
+    """The gateway's native data path: an HTTP/1.1 and h2c (HTTP/2 with prior knowledge) server on its own
+    threads (tokio + hyper).
 
     A request naming a tenant (``/t/{id}/...`` or Host ``{id}.<base domain>``) whose route in ``routes`` is
     active on an ``http://`` node is forwarded there over a pooled keep-alive connection with the cluster

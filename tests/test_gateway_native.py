@@ -334,3 +334,91 @@ def test_breaker_counts_only_the_node_and_never_loses_a_probe(rig: dict[str, Any
         if node is not None:
             node.shutdown()
             node.server_close()
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_DATA, H2_HEADERS, H2_SETTINGS, H2_PING, H2_GOAWAY = 0, 1, 4, 6, 7
+END_STREAM, ACK, END_HEADERS = 1, 1, 4
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack(headers: list[tuple[str, str]]) -> bytes:
+    """HPACK "literal without indexing, new name" fields (names and values under 127 bytes)."""
+    return b"".join(b"\x00" + bytes([len(k)]) + k.encode() + bytes([len(v)]) + v.encode() for k, v in headers)
+
+
+def _h2_frames(conn: socket.socket) -> Iterator[tuple[int, int, int, bytes]]:
+    """``(kind, flags, stream, payload)`` of each frame the server sends, until it closes; acknowledges its
+    settings and pings, as every client does."""
+    buffer = b""
+    while chunk := conn.recv(65536):
+        buffer += chunk
+        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+            length = int.from_bytes(buffer[:3], "big")
+            kind, flags, payload = buffer[3], buffer[4], buffer[9:9 + length]
+            if kind in (H2_SETTINGS, H2_PING) and not flags & ACK:
+                conn.sendall(_h2_frame(kind, ACK, 0, payload if kind == H2_PING else b""))
+            yield kind, flags, int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF, payload
+            buffer = buffer[9 + length:]
+
+
+def _h2_requests(port: int, requests: list[tuple[str, str, str, list[tuple[str, str]], bytes]]) -> list[Any]:
+    """Send ``(method, authority, path, headers, body)`` requests on one h2c connection (prior knowledge, as
+    ``curl --http2-prior-knowledge`` does); the JSON answers, in order."""
+    out = H2_PREFACE + _h2_frame(H2_SETTINGS, 0, 0)
+    for index, (method, authority, path, headers, body) in enumerate(requests):
+        block = _hpack([(":method", method), (":scheme", "http"), (":authority", authority), (":path", path),
+                        *headers])
+        out += _h2_frame(H2_HEADERS, END_HEADERS | (0 if body else END_STREAM), 2 * index + 1, block)
+        if body:
+            out += _h2_frame(H2_DATA, END_STREAM, 2 * index + 1, body)
+    data: dict[int, bytes] = {}
+    ended: set[int] = set()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(out)
+        for kind, flags, stream, payload in _h2_frames(conn):
+            if kind == H2_DATA:
+                data[stream] = data.get(stream, b"") + payload
+            if kind in (H2_DATA, H2_HEADERS) and flags & END_STREAM:
+                ended.add(stream)
+                if len(ended) == len(requests):
+                    break
+    return [json.loads(data[2 * index + 1]) for index in range(len(requests))]
+
+
+def test_http2_with_prior_knowledge_is_served_like_http1(rig: dict[str, Any]) -> None:
+    """h2c, which the all-in-one's clients had from granian before the native listener took its port: the
+    requests go on over HTTP/1.1, to the node or to the Python side, with the host from ``:authority`` and
+    the cookie fields joined into one (RFC 9113 8.2.3)."""
+    node, host_form, python = _h2_requests(rig["port"], [
+        ("POST", "gw.test", "/t/acme/api/x?y=1", [("content-length", "5"), ("cookie", "a=1"), ("cookie", "b=2")],
+         b"hello"),
+        ("GET", "acme.pb.test", "/api/y", [], b""),
+        ("GET", "gw.test", "/t/nobody/api/z", [("cookie", "c=3")], b""),
+    ])
+    assert (node["server"], node["method"], node["path"], node["body"]) == ("a", "POST", "/t/acme/api/x?y=1", "hello")
+    assert _headers(node)["cookie"] == ["a=1; b=2"] and _headers(node)["x-pbfast-epoch"] == ["1"]
+    assert (host_form["server"], host_form["path"]) == ("a", "/t/acme/api/y")
+    assert (python["server"], python["path"]) == ("python", "/t/nobody/api/z")
+    assert _headers(python)["host"] == ["gw.test"] and _headers(python)["cookie"] == ["c=3"]
+
+
+def test_idle_http2_connections_are_closed_with_a_goaway(rig: dict[str, Any], tmp_path: Path) -> None:
+    """An h2c connection with no request in flight for the client idle time (up to twice that) is closed,
+    as an idle HTTP/1 keep-alive connection is; one whose request takes longer is not."""
+    server = GatewayServer(rig["routes"], rig["breakers"], TOKEN, tmp_path / "x.sock",
+                           latency_buckets=list(LATENCY_BUCKETS), client_idle_seconds=0.3)
+    port = server.start("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            idle.sendall(H2_PREFACE + _h2_frame(H2_SETTINGS, 0, 0))
+            started = time.monotonic()
+            kinds = [kind for kind, *_ in _h2_frames(idle)]
+            assert H2_GOAWAY in kinds and 0.25 < time.monotonic() - started < 3, kinds
+        stalled = _h2_requests(port, [("GET", "gw.test", "/t/acme/stall", [], b"")])  # the node takes 2 s
+        assert stalled[0]["server"] == "a"
+    finally:
+        server.stop(0.1)

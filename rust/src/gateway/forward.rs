@@ -242,6 +242,9 @@ impl DataPath {
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
+        if req.version() == Version::HTTP_2 {
+            headers::join_cookies(req.headers_mut());
+        }
         // The request's id goes to the node (or the Python side) with the request and back to the client.
         let request_id = headers::request_id(req.headers().get(headers::REQUEST_ID));
         req.headers_mut().insert(headers::REQUEST_ID, request_id.clone());
@@ -623,6 +626,12 @@ impl DataPath {
         head.uri = uri;
         head.version = Version::HTTP_11;
         head.headers = headers::to_fallback(&parts.headers, client);
+        if !head.headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host as `:authority`, which hyper puts in the URI.
+            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                head.headers.insert(header::HOST, host);
+            }
+        }
         let outcome = self.fallback.send(head, body).await;
         for retried in &outcome.retried {
             self.stats.retry(Retry::HandOver);
