@@ -6,8 +6,10 @@ Real sockets on loopback: a stdlib HTTP server plays a tenant node (TCP), anothe
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
+import logging
 import socket
 import socketserver
 import threading
@@ -20,7 +22,11 @@ import httpx
 import pytest
 
 from pbfast._native import GatewayServer
+from pbfast.config import Address
 from pbfast.gateway.metrics import LATENCY_BUCKETS
+from pbfast.gateway.native import NativeFrontend
+from pbfast.gateway.proxy import ProxyLimits
+from pbfast.logs import current_request_id
 from pbfast.primitives import CircuitBreakers, RoutingTable
 
 TOKEN = "cluster-token-native-0123456789"
@@ -422,3 +428,54 @@ def test_idle_http2_connections_are_closed_with_a_goaway(rig: dict[str, Any], tm
         assert stalled[0]["server"] == "a"
     finally:
         server.stop(0.1)
+
+
+class _Lines(logging.Handler):
+    """The gateway's log records as ``(level, message up to its first colon, request id)``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[tuple[str, str, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelname, record.getMessage().split(":")[0], current_request_id.get()))
+
+
+def test_native_warnings_reach_the_log_at_warn_with_the_request_id(tmp_path: Path) -> None:
+    """Through NativeFrontend, as pbfast serve runs it: a Python side that hangs up on every request."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    frontend = NativeFrontend(Address("127.0.0.1", port), RoutingTable("pb.test"), CircuitBreakers(2, 30.0, 1), TOKEN,
+                              ProxyLimits(), threads=1, move_wait_seconds=1.0)
+    hang_up = socket.socket(socket.AF_UNIX)
+    hang_up.bind(str(frontend.socket_path))
+    hang_up.listen()
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = hang_up.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    try:
+        asyncio.run(frontend.start())
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/health", headers={"x-request-id": "warn-test-1"})
+        assert answer.status_code == 502 and answer.headers["x-request-id"] == "warn-test-1"
+        lines = _Lines()
+        logger = logging.getLogger("pbfast.Gateway")
+        logger.addHandler(lines)
+        try:
+            frontend.write_logs()
+        finally:
+            logger.removeHandler(lines)
+        assert lines.lines == [("WARNING", "hand-over to the Python side failed, sent again", "warn-test-1"),
+                         ("WARNING", "hand-over to the Python side failed, answered 502", "warn-test-1")]
+    finally:
+        frontend.server.stop(0.1)
+        hang_up.close()
+        frontend.close()

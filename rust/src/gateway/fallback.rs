@@ -18,6 +18,7 @@
 //! Thread-safety: one [`Fallback`] per server thread, used from that thread's runtime.
 
 use std::error::Error as _;
+use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -157,11 +158,10 @@ fn closed_unanswered(err: &hyper_util::client::legacy::Error) -> bool {
         return false;
     };
     let io_kind = hyper_err.source().and_then(|s| s.downcast_ref::<std::io::Error>()).map(std::io::Error::kind);
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
     hyper_err.is_incomplete_message() || matches!(io_kind, Some(ConnectionReset | BrokenPipe | ConnectionAborted))
 }
 
-/// `err` and its causes, for the log: `SendRequest: connection closed before message completed`.
+/// `err` and its causes, for the log: `client error (SendRequest): connection closed before message completed`.
 pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = format!("{err}");
     let mut cause = err.source();
