@@ -124,7 +124,10 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
     member.registry.on_change = feed.notify_threadsafe
     node_client = NodeClient(cluster_token, dict(local_nodes))
     api = ControlPlaneApi(member, feed, node_client, node_timeout=config.node_timeout)
-    parts.listeners.append(Listener("ControlPlane", config.http_addr, ControlPlaneApp(api, admin_token, cluster_token)))
+    hint = ("It was given with --admin-token or PBFAST_ADMIN_TOKEN." if config.admin_token is not None else
+            f"This server keeps it in {(config.data_dir / ADMIN_TOKEN_FILE).resolve()}.")
+    parts.listeners.append(Listener("ControlPlane", config.http_addr,
+                                    ControlPlaneApp(api, admin_token, cluster_token, admin_token_hint=hint)))
     reconciler = Reconciler(member, node_timeout=config.node_timeout, delete_retention=config.delete_retention,
                             on_placed=api.push_pending_superuser)
     parts.on_loop.append(feed.attach)
