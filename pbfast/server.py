@@ -387,7 +387,7 @@ async def _run_claimed(config: ServeConfig) -> int:
         except Exception:  # noqa: BLE001 - stop everything else anyway
             log.exception("stopping the gateway's native data path failed")
     for server in servers:
-        server.stop()
+        server.stop()  # type: ignore[no-untyped-call]  # granian's embedded server is untyped
     pending = [task for task in [*serving, *background] if not task.done()]
     if pending:
         _, still_running = await asyncio.wait(pending, timeout=1.0)
