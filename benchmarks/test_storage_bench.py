@@ -35,10 +35,11 @@ from bench_tools import needs_tools
 
 from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster
 from helpers import PbfastProcess, free_port, moto_s3_server
-from pbfast.pocketbase.schema import init_tenant_database
+from pbfast.pocketbase.collections import init_tenant_database
 from test_control_plane_bench import run_wrk
 from pbfast.tenant_node.app import TenantNodeApp
-from pbfast.tenant_node.replication import ReplicaStore, Replicator
+from pbfast.tenant_node.replica import ReplicaStore
+from pbfast.tenant_node.replication import Replicator
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}

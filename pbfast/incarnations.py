@@ -17,7 +17,7 @@ from typing import Any, TypedDict
 
 from pbfast.timefmt import format_rfc3339, parse_rfc3339
 
-__all__ = ["Life", "life_at", "lives_from_json", "lives_json", "lives_of"]
+__all__ = ["Life", "life_at", "lives_from_json", "lives_json", "lives_of", "lives_to_json"]
 
 
 class Life(TypedDict):
@@ -54,13 +54,18 @@ def life_at(lives: Sequence[Life], moment: float) -> Life | None:
 
 
 def lives_json(tenant: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The API form of :func:`lives_of`: times as RFC 3339 UTC with microseconds (the form ``at`` takes),
+    """The API form of :func:`lives_of` (see :func:`lives_to_json`)."""
+    return lives_to_json(lives_of(tenant))
+
+
+def lives_to_json(lives: Sequence[Life]) -> list[dict[str, Any]]:
+    """The API form of a tenant's lives: times as RFC 3339 UTC with microseconds (the form ``at`` takes),
     the seed as ``restoredFrom``."""
     return [{"incarnation": life["incarnation"],
              "startedAt": format_rfc3339(life["startedAt"]),
              "endedAt": None if life["endedAt"] is None else format_rfc3339(life["endedAt"]),
              "restoredFrom": life["seed"]}
-            for life in lives_of(tenant)]
+            for life in lives]
 
 
 def lives_from_json(tenant: Mapping[str, Any]) -> list[Life]:

@@ -24,6 +24,7 @@ import socket
 from pathlib import Path
 from typing import IO
 
+from pbfast.durable import write_atomically
 from pbfast.primitives import is_valid_tenant_id
 
 __all__ = ["LEGACY_NODE_ID", "NODE_ID_FILE", "NodeIdError", "load_or_create_instance_id", "load_or_create_node_id",
@@ -78,17 +79,7 @@ def load_or_create_instance_id(data_dir: Path) -> str:
 
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, (text + "\n").encode())
 
 
 def _host_label() -> str:

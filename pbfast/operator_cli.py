@@ -25,7 +25,7 @@ from pbfast.config import DEFAULT_CONTROL_PLANE_ADDR, DEFAULT_DATA_DIR, ConfigEr
 from pbfast.cp_client import ControlPlaneError, ControlPlaneUnavailable, SyncControlPlaneClient
 from pbfast.incarnations import Life, life_at, lives_from_json
 from pbfast.pocketbase.tenant import backup_database, check_pocketbase_database
-from pbfast.tenant_node.replication import ReplicaStore
+from pbfast.tenant_node.replica import ReplicaStore
 from pbfast.timefmt import format_rfc3339, parse_rfc3339
 from pbfast.tokens import ADMIN_TOKEN_FILE
 

@@ -18,13 +18,14 @@ import re
 import secrets
 from typing import Any
 
+from pbfast.cluster import wire
 from pbfast.http import HTTPProtocol, Scope
 from pbfast.logs import current_request_id
 
 __all__ = ["MAX_REQUEST_ID_LENGTH", "REQUEST_ID_HEADER", "WithRequestId", "bind_request_id", "new_request_id",
            "request_id_or_new"]
 
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = wire.REQUEST_ID_HEADER
 MAX_REQUEST_ID_LENGTH = 128
 _VALID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH)
 

@@ -1,12 +1,14 @@
 """Datetime text formats: PocketBase's ``2006-01-02 15:04:05.000Z`` (UTC) for API fields, and RFC 3339
-(normalised to UTC ``2006-01-02T15:04:05[.000000]Z``) for points in time given to and by restores."""
+(normalised to UTC ``2006-01-02T15:04:05[.000000]Z``) for points in time given to and by restores: strictly
+(:func:`parse_rfc3339`, what an operator gives), or as Litestream writes and takes them (:func:`parse_time`:
+no zone means UTC, up to nanoseconds)."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
-__all__ = ["format_datetime", "format_rfc3339", "parse_rfc3339"]
+__all__ = ["format_datetime", "format_rfc3339", "parse_rfc3339", "parse_time"]
 
 _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d+))?"
@@ -39,6 +41,20 @@ def parse_rfc3339(text: str) -> datetime:
             tzinfo=offset).astimezone(UTC)
     except (ValueError, OverflowError) as err:  # month 13, second 60 (a leap second), year 0, ...
         raise ValueError(f"invalid date or time in {text!r}: {err}") from err
+
+
+_LENIENT_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)?")
+
+
+def parse_time(text: str) -> float:
+    """An RFC 3339 timestamp (up to nanoseconds; no zone means UTC) as Unix seconds. Raises ValueError."""
+    match = _LENIENT_RFC3339.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+    head, fraction, zone = match.groups()
+    zone = "+00:00" if zone in (None, "Z", "z") else zone
+    return datetime.fromisoformat(head.replace(" ", "T") + zone).timestamp() + (float("0." + fraction)
+                                                                                 if fraction else 0.0)
 
 
 def format_rfc3339(moment: datetime | float) -> str:

@@ -3,10 +3,11 @@ rename, read back on every start."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from pathlib import Path
+
+from pbfast.durable import write_atomically
 
 __all__ = ["ADMIN_TOKEN_FILE", "CLUSTER_TOKEN_FILE", "TokenFileError", "load_or_create_token"]
 
@@ -16,14 +17,6 @@ CLUSTER_TOKEN_FILE = "cluster.token"
 
 class TokenFileError(RuntimeError):
     """The token file exists but cannot be used (unreadable, empty, or open to other users)."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_or_create_token(data_dir: Path, file_name: str) -> tuple[str, Path, bool]:
@@ -50,13 +43,5 @@ def load_or_create_token(data_dir: Path, file_name: str) -> tuple[str, Path, boo
         return token, path, False
 
     token = secrets.token_urlsafe(32)
-    tmp = path.with_name(f".{file_name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (token + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(data_dir)
+    write_atomically(path, (token + "\n").encode(), 0o600)
     return token, path, True

@@ -20,7 +20,7 @@ from cpcluster import ADMIN, Start, start_cluster, wait_until
 from helpers import moto_s3_server
 from nodetools import S3_ENV, Forwarder, forwarded, forwarded_ok, scrape, start_node, tenant
 from pbfast.tenant_node.lease import HALT_FRACTION, SERVE_FRACTION, Lease, heartbeat_interval, heartbeat_timeout
-from pbfast.tenant_node.replication import ReplicaStore
+from pbfast.tenant_node.replica import ReplicaStore
 
 NODE_TIMEOUT = 4.0  # the node fences at half of it (2 s) and stops replicating by 0.8 of it (3.2 s)
 OWNER = {"email": "owner@example.com", "password": "owner-password-1"}

@@ -330,7 +330,8 @@ class FakeNode:
                 if path.endswith("/fenced") and int(names.get("x-pbfast-epoch", "0")) < 2:
                     moved = b'{"status":503,"message":"The tenant has moved; retry.","data":{}}'
                     writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-                                 b"retry-after: 1\r\ncontent-length: %d\r\n\r\n%b" % (len(moved), moved))
+                                 b"retry-after: 1\r\nx-pbfast-moved: 1\r\ncontent-length: %d\r\n\r\n%b"
+                                 % (len(moved), moved))
                 elif path.endswith("/big"):
                     payload = bytes(range(256)) * (int(params["size"]) // 256)
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"

@@ -27,7 +27,7 @@ from pbfast.tenant_node.local_copy import (
     read_marker,
     write_marker,
 )
-from pbfast.tenant_node.replication import ReplicaStore
+from pbfast.tenant_node.replica import ReplicaStore
 
 NODE_TIMEOUT = 2.0  # seconds: how soon the control plane re-places the tenants of a stopped node
 BUCKET = "local-copy-test"

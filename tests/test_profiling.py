@@ -143,7 +143,7 @@ def test_cpu_profile_under_load_names_the_hot_request_functions(pbfast_process: 
     assert set(load.statuses) == {200}, sorted(set(load.statuses))
     assert "Type: cpu" in top
     # The database work of a list request (a worker thread, SQLite called without the GIL) ...
-    assert "pbfast.pocketbase.api.TenantApi.list_records" in top, top
+    assert "pbfast.pocketbase.apis.records.list_records" in top, top
     # ... and the request's way through the event loop (the main thread, which samples itself on SIGPROF).
     assert "pbfast.gateway.app.GatewayApp.__rsgi__" in every_node, every_node
     assert "pbfast.tenant_node.app.TenantNodeApp.serve_tenant" in every_node, every_node
@@ -151,7 +151,7 @@ def test_cpu_profile_under_load_names_the_hot_request_functions(pbfast_process: 
     assert flamegraph.status_code == 200 and flamegraph.headers["content-type"] == "image/svg+xml"
     svg = ElementTree.fromstring(flamegraph.content)
     titles = [element.text or "" for element in svg.iter("{http://www.w3.org/2000/svg}title")]
-    assert any(title.startswith("pbfast.pocketbase.api.TenantApi.list_records (") for title in titles), titles
+    assert any(title.startswith("pbfast.pocketbase.apis.records.list_records (") for title in titles), titles
 
     heap_file = tmp_path / "heap.prof"  # the guide's `curl .../debug/pprof/heap > heap.prof`
     with _Load(list_url) as load:

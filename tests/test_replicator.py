@@ -29,7 +29,8 @@ from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import read_marker
-from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
+from pbfast.tenant_node.replication import Replicator
 
 
 def _replicator(tmp_path: Path) -> Replicator:
@@ -157,7 +158,8 @@ def test_litestream_dies_with_its_node_even_by_kill_9(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import asyncio, sys
         from pathlib import Path
-        from pbfast.tenant_node.replication import ReplicaStore, Replicator
+        from pbfast.tenant_node.replica import ReplicaStore
+        from pbfast.tenant_node.replication import Replicator
 
         async def main():
             replicator = Replicator(Path({str(tmp_path / "litestream")!r}),
@@ -442,7 +444,7 @@ def test_only_litestream_checkpoints_a_replicated_tenant_and_the_node_bounds_the
         first = wal.stat().st_size
         assert first > 6 << 20  # nothing checkpointed it
         node.close_idle(300)  # the periodic housekeeping checkpoints what litestream does not watch
-        await _until(lambda: not node._checkpointing)
+        await _until(lambda: not node.checkpoints.running)
         write_megabytes(6)  # reuses the checkpointed WAL instead of growing it
         assert wal.stat().st_size < first + (1 << 20)
         await node.close_all()

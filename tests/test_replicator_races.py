@@ -24,7 +24,8 @@ from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import CopyMarker, read_marker, write_marker
-from pbfast.tenant_node.replication import ReplicaStore, ReplicationError, Replicator
+from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
+from pbfast.tenant_node.replication import Replicator
 
 
 def _replicator(tmp_path: Path) -> Replicator:
@@ -79,7 +80,7 @@ def test_a_request_and_the_heartbeat_close_a_tenant_placed_again_only_once(tmp_p
             marker = read_marker(tmp_path / "tenants" / "alpha")
             assert marker is not None and marker.epoch == 3
             await asyncio.sleep(0)
-            await asyncio.gather(*list(node._tasks))  # noqa: SLF001 - the heartbeat's background close
+            await asyncio.gather(*list(node.background.tasks))  # the heartbeat's background close
             assert node.tenants.get("alpha") is reopened
             reopened.conn.execute("SELECT 1").fetchall()  # not closed under the request
             assert node.metrics.closes["reassigned"] == 1
@@ -162,15 +163,15 @@ class _SlowRegisterLitestream:
 def test_a_close_during_a_retried_register_leaves_nothing_registered(tmp_path: Path) -> None:
     async def scenario() -> None:
         stub = _SlowRegisterLitestream(tmp_path / "stub.sock")
-        server = await asyncio.start_unix_server(stub._handle, path=str(stub.path))  # noqa: SLF001
+        server = await asyncio.start_unix_server(stub._handle, path=str(stub.path))
         replicator = _replicator(tmp_path)
-        replicator._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(stub.path)),  # noqa: SLF001
+        replicator._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(stub.path)),
                                                base_url="http://litestream")
 
         class Running:  # reconcile() only asks whether the process is alive
             returncode = None
 
-        replicator._process = Running()  # type: ignore[assignment]  # noqa: SLF001
+        replicator._process = Running()  # type: ignore[assignment]
         db = tmp_path / "tenants" / "alpha" / DATA_DB
         try:
             # Opened while litestream was restarting: wanted, not confirmed; the reconcile pass registers it.
@@ -182,7 +183,7 @@ def test_a_close_during_a_retried_register_leaves_nothing_registered(tmp_path: P
             assert replicator.stopped(db)
             assert stub.listed == {}  # what the node believes is what litestream does
         finally:
-            await replicator._client.aclose()  # noqa: SLF001
+            await replicator._client.aclose()
             server.close()
 
     _run(scenario)
@@ -199,7 +200,7 @@ def test_a_new_incarnation_never_replicates_to_the_old_path(tmp_path: Path) -> N
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("CREATE TABLE notes (body TEXT)")
             await replicator.register(db, "alpha", "inc-1")
-            process = replicator._process  # noqa: SLF001
+            process = replicator._process
             assert process is not None
             freeze(process.pid)  # the unregister is not confirmed
             try:
@@ -215,14 +216,14 @@ def test_a_new_incarnation_never_replicates_to_the_old_path(tmp_path: Path) -> N
                 await replicator.register(db, "alpha", "inc-2")
             want = {str(db): replicator.store.url("alpha", "inc-2")}
             deadline = time.monotonic() + 10
-            while replicator._confirmed != want:  # noqa: SLF001
+            while replicator._confirmed != want:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
             with sqlite3.connect(db) as connection:
                 connection.execute("INSERT INTO notes VALUES ('acknowledged under inc-2')")
             await replicator.sync(db)
             assert (tmp_path / "replica" / "tenants" / "alpha" / "inc-2").exists()
-            assert replicator._confirmed == {str(db): replicator.store.url("alpha", "inc-2")}  # noqa: SLF001
+            assert replicator._confirmed == {str(db): replicator.store.url("alpha", "inc-2")}
         finally:
             await replicator.stop()
 
@@ -264,8 +265,8 @@ def test_an_abandoned_registration_is_never_carried_out_after_the_unregister(tmp
     async def scenario() -> None:
         replicator = _replicator(tmp_path)
         await replicator.start()
-        assert replicator._reconciler is not None  # noqa: SLF001
-        replicator._reconciler.cancel()  # noqa: SLF001 - only the node's own calls
+        assert replicator._reconciler is not None
+        replicator._reconciler.cancel()  # only the node's own calls
         try:
             for index in range(3):
                 db = tmp_path / "tenants" / f"t{index}" / DATA_DB
@@ -274,7 +275,7 @@ def test_an_abandoned_registration_is_never_carried_out_after_the_unregister(tmp
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.execute("CREATE TABLE notes (body TEXT)")
                 await _until_answering(replicator)
-                frozen = replicator._process.pid  # type: ignore[union-attr]  # noqa: SLF001
+                frozen = replicator._process.pid  # type: ignore[union-attr]
                 freeze(frozen)
                 try:
                     with pytest.raises(ReplicationError):  # no answer: litestream may do it later...
@@ -289,7 +290,7 @@ def test_an_abandoned_registration_is_never_carried_out_after_the_unregister(tmp
                     await replicator.reconcile()
                 await asyncio.sleep(0.3)
                 assert not (replicator.stopped(db) and str(db) in _listed(replicator))
-                assert replicator._process.pid != frozen  # type: ignore[union-attr]  # noqa: SLF001 - killed
+                assert replicator._process.pid != frozen  # type: ignore[union-attr]  # killed
         finally:
             await replicator.stop()
 
@@ -318,7 +319,7 @@ def test_a_copy_closed_while_storage_was_down_is_shipped_when_it_is_released(tmp
             store = await _storage_down(replicator, tenant)  # every write to the replica fails now
             tenant.conn.execute("CREATE TABLE notes (body TEXT)")
             node.open_tenants.remove("alpha")
-            await node._close("alpha", "idle", time.monotonic() + 8)  # noqa: SLF001 - an idle close
+            await node.pool.close("alpha", "idle", time.monotonic() + 8)  # an idle close
             marker = read_marker(tmp_path / "tenants" / "alpha")
             assert marker is not None and not marker.shipped
             store.unlink()  # storage is back; the tenant stays closed
@@ -371,13 +372,13 @@ def test_an_unshipped_copy_put_back_on_its_node_is_shipped_in_the_background(tmp
             store = await _storage_down(replicator, tenant)
             tenant.conn.execute("CREATE TABLE acknowledged (body TEXT)")
             node.open_tenants.remove("alpha")
-            await node._close("alpha", "idle", time.monotonic() + 8)  # noqa: SLF001 - final sync fails
+            await node.pool.close("alpha", "idle", time.monotonic() + 8)  # final sync fails
             # A move whose release got no answer: put back here under epoch 2, the stay uninterrupted.
             node.apply_assignments({"alpha": {"epoch": 2, "placedSince": 1, "incarnation": "inc-1"}}, [])
             store.unlink()  # storage is back; the tenant stays idle
             node.close_idle(3600)  # the idle check ships closed copies left unshipped
             await asyncio.sleep(0.2)
-            await asyncio.gather(*list(node._tasks))  # noqa: SLF001
+            await asyncio.gather(*list(node.background.tasks))
             marker = read_marker(tmp_path / "tenants" / "alpha")
             assert marker is not None and marker.shipped and marker.epoch == 2
             restored = tmp_path / "check.db"
@@ -401,14 +402,14 @@ def test_a_request_waits_a_bounded_time_for_a_long_restore_and_the_retry_finds_t
             node.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])
             storage_slow = _hold_restores(replicator)  # a large database from slow storage
             with pytest.raises(ApiError) as waited:
-                await node._open_within("alpha", 0.3)  # noqa: SLF001 - what a request does
+                await node.pool.open_within("alpha", 0.3)  # what a request does
             assert waited.value.status == 503 and ("retry-after", "2") in waited.value.headers
             storage_slow.set()  # the open went on without the request
             deadline = time.monotonic() + 10
             while "alpha" not in node.tenants:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
-            assert await node._open_within("alpha", 0.3) is node.tenants["alpha"]  # noqa: SLF001 - the retry
+            assert await node.pool.open_within("alpha", 0.3) is node.tenants["alpha"]  # the retry
             await node.close_all()
         finally:
             await replicator.stop()

@@ -71,8 +71,8 @@ def run(index: int, endpoint: str | None) -> None:
     root.mkdir(parents=True)
     db = root / "data.db"
     if args.init == "pocketbase":
-        from pbfast.pocketbase import schema  # noqa: PLC0415
-        schema.init_tenant_database(root)
+        from pbfast.pocketbase import collections  # noqa: PLC0415
+        collections.init_tenant_database(root)
     else:
         connection = apsw.Connection(str(db))
         connection.execute("PRAGMA journal_mode=WAL").fetchall()

@@ -8,16 +8,16 @@ client that got 200 can read its write back from this member. Reads are served f
 from __future__ import annotations
 
 import asyncio
-import copy
 import math
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import bcrypt
 
+from pbfast.cluster.heartbeat import Assignments, FirstSuperuser, Heartbeat, HeartbeatAnswer, WireError
+from pbfast.cluster.tenant_record import TenantRecord, new_tenant
 from pbfast.control_plane.node_client import (
     RELEASE_TIMEOUT_SECONDS,
     RESTORE_CHECK_TIMEOUT_SECONDS,
@@ -37,7 +37,7 @@ from pbfast.control_plane.validation import (
     parse_tenant_update,
 )
 from pbfast.http import ApiError, Request
-from pbfast.incarnations import Life, life_at, lives_json, lives_of
+from pbfast.incarnations import Life, life_at
 from pbfast.logs import component_logger
 from pbfast.primitives import is_valid_tenant_id
 from pbfast.timefmt import format_datetime, format_rfc3339
@@ -61,34 +61,12 @@ NO_REPLICA = "validation_no_replica"  # the node's restore-check: nothing of tha
 
 _HTTP_ERRORS = {"not_found": 404, "conflict": 409, "invalid": 400}
 
+T = TypeVar("T")
 
-def tenant_json(tenant: dict[str, Any]) -> dict[str, Any]:
+
+def tenant_json(tenant: TenantRecord) -> dict[str, Any]:
     """The public JSON form of a tenant record (never its superuser's password hash)."""
-    usage = tenant["usage"]
-    return {
-        "id": tenant["id"],
-        "status": tenant["status"],
-        "nodeId": tenant["nodeId"],
-        "epoch": tenant["epoch"],
-        "moving": tenant.get("moving"),
-        "storageQuotaMB": tenant["storageQuotaMB"],
-        "apiRequestsQuota": tenant["apiRequestsQuota"],
-        "requestTimeLimitMs": tenant.get("requestTimeLimitMs"),
-        "durability": tenant["durability"],
-        "incarnation": tenant.get("incarnation", "0"),
-        "restoredFrom": tenant.get("seed"),
-        "incarnations": lives_json(tenant),
-        "usage": {
-            "storageMB": round(usage["storageBytes"] / (1 << 20), 3),
-            "apiRequests": usage["apiRequests"],
-            "dbTimeLimited": usage.get("dbTimeLimited", 0),
-            "dbQueueRejected": usage.get("dbQueueRejected", 0),
-            "dbWaitSeconds": round(usage.get("dbWaitMs", 0) / 1000, 3),
-            "periodStart": format_datetime(usage["periodStart"]),
-        },
-        "createdAt": format_datetime(tenant["createdAt"]),
-        "updatedAt": format_datetime(tenant["updatedAt"]),
-    }
+    return tenant.to_json()
 
 
 def node_json(node: dict[str, Any], assigned: int) -> dict[str, Any]:
@@ -134,62 +112,57 @@ class ControlPlaneApi:
             raise ApiError(_HTTP_ERRORS.get(outcome, 400), value)
         return value
 
-    def _tenant(self, tenant_id: str) -> dict[str, Any]:
-        tenant = self.registry.tenant(tenant_id) if is_valid_tenant_id(tenant_id) else None
+    def _tenant(self, tenant_id: str) -> TenantRecord:
+        tenant = self.registry.tenant_record(tenant_id) if is_valid_tenant_id(tenant_id) else None
         if tenant is None:
             raise ApiError(404, "Tenant not found.")
         return tenant
 
+    async def _commit_tenant(self, command: Any, *args: Any) -> TenantRecord:
+        """:meth:`_commit` of a command whose value is a tenant record (stored form)."""
+        return TenantRecord.from_stored(await self._commit(command, *args))
+
     # ---- tenants --------------------------------------------------------------------------------
 
     async def create_tenant(self, request: Request) -> None:
-        fields = parse_tenant_create(await request.json_object())
+        wanted, login = parse_tenant_create(await request.json_object())
         now = time.time()
-        superuser = fields.pop("superuser")
-        if superuser is not None:
-            hashed = await asyncio.to_thread(bcrypt.hashpw, superuser["password"].encode(),
-                                             bcrypt.gensalt(BCRYPT_COST))
-            superuser = {"email": superuser["email"], "passwordHash": hashed.decode()}
-        plan = place([fields["id"]], self.registry.nodes_snapshot(), assigned_counts(self.registry.tenants_snapshot()))
-        record = {
-            **fields,
-            "status": "active",
-            "nodeId": plan[0][1] if plan else None,
-            "moving": None,
-            "incarnation": new_incarnation(now),  # replica path of this tenant's life
-            "superuser": superuser,
-            "usage": {"apiRequests": 0, "periodStart": _window_start(now), "storageBytes": 0},
-            "createdAt": now,
-            "updatedAt": now,
-        }
-        tenant = await self._commit(self.registry.create_tenant, record)
-        log.info("created tenant %s on node %s", tenant["id"], tenant["nodeId"] or "(none yet)")
-        if superuser is not None and tenant["nodeId"]:
+        superuser = None
+        if login is not None:
+            hashed = await asyncio.to_thread(bcrypt.hashpw, login["password"].encode(), bcrypt.gensalt(BCRYPT_COST))
+            superuser = FirstSuperuser(login["email"], hashed.decode())
+        plan = place([wanted.id], self.registry.nodes_snapshot(), assigned_counts(self.registry.tenant_records()))
+        # the incarnation: the replica path of this tenant's life
+        record = new_tenant(wanted, plan[0][1] if plan else None, new_incarnation(now), superuser,
+                            _window_start(now), now)
+        tenant = await self._commit_tenant(self.registry.create_tenant, record)
+        log.info("created tenant %s on node %s", tenant.id, tenant.node_id or "(none yet)")
+        if superuser is not None and tenant.node_id:
             # Best effort now; otherwise the node applies it when it creates the tenant's database.
             try:
-                await self._node_superuser(tenant, superuser["email"], superuser["passwordHash"])
+                await self._node_superuser(tenant, superuser.email, superuser.password_hash)
             except ApiError as err:
                 log.warning("tenant %s: superuser not set yet (%s); the node sets it on first use",
-                            tenant["id"], err.message)
+                            tenant.id, err.message)
         request.send_json(200, tenant_json(tenant))
 
-    async def _node_address(self, tenant: dict[str, Any], wait: float = PLACEMENT_WAIT_SECONDS) -> str:
+    async def _node_address(self, tenant: TenantRecord, wait: float = PLACEMENT_WAIT_SECONDS) -> str:
         """The address of the tenant's live node, waiting a little for a placement in progress."""
         deadline = time.monotonic() + wait
         while True:
-            current = self.registry.tenant(tenant["id"]) or tenant
-            node = self.registry.node(current["nodeId"] or "")
-            if node is not None and node["status"] == NODE_UP and not current.get("moving"):
+            current = self.registry.tenant_record(tenant.id) or tenant
+            node = self.registry.node(current.node_id or "")
+            if node is not None and node["status"] == NODE_UP and not current.moving:
                 return str(node["address"])
             if time.monotonic() >= deadline:
                 raise ApiError(503, "The tenant's node is not available; retry shortly.",
                                headers=[("retry-after", "2")])
             await asyncio.sleep(0.05)
 
-    async def _node_superuser(self, tenant: dict[str, Any], email: str, password_hash: str) -> None:
+    async def _node_superuser(self, tenant: TenantRecord, email: str, password_hash: str) -> None:
         try:
             address = await self._node_address(tenant)
-            await self.nodes.upsert_superuser(address, tenant["id"], email, password_hash)
+            await self.nodes.upsert_superuser(address, tenant.id, email, password_hash)
         except NodeError as err:
             raise ApiError(err.status if err.status < 500 else 503, f"The tenant's node refused: {err}") from err
 
@@ -198,14 +171,14 @@ class ControlPlaneApi:
         superuser = parse_superuser(await request.json_object())
         hashed = await asyncio.to_thread(bcrypt.hashpw, superuser["password"].encode(), bcrypt.gensalt(BCRYPT_COST))
         await self._node_superuser(tenant, superuser["email"], hashed.decode())
-        log.info("tenant %s: superuser %s upserted", tenant["id"], superuser["email"])
-        request.send_json(200, {"tenantId": tenant["id"], "email": superuser["email"]})
+        log.info("tenant %s: superuser %s upserted", tenant.id, superuser["email"])
+        request.send_json(200, {"tenantId": tenant.id, "email": superuser["email"]})
 
     async def import_data(self, request: Request) -> None:
         """Stream an uploaded PocketBase data.db to the tenant's node (a tenant without data only)."""
         tenant = self._tenant(request.params["id"])
         address = await self._node_address(tenant)
-        limit = (tenant["storageQuotaMB"] << 20) if tenant["storageQuotaMB"] is not None else None
+        limit = tenant.storage_quota_bytes
 
         async def chunks() -> AsyncIterator[bytes]:
             received = 0
@@ -216,39 +189,39 @@ class ControlPlaneApi:
                 yield chunk
 
         try:
-            await self.nodes.import_data(address, tenant["id"], chunks())
+            await self.nodes.import_data(address, tenant.id, chunks())
         except NodeError as err:
             raise ApiError(err.status if err.status < 500 else 503, f"Import failed: {err}") from err
-        log.info("tenant %s: database imported", tenant["id"])
-        request.send_json(200, tenant_json(self._tenant(tenant["id"])))
+        log.info("tenant %s: database imported", tenant.id)
+        request.send_json(200, tenant_json(self._tenant(tenant.id)))
 
     async def export_data(self, request: Request) -> None:
         """A consistent snapshot of the tenant's data.db, streamed from its node."""
         tenant = self._tenant(request.params["id"])
-        chunks = self.nodes.export_chunks(await self._node_address(tenant), tenant["id"])
+        chunks = self.nodes.export_chunks(await self._node_address(tenant), tenant.id)
         try:
             first = await anext(chunks, b"")
         except NodeError as err:
             raise ApiError(err.status if err.status < 500 else 503, f"Export failed: {err}") from err
         stream = request.proto.response_stream(  # type: ignore[attr-defined]
             200, [("content-type", "application/vnd.sqlite3"),
-                  ("content-disposition", f'attachment; filename="{tenant["id"]}-data.db"')])
+                  ("content-disposition", f'attachment; filename="{tenant.id}-data.db"')])
         try:
             await stream.send_bytes(first)
             async for chunk in chunks:
                 await stream.send_bytes(chunk)
         except NodeError as err:  # headers are gone: all we can do is cut the stream short and log
-            log.error("tenant %s: export interrupted: %s", tenant["id"], err)
+            log.error("tenant %s: export interrupted: %s", tenant.id, err)
 
     async def list_tenants(self, request: Request) -> None:
         page = request.query_int("page", 1, 1, 10**9)
         per_page = request.query_int("perPage", 30, 1, MAX_PER_PAGE)
         status, node_id = request.query("status"), request.query("nodeId")
-        tenants = sorted(self.registry.tenants_snapshot(), key=lambda t: (t["createdAt"], t["id"]))
+        tenants = sorted(self.registry.tenant_records(), key=lambda t: (t.created_at, t.id))
         if status:
-            tenants = [t for t in tenants if t["status"] == status]
+            tenants = [t for t in tenants if t.status == status]
         if node_id:
-            tenants = [t for t in tenants if t["nodeId"] == node_id]
+            tenants = [t for t in tenants if t.node_id == node_id]
         start = (page - 1) * per_page
         request.send_json(200, {
             "page": page,
@@ -265,7 +238,7 @@ class ControlPlaneApi:
         tenant_id = request.params["id"]
         self._tenant(tenant_id)
         changes = parse_tenant_update(await request.json_object())
-        tenant = await self._commit(self.registry.update_tenant, tenant_id, changes, time.time())
+        tenant = await self._commit_tenant(self.registry.update_tenant, tenant_id, changes, time.time())
         log.info("updated tenant %s: %s", tenant_id, ", ".join(sorted(changes)) or "nothing")
         request.send_json(200, tenant_json(tenant))
 
@@ -286,12 +259,12 @@ class ControlPlaneApi:
                            {"nodeId": {"code": "validation_unknown_node", "message": "Unknown node."}})
         if target["status"] != NODE_UP:
             raise ApiError(409, f"Node {target_id!r} is down.")
-        if tenant["nodeId"] == target_id:
+        if tenant.node_id == target_id:
             request.send_json(200, tenant_json(tenant))
             return
-        if tenant.get("moving"):
+        if tenant.moving:
             raise ApiError(409, "The tenant is already moving.")
-        epoch, source_id = tenant["epoch"], tenant["nodeId"]
+        epoch, source_id = tenant.epoch, tenant.node_id
         since = time.time()
         await self._mark_moving(tenant_id, target_id, epoch, since)
         released = False  # True also when the node may have released it (it did not answer)
@@ -310,9 +283,9 @@ class ControlPlaneApi:
                                 source["id"], tenant_id, err)
                     raise ApiError(503, f"Node {source['id']!r} could not hand the tenant over ({err or 'timed out'}); "
                                         "the move was not made. Retry later.") from err
-            moved = await self._commit_settled(
-                tenant_id, lambda t: [tenant_id] if t["nodeId"] == target_id and t["epoch"] == epoch + 1 else None,
-                self.registry.assign, [(tenant_id, target_id, epoch)], time.time())
+            moved: list[str] = await self._commit_settled(
+                tenant_id, lambda t: [tenant_id] if t.node_id == target_id and t.epoch == epoch + 1 else None,
+                list, self.registry.assign, [(tenant_id, target_id, epoch)], time.time())
         except BaseException:
             if released:
                 await self._serve_again(tenant_id, source_id, epoch, since)
@@ -337,19 +310,19 @@ class ControlPlaneApi:
         served from the release on; if the trial or the commit fails it is put back as it was."""
         tenant_id = request.params["id"]
         tenant = self._tenant(tenant_id)
-        at, moment = parse_restore(await request.json_object(), tenant["createdAt"], time.time())
-        if tenant.get("moving"):
+        at, moment = parse_restore(await request.json_object(), tenant.created_at, time.time())
+        if tenant.moving:
             raise ApiError(409, "The tenant is moving; restore it once the move is over.")
         address = await self._node_address(tenant)
         tenant = self._tenant(tenant_id)  # as it is now: the wait for a node may have taken a while
-        if tenant.get("moving"):
+        if tenant.moving:
             raise ApiError(409, "The tenant is moving; restore it once the move is over.")
-        node_id, epoch = tenant["nodeId"], tenant["epoch"]
+        node_id, epoch = tenant.node_id, tenant.epoch
         node = self.registry.node(node_id or "")  # the node of this very record (a move may have come between)
         if node is None or node["status"] != NODE_UP:
             raise ApiError(503, "The tenant's node is not available; retry shortly.", headers=[("retry-after", "2")])
         address = str(node["address"])
-        lives = lives_of(tenant)
+        lives = tenant.lives
         life = life_at(lives, moment)
         if life is None:
             raise ApiError(400, "Failed to validate the submitted data.", {"at": {
@@ -379,14 +352,13 @@ class ControlPlaneApi:
         try:
             seed = await self._trial_restore(address, tenant_id, life, at)
             restored = await self._commit_settled(
-                tenant_id, lambda t: copy.deepcopy(t) if t.get("incarnation") == incarnation else None,
+                tenant_id, lambda t: t if t.incarnation == incarnation else None, TenantRecord.from_stored,
                 self.registry.update_tenant_with_new_incarnation, tenant_id, epoch, incarnation, seed, time.time())
         except BaseException:
             await self._serve_again(tenant_id, node_id, epoch, since)
             raise
         log.info("restored tenant %s in place to %s: incarnation %s (seeded from %s at %s) on node %s, epoch %d",
-                 tenant_id, at, restored["incarnation"], seed["incarnation"], seed["at"], node_id,
-                 restored["epoch"])
+                 tenant_id, at, restored.incarnation, seed["incarnation"], seed["at"], node_id, restored.epoch)
         request.send_json(200, tenant_json(restored))
 
     async def _trial_restore(self, address: str, tenant_id: str, life: Life, at: str) -> dict[str, str]:
@@ -458,12 +430,12 @@ class ControlPlaneApi:
         if outcome != "ok":
             raise ApiError(_HTTP_ERRORS.get(outcome, 400), value)
 
-    async def _commit_settled(self, tenant_id: str, settled: Callable[[dict[str, Any]], Any],
-                              command: Any, *args: Any) -> Any:
-        """:meth:`_commit` for the last step of a move or restore. A command whose outcome is unknown
-        (``CommandFailed``: a leader change, say) may have committed anyway: after a barrier (everything
-        committed before it is applied here), the tenant is read back and given to ``settled``, which
-        returns the command's value if the step was made, else None."""
+    async def _commit_settled(self, tenant_id: str, settled: Callable[[TenantRecord], T | None],
+                              value_of: Callable[[Any], T], command: Any, *args: Any) -> T:
+        """:meth:`_commit` for the last step of a move or restore, whose value is ``value_of`` the command's. A
+        command whose outcome is unknown (``CommandFailed``: a leader change, say) may have committed anyway:
+        after a barrier (everything committed before it is applied here), the tenant is read back and given
+        to ``settled``, which returns the value if the step was made, else None."""
         try:
             outcome, value = await self.member.submit(command, *args)
         except CommandFailed as err:
@@ -472,15 +444,15 @@ class ControlPlaneApi:
             except CommandFailed as again:
                 raise ApiError(503, f"The change may or may not have been committed ({err}; then {again}); "
                                     "read the tenant to see.") from err
-            current = self.registry.tenant(tenant_id)
-            value = settled(current) if current is not None else None
-            if value is not None:
+            current = self.registry.tenant_record(tenant_id)
+            made = settled(current) if current is not None else None
+            if made is not None:
                 log.info("tenant %s: the change did commit after all (%s)", tenant_id, err)
-                return value
+                return made
             raise ApiError(503, f"The change was not committed: {err}. Retry the request.") from err
         if outcome != "ok":
             raise ApiError(_HTTP_ERRORS.get(outcome, 400), value)
-        return value
+        return value_of(value)
 
     async def _serve_again(self, tenant_id: str, node_id: str | None, epoch: int, since: float) -> None:
         """After the node released the tenant but the move or restore was not made: place it on the same
@@ -516,7 +488,7 @@ class ControlPlaneApi:
     # ---- nodes ----------------------------------------------------------------------------------
 
     async def list_nodes(self, request: Request) -> None:
-        counts = assigned_counts(self.registry.tenants_snapshot())
+        counts = assigned_counts(self.registry.tenant_records())
         nodes = sorted(self.registry.nodes_snapshot().values(), key=lambda n: n["id"])
         request.send_json(200, {"items": [node_json(n, counts.get(n["id"], 0)) for n in nodes]})
 
@@ -528,65 +500,43 @@ class ControlPlaneApi:
         node = await self._commit(self.registry.register_node, node_id, address, max_tenants, time.time(), instance,
                                   self.node_timeout)
         log.info("node %s registered at %s (max %d open tenants)", node_id, address, max_tenants)
-        request.send_json(200, node_json(node, assigned_counts(self.registry.tenants_snapshot()).get(node_id, 0)))
+        request.send_json(200, node_json(node, assigned_counts(self.registry.tenant_records()).get(node_id, 0)))
 
     async def heartbeat(self, request: Request) -> None:
         node_id = request.params["id"]
         if self.registry.node(node_id) is None:
             raise ApiError(404, "Unknown node; register first.")
-        body = await request.json_object(limit=64 << 20)
-        usage = _parse_usage(body.get("usage", {}))
-        open_tenants = body.get("openTenants", 0)
-        if isinstance(open_tenants, bool) or not isinstance(open_tenants, int) or open_tenants < 0:
+        try:
+            heartbeat = Heartbeat.from_json(await request.json_object(limit=64 << 20))
+        except WireError as err:
             raise ApiError(400, "Failed to validate the submitted data.",
-                           {"openTenants": {"code": "validation_invalid_type", "message": "Must be a whole number."}})
-        applied = body.get("superusersApplied", [])
-        if not isinstance(applied, list) or not all(isinstance(t, str) for t in applied):
-            raise ApiError(400, "Failed to validate the submitted data.", {"superusersApplied": {
-                "code": "validation_invalid_type", "message": "Must be a list of tenant ids."}})
-        instance = body.get("instanceId")
-        if instance is not None and not (isinstance(instance, str) and _INSTANCE_ID.fullmatch(instance)):
-            raise ApiError(400, "Failed to validate the submitted data.", {"instanceId": {
-                "code": "validation_invalid_instance", "message": "Must be 1-64 letters, digits, '-' or '_'."}})
-        await self._commit(self.registry.heartbeat, node_id, time.time(), open_tenants, usage, instance)
-        for tenant_id in applied:  # the node has the first superuser now: forget its password hash
-            tenant = self.registry.tenant(tenant_id)
-            if tenant is not None and tenant.get("superuser") and tenant["nodeId"] == node_id:
+                           {err.field: {"code": err.code, "message": str(err)}}) from None
+        usage = {tenant_id: entry.counters() for tenant_id, entry in heartbeat.usage.items()}
+        await self._commit(self.registry.heartbeat, node_id, time.time(), heartbeat.open_tenants, usage,
+                           heartbeat.instance_id)
+        for tenant_id in heartbeat.superusers_applied:  # the node has the first superuser now: forget its hash
+            tenant = self.registry.tenant_record(tenant_id)
+            if tenant is not None and tenant.superuser and tenant.node_id == node_id:
                 await self._commit(self.registry.update_tenant, tenant_id, {"superuser": None}, time.time())
-        request.send_json(200, self.assignments_of(node_id))
+        request.send_json(200, self.assignments_of(node_id).to_json())
 
     async def push_pending_superuser(self, tenant_id: str) -> None:
         """After a placement: hand the tenant's first superuser to its node now rather than at the next
         heartbeat, so the owner can log in as soon as the tenant answers."""
-        tenant = self.registry.tenant(tenant_id)
-        if tenant is None or not tenant.get("superuser") or not tenant["nodeId"]:
+        tenant = self.registry.tenant_record(tenant_id)
+        if tenant is None or tenant.superuser is None or not tenant.node_id:
             return
         try:
-            await self._node_superuser(tenant, tenant["superuser"]["email"], tenant["superuser"]["passwordHash"])
+            await self._node_superuser(tenant, tenant.superuser.email, tenant.superuser.password_hash)
         except ApiError as err:
             log.warning("tenant %s: first superuser not handed over yet: %s", tenant_id, err.message)
 
-    def assignments_of(self, node_id: str) -> dict[str, Any]:
+    def assignments_of(self, node_id: str) -> HeartbeatAnswer:
         """What a node must serve: its tenants with epoch, status and quotas, and tenants it must drop."""
-        tenants = {
-            t["id"]: {
-                "epoch": t["epoch"],
-                "placedSince": t.get("placedSince"),
-                "status": t["status"],
-                "moving": t.get("moving"),
-                "storageQuotaMB": t["storageQuotaMB"],
-                "apiRequestsQuota": t["apiRequestsQuota"],
-                "requestTimeLimitMs": t.get("requestTimeLimitMs"),
-                "durability": t["durability"],
-                "incarnation": t.get("incarnation", "0"),
-                "seed": t.get("seed"),
-                "superuser": t.get("superuser"),
-            }
-            for t in self.registry.tenants_snapshot() if t["nodeId"] == node_id
-        }
+        tenants = {t.id: t.assignment for t in self.registry.tenant_records(node_id)}
         deleted = sorted(tid for tid, stone in self.registry.tombstones_snapshot().items() if stone["nodeId"] == node_id)
-        return {"nodeId": node_id, "tenants": tenants, "deleted": deleted,
-                "routesVersion": self.registry.routes_version, "nodeTimeoutSeconds": self.node_timeout}
+        return HeartbeatAnswer(node_id, Assignments(tenants, deleted), self.registry.routes_version,
+                               self.node_timeout)
 
     async def remove_node(self, request: Request) -> None:
         node_id = request.params["id"]
@@ -595,7 +545,7 @@ class ControlPlaneApi:
             raise ApiError(404, "Unknown node.")
         if node["status"] == NODE_UP:
             raise ApiError(409, "The node is up; stop it first (its tenants are re-placed once it is down).")
-        if assigned_counts(self.registry.tenants_snapshot()).get(node_id):
+        if assigned_counts(self.registry.tenant_records()).get(node_id):
             raise ApiError(409, "Tenants are still assigned to the node; wait until they are re-placed.")
         await self._commit(self.registry.remove_node, node_id)
         request.proto.response_empty(204, [])
@@ -608,28 +558,3 @@ class ControlPlaneApi:
         if since >= 0:
             await self.feed.wait_newer_than(since, timeout)
         request.send_json(200, self.feed.table())
-
-
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# A heartbeat's usage entry: required counters, then the database counters (0 when a node does not send them).
-_USAGE_FIELDS = ("apiRequests", "storageBytes", "periodStart")
-_DB_USAGE_FIELDS = ("dbTimeLimited", "dbQueueRejected", "dbWaitMs")
-
-
-def _parse_usage(raw: Any) -> dict[str, tuple[int, ...]]:
-    """``{tenant: (requests, storage_bytes, window_start, time_limited, queue_rejected, wait_ms)}``."""
-    if not isinstance(raw, dict):
-        raise ApiError(400, "Failed to validate the submitted data.",
-                       {"usage": {"code": "validation_invalid_type", "message": "Must be an object."}})
-    usage = {}
-    for tenant_id, entry in raw.items():
-        values = (*(entry.get(name) for name in _USAGE_FIELDS), *(entry.get(name, 0) for name in _DB_USAGE_FIELDS)) \
-            if isinstance(entry, dict) else (None,)
-        if not is_valid_tenant_id(tenant_id) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            raise ApiError(400, "Failed to validate the submitted data.", {"usage": {
-                "code": "validation_invalid_usage",
-                "message": f"Usage of {tenant_id!r} needs whole numbers apiRequests, storageBytes, periodStart "
-                           f"(and, optionally, {', '.join(_DB_USAGE_FIELDS)})."}})
-        usage[tenant_id] = values
-    return usage

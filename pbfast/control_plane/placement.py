@@ -7,14 +7,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pbfast.cluster.tenant_record import TenantRecord
 from pbfast.control_plane.registry import NODE_UP
 
 __all__ = ["assigned_counts", "place"]
 
 
-def assigned_counts(tenants: Iterable[Mapping[str, Any]]) -> Counter[str]:
+def assigned_counts(tenants: Iterable[TenantRecord]) -> Counter[str]:
     """Tenants assigned per node id."""
-    return Counter(t["nodeId"] for t in tenants if t.get("nodeId"))
+    return Counter(t.node_id for t in tenants if t.node_id)
 
 
 def place(tenant_ids: Iterable[str], nodes: Mapping[str, Mapping[str, Any]],

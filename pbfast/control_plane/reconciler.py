@@ -83,14 +83,14 @@ class Reconciler:
             log.info("retention over for %d deleted tenant(s); their ids are free again", len(purged))
         await self._put_back_stale_moves(now)
         nodes = registry.nodes_snapshot()
-        tenants = registry.tenants_snapshot()
+        tenants = registry.tenant_records()
         homeless = [t for t in tenants
-                    if not t.get("moving") and (t["nodeId"] is None or nodes.get(t["nodeId"], {}).get("status") != NODE_UP)]
+                    if not t.moving and (t.node_id is None or nodes.get(t.node_id, {}).get("status") != NODE_UP)]
         if not homeless:
             return
-        live = assigned_counts(t for t in tenants if nodes.get(t["nodeId"] or "", {}).get("status") == NODE_UP)
-        epochs = {t["id"]: t["epoch"] for t in homeless}
-        plan = place([t["id"] for t in homeless], nodes, live)
+        live = assigned_counts(t for t in tenants if nodes.get(t.node_id or "", {}).get("status") == NODE_UP)
+        epochs = {t.id: t.epoch for t in homeless}
+        plan = place([t.id for t in homeless], nodes, live)
         for start in range(0, len(plan), PLACEMENT_BATCH):
             batch = [(tid, node_id, epochs[tid]) for tid, node_id in plan[start:start + PLACEMENT_BATCH]]
             _, moved = await self.member.submit(registry.assign, batch, time.time(), True)
@@ -107,26 +107,26 @@ class Reconciler:
         registry = self.member.registry
         nodes = registry.nodes_snapshot()
         seen = set()
-        for tenant in registry.tenants_snapshot():
-            if not tenant.get("moving"):
+        for tenant in registry.tenant_records():
+            if not tenant.moving:
                 continue
-            since = tenant.get("movingSince")
+            since = tenant.moving_since
             if since is None:
-                key = (tenant["id"], tenant["epoch"])
+                key = (tenant.id, tenant.epoch)
                 seen.add(key)
                 age = now - self._unstamped_moves.setdefault(key, now)
             else:
                 age = now - since
             if age < self.stale_move:
                 continue
-            node_id = tenant["nodeId"] if nodes.get(tenant["nodeId"] or "", {}).get("status") == NODE_UP else None
-            _, moved = await self.member.submit(registry.assign, [(tenant["id"], node_id, tenant["epoch"])],
+            node_id = tenant.node_id if nodes.get(tenant.node_id or "", {}).get("status") == NODE_UP else None
+            _, moved = await self.member.submit(registry.assign, [(tenant.id, node_id, tenant.epoch)],
                                                 time.time(), False, True, since)
             if moved:
                 log.warning("tenant %s was left moving to %s for %.0f s (the move or restore never finished); "
-                            "put back on node %s under epoch %d", tenant["id"], tenant["moving"], age,
-                            node_id or "(none: placed anew)", tenant["epoch"] + 1)
+                            "put back on node %s under epoch %d", tenant.id, tenant.moving, age,
+                            node_id or "(none: placed anew)", tenant.epoch + 1)
                 if node_id is not None and self.on_placed is not None:
-                    await self.on_placed(tenant["id"])
+                    await self.on_placed(tenant.id)
         for key in [k for k in self._unstamped_moves if k not in seen]:
             del self._unstamped_moves[key]

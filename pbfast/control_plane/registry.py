@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 from pysyncobj import SyncObjConsumer, replicated
 
+from pbfast.cluster.tenant_record import TenantChanges, TenantRecord
+
 __all__ = ["ERRORS", "MAX_INCARNATION_HISTORY", "NODE_DOWN", "NODE_UP", "Registry", "TENANT_STATUSES"]
 
 TENANT_STATUSES = ("active", "suspended")
@@ -66,7 +68,8 @@ class Registry(SyncObjConsumer):
 
     State (all plain dicts, pickled into pysyncobj's snapshots):
 
-    - ``tenants``: id -> tenant record (see :func:`pbfast.control_plane.api.tenant_json` for its JSON form)
+    - ``tenants``: id -> tenant record in its stored form (read as :class:`pbfast.cluster.tenant_record.TenantRecord`
+      through :meth:`tenant_record` and :meth:`tenant_records`)
     - ``nodes``: node id -> ``{id, address, maxTenants, status, registeredAt, lastHeartbeatAt, openTenants}``
     - ``tombstones``: deleted tenant id -> ``{deletedAt, nodeId}`` (kept until the replica is purged)
     - ``routes_version``: bumped by every command that changes where or whether a tenant is served
@@ -76,6 +79,8 @@ class Registry(SyncObjConsumer):
         # Set before SyncObjConsumer.__init__ records its own attributes, so it is never snapshotted.
         self.on_change: Callable[[], None] | None = None
         self._lock = threading.RLock()
+        # id -> (stored record, its typed form): records are replaced, never changed, so one is typed once
+        self._typed: dict[str, tuple[dict[str, Any], TenantRecord]] = {}
         super().__init__()
         self.tenants: dict[str, dict[str, Any]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
@@ -94,10 +99,6 @@ class Registry(SyncObjConsumer):
 
     # ---- reads (any thread) ---------------------------------------------------------------------
 
-    def tenants_snapshot(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self.tenants.values())
-
     def nodes_snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return dict(self.nodes)
@@ -110,14 +111,36 @@ class Registry(SyncObjConsumer):
         with self._lock:
             return self.tenants.get(tenant_id)
 
+    def tenant_record(self, tenant_id: str) -> TenantRecord | None:
+        with self._lock:
+            stored = self.tenants.get(tenant_id)
+            return None if stored is None else self._record(stored)
+
+    def tenant_records(self, node_id: str | None = None) -> list[TenantRecord]:
+        """Every tenant, or (with ``node_id``) those placed on that node."""
+        with self._lock:
+            if len(self._typed) > len(self.tenants):  # deleted tenants
+                self._typed = {tid: typed for tid, typed in self._typed.items() if tid in self.tenants}
+            if node_id is not None:
+                return [self._record(stored) for stored in self.tenants.values() if stored["nodeId"] == node_id]
+            return [self._record(stored) for stored in self.tenants.values()]
+
+    def _record(self, stored: dict[str, Any]) -> TenantRecord:
+        cached = self._typed.get(stored["id"])
+        if cached is not None and cached[0] is stored:
+            return cached[1]
+        record = TenantRecord.from_stored(stored)
+        self._typed[record.id] = (stored, record)
+        return record
+
     def node(self, node_id: str) -> dict[str, Any] | None:
         with self._lock:
             return self.nodes.get(node_id)
 
-    def routing_state(self) -> tuple[int, list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    def routing_state(self) -> tuple[int, list[TenantRecord], dict[str, dict[str, Any]]]:
         """``(routes_version, tenants, nodes)`` read together, consistently."""
         with self._lock:
-            return self.routes_version, list(self.tenants.values()), dict(self.nodes)
+            return self.routes_version, self.tenant_records(), dict(self.nodes)
 
     @replicated
     def barrier(self) -> Result:
@@ -146,7 +169,7 @@ class Registry(SyncObjConsumer):
 
     @replicated
     @_locked
-    def update_tenant(self, tenant_id: str, changes: dict[str, Any], now: float) -> Result:
+    def update_tenant(self, tenant_id: str, changes: TenantChanges, now: float) -> Result:
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
             return "not_found", "Tenant not found."

@@ -10,16 +10,17 @@ import asyncio
 import time
 from typing import Any
 
+from pbfast.cluster.tenant_record import TenantRecord
 from pbfast.control_plane.registry import Registry
 
 __all__ = ["RouteFeed", "route_status"]
 
 
-def route_status(tenant: dict[str, Any], node: dict[str, Any] | None) -> str:
+def route_status(tenant: TenantRecord, node: dict[str, Any] | None) -> str:
     """``suspended``, ``moving`` (gateways hold requests), ``unplaced`` (no node yet) or ``active``."""
-    if tenant["status"] != "active":
-        return tenant["status"]
-    if tenant.get("moving"):
+    if tenant.status != "active":
+        return tenant.status
+    if tenant.moving:
         return "moving"
     if node is None:
         return "unplaced"
@@ -66,14 +67,14 @@ class RouteFeed:
         if self._cached is not None and self._cached[0] == version:
             return self._cached[1]
         routes = []
-        for tenant in sorted(tenants, key=lambda t: t["id"]):
-            node = nodes.get(tenant["nodeId"]) if tenant["nodeId"] else None
+        for tenant in sorted(tenants, key=lambda t: t.id):
+            node = nodes.get(tenant.node_id) if tenant.node_id else None
             routes.append({
-                "tenantId": tenant["id"],
-                "nodeId": tenant["nodeId"],
+                "tenantId": tenant.id,
+                "nodeId": tenant.node_id,
                 "address": node["address"] if node else None,
                 "status": route_status(tenant, node),
-                "epoch": tenant["epoch"],
+                "epoch": tenant.epoch,
             })
         table = {"version": version, "routes": routes}
         self._cached = (version, table)

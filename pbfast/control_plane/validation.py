@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pbfast.cluster.tenant_record import NewTenant, TenantChanges
 from pbfast.control_plane.registry import DURABILITY_MODES, TENANT_STATUSES
 from pbfast.http import ApiError
 from pbfast.primitives import is_valid_tenant_id
@@ -110,27 +111,26 @@ def _superuser(fields: _Fields) -> dict[str, str] | None:
     elif not PASSWORD_MIN <= len(password.encode()) <= PASSWORD_MAX:
         errors["password"] = _error("validation_length_out_of_range",
                                     f"The length must be between {PASSWORD_MIN} and {PASSWORD_MAX}.")
-    if errors:
+    if errors or not isinstance(email, str) or not isinstance(password, str):
         fields.errors["superuser"] = errors
         return None
     return {"email": email.lower(), "password": password}
 
 
-def parse_tenant_create(body: dict[str, Any]) -> dict[str, Any]:
+def parse_tenant_create(body: dict[str, Any]) -> tuple[NewTenant, dict[str, str] | None]:
     """``{"id", "storageQuotaMB"?, "apiRequestsQuota"?, "requestTimeLimitMs"?, "durability"?,
-    "superuser"?: {"email","password"}}``."""
+    "superuser"?: {"email","password"}}``: the tenant, and its first superuser's login if given."""
     fields = _Fields(body, {"id", "storageQuotaMB", "apiRequestsQuota", "requestTimeLimitMs", "durability",
                             "superuser"})
-    parsed = {
-        "id": fields.tenant_id("id"),
-        "storageQuotaMB": fields.integer("storageQuotaMB", MAX_STORAGE_QUOTA_MB),
-        "apiRequestsQuota": fields.integer("apiRequestsQuota", MAX_API_REQUESTS_QUOTA),
-        "requestTimeLimitMs": _time_limit(fields),
-        "durability": fields.choice("durability", DURABILITY_MODES) or "async",
-        "superuser": _superuser(fields),
-    }
+    tenant_id = fields.tenant_id("id")
+    storage_quota_mb = fields.integer("storageQuotaMB", MAX_STORAGE_QUOTA_MB)
+    api_requests_quota = fields.integer("apiRequestsQuota", MAX_API_REQUESTS_QUOTA)
+    time_limit = _time_limit(fields)
+    durability = fields.choice("durability", DURABILITY_MODES) or "async"
+    superuser = _superuser(fields)
     fields.fail_if_any()
-    return parsed
+    assert tenant_id is not None
+    return NewTenant(tenant_id, storage_quota_mb, api_requests_quota, time_limit, durability), superuser
 
 
 def _time_limit(fields: _Fields) -> int | None:
@@ -152,11 +152,11 @@ def parse_superuser(body: dict[str, Any]) -> dict[str, str]:
     return superuser
 
 
-def parse_tenant_update(body: dict[str, Any]) -> dict[str, Any]:
+def parse_tenant_update(body: dict[str, Any]) -> TenantChanges:
     """Any of ``storageQuotaMB``, ``apiRequestsQuota`` (null = unlimited), ``requestTimeLimitMs`` (null = the
     node's), ``status``, ``durability``."""
     fields = _Fields(body, {"storageQuotaMB", "apiRequestsQuota", "requestTimeLimitMs", "status", "durability"})
-    changes: dict[str, Any] = {}
+    changes: TenantChanges = {}
     for name, maximum in (("storageQuotaMB", MAX_STORAGE_QUOTA_MB), ("apiRequestsQuota", MAX_API_REQUESTS_QUOTA)):
         if name in body:
             changes[name] = fields.integer(name, maximum)

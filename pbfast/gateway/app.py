@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pbfast.cluster.wire import CLIENT_HEADER
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.proxy import Target, TenantProxy
 from pbfast.gateway.routes import RouteWatcher
@@ -37,6 +38,7 @@ from pbfast.http import (
 )
 from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import InvalidTenantId
+from pbfast.prometheus import METRICS_HEADERS
 from pbfast.request_ids import WithRequestId, bind_request_id
 
 __all__ = ["MOVE_WAIT_SECONDS", "GatewayApp", "LocalNode"]
@@ -49,7 +51,6 @@ LocalNode = Callable[[str, int, str, Scope, HTTPProtocol], Awaitable[None]]
 
 MOVE_WAIT_SECONDS = 5.0
 FIRST_TABLE_WAIT_SECONDS = 5.0
-METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 
 _INACTIVE = {
     "suspended": (403, "The tenant is suspended."),
@@ -58,7 +59,6 @@ _INACTIVE = {
 }
 
 Route = tuple[str, int, bool]
-CLIENT_HEADER = "x-pbfast-client"  # set by the native data path on requests it hands over
 
 
 class _ClientScope:
@@ -114,7 +114,7 @@ class GatewayApp:
         if self.trust_client_header:
             client = scope.headers.get(CLIENT_HEADER)
             if client:
-                scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")  # type: ignore[assignment]
+                scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")
         started = time.perf_counter()
         request_id, bound = bind_request_id(scope)  # the native side's, when it handed the request over
         try:

@@ -1,4 +1,5 @@
-"""The gateway's Prometheus metrics, rendered in the plain text exposition format (no dependency).
+"""The gateway's Prometheus metrics, rendered in the plain text exposition format
+(:mod:`pbfast.prometheus`).
 
 - ``pbfast_gateway_requests_total{class="2xx"}``: answered requests by status class,
 - ``pbfast_gateway_request_duration_seconds``: histogram of the time from a request's arrival until the
@@ -25,15 +26,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
+from pbfast.prometheus import TextWriter
+
 __all__ = ["LATENCY_BUCKETS", "GatewayMetrics"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BREAKER_STATES = ("closed", "open", "half-open")
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
 
 
 class GatewayMetrics:
@@ -80,20 +79,11 @@ class GatewayMetrics:
                 for key, count in extra.items():
                     if count:
                         totals[key] = totals.get(key, 0) + count
-        out = ["# HELP pbfast_gateway_requests_total Requests answered by the gateway, by status class.",
-               "# TYPE pbfast_gateway_requests_total counter"]
-        out += [f'pbfast_gateway_requests_total{{class="{name}"}} {count}'
-                for name, count in zip(_CLASSES, requests)]
-        out += ["# HELP pbfast_gateway_request_duration_seconds Time from a request's arrival until it was "
-                "answered.", "# TYPE pbfast_gateway_request_duration_seconds histogram"]
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS, buckets):
-            cumulative += count
-            out.append(f'pbfast_gateway_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
-        cumulative += buckets[-1]
-        out += [f'pbfast_gateway_request_duration_seconds_bucket{{le="+Inf"}} {cumulative}',
-                f"pbfast_gateway_request_duration_seconds_sum {latency_sum:.6f}",
-                f"pbfast_gateway_request_duration_seconds_count {cumulative}"]
+        out = TextWriter()
+        out.family("pbfast_gateway_requests_total", "counter", "Requests answered by the gateway, by status class.",
+                   [({"class": name}, count) for name, count in zip(_CLASSES, requests)])
+        out.histogram("pbfast_gateway_request_duration_seconds",
+                      "Time from a request's arrival until it was answered.", LATENCY_BUCKETS, buckets, latency_sum)
         for metric, label, values, text in (
                 ("pbfast_gateway_upstream_errors_total", "kind", upstream_errors,
                  "Failures talking to tenant nodes, by kind."),
@@ -101,21 +91,16 @@ class GatewayMetrics:
                  "Requests sent again on a newer route, by reason."),
                 ("pbfast_gateway_move_waits_total", "outcome", self.move_waits,
                  "Requests held while their tenant was moving, by outcome.")):
-            out += [f"# HELP {metric} {text}", f"# TYPE {metric} counter"]
-            out += [f'{metric}{{{label}="{_label(key)}"}} {count}' for key, count in sorted(values.items())]
-        out += ["# HELP pbfast_gateway_breaker_state Circuit breaker state of each tenant node (1 = current).",
-                "# TYPE pbfast_gateway_breaker_state gauge"]
-        for node, state in sorted(breaker_states.items()):
-            out += [f'pbfast_gateway_breaker_state{{node="{_label(node)}",state="{name}"}} {int(name == state)}'
-                    for name in _BREAKER_STATES]
-        out += ["# HELP pbfast_gateway_routing_table_version Version of the gateway's routing table.",
-                "# TYPE pbfast_gateway_routing_table_version gauge",
-                f"pbfast_gateway_routing_table_version {routes_version}",
-                "# HELP pbfast_gateway_routing_table_tenants Tenants in the gateway's routing table.",
-                "# TYPE pbfast_gateway_routing_table_tenants gauge",
-                f"pbfast_gateway_routing_table_tenants {tenants}"]
+            out.family(metric, "counter", text, [({label: key}, count) for key, count in sorted(values.items())])
+        out.family("pbfast_gateway_breaker_state", "gauge",
+                   "Circuit breaker state of each tenant node (1 = current).",
+                   [({"node": node, "state": name}, int(name == state))
+                    for node, state in sorted(breaker_states.items()) for name in _BREAKER_STATES])
+        out.single("pbfast_gateway_routing_table_version", "gauge", "Version of the gateway's routing table.",
+                   routes_version)
+        out.single("pbfast_gateway_routing_table_tenants", "gauge", "Tenants in the gateway's routing table.",
+                   tenants)
         if native is not None:
-            out += ["# HELP pbfast_gateway_native_handed_over_total Requests the native data path handed to the "
-                    "gateway's Python side.", "# TYPE pbfast_gateway_native_handed_over_total counter",
-                    f"pbfast_gateway_native_handed_over_total {native['handed_over']}"]
-        return ("\n".join(out) + "\n").encode()
+            out.single("pbfast_gateway_native_handed_over_total", "counter",
+                       "Requests the native data path handed to the gateway's Python side.", native["handed_over"])
+        return out.render()

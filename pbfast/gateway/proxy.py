@@ -42,6 +42,7 @@ from urllib.parse import quote, urlsplit
 
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 
+from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER, HEADER_PREFIX, is_moved
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.http import UNREAD_BODY_DRAIN_SECONDS, HTTPProtocol, Scope, send_error
 from pbfast.logs import component_logger, current_request_id
@@ -57,12 +58,6 @@ __all__ = [
 ]
 
 log = component_logger("Gateway")
-
-CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"  # the tenant node's names (pbfast.tenant_node.app)
-EPOCH_HEADER = "x-pbfast-epoch"
-# The node's answer when the route's epoch is older than its own: "The tenant has moved; retry."
-_MOVED_MARKER = b"has moved"
-MOVED_HEADER = "x-pbfast-moved"  # honoured too, should nodes mark the answer explicitly
 
 SMALL_BODY_BYTES = 64 << 10  # bodies up to this size are read whole (request: replayable)
 _READ_CHUNK = 64 << 10
@@ -339,7 +334,7 @@ class NodeProxy:
         lines: list[str] = []
         for name, value in items:
             size += len(name) + len(value) + 4
-            if name in _DROP_REQUEST or name.startswith("x-pbfast-"):
+            if name in _DROP_REQUEST or name.startswith(HEADER_PREFIX):
                 if name == "host":
                     host = value
                 elif name == "x-forwarded-for":
@@ -554,7 +549,7 @@ class NodeProxy:
             if length is not None and length <= SMALL_BODY_BYTES and not chunked:
                 payload = await conn.reader.readexactly(length) if length else b""
                 reusable = keep_alive and (pump is None or pump.done())
-                if status == 503 and _is_moved(response_headers, payload):
+                if is_moved(status, response_headers):
                     raise _Unreachable("moved", 503, "The tenant has moved; retry.")
                 _send_small(proto, status, response_headers, payload)
                 answered = True
@@ -767,10 +762,6 @@ class NodeProxy:
 
 class _StaleConnection(Exception):
     """A pooled connection turned out closed before any answer; the request is sent again on a new one."""
-
-
-def _is_moved(headers: list[tuple[str, str]], payload: bytes) -> bool:
-    return _MOVED_MARKER in payload or any(name == MOVED_HEADER for name, _ in headers)
 
 
 def _send_small(proto: HTTPProtocol, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:

@@ -7,7 +7,7 @@ in: it stores an ``_mfas`` row (``collectionRef``, ``recordRef``, ``method``, ``
 session must belong to the same record, be younger than the collection's ``mfa.duration`` seconds and have
 been opened by a *different* method, and is deleted once used. Changing the record's password deletes its
 sessions (``records.save_record``); deleting the record or its collection deletes them too
-(``schema.delete_records``).
+(``collections.delete_records``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import apsw
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
-from pbfast.pocketbase import fields
-from pbfast.pocketbase.records import load_row, quote, save_record, write_transaction
-from pbfast.pocketbase.schema import Collection
+from pbfast.pocketbase import gocompat
+from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.dbutils.transaction import write_transaction
+from pbfast.pocketbase.records import load_row, save_record
+from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.tenant import Tenant
 
 __all__ = ["MFA_COLLECTION", "PASSWORD_METHOD", "MfaOptions", "finish_session", "start_session",
@@ -46,12 +48,8 @@ class MfaOptions:
 
     @staticmethod
     def of(collection: Collection) -> MfaOptions:
-        raw = collection.options.get("mfa") or {}
-        try:
-            duration = int(raw.get("duration") or 0)
-        except (TypeError, ValueError):
-            duration = 0
-        return MfaOptions(bool(raw.get("enabled")), duration, str(raw.get("rule") or ""))
+        config = collection.auth.mfa
+        return MfaOptions(config.enabled, config.duration, config.rule)
 
 
 def submitted_mfa_id(query_string: str, body: Mapping[str, Any]) -> str:
@@ -86,7 +84,7 @@ def finish_session(tenant: Tenant, collection: Collection, record_id: str, metho
     ``ApiError(400)`` with PocketBase's message when it cannot complete the login."""
     sessions = _sessions(tenant)
     session = load_row(tenant, sessions, mfa_id)
-    created = fields.parse_datetime(session.get("created")) if session is not None else None
+    created = gocompat.parse_datetime(session.get("created")) if session is not None else None
     moment = now or datetime.now(UTC)
     if session is None or created is None or moment - created > timedelta(seconds=options.duration_seconds):
         if session is not None:

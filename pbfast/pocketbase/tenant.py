@@ -20,12 +20,12 @@ from typing import Any
 
 import apsw
 
-from pbfast.pocketbase import schema
-from pbfast.pocketbase.filter import Collections
-from pbfast.pocketbase.schema import Collection
+from pbfast.durable import fsync_file
+from pbfast.pocketbase import collections
+from pbfast.pocketbase.collections import Collection, CollectionMap
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
 
-__all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "fsync_directory", "new_record_id"]
+__all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "new_record_id"]
 
 DATA_DB = "data.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -74,16 +74,7 @@ def backup_database(source: Path, target: Path) -> None:
     finally:
         dst.close()
         src.close()
-    with open(target, "rb") as written:
-        os.fsync(written.fileno())
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(target)
 
 
 class Tenant:
@@ -97,10 +88,7 @@ class Tenant:
         self.conn = connection
         self.time_limit = TimeLimit(connection)
         self.closed = False
-        self.collections: dict[str, Collection] = {}
-        self._by_id: dict[str, Collection] = {}
-        self._infos: dict[str, dict[str, Any]] = {}
-        self.registry = Collections()
+        self.collections = CollectionMap()
         self.reload_collections()
 
     @classmethod
@@ -113,7 +101,7 @@ class Tenant:
             if not create:
                 raise FileNotFoundError(f"tenant {tenant_id}: no {path}")
             directory.mkdir(parents=True, exist_ok=True)
-            schema.init_tenant_database(directory)
+            collections.init_tenant_database(directory)
         connection = apsw.Connection(str(path), statementcachesize=256)
         try:
             connection.setbusytimeout(BUSY_TIMEOUT_MS)
@@ -134,27 +122,14 @@ class Tenant:
 
     def reload_collections(self) -> None:
         """Re-read ``_collections`` (after a schema change)."""
-        loaded = list({c.id: c for c in schema.load_collections(self.conn).values()}.values())
-        self.collections = {c.name: c for c in loaded}
-        self._by_id = {c.id: c for c in loaded}
-        self._infos = {c.id: {"id": c.id, "name": c.name, "type": c.type, "fields": c.fields,
-                              "indexes": c.indexes, "listRule": c.listRule} for c in loaded}
-        self.registry = Collections(list(self._infos.values()))
-
-    def info(self, collection: Collection) -> dict[str, Any]:
-        """The collection as the filter resolver reads it."""
-        return self._infos[collection.id]
+        self.collections = collections.load_collections(self.conn)
 
     def collection(self, name_or_id: str) -> Collection | None:
         """A collection by name (case-insensitive, as PocketBase) or id."""
-        found = self.collections.get(name_or_id) or self._by_id.get(name_or_id)
-        if found is None:
-            lowered = name_or_id.lower()
-            found = next((c for n, c in self.collections.items() if n.lower() == lowered), None)
-        return found
+        return self.collections.lookup(name_or_id)
 
     def collection_by_id(self, collection_id: str) -> Collection | None:
-        return self._by_id.get(collection_id)
+        return self.collections.by_id(collection_id)
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, params).fetchall()

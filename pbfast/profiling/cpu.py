@@ -108,6 +108,8 @@ class CpuSampler:
         self._hz = hz
         self._last_cpu: dict[int, int] = {}
         self._native_names: dict[int, str] = {}
+        # Per thread: the last stack it was seen working in (see _tick: work that ended between two ticks).
+        self._last_busy: dict[int, tuple[_PythonFrame, ...]] = {}
         main = threading.main_thread()
         self._main_tid, self._main_ident = main.native_id, main.ident
         self._main_by_signal = False
@@ -198,8 +200,14 @@ class CpuSampler:
         for tid, delta in busy:
             thread = python_threads.get(tid)
             frame = frames.get(thread.ident) if thread is not None and thread.ident is not None else None
-            stacks.append((tid, thread.name if thread is not None and frame is not None else None,
-                           self._stack(frame), delta))
+            stack = self._stack(frame)
+            if frame is not None and _parked(stack):
+                # Parked again (a database thread back at its queue, say): the CPU went to work that ended
+                # since the last tick, most likely where this thread was last seen working.
+                stack = self._last_busy.get(tid, stack)
+            elif frame is not None:
+                self._last_busy[tid] = stack
+            stacks.append((tid, thread.name if thread is not None and frame is not None else None, stack, delta))
         del frames, frame
         for tid, name, stack, delta in stacks:
             self._count((name if name is not None else self._native_name(tid), stack), delta)
@@ -234,6 +242,16 @@ class CpuSampler:
                 comm = "?"
             name = self._native_names[tid] = f"{comm} {tid}"
         return name
+
+
+# Where an idle Python thread waits for work: the innermost frame's (file name, function).
+_PARKED = frozenset({("threading.py", "wait"), ("threading.py", "_wait_for_tstate_lock"), ("queue.py", "get"),
+                     ("selectors.py", "select"), ("db_scheduler.py", "_next")})
+
+
+def _parked(stack: tuple[_PythonFrame, ...]) -> bool:
+    """Whether a thread whose stack (innermost first) is ``stack`` waits for work rather than doing it."""
+    return bool(stack) and (os.path.basename(stack[0][0].co_filename), stack[0][0].co_name) in _PARKED
 
 
 def to_pprof(profile: CpuProfile) -> ProfileBuilder:

@@ -29,8 +29,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pbfast.logs import component_logger
-from pbfast.pocketbase.tenant import check_pocketbase_database, fsync_directory, new_record_id
-from pbfast.tenant_node.replication import NoStateAt, ReplicationError, Replicator
+from pbfast.durable import fsync_directory
+from pbfast.pocketbase.tenant import check_pocketbase_database, new_record_id
+from pbfast.tenant_node.replica import NoStateAt, ReplicationError
+from pbfast.tenant_node.replication import Replicator
 from pbfast.timefmt import format_rfc3339
 
 __all__ = ["DAMAGED_DIR", "DamagedState", "keep_aside", "newest_restorable"]

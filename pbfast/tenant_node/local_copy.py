@@ -14,7 +14,7 @@ replicating it would overwrite them. So next to each copy the node keeps a marke
 The node writes it (temporary file, fsync, rename, fsync of the directory) when it opens a tenant, before
 serving or replicating it, with ``shipped`` false; and again after a clean close whose final sync the
 replica confirmed, with ``shipped`` true. :func:`judge` says what the node may do with a copy it is about
-to open; :class:`pbfast.tenant_node.app.TenantNodeApp` acts on it.
+to open; :mod:`pbfast.tenant_node.restore` and :mod:`pbfast.tenant_node.pool` act on it.
 
 The control plane bumps a tenant's epoch only when it places the tenant on a node (created without one,
 re-placed from a node that is down, a planned move); a restart of the node, a new control plane leader,
@@ -24,13 +24,13 @@ tenant was placed somewhere else in between (for all the node knows), and the co
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
 import orjson
+
+from pbfast.durable import write_atomically
 
 __all__ = ["MARKER_FILE", "CopyMarker", "Verdict", "judge", "read_marker", "write_marker"]
 
@@ -78,19 +78,8 @@ def read_marker(directory: Path) -> CopyMarker | None:
 
 def write_marker(directory: Path, marker: CopyMarker) -> None:
     """Replace the copy's marker atomically and durably (blocking: call it from a worker thread)."""
-    temporary = directory / f".{MARKER_FILE}.{os.getpid()}-{secrets.token_hex(4)}.tmp"  # unique per writer
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, orjson.dumps({"format": FORMAT, **asdict(marker)}, option=orjson.OPT_APPEND_NEWLINE))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, directory / MARKER_FILE)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(directory / MARKER_FILE,
+                     orjson.dumps({"format": FORMAT, **asdict(marker)}, option=orjson.OPT_APPEND_NEWLINE), 0o600)
 
 
 def judge(marker: CopyMarker | None, readable: bool, incarnation: str, epoch: int,

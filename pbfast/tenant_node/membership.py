@@ -20,6 +20,7 @@ import secrets
 import time
 from typing import Any
 
+from pbfast.cluster.heartbeat import Heartbeat, HeartbeatAnswer, TenantUsage
 from pbfast.cp_client import ControlPlaneClient, ControlPlaneError, ControlPlaneUnavailable
 from pbfast.logs import component_logger
 from pbfast.tenant_node.app import TenantNodeApp
@@ -44,7 +45,7 @@ class NodeMembership:
         self.max_tenants = max_tenants
         self.interval = interval
         self.lease = lease or Lease()
-        self._pending: dict[str, list[int]] = {}
+        self._pending: dict[str, TenantUsage] = {}
         # tenant -> (storage bytes, window start) as last acknowledged: an idle tenant is not reported again
         self._reported: dict[str, tuple[int, int]] = {}
         # tenant -> (time limited, queue rejected, wait ms), cumulative, as of the last acknowledged heartbeat
@@ -83,20 +84,19 @@ class NodeMembership:
         self._registered = True
         log.info("registered with the control plane as %s at %s", self.node.node_id, self.address)
 
-    def _collect_usage(self) -> dict[str, dict[str, int]]:
+    def _collect_usage(self) -> dict[str, TenantUsage]:
         """Usage to report: tenants with requests since the last acknowledged heartbeat, or whose stored
         bytes or counting window changed; an idle tenant adds nothing to the heartbeat (or its Raft entry)."""
         for tenant_id, (requests, storage, window) in self.node.quotas.snapshot_and_reset().items():
             pending = self._pending.get(tenant_id)
             if pending is None and requests == 0 and self._reported.get(tenant_id) == (storage, window):
                 continue
-            if pending is None or window > pending[2]:
-                self._pending[tenant_id] = [requests, storage, window]
+            if pending is None or window > pending.period_start:
+                self._pending[tenant_id] = TenantUsage(requests, storage, window)
             else:
-                pending[0] += requests
-                pending[1] = storage
-        usage = {tid: {"apiRequests": r, "storageBytes": s, "periodStart": w}
-                 for tid, (r, s, w) in self._pending.items()}
+                pending.api_requests += requests
+                pending.storage_bytes = storage
+        usage = {tid: TenantUsage(p.api_requests, p.storage_bytes, p.period_start) for tid, p in self._pending.items()}
         loads, _ = self.node.db.snapshot()
         self._db_sending = {}
         for tenant_id, entry in usage.items():  # a tenant's database work comes with its requests
@@ -105,7 +105,7 @@ class NodeMembership:
                 continue
             now = (load.time_limited, load.rejected, int(load.wait_seconds * 1000))
             before = self._db_reported.get(tenant_id, (0, 0, 0))
-            entry["dbTimeLimited"], entry["dbQueueRejected"], entry["dbWaitMs"] = (
+            entry.db_time_limited, entry.db_queue_rejected, entry.db_wait_ms = (
                 max(0, a - b) for a, b in zip(now, before))
             self._db_sending[tenant_id] = now
         return usage
@@ -121,30 +121,26 @@ class NodeMembership:
         usage = self._collect_usage()
         applied = sorted(self.node.superusers_applied)
         sent_at = self.lease.clock()  # the control plane stamps its arrival, later: the lease errs early
+        heartbeat = Heartbeat(len(self.node.open_tenants), usage, applied, self.instance_id)
         try:
-            answer: Any = await self.client.request(
-                "POST", f"/api/cp/nodes/{self.node.node_id}/heartbeat",
-                {"openTenants": len(self.node.open_tenants), "usage": usage, "superusersApplied": applied,
-                 "instanceId": self.instance_id},
-                timeout=heartbeat_timeout(self.node_timeout))
+            raw: Any = await self.client.request("POST", f"/api/cp/nodes/{self.node.node_id}/heartbeat",
+                                                 heartbeat.to_json(), timeout=heartbeat_timeout(self.node_timeout))
         except ControlPlaneError as err:
             if err.status in (404, 409):  # unknown, or another process took the node id over: register again
                 self._registered = False
             raise
         for tenant_id, entry in usage.items():
-            self._reported[tenant_id] = (entry["storageBytes"], entry["periodStart"])
+            self._reported[tenant_id] = (entry.storage_bytes, entry.period_start)
         self._db_reported.update(self._db_sending)
         self._pending.clear()
         self.node.superusers_applied.difference_update(applied)
-        timeout = answer.get("nodeTimeoutSeconds")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            timeout = DEFAULT_NODE_TIMEOUT_SECONDS
+        answer = HeartbeatAnswer.from_json(raw)  # malformed: ValueError, nothing applied, nothing renewed
         # Applied, then renewed, without an await in between: no request sees the lease valid before the
-        # fenced tenants are sorted out, and a malformed answer (ValueError, nothing applied) renews nothing.
-        self.node.apply_assignments(answer.get("tenants"), answer.get("deleted"))
-        self.lease.renew(sent_at, float(timeout))
+        # fenced tenants are sorted out.
+        self.node.adopt(answer.assignments)
+        self.lease.renew(sent_at, answer.node_timeout_seconds or DEFAULT_NODE_TIMEOUT_SECONDS)
         if len(self._reported) > len(self.node.assignments) + len(usage):
-            assigned = answer.get("tenants") or {}
+            assigned = answer.assignments.tenants.keys() | answer.assignments.unusable.keys()
             for tenant_id in [t for t in self._reported if t not in assigned]:
                 del self._reported[tenant_id]
                 self._db_reported.pop(tenant_id, None)

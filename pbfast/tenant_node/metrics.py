@@ -1,4 +1,5 @@
-"""The tenant node's Prometheus metrics, rendered in the plain text exposition format 0.0.4 (no dependency).
+"""The tenant node's Prometheus metrics, rendered in the plain text exposition format 0.0.4
+(:mod:`pbfast.prometheus`).
 
 Served at ``GET /metrics`` with ``Authorization: Bearer <cluster token>`` (or the admin token where the node
 knows it): on the node's own listener in ``tenant-node`` mode, on the control plane listener
@@ -42,16 +43,15 @@ Thread-safety: event loop only (plain counters, no locks).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from pbfast.http import HTTPProtocol, Scope
+from pbfast.prometheus import TextWriter
 from pbfast.tenant_node.db_scheduler import TenantLoad
 
-__all__ = ["METRICS_HEADERS", "NodeGauges", "NodeMetrics", "WithNodeMetrics"]
+__all__ = ["NodeGauges", "NodeMetrics", "WithNodeMetrics"]
 
-METRICS_HEADERS = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 OPEN_SOURCES = ("disk", "replica", "new")
 CLOSE_REASONS = ("evicted", "idle", "released", "unassigned", "reassigned", "deleted", "fenced", "shutdown")
@@ -111,64 +111,55 @@ class NodeMetrics:
 
     def render(self, gauges: NodeGauges) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""
-        out: list[str] = []
-
-        def metric(name: str, kind: str, text: str, samples: Sequence[tuple[str, Any]]) -> None:
-            out.extend((f"# HELP {name} {text}", f"# TYPE {name} {kind}"))
-            out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
-
-        metric("pbfast_node_requests_total", "counter", "Tenant requests answered by this node, by status class.",
-               [(f'{{class="{name}"}}', count) for name, count in zip(_CLASSES, self.requests)])
-        metric("pbfast_node_open_tenants", "gauge", "Tenants open on this node.", [("", gauges.open_tenants)])
-        metric("pbfast_node_assigned_tenants", "gauge", "Tenants this node knows as assigned to it.",
-               [("", gauges.assigned_tenants)])
-        metric("pbfast_node_tenant_opens_total", "counter",
-               "Tenants opened, by where their database came from (replica = restored).",
-               [(f'{{source="{k}"}}', v) for k, v in sorted(self.opens.items())])
-        metric("pbfast_node_tenant_restore_failures_total", "counter",
-               "Tenant opens that failed because the replica could not be restored.", [("", self.restore_failures)])
-        metric("pbfast_node_damaged_restores_total", "counter",
-               "Restores whose newest replicated state failed its integrity check (kept aside, not served).",
-               [("", self.damaged_restores)])
-        metric("pbfast_node_damaged_tenants", "gauge",
-               "Tenants not served because their newest replicated state is damaged (an operator must restore "
-               "an earlier point in time).", [("", gauges.damaged_tenants)])
-        metric("pbfast_node_tenant_closes_total", "counter", "Tenants closed, by reason (evicted = LRU).",
-               [(f'{{reason="{k}"}}', v) for k, v in sorted(self.closes.items())])
-        metric("pbfast_node_quota_rejections_total", "counter", "Requests refused by a tenant quota, by kind.",
-               [(f'{{kind="{k}"}}', v) for k, v in sorted(self.quota_rejections.items())])
-        metric("pbfast_node_replication_lag_seconds", "gauge",
-               "Age of the oldest write not known to be in the replica (grows while Litestream is down).",
-               [("", gauges.lag_seconds)])
-        metric("pbfast_node_litestream_up", "gauge", "1 while the Litestream child process runs.",
-               [("", int(gauges.litestream_up))])
-        metric("pbfast_node_litestream_restarts_total", "counter", "Times Litestream was restarted after it died.",
-               [("", gauges.litestream_restarts)])
-        metric("pbfast_node_replicating_tenants", "gauge", "Tenants registered with Litestream.",
-               [("", gauges.replicating_tenants)])
-        metric("pbfast_node_lease_valid", "gauge",
-               "1 while the node's lease from the control plane lets it serve its tenants.",
-               [("", int(gauges.lease_valid))])
-        metric("pbfast_node_lease_remaining_seconds", "gauge", "Seconds of serving left on the lease.",
-               [("", gauges.lease_remaining)])
+        out = TextWriter()
+        out.family("pbfast_node_requests_total", "counter", "Tenant requests answered by this node, by status class.",
+                   [({"class": name}, count) for name, count in zip(_CLASSES, self.requests)])
+        out.single("pbfast_node_open_tenants", "gauge", "Tenants open on this node.", gauges.open_tenants)
+        out.single("pbfast_node_assigned_tenants", "gauge", "Tenants this node knows as assigned to it.",
+                   gauges.assigned_tenants)
+        out.family("pbfast_node_tenant_opens_total", "counter",
+                   "Tenants opened, by where their database came from (replica = restored).",
+                   [({"source": k}, v) for k, v in sorted(self.opens.items())])
+        out.single("pbfast_node_tenant_restore_failures_total", "counter",
+                   "Tenant opens that failed because the replica could not be restored.", self.restore_failures)
+        out.single("pbfast_node_damaged_restores_total", "counter",
+                   "Restores whose newest replicated state failed its integrity check (kept aside, not served).",
+                   self.damaged_restores)
+        out.single("pbfast_node_damaged_tenants", "gauge",
+                   "Tenants not served because their newest replicated state is damaged (an operator must restore "
+                   "an earlier point in time).", gauges.damaged_tenants)
+        out.family("pbfast_node_tenant_closes_total", "counter", "Tenants closed, by reason (evicted = LRU).",
+                   [({"reason": k}, v) for k, v in sorted(self.closes.items())])
+        out.family("pbfast_node_quota_rejections_total", "counter", "Requests refused by a tenant quota, by kind.",
+                   [({"kind": k}, v) for k, v in sorted(self.quota_rejections.items())])
+        out.single("pbfast_node_replication_lag_seconds", "gauge",
+                   "Age of the oldest write not known to be in the replica (grows while Litestream is down).",
+                   gauges.lag_seconds)
+        out.single("pbfast_node_litestream_up", "gauge", "1 while the Litestream child process runs.",
+                   int(gauges.litestream_up))
+        out.single("pbfast_node_litestream_restarts_total", "counter", "Times Litestream was restarted after it died.",
+                   gauges.litestream_restarts)
+        out.single("pbfast_node_replicating_tenants", "gauge", "Tenants registered with Litestream.",
+                   gauges.replicating_tenants)
+        out.single("pbfast_node_lease_valid", "gauge",
+                   "1 while the node's lease from the control plane lets it serve its tenants.", int(gauges.lease_valid))
+        out.single("pbfast_node_lease_remaining_seconds", "gauge", "Seconds of serving left on the lease.",
+                   gauges.lease_remaining)
         if gauges.heartbeat_age is not None:
-            metric("pbfast_node_heartbeat_age_seconds", "gauge",
-                   "Seconds since the last acknowledged heartbeat was sent.", [("", gauges.heartbeat_age)])
+            out.single("pbfast_node_heartbeat_age_seconds", "gauge",
+                       "Seconds since the last acknowledged heartbeat was sent.", gauges.heartbeat_age)
         if gauges.node_timeout is not None:
-            metric("pbfast_node_timeout_seconds", "gauge", "The control plane's node timeout.",
-                   [("", gauges.node_timeout)])
-        metric("pbfast_node_fences_total", "counter",
-               "Times the lease ran out and the node stopped serving and replicating its tenants.",
-               [("", self.fences)])
-        metric("pbfast_node_replication_halts_total", "counter",
-               "Times Litestream was killed because replication did not stop before the lease's halt time.",
-               [("", self.replication_halts)])
-        metric("pbfast_node_db_threads", "gauge", "Threads running tenants' database work.",
-               [("", gauges.db_threads)])
-        metric("pbfast_node_db_queued", "gauge", "Database jobs waiting for a thread now.", [("", gauges.db_queued)])
-        metric("pbfast_node_db_queue_rejections_total", "counter",
-               "Requests refused with 429 because their tenant's database queue was full.",
-               [("", self.db_queue_rejections)])
+            out.single("pbfast_node_timeout_seconds", "gauge", "The control plane's node timeout.", gauges.node_timeout)
+        out.single("pbfast_node_fences_total", "counter",
+                   "Times the lease ran out and the node stopped serving and replicating its tenants.", self.fences)
+        out.single("pbfast_node_replication_halts_total", "counter",
+                   "Times Litestream was killed because replication did not stop before the lease's halt time.",
+                   self.replication_halts)
+        out.single("pbfast_node_db_threads", "gauge", "Threads running tenants' database work.", gauges.db_threads)
+        out.single("pbfast_node_db_queued", "gauge", "Database jobs waiting for a thread now.", gauges.db_queued)
+        out.single("pbfast_node_db_queue_rejections_total", "counter",
+                   "Requests refused with 429 because their tenant's database queue was full.",
+                   self.db_queue_rejections)
         loads = sorted(gauges.db_load.items())
         for name, text, attribute in (
                 ("jobs_total", "Database jobs run for the tenant.", "jobs"),
@@ -176,15 +167,9 @@ class NodeMetrics:
                 ("wait_seconds_total", "Seconds the tenant's database jobs waited for a thread.", "wait_seconds"),
                 ("time_limited_total", "The tenant's requests stopped by their time limit.", "time_limited"),
                 ("rejected_total", "The tenant's requests refused because its queue was full.", "rejected")):
-            metric(f"pbfast_node_tenant_db_{name}", "counter", text,
-                   [(f'{{tenant="{tenant}"}}', getattr(load, attribute)) for tenant, load in loads])
-        return ("\n".join(out) + "\n").encode()
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}" if value == value else "NaN"
-    return str(value)
+            out.family(f"pbfast_node_tenant_db_{name}", "counter", text,
+                       [({"tenant": tenant}, getattr(load, attribute)) for tenant, load in loads])
+        return out.render()
 
 
 class _RsgiApp(Protocol):

@@ -5,15 +5,13 @@ is *registered* when the node opens it and *unregistered* after a final waited s
 it, so replication costs stay proportional to ``--max-tenants``, not to the tenants on disk. A closed
 tenant has been shipped whole and needs no watcher.
 
-Replica layout: ``tenants/{id}/{incarnation}/`` under the bucket (``--s3-endpoint``/``--s3-bucket``) or,
-without an endpoint, under ``<data-dir>/replica`` (Litestream's ``file`` replica: the same code path).
-Each incarnation of a tenant id (a re-created tenant) gets its own path, so a restore never returns a
-deleted tenant's data. Operators can use the stock ``litestream`` CLI on the same URLs.
+Where replicas live, what they keep and how they are restored: :mod:`pbfast.tenant_node.replica`.
 
 Shipping delay: Litestream 0.5 gives a database registered over its socket fixed 1 s monitor and sync
 intervals (they are settable only for ``dbs:`` in its config file), so a write reached the replica 0-1 s
 after its commit (measured p50 0.56 s, max 1.0 s). The node therefore looks at every registered database's
-WAL each :data:`SHIP_INTERVAL_SECONDS` and asks for a waited ``/sync`` of those written since the last look:
+WAL each :data:`SHIP_INTERVAL_SECONDS` and asks for a waited ``/sync`` of those written since the last look
+(:class:`Shipper`):
 RPO ~0.1-0.3 s for ~5 S3 PUTs/s per continuously written tenant, nothing for idle ones
 (``benchmarks/RESULTS.md``).
 
@@ -37,24 +35,21 @@ import contextlib
 import ctypes
 import math
 import os
-import re
 import signal
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
 
-from pbfast.binaries import LITESTREAM, MissingBinary, find_binary
 from pbfast.config import DEFAULT_EXACT_RESTORE_HOURS, DEFAULT_RESTORE_WINDOW_HOURS
 from pbfast.logs import component_logger
+from pbfast.tenant_node.replica import ReplicaStore, Replicas, ReplicationError, Unanswered, litestream_config
+from pbfast.timefmt import parse_time
 
-__all__ = ["NO_AUTOCHECKPOINT", "NoStateAt", "ReplicaStore", "Replicator", "ReplicationError", "Unanswered",
-           "parse_time"]
+__all__ = ["NO_AUTOCHECKPOINT", "RECONCILE_TIMEOUT_SECONDS", "SYNC_TIMEOUT_SECONDS", "Replicator", "Shipper"]
 
 log = component_logger("TenantNode")
 
@@ -68,9 +63,6 @@ RECONCILE_SECONDS = 1.0  # retry of registers and unregisters litestream has not
 RECONCILE_TIMEOUT_SECONDS = 5.0
 REGISTER_TIMEOUT_SECONDS = 5.0  # a /register opens the database: quick, unless litestream is stuck
 PR_SET_PDEATHSIG = 1
-LEVEL1_MINUTES = 5  # level-1 compaction interval: the step of point-in-time restores beyond the exact hours
-COMMAND_TIMEOUT_SECONDS = 900.0  # a restore of a large tenant from a slow store; S3 down: it retries
-TIMESTAMP_MISSING = "timestamp does not exist"  # litestream restore -timestamp: no file covers it
 # The pragma for every connection that writes a replicated database: only litestream checkpoints it (see the
 # module's docstring). While litestream does not replicate it, the node bounds its WAL itself.
 NO_AUTOCHECKPOINT = "PRAGMA wal_autocheckpoint = 0"
@@ -90,66 +82,9 @@ def _die_with_parent() -> None:
         os._exit(1)  # no death signal, or the node died before it was set up
 
 
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)?")
-
-
-def parse_time(text: str) -> float:
-    """An RFC 3339 timestamp (up to nanoseconds; no zone means UTC) as Unix seconds. Raises ValueError."""
-    from datetime import datetime  # noqa: PLC0415 - cold path
-
-    match = _RFC3339.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
-    head, fraction, zone = match.groups()
-    zone = "+00:00" if zone in (None, "Z", "z") else zone
-    return datetime.fromisoformat(head.replace(" ", "T") + zone).timestamp() + (float("0." + fraction)
-                                                                                 if fraction else 0.0)
-
-
-_parse_time = parse_time
-
-
-class ReplicationError(RuntimeError):
-    """Litestream could not do what was asked (the message says what and why)."""
-
-
-class Unanswered(ReplicationError):  # noqa: N818 - the request got no answer
-    """A control request got no answer (timeout, connection lost): litestream may still carry it out."""
-
-
-class NoStateAt(ReplicationError):  # noqa: N818 - reads as "no state at <time>"
-    """The replica exists but holds no restorable state at the asked time (before its first file kept, or
-    its history there was pruned)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStore:
-    """Where replicas live: an S3 bucket (``endpoint`` set) or a local directory."""
-
-    bucket: str
-    endpoint: str | None
-    local_root: Path
-    region: str = "us-east-1"
-
-    def url(self, tenant_id: str, incarnation: str) -> str:
-        """The Litestream replica URL of one tenant incarnation."""
-        key = f"tenants/{tenant_id}/{incarnation}"
-        if self.endpoint is None:
-            return (self.local_root / key).as_uri()
-        query = f"endpoint={quote(self.endpoint, safe=':/')}&forcePathStyle=true&region={self.region}"
-        return f"s3://{self.bucket}/{key}?{query}"
-
-    def environment(self) -> dict[str, str]:
-        """Litestream's environment: AWS credentials pass through; ``AWS_CA_BUNDLE`` breaks its S3
-        client, so it is removed."""
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        if self.endpoint is not None:
-            env.setdefault("AWS_REGION", self.region)
-        return env
-
-
-class Replicator:
-    """Supervises ``litestream replicate`` and talks to its control socket."""
+class Replicator(Replicas):
+    """Supervises ``litestream replicate`` and talks to its control socket; reads the replicas it writes
+    (:class:`~pbfast.tenant_node.replica.Replicas`)."""
 
     def __init__(self, work_dir: Path, store: ReplicaStore, binary: str | None = None,
                  ship_interval: float | None = None, exact_restore_hours: float = DEFAULT_EXACT_RESTORE_HOURS,
@@ -157,8 +92,7 @@ class Replicator:
         self.exact_restore_hours = exact_restore_hours
         self.restore_window_hours = restore_window_hours
         self.work_dir = work_dir
-        self.store = store
-        self.binary = binary  # None: looked up at start (pbfast.binaries)
+        super().__init__(store, binary)
         self.socket_path = work_dir / "control.sock"
         self.config_path = work_dir / "litestream.yml"
         # What litestream must replicate (the open tenants): db path -> replica url. Litestream is brought to
@@ -179,11 +113,9 @@ class Replicator:
         self._client: httpx.AsyncClient | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
-        self.ship_interval = SHIP_INTERVAL_SECONDS if ship_interval is None else ship_interval
-        self._shipper: asyncio.Task[None] | None = None
-        self._wal_seen: dict[str, tuple[int, int]] = {}  # db path -> (mtime ns, size) of its WAL at the last look
-        self._shipping: set[asyncio.Task[None]] = set()
-        self._ship_slots = asyncio.Semaphore(SHIP_CONCURRENCY)
+        self.shipper = Shipper(self.registered, self._post,
+                               SHIP_INTERVAL_SECONDS if ship_interval is None else ship_interval)
+        self._shipping_loop: asyncio.Task[None] | None = None
         self._stopping = False
         self.restarts = 0
         self.last_error = ""
@@ -192,48 +124,17 @@ class Replicator:
 
     def _write_config(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        # Top-level settings apply to databases registered over the socket too. Measured (RESULTS.md):
-        # - a restore to time T is exact (every write whose sync returned before T, none after) only while
-        #   level-0 files exist back to the start of the level-1 window holding T: so L0 files are kept
-        #   exact_restore_hours + one level-1 interval; older times get the state at a 5-minute boundary;
-        # - how far back a restore can go is the oldest snapshot kept: daily snapshots, kept a day longer
-        #   than the window promised;
-        # - idle databases cost ~nothing with long check intervals (LIST traffic ~0, CPU 15% -> 6% at 200).
-        l0_minutes = round(self.exact_restore_hours * 60) + LEVEL1_MINUTES
-        config = (
-            "socket:\n"
-            "  enabled: true\n"
-            f"  path: {self.socket_path}\n"
-            "  permissions: 0600\n"
-            f"l0-retention: {l0_minutes}m\n"
-            "l0-retention-check-interval: 5m\n"
-            "levels:\n"
-            f"  - interval: {LEVEL1_MINUTES}m\n"
-            "  - interval: 1h\n"
-            "snapshot:\n"
-            "  interval: 24h\n"
-            f"  retention: {round(self.restore_window_hours) + 24}h\n"
-            "dbs: []\n"
-        )
-        self.config_path.write_text(config)
-
-    def _program(self) -> str:
-        """The litestream binary (found once; its absence is a ReplicationError naming it)."""
-        if self.binary is None:
-            try:
-                self.binary = str(find_binary(LITESTREAM))
-            except MissingBinary as err:
-                raise ReplicationError(str(err)) from None
-        return self.binary
+        self.config_path.write_text(litestream_config(self.socket_path, self.exact_restore_hours,
+                                                      self.restore_window_hours))
 
     async def start(self) -> None:
-        self._program()
+        self.program()
         self._write_config()
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="litestream-supervisor")
         self._reconciler = asyncio.create_task(self._reconcile_loop(), name="litestream-reconcile")
-        if self.ship_interval > 0:
-            self._shipper = asyncio.create_task(self._ship_written(), name="litestream-shipper")
+        if self.shipper.interval > 0:
+            self._shipping_loop = asyncio.create_task(self.shipper.run(), name="litestream-shipper")
 
     async def _spawn(self) -> None:
         global _node_pid  # noqa: PLW0603 - read by the child before exec
@@ -249,7 +150,7 @@ class Replicator:
         log_path = self.work_dir / "litestream.log"
         with open(log_path, "ab") as log_file:
             self._process = await asyncio.create_subprocess_exec(
-                self._program(), "replicate", "-config", str(self.config_path), "-log-level", "warn",
+                self.program(), "replicate", "-config", str(self.config_path), "-log-level", "warn",
                 stdout=log_file, stderr=log_file, env=self.store.environment(), start_new_session=True,
                 preexec_fn=_die_with_parent)
         # A new process replicates nothing until told: what the old one had registered died with it.
@@ -401,7 +302,7 @@ class Replicator:
         self._registered_at.clear()
         self._maybe.clear()
         self._confirmed.clear()
-        self._wal_seen.clear()
+        self.shipper.forget()
         if self._process is not None and self._process.returncode is None:
             self._process.kill()
 
@@ -416,7 +317,8 @@ class Replicator:
     async def stop(self) -> None:
         """Stop litestream (it flushes what it has); unregistering first is the caller's choice."""
         self._stopping = True
-        for task in (self._supervisor, self._reconciler, self._shipper, *self._shipping):
+        self.shipper.stop()
+        for task in (self._supervisor, self._reconciler, self._shipping_loop):
             if task is not None:
                 task.cancel()
         if self._process is not None and self._process.returncode is None:
@@ -472,7 +374,7 @@ class Replicator:
         key = str(db_path)
         self.registered.pop(key, None)
         self._registered_at.pop(key, None)
-        self._wal_seen.pop(key, None)
+        self.shipper.forget(key)
 
     async def unregister(self, db_path: Path, timeout: float = SYNC_TIMEOUT_SECONDS) -> None:
         """Stop replicating the database (litestream flushes it first, for at most ``timeout`` seconds).
@@ -501,8 +403,64 @@ class Replicator:
         async with self._path_locks.setdefault(str(db_path), asyncio.Lock()):
             yield
 
-    async def _ship_written(self) -> None:
-        """Every ``ship_interval``: a waited ``/sync`` of each registered database whose WAL changed since the
+    async def lag_seconds(self) -> float | None:
+        """How far the replica is behind, over every replicated tenant: the age of the last successful sync
+        of a database written since then (0.0 when everything written is shipped; None if unknown)."""
+        if self._client is None:
+            return None
+        try:
+            response = await self._client.get("/list", timeout=2)
+            databases = response.json().get("databases", [])
+        except (httpx.HTTPError, ValueError):
+            return None
+        now, worst = time.time(), 0.0
+        for entry in databases:
+            path = entry.get("path", "")
+            synced_text = entry.get("last_sync_at")
+            synced = parse_time(synced_text) if synced_text else self._registered_at.get(path, now)
+            try:
+                written = max(os.stat(path + "-wal").st_mtime, os.stat(path).st_mtime)
+            except FileNotFoundError:
+                continue
+            if written > synced:
+                worst = max(worst, now - synced)
+        return round(worst, 3)
+
+    def status(self) -> dict[str, Any]:
+        running = self._process is not None and self._process.returncode is None
+        return {"running": running, "replicating": len(self.registered), "restarts": self.restarts,
+                "unconfirmedUnregisters": len(self.unregistering), "halted": self.halted,
+                "lastError": self.last_error}
+
+
+class Shipper:
+    """Ships what was written to the registered databases sooner than Litestream's own 1 s intervals: every
+    ``interval`` a waited ``/sync`` of each registered database whose WAL changed since the last look."""
+
+    def __init__(self, registered: dict[str, str], post: Callable[[str, dict[str, Any]], Awaitable[object]],
+                 interval: float) -> None:
+        self.registered = registered  # the replicator's: db path -> replica url (changed in place)
+        self._post = post
+        self.interval = interval
+        self._wal_seen: dict[str, tuple[int, int]] = {}  # db path -> (mtime ns, size) of its WAL at the last look
+        self._shipping: set[asyncio.Task[None]] = set()
+        self._ship_slots = asyncio.Semaphore(SHIP_CONCURRENCY)
+        self._stopping = False
+
+    def forget(self, path: str | None = None) -> None:
+        """Forget what was seen of ``path``'s WAL (every path's with None)."""
+        if path is None:
+            self._wal_seen.clear()
+        else:
+            self._wal_seen.pop(path, None)
+
+    def stop(self) -> None:
+        self._stopping = True
+        for task in self._shipping:
+            task.cancel()
+
+    async def run(self) -> None:
+        """Every ``interval``: a waited ``/sync`` of each registered database whose WAL changed since the
         last look, or seen for the first time (one at a time per database). Idle databases cost one ``stat``
         per look and no S3 request."""
         in_flight: set[str] = set()
@@ -519,7 +477,7 @@ class Replicator:
                 in_flight.discard(path)
 
         while not self._stopping:
-            await asyncio.sleep(self.ship_interval)
+            await asyncio.sleep(self.interval)
             try:
                 self._ship_pass(in_flight, ship)
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
@@ -546,111 +504,3 @@ class Replicator:
             task = asyncio.create_task(ship(path), name="litestream-ship")
             self._shipping.add(task)
             task.add_done_callback(self._shipping.discard)
-
-    async def lag_seconds(self) -> float | None:
-        """How far the replica is behind, over every replicated tenant: the age of the last successful sync
-        of a database written since then (0.0 when everything written is shipped; None if unknown)."""
-        if self._client is None:
-            return None
-        try:
-            response = await self._client.get("/list", timeout=2)
-            databases = response.json().get("databases", [])
-        except (httpx.HTTPError, ValueError):
-            return None
-        now, worst = time.time(), 0.0
-        for entry in databases:
-            path = entry.get("path", "")
-            synced_text = entry.get("last_sync_at")
-            synced = _parse_time(synced_text) if synced_text else self._registered_at.get(path, now)
-            try:
-                written = max(os.stat(path + "-wal").st_mtime, os.stat(path).st_mtime)
-            except FileNotFoundError:
-                continue
-            if written > synced:
-                worst = max(worst, now - synced)
-        return round(worst, 3)
-
-    def status(self) -> dict[str, Any]:
-        running = self._process is not None and self._process.returncode is None
-        return {"running": running, "replicating": len(self.registered), "restarts": self.restarts,
-                "unconfirmedUnregisters": len(self.unregistering), "halted": self.halted,
-                "lastError": self.last_error}
-
-    # ---- restore ------------------------------------------------------------------------------------
-
-    async def restore(self, tenant_id: str, incarnation: str, target: Path, timestamp: str | None = None) -> bool:
-        """Restore the tenant's replica into ``target`` (which must not exist): its latest state, or its state
-        at ``timestamp`` (RFC 3339). Returns False when there is no replica (a new tenant). Raises
-        :class:`ReplicationError` on failure, also when the replica holds no state at ``timestamp``.
-
-        Litestream refuses a timestamp after the replica's newest file ("timestamp does not exist"), although
-        the state at such a time is simply the latest one (nothing was written since, as far as the replica
-        knows): then the latest state is restored."""
-        url = self.store.url(tenant_id, incarnation)
-        code, output = await self._run("restore", "-if-replica-exists", "-o", str(target),
-                                       *(("-timestamp", timestamp) if timestamp else ()), url)
-        if (code == 0 and not target.exists()) or (code != 0 and timestamp and "no backups found" in output):
-            # "no replica" (-if-replica-exists does not cover -timestamp), or no restore plan: which one?
-            if await self.file_span(url) is None:
-                return False
-            raise NoStateAt(f"the replica of tenant {tenant_id} has files but no restorable state"
-                            f"{' at ' + timestamp if timestamp else ''}")
-        if code != 0 and timestamp and TIMESTAMP_MISSING in output:
-            span = await self.file_span(url)
-            try:
-                at = parse_time(timestamp)
-            except ValueError as err:
-                raise ReplicationError(f"restore of tenant {tenant_id}: {err}") from err
-            # The listing has whole seconds: the time is surely after the newest file if it is a second later,
-            # or in the newest file's second when an older file came in an earlier second (it is not before
-            # the first file, so Litestream refused it for being after the last).
-            if span is not None and (at >= span[1] + 1 or (at >= span[1] > span[0])):
-                code, output = await self._run("restore", "-if-replica-exists", "-o", str(target), url)
-            elif span is not None:
-                raise NoStateAt(f"the replica of tenant {tenant_id} holds no state at {timestamp} (before the "
-                                "first write it keeps, or too close to it: choose a later time)")
-        if code != 0:
-            raise ReplicationError(f"restore of tenant {tenant_id} failed: {output[-300:]}")
-        return target.exists()
-
-    async def has_replica(self, tenant_id: str, incarnation: str) -> bool:
-        """Whether the tenant incarnation's replica holds anything."""
-        return await self.file_span(self.store.url(tenant_id, incarnation), timeout=60) is not None
-
-    async def file_span(self, url: str, timeout: float = 60) -> tuple[float, float] | None:
-        """When the replica's oldest and newest files were written (Unix seconds, whole seconds: that is all
-        ``litestream ltx`` shows); None if it has none."""
-        times = await self.file_times(url, timeout)
-        return (times[0], times[-1]) if times else None
-
-    async def file_times(self, url: str, timeout: float = 60) -> list[float]:
-        """The whole seconds (Unix) in which the replica's files (every level) were written, oldest first,
-        each once. Raises :class:`ReplicationError` when the replica cannot be listed."""
-        code, output = await self._run("ltx", "-level", "all", url, timeout=timeout)
-        if code != 0:
-            raise ReplicationError(f"listing the replica failed: {output[-300:]}")
-        times = set()
-        for line in output.splitlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 5:
-                try:
-                    times.add(parse_time(fields[4]))
-                except ValueError:
-                    continue
-        return sorted(times)
-
-    async def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[int, str]:
-        """Run a litestream command (killed after ``timeout`` seconds); its exit code and combined output."""
-        process = await asyncio.create_subprocess_exec(self._program(), *args, stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.STDOUT, env=self.store.environment())
-        try:
-            output, _ = await asyncio.wait_for(process.communicate(), timeout)
-        except TimeoutError as err:
-            process.kill()
-            await process.wait()
-            raise ReplicationError(f"litestream {args[0]} did not finish within {timeout:.0f} s") from err
-        except BaseException:
-            process.kill()
-            raise
-        assert process.returncode is not None
-        return process.returncode, output.decode(errors="replace").strip()

@@ -10,10 +10,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 
 from helpers import PbfastProcess, free_port
+
+from pbfast.pocketbase.collections import Collection
 
 def _find_fixture() -> Path:
     """PocketBase's test data dir from the team's ``shared/`` folder: ``$PBFAST_POCKETBASE_FIXTURE``, else
@@ -112,3 +116,7 @@ def create_tenant(cp: str, gw: str, tenant_id: str, body: dict | None = None) ->
         time.sleep(0.02)
 
 
+def collection_of(data: dict[str, Any]) -> Collection:
+    """A collection from a test's short dict (``fields`` and ``indexes`` as lists), as it would be stored."""
+    return Collection.from_row({**data, "fields": orjson.dumps(data.get("fields", [])),
+                                "indexes": orjson.dumps(data.get("indexes", []))})

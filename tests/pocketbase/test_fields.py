@@ -9,23 +9,35 @@ from typing import Any
 import orjson
 import pytest
 
+from dataclasses import replace
+
 from pbfast.pocketbase import fields as F
-from pbfast.pocketbase.fields import MISSING, FieldError
+from pbfast.pocketbase.fields import MISSING, Field, FieldError, PlainPassword, SettingsContext, decode_field, load_field
+from pbfast.pocketbase.gocompat import generate_by_pattern, to_unique_strings
 
 
-def prepared(field: dict[str, Any], raw: Any, **kwargs: Any) -> Any:
+def prepared(field: Field, raw: Any, **kwargs: Any) -> Any:
     kwargs.setdefault("is_new", True)
-    return F.prepare_value(field, raw, **kwargs)
+    return field.prepare(raw, **kwargs)
 
 
-def error_of(field: dict[str, Any], raw: Any, **kwargs: Any) -> dict[str, Any]:
+def error_of(field: Field, raw: Any, **kwargs: Any) -> dict[str, Any]:
     with pytest.raises(FieldError) as caught:
         prepared(field, raw, **kwargs)
-    return caught.value.to_dict()
+    return dict(caught.value.to_dict())
 
 
-def make(field_type: str, **options: Any) -> dict[str, Any]:
-    return F.new_field_definition({"name": "f", "type": field_type, **options})
+def make(field_type: str, **options: Any) -> Field:
+    return decode_field({"name": "f", "type": field_type, **options})
+
+
+def definition(raw: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """A submitted field definition as it is stored (PocketBase's shape)."""
+    return decode_field(raw, **kwargs).to_json()
+
+
+def settings_errors(field: Field, **context: Any) -> dict[str, Any]:
+    return dict(field.validate_settings(SettingsContext(**context)))
 
 
 # ------------------------------------------------------------------------------------------ columns
@@ -51,25 +63,25 @@ def make(field_type: str, **options: Any) -> dict[str, Any]:
     ({"type": "file", "maxSelect": 99}, "JSON DEFAULT '[]' NOT NULL"),
 ])
 def test_column_definition(definition: dict[str, Any], column: str) -> None:
-    assert F.column_definition(definition) == column
+    assert load_field({"name": "f", **definition}).column_type() == column
 
 
 # ------------------------------------------------------------------------------------- definitions
 
 
 def test_new_field_definition_defaults_and_crc_ids() -> None:
-    text = F.new_field_definition({"name": "title", "type": "text"})
+    text = definition({"name": "title", "type": "text"})
     assert text == {"autogeneratePattern": "", "help": "", "hidden": False, "id": "text724990059", "max": 0,
                     "min": 0, "name": "title", "pattern": "", "presentable": False, "primaryKey": False,
                     "required": False, "system": False, "type": "text"}
     assert list(text) == sorted(text)
-    assert F.new_field_definition({"name": "n", "type": "number"})["id"] == "number2013832146"
-    assert F.new_field_definition({"name": "n", "type": "number"}, existing_ids=["number2013832146"])["id"] == \
+    assert definition({"name": "n", "type": "number"})["id"] == "number2013832146"
+    assert definition({"name": "n", "type": "number"}, existing_ids=["number2013832146"])["id"] == \
         "number20138321462"
-    number = F.new_field_definition({"name": "n", "type": "number", "min": 1, "extra": "dropped"})
+    number = definition({"name": "n", "type": "number", "min": 1, "extra": "dropped"})
     assert number["min"] == 1 and number["max"] is None and "extra" not in number
-    assert F.new_field_definition({"name": "e", "type": "email", "onlyDomains": None})["onlyDomains"] == []
-    assert F.new_field_definition({"id": "keep", "name": "d", "type": "date", "min": "2020-01-01"})["min"] == \
+    assert definition({"name": "e", "type": "email", "onlyDomains": None})["onlyDomains"] == []
+    assert definition({"id": "keep", "name": "d", "type": "date", "min": "2020-01-01"})["min"] == \
         "2020-01-01 00:00:00.000Z"
 
 
@@ -79,36 +91,36 @@ def test_new_field_definition_defaults_and_crc_ids() -> None:
 ])
 def test_new_field_definition_rejects_what_pocketbase_cannot_decode(raw: dict[str, Any]) -> None:
     with pytest.raises(F.FieldSettingsError) as caught:
-        F.new_field_definition(raw)
+        definition(raw)
     assert caught.value.decode_error and caught.value.data == {}
 
 
 def test_validate_field_settings() -> None:
-    assert F.validate_field_settings(make("text", min=5, max=2))["max"]["code"] == \
+    assert settings_errors(make("text", min=5, max=2))["max"]["code"] == \
         "validation_min_greater_equal_than_required"
-    assert F.validate_field_settings(make("select"))["values"] == {"code": "validation_required",
+    assert settings_errors(make("select"))["values"] == {"code": "validation_required",
                                                                    "message": "Cannot be blank."}
-    assert F.validate_field_settings(make("select", values=["a"], maxSelect=2))["maxSelect"]["code"] == \
+    assert settings_errors(make("select", values=["a"], maxSelect=2))["maxSelect"]["code"] == \
         "validation_max_less_equal_than_required"
-    assert F.validate_field_settings({**make("text"), "name": "expand"})["name"]["code"] == "validation_not_in_invalid"
-    assert F.validate_field_settings({**make("text"), "name": "a b"})["name"]["code"] == "validation_match_invalid"
-    assert F.validate_field_settings({**make("text"), "name": "a_via_b"})["name"]["code"] == "validation_found_via"
-    assert F.validate_field_settings(make("number", onlyInt=True, min=1.5))["min"]["code"] == \
+    assert settings_errors(replace(make("text"), name="expand"))["name"]["code"] == "validation_not_in_invalid"
+    assert settings_errors(replace(make("text"), name="a b"))["name"]["code"] == "validation_match_invalid"
+    assert settings_errors(replace(make("text"), name="a_via_b"))["name"]["code"] == "validation_found_via"
+    assert settings_errors(make("number", onlyInt=True, min=1.5))["min"]["code"] == \
         "validation_only_int_constraint"
-    assert F.validate_field_settings(make("autodate"))["onCreate"]["message"] == \
+    assert settings_errors(make("autodate"))["onCreate"]["message"] == \
         "Either onCreate or onUpdate must be enabled."
-    assert F.validate_field_settings(make("relation"))["collectionId"]["code"] == "validation_required"
-    assert F.validate_field_settings(make("relation", collectionId="x"), collection_exists=lambda _: False)[
+    assert settings_errors(make("relation"))["collectionId"]["code"] == "validation_required"
+    assert settings_errors(make("relation", collectionId="x"), collection_exists=lambda _: False)[
         "collectionId"]["code"] == "validation_field_relation_missing_collection"
-    assert F.validate_field_settings(make("email", onlyDomains=["a.com"], exceptDomains=["b.com"]))[
+    assert settings_errors(make("email", onlyDomains=["a.com"], exceptDomains=["b.com"]))[
         "exceptDomains"]["code"] == "validation_empty"
-    assert F.validate_field_settings(make("file", thumbs=["0x0"]))["thumbs"]["0"]["code"] == "validation_not_in_invalid"
-    assert F.validate_field_settings(make("text", autogeneratePattern="[a-z]{3}", max=2))[
+    assert settings_errors(make("file", thumbs=["0x0"]))["thumbs"]["0"]["code"] == "validation_not_in_invalid"
+    assert settings_errors(make("text", autogeneratePattern="[a-z]{3}", max=2))[
         "autogeneratePattern"]["code"] == "validation_invalid_autogenerate_pattern_value"
-    assert F.validate_field_settings(make("text", pattern="(")) ["pattern"]["code"] == "validation_invalid_regex"
-    assert F.validate_field_settings(make("password", cost=40))["cost"]["code"] == \
+    assert settings_errors(make("text", pattern="(")) ["pattern"]["code"] == "validation_invalid_regex"
+    assert settings_errors(make("password", cost=40))["cost"]["code"] == \
         "validation_max_less_equal_than_required"
-    assert F.validate_field_settings(make("text", min=1, max=10, autogeneratePattern="[a-z]{5}")) == {}
+    assert settings_errors(make("text", min=1, max=10, autogeneratePattern="[a-z]{5}")) == {}
 
 
 # ---------------------------------------------------------------------------------------- casting
@@ -194,13 +206,13 @@ def test_unchanged_values_are_revalidated_on_update() -> None:
 
 
 def test_primary_key_rules() -> None:
-    pk = F.new_field_definition({"name": "id", "type": "text", "primaryKey": True, "required": True, "min": 15,
-                                 "max": 15, "pattern": "^[a-z0-9]+$"})
+    pk = decode_field({"name": "id", "type": "text", "primaryKey": True, "required": True, "min": 15,
+                       "max": 15, "pattern": "^[a-z0-9]+$"})
     assert prepared(pk, "abcdefghijklmno") == "abcdefghijklmno"
     assert error_of(pk, "short")["code"] == "validation_min_text_constraint"
     assert error_of(pk, "abcdefghijklmn!")["code"] == "validation_invalid_format"
     assert error_of(pk, "abcdefghijklmnp", current="abcdefghijklmno", is_new=False)["code"] == "validation_pk_change"
-    custom = {**pk, "pattern": "", "min": 0, "max": 0}
+    custom = replace(pk, pattern="", min=0, max=0)
     assert error_of(custom, "a/b") == {"code": "validation_forbidden_pk_character",
                                        "message": "'/' is not a valid primary key character.", "params": {"ch": "/"}}
     assert error_of(custom, "con")["code"] == "validation_reserved_pk"
@@ -209,7 +221,7 @@ def test_primary_key_rules() -> None:
 # --------------------------------------------------------------------------------------- validation
 
 
-VALIDATION_CASES: list[tuple[dict[str, Any], Any, dict[str, Any]]] = [
+VALIDATION_CASES: list[tuple[Field, Any, dict[str, Any]]] = [
     (make("text", min=3, max=5), "ab", {"code": "validation_min_text_constraint",
                                         "message": "Must be at least 3 character(s).", "params": {"min": 3}}),
     (make("text", min=3, max=5), "abcdef", {"code": "validation_max_text_constraint",
@@ -274,8 +286,8 @@ VALIDATION_CASES: list[tuple[dict[str, Any], Any, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("field", "raw", "expected"), VALIDATION_CASES,
-                         ids=[f"{c[0]['type']}-{i}" for i, c in enumerate(VALIDATION_CASES)])
-def test_validation_errors_match_pocketbase(field: dict[str, Any], raw: Any, expected: dict[str, Any]) -> None:
+                         ids=[f"{c[0].TYPE}-{i}" for i, c in enumerate(VALIDATION_CASES)])
+def test_validation_errors_match_pocketbase(field: Field, raw: Any, expected: dict[str, Any]) -> None:
     assert error_of(field, raw) == expected
 
 
@@ -293,31 +305,31 @@ def test_valid_values_pass() -> None:
 def test_password_flag_and_current_hash() -> None:
     field = make("password", min=8, required=True)
     plain = prepared(field, "secret123")
-    assert F.needs_hashing(plain) and plain == "secret123"
+    assert isinstance(plain, PlainPassword) and plain == "secret123"
     kept = prepared(field, MISSING, current="$2a$10$hash", is_new=False)
-    assert kept == "$2a$10$hash" and not F.needs_hashing(kept)
+    assert kept == "$2a$10$hash" and not isinstance(kept, PlainPassword)
     assert error_of(field, "", current="$2a$10$hash", is_new=False)["code"] == "validation_required"
     assert error_of(field, MISSING)["code"] == "validation_required"
-    assert F.password_cost(field) == 10 and F.password_cost(make("password", cost=8)) == 8
+    assert field.bcrypt_cost() == 10 and make("password", cost=8).bcrypt_cost() == 8  # type: ignore[attr-defined]
 
 
 def test_autodate() -> None:
     created = make("autodate", onCreate=True)
     updated = make("autodate", onCreate=True, onUpdate=True)
     now = "2026-01-02 03:04:05.678Z"
-    assert F.autodate_value(created, True, now) == now
-    assert F.autodate_value(created, False, now) is None
-    assert F.autodate_value(updated, False, now) == now
+    assert created.stamp(True, now) == now
+    assert created.stamp(False, now) is None
+    assert updated.stamp(False, now) == now
     assert prepared(created, "2000-01-01 00:00:00.000Z", current="2020-01-01 00:00:00.000Z", is_new=False) == \
         "2020-01-01 00:00:00.000Z"
 
 
 def test_relation_ids() -> None:
     many = make("relation", collectionId="x", maxSelect=5)
-    assert F.relation_ids(many, '["a","b","a"]') == ["a", "b"]
-    assert F.relation_ids(make("relation", collectionId="x"), "a") == ["a"]
-    assert F.relation_ids(many, "") == []
-    assert F.stored_from_list(many, ["a", "b"]) == '["a","b"]'
+    assert to_unique_strings('["a","b","a"]') == ["a", "b"]
+    assert to_unique_strings("a") == ["a"]
+    assert to_unique_strings("") == []
+    assert many.stored_from_list(["a", "b"]) == '["a","b"]'
 
 
 # ---------------------------------------------------------------------------------------- API values
@@ -343,7 +355,7 @@ def test_relation_ids() -> None:
     ({"type": "autodate"}, "2022-10-14 10:13:12.397Z", "2022-10-14 10:13:12.397Z"),
 ])
 def test_to_api_value(definition: dict[str, Any], stored: Any, shown: Any) -> None:
-    value = F.to_api_value({"name": "f", **definition}, stored)
+    value = load_field({"name": "f", **definition}).to_api(stored)
     assert value == shown and type(value) is type(shown)
 
 
@@ -384,7 +396,7 @@ def test_validators_have_no_catastrophic_backtracking() -> None:
 def test_generate_by_pattern(pattern: str) -> None:
     import re  # noqa: PLC0415
     for _ in range(20):
-        assert re.fullmatch(pattern, F.generate_by_pattern(pattern))
+        assert re.fullmatch(pattern, generate_by_pattern(pattern))
 
 
 def test_field_error_message_is_sentenized() -> None:

@@ -3,7 +3,6 @@ test against the stock ``pocketbase`` binary serving a copy of PocketBase's test
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,10 +12,10 @@ import apsw
 import httpx
 import pytest
 
-from pbfast.pocketbase.filter import (
-    Collections,
+from pbfast.pocketbase.search import (
     Expr,
     ExprGroup,
+    RequestInfo,
     FilterError,
     TableResolver,
     Token,
@@ -26,9 +25,10 @@ from pbfast.pocketbase.filter import (
     superuser_only_field,
     tokenize,
 )
-from pbfast.pocketbase.query import compile_list_query
+from pbfast.pocketbase.search import compile_list_query
 
-from pbharness import FIXTURE, copy_fixture, stock_pocketbase_server  # noqa: E402
+from pbfast.pocketbase.collections import Collection, CollectionMap, load_collections
+from pbharness import FIXTURE, collection_of, copy_fixture, stock_pocketbase_server  # noqa: E402
 NOW = datetime(2025, 6, 15, 12, 30, 45, 123456, tzinfo=UTC)
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,12 +169,16 @@ def db() -> apsw.Connection:
     return con
 
 
-REGISTRY = Collections(COLLECTIONS)
-POSTS = next(c for c in COLLECTIONS if c["name"] == "posts")
+REGISTRY = CollectionMap(collection_of(c) for c in COLLECTIONS)
+POSTS = REGISTRY["posts"]
+
+
+def request_info(request: dict[str, Any] | None) -> RequestInfo | None:
+    return None if request is None else RequestInfo(**request)
 
 
 def resolver(request: dict[str, Any] | None = None, *, superuser: bool = True) -> TableResolver:
-    return TableResolver.from_collection(POSTS, request, collections=REGISTRY, allow_hidden_fields=superuser)
+    return TableResolver(POSTS, request_info(request), collections=REGISTRY, allow_hidden_fields=superuser)
 
 
 def ids(con: apsw.Connection, sql: str, params: list[Any], table: str = "posts") -> list[str]:
@@ -321,9 +325,9 @@ def test_non_superuser_rules(db: apsw.Connection) -> None:
 
 
 def test_email_visibility_for_non_superusers(db: apsw.Connection) -> None:
-    users = next(c for c in COLLECTIONS if c["name"] == "users")
+    users = REGISTRY["users"]
     for superuser, expected in ((True, ["u2"]), (False, [])):
-        r = TableResolver.from_collection(users, None, collections=REGISTRY, allow_hidden_fields=superuser)
+        r = TableResolver(users, None, collections=REGISTRY, allow_hidden_fields=superuser)
         sql, params = compile_filter('email = "b@x.com"', r)
         assert ids(db, sql, params, "users") == expected
 
@@ -362,7 +366,7 @@ def test_limits() -> None:
 
 
 def test_relations_need_a_registry() -> None:
-    bare = TableResolver("posts", POSTS["fields"])
+    bare = TableResolver(POSTS)
     compile_filter("title = 'x' && tags:each ?= 'a'", bare)
     with pytest.raises(FilterError, match="registry"):
         compile_filter("labels.name = 'x'", bare)
@@ -450,26 +454,19 @@ def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield {"url": url, "db": data / "data.db", "auth": auth}
 
 
-def _fixture_collections(con: apsw.Connection) -> dict[str, dict[str, Any]]:
-    rows = con.execute("SELECT id, name, type, fields, indexes, listRule FROM _collections")
-    return {cid: {"id": cid, "name": name, "type": typ, "fields": json.loads(fields), "indexes": json.loads(idx),
-                  "listRule": rule} for cid, name, typ, fields, idx, rule in rows}
-
-
-def _mine(con: apsw.Connection, collections: dict[str, dict[str, Any]], coll_name: str, flt: str, sort: str,
+def _mine(con: apsw.Connection, collections: CollectionMap, coll_name: str, flt: str, sort: str,
           who: str, record: dict[str, Any] | None) -> tuple[int, list[str]]:
     """What pbfast's query layer selects (status 200/400/403 like the list API)."""
-    coll = next(c for c in collections.values() if c["name"] == coll_name)
+    coll: Collection = collections[coll_name]
     superuser = who == "super"
-    if coll["listRule"] is None and not superuser:
+    if coll.listRule is None and not superuser:
         return 403, []
-    request = {"auth": record, "method": "GET", "context": "default", "headers": {},
-               "query": {"filter": flt, "sort": sort, "perPage": "500"}, "body": {}}
-    rule_resolver = TableResolver.from_collection(coll, request, collections=collections, allow_hidden_fields=True)
+    request = RequestInfo(auth=record, method="GET", query={"filter": flt, "sort": sort, "perPage": "500"})
+    rule_resolver = TableResolver(coll, request, collections=collections, allow_hidden_fields=True)
     filter_resolver = rule_resolver.with_hidden_fields(superuser)
     filters: list[str | tuple[str, Any]] = []
-    if not superuser and coll["listRule"]:
-        filters.append((coll["listRule"], rule_resolver))
+    if not superuser and coll.listRule:
+        filters.append((coll.listRule, rule_resolver))
     filters.append((flt, filter_resolver))
     try:
         query = compile_list_query(filters, sort, filter_resolver)
@@ -493,7 +490,7 @@ def _theirs(stock: dict[str, Any], coll_name: str, flt: str, sort: str, who: str
 
 def test_differential_against_stock_pocketbase(stock: dict[str, Any]) -> None:
     con = apsw.Connection(str(stock["db"]), flags=apsw.SQLITE_OPEN_READONLY)
-    collections = _fixture_collections(con)
+    collections = load_collections(con)
     matched: list[bool] = []
     report: list[str] = []
     for coll_name, flt, sort, who in DIFFERENTIAL_CASES:

@@ -11,8 +11,9 @@ import apsw
 import httpx
 import pytest
 
-from pbfast.pocketbase.filter import Collections, FilterError, TableResolver
-from pbfast.pocketbase.query import (
+from pbfast.pocketbase.collections import CollectionMap
+from pbfast.pocketbase.search import FilterError, TableResolver
+from pbfast.pocketbase.search import (
     ExcerptModifier,
     QueryParamError,
     SortField,
@@ -27,7 +28,7 @@ from pbfast.pocketbase.query import (
     parse_sort,
 )
 
-from pbharness import FIXTURE, copy_fixture, stock_pocketbase_server  # noqa: E402
+from pbharness import FIXTURE, collection_of, copy_fixture, stock_pocketbase_server  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------
 # sort
@@ -47,8 +48,8 @@ COLLECTIONS: list[dict[str, Any]] = [
         {"name": "data", "type": "json"},
     ]},
 ]
-REGISTRY = Collections(COLLECTIONS)
-BOOKS = COLLECTIONS[1]
+REGISTRY = CollectionMap(collection_of(c) for c in COLLECTIONS)
+BOOKS = REGISTRY["books"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def db() -> apsw.Connection:
 
 
 def resolver(*, superuser: bool = True) -> TableResolver:
-    return TableResolver.from_collection(BOOKS, None, collections=REGISTRY, allow_hidden_fields=superuser)
+    return TableResolver(BOOKS, None, collections=REGISTRY, allow_hidden_fields=superuser)
 
 
 def sorted_ids(con: apsw.Connection, sort: str, *, superuser: bool = True) -> list[str]:

@@ -129,17 +129,17 @@ def test_index_definition_cannot_run_more_statements(site: Site, tmp_path: Path)
 def _hostile_database(path: Path) -> None:
     """A PocketBase data.db (made by pbfast's own initialiser) carrying a view collection whose query names
     the file, and a trigger that would load code: what an imported file may hold."""
-    from pbfast.pocketbase import schema
+    from pbfast.pocketbase import collections
 
-    schema.init_tenant_database(path.parent, with_auxiliary=False)
+    collections.init_tenant_database(path.parent, with_auxiliary=False)
     connection = apsw.Connection(str(path))
     try:
         with connection:
-            schema.create_collection(connection, {"name": "leak", "type": "view", "listRule": "",
+            collections.create_collection(connection, {"name": "leak", "type": "view", "listRule": "",
                                                   "viewQuery": "select 'x' as id"})
             connection.execute("DROP VIEW leak")
             connection.execute("CREATE VIEW leak AS SELECT * FROM (SELECT file AS id FROM pragma_database_list)")
-            schema.create_collection(connection, {"name": "notes", "type": "base", "createRule": "",
+            collections.create_collection(connection, {"name": "notes", "type": "base", "createRule": "",
                                                   "fields": [{"name": "v", "type": "text"}]})
             connection.execute("CREATE TRIGGER boom AFTER INSERT ON notes BEGIN "
                                "SELECT load_extension('/tmp/evil.so'); END")

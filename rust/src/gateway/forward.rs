@@ -26,7 +26,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body as _, SizeHint};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use pyo3::Py;
@@ -134,13 +134,6 @@ enum NodeAnswer {
 }
 
 impl NodeAnswer {
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            NodeAnswer::Raw(body) => body.size_hint(),
-            NodeAnswer::Pooled(body) => body.size_hint(),
-        }
-    }
-
     /// The body for the client; `streaming` (an event stream): without a read timeout.
     fn into_body(self, streaming: bool) -> ProxyBody {
         match (self, streaming) {
@@ -467,7 +460,7 @@ impl DataPath {
             let failure = match sent {
                 Ok(Ok(response)) => {
                     verdict.success();
-                    match self.answer(response).await {
+                    match self.answer(response) {
                         Ok(answer) => return Answer::Native(answer),
                         Err(()) => None, // the node says the tenant moved
                     }
@@ -524,29 +517,12 @@ impl DataPath {
         }
     }
 
-    /// The node's answer for the client; `Err(())` when it is the node's "tenant has moved" 503.
-    async fn answer(&self, response: Response<NodeAnswer>) -> Result<Response<ProxyBody>, ()> {
+    /// The node's answer for the client; `Err(())` when it is the node's "tenant has moved" 503 (marked
+    /// with [`headers::MOVED`]).
+    fn answer(&self, response: Response<NodeAnswer>) -> Result<Response<ProxyBody>, ()> {
         let (mut parts, incoming) = response.into_parts();
-        if parts.status == StatusCode::SERVICE_UNAVAILABLE {
-            if parts.headers.contains_key(headers::MOVED) {
-                return Err(());
-            }
-            let small = incoming.size_hint().upper().is_some_and(|n| n <= SMALL_BODY_BYTES);
-            if small {
-                // Nodes that do not set the header say so in the message.
-                let data = match incoming.into_body(false).collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(_) => {
-                        self.stats.upstream_error(Upstream::Reset);
-                        return Ok(error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1)));
-                    }
-                };
-                if data.windows(9).any(|w| w == b"has moved") {
-                    return Err(());
-                }
-                headers::strip_response(&mut parts.headers);
-                return Ok(Response::from_parts(parts, body::full(data)));
-            }
+        if parts.status == StatusCode::SERVICE_UNAVAILABLE && parts.headers.contains_key(headers::MOVED) {
+            return Err(());
         }
         headers::strip_response(&mut parts.headers);
         let streaming = parts

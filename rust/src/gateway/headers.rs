@@ -11,6 +11,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::wire;
+
 /// A client connection's peer address, formatted once per connection.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -26,14 +28,14 @@ impl Peer {
     }
 }
 
-pub const CLUSTER_TOKEN: HeaderName = HeaderName::from_static("x-pbfast-cluster-token");
-pub const EPOCH: HeaderName = HeaderName::from_static("x-pbfast-epoch");
+pub const CLUSTER_TOKEN: HeaderName = HeaderName::from_static(wire::CLUSTER_TOKEN);
+pub const EPOCH: HeaderName = HeaderName::from_static(wire::EPOCH);
 /// Set by a node on its "the tenant has moved" answer (stale epoch).
-pub const MOVED: HeaderName = HeaderName::from_static("x-pbfast-moved");
+pub const MOVED: HeaderName = HeaderName::from_static(wire::MOVED);
 /// The client's address, on requests handed to the gateway's Python side.
-pub const CLIENT: HeaderName = HeaderName::from_static("x-pbfast-client");
+pub const CLIENT: HeaderName = HeaderName::from_static(wire::CLIENT);
 /// One request's id, followed through the gateway's and the node's logs (`pbfast/request_ids.py`).
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(wire::REQUEST_ID);
 /// The longest client-sent request id kept.
 pub const MAX_REQUEST_ID: usize = 128;
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -122,7 +124,7 @@ fn dropped_for_node(name: &HeaderName, listed: &[String]) -> bool {
         || name == FORWARDED_FOR
         || name == FORWARDED_PROTO
         || name == FORWARDED_HOST
-        || name.as_str().starts_with("x-pbfast-")
+        || name.as_str().starts_with(wire::PREFIX)
         || (!listed.is_empty() && listed.iter().any(|t| t == name.as_str()))
 }
 
@@ -212,9 +214,9 @@ pub fn write_to_node(
         line(out, b"x-forwarded-for", value.as_bytes());
     }
     line(out, b"x-forwarded-proto", b"http");
-    line(out, b"x-pbfast-cluster-token", token.as_bytes());
+    line(out, wire::CLUSTER_TOKEN.as_bytes(), token.as_bytes());
     let mut digits = itoa_u64(epoch);
-    line(out, b"x-pbfast-epoch", digits.as_bytes_mut());
+    line(out, wire::EPOCH.as_bytes(), digits.as_bytes_mut());
 }
 
 /// `n` in decimal, without allocating.
@@ -248,7 +250,7 @@ fn itoa_u64(mut n: u64) -> Digits {
 pub fn to_fallback(headers: &HeaderMap, client: &Peer) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.keys_len() + 1);
     for (name, value) in headers {
-        if name.as_str().starts_with("x-pbfast-") || (is_hop_by_hop(name) && name != header::TRANSFER_ENCODING) {
+        if name.as_str().starts_with(wire::PREFIX) || (is_hop_by_hop(name) && name != header::TRANSFER_ENCODING) {
             continue;
         }
         if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
@@ -285,7 +287,7 @@ pub fn strip_response(headers: &mut HeaderMap) {
     let drop: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            is_hop_by_hop(name) || name.as_str().starts_with("x-pbfast-") || listed.iter().any(|t| t == name.as_str())
+            is_hop_by_hop(name) || name.as_str().starts_with(wire::PREFIX) || listed.iter().any(|t| t == name.as_str())
         })
         .cloned()
         .collect();

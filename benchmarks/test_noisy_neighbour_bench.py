@@ -1,0 +1,89 @@
+"""Noisy neighbour: how much one tenant's heavy load slows another tenant on the same node.
+
+An all-in-one (the default ``pbfast serve``), two tenants with the same collection and records. ``quiet`` is
+probed with one client viewing records one after another; first alone, then while ``noisy`` runs heavy lists
+(filter + sort, 50 per page) and creates at full speed from wrk. The figure: quiet's p99 under load divided
+by its p99 alone, measured side by side in one run (goal: <= 2).
+
+``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_noisy_neighbour_bench.py -s -p no:cacheprovider``
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from bench_tools import needs_tools
+
+from pbharness import ADMIN_TOKEN, create_tenant, start_all_in_one
+from test_tenant_api_bench import COLLECTION, _create_collection, _lua_create, _seed
+
+FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
+SUPERUSER = {"email": "bench@example.com", "password": "bench-password-1"}
+
+
+def _probe(url: str, seconds: float) -> list[float]:
+    """Latencies of back-to-back GETs of ``url`` for ``seconds``."""
+    latencies = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=30) as client:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            response = client.get(url)
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+    return latencies
+
+
+def _p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 2 else values[0]
+
+
+def _wrk(url: str, script: Path | None, connections: int, seconds: float) -> subprocess.Popen[bytes]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", *(["-s", str(script)] if script else []), url]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@needs_tools("wrk")
+def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) -> None:
+    data_dir = tmp_path / "pbfast"
+    _, cp, gw = start_all_in_one(pbfast_process, data_dir)
+    record = ""
+    for tenant in ("noisy", "quiet"):
+        create_tenant(cp, gw, tenant, {"superuser": SUPERUSER})
+        token = httpx.post(f"{gw}/t/{tenant}/api/collections/_superusers/auth-with-password", timeout=30,
+                           json={"identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
+        _create_collection(f"{gw}/t/{tenant}", token)
+        record = _seed(data_dir / "tenants" / tenant / "data.db")
+
+    seconds = 15 if FULL else 3
+    view = f"{gw}/t/quiet/api/collections/bench/records/{record}"
+    _probe(view, 0.5)  # warm up
+    alone = _probe(view, seconds)
+
+    lists = f"{gw}/t/noisy/api/collections/bench/records?perPage=50&sort=-created&filter=(num%3E%3D2000)"
+    creates = _lua_create(tmp_path / "create.lua")
+    load = [_wrk(lists, None, 16, seconds + 1), _wrk(f"{gw}/t/noisy/api/collections/bench/records", creates, 8,
+                                                     seconds + 1)]
+    time.sleep(0.5)
+    noisy: list[float] = []
+    prober = threading.Thread(target=lambda: noisy.extend(_probe(view, seconds - 0.5)))
+    prober.start()
+    prober.join()
+    outputs = [process.communicate()[0].decode() for process in load]
+    rates = [next((line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")), "?")
+             for out in outputs]
+    ratio50 = _p(noisy, 50) / _p(alone, 50)
+    ratio99 = _p(noisy, 99) / _p(alone, 99)
+    print(f"\n[bench] quiet tenant, views: alone p50 {_p(alone, 50) * 1000:.2f} ms p99 {_p(alone, 99) * 1000:.2f} ms "
+          f"({len(alone)} req) | under a noisy neighbour (lists {rates[0]} req/s, creates {rates[1]} req/s): "
+          f"p50 {_p(noisy, 50) * 1000:.2f} ms p99 {_p(noisy, 99) * 1000:.2f} ms ({len(noisy)} req) | "
+          f"p50 ratio {ratio50:.2f}, p99 ratio {ratio99:.2f}")
+    assert noisy and alone
+    assert ADMIN_TOKEN  # the all-in-one used the test admin token
+    assert COLLECTION["name"] == "bench"

@@ -1,0 +1,58 @@
+"""Durable file writes: fsync a file or a directory, replace a small file atomically.
+
+A rename is durable only once the directory that holds it is fsynced; a file's bytes only once the file
+is. Every small state file of pbfast (tokens, the node and instance ids, a local copy's marker) is written
+the same way: to a temporary name beside it, fsynced, renamed over the old one, and the directory fsynced,
+so a crash leaves either the old file or the whole new one.
+
+Blocking: call from a worker thread where an event loop is running.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["fsync_directory", "fsync_file", "temporary_name", "write_atomically"]
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (renames, creations, removals) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Make the bytes of the file at ``path`` durable."""
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def temporary_name(path: Path) -> Path:
+    """Where :func:`write_atomically` writes ``path`` first: ``.<name>.<pid>-<random>.tmp`` beside it, unique
+    per writer (a leftover of a crash matches ``.<name>.*.tmp``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Replace the file at ``path`` with ``data``, atomically and durably. ``mode`` applies to a new file
+    (less the umask, as for :func:`open`); the directory must exist."""
+    temporary = temporary_name(path)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)

@@ -1,0 +1,113 @@
+"""The collections API, superusers only (PocketBase's ``apis/collection.go``): list, view, create, update,
+delete, truncate and the scaffolds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import apsw
+
+from pbfast.http import ApiError
+from pbfast.pocketbase import collections, search
+from pbfast.pocketbase.apis.request import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    TenantRequest,
+    collection_of,
+    read_body,
+    require_superuser,
+    send_with_fields,
+)
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.fields import AutodateField, BoolField, TextField
+from pbfast.pocketbase.search import FilterError, TableResolver
+
+__all__ = ["create_collection", "delete_collection", "list_collections", "scaffolds", "truncate_collection",
+           "update_collection", "view_collection"]
+
+# ``_collections`` as a collection of its filterable/sortable columns, for the collections list.
+_COLLECTIONS_TABLE: Final = Collection(id="_collections", name="_collections", fields=[
+    *(TextField(name=name) for name in ("id", "name", "type")),
+    BoolField(name="system"),
+    *(TextField(name=name) for name in ("listRule", "viewRule", "createRule", "updateRule", "deleteRule")),
+    AutodateField(name="created"),
+    AutodateField(name="updated"),
+])
+
+
+def list_collections(request: TenantRequest) -> None:
+    require_superuser(request)
+    tenant = request.tenant
+    resolver = TableResolver(_COLLECTIONS_TABLE)
+    where, params = "", list[Any]()
+    try:
+        page, per_page = search.parse_paging(request.query("page"), request.query("perPage"))
+        skip_total = search.parse_skip_total(request.query("skipTotal"))
+        projection = search.parse_fields(request.query("fields") or "")
+        user_filter = request.query("filter")
+        if user_filter:
+            where, params = search.compile_filter(user_filter, resolver)
+        order = search.compile_sort(request.query("sort") or "", resolver)
+    except (FilterError, ValueError) as err:
+        raise ApiError(400, BAD_REQUEST) from err
+    listed = collections.list_collection_ids(tenant.conn, where, params, order, page, per_page, skip_total)
+    items = [c.to_api() for c in (tenant.collection_by_id(row["id"]) for row in listed.rows) if c is not None]
+    request.send_json(200, {"items": search.apply_fields_many(items, projection), "page": page,
+                            "perPage": per_page, "totalItems": listed.total, "totalPages": listed.pages})
+
+
+def scaffolds(request: TenantRequest) -> None:
+    require_superuser(request)
+    send_with_fields(request, collections.scaffolds())
+
+
+def view_collection(request: TenantRequest) -> None:
+    require_superuser(request)
+    send_with_fields(request, collection_of(request, NOT_FOUND).to_api())
+
+
+def create_collection(request: TenantRequest) -> None:
+    require_superuser(request)
+    body = read_body(request, invalid="Failed to load the collection type data due to invalid formatting.")
+    created = _change(request, lambda conn: collections.create_collection(conn, body))
+    send_with_fields(request, created.to_api())
+
+
+def update_collection(request: TenantRequest) -> None:
+    require_superuser(request)
+    collection = collection_of(request, NOT_FOUND)
+    body = read_body(request, invalid="Failed to load the submitted data due to invalid formatting.")
+    updated = _change(request, lambda conn: collections.update_collection(conn, collection, body))
+    send_with_fields(request, updated.to_api())
+
+
+def delete_collection(request: TenantRequest) -> None:
+    require_superuser(request)
+    collection = collection_of(request, NOT_FOUND)
+    _change(request, lambda conn: collections.delete_collection(conn, collection))
+    request.proto.response_empty(204, [])
+
+
+def truncate_collection(request: TenantRequest) -> None:
+    require_superuser(request)
+    collection = collection_of(request, NOT_FOUND)
+    try:
+        collections.truncate_collection(request.tenant.conn, collection)
+    except collections.CollectionValidationError as err:
+        raise ApiError(400, err.message, err.data) from err
+    request.proto.response_empty(204, [])
+
+
+_T = TypeVar("_T")
+
+
+def _change(request: TenantRequest, change: Callable[[apsw.Connection], _T]) -> _T:
+    """Run a schema change; its validation errors become 400; the tenant's collections are reloaded."""
+    tenant = request.tenant
+    try:
+        return change(tenant.conn)
+    except collections.CollectionValidationError as err:
+        raise ApiError(400, err.message, err.data) from err
+    finally:
+        tenant.reload_collections()

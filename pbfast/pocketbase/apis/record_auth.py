@@ -1,0 +1,165 @@
+"""Record authentication (PocketBase's ``apis/record_auth_*.go`` and ``record_helpers.go``): password auth
+(``authRule`` and MFA's first step checked; no OTP/OAuth2 yet, so a collection with MFA on cannot complete
+a login) and token refresh."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pbfast.http import ApiError
+from pbfast.logs import component_logger
+from pbfast.pocketbase import auth, fields, mfa, records
+from pbfast.pocketbase.apis.request import (
+    MISSING_OR_INVALID_COLLECTION,
+    NO_AUTH,
+    SUPERUSERS,
+    TenantRequest,
+    collection_of,
+    read_body,
+    resolver,
+    send_with_fields,
+)
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.records import Row, RuleError, Viewer
+
+__all__ = ["auth_refresh", "auth_with_password"]
+
+log = component_logger("TenantNode")
+
+VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
+LOAD_FAILED: Final = "An error occurred while loading the submitted data."
+_LENGTH_1_255: Final[dict[str, Any]] = {"code": "validation_length_out_of_range",
+                                        "message": "The length must be between 1 and 255.",
+                                        "params": {"max": 255, "min": 1}}
+
+
+def auth_with_password(request: TenantRequest) -> None:
+    collection = _auth_collection(request)
+    password_auth = collection.auth.password_auth
+    if not password_auth.enabled and collection.name != SUPERUSERS:
+        raise ApiError(403, "The collection is not configured to allow password authentication.")
+    try:
+        body = read_body(request)
+    except ApiError as err:
+        if err.status == 400:
+            raise ApiError(400, LOAD_FAILED) from err
+        raise
+    identity_fields = password_auth.identity_fields
+    form: dict[str, str] = {}
+    for key in ("identity", "password", "identityField"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, LOAD_FAILED)
+        form[key] = value or ""
+    errors: dict[str, Any] = {}
+    for key in ("identity", "password"):
+        if not form[key]:
+            errors[key] = {"code": "validation_required", "message": "Cannot be blank."}
+        elif len(form[key]) > 255:
+            errors[key] = dict(_LENGTH_1_255)
+    if form["identityField"]:
+        if len(form["identityField"]) > 255:
+            errors["identityField"] = dict(_LENGTH_1_255)
+        elif form["identityField"] not in identity_fields:
+            errors["identityField"] = {"code": "validation_in_invalid", "message": "Must be a valid value."}
+    if errors:
+        raise ApiError(400, VALIDATION_FAILED, errors)
+    identity, password = form["identity"], form["password"]
+    if form["identityField"]:
+        candidates = [form["identityField"]]
+    else:
+        # PocketBase looks the email up first, and only when the identity looks like one
+        candidates = sorted(identity_fields, key=lambda name: name != "email")
+        if "email" in candidates and not fields.is_email(identity):
+            candidates.remove("email")
+    row = None
+    for name in candidates:
+        row = records.find_by_identity(request.tenant, collection, name, identity)
+        if row is not None:
+            break
+    if row is None or not auth.verify_password(password, str(row.get("password", ""))):
+        raise ApiError(400, "Failed to authenticate.")
+    _auth_response(request, collection, row, auth_method=mfa.PASSWORD_METHOD, body=body)
+
+
+def auth_refresh(request: TenantRequest) -> None:
+    collection = collection_of(request, MISSING_OR_INVALID_COLLECTION)
+    current = request.auth
+    if current is None:
+        raise ApiError(401, NO_AUTH)
+    if current.collection.id != collection.id:
+        raise ApiError(403, f"The request requires auth record from {current.collection.name} collection.")
+    token = None
+    if not current.refreshable:
+        token = current.token  # non-refreshable tokens (e.g. impersonation) are returned as they are
+    _auth_response(request, collection, current.record, token)
+
+
+def _auth_collection(request: TenantRequest) -> Collection:
+    """The path's collection as PocketBase's auth routes find it: missing → 404 (their rate-limit
+    middleware's wording), not an auth collection → 404."""
+    collection = collection_of(request, MISSING_OR_INVALID_COLLECTION)
+    if collection.type != "auth":
+        raise ApiError(404, "Missing or invalid auth collection context.")
+    return collection
+
+
+def _auth_response(request: TenantRequest, collection: Collection, row: Row, token: str | None = None,
+                   auth_method: str = "", body: dict[str, Any] | None = None) -> None:
+    """PocketBase's ``recordAuthResponse``: the collection's ``authRule`` must hold for the record
+    (evaluated for the requester; superusers always pass), then MFA for an ``auth_method`` (a first
+    method answers ``401 {"mfaId"}``, see :mod:`pbfast.pocketbase.mfa`), then ``{"record", "token"}``."""
+    if not request.superuser and not _auth_rule_holds(request, collection, row):
+        raise ApiError(403, "The request doesn't satisfy the collection requirements to authenticate.")
+    if auth_method:
+        mfa_id = _check_mfa(request, collection, row, auth_method, body or {})
+        if mfa_id:
+            request.send_json(401, {"mfaId": mfa_id})
+            return
+    if token is None:
+        token_config = collection.auth.auth_token
+        token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id, token_config.secret,
+                                      token_config.duration)
+    viewer = Viewer(collection.name == SUPERUSERS, collection.id, row["id"])
+    send_with_fields(request, {"record": records.record_json(collection, row, viewer, show_email=True),
+                               "token": token})
+
+
+def _auth_rule_holds(request: TenantRequest, collection: Collection, row: Row) -> bool:
+    """The ``authRule`` for this requester: null refuses, empty allows, a rule that cannot be evaluated
+    does not hold."""
+    rule = collection.rule("authRule")
+    if not rule:
+        return rule is not None
+    try:
+        return records.rule_holds(request.tenant, collection, row["id"], rule, resolver(request, collection))
+    except RuleError as err:
+        log.warning("tenant %s: authRule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+        return False
+
+
+def _check_mfa(request: TenantRequest, collection: Collection, row: Row, method: str,
+               body: dict[str, Any]) -> str | None:
+    """PocketBase's ``checkMFA``: the id of a new MFA session when this login needs another method,
+    None when it may complete (MFA off, its rule does not hold, or a valid session of another method
+    was given); 400 for an unusable session."""
+    options = mfa.MfaOptions.of(collection)
+    if not options.enabled or not _wants_mfa(request, collection, row, options.rule, body):
+        return None
+    mfa_id = mfa.submitted_mfa_id(request.scope.query_string, body)
+    if not mfa_id:
+        return mfa.start_session(request.tenant, collection, row["id"], method)
+    mfa.finish_session(request.tenant, collection, row["id"], method, mfa_id, options)
+    return None
+
+
+def _wants_mfa(request: TenantRequest, collection: Collection, row: Row, rule: str, body: dict[str, Any]) -> bool:
+    """Whether the collection's ``mfa.rule`` holds for the record (an empty rule always does), evaluated
+    for this request like the other API rules; a rule that cannot be evaluated fails the login."""
+    if not rule:
+        return True
+    try:
+        return records.rule_holds(request.tenant, collection, row["id"], rule, resolver(request, collection, body))
+    except RuleError as err:
+        log.warning("tenant %s: mfa.rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+        raise ApiError(400, "Failed to authenticate.") from err

@@ -1,0 +1,220 @@
+"""The records API (PocketBase's ``apis/record_crud.go``): list, view, create, update and delete, with the
+collection's API rules evaluated for the requester and the auth records' ``manageRule``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+
+from pbfast.http import ApiError
+from pbfast.logs import component_logger
+from pbfast.pocketbase import records, search
+from pbfast.pocketbase.apis.request import (
+    BAD_REQUEST,
+    MISSING_OR_INVALID_COLLECTION,
+    NOT_FOUND,
+    ONLY_SUPERUSERS,
+    TenantRequest,
+    collection_of,
+    read_body,
+    record_body_limit,
+    resolver,
+    send_with_fields,
+)
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.records import RecordValidationError, Row, RuleError
+from pbfast.pocketbase.search import MAX_FILTER_LENGTH, FilterError, superuser_only_field
+
+__all__ = ["create_record", "delete_record", "list_records", "records_json", "update_record", "view_record"]
+
+log = component_logger("TenantNode")
+
+
+def list_records(request: TenantRequest) -> None:
+    collection = collection_of(request)
+    tenant = request.tenant
+    superuser = request.superuser
+    if not superuser and collection.listRule is None:
+        raise ApiError(403, ONLY_SUPERUSERS)
+    try:
+        page, per_page = search.parse_paging(request.query("page"), request.query("perPage"))
+        skip_total = search.parse_skip_total(request.query("skipTotal"))
+        projection = search.parse_fields(request.query("fields") or "")
+    except (FilterError, ValueError) as err:
+        raise ApiError(400, BAD_REQUEST) from err
+    user_filter, sort = request.query("filter") or "", request.query("sort") or ""
+    if not superuser:
+        for expression in (user_filter, sort):
+            prefix = superuser_only_field(expression)
+            if prefix:
+                raise ApiError(403, f"Only superusers can filter by {prefix}")
+    filter_resolver = resolver(request, collection, hidden=superuser)
+    filters: list[Any] = []
+    if not superuser and collection.listRule:
+        filters.append((collection.listRule, filter_resolver.with_hidden_fields(True)))
+    if user_filter:
+        filters.append((user_filter, filter_resolver))
+    try:
+        if len(user_filter.encode()) > MAX_FILTER_LENGTH:  # the client's filter only: rules are not limited
+            raise FilterError("max filter length limit reached")
+        compiled = search.compile_list_query(filters, sort, filter_resolver, max_length=None)
+    except (FilterError, ValueError) as err:
+        raise ApiError(400, BAD_REQUEST) from err
+    try:
+        listed = records.list_records(tenant, collection, compiled, page, per_page, skip_total)
+    except apsw.SQLError as err:
+        # SQLite refused the query the filter/sort/rule made (too deep, too many joins ...): PocketBase
+        # answers any failure of its list query with 400.
+        log.warning("tenant %s: listing %s failed: %s", tenant.id, collection.name, err)
+        raise ApiError(400, BAD_REQUEST) from err
+    items = search.apply_fields_many(records_json(request, collection, listed.rows), projection)
+    request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": listed.total,
+                            "totalPages": listed.pages})
+
+
+def view_record(request: TenantRequest) -> None:
+    collection = collection_of(request)
+    row = _visible_row(request, collection, collection.viewRule)
+    _send_record(request, collection, row)
+
+
+def create_record(request: TenantRequest) -> None:
+    collection, body, superuser = _write_context(request)
+    _deny_null_rule(request, collection.createRule)
+    data = records.resolve_modifiers(collection, body, None)
+    if not superuser:
+        data = records.strip_hidden(collection, data)
+    manage = superuser
+    manage_rule = collection.rule("manageRule") if collection.type == "auth" and request.auth else None
+    if not superuser and (collection.createRule or manage_rule):
+        # the create rule (and the manage rule) are checked against the submitted record before it is
+        # validated or saved, as PocketBase does
+        draft = records.draft_row(collection, data, None)
+        if not draft.get("id"):
+            draft["id"] = "__temp_id____pb_create__"
+        if collection.type == "auth" and "verified" in draft:
+            draft["verified"] = 0
+        if collection.createRule and not _draft_matches(request, collection, draft, collection.createRule, data):
+            raise ApiError(400, "Failed to create record.")
+        manage = bool(manage_rule) and _draft_matches(request, collection, draft, manage_rule or "", data)
+    try:
+        row = records.save_record(request.tenant, collection, data, None, manage=manage, superuser=superuser)
+    except RecordValidationError as err:
+        raise ApiError(400, "Failed to create record.", err.data) from err
+    _send_record(request, collection, row)
+
+
+def update_record(request: TenantRequest) -> None:
+    collection, body, superuser = _write_context(request)
+    _deny_null_rule(request, collection.updateRule)
+    tenant = request.tenant
+    current = records.load_row(tenant, collection, request.params["id"])
+    if current is None:
+        raise ApiError(404, NOT_FOUND)
+    data = records.resolve_modifiers(collection, body, current)
+    if not superuser:
+        data = records.strip_hidden(collection, data)
+    existing = _visible_row(request, collection, collection.updateRule, data)
+    manage = superuser or bool(_managed_ids(request, collection, [existing["id"]], data)
+                               if request.auth is not None else False)
+    try:
+        row = records.save_record(tenant, collection, data, existing, manage=manage, superuser=superuser)
+    except RecordValidationError as err:
+        raise ApiError(400, "Failed to update record.", err.data) from err
+    _send_record(request, collection, row)
+
+
+def delete_record(request: TenantRequest) -> None:
+    collection = collection_of(request)
+    if collection.type == "view":
+        raise ApiError(400, "Unsupported collection type.")
+    existing = _visible_row(request, collection, collection.deleteRule)
+    try:
+        records.delete_record(request.tenant, collection, existing["id"])
+    except records.LastSuperuserError as err:
+        raise ApiError(400, str(err)) from err
+    except RecordValidationError as err:
+        raise ApiError(400, "Failed to delete record. Make sure that the record is not part of a required "
+                            "relation reference.", err.data) from err
+    request.proto.response_empty(204, [])
+
+
+def records_json(request: TenantRequest, collection: Collection, rows: list[Row]) -> list[dict[str, Any]]:
+    """Rows as record JSON for this requester (PocketBase's enrich step: hidden fields, and emails shown
+    to superusers, to the record itself and to those the collection's ``manageRule`` lets manage it)."""
+    managed = _managed_ids(request, collection, [str(r.get("id")) for r in rows])
+    viewer = request.viewer
+    return [records.record_json(collection, row, viewer, show_email=str(row.get("id")) in managed) for row in rows]
+
+
+def _send_record(request: TenantRequest, collection: Collection, row: Row) -> None:
+    send_with_fields(request, records_json(request, collection, [row])[0])
+
+
+def _deny_null_rule(request: TenantRequest, rule: str | None) -> None:
+    if rule is None and not request.superuser:
+        raise ApiError(403, ONLY_SUPERUSERS)
+
+
+def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
+    """The checks PocketBase's create/update handlers start with: the collection (404, worded as its
+    body-limit middleware does), not a view (400), the parsed body (400), then the null-rule check."""
+    collection = collection_of(request, MISSING_OR_INVALID_COLLECTION)
+    if collection.type == "view":
+        raise ApiError(400, "Unsupported collection type.")
+    body = read_body(request, record_body_limit(collection))
+    return collection, body, request.superuser
+
+
+def _rule_condition(request: TenantRequest, collection: Collection, rule: str | None,
+                    body: dict[str, Any] | None = None) -> records.Condition | None:
+    """The SQL condition of an API rule for this requester; None means "no condition" (superuser or an
+    empty rule). A null rule for a non-superuser is 403; a rule that cannot be compiled 404 (PocketBase: the
+    record lookup with the rule fails)."""
+    if request.superuser:
+        return None
+    if rule is None:
+        raise ApiError(403, ONLY_SUPERUSERS)
+    if not rule.strip():
+        return None
+    try:
+        return records.compile_rule(rule, resolver(request, collection, body))
+    except RuleError as err:
+        log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+        raise ApiError(404, NOT_FOUND) from err
+
+
+def _visible_row(request: TenantRequest, collection: Collection, rule: str | None,
+                 body: dict[str, Any] | None = None) -> Row:
+    condition = _rule_condition(request, collection, rule, body)
+    row = records.find_visible(request.tenant, collection, request.params["id"], condition)
+    if row is None:
+        raise ApiError(404, NOT_FOUND)
+    return row
+
+
+def _managed_ids(request: TenantRequest, collection: Collection, ids: list[str],
+                 body: dict[str, Any] | None = None) -> set[str]:
+    """The ids among ``ids`` the requester manages through the auth collection's ``manageRule`` (a rule
+    that cannot be evaluated manages nothing)."""
+    rule = collection.rule("manageRule") if collection.type == "auth" else None
+    if not rule or not ids or request.superuser:
+        return set()
+    try:
+        return records.managed_ids(request.tenant, collection, ids, rule, resolver(request, collection, body))
+    except RuleError as err:
+        log.warning("tenant %s: manageRule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+        return set()
+
+
+def _draft_matches(request: TenantRequest, collection: Collection, draft: Row, rule: str,
+                   body: dict[str, Any]) -> bool:
+    """Whether a non-empty ``rule`` holds for the record about to be created (a rule that cannot be
+    evaluated does not hold)."""
+    draft_resolver = resolver(request, collection, body, table_alias="__pb_create__" + collection.name)
+    try:
+        return records.draft_matches(request.tenant, draft, rule, draft_resolver)
+    except RuleError as err:
+        log.warning("tenant %s: rule of %s cannot be evaluated: %s", request.tenant.id, collection.name, err)
+        return False

@@ -1,0 +1,255 @@
+"""What every handler of a tenant's API shares: the request (:class:`TenantRequest`, with its auth state
+resolved lazily from ``Authorization``), the JSON body as PocketBase binds it, the ``@request.*`` info and
+resolvers for API rules, answers (``fields`` applied, PocketBase-shaped errors) and PocketBase's messages."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import orjson
+
+from pbfast.http import JSON_HEADERS, ApiError, HTTPProtocol, Request, Scope
+from pbfast.pocketbase import auth, gocompat, search
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.records import Row, Viewer, load_row
+from pbfast.pocketbase.search import RequestInfo, TableResolver
+from pbfast.pocketbase.tenant import Tenant
+
+__all__ = [
+    "BAD_REQUEST",
+    "DEFAULT_MAX_BODY",
+    "MISSING_COLLECTION",
+    "MISSING_OR_INVALID_COLLECTION",
+    "NOT_FOUND",
+    "NO_AUTH",
+    "ONLY_SUPERUSERS",
+    "SUPERUSERS",
+    "Auth",
+    "TenantRequest",
+    "body_limit",
+    "collection_of",
+    "decode_json_body",
+    "read_body",
+    "record_body_limit",
+    "request_info",
+    "require_superuser",
+    "resolver",
+    "send_error",
+    "send_with_fields",
+]
+
+SUPERUSERS = "_superusers"
+BAD_REQUEST = "Something went wrong while processing your request."
+ONLY_SUPERUSERS = "Only superusers can perform this action."
+NOT_ALLOWED = "The authorized record is not allowed to perform this action."
+NO_AUTH = "The request requires valid record authorization token."
+MISSING_COLLECTION = "Missing collection context."
+MISSING_OR_INVALID_COLLECTION = "Missing or invalid collection context."
+NOT_FOUND = "The requested resource wasn't found."
+DEFAULT_MAX_BODY = 32 << 20
+
+
+@dataclass(slots=True)
+class Auth:
+    collection: Collection
+    record: Row
+    token: str = ""
+    refreshable: bool = True
+
+    @property
+    def superuser(self) -> bool:
+        return self.collection.name == SUPERUSERS
+
+    def viewer(self) -> Viewer:
+        return Viewer(self.superuser, self.collection.id, str(self.record.get("id", "")))
+
+
+class TenantRequest(Request):
+    """A request to one tenant, with its auth state resolved lazily from ``Authorization``."""
+
+    __slots__ = ("_auth", "_auth_done", "raw_body", "tenant")
+
+    def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str], tenant: Tenant) -> None:
+        super().__init__(scope, proto, path, params)
+        self.tenant = tenant
+        self._auth: Auth | None = None
+        self._auth_done = False
+        self.raw_body: bytes | None = b""  # None: larger than the route's limit (413 when the handler reads it)
+
+    @property
+    def auth(self) -> Auth | None:
+        if not self._auth_done:
+            self._auth = authenticate(self.tenant, self.header("authorization"))
+            self._auth_done = True
+        return self._auth
+
+    @property
+    def viewer(self) -> Viewer:
+        return self.auth.viewer() if self.auth else Viewer()
+
+    @property
+    def superuser(self) -> bool:
+        return self.auth is not None and self.auth.superuser
+
+    def send_json(self, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
+        # PocketBase (Go) marshals maps with sorted keys.
+        self.proto.response_bytes(status, JSON_HEADERS + (headers or []),
+                                  orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=gocompat.go_json_default))
+
+
+def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
+    """The record a token belongs to, or None for a missing/invalid/expired token (PocketBase treats those
+    requests as guests)."""
+    if not header:
+        return None
+    token = header.strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    try:
+        claims = auth.peek_token_claims(token)
+    except auth.TokenError:
+        return None
+    if claims.get("type") != "auth":
+        return None
+    collection = tenant.collection_by_id(claims["collectionId"])
+    if collection is None or collection.type != "auth":
+        return None
+    row = load_row(tenant, collection, claims["id"])
+    secret = collection.auth.auth_token.secret
+    if row is None or not secret or not auth.verify_token_signature(token, str(row.get("tokenKey", "")), secret):
+        return None
+    return Auth(collection, row, token, bool(claims.get("refreshable")))
+
+
+def collection_of(request: TenantRequest, missing: str = MISSING_COLLECTION) -> Collection:
+    """The path's collection (by name or id); 404 with ``missing`` when there is none."""
+    collection = request.tenant.collection(request.params["collection"])
+    if collection is None:
+        raise ApiError(404, missing)
+    return collection
+
+
+def require_superuser(request: TenantRequest) -> None:
+    if request.auth is None:
+        raise ApiError(401, NO_AUTH)
+    if not request.auth.superuser:
+        raise ApiError(403, NOT_ALLOWED)
+
+
+def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: str = BAD_REQUEST) -> dict[str, Any]:
+    """The JSON object of the body (read before the handler ran, see :meth:`~pbfast.pocketbase.api.TenantApi.handle`) as PocketBase binds it:
+    empty or ``null`` is ``{}``, only the first JSON value counts; anything but an object is 400 with
+    ``invalid`` as the message."""
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    raw = request.raw_body
+    if raw is None or len(raw) > limit:
+        raise ApiError(413, "Request entity too large.")
+    if not raw.strip():
+        return {}
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise ApiError(400, "Unsupported Content-Type.")  # multipart (file uploads): not supported yet
+    value = decode_json_body(raw, invalid)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, invalid)
+    return value
+
+
+def request_info(request: TenantRequest, body: dict[str, Any] | None = None) -> RequestInfo:
+    """What ``@request.*`` reads for this request (``body``: the submitted data the rule sees)."""
+    auth_state = request.auth
+    auth_data: dict[str, Any] = {}
+    if auth_state is not None:
+        auth_data = {**auth_state.record, "collectionId": auth_state.collection.id,
+                     "collectionName": auth_state.collection.name}
+    headers = {k.lower().replace("-", "_"): v for k, v in request.scope.headers.items()}
+    return RequestInfo(auth=auth_data, body=body or {}, query=dict(parse_qsl(request.scope.query_string)),
+                       method=request.method, headers=headers)
+
+
+def resolver(request: TenantRequest, collection: Collection, body: dict[str, Any] | None = None, *,
+             hidden: bool = True, table_alias: str | None = None) -> TableResolver:
+    """A resolver of ``collection``'s identifiers for this request (``hidden``: hidden fields allowed, as
+    for API rules and superusers)."""
+    return TableResolver(collection, request_info(request, body), collections=request.tenant.collections,
+                         allow_hidden_fields=hidden, table_alias=table_alias)
+
+
+def send_with_fields(request: TenantRequest, payload: dict[str, Any]) -> None:
+    """Answer 200 with ``payload`` trimmed by the ``fields`` query parameter."""
+    try:
+        projection = search.parse_fields(request.query("fields") or "")
+    except ValueError as err:
+        raise ApiError(400, BAD_REQUEST) from err
+    request.send_json(200, search.apply_fields(payload, projection))
+
+
+def body_limit(tenant: Tenant, params: dict[str, str]) -> int:
+    """The most a route's handler reads: a record route's limit grows with its collection's file fields."""
+    name = params.get("collection")
+    collection = tenant.collection(name) if name else None
+    return record_body_limit(collection) if collection is not None else DEFAULT_MAX_BODY
+
+
+_JSON_WHITESPACE: Final = " \t\n\r"
+_MIN_INT64, _MAX_UINT64 = -(2**63), 2**64 - 1
+
+
+def decode_json_body(raw: bytes, invalid: str = BAD_REQUEST) -> Any:
+    """A request body's first JSON value, as Go's ``json.Decoder`` reads it: what follows that value is
+    never looked at and invalid UTF-8 becomes U+FFFD. Values nested deeper than the answers can be written
+    are refused (Go allows 10,000 levels; orjson writes 254). Raises ``ApiError(400, invalid)``."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = _first_json_value(raw, invalid)
+    if raw.count(b"[") + raw.count(b"{") > gocompat.ORJSON_MAX_DEPTH and gocompat.json_depth(value) > \
+            gocompat.ORJSON_MAX_DEPTH:
+        raise ApiError(400, invalid)
+    return value
+
+
+def _first_json_value(raw: bytes, invalid: str) -> Any:
+    """The slow path of :func:`decode_json_body` for bodies orjson refuses as a whole."""
+    text = raw.decode("utf-8", errors="replace")
+    start = len(text) - len(text.lstrip(_JSON_WHITESPACE))
+    decoder = json.JSONDecoder(parse_constant=_no_json_constant, parse_float=_finite_float, parse_int=_json_int)
+    try:
+        value, _ = decoder.raw_decode(text, start)
+        orjson.dumps(value)  # lone surrogates and too deep nesting, which the answers could not carry
+    except (ValueError, RecursionError, orjson.JSONEncodeError) as err:
+        raise ApiError(400, invalid) from err
+    return value
+
+
+def _no_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float64")
+    return value
+
+
+def _json_int(text: str) -> int | float:
+    """Like orjson: integers outside int64/uint64 become floats."""
+    value = int(text)
+    return value if _MIN_INT64 <= value <= _MAX_UINT64 else _finite_float(text)
+
+
+def record_body_limit(collection: Collection) -> int:
+    """PocketBase's record body limit: the default plus what the collection's file fields may carry."""
+    return DEFAULT_MAX_BODY + sum(f.max_body_size() for f in collection.fields)
+
+
+def send_error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,
+           headers: list[tuple[str, str]] | None = None) -> None:
+    body = {"data": data or {}, "message": message, "status": status}
+    proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(body, default=gocompat.go_json_default))

@@ -1,0 +1,42 @@
+"""The record service (PocketBase's ``core/record_*`` and its ``RecordUpsert`` form) that the API handlers
+call: finding records (:mod:`.find`), API rules evaluated on them (:mod:`.rules`), a body's field
+modifiers (:mod:`.modifiers`), saving (:mod:`.save`), deleting (:mod:`.delete`) and the record JSON a
+viewer sees (:mod:`.export`). No HTTP here: handlers turn its results and errors into answers."""
+
+from pbfast.pocketbase.records.delete import delete_record
+from pbfast.pocketbase.records.errors import LastSuperuserError, RecordValidationError
+from pbfast.pocketbase.records.export import Viewer, record_json, strip_hidden
+from pbfast.pocketbase.records.find import Row, find_by_identity, find_visible, list_records, load_row
+from pbfast.pocketbase.records.modifiers import draft_row, resolve_modifiers
+from pbfast.pocketbase.records.rules import (
+    Condition,
+    RuleError,
+    compile_rule,
+    draft_matches,
+    managed_ids,
+    rule_holds,
+)
+from pbfast.pocketbase.records.save import save_record
+
+__all__ = [
+    "Condition",
+    "LastSuperuserError",
+    "RecordValidationError",
+    "Row",
+    "RuleError",
+    "Viewer",
+    "compile_rule",
+    "delete_record",
+    "draft_matches",
+    "draft_row",
+    "find_by_identity",
+    "find_visible",
+    "list_records",
+    "load_row",
+    "managed_ids",
+    "record_json",
+    "resolve_modifiers",
+    "rule_holds",
+    "save_record",
+    "strip_hidden",
+]

@@ -1,0 +1,48 @@
+"""A stored row as PocketBase's record JSON, for a given viewer (PocketBase's ``Record.PublicExport``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pbfast.pocketbase.fields import PasswordField
+from pbfast.pocketbase.collections import Collection
+
+__all__ = ["Viewer", "record_json", "strip_hidden"]
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is looking at a record: decides hidden fields and email visibility."""
+
+    superuser: bool = False
+    auth_collection_id: str = ""
+    auth_record_id: str = ""
+
+
+def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
+                show_email: bool = False) -> dict[str, Any]:
+    """A stored row as PocketBase's record JSON (``collectionId``, ``collectionName``, then the fields).
+
+    Hidden fields only for superusers; an auth record's ``email`` only when ``emailVisibility`` is on, for
+    superusers, for the record itself (PocketBase matches the requester by id), or when ``show_email``
+    (the requester manages the record through the collection's ``manageRule``)."""
+    out: dict[str, Any] = {"collectionId": collection.id, "collectionName": collection.name}
+    for field in collection.fields:
+        name = field.name
+        if isinstance(field, PasswordField) or (field.hidden and not viewer.superuser):
+            continue
+        if collection.type == "auth" and name == "tokenKey":
+            continue
+        out[name] = field.to_api(row.get(name))
+    if collection.type == "auth" and "email" in out and not (
+            show_email or viewer.superuser or (viewer.auth_record_id and viewer.auth_record_id == row.get("id"))
+            or row.get("emailVisibility")):
+        out.pop("email")
+    return out
+
+
+def strip_hidden(collection: Collection, data: dict[str, Any]) -> dict[str, Any]:
+    """Non-superusers cannot set hidden fields (an auth collection's ``password`` excepted)."""
+    hidden = {f.name for f in collection.fields if f.hidden and not (collection.type == "auth" and f.name == "password")}
+    return {k: v for k, v in data.items() if k not in hidden}

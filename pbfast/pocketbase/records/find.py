@@ -1,0 +1,71 @@
+"""Finding records (PocketBase's ``core/record_query.go``): by id, by id under an API rule, by an identity
+field of an auth collection, and a page of a list query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+
+from pbfast.logs import component_logger
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.dbutils.index import single_column_unique_index
+from pbfast.pocketbase.records.rules import Condition
+from pbfast.pocketbase.search import ListQuery, Page, fetch_page
+from pbfast.pocketbase.tenant import Tenant
+
+__all__ = ["Row", "find_by_identity", "find_visible", "list_records", "load_row"]
+
+log = component_logger("TenantNode")
+
+Row = dict[str, Any]
+"""A record's stored columns by name."""
+
+
+def _first_row(cursor: apsw.Cursor) -> Row | None:
+    for values in cursor:
+        return dict(zip([d[0] for d in cursor.getdescription()], values))
+    return None
+
+
+def load_row(tenant: Tenant, collection: Collection, record_id: str) -> Row | None:
+    return _first_row(tenant.conn.execute(f"SELECT * FROM {quote(collection.name)} WHERE id = ?", (record_id,)))
+
+
+def find_visible(tenant: Tenant, collection: Collection, record_id: str, condition: Condition | None) -> Row | None:
+    """The record ``record_id`` if it satisfies ``condition`` (a compiled API rule; None: no condition). A
+    condition SQLite refuses finds nothing, as PocketBase's lookup with the rule fails."""
+    table = quote(collection.name)
+    sql, params = f"SELECT {table}.* FROM {table} WHERE {table}.id = ?", [record_id]
+    if condition is not None:
+        sql += f" AND ({condition[0]})"
+        params += condition[1]
+    try:
+        return _first_row(tenant.conn.execute(sql, params))
+    except apsw.SQLError as err:
+        log.warning("tenant %s: rule of %s cannot be evaluated: %s", tenant.id, collection.name, err)
+        return None
+
+
+def find_by_identity(tenant: Tenant, collection: Collection, name: str, identity: str) -> Row | None:
+    """A record by an identity field, compared as the field's single-column unique index collates it
+    (no such index: not an identity field PocketBase can use)."""
+    if collection.field(name) is None:
+        return None
+    index = single_column_unique_index(collection.indexes, name)
+    if index is None:
+        return None
+    collate = " COLLATE NOCASE" if index.columns[0].collate.lower() == "nocase" else ""
+    table = quote(collection.name)
+    return _first_row(tenant.conn.execute(f"SELECT * FROM {table} WHERE {quote(name)} = ?{collate} LIMIT 1",
+                                          (identity,)))
+
+
+def list_records(tenant: Tenant, collection: Collection, query: ListQuery, page: int, per_page: int,
+                 skip_total: bool) -> Page:
+    """One page of the collection's records matching a compiled list query (PocketBase's records list
+    provider). Raises ``apsw.SQLError`` when SQLite refuses the query the filter, sort or rules made."""
+    table = quote(collection.name)
+    return fetch_page(tenant.conn, table, f"{table}.*", query.where, query.params, query.order_by, page, per_page,
+                      skip_total)

@@ -1,0 +1,188 @@
+"""Saving a record as PocketBase's ``RecordUpsert`` form does: for auth collections the account fields are
+checked first (``password``/``passwordConfirm``/``oldPassword``, and who may change ``email`` and
+``verified``), then every field is validated, then the row is written in one transaction.
+
+Every value a client sends goes through :mod:`~pbfast.pocketbase.fields` and reaches SQLite as a bound
+parameter; identifiers come only from the collection's own (validated) definition, quoted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+
+from pbfast.pocketbase import gocompat
+from pbfast.pocketbase.auth import hash_password, new_token_key, verify_password
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.dbutils.identifiers import quote
+from pbfast.pocketbase.fields import (
+    MISSING,
+    AutodateField,
+    ErrorItem,
+    FieldError,
+    PasswordField,
+    PlainPassword,
+    RelationField,
+)
+from pbfast.pocketbase.dbutils.transaction import write_transaction
+from pbfast.pocketbase.records.errors import RecordValidationError
+from pbfast.pocketbase.records.find import load_row
+from pbfast.pocketbase.tenant import Tenant, new_record_id
+
+__all__ = ["save_record"]
+
+SUPERUSERS = "_superusers"
+
+
+def _mismatch() -> ErrorItem:
+    return ErrorItem(code="validation_values_mismatch", message="Values don't match.")
+
+
+def _required() -> ErrorItem:
+    return ErrorItem(code="validation_required", message="Cannot be blank.")
+
+
+def _auth_form_errors(collection: Collection, data: dict[str, Any], existing: dict[str, Any] | None,
+                      manage: bool) -> dict[str, ErrorItem]:
+    """PocketBase's ``RecordUpsert.validateFormFields`` for auth records: who may change ``email`` and
+    ``verified``, and the password/passwordConfirm/oldPassword rules."""
+    is_new = existing is None
+    original = existing or {}
+    password = gocompat.cast_to_string(data["password"]) if "password" in data else ""
+    confirm = gocompat.cast_to_string(data["passwordConfirm"]) if "passwordConfirm" in data else ""
+    old_password = gocompat.cast_to_string(data["oldPassword"]) if "oldPassword" in data else ""
+    errors: dict[str, ErrorItem] = {}
+    if not is_new and not manage and "email" in data and collection.field("email") is not None:
+        if gocompat.cast_to_string(data["email"]) != gocompat.cast_to_string(original.get("email") or ""):
+            errors["email"] = _mismatch()
+    if not manage and "verified" in data and collection.field("verified") is not None:
+        if gocompat.cast_to_bool(data["verified"]) != bool(original.get("verified")):
+            errors["verified"] = _mismatch()
+    if (is_new or confirm or old_password) and not password:
+        errors["password"] = _required()
+    if (is_new or password or old_password) and not confirm:
+        errors["passwordConfirm"] = _required()
+    elif confirm != password:
+        errors["passwordConfirm"] = _mismatch()
+    if not is_new and not manage and (password or confirm):
+        if not old_password:
+            errors["oldPassword"] = _required()
+        elif not verify_password(old_password, str(original.get("password") or "")):
+            errors["oldPassword"] = {"code": "validation_invalid_old_password",
+                                     "message": "Missing or invalid old password."}
+    return errors
+
+
+def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], existing: dict[str, Any] | None,
+                *, manage: bool = False, superuser: bool = False) -> dict[str, Any]:
+    """Validate ``data`` (a request body already passed through :func:`resolve_modifiers`, and through
+    :func:`strip_hidden` for non-superusers) and insert (``existing`` None) or update the row.
+
+    ``manage``: the requester may change an auth record's ``email``/``verified`` and its password without
+    ``oldPassword`` (superusers, and auth records satisfying the collection's ``manageRule``).
+
+    Every field is validated as PocketBase does on each save (absent fields keep their current value and
+    are validated again); only fields that changed are written. Returns the stored row. Raises
+    :class:`RecordValidationError` with PocketBase's per-field codes.
+    """
+    is_new = existing is None
+    is_auth = collection.type == "auth"
+    if is_auth:
+        form_errors = _auth_form_errors(collection, data, existing, manage or superuser)
+        if form_errors:
+            raise RecordValidationError(form_errors)
+    if collection.name == SUPERUSERS and collection.field("verified") is not None:
+        data = {**data, "verified": True}  # superusers are always verified
+    errors: dict[str, ErrorItem] = {}
+    values: dict[str, Any] = {}
+    password_changed = False
+    for field in collection.fields:
+        name = field.name
+        if is_auth and name == "tokenKey":
+            continue  # generated below: on create, and whenever the password or email changes
+        submitted = data.get(name, MISSING)
+        current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
+        try:
+            value = field.prepare(submitted, current=current, is_new=is_new)
+            if isinstance(field, RelationField):
+                _check_relation_records(tenant, field, value)
+        except FieldError as err:
+            errors[name] = err.to_dict()
+            continue
+        if isinstance(field, PasswordField):
+            if isinstance(value, PlainPassword):
+                values[name] = hash_password(str(value), field.bcrypt_cost())
+                password_changed = True
+            continue
+        if is_new or submitted is not MISSING or isinstance(field, AutodateField):
+            if is_new or value != current:
+                values[name] = value
+    if errors:
+        raise RecordValidationError(errors)
+    if is_new and not values.get("id"):
+        values["id"] = new_record_id()
+    if is_auth:
+        _check_auth_id(tenant, collection, str(values.get("id") or existing["id"]))  # type: ignore[index]
+        email_changed = not is_new and "email" in values
+        if collection.field("tokenKey") is not None and (is_new or password_changed or email_changed):
+            values["tokenKey"] = new_token_key()
+    table = quote(collection.name)
+    try:
+        with write_transaction(tenant.conn):
+            if is_new:
+                columns = list(values)
+                tenant.conn.execute(
+                    f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES ({', '.join('?' * len(columns))})",
+                    [values[c] for c in columns])
+                record_id = values["id"]
+            else:
+                assert existing is not None
+                record_id = existing["id"]
+                if values:
+                    assignments = ", ".join(f"{quote(c)} = ?" for c in values)
+                    tenant.conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",
+                                        [*values.values(), record_id])
+                if password_changed and tenant.collection("_mfas") is not None:
+                    # a new password ends the record's MFA sessions (PocketBase's registerMFAHooks)
+                    tenant.conn.execute('DELETE FROM "_mfas" WHERE collectionRef = ? AND recordRef = ?',
+                                        (collection.id, record_id))
+    except apsw.ConstraintError as err:
+        raise RecordValidationError(_unique_violation(collection, str(err), values)) from err
+    stored = load_row(tenant, collection, record_id)
+    assert stored is not None
+    return stored
+
+
+def _check_relation_records(tenant: Tenant, field: RelationField, prepared: Any) -> None:
+    ids = gocompat.to_unique_strings(prepared)
+    if not ids:
+        return
+    target = tenant.collection_by_id(field.collection_id)
+    if target is None:
+        raise FieldError("validation_missing_rel_collection",
+                                "Relation connection is missing or cannot be accessed")
+    placeholders = ", ".join("?" * len(ids))
+    (found,) = tenant.conn.execute(f"SELECT COUNT(*) FROM {quote(target.name)} WHERE id IN ({placeholders})",
+                                   ids).fetchone() or (0,)
+    if found != len(ids):
+        raise FieldError("validation_missing_rel_records",
+                                "Failed to find all relation records with the provided ids")
+
+
+def _check_auth_id(tenant: Tenant, collection: Collection, record_id: str) -> None:
+    """Auth record ids are (loosely) unique across all auth collections."""
+    for other in tenant.collections.values():
+        if other.type != "auth" or other.id == collection.id:
+            continue
+        if tenant.conn.execute(f"SELECT 1 FROM {quote(other.name)} WHERE id = ? LIMIT 1", (record_id,)).fetchone():
+            raise RecordValidationError({"id": {"code": "validation_invalid_auth_id",
+                                                "message": "Invalid or duplicated auth record id."}})
+
+
+def _unique_violation(collection: Collection, message: str, values: dict[str, Any]) -> dict[str, ErrorItem]:
+    # "UNIQUE constraint failed: table.col1, table.col2"
+    problem = ErrorItem(code="validation_not_unique", message="Value must be unique.")
+    columns = [part.strip().split(".")[-1] for part in message.split(":", 1)[-1].split(",")]
+    named = [c for c in columns if c in values or collection.field(c) is not None]
+    return {name: ErrorItem(**problem) for name in named} or {"id": ErrorItem(**problem)}

@@ -1,0 +1,144 @@
+"""Serving one request of a tenant: admitted under its route's epoch (:class:`Ownership`), the tenant opened
+(or waited for), its PocketBase API run with the tenant's database work on the node's database threads
+within the tenant's time limit, and, in durable mode, a write answered only once it is in the replica.
+
+Thread-safety: event loop only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, send_error
+from pbfast.logs import component_logger
+from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.tenant import DATA_DB, Tenant
+from pbfast.primitives import QuotaCounters
+from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
+from pbfast.tenant_node.metrics import NodeMetrics
+from pbfast.tenant_node.ownership import Ownership, moved
+from pbfast.tenant_node.pool import TenantPool
+from pbfast.tenant_node.replica import ReplicationError
+from pbfast.tenant_node.replication import Replicator
+from pbfast.tenant_node.slots import Assignment, TenantSlot
+
+__all__ = ["Serving"]
+
+log = component_logger("TenantNode")
+
+STORAGE_MEASURE_SECONDS = 1.0
+
+
+class Serving:
+    def __init__(self, ownership: Ownership, pool: TenantPool, api: TenantApi, db: DbScheduler,
+                 replicator: Replicator | None, quotas: QuotaCounters, metrics: NodeMetrics,
+                 request_time_limit: float) -> None:
+        self.ownership = ownership
+        self.pool = pool
+        self.api = api
+        self.db = db
+        self.replicator = replicator
+        self.quotas = quotas
+        self.metrics = metrics
+        self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
+
+    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+        """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``."""
+        recorder = StatusRecorder(proto)
+        try:
+            await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
+        finally:
+            self.metrics.observe(recorder.status)
+
+    async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+        try:
+            slot = self.ownership.admit(tenant_id, epoch)
+        except ApiError as err:
+            send_error(proto, err.status, err.message, err.data, err.headers)
+            return
+        if slot.importing:
+            send_error(proto, 503, "The tenant is being imported; retry shortly.", headers=[("retry-after", "1")])
+            return
+        writes = scope.method not in ("GET", "HEAD", "OPTIONS")
+        if writes and not self.quotas.storage_allows(tenant_id, 0):
+            self.metrics.quota_rejected("storage")
+            send_error(proto, 403, "The tenant's storage quota is used up.")
+            return
+        _, evicted = self.pool.cache.acquire(tenant_id)
+        self.pool.close_evicted(evicted)
+        try:
+            try:
+                tenant = slot.tenant
+                if tenant is None or slot.superseded:
+                    tenant = await self.pool.open_within(tenant_id, self.pool.open_wait_seconds)
+            except ApiError as err:  # the lease ran out meanwhile, or the open takes long
+                send_error(proto, err.status, err.message, err.data, err.headers)
+                return
+            except Exception as err:  # noqa: BLE001 - answer clearly, keep the node up
+                log.error("cannot open tenant %s: %r", tenant_id, err, exc_info=err)
+                send_error(proto, 503, "The tenant cannot be opened right now; retry.", headers=[("retry-after", "1")])
+                return
+            assignment = self.ownership.serves(slot, epoch)
+            if assignment is None:  # the open may have waited long: admitted again
+                refusal = moved()
+                send_error(proto, refusal.status, refusal.message, headers=refusal.headers)
+                return
+            try:
+                if writes and self.replicator is not None and assignment.durability == "sync":
+                    await self._handle_durably(slot, tenant, assignment, path, scope, proto)
+                else:
+                    await self._handle(slot, tenant, assignment, path, scope, proto)
+            except TenantBusy:
+                self.metrics.queue_rejected()
+                send_error(proto, 429, "Too many requests for this tenant are waiting; retry shortly.",
+                           headers=[("retry-after", "1")])
+                return
+            if writes:
+                self._measure_storage(slot, tenant)
+        finally:
+            try:
+                self.pool.close_evicted(self.pool.cache.release(tenant_id))
+            except KeyError:
+                pass  # dropped (moved or deleted) while this request ran
+
+    async def _handle(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str, scope: Scope,
+                      proto: HTTPProtocol) -> None:
+        """The tenant's API, its database work on the scheduler within the tenant's time limit."""
+        limit_ms = assignment.time_limit_ms
+        time_limit = self.request_time_limit if limit_ms is None else limit_ms / 1000
+        max_bytes = self.ownership.max_bytes(slot)
+
+        async def run(work: Callable[[], None]) -> None:
+            def job() -> None:
+                if tenant.max_bytes != max_bytes and not tenant.closed:  # the quota changed since it was opened
+                    tenant.set_max_bytes(max_bytes)
+                work()
+
+            await self.db.run(tenant.id, job)
+
+        await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
+
+    async def _handle_durably(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str,
+                              scope: Scope, proto: HTTPProtocol) -> None:
+        """Durable mode: answer a successful write only once it is in the replica (RPO 0)."""
+        assert self.replicator is not None
+        held = HeldResponse(proto)
+        await self._handle(slot, tenant, assignment, path, scope, held)
+        if held.status is not None and held.status < 400:
+            try:
+                await self.replicator.sync(tenant.directory / DATA_DB, wait=True)
+            except ReplicationError as err:
+                log.warning("tenant %s: durable write not confirmed by the replica: %s", tenant.id, err)
+                send_error(proto, 503, "The change was saved on the node but the replica did not confirm it; "
+                                       "it will be replicated when storage is reachable.",
+                           headers=[("retry-after", "2")])
+                return
+        held.replay(proto)
+
+    def _measure_storage(self, slot: TenantSlot, tenant: Tenant) -> None:
+        """Refresh the tenant's stored bytes after writes, at most once per second per tenant."""
+        now = time.monotonic()
+        if now - slot.storage_measured_at >= STORAGE_MEASURE_SECONDS:
+            slot.storage_measured_at = now
+            self.quotas.set_storage(tenant.id, tenant.size_bytes())

@@ -1,0 +1,27 @@
+"""A tenant's superusers as the node sets them: the first one, given at the tenant's creation, and those the
+control plane upserts (passwords arrive bcrypt-hashed)."""
+
+from __future__ import annotations
+
+import time
+
+from pbfast.pocketbase.auth import new_token_key
+from pbfast.pocketbase.tenant import Tenant, new_record_id
+from pbfast.timefmt import format_datetime
+
+__all__ = ["upsert_superuser"]
+
+
+def upsert_superuser(tenant: Tenant, email: str, password_hash: str, overwrite: bool = True) -> None:
+    """Create (or, with ``overwrite``, update) the superuser ``email`` with an already bcrypt-hashed password
+    (blocking: the tenant's database work, run on the node's database threads)."""
+    now = format_datetime(time.time())
+    with tenant.conn:
+        row = tenant.conn.execute("SELECT id FROM _superusers WHERE email = ? COLLATE NOCASE", (email,)).fetchone()
+        if row is None:
+            tenant.conn.execute(
+                "INSERT INTO _superusers (id, email, password, tokenKey, verified, emailVisibility, created, updated)"
+                " VALUES (?, ?, ?, ?, 1, 0, ?, ?)", (new_record_id(), email, password_hash, new_token_key(), now, now))
+        elif overwrite:
+            tenant.conn.execute("UPDATE _superusers SET password = ?, tokenKey = ?, updated = ? WHERE id = ?",
+                                (password_hash, new_token_key(), now, row[0]))

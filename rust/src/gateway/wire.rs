@@ -1,0 +1,15 @@
+//! The headers the cluster's processes send each other, in one table: mirrors `pbfast/cluster/wire.py`
+//! (`tests/test_wire_contract.py` checks that they agree), where their meaning is described.
+
+/// Every client-sent header under this prefix is dropped, and so is every node-sent one.
+pub const PREFIX: &str = "x-pbfast-";
+/// The cluster token on a forwarded tenant request (the client's `Authorization` goes through).
+pub const CLUSTER_TOKEN: &str = "x-pbfast-cluster-token";
+/// The route's fencing epoch on a forwarded tenant request.
+pub const EPOCH: &str = "x-pbfast-epoch";
+/// Set by a node on its "the tenant has moved" answer (503, stale epoch or lost lease).
+pub const MOVED: &str = "x-pbfast-moved";
+/// The client's address, on requests handed to the gateway's Python side.
+pub const CLIENT: &str = "x-pbfast-client";
+/// One request's id, assigned by the gateway (or a client's kept), forwarded, logged and answered.
+pub const REQUEST_ID: &str = "x-request-id";
