@@ -226,7 +226,7 @@ impl Body for Attempt {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
