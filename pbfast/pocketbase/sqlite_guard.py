@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -45,6 +45,7 @@ __all__ = [
     "SqlRefused",
     "TimeLimit",
     "TimeLimitExceeded",
+    "OverBudget",
     "execute_one",
     "harden",
     "read_only_select",
@@ -74,10 +75,19 @@ _DENIED_ACTIONS: Final = frozenset({
 # (~5-10 ms of work at SQLite's pace). Rarely enough that the check, which needs the GIL, never slows a
 # long query noticeably; often enough that a limit is kept to within a few milliseconds.
 PROGRESS_STEPS: Final = 1_000_000
+# While a job runs within a CPU budget (TimeLimit.within_cpu_budget) the check comes every ~50-100 us of
+# SQLite work, so the budget is kept closely.
+BUDGET_PROGRESS_STEPS: Final = 10_000
 
 
 class SqlRefused(ValueError):
     """SQL a tenant wrote is not acceptable (several statements, not a read-only SELECT, ...)."""
+
+
+class OverBudget(BaseException):
+    """A job run within a CPU budget used it up; SQLite stopped its statement. A BaseException, so that the
+    request handlers' ``except Exception`` answers do not turn it into an answer: the job is done again
+    elsewhere (:meth:`TimeLimit.within_cpu_budget`)."""
 
 
 class TimeLimitExceeded(Exception):
@@ -163,22 +173,37 @@ def set_heap_limits(soft_bytes: int, hard_bytes: int) -> None:
 
 class TimeLimit:
     """A per-connection time limit for jobs: while :meth:`running` is active, any statement still running
-    after the limit is stopped by SQLite (``apsw.InterruptError``, turned into :class:`TimeLimitExceeded`)."""
+    after the limit is stopped by SQLite (``apsw.InterruptError``, turned into :class:`TimeLimitExceeded`).
+    And a CPU budget (:meth:`within_cpu_budget`) for work tried on a thread that must not be held long."""
 
-    __slots__ = ("_deadline", "_seconds")
+    __slots__ = ("_budget", "_connection", "_deadline", "_seconds", "budget_spent")
 
     def __init__(self, connection: apsw.Connection) -> None:
         self._deadline: float | None = None
+        self._budget: float | None = None  # thread CPU time (time.thread_time) the budget ends at
         self._seconds = 0.0
+        self._connection = connection
+        self.budget_spent = False
         connection.set_progress_handler(self._over, PROGRESS_STEPS)
 
     def _over(self) -> bool:
         deadline = self._deadline
-        return deadline is not None and time.monotonic() > deadline
+        if deadline is not None and time.monotonic() > deadline:
+            return True
+        budget = self._budget
+        if budget is not None and time.thread_time() > budget:
+            self.budget_spent = True
+            return True
+        return False
 
     @property
     def expired(self) -> bool:
-        return self._over()
+        """Whether the running job's time limit has passed. Raises :class:`OverBudget` when it was its CPU
+        budget that stopped it (a statement interrupted for that surfaces as whatever error it caused)."""
+        if self.budget_spent:
+            raise OverBudget
+        deadline = self._deadline
+        return deadline is not None and time.monotonic() > deadline
 
     @contextlib.contextmanager
     def running(self, seconds: float | None) -> Iterator[None]:
@@ -191,18 +216,41 @@ class TimeLimit:
         try:
             yield
         except apsw.InterruptError as err:
+            if self.budget_spent:
+                raise OverBudget from err
             raise TimeLimitExceeded(seconds) from err
         finally:
             self._deadline = None
+
+    def within_cpu_budget(self, seconds: float, work: Callable[[], object]) -> bool:
+        """Run ``work()`` with its SQLite statements stopped once this thread has used ``seconds`` of CPU time
+        since it started; True when it ran to its end within that, False when it was stopped. What stopped
+        work did is to be thrown away and the work done again elsewhere, so it must have no lasting effect
+        (a read). Statements are checked every :data:`BUDGET_PROGRESS_STEPS` meanwhile."""
+        self.budget_spent = False
+        self._budget = time.thread_time() + seconds
+        self._connection.set_progress_handler(self._over, BUDGET_PROGRESS_STEPS)
+        spent = False
+        try:
+            work()
+        except OverBudget:
+            spent = True
+        finally:
+            spent = spent or self.budget_spent
+            self._budget, self.budget_spent = None, False  # a later stop is the time limit's
+            self._connection.set_progress_handler(self._over, PROGRESS_STEPS)
+        return not spent
 
     @contextlib.contextmanager
     def suspended(self) -> Iterator[None]:
         """No limit inside (a rollback after a stopped statement must always run)."""
         deadline, self._deadline = self._deadline, None
+        budget, self._budget = self._budget, None
         try:
             yield
         finally:
             self._deadline = deadline
+            self._budget = budget
 
 
 # What may follow the one statement of a tenant's SQL: whitespace, semicolons and comments.

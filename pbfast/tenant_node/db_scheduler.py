@@ -113,6 +113,37 @@ class DbScheduler:
         result: T = await job.future
         return result
 
+    def run_inline(self, tenant_id: str, work: Callable[[], bool]) -> bool:
+        """Run ``work()`` now, on the calling thread (the event loop), in the tenant's turn, when the tenant
+        has no job running or waiting; False when it has, or when ``work()`` returned False (it gave up, see
+        :meth:`pbfast.pocketbase.sqlite_guard.TimeLimit.within_cpu_budget`): then submit it with :meth:`run`.
+
+        For short jobs: handing a job to a worker thread and its result back costs two thread switches,
+        more CPU than a small read itself. ``work`` must bound the time it holds the calling thread."""
+        with self._lock:
+            if self._stopping or tenant_id in self._running or self._queues.get(tenant_id):
+                return False
+            self._running.add(tenant_id)
+        started = time.monotonic()
+        done = False
+        try:
+            done = work()
+        finally:
+            finished = time.monotonic()
+            with self._lock:
+                if done:
+                    load = self._load(tenant_id)
+                    load.jobs += 1
+                    load.busy_seconds += finished - started
+                self._running.discard(tenant_id)
+                queue = self._queues.get(tenant_id)
+                if queue:  # not from the loop while it ran this, but should another thread have submitted
+                    self._turns.append(tenant_id)
+                    self._work_ready.notify()
+                elif queue is not None:
+                    del self._queues[tenant_id]
+        return done
+
     def queued(self, tenant_id: str) -> int:
         """Jobs of the tenant waiting now (not counting one running)."""
         with self._lock:

@@ -28,6 +28,11 @@ __all__ = ["Serving"]
 log = component_logger("TenantNode")
 
 STORAGE_MEASURE_SECONDS = 1.0
+# A read runs on the event loop itself while its SQLite work stays within this much CPU time (the loop is held
+# no longer than a worker thread holding the GIL would hold it); beyond, it is stopped and run again on a
+# database thread, and the tenant's reads go there for INLINE_PAUSE_SECONDS.
+INLINE_CPU_BUDGET_SECONDS = 0.002
+INLINE_PAUSE_SECONDS = 1.0
 
 
 class Serving:
@@ -42,6 +47,7 @@ class Serving:
         self.quotas = quotas
         self.metrics = metrics
         self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
+        self._inline_paused_until: dict[str, float] = {}  # tenant id -> monotonic time
 
     async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``."""
@@ -115,9 +121,23 @@ class Serving:
                     tenant.set_max_bytes(max_bytes)
                 work()
 
+            if inline and self.db.run_inline(tenant.id, lambda: self._within_budget(tenant, job)):
+                return
             await self.db.run(tenant.id, job)
 
+        # A read is tried at once on the loop (it can be thrown away and done again on a worker thread); not
+        # for a tenant whose last such try ran over its budget a moment ago.
+        inline = (scope.method in ("GET", "HEAD") and not tenant.closed
+                  and self._inline_paused_until.get(tenant.id, 0.0) <= time.monotonic())
+
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
+
+    def _within_budget(self, tenant: Tenant, job: Callable[[], None]) -> bool:
+        if tenant.time_limit.within_cpu_budget(INLINE_CPU_BUDGET_SECONDS, job):
+            self._inline_paused_until.pop(tenant.id, None)
+            return True
+        self._inline_paused_until[tenant.id] = time.monotonic() + INLINE_PAUSE_SECONDS
+        return False
 
     async def _handle_durably(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str,
                               scope: Scope, proto: HTTPProtocol) -> None:

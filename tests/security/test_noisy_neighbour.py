@@ -135,6 +135,27 @@ def test_an_endless_view_is_stopped_and_other_tenants_are_served(pbfast_process:
     assert usage["dbTimeLimited"] == 3 and usage["dbWaitSeconds"] > 0, usage
 
 
+def test_a_read_heavier_than_the_loops_budget_is_answered_from_a_database_thread(pbfast_process: object,
+                                                                                  tmp_path: Path) -> None:
+    """Reads are tried on the event loop within a small CPU budget; one that needs more is stopped there and
+    done again on a database thread: the same answer, no time limit counted, other tenants served meanwhile."""
+    node = start(pbfast_process, tmp_path)
+    node.tenant("heavy")
+    node.tenant("victim")
+    count_to = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 400000) SELECT x as id FROM c"
+    created = node.call("heavy", "POST", "/api/collections",
+                        {"name": "many", "type": "view", "listRule": "", "viewQuery": count_to})
+    assert created.status_code == 200, created.text
+    with Prober(f"{node.gw}/t/victim/api/health") as victim:
+        for _ in range(3):
+            listed = httpx.get(f"{node.gw}/t/heavy/api/collections/many/records?perPage=1", timeout=30)
+            assert listed.status_code == 200, listed.text
+            assert listed.json()["totalItems"] == 400_000 and listed.json()["items"][0]["id"] == "1", listed.text
+    assert not victim.failures, victim.failures
+    samples = scrape(node.cp, ADMIN_TOKEN)
+    assert samples['pbfast_node_tenant_db_time_limited_total{tenant="heavy"}'] == 0
+
+
 def test_a_tenant_time_limit_set_in_the_control_plane(pbfast_process: object, tmp_path: Path) -> None:
     node = start(pbfast_process, tmp_path, "--request-time-limit=30")
     node.tenant("evil", requestTimeLimitMs=300)

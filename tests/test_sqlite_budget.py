@@ -1,0 +1,56 @@
+"""A read tried on the event loop within a CPU budget (``TimeLimit.within_cpu_budget``): a read within the
+budget runs to its end there; one beyond is stopped and reported, whatever the code around its statement did
+with the interruption, and the connection's time limit answers as before afterwards. Real SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apsw
+import pytest
+
+from pbfast.pocketbase.sqlite_guard import TimeLimit, TimeLimitExceeded
+
+COUNT_TO = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ?) SELECT count(*) FROM c"
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
+
+
+@pytest.fixture
+def connection(tmp_path: Path) -> apsw.Connection:
+    return apsw.Connection(str(tmp_path / "data.db"))
+
+
+def test_a_small_read_runs_to_its_end_within_the_budget(connection: apsw.Connection) -> None:
+    limit = TimeLimit(connection)
+    results: list[int] = []
+    assert limit.within_cpu_budget(0.05, lambda: results.append(connection.execute(COUNT_TO, (100,)).get))
+    assert results == [100]
+
+
+def test_a_heavy_read_is_stopped_and_the_time_limit_still_holds(connection: apsw.Connection) -> None:
+    limit = TimeLimit(connection)
+
+    def heavy() -> None:
+        with limit.running(30):  # the request's own limit, far away
+            connection.execute(COUNT_TO, (50_000_000,)).get
+
+    assert not limit.within_cpu_budget(0.002, heavy)
+    # the connection works, without a budget: the same read runs to its end
+    assert connection.execute(COUNT_TO, (200_000,)).get == 200_000
+    # and a statement past the time limit is the time limit's (not the budget's) to report
+    with pytest.raises(TimeLimitExceeded), limit.running(0.05):
+        connection.execute(ENDLESS).get
+
+
+def test_a_read_that_swallows_the_interruption_is_still_over_budget(connection: apsw.Connection) -> None:
+    limit = TimeLimit(connection)
+    answers: list[str] = []
+
+    def swallowing() -> None:
+        try:
+            connection.execute(COUNT_TO, (50_000_000,)).get
+        except apsw.Error:
+            answers.append("an answer made of the interruption")
+
+    assert not limit.within_cpu_budget(0.002, swallowing)
+    assert answers  # thrown away by the caller, who does the work again elsewhere
