@@ -54,6 +54,7 @@ __all__ = [
     "parse_float",
     "regex_error",
     "regex_search",
+    "stored_datetime_text",
     "stored_to_string",
     "time_json",
     "time_string",
@@ -453,6 +454,21 @@ def parse_datetime(value: Any) -> datetime | None:
             return None
         return _build_datetime(year, month, day, hour, minute, second, None, sign, tz_h, tz_m)
     return None
+
+
+# A text already in PocketBase's layout whose parse and format give it back unchanged: a four-digit year from
+# 1000 (Python writes smaller years unpadded), and a day every month has (29-31 take the long way).
+_CANONICAL_DATETIME = re.compile(
+    r"[1-9]\d{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8]) (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")
+
+
+def stored_datetime_text(stored: Any) -> str:
+    """A stored date column as PocketBase shows it (``2006-01-02 15:04:05.000Z``, "" for the zero date):
+    ``format_datetime_value(parse_datetime(stored_to_string(stored)))``, without the round trip for a text
+    already in that form (what pbfast and PocketBase store)."""
+    if type(stored) is str and _CANONICAL_DATETIME.fullmatch(stored):
+        return stored
+    return format_datetime_value(parse_datetime(stored_to_string(stored)))
 
 
 def format_datetime_value(moment: datetime | None) -> str:

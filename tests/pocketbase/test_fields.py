@@ -353,6 +353,16 @@ def test_relation_ids() -> None:
     ({"type": "geoPoint"}, '{"lat":0,"lon":0}', {"lon": 0, "lat": 0}),
     ({"type": "geoPoint"}, '{"lon":23.333157,"lat":42.654318}', {"lon": 23.333157, "lat": 42.654318}),
     ({"type": "autodate"}, "2022-10-14 10:13:12.397Z", "2022-10-14 10:13:12.397Z"),
+    # the stored forms each field's short way takes, and neighbours that take the long way (as it answered)
+    ({"type": "bool"}, 2, False), ({"type": "bool"}, -1, False), ({"type": "bool"}, 1.0, True),
+    ({"type": "number"}, 7, 7), ({"type": "number"}, -0.0, 0), ({"type": "number"}, 1e21, 1e21),
+    ({"type": "number"}, float("inf"), 0), ({"type": "number"}, 9007199254740993, 9007199254740992),
+    ({"type": "text"}, 12, "12"), ({"type": "text"}, 1.5, "1.5"),
+    ({"type": "date"}, "2024-02-29 23:59:59.999Z", "2024-02-29 23:59:59.999Z"),
+    ({"type": "date"}, "2023-02-29 00:00:00.000Z", ""), ({"type": "date"}, "0000-01-01 00:00:00.000Z", ""),
+    ({"type": "date"}, "2022-10-01T12:00:00Z", "2022-10-01 12:00:00.000Z"),
+    ({"type": "date"}, "2022-10-01 12:00:00.000+02:00", "2022-10-01 10:00:00.000Z"),
+    ({"type": "autodate"}, "2022-13-14 10:13:12.397Z", ""), ({"type": "autodate"}, None, ""),
 ])
 def test_to_api_value(definition: dict[str, Any], stored: Any, shown: Any) -> None:
     value = load_field({"name": "f", **definition}).to_api(stored)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pbfast.pocketbase.fields.base import MISSING, Field, Kind, Missing, SettingsContext, Stored, option
 from pbfast.pocketbase.fields.errors import ErrorItem, FieldError
-from pbfast.pocketbase.gocompat import format_datetime_value, parse_datetime, stored_to_string
+from pbfast.pocketbase.gocompat import format_datetime_value, parse_datetime, stored_datetime_text, stored_to_string
 from pbfast.timefmt import format_datetime
 
 __all__ = ["AutodateField"]
@@ -46,7 +46,7 @@ class AutodateField(Field):
         return stamped if stamped is not None else self._kept(current)
 
     def to_api(self, stored: Stored) -> object:
-        return format_datetime_value(parse_datetime(stored_to_string(stored)))
+        return stored_datetime_text(stored)
 
     def validate_options(self, context: SettingsContext,
                          put: Callable[[str, ErrorItem | dict[str, ErrorItem] | None], None]) -> None:

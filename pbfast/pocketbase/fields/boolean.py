@@ -22,6 +22,8 @@ class BoolField(Field):
         return "BOOLEAN DEFAULT FALSE NOT NULL"
 
     def typed(self, stored: Stored) -> bool:
+        if type(stored) is int:  # its text is true only as "1"
+            return stored == 1
         return cast_to_bool(stored_to_string(stored))
 
     def storage(self, typed: bool) -> Stored:

@@ -8,7 +8,14 @@ from datetime import datetime
 
 from pbfast.pocketbase.fields.base import Field, Kind, SettingsContext, Stored, option
 from pbfast.pocketbase.fields.errors import ErrorItem, FieldError, required
-from pbfast.pocketbase.gocompat import format_datetime_value, parse_datetime, stored_to_string, time_json, time_string
+from pbfast.pocketbase.gocompat import (
+    format_datetime_value,
+    parse_datetime,
+    stored_datetime_text,
+    stored_to_string,
+    time_json,
+    time_string,
+)
 
 __all__ = ["DateField"]
 
@@ -50,7 +57,7 @@ class DateField(Field):
         return format_datetime_value(moment)
 
     def to_api(self, stored: Stored) -> object:
-        return format_datetime_value(self.typed(stored))
+        return stored_datetime_text(stored)
 
     def validate_options(self, context: SettingsContext,
                          put: Callable[[str, ErrorItem | dict[str, ErrorItem] | None], None]) -> None:

@@ -54,7 +54,10 @@ class NumberField(Field):
         return number
 
     def to_api(self, stored: Stored) -> object:
-        typed = self.typed(stored)
+        # A stored REAL or INTEGER is the float64 PocketBase reads back from its text form (shortest digits
+        # round-trip exactly), so the text is not made.
+        kind = type(stored)
+        typed = stored if kind is float else float(stored) if kind is int else self.typed(stored)
         return json_number(typed) if math.isfinite(typed) else 0
 
     def find_setter(self, key: str) -> Setter | None:

@@ -20,6 +20,8 @@ class PlainTextField(Field):
     """A field holding one string; subclasses check a non-blank value in :meth:`check`."""
 
     def typed(self, stored: Stored) -> str:
+        if type(stored) is str:
+            return stored
         return stored_to_string(stored) or ""
 
     def cast_raw(self, raw: object) -> Stored:

@@ -39,6 +39,8 @@ class TextField(Field):
         return super().column_type()
 
     def typed(self, stored: Stored) -> str:
+        if type(stored) is str:
+            return stored
         return stored_to_string(stored) or ""
 
     def cast_raw(self, raw: object) -> Stored:

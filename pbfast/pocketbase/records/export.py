@@ -28,14 +28,15 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
     superusers, for the record itself (PocketBase matches the requester by id), or when ``show_email``
     (the requester manages the record through the collection's ``manageRule``)."""
     out: dict[str, Any] = {"collectionId": collection.id, "collectionName": collection.name}
+    superuser, is_auth = viewer.superuser, collection.type == "auth"
     for field in collection.fields:
         name = field.name
-        if isinstance(field, PasswordField) or (field.hidden and not viewer.superuser):
+        if (field.hidden and not superuser) or isinstance(field, PasswordField):
             continue
-        if collection.type == "auth" and name == "tokenKey":
+        if is_auth and name == "tokenKey":
             continue
         out[name] = field.to_api(row.get(name))
-    if collection.type == "auth" and "email" in out and not (
+    if is_auth and "email" in out and not (
             show_email or viewer.superuser or (viewer.auth_record_id and viewer.auth_record_id == row.get("id"))
             or row.get("emailVisibility")):
         out.pop("email")
