@@ -68,7 +68,9 @@ def list_records(request: TenantRequest) -> None:
         # answers any failure of its list query with 400.
         log.warning("tenant %s: listing %s failed: %s", tenant.id, collection.name, err)
         raise ApiError(400, BAD_REQUEST) from err
-    items = search.apply_fields_many(records_json(request, collection, listed.rows), projection)
+    items = records_json(request, collection, listed.rows)
+    if projection:
+        items = search.apply_fields_many(items, projection)
     request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": listed.total,
                             "totalPages": listed.pages})
 

@@ -186,7 +186,7 @@ def send_with_fields(request: TenantRequest, payload: dict[str, Any]) -> None:
         projection = search.parse_fields(request.query("fields") or "")
     except ValueError as err:
         raise ApiError(400, BAD_REQUEST) from err
-    request.send_json(200, search.apply_fields(payload, projection))
+    request.send_json(200, search.apply_fields(payload, projection) if projection else payload)
 
 
 def body_limit(tenant: Tenant, params: dict[str, str]) -> int:
