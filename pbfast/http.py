@@ -33,6 +33,8 @@ __all__ = [
     "StatusRecorder",
     "Scope",
     "bearer_token_matches",
+    "declares_no_body",
+    "discard_unread_body",
     "health",
     "parse_query",
     "path_segments",
@@ -165,6 +167,15 @@ async def discard_unread_body(proto: HTTPProtocol, limit: int = UNREAD_BODY_DRAI
                     return
     except Exception:  # noqa: BLE001 - already read (granian refuses a second read), broken, or too slow
         return
+
+
+def declares_no_body(scope: Scope) -> bool:
+    """Whether the request has no body by its headers: over HTTP/1 a body comes only with a Content-Length
+    other than 0 or with a Transfer-Encoding (RFC 9112, 6.3); over HTTP/2 it may come without either."""
+    if not str(getattr(scope, "http_version", "1.1")).startswith("1"):
+        return False
+    headers = scope.headers
+    return headers.get("transfer-encoding") is None and headers.get("content-length") in (None, "0")
 
 
 def bearer_token_matches(authorization: str | None, expected: str) -> bool:

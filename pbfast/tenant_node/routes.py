@@ -27,6 +27,7 @@ from pbfast.http import (
     Router,
     Scope,
     bearer_token_matches,
+    declares_no_body,
     discard_unread_body,
     send_error,
 )
@@ -124,7 +125,8 @@ class NodeRoutes:
         if not is_valid_tenant_id(tenant_id) or not epoch_text.isdigit():
             raise ApiError(400, "Invalid forwarded tenant request.")
         await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto)
-        await discard_unread_body(request.proto)  # answered early: let a gateway still sending the body finish
+        if not declares_no_body(request.scope):  # answered early: let a gateway still sending the body finish
+            await discard_unread_body(request.proto)
 
     # ---- the control plane's calls ------------------------------------------------------------------
 
