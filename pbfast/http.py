@@ -310,7 +310,7 @@ class Guard:
 PUBLIC = Guard(lambda scope: True, "")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every request, and a frozen dataclass is slow to make
 class RouteMatch(Generic[H]):
     """What a request path and method name: the handler (None: 404 when ``allowed`` is empty, else 405),
     its path parameters, the methods the path has, and the guard the request must pass first."""
@@ -326,6 +326,18 @@ class RouteMatch(Generic[H]):
 class _Route(Generic[H]):
     handler: H
     guard: Guard
+
+
+@dataclass(slots=True)
+class _Methods(Generic[H]):
+    """The routes of one path by method, and the methods in the order an ``Allow`` header lists them."""
+
+    routes: dict[str, _Route[H]]
+    allowed: list[str]
+
+    def add(self, routes: dict[str, _Route[H]]) -> None:
+        self.routes.update(routes)
+        self.allowed = sorted(self.routes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,8 +374,8 @@ class Router(Generic[H]):
 
     def __init__(self, guard: Guard = PUBLIC) -> None:
         self.guard = guard
-        self._exact: dict[str, dict[str, _Route[H]]] = {}
-        self._templates: list[tuple[tuple[str, ...], str, dict[str, _Route[H]]]] = []
+        self._exact: dict[str, _Methods[H]] = {}
+        self._templates: list[tuple[tuple[str, ...], str, _Methods[H]]] = []
         self._mounts: list[_Mount[H]] = []
 
     @staticmethod
@@ -380,13 +392,13 @@ class Router(Generic[H]):
             methods["HEAD"] = route
         segments = self._segments(template)
         if "{" not in template:
-            self._exact.setdefault(template, {}).update(methods)
+            self._exact.setdefault(template, _Methods({}, [])).add(methods)
             return
         for _, existing_template, existing in self._templates:
             if existing_template == template:
-                existing.update(methods)
+                existing.add(methods)
                 return
-        self._templates.append((segments, template, methods))
+        self._templates.append((segments, template, _Methods(methods, sorted(methods))))
 
     def mount(self, prefix: str, handler: H, guard: Guard | None = None) -> None:
         """Hand every request whose path is ``prefix`` (may hold ``{name}`` segments) or below it to
@@ -396,8 +408,8 @@ class Router(Generic[H]):
 
     def routes(self) -> list[tuple[str, str]]:
         """Every ``(METHOD, template)`` registered (HEAD aliases and mounts excluded)."""
-        pairs = [(m, path) for path, methods in self._exact.items() for m in methods if m != "HEAD"]
-        pairs += [(m, template) for _, template, methods in self._templates for m in methods if m != "HEAD"]
+        pairs = [(m, path) for path, methods in self._exact.items() for m in methods.routes if m != "HEAD"]
+        pairs += [(m, template) for _, template, methods in self._templates for m in methods.routes if m != "HEAD"]
         return sorted(pairs)
 
     def _match_mount(self, path: str) -> RouteMatch[H] | None:
@@ -417,7 +429,7 @@ class Router(Generic[H]):
     def match(self, method: str, path: str) -> RouteMatch[H]:
         """The route ``method`` and ``path`` name, with the guard to pass (the router's when none)."""
         segments = path_segments(path)
-        methods: dict[str, _Route[H]] | None = None
+        methods: _Methods[H] | None = None
         params: dict[str, str] = {}
         if segments is not None:
             methods = self._exact.get(path)
@@ -431,10 +443,10 @@ class Router(Generic[H]):
         if methods is None:
             mounted = self._match_mount(path)
             return mounted or RouteMatch(None, {}, [], self.guard, path)
-        route = methods.get(method)
+        route = methods.routes.get(method)
         if route is None:
-            return RouteMatch(None, params, sorted(methods), self.guard, path)
-        return RouteMatch(route.handler, params, sorted(methods), route.guard, path)
+            return RouteMatch(None, params, methods.allowed, self.guard, path)
+        return RouteMatch(route.handler, params, methods.allowed, route.guard, path)
 
     def find(self, method: str, path: str) -> tuple[H | None, dict[str, str], list[str]]:
         """``(handler, params, allowed_methods)``; handler None with allowed empty means no such path.
