@@ -1,4 +1,4 @@
-"""A read tried on the event loop within a CPU budget (``TimeLimit.within_cpu_budget``): a read within the
+"""A read tried on the event loop within a time budget (``TimeLimit.within_budget``): a read within the
 budget runs to its end there; one beyond is stopped and reported, whatever the code around its statement did
 with the interruption, and the connection's time limit answers as before afterwards. Real SQLite."""
 
@@ -23,7 +23,7 @@ def connection(tmp_path: Path) -> apsw.Connection:
 def test_a_small_read_runs_to_its_end_within_the_budget(connection: apsw.Connection) -> None:
     limit = TimeLimit(connection)
     results: list[int] = []
-    assert limit.within_cpu_budget(0.05, lambda: results.append(connection.execute(COUNT_TO, (100,)).get))
+    assert limit.within_budget(0.05, lambda: results.append(connection.execute(COUNT_TO, (100,)).get))
     assert results == [100]
 
 
@@ -34,7 +34,7 @@ def test_a_heavy_read_is_stopped_and_the_time_limit_still_holds(connection: apsw
         with limit.running(30):  # the request's own limit, far away
             connection.execute(COUNT_TO, (50_000_000,)).get
 
-    assert not limit.within_cpu_budget(0.002, heavy)
+    assert not limit.within_budget(0.002, heavy)
     # the connection works, without a budget: the same read runs to its end
     assert connection.execute(COUNT_TO, (200_000,)).get == 200_000
     # and a statement past the time limit is the time limit's (not the budget's) to report
@@ -52,5 +52,5 @@ def test_a_read_that_swallows_the_interruption_is_still_over_budget(connection: 
         except apsw.Error:
             answers.append("an answer made of the interruption")
 
-    assert not limit.within_cpu_budget(0.002, swallowing)
+    assert not limit.within_budget(0.002, swallowing)
     assert answers  # thrown away by the caller, who does the work again elsewhere

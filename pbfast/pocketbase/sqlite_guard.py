@@ -75,7 +75,7 @@ _DENIED_ACTIONS: Final = frozenset({
 # (~5-10 ms of work at SQLite's pace). Rarely enough that the check, which needs the GIL, never slows a
 # long query noticeably; often enough that a limit is kept to within a few milliseconds.
 PROGRESS_STEPS: Final = 1_000_000
-# While a job runs within a CPU budget (TimeLimit.within_cpu_budget) the check comes every ~50-100 us of
+# While a job runs within a time budget (TimeLimit.within_budget) the check comes every ~50-100 us of
 # SQLite work, so the budget is kept closely.
 BUDGET_PROGRESS_STEPS: Final = 10_000
 
@@ -87,7 +87,7 @@ class SqlRefused(ValueError):
 class OverBudget(BaseException):
     """A job run within a CPU budget used it up; SQLite stopped its statement. A BaseException, so that the
     request handlers' ``except Exception`` answers do not turn it into an answer: the job is done again
-    elsewhere (:meth:`TimeLimit.within_cpu_budget`)."""
+    elsewhere (:meth:`TimeLimit.within_budget`)."""
 
 
 class TimeLimitExceeded(Exception):
@@ -174,13 +174,13 @@ def set_heap_limits(soft_bytes: int, hard_bytes: int) -> None:
 class TimeLimit:
     """A per-connection time limit for jobs: while :meth:`running` is active, any statement still running
     after the limit is stopped by SQLite (``apsw.InterruptError``, turned into :class:`TimeLimitExceeded`).
-    And a CPU budget (:meth:`within_cpu_budget`) for work tried on a thread that must not be held long."""
+    And a time budget (:meth:`within_budget`) for work tried on a thread that must not be held long."""
 
     __slots__ = ("_budget", "_connection", "_deadline", "_seconds", "budget_spent")
 
     def __init__(self, connection: apsw.Connection) -> None:
         self._deadline: float | None = None
-        self._budget: float | None = None  # thread CPU time (time.thread_time) the budget ends at
+        self._budget: float | None = None  # monotonic time the budget ends at
         self._seconds = 0.0
         self._connection = connection
         self.budget_spent = False
@@ -191,7 +191,7 @@ class TimeLimit:
         if deadline is not None and time.monotonic() > deadline:
             return True
         budget = self._budget
-        if budget is not None and time.thread_time() > budget:
+        if budget is not None and time.monotonic() > budget:
             self.budget_spent = True
             return True
         return False
@@ -222,13 +222,15 @@ class TimeLimit:
         finally:
             self._deadline = None
 
-    def within_cpu_budget(self, seconds: float, work: Callable[[], object]) -> bool:
-        """Run ``work()`` with its SQLite statements stopped once this thread has used ``seconds`` of CPU time
-        since it started; True when it ran to its end within that, False when it was stopped. What stopped
+    def within_budget(self, seconds: float, work: Callable[[], object]) -> bool:
+        """Run ``work()`` with its SQLite statements stopped once ``seconds`` have passed since it started;
+        True when it ran to its end within that, False when it was stopped. What stopped
         work did is to be thrown away and the work done again elsewhere, so it must have no lasting effect
-        (a read). Statements are checked every :data:`BUDGET_PROGRESS_STEPS` meanwhile."""
+        (a read). Statements are checked every :data:`BUDGET_PROGRESS_STEPS` meanwhile; a statement shorter
+        than that is never stopped. Wall-clock time, not the thread's CPU time: reading the latter is a
+        system call, which cost more than a small read's SQL here."""
         self.budget_spent = False
-        self._budget = time.thread_time() + seconds
+        self._budget = time.monotonic() + seconds
         self._connection.set_progress_handler(self._over, BUDGET_PROGRESS_STEPS)
         spent = False
         try:

@@ -116,7 +116,7 @@ class DbScheduler:
     def run_inline(self, tenant_id: str, work: Callable[[], bool]) -> bool:
         """Run ``work()`` now, on the calling thread (the event loop), in the tenant's turn, when the tenant
         has no job running or waiting; False when it has, or when ``work()`` returned False (it gave up, see
-        :meth:`pbfast.pocketbase.sqlite_guard.TimeLimit.within_cpu_budget`): then submit it with :meth:`run`.
+        :meth:`pbfast.pocketbase.sqlite_guard.TimeLimit.within_budget`): then submit it with :meth:`run`.
 
         For short jobs: handing a job to a worker thread and its result back costs two thread switches,
         more CPU than a small read itself. ``work`` must bound the time it holds the calling thread."""

@@ -28,10 +28,10 @@ __all__ = ["Serving"]
 log = component_logger("TenantNode")
 
 STORAGE_MEASURE_SECONDS = 1.0
-# A read runs on the event loop itself while its SQLite work stays within this much CPU time (the loop is held
+# A read runs on the event loop itself while its SQLite work stays within this much time (the loop is held
 # no longer than a worker thread holding the GIL would hold it); beyond, it is stopped and run again on a
 # database thread, and the tenant's reads go there for INLINE_PAUSE_SECONDS.
-INLINE_CPU_BUDGET_SECONDS = 0.002
+INLINE_BUDGET_SECONDS = 0.002
 INLINE_PAUSE_SECONDS = 1.0
 
 
@@ -133,7 +133,7 @@ class Serving:
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
 
     def _within_budget(self, tenant: Tenant, job: Callable[[], None]) -> bool:
-        if tenant.time_limit.within_cpu_budget(INLINE_CPU_BUDGET_SECONDS, job):
+        if tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job):
             self._inline_paused_until.pop(tenant.id, None)
             return True
         self._inline_paused_until[tenant.id] = time.monotonic() + INLINE_PAUSE_SECONDS
