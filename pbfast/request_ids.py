@@ -14,8 +14,9 @@ sees its own.
 from __future__ import annotations
 
 import contextvars
+import os
 import re
-import secrets
+from collections import deque
 from typing import Any
 
 from pbfast.cluster import wire
@@ -30,8 +31,19 @@ MAX_REQUEST_ID_LENGTH = 128
 _VALID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH)
 
 
+_ID_BATCH = 64
+_fresh_ids: deque[str] = deque()  # popleft/extend are atomic: each id goes to one caller, on any thread
+
+
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    """32 random hex digits (as ``secrets.token_hex(16)``), drawn from the system's random source 64 at a
+    time: one system call per request cost more than the rest of making the id."""
+    while True:
+        try:
+            return _fresh_ids.popleft()
+        except IndexError:
+            text = os.urandom(16 * _ID_BATCH).hex()
+            _fresh_ids.extend(text[i:i + 32] for i in range(0, len(text), 32))
 
 
 def request_id_or_new(value: str | None) -> str:
