@@ -182,11 +182,15 @@ def resolver(request: TenantRequest, collection: Collection, body: dict[str, Any
 
 def send_with_fields(request: TenantRequest, payload: dict[str, Any]) -> None:
     """Answer 200 with ``payload`` trimmed by the ``fields`` query parameter."""
+    fields = request.query("fields")
+    if not fields:
+        request.send_json(200, payload)
+        return
     try:
-        projection = search.parse_fields(request.query("fields") or "")
+        projection = search.parse_fields(fields)
     except ValueError as err:
         raise ApiError(400, BAD_REQUEST) from err
-    request.send_json(200, search.apply_fields(payload, projection) if projection else payload)
+    request.send_json(200, search.apply_fields(payload, projection))
 
 
 def body_limit(tenant: Tenant, params: dict[str, str]) -> int:
