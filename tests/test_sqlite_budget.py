@@ -32,14 +32,14 @@ def test_a_heavy_read_is_stopped_and_the_time_limit_still_holds(connection: apsw
 
     def heavy() -> None:
         with limit.running(30):  # the request's own limit, far away
-            connection.execute(COUNT_TO, (50_000_000,)).get
+            assert connection.execute(COUNT_TO, (50_000_000,)).get == 50_000_000
 
     assert not limit.within_budget(0.002, heavy)
     # the connection works, without a budget: the same read runs to its end
     assert connection.execute(COUNT_TO, (200_000,)).get == 200_000
     # and a statement past the time limit is the time limit's (not the budget's) to report
     with pytest.raises(TimeLimitExceeded), limit.running(0.05):
-        connection.execute(ENDLESS).get
+        assert connection.execute(ENDLESS).get is None
 
 
 def test_a_read_that_swallows_the_interruption_is_still_over_budget(connection: apsw.Connection) -> None:
@@ -48,7 +48,7 @@ def test_a_read_that_swallows_the_interruption_is_still_over_budget(connection: 
 
     def swallowing() -> None:
         try:
-            connection.execute(COUNT_TO, (50_000_000,)).get
+            assert connection.execute(COUNT_TO, (50_000_000,)).get == 50_000_000
         except apsw.Error:
             answers.append("an answer made of the interruption")
 
