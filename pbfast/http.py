@@ -376,6 +376,8 @@ class Router(Generic[H]):
         self.guard = guard
         self._exact: dict[str, _Methods[H]] = {}
         self._templates: list[tuple[tuple[str, ...], str, _Methods[H]]] = []
+        # the same, by segment count (in the order added): only those can match a path
+        self._templates_by_length: dict[int, list[tuple[tuple[str, ...], str, _Methods[H]]]] = {}
         self._mounts: list[_Mount[H]] = []
 
     @staticmethod
@@ -398,7 +400,9 @@ class Router(Generic[H]):
             if existing_template == template:
                 existing.add(methods)
                 return
-        self._templates.append((segments, template, _Methods(methods, sorted(methods))))
+        entry = (segments, template, _Methods(methods, sorted(methods)))
+        self._templates.append(entry)
+        self._templates_by_length.setdefault(len(segments), []).append(entry)
 
     def mount(self, prefix: str, handler: H, guard: Guard | None = None) -> None:
         """Hand every request whose path is ``prefix`` (may hold ``{name}`` segments) or below it to
@@ -434,12 +438,11 @@ class Router(Generic[H]):
         if segments is not None:
             methods = self._exact.get(path)
             if methods is None:
-                for template, _, candidates in self._templates:
-                    if len(template) == len(segments):
-                        bound = _bind(template, segments)
-                        if bound is not None:
-                            methods, params = candidates, bound
-                            break
+                for template, _, candidates in self._templates_by_length.get(len(segments), ()):
+                    bound = _bind(template, segments)
+                    if bound is not None:
+                        methods, params = candidates, bound
+                        break
         if methods is None:
             mounted = self._match_mount(path)
             return mounted or RouteMatch(None, {}, [], self.guard, path)
