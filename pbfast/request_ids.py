@@ -68,8 +68,9 @@ class WithRequestId:
         self.header = (REQUEST_ID_HEADER, request_id)
 
     def _with_id(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        if any(name.lower() == REQUEST_ID_HEADER for name, _ in headers):
-            return headers
+        for name, _ in headers:
+            if name.lower() == REQUEST_ID_HEADER:
+                return headers
         return [*headers, self.header]
 
     async def __call__(self) -> bytes:
