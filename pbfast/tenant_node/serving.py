@@ -114,6 +114,10 @@ class Serving:
         limit_ms = assignment.time_limit_ms
         time_limit = self.request_time_limit if limit_ms is None else limit_ms / 1000
         max_bytes = self.ownership.max_bytes(slot)
+        # A read is tried at once on the loop (it can be thrown away and done again on a worker thread); not
+        # for a tenant whose last such try ran over its budget a moment ago.
+        inline = (scope.method in ("GET", "HEAD") and not tenant.closed
+                  and self._inline_paused_until.get(tenant.id, 0.0) <= time.monotonic())
 
         async def run(work: Callable[[], None]) -> None:
             def job() -> None:
@@ -124,11 +128,6 @@ class Serving:
             if inline and self.db.run_inline(tenant.id, lambda: self._within_budget(tenant, job)):
                 return
             await self.db.run(tenant.id, job)
-
-        # A read is tried at once on the loop (it can be thrown away and done again on a worker thread); not
-        # for a tenant whose last such try ran over its budget a moment ago.
-        inline = (scope.method in ("GET", "HEAD") and not tenant.closed
-                  and self._inline_paused_until.get(tenant.id, 0.0) <= time.monotonic())
 
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
 
