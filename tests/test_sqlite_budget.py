@@ -1,4 +1,4 @@
-"""A read tried on the event loop within a time budget (``TimeLimit.within_budget``): a read within the
+"""Work tried on the event loop within a time budget (``TimeLimit.within_budget``): a read within the
 budget runs to its end there; one beyond is stopped and reported, whatever the code around its statement did
 with the interruption, and the connection's time limit answers as before afterwards. Real SQLite."""
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.sqlite_guard import TimeLimit, TimeLimitExceeded
 
 COUNT_TO = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ?) SELECT count(*) FROM c"
@@ -54,3 +55,30 @@ def test_a_read_that_swallows_the_interruption_is_still_over_budget(connection: 
 
     assert not limit.within_budget(0.002, swallowing)
     assert answers  # thrown away by the caller, who does the work again elsewhere
+
+
+def test_a_write_stopped_before_its_commit_leaves_nothing(connection: apsw.Connection) -> None:
+    limit = TimeLimit(connection)
+    connection.execute("CREATE TABLE t (x INTEGER)")
+
+    def heavy_write() -> None:
+        with write_transaction(connection):
+            connection.execute(f"INSERT INTO t SELECT x FROM ({COUNT_TO.replace('count(*)', 'x')})", (50_000_000,))
+
+    assert not limit.within_budget(0.002, heavy_write)
+    assert connection.execute("SELECT count(*) FROM t").get == 0  # rolled back: safe to do again elsewhere
+
+
+def test_after_a_commit_the_budget_ends_and_the_work_counts_as_done(connection: apsw.Connection) -> None:
+    limit = TimeLimit(connection)
+    connection.execute("CREATE TABLE t (x INTEGER)")
+    counted: list[int] = []
+
+    def write_then_heavy_read() -> None:
+        with write_transaction(connection):
+            connection.execute("INSERT INTO t VALUES (1)")
+        counted.append(connection.execute(COUNT_TO, (2_000_000,)).get)  # far past the budget: not stopped
+
+    assert limit.within_budget(0.002, write_then_heavy_read)
+    assert counted == [2_000_000]
+    assert connection.execute("SELECT count(*) FROM t").get == 1

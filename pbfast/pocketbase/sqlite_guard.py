@@ -185,6 +185,14 @@ class TimeLimit:
         self._connection = connection
         self.budget_spent = False
         connection.set_progress_handler(self._over, PROGRESS_STEPS)
+        connection.set_commit_hook(self._committed)
+
+    def _committed(self) -> bool:
+        """SQLite's commit hook (write transactions only): from here on a budget no longer applies, since
+        committed work cannot be thrown away and done again; the job runs to its end (within its time limit)
+        and counts as done. Returns False: the commit goes on."""
+        self._budget, self.budget_spent = None, False
+        return False
 
     def _over(self) -> bool:
         deadline = self._deadline
@@ -226,7 +234,8 @@ class TimeLimit:
         """Run ``work()`` with its SQLite statements stopped once ``seconds`` have passed since it started;
         True when it ran to its end within that, False when it was stopped. What stopped
         work did is to be thrown away and the work done again elsewhere, so it must have no lasting effect
-        (a read). Statements are checked every :data:`BUDGET_PROGRESS_STEPS` meanwhile; a statement shorter
+        but its SQLite writes: a write is only stopped before its first commit (a stopped transaction is
+        rolled back), and once something is committed the budget ends (see :meth:`_committed`). Statements are checked every :data:`BUDGET_PROGRESS_STEPS` meanwhile; a statement shorter
         than that is never stopped. Wall-clock time, not the thread's CPU time: reading the latter is a
         system call, which cost more than a small read's SQL here."""
         self.budget_spent = False
@@ -236,6 +245,10 @@ class TimeLimit:
         try:
             work()
         except OverBudget:
+            spent = True
+        except apsw.InterruptError:  # outside TimeLimit.running: the budget's, or the caller's to see
+            if not self.budget_spent:
+                raise
             spent = True
         finally:
             spent = spent or self.budget_spent

@@ -35,6 +35,21 @@ INLINE_BUDGET_SECONDS = 0.002
 INLINE_PAUSE_SECONDS = 1.0
 
 
+def _record_write(tenant: Tenant, path: str, scope: Scope) -> bool:
+    """A create, update or delete of a record of a base collection with a JSON body (or none): its only
+    lasting effect is its SQLite transaction. Not auth collections (passwords are hashed: long CPU work),
+    views, or multipart bodies (files)."""
+    if scope.method not in ("POST", "PATCH", "DELETE"):
+        return False
+    parts = path.split("/")
+    if not 5 <= len(parts) <= 6 or parts[1] != "api" or parts[2] != "collections" or parts[4] != "records":
+        return False
+    if scope.method != "DELETE" and not (scope.headers.get("content-type") or "").startswith("application/json"):
+        return False
+    collection = tenant.collection(parts[3])
+    return collection is not None and collection.type == "base"
+
+
 class Serving:
     def __init__(self, ownership: Ownership, pool: TenantPool, api: TenantApi, db: DbScheduler,
                  replicator: Replicator | None, quotas: QuotaCounters, metrics: NodeMetrics,
@@ -114,9 +129,10 @@ class Serving:
         limit_ms = assignment.time_limit_ms
         time_limit = self.request_time_limit if limit_ms is None else limit_ms / 1000
         max_bytes = self.ownership.max_bytes(slot)
-        # A read is tried at once on the loop (it can be thrown away and done again on a worker thread); not
-        # for a tenant whose last such try ran over its budget a moment ago.
-        inline = (scope.method in ("GET", "HEAD") and not tenant.closed
+        # A read, or a JSON write of a base collection's record, is tried at once on the loop (stopped before it
+        # commits anything, it is thrown away and done again on a worker thread); not for a tenant whose last
+        # such try ran over its budget a moment ago.
+        inline = ((scope.method in ("GET", "HEAD") or _record_write(tenant, path, scope)) and not tenant.closed
                   and self._inline_paused_until.get(tenant.id, 0.0) <= time.monotonic())
 
         async def run(work: Callable[[], None]) -> None:
