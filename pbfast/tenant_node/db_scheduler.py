@@ -4,7 +4,10 @@ SQLite calls block for as long as a statement runs, so a node that ran them on i
 every tenant while one tenant's slow query runs (a recursive view, a ``LIKE`` over a large table). Here each
 piece of a tenant's database work (a whole request handler, a close, a backup) is a *job* submitted from the
 event loop and run on one of ``threads`` worker threads; apsw releases the GIL while SQLite steps, so the
-loop keeps serving other tenants meanwhile.
+loop keeps serving other tenants meanwhile. A short job may instead run at once on the loop
+(:meth:`DbScheduler.run_inline`, in the tenant's turn like any job) when the caller bounds it: the node's
+reads and record writes, stopped after 2 ms of SQLite work and then submitted here
+(:mod:`pbfast.tenant_node.serving`), since the hand-over to a thread and back costs more than such a job.
 
 Fairness: jobs of one tenant run one at a time, in the order they came (a tenant has one connection; that
 is also its cap on concurrent statements). Tenants with pending jobs take turns: after each job its tenant
