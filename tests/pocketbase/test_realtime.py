@@ -88,3 +88,110 @@ def test_raw_client_frames_match_pocketbase(pbfast_fixture_tenant: Backend) -> N
         assert by_name["demo2/*"].data == {"record": created, "action": "create"}
     finally:
         client.close()
+
+
+def _collection(backend: Backend, body: dict) -> dict:
+    response = httpx.post(f"{backend.url}/api/collections", json=body, headers=_superuser(backend), timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _member_token(backend: Backend, email: str) -> tuple[str, str]:
+    member = _create(backend, "members", {"email": email, "password": "secret-123456",
+                                          "passwordConfirm": "secret-123456"})
+    response = httpx.post(f"{backend.url}/api/collections/members/auth-with-password",
+                          json={"identity": email, "password": "secret-123456"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return member["id"], response.json()["token"]
+
+
+def test_events_follow_each_clients_rules_at_the_time_of_the_event(pbfast_fixture_tenant: Backend) -> None:
+    backend = pbfast_fixture_tenant
+    _collection(backend, {"name": "members", "type": "auth"})
+    owner_rule = "owner = @request.auth.id"
+    _collection(backend, {"name": "notes", "type": "base", "listRule": owner_rule, "viewRule": owner_rule,
+                          "fields": [{"name": "title", "type": "text"}, {"name": "owner", "type": "text"}]})
+    first, first_token = _member_token(backend, "first@example.com")
+    second, second_token = _member_token(backend, "second@example.com")
+    clients = {name: RawRealtimeClient(backend.url, token).connect() for name, token in
+               (("first", first_token), ("second", second_token), ("guest", ""),
+                ("superuser", backend.superuser_token))}
+    try:
+        for client in clients.values():
+            assert client.subscribe(["notes/*"]).status_code == 204
+        mine = _create(backend, "notes", {"title": "first's", "owner": first})
+        theirs = _create(backend, "notes", {"title": "second's", "owner": second})
+        assert [e.data["record"]["id"] for e in clients["superuser"].wait_events(2)] == [mine["id"], theirs["id"]]
+        assert [(e.name, e.data) for e in clients["first"].events] == [("notes/*", {"record": mine, "action": "create"})]
+        assert [e.data["record"]["id"] for e in clients["second"].events] == [theirs["id"]]
+        assert clients["guest"].events == []
+
+        # A rule changed while subscribed applies to the next event; a record topic needs the view rule.
+        changed = httpx.patch(f"{backend.url}/api/collections/notes", json={"listRule": ""},
+                              headers=_superuser(backend))
+        assert changed.status_code == 200, changed.text
+        assert clients["second"].subscribe(["notes/*", f"notes/{mine['id']}"]).status_code == 204
+        assert httpx.patch(f"{backend.url}/api/collections/notes/records/{mine['id']}", json={"title": "edited"},
+                           headers=_superuser(backend)).status_code == 200
+        assert [e.data["action"] for e in clients["guest"].wait_events(1)] == ["update"]
+        assert [(e.name, e.data["action"]) for e in clients["second"].wait_events(2)][1:] == [("notes/*", "update")]
+
+        # A delete is checked against the deleted record's values.
+        assert httpx.patch(f"{backend.url}/api/collections/notes", json={"listRule": owner_rule},
+                           headers=_superuser(backend)).status_code == 200
+        assert httpx.delete(f"{backend.url}/api/collections/notes/records/{theirs['id']}",
+                            headers=_superuser(backend)).status_code == 204
+        assert clients["superuser"].wait_events(4)[-1].data["action"] == "delete"
+        assert [e.data["action"] for e in clients["second"].wait_events(3)][-1] == "delete"
+        assert [e.data["action"] for e in clients["first"].events] == ["create", "update"]
+        assert [e.data["action"] for e in clients["guest"].events] == ["update"]
+
+        # Only a guest may take an auth; another auth is refused as PocketBase refuses it.
+        refused = clients["first"].subscribe(["notes/*"], token=second_token)
+        assert refused.status_code == 403
+        assert refused.json() == {"data": {}, "message": "The current and the previous request authorization "
+                                  "don't match.", "status": 403}
+        assert clients["guest"].subscribe(["notes/*"], token=first_token).status_code == 204
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def _post_answers(backend: Backend, client_id: str) -> list[tuple[int, object]]:
+    """``POST /api/realtime`` answers to malformed and valid bodies, for a live client ``client_id``."""
+    long_topic = "x" * 2501
+    bodies: list[tuple[str, bytes]] = [
+        ("application/json", b""), ("application/json", b"x"), ("application/json", b"[]"),
+        ("application/json", b"{}"), ("application/json", b'{"clientId":""}'),
+        ("application/json", b'{"clientId":"unknown"}'), ("application/json", b'{"clientId":123}'),
+        ("application/json", b'{"clientId":"unknown","subscriptions":"x"}'),
+        ("application/json", b'{"clientId":"unknown","subscriptions":[1]}'),
+        ("application/json", b'{"clientId":"unknown","subscriptions":["a",null]}'),
+        ("application/json", b'{"clientId":"%b"}' % (b"a" * 256)),
+        ("application/json", b'{"clientId":"","subscriptions":[%b]}' % b",".join([b'"t"'] * 1001)),
+        ("application/json", b'{"clientId":"unknown","subscriptions":["ok","%b","%b"]}'
+         % (long_topic.encode(), long_topic.encode())),
+        ("application/x-www-form-urlencoded", b"clientId=unknown&subscriptions=a"),
+        ("application/json", b'{"clientId":"%b","subscriptions":["demo2/*"]}' % client_id.encode()),
+    ]
+    answers = []
+    for content_type, body in bodies:
+        response = httpx.post(f"{backend.url}/api/realtime", content=body, headers={"content-type": content_type},
+                              timeout=30)
+        answers.append((response.status_code, response.json() if response.content else None))
+    superuser = httpx.post(f"{backend.url}/api/realtime", json={"clientId": client_id, "subscriptions": []},
+                           headers=_superuser(backend), timeout=30)
+    guest_again = httpx.post(f"{backend.url}/api/realtime", json={"clientId": client_id}, timeout=30)
+    answers += [(superuser.status_code, None), (guest_again.status_code, guest_again.json())]
+    return answers
+
+
+def test_subscription_answers_match_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
+    answers = {}
+    for backend in (stock_pocketbase, pbfast_fixture_tenant):
+        client = RawRealtimeClient(backend.url).connect()
+        try:
+            answers[backend.name] = _post_answers(backend, client.client_id)
+        finally:
+            client.close()
+    assert answers["pbfast"] == answers["pocketbase"]
