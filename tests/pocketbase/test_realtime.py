@@ -4,7 +4,9 @@ their rules hide, and a stalled subscriber holds nobody up."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import socket
 import threading
 import time
 
@@ -12,7 +14,9 @@ import httpx
 from pocketbase import PocketBase
 from pocketbase.services.realtime_service import MessageData
 
-from pbharness import Backend
+from pathlib import Path
+
+from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one
 from sseclient import RawRealtimeClient
 
 
@@ -195,3 +199,59 @@ def test_subscription_answers_match_pocketbase(stock_pocketbase: Backend, pbfast
         finally:
             client.close()
     assert answers["pbfast"] == answers["pocketbase"]
+
+
+def _stalled_subscriber(backend: Backend, topic: str) -> socket.socket:
+    """An SSE connection that subscribes to ``topic`` and then never reads (a small receive buffer)."""
+    url = httpx.URL(backend.url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((url.host, url.port))
+    sock.sendall(f"GET {url.path}/api/realtime HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode())
+    received = b""
+    while b"PB_CONNECT" not in received or b"\n\n" not in received.split(b"PB_CONNECT", 1)[1]:
+        chunk = sock.recv(4096)
+        assert chunk, received
+        received += chunk
+    client_id = received.split(b"\nid:", 1)[1].split(b"\n", 1)[0].decode()
+    answer = httpx.post(f"{backend.url}/api/realtime", json={"clientId": client_id, "subscriptions": [topic]})
+    assert answer.status_code == 204, answer.text
+    return sock
+
+
+def test_a_stalled_subscriber_delays_nobody_and_is_dropped(pbfast_process: object, tmp_path: Path) -> None:
+    # granian buffers a stream's writes without limit, so what drops a client that stopped reading is the
+    # gateway's client idle timeout (short here); until then its events pile up on the node.
+    data_dir = tmp_path / "pbfast"
+    copy_fixture(data_dir / "tenants" / "fixture")
+    _, cp, gw = start_all_in_one(pbfast_process, data_dir, "--gateway-client-idle-timeout=3")
+    create_tenant(cp, gw, "fixture")
+    backend = Backend("pbfast", f"{gw}/t/fixture")
+    backend.login()
+    _collection(backend, {"name": "feed", "type": "base", "listRule": "",
+                          "fields": [{"name": "body", "type": "editor"}]})
+    stalled = _stalled_subscriber(backend, "feed/*")
+    reader = RawRealtimeClient(backend.url).connect()
+    try:
+        assert reader.subscribe(["feed/*"]).status_code == 204
+        body = "x" * 200_000
+        delays = []
+        for count in range(1, 41):  # 8 MB of events: far more than the stalled client's buffers
+            _create(backend, "feed", {"body": body})
+            written = time.monotonic()
+            reader.wait_events(count, timeout=10)
+            assert len(reader.events) == count, f"event {count} not delivered"
+            delays.append(time.monotonic() - written)
+        assert max(delays) < 2.0, delays
+        # The stalled client was dropped: once it reads, its connection ends well short of the 40 events
+        # (with it, what the node had buffered for it).
+        time.sleep(5)  # past the gateway's client idle timeout
+        stalled.settimeout(10)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := stalled.recv(1 << 16):
+                received += chunk
+        assert received.count(b"event:feed/*") < 40
+    finally:
+        stalled.close()
+        reader.close()
