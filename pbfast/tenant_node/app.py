@@ -33,6 +33,7 @@ from pbfast.config import EngineSettings
 from pbfast.http import HTTPProtocol, Scope
 from pbfast.logs import current_request_id
 from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.realtime import RealtimeLimits
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.primitives import QuotaCounters, TenantCache
 from pbfast.request_ids import WithRequestId, bind_request_id
@@ -67,7 +68,7 @@ class TenantNodeApp:
         self.replicator = replicator
         # Every piece of a tenant's database work runs here, off the event loop, fairly between tenants.
         self.db = DbScheduler(engine.db_threads, engine.queue_limit)
-        self.api = TenantApi()
+        self.api = TenantApi(RealtimeLimits(engine.realtime_per_tenant, engine.realtime_per_node))
         self.api.on_time_limit = self.db.count_time_limited
         self.quotas = QuotaCounters()
         self.metrics = NodeMetrics()
@@ -178,6 +179,7 @@ class TenantNodeApp:
         return self.copies.clean_leftovers()
 
     async def close_all(self, budget: float = CLOSE_ALL_SECONDS) -> None:
+        self.api.realtime.end_all()  # the SDKs reconnect (to this node once restarted, or to the next one)
         await self.pool.close_all(budget)
 
     def close_idle(self, idle_seconds: float) -> None:

@@ -255,3 +255,28 @@ def test_a_stalled_subscriber_delays_nobody_and_is_dropped(pbfast_process: objec
     finally:
         stalled.close()
         reader.close()
+
+
+def test_connection_limits_answer_429_and_free_up(pbfast_process: object, tmp_path: Path) -> None:
+    data_dir = tmp_path / "pbfast"
+    data_dir.mkdir()
+    _, cp, gw = start_all_in_one(pbfast_process, data_dir, "--realtime-max-per-tenant=2",
+                                 "--realtime-max-per-node=3")
+    for tenant_id in ("one", "two"):
+        create_tenant(cp, gw, tenant_id)
+    first = [RawRealtimeClient(f"{gw}/t/one").connect() for _ in range(2)]
+    try:
+        refused = httpx.get(f"{gw}/t/one/api/realtime", timeout=10)
+        assert refused.status_code == 429
+        assert refused.json() == {"status": 429, "data": {},
+                                  "message": "Too many realtime connections for this tenant; retry later."}
+        other = RawRealtimeClient(f"{gw}/t/two").connect()
+        first.append(other)
+        full = httpx.get(f"{gw}/t/two/api/realtime", timeout=10)
+        assert full.status_code == 429 and full.json()["message"].startswith("Too many realtime connections on")
+        first.pop(0).close()  # a closed stream frees its place
+        time.sleep(0.5)
+        first.append(RawRealtimeClient(f"{gw}/t/one").connect())
+    finally:
+        for client in first:
+            client.close()
