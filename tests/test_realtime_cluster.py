@@ -29,8 +29,9 @@ CLIENTS = 30
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """``(control plane URL, gateway URL)`` of a cluster with nodes ``node-a`` and ``node-b``."""
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """``(control plane URL, gateway URL, Python data path gateway URL)`` of a cluster with nodes ``node-a``
+    and ``node-b``."""
     tmp = tmp_path_factory.mktemp("realtime")
     started: list[PbfastProcess] = []
 
@@ -47,11 +48,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             start_node(start, node_id, f"127.0.0.1:{cp.http_port}", tmp / "nodes",
                        (f"--s3-endpoint={endpoint}", "--s3-bucket=realtime-test"), S3_ENV)
         wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
-        port = free_port()
-        start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
-               f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"]
-              ).wait_healthy([f"http://127.0.0.1:{port}"])
-        yield cp.url, f"http://127.0.0.1:{port}"
+        gateways = []
+        for data_path in ("native", "python"):
+            port = free_port()
+            start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}", f"--gateway-data-path={data_path}",
+                   f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"]
+                  ).wait_healthy([f"http://127.0.0.1:{port}"])
+            gateways.append(f"http://127.0.0.1:{port}")
+        yield cp.url, gateways[0], gateways[1]
     finally:
         for process in started:
             if process.proc is not None and process.proc.poll() is None:
@@ -81,11 +85,12 @@ def _post(gw: str, tenant_id: str, token: str, n: int) -> dict[str, Any]:
     return dict(response.json())
 
 
-def test_a_move_ends_streams_and_resubscribed_clients_get_every_later_event(gateway: tuple[str, str]) -> None:
-    cp, gw = gateway
+def test_a_move_ends_streams_and_resubscribed_clients_get_every_later_event(gateway: tuple[str, str, str]) -> None:
+    cp, gw, python_gw = gateway
     source, token = _tenant_with_posts(cp, gw, "live")
     base = f"{gw}/t/live"
-    clients = [RawRealtimeClient(base).connect() for _ in range(CLIENTS)]
+    bases = [base, f"{python_gw}/t/live"]  # through both data paths of the gateway
+    clients = [RawRealtimeClient(bases[i % 2]).connect() for i in range(CLIENTS)]
     sdk_events: list[tuple[str, float]] = []
     pb = PocketBase(base)
 
@@ -107,7 +112,7 @@ def test_a_move_ends_streams_and_resubscribed_clients_get_every_later_event(gate
         for client in clients:
             assert client.ended.wait(10), "a stream outlived the move"
         # Reconnect and resubscribe, as the JS SDK does; the Python SDK does it by itself.
-        again = [RawRealtimeClient(base).connect() for _ in range(CLIENTS)]
+        again = [RawRealtimeClient(bases[i % 2]).connect() for i in range(CLIENTS)]
         clients += again
         for client in again:
             assert client.subscribe(["posts/*"]).status_code == 204
