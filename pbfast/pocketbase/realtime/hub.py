@@ -35,7 +35,6 @@ log = component_logger("Realtime")
 IDLE_TIMEOUT_SECONDS: Final = 300.0  # PocketBase's idle timeout: no event for 5 minutes ends the stream
 KEEPALIVE_SECONDS: Final = 20.0
 SWEEP_SECONDS: Final = 1.0
-SEND_TIMEOUT_SECONDS: Final = 15.0  # a write the client does not take within this: it is dropped
 SSE_HEADERS: Final = [("content-type", "text/event-stream"), ("cache-control", "no-store"),
                       ("x-accel-buffering", "no")]
 KEEPALIVE_FRAME: Final = b":\n\n"
@@ -71,7 +70,7 @@ class RealtimeHub:
         self._open = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self.dropped = 0  # clients dropped for a full queue or a write they did not take
+        self.dropped = 0  # clients dropped for a full queue
 
     # ---- counts ---------------------------------------------------------------------------------------
 
@@ -118,7 +117,7 @@ class RealtimeHub:
         self._loop = asyncio.get_running_loop()
         if broker is None:
             broker = self._brokers[tenant_id] = Broker()
-        client = Client(new_client_id(), still_served)
+        client = Client(new_client_id(), still_served, self._loop.time(), IDLE_TIMEOUT_SECONDS)
         broker.register(client)
         self._open += 1
         self._start_sweeper()
@@ -138,47 +137,28 @@ class RealtimeHub:
             self._open -= 1
             if not len(broker) and self._brokers.get(tenant_id) is broker:
                 del self._brokers[tenant_id]
-            if client.closed_reason in ("overflow", "stalled"):
+            if client.closed_reason == "overflow":
                 self.dropped += 1
                 log.info("tenant %s: realtime client %s dropped (%s)", tenant_id, client.id, client.closed_reason)
 
     async def _pump(self, client: Client, transport: Any) -> None:
-        """Write ``PB_CONNECT``, then the client's frames as they come, keep-alives between them."""
+        """Write ``PB_CONNECT``, then the client's frames as they come. No timer per stream: the sweep queues
+        keep-alives and ends idle streams (see :meth:`_sweep`)."""
         loop = asyncio.get_running_loop()
-        if not await self._send(client, transport,
-                                sse_frame(client.id, "PB_CONNECT", b'{"clientId":"%b"}' % client.id.encode())):
+        if not await _send(client, transport,
+                           sse_frame(client.id, "PB_CONNECT", b'{"clientId":"%b"}' % client.id.encode())):
             return
-        idle_until = loop.time() + IDLE_TIMEOUT_SECONDS
-        while not client.discarded:
-            wait = min(KEEPALIVE_SECONDS, idle_until - loop.time())
-            if wait <= 0:
-                client.discard("idle")
+        while True:
+            await client.wait()
+            if client.discarded:
                 return
-            try:
-                async with asyncio.timeout(wait):
-                    await client.wait()
-            except TimeoutError:
-                if loop.time() < idle_until and not await self._send(client, transport, KEEPALIVE_FRAME):
-                    return
-                continue
-            frames = client.take()
-            if frames:
-                if not await self._send(client, transport, frames):
-                    return
-                idle_until = loop.time() + IDLE_TIMEOUT_SECONDS
-
-    @staticmethod
-    async def _send(client: Client, transport: Any, data: bytes) -> bool:
-        try:
-            async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
-                await transport.send_bytes(data)
-        except TimeoutError:
-            client.discard("stalled")
-            return False
-        except Exception:  # noqa: BLE001 - the connection is gone (granian: RSGIProtocolClosed)
-            client.discard("gone")
-            return False
-        return True
+            now = loop.time()
+            if client.got_events:
+                client.got_events = False
+                client.idle_until = now + IDLE_TIMEOUT_SECONDS
+            client.last_write = now
+            if not await _send(client, transport, client.take()):
+                return
 
     def end_tenant(self, tenant_id: str, reason: str = "moved") -> int:
         """End every stream of ``tenant_id`` (the SDKs reconnect); how many there were."""
@@ -198,19 +178,38 @@ class RealtimeHub:
             self._sweeper = asyncio.ensure_future(self._sweep())
 
     async def _sweep(self) -> None:
-        """End the streams of tenants this node no longer serves as when they were opened; stop once no
-        stream is left."""
+        """Every :data:`SWEEP_SECONDS` while streams are open: end the streams of tenants this node no longer
+        serves as when they were opened, and idle ones; queue a keep-alive where nothing was written for
+        :data:`KEEPALIVE_SECONDS`."""
+        loop = asyncio.get_running_loop()
         while self._brokers:
             await asyncio.sleep(SWEEP_SECONDS)
+            now = loop.time()
             for broker in list(self._brokers.values()):
                 for client in broker.snapshot:
-                    if not client.discarded:
-                        try:
-                            served = client.still_served()
-                        except Exception:  # noqa: BLE001 - a failing check ends the stream, not the sweep
-                            served = False
-                        if not served:
-                            client.discard("moved")
+                    if client.discarded:
+                        continue
+                    try:
+                        served = client.still_served()
+                    except Exception:  # noqa: BLE001 - a failing check ends the stream, not the sweep
+                        served = False
+                    if not served:
+                        client.discard("moved")
+                    elif now >= client.idle_until:
+                        client.discard("idle")
+                    elif now - client.last_write >= KEEPALIVE_SECONDS:
+                        client.ping(KEEPALIVE_FRAME)
+
+
+async def _send(client: Client, transport: Any, data: bytes) -> bool:
+    """Hand ``data`` to the connection. granian buffers what the client has not read yet without a limit (its
+    send never waits), so a client that stopped reading is cut by the gateway's client idle timeout."""
+    try:
+        await transport.send_bytes(data)
+    except Exception:  # noqa: BLE001 - the connection is gone (granian: RSGIProtocolClosed)
+        client.discard("gone")
+        return False
+    return True
 
 
 def _deliver(frames: list[tuple[Client, bytes]]) -> None:

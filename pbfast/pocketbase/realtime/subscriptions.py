@@ -149,13 +149,17 @@ def sse_frame(client_id: str, name: str, data: bytes) -> bytes:
 class Client:
     """One realtime connection: its state, and the frames waiting to be written to it."""
 
-    __slots__ = ("closed_reason", "id", "state", "still_served", "_queue", "_queued_bytes", "_wake")
+    __slots__ = ("closed_reason", "got_events", "id", "idle_until", "last_write", "state", "still_served", "_queue",
+                 "_queued_bytes", "_wake")
 
-    def __init__(self, client_id: str, still_served: Callable[[], bool]) -> None:
+    def __init__(self, client_id: str, still_served: Callable[[], bool], now: float, idle_seconds: float) -> None:
         self.id = client_id
         self.state = ClientState()
         self.still_served = still_served  # False once the node no longer serves the tenant it connected to
         self.closed_reason: str | None = None  # set once: the stream ends
+        self.last_write = now  # loop time of the last write to the stream (events or keep-alive)
+        self.idle_until = now + idle_seconds  # loop time the stream ends unless an event is written before
+        self.got_events = False  # events queued since the last write
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -173,11 +177,18 @@ class Client:
             return
         self._queue.append(frame)
         self._queued_bytes += len(frame)
+        self.got_events = True
         self._wake.set()
+
+    def ping(self, frame: bytes) -> None:
+        """Queue a keep-alive frame (event loop): it does not count as an event for the idle timeout."""
+        if self.closed_reason is None and not self._queue:
+            self._queue.append(frame)
+            self._wake.set()
 
     def take(self) -> bytes:
         """Every queued frame, joined (event loop)."""
-        frames = b"".join(self._queue)
+        frames = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
         self._queue.clear()
         self._queued_bytes = 0
         self._wake.clear()
