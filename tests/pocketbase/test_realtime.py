@@ -280,3 +280,36 @@ def test_connection_limits_answer_429_and_free_up(pbfast_process: object, tmp_pa
     finally:
         for client in first:
             client.close()
+
+
+def _auth_changes_scenario(backend: Backend) -> list[str]:
+    """A member subscribes to a collection only signed-in clients may list; its record is updated, then its
+    password changed: which events it still receives."""
+    _collection(backend, {"name": "members", "type": "auth"})
+    _collection(backend, {"name": "news", "type": "base", "listRule": "@request.auth.id != ''",
+                          "fields": [{"name": "t", "type": "text"}]})
+    member, token = _member_token(backend, "member@example.com")
+    client = RawRealtimeClient(backend.url, token).connect()
+    try:
+        assert client.subscribe(["news/*"]).status_code == 204
+        steps: list[tuple[str, dict]] = [("before", {}), ("after-update", {"emailVisibility": True}),
+                                         ("after-password", {"password": "changed-12345", "passwordConfirm":
+                                                             "changed-12345"})]
+        for label, change in steps:
+            if change:
+                answer = httpx.patch(f"{backend.url}/api/collections/members/records/{member}", json=change,
+                                     headers=_superuser(backend), timeout=30)
+                assert answer.status_code == 200, answer.text
+            _create(backend, "news", {"t": label})
+        _create(backend, "news", {"t": "last"})
+        time.sleep(0.5)
+        return [event.data["record"]["t"] for event in client.events]
+    finally:
+        client.close()
+
+
+def test_a_password_change_drops_the_clients_auth_as_in_pocketbase(stock_pocketbase: Backend,
+                                                                      pbfast_fixture_tenant: Backend) -> None:
+    stock = _auth_changes_scenario(stock_pocketbase)
+    assert stock == ["before", "after-update"]
+    assert _auth_changes_scenario(pbfast_fixture_tenant) == stock

@@ -87,16 +87,19 @@ def set_subscriptions(hub: RealtimeHub, request: TenantRequest) -> None:
     if client is None or client.discarded:
         raise ApiError(404, MISSING_CLIENT)
     auth = request.auth
-    requested = ClientAuth(auth.collection.id, str(auth.record.get("id", ""))) if auth is not None else None
+    requested = ClientAuth(auth.collection.id, str(auth.record.get("id", "")), str(auth.record.get("tokenKey") or "")) \
+        if auth is not None else None
     current = client.state.auth
-    if current is not None and current != requested and _still_exists(request, current):
+    if current is not None and not current.same_record(requested) and _still_valid(request, current):
         raise ApiError(403, AUTH_MISMATCH)
     subscriptions = tuple(parse_subscription(topic) for topic in dict.fromkeys(topics) if topic)
     client.state = ClientState(requested, subscriptions)  # one store: the database threads see all or nothing
     request.proto.response_empty(204, [])
 
 
-def _still_exists(request: TenantRequest, auth: ClientAuth) -> bool:
-    """Whether the client's auth record still exists (PocketBase unsets a deleted record's clients' auth)."""
+def _still_valid(request: TenantRequest, auth: ClientAuth) -> bool:
+    """Whether the client's auth still holds: PocketBase unsets it when its record is deleted or gets a new
+    ``tokenKey`` (see :class:`ClientAuth`)."""
     collection = request.tenant.collection_by_id(auth.collection_id)
-    return collection is not None and load_row(request.tenant, collection, auth.record_id) is not None
+    row = load_row(request.tenant, collection, auth.record_id) if collection is not None else None
+    return row is not None and str(row.get("tokenKey") or "") == auth.token_key

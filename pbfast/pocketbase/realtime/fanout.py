@@ -7,7 +7,8 @@ evaluated in commit order). For each client subscribed to a matching topic:
 - ``<collection>/<id>`` topics need the collection's ``viewRule``, ``<collection>/*`` and ``<collection>``
   (PocketBase's deprecated form) its ``listRule``, evaluated for the client's auth as it is now (the auth
   record read again; a deleted one makes the client a guest), with the topic's ``options`` as
-  ``@request.query``/``@request.headers`` and ``@request.context = "realtime"``; superusers pass;
+  ``@request.query``/``@request.headers`` and ``@request.context = "realtime"``; superusers pass (a client
+  whose auth record was deleted or got a new ``tokenKey`` since is a guest);
 - then the topic's own ``filter`` option, if any (not for guests and users when it or ``sort`` mention
   ``@collection.`` or ``@request.``);
 - the record is sent as the client may see it (hidden fields, email visibility for the record itself and its
@@ -98,7 +99,8 @@ class _Event:
             collection = self.tenant.collection_by_id(auth.collection_id)
             row = records.load_row(self.tenant, collection, auth.record_id) \
                 if collection is not None and collection.type == "auth" else None
-            found = self._requesters[auth] = _Requester(collection, row) if row is not None else _GUEST
+            valid = row is not None and str(row.get("tokenKey") or "") == auth.token_key
+            found = self._requesters[auth] = _Requester(collection, row) if valid else _GUEST
         return found
 
     def payload(self, auth: ClientAuth | None, rule: str | None, options: SubscriptionOptions,

@@ -68,11 +68,16 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class ClientAuth:
-    """Who a client subscribed as: an auth record, read again at every event (an update shows, a deleted
-    record makes the client a guest)."""
+    """Who a client subscribed as: an auth record, read again at every event. An update shows; a deleted
+    record, or a new ``tokenKey`` (a password or email change, which also ends the record's tokens), makes the
+    client a guest, as in PocketBase."""
 
     collection_id: str
     record_id: str
+    token_key: str
+
+    def same_record(self, other: ClientAuth | None) -> bool:
+        return other is not None and (other.collection_id, other.record_id) == (self.collection_id, self.record_id)
 
 
 @dataclass(frozen=True, slots=True)
