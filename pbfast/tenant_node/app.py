@@ -92,6 +92,7 @@ class TenantNodeApp:
         self.serving = Serving(self.ownership, self.pool, self.api, self.db, replicator, self.quotas, self.metrics,
                                engine.request_time_limit)
         self.status = NodeStatus(self.slots, self.ownership, self.restorer, self.db, replicator)
+        self.status.realtime = self.api.realtime
         self.metrics_tokens = [cluster_token]  # all-in-one adds the admin token
         self.routes = NodeRoutes(cluster_token, self.metrics_tokens, self.serving, self.handover, self.transfer,
                                  self.restorer, self.status, self.metrics)

@@ -16,7 +16,7 @@ from pocketbase.services.realtime_service import MessageData
 
 from pathlib import Path
 
-from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one
+from pbharness import ADMIN_TOKEN, Backend, copy_fixture, create_tenant, start_all_in_one
 from sseclient import RawRealtimeClient
 
 
@@ -274,6 +274,8 @@ def test_connection_limits_answer_429_and_free_up(pbfast_process: object, tmp_pa
         first.append(other)
         full = httpx.get(f"{gw}/t/two/api/realtime", timeout=10)
         assert full.status_code == 429 and full.json()["message"].startswith("Too many realtime connections on")
+        metrics = httpx.get(f"{cp}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).text
+        assert "\npbfast_node_realtime_streams 3\n" in metrics, metrics
         first.pop(0).close()  # a closed stream frees its place
         time.sleep(0.5)
         first.append(RawRealtimeClient(f"{gw}/t/one").connect())
