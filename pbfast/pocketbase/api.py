@@ -23,6 +23,7 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import collections, health, realtime, record_auth, records
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
+from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
 
@@ -46,7 +47,7 @@ Runner = Callable[[Callable[[], None]], Awaitable[None]]
 class TenantApi:
     """Routes of a tenant's PocketBase API, and the answer to each request."""
 
-    def __init__(self, realtime_limits: RealtimeLimits = RealtimeLimits()) -> None:
+    def __init__(self, realtime_limits: RealtimeLimits = DEFAULT_REALTIME_LIMITS) -> None:
         self.on_time_limit: Callable[[str], None] | None = None  # called with the tenant id (any thread)
         self.realtime = RealtimeHub(realtime_limits)  # GET /api/realtime is served by the node from it
         self.router: Router[Handler] = Router()

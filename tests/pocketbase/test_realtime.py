@@ -315,3 +315,38 @@ def test_a_password_change_drops_the_clients_auth_as_in_pocketbase(stock_pocketb
     stock = _auth_changes_scenario(stock_pocketbase)
     assert stock == ["before", "after-update"]
     assert _auth_changes_scenario(pbfast_fixture_tenant) == stock
+
+
+def _cascade_scenario(backend: Backend) -> list[tuple[str, str, str]]:
+    """Deletes that cascade (a kid deleted with its parent, a reference removed from a tag), then a truncate:
+    the events a superuser subscribed to all three collections receives, as (topic, action, name)."""
+    parents = _collection(backend, {"name": "parents", "type": "base", "listRule": "",
+                                    "fields": [{"name": "name", "type": "text"}]})
+    relation = {"type": "relation", "collectionId": parents["id"]}
+    _collection(backend, {"name": "kids", "type": "base", "listRule": "", "fields": [
+        {"name": "name", "type": "text"}, {**relation, "name": "parent", "cascadeDelete": True, "maxSelect": 1}]})
+    _collection(backend, {"name": "tags", "type": "base", "listRule": "", "fields": [
+        {"name": "name", "type": "text"}, {**relation, "name": "refs", "maxSelect": 5}]})
+    first = _create(backend, "parents", {"name": "p1"})["id"]
+    second = _create(backend, "parents", {"name": "p2"})["id"]
+    _create(backend, "kids", {"name": "k1", "parent": first})
+    _create(backend, "tags", {"name": "t1", "refs": [first, second]})
+    client = RawRealtimeClient(backend.url, backend.superuser_token).connect()
+    try:
+        assert client.subscribe(["parents/*", "kids/*", "tags/*"]).status_code == 204
+        headers = _superuser(backend)
+        assert httpx.delete(f"{backend.url}/api/collections/parents/records/{first}", headers=headers).status_code == 204
+        client.wait_events(3)
+        assert httpx.delete(f"{backend.url}/api/collections/parents/truncate", headers=headers).status_code == 204
+        client.wait_events(5)
+        time.sleep(0.3)
+        return [(e.name, e.data["action"], e.data["record"]["name"]) for e in client.events]
+    finally:
+        client.close()
+
+
+def test_cascaded_changes_send_their_events_as_in_pocketbase(stock_pocketbase: Backend,
+                                                              pbfast_fixture_tenant: Backend) -> None:
+    stock = _cascade_scenario(stock_pocketbase)
+    assert len(stock) == 5, stock
+    assert _cascade_scenario(pbfast_fixture_tenant) == stock

@@ -134,13 +134,14 @@ def delete_record(request: TenantRequest) -> None:
         raise ApiError(400, "Unsupported collection type.")
     existing = _visible_row(request, collection, collection.deleteRule)
     try:
-        records.delete_record(request.tenant, collection, existing["id"])
+        changes = records.delete_record(request.tenant, collection, existing["id"])
     except records.LastSuperuserError as err:
         raise ApiError(400, str(err)) from err
     except RecordValidationError as err:
         raise ApiError(400, "Failed to delete record. Make sure that the record is not part of a required "
                             "relation reference.", err.data) from err
-    record_changed(request.tenant, "delete", collection, existing)
+    for action, changed_collection, row in changes:  # references removed and cascaded deletes, then this one
+        record_changed(request.tenant, action, changed_collection, row)
     request.proto.response_empty(204, [])
 
 

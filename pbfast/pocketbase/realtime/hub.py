@@ -28,7 +28,7 @@ from pbfast.pocketbase.realtime.fanout import RecordChange, evaluate
 from pbfast.pocketbase.realtime.subscriptions import Broker, Client, new_client_id, sse_frame
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["IDLE_TIMEOUT_SECONDS", "KEEPALIVE_SECONDS", "RealtimeBus", "RealtimeHub", "RealtimeLimits"]
+__all__ = ["DEFAULT_LIMITS", "IDLE_TIMEOUT_SECONDS", "KEEPALIVE_SECONDS", "RealtimeBus", "RealtimeHub", "RealtimeLimits"]
 
 log = component_logger("Realtime")
 
@@ -61,10 +61,13 @@ class RealtimeLimits:
     per_node: int = 50_000
 
 
+DEFAULT_LIMITS: Final = RealtimeLimits()
+
+
 class RealtimeHub:
     """Every realtime client of this node, by tenant. Implements :class:`RealtimeBus`."""
 
-    def __init__(self, limits: RealtimeLimits = RealtimeLimits()) -> None:
+    def __init__(self, limits: RealtimeLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._brokers: dict[str, Broker] = {}
         self._open = 0
