@@ -129,3 +129,62 @@ def test_realtime_fanout_and_idle_memory(pbfast_process: object, tmp_path: Path,
         f"p99 {_q(deliveries, 99) * 1000:.1f} ms; slowest delivery per write p99 {_q(slowest, 99) * 1000:.1f} ms; "
         f"{per_stream_kb:.1f} KB per idle stream (gateway + node)")
     assert len(deliveries) == CLIENTS * WRITES
+
+
+async def _idle_streams(gw: str, count: int, pids: dict[str, int]) -> dict[str, float]:
+    """KB of RSS per idle subscribed stream, by process."""
+    url = httpx.URL(gw)
+    assert url.host and url.port
+    before = {name: _rss_kb(pid) for name, pid in pids.items()}
+    streams = [_Stream() for _ in range(count)]
+    for start in range(0, count, 100):
+        await asyncio.gather(*(s.open(url.host, url.port, "/t/idle/api/realtime") for s in streams[start:start + 100]))
+    async with httpx.AsyncClient(base_url=f"{gw}/t/idle", timeout=60,
+                                 limits=httpx.Limits(max_connections=32)) as client:
+        async def subscribe(stream: _Stream) -> None:
+            answer = await client.post("/api/realtime", json={"clientId": stream.client_id,
+                                                              "subscriptions": ["posts/*"]})
+            assert answer.status_code == 204, answer.text
+
+        await asyncio.gather(*(subscribe(s) for s in streams))
+    await asyncio.sleep(1.0)
+    per_stream = {name: (_rss_kb(pid) - before[name]) / count for name, pid in pids.items()}
+    for stream in streams:
+        stream.close()
+    return per_stream
+
+
+def test_realtime_idle_memory_per_process(tmp_path: Path, bench_report: list[str]) -> None:
+    """The same, with the gateway and the tenant node in processes of their own (the production layout)."""
+    from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster, start_node, wait_until  # noqa: PLC0415
+    from helpers import PbfastProcess, free_port  # noqa: PLC0415
+
+    started: list[PbfastProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> PbfastProcess:
+        process = PbfastProcess(args, tmp_path / f"pbfast-{len(started)}.log", env or {}).start()
+        started.append(process)
+        return process
+
+    count = 2000 if FULL else 50
+    try:
+        cp = start_cluster(start, tmp_path, 1)[0]
+        start_node(start, "node-a", [cp.url], tmp_path / "nodes")
+        wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
+        port = free_port()
+        gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
+                         f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"])
+        gw = f"http://127.0.0.1:{port}"
+        gateway.wait_healthy([gw])
+        created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "idle"}, timeout=10)
+        assert created.status_code == 200, created.text
+        wait_until(lambda: httpx.get(f"{gw}/t/idle/api/health").status_code == 200)
+        node, gateway_process = started[1].proc, gateway.proc
+        assert node is not None and gateway_process is not None
+        per_stream = uvloop.run(_idle_streams(gw, count, {"node": node.pid, "gateway": gateway_process.pid}))
+        bench_report.append(f"realtime: {count} idle streams: {per_stream['node']:.1f} KB each on the tenant node, "
+                            f"{per_stream['gateway']:.1f} KB on the gateway")
+    finally:
+        for process in started:
+            if process.proc is not None and process.proc.poll() is None:
+                process.stop()

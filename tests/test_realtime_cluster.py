@@ -4,6 +4,7 @@ on the new node and receive every event written after their resubscribe."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -28,11 +29,10 @@ PASSWORD = "password-1234"
 CLIENTS = 30
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
-    """``(control plane URL, gateway URL, Python data path gateway URL)`` of a cluster with nodes ``node-a``
-    and ``node-b``."""
-    tmp = tmp_path_factory.mktemp("realtime")
+@contextlib.contextmanager
+def _cluster(tmp: Path, node_timeout: float) -> Iterator[tuple[str, str, str, dict[str, PbfastProcess]]]:
+    """A control plane, tenant nodes ``node-a`` and ``node-b`` replicating to moto's S3, and two gateways:
+    ``(control plane URL, gateway URL, Python data path gateway URL, nodes by id)``."""
     started: list[PbfastProcess] = []
 
     def start(args: list[str], env: dict[str, str] | None = None) -> PbfastProcess:
@@ -40,33 +40,39 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         started.append(process)
         return process
 
-    s3 = moto_s3_server("realtime-test")
-    endpoint = s3.__enter__()
-    try:
-        cp = start_cluster(start, tmp, 1, node_timeout=120)[0]
-        for node_id in ("node-a", "node-b"):  # moves carry the tenant's data through the replica
-            start_node(start, node_id, f"127.0.0.1:{cp.http_port}", tmp / "nodes",
-                       (f"--s3-endpoint={endpoint}", "--s3-bucket=realtime-test"), S3_ENV)
-        wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
-        gateways = []
-        for data_path in ("native", "python"):
-            port = free_port()
-            start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}", f"--gateway-data-path={data_path}",
-                   f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"]
-                  ).wait_healthy([f"http://127.0.0.1:{port}"])
-            gateways.append(f"http://127.0.0.1:{port}")
-        yield cp.url, gateways[0], gateways[1]
-    finally:
-        for process in started:
-            if process.proc is not None and process.proc.poll() is None:
-                process.stop(signal.SIGKILL)
-        s3.__exit__(None, None, None)
+    with moto_s3_server("realtime-test") as endpoint:
+        try:
+            cp = start_cluster(start, tmp, 1, node_timeout=node_timeout)[0]
+            nodes = {}
+            for node_id in ("node-a", "node-b"):  # moves carry the tenant's data through the replica
+                nodes[node_id], _ = start_node(start, node_id, f"127.0.0.1:{cp.http_port}", tmp / "nodes",
+                                               (f"--s3-endpoint={endpoint}", "--s3-bucket=realtime-test"), S3_ENV)
+            wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
+            gateways = []
+            for data_path in ("native", "python"):
+                port = free_port()
+                start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
+                       f"--gateway-data-path={data_path}", f"--control-plane-addrs=127.0.0.1:{cp.http_port}",
+                       f"--cluster-token={CLUSTER_TOKEN}"]).wait_healthy([f"http://127.0.0.1:{port}"])
+                gateways.append(f"http://127.0.0.1:{port}")
+            yield cp.url, gateways[0], gateways[1], nodes
+        finally:
+            for process in started:
+                if process.proc is not None and process.proc.poll() is None:
+                    process.stop(signal.SIGKILL)
 
 
-def _tenant_with_posts(cp: str, gw: str, tenant_id: str) -> tuple[str, str]:
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    with _cluster(tmp_path_factory.mktemp("realtime"), node_timeout=120) as (cp, gw, python_gw, _):
+        yield cp, gw, python_gw
+
+
+def _tenant_with_posts(cp: str, gw: str, tenant_id: str, durability: str = "async") -> tuple[str, str]:
     """A new tenant with a public ``posts`` collection; its node and a superuser token."""
     created = httpx.post(f"{cp}/api/cp/tenants", headers=ADMIN, timeout=10, json={
-        "id": tenant_id, "superuser": {"email": f"root@{tenant_id}.test", "password": PASSWORD}})
+        "id": tenant_id, "durability": durability,
+        "superuser": {"email": f"root@{tenant_id}.test", "password": PASSWORD}})
     assert created.status_code == 200, created.text
     wait_until(lambda: httpx.get(f"{gw}/t/{tenant_id}/api/health").status_code == 200)
     login = httpx.post(f"{gw}/t/{tenant_id}/api/collections/_superusers/auth-with-password", timeout=30,
@@ -131,3 +137,43 @@ def test_a_move_ends_streams_and_resubscribed_clients_get_every_later_event(gate
         for client in clients:
             client.close()
     assert threading.active_count() < 200
+
+
+def _reconnected(base: str, deadline: float) -> RawRealtimeClient:
+    """Connect and subscribe to ``posts/*`` again and again until it works (as the SDKs retry)."""
+    while True:
+        client = RawRealtimeClient(base)
+        try:
+            client.connect(timeout=5)
+            if client.client_id and client.subscribe(["posts/*"]).status_code == 204:
+                return client
+        except AssertionError:
+            pass
+        client.close()
+        assert time.monotonic() < deadline, "no reconnect before the deadline"
+        time.sleep(0.5)
+
+
+def test_a_node_kill_ends_streams_and_clients_resume_on_the_next_node(tmp_path: Path) -> None:
+    with _cluster(tmp_path, node_timeout=3) as (cp, gw, python_gw, nodes):
+        source, token = _tenant_with_posts(cp, gw, "survivor", durability="sync")
+        bases = [f"{gw}/t/survivor", f"{python_gw}/t/survivor"]
+        clients = [RawRealtimeClient(bases[i % 2]).connect() for i in range(CLIENTS)]
+        try:
+            for client in clients:
+                assert client.subscribe(["posts/*"]).status_code == 204
+            process = nodes[source].proc
+            assert process is not None
+            process.kill()
+            for client in clients:
+                assert client.ended.wait(10), "a stream outlived its node"
+            deadline = time.monotonic() + 60  # the node timeout, then a restore from the replica elsewhere
+            again = [_reconnected(bases[i % 2], deadline) for i in range(CLIENTS)]
+            clients += again
+            for n in (1, 2):
+                _post(gw, "survivor", token, n)
+            for client in again:
+                wait_until(lambda c=client: [e.data["record"]["n"] for e in c.events] == [1, 2], timeout=10)
+        finally:
+            for client in clients:
+                client.close()
