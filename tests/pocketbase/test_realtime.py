@@ -369,3 +369,42 @@ def test_shutdown_ends_streams_cleanly_and_promptly(pbfast_process: object, tmp_
         assert process.stop() == 0
     finally:
         client.close()
+
+
+def _options_scenario(backend: Backend) -> dict[str, list[str]]:
+    """Topics whose options carry headers a rule reads, a client filter, and ``fields``: the titles each
+    topic receives (as a guest)."""
+    _collection(backend, {"name": "gated", "type": "base", "listRule": "@request.headers.x_token = 'open'",
+                          "viewRule": "@request.query.key = 'k1'", "fields": [{"name": "title", "type": "text"}]})
+    seed = _create(backend, "gated", {"title": "seed"})["id"]
+    topics = [
+        'gated/*?options={"headers":{"X-Token":"open"}}',
+        'gated/*?options={"headers":{"X-Token":"shut"}}',
+        'gated/*?options={"headers":{"x-token":"open"},"query":{"filter":"title ~ \'b\'"}}',
+        'gated/*?options={"headers":{"X-Token":"open"},"query":{"filter":"@request.auth.id = \'\'"}}',
+        f'gated/{seed}?options={{"query":{{"key":"k1","fields":"title"}}}}',
+        f'gated/{seed}?options={{"query":{{"key":"k2"}}}}',
+        "gated/*",
+    ]
+    client = RawRealtimeClient(backend.url).connect()
+    try:
+        assert client.subscribe(topics).status_code == 204
+        for title in ("alpha", "beta"):
+            _create(backend, "gated", {"title": title})
+        assert httpx.patch(f"{backend.url}/api/collections/gated/records/{seed}", json={"title": "seed-b"},
+                           headers=_superuser(backend)).status_code == 200
+        time.sleep(0.8)
+        received: dict[str, list[str]] = {topic: [] for topic in topics}
+        for event in client.events:
+            received[event.name].append(f"{event.data['action']}:{event.data['record'].get('title')}:"
+                                        f"{','.join(sorted(event.data['record']))}")
+        return {topic.replace(seed, "<seed>"): sorted(values) for topic, values in received.items()}
+    finally:
+        client.close()
+
+
+def test_topic_options_reach_the_rules_as_in_pocketbase(stock_pocketbase: Backend,
+                                                        pbfast_fixture_tenant: Backend) -> None:
+    stock = _options_scenario(stock_pocketbase)
+    assert any(stock.values()), stock
+    assert _options_scenario(pbfast_fixture_tenant) == stock
