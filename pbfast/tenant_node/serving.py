@@ -63,7 +63,8 @@ class Serving:
             return
         if path == REALTIME_PATH and scope.method == "GET":
             # The stream needs no database and must not pin the tenant open: events open it when they come.
-            await self.api.realtime.connect(tenant_id, proto, lambda: self.ownership.serves(slot, epoch) is not None)
+            await self.api.realtime.connect(tenant_id, proto, lambda: self.ownership.serves(slot, epoch) is not None,
+                                            served_key=epoch)
             return
         writes = scope.method not in ("GET", "HEAD", "OPTIONS")
         if writes and not self.quotas.storage_allows(tenant_id, 0):

@@ -107,9 +107,11 @@ class RealtimeHub:
 
     # ---- streams (event loop) -----------------------------------------------------------------------
 
-    async def connect(self, tenant_id: str, proto: HTTPProtocol, still_served: Callable[[], bool]) -> None:
+    async def connect(self, tenant_id: str, proto: HTTPProtocol, still_served: Callable[[], bool],
+                      served_key: object = None) -> None:
         """``GET /api/realtime`` of ``tenant_id``: the SSE stream, until it ends (see the module docs).
-        ``still_served``: whether the node still serves the tenant as when the stream was admitted."""
+        ``still_served``: whether the node still serves the tenant as when the stream was admitted; streams of
+        a tenant with the same ``served_key`` (the epoch they were admitted under) share one check per sweep."""
         broker = self._brokers.get(tenant_id)
         if self._open >= self.limits.per_node:
             send_error(proto, 429, TOO_MANY_FOR_NODE, headers=[("retry-after", "5")])
@@ -120,7 +122,7 @@ class RealtimeHub:
         self._loop = asyncio.get_running_loop()
         if broker is None:
             broker = self._brokers[tenant_id] = Broker()
-        client = Client(new_client_id(), still_served, self._loop.time(), IDLE_TIMEOUT_SECONDS)
+        client = Client(new_client_id(), still_served, self._loop.time(), IDLE_TIMEOUT_SECONDS, served_key)
         broker.register(client)
         self._open += 1
         self._start_sweeper()
@@ -188,14 +190,20 @@ class RealtimeHub:
         while self._brokers:
             await asyncio.sleep(SWEEP_SECONDS)
             now = loop.time()
-            for broker in list(self._brokers.values()):
+            for tenant_id, broker in list(self._brokers.items()):
+                verdicts: dict[object, bool] = {}
                 for client in broker.snapshot:
                     if client.discarded:
                         continue
-                    try:
-                        served = client.still_served()
-                    except Exception:  # noqa: BLE001 - a failing check ends the stream, not the sweep
-                        served = False
+                    served = verdicts.get(client.served_key) if client.served_key is not None else None
+                    if served is None:
+                        try:
+                            served = client.still_served()
+                        except Exception:  # noqa: BLE001 - a failing check ends the stream, not the sweep
+                            log.exception("tenant %s: realtime check failed", tenant_id)
+                            served = False
+                        if client.served_key is not None:
+                            verdicts[client.served_key] = served
                     if not served:
                         client.discard("moved")
                     elif now >= client.idle_until:

@@ -154,13 +154,15 @@ def sse_frame(client_id: str, name: str, data: bytes) -> bytes:
 class Client:
     """One realtime connection: its state, and the frames waiting to be written to it."""
 
-    __slots__ = ("closed_reason", "got_events", "id", "idle_until", "last_write", "state", "still_served", "_queue",
-                 "_queued_bytes", "_wake")
+    __slots__ = ("closed_reason", "got_events", "id", "idle_until", "last_write", "served_key", "state",
+                 "still_served", "_queue", "_queued_bytes", "_wake")
 
-    def __init__(self, client_id: str, still_served: Callable[[], bool], now: float, idle_seconds: float) -> None:
+    def __init__(self, client_id: str, still_served: Callable[[], bool], now: float, idle_seconds: float,
+                 served_key: object = None) -> None:
         self.id = client_id
         self.state = ClientState()
         self.still_served = still_served  # False once the node no longer serves the tenant it connected to
+        self.served_key = served_key  # clients of a tenant with equal keys share one still_served verdict
         self.closed_reason: str | None = None  # set once: the stream ends
         self.last_write = now  # loop time of the last write to the stream (events or keep-alive)
         self.idle_until = now + idle_seconds  # loop time the stream ends unless an event is written before
