@@ -17,7 +17,6 @@ from typing import Any
 from pbfast.cluster.tenant_record import TenantRecord
 from pbfast.control_plane.node_client import NodeClient, NodeError
 from pbfast.control_plane.raft import CommandFailed, RaftMember
-from pbfast.control_plane.registry import NODE_UP
 from pbfast.control_plane.routes import RouteFeed
 from pbfast.http import ApiError
 from pbfast.primitives import is_valid_tenant_id
@@ -66,8 +65,8 @@ class ApiContext:
         while True:
             current = self.registry.tenant_record(tenant.id) or tenant
             node = self.registry.node(current.node_id or "")
-            if node is not None and node["status"] == NODE_UP and not current.moving:
-                return str(node["address"])
+            if node is not None and node.up and not current.moving:
+                return node.address
             if time.monotonic() >= deadline:
                 raise ApiError(503, "The tenant's node is not available; retry shortly.",
                                headers=[("retry-after", "2")])

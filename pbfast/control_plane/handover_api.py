@@ -19,7 +19,6 @@ from pbfast.cluster.tenant_record import TenantRecord
 from pbfast.control_plane.api_context import HTTP_ERRORS, PLACEMENT_WAIT_SECONDS, ApiContext
 from pbfast.control_plane.node_client import RELEASE_TIMEOUT_SECONDS, RESTORE_CHECK_TIMEOUT_SECONDS, NodeError
 from pbfast.control_plane.raft import COMMAND_TIMEOUT_SECONDS, CommandFailed
-from pbfast.control_plane.registry import NODE_UP
 from pbfast.control_plane.tenants_api import new_incarnation, tenant_json
 from pbfast.control_plane.validation import parse_move, parse_restore
 from pbfast.http import ApiError, Request
@@ -62,7 +61,7 @@ class HandoverApi:
         if target is None:
             raise ApiError(400, "Failed to validate the submitted data.",
                            {"nodeId": {"code": "validation_unknown_node", "message": "Unknown node."}})
-        if target["status"] != NODE_UP:
+        if not target.up:
             raise ApiError(409, f"Node {target_id!r} is down.")
         if tenant.node_id == target_id:
             request.send_json(200, tenant_json(tenant))
@@ -75,18 +74,18 @@ class HandoverApi:
         released = False  # True also when the node may have released it (it did not answer)
         try:
             source = self.registry.node(source_id or "")
-            if source is not None and source["status"] == NODE_UP:
+            if source is not None and source.up:
                 released = True
                 try:
-                    await asyncio.wait_for(self.nodes.release(source["address"], tenant_id, epoch),
+                    await asyncio.wait_for(self.nodes.release(source.address, tenant_id, epoch),
                                            MOVE_RELEASE_TIMEOUT_SECONDS)
                 except (NodeError, TimeoutError) as err:
                     # Moving anyway would let the next node restore a replica without the source's last
                     # acknowledged writes (and two nodes write one replica path): the move is not made.
                     released = not (isinstance(err, NodeError) and err.answered)
                     log.warning("node %s did not release tenant %s: %s; the move is not made",
-                                source["id"], tenant_id, err)
-                    raise ApiError(503, f"Node {source['id']!r} could not hand the tenant over ({err or 'timed out'}); "
+                                source.id, tenant_id, err)
+                    raise ApiError(503, f"Node {source.id!r} could not hand the tenant over ({err or 'timed out'}); "
                                         "the move was not made. Retry later.") from err
             moved: list[str] = await self._commit_settled(
                 tenant_id, lambda t: [tenant_id] if t.node_id == target_id and t.epoch == epoch + 1 else None,
@@ -124,9 +123,9 @@ class HandoverApi:
             raise ApiError(409, "The tenant is moving; restore it once the move is over.")
         node_id, epoch = tenant.node_id, tenant.epoch
         node = self.registry.node(node_id or "")  # the node of this very record (a move may have come between)
-        if node is None or node["status"] != NODE_UP:
+        if node is None or not node.up:
             raise ApiError(503, "The tenant's node is not available; retry shortly.", headers=[("retry-after", "2")])
-        address = str(node["address"])
+        address = node.address
         lives = tenant.lives
         life = life_at(lives, moment)
         if life is None:

@@ -11,8 +11,8 @@ from typing import Any
 
 from pbfast.cluster.heartbeat import Assignments, Heartbeat, HeartbeatAnswer, WireError
 from pbfast.control_plane.api_context import ApiContext
+from pbfast.control_plane.node_record import NodeRecord
 from pbfast.control_plane.placement import assigned_counts
-from pbfast.control_plane.registry import NODE_UP
 from pbfast.control_plane.validation import parse_node_registration
 from pbfast.http import ApiError, Request
 from pbfast.logs import component_logger
@@ -24,17 +24,17 @@ __all__ = ["NodesApi", "node_json"]
 log = component_logger("ControlPlane")
 
 
-def node_json(node: dict[str, Any], assigned: int) -> dict[str, Any]:
+def node_json(node: NodeRecord, assigned: int) -> dict[str, Any]:
     return {
-        "id": node["id"],
-        "address": node["address"],
-        "status": node["status"],
-        "maxTenants": node["maxTenants"],
+        "id": node.id,
+        "address": node.address,
+        "status": node.status,
+        "maxTenants": node.max_tenants,
         "assignedTenants": assigned,
-        "openTenants": node["openTenants"],
-        "load": round(assigned / max(1, node["maxTenants"]), 4),
-        "registeredAt": format_datetime(node["registeredAt"]),
-        "lastHeartbeatAt": format_datetime(node["lastHeartbeatAt"]),
+        "openTenants": node.open_tenants,
+        "load": round(assigned / max(1, node.max_tenants), 4),
+        "registeredAt": format_datetime(node.registered_at),
+        "lastHeartbeatAt": format_datetime(node.last_heartbeat_at),
     }
 
 
@@ -49,16 +49,17 @@ class NodesApi:
 
     async def list_nodes(self, request: Request) -> None:
         counts = assigned_counts(self.registry.tenant_records())
-        nodes = sorted(self.registry.nodes_snapshot().values(), key=lambda n: n["id"])
-        request.send_json(200, {"items": [node_json(n, counts.get(n["id"], 0)) for n in nodes]})
+        nodes = sorted(self.registry.nodes_snapshot().values(), key=lambda n: n.id)
+        request.send_json(200, {"items": [node_json(n, counts.get(n.id, 0)) for n in nodes]})
 
     async def register_node(self, request: Request) -> None:
         node_id = request.params["id"]
         if not is_valid_tenant_id(node_id):
             raise ApiError(400, "Invalid node id: it must be a DNS label.")
         address, max_tenants, instance = parse_node_registration(await request.json_object())
-        node = await self.context.commit(self.registry.register_node, node_id, address, max_tenants, time.time(),
-                                         instance, self.context.node_timeout)
+        stored = await self.context.commit(self.registry.register_node, node_id, address, max_tenants, time.time(),
+                                           instance, self.context.node_timeout)
+        node = NodeRecord.from_stored(stored)
         log.info("node %s registered at %s (max %d open tenants)", node_id, address, max_tenants)
         request.send_json(200, node_json(node, assigned_counts(self.registry.tenant_records()).get(node_id, 0)))
 
@@ -103,7 +104,7 @@ class NodesApi:
         node = self.registry.node(node_id)
         if node is None:
             raise ApiError(404, "Unknown node.")
-        if node["status"] == NODE_UP:
+        if node.up:
             raise ApiError(409, "The node is up; stop it first (its tenants are re-placed once it is down).")
         if assigned_counts(self.registry.tenant_records()).get(node_id):
             raise ApiError(409, "Tenants are still assigned to the node; wait until they are re-placed.")
