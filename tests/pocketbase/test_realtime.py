@@ -10,12 +10,12 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 from pocketbase import PocketBase
 from pocketbase.services.realtime_service import MessageData
-
-from pathlib import Path
 
 from pbharness import ADMIN_TOKEN, Backend, copy_fixture, create_tenant, start_all_in_one
 from sseclient import RawRealtimeClient
@@ -386,6 +386,8 @@ def _options_scenario(backend: Backend) -> dict[str, list[str]]:
         f'gated/{seed}?options={{"query":{{"key":"k1","fields":"title"}}}}',
         f'gated/{seed}?options={{"query":{{"key":"k2"}}}}',
         "gated/*",
+        # as the JS SDK writes options: encodeURIComponent(JSON.stringify(...))
+        "gated/*?options=" + quote('{"query":{"filter":"title=\'alpha\'"},"headers":{"x_token":"open"}}', safe=""),
     ]
     client = RawRealtimeClient(backend.url).connect()
     try:
