@@ -4,8 +4,10 @@ connection limits, and the one door record changes come in through (:meth:`Realt
 Threads: streams, brokers and deliveries live on the event loop; :meth:`publish` is called on a database
 thread (the writer's, right after its commit) and hands the frames it made to the loop with
 ``call_soon_threadsafe``, whose callbacks run in the order they were scheduled: a tenant's events reach each
-client in commit order. A client's queue is bounded; one that overflows is dropped, so a stalled reader never
-holds memory or slows anyone (nothing ever waits for a client).
+client in commit order. A client's queue is bounded and one that overflows is dropped; nothing ever waits for
+a client, so a slow one slows nobody. What a client has not read yet beyond that sits in granian's buffers,
+which have no limit (its sends never wait): a client that stopped reading is cut by the gateway after its
+client idle timeout, which frees them (docs/realtime.md).
 
 A stream lives as PocketBase's does: ``PB_CONNECT`` first, then the events; it ends after
 :data:`IDLE_TIMEOUT_SECONDS` without an event (the SDKs reconnect and resubscribe), when the client goes
