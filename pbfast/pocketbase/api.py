@@ -102,6 +102,8 @@ class TenantApi:
         try:
             if tenant.closed:  # closed (moved, evicted) while the request waited for its turn
                 raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
+            if tenant.shared_schema:  # another process (a worker of the node) may have changed the collections
+                tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
                 handler(request)
         except ApiError as err:
