@@ -27,6 +27,8 @@ MAX_GATEWAY_THREADS = 64
 DEFAULT_DB_THREADS = 8
 DEFAULT_REQUEST_TIME_LIMIT_SECONDS = 10.0
 DEFAULT_TENANT_QUEUE_LIMIT = 256
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +59,16 @@ class EngineSettings:
     ``request_time_limit``: seconds of database work one request may take (0: none), unless the tenant's own
     ``requestTimeLimitMs`` says otherwise; ``queue_limit``: requests of one tenant waiting for a worker before
     more get 429; ``sqlite_memory_limit_mb``: SQLite's process-wide hard heap limit (0: none; its soft limit,
-    where caches shrink, is three quarters of it).
+    where caches shrink, is three quarters of it); ``workers``: worker processes serving tenant requests
+    beside the main process (1: none, the main process serves them; see :mod:`pbfast.tenant_node.workers`),
+    each with ``db_threads`` threads and its share of the memory limit.
     """
 
     db_threads: int = DEFAULT_DB_THREADS
     request_time_limit: float = DEFAULT_REQUEST_TIME_LIMIT_SECONDS
     queue_limit: int = DEFAULT_TENANT_QUEUE_LIMIT
     sqlite_memory_limit_mb: int = 0
+    workers: int = DEFAULT_WORKERS
 
 
 class ConfigError(ValueError):

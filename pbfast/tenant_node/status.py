@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
-from pbfast.tenant_node.db_scheduler import DbScheduler
+from pbfast.tenant_node.db_scheduler import DbScheduler, TenantLoad
 from pbfast.tenant_node.metrics import NodeGauges
 from pbfast.tenant_node.ownership import Ownership
 from pbfast.tenant_node.replication import Replicator
@@ -22,8 +23,9 @@ __all__ = ["NodeStatus"]
 
 class NodeStatus:
     def __init__(self, slots: Slots, ownership: Ownership, restorer: Restorer, db: DbScheduler,
-                 replicator: Replicator | None) -> None:
+                 replicator: Replicator | None, db_loads: Callable[[], dict[str, TenantLoad]] | None = None) -> None:
         self.slots = slots
+        self.db_loads = db_loads  # each tenant's database load on the node (default: this process's)
         self.ownership = ownership
         self.restorer = restorer
         self.db = db
@@ -57,6 +59,8 @@ class NodeStatus:
 
     async def gauges(self) -> NodeGauges:
         loads, queued = self.db.snapshot()
+        if self.db_loads is not None:
+            loads = self.db_loads()
         status = self.replication()
         lease = self.ownership.lease
         return NodeGauges(
