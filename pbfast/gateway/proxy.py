@@ -44,7 +44,7 @@ from granian._granian import RSGIProtocolClosed as ProtocolClosed
 
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER, HEADER_PREFIX, is_moved
 from pbfast.gateway.metrics import GatewayMetrics
-from pbfast.http import HTTPProtocol, Scope, send_error
+from pbfast.http import UNREAD_BODY_DRAIN_SECONDS, HTTPProtocol, Scope, send_error
 from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import CircuitBreakers
 
@@ -515,6 +515,7 @@ class NodeProxy:
         deadline = _Deadline(loop, self.limits.read_timeout_seconds, conn)
         pump: asyncio.Task[None] | None = None
         reusable = False
+        answered = False
         try:
             if body.data is not None:
                 conn.writer.write(head + body.data if body.data else head)
@@ -551,21 +552,28 @@ class NodeProxy:
                 if is_moved(status, response_headers):
                     raise _Unreachable("moved", 503, "The tenant has moved; retry.")
                 _send_small(proto, status, response_headers, payload)
+                answered = True
                 return status
             if length is None and not chunked and keep_alive:
                 # No body (HEAD, 204, 304): the head is the whole answer.
                 proto.response_empty(status, response_headers)
                 reusable = pump is None or pump.done()
+                answered = True
                 return status
             complete = await self._relay(proto, conn, deadline, target.address, status, response_headers,
                                          length, chunked)
             reusable = complete and keep_alive and (pump is None or pump.done())
+            answered = True
             return status
         except (asyncio.IncompleteReadError, OSError):
             # The node went away in the middle of a small body; nothing was sent to the client yet.
             raise _Unreachable("reset", 502, "The tenant's node closed the connection.") from None
         finally:
             deadline.cancel()
+            if answered and pump is not None and not pump.done():
+                # The node answered before the client's body ended: send the rest on (the node reads it), or
+                # granian closes the client's connection over the unread rest, under its next request.
+                await asyncio.wait({pump}, timeout=UNREAD_BODY_DRAIN_SECONDS)
             if pump is not None:
                 if not pump.done():
                     pump.cancel()
@@ -608,6 +616,8 @@ class NodeProxy:
                     conn.abort()
                     raise _ClientError(400, "The request body could not be read.")
                 ended = True
+                continue
+            if not chunk:  # an HTTP/2 body may end with an empty DATA frame: as a chunk it would end ours early
                 continue
             size += len(chunk)
             if size > limit or (expected is not None and size > expected):
