@@ -35,7 +35,7 @@ knows it): on the node's own listener in ``tenant-node`` mode, on the control pl
 - with worker processes (``--workers`` > 1; every count above includes theirs): ``pbfast_node_workers`` (worker
   processes running), ``pbfast_node_worker_restarts_total``, ``pbfast_node_worker_asked_main_total`` (requests a
   worker could not decide from the shared table alone: their tenant was opened, or their epoch adopted, by the
-  main process),
+  main process), ``pbfast_node_worker_requests_total{worker}`` (tenant requests each worker answered),
 - ``pbfast_node_lease_valid`` (1/0), ``pbfast_node_lease_remaining_seconds``,
   ``pbfast_node_heartbeat_age_seconds`` (since the last acknowledged heartbeat was sent),
   ``pbfast_node_timeout_seconds`` (the control plane's ``--node-timeout``), ``pbfast_node_fences_total``
@@ -187,6 +187,9 @@ class NodeMetrics:
             out.single("pbfast_node_worker_asked_main_total", "counter",
                        "Tenant requests a worker handed to the main process to admit and open their tenant.",
                        self.shared.totals().asked_main)
+            out.family("pbfast_node_worker_requests_total", "counter",
+                       "Tenant requests answered by each worker process (how evenly the kernel spreads them).",
+                       [({"worker": str(index + 1)}, count) for index, count in enumerate(self.shared.worker_requests())])
         loads = sorted(gauges.db_load.items())
         for name, text, attribute in (
                 ("jobs_total", "Database jobs run for the tenant.", "jobs"),

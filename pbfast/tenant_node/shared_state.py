@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pbfast.logs import component_logger
@@ -117,7 +117,7 @@ class SharedState:
         self.counters = WorkerCounters(memory)
         # Set by the worker supervisor: wake the workers (a close), stop a worker that does not let go.
         self.wake_workers: Callable[[], None] = lambda: None
-        self.kill_worker: Callable[[int], None] = lambda worker: None
+        self.kill_worker: Callable[[int], Awaitable[None]] = _no_worker
         self.worker_close_seconds = 15.0  # a worker's request in flight may take its time limit; then it is stopped
         self._recency_synced_at = time.monotonic()
 
@@ -171,9 +171,9 @@ class SharedState:
         while holders and time.monotonic() < deadline:
             await asyncio.sleep(CLOSE_POLL_SECONDS)
             holders = self.acks.holders(tenant_id)
-        for worker in holders:
-            log.error("tenant %s: worker %d did not close it in time; stopping the worker", tenant_id, worker)
-            self.kill_worker(worker)
+        for worker in holders:  # dead before the close goes on: a dying worker could still write
+            log.error("tenant %s: worker %d did not close it in time; stopping the worker", tenant_id, worker + 1)
+            await self.kill_worker(worker)
             self.acks.clear(worker)
 
     def _drop_unassigned(self) -> None:
@@ -211,12 +211,21 @@ class SharedState:
                 for tenant_id, (jobs, rejected, wait, busy, time_limited) in self.table.loads().items()
                 if jobs or rejected or time_limited}
 
+    def worker_requests(self) -> list[int]:
+        """Tenant requests answered by each worker (by its index)."""
+        return [sum(self.counters.row(worker)[WorkerCounter.REQUESTS:WorkerCounter.REQUESTS + 5])
+                for worker in range(self.counters.workers)]
+
     def totals(self) -> WorkerTotals:
         totals = self.counters.totals()
         return WorkerTotals(totals[WorkerCounter.REQUESTS:WorkerCounter.REQUESTS + 5],
                             totals[WorkerCounter.QUOTA_REQUESTS], totals[WorkerCounter.QUOTA_STORAGE],
                             totals[WorkerCounter.QUEUE_REJECTED], totals[WorkerCounter.DB_QUEUED],
                             totals[WorkerCounter.ASKED_MAIN])
+
+
+async def _no_worker(index: int) -> None:
+    """The default of :attr:`SharedState.kill_worker` until a supervisor is attached."""
 
 
 def merge_loads(own: dict[str, TenantLoad], shared: dict[str, TenantLoad]) -> dict[str, TenantLoad]:

@@ -132,12 +132,14 @@ class WorkerSupervisor:
                 with contextlib.suppress(BlockingIOError, BrokenPipeError):
                     os.write(worker.wake_fd, b"!")
 
-    def kill(self, index: int) -> None:
-        """Stop a worker at once (it would not let go of a tenant in time); it is started again."""
+    async def kill(self, index: int) -> None:
+        """Stop a worker at once (it would not let go of a tenant in time) and wait until it is dead, so it
+        writes nothing more; it is started again."""
         process = self.workers[index].process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+            await process.wait()
 
     def pids(self) -> list[int]:
         return [worker.process.pid for worker in self.workers
@@ -157,7 +159,9 @@ class WorkerSupervisor:
             if late:
                 log.warning("%d worker(s) did not stop in time; killed", len(late))
                 for worker in running:
-                    self.kill(worker.index)
+                    if worker.process is not None and worker.process.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            worker.process.kill()
                 await asyncio.wait(late, timeout=1.0)
         for worker in self.workers:
             if worker.process is not None:
