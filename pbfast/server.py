@@ -201,7 +201,6 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
 
     supervisor = WorkerSupervisor(engine.workers, node.shared, settings_for)
     node.metrics.workers = lambda: (supervisor.running, supervisor.restarts)
-    node.worker_pids = supervisor.pids
     parts.tasks.append(supervisor.run)
     parts.closers.append(supervisor.stop)  # closers run in reverse: the workers stop before the tenants close
     parts.closers.insert(0, lambda: shutil.rmtree(private, ignore_errors=True))

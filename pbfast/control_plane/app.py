@@ -23,7 +23,6 @@ from pbfast.http import (
     Router,
     Scope,
     bearer_token_matches,
-    send_error,
 )
 from pbfast.logs import component_logger
 

@@ -150,9 +150,19 @@ class WorkerApp:
 
 
 async def _watch_parent(parent_pid: int) -> None:
-    """Ends when the main process is gone (a backup for the parent-death signal)."""
-    while os.getppid() == parent_pid:
-        await asyncio.sleep(1.0)
+    """Ends when the main process is gone (a backup for the parent-death signal): its pidfd turns readable."""
+    gone = asyncio.Event()
+    try:
+        pidfd = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    loop.add_reader(pidfd, gone.set)
+    try:
+        await gone.wait()
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
 
 
 async def run(settings: WorkerSettings) -> int:

@@ -141,10 +141,6 @@ class WorkerSupervisor:
                 process.kill()
             await process.wait()
 
-    def pids(self) -> list[int]:
-        return [worker.process.pid for worker in self.workers
-                if worker.process is not None and worker.process.returncode is None]
-
     async def stop(self) -> None:
         """Stop every worker: SIGTERM (they finish their requests and close their connections), then SIGKILL."""
         self._stopping = True
