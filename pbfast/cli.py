@@ -144,7 +144,7 @@ def _build_parser() -> _Parser:
     serve.add_argument("--base-domain", help="resolve tenants from Host {id}.<base-domain> too")
     serve.add_argument("--workers",
                        help=f"tenant node: worker processes serving tenant requests beside the main process, or "
-                            f"'auto' (usable CPUs); 1: one process does everything (default {DEFAULT_WORKERS})")
+                            f"'auto' (usable CPUs); 1: one process does everything (or PBFAST_WORKERS; default {DEFAULT_WORKERS})")
     serve.add_argument("--db-threads", type=int,
                        help=f"threads running tenants' SQLite work, shared fairly (default {DEFAULT_DB_THREADS})")
     serve.add_argument("--request-time-limit", type=float,
@@ -274,7 +274,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
                           f"got {window_hours:g}")
 
     gateway = _gateway_settings(args)
-    engine = _engine_settings(args)
+    engine = _engine_settings(args, environ)
     http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
     gateway_addr = None
     raft_bind_addr = None
@@ -348,7 +348,7 @@ def _default_sqlite_memory_limit_mb() -> int:
         return 0
 
 
-def _engine_settings(args: argparse.Namespace) -> EngineSettings:
+def _engine_settings(args: argparse.Namespace, environ: dict[str, str]) -> EngineSettings:
     threads = DEFAULT_DB_THREADS if args.db_threads is None else args.db_threads
     if not 1 <= threads <= 256:
         raise ConfigError(f"--db-threads must be between 1 and 256, got {threads}")
@@ -362,7 +362,8 @@ def _engine_settings(args: argparse.Namespace) -> EngineSettings:
     if not (memory == 0 or 64 <= memory <= 1 << 24):
         raise ConfigError(f"--sqlite-memory-limit-mb must be 0 (no limit) or at least 64, got {memory}")
     return EngineSettings(db_threads=threads, request_time_limit=limit, queue_limit=queue,
-                          sqlite_memory_limit_mb=memory, workers=_workers(args.workers))
+                          sqlite_memory_limit_mb=memory,
+                          workers=_workers(args.workers if args.workers is not None else environ.get("PBFAST_WORKERS")))
 
 
 def _usable_cpus() -> int:
