@@ -187,6 +187,7 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
     parts.listeners.append(Listener("TenantNode", config.http_addr, node, uds=node_socket))
     parts.listeners.append(Listener("TenantNode", config.http_addr, WorkerHub(node, cluster_token), uds=hub_socket))
     memory_mb = max(64, engine.sqlite_memory_limit_mb // engine.workers) if engine.sqlite_memory_limit_mb else 0
+    queue_limit = max(1, engine.queue_limit // engine.workers)  # a tenant's waiting requests, over all workers
     data_dir = str(config.data_dir.resolve())
     node_id = config.node_id
 
@@ -196,11 +197,12 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
             port=listen.port, hub_socket=str(hub_socket), node_socket=str(node_socket), shm_fd=shm_fd,
             wake_fd=wake_fd, cluster_token=cluster_token, replicated=node.replicator is not None,
             db_threads=engine.db_threads, request_time_limit=engine.request_time_limit,
-            queue_limit=engine.queue_limit, sqlite_memory_limit_mb=memory_mb, log_level=config.log_level,
+            queue_limit=queue_limit, sqlite_memory_limit_mb=memory_mb, log_level=config.log_level,
             log_format=config.log_format)
 
     supervisor = WorkerSupervisor(engine.workers, node.shared, settings_for)
     node.metrics.workers = lambda: (supervisor.running, supervisor.restarts)
+    parts.startups.append(supervisor.start)  # listening before the node serves or registers
     parts.tasks.append(supervisor.run)
     parts.closers.append(supervisor.stop)  # closers run in reverse: the workers stop before the tenants close
     parts.closers.insert(0, lambda: shutil.rmtree(private, ignore_errors=True))

@@ -58,6 +58,7 @@ class WorkerCounter:
     DB_QUEUED = 8  # gauge: jobs waiting for a database thread in the worker
     OPEN_TENANTS = 9  # gauge: tenants the worker has a connection to
     ASKED_MAIN = 10  # requests the worker could not decide alone (admitted and opened by the main process)
+    READY = 11  # 1 once the worker listens on the node's address (0 while it starts)
 
 
 @dataclass(slots=True)

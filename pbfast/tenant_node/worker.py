@@ -44,6 +44,7 @@ from pbfast.primitives import (
 )
 from pbfast.request_ids import WithRequestId, bind_request_id
 from pbfast.tenant_node.db_scheduler import DbScheduler
+from pbfast.tenant_node.shared_state import WorkerCounter
 from pbfast.tenant_node.worker_link import WorkerLink
 from pbfast.tenant_node.worker_serving import WorkerServing, WorkerTenants
 
@@ -90,7 +91,7 @@ class WorkerApp:
         self.counters = WorkerCounters(memory)
         self.db = DbScheduler(settings.db_threads, settings.queue_limit)
         self.api = TenantApi()
-        self.api.on_time_limit = self.db.count_time_limited
+        self.api.on_time_limit = self._time_limited
         self.link = WorkerLink(settings.hub_socket, settings.node_socket, settings.cluster_token)
         self.tenants = WorkerTenants(settings.index, Path(settings.data_dir) / "tenants", self.table,
                                      WorkerAcks(memory), self.counters, self.db, settings.replicated)
@@ -113,6 +114,11 @@ class WorkerApp:
                 await self.router.dispatch(scope, wrapped, on_error=self._log_error)
         finally:
             current_request_id.reset(bound)
+
+    def _time_limited(self, tenant_id: str) -> None:
+        """A request was stopped by its time limit (on a database thread): counted, and published soon."""
+        self.db.count_time_limited(tenant_id)
+        self.serving.loads_changed = True
 
     def _forwarded_by_gateway(self, scope: Scope) -> bool:
         return hmac.compare_digest((scope.headers.get(CLUSTER_TOKEN_HEADER) or "").encode(),
@@ -141,12 +147,27 @@ class WorkerApp:
         while True:
             await asyncio.sleep(LOAD_PUBLISH_SECONDS)
             self.serving.publish_loads()
+            self.serving.loads_changed = False
 
     async def close(self) -> None:
         await self.tenants.close_all()
         self.serving.publish_loads()
         await self.link.aclose()
         self.db.stop()
+
+
+async def _report_ready(settings: WorkerSettings, counters: WorkerCounters) -> None:
+    """Tell the main process once the node's address takes connections (this worker's listener is bound
+    first thing when it starts serving, before the first connect here can succeed)."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(settings.host, settings.port)
+        except OSError:
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        counters.set(settings.index, WorkerCounter.READY, 1)
+        return
 
 
 async def _watch_parent(parent_pid: int) -> None:
@@ -181,6 +202,7 @@ async def run(settings: WorkerSettings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     serving = asyncio.create_task(server.serve(), name="serve")
+    ready = asyncio.create_task(_report_ready(settings, app.counters), name="ready")
     background = [asyncio.create_task(app.tenants.watch(app.woken), name="close-watch"),
                   asyncio.create_task(app.publish_loads(), name="loads"),
                   asyncio.create_task(collect_when_idle(), name="gc-when-idle")]
@@ -196,7 +218,7 @@ async def run(settings: WorkerSettings) -> int:
         log.error("serving failed: %r", serving.exception())
         exit_code = 1
     server.stop()  # type: ignore[no-untyped-call]
-    for task in [*background, parent, stop]:
+    for task in [*background, parent, stop, ready]:
         task.cancel()
     try:
         await asyncio.wait_for(asyncio.shield(serving), STOP_GRACE_SECONDS)

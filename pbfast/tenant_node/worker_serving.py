@@ -186,6 +186,9 @@ class WorkerServing:
         self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
         self._measured_at: dict[str, float] = {}
         self._loads_published: dict[str, TenantLoad] = {}
+        # A rejection or a time limit since the last publication: published when the request ends, so an
+        # operator (and a test) reading /metrics right after sees it (the rest goes once a second).
+        self.loads_changed = False
 
     def _count(self, slot: int) -> None:
         self.counters.add(self.worker, slot)
@@ -200,6 +203,9 @@ class WorkerServing:
             status_class = recorder.status // 100 - 1
             if 0 <= status_class < 5:
                 self._count(WorkerCounter.REQUESTS + status_class)
+            if self.loads_changed:
+                self.loads_changed = False
+                self.publish_loads()
 
     async def _admit(self, tenant_id: str, epoch: int) -> Entry:
         """The tenant's entry once the request is admitted under ``epoch`` and its tenant is open (asking the
@@ -257,6 +263,7 @@ class WorkerServing:
                 await self._handle(tenant, path, scope, proto, time_limit, max_bytes)
         except TenantBusy:
             self._count(WorkerCounter.QUEUE_REJECTED)
+            self.loads_changed = True
             raise ApiError(429, "Too many requests for this tenant are waiting; retry shortly.",
                            headers=[("retry-after", "1")]) from None
         if writes:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pbfast.logs import component_logger
-from pbfast.tenant_node.shared_state import SharedState
+from pbfast.tenant_node.shared_state import SharedState, WorkerCounter
 from pbfast.tenant_node.worker import WorkerSettings
 
 __all__ = ["WorkerSupervisor"]
@@ -36,6 +36,8 @@ STOP_SECONDS = 4.0  # a stopping worker finishes its requests in flight (2 s) an
 HEALTHY_SECONDS = 10.0  # a worker that lived this long did not die "at once"
 MIN_RESTART_DELAY_SECONDS = 0.2
 MAX_RESTART_DELAY_SECONDS = 10.0
+READY_SECONDS = 30.0  # a worker imports pbfast and binds the port: ~0.5 s on an idle machine
+READY_POLL_SECONDS = 0.02
 
 # Settings of worker ``index`` with its descriptors of the shared memory and of its wake-up pipe.
 SettingsFor = Callable[[int, int, int], WorkerSettings]
@@ -65,6 +67,7 @@ class WorkerSupervisor:
         return sum(1 for worker in self.workers if worker.process is not None and worker.process.returncode is None)
 
     async def _start(self, worker: _Worker) -> None:
+        self.shared.counters.set(worker.index, WorkerCounter.READY, 0)
         read_end, write_end = os.pipe()
         os.set_blocking(write_end, False)
         settings = self.settings_for(worker.index, self.shared.memory.fd, read_end)
@@ -93,11 +96,27 @@ class WorkerSupervisor:
             worker.wake_fd = None
         worker.process = None
 
-    async def run(self) -> None:
-        """Start the workers and keep them running (a task of the node's main process)."""
+    async def start(self) -> None:
+        """Start the workers and wait until they listen (a start-up step of the node's main process: its
+        own listeners, and its registration with the control plane, come after), at most
+        :data:`READY_SECONDS`."""
         for worker in self.workers:
             await self._start(worker)
+        deadline = time.monotonic() + READY_SECONDS
+        while not all(self._ready(worker) for worker in self.workers):
+            if time.monotonic() > deadline:
+                log.warning("worker processes not listening after %.0f s; going on", READY_SECONDS)
+                break
+            if any(worker.process is None or worker.process.returncode is not None for worker in self.workers):
+                raise OSError("a worker process ended while starting (see its log lines above)")
+            await asyncio.sleep(READY_POLL_SECONDS)
         log.info("%d worker processes serve tenant requests", len(self.workers))
+
+    def _ready(self, worker: _Worker) -> bool:
+        return self.shared.counters.row(worker.index)[WorkerCounter.READY] == 1
+
+    async def run(self) -> None:
+        """Keep the workers running (a task of the node's main process, after :meth:`start`)."""
         await asyncio.gather(*(self._keep(worker) for worker in self.workers))
 
     async def _keep(self, worker: _Worker) -> None:
