@@ -6,7 +6,8 @@ spreads them over the workers (``pbfast_node_worker_requests_total`` shows each 
 - a tenant's daily request quota is exact across the workers;
 - a worker killed with -9 is started again, and no write it acknowledged is lost;
 - a move releases the tenant from every worker while they serve it: afterwards the old node answers
-  "moved" from every worker and the new node has every write the old one acknowledged.
+  "moved" from every worker and the new node has every write the old one acknowledged, a write that was
+  still waiting for SQLite's lock when the release began included.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import httpx
 import pytest
 
@@ -201,3 +203,45 @@ def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_pr
     assert epoch_b > epoch
     stored = {str(item["id"]) for item in _notes(url_b, "mv", epoch_b, token)}
     assert set(acknowledged) <= stored, set(acknowledged) - stored
+
+
+def test_a_release_waits_for_a_write_a_worker_has_in_flight(pbfast_process: Start, tmp_path: Path, s3: str) -> None:
+    """A worker's write that waits for SQLite's write lock (held here, by another connection) when the tenant
+    is moved away: the release waits for it, so the new node has it once it was acknowledged."""
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    cp_addr = f"127.0.0.1:{cp.http_port}"
+    storage = (f"--s3-endpoint={s3}", f"--s3-bucket={BUCKET}")
+    _, url_a = start_node(pbfast_process, "node-a", cp_addr, tmp_path, (*WORKERS, *storage), S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
+    epoch = _create_tenant(cp.url, "held")
+    _, url_b = start_node(pbfast_process, "node-b", cp_addr, tmp_path, storage, S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
+    token = _owner_token(url_a, "held", epoch)
+    forwarded_ok(url_a, "held", epoch, "POST", "/api/collections", token,
+                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
+                  "fields": [{"name": "n", "type": "text"}]})
+    forwarded_ok(url_a, "held", epoch, "POST", "/api/collections/notes/records", json={"n": "before"})
+
+    lock = apsw.Connection(str(tmp_path / "node-a" / "tenants" / "held" / "data.db"))
+    lock.setbusytimeout(5000)
+    lock.execute("BEGIN IMMEDIATE")  # the write lock: the worker's create waits for it
+    answers: dict[str, httpx.Response] = {}
+    create = threading.Thread(target=lambda: answers.update(create=forwarded(
+        url_a, "held", epoch, "POST", "/api/collections/notes/records", json={"n": "in-flight"}, timeout=60)))
+    move = threading.Thread(target=lambda: answers.update(move=httpx.post(
+        f"{cp.url}/api/cp/tenants/held/move", headers=ADMIN, json={"nodeId": "node-b"}, timeout=90)))
+    try:
+        create.start()
+        time.sleep(0.5)  # the create is waiting for the lock
+        move.start()
+        time.sleep(1.5)  # the release has begun
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    create.join()
+    move.join()
+    assert answers["move"].status_code == 200, answers["move"].text
+    assert answers["create"].status_code == 200, answers["create"].text
+    epoch_b = tenant(cp.url, "held")["epoch"]
+    stored = {str(item["n"]) for item in _notes(url_b, "held", epoch_b, token)}
+    assert stored == {"before", "in-flight"}
