@@ -54,7 +54,7 @@ def _wrk(url: str, script: Path | None, connections: int, seconds: float) -> sub
 @needs_tools("wrk")
 def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) -> None:
     data_dir = tmp_path / "pbfast"
-    _, cp, gw = start_all_in_one(pbfast_process, data_dir, (f"--workers={WORKERS}",))
+    _, cp, gw = start_all_in_one(pbfast_process, data_dir, f"--workers={WORKERS}")
     record = ""
     for tenant in ("noisy", "quiet"):
         create_tenant(cp, gw, tenant, {"superuser": SUPERUSER})

@@ -29,6 +29,8 @@ DEFAULT_REQUEST_TIME_LIMIT_SECONDS = 10.0
 DEFAULT_TENANT_QUEUE_LIMIT = 256
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
+DEFAULT_REALTIME_PER_TENANT = 5_000  # open realtime (SSE) streams of one tenant on a node
+DEFAULT_REALTIME_PER_NODE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,8 @@ class EngineSettings:
     ``request_time_limit``: seconds of database work one request may take (0: none), unless the tenant's own
     ``requestTimeLimitMs`` says otherwise; ``queue_limit``: requests of one tenant waiting for a worker before
     more get 429; ``sqlite_memory_limit_mb``: SQLite's process-wide hard heap limit (0: none; its soft limit,
-    where caches shrink, is three quarters of it); ``workers``: worker processes serving tenant requests
+    where caches shrink, is three quarters of it); ``realtime_per_tenant``/``realtime_per_node``: open realtime
+    streams allowed (more get 429, see docs/realtime.md); ``workers``: worker processes serving tenant requests
     beside the main process (1: none, the main process serves them; see :mod:`pbfast.tenant_node.workers`),
     each with ``db_threads`` threads and its share of the memory limit.
     """
@@ -69,6 +72,8 @@ class EngineSettings:
     queue_limit: int = DEFAULT_TENANT_QUEUE_LIMIT
     sqlite_memory_limit_mb: int = 0
     workers: int = DEFAULT_WORKERS
+    realtime_per_tenant: int = DEFAULT_REALTIME_PER_TENANT
+    realtime_per_node: int = DEFAULT_REALTIME_PER_NODE
 
 
 class ConfigError(ValueError):

@@ -16,7 +16,7 @@ import os
 import secrets
 import string
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
@@ -25,6 +25,9 @@ from pbfast.pocketbase import collections
 from pbfast.pocketbase.collections import Collection, CollectionMap
 from pbfast.pocketbase.collections.version import schema_version
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
+
+if TYPE_CHECKING:
+    from pbfast.pocketbase.realtime import RealtimeBus
 
 __all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "new_record_id"]
 
@@ -89,6 +92,7 @@ class Tenant:
         self.conn = connection
         self.time_limit = TimeLimit(connection)
         self.closed = False
+        self.realtime: RealtimeBus | None = None  # where its committed record changes go (realtime events)
         # Other connections may change the collections (a node's worker processes): checked on each request.
         self.shared_schema = False
         self.schema_version = 0

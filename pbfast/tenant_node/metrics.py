@@ -84,6 +84,8 @@ class NodeGauges:
     db_threads: int = 0
     db_queued: int = 0
     db_load: dict[str, TenantLoad] = field(default_factory=dict)
+    realtime_streams: int = 0
+    realtime_dropped: int = 0
 
 
 class NodeMetrics:
@@ -179,6 +181,10 @@ class NodeMetrics:
         out.single("pbfast_node_db_queued", "gauge", "Database jobs waiting for a thread now.", db_queued)
         out.single("pbfast_node_db_queue_rejections_total", "counter",
                    "Requests refused with 429 because their tenant's database queue was full.", queue_rejections)
+        out.single("pbfast_node_realtime_streams", "gauge", "Open realtime (SSE) streams.", gauges.realtime_streams)
+        out.single("pbfast_node_realtime_dropped_total", "counter",
+                   "Realtime clients dropped because their queue overflowed (they did not keep up).",
+                   gauges.realtime_dropped)
         if self.shared is not None:
             running, restarts = self.workers() if self.workers is not None else (0, 0)
             out.single("pbfast_node_workers", "gauge", "Worker processes serving tenant requests.", running)

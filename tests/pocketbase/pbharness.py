@@ -95,7 +95,7 @@ class Backend:
         self.superuser_token = response.json()["token"]
 
 
-def start_all_in_one(start: object, data_dir: Path, extra: tuple[str, ...] = ()) -> tuple[PbfastProcess, str, str]:
+def start_all_in_one(start: object, data_dir: Path, *extra: str) -> tuple[PbfastProcess, str, str]:
     cp_port, gw_port = free_port(), free_port()
     process = start([  # type: ignore[operator]
         "serve", f"--data-dir={data_dir}", f"--http-addr=127.0.0.1:{cp_port}", f"--gateway-addr=127.0.0.1:{gw_port}",
