@@ -4,6 +4,7 @@ spreads them over the workers (``pbfast_node_worker_requests_total`` shows each 
 
 - a schema change made through one worker is seen by the other, which had the tenant open already;
 - a tenant's daily request quota is exact across the workers;
+- realtime is refused with a clear 503 (not yet served across workers);
 - a worker killed with -9 is started again, and no write it acknowledged is lost;
 - a move releases the tenant from every worker while they serve it: afterwards the old node answers
   "moved" from every worker and the new node has every write the old one acknowledged, a write that was
@@ -103,6 +104,11 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
         assert created.status_code == 200 and created.json()["m"] == index, created.text
     listed = _worker_requests(url)
     assert all(now > then for now, then in zip(listed, opened)), listed
+
+    # Realtime is refused clearly (a stream on one worker would miss the other's changes), not half served.
+    for method in ("GET", "POST"):
+        refused = forwarded(url, "w", epoch, method, "/api/realtime", json={} if method == "POST" else None)
+        assert refused.status_code == 503 and "worker processes" in refused.json()["message"], refused.text
 
     # One daily request quota for all the workers.
     quota_epoch = _create_tenant(cp.url, "q", apiRequestsQuota=25)

@@ -35,6 +35,7 @@ from pbfast.primitives import SharedQuotas, SharedTenantTable, WorkerAcks, Worke
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, TenantLoad
 from pbfast.tenant_node.ownership import moved
 from pbfast.tenant_node.replication import NO_AUTOCHECKPOINT
+from pbfast.tenant_node.serving import REALTIME_PATH
 from pbfast.tenant_node.shared_state import (
     ASSIGNED,
     DURABLE,
@@ -47,7 +48,7 @@ from pbfast.tenant_node.shared_state import (
 )
 from pbfast.tenant_node.worker_link import WorkerLink
 
-__all__ = ["WorkerServing", "WorkerTenants"]
+__all__ = ["REALTIME_UNAVAILABLE", "WorkerServing", "WorkerTenants"]
 
 log = component_logger("TenantWorker")
 
@@ -55,6 +56,7 @@ CLOSE_POLL_SECONDS = 0.1  # the table's close sequence is read this often beside
 STORAGE_MEASURE_SECONDS = 1.0
 _INDEX, _GENERATION, _FLAGS, _EPOCH, _RELEASED, _TIME_LIMIT_MS, _MAX_BYTES = range(7)
 _READS = ("GET", "HEAD", "OPTIONS")
+REALTIME_UNAVAILABLE = "Realtime is not available on this node: it serves tenants with worker processes (--workers > 1)."
 
 Entry = tuple[int, int, int, int, int, int, int]
 
@@ -242,6 +244,10 @@ class WorkerServing:
         return entry
 
     async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+        if path == REALTIME_PATH:
+            # A stream held by one worker would miss the record changes the others commit: not served (yet)
+            # rather than silently incomplete.
+            raise ApiError(503, REALTIME_UNAVAILABLE)
         entry = await self._admit(tenant_id, epoch)
         flags = entry[_FLAGS]
         if flags & IMPORTING:
