@@ -22,7 +22,7 @@ from pbfast.pocketbase.apis.request import (
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.records import Row, RuleError, Viewer
 
-__all__ = ["auth_refresh", "auth_with_password"]
+__all__ = ["auth_collection", "auth_refresh", "auth_with_password"]
 
 log = component_logger("TenantNode")
 
@@ -34,7 +34,7 @@ _LENGTH_1_255: Final[dict[str, Any]] = {"code": "validation_length_out_of_range"
 
 
 def auth_with_password(request: TenantRequest) -> None:
-    collection = _auth_collection(request)
+    collection = auth_collection(request)
     password_auth = collection.auth.password_auth
     if not password_auth.enabled and collection.name != SUPERUSERS:
         raise ApiError(403, "The collection is not configured to allow password authentication.")
@@ -95,7 +95,7 @@ def auth_refresh(request: TenantRequest) -> None:
     _auth_response(request, collection, current.record, token)
 
 
-def _auth_collection(request: TenantRequest) -> Collection:
+def auth_collection(request: TenantRequest) -> Collection:
     """The path's collection as PocketBase's auth routes find it: missing → 404 (their rate-limit
     middleware's wording), not an auth collection → 404."""
     collection = collection_of(request, MISSING_OR_INVALID_COLLECTION)
