@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import apsw
 import httpx
+import orjson
 import pytest
 
 from differential import Step, compare
-from pbharness import Backend
-from test_differential import fixture_ids
+from pbharness import SUPERUSER, Backend, stock_pocketbase_server
+from test_differential import USER1, fixture_ids
 
 G = None  # a guest step
 # auth-methods' OAuth2 links hold a fresh state and PKCE pair: compare everything else.
@@ -47,6 +50,69 @@ SCENARIOS: dict[str, list[Step]] = {
         Step("password off listed", "GET", "/api/collections/clients/auth-methods?fields=password,emailPassword",
              auth=G),
         Step("method not allowed", "POST", "/api/collections/clients/auth-methods", auth=G),
+    ],
+    "settings": [
+        Step("guest", "GET", "/api/settings", auth=G),
+        Step("user", "GET", "/api/settings", headers=USER1, auth=G),
+        Step("superuser", "GET", "/api/settings"),
+        Step("fields", "GET", "/api/settings?fields=meta.appName,batch"),
+        Step("guest update", "PATCH", "/api/settings", {"meta": {"appName": "x"}}, auth=G),
+        Step("user update", "PATCH", "/api/settings", {"meta": {"appName": "x"}}, headers=USER1, auth=G),
+        Step("invalid meta", "PATCH", "/api/settings", {"meta": {
+            "appName": "", "appURL": "notaurl", "senderName": "x" * 256, "senderAddress": "bad", "accentColor": "#12"}}),
+        Step("invalid ips and logs", "PATCH", "/api/settings", {
+            "meta": {"accentColor": "zzzzzzz"}, "superuserIPs": ["", "1.2.3.4/99", "abc", "10.0.0.0/8", "::1"],
+            "logs": {"maxDays": -1, "maxDataSize": -5, "minLevel": -100}}),
+        Step("smtp enabled blank", "PATCH", "/api/settings",
+             {"smtp": {"enabled": True, "host": "", "port": 0, "authMethod": "x", "localName": "a b"}}),
+        Step("smtp bad host", "PATCH", "/api/settings", {"smtp": {"host": "bad host", "port": -1}}),
+        Step("s3 and backups", "PATCH", "/api/settings", {
+            "s3": {"enabled": True}, "backups": {"cron": "bad", "cronMaxKeep": 0, "s3": {"enabled": True, "endpoint": "x"}}}),
+        *[Step(f"cron {cron!r}", "PATCH", "/api/settings?fields=backups", {"backups": {"cron": cron, "cronMaxKeep": 2}})
+          for cron in ("61 * * * *", "*/0 * * * *", "5/2 * * * *", "1-2-3 * * * *", "3-1 * * * *", "x * * * *",
+                       "*/5 1-3 * * 1,2", "@daily", "0 0 32 * *", "0 24 * * *", "a/b * * * *", "")],
+        Step("cron without keep", "PATCH", "/api/settings", {"backups": {"cron": "* * * * *", "cronMaxKeep": 0}}),
+        Step("keep below one", "PATCH", "/api/settings", {"backups": {"cron": "@daily", "cronMaxKeep": -1}}),
+        Step("batch invalid", "PATCH", "/api/settings",
+             {"batch": {"enabled": True, "maxRequests": 0, "timeout": -1, "maxBodySize": -1}}),
+        Step("rate limits without rules", "PATCH", "/api/settings", {"rateLimits": {"enabled": True, "rules": []}}),
+        Step("rate limit rules invalid", "PATCH", "/api/settings", {"rateLimits": {"enabled": True, "rules": [
+            {"label": "", "maxRequests": 0, "duration": 0, "audience": "x"}, {"label": "a b c"},
+            {"label": "/api/", "duration": 1, "maxRequests": 1}, {"label": "/api/", "duration": 1, "maxRequests": 1}],
+            "excludedIPs": ["", "x"]}}),
+        Step("rate limit rules conflict", "PATCH", "/api/settings", {"rateLimits": {"rules": [
+            {"label": "/api/", "duration": 1, "maxRequests": 1},
+            {"label": "/api/", "audience": "@guest", "duration": 1, "maxRequests": 1},
+            {"label": "/api", "duration": 1, "maxRequests": 1}]}}),
+        *[Step(f"body {raw!r}", "PATCH", "/api/settings", raw=raw) for raw in (
+            b'{"meta":{"appName":5}}', b"[]", b"nul", b'{"batch":{"timeout":1.5}}', b'{"batch":{"timeout":"5"}}',
+            b'{"batch":{"enabled":1}}', b'{"superuserIPs":"x"}', b'{"rateLimits":{"rules":{}}}')],
+        Step("meta null", "PATCH", "/api/settings", {"meta": None}),
+        Step("appName null", "PATCH", "/api/settings", {"meta": {"appName": None}}),
+        Step("unchanged after failures", "GET", "/api/settings"),
+        Step("update", "PATCH", "/api/settings", {
+            "meta": {"appName": "renamed", "appURL": "https://example.com", "senderAddress": "no-reply@example.com",
+                     "hideControls": True, "accentColor": "#abcdef"},
+            "smtp": {"enabled": True, "host": "127.0.0.1", "port": 2525, "username": "u", "password": "secret-pw",
+                     "authMethod": "LOGIN", "tls": False, "localName": "mail.example.com"},
+            "s3": {"enabled": True, "bucket": "b", "region": "r", "endpoint": "https://s3.example.com",
+                   "accessKey": "ak", "secret": "s3-secret", "forcePathStyle": True},
+            "backups": {"cron": "0 3 * * *", "cronMaxKeep": 2, "s3": {"secret": "backup-secret"}},
+            "batch": {"enabled": True, "maxRequests": 10, "timeout": 2, "maxBodySize": 1024},
+            "rateLimits": {"enabled": True, "excludedIPs": ["127.0.0.1", "10.0.0.0/8"], "rules": [
+                {"label": "users:auth", "audience": "@guest", "duration": 60, "maxRequests": 5},
+                {"label": "POST /api/collections/", "duration": 1, "maxRequests": 10}]},
+            "trustedProxy": {"headers": ["X-Real-IP"], "useLeftmostIP": True},
+            "logs": {"maxDays": 7, "minLevel": -4, "logIP": True, "logAuthId": True, "maxDataSize": 100},
+            "superuserIPs": ["127.0.0.1", "::1", "10.0.0.0/8"], "unknown": {"x": 1}}),
+        Step("secrets kept by a partial update", "PATCH", "/api/settings?fields=smtp,s3,backups",
+             {"smtp": {"port": 2526}, "s3": {"enabled": False}}),
+        Step("secret required when enabled", "PATCH", "/api/settings?fields=s3",
+             {"s3": {"enabled": True, "secret": ""}}),
+        Step("after update", "GET", "/api/settings"),
+        Step("case-insensitive keys", "PATCH", "/api/settings?fields=meta", {"META": {"APPNAME": "upper"}}),
+        # A body of `null` makes PocketBase 0.40.6 answer 500 (its settings become nil); pbfast changes nothing.
+        Step("empty body", "PATCH", "/api/settings?fields=meta.appName", raw=b""),
     ],
 }
 
@@ -96,3 +162,39 @@ def test_oauth2_login_links_match_pocketbase(stock_pocketbase: Backend, pbfast_f
         assert response.status_code == 200, response.text
     for collection in ("users", "clients"):
         assert _login_links(pbfast_fixture_tenant, collection) == _login_links(stock_pocketbase, collection)
+
+
+def _stored_settings(data_db: Path) -> tuple[str, bytes]:
+    connection = apsw.Connection(str(data_db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        kind, value = connection.execute("SELECT typeof(value), value FROM _params WHERE id = 'settings'").fetchone()
+    finally:
+        connection.close()
+    return kind, value
+
+
+def test_settings_stored_as_pocketbase_stores_them(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend,
+                                                   tmp_path: Path) -> None:
+    """The same update leaves the same ``_params`` row (secrets included) in both data dirs, and the row
+    pbfast wrote opens in stock PocketBase with the same settings."""
+    update = {"smtp": {"enabled": True, "host": "127.0.0.1", "port": 2525, "password": "pw"},
+              "s3": {"secret": "s3-secret"}, "backups": {"s3": {"secret": ""}}, "batch": {"maxBodySize": 7}}
+    answers = []
+    for backend in (stock_pocketbase, pbfast_fixture_tenant):
+        response = httpx.patch(f"{backend.url}/api/settings", json=update,
+                               headers={"Authorization": backend.superuser_token}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert "password" not in response.json()["smtp"] and "secret" not in response.json()["s3"]
+        answers.append(response.json())
+    assert answers[0] == answers[1]
+    stock_row = _stored_settings(tmp_path / "stock" / "data.db")
+    pbfast_row = _stored_settings(tmp_path / "pbfast" / "tenants" / "fixture" / "data.db")
+    assert pbfast_row == stock_row
+    assert orjson.loads(pbfast_row[1])["smtp"]["password"] == "pw"
+
+    exported = tmp_path / "exported"
+    shutil.copytree(tmp_path / "pbfast" / "tenants" / "fixture", exported)
+    with stock_pocketbase_server(exported) as url:
+        token = httpx.post(f"{url}/api/collections/_superusers/auth-with-password", json=SUPERUSER,
+                           timeout=30).json()["token"]
+        assert httpx.get(f"{url}/api/settings", headers={"Authorization": token}).json() == answers[1]
