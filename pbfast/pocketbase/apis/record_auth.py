@@ -22,7 +22,7 @@ from pbfast.pocketbase.apis.request import (
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.records import Row, RuleError, Viewer
 
-__all__ = ["auth_collection", "auth_refresh", "auth_with_password"]
+__all__ = ["auth_collection", "auth_refresh", "auth_response", "auth_with_password"]
 
 log = component_logger("TenantNode")
 
@@ -79,7 +79,7 @@ def auth_with_password(request: TenantRequest) -> None:
             break
     if row is None or not auth.verify_password(password, str(row.get("password", ""))):
         raise ApiError(400, "Failed to authenticate.")
-    _auth_response(request, collection, row, auth_method=mfa.PASSWORD_METHOD, body=body)
+    auth_response(request, collection, row, auth_method=mfa.PASSWORD_METHOD, body=body)
 
 
 def auth_refresh(request: TenantRequest) -> None:
@@ -92,7 +92,7 @@ def auth_refresh(request: TenantRequest) -> None:
     token = None
     if not current.refreshable:
         token = current.token  # non-refreshable tokens (e.g. impersonation) are returned as they are
-    _auth_response(request, collection, current.record, token)
+    auth_response(request, collection, current.record, token)
 
 
 def auth_collection(request: TenantRequest) -> Collection:
@@ -104,7 +104,7 @@ def auth_collection(request: TenantRequest) -> Collection:
     return collection
 
 
-def _auth_response(request: TenantRequest, collection: Collection, row: Row, token: str | None = None,
+def auth_response(request: TenantRequest, collection: Collection, row: Row, token: str | None = None,
                    auth_method: str = "", body: dict[str, Any] | None = None) -> None:
     """PocketBase's ``recordAuthResponse``: the collection's ``authRule`` must hold for the record
     (evaluated for the requester; superusers always pass), then MFA for an ``auth_method`` (a first
