@@ -20,8 +20,8 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
-from pbfast.pocketbase.apis import (collections, health, record_auth, record_auth_methods, record_auth_otp, records,
-                                    settings)
+from pbfast.pocketbase.apis import (collections, health, record_auth, record_auth_impersonate, record_auth_methods,
+                                    record_auth_otp, records, settings)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
@@ -68,6 +68,7 @@ class TenantApi:
         add("GET", "/api/collections/{collection}/auth-methods", record_auth_methods.auth_methods)
         add("POST", "/api/collections/{collection}/request-otp", record_auth_otp.request_otp)
         add("POST", "/api/collections/{collection}/auth-with-otp", record_auth_otp.auth_with_otp)
+        add("POST", "/api/collections/{collection}/impersonate/{id}", record_auth_impersonate.impersonate)
         add("GET", "/api/settings", settings.settings_list)
         add("PATCH", "/api/settings", settings.settings_update)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -147,6 +148,30 @@ SCENARIOS: dict[str, list[Step]] = {
         Step("auth with another collection's id", "POST", "/api/collections/clients/auth-with-otp",
              {"otpId": "<new-1>", "password": "12345678"}, auth=G),
     ],
+    "impersonate": [
+        Step("guest", "POST", "/api/collections/users/impersonate/4q1xlclmfloku33", {}, auth=G),
+        Step("auth record", "POST", "/api/collections/users/impersonate/4q1xlclmfloku33", {}, headers=USER1, auth=G),
+        Step("auth record, missing collection", "POST", "/api/collections/missing/impersonate/x", {},
+             headers=USER1, auth=G),
+        Step("missing collection", "POST", "/api/collections/missing/impersonate/x", {}),
+        Step("not an auth collection", "POST", "/api/collections/demo1/impersonate/x", {}),
+        Step("missing record", "POST", "/api/collections/users/impersonate/nope", {}),
+        Step("negative duration", "POST", "/api/collections/users/impersonate/4q1xlclmfloku33", {"duration": -1}),
+        *[Step(f"body {raw!r}", "POST", "/api/collections/users/impersonate/4q1xlclmfloku33", raw=raw)
+          for raw in (b'{"duration":"x"}', b'{"duration":1.5}', b"[]", b'{"duration":true}')],
+        Step("user with mfa", "POST", "/api/collections/users/impersonate/4q1xlclmfloku33", {"duration": 100}),
+        Step("default duration", "POST", "/api/collections/users/impersonate/oap640cot4yru2s?fields=record.email,token",
+             raw=b""),
+        Step("nologin", "POST", "/api/collections/nologin/impersonate/dc49k6jgejn40h3", {"duration": 1000}),
+        Step("superuser", "POST", "/api/collections/_superusers/impersonate/sywbhecnh46rhm0?fields=record.email",
+             {"duration": 50}),
+        Step("refresh keeps the token", "POST", "/api/collections/users/auth-refresh?fields=token,record.id",
+             auth="as:user with mfa"),
+        Step("acts as the user", "GET", "/api/collections/users/records/4q1xlclmfloku33?fields=id,email",
+             auth="as:user with mfa"),
+        Step("user cannot impersonate", "POST", "/api/collections/users/impersonate/oap640cot4yru2s", {},
+             auth="as:user with mfa"),
+    ],
 }
 
 
@@ -231,3 +256,25 @@ def test_settings_stored_as_pocketbase_stores_them(stock_pocketbase: Backend, pb
         token = httpx.post(f"{url}/api/collections/_superusers/auth-with-password", json=SUPERUSER,
                            timeout=30).json()["token"]
         assert httpx.get(f"{url}/api/settings", headers={"Authorization": token}).json() == answers[1]
+
+
+def _claims(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
+
+
+def test_impersonation_token_lasts_the_requested_duration(stock_pocketbase: Backend,
+                                                          pbfast_fixture_tenant: Backend) -> None:
+    for duration, expected in ((100, 100), (0, 1209600)):  # 0: the users collection's authToken duration
+        claims = []
+        for backend in (stock_pocketbase, pbfast_fixture_tenant):
+            before = int(time.time())
+            response = httpx.post(f"{backend.url}/api/collections/users/impersonate/4q1xlclmfloku33",
+                                  json={"duration": duration}, headers={"Authorization": backend.superuser_token},
+                                  timeout=30)
+            assert response.status_code == 200, response.text
+            token_claims = _claims(response.json()["token"])
+            assert before + expected <= int(token_claims.pop("exp")) <= int(time.time()) + expected  # type: ignore[call-overload]
+            claims.append(token_claims)
+        assert claims[0] == claims[1] == {"collectionId": "_pb_users_auth_", "id": "4q1xlclmfloku33",
+                                          "refreshable": False, "type": "auth"}
