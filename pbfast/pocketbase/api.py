@@ -110,6 +110,7 @@ class TenantApi:
             if tenant.closed:  # closed (moved, evicted) while the request waited for its turn
                 raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
             with tenant.time_limit.running(time_limit):
+                settings.check_superuser_ip(request)
                 handler(request)
         except ApiError as err:
             send_error(proto, err.status, err.message, err.data, err.headers)

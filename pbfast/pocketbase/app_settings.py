@@ -104,6 +104,7 @@ class Settings:
     smtp: SmtpSettings
     batch: BatchSettings
     logs: LogsSettings
+    superuser_ips: tuple[str, ...]  # IPs and CIDR subnets superusers may act from (empty: any)
 
     @staticmethod
     def of(document: Mapping[str, Any]) -> Settings:
@@ -114,7 +115,24 @@ class Settings:
                          smtp["authMethod"], smtp["tls"], smtp["localName"]),
             BatchSettings(batch["enabled"], batch["maxRequests"], batch["timeout"], batch["maxBodySize"]),
             LogsSettings(logs["maxDays"], logs["minLevel"], logs["logIP"], logs["logAuthId"]),
+            tuple(document["superuserIPs"]),
         )
+
+    def superuser_ip_allowed(self, ip: str) -> bool:
+        """PocketBase's ``isIPInList`` over ``superuserIPs`` (an empty list allows every address)."""
+        if not self.superuser_ips:
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        for entry in self.superuser_ips:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
 
 
 # -- storage -------------------------------------------------------------------------------------------

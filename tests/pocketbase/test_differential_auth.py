@@ -172,6 +172,22 @@ SCENARIOS: dict[str, list[Step]] = {
         Step("user cannot impersonate", "POST", "/api/collections/users/impersonate/oap640cot4yru2s", {},
              auth="as:user with mfa"),
     ],
+    "superuser ips": [
+        Step("allowed list with this address", "PATCH", "/api/settings?fields=superuserIPs",
+             {"superuserIPs": ["10.0.0.1", "127.0.0.0/8"]}),
+        Step("still a superuser", "GET", "/api/collections/demo1/records?fields=id&perPage=1"),
+        Step("allowed list without it", "PATCH", "/api/settings?fields=superuserIPs", {"superuserIPs": ["10.0.0.1"]}),
+        Step("settings refused", "GET", "/api/settings"),
+        Step("records refused", "GET", "/api/collections/demo1/records?fields=id&perPage=1"),
+        Step("a forwarded address does not help", "GET", "/api/settings", headers={"X-Forwarded-For": "10.0.0.1"}),
+        Step("superuser login refused", "POST", "/api/collections/_superusers/auth-with-password",
+             {"identity": "test@example.com", "password": "1234567890"}, auth=G),
+        Step("superuser impersonation refused", "POST", "/api/collections/_superusers/impersonate/sywbhecnh46rhm0",
+             {}),
+        Step("guests unaffected", "GET", "/api/collections/demo1/records?fields=id&perPage=1", auth=G),
+        Step("users unaffected", "GET", "/api/collections/users/records/4q1xlclmfloku33?fields=id", headers=USER1,
+             auth=G),
+    ],
 }
 
 

@@ -19,6 +19,7 @@ from pbfast.pocketbase.apis.request import (
     resolver,
     send_with_fields,
 )
+from pbfast.pocketbase.apis.settings import check_superuser_ip
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.records import Row, RuleError, Viewer
 
@@ -109,6 +110,7 @@ def auth_response(request: TenantRequest, collection: Collection, row: Row, toke
     """PocketBase's ``recordAuthResponse``: the collection's ``authRule`` must hold for the record
     (evaluated for the requester; superusers always pass), then MFA for an ``auth_method`` (a first
     method answers ``401 {"mfaId"}``, see :mod:`pbfast.pocketbase.mfa`), then ``{"record", "token"}``."""
+    check_superuser_ip(request, superuser=collection.name == SUPERUSERS)
     if not request.superuser and not _auth_rule_holds(request, collection, row):
         raise ApiError(403, "The request doesn't satisfy the collection requirements to authenticate.")
     if auth_method:

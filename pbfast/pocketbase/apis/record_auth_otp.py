@@ -28,6 +28,7 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings, auth, fields, gocompat, mailer, records
 from pbfast.pocketbase.apis.record_auth import auth_collection, auth_response
 from pbfast.pocketbase.apis.request import TenantRequest, read_body
+from pbfast.pocketbase.apis.settings import client_ip
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.transaction import write_transaction
@@ -161,14 +162,6 @@ class _Attempts:
 _attempts: Final = _Attempts()
 
 
-def _client_ip(request: TenantRequest) -> str:
-    """The address the gateway saw (the last ``x-forwarded-for`` entry it appended), else the peer's."""
-    forwarded = request.header("x-forwarded-for")
-    if forwarded:
-        return forwarded.rsplit(",", 1)[-1].strip()
-    return request.scope.client.rsplit(":", 1)[0]
-
-
 def auth_with_otp(request: TenantRequest) -> None:
     collection = auth_collection(request)
     otps = _otp_collection(collection, request)
@@ -189,7 +182,7 @@ def auth_with_otp(request: TenantRequest) -> None:
     record = records.load_row(tenant, collection, str(otp.get("recordRef") or ""))
     if record is None:
         raise ApiError(400, INVALID_OTP)
-    if not _attempts.allow((tenant.id, str(record["id"]), _client_ip(request))):
+    if not _attempts.allow((tenant.id, str(record["id"]), client_ip(request))):
         raise ApiError(429, TOO_MANY_ATTEMPTS)
     if not auth.verify_password(form["password"], str(otp.get("password") or "")):
         raise ApiError(400, INVALID_OTP)
