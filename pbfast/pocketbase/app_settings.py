@@ -8,6 +8,7 @@ order), so an imported PocketBase data dir keeps its settings and an exported on
   into the current settings: objects merge, arrays and values replace, ``null`` resets to the zero value,
   a value of the wrong type fails the whole body); :func:`validate` gives PocketBase's validation errors.
 - :func:`public_json` is what the API shows: the SMTP password and the S3 secrets never leave the tenant.
+- :func:`on_saved` registers a listener told of every change made through the settings API.
 
 A document that is not JSON (PocketBase can store it encrypted with ``PB_ENCRYPTION``) reads as the
 defaults and is only replaced by a successful ``PATCH``.
@@ -18,9 +19,9 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import apsw
 import orjson
@@ -30,9 +31,12 @@ from pbfast.pocketbase.collections.system import DEFAULT_SETTINGS
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.fields.validators import is_email, is_url
 
+if TYPE_CHECKING:
+    from pbfast.pocketbase.tenant import Tenant
+
 __all__ = ["SETTINGS_ID", "BatchSettings", "LoadError", "LogsSettings", "MetaSettings", "Settings",
-           "SmtpSettings", "load_document", "load_settings", "merge_patch", "public_json", "save_document",
-           "validate"]
+           "SmtpSettings", "load_document", "load_settings", "merge_patch", "notify_saved", "on_saved", "public_json",
+           "save_document", "validate"]
 
 SETTINGS_ID: Final = "settings"
 _RULE_SCHEMA: Final = {"label": "", "audience": "", "duration": 0, "maxRequests": 0}
@@ -168,6 +172,20 @@ def save_document(conn: apsw.Connection, document: Mapping[str, Any]) -> None:
         conn.execute("INSERT INTO _params (id, value, created, updated) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT(id) DO UPDATE SET value = excluded.value, updated = excluded.updated",
                      (SETTINGS_ID, value, now, now))
+
+
+# Called (on the tenant's database thread) after the settings API saved new settings, for modules that keep
+# a tenant's settings at hand (e.g. to size a request body before its handler runs).
+_saved_listeners: list[Callable[[Tenant, Settings], None]] = []
+
+
+def on_saved(listener: Callable[[Tenant, Settings], None]) -> None:
+    _saved_listeners.append(listener)
+
+
+def notify_saved(tenant: Tenant, settings: Settings) -> None:
+    for listener in _saved_listeners:
+        listener(tenant, settings)
 
 
 def _stored_form(value: Any) -> Any:

@@ -63,4 +63,5 @@ def settings_update(request: TenantRequest) -> None:
     if errors:
         raise ApiError(400, SAVE_FAILED, errors)
     app_settings.save_document(conn, document)
+    app_settings.notify_saved(request.tenant, app_settings.Settings.of(document))
     send_with_fields(request, app_settings.public_json(document), sort_keys=False)
