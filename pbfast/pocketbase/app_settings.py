@@ -21,7 +21,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import apsw
 import orjson
@@ -88,10 +88,21 @@ class MetaSettings:
 class BatchSettings:
     """PocketBase's ``BatchConfig`` (``timeout`` seconds; ``max_body_size`` 0: PocketBase's 128 MiB)."""
 
-    enabled: bool
-    max_requests: int
-    timeout: int
-    max_body_size: int
+    enabled: bool = False
+    max_requests: int = 50
+    timeout: int = 3
+    max_body_size: int = 0
+
+    DEFAULT_TIMEOUT: ClassVar[int] = 3
+    DEFAULT_MAX_BODY_SIZE: ClassVar[int] = 128 << 20
+
+    @property
+    def effective_timeout(self) -> int:
+        return self.timeout if self.timeout > 0 else self.DEFAULT_TIMEOUT
+
+    @property
+    def effective_max_body_size(self) -> int:
+        return self.max_body_size if self.max_body_size > 0 else self.DEFAULT_MAX_BODY_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +220,9 @@ def _merge_lenient(target: dict[str, Any], stored: Mapping[str, Any], schema: Ma
     """Stored values over the defaults; a stored value of the wrong type keeps the default."""
     for key, expected in schema.items():
         if key not in stored:
+            continue
+        if isinstance(expected, dict) and isinstance(stored[key], Mapping):
+            _merge_lenient(target[key], stored[key], expected)
             continue
         try:
             target[key] = _decode(stored[key], expected, target[key], key)

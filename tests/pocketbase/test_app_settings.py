@@ -77,3 +77,11 @@ def test_superuser_ip_list(conn: apsw.Connection) -> None:
     settings = app_settings.Settings.of(document)
     assert settings.superuser_ip_allowed("10.1.2.3") and settings.superuser_ip_allowed("::1")
     assert not settings.superuser_ip_allowed("127.0.0.1") and not settings.superuser_ip_allowed("garbage")
+
+
+def test_a_mistyped_stored_value_keeps_only_its_default(conn: apsw.Connection) -> None:
+    stored = {**DEFAULT_SETTINGS, "batch": {"enabled": True, "maxRequests": "many", "timeout": 9}}
+    conn.execute("UPDATE _params SET value = ? WHERE id = 'settings'", (orjson.dumps(stored),))
+    batch = app_settings.load_settings(conn).batch
+    assert batch == app_settings.BatchSettings(enabled=True, max_requests=50, timeout=9, max_body_size=0)
+    assert batch.effective_max_body_size == 128 << 20
