@@ -148,3 +148,43 @@ def test_otp_without_smtp_sends_nothing(pbfast_fixture_tenant: Backend) -> None:
     assert answer.status_code == 200 and len(answer.json()["otpId"]) == 15
     stored = httpx.get(f"{backend.url}/api/collections/_otps/records", headers=_superuser(backend), timeout=30)
     assert stored.json()["totalItems"] == 0
+
+
+def _otp_flow(backend: Backend, mails: Inbox, port: int) -> list[tuple[int, object]]:
+    """OTP then password on users (MFA), then OTP alone on clients for the unverified test2; the answers
+    with their random parts blanked, and the mails' visible parts."""
+    _use_smtp(backend, port)
+    outcomes: list[tuple[int, object]] = []
+
+    def record(response: httpx.Response) -> dict[str, object]:
+        body = response.json()
+        shown = {k: ("<random>" if k in ("otpId", "mfaId", "token") else v) for k, v in body.items()}
+        if isinstance(shown.get("record"), dict):
+            shown["record"] = {k: v for k, v in shown["record"].items() if k not in ("updated",)}
+        outcomes.append((response.status_code, shown))
+        return body  # type: ignore[no-any-return]
+
+    before = len(mails.messages)
+    otp_id = record(_post(backend, f"{USERS}/request-otp", {"email": "test@example.com"}))["otpId"]
+    mail = mails.wait(before + 1)
+    outcomes.append((0, {"to": mail["To"], "from": mail["From"], "subject": mail["Subject"]}))
+    sessions = httpx.get(f"{backend.url}/api/collections/_otps/records?fields=collectionRef,recordRef,sentTo",
+                         headers=_superuser(backend), timeout=30)
+    record(sessions)
+    mfa_id = record(_post(backend, f"{USERS}/auth-with-otp", {"otpId": otp_id, "password": _code(mail)}))["mfaId"]
+    record(_post(backend, f"{USERS}/auth-with-password",
+                 {"identity": "test@example.com", "password": "1234567890", "mfaId": mfa_id}))
+    enabled = httpx.patch(f"{backend.url}{CLIENTS}?fields=otp", json={"otp": {"enabled": True}},
+                          headers=_superuser(backend), timeout=30)
+    record(enabled)
+    otp_id = record(_post(backend, f"{CLIENTS}/request-otp", {"email": "test2@example.com"}))["otpId"]
+    record(_post(backend, f"{CLIENTS}/auth-with-otp", {"otpId": otp_id, "password": _code(mails.wait(before + 2))}))
+    record(_post(backend, f"{CLIENTS}/auth-with-password", {"identity": "test2@example.com", "password": "1234567890"}))
+    return outcomes
+
+
+def test_otp_flow_answers_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend,
+                                        inbox: tuple[Inbox, int]) -> None:
+    mails, port = inbox
+    expected = _otp_flow(stock_pocketbase, mails, port)
+    assert _otp_flow(pbfast_fixture_tenant, mails, port) == expected
