@@ -315,7 +315,7 @@ def _length(low: int, high: int) -> dict[str, Any]:
 
 def _is_host(value: str) -> bool:
     """ozzo ``is.Host``: an IP address or a DNS name."""
-    return _is_ip(value) or (len(value) <= 255 and _DNS_NAME.match(value) is not None)
+    return _is_ip(value) or (len(value) <= 255 and _DNS_NAME.fullmatch(value) is not None)
 
 
 def _is_ip(value: str) -> bool:
@@ -356,7 +356,7 @@ def _meta(meta: Mapping[str, Any]) -> Errors:
     color = meta["accentColor"]
     if color and len(color) != 7:
         errors["accentColor"] = _length(7, 7)
-    elif color and not _HEX_COLOR.match(color):
+    elif color and not _HEX_COLOR.fullmatch(color):
         errors["accentColor"] = {"code": "validation_is_hex_color", "message": "Must be a valid hexadecimal color code."}
     for key in ("appName", "senderName"):
         if not meta[key]:
@@ -414,7 +414,7 @@ def cron_error(expression: str) -> str | None:
 
 
 def _atoi(text: str) -> int:
-    if not re.fullmatch(r"[+-]?\d+", text):
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
         raise ValueError(f'strconv.Atoi: parsing "{text}": invalid syntax')
     return int(text)
 
@@ -498,7 +498,7 @@ def _rate_limit_rule(rule: Mapping[str, Any]) -> Errors:
     errors: Errors = {}
     if not rule["label"]:
         errors["label"] = dict(_BLANK)
-    elif not _RULE_LABEL.match(rule["label"]):
+    elif not _RULE_LABEL.fullmatch(rule["label"]):
         errors["label"] = {"code": "validation_match_invalid", "message": "Must be in a valid format."}
     for key in ("maxRequests", "duration"):
         if not rule[key]:

@@ -67,6 +67,10 @@ SCENARIOS: dict[str, list[Step]] = {
         Step("smtp enabled blank", "PATCH", "/api/settings",
              {"smtp": {"enabled": True, "host": "", "port": 0, "authMethod": "x", "localName": "a b"}}),
         Step("smtp bad host", "PATCH", "/api/settings", {"smtp": {"host": "bad host", "port": -1}}),
+        Step("trailing newlines", "PATCH", "/api/settings", {
+            "smtp": {"host": "host\n", "localName": "x\n"}, "meta": {"accentColor": "#abcde\n"},
+            "rateLimits": {"rules": [{"label": "/api/\n", "duration": 1, "maxRequests": 1}]},
+            "backups": {"cron": "\u0663 * * * *", "cronMaxKeep": 1}}),
         Step("s3 and backups", "PATCH", "/api/settings", {
             "s3": {"enabled": True}, "backups": {"cron": "bad", "cronMaxKeep": 0, "s3": {"enabled": True, "endpoint": "x"}}}),
         *[Step(f"cron {cron!r}", "PATCH", "/api/settings?fields=backups", {"backups": {"cron": cron, "cronMaxKeep": 2}})
