@@ -21,7 +21,7 @@ import apsw
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import (collections, health, realtime, record_auth, record_auth_impersonate,
-                                    record_auth_methods, record_auth_otp, records, settings)
+                                    record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -74,6 +74,7 @@ class TenantApi:
         add("POST", "/api/collections/{collection}/impersonate/{id}", record_auth_impersonate.impersonate)
         add("GET", "/api/settings", settings.settings_list)
         add("PATCH", "/api/settings", settings.settings_update)
+        add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
         add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,

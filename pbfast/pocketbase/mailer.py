@@ -13,14 +13,12 @@ Without SMTP enabled PocketBase falls back to the host's ``sendmail``; a tenant 
 pbfast sends nothing then (as PocketBase on a host without sendmail, where the send fails).
 
 Unlike PocketBase (one app per host), a tenant's SMTP host may not be an address of the node itself
-(loopback, link-local such as cloud metadata, unspecified): :func:`smtp_address`.
+(loopback, link-local such as cloud metadata, unspecified): :mod:`pbfast.pocketbase.egress`.
 """
 
 from __future__ import annotations
 
 import html
-import ipaddress
-import os
 import re
 import smtplib
 import socket
@@ -32,17 +30,15 @@ from email.utils import formataddr
 from typing import Any, Final
 
 from pbfast.logs import component_logger
-from pbfast.pocketbase import gocompat
+from pbfast.pocketbase import egress, gocompat
 from pbfast.pocketbase.app_settings import Settings, SmtpSettings
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.collections.auth_options import EmailTemplate
 
-__all__ = ["ALLOW_LOOPBACK_ENV", "Mail", "SmtpHostRefused", "render_record_mail", "send", "send_in_background",
-           "smtp_address"]
+__all__ = ["Mail", "render_record_mail", "send", "send_in_background"]
 
 log = component_logger("Mailer")
 
-ALLOW_LOOPBACK_ENV: Final = "PBFAST_SMTP_ALLOW_LOOPBACK"
 SMTP_TIMEOUT: Final = 15.0  # seconds for the whole conversation's socket operations
 _NOT_ESCAPED: Final = ("editor",)  # field types whose values are HTML already
 _TAGS: Final = re.compile(r"<[^>]+>")
@@ -87,26 +83,6 @@ def render_record_mail(settings: Settings, collection: Collection, record: dict[
                 _HTML_DOCUMENT.format(content=body))
 
 
-class SmtpHostRefused(OSError):
-    """The tenant's SMTP host resolves to an address of the node itself (loopback, link-local, unspecified)."""
-
-
-def smtp_address(host: str, port: int) -> str:
-    """The address to dial for the tenant's SMTP ``host``, resolved once here (so a DNS answer cannot change
-    between this check and the connection). A tenant's settings must not make the node talk to its own
-    loopback services or to link-local ones (cloud metadata), unless the operator allows it
-    (``PBFAST_SMTP_ALLOW_LOOPBACK=1``, e.g. a relay on the node itself, or tests)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    if not infos:
-        raise OSError(f"{host} does not resolve")
-    address = str(infos[0][4][0])
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    local = ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
-    if local and os.environ.get(ALLOW_LOOPBACK_ENV) != "1":
-        raise SmtpHostRefused(f"SMTP host {host} ({address}) is an address of the node; refused")
-    return address
-
-
 class _PinnedSmtp(smtplib.SMTP):
     """SMTP to an address resolved beforehand (the host name still names the server, e.g. for STARTTLS)."""
 
@@ -133,7 +109,7 @@ class _PinnedSmtpTls(smtplib.SMTP_SSL):
 def send(smtp: SmtpSettings, mail: Mail) -> None:
     """Deliver ``mail`` through ``smtp`` (raises ``smtplib.SMTPException``/``OSError`` on failure)."""
     local_name = smtp.local_name or "localhost"
-    address = smtp_address(smtp.host, smtp.port)
+    address = egress.checked_address(smtp.host, smtp.port)
     client: smtplib.SMTP
     if smtp.tls:
         client = _PinnedSmtpTls(address, local_hostname=local_name, timeout=SMTP_TIMEOUT,

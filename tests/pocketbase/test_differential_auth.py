@@ -192,6 +192,16 @@ SCENARIOS: dict[str, list[Step]] = {
         Step("users unaffected", "GET", "/api/collections/users/records/4q1xlclmfloku33?fields=id", headers=USER1,
              auth=G),
     ],
+    "settings test s3": [
+        Step("guest", "POST", "/api/settings/test/s3", {"filesystem": "storage"}, auth=G),
+        Step("user", "POST", "/api/settings/test/s3", {"filesystem": "storage"}, headers=USER1, auth=G),
+        Step("blank", "POST", "/api/settings/test/s3", {}),
+        Step("unknown filesystem", "POST", "/api/settings/test/s3", {"filesystem": "x"}),
+        Step("not a string", "POST", "/api/settings/test/s3", {"filesystem": 5}),
+        Step("not an object", "POST", "/api/settings/test/s3", raw=b"[]"),
+        Step("storage off", "POST", "/api/settings/test/s3", {"filesystem": "storage"}),
+        Step("backups off", "POST", "/api/settings/test/s3", {"filesystem": "backups"}),
+    ],
 }
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
@@ -15,10 +14,8 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from pbfast.pocketbase.mailer import ALLOW_LOOPBACK_ENV
-
 from helpers import free_port
-from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one
+from pbharness import Backend
 
 USERS = "/api/collections/users"
 CLIENTS = "/api/collections/clients"
@@ -53,22 +50,6 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
         controller.stop()
 
 
-@pytest.fixture
-def smtp_tenant(pbfast_process: object, tmp_path: Path) -> Backend:
-    """``pbfast_fixture_tenant`` on a node allowed to mail through a loopback SMTP server (the test's)."""
-    data_dir = tmp_path / "pbfast"
-    copy_fixture(data_dir / "tenants" / "fixture")
-
-    def start(args: list[str]) -> object:
-        return pbfast_process(args, env={ALLOW_LOOPBACK_ENV: "1"})  # type: ignore[operator]
-
-    _, cp, gw = start_all_in_one(start, data_dir)
-    create_tenant(cp, gw, "fixture")
-    backend = Backend("pbfast", f"{gw}/t/fixture")
-    backend.login()
-    return backend
-
-
 def _superuser(backend: Backend) -> dict[str, str]:
     return {"Authorization": backend.superuser_token}
 
@@ -90,8 +71,8 @@ def _post(backend: Backend, path: str, body: dict[str, object]) -> httpx.Respons
     return httpx.post(backend.url + path, json=body, timeout=30)
 
 
-def test_otp_mail_login_and_mfa(smtp_tenant: Backend, inbox: tuple[Inbox, int]) -> None:
-    backend, (mails, port) = smtp_tenant, inbox
+def test_otp_mail_login_and_mfa(egress_tenant: Backend, inbox: tuple[Inbox, int]) -> None:
+    backend, (mails, port) = egress_tenant, inbox
     _use_smtp(backend, port)
     otp_id = _post(backend, f"{USERS}/request-otp", {"email": "test@example.com"}).json()["otpId"]
     mail = mails.wait(1)
@@ -127,8 +108,8 @@ def test_otp_mail_login_and_mfa(smtp_tenant: Backend, inbox: tuple[Inbox, int]) 
     assert len(mails.messages) == 2
 
 
-def test_otp_guessing_is_limited(smtp_tenant: Backend, inbox: tuple[Inbox, int]) -> None:
-    backend, (mails, port) = smtp_tenant, inbox
+def test_otp_guessing_is_limited(egress_tenant: Backend, inbox: tuple[Inbox, int]) -> None:
+    backend, (mails, port) = egress_tenant, inbox
     _use_smtp(backend, port)
     otp_id = _post(backend, f"{USERS}/request-otp", {"email": "test2@example.com"}).json()["otpId"]
     code = _code(mails.wait(1))
@@ -141,10 +122,10 @@ def test_otp_guessing_is_limited(smtp_tenant: Backend, inbox: tuple[Inbox, int])
                               "status": 429}
 
 
-def test_otp_verifies_the_address(smtp_tenant: Backend, inbox: tuple[Inbox, int]) -> None:
+def test_otp_verifies_the_address(egress_tenant: Backend, inbox: tuple[Inbox, int]) -> None:
     """clients (no MFA): the unverified test2 logs in with a mailed code, becomes verified, and its old
     password stops working (PocketBase resets it against pre-registered accounts)."""
-    backend, (mails, port) = smtp_tenant, inbox
+    backend, (mails, port) = egress_tenant, inbox
     _use_smtp(backend, port)
     enabled = httpx.patch(f"{backend.url}{CLIENTS}", json={"otp": {"enabled": True}}, headers=_superuser(backend),
                           timeout=30)
@@ -202,16 +183,16 @@ def _otp_flow(backend: Backend, mails: Inbox, port: int) -> list[tuple[int, obje
     return outcomes
 
 
-def test_otp_flow_answers_as_pocketbase(stock_pocketbase: Backend, smtp_tenant: Backend,
+def test_otp_flow_answers_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Backend,
                                         inbox: tuple[Inbox, int]) -> None:
     mails, port = inbox
     expected = _otp_flow(stock_pocketbase, mails, port)
-    assert _otp_flow(smtp_tenant, mails, port) == expected
+    assert _otp_flow(egress_tenant, mails, port) == expected
 
 
 def test_tenant_smtp_settings_cannot_reach_the_node_itself(pbfast_fixture_tenant: Backend,
                                                            inbox: tuple[Inbox, int]) -> None:
-    """On a node without PBFAST_SMTP_ALLOW_LOOPBACK a tenant's SMTP host on loopback is refused: the
+    """On a node without PBFAST_ALLOW_LOOPBACK_EGRESS a tenant's SMTP host on loopback is refused: the
     answer is PocketBase's, no connection is made (the loopback server receives nothing)."""
     backend, (mails, port) = pbfast_fixture_tenant, inbox
     _use_smtp(backend, port)
