@@ -243,7 +243,9 @@ def test_oauth2_login_links_match_pocketbase(stock_pocketbase: Backend, pbfast_f
     """The auth URLs carry the same parameters in the same order, with a state and PKCE pair of their own."""
     config = {"oauth2": {"enabled": True, "providers": [
         {"name": "oidc2", "clientId": "c 1", "clientSecret": "s", "authURL": "https://id.example.com/auth?tenant=a", "pkce": False},
-        {"name": "google", "clientId": "g1", "clientSecret": "s", "displayName": "Mine"}]}}
+        {"name": "google", "clientId": "g1", "clientSecret": "s", "displayName": "Mine"},
+        *({"name": name, "clientId": "c", "clientSecret": "s"} for name in (
+            "apple", "discord", "gitea", "gitee", "instagram2", "linear", "planningcenter", "github", "oidc"))]}}
     for backend in (stock_pocketbase, pbfast_fixture_tenant):
         response = httpx.patch(f"{backend.url}/api/collections/clients", json=config,
                                headers={"Authorization": backend.superuser_token}, timeout=30)

@@ -2,7 +2,7 @@
 them (PocketBase's ``tools/auth`` defaults, overridden by the collection's provider config as its
 ``InitProvider`` does).
 
-Only the providers in :data:`CATALOG` are known; PocketBase skips a configured provider it cannot set up,
+Only the providers in :data:`CATALOG` are known (their default links checked against PocketBase's); PocketBase skips a configured provider it cannot set up,
 and so do we for names outside the catalog. Provider logos are not reproduced (``logo`` is empty).
 """
 
@@ -31,6 +31,7 @@ class ProviderDefaults:
     token_url: str = ""
     user_info_url: str = ""
     pkce: bool = True
+    extra_params: tuple[tuple[str, str], ...] = ()  # added to the login link (Apple wants its answer POSTed)
 
 
 _OIDC: Final = ProviderDefaults("OIDC", ("openid", "email", "profile"))
@@ -44,6 +45,16 @@ CATALOG: Final[dict[str, ProviderDefaults]] = {
                                "https://gitlab.com/oauth/token", "https://gitlab.com/api/v4/user"),
     "github": ProviderDefaults("GitHub", ("read:user", "user:email"), "https://github.com/login/oauth/authorize",
                                "https://github.com/login/oauth/access_token", "https://api.github.com/user"),
+    "apple": ProviderDefaults("Apple", ("name", "email"), "https://appleid.apple.com/auth/authorize",
+                              extra_params=(("response_mode", "form_post"),)),
+    "discord": ProviderDefaults("Discord", ("identify", "email"), "https://discord.com/api/oauth2/authorize"),
+    "gitea": ProviderDefaults("Gitea/Forgejo", ("read:user", "user:email"), "https://gitea.com/login/oauth/authorize"),
+    "gitee": ProviderDefaults("Gitee", ("user_info", "emails"), "https://gitee.com/oauth/authorize"),
+    "instagram2": ProviderDefaults("Instagram", ("instagram_business_basic",),
+                                   "https://www.instagram.com/oauth/authorize"),
+    "linear": ProviderDefaults("Linear", ("read",), "https://linear.app/oauth/authorize", pkce=False),
+    "planningcenter": ProviderDefaults("Planning Center", ("people",),
+                                       "https://api.planningcenteronline.com/oauth/authorize"),
     "oidc": _OIDC,
     "oidc2": _OIDC,
     "oidc3": _OIDC,
@@ -88,6 +99,7 @@ def provider_info(config: OAuth2Provider) -> ProviderInfo | None:
     params: dict[str, str] = {"client_id": config.client_id, "response_type": "code", "state": state}
     if defaults.scopes:
         params["scope"] = " ".join(defaults.scopes)
+    params |= dict(defaults.extra_params)
     verifier = challenge = method = ""
     if pkce:
         verifier = random_string(43)
