@@ -2,8 +2,9 @@
 them (PocketBase's ``tools/auth`` defaults, overridden by the collection's provider config as its
 ``InitProvider`` does).
 
-Only the providers in :data:`CATALOG` are known (their default links checked against PocketBase's); PocketBase skips a configured provider it cannot set up,
-and so do we for names outside the catalog. Provider logos are not reproduced (``logo`` is empty).
+Only the providers in :data:`CATALOG` are known (their default links checked against PocketBase's);
+PocketBase skips a configured provider it cannot set up, and so do we for names outside the catalog.
+Provider logos are not reproduced (``logo`` is empty).
 """
 
 from __future__ import annotations
