@@ -161,6 +161,9 @@ def _created_id(outcome: Outcome, runner: Runner) -> str | None:
     if outcome.status == 401 and isinstance(body, dict) and isinstance(body.get("mfaId"), str) \
             and not body["mfaId"].startswith("<new-"):
         return body["mfaId"]  # an MFA session opened by the step
+    if outcome.status == 200 and isinstance(body, dict) and set(body) == {"otpId"} and isinstance(body["otpId"], str) \
+            and not body["otpId"].startswith("<new-"):
+        return body["otpId"]  # a one-time password requested by the step (or the decoy id for an unknown email)
     if outcome.status == 200 and isinstance(body, dict) and isinstance(body.get("id"), str) \
             and "collectionName" in body and body["id"] not in runner.fixture_ids \
             and not body["id"].startswith("<new-"):
