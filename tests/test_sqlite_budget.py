@@ -4,6 +4,7 @@ with the interruption, and the connection's time limit answers as before afterwa
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import apsw
@@ -81,4 +82,25 @@ def test_after_a_commit_the_budget_ends_and_the_work_counts_as_done(connection: 
 
     assert limit.within_budget(0.002, write_then_heavy_read)
     assert counted == [2_000_000]
+    assert connection.execute("SELECT count(*) FROM t").get == 1
+
+
+def test_a_write_does_not_wait_for_another_connections_lock_within_the_budget(tmp_path: Path) -> None:
+    path = str(tmp_path / "data.db")
+    holder, connection = apsw.Connection(path), apsw.Connection(path)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("CREATE TABLE t (x INTEGER)")
+    connection.set_busy_timeout(5_000)
+    limit = TimeLimit(connection, 5_000)
+    holder.execute("BEGIN IMMEDIATE")  # another process's writer, say
+
+    def write() -> None:
+        with write_transaction(connection):
+            connection.execute("INSERT INTO t VALUES (1)")
+
+    started = time.monotonic()
+    assert not limit.within_budget(0.002, write)  # given up at once: done again where waiting is fine
+    assert time.monotonic() - started < 1
+    holder.execute("ROLLBACK")
+    write()  # the connection's own busy timeout is back (and nothing holds the lock now)
     assert connection.execute("SELECT count(*) FROM t").get == 1

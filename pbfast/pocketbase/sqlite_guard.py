@@ -176,10 +176,12 @@ class TimeLimit:
     after the limit is stopped by SQLite (``apsw.InterruptError``, turned into :class:`TimeLimitExceeded`).
     And a time budget (:meth:`within_budget`) for work tried on a thread that must not be held long."""
 
-    __slots__ = ("_budget", "_connection", "_deadline", "_seconds", "budget_spent")
+    __slots__ = ("_budget", "_busy_timeout_ms", "_connection", "_deadline", "_seconds", "budget_spent")
 
-    def __init__(self, connection: apsw.Connection) -> None:
+    def __init__(self, connection: apsw.Connection, busy_timeout_ms: int = 0) -> None:
+        """``busy_timeout_ms``: the connection's own busy timeout, restored after a budget."""
         self._deadline: float | None = None
+        self._busy_timeout_ms = busy_timeout_ms
         self._budget: float | None = None  # monotonic time the budget ends at
         self._seconds = 0.0
         self._connection = connection
@@ -193,6 +195,18 @@ class TimeLimit:
         and counts as done. Returns False: the commit goes on."""
         self._budget, self.budget_spent = None, False
         return False
+
+    def _busy(self, attempts: int) -> bool:
+        """SQLite's busy handler while a budget runs: another connection holds the lock. Within the budget
+        nothing is waited for (the work is done again on a thread that may wait); once something is committed,
+        wait as the busy timeout would."""
+        if self._budget is not None:
+            self.budget_spent = True
+            raise OverBudget
+        if attempts >= self._busy_timeout_ms:
+            return False
+        time.sleep(0.001)
+        return True
 
     def _over(self) -> bool:
         deadline = self._deadline
@@ -241,6 +255,7 @@ class TimeLimit:
         self.budget_spent = False
         self._budget = time.monotonic() + seconds
         self._connection.set_progress_handler(self._over, BUDGET_PROGRESS_STEPS)
+        self._connection.set_busy_handler(self._busy)  # no waiting for another connection's lock either
         spent = False
         try:
             work()
@@ -254,6 +269,7 @@ class TimeLimit:
             spent = spent or self.budget_spent
             self._budget, self.budget_spent = None, False  # a later stop is the time limit's
             self._connection.set_progress_handler(self._over, PROGRESS_STEPS)
+            self._connection.set_busy_timeout(self._busy_timeout_ms)
         return not spent
 
     @contextlib.contextmanager

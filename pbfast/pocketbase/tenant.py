@@ -90,7 +90,7 @@ class Tenant:
         self.max_bytes = max_bytes  # the storage cap inside SQLite (None: none)
         self.directory = directory
         self.conn = connection
-        self.time_limit = TimeLimit(connection)
+        self.time_limit = TimeLimit(connection, BUSY_TIMEOUT_MS)
         self.closed = False
         self.realtime: RealtimeBus | None = None  # where its committed record changes go (realtime events)
         # Other connections may change the collections (a node's worker processes): checked on each request.
