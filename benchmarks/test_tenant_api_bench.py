@@ -1,7 +1,9 @@
 """A tenant's PocketBase API: pbfast tenant node (direct) vs stock ``pocketbase serve`` 0.40.6, side by side.
 
-Same data in both (10,000 records with text, number, bool and autodate fields, public rules), same machine,
-same run, wrk over loopback: view by id, list (``perPage=20&sort=-created&filter=(num>=5000)``), create.
+Same data in both (10,000 records with text, number, bool and autodate fields, public rules; and for expand,
+2,000 posts whose ``author`` relation points at 100 authors, each with an ``org``), same machine, same run, wrk
+over loopback: view by id, list (``perPage=20&sort=-created&filter=(num>=5000)``), create, and a list with a
+two-level expand (``perPage=20&sort=-created&expand=author.org``, issue 15).
 
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_tenant_api_bench.py -s -p no:cacheprovider``
 """
@@ -33,6 +35,7 @@ COLLECTION = {
     "indexes": ["CREATE INDEX idx_bench_created ON bench (created)"],
 }
 SUPERUSER = ("bench@example.com", "bench-password-1")
+POSTS, AUTHORS, ORGS = 2_000, 100, 10
 
 
 def _seed(db: Path) -> str:
@@ -57,6 +60,39 @@ def _create_collection(base: str, token: str) -> None:
     assert response.status_code == 200, response.text
 
 
+def _create_expand_collections(base: str, headers: dict[str, str]) -> None:
+    """orgs <- authors.org <- posts.author, public (the expand case)."""
+    open_rules = {"type": "base", "listRule": "", "viewRule": ""}
+    target = ""
+    for name, fields in (("orgs", []), ("authors", [("org", 1)]), ("posts", [("author", 1)])):
+        relations = [{"name": field, "type": "relation", "collectionId": target, "maxSelect": most}
+                     for field, most in fields]
+        body = {"name": name, **open_rules, "fields": [{"name": "name", "type": "text"}, *relations,
+                                                        {"name": "created", "type": "autodate", "onCreate": True}]}
+        if name == "posts":
+            body["indexes"] = ["CREATE INDEX idx_posts_created ON posts (created)"]
+        response = httpx.post(f"{base}/api/collections", json=body, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        target = response.json()["id"]
+
+
+def _seed_expand(db: Path) -> None:
+    connection = apsw.Connection(str(db))
+    connection.setbusytimeout(10_000)
+    stamp = "2025-01-01 00:00:00.000Z"
+    with connection:
+        connection.executemany("INSERT INTO orgs (id, name, created) VALUES (?, ?, ?)",
+                               ((f"org{i:012d}", f"org {i}", stamp) for i in range(ORGS)))
+        connection.executemany("INSERT INTO authors (id, name, org, created) VALUES (?, ?, ?, ?)",
+                               ((f"author{i:09d}", f"author {i}", f"org{i % ORGS:012d}", stamp)
+                                for i in range(AUTHORS)))
+        connection.executemany("INSERT INTO posts (id, name, author, created) VALUES (?, ?, ?, ?)",
+                               ((f"post{i:011d}", f"post {i}", f"author{i % AUTHORS:09d}",
+                                 f"2025-01-01 00:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1000:03d}Z")
+                                for i in range(POSTS)))
+    connection.close()
+
+
 def _lua_create(path: Path) -> Path:
     path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                     'wrk.body = \'{"title":"created by wrk","num":7,"flag":true}\'\n')
@@ -78,7 +114,9 @@ def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
         token = httpx.post(f"{pb_url}/api/collections/_superusers/auth-with-password",
                            json={"identity": SUPERUSER[0], "password": SUPERUSER[1]}).json()["token"]
         _create_collection(pb_url, token)
+        _create_expand_collections(pb_url, {"Authorization": token})
         pb_record = _seed(pb_dir / "data.db")
+        _seed_expand(pb_dir / "data.db")
 
         # pbfast: a control plane and one tenant node; the benchmark talks to the node directly, as a
         # gateway does (cluster token + route epoch).
@@ -98,7 +136,10 @@ def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
                            json={"identity": SUPERUSER[0], "password": SUPERUSER[1]})
         assert login.status_code == 200, login.text
         _create_collection_with_headers(tenant_url, login.json()["token"], headers)
-        pbfast_record = _seed(tmp_path / "nodes" / "bench-node" / "tenants" / "bench" / "data.db")
+        _create_expand_collections(tenant_url, {"Authorization": login.json()["token"], **headers})
+        pbfast_db = tmp_path / "nodes" / "bench-node" / "tenants" / "bench" / "data.db"
+        pbfast_record = _seed(pbfast_db)
+        _seed_expand(pbfast_db)
         assert pbfast_record == pb_record
 
         seconds = 10 if FULL else 2
@@ -112,7 +153,13 @@ def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
             "list perPage=20 sort=-created filter num>=5000":
                 ("/api/collections/bench/records?perPage=20&sort=-created&filter=(num%3E%3D5000)", None, header_lua),
             "create": ("/api/collections/bench/records", create_pb, create_fast),
+            "list perPage=20 sort=-created expand=author.org":
+                ("/api/collections/posts/records?perPage=20&sort=-created&expand=author.org", None, header_lua),
         }
+        expand_path = "/api/collections/posts/records?perPage=20&sort=-created&expand=author.org"
+        expanded = httpx.get(pb_url + expand_path).json()
+        assert expanded["items"][0]["expand"]["author"]["expand"]["org"]["collectionName"] == "orgs"
+        assert httpx.get(tenant_url + expand_path, headers=headers).json() == expanded
         results = []
         for name, (path, pb_script, fast_script) in cases.items():
             # Same request first through each, to check both answer 200 with the same shape.

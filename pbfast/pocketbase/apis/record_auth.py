@@ -9,7 +9,9 @@ from typing import Any, Final
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, fields, mfa, records
+from pbfast.pocketbase.apis.expand import expand_items
 from pbfast.pocketbase.apis.request import (
+    Auth,
     MISSING_OR_INVALID_COLLECTION,
     NO_AUTH,
     SUPERUSERS,
@@ -121,8 +123,10 @@ def _auth_response(request: TenantRequest, collection: Collection, row: Row, tok
         token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id, token_config.secret,
                                       token_config.duration)
     viewer = Viewer(collection.name == SUPERUSERS, collection.id, row["id"])
-    send_with_fields(request, {"record": records.record_json(collection, row, viewer, show_email=True),
-                               "token": token})
+    record = records.record_json(collection, row, viewer, show_email=True)
+    # expanded as the record being authenticated sees its relations
+    expand_items(request, collection, [row], [record], body=body, auth_state=Auth(collection, row))
+    send_with_fields(request, {"record": record, "token": token})
 
 
 def _auth_rule_holds(request: TenantRequest, collection: Collection, row: Row) -> bool:

@@ -1,5 +1,6 @@
 """The records API (PocketBase's ``apis/record_crud.go``): list, view, create, update and delete, with the
-collection's API rules evaluated for the requester and the auth records' ``manageRule``."""
+collection's API rules evaluated for the requester and the auth records' ``manageRule``, and ``expand``
+(:mod:`.expand`) on every record answer."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import apsw
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import records, search
+from pbfast.pocketbase.apis.expand import expand_items
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
+    MISSING_COLLECTION,
     MISSING_OR_INVALID_COLLECTION,
     NOT_FOUND,
     ONLY_SUPERUSERS,
@@ -68,7 +71,9 @@ def list_records(request: TenantRequest) -> None:
         # answers any failure of its list query with 400.
         log.warning("tenant %s: listing %s failed: %s", tenant.id, collection.name, err)
         raise ApiError(400, BAD_REQUEST) from err
-    items = search.apply_fields_many(records_json(request, collection, listed.rows), projection)
+    items = records_json(request, collection, listed.rows)
+    expand_items(request, collection, listed.rows, items)
+    items = search.apply_fields_many(items, projection)
     request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": listed.total,
                             "totalPages": listed.pages})
 
@@ -102,7 +107,7 @@ def create_record(request: TenantRequest) -> None:
         row = records.save_record(request.tenant, collection, data, None, manage=manage, superuser=superuser)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to create record.", err.data) from err
-    _send_record(request, collection, row)
+    _send_record(request, collection, row, data)
 
 
 def update_record(request: TenantRequest) -> None:
@@ -122,7 +127,7 @@ def update_record(request: TenantRequest) -> None:
         row = records.save_record(tenant, collection, data, existing, manage=manage, superuser=superuser)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to update record.", err.data) from err
-    _send_record(request, collection, row)
+    _send_record(request, collection, row, data)
 
 
 def delete_record(request: TenantRequest) -> None:
@@ -148,8 +153,10 @@ def records_json(request: TenantRequest, collection: Collection, rows: list[Row]
     return [records.record_json(collection, row, viewer, show_email=str(row.get("id")) in managed) for row in rows]
 
 
-def _send_record(request: TenantRequest, collection: Collection, row: Row) -> None:
-    send_with_fields(request, records_json(request, collection, [row])[0])
+def _send_record(request: TenantRequest, collection: Collection, row: Row, body: dict[str, Any] | None = None) -> None:
+    items = records_json(request, collection, [row])
+    expand_items(request, collection, [row], items, body=body)
+    send_with_fields(request, items[0])
 
 
 def _deny_null_rule(request: TenantRequest, rule: str | None) -> None:
@@ -160,7 +167,9 @@ def _deny_null_rule(request: TenantRequest, rule: str | None) -> None:
 def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
     """The checks PocketBase's create/update handlers start with: the collection (404, worded as its
     body-limit middleware does), not a view (400), the parsed body (400), then the null-rule check."""
-    collection = collection_of(request, MISSING_OR_INVALID_COLLECTION)
+    # the route's body-limit middleware words a missing collection its own way; a batch's items skip it
+    collection = collection_of(request, MISSING_COLLECTION if request.bound_body is not None
+                               else MISSING_OR_INVALID_COLLECTION)
     if collection.type == "view":
         raise ApiError(400, "Unsupported collection type.")
     body = read_body(request, record_body_limit(collection))
