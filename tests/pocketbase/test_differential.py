@@ -5,6 +5,7 @@ little that is normalised)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,6 +14,7 @@ import pytest
 
 from pbharness import FIXTURE, Backend
 from differential import Step, compare
+from scenarios_batch import BATCH_SCENARIOS, BATCH_SETTINGS_SCENARIOS
 from scenarios_expand import EXPAND_SCENARIOS
 from fixture_data import CLIENT1, CLIENT2, DEMO4_BODY, EXPIRED, NOLOGIN1, SUPERUSER1, USER1, USER1_STATIC, USER2
 
@@ -1199,6 +1201,7 @@ SCENARIOS: dict[str, list[Step]] = {
 
 
 SCENARIOS.update(EXPAND_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_expand.py
+SCENARIOS.update(BATCH_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_batch.py
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -1208,5 +1211,35 @@ def test_same_answers_as_pocketbase(scenario: str, stock_pocketbase: Backend, pb
     differences = compare(stock_pocketbase, pbfast_fixture_tenant, steps, fixture_ids())
     report = tmp_path.parent / "differential-report.txt"
     with open(report, "a") as out:
+        out.write(f"{scenario}: {len(steps) - len(differences)}/{len(steps)} equal\n")
+    assert not differences, "\n".join(differences)
+
+
+def _batch_settings(changes: dict[str, object] | None) -> Callable[[Path], None]:
+    """A patch of a data.db's stored settings: ``changes`` to the "batch" section (None: no section)."""
+    def patch(data_db: Path) -> None:
+        connection = apsw.Connection(str(data_db))
+        try:
+            settings = json.loads(connection.execute("SELECT value FROM _params WHERE id = 'settings'").fetchone()[0])
+            if changes is None:
+                settings.pop("batch", None)
+            else:
+                settings["batch"] = {**settings.get("batch", {}), **changes}
+            with connection:
+                connection.execute("UPDATE _params SET value = ? WHERE id = 'settings'", (json.dumps(settings),))
+        finally:
+            connection.close()
+    return patch
+
+
+@pytest.mark.parametrize("scenario", sorted(BATCH_SETTINGS_SCENARIOS))
+def test_batch_settings_as_pocketbase(scenario: str, patched_backends: Callable[..., tuple[Backend, Backend]],
+                                      tmp_path: Path) -> None:
+    """``POST /api/batch`` under the batch settings of PocketBase's batch_test.go cases, read by both from the
+    data dir's stored settings (PocketBase's own settings, as an imported data dir carries them)."""
+    changes, steps = BATCH_SETTINGS_SCENARIOS[scenario]
+    stock, fast = patched_backends(_batch_settings(changes))
+    differences = compare(stock, fast, steps, fixture_ids())
+    with open(tmp_path.parent / "differential-report.txt", "a") as out:
         out.write(f"{scenario}: {len(steps) - len(differences)}/{len(steps)} equal\n")
     assert not differences, "\n".join(differences)
