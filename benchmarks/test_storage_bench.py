@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys

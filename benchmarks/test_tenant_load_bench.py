@@ -37,10 +37,12 @@ import apsw
 import pytest
 import uvloop
 
-from pbfast.pocketbase.schema import create_collection, init_tenant_database
+from pbfast.pocketbase.collections import create_collection, init_tenant_database
 from pbfast.pocketbase.tenant import Tenant
-from pbfast.tenant_node.app import DEFAULT_INCARNATION, TenantNodeApp
-from pbfast.tenant_node.replication import ReplicaStore, Replicator
+from pbfast.cluster.heartbeat import DEFAULT_INCARNATION
+from pbfast.tenant_node.app import TenantNodeApp
+from pbfast.tenant_node.replica import ReplicaStore
+from pbfast.tenant_node.replication import Replicator
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 COLD_ROUNDS = 20 if FULL else 3
@@ -93,15 +95,15 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadBench]:
     try:
         # One tenant replicated through the node, then its replica copied for every cold tenant (a replica's
         # files do not name their tenant) and its local copy for every local one.
-        _seed_database(node.tenants_dir / "seed")
+        _seed_database(node.copies.tenants_dir / "seed")
         bench.load("seed")
-        bench.run(replicator.sync(node.tenants_dir / "seed" / "data.db", wait=True))
+        bench.run(replicator.sync(node.copies.tenants_dir / "seed" / "data.db", wait=True))
         bench.run(node.close_all())
         seed_replica = Path(store.url("seed", DEFAULT_INCARNATION).removeprefix("file://"))
         for tenant_id in bench.replica_only:
             shutil.copytree(seed_replica, Path(store.url(tenant_id, DEFAULT_INCARNATION).removeprefix("file://")))
         for tenant_id in bench.local_only:
-            shutil.copytree(node.tenants_dir / "seed", node.tenants_dir / tenant_id)
+            shutil.copytree(node.copies.tenants_dir / "seed", node.copies.tenants_dir / tenant_id)
         yield bench
     finally:
         loop.run_until_complete(node.close_all())

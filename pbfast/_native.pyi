@@ -163,7 +163,8 @@ class CircuitBreakers:
 
 @final
 class GatewayServer:
-    """The gateway's native data path: an HTTP/1.1 server on its own threads (tokio + hyper).
+    """The gateway's native data path: an HTTP/1.1 and h2c (HTTP/2 with prior knowledge) server on its own
+    threads (tokio + hyper).
 
     A request naming a tenant (``/t/{id}/...`` or Host ``{id}.<base domain>``) whose route in ``routes`` is
     active on an ``http://`` node is forwarded there over a pooled keep-alive connection with the cluster
@@ -210,6 +211,10 @@ class GatewayServer:
         """With ``access_log``: the requests finished since the last call, oldest first, as ``(client,
         method, target, status, seconds until the answer's head, request id)``, and the number dropped so far
         because the buffer (16,384 entries) was full. Otherwise ``([], 0)``."""
+    def drain_warnings(self) -> tuple[list[tuple[str, str]], int]:
+        """What went wrong since the last call that no answer tells (a failed hand-over to the Python side),
+        oldest first, as ``(message, request id)``, and the number dropped so far because the buffer (1,024
+        entries) was full."""
     def stats(self) -> dict[str, Any]:
         """Counters of the requests answered here (not those handed over): ``requests`` (1xx..5xx),
         ``bounds`` and ``buckets`` (latency histogram until the answer's head, the last bucket +Inf),

@@ -209,7 +209,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     if max_tenants < 1:
         raise ConfigError(f"--max-tenants must be at least 1, got {max_tenants}")
 
-    control_plane_addrs: tuple = ()
+    control_plane_addrs: tuple[Address, ...] = ()
     if mode in (Mode.TENANT_NODE, Mode.GATEWAY):
         if not args.control_plane_addrs:
             raise ConfigError(f"--mode={mode.value} needs --control-plane-addrs")
@@ -232,7 +232,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
         if admin_token is not None:
             _check_token(admin_token, "the admin token")
 
-    raft_peers: tuple = ()
+    raft_peers: tuple[Address, ...] = ()
     if args.raft_peers:
         raft_peers = parse_address_list(args.raft_peers, "--raft-peers")
         if admin_token is None:

@@ -27,7 +27,7 @@ __all__ = ["MAX_REQUEST_ID_LENGTH", "REQUEST_ID_HEADER", "WithRequestId", "bind_
 
 REQUEST_ID_HEADER = wire.REQUEST_ID_HEADER
 MAX_REQUEST_ID_LENGTH = 128
-_VALID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH)
+_VALID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
 
 def new_request_id() -> str:

@@ -124,7 +124,10 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
     member.registry.on_change = feed.notify_threadsafe
     node_client = NodeClient(cluster_token, dict(local_nodes))
     api = ControlPlaneApi(member, feed, node_client, node_timeout=config.node_timeout)
-    parts.listeners.append(Listener("ControlPlane", config.http_addr, ControlPlaneApp(api, admin_token, cluster_token)))
+    hint = ("It was given with --admin-token or PBFAST_ADMIN_TOKEN." if config.admin_token is not None else
+            f"This server keeps it in {(config.data_dir / ADMIN_TOKEN_FILE).resolve()}.")
+    parts.listeners.append(Listener("ControlPlane", config.http_addr,
+                                    ControlPlaneApp(api, admin_token, cluster_token, admin_token_hint=hint)))
     reconciler = Reconciler(member, node_timeout=config.node_timeout, delete_retention=config.delete_retention,
                             on_placed=api.push_pending_superuser)
     parts.on_loop.append(feed.attach)
@@ -190,8 +193,7 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
                          native_stats=frontend.stats)
         parts.listeners.append(Listener("Gateway", address, app, uds=frontend.socket_path))
         parts.native.append(frontend)
-        if settings.access_log:
-            parts.tasks.append(frontend.run_access_log)
+        parts.tasks.append(frontend.run_logs)
         parts.closers.append(frontend.close)
     else:
         parts.listeners.append(Listener("Gateway", address, GatewayApp(watcher, local_nodes, proxy, metrics,
@@ -384,7 +386,7 @@ async def _run_claimed(config: ServeConfig) -> int:
         except Exception:  # noqa: BLE001 - stop everything else anyway
             log.exception("stopping the gateway's native data path failed")
     for server in servers:
-        server.stop()
+        server.stop()  # type: ignore[no-untyped-call]  # granian's embedded server is untyped
     pending = [task for task in [*serving, *background] if not task.done()]
     if pending:
         _, still_running = await asyncio.wait(pending, timeout=1.0)

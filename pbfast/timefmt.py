@@ -28,7 +28,7 @@ def parse_rfc3339(text: str) -> datetime:
     match = _RFC3339.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    offset = timezone.utc
+    offset = UTC
     if match["sign"]:
         hours, minutes = int(match["hours"]), int(match["minutes"])
         if hours > 23 or minutes > 59:

@@ -383,11 +383,11 @@ def fake_node(cluster: Cluster) -> Iterator[FakeNode]:
 def test_forwarded_request_is_what_the_node_expects(cluster: Cluster, fake_node: FakeNode) -> None:
     epoch = httpx.get(f"{cluster.cp.url}/api/cp/tenants/streamer", headers=ADMIN).json()["epoch"]
     status, headers, body = raw_request(cluster.gw, (
-        "GET /t/streamer/echo/a%20b%3Fc?x=1&y=%2F HTTP/1.1\r\nHost: streamer-host.example\r\n"
-        "X-Pbfast-Cluster-Token: forged\r\nX-Pbfast-Epoch: 999999\r\nX-Pbfast-Tenant: alpha\r\n"
-        "X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\nKeep-Alive: timeout=99\r\nTE: trailers\r\n"
-        "Proxy-Authorization: Basic eA==\r\nX-Drop-Me: 1\r\nConnection: close, X-Drop-Me\r\n"
-        "Cookie: a=1\r\nCookie: b=2\r\nX-Custom: kept\r\n\r\n").encode())
+        b"GET /t/streamer/echo/a%20b%3Fc?x=1&y=%2F HTTP/1.1\r\nHost: streamer-host.example\r\n"
+        b"X-Pbfast-Cluster-Token: forged\r\nX-Pbfast-Epoch: 999999\r\nX-Pbfast-Tenant: alpha\r\n"
+        b"X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\nKeep-Alive: timeout=99\r\nTE: trailers\r\n"
+        b"Proxy-Authorization: Basic eA==\r\nX-Drop-Me: 1\r\nConnection: close, X-Drop-Me\r\n"
+        b"Cookie: a=1\r\nCookie: b=2\r\nX-Custom: kept\r\n\r\n"))
     assert status == 200, body
     assert headers["x-from-node"] == "yes" and "keep-alive" not in headers
     echo = json.loads(body)

@@ -6,8 +6,10 @@ Real sockets on loopback: a stdlib HTTP server plays a tenant node (TCP), anothe
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
+import logging
 import socket
 import socketserver
 import threading
@@ -20,7 +22,11 @@ import httpx
 import pytest
 
 from pbfast._native import GatewayServer
+from pbfast.config import Address
 from pbfast.gateway.metrics import LATENCY_BUCKETS
+from pbfast.gateway.native import NativeFrontend
+from pbfast.gateway.proxy import ProxyLimits
+from pbfast.logs import current_request_id
 from pbfast.primitives import CircuitBreakers, RoutingTable
 
 TOKEN = "cluster-token-native-0123456789"
@@ -34,6 +40,8 @@ class _Echo(http.server.BaseHTTPRequestHandler):
     server_name = "node"
 
     def _answer(self) -> None:
+        if "/hangup" in self.path and self._hang_up():
+            return
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         if self.path.endswith("/moved") and int(self.headers.get("x-pbfast-epoch", "0")) < 2:
@@ -56,6 +64,16 @@ class _Echo(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(0.2)
             self.close_connection = True
+
+    def _hang_up(self) -> bool:
+        """Close the connection without an answer (``/hangup-once``: the first time for a request id)."""
+        seen: set[str | None] = self.server.hung_up  # type: ignore[attr-defined]
+        request_id = self.headers.get("x-request-id")
+        if self.path.endswith("/hangup-once") and request_id in seen:
+            return False
+        seen.add(request_id)
+        self.close_connection = True
+        return True
 
     do_GET = do_POST = _answer
 
@@ -80,6 +98,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 def _serve(server: socketserver.BaseServer, name: str) -> socketserver.BaseServer:
     server.name = name  # type: ignore[attr-defined]
+    server.hung_up = set()  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -167,6 +186,45 @@ def test_connections_closed_by_the_node_are_not_reused(rig: dict[str, Any]) -> N
             answer = client.post(f"{rig['url']}/t/acme/api/x", content=b"once")
             assert answer.status_code == 200 and answer.json()["body"] == "once", answer.text
     assert rig["server"].stats()["upstream_errors"]["reset"] == 0
+
+
+def test_a_hand_over_the_python_side_hung_up_on_is_sent_again_or_a_logged_502(rig: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+    """The Python side closed the connection without answering: it did not read the request (granian answers
+    every request it reads; it closes keep-alive connections between requests), so the request, its body read
+    whole, goes once more on a new connection. A second close is a real failure: 502, logged with the
+    request's id, never a 503 "not ready". Likewise a Python side that takes no connection (after retrying
+    for the connect timeout)."""
+    server: GatewayServer = rig["server"]
+    with httpx.Client() as client:
+        once = client.post(f"{rig['url']}/t/nobody/hangup-once", content=b"again")
+        assert once.status_code == 200 and once.json()["body"] == "again", once.text
+        always = client.post(f"{rig['url']}/t/nobody/hangup", content=b"x")
+        assert always.status_code == 502, always.text
+        assert always.json() == {"status": 502, "message": "The gateway's Python side closed the connection.",
+                                 "data": {}}
+    warnings, dropped = server.drain_warnings()
+    assert dropped == 0
+    assert [(message.split(":")[0], request_id) for message, request_id in warnings] == [
+        ("hand-over to the Python side failed, sent again", once.headers["x-request-id"]),
+        ("hand-over to the Python side failed, sent again", always.headers["x-request-id"]),
+        ("hand-over to the Python side failed, answered 502", always.headers["x-request-id"])]
+    assert server.drain_warnings() == ([], 0)
+    stats = server.stats()
+    assert stats["retries"]["hand_over"] == 2 and stats["upstream_errors"]["hand_over"] == 1
+
+    nobody_listens = GatewayServer(rig["routes"], rig["breakers"], TOKEN, tmp_path / "none.sock",
+                                   latency_buckets=list(LATENCY_BUCKETS), connect_timeout_seconds=0.3)
+    port = nobody_listens.start("127.0.0.1", 0)
+    try:
+        started = time.monotonic()
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/health")
+        assert answer.status_code == 502 and answer.json()["message"] == "The gateway's Python side is unreachable."
+        assert time.monotonic() - started < 2
+        warnings, _ = nobody_listens.drain_warnings()
+        assert warnings[-1][0].startswith("hand-over to the Python side failed, answered 502: client error (Connect)")
+    finally:
+        nobody_listens.stop(0.1)
 
 
 def test_moved_answer_waits_for_the_new_route(rig: dict[str, Any]) -> None:
@@ -282,3 +340,142 @@ def test_breaker_counts_only_the_node_and_never_loses_a_probe(rig: dict[str, Any
         if node is not None:
             node.shutdown()
             node.server_close()
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_DATA, H2_HEADERS, H2_SETTINGS, H2_PING, H2_GOAWAY = 0, 1, 4, 6, 7
+END_STREAM, ACK, END_HEADERS = 1, 1, 4
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack(headers: list[tuple[str, str]]) -> bytes:
+    """HPACK "literal without indexing, new name" fields (names and values under 127 bytes)."""
+    return b"".join(b"\x00" + bytes([len(k)]) + k.encode() + bytes([len(v)]) + v.encode() for k, v in headers)
+
+
+def _h2_frames(conn: socket.socket) -> Iterator[tuple[int, int, int, bytes]]:
+    """``(kind, flags, stream, payload)`` of each frame the server sends, until it closes; acknowledges its
+    settings and pings, as every client does."""
+    buffer = b""
+    while chunk := conn.recv(65536):
+        buffer += chunk
+        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+            length = int.from_bytes(buffer[:3], "big")
+            kind, flags, payload = buffer[3], buffer[4], buffer[9:9 + length]
+            if kind in (H2_SETTINGS, H2_PING) and not flags & ACK:
+                conn.sendall(_h2_frame(kind, ACK, 0, payload if kind == H2_PING else b""))
+            yield kind, flags, int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF, payload
+            buffer = buffer[9 + length:]
+
+
+def _h2_requests(port: int, requests: list[tuple[str, str, str, list[tuple[str, str]], bytes]]) -> list[Any]:
+    """Send ``(method, authority, path, headers, body)`` requests on one h2c connection (prior knowledge, as
+    ``curl --http2-prior-knowledge`` does); the JSON answers, in order."""
+    out = H2_PREFACE + _h2_frame(H2_SETTINGS, 0, 0)
+    for index, (method, authority, path, headers, body) in enumerate(requests):
+        block = _hpack([(":method", method), (":scheme", "http"), (":authority", authority), (":path", path),
+                        *headers])
+        out += _h2_frame(H2_HEADERS, END_HEADERS | (0 if body else END_STREAM), 2 * index + 1, block)
+        if body:
+            out += _h2_frame(H2_DATA, END_STREAM, 2 * index + 1, body)
+    data: dict[int, bytes] = {}
+    ended: set[int] = set()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(out)
+        for kind, flags, stream, payload in _h2_frames(conn):
+            if kind == H2_DATA:
+                data[stream] = data.get(stream, b"") + payload
+            if kind in (H2_DATA, H2_HEADERS) and flags & END_STREAM:
+                ended.add(stream)
+                if len(ended) == len(requests):
+                    break
+    return [json.loads(data[2 * index + 1]) for index in range(len(requests))]
+
+
+def test_http2_with_prior_knowledge_is_served_like_http1(rig: dict[str, Any]) -> None:
+    """h2c, which the all-in-one's clients had from granian before the native listener took its port: the
+    requests go on over HTTP/1.1, to the node or to the Python side, with the host from ``:authority`` and
+    the cookie fields joined into one (RFC 9113 8.2.3)."""
+    node, host_form, python = _h2_requests(rig["port"], [
+        ("POST", "gw.test", "/t/acme/api/x?y=1", [("content-length", "5"), ("cookie", "a=1"), ("cookie", "b=2")],
+         b"hello"),
+        ("GET", "acme.pb.test", "/api/y", [], b""),
+        ("GET", "gw.test", "/t/nobody/api/z", [("cookie", "c=3")], b""),
+    ])
+    assert (node["server"], node["method"], node["path"], node["body"]) == ("a", "POST", "/t/acme/api/x?y=1", "hello")
+    assert _headers(node)["cookie"] == ["a=1; b=2"] and _headers(node)["x-pbfast-epoch"] == ["1"]
+    assert (host_form["server"], host_form["path"]) == ("a", "/t/acme/api/y")
+    assert (python["server"], python["path"]) == ("python", "/t/nobody/api/z")
+    assert _headers(python)["host"] == ["gw.test"] and _headers(python)["cookie"] == ["c=3"]
+
+
+def test_idle_http2_connections_are_closed_with_a_goaway(rig: dict[str, Any], tmp_path: Path) -> None:
+    """An h2c connection with no request in flight for the client idle time (up to twice that) is closed,
+    as an idle HTTP/1 keep-alive connection is; one whose request takes longer is not."""
+    server = GatewayServer(rig["routes"], rig["breakers"], TOKEN, tmp_path / "x.sock",
+                           latency_buckets=list(LATENCY_BUCKETS), client_idle_seconds=0.3)
+    port = server.start("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            idle.sendall(H2_PREFACE + _h2_frame(H2_SETTINGS, 0, 0))
+            started = time.monotonic()
+            kinds = [kind for kind, *_ in _h2_frames(idle)]
+            assert H2_GOAWAY in kinds and 0.25 < time.monotonic() - started < 3, kinds
+        stalled = _h2_requests(port, [("GET", "gw.test", "/t/acme/stall", [], b"")])  # the node takes 2 s
+        assert stalled[0]["server"] == "a"
+    finally:
+        server.stop(0.1)
+
+
+class _Lines(logging.Handler):
+    """The gateway's log records as ``(level, message up to its first colon, request id)``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[tuple[str, str, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelname, record.getMessage().split(":")[0], current_request_id.get()))
+
+
+def test_native_warnings_reach_the_log_at_warn_with_the_request_id(tmp_path: Path) -> None:
+    """Through NativeFrontend, as pbfast serve runs it: a Python side that hangs up on every request."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    frontend = NativeFrontend(Address("127.0.0.1", port), RoutingTable("pb.test"), CircuitBreakers(2, 30.0, 1), TOKEN,
+                              ProxyLimits(), threads=1, move_wait_seconds=1.0)
+    hang_up = socket.socket(socket.AF_UNIX)
+    hang_up.bind(str(frontend.socket_path))
+    hang_up.listen()
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = hang_up.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    try:
+        asyncio.run(frontend.start())
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/health", headers={"x-request-id": "warn-test-1"})
+        assert answer.status_code == 502 and answer.headers["x-request-id"] == "warn-test-1"
+        lines = _Lines()
+        logger = logging.getLogger("pbfast.Gateway")
+        logger.addHandler(lines)
+        try:
+            frontend.write_logs()
+        finally:
+            logger.removeHandler(lines)
+        assert lines.lines == [("WARNING", "hand-over to the Python side failed, sent again", "warn-test-1"),
+                         ("WARNING", "hand-over to the Python side failed, answered 502", "warn-test-1")]
+    finally:
+        frontend.server.stop(0.1)
+        hang_up.close()
+        frontend.close()

@@ -180,3 +180,20 @@ def test_admin_token_file_reused_and_guarded(pbfast_process: Start, tmp_path: Pa
     assert third.proc is not None
     third.proc.wait(10)
     assert third.proc.returncode == 1 and "chmod 600" in third.output()
+
+
+def test_a_request_without_the_admin_token_is_told_how_to_send_it(pbfast_process: object, tmp_path: Path) -> None:
+    """The guide's `curl http://localhost:8090/api/cp/tenants` without a token: 401 saying how to pass the token
+    and where an all-in-one keeps it."""
+    cp_port, gw_port = free_port(), free_port()
+    data_dir = tmp_path / "data"
+    process = pbfast_process(["serve", f"--data-dir={data_dir}", f"--http-addr=127.0.0.1:{cp_port}",
+                              f"--gateway-addr=127.0.0.1:{gw_port}", f"--raft-bind-addr=127.0.0.1:{free_port()}"])
+    process.wait_healthy([f"http://127.0.0.1:{cp_port}"], timeout=30)
+    response = httpx.get(f"http://127.0.0.1:{cp_port}/api/cp/tenants")
+    assert response.status_code == 401
+    message = response.json()["message"]
+    assert "Authorization: Bearer" in message and str(data_dir / "admin.token") in message, message
+    token = (data_dir / "admin.token").read_text().strip()
+    assert httpx.get(f"http://127.0.0.1:{cp_port}/api/cp/tenants",
+                     headers={"Authorization": f"Bearer {token}"}).status_code == 200

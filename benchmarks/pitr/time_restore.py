@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -75,7 +75,7 @@ s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_acce
 
 def up(args):
     key, f = args
-    ts = datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ts = datetime.fromtimestamp(f.stat().st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     s3.put_object(Bucket=BUCKET, Key=key, Body=f.read_bytes(), Metadata={"litestream-timestamp": ts})
 
 

@@ -23,7 +23,6 @@ from pbfast.http import (
     Router,
     Scope,
     bearer_token_matches,
-    send_error,
 )
 from pbfast.logs import component_logger
 
@@ -39,10 +38,15 @@ CLUSTER = "cluster"
 class ControlPlaneApp:
     """RSGI app of one control plane member. Thread-safety: event loop only."""
 
-    def __init__(self, api: ControlPlaneApi, admin_token: str, cluster_token: str) -> None:
+    def __init__(self, api: ControlPlaneApi, admin_token: str, cluster_token: str,
+                 admin_token_hint: str = "") -> None:
+        """``admin_token_hint``: where an operator finds the admin token (said in every 401)."""
         self.api = api
         self._tokens = {ADMIN: admin_token, CLUSTER: cluster_token}
-        self.router: Router[Handler] = Router(Guard(self._has_a_token, "The request requires a valid admin or cluster token."))
+        where = f" {admin_token_hint}" if admin_token_hint else ""
+        self.router: Router[Handler] = Router(Guard(
+            self._has_a_token, "The request requires the admin token (the cluster token for pbfast's own "
+                               "processes): send it as 'Authorization: Bearer <token>'." + where))
         self.router.add("GET", "/api/health", self.health, guard=PUBLIC)
         guarded: list[tuple[str, str, frozenset[str], Callable[[Request], Awaitable[None]]]] = [
             ("POST", "/api/cp/tenants", frozenset({ADMIN}), api.create_tenant),

@@ -29,8 +29,9 @@ _QUOTA = {"type": ["integer", "null"], "minimum": 0}
 
 def _op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None, params: list[Any] | None = None,
         security: str = "admin", errors: tuple[int, ...] = (400, 401, 403)) -> dict[str, Any]:
-    schemes = {"admin": [{"adminToken": []}], "cluster": [{"clusterToken": []}],
-               "either": [{"adminToken": []}, {"clusterToken": []}]}[security]
+    none: list[str] = []
+    schemes = {"admin": [{"adminToken": none}], "cluster": [{"clusterToken": none}],
+               "either": [{"adminToken": none}, {"clusterToken": none}]}[security]
     operation: dict[str, Any] = {"summary": summary, "security": schemes, "responses": dict(ok)}
     for status in errors:
         operation["responses"][str(status)] = _ERROR
@@ -54,7 +55,7 @@ def openapi_document() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {"incarnation": {"type": "string"}, "at": {"type": "string", "format": "date-time"}},
     }
-    tenant = {
+    tenant: dict[str, Any] = {
         "type": "object",
         "required": ["id", "status", "nodeId", "epoch", "moving", "storageQuotaMB", "apiRequestsQuota",
                      "requestTimeLimitMs", "durability", "incarnation", "restoredFrom", "incarnations", "usage", "createdAt",
@@ -150,7 +151,7 @@ def openapi_document() -> dict[str, Any]:
             }},
         },
     }
-    create = {
+    create: dict[str, Any] = {
         "type": "object",
         "required": ["id"],
         "additionalProperties": False,

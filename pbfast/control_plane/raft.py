@@ -147,7 +147,7 @@ class RaftMember:
 
     @property
     def is_leader(self) -> bool:
-        return self._sync._isLeader()
+        return bool(self._sync._isLeader())
 
     async def submit(self, command: Any, *args: Any, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[str, Any]:
         """Replicate ``command(*args)`` (a ``@replicated`` method of the registry) and return its result

@@ -32,6 +32,7 @@ from pbfast.http import (
     Scope,
     StatusRecorder,
     bearer_token_matches,
+    discard_unread_body,
     health,
     send_error,
 )
@@ -71,6 +72,11 @@ class _ClientScope:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._scope, name)
+
+
+def _may_have_body(scope: Scope) -> bool:
+    length = scope.headers.get("content-length")
+    return (length is not None and length != "0") or scope.headers.get("transfer-encoding") is not None
 
 
 class GatewayApp:
@@ -119,6 +125,10 @@ class GatewayApp:
                 target = f"{scope.path}?{scope.query_string}" if scope.query_string else scope.path
                 client = scope.client.rpartition(":")[0].strip("[]") or scope.client
                 access_log.info("%s %s %s %d %.2fms", client, scope.method, target[:1024], status, elapsed * 1000)
+            if _may_have_body(scope):
+                # Answered without reading it all (a 404, a refused login): granian would close the connection
+                # over the unread rest, resetting the native side's hand-over that is still sending it.
+                await discard_unread_body(proto)
         finally:
             current_request_id.reset(bound)
 

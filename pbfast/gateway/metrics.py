@@ -5,9 +5,10 @@
 - ``pbfast_gateway_request_duration_seconds``: histogram of the time from a request's arrival until the
   gateway finished answering it (an event stream counts with its whole life, in the top buckets),
 - ``pbfast_gateway_upstream_errors_total{kind=...}``: failures talking to nodes (``connect``,
-  ``connect_timeout``, ``timeout``, ``reset``, ``protocol``, ``breaker_open``, ``pool_exhausted``),
+  ``connect_timeout``, ``timeout``, ``reset``, ``protocol``, ``breaker_open``, ``pool_exhausted``) and, on
+  the native data path, to the gateway's Python side (``hand_over``),
 - ``pbfast_gateway_retries_total{reason=...}``: requests sent again on a new route (``unreachable``,
-  ``moved``),
+  ``moved``), or to the Python side after a hand-over that could not have reached it (``hand_over``),
 - ``pbfast_gateway_move_waits_total{outcome=...}``: requests held while their tenant was moving,
 - ``pbfast_gateway_breaker_state{node=...,state=...}``: 1 for each node's current breaker state,
 - ``pbfast_gateway_routing_table_version`` and ``pbfast_gateway_routing_table_tenants``,

@@ -33,7 +33,7 @@ log = component_logger("Gateway")
 access_log = component_logger("GatewayAccess")
 
 FALLBACK_READY_SECONDS = 10.0
-ACCESS_LOG_INTERVAL = 0.2
+LOG_INTERVAL = 0.2
 SOCKET_NAME = "python.sock"
 
 
@@ -46,6 +46,7 @@ class NativeFrontend:
         self.threads = threads
         self.access_log = access_log
         self._dropped_reported = 0
+        self._warnings_dropped_reported = 0
         # A short path (Unix socket paths are limited to ~107 bytes), private to this user.
         self._dir = Path(tempfile.mkdtemp(prefix="pbfast-gw-"))
         self.socket_path = self._dir / SOCKET_NAME
@@ -90,9 +91,8 @@ class NativeFrontend:
         await asyncio.get_running_loop().run_in_executor(None, self.server.stop, grace_seconds)
 
     def close(self) -> None:
-        """Write what is left of the access log; remove the socket's directory (after both servers stopped)."""
-        if self.access_log:
-            self.write_access_log()
+        """Write what is left of the logs; remove the socket's directory (after both servers stopped)."""
+        self.write_logs()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def stats(self) -> dict[str, Any]:
@@ -111,9 +111,27 @@ class NativeFrontend:
             log.warning("access log: %d lines dropped (the log could not keep up)", dropped - self._dropped_reported)
             self._dropped_reported = dropped
 
-    async def run_access_log(self) -> None:
-        """Write the access log every :data:`ACCESS_LOG_INTERVAL` seconds until cancelled (run it only
-        when the log is on)."""
-        while True:
-            await asyncio.sleep(ACCESS_LOG_INTERVAL)
+    def write_warnings(self) -> None:
+        """Log the native side's warnings since the last call at WARN, each with its request's id."""
+        warnings, dropped = self.server.drain_warnings()
+        for message, request_id in warnings:
+            bound = current_request_id.set(request_id)
+            try:
+                log.warning("%s", message)
+            finally:
+                current_request_id.reset(bound)
+        if dropped > self._warnings_dropped_reported:
+            log.warning("%d warnings dropped (the log could not keep up)", dropped - self._warnings_dropped_reported)
+            self._warnings_dropped_reported = dropped
+
+    def write_logs(self) -> None:
+        self.write_warnings()
+        if self.access_log:
             self.write_access_log()
+
+    async def run_logs(self) -> None:
+        """Write the native side's warnings (and access log, when on) every :data:`LOG_INTERVAL` seconds until
+        cancelled."""
+        while True:
+            await asyncio.sleep(LOG_INTERVAL)
+            self.write_logs()

@@ -62,10 +62,11 @@ class TenantNodeApp:
     themselves thread-safe)."""
 
     def __init__(self, node_id: str, max_tenants: int, cluster_token: str, data_dir: Path,
-                 replicator: Replicator | None = None, engine: EngineSettings = EngineSettings()) -> None:
+                 replicator: Replicator | None = None, engine: EngineSettings | None = None) -> None:
         self.node_id = node_id
         self.replicator = replicator
         # Every piece of a tenant's database work runs here, off the event loop, fairly between tenants.
+        engine = engine or EngineSettings()
         self.db = DbScheduler(engine.db_threads, engine.queue_limit)
         self.api = TenantApi()
         self.api.on_time_limit = self.db.count_time_limited

@@ -127,8 +127,8 @@ class DbScheduler:
     def snapshot(self) -> tuple[dict[str, TenantLoad], int]:
         """A copy of every tenant's counters, and the jobs waiting now (all tenants)."""
         with self._lock:
-            loads = {t: TenantLoad(l.jobs, l.rejected, l.wait_seconds, l.busy_seconds, l.time_limited)
-                     for t, l in self.load.items()}
+            loads = {t: TenantLoad(load.jobs, load.rejected, load.wait_seconds, load.busy_seconds, load.time_limited)
+                     for t, load in self.load.items()}
             return loads, sum(len(queue) for queue in self._queues.values())
 
     def count_time_limited(self, tenant_id: str) -> None:

@@ -72,9 +72,10 @@ class Fencing:
     async def _stop_replicating(self, generation: int, drain_until: float, sync_until: float,
                                 halt_at: float) -> None:
         clock = time.monotonic
-        while clock() < drain_until and any(self.pool.cache.pins(slot.tenant_id)
+        # Requests admitted before the lease ran out finish first (pins have no event to wait on: polled).
+        while clock() < drain_until and any(self.pool.cache.pins(slot.tenant_id)  # noqa: ASYNC110
                                             for slot in self.slots.serving_slots()):
-            await asyncio.sleep(0.01)  # requests admitted before the lease ran out finish first
+            await asyncio.sleep(0.01)
         if generation != self.ownership.fence_generation:
             return  # renewed meanwhile
         serving = self.slots.serving_slots()

@@ -148,7 +148,7 @@ class Replicator(Replicas):
         if old_client is not None:
             await old_client.aclose()
         log_path = self.work_dir / "litestream.log"
-        with open(log_path, "ab") as log_file:
+        with open(log_path, "ab") as log_file:  # noqa: ASYNC230 - an append-only open, for the child
             self._process = await asyncio.create_subprocess_exec(
                 self.program(), "replicate", "-config", str(self.config_path), "-log-level", "warn",
                 stdout=log_file, stderr=log_file, env=self.store.environment(), start_new_session=True,

@@ -11,6 +11,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pbfast.cluster.heartbeat import FirstSuperuser
 from pbfast.durable import fsync_directory
@@ -31,6 +32,8 @@ from pbfast.tenant_node.tasks import BackgroundTasks
 __all__ = ["Transfer"]
 
 log = component_logger("TenantNode")
+
+_DISK_CHUNK = 1 << 20  # bytes per disk write or read of an import or export
 
 
 class Transfer:
@@ -129,11 +132,20 @@ class Transfer:
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / f".import-{new_record_id()}.db"
         try:
-            with open(temporary, "wb") as out:
+            # Disk writes (and the open) run off the event loop, a MiB at a time, so a slow disk stalls no tenant.
+            out = await asyncio.to_thread(open, temporary, "wb")
+            try:
+                pending: list[bytes] = []
+                pending_bytes = 0
                 async for chunk in chunks:
-                    out.write(chunk)
-                out.flush()
-                await asyncio.to_thread(os.fsync, out.fileno())
+                    pending.append(chunk)
+                    pending_bytes += len(chunk)
+                    if pending_bytes >= _DISK_CHUNK:
+                        await asyncio.to_thread(out.write, b"".join(pending))
+                        pending, pending_bytes = [], 0
+                await asyncio.to_thread(_write_and_sync, out, b"".join(pending))
+            finally:
+                await asyncio.to_thread(out.close)
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
             if problem:
                 raise ApiError(400, f"The uploaded file is not a usable PocketBase data.db: {problem}")
@@ -159,8 +171,17 @@ class Transfer:
                 snapshot.unlink(missing_ok=True)
                 raise
         try:
-            with open(snapshot, "rb") as source:
-                while chunk := source.read(1 << 20):
+            source = await asyncio.to_thread(open, snapshot, "rb")
+            try:
+                while chunk := await asyncio.to_thread(source.read, _DISK_CHUNK):
                     yield chunk
+            finally:
+                source.close()
         finally:
             snapshot.unlink(missing_ok=True)
+
+
+def _write_and_sync(out: BinaryIO, data: bytes) -> None:
+    out.write(data)
+    out.flush()
+    os.fsync(out.fileno())

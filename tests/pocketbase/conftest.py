@@ -24,7 +24,7 @@ def stock_pocketbase(tmp_path: Path) -> Iterator[Backend]:
 
 
 @pytest.fixture
-def pbfast_fixture_tenant(pbfast_process: object, tmp_path: Path) -> Backend:
+def pbfast_fixture_tenant(pbfast_process: object, tmp_path: Path) -> Backend:  # noqa: F811 - the fixture, by name
     """A pbfast all-in-one whose tenant ``fixture`` holds a copy of PocketBase's test data dir."""
     data_dir = tmp_path / "pbfast"
     copy_fixture(data_dir / "tenants" / "fixture")  # the node opens it on the tenant's first request

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pbfast.pocketbase.dbutils.identifiers import quote
-from pbfast.pocketbase.dbutils.json import json_each
 from pbfast.pocketbase.fields import Field, MultiValueField, NumberField, RelationField
 from pbfast.pocketbase.gocompat import go_quote, go_string, parse_float
 from pbfast.pocketbase.search.builder import DEFAULT_FILTER_EXPR_LIMIT, FilterBuilder

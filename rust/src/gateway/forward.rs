@@ -13,7 +13,9 @@
 //! chance: after a connect failure or an open breaker if the tenant's route changed meanwhile, after
 //! the node's "tenant has moved" answer once the table has caught up (waited for at most the move wait).
 //! If the route became inactive (a move in progress, say) the request goes to the Python side, which
-//! waits for the move. Every error answer is PocketBase's `{"status","message","data"}`.
+//! waits for the move. A hand-over that could not have reached the Python side is sent again; one that
+//! failed otherwise is a 502, logged (see [`super::fallback`]). Every error answer is PocketBase's
+//! `{"status","message","data"}`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,18 +29,18 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use pyo3::Py;
 use tokio::time::Instant;
 
 use super::access_log::AccessLog;
 use super::body::{self, body_error, BodyError, Idle, Limited, ProxyBody};
+use super::fallback::{Failure, Fallback, HandOverBody};
 use super::headers::{self, Peer};
 use super::h1::{FastPool, NodeBody, Outgoing};
 use super::pool::{NodePool, Returning, SendError};
 use super::stats::{Retry, Stats, Upstream};
 use super::target::{Malformed, MALFORMED_METHOD};
-use super::unix::UnixConnector;
+use super::warnings::Warnings;
 use crate::breaker::CircuitBreakers;
 use crate::routing::{parse_target, ForwardPath, Route, RoutingTable};
 
@@ -68,6 +70,8 @@ pub struct Shared {
     pub stats: Stats,
     /// The access log, when on.
     pub access_log: Option<AccessLog>,
+    /// What went wrong that is nobody's answer (Python logs it).
+    pub warnings: Warnings,
 }
 
 /// Where and how a thread's clients connect.
@@ -88,7 +92,8 @@ pub struct DataPath {
     fast: Arc<FastPool>,
     /// Requests with a streamed body: hyper's client.
     nodes: Arc<NodePool>,
-    fallback: Client<UnixConnector, ProxyBody>,
+    /// Everything else: the gateway's Python side.
+    fallback: Fallback,
 }
 
 impl std::ops::Deref for DataPath {
@@ -204,15 +209,10 @@ enum Answer {
 impl DataPath {
     /// A data path for the calling thread's runtime (its clients spawn their connections there).
     pub fn new(shared: Arc<Shared>, pools: &Pools) -> Self {
-        let executor = hyper_util::rt::TokioExecutor::new();
         let limits = &shared.limits;
         let nodes = Arc::new(NodePool::new(limits.connect_timeout, pools.idle, pools.max_idle_per_node, limits.read_timeout));
         let fast = Arc::new(FastPool::new(limits.connect_timeout, pools.idle, pools.max_idle_per_node, limits.read_timeout));
-        let fallback = Client::builder(executor)
-            .pool_idle_timeout(pools.idle)
-            .pool_max_idle_per_host(pools.max_idle_per_node)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(UnixConnector::new(pools.fallback_socket.clone()));
+        let fallback = Fallback::new(pools.fallback_socket.clone(), pools.idle, pools.max_idle_per_node, limits.connect_timeout);
         let sweep_every = (pools.idle / 2).max(Duration::from_millis(200));
         DataPath { shared, sweep_every, fast, nodes, fallback }
     }
@@ -235,6 +235,9 @@ impl DataPath {
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
+        if req.version() == Version::HTTP_2 {
+            headers::join_cookies(req.headers_mut());
+        }
         // The request's id goes to the node (or the Python side) with the request and back to the client.
         let request_id = headers::request_id(req.headers().get(headers::REQUEST_ID));
         req.headers_mut().insert(headers::REQUEST_ID, request_id.clone());
@@ -292,7 +295,7 @@ impl DataPath {
                     None,
                 ))
             }
-            Ok(None) => return self.hand_over(client, parts, stream_body(incoming, &self.limits)).await,
+            Ok(None) => return self.read_and_hand_over(client, parts, incoming).await,
             Ok(Some(target)) => target,
         };
         let tenant: Box<str> = target.tenant.as_ref().into();
@@ -314,7 +317,7 @@ impl DataPath {
         };
         let route = match self.lookup(&tenant) {
             Some(route) if Self::is_direct(&route) => route,
-            _ => return self.hand_over(client, parts, stream_body(incoming, &self.limits)).await,
+            _ => return self.read_and_hand_over(client, parts, incoming).await,
         };
 
         if headers::header_bytes(&parts.headers) > self.limits.max_header_bytes {
@@ -560,12 +563,29 @@ impl DataPath {
 
     /// After a failed attempt: the Python side takes over with the body read whole.
     async fn hand_over_again(&self, client: &Peer, parts: Parts, body: &mut RequestBody) -> Answer {
-        let again = body.take();
+        let again = match std::mem::replace(body, RequestBody::Whole(Bytes::new())) {
+            RequestBody::Whole(data) => HandOverBody::Whole(data),
+            RequestBody::Streamed(stream) => HandOverBody::Streamed(stream.unwrap_or_else(body::empty)),
+        };
         self.hand_over(client, parts, again).await
     }
 
-    /// Send the request to the gateway's Python side and pass its answer on.
-    async fn hand_over(&self, client: &Peer, parts: Parts, body: ProxyBody) -> Answer {
+    /// Read the body as the fast path does (small ones whole, so that a failed hand-over can be sent again),
+    /// then hand the request over.
+    async fn read_and_hand_over(&self, client: &Peer, parts: Parts, incoming: Incoming) -> Answer {
+        match self.read_body(&parts.headers, incoming).await {
+            Ok(RequestBody::Whole(data)) => self.hand_over(client, parts, HandOverBody::Whole(data)).await,
+            Ok(RequestBody::Streamed(stream)) => {
+                self.hand_over(client, parts, HandOverBody::Streamed(stream.unwrap_or_else(body::empty))).await
+            }
+            Err(answer) => Answer::Native(answer),
+        }
+    }
+
+    /// Send the request to the gateway's Python side and pass its answer on. The Python side listens before
+    /// this path does, so a failure here is never "not ready": what could not have reached it is sent again
+    /// (see [`Fallback`]), the rest is a 502, logged with the request's id.
+    async fn hand_over(&self, client: &Peer, parts: Parts, body: HandOverBody) -> Answer {
         self.stats.handed_over();
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
@@ -575,24 +595,37 @@ impl DataPath {
         let Ok(uri) = uri else {
             return Answer::Native(error(StatusCode::BAD_REQUEST, "Invalid request path.", None));
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = parts.method;
-        *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers::to_fallback(&parts.headers, client);
-        match self.fallback.request(request).await {
+        let request_id = parts.headers.get(headers::REQUEST_ID).cloned();
+        let id = || request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let mut head = Request::new(()).into_parts().0;
+        head.method = parts.method;
+        head.uri = uri;
+        head.version = Version::HTTP_11;
+        head.headers = headers::to_fallback(&parts.headers, client);
+        if !head.headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host as `:authority`, which hyper puts in the URI.
+            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                head.headers.insert(header::HOST, host);
+            }
+        }
+        let outcome = self.fallback.send(head, body).await;
+        for retried in &outcome.retried {
+            self.stats.retry(Retry::HandOver);
+            self.warnings.record(format!("hand-over to the Python side failed, sent again: {}", retried.error), id());
+        }
+        let (message, detail) = match outcome.result {
             Ok(response) => {
                 let (mut parts, incoming) = response.into_parts();
                 headers::strip_response(&mut parts.headers);
-                Answer::HandedOver(Response::from_parts(parts, incoming.map_err(Into::into).boxed_unsync()))
+                return Answer::HandedOver(Response::from_parts(parts, incoming.map_err(Into::into).boxed_unsync()));
             }
-            Err(err) => {
-                if let Some(kind) = body_error(&err) {
-                    return Answer::Native(client_body_error(kind, self.limits.max_body_bytes));
-                }
-                Answer::Native(error(StatusCode::SERVICE_UNAVAILABLE, "The gateway is not ready; retry shortly.", Some(1)))
-            }
-        }
+            Err(Failure::Client(kind)) => return Answer::Native(client_body_error(kind, self.limits.max_body_bytes)),
+            Err(Failure::Unreachable(detail)) => ("The gateway's Python side is unreachable.", detail),
+            Err(Failure::Broken(detail)) => ("The gateway's Python side closed the connection.", detail),
+        };
+        self.stats.upstream_error(Upstream::HandOver);
+        self.warnings.record(format!("hand-over to the Python side failed, answered 502: {detail}"), id());
+        Answer::Native(error(StatusCode::BAD_GATEWAY, message, Some(1)))
     }
 }
 

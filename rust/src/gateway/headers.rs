@@ -262,6 +262,25 @@ pub fn to_fallback(headers: &HeaderMap, client: &Peer) -> HeaderMap {
     out
 }
 
+/// HTTP/2 clients may send a cookie in several `cookie` fields; HTTP/1.1 allows one (RFC 9113 8.2.3): join
+/// them with "; " before the request goes on over HTTP/1.1.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value); // replaces every field
+    }
+}
+
 /// Drop hop-by-hop and the cluster's internal (`x-pbfast-*`) headers from a node's answer (in place).
 pub fn strip_response(headers: &mut HeaderMap) {
     let listed = if headers.contains_key(header::CONNECTION) { connection_tokens(headers) } else { Vec::new() };
@@ -280,6 +299,17 @@ pub fn strip_response(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http2_cookie_fields_are_joined() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut headers);
+        assert_eq!(headers.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        join_cookies(&mut headers); // one field: unchanged
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+    }
 
     #[test]
     fn request_ids_are_the_clients_when_usable_else_new_and_unique() {

@@ -1,4 +1,4 @@
-//! The gateway's native data path: an HTTP/1.1 server on its own tokio runtime that forwards tenant
+//! The gateway's native data path: an HTTP/1.1 (and h2c) server on its own tokio runtime that forwards tenant
 //! requests to tenant nodes (hyper on both sides), reading the native [`RoutingTable`] and
 //! [`CircuitBreakers`] without the GIL. Python keeps the control side (route watch, metrics, health,
 //! waiting for moves) and answers whatever this path hands over on a Unix socket; see [`forward`].
@@ -8,14 +8,17 @@
 
 pub mod access_log;
 pub mod body;
+pub mod fallback;
 pub mod forward;
 pub mod h1;
 pub mod idle;
 pub mod headers;
+pub mod http2;
 pub mod pool;
 pub mod stats;
 pub mod target;
 pub mod unix;
+pub mod warnings;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -42,7 +45,7 @@ use forward::{DataPath, Limits, Pools, Shared};
 use body::StallGuard;
 use headers::Peer;
 use stats::Stats;
-use target::{Malformed, TargetNormaliser};
+use target::{Malformed, Protocol, TargetNormaliser};
 
 /// Pending connections the listening socket queues.
 const BACKLOG: u32 = 2048;
@@ -127,6 +130,7 @@ impl GatewayServer {
             limits,
             stats: Stats::new(latency_buckets),
             access_log: access_log.then(AccessLog::default),
+            warnings: Default::default(),
         };
         Ok(GatewayServer { shared: Arc::new(shared), pools, threads, running: Mutex::new(None) })
     }
@@ -224,6 +228,16 @@ impl GatewayServer {
         Ok((out, log.dropped()))
     }
 
+    /// The warnings since the last call, oldest first: ``(message, request id)``, and how many were
+    /// dropped so far because nobody drained them.
+    fn drain_warnings<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let out = PyList::empty(py);
+        for warning in self.shared.warnings.drain() {
+            out.append((warning.message, warning.request_id))?;
+        }
+        Ok((out, self.shared.warnings.dropped()))
+    }
+
     /// Counters of the requests this path answered itself (see the stub for the keys).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = &self.shared.stats;
@@ -291,6 +305,12 @@ fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// The HTTP servers of one thread, configured once.
+struct Servers {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
+}
+
 /// Accept connections until told to stop, then drain them for the grace time.
 async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Receiver<Option<Duration>>) {
     let limits = path.limits().clone();
@@ -307,8 +327,10 @@ async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Rece
     // Heads up to twice the header limit are read (and answered 431 in PocketBase's JSON by the handler);
     // larger ones get hyper's bare 431.
     let head_limit = (limits.max_header_bytes * 2 + 16 * 1024).max(8192);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.client_idle).keep_alive(true).max_buf_size(head_limit);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.client_idle).keep_alive(true).max_buf_size(head_limit);
+    let servers = Arc::new(Servers { http1, http2: http2::builder(head_limit, limits.client_idle) });
+    let client_idle = limits.client_idle;
     loop {
         tokio::select! {
             biased;
@@ -318,13 +340,28 @@ async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Rece
                     let _ = stream.set_nodelay(true);
                     let client = Arc::new(Peer::new(peer.ip().to_canonical()));
                     let path = path.clone();
-                    let malformed = Arc::new(Malformed::default());
-                    let stream = TargetNormaliser::new(stream, head_limit, malformed.clone());
-                    let service = service_fn(move |request| path.clone().handle(client.clone(), malformed.clone(), request));
-                    let io = StallGuard::new(TokioIo::new(stream), limits.client_idle);
-                    let connection = graceful.watch(http.serve_connection(io, service));
+                    let servers = servers.clone();
+                    let watcher = graceful.watcher();
+                    let stop = stop.clone();
                     tokio::spawn(async move {
-                        let _ = connection.await;
+                        let malformed = Arc::new(Malformed::default());
+                        let mut stream = TargetNormaliser::new(stream, head_limit, malformed.clone());
+                        // A client that says nothing for the client idle time is closed, as hyper closes one
+                        // that sends no complete head.
+                        let Ok(Ok(protocol)) = tokio::time::timeout(client_idle, stream.sniff()).await else {
+                            return;
+                        };
+                        let io = StallGuard::new(TokioIo::new(stream), client_idle);
+                        match protocol {
+                            Protocol::Http1 => {
+                                let service = service_fn(move |request| path.clone().handle(client.clone(), malformed.clone(), request));
+                                let _ = watcher.watch(servers.http1.serve_connection(io, service)).await;
+                            }
+                            Protocol::Http2 => {
+                                let connection = http2::Connection { io, path, client, malformed, watcher, stop, client_idle };
+                                http2::serve(&servers.http2, connection).await;
+                            }
+                        }
                     });
                 }
                 // Out of descriptors or memory: back off rather than spin; connections already open go on.

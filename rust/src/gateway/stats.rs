@@ -13,11 +13,19 @@ pub enum Upstream {
     Timeout,
     Reset,
     BreakerOpen,
+    /// The hand-over to the gateway's Python side failed (answered 502).
+    HandOver,
 }
 
 impl Upstream {
-    pub const ALL: [Upstream; 5] =
-        [Upstream::Connect, Upstream::ConnectTimeout, Upstream::Timeout, Upstream::Reset, Upstream::BreakerOpen];
+    pub const ALL: [Upstream; 6] = [
+        Upstream::Connect,
+        Upstream::ConnectTimeout,
+        Upstream::Timeout,
+        Upstream::Reset,
+        Upstream::BreakerOpen,
+        Upstream::HandOver,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -26,6 +34,7 @@ impl Upstream {
             Upstream::Timeout => "timeout",
             Upstream::Reset => "reset",
             Upstream::BreakerOpen => "breaker_open",
+            Upstream::HandOver => "hand_over",
         }
     }
 }
@@ -35,6 +44,8 @@ impl Upstream {
 pub enum Retry {
     Unreachable = 0,
     Moved,
+    /// A hand-over to the Python side that could not have reached it (see `fallback`).
+    HandOver,
 }
 
 pub struct Stats {
@@ -44,8 +55,8 @@ pub struct Stats {
     bounds: Vec<f64>,
     buckets: Vec<AtomicU64>,
     latency_nanos: AtomicU64,
-    upstream: [AtomicU64; 5],
-    retries: [AtomicU64; 2],
+    upstream: [AtomicU64; 6],
+    retries: [AtomicU64; 3],
     /// Requests handed to the Python side (counted there as answered requests).
     handed_over: AtomicU64,
 }
@@ -111,10 +122,11 @@ impl Stats {
         Upstream::ALL.iter().map(|k| (k.name(), self.upstream[*k as usize].load(Relaxed))).collect()
     }
 
-    pub fn retries(&self) -> [(&'static str, u64); 2] {
+    pub fn retries(&self) -> [(&'static str, u64); 3] {
         [
             ("unreachable", self.retries[Retry::Unreachable as usize].load(Relaxed)),
             ("moved", self.retries[Retry::Moved as usize].load(Relaxed)),
+            ("hand_over", self.retries[Retry::HandOver as usize].load(Relaxed)),
         ]
     }
 

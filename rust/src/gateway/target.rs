@@ -17,6 +17,11 @@
 //! unchanged from there on: hyper then judges the bytes itself, so the normaliser never makes a request
 //! valid that hyper and Go would both refuse, and never changes a body byte.
 //!
+//! A connection that opens with HTTP/2's preface (`PRI * HTTP/2.0`, h2c with prior knowledge, as
+//! `curl --http2-prior-knowledge` sends) is no HTTP/1 stream: [`TargetNormaliser::sniff`] tells it from the
+//! first bytes (read into the normaliser's buffer, so HTTP/1 costs no extra read) and the normaliser then
+//! passes every byte through untouched, for hyper's HTTP/2 server.
+//!
 //! Thread-safety: one normaliser per connection, on that connection's task.
 
 use std::io;
@@ -37,6 +42,28 @@ const MAX_LINE_BYTES: usize = 8 << 10;
 /// Headers in one head (hyper's own limit is 100; more and hyper refuses the head).
 const MAX_HEADERS: usize = 128;
 const READ_CHUNK: usize = 16 << 10;
+/// What an HTTP/2 client with prior knowledge sends first.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a client speaks, told from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+/// The protocol of a connection whose first bytes are `data`; None while they could still be either.
+pub fn protocol_of(data: &[u8]) -> Option<Protocol> {
+    let seen = data.len().min(H2_PREFACE.len());
+    if data[..seen] != H2_PREFACE[..seen] {
+        Some(Protocol::Http1)
+    } else if seen == H2_PREFACE.len() {
+        Some(Protocol::Http2)
+    } else {
+        None
+    }
+}
 
 /// Set on a connection once its request line was malformed (that request is its last).
 #[derive(Debug, Default)]
@@ -477,6 +504,38 @@ impl<I> TargetNormaliser<I> {
     }
 }
 
+impl<I: AsyncRead + Unpin> TargetNormaliser<I> {
+    /// Read until the client's first bytes tell its protocol (a client that closes at once: HTTP/1, for
+    /// hyper to see the end). HTTP/2 connections pass through untouched from here on.
+    pub async fn sniff(&mut self) -> io::Result<Protocol> {
+        loop {
+            if let Some(protocol) = protocol_of(&self.framer.pending) {
+                if protocol == Protocol::Http2 {
+                    self.framer.passthrough();
+                } else {
+                    self.framer.advance();
+                }
+                return Ok(protocol);
+            }
+            let pending = &mut self.framer.pending;
+            pending.reserve(READ_CHUNK);
+            let count = std::future::poll_fn(|cx| {
+                let mut read = ReadBuf::uninit(pending.spare_capacity_mut());
+                std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+                Poll::Ready(Ok::<usize, io::Error>(read.filled().len()))
+            })
+            .await?;
+            if count == 0 {
+                self.eof = true;
+                self.framer.finish();
+                return Ok(Protocol::Http1);
+            }
+            // SAFETY: the read initialised `count` bytes of the spare capacity.
+            unsafe { pending.set_len(pending.len() + count) };
+        }
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for TargetNormaliser<I> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -627,6 +686,40 @@ mod tests {
         let (out, malformed) = through(&[b"GET /ok HTTP/1.1\r\n\r\nGET /a b HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\n\r\n"]);
         assert_eq!(out, b"GET /ok HTTP/1.1\r\n\r\nPBFAST-MALFORMED-REQUEST / HTTP/1.1\r\n\r\n");
         assert!(malformed);
+    }
+
+    #[test]
+    fn the_http2_preface_is_told_from_http1() {
+        assert_eq!(protocol_of(b""), None);
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0\r\n"), None);
+        assert_eq!(protocol_of(H2_PREFACE), Some(Protocol::Http2));
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04"), Some(Protocol::Http2));
+        for http1 in [&b"GET / HTTP/1.1\r\n"[..], b"POST", b"PRI / HTTP/1.1\r\n", b"PRI * HTTP/1.1\r\n\r\n", b"\r\n"] {
+            assert_eq!(protocol_of(http1), Some(Protocol::Http1), "{}", String::from_utf8_lossy(http1));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_passes_untouched_and_http1_is_normalised() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // HTTP/2 frames after the preface, with bytes an HTTP/1 head would have encoded.
+        let h2 = [H2_PREFACE, b"\0\0\0\x04\0\0\0\0\0GET /a> HTTP/1.1\r\n\r\n"].concat();
+        let http1 = b"GET /a> HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+        for (sent, protocol, expected) in [(h2.clone(), Protocol::Http2, h2.clone()),
+                                           (http1, Protocol::Http1, b"GET /a%3E HTTP/1.1\r\nHost: h\r\n\r\n".to_vec())] {
+            let (mut client, server) = tokio::io::duplex(64);
+            let mut normaliser = TargetNormaliser::new(server, 64 << 10, Arc::new(Malformed::default()));
+            let writer = tokio::spawn(async move {
+                for chunk in sent.chunks(5) {
+                    client.write_all(chunk).await.unwrap();
+                }
+            });
+            assert_eq!(normaliser.sniff().await.unwrap(), protocol);
+            writer.await.unwrap();
+            let mut out = vec![0u8; expected.len()];
+            normaliser.read_exact(&mut out).await.unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+        }
     }
 
     #[test]
