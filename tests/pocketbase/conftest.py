@@ -40,7 +40,8 @@ DataPatch = Callable[[Path], None]
 
 
 @pytest.fixture
-def patched_backends(pbfast_process: object, tmp_path: Path) -> Iterator[Callable[[DataPatch], tuple[Backend, Backend]]]:
+def patched_backends(pbfast_process: object,  # noqa: F811 - the fixture, by name
+                     tmp_path: Path) -> Iterator[Callable[[DataPatch], tuple[Backend, Backend]]]:
     """Factory: stock PocketBase and a pbfast tenant, both on copies of the fixture changed by ``patch``
     first (settings PocketBase only reads at start, say); stopped at teardown."""
     with contextlib.ExitStack() as stack:
