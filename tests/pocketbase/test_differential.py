@@ -16,6 +16,7 @@ from pbharness import FIXTURE, Backend
 from differential import Step, compare
 from scenarios_batch import BATCH_SCENARIOS, BATCH_SETTINGS_SCENARIOS
 from scenarios_expand import EXPAND_SCENARIOS
+from scenarios_forms import FORM_SCENARIOS
 from fixture_data import CLIENT1, CLIENT2, DEMO4_BODY, EXPIRED, NOLOGIN1, SUPERUSER1, USER1, USER1_STATIC, USER2
 
 S, G = "superuser", None  # auth of a step: superuser, guest
@@ -1202,6 +1203,7 @@ SCENARIOS: dict[str, list[Step]] = {
 
 SCENARIOS.update(EXPAND_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_expand.py
 SCENARIOS.update(BATCH_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_batch.py
+SCENARIOS.update(FORM_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_forms.py
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

@@ -34,6 +34,7 @@ from pbfast.pocketbase import records as record_service
 from pbfast.pocketbase import search
 from pbfast.pocketbase.apis import records
 from pbfast.pocketbase.apis.batch_form import BatchItem, read_batch_form, validate_batch_form
+from pbfast.pocketbase.apis.form_body import FormError, bind_form_values, parse_go_query
 from pbfast.pocketbase.apis.request import BAD_REQUEST, TenantRequest
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.gocompat import cast_to_string
@@ -150,9 +151,13 @@ def _run_item(batch: TenantRequest, item: BatchItem) -> tuple[int, bytes]:
     params = {"collection": collection}
     query = (match["query"] or "?")[1:].split("#", 1)[0]
     path = item.url.split("?", 1)[0].split("#", 1)[0]
-    body = dict(item.body or {})
+    try:
+        # each item is sent on as a multipart form: its URL's query values are body values, under its own
+        body = {**bind_form_values(parse_go_query(query)), **(item.body or {})}
+    except FormError as err:
+        raise ApiError(400, BAD_REQUEST) from err
     if action == "upsert":
-        record_id = cast_to_string(body.get("id"))
+        record_id = cast_to_string((item.body or {}).get("id"))  # the body's id, not the query's
         action = "update" if record_id and _exists(batch, collection, record_id) else "create"
         if action == "update":
             params["id"] = record_id

@@ -23,7 +23,8 @@ from pbfast.http import ApiError
 from pbfast.pocketbase.apis.multipart import MultipartError, UploadedFile, parse_form_data
 from pbfast.pocketbase.apis.request import TenantRequest
 
-__all__ = ["BATCH_METHODS", "BatchItem", "read_batch_form", "validate_batch_form"]
+__all__ = ["BATCH_METHODS", "JSON_PAYLOAD", "BatchItem", "Unreadable", "read_batch_form", "strict_json",
+           "validate_batch_form"]
 
 READ_FAILED: Final = "Failed to read the submitted batch data."
 INVALID: Final = "Invalid batch request data."
@@ -44,7 +45,7 @@ class BatchItem:
     files: dict[str, list[UploadedFile]] = field(default_factory=dict)
 
 
-class _Unreadable(ValueError):
+class Unreadable(ValueError):
     """The body does not bind to the form."""
 
 
@@ -56,7 +57,7 @@ def read_batch_form(request: TenantRequest) -> list[BatchItem]:
     content_type = request.header("content-type") or ""
     try:
         if content_type.startswith("application/json"):
-            return _items(_strict_json(raw), fold_case=True)
+            return _items(strict_json(raw), fold_case=True)
         if content_type.startswith("multipart/form-data"):
             form = parse_form_data(raw, content_type)
             items = _form_items(form.values)
@@ -71,7 +72,7 @@ def read_batch_form(request: TenantRequest) -> list[BatchItem]:
             # binds to no field of the form (left unparsed: PocketBase would answer a malformed one with
             # READ_FAILED instead of INVALID, both 400s, and untrusted XML is not worth parsing)
             return []
-    except (_Unreadable, MultipartError, UnicodeDecodeError) as err:
+    except (Unreadable, MultipartError, UnicodeDecodeError) as err:
         raise ApiError(400, READ_FAILED) from err
     raise ApiError(400, READ_FAILED)  # any other Content-Type
 
@@ -105,36 +106,39 @@ def _too_long(limit: int) -> dict[str, Any]:
             "params": {"max": limit, "min": 0}}
 
 
-def _strict_json(raw: bytes) -> Any:
+def strict_json(raw: bytes, *, whole: bool = False) -> Any:
     """The body's first JSON value as Go's json v2 decodes it: valid UTF-8 only, no duplicate names, numbers
-    within float64 (what follows the first value is not read)."""
+    within float64; what follows the first value is not read (``whole``: only white space may follow, as
+    ``json.Unmarshal`` wants)."""
     text = raw.decode("utf-8")  # invalid UTF-8: UnicodeDecodeError
     decoder = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_no_constant,
                                parse_float=_finite_float, parse_int=_integer)
     start = len(text) - len(text.lstrip(" \t\r\n"))
     try:
-        value, _ = decoder.raw_decode(text, start)
+        value, end = decoder.raw_decode(text, start)
+        if whole and text[end:].strip(" \t\r\n"):
+            raise Unreadable("invalid character after top-level value")
         orjson.dumps(value)  # lone surrogates (\ud800), which Go refuses as invalid UTF-8
     except (ValueError, RecursionError, orjson.JSONEncodeError) as err:
-        raise _Unreadable(str(err)) from err
+        raise Unreadable(str(err)) from err
     return value
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
     if len(value) != len(pairs):
-        raise _Unreadable("duplicate name in object")
+        raise Unreadable("duplicate name in object")
     return value
 
 
 def _no_constant(name: str) -> Any:
-    raise _Unreadable(f"{name} is not JSON")
+    raise Unreadable(f"{name} is not JSON")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Unreadable(f"{text} does not fit a float64")
+        raise Unreadable(f"{text} does not fit a float64")
     return value
 
 
@@ -150,7 +154,7 @@ def _member(obj: dict[str, Any], name: str, fold_case: bool) -> Any:
         return obj.get(name)
     matches = [key for key in obj if key.lower() == name.lower()]
     if len(matches) > 1:
-        raise _Unreadable(f"duplicate name {name!r}")
+        raise Unreadable(f"duplicate name {name!r}")
     return obj[matches[0]] if matches else None
 
 
@@ -158,12 +162,12 @@ def _items(value: Any, *, fold_case: bool) -> list[BatchItem]:
     if value is None:
         return []
     if not isinstance(value, dict):
-        raise _Unreadable("the batch body is not an object")
+        raise Unreadable("the batch body is not an object")
     requests = _member(value, "requests", fold_case)
     if requests is None:
         return []
     if not isinstance(requests, list):
-        raise _Unreadable("requests is not a list")
+        raise Unreadable("requests is not a list")
     return [_item(entry, fold_case) for entry in requests]
 
 
@@ -172,16 +176,16 @@ def _item(entry: Any, fold_case: bool) -> BatchItem:
         # PocketBase answers a null request with a 500 (a nil pointer); here it is a request with nothing set
         return BatchItem()
     if not isinstance(entry, dict):
-        raise _Unreadable("a request is not an object")
+        raise Unreadable("a request is not an object")
     method, url = _member(entry, "method", fold_case), _member(entry, "url", fold_case)
     headers, body = _member(entry, "headers", fold_case), _member(entry, "body", fold_case)
     if not isinstance(method, str | None) or not isinstance(url, str | None):
-        raise _Unreadable("method and url are strings")
+        raise Unreadable("method and url are strings")
     if headers is not None and (not isinstance(headers, dict)
                                 or not all(isinstance(v, str | None) for v in headers.values())):
-        raise _Unreadable("headers is an object of strings")
+        raise Unreadable("headers is an object of strings")
     if body is not None and not isinstance(body, dict):
-        raise _Unreadable("body is an object")
+        raise Unreadable("body is an object")
     return BatchItem(method or "", url or "", {k: v or "" for k, v in (headers or {}).items()}, body)
 
 
@@ -189,12 +193,12 @@ def _form_items(values: dict[str, list[str]]) -> list[BatchItem]:
     """The form from a form body's fields: each ``@jsonPayload`` in turn (the last one that has requests
     wins); a plain ``requests`` field cannot bind."""
     if "requests" in values:
-        raise _Unreadable("requests cannot be a plain form field")
+        raise Unreadable("requests cannot be a plain form field")
     items: list[BatchItem] = []
     for payload in values.get(JSON_PAYLOAD, []):
-        decoded = _strict_json(payload.encode())
+        decoded = strict_json(payload.encode("utf-8", errors="surrogateescape"), whole=True)
         if decoded is not None and not isinstance(decoded, dict):
-            raise _Unreadable("the batch payload is not an object")
+            raise Unreadable("the batch payload is not an object")
         if decoded and "requests" in decoded:
             items = _items(decoded, fold_case=False)
     return items

@@ -1,10 +1,11 @@
 """``multipart/form-data`` bodies as Go's ``mime/multipart`` reads them for PocketBase (``ParseMultipartForm``):
 text fields by name, and uploaded files by field name (a part with a ``filename``).
 
-Only the batch API reads multipart bodies so far (the JS SDK always sends ``pb.createBatch()`` that way,
-its JSON under the ``@jsonPayload`` field); record routes and stored files are not built yet. The body is
-already in memory (bounded by the route's body limit); parts and header lines are bounded like Go's
-(1,000 parts, 10,000 header lines)."""
+Read by the batch API (the JS SDK always sends ``pb.createBatch()`` that way, its JSON under the
+``@jsonPayload`` field) and by record create/update (:mod:`.form_body`); stored files are not built yet.
+The body is already in memory (bounded by the route's body limit); parts and header lines are bounded like
+Go's (1,000 parts, 10,000 header lines). Text values keep invalid UTF-8 as surrogates (``surrogateescape``):
+a JSON payload refuses it, a plain value shows it as U+FFFD."""
 
 from __future__ import annotations
 
@@ -118,4 +119,5 @@ def _add_part(form: FormData, headers: dict[str, str], content: bytes) -> None:
                               headers.get("content-type", "application/octet-stream"), content)
         form.files.setdefault(name, []).append(upload)
     else:
-        form.values.setdefault(name, []).append(content.decode("utf-8", errors="replace"))
+        # invalid UTF-8 kept (as surrogates) for whoever reads the value: a JSON payload refuses it
+        form.values.setdefault(name, []).append(content.decode("utf-8", errors="surrogateescape"))

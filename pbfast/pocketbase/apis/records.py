@@ -12,6 +12,7 @@ from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import records, search
 from pbfast.pocketbase.apis.expand import expand_items
+from pbfast.pocketbase.apis.form_body import FormBody, check_uploads, record_form_body
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
     MISSING_COLLECTION,
@@ -85,8 +86,9 @@ def view_record(request: TenantRequest) -> None:
 
 
 def create_record(request: TenantRequest) -> None:
-    collection, body, superuser = _write_context(request)
+    collection, body, superuser, form = _write_context(request)
     _deny_null_rule(request, collection.createRule)
+    check_uploads(collection, form)
     data = records.resolve_modifiers(collection, body, None)
     if not superuser:
         data = records.strip_hidden(collection, data)
@@ -111,12 +113,13 @@ def create_record(request: TenantRequest) -> None:
 
 
 def update_record(request: TenantRequest) -> None:
-    collection, body, superuser = _write_context(request)
+    collection, body, superuser, form = _write_context(request)
     _deny_null_rule(request, collection.updateRule)
     tenant = request.tenant
     current = records.load_row(tenant, collection, request.params["id"])
     if current is None:
         raise ApiError(404, NOT_FOUND)
+    check_uploads(collection, form)
     data = records.resolve_modifiers(collection, body, current)
     if not superuser:
         data = records.strip_hidden(collection, data)
@@ -164,7 +167,7 @@ def _deny_null_rule(request: TenantRequest, rule: str | None) -> None:
         raise ApiError(403, ONLY_SUPERUSERS)
 
 
-def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
+def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], bool, FormBody | None]:
     """The checks PocketBase's create/update handlers start with: the collection (404, worded as its
     body-limit middleware does), not a view (400), the parsed body (400), then the null-rule check."""
     # the route's body-limit middleware words a missing collection its own way; a batch's items skip it
@@ -172,8 +175,10 @@ def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], 
                                else MISSING_OR_INVALID_COLLECTION)
     if collection.type == "view":
         raise ApiError(400, "Unsupported collection type.")
-    body = read_body(request, record_body_limit(collection))
-    return collection, body, request.superuser
+    limit = record_body_limit(collection)
+    form = record_form_body(request, limit)
+    body = read_body(request, limit) if form is None else form.data
+    return collection, body, request.superuser, form
 
 
 def _rule_condition(request: TenantRequest, collection: Collection, rule: str | None,
