@@ -88,14 +88,15 @@ def _expand(tenant: Tenant, records: list[ExpandedRecord], path: str, fetch: Rel
     segment, _, rest = path.partition(".")
     relation = resolve_expand_segment(segment, records[0].collection, tenant.collections)
     ids_of = _ids_getter(tenant, relation, records)
-    related = fetch(relation.target, [i for record in records for i in ids_of(record)])
+    record_ids = [ids_of(record) for record in records]  # read once: a relation's value is parsed each time
+    related = fetch(relation.target, [i for ids in record_ids for i in ids])
     if rest:
         _expand(tenant, related, rest, fetch, level + 1)
     by_id = {rel.id: rel for rel in related}
-    for record in records:
+    for record, ids in zip(records, record_ids, strict=True):
         if record.expand is None:
             record.expand = {}
-        found = [by_id[i] for i in ids_of(record) if i in by_id]
+        found = [by_id[i] for i in ids if i in by_id]
         if not found:
             continue
         previous = record.expand.get(segment)
