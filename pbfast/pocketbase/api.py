@@ -79,7 +79,7 @@ class TenantApi:
         held = HeldResponse()
         request = TenantRequest(scope, held, path, params, tenant)
         if scope.method not in ("GET", "HEAD"):
-            limit = batch.MAX_BODY_CEILING if handler is batch.batch_transaction else body_limit(tenant, params)
+            limit = batch.body_read_limit(tenant) if handler is batch.batch_transaction else body_limit(tenant, params)
             try:
                 request.raw_body = await Request(scope, proto, path, params).body(limit)
             except ApiError as err:

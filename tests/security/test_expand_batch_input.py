@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class Tenants:
     limited: str
     superuser: dict[str, str]
     limited_superuser: dict[str, str]
+    fresh: str  # a new tenant: PocketBase's default settings, batches off
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,10 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
         _, cp, gw = start_all_in_one(start, data_dir)
         create_tenant(cp, gw, "fixture")
         create_tenant(cp, gw, "limited", {"requestTimeLimitMs": 500})
+        create_tenant(cp, gw, "fresh")
         fixture, limited = f"{gw}/t/fixture", f"{gw}/t/limited"
-        yield Tenants(fixture, limited, _login(fixture, **_superuser_args()), _login(limited, **_superuser_args()))
+        yield Tenants(fixture, limited, _login(fixture, **_superuser_args()), _login(limited, **_superuser_args()),
+                      f"{gw}/t/fresh")
     finally:
         for process in reversed(processes):
             process.stop(signal.SIGTERM, timeout=5)
@@ -75,6 +79,21 @@ def _titles(base: str, headers: dict[str, str], prefix: str) -> list[str]:
     answer = httpx.get(f"{base}/api/collections/demo2/records", params={"filter": f"title~'{prefix}'"}, headers=headers)
     assert answer.status_code == 200, answer.text
     return [item["title"] for item in answer.json()["items"]]
+
+
+def test_a_tenant_without_batches_does_not_buffer_batch_bodies(tenants: Tenants) -> None:
+    """Batches are off on a new tenant (403, as on a fresh PocketBase): once the node knows, it answers
+    without reading a batch body into memory (up to PocketBase's 128 MiB default before), here a body
+    announced as 20 MB (under the gateway's own limit) of which the client sends only the start."""
+    answer = httpx.post(f"{tenants.fresh}/api/batch", json={"requests": [{"method": "GET", "url": "/x"}]})
+    _error(answer, 403, "Batch requests are not allowed.")
+    url = httpx.URL(tenants.fresh)
+    with socket.create_connection((url.host, url.port), timeout=5) as conn:
+        conn.sendall(f"POST {url.path}/api/batch HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {20_000_000}\r\n\r\n".encode() + b'{"requests":[' + b" " * 65536)
+        head = conn.recv(4096)  # times out (an error) while the node waits for the rest of the body
+    assert head.startswith(b"HTTP/1.1 403"), head[:200]
+    assert httpx.get(f"{tenants.fresh}/api/health").status_code == 200
 
 
 def test_a_null_request_is_a_validation_error(tenants: Tenants) -> None:

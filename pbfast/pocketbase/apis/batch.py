@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,8 +41,9 @@ from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.gocompat import cast_to_string
 from pbfast.pocketbase.search import FilterError
 from pbfast.pocketbase.settings import BatchSettings, load_batch_settings
+from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["MAX_BODY_CEILING", "batch_transaction"]
+__all__ = ["MAX_BODY_CEILING", "batch_transaction", "body_read_limit"]
 
 log = component_logger("TenantNode")
 
@@ -50,8 +52,27 @@ BATCH_FAILED: Final = "Batch transaction failed."
 FILES_NOT_SUPPORTED: Final = ("File uploads are not supported yet: send the batch's requests without files "
                               "(requests.N.<field> parts).")
 MAX_BODY_CEILING: Final = BatchSettings.DEFAULT_MAX_BODY_SIZE
-"""The most of a batch body the node reads before the handler runs (PocketBase's default ``maxBodySize``);
-the tenant's own setting is applied by the handler."""
+"""The most of a batch body the node reads before the handler runs while it does not know the tenant's
+settings yet (PocketBase's default ``maxBodySize``); the tenant's own setting is applied by the handler."""
+
+# Each open tenant's batch settings as the last batch read them, for the event loop to size the body read
+# (the settings change only with the data dir, an import or a restore, which opens a new Tenant). Written
+# on a database thread, read on the event loop: single get/set operations under the GIL.
+_known_settings: Final[weakref.WeakKeyDictionary[Tenant, BatchSettings]] = weakref.WeakKeyDictionary()
+
+
+def body_read_limit(tenant: Tenant) -> int:
+    """How much of a batch body the node reads before the handler runs: none while batches are off for
+    the tenant (the answer is 403 whatever the body), its ``maxBodySize`` when on, :data:`MAX_BODY_CEILING`
+    until a batch has read its settings."""
+    settings = _known_settings.get(tenant)
+    if settings is None:
+        return MAX_BODY_CEILING
+    return settings.effective_max_body_size if _allowed(settings) else 0
+
+
+def _allowed(settings: BatchSettings) -> bool:
+    return settings.enabled and settings.max_requests > 0
 
 # What an item's SQL can fail with because of the tenant's own SQL or data (a rule, a view, a trigger):
 # that item's 400, as PocketBase answers any error of an item.
@@ -79,7 +100,8 @@ class _BatchTimeout(Exception):
 
 def batch_transaction(request: TenantRequest) -> None:
     settings = load_batch_settings(request.tenant.conn)
-    if not settings.enabled or settings.max_requests <= 0:
+    _known_settings[request.tenant] = settings
+    if not _allowed(settings):
         raise ApiError(403, NOT_ALLOWED)
     raw = request.raw_body
     if raw is None or len(raw) > settings.effective_max_body_size:
