@@ -137,6 +137,30 @@ BATCH_SCENARIOS: dict[str, list[Step]] = {
         Step("fifty-one requests", "POST", BATCH, batch(*[{"method": "GET", "url": "/x"}] * 51)),
         Step("batch titles at the end", "GET", f"{LIST_BATCH_TITLES}&perPage=100"),
     ],
+    "batch: items see earlier items": [
+        Step("create, update, modify twice, then read back", "POST", BATCH, batch(
+            {"method": "POST", "url": f"{DEMO2}?fields=id,title", "body": {"id": "batchseq0000001", "title": "seq1"}},
+            {"method": "PATCH", "url": f"{DEMO2}/batchseq0000001?fields=id,title", "body": {"title": "seq2"}},
+            {"method": "PATCH", "url": "/api/collections/demo5/records/qjeql998mtp1azp?fields=total",
+             "body": {"total+": 2}},
+            {"method": "PATCH", "url": "/api/collections/demo5/records/qjeql998mtp1azp?fields=total",
+             "body": {"total-": 0.5, "+select_many": "optionB"}},
+            {"method": "PUT", "url": f"{DEMO2}?fields=id,title", "body": {"id": "batchseq0000001", "title": "seq3"}})),
+        Step("after the batch", "GET", f"{DEMO2}/batchseq0000001?fields=id,title"),
+        Step("create then delete, then a failure", "POST", BATCH, batch(
+            {"method": "POST", "url": f"{DEMO2}?fields=id", "body": {"id": "batchseq0000002", "title": "seq4"}},
+            {"method": "DELETE", "url": f"{DEMO2}/batchseq0000001"},
+            {"method": "DELETE", "url": f"{DEMO2}/batchseq0000001"})),
+        Step("still there", "GET", f"{DEMO2}/batchseq0000001?fields=id,title"),
+        Step("never created", "GET", f"{DEMO2}/batchseq0000002?fields=id,title"),
+        Step("an auth record in a batch", "POST", BATCH, batch(
+            {"method": "POST", "url": "/api/collections/users/records?fields=email,verified,emailVisibility",
+             "body": {"email": "batch_user@example.com", "password": "1234567890", "passwordConfirm": "1234567890",
+                      "verified": True}},
+            {"method": "POST", "url": "/api/collections/users/records?fields=email",
+             "body": {"email": "batch_user@example.com", "password": "1234567890",
+                      "passwordConfirm": "1234567890"}}), auth=G, headers=CLIENT1),
+    ],
     "batch: bodies": [
         Step("empty object", "POST", BATCH, {}),
         Step("empty body", "POST", BATCH, raw=b""),
