@@ -29,7 +29,8 @@ from pbfast.pocketbase.fields import FileField
 from pbfast.pocketbase.gocompat import format_float_f
 
 __all__ = ["FILES_NOT_SUPPORTED", "FORM_TYPES", "FormBody", "FormError", "bind_form_values", "infer_value",
-           "check_uploads", "parse_go_query", "read_form_body", "record_form_body"]
+           "bind_form_struct", "check_uploads", "parse_go_query", "read_form_body", "read_form_values",
+           "record_form_body", "struct_form_body"]
 
 FORM_TYPES: Final = ("multipart/form-data", "application/x-www-form-urlencoded")
 FILES_NOT_SUPPORTED: Final = ("File uploads are not supported yet: send the record's fields without files for "
@@ -100,13 +101,25 @@ def bind_form_values(values: dict[str, list[str]]) -> dict[str, Any]:
         if not key.isascii():
             key = _valid_text(key)
         data[key] = infer_value(items[0]) if len(items) == 1 else [infer_value(item) for item in items]
-    for payload in values.get(JSON_PAYLOAD, []):
+    return _merge_payloads(data, values.get(JSON_PAYLOAD, []))
+
+
+def bind_form_struct(values: dict[str, list[str]]) -> dict[str, Any]:
+    """Form values as PocketBase binds them into a struct of text fields (an auth form): a key's first value,
+    as text, then the ``@jsonPayload`` objects over them (names matched exactly, values as typed). Raises
+    :class:`FormError`."""
+    data: dict[str, Any] = {key: _valid_text(items[0]) for key, items in values.items() if key != JSON_PAYLOAD}
+    return _merge_payloads(data, values.get(JSON_PAYLOAD, []))
+
+
+def _merge_payloads(data: dict[str, Any], payloads: list[str]) -> dict[str, Any]:
+    for payload in payloads:
         try:
             decoded = strict_json(payload.encode("utf-8", errors="surrogateescape"), whole=True)
         except (Unreadable, UnicodeDecodeError) as err:
             raise FormError(str(err)) from err
         if decoded is None:
-            data.clear()  # json.Unmarshal of null into a map makes it nil: every value so far is gone
+            data.clear()  # Go's decoder zeroes its target on null: every value so far is gone
             continue
         if not isinstance(decoded, dict):
             raise FormError("@jsonPayload is not a JSON object")
@@ -114,14 +127,15 @@ def bind_form_values(values: dict[str, list[str]]) -> dict[str, Any]:
     return data
 
 
-def read_form_body(raw: bytes, content_type: str, query: str) -> FormBody:
-    """Bind a form body sent with ``content_type`` to a URL with ``query``. Raises :class:`FormError`."""
+def read_form_values(raw: bytes, content_type: str,
+                     query: str) -> tuple[dict[str, list[str]], dict[str, list[UploadedFile]]]:
+    """The values (the URL's query values included, in Go's order) and files of a form body sent with
+    ``content_type`` to a URL with ``query``. Raises :class:`FormError`."""
     query_values = parse_go_query(query)
-    is_multipart = content_type.split(";")[0].strip().lower() == "multipart/form-data"
     values: dict[str, list[str]] = {}
     files: dict[str, list[UploadedFile]] = {}
     try:
-        if is_multipart:
+        if _media_type(content_type) == "multipart/form-data":
             form = parse_form_data(raw, content_type)
             _extend(values, query_values)
             _extend(values, form.values)
@@ -131,7 +145,35 @@ def read_form_body(raw: bytes, content_type: str, query: str) -> FormBody:
             _extend(values, query_values)
     except MultipartError as err:
         raise FormError(str(err)) from err
-    return FormBody(bind_form_values(values), files, multipart=is_multipart)
+    return values, files
+
+
+def read_form_body(raw: bytes, content_type: str, query: str) -> FormBody:
+    """Bind a form body sent with ``content_type`` to a URL with ``query``. Raises :class:`FormError`."""
+    values, files = read_form_values(raw, content_type, query)
+    return FormBody(bind_form_values(values), files, multipart=_media_type(content_type) == "multipart/form-data")
+
+
+def struct_form_body(request: TenantRequest) -> dict[str, Any] | None:
+    """The body of a request whose handler binds a struct of text fields (password auth) when sent as a
+    form (None: not a form, read it as JSON); a form that cannot be read is ``ApiError(400)``."""
+    content_type = request.header("content-type") or ""
+    if _media_type(content_type) not in FORM_TYPES:
+        return None
+    raw = request.raw_body
+    if raw is None:
+        raise ApiError(413, "Request entity too large.")
+    if not raw:
+        return {}
+    try:
+        values, _ = read_form_values(raw, content_type, request.scope.query_string)
+        return bind_form_struct(values)
+    except FormError as err:
+        raise ApiError(400, BAD_REQUEST) from err
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
 
 
 def _extend(values: dict[str, list[str]], more: dict[str, list[str]]) -> None:
@@ -143,7 +185,7 @@ def _extend(values: dict[str, list[str]], more: dict[str, list[str]]) -> None:
 def record_form_body(request: TenantRequest, limit: int) -> FormBody | None:
     """The body of a record create/update sent as a form (None: not a form, read it as JSON)."""
     content_type = request.header("content-type") or ""
-    media_type = content_type.split(";")[0].strip().lower()
+    media_type = _media_type(content_type)
     if request.bound_body is not None or media_type not in FORM_TYPES:
         return None
     raw = request.raw_body

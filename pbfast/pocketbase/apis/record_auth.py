@@ -10,6 +10,7 @@ from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, fields, mfa, records
 from pbfast.pocketbase.apis.expand import expand_items
+from pbfast.pocketbase.apis.form_body import struct_form_body
 from pbfast.pocketbase.apis.request import (
     Auth,
     MISSING_OR_INVALID_COLLECTION,
@@ -41,7 +42,8 @@ def auth_with_password(request: TenantRequest) -> None:
     if not password_auth.enabled and collection.name != SUPERUSERS:
         raise ApiError(403, "The collection is not configured to allow password authentication.")
     try:
-        body = read_body(request)
+        sent_as_form = struct_form_body(request)
+        body = read_body(request) if sent_as_form is None else sent_as_form
     except ApiError as err:
         if err.status == 400:
             raise ApiError(400, LOAD_FAILED) from err
