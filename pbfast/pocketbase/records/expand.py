@@ -69,31 +69,70 @@ class ExpandFailed(Exception):
     """A path that cannot be expanded (dropped from the answer, as PocketBase does)."""
 
 
+_ExpandError = (ExpandFailed, ExpandPathError, apsw.SQLError)
+
+
+@dataclass(slots=True)
+class _Step:
+    """One segment expanded from one list of records: each record's related ids and the related records
+    (or why it failed), shared by every path through it."""
+
+    relation: ExpandRelation | None = None
+    record_ids: list[list[str]] | None = None
+    related: list[ExpandedRecord] | None = None
+    error: Exception | None = None
+
+
+# (id of the list of records a segment is expanded from, the segment) -> its step; the lists are the
+# caller's records or a cached step's related records, alive for the whole expand
+_Steps: TypeAlias = dict[tuple[int, str], _Step]
+
+
 def expand_records(tenant: Tenant, records: list[ExpandedRecord], paths: list[str],
                    fetch: RelatedFetch) -> dict[str, str]:
     """Expand normalised ``paths`` (:func:`~pbfast.pocketbase.search.expand.normalize_expands`) into
-    ``records`` (all of one collection). Returns the failed paths with the reason (PocketBase logs them)."""
+    ``records`` (all of one collection). Returns the failed paths with the reason (PocketBase logs them).
+
+    Paths sharing a prefix share its steps (a segment from the same records is resolved and fetched once,
+    also when it fails), so the cost grows with the distinct steps, not with the number of paths."""
     failures: dict[str, str] = {}
+    steps: _Steps = {}
     for path in paths:
         try:
-            _expand(tenant, records, path, fetch, 1)
-        except (ExpandFailed, ExpandPathError, apsw.SQLError) as err:
+            _expand(tenant, records, path, fetch, 1, steps)
+        except _ExpandError as err:
             failures[path] = str(err)
     return failures
 
 
-def _expand(tenant: Tenant, records: list[ExpandedRecord], path: str, fetch: RelatedFetch, level: int) -> None:
+def _step(tenant: Tenant, records: list[ExpandedRecord], segment: str, fetch: RelatedFetch, steps: _Steps) -> _Step:
+    key = (id(records), segment)
+    step = steps.get(key)
+    if step is None:
+        step = steps[key] = _Step()
+        try:
+            step.relation = resolve_expand_segment(segment, records[0].collection, tenant.collections)
+            ids_of = _ids_getter(tenant, step.relation, records)
+            step.record_ids = [ids_of(record) for record in records]  # a relation's value is parsed once
+            step.related = fetch(step.relation.target, [i for ids in step.record_ids for i in ids])
+        except _ExpandError as err:
+            step.error = err
+    if step.error is not None:
+        raise step.error
+    return step
+
+
+def _expand(tenant: Tenant, records: list[ExpandedRecord], path: str, fetch: RelatedFetch, level: int,
+            steps: _Steps) -> None:
     if not path or level > MAX_EXPAND_DEPTH or not records:
         return
     segment, _, rest = path.partition(".")
-    relation = resolve_expand_segment(segment, records[0].collection, tenant.collections)
-    ids_of = _ids_getter(tenant, relation, records)
-    record_ids = [ids_of(record) for record in records]  # read once: a relation's value is parsed each time
-    related = fetch(relation.target, [i for ids in record_ids for i in ids])
+    step = _step(tenant, records, segment, fetch, steps)
+    assert step.relation is not None and step.record_ids is not None and step.related is not None
     if rest:
-        _expand(tenant, related, rest, fetch, level + 1)
-    by_id = {rel.id: rel for rel in related}
-    for record, ids in zip(records, record_ids, strict=True):
+        _expand(tenant, step.related, rest, fetch, level + 1, steps)
+    by_id = {rel.id: rel for rel in step.related}
+    for record, ids in zip(records, step.record_ids, strict=True):
         if record.expand is None:
             record.expand = {}
         found = [by_id[i] for i in ids if i in by_id]
@@ -102,9 +141,9 @@ def _expand(tenant: Tenant, records: list[ExpandedRecord], path: str, fetch: Rel
         previous = record.expand.get(segment)
         for old in _as_list(previous):
             for rel in found:
-                if rel.id == old.id:
+                if rel.id == old.id and rel is not old:  # the same step's records are already merged
                     merge_expand(rel, old.expand or {})
-        record.expand[segment] = found if relation.multiple else found[0]
+        record.expand[segment] = found if step.relation.multiple else found[0]
 
 
 def _as_list(value: ExpandedRecord | list[ExpandedRecord] | None) -> list[ExpandedRecord]:
