@@ -30,6 +30,7 @@ MAX_EXPANDED_RECORDS: Final = 100_000
 """Expanded records one answer may show (a record shown under several parents counts each time): deep
 paths over dense relations multiply, and the answer is built in memory. Past it: 400."""
 TOO_LARGE: Final = "The expand would show more than {limit} related records; expand less or page smaller."
+TOO_MUCH_WORK: Final = "The expand would take {reason}; expand less or page smaller."
 
 
 def expand_items(request: TenantRequest, collection: Collection, rows: list[Row], items: list[dict[str, Any]], *,
@@ -46,7 +47,10 @@ def expand_items(request: TenantRequest, collection: Collection, rows: list[Row]
     requester = request.auth if auth_state is False else auth_state
     fetch = _ViewableRecords(request, body, requester)
     expanded = [ExpandedRecord(collection, row) for row in rows]
-    failures = records.expand_records(request.tenant, expanded, paths, fetch)
+    try:
+        failures = records.expand_records(request.tenant, expanded, paths, fetch)
+    except records.ExpandTooLarge as err:
+        raise ApiError(400, TOO_MUCH_WORK.format(reason=err)) from err
     if failures:
         log.debug("tenant %s: expand of %s skipped: %s", request.tenant.id, collection.name, failures)
     if records.count_expanded(expanded) > MAX_EXPANDED_RECORDS:

@@ -8,6 +8,7 @@ from pbfast.pocketbase.records.errors import LastSuperuserError, RecordValidatio
 from pbfast.pocketbase.records.expand import (
     ExpandedRecord,
     ExpandFailed,
+    ExpandTooLarge,
     RelatedFetch,
     count_expanded,
     expand_records,
@@ -29,6 +30,7 @@ from pbfast.pocketbase.records.save import save_record
 __all__ = [
     "Condition",
     "ExpandFailed",
+    "ExpandTooLarge",
     "ExpandedRecord",
     "LastSuperuserError",
     "RecordValidationError",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import apsw
 import orjson
@@ -34,8 +34,8 @@ from pbfast.pocketbase.search.expand import (
 )
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["ExpandFailed", "ExpandedRecord", "Expansion", "RelatedFetch", "back_relation_ids", "count_expanded",
-           "expand_records", "find_by_ids", "merge_expand"]
+__all__ = ["MAX_EXPAND_STEPS", "MAX_FETCHED_RECORDS", "ExpandFailed", "ExpandTooLarge", "ExpandedRecord", "Expansion",
+           "RelatedFetch", "back_relation_ids", "count_expanded", "expand_records", "find_by_ids", "merge_expand"]
 
 
 @dataclass(eq=False, slots=True)
@@ -83,9 +83,28 @@ class _Step:
     error: Exception | None = None
 
 
-# (id of the list of records a segment is expanded from, the segment) -> its step; the lists are the
-# caller's records or a cached step's related records, alive for the whole expand
-_Steps: TypeAlias = dict[tuple[int, str], _Step]
+MAX_EXPAND_STEPS: Final = 1000
+"""Distinct steps one expand may query (a realistic one takes a few dozen): each costs a query, and the
+spellings of a back-relation (``x_via_y``, ``X_via_y``, ``x(y)``, by collection id) multiply them."""
+MAX_FETCHED_RECORDS: Final = 100_000
+"""Related records all the steps of one expand may load (also those of paths that fail further down)."""
+
+
+class ExpandTooLarge(Exception):
+    """An expand whose work would pass :data:`MAX_EXPAND_STEPS` or :data:`MAX_FETCHED_RECORDS`."""
+
+
+class _Steps:
+    """The steps of one expand: (id of the list of records a segment is expanded from, the segment) -> its
+    step (the lists are the caller's records or a cached step's related records, alive for the whole
+    expand), and the work done so far."""
+
+    __slots__ = ("by_key", "fetched", "queried")
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[int, str], _Step] = {}
+        self.queried = 0  # steps that resolved to a relation (and query it)
+        self.fetched = 0
 
 
 def expand_records(tenant: Tenant, records: list[ExpandedRecord], paths: list[str],
@@ -94,9 +113,10 @@ def expand_records(tenant: Tenant, records: list[ExpandedRecord], paths: list[st
     ``records`` (all of one collection). Returns the failed paths with the reason (PocketBase logs them).
 
     Paths sharing a prefix share its steps (a segment from the same records is resolved and fetched once,
-    also when it fails), so the cost grows with the distinct steps, not with the number of paths."""
+    also when it fails), so the cost grows with the distinct steps, not with the number of paths. Raises
+    :class:`ExpandTooLarge` past :data:`MAX_EXPAND_STEPS` steps or :data:`MAX_FETCHED_RECORDS` records."""
     failures: dict[str, str] = {}
-    steps: _Steps = {}
+    steps = _Steps()
     for path in paths:
         try:
             _expand(tenant, records, path, fetch, 1, steps)
@@ -107,16 +127,23 @@ def expand_records(tenant: Tenant, records: list[ExpandedRecord], paths: list[st
 
 def _step(tenant: Tenant, records: list[ExpandedRecord], segment: str, fetch: RelatedFetch, steps: _Steps) -> _Step:
     key = (id(records), segment)
-    step = steps.get(key)
+    step = steps.by_key.get(key)
     if step is None:
-        step = steps[key] = _Step()
+        step = steps.by_key[key] = _Step()
         try:
             step.relation = resolve_expand_segment(segment, records[0].collection, tenant.collections)
+            # a segment that resolves to nothing costs no query; one that does is counted
+            steps.queried += 1
+            if steps.queried > MAX_EXPAND_STEPS:
+                raise ExpandTooLarge(f"more than {MAX_EXPAND_STEPS} distinct relation steps")
             ids_of = _ids_getter(tenant, step.relation, records)
             step.record_ids = [ids_of(record) for record in records]  # a relation's value is parsed once
             step.related = fetch(step.relation.target, [i for ids in step.record_ids for i in ids])
         except _ExpandError as err:
             step.error = err
+        steps.fetched += len(step.related or ())
+        if steps.fetched > MAX_FETCHED_RECORDS:
+            raise ExpandTooLarge(f"more than {MAX_FETCHED_RECORDS} related records")
     if step.error is not None:
         raise step.error
     return step
