@@ -129,7 +129,7 @@ COMPACTION_SECONDS = 300  # replication.py's Litestream config: level-1 compacti
 
 # ``python -m pbfast`` with two switches for side-by-side runs, which ``pbfast serve`` has no flags for:
 # PBFAST_BENCH_REPLICATION=off runs the node in its own no-replication mode (``TenantNodeApp(replicator=
-# None)``, no litestream child); PBFAST_BENCH_SHIP_INTERVAL sets ``replication.SHIP_INTERVAL_SECONDS`` (0:
+# None)``, no litestream child); PBFAST_BENCH_SHIP_INTERVAL sets ``shipper.SHIP_INTERVAL_SECONDS`` (0:
 # Litestream's own 1 s shipping only). Everything else is the unchanged server.
 NODE_LAUNCHER = """
 import os, sys
@@ -154,8 +154,8 @@ if os.environ.get("PBFAST_BENCH_REPLICATION") == "off":
     server.Replicator = NoReplicator
     server.TenantNodeApp = without_replicator
 if os.environ.get("PBFAST_BENCH_SHIP_INTERVAL"):
-    import pbfast.tenant_node.replication as replication
-    replication.SHIP_INTERVAL_SECONDS = float(os.environ["PBFAST_BENCH_SHIP_INTERVAL"])
+    import pbfast.tenant_node.shipper as shipper
+    shipper.SHIP_INTERVAL_SECONDS = float(os.environ["PBFAST_BENCH_SHIP_INTERVAL"])
 from pbfast.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """

@@ -24,6 +24,8 @@ from pbfast.config import (
     DEFAULT_TENANT_IDLE_SECONDS,
     DEFAULT_GATEWAY_ADDR,
     DEFAULT_MAX_TENANTS,
+    DEFAULT_REALTIME_PER_NODE,
+    DEFAULT_REALTIME_PER_TENANT,
     DEFAULT_NODE_TIMEOUT_SECONDS,
     DEFAULT_RAFT_BIND_ADDR,
     DEFAULT_S3_BUCKET,
@@ -80,6 +82,8 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "request_time_limit": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "tenant_queue_limit": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "sqlite_memory_limit_mb": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "realtime_max_per_tenant": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "realtime_max_per_node": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
 }
 
 _DEFAULT_HTTP_ADDR = {
@@ -150,6 +154,12 @@ def _build_parser() -> _Parser:
                             f"(default {DEFAULT_TENANT_QUEUE_LIMIT})")
     serve.add_argument("--sqlite-memory-limit-mb", type=int,
                        help="SQLite's process-wide heap limit in MiB; 0: none (default: half the machine's memory)")
+    serve.add_argument("--realtime-max-per-tenant", type=int,
+                       help=f"open realtime (SSE) streams of one tenant on a node before more get 429 "
+                            f"(default {DEFAULT_REALTIME_PER_TENANT})")
+    serve.add_argument("--realtime-max-per-node", type=int,
+                       help=f"open realtime (SSE) streams on a node before more get 429 "
+                            f"(default {DEFAULT_REALTIME_PER_NODE})")
     serve.add_argument("--gateway-data-path", choices=("native", "python"),
                        help="gateway: forward in the Rust extension (native, the default) or in Python")
     serve.add_argument("--gateway-threads", type=int,
@@ -355,8 +365,13 @@ def _engine_settings(args: argparse.Namespace) -> EngineSettings:
     memory = _default_sqlite_memory_limit_mb() if args.sqlite_memory_limit_mb is None else args.sqlite_memory_limit_mb
     if not (memory == 0 or 64 <= memory <= 1 << 24):
         raise ConfigError(f"--sqlite-memory-limit-mb must be 0 (no limit) or at least 64, got {memory}")
+    per_tenant = DEFAULT_REALTIME_PER_TENANT if args.realtime_max_per_tenant is None else args.realtime_max_per_tenant
+    per_node = DEFAULT_REALTIME_PER_NODE if args.realtime_max_per_node is None else args.realtime_max_per_node
+    for flag, value in (("--realtime-max-per-tenant", per_tenant), ("--realtime-max-per-node", per_node)):
+        if not 1 <= value <= 10_000_000:
+            raise ConfigError(f"{flag} must be between 1 and 10000000, got {value}")
     return EngineSettings(db_threads=threads, request_time_limit=limit, queue_limit=queue,
-                          sqlite_memory_limit_mb=memory)
+                          sqlite_memory_limit_mb=memory, realtime_per_tenant=per_tenant, realtime_per_node=per_node)
 
 
 def _default_gateway_threads() -> int:

@@ -165,6 +165,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
                 component_logger("TenantNode").exception("closing idle tenants failed")
 
     parts.tasks += [membership.run, close_idle_tenants]
+    parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all]  # run in reverse order
     return node
 

@@ -33,7 +33,7 @@ from cpcluster import ADMIN, ADMIN_TOKEN, CLUSTER, CLUSTER_TOKEN, Member, Start,
 from helpers import PbfastProcess, free_port
 
 from pbfast import operator_cli
-from pbfast.control_plane import api as api_module
+from pbfast.control_plane import handover_api as api_module
 from pbfast.control_plane.api import ControlPlaneApi
 from pbfast.control_plane.node_client import RESTORE_CHECK_TIMEOUT_SECONDS, NodeError
 from pbfast.control_plane.raft import CommandFailed

@@ -39,12 +39,12 @@ def _replicator(tmp_path: Path) -> Replicator:
 
 def _listed(replicator: Replicator) -> set[str]:
     """The databases the running litestream replicates, asked over its control socket."""
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(replicator.socket_path)), timeout=5) as client:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(replicator.litestream.socket_path)), timeout=5) as client:
         return {entry["path"] for entry in client.get("http://litestream/list").json().get("databases", [])}
 
 
 def _pid(replicator: Replicator) -> int:
-    process = replicator._process  # noqa: SLF001 - the test freezes and kills the real child
+    process = replicator.litestream.process  # noqa: SLF001 - the test freezes and kills the real child
     assert process is not None and process.returncode is None
     return process.pid
 
@@ -138,8 +138,8 @@ def test_a_halt_is_not_undone_by_a_restarting_litestream(tmp_path: Path) -> None
             first = _pid(replicator)
             os.kill(first, signal.SIGKILL)  # the supervisor restarts it and registers the three again...
             replicator.halt()  # ...unless the node halted replication meanwhile
-            await _until(lambda: replicator._process is not None and replicator._process.pid != first  # noqa: SLF001
-                         and replicator._process.returncode is None and replicator.socket_path.exists())  # noqa: SLF001
+            await _until(lambda: replicator.litestream.process is not None and replicator.litestream.process.pid != first  # noqa: SLF001
+                         and replicator.litestream.process.returncode is None and replicator.litestream.socket_path.exists())  # noqa: SLF001
             await asyncio.sleep(1.5)  # a restart and more than one reconcile pass
             assert _listed(replicator) == set()
             with pytest.raises(ReplicationError):
@@ -165,7 +165,7 @@ def test_litestream_dies_with_its_node_even_by_kill_9(tmp_path: Path) -> None:
             replicator = Replicator(Path({str(tmp_path / "litestream")!r}),
                                     ReplicaStore("unused", None, Path({str(tmp_path / "replica")!r})))
             await replicator.start()
-            print(replicator._process.pid, flush=True)
+            print(replicator.litestream.process.pid, flush=True)
             await asyncio.sleep(60)
 
         asyncio.run(main())
@@ -254,7 +254,7 @@ def test_a_release_is_refused_while_litestream_does_not_confirm(tmp_path: Path) 
             finally:
                 thaw(frozen)
             await _until(lambda: replicator.status()["running"] and _pid(replicator) != frozen
-                         and replicator.socket_path.exists())  # killed (no answer) and restarted
+                         and replicator.litestream.socket_path.exists())  # killed (no answer) and restarted
             await _until(lambda: _listed(replicator) is not None)  # answering
             assert node.assignments["alpha"].epoch == 1  # not released: served again, as before
             assert node.released.get("alpha", 0) == 0
@@ -387,7 +387,7 @@ def test_litestream_keeps_what_point_in_time_restores_promise(tmp_path: Path) ->
     level-0 files reach back to the start of T's level-1 window); snapshots a day longer than the window."""
     replicator = Replicator(tmp_path / "litestream", ReplicaStore("unused", None, tmp_path / "replica"),
                             exact_restore_hours=2, restore_window_hours=72)
-    replicator._write_config()  # noqa: SLF001
+    replicator.litestream.write_config()  # noqa: SLF001
     config = (tmp_path / "litestream" / "litestream.yml").read_text()
     assert "l0-retention: 125m\n" in config
     assert "levels:\n  - interval: 5m\n" in config

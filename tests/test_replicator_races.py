@@ -165,13 +165,13 @@ def test_a_close_during_a_retried_register_leaves_nothing_registered(tmp_path: P
         stub = _SlowRegisterLitestream(tmp_path / "stub.sock")
         server = await asyncio.start_unix_server(stub._handle, path=str(stub.path))
         replicator = _replicator(tmp_path)
-        replicator._client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(stub.path)),
+        replicator.litestream.client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(stub.path)),
                                                base_url="http://litestream")
 
         class Running:  # reconcile() only asks whether the process is alive
             returncode = None
 
-        replicator._process = Running()  # type: ignore[assignment]
+        replicator.litestream.process = Running()  # type: ignore[assignment]
         db = tmp_path / "tenants" / "alpha" / DATA_DB
         try:
             # Opened while litestream was restarting: wanted, not confirmed; the reconcile pass registers it.
@@ -183,7 +183,7 @@ def test_a_close_during_a_retried_register_leaves_nothing_registered(tmp_path: P
             assert replicator.stopped(db)
             assert stub.listed == {}  # what the node believes is what litestream does
         finally:
-            await replicator._client.aclose()
+            await replicator.litestream.client.aclose()
             server.close()
 
     _run(scenario)
@@ -200,7 +200,7 @@ def test_a_new_incarnation_never_replicates_to_the_old_path(tmp_path: Path) -> N
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("CREATE TABLE notes (body TEXT)")
             await replicator.register(db, "alpha", "inc-1")
-            process = replicator._process
+            process = replicator.litestream.process
             assert process is not None
             freeze(process.pid)  # the unregister is not confirmed
             try:
@@ -231,7 +231,7 @@ def test_a_new_incarnation_never_replicates_to_the_old_path(tmp_path: Path) -> N
 
 
 def _listed(replicator: Replicator) -> set[str]:
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(replicator.socket_path)), timeout=5) as client:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(replicator.litestream.socket_path)), timeout=5) as client:
         return {entry["path"] for entry in client.get("http://litestream/list").json().get("databases", [])}
 
 
@@ -275,7 +275,7 @@ def test_an_abandoned_registration_is_never_carried_out_after_the_unregister(tmp
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.execute("CREATE TABLE notes (body TEXT)")
                 await _until_answering(replicator)
-                frozen = replicator._process.pid  # type: ignore[union-attr]
+                frozen = replicator.litestream.process.pid  # type: ignore[union-attr]
                 freeze(frozen)
                 try:
                     with pytest.raises(ReplicationError):  # no answer: litestream may do it later...
@@ -290,7 +290,7 @@ def test_an_abandoned_registration_is_never_carried_out_after_the_unregister(tmp
                     await replicator.reconcile()
                 await asyncio.sleep(0.3)
                 assert not (replicator.stopped(db) and str(db) in _listed(replicator))
-                assert replicator._process.pid != frozen  # type: ignore[union-attr]  # killed
+                assert replicator.litestream.process.pid != frozen  # type: ignore[union-attr]  # killed
         finally:
             await replicator.stop()
 

@@ -1,18 +1,22 @@
 """How the control plane asks a tenant node to act on one tenant: release it, upsert its superuser,
-import or export its database, try a restore of its replica at a point in time. Nodes in this process (all-in-one) are called directly; others over HTTP
-with the cluster token.
+import or export its database, try a restore of its replica at a point in time. Nodes in this process
+(all-in-one) are called directly, and fail as they would over HTTP; others over HTTP with the cluster token.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
 import httpx
 
 from pbfast.http import ApiError
+from pbfast.logs import component_logger
 
 __all__ = ["LocalNode", "NodeClient", "NodeError"]
+
+log = component_logger("ControlPlane")
 
 CHUNK = 1 << 20
 RESTORE_CHECK_TIMEOUT_SECONDS = 300.0  # a trial restore downloads the whole database
@@ -80,17 +84,16 @@ class NodeClient:
     async def release(self, address: str, tenant_id: str, epoch: int) -> None:
         node = self._local.get(address)
         if node is not None:
-            try:
+            with _as_node_errors():
                 await node.release(tenant_id, epoch)
-            except ApiError as err:
-                raise NodeError(err.status, err.message, err.data) from err
             return
         await self._call("POST", f"{address}/api/node/tenants/{tenant_id}/release", json={"epoch": epoch})
 
     async def upsert_superuser(self, address: str, tenant_id: str, email: str, password_hash: str) -> None:
         node = self._local.get(address)
         if node is not None:
-            await node.upsert_tenant_superuser(tenant_id, email, password_hash)
+            with _as_node_errors():
+                await node.upsert_tenant_superuser(tenant_id, email, password_hash)
             return
         await self._call("PUT", f"{address}/api/node/tenants/{tenant_id}/superuser",
                          json={"email": email, "passwordHash": password_hash})
@@ -98,7 +101,8 @@ class NodeClient:
     async def import_data(self, address: str, tenant_id: str, chunks: AsyncIterator[bytes]) -> None:
         node = self._local.get(address)
         if node is not None:
-            await node.import_data(tenant_id, chunks)
+            with _as_node_errors():
+                await node.import_data(tenant_id, chunks)
             return
         await self._call("PUT", f"{address}/api/node/tenants/{tenant_id}/data", content=chunks,
                          headers={"content-type": "application/vnd.sqlite3"})
@@ -106,8 +110,9 @@ class NodeClient:
     async def export_chunks(self, address: str, tenant_id: str) -> AsyncIterator[bytes]:
         node = self._local.get(address)
         if node is not None:
-            async for chunk in node.export_chunks(tenant_id):
-                yield chunk
+            with _as_node_errors():
+                async for chunk in node.export_chunks(tenant_id):
+                    yield chunk
             return
         request = self._http.build_request("GET", f"{address}/api/node/tenants/{tenant_id}/data")
         try:
@@ -132,10 +137,8 @@ class NodeClient:
         when its replica holds no restorable state at that time, 5xx when it could not be read."""
         node = self._local.get(address)
         if node is not None:
-            try:
+            with _as_node_errors():
                 return await node.restore_check(tenant_id, incarnation, at)
-            except ApiError as err:
-                raise NodeError(err.status, err.message, err.data) from err
         url = f"{address}/api/node/tenants/{tenant_id}/restore-check"
         response = await self._call("POST", url, json={"incarnation": incarnation, "at": at}, timeout=timeout)
         try:
@@ -148,3 +151,18 @@ class NodeClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+@contextlib.contextmanager
+def _as_node_errors() -> Iterator[None]:
+    """A node in this process fails as one over HTTP would: its :class:`ApiError` as the status it would
+    answer, anything else as the 500 its routes would turn it into."""
+    try:
+        yield
+    except NodeError:
+        raise
+    except ApiError as err:
+        raise NodeError(err.status, err.message, err.data) from err
+    except Exception as err:  # noqa: BLE001 - the node's own failure, reported to the caller like its 500
+        log.exception("the node in this process failed")
+        raise NodeError(500, f"{type(err).__name__}: {err}") from err

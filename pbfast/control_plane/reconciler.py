@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+from pbfast.control_plane.node_record import NodeRecord
 from pbfast.control_plane.placement import assigned_counts, place
 from pbfast.control_plane.raft import CommandFailed, RaftMember
-from pbfast.control_plane.registry import NODE_UP
 from pbfast.logs import component_logger
 
 __all__ = ["STALE_MOVE_SECONDS", "Reconciler"]
@@ -71,11 +71,10 @@ class Reconciler:
         registry = self.member.registry
         if settled:
             for node in registry.nodes_snapshot().values():
-                if node["status"] == NODE_UP and now - node["lastHeartbeatAt"] > self.node_timeout:
-                    _, marked = await self.member.submit(registry.mark_node_down, node["id"], node["lastHeartbeatAt"])
+                if node.up and now - node.last_heartbeat_at > self.node_timeout:
+                    _, marked = await self.member.submit(registry.mark_node_down, node.id, node.last_heartbeat_at)
                     if marked:
-                        log.warning("node %s is down: no heartbeat for %.1f s", node["id"],
-                                    now - node["lastHeartbeatAt"])
+                        log.warning("node %s is down: no heartbeat for %.1f s", node.id, now - node.last_heartbeat_at)
         expired = [tid for tid, stone in registry.tombstones_snapshot().items()
                    if now - stone["deletedAt"] >= self.delete_retention]
         if expired:
@@ -85,10 +84,10 @@ class Reconciler:
         nodes = registry.nodes_snapshot()
         tenants = registry.tenant_records()
         homeless = [t for t in tenants
-                    if not t.moving and (t.node_id is None or nodes.get(t.node_id, {}).get("status") != NODE_UP)]
+                    if not t.moving and not _up(nodes, t.node_id)]
         if not homeless:
             return
-        live = assigned_counts(t for t in tenants if nodes.get(t.node_id or "", {}).get("status") == NODE_UP)
+        live = assigned_counts(t for t in tenants if _up(nodes, t.node_id))
         epochs = {t.id: t.epoch for t in homeless}
         plan = place([t.id for t in homeless], nodes, live)
         for start in range(0, len(plan), PLACEMENT_BATCH):
@@ -119,7 +118,7 @@ class Reconciler:
                 age = now - since
             if age < self.stale_move:
                 continue
-            node_id = tenant.node_id if nodes.get(tenant.node_id or "", {}).get("status") == NODE_UP else None
+            node_id = tenant.node_id if _up(nodes, tenant.node_id) else None
             _, moved = await self.member.submit(registry.assign, [(tenant.id, node_id, tenant.epoch)],
                                                 time.time(), False, True, since)
             if moved:
@@ -130,3 +129,9 @@ class Reconciler:
                     await self.on_placed(tenant.id)
         for key in [k for k in self._unstamped_moves if k not in seen]:
             del self._unstamped_moves[key]
+
+
+def _up(nodes: Mapping[str, NodeRecord], node_id: str | None) -> bool:
+    """Whether ``node_id`` names a node that is up."""
+    node = nodes.get(node_id) if node_id else None
+    return node is not None and node.up

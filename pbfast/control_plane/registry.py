@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from pysyncobj import SyncObjConsumer, replicated
 
 from pbfast.cluster.tenant_record import TenantChanges, TenantRecord
+from pbfast.control_plane.node_record import NODE_DOWN, NODE_UP, NodeRecord
 
 __all__ = ["ERRORS", "MAX_INCARNATION_HISTORY", "NODE_DOWN", "NODE_UP", "Registry", "TENANT_STATUSES"]
 
@@ -35,8 +36,6 @@ TENANT_STATUSES = ("active", "suspended")
 DURABILITY_MODES = ("async", "sync")
 # A tenant's database counters in its usage of the day, summed from the heartbeats (see ``heartbeat``).
 DB_USAGE_COUNTERS = ("dbTimeLimited", "dbQueueRejected", "dbWaitMs")
-NODE_UP = "up"
-NODE_DOWN = "down"
 ERRORS = ("not_found", "conflict", "invalid")
 MAX_INCARNATION_HISTORY = 20  # earlier lives of a tenant record an in-place restore can still reach
 
@@ -99,9 +98,9 @@ class Registry(SyncObjConsumer):
 
     # ---- reads (any thread) ---------------------------------------------------------------------
 
-    def nodes_snapshot(self) -> dict[str, dict[str, Any]]:
+    def nodes_snapshot(self) -> dict[str, NodeRecord]:
         with self._lock:
-            return dict(self.nodes)
+            return {node_id: NodeRecord.from_stored(node) for node_id, node in self.nodes.items()}
 
     def tombstones_snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -133,14 +132,15 @@ class Registry(SyncObjConsumer):
         self._typed[record.id] = (stored, record)
         return record
 
-    def node(self, node_id: str) -> dict[str, Any] | None:
+    def node(self, node_id: str) -> NodeRecord | None:
         with self._lock:
-            return self.nodes.get(node_id)
+            stored = self.nodes.get(node_id)
+            return None if stored is None else NodeRecord.from_stored(stored)
 
-    def routing_state(self) -> tuple[int, list[TenantRecord], dict[str, dict[str, Any]]]:
+    def routing_state(self) -> tuple[int, list[TenantRecord], dict[str, NodeRecord]]:
         """``(routes_version, tenants, nodes)`` read together, consistently."""
         with self._lock:
-            return self.routes_version, self.tenant_records(), dict(self.nodes)
+            return self.routes_version, self.tenant_records(), self.nodes_snapshot()
 
     @replicated
     def barrier(self) -> Result:

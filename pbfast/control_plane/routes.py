@@ -11,12 +11,13 @@ import time
 from typing import Any
 
 from pbfast.cluster.tenant_record import TenantRecord
+from pbfast.control_plane.node_record import NodeRecord
 from pbfast.control_plane.registry import Registry
 
 __all__ = ["RouteFeed", "route_status"]
 
 
-def route_status(tenant: TenantRecord, node: dict[str, Any] | None) -> str:
+def route_status(tenant: TenantRecord, node: NodeRecord | None) -> str:
     """``suspended``, ``moving`` (gateways hold requests), ``unplaced`` (no node yet) or ``active``."""
     if tenant.status != "active":
         return tenant.status
@@ -72,7 +73,7 @@ class RouteFeed:
             routes.append({
                 "tenantId": tenant.id,
                 "nodeId": tenant.node_id,
-                "address": node["address"] if node else None,
+                "address": node.address if node else None,
                 "status": route_status(tenant, node),
                 "epoch": tenant.epoch,
             })

@@ -20,8 +20,10 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
-from pbfast.pocketbase.apis import batch, collections, health, record_auth, records
+from pbfast.pocketbase.apis import batch, collections, health, realtime, record_auth, records
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
+from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
+from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
 
@@ -45,8 +47,9 @@ Runner = Callable[[Callable[[], None]], Awaitable[None]]
 class TenantApi:
     """Routes of a tenant's PocketBase API, and the answer to each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, realtime_limits: RealtimeLimits = DEFAULT_REALTIME_LIMITS) -> None:
         self.on_time_limit: Callable[[str], None] | None = None  # called with the tenant id (any thread)
+        self.realtime = RealtimeHub(realtime_limits)  # GET /api/realtime is served by the node from it
         self.router: Router[Handler] = Router()
         add = self.router.add
         add("GET", "/api/health", health.health)
@@ -65,6 +68,7 @@ class TenantApi:
         add("POST", "/api/collections/{collection}/auth-with-password", record_auth.auth_with_password)
         add("POST", "/api/collections/{collection}/auth-refresh", record_auth.auth_refresh)
         add("POST", "/api/batch", batch.batch_transaction)
+        add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
                      run: Runner | None = None, time_limit: float | None = None) -> None:
@@ -76,6 +80,8 @@ class TenantApi:
             # PocketBase falls through to its static file handler for GET, else to the router's 404.
             send_error(proto, 404, FILE_NOT_FOUND if scope.method in ("GET", "HEAD") else NOT_FOUND)
             return
+        if tenant.realtime is None:
+            tenant.realtime = self.realtime  # its record writes publish their events there
         held = HeldResponse()
         request = TenantRequest(scope, held, path, params, tenant)
         if scope.method not in ("GET", "HEAD"):

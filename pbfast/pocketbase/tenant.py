@@ -16,7 +16,7 @@ import os
 import secrets
 import string
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
@@ -24,6 +24,9 @@ from pbfast.durable import fsync_file
 from pbfast.pocketbase import collections
 from pbfast.pocketbase.collections import Collection, CollectionMap
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
+
+if TYPE_CHECKING:
+    from pbfast.pocketbase.realtime import RealtimeBus
 
 __all__ = ["DATA_DB", "Tenant", "backup_database", "check_pocketbase_database", "new_record_id"]
 
@@ -88,6 +91,7 @@ class Tenant:
         self.conn = connection
         self.time_limit = TimeLimit(connection)
         self.closed = False
+        self.realtime: RealtimeBus | None = None  # where its committed record changes go (realtime events)
         self.collections = CollectionMap()
         self.reload_collections()
 

@@ -33,6 +33,7 @@ from pbfast.config import EngineSettings
 from pbfast.http import HTTPProtocol, Scope
 from pbfast.logs import current_request_id
 from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.realtime import RealtimeLimits
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.primitives import QuotaCounters, TenantCache
 from pbfast.request_ids import WithRequestId, bind_request_id
@@ -68,7 +69,7 @@ class TenantNodeApp:
         # Every piece of a tenant's database work runs here, off the event loop, fairly between tenants.
         engine = engine or EngineSettings()
         self.db = DbScheduler(engine.db_threads, engine.queue_limit)
-        self.api = TenantApi()
+        self.api = TenantApi(RealtimeLimits(engine.realtime_per_tenant, engine.realtime_per_node))
         self.api.on_time_limit = self.db.count_time_limited
         self.quotas = QuotaCounters()
         self.metrics = NodeMetrics()
@@ -91,6 +92,7 @@ class TenantNodeApp:
         self.serving = Serving(self.ownership, self.pool, self.api, self.db, replicator, self.quotas, self.metrics,
                                engine.request_time_limit)
         self.status = NodeStatus(self.slots, self.ownership, self.restorer, self.db, replicator)
+        self.status.realtime = self.api.realtime
         self.metrics_tokens = [cluster_token]  # all-in-one adds the admin token
         self.routes = NodeRoutes(cluster_token, self.metrics_tokens, self.serving, self.handover, self.transfer,
                                  self.restorer, self.status, self.metrics)
@@ -179,6 +181,7 @@ class TenantNodeApp:
         return self.copies.clean_leftovers()
 
     async def close_all(self, budget: float = CLOSE_ALL_SECONDS) -> None:
+        self.api.realtime.end_all()  # the SDKs reconnect (to this node once restarted, or to the next one)
         await self.pool.close_all(budget)
 
     def close_idle(self, idle_seconds: float) -> None:

@@ -76,6 +76,8 @@ class NodeGauges:
     db_threads: int = 0
     db_queued: int = 0
     db_load: dict[str, TenantLoad] = field(default_factory=dict)
+    realtime_streams: int = 0
+    realtime_dropped: int = 0
 
 
 class NodeMetrics:
@@ -160,6 +162,10 @@ class NodeMetrics:
         out.single("pbfast_node_db_queue_rejections_total", "counter",
                    "Requests refused with 429 because their tenant's database queue was full.",
                    self.db_queue_rejections)
+        out.single("pbfast_node_realtime_streams", "gauge", "Open realtime (SSE) streams.", gauges.realtime_streams)
+        out.single("pbfast_node_realtime_dropped_total", "counter",
+                   "Realtime clients dropped because their queue overflowed (they did not keep up).",
+                   gauges.realtime_dropped)
         loads = sorted(gauges.db_load.items())
         for name, text, attribute in (
                 ("jobs_total", "Database jobs run for the tenant.", "jobs"),

@@ -28,6 +28,7 @@ __all__ = ["Serving"]
 log = component_logger("TenantNode")
 
 STORAGE_MEASURE_SECONDS = 1.0
+REALTIME_PATH = "/api/realtime"
 
 
 class Serving:
@@ -59,6 +60,11 @@ class Serving:
             return
         if slot.importing:
             send_error(proto, 503, "The tenant is being imported; retry shortly.", headers=[("retry-after", "1")])
+            return
+        if path == REALTIME_PATH and scope.method == "GET":
+            # The stream needs no database and must not pin the tenant open: events open it when they come.
+            await self.api.realtime.connect(tenant_id, proto, lambda: self.ownership.serves(slot, epoch) is not None,
+                                            served_key=epoch)
             return
         writes = scope.method not in ("GET", "HEAD", "OPTIONS")
         if writes and not self.quotas.storage_allows(tenant_id, 0):

@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any
 
+from pbfast.pocketbase.realtime import RealtimeHub
 from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.metrics import NodeGauges
 from pbfast.tenant_node.ownership import Ownership
@@ -29,6 +30,7 @@ class NodeStatus:
         self.db = db
         self.replicator = replicator
         self._replica_current_at = time.time()  # when the replica was last known to hold every write
+        self.realtime: RealtimeHub | None = None  # the node's realtime streams (set by the node)
 
     def replication(self) -> dict[str, Any]:
         status = self.replicator.status() if self.replicator is not None else {"running": False, "replicating": 0}
@@ -69,4 +71,6 @@ class NodeStatus:
             lease_remaining=lease.remaining() if lease is not None else 0.0,
             heartbeat_age=lease.age() if lease is not None else None,
             node_timeout=lease.node_timeout if lease is not None else None,
-            db_threads=self.db.threads, db_queued=queued, db_load=loads)
+            db_threads=self.db.threads, db_queued=queued, db_load=loads,
+            realtime_streams=self.realtime.open_streams if self.realtime is not None else 0,
+            realtime_dropped=self.realtime.dropped if self.realtime is not None else 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from pbfast.pocketbase.auth import new_token_key
+from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.tenant import Tenant, new_record_id
 from pbfast.timefmt import format_datetime
 
@@ -16,7 +17,9 @@ def upsert_superuser(tenant: Tenant, email: str, password_hash: str, overwrite: 
     """Create (or, with ``overwrite``, update) the superuser ``email`` with an already bcrypt-hashed password
     (blocking: the tenant's database work, run on the node's database threads)."""
     now = format_datetime(time.time())
-    with tenant.conn:
+    # The write lock first: Litestream writes to the database too, and a transaction that read before it
+    # wrote would fail at once (SQLITE_BUSY_SNAPSHOT) instead of waiting its turn.
+    with write_transaction(tenant.conn):
         row = tenant.conn.execute("SELECT id FROM _superusers WHERE email = ? COLLATE NOCASE", (email,)).fetchone()
         if row is None:
             tenant.conn.execute(

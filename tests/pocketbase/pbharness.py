@@ -95,11 +95,11 @@ class Backend:
         self.superuser_token = response.json()["token"]
 
 
-def start_all_in_one(start: object, data_dir: Path) -> tuple[PbfastProcess, str, str]:
+def start_all_in_one(start: object, data_dir: Path, *extra: str) -> tuple[PbfastProcess, str, str]:
     cp_port, gw_port = free_port(), free_port()
     process = start([  # type: ignore[operator]
         "serve", f"--data-dir={data_dir}", f"--http-addr=127.0.0.1:{cp_port}", f"--gateway-addr=127.0.0.1:{gw_port}",
-        f"--raft-bind-addr=127.0.0.1:{free_port()}", f"--admin-token={ADMIN_TOKEN}",
+        f"--raft-bind-addr=127.0.0.1:{free_port()}", f"--admin-token={ADMIN_TOKEN}", *extra,
     ])
     cp, gw = f"http://127.0.0.1:{cp_port}", f"http://127.0.0.1:{gw_port}"
     process.wait_healthy([cp, gw], timeout=30)

@@ -10,6 +10,7 @@ import apsw
 
 from pbfast.http import ApiError
 from pbfast.pocketbase import collections, search
+from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
     NOT_FOUND,
@@ -92,10 +93,13 @@ def delete_collection(request: TenantRequest) -> None:
 def truncate_collection(request: TenantRequest) -> None:
     require_superuser(request)
     collection = collection_of(request, NOT_FOUND)
+    changes: collections.RecordChanges = []
     try:
-        collections.truncate_collection(request.tenant.conn, collection)
+        collections.truncate_collection(request.tenant.conn, collection, changes)
     except collections.CollectionValidationError as err:
         raise ApiError(400, err.message, err.data) from err
+    for action, changed_collection, row in changes:  # every record deleted (and referencing ones), committed
+        record_changed(request.tenant, action, changed_collection, row)
     request.proto.response_empty(204, [])
 
 

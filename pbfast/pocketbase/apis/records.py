@@ -13,6 +13,7 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase import records, search
 from pbfast.pocketbase.apis.expand import expand_items
 from pbfast.pocketbase.apis.form_body import FormBody, check_uploads, record_form_body
+from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
     MISSING_COLLECTION,
@@ -109,6 +110,7 @@ def create_record(request: TenantRequest) -> None:
         row = records.save_record(request.tenant, collection, data, None, manage=manage, superuser=superuser)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to create record.", err.data) from err
+    record_changed(request.tenant, "create", collection, row)
     _send_record(request, collection, row, data)
 
 
@@ -130,6 +132,7 @@ def update_record(request: TenantRequest) -> None:
         row = records.save_record(tenant, collection, data, existing, manage=manage, superuser=superuser)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to update record.", err.data) from err
+    record_changed(request.tenant, "update", collection, row)
     _send_record(request, collection, row, data)
 
 
@@ -139,12 +142,14 @@ def delete_record(request: TenantRequest) -> None:
         raise ApiError(400, "Unsupported collection type.")
     existing = _visible_row(request, collection, collection.deleteRule)
     try:
-        records.delete_record(request.tenant, collection, existing["id"])
+        changes = records.delete_record(request.tenant, collection, existing["id"])
     except records.LastSuperuserError as err:
         raise ApiError(400, str(err)) from err
     except RecordValidationError as err:
         raise ApiError(400, "Failed to delete record. Make sure that the record is not part of a required "
                             "relation reference.", err.data) from err
+    for action, changed_collection, row in changes:  # references removed and cascaded deletes, then this one
+        record_changed(request.tenant, action, changed_collection, row)
     request.proto.response_empty(204, [])
 
 

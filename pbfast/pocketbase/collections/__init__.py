@@ -15,7 +15,12 @@
 Functions take an ``apsw.Connection`` and must be called from the thread that owns it.
 """
 
-from pbfast.pocketbase.collections.cascade import LastSuperuserError, RequiredReferenceError, delete_records
+from pbfast.pocketbase.collections.cascade import (
+    LastSuperuserError,
+    RecordChanges,
+    RequiredReferenceError,
+    delete_records,
+)
 from pbfast.pocketbase.collections.database import init_tenant_database
 from pbfast.pocketbase.collections.errors import CollectionValidationError
 from pbfast.pocketbase.collections.model import Collection, CollectionMap, load_collection, load_collections
@@ -39,6 +44,7 @@ __all__ = [
     "create_collection",
     "delete_collection",
     "delete_records",
+    "RecordChanges",
     "init_tenant_database",
     "list_collection_ids",
     "load_collection",

@@ -5,6 +5,7 @@ records' MFA/OTP/external-auth/auth-origin rows removed."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import apsw
 
@@ -13,7 +14,12 @@ from pbfast.pocketbase.collections.model import Collection, CollectionMap, load_
 from pbfast.pocketbase.dbutils.identifiers import backquote
 from pbfast.pocketbase.gocompat import to_unique_strings
 
-__all__ = ["LastSuperuserError", "RequiredReferenceError", "delete_auth_side_rows", "delete_records", "references"]
+__all__ = ["LastSuperuserError", "RecordChanges", "RequiredReferenceError", "delete_auth_side_rows", "delete_records",
+           "references"]
+
+RecordChanges = list[tuple[str, Collection, dict[str, Any]]]
+"""Records a delete changed, in order: ``("update", collection, row after)`` for a reference removed,
+``("delete", collection, row before)`` for a record deleted (for realtime events, sent after the commit)."""
 
 def references(collections: CollectionMap, target: Collection) -> list[tuple[Collection, RelationField]]:
     return [(other, definition) for other in collections.values() for definition in other.fields
@@ -44,21 +50,41 @@ class LastSuperuserError(Exception):
 
 
 
-def delete_records(conn: apsw.Connection, target: Collection, ids: Sequence[str]) -> None:
+def delete_records(conn: apsw.Connection, target: Collection, ids: Sequence[str],
+                   changes: RecordChanges | None = None) -> None:
     """Delete records of ``target`` as PocketBase's ``Delete`` does for each of them (call it inside a
     transaction): a reference in another record is removed from its relation field (bumping its
     ``updated``); when none is left and the field has ``cascadeDelete`` that record is deleted too
     (recursively); when none is left and the field is required nothing is deleted
-    (:class:`RequiredReferenceError`). The auth records' MFA/OTP/external-auth/auth-origin rows go too."""
+    (:class:`RequiredReferenceError`). The auth records' MFA/OTP/external-auth/auth-origin rows go too.
+    ``changes``: where to note every record changed, cascaded ones first, as PocketBase's events come."""
     if target.name == "_superusers" and ids:
         (total,) = conn.execute(f"SELECT COUNT(*) FROM {backquote(target.name)}").fetchone() or (0,)
         if total - len(set(ids)) < 1:
             raise LastSuperuserError("You can't delete the only existing superuser.")
     collections = load_collections(conn)
-    _delete_records(conn, collections, target, ids, set())
+    _delete_records(conn, collections, target, ids, set(), changes)
     for start in range(0, len(ids), 500):
         chunk = list(ids[start:start + 500])
+        _note_deleted(conn, target, chunk, changes)
         conn.execute(f"DELETE FROM {backquote(target.name)} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+
+
+def _rows(conn: apsw.Connection, collection: Collection, ids: Sequence[str]) -> list[dict[str, Any]]:
+    cursor = conn.execute(f"SELECT * FROM {backquote(collection.name)} WHERE id IN ({', '.join('?' * len(ids))})",
+                          list(ids))
+    rows: list[dict[str, Any]] = []
+    names: list[str] = []
+    for values in cursor:
+        names = names or [d[0] for d in cursor.getdescription()]  # known only while the statement runs
+        rows.append(dict(zip(names, values)))
+    return rows
+
+
+def _note_deleted(conn: apsw.Connection, collection: Collection, ids: Sequence[str],
+                  changes: RecordChanges | None) -> None:
+    if changes is not None and ids:
+        changes.extend(("delete", collection, row) for row in _rows(conn, collection, ids))
 
 
 def _touch_updated(other: Collection) -> tuple[str, int]:
@@ -68,7 +94,7 @@ def _touch_updated(other: Collection) -> tuple[str, int]:
 
 
 def _delete_records(conn: apsw.Connection, collections: CollectionMap, target: Collection, ids: Sequence[str],
-                    seen: set[tuple[str, str]]) -> None:
+                    seen: set[tuple[str, str]], changes: RecordChanges | None) -> None:
     fresh = [i for i in ids if (target.id, i) not in seen]
     if not fresh:
         return
@@ -97,10 +123,13 @@ def _delete_records(conn: apsw.Connection, collections: CollectionMap, target: C
                 raise RequiredReferenceError(f"{other.name}.{definition.name} of {record_id}")
             conn.execute(f"UPDATE {table} SET {column} = ?{touch_sql} WHERE id = ?",
                          (definition.stored_from_list(remaining), *([now_text()] * touch_count), record_id))
+            if changes is not None:
+                changes.extend(("update", other, row) for row in _rows(conn, other, [record_id]))
         if cascade:
-            _delete_records(conn, collections, other, cascade, seen)
+            _delete_records(conn, collections, other, cascade, seen, changes)
             for start in range(0, len(cascade), 500):
                 chunk = cascade[start:start + 500]
+                _note_deleted(conn, other, chunk, changes)
                 conn.execute(f"DELETE FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
     if target.type == "auth":
         delete_auth_side_rows(conn, collections, target.id, fresh)

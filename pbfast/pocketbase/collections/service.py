@@ -15,6 +15,7 @@ import apsw
 from pbfast.pocketbase.collections import system as S
 from pbfast.pocketbase.collections.cascade import (
     LastSuperuserError,
+    RecordChanges,
     RequiredReferenceError,
     delete_auth_side_rows,
     delete_records,
@@ -201,11 +202,12 @@ def delete_collection(conn: apsw.Connection, collection: Collection) -> None:
             delete_auth_side_rows(conn, collections, current.id, None)
 
 
-def truncate_collection(conn: apsw.Connection, collection: Collection) -> None:
+def truncate_collection(conn: apsw.Connection, collection: Collection, changes: RecordChanges | None = None) -> None:
     """Delete every record of a collection, as PocketBase's truncate does (each record deleted as by
     :func:`delete_records`): records of other collections that reference them through ``cascadeDelete``
     relations are deleted too (recursively), other references are cleared, and a required non-cascading
-    reference (or deleting every superuser) makes the whole truncate fail."""
+    reference (or deleting every superuser) makes the whole truncate fail. ``changes``: see
+    :func:`delete_records`."""
     with write_transaction(conn):
         current = load_collection(conn, collection.id)
         if current is None:
@@ -215,7 +217,7 @@ def truncate_collection(conn: apsw.Connection, collection: Collection) -> None:
                 "View collections cannot be truncated since they don't store their own records.", {})
         ids = [row[0] for row in conn.execute(f"SELECT id FROM {backquote(current.name)}")]
         try:
-            delete_records(conn, current, ids)
+            delete_records(conn, current, ids, changes)
         except (RequiredReferenceError, LastSuperuserError) as err:
             raise CollectionValidationError(
                 "Failed to truncate collection (most likely due to required cascade delete record references).",

@@ -1,0 +1,190 @@
+"""Realtime fan-out and the memory an idle stream costs, through an all-in-one's gateway.
+
+An all-in-one (the default ``pbfast serve``), one tenant with a public collection, N SSE clients (asyncio, in
+this process) each subscribed to ``posts/*``. Figures:
+
+- fan-out: for each of W writes, from just before the create request to the moment each client has the
+  event; reported as p50/p99 over all deliveries and the p99 of each write's slowest delivery;
+- memory per idle stream: the server process's RSS with the N streams open minus before, over N (gateway
+  and node are one process in all-in-one, so this is both together).
+
+Short form (CI): 50 clients, 5 writes. Full form, figures in benchmarks/RESULTS.md:
+``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_realtime_bench.py -s -p no:cacheprovider``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import uvloop
+
+from pbharness import create_tenant, start_all_in_one
+
+FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
+CLIENTS = int(os.environ.get("PBFAST_BENCH_REALTIME_CLIENTS", "1000" if FULL else "50"))
+WRITES = int(os.environ.get("PBFAST_BENCH_REALTIME_WRITES", "30" if FULL else "5"))
+SUPERUSER = {"email": "bench@example.com", "password": "bench-password-1"}
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class _Stream:
+    """One SSE client on a raw connection: the arrival time of each event, by the record's ``n``."""
+
+    def __init__(self) -> None:
+        self.client_id = ""
+        self.arrivals: dict[int, float] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self, host: str, port: int, path: str) -> None:
+        self._reader, self._writer = await asyncio.open_connection(host, port)
+        self._writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        await self._writer.drain()
+        while not self.client_id:
+            line = await self._reader.readline()
+            assert line, "stream closed before PB_CONNECT"
+            if line.startswith(b"id:"):
+                self.client_id = line[3:].strip().decode()
+
+    async def read(self) -> None:
+        assert self._reader is not None
+        while line := await self._reader.readline():
+            if line.startswith(b"data:{\"record\""):
+                self.arrivals[int(orjson.loads(line[5:])["record"]["n"])] = time.perf_counter()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+async def _run(gw: str, token: str, pid: int) -> tuple[list[float], list[float], float]:
+    url = httpx.URL(gw)
+    assert url.host and url.port
+    before = _rss_kb(pid)
+    streams = [_Stream() for _ in range(CLIENTS)]
+    for start in range(0, CLIENTS, 100):
+        await asyncio.gather(*(s.open(url.host, url.port, "/t/bench/api/realtime") for s in streams[start:start + 100]))
+    readers = [asyncio.ensure_future(s.read()) for s in streams]
+    async with httpx.AsyncClient(base_url=f"{gw}/t/bench", timeout=60,
+                                 limits=httpx.Limits(max_connections=32)) as client:
+        async def subscribe(stream: _Stream) -> None:
+            answer = await client.post("/api/realtime", json={"clientId": stream.client_id,
+                                                              "subscriptions": ["posts/*"]})
+            assert answer.status_code == 204, answer.text
+
+        await asyncio.gather(*(subscribe(s) for s in streams))
+        await asyncio.sleep(1.0)
+        per_stream_kb = (_rss_kb(pid) - before) / CLIENTS
+        deliveries: list[float] = []
+        slowest: list[float] = []
+        for n in range(WRITES):
+            started = time.perf_counter()
+            created = await client.post("/api/collections/posts/records", json={"n": n},
+                                        headers={"Authorization": token})
+            assert created.status_code == 200, created.text
+            deadline = time.monotonic() + 30
+            while any(n not in s.arrivals for s in streams):
+                assert time.monotonic() < deadline, f"write {n} did not reach every client"
+                await asyncio.sleep(0.001)
+            latencies = [s.arrivals[n] - started for s in streams]
+            deliveries += latencies
+            slowest.append(max(latencies))
+            await asyncio.sleep(0.05)
+    for reader in readers:
+        reader.cancel()
+    for stream in streams:
+        stream.close()
+    return deliveries, slowest, per_stream_kb
+
+
+def _q(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else values[0]
+
+
+def test_realtime_fanout_and_idle_memory(pbfast_process: object, tmp_path: Path, bench_report: list[str]) -> None:
+    process, cp, gw = start_all_in_one(pbfast_process, tmp_path / "pbfast")
+    create_tenant(cp, gw, "bench", {"superuser": SUPERUSER})
+    token = httpx.post(f"{gw}/t/bench/api/collections/_superusers/auth-with-password", timeout=30,
+                       json={"identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
+    made = httpx.post(f"{gw}/t/bench/api/collections", headers={"Authorization": token}, json={
+        "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
+    assert made.status_code == 200, made.text
+    assert process.proc is not None
+    deliveries, slowest, per_stream_kb = uvloop.run(_run(gw, token, process.proc.pid))  # a fast client side
+    bench_report.append(
+        f"realtime: {CLIENTS} clients, {WRITES} writes: delivery p50 {_q(deliveries, 50) * 1000:.1f} ms, "
+        f"p99 {_q(deliveries, 99) * 1000:.1f} ms; slowest delivery per write p99 {_q(slowest, 99) * 1000:.1f} ms; "
+        f"{per_stream_kb:.1f} KB per idle stream (gateway + node)")
+    assert len(deliveries) == CLIENTS * WRITES
+
+
+async def _idle_streams(gw: str, count: int, pids: dict[str, int]) -> dict[str, float]:
+    """KB of RSS per idle subscribed stream, by process."""
+    url = httpx.URL(gw)
+    assert url.host and url.port
+    before = {name: _rss_kb(pid) for name, pid in pids.items()}
+    streams = [_Stream() for _ in range(count)]
+    for start in range(0, count, 100):
+        await asyncio.gather(*(s.open(url.host, url.port, "/t/idle/api/realtime") for s in streams[start:start + 100]))
+    async with httpx.AsyncClient(base_url=f"{gw}/t/idle", timeout=60,
+                                 limits=httpx.Limits(max_connections=32)) as client:
+        async def subscribe(stream: _Stream) -> None:
+            answer = await client.post("/api/realtime", json={"clientId": stream.client_id,
+                                                              "subscriptions": ["posts/*"]})
+            assert answer.status_code == 204, answer.text
+
+        await asyncio.gather(*(subscribe(s) for s in streams))
+    await asyncio.sleep(1.0)
+    per_stream = {name: (_rss_kb(pid) - before[name]) / count for name, pid in pids.items()}
+    for stream in streams:
+        stream.close()
+    return per_stream
+
+
+def test_realtime_idle_memory_per_process(tmp_path: Path, bench_report: list[str]) -> None:
+    """The same, with the gateway and the tenant node in processes of their own (the production layout)."""
+    from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster, start_node, wait_until  # noqa: PLC0415
+    from helpers import PbfastProcess, free_port  # noqa: PLC0415
+
+    started: list[PbfastProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> PbfastProcess:
+        process = PbfastProcess(args, tmp_path / f"pbfast-{len(started)}.log", env or {}).start()
+        started.append(process)
+        return process
+
+    count = 2000 if FULL else 50
+    try:
+        cp = start_cluster(start, tmp_path, 1)[0]
+        start_node(start, "node-a", [cp.url], tmp_path / "nodes")
+        wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
+        port = free_port()
+        gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
+                         f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"])
+        gw = f"http://127.0.0.1:{port}"
+        gateway.wait_healthy([gw])
+        created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "idle"}, timeout=10)
+        assert created.status_code == 200, created.text
+        wait_until(lambda: httpx.get(f"{gw}/t/idle/api/health").status_code == 200)
+        node, gateway_process = started[1].proc, gateway.proc
+        assert node is not None and gateway_process is not None
+        per_stream = uvloop.run(_idle_streams(gw, count, {"node": node.pid, "gateway": gateway_process.pid}))
+        bench_report.append(f"realtime: {count} idle streams: {per_stream['node']:.1f} KB each on the tenant node, "
+                            f"{per_stream['gateway']:.1f} KB on the gateway")
+    finally:
+        for process in started:
+            if process.proc is not None and process.proc.poll() is None:
+                process.stop()

@@ -1,0 +1,105 @@
+"""``POST /api/realtime`` (PocketBase's ``realtimeSetSubscriptions``): set a realtime client's topics, and make
+the request's auth the client's. ``GET /api/realtime``, the stream itself, is served on the event loop by
+:meth:`pbfast.pocketbase.realtime.RealtimeHub.connect`.
+
+Answers as PocketBase 0.40: 400 with the validation errors for a missing or too long ``clientId``, more than
+1000 topics or a topic longer than 2500 characters; 404 "Missing or invalid client id." for a client that is
+not connected to this tenant; 403 when the client already has an auth and the request brings another (only a
+guest may become a user); else 204, the client's topics replaced."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from pbfast.http import ApiError
+from pbfast.pocketbase.apis.request import BAD_REQUEST, TenantRequest, decode_json_body
+from pbfast.pocketbase.realtime.hub import RealtimeHub
+from pbfast.pocketbase.realtime.subscriptions import ClientAuth, ClientState, parse_subscription
+from pbfast.pocketbase.records import load_row
+
+__all__ = ["set_subscriptions"]
+
+MAX_CLIENT_ID: Final = 255
+MAX_TOPICS: Final = 1000
+MAX_TOPIC_LENGTH: Final = 2500
+MISSING_CLIENT: Final = "Missing or invalid client id."
+AUTH_MISMATCH: Final = "The current and the previous request authorization don't match."
+
+
+def _form(request: TenantRequest) -> tuple[str, list[str]]:
+    """``clientId`` and ``subscriptions`` as PocketBase binds them (JSON, or a urlencoded form); 400 when
+    they have the wrong types."""
+    raw = request.raw_body
+    if raw is None:
+        raise ApiError(413, "Request entity too large.")
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        values = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+        return (values.get("clientId") or [""])[0], values.get("subscriptions") or []
+    if not raw.strip():
+        return "", []
+    body: Any = decode_json_body(raw)
+    if body is None:
+        return "", []
+    if not isinstance(body, dict):
+        raise ApiError(400, BAD_REQUEST)
+    client_id = body.get("clientId")
+    topics = body.get("subscriptions")
+    if client_id is None:
+        client_id = ""
+    if topics is None:
+        topics = []
+    if not isinstance(client_id, str) or not isinstance(topics, list) \
+            or not all(topic is None or isinstance(topic, str) for topic in topics):
+        raise ApiError(400, BAD_REQUEST)
+    return client_id, [topic or "" for topic in topics]
+
+
+def _validate(client_id: str, topics: list[str]) -> None:
+    errors: dict[str, Any] = {}
+    if not client_id:
+        errors["clientId"] = {"code": "validation_required", "message": "Cannot be blank."}
+    elif len(client_id) > MAX_CLIENT_ID:
+        errors["clientId"] = {"code": "validation_length_out_of_range",
+                              "message": f"The length must be between 1 and {MAX_CLIENT_ID}.",
+                              "params": {"max": MAX_CLIENT_ID, "min": 1}}
+    if len(topics) > MAX_TOPICS:
+        errors["subscriptions"] = {"code": "validation_length_too_long",
+                                   "message": f"The length must be no more than {MAX_TOPICS}.",
+                                   "params": {"max": MAX_TOPICS, "min": 0}}
+    else:
+        too_long = {str(index): {"code": "validation_length_too_long",
+                                 "message": f"The length must be no more than {MAX_TOPIC_LENGTH}.",
+                                 "params": {"max": MAX_TOPIC_LENGTH, "min": 0}}
+                    for index, topic in enumerate(topics) if len(topic) > MAX_TOPIC_LENGTH}
+        if too_long:
+            errors["subscriptions"] = too_long
+    if errors:
+        raise ApiError(400, BAD_REQUEST, errors)
+
+
+def set_subscriptions(hub: RealtimeHub, request: TenantRequest) -> None:
+    client_id, topics = _form(request)
+    _validate(client_id, topics)
+    broker = hub.broker(request.tenant.id)
+    client = broker.client(client_id) if broker is not None else None
+    if client is None or client.discarded:
+        raise ApiError(404, MISSING_CLIENT)
+    auth = request.auth
+    requested = ClientAuth(auth.collection.id, str(auth.record.get("id", "")), str(auth.record.get("tokenKey") or "")) \
+        if auth is not None else None
+    current = client.state.auth
+    if current is not None and not current.same_record(requested) and _still_valid(request, current):
+        raise ApiError(403, AUTH_MISMATCH)
+    subscriptions = tuple(parse_subscription(topic) for topic in dict.fromkeys(topics) if topic)
+    client.state = ClientState(requested, subscriptions)  # one store: the database threads see all or nothing
+    request.proto.response_empty(204, [])
+
+
+def _still_valid(request: TenantRequest, auth: ClientAuth) -> bool:
+    """Whether the client's auth still holds: PocketBase unsets it when its record is deleted or gets a new
+    ``tokenKey`` (see :class:`ClientAuth`)."""
+    collection = request.tenant.collection_by_id(auth.collection_id)
+    row = load_row(request.tenant, collection, auth.record_id) if collection is not None else None
+    return row is not None and str(row.get("tokenKey") or "") == auth.token_key
