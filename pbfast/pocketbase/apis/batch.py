@@ -12,6 +12,9 @@ read as PocketBase binds it (:mod:`.batch_form`): JSON, or a form's ``@jsonPaylo
 sends it). Files for a request (``requests.N.<field>``) are not accepted yet: no file field is stored by
 pbfast so far, so such a batch is answered 400 before anything runs.
 
+Realtime: the items' record changes are published once the batch commits, in order (none if it fails),
+as PocketBase publishes them after its transaction.
+
 Thread-safety: runs on the tenant's database thread like every handler (one job per tenant at a time),
 holding the write lock (``BEGIN IMMEDIATE``) for the whole batch.
 """
@@ -40,6 +43,9 @@ from pbfast.pocketbase.apis.request import BAD_REQUEST, TenantRequest
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.gocompat import cast_to_string
 from pbfast.pocketbase.search import FilterError
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.realtime import record_changed
+from pbfast.pocketbase.records import Row
 from pbfast.pocketbase.settings import BatchSettings, load_batch_settings
 from pbfast.pocketbase.tenant import Tenant
 
@@ -128,11 +134,12 @@ def _process(request: TenantRequest, items: list[BatchItem], timeout: int) -> li
     tenant = request.tenant
     deadline = time.monotonic() + timeout
     results: list[tuple[int, bytes]] = []
+    changes: list[tuple[str, Collection, Row]] = []  # for realtime, published once the batch commits
     try:
         with write_transaction(tenant.conn), tenant.time_limit.narrowed(timeout):
             for index, item in enumerate(items):
                 try:
-                    results.append(_run_item(request, item))
+                    results.append(_run_item(request, item, changes))
                 except ApiError as err:
                     raise ApiError(400, BATCH_FAILED, {"requests": {str(index): _failure(err)}}) from err
                 except _ITEM_SQL_ERRORS as err:
@@ -151,6 +158,8 @@ def _process(request: TenantRequest, items: list[BatchItem], timeout: int) -> li
     except _BatchTimeout as err:
         log.warning("tenant %s: batch of %d requests stopped by its timeout (%d s)", tenant.id, len(items), timeout)
         raise ApiError(400, BATCH_FAILED) from err
+    for action, collection, row in changes:
+        record_changed(tenant, action, collection, row)
     return results
 
 
@@ -159,7 +168,7 @@ def _failure(err: ApiError) -> dict[str, Any]:
             "response": {"data": err.data or {}, "message": err.message, "status": err.status}}
 
 
-def _run_item(batch: TenantRequest, item: BatchItem) -> tuple[int, bytes]:
+def _run_item(batch: TenantRequest, item: BatchItem, changes: list[tuple[str, Collection, Row]]) -> tuple[int, bytes]:
     """One internal request through its records API handler, as the batch's requester."""
     request_line = f"{item.method.upper()} {item.url}"
     found = next(((name, m) for name, pattern in _ACTIONS if (m := pattern.fullmatch(request_line)) is not None),
@@ -192,6 +201,7 @@ def _run_item(batch: TenantRequest, item: BatchItem) -> tuple[int, bytes]:
     inner.share_auth(batch)
     inner.bound_body = body
     inner.info_context = "batch"
+    inner.deferred_changes = changes
     _HANDLERS[action](inner)
     return response.status, response.body
 

@@ -110,7 +110,7 @@ def create_record(request: TenantRequest) -> None:
         row = records.save_record(request.tenant, collection, data, None, manage=manage, superuser=superuser)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to create record.", err.data) from err
-    record_changed(request.tenant, "create", collection, row)
+    _record_changed(request, "create", collection, row)
     _send_record(request, collection, row, data)
 
 
@@ -132,7 +132,7 @@ def update_record(request: TenantRequest) -> None:
         row = records.save_record(tenant, collection, data, existing, manage=manage, superuser=superuser)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to update record.", err.data) from err
-    record_changed(request.tenant, "update", collection, row)
+    _record_changed(request, "update", collection, row)
     _send_record(request, collection, row, data)
 
 
@@ -149,8 +149,16 @@ def delete_record(request: TenantRequest) -> None:
         raise ApiError(400, "Failed to delete record. Make sure that the record is not part of a required "
                             "relation reference.", err.data) from err
     for action, changed_collection, row in changes:  # references removed and cascaded deletes, then this one
-        record_changed(request.tenant, action, changed_collection, row)
+        _record_changed(request, action, changed_collection, row)
     request.proto.response_empty(204, [])
+
+
+def _record_changed(request: TenantRequest, action: str, collection: Collection, row: Row) -> None:
+    """The realtime hook for a committed write: now, or for a batch's item once the batch commits."""
+    if request.deferred_changes is not None:
+        request.deferred_changes.append((action, collection, row))
+    else:
+        record_changed(request.tenant, action, collection, row)
 
 
 def records_json(request: TenantRequest, collection: Collection, rows: list[Row]) -> list[dict[str, Any]]:
