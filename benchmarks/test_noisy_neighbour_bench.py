@@ -6,6 +6,7 @@ probed with one client viewing records one after another; first alone, then whil
 by its p99 alone, measured side by side in one run (goal: <= 2).
 
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_noisy_neighbour_bench.py -s -p no:cacheprovider``
+(``PBFAST_BENCH_WORKERS=2``: the node with two worker processes, ``--workers=2``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pbharness import ADMIN_TOKEN, create_tenant, start_all_in_one
 from test_tenant_api_bench import COLLECTION, _create_collection, _lua_create, _seed
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
+WORKERS = os.environ.get("PBFAST_BENCH_WORKERS", "1")
 SUPERUSER = {"email": "bench@example.com", "password": "bench-password-1"}
 
 
@@ -52,7 +54,7 @@ def _wrk(url: str, script: Path | None, connections: int, seconds: float) -> sub
 @needs_tools("wrk")
 def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) -> None:
     data_dir = tmp_path / "pbfast"
-    _, cp, gw = start_all_in_one(pbfast_process, data_dir)
+    _, cp, gw = start_all_in_one(pbfast_process, data_dir, f"--workers={WORKERS}")
     record = ""
     for tenant in ("noisy", "quiet"):
         create_tenant(cp, gw, tenant, {"superuser": SUPERUSER})
@@ -80,7 +82,7 @@ def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) 
              for out in outputs]
     ratio50 = _p(noisy, 50) / _p(alone, 50)
     ratio99 = _p(noisy, 99) / _p(alone, 99)
-    print(f"\n[bench] quiet tenant, views: alone p50 {_p(alone, 50) * 1000:.2f} ms p99 {_p(alone, 99) * 1000:.2f} ms "
+    print(f"\n[bench] --workers={WORKERS} quiet tenant, views: alone p50 {_p(alone, 50) * 1000:.2f} ms p99 {_p(alone, 99) * 1000:.2f} ms "
           f"({len(alone)} req) | under a noisy neighbour (lists {rates[0]} req/s, creates {rates[1]} req/s): "
           f"p50 {_p(noisy, 50) * 1000:.2f} ms p99 {_p(noisy, 99) * 1000:.2f} ms ({len(noisy)} req) | "
           f"p50 ratio {ratio50:.2f}, p99 ratio {ratio99:.2f}")

@@ -6,6 +6,8 @@ over loopback: view by id, list (``perPage=20&sort=-created&filter=(num>=5000)``
 two-level expand (``perPage=20&sort=-created&expand=author.org``, issue 15).
 
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_tenant_api_bench.py -s -p no:cacheprovider``
+
+``PBFAST_BENCH_WORKERS=1,2`` measures a node per worker count (``--workers``) side by side, same run.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import apsw
 import httpx
 from bench_tools import needs_tools
 
-from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, start_node
+from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster
 from helpers import free_port
+from nodetools import start_node
 from pbharness import wait_http
 from test_control_plane_bench import run_wrk
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
+WORKER_COUNTS = [int(count) for count in os.environ.get("PBFAST_BENCH_WORKERS", "1").split(",")]
 RECORDS = 10_000
 COLLECTION = {
     "name": "bench", "type": "base", "listRule": "", "viewRule": "", "createRule": "",
@@ -36,6 +40,7 @@ COLLECTION = {
 }
 SUPERUSER = ("bench@example.com", "bench-password-1")
 POSTS, AUTHORS, ORGS = 2_000, 100, 10
+EXPAND_PATH = "/api/collections/posts/records?perPage=20&sort=-created&expand=author.org"
 
 
 def _seed(db: Path) -> str:
@@ -117,63 +122,73 @@ def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
         _create_expand_collections(pb_url, {"Authorization": token})
         pb_record = _seed(pb_dir / "data.db")
         _seed_expand(pb_dir / "data.db")
-
-        # pbfast: a control plane and one tenant node; the benchmark talks to the node directly, as a
-        # gateway does (cluster token + route epoch).
-        cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
-        _, node_url = start_node(pbfast_process, "bench-node", [cp.url], tmp_path / "nodes")
-        deadline = time.monotonic() + 10
-        while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={
-            "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}})
-        assert created.status_code == 200 and created.json()["nodeId"] == "bench-node", created.text
-        epoch = created.json()["epoch"]
-        headers = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(epoch)}
-        tenant_url = f"{node_url}/t/bench"
-        login = httpx.post(f"{tenant_url}/api/collections/_superusers/auth-with-password", headers=headers,
-                           json={"identity": SUPERUSER[0], "password": SUPERUSER[1]})
-        assert login.status_code == 200, login.text
-        _create_collection_with_headers(tenant_url, login.json()["token"], headers)
-        _create_expand_collections(tenant_url, {"Authorization": login.json()["token"], **headers})
-        pbfast_db = tmp_path / "nodes" / "bench-node" / "tenants" / "bench" / "data.db"
-        pbfast_record = _seed(pbfast_db)
-        _seed_expand(pbfast_db)
-        assert pbfast_record == pb_record
+        expanded = httpx.get(pb_url + EXPAND_PATH).json()
+        assert expanded["items"][0]["expand"]["author"]["expand"]["org"]["collectionName"] == "orgs"
 
         seconds = 10 if FULL else 2
-        header_lua = tmp_path / "headers.lua"
-        header_lua.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
         create_pb = _lua_create(tmp_path / "create_pb.lua")
-        create_fast = tmp_path / "create_fast.lua"
-        create_fast.write_text(header_lua.read_text() + create_pb.read_text())
+        # pbfast: per worker count, a control plane and one tenant node; the benchmark talks to the node
+        # directly, as a gateway does (cluster token + route epoch).
+        nodes = {workers: _pbfast_tenant(pbfast_process, tmp_path / f"workers{workers}", workers, pb_record,
+                                         create_pb, expanded) for workers in WORKER_COUNTS}
         cases = {
-            "view by id": (f"/api/collections/bench/records/{pb_record}", None, header_lua),
+            "view by id": (f"/api/collections/bench/records/{pb_record}", None, 0),
             "list perPage=20 sort=-created filter num>=5000":
-                ("/api/collections/bench/records?perPage=20&sort=-created&filter=(num%3E%3D5000)", None, header_lua),
-            "create": ("/api/collections/bench/records", create_pb, create_fast),
-            "list perPage=20 sort=-created expand=author.org":
-                ("/api/collections/posts/records?perPage=20&sort=-created&expand=author.org", None, header_lua),
+                ("/api/collections/bench/records?perPage=20&sort=-created&filter=(num%3E%3D5000)", None, 0),
+            "create": ("/api/collections/bench/records", create_pb, 1),
+            "list perPage=20 sort=-created expand=author.org": (EXPAND_PATH, None, 0),
         }
-        expand_path = "/api/collections/posts/records?perPage=20&sort=-created&expand=author.org"
-        expanded = httpx.get(pb_url + expand_path).json()
-        assert expanded["items"][0]["expand"]["author"]["expand"]["org"]["collectionName"] == "orgs"
-        assert httpx.get(tenant_url + expand_path, headers=headers).json() == expanded
         results = []
-        for name, (path, pb_script, fast_script) in cases.items():
-            # Same request first through each, to check both answer 200 with the same shape.
+        for name, (path, pb_script, script_index) in cases.items():
             pb_rate, pb_latency, pb_errors = run_wrk(pb_url + path, pb_script, 32, seconds)
-            fast_rate, fast_latency, fast_errors = run_wrk(tenant_url + path, fast_script, 32, seconds)
-            assert pb_errors == 0 and fast_errors == 0
-            ratio = fast_rate / pb_rate
-            results.append((name, pb_rate, pb_latency, fast_rate, fast_latency, ratio))
-            print(f"\n[bench] {name}: pocketbase {pb_rate:,.0f} req/s ({pb_latency}) | pbfast {fast_rate:,.0f} req/s "
-                  f"({fast_latency}) | pbfast/pocketbase = {ratio:.2f}")
+            assert pb_errors == 0
+            line = f"\n[bench] {name}: pocketbase {pb_rate:,.0f} req/s ({pb_latency})"
+            for workers, (tenant_url, scripts) in nodes.items():
+                fast_rate, fast_latency, fast_errors = run_wrk(tenant_url + path, scripts[script_index], 32, seconds)
+                assert fast_errors == 0
+                ratio = fast_rate / pb_rate
+                results.append((name, pb_rate, pb_latency, fast_rate, fast_latency, ratio))
+                line += (f" | pbfast --workers={workers} {fast_rate:,.0f} req/s ({fast_latency}) "
+                         f"= {ratio:.2f}x pocketbase")
+            print(line)
         assert all(r[3] > 0 for r in results)
     finally:
         stock.terminate()
         stock.wait(10)
+
+
+def _pbfast_tenant(start: Start, directory: Path, workers: int, record: str, create_script: Path,
+                   expanded: dict[str, object]) -> tuple[str, tuple[Path, Path]]:
+    """A control plane and a tenant node with ``workers`` worker processes, its tenant seeded like PocketBase's
+    (its expand list answered as ``expanded``); the tenant's URL on the node and the wrk scripts (read,
+    create) with the forwarding headers."""
+    cp = start_cluster(start, directory / "cp", 1)[0]
+    _, node_url = start_node(start, "bench-node", f"127.0.0.1:{cp.http_port}", directory / "nodes",
+                             (f"--workers={workers}",))
+    deadline = time.monotonic() + 10
+    while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={
+        "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}})
+    assert created.status_code == 200 and created.json()["nodeId"] == "bench-node", created.text
+    epoch = created.json()["epoch"]
+    headers = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(epoch)}
+    tenant_url = f"{node_url}/t/bench"
+    login = httpx.post(f"{tenant_url}/api/collections/_superusers/auth-with-password", headers=headers,
+                       json={"identity": SUPERUSER[0], "password": SUPERUSER[1]})
+    assert login.status_code == 200, login.text
+    _create_collection_with_headers(tenant_url, login.json()["token"], headers)
+    _create_expand_collections(tenant_url, {"Authorization": login.json()["token"], **headers})
+    data_db = directory / "nodes" / "bench-node" / "tenants" / "bench" / "data.db"
+    assert _seed(data_db) == record
+    _seed_expand(data_db)
+    assert httpx.get(tenant_url + EXPAND_PATH, headers=headers).json() == expanded
+    header_lua = directory / "headers.lua"
+    header_lua.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
+    create_fast = directory / "create_fast.lua"
+    create_fast.write_text(header_lua.read_text() + create_script.read_text())
+    return tenant_url, (header_lua, create_fast)
 
 
 def _create_collection_with_headers(base: str, token: str, headers: dict[str, str]) -> None:

@@ -219,3 +219,136 @@ class GatewayServer:
         """Counters of the requests answered here (not those handed over): ``requests`` (1xx..5xx),
         ``bounds`` and ``buckets`` (latency histogram until the answer's head, the last bucket +Inf),
         ``latency_sum`` (seconds), ``upstream_errors`` and ``retries`` (by kind), ``handed_over``."""
+
+# ---- a tenant node's shared memory (main process and workers) ------------------------------------------
+
+@final
+class NodeSharedMemory:
+    """A tenant node's shared memory: a memfd the main process creates (the *owner*, the only process that
+    adds or removes tenants) and its worker processes attach to. It holds a table of ``capacity`` tenant
+    entries (serving state, quota counters, database load), per worker and entry the generation the worker
+    holds a connection under, and per worker 32 counters. Nothing is written to disk.
+    """
+
+    def __init__(self, capacity: int, workers: int, window_seconds: int = 86400) -> None:
+        """A new region. Raises ValueError when ``capacity`` is not a power of two up to 2**20, ``workers``
+        is outside 1..256, or ``window_seconds`` (quota windows) is outside 1..2**32-1; OSError when the
+        memfd cannot be made."""
+    @staticmethod
+    def attach(fd: int) -> NodeSharedMemory:
+        """Map the region behind ``fd`` (inherited from the owner; duplicated, the caller keeps it). Raises
+        ValueError when it is no node region of this build's layout, OSError when it cannot be mapped."""
+    @property
+    def fd(self) -> int:
+        """This process's descriptor of the region (close-on-exec: pass it to a child explicitly)."""
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def window_seconds(self) -> int: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def owner(self) -> bool:
+        """True in the process that created the region."""
+
+@final
+class SharedTenantTable:
+    """The tenants a node's workers may serve, in its shared memory: per tenant the serving state the main
+    process publishes, and the node's lease. Lookups are lock-free (a seqlock per entry) and never block the
+    writer. The ``generation`` moves on each time bit 1 of ``flags`` (serving) changes: a worker keeps a
+    connection for the generation it opened it under only. Other flag bits are the caller's.
+
+    Raises RuntimeError on a change from a process that is not the owner, or when the table is full.
+    """
+
+    def __init__(self, memory: NodeSharedMemory) -> None: ...
+    def __len__(self) -> int:
+        """Tenants with a serving state."""
+    def __contains__(self, tenant_id: str, /) -> bool: ...
+    def publish(self, tenant_id: str, flags: int, epoch: int, released: int = 0, time_limit_ms: int = -1,
+                max_bytes: int = -1) -> int:
+        """Owner: set a tenant's serving state; returns its generation. ValueError for an id over 63 bytes."""
+    def remove(self, tenant_id: str) -> bool:
+        """Owner: forget a tenant's serving state (a served tenant stops: its generation moves on)."""
+    def get(self, tenant_id: str) -> tuple[int, int, int, int, int, int, int] | None:
+        """``(index, generation, flags, epoch, released, time_limit_ms, max_bytes)`` or None."""
+    def lookup(self, tenant_id: str) -> tuple[int, int, int, int, int, int, int] | None:
+        """:meth:`get` for a request: also records the use (1 s grain) for :meth:`used_since`."""
+    def used_since(self, since: float) -> list[str]:
+        """Tenants looked up at or after ``since`` (``time.monotonic()`` seconds, 1 s grain)."""
+    def add_load(self, tenant_id: str, jobs: int, rejected: int, wait_seconds: float, busy_seconds: float,
+                 time_limited: int) -> bool:
+        """Add to a tenant's database load (any process); False when it has no entry."""
+    def loads(self) -> dict[str, tuple[int, int, float, float, int]]:
+        """Per tenant ``(jobs, rejected, wait_seconds, busy_seconds, time_limited)``."""
+    def ids(self) -> list[str]: ...
+    def set_lease(self, state: int, serve_until: float = 0.0) -> None:
+        """Owner: 0 serve freely (no control plane), 1 not joined yet, 2 serve while ``time.monotonic()`` is
+        before ``serve_until``, 3 fenced."""
+    def lease_state(self, now: float | None = None) -> int:
+        """0 the node may serve, 1 it has not joined the cluster yet, 2 its lease is lost (``now``:
+        ``time.monotonic()`` seconds, default the clock)."""
+    @property
+    def close_sequence(self) -> int:
+        """Bumped each time a tenant stops being served."""
+
+@final
+class SharedQuotas:
+    """:class:`QuotaCounters` in a node's shared memory, counted by all its processes against one limit
+    (same methods, same answers). A request is admitted with one compare-and-swap on a word holding the
+    window and its count (saturating at 2**32-1). Counters are made by the owner (``set_limits``, or
+    unlimited on first use there); another process admits a tenant without counters uncounted, returns 0
+    from the storage calls for it and may not remove any (RuntimeError)."""
+
+    def __init__(self, memory: NodeSharedMemory) -> None: ...
+    @property
+    def window_seconds(self) -> int: ...
+    def __len__(self) -> int: ...
+    def set_limits(self, tenant_id: str, api_requests: int = -1, storage_bytes: int = -1) -> None: ...
+    def try_acquire(self, tenant_id: str, now: float | None = None) -> tuple[bool, int]: ...
+    def add_storage(self, tenant_id: str, delta_bytes: int) -> int: ...
+    def set_storage(self, tenant_id: str, total_bytes: int) -> None: ...
+    def storage_allows(self, tenant_id: str, extra_bytes: int) -> bool: ...
+    def usage(self, tenant_id: str, now: float | None = None) -> tuple[int, int, int] | None: ...
+    def snapshot_and_reset(self) -> dict[str, tuple[int, int, int]]: ...
+    def remove(self, tenant_id: str) -> bool: ...
+
+@final
+class WorkerAcks:
+    """Which worker holds a connection to which tenant, in a node's shared memory: per worker and entry the
+    serving generation it was opened under. ``hold`` before opening, ``release`` after closing; the main
+    process stops serving a tenant (:meth:`SharedTenantTable.publish`) and then waits until ``holders`` is
+    empty. A full fence on both sides guarantees that a hold made after the tenant stopped fails, or is
+    seen by ``holders``."""
+
+    def __init__(self, memory: NodeSharedMemory) -> None: ...
+    def hold(self, worker: int, tenant_id: str, generation: int) -> int | None:
+        """The tenant's entry index when it is still served under ``generation`` (now held), else None."""
+    def release(self, worker: int, index: int, generation: int) -> bool:
+        """Withdraw the hold made under ``generation``; False when there was none."""
+    def holders(self, tenant_id: str) -> list[int]:
+        """The workers holding the tenant now."""
+    def held(self, worker: int) -> list[tuple[int, int]]:
+        """Every hold of a worker: ``(index, generation)``."""
+    def clear(self, worker: int) -> int:
+        """Drop every hold of a worker that died; how many it had."""
+
+@final
+class WorkerCounters:
+    """Per-worker counters in a node's shared memory (32 per worker): each worker adds to its own row, the
+    main process sums them; a restarted worker goes on in its row. ValueError for a worker or slot out of
+    range."""
+
+    def __init__(self, memory: NodeSharedMemory) -> None: ...
+    @property
+    def slots(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    def add(self, worker: int, slot: int, delta: int = 1) -> int:
+        """Add ``delta`` (may be negative) to a counter; its new value."""
+    def set(self, worker: int, slot: int, value: int) -> None: ...
+    def row(self, worker: int) -> list[int]: ...
+    def totals(self) -> list[int]:
+        """Per slot, the sum over all workers."""

@@ -35,6 +35,8 @@ from pbfast.config import (
     DEFAULT_DB_THREADS,
     DEFAULT_REQUEST_TIME_LIMIT_SECONDS,
     DEFAULT_TENANT_QUEUE_LIMIT,
+    DEFAULT_WORKERS,
+    MAX_WORKERS,
     Address,
     ConfigError,
     EngineSettings,
@@ -79,6 +81,7 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "gateway_client_idle_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_access_log": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "db_threads": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "workers": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "request_time_limit": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "tenant_queue_limit": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "sqlite_memory_limit_mb": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
@@ -143,6 +146,9 @@ def _build_parser() -> _Parser:
     serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
     serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
     serve.add_argument("--base-domain", help="resolve tenants from Host {id}.<base-domain> too")
+    serve.add_argument("--workers",
+                       help=f"tenant node: worker processes serving tenant requests beside the main process, or "
+                            f"'auto' (usable CPUs); 1: one process does everything (or PBFAST_WORKERS; default {DEFAULT_WORKERS})")
     serve.add_argument("--db-threads", type=int,
                        help=f"threads running tenants' SQLite work, shared fairly (default {DEFAULT_DB_THREADS})")
     serve.add_argument("--request-time-limit", type=float,
@@ -278,7 +284,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
                           f"got {window_hours:g}")
 
     gateway = _gateway_settings(args)
-    engine = _engine_settings(args)
+    engine = _engine_settings(args, environ)
     http_addr = parse_address(args.http_addr or _DEFAULT_HTTP_ADDR[mode], "--http-addr")
     gateway_addr = None
     raft_bind_addr = None
@@ -352,7 +358,7 @@ def _default_sqlite_memory_limit_mb() -> int:
         return 0
 
 
-def _engine_settings(args: argparse.Namespace) -> EngineSettings:
+def _engine_settings(args: argparse.Namespace, environ: dict[str, str]) -> EngineSettings:
     threads = DEFAULT_DB_THREADS if args.db_threads is None else args.db_threads
     if not 1 <= threads <= 256:
         raise ConfigError(f"--db-threads must be between 1 and 256, got {threads}")
@@ -371,15 +377,33 @@ def _engine_settings(args: argparse.Namespace) -> EngineSettings:
         if not 1 <= value <= 10_000_000:
             raise ConfigError(f"{flag} must be between 1 and 10000000, got {value}")
     return EngineSettings(db_threads=threads, request_time_limit=limit, queue_limit=queue,
-                          sqlite_memory_limit_mb=memory, realtime_per_tenant=per_tenant, realtime_per_node=per_node)
+                          sqlite_memory_limit_mb=memory, realtime_per_tenant=per_tenant, realtime_per_node=per_node,
+                          workers=_workers(args.workers if args.workers is not None else environ.get("PBFAST_WORKERS")))
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _workers(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_WORKERS
+    if value.strip().lower() == "auto":
+        return min(MAX_WORKERS, _usable_cpus())
+    try:
+        workers = int(value)
+    except ValueError:
+        raise ConfigError(f"--workers must be a number or 'auto', got {value!r}") from None
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+    return workers
 
 
 def _default_gateway_threads() -> int:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return max(1, min(usable, 8))
+    return max(1, min(_usable_cpus(), 8))
 
 
 def _gateway_settings(args: argparse.Namespace) -> GatewaySettings:

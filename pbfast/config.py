@@ -27,6 +27,8 @@ MAX_GATEWAY_THREADS = 64
 DEFAULT_DB_THREADS = 8
 DEFAULT_REQUEST_TIME_LIMIT_SECONDS = 10.0
 DEFAULT_TENANT_QUEUE_LIMIT = 256
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 DEFAULT_REALTIME_PER_TENANT = 5_000  # open realtime (SSE) streams of one tenant on a node
 DEFAULT_REALTIME_PER_NODE = 50_000
 
@@ -60,13 +62,16 @@ class EngineSettings:
     ``requestTimeLimitMs`` says otherwise; ``queue_limit``: requests of one tenant waiting for a worker before
     more get 429; ``sqlite_memory_limit_mb``: SQLite's process-wide hard heap limit (0: none; its soft limit,
     where caches shrink, is three quarters of it); ``realtime_per_tenant``/``realtime_per_node``: open realtime
-    streams allowed (more get 429, see docs/realtime.md).
+    streams allowed (more get 429, see docs/realtime.md); ``workers``: worker processes serving tenant requests
+    beside the main process (1: none, the main process serves them; see :mod:`pbfast.tenant_node.workers`),
+    each with ``db_threads`` threads and its share of the memory limit.
     """
 
     db_threads: int = DEFAULT_DB_THREADS
     request_time_limit: float = DEFAULT_REQUEST_TIME_LIMIT_SECONDS
     queue_limit: int = DEFAULT_TENANT_QUEUE_LIMIT
     sqlite_memory_limit_mb: int = 0
+    workers: int = DEFAULT_WORKERS
     realtime_per_tenant: int = DEFAULT_REALTIME_PER_TENANT
     realtime_per_node: int = DEFAULT_REALTIME_PER_NODE
 

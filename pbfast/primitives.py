@@ -7,17 +7,27 @@ contracts and :mod:`pbfast.reference` for pure-Python twins used by tests and be
 from pbfast._native import (
     CircuitBreakers,
     InvalidTenantId,
+    NodeSharedMemory,
     QuotaCounters,
     RoutingTable,
+    SharedQuotas,
+    SharedTenantTable,
     TenantCache,
+    WorkerAcks,
+    WorkerCounters,
     is_valid_tenant_id,
 )
 
 __all__ = [
     "CircuitBreakers",
     "InvalidTenantId",
+    "NodeSharedMemory",
     "QuotaCounters",
     "RoutingTable",
+    "SharedQuotas",
+    "SharedTenantTable",
     "TenantCache",
+    "WorkerAcks",
+    "WorkerCounters",
     "is_valid_tenant_id",
 ]

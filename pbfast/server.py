@@ -4,15 +4,22 @@ Every listener is a granian server embedded in this process's event loop (RSGI i
 runs control plane, tenant node and gateway in one process and the gateway reaches the node in-process.
 Background work (Raft housekeeping, node heartbeats, the gateway's route watch) runs as tasks on the same
 loop. SIGINT/SIGTERM stop everything; shutdown is bounded by :data:`SHUTDOWN_TIMEOUT_SECONDS`.
+
+A tenant node with ``--workers`` > 1 serves its tenant requests in worker processes instead
+(:mod:`pbfast.tenant_node.workers`): they listen on the node's address, this process on two private Unix
+sockets for what they hand over and ask. In all-in-one the node then gets a loopback port of its own, which
+the gateway forwards to like to any remote node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
+import os
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +42,7 @@ from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.native import NativeFrontend
 from pbfast.gateway.proxy import NodeProxy, ProxyLimits
 from pbfast.gateway.routes import RouteWatcher
+from pbfast.gc_tuning import collect_when_idle, tune_for_serving
 from pbfast.logs import component_logger, configure_logging
 from pbfast.node_identity import (
     NODE_ID_FILE,
@@ -51,19 +59,16 @@ from pbfast.tenant_node.membership import NodeMembership
 from pbfast.tenant_node.metrics import WithNodeMetrics
 from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
 from pbfast.tenant_node.replication import Replicator
+from pbfast.tenant_node.shared_state import SharedState
+from pbfast.tenant_node.worker import WorkerSettings
+from pbfast.tenant_node.worker_hub import WorkerHub
+from pbfast.tenant_node.workers import WorkerSupervisor
 from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, load_or_create_token
 
 __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]
 
 SHUTDOWN_TIMEOUT_SECONDS = 4.0
 NATIVE_GRACE_SECONDS = 1.0
-GC_GEN0_THRESHOLD = 50_000
-# An idle process allocates too little to reach GC_GEN0_THRESHOLD for many minutes, while every HTTP call
-# it makes (heartbeats, route long-polls, Litestream's socket: httpx responses are reference cycles) leaves
-# cyclic garbage holding its bodies: measured +3 MB/min of RSS on a node with 60 idle tenants. So when no
-# collection has run for this long, the young generations are collected (cheap: idle means few objects).
-GC_IDLE_COLLECT_SECONDS = 10.0
-GC_IDLE_FULL_EVERY = 30  # the startup objects are frozen, so a full collection is cheap too
 IDLE_CHECK_SECONDS = 15.0
 EXIT_STARTUP_FAILED = 1
 
@@ -146,8 +151,9 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     engine = config.engine
     set_heap_limits(engine.sqlite_memory_limit_mb * 3 // 4 << 20, engine.sqlite_memory_limit_mb << 20)
     assert config.node_id is not None  # resolved before the components are built
+    shared = SharedState.create(config.max_tenants, engine.workers) if engine.workers > 1 else None
     node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator,
-                         engine=engine)
+                         engine=engine, shared=shared)
 
     async def clean_leftovers() -> None:
         await asyncio.to_thread(node.clean_leftovers)
@@ -168,6 +174,48 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all]  # run in reverse order
     return node
+
+
+def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, cluster_token: str,
+                  listen: Address) -> None:
+    """A node's worker processes on ``listen``; this process serves what they hand over and ask on two Unix
+    sockets in a private directory (mode 0700)."""
+    assert node.shared is not None and config.node_id is not None
+    engine = config.engine
+    private = Path(tempfile.mkdtemp(prefix="pbfast-node-"))
+    node_socket, hub_socket = private / "node.sock", private / "hub.sock"
+    # Checked for bindability as the node's address (in all-in-one: the control plane's, checked anyway).
+    parts.listeners.append(Listener("TenantNode", config.http_addr, node, uds=node_socket))
+    parts.listeners.append(Listener("TenantNode", config.http_addr, WorkerHub(node, cluster_token), uds=hub_socket))
+    memory_mb = max(64, engine.sqlite_memory_limit_mb // engine.workers) if engine.sqlite_memory_limit_mb else 0
+    queue_limit = max(1, engine.queue_limit // engine.workers)  # a tenant's waiting requests, over all workers
+    data_dir = str(config.data_dir.resolve())
+    node_id = config.node_id
+
+    def settings_for(index: int, shm_fd: int, wake_fd: int) -> WorkerSettings:
+        return WorkerSettings(
+            index=index, parent_pid=os.getpid(), node_id=node_id, data_dir=data_dir, host=listen.host,
+            port=listen.port, hub_socket=str(hub_socket), node_socket=str(node_socket), shm_fd=shm_fd,
+            wake_fd=wake_fd, cluster_token=cluster_token, replicated=node.replicator is not None,
+            db_threads=engine.db_threads, request_time_limit=engine.request_time_limit,
+            queue_limit=queue_limit, sqlite_memory_limit_mb=memory_mb, log_level=config.log_level,
+            log_format=config.log_format)
+
+    supervisor = WorkerSupervisor(engine.workers, node.shared, settings_for)
+    node.metrics.workers = lambda: (supervisor.running, supervisor.restarts)
+    parts.startups.append(supervisor.start)  # listening before the node serves or registers
+    parts.tasks.append(supervisor.run)
+    parts.closers.append(supervisor.stop)  # closers run in reverse: the workers stop before the tenants close
+    parts.closers.insert(0, lambda: shutil.rmtree(private, ignore_errors=True))
+
+
+def _reserve_loopback_port() -> socket.socket:
+    """A loopback port for an all-in-one's node workers: bound with SO_REUSEPORT, never listening, so the
+    workers can bind it too while no other program takes it."""
+    reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reservation.bind(("127.0.0.1", 0))
+    return reservation
 
 
 def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
@@ -217,7 +265,10 @@ def build_components(config: ServeConfig) -> Components:
     elif config.mode is Mode.TENANT_NODE:
         assert config.cluster_token is not None and config.node_address is not None
         node = _tenant_node(config, parts, config.cluster_token, config.control_plane_addrs, config.node_address)
-        parts.listeners.append(Listener("TenantNode", config.http_addr, node))
+        if config.engine.workers > 1:
+            _node_workers(config, parts, node, config.cluster_token, config.http_addr)
+        else:
+            parts.listeners.append(Listener("TenantNode", config.http_addr, node))
     elif config.mode is Mode.GATEWAY:
         assert config.cluster_token is not None
         _gateway(config, parts, config.cluster_token, config.control_plane_addrs, config.http_addr)
@@ -229,13 +280,23 @@ def build_components(config: ServeConfig) -> Components:
                          "give it to nodes and gateways that join this cluster")
         tokens = [cluster, admin]
         own_cp = (_connect_address(config.http_addr),)
-        local_address = f"local://{config.node_id}"
+        workers = config.engine.workers
+        if workers > 1:  # the workers serve on a loopback port of the node's own, the gateway forwards there
+            reservation = _reserve_loopback_port()
+            parts.closers.insert(0, reservation.close)
+            node_address = Address("127.0.0.1", reservation.getsockname()[1])
+            local_address = node_address.url
+        else:
+            local_address = f"local://{config.node_id}"
         node = _tenant_node(config, parts, cluster, own_cp, local_address)
-        _control_plane(config, parts, admin, cluster, {local_address: node})
-        # The node has no listener of its own here: its /metrics is on the control plane's listener.
+        _control_plane(config, parts, admin, cluster, {local_address: node} if workers == 1 else {})
+        # The node has no public listener of its own here: its /metrics is on the control plane's listener.
         parts.listeners[-1].app = WithNodeMetrics(parts.listeners[-1].app, node)
         node.metrics_tokens.append(admin)
-        _gateway(config, parts, cluster, own_cp, config.gateway_addr, {local_address: node.serve_tenant})
+        _gateway(config, parts, cluster, own_cp, config.gateway_addr,
+                 {local_address: node.serve_tenant} if workers == 1 else None)
+        if workers > 1:
+            _node_workers(config, parts, node, cluster, node_address)
     if config.pprof_addr is not None:
         _profiling(config, config.pprof_addr, parts, tokens)
     return parts
@@ -346,11 +407,7 @@ async def _run_claimed(config: ServeConfig) -> int:
     configure_logging(config.log_level, config.log_format)  # granian's constructor reconfigures logging; take it back
     log.info("starting %s (data dir %s)", config.mode.value, config.data_dir.resolve())
 
-    # Start-up objects live for the whole run: keep them out of the collector's scans, and collect young
-    # objects less often (measured on the gateway: p99 14.5 -> 5.3 ms, ~10% more requests/s).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+    tune_for_serving()
 
     loop = asyncio.get_running_loop()
     for attach in parts.on_loop:
@@ -362,7 +419,7 @@ async def _run_claimed(config: ServeConfig) -> int:
     serving = [asyncio.create_task(server.serve(), name=listener.component)
                for server, listener in zip(servers, parts.listeners)]
     background = [asyncio.create_task(task(), name=task.__qualname__) for task in parts.tasks]
-    background.append(asyncio.create_task(_collect_when_idle(), name="gc-when-idle"))
+    background.append(asyncio.create_task(collect_when_idle(), name="gc-when-idle"))
     background += [asyncio.create_task(_start_native(frontend), name="Gateway") for frontend in parts.native]
     stop_wait = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait([*serving, *background, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -401,23 +458,6 @@ async def _run_claimed(config: ServeConfig) -> int:
         log.warning("closing took too long; stopped anyway")
     log.info("stopped")
     return exit_code
-
-
-def _collections() -> int:
-    return sum(generation["collections"] for generation in gc.get_stats())
-
-
-async def _collect_when_idle(interval: float = GC_IDLE_COLLECT_SECONDS) -> None:
-    """Collect generations 0 and 1 whenever the collector has not run by itself for ``interval`` seconds, and
-    every :data:`GC_IDLE_FULL_EVERY`-th time all of them (what such a collection found still in use, e.g. a
-    request in flight, is garbage later too). A busy process reaches the thresholds first and is left alone."""
-    seen, idle_rounds = _collections(), 0
-    while True:
-        await asyncio.sleep(interval)
-        if _collections() == seen:
-            idle_rounds += 1
-            gc.collect(2 if idle_rounds % GC_IDLE_FULL_EVERY == 0 else 1)
-        seen = _collections()
 
 
 async def _start_native(frontend: NativeFrontend) -> None:

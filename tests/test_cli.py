@@ -74,6 +74,10 @@ def test_serve_help_lists_guide_flags() -> None:
         (["serve", "--exact-restore-hours=48", "--restore-window-hours=30"], "--restore-window-hours must be between"),
         (["serve", "--mode=gateway", "--control-plane-addrs=127.0.0.1:1", "--exact-restore-hours=2"],
          "--exact-restore-hours does not apply to --mode=gateway"),
+        (["serve", "--workers=0"], "--workers must be between 1 and 64"),
+        (["serve", "--workers=many"], "--workers must be a number or 'auto'"),
+        (["serve", "--mode=gateway", "--control-plane-addrs=127.0.0.1:1", "--workers=2"],
+         "--workers does not apply to --mode=gateway"),
     ],
 )
 def test_wrong_flags_exit_2_with_one_line(args: list[str], expected: str) -> None:
@@ -91,3 +95,11 @@ def test_bad_log_level_exits_2() -> None:
     result = run_pbfast("serve", env={**os.environ, "PB_LOG_LEVEL": "LOUD"})
     assert result.returncode == 2
     assert "PB_LOG_LEVEL must be one of DEBUG, INFO, WARN, ERROR" in result.stderr
+
+
+def test_workers_from_the_environment_are_checked_too() -> None:
+    import os
+
+    result = run_pbfast("serve", env={**os.environ, "PBFAST_WORKERS": "100"})
+    assert result.returncode == 2
+    assert "--workers must be between 1 and 64, got 100" in result.stderr

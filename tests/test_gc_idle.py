@@ -8,7 +8,7 @@ import asyncio
 import gc
 import weakref
 
-from pbfast.server import GC_GEN0_THRESHOLD, _collect_when_idle
+from pbfast.gc_tuning import GC_GEN0_THRESHOLD, collect_when_idle
 
 
 class _Cycle:
@@ -26,7 +26,7 @@ def test_cyclic_garbage_of_an_idle_process_is_collected() -> None:
             garbage = weakref.ref(_Cycle())
             await asyncio.sleep(0.2)
             assert garbage() is not None  # nothing collects it by itself in an idle process
-            collector = asyncio.create_task(_collect_when_idle(0.05))
+            collector = asyncio.create_task(collect_when_idle(0.05))
             try:
                 for _ in range(40):
                     if garbage() is None:

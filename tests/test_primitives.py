@@ -153,8 +153,22 @@ DAY = 86400
 T0 = 1_700_000_000.0  # inside the window starting at 1_699_920_000
 
 
-def test_quota_window_limit(impl: ModuleType) -> None:
-    quotas = impl.QuotaCounters()
+class _SharedQuotaModule:
+    """The quota tests' view of :class:`SharedQuotas` in a node's shared memory (made here, so this process
+    is its owner, as a node's main process is): the same behaviour as ``QuotaCounters``."""
+
+    @staticmethod
+    def QuotaCounters(window_seconds: int = DAY) -> native.SharedQuotas:  # noqa: N802 - stands in for the class
+        return native.SharedQuotas(native.NodeSharedMemory(1024, 1, window_seconds))
+
+
+@pytest.fixture(params=[native, reference, _SharedQuotaModule], ids=["native", "reference", "shared"])
+def quota_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return request.param
+
+
+def test_quota_window_limit(quota_impl: ModuleType) -> None:
+    quotas = quota_impl.QuotaCounters()
     assert quotas.window_seconds == DAY
     quotas.set_limits("acme", api_requests=3)
     assert [quotas.try_acquire("acme", T0) for _ in range(4)] == [(True, 2), (True, 1), (True, 0), (False, 0)]
@@ -165,8 +179,8 @@ def test_quota_window_limit(impl: ModuleType) -> None:
     assert quotas.usage("acme", T0 + 2 * DAY)[0] == 0
 
 
-def test_quota_unlimited_and_zero(impl: ModuleType) -> None:
-    quotas = impl.QuotaCounters(60)
+def test_quota_unlimited_and_zero(quota_impl: ModuleType) -> None:
+    quotas = quota_impl.QuotaCounters(60)
     assert quotas.try_acquire("new", T0) == (True, -1)  # unknown tenants are unlimited
     quotas.set_limits("none", api_requests=0)
     assert quotas.try_acquire("none", T0) == (False, 0)
@@ -175,8 +189,8 @@ def test_quota_unlimited_and_zero(impl: ModuleType) -> None:
     assert quotas.remove("new") and not quotas.remove("new")
 
 
-def test_quota_set_limits_keeps_counts(impl: ModuleType) -> None:
-    quotas = impl.QuotaCounters()
+def test_quota_set_limits_keeps_counts(quota_impl: ModuleType) -> None:
+    quotas = quota_impl.QuotaCounters()
     quotas.set_limits("acme", api_requests=10)
     for _ in range(4):
         quotas.try_acquire("acme", T0)
@@ -185,8 +199,8 @@ def test_quota_set_limits_keeps_counts(impl: ModuleType) -> None:
     assert quotas.try_acquire("acme", T0) == (False, 0)
 
 
-def test_quota_storage(impl: ModuleType) -> None:
-    quotas = impl.QuotaCounters()
+def test_quota_storage(quota_impl: ModuleType) -> None:
+    quotas = quota_impl.QuotaCounters()
     assert quotas.storage_allows("acme", 10**12)
     quotas.set_limits("acme", storage_bytes=1000)
     assert quotas.add_storage("acme", 600) == 600
@@ -196,8 +210,8 @@ def test_quota_storage(impl: ModuleType) -> None:
     assert quotas.usage("acme", T0) == (0, 999, int(T0) - int(T0) % DAY)
 
 
-def test_quota_snapshot_and_reset(impl: ModuleType) -> None:
-    quotas = impl.QuotaCounters()
+def test_quota_snapshot_and_reset(quota_impl: ModuleType) -> None:
+    quotas = quota_impl.QuotaCounters()
     quotas.set_limits("acme", api_requests=100)
     for _ in range(5):
         quotas.try_acquire("acme")
@@ -210,13 +224,13 @@ def test_quota_snapshot_and_reset(impl: ModuleType) -> None:
     assert quotas.usage("acme")[0] == 5
 
 
-def test_quota_invalid_window(impl: ModuleType) -> None:
+def test_quota_invalid_window(quota_impl: ModuleType) -> None:
     with pytest.raises(ValueError):
-        impl.QuotaCounters(0)
+        quota_impl.QuotaCounters(0)
 
 
-def test_quota_concurrent_never_over_limit(impl: ModuleType) -> None:
-    quotas = impl.QuotaCounters()
+def test_quota_concurrent_never_over_limit(quota_impl: ModuleType) -> None:
+    quotas = quota_impl.QuotaCounters()
     quotas.set_limits("acme", api_requests=1000)
     allowed = [0] * 4
 

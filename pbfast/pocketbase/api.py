@@ -20,7 +20,8 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
-from pbfast.pocketbase.apis import batch, collections, health, realtime, record_auth, records
+from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_impersonate,
+                                    record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -68,6 +69,13 @@ class TenantApi:
         add("POST", "/api/collections/{collection}/auth-with-password", record_auth.auth_with_password)
         add("POST", "/api/collections/{collection}/auth-refresh", record_auth.auth_refresh)
         add("POST", "/api/batch", batch.batch_transaction)
+        add("GET", "/api/collections/{collection}/auth-methods", record_auth_methods.auth_methods)
+        add("POST", "/api/collections/{collection}/request-otp", record_auth_otp.request_otp)
+        add("POST", "/api/collections/{collection}/auth-with-otp", record_auth_otp.auth_with_otp)
+        add("POST", "/api/collections/{collection}/impersonate/{id}", record_auth_impersonate.impersonate)
+        add("GET", "/api/settings", settings.settings_list)
+        add("PATCH", "/api/settings", settings.settings_update)
+        add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
         add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
@@ -109,7 +117,10 @@ class TenantApi:
         try:
             if tenant.closed:  # closed (moved, evicted) while the request waited for its turn
                 raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
+            if tenant.shared_schema:  # another process (a worker of the node) may have changed the collections
+                tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
+                settings.check_superuser_ip(request)
                 handler(request)
         except ApiError as err:
             send_error(proto, err.status, err.message, err.data, err.headers)

@@ -57,7 +57,7 @@ __all__ = [
 ALLOWED_PRAGMAS: Final = frozenset({
     "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
     "optimize", "wal_checkpoint", "wal_autocheckpoint", "max_page_count", "page_count", "page_size", "freelist_count",
-    "data_version", "integrity_check", "quick_check", "busy_timeout",
+    "data_version", "integrity_check", "quick_check", "busy_timeout", "user_version",
 })
 # Table-valued pragma functions (``SELECT ... FROM pragma_x(...)``) a tenant's SQL may read.
 READABLE_PRAGMAS: Final = frozenset({

@@ -23,6 +23,7 @@ import apsw
 from pbfast.durable import fsync_file
 from pbfast.pocketbase import collections
 from pbfast.pocketbase.collections import Collection, CollectionMap
+from pbfast.pocketbase.collections.version import schema_version
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
 
 if TYPE_CHECKING:
@@ -92,6 +93,9 @@ class Tenant:
         self.time_limit = TimeLimit(connection)
         self.closed = False
         self.realtime: RealtimeBus | None = None  # where its committed record changes go (realtime events)
+        # Other connections may change the collections (a node's worker processes): checked on each request.
+        self.shared_schema = False
+        self.schema_version = 0
         self.collections = CollectionMap()
         self.reload_collections()
 
@@ -125,8 +129,22 @@ class Tenant:
         self.max_bytes = max_bytes
 
     def reload_collections(self) -> None:
-        """Re-read ``_collections`` (after a schema change)."""
-        self.collections = collections.load_collections(self.conn)
+        """Re-read ``_collections`` (after a schema change), with their version, in one read transaction."""
+        if self.conn.in_transaction:
+            self.schema_version = schema_version(self.conn)
+            self.collections = collections.load_collections(self.conn)
+            return
+        self.conn.execute("BEGIN")
+        try:
+            self.schema_version = schema_version(self.conn)
+            self.collections = collections.load_collections(self.conn)
+        finally:
+            self.conn.execute("COMMIT")
+
+    def refresh_collections(self) -> None:
+        """Re-read ``_collections`` if another connection changed them since (a cheap check when not)."""
+        if schema_version(self.conn) != self.schema_version:
+            self.reload_collections()
 
     def collection(self, name_or_id: str) -> Collection | None:
         """A collection by name (case-insensitive, as PocketBase) or id."""

@@ -18,6 +18,11 @@ other one way (later ones on earlier ones):
 - :mod:`~pbfast.tenant_node.serving`: one tenant request; :mod:`~pbfast.tenant_node.status`: health and
   gauges; :mod:`~pbfast.tenant_node.routes`: the HTTP routes.
 
+With worker processes (``--workers`` > 1) the node is this app in the main process, deciding as above, plus
+the workers that serve the tenant requests (:mod:`~pbfast.tenant_node.workers`,
+:mod:`~pbfast.tenant_node.worker`): every decision is mirrored into shared memory for them
+(:mod:`~pbfast.tenant_node.shared_state`), the quotas are counted there, and every close waits for them.
+
 Beside them: :mod:`~pbfast.tenant_node.membership` (registration and heartbeats), the lease
 (:mod:`~pbfast.tenant_node.lease`), Litestream (:mod:`~pbfast.tenant_node.replication`), the database
 threads (:mod:`~pbfast.tenant_node.db_scheduler`) and the metrics (:mod:`~pbfast.tenant_node.metrics`).
@@ -35,7 +40,9 @@ from pbfast.logs import current_request_id
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.realtime import RealtimeLimits
 from pbfast.pocketbase.tenant import Tenant
-from pbfast.primitives import QuotaCounters, TenantCache
+from pbfast.primitives import QuotaCounters, SharedQuotas, TenantCache
+from pbfast.tenant_node.db_scheduler import TenantLoad
+from pbfast.tenant_node.shared_state import SharedState, merge_loads
 from pbfast.request_ids import WithRequestId, bind_request_id
 from pbfast.tenant_node.checkpoints import Checkpoints
 from pbfast.tenant_node.copies import LocalCopies
@@ -63,27 +70,31 @@ class TenantNodeApp:
     themselves thread-safe)."""
 
     def __init__(self, node_id: str, max_tenants: int, cluster_token: str, data_dir: Path,
-                 replicator: Replicator | None = None, engine: EngineSettings | None = None) -> None:
+                 replicator: Replicator | None = None, engine: EngineSettings | None = None,
+                 shared: SharedState | None = None) -> None:
         self.node_id = node_id
         self.replicator = replicator
+        self.shared = shared  # with worker processes: what they see of this node
         # Every piece of a tenant's database work runs here, off the event loop, fairly between tenants.
         engine = engine or EngineSettings()
         self.db = DbScheduler(engine.db_threads, engine.queue_limit)
         self.api = TenantApi(RealtimeLimits(engine.realtime_per_tenant, engine.realtime_per_node))
         self.api.on_time_limit = self.db.count_time_limited
-        self.quotas = QuotaCounters()
-        self.metrics = NodeMetrics()
+        self.quotas: QuotaCounters | SharedQuotas = QuotaCounters() if shared is None else shared.quotas
+        self.metrics = NodeMetrics(shared)
         self.open_tenants = TenantCache(max_tenants)
         self.superusers_applied: set[str] = set()  # first superusers applied, reported with the next heartbeat
-        self.slots = Slots()
+        self.slots = Slots(None if shared is None else shared.mirror)
         self.background = BackgroundTasks()
         self.ownership = Ownership(self.slots, self.quotas, self.metrics)
+        if shared is not None:
+            self.ownership.on_lease_change = self._publish_lease
         self.copies = LocalCopies(data_dir / "tenants", node_id, self.slots)
         self.restorer = Restorer(node_id, self.slots, self.copies, replicator, self.metrics)
         self.checkpoints = Checkpoints(self.slots, self.db, replicator, self.background)
         self.pool = TenantPool(node_id, self.slots, self.open_tenants, self.ownership, self.copies, self.restorer,
                                self.db, replicator, self.metrics, self.quotas, self.background, self.checkpoints,
-                               self.superusers_applied)
+                               self.superusers_applied, shared)
         self.handover = Handover(node_id, self.slots, self.ownership, self.pool, self.copies, replicator,
                                  self.background)
         self.fencing = Fencing(self.slots, self.ownership, self.pool, replicator, self.metrics, self.background)
@@ -91,7 +102,7 @@ class TenantNodeApp:
                                  self.background, self.superusers_applied)
         self.serving = Serving(self.ownership, self.pool, self.api, self.db, replicator, self.quotas, self.metrics,
                                engine.request_time_limit)
-        self.status = NodeStatus(self.slots, self.ownership, self.restorer, self.db, replicator)
+        self.status = NodeStatus(self.slots, self.ownership, self.restorer, self.db, replicator, self.db_loads)
         self.status.realtime = self.api.realtime
         self.metrics_tokens = [cluster_token]  # all-in-one adds the admin token
         self.routes = NodeRoutes(cluster_token, self.metrics_tokens, self.serving, self.handover, self.transfer,
@@ -117,6 +128,15 @@ class TenantNodeApp:
     @lease.setter
     def lease(self, lease: Lease | None) -> None:
         self.ownership.lease = lease
+        if self.shared is not None:
+            if lease is not None:
+                lease.on_renew = self._publish_lease
+            self._publish_lease()
+
+    def _publish_lease(self) -> None:
+        """Tell the workers how long they may serve (the lease was set, renewed, lost or fenced)."""
+        assert self.shared is not None
+        self.shared.publish_lease(self.ownership.lease, self.ownership.fenced is not None)
 
     @property
     def refresh_assignments(self) -> Callable[[], Awaitable[None]] | None:
@@ -187,11 +207,18 @@ class TenantNodeApp:
     def close_idle(self, idle_seconds: float) -> None:
         """The idle check: close idle tenants, ship closed copies whose final sync failed, bound the WAL of
         open tenants Litestream does not replicate."""
+        if self.shared is not None:  # what the workers served counts as used
+            self.pool.close_evicted(self.shared.sync_recency(self.open_tenants, force=True))
         self.pool.close_idle(idle_seconds)
         self.handover.reship_closed()
         self.checkpoints.checkpoint_unwatched_soon()
 
     # ---- what the node knows, as snapshots (for status pages and tests) ------------------------------
+
+    def db_loads(self) -> dict[str, TenantLoad]:
+        """Each tenant's database load on this node: this process's, plus its workers'."""
+        loads, _ = self.db.snapshot()
+        return loads if self.shared is None else merge_loads(loads, self.shared.loads())
 
     @property
     def tenants(self) -> dict[str, Tenant]:

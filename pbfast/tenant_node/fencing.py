@@ -114,6 +114,7 @@ class Fencing:
                 return True
             try:
                 self.metrics.closed("fenced")
+                await self.pool.released_by_workers(slot, sync_until)
                 stopped = True
                 shipped = False
                 if self.replicator is not None:

@@ -72,6 +72,7 @@ class Lease:
         self.node_timeout: float | None = None  # from the control plane; None until the first answer
         self.renewed_at: float | None = None  # when the last acknowledged heartbeat was sent
         self.renewals = 0
+        self.on_renew: Callable[[], None] | None = None  # told of every renewal (a node's worker processes)
 
     def renew(self, sent_at: float, node_timeout: float) -> None:
         """A heartbeat sent at ``sent_at`` was acknowledged by a control plane using ``node_timeout``."""
@@ -79,6 +80,8 @@ class Lease:
         if self.renewed_at is None or sent_at > self.renewed_at:
             self.renewed_at = sent_at
         self.renewals += 1
+        if self.on_renew is not None:
+            self.on_renew()
 
     def _at(self, fraction: float) -> float:
         if self.renewed_at is None or self.node_timeout is None:

@@ -97,7 +97,7 @@ class NodeMembership:
                 pending.api_requests += requests
                 pending.storage_bytes = storage
         usage = {tid: TenantUsage(p.api_requests, p.storage_bytes, p.period_start) for tid, p in self._pending.items()}
-        loads, _ = self.node.db.snapshot()
+        loads = self.node.db_loads()
         self._db_sending = {}
         for tenant_id, entry in usage.items():  # a tenant's database work comes with its requests
             load = loads.get(tenant_id)

@@ -32,23 +32,31 @@ knows it): on the node's own listener in ``tenant-node`` mode, on the control pl
   growing through an outage instead of disappearing),
 - ``pbfast_node_litestream_up`` (1/0), ``pbfast_node_litestream_restarts_total``,
   ``pbfast_node_replicating_tenants``,
+- with worker processes (``--workers`` > 1; every count above includes theirs): ``pbfast_node_workers`` (worker
+  processes running), ``pbfast_node_worker_restarts_total``, ``pbfast_node_worker_asked_main_total`` (requests a
+  worker could not decide from the shared table alone: their tenant was opened, or their epoch adopted, by the
+  main process), ``pbfast_node_worker_requests_total{worker}`` (tenant requests each worker answered),
 - ``pbfast_node_lease_valid`` (1/0), ``pbfast_node_lease_remaining_seconds``,
   ``pbfast_node_heartbeat_age_seconds`` (since the last acknowledged heartbeat was sent),
   ``pbfast_node_timeout_seconds`` (the control plane's ``--node-timeout``), ``pbfast_node_fences_total``
   (times the lease ran out), ``pbfast_node_replication_halts_total`` (times Litestream had to be killed to
   keep the single-writer promise).
 
-Thread-safety: event loop only (plain counters, no locks).
+Thread-safety: event loop only (plain counters, no locks; the workers' are in shared memory).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pbfast.http import HTTPProtocol, Scope
 from pbfast.prometheus import TextWriter
 from pbfast.tenant_node.db_scheduler import TenantLoad
+
+if TYPE_CHECKING:
+    from pbfast.tenant_node.shared_state import SharedState
 
 __all__ = ["NodeGauges", "NodeMetrics", "WithNodeMetrics"]
 
@@ -83,7 +91,9 @@ class NodeGauges:
 class NodeMetrics:
     """Counters of one tenant node."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: SharedState | None = None) -> None:
+        self.shared = shared  # with worker processes: their counters are added to these
+        self.workers: Callable[[], tuple[int, int]] | None = None  # (running, restarts), set by the supervisor
         self.requests = [0] * len(_CLASSES)
         self.opens = dict.fromkeys(OPEN_SOURCES, 0)
         self.closes = dict.fromkeys(CLOSE_REASONS, 0)
@@ -114,8 +124,18 @@ class NodeMetrics:
     def render(self, gauges: NodeGauges) -> bytes:
         """The exposition text (``text/plain; version=0.0.4``)."""
         out = TextWriter()
+        requests, quota_rejections = list(self.requests), dict(self.quota_rejections)
+        queue_rejections, db_threads, db_queued = self.db_queue_rejections, gauges.db_threads, gauges.db_queued
+        if self.shared is not None:
+            workers = self.shared.totals()
+            requests = [mine + theirs for mine, theirs in zip(requests, workers.requests)]
+            quota_rejections["requests"] += workers.quota_requests
+            quota_rejections["storage"] += workers.quota_storage
+            queue_rejections += workers.queue_rejected
+            db_queued += workers.db_queued
+            db_threads *= 1 + self.shared.counters.workers
         out.family("pbfast_node_requests_total", "counter", "Tenant requests answered by this node, by status class.",
-                   [({"class": name}, count) for name, count in zip(_CLASSES, self.requests)])
+                   [({"class": name}, count) for name, count in zip(_CLASSES, requests)])
         out.single("pbfast_node_open_tenants", "gauge", "Tenants open on this node.", gauges.open_tenants)
         out.single("pbfast_node_assigned_tenants", "gauge", "Tenants this node knows as assigned to it.",
                    gauges.assigned_tenants)
@@ -133,7 +153,7 @@ class NodeMetrics:
         out.family("pbfast_node_tenant_closes_total", "counter", "Tenants closed, by reason (evicted = LRU).",
                    [({"reason": k}, v) for k, v in sorted(self.closes.items())])
         out.family("pbfast_node_quota_rejections_total", "counter", "Requests refused by a tenant quota, by kind.",
-                   [({"kind": k}, v) for k, v in sorted(self.quota_rejections.items())])
+                   [({"kind": k}, v) for k, v in sorted(quota_rejections.items())])
         out.single("pbfast_node_replication_lag_seconds", "gauge",
                    "Age of the oldest write not known to be in the replica (grows while Litestream is down).",
                    gauges.lag_seconds)
@@ -157,15 +177,25 @@ class NodeMetrics:
         out.single("pbfast_node_replication_halts_total", "counter",
                    "Times Litestream was killed because replication did not stop before the lease's halt time.",
                    self.replication_halts)
-        out.single("pbfast_node_db_threads", "gauge", "Threads running tenants' database work.", gauges.db_threads)
-        out.single("pbfast_node_db_queued", "gauge", "Database jobs waiting for a thread now.", gauges.db_queued)
+        out.single("pbfast_node_db_threads", "gauge", "Threads running tenants' database work.", db_threads)
+        out.single("pbfast_node_db_queued", "gauge", "Database jobs waiting for a thread now.", db_queued)
         out.single("pbfast_node_db_queue_rejections_total", "counter",
-                   "Requests refused with 429 because their tenant's database queue was full.",
-                   self.db_queue_rejections)
+                   "Requests refused with 429 because their tenant's database queue was full.", queue_rejections)
         out.single("pbfast_node_realtime_streams", "gauge", "Open realtime (SSE) streams.", gauges.realtime_streams)
         out.single("pbfast_node_realtime_dropped_total", "counter",
                    "Realtime clients dropped because their queue overflowed (they did not keep up).",
                    gauges.realtime_dropped)
+        if self.shared is not None:
+            running, restarts = self.workers() if self.workers is not None else (0, 0)
+            out.single("pbfast_node_workers", "gauge", "Worker processes serving tenant requests.", running)
+            out.single("pbfast_node_worker_restarts_total", "counter", "Worker processes started again after they died.",
+                       restarts)
+            out.single("pbfast_node_worker_asked_main_total", "counter",
+                       "Tenant requests a worker handed to the main process to admit and open their tenant.",
+                       self.shared.totals().asked_main)
+            out.family("pbfast_node_worker_requests_total", "counter",
+                       "Tenant requests answered by each worker process (how evenly the kernel spreads them).",
+                       [({"worker": str(index + 1)}, count) for index, count in enumerate(self.shared.worker_requests())])
         loads = sorted(gauges.db_load.items())
         for name, text, attribute in (
                 ("jobs_total", "Database jobs run for the tenant.", "jobs"),

@@ -27,7 +27,7 @@ from pbfast.cluster.heartbeat import Assignments, FirstSuperuser
 from pbfast.cluster.wire import MOVED_ANSWER_HEADERS
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
-from pbfast.primitives import QuotaCounters
+from pbfast.primitives import QuotaCounters, SharedQuotas
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.slots import Assignment, Slots, TenantSlot
@@ -62,7 +62,7 @@ class AdoptionActions(Protocol):
 
 
 class Ownership:
-    def __init__(self, slots: Slots, quotas: QuotaCounters, metrics: NodeMetrics) -> None:
+    def __init__(self, slots: Slots, quotas: QuotaCounters | SharedQuotas, metrics: NodeMetrics) -> None:
         self.slots = slots
         self.quotas = quotas
         self.metrics = metrics
@@ -73,6 +73,7 @@ class Ownership:
         self.fenced: dict[str, int] | None = None  # while fenced: tenant -> epoch it had when the lease ran out
         self.fence_generation = 0  # bumped by every fence and renewal: an open that spans one is not served
         self._confirmed: set[str] = set()  # tenants whose slot has a confirmed epoch
+        self.on_lease_change: Callable[[], None] | None = None  # told when the node is fenced or stops being so
 
     # ---- the lease ----------------------------------------------------------------------------------
 
@@ -95,6 +96,8 @@ class Ownership:
             fenced.setdefault(slot.tenant_id, slot.released or 0)
         self.fenced = fenced
         self.fence_generation += 1
+        if self.on_lease_change is not None:
+            self.on_lease_change()
         return fenced
 
     # ---- requests -----------------------------------------------------------------------------------
@@ -193,6 +196,8 @@ class Ownership:
         if self.fenced is not None:
             fenced, self.fenced = self.fenced, None
             self.fence_generation += 1
+            if self.on_lease_change is not None:
+                self.on_lease_change()
             kept = 0
             for tenant_id, epoch in fenced.items():
                 still = specs.get(tenant_id)

@@ -21,7 +21,7 @@ from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
-from pbfast.primitives import QuotaCounters, TenantCache
+from pbfast.primitives import QuotaCounters, SharedQuotas, TenantCache
 from pbfast.tenant_node.checkpoints import Checkpoints
 from pbfast.tenant_node.copies import LocalCopies
 from pbfast.tenant_node.db_scheduler import DbScheduler
@@ -31,6 +31,7 @@ from pbfast.tenant_node.ownership import Ownership
 from pbfast.tenant_node.replica import ReplicationError
 from pbfast.tenant_node.replication import SYNC_TIMEOUT_SECONDS, Replicator
 from pbfast.tenant_node.restore import Restorer
+from pbfast.tenant_node.shared_state import SharedState
 from pbfast.tenant_node.slots import Slots, TenantSlot
 from pbfast.tenant_node.superusers import upsert_superuser
 from pbfast.tenant_node.tasks import BackgroundTasks
@@ -54,8 +55,8 @@ def _log_open_failure(opening: asyncio.Future[Tenant]) -> None:
 class TenantPool:
     def __init__(self, node_id: str, slots: Slots, cache: TenantCache, ownership: Ownership, copies: LocalCopies,
                  restorer: Restorer, db: DbScheduler, replicator: Replicator | None, metrics: NodeMetrics,
-                 quotas: QuotaCounters, background: BackgroundTasks, checkpoints: Checkpoints,
-                 superusers_applied: set[str]) -> None:
+                 quotas: QuotaCounters | SharedQuotas, background: BackgroundTasks, checkpoints: Checkpoints,
+                 superusers_applied: set[str], shared: SharedState | None = None) -> None:
         self.node_id = node_id
         self.slots = slots
         self.cache = cache  # the LRU of open tenants, with the pins of the requests that use them
@@ -69,6 +70,7 @@ class TenantPool:
         self.background = background
         self.checkpoints = checkpoints
         self.superusers_applied = superusers_applied  # reported with the next heartbeat
+        self.shared = shared  # with worker processes: every close waits for them to let go
         self.open_wait_seconds = OPEN_WAIT_SECONDS
         self._untracked: set[str] = set()  # open tenants outside the LRU at the last idle check
 
@@ -126,6 +128,7 @@ class TenantPool:
         created = not db_path.exists()
         tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True, DEFAULT_LIMITS,
                                          self.ownership.max_bytes(slot))
+        tenant.shared_schema = self.shared is not None  # the workers change its collections
         try:
             self.checkpoints.leave_to_litestream(tenant)
             # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere
@@ -214,6 +217,7 @@ class TenantPool:
             return False
         try:
             self.metrics.closed(reason)
+            await self.released_by_workers(slot, deadline)
             slot.storage_measured_at = 0.0
             db_path = tenant.directory / DATA_DB
             shipped = False
@@ -240,6 +244,13 @@ class TenantPool:
         finally:
             slot.closed()
         return True
+
+    async def released_by_workers(self, slot: TenantSlot, deadline: float | None = None) -> None:
+        """With worker processes: once the tenant left SERVING, wait until none of them has a connection to it
+        (their requests in flight finish first), so this process's final sync ships every write. A worker that
+        does not let go by ``deadline`` is stopped (:meth:`SharedState.closed_everywhere`)."""
+        if self.shared is not None:
+            await self.shared.closed_everywhere(slot.tenant_id, deadline)
 
     async def total_changes(self, tenant: Tenant) -> int:
         """Rows the tenant's connection changed since it was opened (every write of the tenant goes through it),
@@ -286,6 +297,8 @@ class TenantPool:
         slot.released = None  # the id may be created again later, starting at epoch 1
         await self.close(slot.tenant_id, "deleted")
         self.copies.remove(slot.tenant_id)
+        if self.shared is not None:
+            self.shared.forget(slot.tenant_id)
 
     async def retire_local_copy(self, slot: TenantSlot) -> None:
         async with slot.lock:
@@ -308,6 +321,7 @@ class TenantPool:
                 if self.replicator is not None:
                     self.replicator.drop_without_flush(tenant.directory / DATA_DB)
                 slot.copy = None
+                await self.released_by_workers(slot)
                 await self.checkpoints.close_database(tenant)
             finally:
                 slot.closed()

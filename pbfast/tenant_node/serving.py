@@ -14,7 +14,7 @@ from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecor
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
-from pbfast.primitives import QuotaCounters
+from pbfast.primitives import QuotaCounters, SharedQuotas
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership, moved
@@ -33,7 +33,7 @@ REALTIME_PATH = "/api/realtime"
 
 class Serving:
     def __init__(self, ownership: Ownership, pool: TenantPool, api: TenantApi, db: DbScheduler,
-                 replicator: Replicator | None, quotas: QuotaCounters, metrics: NodeMetrics,
+                 replicator: Replicator | None, quotas: QuotaCounters | SharedQuotas, metrics: NodeMetrics,
                  request_time_limit: float) -> None:
         self.ownership = ownership
         self.pool = pool

@@ -24,6 +24,10 @@ verdict). Whether the node may serve it is decided by :class:`pbfast.tenant_node
 Slots are never removed (like the per-tenant lock they hold, which must stay the one lock of the tenant):
 one per tenant id this node has ever seen, a few hundred bytes each.
 
+A node with worker processes serves from a copy of each slot's state in shared memory: a slot's *observer*
+(:meth:`pbfast.tenant_node.shared_state.SharedState.mirror`) is called on every change of a field that copy is
+made of (:data:`MIRRORED`), so no decision of the main process is ever missing there.
+
 Thread-safety: event loop only.
 """
 
@@ -40,9 +44,11 @@ from pbfast.pocketbase.tenant import Tenant
 from pbfast.tenant_node.damaged import DamagedState
 from pbfast.tenant_node.local_copy import CopyMarker
 
-__all__ = ["Assignment", "SlotState", "Slots", "TenantSlot"]
+__all__ = ["MIRRORED", "Assignment", "SlotState", "Slots", "TenantSlot"]
 
 T = TypeVar("T")
+
+MIRRORED = frozenset({"state", "tenant", "copy", "assignment", "released", "importing"})
 
 
 class SlotState(Enum):
@@ -96,6 +102,14 @@ class TenantSlot:
     first_superuser: FirstSuperuser | None = None  # to apply once its database exists
     damaged: DamagedState | None = None  # not served: its newest replicated state is damaged
     storage_measured_at: float = 0.0  # monotonic time its stored bytes were last measured
+    observer: Callable[[TenantSlot], None] | None = field(default=None, repr=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in MIRRORED:
+            observer = getattr(self, "observer", None)  # unset while the dataclass initialises
+            if observer is not None:
+                observer(self)
 
     # ---- the connection's state machine ----------------------------------------------------------------
 
@@ -144,15 +158,16 @@ class TenantSlot:
 class Slots:
     """Every tenant slot of the node, by tenant id."""
 
-    def __init__(self) -> None:
+    def __init__(self, observer: Callable[[TenantSlot], None] | None = None) -> None:
         self._slots: dict[str, TenantSlot] = {}
         self._serving: dict[str, TenantSlot] = {}  # the slots in SERVING, in the order they were opened
+        self.observer = observer  # told of every change of a slot's MIRRORED fields
 
     def __getitem__(self, tenant_id: str) -> TenantSlot:
         """The tenant's slot, made on first use."""
         slot = self._slots.get(tenant_id)
         if slot is None:
-            slot = self._slots[tenant_id] = TenantSlot(tenant_id, self._serving)
+            slot = self._slots[tenant_id] = TenantSlot(tenant_id, self._serving, observer=self.observer)
         return slot
 
     def get(self, tenant_id: str) -> TenantSlot | None:

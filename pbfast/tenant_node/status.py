@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pbfast.pocketbase.realtime import RealtimeHub
-from pbfast.tenant_node.db_scheduler import DbScheduler
+from pbfast.tenant_node.db_scheduler import DbScheduler, TenantLoad
 from pbfast.tenant_node.metrics import NodeGauges
 from pbfast.tenant_node.ownership import Ownership
 from pbfast.tenant_node.replication import Replicator
@@ -23,8 +24,9 @@ __all__ = ["NodeStatus"]
 
 class NodeStatus:
     def __init__(self, slots: Slots, ownership: Ownership, restorer: Restorer, db: DbScheduler,
-                 replicator: Replicator | None) -> None:
+                 replicator: Replicator | None, db_loads: Callable[[], dict[str, TenantLoad]] | None = None) -> None:
         self.slots = slots
+        self.db_loads = db_loads  # each tenant's database load on the node (default: this process's)
         self.ownership = ownership
         self.restorer = restorer
         self.db = db
@@ -59,6 +61,8 @@ class NodeStatus:
 
     async def gauges(self) -> NodeGauges:
         loads, queued = self.db.snapshot()
+        if self.db_loads is not None:
+            loads = self.db_loads()
         status = self.replication()
         lease = self.ownership.lease
         return NodeGauges(

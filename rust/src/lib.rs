@@ -5,6 +5,7 @@
 
 pub mod breaker;
 pub mod gateway;
+pub mod node_shm;
 pub mod quota;
 pub mod routing;
 pub mod tenant_cache;
@@ -28,6 +29,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tenant_cache::TenantCache>()?;
     m.add_class::<breaker::CircuitBreakers>()?;
     m.add_class::<gateway::GatewayServer>()?;
+    m.add_class::<node_shm::region::NodeSharedMemory>()?;
+    m.add_class::<node_shm::tenant_table::SharedTenantTable>()?;
+    m.add_class::<node_shm::quotas::SharedQuotas>()?;
+    m.add_class::<node_shm::acks::WorkerAcks>()?;
+    m.add_class::<node_shm::counters::WorkerCounters>()?;
     // `add` keeps a module `__all__`, which the stub (`pbfast/_native.pyi`) does not declare.
     m.delattr("__all__")?;
     Ok(())

@@ -60,3 +60,20 @@ def patched_backends(pbfast_process: object,  # noqa: F811 - the fixture, by nam
             return stock, fast
 
         yield start
+
+
+@pytest.fixture
+def egress_tenant(pbfast_process: object, tmp_path: Path) -> Backend:  # noqa: F811 - the fixture, by name
+    """``pbfast_fixture_tenant`` on a node whose tenants may reach loopback servers from their settings
+    (the tests' SMTP and S3 servers; ``PBFAST_ALLOW_LOOPBACK_EGRESS=1``)."""
+    data_dir = tmp_path / "pbfast"
+    copy_fixture(data_dir / "tenants" / "fixture")
+
+    def start(args: list[str]) -> object:
+        return pbfast_process(args, env={"PBFAST_ALLOW_LOOPBACK_EGRESS": "1"})  # type: ignore[operator]
+
+    _, cp, gw = start_all_in_one(start, data_dir)
+    create_tenant(cp, gw, "fixture")
+    backend = Backend("pbfast", f"{gw}/t/fixture")
+    backend.login()
+    return backend

@@ -164,6 +164,9 @@ def _created_ids(outcome: Outcome, runner: Runner) -> list[str]:
     if outcome.status == 401 and isinstance(body, dict) and isinstance(body.get("mfaId"), str) \
             and not body["mfaId"].startswith("<new-"):
         return [body["mfaId"]]  # an MFA session opened by the step
+    if outcome.status == 200 and isinstance(body, dict) and set(body) == {"otpId"} and isinstance(body["otpId"], str) \
+            and not body["otpId"].startswith("<new-"):
+        return [body["otpId"]]  # a one-time password requested by the step (or the decoy id for an unknown email)
     found: list[str] = []
     if outcome.status == 200:
         _record_ids(body, runner.fixture_ids, found)

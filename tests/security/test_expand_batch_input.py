@@ -97,6 +97,24 @@ def test_a_tenant_without_batches_does_not_buffer_batch_bodies(tenants: Tenants)
     assert httpx.get(f"{tenants.fresh}/api/health").status_code == 200
 
 
+def test_batches_switched_on_in_the_settings_read_their_bodies_again(tenants: Tenants) -> None:
+    """Batches off, then on again through ``PATCH /api/settings``: the node sizes the next batch's body read
+    from the saved settings, not from what it last saw."""
+    base, headers = tenants.fixture, tenants.superuser
+    batch = {"requests": [{"method": "POST", "url": "/api/collections/demo2/records?fields=title",
+                           "body": {"title": "batch_switched_on"}}]}
+    try:
+        assert httpx.patch(f"{base}/api/settings", headers=headers,
+                           json={"batch": {"enabled": False}}).status_code == 200
+        _error(httpx.post(f"{base}/api/batch", headers=headers, json=batch), 403, "Batch requests are not allowed.")
+    finally:
+        assert httpx.patch(f"{base}/api/settings", headers=headers,
+                           json={"batch": {"enabled": True}}).status_code == 200
+    answer = httpx.post(f"{base}/api/batch", headers=headers, json=batch)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == [{"body": {"title": "batch_switched_on"}, "status": 200}]
+
+
 def test_a_null_request_is_a_validation_error(tenants: Tenants) -> None:
     """PocketBase answers ``{"requests":[null]}`` with a 500 (a nil pointer); pbfast treats it as a request
     with nothing set."""

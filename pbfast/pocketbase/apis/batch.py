@@ -5,7 +5,7 @@ one transaction, each through the records API's own handler (its rules, validati
 ``{"status": 400, "message": "Batch transaction failed.", "data": {"requests": {"<index>": {"code":
 "batch_request_failed", "message": "Batch request failed.", "response": <that request's error>}}}}``.
 
-The tenant's ``batch`` settings (:mod:`pbfast.pocketbase.settings`) decide: off by default (403), at most
+The tenant's ``batch`` settings (:mod:`pbfast.pocketbase.app_settings`) decide: off by default (403), at most
 ``maxRequests`` requests, ``maxBodySize`` bytes of body and ``timeout`` seconds for the whole transaction
 (past it: 400 with no data, nothing written; statements still running are stopped by SQLite). The body is
 read as PocketBase binds it (:mod:`.batch_form`): JSON, or a form's ``@jsonPayload`` (how the JS SDK
@@ -46,7 +46,7 @@ from pbfast.pocketbase.search import FilterError
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.records import Row
-from pbfast.pocketbase.settings import BatchSettings, load_batch_settings
+from pbfast.pocketbase.app_settings import BatchSettings, load_settings, on_saved
 from pbfast.pocketbase.tenant import Tenant
 
 __all__ = ["MAX_BODY_CEILING", "batch_transaction", "body_read_limit"]
@@ -61,10 +61,11 @@ MAX_BODY_CEILING: Final = BatchSettings.DEFAULT_MAX_BODY_SIZE
 """The most of a batch body the node reads before the handler runs while it does not know the tenant's
 settings yet (PocketBase's default ``maxBodySize``); the tenant's own setting is applied by the handler."""
 
-# Each open tenant's batch settings as the last batch read them, for the event loop to size the body read
-# (the settings change only with the data dir, an import or a restore, which opens a new Tenant). Written
-# on a database thread, read on the event loop: single get/set operations under the GIL.
+# Each open tenant's batch settings as last read or saved (PATCH /api/settings), for the event loop to size
+# the body read (a restore or an import opens a new Tenant). Written on a database thread, read on the event
+# loop: single get/set operations under the GIL.
 _known_settings: Final[weakref.WeakKeyDictionary[Tenant, BatchSettings]] = weakref.WeakKeyDictionary()
+on_saved(lambda tenant, saved: _known_settings.__setitem__(tenant, saved.batch))
 
 
 def body_read_limit(tenant: Tenant) -> int:
@@ -105,7 +106,7 @@ class _BatchTimeout(Exception):
 
 
 def batch_transaction(request: TenantRequest) -> None:
-    settings = load_batch_settings(request.tenant.conn)
+    settings = load_settings(request.tenant.conn).batch
     _known_settings[request.tenant] = settings
     if not _allowed(settings):
         raise ApiError(403, NOT_ALLOWED)

@@ -22,10 +22,11 @@ from pbfast.pocketbase.apis.request import (
     resolver,
     send_with_fields,
 )
+from pbfast.pocketbase.apis.settings import check_superuser_ip
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.records import Row, RuleError, Viewer
 
-__all__ = ["auth_refresh", "auth_with_password"]
+__all__ = ["auth_collection", "auth_refresh", "auth_response", "auth_with_password"]
 
 log = component_logger("TenantNode")
 
@@ -37,7 +38,7 @@ _LENGTH_1_255: Final[dict[str, Any]] = {"code": "validation_length_out_of_range"
 
 
 def auth_with_password(request: TenantRequest) -> None:
-    collection = _auth_collection(request)
+    collection = auth_collection(request)
     password_auth = collection.auth.password_auth
     if not password_auth.enabled and collection.name != SUPERUSERS:
         raise ApiError(403, "The collection is not configured to allow password authentication.")
@@ -83,7 +84,7 @@ def auth_with_password(request: TenantRequest) -> None:
             break
     if row is None or not auth.verify_password(password, str(row.get("password", ""))):
         raise ApiError(400, "Failed to authenticate.")
-    _auth_response(request, collection, row, auth_method=mfa.PASSWORD_METHOD, body=body)
+    auth_response(request, collection, row, auth_method=mfa.PASSWORD_METHOD, body=body)
 
 
 def auth_refresh(request: TenantRequest) -> None:
@@ -96,10 +97,10 @@ def auth_refresh(request: TenantRequest) -> None:
     token = None
     if not current.refreshable:
         token = current.token  # non-refreshable tokens (e.g. impersonation) are returned as they are
-    _auth_response(request, collection, current.record, token)
+    auth_response(request, collection, current.record, token)
 
 
-def _auth_collection(request: TenantRequest) -> Collection:
+def auth_collection(request: TenantRequest) -> Collection:
     """The path's collection as PocketBase's auth routes find it: missing → 404 (their rate-limit
     middleware's wording), not an auth collection → 404."""
     collection = collection_of(request, MISSING_OR_INVALID_COLLECTION)
@@ -108,11 +109,12 @@ def _auth_collection(request: TenantRequest) -> Collection:
     return collection
 
 
-def _auth_response(request: TenantRequest, collection: Collection, row: Row, token: str | None = None,
+def auth_response(request: TenantRequest, collection: Collection, row: Row, token: str | None = None,
                    auth_method: str = "", body: dict[str, Any] | None = None) -> None:
     """PocketBase's ``recordAuthResponse``: the collection's ``authRule`` must hold for the record
     (evaluated for the requester; superusers always pass), then MFA for an ``auth_method`` (a first
     method answers ``401 {"mfaId"}``, see :mod:`pbfast.pocketbase.mfa`), then ``{"record", "token"}``."""
+    check_superuser_ip(request, superuser=collection.name == SUPERUSERS)
     if not request.superuser and not _auth_rule_holds(request, collection, row):
         raise ApiError(403, "The request doesn't satisfy the collection requirements to authenticate.")
     if auth_method:

@@ -104,10 +104,12 @@ class TenantRequest(Request):
     def superuser(self) -> bool:
         return self.auth is not None and self.auth.superuser
 
-    def send_json(self, status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> None:
-        # PocketBase (Go) marshals maps with sorted keys.
+    def send_json(self, status: int, payload: Any, headers: list[tuple[str, str]] | None = None, *,
+                  sort_keys: bool = True) -> None:
+        # PocketBase (Go) marshals maps with sorted keys; structs (sort_keys=False) in their fields' order.
+        option = orjson.OPT_SORT_KEYS if sort_keys else 0
         self.proto.response_bytes(status, JSON_HEADERS + (headers or []),
-                                  orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=gocompat.go_json_default))
+                                  orjson.dumps(payload, option=option, default=gocompat.go_json_default))
 
 
 def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
@@ -195,13 +197,14 @@ def resolver(request: TenantRequest, collection: Collection, body: dict[str, Any
                          allow_hidden_fields=hidden, table_alias=table_alias)
 
 
-def send_with_fields(request: TenantRequest, payload: dict[str, Any]) -> None:
-    """Answer 200 with ``payload`` trimmed by the ``fields`` query parameter."""
+def send_with_fields(request: TenantRequest, payload: dict[str, Any], *, sort_keys: bool = True) -> None:
+    """Answer 200 with ``payload`` trimmed by the ``fields`` query parameter (``sort_keys=False``: a Go
+    struct's answer, in its fields' order)."""
     try:
         projection = search.parse_fields(request.query("fields") or "")
     except ValueError as err:
         raise ApiError(400, BAD_REQUEST) from err
-    request.send_json(200, search.apply_fields(payload, projection))
+    request.send_json(200, search.apply_fields(payload, projection), sort_keys=sort_keys)
 
 
 def body_limit(tenant: Tenant, params: dict[str, str]) -> int:

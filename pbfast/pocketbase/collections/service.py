@@ -28,6 +28,7 @@ from pbfast.pocketbase.collections.model import Collection, load_collection, loa
 from pbfast.pocketbase.collections.rules import check_api_rule
 from pbfast.pocketbase.collections.table_sync import sync_table
 from pbfast.pocketbase.collections.validate import RuleChecker, validate_collection
+from pbfast.pocketbase.collections.version import bump_schema_version
 from pbfast.pocketbase.collections.views import ViewFieldsError, save_view, view_fields
 from pbfast.pocketbase.dbutils.identifiers import backquote
 from pbfast.pocketbase.dbutils.index import parse_index
@@ -93,6 +94,7 @@ def _save(conn: apsw.Connection, collection: Collection, original: Collection | 
     if errors:
         raise CollectionValidationError(failure, errors)
     row = collection.to_row()
+    bump_schema_version(conn)  # other connections (worker processes) reload their collections
     if original is None:
         conn.execute(f"INSERT INTO _collections ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                      list(row.values()))
@@ -198,6 +200,7 @@ def delete_collection(conn: apsw.Connection, collection: Collection) -> None:
         except apsw.Error as err:
             raise CollectionValidationError("Failed to delete collection.", {}) from err
         conn.execute("DELETE FROM _collections WHERE id = ?", (current.id,))
+        bump_schema_version(conn)
         if current.type == "auth":
             delete_auth_side_rows(conn, collections, current.id, None)
 

@@ -1,0 +1,67 @@
+"""``GET/PATCH /api/settings`` (PocketBase's ``apis/settings.go``): the tenant's application settings, for
+superusers only, stored and validated as PocketBase does (:mod:`pbfast.pocketbase.app_settings`)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER
+from pbfast.http import ApiError
+from pbfast.pocketbase import app_settings
+from pbfast.pocketbase.apis.request import TenantRequest, read_body, require_superuser, send_with_fields
+
+__all__ = ["FORBIDDEN", "check_superuser_ip", "client_ip", "settings_list", "settings_update"]
+
+FORBIDDEN: Final = "You are not allowed to perform this request."
+
+LOAD_FAILED: Final = "An error occurred while loading the submitted data."
+SAVE_FAILED: Final = "An error occurred while saving the new settings."
+
+
+def client_ip(request: TenantRequest) -> str:
+    """The client's address. A request a gateway forwarded over the network (it carries the cluster token,
+    which the node checked before the tenant's API runs) names it as the last ``x-forwarded-for`` entry,
+    which that gateway appended; otherwise (a gateway in the same process, a direct request) the peer is
+    the client and ``x-forwarded-for`` is only what the client claims."""
+    if request.header(CLUSTER_TOKEN_HEADER):
+        forwarded = request.header("x-forwarded-for")
+        if forwarded:
+            return forwarded.rsplit(",", 1)[-1].strip()
+    peer = request.scope.client  # host:port
+    return peer.rpartition(":")[0].strip("[]") or peer
+
+
+def check_superuser_ip(request: TenantRequest, *, superuser: bool | None = None) -> None:
+    """PocketBase's ``superuserIPs`` whitelist: a superuser (``superuser``: the request's auth, or a superuser
+    logging in) acting from an address outside a non-empty list gets 403."""
+    if not (request.superuser if superuser is None else superuser):
+        return
+    if not app_settings.load_settings(request.tenant.conn).superuser_ip_allowed(client_ip(request)):
+        raise ApiError(403, FORBIDDEN)
+
+
+def settings_list(request: TenantRequest) -> None:
+    require_superuser(request)
+    send_with_fields(request, app_settings.public_json(app_settings.load_document(request.tenant.conn)),
+                     sort_keys=False)
+
+
+def settings_update(request: TenantRequest) -> None:
+    require_superuser(request)
+    try:
+        body = read_body(request, invalid=LOAD_FAILED)
+    except ApiError as err:
+        if err.status == 400:
+            raise ApiError(400, LOAD_FAILED) from err
+        raise
+    conn = request.tenant.conn
+    try:
+        document = app_settings.merge_patch(app_settings.load_document(conn), body)
+    except app_settings.LoadError as err:
+        raise ApiError(400, LOAD_FAILED) from err
+    errors = app_settings.validate(document)
+    if errors:
+        raise ApiError(400, SAVE_FAILED, errors)
+    app_settings.save_document(conn, document)
+    app_settings.notify_saved(request.tenant, app_settings.Settings.of(document))
+    send_with_fields(request, app_settings.public_json(document), sort_keys=False)

@@ -1,0 +1,12 @@
+//! What a tenant node's main process shares with its worker processes, in one memfd both map
+//! ([`region`]): which tenants the workers may serve and how ([`tenant_table`], read lock-free on every
+//! request), the quota counters every worker counts against ([`quotas`]), which worker holds which
+//! tenant's connection ([`acks`]), and per-worker counters for `/metrics` ([`counters`]). Entries are
+//! found by tenant id ([`keys`]); only the main process adds or removes them.
+
+pub mod acks;
+pub mod counters;
+pub mod keys;
+pub mod quotas;
+pub mod region;
+pub mod tenant_table;

@@ -1,0 +1,253 @@
+"""A tenant node with worker processes (``--workers=2``) keeps the single-process node's guarantees: real
+processes on loopback (a control plane, nodes), each tenant request on a fresh connection so the kernel
+spreads them over the workers (``pbfast_node_worker_requests_total`` shows each worker served some).
+
+- a schema change made through one worker is seen by the other, which had the tenant open already;
+- a tenant's daily request quota is exact across the workers;
+- realtime is refused with a clear 503 (not yet served across workers);
+- a worker killed with -9 is started again, and no write it acknowledged is lost;
+- a move releases the tenant from every worker while they serve it: afterwards the old node answers
+  "moved" from every worker and the new node has every write the old one acknowledged, a write that was
+  still waiting for SQLite's lock when the release began included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import httpx
+import pytest
+
+from cpcluster import ADMIN, Start, start_cluster, wait_until
+from helpers import moto_s3_server
+from nodetools import S3_ENV, forwarded, forwarded_ok, scrape, start_node, tenant
+
+OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
+WORKERS = ("--workers=2",)
+BUCKET = "workers-test"
+
+
+@pytest.fixture
+def s3() -> Iterator[str]:
+    with moto_s3_server(BUCKET) as endpoint:
+        yield endpoint
+
+
+def _worker_requests(node_url: str) -> list[float]:
+    samples = scrape(node_url)
+    return [samples[f'pbfast_node_worker_requests_total{{worker="{index}"}}'] for index in (1, 2)]
+
+
+def _worker_pids(node_pid: int) -> list[int]:
+    """The node's worker processes (its children running pbfast.tenant_node.worker)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == node_pid and b"pbfast.tenant_node.worker" in cmdline:
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def _create_tenant(cp_url: str, tenant_id: str, **settings: object) -> int:
+    created = httpx.post(f"{cp_url}/api/cp/tenants", headers=ADMIN,
+                         json={"id": tenant_id, "superuser": OWNER, **settings})
+    assert created.status_code == 200, created.text
+    return int(created.json()["epoch"])
+
+
+def _owner_token(node_url: str, tenant_id: str, epoch: int) -> str:
+    return str(forwarded_ok(node_url, tenant_id, epoch, "POST", "/api/collections/_superusers/auth-with-password",
+                            json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
+
+
+def _notes(node_url: str, tenant_id: str, epoch: int, token: str) -> list[dict[str, object]]:
+    listed = forwarded_ok(node_url, tenant_id, epoch, "GET", "/api/collections/notes/records?perPage=500", token)
+    return list(listed.json()["items"])
+
+
+def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tmp_path: Path) -> None:
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    node, url = start_node(pbfast_process, "node-w", f"127.0.0.1:{cp.http_port}", tmp_path, WORKERS)
+    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
+    epoch = _create_tenant(cp.url, "w")
+    token = _owner_token(url, "w", epoch)
+    # Both workers open the tenant before its schema changes.
+    before = _worker_requests(url)
+    for _ in range(30):
+        forwarded_ok(url, "w", epoch, "GET", "/api/health")
+    opened = _worker_requests(url)
+    assert all(now > then for now, then in zip(opened, before)), opened
+
+    # A schema change made through one worker is seen by the other at once: lists, then writes of a new field.
+    forwarded_ok(url, "w", epoch, "POST", "/api/collections", token,
+                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
+                  "fields": [{"name": "n", "type": "text"}]})
+    for _ in range(20):
+        assert forwarded(url, "w", epoch, "GET", "/api/collections/notes/records").status_code == 200
+    forwarded_ok(url, "w", epoch, "PATCH", "/api/collections/notes", token,
+                 {"fields": [{"name": "n", "type": "text"}, {"name": "m", "type": "number"}]})
+    for index in range(20):
+        created = forwarded(url, "w", epoch, "POST", "/api/collections/notes/records", json={"n": f"s{index}", "m": index})
+        assert created.status_code == 200 and created.json()["m"] == index, created.text
+    listed = _worker_requests(url)
+    assert all(now > then for now, then in zip(listed, opened)), listed
+
+    # Realtime is refused clearly (a stream on one worker would miss the other's changes), not half served.
+    for method in ("GET", "POST"):
+        refused = forwarded(url, "w", epoch, method, "/api/realtime", json={} if method == "POST" else None)
+        assert refused.status_code == 503 and "worker processes" in refused.json()["message"], refused.text
+
+    # One daily request quota for all the workers.
+    quota_epoch = _create_tenant(cp.url, "q", apiRequestsQuota=25)
+    statuses = [forwarded(url, "q", quota_epoch, "GET", "/api/health").status_code for _ in range(40)]
+    assert statuses.count(200) == 25 and statuses.count(429) == 15, statuses
+
+    # kill -9 of a worker while writes go on: it is started again, and no acknowledged write is lost.
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        index = 0
+        while not stop.is_set():
+            index += 1
+            try:
+                response = forwarded(url, "w", epoch, "POST", "/api/collections/notes/records",
+                                     json={"n": f"k{index}"}, timeout=5)
+            except httpx.HTTPError:
+                continue  # its connection was to the worker that died
+            if response.status_code == 200:
+                acknowledged.append(response.json()["id"])
+
+    writers = [threading.Thread(target=write) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= 10)
+        workers = _worker_pids(node.proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        wait_until(lambda: len(_worker_pids(node.proc.pid)) == 2 and workers[0] not in _worker_pids(node.proc.pid))
+        written = len(acknowledged)
+        wait_until(lambda: len(acknowledged) >= written + 20)
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    samples = scrape(url)
+    assert samples["pbfast_node_workers"] == 2 and samples["pbfast_node_worker_restarts_total"] == 1
+    stored = {str(item["id"]) for item in _notes(url, "w", epoch, token)}
+    assert set(acknowledged) <= stored
+    # The restarted worker serves too.
+    before = _worker_requests(url)
+    for _ in range(30):
+        forwarded_ok(url, "w", epoch, "GET", "/api/health")
+    assert all(now > then for now, then in zip(_worker_requests(url), before))
+
+
+def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_process: Start, tmp_path: Path,
+                                                                       s3: str) -> None:
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    cp_addr = f"127.0.0.1:{cp.http_port}"
+    storage = (f"--s3-endpoint={s3}", f"--s3-bucket={BUCKET}")
+    _, url_a = start_node(pbfast_process, "node-a", cp_addr, tmp_path, (*WORKERS, *storage), S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
+    epoch = _create_tenant(cp.url, "mv")
+    _, url_b = start_node(pbfast_process, "node-b", cp_addr, tmp_path, storage, S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
+    token = _owner_token(url_a, "mv", epoch)
+    forwarded_ok(url_a, "mv", epoch, "POST", "/api/collections", token,
+                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
+                  "fields": [{"name": "n", "type": "text"}]})
+
+    acknowledged: list[str] = []
+    refused: list[int] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        index = 0
+        while not stop.is_set():
+            index += 1
+            response = forwarded(url_a, "mv", epoch, "POST", "/api/collections/notes/records",
+                                 json={"n": f"w{index}"}, timeout=30)
+            if response.status_code == 200:
+                acknowledged.append(response.json()["id"])
+            else:
+                refused.append(response.status_code)
+                time.sleep(0.01)
+
+    writers = [threading.Thread(target=write) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= 20)
+        moved = httpx.post(f"{cp.url}/api/cp/tenants/mv/move", headers=ADMIN, json={"nodeId": "node-b"},
+                           timeout=90)
+        assert moved.status_code == 200, moved.text
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert refused and set(refused) == {503}, refused  # "moved": the gateway retries on the new route
+    # No worker of the old node serves the tenant any more, whichever gets the request.
+    for _ in range(20):
+        answer = forwarded(url_a, "mv", epoch, "GET", "/api/health")
+        assert answer.status_code == 503 and answer.headers.get("x-pbfast-moved"), answer.headers
+    epoch_b = tenant(cp.url, "mv")["epoch"]
+    assert epoch_b > epoch
+    stored = {str(item["id"]) for item in _notes(url_b, "mv", epoch_b, token)}
+    assert set(acknowledged) <= stored, set(acknowledged) - stored
+
+
+def test_a_release_waits_for_a_write_a_worker_has_in_flight(pbfast_process: Start, tmp_path: Path, s3: str) -> None:
+    """A worker's write that waits for SQLite's write lock (held here, by another connection) when the tenant
+    is moved away: the release waits for it, so the new node has it once it was acknowledged."""
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    cp_addr = f"127.0.0.1:{cp.http_port}"
+    storage = (f"--s3-endpoint={s3}", f"--s3-bucket={BUCKET}")
+    _, url_a = start_node(pbfast_process, "node-a", cp_addr, tmp_path, (*WORKERS, *storage), S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
+    epoch = _create_tenant(cp.url, "held")
+    _, url_b = start_node(pbfast_process, "node-b", cp_addr, tmp_path, storage, S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
+    token = _owner_token(url_a, "held", epoch)
+    forwarded_ok(url_a, "held", epoch, "POST", "/api/collections", token,
+                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
+                  "fields": [{"name": "n", "type": "text"}]})
+    forwarded_ok(url_a, "held", epoch, "POST", "/api/collections/notes/records", json={"n": "before"})
+
+    lock = apsw.Connection(str(tmp_path / "node-a" / "tenants" / "held" / "data.db"))
+    lock.setbusytimeout(5000)
+    lock.execute("BEGIN IMMEDIATE")  # the write lock: the worker's create waits for it
+    answers: dict[str, httpx.Response] = {}
+    create = threading.Thread(target=lambda: answers.update(create=forwarded(
+        url_a, "held", epoch, "POST", "/api/collections/notes/records", json={"n": "in-flight"}, timeout=60)))
+    move = threading.Thread(target=lambda: answers.update(move=httpx.post(
+        f"{cp.url}/api/cp/tenants/held/move", headers=ADMIN, json={"nodeId": "node-b"}, timeout=90)))
+    try:
+        create.start()
+        time.sleep(0.5)  # the create is waiting for the lock
+        move.start()
+        time.sleep(1.5)  # the release has begun
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    create.join()
+    move.join()
+    assert answers["move"].status_code == 200, answers["move"].text
+    assert answers["create"].status_code == 200, answers["create"].text
+    epoch_b = tenant(cp.url, "held")["epoch"]
+    stored = {str(item["n"]) for item in _notes(url_b, "held", epoch_b, token)}
+    assert stored == {"before", "in-flight"}
