@@ -1,7 +1,9 @@
 """A tenant's PocketBase API: pbfast tenant node (direct) vs stock ``pocketbase serve`` 0.40.6, side by side.
 
-Same data in both (10,000 records with text, number, bool and autodate fields, public rules), same machine,
-same run, wrk over loopback: view by id, list (``perPage=20&sort=-created&filter=(num>=5000)``), create.
+Same data in both (10,000 records with text, number, bool and autodate fields, public rules; and for expand,
+2,000 posts whose ``author`` relation points at 100 authors, each with an ``org``), same machine, same run, wrk
+over loopback: view by id, list (``perPage=20&sort=-created&filter=(num>=5000)``), create, and a list with a
+two-level expand (``perPage=20&sort=-created&expand=author.org``, issue 15).
 
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_tenant_api_bench.py -s -p no:cacheprovider``
 
@@ -37,6 +39,8 @@ COLLECTION = {
     "indexes": ["CREATE INDEX idx_bench_created ON bench (created)"],
 }
 SUPERUSER = ("bench@example.com", "bench-password-1")
+POSTS, AUTHORS, ORGS = 2_000, 100, 10
+EXPAND_PATH = "/api/collections/posts/records?perPage=20&sort=-created&expand=author.org"
 
 
 def _seed(db: Path) -> str:
@@ -61,6 +65,39 @@ def _create_collection(base: str, token: str) -> None:
     assert response.status_code == 200, response.text
 
 
+def _create_expand_collections(base: str, headers: dict[str, str]) -> None:
+    """orgs <- authors.org <- posts.author, public (the expand case)."""
+    open_rules = {"type": "base", "listRule": "", "viewRule": ""}
+    target = ""
+    for name, fields in (("orgs", []), ("authors", [("org", 1)]), ("posts", [("author", 1)])):
+        relations = [{"name": field, "type": "relation", "collectionId": target, "maxSelect": most}
+                     for field, most in fields]
+        body = {"name": name, **open_rules, "fields": [{"name": "name", "type": "text"}, *relations,
+                                                        {"name": "created", "type": "autodate", "onCreate": True}]}
+        if name == "posts":
+            body["indexes"] = ["CREATE INDEX idx_posts_created ON posts (created)"]
+        response = httpx.post(f"{base}/api/collections", json=body, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        target = response.json()["id"]
+
+
+def _seed_expand(db: Path) -> None:
+    connection = apsw.Connection(str(db))
+    connection.setbusytimeout(10_000)
+    stamp = "2025-01-01 00:00:00.000Z"
+    with connection:
+        connection.executemany("INSERT INTO orgs (id, name, created) VALUES (?, ?, ?)",
+                               ((f"org{i:012d}", f"org {i}", stamp) for i in range(ORGS)))
+        connection.executemany("INSERT INTO authors (id, name, org, created) VALUES (?, ?, ?, ?)",
+                               ((f"author{i:09d}", f"author {i}", f"org{i % ORGS:012d}", stamp)
+                                for i in range(AUTHORS)))
+        connection.executemany("INSERT INTO posts (id, name, author, created) VALUES (?, ?, ?, ?)",
+                               ((f"post{i:011d}", f"post {i}", f"author{i % AUTHORS:09d}",
+                                 f"2025-01-01 00:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1000:03d}Z")
+                                for i in range(POSTS)))
+    connection.close()
+
+
 def _lua_create(path: Path) -> Path:
     path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                     'wrk.body = \'{"title":"created by wrk","num":7,"flag":true}\'\n')
@@ -82,19 +119,24 @@ def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
         token = httpx.post(f"{pb_url}/api/collections/_superusers/auth-with-password",
                            json={"identity": SUPERUSER[0], "password": SUPERUSER[1]}).json()["token"]
         _create_collection(pb_url, token)
+        _create_expand_collections(pb_url, {"Authorization": token})
         pb_record = _seed(pb_dir / "data.db")
+        _seed_expand(pb_dir / "data.db")
+        expanded = httpx.get(pb_url + EXPAND_PATH).json()
+        assert expanded["items"][0]["expand"]["author"]["expand"]["org"]["collectionName"] == "orgs"
 
         seconds = 10 if FULL else 2
         create_pb = _lua_create(tmp_path / "create_pb.lua")
         # pbfast: per worker count, a control plane and one tenant node; the benchmark talks to the node
         # directly, as a gateway does (cluster token + route epoch).
         nodes = {workers: _pbfast_tenant(pbfast_process, tmp_path / f"workers{workers}", workers, pb_record,
-                                         create_pb) for workers in WORKER_COUNTS}
+                                         create_pb, expanded) for workers in WORKER_COUNTS}
         cases = {
             "view by id": (f"/api/collections/bench/records/{pb_record}", None, 0),
             "list perPage=20 sort=-created filter num>=5000":
                 ("/api/collections/bench/records?perPage=20&sort=-created&filter=(num%3E%3D5000)", None, 0),
             "create": ("/api/collections/bench/records", create_pb, 1),
+            "list perPage=20 sort=-created expand=author.org": (EXPAND_PATH, None, 0),
         }
         results = []
         for name, (path, pb_script, script_index) in cases.items():
@@ -115,10 +157,11 @@ def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
         stock.wait(10)
 
 
-def _pbfast_tenant(start: Start, directory: Path, workers: int, record: str,
-                   create_script: Path) -> tuple[str, tuple[Path, Path]]:
-    """A control plane and a tenant node with ``workers`` worker processes, its tenant seeded like PocketBase's;
-    the tenant's URL on the node and the wrk scripts (read, create) with the forwarding headers."""
+def _pbfast_tenant(start: Start, directory: Path, workers: int, record: str, create_script: Path,
+                   expanded: dict[str, object]) -> tuple[str, tuple[Path, Path]]:
+    """A control plane and a tenant node with ``workers`` worker processes, its tenant seeded like PocketBase's
+    (its expand list answered as ``expanded``); the tenant's URL on the node and the wrk scripts (read,
+    create) with the forwarding headers."""
     cp = start_cluster(start, directory / "cp", 1)[0]
     _, node_url = start_node(start, "bench-node", f"127.0.0.1:{cp.http_port}", directory / "nodes",
                              (f"--workers={workers}",))
@@ -136,7 +179,11 @@ def _pbfast_tenant(start: Start, directory: Path, workers: int, record: str,
                        json={"identity": SUPERUSER[0], "password": SUPERUSER[1]})
     assert login.status_code == 200, login.text
     _create_collection_with_headers(tenant_url, login.json()["token"], headers)
-    assert _seed(directory / "nodes" / "bench-node" / "tenants" / "bench" / "data.db") == record
+    _create_expand_collections(tenant_url, {"Authorization": login.json()["token"], **headers})
+    data_db = directory / "nodes" / "bench-node" / "tenants" / "bench" / "data.db"
+    assert _seed(data_db) == record
+    _seed_expand(data_db)
+    assert httpx.get(tenant_url + EXPAND_PATH, headers=headers).json() == expanded
     header_lua = directory / "headers.lua"
     header_lua.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
     create_fast = directory / "create_fast.lua"

@@ -2,7 +2,7 @@
 calls (:meth:`TenantApi.handle`), its routes, and how a failure becomes an answer.
 
 The handlers live in :mod:`pbfast.pocketbase.apis`, one module per PocketBase API group (health,
-collections, records, record auth); they call the record and collection services and write no SQL. A
+collections, records, record auth, batch); they call the record and collection services and write no SQL. A
 ``fields`` query parameter trims successful JSON answers, as PocketBase does. Error bodies, status codes and
 messages follow the stock server (checked by the differential tests in
 ``tests/pocketbase/test_differential.py``).
@@ -20,7 +20,7 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
-from pbfast.pocketbase.apis import (collections, health, realtime, record_auth, record_auth_impersonate,
+from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_impersonate,
                                     record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
@@ -68,6 +68,7 @@ class TenantApi:
         add("DELETE", "/api/collections/{collection}/records/{id}", records.delete_record)
         add("POST", "/api/collections/{collection}/auth-with-password", record_auth.auth_with_password)
         add("POST", "/api/collections/{collection}/auth-refresh", record_auth.auth_refresh)
+        add("POST", "/api/batch", batch.batch_transaction)
         add("GET", "/api/collections/{collection}/auth-methods", record_auth_methods.auth_methods)
         add("POST", "/api/collections/{collection}/request-otp", record_auth_otp.request_otp)
         add("POST", "/api/collections/{collection}/auth-with-otp", record_auth_otp.auth_with_otp)
@@ -92,7 +93,7 @@ class TenantApi:
         held = HeldResponse()
         request = TenantRequest(scope, held, path, params, tenant)
         if scope.method not in ("GET", "HEAD"):
-            limit = body_limit(tenant, params)
+            limit = batch.body_read_limit(tenant) if handler is batch.batch_transaction else body_limit(tenant, params)
             try:
                 request.raw_body = await Request(scope, proto, path, params).body(limit)
             except ApiError as err:

@@ -273,6 +273,19 @@ class TimeLimit:
         return not spent
 
     @contextlib.contextmanager
+    def narrowed(self, seconds: float) -> Iterator[None]:
+        """Also stop statements inside once ``seconds`` have passed (a batch's own timeout), within the
+        limit already running, if any (the earlier deadline wins); the running limit is back afterwards.
+        A statement stopped here raises ``apsw.InterruptError`` to the caller, which knows its deadline."""
+        previous = self._deadline
+        deadline = time.monotonic() + seconds
+        self._deadline = deadline if previous is None else min(previous, deadline)
+        try:
+            yield
+        finally:
+            self._deadline = previous
+
+    @contextlib.contextmanager
     def suspended(self) -> Iterator[None]:
         """No limit inside (a rollback after a stopped statement must always run)."""
         deadline, self._deadline = self._deadline, None

@@ -3,7 +3,8 @@ copies of PocketBase's own test data dir (``../shared/fixtures/pocketbase-tests`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,33 @@ def pbfast_fixture_tenant(pbfast_process: object, tmp_path: Path) -> Backend:  #
     backend = Backend("pbfast", f"{gw}/t/fixture")
     backend.login()
     return backend
+
+
+DataPatch = Callable[[Path], None]
+"""Changes a copy of the fixture's data.db before a server opens it."""
+
+
+@pytest.fixture
+def patched_backends(pbfast_process: object,  # noqa: F811 - the fixture, by name
+                     tmp_path: Path) -> Iterator[Callable[[DataPatch], tuple[Backend, Backend]]]:
+    """Factory: stock PocketBase and a pbfast tenant, both on copies of the fixture changed by ``patch``
+    first (settings PocketBase only reads at start, say); stopped at teardown."""
+    with contextlib.ExitStack() as stack:
+        def start(patch: DataPatch) -> tuple[Backend, Backend]:
+            stock_dir = copy_fixture(tmp_path / "stock")
+            patch(stock_dir / "data.db")
+            url = stack.enter_context(stock_pocketbase_server(stock_dir, tmp_path / "pocketbase.log"))
+            stock = Backend("pocketbase", url)
+            stock.login()
+            data_dir = tmp_path / "pbfast"
+            patch(copy_fixture(data_dir / "tenants" / "fixture") / "data.db")
+            _, cp, gw = start_all_in_one(pbfast_process, data_dir)
+            create_tenant(cp, gw, "fixture")
+            fast = Backend("pbfast", f"{gw}/t/fixture")
+            fast.login()
+            return stock, fast
+
+        yield start
 
 
 @pytest.fixture

@@ -144,9 +144,10 @@ def compare(stock: Backend, pbfast: Backend, steps: list[Step], fixture_ids: set
         outcomes = []
         for runner in runners:
             outcome = runner.run(step)
-            raw_id = _created_id(outcome, runner)
-            if raw_id:
-                runner.remember_new_id(raw_id)
+            raw_ids = _created_ids(outcome, runner)
+            if raw_ids:
+                for raw_id in raw_ids:
+                    runner.remember_new_id(raw_id)
                 outcome = Outcome(outcome.status, runner._normalise(outcome.body))
             outcomes.append(outcome)
         expected, actual = outcomes
@@ -156,16 +157,30 @@ def compare(stock: Backend, pbfast: Backend, steps: list[Step], fixture_ids: set
     return differences
 
 
-def _created_id(outcome: Outcome, runner: Runner) -> str | None:
+def _created_ids(outcome: Outcome, runner: Runner) -> list[str]:
+    """Ids the step made: an MFA session it opened, or records that are not the fixture's, anywhere in a
+    200 answer (a created record, a batch's results, expanded records), in order of appearance."""
     body = outcome.body
     if outcome.status == 401 and isinstance(body, dict) and isinstance(body.get("mfaId"), str) \
             and not body["mfaId"].startswith("<new-"):
-        return body["mfaId"]  # an MFA session opened by the step
+        return [body["mfaId"]]  # an MFA session opened by the step
     if outcome.status == 200 and isinstance(body, dict) and set(body) == {"otpId"} and isinstance(body["otpId"], str) \
             and not body["otpId"].startswith("<new-"):
-        return body["otpId"]  # a one-time password requested by the step (or the decoy id for an unknown email)
-    if outcome.status == 200 and isinstance(body, dict) and isinstance(body.get("id"), str) \
-            and "collectionName" in body and body["id"] not in runner.fixture_ids \
-            and not body["id"].startswith("<new-"):
-        return body["id"]
-    return None
+        return [body["otpId"]]  # a one-time password requested by the step (or the decoy id for an unknown email)
+    found: list[str] = []
+    if outcome.status == 200:
+        _record_ids(body, runner.fixture_ids, found)
+    return found
+
+
+def _record_ids(value: Any, fixture_ids: set[str], found: list[str]) -> None:
+    if isinstance(value, dict):
+        record_id = value.get("id")
+        if isinstance(record_id, str) and "collectionName" in value and record_id not in fixture_ids \
+                and not record_id.startswith("<new-") and record_id not in found:
+            found.append(record_id)
+        for item in value.values():
+            _record_ids(item, fixture_ids, found)
+    elif isinstance(value, list):
+        for item in value:
+            _record_ids(item, fixture_ids, found)

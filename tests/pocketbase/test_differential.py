@@ -5,6 +5,7 @@ little that is normalised)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,6 +14,10 @@ import pytest
 
 from pbharness import FIXTURE, Backend
 from differential import Step, compare
+from scenarios_batch import BATCH_SCENARIOS, BATCH_SETTINGS_SCENARIOS
+from scenarios_expand import EXPAND_SCENARIOS
+from scenarios_forms import FORM_SCENARIOS
+from fixture_data import CLIENT1, CLIENT2, DEMO4_BODY, EXPIRED, NOLOGIN1, SUPERUSER1, USER1, USER1_STATIC, USER2
 
 S, G = "superuser", None  # auth of a step: superuser, guest
 
@@ -28,44 +33,6 @@ def fixture_ids() -> set[str]:
     finally:
         connection.close()
     return ids
-
-
-# Tokens of fixture records, as PocketBase's own API tests use them (they expire in 2050). ``users`` has MFA
-# enabled and ``nologin`` has password auth disabled, so those records cannot log in through auth-with-password.
-def _token_header(token: str) -> dict[str, str]:
-    return {"Authorization": token}
-
-
-SUPERUSER1 = _token_header(  # _superusers, test@example.com
-    "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6InN5d2JoZWNuaDQ2cmhtMCIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoicGJjXzMxNDI2Mz"
-    "U4MjMiLCJleHAiOjI1MjQ2MDQ0NjEsInJlZnJlc2hhYmxlIjp0cnVlfQ.UXgO3j-0BumcugrFjbd7j0M4MQvbrLggLlcu_YNGjoY")
-USER1 = _token_header(  # users, test@example.com
-    "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoiX3BiX3VzZXJzX2F1"
-    "dGhfIiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.ZT3F0Z3iM-xbGgSG3LEKiEzHrPHr8t8IuHLZGGNuxLo")
-USER1_STATIC = _token_header(  # users, test@example.com, not refreshable
-    "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoiX3BiX3VzZXJzX2F1"
-    "dGhfIiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6ZmFsc2V9.4IsO6YMsR19crhwl_YWzvRH8pfq2Ri4Gv2dzGyneLak")
-USER2 = _token_header(  # users, test2@example.com
-    "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6Im9hcDY0MGNvdDR5cnUycyIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoiX3BiX3VzZXJzX2F1"
-    "dGhfIiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.GfJo6EHIobgas_AXt-M-tj5IoQendPnrkMSe9ExuSEY")
-CLIENT1 = _token_header(  # clients, test@example.com (verified)
-    "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6ImdrMzkwcWVnczR5NDd3biIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoidjg1MXE0cjc5MHJo"
-    "a25sIiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.0ONnm_BsvPRZyDNT31GN1CKUB6uQRxvVvQ-Wc9AZfG0")
-CLIENT2 = _token_header(  # clients, test2@example.com (unverified)
-    "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6Im8xeTBkZDBzcGQ3ODZtZCIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoidjg1MXE0cjc5MHJo"
-    "a25sIiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.Zi0yXE-CNmnbTdVaQEzYZVuECqRdn3LgEM6pmB3XWBE")
-NOLOGIN1 = _token_header(  # nologin, test@example.com
-    "eyJhbGciOiJIUzI1NiJ9.eyJpZCI6ImRjNDlrNmpnZWpuNDBoMyIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoia3B2NzA5c2sybHFi"
-    "cWs4IiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.fdUPFLDx5b6RM_XFqnqsyiyNieyKA2HIIkRmUh9kIoY")
-# users, test@example.com with exp in 2022 (signature irrelevant: an expired token is a guest).
-EXPIRED = ("eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoiX3BiX3V"
-           "zZXJzX2F1dGhfIiwiZXhwIjoxNjQwOTk1MjAwLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.ZT3F0Z3iM-xbGgSG3LEKiEzHrPHr8t8IuHLZGGNuxLo")
-
-DEMO4_BODY = {
-    "title": "test123", "rel_one_no_cascade": "mk5fmymtx4wsprk", "rel_one_no_cascade_required": "7nwo8tuiatetxdm",
-    "rel_one_cascade": "mk5fmymtx4wsprk", "rel_many_no_cascade": "mk5fmymtx4wsprk",
-    "rel_many_no_cascade_required": ["7nwo8tuiatetxdm", "lcl9d87w22ml6jy"], "rel_many_cascade": "lcl9d87w22ml6jy",
-}
 
 
 USERS_LOGIN = "/api/collections/users/auth-with-password"
@@ -1234,6 +1201,11 @@ SCENARIOS: dict[str, list[Step]] = {
 }
 
 
+SCENARIOS.update(EXPAND_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_expand.py
+SCENARIOS.update(BATCH_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_batch.py
+SCENARIOS.update(FORM_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_forms.py
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_same_answers_as_pocketbase(scenario: str, stock_pocketbase: Backend, pbfast_fixture_tenant: Backend,
                                     tmp_path: Path) -> None:
@@ -1241,5 +1213,35 @@ def test_same_answers_as_pocketbase(scenario: str, stock_pocketbase: Backend, pb
     differences = compare(stock_pocketbase, pbfast_fixture_tenant, steps, fixture_ids())
     report = tmp_path.parent / "differential-report.txt"
     with open(report, "a") as out:
+        out.write(f"{scenario}: {len(steps) - len(differences)}/{len(steps)} equal\n")
+    assert not differences, "\n".join(differences)
+
+
+def _batch_settings(changes: dict[str, object] | None) -> Callable[[Path], None]:
+    """A patch of a data.db's stored settings: ``changes`` to the "batch" section (None: no section)."""
+    def patch(data_db: Path) -> None:
+        connection = apsw.Connection(str(data_db))
+        try:
+            settings = json.loads(connection.execute("SELECT value FROM _params WHERE id = 'settings'").fetchone()[0])
+            if changes is None:
+                settings.pop("batch", None)
+            else:
+                settings["batch"] = {**settings.get("batch", {}), **changes}
+            with connection:
+                connection.execute("UPDATE _params SET value = ? WHERE id = 'settings'", (json.dumps(settings),))
+        finally:
+            connection.close()
+    return patch
+
+
+@pytest.mark.parametrize("scenario", sorted(BATCH_SETTINGS_SCENARIOS))
+def test_batch_settings_as_pocketbase(scenario: str, patched_backends: Callable[..., tuple[Backend, Backend]],
+                                      tmp_path: Path) -> None:
+    """``POST /api/batch`` under the batch settings of PocketBase's batch_test.go cases, read by both from the
+    data dir's stored settings (PocketBase's own settings, as an imported data dir carries them)."""
+    changes, steps = BATCH_SETTINGS_SCENARIOS[scenario]
+    stock, fast = patched_backends(_batch_settings(changes))
+    differences = compare(stock, fast, steps, fixture_ids())
+    with open(tmp_path.parent / "differential-report.txt", "a") as out:
         out.write(f"{scenario}: {len(steps) - len(differences)}/{len(steps)} equal\n")
     assert not differences, "\n".join(differences)

@@ -9,7 +9,10 @@ from typing import Any, Final
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, fields, mfa, records
+from pbfast.pocketbase.apis.expand import expand_items
+from pbfast.pocketbase.apis.form_body import struct_form_body
 from pbfast.pocketbase.apis.request import (
+    Auth,
     MISSING_OR_INVALID_COLLECTION,
     NO_AUTH,
     SUPERUSERS,
@@ -40,7 +43,8 @@ def auth_with_password(request: TenantRequest) -> None:
     if not password_auth.enabled and collection.name != SUPERUSERS:
         raise ApiError(403, "The collection is not configured to allow password authentication.")
     try:
-        body = read_body(request)
+        sent_as_form = struct_form_body(request)
+        body = read_body(request) if sent_as_form is None else sent_as_form
     except ApiError as err:
         if err.status == 400:
             raise ApiError(400, LOAD_FAILED) from err
@@ -123,8 +127,10 @@ def auth_response(request: TenantRequest, collection: Collection, row: Row, toke
         token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id, token_config.secret,
                                       token_config.duration)
     viewer = Viewer(collection.name == SUPERUSERS, collection.id, row["id"])
-    send_with_fields(request, {"record": records.record_json(collection, row, viewer, show_email=True),
-                               "token": token})
+    record = records.record_json(collection, row, viewer, show_email=True)
+    # expanded as the record being authenticated sees its relations
+    expand_items(request, collection, [row], [record], body=body, auth_state=Auth(collection, row))
+    send_with_fields(request, {"record": record, "token": token})
 
 
 def _auth_rule_holds(request: TenantRequest, collection: Collection, row: Row) -> bool:

@@ -1,5 +1,6 @@
 """The records API (PocketBase's ``apis/record_crud.go``): list, view, create, update and delete, with the
-collection's API rules evaluated for the requester and the auth records' ``manageRule``."""
+collection's API rules evaluated for the requester and the auth records' ``manageRule``, and ``expand``
+(:mod:`.expand`) on every record answer."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import apsw
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import records, search
+from pbfast.pocketbase.apis.expand import expand_items
+from pbfast.pocketbase.apis.form_body import FormBody, check_uploads, record_form_body
 from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
+    MISSING_COLLECTION,
     MISSING_OR_INVALID_COLLECTION,
     NOT_FOUND,
     ONLY_SUPERUSERS,
@@ -70,6 +74,7 @@ def list_records(request: TenantRequest) -> None:
         log.warning("tenant %s: listing %s failed: %s", tenant.id, collection.name, err)
         raise ApiError(400, BAD_REQUEST) from err
     items = records_json(request, collection, listed.rows)
+    expand_items(request, collection, listed.rows, items)
     if projection:
         items = search.apply_fields_many(items, projection)
     request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": listed.total,
@@ -83,8 +88,9 @@ def view_record(request: TenantRequest) -> None:
 
 
 def create_record(request: TenantRequest) -> None:
-    collection, body, superuser = _write_context(request)
+    collection, body, superuser, form = _write_context(request)
     _deny_null_rule(request, collection.createRule)
+    check_uploads(collection, form)
     data = records.resolve_modifiers(collection, body, None)
     if not superuser:
         data = records.strip_hidden(collection, data)
@@ -105,17 +111,18 @@ def create_record(request: TenantRequest) -> None:
         row = records.save_record(request.tenant, collection, data, None, manage=manage, superuser=superuser)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to create record.", err.data) from err
-    record_changed(request.tenant, "create", collection, row)
-    _send_record(request, collection, row)
+    _record_changed(request, "create", collection, row)
+    _send_record(request, collection, row, data)
 
 
 def update_record(request: TenantRequest) -> None:
-    collection, body, superuser = _write_context(request)
+    collection, body, superuser, form = _write_context(request)
     _deny_null_rule(request, collection.updateRule)
     tenant = request.tenant
     current = records.load_row(tenant, collection, request.params["id"])
     if current is None:
         raise ApiError(404, NOT_FOUND)
+    check_uploads(collection, form)
     data = records.resolve_modifiers(collection, body, current)
     if not superuser:
         data = records.strip_hidden(collection, data)
@@ -126,8 +133,8 @@ def update_record(request: TenantRequest) -> None:
         row = records.save_record(tenant, collection, data, existing, manage=manage, superuser=superuser)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to update record.", err.data) from err
-    record_changed(request.tenant, "update", collection, row)
-    _send_record(request, collection, row)
+    _record_changed(request, "update", collection, row)
+    _send_record(request, collection, row, data)
 
 
 def delete_record(request: TenantRequest) -> None:
@@ -143,8 +150,16 @@ def delete_record(request: TenantRequest) -> None:
         raise ApiError(400, "Failed to delete record. Make sure that the record is not part of a required "
                             "relation reference.", err.data) from err
     for action, changed_collection, row in changes:  # references removed and cascaded deletes, then this one
-        record_changed(request.tenant, action, changed_collection, row)
+        _record_changed(request, action, changed_collection, row)
     request.proto.response_empty(204, [])
+
+
+def _record_changed(request: TenantRequest, action: str, collection: Collection, row: Row) -> None:
+    """The realtime hook for a committed write: now, or for a batch's item once the batch commits."""
+    if request.deferred_changes is not None:
+        request.deferred_changes.append((action, collection, row))
+    else:
+        record_changed(request.tenant, action, collection, row)
 
 
 def records_json(request: TenantRequest, collection: Collection, rows: list[Row]) -> list[dict[str, Any]]:
@@ -155,8 +170,10 @@ def records_json(request: TenantRequest, collection: Collection, rows: list[Row]
     return [records.record_json(collection, row, viewer, show_email=str(row.get("id")) in managed) for row in rows]
 
 
-def _send_record(request: TenantRequest, collection: Collection, row: Row) -> None:
-    send_with_fields(request, records_json(request, collection, [row])[0])
+def _send_record(request: TenantRequest, collection: Collection, row: Row, body: dict[str, Any] | None = None) -> None:
+    items = records_json(request, collection, [row])
+    expand_items(request, collection, [row], items, body=body)
+    send_with_fields(request, items[0])
 
 
 def _deny_null_rule(request: TenantRequest, rule: str | None) -> None:
@@ -164,14 +181,18 @@ def _deny_null_rule(request: TenantRequest, rule: str | None) -> None:
         raise ApiError(403, ONLY_SUPERUSERS)
 
 
-def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], bool]:
+def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], bool, FormBody | None]:
     """The checks PocketBase's create/update handlers start with: the collection (404, worded as its
     body-limit middleware does), not a view (400), the parsed body (400), then the null-rule check."""
-    collection = collection_of(request, MISSING_OR_INVALID_COLLECTION)
+    # the route's body-limit middleware words a missing collection its own way; a batch's items skip it
+    collection = collection_of(request, MISSING_COLLECTION if request.bound_body is not None
+                               else MISSING_OR_INVALID_COLLECTION)
     if collection.type == "view":
         raise ApiError(400, "Unsupported collection type.")
-    body = read_body(request, record_body_limit(collection))
-    return collection, body, request.superuser
+    limit = record_body_limit(collection)
+    form = record_form_body(request, limit)
+    body = read_body(request, limit) if form is None else form.data
+    return collection, body, request.superuser, form
 
 
 def _rule_condition(request: TenantRequest, collection: Collection, rule: str | None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
 
 import orjson
@@ -71,7 +71,7 @@ class Auth:
 class TenantRequest(Request):
     """A request to one tenant, with its auth state resolved lazily from ``Authorization``."""
 
-    __slots__ = ("_auth", "_auth_done", "raw_body", "tenant")
+    __slots__ = ("_auth", "_auth_done", "bound_body", "deferred_changes", "info_context", "raw_body", "tenant")
 
     def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str], tenant: Tenant) -> None:
         super().__init__(scope, proto, path, params)
@@ -79,6 +79,15 @@ class TenantRequest(Request):
         self._auth: Auth | None = None
         self._auth_done = False
         self.raw_body: bytes | None = b""  # None: larger than the route's limit (413 when the handler reads it)
+        # The body already bound (a batch's item): what read_body returns instead of parsing raw_body.
+        self.bound_body: dict[str, Any] | None = None
+        self.info_context = "default"  # @request.context ("batch" for a batch's items)
+        # Record changes for realtime held until the transaction commits (a batch's items), else None.
+        self.deferred_changes: list[tuple[str, Collection, Row]] | None = None
+
+    def share_auth(self, other: TenantRequest) -> None:
+        """Take ``other``'s auth state (a batch's items are made as the batch request)."""
+        self._auth, self._auth_done = other.auth, True
 
     @property
     def auth(self) -> Auth | None:
@@ -146,6 +155,8 @@ def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: st
     """The JSON object of the body (read before the handler ran, see :meth:`~pbfast.pocketbase.api.TenantApi.handle`) as PocketBase binds it:
     empty or ``null`` is ``{}``, only the first JSON value counts; anything but an object is 400 with
     ``invalid`` as the message."""
+    if request.bound_body is not None:
+        return request.bound_body
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     raw = request.raw_body
     if raw is None or len(raw) > limit:
@@ -162,16 +173,20 @@ def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: st
     return value
 
 
-def request_info(request: TenantRequest, body: dict[str, Any] | None = None) -> RequestInfo:
-    """What ``@request.*`` reads for this request (``body``: the submitted data the rule sees)."""
-    auth_state = request.auth
+def request_info(request: TenantRequest, body: dict[str, Any] | None = None, *, context: str | None = None,
+                 auth_state: Auth | None | Literal[False] = False) -> RequestInfo:
+    """What ``@request.*`` reads for this request (``body``: the submitted data the rule sees; ``context``:
+    ``@request.context`` if not the request's own; ``auth_state``: ``@request.auth`` if not the request's
+    own, e.g. the record an auth answer is for)."""
+    if auth_state is False:
+        auth_state = request.auth
     auth_data: dict[str, Any] = {}
     if auth_state is not None:
         auth_data = {**auth_state.record, "collectionId": auth_state.collection.id,
                      "collectionName": auth_state.collection.name}
     headers = {k.lower().replace("-", "_"): v for k, v in request.scope.headers.items()}
     return RequestInfo(auth=auth_data, body=body or {}, query=dict(parse_qsl(request.scope.query_string)),
-                       method=request.method, headers=headers)
+                       method=request.method, headers=headers, context=context or request.info_context)
 
 
 def resolver(request: TenantRequest, collection: Collection, body: dict[str, Any] | None = None, *,

@@ -5,7 +5,16 @@ viewer sees (:mod:`.export`). No HTTP here: handlers turn its results and errors
 
 from pbfast.pocketbase.records.delete import delete_record
 from pbfast.pocketbase.records.errors import LastSuperuserError, RecordValidationError
-from pbfast.pocketbase.records.export import Viewer, record_json, strip_hidden
+from pbfast.pocketbase.records.expand import (
+    ExpandedRecord,
+    ExpandFailed,
+    ExpandTooLarge,
+    RelatedFetch,
+    count_expanded,
+    expand_records,
+    find_by_ids,
+)
+from pbfast.pocketbase.records.export import Viewer, expansion_json, record_json, strip_hidden
 from pbfast.pocketbase.records.find import Row, find_by_identity, find_visible, list_records, load_row
 from pbfast.pocketbase.records.modifiers import draft_row, resolve_modifiers
 from pbfast.pocketbase.records.rules import (
@@ -20,15 +29,23 @@ from pbfast.pocketbase.records.save import save_record
 
 __all__ = [
     "Condition",
+    "ExpandFailed",
+    "ExpandTooLarge",
+    "ExpandedRecord",
     "LastSuperuserError",
     "RecordValidationError",
+    "RelatedFetch",
     "Row",
     "RuleError",
     "Viewer",
     "compile_rule",
+    "count_expanded",
     "delete_record",
     "draft_matches",
     "draft_row",
+    "expand_records",
+    "expansion_json",
+    "find_by_ids",
     "find_by_identity",
     "find_visible",
     "list_records",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pbfast.pocketbase.fields import PasswordField
 from pbfast.pocketbase.collections import Collection
 
-__all__ = ["Viewer", "record_json", "strip_hidden"]
+if TYPE_CHECKING:
+    from pbfast.pocketbase.records.expand import ExpandedRecord, Expansion
+
+__all__ = ["Viewer", "expansion_json", "record_json", "strip_hidden"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,30 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
             or row.get("emailVisibility")):
         out.pop("email")
     return out
+
+
+def expansion_json(expands: list[Expansion | None], viewer: Viewer) -> list[dict[str, Any] | None]:
+    """Records' ``expand`` as the answer shows it (None where no path reached the record): each expanded
+    record as :func:`record_json` for the viewer (its email shown when the viewer manages it), with its own
+    ``expand`` when a path reached it. A record expanded under several parents is built once."""
+    built: dict[int, dict[str, Any]] = {}
+
+    def export(value: Expansion) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, related in value.items():
+            out[key] = [one(node) for node in related] if isinstance(related, list) else one(related)
+        return out
+
+    def one(node: ExpandedRecord) -> dict[str, Any]:
+        data = built.get(id(node))
+        if data is None:
+            data = record_json(node.collection, node.row, viewer, show_email=node.show_email)
+            if node.expand is not None:
+                data["expand"] = export(node.expand)
+            built[id(node)] = data
+        return data
+
+    return [None if expand is None else export(expand) for expand in expands]
 
 
 def strip_hidden(collection: Collection, data: dict[str, Any]) -> dict[str, Any]:
