@@ -85,3 +85,17 @@ def test_a_mistyped_stored_value_keeps_only_its_default(conn: apsw.Connection) -
     batch = app_settings.load_settings(conn).batch
     assert batch == app_settings.BatchSettings(enabled=True, max_requests=50, timeout=9, max_body_size=0)
     assert batch.effective_max_body_size == 128 << 20
+
+
+def test_settings_saved_by_another_connection_are_read_at_once(conn: apsw.Connection, tmp_path: Path) -> None:
+    """Decoded settings are kept per connection, but a save by any other connection (another worker process,
+    say) is seen at the next read."""
+    assert app_settings.load_settings(conn).superuser_ips == ()
+    assert app_settings.load_settings(conn) is app_settings.load_settings(conn)  # decoded once
+    other = apsw.Connection(str(tmp_path / "data.db"))
+    app_settings.save_document(other, app_settings.merge_patch(app_settings.load_document(other),
+                                                               {"superuserIPs": ["10.0.0.0/8"]}))
+    assert app_settings.load_settings(conn).superuser_ips == ("10.0.0.0/8",)
+    app_settings.save_document(other, app_settings.merge_patch(app_settings.load_document(other),
+                                                               {"superuserIPs": []}))
+    assert app_settings.load_settings(conn).superuser_ips == ()
