@@ -351,7 +351,11 @@ def test_cascaded_changes_send_their_events_as_in_pocketbase(stock_pocketbase: B
                                                               pbfast_fixture_tenant: Backend) -> None:
     stock = _cascade_scenario(stock_pocketbase)
     assert len(stock) == 5, stock
-    assert _cascade_scenario(pbfast_fixture_tenant) == stock
+    ours = _cascade_scenario(pbfast_fixture_tenant)
+    # PocketBase visits a deleted record's referencing collections in Go map order (random from run to run), so
+    # only the events of each step are compared, not their order within it.
+    assert sorted(ours[:3]) == sorted(stock[:3]), (ours, stock)
+    assert sorted(ours[3:]) == sorted(stock[3:]), (ours, stock)
 
 
 def test_shutdown_ends_streams_cleanly_and_promptly(pbfast_process: object, tmp_path: Path) -> None:
