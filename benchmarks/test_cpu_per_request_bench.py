@@ -37,7 +37,7 @@ from pbharness import wait_http
 from test_tenant_api_bench import SUPERUSER, _create_collection, _create_collection_with_headers, _lua_create, _seed
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
-SECONDS = int(os.environ.get("PBFAST_BENCH_SECONDS", "10" if FULL else "2"))
+SECONDS = int(os.environ.get("PBFAST_BENCH_SECONDS", "10" if FULL else "1"))
 ROUNDS = int(os.environ.get("PBFAST_BENCH_ROUNDS", "2" if FULL else "1"))
 CONNECTIONS = 32
 LIST_QUERY = "?perPage=20&sort=-created&filter=(num%3E%3D5000)"
