@@ -523,7 +523,7 @@ def test_idle_s3_requests_and_memory_per_tenant(pbfast_process: Callable[..., Pb
     count = 100 if FULL else 20
     closed_count = count if FULL else 5
     # The long window is three 5-minute periods: the first right after the opening writes, then idle ones.
-    window = 3 * COMPACTION_SECONDS if FULL else 20
+    window = 3 * COMPACTION_SECONDS if FULL else 8
     cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
     with CountingS3("bench") as s3:
         kept = start_node(launch, cp.url, "node-open", tmp_path, "s3", s3, ("--tenant-idle-seconds=3600",))

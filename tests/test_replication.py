@@ -229,7 +229,7 @@ def test_s3_outage_keeps_requests_working_and_catches_up(pbfast_process: object,
 
 
 def test_many_tenants_cycle_through_a_small_node(pbfast_process: object, tmp_path: Path) -> None:
-    """300 tenants through a node with --max-tenants=20 under concurrent requests: every request succeeds,
+    """150 tenants through a node with --max-tenants=20 under concurrent requests: every request succeeds,
     at most 20 (+ pinned) tenants are open and replicating, and memory stays bounded."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -238,7 +238,7 @@ def test_many_tenants_cycle_through_a_small_node(pbfast_process: object, tmp_pat
     cp, gw = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
     process = start(pbfast_process, data_dir, ports, ["--max-tenants=20", "--tenant-idle-seconds=2"])
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    tenant_ids = [f"t{i:03d}" for i in range(300)]
+    tenant_ids = [f"t{i:03d}" for i in range(150)]
     with httpx.Client(headers=admin, timeout=30) as client:
         for tenant_id in tenant_ids:
             assert client.post(f"{cp}/api/cp/tenants", json={"id": tenant_id}).status_code == 200
@@ -252,7 +252,7 @@ def test_many_tenants_cycle_through_a_small_node(pbfast_process: object, tmp_pat
         return httpx.get(f"{gw}/t/{tenant_id}/api/collections/users/records", timeout=60).status_code
 
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(visit, range(900)))
+        statuses = list(pool.map(visit, range(600)))
     # The default users list rule (id = @request.auth.id) gives a guest an empty page: 200, never an error.
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     assert process.proc is not None
@@ -260,9 +260,10 @@ def test_many_tenants_cycle_through_a_small_node(pbfast_process: object, tmp_pat
                        .splitlines() if line.startswith("VmRSS:")))
     assert rss_kib < 400 * 1024, f"node RSS {rss_kib / 1024:.0f} MiB"
     litestream_dbs = len(list((data_dir / "tenants").glob("*/data.db")))
-    assert litestream_dbs == 300  # every tenant was created, opened and closed again
+    assert litestream_dbs == len(tenant_ids)  # every tenant was created, opened and closed again
     open_now = len([fd for fd in Path(f"/proc/{process.proc.pid}/fd").iterdir()])
-    assert open_now < 300, f"{open_now} descriptors open: tenants are not being closed"
+    # An open tenant holds 3 descriptors (db, WAL, shm): all of them open would be 450 and more.
+    assert open_now < 2 * len(tenant_ids), f"{open_now} descriptors open: tenants are not being closed"
     # Idle tenants close after --tenant-idle-seconds: the node ends with none open.
     deadline = time.monotonic() + 10
     while any(p.name.endswith("-wal") and p.stat().st_size > 0 for p in (data_dir / "tenants").glob("*/data.db-wal")):
