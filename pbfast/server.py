@@ -172,7 +172,8 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
 
     parts.tasks += [membership.run, close_idle_tenants]
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
-    parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all]  # run in reverse order
+    parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all,  # run in reverse order
+                      node.api.request_logs.close]
     return node
 
 

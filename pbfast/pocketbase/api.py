@@ -13,6 +13,7 @@ where ``run`` puts them (the node's database scheduler: one job per tenant at a 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -20,11 +21,12 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
-from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_impersonate,
+from pbfast.pocketbase.apis import (batch, collections, health, logs, realtime, record_auth, record_auth_impersonate,
                                     record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
+from pbfast.pocketbase.request_logs import LogEntry, RequestLogs
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
 
@@ -77,6 +79,15 @@ class TenantApi:
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
         add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
+        # Request logs (auxiliary.db), written off the request path; the logs API's successes are not logged.
+        self.request_logs = RequestLogs()
+        self._quiet_on_success: set[Handler] = set()
+        for method, path, handler in (("GET", "/api/logs", logs.list_logs), ("DELETE", "/api/logs", logs.delete_logs),
+                                      ("GET", "/api/logs/stats", logs.logs_stats),
+                                      ("GET", "/api/logs/{id}", logs.view_log)):
+            bound = self._with_logs(handler)
+            self._quiet_on_success.add(bound)
+            add(method, path, bound)
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
                      run: Runner | None = None, time_limit: float | None = None) -> None:
@@ -102,18 +113,29 @@ class TenantApi:
                     return
                 request.raw_body = None
 
+        entry: LogEntry | None = None
+
         def work() -> None:
-            self._run(handler, request, time_limit)
+            nonlocal entry  # the log of the attempt that counted (an inline attempt may be done again)
+            entry = self._run(handler, request, time_limit)
 
         if run is None:
             work()
         else:
             await run(work)
         held.replay(proto)
+        if entry is not None:
+            self.request_logs.add(entry)
 
-    def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None) -> None:
-        """Run ``handler`` on the thread that holds the tenant's connection; every failure becomes an answer."""
+    def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
+        return lambda request: handler(self.request_logs, request)
+
+    def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None) -> LogEntry | None:
+        """Run ``handler`` on the thread that holds the tenant's connection; every failure becomes an answer.
+        Returns the request's log (None when the tenant's settings log nothing)."""
         tenant, proto = request.tenant, request.proto
+        started = time.perf_counter()
+        error: ApiError | None = None
         try:
             if tenant.closed:  # closed (moved, evicted) while the request waited for its turn
                 raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
@@ -123,6 +145,7 @@ class TenantApi:
                 settings.check_superuser_ip(request)
                 handler(request)
         except ApiError as err:
+            error = err
             send_error(proto, err.status, err.message, err.data, err.headers)
         except TimeLimitExceeded as err:
             self._time_limited(request, err.seconds)
@@ -137,13 +160,25 @@ class TenantApi:
         except _TENANT_SQL_ERRORS as err:
             if tenant.time_limit.expired:  # stopped mid-way, e.g. while a savepoint was rolled back
                 self._time_limited(request, time_limit or 0.0)
-                return
+                return None
             # The tenant's own SQL (a view, an index, an imported trigger) failed or was refused by the guards.
             log.warning("tenant %s: %s %s: %s", tenant.id, request.method, request.path, err)
             send_error(proto, 400, BAD_REQUEST)
         except Exception as err:  # noqa: BLE001 - answer, log, stay up
             log.error("tenant %s: %s %s failed: %r", tenant.id, request.method, request.path, err, exc_info=err)
             send_error(proto, 500, BAD_REQUEST)
+        return self._log_entry(handler, request, started, error)
+
+    def _log_entry(self, handler: Handler, request: TenantRequest, started: float,
+                   error: ApiError | None) -> LogEntry | None:
+        status = getattr(request.proto, "status", None) or 200
+        if request.tenant.closed:
+            return None
+        try:
+            return logs.request_entry(request, started, status, error, handler in self._quiet_on_success)
+        except (apsw.Error, ValueError) as err:  # a log is never worth failing a request for
+            log.warning("tenant %s: request not logged: %s", request.tenant.id, err)
+            return None
 
     def _time_limited(self, request: TenantRequest, seconds: float) -> None:
         log.warning("tenant %s: %s %s stopped by its time limit (%g s)", request.tenant.id, request.method,

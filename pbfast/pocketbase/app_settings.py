@@ -35,7 +35,8 @@ from pbfast.pocketbase.fields.validators import is_email, is_url
 if TYPE_CHECKING:
     from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["SETTINGS_ID", "BatchSettings", "LoadError", "LogsSettings", "MetaSettings", "Settings",
+__all__ = ["SETTINGS_ID", "BatchSettings", "LoadError", "LogsSettings", "MetaSettings", "RateLimitRule",
+           "RateLimitSettings", "Settings", "ip_in_list",
            "SmtpSettings", "load_document", "load_settings", "merge_patch", "notify_saved", "on_saved", "public_json",
            "save_document", "validate"]
 
@@ -115,16 +116,38 @@ class LogsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    """One of PocketBase's ``rateLimits.rules``: ``label`` a path prefix (``/api/``), ``METHOD /path`` or a
+    collection tag (``users:auth``, ``*:create``); ``audience`` "", ``@guest`` or ``@auth``."""
+
+    label: str
+    audience: str
+    duration: int  # seconds of one fixed window
+    max_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    enabled: bool = False
+    rules: tuple[RateLimitRule, ...] = ()
+    excluded_ips: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     meta: MetaSettings
     smtp: SmtpSettings
     batch: BatchSettings
     logs: LogsSettings
     superuser_ips: tuple[str, ...]  # IPs and CIDR subnets superusers may act from (empty: any)
+    trusted_proxy_headers: tuple[str, ...] = ()  # headers naming the client (PocketBase's trustedProxy)
+    use_leftmost_ip: bool = False
+    rate_limits: RateLimitSettings = RateLimitSettings()
 
     @staticmethod
     def of(document: Mapping[str, Any]) -> Settings:
         meta, smtp, batch, logs = (document[key] for key in ("meta", "smtp", "batch", "logs"))
+        limits, proxy = document["rateLimits"], document["trustedProxy"]
         return Settings(
             MetaSettings(meta["appName"], meta["appURL"], meta["senderName"], meta["senderAddress"]),
             SmtpSettings(smtp["enabled"], smtp["host"], smtp["port"], smtp["username"], smtp["password"],
@@ -132,23 +155,31 @@ class Settings:
             BatchSettings(batch["enabled"], batch["maxRequests"], batch["timeout"], batch["maxBodySize"]),
             LogsSettings(logs["maxDays"], logs["minLevel"], logs["logIP"], logs["logAuthId"]),
             tuple(document["superuserIPs"]),
+            tuple(proxy["headers"]),
+            proxy["useLeftmostIP"],
+            RateLimitSettings(limits["enabled"], tuple(
+                RateLimitRule(rule["label"], rule["audience"], rule["duration"], rule["maxRequests"])
+                for rule in limits["rules"]), tuple(limits["excludedIPs"])),
         )
 
     def superuser_ip_allowed(self, ip: str) -> bool:
         """PocketBase's ``isIPInList`` over ``superuserIPs`` (an empty list allows every address)."""
-        if not self.superuser_ips:
-            return True
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        for entry in self.superuser_ips:
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                continue
+        return not self.superuser_ips or ip_in_list(self.superuser_ips, ip)
+
+
+def ip_in_list(entries: tuple[str, ...], ip: str) -> bool:
+    """PocketBase's ``isIPInList``: ``ip`` is one of the addresses or in one of the subnets."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
         return False
+    for entry in entries:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 # -- storage -------------------------------------------------------------------------------------------

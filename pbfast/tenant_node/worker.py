@@ -150,6 +150,7 @@ class WorkerApp:
             self.serving.loads_changed = False
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.api.request_logs.close)
         await self.tenants.close_all()
         self.serving.publish_loads()
         await self.link.aclose()

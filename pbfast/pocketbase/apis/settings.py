@@ -3,6 +3,7 @@ superusers only, stored and validated as PocketBase does (:mod:`pbfast.pocketbas
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Final
 
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER
@@ -10,7 +11,7 @@ from pbfast.http import ApiError
 from pbfast.pocketbase import app_settings
 from pbfast.pocketbase.apis.request import TenantRequest, read_body, require_superuser, send_with_fields
 
-__all__ = ["FORBIDDEN", "check_superuser_ip", "client_ip", "settings_list", "settings_update"]
+__all__ = ["FORBIDDEN", "check_superuser_ip", "client_ip", "real_ip", "settings_list", "settings_update"]
 
 FORBIDDEN: Final = "You are not allowed to perform this request."
 
@@ -29,6 +30,24 @@ def client_ip(request: TenantRequest) -> str:
             return forwarded.rsplit(",", 1)[-1].strip()
     peer = request.scope.client  # host:port
     return peer.rpartition(":")[0].strip("[]") or peer
+
+
+def real_ip(request: TenantRequest, settings: app_settings.Settings, remote: str | None = None) -> str:
+    """PocketBase's ``RealIP``: the client named by the first of the tenant's ``trustedProxy.headers`` that is
+    present (its last value; the rightmost valid address in it, or the leftmost with ``useLeftmostIP``),
+    else ``remote`` (:func:`client_ip` when not given)."""
+    for name in settings.trusted_proxy_headers:
+        values = request.header(name.lower())
+        if not values:
+            continue
+        candidates = [part.strip() for part in values.split(",")]
+        for candidate in (candidates if settings.use_leftmost_ip else reversed(candidates)):
+            try:
+                address = ipaddress.ip_address(candidate)
+            except ValueError:
+                continue
+            return address.exploded  # Go's StringExpanded
+    return client_ip(request) if remote is None else remote
 
 
 def check_superuser_ip(request: TenantRequest, *, superuser: bool | None = None) -> None:

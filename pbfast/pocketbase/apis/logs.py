@@ -1,0 +1,184 @@
+"""``/api/logs`` (PocketBase's ``apis/logs.go``), for superusers: the tenant's request logs listed with
+``filter``/``sort``/paging over ``id``, ``created``, ``level``, ``message``, ``data`` and ``data.*``, one log by
+id, hourly counts (``/stats``), and ``DELETE`` (0.40) of them all. And :func:`request_entry`, the log a
+request leaves (PocketBase's activity logger), written off the request path by
+:class:`~pbfast.pocketbase.request_logs.RequestLogs`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+from urllib.parse import unquote
+
+import apsw
+import orjson
+
+from pbfast.http import ApiError
+from pbfast.pocketbase import search
+from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, require_superuser
+from pbfast.pocketbase.apis.settings import client_ip, real_ip
+from pbfast.pocketbase.request_logs import (ERROR_LEVEL, INFO_LEVEL, LogEntry, RequestLogs, cached_settings,
+                                            open_auxiliary)
+from pbfast.pocketbase.search import FilterError
+from pbfast.pocketbase.search.simple_resolver import SimpleFieldResolver
+from pbfast.pocketbase.sqlite_guard import TimeLimit, harden
+
+__all__ = ["delete_logs", "list_logs", "logs_stats", "request_entry", "view_log"]
+
+LOG_FIELDS: Final = SimpleFieldResolver(["id", "created", "level", "message", "data", r"^data\.[\w\.\:]*\w+$"])
+_COLUMNS: Final = "id, created, data, message, level"
+READ_SECONDS: Final = 10.0  # the longest a logs query may run (the logs are the tenant's own, its filter too)
+
+
+def request_entry(request: TenantRequest, started: float, status: int, error: ApiError | None,
+                  skip_success: bool) -> LogEntry | None:
+    """The log of one finished request under the tenant's ``logs`` settings (None: not logged). Runs on the
+    tenant's database thread (it reads the settings and the request's auth)."""
+    settings = cached_settings(request.tenant)
+    logs = settings.logs
+    failed = status >= 400
+    if logs.max_days <= 0 or (skip_success and not failed):
+        return None
+    level = ERROR_LEVEL if failed else INFO_LEVEL
+    if level < logs.min_level:
+        return None
+    query = request.scope.query_string
+    uri = request.path + "?" + query if query else request.path
+    if len(uri) > 3000:
+        uri = uri[:3000] + "..."
+    method = request.method.upper()
+    if len(method) > 50:
+        method = method[:50] + "..."
+    data: dict[str, Any] = {"type": "request", "execTime": (time.perf_counter() - started) * 1000}
+    if failed:
+        data["error"] = error.message if error is not None else ""
+        data["details"] = (error.data or None) if error is not None else None
+    headers = request.scope.headers
+    data["url"] = uri
+    data["method"] = method
+    data["status"] = status
+    data["referer"] = _cut(headers.get("referer") or "", 2000)
+    data["userAgent"] = _cut(headers.get("user-agent") or "", 2000)
+    auth = request.auth
+    data["auth"] = auth.collection.name if auth is not None else ""
+    if auth is not None and logs.log_auth_id:
+        data["authId"] = str(auth.record.get("id", ""))
+    if logs.log_ip:
+        remote = client_ip(request)
+        data["userIP"] = real_ip(request, settings, remote) if settings.trusted_proxy_headers else remote
+        data["remoteIP"] = remote
+    return LogEntry.of(request.tenant.directory, level, f"{method} {unquote(uri) if '%' in uri else uri}", data,
+                       time.time(), logs.max_days)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text[:limit] + "..." if len(text) > limit else text
+
+
+# ---- the API --------------------------------------------------------------------------------------------
+
+
+def _connection(request: TenantRequest, *, hardened: bool = True) -> apsw.Connection | None:
+    conn = open_auxiliary(request.tenant.directory, create=False)
+    if conn is not None and hardened:
+        harden(conn)  # the filter is the client's
+    return conn
+
+
+def _log_json(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = orjson.loads(row["data"])
+    except (orjson.JSONDecodeError, TypeError):
+        data = {}
+    return {"id": row["id"], "created": row["created"], "data": data, "message": row["message"],
+            "level": row["level"]}
+
+
+def list_logs(logs: RequestLogs, request: TenantRequest) -> None:
+    require_superuser(request)
+    try:
+        page, per_page = search.parse_paging(request.query("page"), request.query("perPage"))
+        skip_total = search.parse_skip_total(request.query("skipTotal"))
+        projection = search.parse_fields(request.query("fields") or "")
+        user_filter = request.query("filter") or ""
+        compiled = search.compile_list_query([user_filter] if user_filter else [], request.query("sort") or "",
+                                             LOG_FIELDS)
+    except (FilterError, ValueError) as err:
+        raise ApiError(400, BAD_REQUEST) from err
+    logs.flush()
+    conn = _connection(request)
+    if conn is None:
+        listed = search.Page([], page, per_page, 0, 0)
+    else:
+        try:
+            with TimeLimit(conn).running(READ_SECONDS):
+                listed = search.fetch_page(conn, "_logs", _COLUMNS, compiled.where, compiled.params,
+                                           compiled.order_by, page, per_page, skip_total)
+        except apsw.SQLError as err:
+            raise ApiError(400, BAD_REQUEST) from err
+        finally:
+            conn.close()
+    items = [_log_json(row) for row in listed.rows]
+    if projection:
+        items = search.apply_fields_many(items, projection)
+    request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": listed.total,
+                            "totalPages": listed.pages}, sort_keys=False)
+
+
+def logs_stats(logs: RequestLogs, request: TenantRequest) -> None:
+    require_superuser(request)
+    user_filter = request.query("filter") or ""
+    where, params = "", ()
+    if user_filter:
+        try:
+            compiled = search.compile_list_query([user_filter], "", LOG_FIELDS)
+        except (FilterError, ValueError) as err:
+            raise ApiError(400, "Invalid filter format.") from err
+        if compiled.where and compiled.where != "1=1":
+            where, params = f" WHERE {compiled.where}", tuple(compiled.params)
+    logs.flush()
+    conn = _connection(request)
+    stats: list[dict[str, Any]] = []
+    if conn is not None:
+        try:
+            with TimeLimit(conn).running(READ_SECONDS):
+                rows = conn.execute("SELECT count(id) AS total, strftime('%Y-%m-%d %H:00:00', created) AS date "
+                                    f"FROM _logs{where} GROUP BY date", params).fetchall()
+        except apsw.SQLError as err:
+            raise ApiError(400, "Failed to generate logs stats.") from err
+        finally:
+            conn.close()
+        stats = [{"date": f"{date}.000Z" if date else "", "total": total} for total, date in rows]
+    request.send_json(200, stats, sort_keys=False)
+
+
+def view_log(logs: RequestLogs, request: TenantRequest) -> None:
+    require_superuser(request)
+    logs.flush()
+    conn = _connection(request)
+    row = None
+    if conn is not None:
+        try:
+            cursor = conn.execute(f"SELECT {_COLUMNS} FROM _logs WHERE id = ? LIMIT 1", (request.params["id"],))
+            values = cursor.fetchone()
+            if values is not None:
+                row = dict(zip(("id", "created", "data", "message", "level"), values))
+        finally:
+            conn.close()
+    if row is None:
+        raise ApiError(404, NOT_FOUND)
+    request.send_json(200, _log_json(row), sort_keys=False)
+
+
+def delete_logs(logs: RequestLogs, request: TenantRequest) -> None:
+    """``DELETE /api/logs`` (PocketBase 0.40): every log goes, and the space is given back."""
+    require_superuser(request)
+    logs.flush()
+    conn = _connection(request, hardened=False)  # no client SQL; VACUUM is refused on hardened connections
+    if conn is not None:
+        try:
+            conn.execute("DELETE FROM _logs")
+            conn.execute("VACUUM")
+        finally:
+            conn.close()
+    request.proto.response_empty(204, [])

@@ -1,0 +1,287 @@
+"""A tenant's request logs as PocketBase 0.40 keeps them: rows of ``_logs`` in ``auxiliary.db`` beside the
+tenant's ``data.db`` (``id``, ``level`` 0 for a success and 8 for an error, ``message`` ``"GET /api/..."``,
+``data`` the JSON of PocketBase's request attributes, ``created``), honouring the tenant's ``logs``
+settings (``maxDays`` 0: nothing is logged; ``minLevel``; ``logIP``; ``logAuthId``).
+
+Off the request path: a request only appends its :class:`LogEntry` to the process's :class:`RequestLogs`
+queue (bounded: when it is full the entry is dropped and counted, a request never waits); one writer thread
+per process inserts them in batches, one transaction per tenant, every second or every ``batch`` entries,
+and deletes rows older than ``maxDays`` (at most every six hours per tenant, as PocketBase's cron does, and
+when the settings change). ``auxiliary.db`` is not replicated: like PocketBase, pbfast treats logs as
+disposable (a tenant moved to another node starts with empty logs there; see docs/logs-backups.md).
+
+Thread-safety: :meth:`RequestLogs.add` from any thread (a deque append); the rest on the writer thread or
+under its lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import apsw
+import orjson
+
+from pbfast.logs import component_logger
+from pbfast.pocketbase import app_settings
+from pbfast.pocketbase.collections.system import AUXILIARY_DDL
+
+if TYPE_CHECKING:
+    from pbfast.pocketbase.tenant import Tenant
+
+__all__ = ["AUXILIARY_DB", "ERROR_LEVEL", "INFO_LEVEL", "LogEntry", "RequestLogs", "cached_settings",
+           "format_created", "open_auxiliary"]
+
+log = component_logger("TenantNode")
+
+AUXILIARY_DB: Final = "auxiliary.db"
+INFO_LEVEL: Final = 0  # slog.LevelInfo
+ERROR_LEVEL: Final = 8  # slog.LevelError
+PRUNE_EVERY_SECONDS: Final = 6 * 3600  # PocketBase's "0 */6 * * *" cleanup
+SETTINGS_FRESH_SECONDS: Final = 1.0
+CONNECTION_IDLE_SECONDS: Final = 60.0  # the writer closes a tenant's auxiliary.db after this long unused  # how long a tenant's settings read for logging are reused
+_BUSY_TIMEOUT_MS: Final = 5000
+# One statement per batch, its rows one JSON array: the per-row work is SQLite's, which runs without the GIL (a
+# writer thread holding the GIL in Python would hold up the event loop's requests). ``->>`` of an object is its
+# JSON text as written (keys sorted, as Go writes a map).
+# Ids are PocketBase's ``[a-z0-9]{15}``, but ordered in time: the batch's millisecond in base 36 (9 characters,
+# strictly increasing per process), then a counter in 6 hex digits from a random start (unique in the batch; two
+# processes' batches in the same millisecond rarely meet, and a row that would repeat an id is skipped). Random
+# ids cost twice as much to insert (the primary key index grows at random places); these are appended.
+_B36: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
+_COUNTER_SPAN: Final = 16**6
+_INSERT: Final = ("INSERT OR IGNORE INTO _logs (id, level, message, data, created) SELECT ?2 || printf('%06x', ?3 + key), "
+                  "value ->> 0, value ->> 1, value ->> 2, strftime('%Y-%m-%d %H:%M:%fZ', value ->> 3, 'unixepoch') "
+                  "FROM json_each(?1)")
+
+
+def _base36(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 36)
+        digits.append(_B36[digit])
+    return "".join(reversed(digits))
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One request's log as the writer takes it: the JSON row ``[level, message, data, created]`` (Unix
+    time; made on the request's thread, so that the writer thread runs almost no Python: see :data:`_INSERT`)."""
+
+    directory: Path  # the tenant's directory: its auxiliary.db
+    row: bytes
+    max_days: int  # the tenant's retention when it was logged
+
+    @staticmethod
+    def of(directory: Path, level: int, message: str, data: dict[str, Any], created: float,
+           max_days: int) -> LogEntry:
+        return LogEntry(directory, orjson.dumps((level, message, data, created), option=orjson.OPT_SORT_KEYS),
+                        max_days)
+
+
+def format_created(moment: float) -> str:
+    """PocketBase's datetime text (``2006-01-02 15:04:05.000Z``) of a Unix time."""
+    seconds = int(moment)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{int((moment - seconds) * 1000):03d}Z"
+
+
+def open_auxiliary(directory: Path, *, create: bool) -> apsw.Connection | None:
+    """A connection to the tenant's ``auxiliary.db`` with its ``_logs`` table; None when it does not exist and
+    ``create`` is false, or when the tenant has no ``data.db`` (gone: never create files for it)."""
+    path = directory / AUXILIARY_DB
+    if not (directory / "data.db").exists() or (not create and not path.exists()):
+        return None
+    conn = apsw.Connection(str(path))
+    try:
+        conn.setbusytimeout(_BUSY_TIMEOUT_MS)
+        conn.execute("PRAGMA synchronous = NORMAL")  # as PocketBase opens it: a commit does not wait for the disk
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_logs'").fetchone() is None:
+            conn.execute("PRAGMA journal_mode = WAL")
+            with conn:
+                for statement in AUXILIARY_DDL:
+                    conn.execute(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1)
+                                 .replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# The tenant's settings as logging reads them, by tenant id: re-read at most once a second per tenant (a
+# changed setting shows within that, also one saved by another process), and at once when this process's
+# settings API saves new ones. A few hundred bytes per tenant the process served.
+_settings: dict[str, tuple[float, app_settings.Settings]] = {}
+
+
+def cached_settings(tenant: Tenant) -> app_settings.Settings:
+    """The tenant's settings, read at most once a second (on the tenant's database thread)."""
+    now = time.monotonic()
+    cached = _settings.get(tenant.id)
+    if cached is not None and now - cached[0] < SETTINGS_FRESH_SECONDS:
+        return cached[1]
+    settings = app_settings.load_settings(tenant.conn)
+    _settings[tenant.id] = (now, settings)
+    return settings
+
+
+class RequestLogs:
+    """The process's queue of request logs and the thread writing them (started with the first entry)."""
+
+    def __init__(self, capacity: int = 20_000, batch: int = 500, interval: float = 1.0) -> None:
+        self.capacity = capacity
+        self.batch = batch
+        self.interval = interval
+        self.dropped = 0  # entries refused because the queue was full
+        self.written = 0
+        self.failed = 0  # entries lost to a write that failed
+        self._queue: collections.deque[LogEntry] = collections.deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # one writer at a time (the thread, or a flush before a read)
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._last_millisecond = 0  # of the last batch's ids
+        self._connections: dict[Path, tuple[apsw.Connection, float]] = {}  # tenant directory -> (conn, last use)
+        self._pruned: dict[Path, float] = {}  # tenant directory -> monotonic time of its last prune
+        app_settings.on_saved(self._settings_saved)
+
+    def add(self, entry: LogEntry) -> None:
+        """Queue one entry; never blocks (a full queue drops it)."""
+        queue = self._queue
+        if len(queue) >= self.capacity:
+            self.dropped += 1
+            return
+        queue.append(entry)
+        if self._thread is None:
+            self._start()
+        elif len(queue) == self.batch:  # once per batch, not on every entry while the writer catches up
+            self._wake.set()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def flush(self) -> None:
+        """Write everything queued now (the logs API reads after it: a request's own earlier logs show)."""
+        with self._lock:
+            self._write(self._drain())
+
+    def close(self) -> None:
+        """Stop the writer after writing what is queued."""
+        self._stopped = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
+        self.flush()
+        with self._lock:
+            self._close_connections()
+
+    def prune(self, directory: Path, max_days: int, min_level: int | None = None) -> None:
+        """Delete the tenant's logs older than ``max_days`` (and, with ``min_level``, those below it)."""
+        with self._lock:
+            self._prune(directory, max_days, min_level)
+
+    # ---- the writer ---------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pbfast-request-logs", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the writer must go on
+                log.exception("writing request logs failed")
+
+    def _drain(self) -> list[LogEntry]:
+        queue, taken = self._queue, []
+        while queue:
+            taken.append(queue.popleft())
+        return taken
+
+    def _write(self, entries: list[LogEntry]) -> None:
+        by_tenant: dict[Path, list[LogEntry]] = {}
+        for entry in entries:
+            by_tenant.setdefault(entry.directory, []).append(entry)
+        for directory, items in by_tenant.items():
+            try:
+                self._write_tenant(directory, items)
+            except apsw.Error as err:
+                self.failed += len(items)
+                log.warning("request logs of %s not written: %s", directory.name, err)
+
+    def _connection(self, directory: Path) -> apsw.Connection | None:
+        """The writer's connection to a tenant's auxiliary.db, kept open between batches (closing the last
+        connection of a WAL database checkpoints it: that would cost more than the batch)."""
+        now = time.monotonic()
+        for other, (idle, used) in list(self._connections.items()):
+            if now - used > CONNECTION_IDLE_SECONDS or (other == directory and not (other / "data.db").exists()):
+                del self._connections[other]
+                idle.close()
+        kept = self._connections.get(directory)
+        if kept is not None:
+            self._connections[directory] = (kept[0], now)
+            return kept[0]
+        conn = open_auxiliary(directory, create=True)
+        if conn is not None:
+            self._connections[directory] = (conn, now)
+        return conn
+
+    def _close_connections(self) -> None:
+        for conn, _ in self._connections.values():
+            conn.close()
+        self._connections.clear()
+
+    def _write_tenant(self, directory: Path, items: list[LogEntry]) -> None:
+        conn = self._connection(directory)
+        if conn is None:  # the tenant's data is gone from here (moved, deleted)
+            return
+        try:
+            rows = b"[" + b",".join([entry.row for entry in items]) + b"]"
+            millisecond = self._last_millisecond = max(time.time_ns() // 1_000_000, self._last_millisecond + 1)
+            start = secrets.randbelow(_COUNTER_SPAN - len(items))
+            with conn:
+                conn.execute(_INSERT, (rows, _base36(millisecond, 9), start))
+            self.written += conn.changes()
+            now = time.monotonic()
+            last = self._pruned.get(directory)
+            if last is None or now - last >= PRUNE_EVERY_SECONDS:
+                self._pruned[directory] = now
+                _delete_old(conn, items[-1].max_days, None)
+        except apsw.Error:
+            self._connections.pop(directory, None)
+            conn.close()
+            raise
+
+    def _prune(self, directory: Path, max_days: int, min_level: int | None) -> None:
+        conn = self._connection(directory) if (directory / AUXILIARY_DB).exists() else None
+        if conn is None:
+            return
+        _delete_old(conn, max_days, min_level)
+        if max_days == 0:
+            conn.execute("VACUUM")  # no logs are kept: give the space back, as PocketBase does
+
+    def _settings_saved(self, tenant: Tenant, settings: app_settings.Settings) -> None:
+        """PocketBase's reaction to saved settings: old logs, and those now below ``minLevel``, go."""
+        _settings[tenant.id] = (time.monotonic(), settings)
+        try:
+            self.prune(tenant.directory, settings.logs.max_days, settings.logs.min_level)
+        except apsw.Error as err:
+            log.warning("tenant %s: pruning request logs failed: %s", tenant.id, err)
+
+
+def _delete_old(conn: apsw.Connection, max_days: int, min_level: int | None) -> None:
+    before = format_created(time.time() - max_days * 86400)
+    if min_level is None:
+        conn.execute("DELETE FROM _logs WHERE created <= ?", (before,))
+    else:
+        conn.execute("DELETE FROM _logs WHERE created <= ? OR level < ?", (before, min_level))
