@@ -57,6 +57,7 @@ from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.membership import NodeMembership
 from pbfast.tenant_node.metrics import WithNodeMetrics
+from pbfast.tenant_node.backups import backup_location
 from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
 from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.shared_state import SharedState
@@ -154,6 +155,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     shared = SharedState.create(config.max_tenants, engine.workers) if engine.workers > 1 else None
     node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator,
                          engine=engine, shared=shared)
+    node.api.backups.location = backup_location(config.s3_bucket, config.s3_endpoint, config.data_dir)
 
     async def clean_leftovers() -> None:
         await asyncio.to_thread(node.clean_leftovers)
@@ -198,6 +200,7 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
             index=index, parent_pid=os.getpid(), node_id=node_id, data_dir=data_dir, host=listen.host,
             port=listen.port, hub_socket=str(hub_socket), node_socket=str(node_socket), shm_fd=shm_fd,
             wake_fd=wake_fd, cluster_token=cluster_token, replicated=node.replicator is not None,
+            s3_bucket=config.s3_bucket, s3_endpoint=config.s3_endpoint,
             db_threads=engine.db_threads, request_time_limit=engine.request_time_limit,
             queue_limit=queue_limit, sqlite_memory_limit_mb=memory_mb, log_level=config.log_level,
             log_format=config.log_format)

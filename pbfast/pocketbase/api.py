@@ -21,6 +21,7 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
+from pbfast.pocketbase.apis import backups as backups_api
 from pbfast.pocketbase.apis import (batch, collections, health, logs, realtime, record_auth, record_auth_impersonate,
                                     record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
@@ -88,6 +89,14 @@ class TenantApi:
             bound = self._with_logs(handler)
             self._quiet_on_success.add(bound)
             add(method, path, bound)
+        # Backups: the node sets backups.location to its object store (without one, only a tenant's own S3).
+        self.backups = backups_api.Backups()
+        add("GET", "/api/backups", self.backups.list)
+        add("POST", "/api/backups", self.backups.create)
+        add("POST", "/api/backups/upload", self.backups.upload)
+        add("GET", "/api/backups/{key}", self.backups.download)
+        add("DELETE", "/api/backups/{key}", self.backups.delete)
+        add("POST", "/api/backups/{key}/restore", self.backups.restore)
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
                      run: Runner | None = None, time_limit: float | None = None) -> None:
@@ -104,7 +113,8 @@ class TenantApi:
         held = HeldResponse()
         request = TenantRequest(scope, held, path, params, tenant)
         if scope.method not in ("GET", "HEAD"):
-            limit = batch.body_read_limit(tenant) if handler is batch.batch_transaction else body_limit(tenant, params)
+            limit = (batch.body_read_limit(tenant) if handler is batch.batch_transaction
+                     else backups_api.UPLOAD_LIMIT if handler == self.backups.upload else body_limit(tenant, params))
             try:
                 request.raw_body = await Request(scope, proto, path, params).body(limit)
             except ApiError as err:

@@ -43,6 +43,7 @@ from pbfast.primitives import (
     is_valid_tenant_id,
 )
 from pbfast.request_ids import WithRequestId, bind_request_id
+from pbfast.tenant_node.backups import backup_location
 from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.shared_state import WorkerCounter
 from pbfast.tenant_node.worker_link import WorkerLink
@@ -71,6 +72,8 @@ class WorkerSettings:
     wake_fd: int
     cluster_token: str
     replicated: bool
+    s3_bucket: str  # the node's object store (backups)
+    s3_endpoint: str | None
     db_threads: int
     request_time_limit: float
     queue_limit: int
@@ -91,6 +94,7 @@ class WorkerApp:
         self.counters = WorkerCounters(memory)
         self.db = DbScheduler(settings.db_threads, settings.queue_limit)
         self.api = TenantApi()
+        self.api.backups.location = backup_location(settings.s3_bucket, settings.s3_endpoint, Path(settings.data_dir))
         self.api.on_time_limit = self._time_limited
         self.link = WorkerLink(settings.hub_socket, settings.node_socket, settings.cluster_token)
         self.tenants = WorkerTenants(settings.index, Path(settings.data_dir) / "tenants", self.table,

@@ -1,0 +1,267 @@
+"""``/api/backups`` (PocketBase's ``apis/backup*.go``): a superuser lists, creates, uploads, downloads (with a
+superuser file token), restores and deletes the tenant's backups, kept where
+:mod:`pbfast.pocketbase.backup_store` says, made and restored by :mod:`pbfast.pocketbase.backup_archive`.
+
+Unlike PocketBase, which answers a restore at once and restarts itself a second later, the restore is done
+before the 204 (the node does not restart: the tenant's database takes the backup's content in place).
+Everything runs on the tenant's database thread: the tenant's other requests wait meanwhile.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from pbfast.http import ApiError
+from pbfast.pocketbase import app_settings, auth
+from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
+from pbfast.pocketbase.apis.request import NOT_FOUND, SUPERUSERS, TenantRequest, read_body, require_superuser
+from pbfast.pocketbase.apis.settings import real_ip
+from pbfast.pocketbase.backup_archive import ArchiveError, create_archive, default_backup_name, restore_archive
+from pbfast.pocketbase.backup_store import BackupLocation, BackupStore, S3BackupStore, StoreError, valid_key
+from pbfast.pocketbase.records import load_row
+from pbfast.pocketbase.request_logs import format_created
+
+__all__ = ["UPLOAD_LIMIT", "Backups"]
+
+UPLOAD_LIMIT: Final = 512 << 20  # bytes of an uploaded backup (PocketBase has none; the body is held in memory)
+_NAME: Final = re.compile(r"[a-z0-9_-]+\.zip")
+_ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
+VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
+LOAD_FAILED: Final = "An error occurred while loading the submitted data."
+BUSY: Final = "Try again later - another backup/restore process has already been started"
+FORBIDDEN: Final = "Insufficient permissions to access the resource."
+
+
+class Backups:
+    """The handlers, with the node's object store (None: backups only with the tenant's own S3 settings)."""
+
+    def __init__(self, location: BackupLocation | None = None) -> None:
+        self.location = location
+        self._active: dict[str, str] = {}  # tenant id -> the backup being made or restored (this process)
+
+    def _store(self, request: TenantRequest) -> BackupStore:
+        document = app_settings.load_document(request.tenant.conn)
+        config = document["backups"]["s3"]
+        if config["enabled"]:
+            from pbfast.pocketbase.apis.settings_test_s3 import _client
+
+            try:
+                return S3BackupStore(_client(config), config["bucket"], "")
+            except (ValueError, OSError) as err:
+                raise StoreError(f"failed to initialize the S3 filesystem: {err}") from err
+        if self.location is None:
+            raise StoreError("this node keeps no backups (it has no object store)")
+        return self.location.store_for(request.tenant)
+
+    @contextmanager
+    def _scratch(self, request: TenantRequest) -> Iterator[Path]:
+        directory = Path(tempfile.mkdtemp(prefix=".backup-", dir=request.tenant.directory.parent))
+        try:
+            yield directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    @contextmanager
+    def _running(self, request: TenantRequest, name: str, busy: str = BUSY) -> Iterator[None]:
+        tenant_id = request.tenant.id
+        if tenant_id in self._active:
+            raise ApiError(400, busy)
+        self._active[tenant_id] = name
+        try:
+            yield
+        finally:
+            self._active.pop(tenant_id, None)
+
+    # ---- the routes ---------------------------------------------------------------------------------
+
+    def list(self, request: TenantRequest) -> None:
+        require_superuser(request)
+        try:
+            files = self._store(request).list()
+        except StoreError as err:
+            raise ApiError(400, "Failed to retrieve backup items. Raw error: \n" + str(err)) from err
+        request.send_json(200, [{"modified": format_created(f.modified), "key": f.key, "size": f.size}
+                                for f in files], sort_keys=False)
+
+    def create(self, request: TenantRequest) -> None:
+        require_superuser(request)
+        if request.tenant.id in self._active:
+            raise ApiError(400, BUSY)
+        try:
+            body = read_body(request, invalid=LOAD_FAILED)
+        except ApiError as err:
+            if err.status != 400:
+                raise
+            raise ApiError(400, LOAD_FAILED) from err
+        name = body.get("name", "")
+        if not isinstance(name, str):
+            raise ApiError(400, LOAD_FAILED)
+        try:
+            store = self._store(request)
+        except StoreError as err:
+            raise ApiError(400, "Failed to create backup.") from err
+        if name:
+            error = None
+            if len(name) > 150:
+                error = {"code": "validation_length_out_of_range", "message": "The length must be between 1 and 150.",
+                         "params": {"max": 150, "min": 1}}
+            elif not _NAME.fullmatch(name):
+                error = {"code": "validation_match_invalid", "message": "Must be in a valid format."}
+            else:
+                try:
+                    taken = store.exists(name)
+                except StoreError:
+                    taken = True
+                if taken:
+                    error = {"code": "validation_backup_name_exists",
+                             "message": "The backup file name is invalid or already exists."}
+            if error:
+                raise ApiError(400, VALIDATION_FAILED, {"name": error})
+        else:
+            name = default_backup_name(app_settings.load_settings(request.tenant.conn).meta.app_name)
+        with self._running(request, name), self._scratch(request) as scratch:
+            archive = scratch / "backup.zip"
+            snapshots = scratch / "snapshots"
+            snapshots.mkdir()
+            try:
+                create_archive(request.tenant, archive, snapshots)
+                store.put(name, archive)
+            except (StoreError, OSError) as err:
+                raise ApiError(400, "Failed to create backup.") from err
+        request.proto.response_empty(204, [])
+
+    def upload(self, request: TenantRequest) -> None:
+        require_superuser(request)
+        raw = request.raw_body
+        if raw is None:
+            raise ApiError(413, "Request entity too large.")
+        content_type = request.header("content-type") or ""
+        upload = None
+        if content_type.lower().startswith("multipart/form-data"):
+            try:
+                files = parse_form_data(raw, content_type).files.get("file") or []
+            except MultipartError as err:
+                raise ApiError(400, LOAD_FAILED) from err
+            upload = files[0] if files else None
+        try:
+            store = self._store(request)
+        except StoreError as err:
+            raise ApiError(400, "Failed to upload backup.") from err
+        if upload is None:
+            raise ApiError(400, VALIDATION_FAILED, {"file": {"code": "validation_required",
+                                                             "message": "Cannot be blank."}})
+        name = Path(upload.filename.replace("\\", "/")).name  # Go's multipart keeps the base name only
+        if not upload.data.startswith(_ZIP_MAGIC):
+            raise ApiError(400, VALIDATION_FAILED, {"file": {
+                "code": "validation_invalid_mime_type",
+                "message": f"{_go_quote(name)} mime type must be one of: application/zip."}})
+        try:
+            taken = not valid_key(name) or store.exists(name)
+        except StoreError:
+            taken = True
+        if taken:
+            raise ApiError(400, VALIDATION_FAILED, {"file": {
+                "code": "validation_backup_name_exists",
+                "message": "Backup file with the specified name already exists."}})
+        with self._scratch(request) as scratch:
+            path = scratch / "upload.zip"
+            path.write_bytes(upload.data)
+            try:
+                store.put(name, path)
+            except (StoreError, OSError) as err:
+                raise ApiError(400, "Failed to upload backup.") from err
+        request.proto.response_empty(204, [])
+
+    def download(self, request: TenantRequest) -> None:
+        """``GET /api/backups/{key}?token=``: a superuser's file token, not the Authorization header."""
+        if not _superuser_file_token(request, request.query("token") or ""):
+            raise ApiError(403, FORBIDDEN)
+        settings = app_settings.load_settings(request.tenant.conn)
+        if settings.superuser_ips and not app_settings.ip_in_list(settings.superuser_ips, real_ip(request, settings)):
+            raise ApiError(403, FORBIDDEN)
+        key = request.params["key"]
+        try:
+            store = self._store(request)
+        except StoreError as err:
+            raise ApiError(500, "Failed to load backups filesystem.") from err
+        with self._scratch(request) as scratch:
+            path = scratch / "download.zip"
+            try:
+                if not valid_key(key) or not store.exists(key):
+                    raise ApiError(404, NOT_FOUND)
+                store.get(key, path)
+            except StoreError as err:
+                raise ApiError(404, NOT_FOUND) from err
+            request.proto.response_bytes(200, [
+                ("content-type", "application/zip"),
+                ("content-disposition", f"attachment; filename={_go_quote(key)}"),
+                ("content-security-policy", "default-src 'none'; media-src 'self'; style-src 'unsafe-inline'; sandbox"),
+            ], path.read_bytes())
+
+    def delete(self, request: TenantRequest) -> None:
+        require_superuser(request)
+        key = request.params["key"]
+        try:
+            store = self._store(request)
+        except StoreError as err:
+            raise ApiError(500, "Failed to load backups filesystem.") from err
+        if self._active.get(request.tenant.id) == key:
+            raise ApiError(400, "The backup is currently being used and cannot be deleted.")
+        try:
+            store.delete(key)
+        except StoreError as err:
+            raise ApiError(400, "Invalid or already deleted backup file. Raw error: \n" + str(err)) from err
+        request.proto.response_empty(204, [])
+
+    def restore(self, request: TenantRequest) -> None:
+        require_superuser(request)
+        if request.tenant.id in self._active:
+            raise ApiError(400, "Try again later - another backup/restore process has already been started.")
+        key = request.params["key"]
+        try:
+            store = self._store(request)
+        except StoreError as err:
+            raise ApiError(500, "Failed to load backups filesystem.") from err
+        try:
+            found = valid_key(key) and store.exists(key)
+        except StoreError:
+            found = False
+        if not found:
+            raise ApiError(400, "Missing or invalid backup file.")
+        with self._running(request, key), self._scratch(request) as scratch:
+            archive = scratch / "restore.zip"
+            try:
+                store.get(key, archive)
+                restore_archive(request.tenant, archive, scratch)
+            except (StoreError, ArchiveError, OSError) as err:
+                raise ApiError(400, f"Failed to restore the backup: {err}") from err
+        request.proto.response_empty(204, [])
+
+
+def _superuser_file_token(request: TenantRequest, token: str) -> bool:
+    """PocketBase's ``FindAuthRecordByToken(token, "file")`` for a superuser."""
+    try:
+        claims = auth.peek_token_claims(token)
+    except auth.TokenError:
+        return False
+    if claims.get("type") != "file":
+        return False
+    collection = request.tenant.collection_by_id(claims["collectionId"])
+    if collection is None or collection.name != SUPERUSERS:
+        return False
+    row = load_row(request.tenant, collection, claims["id"])
+    secret = collection.auth.tokens["fileToken"].secret
+    return row is not None and bool(secret) and auth.verify_token_signature(token, str(row.get("tokenKey", "")),
+                                                                             secret)
+
+
+def _go_quote(text: str) -> str:
+    from pbfast.pocketbase.gocompat import go_quote
+
+    return go_quote(text)
