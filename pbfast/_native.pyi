@@ -68,6 +68,24 @@ class RoutingTable:
         """
 
 @final
+class RateLimiter:
+    """PocketBase's rate limiter: per key, fixed windows of ``duration`` whole seconds allowing
+    ``max_requests`` each (the first request after a window ended starts the next one at its second).
+
+    Keys are hashed (64 bits, random per process). Bounded to about ``max_entries`` windows: when full,
+    ended windows are dropped, and if none has ended the request is allowed uncounted (``overflowed``).
+    Per process; thread-safe (sharded locks, no allocation for a known key)."""
+
+    def __init__(self, max_entries: int = 1_000_000) -> None: ...
+    def allow(self, key: str, max_requests: int, duration: int, now: int) -> bool:
+        """Count one request of ``key`` at ``now`` (Unix seconds): True when its window allows it. A
+        different ``max_requests``/``duration`` for the key (a changed rule) starts a new window."""
+    def clean(self, now: int, idle: int = 1800) -> int:
+        """Drop the windows that ended more than ``idle`` seconds before ``now``; how many."""
+    @property
+    def overflowed(self) -> int: ...
+    def __len__(self) -> int: ...
+
 class QuotaCounters:
     """Per-tenant API request counters over fixed windows, plus storage bytes.
 

@@ -22,6 +22,7 @@ import apsw
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import backups as backups_api
+from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis import (batch, collections, health, logs, realtime, record_auth, record_auth_impersonate,
                                     record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
@@ -80,13 +81,32 @@ class TenantApi:
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
         add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
+        # Rate limits (the tenant's rateLimits settings); collection routes also count under their tags.
+        self.rate_limits = RateLimits()
+        self._collection_tags: dict[Handler, CollectionTags] = {}
+        for handler, method, path, tags in (
+                (records.list_records, "GET", "/api/collections/{collection}/records", ("list",)),
+                (records.view_record, "GET", "/api/collections/{collection}/records/{id}", ("view",)),
+                (records.create_record, "POST", "/api/collections/{collection}/records", ("create",)),
+                (records.update_record, "PATCH", "/api/collections/{collection}/records/{id}", ("update",)),
+                (records.delete_record, "DELETE", "/api/collections/{collection}/records/{id}", ("delete",)),
+                (record_auth.auth_with_password, "POST", "/api/collections/{collection}/auth-with-password",
+                 ("authWithPassword", "auth")),
+                (record_auth.auth_refresh, "POST", "/api/collections/{collection}/auth-refresh", ("authRefresh",)),
+                (record_auth_methods.auth_methods, "GET", "/api/collections/{collection}/auth-methods",
+                 ("listAuthMethods",)),
+                (record_auth_otp.request_otp, "POST", "/api/collections/{collection}/request-otp", ("requestOTP",)),
+                (record_auth_otp.auth_with_otp, "POST", "/api/collections/{collection}/auth-with-otp",
+                 ("authWithOTP", "auth"))):
+            self._collection_tags[handler] = CollectionTags(f"{method} {path}", tags)
         # Request logs (auxiliary.db), written off the request path; the logs API's successes are not logged.
         self.request_logs = RequestLogs()
         self._quiet_on_success: set[Handler] = set()
-        for method, path, handler in (("GET", "/api/logs", logs.list_logs), ("DELETE", "/api/logs", logs.delete_logs),
-                                      ("GET", "/api/logs/stats", logs.logs_stats),
-                                      ("GET", "/api/logs/{id}", logs.view_log)):
-            bound = self._with_logs(handler)
+        for method, path, logs_handler in (("GET", "/api/logs", logs.list_logs),
+                                           ("DELETE", "/api/logs", logs.delete_logs),
+                                           ("GET", "/api/logs/stats", logs.logs_stats),
+                                           ("GET", "/api/logs/{id}", logs.view_log)):
+            bound = self._with_logs(logs_handler)
             self._quiet_on_success.add(bound)
             add(method, path, bound)
         # Backups: the node sets backups.location to its object store (without one, only a tenant's own S3).
@@ -153,6 +173,7 @@ class TenantApi:
                 tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
                 settings.check_superuser_ip(request)
+                self.rate_limits.check(request, self._collection_tags.get(handler))
                 handler(request)
         except ApiError as err:
             error = err

@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod gateway;
 pub mod node_shm;
 pub mod quota;
+pub mod rate_limit;
 pub mod routing;
 pub mod tenant_cache;
 
@@ -26,6 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(routing::py_is_valid_tenant_id, m)?)?;
     m.add_class::<routing::RoutingTable>()?;
     m.add_class::<quota::QuotaCounters>()?;
+    m.add_class::<rate_limit::RateLimiter>()?;
     m.add_class::<tenant_cache::TenantCache>()?;
     m.add_class::<breaker::CircuitBreakers>()?;
     m.add_class::<gateway::GatewayServer>()?;

@@ -1,0 +1,100 @@
+"""The tenant's ``rateLimits`` settings enforced as PocketBase does (``apis/middlewares_rate_limit.go``):
+off unless enabled; superusers and ``excludedIPs`` are never limited; a rule is found for the request's
+labels (``METHOD /path``, then ``/path``; rules ending in ``/`` match as path prefixes) and audience (``""``
+for everyone, ``@guest``, ``@auth``); collection routes look first for their tags (``users:auth``,
+``users:create``, then ``*:auth`` ...). Each matched rule counts the client (``RealIP``, with the tenant's
+``trustedProxy`` settings) in a fixed window; past ``maxRequests`` the answer is 429.
+
+The counting is native (:class:`pbfast.primitives.RateLimiter`, well under a microsecond a check) and per
+process: with ``--workers=N`` each worker process counts its own share of a client's requests, so a client
+spread over the workers may get up to N times the limit (docs/logs-backups.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from pbfast.http import ApiError
+from pbfast.pocketbase.app_settings import RateLimitRule, ip_in_list
+from pbfast.pocketbase.apis.request import TenantRequest
+from pbfast.pocketbase.apis.settings import client_ip, real_ip
+from pbfast.pocketbase.request_logs import cached_settings
+from pbfast.primitives import RateLimiter
+
+__all__ = ["CollectionTags", "RateLimits", "find_rule"]
+
+TOO_MANY: Final = "Too Many Requests."
+CLEAN_EVERY_SECONDS: Final = 3600  # PocketBase cleans its limiters hourly
+GUEST_AUDIENCES: Final = ("", "@guest")
+AUTH_AUDIENCES: Final = ("", "@auth")
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionTags:
+    """A collection route's rate limit tags (``list``, ``auth`` ...) and its pattern (``GET /api/...``)."""
+
+    pattern: str
+    tags: tuple[str, ...]
+
+
+def find_rule(rules: Sequence[RateLimitRule], labels: Sequence[str],
+              audiences: Sequence[str]) -> RateLimitRule | None:
+    """PocketBase's ``FindRateLimitRule``: per label in order, an exact label first, then the prefix rules
+    (labels ending in ``/``, collected while looking at the first label)."""
+    prefix_rules: list[RateLimitRule] = []
+    for index, label in enumerate(labels):
+        for rule in rules:
+            if label == rule.label and rule.audience in audiences:
+                return rule
+            if index == 0 and rule.label.endswith("/"):
+                prefix_rules.append(rule)
+        for rule in prefix_rules:
+            if (label + "/").startswith(rule.label) and rule.audience in audiences:
+                return rule
+    return None
+
+
+class RateLimits:
+    """The process's rate limiters, and the check each tenant request goes through."""
+
+    def __init__(self) -> None:
+        self.limiter = RateLimiter()
+        self._cleaned = time.monotonic()
+
+    def check(self, request: TenantRequest, collection_tags: CollectionTags | None) -> None:
+        """Raise 429 when a rule of the tenant's settings refuses the request."""
+        settings = cached_settings(request.tenant)
+        limits = settings.rate_limits
+        if not limits.enabled or not limits.rules or request.superuser:
+            return
+        remote = client_ip(request)
+        ip = real_ip(request, settings, remote) if settings.trusted_proxy_headers else remote
+        if not ip or (limits.excluded_ips and ip_in_list(limits.excluded_ips, ip)):
+            return
+        audiences = AUTH_AUDIENCES if request.auth is not None else GUEST_AUDIENCES
+        path = request.path
+        labels = [f"{request.method} {path}", path]
+        now = int(time.time())
+        tenant_id = request.tenant.id
+        rule = find_rule(limits.rules, labels, audiences)
+        if rule is not None:
+            self._count(f"{tenant_id}\0{rule.label}{rule.audience}\0{ip}", rule, now)
+        if collection_tags is not None:
+            collection = request.tenant.collection(request.params.get("collection", ""))
+            if collection is not None:
+                tags = collection_tags.tags
+                tagged = [f"{collection.name}:{tag}" for tag in tags] + [f"*:{tag}" for tag in tags] + labels
+                rule = find_rule(limits.rules, tagged, audiences)
+                if rule is not None:
+                    key = f"{tenant_id}\0{collection.id}{collection_tags.pattern}{''.join(tags)}{rule.audience}\0{ip}"
+                    self._count(key, rule, now)
+        if time.monotonic() - self._cleaned > CLEAN_EVERY_SECONDS:
+            self._cleaned = time.monotonic()
+            self.limiter.clean(now)
+
+    def _count(self, key: str, rule: RateLimitRule, now: int) -> None:
+        if not self.limiter.allow(key, max(rule.max_requests, 0), max(rule.duration, 1), now):
+            raise ApiError(429, TOO_MANY)
