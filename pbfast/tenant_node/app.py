@@ -82,6 +82,7 @@ class TenantNodeApp:
         self.api.on_time_limit = self.db.count_time_limited
         self.quotas: QuotaCounters | SharedQuotas = QuotaCounters() if shared is None else shared.quotas
         self.metrics = NodeMetrics(shared)
+        self.metrics.request_logs = lambda: (self.api.request_logs.dropped, self.api.request_logs.failed)
         self.open_tenants = TenantCache(max_tenants)
         self.superusers_applied: set[str] = set()  # first superusers applied, reported with the next heartbeat
         self.slots = Slots(None if shared is None else shared.mirror)

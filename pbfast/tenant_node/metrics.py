@@ -103,6 +103,7 @@ class NodeMetrics:
         self.fences = 0
         self.replication_halts = 0
         self.db_queue_rejections = 0
+        self.request_logs: Callable[[], tuple[int, int]] | None = None  # (dropped, failed), set by the node
 
     def observe(self, status: int) -> None:
         index = status // 100 - 1
@@ -147,6 +148,11 @@ class NodeMetrics:
         out.single("pbfast_node_damaged_restores_total", "counter",
                    "Restores whose newest replicated state failed its integrity check (kept aside, not served).",
                    self.damaged_restores)
+        if self.request_logs is not None:
+            dropped, failed = self.request_logs()
+            out.single("pbfast_node_request_logs_dropped_total", "counter",
+                       "Request logs not kept: their queue was full, or writing them failed (main process).",
+                       dropped + failed)
         out.single("pbfast_node_damaged_tenants", "gauge",
                    "Tenants not served because their newest replicated state is damaged (an operator must restore "
                    "an earlier point in time).", gauges.damaged_tenants)
