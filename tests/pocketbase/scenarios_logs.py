@@ -1,10 +1,10 @@
 """``/api/logs`` side by side with stock PocketBase 0.40.6 on logs seeded into both copies of the fixture's
-``auxiliary.db``, and the logs pbfast writes for requests (shape, the tenant's ``logs`` settings)."""
+``auxiliary.db`` (:func:`seed_logs`), and the logs pbfast writes for requests (shape, the tenant's ``logs``
+settings). Run by ``test_logs_backups_rate_limits.py`` on servers it shares with the other scenarios."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ SEEDED = [  # id, level, message, data, created
 ]
 
 
-def _seed(data_db: Path) -> None:
+def seed_logs(data_db: Path) -> None:
     aux = apsw.Connection(str(data_db.parent / "auxiliary.db"))
     with aux:
         aux.execute("DELETE FROM _logs")
@@ -72,9 +72,7 @@ def _ask(backend: Backend, tokens: dict[str, str], who: str, method: str, path: 
     return httpx.request(method, f"{backend.url}{path}{'?' + query if query else ''}", headers=headers, timeout=30)
 
 
-def test_logs_api_answers_as_pocketbase(patched_backends: Callable[[Callable[[Path], None]],
-                                                                   tuple[Backend, Backend]]) -> None:
-    stock, fast = patched_backends(_seed)
+def check_logs_api(stock: Backend, fast: Backend) -> None:
     tokens = {name: {"superuser": backend.superuser_token, "user": _user_token(backend)}
               for name, backend in (("stock", stock), ("fast", fast))}
     compared = 0

@@ -1,11 +1,10 @@
 """The tenant's ``rateLimits`` settings side by side with stock PocketBase 0.40.6: path, ``METHOD /path``,
-prefix and collection-tag rules, audiences, superusers and excluded IPs, the 429 answer."""
+prefix and collection-tag rules, audiences, superusers and excluded IPs, the 429 answer. Run by
+``test_logs_backups_rate_limits.py`` (last: the limits stay on)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 
@@ -30,8 +29,7 @@ STEPS: list[tuple[str, str, str]] = [  # who, method, path
 ]
 
 
-def test_rate_limits_as_pocketbase(patched_backends: Callable[[Callable[[Path], None]], tuple[Backend, Backend]]) -> None:
-    stock, fast = patched_backends(lambda _: None)
+def check_rate_limits(stock: Backend, fast: Backend) -> None:
     users = {}
     for backend in (stock, fast):
         answer = httpx.post(f"{backend.url}/api/collections/clients/auth-with-password",

@@ -1,7 +1,9 @@
-"""``/api/backups`` side by side with stock PocketBase 0.40.6 (statuses and bodies), then pbfast's own: a
-backup restores in place (the tenant's data and collections as they were), a zip made by stock PocketBase
-restores into a pbfast tenant and one made by pbfast opens in stock PocketBase, and hostile zips are refused
-without anything of them reaching the disk or the tenant."""
+"""``/api/logs``, ``/api/backups`` and the ``rateLimits`` settings side by side with stock PocketBase 0.40.6
+(statuses and bodies), on one pair of servers (``scenarios_logs.py``, then the backups scenario here, then
+``scenarios_rate_limits.py``); then pbfast's own: a backup restores in place (the tenant's data and
+collections as they were), a zip made by stock PocketBase restores into a pbfast tenant and one made by pbfast
+opens in stock PocketBase, and hostile zips are refused without anything of them reaching the disk or the
+tenant."""
 
 from __future__ import annotations
 
@@ -21,12 +23,10 @@ import httpx
 import orjson
 
 from pbharness import Backend, stock_pocketbase_server
+from scenarios_logs import check_logs_api, seed_logs
+from scenarios_rate_limits import check_rate_limits
 
 PatchedBackends = Callable[[Callable[[Path], None]], tuple[Backend, Backend]]
-
-
-def _no_change(_: Path) -> None:
-    pass
 
 
 def _auth(backend: Backend) -> dict[str, str]:
@@ -81,8 +81,9 @@ def _comparable(answer: httpx.Response) -> Any:
     return body
 
 
-def test_backups_api_answers_as_pocketbase(patched_backends: PatchedBackends, tmp_path: Path) -> None:
-    stock, fast = patched_backends(_no_change)
+def test_logs_backups_and_rate_limits_as_pocketbase(patched_backends: PatchedBackends, tmp_path: Path) -> None:
+    stock, fast = patched_backends(seed_logs)
+    check_logs_api(stock, fast)
     stock_file_token = httpx.post(f"{stock.url}/api/files/token", headers=_auth(stock)).json()["token"]
     fast_file_token = _pbfast_file_token(tmp_path / "pbfast" / "tenants" / "fixture" / "data.db")
     user = {"identity": "test@example.com", "password": "1234567890"}
@@ -133,7 +134,8 @@ def test_backups_api_answers_as_pocketbase(patched_backends: PatchedBackends, tm
         assert answers[0] == answers[1], (who, method, path)
         compared += 1
     assert compared == len(steps)
-    _check_round_trips(stock, fast, tmp_path)  # on the same servers: two starts fewer
+    _check_round_trips(stock, fast, tmp_path)  # on the same servers: fewer starts
+    check_rate_limits(stock, fast)
 
 
 def _record(backend: Backend, collection: str, body: dict[str, Any]) -> str:
