@@ -51,9 +51,17 @@ impl FixedWindows {
                 return true;
             }
         }
-        let window = shard.entry(hash).or_insert(Window { start: i64::MIN / 2, available: 0, duration });
+        let window = shard.entry(hash).or_insert(Window {
+            start: i64::MIN / 2,
+            available: 0,
+            duration,
+        });
         if now.saturating_sub(window.start) >= duration.max(1) || window.duration != duration {
-            *window = Window { start: now, available: max_requests, duration };
+            *window = Window {
+                start: now,
+                available: max_requests,
+                duration,
+            };
         }
         if window.available > 0 {
             window.available -= 1;
@@ -99,7 +107,9 @@ impl RateLimiter {
     #[new]
     #[pyo3(signature = (max_entries = 1_000_000))]
     fn py_new(max_entries: usize) -> RateLimiter {
-        RateLimiter { core: FixedWindows::new(max_entries) }
+        RateLimiter {
+            core: FixedWindows::new(max_entries),
+        }
     }
 
     fn allow(&self, key: &str, max_requests: u32, duration: i64, now: i64) -> bool {
@@ -152,7 +162,10 @@ mod tests {
         let first = keys.next().unwrap();
         assert!(limiter.allow(&first, 1, 10, 0));
         let same_shard = keys
-            .find(|k| limiter.hasher.hash_one(k.as_str()) as usize % SHARDS == limiter.hasher.hash_one(first.as_str()) as usize % SHARDS)
+            .find(|k| {
+                limiter.hasher.hash_one(k.as_str()) as usize % SHARDS
+                    == limiter.hasher.hash_one(first.as_str()) as usize % SHARDS
+            })
             .unwrap();
         assert!(limiter.allow(&same_shard, 1, 10, 1));
         assert!(limiter.allow(&same_shard, 1, 10, 2)); // uncounted: the shard is full
