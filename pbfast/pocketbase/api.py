@@ -25,7 +25,7 @@ from pbfast.pocketbase.apis import backups as backups_api
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis import (batch, collections, health, logs, realtime, record_auth, record_auth_impersonate,
                                     record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
-from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
+from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
 from pbfast.pocketbase.request_logs import LogEntry, RequestLogs
@@ -133,6 +133,9 @@ class TenantApi:
             tenant.realtime = self.realtime  # its record writes publish their events there
         held = HeldResponse()
         request = TenantRequest(scope, held, path, params, tenant)
+        if handler == self.backups.upload and not backups_api.may_authenticate(tenant, scope.headers.get("authorization")):
+            send_error(proto, 401, NO_AUTH)  # what the handler answers: not worth reading a large body first
+            return
         if scope.method not in ("GET", "HEAD"):
             limit = (batch.body_read_limit(tenant) if handler is batch.batch_transaction
                      else backups_api.UPLOAD_LIMIT if handler == self.backups.upload else body_limit(tenant, params))

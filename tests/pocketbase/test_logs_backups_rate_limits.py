@@ -203,6 +203,10 @@ def test_hostile_backup_zips_are_refused(pbfast_fixture_tenant: Backend, tmp_pat
         assert answer.json()["message"].startswith("Failed to restore the backup: "), answer.text
     assert _exists(fast, "demo1", kept)
     assert not list(tmp_path.rglob("escaped.txt"))
+    # A guest's upload is refused before its body is read (PocketBase's middleware answers it the same way).
+    guest = httpx.post(f"{fast.url}/api/backups/upload", files={"file": ("big.zip", b"PK\x03\x04" + bytes(4 << 20))},
+                       headers={"Authorization": "not-a-token"}, timeout=60)
+    assert (guest.status_code, guest.json()["message"]) == (401, "The request requires valid record authorization token.")
     # A key can never name a path outside the tenant's backups.
     for key in ("..%2Fdata.db", "%2E%2E", "a%5Cb.zip"):
         answer = httpx.delete(f"{fast.url}/api/backups/{key}", headers=_auth(fast))

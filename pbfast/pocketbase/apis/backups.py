@@ -26,8 +26,9 @@ from pbfast.pocketbase.backup_archive import ArchiveError, create_archive, defau
 from pbfast.pocketbase.backup_store import BackupLocation, BackupStore, S3BackupStore, StoreError, valid_key
 from pbfast.pocketbase.records import load_row
 from pbfast.pocketbase.request_logs import format_created
+from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["UPLOAD_LIMIT", "Backups"]
+__all__ = ["UPLOAD_LIMIT", "Backups", "may_authenticate"]
 
 UPLOAD_LIMIT: Final = 512 << 20  # bytes of an uploaded backup (PocketBase has none; the body is held in memory)
 _NAME: Final = re.compile(r"[a-z0-9_-]+\.zip")
@@ -242,6 +243,21 @@ class Backups:
             except (StoreError, ArchiveError, OSError) as err:
                 raise ApiError(400, f"Failed to restore the backup: {err}") from err
         request.proto.response_empty(204, [])
+
+
+def may_authenticate(tenant: Tenant, authorization: str | None) -> bool:
+    """False when the header authenticates nobody whatever the database holds (none, malformed, expired, not
+    an auth token, an unknown collection): the request is a guest's, answered 401 (as the handler would)
+    before an upload's body is read, so that guests cannot make the node read 512 MiB bodies. The rest
+    (the signature, the record) is the handler's."""
+    token = (authorization or "").strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    try:
+        claims = auth.peek_token_claims(token)
+    except auth.TokenError:
+        return False
+    return claims.get("type") == "auth" and tenant.collection_by_id(claims["collectionId"]) is not None
 
 
 def _superuser_file_token(request: TenantRequest, token: str) -> bool:
