@@ -257,7 +257,8 @@ class WorkerServing:
     async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         if self._main_serves(tenant_id, path, scope):
             self._count(WorkerCounter.HANDED_OVER)
-            await self.link.hand_over(scope, proto, current_request_id.get())
+            await self.link.hand_over(scope, proto, current_request_id.get(),
+                                      long_lived=path == REALTIME_PATH and scope.method == "GET")
             return
         entry = await self._admit(tenant_id, epoch)
         flags = entry[_FLAGS]
