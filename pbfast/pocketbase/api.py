@@ -20,8 +20,10 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
-from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_impersonate,
-                                    record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
+from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_email_change,
+                                    record_auth_impersonate, record_auth_methods, record_auth_otp,
+                                    record_auth_password_reset, record_auth_verification, records, settings,
+                                    settings_test_email, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -73,9 +75,17 @@ class TenantApi:
         add("POST", "/api/collections/{collection}/request-otp", record_auth_otp.request_otp)
         add("POST", "/api/collections/{collection}/auth-with-otp", record_auth_otp.auth_with_otp)
         add("POST", "/api/collections/{collection}/impersonate/{id}", record_auth_impersonate.impersonate)
+        for name, handler in (("request-verification", record_auth_verification.request_verification),
+                              ("confirm-verification", record_auth_verification.confirm_verification),
+                              ("request-password-reset", record_auth_password_reset.request_password_reset),
+                              ("confirm-password-reset", record_auth_password_reset.confirm_password_reset),
+                              ("request-email-change", record_auth_email_change.request_email_change),
+                              ("confirm-email-change", record_auth_email_change.confirm_email_change)):
+            add("POST", "/api/collections/{collection}/" + name, handler)
         add("GET", "/api/settings", settings.settings_list)
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
+        add("POST", "/api/settings/test/email", settings_test_email.settings_test_email)
         add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
