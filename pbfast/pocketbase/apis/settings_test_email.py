@@ -53,7 +53,9 @@ def settings_test_email(request: TenantRequest) -> None:
     try:
         mails.deliver(settings, _mail(settings, collection, record, form["template"], form["email"]))
     except mails.MailError as err:
-        raise ApiError(400, f"{FAILED} Raw error: \n{err}") from err
+        message = f"{FAILED} Raw error: \n{err}".rstrip()
+        # PocketBase's errors end as sentences
+        raise ApiError(400, message if message.endswith((".", "!", "?")) else message + ".") from err
     request.proto.response_empty(204, [])
 
 
