@@ -13,6 +13,7 @@ where ``run`` puts them (the node's database scheduler: one job per tenant at a 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -22,8 +23,8 @@ from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, S
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_email_change,
                                     record_auth_impersonate, record_auth_methods, record_auth_otp,
-                                    record_auth_password_reset, record_auth_verification, records, settings,
-                                    settings_test_email, settings_test_s3)
+                                    record_auth_password_reset, record_auth_verification, record_auth_with_oauth2,
+                                    records, settings, settings_test_email, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -82,6 +83,11 @@ class TenantApi:
                               ("request-email-change", record_auth_email_change.request_email_change),
                               ("confirm-email-change", record_auth_email_change.confirm_email_change)):
             add("POST", "/api/collections/{collection}/" + name, handler)
+        add("POST", "/api/collections/{collection}/auth-with-oauth2", record_auth_with_oauth2.auth_with_oauth2)
+        # Network work a handler needs before its database work, done on a thread of its own (holding neither
+        # the event loop nor the tenant's database turn).
+        self.network_steps: dict[Handler, Handler] = {
+            record_auth_with_oauth2.auth_with_oauth2: record_auth_with_oauth2.exchange_code}
         add("GET", "/api/settings", settings.settings_list)
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
@@ -111,6 +117,18 @@ class TenantApi:
                     send_error(proto, err.status, err.message, err.data, err.headers)
                     return
                 request.raw_body = None
+        network_step = self.network_steps.get(handler)
+        if network_step is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(record_auth_with_oauth2.PROVIDER_THREADS,
+                                                                 network_step, request)
+            except ApiError as err:
+                send_error(proto, err.status, err.message, err.data, err.headers)
+                return
+            except Exception as err:  # noqa: BLE001 - answer, log, stay up
+                log.error("tenant %s: %s %s failed: %r", tenant.id, scope.method, path, err, exc_info=err)
+                send_error(proto, 500, BAD_REQUEST)
+                return
 
         def work() -> None:
             self._run(handler, request, time_limit)
