@@ -24,7 +24,7 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_email_change,
                                     record_auth_impersonate, record_auth_methods, record_auth_otp,
                                     record_auth_password_reset, record_auth_verification, record_auth_with_oauth2,
-                                    records, settings, settings_test_email, settings_test_s3)
+                                    record_auth_with_oauth2_redirect, records, settings, settings_test_email, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -88,6 +88,13 @@ class TenantApi:
         # the event loop nor the tenant's database turn).
         self.network_steps: dict[Handler, Handler] = {
             record_auth_with_oauth2.auth_with_oauth2: record_auth_with_oauth2.exchange_code}
+        def oauth2_redirect(request: TenantRequest) -> None:
+            record_auth_with_oauth2_redirect.oauth2_redirect(self.realtime, request)
+
+        add("GET", "/api/oauth2-redirect", oauth2_redirect)
+        add("POST", "/api/oauth2-redirect", oauth2_redirect)
+        # Handlers without database work that touch the realtime clients: answered on the event loop.
+        self.loop_handlers: set[Handler] = {oauth2_redirect}
         add("GET", "/api/settings", settings.settings_list)
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
@@ -129,6 +136,15 @@ class TenantApi:
                 log.error("tenant %s: %s %s failed: %r", tenant.id, scope.method, path, err, exc_info=err)
                 send_error(proto, 500, BAD_REQUEST)
                 return
+
+        if handler in self.loop_handlers:
+            try:
+                handler(request)
+            except ApiError as err:
+                send_error(proto, err.status, err.message, err.data, err.headers)
+                return
+            held.replay(proto)
+            return
 
         def work() -> None:
             self._run(handler, request, time_limit)

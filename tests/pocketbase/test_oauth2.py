@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from fixture_data import CLIENT1
 from oidc_provider import OidcProvider, oidc_provider
 from pbharness import Backend
+from sseclient import RawRealtimeClient
 from test_differential import fixture_ids
 
 CLIENTS, USERS = "/api/collections/clients", "/api/collections/users"
@@ -140,7 +142,40 @@ def _flow(backend: Backend, provider: OidcProvider) -> list[tuple[str, int, Any]
             ("missing collection", "/api/collections/missing/auth-with-oauth2", {"provider": "oidc", "code": "x"})):
         flow.call(name, path, body)
     assert alice.get("record", {}).get("email") == "alice@example.com", alice
+    _redirect_flow(flow)
     return flow.outcomes
+
+
+def _redirect_flow(flow: Flow) -> None:
+    """The SDKs' all-in-one login: a realtime client subscribed to ``@oauth2`` whose id is the OAuth2 state;
+    the provider sends the browser to ``/api/oauth2-redirect``, which hands the code to that client."""
+    backend = flow.backend
+    realtime = RawRealtimeClient(backend.url).connect()
+    try:
+        flow.outcomes.append(("subscribe", realtime.subscribe(["@oauth2"]).status_code, None))
+        methods = httpx.get(f"{backend.url}{CLIENTS}/auth-methods", timeout=30).json()
+        link = next(p for p in methods["oauth2"]["providers"] if p["name"] == "oidc")
+        redirect = f"{backend.url}/api/oauth2-redirect"
+        url = urlsplit(link["authURL"] + redirect)
+        query = dict(parse_qsl(url.query)) | {"state": realtime.client_id, "login_hint": "alice"}
+        consent = httpx.get(url._replace(query=urlencode(query)).geturl(), timeout=10)
+        assert consent.status_code == 302, consent.text
+        landed = httpx.get(consent.headers["location"], timeout=30)  # the browser, back at the server
+        # stock PocketBase redirects to its dashboard's page (307), a tenant (no dashboard) answers its text
+        flow.outcomes.append(("redirect", landed.status_code in (200, 307), "fail" in (
+            landed.headers.get("location", "") + landed.text).lower()))
+        events = realtime.wait_events(1)
+        assert events and events[0].name == "@oauth2", events
+        message = events[0].data
+        flow.outcomes.append(("@oauth2", 0, sorted(message) + [message["state"] == realtime.client_id]))
+        flow.call("login with the redirected code", f"{CLIENTS}/auth-with-oauth2",
+                  {"provider": "oidc", "code": message["code"], "codeVerifier": link["codeVerifier"],
+                   "redirectURL": redirect})
+        again = httpx.get(f"{redirect}?state={realtime.client_id}&code=x", timeout=30, follow_redirects=False)
+        flow.outcomes.append(("redirect again: unsubscribed", 0, "fail" in (again.headers.get("location", "")
+                                                                             + again.text).lower()))
+    finally:
+        realtime.close()
 
 
 def test_oauth2_login_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Backend,
@@ -158,6 +193,7 @@ def test_oauth2_login_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Ba
     assert outcome["its old password"][0] == 400
     assert outcome["mfa first factor"][0] == 401 and outcome["mfa: oauth2 completes it"][0] == 200
     assert outcome["invalid createData"][1]["message"] == "Failed to create record."
+    assert outcome["login with the redirected code"][0] == 200 and outcome["redirect again: unsubscribed"][1] is True
     # pbfast sent the provider what stock PocketBase sent (the same token requests, PKCE verifiers included)
     sent = [(m, p, sorted(f)) for m, p, f in provider.requests[requests_of_stock:] if p == "/token"]
     assert sent == [(m, p, sorted(f)) for m, p, f in provider.requests[:requests_of_stock] if p == "/token"]
