@@ -4,8 +4,8 @@
   consent, answered as a browser would see it (302 to ``redirect_uri`` with ``code`` and ``state``);
   ``login_hint`` names one of :attr:`OidcProvider.users`.
 - ``POST /token``: the code exchanged, the client authenticated (HTTP Basic or form) and the PKCE verifier
-  checked against the challenge; answers an access token, a refresh token and a (HS256, unchecked by the
-  servers under test) ``id_token`` with the user's claims.
+  checked against the challenge; answers an access token, a refresh token and an ``id_token`` with the user's
+  claims, signed RS256 with the key published at ``GET /jwks`` (the user named ``forged`` gets a bad signature).
 - ``GET /userinfo`` with ``Authorization: Bearer <access token>``: the user's claims (401 for the user
   named ``broken``).
 Every request is logged in :attr:`OidcProvider.requests`.
@@ -26,8 +26,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 CLIENT_ID, CLIENT_SECRET = "test-client", "test-secret"
+KEY_ID = "test-key"
+_SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @dataclass
@@ -45,11 +49,15 @@ class OidcProvider:
     access: dict[str, str] = field(default_factory=dict)  # access token -> user
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # method, path, form/query
 
-    def provider_config(self, name: str = "oidc", *, user_info: bool = True) -> dict[str, Any]:
-        """An auth collection's provider entry pointing here."""
-        return {"name": name, "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "authURL": f"{self.url}/authorize",
-                "tokenURL": f"{self.url}/token", "userInfoURL": f"{self.url}/userinfo" if user_info else "",
-                "displayName": "Test ID"}
+    def provider_config(self, name: str = "oidc", *, user_info: bool = True, jwks: bool = False) -> dict[str, Any]:
+        """An auth collection's provider entry pointing here (``jwks``: id_tokens checked with the keys here)."""
+        config: dict[str, Any] = {
+            "name": name, "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "authURL": f"{self.url}/authorize",
+            "tokenURL": f"{self.url}/token", "userInfoURL": f"{self.url}/userinfo" if user_info else "",
+            "displayName": "Test ID"}
+        if jwks:
+            config["extra"] = {"jwksURL": f"{self.url}/jwks", "issuers": [self.url]}
+        return config
 
     def consent(self, auth_url: str, user: str, redirect_uri: str = "https://app.example.com/cb") -> str:
         """The code the provider gives after ``user`` approved the login link ``auth_url``."""
@@ -65,12 +73,22 @@ def _claims(provider: OidcProvider, user: str) -> dict[str, Any]:
     return {**provider.users[user], "aud": CLIENT_ID, "iss": provider.url, "iat": now, "exp": now + 600}
 
 
-def _id_token(claims: dict[str, Any]) -> str:
-    def part(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    header = part(orjson.dumps({"alg": "HS256", "typ": "JWT"}))
-    return f"{header}.{part(orjson.dumps(claims))}.{part(b'unchecked')}"
+
+def _id_token(claims: dict[str, Any], *, forged: bool = False) -> str:
+    header = _b64(orjson.dumps({"alg": "RS256", "kid": KEY_ID, "typ": "JWT"}))
+    signed = f"{header}.{_b64(orjson.dumps(claims))}"
+    signature = _SIGNING_KEY.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signed}.{_b64(signature[::-1] if forged else signature)}"
+
+
+def _jwks() -> dict[str, Any]:
+    numbers = _SIGNING_KEY.public_key().public_numbers()
+    return {"keys": [{"kty": "RSA", "kid": KEY_ID, "use": "sig", "alg": "RS256",
+                      "n": _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+                      "e": _b64(numbers.e.to_bytes(3, "big"))}]}
 
 
 def _handler(provider: OidcProvider) -> type[BaseHTTPRequestHandler]:
@@ -102,6 +120,8 @@ def _handler(provider: OidcProvider) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Location", location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            elif url.path == "/jwks":
+                self._json(200, _jwks())
             elif url.path == "/userinfo":
                 token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
                 user = provider.access.get(token)
@@ -137,7 +157,7 @@ def _handler(provider: OidcProvider) -> type[BaseHTTPRequestHandler]:
             provider.access[access] = grant.user
             self._json(200, {"access_token": access, "token_type": "bearer", "expires_in": 3600,
                              "refresh_token": secrets.token_urlsafe(24),
-                             "id_token": _id_token(_claims(provider, grant.user))})
+                             "id_token": _id_token(_claims(provider, grant.user), forged=grant.user == "forged")})
 
     return Handler
 

@@ -34,6 +34,8 @@ PROVIDER_USERS: dict[str, dict[str, Any]] = {
     "numeric": {"sub": 12345, "email": "n@example.com", "email_verified": True},
     "newbie": {"sub": "newbie-1", "email": "newbie@example.com", "email_verified": True},
     "second": {"sub": "second-1", "email": "test2@example.com", "email_verified": True},
+    "signed": {"sub": "signed-1", "email": "signed@example.com", "email_verified": True, "name": "Signed"},
+    "forged": {"sub": "forged-1", "email": "forged@example.com", "email_verified": True},
 }
 _GENERATED_USERNAME = re.compile(r"^users\d{5,6}$")  # the fixture's autogenerate pattern
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -105,7 +107,8 @@ def _flow(backend: Backend, provider: OidcProvider) -> list[tuple[str, int, Any]
     flow = Flow(backend, provider)
     flow.superuser("PATCH", CLIENTS, {"createRule": "", "oauth2": {
         "enabled": True, "mappedFields": {"name": "name", "username": "username"},
-        "providers": [provider.provider_config("oidc"), provider.provider_config("oidc2", user_info=False)]}})
+        "providers": [provider.provider_config("oidc"), provider.provider_config("oidc2", user_info=False),
+                      provider.provider_config("oidc3", user_info=False, jwks=True)]}})
     flow.superuser("PATCH", USERS, {"oauth2": {"providers": [provider.provider_config("oidc")]}})
 
     alice = flow.login("sign-up", CLIENTS, "oidc", "alice", create_data={"emailVisibility": True})
@@ -119,6 +122,8 @@ def _flow(backend: Backend, provider: OidcProvider) -> list[tuple[str, int, Any]
     flow.login("linked to the logged-in record", CLIENTS, "oidc2", "linker", token=CLIENT1["Authorization"])
     flow.login("that link logs in", CLIENTS, "oidc2", "linker")
     flow.login("another provider: a new record", CLIENTS, "oidc", "linker")
+    flow.login("id_token signed with the published key", CLIENTS, "oidc3", "signed")
+    flow.login("id_token with a bad signature", CLIENTS, "oidc3", "forged")
     flow.login("numeric sub", CLIENTS, "oidc", "numeric")
     flow.login("invalid createData", CLIENTS, "oidc", "newbie", create_data={"email": "bad", "name": 5})
     flow.login("user info refused", CLIENTS, "oidc", "broken")
@@ -193,6 +198,8 @@ def test_oauth2_login_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Ba
     assert outcome["its old password"][0] == 400
     assert outcome["mfa first factor"][0] == 401 and outcome["mfa: oauth2 completes it"][0] == 200
     assert outcome["invalid createData"][1]["message"] == "Failed to create record."
+    assert outcome["id_token signed with the published key"][0] == 200
+    assert outcome["id_token with a bad signature"][1]["message"] == "Failed to fetch OAuth2 user."
     assert outcome["login with the redirected code"][0] == 200 and outcome["redirect again: unsubscribed"][1] is True
     # pbfast sent the provider what stock PocketBase sent (the same token requests, PKCE verifiers included)
     sent = [(m, p, sorted(f)) for m, p, f in provider.requests[requests_of_stock:] if p == "/token"]
