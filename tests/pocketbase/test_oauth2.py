@@ -20,6 +20,8 @@ from oidc_provider import OidcProvider, oidc_provider
 from pbharness import Backend
 from sseclient import RawRealtimeClient
 from test_differential import fixture_ids
+from test_email_flows import _link
+from test_otp import Inbox, inbox  # noqa: F401 - the fixture, by name
 
 CLIENTS, USERS = "/api/collections/clients", "/api/collections/users"
 REDIRECT = "https://app.example.com/cb"
@@ -215,3 +217,27 @@ def test_provider_on_loopback_refused_without_the_egress_permission(pbfast_fixtu
     answer = flow.login("refused", CLIENTS, "oidc", "alice")
     assert answer == {"data": {}, "message": "Failed to fetch OAuth2 token.", "status": 400}
     assert [r for r in provider.requests if r[1] == "/token"] == []
+
+
+def test_python_sdk_oauth2_and_password_reset(egress_tenant: Backend, provider: OidcProvider,
+                                              inbox: tuple[Inbox, int]) -> None:  # noqa: F811 - the fixture
+    """The Python ``pocketbase`` SDK through the gateway: an OAuth2 code login (the SDK sends the legacy
+    ``redirectUrl``), then a password reset followed from the mail to a login with the new password."""
+    from pocketbase import PocketBase  # the SDK under test
+
+    mails, port = inbox
+    flow = Flow(egress_tenant, provider)
+    flow.superuser("PATCH", CLIENTS, {"createRule": "", "oauth2": {"enabled": True,
+                                                                   "providers": [provider.provider_config("oidc")]}})
+    flow.superuser("PATCH", "/api/settings", {"smtp": {"enabled": True, "host": "127.0.0.1", "port": port}})
+    sdk = PocketBase(egress_tenant.url)
+    code, verifier = flow.code(CLIENTS, "oidc", "newbie")
+    login = sdk.collection("clients").auth_with_oauth2("oidc", code, verifier, REDIRECT, {"name": "via sdk"})
+    assert login.record.email == "newbie@example.com" and login.meta["isNew"] is True  # type: ignore[attr-defined]
+    assert sdk.auth_store.token == login.token
+
+    assert sdk.collection("clients").request_password_reset("newbie@example.com") is True
+    token = _link(mails.wait(1))[1]
+    assert sdk.collection("clients").confirm_password_reset(token, "sdk-password-1", "sdk-password-1") is True
+    again = sdk.collection("clients").auth_with_password("newbie@example.com", "sdk-password-1")
+    assert again.record.id == login.record.id
