@@ -89,6 +89,7 @@ class TenantApi:
         # the event loop nor the tenant's database turn).
         self.network_steps: dict[Handler, Handler] = {
             record_auth_with_oauth2.auth_with_oauth2: record_auth_with_oauth2.exchange_code}
+
         def oauth2_redirect(request: TenantRequest) -> None:
             record_auth_with_oauth2_redirect.oauth2_redirect(self.realtime, request)
 
