@@ -185,8 +185,8 @@ def _redirect_flow(flow: Flow) -> None:
         realtime.close()
 
 
-def test_oauth2_login_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Backend,
-                                    provider: OidcProvider) -> None:
+def test_oauth2_login_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Backend, provider: OidcProvider,
+                                    inbox: tuple[Inbox, int]) -> None:  # noqa: F811 - the fixture
     expected = _flow(stock_pocketbase, provider)
     requests_of_stock = len(provider.requests)
     got = _flow(egress_tenant, provider)
@@ -206,26 +206,15 @@ def test_oauth2_login_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Ba
     # pbfast sent the provider what stock PocketBase sent (the same token requests, PKCE verifiers included)
     sent = [(m, p, sorted(f)) for m, p, f in provider.requests[requests_of_stock:] if p == "/token"]
     assert sent == [(m, p, sorted(f)) for m, p, f in provider.requests[:requests_of_stock] if p == "/token"]
+    _python_sdk_flow(egress_tenant, provider, inbox)
 
 
-def test_provider_on_loopback_refused_without_the_egress_permission(pbfast_fixture_tenant: Backend,
-                                                                     provider: OidcProvider) -> None:
-    """A tenant's provider URLs may not point at the node itself: nothing is sent, the login fails as an
-    unreachable provider does."""
-    flow = Flow(pbfast_fixture_tenant, provider)
-    flow.superuser("PATCH", CLIENTS, {"oauth2": {"enabled": True, "providers": [provider.provider_config()]}})
-    answer = flow.login("refused", CLIENTS, "oidc", "alice")
-    assert answer == {"data": {}, "message": "Failed to fetch OAuth2 token.", "status": 400}
-    assert [r for r in provider.requests if r[1] == "/token"] == []
-
-
-def test_python_sdk_oauth2_and_password_reset(egress_tenant: Backend, provider: OidcProvider,
-                                              inbox: tuple[Inbox, int]) -> None:  # noqa: F811 - the fixture
+def _python_sdk_flow(egress_tenant: Backend, provider: OidcProvider, smtp: tuple[Inbox, int]) -> None:
     """The Python ``pocketbase`` SDK through the gateway: an OAuth2 code login (the SDK sends the legacy
     ``redirectUrl``), then a password reset followed from the mail to a login with the new password."""
     from pocketbase import PocketBase  # the SDK under test
 
-    mails, port = inbox
+    mails, port = smtp
     flow = Flow(egress_tenant, provider)
     flow.superuser("PATCH", CLIENTS, {"createRule": "", "oauth2": {"enabled": True,
                                                                    "providers": [provider.provider_config("oidc")]}})
@@ -241,3 +230,14 @@ def test_python_sdk_oauth2_and_password_reset(egress_tenant: Backend, provider: 
     assert sdk.collection("clients").confirm_password_reset(token, "sdk-password-1", "sdk-password-1") is True
     again = sdk.collection("clients").auth_with_password("newbie@example.com", "sdk-password-1")
     assert again.record.id == login.record.id
+
+
+def test_provider_on_loopback_refused_without_the_egress_permission(pbfast_fixture_tenant: Backend,
+                                                                     provider: OidcProvider) -> None:
+    """A tenant's provider URLs may not point at the node itself: nothing is sent, the login fails as an
+    unreachable provider does."""
+    flow = Flow(pbfast_fixture_tenant, provider)
+    flow.superuser("PATCH", CLIENTS, {"oauth2": {"enabled": True, "providers": [provider.provider_config()]}})
+    answer = flow.login("refused", CLIENTS, "oidc", "alice")
+    assert answer == {"data": {}, "message": "Failed to fetch OAuth2 token.", "status": 400}
+    assert [r for r in provider.requests if r[1] == "/token"] == []
