@@ -13,6 +13,7 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase import records, search
 from pbfast.pocketbase.apis.expand import expand_items
 from pbfast.pocketbase.apis.form_body import FormBody, check_uploads, record_form_body
+from pbfast.pocketbase.oauth2.providers import random_string
 from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
@@ -91,6 +92,10 @@ def create_record(request: TenantRequest) -> None:
     collection, body, superuser, form = _write_context(request)
     _deny_null_rule(request, collection.createRule)
     check_uploads(collection, form)
+    if request.info_context == "oauth2" and collection.type == "auth" and "password" not in body:
+        # an OAuth2 sign-up without a password gets a random one (PocketBase's recordCreate)
+        password = random_string(30)
+        body = {**body, "password": password, "passwordConfirm": password}
     data = records.resolve_modifiers(collection, body, None)
     if not superuser:
         data = records.strip_hidden(collection, data)

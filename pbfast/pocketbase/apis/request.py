@@ -70,7 +70,8 @@ class Auth:
 class TenantRequest(Request):
     """A request to one tenant, with its auth state resolved lazily from ``Authorization``."""
 
-    __slots__ = ("_auth", "_auth_done", "bound_body", "deferred_changes", "info_context", "raw_body", "tenant")
+    __slots__ = ("_auth", "_auth_done", "bound_body", "deferred_changes", "info_context", "prepared", "raw_body",
+                 "tenant")
 
     def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str], tenant: Tenant) -> None:
         super().__init__(scope, proto, path, params)
@@ -83,6 +84,8 @@ class TenantRequest(Request):
         self.info_context = "default"  # @request.context ("batch" for a batch's items)
         # Record changes for realtime held until the transaction commits (a batch's items), else None.
         self.deferred_changes: list[tuple[str, Collection, Row]] | None = None
+        # What a handler's network step found before its database work (see TenantApi.handle).
+        self.prepared: object | None = None
 
     def share_auth(self, other: TenantRequest) -> None:
         """Take ``other``'s auth state (a batch's items are made as the batch request)."""

@@ -127,6 +127,10 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         email_changed = not is_new and "email" in values
         if collection.field("tokenKey") is not None and (is_new or password_changed or email_changed):
             values["tokenKey"] = new_token_key()
+        verified_upgrade = not is_new and bool(values.get("verified")) and not existing.get("verified")  # type: ignore[union-attr]
+        if verified_upgrade and collection.field("tokenKey") is not None and _has_external_auths(tenant, collection,
+                                                                                                  existing):
+            values["tokenKey"] = new_token_key()  # PocketBase ends the sessions of the links it drops below
     table = quote(collection.name)
     try:
         with write_transaction(tenant.conn):
@@ -143,15 +147,34 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
                     assignments = ", ".join(f"{quote(c)} = ?" for c in values)
                     tenant.conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",
                                         [*values.values(), record_id])
-                if password_changed and tenant.collection("_mfas") is not None:
-                    # a new password ends the record's MFA sessions (PocketBase's registerMFAHooks)
-                    tenant.conn.execute('DELETE FROM "_mfas" WHERE collectionRef = ? AND recordRef = ?',
-                                        (collection.id, record_id))
+                if is_auth:
+                    _after_auth_update(tenant, collection, record_id, password_changed=password_changed,
+                                       token_key_changed="tokenKey" in values, verified_upgrade=verified_upgrade)
     except apsw.ConstraintError as err:
         raise RecordValidationError(_unique_violation(collection, str(err), values)) from err
     stored = load_row(tenant, collection, record_id)
     assert stored is not None
     return stored
+
+
+def _has_external_auths(tenant: Tenant, collection: Collection, existing: dict[str, Any] | None) -> bool:
+    if existing is None or tenant.collection("_externalAuths") is None:
+        return False
+    return any(tenant.conn.execute('SELECT 1 FROM "_externalAuths" WHERE collectionRef = ? AND recordRef = ? LIMIT 1',
+                                   (collection.id, existing["id"])))
+
+
+def _after_auth_update(tenant: Tenant, collection: Collection, record_id: str, *, password_changed: bool,
+                       token_key_changed: bool, verified_upgrade: bool) -> None:
+    """PocketBase's hooks on an auth record's update, in the same transaction: a new password ends its MFA
+    sessions and forgets its login origins, a new ``tokenKey`` voids its unused OTPs, and becoming verified
+    drops the OAuth2 links made while it was not (they may be an attacker's)."""
+    cleanups = (("_mfas", password_changed), ("_authOrigins", password_changed), ("_otps", token_key_changed),
+                ("_externalAuths", verified_upgrade))
+    for table, applies in cleanups:
+        if applies and tenant.collection(table) is not None:
+            tenant.conn.execute(f"DELETE FROM {quote(table)} WHERE collectionRef = ? AND recordRef = ?",
+                                (collection.id, record_id))
 
 
 def _check_relation_records(tenant: Tenant, field: RelationField, prepared: Any) -> None:
