@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
+from pbfast.pocketbase.filesystem import StorageError, adopt_local_storage
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas, TenantCache
@@ -129,6 +130,10 @@ class TenantPool:
         tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True, DEFAULT_LIMITS,
                                          self.ownership.max_bytes(slot))
         tenant.shared_schema = self.shared is not None  # the workers change its collections
+        try:  # a PocketBase data dir put here (an import) brings its files: they go to the object store
+            await asyncio.to_thread(adopt_local_storage, tenant)
+        except (OSError, StorageError) as err:
+            log.error("tenant %s: its storage/ could not be moved to the object store yet: %s", tenant_id, err)
         try:
             self.checkpoints.leave_to_litestream(tenant)
             # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere

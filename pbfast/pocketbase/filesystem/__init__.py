@@ -1,0 +1,202 @@
+"""Tenants' files (PocketBase's ``pb_data/storage``): where they live, how they are read through the node's
+cache, and the writes and deletes a record save or delete leaves to do once its transaction ends.
+
+Layout: PocketBase's own under ``storage/`` — ``{collectionId}/{recordId}/{filename}``, thumbs in
+``{collectionId}/{recordId}/thumbs_{filename}/{size}_{filename}`` — below the tenant's prefix in the
+object store the node is configured with (:func:`configure`): ``tenants/{id}/storage/`` in the replica
+bucket or the local replica directory. Files are not tied to an incarnation: a point-in-time restore (a new
+incarnation seeded from an earlier one) and a move find them where they are, without copying. Without a
+configured store (a bare :class:`~pbfast.pocketbase.tenant.Tenant`), files live in ``<tenant dir>/storage``.
+
+Deletes run after the transaction that made them obsolete commits (uploads of a transaction that rolls
+back are deleted), on a small background pool: a failure is logged, the request has been answered.
+
+Thread-safety: every call blocks on disk or network; callers run them on worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from pbfast.logs import component_logger
+from pbfast.pocketbase.filesystem.cache import FileCache
+from pbfast.pocketbase.filesystem.store import (LocalObjectStore, ObjectStore, S3ObjectStore, StorageError,
+                                                StoredObject, check_key)
+
+if TYPE_CHECKING:
+    from pbfast.pocketbase.tenant import Tenant
+
+__all__ = ["FileChanges", "ObjectStore", "StorageError", "StoredObject", "TenantFiles", "adopt_local_storage",
+           "configure", "configure_from", "files_of", "wait_for_deletes"]
+
+log = component_logger("Files")
+
+STORAGE_DIR: Final = "storage"
+ATTRS_SUFFIX: Final = ".attrs"  # PocketBase's local store keeps each file's metadata beside it
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    store: ObjectStore
+    cache: FileCache | None
+
+
+_config: _Config | None = None
+_files: weakref.WeakKeyDictionary[Tenant, TenantFiles] = weakref.WeakKeyDictionary()
+_files_lock = threading.Lock()
+_deleter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pbfast-files")
+_pending_deletes: set[object] = set()
+
+
+def configure(store: ObjectStore | None, cache: FileCache | None = None) -> None:
+    """Where this process keeps tenants' files (None: each tenant's own ``storage/`` directory)."""
+    global _config
+    _config = _Config(store, cache) if store is not None else None
+    with _files_lock:
+        _files.clear()
+
+
+def configure_from(data_dir: Path, s3_bucket: str, s3_endpoint: str | None, cache_bytes: int,
+                   region: str = "us-east-1", cache_name: str = "file-cache") -> None:
+    """The node's files: beside its replicas (the S3 bucket with an endpoint, else ``<data-dir>/replica``),
+    read through a cache of ``cache_bytes`` in ``<data-dir>/<cache_name>``."""
+    store: ObjectStore = (S3ObjectStore(s3_bucket, s3_endpoint, region) if s3_endpoint
+                          else LocalObjectStore(data_dir / "replica"))
+    configure(store, FileCache(data_dir / cache_name, cache_bytes) if cache_bytes > 0 else None)
+
+
+class TenantFiles:
+    """One tenant's files: paths are PocketBase's (relative to ``storage/``)."""
+
+    def __init__(self, store: ObjectStore, prefix: str, cache: FileCache | None) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.cache = cache
+
+    def _key(self, path: str) -> str:
+        return check_key(self.prefix + path)
+
+    def read(self, path: str) -> StoredObject | None:
+        """The file at ``path`` (from the cache when there), or None. Raises :class:`StorageError`."""
+        key = self._key(path)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return hit
+        found = self.store.read(key)
+        if found is not None and self.cache is not None:
+            self.cache.put(key, found)
+        return found
+
+    def write(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+        self.store.write(key, data)
+        if self.cache is not None:
+            self.cache.drop(key)
+
+    def delete(self, path: str) -> None:
+        """Delete a file and its thumbs."""
+        key = self._key(path)
+        self.store.delete(key)
+        directory, _, name = path.rpartition("/")
+        self.delete_prefix(f"{directory}/thumbs_{name}/")
+        if self.cache is not None:
+            self.cache.drop(key)
+
+    def delete_prefix(self, path: str) -> None:
+        key = self._key(path.rstrip("/")) + "/"
+        self.store.delete_prefix(key)
+        if self.cache is not None:
+            self.cache.drop_prefix(key)
+
+    def paths(self) -> list[str]:
+        """Every file of the tenant (relative to ``storage/``; thumbs included)."""
+        if self.prefix:
+            return [key[len(self.prefix):] for key in self.store.keys(self.prefix)]
+        root = self.store.root if isinstance(self.store, LocalObjectStore) else None
+        if root is None or not root.is_dir():
+            return []
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                      if p.is_file() and not p.name.startswith(".upload-"))
+
+
+def files_of(tenant: Tenant) -> TenantFiles:
+    """The files of ``tenant`` in this process's configured store."""
+    found = _files.get(tenant)
+    if found is not None:
+        return found
+    with _files_lock:
+        found = _files.get(tenant)
+        if found is None:
+            config = _config
+            if config is None:
+                found = TenantFiles(LocalObjectStore(tenant.directory / STORAGE_DIR), "", None)
+            else:
+                found = TenantFiles(config.store, f"tenants/{tenant.id}/{STORAGE_DIR}/", config.cache)
+            _files[tenant] = found
+    return found
+
+
+def adopt_local_storage(tenant: Tenant) -> int:
+    """Move the files of a PocketBase data dir placed in the tenant's directory (an import, a copied
+    ``pb_data``) into the configured store, then remove the local ``storage/``; returns the files moved.
+    Nothing to do without a configured store."""
+    local = tenant.directory / STORAGE_DIR
+    if _config is None or not local.is_dir():
+        return 0
+    files = files_of(tenant)
+    moved = 0
+    for path in sorted(local.rglob("*")):
+        if not path.is_file() or path.name.endswith(ATTRS_SUFFIX) or path.name.startswith(".upload-"):
+            continue
+        files.write(str(path.relative_to(local)), path.read_bytes())
+        moved += 1
+    LocalObjectStore(tenant.directory).delete_prefix(STORAGE_DIR)
+    if moved:
+        log.info("tenant %s: %d files moved from its data dir into the object store", tenant.id, moved)
+    return moved
+
+
+@dataclass(slots=True)
+class FileChanges:
+    """The file writes of one request (a batch: of all its items) and the deletes they make due: uploads
+    are undone if the transaction rolls back; obsolete files go once it commits."""
+
+    uploaded: list[tuple[TenantFiles, str]] = field(default_factory=list)
+    obsolete: list[tuple[TenantFiles, str]] = field(default_factory=list)  # a path, or a prefix ending in /
+
+    def committed(self) -> None:
+        _delete_later(self.obsolete)
+        self.uploaded, self.obsolete = [], []
+
+    def rolled_back(self) -> None:
+        _delete_later(self.uploaded)
+        self.uploaded, self.obsolete = [], []
+
+
+def _delete_later(paths: list[tuple[TenantFiles, str]]) -> None:
+    if not paths:
+        return
+
+    def run() -> None:
+        for files, path in paths:
+            try:
+                if path.endswith("/"):
+                    files.delete_prefix(path)
+                else:
+                    files.delete(path)
+            except StorageError as err:
+                log.warning("deleting %s%s failed (left behind): %s", files.prefix, path, err)
+
+    future = _deleter.submit(run)
+    _pending_deletes.add(future)
+    future.add_done_callback(_pending_deletes.discard)
+
+
+def wait_for_deletes(timeout: float = 10.0) -> None:
+    """Wait for the background deletes submitted so far (tests, shutdown)."""
+    for future in list(_pending_deletes):
+        future.result(timeout)  # type: ignore[attr-defined]
