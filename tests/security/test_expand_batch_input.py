@@ -5,7 +5,7 @@ Real processes on loopback: an all-in-one serving two tenants made from PocketBa
 settings have batch on): ``fixture``, and ``limited`` with a 0.5 s request time limit. Where PocketBase
 answers the same request, the differential scenarios (``tests/pocketbase/scenarios_*.py``) compare with
 the real binary; these are the cases where pbfast must differ (PocketBase answers 500, or would run out of
-memory) or that only pbfast has (time limits, uploads not built yet).
+memory) or that only pbfast has (time limits, the reach of upload names and file routes).
 """
 
 from __future__ import annotations
@@ -124,19 +124,16 @@ def test_a_null_request_is_a_validation_error(tenants: Tenants) -> None:
                                                "url": {"code": "validation_required", "message": "Cannot be blank."}}}}
 
 
-def test_files_in_a_batch_are_refused_until_uploads_land(tenants: Tenants) -> None:
-    """What the JS SDK sends for ``pb.createBatch()`` with a File: answered 400 before anything runs."""
-    payload = {"requests": [{"method": "POST", "url": "/api/collections/demo2/records",
-                             "body": {"title": "batch_upload"}}]}
-    answer = httpx.post(f"{tenants.fixture}/api/batch", files={
-        "@jsonPayload": (None, json.dumps(payload)), "requests.0.file": ("a.txt", b"hello", "text/plain")})
-    body = _error(answer, 400)
-    assert "not supported yet" in str(body["message"]), body
-    assert _titles(tenants.fixture, tenants.superuser, "batch_upload") == []
-    # the same batch without the file goes through
-    answer = httpx.post(f"{tenants.fixture}/api/batch", files={"@jsonPayload": (None, json.dumps(payload))})
+def test_files_in_a_batch_are_stored_with_their_record(tenants: Tenants) -> None:
+    """What the JS SDK sends for ``pb.createBatch()`` with a File: the file is stored and served."""
+    payload = {"requests": [{"method": "POST", "url": "/api/collections/demo1/records",
+                             "body": {"text": "batch_upload"}}]}
+    answer = httpx.post(f"{tenants.fixture}/api/batch", headers=tenants.superuser, files={
+        "@jsonPayload": (None, json.dumps(payload)), "requests.0.file_many": ("a.txt", b"hello", "text/plain")})
     assert answer.status_code == 200, answer.text
-    assert _titles(tenants.fixture, tenants.superuser, "batch_upload") == ["batch_upload"]
+    record = answer.json()[0]["body"]
+    served = httpx.get(f"{tenants.fixture}/api/files/demo1/{record['id']}/{record['file_many'][0]}")
+    assert served.status_code == 200 and served.content == b"hello"
 
 
 @pytest.mark.parametrize("body", [
@@ -152,19 +149,21 @@ def test_malformed_multipart_is_a_400(tenants: Tenants, body: bytes) -> None:
     _error(answer, 400, "Failed to read the submitted batch data.")
 
 
-def test_uploads_to_a_file_field_are_refused_until_storage_lands(tenants: Tenants) -> None:
-    """A record form with a file for a file field: 400 before anything is written (PocketBase stores it;
-    pbfast has no file storage yet); a file under any other name is ignored, as PocketBase does."""
+def test_file_names_and_routes_cannot_reach_outside_the_record(tenants: Tenants) -> None:
+    """Upload names with path parts are reduced to a plain stored name; a file route naming anything but one of
+    the record's files (an encoded "/", "..") is a 404; a file under no file field is ignored."""
     url = f"{tenants.fixture}/api/collections/demo1/records"
-    for key in ("file_one", "file_many+", "+file_many"):
-        answer = httpx.post(url, headers=tenants.superuser, data={"text": "form_upload"},
-                            files={key: ("a.txt", b"hello", "text/plain")})
-        assert "not supported yet" in str(_error(answer, 400)["message"])
-    listed = httpx.get(url, headers=tenants.superuser, params={"filter": "text='form_upload'"})
-    assert listed.json()["totalItems"] == 0
-    answer = httpx.post(url, headers=tenants.superuser, data={"text": "form_other_file"},
-                        files={"other": ("a.txt", b"hello", "text/plain")})
-    assert answer.status_code == 200 and answer.json()["text"] == "form_other_file", answer.text
+    answer = httpx.post(url, headers=tenants.superuser, data={"text": "traversal"}, files=[
+        ("file_many", ("../../../data.db", b"hello", "text/plain")),
+        ("file_many", ("..\\..\\x.txt", b"x", "text/plain")), ("other", ("a.txt", b"ignored", "text/plain"))])
+    assert answer.status_code == 200, answer.text
+    record = answer.json()
+    assert len(record["file_many"]) == 2 and not any("/" in n or "\\" in n or ".." in n for n in record["file_many"])
+    base = f"{tenants.fixture}/api/files/demo1/{record['id']}"
+    for name in ("..%2F..%2Fdata.db", "..%2F..%2F..%2F..%2Fdata.db", "%2e%2e", "a.txt", record["file_many"][0] + "%00"):
+        answer = httpx.get(f"{base}/{name}")
+        assert answer.status_code == 404 and answer.json()["status"] == 404, (name, answer.text)
+    assert httpx.get(f"{base}/{record['file_many'][0]}").content == b"hello"
 
 
 @pytest.mark.parametrize("body", [
