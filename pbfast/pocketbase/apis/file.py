@@ -25,7 +25,8 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, records
 from pbfast.pocketbase.apis.settings import client_ip
 from pbfast.pocketbase.app_settings import load_settings
-from pbfast.pocketbase.apis.request import MISSING_OR_INVALID_COLLECTION, NO_AUTH, NOT_FOUND, Auth, TenantRequest, request_info, send_error
+from pbfast.pocketbase.apis.request import (MISSING_OR_INVALID_COLLECTION, NO_AUTH, NOT_FOUND, Auth, TenantRequest,
+                                            request_info, send_error)
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField
 from pbfast.pocketbase.filesystem import StorageError, StoredObject, TenantFiles, files_of
