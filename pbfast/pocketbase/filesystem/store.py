@@ -120,7 +120,7 @@ class S3ObjectStore:
     """Objects in an S3 bucket (path-style, as for the replicas); calls time out, retries are few."""
 
     def __init__(self, bucket: str, endpoint: str, region: str = "us-east-1") -> None:
-        import boto3
+        import boto3  # type: ignore[import-untyped]
         from botocore.config import Config  # type: ignore[import-untyped]
 
         self.bucket = bucket
@@ -152,7 +152,7 @@ class S3ObjectStore:
         keys = self.keys(prefix)
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start:start + 1000]]
-            self._call("deleting", prefix, lambda b=batch: self.client.delete_objects(  # type: ignore[misc]
+            self._call("deleting", prefix, lambda b=batch: self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
 
     def keys(self, prefix: str) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["THUMB_SIZE", "THUMBABLE_TYPES", "ThumbError", "make_thumb"]
 
@@ -55,7 +55,7 @@ def make_thumb(data: bytes, size: str, content_type: str) -> tuple[bytes, str]:
     return buffer.getvalue(), out_type
 
 
-def _resized(image: object, width: int, height: int, mode: str) -> object:
+def _resized(image: Any, width: int, height: int, mode: str) -> Any:
     from PIL import Image
 
     assert isinstance(image, Image.Image)

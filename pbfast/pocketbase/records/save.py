@@ -118,8 +118,9 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         submitted = data.get(name, MISSING)
         current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
         try:
-            value = field.prepare(submitted, current=current, is_new=is_new,
-                                  uploaded=uploads.infos(name) if uploads and isinstance(field, FileField) else ())
+            # a file field takes its uploads' names with their infos (a mapping of the names)
+            uploaded = uploads.infos(name) if uploads and isinstance(field, FileField) else ()
+            value = field.prepare(submitted, current=current, is_new=is_new, uploaded=uploaded)  # type: ignore[arg-type]
             if isinstance(field, RelationField):
                 _check_relation_records(tenant, field, value)
         except FieldError as err:
