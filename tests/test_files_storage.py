@@ -1,7 +1,8 @@
 """Tenants' files live in the object store next to the replica (issue 15, item 4): through moto's S3, a
 file uploaded to a tenant is still served after kill -9 of the node and the loss of its tenants' directory
 (the database comes back from the replica, the file was never on the node's disk alone); the bucket holds
-it under ``tenants/{id}/storage/{collectionId}/{recordId}/``; a record delete removes it there."""
+it under ``tenants/{id}/storage/{collectionId}/{recordId}/``; a record delete notes it for deletion once
+the restore window is over (``tenants/{id}/deleted/``; the sweep itself: ``test_file_retention.py``)."""
 
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ def moto_s3() -> Iterator[str]:
         yield endpoint
 
 
-def _bucket_keys(endpoint: str) -> list[str]:
+def _bucket_keys(endpoint: str, part: str = "/storage/") -> list[str]:
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
                           aws_secret_access_key="testing")
     return [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET, Prefix="tenants/").get("Contents", [])
-            if "/storage/" in item["Key"]]
+            if part in item["Key"]]
 
 
 def test_a_file_survives_kill_and_disk_loss_through_s3(pbfast_process: object, tmp_path: Path, moto_s3: str) -> None:
@@ -70,6 +71,7 @@ def test_a_file_survives_kill_and_disk_loss_through_s3(pbfast_process: object, t
     deleted = httpx.delete(f"{gw}/t/files/api/collections/docs/records/{record_id}", headers=headers)
     assert deleted.status_code == 204, deleted.text
     deadline = time.monotonic() + 10
-    while _bucket_keys(moto_s3) and time.monotonic() < deadline:
+    while not _bucket_keys(moto_s3, "/deleted/") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _bucket_keys(moto_s3) == []
+    assert [key.rsplit("/", 1)[0] for key in _bucket_keys(moto_s3, "/deleted/")] == ["tenants/files/deleted"]
+    assert len(_bucket_keys(moto_s3)) == 1, "kept for a point-in-time restore within the window"

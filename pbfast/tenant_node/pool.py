@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase.filesystem import StorageError, adopt_local_storage
+from pbfast.pocketbase.filesystem.retention import sweep_deleted
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas, TenantCache
@@ -134,6 +135,8 @@ class TenantPool:
             await asyncio.to_thread(adopt_local_storage, tenant)
         except (OSError, StorageError) as err:
             log.error("tenant %s: its storage/ could not be moved to the object store yet: %s", tenant_id, err)
+        # deleted files kept for the restore window go once due (it reads the records: in the tenant's turn)
+        self.background.spawn(self._sweep_deleted_files(tenant))
         try:
             self.checkpoints.leave_to_litestream(tenant)
             # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere
@@ -173,6 +176,12 @@ class TenantPool:
             self.checkpoints.close_unshared(tenant)
             raise
         return tenant
+
+    async def _sweep_deleted_files(self, tenant: Tenant) -> None:
+        try:
+            await self.db.run(tenant.id, lambda: None if tenant.closed else sweep_deleted(tenant), bounded=False)
+        except Exception as err:  # noqa: BLE001 - tried again at the next open
+            log.warning("tenant %s: sweeping its deleted files failed: %r", tenant.id, err)
 
     async def open_within(self, tenant_id: str, seconds: float) -> Tenant:
         """:meth:`open_tenant` for a request, which waits for it at most ``seconds`` (a restore of a large

@@ -81,6 +81,7 @@ class WorkerSettings:
     log_format: str
     s3_bucket: str = ""
     s3_endpoint: str | None = None  # the node's file store (its replica bucket; else <data-dir>/replica)
+    file_retention_seconds: float = 0.0  # deleted files are kept this long (the restore window)
 
     def to_json(self) -> bytes:
         return json.dumps({name: getattr(self, name) for name in self.__slots__}).encode()
@@ -248,7 +249,7 @@ def main() -> int:
     _die_with_parent(settings.parent_pid)
     configure_logging(settings.log_level, settings.log_format)
     filesystem.configure_from(Path(settings.data_dir), settings.s3_bucket, settings.s3_endpoint, DEFAULT_CACHE_BYTES,
-                              cache_name=f"file-cache-worker-{settings.index}")
+                              settings.file_retention_seconds, cache_name=f"file-cache-worker-{settings.index}")
     if settings.sqlite_memory_limit_mb:
         set_heap_limits(settings.sqlite_memory_limit_mb * 3 // 4 << 20, settings.sqlite_memory_limit_mb << 20)
     return uvloop.run(run(settings))

@@ -21,7 +21,8 @@ from pbfast.pocketbase.apis.request import (
     send_with_fields,
 )
 from pbfast.pocketbase.collections import Collection
-from pbfast.pocketbase.fields import AutodateField, BoolField, TextField
+from pbfast.pocketbase.fields import AutodateField, BoolField, FileField, TextField
+from pbfast.pocketbase.filesystem import files_of
 from pbfast.pocketbase.search import FilterError, TableResolver
 
 __all__ = ["create_collection", "delete_collection", "list_collections", "scaffolds", "truncate_collection",
@@ -87,6 +88,7 @@ def delete_collection(request: TenantRequest) -> None:
     require_superuser(request)
     collection = collection_of(request, NOT_FOUND)
     _change(request, lambda conn: collections.delete_collection(conn, collection))
+    _files_gone(request, collection)
     request.proto.response_empty(204, [])
 
 
@@ -98,9 +100,20 @@ def truncate_collection(request: TenantRequest) -> None:
         collections.truncate_collection(request.tenant.conn, collection, changes)
     except collections.CollectionValidationError as err:
         raise ApiError(400, err.message, err.data) from err
+    files = files_of(request.tenant)
     for action, changed_collection, row in changes:  # every record deleted (and referencing ones), committed
         record_changed(request.tenant, action, changed_collection, row)
+        if action == "delete" and changed_collection.id != collection.id and \
+                any(isinstance(f, FileField) for f in changed_collection.fields):
+            request.file_changes.obsolete.append((files, f"{changed_collection.id}/{row['id']}/"))
+    _files_gone(request, collection)
     request.proto.response_empty(204, [])
+
+
+def _files_gone(request: TenantRequest, collection: Collection) -> None:
+    """The collection's files go with its records once committed (as PocketBase deletes its storage prefix)."""
+    if any(isinstance(f, FileField) for f in collection.fields):
+        request.file_changes.obsolete.append((files_of(request.tenant), f"{collection.id}/"))
 
 
 _T = TypeVar("_T")

@@ -9,7 +9,11 @@ incarnation seeded from an earlier one) and a move find them where they are, wit
 configured store (a bare :class:`~pbfast.pocketbase.tenant.Tenant`), files live in ``<tenant dir>/storage``.
 
 Deletes run after the transaction that made them obsolete commits (uploads of a transaction that rolls
-back are deleted), on a small background pool: a failure is logged, the request has been answered.
+back are deleted at once), on a small background pool: a failure is logged, the request has been answered.
+With a retention (the node's restore window), a committed delete is only noted in the store
+(``tenants/{id}/deleted/{due}-{random}.json``) and carried out once due, by :mod:`.retention` — and only
+for files no record references then: a point-in-time restore within the window finds the files its
+records referenced.
 
 Thread-safety: every call blocks on disk or network; callers run them on worker threads.
 """
@@ -17,26 +21,31 @@ Thread-safety: every call blocks on disk or network; callers run them on worker 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import orjson
+
 from pbfast.logs import component_logger
 from pbfast.pocketbase.filesystem.cache import FileCache
+from pbfast.pocketbase.filesystem.names import random_suffix
 from pbfast.pocketbase.filesystem.store import (LocalObjectStore, ObjectStore, S3ObjectStore, StorageError,
                                                 StoredObject, check_key)
 
 if TYPE_CHECKING:
     from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["FileChanges", "ObjectStore", "StorageError", "StoredObject", "TenantFiles", "adopt_local_storage",
-           "configure", "configure_from", "files_of", "wait_for_deletes"]
+__all__ = ["FileChanges", "LocalObjectStore", "ObjectStore", "StorageError", "StoredObject", "TenantFiles", "adopt_local_storage",
+           "configure", "configure_from", "delete_path", "files_of", "wait_for_deletes"]
 
 log = component_logger("Files")
 
 STORAGE_DIR: Final = "storage"
+DELETED_DIR: Final = "deleted"
 ATTRS_SUFFIX: Final = ".attrs"  # PocketBase's local store keeps each file's metadata beside it
 
 
@@ -44,6 +53,7 @@ ATTRS_SUFFIX: Final = ".attrs"  # PocketBase's local store keeps each file's met
 class _Config:
     store: ObjectStore
     cache: FileCache | None
+    retention_seconds: float
 
 
 _config: _Config | None = None
@@ -53,30 +63,35 @@ _deleter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pbfast-files")
 _pending_deletes: set[object] = set()
 
 
-def configure(store: ObjectStore | None, cache: FileCache | None = None) -> None:
-    """Where this process keeps tenants' files (None: each tenant's own ``storage/`` directory)."""
+def configure(store: ObjectStore | None, cache: FileCache | None = None, retention_seconds: float = 0.0) -> None:
+    """Where this process keeps tenants' files (None: each tenant's own ``storage/`` directory), and how long
+    deleted ones are kept."""
     global _config
-    _config = _Config(store, cache) if store is not None else None
+    _config = _Config(store, cache, retention_seconds) if store is not None else None
     with _files_lock:
         _files.clear()
 
 
 def configure_from(data_dir: Path, s3_bucket: str, s3_endpoint: str | None, cache_bytes: int,
-                   region: str = "us-east-1", cache_name: str = "file-cache") -> None:
+                   retention_seconds: float = 0.0, region: str = "us-east-1", cache_name: str = "file-cache") -> None:
     """The node's files: beside its replicas (the S3 bucket with an endpoint, else ``<data-dir>/replica``),
-    read through a cache of ``cache_bytes`` in ``<data-dir>/<cache_name>``."""
+    read through a cache of ``cache_bytes`` in ``<data-dir>/<cache_name>``, deleted ones kept
+    ``retention_seconds``."""
     store: ObjectStore = (S3ObjectStore(s3_bucket, s3_endpoint, region) if s3_endpoint
                           else LocalObjectStore(data_dir / "replica"))
-    configure(store, FileCache(data_dir / cache_name, cache_bytes) if cache_bytes > 0 else None)
+    configure(store, FileCache(data_dir / cache_name, cache_bytes) if cache_bytes > 0 else None, retention_seconds)
 
 
 class TenantFiles:
     """One tenant's files: paths are PocketBase's (relative to ``storage/``)."""
 
-    def __init__(self, store: ObjectStore, prefix: str, cache: FileCache | None) -> None:
+    def __init__(self, store: ObjectStore, prefix: str, cache: FileCache | None,
+                 retention_seconds: float = 0.0, deleted_prefix: str = "") -> None:
         self.store = store
         self.prefix = prefix
         self.cache = cache
+        self.retention_seconds = retention_seconds
+        self.deleted_prefix = deleted_prefix  # where deletes wait for their due time (with a retention)
 
     def _key(self, path: str) -> str:
         return check_key(self.prefix + path)
@@ -135,7 +150,8 @@ def files_of(tenant: Tenant) -> TenantFiles:
             if config is None:
                 found = TenantFiles(LocalObjectStore(tenant.directory / STORAGE_DIR), "", None)
             else:
-                found = TenantFiles(config.store, f"tenants/{tenant.id}/{STORAGE_DIR}/", config.cache)
+                found = TenantFiles(config.store, f"tenants/{tenant.id}/{STORAGE_DIR}/", config.cache,
+                                    config.retention_seconds, f"tenants/{tenant.id}/{DELETED_DIR}/")
             _files[tenant] = found
     return found
 
@@ -169,7 +185,7 @@ class FileChanges:
     obsolete: list[tuple[TenantFiles, str]] = field(default_factory=list)  # a path, or a prefix ending in /
 
     def committed(self) -> None:
-        _delete_later(self.obsolete)
+        _delete_later(self.obsolete, keep=True)
         self.uploaded, self.obsolete = [], []
 
     def rolled_back(self) -> None:
@@ -177,23 +193,40 @@ class FileChanges:
         self.uploaded, self.obsolete = [], []
 
 
-def _delete_later(paths: list[tuple[TenantFiles, str]]) -> None:
+def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False) -> None:
+    """Delete ``paths`` in the background (``keep``: where the tenant's files have a retention, note them
+    to be deleted once it is over instead)."""
     if not paths:
         return
 
     def run() -> None:
+        noted: dict[int, tuple[TenantFiles, list[str]]] = {}
         for files, path in paths:
+            if keep and files.retention_seconds > 0:
+                noted.setdefault(id(files), (files, []))[1].append(path)
+                continue
             try:
-                if path.endswith("/"):
-                    files.delete_prefix(path)
-                else:
-                    files.delete(path)
+                delete_path(files, path)
             except StorageError as err:
                 log.warning("deleting %s%s failed (left behind): %s", files.prefix, path, err)
+        for files, kept in noted.values():
+            due = int(time.time() + files.retention_seconds)
+            try:
+                files.store.write(f"{files.deleted_prefix}{due}-{random_suffix()}.json", orjson.dumps(kept))
+            except StorageError as err:
+                log.warning("%s: noting %d deleted files failed (left behind): %s", files.prefix, len(kept), err)
 
     future = _deleter.submit(run)
     _pending_deletes.add(future)
     future.add_done_callback(_pending_deletes.discard)
+
+
+def delete_path(files: TenantFiles, path: str) -> None:
+    """Delete one file (with its thumbs), or everything below a path ending in ``/``."""
+    if path.endswith("/"):
+        files.delete_prefix(path)
+    else:
+        files.delete(path)
 
 
 def wait_for_deletes(timeout: float = 10.0) -> None:
