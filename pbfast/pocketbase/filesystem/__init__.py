@@ -39,7 +39,7 @@ from pbfast.pocketbase.filesystem.store import (LocalObjectStore, ObjectStore, S
 if TYPE_CHECKING:
     from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["FileChanges", "LocalObjectStore", "ObjectStore", "StorageError", "StoredObject", "TenantFiles", "adopt_local_storage",
+__all__ = ["STORAGE_DIR", "FileChanges", "LocalObjectStore", "ObjectStore", "StorageError", "StoredObject", "TenantFiles", "adopt_local_storage",
            "configure", "configure_from", "delete_path", "files_of", "wait_for_deletes"]
 
 log = component_logger("Files")
