@@ -1,6 +1,7 @@
 """Tenants' files live in the object store next to the replica (issue 15, item 4): through moto's S3, a
 file uploaded to a tenant is still served after kill -9 of the node and the loss of its tenants' directory
-(the database comes back from the replica, the file was never on the node's disk alone); the bucket holds
+(the database comes back from the replica, the file was never on the node's disk alone); files count toward
+the tenant's storage quota; the bucket holds
 it under ``tenants/{id}/storage/{collectionId}/{recordId}/``; a record delete notes it for deletion once
 the restore window is over (``tenants/{id}/deleted/``; the sweep itself: ``test_file_retention.py``)."""
 
@@ -45,7 +46,7 @@ def test_a_file_survives_kill_and_disk_loss_through_s3(pbfast_process: object, t
     ports = (free_port(), free_port(), free_port())
     cp, gw = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
     process = start(pbfast_process, data_dir, ports, extra, S3_ENV)
-    create_tenant(cp, gw, "files", {"superuser": OWNER})
+    create_tenant(cp, gw, "files", {"superuser": OWNER, "storageQuotaMB": 1})
     token = login(gw, "files")
     headers = {"Authorization": token}
     created = httpx.post(f"{gw}/t/files/api/collections", headers=headers, json={
@@ -57,6 +58,11 @@ def test_a_file_survives_kill_and_disk_loss_through_s3(pbfast_process: object, t
                         files={"attachment": ("report.txt", b"the report", "text/plain")}).json()
     name, record_id = record["attachment"], record["id"]
     assert _bucket_keys(moto_s3) == [f"tenants/files/storage/{collection_id}/{record_id}/{name}"]
+    # files count toward the storage quota (1 MiB here): an upload beyond what is left is refused, nothing stored
+    too_big = httpx.post(f"{gw}/t/files/api/collections/docs/records", headers=headers, data={"title": "big"},
+                         files={"attachment": ("big.bin", b"\1" * (1 << 20), "application/octet-stream")})
+    assert too_big.status_code == 403 and too_big.json()["message"] == "The tenant's storage quota is used up."
+    assert len(_bucket_keys(moto_s3)) == 1
 
     time.sleep(1.5)  # > the replica's RPO: the record's row is in the bucket too
     process.stop(signal.SIGKILL)

@@ -2,7 +2,8 @@
 cases of PocketBase's ``apis/file_test.go`` (serving, thumbs, protected files and file tokens), then uploads
 through record create/update and batch (names, modifiers, limits, deletes), each answer compared on
 status, PocketBase's file headers and body. Generated file names are compared by shape
-(``name_<10 random>.ext``); thumbs by format and size (the pixels come from different image libraries)."""
+(``name_<10 random>.ext``); thumbs by format and size (the pixels come from different image libraries).
+The Python SDK's uploads (``FileUpload``), thumb and file-token calls are compared too."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from pbharness import Backend
+from pbharness import SUPERUSER, Backend
+from pocketbase import PocketBase
+from pocketbase.models import FileUpload
 from scenarios_batch import MULTIPART, multipart
 
 SUPERUSER_FILE_TOKEN = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6InN5d2JoZWNuaDQ2cmhtMCIsImV4cCI6MjUyNDYwNDQ2MSwidHlwZSI6"
@@ -197,8 +200,32 @@ def _differences(stock: list[tuple[str, Answer]], fast: list[tuple[str, Answer]]
             if a != b]
 
 
+def _python_sdk_files(base_url: str) -> dict[str, Any]:
+    """Upload with the Python SDK's ``FileUpload``, then read back: the file, a thumb, a protected file with
+    the SDK's file token."""
+    pb = PocketBase(base_url)
+    pb.collection("_superusers").auth_with_password(SUPERUSER["identity"], SUPERUSER["password"])
+    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x02\x00\x00\x00\x02\x08\x02\x00\x00\x00\xfd\xd4\x9as"
+           b"\x00\x00\x00\x16IDATx\x9cc\xf8\xcf\xc0\xf0\x9f\x81\x81\x81\x01\x03\x00\x1f\xf0\x03\xfd\x8a\xd2\x12\xbb"
+           b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    record = pb.collection("demo1").create({
+        "text": "sdk upload",
+        "file_one": FileUpload(("secret.txt", b"protected text", "text/plain")),
+        "file_many": FileUpload(("a.png", png, "image/png"), ("notes.txt", b"notes", "text/plain"))})
+    many = record.file_many
+    out: dict[str, Any] = {"names": [name.split("_")[0][:1] for name in [record.file_one, *many]]}
+    out["image"] = httpx.get(pb.files.get_url(record, many[0])).content == png
+    thumb = httpx.get(pb.files.get_url(record, many[0], {"thumb": "100x100"}))
+    out["thumb"] = (thumb.status_code, thumb.headers["content-type"])
+    out["protected without token"] = httpx.get(pb.files.get_url(record, record.file_one)).status_code
+    token = pb.files.get_token()
+    protected = httpx.get(pb.files.get_url(record, record.file_one, {"token": token}))
+    out["protected with token"] = (protected.status_code, protected.content)
+    return out
+
+
 def test_files_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend, tmp_path: Path) -> None:
-    """Both sequences against one pair of servers (each pair costs seconds to start)."""
+    """Both sequences, and the Python SDK's uploads, against one pair of servers (a pair costs seconds)."""
     report = tmp_path.parent / "differential-report.txt"
     problems = []
     for title, sequence in (("serving", _serving), ("uploads", _uploads)):
@@ -207,6 +234,9 @@ def test_files_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: B
         with report.open("a") as out:
             out.write(f"files: {title}: {len(stock) - len(differences)}/{len(stock)} equal\n")
         problems += [d[:1500] for d in differences]
+    stock_sdk, fast_sdk = _python_sdk_files(stock_pocketbase.url), _python_sdk_files(pbfast_fixture_tenant.url)
+    assert fast_sdk == stock_sdk
+    assert fast_sdk["protected with token"] == (200, b"protected text")
     assert not problems, "\n".join(problems)
     # the node's store: the deleted record's files, and the failed batch's upload, are gone once deletes ran
     store = tmp_path / "pbfast" / "replica" / "tenants" / "fixture" / "storage"

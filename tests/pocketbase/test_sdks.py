@@ -88,35 +88,3 @@ def test_python_sdk_expand_and_batch(stock_pocketbase: Backend, pbfast_fixture_t
     assert fast["sdk batch"][0] == 400
     assert fast["json batch"] == [{"body": {"title": "py_json_batch"}, "status": 200}]
 
-
-def _python_sdk_files(base_url: str) -> dict[str, Any]:
-    """Upload with the Python SDK's ``FileUpload``, then read back: the file, a thumb, a protected file with
-    the SDK's file token."""
-    import httpx
-    from pocketbase.models import FileUpload
-
-    pb = PocketBase(base_url)
-    pb.collection("_superusers").auth_with_password(SUPERUSER["identity"], SUPERUSER["password"])
-    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x02\x00\x00\x00\x02\x08\x02\x00\x00\x00\xfd\xd4\x9as"
-           b"\x00\x00\x00\x16IDATx\x9cc\xf8\xcf\xc0\xf0\x9f\x81\x81\x81\x01\x03\x00\x1f\xf0\x03\xfd\x8a\xd2\x12\xbb"
-           b"\x00\x00\x00\x00IEND\xaeB`\x82")
-    record = pb.collection("demo1").create({
-        "text": "sdk upload",
-        "file_one": FileUpload(("secret.txt", b"protected text", "text/plain")),
-        "file_many": FileUpload(("a.png", png, "image/png"), ("notes.txt", b"notes", "text/plain"))})
-    many = record.file_many
-    out: dict[str, Any] = {"names": [name.split("_")[0][:1] for name in [record.file_one, *many]]}
-    out["image"] = httpx.get(pb.files.get_url(record, many[0])).content == png
-    thumb = httpx.get(pb.files.get_url(record, many[0], {"thumb": "100x100"}))
-    out["thumb"] = (thumb.status_code, thumb.headers["content-type"])
-    out["protected without token"] = httpx.get(pb.files.get_url(record, record.file_one)).status_code
-    token = pb.files.get_token()
-    protected = httpx.get(pb.files.get_url(record, record.file_one, {"token": token}))
-    out["protected with token"] = (protected.status_code, protected.content)
-    return out
-
-
-def test_python_sdk_uploads_files(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
-    stock, fast = _python_sdk_files(stock_pocketbase.url), _python_sdk_files(pbfast_fixture_tenant.url)
-    assert fast == stock
-    assert fast["protected with token"] == (200, b"protected text")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis.multipart import UploadedFile
 from pbfast.pocketbase.collections import Collection
@@ -25,6 +26,8 @@ from pbfast.pocketbase.records import RecordValidationError, Row
 __all__ = ["PendingUploads", "file_uploads", "obsolete_files", "with_uploads"]
 
 log = component_logger("Files")
+
+STORAGE_QUOTA_MESSAGE = "The tenant's storage quota is used up."  # as the node words it for a full database
 
 
 def file_uploads(collection: Collection, files: Mapping[str, list[UploadedFile]]) -> dict[str, list[UploadedFile]]:
@@ -52,6 +55,7 @@ class PendingUploads:
     collection: Collection
     files: TenantFiles
     changes: FileChanges
+    room: int | None = None  # bytes the tenant's storage quota has left (None: no quota)
     pending: dict[str, _Pending] = field(default_factory=dict)
 
     def add(self, field_name: str, upload: UploadedFile) -> str:
@@ -66,6 +70,9 @@ class PendingUploads:
     def store(self, record_id: str, values: Mapping[str, Any]) -> None:
         kept = {name for item in self.collection.fields if isinstance(item, FileField) and item.name in values
                 for name in to_unique_strings(item.typed(values[item.name]))}
+        size = sum(item.info.size for name, item in self.pending.items() if name in kept)
+        if self.room is not None and size > self.room:
+            raise ApiError(403, STORAGE_QUOTA_MESSAGE)
         for name, item in self.pending.items():
             if name not in kept:
                 continue

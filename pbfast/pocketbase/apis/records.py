@@ -177,7 +177,9 @@ def _resolve_body(request: TenantRequest, collection: Collection, body: dict[str
     uploads = file_uploads(collection, form.files if form is not None else request.bound_files)
     if not uploads:
         return data, None
-    pending = PendingUploads(collection, files_of(request.tenant), request.file_changes)
+    tenant = request.tenant
+    room = None if tenant.max_bytes is None else max(0, tenant.max_bytes - tenant.size_bytes())
+    pending = PendingUploads(collection, files_of(tenant), request.file_changes, room)
     return records.resolve_modifiers(collection, with_uploads(data, body, uploads, pending), current), pending
 
 

@@ -92,6 +92,17 @@ class TenantFiles:
         self.cache = cache
         self.retention_seconds = retention_seconds
         self.deleted_prefix = deleted_prefix  # where deletes wait for their due time (with a retention)
+        # Bytes of the tenant's files in the store (what its storage quota counts besides its database):
+        # measured when the tenant opens and after deletes, grown by each upload meanwhile.
+        self.stored_bytes = 0
+
+    def measure(self) -> int:
+        """Count the bytes of the tenant's files in the store again (a listing). Raises :class:`StorageError`."""
+        if self.prefix:
+            self.stored_bytes = self.store.total_size(self.prefix)
+        elif isinstance(self.store, LocalObjectStore):  # the tenant's own storage dir: all of it
+            self.stored_bytes = _tree_size(self.store.root)
+        return self.stored_bytes
 
     def _key(self, path: str) -> str:
         return check_key(self.prefix + path)
@@ -109,6 +120,7 @@ class TenantFiles:
     def write(self, path: str, data: bytes) -> None:
         key = self._key(path)
         self.store.write(key, data)
+        self.stored_bytes += len(data)
         if self.cache is not None:
             self.cache.drop(key)
 
@@ -138,6 +150,13 @@ class TenantFiles:
                       if p.is_file() and not p.name.startswith(".upload-"))
 
 
+def _tree_size(root: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+    except OSError as err:
+        raise StorageError(f"measuring {root}: {err}") from err
+
+
 def files_of(tenant: Tenant) -> TenantFiles:
     """The files of ``tenant`` in this process's configured store."""
     found = _files.get(tenant)
@@ -158,10 +177,11 @@ def files_of(tenant: Tenant) -> TenantFiles:
 
 def adopt_local_storage(tenant: Tenant) -> int:
     """Move the files of a PocketBase data dir placed in the tenant's directory (an import, a copied
-    ``pb_data``) into the configured store, then remove the local ``storage/``; returns the files moved.
-    Nothing to do without a configured store."""
+    ``pb_data``) into the configured store (with one, else they are where they belong), then remove the local
+    ``storage/``; returns the files moved. The tenant's files are measured for its quota after."""
     local = tenant.directory / STORAGE_DIR
     if _config is None or not local.is_dir():
+        files_of(tenant).measure()
         return 0
     files = files_of(tenant)
     moved = 0
@@ -171,6 +191,7 @@ def adopt_local_storage(tenant: Tenant) -> int:
         files.write(str(path.relative_to(local)), path.read_bytes())
         moved += 1
     LocalObjectStore(tenant.directory).delete_prefix(STORAGE_DIR)
+    files.measure()
     if moved:
         log.info("tenant %s: %d files moved from its data dir into the object store", tenant.id, moved)
     return moved
@@ -201,14 +222,21 @@ def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False) -> N
 
     def run() -> None:
         noted: dict[int, tuple[TenantFiles, list[str]]] = {}
+        touched: dict[int, TenantFiles] = {}
         for files, path in paths:
             if keep and files.retention_seconds > 0:
                 noted.setdefault(id(files), (files, []))[1].append(path)
                 continue
             try:
                 delete_path(files, path)
+                touched[id(files)] = files
             except StorageError as err:
                 log.warning("deleting %s%s failed (left behind): %s", files.prefix, path, err)
+        for files in touched.values():
+            try:
+                files.measure()
+            except StorageError as err:
+                log.warning("%s: measuring the files failed: %s", files.prefix, err)
         for files, kept in noted.values():
             due = int(time.time() + files.retention_seconds)
             try:

@@ -62,6 +62,8 @@ def sweep_deleted(tenant: Tenant, now: float | None = None) -> int:
                     delete_path(files, path)
                     deleted += 1
             files.store.delete(key)
+        if deleted:
+            files.measure()
     except (StorageError, orjson.JSONDecodeError) as err:
         log.warning("tenant %s: deleting its due files failed (tried again later): %s", tenant.id, err)
     return deleted

@@ -48,6 +48,7 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
     def keys(self, prefix: str) -> list[str]: ...
+    def total_size(self, prefix: str) -> int: ...
 
 
 class LocalObjectStore:
@@ -115,6 +116,13 @@ class LocalObjectStore:
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
                       if p.is_file() and not p.name.startswith(".upload-"))
 
+    def total_size(self, prefix: str) -> int:
+        base = self._path(prefix.rstrip("/"))
+        try:
+            return sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) if base.is_dir() else 0
+        except OSError as err:
+            raise StorageError(f"measuring {prefix}: {err}") from err
+
 
 class S3ObjectStore:
     """Objects in an S3 bucket (path-style, as for the replicas); calls time out, retries are few."""
@@ -156,12 +164,18 @@ class S3ObjectStore:
                 Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
 
     def keys(self, prefix: str) -> list[str]:
-        found: list[str] = []
+        return [key for key, _ in self._listing(prefix)]
+
+    def total_size(self, prefix: str) -> int:
+        return sum(size for _, size in self._listing(prefix))
+
+    def _listing(self, prefix: str) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
 
         def walk() -> None:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=check_key(prefix.rstrip("/")) + "/"):
-                found.extend(item["Key"] for item in page.get("Contents", []))
+                found.extend((item["Key"], int(item.get("Size", 0))) for item in page.get("Contents", []))
 
         self._call("listing", prefix, walk)
         return found
