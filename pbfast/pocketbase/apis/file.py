@@ -8,13 +8,14 @@ database turn. Thumbs are made once (Pillow, at most a few at a time) and kept i
 original, as PocketBase keeps them. Answers carry PocketBase's headers: Content-Type (sniffed, with its
 extension overrides), Content-Disposition (``inline`` for media and PDFs, else ``attachment``; always
 ``attachment`` with ``download=1``), its Content-Security-Policy and Cache-Control, Last-Modified and
-single byte ranges (several ranges are answered with the whole file).
+byte ranges (one, or several as ``multipart/byteranges``, as Go's ``http.ServeContent``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import threading
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
@@ -236,21 +237,30 @@ class FileSend:
                    ("content-security-policy", CSP), ("cache-control", CACHE_CONTROL),
                    ("last-modified", formatdate(int(answer.modified), usegmt=True)), ("accept-ranges", "bytes")]
         if self._not_modified(answer.modified):
-            proto.response_empty(304, [h for h in headers if h[0] in ("cache-control", "content-security-policy",
-                                                                       "last-modified")])
+            proto.response_empty(304, [h for h in headers if h[0] != "content-type" and h[0] != "accept-ranges"])
             return
         body, size = answer.body, len(answer.body)
         status = 200
-        span = _byte_range(self.range_header, size) if self.range_header else None
-        if span == "invalid":
+        spans = _byte_ranges(self.range_header, size) if self.range_header else None
+        if spans == []:
             proto.response_bytes(416, [headers[0], headers[2], ("content-type", "text/plain; charset=utf-8"),
                                        ("content-range", f"bytes */{size}"), ("x-content-type-options", "nosniff")],
                                  b"invalid range: failed to overlap\n")
             return
-        if isinstance(span, tuple):
-            start, end = span
+        if spans and len(spans) == 1:
+            start, end = spans[0]
             body, status = body[start:end + 1], 206
             headers.append(("content-range", f"bytes {start}-{end}/{size}"))
+        elif spans:
+            # several ranges: one multipart/byteranges body, as Go's http.ServeContent writes it
+            boundary = secrets.token_hex(30)
+            content_type = headers[1][1]
+            parts = [b"--%s\r\nContent-Range: bytes %d-%d/%d\r\nContent-Type: %s\r\n\r\n" % (
+                boundary.encode(), start, end, size, content_type.encode()) + body[start:end + 1]
+                for start, end in spans]
+            body = b"\r\n".join(parts) + b"\r\n--%s--\r\n" % boundary.encode()
+            headers[1] = ("content-type", f"multipart/byteranges; boundary={boundary}")
+            status = 206
         headers.append(("content-length", str(len(body))))
         proto.response_bytes(status, headers, b"" if self.head else body)
 
@@ -264,25 +274,32 @@ class FileSend:
         return int(modified) <= since
 
 
-def _byte_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """One ``bytes=`` range of ``size`` bytes as (first, last); "invalid" when none overlaps; None to send
-    the whole file (no usable range, or several)."""
+def _byte_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """The ``bytes=`` ranges of ``size`` bytes that overlap it, as (first, last), as Go's ``http.ServeContent``
+    reads them: [] when none overlaps (416); None to send the whole file (a header it cannot parse, or
+    ranges adding up to more than the file)."""
     unit, _, spec = header.strip().partition("=")
-    if unit.strip() != "bytes" or not spec or "," in spec:
+    if unit.strip() != "bytes" or not spec:
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        if first == "":
+    spans: list[tuple[int, int]] = []
+    for part in spec.split(","):
+        first, dash, last = part.strip().partition("-")
+        first, last = first.strip(), last.strip()
+        if not dash or (first and not first.isdigit()) or (last and not last.isdigit()) or not (first or last):
+            return None
+        if not first:
             suffix = int(last)
-            if suffix <= 0:
-                return "invalid"
-            return max(0, size - suffix), size - 1
+            if suffix == 0:
+                continue
+            spans.append((max(0, size - suffix), size - 1))
+            continue
         start = int(first)
+        if start >= size:
+            continue
         end = int(last) if last else size - 1
-    except ValueError:
+        if end < start:
+            return None
+        spans.append((start, min(end, size - 1)))
+    if sum(end - start + 1 for start, end in spans) > size:
         return None
-    if start < 0 or start >= size or end < start:
-        return "invalid"
-    return start, min(end, size - 1)
+    return spans
