@@ -178,10 +178,9 @@ def files_of(tenant: Tenant) -> TenantFiles:
 def adopt_local_storage(tenant: Tenant) -> int:
     """Move the files of a PocketBase data dir placed in the tenant's directory (an import, a copied
     ``pb_data``) into the configured store (with one, else they are where they belong), then remove the local
-    ``storage/``; returns the files moved. The tenant's files are measured for its quota after."""
+    ``storage/``; returns the files moved."""
     local = tenant.directory / STORAGE_DIR
     if _config is None or not local.is_dir():
-        files_of(tenant).measure()
         return 0
     files = files_of(tenant)
     moved = 0
@@ -191,7 +190,6 @@ def adopt_local_storage(tenant: Tenant) -> int:
         files.write(str(path.relative_to(local)), path.read_bytes())
         moved += 1
     LocalObjectStore(tenant.directory).delete_prefix(STORAGE_DIR)
-    files.measure()
     if moved:
         log.info("tenant %s: %d files moved from its data dir into the object store", tenant.id, moved)
     return moved
