@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,6 +40,7 @@ class Tenants:
     superuser: dict[str, str]
     limited_superuser: dict[str, str]
     fresh: str  # a new tenant: PocketBase's default settings, batches off
+    store: Path  # the fixture tenant's files (the node's local object store)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
         create_tenant(cp, gw, "fresh")
         fixture, limited = f"{gw}/t/fixture", f"{gw}/t/limited"
         yield Tenants(fixture, limited, _login(fixture, **_superuser_args()), _login(limited, **_superuser_args()),
-                      f"{gw}/t/fresh")
+                      f"{gw}/t/fresh", data_dir / "replica" / "tenants" / "fixture" / "storage")
     finally:
         for process in reversed(processes):
             process.stop(signal.SIGTERM, timeout=5)
@@ -134,6 +136,26 @@ def test_files_in_a_batch_are_stored_with_their_record(tenants: Tenants) -> None
     record = answer.json()[0]["body"]
     served = httpx.get(f"{tenants.fixture}/api/files/demo1/{record['id']}/{record['file_many'][0]}")
     assert served.status_code == 200 and served.content == b"hello"
+
+
+def test_uploads_refused_by_rules_leave_nothing_stored(tenants: Tenants) -> None:
+    """demo3 takes creates from non-"users" auth records only: a guest's upload (not even staged: the rule is
+    not public) and a user's (staged, then refused by the rule) leave no file; the superuser's is kept."""
+    user = ("eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoiX3BiX3Vz"
+            "ZXJzX2F1dGhfIiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.ZT3F0Z3iM-xbGgSG3LEKiEzHrPHr8t8IuHLZGGNuxLo")
+    url = f"{tenants.fixture}/api/collections/demo3/records"
+    for headers in ({}, {"Authorization": user}):
+        answer = httpx.post(url, headers=headers, data={"title": "refused"},
+                            files={"files": ("refused.txt", b"no", "text/plain")})
+        assert answer.status_code in (400, 403), answer.text
+    kept = httpx.post(url, headers=tenants.superuser, data={"title": "kept"},
+                      files={"files": ("kept.txt", b"yes", "text/plain")})
+    assert kept.status_code == 200, kept.text
+    deadline = time.monotonic() + 10
+    while any(p.name.startswith("refused_") for p in tenants.store.rglob("*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    names = [p.name for p in tenants.store.rglob("*.txt")]
+    assert not [n for n in names if n.startswith("refused_")] and kept.json()["files"][0] in names, names
 
 
 @pytest.mark.parametrize("body", [
