@@ -22,7 +22,6 @@ from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, S
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import (batch, collections, file, health, realtime, record_auth, record_auth_impersonate,
                                     record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
-from pbfast.pocketbase.apis.file_staging import stage_uploads
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -107,8 +106,6 @@ class TenantApi:
                     send_error(proto, err.status, err.message, err.data, err.headers)
                     return
                 request.raw_body = None
-            if handler is records.create_record or handler is records.update_record:
-                await stage_uploads(request)  # its files written off the tenant's turn
 
         def work() -> None:
             self._run(handler, request, time_limit)

@@ -56,12 +56,10 @@ class PendingUploads:
     files: TenantFiles
     changes: FileChanges
     room: int | None = None  # bytes the tenant's storage quota has left (None: no quota)
-    staged: Any = None  # the uploads already named and stored (a file_staging.StagedUploads), if any
     pending: dict[str, _Pending] = field(default_factory=dict)
 
-    def add(self, field_name: str, upload: UploadedFile, key: str = "", index: int = 0) -> str:
-        name = (self.staged.name_for(key, index) if self.staged is not None else None) \
-            or normalize_name(upload.filename, upload.data)
+    def add(self, field_name: str, upload: UploadedFile) -> str:
+        name = normalize_name(upload.filename, upload.data)
         content_type = detect_type(upload.data)[0]
         self.pending[name] = _Pending(field_name, upload, UploadInfo(len(upload.data), upload.filename, content_type))
         return name
@@ -75,14 +73,8 @@ class PendingUploads:
         size = sum(item.info.size for name, item in self.pending.items() if name in kept)
         if self.room is not None and size > self.room:
             raise ApiError(403, STORAGE_QUOTA_MESSAGE)
-        staged = self.staged.stored if self.staged is not None and self.staged.record_id == record_id else set()
-        if self.staged is not None:  # staged files the save does not keep (or not under this id) go now
-            dropped = {f"{self.collection.id}/{self.staged.record_id}/{name}" for name in self.staged.stored
-                       if name not in kept or name not in staged}
-            if dropped:
-                self.changes.discard(self.files, dropped)
         for name, item in self.pending.items():
-            if name not in kept or name in staged:
+            if name not in kept:
                 continue
             path = f"{self.collection.id}/{record_id}/{name}"
             try:
@@ -103,7 +95,7 @@ def with_uploads(resolved: dict[str, Any], body: dict[str, Any], uploads: Mappin
         plain = not key.startswith("+") and not key.endswith("+")
         field_name = key.strip("+")
         names: list[Any] = list(to_unique_strings(body[key])) if plain and body.get(key) is not None else []
-        names += [pending.add(field_name, upload, key, index) for index, upload in enumerate(files)]
+        names += [pending.add(field_name, upload) for upload in files]
         data[key] = names
     return data
 

@@ -111,9 +111,8 @@ def create_record(request: TenantRequest) -> None:
             raise ApiError(400, "Failed to create record.")
         manage = bool(manage_rule) and _draft_matches(request, collection, draft, manage_rule or "", data)
     try:
-        staged = request.staged_uploads
         row = records.save_record(request.tenant, collection, data, None, manage=manage, superuser=superuser,
-                                  uploads=uploads, new_id=staged.record_id if staged is not None else None)
+                                  uploads=uploads)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to create record.", err.data) from err
     _files_saved(request)
@@ -179,10 +178,8 @@ def _resolve_body(request: TenantRequest, collection: Collection, body: dict[str
     if not uploads:
         return data, None
     tenant = request.tenant
-    staged = request.staged_uploads
-    already = staged.stored_bytes if staged is not None else 0  # staged uploads are counted in its size already
-    room = None if tenant.max_bytes is None else max(0, tenant.max_bytes - tenant.size_bytes() + already)
-    pending = PendingUploads(collection, files_of(tenant), request.file_changes, room, request.staged_uploads)
+    room = None if tenant.max_bytes is None else max(0, tenant.max_bytes - tenant.size_bytes())
+    pending = PendingUploads(collection, files_of(tenant), request.file_changes, room)
     return records.resolve_modifiers(collection, with_uploads(data, body, uploads, pending), current), pending
 
 
@@ -228,8 +225,7 @@ def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], 
     if collection.type == "view":
         raise ApiError(400, "Unsupported collection type.")
     limit = record_body_limit(collection)
-    staged = request.staged_uploads
-    form = staged.form if staged is not None else record_form_body(request, limit)
+    form = record_form_body(request, limit)
     body = read_body(request, limit) if form is None else form.data
     return collection, body, request.superuser, form
 

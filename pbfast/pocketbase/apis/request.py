@@ -73,7 +73,7 @@ class TenantRequest(Request):
     """A request to one tenant, with its auth state resolved lazily from ``Authorization``."""
 
     __slots__ = ("_auth", "_auth_done", "bound_body", "bound_files", "deferred_changes", "file_changes", "file_send",
-                 "info_context", "raw_body", "staged_uploads", "tenant")
+                 "info_context", "raw_body", "tenant")
 
     def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str], tenant: Tenant) -> None:
         super().__init__(scope, proto, path, params)
@@ -91,7 +91,6 @@ class TenantRequest(Request):
         # with, read from the store off the database thread (GET /api/files/...).
         self.file_changes = FileChanges()
         self.file_send: Any = None
-        self.staged_uploads: Any = None  # a record save's uploads stored before its turn (file_staging)
 
     def share_auth(self, other: TenantRequest) -> None:
         """Take ``other``'s auth state and file changes (a batch's items are made as the batch request)."""

@@ -207,11 +207,6 @@ class FileChanges:
         _delete_later(self.obsolete, keep=True)
         self.uploaded, self.obsolete = [], []
 
-    def discard(self, files: TenantFiles, paths: set[str]) -> None:
-        """Uploads no state will reference (staged, then dropped by the save): deleted now, whatever follows."""
-        self.uploaded = [entry for entry in self.uploaded if entry[0] is not files or entry[1] not in paths]
-        _delete_later([(files, path) for path in sorted(paths)])
-
     def rolled_back(self) -> None:
         _delete_later(self.uploaded)
         self.uploaded, self.obsolete = [], []

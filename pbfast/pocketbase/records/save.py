@@ -89,7 +89,7 @@ def _auth_form_errors(collection: Collection, data: dict[str, Any], existing: di
 
 def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], existing: dict[str, Any] | None,
                 *, manage: bool = False, superuser: bool = False,
-                uploads: RecordUploads | None = None, new_id: str | None = None) -> dict[str, Any]:
+                uploads: RecordUploads | None = None) -> dict[str, Any]:
     """Validate ``data`` (a request body already passed through :func:`resolve_modifiers`, and through
     :func:`strip_hidden` for non-superusers) and insert (``existing`` None) or update the row.
 
@@ -137,7 +137,7 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     if errors:
         raise RecordValidationError(errors)
     if is_new and not values.get("id"):
-        values["id"] = new_id or new_record_id()  # new_id: the one its uploads were stored under
+        values["id"] = new_record_id()
     if is_auth:
         _check_auth_id(tenant, collection, str(values.get("id") or existing["id"]))  # type: ignore[index]
         email_changed = not is_new and "email" in values
