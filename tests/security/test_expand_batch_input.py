@@ -139,8 +139,8 @@ def test_files_in_a_batch_are_stored_with_their_record(tenants: Tenants) -> None
 
 
 def test_uploads_refused_by_rules_leave_nothing_stored(tenants: Tenants) -> None:
-    """demo3 takes creates from non-"users" auth records only: a guest's upload (not even staged: the rule is
-    not public) and a user's (staged, then refused by the rule) leave no file; the superuser's is kept."""
+    """demo3 takes creates from non-"users" auth records only: a guest's upload and a user's leave no file
+    (nothing is stored before the rules are checked); the superuser's is kept."""
     user = ("eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoiX3BiX3Vz"
             "ZXJzX2F1dGhfIiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.ZT3F0Z3iM-xbGgSG3LEKiEzHrPHr8t8IuHLZGGNuxLo")
     url = f"{tenants.fixture}/api/collections/demo3/records"
