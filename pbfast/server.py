@@ -31,7 +31,7 @@ from granian.server.embed import Server as EmbeddedServer
 
 from pbfast.pocketbase import filesystem
 from pbfast.pocketbase.filesystem.cache import DEFAULT_CACHE_BYTES
-from pbfast.config import Address, Mode, ServeConfig, is_loopback
+from pbfast.config import LISTEN_BACKLOG, MAX_CONCURRENT_REQUESTS, Address, Mode, ServeConfig, is_loopback
 from pbfast.control_plane.api import ControlPlaneApi
 from pbfast.control_plane.node_client import NodeClient
 from pbfast.control_plane.app import ControlPlaneApp
@@ -344,7 +344,8 @@ def _embedded_server(listener: Listener) -> EmbeddedServer:
         interface=Interfaces.RSGI,
         http=HTTPModes.auto,
         websockets=False,
-        backlog=2048,
+        backlog=LISTEN_BACKLOG,
+        backpressure=MAX_CONCURRENT_REQUESTS,
         log_enabled=False,
     )
     component = component_logger(listener.component)

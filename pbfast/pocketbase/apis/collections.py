@@ -1,5 +1,5 @@
-"""The collections API, superusers only (PocketBase's ``apis/collection.go``): list, view, create, update,
-delete, truncate and the scaffolds."""
+"""The collections API, superusers only (PocketBase's ``apis/collection.go`` and ``collection_import.go``):
+list, view, create, update, delete, truncate, import and the scaffolds."""
 
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ from pbfast.pocketbase.fields import AutodateField, BoolField, FileField, TextFi
 from pbfast.pocketbase.filesystem import files_of
 from pbfast.pocketbase.search import FilterError, TableResolver
 
-__all__ = ["create_collection", "delete_collection", "list_collections", "scaffolds", "truncate_collection",
+__all__ = ["create_collection", "delete_collection", "import_collections", "list_collections", "scaffolds", "truncate_collection",
            "update_collection", "view_collection"]
 
 # ``_collections`` as a collection of its filterable/sortable columns, for the collections list.
+IMPORT_UNREADABLE: Final = "An error occurred while loading the submitted data."
+
 _COLLECTIONS_TABLE: Final = Collection(id="_collections", name="_collections", fields=[
     *(TextField(name=name) for name in ("id", "name", "type")),
     BoolField(name="system"),
@@ -114,6 +116,26 @@ def _files_gone(request: TenantRequest, collection: Collection) -> None:
     """The collection's files go with its records once committed (as PocketBase deletes its storage prefix)."""
     if any(isinstance(f, FileField) for f in collection.fields):
         request.file_changes.obsolete.append((files_of(request.tenant), f"{collection.id}/"))
+
+
+def import_collections(request: TenantRequest) -> None:
+    """``PUT /api/collections/import``: a whole configuration in one transaction (``deleteMissing`` deletes
+    the non-system collections it does not name); 204, or 400 naming the collection that failed."""
+    require_superuser(request)
+    body = read_body(request, invalid=IMPORT_UNREADABLE)
+    data, delete_missing = body.get("collections"), body.get("deleteMissing", False)
+    if data is not None and (not isinstance(data, list) or not all(isinstance(item, dict) for item in data)) \
+            or delete_missing is not None and not isinstance(delete_missing, bool):
+        raise ApiError(400, IMPORT_UNREADABLE)
+    if not data:
+        raise ApiError(400, "An error occurred while validating the submitted data.",
+                       {"collections": {"code": "validation_required", "message": "Cannot be blank."}})
+    before = list(request.tenant.collections.values())
+    _change(request, lambda conn: collections.import_collections(conn, data, bool(delete_missing)))
+    for collection in before:  # the ones deleteMissing deleted take their files along
+        if request.tenant.collection_by_id(collection.id) is None:
+            _files_gone(request, collection)
+    request.proto.response_empty(204, [])
 
 
 _T = TypeVar("_T")
