@@ -21,10 +21,11 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
-from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_email_change,
-                                    record_auth_impersonate, record_auth_methods, record_auth_otp,
-                                    record_auth_password_reset, record_auth_verification, record_auth_with_oauth2,
-                                    record_auth_with_oauth2_redirect, records, settings, settings_test_email, settings_test_s3)
+from pbfast.pocketbase.apis import (batch, collections, file, health, realtime, record_auth,
+                                    record_auth_email_change, record_auth_impersonate, record_auth_methods,
+                                    record_auth_otp, record_auth_password_reset, record_auth_verification,
+                                    record_auth_with_oauth2, record_auth_with_oauth2_redirect, records, settings,
+                                    settings_test_email, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -73,6 +74,9 @@ class TenantApi:
         add("POST", "/api/collections/{collection}/auth-with-password", record_auth.auth_with_password)
         add("POST", "/api/collections/{collection}/auth-refresh", record_auth.auth_refresh)
         add("POST", "/api/batch", batch.batch_transaction)
+        add("POST", "/api/files/token", file.file_token)
+        add("GET", "/api/files/{collection}/{id}/{filename}", file.download)
+        add("HEAD", "/api/files/{collection}/{id}/{filename}", file.download)
         add("GET", "/api/collections/{collection}/auth-methods", record_auth_methods.auth_methods)
         add("POST", "/api/collections/{collection}/request-otp", record_auth_otp.request_otp)
         add("POST", "/api/collections/{collection}/auth-with-otp", record_auth_otp.auth_with_otp)
@@ -111,7 +115,9 @@ class TenantApi:
         handler, params, _ = self.router.find(scope.method, path)
         if handler is None:
             # PocketBase falls through to its static file handler for GET, else to the router's 404.
-            send_error(proto, 404, FILE_NOT_FOUND if scope.method in ("GET", "HEAD") else NOT_FOUND)
+            # A file name with an encoded "/" (PocketBase matches its file route, then finds no such file).
+            static = scope.method in ("GET", "HEAD") and not path.startswith("/api/files/")
+            send_error(proto, 404, FILE_NOT_FOUND if static else NOT_FOUND)
             return
         if tenant.realtime is None:
             tenant.realtime = self.realtime  # its record writes publish their events there
@@ -155,6 +161,8 @@ class TenantApi:
             work()
         else:
             await run(work)
+        if request.file_send is not None and held.status is None:
+            await request.file_send.send(held)  # read from the store on a worker thread, not in the tenant's turn
         held.replay(proto)
 
     def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None) -> None:
@@ -167,7 +175,12 @@ class TenantApi:
                 tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
                 settings.check_superuser_ip(request)
-                handler(request)
+                try:
+                    handler(request)
+                except BaseException:
+                    request.file_changes.rolled_back()  # its transaction did not commit: its uploads go
+                    raise
+                request.file_changes.committed()
         except ApiError as err:
             send_error(proto, err.status, err.message, err.data, err.headers)
         except TimeLimitExceeded as err:

@@ -100,6 +100,16 @@ def unverified_claims(token: str) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
+def issue_file_token(record_id: str, token_key: str, collection_id: str, secret: str, duration: int,
+                     now: float | None = None) -> str:
+    """A PocketBase file token (type ``file``) for one auth record, valid ``duration`` seconds."""
+    claims = {"collectionId": collection_id, "exp": int((time.time() if now is None else now) + duration),
+              "id": record_id, "type": "file"}
+    signing_input = _HEADER + b"." + _b64encode(orjson.dumps(claims))
+    signature = hmac.new((token_key + secret).encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + _b64encode(signature)).decode()
+
+
 def peek_token_claims(token: str) -> dict[str, Any]:
     """The claims of a well-formed, unexpired HS256 token, WITHOUT checking its signature.
 

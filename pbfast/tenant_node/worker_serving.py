@@ -30,6 +30,7 @@ from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecor
 from pbfast.logs import component_logger, current_request_id
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
+from pbfast.pocketbase.filesystem import StorageError, files_of
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.primitives import SharedQuotas, SharedTenantTable, WorkerAcks, WorkerCounters
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, TenantLoad
@@ -118,6 +119,10 @@ class WorkerTenants:
     def _open_database(self, tenant_id: str) -> Tenant:
         tenant = Tenant.open(tenant_id, self.tenants_dir / tenant_id, False, DEFAULT_LIMITS)
         tenant.shared_schema = True  # the other workers change its collections too
+        try:
+            files_of(tenant).measure()  # its files count toward its storage quota
+        except StorageError as err:
+            log.warning("tenant %s: its files could not be measured: %s", tenant_id, err)
         if self.replicated:
             tenant.conn.execute(NO_AUTOCHECKPOINT)
         return tenant

@@ -8,7 +8,8 @@ parameter; identifiers come only from the collection's own (validated) definitio
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import apsw
 
@@ -21,16 +22,28 @@ from pbfast.pocketbase.fields import (
     AutodateField,
     ErrorItem,
     FieldError,
+    FileField,
     PasswordField,
     PlainPassword,
     RelationField,
+    UploadInfo,
 )
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.records.errors import RecordValidationError
 from pbfast.pocketbase.records.find import load_row
 from pbfast.pocketbase.tenant import Tenant, new_record_id
 
-__all__ = ["save_record"]
+__all__ = ["RecordUploads", "save_record"]
+
+
+class RecordUploads(Protocol):
+    """Files uploaded with a save: the new names of each file field, and their storing once the record is
+    valid (before its row is written, as PocketBase does)."""
+
+    def infos(self, field_name: str) -> Mapping[str, UploadInfo]: ...
+
+    def store(self, record_id: str, values: Mapping[str, Any]) -> None:
+        """Store the uploads the saved values keep; raises on failure (nothing is written then)."""
 
 SUPERUSERS = "_superusers"
 
@@ -75,7 +88,8 @@ def _auth_form_errors(collection: Collection, data: dict[str, Any], existing: di
 
 
 def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], existing: dict[str, Any] | None,
-                *, manage: bool = False, superuser: bool = False) -> dict[str, Any]:
+                *, manage: bool = False, superuser: bool = False,
+                uploads: RecordUploads | None = None) -> dict[str, Any]:
     """Validate ``data`` (a request body already passed through :func:`resolve_modifiers`, and through
     :func:`strip_hidden` for non-superusers) and insert (``existing`` None) or update the row.
 
@@ -104,7 +118,9 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         submitted = data.get(name, MISSING)
         current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
         try:
-            value = field.prepare(submitted, current=current, is_new=is_new)
+            # a file field takes its uploads' names with their infos (a mapping of the names)
+            uploaded = uploads.infos(name) if uploads and isinstance(field, FileField) else ()
+            value = field.prepare(submitted, current=current, is_new=is_new, uploaded=uploaded)  # type: ignore[arg-type]
             if isinstance(field, RelationField):
                 _check_relation_records(tenant, field, value)
         except FieldError as err:
@@ -131,6 +147,8 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         if verified_upgrade and collection.field("tokenKey") is not None and _has_external_auths(tenant, collection,
                                                                                                   existing):
             values["tokenKey"] = new_token_key()  # PocketBase ends the sessions of the links it drops below
+    if uploads is not None:
+        uploads.store(str(values.get("id") or existing["id"]), values)  # type: ignore[index]
     table = quote(collection.name)
     try:
         with write_transaction(tenant.conn):
