@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final
 import apsw
 
 from pbfast.pocketbase.collections.version import schema_version
+from pbfast.pocketbase.filesystem import STORAGE_DIR, StorageError, TenantFiles
 from pbfast.pocketbase.request_logs import AUXILIARY_DB
 from pbfast.pocketbase.sqlite_guard import harden
 from pbfast.pocketbase.tenant import DATA_DB, backup_database, check_pocketbase_database
@@ -77,8 +78,9 @@ def default_backup_name(app_name: str, prefix: str = "pb_backup_") -> str:
     return f"{prefix}{_snakecase(app_name)[:50]}_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}.zip"
 
 
-def create_archive(tenant: Tenant, target: Path, scratch: Path) -> None:
-    """Write the tenant's backup zip to ``target`` (``scratch``: an empty directory for the snapshots)."""
+def create_archive(tenant: Tenant, target: Path, scratch: Path, files: TenantFiles | None = None) -> None:
+    """Write the tenant's backup zip to ``target`` (``scratch``: an empty directory for the snapshots), with
+    the tenant's ``files`` under ``storage/`` (thumbs included, as PocketBase's zip has them)."""
     data_copy = scratch / DATA_DB
     backup_database(tenant.directory / DATA_DB, data_copy)
     members = [(data_copy, DATA_DB)]
@@ -90,6 +92,11 @@ def create_archive(tenant: Tenant, target: Path, scratch: Path) -> None:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for path, name in members:
             archive.write(path, name)
+        if files is not None:
+            for stored in files.paths():
+                found = files.read(stored)
+                if found is not None:  # deleted meanwhile: the database snapshot may still name it
+                    archive.writestr(f"{STORAGE_DIR}/{stored}", found.data)
 
 
 def _entry_problem(info: zipfile.ZipInfo) -> str | None:
@@ -143,16 +150,23 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limi
             out.write(chunk)
 
 
-def restore_archive(tenant: Tenant, zip_path: Path, scratch: Path, limits: RestoreLimits = RestoreLimits()) -> None:
+def restore_archive(tenant: Tenant, zip_path: Path, scratch: Path, limits: RestoreLimits = RestoreLimits(),
+                    files: TenantFiles | None = None) -> None:
     """Replace the tenant's database with the backup's ``data.db`` (raises :class:`ArchiveError` when the zip
-    or its database is unusable; the tenant is then unchanged)."""
+    or its database is unusable; the database is then unchanged). With ``files``, the backup's ``storage/``
+    files are written to the tenant's files first (so the restored records find them); files the backup does
+    not have are left where they are (a point-in-time restore to before this restore still finds them)."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             entry = check_archive(archive, limits)
             extracted = scratch / DATA_DB
             _extract(archive, entry, extracted, limits.max_database_bytes)
+            if files is not None:
+                _restore_files(archive, files)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as err:
         raise ArchiveError(f"not a usable zip archive: {err}") from err
+    except StorageError as err:
+        raise ArchiveError(f"the backup's files could not be stored: {err}") from err
     _prepare(extracted, int(tenant.conn.execute("PRAGMA page_size").get))
     problem = check_pocketbase_database(extracted)
     if problem:
@@ -169,6 +183,15 @@ def restore_archive(tenant: Tenant, zip_path: Path, scratch: Path, limits: Resto
     restored = schema_version(tenant.conn)
     tenant.conn.execute(f"PRAGMA user_version = {max(before, restored) % _MAX_VERSION + 1}")
     tenant.reload_collections()
+
+
+def _restore_files(archive: zipfile.ZipFile, files: TenantFiles) -> None:
+    prefix = STORAGE_DIR + "/"
+    for info in archive.infolist():  # every entry already passed check_archive
+        # PocketBase's local file store keeps ``.attrs`` metadata beside each file: not files of the tenant.
+        if info.filename.startswith(prefix) and not info.is_dir() and len(info.filename) > len(prefix) \
+                and not info.filename.endswith(".attrs"):
+            files.write(info.filename[len(prefix):], archive.read(info))  # bounded by its header's size
 
 
 def _prepare(path: Path, page_size: int) -> None:

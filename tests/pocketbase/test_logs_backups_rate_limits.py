@@ -175,6 +175,12 @@ def _check_round_trips(stock: Backend, fast: Backend, tmp_path: Path) -> None:
     own = _pbfast_file_token(tmp_path / "pbfast" / "tenants" / "fixture" / "data.db")
     pbfast_zip = httpx.get(f"{fast.url}/api/backups/round_trip.zip?token={own}")
     assert pbfast_zip.status_code == 200 and pbfast_zip.headers["content-type"] == "application/zip"
+    def stored(content: bytes) -> list[str]:
+        return sorted(name for name in zipfile.ZipFile(io.BytesIO(content)).namelist()
+                      if name.startswith("storage/") and not name.endswith(("/", ".attrs")))
+
+    # The fixture's files as PocketBase zips them (less the .attrs metadata its local file store keeps).
+    assert stored(pbfast_zip.content) == stored(stock_zip) != []
     pb_data = tmp_path / "from_pbfast"
     zipfile.ZipFile(io.BytesIO(pbfast_zip.content)).extractall(pb_data)
     with stock_pocketbase_server(pb_data) as url:

@@ -23,6 +23,7 @@ from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
 from pbfast.pocketbase.apis.request import NOT_FOUND, SUPERUSERS, TenantRequest, read_body, require_superuser
 from pbfast.pocketbase.apis.settings import real_ip
 from pbfast.pocketbase.backup_archive import ArchiveError, create_archive, default_backup_name, restore_archive
+from pbfast.pocketbase.filesystem import StorageError, files_of
 from pbfast.pocketbase.backup_store import BackupLocation, BackupStore, S3BackupStore, StoreError, valid_key
 from pbfast.pocketbase.records import load_row
 from pbfast.pocketbase.request_logs import format_created
@@ -131,9 +132,9 @@ class Backups:
             snapshots = scratch / "snapshots"
             snapshots.mkdir()
             try:
-                create_archive(request.tenant, archive, snapshots)
+                create_archive(request.tenant, archive, snapshots, files_of(request.tenant))
                 store.put(name, archive)
-            except (StoreError, OSError) as err:
+            except (StoreError, StorageError, OSError) as err:
                 raise ApiError(400, "Failed to create backup.") from err
         request.proto.response_empty(204, [])
 
@@ -239,7 +240,7 @@ class Backups:
             archive = scratch / "restore.zip"
             try:
                 store.get(key, archive)
-                restore_archive(request.tenant, archive, scratch)
+                restore_archive(request.tenant, archive, scratch, files=files_of(request.tenant))
             except (StoreError, ArchiveError, OSError) as err:
                 raise ApiError(400, f"Failed to restore the backup: {err}") from err
         request.proto.response_empty(204, [])
