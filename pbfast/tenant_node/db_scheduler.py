@@ -178,10 +178,10 @@ class DbScheduler:
         with self._lock:
             if self._stopping or tenant_id in self._running or self._queues.get(tenant_id):
                 return False
-            if self._in_background(tenant_id, time.monotonic()):
+            started = time.monotonic()
+            if self._in_background(tenant_id, started):
                 return False
             self._running.add(tenant_id)
-        started = time.monotonic()
         done = False
         try:
             done = work()
@@ -282,7 +282,7 @@ class DbScheduler:
 
     def _in_background(self, tenant_id: str, now: float) -> bool:
         """Heavy while another tenant is served too. Holds the lock."""
-        if self._node_active < 2 and self._served_lately(now) < 2:
+        if self._node_active < 2 and (len(self._served) < 2 or self._served_lately(now) < 2):
             return False
         usage = self._usage.get(tenant_id)
         return usage is not None and usage.share(now) > HEAVY_SHARE
