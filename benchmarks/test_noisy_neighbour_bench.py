@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from bench_tools import needs_tools
 
 from pbharness import ADMIN_TOKEN, create_tenant, start_all_in_one
@@ -32,6 +33,7 @@ FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 WORKERS = os.environ.get("PBFAST_BENCH_WORKERS", "1")
 BEFORE = os.environ.get("PBFAST_BENCH_BEFORE", "")
 ROUNDS = int(os.environ.get("PBFAST_BENCH_ROUNDS", "3" if FULL else "1"))
+SECONDS = 15 if FULL else 3  # per phase
 SUPERUSER = {"email": "bench@example.com", "password": "bench-password-1"}
 
 
@@ -109,16 +111,16 @@ def _round(server: Server, creates: Path, seconds: float) -> tuple[float, float]
 
 
 @needs_tools("wrk")
+@pytest.mark.timeout(max(120, 60 + ROUNDS * (2 if BEFORE else 1) * (2 * SECONDS + 5)))  # 120 s: pyproject's
 def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) -> None:
     servers = [_start(pbfast_process, tmp_path / "this", "this", None)]
     if BEFORE:
         servers.append(_start(pbfast_process, tmp_path / "before", "before", BEFORE))
     creates = _lua_create(tmp_path / "create.lua")
-    seconds = 15 if FULL else 3
     ratios: dict[str, list[tuple[float, float]]] = {server.name: [] for server in servers}
     for _ in range(ROUNDS):
         for server in servers:
-            ratios[server.name].append(_round(server, creates, seconds))
+            ratios[server.name].append(_round(server, creates, SECONDS))
     for name, measured in ratios.items():
         print(f"[bench] {name} --workers={WORKERS}, {ROUNDS} round(s): p50 ratio "
               f"{' '.join(f'{r50:.2f}' for r50, _ in measured)}; p99 ratio {' '.join(f'{r99:.2f}' for _, r99 in measured)}")
