@@ -69,7 +69,10 @@ def _wrk(url: str, script: Path | None, connections: int, seconds: float) -> sub
 def _start(pbfast_process: object, data_dir: Path, name: str, tree: str | None) -> Server:
     """An all-in-one (of the code in ``tree``, else this checkout's) with both tenants and their records."""
     def start(args: list[str]) -> object:
-        return pbfast_process(args, env={"PYTHONPATH": tree} if tree else None)  # type: ignore[operator]
+        if tree is None:
+            return pbfast_process(args)  # type: ignore[operator]
+        # From the tree itself: ``python -m`` puts the working directory first on the path, before PYTHONPATH.
+        return pbfast_process(args, env={"PYTHONPATH": tree}, cwd=Path(tree))  # type: ignore[operator]
 
     _, cp, gw = start_all_in_one(start, data_dir, f"--workers={WORKERS}")
     record = ""
