@@ -10,14 +10,17 @@ this process) each subscribed to ``posts/*``. Figures:
 
 Short form (CI): 50 clients, 5 writes. Full form, figures in benchmarks/RESULTS.md:
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_realtime_bench.py -s -p no:cacheprovider``
+(``PBFAST_BENCH_IDLE_STREAMS=9500`` for the many-connections run of the per-process test).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,6 +32,8 @@ from pbharness import create_tenant, start_all_in_one
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 CLIENTS = int(os.environ.get("PBFAST_BENCH_REALTIME_CLIENTS", "1000" if FULL else "50"))
 WRITES = int(os.environ.get("PBFAST_BENCH_REALTIME_WRITES", "30" if FULL else "5"))
+IDLE_STREAMS = int(os.environ.get("PBFAST_BENCH_IDLE_STREAMS", "2000" if FULL else "50"))
+REST_SECONDS = 5 if FULL else 1
 SUPERUSER = {"email": "bench@example.com", "password": "bench-password-1"}
 
 
@@ -131,33 +136,49 @@ def test_realtime_fanout_and_idle_memory(pbfast_process: object, tmp_path: Path,
     assert len(deliveries) == CLIENTS * WRITES
 
 
-async def _idle_streams(gw: str, count: int, pids: dict[str, int]) -> dict[str, float]:
-    """KB of RSS per idle subscribed stream, by process."""
+async def _idle_streams(gw: str, count: int, tenants: list[str], pids: dict[str, int],
+                        rest_p99: Callable[[], float]) -> tuple[dict[str, float], float]:
+    """KB of RSS per idle subscribed stream, by process (the streams spread over ``tenants``), and the REST
+    p99 of another tenant measured while they are open."""
     url = httpx.URL(gw)
     assert url.host and url.port
     before = {name: _rss_kb(pid) for name, pid in pids.items()}
     streams = [_Stream() for _ in range(count)]
     for start in range(0, count, 100):
-        await asyncio.gather(*(s.open(url.host, url.port, "/t/idle/api/realtime") for s in streams[start:start + 100]))
-    async with httpx.AsyncClient(base_url=f"{gw}/t/idle", timeout=60,
-                                 limits=httpx.Limits(max_connections=32)) as client:
-        async def subscribe(stream: _Stream) -> None:
-            answer = await client.post("/api/realtime", json={"clientId": stream.client_id,
-                                                              "subscriptions": ["posts/*"]})
+        await asyncio.gather(*(s.open(url.host, url.port, f"/t/{tenants[(start + n) % len(tenants)]}/api/realtime")
+                               for n, s in enumerate(streams[start:start + 100])))
+    async with httpx.AsyncClient(base_url=gw, timeout=60, limits=httpx.Limits(max_connections=32)) as client:
+        async def subscribe(index: int, stream: _Stream) -> None:
+            answer = await client.post(f"/t/{tenants[index % len(tenants)]}/api/realtime",
+                                       json={"clientId": stream.client_id, "subscriptions": ["posts/*"]})
             assert answer.status_code == 204, answer.text
 
-        await asyncio.gather(*(subscribe(s) for s in streams))
+        for start in range(0, count, 500):
+            await asyncio.gather(*(subscribe(start + n, s) for n, s in enumerate(streams[start:start + 500])))
     await asyncio.sleep(1.0)
     per_stream = {name: (_rss_kb(pid) - before[name]) / count for name, pid in pids.items()}
+    loaded_p99 = await asyncio.to_thread(rest_p99)
     for stream in streams:
         stream.close()
-    return per_stream
+    return per_stream, loaded_p99
+
+
+def _raise_file_limit() -> int:
+    """Open files allowed to this process and the servers it starts: the soft limit raised to the hard one
+    (each stream is a socket in the client, two in the gateway, one in the node)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def test_realtime_idle_memory_per_process(tmp_path: Path, bench_report: list[str]) -> None:
-    """The same, with the gateway and the tenant node in processes of their own (the production layout)."""
+    """The same, with the gateway and the tenant node in processes of their own (the production layout), the
+    streams spread over tenants of at most 4,000 streams each; and another tenant's REST p99 (a record list,
+    wrk) before and while the streams are open."""
     from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster, start_node, wait_until  # noqa: PLC0415
     from helpers import PbfastProcess, free_port  # noqa: PLC0415
+    from test_control_plane_bench import run_wrk  # noqa: PLC0415
+    from test_gateway_bench import _latency_ms  # noqa: PLC0415
 
     started: list[PbfastProcess] = []
 
@@ -166,7 +187,10 @@ def test_realtime_idle_memory_per_process(tmp_path: Path, bench_report: list[str
         started.append(process)
         return process
 
-    count = 2000 if FULL else 50
+    count = IDLE_STREAMS
+    limit = _raise_file_limit()
+    assert 2 * count + 200 <= limit, f"{count} streams need {2 * count + 200} open files in the gateway; limit {limit}"
+    tenants = [f"idle{n}" for n in range((count + 3999) // 4000)]
     try:
         cp = start_cluster(start, tmp_path, 1)[0]
         start_node(start, "node-a", [cp.url], tmp_path / "nodes")
@@ -176,14 +200,32 @@ def test_realtime_idle_memory_per_process(tmp_path: Path, bench_report: list[str
                          f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"])
         gw = f"http://127.0.0.1:{port}"
         gateway.wait_healthy([gw])
-        created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "idle"}, timeout=10)
-        assert created.status_code == 200, created.text
-        wait_until(lambda: httpx.get(f"{gw}/t/idle/api/health").status_code == 200)
+        for tenant in [*tenants, "rest"]:
+            created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": tenant, "superuser": SUPERUSER},
+                                 timeout=10)
+            assert created.status_code == 200, created.text
+            wait_until(lambda tenant=tenant: httpx.get(f"{gw}/t/{tenant}/api/health").status_code == 200)
+            token = httpx.post(f"{gw}/t/{tenant}/api/collections/_superusers/auth-with-password", timeout=30, json={
+                "identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
+            made = httpx.post(f"{gw}/t/{tenant}/api/collections", headers={"Authorization": token}, json={
+                "name": "posts", "type": "base", "listRule": "", "viewRule": "",
+                "fields": [{"name": "n", "type": "number"}]})
+            assert made.status_code == 200, made.text
+
+        def rest_p99() -> float:
+            _, latency, errors = run_wrk(f"{gw}/t/rest/api/collections/posts/records?perPage=5", None, 16,
+                                         REST_SECONDS)
+            assert errors == 0
+            return _latency_ms(latency, "99")
+
+        quiet_p99 = rest_p99()
         node, gateway_process = started[1].proc, gateway.proc
         assert node is not None and gateway_process is not None
-        per_stream = uvloop.run(_idle_streams(gw, count, {"node": node.pid, "gateway": gateway_process.pid}))
-        bench_report.append(f"realtime: {count} idle streams: {per_stream['node']:.1f} KB each on the tenant node, "
-                            f"{per_stream['gateway']:.1f} KB on the gateway")
+        per_stream, loaded_p99 = uvloop.run(_idle_streams(gw, count, tenants,
+                                                          {"node": node.pid, "gateway": gateway_process.pid}, rest_p99))
+        bench_report.append(f"realtime: {count} idle streams over {len(tenants)} tenants: {per_stream['node']:.1f} KB "
+                            f"each on the tenant node, {per_stream['gateway']:.1f} KB on the gateway; another "
+                            f"tenant's list p99 {quiet_p99:.2f} ms without them, {loaded_p99:.2f} ms with them")
     finally:
         for process in started:
             if process.proc is not None and process.proc.poll() is None:

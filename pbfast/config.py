@@ -16,6 +16,12 @@ DEFAULT_TENANT_NODE_ADDR = "127.0.0.1:8070"
 DEFAULT_RAFT_BIND_ADDR = "127.0.0.1:8091"
 DEFAULT_DATA_DIR = "./pb_data"
 DEFAULT_MAX_TENANTS = 500
+LISTEN_BACKLOG = 2048  # connections the kernel queues per listener before the server accepts them
+# Requests one server process handles at once. granian's default is its backlog (2048), and an open event
+# stream is a request that lasts: a node would hold only 2048 realtime clients and then stop accepting every
+# other request too. What bounds the work instead: the per-tenant database queues (429) and realtime stream
+# limits (--realtime-max-per-node), and the open-file limit.
+MAX_CONCURRENT_REQUESTS = 262_144
 DEFAULT_S3_BUCKET = "pbfast"
 MIN_ADMIN_TOKEN_LENGTH = 16
 DEFAULT_NODE_TIMEOUT_SECONDS = 5.0

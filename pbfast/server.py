@@ -29,7 +29,7 @@ import uvloop
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server as EmbeddedServer
 
-from pbfast.config import Address, Mode, ServeConfig, is_loopback
+from pbfast.config import LISTEN_BACKLOG, MAX_CONCURRENT_REQUESTS, Address, Mode, ServeConfig, is_loopback
 from pbfast.control_plane.api import ControlPlaneApi
 from pbfast.control_plane.node_client import NodeClient
 from pbfast.control_plane.app import ControlPlaneApp
@@ -339,7 +339,8 @@ def _embedded_server(listener: Listener) -> EmbeddedServer:
         interface=Interfaces.RSGI,
         http=HTTPModes.auto,
         websockets=False,
-        backlog=2048,
+        backlog=LISTEN_BACKLOG,
+        backpressure=MAX_CONCURRENT_REQUESTS,
         log_enabled=False,
     )
     component = component_logger(listener.component)

@@ -57,6 +57,7 @@ class TenantApi:
         add("GET", "/api/collections", collections.list_collections)
         add("POST", "/api/collections", collections.create_collection)
         add("GET", "/api/collections/meta/scaffolds", collections.scaffolds)
+        add("PUT", "/api/collections/import", collections.import_collections)
         add("GET", "/api/collections/{collection}", collections.view_collection)
         add("PATCH", "/api/collections/{collection}", collections.update_collection)
         add("DELETE", "/api/collections/{collection}", collections.delete_collection)

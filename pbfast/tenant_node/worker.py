@@ -30,6 +30,7 @@ from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server as EmbeddedServer
 
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER
+from pbfast.config import LISTEN_BACKLOG, MAX_CONCURRENT_REQUESTS
 from pbfast.gc_tuning import collect_when_idle, tune_for_serving
 from pbfast.http import ApiError, Guard, Handler, HTTPProtocol, Request, Router, Scope, discard_unread_body
 from pbfast.logs import component_logger, configure_logging, current_request_id
@@ -201,7 +202,8 @@ async def run(settings: WorkerSettings) -> int:
     os.close(settings.shm_fd)  # mapped (with a descriptor of its own)
     app = WorkerApp(settings, memory)
     server = EmbeddedServer(app, address=settings.host, port=settings.port, interface=Interfaces.RSGI,
-                            http=HTTPModes.auto, websockets=False, backlog=2048, log_enabled=False)
+                            http=HTTPModes.auto, websockets=False, backlog=LISTEN_BACKLOG,
+                            backpressure=MAX_CONCURRENT_REQUESTS, log_enabled=False)
     configure_logging(settings.log_level, settings.log_format)  # granian's constructor reconfigures logging
     tune_for_serving()
     loop = asyncio.get_running_loop()

@@ -415,3 +415,45 @@ def test_topic_options_reach_the_rules_as_in_pocketbase(stock_pocketbase: Backen
     stock = _options_scenario(stock_pocketbase)
     assert any(stock.values()), stock
     assert _options_scenario(pbfast_fixture_tenant) == stock
+
+
+def _expand_scenario(backend: Backend) -> dict[str, list[str]]:
+    """Topics whose options ask for ``expand`` (with ``fields`` inside it, and over a relation whose target
+    the related collection's viewRule hides): what each topic receives (as a guest)."""
+    writers = _collection(backend, {"name": "writers", "type": "base", "listRule": "", "viewRule": "name != 'hidden'",
+                                    "fields": [{"name": "name", "type": "text"}, {"name": "bio", "type": "text"}]})
+    _collection(backend, {"name": "novels", "type": "base", "listRule": "", "viewRule": "", "fields": [
+        {"name": "title", "type": "text"},
+        {"name": "writer", "type": "relation", "collectionId": writers["id"], "maxSelect": 1}]})
+    shown = _create(backend, "writers", {"name": "ann", "bio": "b1"})["id"]
+    hidden = _create(backend, "writers", {"name": "hidden", "bio": "b2"})["id"]
+    topics = [
+        'novels/*?options={"query":{"expand":"writer"}}',
+        'novels/*?options={"query":{"expand":"writer","fields":"title,expand.writer.name"}}',
+        'novels/*?options={"query":{"expand":"writer,nope"}}',
+        "novels/*",
+    ]
+    client = RawRealtimeClient(backend.url).connect()
+    try:
+        assert client.subscribe(topics).status_code == 204
+        first = _create(backend, "novels", {"title": "one", "writer": shown})["id"]
+        _create(backend, "novels", {"title": "two", "writer": hidden})
+        assert httpx.delete(f"{backend.url}/api/collections/novels/records/{first}",
+                            headers=_superuser(backend)).status_code == 204
+        client.wait_events(3 * len(topics), timeout=5)
+        time.sleep(0.3)
+        received: dict[str, list[str]] = {topic: [] for topic in topics}
+        for event in client.events:
+            record = event.data["record"]
+            writer = (record.get("expand") or {}).get("writer") or {}
+            received[event.name].append(f"{event.data['action']}:{record.get('title')}:{','.join(sorted(record))}:"
+                                        f"{writer.get('name')}:{','.join(sorted(writer))}")
+        return {topic: sorted(values) for topic, values in received.items()}
+    finally:
+        client.close()
+
+
+def test_topic_expand_option_as_in_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
+    stock = _expand_scenario(stock_pocketbase)
+    assert any(":ann:" in value for values in stock.values() for value in values), stock
+    assert _expand_scenario(pbfast_fixture_tenant) == stock

@@ -11,7 +11,6 @@ value of the wrong type fail the whole form (400 "Failed to read the submitted b
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -20,6 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from pbfast.http import ApiError
+from pbfast.pocketbase import gocompat
 from pbfast.pocketbase.apis.multipart import MultipartError, UploadedFile, parse_form_data
 from pbfast.pocketbase.apis.request import TenantRequest
 
@@ -112,7 +112,7 @@ def strict_json(raw: bytes, *, whole: bool = False) -> Any:
     ``json.Unmarshal`` wants)."""
     text = raw.decode("utf-8")  # invalid UTF-8: UnicodeDecodeError
     decoder = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_no_constant,
-                               parse_float=_finite_float, parse_int=_integer)
+                               parse_float=gocompat.decoded_float, parse_int=gocompat.decoded_int)
     start = len(text) - len(text.lstrip(" \t\r\n"))
     try:
         value, end = decoder.raw_decode(text, start)
@@ -134,17 +134,6 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _no_constant(name: str) -> Any:
     raise Unreadable(f"{name} is not JSON")
 
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise Unreadable(f"{text} does not fit a float64")
-    return value
-
-
-def _integer(text: str) -> int | float:
-    value = int(text)
-    return value if abs(value) <= 2**63 else _finite_float(text)
 
 
 def _member(obj: dict[str, Any], name: str, fold_case: bool) -> Any:

@@ -1,5 +1,5 @@
-"""The collections API, superusers only (PocketBase's ``apis/collection.go``): list, view, create, update,
-delete, truncate and the scaffolds."""
+"""The collections API, superusers only (PocketBase's ``apis/collection.go`` and ``collection_import.go``):
+list, view, create, update, delete, truncate, import and the scaffolds."""
 
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import AutodateField, BoolField, TextField
 from pbfast.pocketbase.search import FilterError, TableResolver
 
-__all__ = ["create_collection", "delete_collection", "list_collections", "scaffolds", "truncate_collection",
+__all__ = ["create_collection", "delete_collection", "import_collections", "list_collections", "scaffolds", "truncate_collection",
            "update_collection", "view_collection"]
 
 # ``_collections`` as a collection of its filterable/sortable columns, for the collections list.
+IMPORT_UNREADABLE: Final = "An error occurred while loading the submitted data."
+
 _COLLECTIONS_TABLE: Final = Collection(id="_collections", name="_collections", fields=[
     *(TextField(name=name) for name in ("id", "name", "type")),
     BoolField(name="system"),
@@ -100,6 +102,22 @@ def truncate_collection(request: TenantRequest) -> None:
         raise ApiError(400, err.message, err.data) from err
     for action, changed_collection, row in changes:  # every record deleted (and referencing ones), committed
         record_changed(request.tenant, action, changed_collection, row)
+    request.proto.response_empty(204, [])
+
+
+def import_collections(request: TenantRequest) -> None:
+    """``PUT /api/collections/import``: a whole configuration in one transaction (``deleteMissing`` deletes
+    the non-system collections it does not name); 204, or 400 naming the collection that failed."""
+    require_superuser(request)
+    body = read_body(request, invalid=IMPORT_UNREADABLE)
+    data, delete_missing = body.get("collections"), body.get("deleteMissing", False)
+    if data is not None and (not isinstance(data, list) or not all(isinstance(item, dict) for item in data)) \
+            or delete_missing is not None and not isinstance(delete_missing, bool):
+        raise ApiError(400, IMPORT_UNREADABLE)
+    if not data:
+        raise ApiError(400, "An error occurred while validating the submitted data.",
+                       {"collections": {"code": "validation_required", "message": "Cannot be blank."}})
+    _change(request, lambda conn: collections.import_collections(conn, data, bool(delete_missing)))
     request.proto.response_empty(204, [])
 
 

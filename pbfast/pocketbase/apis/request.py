@@ -5,7 +5,6 @@ resolvers for API rules, answers (``fields`` applied, PocketBase-shaped errors) 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
@@ -219,7 +218,6 @@ def body_limit(tenant: Tenant, params: dict[str, str]) -> int:
 
 
 _JSON_WHITESPACE: Final = " \t\n\r"
-_MIN_INT64, _MAX_UINT64 = -(2**63), 2**64 - 1
 
 
 def decode_json_body(raw: bytes, invalid: str = BAD_REQUEST) -> Any:
@@ -240,7 +238,8 @@ def _first_json_value(raw: bytes, invalid: str) -> Any:
     """The slow path of :func:`decode_json_body` for bodies orjson refuses as a whole."""
     text = raw.decode("utf-8", errors="replace")
     start = len(text) - len(text.lstrip(_JSON_WHITESPACE))
-    decoder = json.JSONDecoder(parse_constant=_no_json_constant, parse_float=_finite_float, parse_int=_json_int)
+    decoder = json.JSONDecoder(parse_constant=_no_json_constant, parse_float=gocompat.decoded_float,
+                               parse_int=gocompat.decoded_int)
     try:
         value, _ = decoder.raw_decode(text, start)
         orjson.dumps(value)  # lone surrogates and too deep nesting, which the answers could not carry
@@ -252,18 +251,6 @@ def _first_json_value(raw: bytes, invalid: str) -> Any:
 def _no_json_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} does not fit a float64")
-    return value
-
-
-def _json_int(text: str) -> int | float:
-    """Like orjson: integers outside int64/uint64 become floats."""
-    value = int(text)
-    return value if _MIN_INT64 <= value <= _MAX_UINT64 else _finite_float(text)
 
 
 def record_body_limit(collection: Collection) -> int:

@@ -7,7 +7,8 @@
 * :mod:`.decode`, :mod:`.validate`, :mod:`.rules` - a collections API body bound onto a collection, then
   validated with PocketBase's error codes (API rules through the filter engine);
 * :mod:`.table_sync`, :mod:`.views` - the table (or SQL view) kept in step with the definition, data kept;
-* :mod:`.service` - create, update, delete, truncate, scaffolds; :mod:`.cascade` - deleting records with
+* :mod:`.service` - create, update, delete, truncate, scaffolds; :mod:`.importer` - a whole configuration
+  imported in one transaction; :mod:`.cascade` - deleting records with
   their relations (PocketBase's cascade/unlink);
 * :mod:`.system`, :mod:`.database` - the system collections, and a fresh ``data.db`` as stock PocketBase
   creates it.
@@ -23,6 +24,7 @@ from pbfast.pocketbase.collections.cascade import (
 )
 from pbfast.pocketbase.collections.database import init_tenant_database
 from pbfast.pocketbase.collections.errors import CollectionValidationError
+from pbfast.pocketbase.collections.importer import import_collections
 from pbfast.pocketbase.collections.model import Collection, CollectionMap, load_collection, load_collections
 from pbfast.pocketbase.collections.service import (
     create_collection,
@@ -44,6 +46,7 @@ __all__ = [
     "create_collection",
     "delete_collection",
     "delete_records",
+    "import_collections",
     "RecordChanges",
     "init_tenant_database",
     "list_collection_ids",

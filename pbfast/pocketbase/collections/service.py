@@ -24,7 +24,7 @@ from pbfast.pocketbase.collections.cascade import (
 from pbfast.pocketbase.collections.decode import apply_payload, new_collection
 from pbfast.pocketbase.collections.defaults import init_default_fields, unset_missing_mapped_fields
 from pbfast.pocketbase.collections.errors import REQUIRED, CollectionValidationError, decode_error, error_item
-from pbfast.pocketbase.collections.model import Collection, load_collection, load_collections, now_text
+from pbfast.pocketbase.collections.model import Collection, CollectionMap, load_collection, load_collections, now_text
 from pbfast.pocketbase.collections.rules import check_api_rule
 from pbfast.pocketbase.collections.table_sync import sync_table
 from pbfast.pocketbase.collections.validate import RuleChecker, validate_collection
@@ -35,8 +35,9 @@ from pbfast.pocketbase.dbutils.index import parse_index
 from pbfast.pocketbase.dbutils.transaction import sqlite_error_text, write_transaction
 from pbfast.pocketbase.search import Page, fetch_page
 
-__all__ = ["create_collection", "delete_collection", "list_collection_ids", "scaffolds", "truncate_collection",
-           "update_collection"]
+__all__ = ["create_collection", "delete_collection", "drop_collection", "list_collection_ids", "persist",
+           "prepare_new", "prepare_update", "resolve_view_fields", "scaffolds", "truncate_collection",
+           "update_collection", "validation_errors"]
 
 def scaffolds() -> dict[str, dict[str, Any]]:
     """PocketBase's ``GET /api/collections/meta/scaffolds``: a new collection of each type as the API
@@ -73,17 +74,21 @@ def _normalize_index_tables(collection: Collection) -> None:
             collection.indexes[position] = built
 
 
-def _save(conn: apsw.Connection, collection: Collection, original: Collection | None, failure: str,
-          check_rule: RuleChecker) -> Collection:
-    """Validate and persist ``collection`` (new when ``original`` is None) with its table/view."""
-    others = load_collections(conn)
-    view_error: str | None = None
-    if collection.type == "view":
-        try:
-            collection.fields = view_fields(conn, collection.view_query, others)
-        except (ValueError, apsw.Error) as err:
-            view_error = sqlite_error_text(err) if isinstance(err, apsw.Error) else str(err)
-            collection.fields = err.fields if isinstance(err, ViewFieldsError) else []
+def resolve_view_fields(conn: apsw.Connection, collection: Collection, others: CollectionMap) -> str | None:
+    """A view collection's fields inferred from its query (set on ``collection``); the query's error, if any."""
+    if collection.type != "view":
+        return None
+    try:
+        collection.fields = view_fields(conn, collection.view_query, others)
+    except (ValueError, apsw.Error) as err:
+        collection.fields = err.fields if isinstance(err, ViewFieldsError) else []
+        return sqlite_error_text(err) if isinstance(err, apsw.Error) else str(err)
+    return None
+
+
+def validation_errors(conn: apsw.Connection, collection: Collection, original: Collection | None,
+                      others: CollectionMap, check_rule: RuleChecker, view_error: str | None) -> dict[str, Any]:
+    """PocketBase's validation of ``collection`` (new when ``original`` is None) among ``others``."""
     errors = validate_collection(conn, collection, original, others, check_rule)
     if collection.type == "view":
         if not collection.view_query:
@@ -91,8 +96,12 @@ def _save(conn: apsw.Connection, collection: Collection, original: Collection | 
         elif view_error is not None:
             errors.setdefault("viewQuery", error_item("validation_invalid_view_query",
                                                  "Invalid query - " + view_error[:500]))
-    if errors:
-        raise CollectionValidationError(failure, errors)
+    return errors
+
+
+def persist(conn: apsw.Connection, collection: Collection, original: Collection | None) -> None:
+    """Write ``collection``'s row and bring its table (or view) in step, data kept; no validation. Raises
+    :class:`CollectionValidationError` (data only) or ``apsw.Error``/``RuntimeError`` from the migration."""
     row = collection.to_row()
     bump_schema_version(conn)  # other connections (worker processes) reload their collections
     if original is None:
@@ -102,19 +111,53 @@ def _save(conn: apsw.Connection, collection: Collection, original: Collection | 
         assignments = ", ".join(f"{backquote(key)} = ?" for key in row if key != "id")
         conn.execute(f"UPDATE _collections SET {assignments} WHERE id = ?",
                      [value for key, value in row.items() if key != "id"] + [original.id])
+    if collection.type == "view":
+        if original is not None:
+            conn.execute(f"DROP VIEW IF EXISTS {backquote(original.name)}")
+        save_view(conn, collection.name, collection.view_query)
+    else:
+        sync_table(conn, collection, original)
+        conn.execute("PRAGMA optimize")  # as PocketBase does after every table sync
+
+
+def _save(conn: apsw.Connection, collection: Collection, original: Collection | None, failure: str,
+          check_rule: RuleChecker) -> Collection:
+    """Validate and persist ``collection`` (new when ``original`` is None) with its table/view."""
+    others = load_collections(conn)
+    view_error = resolve_view_fields(conn, collection, others)
+    errors = validation_errors(conn, collection, original, others, check_rule, view_error)
+    if errors:
+        raise CollectionValidationError(failure, errors)
     try:
-        if collection.type == "view":
-            if original is not None:
-                conn.execute(f"DROP VIEW IF EXISTS {backquote(original.name)}")
-            save_view(conn, collection.name, collection.view_query)
-        else:
-            sync_table(conn, collection, original)
-            conn.execute("PRAGMA optimize")  # as PocketBase does after every table sync
+        persist(conn, collection, original)
     except CollectionValidationError as err:
         raise CollectionValidationError(failure, err.data) from err
     except (apsw.Error, RuntimeError) as err:
         raise CollectionValidationError(f"{failure[:-1]}. Raw error: \n{sqlite_error_text(err)}", {}) from err
     return collection
+
+
+def prepare_new(conn: apsw.Connection, collection: Collection) -> None:
+    """What a new collection gets before it is saved: its id (if none), timestamps, default fields."""
+    if not collection.id:
+        collection.id = _collection_id_for(conn, collection)
+    collection.created = collection.updated = now_text()
+    init_default_fields(collection)
+    if collection.type == "auth":
+        unset_missing_mapped_fields(collection)
+    _normalize_index_tables(collection)
+
+
+def prepare_update(original: Collection, updated: Collection) -> None:
+    """What an updated collection gets before it is saved: its timestamp, default fields, and a new auth
+    token secret when its ``authRule`` changed."""
+    updated.updated = now_text()
+    init_default_fields(updated)
+    if updated.type == "auth":
+        unset_missing_mapped_fields(updated)
+        if original.type == "auth" and (original.auth.auth_rule or "") != (updated.auth.auth_rule or ""):
+            updated.auth.auth_token.secret = S.random_secret()
+    _normalize_index_tables(updated)
 
 
 def create_collection(conn: apsw.Connection, payload: Mapping[str, Any], *,
@@ -138,13 +181,7 @@ def create_collection(conn: apsw.Connection, payload: Mapping[str, Any], *,
     if not collection.type:
         collection.type = "base"
     with write_transaction(conn):
-        if not collection.id:
-            collection.id = _collection_id_for(conn, collection)
-        collection.created = collection.updated = now_text()
-        init_default_fields(collection)
-        if collection.type == "auth":
-            unset_missing_mapped_fields(collection)
-        _normalize_index_tables(collection)
+        prepare_new(conn, collection)
         saved = _save(conn, collection, None, "Failed to create collection.", check_rule)
     return saved
 
@@ -166,13 +203,7 @@ def update_collection(conn: apsw.Connection, collection: Collection, payload: Ma
             raise CollectionValidationError("The requested resource wasn't found.", {})
         updated = copy.deepcopy(original)
         apply_payload(updated, payload, is_new=False)
-        updated.updated = now_text()
-        init_default_fields(updated)
-        if updated.type == "auth":
-            unset_missing_mapped_fields(updated)
-            if original.type == "auth" and (original.auth.auth_rule or "") != (updated.auth.auth_rule or ""):
-                updated.auth.auth_token.secret = S.random_secret()
-        _normalize_index_tables(updated)
+        prepare_update(original, updated)
         saved = _save(conn, updated, original, "Failed to update collection.", check_rule)
     return saved
 
@@ -193,16 +224,22 @@ def delete_collection(conn: apsw.Connection, collection: Collection) -> None:
             raise CollectionValidationError(
                 "Failed to delete collection probably due to existing reference in " + ", ".join(referencing) + ".", {})
         try:
-            if current.type == "view":
-                conn.execute(f"DROP VIEW IF EXISTS {backquote(current.name)}")
-            else:
-                conn.execute(f"DROP TABLE IF EXISTS {backquote(current.name)}")
+            drop_collection(conn, current, collections)
         except apsw.Error as err:
             raise CollectionValidationError("Failed to delete collection.", {}) from err
-        conn.execute("DELETE FROM _collections WHERE id = ?", (current.id,))
-        bump_schema_version(conn)
-        if current.type == "auth":
-            delete_auth_side_rows(conn, collections, current.id, None)
+
+
+def drop_collection(conn: apsw.Connection, collection: Collection, collections: CollectionMap) -> None:
+    """Drop a collection's table (or view) and row, and its auth records' MFA/OTP/external-auth/auth-origin
+    rows; no checks (the caller's)."""
+    if collection.type == "view":
+        conn.execute(f"DROP VIEW IF EXISTS {backquote(collection.name)}")
+    else:
+        conn.execute(f"DROP TABLE IF EXISTS {backquote(collection.name)}")
+    conn.execute("DELETE FROM _collections WHERE id = ?", (collection.id,))
+    bump_schema_version(conn)
+    if collection.type == "auth":
+        delete_auth_side_rows(conn, collections, collection.id, None)
 
 
 def truncate_collection(conn: apsw.Connection, collection: Collection, changes: RecordChanges | None = None) -> None:

@@ -2,7 +2,8 @@
 
 * :mod:`.json_numbers`: ``strconv.FormatFloat`` (:func:`go_format_float`), how ``encoding/json`` writes a
   float64 (:func:`json_number`, :class:`GoWholeFloat`) and values nested deeper than orjson writes
-  (:class:`DeepJson`);
+  (:class:`DeepJson`), and the number hooks of the slow JSON readers (:func:`decoded_int`,
+  :func:`decoded_float`);
 * :mod:`.cast` (``spf13/cast`` as PocketBase uses it on decoded JSON): :func:`cast_to_string`,
   :func:`cast_to_float`, :func:`cast_to_bool`, ``list.ToUniqueStringSlice`` (:func:`to_unique_strings`), and
   how ``database/sql`` scans a column into a string (:func:`stored_to_string`);
@@ -36,6 +37,8 @@ from pbfast.pocketbase.gocompat.json_numbers import (
     ORJSON_MAX_DEPTH,
     DeepJson,
     GoWholeFloat,
+    decoded_float,
+    decoded_int,
     format_float_f,
     go_format_float,
     go_json_default,
@@ -55,6 +58,8 @@ __all__ = [
     "cast_to_float",
     "cast_to_int",
     "cast_to_string",
+    "decoded_float",
+    "decoded_int",
     "format_datetime_value",
     "format_float_f",
     "generate_by_pattern",

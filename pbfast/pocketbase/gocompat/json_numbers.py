@@ -38,6 +38,25 @@ class DeepJson:
         return self.text
 
 
+_MIN_INT64, _MAX_UINT64 = -(2**63), 2**64 - 1
+
+
+def decoded_float(text: str) -> float:
+    """A JSON number read as a float64 (``json.JSONDecoder``'s ``parse_float``): ValueError beyond float64's
+    range, which Go's decoder refuses too."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float64")
+    return value
+
+
+def decoded_int(text: str) -> int | float:
+    """A JSON integer as orjson reads it (``parse_int`` of the slow paths, so both paths agree): an int
+    within int64/uint64, a float64 beyond."""
+    value = int(text)
+    return value if _MIN_INT64 <= value <= _MAX_UINT64 else decoded_float(text)
+
+
 def go_json_default(value: Any) -> Any:
     """``orjson.dumps`` ``default`` hook for the values this module hands out (:class:`GoWholeFloat`,
     :class:`DeepJson`)."""

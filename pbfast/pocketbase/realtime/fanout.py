@@ -12,7 +12,8 @@ evaluated in commit order). For each client subscribed to a matching topic:
 - then the topic's own ``filter`` option, if any (not for guests and users when it or ``sort`` mention
   ``@collection.`` or ``@request.``);
 - the record is sent as the client may see it (hidden fields, email visibility for the record itself and its
-  managers), trimmed by the topic's ``fields`` option.
+  managers), with the topic's ``expand`` option applied (each related collection's ``viewRule`` for the
+  client), trimmed by its ``fields`` option.
 
 A deleted record is checked against its last stored values (a one-row table standing in for the deleted
 row), since it is gone once committed; PocketBase checks before the delete, which differs only for a rule
@@ -25,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+import apsw
 import orjson
 
 from pbfast.logs import component_logger
@@ -32,6 +34,7 @@ from pbfast.pocketbase import gocompat, records, search
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.realtime.subscriptions import Client, ClientAuth, SubscriptionOptions, sse_frame
 from pbfast.pocketbase.records import RuleError, Viewer
+from pbfast.pocketbase.records.viewable import ExpandTooMany, ViewableRecords, expand_for_viewer
 from pbfast.pocketbase.search import FilterError, RequestInfo, TableResolver, superuser_only_field
 from pbfast.pocketbase.tenant import Tenant
 
@@ -156,6 +159,9 @@ class _Event:
             show_email = same or bool(manage_rule and requester.row is not None
                                       and self._holds(manage_rule, self._resolver(requester, options, hidden=True)))
         record: dict[str, Any] = records.record_json(collection, row, requester.viewer(), show_email=show_email)
+        expand = options.query.get("expand", "")
+        if expand:
+            self._expand(record, requester, options, expand)
         fields = options.query.get("fields", "")
         if fields:
             try:
@@ -164,6 +170,20 @@ class _Event:
                 log.debug("tenant %s: realtime fields %r: %s", self.tenant.id, fields, err)
         body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=gocompat.go_json_default)
         return b'{"record":%b,"action":"%b"}' % (body, self.change.action.encode())
+
+    def _expand(self, record: dict[str, Any], requester: _Requester, options: SubscriptionOptions,
+                expand: str) -> None:
+        """Add the topic's ``expand`` option to the record as the client may view it; what cannot be
+        expanded is left out (PocketBase logs it and sends the event)."""
+        fetch = ViewableRecords(self.tenant, lambda: self._request_info(requester, options), requester.superuser)
+        try:
+            expansion = expand_for_viewer(self.tenant, self.collection, [self.change.row], expand, fetch,
+                                          requester.viewer())[0]
+        except (records.ExpandTooLarge, ExpandTooMany, apsw.Error) as err:
+            log.debug("tenant %s: realtime expand %r of %s: %s", self.tenant.id, expand, self.collection.name, err)
+            return
+        if expansion is not None:
+            record["expand"] = expansion
 
 
 def evaluate(tenant: Tenant, clients: tuple[Client, ...], change: RecordChange) -> list[tuple[Client, bytes]]:

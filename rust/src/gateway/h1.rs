@@ -460,6 +460,7 @@ impl Body for NodeBody {
                     if let Some(Poll::Ready(())) = this.idle.as_mut().map(|idle| idle.poll_expired(cx)) {
                         return this.fail(BodyError::UpstreamIdle);
                     }
+                    release_if_empty(&mut this.buffer);
                     return Poll::Pending;
                 }
             }
@@ -497,8 +498,29 @@ impl Body for NodeBody {
     }
 }
 
-#[cfg(test)]
+/// Free an empty buffer's allocation while its connection waits: an event stream may stay quiet for
+/// minutes, and thousands of them would each hold a read chunk for nothing (the next read allocates again).
+pub fn release_if_empty(buffer: &mut BytesMut) {
+    if buffer.is_empty() && buffer.capacity() > 0 {
+        *buffer = BytesMut::new();
+    }
+}
+
+#[cfg(test)]#[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_empty_buffer_gives_its_allocation_back_and_a_full_one_keeps_its_bytes() {
+        let mut empty = BytesMut::with_capacity(16 << 10);
+        release_if_empty(&mut empty);
+        assert_eq!(empty.capacity(), 0);
+        let mut full = BytesMut::with_capacity(16 << 10);
+        full.extend_from_slice(b"data: x\n\n");
+        release_if_empty(&mut full);
+        assert_eq!(&full[..], b"data: x\n\n");
+        assert!(full.capacity() >= 16 << 10);
+    }
+
     use super::*;
 
     fn decode_all(decoder: &mut Decoder, input: &[u8], step: usize) -> io::Result<(Vec<u8>, bool)> {

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
+
+use super::h1::release_if_empty;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The method a malformed request line is replaced with (the handler answers 400 when the connection's
@@ -574,8 +576,18 @@ impl<I: AsyncRead + Unpin> AsyncRead for TargetNormaliser<I> {
             let pending = &mut this.framer.pending;
             pending.reserve(READ_CHUNK);
             let mut read = ReadBuf::uninit(pending.spare_capacity_mut());
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut read);
             let count = read.filled().len();
+            if polled.is_pending() {
+                // A connection waiting (for its next request, or while its event stream is answered)
+                // keeps no read chunk.
+                release_if_empty(&mut this.framer.pending);
+                release_if_empty(&mut this.framer.ready);
+                return Poll::Pending;
+            }
+            if let Poll::Ready(Err(err)) = polled {
+                return Poll::Ready(Err(err));
+            }
             if count == 0 {
                 this.eof = true;
                 this.framer.finish();
