@@ -4,7 +4,7 @@ spreads them over the workers (``pbfast_node_worker_requests_total`` shows each 
 
 - a schema change made through one worker is seen by the other, which had the tenant open already;
 - a tenant's daily request quota is exact across the workers;
-- realtime is refused with a clear 503 (not yet served across workers);
+- realtime streams receive every write's event in commit order, whichever worker took the write;
 - a worker killed with -9 is started again, and no write it acknowledged is lost;
 - a move releases the tenant from every worker while they serve it: afterwards the old node answers
   "moved" from every worker and the new node has every write the old one acknowledged, a write that was
@@ -17,14 +17,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import apsw
 import httpx
+import orjson
 import pytest
 
-from cpcluster import ADMIN, Start, start_cluster, wait_until
+from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, wait_until
 from helpers import moto_s3_server
 from nodetools import S3_ENV, forwarded, forwarded_ok, scrape, start_node, tenant
 
@@ -78,6 +79,33 @@ def _notes(node_url: str, tenant_id: str, epoch: int, token: str) -> list[dict[s
     return list(listed.json()["items"])
 
 
+def _realtime_events(node_url: str, tenant_id: str, epoch: int, topic: str, write: Callable[[], object]) -> list[str]:
+    """``action:n`` of each event a stream subscribed to ``topic`` receives while ``write`` runs (the stream
+    and the subscription sent as a gateway forwards them)."""
+    headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
+    seen: list[str] = []
+    with httpx.stream("GET", f"{node_url}/t/{tenant_id}/api/realtime", headers=headers,
+                      timeout=httpx.Timeout(10.0, read=5.0)) as stream:
+        lines = stream.iter_lines()
+        client_id = ""
+        for line in lines:
+            if line.startswith("id:"):
+                client_id = line[3:].strip()
+            if line.startswith("data:") and client_id:
+                break
+        subscribed = forwarded(node_url, tenant_id, epoch, "POST", "/api/realtime",
+                               json={"clientId": client_id, "subscriptions": [topic]})
+        assert subscribed.status_code == 204, subscribed.text
+        count = len(list(write()))  # type: ignore[call-overload]
+        for line in lines:
+            if line.startswith("data:") and '"action"' in line:
+                event = orjson.loads(line[5:])
+                seen.append(f"{event['action']}:{event['record']['n']}")
+                if len(seen) == count:
+                    break
+    return seen
+
+
 def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tmp_path: Path) -> None:
     cp = start_cluster(pbfast_process, tmp_path, 1)[0]
     node, url = start_node(pbfast_process, "node-w", f"127.0.0.1:{cp.http_port}", tmp_path, WORKERS)
@@ -105,10 +133,15 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
     listed = _worker_requests(url)
     assert all(now > then for now, then in zip(listed, opened)), listed
 
-    # Realtime is refused clearly (a stream on one worker would miss the other's changes), not half served.
-    for method in ("GET", "POST"):
-        refused = forwarded(url, "w", epoch, method, "/api/realtime", json={} if method == "POST" else None)
-        assert refused.status_code == 503 and "worker processes" in refused.json()["message"], refused.text
+    # Realtime across the workers: the stream and its subscription are the main process's, and so are the
+    # writes of a tenant with streams open, so every write's event arrives, in commit order, whichever worker
+    # took the request.
+    handed_before = scrape(url)["pbfast_node_worker_handed_over_total"]
+    events = _realtime_events(url, "w", epoch, "notes/*",
+                              lambda: [forwarded_ok(url, "w", epoch, "POST", "/api/collections/notes/records",
+                                                    json={"n": f"rt{index}"}) for index in range(12)])
+    assert events == [f"create:rt{index}" for index in range(12)], events
+    assert scrape(url)["pbfast_node_worker_handed_over_total"] >= handed_before + 14  # stream, subscribe, writes
 
     # One daily request quota for all the workers.
     quota_epoch = _create_tenant(cp.url, "q", apiRequestsQuota=25)

@@ -85,6 +85,8 @@ class TenantNodeApp:
         self.open_tenants = TenantCache(max_tenants)
         self.superusers_applied: set[str] = set()  # first superusers applied, reported with the next heartbeat
         self.slots = Slots(None if shared is None else shared.mirror)
+        if shared is not None:  # the workers hand this tenant's writes over while it has streams here
+            self.api.realtime.on_presence = self._realtime_presence
         self.background = BackgroundTasks()
         self.ownership = Ownership(self.slots, self.quotas, self.metrics)
         if shared is not None:
@@ -132,6 +134,9 @@ class TenantNodeApp:
             if lease is not None:
                 lease.on_renew = self._publish_lease
             self._publish_lease()
+
+    def _realtime_presence(self, tenant_id: str, present: bool) -> None:
+        self.slots[tenant_id].realtime_clients = present
 
     def _publish_lease(self) -> None:
         """Tell the workers how long they may serve (the lease was set, renewed, lost or fenced)."""

@@ -33,7 +33,8 @@ knows it): on the node's own listener in ``tenant-node`` mode, on the control pl
 - ``pbfast_node_litestream_up`` (1/0), ``pbfast_node_litestream_restarts_total``,
   ``pbfast_node_replicating_tenants``,
 - with worker processes (``--workers`` > 1; every count above includes theirs): ``pbfast_node_workers`` (worker
-  processes running), ``pbfast_node_worker_restarts_total``, ``pbfast_node_worker_asked_main_total`` (requests a
+  processes running), ``pbfast_node_worker_restarts_total``, ``pbfast_node_worker_handed_over_total`` (realtime, and writes of tenants with streams
+  open, answered by the main process), ``pbfast_node_worker_asked_main_total`` (requests a
   worker could not decide from the shared table alone: their tenant was opened, or their epoch adopted, by the
   main process), ``pbfast_node_worker_requests_total{worker}`` (tenant requests each worker answered),
 - ``pbfast_node_lease_valid`` (1/0), ``pbfast_node_lease_remaining_seconds``,
@@ -193,6 +194,9 @@ class NodeMetrics:
             out.single("pbfast_node_worker_asked_main_total", "counter",
                        "Tenant requests a worker handed to the main process to admit and open their tenant.",
                        self.shared.totals().asked_main)
+            out.single("pbfast_node_worker_handed_over_total", "counter",
+                       "Tenant requests the workers handed over whole to the main process (realtime streams and "
+                       "subscriptions, and writes of tenants with streams open).", self.shared.totals().handed_over)
             out.family("pbfast_node_worker_requests_total", "counter",
                        "Tenant requests answered by each worker process (how evenly the kernel spreads them).",
                        [({"worker": str(index + 1)}, count) for index, count in enumerate(self.shared.worker_requests())])

@@ -26,7 +26,7 @@ from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.slots import SlotState, TenantSlot
 
 __all__ = [
-    "ASSIGNED", "DURABLE", "IMPORTING", "SERVING", "SUSPENDED",
+    "ASSIGNED", "DURABLE", "IMPORTING", "REALTIME", "SERVING", "SUSPENDED",
     "SharedState", "WorkerCounter", "WorkerTotals", "table_capacity",
 ]
 
@@ -38,6 +38,9 @@ SUSPENDED = 2
 IMPORTING = 4  # an upload is being installed: 503
 DURABLE = 8  # durability "sync": a write is answered once it is in the replica
 ASSIGNED = 16  # the control plane (or a gateway) assigned it here under the entry's epoch
+# The main process holds realtime streams of it: its writes are handed over to the main process, where their
+# events are evaluated in the writer's turn, in commit order (workers hand over its realtime requests always).
+REALTIME = 32
 
 # Lease states (SharedTenantTable.set_lease) and what lease_state() answers.
 LEASE_NONE, LEASE_NOT_JOINED, LEASE_UNTIL, LEASE_FENCED = 0, 1, 2, 3
@@ -59,6 +62,7 @@ class WorkerCounter:
     OPEN_TENANTS = 9  # gauge: tenants the worker has a connection to
     ASKED_MAIN = 10  # requests the worker could not decide alone (admitted and opened by the main process)
     READY = 11  # 1 once the worker listens on the node's address (0 while it starts)
+    HANDED_OVER = 12  # tenant requests answered by the main process (realtime, and writes of realtime tenants)
 
 
 @dataclass(slots=True)
@@ -71,6 +75,7 @@ class WorkerTotals:
     queue_rejected: int
     db_queued: int
     asked_main: int
+    handed_over: int
 
 
 def table_capacity(max_tenants: int) -> int:
@@ -104,6 +109,8 @@ def entry_of(slot: TenantSlot) -> tuple[int, int, int, int, int]:
             flags |= SERVING
     if slot.importing:
         flags |= IMPORTING
+    if slot.realtime_clients:
+        flags |= REALTIME
     return flags, epoch, released, time_limit_ms, max_bytes
 
 
@@ -222,7 +229,7 @@ class SharedState:
         return WorkerTotals(totals[WorkerCounter.REQUESTS:WorkerCounter.REQUESTS + 5],
                             totals[WorkerCounter.QUOTA_REQUESTS], totals[WorkerCounter.QUOTA_STORAGE],
                             totals[WorkerCounter.QUEUE_REJECTED], totals[WorkerCounter.DB_QUEUED],
-                            totals[WorkerCounter.ASKED_MAIN])
+                            totals[WorkerCounter.ASKED_MAIN], totals[WorkerCounter.HANDED_OVER])
 
 
 async def _no_worker(index: int) -> None:

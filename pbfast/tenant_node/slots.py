@@ -48,7 +48,7 @@ __all__ = ["MIRRORED", "Assignment", "SlotState", "Slots", "TenantSlot"]
 
 T = TypeVar("T")
 
-MIRRORED = frozenset({"state", "tenant", "copy", "assignment", "released", "importing"})
+MIRRORED = frozenset({"state", "tenant", "copy", "assignment", "released", "importing", "realtime_clients"})
 
 
 class SlotState(Enum):
@@ -99,6 +99,7 @@ class TenantSlot:
 
     # pending work
     importing: bool = False  # an upload is being installed: requests get 503
+    realtime_clients: bool = False  # realtime streams of it are open here (its writes must run where they are)
     first_superuser: FirstSuperuser | None = None  # to apply once its database exists
     damaged: DamagedState | None = None  # not served: its newest replicated state is damaged
     storage_measured_at: float = 0.0  # monotonic time its stored bytes were last measured

@@ -13,7 +13,8 @@ Thread-safety: event loop only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,10 +87,12 @@ class WorkerLink:
 
     # ---- handing a request over -----------------------------------------------------------------------
 
-    async def hand_over(self, scope: Scope, proto: HTTPProtocol, request_id: str) -> None:
-        """Answer a request that is not a tenant's with the main process's answer to it."""
+    async def hand_over(self, scope: Scope, proto: HTTPProtocol, request_id: str | None) -> None:
+        """Answer a request with the main process's answer to it (the node's own routes; a tenant's requests
+        the main process must answer). A streamed answer (an event stream) ends when the client goes."""
         headers = [(name, value) for name, value in scope.headers.items() if name.lower() not in _HOP_BY_HOP]
-        headers.append((REQUEST_ID_HEADER, request_id))
+        if request_id:
+            headers.append((REQUEST_ID_HEADER, request_id))
         content: bytes | AsyncIterator[bytes] | None = None
         if scope.method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
             length = scope.headers.get("content-length")
@@ -113,10 +116,34 @@ class WorkerLink:
                 proto.response_bytes(response.status_code, answer_headers, await response.aread())
                 return
             stream = proto.response_stream(response.status_code, answer_headers)  # type: ignore[attr-defined]
-            async for chunk in response.aiter_raw():
-                await stream.send_bytes(chunk)
+            await _relay(response, stream, getattr(proto, "client_disconnect", None))
         finally:
             await response.aclose()
+
+
+async def _relay(response: httpx.Response, stream: Any,
+                 client_disconnect: Callable[[], Awaitable[object]] | None) -> None:
+    """Copy a streamed answer to the client until it ends, or the client goes (an event stream may stay quiet
+    for minutes: its end must reach the main process at once, which then drops the stream)."""
+
+    async def copy() -> None:
+        async for chunk in response.aiter_raw():
+            await stream.send_bytes(chunk)
+
+    copying = asyncio.ensure_future(copy())
+    if client_disconnect is None:
+        await copying
+        return
+    gone = asyncio.ensure_future(client_disconnect())
+    try:
+        await asyncio.wait({copying, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if copying.done():
+            copying.result()  # a failure of the copy surfaces as before
+    finally:
+        for task in (copying, gone):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(copying, gone, return_exceptions=True)
 
 
 async def _chunks(proto: HTTPProtocol) -> AsyncIterator[bytes]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, send_error
-from pbfast.logs import component_logger
+from pbfast.logs import component_logger, current_request_id
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
 from pbfast.pocketbase.tenant import Tenant
@@ -42,13 +42,14 @@ from pbfast.tenant_node.shared_state import (
     IMPORTING,
     LEASE_LOST,
     NOT_JOINED,
+    REALTIME,
     SERVING,
     SUSPENDED,
     WorkerCounter,
 )
 from pbfast.tenant_node.worker_link import WorkerLink
 
-__all__ = ["REALTIME_UNAVAILABLE", "WorkerServing", "WorkerTenants"]
+__all__ = ["WorkerServing", "WorkerTenants"]
 
 log = component_logger("TenantWorker")
 
@@ -56,7 +57,6 @@ CLOSE_POLL_SECONDS = 0.1  # the table's close sequence is read this often beside
 STORAGE_MEASURE_SECONDS = 1.0
 _INDEX, _GENERATION, _FLAGS, _EPOCH, _RELEASED, _TIME_LIMIT_MS, _MAX_BYTES = range(7)
 _READS = ("GET", "HEAD", "OPTIONS")
-REALTIME_UNAVAILABLE = "Realtime is not available on this node: it serves tenants with worker processes (--workers > 1)."
 
 Entry = tuple[int, int, int, int, int, int, int]
 
@@ -243,11 +243,22 @@ class WorkerServing:
             raise moved()
         return entry
 
-    async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+    def _main_serves(self, tenant_id: str, path: str, scope: Scope) -> bool:
+        """Whether the main process answers this request: realtime streams and subscriptions are held there,
+        and so are the writes of a tenant with streams open (their events are evaluated in the writer's
+        turn, in commit order, against the streams' clients)."""
         if path == REALTIME_PATH:
-            # A stream held by one worker would miss the record changes the others commit: not served (yet)
-            # rather than silently incomplete.
-            raise ApiError(503, REALTIME_UNAVAILABLE)
+            return True
+        if scope.method in _READS:
+            return False
+        entry = self.table.lookup(tenant_id)
+        return entry is not None and bool(entry[_FLAGS] & REALTIME)
+
+    async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+        if self._main_serves(tenant_id, path, scope):
+            self._count(WorkerCounter.HANDED_OVER)
+            await self.link.hand_over(scope, proto, current_request_id.get())
+            return
         entry = await self._admit(tenant_id, epoch)
         flags = entry[_FLAGS]
         if flags & IMPORTING:

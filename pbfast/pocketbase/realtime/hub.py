@@ -76,6 +76,8 @@ class RealtimeHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.dropped = 0  # clients dropped for a full queue
+        # Told when a tenant's first stream opens (True) and its last one ends (False), on the event loop.
+        self.on_presence: Callable[[str, bool], None] | None = None
 
     # ---- counts ---------------------------------------------------------------------------------------
 
@@ -124,6 +126,8 @@ class RealtimeHub:
         self._loop = asyncio.get_running_loop()
         if broker is None:
             broker = self._brokers[tenant_id] = Broker()
+            if self.on_presence is not None:
+                self.on_presence(tenant_id, True)
         client = Client(new_client_id(), still_served, self._loop.time(), IDLE_TIMEOUT_SECONDS, served_key)
         broker.register(client)
         self._open += 1
@@ -144,6 +148,8 @@ class RealtimeHub:
             self._open -= 1
             if not len(broker) and self._brokers.get(tenant_id) is broker:
                 del self._brokers[tenant_id]
+                if self.on_presence is not None:
+                    self.on_presence(tenant_id, False)
             if client.closed_reason == "overflow":
                 self.dropped += 1
                 log.info("tenant %s: realtime client %s dropped (%s)", tenant_id, client.id, client.closed_reason)
