@@ -170,7 +170,8 @@ def _build_parser() -> _Parser:
                        help="gateway: forward in the Rust extension (native, the default) or in Python")
     serve.add_argument("--gateway-threads", type=int,
                        help="gateway: worker threads of the native data path (default: usable CPUs, at most 8)")
-    serve.add_argument("--gateway-max-body-bytes", type=int, help="largest request body forwarded (default 32 MiB)")
+    serve.add_argument("--gateway-max-body-bytes", type=int,
+                       help="largest request body forwarded (default 128 MiB, PocketBase's batch limit)")
     serve.add_argument("--gateway-connect-timeout", type=float,
                        help="seconds to connect to a tenant node (default 1)")
     serve.add_argument("--gateway-read-timeout", type=float,

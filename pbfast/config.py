@@ -51,7 +51,7 @@ class GatewaySettings:
 
     native: bool = True
     threads: int = 1
-    max_body_bytes: int = 32 << 20
+    max_body_bytes: int = 128 << 20  # PocketBase's batch limit; the node enforces each route's own
     connect_timeout: float = 1.0
     read_timeout: float = 30.0
     client_idle_timeout: float = 60.0

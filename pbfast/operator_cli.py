@@ -11,6 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -24,7 +25,9 @@ from pbfast.binaries import LITESTREAM, MissingBinary, find_binary
 from pbfast.config import DEFAULT_CONTROL_PLANE_ADDR, DEFAULT_DATA_DIR, ConfigError, parse_address_list
 from pbfast.cp_client import ControlPlaneError, ControlPlaneUnavailable, SyncControlPlaneClient
 from pbfast.incarnations import Life, life_at, lives_from_json
+from pbfast.pocketbase.filesystem import StorageError
 from pbfast.pocketbase.tenant import backup_database, check_pocketbase_database
+from pbfast.tenant_node.data_archive import unpack
 from pbfast.tenant_node.replica import ReplicaStore
 from pbfast.timefmt import format_rfc3339, parse_rfc3339
 from pbfast.tokens import ADMIN_TOKEN_FILE
@@ -244,7 +247,8 @@ def run_operator_command(args: argparse.Namespace, environ: dict[str, str], out:
 
 def import_tenant(client: SyncControlPlaneClient, args: argparse.Namespace,
                   quotas: Sequence[tuple[str, str]]) -> Any:
-    """Snapshot ``PB_DATA_DIR/data.db`` consistently (it may be in use), create the tenant, upload it."""
+    """Snapshot ``PB_DATA_DIR/data.db`` consistently (it may be in use), create the tenant, upload it — with
+    the files of ``PB_DATA_DIR/storage`` when there are any (one tar of both)."""
     source = Path(args.pb_data_dir) / "data.db"
     if not source.is_file():
         raise ControlPlaneError(400, {"message": f"{source} does not exist: PB_DATA_DIR must hold data.db"})
@@ -254,30 +258,54 @@ def import_tenant(client: SyncControlPlaneClient, args: argparse.Namespace,
         problem = check_pocketbase_database(snapshot)
         if problem:
             raise ControlPlaneError(400, {"message": f"{source}: {problem}"})
+        upload = _with_storage(snapshot, Path(args.pb_data_dir) / "storage", Path(scratch) / "pb_data.tar")
         created = client.request("POST", "/api/cp/tenants", {"id": args.id, **_body(args, quotas[:2])})
         try:
-            with open(snapshot, "rb") as data:
+            with open(upload, "rb") as data:
                 return client.upload("PUT", f"/api/cp/tenants/{args.id}/data", data)
         except (ControlPlaneError, ControlPlaneUnavailable):
             client.request("DELETE", f"/api/cp/tenants/{created['id']}")  # no half-imported tenant stays
             raise
 
 
+def _with_storage(snapshot: Path, storage: Path, archive: Path) -> Path:
+    """``snapshot`` alone, or a tar of it (``data.db``) and the files of ``storage`` (PocketBase's metadata
+    files, ``*.attrs``, left out)."""
+    files = [p for p in sorted(storage.rglob("*")) if p.is_file() and not p.name.endswith(".attrs")] \
+        if storage.is_dir() else []
+    if not files:
+        return snapshot
+    with tarfile.open(archive, "w:") as tar:
+        tar.add(snapshot, arcname="data.db")
+        for path in files:
+            tar.add(path, arcname="storage/" + path.relative_to(storage).as_posix())
+    return archive
+
+
 def export_tenant(client: SyncControlPlaneClient, args: argparse.Namespace) -> dict[str, Any]:
-    """Download a snapshot into ``OUT_DIR/data.db`` (written to a temporary name, then renamed)."""
+    """Download a snapshot with its files into ``OUT_DIR`` (``data.db`` and ``storage/``, PocketBase's data
+    dir; the database written to a temporary name, checked, then renamed)."""
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "data.db"
     if target.exists():
         raise ControlPlaneError(409, {"message": f"{target} already exists; choose an empty OUT_DIR"})
-    partial = out_dir / ".data.db.partial"
-    size = client.download(f"/api/cp/tenants/{args.id}/data", partial)
-    problem = check_pocketbase_database(partial)
-    if problem:
+    partial = out_dir / ".pb_data.tar.partial"
+    size = client.download(f"/api/cp/tenants/{args.id}/data?files=1", partial)
+    database = out_dir / ".data.db.partial"
+    try:
+        files = unpack(partial, database, out_dir / "storage")
+    except (ValueError, OSError, tarfile.TarError, StorageError) as err:
+        database.unlink(missing_ok=True)
+        raise ControlPlaneError(502, {"message": f"the export is damaged: {err}"}) from err
+    finally:
         partial.unlink(missing_ok=True)
+    problem = check_pocketbase_database(database)
+    if problem:
+        database.unlink(missing_ok=True)
         raise ControlPlaneError(502, {"message": f"the exported database is damaged: {problem}"})
-    os.replace(partial, target)
-    return {"tenantId": args.id, "path": str(target.resolve()), "bytes": size}
+    os.replace(database, target)
+    return {"tenantId": args.id, "path": str(target.resolve()), "bytes": size, "files": files}
 
 
 def _point_in_time(text: str) -> tuple[str, float]:

@@ -29,6 +29,8 @@ import uvloop
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server as EmbeddedServer
 
+from pbfast.pocketbase import filesystem
+from pbfast.pocketbase.filesystem.cache import DEFAULT_CACHE_BYTES
 from pbfast.config import LISTEN_BACKLOG, MAX_CONCURRENT_REQUESTS, Address, Mode, ServeConfig, is_loopback
 from pbfast.control_plane.api import ControlPlaneApi
 from pbfast.control_plane.node_client import NodeClient
@@ -146,6 +148,8 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
 def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
                  address: str) -> TenantNodeApp:
     store = ReplicaStore(config.s3_bucket, config.s3_endpoint, config.data_dir / "replica")
+    filesystem.configure_from(config.data_dir, config.s3_bucket, config.s3_endpoint, DEFAULT_CACHE_BYTES,
+                              retention_seconds=config.restore_window_hours * 3600)
     replicator = Replicator(config.data_dir / "litestream", store, exact_restore_hours=config.exact_restore_hours,
                             restore_window_hours=config.restore_window_hours)
     engine = config.engine
@@ -199,7 +203,8 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
             wake_fd=wake_fd, cluster_token=cluster_token, replicated=node.replicator is not None,
             db_threads=engine.db_threads, request_time_limit=engine.request_time_limit,
             queue_limit=queue_limit, sqlite_memory_limit_mb=memory_mb, log_level=config.log_level,
-            log_format=config.log_format)
+            log_format=config.log_format, s3_bucket=config.s3_bucket, s3_endpoint=config.s3_endpoint,
+            file_retention_seconds=config.restore_window_hours * 3600)
 
     supervisor = WorkerSupervisor(engine.workers, node.shared, settings_for)
     node.metrics.workers = lambda: (supervisor.running, supervisor.restarts)

@@ -107,7 +107,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         gw_port = free_port()
         gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{gw_port}",
                          f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}",
-                         "--base-domain=pb.test", "--gateway-access-log"])
+                         "--base-domain=pb.test", "--gateway-access-log", f"--gateway-max-body-bytes={32 << 20}"])
         gw = f"http://127.0.0.1:{gw_port}"
         gateway.wait_healthy([gw])
         result = Cluster(cp, gw, nodes, tmp, start, gateway)
@@ -418,7 +418,7 @@ def test_forwarded_request_is_what_the_node_expects(cluster: Cluster, fake_node:
     answer = httpx.post(f"{cluster.gw}/t/streamer/echo", content=chunks()).json()
     assert answer["bodyLength"] == 400_000
     assert answer["bodySha256"] == hashlib.sha256(b"".join(chunks())).hexdigest()
-    # A streamed body over the gateway's limit (32 MiB) is cut off with 413; the node sees a broken upload.
+    # A streamed body over the gateway's limit (set to 32 MiB here) is cut off with 413; the node sees a broken upload.
     def endless() -> Iterator[bytes]:
         for _ in range(40):
             yield b"z" * (1 << 20)

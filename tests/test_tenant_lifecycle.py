@@ -125,6 +125,13 @@ def test_import_from_and_export_to_stock_pocketbase(cluster: tuple[PbfastProcess
     created = httpx.post(f"{gw}/t/imported/api/collections/demo2/records", headers={"Authorization": token},
                          json={"title": "written by pbfast"})
     assert created.status_code == 200, created.text
+    # the data dir's files came along (storage/), and a file uploaded here goes back out with the export
+    avatar = httpx.get(f"{gw}/t/imported/api/files/_pb_users_auth_/4q1xlclmfloku33/300_1SEi6Q6U72.png")
+    assert avatar.status_code == 200 and avatar.content == (source / "storage" / "_pb_users_auth_" /
+                                                            "4q1xlclmfloku33" / "300_1SEi6Q6U72.png").read_bytes()
+    uploaded = httpx.post(f"{gw}/t/imported/api/collections/demo3/records", headers={"Authorization": token},
+                          data={"title": "with a file"}, files={"files": ("note.txt", b"from pbfast", "text/plain")})
+    assert uploaded.status_code == 200, uploaded.text
 
     again = pbfast_cli("tenant", "import", "imported", str(source), addr)
     assert again.returncode == 1 and "409" in again.stderr
@@ -146,6 +153,11 @@ def test_import_from_and_export_to_stock_pocketbase(cluster: tuple[PbfastProcess
         listed = httpx.get(f"{stock_url}/api/collections/demo2/records?filter=title='written by pbfast'",
                            headers={"Authorization": token})
         assert listed.status_code == 200 and listed.json()["totalItems"] == 1
+        record = uploaded.json()
+        served = httpx.get(f"{stock_url}/api/files/demo3/{record['id']}/{record['files'][0]}")
+        assert served.status_code == 200 and served.content == b"from pbfast"
+        assert httpx.get(f"{stock_url}/api/files/_pb_users_auth_/4q1xlclmfloku33/300_1SEi6Q6U72.png").content == \
+            avatar.content
 
 
 def test_new_tenant_database_opens_in_stock_pocketbase(cluster: tuple[PbfastProcess, str, str, Path],

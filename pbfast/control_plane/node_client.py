@@ -51,7 +51,7 @@ class LocalNode(Protocol):
 
     async def import_data(self, tenant_id: str, chunks: AsyncIterator[bytes]) -> None: ...
 
-    def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]: ...
+    def export_chunks(self, tenant_id: str, with_files: bool = False) -> AsyncIterator[bytes]: ...
 
     async def restore_check(self, tenant_id: str, incarnation: str, at: str) -> int: ...
 
@@ -107,14 +107,15 @@ class NodeClient:
         await self._call("PUT", f"{address}/api/node/tenants/{tenant_id}/data", content=chunks,
                          headers={"content-type": "application/vnd.sqlite3"})
 
-    async def export_chunks(self, address: str, tenant_id: str) -> AsyncIterator[bytes]:
+    async def export_chunks(self, address: str, tenant_id: str, with_files: bool = False) -> AsyncIterator[bytes]:
         node = self._local.get(address)
         if node is not None:
             with _as_node_errors():
-                async for chunk in node.export_chunks(tenant_id):
+                async for chunk in node.export_chunks(tenant_id, with_files):
                     yield chunk
             return
-        request = self._http.build_request("GET", f"{address}/api/node/tenants/{tenant_id}/data")
+        query = "?files=1" if with_files else ""
+        request = self._http.build_request("GET", f"{address}/api/node/tenants/{tenant_id}/data{query}")
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as err:

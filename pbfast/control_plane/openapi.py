@@ -253,15 +253,20 @@ def openapi_document() -> dict[str, Any]:
                            errors=(400, 401, 403, 404, 503)),
             },
             "/api/cp/tenants/{id}/data": {
-                "put": {**_op("Import a PocketBase data.db into a tenant without data",
+                "put": {**_op("Import a PocketBase data.db, or a tar of a data dir (data.db and storage/), into a "
+                              "tenant without data",
                               {"200": _json(_ref("Tenant"), "Imported.")}, params=[_ID],
                               errors=(400, 401, 403, 404, 409, 413, 503)),
                         "requestBody": {"required": True, "content": {
-                            "application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}}}}},
-                "get": _op("Export a consistent snapshot of the tenant's data.db",
-                           {"200": {"description": "The database file.", "content": {
-                               "application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}}}}},
-                           params=[_ID], errors=(401, 403, 404, 503)),
+                            "application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}},
+                            "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}},
+                "get": _op("Export a consistent snapshot of the tenant's data.db (files=1: a tar of it and the "
+                           "tenant's files under storage/)",
+                           {"200": {"description": "The database file, or the tar.", "content": {
+                               "application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}},
+                               "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}},
+                           params=[_ID, {"name": "files", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+                           errors=(401, 403, 404, 503)),
             },
             "/api/cp/nodes": {
                 "get": _op("List tenant nodes", {"200": _json(

@@ -108,16 +108,18 @@ class TenantsApi:
         request.send_json(200, tenant_json(self.context.tenant(tenant.id)))
 
     async def export_data(self, request: Request) -> None:
-        """A consistent snapshot of the tenant's data.db, streamed from its node."""
+        """A consistent snapshot of the tenant's data.db, streamed from its node (``files=1``: a tar of it and
+        the tenant's ``storage/``)."""
         tenant = self.context.tenant(request.params["id"])
-        chunks = self.nodes.export_chunks(await self.context.node_address(tenant), tenant.id)
+        with_files = request.query("files") == "1"
+        chunks = self.nodes.export_chunks(await self.context.node_address(tenant), tenant.id, with_files)
         try:
             first = await anext(chunks, b"")
         except NodeError as err:
             raise ApiError(err.status if err.status < 500 else 503, f"Export failed: {err}") from err
+        kind, name = ("application/x-tar", "pb_data.tar") if with_files else ("application/vnd.sqlite3", "data.db")
         stream = request.proto.response_stream(  # type: ignore[attr-defined]
-            200, [("content-type", "application/vnd.sqlite3"),
-                  ("content-disposition", f'attachment; filename="{tenant.id}-data.db"')])
+            200, [("content-type", kind), ("content-disposition", f'attachment; filename="{tenant.id}-{name}"')])
         try:
             await stream.send_bytes(first)
             async for chunk in chunks:

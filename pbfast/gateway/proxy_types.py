@@ -16,13 +16,14 @@ __all__ = ["ClientError", "ProxyLimits", "Reroute", "StaleConnection", "Target",
 class ProxyLimits:
     """Limits of the proxy; the defaults suit a gateway in front of PocketBase-compatible nodes.
 
-    ``max_body_bytes`` is PocketBase's default request limit (32 MiB; nodes enforce the exact limit of
-    each collection, which file fields may raise). ``client_idle_seconds`` bounds the wait for the next
+    ``max_body_bytes`` is the largest of PocketBase's default request limits (128 MiB, its batch limit;
+    nodes enforce each route's exact limit: 32 MiB, a batch's ``maxBodySize``, a record route's 32 MiB plus
+    what its collection's file fields may carry). ``client_idle_seconds`` bounds the wait for the next
     piece of a request body. ``read_timeout_seconds`` bounds each wait for the node (not for
     ``text/event-stream`` responses once they started).
     """
 
-    max_body_bytes: int = 32 << 20
+    max_body_bytes: int = 128 << 20
     max_header_bytes: int = 32 << 10
     max_response_header_bytes: int = 64 << 10
     connect_timeout_seconds: float = 1.0

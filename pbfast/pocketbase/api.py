@@ -13,6 +13,7 @@ where ``run`` puts them (the node's database scheduler: one job per tenant at a 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -20,8 +21,11 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
-from pbfast.pocketbase.apis import (batch, collections, health, realtime, record_auth, record_auth_impersonate,
-                                    record_auth_methods, record_auth_otp, records, settings, settings_test_s3)
+from pbfast.pocketbase.apis import (batch, collections, file, health, realtime, record_auth,
+                                    record_auth_email_change, record_auth_impersonate, record_auth_methods,
+                                    record_auth_otp, record_auth_password_reset, record_auth_verification,
+                                    record_auth_with_oauth2, record_auth_with_oauth2_redirect, records, settings,
+                                    settings_test_email, settings_test_s3)
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -70,13 +74,37 @@ class TenantApi:
         add("POST", "/api/collections/{collection}/auth-with-password", record_auth.auth_with_password)
         add("POST", "/api/collections/{collection}/auth-refresh", record_auth.auth_refresh)
         add("POST", "/api/batch", batch.batch_transaction)
+        add("POST", "/api/files/token", file.file_token)
+        add("GET", "/api/files/{collection}/{id}/{filename}", file.download)
+        add("HEAD", "/api/files/{collection}/{id}/{filename}", file.download)
         add("GET", "/api/collections/{collection}/auth-methods", record_auth_methods.auth_methods)
         add("POST", "/api/collections/{collection}/request-otp", record_auth_otp.request_otp)
         add("POST", "/api/collections/{collection}/auth-with-otp", record_auth_otp.auth_with_otp)
         add("POST", "/api/collections/{collection}/impersonate/{id}", record_auth_impersonate.impersonate)
+        for name, handler in (("request-verification", record_auth_verification.request_verification),
+                              ("confirm-verification", record_auth_verification.confirm_verification),
+                              ("request-password-reset", record_auth_password_reset.request_password_reset),
+                              ("confirm-password-reset", record_auth_password_reset.confirm_password_reset),
+                              ("request-email-change", record_auth_email_change.request_email_change),
+                              ("confirm-email-change", record_auth_email_change.confirm_email_change)):
+            add("POST", "/api/collections/{collection}/" + name, handler)
+        add("POST", "/api/collections/{collection}/auth-with-oauth2", record_auth_with_oauth2.auth_with_oauth2)
+        # Network work a handler needs before its database work, done on a thread of its own (holding neither
+        # the event loop nor the tenant's database turn).
+        self.network_steps: dict[Handler, Handler] = {
+            record_auth_with_oauth2.auth_with_oauth2: record_auth_with_oauth2.exchange_code}
+
+        def oauth2_redirect(request: TenantRequest) -> None:
+            record_auth_with_oauth2_redirect.oauth2_redirect(self.realtime, request)
+
+        add("GET", "/api/oauth2-redirect", oauth2_redirect)
+        add("POST", "/api/oauth2-redirect", oauth2_redirect)
+        # Handlers without database work that touch the realtime clients: answered on the event loop.
+        self.loop_handlers: set[Handler] = {oauth2_redirect}
         add("GET", "/api/settings", settings.settings_list)
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
+        add("POST", "/api/settings/test/email", settings_test_email.settings_test_email)
         add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
@@ -87,7 +115,9 @@ class TenantApi:
         handler, params, _ = self.router.find(scope.method, path)
         if handler is None:
             # PocketBase falls through to its static file handler for GET, else to the router's 404.
-            send_error(proto, 404, FILE_NOT_FOUND if scope.method in ("GET", "HEAD") else NOT_FOUND)
+            # A file name with an encoded "/" (PocketBase matches its file route, then finds no such file).
+            static = scope.method in ("GET", "HEAD") and not path.startswith("/api/files/")
+            send_error(proto, 404, FILE_NOT_FOUND if static else NOT_FOUND)
             return
         if tenant.realtime is None:
             tenant.realtime = self.realtime  # its record writes publish their events there
@@ -102,6 +132,27 @@ class TenantApi:
                     send_error(proto, err.status, err.message, err.data, err.headers)
                     return
                 request.raw_body = None
+        network_step = self.network_steps.get(handler)
+        if network_step is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(record_auth_with_oauth2.PROVIDER_THREADS,
+                                                                 network_step, request)
+            except ApiError as err:
+                send_error(proto, err.status, err.message, err.data, err.headers)
+                return
+            except Exception as err:  # noqa: BLE001 - answer, log, stay up
+                log.error("tenant %s: %s %s failed: %r", tenant.id, scope.method, path, err, exc_info=err)
+                send_error(proto, 500, BAD_REQUEST)
+                return
+
+        if handler in self.loop_handlers:
+            try:
+                handler(request)
+            except ApiError as err:
+                send_error(proto, err.status, err.message, err.data, err.headers)
+                return
+            held.replay(proto)
+            return
 
         def work() -> None:
             self._run(handler, request, time_limit)
@@ -110,6 +161,8 @@ class TenantApi:
             work()
         else:
             await run(work)
+        if request.file_send is not None and held.status is None:
+            await request.file_send.send(held)  # read from the store on a worker thread, not in the tenant's turn
         held.replay(proto)
 
     def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None) -> None:
@@ -122,7 +175,12 @@ class TenantApi:
                 tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
                 settings.check_superuser_ip(request)
-                handler(request)
+                try:
+                    handler(request)
+                except BaseException:
+                    request.file_changes.rolled_back()  # its transaction did not commit: its uploads go
+                    raise
+                request.file_changes.committed()
         except ApiError as err:
             send_error(proto, err.status, err.message, err.data, err.headers)
         except TimeLimitExceeded as err:

@@ -23,8 +23,10 @@ __all__ = [
     "TokenError",
     "hash_password",
     "issue_auth_token",
+    "issue_token",
     "new_token_key",
     "peek_token_claims",
+    "unverified_claims",
     "verify_password",
     "verify_token_signature",
 ]
@@ -69,16 +71,40 @@ def verify_password(password: str, hashed: str) -> bool:
         return False
 
 
+def issue_token(claims: dict[str, Any], signing_key: str, duration: int, now: float | None = None) -> str:
+    """An HS256 JWT of ``claims`` plus ``exp`` (``duration`` seconds from now), keys sorted as Go marshals
+    PocketBase's claim maps."""
+    payload = {**claims, "exp": int((time.time() if now is None else now) + duration)}
+    signing_input = _HEADER + b"." + _b64encode(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
+    signature = hmac.new(signing_key.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + _b64encode(signature)).decode()
+
+
 def issue_auth_token(record_id: str, token_key: str, collection_id: str, secret: str, duration: int,
                      refreshable: bool = True, now: float | None = None) -> str:
     """A PocketBase auth token for one record, valid ``duration`` seconds."""
-    claims = {
-        "collectionId": collection_id,
-        "exp": int((time.time() if now is None else now) + duration),
-        "id": record_id,
-        "refreshable": refreshable,
-        "type": "auth",
-    }
+    claims = {"collectionId": collection_id, "id": record_id, "refreshable": refreshable, "type": "auth"}
+    return issue_token(claims, token_key + secret, duration, now)
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT as it reads, expired or not, signature unchecked ({} when it is not one);
+    PocketBase reads claims such as ``email`` this way before it verifies the token."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        claims = orjson.loads(_b64decode(parts[1]))
+    except (orjson.JSONDecodeError, TokenError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def issue_file_token(record_id: str, token_key: str, collection_id: str, secret: str, duration: int,
+                     now: float | None = None) -> str:
+    """A PocketBase file token (type ``file``) for one auth record, valid ``duration`` seconds."""
+    claims = {"collectionId": collection_id, "exp": int((time.time() if now is None else now) + duration),
+              "id": record_id, "type": "file"}
     signing_input = _HEADER + b"." + _b64encode(orjson.dumps(claims))
     signature = hmac.new((token_key + secret).encode(), signing_input, hashlib.sha256).digest()
     return (signing_input + b"." + _b64encode(signature)).decode()

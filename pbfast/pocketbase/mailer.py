@@ -2,7 +2,7 @@
 (``tools/mailer/smtp.go``, ``mails/record.go``).
 
 - :func:`render_record_mail` fills an auth collection's email template (``{APP_NAME}``, ``{APP_URL}``,
-  ``{RECORD:<field>}`` for the record's non-hidden fields, HTML-escaped, plus the flow's own placeholders
+  ``{RECORD:<field>}`` for the record's non-hidden fields, HTML-escaped but for dates, bools and numbers, plus the flow's own placeholders
   such as ``{OTP}``) and wraps the body in a small HTML document.
 - :func:`send_in_background` sends on a daemon thread, as PocketBase does (the answer does not wait for
   the mail server, so its timing does not tell whether an address exists).
@@ -35,12 +35,13 @@ from pbfast.pocketbase.app_settings import Settings, SmtpSettings
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.collections.auth_options import EmailTemplate
 
-__all__ = ["Mail", "render_record_mail", "send", "send_in_background"]
+__all__ = ["Mail", "escape_html", "render_record_mail", "send", "send_in_background"]
 
 log = component_logger("Mailer")
 
 SMTP_TIMEOUT: Final = 15.0  # seconds for the whole conversation's socket operations
-_NOT_ESCAPED: Final = ("editor",)  # field types whose values are HTML already
+# field types whose text cannot hold markup (PocketBase's nonescapeTypes); every other value is escaped
+_NOT_ESCAPED: Final = ("autodate", "date", "bool", "number")
 _TAGS: Final = re.compile(r"<[^>]+>")
 _HTML_DOCUMENT: Final = ('<!DOCTYPE html>\n<html>\n<head>\n<meta http-equiv="Content-Type" content="text/html; '
                          'charset=UTF-8" />\n<meta name="viewport" content="width=device-width,initial-scale=1" />\n'
@@ -66,6 +67,14 @@ class Mail:
         return message
 
 
+_GO_HTML_ESCAPES: Final = str.maketrans({"&": "&amp;", "'": "&#39;", "<": "&lt;", ">": "&gt;", '"': "&#34;"})
+
+
+def escape_html(text: str) -> str:
+    """Go's ``html.EscapeString`` (its entities differ from Python's ``html.escape``)."""
+    return text.translate(_GO_HTML_ESCAPES)
+
+
 def render_record_mail(settings: Settings, collection: Collection, record: dict[str, Any], template: EmailTemplate,
                        placeholders: dict[str, str]) -> Mail:
     """The mail of ``template`` for an auth record, to its email address."""
@@ -75,7 +84,7 @@ def render_record_mail(settings: Settings, collection: Collection, record: dict[
         if field.hidden or key in values:
             continue
         text = gocompat.cast_to_string(record.get(field.name))
-        values[key] = text if field.TYPE in _NOT_ESCAPED else html.escape(text)
+        values[key] = text if field.TYPE in _NOT_ESCAPED else escape_html(text)
     subject, body = template.subject, template.body
     for key, value in values.items():
         subject, body = subject.replace(key, value), body.replace(key, value)

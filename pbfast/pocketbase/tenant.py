@@ -157,7 +157,10 @@ class Tenant:
         return self.conn.execute(sql, params).fetchall()
 
     def size_bytes(self) -> int:
-        total = 0
+        """What the storage quota counts: the database with its WAL, and the tenant's files in the store."""
+        from pbfast.pocketbase.filesystem import files_of  # the files know the tenant, not the reverse
+
+        total = files_of(self).stored_bytes
         for name in (DATA_DB, DATA_DB + "-wal"):
             try:
                 total += os.stat(self.directory / name).st_size

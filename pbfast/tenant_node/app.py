@@ -179,8 +179,8 @@ class TenantNodeApp:
     async def import_data(self, tenant_id: str, chunks: AsyncIterator[bytes]) -> None:
         await self.transfer.import_data(tenant_id, chunks)
 
-    def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]:
-        return self.transfer.export_chunks(tenant_id)
+    def export_chunks(self, tenant_id: str, with_files: bool = False) -> AsyncIterator[bytes]:
+        return self.transfer.export_chunks(tenant_id, with_files)
 
     async def restore_check(self, tenant_id: str, incarnation: object, at: object) -> int:
         return await self.restorer.restore_check(tenant_id, incarnation, at)

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
+from pbfast.pocketbase.filesystem import StorageError, adopt_local_storage, files_of
+from pbfast.pocketbase.filesystem.retention import sweep_deleted
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas, TenantCache
@@ -129,6 +131,13 @@ class TenantPool:
         tenant = await asyncio.to_thread(Tenant.open, tenant_id, directory, True, DEFAULT_LIMITS,
                                          self.ownership.max_bytes(slot))
         tenant.shared_schema = self.shared is not None  # the workers change its collections
+        try:  # a PocketBase data dir put here (an import) brings its files: they go to the object store
+            await asyncio.to_thread(adopt_local_storage, tenant)
+        except (OSError, StorageError) as err:
+            log.error("tenant %s: its storage/ could not be moved to the object store yet: %s", tenant_id, err)
+        # its files are measured for its quota, and deleted ones kept for the restore window go once due (it
+        # reads the records: in the tenant's turn), in the background: the open does not wait for the store
+        self.background.spawn(self._settle_files(tenant))
         try:
             self.checkpoints.leave_to_litestream(tenant)
             # A restore takes time: meanwhile the node may have been fenced and the tenant placed elsewhere
@@ -168,6 +177,22 @@ class TenantPool:
             self.checkpoints.close_unshared(tenant)
             raise
         return tenant
+
+    async def _settle_files(self, tenant: Tenant) -> None:
+        def work() -> int | None:
+            if tenant.closed:
+                return None
+            files_of(tenant).measure()
+            sweep_deleted(tenant)
+            return tenant.size_bytes()
+
+        try:
+            size = await self.db.run(tenant.id, work, bounded=False)
+        except Exception as err:  # noqa: BLE001 - tried again at the next open
+            log.warning("tenant %s: measuring or sweeping its files failed: %r", tenant.id, err)
+            return
+        if size is not None and not tenant.closed:
+            self.quotas.set_storage(tenant.id, size)
 
     async def open_within(self, tenant_id: str, seconds: float) -> Tenant:
         """:meth:`open_tenant` for a request, which waits for it at most ``seconds`` (a restore of a large

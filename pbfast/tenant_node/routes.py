@@ -34,6 +34,7 @@ from pbfast.http import (
 from pbfast.logs import component_logger
 from pbfast.primitives import is_valid_tenant_id
 from pbfast.prometheus import METRICS_HEADERS
+from pbfast.tenant_node.data_archive import ARCHIVE_TYPE
 from pbfast.tenant_node.handover import Handover
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.restore import Restorer
@@ -172,9 +173,10 @@ class NodeRoutes:
         tenant_id = request.params["id"]
         if not is_valid_tenant_id(tenant_id):
             raise ApiError(400, "Invalid tenant id.")
+        with_files = request.query("files") == "1"  # a tar of data.db and storage/
         stream = request.proto.response_stream(  # type: ignore[attr-defined]
-            200, [("content-type", "application/vnd.sqlite3")])
-        async for chunk in self.transfer.export_chunks(tenant_id):
+            200, [("content-type", ARCHIVE_TYPE if with_files else "application/vnd.sqlite3")])
+        async for chunk in self.transfer.export_chunks(tenant_id, with_files):
             await stream.send_bytes(chunk)
 
     @staticmethod

@@ -1,5 +1,6 @@
-"""Data in and out of a tenant, for the control plane: import an uploaded PocketBase ``data.db`` into a new
-tenant, export a consistent snapshot, and set superusers (the first one, given at the tenant's creation, and
+"""Data in and out of a tenant, for the control plane: import an uploaded PocketBase ``data.db`` (or a tar of
+a data dir: ``data.db`` and ``storage/``, :mod:`pbfast.tenant_node.data_archive`) into a new tenant, export a
+consistent snapshot (with its files on request), and set superusers (the first one, given at the tenant's creation, and
 those the control plane upserts).
 
 Thread-safety: event loop only.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -17,8 +20,10 @@ from pbfast.cluster.heartbeat import FirstSuperuser
 from pbfast.durable import fsync_directory
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
+from pbfast.pocketbase.filesystem import STORAGE_DIR, StorageError, files_of
 from pbfast.pocketbase.tenant import DATA_DB, backup_database, check_pocketbase_database, new_record_id
 from pbfast.tenant_node.copies import LocalCopies
+from pbfast.tenant_node.data_archive import is_archive, pack, unpack
 from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.local_copy import CopyMarker, write_marker
 from pbfast.tenant_node.ownership import Ownership, moved
@@ -146,6 +151,15 @@ class Transfer:
                 await asyncio.to_thread(_write_and_sync, out, b"".join(pending))
             finally:
                 await asyncio.to_thread(out.close)
+            if await asyncio.to_thread(is_archive, temporary):
+                # a data dir: its files go to storage/ here, moved into the object store when the tenant opens
+                unpacked = directory / f".import-{new_record_id()}.db"
+                try:
+                    await asyncio.to_thread(unpack, temporary, unpacked, directory / STORAGE_DIR)
+                except (ValueError, OSError, tarfile.TarError, StorageError) as err:
+                    unpacked.unlink(missing_ok=True)
+                    raise ApiError(400, f"The uploaded archive is not a usable PocketBase data dir: {err}") from err
+                os.replace(unpacked, temporary)
             problem = await asyncio.to_thread(check_pocketbase_database, temporary)
             if problem:
                 raise ApiError(400, f"The uploaded file is not a usable PocketBase data.db: {problem}")
@@ -158,15 +172,29 @@ class Transfer:
             os.replace(temporary, directory / DATA_DB)
             fsync_directory(directory)
             log.info("imported the database of tenant %s", tenant_id)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, directory / STORAGE_DIR, True)  # no files of a failed import
+            raise
         finally:
             temporary.unlink(missing_ok=True)
 
-    async def export_chunks(self, tenant_id: str) -> AsyncIterator[bytes]:
-        """A consistent snapshot of the tenant's data.db (SQLite online backup), streamed in chunks."""
+    async def export_chunks(self, tenant_id: str, with_files: bool = False) -> AsyncIterator[bytes]:
+        """A consistent snapshot of the tenant's data.db (SQLite online backup), streamed in chunks; with
+        ``with_files``, a tar of it and the tenant's files (``storage/``), read from the object store."""
         async with self.pool.using(tenant_id) as tenant:
             snapshot = tenant.directory / f".export-{new_record_id()}.db"
             try:
                 await asyncio.to_thread(backup_database, tenant.directory / DATA_DB, snapshot)
+                if with_files:
+                    archive = tenant.directory / f".export-{new_record_id()}.tar"
+                    try:
+                        await asyncio.to_thread(pack, snapshot, files_of(tenant), archive)
+                    except BaseException:
+                        archive.unlink(missing_ok=True)
+                        raise
+                    finally:
+                        snapshot.unlink(missing_ok=True)
+                    snapshot = archive
             except BaseException:
                 snapshot.unlink(missing_ok=True)
                 raise

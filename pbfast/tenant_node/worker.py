@@ -29,6 +29,8 @@ import uvloop
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server as EmbeddedServer
 
+from pbfast.pocketbase import filesystem
+from pbfast.pocketbase.filesystem.cache import DEFAULT_CACHE_BYTES
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER
 from pbfast.config import LISTEN_BACKLOG, MAX_CONCURRENT_REQUESTS
 from pbfast.gc_tuning import collect_when_idle, tune_for_serving
@@ -80,6 +82,9 @@ class WorkerSettings:
     sqlite_memory_limit_mb: int
     log_level: int
     log_format: str
+    s3_bucket: str = ""
+    s3_endpoint: str | None = None  # the node's file store (its replica bucket; else <data-dir>/replica)
+    file_retention_seconds: float = 0.0  # deleted files are kept this long (the restore window)
 
     def to_json(self) -> bytes:
         return json.dumps({name: getattr(self, name) for name in self.__slots__}).encode()
@@ -255,6 +260,8 @@ def main() -> int:
     settings = WorkerSettings(**json.loads(sys.stdin.buffer.read()))
     _die_with_parent(settings.parent_pid)
     configure_logging(settings.log_level, settings.log_format)
+    filesystem.configure_from(Path(settings.data_dir), settings.s3_bucket, settings.s3_endpoint, DEFAULT_CACHE_BYTES,
+                              settings.file_retention_seconds, cache_name=f"file-cache-worker-{settings.index}")
     if settings.sqlite_memory_limit_mb:
         set_heap_limits(settings.sqlite_memory_limit_mb * 3 // 4 << 20, settings.sqlite_memory_limit_mb << 20)
     return uvloop.run(run(settings))

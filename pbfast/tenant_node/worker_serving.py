@@ -30,6 +30,7 @@ from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecor
 from pbfast.logs import component_logger, current_request_id
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
+from pbfast.pocketbase.filesystem import StorageError, files_of
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.primitives import SharedQuotas, SharedTenantTable, WorkerAcks, WorkerCounters
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, TenantLoad
@@ -118,6 +119,10 @@ class WorkerTenants:
     def _open_database(self, tenant_id: str) -> Tenant:
         tenant = Tenant.open(tenant_id, self.tenants_dir / tenant_id, False, DEFAULT_LIMITS)
         tenant.shared_schema = True  # the other workers change its collections too
+        try:
+            files_of(tenant).measure()  # its files count toward its storage quota
+        except StorageError as err:
+            log.warning("tenant %s: its files could not be measured: %s", tenant_id, err)
         if self.replicated:
             tenant.conn.execute(NO_AUTOCHECKPOINT)
         return tenant
@@ -257,7 +262,8 @@ class WorkerServing:
     async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         if self._main_serves(tenant_id, path, scope):
             self._count(WorkerCounter.HANDED_OVER)
-            await self.link.hand_over(scope, proto, current_request_id.get())
+            await self.link.hand_over(scope, proto, current_request_id.get(),
+                                      long_lived=path == REALTIME_PATH and scope.method == "GET")
             return
         entry = await self._admit(tenant_id, epoch)
         flags = entry[_FLAGS]

@@ -200,3 +200,20 @@ def test_tenant_smtp_settings_cannot_reach_the_node_itself(pbfast_fixture_tenant
     assert answer.status_code == 200 and len(answer.json()["otpId"]) == 15
     time.sleep(1.5)
     assert mails.messages == []
+
+
+def test_a_new_password_voids_unused_codes(egress_tenant: Backend, inbox: tuple[Inbox, int]) -> None:
+    """A code mailed before the password changed (a new tokenKey) cannot log in afterwards, as in PocketBase
+    (whoever read the old mailbox or reset the password must not keep a way in)."""
+    backend, (mails, port) = egress_tenant, inbox
+    _use_smtp(backend, port)
+    enabled = httpx.patch(f"{backend.url}{CLIENTS}", json={"otp": {"enabled": True}}, headers=_superuser(backend),
+                          timeout=30)
+    assert enabled.status_code == 200, enabled.text
+    otp_id = _post(backend, f"{CLIENTS}/request-otp", {"email": "test@example.com"}).json()["otpId"]
+    code = _code(mails.wait(1))
+    changed = httpx.patch(f"{backend.url}{CLIENTS}/records/gk390qegs4y47wn", headers=_superuser(backend), timeout=30,
+                          json={"password": "another-password", "passwordConfirm": "another-password"})
+    assert changed.status_code == 200, changed.text
+    used = _post(backend, f"{CLIENTS}/auth-with-otp", {"otpId": otp_id, "password": code})
+    assert used.json() == {"data": {}, "message": "Invalid or expired OTP.", "status": 400}

@@ -87,3 +87,4 @@ def test_python_sdk_expand_and_batch(stock_pocketbase: Backend, pbfast_fixture_t
     assert fast["view"]["demo4_via_rel_many_no_cascade_required"] == [{"id": "qzaqccwrmva4o1n"}]
     assert fast["sdk batch"][0] == 400
     assert fast["json batch"] == [{"body": {"title": "py_json_batch"}, "status": 200}]
+

@@ -5,7 +5,7 @@ Real processes on loopback: an all-in-one serving two tenants made from PocketBa
 settings have batch on): ``fixture``, and ``limited`` with a 0.5 s request time limit. Where PocketBase
 answers the same request, the differential scenarios (``tests/pocketbase/scenarios_*.py``) compare with
 the real binary; these are the cases where pbfast must differ (PocketBase answers 500, or would run out of
-memory) or that only pbfast has (time limits, uploads not built yet).
+memory) or that only pbfast has (time limits, the reach of upload names and file routes).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,6 +40,7 @@ class Tenants:
     superuser: dict[str, str]
     limited_superuser: dict[str, str]
     fresh: str  # a new tenant: PocketBase's default settings, batches off
+    store: Path  # the fixture tenant's files (the node's local object store)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
         create_tenant(cp, gw, "fresh")
         fixture, limited = f"{gw}/t/fixture", f"{gw}/t/limited"
         yield Tenants(fixture, limited, _login(fixture, **_superuser_args()), _login(limited, **_superuser_args()),
-                      f"{gw}/t/fresh")
+                      f"{gw}/t/fresh", data_dir / "replica" / "tenants" / "fixture" / "storage")
     finally:
         for process in reversed(processes):
             process.stop(signal.SIGTERM, timeout=5)
@@ -124,19 +126,36 @@ def test_a_null_request_is_a_validation_error(tenants: Tenants) -> None:
                                                "url": {"code": "validation_required", "message": "Cannot be blank."}}}}
 
 
-def test_files_in_a_batch_are_refused_until_uploads_land(tenants: Tenants) -> None:
-    """What the JS SDK sends for ``pb.createBatch()`` with a File: answered 400 before anything runs."""
-    payload = {"requests": [{"method": "POST", "url": "/api/collections/demo2/records",
-                             "body": {"title": "batch_upload"}}]}
-    answer = httpx.post(f"{tenants.fixture}/api/batch", files={
-        "@jsonPayload": (None, json.dumps(payload)), "requests.0.file": ("a.txt", b"hello", "text/plain")})
-    body = _error(answer, 400)
-    assert "not supported yet" in str(body["message"]), body
-    assert _titles(tenants.fixture, tenants.superuser, "batch_upload") == []
-    # the same batch without the file goes through
-    answer = httpx.post(f"{tenants.fixture}/api/batch", files={"@jsonPayload": (None, json.dumps(payload))})
+def test_files_in_a_batch_are_stored_with_their_record(tenants: Tenants) -> None:
+    """What the JS SDK sends for ``pb.createBatch()`` with a File: the file is stored and served."""
+    payload = {"requests": [{"method": "POST", "url": "/api/collections/demo1/records",
+                             "body": {"text": "batch_upload"}}]}
+    answer = httpx.post(f"{tenants.fixture}/api/batch", headers=tenants.superuser, files={
+        "@jsonPayload": (None, json.dumps(payload)), "requests.0.file_many": ("a.txt", b"hello", "text/plain")})
     assert answer.status_code == 200, answer.text
-    assert _titles(tenants.fixture, tenants.superuser, "batch_upload") == ["batch_upload"]
+    record = answer.json()[0]["body"]
+    served = httpx.get(f"{tenants.fixture}/api/files/demo1/{record['id']}/{record['file_many'][0]}")
+    assert served.status_code == 200 and served.content == b"hello"
+
+
+def test_uploads_refused_by_rules_leave_nothing_stored(tenants: Tenants) -> None:
+    """demo3 takes creates from non-"users" auth records only: a guest's upload and a user's leave no file
+    (nothing is stored before the rules are checked); the superuser's is kept."""
+    user = ("eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsInR5cGUiOiJhdXRoIiwiY29sbGVjdGlvbklkIjoiX3BiX3Vz"
+            "ZXJzX2F1dGhfIiwiZXhwIjoyNTI0NjA0NDYxLCJyZWZyZXNoYWJsZSI6dHJ1ZX0.ZT3F0Z3iM-xbGgSG3LEKiEzHrPHr8t8IuHLZGGNuxLo")
+    url = f"{tenants.fixture}/api/collections/demo3/records"
+    for headers in ({}, {"Authorization": user}):
+        answer = httpx.post(url, headers=headers, data={"title": "refused"},
+                            files={"files": ("refused.txt", b"no", "text/plain")})
+        assert answer.status_code in (400, 403), answer.text
+    kept = httpx.post(url, headers=tenants.superuser, data={"title": "kept"},
+                      files={"files": ("kept.txt", b"yes", "text/plain")})
+    assert kept.status_code == 200, kept.text
+    deadline = time.monotonic() + 10
+    while any(p.name.startswith("refused_") for p in tenants.store.rglob("*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    names = [p.name for p in tenants.store.rglob("*.txt")]
+    assert not [n for n in names if n.startswith("refused_")] and kept.json()["files"][0] in names, names
 
 
 @pytest.mark.parametrize("body", [
@@ -152,19 +171,21 @@ def test_malformed_multipart_is_a_400(tenants: Tenants, body: bytes) -> None:
     _error(answer, 400, "Failed to read the submitted batch data.")
 
 
-def test_uploads_to_a_file_field_are_refused_until_storage_lands(tenants: Tenants) -> None:
-    """A record form with a file for a file field: 400 before anything is written (PocketBase stores it;
-    pbfast has no file storage yet); a file under any other name is ignored, as PocketBase does."""
+def test_file_names_and_routes_cannot_reach_outside_the_record(tenants: Tenants) -> None:
+    """Upload names with path parts are reduced to a plain stored name; a file route naming anything but one of
+    the record's files (an encoded "/", "..") is a 404; a file under no file field is ignored."""
     url = f"{tenants.fixture}/api/collections/demo1/records"
-    for key in ("file_one", "file_many+", "+file_many"):
-        answer = httpx.post(url, headers=tenants.superuser, data={"text": "form_upload"},
-                            files={key: ("a.txt", b"hello", "text/plain")})
-        assert "not supported yet" in str(_error(answer, 400)["message"])
-    listed = httpx.get(url, headers=tenants.superuser, params={"filter": "text='form_upload'"})
-    assert listed.json()["totalItems"] == 0
-    answer = httpx.post(url, headers=tenants.superuser, data={"text": "form_other_file"},
-                        files={"other": ("a.txt", b"hello", "text/plain")})
-    assert answer.status_code == 200 and answer.json()["text"] == "form_other_file", answer.text
+    answer = httpx.post(url, headers=tenants.superuser, data={"text": "traversal"}, files=[
+        ("file_many", ("../../../data.db", b"hello", "text/plain")),
+        ("file_many", ("..\\..\\x.txt", b"x", "text/plain")), ("other", ("a.txt", b"ignored", "text/plain"))])
+    assert answer.status_code == 200, answer.text
+    record = answer.json()
+    assert len(record["file_many"]) == 2 and not any("/" in n or "\\" in n or ".." in n for n in record["file_many"])
+    base = f"{tenants.fixture}/api/files/demo1/{record['id']}"
+    for name in ("..%2F..%2Fdata.db", "..%2F..%2F..%2F..%2Fdata.db", "%2e%2e", "a.txt", record["file_many"][0] + "%00"):
+        answer = httpx.get(f"{base}/{name}")
+        assert answer.status_code == 404 and answer.json()["status"] == 404, (name, answer.text)
+    assert httpx.get(f"{base}/{record['file_many'][0]}").content == b"hello"
 
 
 @pytest.mark.parametrize("body", [

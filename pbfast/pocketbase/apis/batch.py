@@ -9,8 +9,9 @@ The tenant's ``batch`` settings (:mod:`pbfast.pocketbase.app_settings`) decide: 
 ``maxRequests`` requests, ``maxBodySize`` bytes of body and ``timeout`` seconds for the whole transaction
 (past it: 400 with no data, nothing written; statements still running are stopped by SQLite). The body is
 read as PocketBase binds it (:mod:`.batch_form`): JSON, or a form's ``@jsonPayload`` (how the JS SDK
-sends it). Files for a request (``requests.N.<field>``) are not accepted yet: no file field is stored by
-pbfast so far, so such a batch is answered 400 before anything runs.
+sends it). Files for a request (``requests.N.<field>``) are stored with its record; a batch that fails
+deletes the files it stored, and deletes the files it made obsolete only once it commits (see
+:class:`~pbfast.pocketbase.filesystem.FileChanges`; the API does both once the handler ends).
 
 Realtime: the items' record changes are published once the batch commits, in order (none if it fails),
 as PocketBase publishes them after its transaction.
@@ -21,6 +22,7 @@ holding the write lock (``BEGIN IMMEDIATE``) for the whole batch.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import time
@@ -41,6 +43,7 @@ from pbfast.pocketbase.apis.batch_form import BatchItem, read_batch_form, valida
 from pbfast.pocketbase.apis.form_body import FormError, bind_form_values, parse_go_query
 from pbfast.pocketbase.apis.request import BAD_REQUEST, TenantRequest
 from pbfast.pocketbase.dbutils.transaction import write_transaction
+from pbfast.pocketbase.filesystem.names import normalize_name
 from pbfast.pocketbase.gocompat import cast_to_string
 from pbfast.pocketbase.search import FilterError
 from pbfast.pocketbase.collections import Collection
@@ -55,8 +58,6 @@ log = component_logger("TenantNode")
 
 NOT_ALLOWED: Final = "Batch requests are not allowed."
 BATCH_FAILED: Final = "Batch transaction failed."
-FILES_NOT_SUPPORTED: Final = ("File uploads are not supported yet: send the batch's requests without files "
-                              "(requests.N.<field> parts).")
 MAX_BODY_CEILING: Final = BatchSettings.DEFAULT_MAX_BODY_SIZE
 """The most of a batch body the node reads before the handler runs while it does not know the tenant's
 settings yet (PocketBase's default ``maxBodySize``); the tenant's own setting is applied by the handler."""
@@ -114,8 +115,6 @@ def batch_transaction(request: TenantRequest) -> None:
     if raw is None or len(raw) > settings.effective_max_body_size:
         raise ApiError(413, "Request entity too large.")
     items = read_batch_form(request)
-    if any(item.files for item in items):
-        raise ApiError(400, FILES_NOT_SUPPORTED)
     validate_batch_form(items, settings.max_requests)
     try:
         projection = search.parse_fields(request.query("fields") or "")
@@ -201,6 +200,9 @@ def _run_item(batch: TenantRequest, item: BatchItem, changes: list[tuple[str, Co
                           params, batch.tenant)
     inner.share_auth(batch)
     inner.bound_body = body
+    # PocketBase hands each item its files as uploads already named once: they are named again
+    inner.bound_files = {key: [dataclasses.replace(upload, filename=normalize_name(upload.filename, upload.data))
+                               for upload in uploads] for key, uploads in item.files.items()}
     inner.info_context = "batch"
     inner.deferred_changes = changes
     _HANDLERS[action](inner)

@@ -21,7 +21,8 @@ from pbfast.pocketbase.apis.request import (
     send_with_fields,
 )
 from pbfast.pocketbase.collections import Collection
-from pbfast.pocketbase.fields import AutodateField, BoolField, TextField
+from pbfast.pocketbase.fields import AutodateField, BoolField, FileField, TextField
+from pbfast.pocketbase.filesystem import files_of
 from pbfast.pocketbase.search import FilterError, TableResolver
 
 __all__ = ["create_collection", "delete_collection", "import_collections", "list_collections", "scaffolds", "truncate_collection",
@@ -89,6 +90,7 @@ def delete_collection(request: TenantRequest) -> None:
     require_superuser(request)
     collection = collection_of(request, NOT_FOUND)
     _change(request, lambda conn: collections.delete_collection(conn, collection))
+    _files_gone(request, collection)
     request.proto.response_empty(204, [])
 
 
@@ -100,9 +102,20 @@ def truncate_collection(request: TenantRequest) -> None:
         collections.truncate_collection(request.tenant.conn, collection, changes)
     except collections.CollectionValidationError as err:
         raise ApiError(400, err.message, err.data) from err
+    files = files_of(request.tenant)
     for action, changed_collection, row in changes:  # every record deleted (and referencing ones), committed
         record_changed(request.tenant, action, changed_collection, row)
+        if action == "delete" and changed_collection.id != collection.id and \
+                any(isinstance(f, FileField) for f in changed_collection.fields):
+            request.file_changes.obsolete.append((files, f"{changed_collection.id}/{row['id']}/"))
+    _files_gone(request, collection)
     request.proto.response_empty(204, [])
+
+
+def _files_gone(request: TenantRequest, collection: Collection) -> None:
+    """The collection's files go with its records once committed (as PocketBase deletes its storage prefix)."""
+    if any(isinstance(f, FileField) for f in collection.fields):
+        request.file_changes.obsolete.append((files_of(request.tenant), f"{collection.id}/"))
 
 
 def import_collections(request: TenantRequest) -> None:
@@ -117,7 +130,11 @@ def import_collections(request: TenantRequest) -> None:
     if not data:
         raise ApiError(400, "An error occurred while validating the submitted data.",
                        {"collections": {"code": "validation_required", "message": "Cannot be blank."}})
+    before = list(request.tenant.collections.values())
     _change(request, lambda conn: collections.import_collections(conn, data, bool(delete_missing)))
+    for collection in before:  # the ones deleteMissing deleted take their files along
+        if request.tenant.collection_by_id(collection.id) is None:
+            _files_gone(request, collection)
     request.proto.response_empty(204, [])
 
 

@@ -10,8 +10,8 @@ PocketBase binds them into ``@request.body`` (``router.UnmarshalRequestData`` ov
   sends a body with files);
 * a query Go refuses (a ``;``, a bad ``%`` escape) or a malformed body is :class:`FormError`.
 
-Files (parts with a ``filename``) are returned apart: storing them is not built yet, so the records API
-refuses uploads meant for a file field of the collection and ignores the others, as PocketBase does."""
+Files (parts with a ``filename``) are returned apart: the records API stores those sent for a file field of
+the collection (:mod:`.file_uploads`) and ignores the others, as PocketBase does."""
 
 from __future__ import annotations
 
@@ -28,13 +28,11 @@ from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField
 from pbfast.pocketbase.gocompat import format_float_f
 
-__all__ = ["FILES_NOT_SUPPORTED", "FORM_TYPES", "FormBody", "FormError", "bind_form_values", "infer_value",
+__all__ = ["FORM_TYPES", "FormBody", "FormError", "bind_form_values", "infer_value",
            "bind_form_struct", "check_uploads", "parse_go_query", "read_form_body", "read_form_values",
            "record_form_body", "struct_form_body"]
 
 FORM_TYPES: Final = ("multipart/form-data", "application/x-www-form-urlencoded")
-FILES_NOT_SUPPORTED: Final = ("File uploads are not supported yet: send the record's fields without files for "
-                              "its file fields.")
 _NUMBER_CHARS: Final = re.compile(r"[-.0-9]+")
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -204,19 +202,8 @@ def record_form_body(request: TenantRequest, limit: int) -> FormBody | None:
 def check_uploads(collection: Collection, form: FormBody | None) -> None:
     """PocketBase's look for uploads, once the requester may write (after the null-rule check, or the
     record lookup of an update): only for a multipart body to a collection with file fields, where an
-    empty body cannot be read (400); uploads for a file field are refused (400) until file storage lands,
-    other files are ignored."""
-    if form is None or not form.multipart:
+    empty body cannot be read (400)."""
+    if form is None or not form.multipart or not form.empty:
         return
-    file_fields = {f.name for f in collection.fields if isinstance(f, FileField)}
-    if not file_fields:
-        return
-    if form.empty:
+    if any(isinstance(f, FileField) for f in collection.fields):
         raise ApiError(400, "Failed to read the submitted data.")
-    if any(_modified_name(key) in file_fields for key in form.files):
-        raise ApiError(400, FILES_NOT_SUPPORTED)
-
-
-def _modified_name(key: str) -> str:
-    """The field a body key names, without a ``+``/``-`` modifier."""
-    return key.removeprefix("+").removesuffix("+").removesuffix("-")

@@ -1,6 +1,5 @@
-"""Record authentication (PocketBase's ``apis/record_auth_*.go`` and ``record_helpers.go``): password auth
-(``authRule`` and MFA's first step checked; no OTP/OAuth2 yet, so a collection with MFA on cannot complete
-a login) and token refresh."""
+"""Record authentication (PocketBase's ``apis/record_auth_*.go`` and ``record_helpers.go``): password auth and
+token refresh, and the answer every login method shares (``authRule``, MFA, login alert)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from typing import Any, Final
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
-from pbfast.pocketbase import auth, fields, mfa, records
+from pbfast.pocketbase import auth, auth_alert, fields, mfa, records
 from pbfast.pocketbase.apis.expand import expand_items
 from pbfast.pocketbase.apis.form_body import struct_form_body
 from pbfast.pocketbase.apis.request import (
@@ -22,7 +21,7 @@ from pbfast.pocketbase.apis.request import (
     resolver,
     send_with_fields,
 )
-from pbfast.pocketbase.apis.settings import check_superuser_ip
+from pbfast.pocketbase.apis.settings import check_superuser_ip, client_ip
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.records import Row, RuleError, Viewer
 
@@ -110,10 +109,12 @@ def auth_collection(request: TenantRequest) -> Collection:
 
 
 def auth_response(request: TenantRequest, collection: Collection, row: Row, token: str | None = None,
-                   auth_method: str = "", body: dict[str, Any] | None = None) -> None:
+                   auth_method: str = "", body: dict[str, Any] | None = None,
+                   meta: dict[str, Any] | None = None) -> None:
     """PocketBase's ``recordAuthResponse``: the collection's ``authRule`` must hold for the record
     (evaluated for the requester; superusers always pass), then MFA for an ``auth_method`` (a first
-    method answers ``401 {"mfaId"}``, see :mod:`pbfast.pocketbase.mfa`), then ``{"record", "token"}``."""
+    method answers ``401 {"mfaId"}``, see :mod:`pbfast.pocketbase.mfa`), then the login alert
+    (:mod:`pbfast.pocketbase.auth_alert`) and ``{"meta"?, "record", "token"}``."""
     check_superuser_ip(request, superuser=collection.name == SUPERUSERS)
     if not request.superuser and not _auth_rule_holds(request, collection, row):
         raise ApiError(403, "The request doesn't satisfy the collection requirements to authenticate.")
@@ -130,7 +131,12 @@ def auth_response(request: TenantRequest, collection: Collection, row: Row, toke
     record = records.record_json(collection, row, viewer, show_email=True)
     # expanded as the record being authenticated sees its relations
     expand_items(request, collection, [row], [record], body=body, auth_state=Auth(collection, row))
-    send_with_fields(request, {"record": record, "token": token})
+    if auth_method and collection.auth.auth_alert_enabled:
+        auth_alert.record_login(request.tenant, collection, row, client_ip(request), request.header("user-agent") or "")
+    answer: dict[str, Any] = {"record": record, "token": token}
+    if meta is not None:
+        answer["meta"] = meta
+    send_with_fields(request, answer)
 
 
 def _auth_rule_holds(request: TenantRequest, collection: Collection, row: Row) -> bool:

@@ -12,7 +12,11 @@ from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import records, search
 from pbfast.pocketbase.apis.expand import expand_items
+from pbfast.pocketbase.apis.file_uploads import PendingUploads, file_uploads, obsolete_files, with_uploads
 from pbfast.pocketbase.apis.form_body import FormBody, check_uploads, record_form_body
+from pbfast.pocketbase.fields import FileField
+from pbfast.pocketbase.filesystem import files_of
+from pbfast.pocketbase.oauth2.providers import random_string
 from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
@@ -91,7 +95,11 @@ def create_record(request: TenantRequest) -> None:
     collection, body, superuser, form = _write_context(request)
     _deny_null_rule(request, collection.createRule)
     check_uploads(collection, form)
-    data = records.resolve_modifiers(collection, body, None)
+    if request.info_context == "oauth2" and collection.type == "auth" and "password" not in body:
+        # an OAuth2 sign-up without a password gets a random one (PocketBase's recordCreate)
+        password = random_string(30)
+        body = {**body, "password": password, "passwordConfirm": password}
+    data, uploads = _resolve_body(request, collection, body, form, None)
     if not superuser:
         data = records.strip_hidden(collection, data)
     manage = superuser
@@ -108,9 +116,11 @@ def create_record(request: TenantRequest) -> None:
             raise ApiError(400, "Failed to create record.")
         manage = bool(manage_rule) and _draft_matches(request, collection, draft, manage_rule or "", data)
     try:
-        row = records.save_record(request.tenant, collection, data, None, manage=manage, superuser=superuser)
+        row = records.save_record(request.tenant, collection, data, None, manage=manage, superuser=superuser,
+                                  uploads=uploads)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to create record.", err.data) from err
+    _files_saved(request)
     _record_changed(request, "create", collection, row)
     _send_record(request, collection, row, data)
 
@@ -123,16 +133,22 @@ def update_record(request: TenantRequest) -> None:
     if current is None:
         raise ApiError(404, NOT_FOUND)
     check_uploads(collection, form)
-    data = records.resolve_modifiers(collection, body, current)
+    data, uploads = _resolve_body(request, collection, body, form, current)
     if not superuser:
         data = records.strip_hidden(collection, data)
     existing = _visible_row(request, collection, collection.updateRule, data)
     manage = superuser or bool(_managed_ids(request, collection, [existing["id"]], data)
                                if request.auth is not None else False)
     try:
-        row = records.save_record(tenant, collection, data, existing, manage=manage, superuser=superuser)
+        row = records.save_record(tenant, collection, data, existing, manage=manage, superuser=superuser,
+                                  uploads=uploads)
     except RecordValidationError as err:
         raise ApiError(400, "Failed to update record.", err.data) from err
+    paths = obsolete_files(collection, existing, row)
+    if paths:
+        files = files_of(tenant)
+        request.file_changes.obsolete += [(files, path) for path in paths]
+    _files_saved(request)
     _record_changed(request, "update", collection, row)
     _send_record(request, collection, row, data)
 
@@ -149,9 +165,33 @@ def delete_record(request: TenantRequest) -> None:
     except RecordValidationError as err:
         raise ApiError(400, "Failed to delete record. Make sure that the record is not part of a required "
                             "relation reference.", err.data) from err
+    files = files_of(request.tenant)
     for action, changed_collection, row in changes:  # references removed and cascaded deletes, then this one
+        if action == "delete" and any(isinstance(f, FileField) for f in changed_collection.fields):
+            request.file_changes.obsolete.append((files, f"{changed_collection.id}/{row['id']}/"))
         _record_changed(request, action, changed_collection, row)
+    _files_saved(request)
     request.proto.response_empty(204, [])
+
+
+def _resolve_body(request: TenantRequest, collection: Collection, body: dict[str, Any], form: FormBody | None,
+                  current: Row | None) -> tuple[dict[str, Any], PendingUploads | None]:
+    """The body with its modifiers resolved and the uploads for file fields named (PocketBase's
+    ``recordDataFromRequest``); the uploads to store with the record, if any."""
+    data = records.resolve_modifiers(collection, body, current)
+    uploads = file_uploads(collection, form.files if form is not None else request.bound_files)
+    if not uploads:
+        return data, None
+    tenant = request.tenant
+    room = None if tenant.max_bytes is None else max(0, tenant.max_bytes - tenant.size_bytes())
+    pending = PendingUploads(collection, files_of(tenant), request.file_changes, room)
+    return records.resolve_modifiers(collection, with_uploads(data, body, uploads, pending), current), pending
+
+
+def _files_saved(request: TenantRequest) -> None:
+    """The record's transaction committed (not a batch's item, whose batch decides): its obsolete files go."""
+    if request.deferred_changes is None:
+        request.file_changes.committed()
 
 
 def _record_changed(request: TenantRequest, action: str, collection: Collection, row: Row) -> None:

@@ -14,6 +14,7 @@ import orjson
 from pbfast.http import JSON_HEADERS, ApiError, HTTPProtocol, Request, Scope
 from pbfast.pocketbase import auth, gocompat, search
 from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.filesystem import FileChanges
 from pbfast.pocketbase.records import Row, Viewer, load_row
 from pbfast.pocketbase.search import RequestInfo, TableResolver
 from pbfast.pocketbase.tenant import Tenant
@@ -70,7 +71,8 @@ class Auth:
 class TenantRequest(Request):
     """A request to one tenant, with its auth state resolved lazily from ``Authorization``."""
 
-    __slots__ = ("_auth", "_auth_done", "bound_body", "deferred_changes", "info_context", "raw_body", "tenant")
+    __slots__ = ("_auth", "_auth_done", "bound_body", "bound_files", "deferred_changes", "file_changes", "file_send",
+                 "info_context", "prepared", "raw_body", "tenant")
 
     def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str], tenant: Tenant) -> None:
         super().__init__(scope, proto, path, params)
@@ -80,13 +82,21 @@ class TenantRequest(Request):
         self.raw_body: bytes | None = b""  # None: larger than the route's limit (413 when the handler reads it)
         # The body already bound (a batch's item): what read_body returns instead of parsing raw_body.
         self.bound_body: dict[str, Any] | None = None
+        self.bound_files: dict[str, Any] = {}  # its uploads by key (a batch's item), when bound_body is set
         self.info_context = "default"  # @request.context ("batch" for a batch's items)
         # Record changes for realtime held until the transaction commits (a batch's items), else None.
         self.deferred_changes: list[tuple[str, Collection, Row]] | None = None
+        # What a handler's network step found before its database work (see TenantApi.handle).
+        self.prepared: object | None = None
+        # Its file uploads and the deletes they make due (shared by a batch's items), and a file to answer
+        # with, read from the store off the database thread (GET /api/files/...).
+        self.file_changes = FileChanges()
+        self.file_send: Any = None
 
     def share_auth(self, other: TenantRequest) -> None:
-        """Take ``other``'s auth state (a batch's items are made as the batch request)."""
+        """Take ``other``'s auth state and file changes (a batch's items are made as the batch request)."""
         self._auth, self._auth_done = other.auth, True
+        self.file_changes = other.file_changes
 
     @property
     def auth(self) -> Auth | None:
@@ -163,7 +173,7 @@ def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: st
     if not raw.strip():
         return {}
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
-        raise ApiError(400, "Unsupported Content-Type.")  # multipart (file uploads): not supported yet
+        raise ApiError(400, "Unsupported Content-Type.")
     value = decode_json_body(raw, invalid)
     if value is None:
         return {}

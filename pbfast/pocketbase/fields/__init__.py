@@ -16,7 +16,7 @@ from pbfast.pocketbase.fields.date import DateField
 from pbfast.pocketbase.fields.editor import EditorField
 from pbfast.pocketbase.fields.email import EmailField
 from pbfast.pocketbase.fields.errors import ErrorData, ErrorItem, FieldError, FieldSettingsError
-from pbfast.pocketbase.fields.file import FileField
+from pbfast.pocketbase.fields.file import FileField, UploadInfo
 from pbfast.pocketbase.fields.geo_point import GeoPointField
 from pbfast.pocketbase.fields.json import JsonField
 from pbfast.pocketbase.fields.multi import MultiValueField
@@ -44,6 +44,7 @@ __all__ = [
     "FieldError",
     "FieldSettingsError",
     "FileField",
+    "UploadInfo",
     "GeoPointField",
     "JsonField",
     "Missing",

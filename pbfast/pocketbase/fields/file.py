@@ -1,10 +1,11 @@
-"""The file field (PocketBase's ``core/field_file.go``): file *names*; storing uploads is the caller's
-(not supported yet: names not already stored must be listed as uploaded)."""
+"""The file field (PocketBase's ``core/field_file.go``): file *names*. Storing uploads is the caller's
+(:mod:`pbfast.pocketbase.apis.file_uploads`); a new name must be one of the uploads passed to
+:meth:`FileField.check_values`, each upload is checked for size and type here."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -14,10 +15,19 @@ from pbfast.pocketbase.fields.multi import MultiValueField
 from pbfast.pocketbase.fields.text import MAX_SAFE_JSON_INT
 from pbfast.pocketbase.gocompat import to_unique_strings
 
-__all__ = ["FileField"]
+__all__ = ["DEFAULT_FILE_MAX_SIZE", "FileField", "UploadInfo"]
 
 DEFAULT_FILE_MAX_SIZE: Final = 5 << 20
 _THUMB_SIZE: Final = re.compile(r"(\d+)x(\d+)(t|b|f)?")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """An upload a new file name stands for: its size, the client's name, its sniffed content type."""
+
+    size: int
+    original_name: str
+    content_type: str
 
 
 @dataclass(eq=True, kw_only=True)
@@ -32,10 +42,14 @@ class FileField(MultiValueField):
     required: bool = option("required", Kind.BOOL)
     thumbs: list[str] = option("thumbs", Kind.STRLIST)
 
-    def max_body_size(self) -> int:
-        return self.max_size * max(1, self.max_select)
+    def effective_max_size(self) -> int:
+        return self.max_size if self.max_size > 0 else DEFAULT_FILE_MAX_SIZE
 
-    def check_values(self, values: list[str], current: Stored | Missing, uploaded: Sequence[str]) -> None:
+    def max_body_size(self) -> int:
+        return self.effective_max_size() * max(1, self.max_select)
+
+    def check_values(self, values: list[str], current: Stored | Missing,
+                     uploaded: Sequence[str] | Mapping[str, UploadInfo]) -> None:
         if not values:
             if self.required:
                 raise required()
@@ -50,6 +64,22 @@ class FileField(MultiValueField):
         if len(values) > max_select:
             raise templated("validation_too_many_files", "The maximum allowed files is {{.maxSelect}}",
                             {"maxSelect": max_select})
+        if isinstance(uploaded, Mapping):
+            for name in values:
+                info = uploaded.get(name)
+                if info is not None:
+                    self._check_upload(name, info)
+
+    def _check_upload(self, name: str, info: UploadInfo) -> None:
+        max_size = self.effective_max_size()
+        shown = info.original_name.encode("utf-8", errors="surrogateescape")[:300].decode("utf-8", errors="ignore")
+        if info.size > max_size:
+            raise templated("validation_file_size_limit",
+                            "Failed to upload {{.file}} - the maximum allowed file size is {{.maxSize}} bytes.",
+                            {"file": shown, "maxSize": max_size})
+        if self.mime_types and info.content_type.split(";")[0].strip() not in self.mime_types:
+            raise FieldError("validation_invalid_mime_type",
+                             f"{_go_quote(name)} mime type must be one of: {', '.join(self.mime_types)}.")
 
     def validate_options(self, context: SettingsContext,
                          put: Callable[[str, ErrorItem | dict[str, ErrorItem] | None], None]) -> None:
@@ -62,3 +92,8 @@ class FileField(MultiValueField):
             if not _THUMB_SIZE.fullmatch(thumb):
                 put("thumbs", {str(index): FieldError("validation_match_invalid", "must be in a valid format").to_dict()})
                 break
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``%q`` for a plain file name (the names PocketBase generates need no escapes but quotes)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -15,7 +15,7 @@ from pbfast.pocketbase.records.expand import (
     find_by_ids,
 )
 from pbfast.pocketbase.records.export import Viewer, expansion_json, record_json, strip_hidden
-from pbfast.pocketbase.records.find import Row, find_by_identity, find_visible, list_records, load_row
+from pbfast.pocketbase.records.find import Row, find_auth_record_by_email, find_by_identity, find_visible, list_records, load_row
 from pbfast.pocketbase.records.modifiers import draft_row, resolve_modifiers
 from pbfast.pocketbase.records.rules import (
     Condition,
@@ -46,6 +46,7 @@ __all__ = [
     "expand_records",
     "expansion_json",
     "find_by_ids",
+    "find_auth_record_by_email",
     "find_by_identity",
     "find_visible",
     "list_records",

@@ -15,7 +15,7 @@ from pbfast.pocketbase.records.rules import Condition
 from pbfast.pocketbase.search import ListQuery, Page, fetch_page
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["Row", "find_by_identity", "find_visible", "list_records", "load_row"]
+__all__ = ["Row", "find_auth_record_by_email", "find_by_identity", "find_visible", "list_records", "load_row"]
 
 log = component_logger("TenantNode")
 
@@ -60,6 +60,17 @@ def find_by_identity(tenant: Tenant, collection: Collection, name: str, identity
     table = quote(collection.name)
     return _first_row(tenant.conn.execute(f"SELECT * FROM {table} WHERE {quote(name)} = ?{collate} LIMIT 1",
                                           (identity,)))
+
+
+def find_auth_record_by_email(tenant: Tenant, collection: Collection, email: str) -> Row | None:
+    """PocketBase's ``FindAuthRecordByEmail``: case-insensitive when the email's unique index is NOCASE,
+    exact otherwise (with or without such an index)."""
+    if collection.field("email") is None:
+        return None
+    index = single_column_unique_index(collection.indexes, "email")
+    collate = " COLLATE NOCASE" if index is not None and index.columns[0].collate.lower() == "nocase" else ""
+    return _first_row(tenant.conn.execute(f"SELECT * FROM {quote(collection.name)} WHERE email = ?{collate} LIMIT 1",
+                                          (email,)))
 
 
 def list_records(tenant: Tenant, collection: Collection, query: ListQuery, page: int, per_page: int,

@@ -8,7 +8,8 @@ parameter; identifiers come only from the collection's own (validated) definitio
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import apsw
 
@@ -21,16 +22,28 @@ from pbfast.pocketbase.fields import (
     AutodateField,
     ErrorItem,
     FieldError,
+    FileField,
     PasswordField,
     PlainPassword,
     RelationField,
+    UploadInfo,
 )
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.records.errors import RecordValidationError
 from pbfast.pocketbase.records.find import load_row
 from pbfast.pocketbase.tenant import Tenant, new_record_id
 
-__all__ = ["save_record"]
+__all__ = ["RecordUploads", "save_record"]
+
+
+class RecordUploads(Protocol):
+    """Files uploaded with a save: the new names of each file field, and their storing once the record is
+    valid (before its row is written, as PocketBase does)."""
+
+    def infos(self, field_name: str) -> Mapping[str, UploadInfo]: ...
+
+    def store(self, record_id: str, values: Mapping[str, Any]) -> None:
+        """Store the uploads the saved values keep; raises on failure (nothing is written then)."""
 
 SUPERUSERS = "_superusers"
 
@@ -75,7 +88,8 @@ def _auth_form_errors(collection: Collection, data: dict[str, Any], existing: di
 
 
 def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], existing: dict[str, Any] | None,
-                *, manage: bool = False, superuser: bool = False) -> dict[str, Any]:
+                *, manage: bool = False, superuser: bool = False,
+                uploads: RecordUploads | None = None) -> dict[str, Any]:
     """Validate ``data`` (a request body already passed through :func:`resolve_modifiers`, and through
     :func:`strip_hidden` for non-superusers) and insert (``existing`` None) or update the row.
 
@@ -104,7 +118,9 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         submitted = data.get(name, MISSING)
         current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
         try:
-            value = field.prepare(submitted, current=current, is_new=is_new)
+            # a file field takes its uploads' names with their infos (a mapping of the names)
+            uploaded = uploads.infos(name) if uploads and isinstance(field, FileField) else ()
+            value = field.prepare(submitted, current=current, is_new=is_new, uploaded=uploaded)  # type: ignore[arg-type]
             if isinstance(field, RelationField):
                 _check_relation_records(tenant, field, value)
         except FieldError as err:
@@ -127,6 +143,12 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         email_changed = not is_new and "email" in values
         if collection.field("tokenKey") is not None and (is_new or password_changed or email_changed):
             values["tokenKey"] = new_token_key()
+        verified_upgrade = not is_new and bool(values.get("verified")) and not existing.get("verified")  # type: ignore[union-attr]
+        if verified_upgrade and collection.field("tokenKey") is not None and _has_external_auths(tenant, collection,
+                                                                                                  existing):
+            values["tokenKey"] = new_token_key()  # PocketBase ends the sessions of the links it drops below
+    if uploads is not None:
+        uploads.store(str(values.get("id") or existing["id"]), values)  # type: ignore[index]
     table = quote(collection.name)
     try:
         with write_transaction(tenant.conn):
@@ -143,15 +165,34 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
                     assignments = ", ".join(f"{quote(c)} = ?" for c in values)
                     tenant.conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",
                                         [*values.values(), record_id])
-                if password_changed and tenant.collection("_mfas") is not None:
-                    # a new password ends the record's MFA sessions (PocketBase's registerMFAHooks)
-                    tenant.conn.execute('DELETE FROM "_mfas" WHERE collectionRef = ? AND recordRef = ?',
-                                        (collection.id, record_id))
+                if is_auth:
+                    _after_auth_update(tenant, collection, record_id, password_changed=password_changed,
+                                       token_key_changed="tokenKey" in values, verified_upgrade=verified_upgrade)
     except apsw.ConstraintError as err:
         raise RecordValidationError(_unique_violation(collection, str(err), values)) from err
     stored = load_row(tenant, collection, record_id)
     assert stored is not None
     return stored
+
+
+def _has_external_auths(tenant: Tenant, collection: Collection, existing: dict[str, Any] | None) -> bool:
+    if existing is None or tenant.collection("_externalAuths") is None:
+        return False
+    return any(tenant.conn.execute('SELECT 1 FROM "_externalAuths" WHERE collectionRef = ? AND recordRef = ? LIMIT 1',
+                                   (collection.id, existing["id"])))
+
+
+def _after_auth_update(tenant: Tenant, collection: Collection, record_id: str, *, password_changed: bool,
+                       token_key_changed: bool, verified_upgrade: bool) -> None:
+    """PocketBase's hooks on an auth record's update, in the same transaction: a new password ends its MFA
+    sessions and forgets its login origins, a new ``tokenKey`` voids its unused OTPs, and becoming verified
+    drops the OAuth2 links made while it was not (they may be an attacker's)."""
+    cleanups = (("_mfas", password_changed), ("_authOrigins", password_changed), ("_otps", token_key_changed),
+                ("_externalAuths", verified_upgrade))
+    for table, applies in cleanups:
+        if applies and tenant.collection(table) is not None:
+            tenant.conn.execute(f"DELETE FROM {quote(table)} WHERE collectionRef = ? AND recordRef = ?",
+                                (collection.id, record_id))
 
 
 def _check_relation_records(tenant: Tenant, field: RelationField, prepared: Any) -> None:

@@ -1,0 +1,130 @@
+"""Serving a file (issue 15, item 4), in process: :meth:`TenantApi.handle` for ``GET /api/files/...`` on an open
+tenant whose files are in a local object store read through the node's cache, no network: the record lookup,
+the read from the cache (a worker thread), the headers. Cases: a 100 KB original, its 100x100 thumb once kept,
+a byte range, a protected file with a file token.
+
+``python -m pytest benchmarks/test_files_bench.py --benchmark-enable --benchmark-group-by=group -p no:cacheprovider``
+(CI runs each case once, as a test, with benchmarks disabled.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from PIL import Image
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from pbfast.pocketbase import auth, filesystem
+from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.collections import create_collection, init_tenant_database
+from pbfast.pocketbase.filesystem import LocalObjectStore, files_of
+from pbfast.pocketbase.filesystem.cache import FileCache
+from pbfast.pocketbase.tenant import Tenant
+
+RECORD = "photo0000000001"
+IMAGE = "photo_0123456789.png"
+SECRET = "secret_0123456789.txt"
+
+
+def _image(size: int) -> bytes:
+    """A PNG of about ``size`` bytes (noise does not compress)."""
+    side = int((size / 3) ** 0.5)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class _Scope:
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str] = field(default_factory=dict)
+    proto: str = "http"
+    authority: str | None = None
+    client: str = "127.0.0.1"
+
+
+class _Answer:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self.headers, self.body = status, dict(headers), body
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status, self.headers, self.body = status, dict(headers), b""
+
+
+@dataclass
+class _Bench:
+    tenant: Tenant
+    api: TenantApi
+    loop: asyncio.AbstractEventLoop
+    collection_id: str
+    token: str
+
+    def get(self, name: str, query: str = "", headers: dict[str, str] | None = None) -> _Answer:
+        answer = _Answer()
+        path = f"/api/files/{self.collection_id}/{RECORD}/{name}"
+        scope = _Scope("GET", path, query, headers or {})
+        self.loop.run_until_complete(self.api.handle(self.tenant, path, scope, answer))  # type: ignore[arg-type]
+        return answer
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Bench]:
+    root = tmp_path_factory.mktemp("files-bench")
+    filesystem.configure(LocalObjectStore(root / "store"), FileCache(root / "cache"))
+    init_tenant_database(root / "tenant")
+    tenant = Tenant.open("bench", root / "tenant")
+    photos = create_collection(tenant.conn, {"name": "photos", "type": "base", "viewRule": "", "fields": [
+        {"name": "image", "type": "file", "maxSelect": 1, "thumbs": ["100x100"]},
+        {"name": "secret", "type": "file", "maxSelect": 1, "protected": True}]})
+    tenant.reload_collections()
+    tenant.conn.execute("INSERT INTO photos (id, image, secret) VALUES (?, ?, ?)", (RECORD, IMAGE, SECRET))
+    files = files_of(tenant)
+    files.write(f"{photos.id}/{RECORD}/{IMAGE}", _image(100_000))
+    files.write(f"{photos.id}/{RECORD}/{SECRET}", b"secret " * 100)
+    superusers = tenant.collection("_superusers")
+    assert superusers is not None
+    tenant.conn.execute("INSERT INTO _superusers (id, email, password, tokenKey) VALUES (?, ?, ?, ?)",
+                        ("superuser000001", "root@bench.test", "x", "key"))
+    token = auth.issue_file_token("superuser000001", "key", superusers.id,
+                                  superusers.auth.tokens["fileToken"].secret, 3600)
+    loop = asyncio.new_event_loop()
+    try:
+        yield _Bench(tenant, TenantApi(), loop, photos.id, token)
+    finally:
+        loop.close()
+        tenant.conn.close()
+        filesystem.configure(None)
+
+
+CASES = {
+    "100 KB original": (IMAGE, "", {}),
+    "100x100 thumb (kept)": (IMAGE, "thumb=100x100", {}),
+    "byte range (first 1 KB)": (IMAGE, "", {"range": "bytes=0-1023"}),
+    "protected, with a file token": (SECRET, "token=", {}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_serve_file(benchmark: BenchmarkFixture, bench: _Bench, case: str) -> None:
+    benchmark.group = "GET /api/files (in process, cached)"
+    name, query, headers = CASES[case]
+    if query == "token=":
+        query += bench.token
+    first = bench.get(name, query, headers)  # fills the cache (and makes the thumb once)
+    assert first.status in (200, 206), first.body[:300]
+    answer = benchmark(bench.get, name, query, headers)
+    assert answer.status == first.status and answer.body == first.body
+    if "thumb" in query:
+        assert answer.headers["content-disposition"] == f'inline; filename="100x100_{IMAGE}"'

@@ -1,0 +1,65 @@
+"""``GET/POST /api/oauth2-redirect`` (PocketBase's ``apis/record_auth_with_oauth2_redirect.go``): the redirect
+URL of the SDKs' all-in-one OAuth2 login (``authWithOAuth2({provider})``). The SDK opens a realtime
+connection, subscribes to ``@oauth2`` and uses its client id as the OAuth2 ``state``; the provider sends the
+browser here with ``state`` and ``code`` (or ``error``), and this hands them to that client as an ``@oauth2``
+message (once: the subscription is removed), after which the SDK calls ``auth-with-oauth2``.
+
+Answered on the event loop (no database work). As PocketBase without its bundled dashboard (a tenant has
+none): ``200`` text "Auth completed..." or "Failed to authenticate..." instead of a redirect to ``/_/``.
+
+Differences: PocketBase also refuses a redirect from another IP than the realtime client's (pbfast's realtime
+clients do not keep it; the 40-character client id is the secret); Apple's posted ``user`` name is not kept.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import orjson
+
+from pbfast.http import ApiError
+from pbfast.logs import component_logger
+from pbfast.pocketbase.apis.record_auth_forms import string_form
+from pbfast.pocketbase.apis.request import TenantRequest
+from pbfast.pocketbase.realtime.hub import RealtimeHub
+from pbfast.pocketbase.realtime.subscriptions import ClientState, sse_frame
+
+__all__ = ["oauth2_redirect"]
+
+log = component_logger("TenantNode")
+
+TOPIC: Final = "@oauth2"
+SUCCESS: Final = "Auth completed. You can close this window and go back to the app."
+FAILURE: Final = "Failed to authenticate. You can close this window and go back to the app to try again."
+
+
+def oauth2_redirect(hub: RealtimeHub, request: TenantRequest) -> None:
+    """Event loop only (it queues to a realtime client)."""
+    if request.method == "POST":
+        try:
+            form = string_form(request, ("state", "code", "error"))[0]
+        except ApiError:
+            _answer(request, success=False)
+            return
+    else:
+        form = {name: request.query(name) or "" for name in ("state", "code", "error")}
+    broker = hub.broker(request.tenant.id)
+    client = broker.client(form["state"]) if broker is not None and form["state"] else None
+    if client is None or client.discarded or not any(s.topic == TOPIC for s in client.state.subscriptions):
+        log.debug("tenant %s: OAuth2 redirect for a missing or unsubscribed realtime client", request.tenant.id)
+        _answer(request, success=False)
+        return
+    state = client.state
+    client.state = ClientState(state.auth, tuple(s for s in state.subscriptions if s.topic != TOPIC))
+    message = {"state": form["state"], "code": form["code"]}
+    if form["error"]:
+        message["error"] = form["error"]
+    client.push(sse_frame(client.id, TOPIC, orjson.dumps(message)))
+    _answer(request, success=not form["error"] and bool(form["code"]))
+
+
+def _answer(request: TenantRequest, *, success: bool) -> None:
+    if success:
+        request.proto.response_bytes(200, [("content-type", "text/html; charset=utf-8")], SUCCESS.encode())
+    else:
+        request.proto.response_bytes(200, [("content-type", "text/plain; charset=utf-8")], FAILURE.encode())

@@ -1,0 +1,189 @@
+"""Object stores that hold tenants' files: a local directory (atomic writes) or an S3 bucket (boto3, with
+timeouts). Keys are ``/``-separated relative paths; a store never resolves a key outside its root.
+
+Every call blocks (disk or network): callers run them on worker threads, never on the event loop.
+Failures are :class:`StorageError` (the API answers them PocketBase-shaped, never a traceback).
+
+Thread-safety: both stores may be used from several threads at once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from pbfast.durable import fsync_directory, fsync_file
+
+__all__ = ["LocalObjectStore", "ObjectStore", "S3ObjectStore", "StorageError", "StoredObject", "check_key"]
+
+CONNECT_TIMEOUT_SECONDS: Final = 5.0
+READ_TIMEOUT_SECONDS: Final = 30.0
+
+
+class StorageError(RuntimeError):
+    """The store could not do what was asked (unreachable, refused, a bad key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    data: bytes
+    modified: float  # Unix seconds
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a plain relative path (no empty, ``.`` or ``..`` segment, no backslash or NUL)."""
+    parts = key.split("/")
+    if not key or "\\" in key or "\x00" in key or any(p in ("", ".", "..") for p in parts[:-1]) \
+            or parts[-1] in (".", ".."):
+        raise StorageError(f"invalid storage key {key[:200]!r}")
+    return key
+
+
+class ObjectStore(Protocol):
+    def read(self, key: str) -> StoredObject | None: ...
+    def write(self, key: str, data: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+    def keys(self, prefix: str) -> list[str]: ...
+    def total_size(self, prefix: str) -> int: ...
+
+
+class LocalObjectStore:
+    """Files under ``root``; a write goes to a temporary file that is fsynced and renamed into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def read(self, key: str) -> StoredObject | None:
+        path = self._path(key.rstrip("/") or ".")
+        try:
+            with open(path, "rb") as handle:
+                return StoredObject(handle.read(), os.fstat(handle.fileno()).st_mtime)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as err:
+            raise StorageError(f"reading {key}: {err}") from err
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(prefix=".upload-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                fsync_file(Path(temporary))
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+            fsync_directory(path.parent)
+        except OSError as err:
+            raise StorageError(f"writing {key}: {err}") from err
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except IsADirectoryError:
+            pass
+        except OSError as err:
+            raise StorageError(f"deleting {key}: {err}") from err
+
+    def delete_prefix(self, prefix: str) -> None:
+        base = self._path(prefix.rstrip("/"))
+        if not base.is_dir():
+            return
+        try:
+            for path in sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink(missing_ok=True)
+            base.rmdir()
+        except OSError as err:
+            raise StorageError(f"deleting {prefix}: {err}") from err
+
+    def keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith(".upload-"))
+
+    def total_size(self, prefix: str) -> int:
+        base = self._path(prefix.rstrip("/"))
+        try:
+            return sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) if base.is_dir() else 0
+        except OSError as err:
+            raise StorageError(f"measuring {prefix}: {err}") from err
+
+
+class S3ObjectStore:
+    """Objects in an S3 bucket (path-style, as for the replicas); calls time out, retries are few."""
+
+    def __init__(self, bucket: str, endpoint: str, region: str = "us-east-1") -> None:
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
+
+        self.bucket = bucket
+        self.client: Any = boto3.client(
+            "s3", endpoint_url=endpoint, region_name=region,
+            config=Config(connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS,
+                          retries={"max_attempts": 2, "mode": "standard"}, s3={"addressing_style": "path"}))
+
+    def read(self, key: str) -> StoredObject | None:
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
+            return StoredObject(answer["Body"].read(), answer["LastModified"].timestamp())
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise StorageError(f"reading {key}: {err}") from err
+        except BotoCoreError as err:
+            raise StorageError(f"reading {key}: {err}") from err
+
+    def write(self, key: str, data: bytes) -> None:
+        self._call("writing", key, lambda: self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data))
+
+    def delete(self, key: str) -> None:
+        self._call("deleting", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=check_key(key)))
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = self.keys(prefix)
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start:start + 1000]]
+            self._call("deleting", prefix, lambda b=batch: self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
+
+    def keys(self, prefix: str) -> list[str]:
+        return [key for key, _ in self._listing(prefix)]
+
+    def total_size(self, prefix: str) -> int:
+        return sum(size for _, size in self._listing(prefix))
+
+    def _listing(self, prefix: str) -> list[tuple[str, int]]:
+        found: list[tuple[str, int]] = []
+
+        def walk() -> None:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=check_key(prefix.rstrip("/")) + "/"):
+                found.extend((item["Key"], int(item.get("Size", 0))) for item in page.get("Contents", []))
+
+        self._call("listing", prefix, walk)
+        return found
+
+    def _call(self, what: str, key: str, action: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return action()
+        except (BotoCoreError, ClientError) as err:
+            raise StorageError(f"{what} {key}: {err}") from err
