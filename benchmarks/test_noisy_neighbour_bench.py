@@ -6,7 +6,10 @@ probed with one client viewing records one after another; first alone, then whil
 by its p99 alone, measured side by side in one run (goal: <= 2).
 
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_noisy_neighbour_bench.py -s -p no:cacheprovider``
-(``PBFAST_BENCH_WORKERS=2``: the node with two worker processes, ``--workers=2``).
+(15 s per phase, 3 rounds; the short form: 3 s, one round). ``PBFAST_BENCH_WORKERS=2``: the node with two
+worker processes (``--workers=2``). ``PBFAST_BENCH_BEFORE=<a checkout of an older commit, with the extension
+.so copied into its pbfast/>``: an all-in-one of that code as well, measured in the same rounds, alternating
+with this one (before/after side by side, same load).
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import statistics
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from bench_tools import needs_tools
 
 from pbharness import ADMIN_TOKEN, create_tenant, start_all_in_one
@@ -26,7 +31,17 @@ from test_tenant_api_bench import COLLECTION, _create_collection, _lua_create, _
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 WORKERS = os.environ.get("PBFAST_BENCH_WORKERS", "1")
+BEFORE = os.environ.get("PBFAST_BENCH_BEFORE", "")
+ROUNDS = int(os.environ.get("PBFAST_BENCH_ROUNDS", "3" if FULL else "1"))
+SECONDS = 15 if FULL else 3  # per phase
 SUPERUSER = {"email": "bench@example.com", "password": "bench-password-1"}
+
+
+@dataclass
+class Server:
+    name: str
+    gw: str
+    record: str
 
 
 def _probe(url: str, seconds: float) -> list[float]:
@@ -51,10 +66,15 @@ def _wrk(url: str, script: Path | None, connections: int, seconds: float) -> sub
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-@needs_tools("wrk")
-def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) -> None:
-    data_dir = tmp_path / "pbfast"
-    _, cp, gw = start_all_in_one(pbfast_process, data_dir, f"--workers={WORKERS}")
+def _start(pbfast_process: object, data_dir: Path, name: str, tree: str | None) -> Server:
+    """An all-in-one (of the code in ``tree``, else this checkout's) with both tenants and their records."""
+    def start(args: list[str]) -> object:
+        if tree is None:
+            return pbfast_process(args)  # type: ignore[operator]
+        # From the tree itself: ``python -m`` puts the working directory first on the path, before PYTHONPATH.
+        return pbfast_process(args, env={"PYTHONPATH": tree}, cwd=Path(tree))  # type: ignore[operator]
+
+    _, cp, gw = start_all_in_one(start, data_dir, f"--workers={WORKERS}")
     record = ""
     for tenant in ("noisy", "quiet"):
         create_tenant(cp, gw, tenant, {"superuser": SUPERUSER})
@@ -62,16 +82,18 @@ def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) 
                            json={"identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
         _create_collection(f"{gw}/t/{tenant}", token)
         record = _seed(data_dir / "tenants" / tenant / "data.db")
+    return Server(name, gw, record)
 
-    seconds = 15 if FULL else 3
-    view = f"{gw}/t/quiet/api/collections/bench/records/{record}"
+
+def _round(server: Server, creates: Path, seconds: float) -> tuple[float, float]:
+    """Quiet alone, then under noisy; prints the figures, returns the p50 and p99 ratios."""
+    view = f"{server.gw}/t/quiet/api/collections/bench/records/{server.record}"
     _probe(view, 0.5)  # warm up
     alone = _probe(view, seconds)
 
-    lists = f"{gw}/t/noisy/api/collections/bench/records?perPage=50&sort=-created&filter=(num%3E%3D2000)"
-    creates = _lua_create(tmp_path / "create.lua")
-    load = [_wrk(lists, None, 16, seconds + 1), _wrk(f"{gw}/t/noisy/api/collections/bench/records", creates, 8,
-                                                     seconds + 1)]
+    lists = f"{server.gw}/t/noisy/api/collections/bench/records?perPage=50&sort=-created&filter=(num%3E%3D2000)"
+    load = [_wrk(lists, None, 16, seconds + 1),
+            _wrk(f"{server.gw}/t/noisy/api/collections/bench/records", creates, 8, seconds + 1)]
     time.sleep(0.5)
     noisy: list[float] = []
     prober = threading.Thread(target=lambda: noisy.extend(_probe(view, seconds - 0.5)))
@@ -80,12 +102,30 @@ def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) 
     outputs = [process.communicate()[0].decode() for process in load]
     rates = [next((line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")), "?")
              for out in outputs]
+    assert noisy and alone
     ratio50 = _p(noisy, 50) / _p(alone, 50)
     ratio99 = _p(noisy, 99) / _p(alone, 99)
-    print(f"\n[bench] --workers={WORKERS} quiet tenant, views: alone p50 {_p(alone, 50) * 1000:.2f} ms p99 {_p(alone, 99) * 1000:.2f} ms "
-          f"({len(alone)} req) | under a noisy neighbour (lists {rates[0]} req/s, creates {rates[1]} req/s): "
-          f"p50 {_p(noisy, 50) * 1000:.2f} ms p99 {_p(noisy, 99) * 1000:.2f} ms ({len(noisy)} req) | "
-          f"p50 ratio {ratio50:.2f}, p99 ratio {ratio99:.2f}")
-    assert noisy and alone
+    print(f"\n[bench] {server.name} --workers={WORKERS} quiet tenant, views: alone p50 {_p(alone, 50) * 1000:.2f} ms "
+          f"p99 {_p(alone, 99) * 1000:.2f} ms ({len(alone)} req) | under a noisy neighbour (lists {rates[0]} req/s, "
+          f"creates {rates[1]} req/s): p50 {_p(noisy, 50) * 1000:.2f} ms p99 {_p(noisy, 99) * 1000:.2f} ms "
+          f"({len(noisy)} req) | p50 ratio {ratio50:.2f}, p99 ratio {ratio99:.2f} | load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    return ratio50, ratio99
+
+
+@needs_tools("wrk")
+@pytest.mark.timeout(max(120, 60 + ROUNDS * (2 if BEFORE else 1) * (2 * SECONDS + 5)))  # 120 s: pyproject's
+def test_quiet_tenant_under_a_noisy_one(pbfast_process: object, tmp_path: Path) -> None:
+    servers = [_start(pbfast_process, tmp_path / "this", "this", None)]
+    if BEFORE:
+        servers.append(_start(pbfast_process, tmp_path / "before", "before", BEFORE))
+    creates = _lua_create(tmp_path / "create.lua")
+    ratios: dict[str, list[tuple[float, float]]] = {server.name: [] for server in servers}
+    for _ in range(ROUNDS):
+        for server in servers:
+            ratios[server.name].append(_round(server, creates, SECONDS))
+    for name, measured in ratios.items():
+        print(f"[bench] {name} --workers={WORKERS}, {ROUNDS} round(s): p50 ratio "
+              f"{' '.join(f'{r50:.2f}' for r50, _ in measured)}; p99 ratio {' '.join(f'{r99:.2f}' for _, r99 in measured)}")
     assert ADMIN_TOKEN  # the all-in-one used the test admin token
     assert COLLECTION["name"] == "bench"

@@ -63,7 +63,8 @@ class EngineSettings:
     """How a tenant node runs its tenants' SQLite work (see :mod:`pbfast.tenant_node.db_scheduler` and
     :mod:`pbfast.pocketbase.sqlite_guard`).
 
-    ``db_threads``: worker threads shared fairly by all tenants (one tenant uses one at a time);
+    ``db_threads``: worker threads shared fairly by all tenants (one tenant uses one at a time; as many
+    background threads at a lower OS priority run heavy tenants' jobs while others are served);
     ``request_time_limit``: seconds of database work one request may take (0: none), unless the tenant's own
     ``requestTimeLimitMs`` says otherwise; ``queue_limit``: requests of one tenant waiting for a worker before
     more get 429; ``sqlite_memory_limit_mb``: SQLite's process-wide hard heap limit (0: none; its soft limit,

@@ -16,6 +16,15 @@ holds at most one worker. A tenant may have at most ``queue_limit`` jobs waiting
 :class:`TenantBusy` is raised at once (the caller answers 429), so memory stays bounded whatever a client
 sends. How long a job may run is the caller's business (:class:`pbfast.pocketbase.sqlite_guard.TimeLimit`).
 
+Sharing the CPU: turns share the threads, not the cores. A tenant that keeps a thread busy (heavy lists, a
+burst of writes) would otherwise take as much CPU as every other tenant together, and their requests would wait
+for a core behind its work. So a tenant whose jobs filled more than :data:`HEAVY_SHARE` of a thread's time over
+the last :data:`USAGE_WINDOW_SECONDS` is *heavy*, and while another tenant was served in that window too (on
+this node: :meth:`DbScheduler.set_node_active` tells about other worker processes) its jobs run on the
+*background* threads, which run at a lower OS priority (nice +:data:`BACKGROUND_NICE`), and never inline on
+the loop. The kernel then gives a core to the other tenants' work first, and to the heavy tenant all the CPU
+they leave: it is slowed only while others need the CPU, and alone on the node it runs as before.
+
 Counters per tenant (jobs, queue waits, rejections, requests stopped by their time limit) feed ``/metrics``
 and the heartbeat's usage.
 
@@ -28,22 +37,31 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import math
+import os
+import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pbfast.logs import component_logger
 
-__all__ = ["DEFAULT_QUEUE_LIMIT", "DbScheduler", "TenantBusy", "TenantLoad"]
+__all__ = ["BACKGROUND_NICE", "DEFAULT_QUEUE_LIMIT", "HEAVY_SHARE", "USAGE_WINDOW_SECONDS", "DbScheduler",
+           "TenantBusy", "TenantLoad"]
 
 log = component_logger("TenantNode")
 
 T = TypeVar("T")
 
 DEFAULT_QUEUE_LIMIT = 256  # jobs of one tenant waiting for a worker
+USAGE_WINDOW_SECONDS = 1.0  # how far back a tenant's use of the threads counts (decaying), and "served recently"
+HEAVY_SHARE = 0.5  # of one thread's time: above, a tenant's jobs go to the background threads while others wait
+# A nice +10 thread gets ~1/10 of the CPU a nice 0 thread gets while both want it (kernel weights 110 vs 1024):
+# enough that the heavy tenant keeps going, not enough to make the others wait for a core.
+BACKGROUND_NICE = 10
 
 
 class TenantBusy(Exception):
@@ -62,6 +80,34 @@ class TenantLoad:
 
 
 @dataclass(slots=True)
+class _Usage:
+    """How much of a thread's time a tenant's jobs filled lately: seconds of work, decaying with time constant
+    USAGE_WINDOW_SECONDS (so busy / USAGE_WINDOW_SECONDS is the share of one thread)."""
+
+    busy: float = 0.0
+    at: float = 0.0  # when busy was last brought up to date (monotonic)
+
+    def share(self, now: float) -> float:
+        return self.busy * math.exp((self.at - now) / USAGE_WINDOW_SECONDS) / USAGE_WINDOW_SECONDS
+
+    def add(self, now: float, seconds: float) -> None:
+        self.busy = self.busy * math.exp((self.at - now) / USAGE_WINDOW_SECONDS) + seconds
+        self.at = now
+
+
+def _lower_priority(nice: int) -> None:
+    """Make the calling thread's OS priority ``nice`` lower (Linux: each thread has its own nice value; raising
+    it needs no privilege). Elsewhere the thread keeps its priority: the node still works, only less fairly."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
+    except OSError as err:
+        log.warning("cannot lower the priority of a background database thread: %s", err)
+
+
+@dataclass(slots=True)
 class _Job:
     tenant_id: str
     work: Callable[[], Any]
@@ -71,7 +117,8 @@ class _Job:
 
 
 class DbScheduler:
-    """Runs tenants' database jobs on ``threads`` worker threads, fairly between tenants."""
+    """Runs tenants' database jobs on ``threads`` worker threads, fairly between tenants, and heavy tenants'
+    jobs on as many background threads while other tenants are served too."""
 
     def __init__(self, threads: int, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
         if threads < 1:
@@ -79,14 +126,19 @@ class DbScheduler:
         self.threads = threads
         self.queue_limit = queue_limit
         self._lock = threading.Lock()
-        self._work_ready = threading.Condition(self._lock)
         self._queues: dict[str, deque[_Job]] = {}
-        self._turns: deque[str] = deque()  # tenants with a job waiting and none running, in turn order
+        # Tenants with a job waiting and none running, in turn order, per lane (False: normal, True: background).
+        self._turns: dict[bool, deque[str]] = {False: deque(), True: deque()}
+        self._work_ready = {False: threading.Condition(self._lock), True: threading.Condition(self._lock)}
         self._running: set[str] = set()
         self._stopping = False
         self.load: dict[str, TenantLoad] = {}
-        self._workers = [threading.Thread(target=self._work, name=f"pbfast-db-{n}", daemon=True)
-                         for n in range(threads)]
+        self._usage: dict[str, _Usage] = {}
+        self._served: OrderedDict[str, float] = OrderedDict()  # tenant -> when its last job ended, oldest first
+        self._node_active = 0  # tenants served recently in the whole node (other worker processes)
+        self._workers = [threading.Thread(target=self._work, args=(background,),
+                                          name=f"pbfast-db-{'bg-' if background else ''}{n}", daemon=True)
+                         for background in (False, True) for n in range(threads)]
         for worker in self._workers:
             worker.start()
 
@@ -111,14 +163,14 @@ class DbScheduler:
                 raise TenantBusy(tenant_id)
             queue.append(job)
             if tenant_id not in self._running and len(queue) == 1:
-                self._turns.append(tenant_id)
-                self._work_ready.notify()
+                self._give_turn(tenant_id)
         result: T = await job.future
         return result
 
     def run_inline(self, tenant_id: str, work: Callable[[], bool]) -> bool:
         """Run ``work()`` now, on the calling thread (the event loop), in the tenant's turn, when the tenant
-        has no job running or waiting; False when it has, or when ``work()`` returned False (it gave up, see
+        has no job running or waiting; False when it has, when it is heavy while others are served too (its work
+        belongs on the background threads), or when ``work()`` returned False (it gave up, see
         :meth:`pbfast.pocketbase.sqlite_guard.TimeLimit.within_budget`): then submit it with :meth:`run`.
 
         For short jobs: handing a job to a worker thread and its result back costs two thread switches,
@@ -126,8 +178,10 @@ class DbScheduler:
         with self._lock:
             if self._stopping or tenant_id in self._running or self._queues.get(tenant_id):
                 return False
+            started = time.monotonic()
+            if self._in_background(tenant_id, started):
+                return False
             self._running.add(tenant_id)
-        started = time.monotonic()
         done = False
         try:
             done = work()
@@ -138,11 +192,11 @@ class DbScheduler:
                     load = self._load(tenant_id)
                     load.jobs += 1
                     load.busy_seconds += finished - started
+                self._used(tenant_id, finished, finished - started)
                 self._running.discard(tenant_id)
                 queue = self._queues.get(tenant_id)
                 if queue:  # not from the loop while it ran this, but should another thread have submitted
-                    self._turns.append(tenant_id)
-                    self._work_ready.notify()
+                    self._give_turn(tenant_id)
                 elif queue is not None:
                     del self._queues[tenant_id]
         return done
@@ -156,7 +210,19 @@ class DbScheduler:
     def forget(self, tenant_id: str) -> TenantLoad | None:
         """Drop a tenant's counters (it left the node)."""
         with self._lock:
+            self._usage.pop(tenant_id, None)
+            self._served.pop(tenant_id, None)
             return self.load.pop(tenant_id, None)
+
+    def set_node_active(self, tenants: int) -> None:
+        """How many tenants the whole node served lately (a worker process learns it from the shared memory):
+        a heavy tenant goes to the background threads also when the others were served by other processes."""
+        self._node_active = tenants
+
+    def in_background(self, tenant_id: str) -> bool:
+        """Whether the tenant's jobs run on the background threads now (heavy while others are served)."""
+        with self._lock:
+            return self._in_background(tenant_id, time.monotonic())
 
     def snapshot(self) -> tuple[dict[str, TenantLoad], int]:
         """A copy of every tenant's counters, and the jobs waiting now (all tenants)."""
@@ -175,8 +241,9 @@ class DbScheduler:
             self._stopping = True
             dropped = [job for queue in self._queues.values() for job in queue]
             self._queues.clear()
-            self._turns.clear()
-            self._work_ready.notify_all()
+            for lane in (False, True):
+                self._turns[lane].clear()
+                self._work_ready[lane].notify_all()
         for job in dropped:
             self._settle(job, None, RuntimeError("the database pool is stopped"))
         deadline = time.monotonic() + timeout
@@ -191,34 +258,78 @@ class DbScheduler:
             load = self.load[tenant_id] = TenantLoad()
         return load
 
-    def _next(self) -> _Job | None:
-        """The next job in turn order (None: stopping). Holds the lock."""
-        while not self._turns:
+    def _used(self, tenant_id: str, now: float, seconds: float) -> None:
+        """Count a job's time in the tenant's recent use, and the tenant as served now. Holds the lock."""
+        usage = self._usage.get(tenant_id)
+        if usage is None:
+            usage = self._usage[tenant_id] = _Usage()
+        usage.add(now, seconds)
+        self._served[tenant_id] = now
+        self._served.move_to_end(tenant_id)
+
+    def _served_lately(self, now: float) -> int:
+        """How many tenants had a job end within the window; forgets the others (oldest first, so this stops at
+        the first recent one), and the use of those whose share has faded. Holds the lock."""
+        while self._served:
+            oldest, at = next(iter(self._served.items()))
+            if now - at <= USAGE_WINDOW_SECONDS:
+                break
+            del self._served[oldest]
+            usage = self._usage.get(oldest)
+            if usage is not None and usage.share(now) < HEAVY_SHARE / 10:
+                del self._usage[oldest]
+        return len(self._served)
+
+    def _in_background(self, tenant_id: str, now: float) -> bool:
+        """Heavy while another tenant is served too. Holds the lock."""
+        if self._node_active < 2 and (len(self._served) < 2 or self._served_lately(now) < 2):
+            return False
+        usage = self._usage.get(tenant_id)
+        return usage is not None and usage.share(now) > HEAVY_SHARE
+
+    def _give_turn(self, tenant_id: str, woken: bool = True) -> bool:
+        """Put the tenant (a job waiting, none running) at the back of its lane's turns; its lane. ``woken``:
+        wake a thread of the lane for it. Holds the lock."""
+        background = self._in_background(tenant_id, time.monotonic())
+        self._turns[background].append(tenant_id)
+        if woken:
+            self._work_ready[background].notify()
+        return background
+
+    def _next(self, background: bool) -> _Job | None:
+        """The next job of the lane in turn order (None: stopping). Holds the lock."""
+        turns = self._turns[background]
+        while not turns:
             if self._stopping:
                 return None
-            self._work_ready.wait()
-        tenant_id = self._turns.popleft()
+            self._work_ready[background].wait()
+        tenant_id = turns.popleft()
         job = self._queues[tenant_id].popleft()
         self._running.add(tenant_id)
         return job
 
-    def _done(self, tenant_id: str) -> None:
-        """The tenant's job ended: its next one (if any) waits for its turn at the back. Holds the lock.
+    def _done(self, tenant_id: str, background: bool) -> None:
+        """The tenant's job on a thread of lane ``background`` ended: its next one (if any) waits for its turn
+        at the back. Holds the lock.
 
-        No other worker is woken for that turn: this one takes the next turn itself right after, so the
-        number of turns and of workers looking for one stays matched, and a busy tenant's jobs do not wake
-        (and switch to) a sleeping thread each time, which cost more CPU than the job itself."""
+        No other thread of the same lane is woken for that turn: this one takes the next turn itself right
+        after, so the number of turns and of threads looking for one stays matched, and a busy tenant's jobs do
+        not wake (and switch to) a sleeping thread each time, which cost more CPU than the job itself. A turn
+        that changes lanes (the tenant became heavy, or stopped being) wakes a thread of its new lane."""
         self._running.discard(tenant_id)
         queue = self._queues.get(tenant_id)
         if queue:
-            self._turns.append(tenant_id)
+            if self._give_turn(tenant_id, woken=False) != background:
+                self._work_ready[not background].notify()
         elif queue is not None:
             del self._queues[tenant_id]
 
-    def _work(self) -> None:
+    def _work(self, background: bool) -> None:
+        if background:
+            _lower_priority(BACKGROUND_NICE)
         while True:
             with self._lock:
-                job = self._next()
+                job = self._next(background)
             if job is None:
                 return
             started = time.monotonic()
@@ -235,7 +346,8 @@ class DbScheduler:
                 load.jobs += 1
                 load.wait_seconds += started - job.queued_at
                 load.busy_seconds += finished - started
-                self._done(job.tenant_id)
+                self._used(job.tenant_id, finished, finished - started)
+                self._done(job.tenant_id, background)
             self._settle(job, result, error)
 
     @staticmethod

@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from pbfast.primitives import (
 )
 from pbfast.request_ids import WithRequestId, bind_request_id
 from pbfast.tenant_node.backups import backup_location
-from pbfast.tenant_node.db_scheduler import DbScheduler
+from pbfast.tenant_node.db_scheduler import USAGE_WINDOW_SECONDS, DbScheduler
 from pbfast.tenant_node.shared_state import WorkerCounter
 from pbfast.tenant_node.worker_link import WorkerLink
 from pbfast.tenant_node.worker_serving import WorkerServing, WorkerTenants
@@ -57,6 +58,7 @@ __all__ = ["WorkerApp", "WorkerSettings", "main"]
 PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 2.0
 LOAD_PUBLISH_SECONDS = 1.0
+ACTIVITY_SECONDS = 0.5  # how often a worker reads how many tenants the node served lately (1 s grain anyway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,13 @@ class WorkerApp:
             self.serving.publish_loads()
             self.serving.loads_changed = False
 
+    async def watch_activity(self) -> None:
+        """Tell the database scheduler how many tenants the whole node served lately: a heavy tenant gives way
+        to the others also when they were served by other workers (they share the cores)."""
+        while True:
+            self.db.set_node_active(len(self.table.used_since(time.monotonic() - USAGE_WINDOW_SECONDS)))
+            await asyncio.sleep(ACTIVITY_SECONDS)
+
     async def close(self) -> None:
         await asyncio.to_thread(self.api.request_logs.close)
         await self.tenants.close_all()
@@ -215,6 +224,7 @@ async def run(settings: WorkerSettings) -> int:
     ready = asyncio.create_task(_report_ready(settings, app.counters), name="ready")
     background = [asyncio.create_task(app.tenants.watch(app.woken), name="close-watch"),
                   asyncio.create_task(app.publish_loads(), name="loads"),
+                  asyncio.create_task(app.watch_activity(), name="activity"),
                   asyncio.create_task(collect_when_idle(), name="gc-when-idle")]
     parent = asyncio.create_task(_watch_parent(settings.parent_pid), name="parent")
     stop = asyncio.create_task(stopping.wait())
