@@ -76,7 +76,7 @@ class RateLimiter:
     ended windows are dropped, and if none has ended the request is allowed uncounted (``overflowed``).
     Per process; thread-safe (sharded locks, no allocation for a known key)."""
 
-    def __init__(self, max_entries: int = 1_000_000) -> None: ...
+    def __new__(cls, max_entries: int = 1_000_000) -> RateLimiter: ...
     def allow(self, key: str, max_requests: int, duration: int, now: int) -> bool:
         """Count one request of ``key`` at ``now`` (Unix seconds): True when its window allows it. A
         different ``max_requests``/``duration`` for the key (a changed rule) starts a new window."""
@@ -86,6 +86,7 @@ class RateLimiter:
     def overflowed(self) -> int: ...
     def __len__(self) -> int: ...
 
+@final
 class QuotaCounters:
     """Per-tenant API request counters over fixed windows, plus storage bytes.
 
