@@ -269,7 +269,7 @@ class TenantApi:
             return None
         try:
             return logs.request_entry(request, started, status, error, handler in self._quiet_on_success)
-        except (apsw.Error, ValueError) as err:  # a log is never worth failing a request for
+        except (apsw.Error, ValueError, TypeError) as err:  # a log is never worth failing a request for
             log.warning("tenant %s: request not logged: %s", request.tenant.id, err)
             return None
 

@@ -29,6 +29,7 @@ import orjson
 
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings
+from pbfast.pocketbase.gocompat import go_json_default
 from pbfast.pocketbase.collections.system import AUXILIARY_DDL
 
 if TYPE_CHECKING:
@@ -80,8 +81,9 @@ class LogEntry:
     @staticmethod
     def of(directory: Path, level: int, message: str, data: dict[str, Any], created: float,
            max_days: int) -> LogEntry:
-        return LogEntry(directory, orjson.dumps((level, message, data, created), option=orjson.OPT_SORT_KEYS),
-                        max_days)
+        # go_json_default: error data may carry Go-typed numbers (a field's limits), as the answers do
+        return LogEntry(directory, orjson.dumps((level, message, data, created), option=orjson.OPT_SORT_KEYS,
+                                                default=go_json_default), max_days)
 
 
 def format_created(moment: float) -> str:
