@@ -45,7 +45,10 @@ INFO_LEVEL: Final = 0  # slog.LevelInfo
 ERROR_LEVEL: Final = 8  # slog.LevelError
 PRUNE_EVERY_SECONDS: Final = 6 * 3600  # PocketBase's "0 */6 * * *" cleanup
 SETTINGS_FRESH_SECONDS: Final = 1.0
-CONNECTION_IDLE_SECONDS: Final = 60.0  # the writer closes a tenant's auxiliary.db after this long unused  # how long a tenant's settings read for logging are reused
+CONNECTION_IDLE_SECONDS: Final = 60.0  # the writer closes a tenant's auxiliary.db after this long unused
+# ... and keeps at most this many open: a node cycles through thousands of tenants, and each kept connection
+# holds three descriptors (database, WAL, shared memory). The least recently used goes first.
+MAX_KEPT_CONNECTIONS: Final = 16
 _BUSY_TIMEOUT_MS: Final = 5000
 # One statement per batch, its rows one JSON array: the per-row work is SQLite's, which runs without the GIL (a
 # writer thread holding the GIL in Python would hold up the event loop's requests). ``->>`` of an object is its
@@ -229,10 +232,13 @@ class RequestLogs:
             if now - used > CONNECTION_IDLE_SECONDS or (other == directory and not (other / "data.db").exists()):
                 del self._connections[other]
                 idle.close()
-        kept = self._connections.get(directory)
+        kept = self._connections.pop(directory, None)
         if kept is not None:
-            self._connections[directory] = (kept[0], now)
+            self._connections[directory] = (kept[0], now)  # the most recently used last
             return kept[0]
+        while len(self._connections) >= MAX_KEPT_CONNECTIONS:
+            oldest = next(iter(self._connections))
+            self._connections.pop(oldest)[0].close()
         conn = open_auxiliary(directory, create=True)
         if conn is not None:
             self._connections[directory] = (conn, now)
