@@ -227,10 +227,11 @@ def _pbfast_side(start: Start, template: Path, tenants: int, directory: Path) ->
         for i in range(tenants):
             created = client.post(f"{cp}/api/cp/tenants", json={"id": f"t{i}"})
             assert created.status_code == 200, created.text
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{gw}/t/t{tenants - 1}/api/health").status_code != 200:  # routes reached the gateway
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    deadline = time.monotonic() + 120
+    for i in range(tenants):  # every tenant placed (those created before the node joined are placed after) and routed
+        while httpx.get(f"{gw}/t/t{i}/api/health").status_code != 200:
+            assert time.monotonic() < deadline, f"tenant t{i} was never served"
+            time.sleep(0.05)
     rate, p99, errors = _mix(gw, tenants, directory)
     assert process.proc is not None
     rss = _tree_rss_mib([process.proc.pid])
