@@ -9,11 +9,13 @@ import time
 from typing import Any, Final
 
 from pbfast.http import ApiError
-from pbfast.pocketbase import fields
+from pbfast.pocketbase import fields, records
 from pbfast.pocketbase.apis.form_body import struct_form_body
 from pbfast.pocketbase.apis.request import TenantRequest, read_body
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.records import Row
 
-__all__ = ["LOAD_FAILED", "VALIDATION_FAILED", "ResendMarks", "email_errors", "error", "length_error",
+__all__ = ["LOAD_FAILED", "VALIDATION_FAILED", "ResendMarks", "answer_email_request", "email_errors", "error", "length_error",
            "required_error", "string_form"]
 
 LOAD_FAILED: Final = "An error occurred while loading the submitted data."
@@ -37,6 +39,19 @@ def string_form(request: TenantRequest, names: tuple[str, ...]) -> tuple[dict[st
             raise ApiError(400, LOAD_FAILED)
         form[name] = value or ""
     return form, body
+
+
+def answer_email_request(request: TenantRequest, collection: Collection) -> Row | None:
+    """The first step of PocketBase's "request a mail" routes (verification, password reset): the ``email``
+    form validated (400), then 204 whether or not it names a record, so that nobody learns which emails
+    exist; the record it names, if any, for the mail to send after the answer."""
+    email = string_form(request, ("email",))[0]["email"]
+    problem = email_errors(email)
+    if problem:
+        raise ApiError(400, VALIDATION_FAILED, {"email": problem})
+    record = records.find_auth_record_by_email(request.tenant, collection, email)
+    request.proto.response_empty(204, [])
+    return record
 
 
 def error(code: str, message: str) -> dict[str, Any]:

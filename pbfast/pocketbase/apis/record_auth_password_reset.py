@@ -16,7 +16,7 @@ from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings, auth, mails, record_tokens, records
 from pbfast.pocketbase.apis.record_auth import auth_collection
-from pbfast.pocketbase.apis.record_auth_forms import (VALIDATION_FAILED, ResendMarks, email_errors, error,
+from pbfast.pocketbase.apis.record_auth_forms import (VALIDATION_FAILED, ResendMarks, answer_email_request, error,
                                                       length_error, required_error, string_form)
 from pbfast.pocketbase.apis.request import TenantRequest
 from pbfast.pocketbase.collections import Collection
@@ -38,13 +38,8 @@ def request_password_reset(request: TenantRequest) -> None:
     collection = auth_collection(request)
     if not collection.auth.password_auth.enabled:
         raise ApiError(400, "The collection is not configured to allow password authentication.")
-    email = string_form(request, ("email",))[0]["email"]
-    problem = email_errors(email)
-    if problem:
-        raise ApiError(400, VALIDATION_FAILED, {"email": problem})
+    record = answer_email_request(request, collection)
     tenant = request.tenant
-    record = records.find_auth_record_by_email(tenant, collection, email)
-    request.proto.response_empty(204, [])
     if record is None:
         return
     key = _resend_key(collection, record)
