@@ -141,7 +141,7 @@ def test_a_move_ends_streams_and_resubscribed_clients_get_every_later_event(gate
             client.close()
     # The clients' reader threads end with their streams (counted from this test's start: the pytest
     # process may hold other tests' threads).
-    wait_until(lambda: threading.active_count() < threads_before + 20, timeout=10)
+    wait_until(lambda: threading.active_count() < threads_before + 10, timeout=10)
 
 
 def _reconnected(base: str, deadline: float) -> RawRealtimeClient:
