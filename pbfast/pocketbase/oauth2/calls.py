@@ -122,7 +122,7 @@ class ProviderCalls:
         if check.audience:
             audience = claims.get("aud")
             audiences = audience if isinstance(audience, list) else [audience]
-            if self.provider.client_id not in audiences:
+            if not all(isinstance(a, str) for a in audiences) or self.provider.client_id not in audiences:
                 raise ExchangeError("token has invalid audience")
         if check.issuers and claims.get("iss") not in check.issuers:
             raise ExchangeError(f"iss must be one of {list(check.issuers)}")

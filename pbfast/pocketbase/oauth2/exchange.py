@@ -18,10 +18,12 @@ from urllib.parse import parse_qsl, quote_plus, urlencode
 import orjson
 
 from pbfast.pocketbase import gocompat
+from pbfast.pocketbase.gocompat.json_numbers import json_depth
 from pbfast.pocketbase.oauth2.calls import ExchangeError, ProviderCalls, Token
 from pbfast.pocketbase.oauth2.http_client import ProviderUnreachable, request
 from pbfast.pocketbase.oauth2.providers import Provider
 from pbfast.pocketbase.oauth2.readers import READERS
+from pbfast.pocketbase.oauth2.user_json import MAX_DEPTH
 
 __all__ = ["AuthUser", "ExchangeError", "Token", "fetch_auth_user", "fetch_token"]
 
@@ -113,6 +115,8 @@ def fetch_auth_user(provider: Provider, token: Token, deadline: float) -> AuthUs
     if reader is None:
         raise ExchangeError(f"logging in with {provider.name} is not supported")
     user = reader(ProviderCalls(provider, token, deadline))
+    if json_depth(user.raw) > MAX_DEPTH:  # an id_token's claims or a token field can be as deep
+        raise ExchangeError("the provider's user is nested too deeply")
     expiry = gocompat.format_datetime_value(token.expiry) if token.expiry else ""
     return AuthUser(user.id, user.name, user.username, user.email, user.avatar_url, _as_float64(user.raw),
                     token.access_token, token.refresh_token, expiry)

@@ -169,15 +169,15 @@ def _gitee_primary_email(calls: ProviderCalls) -> str:
         return ""
     try:  # an answer it cannot read ("keep my email address private") means no email
         emails = objects(parse(answer.body), (), {("email",): "string", ("state",): "string", ("scope",): "any"})
-        for entry in emails:
-            scopes = entry[("scope",)] or []
-            if not isinstance(scopes, list) or not all(s is None or isinstance(s, str) for s in scopes):
+        for entry in emails:  # Go's []string: every item of every entry a string (or null)
+            scopes = entry[("scope",)]
+            if scopes is not None and not (isinstance(scopes, list) and
+                                           all(s is None or isinstance(s, str) for s in scopes)):
                 raise DecodeError("scope is not a list of strings")
-            if entry[("state",)] == "confirmed" and "primary" in scopes and is_email(entry[("email",)]):
-                return str(entry[("email",)])
     except DecodeError:
         return ""
-    return ""
+    return next((str(e[("email",)]) for e in emails if e[("state",)] == "confirmed"
+                 and "primary" in (e[("scope",)] or []) and is_email(e[("email",)])), "")
 
 
 def bitbucket(calls: ProviderCalls) -> ProviderUser:

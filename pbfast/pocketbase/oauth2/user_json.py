@@ -2,7 +2,7 @@
 struct (checked against stock PocketBase 0.40.6):
 
 - the whole text must be valid JSON: no duplicate object names at any depth, no invalid UTF-8 or lone
-  surrogates (:func:`parse`);
+  surrogates (:func:`parse`; difference: nesting deeper than :data:`MAX_DEPTH` is refused);
 - names match the struct's JSON names exactly (case-sensitive: an untagged Go field matches only its Go name,
   which is how Planning Center's ``Attributes`` is spelled here);
 - every field the struct declares is decoded, used or not, so a value of another type anywhere on those paths
@@ -22,11 +22,16 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from pbfast.pocketbase.gocompat.json_numbers import json_depth
+
 __all__ = ["DecodeError", "Kind", "Path", "decode", "objects", "parse", "parse_object"]
 
 Kind = Literal["string", "int64", "bool", "any"]
 Path = Sequence[str]
 
+MAX_DEPTH: Final = 200
+"""Deeper answers are refused (Go takes up to 10000 levels; the login answer that carries ``rawUser`` must stay
+within what orjson writes, and no provider nests that deep)."""
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 
@@ -47,6 +52,8 @@ def parse(body: bytes) -> Any:
         value = orjson.loads(body)  # strict: invalid UTF-8, lone surrogates, NaN refused
     except orjson.JSONDecodeError as err:
         raise DecodeError(f"invalid JSON: {err}") from err
+    if json_depth(value) > MAX_DEPTH:
+        raise DecodeError("the answer is nested too deeply")
     if b'"' in body and _has_objects(value):  # duplicates are lost in orjson's dicts: look at the text again
         json.loads(body, object_pairs_hook=lambda pairs: _refuse_duplicates(pairs))
     return value
