@@ -20,6 +20,7 @@ import orjson
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
+from pbfast.pocketbase.apis.form_body import FORM_TYPES
 from pbfast.pocketbase.apis.record_auth_forms import string_form
 from pbfast.pocketbase.apis.request import TenantRequest
 from pbfast.pocketbase.oauth2 import apple_names
@@ -40,8 +41,9 @@ def oauth2_redirect(hub: RealtimeHub, request: TenantRequest) -> None:
     if request.method == "POST":
         try:
             form, body = string_form(request, ("state", "code", "error"))
-            user = body.get("user")  # Apple's user JSON, posted as a form field
-            form["user"] = user if isinstance(user, str) else ""
+            user = body.get("user")  # Apple's user JSON: a form field (PocketBase ignores it in a JSON body)
+            media_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
+            form["user"] = user if isinstance(user, str) and media_type in FORM_TYPES else ""
         except ApiError:
             _answer(request, success=False)
             return
