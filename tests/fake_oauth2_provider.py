@@ -6,7 +6,8 @@ provider config's ``authURL``/``tokenURL``/``userInfoURL`` overrides (PocketBase
   with ``code`` and ``state``); ``login_hint`` names one of :attr:`FakeProvider.users`.
 - ``POST /token``: the code exchanged (client authenticated by HTTP Basic or in the form, PKCE verifier checked
   when the link had a challenge); answers an access token plus the user's :attr:`FakeUser.token_extra` (an
-  ``id_token``, VK's ``email``, ...).
+  ``id_token``, VK's ``email``, a short ``expires_in``, ...); ``grant_type=refresh_token`` answers a fresh
+  access token for the user's refresh token.
 - ``GET`` or ``POST /user`` with ``Authorization: Bearer <access token>``: the user's :attr:`FakeUser.profile`
   (any JSON value, or raw bytes) with :attr:`FakeUser.profile_status`.
 - ``GET /user/emails``: :attr:`FakeUser.emails` with :attr:`FakeUser.emails_status` (404 when not set).
@@ -59,6 +60,7 @@ class FakeProvider:
     users: dict[str, FakeUser] = field(default_factory=dict)
     grants: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # code -> user, challenge, redirect
     access: dict[str, str] = field(default_factory=dict)  # access token -> user
+    refresh: dict[str, str] = field(default_factory=dict)  # refresh token -> user
     requests: list[Seen] = field(default_factory=list)
 
     def config(self, name: str, **extra: Any) -> dict[str, Any]:
@@ -159,16 +161,25 @@ def _handler(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
             if credentials != (CLIENT_ID, CLIENT_SECRET):
                 self._send(401, {"error": "invalid_client"})
                 return
+            if form.get("grant_type") == "refresh_token":
+                user = provider.refresh.get(form.get("refresh_token", ""))
+                if user is None:
+                    self._send(400, {"error": "invalid_grant"})
+                    return
+                access = secrets.token_urlsafe(24)
+                provider.access[access] = user
+                self._send(200, {"access_token": access, "token_type": "bearer", "expires_in": 3600})
+                return
             grant = provider.grants.pop(form.get("code", ""), None)
             verifier = form.get("code_verifier", "")
             challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
             if grant is None or (grant[1] and challenge != grant[1]) or form.get("redirect_uri", "") != grant[2]:
                 self._send(400, {"error": "invalid_grant"})
                 return
-            access = secrets.token_urlsafe(24)
-            provider.access[access] = grant[0]
+            access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+            provider.access[access] = provider.refresh[refresh] = grant[0]
             self._send(200, {"access_token": access, "token_type": "bearer", "expires_in": 3600,
-                             "refresh_token": secrets.token_urlsafe(24), **provider.users[grant[0]].token_extra})
+                             "refresh_token": refresh, **provider.users[grant[0]].token_extra})
 
     return Handler
 

@@ -56,6 +56,11 @@ CASES: list[Case] = [
     Case("github-id-as-text", "github", FakeUser({"id": "1005", "login": "octo5"}, [])),
     Case("github-duplicate-names", "github", FakeUser(b'{"id": 1006, "login": "a", "login": "b"}', [])),
     Case("github-names-case-sensitive", "github", FakeUser({"ID": 1007, "Login": "octo7"}, _EMAILS)),
+    # x/oauth2 refreshes a token that expires within 10 s before each request (none without a refresh token)
+    Case("github-token-refreshed", "github", FakeUser({"id": 1008, "login": "octo8"}, _EMAILS,
+                                                      token_extra={"expires_in": 5})),
+    Case("github-token-expiring", "github", FakeUser({"id": 1009, "login": "octo9"}, _EMAILS,
+                                                     token_extra={"expires_in": 5, "refresh_token": ""})),
     Case("github-profile-refused", "github", FakeUser({"message": "Bad credentials"}, profile_status=401)),
     # Gitea: /emails too, and inactive accounts refused
     Case("gitea", "gitea", FakeUser({"id": 7, "login": "tea", "full_name": "Tea Pot", "avatar_url": "a",
@@ -163,7 +168,7 @@ CASES: list[Case] = [
                                               "name": "Insta Gram", "profile_picture_url": "p"},
                                              token_extra={"permissions": ["instagram_business_basic"]})),
 ]
-REFUSED = {"github-emails-unreadable", "github-id-as-text", "github-duplicate-names", "github-profile-refused",
+REFUSED = {"github-token-expiring", "github-emails-unreadable", "github-id-as-text", "github-duplicate-names", "github-profile-refused",
            "gitea-inactive", "gitee-no-email", "bitbucket-inactive", "twitch-no-user", "linear-inactive",
            "monday-disabled", "box-inactive", "mailcow-inactive", "google-verified-as-text", "vk-no-entry",
            "planningcenter"}  # sic: 0.40 reads Planning Center's "Attributes" (capital A)
@@ -315,6 +320,9 @@ def test_special_providers_read_what_pocketbase_reads(backends: tuple[Backend, B
     github = _meta(backends, provider, "github-private-email")
     assert (github["id"], github["username"], github["email"]) == ("1001", "octo", "octo@example.com")
     assert [r.path for r in provider.requests[-2:]] == ["/user", "/user/emails"]
+    _meta(backends, provider, "github-token-refreshed")
+    assert [(r.path, b"refresh_token" in r.body) for r in provider.requests[-4:]] == \
+        [("/token", True), ("/user", False), ("/token", True), ("/user/emails", False)]
     discord = _meta(backends, provider, "discord")
     assert discord["avatarURL"] == \
         "https://cdn.discordapp.com/avatars/80351110224678912/8342729096ea3675442027381ff50dfe.png"

@@ -9,18 +9,12 @@ in the form (x/oauth2's auto-detection). Blocking: run it on a thread.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, urlencode
-
-import orjson
 
 from pbfast.pocketbase import gocompat
 from pbfast.pocketbase.gocompat.json_numbers import json_depth
-from pbfast.pocketbase.oauth2.calls import ExchangeError, ProviderCalls, Token
-from pbfast.pocketbase.oauth2.http_client import ProviderUnreachable, request
+from pbfast.pocketbase.oauth2.calls import ExchangeError, ProviderCalls, Token, request_token
 from pbfast.pocketbase.oauth2.providers import Provider
 from pbfast.pocketbase.oauth2.readers import READERS
 from pbfast.pocketbase.oauth2.user_json import MAX_DEPTH
@@ -55,58 +49,7 @@ def fetch_token(provider: Provider, code: str, code_verifier: str, redirect_url:
         form["redirect_uri"] = redirect_url
     if provider.pkce:
         form["code_verifier"] = code_verifier
-    credentials = f"{quote_plus(provider.client_id)}:{quote_plus(provider.client_secret)}"
-    basic = {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
-    try:
-        answer = _post_form(provider.token_url, form, basic, deadline)
-        if not 200 <= answer.status < 300:  # the provider wants the credentials in the form
-            form |= {"client_id": provider.client_id, "client_secret": provider.client_secret}
-            answer = _post_form(provider.token_url, form, {}, deadline)
-    except ProviderUnreachable as err:
-        raise ExchangeError(str(err)) from err
-    values = answer.values
-    if not 200 <= answer.status < 300:
-        raise ExchangeError(f"oauth2: cannot fetch token: {answer.status}")
-    access_token = values.get("access_token")
-    if not isinstance(access_token, str) or not access_token:
-        raise ExchangeError("oauth2: server response missing access_token")
-    expires_in = _seconds(values.get("expires_in"))
-    expiry = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in > 0 else None
-    return Token(access_token, _text(values.get("token_type")), _text(values.get("refresh_token")), expiry, values,
-                 answer.form_encoded)
-
-
-def _seconds(value: object) -> int:
-    """``expires_in`` as x/oauth2 reads it: a JSON number, or a number in text (some providers send one)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return 0
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-@dataclass(frozen=True, slots=True)
-class _TokenAnswer:
-    status: int
-    values: dict[str, Any]
-    form_encoded: bool
-
-
-def _post_form(url: str, form: dict[str, str], headers: dict[str, str], deadline: float) -> _TokenAnswer:
-    answer = request("POST", url, {"Content-Type": "application/x-www-form-urlencoded", **headers},
-                     urlencode(form).encode(), deadline)
-    media_type = answer.content_type.split(";", 1)[0].strip().lower()
-    if media_type in ("application/x-www-form-urlencoded", "text/plain"):
-        return _TokenAnswer(answer.status, dict(parse_qsl(answer.body.decode(errors="replace"))), True)
-    try:
-        values = orjson.loads(answer.body) if answer.body else {}
-    except orjson.JSONDecodeError:
-        values = {}
-    return _TokenAnswer(answer.status, values if isinstance(values, dict) else {}, False)
+    return request_token(provider, form, deadline)
 
 
 def fetch_auth_user(provider: Provider, token: Token, deadline: float) -> AuthUser:
