@@ -61,7 +61,8 @@ class TenantApi:
         self.realtime = RealtimeHub(realtime_limits)  # GET /api/realtime is served by the node from it
         self.router: Router[Handler] = Router()
         add = self.router.add
-        add("GET", "/api/health", health.health)
+        add("GET", "/api/health",
+            lambda request: health.health(request, backup_running=self.backups.running(request.tenant.id)))
         add("GET", "/api/collections", collections.list_collections)
         add("POST", "/api/collections", collections.create_collection)
         add("GET", "/api/collections/meta/scaffolds", collections.scaffolds)
