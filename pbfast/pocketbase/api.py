@@ -127,7 +127,18 @@ class TenantApi:
                  ("listAuthMethods",)),
                 (record_auth_otp.request_otp, "POST", "/api/collections/{collection}/request-otp", ("requestOTP",)),
                 (record_auth_otp.auth_with_otp, "POST", "/api/collections/{collection}/auth-with-otp",
-                 ("authWithOTP", "auth"))):
+                 ("authWithOTP", "auth")),
+                (record_auth_with_oauth2.auth_with_oauth2, "POST", "/api/collections/{collection}/auth-with-oauth2",
+                 ("authWithOAuth2", "auth")),
+                *((handler, "POST", f"/api/collections/{{collection}}/{route}", (tag,)) for handler, route, tag in (
+                    (record_auth_verification.request_verification, "request-verification", "requestVerification"),
+                    (record_auth_verification.confirm_verification, "confirm-verification", "confirmVerification"),
+                    (record_auth_password_reset.request_password_reset, "request-password-reset",
+                     "requestPasswordReset"),
+                    (record_auth_password_reset.confirm_password_reset, "confirm-password-reset",
+                     "confirmPasswordReset"),
+                    (record_auth_email_change.request_email_change, "request-email-change", "requestEmailChange"),
+                    (record_auth_email_change.confirm_email_change, "confirm-email-change", "confirmEmailChange")))):
             self._collection_tags[handler] = CollectionTags(f"{method} {path}", tags)
         # Request logs (auxiliary.db), written off the request path; the logs API's successes are not logged.
         self.request_logs = RequestLogs()
@@ -179,6 +190,12 @@ class TenantApi:
                 request.raw_body = None
         network_step = self.network_steps.get(handler)
         if network_step is not None:
+            # The rate limits come first (PocketBase's middleware): no provider is called for a refused request.
+            refused: list[ApiError] = []
+            await self._limit_before_network(handler, request, refused, run)
+            if refused:
+                send_error(proto, refused[0].status, refused[0].message, refused[0].data, refused[0].headers)
+                return
             try:
                 await asyncio.get_running_loop().run_in_executor(record_auth_with_oauth2.PROVIDER_THREADS,
                                                                  network_step, request)
@@ -215,6 +232,23 @@ class TenantApi:
         if entry is not None:
             self.request_logs.add(entry)
 
+    async def _limit_before_network(self, handler: Handler, request: TenantRequest, refused: list[ApiError],
+                                    run: Runner | None) -> None:
+        """The rate limit check of a handler with a network step, on the tenant's database turn; a refusal
+        goes to ``refused``."""
+        def check() -> None:
+            try:
+                self.rate_limits.check(request, self._collection_tags.get(handler))
+            except ApiError as err:
+                refused.append(err)
+            except Exception as err:  # noqa: BLE001 - e.g. the tenant closed meanwhile: the handler's turn answers
+                log.warning("tenant %s: rate limit check failed: %r", request.tenant.id, err)
+
+        if run is None:
+            check()
+        else:
+            await run(check)
+
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)
 
@@ -231,7 +265,8 @@ class TenantApi:
                 tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
                 settings.check_superuser_ip(request)
-                self.rate_limits.check(request, self._collection_tags.get(handler))
+                if handler not in self.network_steps:  # those were checked before their network step
+                    self.rate_limits.check(request, self._collection_tags.get(handler))
                 try:
                     handler(request)
                 except BaseException:
