@@ -93,6 +93,8 @@ def auth_refresh(request: TenantRequest) -> None:
         raise ApiError(401, NO_AUTH)
     if current.collection.id != collection.id:
         raise ApiError(403, f"The request requires auth record from {current.collection.name} collection.")
+    if struct_form_body(request) is None:
+        read_body(request)  # PocketBase reads the body for the authRule's request info: unreadable is 400
     token = None
     if not current.refreshable:
         token = current.token  # non-refreshable tokens (e.g. impersonation) are returned as they are
