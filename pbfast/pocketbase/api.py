@@ -23,7 +23,7 @@ import apsw
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import backups as backups_api
-from pbfast.pocketbase.apis import (batch, collections, file, health, logs, realtime, record_auth,
+from pbfast.pocketbase.apis import (batch, collections, collections_meta, file, health, logs, realtime, record_auth,
                                     record_auth_email_change, record_auth_impersonate, record_auth_methods,
                                     record_auth_otp, record_auth_password_reset, record_auth_verification,
                                     record_auth_with_oauth2, record_auth_with_oauth2_redirect, records, settings,
@@ -67,6 +67,7 @@ class TenantApi:
         add("POST", "/api/collections", collections.create_collection)
         add("GET", "/api/collections/meta/scaffolds", collections.scaffolds)
         add("PUT", "/api/collections/import", collections.import_collections)
+        add("POST", "/api/collections/meta/dry-run-view", collections_meta.dry_run_view)
         add("GET", "/api/collections/{collection}", collections.view_collection)
         add("PATCH", "/api/collections/{collection}", collections.update_collection)
         add("DELETE", "/api/collections/{collection}", collections.delete_collection)
