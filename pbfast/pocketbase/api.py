@@ -27,7 +27,7 @@ from pbfast.pocketbase.apis import (batch, collections, collections_meta, file, 
                                     record_auth_email_change, record_auth_impersonate, record_auth_methods,
                                     record_auth_otp, record_auth_password_reset, record_auth_verification,
                                     record_auth_with_oauth2, record_auth_with_oauth2_redirect, records, settings,
-                                    settings_test_email, settings_test_s3)
+                                    settings_apple, settings_test_email, settings_test_s3)
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
@@ -111,6 +111,7 @@ class TenantApi:
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
         add("POST", "/api/settings/test/email", settings_test_email.settings_test_email)
+        add("POST", "/api/settings/apple/generate-client-secret", settings_apple.generate_apple_client_secret)
         add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
         # Rate limits (the tenant's rateLimits settings); collection routes also count under their tags.
         self.rate_limits = RateLimits()
