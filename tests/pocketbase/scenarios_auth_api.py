@@ -45,13 +45,12 @@ CHANGE_EXPIRED = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsImNvbGxlY3Rpb25JZCI6Il9wYl91c2Vyc19hdXRoXyIs"
     "InR5cGUiOiJlbWFpbENoYW5nZSIsImVtYWlsIjoidGVzdEBleGFtcGxlLmNvbSIsIm5ld0VtYWlsIjoiY2hhbmdlQGV4YW1wbGUuY29tIiwiZXhwIj"
     "oxNjQwOTkxNjYxfQ.dff842MO0mgRTHY8dktp0dqG9-7LGQOgRuiAbQpYBls")
-CHANGE_USER1 = (
-    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsImNvbGxlY3Rpb25JZCI6Il9wYl91c2Vyc19hdXRoXyIs"
-    "InR5cGUiOiJlbWFpbENoYW5nZSIsImVtYWlsIjoidGVzdEBleGFtcGxlLmNvbSIsIm5ld0VtYWlsIjoiY2hhbmdlQGV4YW1wbGUuY29tIiwiZXhwIj"
-    "oyNTI0NjA0NDYxfQ.Y7mVlaEPhJiNPoIvIqbIosZU4c4lEhwysOrRR8c95iU")
-# users' test2@example.com (verified): PocketBase's tests reset test@example.com's password, whose email
-# changes earlier in this sequence (which voids its tokens).
-RESET_USER2 = email_token("users", "oap640cot4yru2s", "passwordReset", email="test2@example.com")
+# PocketBase's tests change test@example.com's email and reset its password, each on a fresh copy of the
+# fixture; here the verification of that record voids its tokens first, so these flows complete for others
+# (tokens signed with the fixture's keys as PocketBase signs them).
+CHANGE_USER2 = email_token("users", "oap640cot4yru2s", "emailChange", email="test2@example.com",
+                           newEmail="change@example.com")
+RESET_USER3 = email_token("users", "bgs820n361vj1qd", "passwordReset", email="test3@example.com")
 MFA_ID = "a" * 15  # the id of the MFA session PocketBase's test opens for users' test@example.com
 
 
@@ -138,6 +137,10 @@ AUTH_API_SCENARIOS: dict[str, list[Step]] = {
              auth=G),
         Step("request: nologin record", "POST", f"{NOLOGIN}/request-verification", {"email": "test2@example.com"},
              auth=G),
+        Step("request: existing auth record", "POST", f"{USERS}/request-verification", {"email": "test@example.com"},
+             auth=G),
+        Step("request: existing auth record, after already sent", "POST", f"{USERS}/request-verification",
+             {"email": "test@example.com"}, auth=G),
         Step("confirm: empty data", "POST", f"{USERS}/confirm-verification", raw=b"", auth=G),
         Step("confirm: invalid data format", "POST", f"{USERS}/confirm-verification", raw=b'{"password', auth=G),
         Step("confirm: expired token", "POST", f"{USERS}/confirm-verification", {"token": VERIFY_EXPIRED}, auth=G),
@@ -172,6 +175,8 @@ AUTH_API_SCENARIOS: dict[str, list[Step]] = {
              {"otpId": "a" * 256, "password": "p" * 72}, auth=G),
         Step("auth: missing otp", "POST", f"{USERS}/auth-with-otp", {"otpId": "missing", "password": "123456"},
              auth=G),
+        Step("request: existing auth record", "POST", f"{USERS}/request-otp", {"email": "test@example.com"},
+             auth=G),
         Step("otp of users' test@example.com", "POST", "/api/collections/_otps/records?fields=id,sentTo",
              {"id": "otpusers0000001", "collectionRef": "_pb_users_auth_", "recordRef": "4q1xlclmfloku33",
               "password": "123456"}),
@@ -187,7 +192,7 @@ AUTH_API_SCENARIOS: dict[str, list[Step]] = {
         Step("auth: otp used up", "POST", f"{USERS}/auth-with-otp", {"otpId": "otpusers0000001", "password": "123456"},
              auth=G),
         Step("auth: the password completes mfa", "POST", f"{USERS}/auth-with-password?fields=record.email,meta",
-             {**TEST, "mfaId": "<new-1>"}, auth=G),
+             {**TEST, "mfaId": "<new-2>"}, auth=G),
         Step("mfa off", "PATCH", f"{USERS}?fields=mfa.enabled,otp.enabled", {"mfa": {"enabled": False}}),
         Step("otp sent to the email", "POST", "/api/collections/_otps/records?fields=id,sentTo",
              {"id": "otpusers0000002", "collectionRef": "_pb_users_auth_", "recordRef": "oap640cot4yru2s",
@@ -230,18 +235,20 @@ AUTH_API_SCENARIOS: dict[str, list[Step]] = {
         Step("request: not an auth collection", "POST", "/api/collections/demo1/request-email-change",
              {"newEmail": "change@example.com"}, auth=G),
         Step("request: another collection's record", "POST", f"{CLIENTS}/request-email-change",
-             {"newEmail": "change@example.com"}, headers=USER1, auth=G),
+             {"newEmail": "change@example.com"}, headers=USER2, auth=G),
         Step("request: superuser", "POST", f"{USERS}/request-email-change", {"newEmail": "change@example.com"},
              headers=SUPERUSER1, auth=G),
-        Step("request: invalid data", "POST", f"{USERS}/request-email-change", raw=b'{"newEmail', headers=USER1,
+        Step("request: invalid data", "POST", f"{USERS}/request-email-change", raw=b'{"newEmail', headers=USER2,
              auth=G),
-        Step("request: empty data", "POST", f"{USERS}/request-email-change", {}, headers=USER1, auth=G),
-        Step("request: existing email", "POST", f"{USERS}/request-email-change", {"newEmail": "test2@example.com"},
-             headers=USER1, auth=G),
+        Step("request: empty data", "POST", f"{USERS}/request-email-change", {}, headers=USER2, auth=G),
+        Step("request: existing email", "POST", f"{USERS}/request-email-change", {"newEmail": "test@example.com"},
+             headers=USER2, auth=G),
         Step("request: existing email, other case", "POST", f"{USERS}/request-email-change",
-             {"newEmail": "TEST2@example.com"}, headers=USER1, auth=G),
-        Step("request: not an email", "POST", f"{USERS}/request-email-change", {"newEmail": "change"}, headers=USER1,
+             {"newEmail": "TEST@example.com"}, headers=USER2, auth=G),
+        Step("request: not an email", "POST", f"{USERS}/request-email-change", {"newEmail": "change"}, headers=USER2,
              auth=G),
+        Step("request: new email", "POST", f"{USERS}/request-email-change", {"newEmail": "change@example.com"},
+             headers=USER2, auth=G),
         Step("confirm: not an auth collection", "POST", "/api/collections/demo1/confirm-email-change", auth=G),
         Step("confirm: empty data", "POST", f"{USERS}/confirm-email-change", raw=b"", auth=G),
         Step("confirm: invalid data", "POST", f"{USERS}/confirm-email-change", raw=b'{"token', auth=G),
@@ -250,14 +257,14 @@ AUTH_API_SCENARIOS: dict[str, list[Step]] = {
         Step("confirm: non-email change token", "POST", f"{USERS}/confirm-email-change",
              {"token": USER1["Authorization"], "password": "1234567890"}, auth=G),
         Step("confirm: incorrect password", "POST", f"{USERS}/confirm-email-change",
-             {"token": CHANGE_USER1, "password": "123456"}, auth=G),
+             {"token": CHANGE_USER2, "password": "123456"}, auth=G),
         Step("confirm: different auth collection", "POST", f"{CLIENTS}/confirm-email-change",
-             {"token": CHANGE_USER1, "password": "1234567890"}, auth=G),
+             {"token": CHANGE_USER2, "password": "1234567890"}, auth=G),
         Step("confirm: valid token and password", "POST", f"{USERS}/confirm-email-change",
-             {"token": CHANGE_USER1, "password": "1234567890"}, auth=G),
-        Step("confirm: changed", "GET", f"{USERS}/records/4q1xlclmfloku33?fields=email,verified"),
+             {"token": CHANGE_USER2, "password": "1234567890"}, auth=G),
+        Step("confirm: changed", "GET", f"{USERS}/records/oap640cot4yru2s?fields=email,verified"),
         Step("confirm: token used up", "POST", f"{USERS}/confirm-email-change",
-             {"token": CHANGE_USER1, "password": "1234567890"}, auth=G),
+             {"token": CHANGE_USER2, "password": "1234567890"}, auth=G),
     ],
     "go auth: password reset": [
         Step("request: not an auth collection", "POST", "/api/collections/demo1/request-password-reset", raw=b"",
@@ -268,6 +275,10 @@ AUTH_API_SCENARIOS: dict[str, list[Step]] = {
              {"email": "test@example.com"}, auth=G),
         Step("request: missing auth record", "POST", f"{USERS}/request-password-reset", {"email": "missing@example.com"},
              auth=G),
+        Step("request: existing auth record", "POST", f"{USERS}/request-password-reset",
+             {"email": "test2@example.com"}, auth=G),
+        Step("request: existing auth record, after already sent", "POST", f"{USERS}/request-password-reset",
+             {"email": "test2@example.com"}, auth=G),
         Step("confirm: empty data", "POST", f"{USERS}/confirm-password-reset", raw=b"", auth=G),
         Step("confirm: invalid data format", "POST", f"{USERS}/confirm-password-reset", raw=b'{"password', auth=G),
         Step("confirm: expired token and invalid password", "POST", f"{USERS}/confirm-password-reset",
@@ -278,14 +289,12 @@ AUTH_API_SCENARIOS: dict[str, list[Step]] = {
              {"token": RESET_USER1, "password": "12345678", "passwordConfirm": "12345678"}, auth=G),
         Step("confirm: different auth collection", "POST", f"{CLIENTS}/confirm-password-reset?expand=rel,missing",
              {"token": RESET_USER1, "password": "12345678", "passwordConfirm": "12345678"}, auth=G),
-        Step("confirm: a token of a record whose email changed since", "POST", f"{USERS}/confirm-password-reset",
+        Step("confirm: a token voided by the verification since", "POST", f"{USERS}/confirm-password-reset",
              {"token": RESET_USER1, "password": "1234567!", "passwordConfirm": "1234567!"}, auth=G),
         Step("confirm: valid token and data", "POST", f"{USERS}/confirm-password-reset",
-             {"token": RESET_USER2, "password": "1234567!", "passwordConfirm": "1234567!"}, auth=G),
-        Step("confirm: old auth token rejected", "GET", f"{USERS}/records/oap640cot4yru2s?fields=id", headers=USER2,
-             auth=G),
+             {"token": RESET_USER3, "password": "1234567!", "passwordConfirm": "1234567!"}, auth=G),
         Step("confirm: token used up", "POST", f"{USERS}/confirm-password-reset",
-             {"token": RESET_USER2, "password": "1234567!", "passwordConfirm": "1234567!"}, auth=G),
+             {"token": RESET_USER3, "password": "1234567!", "passwordConfirm": "1234567!"}, auth=G),
     ],
 }
 
