@@ -314,6 +314,9 @@ _RATE_LIMITED = [
     ("*:authWithOTP", "POST", f"{CLIENTS}/auth-with-otp", {"otpId": "x", "password": "y"}),
     ("users:authWithOAuth2", "POST", f"{USERS}/auth-with-oauth2", {"provider": "missing"}),
     ("nologin:auth", "POST", f"{NOLOGIN}/auth-with-oauth2", {"provider": "missing"}),
+    ("*:authWithPassword", "POST", f"{CLIENTS}/auth-with-password", {"identity": "missing@example.com", "password": "x"}),
+    ("users:auth", "POST", f"{USERS}/auth-with-otp", {"otpId": "x", "password": "y"}),
+    ("*:auth", "POST", "/api/collections/_superusers/auth-with-oauth2", {"provider": "missing"}),
 ]
 RATE_LIMIT_SCENARIOS: dict[str, list[Step]] = {"go auth: rate limits": [
     Step("rules", "PATCH", "/api/settings?fields=rateLimits", {"rateLimits": {"enabled": True, "rules": [
