@@ -16,6 +16,7 @@ from pbfast.pocketbase.apis.request import TenantRequest, require_superuser, sen
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.collections.table_sync import random_suffix
 from pbfast.pocketbase.collections.views import view_fields
+from pbfast.pocketbase.dbutils.tokenizer import UnbalancedTokenError, split_tokens
 from pbfast.pocketbase.dbutils.transaction import sqlite_error_text
 from pbfast.pocketbase.records import Viewer
 from pbfast.pocketbase.records.export import record_json
@@ -38,6 +39,13 @@ def dry_run_view(request: TenantRequest) -> None:
         raise ApiError(400, VALIDATION_FAILED, {"query": {
             "code": "validation_length_too_long", "message": f"The length must be no more than {MAX_QUERY_LENGTH}.",
             "params": {"max": MAX_QUERY_LENGTH, "min": 0}}})
+    query = query.strip().strip(";")
+    try:
+        statements = split_tokens(query, ";")
+    except UnbalancedTokenError:
+        statements = []  # PocketBase's tokenizer gives up on these: SQLite judges them below
+    if len(statements) > 1:
+        raise _invalid("multiple statements are not supported")
     conn = request.tenant.conn
     try:
         fields = view_fields(conn, query, request.tenant.collections)
@@ -49,9 +57,8 @@ def dry_run_view(request: TenantRequest) -> None:
     # A throwaway collection, named and numbered as PocketBase names a new one (its id: "pbc_" + a checksum).
     temporary = Collection(id=f"pbc_{zlib.crc32((name + secrets.token_hex(4)).encode())}", name=name, type="view",
                            fields=fields)
-    wrapped = query.strip().strip(";").strip()
     try:
-        cursor = conn.execute(f"SELECT * FROM (SELECT * FROM ({wrapped})) LIMIT {SAMPLE_SIZE}")
+        cursor = conn.execute(f"SELECT * FROM (SELECT * FROM ({query})) LIMIT {SAMPLE_SIZE}")
         names = [column[0] for column in cursor.getdescription()]
         rows = [dict(zip(names, row, strict=True)) for row in cursor]
     except (apsw.Error, SqlRefused) as err:
