@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from differential import Step
 from fixture_data import CLIENT1, SUPERUSER1, USER1, USER1_STATIC, USER2
+from scenarios_batch import MULTIPART, multipart
 from test_differential_email import _token as email_token
 
 G = None  # a guest step
 USERS, CLIENTS, NOLOGIN = "/api/collections/users", "/api/collections/clients", "/api/collections/nologin"
 TEST = {"identity": "test@example.com", "password": "1234567890"}
+URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
+TEXT = {"content-type": "text/plain"}
 
 # Tokens of PocketBase's auth API tests (signed with the fixture's keys).
 VERIFY_EXPIRED = (
@@ -223,6 +226,36 @@ AUTH_API_SCENARIOS: dict[str, list[Step]] = {
              auth=G),
         Step("empty body", "POST", f"{USERS}/auth-with-oauth2", raw=b"", auth=G),
         Step("wrong types", "POST", f"{USERS}/auth-with-oauth2", {"provider": 1, "code": True}, auth=G),
+    ],
+    "auth: bodies of other content types": [  # the SDKs send JSON; HTML forms and curl send these
+        Step("password auth, a text body", "POST", f"{CLIENTS}/auth-with-password", raw=b"x", headers=TEXT, auth=G),
+        Step("refresh, an urlencoded body", "POST", f"{CLIENTS}/auth-refresh?fields=record.id", raw=b"a=1",
+             headers={**CLIENT1, **URLENCODED}, auth=G),
+        Step("refresh, a null body", "POST", f"{CLIENTS}/auth-refresh?fields=record.id", raw=b"null", headers=CLIENT1,
+             auth=G),
+        Step("refresh, an array body", "POST", f"{CLIENTS}/auth-refresh?fields=record.id", raw=b"[1]", headers=CLIENT1,
+             auth=G),
+        Step("otp request urlencoded", "POST", f"{USERS}/request-otp", raw=b"email=nobody%40example.com",
+             headers=URLENCODED, auth=G),
+        Step("otp request, a text body", "POST", f"{USERS}/request-otp", raw=b"x", headers=TEXT, auth=G),
+        Step("otp auth multipart", "POST", f"{USERS}/auth-with-otp", raw=multipart([("otpId", "x"), ("password", "y")]),
+             headers=MULTIPART, auth=G),
+        Step("verification request urlencoded", "POST", f"{USERS}/request-verification",
+             raw=b"email=nobody%40example.com", headers=URLENCODED, auth=G),
+        Step("verification request, a text body", "POST", f"{USERS}/request-verification", raw=b"x", headers=TEXT,
+             auth=G),
+        Step("reset confirm multipart", "POST", f"{USERS}/confirm-password-reset", raw=multipart([
+            ("token", "x"), ("password", "12345678"), ("passwordConfirm", "12345678")]), headers=MULTIPART, auth=G),
+        Step("reset confirm, a text body", "POST", f"{USERS}/confirm-password-reset", raw=b"x", headers=TEXT, auth=G),
+        Step("impersonate urlencoded", "POST", f"{USERS}/impersonate/4q1xlclmfloku33?fields=record.id",
+             raw=b"duration=100", headers=URLENCODED),
+        Step("impersonate, a duration that is no number", "POST", f"{USERS}/impersonate/4q1xlclmfloku33",
+             raw=b"duration=x", headers=URLENCODED),
+        Step("impersonate, a text body", "POST", f"{USERS}/impersonate/4q1xlclmfloku33", raw=b"x", headers=TEXT),
+        Step("email change urlencoded", "POST", f"{CLIENTS}/request-email-change", raw=b"newEmail=bad",
+             headers={**CLIENT1, **URLENCODED}, auth=G),
+        Step("oauth2, a text body", "POST", f"{USERS}/auth-with-oauth2", raw=b"x", headers=TEXT, auth=G),
+        Step("test email, a text body", "POST", "/api/settings/test/email", raw=b"x", headers=TEXT),
     ],
     "go auth: auth-methods": [
         Step("users with fields", "GET", f"{USERS}/auth-methods?fields=password,mfa,otp", auth=G),
