@@ -54,7 +54,9 @@ def _validate_name(conn: apsw.Connection, collection: Collection, original: Coll
             return error_item("validation_collection_name_exists", "Collection name must be unique (case insensitive).")
     if any(other.id == name for other in others.values()):
         return error_item("validation_collection_name_id_duplicate", "The name must not match an existing collection id.")
-    if (original is None or original.name != name) and table_exists(conn, name):
+    # Only a table of no collection: a rename in another case keeps the collection's own table (SQLite's names
+    # are case-insensitive), as PocketBase checks the name is no collection's before looking for a table.
+    if (original is None or original.name.lower() != name.lower()) and table_exists(conn, name):
         return error_item("validation_collection_name_invalid", "The name shouldn't match with an existing internal table.")
     return None
 
