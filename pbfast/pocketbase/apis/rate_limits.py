@@ -94,7 +94,8 @@ class RateLimits:
                     self._count(key, rule, now)
         if time.monotonic() - self._cleaned > CLEAN_EVERY_SECONDS:
             self._cleaned = time.monotonic()
-            self.limiter.clean(now)
+            if isinstance(self.limiter, RateLimiter):  # shared windows need none: ended ones are reused
+                self.limiter.clean(now)
 
     def _count(self, key: str, rule: RateLimitRule, now: int) -> None:
         if not self.limiter.allow(key, max(rule.max_requests, 0), max(rule.duration, 1), now):
