@@ -1,9 +1,10 @@
 //! The rate limiter's windows in the node's shared memory, counted by every process of the node: the
-//! same contract as [`crate::rate_limit::FixedWindows`] (one process), so the node uses either.
+//! contract of [`crate::rate_limit::FixedWindows`] (one process), so the node uses either; here a changed
+//! `max_requests` applies to the running window at once.
 //!
 //! A window is one 16-byte bucket, `(tag, end << 32 | count)`, changed whole by a 16-byte
-//! compare-and-swap: the tag is the key's hash (with the rule's duration; seeded per region), `end` the
-//! second the window ends. Counting a request is one compare-and-swap, so concurrent processes never
+//! compare-and-swap: the tag is the key's hash (with the rule's duration; 64 bits seeded per region, which
+//! is all that tells keys apart), `end` the second the window ends. Counting a request is one compare-and-swap, so concurrent processes never
 //! admit more than `max_requests` in a window, and a process killed at any instruction leaves no
 //! half-done state behind.
 //!
