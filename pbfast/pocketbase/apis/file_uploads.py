@@ -78,7 +78,7 @@ class PendingUploads:
                 continue
             path = f"{self.collection.id}/{record_id}/{name}"
             try:
-                self.files.write(path, item.upload.data)
+                self.files.create(path, item.upload.data)  # a new name: written in place, fsyncs at once
             except StorageError as err:
                 log.warning("%s: upload of %s failed: %s", self.files.prefix, path, err)
                 raise RecordValidationError({}) from err  # PocketBase: "Failed to create/update record."

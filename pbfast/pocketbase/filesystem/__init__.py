@@ -124,6 +124,14 @@ class TenantFiles:
         if self.cache is not None:
             self.cache.drop(key)
 
+    def create(self, path: str, data: bytes) -> None:
+        """Store a new file under a name not in use (an upload's); see :meth:`ObjectStore.create`."""
+        key = self._key(path)
+        self.store.create(key, data)
+        self.stored_bytes += len(data)
+        if self.cache is not None:
+            self.cache.drop(key)
+
     def delete(self, path: str) -> None:
         """Delete a file and its thumbs."""
         key = self._key(path)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from pbfast.durable import fsync_directory, fsync_file
+from pbfast.durable import fsync_file, fsync_together
 
 __all__ = ["LocalObjectStore", "ObjectStore", "S3ObjectStore", "StorageError", "StoredObject", "check_key"]
 
@@ -45,6 +45,7 @@ def check_key(key: str) -> str:
 class ObjectStore(Protocol):
     def read(self, key: str) -> StoredObject | None: ...
     def write(self, key: str, data: bytes) -> None: ...
+    def create(self, key: str, data: bytes) -> None: ...
     def delete(self, key: str) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
     def keys(self, prefix: str) -> list[str]: ...
@@ -73,19 +74,45 @@ class LocalObjectStore:
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            changed = _make_parents(path)
             fd, temporary = tempfile.mkstemp(prefix=".upload-", dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
-                fsync_file(Path(temporary))
+                fsync_file(Path(temporary))  # its bytes before its name: a crash leaves the old file or the new
                 os.replace(temporary, path)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
                 raise
-            fsync_directory(path.parent)
+            directory_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fsync_together(directory_fd, changed[1:])
+            finally:
+                os.close(directory_fd)
         except OSError as err:
             raise StorageError(f"writing {key}: {err}") from err
+
+    def create(self, key: str, data: bytes) -> None:
+        """Store a new object under a key not in use (an upload's randomly suffixed name): written in place,
+        then its bytes and its directories' entries fsynced at once (one journal commit rather than the two
+        of :meth:`write`'s write-then-rename). A key in use is refused; a failed create leaves nothing."""
+        path = self._path(key)
+        try:
+            changed = _make_parents(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # never someone else's file
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    fsync_together(fd, changed)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                path.unlink(missing_ok=True)  # ours (O_EXCL): no partial file stays
+                raise
+        except OSError as err:
+            raise StorageError(f"creating {key}: {err}") from err
 
     def delete(self, key: str) -> None:
         try:
@@ -124,6 +151,19 @@ class LocalObjectStore:
             raise StorageError(f"measuring {prefix}: {err}") from err
 
 
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing directories above ``path``; the directories whose entries a new ``path`` changes
+    (its own, and the parent of each one created), to fsync."""
+    missing: list[Path] = []
+    directory = path.parent
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+    return [path.parent, *(created.parent for created in missing)]
+
+
 class S3ObjectStore:
     """Objects in an S3 bucket (path-style, as for the replicas); calls time out, retries are few."""
 
@@ -152,6 +192,9 @@ class S3ObjectStore:
 
     def write(self, key: str, data: bytes) -> None:
         self._call("writing", key, lambda: self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data))
+
+    def create(self, key: str, data: bytes) -> None:
+        self.write(key, data)  # a PUT is atomic; the key is new by its name
 
     def delete(self, key: str) -> None:
         self._call("deleting", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=check_key(key)))
