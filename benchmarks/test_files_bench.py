@@ -14,6 +14,7 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -128,3 +129,22 @@ def test_serve_file(benchmark: BenchmarkFixture, bench: _Bench, case: str) -> No
     assert answer.status == first.status and answer.body == first.body
     if "thumb" in query:
         assert answer.headers["content-disposition"] == f'inline; filename="100x100_{IMAGE}"'
+
+
+@pytest.mark.parametrize("method", ["write", "create"])
+def test_store_an_upload(benchmark: BenchmarkFixture, tmp_path: Path, method: str) -> None:
+    """What storing a 100 KB upload under a new record costs in the tenant's turn, local store: ``write`` (to a
+    temporary name, fsync, rename, fsync of the directories) against ``create`` (written in place under its
+    new name, the file and its directories fsynced at once), as an upload does since issue 15's perf work."""
+    benchmark.group = "store a 100 KB upload (local store, fsynced)"
+    store = LocalObjectStore(tmp_path / "store")
+    data = os.urandom(100_000)
+    counter = iter(range(1 << 30))
+
+    def store_one() -> None:
+        number = next(counter)
+        getattr(store, method)(f"tenants/bench/storage/photos/rec{number:012d}/photo_{number:010d}.png", data)
+
+    benchmark(store_one)
+    found = store.read("tenants/bench/storage/photos/rec000000000000/photo_0000000000.png")
+    assert found is not None and found.data == data
