@@ -57,6 +57,7 @@ EXTENSION_TYPES: Final = {
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation"}
 _THUMB_WORKERS = threading.BoundedSemaphore((os.cpu_count() or 1) + 2)
+_IMAGE_EXTENSIONS: Final = frozenset((".png", ".jpg", ".jpeg", ".gif", ".webp"))
 _THUMB_LOCKS: dict[str, threading.Lock] = {}
 _THUMB_LOCKS_GUARD = threading.Lock()
 
@@ -191,6 +192,14 @@ class FileSend:
         self._respond(proto, answer)
 
     def _read(self) -> _Answer | None:
+        if self.thumb and os.path.splitext(self.filename)[1].lower() in _IMAGE_EXTENSIONS:
+            # A kept thumb was made from this original (an image; they are deleted together): answered without
+            # reading the original again, which PocketBase too only looks at (its attributes) then. Only tried
+            # for an image's name, so that a document's ?thumb= costs no store miss (an S3 GET).
+            name = f"{self.thumb}_{self.filename}"
+            kept = self.files.read(self._thumb_path(name))
+            if kept is not None:
+                return _Answer(kept.data, kept.modified, name, detect_type(kept.data)[0])
         original = f"{self.directory}/{self.filename}"
         stored = self.files.read(original)
         if stored is None:
@@ -198,10 +207,13 @@ class FileSend:
         content_type = detect_type(stored.data)[0]
         if self.thumb and content_type in THUMBABLE_TYPES:
             name = f"{self.thumb}_{self.filename}"
-            thumb = self._thumb(f"{self.directory}/thumbs_{self.filename}/{name}", stored, content_type)
+            thumb = self._thumb(self._thumb_path(name), stored, content_type)
             if thumb is not None:
                 return _Answer(thumb.data, thumb.modified, name, detect_type(thumb.data)[0])
         return _Answer(stored.data, stored.modified, self.filename, content_type)
+
+    def _thumb_path(self, name: str) -> str:
+        return f"{self.directory}/thumbs_{self.filename}/{name}"
 
     def _thumb(self, path: str, original: StoredObject, content_type: str) -> StoredObject | None:
         """The kept thumb, made now if there is none yet (once, whoever asks meanwhile)."""
