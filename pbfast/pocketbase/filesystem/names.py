@@ -22,7 +22,12 @@ _TEXT: Final = ("text/plain; charset=utf-8", ".txt")
 
 
 def random_suffix(length: int = 10) -> str:
-    return "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(length))
+    """``length`` characters of ``[a-z0-9]``, uniform: random bytes below 252 (7 × 36) taken mod 36, drawn in
+    one system call for most names rather than one per character (``secrets.choice``)."""
+    chars: list[str] = []
+    while len(chars) < length:
+        chars += [_RANDOM_ALPHABET[byte % 36] for byte in secrets.token_bytes(length + 4) if byte < 252]
+    return "".join(chars[:length])
 
 
 def _snakecase(text: str) -> str:

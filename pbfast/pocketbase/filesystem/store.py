@@ -154,6 +154,15 @@ class LocalObjectStore:
 def _make_parents(path: Path) -> list[Path]:
     """Create the missing directories above ``path``; the directories whose entries a new ``path`` changes
     (its own, and the parent of each one created), to fsync."""
+    try:  # most often only the file's own directory is new (a new record's): one system call
+        path.parent.mkdir()
+        return [path.parent, path.parent.parent]
+    except FileExistsError:
+        if path.parent.is_dir():
+            return [path.parent]
+        raise
+    except FileNotFoundError:
+        pass
     missing: list[Path] = []
     directory = path.parent
     while not directory.is_dir():
