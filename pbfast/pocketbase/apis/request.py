@@ -264,7 +264,10 @@ def _no_json_constant(name: str) -> Any:
 
 
 def record_body_limit(collection: Collection) -> int:
-    """PocketBase's record body limit: the default plus what the collection's file fields may carry."""
+    """PocketBase's record body limit: the default plus what the collection's file, JSON and editor fields may
+    carry (a view's fields add nothing: it takes no writes)."""
+    if collection.is_view:
+        return DEFAULT_MAX_BODY
     return DEFAULT_MAX_BODY + sum(f.max_body_size() for f in collection.fields)
 
 
