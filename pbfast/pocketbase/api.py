@@ -155,8 +155,7 @@ class TenantApi:
         handler, params, _ = self.router.find(scope.method, path)
         if handler is None:
             # PocketBase falls through to its static file handler for GET, else to the router's 404.
-            # A file name with an encoded "/" (PocketBase matches its file route, then finds no such file).
-            static = scope.method in ("GET", "HEAD") and not path.startswith("/api/files/")
+            static = scope.method in ("GET", "HEAD") and not _file_route_with_encoded_slash(path)
             send_error(proto, 404, FILE_NOT_FOUND if static else NOT_FOUND)
             return
         if tenant.realtime is None:
@@ -279,3 +278,11 @@ class TenantApi:
         if self.on_time_limit is not None:
             self.on_time_limit(request.tenant.id)
         send_error(request.proto, 400, TIME_LIMIT_MESSAGE.format(seconds=seconds))
+
+
+def _file_route_with_encoded_slash(path: str) -> bool:
+    """A file path PocketBase's file route matches but pbfast's does not: more segments than the route's five,
+    none empty, as an encoded ``/`` in a name gives (the path arrives decoded); PocketBase then finds no such
+    file. Fewer segments, or an empty one, fall through to the static handler there too."""
+    segments = path.split("/")[1:]
+    return path.startswith("/api/files/") and len(segments) > 5 and "" not in segments
