@@ -1,18 +1,20 @@
 """Differential scenarios for records CRUD (issue 15): the cases of PocketBase's ``apis/record_crud_test.go``
 the other modules do not cover (multipart create/update with files and ``@jsonPayload`` rules, the auth
-origins a password change ends, the collection body limit), and the uploads apps send most (a sign-up with
-an avatar, appending, removing and clearing files, limits). Run by ``test_differential_records.py`` on one
-pair of servers: each scenario puts back the rules and fields it changes."""
+origins a password change ends, the collection body limit, rate limit rules by collection and action),
+``apis/batch_test.go``'s multipart batch with uploads, and the uploads apps send most (a sign-up with an
+avatar, appending, removing and clearing files, limits). Run by ``test_differential_records.py`` on one
+pair of servers: each scenario puts back the rules, fields and settings it changes."""
 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 from PIL import Image
 
 from differential import Step
-from fixture_data import USER2
+from fixture_data import CLIENT1, USER2
 from scenarios_system_records import OTHER_THAN_LOGIN
 from scenarios_batch import MULTIPART, multipart
 from test_differential import fields_with
@@ -21,6 +23,7 @@ from test_files import SUPERUSER_FILE_TOKEN
 G = None  # a guest step
 DEMO1 = "/api/collections/demo1/records"
 DEMO3 = "/api/collections/demo3/records"
+USERS = "/api/collections/users/records"
 DEMO3_RULE = '@request.auth.id != "" && @request.auth.collectionName != "users"'
 # PocketBase's tests upload files made by os.CreateTemp: the multipart part carries the full path as its name.
 # the fields shown of demo1's records: the record's id and collection name let the comparison name new files
@@ -45,6 +48,13 @@ BODY_LIMIT_FIELDS = demo1_fields(file_one={"maxSize": 5}, file_many={"maxSize": 
 # 32 MiB (PocketBase's default body limit) plus what demo1's fields may carry once BODY_LIMIT_FIELDS is saved
 # (5 + 2 x 10 + 2 bytes)
 DEMO1_BODY_LIMIT = (32 << 20) + 5 + 20 + 2
+
+BATCH_UPLOAD = json.dumps({"requests": [
+    {"method": "POST", "url": DEMO3, "body": {"title": "batch1"}},
+    {"method": "POST", "url": DEMO3, "body": {"title": "batch2"}},
+    {"method": "POST", "url": DEMO3, "body": {"title": "batch3"}},
+    {"method": "PATCH", "url": f"{DEMO3}/lcl9d87w22ml6jy", "body": {"files-": "test_FLurQTgrY8.txt"}}]})
+BATCH_SHOWN = "fields=id,collectionName,title,files"
 
 RECORD_SCENARIOS: dict[str, list[Step]] = {
     "records: multipart create and update (record_crud_test.go)": [
@@ -86,9 +96,9 @@ RECORD_SCENARIOS: dict[str, list[Step]] = {
              headers=MULTIPART, raw=multipart([("email", "avatar2@example.com"), ("password", "1234567890"),
                                                ("passwordConfirm", "1234567890")],
                                               [("avatar", "me.png", b"not really an image")])),
-        Step("the owner changes its avatar", "PATCH", "/api/collections/users/records/oap640cot4yru2s?fields=id,collectionName,avatar",
+        Step("the owner changes its avatar", "PATCH", f"{USERS}/oap640cot4yru2s?fields=id,collectionName,avatar",
              auth=G, headers=MULTIPART | USER2, raw=multipart([], [("avatar", "new.png", png(8, 8))])),
-        Step("another user's avatar", "PATCH", "/api/collections/users/records/4q1xlclmfloku33?fields=id,collectionName,avatar",
+        Step("another user's avatar", "PATCH", f"{USERS}/4q1xlclmfloku33?fields=id,collectionName,avatar",
              auth=G, headers=MULTIPART | USER2, raw=multipart([], [("avatar", "new.png", png(8, 8))])),
         Step("several files at once", "POST", f"{DEMO1}?{FILES}", headers=MULTIPART,
              raw=multipart([("text", "uploads")], [("file_one", "one.txt", b"one"), ("file_many", "a.txt", b"a"),
@@ -125,6 +135,29 @@ RECORD_SCENARIOS: dict[str, list[Step]] = {
              headers=MULTIPART, raw=multipart([("rel_one", "84nmscqy84lsi1t")], [("file_many", "x.txt", b"x")])),
         Step("clear many with an empty list", "PATCH", f"{DEMO1}/<new-3>?{FILES}", {"file_many": []}),
     ],
+    "batch: multipart/form-data with file uploads (batch_test.go)": [
+        Step("multipart/form-data + file upload", "POST", "/api/batch", auth=G, headers=MULTIPART | CLIENT1,
+             raw=multipart([("@jsonPayload", BATCH_UPLOAD)], [
+                 *[("requests.0.files", f"/tmp/tmpfile-{i}.txt", b"test") for i in (1, 2, 3)],
+                 ("requests[2].files", "/tmp/tmpfile-4.txt", b"test")])),
+        Step("the batch's records", "GET", f"{DEMO3}?filter=title~'batch'&sort=title&{BATCH_SHOWN}"),
+        Step("the updated record", "GET", f"{DEMO3}/lcl9d87w22ml6jy?{BATCH_SHOWN}"),
+        Step("an uploaded file", "GET", "/api/files/demo3/<new-3>/<file-4>", auth=G),
+        Step("append, upsert and delete with files", "POST", "/api/batch",
+             headers=MULTIPART, raw=multipart([("@jsonPayload", json.dumps({"requests": [
+                 {"method": "PATCH", "url": f"{DEMO3}/<new-1>?{BATCH_SHOWN}", "body": {}},
+                 {"method": "PUT", "url": f"{DEMO3}?{BATCH_SHOWN}", "body": {"id": "batchupsert0001", "title": "up"}},
+                 {"method": "DELETE", "url": f"{DEMO3}/<new-3>"}]}))],
+                 [("requests.0.files+", "more.txt", b"more"), ("requests.1.files", "upsert.txt", b"upsert")])),
+        Step("the deleted record's file", "GET", "/api/files/demo3/<new-3>/<file-4>", auth=G),
+        Step("a file for a delete", "POST", "/api/batch", headers=MULTIPART, raw=multipart([("@jsonPayload", json.dumps(
+            {"requests": [{"method": "DELETE", "url": f"{DEMO3}/batchupsert0001"}]}))],
+            [("requests.0.files", "x.txt", b"x")])),
+        Step("too many files for one field", "POST", "/api/batch", headers=MULTIPART, raw=multipart(
+            [("@jsonPayload", json.dumps({"requests": [{"method": "PATCH", "url": "/api/collections/demo5/records/"
+                                                        "la4y2w4o98acwuj", "body": {"total": 3}}]}))],
+            [("requests.0.file", "a.txt", b"a"), ("requests.0.file", "b.txt", b"b")])),
+    ],
     "records: a password change ends the record's auth origins (record_crud_test.go)": [
         *[Step(f"an auth origin {i}", "POST", "/api/collections/_authOrigins/records?fields=recordRef,fingerprint",
                {"collectionRef": "kpv709sk2lqbqk8", "recordRef": "dc49k6jgejn40h3", "fingerprint": f"abc_{i}"})
@@ -141,9 +174,43 @@ RECORD_SCENARIOS: dict[str, list[Step]] = {
              f"/api/collections/_authOrigins/records?sort=id&fields=id&filter={OTHER_THAN_LOGIN}"),
     ],
     "records: the collection's body limit (record_crud_test.go)": [
-        Step("smaller file and json fields", "PATCH", "/api/collections/demo1?fields=name", {"fields": BODY_LIMIT_FIELDS}),
+        Step("smaller file and json fields", "PATCH", "/api/collections/demo1?fields=name",
+             {"fields": BODY_LIMIT_FIELDS}),
         Step("body > collection BodyLimit", "POST", DEMO1, raw=bytes(DEMO1_BODY_LIMIT + 1)),
         Step("body <= collection BodyLimit", "POST", DEMO1, raw=bytes(DEMO1_BODY_LIMIT)),
         Step("fields back", "PATCH", "/api/collections/demo1?fields=name", {"fields": demo1_fields()}),
+    ],
+}
+
+FIXTURE_RATE_LIMIT_RULES = [
+    {"label": "*:auth", "audience": "", "duration": 3, "maxRequests": 2},
+    {"label": "*:create", "audience": "", "duration": 5, "maxRequests": 20},
+    {"label": "/api/batch", "audience": "", "duration": 1, "maxRequests": 3},
+    {"label": "/api/", "audience": "", "duration": 10, "maxRequests": 300},
+]
+
+
+def _twice(name: str, method: str, path: str, body: Any = None) -> list[Step]:
+    return [Step(f"{name} ({n})", method, path, body, auth=G) for n in ("first", "second")]
+
+
+# Near the end of the module: while it runs, guests are limited.
+RATE_LIMIT_SCENARIOS: dict[str, list[Step]] = {
+    "records: rate limit rules by collection and action (record_crud_test.go)": [
+        Step("one request a minute per rule", "PATCH", "/api/settings?fields=rateLimits", {"rateLimits": {
+            "enabled": True, "rules": [
+                {"label": f"{tag}", "audience": "", "duration": 60, "maxRequests": 1}
+                for tag in ("view2:list", "numeric_id_view:view", "demo2:create", "*:update", "demo5:delete")]}}),
+        *_twice("view2:list", "GET", "/api/collections/view2/records?fields=id&filter=id='84nmscqy84lsi1t'"),
+        *_twice("numeric_id_view:view", "GET", "/api/collections/numeric_id_view/records/1"),
+        *_twice("demo2:create", "POST", "/api/collections/demo2/records?fields=title", {"title": "rate limited"}),
+        *_twice("*:update", "PATCH", "/api/collections/demo2/records/0yxhwia2amd8gec?fields=title", {"title": "rl"}),
+        *_twice("demo5:delete", "DELETE", "/api/collections/demo5/records/missing?test=1"),
+        Step("a list without a rule", "GET", "/api/collections/demo2/records?fields=id&perPage=1", auth=G),
+        Step("superusers are not limited", "POST", "/api/collections/demo2/records?fields=title", {"title": "su"}),
+        Step("rules back", "PATCH", "/api/settings?fields=rateLimits",
+             {"rateLimits": {"enabled": False, "rules": FIXTURE_RATE_LIMIT_RULES}}),
+        Step("not limited any more", "GET", "/api/collections/view2/records?fields=id&filter=id='84nmscqy84lsi1t'",
+             auth=G),
     ],
 }

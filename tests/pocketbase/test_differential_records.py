@@ -20,12 +20,12 @@ from differential import Step, compare
 from helpers import PbfastProcess
 from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one, stock_pocketbase_server
 from scenarios_files import FILE_SCENARIOS, SUPERUSER_IP_SCENARIOS
-from scenarios_records import RECORD_SCENARIOS
+from scenarios_records import RATE_LIMIT_SCENARIOS, RECORD_SCENARIOS
 from scenarios_system_records import STUBBED_IDS, SYSTEM_RECORD_SCENARIOS, stub_system_records
 from test_differential import fixture_ids
 
 SCENARIOS: dict[str, list[Step]] = {**RECORD_SCENARIOS, **FILE_SCENARIOS, **SYSTEM_RECORD_SCENARIOS,
-                                    **SUPERUSER_IP_SCENARIOS}
+                                    **RATE_LIMIT_SCENARIOS, **SUPERUSER_IP_SCENARIOS}
 
 
 @pytest.fixture(scope="module")
