@@ -126,7 +126,19 @@ class TenantApi:
                  ("listAuthMethods",)),
                 (record_auth_otp.request_otp, "POST", "/api/collections/{collection}/request-otp", ("requestOTP",)),
                 (record_auth_otp.auth_with_otp, "POST", "/api/collections/{collection}/auth-with-otp",
-                 ("authWithOTP", "auth"))):
+                 ("authWithOTP", "auth")),
+                (record_auth_with_oauth2.auth_with_oauth2, "POST", "/api/collections/{collection}/auth-with-oauth2",
+                 ("authWithOAuth2", "auth")),
+                *[(handler, "POST", f"/api/collections/{{collection}}/{name}", (tag,)) for handler, name, tag in (
+                    (record_auth_verification.request_verification, "request-verification", "requestVerification"),
+                    (record_auth_verification.confirm_verification, "confirm-verification", "confirmVerification"),
+                    (record_auth_password_reset.request_password_reset, "request-password-reset",
+                     "requestPasswordReset"),
+                    (record_auth_password_reset.confirm_password_reset, "confirm-password-reset",
+                     "confirmPasswordReset"),
+                    (record_auth_email_change.request_email_change, "request-email-change", "requestEmailChange"),
+                    (record_auth_email_change.confirm_email_change, "confirm-email-change", "confirmEmailChange"))],
+                (file.download, "GET", "/api/files/{collection}/{recordId}/{filename}", ("file",))):
             self._collection_tags[handler] = CollectionTags(f"{method} {path}", tags)
         # Request logs (auxiliary.db), written off the request path; the logs API's successes are not logged.
         self.request_logs = RequestLogs()
@@ -176,6 +188,14 @@ class TenantApi:
                     return
                 request.raw_body = None
         network_step = self.network_steps.get(handler)
+        admitted = False
+        if network_step is not None:
+            # PocketBase's middlewares (superuser IPs, rate limits) refuse a request before its handler's network
+            # work starts; a refused one is answered and logged as any other.
+            refusal = await self._admission(handler, request, run)
+            admitted = True
+            if refusal is not None:
+                handler, network_step = _refused(refusal), None
         if network_step is not None:
             try:
                 await asyncio.get_running_loop().run_in_executor(record_auth_with_oauth2.PROVIDER_THREADS,
@@ -201,7 +221,7 @@ class TenantApi:
 
         def work() -> None:
             nonlocal entry  # the log of the attempt that counted (an inline attempt may be done again)
-            entry = self._run(handler, request, time_limit)
+            entry = self._run(handler, request, time_limit, admitted=admitted)
 
         if run is None:
             work()
@@ -216,9 +236,30 @@ class TenantApi:
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)
 
-    def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None) -> LogEntry | None:
+    async def _admission(self, handler: Handler, request: TenantRequest, run: Runner | None) -> ApiError | None:
+        """The superuser IP and rate limit checks of :meth:`_run`, done first (on the tenant's database turn):
+        the refusal, or None."""
+        refusal: ApiError | None = None
+
+        def admit() -> None:
+            nonlocal refusal
+            try:
+                settings.check_superuser_ip(request)
+                self.rate_limits.check(request, self._collection_tags.get(handler))
+            except ApiError as err:
+                refusal = err
+
+        if run is None:
+            admit()
+        else:
+            await run(admit)
+        return refusal
+
+    def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None, *,
+             admitted: bool = False) -> LogEntry | None:
         """Run ``handler`` on the thread that holds the tenant's connection; every failure becomes an answer.
-        Returns the request's log (None when the tenant's settings log nothing)."""
+        ``admitted``: :meth:`_admission` passed already. Returns the request's log (None when the tenant's
+        settings log nothing)."""
         tenant, proto = request.tenant, request.proto
         started = time.perf_counter()
         error: ApiError | None = None
@@ -228,8 +269,9 @@ class TenantApi:
             if tenant.shared_schema:  # another process (a worker of the node) may have changed the collections
                 tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
-                settings.check_superuser_ip(request)
-                self.rate_limits.check(request, self._collection_tags.get(handler))
+                if not admitted:
+                    settings.check_superuser_ip(request)
+                    self.rate_limits.check(request, self._collection_tags.get(handler))
                 try:
                     handler(request)
                 except BaseException:
@@ -278,6 +320,13 @@ class TenantApi:
         if self.on_time_limit is not None:
             self.on_time_limit(request.tenant.id)
         send_error(request.proto, 400, TIME_LIMIT_MESSAGE.format(seconds=seconds))
+
+
+def _refused(refusal: ApiError) -> Handler:
+    """A handler that answers ``refusal``."""
+    def refuse(request: TenantRequest) -> None:
+        raise refusal
+    return refuse
 
 
 def _file_route_with_encoded_slash(path: str) -> bool:
