@@ -178,6 +178,8 @@ RECORD_SCENARIOS: dict[str, list[Step]] = {
              {"fields": BODY_LIMIT_FIELDS}),
         Step("body > collection BodyLimit", "POST", DEMO1, raw=bytes(DEMO1_BODY_LIMIT + 1)),
         Step("body <= collection BodyLimit", "POST", DEMO1, raw=bytes(DEMO1_BODY_LIMIT)),
+        Step("update: body > collection BodyLimit", "PATCH", f"{DEMO1}/imy661ixudk5izi", raw=bytes(DEMO1_BODY_LIMIT + 1)),
+        Step("update: body <= collection BodyLimit", "PATCH", f"{DEMO1}/imy661ixudk5izi", raw=bytes(DEMO1_BODY_LIMIT)),
         Step("fields back", "PATCH", "/api/collections/demo1?fields=name", {"fields": demo1_fields()}),
     ],
 }
@@ -208,6 +210,28 @@ RATE_LIMIT_SCENARIOS: dict[str, list[Step]] = {
         *_twice("demo5:delete", "DELETE", "/api/collections/demo5/records/missing?test=1"),
         Step("a list without a rule", "GET", "/api/collections/demo2/records?fields=id&perPage=1", auth=G),
         Step("superusers are not limited", "POST", "/api/collections/demo2/records?fields=title", {"title": "su"}),
+        Step("wildcard rules and files", "PATCH", "/api/settings?fields=rateLimits", {"rateLimits": {
+            "enabled": True, "rules": [
+                {"label": f"{tag}", "audience": "", "duration": 60, "maxRequests": 1}
+                for tag in ("*:list", "*:view", "*:create", "*:delete", "users:file", "*:file")]}}),
+        *_twice("*:list", "GET", "/api/collections/demo2/records?fields=id&perPage=1"),
+        *_twice("*:view", "GET", "/api/collections/demo2/records/0yxhwia2amd8gec?fields=id"),
+        *_twice("*:create", "POST", "/api/collections/demo2/records?fields=title", {"title": "rate limited 2"}),
+        *_twice("*:delete", "DELETE", "/api/collections/demo2/records/missing"),
+        *_twice("users:file", "GET", "/api/files/_pb_users_auth_/4q1xlclmfloku33/300_1SEi6Q6U72.png?thumb=70x50"),
+        *_twice("*:file", "GET", "/api/files/demo1/84nmscqy84lsi1t/test_QZFjKjXchk.txt"),
+        Step("auth action rules", "PATCH", "/api/settings?fields=rateLimits", {"rateLimits": {
+            "enabled": True, "rules": [
+                {"label": f"{tag}", "audience": "", "duration": 60, "maxRequests": 1}
+                for tag in ("*:requestPasswordReset", "clients:confirmVerification", "*:authWithOAuth2",
+                            "*:requestEmailChange", "*:confirmPasswordReset")]}}),
+        *_twice("*:requestPasswordReset", "POST", "/api/collections/clients/request-password-reset",
+                {"email": "nobody@example.com"}),
+        *_twice("clients:confirmVerification", "POST", "/api/collections/clients/confirm-verification",
+                {"token": "invalid"}),
+        *_twice("*:authWithOAuth2", "POST", "/api/collections/users/auth-with-oauth2", {"provider": "nope"}),
+        *_twice("*:requestEmailChange", "POST", "/api/collections/users/request-email-change", {}),
+        *_twice("*:confirmPasswordReset", "POST", "/api/collections/users/confirm-password-reset", {}),
         Step("rules back", "PATCH", "/api/settings?fields=rateLimits",
              {"rateLimits": {"enabled": False, "rules": FIXTURE_RATE_LIMIT_RULES}}),
         Step("not limited any more", "GET", "/api/collections/view2/records?fields=id&filter=id='84nmscqy84lsi1t'",
