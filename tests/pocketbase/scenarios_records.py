@@ -16,7 +16,7 @@ from PIL import Image
 from differential import Step
 from fixture_data import CLIENT1, USER2
 from scenarios_system_records import OTHER_THAN_LOGIN
-from scenarios_batch import MULTIPART, multipart
+from scenarios_batch import BOUNDARY, MULTIPART, multipart
 from test_differential import fields_with
 from test_files import SUPERUSER_FILE_TOKEN
 
@@ -48,6 +48,14 @@ BODY_LIMIT_FIELDS = demo1_fields(file_one={"maxSize": 5}, file_many={"maxSize": 
 # 32 MiB (PocketBase's default body limit) plus what demo1's fields may carry once BODY_LIMIT_FIELDS is saved
 # (5 + 2 x 10 + 2 bytes)
 DEMO1_BODY_LIMIT = (32 << 20) + 5 + 20 + 2
+
+def with_empty_file_input(body: bytes, name: str) -> bytes:
+    """``body`` (from :func:`multipart`) with the part a browser sends for an empty ``<input type=file>``
+    first: ``filename=""``, no content."""
+    part = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename=""\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n\r\n").encode()
+    return part + body
+
 
 BATCH_UPLOAD = json.dumps({"requests": [
     {"method": "POST", "url": DEMO3, "body": {"title": "batch1"}},
@@ -134,6 +142,20 @@ RECORD_SCENARIOS: dict[str, list[Step]] = {
         Step("upload with fields and expand", "POST", f"{DEMO1}?{FILES},expand.rel_one.id&expand=rel_one",
              headers=MULTIPART, raw=multipart([("rel_one", "84nmscqy84lsi1t")], [("file_many", "x.txt", b"x")])),
         Step("clear many with an empty list", "PATCH", f"{DEMO1}/<new-3>?{FILES}", {"file_many": []}),
+    ],
+    "records: forms with empty file inputs": [
+        Step("a record with files", "POST", f"{DEMO1}?{FILES}", headers=MULTIPART,
+             raw=multipart([("text", "form")], [("file_one", "one.txt", b"1"), ("file_many", "a.txt", b"a"),
+                                                ("file_many", "b.txt", b"b")])),
+        Step("an empty input for a multiple field", "PATCH", f"{DEMO1}/<new-1>?{FILES}", headers=MULTIPART,
+             raw=with_empty_file_input(multipart([("text", "form2")]), "file_many")),
+        Step("an empty input for a single field", "PATCH", f"{DEMO1}/<new-1>?{FILES}", headers=MULTIPART,
+             raw=with_empty_file_input(multipart([("text", "form3")]), "file_one")),
+        Step("an empty input beside an upload", "PATCH", f"{DEMO1}/<new-1>?{FILES}", headers=MULTIPART,
+             raw=with_empty_file_input(multipart([], [("file_many", "c.txt", b"c")]), "file_many")),
+        Step("an empty input on create", "POST", f"{DEMO1}?{FILES}", headers=MULTIPART,
+             raw=with_empty_file_input(multipart([("text", "form4")]), "file_one")),
+        Step("a single name as a string", "PATCH", f"{DEMO1}/<new-1>?{FILES}", {"file_many": "<file-4>"}),
     ],
     "batch: multipart/form-data with file uploads (batch_test.go)": [
         Step("multipart/form-data + file upload", "POST", "/api/batch", auth=G, headers=MULTIPART | CLIENT1,
