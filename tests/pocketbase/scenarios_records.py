@@ -157,6 +157,18 @@ RECORD_SCENARIOS: dict[str, list[Step]] = {
              raw=with_empty_file_input(multipart([("text", "form4")]), "file_one")),
         Step("a single name as a string", "PATCH", f"{DEMO1}/<new-1>?{FILES}", {"file_many": "<file-4>"}),
     ],
+    "records: content types of a JSON body": [
+        *[Step(f"create, Content-Type {content_type!r}", "POST", "/api/collections/demo2/records?fields=title",
+               raw=json.dumps({"title": f"typed {n}"}).encode(), headers={"content-type": content_type})
+          for n, content_type in enumerate(("", "Application/JSON", "application/vnd.api+json", "application/jsonx",
+                                            "application/json;charset=UTF-8", "text/plain;charset=UTF-8"))],
+        Step("update, no Content-Type", "PATCH", "/api/collections/demo2/records/0yxhwia2amd8gec?fields=title",
+             raw=b'{"title":"untyped"}', headers={"content-type": ""}),
+        Step("update, no Content-Type, only spaces", "PATCH",
+             "/api/collections/demo2/records/0yxhwia2amd8gec?fields=title", raw=b"  ", headers={"content-type": ""}),
+        Step("update, no Content-Type, no body", "PATCH", "/api/collections/demo2/records/0yxhwia2amd8gec?fields=title",
+             raw=b"", headers={"content-type": ""}),
+    ],
     "batch: multipart/form-data with file uploads (batch_test.go)": [
         Step("multipart/form-data + file upload", "POST", "/api/batch", auth=G, headers=MULTIPART | CLIENT1,
              raw=multipart([("@jsonPayload", BATCH_UPLOAD)], [
