@@ -157,7 +157,7 @@ RECORD_SCENARIOS: dict[str, list[Step]] = {
              raw=with_empty_file_input(multipart([("text", "form4")]), "file_one")),
         Step("a single name as a string", "PATCH", f"{DEMO1}/<new-1>?{FILES}", {"file_many": "<file-4>"}),
     ],
-    "records: content types of a JSON body": [
+    "records and collections: content types of a JSON body": [
         *[Step(f"create, Content-Type {content_type!r}", "POST", "/api/collections/demo2/records?fields=title",
                raw=json.dumps({"title": f"typed {n}"}).encode(), headers={"content-type": content_type})
           for n, content_type in enumerate(("", "Application/JSON", "application/vnd.api+json", "application/jsonx",
@@ -168,6 +168,11 @@ RECORD_SCENARIOS: dict[str, list[Step]] = {
              "/api/collections/demo2/records/0yxhwia2amd8gec?fields=title", raw=b"  ", headers={"content-type": ""}),
         Step("update, no Content-Type, no body", "PATCH", "/api/collections/demo2/records/0yxhwia2amd8gec?fields=title",
              raw=b"", headers={"content-type": ""}),
+        *[Step(f"collection {method} {path}, Content-Type {content_type!r}", method, path, raw=b'{"name":"demo2"}',
+               headers={"content-type": content_type})
+          for content_type in ("", "text/plain", "Application/JSON", "application/jsonx")
+          for method, path in (("POST", "/api/collections"), ("PATCH", "/api/collections/demo2?fields=name"),
+                               ("PUT", "/api/collections/import"))],
     ],
     "batch: multipart/form-data with file uploads (batch_test.go)": [
         Step("multipart/form-data + file upload", "POST", "/api/batch", auth=G, headers=MULTIPART | CLIENT1,

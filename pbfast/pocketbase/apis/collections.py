@@ -14,6 +14,7 @@ from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
     NOT_FOUND,
+    UNSUPPORTED_CONTENT_TYPE,
     TenantRequest,
     collection_of,
     read_body,
@@ -73,7 +74,8 @@ def view_collection(request: TenantRequest) -> None:
 
 def create_collection(request: TenantRequest) -> None:
     require_superuser(request)
-    body = read_body(request, invalid="Failed to load the collection type data due to invalid formatting.")
+    unreadable = "Failed to load the collection type data due to invalid formatting."
+    body = read_body(request, invalid=unreadable, unsupported=unreadable)
     created = _change(request, lambda conn: collections.create_collection(conn, body))
     send_with_fields(request, created.to_api())
 
@@ -81,7 +83,8 @@ def create_collection(request: TenantRequest) -> None:
 def update_collection(request: TenantRequest) -> None:
     require_superuser(request)
     collection = collection_of(request, NOT_FOUND)
-    body = read_body(request, invalid="Failed to load the submitted data due to invalid formatting.")
+    unreadable = "Failed to load the submitted data due to invalid formatting."
+    body = read_body(request, invalid=unreadable, unsupported=unreadable)
     updated = _change(request, lambda conn: collections.update_collection(conn, collection, body))
     send_with_fields(request, updated.to_api())
 
@@ -122,7 +125,7 @@ def import_collections(request: TenantRequest) -> None:
     """``PUT /api/collections/import``: a whole configuration in one transaction (``deleteMissing`` deletes
     the non-system collections it does not name); 204, or 400 naming the collection that failed."""
     require_superuser(request)
-    body = read_body(request, invalid=IMPORT_UNREADABLE)
+    body = read_body(request, invalid=IMPORT_UNREADABLE, unsupported=UNSUPPORTED_CONTENT_TYPE)
     data, delete_missing = body.get("collections"), body.get("deleteMissing", False)
     if data is not None and (not isinstance(data, list) or not all(isinstance(item, dict) for item in data)) \
             or delete_missing is not None and not isinstance(delete_missing, bool):

@@ -24,6 +24,7 @@ from pbfast.pocketbase.apis.request import (
     MISSING_OR_INVALID_COLLECTION,
     NOT_FOUND,
     ONLY_SUPERUSERS,
+    UNSUPPORTED_CONTENT_TYPE,
     TenantRequest,
     collection_of,
     read_body,
@@ -231,18 +232,8 @@ def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], 
         raise ApiError(400, "Unsupported collection type.")
     limit = record_body_limit(collection)
     form = record_form_body(request, limit)
-    if form is None and request.bound_body is None:
-        _check_json_type(request)
-    body = read_body(request, limit) if form is None else form.data
+    body = read_body(request, limit, unsupported=UNSUPPORTED_CONTENT_TYPE) if form is None else form.data
     return collection, body, request.superuser, form
-
-
-def _check_json_type(request: TenantRequest) -> None:
-    """PocketBase binds a record body that is not a form only when its Content-Type begins with
-    ``application/json`` (as sent: no other case, no ``+json`` types, a missing type included)."""
-    raw = request.raw_body
-    if raw and not (request.header("content-type") or "").startswith("application/json"):
-        raise ApiError(400, "Unsupported Content-Type.")
 
 
 def _rule_condition(request: TenantRequest, collection: Collection, rule: str | None,
