@@ -13,6 +13,7 @@ count per client for the main process and every worker) on a node with ``--worke
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class RateLimits:
         self._cleaned = time.monotonic()
         # Per tenant: the settings last seen and their generation. PocketBase starts its limiters afresh when
         # the settings are saved; a new generation (part of every key) does that here, once the changed
-        # settings are seen.
+        # settings are seen (settings changed back to an earlier state within a window find its count again).
         self._generations: dict[str, tuple[Settings, int]] = {}
 
     def check(self, request: TenantRequest, collection_tags: CollectionTags | None) -> None:
@@ -103,12 +104,12 @@ class RateLimits:
                 self.limiter.clean(now)
 
     def _generation(self, tenant_id: str, settings: Settings) -> int:
+        """A digest of the tenant's settings: every process of the node (the windows may be shared) derives the
+        same one, and a change of any setting gives new keys, i.e. fresh windows."""
         seen = self._generations.get(tenant_id)
-        if seen is not None and (seen[0] is settings or seen[0] == settings):
-            if seen[0] is not settings:
-                self._generations[tenant_id] = (settings, seen[1])  # the same settings, read again
+        if seen is not None and seen[0] is settings:
             return seen[1]
-        generation = 0 if seen is None else seen[1] + 1
+        generation = int.from_bytes(hashlib.blake2b(repr(settings).encode(), digest_size=8).digest(), "little")
         self._generations[tenant_id] = (settings, generation)
         return generation
 
