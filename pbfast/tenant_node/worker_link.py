@@ -154,16 +154,19 @@ async def _relay(response: httpx.Response, stream: Any,
     if client_disconnect is None:
         await copying
         return
+    # granian's awaitable passes for a future but lacks what gather needs (a gather over it never ends, and
+    # the stream to the client with it): awaited only through asyncio.wait, and cancelled, never gathered.
     gone = asyncio.ensure_future(client_disconnect())
     try:
         await asyncio.wait({copying, gone}, return_when=asyncio.FIRST_COMPLETED)
         if copying.done():
             copying.result()  # a failure of the copy surfaces as before
     finally:
-        for task in (copying, gone):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(copying, gone, return_exceptions=True)
+        if not gone.done():
+            gone.cancel()
+        if not copying.done():
+            copying.cancel()
+        await asyncio.gather(copying, return_exceptions=True)
 
 
 async def _chunks(proto: HTTPProtocol) -> AsyncIterator[bytes]:
