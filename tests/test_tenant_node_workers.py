@@ -45,21 +45,34 @@ def _worker_requests(node_url: str) -> list[float]:
     return [samples[f'pbfast_node_worker_requests_total{{worker="{index}"}}'] for index in (1, 2)]
 
 
-def _worker_pids(node_pid: int) -> list[int]:
-    """The node's worker processes (its children running pbfast.tenant_node.worker)."""
-    pids = []
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, name)."""
+    found = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == node_pid and b"pbfast.tenant_node.worker" in cmdline:
-            pids.append(int(entry))
-    return sorted(pids)
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+            found[int(entry)] = (int(rest.split()[1]), name)
+    return found
+
+
+def _worker_pids(node_pid: int) -> list[int]:
+    """The node's worker processes (named ``pbfast-worker<N>``; children of its fork server, a child of the
+    node's main process, or of the main process itself)."""
+    processes = _processes()
+    return sorted(pid for pid, (parent, name) in processes.items() if name.startswith("pbfast-worker")
+                  and node_pid in (parent, processes.get(parent, (0, ""))[0]))
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, (parent, _) in _processes().items() if parent == pid]
+
+
+def _name(pid: int) -> str:
+    return _processes().get(pid, (0, ""))[1]
 
 
 def _create_tenant(cp_url: str, tenant_id: str, **settings: object) -> int:
@@ -184,6 +197,17 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
     stored = {str(item["id"]) for item in _notes(url, "w", epoch, token)}
     assert set(acknowledged) <= stored
     # The restarted worker serves too.
+    before = _worker_requests(url)
+    for _ in range(30):
+        forwarded_ok(url, "w", epoch, "GET", "/api/health")
+    assert all(now > then for now, then in zip(_worker_requests(url), before))
+
+    # kill -9 of the fork server: the workers die with it and are started again as programs of their own.
+    forks = [pid for pid in _children(node.proc.pid) if _name(pid) == "pbfast-forks"]
+    assert len(forks) == 1, forks
+    os.kill(forks[0], signal.SIGKILL)
+    wait_until(lambda: len(_worker_pids(node.proc.pid)) == 2
+               and set(_worker_pids(node.proc.pid)) <= set(_children(node.proc.pid)), timeout=20)
     before = _worker_requests(url)
     for _ in range(30):
         forwarded_ok(url, "w", epoch, "GET", "/api/health")
