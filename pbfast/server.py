@@ -102,6 +102,8 @@ class Components:
     before_stop: list[Callable[[], None]] = field(default_factory=list)
     startups: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     native: list[NativeFrontend] = field(default_factory=list)  # started once the listeners serve
+    # Awaited (while the listeners serve) before the node registers with the control plane: its workers listen.
+    node_ready: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 def _token(config: ServeConfig, given: str | None, file_name: str, component: str, usage: str) -> str:
@@ -177,7 +179,12 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
             except Exception:  # noqa: BLE001 - idle closing must go on
                 component_logger("TenantNode").exception("closing idle tenants failed")
 
-    parts.tasks += [membership.run, close_idle_tenants]
+    async def register_when_ready() -> None:
+        for ready in parts.node_ready:
+            await ready()
+        await membership.run()
+
+    parts.tasks += [register_when_ready, close_idle_tenants]
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all,  # run in reverse order
                       node.api.request_logs.close]
@@ -212,7 +219,8 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
 
     supervisor = WorkerSupervisor(engine.workers, node.shared, settings_for, spawner)
     node.metrics.workers = lambda: (supervisor.running, supervisor.restarts)
-    parts.startups.append(supervisor.start)  # listening before the node serves or registers
+    parts.startups.append(supervisor.start)  # started before the node serves; listening before it registers
+    parts.node_ready.append(supervisor.ready)
     parts.tasks.append(supervisor.run)
     if spawner is not None:
         parts.closers.append(spawner.close)

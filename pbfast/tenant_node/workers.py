@@ -126,11 +126,13 @@ class WorkerSupervisor:
         worker.process = None
 
     async def start(self) -> None:
-        """Start the workers and wait until they listen (a start-up step of the node's main process: its
-        own listeners, and its registration with the control plane, come after), at most
-        :data:`READY_SECONDS`."""
+        """Start the workers (a start-up step of the node's main process: its own listeners start while the
+        workers do; :meth:`ready` before it registers with the control plane)."""
         for worker in self.workers:
             await self._start(worker)
+
+    async def ready(self) -> None:
+        """Wait until every worker listens, at most :data:`READY_SECONDS`; OSError when one ended meanwhile."""
         deadline = time.monotonic() + READY_SECONDS
         while not all(self._ready(worker) for worker in self.workers):
             if time.monotonic() > deadline:
