@@ -54,12 +54,17 @@ __all__ = ["WorkerServing", "WorkerTenants"]
 
 log = component_logger("TenantWorker")
 
+ENSURE_ATTEMPTS = 3  # a tenant closed between the main process opening it and the worker using it: opened again
 CLOSE_POLL_SECONDS = 0.1  # the table's close sequence is read this often besides the main process's wake-ups
 STORAGE_MEASURE_SECONDS = 1.0
 _INDEX, _GENERATION, _FLAGS, _EPOCH, _RELEASED, _TIME_LIMIT_MS, _MAX_BYTES = range(7)
 _READS = ("GET", "HEAD", "OPTIONS")
 
 Entry = tuple[int, int, int, int, int, int, int]
+
+
+class _ClosedBeforeItsTurn(Exception):
+    """The worker's connection to the tenant was closed while the request waited for its database turn."""
 
 
 @dataclass(slots=True)
@@ -214,6 +219,15 @@ class WorkerServing:
                 self.loads_changed = False
                 self.publish_loads()
 
+    async def _reopen(self, tenant_id: str, epoch: int) -> Entry:
+        """The entry of a tenant admitted under ``epoch`` and closed since: the main process opens it again."""
+        entry = self.table.lookup(tenant_id)
+        if entry is not None and entry[_FLAGS] & SERVING and entry[_EPOCH] == epoch:
+            return entry
+        if entry is None or not entry[_FLAGS] & ASSIGNED or entry[_EPOCH] != epoch or epoch <= entry[_RELEASED]:
+            raise moved()
+        return await self._ensure(tenant_id, epoch, counted=True)
+
     async def _admit(self, tenant_id: str, epoch: int) -> Entry:
         """The tenant's entry once the request is admitted under ``epoch`` and its tenant is open (asking the
         main process when the table cannot tell), else ApiError with the answer, as ``Ownership.admit``."""
@@ -239,14 +253,24 @@ class WorkerServing:
                     return entry
                 if entry[_FLAGS] & IMPORTING:
                     raise ApiError(503, "The tenant is being imported; retry shortly.", headers=[("retry-after", "1")])
-        self._count(WorkerCounter.ASKED_MAIN)
-        answer = await self.link.ensure(tenant_id, epoch, counted)
-        if not answer.ok:
-            raise ApiError(answer.status, answer.message, answer.data or None, answer.headers)
-        entry = self.table.lookup(tenant_id)
-        if entry is None or not entry[_FLAGS] & SERVING or entry[_EPOCH] != epoch:
-            raise moved()
-        return entry
+        return await self._ensure(tenant_id, epoch, counted)
+
+    async def _ensure(self, tenant_id: str, epoch: int, counted: bool) -> Entry:
+        """Have the main process admit the request (unless ``counted``) and open its tenant; its entry then."""
+        for _ in range(ENSURE_ATTEMPTS):
+            self._count(WorkerCounter.ASKED_MAIN)
+            answer = await self.link.ensure(tenant_id, epoch, counted)
+            if not answer.ok:
+                raise ApiError(answer.status, answer.message, answer.data or None, answer.headers)
+            counted = True
+            entry = self.table.lookup(tenant_id)
+            if entry is not None and entry[_FLAGS] & SERVING and entry[_EPOCH] == epoch:
+                return entry
+            if entry is None or not entry[_FLAGS] & ASSIGNED or entry[_EPOCH] != epoch or epoch <= entry[_RELEASED]:
+                raise moved()
+            # Still assigned here under this epoch, closed in between (evicted, idle): opened again, as a single
+            # process keeps a tenant open for the request it admitted.
+        raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
 
     def _main_serves(self, tenant_id: str, path: str, scope: Scope) -> bool:
         """Whether the main process answers this request: realtime streams and subscriptions are held there,
@@ -274,6 +298,14 @@ class WorkerServing:
             self._count(WorkerCounter.QUOTA_STORAGE)
             raise ApiError(403, "The tenant's storage quota is used up.")
         tenant = await self.tenants.connection(tenant_id, entry[_GENERATION])
+        for _ in range(ENSURE_ATTEMPTS):
+            if tenant is not None:
+                break
+            # Closed by the main process between the look-up and the connection (evicted, idle): the request
+            # was admitted, so its tenant is opened again for it (counted once).
+            entry = await self._reopen(tenant_id, epoch)
+            flags = entry[_FLAGS]
+            tenant = await self.tenants.connection(tenant_id, entry[_GENERATION])
         if tenant is None:
             raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
         limit_ms = entry[_TIME_LIMIT_MS]
@@ -284,6 +316,12 @@ class WorkerServing:
                 await self._handle_durably(tenant, path, scope, proto, time_limit, max_bytes)
             else:
                 await self._handle(tenant, path, scope, proto, time_limit, max_bytes)
+        except _ClosedBeforeItsTurn:
+            # Nothing of it ran: "moved" when the tenant left (the gateway sends it to the new node), else retry.
+            now = self.table.lookup(tenant_id)
+            if now is None or not now[_FLAGS] & ASSIGNED or now[_EPOCH] != epoch or epoch <= now[_RELEASED]:
+                raise moved() from None
+            raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")]) from None
         except TenantBusy:
             self._count(WorkerCounter.QUEUE_REJECTED)
             self.loads_changed = True
@@ -296,7 +334,9 @@ class WorkerServing:
                       max_bytes: int | None) -> None:
         async def run(work: Callable[[], None]) -> None:
             def job() -> None:
-                if tenant.max_bytes != max_bytes and not tenant.closed:  # the quota changed since it was opened
+                if tenant.closed:  # closed (released, evicted) while the request waited for its turn
+                    raise _ClosedBeforeItsTurn
+                if tenant.max_bytes != max_bytes:  # the quota changed since it was opened
                     tenant.set_max_bytes(max_bytes)
                 work()
 
