@@ -5,10 +5,13 @@ spreads them over the workers (``pbfast_node_worker_requests_total`` shows each 
 - a schema change made through one worker is seen by the other, which had the tenant open already;
 - a tenant's daily request quota is exact across the workers;
 - realtime streams receive every write's event in commit order, whichever worker took the write;
-- a worker killed with -9 is started again, and no write it acknowledged is lost;
+- a worker killed with -9 is started again, and no write it acknowledged is lost; the fork server killed with -9
+  takes its workers along, and they are started again as programs of their own;
+- stopping the node ends the event streams its workers relay at once;
 - a move releases the tenant from every worker while they serve it: afterwards the old node answers
-  "moved" from every worker and the new node has every write the old one acknowledged, a write that was
-  still waiting for SQLite's lock when the release began included.
+  "moved" from every worker (a request it refused meanwhile was refused as "moved", which a gateway retries),
+  and the new node has every write the old one acknowledged, a write that was still waiting for SQLite's lock
+  when the release began included.
 """
 
 from __future__ import annotations
@@ -203,15 +206,46 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
     assert all(now > then for now, then in zip(_worker_requests(url), before))
 
     # kill -9 of the fork server: the workers die with it and are started again as programs of their own.
-    forks = [pid for pid in _children(node.proc.pid) if _name(pid) == "pbfast-forks"]
+    assert node.proc is not None
+    main_pid = node.proc.pid
+    forks = [pid for pid in _children(main_pid) if _name(pid) == "pbfast-forks"]
     assert len(forks) == 1, forks
     os.kill(forks[0], signal.SIGKILL)
-    wait_until(lambda: len(_worker_pids(node.proc.pid)) == 2
-               and set(_worker_pids(node.proc.pid)) <= set(_children(node.proc.pid)), timeout=20)
-    before = _worker_requests(url)
-    for _ in range(30):
-        forwarded_ok(url, "w", epoch, "GET", "/api/health")
-    assert all(now > then for now, then in zip(_worker_requests(url), before))
+    wait_until(lambda: len(_worker_pids(main_pid)) == 2 and set(_worker_pids(main_pid)) <= set(_children(main_pid)),
+               timeout=20)
+    wait_until(lambda: _both_workers_serve(url, "w", epoch), timeout=20, interval=0.2)
+
+    # Stopping the node ends the event streams its workers relay at once, as a single process does.
+    process = node.proc
+    assert _stream_ends_after(url, "w", epoch, lambda: process.send_signal(signal.SIGTERM)) < 0.9
+
+
+def _both_workers_serve(node_url: str, tenant_id: str, epoch: int) -> bool:
+    """Whether each worker answers some of 30 requests (False while either does not listen yet)."""
+    try:
+        before = _worker_requests(node_url)
+        for _ in range(30):
+            forwarded(node_url, tenant_id, epoch, "GET", "/api/health")
+        return all(now > then for now, then in zip(_worker_requests(node_url), before))
+    except httpx.TransportError:
+        return False
+
+
+def _stream_ends_after(node_url: str, tenant_id: str, epoch: int, action: Callable[[], object]) -> float:
+    """Seconds from ``action`` until an event stream of the tenant, opened before, ends."""
+    headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
+    with httpx.stream("GET", f"{node_url}/t/{tenant_id}/api/realtime", headers=headers,
+                      timeout=httpx.Timeout(10.0, read=10.0)) as stream:
+        lines = stream.iter_lines()
+        assert any(line.startswith("data:") for line in lines)  # PB_CONNECT
+        started = time.monotonic()
+        action()
+        try:
+            for _ in lines:
+                pass
+        except httpx.RemoteProtocolError:
+            pass  # cut rather than ended: ended all the same
+        return time.monotonic() - started
 
 
 def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_process: Start, tmp_path: Path,
