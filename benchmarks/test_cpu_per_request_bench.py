@@ -28,13 +28,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bench_tools import needs_tools
+from bench_tools import headers_script, needs_tools, node_direct_tenant, start_pocketbase
 from floor_server import create_floor_database
 
-from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, start_node
+from cpcluster import Start
 from helpers import free_port
-from pbharness import wait_http
-from test_tenant_api_bench import SUPERUSER, _create_collection, _create_collection_with_headers, _lua_create, _seed
+from test_tenant_api_bench import _create_collection, _create_collection_with_headers, _lua_create, _seed
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 SECONDS = int(os.environ.get("PBFAST_BENCH_SECONDS", "10" if FULL else "1"))
@@ -124,14 +123,6 @@ def _token_script(path: Path, base: Path | None, token: str) -> Path:
     return path
 
 
-def _login(base: str, headers: dict[str, str]) -> str:
-    response = httpx.post(f"{base}/api/collections/_superusers/auth-with-password", headers=headers,
-                          json={"identity": SUPERUSER[0], "password": SUPERUSER[1]}, timeout=30)
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    return token
-
-
 @needs_tools("wrk", "pocketbase")
 @pytest.mark.timeout(120 + len(CEILINGS) * ROUNDS * 3 * (SECONDS + 3))  # pyproject's 120 s is too short for the long form
 def test_cpu_per_request(pbfast_process: Start, tmp_path: Path, bench_report: list[str]) -> None:
@@ -172,45 +163,26 @@ def test_cpu_per_request(pbfast_process: Start, tmp_path: Path, bench_report: li
 
 
 def _stock(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> Target:
-    pb_dir = tmp_path / "stock" / "pb_data"
-    subprocess.run(["pocketbase", "superuser", "upsert", *SUPERUSER, "--dir", str(pb_dir)], check=True,
-                   capture_output=True)
-    port = free_port()
-    process = subprocess.Popen(["pocketbase", "serve", "--dir", str(pb_dir), "--http", f"127.0.0.1:{port}",
-                                "--automigrate=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    processes.append(process)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url)
-    token = _login(url, {})
-    _create_collection(url, token)
-    record = _seed(pb_dir / "data.db")
-    return Target("pocketbase", process.pid, url, None, _token_script(tmp_path / "pb_token.lua", None, token),
-                  _lua_create(tmp_path / "pb_create.lua"), record)
+    stock = start_pocketbase(tmp_path / "stock" / "pb_data")
+    processes.append(stock.process)
+    _create_collection(stock.url, stock.token)
+    record = _seed(stock.data_dir / "data.db")
+    return Target("pocketbase", stock.process.pid, stock.url, None,
+                  _token_script(tmp_path / "pb_token.lua", None, stock.token), _lua_create(tmp_path / "pb_create.lua"),
+                  record)
 
 
 def _pbfast(pbfast_process: Start, tmp_path: Path) -> Target:
     """A control plane and one tenant node; requests go to the node directly, as a gateway sends them."""
-    cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
-    node, node_url = start_node(pbfast_process, "bench-node", [cp.url], tmp_path / "nodes")
-    deadline = time.monotonic() + 10
-    while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={
-        "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}})
-    assert created.status_code == 200 and created.json()["nodeId"] == "bench-node", created.text
-    headers = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(created.json()["epoch"])}
-    url = f"{node_url}/t/bench"
-    token = _login(url, headers)
-    _create_collection_with_headers(url, token, headers)
-    record = _seed(tmp_path / "nodes" / "bench-node" / "tenants" / "bench" / "data.db")
-    script = tmp_path / "fast_headers.lua"
-    script.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
-    create = tmp_path / "fast_create.lua"
-    create.write_text(script.read_text() + _lua_create(tmp_path / "fast_create_body.lua").read_text())
-    assert node.proc is not None
-    return Target("pbfast", node.proc.pid, url, script, _token_script(tmp_path / "fast_token.lua", script, token),
-                  create, record)
+    tenant = node_direct_tenant(pbfast_process, tmp_path)
+    _create_collection_with_headers(tenant.url, tenant.token, tenant.forward)
+    record = _seed(tenant.data_db)
+    script = headers_script(tmp_path / "fast_headers.lua", tenant.forward)
+    create = headers_script(tmp_path / "fast_create.lua", tenant.forward,
+                            then=_lua_create(tmp_path / "fast_create_body.lua"))
+    assert tenant.node.proc is not None
+    return Target("pbfast", tenant.node.proc.pid, tenant.url, script,
+                  _token_script(tmp_path / "fast_token.lua", script, tenant.token), create, record)
 
 
 def _floor(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> Target:

@@ -10,22 +10,16 @@ from __future__ import annotations
 import io
 import os
 import random
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
-from bench_tools import needs_tools
+from bench_tools import headers_script, needs_tools, node_direct_tenant, start_pocketbase, superuser_token
 from PIL import Image
 
-from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster
-from helpers import free_port
-from nodetools import start_node
-from pbharness import wait_http
+from cpcluster import Start
 from test_control_plane_bench import run_wrk
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
-SUPERUSER = ("bench@example.com", "bench-password-1")
 PHOTOS = {"name": "photos", "type": "base", "listRule": "", "viewRule": "", "createRule": "",
           "fields": [{"name": "image", "type": "file", "maxSelect": 1, "maxSize": 1 << 20, "thumbs": ["100x100"]}]}
 BOUNDARY = "benchboundary0123456789"
@@ -53,15 +47,9 @@ def _upload_script(path: Path, body: Path, headers: dict[str, str]) -> Path:
     return path
 
 
-def _headers_script(path: Path, headers: dict[str, str]) -> Path:
-    path.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
-    return path
-
-
 def _seed(base: str, headers: dict[str, str], png: bytes) -> str:
     """The photos collection and one photo; the photo's path under /api/files."""
-    token = httpx.post(f"{base}/api/collections/_superusers/auth-with-password", headers=headers, timeout=30,
-                       json={"identity": SUPERUSER[0], "password": SUPERUSER[1]}).json()["token"]
+    token = superuser_token(base, headers)
     created = httpx.post(f"{base}/api/collections", json=PHOTOS, headers={"Authorization": token, **headers})
     assert created.status_code == 200, created.text
     record = httpx.post(f"{base}/api/collections/photos/records", headers=headers,
@@ -76,33 +64,18 @@ def test_files_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> No
     png = _png()
     body = tmp_path / "upload.bin"
     body.write_bytes(_multipart(png))
-    pb_dir = tmp_path / "stock" / "pb_data"
-    subprocess.run(["pocketbase", "superuser", "upsert", *SUPERUSER, "--dir", str(pb_dir)], check=True,
-                   capture_output=True)
-    pb_port = free_port()
-    stock = subprocess.Popen(["pocketbase", "serve", "--dir", str(pb_dir), "--http", f"127.0.0.1:{pb_port}",
-                              "--automigrate=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stock = start_pocketbase(tmp_path / "stock" / "pb_data")
     try:
-        pb_url = f"http://127.0.0.1:{pb_port}"
-        wait_http(pb_url)
+        pb_url = stock.url
         pb_path = _seed(pb_url, {}, png)
-        cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
-        _, node_url = start_node(pbfast_process, "bench-node", f"127.0.0.1:{cp.http_port}", tmp_path / "nodes")
-        deadline = time.monotonic() + 10
-        while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={
-            "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}})
-        assert created.status_code == 200, created.text
-        forward = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(created.json()["epoch"])}
-        fast_url = f"{node_url}/t/bench"
+        tenant = node_direct_tenant(pbfast_process, tmp_path)
+        forward, fast_url = tenant.forward, tenant.url
         fast_path = _seed(fast_url, forward, png)
 
         seconds = 10 if FULL else 1
-        scripts = {"pocketbase": (_headers_script(tmp_path / "pb.lua", {}),
+        scripts = {"pocketbase": (headers_script(tmp_path / "pb.lua", {}),
                                   _upload_script(tmp_path / "pb_up.lua", body, {})),
-                   "pbfast": (_headers_script(tmp_path / "fast.lua", forward),
+                   "pbfast": (headers_script(tmp_path / "fast.lua", forward),
                               _upload_script(tmp_path / "fast_up.lua", body, forward))}
         cases = {"download 100 KB original": ("", 0), "download cached thumb 100x100": ("?thumb=100x100", 0),
                  "upload 100 KB (record create)": (None, 1)}
@@ -117,5 +90,4 @@ def test_files_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> No
             print(f"\n[bench] {name}: pocketbase {rates['pocketbase'][0]:,.0f} req/s ({rates['pocketbase'][1]}) | "
                   f"pbfast {rates['pbfast'][0]:,.0f} req/s ({rates['pbfast'][1]}) = {ratio:.2f}x pocketbase")
     finally:
-        stock.terminate()
-        stock.wait(10)
+        stock.stop()

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bench_tools import needs_tools
+from bench_tools import headers_script, needs_tools, node_direct_tenant
 
-from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, start_node
+from cpcluster import CLUSTER_TOKEN, Start
 from helpers import free_port
 from test_control_plane_bench import run_wrk
 
@@ -120,22 +120,13 @@ def _start_gateway(start: Start, cp_port: int, extra: list[str]) -> str:
 @needs_tools("wrk", "nginx")
 @pytest.mark.timeout(900 if FULL else 120)  # the long form runs for minutes
 def test_gateway_vs_direct_vs_nginx(pbfast_process: Start, tmp_path: Path) -> None:
-    cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
-    _, node_url = start_node(pbfast_process, "bench-node", [cp.url], tmp_path / "nodes")
-    deadline = time.monotonic() + 10
-    while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": TENANT})
-    assert created.status_code == 200, created.text
-    epoch = created.json()["epoch"]
+    tenant = node_direct_tenant(pbfast_process, tmp_path, tenant_id=TENANT, with_superuser=False)
+    cp, node_url, epoch = tenant.control_plane, tenant.node_url, tenant.epoch
     # Like for like: one gateway thread against one nginx worker; the Python data path for the record.
     native_url = _start_gateway(pbfast_process, cp.http_port, ["--gateway-threads=1"])
     python_url = _start_gateway(pbfast_process, cp.http_port, ["--gateway-data-path=python"])
 
-    header_lua = tmp_path / "headers.lua"
-    header_lua.write_text(f'wrk.headers["x-pbfast-cluster-token"] = "{CLUSTER_TOKEN}"\n'
-                          f'wrk.headers["x-pbfast-epoch"] = "{epoch}"\n')
+    header_lua = headers_script(tmp_path / "headers.lua", tenant.forward)
     nginx, nginx_url = _start_nginx(tmp_path / "nginx", node_url.removeprefix("http://"), epoch)
     others: list[subprocess.Popen[bytes]] = []
     try:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import apsw
 import httpx
-from bench_tools import needs_tools
+from bench_tools import headers_script, needs_tools, node_direct_tenant
 
-from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster
-from nodetools import start_node
+from cpcluster import Start
 from test_control_plane_bench import run_wrk
 from test_cpu_per_request_bench import process_tree_cpu
-from test_tenant_api_bench import SUPERUSER, _create_collection_with_headers, _seed
+from test_tenant_api_bench import _create_collection_with_headers, _seed
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 WORKERS = int(os.environ.get("PBFAST_BENCH_WORKERS", "1"))
@@ -28,25 +27,11 @@ WORKERS = int(os.environ.get("PBFAST_BENCH_WORKERS", "1"))
 
 @needs_tools("wrk")
 def test_view_throughput_with_request_logs_on_and_off(pbfast_process: Start, tmp_path: Path) -> None:
-    cp = start_cluster(pbfast_process, tmp_path / "cp", 1)[0]
-    node, node_url = start_node(pbfast_process, "bench-node", f"127.0.0.1:{cp.http_port}", tmp_path / "nodes",
-                             (f"--workers={WORKERS}",))
-    deadline = time.monotonic() + 10
-    while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={
-        "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}})
-    assert created.status_code == 200, created.text
-    headers = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(created.json()["epoch"])}
-    tenant_url = f"{node_url}/t/bench"
-    token = httpx.post(f"{tenant_url}/api/collections/_superusers/auth-with-password", headers=headers,
-                       json={"identity": SUPERUSER[0], "password": SUPERUSER[1]}).json()["token"]
+    tenant = node_direct_tenant(pbfast_process, tmp_path, (f"--workers={WORKERS}",))
+    node, tenant_url, token, headers = tenant.node, tenant.url, tenant.token, tenant.forward
     _create_collection_with_headers(tenant_url, token, headers)
-    tenant_dir = tmp_path / "nodes" / "bench-node" / "tenants" / "bench"
-    record = _seed(tenant_dir / "data.db")
-    script = tmp_path / "headers.lua"
-    script.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
+    record = _seed(tenant.data_db)
+    script = headers_script(tmp_path / "headers.lua", headers)
     view = f"{tenant_url}/api/collections/bench/records/{record}"
 
     def logs(max_days: int) -> None:
@@ -74,7 +59,7 @@ def test_view_throughput_with_request_logs_on_and_off(pbfast_process: Start, tmp
             print(f"\n[bench] view by id, request logs {state}: {rate:,.0f} req/s ({latency}), "
                   f"{cpu[state][-1]:.0f} us CPU per request")
             if state == "on":  # counted before "off" deletes them (PocketBase's reaction to maxDays 0)
-                aux = apsw.Connection(str(tenant_dir / "auxiliary.db"))
+                aux = apsw.Connection(str(tenant.data_db.parent / "auxiliary.db"))
                 written = aux.execute("SELECT count(*) FROM _logs").fetchone()[0]
                 aux.close()
     on, off = sum(rates["on"]) / rounds, sum(rates["off"]) / rounds

@@ -28,7 +28,8 @@ from pbfast.pocketbase.auth import hash_password
 from pbfast.pocketbase.collections.service import create_collection
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.superusers import upsert_superuser
-from test_tenant_api_bench import COLLECTION, SUPERUSER, _seed
+from bench_tools import SUPERUSER
+from test_tenant_api_bench import COLLECTION, _seed
 
 CLUSTER_TOKEN = "cluster-token-for-request-path-bench"
 BATCH = 200

@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import time
 from pathlib import Path
 
 import apsw
 import httpx
-from bench_tools import needs_tools
+from bench_tools import headers_script, needs_tools, node_direct_tenant, start_pocketbase
 
-from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster
-from helpers import free_port
-from nodetools import start_node
-from pbharness import wait_http
+from cpcluster import Start
 from test_control_plane_bench import run_wrk
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
@@ -38,7 +33,6 @@ COLLECTION = {
                {"name": "updated", "type": "autodate", "onCreate": True, "onUpdate": True}],
     "indexes": ["CREATE INDEX idx_bench_created ON bench (created)"],
 }
-SUPERUSER = ("bench@example.com", "bench-password-1")
 POSTS, AUTHORS, ORGS = 2_000, 100, 10
 EXPAND_PATH = "/api/collections/posts/records?perPage=20&sort=-created&expand=author.org"
 
@@ -106,23 +100,13 @@ def _lua_create(path: Path) -> Path:
 
 @needs_tools("wrk", "pocketbase")
 def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
-    # Stock PocketBase.
-    pb_dir = tmp_path / "stock" / "pb_data"
-    subprocess.run(["pocketbase", "superuser", "upsert", *SUPERUSER, "--dir", str(pb_dir)], check=True,
-                   capture_output=True)
-    pb_port = free_port()
-    stock = subprocess.Popen(["pocketbase", "serve", "--dir", str(pb_dir), "--http", f"127.0.0.1:{pb_port}",
-                              "--automigrate=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stock = start_pocketbase(tmp_path / "stock" / "pb_data")
     try:
-        pb_url = f"http://127.0.0.1:{pb_port}"
-        wait_http(pb_url)
-        token = httpx.post(f"{pb_url}/api/collections/_superusers/auth-with-password",
-                           json={"identity": SUPERUSER[0], "password": SUPERUSER[1]}).json()["token"]
-        _create_collection(pb_url, token)
-        _create_expand_collections(pb_url, {"Authorization": token})
-        pb_record = _seed(pb_dir / "data.db")
-        _seed_expand(pb_dir / "data.db")
-        expanded = httpx.get(pb_url + EXPAND_PATH).json()
+        _create_collection(stock.url, stock.token)
+        _create_expand_collections(stock.url, {"Authorization": stock.token})
+        pb_record = _seed(stock.data_dir / "data.db")
+        _seed_expand(stock.data_dir / "data.db")
+        expanded = httpx.get(stock.url + EXPAND_PATH).json()
         assert expanded["items"][0]["expand"]["author"]["expand"]["org"]["collectionName"] == "orgs"
 
         seconds = 10 if FULL else 2
@@ -140,7 +124,7 @@ def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
         }
         results = []
         for name, (path, pb_script, script_index) in cases.items():
-            pb_rate, pb_latency, pb_errors = run_wrk(pb_url + path, pb_script, 32, seconds)
+            pb_rate, pb_latency, pb_errors = run_wrk(stock.url + path, pb_script, 32, seconds)
             assert pb_errors == 0
             line = f"\n[bench] {name}: pocketbase {pb_rate:,.0f} req/s ({pb_latency})"
             for workers, (tenant_url, scripts) in nodes.items():
@@ -153,8 +137,7 @@ def test_pbfast_vs_pocketbase(pbfast_process: Start, tmp_path: Path) -> None:
             print(line)
         assert all(r[3] > 0 for r in results)
     finally:
-        stock.terminate()
-        stock.wait(10)
+        stock.stop()
 
 
 def _pbfast_tenant(start: Start, directory: Path, workers: int, record: str, create_script: Path,
@@ -162,33 +145,15 @@ def _pbfast_tenant(start: Start, directory: Path, workers: int, record: str, cre
     """A control plane and a tenant node with ``workers`` worker processes, its tenant seeded like PocketBase's
     (its expand list answered as ``expanded``); the tenant's URL on the node and the wrk scripts (read,
     create) with the forwarding headers."""
-    cp = start_cluster(start, directory / "cp", 1)[0]
-    _, node_url = start_node(start, "bench-node", f"127.0.0.1:{cp.http_port}", directory / "nodes",
-                             (f"--workers={workers}",))
-    deadline = time.monotonic() + 10
-    while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={
-        "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}})
-    assert created.status_code == 200 and created.json()["nodeId"] == "bench-node", created.text
-    epoch = created.json()["epoch"]
-    headers = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(epoch)}
-    tenant_url = f"{node_url}/t/bench"
-    login = httpx.post(f"{tenant_url}/api/collections/_superusers/auth-with-password", headers=headers,
-                       json={"identity": SUPERUSER[0], "password": SUPERUSER[1]})
-    assert login.status_code == 200, login.text
-    _create_collection_with_headers(tenant_url, login.json()["token"], headers)
-    _create_expand_collections(tenant_url, {"Authorization": login.json()["token"], **headers})
-    data_db = directory / "nodes" / "bench-node" / "tenants" / "bench" / "data.db"
-    assert _seed(data_db) == record
-    _seed_expand(data_db)
-    assert httpx.get(tenant_url + EXPAND_PATH, headers=headers).json() == expanded
-    header_lua = directory / "headers.lua"
-    header_lua.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
-    create_fast = directory / "create_fast.lua"
-    create_fast.write_text(header_lua.read_text() + create_script.read_text())
-    return tenant_url, (header_lua, create_fast)
+    tenant = node_direct_tenant(start, directory, (f"--workers={workers}",))
+    _create_collection_with_headers(tenant.url, tenant.token, tenant.forward)
+    _create_expand_collections(tenant.url, {"Authorization": tenant.token, **tenant.forward})
+    assert _seed(tenant.data_db) == record
+    _seed_expand(tenant.data_db)
+    assert httpx.get(tenant.url + EXPAND_PATH, headers=tenant.forward).json() == expanded
+    header_lua = headers_script(directory / "headers.lua", tenant.forward)
+    create_fast = headers_script(directory / "create_fast.lua", tenant.forward, then=create_script)
+    return tenant.url, (header_lua, create_fast)
 
 
 def _create_collection_with_headers(base: str, token: str, headers: dict[str, str]) -> None:

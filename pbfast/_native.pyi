@@ -246,7 +246,8 @@ class NodeSharedMemory:
     """A tenant node's shared memory: a memfd the main process creates (the *owner*, the only process that
     adds or removes tenants) and its worker processes attach to. It holds a table of ``capacity`` tenant
     entries (serving state, quota counters, database load), per worker and entry the generation the worker
-    holds a connection under, and per worker 32 counters. Nothing is written to disk.
+    holds a connection under, per worker 32 counters, and ``4 * capacity`` rate limiter windows (16 bytes
+    each). Nothing is written to disk.
     """
 
     def __init__(self, capacity: int, workers: int, window_seconds: int = 86400) -> None:
@@ -312,6 +313,29 @@ class SharedTenantTable:
     @property
     def close_sequence(self) -> int:
         """Bumped each time a tenant stops being served."""
+
+@final
+class SharedRateLimiter:
+    """:class:`RateLimiter` in a node's shared memory, counted by all its processes: one window per key for
+    the whole node, exact under concurrency (a count is one 16-byte compare-and-swap). Keys are hashed with
+    the rule's ``duration`` (64 bits, seeded per region), so a changed duration starts another window; a
+    changed ``max_requests`` applies to the current one. A key lives in a set of 8 of the region's
+    ``buckets``; a new key takes a free one or one whose window ended at least a second ago, and when every
+    window of its set is live the request is allowed uncounted (``overflowed``, node-wide). Raises
+    RuntimeError on a CPU without 16-byte compare-and-swap."""
+
+    def __init__(self, memory: NodeSharedMemory) -> None: ...
+    def allow(self, key: str, max_requests: int, duration: int, now: int) -> bool:
+        """Count one request of ``key`` at ``now`` (Unix seconds): True when its window allows it."""
+    def clean(self, now: int, idle: int = 1800) -> int:
+        """Free the windows that ended more than ``idle`` seconds before ``now``; how many (ended windows
+        are reused anyway: this only keeps ``len`` to the live ones)."""
+    @property
+    def overflowed(self) -> int: ...
+    @property
+    def buckets(self) -> int:
+        """How many windows the region holds."""
+    def __len__(self) -> int: ...
 
 @final
 class SharedQuotas:

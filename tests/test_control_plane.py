@@ -228,6 +228,7 @@ def test_usage_is_reported_by_heartbeats(cp: Member) -> None:
     assert_error(bad, 400)
 
 
+@pytest.mark.exclusive
 def test_route_watch_sees_changes_fast(cp: Member) -> None:
     httpx.put(f"{cp.url}/api/cp/nodes/rw", headers=CLUSTER, json={"address": "http://127.0.0.1:9", "maxTenants": 9})
     table = httpx.get(f"{cp.url}/api/cp/routes", headers=CLUSTER).json()

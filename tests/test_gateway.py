@@ -177,6 +177,7 @@ def test_no_way_into_another_tenant(cluster: Cluster) -> None:
     assert mixed.status_code == 404 and b"alpha-only" not in mixed.content
 
 
+@pytest.mark.exclusive
 def test_killed_node_fails_fast_then_recovers(cluster: Cluster) -> None:
     process, url = cluster.nodes["node-a"]
     port = int(url.rsplit(":", 1)[1])
@@ -433,6 +434,7 @@ def test_forwarded_request_is_what_the_node_expects(cluster: Cluster, fake_node:
     assert big.status_code == 200 and big.content == bytes(range(256)) * ((3 << 20) // 256)
 
 
+@pytest.mark.exclusive
 def test_server_sent_events_stream_through(cluster: Cluster, fake_node: FakeNode) -> None:
     arrivals: list[float] = []
     started = time.monotonic()
@@ -578,6 +580,7 @@ async def _second_chance(node: FakeNode) -> None:
     await proxy.aclose()
 
 
+@pytest.mark.exclusive
 def test_requests_wait_for_a_move_to_finish() -> None:
     asyncio.run(_wait_for_move())
 

@@ -242,6 +242,7 @@ def test_moved_answer_waits_for_the_new_route(rig: dict[str, Any]) -> None:
     assert rig["server"].stats()["retries"]["moved"] == 1
 
 
+@pytest.mark.exclusive
 def test_dead_node_opens_the_breaker(rig: dict[str, Any]) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

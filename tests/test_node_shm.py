@@ -1,5 +1,6 @@
 """A tenant node's shared memory seen from real processes: a main process (this test) creates it, worker
-processes attach to the descriptor they inherit, and they count, hold and release against each other."""
+processes attach to the descriptor they inherit, and they count (quotas, rate limits), hold and release against
+each other."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from pbfast.primitives import NodeSharedMemory, SharedQuotas, SharedTenantTable, WorkerAcks, WorkerCounters
+from pbfast.primitives import (NodeSharedMemory, SharedQuotas, SharedRateLimiter, SharedTenantTable, WorkerAcks,
+                               WorkerCounters)
 
 SERVING = 1
 T0 = 1_700_000_000.0
 
 _PRELUDE = """
 import sys, time
-from pbfast.primitives import NodeSharedMemory, SharedQuotas, SharedTenantTable, WorkerAcks, WorkerCounters
+from pbfast.primitives import (NodeSharedMemory, SharedQuotas, SharedRateLimiter, SharedTenantTable, WorkerAcks,
+                               WorkerCounters)
 memory = NodeSharedMemory.attach(int(sys.argv[1]))
 worker = int(sys.argv[2])
 table, quotas, acks, counters = (SharedTenantTable(memory), SharedQuotas(memory), WorkerAcks(memory),
@@ -54,6 +57,40 @@ print(allowed)
     assert quotas.usage("acme", T0) == (5_000, 0, int(T0) - int(T0) % 86400)
     assert WorkerCounters(memory).totals()[0] == 5_000
     assert quotas.snapshot_and_reset()["acme"][0] == 5_000
+
+
+def test_workers_count_a_client_once_against_its_rate_limit() -> None:
+    memory = NodeSharedMemory(1024, 3)
+    hammer = f"""
+limiter = SharedRateLimiter(memory)
+clients = ("10.0.0.1", "2001:db8::1")
+print(*[sum(limiter.allow(f"acme\\0/api/\\0{{client}}", 500, 60, {int(T0)}) for _ in range(400)) for client in clients])
+"""
+    workers = [_spawn(memory, n, hammer) for n in range(3)]
+    allowed = [[int(n) for n in _finish(worker).split()] for worker in workers]
+    assert [sum(column) for column in zip(*allowed)] == [500, 500], allowed  # 1,200 tries each, 500 allowed
+    limiter = SharedRateLimiter(memory)
+    assert not limiter.allow("acme\0/api/\0" "10.0.0.1", 500, 60, int(T0) + 59)
+    assert limiter.allow("acme\0/api/\0" "10.0.0.1", 500, 60, int(T0) + 60)  # the next window
+    assert len(limiter) == 2 and limiter.overflowed == 0
+
+
+def test_many_clients_do_not_grow_the_rate_limiter() -> None:
+    memory = NodeSharedMemory(64, 1)
+    limiter = SharedRateLimiter(memory)
+    assert limiter.buckets == 256
+    now = int(T0)
+    # A flood of new clients: each one's first request is allowed, counted while its set has room.
+    assert all(limiter.allow(f"acme\0/api/\0{n}", 1, 10, now) for n in range(10_000))
+    assert len(limiter) == 256 and limiter.overflowed == 10_000 - 256
+    counted = [n for n in range(10_000) if not limiter.allow(f"acme\0/api/\0{n}", 1, 10, now + 1)]
+    assert len(counted) == 256, len(counted)  # those kept their windows: still limited
+    # Once the flood's windows ended, new clients are counted in their buckets.
+    assert limiter.allow("acme\0/api/\0late", 1, 10, now + 11)
+    assert not limiter.allow("acme\0/api/\0late", 1, 10, now + 11)
+    assert len(limiter) == 256 and limiter.overflowed == 2 * (10_000 - 256)  # the flood, twice; not the late one
+    assert limiter.clean(now + 100, idle=85) == 255  # all but the late client's window (ended at now + 21)
+    assert len(limiter) == 1
 
 
 def test_a_worker_sees_what_the_main_publishes_and_cannot_change_it() -> None:

@@ -727,6 +727,7 @@ def test_two_concurrent_restores_release_the_tenant_once() -> None:
     assert member.submitted.count("set_moving") == 2  # the loser's refused marker, and no clearing after it
 
 
+@pytest.mark.exclusive
 def test_the_trials_share_one_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The incarnation's trial and its seed's together take at most RESTORE_TRIAL_TIMEOUT_SECONDS, so the
     request's worst case stays below what the CLI waits."""
@@ -1045,6 +1046,7 @@ def count_notes(data_dir: Path) -> int:
         connection.close()
 
 
+@pytest.mark.exclusive
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["all-in-one", "separate-processes"])
 def test_restore_in_place_end_to_end(pbfast_process: Start, tmp_path: Path, kind: str) -> None:

@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
 from pbharness import create_tenant, start_all_in_one  # noqa: E402
+
+pytestmark = pytest.mark.exclusive  # 2,100 open streams and a latency bound
 
 STREAMS = 2_100  # past 2048
 

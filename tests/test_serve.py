@@ -28,6 +28,7 @@ def assert_health(body: dict[str, object], control_plane: bool = False, node: bo
 Start = Callable[..., PbfastProcess]
 
 
+@pytest.mark.exclusive
 def test_all_in_one_defaults_start_within_5s(pbfast_process: Start, tmp_path: Path) -> None:
     """``pbfast serve`` with no flags: control plane on 8090 and gateway on 8080, data in ./pb_data."""
     for port in (8080, 8090):
@@ -144,6 +145,19 @@ def test_each_mode_serves_health_and_stops_on_sigterm(pbfast_process: Start, tmp
     started = time.monotonic()
     assert process.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 5.0
+
+
+def test_a_node_starts_in_a_deep_data_dir(pbfast_process: Start, tmp_path: Path) -> None:
+    """A data dir whose paths pass the 107-byte limit of Unix socket paths (litestream's control socket lived
+    there, and the node could not start)."""
+    port = free_port()
+    data_dir = tmp_path / ("deep-" * 12) / ("data-" * 12)
+    assert len(str(data_dir / "litestream" / "control.sock")) > 108
+    process = pbfast_process(["serve", "--mode=tenant-node", f"--http-addr=127.0.0.1:{port}", "--cluster-token=" + "c" * 32,
+                              f"--control-plane-addrs=127.0.0.1:{free_port()}", f"--data-dir={data_dir}"])
+    process.wait_healthy([f"http://127.0.0.1:{port}"], timeout=20)
+    assert httpx.get(f"http://127.0.0.1:{port}/api/health").json()["data"]["replication"]["running"] is True
+    assert process.stop(signal.SIGTERM) == 0
 
 
 def test_port_in_use_fails_clearly(pbfast_process: Start, tmp_path: Path) -> None:

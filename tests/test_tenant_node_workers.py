@@ -3,7 +3,8 @@ processes on loopback (a control plane, nodes), each tenant request on a fresh c
 spreads them over the workers (``pbfast_node_worker_requests_total`` shows each worker served some).
 
 - a schema change made through one worker is seen by the other, which had the tenant open already;
-- a tenant's daily request quota is exact across the workers;
+- a tenant's daily request quota is exact across the workers, and so are its ``rateLimits`` (one window per
+  client for the whole node);
 - realtime streams receive every write's event in commit order, whichever worker took the write;
 - a worker killed with -9 is started again, and no write it acknowledged is lost; the fork server killed with -9
   takes its workers along, and they are started again as programs of their own;
@@ -163,6 +164,23 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
     quota_epoch = _create_tenant(cp.url, "q", apiRequestsQuota=25)
     statuses = [forwarded(url, "q", quota_epoch, "GET", "/api/health").status_code for _ in range(40)]
     assert statuses.count(200) == 25 and statuses.count(429) == 15, statuses
+
+    # The tenant's rateLimits count once for the node: one client's requests spread over both workers get
+    # exactly maxRequests answers, then 429.
+    limited_epoch = _create_tenant(cp.url, "r")
+    limited_token = _owner_token(url, "r", limited_epoch)
+    rules = [{"label": "GET /api/health", "audience": "", "duration": 300, "maxRequests": 12}]
+    forwarded_ok(url, "r", limited_epoch, "PATCH", "/api/settings", limited_token,
+                 {"rateLimits": {"enabled": True, "rules": rules}})
+    time.sleep(1.1)  # each process reads a tenant's settings again within a second
+    before = _worker_requests(url)
+    statuses = [forwarded(url, "r", limited_epoch, "GET", "/api/health").status_code for _ in range(30)]
+    assert statuses == [200] * 12 + [429] * 18, statuses
+    served = [now - then for now, then in zip(_worker_requests(url), before)]
+    assert all(count > 0 for count in served), served  # both workers took some of them
+    refused = forwarded(url, "r", limited_epoch, "GET", "/api/health")
+    assert refused.json() == {"data": {}, "message": "Too Many Requests.", "status": 429}
+    assert forwarded(url, "r", limited_epoch, "GET", "/api/health", limited_token).status_code == 200  # superuser
 
     # kill -9 of a worker while writes go on: it is started again, and no acknowledged write is lost.
     acknowledged: list[str] = []

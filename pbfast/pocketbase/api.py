@@ -23,11 +23,11 @@ import apsw
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import backups as backups_api
-from pbfast.pocketbase.apis import (batch, collections, file, health, logs, realtime, record_auth,
+from pbfast.pocketbase.apis import (batch, collections, collections_meta, file, health, logs, realtime, record_auth,
                                     record_auth_email_change, record_auth_impersonate, record_auth_methods,
                                     record_auth_otp, record_auth_password_reset, record_auth_verification,
                                     record_auth_with_oauth2, record_auth_with_oauth2_redirect, records, settings,
-                                    settings_test_email, settings_test_s3)
+                                    settings_apple, settings_test_email, settings_test_s3)
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
@@ -61,11 +61,13 @@ class TenantApi:
         self.realtime = RealtimeHub(realtime_limits)  # GET /api/realtime is served by the node from it
         self.router: Router[Handler] = Router()
         add = self.router.add
-        add("GET", "/api/health", health.health)
+        add("GET", "/api/health",
+            lambda request: health.health(request, backup_running=self.backups.running(request.tenant.id)))
         add("GET", "/api/collections", collections.list_collections)
         add("POST", "/api/collections", collections.create_collection)
         add("GET", "/api/collections/meta/scaffolds", collections.scaffolds)
         add("PUT", "/api/collections/import", collections.import_collections)
+        add("POST", "/api/collections/meta/dry-run-view", collections_meta.dry_run_view)
         add("GET", "/api/collections/{collection}", collections.view_collection)
         add("PATCH", "/api/collections/{collection}", collections.update_collection)
         add("DELETE", "/api/collections/{collection}", collections.delete_collection)
@@ -109,6 +111,7 @@ class TenantApi:
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)
         add("POST", "/api/settings/test/email", settings_test_email.settings_test_email)
+        add("POST", "/api/settings/apple/generate-client-secret", settings_apple.generate_apple_client_secret)
         add("POST", "/api/realtime", lambda request: realtime.set_subscriptions(self.realtime, request))
         # Rate limits (the tenant's rateLimits settings); collection routes also count under their tags.
         self.rate_limits = RateLimits()
@@ -126,7 +129,18 @@ class TenantApi:
                  ("listAuthMethods",)),
                 (record_auth_otp.request_otp, "POST", "/api/collections/{collection}/request-otp", ("requestOTP",)),
                 (record_auth_otp.auth_with_otp, "POST", "/api/collections/{collection}/auth-with-otp",
-                 ("authWithOTP", "auth"))):
+                 ("authWithOTP", "auth")),
+                (record_auth_with_oauth2.auth_with_oauth2, "POST", "/api/collections/{collection}/auth-with-oauth2",
+                 ("authWithOAuth2", "auth")),
+                *((handler, "POST", f"/api/collections/{{collection}}/{route}", (tag,)) for handler, route, tag in (
+                    (record_auth_verification.request_verification, "request-verification", "requestVerification"),
+                    (record_auth_verification.confirm_verification, "confirm-verification", "confirmVerification"),
+                    (record_auth_password_reset.request_password_reset, "request-password-reset",
+                     "requestPasswordReset"),
+                    (record_auth_password_reset.confirm_password_reset, "confirm-password-reset",
+                     "confirmPasswordReset"),
+                    (record_auth_email_change.request_email_change, "request-email-change", "requestEmailChange"),
+                    (record_auth_email_change.confirm_email_change, "confirm-email-change", "confirmEmailChange")))):
             self._collection_tags[handler] = CollectionTags(f"{method} {path}", tags)
         # Request logs (auxiliary.db), written off the request path; the logs API's successes are not logged.
         self.request_logs = RequestLogs()
@@ -178,6 +192,12 @@ class TenantApi:
                 request.raw_body = None
         network_step = self.network_steps.get(handler)
         if network_step is not None:
+            # The rate limits come first (PocketBase's middleware): no provider is called for a refused request.
+            refused: list[ApiError] = []
+            await self._limit_before_network(handler, request, refused, run)
+            if refused:
+                send_error(proto, refused[0].status, refused[0].message, refused[0].data, refused[0].headers)
+                return
             try:
                 await asyncio.get_running_loop().run_in_executor(record_auth_with_oauth2.PROVIDER_THREADS,
                                                                  network_step, request)
@@ -214,6 +234,23 @@ class TenantApi:
         if entry is not None:
             self.request_logs.add(entry)
 
+    async def _limit_before_network(self, handler: Handler, request: TenantRequest, refused: list[ApiError],
+                                    run: Runner | None) -> None:
+        """The rate limit check of a handler with a network step, on the tenant's database turn; a refusal
+        goes to ``refused``."""
+        def check() -> None:
+            try:
+                self.rate_limits.check(request, self._collection_tags.get(handler))
+            except ApiError as err:
+                refused.append(err)
+            except Exception as err:  # noqa: BLE001 - e.g. the tenant closed meanwhile: the handler's turn answers
+                log.warning("tenant %s: rate limit check failed: %r", request.tenant.id, err)
+
+        if run is None:
+            check()
+        else:
+            await run(check)
+
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)
 
@@ -230,7 +267,8 @@ class TenantApi:
                 tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
                 settings.check_superuser_ip(request)
-                self.rate_limits.check(request, self._collection_tags.get(handler))
+                if handler not in self.network_steps:  # those were checked before their network step
+                    self.rate_limits.check(request, self._collection_tags.get(handler))
                 try:
                     handler(request)
                 except BaseException:

@@ -88,6 +88,7 @@ class TenantNodeApp:
         self.slots = Slots(None if shared is None else shared.mirror)
         if shared is not None:  # the workers hand this tenant's writes over while it has streams here
             self.api.realtime.on_presence = self._realtime_presence
+            self.api.rate_limits.limiter = shared.rate_limiter  # one count per client with the workers'
         self.background = BackgroundTasks()
         self.ownership = Ownership(self.slots, self.quotas, self.metrics)
         if shared is not None:

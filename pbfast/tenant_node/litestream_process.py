@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,7 +61,10 @@ class LitestreamProcess:
         self._program = program
         self._exact_restore_hours = exact_restore_hours
         self._restore_window_hours = restore_window_hours
-        self.socket_path = work_dir / "control.sock"
+        # Unix socket paths are limited to 107 bytes, which a deep --data-dir passes (litestream then cannot
+        # listen, and the node cannot start): the socket lives in a short private directory (mode 0700).
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="pbfast-litestream-"))
+        self.socket_path = self._socket_dir / "control.sock"
         self.config_path = work_dir / "litestream.yml"
         self.process: asyncio.subprocess.Process | None = None
         self.client: httpx.AsyncClient | None = None
@@ -168,6 +173,7 @@ class LitestreamProcess:
                 self.process.kill()
         if self.client is not None:
             await self.client.aclose()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     # ---- control socket -------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """What a multi-worker node's main process shares with its worker processes (``--workers`` > 1), and the
-contract between them: which tenants the workers may serve and how, the lease, the quotas, who holds which
-tenant's connection, the workers' counters. All of it lives in the node's shared memory
+contract between them: which tenants the workers may serve and how, the lease, the quotas, the rate limits'
+windows, who holds which tenant's connection, the workers' counters. All of it lives in the node's shared memory
 (:class:`pbfast.primitives.NodeSharedMemory`, one memfd; see docs/architecture.md, "A node on every core").
 
 The main process decides, as a single-process node does (:mod:`~pbfast.tenant_node.ownership`,
@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pbfast.logs import component_logger
-from pbfast.primitives import NodeSharedMemory, SharedQuotas, SharedTenantTable, TenantCache, WorkerAcks, WorkerCounters
+from pbfast.primitives import (NodeSharedMemory, SharedQuotas, SharedRateLimiter, SharedTenantTable, TenantCache,
+                               WorkerAcks, WorkerCounters)
 from pbfast.tenant_node.db_scheduler import TenantLoad
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.slots import SlotState, TenantSlot
@@ -121,6 +122,7 @@ class SharedState:
         self.memory = memory
         self.table = SharedTenantTable(memory)
         self.quotas = SharedQuotas(memory)
+        self.rate_limiter = SharedRateLimiter(memory)  # the tenants' rateLimits, counted once for the node
         self.acks = WorkerAcks(memory)
         self.counters = WorkerCounters(memory)
         # Set by the worker supervisor: wake the workers (a close), stop a worker that does not let go.

@@ -42,6 +42,7 @@ from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.primitives import (
     NodeSharedMemory,
     SharedQuotas,
+    SharedRateLimiter,
     SharedTenantTable,
     WorkerAcks,
     WorkerCounters,
@@ -104,6 +105,7 @@ class WorkerApp:
         self.api = TenantApi()
         self.api.backups.location = backup_location(settings.s3_bucket, settings.s3_endpoint, Path(settings.data_dir))
         self.api.on_time_limit = self._time_limited
+        self.api.rate_limits.limiter = SharedRateLimiter(memory)  # one count per client for the whole node
         self.link = WorkerLink(settings.hub_socket, settings.node_socket, settings.cluster_token)
         self.tenants = WorkerTenants(settings.index, Path(settings.data_dir) / "tenants", self.table,
                                      WorkerAcks(memory), self.counters, self.db, settings.replicated)

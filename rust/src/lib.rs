@@ -34,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<node_shm::region::NodeSharedMemory>()?;
     m.add_class::<node_shm::tenant_table::SharedTenantTable>()?;
     m.add_class::<node_shm::quotas::SharedQuotas>()?;
+    m.add_class::<node_shm::rate_limits::SharedRateLimiter>()?;
     m.add_class::<node_shm::acks::WorkerAcks>()?;
     m.add_class::<node_shm::counters::WorkerCounters>()?;
     // `add` keeps a module `__all__`, which the stub (`pbfast/_native.pyi`) does not declare.

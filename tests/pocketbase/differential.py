@@ -52,6 +52,9 @@ class Runner:
         self.fixture_ids: set[str] = set()
         # Dates from this moment on were written by the sequence (the fixture's are years old).
         self.started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 2))
+        # One client for the whole sequence (a client per request costs ~30 ms of CPU: its TLS context), with a
+        # new connection per request as before (keep-alive off).
+        self.client = httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
     def run(self, step: Step) -> Outcome:
         headers = dict(step.headers)
@@ -62,13 +65,13 @@ class Runner:
         path = step.path
         for placeholder, real in self.new_ids.items():
             path = path.replace(placeholder, real)
-        kwargs: dict[str, Any] = {"headers": headers, "timeout": 30}
+        kwargs: dict[str, Any] = {"headers": headers}
         if step.raw is not None:
             kwargs["content"] = step.raw
             headers.setdefault("content-type", "application/json")
         elif step.body is not None:
             kwargs["json"] = self._with_new_ids(step.body)
-        response = httpx.request(step.method, self.backend.url + path, **kwargs)
+        response = self.client.request(step.method, self.backend.url + path, **kwargs)
         body: Any = None
         if response.content:
             try:
@@ -140,6 +143,14 @@ def compare(stock: Backend, pbfast: Backend, steps: list[Step], fixture_ids: set
     for runner in runners:
         runner.fixture_ids = fixture_ids
     differences = []
+    try:
+        return _compare_steps(runners, steps, differences)
+    finally:
+        for runner in runners:
+            runner.client.close()
+
+
+def _compare_steps(runners: tuple[Runner, Runner], steps: list[Step], differences: list[str]) -> list[str]:
     for step in steps:
         outcomes = []
         for runner in runners:

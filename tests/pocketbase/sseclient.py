@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ class RawRealtimeClient:
     _connected: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _client: httpx.Client | None = None
+    _socket: socket.socket | None = None
     status: int = 0
 
     def connect(self, timeout: float = 10.0) -> RawRealtimeClient:
@@ -47,6 +50,7 @@ class RawRealtimeClient:
             with self._client.stream("GET", f"{self.base_url}/api/realtime") as response:
                 self.status = response.status_code
                 self.headers = dict(response.headers)
+                self._socket = response.extensions["network_stream"].get_extra_info("socket")
                 if response.status_code != 200:
                     response.read()
                     return
@@ -85,5 +89,12 @@ class RawRealtimeClient:
         return list(self.events)
 
     def close(self) -> None:
+        """End the stream from this side: the reader thread, blocked in a read, sees the end at once (closing the
+        httpx client alone would leave it waiting for the server)."""
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         if self._client is not None:
             self._client.close()

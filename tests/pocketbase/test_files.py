@@ -251,7 +251,9 @@ def test_files_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: B
     store = tmp_path / "pbfast" / "replica" / "tenants" / "fixture" / "storage"
     deadline = time.monotonic() + 10
     def left_behind() -> list[str]:  # a failed batch's upload, a file the save dropped, an invalid upload
-        return [p.name for p in store.rglob("*") if p.name.startswith(("rolled", "x", "big_", "notimage_"))]
+        # files only: a record's directory is named by its random id, which may start with "x" too
+        return [p.name for p in store.rglob("*")
+                if p.is_file() and p.name.startswith(("rolled", "x", "big_", "notimage_"))]
 
     while time.monotonic() < deadline and left_behind():
         time.sleep(0.1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import pytest
 from pocketbase import PocketBase
 from pocketbase.services.realtime_service import MessageData
 
@@ -358,6 +359,7 @@ def test_cascaded_changes_send_their_events_as_in_pocketbase(stock_pocketbase: B
     assert sorted(ours[3:]) == sorted(stock[3:]), (ours, stock)
 
 
+@pytest.mark.exclusive
 def test_shutdown_ends_streams_cleanly_and_promptly(pbfast_process: object, tmp_path: Path) -> None:
     data_dir = tmp_path / "pbfast"
     data_dir.mkdir()

@@ -202,6 +202,7 @@ def test_malformed_record_forms_are_a_400(tenants: Tenants, body: bytes) -> None
     assert httpx.get(f"{tenants.fixture}/api/health").status_code == 200
 
 
+@pytest.mark.exclusive
 def test_many_expand_paths_cost_linear_time(tenants: Tenants) -> None:
     """Thousands of paths in one ``expand`` (as many as a URL carries): normalising them (paths contained
     in another dropped, duplicates dropped) takes linear time, not the quadratic time of a pairwise check
@@ -217,6 +218,7 @@ def test_many_expand_paths_cost_linear_time(tenants: Tenants) -> None:
     assert elapsed < 1.5, elapsed
 
 
+@pytest.mark.exclusive
 def test_paths_sharing_a_prefix_expand_it_once(tenants: Tenants) -> None:
     """1,500 paths through the same back-relation (each failing one level further down, as PocketBase drops
     them): the back-relation from the same records is looked up and fetched once for all of them, not once

@@ -19,6 +19,8 @@ from pbharness import ADMIN_TOKEN, create_tenant  # noqa: E402
 from helpers import PbfastProcess, free_port  # noqa: E402
 from nodetools import scrape  # noqa: E402
 
+pytestmark = pytest.mark.exclusive  # measures a victim tenant's latency
+
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PASSWORD = "a-long-password-123"
 ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x as id FROM c"

@@ -69,6 +69,10 @@ class Backups:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
+    def running(self, tenant_id: str) -> bool:
+        """Whether a backup of the tenant is being made or restored (by this process)."""
+        return tenant_id in self._active
+
     @contextmanager
     def _running(self, request: TenantRequest, name: str, busy: str = BUSY) -> Iterator[None]:
         tenant_id = request.tenant.id

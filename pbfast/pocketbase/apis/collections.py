@@ -20,6 +20,7 @@ from pbfast.pocketbase.apis.request import (
     require_superuser,
     send_with_fields,
 )
+from pbfast.pocketbase.apis.form_body import FORM_TYPES
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import AutodateField, BoolField, FileField, TextField
 from pbfast.pocketbase.filesystem import files_of
@@ -71,9 +72,20 @@ def view_collection(request: TenantRequest) -> None:
     send_with_fields(request, collection_of(request, NOT_FOUND).to_api())
 
 
+def _collection_body(request: TenantRequest, invalid: str) -> dict[str, Any]:
+    """The body of a collection create/update: any failure to read it is 400 ``invalid`` (PocketBase's
+    handlers answer their own message, not the binder's, e.g. for another content type)."""
+    try:
+        return read_body(request, invalid=invalid)
+    except ApiError as err:
+        if err.status == 400:
+            raise ApiError(400, invalid) from err
+        raise
+
+
 def create_collection(request: TenantRequest) -> None:
     require_superuser(request)
-    body = read_body(request, invalid="Failed to load the collection type data due to invalid formatting.")
+    body = _collection_body(request, "Failed to load the collection type data due to invalid formatting.")
     created = _change(request, lambda conn: collections.create_collection(conn, body))
     send_with_fields(request, created.to_api())
 
@@ -81,7 +93,7 @@ def create_collection(request: TenantRequest) -> None:
 def update_collection(request: TenantRequest) -> None:
     require_superuser(request)
     collection = collection_of(request, NOT_FOUND)
-    body = read_body(request, invalid="Failed to load the submitted data due to invalid formatting.")
+    body = _collection_body(request, "Failed to load the submitted data due to invalid formatting.")
     updated = _change(request, lambda conn: collections.update_collection(conn, collection, body))
     send_with_fields(request, updated.to_api())
 
@@ -122,6 +134,8 @@ def import_collections(request: TenantRequest) -> None:
     """``PUT /api/collections/import``: a whole configuration in one transaction (``deleteMissing`` deletes
     the non-system collections it does not name); 204, or 400 naming the collection that failed."""
     require_superuser(request)
+    if (request.header("content-type") or "").split(";")[0].strip().lower() in FORM_TYPES:
+        raise ApiError(400, IMPORT_UNREADABLE)  # PocketBase binds the form and finds no list of collections in it
     body = read_body(request, invalid=IMPORT_UNREADABLE)
     data, delete_missing = body.get("collections"), body.get("deleteMissing", False)
     if data is not None and (not isinstance(data, list) or not all(isinstance(item, dict) for item in data)) \

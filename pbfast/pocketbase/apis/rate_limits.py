@@ -5,9 +5,9 @@ for everyone, ``@guest``, ``@auth``); collection routes look first for their tag
 ``users:create``, then ``*:auth`` ...). Each matched rule counts the client (``RealIP``, with the tenant's
 ``trustedProxy`` settings) in a fixed window; past ``maxRequests`` the answer is 429.
 
-The counting is native (:class:`pbfast.primitives.RateLimiter`, well under a microsecond a check) and per
-process: with ``--workers=N`` each worker process counts its own share of a client's requests, so a client
-spread over the workers may get up to N times the limit (docs/logs-backups.md).
+The counting is native, well under a microsecond a check: in the process (:class:`pbfast.primitives.RateLimiter`)
+on a node without workers, and in the node's shared memory (:class:`pbfast.primitives.SharedRateLimiter`, one
+count per client for the main process and every worker) on a node with ``--workers=N`` (docs/logs-backups.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pbfast.pocketbase.app_settings import RateLimitRule, ip_in_list
 from pbfast.pocketbase.apis.request import TenantRequest
 from pbfast.pocketbase.apis.settings import client_ip, real_ip
 from pbfast.pocketbase.request_logs import cached_settings
-from pbfast.primitives import RateLimiter
+from pbfast.primitives import RateLimiter, SharedRateLimiter
 
 __all__ = ["CollectionTags", "RateLimits", "find_rule"]
 
@@ -58,10 +58,11 @@ def find_rule(rules: Sequence[RateLimitRule], labels: Sequence[str],
 
 
 class RateLimits:
-    """The process's rate limiters, and the check each tenant request goes through."""
+    """The rate limiter's windows (the process's, or the node's shared ones: set :attr:`limiter`), and the
+    check each tenant request goes through."""
 
     def __init__(self) -> None:
-        self.limiter = RateLimiter()
+        self.limiter: RateLimiter | SharedRateLimiter = RateLimiter()
         self._cleaned = time.monotonic()
 
     def check(self, request: TenantRequest, collection_tags: CollectionTags | None) -> None:
@@ -93,7 +94,8 @@ class RateLimits:
                     self._count(key, rule, now)
         if time.monotonic() - self._cleaned > CLEAN_EVERY_SECONDS:
             self._cleaned = time.monotonic()
-            self.limiter.clean(now)
+            if isinstance(self.limiter, RateLimiter):  # shared windows need none: ended ones are reused
+                self.limiter.clean(now)
 
     def _count(self, key: str, rule: RateLimitRule, now: int) -> None:
         if not self.limiter.allow(key, max(rule.max_requests, 0), max(rule.duration, 1), now):

@@ -15,6 +15,7 @@ from pbfast.pocketbase.apis.request import (
     MISSING_OR_INVALID_COLLECTION,
     NO_AUTH,
     SUPERUSERS,
+    UNSUPPORTED_CONTENT_TYPE,
     TenantRequest,
     collection_of,
     read_body,
@@ -45,7 +46,7 @@ def auth_with_password(request: TenantRequest) -> None:
         sent_as_form = struct_form_body(request)
         body = read_body(request) if sent_as_form is None else sent_as_form
     except ApiError as err:
-        if err.status == 400:
+        if err.status == 400 and err.message != UNSUPPORTED_CONTENT_TYPE:  # PocketBase's firstApiError
             raise ApiError(400, LOAD_FAILED) from err
         raise
     identity_fields = password_auth.identity_fields
@@ -93,6 +94,8 @@ def auth_refresh(request: TenantRequest) -> None:
         raise ApiError(401, NO_AUTH)
     if current.collection.id != collection.id:
         raise ApiError(403, f"The request requires auth record from {current.collection.name} collection.")
+    if struct_form_body(request) is None:
+        read_body(request)  # PocketBase reads the body for the authRule's request info: unreadable is 400
     token = None
     if not current.refreshable:
         token = current.token  # non-refreshable tokens (e.g. impersonation) are returned as they are

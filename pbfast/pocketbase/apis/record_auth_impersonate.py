@@ -9,6 +9,7 @@ from typing import Final
 from pbfast.http import ApiError
 from pbfast.pocketbase import auth, records
 from pbfast.pocketbase.apis.record_auth import auth_response
+from pbfast.pocketbase.apis.form_body import struct_form_body
 from pbfast.pocketbase.apis.request import NOT_FOUND, TenantRequest, read_body, require_superuser
 
 __all__ = ["impersonate"]
@@ -27,7 +28,8 @@ def impersonate(request: TenantRequest) -> None:
     if record is None:
         raise ApiError(404, NOT_FOUND)
     try:
-        body = read_body(request)
+        sent_as_form = struct_form_body(request)
+        body = read_body(request) if sent_as_form is None else sent_as_form
     except ApiError as err:
         if err.status == 400:
             raise ApiError(400, LOAD_FAILED) from err
@@ -35,6 +37,11 @@ def impersonate(request: TenantRequest) -> None:
     duration = body.get("duration", 0)
     if duration is None:
         duration = 0
+    if sent_as_form is not None and isinstance(duration, str):  # a form's text, as Go's form binder reads an int
+        try:
+            duration = int(duration) if duration else 0
+        except ValueError as err:
+            raise ApiError(400, LOAD_FAILED) from err
     if isinstance(duration, bool) or not isinstance(duration, int) or not -(2**63) <= duration < 2**63:
         raise ApiError(400, LOAD_FAILED)
     if duration < 0:

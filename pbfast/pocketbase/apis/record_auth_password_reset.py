@@ -63,7 +63,7 @@ def _min_password_length(collection: Collection) -> int:
 
 def confirm_password_reset(request: TenantRequest) -> None:
     collection = auth_collection(request)
-    form = string_form(request, ("token", "password", "passwordConfirm"))[0]
+    form = string_form(request, ("token", "password", "passwordConfirm"), first_api_error=False)[0]
     tenant = request.tenant
     token, password = form["token"], form["password"]
     owner = record_tokens.find_auth_record_by_token(tenant, token, record_tokens.PASSWORD_RESET) if token else None

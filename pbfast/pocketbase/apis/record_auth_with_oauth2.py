@@ -19,6 +19,7 @@ a text field receives the URL as in PocketBase.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.fields import FieldError, FileField, TextField
+from pbfast.pocketbase.oauth2 import apple_names
 from pbfast.pocketbase.oauth2.exchange import AuthUser, ExchangeError, fetch_auth_user, fetch_token
 from pbfast.pocketbase.oauth2.providers import random_string, resolve
 from pbfast.pocketbase.realtime import record_changed
@@ -107,6 +109,8 @@ def exchange_code(request: TenantRequest) -> None:
     except ExchangeError as err:
         log.info("tenant %s: OAuth2 user from %s refused: %s", tenant_id, name, err)
         raise ApiError(400, "Failed to fetch OAuth2 user.") from err
+    if name == "apple" and not user.name:  # the name Apple posted once to the redirect URL
+        user = dataclasses.replace(user, name=apple_names.take(tenant_id, form["code"]) or "")
     request.prepared = OAuth2Login(collection.id, name, user, create_data, body)
 
 

@@ -8,7 +8,8 @@ Answered on the event loop (no database work). As PocketBase without its bundled
 none): ``200`` text "Auth completed..." or "Failed to authenticate..." instead of a redirect to ``/_/``.
 
 Differences: PocketBase also refuses a redirect from another IP than the realtime client's (pbfast's realtime
-clients do not keep it; the 40-character client id is the secret); Apple's posted ``user`` name is not kept.
+clients do not keep it; the 40-character client id is the secret). Apple's posted ``user`` name is kept for
+the login call (:mod:`pbfast.pocketbase.oauth2.apple_names`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import orjson
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
+from pbfast.pocketbase.apis.form_body import FORM_TYPES
 from pbfast.pocketbase.apis.record_auth_forms import string_form
 from pbfast.pocketbase.apis.request import TenantRequest
+from pbfast.pocketbase.oauth2 import apple_names
 from pbfast.pocketbase.realtime.hub import RealtimeHub
 from pbfast.pocketbase.realtime.subscriptions import ClientState, sse_frame
 
@@ -37,18 +40,23 @@ def oauth2_redirect(hub: RealtimeHub, request: TenantRequest) -> None:
     """Event loop only (it queues to a realtime client)."""
     if request.method == "POST":
         try:
-            form = string_form(request, ("state", "code", "error"))[0]
+            form, body = string_form(request, ("state", "code", "error"))
+            user = body.get("user")  # Apple's user JSON: a form field (PocketBase ignores it in a JSON body)
+            media_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
+            form["user"] = user if isinstance(user, str) and media_type in FORM_TYPES else ""
         except ApiError:
             _answer(request, success=False)
             return
     else:
-        form = {name: request.query(name) or "" for name in ("state", "code", "error")}
+        form = {name: request.query(name) or "" for name in ("state", "code", "error")} | {"user": ""}
     broker = hub.broker(request.tenant.id)
     client = broker.client(form["state"]) if broker is not None and form["state"] else None
     if client is None or client.discarded or not any(s.topic == TOPIC for s in client.state.subscriptions):
         log.debug("tenant %s: OAuth2 redirect for a missing or unsubscribed realtime client", request.tenant.id)
         _answer(request, success=False)
         return
+    if form["user"] and not form["error"] and form["code"]:
+        apple_names.remember(request.tenant.id, form["code"], form["user"])
     state = client.state
     client.state = ClientState(state.auth, tuple(s for s in state.subscriptions if s.topic != TOPIC))
     message = {"state": form["state"], "code": form["code"]}

@@ -28,6 +28,7 @@ __all__ = [
     "NO_AUTH",
     "ONLY_SUPERUSERS",
     "SUPERUSERS",
+    "UNSUPPORTED_CONTENT_TYPE",
     "Auth",
     "TenantRequest",
     "body_limit",
@@ -44,6 +45,7 @@ __all__ = [
 
 SUPERUSERS = "_superusers"
 BAD_REQUEST = "Something went wrong while processing your request."
+UNSUPPORTED_CONTENT_TYPE = "Unsupported Content-Type."  # the body binder's own error (Go's router)
 ONLY_SUPERUSERS = "Only superusers can perform this action."
 NOT_ALLOWED = "The authorized record is not allowed to perform this action."
 NO_AUTH = "The request requires valid record authorization token."
@@ -173,7 +175,7 @@ def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: st
     if not raw.strip():
         return {}
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
-        raise ApiError(400, "Unsupported Content-Type.")
+        raise ApiError(400, UNSUPPORTED_CONTENT_TYPE)
     value = decode_json_body(raw, invalid)
     if value is None:
         return {}

@@ -25,7 +25,7 @@ TEMPLATES: Final = ("verification", "password-reset", "email-change", "otp", "lo
 
 def settings_test_email(request: TenantRequest) -> None:
     require_superuser(request)
-    form = string_form(request, ("email", "template", "collection"))[0]
+    form = string_form(request, ("email", "template", "collection"), first_api_error=False)[0]
     tenant = request.tenant
     errors: dict[str, Any] = {}
     collection = None

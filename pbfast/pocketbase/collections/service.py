@@ -133,7 +133,9 @@ def _save(conn: apsw.Connection, collection: Collection, original: Collection | 
     except CollectionValidationError as err:
         raise CollectionValidationError(failure, err.data) from err
     except (apsw.Error, RuntimeError) as err:
-        raise CollectionValidationError(f"{failure[:-1]}. Raw error: \n{sqlite_error_text(err)}", {}) from err
+        raw = sqlite_error_text(err)  # PocketBase's error messages end as sentences
+        raise CollectionValidationError(f"{failure[:-1]}. Raw error: \n{raw}{'' if raw.endswith('.') else '.'}",
+                                        {}) from err
     return collection
 
 

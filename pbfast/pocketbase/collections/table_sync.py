@@ -61,7 +61,9 @@ def sync_table(conn: apsw.Connection, new: Collection, old: Collection | None) -
         _create_indexes(conn, new)
         return
     table = new.name
-    rename_table = old.name.lower() != new.name.lower() or old.name != new.name
+    # As PocketBase: a new name in another case keeps the table (SQLite's names are case-insensitive, and
+    # SQLite refuses that rename).
+    rename_table = old.name.lower() != new.name.lower()
     fields_changed = [f.to_json() for f in old.fields] != [f.to_json() for f in new.fields]
     update_indexes = rename_table or fields_changed or old.indexes != new.indexes
     if update_indexes:

@@ -11,7 +11,8 @@ from typing import Any, Final
 import apsw
 
 from pbfast.pocketbase.fields import SettingsContext, TextField
-from pbfast.pocketbase.collections.auth_options import TEMPLATE_KEYS, TOKEN_KEYS, EmailTemplate
+from pbfast.pocketbase.fields.validators import is_url
+from pbfast.pocketbase.collections.auth_options import TEMPLATE_KEYS, TOKEN_KEYS, EmailTemplate, OAuth2Provider
 from pbfast.pocketbase.collections.errors import REQUIRED, error_item
 from pbfast.pocketbase.collections.model import COLLECTION_TYPES, RULE_KEYS, Collection, CollectionMap
 from pbfast.pocketbase.dbutils.index import ParsedIndex, parse_index, single_column_unique_index
@@ -53,7 +54,9 @@ def _validate_name(conn: apsw.Connection, collection: Collection, original: Coll
             return error_item("validation_collection_name_exists", "Collection name must be unique (case insensitive).")
     if any(other.id == name for other in others.values()):
         return error_item("validation_collection_name_id_duplicate", "The name must not match an existing collection id.")
-    if (original is None or original.name != name) and table_exists(conn, name):
+    # Only a table of no collection: a rename in another case keeps the collection's own table (SQLite's names
+    # are case-insensitive), as PocketBase checks the name is no collection's before looking for a table.
+    if (original is None or original.name.lower() != name.lower()) and table_exists(conn, name):
         return error_item("validation_collection_name_invalid", "The name shouldn't match with an existing internal table.")
     return None
 
@@ -243,6 +246,7 @@ def _validate_auth_options(collection: Collection, original: Collection | None, 
         for index, provider in enumerate(oauth2.providers):
             problems = {k: dict(REQUIRED) for k, v in (("name", provider.name), ("clientId", provider.client_id),
                                                         ("clientSecret", provider.client_secret)) if not v}
+            problems |= _provider_problems(provider)
             if not problems and provider.name in seen:
                 problems = {"name": error_item("validation_duplicated_provider",
                                                f"The provider {provider.name} is already registered.",
@@ -372,3 +376,19 @@ def validate_collection(conn: apsw.Connection, collection: Collection, original:
     if collection.type == "auth":
         errors.update(_validate_auth_options(collection, original, others, check_rule))
     return errors
+
+
+def _provider_problems(provider: OAuth2Provider) -> dict[str, Any]:
+    """PocketBase's checks of a provider config: a name it knows, and URLs where URLs are overridden."""
+    from pbfast.pocketbase.oauth2.providers import CATALOG  # the catalog imports the collections' options
+
+    problems: dict[str, Any] = {}
+    if provider.name and provider.name not in CATALOG:
+        problems["name"] = error_item("validation_missing_provider",
+                                      f"Invalid or missing provider with name {provider.name}.",
+                                      {"name": provider.name})
+    for key, url in (("authURL", provider.auth_url), ("tokenURL", provider.token_url),
+                     ("userInfoURL", provider.user_info_url)):
+        if url and not is_url(url):
+            problems[key] = error_item("validation_is_url", "Must be a valid URL.")
+    return problems

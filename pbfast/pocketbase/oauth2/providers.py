@@ -1,12 +1,8 @@
-"""The OAuth2 providers an auth collection may configure (PocketBase's ``tools/auth``): their defaults
-(:data:`CATALOG`), overridden by the collection's provider config as its ``InitProvider`` does
-(:func:`resolve`), the login links ``auth-methods`` gives for them (:func:`provider_info`), and how each
-provider's user answer becomes PocketBase's ``AuthUser`` (:class:`UserMapping`).
-
-Adding a provider whose user endpoint answers one JSON object is data only: its defaults and its
-:class:`UserMapping`. Providers in the catalog without a mapping are listed by ``auth-methods`` but cannot
-complete a login here yet (they need extra requests, e.g. GitHub's emails or Apple's signed id_token).
-Provider logos are not reproduced (``logo`` is empty).
+"""The OAuth2 providers an auth collection may configure (PocketBase 0.40's ``tools/auth``): their defaults
+(:data:`CATALOG`: display name, scopes, URLs, PKCE), overridden by the collection's provider config as its
+``InitProvider`` does (:func:`resolve`), and the login links ``auth-methods`` gives for them
+(:func:`provider_info`). How each provider's user answer becomes PocketBase's ``AuthUser`` is in
+:mod:`pbfast.pocketbase.oauth2.readers`. Provider logos are not reproduced (``logo`` is empty).
 """
 
 from __future__ import annotations
@@ -20,28 +16,12 @@ from typing import Final
 from urllib.parse import quote_plus
 
 from pbfast.pocketbase.collections.auth_options import OAuth2Provider
+from pbfast.pocketbase.gocompat import cast_to_string
 
-__all__ = ["CATALOG", "Provider", "ProviderDefaults", "ProviderInfo", "UserMapping", "provider_info", "random_string",
+__all__ = ["CATALOG", "Provider", "ProviderDefaults", "ProviderInfo", "provider_info", "random_string",
            "resolve", "s256_challenge"]
 
 _ALPHANUMERIC: Final = string.ascii_letters + string.digits
-
-
-@dataclass(frozen=True, slots=True)
-class UserMapping:
-    """Where a provider's user JSON holds each ``AuthUser`` field (empty: not given), and what proves its
-    email: ``email_flag`` (a field that must be true: ``strict_flag`` a JSON true, else any value Go's
-    ``cast.ToBool`` takes as true) or ``email_confirmed_at`` (an RFC 3339 time that must be set)."""
-
-    id: str
-    name: str = ""
-    username: str = ""
-    avatar_url: str = ""
-    email: str = "email"
-    email_flag: str = ""
-    strict_flag: bool = True
-    email_confirmed_at: str = ""
-    numeric_id: bool = False  # the id is a JSON integer (Go's int64), answered as its decimal text
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,39 +33,91 @@ class ProviderDefaults:
     user_info_url: str = ""
     pkce: bool = True
     extra_params: tuple[tuple[str, str], ...] = ()  # added to the login link (Apple wants its answer POSTed)
-    user: UserMapping | None = None  # None: a login with it is not supported here
-    id_token_user: bool = False  # without a user info URL the user is read from the token's id_token (OIDC)
+    openid_with: str = ""  # an extra option that, when set, adds the "openid" scope (Microsoft's id_token email)
 
 
-_OIDC_USER: Final = UserMapping("sub", "name", "preferred_username", "picture", email_flag="email_verified",
-                                strict_flag=False)
-_OIDC: Final = ProviderDefaults("OIDC", ("openid", "email", "profile"), user=_OIDC_USER, id_token_user=True)
+def _defaults(display_name: str, scopes: tuple[str, ...], auth_url: str = "", token_url: str = "",
+              user_info_url: str = "", *, pkce: bool = True) -> ProviderDefaults:
+    return ProviderDefaults(display_name, scopes, auth_url, token_url, user_info_url, pkce)
+
+
+_OIDC: Final = _defaults("OIDC", ("openid", "email", "profile"))
 
 CATALOG: Final[dict[str, ProviderDefaults]] = {
-    "google": ProviderDefaults("Google", ("https://www.googleapis.com/auth/userinfo.profile",
-                                          "https://www.googleapis.com/auth/userinfo.email"),
-                               "https://accounts.google.com/o/oauth2/v2/auth", "https://oauth2.googleapis.com/token",
-                               "https://www.googleapis.com/oauth2/v3/userinfo",
-                               user=UserMapping("sub", "name", avatar_url="picture", email_flag="email_verified")),
-    "gitlab": ProviderDefaults("GitLab", ("read_user",), "https://gitlab.com/oauth/authorize",
-                               "https://gitlab.com/oauth/token", "https://gitlab.com/api/v4/user",
-                               user=UserMapping("id", "name", "username", "avatar_url",
-                                                email_confirmed_at="confirmed_at", numeric_id=True)),
-    "github": ProviderDefaults("GitHub", ("read:user", "user:email"), "https://github.com/login/oauth/authorize",
-                               "https://github.com/login/oauth/access_token", "https://api.github.com/user"),
     "apple": ProviderDefaults("Apple", ("name", "email"), "https://appleid.apple.com/auth/authorize",
-                              extra_params=(("response_mode", "form_post"),)),
-    "discord": ProviderDefaults("Discord", ("identify", "email"), "https://discord.com/api/oauth2/authorize"),
-    "gitea": ProviderDefaults("Gitea/Forgejo", ("read:user", "user:email"), "https://gitea.com/login/oauth/authorize"),
-    "gitee": ProviderDefaults("Gitee", ("user_info", "emails"), "https://gitee.com/oauth/authorize"),
-    "instagram2": ProviderDefaults("Instagram", ("instagram_business_basic",),
-                                   "https://www.instagram.com/oauth/authorize"),
-    "linear": ProviderDefaults("Linear", ("read",), "https://linear.app/oauth/authorize", pkce=False),
-    "planningcenter": ProviderDefaults("Planning Center", ("people",),
-                                       "https://api.planningcenteronline.com/oauth/authorize"),
+                              "https://appleid.apple.com/auth/token", extra_params=(("response_mode", "form_post"),)),
+    "bitbucket": _defaults("Bitbucket", ("account",), "https://bitbucket.org/site/oauth2/authorize",
+                           "https://bitbucket.org/site/oauth2/access_token", "https://api.bitbucket.org/2.0/user",
+                           pkce=False),
+    "box": _defaults("Box", ("root_readonly",), "https://account.box.com/api/oauth2/authorize",
+                     "https://api.box.com/oauth2/token", "https://api.box.com/2.0/users/me"),
+    "discord": _defaults("Discord", ("identify", "email"), "https://discord.com/api/oauth2/authorize",
+                         "https://discord.com/api/oauth2/token", "https://discord.com/api/users/@me"),
+    "facebook": _defaults("Facebook", ("email",), "https://www.facebook.com/v3.2/dialog/oauth",
+                          "https://graph.facebook.com/v3.2/oauth/access_token",
+                          "https://graph.facebook.com/me?fields=name,email,picture.type(large)"),
+    "gitea": _defaults("Gitea/Forgejo", ("read:user", "user:email"), "https://gitea.com/login/oauth/authorize",
+                       "https://gitea.com/login/oauth/access_token", "https://gitea.com/api/v1/user"),
+    "gitee": _defaults("Gitee", ("user_info", "emails"), "https://gitee.com/oauth/authorize",
+                       "https://gitee.com/oauth/token", "https://gitee.com/api/v5/user"),
+    "github": _defaults("GitHub", ("read:user", "user:email"), "https://github.com/login/oauth/authorize",
+                        "https://github.com/login/oauth/access_token", "https://api.github.com/user"),
+    "gitlab": _defaults("GitLab", ("read_user",), "https://gitlab.com/oauth/authorize",
+                        "https://gitlab.com/oauth/token", "https://gitlab.com/api/v4/user"),
+    "google": _defaults("Google", ("https://www.googleapis.com/auth/userinfo.profile",
+                                   "https://www.googleapis.com/auth/userinfo.email"),
+                        "https://accounts.google.com/o/oauth2/v2/auth", "https://oauth2.googleapis.com/token",
+                        "https://www.googleapis.com/oauth2/v3/userinfo"),
+    "instagram2": _defaults("Instagram", ("instagram_business_basic",), "https://www.instagram.com/oauth/authorize",
+                            "https://api.instagram.com/oauth/access_token",
+                            "https://graph.instagram.com/me?fields=id,username,account_type,user_id,name,"
+                            "profile_picture_url,followers_count,follows_count,media_count"),
+    "kakao": _defaults("Kakao", ("account_email", "profile_nickname", "profile_image"),
+                       "https://kauth.kakao.com/oauth/authorize", "https://kauth.kakao.com/oauth/token",
+                       "https://kapi.kakao.com/v2/user/me"),
+    "lark": _defaults("Lark", (), "https://accounts.feishu.cn/open-apis/authen/v1/authorize",
+                      "https://open.feishu.cn/open-apis/authen/v2/oauth/token",
+                      "https://open.feishu.cn/open-apis/authen/v1/user_info"),
+    "linear": _defaults("Linear", ("read",), "https://linear.app/oauth/authorize", "https://api.linear.app/oauth/token",
+                        "https://api.linear.app/graphql", pkce=False),
+    "livechat": _defaults("LiveChat", (), "https://accounts.livechat.com/", "https://accounts.livechat.com/token",
+                          "https://accounts.livechat.com/v2/accounts/me"),
+    "mailcow": _defaults("mailcow", ("profile",)),  # self-hosted: the config gives its URLs
+    "microsoft": ProviderDefaults("Microsoft", ("User.Read",),
+                                  "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+                                  "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+                                  "https://graph.microsoft.com/v1.0/me", openid_with="idTokenEmailClaim"),
+    "monday": _defaults("monday.com", ("me:read",), "https://auth.monday.com/oauth2/authorize",
+                        "https://auth.monday.com/oauth2/token", "https://api.monday.com/v2"),
+    "notion": _defaults("Notion", (), "https://api.notion.com/v1/oauth/authorize", "https://api.notion.com/v1/oauth/token",
+                        "https://api.notion.com/v1/users/me"),
     "oidc": _OIDC,
     "oidc2": _OIDC,
     "oidc3": _OIDC,
+    "patreon": _defaults("Patreon", ("identity", "identity[email]"), "https://www.patreon.com/oauth2/authorize",
+                         "https://www.patreon.com/api/oauth2/token",
+                         "https://www.patreon.com/api/oauth2/v2/identity?fields%5Buser%5D=full_name,email,vanity,"
+                         "image_url,is_email_verified"),
+    "planningcenter": _defaults("Planning Center", ("people",), "https://api.planningcenteronline.com/oauth/authorize",
+                                "https://api.planningcenteronline.com/oauth/token",
+                                "https://api.planningcenteronline.com/people/v2/me"),
+    "spotify": _defaults("Spotify", ("user-read-private",), "https://accounts.spotify.com/authorize",
+                         "https://accounts.spotify.com/api/token", "https://api.spotify.com/v1/me"),
+    "strava": _defaults("Strava", ("profile:read_all",), "https://www.strava.com/oauth/authorize",
+                        "https://www.strava.com/api/v3/oauth/token", "https://www.strava.com/api/v3/athlete"),
+    "trakt": _defaults("Trakt", (), "https://trakt.tv/oauth/authorize", "https://api.trakt.tv/oauth/token",
+                       "https://api.trakt.tv/users/settings"),
+    "twitch": _defaults("Twitch", ("user:read:email",), "https://id.twitch.tv/oauth2/authorize",
+                        "https://id.twitch.tv/oauth2/token", "https://api.twitch.tv/helix/users"),
+    "twitter": _defaults("X/Twitter", ("users.read", "users.email", "tweet.read"), "https://x.com/i/oauth2/authorize",
+                         "https://api.x.com/2/oauth2/token",
+                         "https://api.x.com/2/users/me?user.fields=id,name,username,profile_image_url,confirmed_email"),
+    "vk": _defaults("ВКонтакте", ("email",), "https://oauth.vk.com/authorize", "https://oauth.vk.com/access_token",
+                    "https://api.vk.com/method/users.get?fields=photo_max,screen_name&v=5.131", pkce=False),
+    "wakatime": _defaults("WakaTime", ("email",), "https://wakatime.com/oauth/authorize",
+                          "https://wakatime.com/oauth/token", "https://wakatime.com/api/v1/users/current"),
+    "yandex": _defaults("Yandex", ("login:email", "login:avatar", "login:info"), "https://oauth.yandex.com/authorize",
+                        "https://oauth.yandex.com/token", "https://login.yandex.ru/info"),
 }
 
 
@@ -150,8 +182,11 @@ def provider_info(config: OAuth2Provider) -> ProviderInfo | None:
     pkce = defaults.pkce if config.pkce is None else config.pkce
     state = random_string(30)
     params: dict[str, str] = {"client_id": config.client_id, "response_type": "code", "state": state}
-    if defaults.scopes:
-        params["scope"] = " ".join(defaults.scopes)
+    scopes = defaults.scopes
+    if defaults.openid_with and cast_to_string(config.extra.get(defaults.openid_with)) and "openid" not in scopes:
+        scopes += ("openid",)
+    if scopes:
+        params["scope"] = " ".join(scopes)
     params |= dict(defaults.extra_params)
     verifier = challenge = method = ""
     if pkce:

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! [ header: 4 KiB ][ entries: capacity × 256 B ][ holds: workers × capacity × 8 B ][ counters: workers × 32 × 8 B ]
+//! [ rate buckets: capacity × 4 × 16 B, 64-byte aligned ]
 //! ```
 //!
 //! - the **header**: magic, layout version, sizes, and the node-wide words (the lease, the close
@@ -15,7 +16,9 @@
 //! - the **holds**: per worker and entry, the serving generation under which that worker holds a
 //!   connection to the tenant's database (0: none) ([`super::acks`]);
 //! - the **counters**: per worker, 32 plain counters the main process sums for `/metrics`
-//!   ([`super::counters`]).
+//!   ([`super::counters`]);
+//! - the **rate buckets**: the rate limiter's windows, one per tenant + rule + client counted by every
+//!   process ([`super::rate_limits`]), [`RATE_BUCKETS_PER_ENTRY`] per entry.
 //!
 //! A memfd lives in memory only (no disk writeback of counters bumped on every request) and goes
 //! away with the last process that maps it or holds its descriptor. The main process creates it
@@ -27,17 +30,24 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use portable_atomic::AtomicU128;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PBFSHM01");
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 pub const HEADER_BYTES: usize = 4096;
 pub const ENTRY_BYTES: usize = 256;
 pub const COUNTER_SLOTS: usize = 32;
 pub const MAX_WORKERS: usize = 256;
 pub const MAX_CAPACITY: usize = 1 << 20;
+/// Rate limiter windows per tenant entry (a window is one tenant + rule + client; a node with the least
+/// capacity, 65,536 entries, has 262,144 of them in 4 MiB).
+pub const RATE_BUCKETS_PER_ENTRY: usize = 4;
+pub const RATE_BUCKET_BYTES: usize = 16;
+/// The rate buckets are probed in sets of this many (two cache lines).
+pub const RATE_WAYS: usize = 8;
 
 /// The region's first page. Plain atomics: every process reads and writes it concurrently.
 #[repr(C)]
@@ -58,6 +68,10 @@ pub struct Header {
     /// Entries with a serving state / with quota counters (owner-maintained).
     pub serving_entries: AtomicU64,
     pub quota_entries: AtomicU64,
+    /// The rate limiter's hash seed (random per region: clients cannot aim their keys at one set).
+    pub rate_seed: AtomicU64,
+    /// Requests the rate limiter let through uncounted (their set was full of live windows).
+    pub rate_overflowed: AtomicU64,
 }
 
 /// One tenant's entry (256 bytes, all atomics). The key part is written only by the owner, under
@@ -134,6 +148,8 @@ pub struct Layout {
     pub entries: usize,
     pub holds: usize,
     pub counters: usize,
+    pub rates: usize,
+    pub rate_buckets: usize,
     pub size: usize,
 }
 
@@ -151,13 +167,17 @@ impl Layout {
         let entries = HEADER_BYTES;
         let holds = entries + capacity * ENTRY_BYTES;
         let counters = holds + workers * capacity * 8;
-        let size = counters + workers * COUNTER_SLOTS * 8;
+        let rates = (counters + workers * COUNTER_SLOTS * 8).next_multiple_of(64);
+        let rate_buckets = (capacity * RATE_BUCKETS_PER_ENTRY).max(RATE_WAYS);
+        let size = rates + rate_buckets * RATE_BUCKET_BYTES;
         Ok(Layout {
             capacity,
             workers,
             entries,
             holds,
             counters,
+            rates,
+            rate_buckets,
             size,
         })
     }
@@ -241,6 +261,7 @@ impl Region {
         h.counter_slots.store(COUNTER_SLOTS as u64, Ordering::Relaxed);
         h.window_seconds.store(window_seconds, Ordering::Relaxed);
         h.size.store(layout.size as u64, Ordering::Relaxed);
+        h.rate_seed.store(random_seed()?, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         Ok(region)
     }
@@ -350,6 +371,14 @@ impl Region {
         unsafe { &*(self.base.add(offset) as *const AtomicU64) }
     }
 
+    /// Rate bucket `index` (< rate_buckets): a 16-byte word changed whole by compare-and-swap.
+    pub fn rate_bucket(&self, index: usize) -> &AtomicU128 {
+        assert!(index < self.layout.rate_buckets);
+        // SAFETY: in bounds (checked), 16-byte aligned (page-aligned base + a 64-byte aligned offset
+        // + multiples of 16); AtomicU128 has the size and alignment of u128.
+        unsafe { &*(self.base.add(self.layout.rates + index * RATE_BUCKET_BYTES) as *const AtomicU128) }
+    }
+
     /// Worker `worker`'s counter `slot`.
     pub fn counter(&self, worker: usize, slot: usize) -> &AtomicU64 {
         assert!(worker < self.layout.workers && slot < COUNTER_SLOTS);
@@ -364,6 +393,17 @@ impl Drop for Region {
         // SAFETY: the mapping made in create/attach, of this size; nothing borrows it any more.
         unsafe { libc::munmap(self.base.cast(), self.layout.size) };
     }
+}
+
+/// 64 random bits from the kernel.
+fn random_seed() -> io::Result<u64> {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom into a local buffer of the length given.
+    let read = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if read != seed.len() as isize {
+        return Err(os_error("getrandom"));
+    }
+    Ok(u64::from_le_bytes(seed))
 }
 
 /// CLOCK_MONOTONIC (the clock of Python's `time.monotonic()`, shared by every process of the host) in
@@ -486,7 +526,10 @@ mod tests {
         let layout = Layout::new(1024, 2).unwrap();
         assert_eq!(layout.entries, HEADER_BYTES);
         assert_eq!(layout.holds, HEADER_BYTES + 1024 * ENTRY_BYTES);
-        assert_eq!(layout.size, layout.counters + 2 * COUNTER_SLOTS * 8);
+        assert_eq!(layout.rates, (layout.counters + 2 * COUNTER_SLOTS * 8).next_multiple_of(64));
+        assert_eq!(layout.rate_buckets, 4096);
+        assert_eq!(layout.size, layout.rates + 4096 * RATE_BUCKET_BYTES);
+        assert_eq!(Layout::new(1, 1).unwrap().rate_buckets, RATE_WAYS);
     }
 
     #[test]
@@ -501,6 +544,9 @@ mod tests {
         assert_eq!(other.counter(1, 3).load(Ordering::Relaxed), 5);
         other.entry(63).epoch.store(9, Ordering::Relaxed);
         assert_eq!(owner.entry(63).epoch.load(Ordering::Relaxed), 9);
+        other.rate_bucket(255).store(7 << 64 | 3, Ordering::SeqCst);
+        assert_eq!(owner.rate_bucket(255).load(Ordering::SeqCst), 7 << 64 | 3);
+        assert_eq!(other.header().rate_seed.load(Ordering::Relaxed), owner.header().rate_seed.load(Ordering::Relaxed));
         other.hold(0, 7).store(4, Ordering::Relaxed);
         assert_eq!(owner.hold(0, 7).load(Ordering::Relaxed), 4);
         assert_eq!(owner.hold(1, 7).load(Ordering::Relaxed), 0);
