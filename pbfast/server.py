@@ -102,8 +102,6 @@ class Components:
     before_stop: list[Callable[[], None]] = field(default_factory=list)
     startups: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     native: list[NativeFrontend] = field(default_factory=list)  # started once the listeners serve
-    # Awaited (while the listeners serve) before the node registers with the control plane: its workers listen.
-    node_ready: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 def _token(config: ServeConfig, given: str | None, file_name: str, component: str, usage: str) -> str:
@@ -179,12 +177,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
             except Exception:  # noqa: BLE001 - idle closing must go on
                 component_logger("TenantNode").exception("closing idle tenants failed")
 
-    async def register_when_ready() -> None:
-        for ready in parts.node_ready:
-            await ready()
-        await membership.run()
-
-    parts.tasks += [register_when_ready, close_idle_tenants]
+    parts.tasks += [membership.run, close_idle_tenants]
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all,  # run in reverse order
                       node.api.request_logs.close]
@@ -219,8 +212,8 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
 
     supervisor = WorkerSupervisor(engine.workers, node.shared, settings_for, spawner)
     node.metrics.workers = lambda: (supervisor.running, supervisor.restarts)
-    parts.startups.append(supervisor.start)  # started before the node serves; listening before it registers
-    parts.node_ready.append(supervisor.ready)
+    # Listening before any listener here serves (an all-in-one's gateway forwards to them) or the node registers.
+    parts.startups += [supervisor.start, supervisor.ready]
     parts.tasks.append(supervisor.run)
     if spawner is not None:
         parts.closers.append(spawner.close)
@@ -228,12 +221,37 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
     parts.closers.insert(0, lambda: shutil.rmtree(private, ignore_errors=True))
 
 
-def _reserve_loopback_port() -> socket.socket:
+NODE_PORT_FILE = "node-loopback.port"
+
+
+def _reserve_loopback_port(data_dir: Path) -> socket.socket:
     """A loopback port for an all-in-one's node workers: bound with SO_REUSEPORT, never listening, so the
-    workers can bind it too while no other program takes it."""
+    workers can bind it too while no other program takes it. The port of the last run when it is free (kept in
+    the data dir): the node's address stays the same across restarts, so the routes the control plane kept
+    lead to it at once (another address is unreachable until the node registered again)."""
+    remembered = data_dir / NODE_PORT_FILE
+    try:
+        wanted = int(remembered.read_text().strip())
+    except (OSError, ValueError):
+        wanted = 0
+    if wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # without SO_REUSEPORT: nobody's?
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the last run's TIME_WAIT leftovers
+            try:
+                probe.bind(("127.0.0.1", wanted))
+            except OSError:
+                wanted = 0
     reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    reservation.bind(("127.0.0.1", 0))
+    try:
+        reservation.bind(("127.0.0.1", wanted))
+    except OSError:
+        reservation.bind(("127.0.0.1", 0))
+    try:
+        remembered.write_text(f"{reservation.getsockname()[1]}\n")
+    except OSError as err:
+        log.warning("cannot keep the node's loopback port in %s: %s", remembered, err)
     return reservation
 
 
@@ -301,7 +319,7 @@ def build_components(config: ServeConfig, spawner: WorkerSpawner | None = None) 
         own_cp = (_connect_address(config.http_addr),)
         workers = config.engine.workers
         if workers > 1:  # the workers serve on a loopback port of the node's own, the gateway forwards there
-            reservation = _reserve_loopback_port()
+            reservation = _reserve_loopback_port(config.data_dir)
             parts.closers.insert(0, reservation.close)
             node_address = Address("127.0.0.1", reservation.getsockname()[1])
             local_address = node_address.url

@@ -126,8 +126,8 @@ class WorkerSupervisor:
         worker.process = None
 
     async def start(self) -> None:
-        """Start the workers (a start-up step of the node's main process: its own listeners start while the
-        workers do; :meth:`ready` before it registers with the control plane)."""
+        """Start the workers (a start-up step of the node's main process, then :meth:`ready`: its listeners
+        serve, and it registers with the control plane, once the workers listen)."""
         for worker in self.workers:
             await self._start(worker)
 
