@@ -38,6 +38,7 @@ from pbfast.gc_tuning import collect_when_idle, tune_for_serving
 from pbfast.http import ApiError, Guard, Handler, HTTPProtocol, Request, Router, Scope, discard_unread_body
 from pbfast.logs import component_logger, configure_logging, current_request_id
 from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.apis.record_auth_otp import attempts as otp_attempts
 from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.primitives import (
     NodeSharedMemory,
@@ -106,6 +107,7 @@ class WorkerApp:
         self.api.backups.location = backup_location(settings.s3_bucket, settings.s3_endpoint, Path(settings.data_dir))
         self.api.on_time_limit = self._time_limited
         self.api.rate_limits.limiter = SharedRateLimiter(memory)  # one count per client for the whole node
+        otp_attempts.shared = self.api.rate_limits.limiter  # so are OTP guesses
         self.link = WorkerLink(settings.hub_socket, settings.node_socket, settings.cluster_token)
         self.tenants = WorkerTenants(settings.index, Path(settings.data_dir) / "tenants", self.table,
                                      WorkerAcks(memory), self.counters, self.db, settings.replicated)
