@@ -73,6 +73,7 @@ class _Held:
     generation: int
     index: int
     closing: asyncio.Future[None] | None = None
+    files_measured: bool = False  # its files in the store counted (until then its size is not published)
 
 
 class WorkerTenants:
@@ -116,18 +117,29 @@ class WorkerTenants:
             raise
         held = self.held[tenant_id] = _Held(tenant, generation, index)
         self.counters.set(self.worker, WorkerCounter.OPEN_TENANTS, len(self.held))
+        asyncio.ensure_future(self._measure_files(tenant_id, held))
         if self._stale(tenant_id, held):  # stopped while it opened: the close watch may have looked already
             asyncio.ensure_future(self.close(tenant_id, held))
             return None
         return tenant
 
+    async def _measure_files(self, tenant_id: str, held: _Held) -> None:
+        """Count the tenant's files toward its storage quota, off its turn: a listing of an unreachable store
+        must not keep the connection from closing (a fence waits for that)."""
+        try:
+            await asyncio.to_thread(files_of(held.tenant).measure)
+        except StorageError as err:
+            log.warning("tenant %s: its files could not be measured: %s", tenant_id, err)
+            return
+        held.files_measured = True
+
+    def files_measured(self, tenant: Tenant) -> bool:
+        held = self.held.get(tenant.id)
+        return held is not None and held.tenant is tenant and held.files_measured
+
     def _open_database(self, tenant_id: str) -> Tenant:
         tenant = Tenant.open(tenant_id, self.tenants_dir / tenant_id, False, DEFAULT_LIMITS)
         tenant.shared_schema = True  # the other workers change its collections too
-        try:
-            files_of(tenant).measure()  # its files count toward its storage quota
-        except StorageError as err:
-            log.warning("tenant %s: its files could not be measured: %s", tenant_id, err)
         if self.replicated:
             tenant.conn.execute(NO_AUTOCHECKPOINT)
         return tenant
@@ -379,6 +391,8 @@ class WorkerServing:
     def _measure_storage(self, tenant: Tenant) -> None:
         """Refresh the tenant's stored bytes after writes, at most once per second per tenant and worker."""
         now = time.monotonic()
+        if not self.tenants.files_measured(tenant):
+            return  # the main process's figure stands meanwhile
         if now - self._measured_at.get(tenant.id, 0.0) >= STORAGE_MEASURE_SECONDS:
             self._measured_at[tenant.id] = now
             self.quotas.set_storage(tenant.id, tenant.size_bytes())
