@@ -132,7 +132,7 @@ class TenantApi:
                  ("authWithOTP", "auth")),
                 (record_auth_with_oauth2.auth_with_oauth2, "POST", "/api/collections/{collection}/auth-with-oauth2",
                  ("authWithOAuth2", "auth")),
-                *((handler, "POST", f"/api/collections/{{collection}}/{route}", (tag,)) for handler, route, tag in (
+                *[(handler, "POST", f"/api/collections/{{collection}}/{name}", (tag,)) for handler, name, tag in (
                     (record_auth_verification.request_verification, "request-verification", "requestVerification"),
                     (record_auth_verification.confirm_verification, "confirm-verification", "confirmVerification"),
                     (record_auth_password_reset.request_password_reset, "request-password-reset",
@@ -140,7 +140,8 @@ class TenantApi:
                     (record_auth_password_reset.confirm_password_reset, "confirm-password-reset",
                      "confirmPasswordReset"),
                     (record_auth_email_change.request_email_change, "request-email-change", "requestEmailChange"),
-                    (record_auth_email_change.confirm_email_change, "confirm-email-change", "confirmEmailChange")))):
+                    (record_auth_email_change.confirm_email_change, "confirm-email-change", "confirmEmailChange"))],
+                (file.download, "GET", "/api/files/{collection}/{recordId}/{filename}", ("file",))):
             self._collection_tags[handler] = CollectionTags(f"{method} {path}", tags)
         # Request logs (auxiliary.db), written off the request path; the logs API's successes are not logged.
         self.request_logs = RequestLogs()
@@ -169,8 +170,7 @@ class TenantApi:
         handler, params, _ = self.router.find(scope.method, path)
         if handler is None:
             # PocketBase falls through to its static file handler for GET, else to the router's 404.
-            # A file name with an encoded "/" (PocketBase matches its file route, then finds no such file).
-            static = scope.method in ("GET", "HEAD") and not path.startswith("/api/files/")
+            static = scope.method in ("GET", "HEAD") and not _file_route_with_encoded_slash(path)
             send_error(proto, 404, FILE_NOT_FOUND if static else NOT_FOUND)
             return
         if tenant.realtime is None:
@@ -191,13 +191,14 @@ class TenantApi:
                     return
                 request.raw_body = None
         network_step = self.network_steps.get(handler)
+        admitted = False
         if network_step is not None:
-            # The rate limits come first (PocketBase's middleware): no provider is called for a refused request.
-            refused: list[ApiError] = []
-            await self._limit_before_network(handler, request, refused, run)
-            if refused:
-                send_error(proto, refused[0].status, refused[0].message, refused[0].data, refused[0].headers)
-                return
+            # PocketBase's middlewares (superuser IPs, rate limits) refuse a request before its handler's network
+            # work starts; a refused one is answered and logged as any other.
+            refusal, admitted = await self._admission(handler, request, run)
+            if refusal is not None:
+                handler, network_step = _refused(refusal), None
+        if network_step is not None:
             try:
                 await asyncio.get_running_loop().run_in_executor(record_auth_with_oauth2.PROVIDER_THREADS,
                                                                  network_step, request)
@@ -222,7 +223,7 @@ class TenantApi:
 
         def work() -> None:
             nonlocal entry  # the log of the attempt that counted (an inline attempt may be done again)
-            entry = self._run(handler, request, time_limit)
+            entry = self._run(handler, request, time_limit, admitted=admitted)
 
         if run is None:
             work()
@@ -234,29 +235,40 @@ class TenantApi:
         if entry is not None:
             self.request_logs.add(entry)
 
-    async def _limit_before_network(self, handler: Handler, request: TenantRequest, refused: list[ApiError],
-                                    run: Runner | None) -> None:
-        """The rate limit check of a handler with a network step, on the tenant's database turn; a refusal
-        goes to ``refused``."""
-        def check() -> None:
-            try:
-                self.rate_limits.check(request, self._collection_tags.get(handler))
-            except ApiError as err:
-                refused.append(err)
-            except Exception as err:  # noqa: BLE001 - e.g. the tenant closed meanwhile: the handler's turn answers
-                log.warning("tenant %s: rate limit check failed: %r", request.tenant.id, err)
-
-        if run is None:
-            check()
-        else:
-            await run(check)
-
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)
 
-    def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None) -> LogEntry | None:
+    async def _admission(self, handler: Handler, request: TenantRequest,
+                         run: Runner | None) -> tuple[ApiError | None, bool]:
+        """The superuser IP and rate limit checks of :meth:`_run`, done first (on the tenant's database turn):
+        the refusal or None, and whether the checks ran (when they could not, e.g. the tenant closed meanwhile,
+        the handler's own turn runs them and answers)."""
+        refusal: ApiError | None = None
+        checked = False
+
+        def admit() -> None:
+            nonlocal refusal, checked
+            try:
+                settings.check_superuser_ip(request)
+                self.rate_limits.check(request, self._collection_tags.get(handler))
+            except ApiError as err:
+                refusal = err
+            except Exception as err:  # noqa: BLE001 - the handler's turn answers for the tenant
+                log.warning("tenant %s: admission checks failed: %r", request.tenant.id, err)
+                return
+            checked = True
+
+        if run is None:
+            admit()
+        else:
+            await run(admit)
+        return refusal, checked
+
+    def _run(self, handler: Handler, request: TenantRequest, time_limit: float | None, *,
+             admitted: bool = False) -> LogEntry | None:
         """Run ``handler`` on the thread that holds the tenant's connection; every failure becomes an answer.
-        Returns the request's log (None when the tenant's settings log nothing)."""
+        ``admitted``: :meth:`_admission` passed already. Returns the request's log (None when the tenant's
+        settings log nothing)."""
         tenant, proto = request.tenant, request.proto
         started = time.perf_counter()
         error: ApiError | None = None
@@ -266,8 +278,8 @@ class TenantApi:
             if tenant.shared_schema:  # another process (a worker of the node) may have changed the collections
                 tenant.refresh_collections()
             with tenant.time_limit.running(time_limit):
-                settings.check_superuser_ip(request)
-                if handler not in self.network_steps:  # those were checked before their network step
+                if not admitted:
+                    settings.check_superuser_ip(request)
                     self.rate_limits.check(request, self._collection_tags.get(handler))
                 try:
                     handler(request)
@@ -317,3 +329,18 @@ class TenantApi:
         if self.on_time_limit is not None:
             self.on_time_limit(request.tenant.id)
         send_error(request.proto, 400, TIME_LIMIT_MESSAGE.format(seconds=seconds))
+
+
+def _refused(refusal: ApiError) -> Handler:
+    """A handler that answers ``refusal``."""
+    def refuse(request: TenantRequest) -> None:
+        raise refusal
+    return refuse
+
+
+def _file_route_with_encoded_slash(path: str) -> bool:
+    """A file path PocketBase's file route matches but pbfast's does not: more segments than the route's five,
+    none empty, as an encoded ``/`` in a name gives (the path arrives decoded); PocketBase then finds no such
+    file. Fewer segments, or an empty one, fall through to the static handler there too."""
+    segments = path.split("/")[1:]
+    return path.startswith("/api/files/") and len(segments) > 5 and "" not in segments

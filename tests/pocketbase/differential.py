@@ -1,7 +1,9 @@
 """Run the same request sequence against stock PocketBase and a pbfast tenant and compare the answers.
 
 Normalised before comparing, and only where the two must differ: auth tokens, ids generated during the
-sequence (mapped to ``<new-N>`` in order of appearance), and timestamps written during the sequence
+sequence (mapped to ``<new-N>`` in order of appearance), the names PocketBase gave files uploaded during the
+sequence (``name_<10 random>.ext``, mapped to ``<file-N>``; steps may use both kinds of placeholder, in raw
+bodies too), and timestamps written during the sequence
 (``created``/``updated`` of records and collections saved by a step: any date between the start of the run
 and a minute from now), and the random ``_clone_xxxx`` ids of the fields a view collection copies.
 """
@@ -23,6 +25,11 @@ _JWT = re.compile(r"^eyJ[\w-]+\.[\w-]+\.[\w-]+$")
 _GENERATED_USERNAME = re.compile(r"^users\d{5,6}$")
 # Ids PocketBase gives the fields a view collection copies from another collection ("_clone_" + 4 random).
 _CLONE_FIELD_ID = re.compile(r"^_clone_[A-Za-z0-9]{4}$")
+# A stored upload's name: the sanitised original name, "_", 10 random lowercase letters or digits, the extension
+# (the fixture's own files have upper-case letters in their random part, so they never match).
+_UPLOADED_FILE_NAME = re.compile(r"^[a-z0-9_]*_[a-z0-9]{10}(\.[A-Za-z0-9]+)*$")
+# An uploaded file's name quoted in a validation message.
+_QUOTED_UPLOAD = re.compile(r'"[a-z0-9_]*_[a-z0-9]{10}(\.[A-Za-z0-9]+)*"')
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class Runner:
         self.tokens: dict[str, str] = {}
         self.new_ids: dict[str, str] = {}
         self.fixture_ids: set[str] = set()
+        # One client for the sequence: a client of its own per request costs ~25 ms of CPU (its TLS context).
+        self.client = httpx.Client()
         # Dates from this moment on were written by the sequence (the fixture's are years old).
         self.started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 2))
         # One client for the whole sequence (a client per request costs ~30 ms of CPU: its TLS context), with a
@@ -67,7 +76,10 @@ class Runner:
             path = path.replace(placeholder, real)
         kwargs: dict[str, Any] = {"headers": headers}
         if step.raw is not None:
-            kwargs["content"] = step.raw
+            raw = step.raw
+            for placeholder, real in self.new_ids.items():
+                raw = raw.replace(placeholder.encode(), real.encode())
+            kwargs["content"] = raw
             headers.setdefault("content-type", "application/json")
         elif step.body is not None:
             kwargs["json"] = self._with_new_ids(step.body)
@@ -106,6 +118,8 @@ class Runner:
                     out[k] = "<generated>"
                 elif k == "id" and isinstance(v, str) and _CLONE_FIELD_ID.match(v):
                     out[k] = "_clone_<random>"
+                elif k == "message" and isinstance(v, str):
+                    out[k] = _QUOTED_UPLOAD.sub('"<uploaded file>"', v)
                 else:
                     out[k] = self._normalise(v, k)
             return out
@@ -130,7 +144,13 @@ class Runner:
 
     def remember_new_id(self, record_id: str) -> None:
         if record_id not in self.new_ids.values():
-            self.new_ids[f"<new-{len(self.new_ids) + 1}>"] = record_id
+            count = sum(1 for placeholder in self.new_ids if placeholder.startswith("<new-"))
+            self.new_ids[f"<new-{count + 1}>"] = record_id
+
+    def remember_new_file(self, name: str) -> None:
+        if name not in self.new_ids.values():
+            count = sum(1 for placeholder in self.new_ids if placeholder.startswith("<file-"))
+            self.new_ids[f"<file-{count + 1}>"] = name
 
 
 def _moments_from_now(seconds: float) -> str:
@@ -142,6 +162,14 @@ def compare(stock: Backend, pbfast: Backend, steps: list[Step], fixture_ids: set
     runners = Runner(stock), Runner(pbfast)
     for runner in runners:
         runner.fixture_ids = fixture_ids
+    try:
+        return _compare(runners, steps)
+    finally:
+        for runner in runners:
+            runner.client.close()
+
+
+def _compare(runners: tuple[Runner, Runner], steps: list[Step]) -> list[str]:
     differences = []
     try:
         return _compare_steps(runners, steps, differences)
@@ -156,9 +184,12 @@ def _compare_steps(runners: tuple[Runner, Runner], steps: list[Step], difference
         for runner in runners:
             outcome = runner.run(step)
             raw_ids = _created_ids(outcome, runner)
-            if raw_ids:
+            raw_files = _uploaded_files(outcome.body, runner.fixture_ids) if outcome.status == 200 else []
+            if raw_ids or raw_files:
                 for raw_id in raw_ids:
                     runner.remember_new_id(raw_id)
+                for name in raw_files:
+                    runner.remember_new_file(name)
                 outcome = Outcome(outcome.status, runner._normalise(outcome.body))
             outcomes.append(outcome)
         expected, actual = outcomes
@@ -195,3 +226,21 @@ def _record_ids(value: Any, fixture_ids: set[str], found: list[str]) -> None:
     elif isinstance(value, list):
         for item in value:
             _record_ids(item, fixture_ids, found)
+
+
+def _uploaded_files(value: Any, known: set[str], found: list[str] | None = None) -> list[str]:
+    """Names of uploaded files in the records of an answer (values of a record's fields, not ids nor
+    ``known`` values such as the fixture's collection ids), in order of appearance."""
+    found = [] if found is None else found
+    if isinstance(value, dict):
+        for key, item in sorted(value.items()):  # the same order whatever order the keys came in
+            if "collectionName" in value and key not in ("id", "collectionId", "collectionName"):
+                for name in item if isinstance(item, list) else [item]:
+                    if isinstance(name, str) and _UPLOADED_FILE_NAME.match(name) and name not in known \
+                            and name not in found:
+                        found.append(name)
+            _uploaded_files(item, known, found)
+    elif isinstance(value, list):
+        for item in value:
+            _uploaded_files(item, known, found)
+    return found

@@ -180,7 +180,7 @@ def _stop(processes: list[PbfastProcess]) -> None:
             process.stop(signal.SIGTERM, timeout=5)
 
 
-def wait_healthy(target: Target, timeout: float = 10.0) -> None:
+def wait_healthy(target: Target, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while target.request("GET", "/api/health").status_code != 200:
         assert time.monotonic() < deadline, f"{target.name} is not healthy"

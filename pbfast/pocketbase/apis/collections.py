@@ -14,6 +14,7 @@ from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
     NOT_FOUND,
+    UNSUPPORTED_CONTENT_TYPE,
     TenantRequest,
     collection_of,
     read_body,
@@ -72,20 +73,10 @@ def view_collection(request: TenantRequest) -> None:
     send_with_fields(request, collection_of(request, NOT_FOUND).to_api())
 
 
-def _collection_body(request: TenantRequest, invalid: str) -> dict[str, Any]:
-    """The body of a collection create/update: any failure to read it is 400 ``invalid`` (PocketBase's
-    handlers answer their own message, not the binder's, e.g. for another content type)."""
-    try:
-        return read_body(request, invalid=invalid)
-    except ApiError as err:
-        if err.status == 400:
-            raise ApiError(400, invalid) from err
-        raise
-
-
 def create_collection(request: TenantRequest) -> None:
     require_superuser(request)
-    body = _collection_body(request, "Failed to load the collection type data due to invalid formatting.")
+    unreadable = "Failed to load the collection type data due to invalid formatting."
+    body = read_body(request, invalid=unreadable, unsupported=unreadable)
     created = _change(request, lambda conn: collections.create_collection(conn, body))
     send_with_fields(request, created.to_api())
 
@@ -93,7 +84,8 @@ def create_collection(request: TenantRequest) -> None:
 def update_collection(request: TenantRequest) -> None:
     require_superuser(request)
     collection = collection_of(request, NOT_FOUND)
-    body = _collection_body(request, "Failed to load the submitted data due to invalid formatting.")
+    unreadable = "Failed to load the submitted data due to invalid formatting."
+    body = read_body(request, invalid=unreadable, unsupported=unreadable)
     updated = _change(request, lambda conn: collections.update_collection(conn, collection, body))
     send_with_fields(request, updated.to_api())
 
@@ -136,7 +128,7 @@ def import_collections(request: TenantRequest) -> None:
     require_superuser(request)
     if (request.header("content-type") or "").split(";")[0].strip().lower() in FORM_TYPES:
         raise ApiError(400, IMPORT_UNREADABLE)  # PocketBase binds the form and finds no list of collections in it
-    body = read_body(request, invalid=IMPORT_UNREADABLE)
+    body = read_body(request, invalid=IMPORT_UNREADABLE, unsupported=UNSUPPORTED_CONTENT_TYPE)
     data, delete_missing = body.get("collections"), body.get("deleteMissing", False)
     if data is not None and (not isinstance(data, list) or not all(isinstance(item, dict) for item in data)) \
             or delete_missing is not None and not isinstance(delete_missing, bool):

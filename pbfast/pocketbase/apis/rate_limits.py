@@ -3,7 +3,8 @@ off unless enabled; superusers and ``excludedIPs`` are never limited; a rule is 
 labels (``METHOD /path``, then ``/path``; rules ending in ``/`` match as path prefixes) and audience (``""``
 for everyone, ``@guest``, ``@auth``); collection routes look first for their tags (``users:auth``,
 ``users:create``, then ``*:auth`` ...). Each matched rule counts the client (``RealIP``, with the tenant's
-``trustedProxy`` settings) in a fixed window; past ``maxRequests`` the answer is 429.
+``trustedProxy`` settings) in a fixed window; past ``maxRequests`` the answer is 429. Saved settings start
+every window afresh, as in PocketBase (identical settings saved again excepted).
 
 The counting is native, well under a microsecond a check: in the process (:class:`pbfast.primitives.RateLimiter`)
 on a node without workers, and in the node's shared memory (:class:`pbfast.primitives.SharedRateLimiter`, one
@@ -12,13 +13,14 @@ count per client for the main process and every worker) on a node with ``--worke
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from pbfast.http import ApiError
-from pbfast.pocketbase.app_settings import RateLimitRule, ip_in_list
+from pbfast.pocketbase.app_settings import RateLimitRule, Settings, ip_in_list
 from pbfast.pocketbase.apis.request import TenantRequest
 from pbfast.pocketbase.apis.settings import client_ip, real_ip
 from pbfast.pocketbase.request_logs import cached_settings
@@ -64,6 +66,10 @@ class RateLimits:
     def __init__(self) -> None:
         self.limiter: RateLimiter | SharedRateLimiter = RateLimiter()
         self._cleaned = time.monotonic()
+        # Per tenant: the settings last seen and their generation. PocketBase starts its limiters afresh when
+        # the settings are saved; a new generation (part of every key) does that here, once the changed
+        # settings are seen (settings changed back to an earlier state within a window find its count again).
+        self._generations: dict[str, tuple[Settings, int]] = {}
 
     def check(self, request: TenantRequest, collection_tags: CollectionTags | None) -> None:
         """Raise 429 when a rule of the tenant's settings refuses the request."""
@@ -79,7 +85,7 @@ class RateLimits:
         path = request.path
         labels = [f"{request.method} {path}", path]
         now = int(time.time())
-        tenant_id = request.tenant.id
+        tenant_id = f"{request.tenant.id}\0{self._generation(request.tenant.id, settings)}"
         rule = find_rule(limits.rules, labels, audiences)
         if rule is not None:
             self._count(f"{tenant_id}\0{rule.label}{rule.audience}\0{ip}", rule, now)
@@ -96,6 +102,16 @@ class RateLimits:
             self._cleaned = time.monotonic()
             if isinstance(self.limiter, RateLimiter):  # shared windows need none: ended ones are reused
                 self.limiter.clean(now)
+
+    def _generation(self, tenant_id: str, settings: Settings) -> int:
+        """A digest of the tenant's settings: every process of the node (the windows may be shared) derives the
+        same one, and a change of any setting gives new keys, i.e. fresh windows."""
+        seen = self._generations.get(tenant_id)
+        if seen is not None and seen[0] is settings:
+            return seen[1]
+        generation = int.from_bytes(hashlib.blake2b(repr(settings).encode(), digest_size=8).digest(), "little")
+        self._generations[tenant_id] = (settings, generation)
+        return generation
 
     def _count(self, key: str, rule: RateLimitRule, now: int) -> None:
         if not self.limiter.allow(key, max(rule.max_requests, 0), max(rule.duration, 1), now):

@@ -24,6 +24,7 @@ from pbfast.pocketbase.apis.request import (
     MISSING_OR_INVALID_COLLECTION,
     NOT_FOUND,
     ONLY_SUPERUSERS,
+    UNSUPPORTED_CONTENT_TYPE,
     TenantRequest,
     collection_of,
     read_body,
@@ -231,7 +232,7 @@ def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], 
         raise ApiError(400, "Unsupported collection type.")
     limit = record_body_limit(collection)
     form = record_form_body(request, limit)
-    body = read_body(request, limit) if form is None else form.data
+    body = read_body(request, limit, unsupported=UNSUPPORTED_CONTENT_TYPE) if form is None else form.data
     return collection, body, request.superuser, form
 
 

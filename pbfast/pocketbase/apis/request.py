@@ -20,6 +20,7 @@ from pbfast.pocketbase.search import RequestInfo, TableResolver
 from pbfast.pocketbase.tenant import Tenant
 
 __all__ = [
+    "Auth",
     "BAD_REQUEST",
     "DEFAULT_MAX_BODY",
     "MISSING_COLLECTION",
@@ -28,9 +29,9 @@ __all__ = [
     "NO_AUTH",
     "ONLY_SUPERUSERS",
     "SUPERUSERS",
-    "UNSUPPORTED_CONTENT_TYPE",
     "Auth",
     "TenantRequest",
+    "UNSUPPORTED_CONTENT_TYPE",
     "body_limit",
     "collection_of",
     "decode_json_body",
@@ -52,6 +53,7 @@ NO_AUTH = "The request requires valid record authorization token."
 MISSING_COLLECTION = "Missing collection context."
 MISSING_OR_INVALID_COLLECTION = "Missing or invalid collection context."
 NOT_FOUND = "The requested resource wasn't found."
+UNSUPPORTED_CONTENT_TYPE = "Unsupported Content-Type."
 DEFAULT_MAX_BODY = 32 << 20
 
 
@@ -162,19 +164,26 @@ def require_superuser(request: TenantRequest) -> None:
         raise ApiError(403, NOT_ALLOWED)
 
 
-def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: str = BAD_REQUEST) -> dict[str, Any]:
+def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: str = BAD_REQUEST,
+              unsupported: str | None = None) -> dict[str, Any]:
     """The JSON object of the body (read before the handler ran, see :meth:`~pbfast.pocketbase.api.TenantApi.handle`) as PocketBase binds it:
     empty or ``null`` is ``{}``, only the first JSON value counts; anything but an object is 400 with
-    ``invalid`` as the message."""
+    ``invalid`` as the message. ``unsupported``: the route's message for a body PocketBase does not bind as
+    JSON (its Content-Type, as sent, does not begin with ``application/json``); None: pbfast's wider
+    acceptance (no type, another case, ``+json`` types)."""
     if request.bound_body is not None:
         return request.bound_body
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     raw = request.raw_body
     if raw is None or len(raw) > limit:
         raise ApiError(413, "Request entity too large.")
+    if unsupported is not None and raw and not (request.header("content-type") or "").startswith("application/json"):
+        raise ApiError(400, unsupported)
     if not raw.strip():
         return {}
-    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+    # PocketBase binds JSON when the header begins with "application/json" as sent (see ``unsupported``)
+    if content_type and content_type != "application/json" and not content_type.endswith("+json") \
+            and not (request.header("content-type") or "").startswith("application/json"):
         raise ApiError(400, UNSUPPORTED_CONTENT_TYPE)
     value = decode_json_body(raw, invalid)
     if value is None:
@@ -266,7 +275,10 @@ def _no_json_constant(name: str) -> Any:
 
 
 def record_body_limit(collection: Collection) -> int:
-    """PocketBase's record body limit: the default plus what the collection's file fields may carry."""
+    """PocketBase's record body limit: the default plus what the collection's file, JSON and editor fields may
+    carry (a view's fields add nothing: it takes no writes)."""
+    if collection.is_view:
+        return DEFAULT_MAX_BODY
     return DEFAULT_MAX_BODY + sum(f.max_body_size() for f in collection.fields)
 
 

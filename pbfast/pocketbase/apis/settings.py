@@ -11,7 +11,8 @@ from pbfast.http import ApiError
 from pbfast.pocketbase import app_settings
 from pbfast.pocketbase.apis.request import TenantRequest, read_body, require_superuser, send_with_fields
 
-__all__ = ["FORBIDDEN", "check_superuser_ip", "client_ip", "real_ip", "settings_list", "settings_update"]
+__all__ = ["FORBIDDEN", "check_superuser_ip", "client_ip", "real_ip", "settings_list", "settings_update",
+           "superuser_ip_allowed"]
 
 FORBIDDEN: Final = "You are not allowed to perform this request."
 
@@ -55,8 +56,14 @@ def check_superuser_ip(request: TenantRequest, *, superuser: bool | None = None)
     logging in) acting from an address outside a non-empty list gets 403."""
     if not (request.superuser if superuser is None else superuser):
         return
-    if not app_settings.load_settings(request.tenant.conn).superuser_ip_allowed(client_ip(request)):
+    if not superuser_ip_allowed(request):
         raise ApiError(403, FORBIDDEN)
+
+
+def superuser_ip_allowed(request: TenantRequest) -> bool:
+    """The request's client (as the tenant's ``trustedProxy`` headers name it) may act as a superuser."""
+    settings = app_settings.load_settings(request.tenant.conn)
+    return not settings.superuser_ips or settings.superuser_ip_allowed(real_ip(request, settings))
 
 
 def settings_list(request: TenantRequest) -> None:

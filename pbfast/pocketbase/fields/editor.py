@@ -25,8 +25,14 @@ class EditorField(PlainTextField):
     max_size: int = option("maxSize", Kind.INT)
     required: bool = option("required", Kind.BOOL)
 
+    def effective_max_size(self) -> int:
+        return self.max_size if self.max_size > 0 else DEFAULT_EDITOR_MAX_SIZE
+
+    def max_body_size(self) -> int:
+        return self.effective_max_size()
+
     def check(self, text: str) -> None:
-        limit = self.max_size if self.max_size > 0 else DEFAULT_EDITOR_MAX_SIZE
+        limit = self.effective_max_size()
         if len(text.encode()) > limit:
             raise templated("validation_content_size_limit", "The maximum allowed content size is {{.maxSize}} bytes",
                             {"maxSize": limit})

@@ -94,8 +94,14 @@ class JsonField(Field):
         self._check(text)
         return text
 
+    def effective_max_size(self) -> int:
+        return self.max_size if self.max_size > 0 else DEFAULT_JSON_MAX_SIZE
+
+    def max_body_size(self) -> int:
+        return self.effective_max_size()
+
     def _check(self, text: str | None) -> None:
-        size_limit = self.max_size if self.max_size > 0 else DEFAULT_JSON_MAX_SIZE
+        size_limit = self.effective_max_size()
         raw = text or ""
         if len(raw.encode()) > size_limit:
             raise templated("validation_json_size_limit", "The maximum allowed JSON size is {{.maxSize}} bytes",

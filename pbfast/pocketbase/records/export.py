@@ -27,18 +27,20 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
                 show_email: bool = False) -> dict[str, Any]:
     """A stored row as PocketBase's record JSON (``collectionId``, ``collectionName``, then the fields).
 
-    Hidden fields only for superusers; an auth record's ``email`` only when ``emailVisibility`` is on, for
-    superusers, for the record itself (PocketBase matches the requester by id), or when ``show_email``
-    (the requester manages the record through the collection's ``manageRule``)."""
+    Hidden fields only for superusers (an auth record's ``password`` and ``tokenKey`` never); an auth record's
+    ``email`` only when ``emailVisibility`` is on, for superusers, for the record itself (PocketBase matches
+    the requester by id), or when ``show_email`` (the requester manages the record through the collection's
+    ``manageRule``)."""
     out: dict[str, Any] = {"collectionId": collection.id, "collectionName": collection.name}
     superuser, is_auth = viewer.superuser, collection.type == "auth"
     for field in collection.fields:
         name = field.name
-        if (field.hidden and not superuser) or isinstance(field, PasswordField):
+        if field.hidden and not superuser:
             continue
-        if is_auth and name == "tokenKey":
+        if is_auth and name in ("password", "tokenKey"):
             continue
-        out[name] = field.to_api(row.get(name))
+        # a password field shows as "" wherever it is visible (only its hash is stored)
+        out[name] = "" if isinstance(field, PasswordField) else field.to_api(row.get(name))
     if is_auth and "email" in out and not (
             show_email or viewer.superuser or (viewer.auth_record_id and viewer.auth_record_id == row.get("id"))
             or row.get("emailVisibility")):
