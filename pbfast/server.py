@@ -65,6 +65,7 @@ from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.shared_state import SharedState
 from pbfast.tenant_node.worker import WorkerSettings
 from pbfast.tenant_node.worker_hub import WorkerHub
+from pbfast.tenant_node.worker_spawner import WorkerSpawner
 from pbfast.tenant_node.workers import WorkerSupervisor
 from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, load_or_create_token
 
@@ -184,9 +185,9 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
 
 
 def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, cluster_token: str,
-                  listen: Address) -> None:
-    """A node's worker processes on ``listen``; this process serves what they hand over and ask on two Unix
-    sockets in a private directory (mode 0700)."""
+                  listen: Address, spawner: WorkerSpawner | None) -> None:
+    """A node's worker processes on ``listen`` (forked by ``spawner``); this process serves what they hand over
+    and ask on two Unix sockets in a private directory (mode 0700)."""
     assert node.shared is not None and config.node_id is not None
     engine = config.engine
     private = Path(tempfile.mkdtemp(prefix="pbfast-node-"))
@@ -209,20 +210,48 @@ def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, c
             log_format=config.log_format, s3_bucket=config.s3_bucket, s3_endpoint=config.s3_endpoint,
             file_retention_seconds=config.restore_window_hours * 3600)
 
-    supervisor = WorkerSupervisor(engine.workers, node.shared, settings_for)
+    supervisor = WorkerSupervisor(engine.workers, node.shared, settings_for, spawner)
     node.metrics.workers = lambda: (supervisor.running, supervisor.restarts)
-    parts.startups.append(supervisor.start)  # listening before the node serves or registers
+    # Listening before any listener here serves (an all-in-one's gateway forwards to them) or the node registers.
+    parts.startups += [supervisor.start, supervisor.ready]
     parts.tasks.append(supervisor.run)
+    if spawner is not None:
+        parts.closers.append(spawner.close)
     parts.closers.append(supervisor.stop)  # closers run in reverse: the workers stop before the tenants close
     parts.closers.insert(0, lambda: shutil.rmtree(private, ignore_errors=True))
 
 
-def _reserve_loopback_port() -> socket.socket:
+NODE_PORT_FILE = "node-loopback.port"
+
+
+def _reserve_loopback_port(data_dir: Path) -> socket.socket:
     """A loopback port for an all-in-one's node workers: bound with SO_REUSEPORT, never listening, so the
-    workers can bind it too while no other program takes it."""
+    workers can bind it too while no other program takes it. The port of the last run when it is free (kept in
+    the data dir): the node's address stays the same across restarts, so the routes the control plane kept
+    lead to it at once (another address is unreachable until the node registered again)."""
+    remembered = data_dir / NODE_PORT_FILE
+    try:
+        wanted = int(remembered.read_text().strip())
+    except (OSError, ValueError):
+        wanted = 0
+    if wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # without SO_REUSEPORT: nobody's?
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the last run's TIME_WAIT leftovers
+            try:
+                probe.bind(("127.0.0.1", wanted))
+            except OSError:
+                wanted = 0
     reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    reservation.bind(("127.0.0.1", 0))
+    try:
+        reservation.bind(("127.0.0.1", wanted))
+    except OSError:
+        reservation.bind(("127.0.0.1", 0))
+    try:
+        remembered.write_text(f"{reservation.getsockname()[1]}\n")
+    except OSError as err:
+        log.warning("cannot keep the node's loopback port in %s: %s", remembered, err)
     return reservation
 
 
@@ -260,8 +289,8 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
     parts.closers += [client.aclose, proxy.aclose]
 
 
-def build_components(config: ServeConfig) -> Components:
-    """The listeners, tasks and closers of ``config.mode``."""
+def build_components(config: ServeConfig, spawner: WorkerSpawner | None = None) -> Components:
+    """The listeners, tasks and closers of ``config.mode`` (``spawner``: forks a node's worker processes)."""
     parts = Components()
     tokens = [config.cluster_token] if config.cluster_token is not None else []  # may read profiles remotely
     if config.mode is Mode.CONTROL_PLANE:
@@ -274,7 +303,7 @@ def build_components(config: ServeConfig) -> Components:
         assert config.cluster_token is not None and config.node_address is not None
         node = _tenant_node(config, parts, config.cluster_token, config.control_plane_addrs, config.node_address)
         if config.engine.workers > 1:
-            _node_workers(config, parts, node, config.cluster_token, config.http_addr)
+            _node_workers(config, parts, node, config.cluster_token, config.http_addr, spawner)
         else:
             parts.listeners.append(Listener("TenantNode", config.http_addr, node))
     elif config.mode is Mode.GATEWAY:
@@ -290,7 +319,7 @@ def build_components(config: ServeConfig) -> Components:
         own_cp = (_connect_address(config.http_addr),)
         workers = config.engine.workers
         if workers > 1:  # the workers serve on a loopback port of the node's own, the gateway forwards there
-            reservation = _reserve_loopback_port()
+            reservation = _reserve_loopback_port(config.data_dir)
             parts.closers.insert(0, reservation.close)
             node_address = Address("127.0.0.1", reservation.getsockname()[1])
             local_address = node_address.url
@@ -304,7 +333,7 @@ def build_components(config: ServeConfig) -> Components:
         _gateway(config, parts, cluster, own_cp, config.gateway_addr,
                  {local_address: node.serve_tenant} if workers == 1 else None)
         if workers > 1:
-            _node_workers(config, parts, node, cluster, node_address)
+            _node_workers(config, parts, node, cluster, node_address, spawner)
     if config.pprof_addr is not None:
         _profiling(config, config.pprof_addr, parts, tokens)
     return parts
@@ -389,17 +418,17 @@ def _claim_identity(config: ServeConfig) -> tuple[ServeConfig, IO[str] | None]:
     return dataclasses.replace(config, node_id=node_id, instance_id=instance_id), lock
 
 
-async def _run(config: ServeConfig) -> int:
+async def _run(config: ServeConfig, spawner: WorkerSpawner | None) -> int:
     config, lock = _claim_identity(config)
     try:
-        return await _run_claimed(config)
+        return await _run_claimed(config, spawner)
     finally:
         if lock is not None:
             lock.close()
 
 
-async def _run_claimed(config: ServeConfig) -> int:
-    parts = build_components(config)
+async def _run_claimed(config: ServeConfig, spawner: WorkerSpawner | None) -> int:
+    parts = build_components(config, spawner)
     try:
         for listener in parts.listeners:
             _check_bindable(listener.address)
@@ -482,8 +511,14 @@ async def _start_native(frontend: NativeFrontend) -> None:
 def serve(config: ServeConfig) -> int:
     """Run the servers of ``config.mode`` until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(config.log_level, config.log_format)
+    # Forked before any thread or event loop runs here: it forks the node's workers (worker_spawner).
+    spawner = WorkerSpawner.start() if config.engine.workers > 1 and config.mode in (
+        Mode.TENANT_NODE, Mode.ALL_IN_ONE) else None
     try:
-        return uvloop.run(_run(config))
+        return uvloop.run(_run(config, spawner))
     except StartupError as err:
         log.error("cannot start: %s", err)
         return EXIT_STARTUP_FAILED
+    finally:
+        if spawner is not None:
+            spawner.close()

@@ -6,10 +6,13 @@ spreads them over the workers (``pbfast_node_worker_requests_total`` shows each 
 - a tenant's daily request quota is exact across the workers, and so are its ``rateLimits`` (one window per
   client for the whole node);
 - realtime streams receive every write's event in commit order, whichever worker took the write;
-- a worker killed with -9 is started again, and no write it acknowledged is lost;
+- a worker killed with -9 is started again, and no write it acknowledged is lost; the fork server killed with -9
+  takes its workers along, and they are started again as programs of their own;
+- stopping the node ends the event streams its workers relay at once;
 - a move releases the tenant from every worker while they serve it: afterwards the old node answers
-  "moved" from every worker and the new node has every write the old one acknowledged, a write that was
-  still waiting for SQLite's lock when the release began included.
+  "moved" from every worker (a request it refused meanwhile was refused as "moved", which a gateway retries),
+  and the new node has every write the old one acknowledged, a write that was still waiting for SQLite's lock
+  when the release began included.
 """
 
 from __future__ import annotations
@@ -46,21 +49,34 @@ def _worker_requests(node_url: str) -> list[float]:
     return [samples[f'pbfast_node_worker_requests_total{{worker="{index}"}}'] for index in (1, 2)]
 
 
-def _worker_pids(node_pid: int) -> list[int]:
-    """The node's worker processes (its children running pbfast.tenant_node.worker)."""
-    pids = []
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, name)."""
+    found = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == node_pid and b"pbfast.tenant_node.worker" in cmdline:
-            pids.append(int(entry))
-    return sorted(pids)
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+            found[int(entry)] = (int(rest.split()[1]), name)
+    return found
+
+
+def _worker_pids(node_pid: int) -> list[int]:
+    """The node's worker processes (named ``pbfast-worker<N>``; children of its fork server, a child of the
+    node's main process, or of the main process itself)."""
+    processes = _processes()
+    return sorted(pid for pid, (parent, name) in processes.items() if name.startswith("pbfast-worker")
+                  and node_pid in (parent, processes.get(parent, (0, ""))[0]))
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, (parent, _) in _processes().items() if parent == pid]
+
+
+def _name(pid: int) -> str:
+    return _processes().get(pid, (0, ""))[1]
 
 
 def _create_tenant(cp_url: str, tenant_id: str, **settings: object) -> int:
@@ -207,6 +223,48 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
         forwarded_ok(url, "w", epoch, "GET", "/api/health")
     assert all(now > then for now, then in zip(_worker_requests(url), before))
 
+    # kill -9 of the fork server: the workers die with it and are started again as programs of their own.
+    assert node.proc is not None
+    main_pid = node.proc.pid
+    forks = [pid for pid in _children(main_pid) if _name(pid) == "pbfast-forks"]
+    assert len(forks) == 1, forks
+    os.kill(forks[0], signal.SIGKILL)
+    wait_until(lambda: len(_worker_pids(main_pid)) == 2 and set(_worker_pids(main_pid)) <= set(_children(main_pid)),
+               timeout=20)
+    wait_until(lambda: _both_workers_serve(url, "w", epoch), timeout=20, interval=0.2)
+
+    # Stopping the node ends the event streams its workers relay at once, as a single process does.
+    process = node.proc
+    assert _stream_ends_after(url, "w", epoch, lambda: process.send_signal(signal.SIGTERM)) < 0.9
+
+
+def _both_workers_serve(node_url: str, tenant_id: str, epoch: int) -> bool:
+    """Whether each worker answers some of 30 requests (False while either does not listen yet)."""
+    try:
+        before = _worker_requests(node_url)
+        for _ in range(30):
+            forwarded(node_url, tenant_id, epoch, "GET", "/api/health")
+        return all(now > then for now, then in zip(_worker_requests(node_url), before))
+    except httpx.TransportError:
+        return False
+
+
+def _stream_ends_after(node_url: str, tenant_id: str, epoch: int, action: Callable[[], object]) -> float:
+    """Seconds from ``action`` until an event stream of the tenant, opened before, ends."""
+    headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
+    with httpx.stream("GET", f"{node_url}/t/{tenant_id}/api/realtime", headers=headers,
+                      timeout=httpx.Timeout(10.0, read=10.0)) as stream:
+        lines = stream.iter_lines()
+        assert any(line.startswith("data:") for line in lines)  # PB_CONNECT
+        started = time.monotonic()
+        action()
+        try:
+            for _ in lines:
+                pass
+        except httpx.RemoteProtocolError:
+            pass  # cut rather than ended: ended all the same
+        return time.monotonic() - started
+
 
 def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_process: Start, tmp_path: Path,
                                                                        s3: str) -> None:
@@ -224,7 +282,7 @@ def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_pr
                   "fields": [{"name": "n", "type": "text"}]})
 
     acknowledged: list[str] = []
-    refused: list[int] = []
+    refused: list[tuple[int, str]] = []
     stop = threading.Event()
 
     def write() -> None:
@@ -236,7 +294,7 @@ def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_pr
             if response.status_code == 200:
                 acknowledged.append(response.json()["id"])
             else:
-                refused.append(response.status_code)
+                refused.append((response.status_code, response.headers.get("x-pbfast-moved", "") or response.text))
                 time.sleep(0.01)
 
     writers = [threading.Thread(target=write) for _ in range(3)]
@@ -251,7 +309,8 @@ def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_pr
         stop.set()
         for writer in writers:
             writer.join()
-    assert refused and set(refused) == {503}, refused  # "moved": the gateway retries on the new route
+    # Every refusal is "moved", which the gateway retries on the new route (never a plain 503 the client sees).
+    assert refused and set(refused) == {(503, "1")}, refused
     # No worker of the old node serves the tenant any more, whichever gets the request.
     for _ in range(20):
         answer = forwarded(url_a, "mv", epoch, "GET", "/api/health")

@@ -38,6 +38,7 @@ from pbfast.config import EngineSettings
 from pbfast.http import HTTPProtocol, Scope
 from pbfast.logs import current_request_id
 from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.apis.record_auth_otp import attempts as otp_attempts
 from pbfast.pocketbase.realtime import RealtimeLimits
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas, TenantCache
@@ -89,6 +90,7 @@ class TenantNodeApp:
         if shared is not None:  # the workers hand this tenant's writes over while it has streams here
             self.api.realtime.on_presence = self._realtime_presence
             self.api.rate_limits.limiter = shared.rate_limiter  # one count per client with the workers'
+            otp_attempts.shared = shared.rate_limiter  # so are OTP guesses
         self.background = BackgroundTasks()
         self.ownership = Ownership(self.slots, self.quotas, self.metrics)
         if shared is not None:

@@ -36,7 +36,7 @@ INLINE_BUDGET_SECONDS = 0.002
 INLINE_PAUSE_SECONDS = 1.0
 
 
-def _record_write(tenant: Tenant, path: str, scope: Scope) -> bool:
+def record_write(tenant: Tenant, path: str, scope: Scope) -> bool:
     """A create, update or delete of a record of a base collection with a JSON body (or none): its only
     lasting effect is its SQLite transaction. Not auth collections (passwords are hashed: long CPU work),
     views, or multipart bodies (files); the caller also leaves out tenants with realtime clients (the
@@ -140,7 +140,7 @@ class Serving:
         # commits anything, it is thrown away and done again on a worker thread); not for a tenant whose last
         # such try ran over its budget a moment ago.
         inline = ((scope.method in ("GET", "HEAD")
-                   or (_record_write(tenant, path, scope) and not self.api.realtime.tenant_streams(tenant.id)))
+                   or (record_write(tenant, path, scope) and not self.api.realtime.tenant_streams(tenant.id)))
                   and not tenant.closed and self._inline_paused_until.get(tenant.id, 0.0) <= time.monotonic())
 
         async def run(work: Callable[[], None]) -> None:

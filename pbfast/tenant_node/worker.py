@@ -2,9 +2,10 @@
 requests (``/t/{id}/...`` from gateways) on the node's port, on its own event loop with its own database
 threads and its own connections to the tenants' databases, and hands every other request to the main process.
 
-Started by the main process (:mod:`pbfast.tenant_node.workers`) as ``python -m pbfast.tenant_node.worker``
-with its settings as one JSON object on stdin (:class:`WorkerSettings`; the cluster token is among them, so
-not in its command line), the node's shared memory and a wake-up pipe as inherited descriptors. Each worker
+Forked by the node's fork server (:mod:`pbfast.tenant_node.worker_spawner`), or, without one, started by the
+main process (:mod:`pbfast.tenant_node.workers`) as ``python -m pbfast.tenant_node.worker`` with its settings as
+one JSON object on stdin (:class:`WorkerSettings`; the cluster token is among them, so not in its command
+line); either way with the node's shared memory and a wake-up pipe as inherited descriptors. Each worker
 listens on the node's address with SO_REUSEPORT (as granian binds), so the kernel spreads connections over the
 workers. It dies with the main process (the parent-death signal), and stops on SIGTERM: no new connections,
 requests in flight finish (bounded), connections to the tenants closed.
@@ -37,6 +38,7 @@ from pbfast.gc_tuning import collect_when_idle, tune_for_serving
 from pbfast.http import ApiError, Guard, Handler, HTTPProtocol, Request, Router, Scope, discard_unread_body
 from pbfast.logs import component_logger, configure_logging, current_request_id
 from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.apis.record_auth_otp import attempts as otp_attempts
 from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.primitives import (
     NodeSharedMemory,
@@ -57,6 +59,7 @@ from pbfast.tenant_node.worker_serving import WorkerServing, WorkerTenants
 __all__ = ["WorkerApp", "WorkerSettings", "main"]
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 STOP_GRACE_SECONDS = 2.0
 LOAD_PUBLISH_SECONDS = 1.0
 ACTIVITY_SECONDS = 0.5  # how often a worker reads how many tenants the node served lately (1 s grain anyway)
@@ -104,6 +107,7 @@ class WorkerApp:
         self.api.backups.location = backup_location(settings.s3_bucket, settings.s3_endpoint, Path(settings.data_dir))
         self.api.on_time_limit = self._time_limited
         self.api.rate_limits.limiter = SharedRateLimiter(memory)  # one count per client for the whole node
+        otp_attempts.shared = self.api.rate_limits.limiter  # so are OTP guesses
         self.link = WorkerLink(settings.hub_socket, settings.node_socket, settings.cluster_token)
         self.tenants = WorkerTenants(settings.index, Path(settings.data_dir) / "tenants", self.table,
                                      WorkerAcks(memory), self.counters, self.db, settings.replicated)
@@ -253,17 +257,30 @@ async def run(settings: WorkerSettings) -> int:
     return exit_code
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """SIGKILL when the main process dies, even by kill -9: a worker never serves (or holds a port) for a node
-    whose main process is gone (a restarted one would share the port with it)."""
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL when the parent dies, even by kill -9: a worker never serves (or holds a port) for a node
+    whose main process is gone (a restarted one would share the port with it). A worker's parent is the main
+    process, or the fork server (:mod:`~pbfast.tenant_node.worker_spawner`), which dies with the main process."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != parent_pid:
         os._exit(1)
 
 
+def name_process(name: str) -> None:
+    """The name ps, top and /proc/<pid>/comm show (15 bytes at most): which of the node's processes this is."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15])
+
+
 def main() -> int:
+    """A worker started as a program of its own, its settings on stdin (when the fork server is gone)."""
     settings = WorkerSettings(**json.loads(sys.stdin.buffer.read()))
-    _die_with_parent(settings.parent_pid)
+    return serve_worker(settings, settings.parent_pid)
+
+
+def serve_worker(settings: WorkerSettings, parent_pid: int) -> int:
+    """Run the worker in this (new) process until it stops; its exit status."""
+    die_with_parent(parent_pid)
+    name_process(f"pbfast-worker{settings.index + 1}")
     configure_logging(settings.log_level, settings.log_format)
     filesystem.configure_from(Path(settings.data_dir), settings.s3_bucket, settings.s3_endpoint, DEFAULT_CACHE_BYTES,
                               settings.file_retention_seconds, cache_name=f"file-cache-worker-{settings.index}")

@@ -36,7 +36,7 @@ from pbfast.primitives import SharedQuotas, SharedTenantTable, WorkerAcks, Worke
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, TenantLoad
 from pbfast.tenant_node.ownership import moved
 from pbfast.tenant_node.replication import NO_AUTOCHECKPOINT
-from pbfast.tenant_node.serving import REALTIME_PATH
+from pbfast.tenant_node.serving import INLINE_BUDGET_SECONDS, INLINE_PAUSE_SECONDS, REALTIME_PATH, record_write
 from pbfast.tenant_node.shared_state import (
     ASSIGNED,
     DURABLE,
@@ -54,6 +54,7 @@ __all__ = ["WorkerServing", "WorkerTenants"]
 
 log = component_logger("TenantWorker")
 
+ENSURE_ATTEMPTS = 3  # a tenant closed between the main process opening it and the worker using it: opened again
 CLOSE_POLL_SECONDS = 0.1  # the table's close sequence is read this often besides the main process's wake-ups
 STORAGE_MEASURE_SECONDS = 1.0
 _INDEX, _GENERATION, _FLAGS, _EPOCH, _RELEASED, _TIME_LIMIT_MS, _MAX_BYTES = range(7)
@@ -62,12 +63,17 @@ _READS = ("GET", "HEAD", "OPTIONS")
 Entry = tuple[int, int, int, int, int, int, int]
 
 
+class _ClosedBeforeItsTurn(Exception):
+    """The worker's connection to the tenant was closed while the request waited for its database turn."""
+
+
 @dataclass(slots=True)
 class _Held:
     tenant: Tenant
     generation: int
     index: int
     closing: asyncio.Future[None] | None = None
+    files_measured: bool = False  # its files in the store counted (until then its size is not published)
 
 
 class WorkerTenants:
@@ -111,18 +117,29 @@ class WorkerTenants:
             raise
         held = self.held[tenant_id] = _Held(tenant, generation, index)
         self.counters.set(self.worker, WorkerCounter.OPEN_TENANTS, len(self.held))
+        asyncio.ensure_future(self._measure_files(tenant_id, held))
         if self._stale(tenant_id, held):  # stopped while it opened: the close watch may have looked already
             asyncio.ensure_future(self.close(tenant_id, held))
             return None
         return tenant
 
+    async def _measure_files(self, tenant_id: str, held: _Held) -> None:
+        """Count the tenant's files toward its storage quota, off its turn: a listing of an unreachable store
+        must not keep the connection from closing (a fence waits for that)."""
+        try:
+            await asyncio.to_thread(files_of(held.tenant).measure)
+        except StorageError as err:
+            log.warning("tenant %s: its files could not be measured: %s", tenant_id, err)
+            return
+        held.files_measured = True
+
+    def files_measured(self, tenant: Tenant) -> bool:
+        held = self.held.get(tenant.id)
+        return held is not None and held.tenant is tenant and held.files_measured
+
     def _open_database(self, tenant_id: str) -> Tenant:
         tenant = Tenant.open(tenant_id, self.tenants_dir / tenant_id, False, DEFAULT_LIMITS)
         tenant.shared_schema = True  # the other workers change its collections too
-        try:
-            files_of(tenant).measure()  # its files count toward its storage quota
-        except StorageError as err:
-            log.warning("tenant %s: its files could not be measured: %s", tenant_id, err)
         if self.replicated:
             tenant.conn.execute(NO_AUTOCHECKPOINT)
         return tenant
@@ -192,6 +209,7 @@ class WorkerServing:
         self.link = link
         self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
         self._measured_at: dict[str, float] = {}
+        self._inline_paused_until: dict[str, float] = {}  # tenant id -> monotonic time
         self._loads_published: dict[str, TenantLoad] = {}
         # A rejection or a time limit since the last publication: published when the request ends, so an
         # operator (and a test) reading /metrics right after sees it (the rest goes once a second).
@@ -213,6 +231,15 @@ class WorkerServing:
             if self.loads_changed:
                 self.loads_changed = False
                 self.publish_loads()
+
+    async def _reopen(self, tenant_id: str, epoch: int) -> Entry:
+        """The entry of a tenant admitted under ``epoch`` and closed since: the main process opens it again."""
+        entry = self.table.lookup(tenant_id)
+        if entry is not None and entry[_FLAGS] & SERVING and entry[_EPOCH] == epoch:
+            return entry
+        if entry is None or not entry[_FLAGS] & ASSIGNED or entry[_EPOCH] != epoch or epoch <= entry[_RELEASED]:
+            raise moved()
+        return await self._ensure(tenant_id, epoch, counted=True)
 
     async def _admit(self, tenant_id: str, epoch: int) -> Entry:
         """The tenant's entry once the request is admitted under ``epoch`` and its tenant is open (asking the
@@ -239,14 +266,24 @@ class WorkerServing:
                     return entry
                 if entry[_FLAGS] & IMPORTING:
                     raise ApiError(503, "The tenant is being imported; retry shortly.", headers=[("retry-after", "1")])
-        self._count(WorkerCounter.ASKED_MAIN)
-        answer = await self.link.ensure(tenant_id, epoch, counted)
-        if not answer.ok:
-            raise ApiError(answer.status, answer.message, answer.data or None, answer.headers)
-        entry = self.table.lookup(tenant_id)
-        if entry is None or not entry[_FLAGS] & SERVING or entry[_EPOCH] != epoch:
-            raise moved()
-        return entry
+        return await self._ensure(tenant_id, epoch, counted)
+
+    async def _ensure(self, tenant_id: str, epoch: int, counted: bool) -> Entry:
+        """Have the main process admit the request (unless ``counted``) and open its tenant; its entry then."""
+        for _ in range(ENSURE_ATTEMPTS):
+            self._count(WorkerCounter.ASKED_MAIN)
+            answer = await self.link.ensure(tenant_id, epoch, counted)
+            if not answer.ok:
+                raise ApiError(answer.status, answer.message, answer.data or None, answer.headers)
+            counted = True
+            entry = self.table.lookup(tenant_id)
+            if entry is not None and entry[_FLAGS] & SERVING and entry[_EPOCH] == epoch:
+                return entry
+            if entry is None or not entry[_FLAGS] & ASSIGNED or entry[_EPOCH] != epoch or epoch <= entry[_RELEASED]:
+                raise moved()
+            # Still assigned here under this epoch, closed in between (evicted, idle): opened again, as a single
+            # process keeps a tenant open for the request it admitted.
+        raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
 
     def _main_serves(self, tenant_id: str, path: str, scope: Scope) -> bool:
         """Whether the main process answers this request: realtime streams and subscriptions are held there,
@@ -274,6 +311,14 @@ class WorkerServing:
             self._count(WorkerCounter.QUOTA_STORAGE)
             raise ApiError(403, "The tenant's storage quota is used up.")
         tenant = await self.tenants.connection(tenant_id, entry[_GENERATION])
+        for _ in range(ENSURE_ATTEMPTS):
+            if tenant is not None:
+                break
+            # Closed by the main process between the look-up and the connection (evicted, idle): the request
+            # was admitted, so its tenant is opened again for it (counted once).
+            entry = await self._reopen(tenant_id, epoch)
+            flags = entry[_FLAGS]
+            tenant = await self.tenants.connection(tenant_id, entry[_GENERATION])
         if tenant is None:
             raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")])
         limit_ms = entry[_TIME_LIMIT_MS]
@@ -284,6 +329,12 @@ class WorkerServing:
                 await self._handle_durably(tenant, path, scope, proto, time_limit, max_bytes)
             else:
                 await self._handle(tenant, path, scope, proto, time_limit, max_bytes)
+        except _ClosedBeforeItsTurn:
+            # Nothing of it ran: "moved" when the tenant left (the gateway sends it to the new node), else retry.
+            now = self.table.lookup(tenant_id)
+            if now is None or not now[_FLAGS] & ASSIGNED or now[_EPOCH] != epoch or epoch <= now[_RELEASED]:
+                raise moved() from None
+            raise ApiError(503, "The tenant was closed on this node; retry.", headers=[("retry-after", "1")]) from None
         except TenantBusy:
             self._count(WorkerCounter.QUEUE_REJECTED)
             self.loads_changed = True
@@ -294,15 +345,34 @@ class WorkerServing:
 
     async def _handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, time_limit: float,
                       max_bytes: int | None) -> None:
+        # As in a single process (Serving._handle): a read, or a JSON write of a base collection's record, is
+        # tried at once on the loop within a small budget (a thread hop costs more CPU than a small read), and
+        # done again on a database thread when it ran over (or met another process's write lock).
+        inline = ((scope.method in ("GET", "HEAD") or record_write(tenant, path, scope)) and not tenant.closed
+                  and self._inline_paused_until.get(tenant.id, 0.0) <= time.monotonic())
+
         async def run(work: Callable[[], None]) -> None:
             def job() -> None:
-                if tenant.max_bytes != max_bytes and not tenant.closed:  # the quota changed since it was opened
+                if tenant.closed:  # closed (released, evicted) while the request waited for its turn
+                    raise _ClosedBeforeItsTurn
+                if tenant.max_bytes != max_bytes:  # the quota changed since it was opened
                     tenant.set_max_bytes(max_bytes)
                 work()
 
+            if inline and self.db.run_inline(tenant.id, lambda: self._within_budget(tenant, job)):
+                return
             await self.db.run(tenant.id, job)
 
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
+
+    def _within_budget(self, tenant: Tenant, job: Callable[[], None]) -> bool:
+        started = time.monotonic()
+        done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job)
+        if done and time.monotonic() - started <= INLINE_BUDGET_SECONDS:
+            self._inline_paused_until.pop(tenant.id, None)
+        else:  # its Python held the loop past the budget anyway, or it was stopped: threads for a while
+            self._inline_paused_until[tenant.id] = time.monotonic() + INLINE_PAUSE_SECONDS
+        return done
 
     async def _handle_durably(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol,
                               time_limit: float, max_bytes: int | None) -> None:
@@ -321,6 +391,8 @@ class WorkerServing:
     def _measure_storage(self, tenant: Tenant) -> None:
         """Refresh the tenant's stored bytes after writes, at most once per second per tenant and worker."""
         now = time.monotonic()
+        if not self.tenants.files_measured(tenant):
+            return  # the main process's figure stands meanwhile
         if now - self._measured_at.get(tenant.id, 0.0) >= STORAGE_MEASURE_SECONDS:
             self._measured_at[tenant.id] = now
             self.quotas.set_storage(tenant.id, tenant.size_bytes())

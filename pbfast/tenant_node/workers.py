@@ -1,7 +1,8 @@
 """The worker processes of a multi-worker tenant node (``--workers=N``, N > 1), supervised by its main process.
 
-Each worker (:mod:`pbfast.tenant_node.worker`) is started with its settings on stdin, the node's shared memory
-and the read end of a wake-up pipe as inherited descriptors. The main process writes a byte to every worker's
+Each worker (:mod:`pbfast.tenant_node.worker`) is forked by the node's fork server
+(:mod:`pbfast.tenant_node.worker_spawner`; without one, or once it is gone, started as a program of its own with
+its settings on stdin), with the node's shared memory and the read end of a wake-up pipe as inherited descriptors. The main process writes a byte to every worker's
 pipe when a tenant stops being served (:meth:`WorkerSupervisor.wake_all`), so the workers close their
 connections to it at once; it stops a worker that does not let go in time (:meth:`WorkerSupervisor.kill`).
 
@@ -23,10 +24,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pbfast.logs import component_logger
 from pbfast.tenant_node.shared_state import SharedState, WorkerCounter
 from pbfast.tenant_node.worker import WorkerSettings
+from pbfast.tenant_node.worker_spawner import WorkerSpawner
 
 __all__ = ["WorkerSupervisor"]
 
@@ -43,18 +46,36 @@ READY_POLL_SECONDS = 0.02
 SettingsFor = Callable[[int, int, int], WorkerSettings]
 
 
+class WorkerProcess(Protocol):
+    """A worker process as the supervisor sees it (forked, or a program of its own)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 @dataclass(slots=True)
 class _Worker:
     index: int
-    process: asyncio.subprocess.Process | None = None
+    process: WorkerProcess | None = None
     wake_fd: int | None = None  # the write end of its wake-up pipe
     started_at: float = 0.0
     quick_deaths: int = 0
 
 
 class WorkerSupervisor:
-    def __init__(self, count: int, shared: SharedState, settings_for: SettingsFor) -> None:
+    def __init__(self, count: int, shared: SharedState, settings_for: SettingsFor,
+                 spawner: WorkerSpawner | None = None) -> None:
         self.shared = shared
+        self.spawner = spawner
         self.settings_for = settings_for
         self.workers = [_Worker(index) for index in range(count)]
         self.restarts = 0
@@ -72,19 +93,27 @@ class WorkerSupervisor:
         os.set_blocking(write_end, False)
         settings = self.settings_for(worker.index, self.shared.memory.fd, read_end)
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "pbfast.tenant_node.worker", stdin=asyncio.subprocess.PIPE,
-                pass_fds=(self.shared.memory.fd, read_end))
+            process = await self._spawn(settings, (self.shared.memory.fd, read_end))
         except BaseException:
             os.close(write_end)
             raise
         finally:
             os.close(read_end)
+        worker.process, worker.wake_fd, worker.started_at = process, write_end, time.monotonic()
+
+    async def _spawn(self, settings: WorkerSettings, fds: tuple[int, int]) -> WorkerProcess:
+        if self.spawner is not None and self.spawner.alive:
+            try:
+                return await self.spawner.spawn(settings, fds)
+            except OSError as err:
+                log.error("the worker fork server failed: %r; starting the worker as a program", err)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pbfast.tenant_node.worker", stdin=asyncio.subprocess.PIPE, pass_fds=fds)
         assert process.stdin is not None
         process.stdin.write(settings.to_json())
         await process.stdin.drain()
         process.stdin.close()
-        worker.process, worker.wake_fd, worker.started_at = process, write_end, time.monotonic()
+        return process
 
     def _gone(self, worker: _Worker) -> None:
         """A worker process ended: its holds go (its connections died with it), and its wake-up pipe."""
@@ -97,11 +126,13 @@ class WorkerSupervisor:
         worker.process = None
 
     async def start(self) -> None:
-        """Start the workers and wait until they listen (a start-up step of the node's main process: its
-        own listeners, and its registration with the control plane, come after), at most
-        :data:`READY_SECONDS`."""
+        """Start the workers (a start-up step of the node's main process, then :meth:`ready`: its listeners
+        serve, and it registers with the control plane, once the workers listen)."""
         for worker in self.workers:
             await self._start(worker)
+
+    async def ready(self) -> None:
+        """Wait until every worker listens, at most :data:`READY_SECONDS`; OSError when one ended meanwhile."""
         deadline = time.monotonic() + READY_SECONDS
         while not all(self._ready(worker) for worker in self.workers):
             if time.monotonic() > deadline:

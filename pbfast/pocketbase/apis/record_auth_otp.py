@@ -36,6 +36,7 @@ from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.oauth2.providers import random_string
 from pbfast.pocketbase.records import Row
 from pbfast.pocketbase.tenant import Tenant
+from pbfast.primitives import SharedRateLimiter
 
 __all__ = ["OTP_COLLECTION", "OTP_METHOD", "auth_with_otp", "request_otp"]
 
@@ -129,13 +130,20 @@ def _expired(created: object, duration: int, now: datetime | None = None) -> boo
 
 
 class _Attempts:
-    """Fixed windows of allowed code checks per (tenant, record, client IP); small, pruned as it goes."""
+    """Fixed windows of allowed code checks per (tenant, record, client IP); small, pruned as it goes. On a
+    node with worker processes they are counted in the node's shared memory (:attr:`shared`, set by the node):
+    5 guesses in all, whichever process each reached."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, str, str], tuple[float, int]] = {}
+        self.shared: SharedRateLimiter | None = None
 
     def allow(self, key: tuple[str, str, str]) -> bool:
+        if self.shared is not None:
+            tenant_id, record_id, ip = key
+            return self.shared.allow(f"{tenant_id}\0otp\0{record_id}\0{ip}", ATTEMPTS, int(ATTEMPTS_WINDOW),
+                                     int(time.time()))
         now = time.monotonic()
         with self._lock:
             if len(self._windows) > 10_000:
@@ -149,7 +157,7 @@ class _Attempts:
             return True
 
 
-_attempts: Final = _Attempts()
+attempts: Final = _Attempts()
 
 
 def auth_with_otp(request: TenantRequest) -> None:
@@ -172,7 +180,7 @@ def auth_with_otp(request: TenantRequest) -> None:
     record = records.load_row(tenant, collection, str(otp.get("recordRef") or ""))
     if record is None:
         raise ApiError(400, INVALID_OTP)
-    if not _attempts.allow((tenant.id, str(record["id"]), client_ip(request))):
+    if not attempts.allow((tenant.id, str(record["id"]), client_ip(request))):
         raise ApiError(429, TOO_MANY_ATTEMPTS)
     if not auth.verify_password(form["password"], str(otp.get("password") or "")):
         raise ApiError(400, INVALID_OTP)
