@@ -20,7 +20,7 @@ from typing import Final
 from pbfast.http import ApiError
 from pbfast.pocketbase import app_settings, auth
 from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
-from pbfast.pocketbase.apis.request import NOT_FOUND, SUPERUSERS, TenantRequest, read_body, require_superuser
+from pbfast.pocketbase.apis.request import LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, read_body, require_superuser
 from pbfast.pocketbase.apis.settings import real_ip
 from pbfast.pocketbase.backup_archive import ArchiveError, create_archive, default_backup_name, restore_archive
 from pbfast.pocketbase.filesystem import StorageError, files_of
@@ -35,7 +35,6 @@ UPLOAD_LIMIT: Final = 512 << 20  # bytes of an uploaded backup (PocketBase has n
 _NAME: Final = re.compile(r"[a-z0-9_-]+\.zip")
 _ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
-LOAD_FAILED: Final = "An error occurred while loading the submitted data."
 BUSY: Final = "Try again later - another backup/restore process has already been started"
 FORBIDDEN: Final = "Insufficient permissions to access the resource."
 

@@ -23,14 +23,14 @@ from urllib.parse import unquote_plus
 from pbfast.http import ApiError
 from pbfast.pocketbase.apis.batch_form import JSON_PAYLOAD, Unreadable, strict_json
 from pbfast.pocketbase.apis.multipart import MultipartError, UploadedFile, parse_form_data
-from pbfast.pocketbase.apis.request import BAD_REQUEST, TenantRequest
+from pbfast.pocketbase.apis.request import BAD_REQUEST, LOAD_FAILED, UNSUPPORTED_CONTENT_TYPE, TenantRequest, read_body
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField
 from pbfast.pocketbase.gocompat import format_float_f
 
 __all__ = ["FORM_TYPES", "FormBody", "FormError", "bind_form_values", "infer_value",
            "bind_form_struct", "check_uploads", "parse_go_query", "read_form_body", "read_form_values",
-           "record_form_body", "struct_form_body"]
+           "record_form_body", "struct_body", "struct_form_body"]
 
 FORM_TYPES: Final = ("multipart/form-data", "application/x-www-form-urlencoded")
 _NUMBER_CHARS: Final = re.compile(r"[-.0-9]+")
@@ -207,3 +207,17 @@ def check_uploads(collection: Collection, form: FormBody | None) -> None:
         return
     if any(isinstance(f, FileField) for f in collection.fields):
         raise ApiError(400, "Failed to read the submitted data.")
+
+
+def struct_body(request: TenantRequest, *, first_api_error: bool = False) -> tuple[dict[str, Any], bool]:
+    """The body of a handler that binds a struct, sent as a form or as JSON, and whether it came as a form; a
+    body that cannot be read is 400 :data:`LOAD_FAILED`, except, with ``first_api_error`` (PocketBase's
+    ``firstApiError``), the binder's own 400 for a body of another content type."""
+    try:
+        sent_as_form = struct_form_body(request)
+        body = read_body(request) if sent_as_form is None else sent_as_form
+    except ApiError as err:
+        if err.status == 400 and not (first_api_error and err.message == UNSUPPORTED_CONTENT_TYPE):
+            raise ApiError(400, LOAD_FAILED) from err
+        raise
+    return body, sent_as_form is not None

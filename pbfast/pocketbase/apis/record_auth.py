@@ -9,13 +9,13 @@ from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, auth_alert, fields, mfa, records
 from pbfast.pocketbase.apis.expand import expand_items
-from pbfast.pocketbase.apis.form_body import struct_form_body
+from pbfast.pocketbase.apis.form_body import struct_body, struct_form_body
 from pbfast.pocketbase.apis.request import (
+    LOAD_FAILED,
     Auth,
     MISSING_OR_INVALID_COLLECTION,
     NO_AUTH,
     SUPERUSERS,
-    UNSUPPORTED_CONTENT_TYPE,
     TenantRequest,
     collection_of,
     read_body,
@@ -31,7 +31,6 @@ __all__ = ["auth_collection", "auth_refresh", "auth_response", "auth_with_passwo
 log = component_logger("TenantNode")
 
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
-LOAD_FAILED: Final = "An error occurred while loading the submitted data."
 _LENGTH_1_255: Final[dict[str, Any]] = {"code": "validation_length_out_of_range",
                                         "message": "The length must be between 1 and 255.",
                                         "params": {"max": 255, "min": 1}}
@@ -42,13 +41,7 @@ def auth_with_password(request: TenantRequest) -> None:
     password_auth = collection.auth.password_auth
     if not password_auth.enabled and collection.name != SUPERUSERS:
         raise ApiError(403, "The collection is not configured to allow password authentication.")
-    try:
-        sent_as_form = struct_form_body(request)
-        body = read_body(request) if sent_as_form is None else sent_as_form
-    except ApiError as err:
-        if err.status == 400 and err.message != UNSUPPORTED_CONTENT_TYPE:  # PocketBase's firstApiError
-            raise ApiError(400, LOAD_FAILED) from err
-        raise
+    body, _ = struct_body(request, first_api_error=True)
     identity_fields = password_auth.identity_fields
     form: dict[str, str] = {}
     for key in ("identity", "password", "identityField"):

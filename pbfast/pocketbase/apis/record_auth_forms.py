@@ -10,15 +10,14 @@ from typing import Any, Final
 
 from pbfast.http import ApiError
 from pbfast.pocketbase import fields, records
-from pbfast.pocketbase.apis.form_body import struct_form_body
-from pbfast.pocketbase.apis.request import UNSUPPORTED_CONTENT_TYPE, TenantRequest, read_body
+from pbfast.pocketbase.apis.form_body import struct_body
+from pbfast.pocketbase.apis.request import LOAD_FAILED, TenantRequest
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.records import Row
 
 __all__ = ["LOAD_FAILED", "VALIDATION_FAILED", "ResendMarks", "answer_email_request", "email_errors", "error", "length_error",
            "required_error", "string_form"]
 
-LOAD_FAILED: Final = "An error occurred while loading the submitted data."
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
 
 
@@ -28,13 +27,7 @@ def string_form(request: TenantRequest, names: tuple[str, ...], *,
     cannot be read, or a field of another type, is 400 :data:`LOAD_FAILED`, a body of another content type
     400 :data:`UNSUPPORTED_CONTENT_TYPE` where PocketBase's handler answers the binder's own error
     (``first_api_error``, its ``firstApiError``)."""
-    try:
-        sent_as_form = struct_form_body(request)
-        body = read_body(request) if sent_as_form is None else sent_as_form
-    except ApiError as err:
-        if err.status == 400 and not (first_api_error and err.message == UNSUPPORTED_CONTENT_TYPE):
-            raise ApiError(400, LOAD_FAILED) from err
-        raise
+    body, _ = struct_body(request, first_api_error=first_api_error)
     form: dict[str, str] = {}
     for name in names:
         value = body.get(name)

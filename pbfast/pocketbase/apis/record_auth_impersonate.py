@@ -9,12 +9,11 @@ from typing import Final
 from pbfast.http import ApiError
 from pbfast.pocketbase import auth, records
 from pbfast.pocketbase.apis.record_auth import auth_response
-from pbfast.pocketbase.apis.form_body import struct_form_body
-from pbfast.pocketbase.apis.request import NOT_FOUND, TenantRequest, read_body, require_superuser
+from pbfast.pocketbase.apis.form_body import struct_body
+from pbfast.pocketbase.apis.request import LOAD_FAILED, NOT_FOUND, TenantRequest, require_superuser
 
 __all__ = ["impersonate"]
 
-LOAD_FAILED: Final = "An error occurred while loading the submitted data."
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
 _MAX_DURATION: Final = (2**63 - 1) // 1_000_000_000  # seconds a Go time.Duration holds
 
@@ -27,17 +26,11 @@ def impersonate(request: TenantRequest) -> None:
     record = records.load_row(request.tenant, collection, request.params["id"])
     if record is None:
         raise ApiError(404, NOT_FOUND)
-    try:
-        sent_as_form = struct_form_body(request)
-        body = read_body(request) if sent_as_form is None else sent_as_form
-    except ApiError as err:
-        if err.status == 400:
-            raise ApiError(400, LOAD_FAILED) from err
-        raise
+    body, sent_as_form = struct_body(request)
     duration = body.get("duration", 0)
     if duration is None:
         duration = 0
-    if sent_as_form is not None and isinstance(duration, str):  # a form's text, as Go's form binder reads an int
+    if sent_as_form and isinstance(duration, str):  # a form's text, as Go's form binder reads an int
         try:
             duration = int(duration) if duration else 0
         except ValueError as err:

@@ -31,6 +31,7 @@ __all__ = [
     "SUPERUSERS",
     "Auth",
     "TenantRequest",
+    "LOAD_FAILED",
     "UNSUPPORTED_CONTENT_TYPE",
     "body_limit",
     "collection_of",
@@ -47,13 +48,13 @@ __all__ = [
 SUPERUSERS = "_superusers"
 BAD_REQUEST = "Something went wrong while processing your request."
 UNSUPPORTED_CONTENT_TYPE = "Unsupported Content-Type."  # the body binder's own error (Go's router)
+LOAD_FAILED = "An error occurred while loading the submitted data."  # a body a handler could not bind
 ONLY_SUPERUSERS = "Only superusers can perform this action."
 NOT_ALLOWED = "The authorized record is not allowed to perform this action."
 NO_AUTH = "The request requires valid record authorization token."
 MISSING_COLLECTION = "Missing collection context."
 MISSING_OR_INVALID_COLLECTION = "Missing or invalid collection context."
 NOT_FOUND = "The requested resource wasn't found."
-UNSUPPORTED_CONTENT_TYPE = "Unsupported Content-Type."
 DEFAULT_MAX_BODY = 32 << 20
 
 

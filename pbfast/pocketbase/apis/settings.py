@@ -9,14 +9,13 @@ from typing import Final
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER
 from pbfast.http import ApiError
 from pbfast.pocketbase import app_settings
-from pbfast.pocketbase.apis.request import TenantRequest, read_body, require_superuser, send_with_fields
+from pbfast.pocketbase.apis.request import LOAD_FAILED, TenantRequest, read_body, require_superuser, send_with_fields
 
 __all__ = ["FORBIDDEN", "check_superuser_ip", "client_ip", "real_ip", "settings_list", "settings_update",
            "superuser_ip_allowed"]
 
 FORBIDDEN: Final = "You are not allowed to perform this request."
 
-LOAD_FAILED: Final = "An error occurred while loading the submitted data."
 SAVE_FAILED: Final = "An error occurred while saving the new settings."
 
 

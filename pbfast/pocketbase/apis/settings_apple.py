@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from pbfast.http import ApiError
-from pbfast.pocketbase.apis.form_body import struct_form_body
+from pbfast.pocketbase.apis.form_body import struct_body
 from pbfast.pocketbase.apis.record_auth_forms import LOAD_FAILED, error, required_error
-from pbfast.pocketbase.apis.request import TenantRequest, read_body, require_superuser
+from pbfast.pocketbase.apis.request import TenantRequest, require_superuser
 
 __all__ = ["generate_apple_client_secret"]
 
@@ -69,13 +69,7 @@ def generate_apple_client_secret(request: TenantRequest) -> None:
 
 def _form(request: TenantRequest) -> tuple[str, str, str, str, int]:
     """The form's fields as Go binds them into its struct: strings, and an integer duration."""
-    try:
-        sent_as_form = struct_form_body(request)
-        body = read_body(request) if sent_as_form is None else sent_as_form
-    except ApiError as err:
-        if err.status == 400:
-            raise ApiError(400, LOAD_FAILED) from err
-        raise
+    body, sent_as_form = struct_body(request)
     texts = []
     for name in ("clientId", "teamId", "keyId", "privateKey"):
         value = body.get(name)
@@ -83,7 +77,7 @@ def _form(request: TenantRequest) -> tuple[str, str, str, str, int]:
             raise ApiError(400, LOAD_FAILED)
         texts.append(value or "")
     duration = body.get("duration")
-    if isinstance(duration, str) and sent_as_form is not None:
+    if isinstance(duration, str) and sent_as_form:
         try:
             duration = int(duration or "0")
         except ValueError as err:

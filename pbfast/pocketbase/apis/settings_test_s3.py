@@ -15,12 +15,11 @@ from urllib.parse import urlsplit
 
 from pbfast.http import ApiError
 from pbfast.pocketbase import app_settings, egress
-from pbfast.pocketbase.apis.request import TenantRequest, read_body, require_superuser
+from pbfast.pocketbase.apis.request import LOAD_FAILED, TenantRequest, read_body, require_superuser
 from pbfast.pocketbase.oauth2.providers import random_string
 
 __all__ = ["settings_test_s3"]
 
-LOAD_FAILED: Final = "An error occurred while loading the submitted data."
 FAILED: Final = "Failed to test the S3 filesystem."
 
 
