@@ -20,18 +20,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
 from oidc_provider import _id_token as signed_id_token  # noqa: F401 - re-exported for the tests
-from oidc_provider import _jwks
+from oidc_provider import _jwks, serve_on_loopback
 
 CLIENT_ID, CLIENT_SECRET = "fake-client", "fake-secret"
 REDIRECT = "https://app.example.com/cb"
@@ -187,12 +186,6 @@ def _handler(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def fake_provider(users: dict[str, FakeUser]) -> Iterator[FakeProvider]:
     provider = FakeProvider(users=users)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(provider))
-    provider.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="fake-oauth2-provider", daemon=True)
-    thread.start()
-    try:
+    with serve_on_loopback(_handler(provider), "fake-oauth2-provider") as url:
+        provider.url = url
         yield provider
-    finally:
-        server.shutdown()
-        server.server_close()

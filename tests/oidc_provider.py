@@ -163,14 +163,21 @@ def _handler(provider: OidcProvider) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def oidc_provider(users: dict[str, dict[str, Any]]) -> Iterator[OidcProvider]:
-    provider = OidcProvider(users=users)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(provider))
-    provider.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="oidc-provider", daemon=True)
+def serve_on_loopback(handler: type[BaseHTTPRequestHandler], name: str) -> Iterator[str]:
+    """``handler`` served on a free loopback port by a thread named ``name``; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
     try:
-        yield provider
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def oidc_provider(users: dict[str, dict[str, Any]]) -> Iterator[OidcProvider]:
+    provider = OidcProvider(users=users)
+    with serve_on_loopback(_handler(provider), "oidc-provider") as url:
+        provider.url = url
+        yield provider
