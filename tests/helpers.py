@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 from pathlib import Path
 
 import httpx
@@ -20,10 +22,44 @@ import pytest
 _HANDED_OUT: set[int] = set()
 
 
+def _port_range() -> range:
+    """Where :func:`free_port` looks: below the kernel's ephemeral range, so that no outgoing connection (of
+    any process) takes a port between our check and the server's bind; each pytest-xdist worker in its own
+    slice, so that two workers never pick the same one. The whole ephemeral range when there is no room."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    if low < 12_000:
+        return range(0)
+    first, last = 10_000, low - 1
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (last - first) // max(workers, 1)
+    return range(first + worker * size, first + (worker + 1) * size)
+
+
+_PORTS: Final = _port_range()
+_next_port = random.randrange(len(_PORTS)) if _PORTS else 0
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago, never the same twice in one test run (the kernel
     may hand a just-closed port out again, and one start-up asks for several: HTTP and Raft, say)."""
-    while True:
+    global _next_port  # noqa: PLW0603 - the walk through this process's slice
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_port % len(_PORTS)]
+        _next_port += 1
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    while True:  # no slice: the kernel's choice
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
