@@ -204,11 +204,13 @@ mod tests {
         let generation = Arc::new(AtomicU64::new(table.publish("t", FLAG_SERVING, 1, 0, -1, -1).unwrap()));
         let stop = Arc::new(AtomicBool::new(false));
         let in_use = Arc::new(AtomicU64::new(0)); // the generation the worker uses now (0: none)
+        let uses = Arc::new(AtomicU64::new(0)); // successful holds so far
         let worker = {
             let acks = AckCore::new(Arc::new(Region::attach(owner.fd()).unwrap()));
             let table = TableCore::new(Arc::new(Region::attach(owner.fd()).unwrap()));
             let stop = stop.clone();
             let in_use = in_use.clone();
+            let uses = uses.clone();
             std::thread::spawn(move || {
                 let mut used = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -219,6 +221,7 @@ mod tests {
                     if let Some(index) = acks.hold(0, "t", seen.generation) {
                         in_use.store(seen.generation, Ordering::SeqCst);
                         used += 1;
+                        uses.fetch_add(1, Ordering::Relaxed);
                         in_use.store(0, Ordering::SeqCst);
                         acks.release(0, index, seen.generation);
                     }
@@ -226,7 +229,14 @@ mod tests {
                 used
             })
         };
-        for _ in 0..20_000 {
+        // At least 20,000 closes, and on until the worker has held the tenant a few times: on a
+        // loaded machine the worker thread may not be scheduled before the closes are done.
+        let started = std::time::Instant::now();
+        let mut closes = 0u64;
+        while closes < 20_000
+            || (uses.load(Ordering::Relaxed) < 100 && started.elapsed().as_secs() < 30)
+        {
+            closes += 1;
             let closed = generation.load(Ordering::Relaxed);
             table.publish("t", 0, 1, 0, -1, -1).unwrap();
             // Wait until nobody holds it; from then on nobody may use the closed generation.
