@@ -62,13 +62,15 @@ class Serving:
         self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
         self.inline = InlineTries(db)
 
-    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
-        """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``."""
+    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
+        """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``;
+        whether its whole body was read (else the caller drains what is left)."""
         recorder = StatusRecorder(proto)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
         finally:
             self.metrics.observe(recorder.status)
+        return recorder.body_read
 
     async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         try:

@@ -219,7 +219,8 @@ class WorkerServing:
     def _count(self, slot: int) -> None:
         self.counters.add(self.worker, slot)
 
-    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
+        """As :meth:`Serving.serve_tenant`: whether the request's whole body was read."""
         recorder = StatusRecorder(proto)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
@@ -232,6 +233,7 @@ class WorkerServing:
             if self.loads_changed:
                 self.loads_changed = False
                 self.publish_loads()
+        return recorder.body_read
 
     async def _reopen(self, tenant_id: str, epoch: int) -> Entry:
         """The entry of a tenant admitted under ``epoch`` and closed since: the main process opens it again."""
