@@ -1,7 +1,7 @@
 """A tenant's short jobs tried on the event loop (``InlineTries``): a try that meets another connection's write
 lock (Litestream's checkpoint, another worker process) is done on a database thread, where it waits for the
 lock, and the tenant's next jobs are still tried on the loop; a try that runs over its budget sends the tenant's
-jobs to the threads for a while. Real SQLite, a real tenant database, real threads."""
+reads to the threads for a while. Real SQLite, a real tenant database, real threads."""
 
 from __future__ import annotations
 
@@ -27,30 +27,30 @@ def test_a_lock_sends_one_job_to_a_thread_and_a_long_job_pauses_the_tenant(tmp_p
         tries = InlineTries(db)
         threads: list[str] = []
 
-        def write() -> None:
+        def insert() -> None:
             threads.append(threading.current_thread().name)
             tenant.conn.execute("CREATE TABLE IF NOT EXISTS notes (body TEXT)")
             tenant.conn.execute("INSERT INTO notes VALUES ('x')")
 
         try:
-            await tries.run(tenant, write, inline=True)  # no lock: done on the loop
+            await tries.run(tenant, insert, inline=True, write=True)  # no lock: done on the loop
             assert threads == [threading.current_thread().name]
 
             other.execute("BEGIN IMMEDIATE")  # another connection holds the write lock for a moment
             asyncio.get_running_loop().call_later(0.2, other.execute, "COMMIT")
             threads.clear()
-            await tries.run(tenant, write, inline=True)
+            await tries.run(tenant, insert, inline=True, write=True)
             assert threads[-1].startswith("pbfast-db-")  # stopped on the lock, then done on a thread that waited
-            assert not tries.paused("t")  # the lock was not the tenant's doing: its next jobs are tried inline
+            assert not tries.paused("t", write=True)  # the lock was not the tenant's doing: its next writes are tried inline
             threads.clear()
-            await tries.run(tenant, write, inline=True)
+            await tries.run(tenant, insert, inline=True, write=True)
             assert threads == [threading.current_thread().name]
 
             counted: list[int] = []
             await tries.run(tenant, lambda: counted.append(tenant.conn.execute(COUNT_TO, (100_000,)).get),
-                            inline=True)
+                            inline=True, write=False)
             assert counted[-1] == 100_000  # stopped on the loop, done again on a thread
-            assert tries.paused("t")
+            assert tries.paused("t", write=False) and not tries.paused("t", write=True)
         finally:
             db.stop()
 

@@ -361,7 +361,7 @@ class WorkerServing:
                     tenant.set_max_bytes(max_bytes)
                 work()
 
-            await self.inline.run(tenant, job, inline)
+            await self.inline.run(tenant, job, inline, write=scope.method not in ("GET", "HEAD"))
 
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
 
