@@ -457,6 +457,61 @@ def test_server_sent_events_stream_through(cluster: Cluster, fake_node: FakeNode
     assert fake_node.sse_closed.wait(3)
 
 
+def test_a_connection_serves_requests_after_its_event_stream_ended(cluster: Cluster, fake_node: FakeNode) -> None:
+    """An event stream is written outside hyper (to hold no buffers while idle); once the node ends it, the
+    same keep-alive connection goes on serving requests."""
+    host, _, port = cluster.gw.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"GET /t/streamer/sse?n=2 HTTP/1.1\r\nHost: streamer\r\n\r\n")
+        raw = b""
+        while not raw.endswith(b"\r\n0\r\n\r\n"):
+            chunk = conn.recv(65536)
+            assert chunk, raw
+            raw += chunk
+        head, _, chunked = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\ntransfer-encoding: chunked" in head, head
+        assert b"content-type: text/event-stream" in head and b"x-request-id: " in head, head
+        events = b""
+        while chunked:  # de-chunk: every event whole, nothing else
+            size, _, rest = chunked.partition(b"\r\n")
+            events, chunked = events + rest[:int(size, 16)], rest[int(size, 16) + 2:]
+        assert events == b'id: 0\ndata: {"n": 0}\n\nid: 1\ndata: {"n": 1}\n\n'
+        conn.sendall(b"GET /t/streamer/echo HTTP/1.1\r\nHost: streamer\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            chunk = conn.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["target"] == "/t/streamer/echo"
+
+
+def test_a_stopping_gateway_ends_event_streams_cleanly(cluster: Cluster, fake_node: FakeNode) -> None:
+    """On the gateway's stop an event stream ends at once with its last chunk (the SDKs reconnect), not cut
+    off after the grace time."""
+    port = free_port()
+    gateway = cluster.start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
+                             f"--control-plane-addrs=127.0.0.1:{cluster.cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"])
+    gateway.wait_healthy([f"http://127.0.0.1:{port}"])
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/t/streamer/echo").status_code == 200, timeout=10)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /t/streamer/sse?n=100 HTTP/1.1\r\nHost: streamer\r\n\r\n")
+        raw = b""
+        while b"data:" not in raw:
+            chunk = conn.recv(65536)
+            assert chunk, raw
+            raw += chunk
+        fake_node.sse_closed.clear()
+        gateway.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        started = time.monotonic()
+        while chunk := conn.recv(65536):
+            raw += chunk
+        assert raw.endswith(b"\r\n0\r\n\r\n"), raw[-40:]
+        assert time.monotonic() - started < 2.5
+    assert fake_node.sse_closed.wait(3)
+    assert gateway.stop() == 0
+
+
 def test_metrics(cluster: Cluster) -> None:
     # The metrics name the nodes: only for the cluster's processes (Prometheus sends the token).
     assert_pocketbase_error(httpx.get(f"{cluster.gw}/metrics"), 401)
