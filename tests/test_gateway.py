@@ -328,6 +328,12 @@ class FakeNode:
                 if path.endswith("/sse"):
                     await self._sse(writer, int(params.get("n", "5")))
                     return
+                if path.endswith("/idle-sse"):  # one event, then quiet until the gateway closes the stream
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                                 b"transfer-encoding: chunked\r\n\r\n12\r\nevent: PB_CONNECT\n\r\n")
+                    await writer.drain()
+                    await reader.read()
+                    return
                 if path.endswith("/fenced") and int(names.get("x-pbfast-epoch", "0")) < 2:
                     moved = b'{"status":503,"message":"The tenant has moved; retry.","data":{}}'
                     writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
@@ -510,6 +516,45 @@ def test_a_stopping_gateway_ends_event_streams_cleanly(cluster: Cluster, fake_no
         assert time.monotonic() - started < 2.5
     assert fake_node.sse_closed.wait(3)
     assert gateway.stop() == 0
+
+
+def test_idle_event_streams_hold_little_gateway_memory(cluster: Cluster, fake_node: FakeNode) -> None:
+    """A guard for issue 16's goal of at most 20 KB per idle realtime stream: 400 idle streams grow the
+    gateway's RSS by ~3.5 KB each (~27 KB while hyper held them with its buffers)."""
+    assert cluster.gateway is not None and cluster.gateway.proc is not None
+    pid = cluster.gateway.proc.pid
+    host, _, port = cluster.gw.removeprefix("http://").partition(":")
+
+    def rss_kb() -> int:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+    async def open_streams(count: int, held: list[asyncio.StreamWriter]) -> None:
+        async def one() -> None:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /t/streamer/idle-sse HTTP/1.1\r\nHost: streamer\r\n\r\n")
+            held.append(writer)
+            while b"PB_CONNECT" not in await reader.readline():
+                pass
+
+        for _ in range(0, count, 100):
+            await asyncio.wait_for(asyncio.gather(*(one() for _ in range(100))), 30)
+
+    async def per_stream_kb() -> float:
+        held: list[asyncio.StreamWriter] = []
+        try:
+            await open_streams(100, held)  # warm-up: the allocator's first pages
+            await asyncio.sleep(0.3)
+            before = rss_kb()
+            await open_streams(400, held)
+            await asyncio.sleep(0.3)
+            return (rss_kb() - before) / 400
+        finally:
+            for writer in held:
+                writer.close()
+
+    per_stream = asyncio.run(per_stream_kb())
+    assert per_stream < 12, f"{per_stream:.1f} KB of gateway RSS per idle event stream"
 
 
 def test_metrics(cluster: Cluster) -> None:
