@@ -8,6 +8,7 @@ usage: python benchmarks/granian_stream_floor.py N [max_buffer_size|0] [auto|1] 
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -76,7 +77,14 @@ def main(argv: list[str]) -> None:
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "serve", str(port), buffer_size, mode, watch])
     try:
-        time.sleep(2.0)
+        deadline = time.monotonic() + 30
+        while True:  # until the server listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
         per_stream = uvloop.run(measure(count, port, server.pid))
         print(f"bare granian, {count} streams, max_buffer_size={buffer_size}, http={mode}, {watch}: "
               f"{per_stream:.1f} KB per stream")
