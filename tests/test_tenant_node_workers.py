@@ -82,7 +82,7 @@ def _name(pid: int) -> str:
 
 def _create_tenant(cp_url: str, tenant_id: str, **settings: object) -> int:
     created = httpx.post(f"{cp_url}/api/cp/tenants", headers=ADMIN,
-                         json={"id": tenant_id, "superuser": OWNER, **settings})
+                         json={"id": tenant_id, "superuser": OWNER, **settings}, timeout=30)  # slow when loaded
     assert created.status_code == 200, created.text
     return int(created.json()["epoch"])
 
