@@ -209,7 +209,7 @@ class WorkerServing:
         self.link = link
         self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
         self._measured_at: dict[str, float] = {}
-        self.inline = InlineGate()
+        self.inline = InlineGate(db)
         self._loads_published: dict[str, TenantLoad] = {}
         # A rejection or a time limit since the last publication: published when the request ends, so an
         # operator (and a test) reading /metrics right after sees it (the rest goes once a second).
