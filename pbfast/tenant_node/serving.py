@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, send_error
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
-from pbfast.pocketbase.sqlite_guard import TimeLimit
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
+from pbfast.tenant_node.inline_tries import InlineTries
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership, moved
 from pbfast.tenant_node.pool import TenantPool
@@ -24,17 +24,12 @@ from pbfast.tenant_node.replica import ReplicationError
 from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.slots import Assignment, TenantSlot
 
-__all__ = ["InlineGate", "Serving"]
+__all__ = ["Serving"]
 
 log = component_logger("TenantNode")
 
 STORAGE_MEASURE_SECONDS = 1.0
 REALTIME_PATH = "/api/realtime"
-# A read runs on the event loop itself while its SQLite work stays within this much time (the loop is held
-# no longer than a worker thread holding the GIL would hold it); beyond, it is stopped and run again on a
-# database thread, and the tenant's reads go there for INLINE_PAUSE_SECONDS.
-INLINE_BUDGET_SECONDS = 0.002
-INLINE_PAUSE_SECONDS = 1.0
 
 
 def record_write(tenant: Tenant, path: str, scope: Scope) -> bool:
@@ -53,39 +48,6 @@ def record_write(tenant: Tenant, path: str, scope: Scope) -> bool:
     return collection is not None and collection.type == "base"
 
 
-class InlineGate:
-    """Which tenants' reads and small writes are tried on the event loop (:data:`INLINE_BUDGET_SECONDS`).
-
-    The budget stops SQLite, not the Python around it (a big page's JSON): a tenant whose work held the loop
-    past the budget anyway, or was stopped, has its next ones done on the threads for
-    :data:`INLINE_PAUSE_SECONDS`. While other tenants are served too, "held" is the loop thread's CPU time:
-    behind a busy neighbour a small read also waits for a core or for the GIL, which is not its own cost, and
-    timing that on the wall clock sent a quiet tenant's views to the threads (two hand-overs each) whenever
-    another tenant was busy. A tenant served alone is judged on the wall clock as before: when it saturates
-    the loop its requests go to the threads, where they run back to back (measured: less CPU per view than
-    all on the loop). Reading the thread's CPU clock is a system call, twice per request: well under a
-    microsecond each."""
-
-    def __init__(self, db: DbScheduler) -> None:
-        self.db = db
-        self._paused_until: dict[str, float] = {}  # tenant id -> monotonic time
-
-    def open_for(self, tenant_id: str) -> bool:
-        return self._paused_until.get(tenant_id, 0.0) <= time.monotonic()
-
-    def run(self, tenant_id: str, time_limit: TimeLimit, job: Callable[[], None]) -> bool:
-        """Run ``job`` within the budget (see :meth:`TimeLimit.within_budget`); whether it ran to its end."""
-        started, cpu_started = time.monotonic(), time.thread_time()
-        done = time_limit.within_budget(INLINE_BUDGET_SECONDS, job)
-        held = (time.thread_time() - cpu_started > INLINE_BUDGET_SECONDS
-                or (time.monotonic() - started > INLINE_BUDGET_SECONDS and not self.db.shared()))
-        if done and not held:
-            self._paused_until.pop(tenant_id, None)
-        else:
-            self._paused_until[tenant_id] = time.monotonic() + INLINE_PAUSE_SECONDS
-        return done
-
-
 class Serving:
     def __init__(self, ownership: Ownership, pool: TenantPool, api: TenantApi, db: DbScheduler,
                  replicator: Replicator | None, quotas: QuotaCounters | SharedQuotas, metrics: NodeMetrics,
@@ -98,15 +60,17 @@ class Serving:
         self.quotas = quotas
         self.metrics = metrics
         self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
-        self.inline = InlineGate(db)
+        self.inline = InlineTries(db)
 
-    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
-        """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``."""
+    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
+        """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``;
+        whether its whole body was read (else the caller drains what is left)."""
         recorder = StatusRecorder(proto)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
         finally:
             self.metrics.observe(recorder.status)
+        return recorder.body_read
 
     async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         try:
@@ -171,11 +135,10 @@ class Serving:
         time_limit = self.request_time_limit if limit_ms is None else limit_ms / 1000
         max_bytes = self.ownership.max_bytes(slot)
         # A read, or a JSON write of a base collection's record, is tried at once on the loop (stopped before it
-        # commits anything, it is thrown away and done again on a worker thread); not for a tenant whose last
-        # such try ran over its budget a moment ago.
+        # commits anything, it is thrown away and done again on a worker thread): pbfast.tenant_node.inline_tries.
         inline = ((scope.method in ("GET", "HEAD")
                    or (record_write(tenant, path, scope) and not self.api.realtime.tenant_streams(tenant.id)))
-                  and not tenant.closed and self.inline.open_for(tenant.id))
+                  and not tenant.closed)
 
         async def run(work: Callable[[], None]) -> None:
             def job() -> None:
@@ -183,9 +146,7 @@ class Serving:
                     tenant.set_max_bytes(max_bytes)
                 work()
 
-            if inline and self.db.run_inline(tenant.id, lambda: self.inline.run(tenant.id, tenant.time_limit, job)):
-                return
-            await self.db.run(tenant.id, job)
+            await self.inline.run(tenant, job, inline, write=scope.method not in ("GET", "HEAD"))
 
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
 

@@ -145,8 +145,8 @@ class WorkerApp:
         epoch_text = request.header(EPOCH_HEADER) or ""
         if not is_valid_tenant_id(tenant_id) or not epoch_text.isdigit():
             raise ApiError(400, "Invalid forwarded tenant request.")
-        await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto)
-        await discard_unread_body(request.proto)
+        if not await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto):
+            await discard_unread_body(request.proto)
 
     def _log_error(self, err: BaseException) -> None:
         component_logger("TenantWorker").error("request failed: %r", err, exc_info=err)
