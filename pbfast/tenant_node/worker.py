@@ -216,7 +216,7 @@ async def run(settings: WorkerSettings) -> int:
     os.close(settings.shm_fd)  # mapped (with a descriptor of its own)
     app = WorkerApp(settings, memory)
     server = EmbeddedServer(app, address=settings.host, port=settings.port, interface=Interfaces.RSGI,
-                            http=HTTPModes.auto, websockets=False, backlog=LISTEN_BACKLOG,
+                            http=HTTPModes.http1, websockets=False, backlog=LISTEN_BACKLOG,  # see server.Listener
                             backpressure=MAX_CONCURRENT_REQUESTS, log_enabled=False)
     configure_logging(settings.log_level, settings.log_format)  # granian's constructor reconfigures logging
     tune_for_serving()
