@@ -131,6 +131,7 @@ class _Compiled:
         route's labels."""
         memo = self.found[authenticated]
         memo_key = (id(tags), collection.id, collection.name, label)  # tags: the router's, alive as long as it
+        # (the check looks this key up itself first)
         found = memo.get(memo_key, _MISSING)
         if found is _MISSING:
             tagged = ([f"{collection.name}:{tag}" for tag in tags.tags] + [f"*:{tag}" for tag in tags.tags]
@@ -190,7 +191,10 @@ class RateLimits:
         if collection_tags is not None:
             collection = tenant.collection(request.params.get("collection", ""))
             if collection is not None:
-                found = compiled.collection_rule(collection_tags, collection, label, path, authenticated)
+                found = compiled.found[authenticated].get((id(collection_tags), collection.id, collection.name, label),
+                                                          _MISSING)  # compiled.collection_rule, inline
+                if found is _MISSING:
+                    found = compiled.collection_rule(collection_tags, collection, label, path, authenticated)
                 if found is not None and not self.limiter.allow(found.key + ip, found.max_requests, found.duration,
                                                                 now):
                     raise ApiError(429, TOO_MANY)
