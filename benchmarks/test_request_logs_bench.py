@@ -5,7 +5,8 @@ machine's load falls on both alike. The goal: logging on keeps ≥ 0.9× the thr
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_request_logs_bench.py -s -p no:cacheprovider``
 (``PBFAST_BENCH_WORKERS=2`` for a node with two worker processes; ``PBFAST_BENCH_BASELINE=<a checkout of an
 earlier commit, its .so copied in>`` runs a second node from that tree beside this one, rounds alternating
-between the two, to compare a change with what came before in the same run).
+between the two, to compare a change with what came before in the same run; ``PBFAST_BENCH_ROUNDS`` rounds, 3
+by default).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import apsw
 import httpx
+import pytest
 from bench_tools import NodeTenant, headers_script, needs_tools, node_direct_tenant
 
 from cpcluster import Start
@@ -28,6 +30,7 @@ from test_tenant_api_bench import _create_collection_with_headers, _seed
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 WORKERS = int(os.environ.get("PBFAST_BENCH_WORKERS", "1"))
 BASELINE = os.environ.get("PBFAST_BENCH_BASELINE", "")
+ROUNDS = int(os.environ.get("PBFAST_BENCH_ROUNDS", "3"))
 
 
 @dataclass
@@ -58,6 +61,7 @@ def _node(start: Start, directory: Path, name: str) -> _Node:
 
 
 @needs_tools("wrk")
+@pytest.mark.timeout(120 + ROUNDS * 2 * (2 if BASELINE else 1) * 15)  # pyproject's 120 s is too short for the long form
 def test_view_throughput_with_request_logs_on_and_off(pbfast_process: Start, tmp_path: Path) -> None:
     nodes = [_node(pbfast_process, tmp_path / "this", "this tree")]
     if BASELINE:
@@ -65,7 +69,7 @@ def test_view_throughput_with_request_logs_on_and_off(pbfast_process: Start, tmp
                      program: list[str] | None = None) -> PbfastProcess:
             return pbfast_process(args, {**(env or {}), "PYTHONPATH": BASELINE}, cwd, program)
         nodes.insert(0, _node(baseline, tmp_path / "baseline", f"baseline {Path(BASELINE).name}"))
-    seconds, rounds = (5, 3) if FULL else (1, 1)
+    seconds, rounds = (5, ROUNDS) if FULL else (1, 1)
     for node in nodes:
         run_wrk(node.view, node.script, 32, 1)  # warm-up
     for _ in range(rounds):
