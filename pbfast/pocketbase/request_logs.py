@@ -288,9 +288,11 @@ class RequestLogs:
             millisecond = self._last_millisecond = max(time.time_ns() // 1_000_000, self._last_millisecond + 1)
             ids = _base36(millisecond, 9)
             start = secrets.randbelow(_COUNTER_SPAN - len(items))  # + row_number() (from 1) stays below the span
-            changes = 0
-            with conn:
-                done = 0
+            changes = done = 0
+            # BEGIN/COMMIT as statements, not ``with conn``: apsw holds the GIL through a context manager's commit
+            # (measured: the event loop stopped for the whole commit, and the WAL checkpoint runs in it).
+            conn.execute("BEGIN")
+            try:
                 for rows in _CHUNKS:
                     width = rows * _ROW_FIELDS
                     while len(items) - done >= rows:
@@ -298,6 +300,11 @@ class RequestLogs:
                         conn.execute(_INSERTS[rows], [*fields[at:at + width], ids, start + done])
                         changes += conn.changes()
                         done += rows
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
             self.written += changes
             now = time.monotonic()
             last = self._pruned.get(directory)
