@@ -242,6 +242,11 @@ class DbScheduler:
         a heavy tenant goes to the background threads also when the others were served by other processes."""
         self._node_active = tenants
 
+    def shared(self) -> bool:
+        """Whether more than one tenant was served lately (on this node: other worker processes count too)."""
+        with self._lock:
+            return self._node_active >= 2 or self._served_lately(time.monotonic()) >= 2
+
     def in_background(self, tenant_id: str) -> bool:
         """Whether the tenant's jobs run on the background threads now (heavy while others are served)."""
         with self._lock:

@@ -14,11 +14,16 @@ a write that may run inline waits for the jobs submitted before it and then trie
 (:meth:`DbScheduler.inline_turn`), instead of joining the line behind them: under steady load the line never
 empties, so one job on a thread would otherwise keep all of the tenant's later writes on the threads.
 
-Reads keep the rule they had: any read past the budget (wall clock) or stopped by it pauses the tenant's
-inline reads, and a read joins the line while the tenant has jobs on the threads. Measured on the wire (wrk
--c32, a loaded 2-core machine, benchmarks/RESULTS.md), views done on the threads cost less CPU per request
-than views done inline (157-183 vs 190-254 us), while creates cost less inline: why (granian's thread waiting
-for the GIL the loop holds?) is not settled, so reads are not pushed onto the loop harder than before.
+Reads keep the rule they had while the tenant is served alone: any read past the budget (wall clock) or
+stopped by it pauses the tenant's inline reads, and a read joins the line while the tenant has jobs on the
+threads. Measured on the wire (wrk -c32, a loaded 2-core machine, benchmarks/RESULTS.md), views done on the
+threads cost less CPU per request than views done inline (157-183 vs 190-254 us), while creates cost less
+inline: why (granian's thread waiting for the GIL the loop holds?) is not settled, so reads are not pushed
+onto the loop harder than before. While other tenants are served too (:meth:`DbScheduler.shared`), a read
+that ran to its end counts as past the budget only by the loop thread's CPU time: behind a busy neighbour a
+0.2 ms view also waits for a core or for the GIL, and the wall clock sent a quiet tenant's views to the
+threads (35-65 % of them, each two hand-overs and a place in the line) whenever another tenant was busy
+(benchmarks/RESULTS.md, "Noisy neighbour").
 
 Thread-safety: event loop only.
 """
@@ -69,7 +74,7 @@ class InlineTries:
 
     def _within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
         key = (tenant.id, write)
-        started, cpu_started = time.monotonic(), time.thread_time() if write else 0.0
+        started, cpu_started = time.monotonic(), time.thread_time()
         done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job)
         # The budget stops SQLite, not the Python around it (a big page's JSON): work that held the loop past
         # the budget anyway, or was stopped by it, sends the next ones to the threads for a while.
@@ -77,7 +82,10 @@ class InlineTries:
         if now - started <= INLINE_BUDGET_SECONDS and done:
             self._paused_until.pop(key, None)
         elif not write:
-            self._paused_until[key] = now + INLINE_PAUSE_SECONDS
+            if done and self.db.shared() and time.thread_time() - cpu_started <= INLINE_BUDGET_SECONDS:
+                self._paused_until.pop(key, None)  # it waited behind another tenant's work: not its doing
+            else:
+                self._paused_until[key] = now + INLINE_PAUSE_SECONDS
         elif done:  # in CPU time (read only when the wall clock says it may have run over), and twice
             if time.thread_time() - cpu_started <= INLINE_BUDGET_SECONDS:
                 self._paused_until.pop(key, None)
