@@ -166,26 +166,22 @@ def require_superuser(request: TenantRequest) -> None:
 
 
 def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: str = BAD_REQUEST,
-              unsupported: str | None = None) -> dict[str, Any]:
-    """The JSON object of the body (read before the handler ran, see :meth:`~pbfast.pocketbase.api.TenantApi.handle`) as PocketBase binds it:
-    empty or ``null`` is ``{}``, only the first JSON value counts; anything but an object is 400 with
-    ``invalid`` as the message. ``unsupported``: the route's message for a body PocketBase does not bind as
-    JSON (its Content-Type, as sent, does not begin with ``application/json``); None: pbfast's wider
-    acceptance (no type, another case, ``+json`` types)."""
+              unsupported: str = UNSUPPORTED_CONTENT_TYPE) -> dict[str, Any]:
+    """The JSON object of the body (read before the handler ran, see :meth:`~pbfast.pocketbase.api.TenantApi.handle`) as PocketBase's
+    body binder reads it: an empty body binds nothing (``{}``); any other is JSON only when its Content-Type, as
+    sent, begins with ``application/json`` (no type, another case or a ``+json`` type: 400 ``unsupported``);
+    ``null`` is ``{}``, only the first JSON value counts, anything but an object is 400 ``invalid``."""
     if request.bound_body is not None:
         return request.bound_body
-    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     raw = request.raw_body
     if raw is None or len(raw) > limit:
         raise ApiError(413, "Request entity too large.")
-    if unsupported is not None and raw and not (request.header("content-type") or "").startswith("application/json"):
+    if not raw:
+        return {}
+    if not (request.header("content-type") or "").startswith("application/json"):
         raise ApiError(400, unsupported)
     if not raw.strip():
         return {}
-    # PocketBase binds JSON when the header begins with "application/json" as sent (see ``unsupported``)
-    if content_type and content_type != "application/json" and not content_type.endswith("+json") \
-            and not (request.header("content-type") or "").startswith("application/json"):
-        raise ApiError(400, UNSUPPORTED_CONTENT_TYPE)
     value = decode_json_body(raw, invalid)
     if value is None:
         return {}

@@ -1,0 +1,97 @@
+"""Differential tests of what PocketBase 0.40.6 answers before and around its routes, on one pair of servers
+(stock PocketBase and a pbfast tenant on copies of PocketBase's test data dir):
+
+- the body binder's Content-Type rule on every route that binds a body: JSON only when the type as sent
+  begins with ``application/json``, forms bound as forms (settings by dotted names), else 400.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from differential import Step, compare
+from helpers import PbfastProcess
+from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one, stock_pocketbase_server
+from test_differential import fixture_ids
+
+USERS = "/api/collections/users"
+G = None  # a guest step
+NO_TYPE = {"content-type": ""}  # Go's Header.Get and pbfast read an empty header as none
+CONTENT_TYPES = {"none": "", "upper case": "APPLICATION/JSON", "+json": "application/vnd.api+json",
+                 "text": "text/plain", "charset": "application/json; charset=utf-8",
+                 "json prefix": "application/jsonx"}
+
+
+@pytest.fixture(scope="module")
+def backend_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Backend, Backend]]:
+    base = tmp_path_factory.mktemp("front")
+    started: list[PbfastProcess] = []
+
+    def start(args: list[str]) -> PbfastProcess:
+        process = PbfastProcess(args, base / f"pbfast-{len(started)}.log").start()
+        started.append(process)
+        return process
+
+    with contextlib.ExitStack() as stack:
+        stock = Backend("pocketbase", stack.enter_context(
+            stock_pocketbase_server(copy_fixture(base / "stock"), base / "pocketbase.log")))
+        stock.login()
+        data_dir = base / "pbfast"
+        copy_fixture(data_dir / "tenants" / "fixture")
+        stack.callback(lambda: [process.stop() for process in started])
+        _, cp, gw = start_all_in_one(start, data_dir)
+        create_tenant(cp, gw, "fixture")
+        fast = Backend("pbfast", f"{gw}/t/fixture")
+        fast.login()
+        yield stock, fast
+
+
+def _content_type_steps() -> list[Step]:
+    bodies = [
+        ("POST", f"{USERS}/auth-with-password", b'{"identity":"test@example.com","password":"wrong-password"}', G),
+        ("POST", f"{USERS}/request-verification", b'{"email":"test@example.com"}', G),
+        ("POST", f"{USERS}/confirm-verification", b'{"token":"abc"}', G),
+        ("POST", f"{USERS}/request-password-reset", b'{"email":"test@example.com"}', G),
+        ("POST", f"{USERS}/confirm-password-reset", b'{"token":"abc","password":"12345678","passwordConfirm":"1"}', G),
+        ("POST", f"{USERS}/confirm-email-change", b'{"token":"abc","password":"1234567890"}', G),
+        ("POST", f"{USERS}/auth-with-otp", b'{"otpId":"abc","password":"x"}', G),
+        ("POST", f"{USERS}/auth-with-oauth2", b'{"provider":"nope","code":"x","codeVerifier":"y","redirectURL":"z"}', G),
+        ("POST", f"{USERS}/impersonate/4q1xlclmfloku33?fields=record.email", b'{"duration":100}', "superuser"),
+        ("PATCH", "/api/settings?fields=meta.appName,batch", b'{"meta":{"appName":"acme"}}', "superuser"),
+        ("POST", "/api/settings/test/s3", b'{"filesystem":"nope"}', "superuser"),
+        ("POST", "/api/collections/meta/dry-run-view?fields=fields", b'{"query":"select id from users"}', "superuser"),
+        ("POST", "/api/realtime", b'{"clientId":"nope","subscriptions":[]}', G),
+        ("POST", "/api/backups", b'{"name":"bad name!.zip"}', "superuser"),
+        ("PUT", "/api/collections/import", b'{"collections":[]}', "superuser"),
+    ]
+    return [Step(f"{method} {path} ({label})", method, path, raw=raw, auth=auth, headers={"content-type": value})
+            for method, path, raw, auth in bodies for label, value in CONTENT_TYPES.items()]
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+FORM_STEPS = [
+    Step("settings: dotted names", "PATCH", "/api/settings?fields=meta.appName,batch,superuserIPs", headers=FORM,
+         raw=b"meta.appName=dotted&batch.maxRequests=7&batch.enabled=f&meta=ignored&Meta.AppName=ignored"),
+    Step("settings: a list by repeated names", "PATCH", "/api/settings?fields=superuserIPs,meta.appName",
+         headers=FORM, raw=b"superuserIPs=127.0.0.1&superuserIPs=::1&superuserIPs=10.0.0.0/8"),
+    Step("settings: a payload over the names", "PATCH", "/api/settings?fields=meta.appName,batch.maxRequests",
+         headers=FORM, raw=b"meta.appName=plain&%40jsonPayload=%7B%22meta%22%3A%7B%22appName%22%3A%22json%22%7D%7D"),
+    Step("settings: not a number", "PATCH", "/api/settings?fields=batch", headers=FORM, raw=b"batch.maxRequests=x"),
+    Step("settings: not a bool", "PATCH", "/api/settings?fields=batch", headers=FORM, raw=b"batch.enabled=yes"),
+    Step("settings: back to no IPs", "PATCH", "/api/settings?fields=superuserIPs,meta.appName",
+         body={"superuserIPs": [], "meta": {"appName": "acme"}}),
+    Step("realtime: a form", "POST", "/api/realtime", headers=FORM, raw=b"clientId=nope&subscriptions=a", auth=G),
+    Step("backups: a form's bad name", "POST", "/api/backups", headers=FORM, raw=b"name=bad+name%21.zip"),
+    Step("import: a form", "PUT", "/api/collections/import", headers=FORM, raw=b"deleteMissing=true"),
+    Step("empty body, no type", "POST", f"{USERS}/request-verification", headers=NO_TYPE, raw=b"", auth=G),
+]
+
+
+def test_body_content_types_as_pocketbase(backend_pair: tuple[Backend, Backend], tmp_path: Path) -> None:
+    steps = _content_type_steps() + FORM_STEPS
+    differences = compare(*backend_pair, steps, fixture_ids())
+    assert not differences, "\n".join(differences)
