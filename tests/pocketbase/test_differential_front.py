@@ -1,6 +1,9 @@
 """Differential tests of what PocketBase 0.40.6 answers before and around its routes, on one pair of servers
 (stock PocketBase and a pbfast tenant on copies of PocketBase's test data dir):
 
+- paths with an empty segment (``//``): 307 to Go's cleaned path, query kept, for every method (pbfast's ``Location`` keeps the ``/t/{id}`` prefix the client used, compared without it);
+- the CORS middleware: ``OPTIONS`` answered 204 on any path, with and without ``Origin``; ``Vary: Origin``
+  and ``Access-Control-Allow-Origin`` on the answers of other requests;
 - the body binder's Content-Type rule on every route that binds a body: JSON only when the type as sent
   begins with ``application/json``, forms bound as forms (settings by dotted names), else 400.
 """
@@ -11,6 +14,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from differential import Step, compare
@@ -48,6 +52,78 @@ def backend_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bac
         fast = Backend("pbfast", f"{gw}/t/fixture")
         fast.login()
         yield stock, fast
+
+
+def _prefix(backend: Backend) -> str:
+    return httpx.URL(backend.url).path.rstrip("/")
+
+
+# Raw "." and ".." segments are left out: clients resolve them before sending, and pbfast, which sees the path
+# decoded, does not redirect them (PocketBase does not either when they come encoded, as they then would).
+UNCLEAN = ["//api/health", "/api//health?x=1&y=%20z", "/api/collections//records", "/api/health//",
+           "/api//collections/demo1/records/", "/a:b//c", "/api/collections/demo1/records/84nmscqy84lsi1t//",
+           "/api//../health", "//"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"])
+def test_unclean_paths_redirect_as_pocketbase(method: str, backend_pair: tuple[Backend, Backend]) -> None:
+    differences = []
+    for path in UNCLEAN:
+        answers = []
+        for backend in backend_pair:
+            response = httpx.request(method, backend.url + path, headers={"origin": "http://example.com"},
+                                     content=b"{}" if method in ("POST", "PATCH") else None)
+            prefix = _prefix(backend)
+            location = response.headers.get("location", "")
+            answers.append((response.status_code, location.removeprefix(prefix),
+                            response.headers.get("content-type"), response.text.replace(f'"{prefix}/', '"/'),
+                            response.headers.get("vary")))
+        if answers[0] != answers[1]:
+            differences.append(f"{method} {path}: pocketbase {answers[0]}, pbfast {answers[1]}")
+    assert not differences, "\n".join(differences)
+
+
+def test_a_redirect_is_followed_to_the_tenant(backend_pair: tuple[Backend, Backend]) -> None:
+    for backend in backend_pair:
+        response = httpx.get(backend.url + "/api//collections/demo1/records?perPage=1&fields=id",
+                             headers={"authorization": backend.superuser_token}, follow_redirects=True)
+        assert response.status_code == 200, (backend.name, response.text)
+        assert response.json()["items"] == [{"id": "84nmscqy84lsi1t"}]
+        assert response.url.path == _prefix(backend) + "/api/collections/demo1/records"
+
+
+_CORS_HEADERS = ("access-control-allow-origin", "access-control-allow-methods", "access-control-allow-headers",
+                 "access-control-allow-credentials", "access-control-expose-headers", "access-control-max-age")
+
+
+@pytest.mark.parametrize("origin", [None, "http://example.com"])
+def test_cors_as_pocketbase(origin: str | None, backend_pair: tuple[Backend, Backend]) -> None:
+    requests = [("OPTIONS", "/api/collections/demo1/records", {"access-control-request-method": "POST",
+                                                                "access-control-request-headers": "content-type,x-a"}),
+                ("OPTIONS", "/api/health", {}), ("OPTIONS", "/nope/at/all", {}),
+                ("OPTIONS", "/api/realtime", {"access-control-request-method": "GET"}),
+                ("GET", "/api/health", {}), ("GET", "/api/collections/demo1/records", {}),
+                ("GET", "/nope", {}), ("POST", "/api/collections/users/auth-with-password", {}),
+                ("DELETE", "/api/health", {}), ("GET", "/api/files/demo1/84nmscqy84lsi1t/nofile.txt", {})]
+    differences = []
+    for method, path, headers in requests:
+        answers = []
+        for backend in backend_pair:
+            sent = {**headers, **({"origin": origin} if origin else {})}
+            response = httpx.request(method, backend.url + path, headers=sent)
+            answers.append((response.status_code, response.text,
+                            sorted(v.strip() for v in ",".join(response.headers.get_list("vary")).split(",")),
+                            {name: response.headers.get(name) for name in _CORS_HEADERS}))
+        if answers[0] != answers[1]:
+            differences.append(f"{method} {path}: pocketbase {answers[0]}, pbfast {answers[1]}")
+    assert not differences, "\n".join(differences)
+
+
+def test_a_realtime_stream_allows_any_origin(backend_pair: tuple[Backend, Backend]) -> None:
+    for backend in backend_pair:
+        with httpx.stream("GET", backend.url + "/api/realtime", headers={"origin": "http://example.com"}) as stream:
+            assert stream.status_code == 200
+            assert stream.headers.get("access-control-allow-origin") == "*", backend.name
 
 
 def _content_type_steps() -> list[Step]:
