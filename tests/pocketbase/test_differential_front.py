@@ -171,3 +171,43 @@ def test_body_content_types_as_pocketbase(backend_pair: tuple[Backend, Backend],
     steps = _content_type_steps() + FORM_STEPS
     differences = compare(*backend_pair, steps, fixture_ids())
     assert not differences, "\n".join(differences)
+
+
+NEW_KEY = "abcdefghijklmnopqrstuvwxyz0123456789"
+SUPERUSERS = "/api/collections/_superusers"
+TOKEN_KEY_STEPS = [
+    *[Step(f"a superuser sets tokenKey {raw!r}", "PATCH", f"{USERS}/records/oap640cot4yru2s?fields=id",
+           body={"tokenKey": raw}) for raw in ("short", "", 123, "x" * 61, None, ["a" * 40])],
+    Step("a user's session", "POST", f"{USERS}/impersonate/oap640cot4yru2s?fields=token", body={"duration": 600}),
+    Step("the user's session works", "GET", f"{USERS}/records/oap640cot4yru2s?fields=id", auth="as:a user's session"),
+    Step("a superuser sets a valid tokenKey", "PATCH", f"{USERS}/records/oap640cot4yru2s?fields=id",
+         body={"tokenKey": NEW_KEY}),
+    Step("the user's session is over", "GET", f"{USERS}/records/oap640cot4yru2s?fields=id",
+         auth="as:a user's session"),
+    Step("the same key again with a new password", "PATCH", f"{USERS}/records/oap640cot4yru2s?fields=id",
+         body={"tokenKey": NEW_KEY, "password": "1234567890", "passwordConfirm": "1234567890"}),
+    Step("a key set on create", "POST", f"{USERS}/records?fields=email", body={
+        "tokenKey": "x" * 30, "password": "1234567890", "passwordConfirm": "1234567890", "email": "tk1@example.com"}),
+    Step("a new superuser", "POST", f"{SUPERUSERS}/records?fields=email", body={
+        "id": "second000000001", "email": "second@example.com", "password": "1234567890",
+        "passwordConfirm": "1234567890"}),
+    Step("the new superuser logs in", "POST", f"{SUPERUSERS}/auth-with-password?fields=token,record.email",
+         body={"identity": "second@example.com", "password": "1234567890"}, auth=G),
+    Step("as the new superuser", "GET", "/api/settings?fields=meta.appName", auth="as:the new superuser logs in"),
+    Step("its tokenKey changed by another", "PATCH", f"{SUPERUSERS}/records/second000000001?fields=email",
+         body={"tokenKey": "y" * 40}),
+    Step("its old session", "GET", "/api/settings?fields=meta.appName", auth="as:the new superuser logs in"),
+    Step("its old session refreshed", "POST", f"{SUPERUSERS}/auth-refresh", auth="as:the new superuser logs in"),
+    Step("it logs in again", "POST", f"{SUPERUSERS}/auth-with-password?fields=token,record.email",
+         body={"identity": "second@example.com", "password": "1234567890"}, auth=G),
+    Step("its password changed by another", "PATCH", f"{SUPERUSERS}/records/second000000001?fields=email",
+         body={"password": "0987654321", "passwordConfirm": "0987654321"}),
+    Step("its session after the password change", "GET", "/api/settings?fields=meta.appName",
+         auth="as:it logs in again"),
+    Step("the new superuser goes", "DELETE", f"{SUPERUSERS}/records/second000000001"),
+]
+
+
+def test_superuser_set_token_keys_as_pocketbase(backend_pair: tuple[Backend, Backend]) -> None:
+    differences = compare(*backend_pair, TOKEN_KEY_STEPS, fixture_ids())
+    assert not differences, "\n".join(differences)
