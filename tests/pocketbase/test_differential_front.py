@@ -211,3 +211,27 @@ TOKEN_KEY_STEPS = [
 def test_superuser_set_token_keys_as_pocketbase(backend_pair: tuple[Backend, Backend]) -> None:
     differences = compare(*backend_pair, TOKEN_KEY_STEPS, fixture_ids())
     assert not differences, "\n".join(differences)
+
+
+LF_FORM = {"content-type": "multipart/form-data; boundary=XB"}
+DEMO1_SHOWN = "/api/collections/demo1/records?fields=collectionName,text,number,file_one"
+MULTIPART_LINE_ENDINGS = {
+    "bare LF": b'--XB\ncontent-disposition: form-data; name="text"\n\nhello\n--XB--\n',
+    "bare LF, two parts": b'--XB\nContent-Disposition: form-data; name="text"\n\nhello\n--XB\n'
+                          b'Content-Disposition: form-data; name="number"\n\n5\n--XB--',
+    "bare LF, a file": b'--XB\nContent-Disposition: form-data; name="text"\n\nfile\n--XB\nContent-Disposition: '
+                       b'form-data; name="file_one"; filename="hello.txt"\nContent-Type: text/plain\n\nabc\n--XB--\n',
+    "bare LF after spaces": b'--XB  \nContent-Disposition: form-data; name="text"\n\nhello\n--XB--',
+    "CRLF first, then LF (one part)": b'--XB\r\nContent-Disposition: form-data; name="text"\r\n\r\nhello\n--XB\n'
+                                      b'Content-Disposition: form-data; name="number"\n\n5\r\n--XB--',
+    "LF first, then CRLF": b'--XB\nContent-Disposition: form-data; name="text"\r\n\r\nhello\r\n--XB\r\n'
+                           b'Content-Disposition: form-data; name="number"\r\n\r\n5\r\n--XB--\r\n',
+    "CRLF headers, LF blank line": b'--XB\r\nContent-Disposition: form-data; name="text"\n\nhello\r\n--XB--',
+    "bare CR": b'--XB\rContent-Disposition: form-data; name="text"\r\rhello\r--XB--',
+}
+
+
+def test_multipart_line_endings_as_pocketbase(backend_pair: tuple[Backend, Backend]) -> None:
+    steps = [Step(name, "POST", DEMO1_SHOWN, raw=raw, headers=LF_FORM) for name, raw in MULTIPART_LINE_ENDINGS.items()]
+    differences = compare(*backend_pair, steps, fixture_ids())
+    assert not differences, "\n".join(differences)
