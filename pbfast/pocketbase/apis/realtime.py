@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pbfast.http import ApiError
 from pbfast.pocketbase.apis.form_body import FORM_TYPES, FormError, read_form_values
-from pbfast.pocketbase.apis.request import BAD_REQUEST, TenantRequest, decode_json_body
+from pbfast.pocketbase.apis.request import BAD_REQUEST, JSON_SPACE, TenantRequest, decode_json_body
 from pbfast.pocketbase.realtime.hub import RealtimeHub
 from pbfast.pocketbase.realtime.subscriptions import ClientAuth, ClientState, parse_subscription
 from pbfast.pocketbase.records import load_row
@@ -44,8 +44,8 @@ def _form(request: TenantRequest) -> tuple[str, list[str]]:
         return (values.get("clientId") or [""])[0], values.get("subscriptions") or []
     if not content_type.startswith("application/json"):
         raise ApiError(400, BAD_REQUEST)
-    if not raw.strip():
-        return "", []
+    if not raw.strip(JSON_SPACE):
+        raise ApiError(400, BAD_REQUEST)  # Go's decoder finds no value (EOF)
     body: Any = decode_json_body(raw)
     if body is None:
         return "", []

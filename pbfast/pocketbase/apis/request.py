@@ -23,6 +23,7 @@ __all__ = [
     "Auth",
     "BAD_REQUEST",
     "DEFAULT_MAX_BODY",
+    "JSON_SPACE",
     "MISSING_COLLECTION",
     "MISSING_OR_INVALID_COLLECTION",
     "NOT_FOUND",
@@ -170,7 +171,8 @@ def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: st
     """The JSON object of the body (read before the handler ran, see :meth:`~pbfast.pocketbase.api.TenantApi.handle`) as PocketBase's
     body binder reads it: an empty body binds nothing (``{}``); any other is JSON only when its Content-Type, as
     sent, begins with ``application/json`` (no type, another case or a ``+json`` type: 400 ``unsupported``);
-    ``null`` is ``{}``, only the first JSON value counts, anything but an object is 400 ``invalid``."""
+    ``null`` is ``{}``, only the first JSON value counts, anything but an object (white space only too) is 400
+    ``invalid``."""
     if request.bound_body is not None:
         return request.bound_body
     raw = request.raw_body
@@ -180,8 +182,8 @@ def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: st
         return {}
     if not (request.header("content-type") or "").startswith("application/json"):
         raise ApiError(400, unsupported)
-    if not raw.strip():
-        return {}
+    if not raw.strip(JSON_SPACE):
+        raise ApiError(400, invalid)  # Go's decoder finds no value (EOF)
     value = decode_json_body(raw, invalid)
     if value is None:
         return {}
@@ -235,6 +237,7 @@ def body_limit(tenant: Tenant, params: dict[str, str]) -> int:
     return record_body_limit(collection) if collection is not None else DEFAULT_MAX_BODY
 
 
+JSON_SPACE: Final = b" \t\n\r"
 _JSON_WHITESPACE: Final = " \t\n\r"
 
 
