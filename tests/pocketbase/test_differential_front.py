@@ -255,6 +255,13 @@ SWEEP_STEPS = [
       # (not as a superuser: scaffolds carry random index names, the backup error a server path, the log stats
       # counts that PocketBase writes in batches)
       for auth in (G, "superuser") if not (auth and path.endswith(("scaffolds", "upload", "stats")))],
+    # every successful JSON answer is trimmed by ``fields``
+    Step("health, fields", "GET", "/api/health?fields=code,message", auth=G),
+    Step("health, a field of nothing", "GET", "/api/health?fields=%C3%A9", auth=G),
+    Step("health as a superuser, fields", "GET", "/api/health?fields=code,data.canBackup"),
+    Step("a file token, a field of nothing", "POST", "/api/files/token?fields=x"),
+    Step("an OTP request, a field of nothing", "POST", f"{USERS}/request-otp?fields=x",
+         body={"email": "nobody@example.com"}, auth=G),
     # the collections list without a sort: the table's own order
     Step("collections unsorted", "GET", "/api/collections?fields=name"),
     Step("collections unsorted, page 2", "GET", "/api/collections?fields=name&page=2&perPage=4"),

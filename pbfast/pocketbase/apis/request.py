@@ -216,9 +216,10 @@ def resolver(request: TenantRequest, collection: Collection, body: dict[str, Any
                          allow_hidden_fields=hidden, table_alias=table_alias)
 
 
-def send_with_fields(request: TenantRequest, payload: dict[str, Any], *, sort_keys: bool = True) -> None:
-    """Answer 200 with ``payload`` trimmed by the ``fields`` query parameter (``sort_keys=False``: a Go
-    struct's answer, in its fields' order)."""
+def send_with_fields(request: TenantRequest, payload: dict[str, Any] | list[Any], *, sort_keys: bool = True) -> None:
+    """Answer 200 with ``payload`` trimmed by the ``fields`` query parameter, as PocketBase trims every
+    successful JSON answer (a list: each of its items; ``sort_keys=False``: a Go struct's answer, in its
+    fields' order)."""
     fields = request.query("fields")
     if not fields:
         request.send_json(200, payload, sort_keys=sort_keys)
@@ -227,7 +228,9 @@ def send_with_fields(request: TenantRequest, payload: dict[str, Any], *, sort_ke
         projection = search.parse_fields(fields)
     except ValueError as err:
         raise ApiError(400, BAD_REQUEST) from err
-    request.send_json(200, search.apply_fields(payload, projection), sort_keys=sort_keys)
+    picked = search.apply_fields_many(payload, projection) if isinstance(payload, list) \
+        else search.apply_fields(payload, projection)
+    request.send_json(200, picked, sort_keys=sort_keys)
 
 
 def body_limit(tenant: Tenant, params: dict[str, str]) -> int:
