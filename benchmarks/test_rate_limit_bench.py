@@ -21,7 +21,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from pbfast.http import HeldResponse
 from pbfast.pocketbase import app_settings
-from pbfast.pocketbase.apis.rate_limits import RateLimits
+from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import TenantRequest
 from pbfast.pocketbase.collections.database import init_tenant_database
 from pbfast.pocketbase.tenant import Tenant
@@ -85,7 +85,11 @@ class _Scope:
 
 
 @pytest.mark.parametrize("where", ["process", "shared"])
-def test_request_check(benchmark: BenchmarkFixture, tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize("route", ["plain", "collection"])
+def test_request_check(benchmark: BenchmarkFixture, tmp_path: Path, where: str, route: str) -> None:
+    """A guest's check; ``collection``: a collection route (a records list), which looks for its tags' rules
+    too (``users:list``, ``*:list``, then the route's labels): with PocketBase's default rules both searches find
+    ``/api/``, two counts."""
     benchmark.group = "rate limit: a request's check"
     init_tenant_database(tmp_path / "t")
     tenant = Tenant.open("t", tmp_path / "t")
@@ -97,7 +101,8 @@ def test_request_check(benchmark: BenchmarkFixture, tmp_path: Path, where: str) 
     limits = RateLimits()
     if where == "shared":
         limits.limiter = SharedRateLimiter(_node_memory())
-    request = TenantRequest(_Scope(), HeldResponse(), "/api/collections/posts/records", {"collection": "posts"},
-                            tenant)
-    benchmark(lambda: limits.check(request, None))
+    path = "/api/collections/users/records"
+    request = TenantRequest(_Scope(path=path), HeldResponse(), path, {"collection": "users"}, tenant)
+    tags = CollectionTags("GET /api/collections/{collection}/records", ("list",)) if route == "collection" else None
+    benchmark(lambda: limits.check(request, tags))
     tenant.close()

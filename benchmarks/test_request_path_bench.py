@@ -131,8 +131,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     upsert_superuser(tenant, SUPERUSER[0], hash_password(SUPERUSER[1], 4))
     record_id = _seed(tenant.directory / "data.db")
     bench = Bench(loop, node, record_id, "")
-    login = bench.call(bench.scope("POST", "/api/collections/_superusers/auth-with-password",
-                                   body=b"x"), orjson.dumps({"identity": SUPERUSER[0], "password": SUPERUSER[1]}))
+    credentials = orjson.dumps({"identity": SUPERUSER[0], "password": SUPERUSER[1]})
+    login = bench.call(bench.scope("POST", "/api/collections/_superusers/auth-with-password", body=credentials),
+                       credentials)
     assert login.status == 200, login.answer
     bench.token = orjson.loads(login.answer)["token"]
     yield bench

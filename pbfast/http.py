@@ -229,8 +229,20 @@ class Request:
     async def body(self, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
         """The request body; 413 as soon as it exceeds ``limit`` bytes (never read whole first)."""
         declared = self.header("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"The request body is larger than {limit} bytes.")
+        if declared is not None and declared.isdigit():
+            size = int(declared)
+            if size > limit:
+                raise ApiError(413, f"The request body is larger than {limit} bytes.")
+            if self.header("transfer-encoding") is None and str(getattr(self.scope, "http_version", "1.1")).startswith("1"):
+                # HTTP/1 with a Content-Length: the server reads exactly that many bytes, so the whole body comes in
+                # one hand-over from granian's thread instead of one per chunk and one for its end.
+                try:
+                    body = await self.proto()
+                except Exception as err:  # noqa: BLE001 - broke off before its length (granian: RSGIProtocolClosed)
+                    raise ApiError(400, BROKEN_BODY) from err
+                if len(body) != size:
+                    raise ApiError(400, BROKEN_BODY)
+                return body
         chunks: list[bytes] = []
         size = 0
         async for chunk in body_chunks(self.proto, str(getattr(self.scope, "http_version", "1.1"))):
@@ -526,16 +538,20 @@ class HeldResponse:
 
 
 class StatusRecorder:
-    """Wraps an RSGI protocol to learn the status answered (handlers do not return it)."""
+    """Wraps an RSGI protocol to learn the status answered (handlers do not return it), and whether the whole
+    body was read through it (``await proto()``: then there is nothing left to drain)."""
 
-    __slots__ = ("inner", "status")
+    __slots__ = ("body_read", "inner", "status")
 
     def __init__(self, inner: HTTPProtocol) -> None:
         self.inner = inner
         self.status = 500
+        self.body_read = False
 
     async def __call__(self) -> bytes:
-        return await self.inner()
+        body = await self.inner()
+        self.body_read = True
+        return body
 
     def __aiter__(self) -> Any:
         return self.inner.__aiter__()

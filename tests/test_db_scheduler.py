@@ -105,3 +105,54 @@ def test_a_tenant_that_becomes_heavy_keeps_its_order_and_its_turns() -> None:
             db.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_inline_turn_waits_for_the_jobs_submitted_before_it() -> None:
+    """Under steady load a tenant's line of jobs never empties: a request that may run on the loop waits for the
+    jobs ahead of it, then runs there, instead of joining the line behind them (and keeping the next ones on the
+    threads too)."""
+
+    async def scenario() -> None:
+        db = DbScheduler(threads=1)
+        try:
+            gate = threading.Event()
+            done: list[str] = []
+            first = asyncio.ensure_future(db.run("t", lambda: done.append("first") if gate.wait(5) else None))
+            second = asyncio.ensure_future(db.run("t", lambda: done.append("second")))
+            await asyncio.sleep(0.05)  # the first runs on the thread, the second waits in line
+            turn = asyncio.ensure_future(db.inline_turn("t"))
+            await asyncio.sleep(0.05)
+            assert not turn.done()
+            later = asyncio.ensure_future(db.run("t", lambda: done.append("later")))  # submitted after the wait began
+            await asyncio.sleep(0)
+            gate.set()
+            assert await turn
+            assert done[:2] == ["first", "second"]  # the jobs ahead ran; the one behind may or may not have
+            await asyncio.gather(first, second, later)
+            assert done == ["first", "second", "later"]
+            # with nothing ahead the turn is at once, and the inline run takes it
+            assert await db.inline_turn("t")
+            assert db.run_inline("t", lambda: True)
+        finally:
+            db.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_inline_turn_is_refused_at_once_for_work_of_the_background_threads() -> None:
+    async def scenario() -> None:
+        db = DbScheduler(threads=1)
+        try:
+            for _ in range(5):
+                await _busy(db, "noisy", 0.2)
+            db.set_node_active(2)
+            gate = threading.Event()
+            running = asyncio.ensure_future(db.run("noisy", lambda: gate.wait(5)))
+            await asyncio.sleep(0.05)
+            assert not await asyncio.wait_for(db.inline_turn("noisy"), 1)  # heavy while others are served
+            gate.set()
+            await running
+        finally:
+            db.stop()
+
+    asyncio.run(scenario())

@@ -176,16 +176,17 @@ class TimeLimit:
     after the limit is stopped by SQLite (``apsw.InterruptError``, turned into :class:`TimeLimitExceeded`).
     And a time budget (:meth:`within_budget`) for work tried on a thread that must not be held long."""
 
-    __slots__ = ("_budget", "_busy_timeout_ms", "_connection", "_deadline", "_seconds", "budget_spent")
+    __slots__ = ("_budget", "_busy_timeout_ms", "_connection", "_deadline", "_seconds", "blocked", "budget_spent")
 
     def __init__(self, connection: apsw.Connection, busy_timeout_ms: int = 0) -> None:
         """``busy_timeout_ms``: the connection's own busy timeout, restored after a budget."""
         self._deadline: float | None = None
         self._busy_timeout_ms = busy_timeout_ms
-        self._budget: float | None = None  # monotonic time the budget ends at
+        self._budget: float | None = None  # the thread CPU time (time.thread_time) the budget ends at
         self._seconds = 0.0
         self._connection = connection
         self.budget_spent = False
+        self.blocked = False  # the last budget ended on another connection's lock, not on time
         connection.set_progress_handler(self._over, PROGRESS_STEPS)
         connection.set_commit_hook(self._committed)
 
@@ -201,7 +202,7 @@ class TimeLimit:
         nothing is waited for (the work is done again on a thread that may wait); once something is committed,
         wait as the busy timeout would."""
         if self._budget is not None:
-            self.budget_spent = True
+            self.budget_spent = self.blocked = True
             raise OverBudget
         if attempts >= self._busy_timeout_ms:
             return False
@@ -213,7 +214,7 @@ class TimeLimit:
         if deadline is not None and time.monotonic() > deadline:
             return True
         budget = self._budget
-        if budget is not None and time.monotonic() > budget:
+        if budget is not None and time.thread_time() > budget:
             self.budget_spent = True
             return True
         return False
@@ -250,10 +251,12 @@ class TimeLimit:
         work did is to be thrown away and the work done again elsewhere, so it must have no lasting effect
         but its SQLite writes: a write is only stopped before its first commit (a stopped transaction is
         rolled back), and once something is committed the budget ends (see :meth:`_committed`). Statements are checked every :data:`BUDGET_PROGRESS_STEPS` meanwhile; a statement shorter
-        than that is never stopped. Wall-clock time, not the thread's CPU time: reading the latter is a
-        system call, which cost more than a small read's SQL here."""
-        self.budget_spent = False
-        self._budget = time.monotonic() + seconds
+        than that is never stopped. The thread's CPU time, not the wall clock: a thread that waited for a
+        core or for the GIL meanwhile did no more work (reading it is a system call, ~1 us, made here and then
+        once per BUDGET_PROGRESS_STEPS). Stopped because another connection held the lock: :attr:`blocked`
+        is then true."""
+        self.budget_spent = self.blocked = False
+        self._budget = time.thread_time() + seconds
         self._connection.set_progress_handler(self._over, BUDGET_PROGRESS_STEPS)
         self._connection.set_busy_handler(self._busy)  # no waiting for another connection's lock either
         spent = False

@@ -136,6 +136,8 @@ class DbScheduler:
         self._usage: dict[str, _Usage] = {}
         self._served: OrderedDict[str, float] = OrderedDict()  # tenant -> when its last job ended, oldest first
         self._node_active = 0  # tenants served recently in the whole node (other worker processes)
+        # Per tenant, who waits in inline_turn: (the job to wait for, None: the one running; the waiter's future).
+        self._inline_waiters: dict[str, list[tuple[_Job | None, asyncio.Future[None]]]] = {}
         self._workers = [threading.Thread(target=self._work, args=(background,),
                                           name=f"pbfast-db-{'bg-' if background else ''}{n}", daemon=True)
                          for background in (False, True) for n in range(threads)]
@@ -201,6 +203,27 @@ class DbScheduler:
                     del self._queues[tenant_id]
         return done
 
+    async def inline_turn(self, tenant_id: str) -> bool:
+        """Wait until the tenant's jobs submitted so far have run (at once when it has none), before a job is
+        tried with :meth:`run_inline`: under steady load a tenant's line of jobs never empties, so a job that
+        joined it would keep every later one on the threads. False at once when the try would be refused anyway
+        (its work belongs on the background threads) or when the tenant's line is full (:meth:`run` says so)."""
+        with self._lock:
+            queue = self._queues.get(tenant_id)
+            if tenant_id not in self._running and not queue:
+                return True
+            if self._stopping or self._in_background(tenant_id, time.monotonic()):
+                return False
+            waiters = self._inline_waiters.get(tenant_id)
+            if waiters is None:
+                waiters = self._inline_waiters[tenant_id] = []
+            if (len(queue) if queue else 0) + len(waiters) >= self.queue_limit:
+                return False
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiters.append((queue[-1] if queue else None, future))
+        await future
+        return True
+
     def queued(self, tenant_id: str) -> int:
         """Jobs of the tenant waiting now (not counting one running)."""
         with self._lock:
@@ -218,6 +241,11 @@ class DbScheduler:
         """How many tenants the whole node served lately (a worker process learns it from the shared memory):
         a heavy tenant goes to the background threads also when the others were served by other processes."""
         self._node_active = tenants
+
+    def shared(self) -> bool:
+        """Whether more than one tenant was served lately (on this node: other worker processes count too)."""
+        with self._lock:
+            return self._node_active >= 2 or self._served_lately(time.monotonic()) >= 2
 
     def in_background(self, tenant_id: str) -> bool:
         """Whether the tenant's jobs run on the background threads now (heavy while others are served)."""
@@ -241,11 +269,15 @@ class DbScheduler:
             self._stopping = True
             dropped = [job for queue in self._queues.values() for job in queue]
             self._queues.clear()
+            waiters = [future for tenant in self._inline_waiters.values() for _, future in tenant]
+            self._inline_waiters.clear()
             for lane in (False, True):
                 self._turns[lane].clear()
                 self._work_ready[lane].notify_all()
         for job in dropped:
             self._settle(job, None, RuntimeError("the database pool is stopped"))
+        for future in waiters:  # their run_inline is refused now, and run raises
+            future.get_loop().call_soon_threadsafe(_wake, [future])
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
@@ -348,19 +380,40 @@ class DbScheduler:
                 load.busy_seconds += finished - started
                 self._used(job.tenant_id, finished, finished - started)
                 self._done(job.tenant_id, background)
-            self._settle(job, result, error)
+                inline_ready = self._inline_ready(job) if self._inline_waiters else None
+            self._settle(job, result, error, inline_ready)
+
+    def _inline_ready(self, job: _Job) -> list[asyncio.Future[None]] | None:
+        """The inline_turn waiters of ``job``'s tenant whose wait ends with that job, taken off. Holds the lock."""
+        waiters = self._inline_waiters.get(job.tenant_id)
+        if not waiters:
+            return None
+        ready = [future for after, future in waiters if after is None or after is job]
+        if len(ready) == len(waiters):
+            del self._inline_waiters[job.tenant_id]
+        else:
+            waiters[:] = [(after, future) for after, future in waiters if not (after is None or after is job)]
+        return ready
 
     @staticmethod
-    def _settle(job: _Job, result: Any, error: BaseException | None) -> None:
+    def _settle(job: _Job, result: Any, error: BaseException | None,
+                inline_ready: list[asyncio.Future[None]] | None = None) -> None:
         def settle() -> None:
-            if job.future.cancelled():
-                return
-            if error is not None:
-                job.future.set_exception(error)
-            else:
-                job.future.set_result(result)
+            if not job.future.cancelled():
+                if error is not None:
+                    job.future.set_exception(error)
+                else:
+                    job.future.set_result(result)
+            if inline_ready:  # after the job's own answer
+                _wake(inline_ready)
 
         try:
             job.loop.call_soon_threadsafe(settle)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
+
+
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)

@@ -125,9 +125,10 @@ class NodeRoutes:
         epoch_text = request.header(EPOCH_HEADER) or ""
         if not is_valid_tenant_id(tenant_id) or not epoch_text.isdigit():
             raise ApiError(400, "Invalid forwarded tenant request.")
-        await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto)
-        if not declares_no_body(request.scope):  # answered early: let a gateway still sending the body finish
-            await discard_unread_body(request.proto)
+        body_read = await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope,
+                                                    request.proto)
+        if not body_read and not declares_no_body(request.scope):
+            await discard_unread_body(request.proto)  # answered early: let a gateway still sending the body finish
 
     # ---- the control plane's calls ------------------------------------------------------------------
 

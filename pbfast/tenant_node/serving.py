@@ -17,6 +17,7 @@ from pbfast.pocketbase.apis.front import CorsRecorder, answered_before_routes
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
+from pbfast.tenant_node.inline_tries import InlineTries
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership, moved
 from pbfast.tenant_node.pool import TenantPool
@@ -30,11 +31,6 @@ log = component_logger("TenantNode")
 
 STORAGE_MEASURE_SECONDS = 1.0
 REALTIME_PATH = "/api/realtime"
-# A read runs on the event loop itself while its SQLite work stays within this much time (the loop is held
-# no longer than a worker thread holding the GIL would hold it); beyond, it is stopped and run again on a
-# database thread, and the tenant's reads go there for INLINE_PAUSE_SECONDS.
-INLINE_BUDGET_SECONDS = 0.002
-INLINE_PAUSE_SECONDS = 1.0
 
 
 def record_write(tenant: Tenant, path: str, scope: Scope) -> bool:
@@ -65,19 +61,21 @@ class Serving:
         self.quotas = quotas
         self.metrics = metrics
         self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
-        self._inline_paused_until: dict[str, float] = {}  # tenant id -> monotonic time
+        self.inline = InlineTries(db)
 
-    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
-        """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``."""
-        recorder: StatusRecorder = StatusRecorder(proto)
+    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
+        """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``;
+        whether its whole body was read (else the caller drains what is left)."""
+        recorder = StatusRecorder(proto)
         if answered_before_routes(tenant_id, path, scope, recorder):  # a redirect to the clean path, a CORS preflight
             self.metrics.observe(recorder.status)
-            return
+            return recorder.body_read
         recorder = CorsRecorder(proto, scope)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
         finally:
             self.metrics.observe(recorder.status)
+        return recorder.body_read
 
     async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         try:
@@ -142,11 +140,10 @@ class Serving:
         time_limit = self.request_time_limit if limit_ms is None else limit_ms / 1000
         max_bytes = self.ownership.max_bytes(slot)
         # A read, or a JSON write of a base collection's record, is tried at once on the loop (stopped before it
-        # commits anything, it is thrown away and done again on a worker thread); not for a tenant whose last
-        # such try ran over its budget a moment ago.
+        # commits anything, it is thrown away and done again on a worker thread): pbfast.tenant_node.inline_tries.
         inline = ((scope.method in ("GET", "HEAD")
                    or (record_write(tenant, path, scope) and not self.api.realtime.tenant_streams(tenant.id)))
-                  and not tenant.closed and self._inline_paused_until.get(tenant.id, 0.0) <= time.monotonic())
+                  and not tenant.closed)
 
         async def run(work: Callable[[], None]) -> None:
             def job() -> None:
@@ -154,22 +151,9 @@ class Serving:
                     tenant.set_max_bytes(max_bytes)
                 work()
 
-            if inline and self.db.run_inline(tenant.id, lambda: self._within_budget(tenant, job)):
-                return
-            await self.db.run(tenant.id, job)
+            await self.inline.run(tenant, job, inline, write=scope.method not in ("GET", "HEAD"))
 
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
-
-    def _within_budget(self, tenant: Tenant, job: Callable[[], None]) -> bool:
-        started = time.monotonic()
-        done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job)
-        # The budget stops SQLite, not the Python around it (a big page's JSON): a tenant whose work held the
-        # loop past the budget anyway, or was stopped, has its next ones done on the threads for a while.
-        if done and time.monotonic() - started <= INLINE_BUDGET_SECONDS:
-            self._inline_paused_until.pop(tenant.id, None)
-        else:
-            self._inline_paused_until[tenant.id] = time.monotonic() + INLINE_PAUSE_SECONDS
-        return done
 
     async def _handle_durably(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str,
                               scope: Scope, proto: HTTPProtocol) -> None:

@@ -145,8 +145,8 @@ class WorkerApp:
         epoch_text = request.header(EPOCH_HEADER) or ""
         if not is_valid_tenant_id(tenant_id) or not epoch_text.isdigit():
             raise ApiError(400, "Invalid forwarded tenant request.")
-        await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto)
-        await discard_unread_body(request.proto)
+        if not await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto):
+            await discard_unread_body(request.proto)
 
     def _log_error(self, err: BaseException) -> None:
         component_logger("TenantWorker").error("request failed: %r", err, exc_info=err)
@@ -216,7 +216,7 @@ async def run(settings: WorkerSettings) -> int:
     os.close(settings.shm_fd)  # mapped (with a descriptor of its own)
     app = WorkerApp(settings, memory)
     server = EmbeddedServer(app, address=settings.host, port=settings.port, interface=Interfaces.RSGI,
-                            http=HTTPModes.auto, websockets=False, backlog=LISTEN_BACKLOG,
+                            http=HTTPModes.http1, websockets=False, backlog=LISTEN_BACKLOG,  # see server.Listener
                             backpressure=MAX_CONCURRENT_REQUESTS, log_enabled=False)
     configure_logging(settings.log_level, settings.log_format)  # granian's constructor reconfigures logging
     tune_for_serving()

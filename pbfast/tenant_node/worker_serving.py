@@ -37,7 +37,8 @@ from pbfast.primitives import SharedQuotas, SharedTenantTable, WorkerAcks, Worke
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, TenantLoad
 from pbfast.tenant_node.ownership import moved
 from pbfast.tenant_node.replication import NO_AUTOCHECKPOINT
-from pbfast.tenant_node.serving import INLINE_BUDGET_SECONDS, INLINE_PAUSE_SECONDS, REALTIME_PATH, record_write
+from pbfast.tenant_node.inline_tries import InlineTries
+from pbfast.tenant_node.serving import REALTIME_PATH, record_write
 from pbfast.tenant_node.shared_state import (
     ASSIGNED,
     DURABLE,
@@ -210,7 +211,7 @@ class WorkerServing:
         self.link = link
         self.request_time_limit = request_time_limit  # seconds, for tenants without a limit of their own
         self._measured_at: dict[str, float] = {}
-        self._inline_paused_until: dict[str, float] = {}  # tenant id -> monotonic time
+        self.inline = InlineTries(db)
         self._loads_published: dict[str, TenantLoad] = {}
         # A rejection or a time limit since the last publication: published when the request ends, so an
         # operator (and a test) reading /metrics right after sees it (the rest goes once a second).
@@ -219,7 +220,8 @@ class WorkerServing:
     def _count(self, slot: int) -> None:
         self.counters.add(self.worker, slot)
 
-    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
+    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
+        """As :meth:`Serving.serve_tenant`: whether the request's whole body was read."""
         recorder = StatusRecorder(proto)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
@@ -232,6 +234,7 @@ class WorkerServing:
             if self.loads_changed:
                 self.loads_changed = False
                 self.publish_loads()
+        return recorder.body_read
 
     async def _reopen(self, tenant_id: str, epoch: int) -> Entry:
         """The entry of a tenant admitted under ``epoch`` and closed since: the main process opens it again."""
@@ -352,8 +355,7 @@ class WorkerServing:
         # As in a single process (Serving._handle): a read, or a JSON write of a base collection's record, is
         # tried at once on the loop within a small budget (a thread hop costs more CPU than a small read), and
         # done again on a database thread when it ran over (or met another process's write lock).
-        inline = ((scope.method in ("GET", "HEAD") or record_write(tenant, path, scope)) and not tenant.closed
-                  and self._inline_paused_until.get(tenant.id, 0.0) <= time.monotonic())
+        inline = (scope.method in ("GET", "HEAD") or record_write(tenant, path, scope)) and not tenant.closed
 
         async def run(work: Callable[[], None]) -> None:
             def job() -> None:
@@ -363,20 +365,9 @@ class WorkerServing:
                     tenant.set_max_bytes(max_bytes)
                 work()
 
-            if inline and self.db.run_inline(tenant.id, lambda: self._within_budget(tenant, job)):
-                return
-            await self.db.run(tenant.id, job)
+            await self.inline.run(tenant, job, inline, write=scope.method not in ("GET", "HEAD"))
 
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
-
-    def _within_budget(self, tenant: Tenant, job: Callable[[], None]) -> bool:
-        started = time.monotonic()
-        done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job)
-        if done and time.monotonic() - started <= INLINE_BUDGET_SECONDS:
-            self._inline_paused_until.pop(tenant.id, None)
-        else:  # its Python held the loop past the budget anyway, or it was stopped: threads for a while
-            self._inline_paused_until[tenant.id] = time.monotonic() + INLINE_PAUSE_SECONDS
-        return done
 
     async def _handle_durably(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol,
                               time_limit: float, max_bytes: int | None) -> None:

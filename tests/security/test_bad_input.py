@@ -295,9 +295,10 @@ def _hpack_literal(name: str, value: str) -> bytes:
 
 def test_http2_body_ending_with_an_empty_frame_is_whole(target: Target) -> None:
     """Over HTTP/2 a client may end a body with an empty DATA frame (curl -T - does): granian reports it
-    like a broken HTTP/1 body, so only HTTP/1 bodies are checked for that. Every listener speaks h2c with
-    prior knowledge: granian's (node, Python gateway) and the native one (all-in-one, gateway), which takes
-    the body over HTTP/2 and sends it on over HTTP/1.1."""
+    like a broken HTTP/1 body, so only HTTP/1 bodies are checked for that. Every public listener speaks h2c
+    with prior knowledge: granian's (Python gateway) and the native one (all-in-one, gateway), which takes the
+    body over HTTP/2 and sends it on over HTTP/1.1. A tenant node, which only gateways talk to, speaks HTTP/1.1
+    only (it holds less per connection): it refuses the connection and nothing is written."""
     records = public_collection(target, "chunks")
     headers = [(":method", "POST"), (":scheme", "http"), (":authority", "pb.test"),
                (":path", target.path_prefix + records), ("content-type", "application/json"),
@@ -310,6 +311,12 @@ def test_http2_body_ending_with_an_empty_frame_is_whole(target: Target) -> None:
 
     with socket.create_connection(target.host_port, timeout=10) as conn:
         conn.sendall(stream)
+        if target.name == "tenant node":
+            while conn.recv(65536):  # closed by the node
+                pass
+            listed = target.request("GET", records, params={"filter": f"t = 'h2 {target.name}'"})
+            assert listed.json()["totalItems"] == 0, listed.text
+            return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             listed = target.request("GET", records, params={"filter": f"t = 'h2 {target.name}'"})

@@ -28,7 +28,6 @@ import secrets
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import apsw
@@ -40,6 +39,7 @@ from pbfast.pocketbase import records as record_service
 from pbfast.pocketbase import search
 from pbfast.pocketbase.apis import records
 from pbfast.pocketbase.apis.batch_form import BatchItem, read_batch_form, validate_batch_form
+from pbfast.pocketbase.apis.internal_request import InternalScope, internal_request
 from pbfast.pocketbase.apis.form_body import FormError, bind_form_values, parse_go_query
 from pbfast.pocketbase.apis.request import BAD_REQUEST, TenantRequest
 from pbfast.pocketbase.dbutils.transaction import write_transaction
@@ -195,16 +195,11 @@ def _run_item(batch: TenantRequest, item: BatchItem, changes: list[tuple[str, Co
             path = f"/api/collections/{collection}/records/{record_id}"
     elif "id" in match.groupdict() and match["id"] is not None:
         params["id"] = match["id"]
-    response = _Response()
-    inner = TenantRequest(_ItemScope(_METHODS[action], path, query, _item_headers(batch, item)), response, path,
-                          params, batch.tenant)
-    inner.share_auth(batch)
-    inner.bound_body = body
+    scope = InternalScope(_METHODS[action], path, query, _item_headers(batch, item))
+    inner, response = internal_request(batch, scope, params, body, "batch", changes)
     # PocketBase hands each item its files as uploads already named once: they are named again
     inner.bound_files = {key: [dataclasses.replace(upload, filename=normalize_name(upload.filename, upload.data))
                                for upload in uploads] for key, uploads in item.files.items()}
-    inner.info_context = "batch"
-    inner.deferred_changes = changes
     _HANDLERS[action](inner)
     return response.status, response.body
 
@@ -234,36 +229,3 @@ def _item_headers(batch: TenantRequest, item: BatchItem) -> dict[str, str]:
     return headers
 
 
-@dataclass(slots=True)
-class _ItemScope:
-    """The request scope of one item (what a handler and ``@request.*`` read)."""
-
-    method: str
-    path: str
-    query_string: str
-    headers: dict[str, str]
-    proto: str = "http"
-    authority: str | None = None
-    client: str = ""
-
-
-class _Response:
-    """Records an item's answer (its handler writes it like any response)."""
-
-    __slots__ = ("body", "status")
-
-    def __init__(self) -> None:
-        self.status = 0
-        self.body = b"null"
-
-    async def __call__(self) -> bytes:
-        raise RuntimeError("a batch item has no body stream")
-
-    def __aiter__(self) -> Any:
-        raise RuntimeError("a batch item has no body stream")
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status, self.body = status, body or b"null"
-
-    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.status, self.body = status, b"null"

@@ -42,25 +42,26 @@ def request_entry(request: TenantRequest, started: float, status: int, error: Ap
     level = ERROR_LEVEL if failed else INFO_LEVEL
     if level < logs.min_level:
         return None
-    query = request.scope.query_string
-    uri = request.path + "?" + query if query else request.path
+    scope = request.scope
+    query = scope.query_string
+    uri = f"{request.path}?{query}" if query else request.path
     if len(uri) > 3000:
         uri = uri[:3000] + "..."
-    method = request.method.upper()
+    method = scope.method.upper()
     if len(method) > 50:
         method = method[:50] + "..."
-    data: dict[str, Any] = {"type": "request", "execTime": (time.perf_counter() - started) * 1000}
+    headers = scope.headers
+    referer = headers.get("referer") or ""
+    user_agent = headers.get("user-agent") or ""
+    auth = request.auth
+    data: dict[str, Any] = {"type": "request", "execTime": (time.perf_counter() - started) * 1000, "url": uri,
+                            "method": method, "status": status,
+                            "referer": referer if len(referer) <= 2000 else _cut(str(referer), 2000),
+                            "userAgent": user_agent if len(user_agent) <= 2000 else _cut(str(user_agent), 2000),
+                            "auth": auth.collection.name if auth is not None else ""}
     if failed:
         data["error"] = error.message if error is not None else ""
         data["details"] = (error.data or None) if error is not None else None
-    headers = request.scope.headers
-    data["url"] = uri
-    data["method"] = method
-    data["status"] = status
-    data["referer"] = _cut(headers.get("referer") or "", 2000)
-    data["userAgent"] = _cut(headers.get("user-agent") or "", 2000)
-    auth = request.auth
-    data["auth"] = auth.collection.name if auth is not None else ""
     if auth is not None and logs.log_auth_id:
         data["authId"] = str(auth.record.get("id", ""))
     if logs.log_ip:

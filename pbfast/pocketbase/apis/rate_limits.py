@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pbfast.http import ApiError
 from pbfast.pocketbase.app_settings import RateLimitRule, Settings, ip_in_list
@@ -26,9 +26,13 @@ from pbfast.pocketbase.apis.settings import client_ip, real_ip
 from pbfast.pocketbase.request_logs import cached_settings
 from pbfast.primitives import RateLimiter, SharedRateLimiter
 
+if TYPE_CHECKING:
+    from pbfast.pocketbase.collections.model import Collection
+
 __all__ = ["CollectionTags", "RateLimits", "find_rule"]
 
 TOO_MANY: Final = "Too Many Requests."
+MEMO_SIZE: Final = 1024  # label lists remembered per tenant and audience (then the memo starts afresh)
 CLEAN_EVERY_SECONDS: Final = 3600  # PocketBase cleans its limiters hourly
 GUEST_AUDIENCES: Final = ("", "@guest")
 AUTH_AUDIENCES: Final = ("", "@auth")
@@ -59,60 +63,151 @@ def find_rule(rules: Sequence[RateLimitRule], labels: Sequence[str],
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A matched rule as a request counts it: its count key up to the client's IP, and its window."""
+
+    key: str
+    max_requests: int
+    duration: int
+
+
+_MISSING: Final = _Found("", 0, 0)  # not in a memo yet (None there: no rule applies)
+
+
+class _Compiled:
+    """A tenant's rules as one settings object has them, ready for the per-request check: the count keys'
+    prefix (the tenant and its settings' generation); per audience (guest, auth) the first rule of each exact
+    label and the prefix rules in order (:func:`find_rule` with dictionary lookups); and the rule found for
+    each label list seen, a bounded memo (the search was most of a check's cost)."""
+
+    __slots__ = ("exact", "found", "key_prefix", "prefixes", "route_found", "settings")
+
+    def __init__(self, tenant_id: str, settings: Settings) -> None:
+        self.settings = settings
+        # Every process of the node (the windows may be shared) derives the same generation, and a change of
+        # any setting gives new keys, i.e. fresh windows.
+        generation = int.from_bytes(hashlib.blake2b(repr(settings).encode(), digest_size=8).digest(), "little")
+        self.key_prefix = f"{tenant_id}\0{generation}"
+        rules = settings.rate_limits.rules
+        self.exact: tuple[dict[str, RateLimitRule], dict[str, RateLimitRule]] = ({}, {})
+        self.prefixes: tuple[list[RateLimitRule], list[RateLimitRule]] = ([], [])
+        for authenticated, audiences in enumerate((GUEST_AUDIENCES, AUTH_AUDIENCES)):
+            for rule in rules:
+                if rule.audience in audiences:
+                    self.exact[authenticated].setdefault(rule.label, rule)
+                    if rule.label.endswith("/"):
+                        self.prefixes[authenticated].append(rule)
+        # The count key and window of each rule for a route label (one object per rule: the memo shares them).
+        self.route_found = {id(rule): _Found(f"{self.key_prefix}\0{rule.label}{rule.audience}\0",
+                                             max(rule.max_requests, 0), max(rule.duration, 1)) for rule in rules}
+        self.found: tuple[dict[Hashable, _Found | None], dict[Hashable, _Found | None]] = ({}, {})
+
+    def find(self, labels: Sequence[str], authenticated: bool) -> RateLimitRule | None:
+        """:func:`find_rule` for the audience of a guest or an authenticated request."""
+        exact, prefixes = self.exact[authenticated], self.prefixes[authenticated]
+        for label in labels:
+            rule = exact.get(label)
+            if rule is not None:
+                return rule
+            for rule in prefixes:
+                if (label + "/").startswith(rule.label):
+                    return rule
+        return None
+
+    def route_rule(self, label: str, path: str, authenticated: bool) -> _Found | None:
+        """The rule for the request's ``METHOD /path`` label and its path."""
+        memo = self.found[authenticated]
+        found = memo.get(label, _MISSING)
+        if found is _MISSING:
+            rule = self.find((label, path), authenticated)
+            found = None if rule is None else self.route_found[id(rule)]
+            _remember(memo, label, found)
+        return found
+
+    def collection_rule(self, tags: CollectionTags, collection: Collection, label: str, path: str,
+                        authenticated: bool) -> _Found | None:
+        """The rule for a collection route: its tags for the collection, then for any (``*:auth``), then the
+        route's labels."""
+        memo = self.found[authenticated]
+        memo_key = (id(tags), collection.id, collection.name, label)  # tags: the router's, alive as long as it
+        # (the check looks this key up itself first)
+        found = memo.get(memo_key, _MISSING)
+        if found is _MISSING:
+            tagged = ([f"{collection.name}:{tag}" for tag in tags.tags] + [f"*:{tag}" for tag in tags.tags]
+                      + [label, path])
+            rule = self.find(tagged, authenticated)
+            found = None if rule is None else _Found(
+                f"{self.key_prefix}\0{collection.id}{tags.pattern}{''.join(tags.tags)}{rule.audience}\0",
+                max(rule.max_requests, 0), max(rule.duration, 1))
+            _remember(memo, memo_key, found)
+        return found
+
+
+def _remember(memo: dict[Hashable, _Found | None], key: Hashable, found: _Found | None) -> None:
+    if len(memo) >= MEMO_SIZE:  # request paths carry record ids: a long-lived tenant sees many
+        memo.clear()
+    memo[key] = found
+
+
 class RateLimits:
     """The rate limiter's windows (the process's, or the node's shared ones: set :attr:`limiter`), and the
     check each tenant request goes through."""
 
     def __init__(self) -> None:
         self.limiter: RateLimiter | SharedRateLimiter = RateLimiter()
-        self._cleaned = time.monotonic()
-        # Per tenant: the settings last seen and their generation. PocketBase starts its limiters afresh when
+        self._cleaned = int(time.time())
+        # Per tenant: its rules compiled for the settings last seen. PocketBase starts its limiters afresh when
         # the settings are saved; a new generation (part of every key) does that here, once the changed
         # settings are seen (settings changed back to an earlier state within a window find its count again).
-        self._generations: dict[str, tuple[Settings, int]] = {}
+        self._compiled: dict[str, _Compiled] = {}
 
     def check(self, request: TenantRequest, collection_tags: CollectionTags | None) -> None:
         """Raise 429 when a rule of the tenant's settings refuses the request."""
-        settings = cached_settings(request.tenant)
+        tenant = request.tenant
+        settings = cached_settings(tenant)
         limits = settings.rate_limits
-        if not limits.enabled or not limits.rules or request.superuser:
+        if not limits.enabled or not limits.rules:
+            return
+        auth = request.auth
+        if auth is not None and auth.superuser:
             return
         remote = client_ip(request)
         ip = real_ip(request, settings, remote) if settings.trusted_proxy_headers else remote
         if not ip or (limits.excluded_ips and ip_in_list(limits.excluded_ips, ip)):
             return
-        audiences = AUTH_AUDIENCES if request.auth is not None else GUEST_AUDIENCES
+        compiled = self._compiled.get(tenant.id)
+        if compiled is None or compiled.settings is not settings:
+            compiled = self._compile(tenant.id, settings, compiled)
+        authenticated = auth is not None
         path = request.path
-        labels = [f"{request.method} {path}", path]
+        label = f"{request.scope.method} {path}"
         now = int(time.time())
-        tenant_id = f"{request.tenant.id}\0{self._generation(request.tenant.id, settings)}"
-        rule = find_rule(limits.rules, labels, audiences)
-        if rule is not None:
-            self._count(f"{tenant_id}\0{rule.label}{rule.audience}\0{ip}", rule, now)
+        found = compiled.found[authenticated].get(label, _MISSING)  # compiled.route_rule, inline: the usual case
+        if found is _MISSING:
+            found = compiled.route_rule(label, path, authenticated)
+        if found is not None and not self.limiter.allow(found.key + ip, found.max_requests, found.duration, now):
+            raise ApiError(429, TOO_MANY)
         if collection_tags is not None:
-            collection = request.tenant.collection(request.params.get("collection", ""))
+            collection = tenant.collection(request.params.get("collection", ""))
             if collection is not None:
-                tags = collection_tags.tags
-                tagged = [f"{collection.name}:{tag}" for tag in tags] + [f"*:{tag}" for tag in tags] + labels
-                rule = find_rule(limits.rules, tagged, audiences)
-                if rule is not None:
-                    key = f"{tenant_id}\0{collection.id}{collection_tags.pattern}{''.join(tags)}{rule.audience}\0{ip}"
-                    self._count(key, rule, now)
-        if time.monotonic() - self._cleaned > CLEAN_EVERY_SECONDS:
-            self._cleaned = time.monotonic()
+                found = compiled.found[authenticated].get((id(collection_tags), collection.id, collection.name, label),
+                                                          _MISSING)  # compiled.collection_rule, inline
+                if found is _MISSING:
+                    found = compiled.collection_rule(collection_tags, collection, label, path, authenticated)
+                if found is not None and not self.limiter.allow(found.key + ip, found.max_requests, found.duration,
+                                                                now):
+                    raise ApiError(429, TOO_MANY)
+        if now - self._cleaned > CLEAN_EVERY_SECONDS:
+            self._cleaned = now
             if isinstance(self.limiter, RateLimiter):  # shared windows need none: ended ones are reused
                 self.limiter.clean(now)
 
-    def _generation(self, tenant_id: str, settings: Settings) -> int:
-        """A digest of the tenant's settings: every process of the node (the windows may be shared) derives the
-        same one, and a change of any setting gives new keys, i.e. fresh windows."""
-        seen = self._generations.get(tenant_id)
-        if seen is not None and seen[0] is settings:
-            return seen[1]
-        generation = int.from_bytes(hashlib.blake2b(repr(settings).encode(), digest_size=8).digest(), "little")
-        self._generations[tenant_id] = (settings, generation)
-        return generation
-
-    def _count(self, key: str, rule: RateLimitRule, now: int) -> None:
-        if not self.limiter.allow(key, max(rule.max_requests, 0), max(rule.duration, 1), now):
-            raise ApiError(429, TOO_MANY)
+    def _compile(self, tenant_id: str, settings: Settings, seen: _Compiled | None) -> _Compiled:
+        """The rules of ``settings``; those already compiled when they are equal (the settings are read again
+        every second: a new object, mostly the same settings)."""
+        if seen is not None and seen.settings == settings:
+            seen.settings = settings
+            return seen
+        compiled = self._compiled[tenant_id] = _Compiled(tenant_id, settings)
+        return compiled

@@ -31,6 +31,7 @@ from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import records
 from pbfast.pocketbase.apis import records as records_api
+from pbfast.pocketbase.apis.internal_request import InternalScope, internal_request
 from pbfast.pocketbase.apis.record_auth import auth_collection, auth_response
 from pbfast.pocketbase.apis.record_auth_forms import LOAD_FAILED, error, required_error, string_form
 from pbfast.pocketbase.apis.request import BAD_REQUEST, SUPERUSERS, TenantRequest
@@ -200,14 +201,8 @@ def _create_through_api(request: TenantRequest, collection: Collection, payload:
                         changes: list[tuple[str, Collection, Row]]) -> Row:
     """PocketBase's internal ``POST /api/collections/{name}/records`` as the requester, in context "oauth2"."""
     path = f"/api/collections/{collection.name}/records"
-    answer = _Answer()
-    inner = TenantRequest(_InternalScope("POST", path, "", {"content-type": "application/json"},
-                                         client=request.scope.client), answer, path, {"collection": collection.name},
-                          request.tenant)
-    inner.share_auth(request)
-    inner.bound_body = payload
-    inner.info_context = "oauth2"
-    inner.deferred_changes = changes
+    scope = InternalScope("POST", path, "", {"content-type": "application/json"}, client=request.scope.client)
+    inner, answer = internal_request(request, scope, {"collection": collection.name}, payload, "oauth2", changes)
     records_api.create_record(inner)
     created_id = orjson.loads(answer.body).get("id") if answer.status == 200 else None
     row = records.load_row(request.tenant, collection, str(created_id or ""))
@@ -262,33 +257,3 @@ def _update_found(request: TenantRequest, collection: Collection, record: Row, u
     return record, link
 
 
-@dataclass(slots=True)
-class _InternalScope:
-    method: str
-    path: str
-    query_string: str
-    headers: dict[str, str]
-    proto: str = "http"
-    authority: str | None = None
-    client: str = ""
-
-
-class _Answer:
-    """Holds the internal request's answer."""
-
-    __slots__ = ("body", "status")
-
-    def __init__(self) -> None:
-        self.status, self.body = 0, b"null"
-
-    async def __call__(self) -> bytes:
-        raise RuntimeError("an internal request has no body stream")
-
-    def __aiter__(self) -> Any:
-        raise RuntimeError("an internal request has no body stream")
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status, self.body = status, body or b"null"
-
-    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.status, self.body = status, b"null"

@@ -1,17 +1,19 @@
 """RE2-like matching of field patterns and ``security.RandomStringByRegex`` (through Python's private
 ``re._parser``).
 
-Pure functions (caches are thread-safe): safe from any thread.
+Pure functions (caches are thread-safe; the buffer of random bytes has its lock): safe from any thread.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import re._constants as sre_constants  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
 import secrets
 import string
+import threading
 from typing import Any, Final
 
 
@@ -101,11 +103,46 @@ def _generate(parsed: Any, out: list[str]) -> None:
             raise ValueError(f"unsupported regex construct {op}")
 
 
+_RANDOM_CHUNK = 4096
+_random_buffer = bytearray()  # bytes of os.urandom not handed out yet
+_random_lock = threading.Lock()
+os.register_at_fork(after_in_child=_random_buffer.clear)  # a forked worker must not repeat its parent's draws
+
+
+def _random_bytes(count: int) -> bytes:
+    """``count`` bytes of ``os.urandom``, drawn :data:`_RANDOM_CHUNK` at a time (a system call per record id
+    cost more than the rest of making it); each byte goes to one caller, on any thread."""
+    with _random_lock:
+        if len(_random_buffer) < count:
+            _random_buffer.extend(os.urandom(max(_RANDOM_CHUNK, count)))
+        out = bytes(_random_buffer[-count:])
+        del _random_buffer[-count:]
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _byte_map(pool: str) -> tuple[bytes, bytes] | None:
+    """For an ASCII ``pool``: a ``bytes.translate`` table mapping a random byte to ``pool[byte % len(pool)]``,
+    and the bytes to drop (at or above the largest multiple of the pool's size: they would bias the draw)."""
+    if not pool.isascii():
+        return None
+    limit = 256 - 256 % len(pool)
+    table = bytes(ord(pool[byte % len(pool)]) if byte < limit else 0 for byte in range(256))
+    return table, bytes(range(limit, 256))
+
+
 def _random_from_pool(pool: str, count: int) -> str:
-    """``count`` characters drawn uniformly from ``pool`` with one ``urandom`` call (rejection sampling)."""
+    """``count`` characters drawn uniformly from ``pool`` (rejection sampling of random bytes)."""
     size = len(pool)
     if size == 1:
         return pool * count
+    byte_map = _byte_map(pool)
+    if byte_map is not None:  # in C: map the bytes through a table, dropping the biased ones
+        table, biased = byte_map
+        drawn = b""
+        while len(drawn) < count:
+            drawn += _random_bytes(count + count // 4 + 4).translate(table, biased)
+        return drawn[:count].decode("ascii")
     limit = 256 - 256 % size  # bytes at or above this would bias the draw
     out: list[str] = []
     while len(out) < count:

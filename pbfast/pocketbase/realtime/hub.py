@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from pbfast.http import HTTPProtocol, send_error
 from pbfast.logs import component_logger
@@ -42,6 +42,14 @@ SSE_HEADERS: Final = [("content-type", "text/event-stream"), ("cache-control", "
 KEEPALIVE_FRAME: Final = b":\n\n"
 TOO_MANY_FOR_TENANT: Final = "Too many realtime connections for this tenant; retry later."
 TOO_MANY_FOR_NODE: Final = "Too many realtime connections on this server; retry later."
+
+
+class _FutureLike(Protocol):
+    def add_done_callback(self, callback: Callable[[Any], object], /) -> None: ...
+
+    def done(self) -> bool: ...
+
+    def cancel(self) -> bool: ...
 
 
 class RealtimeBus(Protocol):
@@ -132,12 +140,14 @@ class RealtimeHub:
         broker.register(client)
         self._open += 1
         self._start_sweeper()
-        disconnect: asyncio.Future[Any] | None = None
+        disconnect: _FutureLike | None = None
         try:
             transport = proto.response_stream(200, SSE_HEADERS)  # type: ignore[attr-defined]
             client_disconnect = getattr(proto, "client_disconnect", None)
             if client_disconnect is not None:
-                disconnect = asyncio.ensure_future(client_disconnect())
+                watch = client_disconnect()
+                # granian's is a future of its own: a callback on it costs no task per stream.
+                disconnect = cast(_FutureLike, watch) if hasattr(watch, "add_done_callback") else asyncio.ensure_future(watch)
                 disconnect.add_done_callback(lambda _: client.discard("gone"))
             await self._pump(client, transport)
         finally:

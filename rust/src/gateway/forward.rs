@@ -525,14 +525,7 @@ impl DataPath {
             return Err(());
         }
         headers::strip_response(&mut parts.headers);
-        let streaming = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                let v = v.trim_start().as_bytes();
-                v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
-            });
+        let streaming = super::event_stream::is_event_stream(&parts.headers);
         Ok(Response::from_parts(parts, incoming.into_body(streaming)))
     }
 

@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod event_stream;
 pub mod fallback;
 pub mod forward;
 pub mod h1;
@@ -28,7 +29,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use parking_lot::Mutex;
@@ -43,6 +43,7 @@ use crate::routing::RoutingTable;
 use access_log::AccessLog;
 use forward::{DataPath, Limits, Pools, Shared};
 use body::StallGuard;
+use event_stream::{Http1Connection, SharedSocket};
 use headers::Peer;
 use stats::Stats;
 use target::{Malformed, Protocol, TargetNormaliser};
@@ -345,19 +346,23 @@ async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Rece
                     let stop = stop.clone();
                     tokio::spawn(async move {
                         let malformed = Arc::new(Malformed::default());
-                        let mut stream = TargetNormaliser::new(stream, head_limit, malformed.clone());
+                        let socket = Arc::new(stream);
+                        let mut stream = TargetNormaliser::new(SharedSocket(socket.clone()), head_limit, malformed.clone());
                         // A client that says nothing for the client idle time is closed, as hyper closes one
                         // that sends no complete head.
                         let Ok(Ok(protocol)) = tokio::time::timeout(client_idle, stream.sniff()).await else {
                             return;
                         };
-                        let io = StallGuard::new(TokioIo::new(stream), client_idle);
                         match protocol {
                             Protocol::Http1 => {
-                                let service = service_fn(move |request| path.clone().handle(client.clone(), malformed.clone(), request));
-                                let _ = watcher.watch(servers.http1.serve_connection(io, service)).await;
+                                let connection = Http1Connection {
+                                    normaliser: stream, socket, path, client, malformed, watcher, stop, client_idle, head_limit,
+                                };
+                                event_stream::serve(&servers.http1, connection).await;
                             }
                             Protocol::Http2 => {
+                                drop(socket);
+                                let io = StallGuard::new(TokioIo::new(stream), client_idle);
                                 let connection = http2::Connection { io, path, client, malformed, watcher, stop, client_idle };
                                 http2::serve(&servers.http2, connection).await;
                             }

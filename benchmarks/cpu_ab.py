@@ -1,0 +1,179 @@
+"""CPU per request of tenant nodes built from several source trees, side by side in one run (issue 14, goal 2):
+the old and the new code of a change (and stock PocketBase), each request type measured in rounds that
+alternate between them, CPU read from /proc per process (the node, its Litestream child) and per thread of
+the node (its event loop "main", the database threads, granian's threads, the request-log writer).
+
+    git worktree add /tmp/old <commit>; cp pbfast/_native*.so /tmp/old/pbfast/
+    python3 benchmarks/cpu_ab.py /tmp/cpu-ab old=/tmp/old new=$PWD --pb --cases create,view --rounds 3 --secs 3
+
+Each tree's node runs with PYTHONPATH and the working directory set to that tree (``python -m pbfast``
+imports from its working directory first). The helpers (cluster, seeding, wrk scripts) come from the first
+tree. ``--hold`` sets everything up and waits (for py-spy or perf on the printed pids).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+LIST_QUERY = "?perPage=20&sort=-created&filter=(num%3E%3D5000)"
+
+
+def _stat(path: Path) -> tuple[str, list[str]] | None:
+    try:
+        raw = path.read_text()
+    except OSError:  # exited meanwhile
+        return None
+    return raw[raw.index("(") + 1: raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+
+
+def process_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid`` ("self") and of its live descendants, by program name."""
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(entry / "stat")) is not None:
+            names[int(entry.name)], fields = stat
+            parents[int(entry.name)] = int(fields[1])
+            seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    out: dict[str, float] = {}
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        key = "self" if current == pid else names.get(current, "?")
+        out[key] = out.get(key, 0.0) + seconds.get(current, 0.0)
+        pending += [child for child, parent in parents.items() if parent == current]
+    return out
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of ``pid`` ("main": the event loop; others by thread id)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (stat := _stat(task / "stat")) is not None:
+            fields = stat[1]
+            out["main" if task.name == str(pid) else "t" + task.name] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
+def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[dict[str, Any]]:
+    trees = [(spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in options.trees]
+    first = trees[0][1]
+    sys.path[:0] = [str(first / "tests"), str(first / "benchmarks"), str(first / "tests" / "pocketbase")]
+    import httpx
+    from bench_tools import SUPERUSER, start_pocketbase, superuser_token
+    from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster
+    from helpers import PbfastProcess
+    from nodetools import start_node
+    from test_tenant_api_bench import _create_collection, _create_collection_with_headers, _lua_create, _seed
+
+    targets: list[dict[str, Any]] = []
+    for name, tree in trees:
+        base_env = {"PYTHONPATH": str(tree)}
+
+        def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+                  base_env: dict[str, str] = base_env, tree: Path = tree, name: str = name) -> Any:
+            process = PbfastProcess(args, tmp / f"{name}-{len(started)}.log", {**base_env, **(env or {})}, tree)
+            started.append(process.start())
+            return process
+
+        cp = start_cluster(start, tmp / f"{name}-cp", 1)[0]
+        node, node_url = start_node(start, "bench-node", f"127.0.0.1:{cp.http_port}", tmp / f"{name}-nodes",
+                                    tuple(options.node_args.split()))
+        while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
+            time.sleep(0.05)
+        created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={
+            "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}}).json()
+        forward = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(created["epoch"])}
+        url = f"{node_url}/t/bench"
+        _create_collection_with_headers(url, superuser_token(url, forward), forward)
+        record = _seed(tmp / f"{name}-nodes" / "bench-node" / "tenants" / "bench" / "data.db")
+        headers = tmp / f"{name}-headers.lua"
+        headers.write_text("".join(f'wrk.headers["{key}"] = "{value}"\n' for key, value in forward.items()))
+        create = tmp / f"{name}-create.lua"
+        create.write_text(headers.read_text() + _lua_create(tmp / "create-body.lua").read_text())
+        targets.append({"name": name, "pid": node.proc.pid, "url": url, "headers": str(headers),
+                        "create": str(create), "record": record})
+    if options.pb:
+        stock = start_pocketbase(tmp / "stock" / "pb_data")
+        started.append(stock)
+        _create_collection(stock.url, stock.token)
+        targets.append({"name": "pocketbase", "pid": stock.process.pid, "url": stock.url, "headers": None,
+                        "create": str(_lua_create(tmp / "pb-create.lua")), "record": _seed(stock.data_dir / "data.db")})
+    return targets
+
+
+def measure(target: dict[str, Any], case: str, seconds: float, connections: int) -> tuple[float, str]:
+    """CPU us per request of the target's processes during one wrk run, and the line that says so."""
+    path = "/api/collections/bench/records"
+    script = target["create"] if case == "create" else target["headers"]
+    if case == "view":
+        path += "/" + target["record"]
+    elif case == "list":
+        path += LIST_QUERY
+    args = ["-s", script] if script else []
+    subprocess.run(["wrk", "-t1", "-c8", "-d1s", *args, target["url"] + path], capture_output=True, check=True)
+    before, threads_before = process_cpu(target["pid"]), thread_cpu(target["pid"])
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", *args, target["url"] + path],
+                         capture_output=True, text=True, check=True).stdout
+    after, threads_after = process_cpu(target["pid"]), thread_cpu(target["pid"])
+    assert "Non-2xx" not in out, out
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    processes = {key: (after[key] - before.get(key, 0.0)) / requests * 1e6 for key in after}
+    threads = {key: (threads_after[key] - threads_before.get(key, 0.0)) / requests * 1e6 for key in threads_after}
+    total = sum(processes.values())
+    shown = {key: round(value) for key, value in sorted(threads.items(), key=lambda item: -item[1]) if value >= 1}
+    return total, (f"{total:6.0f} us/req {rate:7.0f} req/s  processes "
+                   f"{ {key: round(value) for key, value in processes.items() if value >= 0.5} }  threads {shown}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tmp", help="a scratch directory (short: Litestream's socket path must fit 108 bytes)")
+    parser.add_argument("trees", nargs="+", help="name=/path/to/a/checkout")
+    parser.add_argument("--cases", default="create,view", help="of create, view, list")
+    parser.add_argument("--secs", type=float, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--pb", action="store_true", help="stock PocketBase too")
+    parser.add_argument("--hold", action="store_true", help="set up, print the targets, wait")
+    parser.add_argument("--node-args", default="")
+    options = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the processes are stopped below
+    tmp = Path(options.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    started: list[Any] = []
+    try:
+        targets = setup(options, tmp, started)
+        print(json.dumps(targets, indent=1), flush=True)
+        while options.hold:
+            time.sleep(3600)
+        results: dict[tuple[str, str], list[float]] = {}
+        for case in options.cases.split(","):
+            for round_index in range(options.rounds):
+                for target in targets if round_index % 2 == 0 else list(reversed(targets)):
+                    total, line = measure(target, case, options.secs, options.connections)
+                    results.setdefault((case, target["name"]), []).append(total)
+                    print(f"{case:7s} r{round_index} {target['name']:10s} {line}", flush=True)
+        print("\nCPU us per request (min / median / all):")
+        for (case, name), values in results.items():
+            values.sort()
+            print(f"{case:7s} {name:10s} {values[0]:6.0f} {values[len(values) // 2]:6.0f}  {[round(v) for v in values]}")
+    finally:
+        for process in started:
+            process.stop()
+
+
+if __name__ == "__main__":
+    main()
