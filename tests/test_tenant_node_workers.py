@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -81,7 +82,7 @@ def _name(pid: int) -> str:
 
 def _create_tenant(cp_url: str, tenant_id: str, **settings: object) -> int:
     created = httpx.post(f"{cp_url}/api/cp/tenants", headers=ADMIN,
-                         json={"id": tenant_id, "superuser": OWNER, **settings})
+                         json={"id": tenant_id, "superuser": OWNER, **settings}, timeout=30)  # slow when loaded
     assert created.status_code == 200, created.text
     return int(created.json()["epoch"])
 
@@ -361,3 +362,60 @@ def test_a_release_waits_for_a_write_a_worker_has_in_flight(pbfast_process: Star
     epoch_b = tenant(cp.url, "held")["epoch"]
     stored = {str(item["n"]) for item in _notes(url_b, "held", epoch_b, token)}
     assert stored == {"before", "in-flight"}
+
+
+def _send_slowly(node_url: str, tenant_id: str, epoch: int, path: str, body: bytes,
+                 between: Callable[[], object]) -> tuple[int, dict[str, str], bytes]:
+    """A JSON POST sent as a gateway forwards it, its body's first half, then ``between()``, then the rest:
+    the request is admitted (and its tenant's connection taken) before ``between`` runs. Its status, headers
+    (lower-cased names) and body."""
+    host, port = node_url.removeprefix("http://").split(":")
+    half = len(body) // 2
+    head = (f"POST /t/{tenant_id}{path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"X-Pbfast-Cluster-Token: {CLUSTER_TOKEN}\r\nX-Pbfast-Epoch: {epoch}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(head.encode() + body[:half])
+        between()
+        connection.sendall(body[half:])
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    header_text, _, payload = rest.partition(b"\r\n\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in
+               (line.partition(":") for line in header_text.decode().split("\r\n"))}
+    return int(status_line.split()[1]), headers, payload
+
+
+def test_a_write_that_waited_for_its_turn_while_the_tenant_moved_is_answered_moved(
+        pbfast_process: Start, tmp_path: Path, s3: str) -> None:
+    """A worker's record write admitted while the tenant was served, whose database turn comes only after the
+    move closed the worker's connection (here its body arrives after the move; under load it waits behind the
+    close in the tenant's line), is answered "moved" (the gateway retries it on the new node), never 500."""
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    cp_addr = f"127.0.0.1:{cp.http_port}"
+    storage = (f"--s3-endpoint={s3}", f"--s3-bucket={BUCKET}")
+    _, url_a = start_node(pbfast_process, "node-a", cp_addr, tmp_path, (*WORKERS, *storage), S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
+    epoch = _create_tenant(cp.url, "late")
+    _, url_b = start_node(pbfast_process, "node-b", cp_addr, tmp_path, storage, S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
+    token = _owner_token(url_a, "late", epoch)
+    forwarded_ok(url_a, "late", epoch, "POST", "/api/collections", token,
+                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
+                  "fields": [{"name": "n", "type": "text"}]})
+    # Both workers have the tenant open (each request on a fresh connection: the kernel spreads them).
+    wait_until(lambda: forwarded_ok(url_a, "late", epoch, "POST", "/api/collections/notes/records",
+                                    json={"n": "before"}) is not None and min(_worker_requests(url_a)) > 1)
+    moves: list[httpx.Response] = []
+
+    def move() -> None:
+        time.sleep(1.0)  # the worker has admitted the request and waits for the rest of its body
+        moves.append(httpx.post(f"{cp.url}/api/cp/tenants/late/move", headers=ADMIN, json={"nodeId": "node-b"},
+                                timeout=90))
+
+    status, headers, body = _send_slowly(url_a, "late", epoch, "/api/collections/notes/records",
+                                         orjson.dumps({"n": "late"}), move)
+    assert moves[0].status_code == 200, moves[0].text
+    assert (status, headers.get("x-pbfast-moved")) == (503, "1"), (status, headers, body)

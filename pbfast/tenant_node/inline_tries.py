@@ -60,11 +60,17 @@ class InlineTries:
     async def run(self, tenant: Tenant, job: Callable[[], None], inline: bool, write: bool) -> None:
         """``job()`` in the tenant's turn: on the loop when ``inline`` (the caller's judgement of the request:
         a read, or a ``write`` of a record) and not paused, else, or when the try gave up, on a database
-        thread."""
+        thread. A tenant closed while the request waited for its turn (a move, an eviction) is not tried on the
+        loop: the budget cannot be set on a closed connection (an error, answered 500), while the job's own check
+        for a closed tenant, on the thread, answers the request ("moved", or retry)."""
         if (inline and not self.paused(tenant.id, write) and (not write or await self.db.inline_turn(tenant.id))
-                and self.db.run_inline(tenant.id, lambda: self._within_budget(tenant, job, write))):
+                and self.db.run_inline(tenant.id, lambda: self._open_within_budget(tenant, job, write))):
             return
         await self.db.run(tenant.id, job)
+
+    def _open_within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
+        # Read in the tenant's turn: a close (which runs in the turn too) cannot come between this and the job.
+        return not tenant.closed and self._within_budget(tenant, job, write)
 
     def _within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
         key = (tenant.id, write)
