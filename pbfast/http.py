@@ -449,12 +449,17 @@ class Router(Generic[H]):
         params: dict[str, str] = {}
         if segments is not None:
             methods = self._exact.get(path)
-            if methods is None:
+            if methods is None or method not in methods.routes:
+                # As Go's ServeMux: the route that has the method wins over one that names the path more exactly
+                # without it (GET /api/backups/{key} for GET /api/backups/upload); else the first that names it.
                 for template, _, candidates in self._templates_by_length.get(len(segments), ()):
                     bound = _bind(template, segments)
                     if bound is not None:
-                        methods, params = candidates, bound
-                        break
+                        if methods is None:
+                            methods, params = candidates, bound
+                        if method in candidates.routes:
+                            methods, params = candidates, bound
+                            break
         if methods is None:
             mounted = self._match_mount(path)
             return mounted or RouteMatch(None, {}, [], self.guard, path)

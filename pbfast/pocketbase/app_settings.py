@@ -31,6 +31,7 @@ from pbfast.pocketbase.collections.model import now_text
 from pbfast.pocketbase.collections.system import DEFAULT_SETTINGS
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.fields.validators import is_email, is_url
+from pbfast.pocketbase.gocompat import atoi, parse_bool
 
 if TYPE_CHECKING:
     from pbfast.pocketbase.tenant import Tenant
@@ -290,6 +291,41 @@ def merge_patch(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[st
     """``current`` with ``patch`` decoded into it as Go's ``json.Unmarshal`` does; raises :class:`LoadError`."""
     result = copy.deepcopy(dict(current))
     return _decode(dict(patch), _SCHEMA, result, "")  # type: ignore[no-any-return]
+
+
+def form_patch(values: Mapping[str, list[str]]) -> dict[str, Any]:
+    """A settings patch from form values as PocketBase's form binder fills its settings struct: a dotted name
+    (``meta.appName``, names as in the JSON, case-sensitive) sets that field from its first value (a list of
+    text from all of them), parsed for its type (a bool as Go's ``ParseBool``, a whole number); names of no
+    such field, or of a section or a list of rules, are ignored. Raises :class:`LoadError`."""
+    patch: dict[str, Any] = {}
+    for name, items in values.items():
+        schema: Any = _SCHEMA
+        path = name.split(".")
+        for part in path:
+            schema = schema.get(part) if isinstance(schema, dict) else None
+        if schema is None or isinstance(schema, dict) or not items \
+                or isinstance(schema, list) and _LIST_ITEMS.get(path[-1]) != "":
+            continue
+        value: Any
+        if isinstance(schema, list):
+            value = list(items)
+        elif isinstance(schema, bool):
+            value = parse_bool(items[0])
+            if value is None:
+                raise LoadError(name)
+        elif isinstance(schema, int):
+            try:
+                value = atoi(items[0])
+            except ValueError as err:
+                raise LoadError(name) from err
+        else:
+            value = items[0]
+        target = patch
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return patch
 
 
 def _decode(value: Any, schema: Any, current: Any, key: str) -> Any:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, send_error
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.apis.front import CorsRecorder, answered_before_routes
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
@@ -66,6 +67,10 @@ class Serving:
         """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``;
         whether its whole body was read (else the caller drains what is left)."""
         recorder = StatusRecorder(proto)
+        if answered_before_routes(tenant_id, path, scope, recorder):  # a redirect to the clean path, a CORS preflight
+            self.metrics.observe(recorder.status)
+            return recorder.body_read
+        recorder = CorsRecorder(proto, scope)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
         finally:

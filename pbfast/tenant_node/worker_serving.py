@@ -29,6 +29,7 @@ from pathlib import Path
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, send_error
 from pbfast.logs import component_logger, current_request_id
 from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.apis.front import CorsRecorder, answered_before_routes
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS
 from pbfast.pocketbase.filesystem import StorageError, files_of
 from pbfast.pocketbase.tenant import Tenant
@@ -305,6 +306,9 @@ class WorkerServing:
             await self.link.hand_over(scope, proto, current_request_id.get(),
                                       long_lived=path == REALTIME_PATH and scope.method == "GET")
             return
+        if answered_before_routes(tenant_id, path, scope, proto):  # a redirect to the clean path, a CORS preflight
+            return
+        proto = CorsRecorder(proto, scope)
         entry = await self._admit(tenant_id, epoch)
         flags = entry[_FLAGS]
         if flags & IMPORTING:

@@ -20,7 +20,8 @@ from typing import Final
 from pbfast.http import ApiError
 from pbfast.pocketbase import app_settings, auth
 from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
-from pbfast.pocketbase.apis.request import LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, read_body, require_superuser
+from pbfast.pocketbase.apis.form_body import struct_body
+from pbfast.pocketbase.apis.request import LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, require_superuser
 from pbfast.pocketbase.apis.settings import real_ip
 from pbfast.pocketbase.backup_archive import ArchiveError, create_archive, default_backup_name, restore_archive
 from pbfast.pocketbase.filesystem import StorageError, files_of
@@ -98,12 +99,7 @@ class Backups:
         require_superuser(request)
         if request.tenant.id in self._active:
             raise ApiError(400, BUSY)
-        try:
-            body = read_body(request, invalid=LOAD_FAILED)
-        except ApiError as err:
-            if err.status != 400:
-                raise
-            raise ApiError(400, LOAD_FAILED) from err
+        body, _ = struct_body(request)
         name = body.get("name", "")
         if not isinstance(name, str):
             raise ApiError(400, LOAD_FAILED)

@@ -14,14 +14,14 @@ from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.apis.request import (
     BAD_REQUEST,
     NOT_FOUND,
-    UNSUPPORTED_CONTENT_TYPE,
     TenantRequest,
     collection_of,
     read_body,
     require_superuser,
     send_with_fields,
 )
-from pbfast.pocketbase.apis.form_body import FORM_TYPES
+from pbfast.pocketbase.apis.form_body import struct_body
+from pbfast.pocketbase.gocompat import parse_bool
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import AutodateField, BoolField, FileField, TextField
 from pbfast.pocketbase.filesystem import files_of
@@ -126,10 +126,11 @@ def import_collections(request: TenantRequest) -> None:
     """``PUT /api/collections/import``: a whole configuration in one transaction (``deleteMissing`` deletes
     the non-system collections it does not name); 204, or 400 naming the collection that failed."""
     require_superuser(request)
-    if (request.header("content-type") or "").split(";")[0].strip().lower() in FORM_TYPES:
-        raise ApiError(400, IMPORT_UNREADABLE)  # PocketBase binds the form and finds no list of collections in it
-    body = read_body(request, invalid=IMPORT_UNREADABLE, unsupported=UNSUPPORTED_CONTENT_TYPE)
+    body, sent_as_form = struct_body(request, first_api_error=True)
     data, delete_missing = body.get("collections"), body.get("deleteMissing", False)
+    if sent_as_form and isinstance(delete_missing, str):  # a form's text, parsed for the bool field
+        parsed = parse_bool(delete_missing)
+        delete_missing = delete_missing if parsed is None else parsed
     if data is not None and (not isinstance(data, list) or not all(isinstance(item, dict) for item in data)) \
             or delete_missing is not None and not isinstance(delete_missing, bool):
         raise ApiError(400, IMPORT_UNREADABLE)

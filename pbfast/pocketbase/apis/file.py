@@ -26,7 +26,7 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, records
 from pbfast.pocketbase.apis.settings import superuser_ip_allowed
 from pbfast.pocketbase.apis.request import (MISSING_OR_INVALID_COLLECTION, NO_AUTH, NOT_FOUND, Auth, TenantRequest,
-                                            request_info, send_error)
+                                            request_info, send_error, send_with_fields)
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField
 from pbfast.pocketbase.filesystem import StorageError, StoredObject, TenantFiles, files_of
@@ -68,7 +68,7 @@ def file_token(request: TenantRequest) -> None:
     config = collection.auth.tokens["fileToken"]
     token = auth.issue_file_token(str(record["id"]), str(record.get("tokenKey", "")), collection.id, config.secret,
                                   config.duration)
-    request.send_json(200, {"token": token})
+    send_with_fields(request, {"token": token})
 
 
 def download(request: TenantRequest) -> None:

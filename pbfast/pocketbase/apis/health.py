@@ -8,7 +8,7 @@ from typing import Final
 
 from pbfast.http import HEALTH_BODY, JSON_HEADERS
 from pbfast.pocketbase import app_settings
-from pbfast.pocketbase.apis.request import TenantRequest
+from pbfast.pocketbase.apis.request import TenantRequest, send_with_fields
 from pbfast.pocketbase.apis.settings import real_ip
 
 __all__ = ["health"]
@@ -20,11 +20,14 @@ _COMMON_PROXY_HEADERS: Final = ("CF-Connecting-IP", "Fly-Client-IP")
 
 def health(request: TenantRequest, *, backup_running: bool) -> None:
     if not request.superuser:
-        request.proto.response_bytes(200, JSON_HEADERS, HEALTH_BODY)
+        if request.query("fields"):
+            send_with_fields(request, {"message": "API is healthy.", "code": 200, "data": {}}, sort_keys=False)
+        else:
+            request.proto.response_bytes(200, JSON_HEADERS, HEALTH_BODY)
         return
     settings = app_settings.load_settings(request.tenant.conn)
     proxy_header = next((name for name in (*settings.trusted_proxy_headers, *_COMMON_PROXY_HEADERS)
                          if request.header(name.lower())), "")
-    request.send_json(200, {"message": "API is healthy.", "code": 200, "data": {  # a Go map: sorted keys
+    send_with_fields(request, {"message": "API is healthy.", "code": 200, "data": {  # a Go map: sorted keys
         "canBackup": not backup_running, "possibleProxyHeader": proxy_header, "realIP": real_ip(request, settings)}},
         sort_keys=False)

@@ -15,7 +15,7 @@ import orjson
 
 from pbfast.http import ApiError
 from pbfast.pocketbase import search
-from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, require_superuser
+from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, require_superuser, send_with_fields
 from pbfast.pocketbase.apis.settings import client_ip, real_ip
 from pbfast.pocketbase.request_logs import (ERROR_LEVEL, INFO_LEVEL, LogEntry, RequestLogs, cached_settings,
                                             open_auxiliary)
@@ -150,7 +150,7 @@ def logs_stats(logs: RequestLogs, request: TenantRequest) -> None:
         finally:
             conn.close()
         stats = [{"date": f"{date}.000Z" if date else "", "total": total} for total, date in rows]
-    request.send_json(200, stats, sort_keys=False)
+    send_with_fields(request, stats, sort_keys=False)
 
 
 def view_log(logs: RequestLogs, request: TenantRequest) -> None:

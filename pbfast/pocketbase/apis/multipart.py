@@ -63,38 +63,40 @@ def parse_form_data(body: bytes, content_type: str) -> FormData:
         raise MultipartError("multipart: NextPart: EOF")
     form = FormData()
     position = start + len(delimiter)
+    # Go's reader: lines end in CRLF, unless the first delimiter's line ends in a bare LF (a violation of the
+    # spec that occurs in practice); then every delimiter follows a bare LF. Header lines may end either way.
+    first_line_end = body.find(b"\n", position)
+    newline = b"\n" if first_line_end >= 0 and not body[position:first_line_end].endswith(b"\r") else b"\r\n"
     parts = header_lines = 0
     while True:
         if body.startswith(b"--", position):  # the closing delimiter
             return form
-        line_end = body.find(b"\r\n", position)
+        line_end = body.find(newline, position)
         if line_end < 0 or body[position:line_end].strip(b" \t"):
             raise MultipartError("multipart: expected a line break after the boundary")
-        cursor = line_end + 2
-        if body.startswith(b"\r\n", cursor):  # a part without headers
-            headers: dict[str, str] = {}
-            content_start = cursor + 2
-        else:
-            blank = body.find(b"\r\n\r\n", cursor)
-            if blank < 0:
-                raise MultipartError("multipart: a part's headers never end")
-            headers, header_lines = _part_headers(body[cursor:blank], header_lines)
-            content_start = blank + 4
-        content_end = body.find(b"\r\n" + delimiter, content_start)
+        headers, header_lines, content_start = _part_headers(body, line_end + len(newline), header_lines)
+        content_end = body.find(newline + delimiter, content_start)
         if content_end < 0:
             raise MultipartError("multipart: a part never ends")
         parts += 1
         if parts > MAX_PARTS:
             raise MultipartError("multipart: too many parts")
         _add_part(form, headers, body[content_start:content_end])
-        position = content_end + 2 + len(delimiter)
+        position = content_end + len(newline) + len(delimiter)
 
 
-def _part_headers(raw: bytes, seen_lines: int) -> tuple[dict[str, str], int]:
+def _part_headers(body: bytes, cursor: int, seen_lines: int) -> tuple[dict[str, str], int, int]:
+    """The headers of the part that starts at ``cursor``, the header lines seen so far, and where its content
+    starts (after the blank line; lines end in LF or CRLF, as Go's textproto reads them)."""
     headers: dict[str, str] = {}
-    for line in raw.split(b"\r\n"):
+    while True:
+        line_end = body.find(b"\n", cursor)
+        if line_end < 0:
+            raise MultipartError("multipart: a part's headers never end")
+        line = body[cursor:line_end].removesuffix(b"\r")
+        cursor = line_end + 1
         if not line:
-            continue
+            return headers, seen_lines, cursor
         seen_lines += 1
         if seen_lines > MAX_HEADER_LINES:
             raise MultipartError("multipart: too many header lines")
@@ -102,7 +104,6 @@ def _part_headers(raw: bytes, seen_lines: int) -> tuple[dict[str, str], int]:
         if not sep or not name.strip():
             raise MultipartError("multipart: malformed part header")
         headers.setdefault(name.strip().lower(), value.strip())
-    return headers, seen_lines
 
 
 def _add_part(form: FormData, headers: dict[str, str], content: bytes) -> None:

@@ -10,10 +10,10 @@ guest may become a user); else 204, the client's topics replaced."""
 from __future__ import annotations
 
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 from pbfast.http import ApiError
-from pbfast.pocketbase.apis.request import BAD_REQUEST, TenantRequest, decode_json_body
+from pbfast.pocketbase.apis.form_body import FORM_TYPES, FormError, read_form_values
+from pbfast.pocketbase.apis.request import BAD_REQUEST, JSON_SPACE, TenantRequest, decode_json_body
 from pbfast.pocketbase.realtime.hub import RealtimeHub
 from pbfast.pocketbase.realtime.subscriptions import ClientAuth, ClientState, parse_subscription
 from pbfast.pocketbase.records import load_row
@@ -28,17 +28,24 @@ AUTH_MISMATCH: Final = "The current and the previous request authorization don't
 
 
 def _form(request: TenantRequest) -> tuple[str, list[str]]:
-    """``clientId`` and ``subscriptions`` as PocketBase binds them (JSON, or a urlencoded form); 400 when
-    they have the wrong types."""
+    """``clientId`` and ``subscriptions`` as PocketBase's body binder reads them (a body of another Content-Type
+    than JSON or a form, as sent, is 400); 400 when they have the wrong types."""
     raw = request.raw_body
     if raw is None:
         raise ApiError(413, "Request entity too large.")
-    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
-    if content_type == "application/x-www-form-urlencoded":
-        values = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
-        return (values.get("clientId") or [""])[0], values.get("subscriptions") or []
-    if not raw.strip():
+    if not raw:
         return "", []
+    content_type = request.header("content-type") or ""
+    if content_type.startswith(FORM_TYPES):
+        try:
+            values, _ = read_form_values(raw, content_type, request.scope.query_string)
+        except FormError as err:
+            raise ApiError(400, BAD_REQUEST) from err
+        return (values.get("clientId") or [""])[0], values.get("subscriptions") or []
+    if not content_type.startswith("application/json"):
+        raise ApiError(400, BAD_REQUEST)
+    if not raw.strip(JSON_SPACE):
+        raise ApiError(400, BAD_REQUEST)  # Go's decoder finds no value (EOF)
     body: Any = decode_json_body(raw)
     if body is None:
         return "", []

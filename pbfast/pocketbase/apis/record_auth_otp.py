@@ -28,7 +28,7 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings, auth, fields, gocompat, mailer, records
 from pbfast.pocketbase.apis.record_auth import auth_collection, auth_response
 from pbfast.pocketbase.apis.record_auth_forms import string_form
-from pbfast.pocketbase.apis.request import TenantRequest
+from pbfast.pocketbase.apis.request import TenantRequest, send_with_fields
 from pbfast.pocketbase.apis.settings import client_ip
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.dbutils.identifiers import quote
@@ -89,17 +89,17 @@ def request_otp(request: TenantRequest) -> None:
     record = records.find_by_identity(tenant, collection, "email", email)
     settings = app_settings.load_settings(tenant.conn)
     if record is None:
-        request.send_json(200, {"otpId": random_string(15).lower()})  # same answer: no email enumeration
+        send_with_fields(request, {"otpId": random_string(15).lower()})  # same answer: no email enumeration
         return
     options = collection.auth.otp
     reused = _reusable_code(tenant, otps, collection, record, options.duration)
     if reused is not None:  # sends nothing, so whether SMTP is configured does not matter (as in PocketBase)
         log.warning("tenant %s: too many OTP requests for %s - reusing the last issued", tenant.id, record["id"])
-        request.send_json(200, {"otpId": reused})
+        send_with_fields(request, {"otpId": reused})
         return
     if not settings.smtp.enabled:
         log.warning("tenant %s: OTP for %s not sent: SMTP is not configured", tenant.id, collection.name)
-        request.send_json(200, {"otpId": random_string(15).lower()})  # PocketBase's mail fails: its code goes
+        send_with_fields(request, {"otpId": random_string(15).lower()})  # PocketBase's mail fails: its code goes
         return
     code = "".join(secrets.choice("1234567890") for _ in range(options.length))
     address = str(record.get("email") or "")
@@ -109,7 +109,7 @@ def request_otp(request: TenantRequest) -> None:
     mail = mailer.render_record_mail(settings, collection, record, options.email_template,
                                      {"{OTP_ID}": str(stored["id"]), "{OTP}": code})
     mailer.send_in_background(tenant.id, settings.smtp, mail, "OTP")
-    request.send_json(200, {"otpId": stored["id"]})
+    send_with_fields(request, {"otpId": stored["id"]})
 
 
 def _reusable_code(tenant: Tenant, otps: Collection, collection: Collection, record: Row,

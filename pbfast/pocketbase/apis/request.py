@@ -23,6 +23,7 @@ __all__ = [
     "Auth",
     "BAD_REQUEST",
     "DEFAULT_MAX_BODY",
+    "JSON_SPACE",
     "MISSING_COLLECTION",
     "MISSING_OR_INVALID_COLLECTION",
     "NOT_FOUND",
@@ -166,26 +167,23 @@ def require_superuser(request: TenantRequest) -> None:
 
 
 def read_body(request: TenantRequest, limit: int = DEFAULT_MAX_BODY, invalid: str = BAD_REQUEST,
-              unsupported: str | None = None) -> dict[str, Any]:
-    """The JSON object of the body (read before the handler ran, see :meth:`~pbfast.pocketbase.api.TenantApi.handle`) as PocketBase binds it:
-    empty or ``null`` is ``{}``, only the first JSON value counts; anything but an object is 400 with
-    ``invalid`` as the message. ``unsupported``: the route's message for a body PocketBase does not bind as
-    JSON (its Content-Type, as sent, does not begin with ``application/json``); None: pbfast's wider
-    acceptance (no type, another case, ``+json`` types)."""
+              unsupported: str = UNSUPPORTED_CONTENT_TYPE) -> dict[str, Any]:
+    """The JSON object of the body (read before the handler ran, see :meth:`~pbfast.pocketbase.api.TenantApi.handle`) as PocketBase's
+    body binder reads it: an empty body binds nothing (``{}``); any other is JSON only when its Content-Type, as
+    sent, begins with ``application/json`` (no type, another case or a ``+json`` type: 400 ``unsupported``);
+    ``null`` is ``{}``, only the first JSON value counts, anything but an object (white space only too) is 400
+    ``invalid``."""
     if request.bound_body is not None:
         return request.bound_body
-    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     raw = request.raw_body
     if raw is None or len(raw) > limit:
         raise ApiError(413, "Request entity too large.")
-    if unsupported is not None and raw and not (request.header("content-type") or "").startswith("application/json"):
-        raise ApiError(400, unsupported)
-    if not raw.strip():
+    if not raw:
         return {}
-    # PocketBase binds JSON when the header begins with "application/json" as sent (see ``unsupported``)
-    if content_type and content_type != "application/json" and not content_type.endswith("+json") \
-            and not (request.header("content-type") or "").startswith("application/json"):
-        raise ApiError(400, UNSUPPORTED_CONTENT_TYPE)
+    if not (request.header("content-type") or "").startswith("application/json"):
+        raise ApiError(400, unsupported)
+    if not raw.strip(JSON_SPACE):
+        raise ApiError(400, invalid)  # Go's decoder finds no value (EOF)
     value = decode_json_body(raw, invalid)
     if value is None:
         return {}
@@ -218,9 +216,10 @@ def resolver(request: TenantRequest, collection: Collection, body: dict[str, Any
                          allow_hidden_fields=hidden, table_alias=table_alias)
 
 
-def send_with_fields(request: TenantRequest, payload: dict[str, Any], *, sort_keys: bool = True) -> None:
-    """Answer 200 with ``payload`` trimmed by the ``fields`` query parameter (``sort_keys=False``: a Go
-    struct's answer, in its fields' order)."""
+def send_with_fields(request: TenantRequest, payload: dict[str, Any] | list[Any], *, sort_keys: bool = True) -> None:
+    """Answer 200 with ``payload`` trimmed by the ``fields`` query parameter, as PocketBase trims every
+    successful JSON answer (a list: each of its items; ``sort_keys=False``: a Go struct's answer, in its
+    fields' order)."""
     fields = request.query("fields")
     if not fields:
         request.send_json(200, payload, sort_keys=sort_keys)
@@ -229,7 +228,9 @@ def send_with_fields(request: TenantRequest, payload: dict[str, Any], *, sort_ke
         projection = search.parse_fields(fields)
     except ValueError as err:
         raise ApiError(400, BAD_REQUEST) from err
-    request.send_json(200, search.apply_fields(payload, projection), sort_keys=sort_keys)
+    picked = search.apply_fields_many(payload, projection) if isinstance(payload, list) \
+        else search.apply_fields(payload, projection)
+    request.send_json(200, picked, sort_keys=sort_keys)
 
 
 def body_limit(tenant: Tenant, params: dict[str, str]) -> int:
@@ -239,6 +240,7 @@ def body_limit(tenant: Tenant, params: dict[str, str]) -> int:
     return record_body_limit(collection) if collection is not None else DEFAULT_MAX_BODY
 
 
+JSON_SPACE: Final = b" \t\n\r"
 _JSON_WHITESPACE: Final = " \t\n\r"
 
 

@@ -4,11 +4,13 @@ superusers only, stored and validated as PocketBase does (:mod:`pbfast.pocketbas
 from __future__ import annotations
 
 import ipaddress
-from typing import Final
+from typing import Any, Final
 
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER
 from pbfast.http import ApiError
 from pbfast.pocketbase import app_settings
+from pbfast.pocketbase.apis.batch_form import JSON_PAYLOAD, Unreadable, strict_json
+from pbfast.pocketbase.apis.form_body import FORM_TYPES, FormError, read_form_values
 from pbfast.pocketbase.apis.request import LOAD_FAILED, TenantRequest, read_body, require_superuser, send_with_fields
 
 __all__ = ["FORBIDDEN", "check_superuser_ip", "client_ip", "real_ip", "settings_list", "settings_update",
@@ -75,15 +77,9 @@ def settings_list(request: TenantRequest) -> None:
 
 def settings_update(request: TenantRequest) -> None:
     require_superuser(request)
-    try:
-        body = read_body(request, invalid=LOAD_FAILED)
-    except ApiError as err:
-        if err.status == 400:
-            raise ApiError(400, LOAD_FAILED) from err
-        raise
     conn = request.tenant.conn
     try:
-        document = app_settings.merge_patch(app_settings.load_document(conn), body)
+        document = _patched(request, app_settings.load_document(conn))
     except app_settings.LoadError as err:
         raise ApiError(400, LOAD_FAILED) from err
     errors = app_settings.validate(document)
@@ -92,3 +88,32 @@ def settings_update(request: TenantRequest) -> None:
     app_settings.save_document(conn, document)
     app_settings.notify_saved(request.tenant, app_settings.Settings.of(document))
     send_with_fields(request, app_settings.public_json(document), sort_keys=False)
+
+
+def _patched(request: TenantRequest, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with the request's body bound over it as PocketBase binds it: JSON, or a form (its dotted
+    names, then each ``@jsonPayload`` decoded over them). Raises :class:`app_settings.LoadError`."""
+    content_type = request.header("content-type") or ""
+    raw = request.raw_body
+    if raw is None:
+        raise ApiError(413, "Request entity too large.")
+    if raw and content_type.startswith(FORM_TYPES):
+        try:
+            values, _ = read_form_values(raw, content_type, request.scope.query_string)
+        except FormError as err:
+            raise app_settings.LoadError("form") from err
+        document = app_settings.merge_patch(document, app_settings.form_patch(values))
+        for payload in values.get(JSON_PAYLOAD, []):
+            try:
+                decoded = strict_json(payload.encode("utf-8", errors="surrogateescape"), whole=True)
+            except (Unreadable, UnicodeDecodeError) as err:
+                raise app_settings.LoadError(JSON_PAYLOAD) from err
+            if decoded is not None:
+                document = app_settings.merge_patch(document, decoded)
+        return document
+    try:
+        return app_settings.merge_patch(document, read_body(request, invalid=LOAD_FAILED))
+    except ApiError as err:
+        if err.status == 400:
+            raise app_settings.LoadError("body") from err
+        raise

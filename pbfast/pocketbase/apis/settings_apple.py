@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pbfast.http import ApiError
 from pbfast.pocketbase.apis.form_body import struct_body
 from pbfast.pocketbase.apis.record_auth_forms import LOAD_FAILED, error, required_error
-from pbfast.pocketbase.apis.request import TenantRequest, require_superuser
+from pbfast.pocketbase.apis.request import TenantRequest, require_superuser, send_with_fields
 
 __all__ = ["generate_apple_client_secret"]
 
@@ -64,7 +64,7 @@ def generate_apple_client_secret(request: TenantRequest) -> None:
     signing_input = f"{_b64(orjson.dumps(header))}.{_b64(orjson.dumps(claims))}"
     r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
     signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    request.send_json(200, {"secret": f"{signing_input}.{_b64(signature)}"})
+    send_with_fields(request, {"secret": f"{signing_input}.{_b64(signature)}"})
 
 
 def _form(request: TenantRequest) -> tuple[str, str, str, str, int]:

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from pbfast.http import ApiError
 from pbfast.pocketbase import app_settings, egress
-from pbfast.pocketbase.apis.request import LOAD_FAILED, TenantRequest, read_body, require_superuser
+from pbfast.pocketbase.apis.form_body import struct_body
+from pbfast.pocketbase.apis.request import LOAD_FAILED, TenantRequest, require_superuser
 from pbfast.pocketbase.oauth2.providers import random_string
 
 __all__ = ["settings_test_s3"]
@@ -25,12 +26,7 @@ FAILED: Final = "Failed to test the S3 filesystem."
 
 def settings_test_s3(request: TenantRequest) -> None:
     require_superuser(request)
-    try:
-        body = read_body(request)
-    except ApiError as err:
-        if err.status == 400:
-            raise ApiError(400, LOAD_FAILED) from err
-        raise
+    body, _ = struct_body(request)
     filesystem = body.get("filesystem")
     if filesystem is not None and not isinstance(filesystem, str):
         raise ApiError(400, LOAD_FAILED)

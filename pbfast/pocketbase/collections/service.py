@@ -268,6 +268,7 @@ def truncate_collection(conn: apsw.Connection, collection: Collection, changes: 
 
 def list_collection_ids(conn: apsw.Connection, where: str, params: list[Any], order_by: str, page: int,
                         per_page: int, skip_total: bool) -> Page:
-    """One page of the collections list (rows with the ``id`` column) for a compiled filter and sort."""
-    return fetch_page(conn, "_collections", "id", f"({where})" if where else "", params, order_by, page, per_page,
-                      skip_total)
+    """One page of the collections list (rows with the ``id`` column) for a compiled filter and sort; unsorted,
+    in the table's own order, as PocketBase's ``SELECT *`` scans it (selecting the id alone would scan its index)."""
+    return fetch_page(conn, "_collections", "id", f"({where})" if where else "", params, order_by or "rowid", page,
+                      per_page, skip_total)

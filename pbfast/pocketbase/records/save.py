@@ -113,8 +113,8 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     password_changed = False
     for field in collection.fields:
         name = field.name
-        if is_auth and name == "tokenKey":
-            continue  # generated below: on create, and whenever the password or email changes
+        if is_auth and name == "tokenKey" and not (superuser and name in data):
+            continue  # generated below (on create, and whenever the password or email changes) unless a superuser sets it
         submitted = data.get(name, MISSING)
         current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
         try:
@@ -141,7 +141,9 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     if is_auth:
         _check_auth_id(tenant, collection, str(values.get("id") or existing["id"]))  # type: ignore[index]
         email_changed = not is_new and "email" in values
-        if collection.field("tokenKey") is not None and (is_new or password_changed or email_changed):
+        # PocketBase keeps a key a superuser set in the same save, else makes a new one
+        if collection.field("tokenKey") is not None and "tokenKey" not in values \
+                and (is_new or password_changed or email_changed):
             values["tokenKey"] = new_token_key()
         verified_upgrade = not is_new and bool(values.get("verified")) and not existing.get("verified")  # type: ignore[union-attr]
         if verified_upgrade and collection.field("tokenKey") is not None and _has_external_auths(tenant, collection,

@@ -1,0 +1,123 @@
+"""What PocketBase 0.40 answers before any of its routes: Go's ``ServeMux`` redirects a path that is not in its
+clean form, then its CORS middleware (the default configuration: any origin) answers every ``OPTIONS`` request
+and marks every other answer.
+
+- **Clean paths**: a path with an empty segment (``//``) is answered 307 with the cleaned path (and the query
+  as sent) in ``Location``, whatever the method, before any route, CORS, rate limit or log. The ``Location``
+  keeps the prefix the client addressed the tenant under (``/t/{id}`` unless its Host names the tenant).
+  Go cleans the escaped path, where ``%2F`` and ``%2E`` are no separators or dots; the node only sees the
+  decoded one (granian's scope has no raw path). Clients resolve raw ``.``/``..`` segments before sending, so
+  such segments here nearly always came encoded, which PocketBase does not redirect: they get no redirect
+  (the canonical path parse then finds no route), and only ``//`` (raw, as string concatenation makes it,
+  or encoded) does.
+- **CORS**: every answer varies by ``Origin``; a request with an ``Origin`` gets
+  ``Access-Control-Allow-Origin: *``; an ``OPTIONS`` request (a preflight, or not) is answered 204 with no
+  body, and with an ``Origin`` the allowed methods and the requested headers echoed back.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Final
+from urllib.parse import quote
+
+from pbfast.http import HTTPProtocol, Scope, StatusRecorder
+
+__all__ = ["CorsRecorder", "answered_before_routes", "clean_path", "client_prefix", "redirect_location"]
+
+ALLOWED_METHODS: Final = "GET,HEAD,PUT,PATCH,POST,DELETE"
+_VARY_ORIGIN: Final = ("vary", "Origin")
+_ANY_ORIGIN: Final = ("access-control-allow-origin", "*")
+_PATH_SAFE: Final = "/$&+,:;=@"  # what Go leaves unescaped in a URL path (besides letters, digits and -._~)
+
+
+def clean_path(path: str) -> str:
+    """Go's ``cleanPath``: rooted, no empty, ``.`` or ``..`` segment (``..`` stops at the root), a trailing
+    ``/`` kept."""
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    cleaned = "/" + "/".join(segments)
+    if path.endswith("/") and cleaned != "/":
+        cleaned += "/"
+    return cleaned
+
+
+def redirect_location(prefix: str, path: str, query: str) -> str | None:
+    """Where a request for ``path`` (tenant-relative, decoded) is redirected, under the client's ``prefix``;
+    None when it is clean."""
+    cleaned = clean_path(path)
+    if cleaned == path:
+        return None
+    return quote(prefix + cleaned, safe=_PATH_SAFE) + (f"?{query}" if query else "")
+
+
+def client_prefix(tenant_id: str, scope: Scope) -> str:
+    """The path prefix under which the client addressed the tenant: none when its Host names the tenant
+    (``{id}.<base domain>``, which the gateway prefers), else the gateway's ``/t/{id}``."""
+    host = (scope.headers.get("host") or "").lower()
+    return "" if host.startswith(tenant_id + ".") else f"/t/{tenant_id}"
+
+
+def answered_before_routes(tenant_id: str, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
+    """Answer what PocketBase answers before its routes for a request to ``tenant_id`` at tenant-relative
+    ``path`` (see the module doc); True when answered."""
+    location = redirect_location(client_prefix(tenant_id, scope), path, scope.query_string) if "//" in path else None
+    if location is not None:
+        _redirect(scope.method, location, proto)
+        return True
+    if scope.method != "OPTIONS":
+        return False
+    headers = [_VARY_ORIGIN]
+    if scope.headers.get("origin"):
+        headers += [_ANY_ORIGIN, ("vary", "Access-Control-Request-Method"),
+                    ("vary", "Access-Control-Request-Headers"), ("access-control-allow-methods", ALLOWED_METHODS)]
+        requested = scope.headers.get("access-control-request-headers")
+        if requested:
+            headers.append(("access-control-allow-headers", requested))
+    proto.response_empty(204, headers)
+    return True
+
+
+def _redirect(method: str, location: str, proto: HTTPProtocol) -> None:
+    """Go's ``http.Redirect`` with 307: a small HTML body for GET (its type for HEAD too), nothing else."""
+    headers = [("location", location)]
+    if method in ("GET", "HEAD"):
+        headers.append(("content-type", "text/html; charset=utf-8"))
+    if method == "GET":
+        body = f'<a href="{html.escape(location, quote=True)}">Temporary Redirect</a>.\n\n'.encode()
+        proto.response_bytes(307, headers, body)
+    else:
+        proto.response_empty(307, headers)
+
+
+class CorsRecorder(StatusRecorder):
+    """A :class:`StatusRecorder` that adds the CORS middleware's headers to the answer of a request that is not
+    a preflight (``Vary: Origin``; with an ``Origin``, ``Access-Control-Allow-Origin: *``)."""
+
+    __slots__ = ("extra",)
+
+    def __init__(self, inner: HTTPProtocol, scope: Scope) -> None:
+        super().__init__(inner)
+        self.extra = [_VARY_ORIGIN, _ANY_ORIGIN] if scope.headers.get("origin") else [_VARY_ORIGIN]
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        super().response_empty(status, headers + self.extra)
+
+    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
+        super().response_str(status, headers + self.extra, body)
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        super().response_bytes(status, headers + self.extra, body)
+
+    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
+        super().response_file(status, headers + self.extra, file)
+
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
+        return super().response_stream(status, headers + self.extra)
