@@ -169,10 +169,10 @@ class TenantApi:
         work, writing its answer to a held response that is sent from here."""
         handler, params, _ = self.router.find(scope.method, path)
         if handler is None:
-            # PocketBase falls through to its static file handler for GET, else to the router's 404.
+            # PocketBase falls through to its static file handler for GET, else to the router's 404; its
+            # middlewares (body limit, rate limits, the request log) run for those requests too.
             static = scope.method in ("GET", "HEAD") and not _file_route_with_encoded_slash(path)
-            send_error(proto, 404, FILE_NOT_FOUND if static else NOT_FOUND)
-            return
+            handler = _NO_STATIC_FILE if static else _NO_ROUTE
         if tenant.realtime is None:
             tenant.realtime = self.realtime  # its record writes publish their events there
         held = HeldResponse()
@@ -336,6 +336,18 @@ def _refused(refusal: ApiError) -> Handler:
     def refuse(request: TenantRequest) -> None:
         raise refusal
     return refuse
+
+
+def _no_static_file(request: TenantRequest) -> None:
+    raise ApiError(404, FILE_NOT_FOUND)  # a new error each time: a raised one keeps its traceback
+
+
+def _no_route(request: TenantRequest) -> None:
+    raise ApiError(404, NOT_FOUND)
+
+
+_NO_STATIC_FILE: Final[Handler] = _no_static_file
+_NO_ROUTE: Final[Handler] = _no_route
 
 
 def _file_route_with_encoded_slash(path: str) -> bool:

@@ -120,6 +120,15 @@ def _check_requests_are_logged(fast: Backend) -> None:
         "type": "request", "method": "GET", "status": 404, "error": "Missing collection context.", "details": None,
         "auth": "", "referer": "http://r/", "userAgent": "UA-" + marker}
     assert data["userIP"] == data["remoteIP"] == "127.0.0.1" and data["execTime"] >= 0
+    # A request no route takes is logged too, as PocketBase logs it (its middlewares run before the 404).
+    httpx.delete(f"{fast.url}/api/health?unrouted={marker}", headers={"Authorization": fast.superuser_token})
+    httpx.get(f"{fast.url}/api/unrouted_{marker}")
+    unrouted, = _logs(fast, f'filter=data.url ~ "unrouted={marker}"')
+    assert unrouted["level"] == 8 and unrouted["message"] == f"DELETE /api/health?unrouted={marker}"
+    assert {k: unrouted["data"][k] for k in ("status", "error", "details", "auth")} == {
+        "status": 404, "error": "The requested resource wasn't found.", "details": None, "auth": "_superusers"}
+    static, = _logs(fast, f'filter=message ~ "unrouted_{marker}"')
+    assert static["level"] == 8 and static["data"]["status"] == 404
     ok, = _logs(fast, f'filter=data.url ~ "marker={marker}"')
     assert ok["level"] == 0 and ok["data"]["auth"] == "_superusers" and ok["data"]["authId"]
     assert "error" not in ok["data"] and len(ok["id"]) == 15
