@@ -266,6 +266,26 @@ def test_limits_answer_pocketbase_errors(cluster: Cluster) -> None:
     assert_pocketbase_error(big_header, 431)
 
 
+def test_the_gateways_own_answers_carry_cors_headers(cluster: Cluster) -> None:
+    """A browser app on another origin reads the gateway's own errors (unknown tenant, refused request) as it
+    reads a tenant's answers: PocketBase's CORS headers are on both, once."""
+    origin = {"Origin": "https://app.example"}
+    answers = {
+        "unknown tenant (the Python side)": httpx.get(f"{cluster.gw}/t/nosuch/api/health", headers=origin),
+        "invalid tenant id (native)": httpx.get(f"{cluster.gw}/t/Not_A_Label/api/health", headers=origin),
+        "headers too large (native)": httpx.get(f"{cluster.gw}/t/beta/api/health",
+                                                 headers={**origin, "X-Big": "b" * 40_000}),
+        "the tenant's own answer": httpx.get(f"{cluster.gw}/t/alpha/api/health", headers=origin),
+    }
+    for case, answer in answers.items():
+        assert answer.headers.get_list("access-control-allow-origin") == ["*"], (case, answer.headers)
+        assert answer.headers.get_list("vary") == ["Origin"], (case, answer.headers)
+    assert [answer.status_code for answer in answers.values()] == [404, 400, 431, 200]
+    without_origin = httpx.get(f"{cluster.gw}/t/nosuch/api/health")
+    assert "access-control-allow-origin" not in without_origin.headers
+    assert without_origin.headers.get_list("vary") == ["Origin"]
+
+
 # ---- a fake node: echo, server-sent events, large bodies ----------------------------------------------
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pbfast.cluster.wire import CLIENT_HEADER
 from pbfast.gateway.metrics import GatewayMetrics
-from pbfast.gateway.proxy import Target, TenantProxy
+from pbfast.gateway.proxy import Target, TenantProxy, send_tenant_error
 from pbfast.gateway.routes import RouteWatcher
 from pbfast.http import (
     Handler,
@@ -34,7 +34,6 @@ from pbfast.http import (
     bearer_token_matches,
     discard_unread_body,
     health,
-    send_error,
 )
 from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import InvalidTenantId
@@ -137,7 +136,7 @@ class GatewayApp:
         try:
             resolved = self.routes.resolve(scope.path, scope.headers.get("host"))
         except InvalidTenantId:
-            send_error(proto, 400, "Invalid tenant id: it must be a DNS label (a-z, 0-9, '-', at most 63).")
+            send_tenant_error(proto, scope, 400, "Invalid tenant id: it must be a DNS label (a-z, 0-9, '-', at most 63).")
             return 400
         if resolved is None:
             recorder = StatusRecorder(proto)
@@ -149,22 +148,22 @@ class GatewayApp:
             try:
                 await asyncio.wait_for(self.watcher.ready.wait(), FIRST_TABLE_WAIT_SECONDS)
             except TimeoutError:
-                send_error(proto, 503, "The gateway has no routing table yet; retry shortly.",
-                           headers=[("retry-after", "1")])
+                send_tenant_error(proto, scope, 503, "The gateway has no routing table yet; retry shortly.",
+                                  headers=[("retry-after", "1")])
                 return 503
             route = self.routes.get(tenant_id)
         if route is None:
-            send_error(proto, 404, "Tenant not found.")
+            send_tenant_error(proto, scope, 404, "Tenant not found.")
             return 404
         if not route[2] and self.watcher.inactive.get(tenant_id) == "moving":
             route = await self._wait_while_moving(tenant_id)
             if route is None:
-                send_error(proto, 404, "Tenant not found.")
+                send_tenant_error(proto, scope, 404, "Tenant not found.")
                 return 404
         address, epoch, active = route
         if not active:
             status, message = _INACTIVE.get(self.watcher.inactive.get(tenant_id, ""), (503, "Tenant unavailable."))
-            send_error(proto, status, message, headers=[("retry-after", "1")] if status == 503 else None)
+            send_tenant_error(proto, scope, status, message, headers=[("retry-after", "1")] if status == 503 else None)
             return status
         local = self._local_nodes.get(address)
         if local is not None:
@@ -173,7 +172,7 @@ class GatewayApp:
             return recorder.status
         if self.proxy is None or not address.startswith(("http://", "https://")):
             log.warning("no way to reach node %s of tenant %s", address, tenant_id)
-            send_error(proto, 502, "The tenant's node is unreachable.")
+            send_tenant_error(proto, scope, 502, "The tenant's node is unreachable.")
             return 502
         try:
             return await self.proxy.forward(scope, proto, Target(address, tenant_id, epoch, forward_path),
@@ -181,7 +180,7 @@ class GatewayApp:
         except Exception:  # noqa: BLE001 - a bug in the data path must not take the gateway down
             log.exception("proxying a request of tenant %s to %s failed", tenant_id, address)
             try:
-                send_error(proto, 502, "The gateway could not forward the request.")
+                send_tenant_error(proto, scope, 502, "The gateway could not forward the request.")
             except Exception:  # noqa: BLE001 - the response had already started
                 pass
             return 502
@@ -236,3 +235,4 @@ class GatewayApp:
         native = self.native_stats() if self.native_stats is not None else None
         body = self.metrics.render(states, self.routes.version, len(self.routes), native)
         request.proto.response_bytes(200, METRICS_HEADERS, body)
+

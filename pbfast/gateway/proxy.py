@@ -41,6 +41,7 @@ from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.node_pool import Deadline, NodeConnection, NodePool, NodePools
 from pbfast.gateway.proxy_types import ClientError, ProxyLimits, Reroute, StaleConnection, Target, Unreachable
 from pbfast.http import UNREAD_BODY_DRAIN_SECONDS, HTTPProtocol, Scope, send_error
+from pbfast.pocketbase.apis.front import cors_headers
 from pbfast.logs import component_logger
 from pbfast.primitives import CircuitBreakers
 
@@ -121,7 +122,7 @@ class NodeProxy:
             headers = forwarded_headers(scope, self.limits)
             body = await read_body(scope, proto, self.limits)
         except ClientError as err:
-            send_error(proto, err.status, err.message)
+            send_tenant_error(proto, scope, err.status, err.message)
             return err.status
         method = scope.method
         rerouted = False
@@ -143,14 +144,14 @@ class NodeProxy:
                         target = new_target
                         continue
                 if failure.kind == "moved":
-                    send_error(proto, 503, "The tenant has moved; retry.", headers=[("retry-after", "1")])
+                    send_tenant_error(proto, scope, 503, "The tenant has moved; retry.", headers=[("retry-after", "1")])
                     return 503
-                send_error(proto, failure.status, failure.message,
-                           headers=[("retry-after", str(failure.retry_after))] if failure.status in (
-                               502, 503, 504) else None)
+                send_tenant_error(proto, scope, failure.status, failure.message,
+                                  headers=[("retry-after", str(failure.retry_after))] if failure.status in (
+                                      502, 503, 504) else None)
                 return failure.status
             except ClientError as err:
-                send_error(proto, err.status, err.message)
+                send_tenant_error(proto, scope, err.status, err.message)
                 return err.status
 
     # ---- one attempt ------------------------------------------------------------------------------
@@ -255,3 +256,11 @@ class NodeProxy:
                 self._pools.release(pool, conn)
             else:
                 self._pools.discard(pool, conn)
+
+
+def send_tenant_error(proto: HTTPProtocol, scope: Scope, status: int, message: str,
+                      headers: list[tuple[str, str]] | None = None) -> None:
+    """The gateway's own answer about a tenant (unknown, moving, unreachable, a refused body), with the CORS
+    headers PocketBase puts on every answer, so that a browser app on another origin reads its status (a
+    node's answers carry their own)."""
+    send_error(proto, status, message, headers=(headers or []) + cors_headers(scope))

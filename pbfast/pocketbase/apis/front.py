@@ -23,12 +23,17 @@ from urllib.parse import quote
 
 from pbfast.http import HTTPProtocol, Scope, StatusRecorder
 
-__all__ = ["CorsRecorder", "answered_before_routes", "clean_path", "client_prefix", "redirect_location"]
+__all__ = ["CorsRecorder", "answered_before_routes", "clean_path", "client_prefix", "cors_headers", "redirect_location"]
 
 ALLOWED_METHODS: Final = "GET,HEAD,PUT,PATCH,POST,DELETE"
 _VARY_ORIGIN: Final = ("vary", "Origin")
 _ANY_ORIGIN: Final = ("access-control-allow-origin", "*")
 _PATH_SAFE: Final = "/$&+,:;=@"  # what Go leaves unescaped in a URL path (besides letters, digits and -._~)
+
+
+def cors_headers(scope: Scope) -> list[tuple[str, str]]:
+    """The CORS middleware's headers on an answer that is not a preflight's."""
+    return [_VARY_ORIGIN, _ANY_ORIGIN] if scope.headers.get("origin") else [_VARY_ORIGIN]
 
 
 def clean_path(path: str) -> str:
@@ -105,7 +110,7 @@ class CorsRecorder(StatusRecorder):
 
     def __init__(self, inner: HTTPProtocol, scope: Scope) -> None:
         super().__init__(inner)
-        self.extra = [_VARY_ORIGIN, _ANY_ORIGIN] if scope.headers.get("origin") else [_VARY_ORIGIN]
+        self.extra = cors_headers(scope)
 
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
         super().response_empty(status, headers + self.extra)

@@ -241,6 +241,7 @@ impl DataPath {
         // The request's id goes to the node (or the Python side) with the request and back to the client.
         let request_id = headers::request_id(req.headers().get(headers::REQUEST_ID));
         req.headers_mut().insert(headers::REQUEST_ID, request_id.clone());
+        let origin = req.headers().contains_key(header::ORIGIN);
         let logged = self.access_log.as_ref().map(|_| {
             (req.method().clone(), req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |pq| pq.to_string()))
         });
@@ -253,8 +254,12 @@ impl DataPath {
             self.serve(&client, req).await
         };
         let mut response = match answer {
-            Answer::Native(response) => {
+            Answer::Native(mut response) => {
                 self.stats.observe(response.status().as_u16(), started.elapsed());
+                // The gateway's own answers (a node's carry PocketBase's CORS headers, Vary among them).
+                if !response.headers().contains_key(header::VARY) {
+                    headers::mark_cors(response.headers_mut(), origin);
+                }
                 response
             }
             Answer::HandedOver(response) => response,

@@ -296,6 +296,16 @@ pub fn strip_response(headers: &mut HeaderMap) {
     }
 }
 
+/// The CORS headers PocketBase's default middleware puts on every answer, for the gateway's own answers
+/// (its errors: a moved or unreachable tenant, a refused body) so that a browser app on another origin
+/// reads their status instead of a CORS failure; the node's answers carry their own.
+pub fn mark_cors(headers: &mut HeaderMap, origin: bool) {
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +435,15 @@ mod tests {
         strip_response(&mut answer);
         let names: Vec<_> = answer.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["content-type", "x-from-node"]);
+    }
+
+    #[test]
+    fn the_gateways_own_answers_carry_cors_headers() {
+        let mut headers = HeaderMap::new();
+        mark_cors(&mut headers, false);
+        assert_eq!(headers.get(header::VARY).unwrap(), "Origin");
+        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        mark_cors(&mut headers, true);
+        assert_eq!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "*");
     }
 }
