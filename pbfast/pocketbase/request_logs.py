@@ -49,13 +49,8 @@ PRUNE_EVERY_SECONDS: Final = 6 * 3600  # PocketBase's "0 */6 * * *" cleanup
 SETTINGS_FRESH_SECONDS: Final = 1.0
 CONNECTION_IDLE_SECONDS: Final = 60.0  # the writer closes a tenant's auxiliary.db after this long unused
 # ... and keeps at most this many open: a node cycles through thousands of tenants, and each kept connection
-# holds three descriptors (database, WAL, shared memory). The least recently used goes first. Enough for the
-# tenants a node writes logs for within a batch: with fewer, every batch reopened (and, closing, checkpointed)
-# each tenant's auxiliary.db (16 kept: 16 % of the node's CPU on 100 busy tenants went to that).
-MAX_KEPT_CONNECTIONS: Final = 128
-# A kept connection's page cache, in KiB (SQLite's default is 2 MiB): a batch touches the table's and its
-# indexes' last pages only.
-KEPT_CONNECTION_CACHE_KIB: Final = 256
+# holds three descriptors (database, WAL, shared memory). The least recently used goes first.
+MAX_KEPT_CONNECTIONS: Final = 16
 _BUSY_TIMEOUT_MS: Final = 5000
 WAL_CHECKPOINT_PAGES: Final = 4000
 # A batch is inserted by a few statements of many rows each (``VALUES`` of 256, 64, 16, 4 or 1 rows, each
@@ -276,7 +271,6 @@ class RequestLogs:
             # Checkpoints every 16 MB of WAL rather than 4: the index pages a batch touches again are copied into
             # the database once, not each time (~10% of an insert); the WAL goes when the connection closes.
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA cache_size = -{KEPT_CONNECTION_CACHE_KIB}")
             self._connections[directory] = (conn, now)
         return conn
 
