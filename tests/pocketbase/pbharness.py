@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,3 +120,30 @@ def collection_of(data: dict[str, Any]) -> Collection:
     """A collection from a test's short dict (``fields`` and ``indexes`` as lists), as it would be stored."""
     return Collection.from_row({**data, "fields": orjson.dumps(data.get("fields", [])),
                                 "indexes": orjson.dumps(data.get("indexes", []))})
+
+
+@contextlib.contextmanager
+def fixture_backends(base: Path, patch: Callable[[Path], None] | None = None) -> Iterator[tuple[Backend, Backend]]:
+    """Stock PocketBase and a pbfast all-in-one's tenant ``fixture``, each on its own copy of the fixture (its
+    ``data.db`` changed by ``patch`` first, when given), both logged in as the superuser; stopped on exit."""
+    started: list[PbfastProcess] = []
+
+    def start(args: list[str]) -> PbfastProcess:
+        process = PbfastProcess(args, base / f"pbfast-{len(started)}.log").start()
+        started.append(process)
+        return process
+
+    with contextlib.ExitStack() as stack:
+        stock_dir = copy_fixture(base / "stock")
+        fast_dir = copy_fixture(base / "pbfast" / "tenants" / "fixture")  # opened on the tenant's first request
+        if patch is not None:
+            patch(stock_dir / "data.db")
+            patch(fast_dir / "data.db")
+        stock = Backend("pocketbase", stack.enter_context(stock_pocketbase_server(stock_dir, base / "pocketbase.log")))
+        stock.login()
+        stack.callback(lambda: [process.stop() for process in started])
+        _, cp, gw = start_all_in_one(start, base / "pbfast")
+        create_tenant(cp, gw, "fixture")
+        fast = Backend("pbfast", f"{gw}/t/fixture")
+        fast.login()
+        yield stock, fast

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,7 @@ import httpx
 import pytest
 
 from differential import Step, compare
-from helpers import PbfastProcess
-from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one, stock_pocketbase_server
+from pbharness import Backend, fixture_backends
 from test_differential import fixture_ids
 
 USERS = "/api/collections/users"
@@ -32,26 +30,8 @@ CONTENT_TYPES = {"none": "", "upper case": "APPLICATION/JSON", "+json": "applica
 
 @pytest.fixture(scope="module")
 def backend_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Backend, Backend]]:
-    base = tmp_path_factory.mktemp("front")
-    started: list[PbfastProcess] = []
-
-    def start(args: list[str]) -> PbfastProcess:
-        process = PbfastProcess(args, base / f"pbfast-{len(started)}.log").start()
-        started.append(process)
-        return process
-
-    with contextlib.ExitStack() as stack:
-        stock = Backend("pocketbase", stack.enter_context(
-            stock_pocketbase_server(copy_fixture(base / "stock"), base / "pocketbase.log")))
-        stock.login()
-        data_dir = base / "pbfast"
-        copy_fixture(data_dir / "tenants" / "fixture")
-        stack.callback(lambda: [process.stop() for process in started])
-        _, cp, gw = start_all_in_one(start, data_dir)
-        create_tenant(cp, gw, "fixture")
-        fast = Backend("pbfast", f"{gw}/t/fixture")
-        fast.login()
-        yield stock, fast
+    with fixture_backends(tmp_path_factory.mktemp("front")) as pair:
+        yield pair
 
 
 def _prefix(backend: Backend) -> str:

@@ -10,15 +10,13 @@ listed, each leaves the rules and settings it changes as it found them, and none
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from differential import Step, compare
-from helpers import PbfastProcess
-from pbharness import Backend, copy_fixture, create_tenant, start_all_in_one, stock_pocketbase_server
+from pbharness import Backend, fixture_backends
 from scenarios_files import FILE_SCENARIOS, SUPERUSER_IP_SCENARIOS
 from scenarios_records import RATE_LIMIT_SCENARIOS, RECORD_SCENARIOS
 from scenarios_system_records import STUBBED_IDS, SYSTEM_RECORD_SCENARIOS, stub_system_records
@@ -31,27 +29,8 @@ SCENARIOS: dict[str, list[Step]] = {**RECORD_SCENARIOS, **FILE_SCENARIOS, **SYST
 @pytest.fixture(scope="module")
 def backend_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Backend, Backend]]:
     """Stock PocketBase and a pbfast all-in-one tenant on stubbed copies of the fixture, for the module."""
-    base = tmp_path_factory.mktemp("records")
-    started: list[PbfastProcess] = []
-
-    def start(args: list[str]) -> PbfastProcess:
-        process = PbfastProcess(args, base / f"pbfast-{len(started)}.log").start()
-        started.append(process)
-        return process
-
-    with contextlib.ExitStack() as stack:
-        stock_dir = copy_fixture(base / "stock")
-        stub_system_records(stock_dir / "data.db")
-        stock = Backend("pocketbase", stack.enter_context(stock_pocketbase_server(stock_dir, base / "pocketbase.log")))
-        stock.login()
-        data_dir = base / "pbfast"
-        stub_system_records(copy_fixture(data_dir / "tenants" / "fixture") / "data.db")
-        stack.callback(lambda: [process.stop() for process in started])
-        _, cp, gw = start_all_in_one(start, data_dir)
-        create_tenant(cp, gw, "fixture")
-        fast = Backend("pbfast", f"{gw}/t/fixture")
-        fast.login()
-        yield stock, fast
+    with fixture_backends(tmp_path_factory.mktemp("records"), stub_system_records) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
