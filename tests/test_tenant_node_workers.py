@@ -30,7 +30,7 @@ import httpx
 import orjson
 import pytest
 
-from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, wait_until
+from cpcluster import ADMIN, CLUSTER_TOKEN, Member, Start, start_cluster, wait_until
 from helpers import moto_s3_server
 from nodetools import S3_ENV, forwarded, forwarded_ok, scrape, start_node, tenant
 
@@ -239,6 +239,26 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
     assert _stream_ends_after(url, "w", epoch, lambda: process.send_signal(signal.SIGTERM)) < 0.9
 
 
+def _notes_tenant_before_a_move(start: Start, tmp_path: Path, s3: str,
+                                tenant_id: str) -> tuple[Member, str, str, int, str]:
+    """A control plane, node-a (with workers) serving ``tenant_id`` with a public ``notes`` collection, and an
+    empty node-b to move it to; both store in S3. Returns the control plane, both nodes' URLs, the tenant's
+    epoch and its superuser token."""
+    cp = start_cluster(start, tmp_path, 1)[0]
+    cp_addr = f"127.0.0.1:{cp.http_port}"
+    storage = (f"--s3-endpoint={s3}", f"--s3-bucket={BUCKET}")
+    _, url_a = start_node(start, "node-a", cp_addr, tmp_path, (*WORKERS, *storage), S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
+    epoch = _create_tenant(cp.url, tenant_id)
+    _, url_b = start_node(start, "node-b", cp_addr, tmp_path, storage, S3_ENV)
+    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
+    token = _owner_token(url_a, tenant_id, epoch)
+    forwarded_ok(url_a, tenant_id, epoch, "POST", "/api/collections", token,
+                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
+                  "fields": [{"name": "n", "type": "text"}]})
+    return cp, url_a, url_b, epoch, token
+
+
 def _both_workers_serve(node_url: str, tenant_id: str, epoch: int) -> bool:
     """Whether each worker answers some of 30 requests (False while either does not listen yet)."""
     try:
@@ -269,18 +289,7 @@ def _stream_ends_after(node_url: str, tenant_id: str, epoch: int, action: Callab
 
 def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_process: Start, tmp_path: Path,
                                                                        s3: str) -> None:
-    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
-    cp_addr = f"127.0.0.1:{cp.http_port}"
-    storage = (f"--s3-endpoint={s3}", f"--s3-bucket={BUCKET}")
-    _, url_a = start_node(pbfast_process, "node-a", cp_addr, tmp_path, (*WORKERS, *storage), S3_ENV)
-    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
-    epoch = _create_tenant(cp.url, "mv")
-    _, url_b = start_node(pbfast_process, "node-b", cp_addr, tmp_path, storage, S3_ENV)
-    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
-    token = _owner_token(url_a, "mv", epoch)
-    forwarded_ok(url_a, "mv", epoch, "POST", "/api/collections", token,
-                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
-                  "fields": [{"name": "n", "type": "text"}]})
+    cp, url_a, url_b, epoch, token = _notes_tenant_before_a_move(pbfast_process, tmp_path, s3, "mv")
 
     acknowledged: list[str] = []
     refused: list[tuple[int, str]] = []
@@ -325,18 +334,7 @@ def test_a_move_releases_the_tenant_from_every_worker_while_they_serve(pbfast_pr
 def test_a_release_waits_for_a_write_a_worker_has_in_flight(pbfast_process: Start, tmp_path: Path, s3: str) -> None:
     """A worker's write that waits for SQLite's write lock (held here, by another connection) when the tenant
     is moved away: the release waits for it, so the new node has it once it was acknowledged."""
-    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
-    cp_addr = f"127.0.0.1:{cp.http_port}"
-    storage = (f"--s3-endpoint={s3}", f"--s3-bucket={BUCKET}")
-    _, url_a = start_node(pbfast_process, "node-a", cp_addr, tmp_path, (*WORKERS, *storage), S3_ENV)
-    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
-    epoch = _create_tenant(cp.url, "held")
-    _, url_b = start_node(pbfast_process, "node-b", cp_addr, tmp_path, storage, S3_ENV)
-    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
-    token = _owner_token(url_a, "held", epoch)
-    forwarded_ok(url_a, "held", epoch, "POST", "/api/collections", token,
-                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
-                  "fields": [{"name": "n", "type": "text"}]})
+    cp, url_a, url_b, epoch, token = _notes_tenant_before_a_move(pbfast_process, tmp_path, s3, "held")
     forwarded_ok(url_a, "held", epoch, "POST", "/api/collections/notes/records", json={"n": "before"})
 
     lock = apsw.Connection(str(tmp_path / "node-a" / "tenants" / "held" / "data.db"))
@@ -393,18 +391,7 @@ def test_a_write_that_waited_for_its_turn_while_the_tenant_moved_is_answered_mov
     """A worker's record write admitted while the tenant was served, whose database turn comes only after the
     move closed the worker's connection (here its body arrives after the move; under load it waits behind the
     close in the tenant's line), is answered "moved" (the gateway retries it on the new node), never 500."""
-    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
-    cp_addr = f"127.0.0.1:{cp.http_port}"
-    storage = (f"--s3-endpoint={s3}", f"--s3-bucket={BUCKET}")
-    _, url_a = start_node(pbfast_process, "node-a", cp_addr, tmp_path, (*WORKERS, *storage), S3_ENV)
-    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
-    epoch = _create_tenant(cp.url, "late")
-    _, url_b = start_node(pbfast_process, "node-b", cp_addr, tmp_path, storage, S3_ENV)
-    wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 2)
-    token = _owner_token(url_a, "late", epoch)
-    forwarded_ok(url_a, "late", epoch, "POST", "/api/collections", token,
-                 {"name": "notes", "type": "base", "listRule": "", "createRule": "",
-                  "fields": [{"name": "n", "type": "text"}]})
+    cp, url_a, url_b, epoch, token = _notes_tenant_before_a_move(pbfast_process, tmp_path, s3, "late")
     # Both workers have the tenant open (each request on a fresh connection: the kernel spreads them).
     wait_until(lambda: forwarded_ok(url_a, "late", epoch, "POST", "/api/collections/notes/records",
                                     json={"n": "before"}) is not None and min(_worker_requests(url_a)) > 1)
