@@ -59,6 +59,7 @@ from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.membership import NodeMembership
 from pbfast.tenant_node.metrics import WithNodeMetrics
+from pbfast.tenant_node.backup_cron import SCHEDULE_FILE, BackupCron, BackupSchedule
 from pbfast.tenant_node.backups import backup_location
 from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
 from pbfast.tenant_node.replication import Replicator
@@ -180,7 +181,11 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
             except Exception:  # noqa: BLE001 - idle closing must go on
                 component_logger("TenantNode").exception("closing idle tenants failed")
 
-    parts.tasks += [membership.run, close_idle_tenants]
+    # Scheduled backups (backups.cron): the schedule the node learned is kept in its data dir.
+    schedule = BackupSchedule(config.data_dir / SCHEDULE_FILE)
+    backup_cron = BackupCron(schedule, node.api.backups, node.pool, node.db, node.ownership, node.slots)
+    parts.tasks += [membership.run, close_idle_tenants, backup_cron.run]
+    parts.closers.insert(0, schedule.close)  # closers run in reverse: after the tenants' closes learned theirs
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all,  # run in reverse order
                       node.api.request_logs.close]

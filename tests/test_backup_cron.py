@@ -1,0 +1,182 @@
+"""Scheduled backups (``backups.cron``, ``backups.cronMaxKeep``) on a real tenant node served over HTTP
+(granian on loopback, as ``pbfast serve`` runs it), with the clock given only to the scheduler's ``tick``:
+the backup is a real one (listed by ``GET /api/backups``, downloadable, restorable), only the automatic ones
+are pruned, the schedule survives the scheduler's restart and runs for a closed tenant, and only the node the
+tenant is assigned to runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from granian.constants import HTTPModes, Interfaces
+from granian.server.embed import Server
+
+from helpers import free_port
+from pbfast.pocketbase.auth import hash_password
+from pbfast.tenant_node.app import TenantNodeApp
+from pbfast.tenant_node.backup_cron import SCHEDULE_FILE, BackupCron, BackupSchedule
+from pbfast.tenant_node.backups import backup_location
+from pbfast.tenant_node.lease import Lease
+
+TOKEN = "cluster-token"
+EMAIL, PASSWORD = "admin@example.com", "a-long-password"
+
+
+class Node:
+    def __init__(self, app: TenantNodeApp, url: str, client: httpx.AsyncClient) -> None:
+        self.app, self.url, self.client = app, url, client
+        self.auth: dict[str, str] = {}
+
+    async def call(self, tenant: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"x-pbfast-cluster-token": TOKEN, "x-pbfast-epoch": "1", **self.auth, **kwargs.pop("headers", {})}
+        return await self.client.request(method, f"{self.url}/t/{tenant}{path}", headers=headers, timeout=30,
+                                         **kwargs)
+
+    async def ok(self, tenant: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self.call(tenant, method, path, **kwargs)
+        assert response.status_code < 300, response.text
+        return response
+
+    async def backups(self, tenant: str) -> list[str]:
+        return sorted(item["key"] for item in (await self.ok(tenant, "GET", "/api/backups")).json())
+
+
+@asynccontextmanager
+async def running_node(data_dir: Path, tenants: tuple[str, ...]) -> AsyncIterator[Node]:
+    app = TenantNodeApp("node-a", 10, TOKEN, data_dir)
+    app.api.backups.location = backup_location("unused", None, data_dir)  # the node's local object store
+    app.lease = Lease()
+    app.lease.renew(time.monotonic(), 600.0)
+    app.apply_assignments({tenant: {"epoch": 1, "incarnation": "inc-1"} for tenant in tenants}, [])
+    for tenant in tenants:
+        await app.upsert_tenant_superuser(tenant, EMAIL, hash_password(PASSWORD, cost=4))
+    port = free_port()
+    server = Server(app, address="127.0.0.1", port=port, interface=Interfaces.RSGI, http=HTTPModes.http1,
+                    websockets=False, log_enabled=False)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient() as client:
+            node = Node(app, f"http://127.0.0.1:{port}", client)
+            for _ in range(200):
+                try:
+                    await client.get(f"{node.url}/api/health")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            signed_in = await node.ok(tenants[0], "POST", "/api/collections/_superusers/auth-with-password",
+                                      json={"identity": EMAIL, "password": PASSWORD})
+            node.auth = {"authorization": signed_in.json()["token"]}
+            yield node
+    finally:
+        server.stop()  # type: ignore[no-untyped-call]
+        await asyncio.wait_for(serving, 10)
+        await app.close_all()
+        app.db.stop()
+
+
+def minute(schedule: BackupSchedule, tenant: str) -> datetime:
+    return datetime.fromtimestamp(schedule.entries[tenant].next_due, UTC)
+
+
+def test_scheduled_backups_are_made_pruned_kept_across_restarts_and_restorable(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_node(tmp_path, ("alpha",)) as node:
+            schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
+            app = node.app
+            cron = BackupCron(schedule, app.api.backups, app.pool, app.db, app.ownership, app.slots)
+            await node.ok("alpha", "POST", "/api/collections", json={
+                "name": "notes", "type": "base", "fields": [{"name": "text", "type": "text"}],
+                "listRule": "", "createRule": ""})
+            kept = (await node.ok("alpha", "POST", "/api/collections/notes/records", json={"text": "kept"})).json()
+            await node.ok("alpha", "POST", "/api/backups", json={"name": "manual.zip"})
+            assert schedule.entries == {}
+            await node.ok("alpha", "PATCH", "/api/settings",
+                          json={"meta": {"appName": "My App"}, "backups": {"cron": "0 3 * * *", "cronMaxKeep": 2}})
+            first = minute(schedule, "alpha")  # learned from the save: the next 03:00 UTC
+            assert (first.hour, first.minute) == (3, 0) and first > datetime.now(UTC)
+
+            assert await cron.tick(first - timedelta(minutes=1)) == []  # not due yet
+            runs = await cron.tick(first)
+            assert [(run.tenant_id, run.backup and run.backup.error) for run in runs] == [("alpha", None)]
+            first_name = f"@auto_pb_backup_my_app_{first:%Y%m%d}030000.zip"
+            assert runs[0].backup is not None and runs[0].backup.name == first_name
+            assert minute(schedule, "alpha") == first + timedelta(days=1)
+            assert await cron.tick(first + timedelta(seconds=30)) == []  # once per due minute
+            assert await node.backups("alpha") == [first_name, "manual.zip"]
+
+            # Downloadable with a superuser's file token, and a whole backup.
+            file_token = (await node.ok("alpha", "POST", "/api/files/token")).json()["token"]
+            download = await node.call("alpha", "GET", f"/api/backups/{first_name}?token={file_token}")
+            assert download.status_code == 200, download.text
+            assert "data.db" in zipfile.ZipFile(io.BytesIO(download.content)).namelist()
+
+            # Restorable: a record written after it is gone.
+            later = (await node.ok("alpha", "POST", "/api/collections/notes/records", json={"text": "later"})).json()
+            await node.ok("alpha", "POST", f"/api/backups/{first_name}/restore")
+            assert (await node.call("alpha", "GET", f"/api/collections/notes/records/{later['id']}")).status_code == 404
+            assert (await node.call("alpha", "GET", f"/api/collections/notes/records/{kept['id']}")).status_code == 200
+
+            # Two more days: three automatic backups, the oldest pruned; the manual one stays.
+            second, third = first + timedelta(days=1), first + timedelta(days=2)
+            await cron.tick(second)
+            runs = await cron.tick(third)
+            assert runs[0].backup is not None and runs[0].backup.pruned == (first_name,)
+            second_name, third_name = (f"@auto_pb_backup_my_app_{day:%Y%m%d}030000.zip" for day in (second, third))
+            assert await node.backups("alpha") == [second_name, third_name, "manual.zip"]
+
+            # The node restarts its scheduler while the tenant is closed: the schedule is still there, and
+            # the due backup opens the tenant.
+            await app.pool.close("alpha", "idle")
+            assert "alpha" not in app.tenants
+            schedule.close()
+            schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
+            assert minute(schedule, "alpha") == third + timedelta(days=1)
+            cron = BackupCron(schedule, app.api.backups, app.pool, app.db, app.ownership, app.slots)
+            fourth = third + timedelta(days=1, hours=5)  # missed while down: made once, at the next tick
+            runs = await cron.tick(fourth)
+            assert [run.backup and run.backup.error for run in runs] == [None]
+            assert minute(schedule, "alpha") == third + timedelta(days=2)
+            fourth_name = f"@auto_pb_backup_my_app_{fourth:%Y%m%d%H%M}00.zip"
+            assert await node.backups("alpha") == [third_name, fourth_name, "manual.zip"]
+
+            # Turned off: forgotten.
+            await node.ok("alpha", "PATCH", "/api/settings", json={"backups": {"cron": ""}})
+            assert schedule.entries == {}
+            schedule.close()
+
+    asyncio.run(scenario())
+
+
+def test_only_the_node_the_tenant_is_assigned_to_runs_its_schedule(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_node(tmp_path, ("alpha", "beta")) as node:
+            app = node.app
+            schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
+            cron = BackupCron(schedule, app.api.backups, app.pool, app.db, app.ownership, app.slots)
+            for tenant in ("alpha", "beta"):
+                signed_in = await node.ok(tenant, "POST", "/api/collections/_superusers/auth-with-password",
+                                          json={"identity": EMAIL, "password": PASSWORD})
+                await node.ok(tenant, "PATCH", "/api/settings", json={"backups": {"cron": "*/5 * * * *"}},
+                              headers={"authorization": signed_in.json()["token"]})
+            due = max(minute(schedule, "alpha"), minute(schedule, "beta"))
+            app.apply_assignments({"alpha": {"epoch": 1, "incarnation": "inc-1"}}, [])  # beta moved away
+            runs = await cron.tick(due)
+            made = {run.tenant_id: (run.backup is not None, run.skipped) for run in runs}
+            assert made == {"alpha": (True, None), "beta": (False, "not assigned to this node")}
+            assert set(schedule.entries) == {"alpha"}
+
+            app.fence()  # no valid lease: nothing runs, and nothing is forgotten
+            assert await cron.tick(due + timedelta(minutes=5)) == []
+            assert set(schedule.entries) == {"alpha"}
+            schedule.close()
+
+    asyncio.run(scenario())
