@@ -23,7 +23,7 @@ from test_differential import USER1, fixture_ids
 G = None  # a guest step
 # auth-methods' OAuth2 links hold a fresh state and PKCE pair: compare everything else.
 _STABLE_PROVIDER_FIELDS = ",".join(f"oauth2.providers.{name}" for name in (
-    "name", "displayName", "codeChallengeMethod")) + ",oauth2.enabled,password,mfa,otp,usernamePassword,emailPassword"
+    "name", "displayName", "logo", "codeChallengeMethod")) + ",oauth2.enabled,password,mfa,otp,usernamePassword,emailPassword"
 
 SCENARIOS: dict[str, list[Step]] = {
     "auth methods": [
@@ -51,6 +51,10 @@ SCENARIOS: dict[str, list[Step]] = {
         Step("password off listed", "GET", "/api/collections/clients/auth-methods?fields=password,emailPassword",
              auth=G),
         Step("method not allowed", "POST", "/api/collections/clients/auth-methods", auth=G),
+        Step("provider list guest", "GET", "/api/collections/meta/oauth2-providers", auth=G),
+        Step("provider list user", "GET", "/api/collections/meta/oauth2-providers", headers=USER1, auth=G),
+        Step("provider list", "GET", "/api/collections/meta/oauth2-providers"),
+        Step("provider list fields", "GET", "/api/collections/meta/oauth2-providers?fields=name,displayName"),
     ],
     "settings": [
         Step("guest", "GET", "/api/settings", auth=G),
