@@ -261,3 +261,28 @@ SWEEP_STEPS = [
 def test_odd_requests_as_pocketbase(backend_pair: tuple[Backend, Backend]) -> None:
     differences = compare(*backend_pair, SWEEP_STEPS, fixture_ids())
     assert not differences, "\n".join(differences)
+
+
+# Go's router answers HEAD for every GET route (the handler runs, its body is not sent); other paths fall
+# through to the static file handler as GET does.
+HEAD_PATHS = ["/api/health", "/api/realtime", "/api/collections", "/api/collections/demo1",
+              "/api/collections/meta/scaffolds", "/api/collections/users/auth-methods",
+              "/api/collections/demo1/records?perPage=1", "/api/collections/demo1/records/84nmscqy84lsi1t",
+              "/api/collections/demo1/records/missing", "/api/settings", "/api/logs", "/api/logs/stats",
+              "/api/backups", "/api/files/demo1/84nmscqy84lsi1t/missing.png", "/api/nope", "/nope",
+              "/api/collections/users/auth-with-password", "/api/batch"]
+
+
+@pytest.mark.parametrize("who", ["guest", "superuser"])
+def test_head_as_pocketbase(who: str, backend_pair: tuple[Backend, Backend]) -> None:
+    differences = []
+    for path in HEAD_PATHS:
+        answers = []
+        for backend in backend_pair:
+            headers = {"authorization": backend.superuser_token} if who == "superuser" else {}
+            response = httpx.head(backend.url + path, headers=headers, timeout=10)
+            answers.append((response.status_code, response.headers.get("content-type"), response.content,
+                            response.headers.get("cache-control")))
+        if answers[0] != answers[1]:
+            differences.append(f"HEAD {path}: pocketbase {answers[0]}, pbfast {answers[1]}")
+    assert not differences, "\n".join(differences)
