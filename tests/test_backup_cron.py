@@ -24,8 +24,10 @@ from helpers import free_port
 from pbfast.pocketbase.auth import hash_password
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.backup_cron import SCHEDULE_FILE, BackupCron, BackupSchedule
-from pbfast.tenant_node.backups import backup_location
+from pbfast.tenant_node.backups import SCHEDULE_HINT, ScheduleHints, backup_location
 from pbfast.tenant_node.lease import Lease
+from pbfast.tenant_node.replica import ReplicaStore
+from pbfast.tenant_node.replication import Replicator
 
 TOKEN = "cluster-token"
 EMAIL, PASSWORD = "admin@example.com", "a-long-password"
@@ -36,8 +38,14 @@ class Node:
         self.app, self.url, self.client = app, url, client
         self.auth: dict[str, str] = {}
 
+    async def sign_in(self, tenant: str) -> None:
+        signed_in = await self.ok(tenant, "POST", "/api/collections/_superusers/auth-with-password",
+                                  json={"identity": EMAIL, "password": PASSWORD})
+        self.auth = {"authorization": signed_in.json()["token"]}
+
     async def call(self, tenant: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"x-pbfast-cluster-token": TOKEN, "x-pbfast-epoch": "1", **self.auth, **kwargs.pop("headers", {})}
+        epoch = str(self.app.assignments[tenant].epoch)
+        headers = {"x-pbfast-cluster-token": TOKEN, "x-pbfast-epoch": epoch, **self.auth, **kwargs.pop("headers", {})}
         return await self.client.request(method, f"{self.url}/t/{tenant}{path}", headers=headers, timeout=30,
                                          **kwargs)
 
@@ -51,12 +59,16 @@ class Node:
 
 
 @asynccontextmanager
-async def running_node(data_dir: Path, tenants: tuple[str, ...]) -> AsyncIterator[Node]:
-    app = TenantNodeApp("node-a", 10, TOKEN, data_dir)
-    app.api.backups.location = backup_location("unused", None, data_dir)  # the node's local object store
+async def running_node(data_dir: Path, tenants: tuple[str, ...], objects: Path | None = None,
+                       replicator: Replicator | None = None, node_id: str = "node-a") -> AsyncIterator[Node]:
+    """A node serving ``tenants`` (with a superuser each) over HTTP, its object store under ``objects``."""
+    app = TenantNodeApp(node_id, 10, TOKEN, data_dir, replicator)
+    app.api.backups.location = backup_location("unused", None, objects or data_dir)  # the local object store
     app.lease = Lease()
     app.lease.renew(time.monotonic(), 600.0)
     app.apply_assignments({tenant: {"epoch": 1, "incarnation": "inc-1"} for tenant in tenants}, [])
+    if replicator is not None:
+        await replicator.start()
     for tenant in tenants:
         await app.upsert_tenant_superuser(tenant, EMAIL, hash_password(PASSWORD, cost=4))
     port = free_port()
@@ -72,15 +84,16 @@ async def running_node(data_dir: Path, tenants: tuple[str, ...]) -> AsyncIterato
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.05)
-            signed_in = await node.ok(tenants[0], "POST", "/api/collections/_superusers/auth-with-password",
-                                      json={"identity": EMAIL, "password": PASSWORD})
-            node.auth = {"authorization": signed_in.json()["token"]}
+            if tenants:
+                await node.sign_in(tenants[0])
             yield node
     finally:
         server.stop()  # type: ignore[no-untyped-call]
         await asyncio.wait_for(serving, 10)
         await app.close_all()
         app.db.stop()
+        if replicator is not None:
+            await replicator.stop()
 
 
 def minute(schedule: BackupSchedule, tenant: str) -> datetime:
@@ -92,7 +105,7 @@ def test_scheduled_backups_are_made_pruned_kept_across_restarts_and_restorable(t
         async with running_node(tmp_path, ("alpha",)) as node:
             schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
             app = node.app
-            cron = BackupCron(schedule, app.api.backups, app.pool, app.db, app.ownership, app.slots)
+            cron = BackupCron(schedule, app.api.backups, app.pool)
             await node.ok("alpha", "POST", "/api/collections", json={
                 "name": "notes", "type": "base", "fields": [{"name": "text", "type": "text"}],
                 "listRule": "", "createRule": ""})
@@ -140,7 +153,7 @@ def test_scheduled_backups_are_made_pruned_kept_across_restarts_and_restorable(t
             schedule.close()
             schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
             assert minute(schedule, "alpha") == third + timedelta(days=1)
-            cron = BackupCron(schedule, app.api.backups, app.pool, app.db, app.ownership, app.slots)
+            cron = BackupCron(schedule, app.api.backups, app.pool)
             fourth = third + timedelta(days=1, hours=5)  # missed while down: made once, at the next tick
             runs = await cron.tick(fourth)
             assert [run.backup and run.backup.error for run in runs] == [None]
@@ -161,7 +174,7 @@ def test_only_the_node_the_tenant_is_assigned_to_runs_its_schedule(tmp_path: Pat
         async with running_node(tmp_path, ("alpha", "beta")) as node:
             app = node.app
             schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
-            cron = BackupCron(schedule, app.api.backups, app.pool, app.db, app.ownership, app.slots)
+            cron = BackupCron(schedule, app.api.backups, app.pool)
             for tenant in ("alpha", "beta"):
                 signed_in = await node.ok(tenant, "POST", "/api/collections/_superusers/auth-with-password",
                                           json={"identity": EMAIL, "password": PASSWORD})
@@ -180,3 +193,49 @@ def test_only_the_node_the_tenant_is_assigned_to_runs_its_schedule(tmp_path: Pat
             schedule.close()
 
     asyncio.run(scenario())
+
+
+def test_a_moved_tenant_takes_its_schedule_to_its_new_node(tmp_path: Path) -> None:
+    """The schedule goes with the tenant: its new node learns it before opening it (from what the old node kept
+    beside its backups), makes the due backup from the tenant's replica, and the old node forgets it."""
+    objects = tmp_path / "objects"  # the object store both nodes share (replicas and backups)
+
+    def replicator(node: str) -> Replicator:
+        return Replicator(tmp_path / node / "litestream", ReplicaStore("unused", None, objects / "replica"),
+                          ship_interval=0)
+
+    async def scenario() -> None:
+        location = backup_location("unused", None, objects)
+        async with running_node(tmp_path / "a", ("alpha",), objects, replicator("a"), "node-a") as old:
+            old_schedule = BackupSchedule(tmp_path / "a" / SCHEDULE_FILE)
+            old_cron = BackupCron(old_schedule, old.app.api.backups, old.app.pool, ScheduleHints(location))
+            await old.ok("alpha", "PATCH", "/api/settings",
+                         json={"meta": {"appName": "Moved"}, "backups": {"cron": "0 3 * * *", "cronMaxKeep": 3}})
+            hint = objects / "replica" / "tenants" / "alpha" / "inc-1" / SCHEDULE_HINT
+            assert hint.read_text() == "0 3 * * *"
+            await old.app.release("alpha", 1, budget=20)
+            old.app.apply_assignments({}, [])
+
+            async with running_node(tmp_path / "b", (), objects, replicator("b"), "node-b") as new:
+                new.app.apply_assignments({"alpha": {"epoch": 2, "incarnation": "inc-1"}}, [])
+                schedule = BackupSchedule(tmp_path / "b" / SCHEDULE_FILE)
+                cron = BackupCron(schedule, new.app.api.backups, new.app.pool, ScheduleHints(location))
+                assert await cron.tick(datetime.now(UTC)) == []  # learned, nothing due yet
+                assert "alpha" not in new.app.tenants  # without opening it
+                due = minute(schedule, "alpha")
+                assert (due.hour, due.minute) == (3, 0)
+
+                moved = await old_cron.tick(due)
+                assert [(run.tenant_id, run.skipped) for run in moved] == [("alpha", "not assigned to this node")]
+                assert old_schedule.entries == {}
+                runs = await cron.tick(due)
+                assert [(run.tenant_id, run.backup and run.backup.error) for run in runs] == [("alpha", None)]
+                await new.sign_in("alpha")  # the tenant's data came from its replica
+                assert f"@auto_pb_backup_moved_{due:%Y%m%d}030000.zip" in await new.backups("alpha")
+
+                await new.ok("alpha", "PATCH", "/api/settings", json={"backups": {"cron": ""}})
+                assert not hint.exists()  # off: a later move finds no schedule
+                schedule.close()
+            old_schedule.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))

@@ -12,8 +12,10 @@ request would: restored from its replica when it has no local copy), reads its s
 truth: a cron changed meanwhile is learned, not run) and makes the backup on the tenant's database thread.
 
 Only the node holding the tenant's assignment under a valid lease runs it: an entry of a tenant no longer
-assigned here is forgotten (it moved or was deleted); the node it moved to learns the schedule from the
-settings in the tenant's data when it opens it. While the node has no valid lease (fenced, or not yet joined)
+assigned here is forgotten (it moved or was deleted). The schedule moves with the tenant: a changed one is
+also kept beside the tenant's backups in the object store (:class:`~pbfast.tenant_node.backups.ScheduleHints`),
+and a node the tenant is placed on without a local copy or an entry reads it at its next tick, so the tenant's
+backups go on even if it is never opened there. While the node has no valid lease (fenced, or not yet joined)
 due entries wait, and run at the first tick once it has one. A due minute missed while the node was down
 runs once at the next tick (PocketBase's ticker would skip it).
 
@@ -37,10 +39,12 @@ from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings
 from pbfast.pocketbase.apis.backups import Backups, ScheduledBackup
+from pbfast.pocketbase.backup_store import StoreError
 from pbfast.pocketbase.cron import CronError, parse_cron
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.ownership import Ownership
+from pbfast.tenant_node.backups import ScheduleHints
 from pbfast.tenant_node.pool import TenantPool
 from pbfast.tenant_node.slots import Slots
 
@@ -49,6 +53,7 @@ __all__ = ["SCHEDULE_FILE", "BackupCron", "BackupSchedule", "ScheduleEntry", "Sc
 log = component_logger("BackupCron")
 
 SCHEDULE_FILE: Final = "backup-schedule.db"
+HINT_READS_PER_TICK: Final = 200  # object store reads for tenants newly placed here, per minute
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +89,21 @@ class BackupSchedule:
         with self._lock:
             return dict(self._entries)
 
-    def learn(self, tenant_id: str, cron: str, now: datetime) -> None:
+    def learn(self, tenant_id: str, cron: str, now: datetime) -> bool:
         """The tenant's settings say ``cron`` ("" for none). The same expression keeps its due minute; a new
-        one is due at its first minute after ``now``."""
+        one is due at its first minute after ``now``. Whether the schedule changed."""
         with self._lock:
             known = self._entries.get(tenant_id)
             if known is not None and known.cron == cron:
-                return
+                return False
             due = _next_due(cron, now)
             if due is None:
-                if known is not None:
-                    self._delete(tenant_id)
-                return
+                if known is None:
+                    return False
+                self._delete(tenant_id)
+                return True
             self._put(tenant_id, ScheduleEntry(cron, due))
+            return True
 
     def forget(self, tenant_id: str) -> None:
         with self._lock:
@@ -150,14 +157,16 @@ def _next_due(cron: str, now: datetime) -> int | None:
 class BackupCron:
     """Runs this node's due scheduled backups: :meth:`tick` once a minute (:meth:`run`)."""
 
-    def __init__(self, schedule: BackupSchedule, backups: Backups, pool: TenantPool, db: DbScheduler,
-                 ownership: Ownership, slots: Slots) -> None:
+    def __init__(self, schedule: BackupSchedule, backups: Backups, pool: TenantPool,
+                 hints: ScheduleHints | None = None) -> None:
         self.schedule = schedule
         self.backups = backups
         self.pool = pool
-        self.db = db
-        self.ownership = ownership
-        self.slots = slots
+        self.db: DbScheduler = pool.db
+        self.ownership: Ownership = pool.ownership
+        self.slots: Slots = pool.slots
+        self.hints = hints  # the schedules kept beside the tenants' backups, for the nodes they move to
+        self._looked_up: set[tuple[str, int]] = set()  # (tenant, epoch) placements whose hint was read
         # Settings saved by this process's API are learned at once; the open and the close of a tenant are
         # told by the pool (on the tenant's database thread).
         reference = weakref.ref(self)
@@ -166,13 +175,23 @@ class BackupCron:
 
     def learn(self, tenant: Tenant) -> None:
         """Learn the tenant's cron from its settings (its database thread)."""
-        self.learn_settings(tenant.id, app_settings.load_settings(tenant.conn))
+        self.learn_settings(tenant, app_settings.load_settings(tenant.conn))
 
-    def learn_settings(self, tenant_id: str, settings: app_settings.Settings) -> None:
+    def learn_settings(self, tenant: Tenant, settings: app_settings.Settings) -> None:
+        """Learn the tenant's cron from ``settings`` (its database thread); a change is also kept beside its
+        backups for the node it may move to."""
+        cron = settings.backups.cron
         try:
-            self.schedule.learn(tenant_id, settings.backups.cron, datetime.now(UTC))
+            changed = self.schedule.learn(tenant.id, cron, datetime.now(UTC))
         except sqlite3.Error as err:  # a full disk: learned again at the tenant's next open or close
-            log.error("tenant %s: its backup schedule could not be kept: %s", tenant_id, err)
+            log.error("tenant %s: its backup schedule could not be kept: %s", tenant.id, err)
+            return
+        if changed and self.hints is not None:
+            try:
+                self.hints.write(tenant, cron)
+            except StoreError as err:  # written again with its next change; known here meanwhile
+                log.warning("tenant %s: its backup schedule could not be kept in the object store: %s",
+                            tenant.id, err)
 
     async def run(self) -> None:
         """Tick at the start of every minute (PocketBase's ticker does too)."""
@@ -186,6 +205,7 @@ class BackupCron:
     async def tick(self, now: datetime) -> list[ScheduledRun]:
         """Make the backups due at ``now``, one tenant after the other (thousands may be due at midnight:
         in turn they take one database thread and the store's bandwidth, not all of them)."""
+        await self._look_up_placements(now)
         runs = []
         for tenant_id in self.schedule.due(now):
             run = await self._run_due(tenant_id, now)
@@ -193,11 +213,41 @@ class BackupCron:
                 runs.append(run)
         return runs
 
+    async def _look_up_placements(self, now: datetime) -> None:
+        """Learn the schedules of tenants placed here that the node has not seen (no local copy, no entry: moved
+        here, or restored onto a new disk) from what their previous node kept beside their backups: one read
+        per placement, a bounded number per tick (a new node may get thousands at once)."""
+        if self.hints is None or not self._lease_valid():
+            return
+        entries = self.schedule.entries
+        placed = [(slot.tenant_id, slot.assignment.epoch, slot.current_incarnation) for slot in self.slots
+                  if slot.assignment is not None and (slot.tenant_id, slot.assignment.epoch) not in self._looked_up]
+        looked_up = 0
+        for tenant_id, epoch, incarnation in placed:
+            if tenant_id in entries or self.pool.copies.directory(tenant_id).exists():
+                self._looked_up.add((tenant_id, epoch))  # learned from its settings when it was opened here
+                continue
+            if looked_up >= HINT_READS_PER_TICK:
+                break
+            looked_up += 1
+            try:
+                cron = await asyncio.to_thread(self.hints.read, tenant_id, incarnation)
+            except StoreError as err:  # tried again at the next tick
+                log.warning("tenant %s: its backup schedule could not be read from the object store: %s",
+                            tenant_id, err)
+                continue
+            self._looked_up.add((tenant_id, epoch))
+            if cron and self.schedule.learn(tenant_id, cron, now):
+                log.info("tenant %s: backup schedule %r learned from its previous node", tenant_id, cron)
+
+    def _lease_valid(self) -> bool:
+        return self.ownership.lease is None or not self.ownership.lease_lost()
+
     def _ours(self, tenant_id: str) -> bool | None:
         """Whether the node may back the tenant up now; None while it cannot tell (no valid lease)."""
         if self.ownership.lease is None:
             return True  # a node without a control plane serves every tenant it has
-        if self.ownership.lease_lost():
+        if not self._lease_valid():
             return None
         slot = self.slots.get(tenant_id)
         return slot is not None and slot.assignment is not None
@@ -235,7 +285,7 @@ class BackupCron:
         """On the tenant's database thread: the backup, unless its settings no longer ask for this one."""
         settings = app_settings.load_settings(tenant.conn)
         if expected is None or settings.backups.cron != expected.cron:
-            self.learn_settings(tenant.id, settings)
+            self.learn_settings(tenant, settings)
             return "its settings changed the schedule"
         return self.backups.create_scheduled(tenant, now)
 
@@ -244,4 +294,4 @@ def _learn_saved(reference: Callable[[], BackupCron | None], tenant: Tenant, sav
     cron = reference()
     slot = None if cron is None else cron.slots.get(tenant.id)
     if cron is not None and slot is not None and slot.tenant is tenant:  # a tenant this node serves
-        cron.learn_settings(tenant.id, saved)
+        cron.learn_settings(tenant, saved)
