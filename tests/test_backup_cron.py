@@ -14,14 +14,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
+import pytest
+from aiosmtpd.controller import Controller
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server
 
 from helpers import free_port
 from pbfast.pocketbase.auth import hash_password
+from pbfast.pocketbase.egress import ALLOW_LOOPBACK_ENV
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.backup_cron import SCHEDULE_FILE, BackupCron, BackupSchedule
 from pbfast.tenant_node.backups import SCHEDULE_HINT, ScheduleHints, backup_location
@@ -239,3 +244,50 @@ def test_a_moved_tenant_takes_its_schedule_to_its_new_node(tmp_path: Path) -> No
             old_schedule.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+def test_a_failed_scheduled_backup_is_mailed_to_the_superusers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As PocketBase: every superuser gets an "Autobackup failure" system alert through the tenant's SMTP."""
+    monkeypatch.setenv(ALLOW_LOOPBACK_ENV, "1")  # the operator's switch: the test's SMTP server is on loopback
+    inbox, smtp_port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+
+    async def scenario() -> None:
+        async with running_node(tmp_path, ("alpha",)) as node:
+            schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
+            cron = BackupCron(schedule, node.app.api.backups, node.app.pool)
+            await node.ok("alpha", "PATCH", "/api/settings", json={
+                "meta": {"appName": "Shop", "senderAddress": "robot@example.com"},
+                "smtp": {"enabled": True, "host": "127.0.0.1", "port": smtp_port},
+                "backups": {"cron": "@daily", "cronMaxKeep": 1, "s3": {  # a bucket nobody answers for
+                    "enabled": True, "endpoint": f"http://127.0.0.1:{free_port()}", "bucket": "b", "region": "r",
+                    "accessKey": "k", "secret": "s", "forcePathStyle": True}}})
+            runs = await cron.tick(minute(schedule, "alpha"))
+            backup = runs[0].backup
+            assert backup is not None and backup.error and backup.alerted == (EMAIL,)
+            deadline = time.monotonic() + 20
+            while not inbox.messages:
+                assert time.monotonic() < deadline, "no alert mail"
+                await asyncio.sleep(0.05)
+            mail = inbox.messages[0]
+            assert mail["Subject"] == "[Shop system alert] Autobackup failure"
+            assert mail["To"] == EMAIL and "robot@example.com" in mail["From"]
+            html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+            assert "Shop system alert occurred:" in html
+            assert "Failed to create/upload automated backup. Raw error:" in html
+            schedule.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        controller.stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from pbfast.http import ApiError
-from pbfast.pocketbase import app_settings, auth
+from pbfast.pocketbase import app_settings, auth, mails
 from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
 from pbfast.pocketbase.apis.form_body import struct_body
 from pbfast.pocketbase.apis.request import LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, require_superuser
@@ -51,6 +51,7 @@ class ScheduledBackup:
     name: str
     error: str | None
     pruned: tuple[str, ...]
+    alerted: tuple[str, ...] = ()  # the superusers mailed about the failure
 
 
 class Backups:
@@ -163,29 +164,31 @@ class Backups:
     def create_scheduled(self, tenant: Tenant, now: datetime) -> ScheduledBackup:
         """PocketBase's backup cron job for the tenant, due at ``now``: an ``@auto_pb_backup_<app>_<time>.zip``,
         then the automatic backups beyond the newest ``cronMaxKeep`` deleted (the others are never touched).
-        Run on the tenant's database thread. A failure is in the outcome (pruning is tried anyway, as in
-        PocketBase)."""
+        Run on the tenant's database thread. A failure is in the outcome, and mailed to every superuser (in
+        the background) as PocketBase's "Autobackup failure" alert; pruning is tried anyway, as in PocketBase."""
         settings = app_settings.load_settings(tenant.conn)
         name = default_backup_name(settings.meta.app_name, AUTO_PREFIX, now.timestamp())
         error = None
         try:
             store = self.store_of(tenant)
         except StoreError as err:
-            return ScheduledBackup(name, f"failed to initialize the backups filesystem: {err}", ())
+            error = f"failed to initialize the backups filesystem: {err}"
+            return ScheduledBackup(name, error, (), _alert_superusers(tenant, settings, error))
         try:
             self._make(tenant, store, name)
         except ApiError as err:
             error = err.message
         except (StoreError, StorageError, OSError) as err:
             error = str(err) or type(err).__name__
+        alerted = () if error is None else _alert_superusers(tenant, settings, error)
         max_keep = settings.backups.max_keep
         if max_keep <= 0:
-            return ScheduledBackup(name, error, ())
+            return ScheduledBackup(name, error, (), alerted)
         try:
             automatic = sorted((f for f in store.list() if f.key.startswith(AUTO_PREFIX)),
                                key=lambda f: (f.modified, f.key), reverse=True)
         except StoreError as err:
-            return ScheduledBackup(name, error or f"failed to list the automatic backups: {err}", ())
+            return ScheduledBackup(name, error or f"failed to list the automatic backups: {err}", (), alerted)
         pruned = []
         for old in automatic[max_keep:]:
             try:
@@ -193,7 +196,8 @@ class Backups:
                 pruned.append(old.key)
             except StoreError as err:
                 error = error or f"failed to remove the old automatic backup {old.key}: {err}"
-        return ScheduledBackup(name, error, tuple(pruned))
+        return ScheduledBackup(name, error, tuple(pruned), alerted)
+
 
     def upload(self, request: TenantRequest) -> None:
         require_superuser(request)
@@ -339,3 +343,14 @@ def _go_quote(text: str) -> str:
     from pbfast.pocketbase.gocompat import go_quote
 
     return go_quote(text)
+
+
+def _alert_superusers(tenant: Tenant, settings: app_settings.Settings, error: str) -> tuple[str, ...]:
+    """Mail every superuser of the tenant PocketBase's alert about a failed scheduled backup (sent on threads
+    of their own: the tenant's database turn does not wait for the SMTP server)."""
+    emails = tuple(str(row[0]) for row in tenant.conn.execute(f"SELECT email FROM {SUPERUSERS}") if row[0])
+    for email in emails:
+        mail = mails.system_alert_mail(settings, email, "Autobackup failure",
+                                       "Failed to create/upload automated backup. Raw error:\n" + error)
+        mails.send_in_background(tenant.id, settings, mail, "backup failure alert")
+    return emails
