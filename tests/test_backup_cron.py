@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import sqlite3
 import time
 import zipfile
 from collections.abc import AsyncIterator
@@ -244,6 +246,26 @@ def test_a_moved_tenant_takes_its_schedule_to_its_new_node(tmp_path: Path) -> No
             old_schedule.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+def test_settings_saved_by_another_process_are_learned_at_the_next_tick(tmp_path: Path) -> None:
+    """With worker processes a settings save is made on a worker's connection: the node's scheduler sees it at
+    its next tick (it reads the open tenants' settings again), not only when the tenant closes."""
+    async def scenario() -> None:
+        async with running_node(tmp_path, ("alpha",)) as node:
+            schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
+            cron = BackupCron(schedule, node.app.api.backups, node.app.pool)
+            await node.ok("alpha", "GET", "/api/settings")  # open
+            with sqlite3.connect(tmp_path / "tenants" / "alpha" / "data.db", timeout=10) as other:  # a worker's
+                stored = json.loads(other.execute("SELECT value FROM _params WHERE id = 'settings'").fetchone()[0])
+                stored["backups"] = {**stored["backups"], "cron": "15 */2 * * *", "cronMaxKeep": 1}
+                other.execute("UPDATE _params SET value = ? WHERE id = 'settings'", (json.dumps(stored),))
+            assert schedule.entries == {}
+            assert await cron.tick(datetime.now(UTC) - timedelta(minutes=1)) == []
+            assert schedule.entries["alpha"].cron == "15 */2 * * *"
+            schedule.close()
+
+    asyncio.run(scenario())
 
 
 class Inbox:

@@ -4,8 +4,8 @@ node.
 PocketBase keeps one cron job per app and ticks it every minute. A node holds thousands of tenants, most of
 them closed, so it keeps neither a timer per tenant nor opens them to look: :class:`BackupSchedule` is a small
 table (tenant -> its cron expression and next due minute) that the node learns whenever it reads a tenant's
-settings (when it opens the tenant, when the settings API saves them, when it closes the tenant, which is
-when settings saved by a worker process are seen), kept in ``<data-dir>/backup-schedule.db`` so that a restart
+settings (when it opens the tenant, when the settings API saves them, when it closes the tenant, and once a
+minute for the open ones, which is when settings saved by a worker process are seen), kept in ``<data-dir>/backup-schedule.db`` so that a restart
 loses nothing and a closed tenant's backup is still made. Once a minute :meth:`BackupCron.tick` looks for due
 entries (a dictionary scan, no tenant is touched), and for each one of this node's tenants opens it (as any
 request would: restored from its replica when it has no local copy), reads its settings again (they are the
@@ -25,6 +25,7 @@ Thread-safety: :class:`BackupSchedule` may be used from any thread; :class:`Back
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 import time
@@ -54,6 +55,7 @@ log = component_logger("BackupCron")
 
 SCHEDULE_FILE: Final = "backup-schedule.db"
 HINT_READS_PER_TICK: Final = 200  # object store reads for tenants newly placed here, per minute
+REREADS_AT_ONCE: Final = 64  # open tenants whose settings are read again concurrently
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,7 @@ class BackupCron:
         """Make the backups due at ``now``, one tenant after the other (thousands may be due at midnight:
         in turn they take one database thread and the store's bandwidth, not all of them)."""
         await self._look_up_placements(now)
+        await self._reread_open_tenants()
         runs = []
         for tenant_id in self.schedule.due(now):
             run = await self._run_due(tenant_id, now)
@@ -239,6 +242,23 @@ class BackupCron:
             self._looked_up.add((tenant_id, epoch))
             if cron and self.schedule.learn(tenant_id, cron, now):
                 log.info("tenant %s: backup schedule %r learned from its previous node", tenant_id, cron)
+
+    async def _reread_open_tenants(self) -> None:
+        """Read the settings of the open tenants again: with worker processes a save is made in a worker, whose
+        connection is not this process's (a row read per open tenant a minute, in each tenant's turn)."""
+        tenants = list(self.slots.open_tenants().values())
+        for start in range(0, len(tenants), REREADS_AT_ONCE):
+            batch = tenants[start:start + REREADS_AT_ONCE]
+            outcomes = await asyncio.gather(*(self.db.run(tenant.id, functools.partial(self._reread, tenant),
+                                                          bounded=False) for tenant in batch),
+                                            return_exceptions=True)
+            for tenant, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                    log.warning("tenant %s: its settings could not be read again: %r", tenant.id, outcome)
+
+    def _reread(self, tenant: Tenant) -> None:
+        if not tenant.closed:
+            self.learn(tenant)
 
     def _lease_valid(self) -> bool:
         return self.ownership.lease is None or not self.ownership.lease_lost()
