@@ -79,7 +79,9 @@ SCENARIOS: dict[str, list[Step]] = {
             "s3": {"enabled": True}, "backups": {"cron": "bad", "cronMaxKeep": 0, "s3": {"enabled": True, "endpoint": "x"}}}),
         *[Step(f"cron {cron!r}", "PATCH", "/api/settings?fields=backups", {"backups": {"cron": cron, "cronMaxKeep": 2}})
           for cron in ("61 * * * *", "*/0 * * * *", "5/2 * * * *", "1-2-3 * * * *", "3-1 * * * *", "x * * * *",
-                       "*/5 1-3 * * 1,2", "@daily", "0 0 32 * *", "0 24 * * *", "a/b * * * *", "")],
+                       "*/5 1-3 * * 1,2", "@daily", "0 0 32 * *", "0 24 * * *", "a/b * * * *", "", "@yearly",
+                       "@annually", "@monthly", "@weekly", "@midnight", "@hourly", "@every 5m", "0 0 30 2 *",
+                       "* * * * 7", "+5 * * * *", "1,2,5,40-50/2 */3 1-31/7 */4 0-6/2")],
         Step("cron without keep", "PATCH", "/api/settings", {"backups": {"cron": "* * * * *", "cronMaxKeep": 0}}),
         Step("keep below one", "PATCH", "/api/settings", {"backups": {"cron": "@daily", "cronMaxKeep": -1}}),
         Step("batch invalid", "PATCH", "/api/settings",
