@@ -198,7 +198,7 @@ class BackupCron:
     async def run(self) -> None:
         """Tick at the start of every minute (PocketBase's ticker does too)."""
         while True:
-            await asyncio.sleep(60.0 - time.time() % 60.0)
+            await asyncio.sleep(60.0 - time.time() % 60.0 + 0.01)  # just past the minute, never just before
             try:
                 await self.tick(datetime.now(UTC))
             except Exception:  # noqa: BLE001 - the next minute's tick goes on
