@@ -199,7 +199,8 @@ pub(super) mod tests {
                 thread::spawn(move || {
                     let mut seen = 0u64;
                     let mut last = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
+                    // At least one read whatever the scheduling (a reader may first run after `stop`).
+                    loop {
                         let s = c.load();
                         assert_eq!(s.routes.len(), 1000);
                         assert!(s.version >= last, "versions only grow in this test");
@@ -208,6 +209,9 @@ pub(super) mod tests {
                             assert_eq!(e.route.epoch, s.version, "snapshot mixes versions");
                         }
                         seen += 1;
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                     }
                     seen
                 })
