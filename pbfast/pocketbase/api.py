@@ -182,8 +182,12 @@ class TenantApi:
             send_error(proto, 401, NO_AUTH)  # what the handler answers: not worth reading a large body first
             return
         if scope.method not in ("GET", "HEAD"):
-            limit = (batch.body_read_limit(tenant) if handler is batch.batch_transaction
-                     else backups_api.UPLOAD_LIMIT if handler == self.backups.upload else body_limit(tenant, params))
+            limit = self._body_read_limit(handler, tenant, params)
+            if tenant.shared_schema and run is not None and _may_exceed(scope, limit):
+                # Another process (a worker of the node) may have raised the limit since this one last read
+                # the tenant's settings or collections: read them again before cutting the body short.
+                await run(lambda: _refresh_body_limits(tenant))
+                limit = self._body_read_limit(handler, tenant, params)
             try:
                 request.raw_body = await Request(scope, proto, path, params).body(limit)
             except ApiError as err:
@@ -235,6 +239,10 @@ class TenantApi:
         held.replay(proto)
         if entry is not None:
             self.request_logs.add(entry)
+
+    def _body_read_limit(self, handler: Handler, tenant: Tenant, params: dict[str, str]) -> int:
+        return (batch.body_read_limit(tenant) if handler is batch.batch_transaction
+                else backups_api.UPLOAD_LIMIT if handler == self.backups.upload else body_limit(tenant, params))
 
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)
@@ -349,6 +357,22 @@ def _no_route(request: TenantRequest) -> None:
 
 _NO_STATIC_FILE: Final[Handler] = _no_static_file
 _NO_ROUTE: Final[Handler] = _no_route
+
+
+def _may_exceed(scope: Scope, limit: int) -> bool:
+    """Whether the body may be over ``limit``: its declared length is, or it declares none (chunked)."""
+    declared = scope.headers.get("content-length")
+    return declared is None or not declared.isdigit() or int(declared) > limit
+
+
+def _refresh_body_limits(tenant: Tenant) -> None:
+    """Re-read what sizes a body read (the collections, the batch settings), in the tenant's turn; a failure
+    leaves them as they were (the handler's turn answers for the tenant)."""
+    try:
+        tenant.refresh_collections()
+        batch.remember_settings(tenant)
+    except Exception as err:  # noqa: BLE001 - the request goes on with the limits this process knew
+        log.warning("tenant %s: could not re-read its body limits: %r", tenant.id, err)
 
 
 def _file_route_with_encoded_slash(path: str) -> bool:

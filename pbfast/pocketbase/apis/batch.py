@@ -52,7 +52,7 @@ from pbfast.pocketbase.records import Row
 from pbfast.pocketbase.app_settings import BatchSettings, load_settings, on_saved
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["MAX_BODY_CEILING", "batch_transaction", "body_read_limit"]
+__all__ = ["MAX_BODY_CEILING", "batch_transaction", "body_read_limit", "remember_settings"]
 
 log = component_logger("TenantNode")
 
@@ -77,6 +77,12 @@ def body_read_limit(tenant: Tenant) -> int:
     if settings is None:
         return MAX_BODY_CEILING
     return settings.effective_max_body_size if _allowed(settings) else 0
+
+
+def remember_settings(tenant: Tenant) -> None:
+    """Read the tenant's batch settings again (in its turn), for :func:`body_read_limit`: another process
+    (a worker of the node) may have saved new ones."""
+    _known_settings[tenant] = load_settings(tenant.conn).batch
 
 
 def _allowed(settings: BatchSettings) -> bool:

@@ -1,0 +1,54 @@
+"""A node with worker processes (``--workers=2``) sizes a request's body read with what the tenant's settings
+and collections are now, also when another worker changed them: a worker that last saw batches off (so it
+read no batch body) answers a batch as the tenant's current settings say once another worker turned them on.
+Each request goes on a fresh connection, so the kernel spreads them over both workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from cpcluster import ADMIN, Start, start_cluster, wait_until
+from nodetools import forwarded, forwarded_ok, scrape, start_node
+
+OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
+
+
+def _worker_requests(node_url: str) -> list[float]:
+    samples = scrape(node_url)
+    return [samples[f'pbfast_node_worker_requests_total{{worker="{index}"}}'] for index in (1, 2)]
+
+
+def _batch(node_url: str, tenant_id: str, epoch: int) -> httpx.Response:
+    return forwarded(node_url, tenant_id, epoch, "POST", "/api/batch",
+                     json={"requests": [{"method": "POST", "url": "/api/collections/notes/records",
+                                         "body": {"n": "x"}}]})
+
+
+def test_a_batch_turned_on_through_one_worker_is_served_by_every_worker(pbfast_process: Start,
+                                                                        tmp_path: Path) -> None:
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    _, url = start_node(pbfast_process, "node-b", f"127.0.0.1:{cp.http_port}", tmp_path, ("--workers=2",))
+    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
+    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "b", "superuser": OWNER}, timeout=30)
+    assert created.status_code == 200, created.text
+    epoch = int(created.json()["epoch"])
+    token = str(forwarded_ok(url, "b", epoch, "POST", "/api/collections/_superusers/auth-with-password",
+                             json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
+    forwarded_ok(url, "b", epoch, "POST", "/api/collections", token,
+                 {"name": "notes", "type": "base", "createRule": "", "fields": [{"name": "n", "type": "text"}]})
+    forwarded_ok(url, "b", epoch, "PATCH", "/api/settings", token, {"batch": {"enabled": False}})
+
+    # Both workers refuse a batch, and so learn that the tenant's batches are off.
+    before = _worker_requests(url)
+    refused = [_batch(url, "b", epoch) for _ in range(24)]
+    assert {response.status_code for response in refused} == {403}, [response.text for response in refused]
+    assert all(now > then for now, then in zip(_worker_requests(url), before))
+
+    forwarded_ok(url, "b", epoch, "PATCH", "/api/settings", token,
+                 {"batch": {"enabled": True, "maxRequests": 10, "maxBodySize": 0, "timeout": 3}})
+    before = _worker_requests(url)
+    served = [_batch(url, "b", epoch) for _ in range(24)]
+    assert [response.status_code for response in served] == [200] * 24, [response.text for response in served]
+    assert all(now > then for now, then in zip(_worker_requests(url), before))
