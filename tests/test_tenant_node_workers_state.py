@@ -1,6 +1,11 @@
-"""A node with worker processes (``--workers=2``) sizes a request's body read with what the tenant's settings
-and collections are now, also when another worker changed them: a worker that last saw batches off (so it
-read no batch body) answers a batch as the tenant's current settings say once another worker turned them on.
+"""What one worker process of a node (``--workers=2``) changes or starts for a tenant, the other one sees:
+
+- a request's body read is sized with the tenant's settings and collections as they are now: a worker that
+  last saw batches off (so it read no batch body) answers a batch as the tenant's current settings say once
+  another worker turned them on;
+- a backup running in one worker makes the other answer as PocketBase does while a backup runs (a restore
+  refused "Try again later", ``canBackup`` false in the health check).
+
 Each request goes on a fresh connection, so the kernel spreads them over both workers."""
 
 from __future__ import annotations
