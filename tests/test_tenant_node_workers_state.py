@@ -10,6 +10,8 @@ Each request goes on a fresh connection, so the kernel spreads them over both wo
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,7 @@ from cpcluster import ADMIN, Start, start_cluster, wait_until
 from nodetools import forwarded, forwarded_ok, scrape, start_node
 
 OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
+BUSY = "Try again later - another backup/restore process has already been started."
 
 
 def _worker_requests(node_url: str) -> list[float]:
@@ -57,3 +60,77 @@ def test_a_batch_turned_on_through_one_worker_is_served_by_every_worker(pbfast_p
     served = [_batch(url, "b", epoch) for _ in range(24)]
     assert [response.status_code for response in served] == [200] * 24, [response.text for response in served]
     assert all(now > then for now, then in zip(_worker_requests(url), before))
+
+
+class _HeldS3:
+    """An S3 endpoint that takes connections and answers none of them until :meth:`release` (closed then):
+    a backup uploaded there runs until then."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connected = threading.Event()
+        self._released = threading.Event()
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._released.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self._held.append(connection)
+            self.connected.set()
+
+    def release(self) -> None:
+        self._released.set()
+        self.listener.close()
+        for connection in self._held:
+            connection.close()
+
+
+def test_a_backup_running_in_one_worker_is_seen_by_the_other(pbfast_process: Start, tmp_path: Path) -> None:
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    _, url = start_node(pbfast_process, "node-k", f"127.0.0.1:{cp.http_port}", tmp_path, ("--workers=2",),
+                        env={"PBFAST_ALLOW_LOOPBACK_EGRESS": "1"})
+    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
+    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "k", "superuser": OWNER}, timeout=30)
+    assert created.status_code == 200, created.text
+    epoch = int(created.json()["epoch"])
+    token = str(forwarded_ok(url, "k", epoch, "POST", "/api/collections/_superusers/auth-with-password",
+                             json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
+    held = _HeldS3()
+    forwarded_ok(url, "k", epoch, "PATCH", "/api/settings", token, {"backups": {"s3": {
+        "enabled": True, "bucket": "b", "region": "us-east-1", "endpoint": f"http://127.0.0.1:{held.port}",
+        "accessKey": "key", "secret": "secret", "forcePathStyle": True}}})
+
+    backup: list[httpx.Response] = []
+    making = threading.Thread(target=lambda: backup.append(
+        forwarded(url, "k", epoch, "POST", "/api/backups", token, {}, timeout=30)))
+    making.start()
+    try:
+        assert held.connected.wait(20), "the backup never reached its S3 endpoint"
+        # Answers given while the backup runs (the S3 client gives up after 10 s); requests that wait for the
+        # tenant's turn behind the backup are let go.
+        can_backup: list[bool] = []
+        for _ in range(24):
+            try:
+                answer = forwarded(url, "k", epoch, "GET", "/api/health", token, timeout=1.0)
+            except httpx.TimeoutException:
+                continue
+            if making.is_alive():
+                can_backup.append(answer.json()["data"]["canBackup"])
+        assert can_backup and set(can_backup) == {False}, can_backup
+        # A restore is refused meanwhile (before it looks for its backup), whichever worker takes it.
+        try:
+            restore = forwarded(url, "k", epoch, "POST", "/api/backups/missing.zip/restore", token, timeout=1.0)
+        except httpx.TimeoutException:
+            pass
+        else:
+            assert restore.json()["message"] == BUSY or not making.is_alive(), restore.text
+    finally:
+        held.release()
+        making.join(30)
+    assert backup and backup[0].status_code == 400, backup
+    assert forwarded_ok(url, "k", epoch, "GET", "/api/health", token).json()["data"]["canBackup"] is True

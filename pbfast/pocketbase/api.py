@@ -62,7 +62,7 @@ class TenantApi:
         self.router: Router[Handler] = Router()
         add = self.router.add
         add("GET", "/api/health",
-            lambda request: health.health(request, backup_running=self.backups.running(request.tenant.id)))
+            lambda request: health.health(request, backup_running=self.backups.running(request.tenant)))
         add("GET", "/api/collections", collections.list_collections)
         add("POST", "/api/collections", collections.create_collection)
         add("GET", "/api/collections/meta/scaffolds", collections.scaffolds)

@@ -25,6 +25,7 @@ from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
 from pbfast.pocketbase.apis.form_body import struct_body
 from pbfast.pocketbase.apis.request import LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, require_superuser
 from pbfast.pocketbase.apis.settings import real_ip
+from pbfast.pocketbase.backup_lock import BackupLock, running_backup
 from pbfast.pocketbase.backup_archive import ArchiveError, create_archive, default_backup_name, restore_archive
 from pbfast.pocketbase.filesystem import StorageError, files_of
 from pbfast.pocketbase.backup_store import BackupLocation, BackupStore, S3BackupStore, StoreError, valid_key
@@ -88,20 +89,29 @@ class Backups:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def running(self, tenant_id: str) -> bool:
-        """Whether a backup of the tenant is being made or restored (by this process)."""
-        return tenant_id in self._active
+    def running(self, tenant: Tenant) -> bool:
+        """Whether a backup of the tenant is being made or restored (by this process or another one)."""
+        return self._running_name(tenant) is not None
+
+    def _running_name(self, tenant: Tenant) -> str | None:
+        """The backup being made or restored: by this process, else by another one (a node's other worker)."""
+        name = self._active.get(tenant.id)
+        return name if name is not None else running_backup(tenant.directory)
 
     @contextmanager
     def _running(self, request: TenantRequest | Tenant, name: str, busy: str = BUSY) -> Iterator[None]:
-        tenant_id = request.id if isinstance(request, Tenant) else request.tenant.id
-        if tenant_id in self._active:
+        tenant = request if isinstance(request, Tenant) else request.tenant
+        if tenant.id in self._active:
             raise ApiError(400, busy)
-        self._active[tenant_id] = name
+        lock = BackupLock.take(tenant.directory, name)
+        if lock is None:  # another process of the node runs one
+            raise ApiError(400, busy)
+        self._active[tenant.id] = name
         try:
             yield
         finally:
-            self._active.pop(tenant_id, None)
+            self._active.pop(tenant.id, None)
+            lock.release()
 
     # ---- the routes ---------------------------------------------------------------------------------
 
@@ -116,7 +126,7 @@ class Backups:
 
     def create(self, request: TenantRequest) -> None:
         require_superuser(request)
-        if request.tenant.id in self._active:
+        if self.running(request.tenant):
             raise ApiError(400, BUSY)
         body, _ = struct_body(request)
         name = body.get("name", "")
@@ -274,7 +284,7 @@ class Backups:
             store = self._store(request)
         except StoreError as err:
             raise ApiError(500, "Failed to load backups filesystem.") from err
-        if self._active.get(request.tenant.id) == key:
+        if self._running_name(request.tenant) == key:
             raise ApiError(400, "The backup is currently being used and cannot be deleted.")
         try:
             store.delete(key)
@@ -284,7 +294,7 @@ class Backups:
 
     def restore(self, request: TenantRequest) -> None:
         require_superuser(request)
-        if request.tenant.id in self._active:
+        if self.running(request.tenant):
             raise ApiError(400, "Try again later - another backup/restore process has already been started.")
         key = request.params["key"]
         try:
