@@ -4,7 +4,8 @@
   last saw batches off (so it read no batch body) answers a batch as the tenant's current settings say once
   another worker turned them on;
 - a backup running in one worker makes the other answer as PocketBase does while a backup runs (a restore
-  refused "Try again later", ``canBackup`` false in the health check).
+  refused "Try again later", ``canBackup`` false in the health check);
+- a request a worker hands over to the main process reaches it with the path the worker received.
 
 Each request goes on a fresh connection, so the kernel spreads them over both workers."""
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from cpcluster import ADMIN, Start, start_cluster, wait_until
+from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, wait_until
 from nodetools import forwarded, forwarded_ok, scrape, start_node
 
 OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
@@ -134,3 +135,34 @@ def test_a_backup_running_in_one_worker_is_seen_by_the_other(pbfast_process: Sta
         making.join(30)
     assert backup and backup[0].status_code == 400, backup
     assert forwarded_ok(url, "k", epoch, "GET", "/api/health", token).json()["data"]["canBackup"] is True
+
+
+def _raw_status(base_url: str, target: str, headers: dict[str, str] | None = None) -> int:
+    """The status of a GET with ``target`` sent byte for byte (an HTTP client would normalise it)."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    lines = [f"GET {target} HTTP/1.1", f"host: {host}:{port}", "connection: close",
+             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return int(received.split(b" ", 2)[1])
+
+
+def test_a_worker_hands_the_main_process_the_path_it_received(pbfast_process: Start, tmp_path: Path) -> None:
+    """The node's own routes are the main process's: a worker hands such a request over with the path it
+    saw, whatever the spelling (percent-encoded ``?`` or NUL, dot segments, a leading ``//``); each answer is
+    the single-process node's."""
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    _, url = start_node(pbfast_process, "node-p", f"127.0.0.1:{cp.http_port}", tmp_path, ("--workers=2",))
+    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
+    bearer = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
+    for _ in range(6):  # each on a new connection: both workers take some
+        assert _raw_status(url, "/api/health") == 200
+        assert _raw_status(url, "/api/health%3F") == 401  # not the public /api/health
+        assert _raw_status(url, "/api/node/tenants/ghost/data%00") == 401
+        assert _raw_status(url, "//api/health") == 401
+        assert _raw_status(url, "/metrics%3Fx", bearer) == 404
+        assert _raw_status(url, "/api/node/./tenants/ghost/data", bearer) == 404
+        assert _raw_status(url, "/metrics", bearer) == 200

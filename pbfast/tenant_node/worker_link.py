@@ -18,6 +18,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -121,7 +122,7 @@ class WorkerLink:
                 content = await proto()
             else:
                 content = _chunks(proto)
-        url = scope.path + (f"?{scope.query_string}" if scope.query_string else "")
+        url = wire_path(scope.path) + (f"?{scope.query_string}" if scope.query_string else "")
         try:
             request = client.build_request(scope.method, url, headers=headers, content=content)
             response = await client.send(request, stream=True)
@@ -168,6 +169,16 @@ async def _relay(response: httpx.Response, stream: Any,
         if not copying.done():
             copying.cancel()
         await asyncio.gather(copying, return_exceptions=True)
+
+
+def wire_path(path: str) -> str:
+    """The request target that makes the main process see ``path`` as this worker saw it: the server hands
+    the path over percent-decoded, so what decoding made of ``%3F``, ``%25``, ``%00``... is encoded again
+    (else it would move the query's start, or fail), and so are dot segments (an HTTP client removes them) and a
+    leading ``//`` (read as a host)."""
+    segments = quote(path, safe="/!$&'()*+,;=:@~").split("/")
+    target = "/".join("%2E" * len(segment) if segment in (".", "..") else segment for segment in segments)
+    return "/%2F" + target[2:] if target.startswith("//") else target  # "//x" would name a host "x"
 
 
 async def _chunks(proto: HTTPProtocol) -> AsyncIterator[bytes]:
