@@ -5,7 +5,8 @@
   another worker turned them on;
 - a backup running in one worker makes the other answer as PocketBase does while a backup runs (a restore
   refused "Try again later", ``canBackup`` false in the health check);
-- a request a worker hands over to the main process reaches it with the path the worker received.
+- a request a worker hands over to the main process reaches it with the path the worker received;
+- the OAuth2 redirect reaches the realtime client (held by the main process) whichever worker takes it.
 
 Each request goes on a fresh connection, so the kernel spreads them over both workers."""
 
@@ -16,6 +17,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import orjson
 
 from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, wait_until
 from nodetools import forwarded, forwarded_ok, scrape, start_node
@@ -166,3 +168,35 @@ def test_a_worker_hands_the_main_process_the_path_it_received(pbfast_process: St
         assert _raw_status(url, "/metrics%3Fx", bearer) == 404
         assert _raw_status(url, "/api/node/./tenants/ghost/data", bearer) == 404
         assert _raw_status(url, "/metrics", bearer) == 200
+
+
+def test_the_oauth2_redirect_reaches_the_realtime_client_whichever_worker_takes_it(pbfast_process: Start,
+                                                                                   tmp_path: Path) -> None:
+    """``/api/oauth2-redirect`` hands the code to the realtime client named by the state: that client's stream
+    is the main process's, and so is every redirect, whichever worker takes it."""
+    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
+    _, url = start_node(pbfast_process, "node-o", f"127.0.0.1:{cp.http_port}", tmp_path, ("--workers=2",))
+    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
+    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "o", "superuser": OWNER}, timeout=30)
+    assert created.status_code == 200, created.text
+    epoch = int(created.json()["epoch"])
+    headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
+    codes = [f"code{index}" for index in range(8)]
+    with httpx.stream("GET", f"{url}/t/o/api/realtime", headers=headers,
+                      timeout=httpx.Timeout(10.0, read=10.0)) as stream:
+        lines = stream.iter_lines()
+        client_id = next(line[3:].strip() for line in lines if line.startswith("id:"))
+        before = _worker_requests(url)
+        received: list[str] = []
+        for code in codes:  # the redirect ends the subscription: one per login; each on a new connection
+            subscribed = forwarded(url, "o", epoch, "POST", "/api/realtime",
+                                   json={"clientId": client_id, "subscriptions": ["@oauth2"]})
+            assert subscribed.status_code == 204, subscribed.text
+            redirected = forwarded(url, "o", epoch, "GET", f"/api/oauth2-redirect?state={client_id}&code={code}")
+            assert redirected.headers["content-type"].startswith("text/html"), redirected.text  # the success page
+            for line in lines:
+                if line.startswith("data:") and '"code"' in line:
+                    received.append(orjson.loads(line[5:])["code"])
+                    break
+        assert all(now > then for now, then in zip(_worker_requests(url), before))
+    assert received == codes

@@ -56,6 +56,9 @@ __all__ = ["WorkerServing", "WorkerTenants"]
 
 log = component_logger("TenantWorker")
 
+OAUTH2_REDIRECT_PATH = "/api/oauth2-redirect"
+_COLLECTIONS_PREFIX = "/api/collections/"
+_OAUTH2_LOGIN_SUFFIX = "/auth-with-oauth2"
 ENSURE_ATTEMPTS = 3  # a tenant closed between the main process opening it and the worker using it: opened again
 CLOSE_POLL_SECONDS = 0.1  # the table's close sequence is read this often besides the main process's wake-ups
 STORAGE_MEASURE_SECONDS = 1.0
@@ -292,8 +295,11 @@ class WorkerServing:
     def _main_serves(self, tenant_id: str, path: str, scope: Scope) -> bool:
         """Whether the main process answers this request: realtime streams and subscriptions are held there,
         and so are the writes of a tenant with streams open (their events are evaluated in the writer's
-        turn, in commit order, against the streams' clients)."""
-        if path == REALTIME_PATH:
+        turn, in commit order, against the streams' clients), and the OAuth2 redirect (it hands the code to a
+        realtime client, and keeps Apple's user name for the login) with the logins that take that name."""
+        if path == REALTIME_PATH or path == OAUTH2_REDIRECT_PATH:
+            return True
+        if scope.method == "POST" and path.endswith(_OAUTH2_LOGIN_SUFFIX) and path.startswith(_COLLECTIONS_PREFIX):
             return True
         if scope.method in _READS:
             return False

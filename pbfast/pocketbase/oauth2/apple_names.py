@@ -3,9 +3,9 @@ redirect URL with the code on the first consent only, and its id_token has no na
 handler does, ``/api/oauth2-redirect`` keeps that name for one minute under the code (:func:`remember`), and
 the ``auth-with-oauth2`` call with that code takes it when the provider gave no name (:func:`take`).
 
-Per process, as PocketBase's app store is per app: with ``--workers`` > 1 the name is found only when the
-login call reaches the process that took the redirect. Thread-safe (the redirect runs on the event loop,
-the login's provider calls on a thread).
+Per process, as PocketBase's app store is per app: with ``--workers`` > 1 the workers hand the redirect and
+the ``auth-with-oauth2`` calls over to the main process, so the login finds the name there. Thread-safe (the
+redirect runs on the event loop, the login's provider calls on a thread).
 """
 
 from __future__ import annotations
