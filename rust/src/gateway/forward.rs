@@ -203,6 +203,8 @@ enum Change {
 /// How a request was answered: here (counted in [`Stats`]) or by the Python side (counted there).
 enum Answer {
     Native(Response<ProxyBody>),
+    /// A node's answer: its CORS headers are PocketBase's; the node's own refusals (busy, moved) have none.
+    Node(Response<ProxyBody>),
     HandedOver(Response<ProxyBody>),
 }
 
@@ -258,6 +260,14 @@ impl DataPath {
                 self.stats.observe(response.status().as_u16(), started.elapsed());
                 // The gateway's own answers (a node's carry PocketBase's CORS headers, Vary among them).
                 if !response.headers().contains_key(header::VARY) {
+                    headers::mark_cors(response.headers_mut(), origin);
+                }
+                response
+            }
+            Answer::Node(mut response) => {
+                self.stats.observe(response.status().as_u16(), started.elapsed());
+                // PocketBase answers a redirect to the clean path before its CORS middleware: none is added.
+                if !response.headers().contains_key(header::VARY) && !response.status().is_redirection() {
                     headers::mark_cors(response.headers_mut(), origin);
                 }
                 response
@@ -466,7 +476,7 @@ impl DataPath {
                 Ok(Ok(response)) => {
                     verdict.success();
                     match self.answer(response) {
-                        Ok(answer) => return Answer::Native(answer),
+                        Ok(answer) => return Answer::Node(answer),
                         Err(()) => None, // the node says the tenant moved
                     }
                 }
