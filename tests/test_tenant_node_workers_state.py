@@ -180,6 +180,17 @@ def test_the_oauth2_redirect_reaches_the_realtime_client_whichever_worker_takes_
     created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "o", "superuser": OWNER}, timeout=30)
     assert created.status_code == 200, created.text
     epoch = int(created.json()["epoch"])
+    token = str(forwarded_ok(url, "o", epoch, "POST", "/api/collections/_superusers/auth-with-password",
+                             json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
+    # OAuth2 turned on through a worker: a login (the main process's, which opened the tenant before) knows.
+    forwarded_ok(url, "o", epoch, "PATCH", "/api/collections/users", token, {"oauth2": {"enabled": True, "providers": [
+        {"name": "oidc", "clientId": "c", "clientSecret": "s", "authURL": "http://127.0.0.1:9/authorize",
+         "tokenURL": "http://127.0.0.1:9/token", "userInfoURL": "http://127.0.0.1:9/userinfo"}]}})
+    for _ in range(4):
+        login = forwarded(url, "o", epoch, "POST", "/api/collections/users/auth-with-oauth2",
+                          json={"provider": "oidc", "code": "c", "codeVerifier": "v", "redirectURL": "https://a.example"})
+        assert login.status_code == 400, login.text  # the token exchange fails: the node may not reach loopback
+
     headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
     codes = [f"code{index}" for index in range(8)]
     with httpx.stream("GET", f"{url}/t/o/api/realtime", headers=headers,

@@ -258,6 +258,8 @@ class TenantApi:
         def admit() -> None:
             nonlocal refusal, checked
             try:
+                if request.tenant.shared_schema:  # the network step reads the collections before the handler's turn
+                    request.tenant.refresh_collections()
                 settings.check_superuser_ip(request)
                 self.rate_limits.check(request, self._collection_tags.get(handler))
             except ApiError as err:
