@@ -49,13 +49,6 @@ def record_write(tenant: Tenant, path: str, scope: Scope) -> bool:
     return collection is not None and collection.type == "base"
 
 
-def auth_refresh(path: str, scope: Scope) -> bool:
-    """``POST /api/collections/{collection}/auth-refresh``: it only reads (the token's record, the ``authRule``)
-    and signs a new token, so it is tried on the loop as a read is."""
-    return scope.method == "POST" and path.endswith("/auth-refresh") and path.startswith("/api/collections/") \
-        and path.count("/") == 4
-
-
 class Serving:
     def __init__(self, ownership: Ownership, pool: TenantPool, api: TenantApi, db: DbScheduler,
                  replicator: Replicator | None, quotas: QuotaCounters | SharedQuotas, metrics: NodeMetrics,
@@ -148,8 +141,7 @@ class Serving:
         max_bytes = self.ownership.max_bytes(slot)
         # A read, or a JSON write of a base collection's record, is tried at once on the loop (stopped before it
         # commits anything, it is thrown away and done again on a worker thread): pbfast.tenant_node.inline_tries.
-        reads = scope.method in ("GET", "HEAD")
-        inline = ((reads or auth_refresh(path, scope)
+        inline = ((scope.method in ("GET", "HEAD")
                    or (record_write(tenant, path, scope) and not self.api.realtime.tenant_streams(tenant.id)))
                   and not tenant.closed)
 
@@ -159,7 +151,7 @@ class Serving:
                     tenant.set_max_bytes(max_bytes)
                 work()
 
-            await self.inline.run(tenant, job, inline, write=not reads)
+            await self.inline.run(tenant, job, inline, write=scope.method not in ("GET", "HEAD"))
 
         await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
 
