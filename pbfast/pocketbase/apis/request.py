@@ -16,7 +16,7 @@ from pbfast.pocketbase import auth, gocompat, search
 from pbfast.pocketbase.auth_records import load_auth_record
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.filesystem import FileChanges
-from pbfast.pocketbase.records import Row, Viewer, load_row
+from pbfast.pocketbase.records import Row, Viewer
 from pbfast.pocketbase.search import RequestInfo, TableResolver
 from pbfast.pocketbase.tenant import Tenant
 
