@@ -78,7 +78,7 @@ def issue_auth_token(record_id: str, token_key: str, collection_id: str, secret:
 def unverified_claims(token: str) -> dict[str, Any]:
     """The payload of a JWT as it reads, expired or not, signature unchecked ({} when it is not one);
     PocketBase reads claims such as ``email`` this way before it verifies the token."""
-    segments = jwt_segments(token)
+    segments = _segments(token)
     if segments is None:
         return {}
     try:
@@ -101,7 +101,7 @@ def peek_token_claims(token: str) -> dict[str, Any]:
 
     Use them only to find the record and collection whose keys verify it (:func:`verify_token_signature`).
     """
-    segments = jwt_segments(token)
+    segments = _segments(token)
     if segments is None:
         raise TokenError("malformed token")
     try:
@@ -121,4 +121,14 @@ def peek_token_claims(token: str) -> dict[str, Any]:
 
 
 def verify_token_signature(token: str, token_key: str, secret: str) -> bool:
-    return hs256_verify(token, (token_key + secret).encode())
+    try:
+        return hs256_verify(token, (token_key + secret).encode())
+    except UnicodeEncodeError:  # a lone surrogate (invalid UTF-8 kept from a form value): not a token
+        return False
+
+
+def _segments(token: str) -> tuple[bytes, bytes] | None:
+    try:
+        return jwt_segments(token)
+    except UnicodeEncodeError:  # a lone surrogate (invalid UTF-8 kept from a form value) cannot cross into Rust
+        return None
