@@ -91,6 +91,11 @@ class BackupSchedule:
         with self._lock:
             return dict(self._entries)
 
+    def get(self, tenant_id: str) -> ScheduleEntry | None:
+        """The tenant's entry (no copy of the table: a tick asks once per due tenant, thousands at midnight)."""
+        with self._lock:
+            return self._entries.get(tenant_id)
+
     def learn(self, tenant_id: str, cron: str, now: datetime) -> bool:
         """The tenant's settings say ``cron`` ("" for none). The same expression keeps its due minute; a new
         one is due at its first minute after ``now``. Whether the schedule changed."""
@@ -280,7 +285,7 @@ class BackupCron:
             self.schedule.forget(tenant_id)
             log.info("tenant %s: not assigned here any more; its backup schedule is left to its node", tenant_id)
             return ScheduledRun(tenant_id, skipped="not assigned to this node")
-        expected = self.schedule.entries.get(tenant_id)
+        expected = self.schedule.get(tenant_id)
         self.schedule.advance(tenant_id, now)  # a failure is not retried every minute: PocketBase's neither
         try:
             async with self.pool.using(tenant_id) as tenant:
