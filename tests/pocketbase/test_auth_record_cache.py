@@ -56,3 +56,22 @@ def test_a_token_ends_at_once_when_its_record_changes_here_or_in_another_process
     assert refused.status_code == 401, refused.text
     fresh, _ = _login(backend, "a-new-password-1")
     assert _refresh(backend, fresh).status_code == 200
+
+
+def test_a_token_ends_at_once_when_its_collection_secret_changes_or_its_record_is_deleted(
+        pbfast_fixture_tenant: Backend) -> None:
+    backend = pbfast_fixture_tenant
+    superuser = {"Authorization": backend.superuser_token}
+    token, record_id = _login(backend, TEST_USER["password"])
+    for _ in range(2):  # kept from the first of these on
+        assert _refresh(backend, token).status_code == 200
+    changed = httpx.patch(f"{backend.url}/api/collections/clients", headers=superuser, timeout=30,
+                          json={"authToken": {"secret": "a-brand-new-secret-of-enough-length-123"}})
+    assert changed.status_code == 200, changed.text
+    assert _refresh(backend, token).status_code == 401
+
+    token, _ = _login(backend, TEST_USER["password"])
+    assert _refresh(backend, token).status_code == 200
+    deleted = httpx.delete(f"{backend.url}{CLIENTS}/records/{record_id}", headers=superuser, timeout=30)
+    assert deleted.status_code == 204, deleted.text
+    assert _refresh(backend, token).status_code == 401
