@@ -287,9 +287,15 @@ class BackupCron:
             return ScheduledRun(tenant_id, skipped="not assigned to this node")
         expected = self.schedule.get(tenant_id)
         self.schedule.advance(tenant_id, now)  # a failure is not retried every minute: PocketBase's neither
+        slot = self.slots.get(tenant_id)
+        assignment = slot.assignment if slot is not None else None
+
+        def still_ours() -> bool:  # asked on the database thread: reads of the loop's state, no change
+            return self._ours(tenant_id) is True and (slot is None or slot.assignment == assignment)
+
         try:
             async with self.pool.using(tenant_id) as tenant:
-                outcome = await self.db.run(tenant.id, lambda: self._backup(tenant, now, expected),
+                outcome = await self.db.run(tenant.id, lambda: self._backup(tenant, now, expected, still_ours),
                                             bounded=False)
         except ApiError as err:  # not served here after all (moved meanwhile, fenced, restoring)
             log.warning("tenant %s: scheduled backup not made: %s", tenant_id, err.message)
@@ -306,13 +312,14 @@ class BackupCron:
                      f", {len(outcome.pruned)} old ones deleted" if outcome.pruned else "")
         return ScheduledRun(tenant_id, backup=outcome)
 
-    def _backup(self, tenant: Tenant, now: datetime, expected: ScheduleEntry | None) -> ScheduledBackup | str:
+    def _backup(self, tenant: Tenant, now: datetime, expected: ScheduleEntry | None,
+                still_ours: Callable[[], bool]) -> ScheduledBackup | str:
         """On the tenant's database thread: the backup, unless its settings no longer ask for this one."""
         settings = app_settings.load_settings(tenant.conn)
         if expected is None or settings.backups.cron != expected.cron:
             self.learn_settings(tenant, settings)
             return "its settings changed the schedule"
-        return self.backups.create_scheduled(tenant, now)
+        return self.backups.create_scheduled(tenant, now, still_ours)
 
 
 def _learn_saved(reference: Callable[[], BackupCron | None], tenant: Tenant, saved: app_settings.Settings) -> None:
