@@ -370,3 +370,17 @@ def test_a_failed_scheduled_backup_is_mailed_to_the_superusers(tmp_path: Path, m
         asyncio.run(scenario())
     finally:
         controller.stop()
+
+
+def test_an_unreadable_schedule_file_is_moved_aside_and_a_new_one_started(tmp_path: Path) -> None:
+    path = tmp_path / SCHEDULE_FILE
+    path.write_bytes(b"not a database at all" * 100)
+    schedule = BackupSchedule(path)
+    assert schedule.entries == {}
+    now = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    assert schedule.learn("alpha", "0 3 * * *", now)
+    schedule.close()
+    assert [p.read_bytes()[:21] for p in tmp_path.glob(f"{SCHEDULE_FILE}.unreadable-*")] == [b"not a database at all"]
+    again = BackupSchedule(path)  # the new file is the one read next time
+    assert again.entries["alpha"].cron == "0 3 * * *"
+    again.close()

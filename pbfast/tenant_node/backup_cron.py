@@ -25,6 +25,7 @@ Thread-safety: :class:`BackupSchedule` may be used from any thread; :class:`Back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -78,13 +79,18 @@ class BackupSchedule:
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a crash may lose the last change: re-learned at open
-        self._db.execute("CREATE TABLE IF NOT EXISTS scheduled (tenant_id TEXT PRIMARY KEY, cron TEXT NOT NULL, "
-                         "next_due INTEGER NOT NULL) WITHOUT ROWID")
-        self._entries = {tenant_id: ScheduleEntry(cron, next_due) for tenant_id, cron, next_due
-                         in self._db.execute("SELECT tenant_id, cron, next_due FROM scheduled")}
+        try:
+            self._db, self._entries = _open_schedule(path)
+        except sqlite3.DatabaseError as err:
+            # The node must start: the file goes aside (for the operator), and the schedules are learned
+            # again as tenants are opened, their settings saved, or their hints read.
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            log.error("the backup schedule %s cannot be read (%s); moved to %s, starting a new one", path, err,
+                      aside.name)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+            self._db, self._entries = _open_schedule(path)
 
     @property
     def entries(self) -> dict[str, ScheduleEntry]:
@@ -141,14 +147,37 @@ class BackupSchedule:
         with self._lock:
             self._db.close()
 
+    # A failed write (a full disk) keeps the change in memory: the schedule goes on, and what the file lacks
+    # is learned again after a restart.
     def _put(self, tenant_id: str, entry: ScheduleEntry) -> None:
-        self._db.execute("INSERT OR REPLACE INTO scheduled (tenant_id, cron, next_due) VALUES (?, ?, ?)",
-                         (tenant_id, entry.cron, entry.next_due))
         self._entries[tenant_id] = entry
+        try:
+            self._db.execute("INSERT OR REPLACE INTO scheduled (tenant_id, cron, next_due) VALUES (?, ?, ?)",
+                             (tenant_id, entry.cron, entry.next_due))
+        except sqlite3.Error as err:
+            log.error("tenant %s: its backup schedule could not be saved: %s", tenant_id, err)
 
     def _delete(self, tenant_id: str) -> None:
-        self._db.execute("DELETE FROM scheduled WHERE tenant_id = ?", (tenant_id,))
         del self._entries[tenant_id]
+        try:
+            self._db.execute("DELETE FROM scheduled WHERE tenant_id = ?", (tenant_id,))
+        except sqlite3.Error as err:
+            log.error("tenant %s: its backup schedule could not be removed from the file: %s", tenant_id, err)
+
+
+def _open_schedule(path: Path) -> tuple[sqlite3.Connection, dict[str, ScheduleEntry]]:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # a crash may lose the last change: re-learned at open
+        db.execute("CREATE TABLE IF NOT EXISTS scheduled (tenant_id TEXT PRIMARY KEY, cron TEXT NOT NULL, "
+                   "next_due INTEGER NOT NULL) WITHOUT ROWID")
+        entries = {tenant_id: ScheduleEntry(str(cron), int(next_due)) for tenant_id, cron, next_due
+                   in db.execute("SELECT tenant_id, cron, next_due FROM scheduled")}
+    except BaseException:
+        db.close()
+        raise
+    return db, entries
 
 
 def _next_due(cron: str, now: datetime) -> int | None:
