@@ -202,7 +202,7 @@ class BackupCron:
         self.ownership: Ownership = pool.ownership
         self.slots: Slots = pool.slots
         self.hints = hints  # the schedules kept beside the tenants' backups, for the nodes they move to
-        self._looked_up: set[tuple[str, int]] = set()  # (tenant, epoch) placements whose hint was read
+        self._looked_up: dict[str, int] = {}  # tenant -> the epoch of its placement whose hint was read
         # Settings saved by this process's API are learned at once; the open and the close of a tenant are
         # told by the pool (on the tenant's database thread).
         reference = weakref.ref(self)
@@ -257,12 +257,15 @@ class BackupCron:
         if self.hints is None or not self._lease_valid():
             return
         entries = self.schedule.entries
-        placed = [(slot.tenant_id, slot.assignment.epoch, slot.current_incarnation) for slot in self.slots
-                  if slot.assignment is not None and (slot.tenant_id, slot.assignment.epoch) not in self._looked_up]
+        assigned = {slot.tenant_id: slot for slot in self.slots if slot.assignment is not None}
+        for gone in self._looked_up.keys() - assigned.keys():  # one entry per tenant placed here now: bounded
+            del self._looked_up[gone]
+        placed = [(tenant_id, slot.assignment.epoch, slot.current_incarnation) for tenant_id, slot in assigned.items()
+                  if slot.assignment is not None and self._looked_up.get(tenant_id) != slot.assignment.epoch]
         looked_up = 0
         for tenant_id, epoch, incarnation in placed:
             if tenant_id in entries or self.pool.copies.directory(tenant_id).exists():
-                self._looked_up.add((tenant_id, epoch))  # learned from its settings when it was opened here
+                self._looked_up[tenant_id] = epoch  # learned from its settings when it was opened here
                 continue
             if looked_up >= HINT_READS_PER_TICK:
                 break
@@ -273,7 +276,7 @@ class BackupCron:
                 log.warning("tenant %s: its backup schedule could not be read from the object store: %s",
                             tenant_id, err)
                 continue
-            self._looked_up.add((tenant_id, epoch))
+            self._looked_up[tenant_id] = epoch
             if cron and self.schedule.learn(tenant_id, cron, now):
                 log.info("tenant %s: backup schedule %r learned from its previous node", tenant_id, cron)
 
