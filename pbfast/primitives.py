@@ -17,7 +17,10 @@ from pbfast._native import (
     TenantCache,
     WorkerAcks,
     WorkerCounters,
+    hs256_sign,
+    hs256_verify,
     is_valid_tenant_id,
+    jwt_segments,
 )
 
 __all__ = [
@@ -33,5 +36,8 @@ __all__ = [
     "TenantCache",
     "WorkerAcks",
     "WorkerCounters",
+    "hs256_sign",
+    "hs256_verify",
     "is_valid_tenant_id",
+    "jwt_segments",
 ]
