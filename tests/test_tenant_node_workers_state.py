@@ -2,7 +2,7 @@
 
 - a request's body read is sized with the tenant's settings and collections as they are now: a worker that
   last saw batches off (so it read no batch body) answers a batch as the tenant's current settings say once
-  another worker turned them on;
+  another worker turned them on; so do rate limits at once;
 - a backup running in one worker makes the other answer as PocketBase does while a backup runs (a restore
   refused "Try again later", ``canBackup`` false in the health check);
 - a request a worker hands over to the main process reaches it with the path the worker received;
@@ -49,7 +49,8 @@ def test_a_batch_turned_on_through_one_worker_is_served_by_every_worker(pbfast_p
     token = str(forwarded_ok(url, "b", epoch, "POST", "/api/collections/_superusers/auth-with-password",
                              json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
     forwarded_ok(url, "b", epoch, "POST", "/api/collections", token,
-                 {"name": "notes", "type": "base", "createRule": "", "fields": [{"name": "n", "type": "text"}]})
+                 {"name": "notes", "type": "base", "createRule": "", "listRule": "",
+                  "fields": [{"name": "n", "type": "text"}]})
     forwarded_ok(url, "b", epoch, "PATCH", "/api/settings", token, {"batch": {"enabled": False}})
 
     # Both workers refuse a batch, and so learn that the tenant's batches are off.
@@ -64,6 +65,15 @@ def test_a_batch_turned_on_through_one_worker_is_served_by_every_worker(pbfast_p
     served = [_batch(url, "b", epoch) for _ in range(24)]
     assert [response.status_code for response in served] == [200] * 24, [response.text for response in served]
     assert all(now > then for now, then in zip(_worker_requests(url), before))
+
+    # Rate limits turned on through one worker hold at once in the other (one window for the node), also
+    # when it read the settings just before.
+    for _ in range(6):
+        forwarded_ok(url, "b", epoch, "GET", "/api/collections/notes/records")
+    forwarded_ok(url, "b", epoch, "PATCH", "/api/settings", token, {"rateLimits": {"enabled": True, "rules": [
+        {"label": "notes:list", "audience": "", "duration": 300, "maxRequests": 3}]}})
+    statuses = [forwarded(url, "b", epoch, "GET", "/api/collections/notes/records").status_code for _ in range(12)]
+    assert statuses == [200] * 3 + [429] * 9, statuses
 
 
 class _HeldS3:
@@ -189,7 +199,8 @@ def test_the_oauth2_redirect_reaches_the_realtime_client_whichever_worker_takes_
          "tokenURL": "http://127.0.0.1:9/token", "userInfoURL": "http://127.0.0.1:9/userinfo"}]}})
     for _ in range(4):
         login = forwarded(url, "o", epoch, "POST", "/api/collections/users/auth-with-oauth2",
-                          json={"provider": "oidc", "code": "c", "codeVerifier": "v", "redirectURL": "https://a.example"})
+                          json={"provider": "oidc", "code": "c", "codeVerifier": "v",
+                                "redirectURL": "https://a.example"})
         assert login.status_code == 400, login.text  # the token exchange fails: the node may not reach loopback
 
     headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}

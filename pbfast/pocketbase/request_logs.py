@@ -160,7 +160,11 @@ _settings: dict[str, tuple[float, app_settings.Settings]] = {}
 
 
 def cached_settings(tenant: Tenant) -> app_settings.Settings:
-    """The tenant's settings, read at most once a second (on the tenant's database thread)."""
+    """The tenant's settings, read at most once a second (on the tenant's database thread); every time when
+    other processes (a node's workers) may save them: a few microseconds to read the row, the decoded settings
+    kept while it is unchanged (:func:`app_settings.load_settings`)."""
+    if tenant.shared_schema:
+        return app_settings.load_settings(tenant.conn)
     now = time.monotonic()
     cached = _settings.get(tenant.id)
     if cached is not None and now - cached[0] < SETTINGS_FRESH_SECONDS:
