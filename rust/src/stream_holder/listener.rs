@@ -132,8 +132,22 @@ async fn peer_closed(socket: &TcpStream) {
     }
 }
 
-/// Write all of `bytes`, unless the peer goes away first.
-async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> bool {
+/// Done once the stream overflowed (its reader stopped reading while frames kept coming).
+fn overflowed(stream: &Stream) -> impl Future<Output = ()> + '_ {
+    poll_fn(move |cx| {
+        let mut state = stream.lock();
+        if state.end == Some(EndReason::Overflow) {
+            return Poll::Ready(());
+        }
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+}
+
+/// Write all of `bytes`, unless the peer goes away (false) or the stream overflows meanwhile (false).
+async fn write_all(socket: &TcpStream, stream: &Stream, mut bytes: &[u8]) -> bool {
     while !bytes.is_empty() {
         match socket.try_write(bytes) {
             Ok(written) => bytes = &bytes[written..],
@@ -141,6 +155,7 @@ async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> bool {
                 tokio::select! {
                     writable = socket.writable() => if writable.is_err() { return false },
                     () = peer_closed(socket) => return false,
+                    () = overflowed(stream) => return false,
                 }
             }
             Err(_) => return false,
@@ -167,12 +182,13 @@ async fn connection(socket: TcpStream, streams: Arc<Streams>, token: Arc<[u8]>) 
         match next {
             None => break EndReason::Gone,
             Some(Next::Write(bytes)) => {
-                if !write_all(&socket, &bytes).await {
-                    break EndReason::Gone;
+                if !write_all(&socket, &stream, &bytes).await {
+                    let overflowed = stream.lock().end == Some(EndReason::Overflow);
+                    break if overflowed { EndReason::Overflow } else { EndReason::Gone };
                 }
             }
             Some(Next::End(EndReason::Ended, rest)) => {
-                if write_all(&socket, &rest).await {
+                if write_all(&socket, &stream, &rest).await {
                     let _ = socket2::SockRef::from(&socket).shutdown(std::net::Shutdown::Write);
                 }
                 break EndReason::Ended;
@@ -225,6 +241,26 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert!(streams.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_overflows_and_is_dropped() {
+        let streams = Arc::new(Streams::new(64 << 10, Duration::from_secs(5), Box::new(|| {})));
+        let (address, _stop) = started(streams.clone()).await;
+        let handle = streams.admit(b"", 5, Instant::now());
+        let mut peer = tokio::net::TcpStream::connect(address).await.unwrap();
+        peer.write_all(b"tok 5\n").await.unwrap();
+        let frame = vec![b'x'; 16 << 10];
+        // The socket buffers fill (the peer never reads), then the stream's own queue: it ends.
+        let ended = loop {
+            streams.send([(handle, &frame[..])]);
+            let ended = streams.take_ended();
+            if !ended.is_empty() {
+                break ended;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        assert_eq!(ended, vec![(handle, EndReason::Overflow)]);
     }
 
     #[tokio::test]
