@@ -15,7 +15,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
 from pbharness import ADMIN_TOKEN, create_tenant, start_all_in_one  # noqa: E402
 
-STREAMS = 400
+STREAMS = 300
 SUPERUSER = {"email": "held@example.com", "password": "held-password-1"}
 
 
@@ -88,7 +88,7 @@ def test_held_streams_cost_little_memory_get_events_and_end_with_their_client(pb
     assert process.proc is not None
     per_stream = asyncio.run(_scenario(cp, gw, token, process.proc.pid))
     # Gateway and node together: ~71 KB while the node's HTTP server held the streams (benchmarks/RESULTS.md).
-    assert per_stream < 20, f"{per_stream:.1f} KB of RSS per idle stream (gateway + node)"
+    assert per_stream < 25, f"{per_stream:.1f} KB of RSS per idle stream (gateway + node)"
     deadline = time.monotonic() + 10
     while _open_streams(cp) != 0:  # the clients went: the holder told the node
         assert time.monotonic() < deadline, f"{_open_streams(cp)} streams still open on the node"
