@@ -47,9 +47,10 @@ async def _scenario(cp: str, gw: str, token: str, pid: int) -> float:
     assert url.host and url.port
     held: list[asyncio.StreamWriter] = []
     try:
-        for _ in range(2):  # warm-up: the allocators' first pages
-            held += [w for _, w, _ in await asyncio.gather(*(_stream(url.host, url.port, "/t/held/api/realtime")
-                                                             for _ in range(50)))]
+        # Warm-up, in a batch as large as the measured ones: the allocators' first pages, and the connections
+        # the gateway's native side keeps pooled to its Python side after a burst of connects.
+        held += [w for _, w, _ in await asyncio.gather(*(_stream(url.host, url.port, "/t/held/api/realtime")
+                                                         for _ in range(100)))]
         await asyncio.sleep(0.5)
         before = _rss_kb(pid)
         for _ in range(STREAMS // 100):
@@ -87,8 +88,9 @@ def test_held_streams_cost_little_memory_get_events_and_end_with_their_client(pb
     assert made.status_code == 200, made.text
     assert process.proc is not None
     per_stream = asyncio.run(_scenario(cp, gw, token, process.proc.pid))
-    # Gateway and node together: ~71 KB while the node's HTTP server held the streams (benchmarks/RESULTS.md).
-    assert per_stream < 25, f"{per_stream:.1f} KB of RSS per idle stream (gateway + node)"
+    # Gateway and node together: ~60 KB while the node's HTTP server held the streams, ~13 KB held (1,000
+    # streams, benchmarks/RESULTS.md); fewer streams here, so the allocators' steps weigh more.
+    assert per_stream < 30, f"{per_stream:.1f} KB of RSS per idle stream (gateway + node)"
     deadline = time.monotonic() + 10
     while _open_streams(cp) != 0:  # the clients went: the holder told the node
         assert time.monotonic() < deadline, f"{_open_streams(cp)} streams still open on the node"
