@@ -59,7 +59,8 @@ from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.membership import NodeMembership
 from pbfast.tenant_node.metrics import WithNodeMetrics
-from pbfast.tenant_node.backups import backup_location
+from pbfast.tenant_node.backup_cron import SCHEDULE_FILE, BackupCron, BackupSchedule
+from pbfast.tenant_node.backups import ScheduleHints, backup_location
 from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
 from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.shared_state import SharedState
@@ -163,7 +164,8 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     shared = SharedState.create(config.max_tenants, engine.workers) if engine.workers > 1 else None
     node = TenantNodeApp(config.node_id, config.max_tenants, cluster_token, config.data_dir, replicator,
                          engine=engine, shared=shared)
-    node.api.backups.location = backup_location(config.s3_bucket, config.s3_endpoint, config.data_dir)
+    location = backup_location(config.s3_bucket, config.s3_endpoint, config.data_dir)
+    node.api.backups.location = location
 
     async def clean_leftovers() -> None:
         await asyncio.to_thread(node.clean_leftovers)
@@ -180,7 +182,11 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
             except Exception:  # noqa: BLE001 - idle closing must go on
                 component_logger("TenantNode").exception("closing idle tenants failed")
 
-    parts.tasks += [membership.run, close_idle_tenants]
+    # Scheduled backups (backups.cron): the schedule the node learned is kept in its data dir.
+    schedule = BackupSchedule(config.data_dir / SCHEDULE_FILE)
+    backup_cron = BackupCron(schedule, node.api.backups, node.pool, ScheduleHints(location))
+    parts.tasks += [membership.run, close_idle_tenants, backup_cron.run]
+    parts.closers.insert(0, schedule.close)  # closers run in reverse: after the tenants' closes learned theirs
     _stream_holder(config, parts, node, cluster_token)
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all,  # run in reverse order

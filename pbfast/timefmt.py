@@ -5,6 +5,7 @@ no zone means UTC, up to nanoseconds)."""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -15,10 +16,25 @@ _RFC3339 = re.compile(
     r"(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2}))")
 
 
+# The text of the last second formatted (every record save stamps "now": ~0.4 us instead of ~2.5 us).
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_datetime(unix_seconds: float) -> str:
     """Format Unix seconds the way PocketBase shows dates (``2024-01-31 12:34:56.789Z``)."""
-    moment = datetime.fromtimestamp(unix_seconds, UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    global _last_second  # noqa: PLW0603 - a cache; a tuple is replaced whole, so threads see one or the other
+    # Split as datetime.fromtimestamp does (microseconds rounded half to even, carried into the second).
+    fraction, whole = math.modf(unix_seconds)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        micros, whole = micros - 1_000_000, whole + 1.0
+    elif micros < 0:
+        micros, whole = micros + 1_000_000, whole - 1.0
+    second = int(whole)
+    last = _last_second
+    if last[0] != second:
+        last = _last_second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S."))
+    return f"{last[1]}{micros // 1000:03d}Z"
 
 
 def parse_rfc3339(text: str) -> datetime:

@@ -68,6 +68,7 @@ class TenantApi:
         add("GET", "/api/collections/meta/scaffolds", collections.scaffolds)
         add("PUT", "/api/collections/import", collections.import_collections)
         add("POST", "/api/collections/meta/dry-run-view", collections_meta.dry_run_view)
+        add("GET", "/api/collections/meta/oauth2-providers", collections_meta.oauth2_providers)
         add("GET", "/api/collections/{collection}", collections.view_collection)
         add("PATCH", "/api/collections/{collection}", collections.update_collection)
         add("DELETE", "/api/collections/{collection}", collections.delete_collection)

@@ -29,6 +29,7 @@ import orjson
 
 from pbfast.pocketbase.collections.model import now_text
 from pbfast.pocketbase.collections.system import DEFAULT_SETTINGS
+from pbfast.pocketbase.cron import CronError, parse_cron
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.fields.validators import is_email, is_url
 from pbfast.pocketbase.gocompat import atoi, parse_bool
@@ -135,6 +136,14 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BackupCronSettings:
+    """The scheduled backups: ``cron`` "" for none; ``max_keep`` 0 keeps every automatic backup."""
+
+    cron: str = ""
+    max_keep: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     meta: MetaSettings
     smtp: SmtpSettings
@@ -144,6 +153,7 @@ class Settings:
     trusted_proxy_headers: tuple[str, ...] = ()  # headers naming the client (PocketBase's trustedProxy)
     use_leftmost_ip: bool = False
     rate_limits: RateLimitSettings = RateLimitSettings()
+    backups: BackupCronSettings = BackupCronSettings()
 
     @staticmethod
     def of(document: Mapping[str, Any]) -> Settings:
@@ -161,6 +171,7 @@ class Settings:
             RateLimitSettings(limits["enabled"], tuple(
                 RateLimitRule(rule["label"], rule["audience"], rule["duration"], rule["maxRequests"])
                 for rule in limits["rules"]), tuple(limits["excludedIPs"])),
+            BackupCronSettings(document["backups"]["cron"], document["backups"]["cronMaxKeep"]),
         )
 
     def superuser_ip_allowed(self, ip: str) -> bool:
@@ -383,10 +394,6 @@ _IP_INVALID: Final = {"code": "validation_invlaid_ip_or_subnet", "message": "Inv
 _DNS_NAME: Final = re.compile(r"^([a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})(\.[a-zA-Z0-9_][a-zA-Z0-9_-]{0,62})*[._]?$")
 _HEX_COLOR: Final = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _RULE_LABEL: Final = re.compile(r"^(\w+ /[\w/-]*|/[\w/-]*|\w+:\w+|\*:\w+|\w+)$", re.ASCII)
-_CRON_MACROS: Final = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
-                       "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-                       "@hourly": "0 * * * *"}
-_CRON_BOUNDS: Final = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 
 
 def _min(threshold: int) -> dict[str, Any]:
@@ -492,51 +499,9 @@ def _s3(s3: Mapping[str, Any]) -> Errors:
 
 def cron_error(expression: str) -> str | None:
     """Why PocketBase's cron scheduler refuses ``expression`` (its message), None when it is valid."""
-    segments = _CRON_MACROS.get(expression, expression).split(" ")
-    if len(segments) != 5:
-        return "invalid cron expression - must be a valid macro or to have exactly 5 space separated segments"
-    for segment, (low, high) in zip(segments, _CRON_BOUNDS, strict=True):
-        problem = _cron_segment_error(segment, low, high)
-        if problem:
-            return problem
-    return None
-
-
-def _atoi(text: str) -> int:
-    if not re.fullmatch(r"[+-]?[0-9]+", text):
-        raise ValueError(f'strconv.Atoi: parsing "{text}": invalid syntax')
-    return int(text)
-
-
-def _cron_segment_error(segment: str, low: int, high: int) -> str | None:
     try:
-        for part in segment.split(","):
-            step_parts = part.split("/")
-            if len(step_parts) > 2:
-                return "invalid segment step format - must be in the format */n or 1-30/n"
-            step = 1
-            if len(step_parts) == 2:
-                step = _atoi(step_parts[1])
-                if step < 1 or step > high:
-                    return f"invalid segment step boundary - the step must be between 1 and the {high}"
-            if step_parts[0] == "*":
-                continue
-            bounds = step_parts[0].split("-")
-            if len(bounds) == 1:
-                if step != 1:
-                    return "invalid segment step - step > 1 could be used only with the wildcard or range format"
-                if not low <= _atoi(bounds[0]) <= high:
-                    return "invalid segment value - must be between the min and max of the segment"
-            elif len(bounds) == 2:
-                first = _atoi(bounds[0])
-                if not low <= first <= high:
-                    return f"invalid segment range minimum - must be between {low} and {high}"
-                last = _atoi(bounds[1])
-                if last < first or last > high:
-                    return f"invalid segment range maximum - must be between {first} and {high}"
-            else:
-                return "invalid segment range format - the range must have 1 or 2 parts"
-    except ValueError as err:
+        parse_cron(expression)
+    except CronError as err:
         return str(err)
     return None
 

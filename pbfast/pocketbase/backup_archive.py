@@ -73,9 +73,10 @@ def _snakecase(text: str) -> str:
     return "".join(result).lower()
 
 
-def default_backup_name(app_name: str, prefix: str = "pb_backup_") -> str:
-    """PocketBase's name for a backup without one: ``pb_backup_<app name>_<UTC time>.zip``."""
-    return f"{prefix}{_snakecase(app_name)[:50]}_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}.zip"
+def default_backup_name(app_name: str, prefix: str = "pb_backup_", at: float | None = None) -> str:
+    """PocketBase's name for a backup without one: ``pb_backup_<app name>_<UTC time>.zip`` (time ``at``, Unix
+    seconds, else now)."""
+    return f"{prefix}{_snakecase(app_name)[:50]}_{time.strftime('%Y%m%d%H%M%S', time.gmtime(at))}.zip"
 
 
 def create_archive(tenant: Tenant, target: Path, scratch: Path, files: TenantFiles | None = None) -> None:

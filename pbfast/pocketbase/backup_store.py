@@ -171,7 +171,10 @@ class BackupLocation:
     region: str = "us-east-1"
 
     def store_for(self, tenant: Tenant) -> BackupStore:
-        prefix = self.prefix_of(tenant)
+        return self.store_at(self.prefix_of(tenant))
+
+    def store_at(self, prefix: str) -> BackupStore:
+        """The objects under ``prefix`` (``tenants/{id}/{incarnation}/...``) of the node's object store."""
         if self.endpoint is None:
             return LocalBackupStore(self.local_root / prefix)
         import boto3  # type: ignore[import-untyped]  # only for these rarely used routes: kept out of the start

@@ -24,7 +24,7 @@ from pbfast.pocketbase.mailer import Mail
 from pbfast.pocketbase.records import Row
 
 __all__ = ["NO_SENDMAIL", "MailError", "auth_alert_mail", "deliver", "email_change_mail", "otp_mail",
-           "password_reset_mail", "send_in_background", "verification_mail"]
+           "password_reset_mail", "send_in_background", "system_alert_mail", "verification_mail"]
 
 log = component_logger("Mailer")
 
@@ -63,6 +63,17 @@ def otp_mail(settings: Settings, collection: Collection, record: Row, otp_id: st
 def auth_alert_mail(settings: Settings, collection: Collection, record: Row, info: str) -> Mail:
     return mailer.render_record_mail(settings, collection, record, collection.auth.auth_alert_template,
                                      {"{ALERT_INFO}": mailer.escape_html(info)})
+
+
+def system_alert_mail(settings: Settings, to: str, subject: str, details: str) -> Mail:
+    """PocketBase's system alert to a superuser (e.g. a failed scheduled backup): its subject and wording."""
+    app_name = settings.meta.app_name
+    page = (f"<!DOCTYPE html>\n<html>\n<body>\n<p>{mailer.escape_html(app_name)} system alert occurred:</p>\n"
+            f'<p style="white-space: pre-wrap"><strong>{mailer.escape_html(details)}</strong></p>\n'
+            "<p>For more information you could explore the logs in the dashboard of your application.</p>\n"
+            "</body>\n</html>")
+    return Mail(settings.meta.sender_name, settings.meta.sender_address, to,
+                f"[{app_name} system alert] {mailer.escape_html(subject)}", page)
 
 
 def deliver(settings: Settings, mail: Mail) -> None:

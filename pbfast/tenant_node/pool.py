@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
@@ -75,6 +75,9 @@ class TenantPool:
         self.shared = shared  # with worker processes: every close waits for them to let go
         self.open_wait_seconds = OPEN_WAIT_SECONDS
         self._untracked: set[str] = set()  # open tenants outside the LRU at the last idle check
+        # Told (on the tenant's database thread) after its open and before its close, to read its settings:
+        # the scheduled backups learn the tenant's schedule (pbfast.tenant_node.backup_cron).
+        self.on_settings_read: Callable[[Tenant], None] | None = None
 
     # ---- opening ------------------------------------------------------------------------------------
 
@@ -182,6 +185,7 @@ class TenantPool:
         def work() -> int | None:
             if tenant.closed:
                 return None
+            self._settings_read(tenant)
             files_of(tenant).measure()
             sweep_deleted(tenant)
             return tenant.size_bytes()
@@ -286,12 +290,22 @@ class TenantPool:
         """The last step of every close: checkpoint and close the database (in the tenant's turn, after the
         requests that still hold it), then record in its marker whether its final state is in the replica (a
         failed checkpoint counts as not shipped; it never stops the node)."""
+        if self.on_settings_read is not None:
+            with contextlib.suppress(RuntimeError):  # the database threads stopped: learned at the next open
+                await self.db.run(tenant.id, lambda: self._settings_read(tenant), bounded=False)
         try:
             await self.checkpoints.close_database(tenant)
         except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the node or a fence
             shipped = False
             log.exception("closing tenant %s failed", slot.tenant_id)
         await self.copies.mark_closed(slot, shipped)
+
+    def _settings_read(self, tenant: Tenant) -> None:
+        if self.on_settings_read is not None and not tenant.closed:
+            try:
+                self.on_settings_read(tenant)
+            except Exception:  # noqa: BLE001 - learned again at the next open or close
+                log.exception("tenant %s: reading its settings failed", tenant.id)
 
     def close_evicted(self, evicted: list[str]) -> None:
         for closed in evicted:

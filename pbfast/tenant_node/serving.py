@@ -15,6 +15,7 @@ from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecor
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.front import CorsRecorder, answered_before_routes
+from pbfast.pocketbase.realtime.hub import SSE_HEADERS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
 from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
@@ -86,6 +87,10 @@ class Serving:
             return
         if slot.importing:
             send_error(proto, 503, "The tenant is being imported; retry shortly.", headers=[("retry-after", "1")])
+            return
+        if path == REALTIME_PATH and scope.method == "HEAD":
+            # Go answers HEAD with the GET handler, body left out: the stream's head, and no client is kept.
+            proto.response_empty(200, SSE_HEADERS)
             return
         if path == REALTIME_PATH and scope.method == "GET":
             # The stream needs no database and must not pin the tenant open: events open it when they come.

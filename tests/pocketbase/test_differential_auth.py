@@ -23,7 +23,7 @@ from test_differential import USER1, fixture_ids
 G = None  # a guest step
 # auth-methods' OAuth2 links hold a fresh state and PKCE pair: compare everything else.
 _STABLE_PROVIDER_FIELDS = ",".join(f"oauth2.providers.{name}" for name in (
-    "name", "displayName", "codeChallengeMethod")) + ",oauth2.enabled,password,mfa,otp,usernamePassword,emailPassword"
+    "name", "displayName", "logo", "codeChallengeMethod")) + ",oauth2.enabled,password,mfa,otp,usernamePassword,emailPassword"
 
 SCENARIOS: dict[str, list[Step]] = {
     "auth methods": [
@@ -51,6 +51,10 @@ SCENARIOS: dict[str, list[Step]] = {
         Step("password off listed", "GET", "/api/collections/clients/auth-methods?fields=password,emailPassword",
              auth=G),
         Step("method not allowed", "POST", "/api/collections/clients/auth-methods", auth=G),
+        Step("provider list guest", "GET", "/api/collections/meta/oauth2-providers", auth=G),
+        Step("provider list user", "GET", "/api/collections/meta/oauth2-providers", headers=USER1, auth=G),
+        Step("provider list", "GET", "/api/collections/meta/oauth2-providers"),
+        Step("provider list fields", "GET", "/api/collections/meta/oauth2-providers?fields=name,displayName"),
     ],
     "settings": [
         Step("guest", "GET", "/api/settings", auth=G),
@@ -75,7 +79,9 @@ SCENARIOS: dict[str, list[Step]] = {
             "s3": {"enabled": True}, "backups": {"cron": "bad", "cronMaxKeep": 0, "s3": {"enabled": True, "endpoint": "x"}}}),
         *[Step(f"cron {cron!r}", "PATCH", "/api/settings?fields=backups", {"backups": {"cron": cron, "cronMaxKeep": 2}})
           for cron in ("61 * * * *", "*/0 * * * *", "5/2 * * * *", "1-2-3 * * * *", "3-1 * * * *", "x * * * *",
-                       "*/5 1-3 * * 1,2", "@daily", "0 0 32 * *", "0 24 * * *", "a/b * * * *", "")],
+                       "*/5 1-3 * * 1,2", "@daily", "0 0 32 * *", "0 24 * * *", "a/b * * * *", "", "@yearly",
+                       "@annually", "@monthly", "@weekly", "@midnight", "@hourly", "@every 5m", "0 0 30 2 *",
+                       "* * * * 7", "+5 * * * *", "1,2,5,40-50/2 */3 1-31/7 */4 0-6/2")],
         Step("cron without keep", "PATCH", "/api/settings", {"backups": {"cron": "* * * * *", "cronMaxKeep": 0}}),
         Step("keep below one", "PATCH", "/api/settings", {"backups": {"cron": "@daily", "cronMaxKeep": -1}}),
         Step("batch invalid", "PATCH", "/api/settings",

@@ -138,6 +138,15 @@ FORM_STEPS = [
          headers=FORM, raw=b"meta.appName=plain&%40jsonPayload=%7B%22meta%22%3A%7B%22appName%22%3A%22json%22%7D%7D"),
     Step("settings: not a number", "PATCH", "/api/settings?fields=batch", headers=FORM, raw=b"batch.maxRequests=x"),
     Step("settings: not a bool", "PATCH", "/api/settings?fields=batch", headers=FORM, raw=b"batch.enabled=yes"),
+    Step("settings: unknown names ignored", "PATCH", "/api/settings?fields=logs.maxDays,meta.appName", headers=FORM,
+         raw=b"unknown=1&logs.maxDays=12&smtp=x"),
+    Step("settings: a multipart form", "PATCH", "/api/settings?fields=meta.appName,logs.maxDays",
+         headers={"content-type": "multipart/form-data; boundary=XB"},
+         raw=b'--XB\r\ncontent-disposition: form-data; name="meta.appName"\r\n\r\nMulti\r\n'
+             b'--XB\r\ncontent-disposition: form-data; name="logs.maxDays"\r\n\r\n4\r\n--XB--\r\n'),
+    Step("settings: a multipart form's bad number", "PATCH", "/api/settings?fields=smtp.port",
+         headers={"content-type": "multipart/form-data; boundary=XB"},
+         raw=b'--XB\r\ncontent-disposition: form-data; name="smtp.port"\r\n\r\nport\r\n--XB--\r\n'),
     Step("settings: back to no IPs", "PATCH", "/api/settings?fields=superuserIPs,meta.appName",
          body={"superuserIPs": [], "meta": {"appName": "acme"}}),
     Step("realtime: a form", "POST", "/api/realtime", headers=FORM, raw=b"clientId=nope&subscriptions=a", auth=G),
@@ -251,4 +260,29 @@ SWEEP_STEPS = [
 
 def test_odd_requests_as_pocketbase(backend_pair: tuple[Backend, Backend]) -> None:
     differences = compare(*backend_pair, SWEEP_STEPS, fixture_ids())
+    assert not differences, "\n".join(differences)
+
+
+# Go's router answers HEAD for every GET route (the handler runs, its body is not sent); other paths fall
+# through to the static file handler as GET does.
+HEAD_PATHS = ["/api/health", "/api/realtime", "/api/collections", "/api/collections/demo1",
+              "/api/collections/meta/scaffolds", "/api/collections/users/auth-methods",
+              "/api/collections/demo1/records?perPage=1", "/api/collections/demo1/records/84nmscqy84lsi1t",
+              "/api/collections/demo1/records/missing", "/api/settings", "/api/logs", "/api/logs/stats",
+              "/api/backups", "/api/files/demo1/84nmscqy84lsi1t/missing.png", "/api/nope", "/nope",
+              "/api/collections/users/auth-with-password", "/api/batch"]
+
+
+@pytest.mark.parametrize("who", ["guest", "superuser"])
+def test_head_as_pocketbase(who: str, backend_pair: tuple[Backend, Backend]) -> None:
+    differences = []
+    for path in HEAD_PATHS:
+        answers = []
+        for backend in backend_pair:
+            headers = {"authorization": backend.superuser_token} if who == "superuser" else {}
+            response = httpx.head(backend.url + path, headers=headers, timeout=10)
+            answers.append((response.status_code, response.headers.get("content-type"), response.content,
+                            response.headers.get("cache-control")))
+        if answers[0] != answers[1]:
+            differences.append(f"HEAD {path}: pocketbase {answers[0]}, pbfast {answers[1]}")
     assert not differences, "\n".join(differences)

@@ -3,7 +3,9 @@ values. The expected values were observed on the stock PocketBase 0.40.6 binary.
 
 from __future__ import annotations
 
+import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -14,6 +16,7 @@ from dataclasses import replace
 from pbfast.pocketbase import fields as F
 from pbfast.pocketbase.fields import MISSING, Field, FieldError, PlainPassword, SettingsContext, decode_field, load_field
 from pbfast.pocketbase.gocompat import generate_by_pattern, to_unique_strings
+from pbfast.timefmt import format_datetime
 
 
 def prepared(field: Field, raw: Any, **kwargs: Any) -> Any:
@@ -322,6 +325,24 @@ def test_autodate() -> None:
     assert updated.stamp(False, now) == now
     assert prepared(created, "2000-01-01 00:00:00.000Z", current="2020-01-01 00:00:00.000Z", is_new=False) == \
         "2020-01-01 00:00:00.000Z"
+    stamped = prepared(updated, None)  # a new record's "now", in PocketBase's layout
+    assert abs(datetime.strptime(stamped, "%Y-%m-%d %H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp() - time.time()) < 5
+    assert prepared(make("autodate", onUpdate=True), None) == ""  # not stamped on create
+
+
+def test_format_datetime_as_datetime_formats() -> None:
+    """The "now" stamp, which keeps the text of its last second, is what datetime's own formatting gives,
+    also where the microseconds round up into the next second."""
+    def by_datetime(seconds: float) -> str:
+        moment = datetime.fromtimestamp(seconds, UTC)
+        return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    rng = random.Random(7)
+    moments = [rng.uniform(-1e9, 4e9) for _ in range(20_000)] + [0.0, -0.5, 1e-7, -1e-7, 0.9999995, 59.9999996]
+    moments += [second + fraction for second in (rng.randrange(4_000_000_000) for _ in range(2_000))
+                for fraction in (0.0, 0.0005, 0.9994995, 0.9999994, 0.9999995, 0.99999951)]
+    for seconds in moments:
+        assert format_datetime(seconds) == by_datetime(seconds), seconds
 
 
 def test_relation_ids() -> None:

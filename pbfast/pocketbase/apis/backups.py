@@ -14,11 +14,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 from pbfast.http import ApiError
-from pbfast.pocketbase import app_settings, auth
+from pbfast.pocketbase import app_settings, auth, mails
 from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
 from pbfast.pocketbase.apis.form_body import struct_body
 from pbfast.pocketbase.apis.request import LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, require_superuser
@@ -30,7 +32,9 @@ from pbfast.pocketbase.records import load_row
 from pbfast.pocketbase.request_logs import format_created
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["UPLOAD_LIMIT", "Backups", "may_authenticate"]
+__all__ = ["AUTO_PREFIX", "UPLOAD_LIMIT", "Backups", "ScheduledBackup", "may_authenticate"]
+
+AUTO_PREFIX: Final = "@auto_pb_backup_"  # the scheduled backups' names; only these are pruned
 
 UPLOAD_LIMIT: Final = 512 << 20  # bytes of an uploaded backup (PocketBase has none; the body is held in memory)
 _NAME: Final = re.compile(r"[a-z0-9_-]+\.zip")
@@ -38,6 +42,16 @@ _ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
 BUSY: Final = "Try again later - another backup/restore process has already been started"
 FORBIDDEN: Final = "Insufficient permissions to access the resource."
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledBackup:
+    """What a scheduled backup did: the backup's name, why it failed (None: made), the old ones deleted."""
+
+    name: str
+    error: str | None
+    pruned: tuple[str, ...]
+    alerted: tuple[str, ...] = ()  # the superusers mailed about the failure
 
 
 class Backups:
@@ -48,7 +62,11 @@ class Backups:
         self._active: dict[str, str] = {}  # tenant id -> the backup being made or restored (this process)
 
     def _store(self, request: TenantRequest) -> BackupStore:
-        document = app_settings.load_document(request.tenant.conn)
+        return self.store_of(request.tenant)
+
+    def store_of(self, tenant: Tenant) -> BackupStore:
+        """Where the tenant's backups are kept now (its own S3 when its settings enable it)."""
+        document = app_settings.load_document(tenant.conn)
         config = document["backups"]["s3"]
         if config["enabled"]:
             from pbfast.pocketbase.apis.settings_test_s3 import _client
@@ -59,11 +77,12 @@ class Backups:
                 raise StoreError(f"failed to initialize the S3 filesystem: {err}") from err
         if self.location is None:
             raise StoreError("this node keeps no backups (it has no object store)")
-        return self.location.store_for(request.tenant)
+        return self.location.store_for(tenant)
 
     @contextmanager
-    def _scratch(self, request: TenantRequest) -> Iterator[Path]:
-        directory = Path(tempfile.mkdtemp(prefix=".backup-", dir=request.tenant.directory.parent))
+    def _scratch(self, request: TenantRequest | Tenant) -> Iterator[Path]:
+        tenant = request if isinstance(request, Tenant) else request.tenant
+        directory = Path(tempfile.mkdtemp(prefix=".backup-", dir=tenant.directory.parent))
         try:
             yield directory
         finally:
@@ -74,8 +93,8 @@ class Backups:
         return tenant_id in self._active
 
     @contextmanager
-    def _running(self, request: TenantRequest, name: str, busy: str = BUSY) -> Iterator[None]:
-        tenant_id = request.tenant.id
+    def _running(self, request: TenantRequest | Tenant, name: str, busy: str = BUSY) -> Iterator[None]:
+        tenant_id = request.id if isinstance(request, Tenant) else request.tenant.id
         if tenant_id in self._active:
             raise ApiError(400, busy)
         self._active[tenant_id] = name
@@ -126,16 +145,59 @@ class Backups:
                 raise ApiError(400, VALIDATION_FAILED, {"name": error})
         else:
             name = default_backup_name(app_settings.load_settings(request.tenant.conn).meta.app_name)
-        with self._running(request, name), self._scratch(request) as scratch:
+        try:
+            self._make(request.tenant, store, name)
+        except (StoreError, StorageError, OSError) as err:
+            raise ApiError(400, "Failed to create backup.") from err
+        request.proto.response_empty(204, [])
+
+    def _make(self, tenant: Tenant, store: BackupStore, name: str) -> None:
+        """Make the tenant's backup zip and keep it in ``store`` as ``name`` (ApiError 400 while another
+        backup or restore of the tenant runs)."""
+        with self._running(tenant, name), self._scratch(tenant) as scratch:
             archive = scratch / "backup.zip"
             snapshots = scratch / "snapshots"
             snapshots.mkdir()
+            create_archive(tenant, archive, snapshots, files_of(tenant))
+            store.put(name, archive)
+
+    def create_scheduled(self, tenant: Tenant, now: datetime) -> ScheduledBackup:
+        """PocketBase's backup cron job for the tenant, due at ``now``: an ``@auto_pb_backup_<app>_<time>.zip``,
+        then the automatic backups beyond the newest ``cronMaxKeep`` deleted (the others are never touched).
+        Run on the tenant's database thread. A failure is in the outcome, and mailed to every superuser (in
+        the background) as PocketBase's "Autobackup failure" alert; pruning is tried anyway, as in PocketBase."""
+        settings = app_settings.load_settings(tenant.conn)
+        name = default_backup_name(settings.meta.app_name, AUTO_PREFIX, now.timestamp())
+        error = None
+        try:
+            store = self.store_of(tenant)
+        except StoreError as err:
+            error = f"failed to initialize the backups filesystem: {err}"
+            return ScheduledBackup(name, error, (), _alert_superusers(tenant, settings, error))
+        try:
+            self._make(tenant, store, name)
+        except ApiError as err:
+            error = err.message
+        except (StoreError, StorageError, OSError) as err:
+            error = str(err) or type(err).__name__
+        alerted = () if error is None else _alert_superusers(tenant, settings, error)
+        max_keep = settings.backups.max_keep
+        if max_keep <= 0:
+            return ScheduledBackup(name, error, (), alerted)
+        try:
+            automatic = sorted((f for f in store.list() if f.key.startswith(AUTO_PREFIX)),
+                               key=lambda f: (f.modified, f.key), reverse=True)
+        except StoreError as err:
+            return ScheduledBackup(name, error or f"failed to list the automatic backups: {err}", (), alerted)
+        pruned = []
+        for old in automatic[max_keep:]:
             try:
-                create_archive(request.tenant, archive, snapshots, files_of(request.tenant))
-                store.put(name, archive)
-            except (StoreError, StorageError, OSError) as err:
-                raise ApiError(400, "Failed to create backup.") from err
-        request.proto.response_empty(204, [])
+                store.delete(old.key)
+                pruned.append(old.key)
+            except StoreError as err:
+                error = error or f"failed to remove the old automatic backup {old.key}: {err}"
+        return ScheduledBackup(name, error, tuple(pruned), alerted)
+
 
     def upload(self, request: TenantRequest) -> None:
         require_superuser(request)
@@ -281,3 +343,14 @@ def _go_quote(text: str) -> str:
     from pbfast.pocketbase.gocompat import go_quote
 
     return go_quote(text)
+
+
+def _alert_superusers(tenant: Tenant, settings: app_settings.Settings, error: str) -> tuple[str, ...]:
+    """Mail every superuser of the tenant PocketBase's alert about a failed scheduled backup (sent on threads
+    of their own: the tenant's database turn does not wait for the SMTP server)."""
+    emails = tuple(str(row[0]) for row in tenant.conn.execute(f"SELECT email FROM {SUPERUSERS}") if row[0])
+    for email in emails:
+        mail = mails.system_alert_mail(settings, email, "Autobackup failure",
+                                       "Failed to create/upload automated backup. Raw error:\n" + error)
+        mails.send_in_background(tenant.id, settings, mail, "backup failure alert")
+    return emails

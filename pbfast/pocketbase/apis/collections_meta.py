@@ -1,6 +1,7 @@
 """``POST /api/collections/meta/dry-run-view`` (PocketBase's ``collectionDryRunView``, used by the dashboard
 while a view collection's query is edited): the fields the query would give a view collection and up to 10
-of its records, nothing written. Superusers only."""
+of its records, nothing written; ``GET /api/collections/meta/oauth2-providers``: the OAuth2 providers an auth
+collection may configure, with their display names and logos. Superusers only."""
 
 from __future__ import annotations
 
@@ -18,15 +19,21 @@ from pbfast.pocketbase.collections.table_sync import random_suffix
 from pbfast.pocketbase.collections.views import view_fields
 from pbfast.pocketbase.dbutils.tokenizer import UnbalancedTokenError, split_tokens
 from pbfast.pocketbase.dbutils.transaction import sqlite_error_text
+from pbfast.pocketbase.oauth2.providers import provider_list
 from pbfast.pocketbase.records import Viewer
 from pbfast.pocketbase.records.export import record_json
 from pbfast.pocketbase.sqlite_guard import SqlRefused
 
-__all__ = ["dry_run_view"]
+__all__ = ["dry_run_view", "oauth2_providers"]
 
 MAX_QUERY_LENGTH: Final = 5000
 SAMPLE_SIZE: Final = 10
 INVALID_QUERY: Final = "Invalid view query. Raw error: \n"
+
+
+def oauth2_providers(request: TenantRequest) -> None:
+    require_superuser(request)
+    send_with_fields(request, provider_list(), sort_keys=False)
 
 
 def dry_run_view(request: TenantRequest) -> None:

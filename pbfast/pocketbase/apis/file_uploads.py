@@ -33,6 +33,8 @@ STORAGE_QUOTA_MESSAGE = "The tenant's storage quota is used up."  # as the node 
 def file_uploads(collection: Collection, files: Mapping[str, list[UploadedFile]]) -> dict[str, list[UploadedFile]]:
     """The uploads PocketBase takes: under a file field's name, ``+name`` or ``name+`` (others are ignored)."""
     found: dict[str, list[UploadedFile]] = {}
+    if not files:  # a JSON body
+        return found
     for item in collection.fields:
         if isinstance(item, FileField):
             for key in (item.name, "+" + item.name, item.name + "+"):

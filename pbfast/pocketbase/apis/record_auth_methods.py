@@ -24,7 +24,7 @@ def auth_methods(request: TenantRequest) -> None:
         "oauth2": {"providers": [p.to_json() for p in providers], "enabled": options.oauth2.enabled},
         "mfa": {"enabled": options.mfa.enabled, "duration": options.mfa.duration if options.mfa.enabled else 0},
         "otp": {"enabled": options.otp.enabled, "duration": options.otp.duration if options.otp.enabled else 0},
-        "authProviders": [p.to_json() for p in providers],
+        "authProviders": [p.to_json(with_logo=False) for p in providers],
         "usernamePassword": password.enabled and "username" in identity_fields,
         "emailPassword": password.enabled and "email" in identity_fields,
     }

@@ -42,8 +42,9 @@ class AutodateField(Field):
 
     def prepare(self, raw: object, *, current: Stored | Missing = MISSING, is_new: bool,
                 uploaded: Sequence[str] = ()) -> Stored:
-        stamped = self.stamp(is_new, format_datetime(time.time()))
-        return stamped if stamped is not None else self._kept(current)
+        if (is_new and self.on_create) or (not is_new and self.on_update):  # see stamp(); "now" only when used
+            return format_datetime(time.time())
+        return self._kept(current)
 
     def to_api(self, stored: Stored) -> object:
         return stored_datetime_text(stored)

@@ -2,24 +2,28 @@
 (:data:`CATALOG`: display name, scopes, URLs, PKCE), overridden by the collection's provider config as its
 ``InitProvider`` does (:func:`resolve`), and the login links ``auth-methods`` gives for them
 (:func:`provider_info`). How each provider's user answer becomes PocketBase's ``AuthUser`` is in
-:mod:`pbfast.pocketbase.oauth2.readers`. Provider logos are not reproduced (``logo`` is empty).
+:mod:`pbfast.pocketbase.oauth2.readers`. The providers' order and logos as PocketBase lists them are data
+(``provider_logos.json``, taken from the stock binary's answer: :func:`provider_list`).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import json
 import secrets
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 from urllib.parse import quote_plus
 
 from pbfast.pocketbase.collections.auth_options import OAuth2Provider
 from pbfast.pocketbase.gocompat import cast_to_string
 
-__all__ = ["CATALOG", "Provider", "ProviderDefaults", "ProviderInfo", "provider_info", "random_string",
-           "resolve", "s256_challenge"]
+__all__ = ["CATALOG", "Provider", "ProviderDefaults", "ProviderInfo", "logo", "provider_info", "provider_list",
+           "random_string", "resolve", "s256_challenge"]
 
 _ALPHANUMERIC: Final = string.ascii_letters + string.digits
 
@@ -158,11 +162,30 @@ class ProviderInfo:
     code_challenge: str
     code_challenge_method: str
 
-    def to_json(self) -> dict[str, object]:
-        """In PocketBase's field order (logos are not reproduced: empty)."""
-        return {"name": self.name, "displayName": self.display_name, "logo": "", "state": self.state,
+    def to_json(self, with_logo: bool = True) -> dict[str, object]:
+        """In PocketBase's field order (``with_logo`` False: empty, as its legacy ``authProviders`` are)."""
+        return {"name": self.name, "displayName": self.display_name, "logo": logo(self.name) if with_logo else "",
+                "state": self.state,
                 "authURL": self.auth_url, "authUrl": self.auth_url, "codeVerifier": self.code_verifier,
                 "codeChallenge": self.code_challenge, "codeChallengeMethod": self.code_challenge_method}
+
+
+@functools.cache
+def _listed() -> tuple[tuple[str, str], ...]:
+    """(name, logo) in PocketBase's order: its providers' ``order``, then their names."""
+    data = json.loads((Path(__file__).parent / "provider_logos.json").read_text(encoding="utf-8"))
+    return tuple((entry["name"], entry["logo"]) for entry in data["providers"])
+
+
+def logo(name: str) -> str:
+    """The provider's logo (SVG text) as PocketBase gives it, "" for none."""
+    return dict(_listed()).get(name, "")
+
+
+def provider_list() -> list[dict[str, str]]:
+    """``GET /api/collections/meta/oauth2-providers``: every provider's name, display name and logo."""
+    return [{"name": name, "displayName": CATALOG[name].display_name, "logo": svg}
+            for name, svg in _listed() if name in CATALOG]
 
 
 def random_string(length: int) -> str:

@@ -75,4 +75,4 @@ def expansion_json(expands: list[Expansion | None], viewer: Viewer) -> list[dict
 def strip_hidden(collection: Collection, data: dict[str, Any]) -> dict[str, Any]:
     """Non-superusers cannot set hidden fields (an auth collection's ``password`` excepted)."""
     hidden = {f.name for f in collection.fields if f.hidden and not (collection.type == "auth" and f.name == "password")}
-    return {k: v for k, v in data.items() if k not in hidden}
+    return {k: v for k, v in data.items() if k not in hidden} if hidden else data

@@ -153,12 +153,13 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         uploads.store(str(values.get("id") or existing["id"]), values)  # type: ignore[index]
     table = quote(collection.name)
     try:
+        if is_new and not tenant.conn.in_transaction:
+            # One statement is its own transaction (it takes the write lock as it starts, as BEGIN IMMEDIATE
+            # does) and RETURNING gives the stored row: one statement instead of BEGIN, INSERT, COMMIT, SELECT.
+            return _insert_returning(tenant.conn, table, values)
         with write_transaction(tenant.conn):
             if is_new:
-                columns = list(values)
-                tenant.conn.execute(
-                    f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES ({', '.join('?' * len(columns))})",
-                    [values[c] for c in columns])
+                tenant.conn.execute(_insert_sql(table, values), list(values.values()))
                 record_id = values["id"]
             else:
                 assert existing is not None
@@ -175,6 +176,18 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     stored = load_row(tenant, collection, record_id)
     assert stored is not None
     return stored
+
+
+def _insert_sql(table: str, values: dict[str, Any]) -> str:
+    return f"INSERT INTO {table} ({', '.join(map(quote, values))}) VALUES ({', '.join('?' * len(values))})"
+
+
+def _insert_returning(conn: apsw.Connection, table: str, values: dict[str, Any]) -> dict[str, Any]:
+    """INSERT the row in a transaction of its own; the row as stored (SQLite's defaults included)."""
+    cursor = conn.execute(_insert_sql(table, values) + " RETURNING *", list(values.values()))
+    names = [column[0] for column in cursor.getdescription()]
+    stored = cursor.fetchall()  # stepping past the last row commits
+    return dict(zip(names, stored[0]))
 
 
 def _has_external_auths(tenant: Tenant, collection: Collection, existing: dict[str, Any] | None) -> bool:

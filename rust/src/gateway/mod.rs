@@ -17,6 +17,7 @@ pub mod idle;
 pub mod headers;
 pub mod http2;
 pub mod pool;
+pub mod request_line;
 pub mod stats;
 pub mod target;
 pub mod unix;
