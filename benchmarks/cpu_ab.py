@@ -75,6 +75,7 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
     from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster
     from helpers import PbfastProcess
     from nodetools import start_node
+    from test_auth_bench import _user_token
     from test_tenant_api_bench import _create_collection, _create_collection_with_headers, _lua_create, _seed
 
     targets: list[dict[str, Any]] = []
@@ -96,28 +97,41 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
             "id": "bench", "superuser": {"email": SUPERUSER[0], "password": SUPERUSER[1]}}).json()
         forward = {"x-pbfast-cluster-token": CLUSTER_TOKEN, "x-pbfast-epoch": str(created["epoch"])}
         url = f"{node_url}/t/bench"
-        _create_collection_with_headers(url, superuser_token(url, forward), forward)
+        token = superuser_token(url, forward)
+        _create_collection_with_headers(url, token, forward)
         record = _seed(tmp / f"{name}-nodes" / "bench-node" / "tenants" / "bench" / "data.db")
         headers = tmp / f"{name}-headers.lua"
         headers.write_text("".join(f'wrk.headers["{key}"] = "{value}"\n' for key, value in forward.items()))
         create = tmp / f"{name}-create.lua"
         create.write_text(headers.read_text() + _lua_create(tmp / "create-body.lua").read_text())
+        refresh = tmp / f"{name}-refresh.lua"
+        refresh.write_text(headers.read_text() + _lua_refresh(_user_token(url, forward, token)))
         targets.append({"name": name, "pid": node.proc.pid, "url": url, "headers": str(headers),
-                        "create": str(create), "record": record})
+                        "create": str(create), "refresh": str(refresh), "record": record})
     if options.pb:
         stock = start_pocketbase(tmp / "stock" / "pb_data")
         started.append(stock)
         _create_collection(stock.url, stock.token)
+        refresh = tmp / "pb-refresh.lua"
+        refresh.write_text(_lua_refresh(_user_token(stock.url, {}, stock.token)))
         targets.append({"name": "pocketbase", "pid": stock.process.pid, "url": stock.url, "headers": None,
-                        "create": str(_lua_create(tmp / "pb-create.lua")), "record": _seed(stock.data_dir / "data.db")})
+                        "create": str(_lua_create(tmp / "pb-create.lua")), "refresh": str(refresh),
+                        "record": _seed(stock.data_dir / "data.db")})
     return targets
+
+
+def _lua_refresh(user_token: str) -> str:
+    """The lines of a wrk script that refresh the benchmark user's token (``auth-refresh``)."""
+    return f'wrk.method = "POST"\nwrk.headers["Authorization"] = "{user_token}"\n'
 
 
 def measure(target: dict[str, Any], case: str, seconds: float, connections: int) -> tuple[float, str]:
     """CPU us per request of the target's processes during one wrk run, and the line that says so."""
     path = "/api/collections/bench/records"
-    script = target["create"] if case == "create" else target["headers"]
-    if case == "view":
+    script = target[case] if case in ("create", "refresh") else target["headers"]
+    if case == "refresh":
+        path = "/api/collections/users/auth-refresh"
+    elif case == "view":
         path += "/" + target["record"]
     elif case == "list":
         path += LIST_QUERY
@@ -142,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tmp", help="a scratch directory (short: Litestream's socket path must fit 108 bytes)")
     parser.add_argument("trees", nargs="+", help="name=/path/to/a/checkout")
-    parser.add_argument("--cases", default="create,view", help="of create, view, list")
+    parser.add_argument("--cases", default="create,view", help="of create, view, list, refresh (auth-refresh of a user)")
     parser.add_argument("--secs", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)

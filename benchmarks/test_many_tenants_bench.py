@@ -8,6 +8,8 @@ list (filter + sort, perPage 20) and 10 % create, through ``/t/{id}/...`` on bot
 nginx with one keep-alive upstream per tenant). Measured per side, one side at a time:
 
 - throughput and p99 of the mix, after one warm-up request per tenant;
+- CPU per request: user + system CPU seconds of every process of the side (from /proc) during the mix, per
+  10,000 requests (the figure that does not depend on how many cores the machine has);
 - memory: the RSS of every process of the side (pbfast: the all-in-one and its children, Litestream
   included; PocketBase: every ``pocketbase`` process plus nginx) with all tenants open;
 - first request to an idle tenant: pbfast's tenants closed (the server restarted on its data dir; the
@@ -45,6 +47,7 @@ from cpcluster import Start
 from helpers import free_port
 from pbharness import ADMIN_TOKEN, start_all_in_one, wait_http
 from test_control_plane_bench import run_wrk
+from test_cpu_per_request_bench import CLOCK_TICKS
 from test_gateway_bench import _latency_ms
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
@@ -117,6 +120,7 @@ class Side:
     rate: float
     p99_ms: float
     errors: int
+    cpu_per_10k: float  # CPU seconds of the side per 10,000 requests of the mix
     rss_mib: float
     cold_ms: list[float]
 
@@ -124,8 +128,8 @@ class Side:
         cold = f"p50 {statistics.median(self.cold_ms):.0f} ms, max {max(self.cold_ms):.0f} ms" if self.cold_ms \
             else "n/a"
         return (f"many tenants: {self.name:<26} {self.tenants:>5} tenants: {self.rate:8.0f} req/s, p99 "
-                f"{self.p99_ms:7.1f} ms, non-2xx {self.errors}, RSS {self.rss_mib:8.0f} MiB, first request to an idle "
-                f"tenant {cold}")
+                f"{self.p99_ms:7.1f} ms, non-2xx {self.errors}, CPU {self.cpu_per_10k:5.1f} s per 10k requests, RSS "
+                f"{self.rss_mib:8.0f} MiB, first request to an idle tenant {cold}")
 
 
 def _template(directory: Path) -> Path:
@@ -198,16 +202,41 @@ def _available_mib() -> float:
     return 0.0
 
 
-def _mix(url: str, tenants: int, directory: Path) -> tuple[float, float, int]:
-    """Warm every tenant, then the mixed traffic: ``(req/s, p99 ms, non-2xx)``."""
+def _tree_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` and their live descendants (one pass over /proc)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(status.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    total, seen, todo = 0.0, set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            total += times.get(pid, 0.0)
+            todo.extend(children.get(pid, []))
+    return total
+
+
+def _mix(url: str, tenants: int, directory: Path, pids: list[int]) -> tuple[float, float, int, float]:
+    """Warm every tenant, then the mixed traffic: ``(req/s, p99 ms, non-2xx, CPU s per 10k requests)``, the CPU
+    of ``pids`` and their descendants."""
     script = directory / f"mix-{tenants}.lua"
     script.write_text(MIX_LUA.format(tenants=tenants, records=RECORDS))
     with httpx.Client(timeout=60) as client:
         for i in range(tenants):
             answer = client.get(f"{url}/t/t{i}/api/collections/posts/records/{0:015d}")
             assert answer.status_code == 200, answer.text
+    cpu_before = _tree_cpu(pids)
     rate, latency, errors = run_wrk(url, script, CONNECTIONS, SECONDS)
-    return rate, _latency_ms(latency, "99"), errors
+    cpu = _tree_cpu(pids) - cpu_before
+    return rate, _latency_ms(latency, "99"), errors, cpu / (rate * SECONDS) * 10_000
 
 
 def _first_request_ms(url: str, tenant: str) -> float:
@@ -232,8 +261,8 @@ def _pbfast_side(start: Start, template: Path, tenants: int, directory: Path) ->
         while httpx.get(f"{gw}/t/t{i}/api/health").status_code != 200:
             assert time.monotonic() < deadline, f"tenant t{i} was never served"
             time.sleep(0.05)
-    rate, p99, errors = _mix(gw, tenants, directory)
     assert process.proc is not None
+    rate, p99, errors, cpu = _mix(gw, tenants, directory, [process.proc.pid])
     rss = _tree_rss_mib([process.proc.pid])
     # Idle tenants: the server restarted on its data dir holds every tenant closed until its first request.
     process.stop()
@@ -245,7 +274,7 @@ def _pbfast_side(start: Start, template: Path, tenants: int, directory: Path) ->
     sample = random.Random(3).sample(range(1, tenants), min(COLD_SAMPLES, tenants - 1))
     cold = [_first_request_ms(gw, f"t{i}") for i in sample]
     process.stop()
-    return Side("pbfast (one all-in-one)", tenants, rate, p99, errors, rss, cold)
+    return Side("pbfast (one all-in-one)", tenants, rate, p99, errors, cpu, rss, cold)
 
 
 def _start_pocketbase(data: Path, port: int) -> subprocess.Popen[bytes]:
@@ -299,7 +328,7 @@ def _pocketbase_side(template: Path, tenants: int, directory: Path) -> tuple[Sid
         for port in ports:
             wait_http(f"http://127.0.0.1:{port}", timeout=120)
         with _nginx(directory / "nginx", ports) as (url, nginx):
-            rate, p99, errors = _mix(url, tenants, directory)
+            rate, p99, errors, cpu = _mix(url, tenants, directory, [p.pid for p in processes] + [nginx.pid])
             rss = _tree_rss_mib([p.pid for p in processes] + [nginx.pid])
             cold = []
             for i in random.Random(3).sample(range(tenants), min(COLD_SAMPLES, tenants)):
@@ -316,7 +345,7 @@ def _pocketbase_side(template: Path, tenants: int, directory: Path) -> tuple[Sid
                         pass
                     time.sleep(0.005)
                 cold.append((time.perf_counter() - started) * 1000)
-        return Side("PocketBase (one per tenant)", tenants, rate, p99, errors, rss, cold), ""
+        return Side("PocketBase (one per tenant)", tenants, rate, p99, errors, cpu, rss, cold), ""
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -340,6 +369,6 @@ def test_many_tenants_pbfast_vs_one_pocketbase_per_tenant(pbfast_process: Start,
             continue
         bench_report.append(stock.line())
         bench_report.append(f"many tenants: {tenants} tenants, pbfast / PocketBase: throughput "
-                            f"{fast.rate / stock.rate:.2f}x, p99 {fast.p99_ms / stock.p99_ms:.2f}x, memory "
-                            f"{fast.rss_mib / stock.rss_mib:.2f}x")
+                            f"{fast.rate / stock.rate:.2f}x, p99 {fast.p99_ms / stock.p99_ms:.2f}x, CPU per request "
+                            f"{fast.cpu_per_10k / stock.cpu_per_10k:.2f}x, memory {fast.rss_mib / stock.rss_mib:.2f}x")
         assert fast.errors == 0 and stock.errors == 0

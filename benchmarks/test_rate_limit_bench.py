@@ -87,9 +87,10 @@ class _Scope:
 @pytest.mark.parametrize("where", ["process", "shared"])
 @pytest.mark.parametrize("route", ["plain", "collection"])
 def test_request_check(benchmark: BenchmarkFixture, tmp_path: Path, where: str, route: str) -> None:
-    """A guest's check; ``collection``: a collection route (a records list), which looks for its tags' rules
-    too (``users:list``, ``*:list``, then the route's labels): with PocketBase's default rules both searches find
-    ``/api/``, two counts."""
+    """A guest's check; ``collection``: a collection route (a records list), whose rule is its tags' (``users:list``,
+    ``*:list``) or else its labels' (with PocketBase's default rules ``/api/``), counted once as PocketBase does;
+    both kinds are one lookup of the request's ``METHOD /path`` in the rules compiled for the settings, then one
+    native count."""
     benchmark.group = "rate limit: a request's check"
     init_tenant_database(tmp_path / "t")
     tenant = Tenant.open("t", tmp_path / "t")

@@ -3,7 +3,7 @@
 SQLite database with the benchmark collection's 10,000 records) called with RSGI scope and protocol objects
 as granian passes them, without the network and granian around it. What it times is the Python (and SQLite)
 work of one request that pbfast itself adds: view by id, the same view with a superuser's token, list
-(``perPage=20&sort=-created&filter=(num>=5000)``) and create.
+(``perPage=20&sort=-created&filter=(num>=5000)``), create and a user's ``auth-refresh``.
 
 ``python3 -m pytest benchmarks/test_request_path_bench.py --benchmark-enable -q`` (pytest-benchmark: each
 round is :data:`BATCH` requests, one after another, on the node's event loop; the time is the CPU time of
@@ -88,6 +88,7 @@ class Bench:
     node: TenantNodeApp
     record_id: str
     token: str
+    user_token: str = ""  # a user's of the default users collection (auth-refresh)
 
     def scope(self, method: str, path: str, query: str = "", token: str | None = None,
               body: bytes = b"") -> Scope:
@@ -136,6 +137,14 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
                        credentials)
     assert login.status == 200, login.answer
     bench.token = orjson.loads(login.answer)["token"]
+    user = orjson.dumps({"email": "reader@example.com", "password": "reader-password-1",
+                         "passwordConfirm": "reader-password-1"})
+    created = bench.call(bench.scope("POST", "/api/collections/users/records", token=bench.token, body=user), user)
+    assert created.status == 200, created.answer
+    credentials = orjson.dumps({"identity": "reader@example.com", "password": "reader-password-1"})
+    login = bench.call(bench.scope("POST", "/api/collections/users/auth-with-password", body=credentials), credentials)
+    assert login.status == 200, login.answer
+    bench.user_token = orjson.loads(login.answer)["token"]
     yield bench
     loop.run_until_complete(node.close_all())
     node.db.stop()
@@ -178,8 +187,18 @@ def test_create(bench: Bench, benchmark: BenchmarkFixture) -> None:
     assert benchmark(bench.batch, scope, CREATE_BODY) == 200
 
 
+@cpu_timed
+def test_auth_refresh(bench: Bench, benchmark: BenchmarkFixture) -> None:
+    scope = bench.scope("POST", "/api/collections/users/auth-refresh", token=bench.user_token)
+    _check(bench, scope)
+    assert benchmark(bench.batch, scope) == 200
+
+
 def request_loop(bench: Bench, case: str, count: int) -> Any:
-    """For profiling by hand: ``count`` requests of ``case`` (view, view-token, list, create)."""
+    """For profiling by hand: ``count`` requests of ``case`` (view, view-token, list, create, refresh)."""
+    if case == "refresh":
+        return bench.batch(bench.scope("POST", "/api/collections/users/auth-refresh", token=bench.user_token),
+                           count=count)
     if case == "create":
         return bench.batch(bench.scope("POST", "/api/collections/bench/records", body=CREATE_BODY), CREATE_BODY,
                            count)

@@ -67,6 +67,18 @@ class RoutingTable:
         ``route_or_None`` is None for an unknown tenant.
         """
 
+def hs256_sign(payload: bytes, key: bytes) -> str:
+    """An HS256 JWT of ``payload`` (the claims' JSON) signed with ``key``: header
+    ``{"alg":"HS256","typ":"JWT"}``, parts base64url without padding."""
+
+def hs256_verify(token: str, key: bytes) -> bool:
+    """Whether ``token``'s last part is the HMAC-SHA256 under ``key`` of what precedes it (constant time;
+    strict unpadded base64url, as Go's ``RawURLEncoding``)."""
+
+def jwt_segments(token: str) -> tuple[bytes, bytes] | None:
+    """``(header, payload)`` decoded from a token of exactly three base64url parts, signature unchecked;
+    None when it is not one."""
+
 @final
 class RateLimiter:
     """PocketBase's rate limiter: per key, fixed windows of ``duration`` whole seconds allowing

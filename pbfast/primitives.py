@@ -18,7 +18,10 @@ from pbfast._native import (
     TenantCache,
     WorkerAcks,
     WorkerCounters,
+    hs256_sign,
+    hs256_verify,
     is_valid_tenant_id,
+    jwt_segments,
 )
 
 __all__ = [
@@ -35,5 +38,8 @@ __all__ = [
     "TenantCache",
     "WorkerAcks",
     "WorkerCounters",
+    "hs256_sign",
+    "hs256_verify",
     "is_valid_tenant_id",
+    "jwt_segments",
 ]

@@ -9,6 +9,10 @@ Thread-safety: every class guards its state with one :class:`threading.Lock`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import re
 import threading
 import time
@@ -22,7 +26,10 @@ __all__ = [
     "QuotaCounters",
     "RoutingTable",
     "TenantCache",
+    "hs256_sign",
+    "hs256_verify",
     "is_valid_tenant_id",
+    "jwt_segments",
 ]
 
 _TENANT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -36,6 +43,42 @@ class InvalidTenantId(ValueError):
 
 def is_valid_tenant_id(tenant_id: str) -> bool:
     return _TENANT_ID.fullmatch(tenant_id) is not None
+
+
+_JWT_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+_BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+def _b64url_decode(part: str) -> bytes | None:
+    """Strict unpadded base64url, as Go's ``RawURLEncoding`` (None: not that)."""
+    raw = part.encode()
+    if len(raw) % 4 == 1 or _BASE64URL.fullmatch(raw) is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except binascii.Error:
+        return None
+
+
+def hs256_sign(payload: bytes, key: bytes) -> str:
+    signing_input = _JWT_HEADER + b"." + base64.urlsafe_b64encode(payload).rstrip(b"=")
+    signature = hmac.digest(key, signing_input, hashlib.sha256)
+    return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+
+
+def hs256_verify(token: str, key: bytes) -> bool:
+    signing_input, dot, signature = token.rpartition(".")
+    decoded = _b64url_decode(signature) if dot else None
+    return decoded is not None and hmac.compare_digest(hmac.digest(key, signing_input.encode(), hashlib.sha256),
+                                                       decoded)
+
+
+def jwt_segments(token: str) -> tuple[bytes, bytes] | None:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    header, payload = _b64url_decode(parts[0]), _b64url_decode(parts[1])
+    return None if header is None or payload is None else (header, payload)
 
 
 def _checked_id(tenant_id: str) -> str:

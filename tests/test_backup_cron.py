@@ -10,9 +10,10 @@ import asyncio
 import io
 import json
 import sqlite3
+import threading
 import time
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server
 
 from helpers import free_port
+from pbfast.pocketbase.apis.backups import NOT_OURS_ANY_MORE
 from pbfast.pocketbase.auth import hash_password
 from pbfast.pocketbase.egress import ALLOW_LOOPBACK_ENV
 from pbfast.tenant_node.app import TenantNodeApp
@@ -202,6 +204,61 @@ def test_only_the_node_the_tenant_is_assigned_to_runs_its_schedule(tmp_path: Pat
     asyncio.run(scenario())
 
 
+class Hold:
+    """A job that holds a tenant's database turn until released."""
+
+    def __init__(self) -> None:
+        self.running, self.release = threading.Event(), threading.Event()
+
+    def __call__(self) -> None:
+        self.running.set()
+        self.release.wait(30)
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
+
+
+def test_a_backup_of_a_tenant_placed_elsewhere_while_it_waited_writes_and_deletes_nothing(tmp_path: Path) -> None:
+    """A node whose tenant is placed anew while its scheduled backup waits for the tenant's turn (a fence, a
+    move) neither uploads a backup of its copy nor prunes the automatic backups the new owner makes."""
+    async def scenario() -> None:
+        async with running_node(tmp_path, ("alpha",)) as node:
+            app = node.app
+            schedule = BackupSchedule(tmp_path / SCHEDULE_FILE)
+            cron = BackupCron(schedule, app.api.backups, app.pool)
+            await node.ok("alpha", "PATCH", "/api/settings", json={"backups": {"cron": "0 3 * * *", "cronMaxKeep": 1}})
+            first = minute(schedule, "alpha")
+            assert [run.backup and run.backup.error for run in await cron.tick(first)] == [None]
+            before = await node.backups("alpha")
+            assert len(before) == 1
+
+            # The tick first reads the open tenants' settings again (a job in the tenant's turn), then queues
+            # the backup: a second hold queued behind that read keeps the backup waiting for its turn.
+            first_hold, second_hold = Hold(), Hold()
+            held = asyncio.ensure_future(app.db.run("alpha", first_hold, bounded=False))
+            await asyncio.to_thread(first_hold.running.wait, 30)
+            ticking = asyncio.ensure_future(cron.tick(first + timedelta(days=1)))
+            await until(lambda: app.db.queued("alpha") == 1)  # the settings read
+            held_again = asyncio.ensure_future(app.db.run("alpha", second_hold, bounded=False))
+            await until(lambda: app.db.queued("alpha") == 2)
+            first_hold.release.set()
+            await asyncio.to_thread(second_hold.running.wait, 30)
+            await until(lambda: app.db.queued("alpha") == 1)  # the backup, behind the second hold
+            app.apply_assignments({"alpha": {"epoch": 2, "incarnation": "inc-1"}}, [])  # placed anew meanwhile
+            second_hold.release.set()
+            await asyncio.gather(held, held_again)
+            runs = await ticking
+            assert [(run.backup.error, run.backup.pruned) for run in runs if run.backup] == [(NOT_OURS_ANY_MORE, ())]
+            assert await node.backups("alpha") == before
+            schedule.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_moved_tenant_takes_its_schedule_to_its_new_node(tmp_path: Path) -> None:
     """The schedule goes with the tenant: its new node learns it before opening it (from what the old node kept
     beside its backups), makes the due backup from the tenant's replica, and the old node forgets it."""
@@ -313,3 +370,17 @@ def test_a_failed_scheduled_backup_is_mailed_to_the_superusers(tmp_path: Path, m
         asyncio.run(scenario())
     finally:
         controller.stop()
+
+
+def test_an_unreadable_schedule_file_is_moved_aside_and_a_new_one_started(tmp_path: Path) -> None:
+    path = tmp_path / SCHEDULE_FILE
+    path.write_bytes(b"not a database at all" * 100)
+    schedule = BackupSchedule(path)
+    assert schedule.entries == {}
+    now = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    assert schedule.learn("alpha", "0 3 * * *", now)
+    schedule.close()
+    assert [p.read_bytes()[:21] for p in tmp_path.glob(f"{SCHEDULE_FILE}.unreadable-*")] == [b"not a database at all"]
+    again = BackupSchedule(path)  # the new file is the one read next time
+    assert again.entries["alpha"].cron == "0 3 * * *"
+    again.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import threading
 import time
 from types import ModuleType
@@ -31,6 +34,38 @@ def test_valid_tenant_ids(impl: ModuleType, tenant_id: str) -> None:
 @pytest.mark.parametrize("tenant_id", INVALID_IDS)
 def test_invalid_tenant_ids(impl: ModuleType, tenant_id: str) -> None:
     assert not impl.is_valid_tenant_id(tenant_id)
+
+
+# ---- HS256 tokens -----------------------------------------------------------------------------------
+
+PAYLOAD = b'{"collectionId":"_pb_users_auth_","exp":1797051438,"id":"kq9bxyglp1cevvl","refreshable":true,"type":"auth"}'
+
+
+def test_hs256_token_is_the_standard_hmac_sha256_jwt(impl: ModuleType) -> None:
+    key = b"t" * 50 + b"secret" * 9  # a record's tokenKey followed by the collection's secret, longer than a block
+    token = impl.hs256_sign(PAYLOAD, key)
+    header, payload, signature = token.split(".")
+    assert base64.urlsafe_b64decode(header + "==") == b'{"alg":"HS256","typ":"JWT"}'
+    assert base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)) == PAYLOAD
+    assert "=" not in token
+    expected = hmac.digest(key, f"{header}.{payload}".encode(), hashlib.sha256)
+    assert base64.urlsafe_b64decode(signature + "=") == expected
+    assert impl.jwt_segments(token) == (b'{"alg":"HS256","typ":"JWT"}', PAYLOAD)
+
+
+def test_hs256_verify_takes_only_its_key_and_an_untouched_token(impl: ModuleType) -> None:
+    token = impl.hs256_sign(PAYLOAD, b"key")
+    assert impl.hs256_verify(token, b"key")
+    assert not impl.hs256_verify(token, b"kez")
+    assert not impl.hs256_verify(token[:-1] + ("A" if token[-1] != "A" else "B"), b"key")
+    assert not impl.hs256_verify(token + "=", b"key")  # padding: Go's RawURLEncoding refuses it
+    assert not impl.hs256_verify(token.replace(".", "", 1), b"key")  # two parts
+    assert not impl.hs256_verify("no-dots-at-all", b"key")
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "a=.b.c", "e30.e30!.c", "e30.e.c", "é.e30.c"])
+def test_jwt_segments_refuse_what_is_not_three_base64url_parts(impl: ModuleType, token: str) -> None:
+    assert impl.jwt_segments(token) is None
 
 
 # ---- RoutingTable -----------------------------------------------------------------------------------

@@ -101,6 +101,7 @@ class TenantNodeApp:
         self.pool = TenantPool(node_id, self.slots, self.open_tenants, self.ownership, self.copies, self.restorer,
                                self.db, replicator, self.metrics, self.quotas, self.background, self.checkpoints,
                                self.superusers_applied, shared)
+        self.api.request_logs.follow_open_tenants(self.pool.serves_directory, max_tenants)
         self.handover = Handover(node_id, self.slots, self.ownership, self.pool, self.copies, replicator,
                                  self.background)
         self.fencing = Fencing(self.slots, self.ownership, self.pool, replicator, self.metrics, self.background)

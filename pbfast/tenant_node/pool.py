@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
@@ -209,6 +210,12 @@ class TenantPool:
             opening.add_done_callback(_log_open_failure)
             raise ApiError(503, "The tenant is being loaded from its replica; retry shortly.",
                            headers=[("retry-after", "2")]) from None
+
+    def serves_directory(self, directory: Path) -> bool:
+        """Whether the tenant whose directory this is is open (serving) here now. Only reads, so any thread may
+        ask (the request log writer does)."""
+        tenant = self.slots.serving(directory.name)
+        return tenant is not None and tenant.directory == directory
 
     @contextlib.asynccontextmanager
     async def using(self, tenant_id: str) -> AsyncIterator[Tenant]:

@@ -111,6 +111,7 @@ class WorkerApp:
         self.link = WorkerLink(settings.hub_socket, settings.node_socket, settings.cluster_token)
         self.tenants = WorkerTenants(settings.index, Path(settings.data_dir) / "tenants", self.table,
                                      WorkerAcks(memory), self.counters, self.db, settings.replicated)
+        self.api.request_logs.follow_open_tenants(self.tenants.holds_directory)  # as many as the node has open
         self.serving = WorkerServing(settings.index, self.table, SharedQuotas(memory), self.counters, self.tenants,
                                      self.api, self.db, self.link, settings.request_time_limit)
         self.woken = asyncio.Event()

@@ -135,6 +135,12 @@ class WorkerTenants:
             return
         held.files_measured = True
 
+    def holds_directory(self, directory: Path) -> bool:
+        """Whether the worker holds an open connection to the tenant whose directory this is. Only reads, so
+        any thread may ask (the request log writer does)."""
+        held = self.held.get(directory.name)
+        return held is not None and held.closing is None and held.tenant.directory == directory
+
     def files_measured(self, tenant: Tenant) -> bool:
         held = self.held.get(tenant.id)
         return held is not None and held.tenant is tenant and held.files_measured

@@ -5,6 +5,7 @@
 
 pub mod breaker;
 pub mod gateway;
+pub mod jwt;
 pub mod node_shm;
 pub mod quota;
 pub mod rate_limit;
@@ -27,6 +28,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InvalidTenantId", py.get_type::<routing::InvalidTenantId>())?;
     m.add_function(wrap_pyfunction!(routing::py_is_valid_tenant_id, m)?)?;
     m.add_class::<routing::RoutingTable>()?;
+    m.add_function(wrap_pyfunction!(jwt::py_hs256_sign, m)?)?;
+    m.add_function(wrap_pyfunction!(jwt::py_hs256_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(jwt::py_jwt_segments, m)?)?;
     m.add_class::<quota::QuotaCounters>()?;
     m.add_class::<rate_limit::RateLimiter>()?;
     m.add_class::<tenant_cache::TenantCache>()?;

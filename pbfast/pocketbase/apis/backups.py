@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +42,7 @@ _ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
 BUSY: Final = "Try again later - another backup/restore process has already been started"
 FORBIDDEN: Final = "Insufficient permissions to access the resource."
+NOT_OURS_ANY_MORE: Final = "the node no longer serves the tenant (fenced or moved): left to its new node"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +162,16 @@ class Backups:
             create_archive(tenant, archive, snapshots, files_of(tenant))
             store.put(name, archive)
 
-    def create_scheduled(self, tenant: Tenant, now: datetime) -> ScheduledBackup:
+    def create_scheduled(self, tenant: Tenant, now: datetime,
+                         still_ours: Callable[[], bool] = lambda: True) -> ScheduledBackup:
         """PocketBase's backup cron job for the tenant, due at ``now``: an ``@auto_pb_backup_<app>_<time>.zip``,
         then the automatic backups beyond the newest ``cronMaxKeep`` deleted (the others are never touched).
         Run on the tenant's database thread. A failure is in the outcome, and mailed to every superuser (in
-        the background) as PocketBase's "Autobackup failure" alert; pruning is tried anyway, as in PocketBase."""
+        the background) as PocketBase's "Autobackup failure" alert; pruning is tried anyway, as in PocketBase.
+
+        ``still_ours`` is asked before the backup is written and again before pruning: a node fenced meanwhile
+        must neither write a backup of its possibly stale copy under the tenant's prefix (the same name as the
+        new owner's backup of that minute) nor delete the new owner's newer automatic backups."""
         settings = app_settings.load_settings(tenant.conn)
         name = default_backup_name(settings.meta.app_name, AUTO_PREFIX, now.timestamp())
         error = None
@@ -174,6 +180,8 @@ class Backups:
         except StoreError as err:
             error = f"failed to initialize the backups filesystem: {err}"
             return ScheduledBackup(name, error, (), _alert_superusers(tenant, settings, error))
+        if not still_ours():
+            return ScheduledBackup(name, NOT_OURS_ANY_MORE, (), ())
         try:
             self._make(tenant, store, name)
         except ApiError as err:
@@ -184,6 +192,8 @@ class Backups:
         max_keep = settings.backups.max_keep
         if max_keep <= 0:
             return ScheduledBackup(name, error, (), alerted)
+        if not still_ours():
+            return ScheduledBackup(name, error or NOT_OURS_ANY_MORE, (), alerted)
         try:
             automatic = sorted((f for f in store.list() if f.key.startswith(AUTO_PREFIX)),
                                key=lambda f: (f.modified, f.key), reverse=True)

@@ -2,9 +2,10 @@
 off unless enabled; superusers and ``excludedIPs`` are never limited; a rule is found for the request's
 labels (``METHOD /path``, then ``/path``; rules ending in ``/`` match as path prefixes) and audience (``""``
 for everyone, ``@guest``, ``@auth``); collection routes look first for their tags (``users:auth``,
-``users:create``, then ``*:auth`` ...). Each matched rule counts the client (``RealIP``, with the tenant's
-``trustedProxy`` settings) in a fixed window; past ``maxRequests`` the answer is 429. Saved settings start
-every window afresh, as in PocketBase (identical settings saved again excepted).
+``users:create``, then ``*:auth`` ...), and only there: PocketBase's collection middleware has the id of the
+global one and replaces it on those routes, so a request counts once. The matched rule counts the client
+(``RealIP``, with the tenant's ``trustedProxy`` settings) in a fixed window; past ``maxRequests`` the answer is
+429. Saved settings start every window afresh, as in PocketBase (identical settings saved again excepted).
 
 The counting is native, well under a microsecond a check: in the process (:class:`pbfast.primitives.RateLimiter`)
 on a node without workers, and in the node's shared memory (:class:`pbfast.primitives.SharedRateLimiter`, one
@@ -73,6 +74,8 @@ class _Found:
 
 
 _MISSING: Final = _Found("", 0, 0)  # not in a memo yet (None there: no rule applies)
+_BY_LABEL: Final = _Found("", 0, 0)  # no rule of the route's tags: the route's labels decide
+_NO_COLLECTION: Final = _Found("", 0, 0)  # a collection route of a missing collection: answered 404, not counted
 
 
 class _Compiled:
@@ -81,7 +84,8 @@ class _Compiled:
     label and the prefix rules in order (:func:`find_rule` with dictionary lookups); and the rule found for
     each label list seen, a bounded memo (the search was most of a check's cost)."""
 
-    __slots__ = ("exact", "found", "key_prefix", "prefixes", "route_found", "settings")
+    __slots__ = ("collection_found", "collections", "exact", "found", "key_prefix", "prefixes", "route_found",
+                 "settings", "tagged")
 
     def __init__(self, tenant_id: str, settings: Settings) -> None:
         self.settings = settings
@@ -102,6 +106,12 @@ class _Compiled:
         self.route_found = {id(rule): _Found(f"{self.key_prefix}\0{rule.label}{rule.audience}\0",
                                              max(rule.max_requests, 0), max(rule.duration, 1)) for rule in rules}
         self.found: tuple[dict[Hashable, _Found | None], dict[Hashable, _Found | None]] = ({}, {})
+        # Per (route's tags, collection): the rule its tags find, or _BY_LABEL (then ``found`` per label).
+        self.tagged: tuple[dict[Hashable, _Found | None], dict[Hashable, _Found | None]] = ({}, {})
+        # A collection route's rule by its ``METHOD /path`` label (which decides the route, so its tags, and the
+        # collection): one lookup a request, while the tenant's collections are the ones it was found with.
+        self.collection_found: tuple[dict[Hashable, _Found | None], dict[Hashable, _Found | None]] = ({}, {})
+        self.collections: object = None
 
     def find(self, labels: Sequence[str], authenticated: bool) -> RateLimitRule | None:
         """:func:`find_rule` for the audience of a guest or an authenticated request."""
@@ -128,20 +138,44 @@ class _Compiled:
     def collection_rule(self, tags: CollectionTags, collection: Collection, label: str, path: str,
                         authenticated: bool) -> _Found | None:
         """The rule for a collection route: its tags for the collection, then for any (``*:auth``), then the
-        route's labels."""
+        route's labels; counted per collection and route (PocketBase's ``collection.Id + pattern + tags``)."""
+        tagged = self.tagged[authenticated]
+        tag_key = (id(tags), collection.id, collection.name)  # tags: the router's, alive as long as it
+        found = tagged.get(tag_key, _MISSING)  # (the check looks this key up itself first)
+        if found is _MISSING:
+            rule = self.find([f"{collection.name}:{tag}" for tag in tags.tags] + [f"*:{tag}" for tag in tags.tags],
+                             authenticated)
+            found = _BY_LABEL if rule is None else self._collection_found(tags, collection, rule)
+            _remember(tagged, tag_key, found)
+        if found is not _BY_LABEL:
+            return found
         memo = self.found[authenticated]
-        memo_key = (id(tags), collection.id, collection.name, label)  # tags: the router's, alive as long as it
-        # (the check looks this key up itself first)
+        memo_key = (id(tags), collection.id, label)
         found = memo.get(memo_key, _MISSING)
         if found is _MISSING:
-            tagged = ([f"{collection.name}:{tag}" for tag in tags.tags] + [f"*:{tag}" for tag in tags.tags]
-                      + [label, path])
-            rule = self.find(tagged, authenticated)
-            found = None if rule is None else _Found(
-                f"{self.key_prefix}\0{collection.id}{tags.pattern}{''.join(tags.tags)}{rule.audience}\0",
-                max(rule.max_requests, 0), max(rule.duration, 1))
+            rule = self.find((label, path), authenticated)
+            found = None if rule is None else self._collection_found(tags, collection, rule)
             _remember(memo, memo_key, found)
         return found
+
+    def collection_route_rule(self, request: TenantRequest, tags: CollectionTags, label: str,
+                              authenticated: bool) -> _Found | None:
+        """:meth:`collection_rule` for the request's collection (:data:`_NO_COLLECTION`: it has none), kept
+        for its label in :attr:`collection_found`."""
+        collections = request.tenant.collections
+        if collections is not self.collections:  # a schema change: labels may name other collections now
+            self.collection_found[0].clear()
+            self.collection_found[1].clear()
+            self.collections = collections
+        collection = request.tenant.collection(request.params.get("collection", ""))
+        found = _NO_COLLECTION if collection is None else \
+            self.collection_rule(tags, collection, label, request.path, authenticated)
+        _remember(self.collection_found[authenticated], label, found)
+        return found
+
+    def _collection_found(self, tags: CollectionTags, collection: Collection, rule: RateLimitRule) -> _Found:
+        return _Found(f"{self.key_prefix}\0{collection.id}{tags.pattern}{''.join(tags.tags)}{rule.audience}\0",
+                      max(rule.max_requests, 0), max(rule.duration, 1))
 
 
 def _remember(memo: dict[Hashable, _Found | None], key: Hashable, found: _Found | None) -> None:
@@ -180,24 +214,22 @@ class RateLimits:
         if compiled is None or compiled.settings is not settings:
             compiled = self._compile(tenant.id, settings, compiled)
         authenticated = auth is not None
-        path = request.path
-        label = f"{request.scope.method} {path}"
+        label = f"{request.scope.method} {request.path}"
+        if collection_tags is None:
+            found = compiled.found[authenticated].get(label, _MISSING)  # compiled.route_rule, inline: the usual case
+            if found is _MISSING:
+                found = compiled.route_rule(label, request.path, authenticated)
+        else:
+            # A collection route counts once, by its collection's rule (a missing collection: 404, not counted).
+            found = compiled.collection_found[authenticated].get(label, _MISSING) \
+                if compiled.collections is tenant.collections else _MISSING  # collection_route_rule, inline
+            if found is _MISSING:
+                found = compiled.collection_route_rule(request, collection_tags, label, authenticated)
+            if found is _NO_COLLECTION:
+                return
         now = int(time.time())
-        found = compiled.found[authenticated].get(label, _MISSING)  # compiled.route_rule, inline: the usual case
-        if found is _MISSING:
-            found = compiled.route_rule(label, path, authenticated)
         if found is not None and not self.limiter.allow(found.key + ip, found.max_requests, found.duration, now):
             raise ApiError(429, TOO_MANY)
-        if collection_tags is not None:
-            collection = tenant.collection(request.params.get("collection", ""))
-            if collection is not None:
-                found = compiled.found[authenticated].get((id(collection_tags), collection.id, collection.name, label),
-                                                          _MISSING)  # compiled.collection_rule, inline
-                if found is _MISSING:
-                    found = compiled.collection_rule(collection_tags, collection, label, path, authenticated)
-                if found is not None and not self.limiter.allow(found.key + ip, found.max_requests, found.duration,
-                                                                now):
-                    raise ApiError(429, TOO_MANY)
         if now - self._cleaned > CLEAN_EVERY_SECONDS:
             self._cleaned = now
             if isinstance(self.limiter, RateLimiter):  # shared windows need none: ended ones are reused

@@ -13,9 +13,10 @@ import orjson
 
 from pbfast.http import JSON_HEADERS, ApiError, HTTPProtocol, Request, Scope
 from pbfast.pocketbase import auth, gocompat, search
+from pbfast.pocketbase.auth_records import load_auth_record
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.filesystem import FileChanges
-from pbfast.pocketbase.records import Row, Viewer, load_row
+from pbfast.pocketbase.records import Row, Viewer
 from pbfast.pocketbase.search import RequestInfo, TableResolver
 from pbfast.pocketbase.tenant import Tenant
 
@@ -144,7 +145,7 @@ def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
     collection = tenant.collection_by_id(claims["collectionId"])
     if collection is None or collection.type != "auth":
         return None
-    row = load_row(tenant, collection, claims["id"])
+    row = load_auth_record(tenant, collection, claims["id"])
     secret = collection.auth.auth_token.secret
     if row is None or not secret or not auth.verify_token_signature(token, str(row.get("tokenKey", "")), secret):
         return None
