@@ -15,6 +15,7 @@ from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecor
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.front import CorsRecorder, answered_before_routes
+from pbfast.pocketbase.apis.realtime import connect_address
 from pbfast.pocketbase.realtime.hub import SSE_HEADERS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
@@ -96,7 +97,8 @@ class Serving:
             # The stream needs no database and must not pin the tenant open: events open it when they come.
             realtime = self.api.realtime
             await realtime.connect(tenant_id, proto, lambda: self.ownership.serves(slot, epoch) is not None,
-                                   served_key=epoch, held=realtime.holds(scope.headers.get(STREAM_HOLDER_HEADER)))
+                                   served_key=epoch, held=realtime.holds(scope.headers.get(STREAM_HOLDER_HEADER)),
+                                   address=connect_address(tenant_id, scope))
             return
         writes = scope.method not in ("GET", "HEAD", "OPTIONS")
         if writes and not self.quotas.storage_allows(tenant_id, 0):

@@ -30,7 +30,7 @@ from pbfast.logs import component_logger
 from pbfast.cluster.wire import STREAM_HELD_HEADER
 from pbfast.pocketbase.realtime.fanout import RecordChange, evaluate
 from pbfast.pocketbase.realtime.held import END_REASONS, HeldClient
-from pbfast.pocketbase.realtime.subscriptions import Broker, Client, new_client_id, sse_frame
+from pbfast.pocketbase.realtime.subscriptions import Broker, Client, ConnectAddress, new_client_id, sse_frame
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.primitives import StreamHolder
 
@@ -152,11 +152,12 @@ class RealtimeHub:
     # ---- streams (event loop) -----------------------------------------------------------------------
 
     async def connect(self, tenant_id: str, proto: HTTPProtocol, still_served: Callable[[], bool],
-                      served_key: object = None, held: bool = False) -> None:
+                      served_key: object = None, held: bool = False, address: ConnectAddress | None = None) -> None:
         """``GET /api/realtime`` of ``tenant_id``: the SSE stream, until it ends (see the module docs).
         ``still_served``: whether the node still serves the tenant as when the stream was admitted; streams of
         a tenant with the same ``served_key`` (the epoch they were admitted under) share one check per sweep.
-        ``held`` (see :meth:`holds`): the stream goes to the native holder and this returns at once."""
+        ``held`` (see :meth:`holds`): the stream goes to the native holder and this returns at once. ``address``:
+        where the stream was opened from, kept with the client for its subscription requests."""
         broker = self._brokers.get(tenant_id)
         if self._open >= self.limits.per_node:
             send_error(proto, 429, TOO_MANY_FOR_NODE, headers=[("retry-after", "5")])
@@ -170,9 +171,10 @@ class RealtimeHub:
             if self.on_presence is not None:
                 self.on_presence(tenant_id, True)
         if held and self.holder is not None:
-            self._hold(tenant_id, broker, proto, still_served, served_key, self.holder)
+            self._hold(tenant_id, broker, proto, still_served, served_key, self.holder, address)
             return
         client = Client(new_client_id(), still_served, self._loop.time(), IDLE_TIMEOUT_SECONDS, served_key)
+        client.address = address
         broker.register(client)
         self._open += 1
         self._start_sweeper()
@@ -193,7 +195,7 @@ class RealtimeHub:
             self._remove(tenant_id, broker, client)
 
     def _hold(self, tenant_id: str, broker: Broker, proto: HTTPProtocol, still_served: Callable[[], bool],
-              served_key: object, holder: StreamHolder) -> None:
+              served_key: object, holder: StreamHolder, address: ConnectAddress | None) -> None:
         """Admit the stream into the holder with its ``PB_CONNECT`` queued, and answer its head with where the
         gateway reads it; the client lives until the holder reports its stream ended (:meth:`_held_ended`)."""
         client_id = new_client_id()
@@ -201,6 +203,7 @@ class RealtimeHub:
         assert self._loop is not None
         client = HeldClient(client_id, still_served, self._loop.time(), IDLE_TIMEOUT_SECONDS, served_key, holder,
                             handle)
+        client.address = address
         broker.register(client)
         self._open += 1
         self._held[handle] = (tenant_id, client)
