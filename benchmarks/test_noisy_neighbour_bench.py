@@ -53,12 +53,17 @@ class Server:
 
 def _lowest_priority(pid: int) -> None:
     """Every thread of process ``pid`` (and of its children, e.g. Litestream) to ``SCHED_IDLE``."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return  # a process that ended meanwhile
+    for task in tasks:
         try:
             os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
-        except (ProcessLookupError, PermissionError):
-            pass  # a thread that ended meanwhile
-        for child in (task / "children").read_text().split() if (task / "children").exists() else ():
+            children = (task / "children").read_text().split()
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            continue  # a thread that ended meanwhile
+        for child in children:
             _lowest_priority(int(child))
 
 

@@ -19,12 +19,14 @@ import asyncio
 import os
 import resource
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 import uvloop
 
 from pbharness import create_tenant, start_all_in_one
@@ -35,6 +37,13 @@ WRITES = int(os.environ.get("PBFAST_BENCH_REALTIME_WRITES", "30" if FULL else "5
 IDLE_STREAMS = int(os.environ.get("PBFAST_BENCH_IDLE_STREAMS", "2000" if FULL else "50"))
 REST_SECONDS = 5 if FULL else 1
 SUPERUSER = {"email": "bench@example.com", "password": "bench-password-1"}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of every thread of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kb(pid: int) -> int:
@@ -75,15 +84,18 @@ class _Stream:
             self._writer.close()
 
 
-async def _run(gw: str, token: str, pid: int) -> tuple[list[float], list[float], float]:
+async def _run(gw: str, token: str, pid: int, base: str = "/t/bench",
+               cpu: list[float] | None = None) -> tuple[list[float], list[float], float]:
+    """Fan-out through ``gw`` to a tenant at ``base`` (``""``: a stock PocketBase); the server's CPU seconds
+    during the writes are appended to ``cpu``."""
     url = httpx.URL(gw)
     assert url.host and url.port
     before = _rss_kb(pid)
     streams = [_Stream() for _ in range(CLIENTS)]
     for start in range(0, CLIENTS, 100):
-        await asyncio.gather(*(s.open(url.host, url.port, "/t/bench/api/realtime") for s in streams[start:start + 100]))
+        await asyncio.gather(*(s.open(url.host, url.port, f"{base}/api/realtime") for s in streams[start:start + 100]))
     readers = [asyncio.ensure_future(s.read()) for s in streams]
-    async with httpx.AsyncClient(base_url=f"{gw}/t/bench", timeout=60,
+    async with httpx.AsyncClient(base_url=f"{gw}{base}", timeout=60,
                                  limits=httpx.Limits(max_connections=32)) as client:
         async def subscribe(stream: _Stream) -> None:
             answer = await client.post("/api/realtime", json={"clientId": stream.client_id,
@@ -95,6 +107,7 @@ async def _run(gw: str, token: str, pid: int) -> tuple[list[float], list[float],
         per_stream_kb = (_rss_kb(pid) - before) / CLIENTS
         deliveries: list[float] = []
         slowest: list[float] = []
+        cpu_before = _cpu_seconds(pid)
         for n in range(WRITES):
             started = time.perf_counter()
             created = await client.post("/api/collections/posts/records", json={"n": n},
@@ -108,6 +121,8 @@ async def _run(gw: str, token: str, pid: int) -> tuple[list[float], list[float],
             deliveries += latencies
             slowest.append(max(latencies))
             await asyncio.sleep(0.05)
+        if cpu is not None:
+            cpu.append(_cpu_seconds(pid) - cpu_before)
     for reader in readers:
         reader.cancel()
     for stream in streams:
@@ -119,6 +134,7 @@ def _q(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else values[0]
 
 
+@pytest.mark.timeout(600)
 def test_realtime_fanout_and_idle_memory(pbfast_process: object, tmp_path: Path, bench_report: list[str]) -> None:
     process, cp, gw = start_all_in_one(pbfast_process, tmp_path / "pbfast")
     create_tenant(cp, gw, "bench", {"superuser": SUPERUSER})
@@ -128,11 +144,13 @@ def test_realtime_fanout_and_idle_memory(pbfast_process: object, tmp_path: Path,
         "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
     assert made.status_code == 200, made.text
     assert process.proc is not None
-    deliveries, slowest, per_stream_kb = uvloop.run(_run(gw, token, process.proc.pid))  # a fast client side
+    cpu: list[float] = []
+    deliveries, slowest, per_stream_kb = uvloop.run(_run(gw, token, process.proc.pid, cpu=cpu))  # a fast client side
     bench_report.append(
         f"realtime: {CLIENTS} clients, {WRITES} writes: delivery p50 {_q(deliveries, 50) * 1000:.1f} ms, "
         f"p99 {_q(deliveries, 99) * 1000:.1f} ms; slowest delivery per write p99 {_q(slowest, 99) * 1000:.1f} ms; "
-        f"{per_stream_kb:.1f} KB per idle stream (gateway + node)")
+        f"{per_stream_kb:.1f} KB per idle stream (gateway + node); server CPU {cpu[0] / WRITES * 1000:.1f} ms "
+        f"per write (sleeps between writes included)")
     assert len(deliveries) == CLIENTS * WRITES
 
 
@@ -171,6 +189,7 @@ def _raise_file_limit() -> int:
     return hard
 
 
+@pytest.mark.timeout(1200)  # 9,500 streams on a loaded machine
 def test_realtime_idle_memory_per_process(tmp_path: Path, bench_report: list[str]) -> None:
     """The same, with the gateway and the tenant node in processes of their own (the production layout), the
     streams spread over tenants of at most 4,000 streams each; and another tenant's REST p99 (a record list,
@@ -230,3 +249,57 @@ def test_realtime_idle_memory_per_process(tmp_path: Path, bench_report: list[str
         for process in started:
             if process.proc is not None and process.proc.poll() is None:
                 process.stop()
+
+
+def _pocketbase_with_posts(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A stock ``pocketbase serve`` with a superuser and a public ``posts`` collection: (process, URL, token)."""
+    from helpers import free_port  # noqa: PLC0415
+    from pbharness import wait_http  # noqa: PLC0415
+
+    subprocess.run(["pocketbase", "superuser", "upsert", SUPERUSER["email"], SUPERUSER["password"], "--dir",
+                    str(data_dir)], check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen(["pocketbase", "serve", "--dir", str(data_dir), "--http", f"127.0.0.1:{port}"],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url)
+    token = httpx.post(f"{url}/api/collections/_superusers/auth-with-password", timeout=30,
+                       json={"identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
+    made = httpx.post(f"{url}/api/collections", headers={"Authorization": token}, json={
+        "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
+    assert made.status_code == 200, made.text
+    return proc, url, token
+
+
+@pytest.mark.timeout(900)  # pyproject's 120 s is too short for four rounds of 1,000 clients
+def test_realtime_side_by_side_with_pocketbase(pbfast_process: object, tmp_path: Path, bench_report: list[str]) -> None:
+    """Fan-out and memory per idle stream of one tenant: a pbfast all-in-one (gateway + node, one process) and a
+    stock ``pocketbase serve``, the same clients and writes, in alternating rounds
+    (``PBFAST_BENCH_SIDE_ROUNDS``, default 2). Goal (issue 16): at least 2x the connections per GB, a fan-out
+    p99 no worse."""
+    rounds = int(os.environ.get("PBFAST_BENCH_SIDE_ROUNDS", "2"))
+    process, cp, gw = start_all_in_one(pbfast_process, tmp_path / "pbfast")
+    create_tenant(cp, gw, "bench", {"superuser": SUPERUSER})
+    token = httpx.post(f"{gw}/t/bench/api/collections/_superusers/auth-with-password", timeout=30,
+                       json={"identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
+    made = httpx.post(f"{gw}/t/bench/api/collections", headers={"Authorization": token}, json={
+        "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
+    assert made.status_code == 200, made.text
+    assert process.proc is not None
+    (tmp_path / "pb").mkdir()
+    pocketbase, pb_url, pb_token = _pocketbase_with_posts(tmp_path / "pb", tmp_path / "pocketbase.log")
+    try:
+        for round_ in range(rounds):
+            for name, url, auth, pid, base in (("pbfast", gw, token, process.proc.pid, "/t/bench"),
+                                               ("PocketBase", pb_url, pb_token, pocketbase.pid, "")):
+                cpu: list[float] = []
+                deliveries, slowest, per_stream_kb = uvloop.run(_run(url, auth, pid, base, cpu))
+                per_gb = (1 << 20) / per_stream_kb if per_stream_kb > 0 else float("inf")
+                bench_report.append(
+                    f"realtime side by side, round {round_ + 1}, {name}: {CLIENTS} clients, {WRITES} writes: delivery "
+                    f"p50 {_q(deliveries, 50) * 1000:.1f} ms, p99 {_q(deliveries, 99) * 1000:.1f} ms, slowest per "
+                    f"write p99 {_q(slowest, 99) * 1000:.1f} ms; {per_stream_kb:.1f} KB per idle stream "
+                    f"({per_gb:,.0f} streams per GB); server CPU {cpu[0] / WRITES * 1000:.1f} ms per write")
+    finally:
+        pocketbase.terminate()
+        pocketbase.wait(10)

@@ -407,3 +407,35 @@ class WorkerCounters:
     def row(self, worker: int) -> list[int]: ...
     def totals(self) -> list[int]:
         """Per slot, the sum over all workers."""
+
+@final
+class StreamHolder:
+    """A tenant node's realtime streams held outside its HTTP server (rust/src/stream_holder): Python admits a
+    stream (its first frame queued) and answers the gateway with ``port`` and the ticket; the gateway connects
+    to ``host:port``, sends ``<token> <ticket>\\n`` and reads the stream's frames as they are queued. Each stream
+    may have ``limit_bytes`` waiting (more ends it: ``Overflow``); a ticket not attached within
+    ``attach_seconds`` ends its stream (``Unattached``). Every ended stream is reported once by ``take_ended``,
+    and ``wake_fd`` (an eventfd) is readable while some are waiting to be taken. Thread-safe; ``send_many``
+    runs without the GIL. OSError when ``host:port`` cannot be bound; ValueError for an empty token."""
+
+    def __init__(self, host: str, port: int, token: str, limit_bytes: int = ..., attach_seconds: float = ...) -> None: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def wake_fd(self) -> int: ...
+    def token_matches(self, value: str) -> bool:
+        """Whether ``value`` is the token (compared in constant time)."""
+    def admit(self, first: bytes) -> tuple[int, str]:
+        """A new stream with ``first`` queued: ``(handle, ticket)``."""
+    def send(self, handle: int, data: bytes) -> bool:
+        """Queue ``data`` on a stream; False when it has ended (or ends now, overflowing)."""
+    def send_many(self, items: list[tuple[int, bytes]]) -> int:
+        """Queue each ``(handle, data)``; how many were queued."""
+    def end(self, handle: int) -> None:
+        """End a stream: what it has queued is written, then its connection closed."""
+    def take_ended(self) -> list[tuple[int, int]]:
+        """``(handle, reason)`` of every stream ended since the last call: 1 ended, 2 the peer went away (or a
+        write failed), 3 overflow, 4 never attached."""
+    def __len__(self) -> int: ...
+    def close(self) -> None:
+        """Stop listening and end every stream (written out within a second)."""

@@ -53,7 +53,7 @@ from pbfast.node_identity import (
     load_or_create_node_id,
     lock_data_dir,
 )
-from pbfast.primitives import CircuitBreakers, RoutingTable
+from pbfast.primitives import CircuitBreakers, RoutingTable, StreamHolder
 from pbfast.profiling.app import ProfilingApp
 from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
@@ -187,10 +187,25 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     backup_cron = BackupCron(schedule, node.api.backups, node.pool, ScheduleHints(location))
     parts.tasks += [membership.run, close_idle_tenants, backup_cron.run]
     parts.closers.insert(0, schedule.close)  # closers run in reverse: after the tenants' closes learned theirs
+    _stream_holder(config, parts, node, cluster_token)
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all,  # run in reverse order
                       node.api.request_logs.close]
     return node
+
+
+def _stream_holder(config: ServeConfig, parts: Components, node: TenantNodeApp, cluster_token: str) -> None:
+    """The node's native holder of the realtime streams gateways send it (pbfast.pocketbase.realtime.held), on
+    an ephemeral port of the node's host (loopback in all-in-one: only its own gateway reads it)."""
+    host = "127.0.0.1" if config.mode is Mode.ALL_IN_ONE else config.http_addr.host
+    try:
+        holder = StreamHolder(host, 0, cluster_token)
+    except OSError as err:
+        raise StartupError(f"realtime stream holder: {err}") from err
+    hub = node.api.realtime
+    parts.on_loop.append(lambda loop: hub.attach_holder(holder, loop))
+    parts.closers.insert(0, holder.close)  # closers run in reverse: the last, once the streams were ended
+    parts.closers.insert(0, hub.detach_holder)
 
 
 def _node_workers(config: ServeConfig, parts: Components, node: TenantNodeApp, cluster_token: str,

@@ -22,6 +22,7 @@ from helpers import freeze, thaw
 from pbfast.http import ApiError
 from pbfast.pocketbase.tenant import DATA_DB
 from pbfast.tenant_node.app import TenantNodeApp
+from pbfast.tenant_node.control_socket import UnixHttpClient
 from pbfast.tenant_node.lease import Lease
 from pbfast.tenant_node.local_copy import CopyMarker, read_marker, write_marker
 from pbfast.tenant_node.replica import ReplicaStore, ReplicationError
@@ -165,8 +166,7 @@ def test_a_close_during_a_retried_register_leaves_nothing_registered(tmp_path: P
         stub = _SlowRegisterLitestream(tmp_path / "stub.sock")
         server = await asyncio.start_unix_server(stub._handle, path=str(stub.path))
         replicator = _replicator(tmp_path)
-        replicator.litestream.client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(stub.path)),
-                                               base_url="http://litestream")
+        replicator.litestream.client = UnixHttpClient(stub.path)
 
         class Running:  # reconcile() only asks whether the process is alive
             returncode = None
@@ -183,7 +183,7 @@ def test_a_close_during_a_retried_register_leaves_nothing_registered(tmp_path: P
             assert replicator.stopped(db)
             assert stub.listed == {}  # what the node believes is what litestream does
         finally:
-            await replicator.litestream.client.aclose()
+            replicator.litestream.client.close()
             server.close()
 
     _run(scenario)

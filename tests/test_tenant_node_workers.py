@@ -124,6 +124,42 @@ def _realtime_events(node_url: str, tenant_id: str, epoch: int, topic: str, writ
     return seen
 
 
+def _held_realtime_events(node_url: str, tenant_id: str, epoch: int, topic: str,
+                          write: Callable[[], object]) -> list[str]:
+    """:func:`_realtime_events` for a stream the node holds natively, as a gateway asks for it: the answer is the
+    stream's head with where the holder has it; a connection there with a wrong token gets nothing."""
+    headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch),
+               "X-Pbfast-Stream-Holder": CLUSTER_TOKEN}
+    answer = httpx.get(f"{node_url}/t/{tenant_id}/api/realtime", headers=headers, timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "text/event-stream", answer.text
+    port, ticket = answer.headers["x-pbfast-stream-held"].split()
+    host = httpx.URL(node_url).host
+    with socket.create_connection((host, int(port)), timeout=5) as intruder:
+        intruder.sendall(f"not-the-token {ticket}\n".encode())
+        assert intruder.recv(100) == b""  # closed, nothing sent
+    seen: list[str] = []
+    with socket.create_connection((host, int(port)), timeout=5) as stream:
+        stream.sendall(f"{CLUSTER_TOKEN} {ticket}\n".encode())
+        lines = stream.makefile("rb")
+        client_id = ""
+        for line in lines:
+            if line.startswith(b"id:"):
+                client_id = line[3:].strip().decode()
+            if line.startswith(b"data:") and client_id:
+                break
+        subscribed = forwarded(node_url, tenant_id, epoch, "POST", "/api/realtime",
+                               json={"clientId": client_id, "subscriptions": [topic]})
+        assert subscribed.status_code == 204, subscribed.text
+        count = len(list(write()))  # type: ignore[call-overload]
+        for line in lines:
+            if line.startswith(b"data:") and b'"action"' in line:
+                event = orjson.loads(line[5:])
+                seen.append(f"{event['action']}:{event['record']['n']}")
+                if len(seen) == count:
+                    break
+    return seen
+
+
 def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tmp_path: Path) -> None:
     cp = start_cluster(pbfast_process, tmp_path, 1)[0]
     node, url = start_node(pbfast_process, "node-w", f"127.0.0.1:{cp.http_port}", tmp_path, WORKERS)
@@ -160,6 +196,10 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
                                                     json={"n": f"rt{index}"}) for index in range(12)])
     assert events == [f"create:rt{index}" for index in range(12)], events
     assert scrape(url)["pbfast_node_worker_handed_over_total"] >= handed_before + 14  # stream, subscribe, writes
+    held = _held_realtime_events(url, "w", epoch, "notes/*",
+                                 lambda: [forwarded_ok(url, "w", epoch, "POST", "/api/collections/notes/records",
+                                                       json={"n": f"held{index}"}) for index in range(6)])
+    assert held == [f"create:held{index}" for index in range(6)], held
 
     # One daily request quota for all the workers.
     quota_epoch = _create_tenant(cp.url, "q", apiRequestsQuota=25)

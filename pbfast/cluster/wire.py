@@ -10,7 +10,11 @@ for the native data path (``tests/test_wire_contract.py`` checks that they agree
 - the native data path hands the requests it does not forward itself to the gateway's Python side with the
   client's address in :data:`CLIENT_HEADER`;
 - every request carries its id in :data:`REQUEST_ID_HEADER` from the gateway on (a client's own kept when
-  it is sane), and every answer returns it (:mod:`pbfast.request_ids`).
+  it is sane), and every answer returns it (:mod:`pbfast.request_ids`);
+- a gateway sends ``GET .../api/realtime`` with the cluster token in :data:`STREAM_HOLDER_HEADER`: a node
+  holding its event streams outside its HTTP server answers the stream's head at once, with
+  :data:`STREAM_HELD_HEADER` ``<port> <ticket>``, and the gateway reads the stream from the node's stream
+  holder at that port (``rust/src/gateway/held.rs``, ``rust/src/stream_holder/``).
 
 Every header under :data:`HEADER_PREFIX` a client sends is dropped by the gateway, and every one a node
 answers with is dropped before the client sees it: the cluster's headers are never forged or leaked.
@@ -21,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = ["CLIENT_HEADER", "CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "HEADER_PREFIX", "MOVED_ANSWER_HEADERS",
-           "MOVED_HEADER", "REQUEST_ID_HEADER", "is_moved"]
+           "MOVED_HEADER", "REQUEST_ID_HEADER", "STREAM_HELD_HEADER", "STREAM_HOLDER_HEADER", "is_moved"]
 
 HEADER_PREFIX = "x-pbfast-"
 CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
@@ -29,6 +33,8 @@ EPOCH_HEADER = "x-pbfast-epoch"
 MOVED_HEADER = "x-pbfast-moved"
 CLIENT_HEADER = "x-pbfast-client"
 REQUEST_ID_HEADER = "x-request-id"
+STREAM_HOLDER_HEADER = "x-pbfast-stream-holder"
+STREAM_HELD_HEADER = "x-pbfast-stream-held"
 
 MOVED_ANSWER_HEADERS = [("retry-after", "1"), (MOVED_HEADER, "1")]
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pbfast.pocketbase.tenant import Tenant
 
 __all__ = ["AUXILIARY_DB", "ERROR_LEVEL", "INFO_LEVEL", "LogEntry", "RequestLogs", "cached_settings",
+           "settings_at_hand",
            "format_created", "open_auxiliary"]
 
 log = component_logger("TenantNode")
@@ -157,6 +158,13 @@ def open_auxiliary(directory: Path, *, create: bool) -> apsw.Connection | None:
 # changed setting shows within that, also one saved by another process), and at once when this process's
 # settings API saves new ones. A few hundred bytes per tenant the process served.
 _settings: dict[str, tuple[float, app_settings.Settings]] = {}
+
+
+def settings_at_hand(tenant_id: str) -> app_settings.Settings | None:
+    """The tenant's settings as last read by :func:`cached_settings` (or saved), however old; None if never:
+    for the event loop, which may not read a tenant's database outside its turn."""
+    cached = _settings.get(tenant_id)
+    return None if cached is None else cached[1]
 
 
 def cached_settings(tenant: Tenant) -> app_settings.Settings:

@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from pbfast.logs import component_logger
+from pbfast.tenant_node.control_socket import NoAnswer, NotSent, UnixHttpClient
 from pbfast.tenant_node.replica import ReplicaStore, ReplicationError, Unanswered, litestream_config
 
 __all__ = ["SYNC_TIMEOUT_SECONDS", "LitestreamProcess"]
@@ -35,6 +35,7 @@ log = component_logger("TenantNode")
 SOCKET_WAIT_SECONDS = 10.0
 RESTART_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 SYNC_TIMEOUT_SECONDS = 30  # the longest waited /sync the node asks for
+DEFAULT_TIMEOUT_SECONDS = SYNC_TIMEOUT_SECONDS + 5  # a control request without a timeout of its own
 PR_SET_PDEATHSIG = 1
 
 _node_pid = os.getpid()  # the process that spawns litestream (set again in spawn, for forks)
@@ -67,7 +68,7 @@ class LitestreamProcess:
         self.socket_path = self._socket_dir / "control.sock"
         self.config_path = work_dir / "litestream.yml"
         self.process: asyncio.subprocess.Process | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.client: UnixHttpClient | None = None
         self.generation = 0  # bumped by each spawn: a confirmation from an older process means nothing
         self.restarts = 0
         self.last_error = ""
@@ -101,11 +102,9 @@ class LitestreamProcess:
         self.socket_path.unlink(missing_ok=True)
         # A fresh client at once: until the new socket is up requests fail cleanly as "not sent", rather than
         # on a connection the old process left behind.
-        old_client, self.client = self.client, httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)), base_url="http://litestream",
-            timeout=SYNC_TIMEOUT_SECONDS + 5)
+        old_client, self.client = self.client, UnixHttpClient(self.socket_path)
         if old_client is not None:
-            await old_client.aclose()
+            old_client.close()
         log_path = self.work_dir / "litestream.log"
         with open(log_path, "ab") as log_file:  # noqa: ASYNC230 - an append-only open, for the child
             self.process = await asyncio.create_subprocess_exec(
@@ -172,7 +171,7 @@ class LitestreamProcess:
             except TimeoutError:
                 self.process.kill()
         if self.client is not None:
-            await self.client.aclose()
+            self.client.close()
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     # ---- control socket -------------------------------------------------------------------------
@@ -183,24 +182,24 @@ class LitestreamProcess:
         if self.client is None:
             raise ReplicationError("litestream is not running")
         try:
-            response = await self.client.post(path, content=orjson.dumps(body),
-                                              headers={"content-type": "application/json"},
-                                              timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
-            raise ReplicationError(f"litestream {path}: {type(err).__name__} (not sent)") from err
-        except httpx.HTTPError as err:
-            raise Unanswered(f"litestream {path}: {type(err).__name__}") from err
-        if response.status_code >= 400:
-            raise ReplicationError(f"litestream {path}: {response.status_code} {response.text.strip()[:200]}")
-        return response.json() if response.content else {}
+            answer = await self.client.request("POST", path, orjson.dumps(body),
+                                               timeout if timeout is not None else DEFAULT_TIMEOUT_SECONDS)
+        except NotSent as err:
+            raise ReplicationError(f"litestream {path}: {err} (not sent)") from err
+        except NoAnswer as err:
+            raise Unanswered(f"litestream {path}: {err}") from err
+        if answer.status >= 400:
+            text = answer.body.decode("utf-8", "replace").strip()[:200]
+            raise ReplicationError(f"litestream {path}: {answer.status} {text}")
+        return orjson.loads(answer.body) if answer.body else {}
 
     async def databases(self) -> list[dict[str, Any]] | None:
         """Litestream's ``/list``: what it replicates, with each database's last sync; None if unknown."""
         if self.client is None:
             return None
         try:
-            response = await self.client.get("/list", timeout=2)
-            databases = response.json().get("databases", [])
-        except (httpx.HTTPError, ValueError):
+            answer = await self.client.request("GET", "/list", None, 2)
+            databases = orjson.loads(answer.body).get("databases", []) if answer.status == 200 else None
+        except (NotSent, NoAnswer, ValueError, AttributeError):
             return None
         return databases if isinstance(databases, list) else None

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from pbfast.cluster.wire import STREAM_HOLDER_HEADER
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, send_error
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.front import CorsRecorder, answered_before_routes
+from pbfast.pocketbase.apis.realtime import connect_address
 from pbfast.pocketbase.realtime.hub import SSE_HEADERS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
@@ -93,8 +95,10 @@ class Serving:
             return
         if path == REALTIME_PATH and scope.method == "GET":
             # The stream needs no database and must not pin the tenant open: events open it when they come.
-            await self.api.realtime.connect(tenant_id, proto, lambda: self.ownership.serves(slot, epoch) is not None,
-                                            served_key=epoch)
+            realtime = self.api.realtime
+            await realtime.connect(tenant_id, proto, lambda: self.ownership.serves(slot, epoch) is not None,
+                                   served_key=epoch, held=realtime.holds(scope.headers.get(STREAM_HOLDER_HEADER)),
+                                   address=connect_address(tenant_id, scope))
             return
         writes = scope.method not in ("GET", "HEAD", "OPTIONS")
         if writes and not self.quotas.storage_allows(tenant_id, 0):

@@ -10,6 +10,7 @@ pub mod node_shm;
 pub mod quota;
 pub mod rate_limit;
 pub mod routing;
+pub mod stream_holder;
 pub mod tenant_cache;
 
 use pyo3::prelude::*;
@@ -41,6 +42,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<node_shm::rate_limits::SharedRateLimiter>()?;
     m.add_class::<node_shm::acks::WorkerAcks>()?;
     m.add_class::<node_shm::counters::WorkerCounters>()?;
+    m.add_class::<stream_holder::StreamHolder>()?;
     // `add` keeps a module `__all__`, which the stub (`pbfast/_native.pyi`) does not declare.
     m.delattr("__all__")?;
     Ok(())

@@ -459,3 +459,35 @@ def test_topic_expand_option_as_in_pocketbase(stock_pocketbase: Backend, pbfast_
     stock = _expand_scenario(stock_pocketbase)
     assert any(":ann:" in value for values in stock.values() for value in values), stock
     assert _expand_scenario(pbfast_fixture_tenant) == stock
+
+
+def _answers_from_another_address(backend: Backend) -> list[tuple[int, object]]:
+    """``POST /api/realtime`` for a live client from the stream's own address and from another one, named by a
+    header the tenant's ``trustedProxy`` settings trust (realtime_test.go's "existing client with different
+    IP")."""
+    client = RawRealtimeClient(backend.url).connect()
+    trusted = {"trustedProxy": {"headers": ["X-Test-Ip"], "useLeftmostIP": False}}
+    changed = httpx.patch(f"{backend.url}/api/settings", json=trusted, headers=_superuser(backend), timeout=30)
+    assert changed.status_code == 200, changed.text
+    answers = []
+    try:
+        for address in ("127.0.0.2", "127.0.0.1"):
+            response = httpx.post(f"{backend.url}/api/realtime", json={"clientId": client.client_id,
+                                                                      "subscriptions": ["demo2/*"]},
+                                  headers={"X-Test-Ip": address}, timeout=30)
+            answers.append((response.status_code, response.json() if response.content else None))
+    finally:
+        client.close()
+        put_back = {"trustedProxy": {"headers": [], "useLeftmostIP": False}}
+        assert httpx.patch(f"{backend.url}/api/settings", json=put_back, headers=_superuser(backend),
+                           timeout=30).status_code == 200
+    return answers
+
+
+def test_only_the_streams_own_address_subscribes_as_in_pocketbase(stock_pocketbase: Backend,
+                                                                  pbfast_fixture_tenant: Backend) -> None:
+    answers = {backend.name: _answers_from_another_address(backend)
+               for backend in (stock_pocketbase, pbfast_fixture_tenant)}
+    assert answers["pocketbase"] == [(400, {"data": {}, "message": "Invalid realtime client.", "status": 400}),
+                                     (204, None)]
+    assert answers["pbfast"] == answers["pocketbase"]

@@ -4,26 +4,31 @@ the request's auth the client's. ``GET /api/realtime``, the stream itself, is se
 
 Answers as PocketBase 0.40: 400 with the validation errors for a missing or too long ``clientId``, more than
 1000 topics or a topic longer than 2500 characters; 404 "Missing or invalid client id." for a client that is
-not connected to this tenant; 403 when the client already has an auth and the request brings another (only a
+not connected to this tenant; 400 "Invalid realtime client." for a request from another address than the
+stream's (PocketBase's ``RealIP``, with the tenant's ``trustedProxy`` settings); 403 when the client already has an auth and the request brings another (only a
 guest may become a user); else 204, the client's topics replaced."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Final
 
-from pbfast.http import ApiError
+from pbfast.http import ApiError, Scope
 from pbfast.pocketbase.apis.form_body import FORM_TYPES, FormError, read_form_values
 from pbfast.pocketbase.apis.request import BAD_REQUEST, JSON_SPACE, TenantRequest, decode_json_body
+from pbfast.pocketbase.apis.settings import client_ip, real_ip, scope_client_ip, scope_real_ip
 from pbfast.pocketbase.realtime.hub import RealtimeHub
-from pbfast.pocketbase.realtime.subscriptions import ClientAuth, ClientState, parse_subscription
+from pbfast.pocketbase.realtime.subscriptions import ClientAuth, ClientState, ConnectAddress, parse_subscription
 from pbfast.pocketbase.records import load_row
+from pbfast.pocketbase.request_logs import cached_settings, settings_at_hand
 
-__all__ = ["set_subscriptions"]
+__all__ = ["connect_address", "set_subscriptions"]
 
 MAX_CLIENT_ID: Final = 255
 MAX_TOPICS: Final = 1000
 MAX_TOPIC_LENGTH: Final = 2500
 MISSING_CLIENT: Final = "Missing or invalid client id."
+INVALID_CLIENT: Final = "Invalid realtime client."
 AUTH_MISMATCH: Final = "The current and the previous request authorization don't match."
 
 
@@ -86,6 +91,15 @@ def _validate(client_id: str, topics: list[str]) -> None:
         raise ApiError(400, BAD_REQUEST, errors)
 
 
+def connect_address(tenant_id: str, scope: Scope) -> ConnectAddress:
+    """Where ``GET /api/realtime`` comes from, as its subscription requests must (on the event loop: the
+    tenant's settings as last read, if any)."""
+    settings = settings_at_hand(tenant_id)
+    if settings is None:
+        return ConnectAddress(sys.intern(scope_client_ip(scope)), exact=False)
+    return ConnectAddress(sys.intern(scope_real_ip(scope, settings)), exact=True)
+
+
 def set_subscriptions(hub: RealtimeHub, request: TenantRequest) -> None:
     client_id, topics = _form(request)
     _validate(client_id, topics)
@@ -93,6 +107,9 @@ def set_subscriptions(hub: RealtimeHub, request: TenantRequest) -> None:
     client = broker.client(client_id) if broker is not None else None
     if client is None or client.discarded:
         raise ApiError(404, MISSING_CLIENT)
+    if client.address is not None and not _same_address(request, client.address):
+        # PocketBase's precaution against guessed client ids: only the stream's own address may subscribe.
+        raise ApiError(400, INVALID_CLIENT)
     auth = request.auth
     requested = ClientAuth(auth.collection.id, str(auth.record.get("id", "")), str(auth.record.get("tokenKey") or "")) \
         if auth is not None else None
@@ -102,6 +119,15 @@ def set_subscriptions(hub: RealtimeHub, request: TenantRequest) -> None:
     subscriptions = tuple(parse_subscription(topic) for topic in dict.fromkeys(topics) if topic)
     client.state = ClientState(requested, subscriptions)  # one store: the database threads see all or nothing
     request.proto.response_empty(204, [])
+
+
+def _same_address(request: TenantRequest, address: ConnectAddress) -> bool:
+    settings = cached_settings(request.tenant)
+    if address.exact:
+        return real_ip(request, settings) == address.ip
+    if settings.trusted_proxy_headers:
+        return True  # what RealIP was when the stream opened is not known: not refused on a guess
+    return client_ip(request) == address.ip
 
 
 def _still_valid(request: TenantRequest, auth: ClientAuth) -> bool:

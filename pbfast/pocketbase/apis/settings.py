@@ -7,7 +7,7 @@ import ipaddress
 from typing import Any, Final
 
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER
-from pbfast.http import ApiError
+from pbfast.http import ApiError, Scope
 from pbfast.pocketbase import app_settings
 from pbfast.pocketbase.apis.batch_form import JSON_PAYLOAD, Unreadable, strict_json
 from pbfast.pocketbase.apis.form_body import FORM_TYPES, FormError, read_form_values
@@ -26,7 +26,11 @@ def client_ip(request: TenantRequest) -> str:
     which the node checked before the tenant's API runs) names it as the last ``x-forwarded-for`` entry,
     which that gateway appended; otherwise (a gateway in the same process, a direct request) the peer is
     the client and ``x-forwarded-for`` is only what the client claims."""
-    scope = request.scope
+    return scope_client_ip(request.scope)
+
+
+def scope_client_ip(scope: Scope) -> str:
+    """:func:`client_ip` of a request's scope."""
     headers = scope.headers  # (read directly: a rate limit check runs this on every request)
     if headers.get(CLUSTER_TOKEN_HEADER):
         forwarded = headers.get("x-forwarded-for")
@@ -40,8 +44,14 @@ def real_ip(request: TenantRequest, settings: app_settings.Settings, remote: str
     """PocketBase's ``RealIP``: the client named by the first of the tenant's ``trustedProxy.headers`` that is
     present (its last value; the rightmost valid address in it, or the leftmost with ``useLeftmostIP``),
     else ``remote`` (:func:`client_ip` when not given)."""
+    return scope_real_ip(request.scope, settings, remote)
+
+
+def scope_real_ip(scope: Scope, settings: app_settings.Settings, remote: str | None = None) -> str:
+    """:func:`real_ip` of a request's scope."""
     for name in settings.trusted_proxy_headers:
-        values = request.header(name.lower())
+        found = scope.headers.get(name.lower())
+        values = None if found is None else str(found)
         if not values:
             continue
         candidates = [part.strip() for part in values.split(",")]
@@ -51,7 +61,7 @@ def real_ip(request: TenantRequest, settings: app_settings.Settings, remote: str
             except ValueError:
                 continue
             return address.exploded  # Go's StringExpanded
-    return client_ip(request) if remote is None else remote
+    return scope_client_ip(scope) if remote is None else remote
 
 
 def check_superuser_ip(request: TenantRequest, *, superuser: bool | None = None) -> None:

@@ -179,7 +179,12 @@ def _listed() -> tuple[tuple[str, str], ...]:
 
 def logo(name: str) -> str:
     """The provider's logo (SVG text) as PocketBase gives it, "" for none."""
-    return dict(_listed()).get(name, "")
+    return _logos().get(name, "")
+
+
+@functools.cache
+def _logos() -> dict[str, str]:
+    return dict(_listed())
 
 
 def provider_list() -> list[dict[str, str]]:

@@ -20,15 +20,19 @@ gateway to wherever the tenant is). Unlike PocketBase, a comment line (``:``) go
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
 from pbfast.http import HTTPProtocol, send_error
 from pbfast.logs import component_logger
+from pbfast.cluster.wire import STREAM_HELD_HEADER
 from pbfast.pocketbase.realtime.fanout import RecordChange, evaluate
-from pbfast.pocketbase.realtime.subscriptions import Broker, Client, new_client_id, sse_frame
+from pbfast.pocketbase.realtime.held import END_REASONS, HeldClient
+from pbfast.pocketbase.realtime.subscriptions import Broker, Client, ConnectAddress, new_client_id, sse_frame
 from pbfast.pocketbase.tenant import Tenant
+from pbfast.primitives import StreamHolder
 
 __all__ = ["DEFAULT_LIMITS", "IDLE_TIMEOUT_SECONDS", "KEEPALIVE_SECONDS", "RealtimeBus", "RealtimeHub", "RealtimeLimits"]
 
@@ -86,6 +90,22 @@ class RealtimeHub:
         self.dropped = 0  # clients dropped for a full queue
         # Told when a tenant's first stream opens (True) and its last one ends (False), on the event loop.
         self.on_presence: Callable[[str, bool], None] | None = None
+        self.holder: StreamHolder | None = None  # streams held natively (see pbfast.pocketbase.realtime.held)
+        self._held: dict[int, tuple[str, HeldClient]] = {}  # by the holder's handle
+
+    def attach_holder(self, holder: StreamHolder, loop: asyncio.AbstractEventLoop) -> None:
+        """Hold the streams gateways ask for in ``holder`` (call on ``loop``, before serving)."""
+        self.holder = holder
+        self._loop = loop
+        loop.add_reader(holder.wake_fd, self._held_ended)
+
+    def detach_holder(self) -> None:
+        if self.holder is not None and self._loop is not None:
+            self._loop.remove_reader(self.holder.wake_fd)
+
+    def holds(self, asked: str | None) -> bool:
+        """Whether a stream whose request carried ``asked`` (``x-pbfast-stream-holder``) is held natively."""
+        return asked is not None and self.holder is not None and self.holder.token_matches(asked)
 
     # ---- counts ---------------------------------------------------------------------------------------
 
@@ -114,16 +134,30 @@ class RealtimeHub:
         if not clients:
             return
         frames = evaluate(tenant, clients, change)
-        if frames:
-            loop.call_soon_threadsafe(_deliver, frames)
+        if not frames:
+            return
+        held = [(client, frame) for client, frame in frames if type(client) is HeldClient]
+        if held:
+            # Queued from this thread in one call, in commit order: no hop through the event loop.
+            assert self.holder is not None
+            self.holder.send_many([(client.handle, frame) for client, frame in held])
+            now = time.monotonic()
+            for client, _ in held:
+                client.written(now, event=True)
+            if len(held) == len(frames):
+                return
+            frames = [(client, frame) for client, frame in frames if type(client) is not HeldClient]
+        loop.call_soon_threadsafe(_deliver, frames)
 
     # ---- streams (event loop) -----------------------------------------------------------------------
 
     async def connect(self, tenant_id: str, proto: HTTPProtocol, still_served: Callable[[], bool],
-                      served_key: object = None) -> None:
+                      served_key: object = None, held: bool = False, address: ConnectAddress | None = None) -> None:
         """``GET /api/realtime`` of ``tenant_id``: the SSE stream, until it ends (see the module docs).
         ``still_served``: whether the node still serves the tenant as when the stream was admitted; streams of
-        a tenant with the same ``served_key`` (the epoch they were admitted under) share one check per sweep."""
+        a tenant with the same ``served_key`` (the epoch they were admitted under) share one check per sweep.
+        ``held`` (see :meth:`holds`): the stream goes to the native holder and this returns at once. ``address``:
+        where the stream was opened from, kept with the client for its subscription requests."""
         broker = self._brokers.get(tenant_id)
         if self._open >= self.limits.per_node:
             send_error(proto, 429, TOO_MANY_FOR_NODE, headers=[("retry-after", "5")])
@@ -136,7 +170,11 @@ class RealtimeHub:
             broker = self._brokers[tenant_id] = Broker()
             if self.on_presence is not None:
                 self.on_presence(tenant_id, True)
+        if held and self.holder is not None:
+            self._hold(tenant_id, broker, proto, still_served, served_key, self.holder, address)
+            return
         client = Client(new_client_id(), still_served, self._loop.time(), IDLE_TIMEOUT_SECONDS, served_key)
+        client.address = address
         broker.register(client)
         self._open += 1
         self._start_sweeper()
@@ -154,15 +192,48 @@ class RealtimeHub:
             if disconnect is not None and not disconnect.done():
                 disconnect.cancel()
             client.discard(client.closed_reason or "ended")
-            broker.unregister(client.id)
-            self._open -= 1
-            if not len(broker) and self._brokers.get(tenant_id) is broker:
-                del self._brokers[tenant_id]
-                if self.on_presence is not None:
-                    self.on_presence(tenant_id, False)
-            if client.closed_reason == "overflow":
-                self.dropped += 1
-                log.info("tenant %s: realtime client %s dropped (%s)", tenant_id, client.id, client.closed_reason)
+            self._remove(tenant_id, broker, client)
+
+    def _hold(self, tenant_id: str, broker: Broker, proto: HTTPProtocol, still_served: Callable[[], bool],
+              served_key: object, holder: StreamHolder, address: ConnectAddress | None) -> None:
+        """Admit the stream into the holder with its ``PB_CONNECT`` queued, and answer its head with where the
+        gateway reads it; the client lives until the holder reports its stream ended (:meth:`_held_ended`)."""
+        client_id = new_client_id()
+        handle, ticket = holder.admit(sse_frame(client_id, "PB_CONNECT", b'{"clientId":"%b"}' % client_id.encode()))
+        assert self._loop is not None
+        client = HeldClient(client_id, still_served, self._loop.time(), IDLE_TIMEOUT_SECONDS, served_key, holder,
+                            handle)
+        client.address = address
+        broker.register(client)
+        self._open += 1
+        self._held[handle] = (tenant_id, client)
+        self._start_sweeper()
+        proto.response_empty(200, [*SSE_HEADERS, (STREAM_HELD_HEADER, f"{holder.port} {ticket}")])
+
+    def _held_ended(self) -> None:
+        """The holder's streams that ended (the gateway went away, overflow, ended here, never attached)."""
+        assert self.holder is not None
+        for handle, reason in self.holder.take_ended():
+            entry = self._held.pop(handle, None)
+            if entry is None:
+                continue
+            tenant_id, client = entry
+            if client.closed_reason is None:
+                client.closed_reason = END_REASONS.get(reason, "gone")
+            broker = self._brokers.get(tenant_id)
+            if broker is not None:
+                self._remove(tenant_id, broker, client)
+
+    def _remove(self, tenant_id: str, broker: Broker, client: Client) -> None:
+        broker.unregister(client.id)
+        self._open -= 1
+        if not len(broker) and self._brokers.get(tenant_id) is broker:
+            del self._brokers[tenant_id]
+            if self.on_presence is not None:
+                self.on_presence(tenant_id, False)
+        if client.closed_reason == "overflow":
+            self.dropped += 1
+            log.info("tenant %s: realtime client %s dropped (%s)", tenant_id, client.id, client.closed_reason)
 
     async def _pump(self, client: Client, transport: Any) -> None:
         """Write ``PB_CONNECT``, then the client's frames as they come. No timer per stream: the sweep queues

@@ -18,7 +18,7 @@ import secrets
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -30,6 +30,7 @@ __all__ = [
     "Broker",
     "Client",
     "ClientAuth",
+    "ConnectAddress",
     "ClientState",
     "Subscription",
     "SubscriptionOptions",
@@ -150,10 +151,20 @@ def sse_frame(client_id: str, name: str, data: bytes) -> bytes:
     return b"id:%b\nevent:%b\ndata:%b\n\n" % (client_id.encode(), name.encode(), data)
 
 
+class ConnectAddress(NamedTuple):
+    """The address a realtime stream was opened from, which its subscription requests must come from
+    (PocketBase's ``RealtimeClientIPKey``). ``exact``: ``ip`` is PocketBase's ``RealIP`` under the tenant's
+    ``trustedProxy`` settings as they were then; else only the peer (or the gateway's ``x-forwarded-for``)
+    was known, the tenant's settings not being at hand when the stream opened."""
+
+    ip: str
+    exact: bool
+
+
 class Client:
     """One realtime connection: its state, and the frames waiting to be written to it."""
 
-    __slots__ = ("closed_reason", "got_events", "id", "idle_until", "last_write", "served_key", "state",
+    __slots__ = ("address", "closed_reason", "got_events", "id", "idle_until", "last_write", "served_key", "state",
                  "still_served", "_queue", "_queued_bytes", "_waiter")
 
     def __init__(self, client_id: str, still_served: Callable[[], bool], now: float, idle_seconds: float,
@@ -162,6 +173,7 @@ class Client:
         self.state = ClientState()
         self.still_served = still_served  # False once the node no longer serves the tenant it connected to
         self.served_key = served_key  # clients of a tenant with equal keys share one still_served verdict
+        self.address: ConnectAddress | None = None  # where the stream was opened from (None: not known)
         self.closed_reason: str | None = None  # set once: the stream ends
         self.last_write = now  # loop time of the last write to the stream (events or keep-alive)
         self.idle_until = now + idle_seconds  # loop time the stream ends unless an event is written before

@@ -37,6 +37,8 @@ use super::body::{self, body_error, BodyError, Idle, Limited, ProxyBody};
 use super::fallback::{Failure, Fallback, HandOverBody};
 use super::headers::{self, Peer};
 use super::h1::{FastPool, NodeBody, Outgoing};
+use super::held::{self, Held};
+use super::wire;
 use super::pool::{NodePool, Returning, SendError};
 use super::stats::{Retry, Stats, Upstream};
 use super::target::{Malformed, MALFORMED_METHOD};
@@ -429,6 +431,12 @@ impl DataPath {
                     bytes.extend_from_slice(path_and_query.as_str().as_bytes());
                     bytes.extend_from_slice(b" HTTP/1.1\r\n");
                     headers::write_to_node(&mut bytes, &parts.headers, client, host.as_ref(), authority, &self.token, route.epoch);
+                    if held::may_be_held(&parts.method, path_and_query.path()) {
+                        bytes.extend_from_slice(wire::STREAM_HOLDER.as_bytes());
+                        bytes.extend_from_slice(b": ");
+                        bytes.extend_from_slice(self.token.as_bytes());
+                        bytes.extend_from_slice(b"\r\n");
+                    }
                     if !data.is_empty() || !is_bodyless(&parts.method) {
                         bytes.extend_from_slice(format!("content-length: {}\r\n", data.len()).as_bytes());
                     }
@@ -454,6 +462,9 @@ impl DataPath {
                     *request.uri_mut() = Uri::from(path_and_query.clone());
                     *request.version_mut() = Version::HTTP_11;
                     let mut node_headers = headers::to_node(&parts.headers, client, host.as_ref(), &self.token, route.epoch);
+                    if held::may_be_held(&parts.method, path_and_query.path()) {
+                        node_headers.insert(wire::STREAM_HOLDER, self.token.clone());
+                    }
                     if !node_headers.contains_key(header::HOST) {
                         if let Ok(value) = HeaderValue::from_str(authority) {
                             node_headers.insert(header::HOST, value);
@@ -476,7 +487,10 @@ impl DataPath {
                 Ok(Ok(response)) => {
                     verdict.success();
                     match self.answer(response) {
-                        Ok(answer) => return Answer::Node(answer),
+                        Ok((answer, None)) => return Answer::Node(answer),
+                        Ok((answer, Some(at))) => {
+                            return Answer::Node(self.held_stream(held::host_of(authority), &at, answer).await)
+                        }
                         Err(()) => None, // the node says the tenant moved
                     }
                 }
@@ -534,14 +548,29 @@ impl DataPath {
 
     /// The node's answer for the client; `Err(())` when it is the node's "tenant has moved" 503 (marked
     /// with [`headers::MOVED`]).
-    fn answer(&self, response: Response<NodeAnswer>) -> Result<Response<ProxyBody>, ()> {
+    /// A held event stream ([`held`]) comes with where to read it.
+    fn answer(&self, response: Response<NodeAnswer>) -> Result<(Response<ProxyBody>, Option<Held>), ()> {
         let (mut parts, incoming) = response.into_parts();
         if parts.status == StatusCode::SERVICE_UNAVAILABLE && parts.headers.contains_key(headers::MOVED) {
             return Err(());
         }
+        let at = held::take(&mut parts.headers);
         headers::strip_response(&mut parts.headers);
         let streaming = super::event_stream::is_event_stream(&parts.headers);
-        Ok(Response::from_parts(parts, incoming.into_body(streaming)))
+        Ok((Response::from_parts(parts, incoming.into_body(streaming)), at))
+    }
+
+    /// The answer of a stream held at `host` (`at`): its head, and the stream read from the holder as its body.
+    async fn held_stream(&self, host: &str, at: &Held, answer: Response<ProxyBody>) -> Response<ProxyBody> {
+        let (parts, empty) = answer.into_parts();
+        let _ = empty.collect().await; // read to its end: its node connection goes back to the pool
+        match held::attach(host, at, &self.token, self.limits.connect_timeout).await {
+            Ok(stream) => Response::from_parts(parts, stream.boxed_unsync()),
+            Err(_) => {
+                self.stats.upstream_error(Upstream::Reset);
+                error(StatusCode::BAD_GATEWAY, "The tenant's node closed the connection.", Some(1))
+            }
+        }
     }
 
     /// The tenant's route now, compared with `before`.
@@ -610,6 +639,9 @@ impl DataPath {
         head.uri = uri;
         head.version = Version::HTTP_11;
         head.headers = headers::to_fallback(&parts.headers, client);
+        if held::may_be_held(&head.method, head.uri.path()) {
+            head.headers.insert(wire::STREAM_HOLDER, self.token.clone());
+        }
         if !head.headers.contains_key(header::HOST) {
             // HTTP/2 carries the host as `:authority`, which hyper puts in the URI.
             if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
@@ -624,8 +656,14 @@ impl DataPath {
         let (message, detail) = match outcome.result {
             Ok(response) => {
                 let (mut parts, incoming) = response.into_parts();
+                // Only a node of this process answers the Python side's hand-over with a held stream.
+                let at = held::take(&mut parts.headers);
                 headers::strip_response(&mut parts.headers);
-                return Answer::HandedOver(Response::from_parts(parts, incoming.map_err(Into::into).boxed_unsync()));
+                let answer = Response::from_parts(parts, incoming.map_err(Into::into).boxed_unsync());
+                return Answer::HandedOver(match at {
+                    Some(at) => self.held_stream("127.0.0.1", &at, answer).await,
+                    None => answer,
+                });
             }
             Err(Failure::Client(kind)) => return Answer::Native(client_body_error(kind, self.limits.max_body_bytes)),
             Err(Failure::Unreachable(detail)) => ("The gateway's Python side is unreachable.", detail),

@@ -12,6 +12,7 @@ pub mod event_stream;
 pub mod fallback;
 pub mod forward;
 pub mod h1;
+pub mod held;
 pub mod idle;
 pub mod headers;
 pub mod http2;

@@ -13,3 +13,7 @@ pub const MOVED: &str = "x-pbfast-moved";
 pub const CLIENT: &str = "x-pbfast-client";
 /// One request's id, assigned by the gateway (or a client's kept), forwarded, logged and answered.
 pub const REQUEST_ID: &str = "x-request-id";
+/// On a `GET .../api/realtime` to a node, the cluster token: the node may answer with a held stream.
+pub const STREAM_HOLDER: &str = "x-pbfast-stream-holder";
+/// On a node's answer: the stream is held at `<port> <ticket>` on the node's host (`super::held`).
+pub const STREAM_HELD: &str = "x-pbfast-stream-held";

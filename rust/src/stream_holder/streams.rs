@@ -1,0 +1,266 @@
+//! The node's held event streams, by handle: what each has waiting to be written, and why one ended.
+//!
+//! A stream is *admitted* by Python (its first frame, `PB_CONNECT`, queued at once) and gets a handle and a
+//! ticket; the gateway then *attaches* a connection with the ticket, and the connection's task writes what
+//! is queued. A ticket nobody attaches within the attach time is dropped. Frames are appended to a stream's
+//! one buffer; a stream whose buffer would pass its limit is ended (`Overflow`): nothing ever waits for a
+//! slow reader. Every ended stream is reported once through [`Streams::take_ended`], and the `notify`
+//! callback is called when the first of a batch is there (Python reads them on its loop).
+//!
+//! Thread-safety: one mutex over the table, one per stream; sends lock the table once per batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Why a stream ended (reported to Python as its number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Ended by Python (a move, the idle time, shutdown): written out, then closed.
+    Ended = 1,
+    /// The peer closed its connection (or a write failed).
+    Gone = 2,
+    /// More was queued than the stream's limit.
+    Overflow = 3,
+    /// No connection attached within the attach time.
+    Unattached = 4,
+}
+
+/// One stream's state, shared by the table and its connection's task.
+#[derive(Default)]
+pub struct StreamState {
+    pub pending: Vec<u8>,
+    pub end: Option<EndReason>,
+    pub waker: Option<Waker>,
+}
+
+pub type Stream = Mutex<StreamState>;
+
+struct Waiting {
+    handle: u64,
+    stream: Arc<Stream>,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct Table {
+    streams: HashMap<u64, Arc<Stream>>,
+    waiting: HashMap<u64, Waiting>, // by ticket
+    ended: Vec<(u64, EndReason)>,
+    next: u64,
+}
+
+pub struct Streams {
+    table: Mutex<Table>,
+    limit: usize,
+    attach_time: Duration,
+    notify: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Streams {
+    /// `limit`: bytes a stream may have waiting; `notify`: called when ended streams wait to be taken.
+    pub fn new(limit: usize, attach_time: Duration, notify: Box<dyn Fn() + Send + Sync>) -> Streams {
+        Streams { table: Mutex::new(Table { next: 1, ..Table::default() }), limit, attach_time, notify }
+    }
+
+    /// A new stream with `first` queued: its handle, and the ticket its connection attaches with.
+    pub fn admit(&self, first: &[u8], ticket: u64, now: Instant) -> u64 {
+        let mut table = self.table.lock();
+        let handle = table.next;
+        table.next += 1;
+        let stream = Arc::new(Mutex::new(StreamState { pending: first.to_vec(), ..StreamState::default() }));
+        table.streams.insert(handle, stream.clone());
+        table.waiting.insert(ticket, Waiting { handle, stream, deadline: now + self.attach_time });
+        handle
+    }
+
+    /// The stream a connection with `ticket` takes over (once), unless it was dropped meanwhile.
+    pub fn attach(&self, ticket: u64) -> Option<(u64, Arc<Stream>)> {
+        let waiting = self.table.lock().waiting.remove(&ticket)?;
+        if waiting.stream.lock().end.is_some() {
+            return None;
+        }
+        Some((waiting.handle, waiting.stream))
+    }
+
+    /// Queue `data` on each stream; streams that would pass their limit end (`Overflow`). Unknown handles
+    /// (ended meanwhile) are skipped. How many streams took their data.
+    pub fn send<'a>(&self, items: impl IntoIterator<Item = (u64, &'a [u8])>) -> usize {
+        let mut wake = Vec::new();
+        let mut sent = 0;
+        {
+            let table = self.table.lock();
+            for (handle, data) in items {
+                let Some(stream) = table.streams.get(&handle) else { continue };
+                let mut state = stream.lock();
+                if state.end.is_some() {
+                    continue;
+                }
+                if state.pending.len() + data.len() > self.limit {
+                    state.end = Some(EndReason::Overflow);
+                    state.pending = Vec::new();
+                } else {
+                    state.pending.extend_from_slice(data);
+                    sent += 1;
+                }
+                if let Some(waker) = state.waker.take() {
+                    wake.push(waker);
+                }
+            }
+        }
+        for waker in wake {
+            waker.wake();
+        }
+        sent
+    }
+
+    /// End a stream (what it has queued is still written).
+    pub fn end(&self, handle: u64) {
+        let waker = {
+            let table = self.table.lock();
+            let Some(stream) = table.streams.get(&handle) else { return };
+            let mut state = stream.lock();
+            state.end.get_or_insert(EndReason::Ended);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        } else {
+            // Not attached yet: nothing will write it; drop it now.
+            let unattached = {
+                let mut table = self.table.lock();
+                let ticket = table.waiting.iter().find(|(_, w)| w.handle == handle).map(|(t, _)| *t);
+                ticket.map(|t| table.waiting.remove(&t))
+            };
+            if unattached.is_some() {
+                self.finished(handle, EndReason::Ended);
+            }
+        }
+    }
+
+    /// A stream's connection is done (or it never got one): removed, reported once.
+    pub fn finished(&self, handle: u64, reason: EndReason) {
+        let first = {
+            let mut table = self.table.lock();
+            if table.streams.remove(&handle).is_none() {
+                return;
+            }
+            table.ended.push((handle, reason));
+            table.ended.len() == 1
+        };
+        if first {
+            (self.notify)();
+        }
+    }
+
+    /// Drop the streams whose ticket was not attached in time.
+    pub fn expire(&self, now: Instant) {
+        let expired: Vec<u64> = {
+            let mut table = self.table.lock();
+            let tickets: Vec<u64> =
+                table.waiting.iter().filter(|(_, w)| w.deadline <= now).map(|(ticket, _)| *ticket).collect();
+            tickets.iter().filter_map(|t| table.waiting.remove(t)).map(|w| w.handle).collect()
+        };
+        for handle in expired {
+            self.finished(handle, EndReason::Unattached);
+        }
+    }
+
+    /// The streams that ended since the last call, with why.
+    pub fn take_ended(&self) -> Vec<(u64, EndReason)> {
+        std::mem::take(&mut self.table.lock().ended)
+    }
+
+    /// Streams held now (attached or waiting for their connection).
+    pub fn len(&self) -> usize {
+        self.table.lock().streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every stream, for the holder's stop.
+    pub fn handles(&self) -> Vec<u64> {
+        self.table.lock().streams.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn streams(limit: usize) -> (Streams, Arc<AtomicUsize>) {
+        let notified = Arc::new(AtomicUsize::new(0));
+        let counter = notified.clone();
+        let notify = Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        (Streams::new(limit, Duration::from_secs(5), notify), notified)
+    }
+
+    #[test]
+    fn an_admitted_stream_is_taken_once_by_its_ticket_with_its_first_frame_queued() {
+        let (streams, _) = streams(1024);
+        let handle = streams.admit(b"hello", 42, Instant::now());
+        assert!(streams.attach(7).is_none());
+        let (attached, stream) = streams.attach(42).expect("attached");
+        assert_eq!(attached, handle);
+        assert_eq!(stream.lock().pending, b"hello");
+        assert!(streams.attach(42).is_none());
+    }
+
+    #[test]
+    fn frames_queue_up_and_a_stream_past_its_limit_ends_without_touching_the_others() {
+        let (streams, notified) = streams(16);
+        let now = Instant::now();
+        let (a, b) = (streams.admit(b"", 1, now), streams.admit(b"", 2, now));
+        let (_, stream_a) = streams.attach(1).unwrap();
+        let (_, stream_b) = streams.attach(2).unwrap();
+        assert_eq!(streams.send([(a, &b"12345678"[..]), (b, &b"12345678"[..]), (99, &b"x"[..])]), 2);
+        assert_eq!(streams.send([(a, &b"123456789"[..]), (b, &b"1234"[..])]), 1);
+        assert_eq!(stream_a.lock().end, Some(EndReason::Overflow));
+        assert!(stream_a.lock().pending.is_empty());
+        assert_eq!(stream_b.lock().pending, b"123456781234");
+        assert_eq!(streams.send([(a, &b"1"[..])]), 0); // ended: nothing more queued
+        streams.finished(a, EndReason::Overflow);
+        streams.finished(a, EndReason::Gone); // reported once
+        assert_eq!(notified.load(Ordering::SeqCst), 1);
+        assert_eq!(streams.take_ended(), vec![(a, EndReason::Overflow)]);
+        assert_eq!(streams.len(), 1);
+    }
+
+    #[test]
+    fn unattached_tickets_expire_and_ending_one_drops_it_at_once() {
+        let (streams, _) = streams(1024);
+        let now = Instant::now();
+        let late = streams.admit(b"", 1, now);
+        let ended = streams.admit(b"", 2, now);
+        streams.end(ended);
+        assert_eq!(streams.take_ended(), vec![(ended, EndReason::Ended)]);
+        assert!(streams.attach(2).is_none());
+        streams.expire(now + Duration::from_secs(4));
+        assert!(streams.take_ended().is_empty());
+        streams.expire(now + Duration::from_secs(5));
+        assert_eq!(streams.take_ended(), vec![(late, EndReason::Unattached)]);
+        assert!(streams.attach(1).is_none());
+        assert!(streams.is_empty());
+    }
+
+    #[test]
+    fn ending_an_attached_stream_keeps_its_queue_for_the_connection_to_write() {
+        let (streams, _) = streams(1024);
+        let handle = streams.admit(b"last", 3, Instant::now());
+        let (_, stream) = streams.attach(3).unwrap();
+        streams.end(handle);
+        let state = stream.lock();
+        assert_eq!(state.end, Some(EndReason::Ended));
+        assert_eq!(state.pending, b"last");
+        drop(state);
+        assert!(streams.take_ended().is_empty()); // reported once its connection is done
+    }
+}
