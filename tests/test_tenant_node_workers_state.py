@@ -27,6 +27,22 @@ OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
 BUSY = "Try again later - another backup/restore process has already been started."
 
 
+def _tenant_on_a_node_with_workers(start: Start, tmp_path: Path, node_id: str, tenant_id: str,
+                                   env: dict[str, str] | None = None) -> tuple[str, int, str]:
+    """A one-node cluster whose node runs two workers, and a tenant on it: the node's URL, the tenant's epoch
+    and its superuser's token."""
+    cp = start_cluster(start, tmp_path, 1)[0]
+    _, url = start_node(start, node_id, f"127.0.0.1:{cp.http_port}", tmp_path, ("--workers=2",), env=env)
+    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
+    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": tenant_id, "superuser": OWNER},
+                         timeout=30)
+    assert created.status_code == 200, created.text
+    epoch = int(created.json()["epoch"])
+    token = str(forwarded_ok(url, tenant_id, epoch, "POST", "/api/collections/_superusers/auth-with-password",
+                             json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
+    return url, epoch, token
+
+
 def _worker_requests(node_url: str) -> list[float]:
     samples = scrape(node_url)
     return [samples[f'pbfast_node_worker_requests_total{{worker="{index}"}}'] for index in (1, 2)]
@@ -40,14 +56,7 @@ def _batch(node_url: str, tenant_id: str, epoch: int) -> httpx.Response:
 
 def test_a_batch_turned_on_through_one_worker_is_served_by_every_worker(pbfast_process: Start,
                                                                         tmp_path: Path) -> None:
-    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
-    _, url = start_node(pbfast_process, "node-b", f"127.0.0.1:{cp.http_port}", tmp_path, ("--workers=2",))
-    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
-    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "b", "superuser": OWNER}, timeout=30)
-    assert created.status_code == 200, created.text
-    epoch = int(created.json()["epoch"])
-    token = str(forwarded_ok(url, "b", epoch, "POST", "/api/collections/_superusers/auth-with-password",
-                             json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
+    url, epoch, token = _tenant_on_a_node_with_workers(pbfast_process, tmp_path, "node-b", "b")
     forwarded_ok(url, "b", epoch, "POST", "/api/collections", token,
                  {"name": "notes", "type": "base", "createRule": "", "listRule": "",
                   "fields": [{"name": "n", "type": "text"}]})
@@ -105,15 +114,8 @@ class _HeldS3:
 
 
 def test_a_backup_running_in_one_worker_is_seen_by_the_other(pbfast_process: Start, tmp_path: Path) -> None:
-    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
-    _, url = start_node(pbfast_process, "node-k", f"127.0.0.1:{cp.http_port}", tmp_path, ("--workers=2",),
-                        env={"PBFAST_ALLOW_LOOPBACK_EGRESS": "1"})
-    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
-    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "k", "superuser": OWNER}, timeout=30)
-    assert created.status_code == 200, created.text
-    epoch = int(created.json()["epoch"])
-    token = str(forwarded_ok(url, "k", epoch, "POST", "/api/collections/_superusers/auth-with-password",
-                             json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
+    url, epoch, token = _tenant_on_a_node_with_workers(pbfast_process, tmp_path, "node-k", "k",
+                                                       env={"PBFAST_ALLOW_LOOPBACK_EGRESS": "1"})
     held = _HeldS3()
     forwarded_ok(url, "k", epoch, "PATCH", "/api/settings", token, {"backups": {"s3": {
         "enabled": True, "bucket": "b", "region": "us-east-1", "endpoint": f"http://127.0.0.1:{held.port}",
@@ -185,14 +187,7 @@ def test_the_oauth2_redirect_reaches_the_realtime_client_whichever_worker_takes_
                                                                                    tmp_path: Path) -> None:
     """``/api/oauth2-redirect`` hands the code to the realtime client named by the state: that client's stream
     is the main process's, and so is every redirect, whichever worker takes it."""
-    cp = start_cluster(pbfast_process, tmp_path, 1)[0]
-    _, url = start_node(pbfast_process, "node-o", f"127.0.0.1:{cp.http_port}", tmp_path, ("--workers=2",))
-    wait_until(lambda: httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"])
-    created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "o", "superuser": OWNER}, timeout=30)
-    assert created.status_code == 200, created.text
-    epoch = int(created.json()["epoch"])
-    token = str(forwarded_ok(url, "o", epoch, "POST", "/api/collections/_superusers/auth-with-password",
-                             json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"])
+    url, epoch, token = _tenant_on_a_node_with_workers(pbfast_process, tmp_path, "node-o", "o")
     # OAuth2 turned on through a worker: a login (the main process's, which opened the tenant before) knows.
     forwarded_ok(url, "o", epoch, "PATCH", "/api/collections/users", token, {"oauth2": {"enabled": True, "providers": [
         {"name": "oidc", "clientId": "c", "clientSecret": "s", "authURL": "http://127.0.0.1:9/authorize",
