@@ -29,7 +29,7 @@ import orjson
 import pytest
 import uvloop
 
-from pbharness import create_tenant, start_all_in_one
+from pbharness import all_in_one_with_public_posts
 
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 CLIENTS = int(os.environ.get("PBFAST_BENCH_REALTIME_CLIENTS", "1000" if FULL else "50"))
@@ -136,13 +136,7 @@ def _q(values: list[float], q: int) -> float:
 
 @pytest.mark.timeout(600)
 def test_realtime_fanout_and_idle_memory(pbfast_process: object, tmp_path: Path, bench_report: list[str]) -> None:
-    process, cp, gw = start_all_in_one(pbfast_process, tmp_path / "pbfast")
-    create_tenant(cp, gw, "bench", {"superuser": SUPERUSER})
-    token = httpx.post(f"{gw}/t/bench/api/collections/_superusers/auth-with-password", timeout=30,
-                       json={"identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
-    made = httpx.post(f"{gw}/t/bench/api/collections", headers={"Authorization": token}, json={
-        "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
-    assert made.status_code == 200, made.text
+    process, cp, gw, token = all_in_one_with_public_posts(pbfast_process, tmp_path / "pbfast", "bench", SUPERUSER)
     assert process.proc is not None
     cpu: list[float] = []
     deliveries, slowest, per_stream_kb = uvloop.run(_run(gw, token, process.proc.pid, cpu=cpu))  # a fast client side
@@ -278,13 +272,7 @@ def test_realtime_side_by_side_with_pocketbase(pbfast_process: object, tmp_path:
     (``PBFAST_BENCH_SIDE_ROUNDS``, default 2). Goal (issue 16): at least 2x the connections per GB, a fan-out
     p99 no worse."""
     rounds = int(os.environ.get("PBFAST_BENCH_SIDE_ROUNDS", "2"))
-    process, cp, gw = start_all_in_one(pbfast_process, tmp_path / "pbfast")
-    create_tenant(cp, gw, "bench", {"superuser": SUPERUSER})
-    token = httpx.post(f"{gw}/t/bench/api/collections/_superusers/auth-with-password", timeout=30,
-                       json={"identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
-    made = httpx.post(f"{gw}/t/bench/api/collections", headers={"Authorization": token}, json={
-        "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
-    assert made.status_code == 200, made.text
+    process, cp, gw, token = all_in_one_with_public_posts(pbfast_process, tmp_path / "pbfast", "bench", SUPERUSER)
     assert process.proc is not None
     (tmp_path / "pb").mkdir()
     pocketbase, pb_url, pb_token = _pocketbase_with_posts(tmp_path / "pb", tmp_path / "pocketbase.log")

@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
-from pbharness import ADMIN_TOKEN, create_tenant, start_all_in_one  # noqa: E402
+from pbharness import ADMIN_TOKEN, all_in_one_with_public_posts  # noqa: E402
 
 STREAMS = 300
 SUPERUSER = {"email": "held@example.com", "password": "held-password-1"}
@@ -79,13 +79,7 @@ async def _scenario(cp: str, gw: str, token: str, pid: int) -> float:
 
 def test_held_streams_cost_little_memory_get_events_and_end_with_their_client(pbfast_process: object,
                                                                                tmp_path: Path) -> None:
-    process, cp, gw = start_all_in_one(pbfast_process, tmp_path / "pbfast")
-    create_tenant(cp, gw, "held", {"superuser": SUPERUSER})
-    token = httpx.post(f"{gw}/t/held/api/collections/_superusers/auth-with-password", timeout=30,
-                       json={"identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
-    made = httpx.post(f"{gw}/t/held/api/collections", headers={"Authorization": token}, json={
-        "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
-    assert made.status_code == 200, made.text
+    process, cp, gw, token = all_in_one_with_public_posts(pbfast_process, tmp_path / "pbfast", "held", SUPERUSER)
     assert process.proc is not None
     per_stream = asyncio.run(_scenario(cp, gw, token, process.proc.pid))
     # Gateway and node together: ~60 KB while the node's HTTP server held the streams, ~13 KB held (1,000

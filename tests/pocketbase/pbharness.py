@@ -116,6 +116,22 @@ def create_tenant(cp: str, gw: str, tenant_id: str, body: dict | None = None) ->
         time.sleep(0.02)
 
 
+def all_in_one_with_public_posts(start: object, data_dir: Path, tenant_id: str,
+                                 superuser: dict[str, str]) -> tuple[PbfastProcess, str, str, str]:
+    """An all-in-one with tenant ``tenant_id`` (its first superuser ``superuser``) holding a public ``posts``
+    collection (one number field ``n``): the process, the control plane's and the gateway's URLs and the
+    superuser's token (the realtime tests' and benchmarks' set-up)."""
+    process, cp, gw = start_all_in_one(start, data_dir)
+    create_tenant(cp, gw, tenant_id, {"superuser": superuser})
+    token = httpx.post(f"{gw}/t/{tenant_id}/api/collections/_superusers/auth-with-password", timeout=30,
+                       json={"identity": superuser["email"], "password": superuser["password"]}).json()["token"]
+    made = httpx.post(f"{gw}/t/{tenant_id}/api/collections", headers={"Authorization": token}, timeout=30, json={
+        "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
+    assert made.status_code == 200, made.text
+    assert process.proc is not None
+    return process, cp, gw, str(token)
+
+
 def collection_of(data: dict[str, Any]) -> Collection:
     """A collection from a test's short dict (``fields`` and ``indexes`` as lists), as it would be stored."""
     return Collection.from_row({**data, "fields": orjson.dumps(data.get("fields", [])),
