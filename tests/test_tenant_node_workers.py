@@ -97,31 +97,37 @@ def _notes(node_url: str, tenant_id: str, epoch: int, token: str) -> list[dict[s
     return list(listed.json()["items"])
 
 
+def _events_after_subscribing(lines: Iterator[str], node_url: str, tenant_id: str, epoch: int, topic: str,
+                              write: Callable[[], object]) -> list[str]:
+    """Read a stream's lines up to its ``PB_CONNECT``, subscribe its client to ``topic`` (as a gateway forwards
+    it), run ``write`` and return ``action:n`` of the events it wrote."""
+    client_id = ""
+    for line in lines:
+        if line.startswith("id:"):
+            client_id = line[3:].strip()
+        if line.startswith("data:") and client_id:
+            break
+    subscribed = forwarded(node_url, tenant_id, epoch, "POST", "/api/realtime",
+                           json={"clientId": client_id, "subscriptions": [topic]})
+    assert subscribed.status_code == 204, subscribed.text
+    count = len(list(write()))  # type: ignore[call-overload]
+    seen: list[str] = []
+    for line in lines:
+        if line.startswith("data:") and '"action"' in line:
+            event = orjson.loads(line[5:])
+            seen.append(f"{event['action']}:{event['record']['n']}")
+            if len(seen) == count:
+                break
+    return seen
+
+
 def _realtime_events(node_url: str, tenant_id: str, epoch: int, topic: str, write: Callable[[], object]) -> list[str]:
     """``action:n`` of each event a stream subscribed to ``topic`` receives while ``write`` runs (the stream
     and the subscription sent as a gateway forwards them)."""
     headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
-    seen: list[str] = []
     with httpx.stream("GET", f"{node_url}/t/{tenant_id}/api/realtime", headers=headers,
                       timeout=httpx.Timeout(10.0, read=5.0)) as stream:
-        lines = stream.iter_lines()
-        client_id = ""
-        for line in lines:
-            if line.startswith("id:"):
-                client_id = line[3:].strip()
-            if line.startswith("data:") and client_id:
-                break
-        subscribed = forwarded(node_url, tenant_id, epoch, "POST", "/api/realtime",
-                               json={"clientId": client_id, "subscriptions": [topic]})
-        assert subscribed.status_code == 204, subscribed.text
-        count = len(list(write()))  # type: ignore[call-overload]
-        for line in lines:
-            if line.startswith("data:") and '"action"' in line:
-                event = orjson.loads(line[5:])
-                seen.append(f"{event['action']}:{event['record']['n']}")
-                if len(seen) == count:
-                    break
-    return seen
+        return _events_after_subscribing(stream.iter_lines(), node_url, tenant_id, epoch, topic, write)
 
 
 def _held_realtime_events(node_url: str, tenant_id: str, epoch: int, topic: str,
@@ -137,27 +143,10 @@ def _held_realtime_events(node_url: str, tenant_id: str, epoch: int, topic: str,
     with socket.create_connection((host, int(port)), timeout=5) as intruder:
         intruder.sendall(f"not-the-token {ticket}\n".encode())
         assert intruder.recv(100) == b""  # closed, nothing sent
-    seen: list[str] = []
     with socket.create_connection((host, int(port)), timeout=5) as stream:
         stream.sendall(f"{CLUSTER_TOKEN} {ticket}\n".encode())
-        lines = stream.makefile("rb")
-        client_id = ""
-        for line in lines:
-            if line.startswith(b"id:"):
-                client_id = line[3:].strip().decode()
-            if line.startswith(b"data:") and client_id:
-                break
-        subscribed = forwarded(node_url, tenant_id, epoch, "POST", "/api/realtime",
-                               json={"clientId": client_id, "subscriptions": [topic]})
-        assert subscribed.status_code == 204, subscribed.text
-        count = len(list(write()))  # type: ignore[call-overload]
-        for line in lines:
-            if line.startswith(b"data:") and b'"action"' in line:
-                event = orjson.loads(line[5:])
-                seen.append(f"{event['action']}:{event['record']['n']}")
-                if len(seen) == count:
-                    break
-    return seen
+        lines = (line.decode() for line in stream.makefile("rb"))
+        return _events_after_subscribing(lines, node_url, tenant_id, epoch, topic, write)
 
 
 def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tmp_path: Path) -> None:
