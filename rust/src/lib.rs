@@ -6,6 +6,7 @@
 pub mod breaker;
 pub mod gateway;
 pub mod jwt;
+pub mod listen;
 pub mod node_shm;
 pub mod quota;
 pub mod rate_limit;

@@ -24,7 +24,6 @@ pub mod unix;
 pub mod warnings;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -49,9 +48,6 @@ use event_stream::{Http1Connection, SharedSocket};
 use headers::Peer;
 use stats::Stats;
 use target::{Malformed, Protocol, TargetNormaliser};
-
-/// Pending connections the listening socket queues.
-const BACKLOG: u32 = 2048;
 
 struct Running {
     /// `Some(grace)`: stop accepting, then give open connections up to `grace` to finish.
@@ -281,12 +277,12 @@ fn bind_all(host: &str, port: u16, count: usize) -> std::io::Result<Vec<std::net
     use std::net::ToSocketAddrs;
     let mut last = None;
     for address in (host, port).to_socket_addrs()? {
-        match listen(address) {
+        match crate::listen::tcp(address, crate::listen::Sharing::PerThread) {
             Ok(first) => {
                 let shared_address = first.local_addr()?;
                 let mut all = vec![first];
                 for _ in 1..count {
-                    all.push(listen(shared_address)?);
+                    all.push(crate::listen::tcp(shared_address, crate::listen::Sharing::PerThread)?);
                 }
                 return Ok(all);
             }
@@ -294,18 +290,6 @@ fn bind_all(host: &str, port: u16, count: usize) -> std::io::Result<Vec<std::net
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host} resolves to no address"))))
-}
-
-fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?; // TIME_WAIT leftovers of a previous run
-    socket.set_reuse_port(true)?; // one socket per thread; the caller checked nobody else listens
-    socket.set_tcp_nodelay(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(BACKLOG as i32)?;
-    Ok(socket.into())
 }
 
 /// The HTTP servers of one thread, configured once.

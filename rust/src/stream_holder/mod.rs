@@ -12,7 +12,6 @@
 pub mod listener;
 pub mod streams;
 
-use std::net::TcpListener as StdListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -60,7 +59,7 @@ impl StreamHolder {
         if !(attach_seconds.is_finite() && attach_seconds > 0.0) {
             return Err(PyValueError::new_err("attach_seconds must be positive"));
         }
-        let listener = StdListener::bind((host, port)).map_err(|e| PyOSError::new_err(format!("{host}:{port}: {e}")))?;
+        let listener = crate::listen::tcp_on_host(host, port, crate::listen::Sharing::Alone).map_err(|e| PyOSError::new_err(format!("{host}:{port}: {e}")))?;
         let port = listener.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port();
         // SAFETY: eventfd returns a new descriptor (or -1, checked).
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
