@@ -431,6 +431,9 @@ class StreamHolder:
         """Queue ``data`` on a stream; False when it has ended (or ends now, overflowing)."""
     def send_many(self, items: list[tuple[int, bytes]]) -> int:
         """Queue each ``(handle, data)``; how many were queued."""
+    def send_frames(self, items: list[tuple[int, bytes, bytes, bytes]]) -> int:
+        """Queue each ``(handle, id_line, event_line, data)`` as one frame, ``id_line + event_line + data + b"\\n\\n"``
+        (the parts made once per client and per subscription); how many were queued."""
     def end(self, handle: int) -> None:
         """End a stream: what it has queued is written, then its connection closed."""
     def take_ended(self) -> list[tuple[int, int]]:

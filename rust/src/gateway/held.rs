@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::body::BoxError;
+use crate::stream_holder::streams::{LocalReader, Read};
 use super::wire;
 
 /// Bytes read from the holder at most per frame.
@@ -58,8 +59,15 @@ pub fn host_of(authority: &str) -> &str {
     authority.rsplit_once(':').map_or(authority, |(host, _)| host)
 }
 
-/// Connect to the holder and ask for the stream.
+/// Connect to the holder and ask for the stream; a holder of this process (an all-in-one's node) is read
+/// from its buffers directly.
 pub async fn attach(host: &str, held: &Held, token: &HeaderValue, connect_timeout: Duration) -> io::Result<HeldBody> {
+    if let Some(local) = u64::from_str_radix(&held.ticket, 16)
+        .ok()
+        .and_then(|ticket| crate::stream_holder::attach_local(held.port, token.as_bytes(), ticket))
+    {
+        return Ok(HeldBody::Local(local));
+    }
     let connect = TcpStream::connect(format!("{host}:{}", held.port));
     let mut socket = tokio::time::timeout(connect_timeout, connect)
         .await
@@ -71,12 +79,14 @@ pub async fn attach(host: &str, held: &Held, token: &HeaderValue, connect_timeou
     hello.extend_from_slice(held.ticket.as_bytes());
     hello.push(b'\n');
     socket.write_all(&hello).await?;
-    Ok(HeldBody { socket })
+    Ok(HeldBody::Socket(socket))
 }
 
-/// The stream's bytes as the holder writes them; ends at the holder's FIN. No buffer of its own while idle.
-pub struct HeldBody {
-    socket: TcpStream,
+/// The stream's bytes as the holder writes them; ends at the holder's FIN (or, read locally, at its clean
+/// end). No buffer of its own while idle.
+pub enum HeldBody {
+    Socket(TcpStream),
+    Local(LocalReader),
 }
 
 impl Body for HeldBody {
@@ -84,7 +94,16 @@ impl Body for HeldBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let socket = &self.socket;
+        let socket = match self.get_mut() {
+            HeldBody::Socket(socket) => socket,
+            HeldBody::Local(local) => {
+                return Poll::Ready(match ready!(local.poll_read(cx)) {
+                    Read::Frames(frames) => Some(Ok(Frame::data(Bytes::from(frames)))),
+                    Read::Ended => None,
+                    Read::Broken(reason) => Some(Err(format!("held stream ended: {reason:?}").into())),
+                });
+            }
+        };
         loop {
             if let Err(err) = ready!(socket.poll_read_ready(cx)) {
                 return Poll::Ready(Some(Err(err.into())));

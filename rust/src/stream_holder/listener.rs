@@ -109,9 +109,7 @@ fn next(stream: &Stream) -> impl Future<Output = Next> + '_ {
         if !state.pending.is_empty() {
             return Poll::Ready(Next::Write(std::mem::take(&mut state.pending)));
         }
-        if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            state.waker = Some(cx.waker().clone());
-        }
+        super::lanes::register(&mut state.reader, cx);
         Poll::Pending
     })
 }
@@ -139,9 +137,7 @@ fn overflowed(stream: &Stream) -> impl Future<Output = ()> + '_ {
         if state.end == Some(EndReason::Overflow) {
             return Poll::Ready(());
         }
-        if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            state.waker = Some(cx.waker().clone());
-        }
+        super::lanes::register(&mut state.reader, cx);
         Poll::Pending
     })
 }

@@ -9,11 +9,12 @@
 //! Thread-safety: the holder is shared by the event loop and the database threads (which queue an event's
 //! frames for all its recipients in one call, without the GIL).
 
+pub mod lanes;
 pub mod listener;
 pub mod streams;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,24 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use tokio::sync::watch;
 
-use streams::Streams;
+use streams::{LocalReader, Streams};
+
+/// The holders of this process, by port: a gateway in the same process (an all-in-one) reads their streams
+/// from their buffers instead of through a socket (two system calls, a loopback segment and a wake-up of
+/// the holder's thread less per recipient of an event).
+type LocalHolder = (u16, Weak<Streams>, Arc<[u8]>); // port, streams, token
+static LOCAL_HOLDERS: std::sync::Mutex<Vec<LocalHolder>> = std::sync::Mutex::new(Vec::new());
+
+/// The stream of `ticket` in a holder of this process listening on `port`, when `token` is its token. A
+/// ticket is random (64 bits) and taken once, so a remote holder's ticket does not name a local stream.
+pub fn attach_local(port: u16, token: &[u8], ticket: u64) -> Option<LocalReader> {
+    let holders = LOCAL_HOLDERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    holders
+        .iter()
+        .filter(|(at, _, key)| *at == port && listener::same_secret(token, key))
+        .filter_map(|(_, streams, _)| streams.upgrade())
+        .find_map(|streams| streams.attach_local(ticket))
+}
 
 /// How long the holder's stop waits for ended streams to be written out.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -94,6 +112,10 @@ impl StreamHolder {
                 });
             })
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let mut holders = LOCAL_HOLDERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        holders.retain(|(_, streams, _)| streams.strong_count() > 0);
+        holders.push((port, Arc::downgrade(&streams), token.clone()));
+        drop(holders);
         Ok(StreamHolder { streams, token, port, wake, running: Mutex::new(Some((stop, thread))) })
     }
 
@@ -125,6 +147,15 @@ impl StreamHolder {
         py.detach(|| self.streams.send(items.iter().map(|(handle, data)| (*handle, &data[..]))))
     }
 
+    /// Queue record events given as parts: `(handle, id line, event line, data)`, each queued as
+    /// `id line + event line + data + "\n\n"` (the parts are made once per client and per subscription, so
+    /// Python builds no frame per recipient).
+    fn send_frames(&self, py: Python<'_>, items: Vec<(u64, PyBackedBytes, PyBackedBytes, PyBackedBytes)>) -> usize {
+        py.detach(|| {
+            self.streams.send_parts(items.iter().map(|(handle, id, event, data)| (*handle, [&id[..], &event[..], &data[..], &b"\n\n"[..]])))
+        })
+    }
+
     fn end(&self, handle: u64) {
         self.streams.end(handle);
     }
@@ -142,6 +173,10 @@ impl StreamHolder {
 
     fn close(&self, py: Python<'_>) {
         let running = self.running.lock().take();
+        LOCAL_HOLDERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|(_, streams, _)| !std::ptr::eq(streams.as_ptr(), Arc::as_ptr(&self.streams)));
         if let Some((stop, thread)) = running {
             let _ = stop.send(true);
             py.detach(move || drop(thread.join()));

@@ -11,10 +11,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use super::lanes::{self, Registration, Wakeups};
 
 /// Why a stream ended (reported to Python as its number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +36,8 @@ pub enum EndReason {
 pub struct StreamState {
     pub pending: Vec<u8>,
     pub end: Option<EndReason>,
-    pub waker: Option<Waker>,
+    /// The connection's task, waiting for something to write.
+    pub reader: Option<Registration>,
 }
 
 pub type Stream = Mutex<StreamState>;
@@ -89,7 +92,13 @@ impl Streams {
     /// Queue `data` on each stream; streams that would pass their limit end (`Overflow`). Unknown handles
     /// (ended meanwhile) are skipped. How many streams took their data.
     pub fn send<'a>(&self, items: impl IntoIterator<Item = (u64, &'a [u8])>) -> usize {
-        let mut wake = Vec::new();
+        self.send_parts(items.into_iter().map(|(handle, data)| (handle, [data])))
+    }
+
+    /// [`Streams::send`] of frames given in parts, joined in the stream's buffer.
+    pub fn send_parts<'a, const N: usize>(&self, items: impl IntoIterator<Item = (u64, [&'a [u8]; N])>) -> usize {
+        let mut wake = Wakeups::default();
+        let mut overflowed = Vec::new();
         let mut sent = 0;
         {
             let table = self.table.lock();
@@ -99,35 +108,44 @@ impl Streams {
                 if state.end.is_some() {
                     continue;
                 }
-                if state.pending.len() + data.len() > self.limit {
+                let length: usize = data.iter().map(|part| part.len()).sum();
+                if state.pending.len() + length > self.limit {
                     state.end = Some(EndReason::Overflow);
                     state.pending = Vec::new();
+                    overflowed.push(handle);
                 } else {
-                    state.pending.extend_from_slice(data);
+                    state.pending.reserve(length);
+                    for part in data {
+                        state.pending.extend_from_slice(part);
+                    }
                     sent += 1;
                 }
-                if let Some(waker) = state.waker.take() {
-                    wake.push(waker);
+                if let Some(reader) = state.reader.take() {
+                    wake.add(reader);
                 }
             }
         }
-        for waker in wake {
-            waker.wake();
+        wake.wake();
+        // Reported at once: the reader may be busy with its own slow client and not look for a while.
+        for handle in overflowed {
+            self.finished(handle, EndReason::Overflow);
         }
         sent
     }
 
     /// End a stream (what it has queued is still written).
     pub fn end(&self, handle: u64) {
-        let waker = {
+        let reader = {
             let table = self.table.lock();
             let Some(stream) = table.streams.get(&handle) else { return };
             let mut state = stream.lock();
             state.end.get_or_insert(EndReason::Ended);
-            state.waker.take()
+            state.reader.take()
         };
-        if let Some(waker) = waker {
-            waker.wake();
+        if let Some(reader) = reader {
+            let mut wake = Wakeups::default();
+            wake.add(reader);
+            wake.wake();
         } else {
             // Not attached yet: nothing will write it; drop it now.
             let unattached = {
@@ -154,6 +172,12 @@ impl Streams {
         if first {
             (self.notify)();
         }
+    }
+
+    /// The stream of `ticket` read in this process, without a socket (see [`LocalReader`]).
+    pub fn attach_local(self: &Arc<Self>, ticket: u64) -> Option<LocalReader> {
+        let (handle, stream) = self.attach(ticket)?;
+        Some(LocalReader { streams: self.clone(), handle, stream, done: false })
     }
 
     /// Drop the streams whose ticket was not attached in time.
@@ -186,6 +210,55 @@ impl Streams {
     /// Every stream, for the holder's stop.
     pub fn handles(&self) -> Vec<u64> {
         self.table.lock().streams.keys().copied().collect()
+    }
+}
+
+/// What a stream's reader gets next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Frames queued since the last read.
+    Frames(Vec<u8>),
+    /// Ended by Python and written out: the stream's clean end.
+    Ended,
+    /// Ended otherwise (overflow): the stream is broken.
+    Broken(EndReason),
+}
+
+/// A stream read by a gateway of the same process straight from its buffer: no socket, no holder thread.
+/// Dropped before its end, the stream ends as `Gone` (the client went away).
+pub struct LocalReader {
+    streams: Arc<Streams>,
+    handle: u64,
+    stream: Arc<Stream>,
+    done: bool,
+}
+
+impl LocalReader {
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        if self.done {
+            return Poll::Ready(Read::Ended);
+        }
+        let mut state = self.stream.lock();
+        if !state.pending.is_empty() && state.end.is_none_or(|end| end == EndReason::Ended) {
+            return Poll::Ready(Read::Frames(std::mem::take(&mut state.pending)));
+        }
+        let Some(reason) = state.end else {
+            lanes::register(&mut state.reader, cx);
+            return Poll::Pending;
+        };
+        drop(state);
+        self.done = true;
+        self.streams.finished(self.handle, reason);
+        Poll::Ready(if reason == EndReason::Ended { Read::Ended } else { Read::Broken(reason) })
+    }
+}
+
+impl Drop for LocalReader {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stream.lock().end.get_or_insert(EndReason::Gone);
+            self.streams.finished(self.handle, EndReason::Gone);
+        }
     }
 }
 
@@ -262,5 +335,46 @@ mod tests {
         assert_eq!(state.pending, b"last");
         drop(state);
         assert!(streams.take_ended().is_empty()); // reported once its connection is done
+    }
+
+    fn poll(reader: &mut LocalReader) -> Poll<Read> {
+        reader.poll_read(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn a_local_reader_gets_the_frames_then_the_clean_end_and_reports_it_once() {
+        let (streams, notified) = streams(1024);
+        let streams = Arc::new(streams);
+        let handle = streams.admit(b"first", 7, Instant::now());
+        assert!(streams.attach_local(8).is_none());
+        let mut reader = streams.attach_local(7).expect("attached");
+        assert_eq!(poll(&mut reader), Poll::Ready(Read::Frames(b"first".to_vec())));
+        assert_eq!(poll(&mut reader), Poll::Pending);
+        streams.send([(handle, &b"a"[..]), (handle, &b"b"[..])]);
+        streams.end(handle);
+        assert_eq!(poll(&mut reader), Poll::Ready(Read::Frames(b"ab".to_vec())));
+        assert_eq!(poll(&mut reader), Poll::Ready(Read::Ended));
+        drop(reader);
+        assert_eq!(streams.take_ended(), vec![(handle, EndReason::Ended)]);
+        assert_eq!(notified.load(Ordering::SeqCst), 1);
+        assert!(streams.is_empty());
+    }
+
+    #[test]
+    fn a_local_reader_that_falls_behind_overflows_at_once_and_one_dropped_is_gone() {
+        let (streams, _) = streams(8);
+        let streams = Arc::new(streams);
+        let now = Instant::now();
+        let (slow, other) = (streams.admit(b"", 1, now), streams.admit(b"", 2, now));
+        let mut slow_reader = streams.attach_local(1).unwrap();
+        let other_reader = streams.attach_local(2).unwrap();
+        assert_eq!(streams.send([(slow, &b"123456789"[..]), (other, &b"1234"[..])]), 1);
+        // Reported without waiting for the reader to look.
+        assert_eq!(streams.take_ended(), vec![(slow, EndReason::Overflow)]);
+        assert_eq!(poll(&mut slow_reader), Poll::Ready(Read::Broken(EndReason::Overflow)));
+        drop(other_reader);
+        assert_eq!(streams.take_ended(), vec![(other, EndReason::Gone)]);
+        assert_eq!(streams.send([(other, &b"x"[..])]), 0);
+        assert!(streams.is_empty());
     }
 }
