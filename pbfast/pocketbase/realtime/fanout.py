@@ -32,13 +32,13 @@ import orjson
 from pbfast.logs import component_logger
 from pbfast.pocketbase import gocompat, records, search
 from pbfast.pocketbase.collections import Collection
-from pbfast.pocketbase.realtime.subscriptions import Client, ClientAuth, SubscriptionOptions, sse_frame
+from pbfast.pocketbase.realtime.subscriptions import Client, ClientAuth, Subscription, SubscriptionOptions
 from pbfast.pocketbase.records import RuleError, Viewer
 from pbfast.pocketbase.records.viewable import ExpandTooMany, ViewableRecords, expand_for_viewer
 from pbfast.pocketbase.search import FilterError, RequestInfo, TableResolver, superuser_only_field
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["ACTIONS", "RecordChange", "evaluate"]
+__all__ = ["ACTIONS", "Delivery", "RecordChange", "evaluate"]
 
 log = component_logger("Realtime")
 
@@ -46,6 +46,14 @@ ACTIONS: Final = ("create", "update", "delete")
 SUPERUSERS: Final = "_superusers"
 REALTIME_CONTEXT: Final = "realtime"
 _DELETED_ALIAS: Final = "__pb_realtime__"
+# Sentinels of the lookups' own types (compared by identity): a base that is not one of the event's topics, a
+# payload not made yet.
+_NOT_A_TOPIC: Final = "\0not a topic"
+_NOT_MADE: Final = b"\0not made"
+
+# One frame to send: the client, the subscription it is for and the event's data as the client sees it (the
+# frame is ``record_frame`` of them; the stream holder joins the parts itself).
+Delivery = tuple[Client, Subscription, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +100,7 @@ class _Event:
         self.change = change
         self.record_id = str(change.row.get("id", ""))
         self._requesters: dict[ClientAuth, _Requester] = {}
-        self._payloads: dict[tuple[object, ...], bytes | None] = {}
+        self.payloads: dict[tuple[object, ...], bytes | None] = {}  # by (auth, rule, options key)
 
     def requester(self, auth: ClientAuth | None) -> _Requester:
         if auth is None:
@@ -110,11 +118,11 @@ class _Event:
                 options_key: tuple[object, ...]) -> bytes | None:
         """The event's ``data`` for a client with ``auth`` on a topic needing ``rule`` (None: not for it)."""
         key = (auth, rule, options_key)
-        if key not in self._payloads:
+        if key not in self.payloads:
             requester = self.requester(auth)
-            self._payloads[key] = self._payload(requester, options) \
+            self.payloads[key] = self._payload(requester, options) \
                 if self._can_access(requester, rule, options) else None
-        return self._payloads[key]
+        return self.payloads[key]
 
     def _request_info(self, requester: _Requester, options: SubscriptionOptions) -> RequestInfo:
         return RequestInfo(auth=requester.auth_data(), query=options.query, headers=options.headers, method="GET",
@@ -186,9 +194,10 @@ class _Event:
             record["expand"] = expansion
 
 
-def evaluate(tenant: Tenant, clients: tuple[Client, ...], change: RecordChange) -> list[tuple[Client, bytes]]:
-    """The frames ``change`` sends, client by client, in the order of each client's subscriptions. Call on
-    the thread holding the tenant's connection, in its turn."""
+def evaluate(tenant: Tenant, clients: tuple[Client, ...], change: RecordChange) -> list[Delivery]:
+    """What ``change`` sends, client by client, in the order of each client's subscriptions. Call on the
+    thread holding the tenant's connection, in its turn. Clients with the same auth and topic options share one
+    rule check and one serialised record (:meth:`_Event.payload`): per client, this is a lookup."""
     collection = tenant.collection_by_id(change.collection_id)
     if collection is None or change.action not in ACTIONS:
         return []
@@ -202,14 +211,17 @@ def evaluate(tenant: Tenant, clients: tuple[Client, ...], change: RecordChange) 
         collection.name: collection.listRule,
         collection.id: collection.listRule,
     }
-    frames: list[tuple[Client, bytes]] = []
+    shared = event.payloads
+    deliveries: list[Delivery] = []
     for client in clients:
         state = client.state
         for subscription in state.subscriptions:
-            if subscription.base not in rules or client.discarded:
+            rule = rules.get(subscription.base, _NOT_A_TOPIC)
+            if rule is _NOT_A_TOPIC or client.closed_reason is not None:
                 continue
-            data = event.payload(state.auth, rules[subscription.base], subscription.options,
-                                 subscription.options_key)
+            data = shared.get((state.auth, rule, subscription.options_key), _NOT_MADE)
+            if data is _NOT_MADE:
+                data = event.payload(state.auth, rule, subscription.options, subscription.options_key)
             if data is not None:
-                frames.append((client, sse_frame(client.id, subscription.topic, data)))
-    return frames
+                deliveries.append((client, subscription, data))
+    return deliveries

@@ -35,6 +35,7 @@ __all__ = [
     "Subscription",
     "SubscriptionOptions",
     "parse_subscription",
+    "record_frame",
     "sse_frame",
 ]
 
@@ -64,6 +65,11 @@ class Subscription:
     base: str  # the topic before its ``?``: ``posts/*``, ``posts/<id>``, ``posts``
     options: SubscriptionOptions
     options_key: tuple[object, ...]
+    event_line: bytes = b""  # the frame's part after the client id (``\nevent:<topic>\ndata:``), made once
+
+    def __post_init__(self) -> None:
+        if not self.event_line:
+            object.__setattr__(self, "event_line", b"\nevent:%b\ndata:" % self.topic.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,11 @@ def sse_frame(client_id: str, name: str, data: bytes) -> bytes:
     return b"id:%b\nevent:%b\ndata:%b\n\n" % (client_id.encode(), name.encode(), data)
 
 
+def record_frame(client: Client, subscription: Subscription, data: bytes) -> bytes:
+    """:func:`sse_frame` of a record event, from the parts made once (the stream holder joins them itself)."""
+    return b"%b%b%b\n\n" % (client.id_line, subscription.event_line, data)
+
+
 class ConnectAddress(NamedTuple):
     """The address a realtime stream was opened from, which its subscription requests must come from
     (PocketBase's ``RealtimeClientIPKey``). ``exact``: ``ip`` is PocketBase's ``RealIP`` under the tenant's
@@ -164,12 +175,13 @@ class ConnectAddress(NamedTuple):
 class Client:
     """One realtime connection: its state, and the frames waiting to be written to it."""
 
-    __slots__ = ("address", "closed_reason", "got_events", "id", "idle_until", "last_write", "served_key", "state",
-                 "still_served", "_queue", "_queued_bytes", "_waiter")
+    __slots__ = ("address", "closed_reason", "got_events", "id", "id_line", "idle_until", "last_write", "served_key",
+                 "state", "still_served", "_queue", "_queued_bytes", "_waiter")
 
     def __init__(self, client_id: str, still_served: Callable[[], bool], now: float, idle_seconds: float,
                  served_key: object = None) -> None:
         self.id = client_id
+        self.id_line = b"id:%b" % client_id.encode()  # its frames' first line, made once
         self.state = ClientState()
         self.still_served = still_served  # False once the node no longer serves the tenant it connected to
         self.served_key = served_key  # clients of a tenant with equal keys share one still_served verdict
