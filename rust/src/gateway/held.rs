@@ -98,7 +98,7 @@ impl Body for HeldBody {
             HeldBody::Socket(socket) => socket,
             HeldBody::Local(local) => {
                 return Poll::Ready(match ready!(local.poll_read(cx)) {
-                    Read::Frames(frames) => Some(Ok(Frame::data(Bytes::from(frames)))),
+                    Read::Frames(frames) => Some(Ok(Frame::data(frames))),
                     Read::Ended => None,
                     Read::Broken(reason) => Some(Err(format!("held stream ended: {reason:?}").into())),
                 });

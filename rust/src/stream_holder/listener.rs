@@ -107,7 +107,7 @@ fn next(stream: &Stream) -> impl Future<Output = Next> + '_ {
             return Poll::Ready(Next::End(reason, std::mem::take(&mut state.pending)));
         }
         if !state.pending.is_empty() {
-            return Poll::Ready(Next::Write(std::mem::take(&mut state.pending)));
+            return Poll::Ready(Next::Write(super::streams::take_pending(&mut state.pending)));
         }
         super::lanes::register(&mut state.reader, cx);
         Poll::Pending

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::lanes::{self, Registration, Wakeups};
@@ -213,11 +214,26 @@ impl Streams {
     }
 }
 
+/// The most a local reader's stream keeps allocated between events.
+const KEPT_BUFFER: usize = 4 << 10;
+
+/// What `pending` holds, copied out on the reader's thread; the buffer itself is kept (unless large, after a
+/// burst). Handing the buffer over had the sender allocate a new one per stream and event, freed on another
+/// thread: mimalloc's page refills on the database thread (py-spy, ~1 ms of an event for 1,000 streams).
+pub fn take_pending(pending: &mut Vec<u8>) -> Vec<u8> {
+    let frames = pending.clone();
+    pending.clear();
+    if pending.capacity() > KEPT_BUFFER {
+        *pending = Vec::new();
+    }
+    frames
+}
+
 /// What a stream's reader gets next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Read {
     /// Frames queued since the last read.
-    Frames(Vec<u8>),
+    Frames(Bytes),
     /// Ended by Python and written out: the stream's clean end.
     Ended,
     /// Ended otherwise (overflow): the stream is broken.
@@ -240,7 +256,7 @@ impl LocalReader {
         }
         let mut state = self.stream.lock();
         if !state.pending.is_empty() && state.end.is_none_or(|end| end == EndReason::Ended) {
-            return Poll::Ready(Read::Frames(std::mem::take(&mut state.pending)));
+            return Poll::Ready(Read::Frames(Bytes::from(take_pending(&mut state.pending))));
         }
         let Some(reason) = state.end else {
             lanes::register(&mut state.reader, cx);
@@ -348,11 +364,11 @@ mod tests {
         let handle = streams.admit(b"first", 7, Instant::now());
         assert!(streams.attach_local(8).is_none());
         let mut reader = streams.attach_local(7).expect("attached");
-        assert_eq!(poll(&mut reader), Poll::Ready(Read::Frames(b"first".to_vec())));
+        assert_eq!(poll(&mut reader), Poll::Ready(Read::Frames(Bytes::from_static(b"first"))));
         assert_eq!(poll(&mut reader), Poll::Pending);
         streams.send([(handle, &b"a"[..]), (handle, &b"b"[..])]);
         streams.end(handle);
-        assert_eq!(poll(&mut reader), Poll::Ready(Read::Frames(b"ab".to_vec())));
+        assert_eq!(poll(&mut reader), Poll::Ready(Read::Frames(Bytes::from_static(b"ab"))));
         assert_eq!(poll(&mut reader), Poll::Ready(Read::Ended));
         drop(reader);
         assert_eq!(streams.take_ended(), vec![(handle, EndReason::Ended)]);
