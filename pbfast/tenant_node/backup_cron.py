@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import sqlite3
 import threading
@@ -40,7 +41,7 @@ from typing import Final
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings
-from pbfast.pocketbase.apis.backups import Backups, ScheduledBackup
+from pbfast.pocketbase.apis.backups import Backups, ScheduledBackup, ScheduledPlan, alert_superusers
 from pbfast.pocketbase.backup_store import StoreError
 from pbfast.pocketbase.cron import CronError, parse_cron
 from pbfast.pocketbase.tenant import Tenant
@@ -322,13 +323,22 @@ class BackupCron:
         slot = self.slots.get(tenant_id)
         assignment = slot.assignment if slot is not None else None
 
-        def still_ours() -> bool:  # asked on the database thread: reads of the loop's state, no change
+        def still_ours() -> bool:  # asked on the backup's thread: reads of the loop's state, no change
             return self._ours(tenant_id) is True and (slot is None or slot.assignment == assignment)
 
         try:
             async with self.pool.using(tenant_id) as tenant:
-                outcome = await self.db.run(tenant.id, lambda: self._backup(tenant, now, expected, still_ours),
-                                            bounded=False)
+                plan = await self.db.run(tenant.id, lambda: self._plan(tenant, now, expected), bounded=False)
+                if isinstance(plan, str):
+                    outcome: ScheduledBackup | str = plan
+                else:  # made and uploaded off the tenant's turn: its requests go on meanwhile
+                    outcome = await asyncio.to_thread(self.backups.make_scheduled, tenant, plan, still_ours)
+                    failure = outcome.failure
+                    if failure is not None:  # PocketBase's "Autobackup failure" mail (reads the superusers)
+                        settings = plan.settings
+                        alerted = await self.db.run(tenant.id, lambda: alert_superusers(tenant, settings, failure),
+                                                    bounded=False)
+                        outcome = dataclasses.replace(outcome, alerted=alerted)
         except ApiError as err:  # not served here after all (moved meanwhile, fenced, restoring)
             log.warning("tenant %s: scheduled backup not made: %s", tenant_id, err.message)
             return ScheduledRun(tenant_id, skipped=err.message)
@@ -344,14 +354,13 @@ class BackupCron:
                      f", {len(outcome.pruned)} old ones deleted" if outcome.pruned else "")
         return ScheduledRun(tenant_id, backup=outcome)
 
-    def _backup(self, tenant: Tenant, now: datetime, expected: ScheduleEntry | None,
-                still_ours: Callable[[], bool]) -> ScheduledBackup | str:
-        """On the tenant's database thread: the backup, unless its settings no longer ask for this one."""
+    def _plan(self, tenant: Tenant, now: datetime, expected: ScheduleEntry | None) -> ScheduledPlan | str:
+        """On the tenant's database thread: the backup to make, unless its settings no longer ask for this one."""
         settings = app_settings.load_settings(tenant.conn)
         if expected is None or settings.backups.cron != expected.cron:
             self.learn_settings(tenant, settings)
             return "its settings changed the schedule"
-        return self.backups.create_scheduled(tenant, now, still_ours)
+        return self.backups.plan_scheduled(tenant, now)
 
 
 def _learn_saved(reference: Callable[[], BackupCron | None], tenant: Tenant, saved: app_settings.Settings) -> None:
