@@ -57,6 +57,7 @@ log = component_logger("BackupCron")
 
 SCHEDULE_FILE: Final = "backup-schedule.db"
 HINT_READS_PER_TICK: Final = 200  # object store reads for tenants newly placed here, per minute
+MAX_FORGOTTEN: Final = 10_000  # tenants remembered as "schedule forgotten, local copy kept" (oldest go first)
 REREADS_AT_ONCE: Final = 64  # open tenants whose settings are read again concurrently
 
 
@@ -204,6 +205,10 @@ class BackupCron:
         self.slots: Slots = pool.slots
         self.hints = hints  # the schedules kept beside the tenants' backups, for the nodes they move to
         self._looked_up: dict[str, int] = {}  # tenant -> the epoch of its placement whose hint was read
+        # Tenants whose entry was forgotten here because they were no longer assigned, while their local copy
+        # may stay (dropped without a release): placed back, their schedule is read from the hint again, as
+        # their copy no longer says that the node learned it (insertion order: the oldest are let go first).
+        self._forgotten: dict[str, None] = {}
         # Settings saved by this process's API are learned at once; the open and the close of a tenant are
         # told by the pool (on the tenant's database thread).
         reference = weakref.ref(self)
@@ -253,7 +258,7 @@ class BackupCron:
 
     async def _look_up_placements(self, now: datetime) -> None:
         """Learn the schedules of tenants placed here that the node has not seen (no local copy, no entry: moved
-        here, or restored onto a new disk) from what their previous node kept beside their backups: one read
+        here, or restored onto a new disk; or placed back after their entry was forgotten here) from what their previous node kept beside their backups: one read
         per placement, a bounded number per tick (a new node may get thousands at once)."""
         if self.hints is None or not self._lease_valid():
             return
@@ -265,7 +270,8 @@ class BackupCron:
                   if slot.assignment is not None and self._looked_up.get(tenant_id) != slot.assignment.epoch]
         looked_up = 0
         for tenant_id, epoch, incarnation in placed:
-            if tenant_id in entries or self.pool.copies.directory(tenant_id).exists():
+            if tenant_id in entries or (tenant_id not in self._forgotten
+                                        and self.pool.copies.directory(tenant_id).exists()):
                 self._looked_up[tenant_id] = epoch  # learned from its settings when it was opened here
                 continue
             if looked_up >= HINT_READS_PER_TICK:
@@ -278,6 +284,7 @@ class BackupCron:
                             tenant_id, err)
                 continue
             self._looked_up[tenant_id] = epoch
+            self._forgotten.pop(tenant_id, None)
             if cron and self.schedule.learn(tenant_id, cron, now):
                 log.info("tenant %s: backup schedule %r learned from its previous node", tenant_id, cron)
 
@@ -316,6 +323,9 @@ class BackupCron:
             return None  # stays due: run once the lease is back (or forgotten once it is known elsewhere)
         if not ours:
             self.schedule.forget(tenant_id)
+            self._forgotten[tenant_id] = None
+            if len(self._forgotten) > MAX_FORGOTTEN:
+                self._forgotten.pop(next(iter(self._forgotten)), None)
             log.info("tenant %s: not assigned here any more; its backup schedule is left to its node", tenant_id)
             return ScheduledRun(tenant_id, skipped="not assigned to this node")
         expected = self.schedule.get(tenant_id)
