@@ -314,8 +314,8 @@ def test_realtime_side_by_side_with_pocketbase(pbfast_process: object, tmp_path:
                     f"realtime side by side, round {round_ + 1}, {name}: {CLIENTS} clients, {WRITES} writes: delivery "
                     f"p50 {_q(deliveries, 50) * 1000:.1f} ms, p99 {_q(deliveries, 99) * 1000:.1f} ms, slowest per "
                     f"write p99 {_q(slowest, 99) * 1000:.1f} ms; {per_stream_kb:.1f} KB per idle stream "
-                    f"({per_gb:,.0f} streams per GB); server CPU {cpu[0] / WRITES * 1000:.1f} ms per write, the clients' "
-                    f"{client_cpu[0] / WRITES * 1000:.1f} ms")
+                    f"({per_gb:,.0f} streams per GB); server CPU {cpu[0] / WRITES * 1000:.1f} ms per write, "
+                    f"the clients' {client_cpu[0] / WRITES * 1000:.1f} ms")
     finally:
         pocketbase.terminate()
         pocketbase.wait(10)
@@ -325,12 +325,12 @@ def test_realtime_side_by_side_with_pocketbase(pbfast_process: object, tmp_path:
 def test_realtime_fanout_old_and_new(pbfast_process: object, tmp_path: Path, bench_report: list[str]) -> None:
     """The fan-out of this checkout and of ``PBFAST_BENCH_OLD_TREE`` (another checkout with its extension built
     in place, e.g. a ``git worktree`` of the commit before a change) alternated round by round in one run
-    (``PBFAST_BENCH_AB_ROUNDS``, default 2; old-new, then new-old): on a shared machine only a side-by-side
-    ratio means something. Without ``PBFAST_BENCH_OLD_TREE`` the checkout is compared with itself (the
+    (``PBFAST_BENCH_AB_ROUNDS``, default 2, 1 in the short form; old-new, then new-old): on a shared machine
+    only a side-by-side ratio means something. Without ``PBFAST_BENCH_OLD_TREE`` the checkout is compared with itself (the
     noise between rounds)."""
     new_tree = str(Path(__file__).resolve().parent.parent)
     trees = [("old", os.environ.get("PBFAST_BENCH_OLD_TREE", new_tree)), ("new", new_tree)]
-    for round_ in range(int(os.environ.get("PBFAST_BENCH_AB_ROUNDS", "2"))):
+    for round_ in range(int(os.environ.get("PBFAST_BENCH_AB_ROUNDS", "2" if FULL else "1"))):
         for name, tree in trees if round_ % 2 == 0 else trees[::-1]:
             def start(args: list[str], tree: str = tree) -> object:
                 return pbfast_process(args, env={"PYTHONPATH": tree}, cwd=Path(tree))  # type: ignore[operator]
