@@ -115,10 +115,12 @@ class RequestLogQueue:
         ``user_agent`` are cut as PocketBase cuts them; ``error`` is None for a success, else the failure's
         message with ``details`` its JSON (None: null); None ``auth_id``/``user_ip``/``remote_ip`` are left out;
         ``created`` is a Unix time."""
-    def drain(self) -> list[tuple[Any, int, list[int | str | bytes]]]:
+    def drain(self) -> list[tuple[Any, int, int, bytes, bytes]]:
         """Everything queued, taken off and formatted: per tenant key (by identity, in order of its first
-        log) ``(tenant, max_days of its last log, [level, message, data, created, level, ...])``, ``data``
-        the JSON text as bytes."""
+        log) ``(tenant, max_days of its last log, rows, blob, packed)``: ``blob`` holds each row's ``created``
+        (24 bytes), ``message`` and ``data`` back to back; ``packed`` one native-endian 64-bit integer per row:
+        its start in ``blob`` (bits 0-31), its message's length in bytes (bits 32-47), its level + 128 (bits
+        48-55); a row's data ends where the next row starts."""
     @property
     def dropped(self) -> int: ...
     def __len__(self) -> int: ...
