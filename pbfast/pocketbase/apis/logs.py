@@ -23,7 +23,7 @@ from pbfast.pocketbase.search import FilterError
 from pbfast.pocketbase.search.simple_resolver import SimpleFieldResolver
 from pbfast.pocketbase.sqlite_guard import TimeLimit, harden
 
-__all__ = ["delete_logs", "list_logs", "logs_stats", "request_entry", "view_log"]
+__all__ = ["delete_logs", "list_logs", "logs_stats", "request_entry", "view_log", "with_final_status"]
 
 LOG_FIELDS: Final = SimpleFieldResolver(["id", "created", "level", "message", "data", r"^data\.[\w\.\:]*\w+$"])
 _COLUMNS: Final = "id, created, data, message, level"
@@ -63,6 +63,18 @@ def request_entry(request: TenantRequest, started: float, status: int, error: Ap
             auth.collection.name if auth is not None else "",
             str(auth.record.get("id", "")) if auth is not None and logs.log_auth_id else None,
             user_ip, remote, message, details, time.time())
+
+
+def with_final_status(entry: LogEntry, status: int, message: str | None) -> LogEntry:
+    """``entry`` (logged at the end of the request's turn) once the answer's slow part, done after the turn (a
+    file read from the store, a backup uploaded), decided the final ``status``: its level, status, error message
+    and execTime as PocketBase logs the whole request."""
+    directory, max_days, _, method, url, _, exec_ms, referer, agent, auth, auth_id, user_ip, remote, _, _, created \
+        = entry
+    failed = status >= 400
+    exec_ms += max(0.0, time.time() - created) * 1000
+    return (directory, max_days, ERROR_LEVEL if failed else INFO_LEVEL, method, url, status, exec_ms, referer, agent,
+            auth, auth_id, user_ip, remote, (message or "") if failed else None, None, created)
 
 
 # ---- the API --------------------------------------------------------------------------------------------
