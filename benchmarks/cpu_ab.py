@@ -76,7 +76,12 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
     from helpers import PbfastProcess
     from nodetools import start_node
     from test_auth_bench import _user_token
+    from test_files_vs_pocketbase_bench import _multipart, _png, _upload_script
+    from test_files_vs_pocketbase_bench import _seed as _seed_photo
     from test_tenant_api_bench import _create_collection, _create_collection_with_headers, _lua_create, _seed
+
+    upload_body = tmp / "upload.bin"
+    upload_body.write_bytes(_multipart(_png()))
 
     targets: list[dict[str, Any]] = []
     for name, tree in trees:
@@ -107,7 +112,9 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
         refresh = tmp / f"{name}-refresh.lua"
         refresh.write_text(headers.read_text() + _lua_refresh(_user_token(url, forward, token)))
         targets.append({"name": name, "pid": node.proc.pid, "url": url, "headers": str(headers),
-                        "create": str(create), "refresh": str(refresh), "record": record})
+                        "create": str(create), "refresh": str(refresh), "record": record,
+                        "photo": _seed_photo(url, forward, _png()),
+                        "upload": str(_upload_script(tmp / f"{name}-upload.lua", upload_body, forward))})
     if options.pb:
         stock = start_pocketbase(tmp / "stock" / "pb_data")
         started.append(stock)
@@ -116,7 +123,8 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
         refresh.write_text(_lua_refresh(_user_token(stock.url, {}, stock.token)))
         targets.append({"name": "pocketbase", "pid": stock.process.pid, "url": stock.url, "headers": None,
                         "create": str(_lua_create(tmp / "pb-create.lua")), "refresh": str(refresh),
-                        "record": _seed(stock.data_dir / "data.db")})
+                        "record": _seed(stock.data_dir / "data.db"), "photo": _seed_photo(stock.url, {}, _png()),
+                        "upload": str(_upload_script(tmp / "pb-upload.lua", upload_body, {}))})
     return targets
 
 
@@ -128,8 +136,12 @@ def _lua_refresh(user_token: str) -> str:
 def measure(target: dict[str, Any], case: str, seconds: float, connections: int) -> tuple[float, str]:
     """CPU us per request of the target's processes during one wrk run, and the line that says so."""
     path = "/api/collections/bench/records"
-    script = target[case] if case in ("create", "refresh") else target["headers"]
-    if case == "refresh":
+    script = target[case] if case in ("create", "refresh", "upload") else target["headers"]
+    if case == "upload":
+        path = "/api/collections/photos/records"
+    elif case in ("download", "thumb"):
+        path = target["photo"] + ("?thumb=100x100" if case == "thumb" else "")
+    elif case == "refresh":
         path = "/api/collections/users/auth-refresh"
     elif case == "view":
         path += "/" + target["record"]
@@ -156,7 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tmp", help="a scratch directory (short: Litestream's socket path must fit 108 bytes)")
     parser.add_argument("trees", nargs="+", help="name=/path/to/a/checkout")
-    parser.add_argument("--cases", default="create,view", help="of create, view, list, refresh (auth-refresh of a user)")
+    parser.add_argument("--cases", default="create,view", help="of create, view, list, refresh (auth-refresh of a user), upload (100 KB PNG, multipart "
+                        "record create), download (that PNG), thumb (its kept 100x100 thumb)")
     parser.add_argument("--secs", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
