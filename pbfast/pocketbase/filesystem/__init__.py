@@ -20,6 +20,7 @@ Thread-safety: every call blocks on disk or network; callers run them on worker 
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import weakref
@@ -75,11 +76,15 @@ def configure(store: ObjectStore | None, cache: FileCache | None = None, retenti
 def configure_from(data_dir: Path, s3_bucket: str, s3_endpoint: str | None, cache_bytes: int,
                    retention_seconds: float = 0.0, region: str = "us-east-1", cache_name: str = "file-cache") -> None:
     """The node's files: beside its replicas (the S3 bucket with an endpoint, else ``<data-dir>/replica``),
-    read through a cache of ``cache_bytes`` in ``<data-dir>/<cache_name>``, deleted ones kept
-    ``retention_seconds``."""
-    store: ObjectStore = (S3ObjectStore(s3_bucket, s3_endpoint, region) if s3_endpoint
-                          else LocalObjectStore(data_dir / "replica"))
-    configure(store, FileCache(data_dir / cache_name, cache_bytes) if cache_bytes > 0 else None, retention_seconds)
+    deleted ones kept ``retention_seconds``. Files of a bucket are read through a cache of ``cache_bytes`` in
+    ``<data-dir>/<cache_name>``; the local store has none (a second copy on the same disk would only double
+    the writes: the kernel's page cache is its cache)."""
+    if s3_endpoint:
+        configure(S3ObjectStore(s3_bucket, s3_endpoint, region),
+                  FileCache(data_dir / cache_name, cache_bytes) if cache_bytes > 0 else None, retention_seconds)
+    else:
+        shutil.rmtree(data_dir / cache_name, ignore_errors=True)  # an earlier run's, with a bucket
+        configure(LocalObjectStore(data_dir / "replica"), None, retention_seconds)
 
 
 class TenantFiles:
