@@ -528,6 +528,9 @@ class HeldResponse:
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status, self._send = status, ("response_empty", (status, headers))
 
+    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
+        self.status, self._send = status, ("response_file", (status, headers, file))
+
     def replay(self, proto: HTTPProtocol) -> None:
         """Send the held response on ``proto`` (a 500 if none was written)."""
         if self._send is None:
