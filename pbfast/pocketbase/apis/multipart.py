@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Final
 
+from pbfast._native import find_bytes
+
 __all__ = ["FormData", "MultipartError", "UploadedFile", "parse_form_data"]
 
 MAX_PARTS: Final = 1000
@@ -85,7 +87,7 @@ def parse_form_data(body: bytes, content_type: str) -> FormData:
         if line_end < 0 or body[position:line_end].strip(b" \t"):
             raise MultipartError("multipart: expected a line break after the boundary")
         headers, header_lines, content_start = _part_headers(body, line_end + len(newline), header_lines)
-        content_end = body.find(newline + delimiter, content_start)
+        content_end = find_bytes(body, newline + delimiter, content_start)  # bytes.find, in SIMD
         if content_end < 0:
             raise MultipartError("multipart: a part never ends")
         parts += 1
