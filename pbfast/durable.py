@@ -11,9 +11,6 @@ Blocking: call from a worker thread where an event loop is running.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import mmap
 import os
 import queue
 import secrets
@@ -21,10 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["fsync_directory", "fsync_file", "fsync_together", "temporary_name", "write_atomically", "write_direct"]
-
-DIRECT_ALIGNMENT = 4096  # of the buffer, the offsets and the lengths of O_DIRECT writes (any block size up to a page)
-DIRECT_CHUNK = 1 << 20  # the most copied into the aligned buffer at once
+__all__ = ["fsync_directory", "fsync_file", "fsync_together", "temporary_name", "write_atomically"]
 
 SYNC_THREADS = 4  # that fsync directories beside a caller's own fsync (fsync_together); they only wait on the disk
 
@@ -103,51 +97,6 @@ def fsync_together(fd: int, directories: Sequence[Path]) -> None:
     failure = failure or (failures[0] if failures else None)
     if failure is not None:
         raise failure
-
-
-_direct_buffers = threading.local()  # each thread's page-aligned buffer, kept: fresh memory is slow to touch
-
-
-def write_direct(fd: int, data: bytes) -> None:
-    """Write ``data`` to the new, empty file ``fd`` past the kernel's page cache (``O_DIRECT``) when its file
-    system allows, else as a plain write. For bytes that are fsynced at once anyway: no copy of them is
-    made in the page cache (on the VMs measured, that copy into newly allocated pages cost ~0.2-1 ms per
-    100 KB, more than the write itself) nor written back later. The bytes go through a page-aligned buffer
-    of this thread in chunks of :data:`DIRECT_CHUNK`; the last block is padded with zeros, then the file is
-    cut to its length. Raises :class:`OSError`."""
-    size = len(data)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
-    except OSError as err:
-        if err.errno != errno.EINVAL:
-            raise
-        _write_all(fd, memoryview(data))  # a file system without O_DIRECT (tmpfs before Linux 6.6, some FUSE)
-        return
-    buffer = getattr(_direct_buffers, "buffer", None)
-    if buffer is None:
-        buffer = _direct_buffers.buffer = mmap.mmap(-1, DIRECT_CHUNK)
-    view = memoryview(data)
-    offset = 0
-    while offset < size:
-        chunk = view[offset:offset + DIRECT_CHUNK]
-        length = len(chunk)
-        padded = -(-length // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
-        buffer[:length] = chunk
-        buffer[length:padded] = bytes(padded - length)
-        written = os.write(fd, memoryview(buffer)[:padded])
-        if written != padded:  # short (a full disk, a signal): the rest as plain writes, from where it stopped
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-            os.lseek(fd, offset + min(written, length), os.SEEK_SET)
-            _write_all(fd, view[offset + min(written, length):])
-            break
-        offset += length
-    if size % DIRECT_ALIGNMENT:
-        os.ftruncate(fd, size)
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def temporary_name(path: Path) -> Path:

@@ -39,15 +39,3 @@ def test_create_refuses_keys_outside_the_store(tmp_path: Path) -> None:
         with pytest.raises(StorageError):
             store.create(key, b"x")
     assert not (tmp_path / "escape.txt").exists()
-
-
-@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 100_000, (1 << 20) + 5, 3 << 20])
-def test_create_stores_every_size_exactly_past_the_page_cache(tmp_path: Path, size: int) -> None:
-    """The bytes go through a page-aligned buffer with O_DIRECT (the last block padded, then cut): whatever the
-    length, the file holds exactly the bytes sent, nothing of the padding nor of an earlier upload's bytes
-    left in the buffer."""
-    store = LocalObjectStore(tmp_path / "store")
-    store.create("col/rec/big_0123456789.bin", b"\xff" * (3 << 20))  # fills the thread's buffer first
-    data = bytes((index * 7 + size) % 251 for index in range(size))
-    store.create(f"col/rec/f{size}_0123456789.bin", data)
-    assert (tmp_path / "store" / f"col/rec/f{size}_0123456789.bin").read_bytes() == data

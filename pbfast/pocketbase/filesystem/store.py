@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from pbfast.durable import fsync_file, fsync_together, write_direct
+from pbfast.durable import fsync_file, fsync_together
 
 __all__ = ["LocalObjectStore", "ObjectStore", "S3ObjectStore", "StorageError", "StoredObject", "check_key"]
 
@@ -94,16 +94,17 @@ class LocalObjectStore:
 
     def create(self, key: str, data: bytes) -> None:
         """Store a new object under a key not in use (an upload's randomly suffixed name): written in place,
-        past the page cache where the file system allows (:func:`~pbfast.durable.write_direct`), then its
-        bytes and its directories' entries fsynced at once (one journal commit rather than the two of
-        :meth:`write`'s write-then-rename). A key in use is refused; a failed create leaves nothing."""
+        then its bytes and its directories' entries fsynced at once (one journal commit rather than the two
+        of :meth:`write`'s write-then-rename). A key in use is refused; a failed create leaves nothing."""
         path = self._path(key)
         try:
             changed = _make_parents(path)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # never someone else's file
             try:
                 try:
-                    write_direct(fd, data)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
                     fsync_together(fd, changed)
                 finally:
                     os.close(fd)
