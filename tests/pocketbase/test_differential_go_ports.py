@@ -18,11 +18,13 @@ from differential import Step, compare
 from pbharness import Backend
 from scenarios_admin_api import ADMIN_API_SCENARIOS, APPLE, APPLE_TEST_KEY
 from scenarios_auth_api import AUTH_API_SCENARIOS, RATE_LIMIT_SCENARIOS
+from scenarios_remaining_ports import REMAINING_SCENARIOS
 from test_differential import fixture_ids
 
 # In this order on the same servers: the admin scenarios leave the auth records alone, the auth scenarios
 # end by changing test@example.com's email (its tokens void), the rate limits stay on.
-SCENARIOS: dict[str, list[Step]] = {**ADMIN_API_SCENARIOS, **AUTH_API_SCENARIOS, **RATE_LIMIT_SCENARIOS}
+SCENARIOS: dict[str, list[Step]] = {**ADMIN_API_SCENARIOS, **REMAINING_SCENARIOS, **AUTH_API_SCENARIOS,
+                                    **RATE_LIMIT_SCENARIOS}
 
 
 def test_ported_scenarios_answer_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend,
