@@ -155,6 +155,7 @@ REMAINING_SCENARIOS: dict[str, list[Step]] = {
         Step("run: a built-in job", "POST", "/api/crons/__pbDBOptimize__"),
         Step("run: cleanup of MFA sessions", "POST", "/api/crons/__pbMFACleanup__"),
         Step("run: cleanup of one-time passwords", "POST", "/api/crons/__pbOTPCleanup__"),
+        Step("run: cleanup of the request logs", "POST", "/api/crons/__pbLogsCleanup__"),
         Step("a scheduled backup", "PATCH", "/api/settings?fields=backups", {"backups": {"cron": "0 3 * * *"}}),
         Step("list: with the backup job", "GET", "/api/crons"),
         Step("no scheduled backup", "PATCH", "/api/settings?fields=backups", {"backups": {"cron": ""}}),
