@@ -32,7 +32,7 @@ from pbfast.pocketbase.gocompat.datetimes import format_datetime_value
 from pbfast.pocketbase.request_logs import RequestLogs
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["Crons"]
+__all__ = ["Crons", "delete_expired_mfas", "delete_expired_otps"]
 
 log = component_logger("Crons")
 
@@ -85,9 +85,9 @@ class Crons:
         if job_id == "__pbDBOptimize__":
             tenant.conn.execute("PRAGMA optimize")
         elif job_id == "__pbMFACleanup__":
-            _delete_expired(tenant, "_mfas", lambda auth: auth.mfa.duration)
+            delete_expired_mfas(tenant)
         elif job_id == "__pbOTPCleanup__":
-            _delete_expired(tenant, "_otps", lambda auth: auth.otp.duration)
+            delete_expired_otps(tenant)
         else:  # __pbLogsCleanup__
             self.logs.prune(tenant.directory, app_settings.load_settings(tenant.conn).logs.max_days)
         request.proto.response_empty(204, [])
@@ -99,6 +99,16 @@ def _jobs(tenant: Tenant) -> list[tuple[str, str]]:
     if cron:
         jobs.append((AUTO_BACKUP, cron))
     return jobs
+
+
+def delete_expired_mfas(tenant: Tenant) -> None:
+    """PocketBase's ``DeleteExpiredMFAs``."""
+    _delete_expired(tenant, "_mfas", lambda auth: auth.mfa.duration)
+
+
+def delete_expired_otps(tenant: Tenant) -> None:
+    """PocketBase's ``DeleteExpiredOTPs``."""
+    _delete_expired(tenant, "_otps", lambda auth: auth.otp.duration)
 
 
 def _delete_expired(tenant: Tenant, system_collection: str, duration: Callable[[AuthOptions], int]) -> None:
