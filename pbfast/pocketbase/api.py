@@ -27,7 +27,7 @@ from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons,
                                     record_auth_email_change, record_auth_impersonate, record_auth_methods,
                                     record_auth_otp, record_auth_password_reset, record_auth_verification,
                                     record_auth_with_oauth2, record_auth_with_oauth2_redirect, records, settings,
-                                    settings_apple, settings_test_email, settings_test_s3)
+                                    settings_apple, settings_test_email, settings_test_s3, sql_console)
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
@@ -166,6 +166,7 @@ class TenantApi:
         self.crons = crons.Crons(self.request_logs, self.backups)
         add("GET", "/api/crons", self.crons.list)
         add("POST", "/api/crons/{id}", self.crons.run)
+        add("POST", "/api/sql", sql_console.run_sql)
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
                      run: Runner | None = None, time_limit: float | None = None) -> None:

@@ -1,7 +1,7 @@
 """Differential scenarios for the cases of PocketBase's ``apis/*_test.go`` that no other module sent yet (found
 by listing every case's method, URL, token and body against the steps of this folder): the rest of
 ``record_crud_test.go``, ``collection_test.go``, ``settings_test.go``, ``record_auth_*_test.go`` and
-``cron_test.go``, and the request-level equivalents of ``middlewares_test.go`` (its cases run on routes the test
+``cron_test.go``, ``sql_test.go``, and the request-level equivalents of ``middlewares_test.go`` (its cases run on routes the test
 registers; here the same middleware on a route PocketBase has). Run by ``test_differential_go_ports.py`` after
 ``scenarios_admin_api.py``, on the same pair of servers; the scenarios put back what they change.
 
@@ -12,8 +12,8 @@ Not ported, with the reason:
   no built-in route of PocketBase uses those middlewares (nor panics on purpose).
 - ``cron_test.go``'s "empty list" (needs ``app.Cron().RemoveAll()``) and its "test" job (added by Go code):
   here a built-in job is run instead.
-- ``sql_test.go`` (``POST /api/sql``, PocketBase's SQL console): not built in pbfast (raw SQL of a tenant's
-  superuser needs the SQLite guards' review first: ``ATTACH``, ``VACUUM INTO``, writes to ``_collections``).
+- ``sql_test.go``: its cases are here (``execTime`` left out of the comparison); what pbfast's console refuses
+  beyond PocketBase (docs/security.md) is tested in ``tests/security/test_sql_console.py``.
 - ``record_auth_with_oauth2_redirect_test.go``'s failures: PocketBase redirects to its dashboard, which a pbfast
   tenant does not have (see ``scenarios_auth_api.py``).
 """
@@ -24,6 +24,7 @@ from differential import Step
 from fixture_data import CLIENT1, CLIENT2, EXPIRED, NOLOGIN1, SUPERUSER1, USER1, USER1_STATIC, USER2
 
 G = None  # a guest step
+SQL = "/api/sql?fields=affectedRows,columns,rows"  # (execTime: milliseconds, not compared)
 DRY_RUN = "/api/collections/meta/dry-run-view"
 
 
@@ -164,5 +165,37 @@ REMAINING_SCENARIOS: dict[str, list[Step]] = {
         Step("run: trailing slash", "POST", "/api/crons/"),
         Step("list: POST", "POST", "/api/crons"),
         Step("run: GET", "GET", "/api/crons/__pbDBOptimize__"),
+    ],    "go rest: sql_test.go": [
+        Step("guest", "POST", SQL, {"query": "select 1"}, auth=G),
+        Step("regular user", "POST", SQL, {"query": "select 1"}, auth=G, headers=USER2),
+        Step("superuser", "POST", SQL, {"query": "select 1"}),
+        Step("superuser (execTime shown)", "POST", "/api/sql?fields=execTime", {"query": "select 1"}),
+        Step("empty query", "POST", SQL, {"query": ""}),
+        Step("only spaces", "POST", SQL, {"query": "   "}),
+        Step("not a string", "POST", SQL, {"query": 5}),
+        Step("invalid body", "POST", SQL, raw=b"x"),
+        Step("invalid query", "POST", SQL, {"query": "invalid"}),
+        Step("query with length above the limit", "POST", SQL, {"query": "a" * 5001}),
+        Step("query with length equal to the limit", "POST", SQL, {"query": "select '" + "a" * 4985 + "' as id"}),
+        # affectedRows is SQLite's changes() of the connection's last insert, update or delete, as in PocketBase:
+        # a write of no rows first, so that both connections start from 0
+        Step("a write of no rows", "POST", SQL, {"query": "update demo2 set title = title where 0"}),
+        Step("single write query", "POST", SQL, {"query": "create table test_sql_table(id int primary key)"}),
+        Step("multiple write queries (transaction rollback)", "POST", SQL, {
+            "query": "insert into test_sql_table(id) VALUES(1);invalid"}),
+        Step("nothing was written", "POST", SQL, {"query": "select count(*) from test_sql_table"}),
+        Step("multiple write queries", "POST", SQL, {
+            "query": "insert into test_sql_table(id) VALUES(1),(2);insert into test_sql_table(id) VALUES(3)"}),
+        Step("multiple read queries", "POST", SQL, {"query": "select 1;select 2"}),
+        Step("update", "POST", SQL, {"query": "update test_sql_table set id = id + 10"}),
+        Step("values as text", "POST", SQL, {"query": "select id, title, active, created from demo2 order by id"}),
+        Step("numbers, blobs, nulls", "POST", SQL, {
+            "query": "select 1.5 as f, 1e20 as g, 100000000.0 as h, x'00ff41' as b, null as n, 2=2 as t, -0.0 as z"}),
+        Step("table introspection", "POST", SQL, {"query": "pragma table_info(test_sql_table)"}),
+        Step("a missing table", "POST", SQL, {"query": "delete from missing"}),
+        Step("a select with no rows", "POST", SQL, {"query": "select * from test_sql_table where id < 0"}),
+        Step("more rows than answered", "POST", SQL,
+             {"query": "with recursive n(x) as (select 1 union all select x + 1 from n limit 1200) select x from n"}),
+        Step("drop", "POST", SQL, {"query": "  drop table test_sql_table ;  "}),
     ],
 }
