@@ -41,7 +41,7 @@ from typing import Final
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings
-from pbfast.pocketbase.apis.backups import Backups, ScheduledBackup, ScheduledPlan, alert_superusers
+from pbfast.pocketbase.apis.backups import BACKUP_THREADS, Backups, ScheduledBackup, ScheduledPlan, alert_superusers
 from pbfast.pocketbase.backup_store import StoreError
 from pbfast.pocketbase.cron import CronError, parse_cron
 from pbfast.pocketbase.tenant import Tenant
@@ -342,7 +342,8 @@ class BackupCron:
                 if isinstance(plan, str):
                     outcome: ScheduledBackup | str = plan
                 else:  # made and uploaded off the tenant's turn: its requests go on meanwhile
-                    outcome = await asyncio.to_thread(self.backups.make_scheduled, tenant, plan, still_ours)
+                    outcome = await asyncio.get_running_loop().run_in_executor(
+                        BACKUP_THREADS, self.backups.make_scheduled, tenant, plan, still_ours)
                     failure = outcome.failure
                     if failure is not None:  # PocketBase's "Autobackup failure" mail (reads the superusers)
                         settings = plan.settings

@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +40,7 @@ from pbfast.pocketbase.records import load_row
 from pbfast.pocketbase.request_logs import format_created
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["AUTO_PREFIX", "UPLOAD_LIMIT", "BackupMaking", "Backups", "ScheduledBackup", "ScheduledPlan", "alert_superusers",
+__all__ = ["AUTO_PREFIX", "BACKUP_THREADS", "UPLOAD_LIMIT", "BackupMaking", "Backups", "ScheduledBackup", "ScheduledPlan", "alert_superusers",
            "may_authenticate"]
 
 log = component_logger("TenantNode")
@@ -52,6 +53,9 @@ _ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
 BUSY: Final = "Try again later - another backup/restore process has already been started"
 FORBIDDEN: Final = "Insufficient permissions to access the resource."
+# Backups are made on threads of their own, not the loop's default executor: a few tenants backing up large
+# files at once must not hold the threads that every tenant's file downloads are read on. Past two, they wait.
+BACKUP_THREADS: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pbfast-backup")
 NOT_OURS_ANY_MORE: Final = "the node no longer serves the tenant (fenced or moved): left to its new node"
 
 
@@ -79,7 +83,8 @@ class BackupMaking:
 
     async def send(self, proto: HTTPProtocol) -> None:
         try:
-            await asyncio.to_thread(self.backups.make, self.tenant, self.store, self.name)
+            await asyncio.get_running_loop().run_in_executor(BACKUP_THREADS, self.backups.make, self.tenant,
+                                                             self.store, self.name)
         except ApiError as err:  # another backup or restore of the tenant started meanwhile
             send_error(proto, err.status, err.message, err.data)
             return
