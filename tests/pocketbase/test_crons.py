@@ -1,6 +1,7 @@
 """What PocketBase's MFA and OTP cleanup jobs delete (``POST /api/crons/__pbMFACleanup__`` runs them; the
 answers are compared with PocketBase's in ``scenarios_remaining_ports.py``): the sessions and one-time
-passwords older than their auth collection's duration, of every auth collection, and nothing else."""
+passwords older than their auth collection's duration, of every auth collection, and nothing else (the backup
+job run on demand: ``test_differential_go_ports.py``)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,4 @@ def test_cleanup_jobs_delete_only_what_expired(tmp_path: Path) -> None:
         assert sorted(r[0] for r in tenant.conn.execute("SELECT id FROM _otps")) == ["client_new", "users_new"]
     finally:
         tenant.close()
+

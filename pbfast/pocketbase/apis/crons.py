@@ -9,12 +9,11 @@ The jobs and what running one does here:
   collection's ``mfa.duration`` / ``otp.duration`` deleted (expired ones are refused anyway);
 - ``__pbLogsCleanup__``: the request logs older than ``logs.maxDays`` deleted;
 - ``__pbAutoBackup__`` (listed while ``backups.cron`` is set): the scheduled backup made now, on a thread of
-  its own, with its ``cronMaxKeep`` pruning.
+  the backups' threads, with its ``cronMaxKeep`` pruning.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from typing import Final
 from pbfast.http import ApiError, HTTPProtocol
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings
-from pbfast.pocketbase.apis.backups import Backups
+from pbfast.pocketbase.apis.backups import BACKUP_THREADS, Backups
 from pbfast.pocketbase.apis.request import TenantRequest, require_superuser
 from pbfast.pocketbase.collections.auth_options import AuthOptions
 from pbfast.pocketbase.dbutils.identifiers import quote
@@ -45,12 +44,12 @@ _BUILT_IN: Final = (("__pbDBOptimize__", "0 0 * * *"), ("__pbMFACleanup__", "0 *
 
 @dataclass(frozen=True, slots=True)
 class _BackupNow:
-    """``__pbAutoBackup__`` run on demand: answered 204 at once, the backup made on a thread of its own."""
+    """``__pbAutoBackup__`` run on demand: answered 204 at once, the backup made on the backups' threads."""
 
     run: Callable[[], None]
 
     async def send(self, proto: HTTPProtocol) -> None:
-        threading.Thread(target=self.run, name="pbfast-cron-backup", daemon=True).start()
+        BACKUP_THREADS.submit(self.run)
         proto.response_empty(204, [])
 
 
