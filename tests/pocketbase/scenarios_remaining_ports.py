@@ -32,6 +32,14 @@ def _bearer(prefix: str, header: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"{prefix} {header['Authorization']}"}
 
 
+def _view(name: str, query: str) -> list[Step]:
+    """A public view collection made from ``query`` (its fields shown), its first records, and its deletion."""
+    return [Step(f"{name}: create", "POST", "/api/collections?fields=name,fields.name,fields.type,fields.collectionId,"
+                 "fields.maxSelect", {"name": name, "type": "view", "listRule": "", "viewQuery": query}),
+            Step(f"{name}: list", "GET", f"/api/collections/{name}/records?perPage=3&sort=id", auth=G),
+            Step(f"{name}: drop", "DELETE", f"/api/collections/{name}")]
+
+
 REMAINING_SCENARIOS: dict[str, list[Step]] = {
     "go rest: record_crud_test.go": [
         Step("view: expand relations (with list params)", "GET",
@@ -198,4 +206,21 @@ REMAINING_SCENARIOS: dict[str, list[Step]] = {
              {"query": "with recursive n(x) as (select 1 union all select x + 1 from n limit 1200) select x from n"}),
         Step("drop", "POST", SQL, {"query": "  drop table test_sql_table ;  "}),
     ],
+    # view_test.go's parsing, through collections: fields named and typed from the query's text as
+    # PocketBase reads it (UNIONs it cannot read refused, CTE columns json)
+    "go rest: view queries as PocketBase reads them": [
+    *_view("u1", "select id, title from demo2 union all select id, text from demo1"),
+    *_view("u2", "select id, title as t from demo2 union select id, text as t from demo1"),
+    *_view("j1", "select a.id, b.title, b.id as other from demo2 a left join demo2 b on a.id = b.id"),
+    *_view("j2", "select demo1.id, demo1.rel_one, demo2.title from demo1 join demo2 on demo1.rel_one = demo2.id"),
+    *_view("sub", "select id, (select count(*) from demo1 where demo1.rel_one = demo2.id) as c from demo2"),
+    *_view("cte", "with x as (select id, title from demo2) select id, title from x"),
+    *_view("dist", "select distinct id, title from demo2"),
+    *_view("cmt", "select id, /* c, d */ title -- x\n from demo2"),
+    *_view("quoted", 'select "id", `title`, [active] from demo2'),
+    *_view("alias_noas", "select id, title t from demo2"),
+    *_view("casts", "select id, cast(title as int) as n, cast(active as bool) as b, cast(created as text) as c from demo2"),
+    *_view("fns", "select id, coalesce(title, '') as t, lower(title) as l, json_extract('{}', '$.a') as j from demo2"),
+    *_view("expand_rel", "select id, rel_many from demo1"),
+],
 }

@@ -4,18 +4,16 @@ before it saves a view collection), and its SQL view written with a text ``id`` 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import re
-from collections.abc import Iterator
 from typing import Any, Final
 
 import apsw
 import apsw.ext
 
-from pbfast.pocketbase.fields import DEFAULT_ID_PATTERN, Field, decode_field
+from pbfast.pocketbase.fields import Field, decode_field
 from pbfast.pocketbase.collections.model import CollectionMap
 from pbfast.pocketbase.collections.table_sync import random_suffix
+from pbfast.pocketbase.collections.view_parser import default_field_definition, parse_identifiers, suggested_fields
 from pbfast.pocketbase.dbutils.identifiers import backquote
 from pbfast.pocketbase.dbutils.transaction import sqlite_error_text
 from pbfast.pocketbase.sqlite_guard import execute_one, read_only_select
@@ -25,112 +23,25 @@ __all__ = ["DRY_RUN_SAMPLE_SIZE", "ViewFieldsError", "ViewSample", "dry_run_view
 DRY_RUN_SAMPLE_SIZE: Final = 10
 
 
-def _top_level(text: str, *, clamp: bool) -> Iterator[tuple[int, str]]:
-    """``(index, char)`` of the characters of an SQL text outside quotes (``'``, ``"``, backquotes, ``[ ]``)
-    and parentheses; with ``clamp`` a stray ``)`` does not take the depth below zero."""
-    depth, quote = 0, ""
-    for index, char in enumerate(text):
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"`":
-            quote = char
-        elif char == "[":
-            quote = "]"
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth = max(depth - 1, 0) if clamp else depth - 1
-        elif depth == 0:
-            yield index, char
-
-
-def _split_top_level(text: str, separator: str) -> list[str]:
-    """Split on ``separator`` outside quotes and parentheses, dropping empty trailing text."""
-    parts: list[str] = []
-    start = 0
-    for index, char in _top_level(text, clamp=True):
-        if char == separator:
-            parts.append(text[start:index].strip())
-            start = index + 1
-    tail = text[start:].strip()
-    if tail:
-        parts.append(tail)
-    return parts
-
-
-_CAST_RE: Final = re.compile(r"(?is)^cast\s*\(.*\s+as\s+(\w+)\s*\)$")
-_SELECT_RE: Final = re.compile(r"(?is)^\s*select\s+(?:distinct\s+|all\s+)?")
-
-
 def _normalize_view_query(query: str) -> str:
     return query.strip().strip(";")
 
 
-def _select_expressions(query: str) -> list[str]:
-    """The select-list expressions of ``query`` (top level, up to its first top-level FROM)."""
-    head = _SELECT_RE.match(query)
-    if not head:
-        return []
-    rest = query[head.end():]
-    end = len(rest)
-    for index, _ in _top_level(rest, clamp=False):
-        if rest[index:index + 4].lower() == "from" and (index == 0 or not (rest[index - 1].isalnum()
-                                                                           or rest[index - 1] == "_")) \
-                and (index + 4 >= len(rest) or not (rest[index + 4].isalnum() or rest[index + 4] == "_")):
-            end = index
-            break
-    return _split_top_level(rest[:end], ",")
-
-
 def view_fields(conn: apsw.Connection, query: str, others: CollectionMap) -> list[Field]:
-    """The fields of a view collection (PocketBase's ``CreateViewFields``): columns read straight from a
-    collection's field clone that field (new ``_clone_xxxx`` id), a collection's ``id`` becomes a single
-    relation to it, ``count()``/``total()``/``cast(... as type)`` become number/text/bool fields, anything
-    else a json field; an ``id`` column is required."""
+    """The fields of a view collection (PocketBase's ``CreateViewFields``): one per column of the query's
+    result, the field :func:`~.view_parser.suggested_fields` suggests for its name, else a json field; an
+    ``id`` column is required. Raises ValueError (the query's text could not be read), apsw.Error (SQLite
+    refused it), SqlRefused, or :class:`ViewFieldsError`."""
     query = _normalize_view_query(query)
-    expressions = _select_expressions(query)
-    for expression in expressions:
-        if expression == "*" or expression.endswith(".*"):
-            raise ValueError("wildcard columns (*) are not supported - manually type the collection field names "
-                             "you want the view query to have")
-    _check_view_table_info(conn, query)
+    suggested = suggested_fields(query, others)
+    columns = _check_view_table_info(conn, query)
     read_only_select(conn, query)  # after the table info check, whose errors PocketBase answers first
-    described = apsw.ext.query_info(conn, f"SELECT * FROM ({query})").description_full or ()
-    by_table = {c.name.lower(): c for c in others.values()}
     result: list[Field] = []
-    has_id = False
-    for position, (name, _decltype, _database, table, origin) in enumerate(described):
-        expression = expressions[position] if len(expressions) == len(described) else ""
-        lowered = expression.lower()
-        definition: dict[str, object]
-        if name == "id":
-            has_id = True
-            definition = {"name": "id", "type": "text", "system": True, "required": True, "primaryKey": True,
-                          "pattern": DEFAULT_ID_PATTERN}
-        elif lowered.startswith("count("):
-            definition = {"name": name, "type": "number", "onlyInt": True}
-        elif lowered.startswith("total("):
-            definition = {"name": name, "type": "number"}
-        elif (cast := _CAST_RE.match(lowered.rsplit(" as ", 1)[0] if ")" in lowered else lowered)) and \
-                cast.group(1) in ("real", "decimal", "numeric", "int", "integer", "text", "boolean", "bool"):
-            kind = cast.group(1)
-            definition = ({"name": name, "type": "number", "onlyInt": kind in ("int", "integer")}
-                          if kind in ("real", "decimal", "numeric", "int", "integer") else
-                          {"name": name, "type": "text"} if kind == "text" else {"name": name, "type": "bool"})
-        else:
-            source = by_table.get(str(table).lower()) if table else None
-            source_field = source.field(str(origin)) if source is not None and origin else None
-            if source is not None and str(origin).lower() == "id":
-                definition = {"name": name, "type": "relation", "maxSelect": 1, "collectionId": source.id}
-            elif source_field is not None:
-                result.append(dataclasses.replace(copy.deepcopy(source_field), id="_clone_" + random_suffix(4),
-                                                  name=name))
-                continue
-            else:
-                definition = {"name": name, "type": "json", "maxSize": 1}
-        result.append(decode_field(definition, existing_ids=[f.id for f in result]))
-    if not has_id:
+    for name, _ in columns:
+        field = suggested.get(name)
+        result.append(field if field is not None else
+                      decode_field(default_field_definition(name), existing_ids=[f.id for f in result]))
+    if not any(name == "id" for name, _ in columns):
         raise ViewFieldsError("missing required id column (you can use `(ROW_NUMBER() OVER()) as id` if you "
                                "don't have one)", result)
     return result
@@ -160,15 +71,6 @@ class ViewFieldsError(ValueError):
         self.fields = resolved
 
 
-def _has_select_word(query: str) -> bool:
-    """Whether ``query`` has the word SELECT outside parentheses and quotes: PocketBase's column parser
-    reads the select list from there, and finds no column in a query such as ``(select 1 as id)``."""
-    top = [" "] * len(query)
-    for index, char in _top_level(query, clamp=False):
-        top[index] = char
-    return re.search(r"(?i)(?:^|[\s,])select(?:[\s,]|$)", "".join(top)) is not None
-
-
 def _with_text_id(conn: apsw.Connection, query: str) -> tuple[str, str]:
     """``query`` wrapped so that its ``id`` column is text (PocketBase's ``normalizeViewQueryId``: record ids
     are strings, so a view on ``ROW_NUMBER() OVER()`` ids still finds its records by id), unchanged when the
@@ -177,7 +79,7 @@ def _with_text_id(conn: apsw.Connection, query: str) -> tuple[str, str]:
     columns = _check_view_table_info(conn, query)
     if any(name.lower() == "id" and kind.upper() == "TEXT" for name, kind in columns):
         return query, query
-    names = [name for name, _ in columns] if _has_select_word(query) else []
+    names = [column.alias for column in parse_identifiers(query)[0]]
     executed = ",".join(f"CAST({backquote(n)} as TEXT) {backquote(n)}" if n == "id" else backquote(n) for n in names)
     shown = ",".join(f"CAST([[{n}]] as TEXT) [[{n}]]" if n == "id" else f"[[{n}]]" for n in names)
     return f"SELECT {executed} FROM ({query})", f"SELECT {shown} FROM ({query})"
