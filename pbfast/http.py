@@ -311,6 +311,18 @@ def path_segments(path: str) -> tuple[str, ...] | None:
     return segments
 
 
+def forwarded_target(path: str) -> tuple[str, str] | None:
+    """``(id, rest)`` of a path the mount ``/t/{id}`` matches (as :meth:`Router.mount` does: ``{id}`` one
+    canonical segment, the rest below it, ``/`` when none), else None."""
+    if not path.startswith("/t/"):
+        return None
+    parts = path.split("/", 3)  # "", "t", id, rest
+    tenant_id = parts[2]
+    if tenant_id in ("", ".", "..") or _CONTROL_CHARACTER.search(tenant_id):
+        return None
+    return tenant_id, "/" + parts[3] if len(parts) > 3 else "/"
+
+
 @dataclass(frozen=True, slots=True)
 class Guard:
     """Who may call a route: requests whose scope ``admits`` says so; the others get 401 ``message``."""

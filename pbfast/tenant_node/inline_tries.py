@@ -63,7 +63,8 @@ class InlineTries:
         thread. A tenant closed while the request waited for its turn (a move, an eviction) is not tried on the
         loop: the budget cannot be set on a closed connection (an error, answered 500), while the job's own check
         for a closed tenant, on the thread, answers the request ("moved", or retry)."""
-        if (inline and not self.paused(tenant.id, write) and (not write or await self.db.inline_turn(tenant.id))
+        if (inline and not self.paused(tenant.id, write)
+                and (not write or self.db.idle(tenant.id) or await self.db.inline_turn(tenant.id))
                 and self.db.run_inline(tenant.id, lambda: self._open_within_budget(tenant, job, write))):
             return
         await self.db.run(tenant.id, job)
