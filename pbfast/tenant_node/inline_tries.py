@@ -76,7 +76,7 @@ class InlineTries:
     def _within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
         key = (tenant.id, write)
         started, cpu_started = time.monotonic(), time.thread_time()
-        done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job)
+        done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job, cpu_started)
         # The budget stops SQLite, not the Python around it (a big page's JSON): work that held the loop past
         # the budget anyway, or was stopped by it, sends the next ones to the threads for a while.
         now = time.monotonic()
