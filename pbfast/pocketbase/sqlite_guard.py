@@ -310,17 +310,16 @@ class _Running:
             limit._seconds = seconds
             limit._deadline = time.monotonic() + seconds
 
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, trace: Any) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, trace: Any) -> None:
         seconds = self._seconds
         if seconds is None:
-            return False
+            return
         limit = self._limit
         limit._deadline = None
-        if err is not None and isinstance(err, apsw.InterruptError):
+        if isinstance(err, apsw.InterruptError):
             if limit.budget_spent:
                 raise OverBudget from err
             raise TimeLimitExceeded(seconds) from err
-        return False
 
 
 # What may follow the one statement of a tenant's SQL: whitespace, semicolons and comments.
