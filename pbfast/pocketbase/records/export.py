@@ -104,5 +104,16 @@ def expansion_json(expands: list[Expansion | None], viewer: Viewer) -> list[dict
 
 def strip_hidden(collection: Collection, data: dict[str, Any]) -> dict[str, Any]:
     """Non-superusers cannot set hidden fields (an auth collection's ``password`` excepted)."""
-    hidden = {f.name for f in collection.fields if f.hidden and not (collection.type == "auth" and f.name == "password")}
+    known = _hidden.get(id(collection))
+    if known is not None and known[0] is collection:
+        hidden = known[1]
+    else:  # worked out once per loaded collection, as _shown_fields
+        hidden = frozenset(f.name for f in collection.fields
+                           if f.hidden and not (collection.type == "auth" and f.name == "password"))
+        if len(_hidden) >= _SHOWN_KEPT:
+            _hidden.clear()
+        _hidden[id(collection)] = (collection, hidden)
     return {k: v for k, v in data.items() if k not in hidden} if hidden else data
+
+
+_hidden: dict[int, tuple[Collection, frozenset[str]]] = {}
