@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pbfast.binaries import LITESTREAM, MissingBinary, find_binary
+from pbfast.tenant_node.replica_reader import ReplicaReader
 from pbfast.timefmt import parse_time
 
 __all__ = ["LEVEL1_MINUTES", "NoStateAt", "ReplicaStore", "Replicas", "ReplicationError", "Unanswered",
@@ -52,9 +53,14 @@ class ReplicaStore:
     local_root: Path
     region: str = "us-east-1"
 
+    @staticmethod
+    def prefix(tenant_id: str, incarnation: str) -> str:
+        """Where one tenant incarnation's replica lives in the store (its key prefix, without the slash)."""
+        return f"tenants/{tenant_id}/{incarnation}"
+
     def url(self, tenant_id: str, incarnation: str) -> str:
         """The Litestream replica URL of one tenant incarnation."""
-        key = f"tenants/{tenant_id}/{incarnation}"
+        key = self.prefix(tenant_id, incarnation)
         if self.endpoint is None:
             return (self.local_root / key).as_uri()
         query = f"endpoint={quote(self.endpoint, safe=':/')}&forcePathStyle=true&region={self.region}"
@@ -103,6 +109,7 @@ class Replicas:
     def __init__(self, store: ReplicaStore, binary: str | None = None) -> None:
         self.store = store
         self.binary = binary  # None: looked up when first needed (pbfast.binaries)
+        self.reader = ReplicaReader(store.bucket, store.endpoint, store.local_root, store.region)
 
     def program(self) -> str:
         """The litestream binary (found once; its absence is a ReplicationError naming it and how to install
@@ -121,7 +128,15 @@ class Replicas:
 
         Litestream refuses a timestamp after the replica's newest file ("timestamp does not exist"), although
         the state at such a time is simply the latest one (nothing was written since, as far as the replica
-        knows): then the latest state is restored."""
+        knows): then the latest state is restored.
+
+        The latest state is restored in the node (:mod:`pbfast.tenant_node.replica_reader`) unless that
+        reader leaves it to litestream; a point in time always with litestream."""
+        if timestamp is None:
+            found = await asyncio.to_thread(self.reader.restore_latest, self.store.prefix(tenant_id, incarnation),
+                                            target)
+            if found is not None:
+                return found
         url = self.store.url(tenant_id, incarnation)
         code, output = await self._run("restore", "-if-replica-exists", "-o", str(target),
                                        *(("-timestamp", timestamp) if timestamp else ()), url)
