@@ -64,6 +64,7 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicated]
         for name in ("local", "s3"):
             init_tenant_database(root / name)
             connection = apsw.Connection(str(root / name / "data.db"))
+            connection.set_busy_timeout(10_000)  # litestream holds locks for its checkpoints
             connection.execute("PRAGMA wal_autocheckpoint = 0")  # litestream checkpoints, as in the node
             create_collection(connection, {"name": "notes", "type": "base", "fields": [
                 {"name": "n", "type": "number"}, {"name": "body", "type": "text"}]})

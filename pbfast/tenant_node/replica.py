@@ -1,7 +1,8 @@
 """Where a tenant's replicas live and how they are read: the replica store (an S3 bucket or a local
 directory; ``tenants/{id}/{incarnation}/`` in it), Litestream's settings for what a replica keeps, and
-restores and listings with the ``litestream`` CLI (:class:`Replicas`). Writing replicas is
-:mod:`pbfast.tenant_node.replication`'s.
+restores and listings (:class:`Replicas`): the latest state restored inside the node
+(:mod:`pbfast.tenant_node.replica_reader`), points in time and whatever that reader leaves over with the
+``litestream`` CLI. Writing replicas is :mod:`pbfast.tenant_node.replication`'s.
 
 Replica layout: ``tenants/{id}/{incarnation}/`` under the bucket (``--s3-endpoint``/``--s3-bucket``) or,
 without an endpoint, under ``<data-dir>/replica`` (Litestream's ``file`` replica: the same code path).

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ S3_READ_TIMEOUT_SECONDS = 60.0
 _S3_KEY = re.compile(r"([0-9a-f]{4})/([0-9a-f]{16})-([0-9a-f]{16})\.ltx")
 _FILE_NAME = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})\.ltx")
 _LEGACY = "generations"  # Litestream 0.3's layout
+_READERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replica-read")  # the reads of one plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +106,10 @@ class ReplicaReader:
             if self.endpoint is None:
                 restore_ltx([f.location for f in plan], target)
             else:
-                for i, ltx_file in enumerate(plan):
-                    fetched.append(target.with_name(f"{target.name}.{i}.ltx"))
-                    self._fetch(ltx_file.location, fetched[-1])
+                fetched.extend(target.with_name(f"{target.name}.{i}.ltx") for i in range(len(plan)))
+                # at once: on S3 a restore then waits for two round trips (the listing, the reads)
+                for _ in _READERS.map(self._fetch, [f.location for f in plan], fetched):
+                    pass
                 restore_ltx(fetched, target)
         except (LtxError, OSError, StoreFailed) as err:
             target.unlink(missing_ok=True)
@@ -173,8 +176,13 @@ class ReplicaReader:
             raise StoreFailed(f"reading {key}: {err}") from err
         return path
 
+    def warm(self) -> None:
+        """Make the S3 client now (blocking), so that the first restore does not wait for it."""
+        if self.endpoint is not None:
+            self._s3()
+
     def _s3(self) -> Any:
-        """One boto3 client for every restore (made once: it takes ~0.1-0.3 s); thread-safe."""
+        """One boto3 client for every restore (made once: ~30 ms, and importing boto3 ~0.2 s); thread-safe."""
         with self._client_lock:
             if self._client is None:
                 import boto3  # type: ignore[import-untyped]  # only nodes with an S3 store need it
