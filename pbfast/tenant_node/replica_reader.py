@@ -16,6 +16,7 @@ Blocking: :meth:`ReplicaReader.restore_latest` runs on a worker thread.
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 import threading
@@ -63,15 +64,22 @@ def restore_plan(files: list[LtxFile]) -> list[LtxFile] | None:
     snapshots = sorted((f for f in files if f.level == SNAPSHOT_LEVEL), key=lambda f: (f.min_txid, f.max_txid))
     plan = snapshots[-1:]
     reached = plan[0].max_txid if plan else 0
-    others = [f for f in files if f.level < SNAPSHOT_LEVEL]
+    # A busy tenant has thousands of level-0 files: the files that start early enough only ever grow as the
+    # plan reaches further, so they go into a heap, best first, once each.
+    others = sorted((f for f in files if f.level < SNAPSHOT_LEVEL), key=lambda f: f.min_txid)
+    startable: list[tuple[int, int, int, int]] = []
+    taken = 0
     while True:
-        extending = [f for f in others if f.min_txid <= reached + 1 and f.max_txid > reached]
-        if not extending:
+        while taken < len(others) and others[taken].min_txid <= reached + 1:
+            f = others[taken]
+            heapq.heappush(startable, (-f.max_txid, f.min_txid, -f.level, taken))
+            taken += 1
+        if not startable or -startable[0][0] <= reached:
             break
-        best = max(extending, key=lambda f: (f.max_txid, -f.min_txid, f.level))
+        best = others[heapq.heappop(startable)[3]]
         plan.append(best)
         reached = best.max_txid
-    if not plan or any(f.min_txid > reached + 1 for f in others):
+    if not plan or taken < len(others):  # nothing starts the chain, or files lie beyond a gap after it
         return None
     return plan
 

@@ -49,7 +49,7 @@ pub const HEADER_FLAG_NO_CHECKSUM: u32 = 1 << 1;
 pub const PAGE_FLAG_SIZE: u16 = 1;
 /// SQLite's pending-byte offset: the page holding it (the lock page) is never stored.
 const PENDING_BYTE: u64 = 0x4000_0000;
-const READ_BUFFER: usize = 256 * 1024;
+const READ_BUFFER: usize = 64 * 1024;
 
 // Slicing by 16: ~4x the speed of a byte-wise table (a restore hashes each page twice).
 static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
@@ -197,12 +197,25 @@ pub struct Restored {
     pub max_txid: u64,
 }
 
-/// One file of the plan: its header read, its body not yet.
+/// One file of the plan: its header read, its body not yet. A plan can have thousands of files (a busy
+/// tenant's level-0 files): each is open only while it is read.
 struct Input {
     path: PathBuf,
-    reader: BufReader<File>,
     header_bytes: [u8; HEADER_SIZE],
     header: Header,
+}
+
+impl Input {
+    /// The file opened again, past a header that must be the one read before.
+    fn reopen(&self) -> Result<BufReader<File>, RestoreError> {
+        let mut reader = BufReader::with_capacity(READ_BUFFER, File::open(&self.path)?);
+        let mut header_bytes = [0u8; HEADER_SIZE];
+        reader.read_exact(&mut header_bytes)?;
+        if header_bytes != self.header_bytes {
+            return corrupt("the file changed while it was read");
+        }
+        Ok(reader)
+    }
 }
 
 /// Restores the database that `files` (a snapshot, then files each extending the one before, oldest
@@ -211,7 +224,7 @@ struct Input {
 pub fn restore(files: &[PathBuf], output: &Path) -> Result<Restored, RestoreError> {
     let inputs = open_inputs(files)?;
     let out = OpenOptions::new().write(true).create_new(true).open(output)?;
-    let written = write_pages(inputs, &out);
+    let written = write_pages(&inputs, &out);
     if written.is_err() {
         drop(out);
         let _ = std::fs::remove_file(output);
@@ -224,9 +237,8 @@ pub fn restore(files: &[PathBuf], output: &Path) -> Result<Restored, RestoreErro
 fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, RestoreError> {
     let mut inputs: Vec<Input> = Vec::with_capacity(files.len());
     for path in files {
-        let mut reader = BufReader::with_capacity(READ_BUFFER, File::open(path)?);
         let mut header_bytes = [0u8; HEADER_SIZE];
-        reader.read_exact(&mut header_bytes)?;
+        File::open(path)?.read_exact(&mut header_bytes).map_err(|err| in_file(err.into(), path))?;
         let header = Header::parse(&header_bytes).map_err(|err| in_file(err, path))?;
         match inputs.last() {
             None if !header.is_snapshot() => {
@@ -242,7 +254,7 @@ fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, RestoreError> {
             }
             _ => {}
         }
-        inputs.push(Input { path: path.clone(), reader, header_bytes, header });
+        inputs.push(Input { path: path.clone(), header_bytes, header });
     }
     if inputs.is_empty() {
         return corrupt("no files to restore from");
@@ -260,14 +272,13 @@ fn in_file(err: RestoreError, path: &Path) -> RestoreError {
 
 /// Reads every file, newest first, writing each page of the result once: from the newest file that has
 /// it, and only up to the last file's commit.
-fn write_pages(inputs: Vec<Input>, out: &File) -> Result<Restored, RestoreError> {
+fn write_pages(inputs: &[Input], out: &File) -> Result<Restored, RestoreError> {
     let last = inputs.last().expect("at least one input").header;
     let (page_size, commit) = (last.page_size, last.commit);
     // Each page's checksum once written; 0 (never a checksum) while not.
     let mut sums = vec![0u64; commit as usize + 1];
     let mut decoder = PageDecoder::new(page_size);
-    for input in inputs.into_iter().rev() {
-        let path = input.path.clone();
+    for input in inputs.iter().rev() {
         decoder
             .read_file(input, |pgno, page, checksum| {
                 if pgno > commit || sums[pgno as usize] != 0 {
@@ -277,7 +288,7 @@ fn write_pages(inputs: Vec<Input>, out: &File) -> Result<Restored, RestoreError>
                 sums[pgno as usize] = checksum.unwrap_or_else(|| page_checksum(pgno, page));
                 Ok(())
             })
-            .map_err(|err| in_file(err, &path))?;
+            .map_err(|err| in_file(err, &input.path))?;
     }
     let lock = lock_pgno(page_size);
     let mut database_checksum = 0u64;
@@ -326,10 +337,10 @@ impl PageDecoder {
 
     /// Reads `input`'s pages (each handed to `sink` with its checksum when computed) and trailer; checks
     /// its file checksum and, for a snapshot, its pages against its post-apply checksum.
-    fn read_file(&mut self, mut input: Input,
+    fn read_file(&mut self, input: &Input,
                  mut sink: impl FnMut(u32, &[u8], Option<u64>) -> Result<(), RestoreError>) -> Result<(), RestoreError> {
         let header = input.header;
-        let reader = &mut input.reader;
+        let reader = &mut input.reopen()?;
         let mut file_hash = CRC64.digest();
         file_hash.update(&input.header_bytes);
         let sums_pages = header.is_snapshot() && header.has_checksums();

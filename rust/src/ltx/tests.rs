@@ -237,3 +237,22 @@ fn an_existing_output_is_not_overwritten() {
     assert!(matches!(restore(&files(&dir, &specs), &output), Err(RestoreError::Io(_))));
     assert_eq!(std::fs::read(&output).unwrap(), b"keep");
 }
+
+#[test]
+fn a_plan_of_thousands_of_files_is_read_one_file_at_a_time() {
+    // More files than a process may usually hold open (1,024): each is open only while it is read.
+    let dir = Dir::new("thousands");
+    let mut state: Pages = vec![(1, page(1, 0)), (2, page(2, 0))];
+    let mut specs = vec![Spec { min_txid: 1, max_txid: 1, commit: 2, pages: state.clone(), pre_apply: 0,
+                                post_apply: database_checksum(&state) }];
+    for txid in 2..=1500u64 {
+        let pre_apply = database_checksum(&state);
+        state[1].1 = page(2, txid as u8);
+        specs.push(Spec { min_txid: txid, max_txid: txid, commit: 2, pages: vec![state[1].clone()], pre_apply,
+                          post_apply: database_checksum(&state) });
+    }
+    let output = dir.0.join("out.db");
+    let done = restore(&files(&dir, &specs), &output).unwrap();
+    assert_eq!(done.max_txid, 1500);
+    assert_eq!(std::fs::read(&output).unwrap(), flat(&state));
+}
