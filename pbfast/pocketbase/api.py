@@ -234,8 +234,8 @@ class TenantApi:
             work()
         else:
             await run(work)
-        if request.file_send is not None and held.status is None:
-            await request.file_send.send(held)  # read from the store on a worker thread, not in the tenant's turn
+        if request.after_turn is not None and held.status is None:
+            await request.after_turn.send(held)  # e.g. a file read from the store: not in the tenant's turn
         held.replay(proto)
         if entry is not None:
             self.request_logs.add(entry)

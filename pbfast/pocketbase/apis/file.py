@@ -94,7 +94,7 @@ def download(request: TenantRequest) -> None:
     thumb = request.query("thumb") or ""
     if thumb and thumb not in DEFAULT_THUMB_SIZES and thumb not in field.thumbs:
         thumb = ""
-    request.file_send = FileSend(files_of(tenant), directory, filename, thumb,
+    request.after_turn = FileSend(files_of(tenant), directory, filename, thumb,
                                  _go_bool(request.query("download") or ""), request.header("range"),
                                  request.header("if-modified-since"), request.method == "HEAD")
 
