@@ -23,6 +23,7 @@
 //! inconsistent [`RestoreError::Corrupt`]: the caller then falls back to `litestream restore`, never to a
 //! database this reader is unsure of.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -275,32 +276,30 @@ fn in_file(err: RestoreError, path: &Path) -> RestoreError {
 fn write_pages(inputs: &[Input], out: &File) -> Result<Restored, RestoreError> {
     let last = inputs.last().expect("at least one input").header;
     let (page_size, commit) = (last.page_size, last.commit);
-    // Each page's checksum once written; 0 (never a checksum) while not.
-    let mut sums = vec![0u64; commit as usize + 1];
+    // Each written page's checksum. A map, not a vector of `commit` entries: a damaged header could claim
+    // billions of pages, and only the pages actually read take room.
+    let mut sums: HashMap<u32, u64> = HashMap::new();
     let mut decoder = PageDecoder::new(page_size);
     for input in inputs.iter().rev() {
         decoder
             .read_file(input, |pgno, page, checksum| {
-                if pgno > commit || sums[pgno as usize] != 0 {
+                if pgno > commit || sums.contains_key(&pgno) {
                     return Ok(());
                 }
                 out.write_all_at(page, u64::from(pgno - 1) * u64::from(page_size))?;
-                sums[pgno as usize] = checksum.unwrap_or_else(|| page_checksum(pgno, page));
+                sums.insert(pgno, checksum.unwrap_or_else(|| page_checksum(pgno, page)));
                 Ok(())
             })
             .map_err(|err| in_file(err, &input.path))?;
     }
+    // Every page written is at most `commit` and not the lock page: all are there when their count is.
     let lock = lock_pgno(page_size);
-    let mut database_checksum = 0u64;
-    for (pgno, sum) in sums.iter().enumerate().skip(1) {
-        if pgno as u32 == lock {
-            continue;
-        }
-        if *sum == 0 {
-            return corrupt(format!("page {pgno} of {commit} is in none of the files"));
-        }
-        database_checksum ^= sum;
+    let expected = u64::from(commit) - u64::from(lock <= commit);
+    if sums.len() as u64 != expected {
+        return corrupt(format!("{} of the database's {expected} pages are in none of the files",
+                               expected - sums.len() as u64));
     }
+    let database_checksum = sums.values().fold(0u64, |sum, page| sum ^ page);
     if last.has_checksums() && CHECKSUM_FLAG | database_checksum != decoder.last_post_apply {
         return corrupt(format!(
             "the restored database's checksum {:016x} is not the last file's post-apply checksum {:016x}",

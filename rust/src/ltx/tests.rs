@@ -226,7 +226,7 @@ fn a_missing_page_is_refused() {
     specs[0].pages.remove(2);
     specs[0].post_apply = database_checksum(&specs[0].pages);
     let err = refused(&specs[..1], "missing", |_, _| {});
-    assert!(matches!(&err, RestoreError::Corrupt(why) if why.contains("page 3")), "{err}");
+    assert!(matches!(&err, RestoreError::Corrupt(why) if why.contains("1 of the database's 4 pages")), "{err}");
 }
 
 #[test]
@@ -255,4 +255,12 @@ fn a_plan_of_thousands_of_files_is_read_one_file_at_a_time() {
     let done = restore(&files(&dir, &specs), &output).unwrap();
     assert_eq!(done.max_txid, 1500);
     assert_eq!(std::fs::read(&output).unwrap(), flat(&state));
+}
+
+#[test]
+fn a_header_claiming_billions_of_pages_takes_no_room_for_them() {
+    let (mut specs, _) = history();
+    specs[0].commit = u32::MAX; // its pages are still the four it holds
+    let err = refused(&specs[..1], "billions", |_, _| {});
+    assert!(matches!(&err, RestoreError::Corrupt(why) if why.contains("pages are in none")), "{err}");
 }
