@@ -115,13 +115,20 @@ class ReplicaReader:
                 restore_ltx([f.location for f in plan], target)
             else:
                 fetched.extend(target.with_name(f"{target.name}.{i}.ltx") for i in range(len(plan)))
-                # at once: on S3 a restore then waits for two round trips (the listing, the reads)
-                for _ in _READERS.map(self._fetch, [f.location for f in plan], fetched):
-                    pass
+                # at once: on S3 a restore then waits for two round trips (the listing, the reads); every
+                # read is over before its file is cleaned up
+                reads = [_READERS.submit(self._fetch, f.location, path) for f, path in zip(plan, fetched)]
+                for read in reads:
+                    read.exception()
+                for read in reads:
+                    read.result()
                 restore_ltx(fetched, target)
         except (LtxError, OSError, StoreFailed) as err:
             target.unlink(missing_ok=True)
             return self._pass_on(prefix, str(err))
+        except Exception as err:  # noqa: BLE001 - whatever went wrong, litestream still restores it
+            target.unlink(missing_ok=True)
+            return self._pass_on(prefix, repr(err))
         finally:
             for path in fetched:
                 path.unlink(missing_ok=True)
@@ -138,12 +145,11 @@ class ReplicaReader:
         """Every LTX file of the replica under ``prefix``, all levels. Raises :class:`StoreFailed`, OSError."""
         if self.endpoint is None:
             return self._list_local(self.local_root / prefix)
-        client = self._s3()
         files: list[LtxFile] = []
         legacy = False
         start = f"{prefix}/"
         try:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
                 for item in page.get("Contents", ()):
                     key: str = item["Key"]
                     rest = key[len(start):]
