@@ -3,7 +3,8 @@ restore`` process: one listing of the replica (every level at once), the files o
 (:func:`restore_plan`: the newest snapshot, then the files that extend it furthest), and their pages applied
 by :func:`pbfast._native.restore_ltx`, which checks every file (its checksums) and the result (the last
 file's database checksum) before anything is used. Measured (benchmarks/RESULTS.md, "Cold open from the
-replica"): ~44 requests and a process start (~100-150 ms here) became 1 + the files read.
+replica"): ~44 requests and a process start (~100-150 ms here) became 1 + the files read; a cold open of
+a 1 MB tenant from moto's S3 went from p50 274-290 ms to 26-28 ms.
 
 What it does not cover is left to ``litestream restore`` (:meth:`ReplicaReader.restore_latest` answers
 None): a replica in Litestream 0.3's layout (``generations/``), files with no plan from the first
