@@ -249,7 +249,7 @@ fn open_inputs(files: &[PathBuf]) -> Result<Vec<Input>, RestoreError> {
                 return corrupt(format!("{}: page size {} after {}", path.display(), header.page_size,
                                        prev.header.page_size));
             }
-            Some(prev) if header.min_txid > prev.header.max_txid + 1 || header.max_txid <= prev.header.max_txid => {
+            Some(prev) if header.min_txid > prev.header.max_txid.saturating_add(1) || header.max_txid <= prev.header.max_txid => {
                 return corrupt(format!("{}: transactions {}-{} do not extend {}", path.display(), header.min_txid,
                                        header.max_txid, prev.header.max_txid));
             }
