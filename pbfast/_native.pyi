@@ -99,6 +99,33 @@ class RateLimiter:
     def __len__(self) -> int: ...
 
 @final
+class RequestLogQueue:
+    """A process's request logs on their way to the tenants' ``auxiliary.db`` ``_logs``: bounded, pushed by
+    any thread (a few string copies, no Python object kept but the tenant key), taken whole by the writer,
+    which gets the rows formatted as PocketBase 0.40 stores them (``message``: method and percent-decoded url;
+    ``data``: Go's JSON of the request's attributes, keys sorted; ``created``: ``2006-01-02 15:04:05.000Z``)
+    with the GIL released. Thread-safe."""
+
+    def __new__(cls, capacity: int = 20_000) -> RequestLogQueue: ...
+    def push(self, tenant: object, max_days: int, level: int, method: str, url: str, status: int, exec_ms: float,
+             referer: str, user_agent: str, auth: str, auth_id: str | None, user_ip: str | None,
+             remote_ip: str | None, error: str | None, details: bytes | None, created: float) -> int:
+        """Queue one request's log: the queue's length with it, 0 when the queue was full (it is dropped and
+        counted in ``dropped``). ``url`` (path and query as received), ``method``, ``referer`` and
+        ``user_agent`` are cut as PocketBase cuts them; ``error`` is None for a success, else the failure's
+        message with ``details`` its JSON (None: null); None ``auth_id``/``user_ip``/``remote_ip`` are left out;
+        ``created`` is a Unix time."""
+    def drain(self) -> list[tuple[Any, int, int, bytes, bytes]]:
+        """Everything queued, taken off and formatted: per tenant key (by identity, in order of its first
+        log) ``(tenant, max_days of its last log, rows, blob, packed)``: ``blob`` holds each row's ``created``
+        (24 bytes), ``message`` and ``data`` back to back; ``packed`` one native-endian 64-bit integer per row:
+        its start in ``blob`` (bits 0-31), its message's length in bytes (bits 32-47), its level + 128 (bits
+        48-55); a row's data ends where the next row starts."""
+    @property
+    def dropped(self) -> int: ...
+    def __len__(self) -> int: ...
+
+@final
 class QuotaCounters:
     """Per-tenant API request counters over fixed windows, plus storage bytes.
 

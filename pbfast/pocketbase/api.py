@@ -236,6 +236,8 @@ class TenantApi:
             await run(work)
         if request.after_turn is not None and held.status is None:
             await request.after_turn.send(held)  # e.g. a file read from the store: not in the tenant's turn
+            if entry is not None and held.status is not None and held.status != entry[5]:
+                entry = logs.with_final_status(entry, held.status, held.error_message())
         held.replay(proto)
         if entry is not None:
             self.request_logs.add(entry)

@@ -11,6 +11,7 @@ pub mod ltx;
 pub mod node_shm;
 pub mod quota;
 pub mod rate_limit;
+pub mod request_log;
 pub mod routing;
 pub mod stream_holder;
 pub mod tenant_cache;
@@ -35,6 +36,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jwt::py_jwt_segments, m)?)?;
     m.add_class::<quota::QuotaCounters>()?;
     m.add_class::<rate_limit::RateLimiter>()?;
+    m.add_class::<request_log::RequestLogQueue>()?;
     m.add_class::<tenant_cache::TenantCache>()?;
     m.add_class::<breaker::CircuitBreakers>()?;
     m.add_class::<gateway::GatewayServer>()?;

@@ -95,3 +95,14 @@ def test_a_slow_backup_upload_does_not_hold_the_tenants_requests(egress_tenant: 
         assert busy.status_code == 400  # the name exists now
         listed_backups = httpx.get(f"{fast.url}/api/backups", headers=auth, timeout=30)
         assert [item["key"] for item in listed_backups.json()] == ["slow.zip"]
+        # logged with the answer the upload decided, as PocketBase logs it (not the end of the turn's)
+        deadline = time.monotonic() + 10
+        while True:
+            logged = httpx.get(f"{fast.url}/api/logs", params={"filter": "data.url = '/api/backups' && data.method = 'POST'",
+                                                               "sort": "created"}, headers=auth, timeout=30)
+            statuses = [item["data"]["status"] for item in logged.json()["items"]]
+            if len(statuses) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert statuses == [204, 400]
+        assert logged.json()["items"][0]["data"]["execTime"] >= UPLOAD_DELAY * 1000
