@@ -71,6 +71,10 @@ def hs256_sign(payload: bytes, key: bytes) -> str:
     """An HS256 JWT of ``payload`` (the claims' JSON) signed with ``key``: header
     ``{"alg":"HS256","typ":"JWT"}``, parts base64url without padding."""
 
+def find_bytes(haystack: bytes, needle: bytes, start: int) -> int:
+    """``haystack.find(needle, start)`` (``start`` >= 0): the first index at or after ``start`` where ``needle``
+    occurs, -1 when none; SIMD candidates, without the GIL for haystacks from 64 KiB."""
+
 def hs256_verify(token: str, key: bytes) -> bool:
     """Whether ``token``'s last part is the HMAC-SHA256 under ``key`` of what precedes it (constant time;
     strict unpadded base64url, as Go's ``RawURLEncoding``)."""
