@@ -59,7 +59,8 @@ from test_gateway_bench import _latency_ms
 FULL = os.environ.get("PBFAST_BENCH_FULL") == "1"
 TENANT_COUNTS = [int(n) for n in os.environ.get("PBFAST_BENCH_TENANTS", "100,1000" if FULL else "4").split(",")]
 PB_MAX = int(os.environ.get("PBFAST_BENCH_PB_MAX", "1000"))
-MIN_AVAILABLE_MIB = 3072  # stop starting PocketBase processes below this much available memory
+MIN_AVAILABLE_MIB = 3072  # stop starting PocketBase processes below this much available memory...
+PB_GROWTH_MIB = 30  # ...counting what each started one still grows by once served (~7 MiB started, ~32 served)
 SECONDS = 10 if FULL else 2
 CONNECTIONS = 64
 RECORDS = 1_000
@@ -335,8 +336,9 @@ def _pocketbase_side(template: Path, tenants: int, directory: Path) -> tuple[Sid
             if i >= PB_MAX:
                 stopped = f"stopped at {i} processes (PBFAST_BENCH_PB_MAX={PB_MAX})"
                 break
-            if i % 20 == 0 and _available_mib() < MIN_AVAILABLE_MIB:
-                stopped = f"stopped at {i} processes: {_available_mib():.0f} MiB of memory left"
+            if i % 20 == 0 and _available_mib() - i * PB_GROWTH_MIB < MIN_AVAILABLE_MIB:
+                stopped = (f"stopped at {i} processes: {_available_mib():.0f} MiB of memory left, "
+                           f"~{i * PB_GROWTH_MIB} MiB of it needed once they are served")
                 break
             data = directory / f"t{i}"
             _copy_data(template, data)
@@ -376,6 +378,11 @@ def _pocketbase_side(template: Path, tenants: int, directory: Path) -> tuple[Sid
                 process.kill()
 
 
+def _report(report: list[str], line: str) -> None:
+    print(f"\n[bench] {line}", flush=True)  # at once: a long run stopped half-way still shows what it measured
+    report.append(line)
+
+
 @needs_tools("wrk", "nginx", "pocketbase")
 @pytest.mark.timeout(3600 if FULL else 120)  # 1,000 tenants: minutes of first opens and process starts per side
 def test_many_tenants_pbfast_vs_one_pocketbase_per_tenant(pbfast_process: Start, tmp_path: Path,
@@ -383,14 +390,14 @@ def test_many_tenants_pbfast_vs_one_pocketbase_per_tenant(pbfast_process: Start,
     template = _template(tmp_path / "template")
     for tenants in TENANT_COUNTS:
         fast = _pbfast_side(pbfast_process, template, tenants, tmp_path / f"fast-{tenants}")
-        bench_report.append(fast.line())
+        _report(bench_report, fast.line())
         stock, stopped = _pocketbase_side(template, tenants, tmp_path / f"stock-{tenants}")
         if stopped:
-            bench_report.append(f"many tenants: PocketBase (one per tenant)  {tenants:>5} tenants: {stopped}")
+            _report(bench_report, f"many tenants: PocketBase (one per tenant)  {tenants:>5} tenants: {stopped}")
         if stock is None:
             continue
-        bench_report.append(stock.line())
-        bench_report.append(f"many tenants: {tenants} tenants (PocketBase: {stock.tenants}), pbfast / PocketBase: throughput "
+        _report(bench_report, stock.line())
+        _report(bench_report, f"many tenants: {tenants} tenants (PocketBase: {stock.tenants}), pbfast / PocketBase: throughput "
                             f"{fast.rate / stock.rate:.2f}x, p99 {fast.p99_ms / stock.p99_ms:.2f}x, CPU per request "
                             f"{fast.cpu_per_10k / stock.cpu_per_10k:.2f}x, memory per tenant "
                             f"{fast.rss_mib / fast.tenants / (stock.rss_mib / stock.tenants):.2f}x")
