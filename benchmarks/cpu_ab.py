@@ -26,6 +26,7 @@ from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LIST_QUERY = "?perPage=20&sort=-created&filter=(num%3E%3D5000)"
+BATCH_SIZE = 50
 
 
 def _stat(path: Path) -> tuple[str, list[str]] | None:
@@ -76,7 +77,20 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
     from helpers import PbfastProcess
     from nodetools import start_node
     from test_auth_bench import _user_token
-    from test_tenant_api_bench import _create_collection, _create_collection_with_headers, _lua_create, _seed
+    from test_files_vs_pocketbase_bench import _multipart, _png, _upload_script
+    from test_files_vs_pocketbase_bench import _seed as _seed_photo
+    from test_tenant_api_bench import (_create_collection, _create_collection_with_headers, _create_expand_collections,
+                                       _lua_create, _seed, _seed_expand)
+
+    upload_body = tmp / "upload.bin"
+    upload_body.write_bytes(_multipart(_png()))
+    batch = tmp / "batch.lua"
+    batch.write_text(_lua_batch())
+
+    def enable_batch(url: str, headers: dict[str, str], token: str) -> None:
+        answer = httpx.patch(f"{url}/api/settings", headers={"Authorization": token, **headers}, timeout=30,
+                             json={"batch": {"enabled": True, "maxRequests": BATCH_SIZE}})
+        assert answer.status_code == 200, answer.text
 
     targets: list[dict[str, Any]] = []
     for name, tree in trees:
@@ -99,7 +113,11 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
         url = f"{node_url}/t/bench"
         token = superuser_token(url, forward)
         _create_collection_with_headers(url, token, forward)
+        enable_batch(url, forward, token)
+        (tmp / f"{name}-batch.lua").write_text(headers_text(forward) + batch.read_text())
         record = _seed(tmp / f"{name}-nodes" / "bench-node" / "tenants" / "bench" / "data.db")
+        _create_expand_collections(url, {"Authorization": token, **forward})
+        _seed_expand(tmp / f"{name}-nodes" / "bench-node" / "tenants" / "bench" / "data.db")
         headers = tmp / f"{name}-headers.lua"
         headers.write_text("".join(f'wrk.headers["{key}"] = "{value}"\n' for key, value in forward.items()))
         create = tmp / f"{name}-create.lua"
@@ -107,17 +125,38 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
         refresh = tmp / f"{name}-refresh.lua"
         refresh.write_text(headers.read_text() + _lua_refresh(_user_token(url, forward, token)))
         targets.append({"name": name, "pid": node.proc.pid, "url": url, "headers": str(headers),
-                        "create": str(create), "refresh": str(refresh), "record": record})
+                        "create": str(create), "refresh": str(refresh), "record": record,
+                        "batch": str(tmp / f"{name}-batch.lua"),
+                        "photo": _seed_photo(url, forward, _png()),
+                        "upload": str(_upload_script(tmp / f"{name}-upload.lua", upload_body, forward))})
     if options.pb:
         stock = start_pocketbase(tmp / "stock" / "pb_data")
         started.append(stock)
         _create_collection(stock.url, stock.token)
+        enable_batch(stock.url, {}, stock.token)
+        _create_expand_collections(stock.url, {"Authorization": stock.token})
+        _seed_expand(stock.data_dir / "data.db")
         refresh = tmp / "pb-refresh.lua"
         refresh.write_text(_lua_refresh(_user_token(stock.url, {}, stock.token)))
         targets.append({"name": "pocketbase", "pid": stock.process.pid, "url": stock.url, "headers": None,
                         "create": str(_lua_create(tmp / "pb-create.lua")), "refresh": str(refresh),
-                        "record": _seed(stock.data_dir / "data.db")})
+                        "record": _seed(stock.data_dir / "data.db"), "photo": _seed_photo(stock.url, {}, _png()),
+                        "batch": str(batch),
+                        "upload": str(_upload_script(tmp / "pb-upload.lua", upload_body, {}))})
     return targets
+
+
+def headers_text(headers: dict[str, str]) -> str:
+    return "".join(f'wrk.headers["{key}"] = "{value}"\n' for key, value in headers.items())
+
+
+def _lua_batch() -> str:
+    """The lines of a wrk script that create :data:`BATCH_SIZE` records of the ``bench`` collection in one
+    ``POST /api/batch``."""
+    item = {"method": "POST", "url": "/api/collections/bench/records",
+            "body": {"title": "created in a batch", "num": 7, "flag": True}}
+    body = json.dumps({"requests": [item] * BATCH_SIZE}, separators=(",", ":"))
+    return f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = \'{body}\'\n'
 
 
 def _lua_refresh(user_token: str) -> str:
@@ -128,8 +167,16 @@ def _lua_refresh(user_token: str) -> str:
 def measure(target: dict[str, Any], case: str, seconds: float, connections: int) -> tuple[float, str]:
     """CPU us per request of the target's processes during one wrk run, and the line that says so."""
     path = "/api/collections/bench/records"
-    script = target[case] if case in ("create", "refresh") else target["headers"]
-    if case == "refresh":
+    script = target[case] if case in ("create", "refresh", "upload", "batch") else target["headers"]
+    if case == "batch":
+        path = "/api/batch"
+    elif case == "expand":
+        path = "/api/collections/posts/records?perPage=20&sort=-created&expand=author.org"
+    elif case == "upload":
+        path = "/api/collections/photos/records"
+    elif case in ("download", "thumb"):
+        path = target["photo"] + ("?thumb=100x100" if case == "thumb" else "")
+    elif case == "refresh":
         path = "/api/collections/users/auth-refresh"
     elif case == "view":
         path += "/" + target["record"]
@@ -156,7 +203,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tmp", help="a scratch directory (short: Litestream's socket path must fit 108 bytes)")
     parser.add_argument("trees", nargs="+", help="name=/path/to/a/checkout")
-    parser.add_argument("--cases", default="create,view", help="of create, view, list, refresh (auth-refresh of a user)")
+    parser.add_argument("--cases", default="create,view", help="of create, view, list, refresh (auth-refresh of a user), upload (100 KB PNG, multipart "
+                        "record create), download (that PNG), thumb (its kept 100x100 thumb), batch (50 creates in one "
+                        "POST /api/batch), expand (a list of 20 posts with expand=author.org)")
     parser.add_argument("--secs", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)

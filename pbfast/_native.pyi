@@ -71,6 +71,10 @@ def hs256_sign(payload: bytes, key: bytes) -> str:
     """An HS256 JWT of ``payload`` (the claims' JSON) signed with ``key``: header
     ``{"alg":"HS256","typ":"JWT"}``, parts base64url without padding."""
 
+def find_bytes(haystack: bytes, needle: bytes, start: int) -> int:
+    """``haystack.find(needle, start)`` (``start`` >= 0): the first index at or after ``start`` where ``needle``
+    occurs, -1 when none; SIMD candidates, without the GIL for haystacks from 64 KiB."""
+
 def hs256_verify(token: str, key: bytes) -> bool:
     """Whether ``token``'s last part is the HMAC-SHA256 under ``key`` of what precedes it (constant time;
     strict unpadded base64url, as Go's ``RawURLEncoding``)."""
@@ -96,6 +100,33 @@ class RateLimiter:
         """Drop the windows that ended more than ``idle`` seconds before ``now``; how many."""
     @property
     def overflowed(self) -> int: ...
+    def __len__(self) -> int: ...
+
+@final
+class RequestLogQueue:
+    """A process's request logs on their way to the tenants' ``auxiliary.db`` ``_logs``: bounded, pushed by
+    any thread (a few string copies, no Python object kept but the tenant key), taken whole by the writer,
+    which gets the rows formatted as PocketBase 0.40 stores them (``message``: method and percent-decoded url;
+    ``data``: Go's JSON of the request's attributes, keys sorted; ``created``: ``2006-01-02 15:04:05.000Z``)
+    with the GIL released. Thread-safe."""
+
+    def __new__(cls, capacity: int = 20_000) -> RequestLogQueue: ...
+    def push(self, tenant: object, max_days: int, level: int, method: str, url: str, status: int, exec_ms: float,
+             referer: str, user_agent: str, auth: str, auth_id: str | None, user_ip: str | None,
+             remote_ip: str | None, error: str | None, details: bytes | None, created: float) -> int:
+        """Queue one request's log: the queue's length with it, 0 when the queue was full (it is dropped and
+        counted in ``dropped``). ``url`` (path and query as received), ``method``, ``referer`` and
+        ``user_agent`` are cut as PocketBase cuts them; ``error`` is None for a success, else the failure's
+        message with ``details`` its JSON (None: null); None ``auth_id``/``user_ip``/``remote_ip`` are left out;
+        ``created`` is a Unix time."""
+    def drain(self) -> list[tuple[Any, int, int, bytes, bytes]]:
+        """Everything queued, taken off and formatted: per tenant key (by identity, in order of its first
+        log) ``(tenant, max_days of its last log, rows, blob, packed)``: ``blob`` holds each row's ``created``
+        (24 bytes), ``message`` and ``data`` back to back; ``packed`` one native-endian 64-bit integer per row:
+        its start in ``blob`` (bits 0-31), its message's length in bytes (bits 32-47), its level + 128 (bits
+        48-55); a row's data ends where the next row starts."""
+    @property
+    def dropped(self) -> int: ...
     def __len__(self) -> int: ...
 
 @final

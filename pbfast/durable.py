@@ -12,15 +12,59 @@ Blocking: call from a worker thread where an event loop is running.
 from __future__ import annotations
 
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = ["fsync_directory", "fsync_file", "fsync_together", "temporary_name", "write_atomically"]
 
-# fsyncs of directories issued beside a caller's own (fsync_together); they only wait on the disk
-_SYNC_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
+SYNC_THREADS = 4  # that fsync directories beside a caller's own fsync (fsync_together); they only wait on the disk
+
+
+class _DirectorySyncs:
+    """Threads that fsync the directories handed to them, each job answered through its own lock: a hand-over
+    costs a queue put and a lock, not a ThreadPoolExecutor's future and condition (an upload makes two).
+    Started on first use in each process (a forked child starts its own)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Path, threading.Lock, list[OSError]]] = queue.SimpleQueue()
+        self._started_in = 0
+        self._start_lock = threading.Lock()
+
+    def submit(self, directory: Path, failures: list[OSError]) -> threading.Lock:
+        """Queue an fsync of ``directory``; the lock returned is released once it is done (its error, if
+        any, appended to ``failures``)."""
+        if self._started_in != os.getpid():
+            self._start()
+        done = threading.Lock()
+        done.acquire()
+        self._jobs.put((directory, done, failures))
+        return done
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._started_in == os.getpid():
+                return
+            self._jobs = queue.SimpleQueue()
+            for index in range(SYNC_THREADS):
+                threading.Thread(target=self._run, args=(self._jobs,), name=f"fsync-{index}", daemon=True).start()
+            self._started_in = os.getpid()
+
+    @staticmethod
+    def _run(jobs: queue.SimpleQueue[tuple[Path, threading.Lock, list[OSError]]]) -> None:
+        while True:
+            directory, done, failures = jobs.get()
+            try:
+                fsync_directory(directory)
+            except OSError as err:
+                failures.append(err)
+            finally:
+                done.release()
+
+
+_SYNCS = _DirectorySyncs()
 
 
 def fsync_directory(directory: Path) -> None:
@@ -41,17 +85,16 @@ def fsync_file(path: Path) -> None:
 def fsync_together(fd: int, directories: Sequence[Path]) -> None:
     """Make the open file ``fd`` and the entries of ``directories`` durable, the fsyncs issued at once (each
     change they cover must be made before the call). Raises the first :class:`OSError` once all are done."""
-    pending = [_SYNC_THREADS.submit(fsync_directory, directory) for directory in dict.fromkeys(directories)]
+    failures: list[OSError] = []
+    pending = [_SYNCS.submit(directory, failures) for directory in dict.fromkeys(directories)]
     failure: OSError | None = None
     try:
         os.fsync(fd)
     except OSError as err:
         failure = err
-    for future in pending:
-        try:
-            future.result()
-        except OSError as err:
-            failure = failure or err
+    for done in pending:
+        done.acquire()
+    failure = failure or (failures[0] if failures else None)
     if failure is not None:
         raise failure
 

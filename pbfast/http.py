@@ -528,6 +528,20 @@ class HeldResponse:
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status, self._send = status, ("response_empty", (status, headers))
 
+    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
+        self.status, self._send = status, ("response_file", (status, headers, file))
+
+    def error_message(self) -> str | None:
+        """The ``message`` of a held PocketBase-shaped error answer (None: not one)."""
+        if self._send is None or self._send[0] != "response_bytes" or (self.status or 0) < 400:
+            return None
+        try:
+            answer = orjson.loads(self._send[1][2])
+        except orjson.JSONDecodeError:
+            return None
+        message = answer.get("message") if isinstance(answer, dict) else None
+        return message if isinstance(message, str) else None
+
     def replay(self, proto: HTTPProtocol) -> None:
         """Send the held response on ``proto`` (a 500 if none was written)."""
         if self._send is None:

@@ -384,3 +384,33 @@ def test_an_unreadable_schedule_file_is_moved_aside_and_a_new_one_started(tmp_pa
     again = BackupSchedule(path)  # the new file is the one read next time
     assert again.entries["alpha"].cron == "0 3 * * *"
     again.close()
+
+
+def test_a_tenant_dropped_without_a_release_and_placed_back_gets_its_schedule_back(tmp_path: Path) -> None:
+    """Dropped (no longer assigned, no release: its local copy stays) when its backup was due, the tenant's entry
+    is forgotten; placed back and never opened, its schedule is read again from beside its backups."""
+    objects = tmp_path / "objects"
+
+    async def scenario() -> None:
+        location = backup_location("unused", None, objects)
+        async with running_node(tmp_path / "a", ("alpha",), objects) as node:
+            schedule = BackupSchedule(tmp_path / "a" / SCHEDULE_FILE)
+            cron = BackupCron(schedule, node.app.api.backups, node.app.pool, ScheduleHints(location))
+            await node.ok("alpha", "PATCH", "/api/settings", json={"backups": {"cron": "0 3 * * *"}})
+            due = minute(schedule, "alpha")
+            node.app.apply_assignments({}, [])  # placed elsewhere: dropped here, its copy kept
+            await until(lambda: "alpha" not in node.app.tenants)
+            skipped = await cron.tick(due)
+            assert [(run.tenant_id, run.skipped) for run in skipped] == [("alpha", "not assigned to this node")]
+            assert schedule.entries == {}
+            assert (tmp_path / "a" / "tenants" / "alpha").exists()
+
+            node.app.apply_assignments({"alpha": {"epoch": 2, "incarnation": "inc-1"}}, [])  # and back
+            assert await cron.tick(due + timedelta(minutes=1)) == []  # learned, without opening it
+            assert "alpha" not in node.app.tenants
+            assert minute(schedule, "alpha") == due + timedelta(days=1)
+            runs = await cron.tick(due + timedelta(days=1))
+            assert [(run.tenant_id, run.backup and run.backup.error) for run in runs] == [("alpha", None)]
+            schedule.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))

@@ -23,11 +23,11 @@ import apsw
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis import backups as backups_api
-from pbfast.pocketbase.apis import (batch, collections, collections_meta, file, health, logs, realtime, record_auth,
+from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons, file, health, logs, realtime, record_auth,
                                     record_auth_email_change, record_auth_impersonate, record_auth_methods,
                                     record_auth_otp, record_auth_password_reset, record_auth_verification,
                                     record_auth_with_oauth2, record_auth_with_oauth2_redirect, records, settings,
-                                    settings_apple, settings_test_email, settings_test_s3)
+                                    settings_apple, settings_test_email, settings_test_s3, sql_console)
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
@@ -162,6 +162,11 @@ class TenantApi:
         add("GET", "/api/backups/{key}", self.backups.download)
         add("DELETE", "/api/backups/{key}", self.backups.delete)
         add("POST", "/api/backups/{key}/restore", self.backups.restore)
+        # PocketBase's built-in cron jobs, listed and run on demand
+        self.crons = crons.Crons(self.request_logs, self.backups)
+        add("GET", "/api/crons", self.crons.list)
+        add("POST", "/api/crons/{id}", self.crons.run)
+        add("POST", "/api/sql", sql_console.run_sql)
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
                      run: Runner | None = None, time_limit: float | None = None) -> None:
@@ -234,8 +239,10 @@ class TenantApi:
             work()
         else:
             await run(work)
-        if request.file_send is not None and held.status is None:
-            await request.file_send.send(held)  # read from the store on a worker thread, not in the tenant's turn
+        if request.after_turn is not None and held.status is None:
+            await request.after_turn.send(held)  # e.g. a file read from the store: not in the tenant's turn
+            if entry is not None and held.status is not None and held.status != entry[5]:
+                entry = logs.with_final_status(entry, held.status, held.error_message())
         held.replay(proto)
         if entry is not None:
             self.request_logs.add(entry)

@@ -3,37 +3,35 @@ tenant's ``data.db`` (``id``, ``level`` 0 for a success and 8 for an error, ``me
 ``data`` the JSON of PocketBase's request attributes, ``created``), honouring the tenant's ``logs``
 settings (``maxDays`` 0: nothing is logged; ``minLevel``; ``logIP``; ``logAuthId``).
 
-Off the request path: a request only appends its :class:`LogEntry` to the process's :class:`RequestLogs`
-queue (bounded: when it is full the entry is dropped and counted, a request never waits); one writer thread
-per process inserts them in batches, one transaction per tenant, every second or every ``batch`` entries,
-and deletes rows older than ``maxDays`` (at most every six hours per tenant, as PocketBase's cron does, and
-when the settings change). ``auxiliary.db`` is not replicated: like PocketBase, pbfast treats logs as
-disposable (a tenant moved to another node starts with empty logs there; see docs/logs-backups.md).
+Off the request path: a request only pushes its fields (a :data:`LogEntry`) onto the process's native queue
+(:class:`pbfast._native.RequestLogQueue`: a few string copies, no Python object kept; bounded: when it is full the
+entry is dropped and counted, a request never waits); one writer thread per process takes the queue whole, has
+the rows formatted natively with the GIL released (``message``, the ``data`` JSON as Go writes it, ``created``),
+and inserts them in batches, one transaction per tenant, every second or every ``batch`` entries, and deletes
+rows older than ``maxDays`` (at most every six hours per tenant, as PocketBase's cron does, and when the settings
+change). ``auxiliary.db`` is not replicated: like PocketBase, pbfast treats logs as disposable (a tenant moved to
+another node starts with empty logs there; see docs/logs-backups.md).
 
-Thread-safety: :meth:`RequestLogs.add` from any thread (a deque append); the rest on the writer thread or
-under its lock.
+Thread-safety: :meth:`RequestLogs.add` from any thread (the native queue has its own lock); the rest on the
+writer thread or under its lock.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
-import operator
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import apsw
-import orjson
 
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings
-from pbfast.pocketbase.gocompat import go_json_default
 from pbfast.pocketbase.collections.system import AUXILIARY_DDL
+from pbfast.primitives import RequestLogQueue
 
 if TYPE_CHECKING:
     from pbfast.pocketbase.tenant import Tenant
@@ -61,32 +59,26 @@ MAX_KEPT_CONNECTIONS: Final = 16
 KEPT_CONNECTION_CACHE_KIB: Final = 256
 _BUSY_TIMEOUT_MS: Final = 5000
 WAL_CHECKPOINT_PAGES: Final = 4000
-# A batch is inserted by a few statements of many rows each (``VALUES`` of 256, 64, 16, 4 or 1 rows, each
-# prepared once per connection), the rows' fields bound from one flat list: the writer runs no Python per row
-# beyond flattening, and SQLite none beyond the insert (the JSON array an earlier design passed cost as much to
-# take apart, ~2 µs a row, as the insert with its indexes).
+# A tenant's batch is inserted by one statement: the rows come formatted in two buffers (see
+# RequestLogQueue.drain: a blob of each row's created, message and data, and one packed integer per row with its
+# start, message length and level), which SQLite reads through ``carray`` and ``substr``, so that the writer binds
+# five values per batch instead of four Python objects per row, and gives the GIL back for the whole insert.
+# (A JSON array of the rows cost SQLite ~2 µs a row to take apart; these are a few arithmetic operations.)
 # Ids are PocketBase's ``[a-z0-9]{15}``, but ordered in time: the batch's millisecond in base 36 (9 characters,
 # strictly increasing per process), then a counter in 6 hex digits from a random start (unique in the batch; two
 # processes' batches in the same millisecond rarely meet, and a row that would repeat an id is skipped). Random
 # ids cost twice as much to insert (the primary key index grows at random places); these are appended.
 _B36: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
 _COUNTER_SPAN: Final = 16**6
-_ROW_FIELDS: Final = 4  # level, message, data (JSON text as bytes), created
-_CHUNKS: Final = (256, 64, 16, 4, 1)
-
-
-def _insert_statement(rows: int) -> str:
-    values = ",".join(["(?,?,?,?)"] * rows)
-    ids, start = rows * _ROW_FIELDS + 1, rows * _ROW_FIELDS + 2
-    return (f"WITH batch(level, message, data, created) AS (VALUES {values}) "
-            "INSERT OR IGNORE INTO _logs (id, level, message, data, created) "
-            f"SELECT ?{ids} || printf('%06x', ?{start} + row_number() OVER ()), level, message, "
-            "CAST(data AS TEXT), created FROM batch")
-
-
-_INSERTS: Final = {rows: _insert_statement(rows) for rows in _CHUNKS}
-_ROW: Final = operator.attrgetter("row")
-_DIRECTORY: Final = operator.attrgetter("directory")
+_INSERT: Final = (
+    "WITH batch(start, message_length, level, stop) AS ("
+    " SELECT value & 4294967295, (value >> 32) & 65535, ((value >> 48) & 255) - 128,"
+    " lead(value & 4294967295, 1, ?3) OVER () FROM carray(?1)) "
+    "INSERT OR IGNORE INTO _logs (id, level, message, data, created) "
+    "SELECT ?4 || printf('%06x', ?5 + row_number() OVER ()), level,"
+    " CAST(substr(?2, start + 25, message_length) AS TEXT),"
+    " CAST(substr(?2, start + 25 + message_length, stop - start - 24 - message_length) AS TEXT),"
+    " CAST(substr(?2, start + 1, 24) AS TEXT) FROM batch")
 
 
 def _base36(number: int, width: int) -> str:
@@ -97,23 +89,13 @@ def _base36(number: int, width: int) -> str:
     return "".join(reversed(digits))
 
 
-@dataclass(slots=True)
-class LogEntry:
-    """One request's log as the writer takes it: the row's fields ``(level, message, data, created)``, made
-    on the request's thread (``data`` the JSON text, ``created`` PocketBase's datetime text), so that the writer
-    thread runs almost no Python (see :data:`_INSERTS`)."""
-
-    directory: Path  # the tenant's directory: its auxiliary.db
-    row: tuple[int, str, bytes, str]
-    max_days: int  # the tenant's retention when it was logged
-
-    @staticmethod
-    def of(directory: Path, level: int, message: str, data: dict[str, Any], created: float,
-           max_days: int) -> LogEntry:
-        # go_json_default: error data may carry Go-typed numbers (a field's limits), as the answers do
-        return LogEntry(directory, (level, message, orjson.dumps(data, option=orjson.OPT_SORT_KEYS,
-                                                                 default=go_json_default), format_created(created)),
-                        max_days)
+# One request's log, as :meth:`pbfast._native.RequestLogQueue.push` takes it: (the tenant's directory, its
+# ``maxDays``, level, method, url (path and ``?query``, percent-encoded), status, execTime in ms, referer,
+# userAgent, auth (the auth collection's name or ""), authId, userIP, remoteIP (None: not logged), error (a failed
+# request's message; None for a success), details (its JSON, None: null), created (Unix time)). A plain tuple:
+# made on the request's thread, where a class instance cost more than the rest of the log.
+LogEntry: TypeAlias = tuple[Path, int, int, str, str, int, float, str, str, str, str | None, str | None, str | None,
+                            str | None, bytes | None, float]
 
 
 # The text of the current second, kept, and the milliseconds' texts: formatting a time (even ``:03d``) cost more
@@ -182,6 +164,18 @@ def cached_settings(tenant: Tenant) -> app_settings.Settings:
     return settings
 
 
+@dataclass
+class _Batch:
+    """A tenant's rows taken from the queue: its last ``maxDays`` and the parts RequestLogQueue.drain made
+    (``(rows, blob, packed)``; more than one only when two Path objects named the tenant's directory)."""
+
+    max_days: int
+    parts: list[tuple[int, bytes, bytes]]
+
+    def rows(self) -> int:
+        return sum(part[0] for part in self.parts)
+
+
 class RequestLogs:
     """The process's queue of request logs and the thread writing them (started with the first entry)."""
 
@@ -189,10 +183,9 @@ class RequestLogs:
         self.capacity = capacity
         self.batch = batch
         self.interval = interval
-        self.dropped = 0  # entries refused because the queue was full
         self.written = 0
-        self.failed = 0  # entries lost to a write that failed
-        self._queue: collections.deque[LogEntry] = collections.deque()
+        self.failed = 0  # entries lost to a write that failed (or that could not be queued)
+        self._queue = RequestLogQueue(capacity)
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one writer at a time (the thread, or a flush before a read)
         self._thread: threading.Thread | None = None
@@ -204,16 +197,22 @@ class RequestLogs:
         self._pruned: dict[Path, float] = {}  # tenant directory -> monotonic time of its last prune
         app_settings.on_saved(self._settings_saved)
 
+    @property
+    def dropped(self) -> int:
+        """Entries refused because the queue was full (the newest are dropped: what is queued stays)."""
+        return self._queue.dropped
+
     def add(self, entry: LogEntry) -> None:
         """Queue one entry; never blocks (a full queue drops it)."""
-        queue = self._queue
-        if len(queue) >= self.capacity:
-            self.dropped += 1
+        try:
+            queued = self._queue.push(*entry)
+        except (TypeError, ValueError) as err:  # a field of an unexpected type: the request stands, its log goes
+            self.failed += 1
+            log.warning("request log not queued: %s", err)
             return
-        queue.append(entry)
         if self._thread is None:
             self._start()
-        elif len(queue) == self.batch:  # once per batch, not on every entry while the writer catches up
+        elif queued == self.batch:  # once per batch, not on every entry while the writer catches up
             self._wake.set()
 
     def follow_open_tenants(self, is_open: Callable[[Path], bool], max_open: int | None = None) -> None:
@@ -267,19 +266,23 @@ class RequestLogs:
             except Exception:  # noqa: BLE001 - the writer must go on
                 log.exception("writing request logs failed")
 
-    def _drain(self) -> list[LogEntry]:
-        queue = self._queue
-        return [queue.popleft() for _ in range(len(queue))]  # only this thread takes from the queue
+    def _drain(self) -> dict[Path, _Batch]:
+        """What is queued, formatted: per tenant directory, its batch."""
+        by_tenant: dict[Path, _Batch] = {}
+        for directory, max_days, rows, blob, packed in self._queue.drain():  # grouped by the directory object
+            known = by_tenant.get(directory)
+            batch = _Batch(max_days, [(rows, blob, packed)])
+            if known is not None:  # an equal directory of another Path object
+                batch.parts[:0] = known.parts
+            by_tenant[directory] = batch
+        return by_tenant
 
-    def _write(self, entries: list[LogEntry]) -> None:
-        by_tenant: dict[Path, list[LogEntry]] = {}
-        for directory, run in itertools.groupby(entries, _DIRECTORY):  # runs of one tenant: C, not per row
-            by_tenant.setdefault(directory, []).extend(run)
-        for directory, items in by_tenant.items():
+    def _write(self, by_tenant: dict[Path, _Batch]) -> None:
+        for directory, batch in by_tenant.items():
             try:
-                self._write_tenant(directory, items)
+                self._write_tenant(directory, batch)
             except apsw.Error as err:
-                self.failed += len(items)
+                self.failed += batch.rows()
                 log.warning("request logs of %s not written: %s", directory.name, err)
 
     def _connection(self, directory: Path) -> apsw.Connection | None:
@@ -322,27 +325,24 @@ class RequestLogs:
             conn.close()
         self._connections.clear()
 
-    def _write_tenant(self, directory: Path, items: list[LogEntry]) -> None:
+    def _write_tenant(self, directory: Path, batch: _Batch) -> None:
         conn = self._connection(directory)
         if conn is None:  # the tenant's data is gone from here (moved, deleted)
             return
         try:
-            fields = list(itertools.chain.from_iterable(map(_ROW, items)))
             millisecond = self._last_millisecond = max(time.time_ns() // 1_000_000, self._last_millisecond + 1)
             ids = _base36(millisecond, 9)
-            start = secrets.randbelow(_COUNTER_SPAN - len(items))  # + row_number() (from 1) stays below the span
-            changes = done = 0
+            start = secrets.randbelow(_COUNTER_SPAN - batch.rows())  # + row_number() (from 1) stays below the span
+            changes = 0
             # BEGIN/COMMIT as statements, not ``with conn``: apsw holds the GIL through a context manager's commit
             # (measured: the event loop stopped for the whole commit, and the WAL checkpoint runs in it).
             conn.execute("BEGIN")
             try:
-                for rows in _CHUNKS:
-                    width = rows * _ROW_FIELDS
-                    while len(items) - done >= rows:
-                        at = done * _ROW_FIELDS
-                        conn.execute(_INSERTS[rows], [*fields[at:at + width], ids, start + done])
-                        changes += conn.changes()
-                        done += rows
+                for rows, blob, packed in batch.parts:
+                    conn.execute(_INSERT, (apsw.carray(packed, flags=apsw.SQLITE_CARRAY_INT64), blob, len(blob),
+                                           ids, start))
+                    changes += conn.changes()
+                    start += rows
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -353,7 +353,7 @@ class RequestLogs:
             last = self._pruned.get(directory)
             if last is None or now - last >= PRUNE_EVERY_SECONDS:
                 self._pruned[directory] = now
-                _delete_old(conn, items[-1].max_days, None)
+                _delete_old(conn, batch.max_days, None)
         except apsw.Error:
             self._connections.pop(directory, None)
             conn.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import sqlite3
 import threading
@@ -40,7 +41,7 @@ from typing import Final
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings
-from pbfast.pocketbase.apis.backups import Backups, ScheduledBackup
+from pbfast.pocketbase.apis.backups import BACKUP_THREADS, Backups, ScheduledBackup, ScheduledPlan, alert_superusers
 from pbfast.pocketbase.backup_store import StoreError
 from pbfast.pocketbase.cron import CronError, parse_cron
 from pbfast.pocketbase.tenant import Tenant
@@ -56,6 +57,7 @@ log = component_logger("BackupCron")
 
 SCHEDULE_FILE: Final = "backup-schedule.db"
 HINT_READS_PER_TICK: Final = 200  # object store reads for tenants newly placed here, per minute
+MAX_FORGOTTEN: Final = 10_000  # tenants remembered as "schedule forgotten, local copy kept" (oldest go first)
 REREADS_AT_ONCE: Final = 64  # open tenants whose settings are read again concurrently
 
 
@@ -203,6 +205,10 @@ class BackupCron:
         self.slots: Slots = pool.slots
         self.hints = hints  # the schedules kept beside the tenants' backups, for the nodes they move to
         self._looked_up: dict[str, int] = {}  # tenant -> the epoch of its placement whose hint was read
+        # Tenants whose entry was forgotten here because they were no longer assigned, while their local copy
+        # may stay (dropped without a release): placed back, their schedule is read from the hint again, as
+        # their copy no longer says that the node learned it (insertion order: the oldest are let go first).
+        self._forgotten: dict[str, None] = {}
         # Settings saved by this process's API are learned at once; the open and the close of a tenant are
         # told by the pool (on the tenant's database thread).
         reference = weakref.ref(self)
@@ -252,7 +258,7 @@ class BackupCron:
 
     async def _look_up_placements(self, now: datetime) -> None:
         """Learn the schedules of tenants placed here that the node has not seen (no local copy, no entry: moved
-        here, or restored onto a new disk) from what their previous node kept beside their backups: one read
+        here, or restored onto a new disk; or placed back after their entry was forgotten here) from what their previous node kept beside their backups: one read
         per placement, a bounded number per tick (a new node may get thousands at once)."""
         if self.hints is None or not self._lease_valid():
             return
@@ -264,7 +270,8 @@ class BackupCron:
                   if slot.assignment is not None and self._looked_up.get(tenant_id) != slot.assignment.epoch]
         looked_up = 0
         for tenant_id, epoch, incarnation in placed:
-            if tenant_id in entries or self.pool.copies.directory(tenant_id).exists():
+            if tenant_id in entries or (tenant_id not in self._forgotten
+                                        and self.pool.copies.directory(tenant_id).exists()):
                 self._looked_up[tenant_id] = epoch  # learned from its settings when it was opened here
                 continue
             if looked_up >= HINT_READS_PER_TICK:
@@ -277,6 +284,7 @@ class BackupCron:
                             tenant_id, err)
                 continue
             self._looked_up[tenant_id] = epoch
+            self._forgotten.pop(tenant_id, None)
             if cron and self.schedule.learn(tenant_id, cron, now):
                 log.info("tenant %s: backup schedule %r learned from its previous node", tenant_id, cron)
 
@@ -315,6 +323,9 @@ class BackupCron:
             return None  # stays due: run once the lease is back (or forgotten once it is known elsewhere)
         if not ours:
             self.schedule.forget(tenant_id)
+            self._forgotten[tenant_id] = None
+            if len(self._forgotten) > MAX_FORGOTTEN:
+                self._forgotten.pop(next(iter(self._forgotten)), None)
             log.info("tenant %s: not assigned here any more; its backup schedule is left to its node", tenant_id)
             return ScheduledRun(tenant_id, skipped="not assigned to this node")
         expected = self.schedule.get(tenant_id)
@@ -322,13 +333,23 @@ class BackupCron:
         slot = self.slots.get(tenant_id)
         assignment = slot.assignment if slot is not None else None
 
-        def still_ours() -> bool:  # asked on the database thread: reads of the loop's state, no change
+        def still_ours() -> bool:  # asked on the backup's thread: reads of the loop's state, no change
             return self._ours(tenant_id) is True and (slot is None or slot.assignment == assignment)
 
         try:
             async with self.pool.using(tenant_id) as tenant:
-                outcome = await self.db.run(tenant.id, lambda: self._backup(tenant, now, expected, still_ours),
-                                            bounded=False)
+                plan = await self.db.run(tenant.id, lambda: self._plan(tenant, now, expected), bounded=False)
+                if isinstance(plan, str):
+                    outcome: ScheduledBackup | str = plan
+                else:  # made and uploaded off the tenant's turn: its requests go on meanwhile
+                    outcome = await asyncio.get_running_loop().run_in_executor(
+                        BACKUP_THREADS, self.backups.make_scheduled, tenant, plan, still_ours)
+                    failure = outcome.failure
+                    if failure is not None:  # PocketBase's "Autobackup failure" mail (reads the superusers)
+                        settings = plan.settings
+                        alerted = await self.db.run(tenant.id, lambda: alert_superusers(tenant, settings, failure),
+                                                    bounded=False)
+                        outcome = dataclasses.replace(outcome, alerted=alerted)
         except ApiError as err:  # not served here after all (moved meanwhile, fenced, restoring)
             log.warning("tenant %s: scheduled backup not made: %s", tenant_id, err.message)
             return ScheduledRun(tenant_id, skipped=err.message)
@@ -344,14 +365,13 @@ class BackupCron:
                      f", {len(outcome.pruned)} old ones deleted" if outcome.pruned else "")
         return ScheduledRun(tenant_id, backup=outcome)
 
-    def _backup(self, tenant: Tenant, now: datetime, expected: ScheduleEntry | None,
-                still_ours: Callable[[], bool]) -> ScheduledBackup | str:
-        """On the tenant's database thread: the backup, unless its settings no longer ask for this one."""
+    def _plan(self, tenant: Tenant, now: datetime, expected: ScheduleEntry | None) -> ScheduledPlan | str:
+        """On the tenant's database thread: the backup to make, unless its settings no longer ask for this one."""
         settings = app_settings.load_settings(tenant.conn)
         if expected is None or settings.backups.cron != expected.cron:
             self.learn_settings(tenant, settings)
             return "its settings changed the schedule"
-        return self.backups.create_scheduled(tenant, now, still_ours)
+        return self.backups.plan_scheduled(tenant, now)
 
 
 def _learn_saved(reference: Callable[[], BackupCron | None], tenant: Tenant, saved: app_settings.Settings) -> None:

@@ -158,10 +158,13 @@ class TenantPool:
         self.metrics.opened("new" if created else source)
         if created:
             log.info("created the database of tenant %s", tenant_id)
-            superuser, slot.first_superuser = slot.first_superuser, None
-            if superuser is not None:
-                upsert_superuser(tenant, superuser.email, superuser.password_hash)
-                self.superusers_applied.add(tenant_id)
+        # A first superuser still pending is applied before the tenant answers anything, on every open: an
+        # earlier open that created the database and then failed (fenced meanwhile, say) left it pending,
+        # and the tenant must not answer a login without it until the next heartbeat applies it.
+        superuser, slot.first_superuser = slot.first_superuser, None
+        if superuser is not None:
+            upsert_superuser(tenant, superuser.email, superuser.password_hash, overwrite=created)
+            self.superusers_applied.add(tenant_id)
         try:
             if self.replicator is not None:
                 try:

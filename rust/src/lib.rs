@@ -4,12 +4,14 @@
 //! frozen, thread-safe `#[pyclass]` wrapper. This file only registers them.
 
 pub mod breaker;
+pub mod find_bytes;
 pub mod gateway;
 pub mod jwt;
 pub mod listen;
 pub mod node_shm;
 pub mod quota;
 pub mod rate_limit;
+pub mod request_log;
 pub mod routing;
 pub mod stream_holder;
 pub mod tenant_cache;
@@ -29,11 +31,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InvalidTenantId", py.get_type::<routing::InvalidTenantId>())?;
     m.add_function(wrap_pyfunction!(routing::py_is_valid_tenant_id, m)?)?;
     m.add_class::<routing::RoutingTable>()?;
+    m.add_function(wrap_pyfunction!(find_bytes::py_find_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_hs256_sign, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_hs256_verify, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_jwt_segments, m)?)?;
     m.add_class::<quota::QuotaCounters>()?;
     m.add_class::<rate_limit::RateLimiter>()?;
+    m.add_class::<request_log::RequestLogQueue>()?;
     m.add_class::<tenant_cache::TenantCache>()?;
     m.add_class::<breaker::CircuitBreakers>()?;
     m.add_class::<gateway::GatewayServer>()?;

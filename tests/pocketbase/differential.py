@@ -5,7 +5,8 @@ sequence (mapped to ``<new-N>`` in order of appearance), the names PocketBase ga
 sequence (``name_<10 random>.ext``, mapped to ``<file-N>``; steps may use both kinds of placeholder, in raw
 bodies too), and timestamps written during the sequence
 (``created``/``updated`` of records and collections saved by a step: any date between the start of the run
-and a minute from now), and the random ``_clone_xxxx`` ids of the fields a view collection copies.
+and a minute from now), the random ``_clone_xxxx`` ids of the fields a view collection copies, and the random
+name of the throwaway view a view query's dry run reads through.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _CLONE_FIELD_ID = re.compile(r"^_clone_[A-Za-z0-9]{4}$")
 # A stored upload's name: the sanitised original name, "_", 10 random lowercase letters or digits, the extension
 # (the fixture's own files have upper-case letters in their random part, so they never match).
 _UPLOADED_FILE_NAME = re.compile(r"^[a-z0-9_]*_[a-z0-9]{10}(\.[A-Za-z0-9]+)*$")
+# The throwaway view a view query's dry run reads through ("temp_view_" + 5 random), named in its messages.
+_TEMP_VIEW = re.compile(r"\btemp_view_[A-Za-z0-9]{5}\b")
 # An uploaded file's name quoted in a validation message.
 _QUOTED_UPLOAD = re.compile(r'"[a-z0-9_]*_[a-z0-9]{10}(\.[A-Za-z0-9]+)*"')
 
@@ -119,13 +122,14 @@ class Runner:
                 elif k == "id" and isinstance(v, str) and _CLONE_FIELD_ID.match(v):
                     out[k] = "_clone_<random>"
                 elif k == "message" and isinstance(v, str):
-                    out[k] = _QUOTED_UPLOAD.sub('"<uploaded file>"', v)
+                    out[k] = _TEMP_VIEW.sub("temp_view_<random>", _QUOTED_UPLOAD.sub('"<uploaded file>"', v))
                 else:
                     out[k] = self._normalise(v, k)
             return out
         if isinstance(value, list):
             return [self._normalise(v, key) for v in value]
         if isinstance(value, str):
+            value = _TEMP_VIEW.sub("temp_view_<random>", value)
             if _JWT.match(value):
                 return "<token>"
             if _DATE.match(value) and self.started <= value <= _moments_from_now(60):

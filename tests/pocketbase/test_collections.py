@@ -546,7 +546,7 @@ def test_view_collection_fields(tenant: apsw.Connection) -> None:
         {"name": "title", "type": "text", "required": True}, {"name": "n", "type": "number"},
         {"name": "owner", "type": "relation", "collectionId": "_pb_users_auth_"}]})
     view = pbc.create_collection(tenant, {"name": "stats", "type": "view", "viewQuery":
-                                             "SELECT id, title AS t, owner, count(*) AS c, n * 2 AS d FROM posts GROUP BY id"})
+                                             "SELECT id, title AS t, owner, count(*) AS c, (n * 2) AS d FROM posts GROUP BY id"})
     by_name = {f.name: f.to_json() for f in view.fields}
     assert by_name["id"]["id"] == "text3208210256" and by_name["id"]["autogeneratePattern"] == ""
     assert by_name["t"]["type"] == "text" and by_name["t"]["required"] and by_name["t"]["id"].startswith("_clone_")
@@ -557,6 +557,9 @@ def test_view_collection_fields(tenant: apsw.Connection) -> None:
     assert tenant.execute("SELECT type FROM sqlite_master WHERE name = 'stats'").fetchone()[0] == "view"
     assert _errors(tenant, {"name": "bad", "type": "view", "viewQuery": "select title from posts"})[
         "viewQuery"]["code"] == "validation_invalid_view_query"
+    # a select list PocketBase cannot read (an expression with spaces, not in parentheses) is refused as there
+    assert _errors(tenant, {"name": "bad", "type": "view", "viewQuery": "SELECT id, n * 2 AS d FROM posts"})[
+        "viewQuery"]["message"] == "Invalid query - invalid identifier parts [n * 2 AS d]."
     with pytest.raises(CollectionValidationError):
         pbc.truncate_collection(tenant, view)
     pbc.delete_collection(tenant, view)

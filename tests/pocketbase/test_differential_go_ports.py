@@ -6,6 +6,7 @@ of servers (stock PocketBase 0.40.6 and a pbfast tenant on copies of the fixture
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 import httpx
@@ -18,11 +19,13 @@ from differential import Step, compare
 from pbharness import Backend
 from scenarios_admin_api import ADMIN_API_SCENARIOS, APPLE, APPLE_TEST_KEY
 from scenarios_auth_api import AUTH_API_SCENARIOS, RATE_LIMIT_SCENARIOS
+from scenarios_remaining_ports import REMAINING_SCENARIOS
 from test_differential import fixture_ids
 
 # In this order on the same servers: the admin scenarios leave the auth records alone, the auth scenarios
 # end by changing test@example.com's email (its tokens void), the rate limits stay on.
-SCENARIOS: dict[str, list[Step]] = {**ADMIN_API_SCENARIOS, **AUTH_API_SCENARIOS, **RATE_LIMIT_SCENARIOS}
+SCENARIOS: dict[str, list[Step]] = {**ADMIN_API_SCENARIOS, **REMAINING_SCENARIOS, **AUTH_API_SCENARIOS,
+                                    **RATE_LIMIT_SCENARIOS}
 
 
 def test_ported_scenarios_answer_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend,
@@ -36,6 +39,22 @@ def test_ported_scenarios_answer_as_pocketbase(stock_pocketbase: Backend, pbfast
             differences += [f"[{scenario}] {line}" for line in found]
     assert not differences, "\n".join(differences)
     _check_apple_client_secret(pbfast_fixture_tenant)
+    _check_backup_job_on_demand(pbfast_fixture_tenant)
+
+
+def _check_backup_job_on_demand(backend: Backend) -> None:
+    """``POST /api/crons/__pbAutoBackup__`` answers at once; the ``@auto_pb_backup_`` zip follows."""
+    su = {"Authorization": backend.superuser_token}
+    saved = httpx.patch(f"{backend.url}/api/settings", json={"backups": {"cron": "0 3 * * *", "cronMaxKeep": 2}},
+                        headers=su, timeout=30)
+    assert saved.status_code == 200, saved.text
+    assert httpx.post(f"{backend.url}/api/crons/__pbAutoBackup__", headers=su, timeout=30).status_code == 204
+    deadline = time.monotonic() + 30
+    keys: list[str] = []
+    while not any(key.startswith("@auto_pb_backup_") for key in keys):
+        assert time.monotonic() < deadline, keys
+        time.sleep(0.2)
+        keys = [item["key"] for item in httpx.get(f"{backend.url}/api/backups", headers=su, timeout=30).json()]
 
 
 def _b64decode(part: str) -> bytes:

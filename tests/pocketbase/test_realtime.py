@@ -18,6 +18,7 @@ import pytest
 from pocketbase import PocketBase
 from pocketbase.services.realtime_service import MessageData
 
+from fixture_data import USER1, USER2
 from pbharness import ADMIN_TOKEN, Backend, copy_fixture, create_tenant, start_all_in_one
 from sseclient import RawRealtimeClient
 
@@ -193,14 +194,30 @@ def _post_answers(backend: Backend, client_id: str) -> list[tuple[int, object]]:
     return answers
 
 
+def _auth_transition_answers(backend: Backend, client_id: str) -> list[tuple[int, object]]:
+    """realtime_test.go's auth cases of a live client: guest -> a user, the same user again, another user,
+    a guest; then its 1,000 subscriptions (the limit) replacing the old ones."""
+    answers = []
+    for headers in ({}, USER1, USER1, USER2, {}):
+        response = httpx.post(f"{backend.url}/api/realtime", headers=headers, timeout=30,
+                              json={"clientId": client_id, "subscriptions": ["test1", "test2"]})
+        answers.append((response.status_code, response.json() if response.content else None))
+    response = httpx.post(f"{backend.url}/api/realtime", headers=USER1, timeout=30,
+                          json={"clientId": client_id, "subscriptions": [str(n) for n in range(1000)]})
+    answers.append((response.status_code, response.json() if response.content else None))
+    return answers
+
+
 def test_subscription_answers_match_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
     answers = {}
     for backend in (stock_pocketbase, pbfast_fixture_tenant):
-        client = RawRealtimeClient(backend.url).connect()
+        client, other = RawRealtimeClient(backend.url).connect(), RawRealtimeClient(backend.url).connect()
         try:
-            answers[backend.name] = _post_answers(backend, client.client_id)
+            answers[backend.name] = (_post_answers(backend, client.client_id)
+                                     + _auth_transition_answers(backend, other.client_id))
         finally:
             client.close()
+            other.close()
     assert answers["pbfast"] == answers["pocketbase"]
 
 

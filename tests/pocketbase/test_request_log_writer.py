@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import unquote
 from pathlib import Path
 
 import apsw
@@ -32,9 +33,10 @@ def _rows(directory: Path) -> list[tuple[str, int, str, str, str, str]]:
 
 
 def _entry(directory: Path, number: int) -> LogEntry:
-    level = ERROR_LEVEL if number % 7 == 0 else INFO_LEVEL
-    data = {"url": f"/api/x/{number}", "status": 400 if level else 200, "type": "request", "details": {"b": 1, "a": 2}}
-    return LogEntry.of(directory, level, f"GET /api/x/{number}", data, CREATED + number / 1000 + 0.0004, 5)  # (a margin: a float of ms)
+    failed = number % 7 == 0
+    return (directory, 5, ERROR_LEVEL if failed else INFO_LEVEL, "GET", f"/api/x/{number}", 400 if failed else 200,
+            0.25, "", "test", "", None, None, None, "Bad." if failed else None, b'{"a":2,"b":1}' if failed else None,
+            CREATED + number / 1000 + 0.0004)  # (a margin: a float of ms)
 
 
 def test_batches_of_any_size_land_whole_in_order_and_as_pocketbase_rows(tmp_path: Path) -> None:
@@ -59,7 +61,43 @@ def test_batches_of_any_size_land_whole_in_order_and_as_pocketbase_rows(tmp_path
         assert data_type == "text"  # JSON text as PocketBase stores it (a blob would read as JSONB)
         assert data == orjson.dumps(orjson.loads(data), option=orjson.OPT_SORT_KEYS).decode()  # keys sorted, as Go
         assert orjson.loads(data)["url"] == f"/api/x/{number}"
+        assert orjson.loads(data).get("details") == ({"a": 2, "b": 1} if level else None)
         assert created == f"2026-12-07 00:00:00.{250 + number:03d}Z"
+
+
+# A request stock PocketBase 0.40.6 logged (``GET /api/health?a=1&b=%3Cx%3E&c=%E2%80%A8é`` with a user agent and a
+# referer, its logs settings' defaults), and its row in auxiliary.db ``_logs``, read with sqlite3.
+POCKETBASE_MESSAGE = "GET /api/health?a=1&b=<x>&c=\u2028é"
+POCKETBASE_DATA = ('{"auth":"","execTime":0.29023,"method":"GET","referer":"r","remoteIP":"127.0.0.1","status":200,'
+                   '"type":"request","url":"/api/health?a=1&b=%3Cx%3E&c=%E2%80%A8é","userAgent":"ua<&>\\"é",'
+                   '"userIP":"127.0.0.1"}')
+
+
+def test_a_row_is_written_as_pocketbase_writes_it(tmp_path: Path) -> None:
+    init_tenant_database(tmp_path)
+    logs = RequestLogs(batch=10**6, interval=3600)
+    logs.add((tmp_path, 5, INFO_LEVEL, "get", "/api/health?a=1&b=%3Cx%3E&c=%E2%80%A8é", 200, 0.2902304, "r",
+              'ua<&>"é', "", None, "127.0.0.1", "127.0.0.1", None, None, CREATED))
+    long = "é" * 2001  # cut by characters to 2,000 and "...", as PocketBase cuts referers and user agents
+    logs.add((tmp_path, 5, ERROR_LEVEL, "POST", "/" + "a" * 3000, 400, 12.0, long, "u\u2029\x01", "users", "u1", None,
+              None, "", None, CREATED))
+    logs.close()
+    (_, level, message, data, _, created), (_, _, cut_message, cut_data, _, _) = _rows(tmp_path)
+    assert (level, message, data) == (INFO_LEVEL, POCKETBASE_MESSAGE, POCKETBASE_DATA)
+    assert created == "2026-12-07 00:00:00.250Z"
+    assert cut_message == "POST /" + "a" * 2999 + "..."
+    assert cut_data == ('{"auth":"users","authId":"u1","details":null,"error":"","execTime":12,"method":"POST",'
+                        f'"referer":"{"é" * 2000}...","status":400,"type":"request","url":"/{"a" * 2999}...",'
+                        '"userAgent":"u\\u2029\\u0001"}')
+
+
+@pytest.mark.parametrize("url", ["/a%2", "/a%zz%41", "/a%FF%E2%80", "/%e2%82%ac%20x", "/é%C3%A9", "/%C3é"])
+def test_the_message_decodes_the_url_as_unquote_does(tmp_path: Path, url: str) -> None:
+    init_tenant_database(tmp_path)
+    logs = RequestLogs(batch=10**6, interval=3600)
+    logs.add((tmp_path, 5, INFO_LEVEL, "GET", url, 200, 1.0, "", "", "", None, None, None, None, None, CREATED))
+    logs.close()
+    assert _rows(tmp_path)[0][2] == f"GET {unquote(url)}"
 
 
 def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path: Path) -> None:

@@ -165,7 +165,11 @@ def start_cluster_rig(tmp: Path, tenant_id: str = "sec") -> Iterator[ClusterRig]
         epoch = httpx.get(f"{cp.url}/api/cp/tenants/{tenant_id}", headers=ADMIN).json()["epoch"]
         node_headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
         gateway_base, node_base = f"{gw}/t/{tenant_id}", f"{node_url}/t/{tenant_id}"
-        superuser = _login(gateway_base, f"root@{tenant_id}.test", PASSWORD)
+        try:
+            superuser = _login(gateway_base, f"root@{tenant_id}.test", PASSWORD)
+        except AssertionError as err:  # the logs say which step of the first superuser's way was missing
+            logs = "\n".join(f"--- {p.log_path.name}\n{p.output()[-6000:]}" for p in processes)
+            raise AssertionError(f"{err}\n{logs}") from None
         wait_until(lambda: httpx.get(f"{python_gw}/t/{tenant_id}/api/health").status_code == 200, timeout=15)
         yield ClusterRig(Target("native gateway", gateway_base, superuser=superuser),
                          Target("tenant node", node_base, node_headers, superuser),

@@ -162,3 +162,45 @@ def test_imported_views_and_triggers_run_under_the_guards(site: Site, tmp_path: 
     inserted = httpx.post(f"{site.gw}/t/gamma/api/collections/notes/records", json={"v": "x"}, timeout=30)
     assert inserted.status_code == 400, inserted.text
     assert httpx.get(f"{site.gw}/t/gamma/api/health").status_code == 200
+
+
+def test_sql_console_stays_within_the_tenant(site: Site, tmp_path: Path) -> None:
+    """``POST /api/sql`` (PocketBase's SQL console) runs a superuser's raw SQL on the tenant's own database
+    only: nothing that reaches another file, the node's transactions, the quota, the schema version or the
+    tables the node reads (docs/security.md); refused with a 400, the tenant working on afterwards."""
+    beta_db = site.data_dir / "tenants" / "beta" / "data.db"
+    created = tmp_path / "created-by-the-console.db"
+
+    def run(query: str, tenant: str = "alpha") -> httpx.Response:
+        return site.call(tenant, "POST", "/api/sql", {"query": query})
+
+    refused = [
+        f"attach database '{beta_db}' as b", f"vacuum into '{created}'", "select load_extension('x')",
+        "select * from pragma_database_list", "pragma max_page_count = 2147483646", "pragma user_version = 7",
+        "pragma journal_mode = delete", "pragma writable_schema = on", "begin", "commit", "savepoint s",
+        "delete from _collections", "update _params set value = 'x'", "drop table _collections",
+        "insert into _collections (id, name) values ('x', 'x')", "alter table _params rename to p",
+        "create trigger t after insert on _collections begin select 1; end",
+        "create temp table t (x)", "create temp trigger t after insert on _superusers begin select 1; end",
+        "create table ok (x); begin",
+    ]
+    for query in refused:
+        response = run(query)
+        assert response.status_code == 400, (query, response.text)
+        assert response.json()["message"].startswith("Failed to execute query."), (query, response.text)
+    assert not created.exists()
+    assert beta_secrets(site) == ["beta-secret"]
+    # the tenant's own tables: written and read, the refused script above rolled back whole
+    assert run("create table mine (x int); insert into mine values (1), (2)").json()["affectedRows"] == 2
+    assert run("select x from mine order by x").json()["rows"] == [["1"], ["2"]]
+    assert run("select * from ok").status_code == 400
+    # the tenant works on: its collections, a record write (no transaction left open)
+    assert site.call("alpha", "GET", "/api/collections?perPage=1").status_code == 200
+    made = site.call("alpha", "POST", "/api/collections", {"name": "after_console", "type": "base",
+                                                           "fields": [{"name": "v", "type": "text"}]})
+    assert made.status_code == 200, made.text
+    assert site.call("alpha", "POST", "/api/collections/after_console/records", {"v": "x"}).status_code == 200
+    # only the tenant's own superusers
+    other = httpx.post(f"{site.gw}/t/alpha/api/sql", json={"query": "select 1"}, timeout=30,
+                       headers={"Authorization": site.tokens["beta"]})
+    assert other.status_code == 401, other.text

@@ -3,27 +3,34 @@ superuser file token), restores and deletes the tenant's backups, kept where
 :mod:`pbfast.pocketbase.backup_store` says, made and restored by :mod:`pbfast.pocketbase.backup_archive`.
 
 Unlike PocketBase, which answers a restore at once and restarts itself a second later, the restore is done
-before the 204 (the node does not restart: the tenant's database takes the backup's content in place).
-Everything runs on the tenant's database thread: the tenant's other requests wait meanwhile.
+before the 204 (the node does not restart: the tenant's database takes the backup's content in place), on the
+tenant's database thread: the tenant's other requests wait meanwhile. Making a backup (a manual one, or the
+backup cron's) does not hold the tenant's turn: the request is checked in it, then the databases are copied
+(SQLite's online backup, a consistent snapshot while writes go on), zipped with the files and uploaded on a
+thread of its own (:class:`BackupMaking`), so a large tenant's backup does not stop its requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from pbfast.http import ApiError
+from pbfast.http import ApiError, HTTPProtocol
+from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings, auth, mails
 from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
 from pbfast.pocketbase.apis.form_body import struct_body
-from pbfast.pocketbase.apis.request import LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, require_superuser
+from pbfast.pocketbase.apis.request import (LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, require_superuser,
+                                           send_error)
 from pbfast.pocketbase.apis.settings import real_ip
 from pbfast.pocketbase.backup_lock import BackupLock, running_backup
 from pbfast.pocketbase.backup_archive import ArchiveError, create_archive, default_backup_name, restore_archive
@@ -33,7 +40,10 @@ from pbfast.pocketbase.records import load_row
 from pbfast.pocketbase.request_logs import format_created
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["AUTO_PREFIX", "UPLOAD_LIMIT", "Backups", "ScheduledBackup", "may_authenticate"]
+__all__ = ["AUTO_PREFIX", "BACKUP_THREADS", "UPLOAD_LIMIT", "BackupMaking", "Backups", "ScheduledBackup", "ScheduledPlan", "alert_superusers",
+           "may_authenticate"]
+
+log = component_logger("TenantNode")
 
 AUTO_PREFIX: Final = "@auto_pb_backup_"  # the scheduled backups' names; only these are pruned
 
@@ -43,7 +53,46 @@ _ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
 BUSY: Final = "Try again later - another backup/restore process has already been started"
 FORBIDDEN: Final = "Insufficient permissions to access the resource."
+# Backups are made on threads of their own, not the loop's default executor: a few tenants backing up large
+# files at once must not hold the threads that every tenant's file downloads are read on. Past two, they wait.
+BACKUP_THREADS: Final = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pbfast-backup")
 NOT_OURS_ANY_MORE: Final = "the node no longer serves the tenant (fenced or moved): left to its new node"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledPlan:
+    """A scheduled backup as the tenant's settings ask for it: its name, and where it goes (None: the store
+    could not be set up, ``error`` says why)."""
+
+    name: str
+    settings: app_settings.Settings
+    store: BackupStore | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupMaking:
+    """A manual backup to make once its request was checked in the tenant's turn: made and uploaded on a
+    thread of its own (the tenant's other requests go on meanwhile), then answered 204, or 400 as PocketBase
+    answers a failed one."""
+
+    backups: Backups
+    tenant: Tenant
+    store: BackupStore
+    name: str
+
+    async def send(self, proto: HTTPProtocol) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(BACKUP_THREADS, self.backups.make, self.tenant,
+                                                             self.store, self.name)
+        except ApiError as err:  # another backup or restore of the tenant started meanwhile
+            send_error(proto, err.status, err.message, err.data)
+            return
+        except (StoreError, StorageError, OSError) as err:
+            log.warning("tenant %s: backup %s failed: %s", self.tenant.id, self.name, err)
+            send_error(proto, 400, "Failed to create backup.")
+            return
+        proto.response_empty(204, [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +103,7 @@ class ScheduledBackup:
     error: str | None
     pruned: tuple[str, ...]
     alerted: tuple[str, ...] = ()  # the superusers mailed about the failure
+    failure: str | None = None  # the failure to mail them about (the backup not made; not "left to its new node")
 
 
 class Backups:
@@ -156,15 +206,12 @@ class Backups:
                 raise ApiError(400, VALIDATION_FAILED, {"name": error})
         else:
             name = default_backup_name(app_settings.load_settings(request.tenant.conn).meta.app_name)
-        try:
-            self._make(request.tenant, store, name)
-        except (StoreError, StorageError, OSError) as err:
-            raise ApiError(400, "Failed to create backup.") from err
-        request.proto.response_empty(204, [])
+        request.after_turn = BackupMaking(self, request.tenant, store, name)
 
-    def _make(self, tenant: Tenant, store: BackupStore, name: str) -> None:
+    def make(self, tenant: Tenant, store: BackupStore, name: str) -> None:
         """Make the tenant's backup zip and keep it in ``store`` as ``name`` (ApiError 400 while another
-        backup or restore of the tenant runs)."""
+        backup or restore of the tenant runs). Blocking, and needs no turn of the tenant's database (the
+        copies are made through connections of their own): run on a thread."""
         with self._running(tenant, name), self._scratch(tenant) as scratch:
             archive = scratch / "backup.zip"
             snapshots = scratch / "snapshots"
@@ -172,43 +219,48 @@ class Backups:
             create_archive(tenant, archive, snapshots, files_of(tenant))
             store.put(name, archive)
 
-    def create_scheduled(self, tenant: Tenant, now: datetime,
-                         still_ours: Callable[[], bool] = lambda: True) -> ScheduledBackup:
-        """PocketBase's backup cron job for the tenant, due at ``now``: an ``@auto_pb_backup_<app>_<time>.zip``,
-        then the automatic backups beyond the newest ``cronMaxKeep`` deleted (the others are never touched).
-        Run on the tenant's database thread. A failure is in the outcome, and mailed to every superuser (in
-        the background) as PocketBase's "Autobackup failure" alert; pruning is tried anyway, as in PocketBase.
+    def plan_scheduled(self, tenant: Tenant, now: datetime) -> ScheduledPlan:
+        """PocketBase's backup cron job for the tenant, due at ``now``, as its settings ask for it (on the
+        tenant's database thread): the ``@auto_pb_backup_<app>_<time>.zip`` name and where it goes."""
+        settings = app_settings.load_settings(tenant.conn)
+        name = default_backup_name(settings.meta.app_name, AUTO_PREFIX, now.timestamp())
+        try:
+            return ScheduledPlan(name, settings, self.store_of(tenant), None)
+        except StoreError as err:
+            return ScheduledPlan(name, settings, None, f"failed to initialize the backups filesystem: {err}")
+
+    def make_scheduled(self, tenant: Tenant, plan: ScheduledPlan,
+                       still_ours: Callable[[], bool] = lambda: True) -> ScheduledBackup:
+        """The planned backup made (off the tenant's turn: a thread of its own), then the automatic backups
+        beyond the newest ``cronMaxKeep`` deleted (the others are never touched). A failure is in the outcome
+        (its ``failure`` for :func:`alert_superusers` to mail); pruning is tried anyway, as in PocketBase.
 
         ``still_ours`` is asked before the backup is written and again before pruning: a node fenced meanwhile
         must neither write a backup of its possibly stale copy under the tenant's prefix (the same name as the
         new owner's backup of that minute) nor delete the new owner's newer automatic backups."""
-        settings = app_settings.load_settings(tenant.conn)
-        name = default_backup_name(settings.meta.app_name, AUTO_PREFIX, now.timestamp())
-        error = None
-        try:
-            store = self.store_of(tenant)
-        except StoreError as err:
-            error = f"failed to initialize the backups filesystem: {err}"
-            return ScheduledBackup(name, error, (), _alert_superusers(tenant, settings, error))
+        name, store, error = plan.name, plan.store, plan.error
+        if store is None:
+            error = error or "no backups filesystem"
+            return ScheduledBackup(name, error, (), (), error)
         if not still_ours():
             return ScheduledBackup(name, NOT_OURS_ANY_MORE, (), ())
         try:
-            self._make(tenant, store, name)
+            self.make(tenant, store, name)
         except ApiError as err:
             error = err.message
         except (StoreError, StorageError, OSError) as err:
             error = str(err) or type(err).__name__
-        alerted = () if error is None else _alert_superusers(tenant, settings, error)
-        max_keep = settings.backups.max_keep
+        failure = error
+        max_keep = plan.settings.backups.max_keep
         if max_keep <= 0:
-            return ScheduledBackup(name, error, (), alerted)
+            return ScheduledBackup(name, error, (), (), failure)
         if not still_ours():
-            return ScheduledBackup(name, error or NOT_OURS_ANY_MORE, (), alerted)
+            return ScheduledBackup(name, error or NOT_OURS_ANY_MORE, (), (), failure)
         try:
             automatic = sorted((f for f in store.list() if f.key.startswith(AUTO_PREFIX)),
                                key=lambda f: (f.modified, f.key), reverse=True)
         except StoreError as err:
-            return ScheduledBackup(name, error or f"failed to list the automatic backups: {err}", (), alerted)
+            return ScheduledBackup(name, error or f"failed to list the automatic backups: {err}", (), (), failure)
         pruned = []
         for old in automatic[max_keep:]:
             try:
@@ -216,8 +268,7 @@ class Backups:
                 pruned.append(old.key)
             except StoreError as err:
                 error = error or f"failed to remove the old automatic backup {old.key}: {err}"
-        return ScheduledBackup(name, error, tuple(pruned), alerted)
-
+        return ScheduledBackup(name, error, tuple(pruned), (), failure)
 
     def upload(self, request: TenantRequest) -> None:
         require_superuser(request)
@@ -365,7 +416,7 @@ def _go_quote(text: str) -> str:
     return go_quote(text)
 
 
-def _alert_superusers(tenant: Tenant, settings: app_settings.Settings, error: str) -> tuple[str, ...]:
+def alert_superusers(tenant: Tenant, settings: app_settings.Settings, error: str) -> tuple[str, ...]:
     """Mail every superuser of the tenant PocketBase's alert about a failed scheduled backup (sent on threads
     of their own: the tenant's database turn does not wait for the SMTP server)."""
     emails = tuple(str(row[0]) for row in tenant.conn.execute(f"SELECT email FROM {SUPERUSERS}") if row[0])

@@ -29,7 +29,7 @@ from pbfast.pocketbase.apis.request import (MISSING_OR_INVALID_COLLECTION, NO_AU
                                             request_info, send_error, send_with_fields)
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField
-from pbfast.pocketbase.filesystem import StorageError, StoredObject, TenantFiles, files_of
+from pbfast.pocketbase.filesystem import ServedFile, StorageError, StoredObject, TenantFiles, files_of
 from pbfast.pocketbase.filesystem.names import detect_type
 from pbfast.pocketbase.filesystem.thumbs import THUMBABLE_TYPES, ThumbError, make_thumb
 from pbfast.pocketbase.gocompat import to_unique_strings
@@ -94,7 +94,7 @@ def download(request: TenantRequest) -> None:
     thumb = request.query("thumb") or ""
     if thumb and thumb not in DEFAULT_THUMB_SIZES and thumb not in field.thumbs:
         thumb = ""
-    request.file_send = FileSend(files_of(tenant), directory, filename, thumb,
+    request.after_turn = FileSend(files_of(tenant), directory, filename, thumb,
                                  _go_bool(request.query("download") or ""), request.header("range"),
                                  request.header("if-modified-since"), request.method == "HEAD")
 
@@ -163,6 +163,7 @@ class _Answer:
     modified: float
     name: str
     content_type: str
+    path: str  # in the tenant's storage
 
 
 @dataclass(slots=True)
@@ -179,6 +180,10 @@ class FileSend:
     head: bool
 
     async def send(self, proto: HTTPProtocol) -> None:
+        whole = self.range_header is None and not self.head
+        if whole and (served := self.files.served_file(self.directory, self.filename, self.thumb)) is not None:
+            self._respond_from_file(proto, served)  # as answered before, from the local store's file
+            return
         try:
             answer = await asyncio.wait_for(asyncio.to_thread(self._read), STORE_TIMEOUT_SECONDS)
         except (StorageError, TimeoutError) as err:
@@ -188,7 +193,20 @@ class FileSend:
         if answer is None:
             send_error(proto, 404, NOT_FOUND)
             return
+        if (root := self.files.local_root) is not None:
+            self.files.remember_served(self.directory, self.filename, self.thumb, ServedFile(
+                os.path.join(root, self.files.prefix + answer.path), len(answer.body), answer.modified, answer.name,
+                answer.content_type))
         self._respond(proto, answer)
+
+    def _respond_from_file(self, proto: HTTPProtocol, served: ServedFile) -> None:
+        """The whole file, sent by the server from the file itself (granian reads it, off the event loop)."""
+        headers = self._headers(served.name, served.content_type, served.modified)
+        if self._not_modified(served.modified):
+            proto.response_empty(304, [h for h in headers if h[0] != "content-type" and h[0] != "accept-ranges"])
+            return
+        headers.append(("content-length", str(served.size)))
+        proto.response_file(200, headers, served.path)  # type: ignore[attr-defined]
 
     def _read(self) -> _Answer | None:
         if self.thumb and os.path.splitext(self.filename)[1].lower() in _IMAGE_EXTENSIONS:
@@ -198,7 +216,7 @@ class FileSend:
             name = f"{self.thumb}_{self.filename}"
             kept = self.files.read(self._thumb_path(name))
             if kept is not None:
-                return _Answer(kept.data, kept.modified, name, detect_type(kept.data)[0])
+                return _Answer(kept.data, kept.modified, name, detect_type(kept.data)[0], self._thumb_path(name))
         original = f"{self.directory}/{self.filename}"
         stored = self.files.read(original)
         if stored is None:
@@ -208,8 +226,8 @@ class FileSend:
             name = f"{self.thumb}_{self.filename}"
             thumb = self._thumb(self._thumb_path(name), stored, content_type)
             if thumb is not None:
-                return _Answer(thumb.data, thumb.modified, name, detect_type(thumb.data)[0])
-        return _Answer(stored.data, stored.modified, self.filename, content_type)
+                return _Answer(thumb.data, thumb.modified, name, detect_type(thumb.data)[0], self._thumb_path(name))
+        return _Answer(stored.data, stored.modified, self.filename, content_type, original)
 
     def _thumb_path(self, name: str) -> str:
         return f"{self.directory}/thumbs_{self.filename}/{name}"
@@ -239,14 +257,16 @@ class FileSend:
             with _THUMB_LOCKS_GUARD:
                 _THUMB_LOCKS.pop(key, None)
 
+    def _headers(self, name: str, content_type: str, modified: float) -> list[tuple[str, str]]:
+        disposition = "inline" if not self.attachment and content_type in INLINE_TYPES else "attachment"
+        extension = os.path.splitext(self.directory + "/" + name)[1]
+        return [("content-disposition", f'{disposition}; filename="{name}"'),
+                ("content-type", EXTENSION_TYPES.get(extension, content_type)),
+                ("content-security-policy", CSP), ("cache-control", CACHE_CONTROL),
+                ("last-modified", formatdate(int(modified), usegmt=True)), ("accept-ranges", "bytes")]
+
     def _respond(self, proto: HTTPProtocol, answer: _Answer) -> None:
-        disposition = "inline" if not self.attachment and answer.content_type in INLINE_TYPES else "attachment"
-        served_path = self.directory + "/" + answer.name
-        extension = os.path.splitext(served_path)[1]
-        headers = [("content-disposition", f'{disposition}; filename="{answer.name}"'),
-                   ("content-type", EXTENSION_TYPES.get(extension, answer.content_type)),
-                   ("content-security-policy", CSP), ("cache-control", CACHE_CONTROL),
-                   ("last-modified", formatdate(int(answer.modified), usegmt=True)), ("accept-ranges", "bytes")]
+        headers = self._headers(answer.name, answer.content_type, answer.modified)
         if self._not_modified(answer.modified):
             proto.response_empty(304, [h for h in headers if h[0] != "content-type" and h[0] != "accept-ranges"])
             return

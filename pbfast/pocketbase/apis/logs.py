@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from typing import Any, Final
-from urllib.parse import unquote
 
 import apsw
 import orjson
 
 from pbfast.http import ApiError
 from pbfast.pocketbase import search
+from pbfast.pocketbase.gocompat import go_json_default
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NOT_FOUND, TenantRequest, require_superuser, send_with_fields
 from pbfast.pocketbase.apis.settings import client_ip, real_ip
 from pbfast.pocketbase.request_logs import (ERROR_LEVEL, INFO_LEVEL, LogEntry, RequestLogs, cached_settings,
@@ -23,7 +23,7 @@ from pbfast.pocketbase.search import FilterError
 from pbfast.pocketbase.search.simple_resolver import SimpleFieldResolver
 from pbfast.pocketbase.sqlite_guard import TimeLimit, harden
 
-__all__ = ["delete_logs", "list_logs", "logs_stats", "request_entry", "view_log"]
+__all__ = ["delete_logs", "list_logs", "logs_stats", "request_entry", "view_log", "with_final_status"]
 
 LOG_FIELDS: Final = SimpleFieldResolver(["id", "created", "level", "message", "data", r"^data\.[\w\.\:]*\w+$"])
 _COLUMNS: Final = "id, created, data, message, level"
@@ -33,7 +33,8 @@ READ_SECONDS: Final = 10.0  # the longest a logs query may run (the logs are the
 def request_entry(request: TenantRequest, started: float, status: int, error: ApiError | None,
                   skip_success: bool) -> LogEntry | None:
     """The log of one finished request under the tenant's ``logs`` settings (None: not logged). Runs on the
-    tenant's database thread (it reads the settings and the request's auth)."""
+    tenant's database thread (it reads the settings and the request's auth). Only gathers the fields: the row
+    (its cuts of long values, message, JSON, time text) is made on the writer thread, natively."""
     settings = cached_settings(request.tenant)
     logs = settings.logs
     failed = status >= 400
@@ -44,36 +45,36 @@ def request_entry(request: TenantRequest, started: float, status: int, error: Ap
         return None
     scope = request.scope
     query = scope.query_string
-    uri = f"{request.path}?{query}" if query else request.path
-    if len(uri) > 3000:
-        uri = uri[:3000] + "..."
-    method = scope.method.upper()
-    if len(method) > 50:
-        method = method[:50] + "..."
     headers = scope.headers
-    referer = headers.get("referer") or ""
-    user_agent = headers.get("user-agent") or ""
     auth = request.auth
-    data: dict[str, Any] = {"type": "request", "execTime": (time.perf_counter() - started) * 1000, "url": uri,
-                            "method": method, "status": status,
-                            "referer": referer if len(referer) <= 2000 else _cut(str(referer), 2000),
-                            "userAgent": user_agent if len(user_agent) <= 2000 else _cut(str(user_agent), 2000),
-                            "auth": auth.collection.name if auth is not None else ""}
-    if failed:
-        data["error"] = error.message if error is not None else ""
-        data["details"] = (error.data or None) if error is not None else None
-    if auth is not None and logs.log_auth_id:
-        data["authId"] = str(auth.record.get("id", ""))
+    remote = user_ip = None
     if logs.log_ip:
         remote = client_ip(request)
-        data["userIP"] = real_ip(request, settings, remote) if settings.trusted_proxy_headers else remote
-        data["remoteIP"] = remote
-    return LogEntry.of(request.tenant.directory, level, f"{method} {unquote(uri) if '%' in uri else uri}", data,
-                       time.time(), logs.max_days)
+        user_ip = real_ip(request, settings, remote) if settings.trusted_proxy_headers else remote
+    message = details = None
+    if failed:
+        message = error.message if error is not None else ""
+        if error is not None and error.data:
+            # go_json_default: error data may carry Go-typed numbers (a field's limits), as the answers do
+            details = orjson.dumps(error.data, option=orjson.OPT_SORT_KEYS, default=go_json_default)
+    return (request.tenant.directory, logs.max_days, level, scope.method,
+            f"{request.path}?{query}" if query else request.path, status, (time.perf_counter() - started) * 1000,
+            headers.get("referer") or "", headers.get("user-agent") or "",
+            auth.collection.name if auth is not None else "",
+            str(auth.record.get("id", "")) if auth is not None and logs.log_auth_id else None,
+            user_ip, remote, message, details, time.time())
 
 
-def _cut(text: str, limit: int) -> str:
-    return text[:limit] + "..." if len(text) > limit else text
+def with_final_status(entry: LogEntry, status: int, message: str | None) -> LogEntry:
+    """``entry`` (logged at the end of the request's turn) once the answer's slow part, done after the turn (a
+    file read from the store, a backup uploaded), decided the final ``status``: its level, status, error message
+    and execTime as PocketBase logs the whole request."""
+    directory, max_days, _, method, url, _, exec_ms, referer, agent, auth, auth_id, user_ip, remote, _, _, created \
+        = entry
+    failed = status >= 400
+    exec_ms += max(0.0, time.time() - created) * 1000
+    return (directory, max_days, ERROR_LEVEL if failed else INFO_LEVEL, method, url, status, exec_ms, referer, agent,
+            auth, auth_id, user_ip, remote, (message or "") if failed else None, None, created)
 
 
 # ---- the API --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 from urllib.parse import parse_qsl
 
 import orjson
@@ -31,7 +31,7 @@ __all__ = [
     "NO_AUTH",
     "ONLY_SUPERUSERS",
     "SUPERUSERS",
-    "Auth",
+    "AfterTurn",
     "TenantRequest",
     "LOAD_FAILED",
     "UNSUPPORTED_CONTENT_TYPE",
@@ -75,10 +75,17 @@ class Auth:
         return Viewer(self.superuser, self.collection.id, str(self.record.get("id", "")))
 
 
+class AfterTurn(Protocol):
+    """Work that answers a request once its handler's database work is done, on the event loop (it hands
+    its blocking part to a thread): the tenant's other requests do not wait for it."""
+
+    async def send(self, proto: HTTPProtocol) -> None: ...
+
+
 class TenantRequest(Request):
     """A request to one tenant, with its auth state resolved lazily from ``Authorization``."""
 
-    __slots__ = ("_auth", "_auth_done", "bound_body", "bound_files", "deferred_changes", "file_changes", "file_send",
+    __slots__ = ("_auth", "_auth_done", "after_turn", "bound_body", "bound_files", "deferred_changes", "file_changes",
                  "info_context", "prepared", "raw_body", "tenant")
 
     def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str], tenant: Tenant) -> None:
@@ -95,10 +102,11 @@ class TenantRequest(Request):
         self.deferred_changes: list[tuple[str, Collection, Row]] | None = None
         # What a handler's network step found before its database work (see TenantApi.handle).
         self.prepared: object | None = None
-        # Its file uploads and the deletes they make due (shared by a batch's items), and a file to answer
-        # with, read from the store off the database thread (GET /api/files/...).
+        # Its file uploads and the deletes they make due (shared by a batch's items).
         self.file_changes = FileChanges()
-        self.file_send: Any = None
+        # The answer's slow part, done after the database work off the tenant's turn (a file read from the
+        # store, a backup made and uploaded): see AfterTurn.
+        self.after_turn: AfterTurn | None = None
 
     def share_auth(self, other: TenantRequest) -> None:
         """Take ``other``'s auth state and file changes (a batch's items are made as the batch request)."""

@@ -29,7 +29,7 @@ from pbfast.pocketbase.collections.rules import check_api_rule
 from pbfast.pocketbase.collections.table_sync import sync_table
 from pbfast.pocketbase.collections.validate import RuleChecker, validate_collection
 from pbfast.pocketbase.collections.version import bump_schema_version
-from pbfast.pocketbase.collections.views import ViewFieldsError, save_view, view_fields
+from pbfast.pocketbase.collections.views import ViewFieldsError, dry_run_view, save_view, view_fields
 from pbfast.pocketbase.dbutils.identifiers import backquote
 from pbfast.pocketbase.dbutils.index import parse_index
 from pbfast.pocketbase.dbutils.transaction import sqlite_error_text, write_transaction
@@ -75,15 +75,24 @@ def _normalize_index_tables(collection: Collection) -> None:
 
 
 def resolve_view_fields(conn: apsw.Connection, collection: Collection, others: CollectionMap) -> str | None:
-    """A view collection's fields inferred from its query (set on ``collection``); the query's error, if any."""
+    """A view collection's fields inferred from its query (set on ``collection``); the query's error, if any:
+    PocketBase checks a view query by a dry run (its first rows read, their ids checked) before it saves."""
     if collection.type != "view":
         return None
     try:
         collection.fields = view_fields(conn, collection.view_query, others)
     except (ValueError, apsw.Error) as err:
         collection.fields = err.fields if isinstance(err, ViewFieldsError) else []
-        return sqlite_error_text(err) if isinstance(err, apsw.Error) else str(err)
+        return _view_error_text(err)
+    try:
+        dry_run_view(conn, collection.view_query, others)
+    except (ValueError, apsw.Error) as err:
+        return _view_error_text(err)
     return None
+
+
+def _view_error_text(err: ValueError | apsw.Error) -> str:
+    return sqlite_error_text(err) if isinstance(err, apsw.Error) else str(err)
 
 
 def validation_errors(conn: apsw.Connection, collection: Collection, original: Collection | None,

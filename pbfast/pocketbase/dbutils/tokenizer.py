@@ -1,6 +1,7 @@
 """PocketBase's ``tools/tokenizer``: split a text on separators outside quotes and parentheses.
 
-Used by the CREATE INDEX parser (:mod:`.index`) and the ``fields`` query parameter.
+Used by the CREATE INDEX parser (:mod:`.index`), the ``fields`` query parameter and the view query parser
+(:mod:`pbfast.pocketbase.collections.views`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ class UnbalancedTokenError(ValueError):
     """A token with an unclosed parenthesis or quote."""
 
 
-def split_tokens(text: str, separators: str = ",", *, ignore_parenthesis: bool = False) -> list[str]:
+def split_tokens(text: str, separators: str = ",", *, ignore_parenthesis: bool = False,
+                 keep_separator: bool = False) -> list[str]:
     """Split ``text`` on ``separators`` outside quotes (``'``, ``"``, backquote) and parentheses, trimming each
-    token and dropping empty ones; a backslash escapes the next character.
+    token and dropping empty ones; a backslash escapes the next character. With ``keep_separator`` each token
+    ends with the separator that ended it (its ``KeepSeparator``).
 
     Raises:
         UnbalancedTokenError: on unbalanced parentheses or quotes.
@@ -45,6 +48,8 @@ def split_tokens(text: str, separators: str = ",", *, ignore_parenthesis: bool =
                     elif not quote:
                         quote = ch
             if ch in separators and depth == 0 and not quote:
+                if keep_separator:
+                    buf.append(ch)
                 break
             prev = ch
             buf.append(ch)

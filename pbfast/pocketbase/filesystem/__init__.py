@@ -20,6 +20,7 @@ Thread-safety: every call blocks on disk or network; callers run them on worker 
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import weakref
@@ -39,7 +40,8 @@ from pbfast.pocketbase.filesystem.store import (LocalObjectStore, ObjectStore, S
 if TYPE_CHECKING:
     from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["STORAGE_DIR", "FileChanges", "LocalObjectStore", "ObjectStore", "StorageError", "StoredObject", "TenantFiles", "adopt_local_storage",
+__all__ = ["STORAGE_DIR", "FileChanges", "LocalObjectStore", "ObjectStore", "ServedFile", "StorageError", "StoredObject",
+           "TenantFiles", "adopt_local_storage",
            "configure", "configure_from", "delete_path", "files_of", "wait_for_deletes"]
 
 log = component_logger("Files")
@@ -47,6 +49,19 @@ log = component_logger("Files")
 STORAGE_DIR: Final = "storage"
 DELETED_DIR: Final = "deleted"
 ATTRS_SUFFIX: Final = ".attrs"  # PocketBase's local store keeps each file's metadata beside it
+MAX_SERVED_DIRECTORIES: Final = 4096  # record directories whose downloads a tenant's files remember
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFile:
+    """A download's answer kept to be sent again from the file: the file, its size, modification time, the
+    name it is served under and its (sniffed) content type."""
+
+    path: str
+    size: int
+    modified: float
+    name: str
+    content_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +90,15 @@ def configure(store: ObjectStore | None, cache: FileCache | None = None, retenti
 def configure_from(data_dir: Path, s3_bucket: str, s3_endpoint: str | None, cache_bytes: int,
                    retention_seconds: float = 0.0, region: str = "us-east-1", cache_name: str = "file-cache") -> None:
     """The node's files: beside its replicas (the S3 bucket with an endpoint, else ``<data-dir>/replica``),
-    read through a cache of ``cache_bytes`` in ``<data-dir>/<cache_name>``, deleted ones kept
-    ``retention_seconds``."""
-    store: ObjectStore = (S3ObjectStore(s3_bucket, s3_endpoint, region) if s3_endpoint
-                          else LocalObjectStore(data_dir / "replica"))
-    configure(store, FileCache(data_dir / cache_name, cache_bytes) if cache_bytes > 0 else None, retention_seconds)
+    deleted ones kept ``retention_seconds``. Files of a bucket are read through a cache of ``cache_bytes`` in
+    ``<data-dir>/<cache_name>``; the local store has none (a second copy on the same disk would only double
+    the writes: the kernel's page cache is its cache)."""
+    if s3_endpoint:
+        configure(S3ObjectStore(s3_bucket, s3_endpoint, region),
+                  FileCache(data_dir / cache_name, cache_bytes) if cache_bytes > 0 else None, retention_seconds)
+    else:
+        shutil.rmtree(data_dir / cache_name, ignore_errors=True)  # an earlier run's, with a bucket
+        configure(LocalObjectStore(data_dir / "replica"), None, retention_seconds)
 
 
 class TenantFiles:
@@ -95,6 +114,36 @@ class TenantFiles:
         # Bytes of the tenant's files in the store (what its storage quota counts besides its database):
         # measured when the tenant opens and after deletes, grown by each upload meanwhile.
         self.stored_bytes = 0
+        # Downloads answered from a file of the local store, by record directory then (name, thumb asked): the
+        # next one is sent from the file by the server (no read into memory, no worker thread). Dropped with
+        # the directory's files (deletes, writes); a tenant opened again starts empty.
+        self._served: dict[str, dict[tuple[str, str], ServedFile]] = {}
+
+    @property
+    def local_root(self) -> Path | None:
+        """Where the local store keeps its files (None: another store)."""
+        return self.store.root if isinstance(self.store, LocalObjectStore) else None
+
+    def served_file(self, directory: str, name: str, thumb: str) -> ServedFile | None:
+        """What the last download of ``name`` (with ``thumb``) in ``directory`` answered, if still known."""
+        found = self._served.get(directory)
+        return found.get((name, thumb)) if found is not None else None
+
+    def remember_served(self, directory: str, name: str, thumb: str, served: ServedFile) -> None:
+        if len(self._served) >= MAX_SERVED_DIRECTORIES and directory not in self._served:
+            self._served.pop(next(iter(self._served), ""), None)  # the oldest record's
+        self._served.setdefault(directory, {})[(name, thumb)] = served
+
+    def _forget_served(self, path: str) -> None:
+        """Drop what is known of downloads below the record directory of ``path`` (or of every record directory
+        under a collection's prefix)."""
+        parts = path.split("/")
+        if len(parts) >= 3 or (len(parts) == 2 and parts[1]):
+            self._served.pop("/".join(parts[:2]), None)
+            return
+        for directory in list(self._served):
+            if directory.startswith(parts[0] + "/"):
+                self._served.pop(directory, None)
 
     def measure(self) -> int:
         """Count the bytes of the tenant's files in the store again (a listing). Raises :class:`StorageError`."""
@@ -119,6 +168,7 @@ class TenantFiles:
 
     def write(self, path: str, data: bytes) -> None:
         key = self._key(path)
+        self._forget_served(path)
         self.store.write(key, data)
         self.stored_bytes += len(data)
         if self.cache is not None:
@@ -127,6 +177,7 @@ class TenantFiles:
     def create(self, path: str, data: bytes) -> None:
         """Store a new file under a name not in use (an upload's); see :meth:`ObjectStore.create`."""
         key = self._key(path)
+        self._forget_served(path)
         self.store.create(key, data)
         self.stored_bytes += len(data)
         if self.cache is not None:
@@ -135,6 +186,7 @@ class TenantFiles:
     def delete(self, path: str) -> None:
         """Delete a file and its thumbs."""
         key = self._key(path)
+        self._forget_served(path)
         self.store.delete(key)
         directory, _, name = path.rpartition("/")
         self.delete_prefix(f"{directory}/thumbs_{name}/")
@@ -143,6 +195,7 @@ class TenantFiles:
 
     def delete_prefix(self, path: str) -> None:
         key = self._key(path.rstrip("/")) + "/"
+        self._forget_served(path)
         self.store.delete_prefix(key)
         if self.cache is not None:
             self.cache.drop_prefix(key)

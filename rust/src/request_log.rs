@@ -1,0 +1,582 @@
+//! Request logs as PocketBase 0.40 stores them in `auxiliary.db` `_logs`: a request's fields are queued
+//! here as they are (a few string copies, no Python objects kept), and the writer thread takes the
+//! queue whole and formats each row's `message`, `data` JSON and `created` text with the GIL released.
+//! Built in Python each row cost ~3 µs of the request's thread (a dict, orjson, time text, a
+//! dataclass that the garbage collector tracked while queued); a push here costs a fraction of that.
+//!
+//! Core ([`RequestLog`], [`data_json`], [`message`], [`created_text`], [`FormattedBatch`], [`LogQueue`]) is plain Rust;
+//! [`RequestLogQueue`] only converts. The `data` JSON is Go's `encoding/json` of PocketBase's map:
+//! keys sorted, no HTML escaping (PocketBase's logger turns it off), `\u2028`/`\u2029` escaped,
+//! `execTime` a duration of whole nanoseconds in milliseconds formatted as Go formats a float64.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+// ---------------------------------------------------------------------------------------------
+// Core
+// ---------------------------------------------------------------------------------------------
+
+/// PocketBase's limits (`apis/middlewares.go`): longer values are cut and end in `...`.
+pub const MAX_URL_CHARS: usize = 3000;
+pub const MAX_METHOD_CHARS: usize = 50;
+pub const MAX_HEADER_CHARS: usize = 2000;
+
+/// One finished request, as the tenant's `logs` settings let it be logged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestLog {
+    pub level: i64,
+    pub method: String,
+    /// Path and `?query`, as received (percent-encoded).
+    pub url: String,
+    pub status: i64,
+    pub exec_ms: f64,
+    pub referer: String,
+    pub user_agent: String,
+    /// The auth record's collection name, "" for a guest.
+    pub auth: String,
+    pub auth_id: Option<String>,
+    pub user_ip: Option<String>,
+    pub remote_ip: Option<String>,
+    /// A failed request's error message and its details' JSON (None: `null`).
+    pub error: Option<(String, Option<Vec<u8>>)>,
+    /// Unix time in seconds.
+    pub created: f64,
+}
+
+/// `text` cut to `limit` characters followed by `...` when it is longer.
+pub fn cut(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= limit {
+        return text.into(); // bytes bound characters
+    }
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => format!("{}...", &text[..end]).into(),
+        None => text.into(),
+    }
+}
+
+/// `text` as a JSON string, appended to `out` (Go's `encoding/json` without HTML escaping).
+pub fn json_string(text: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        let escape: Option<&[u8]> = match byte {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x08 => Some(b"\\b"),
+            0x0c => Some(b"\\f"),
+            0x00..=0x1f => Some(b""),
+            // U+2028 and U+2029 (E2 80 A8/A9): Go escapes them always.
+            0xe2 if bytes.get(at + 1) == Some(&0x80) && matches!(bytes.get(at + 2), Some(0xa8 | 0xa9)) => Some(b""),
+            _ => None,
+        };
+        let Some(escape) = escape else {
+            at += 1;
+            continue;
+        };
+        out.extend_from_slice(&bytes[start..at]);
+        if !escape.is_empty() {
+            out.extend_from_slice(escape);
+            at += 1;
+        } else if byte == 0xe2 {
+            out.extend_from_slice(if bytes[at + 2] == 0xa8 { b"\\u2028" } else { b"\\u2029" });
+            at += 3;
+        } else {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 15)]);
+            at += 1;
+        }
+        start = at;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// A duration in milliseconds as PocketBase writes `execTime`: whole nanoseconds, then Go's shortest
+/// float64 text (`strconv.FormatFloat(f, 'f', -1, 64)` in the range a request's duration can take).
+pub fn exec_time_text(exec_ms: f64) -> String {
+    let ms = (exec_ms.max(0.0) * 1e6).round() / 1e6;
+    if ms != 0.0 && !(1e-6..1e21).contains(&ms) {
+        return format!("{ms:e}"); // (unreachable for a duration measured in ns)
+    }
+    format!("{ms}")
+}
+
+/// The row's `data`: PocketBase's request attributes as JSON, keys sorted.
+pub fn data_json(log: &RequestLog, out: &mut Vec<u8>) {
+    let cut_url = cut(&log.url, MAX_URL_CHARS);
+    let method = method_text(&log.method);
+    out.extend_from_slice(b"{\"auth\":");
+    json_string(&log.auth, out);
+    if let Some(auth_id) = &log.auth_id {
+        out.extend_from_slice(b",\"authId\":");
+        json_string(auth_id, out);
+    }
+    if let Some((error, details)) = &log.error {
+        out.extend_from_slice(b",\"details\":");
+        out.extend_from_slice(details.as_deref().unwrap_or(b"null"));
+        out.extend_from_slice(b",\"error\":");
+        json_string(error, out);
+    }
+    out.extend_from_slice(b",\"execTime\":");
+    out.extend_from_slice(exec_time_text(log.exec_ms).as_bytes());
+    out.extend_from_slice(b",\"method\":");
+    json_string(&method, out);
+    out.extend_from_slice(b",\"referer\":");
+    json_string(&cut(&log.referer, MAX_HEADER_CHARS), out);
+    if let Some(remote_ip) = &log.remote_ip {
+        out.extend_from_slice(b",\"remoteIP\":");
+        json_string(remote_ip, out);
+    }
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(log.status.to_string().as_bytes());
+    out.extend_from_slice(b",\"type\":\"request\",\"url\":");
+    json_string(&cut_url, out);
+    out.extend_from_slice(b",\"userAgent\":");
+    json_string(&cut(&log.user_agent, MAX_HEADER_CHARS), out);
+    if let Some(user_ip) = &log.user_ip {
+        out.extend_from_slice(b",\"userIP\":");
+        json_string(user_ip, out);
+    }
+    out.push(b'}');
+}
+
+fn method_text(method: &str) -> std::borrow::Cow<'_, str> {
+    if method.bytes().any(|byte| byte.is_ascii_lowercase()) {
+        cut(&method.to_uppercase(), MAX_METHOD_CHARS).into_owned().into()
+    } else {
+        cut(method, MAX_METHOD_CHARS)
+    }
+}
+
+/// The row's `message`: `METHOD url`, the url percent-decoded (invalid UTF-8 replaced, as Python's
+/// `urllib.parse.unquote` does).
+pub fn message(log: &RequestLog) -> String {
+    let url = cut(&log.url, MAX_URL_CHARS);
+    let mut text = String::with_capacity(log.method.len() + 1 + url.len());
+    text.push_str(&method_text(&log.method));
+    text.push(' ');
+    if !url.contains('%') {
+        text.push_str(&url);
+        return text;
+    }
+    let bytes = url.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' && at + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex_value(bytes[at + 1]), hex_value(bytes[at + 2])) {
+                decoded.push(high << 4 | low);
+                at += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[at]);
+        at += 1;
+    }
+    text.push_str(&String::from_utf8_lossy(&decoded));
+    text
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// PocketBase's datetime text (`2006-01-02 15:04:05.000Z`) of a Unix time in seconds (milliseconds
+/// truncated; times outside 1970-9999 are written as its first or last second).
+pub fn created_text(unix_seconds: f64) -> String {
+    let unix_seconds = unix_seconds.clamp(0.0, 253_402_300_799.0); // 1970 to 9999: always 24 characters
+    let seconds = unix_seconds.floor();
+    let millisecond = (((unix_seconds - seconds) * 1000.0) as i64).clamp(0, 999);
+    let seconds = seconds as i64;
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millisecond:03}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// (year, month, day) of a day counted from 1970-01-01 (proleptic Gregorian; H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// A bounded queue of request logs, each with its tenant's key and retention: pushed by any thread,
+/// taken whole by the writer. A push to a full queue drops the log and counts it.
+pub struct LogQueue<K> {
+    entries: Mutex<Vec<(K, i64, RequestLog)>>,
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+impl<K> LogQueue<K> {
+    pub fn new(capacity: usize) -> LogQueue<K> {
+        LogQueue { entries: Mutex::new(Vec::new()), capacity, dropped: AtomicU64::new(0) }
+    }
+
+    /// The queue's length with this log in it; 0 when it was full (the log dropped).
+    pub fn push(&self, key: K, max_days: i64, log: RequestLog) -> usize {
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity {
+            drop(entries);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        }
+        entries.push((key, max_days, log));
+        entries.len()
+    }
+
+    /// Everything queued, oldest first; the queue is empty after.
+    pub fn take(&self) -> Vec<(K, i64, RequestLog)> {
+        std::mem::take(&mut *self.entries.lock())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The length of every `created` text.
+pub const CREATED_LEN: usize = 24;
+
+/// A tenant's rows formatted for one insert: `blob` holds each row's `created`, `message` and `data`
+/// back to back; `packed` one integer per row: its start in `blob` (bits 0-31), its message's length
+/// (bits 32-47) and its level + 128 (bits 48-55). The data's length follows from the next row's start.
+/// Two buffers for SQLite to read (`carray` and `substr`) instead of four Python objects per row.
+#[derive(Debug, Default)]
+pub struct FormattedBatch {
+    pub blob: Vec<u8>,
+    pub packed: Vec<i64>,
+}
+
+impl FormattedBatch {
+    pub fn add(&mut self, log: &RequestLog) {
+        let start = self.blob.len();
+        let message = message(log);
+        self.blob.extend_from_slice(created_text(log.created).as_bytes());
+        self.blob.extend_from_slice(message.as_bytes());
+        data_json(log, &mut self.blob);
+        let level = log.level.clamp(-128, 127) + 128;
+        // (a message is at most ~12 KB: 3,000 characters of url and 50 of method)
+        let message_len = message.len().min(0xffff) as i64;
+        self.packed.push(start as i64 & 0xffff_ffff | message_len << 32 | level << 48);
+    }
+
+    pub fn len(&self) -> usize {
+        self.packed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packed.is_empty()
+    }
+
+    /// The fields of row `index`: `(level, message, data, created)` (for tests; SQLite reads them itself).
+    pub fn row(&self, index: usize) -> (i64, &[u8], &[u8], &[u8]) {
+        let packed = self.packed[index];
+        let start = (packed & 0xffff_ffff) as usize;
+        let message_len = (packed >> 32 & 0xffff) as usize;
+        let stop = self.packed.get(index + 1).map_or(self.blob.len(), |next| (next & 0xffff_ffff) as usize);
+        let message_at = start + CREATED_LEN;
+        (
+            (packed >> 48 & 0xff) - 128,
+            &self.blob[message_at..message_at + message_len],
+            &self.blob[message_at + message_len..stop],
+            &self.blob[start..message_at],
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python
+// ---------------------------------------------------------------------------------------------
+
+fn text(value: &Bound<'_, PyString>) -> String {
+    value.to_string_lossy().into_owned() // (a lone surrogate becomes U+FFFD rather than failing the log)
+}
+
+fn optional_text(value: Option<&Bound<'_, PyString>>) -> Option<String> {
+    value.map(text)
+}
+
+/// The Python face: see `pbfast/_native.pyi`.
+#[pyclass(module = "pbfast._native", name = "RequestLogQueue", frozen)]
+pub struct RequestLogQueue {
+    core: LogQueue<Py<PyAny>>,
+}
+
+#[pymethods]
+impl RequestLogQueue {
+    #[new]
+    #[pyo3(signature = (capacity = 20_000))]
+    fn py_new(capacity: usize) -> RequestLogQueue {
+        RequestLogQueue { core: LogQueue::new(capacity) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (tenant, max_days, level, method, url, status, exec_ms, referer, user_agent, auth, auth_id,
+                        user_ip, remote_ip, error, details, created))]
+    fn push(
+        &self,
+        tenant: Py<PyAny>,
+        max_days: i64,
+        level: i64,
+        method: &Bound<'_, PyString>,
+        url: &Bound<'_, PyString>,
+        status: i64,
+        exec_ms: f64,
+        referer: &Bound<'_, PyString>,
+        user_agent: &Bound<'_, PyString>,
+        auth: &Bound<'_, PyString>,
+        auth_id: Option<&Bound<'_, PyString>>,
+        user_ip: Option<&Bound<'_, PyString>>,
+        remote_ip: Option<&Bound<'_, PyString>>,
+        error: Option<&Bound<'_, PyString>>,
+        details: Option<&[u8]>,
+        created: f64,
+    ) -> usize {
+        let log = RequestLog {
+            level,
+            method: text(method),
+            url: text(url),
+            status,
+            exec_ms,
+            referer: text(referer),
+            user_agent: text(user_agent),
+            auth: text(auth),
+            auth_id: optional_text(auth_id),
+            user_ip: optional_text(user_ip),
+            remote_ip: optional_text(remote_ip),
+            error: error.map(|message| (text(message), details.map(<[u8]>::to_vec))),
+            created,
+        };
+        self.core.push(tenant, max_days, log)
+    }
+
+    /// Everything queued, taken off and formatted: per tenant key (by identity, in order of its first log),
+    /// `(tenant, max_days of its last log, rows, blob, packed)` (see [`FormattedBatch`]; `packed` as the
+    /// bytes of native-endian 64-bit integers).
+    fn drain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let entries = self.core.take();
+        let mut tenants: Vec<(Py<PyAny>, i64)> = Vec::new();
+        let mut group_of: HashMap<usize, usize> = HashMap::new();
+        let mut logs = Vec::with_capacity(entries.len());
+        for (key, max_days, log) in entries {
+            let group = *group_of.entry(key.as_ptr() as usize).or_insert(tenants.len());
+            if group == tenants.len() {
+                tenants.push((key, max_days));
+            } else {
+                tenants[group].1 = max_days;
+            }
+            logs.push((group, log));
+        }
+        let count = tenants.len();
+        let batches = py.detach(move || {
+            let mut batches: Vec<FormattedBatch> = (0..count).map(|_| FormattedBatch::default()).collect();
+            for (group, log) in &logs {
+                batches[*group].add(log);
+            }
+            batches
+        });
+        tenants
+            .into_iter()
+            .zip(batches)
+            .map(|((key, max_days), batch)| {
+                let packed: Vec<u8> = batch.packed.iter().flat_map(|value| value.to_ne_bytes()).collect();
+                PyTuple::new(
+                    py,
+                    [
+                        key.into_bound(py),
+                        max_days.into_pyobject(py)?.into_any(),
+                        batch.len().into_pyobject(py)?.into_any(),
+                        PyBytes::new(py, &batch.blob).into_any(),
+                        PyBytes::new(py, &packed).into_any(),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.core.dropped()
+    }
+
+    fn __len__(&self) -> usize {
+        self.core.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> String {
+        let mut out = Vec::new();
+        json_string(text, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn view() -> RequestLog {
+        RequestLog {
+            level: 0,
+            method: "GET".into(),
+            url: "/api/collections/posts/records/abc?a=1&b=%3Cx%3E".into(),
+            status: 200,
+            exec_ms: 0.290_230_000_1,
+            referer: "".into(),
+            user_agent: "ua<&>\"é".into(),
+            auth: "_superusers".into(),
+            auth_id: Some("u1".into()),
+            user_ip: Some("127.0.0.1".into()),
+            remote_ip: Some("127.0.0.1".into()),
+            error: None,
+            created: 1_796_601_600.250_4,
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_go_escapes_them_without_html_escaping() {
+        assert_eq!(json("plain é <&>"), "\"plain é <&>\"");
+        assert_eq!(json("q\"b\\n\nr\rt\tb\u{8}f\u{c}"), "\"q\\\"b\\\\n\\nr\\rt\\tb\\bf\\f\"");
+        assert_eq!(json("\u{1}\u{1f}\u{7f}"), "\"\\u0001\\u001f\u{7f}\"");
+        assert_eq!(json("a\u{2028}b\u{2029}c\u{2027}"), "\"a\\u2028b\\u2029c\u{2027}\"");
+    }
+
+    #[test]
+    fn a_rows_data_has_pocketbases_keys_in_order() {
+        let mut out = Vec::new();
+        data_json(&view(), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"auth\":\"_superusers\",\"authId\":\"u1\",\"execTime\":0.29023,\"method\":\"GET\",\"referer\":\"\",\
+             \"remoteIP\":\"127.0.0.1\",\"status\":200,\"type\":\"request\",\
+             \"url\":\"/api/collections/posts/records/abc?a=1&b=%3Cx%3E\",\"userAgent\":\"ua<&>\\\"é\",\
+             \"userIP\":\"127.0.0.1\"}"
+        );
+        let failed = RequestLog {
+            level: 8,
+            status: 404,
+            auth_id: None,
+            user_ip: None,
+            remote_ip: None,
+            exec_ms: 5.0,
+            error: Some(("Missing collection context.".into(), None)),
+            ..view()
+        };
+        let mut out = Vec::new();
+        data_json(&failed, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("{\"auth\":\"_superusers\",\"details\":null,\"error\":\"Missing collection context.\",\"execTime\":5,"), "{text}");
+        assert!(text.ends_with("\"userAgent\":\"ua<&>\\\"é\"}"), "{text}");
+        let detailed = RequestLog { error: Some(("x".into(), Some(b"{\"a\":1}".to_vec()))), ..failed };
+        let mut out = Vec::new();
+        data_json(&detailed, &mut out);
+        assert!(String::from_utf8(out).unwrap().contains("\"details\":{\"a\":1},\"error\":\"x\""));
+    }
+
+    #[test]
+    fn exec_time_is_whole_nanoseconds_in_go_float_text() {
+        assert_eq!(exec_time_text(0.290_230_4), "0.29023");
+        assert_eq!(exec_time_text(12.0), "12");
+        assert_eq!(exec_time_text(0.000_001), "0.000001");
+        assert_eq!(exec_time_text(0.0), "0");
+        assert_eq!(exec_time_text(1234.567_890_1), "1234.56789");
+    }
+
+    #[test]
+    fn long_values_are_cut_by_characters() {
+        let long = "é".repeat(2001);
+        assert_eq!(cut(&long, MAX_HEADER_CHARS), format!("{}...", "é".repeat(2000)));
+        assert_eq!(cut(&"é".repeat(2000), MAX_HEADER_CHARS), "é".repeat(2000));
+        let log = RequestLog { url: format!("/{}", "a".repeat(3000)), method: "x".repeat(60), ..view() };
+        let message = message(&log);
+        assert_eq!(message, format!("{}... /{}...", "X".repeat(50), "a".repeat(2999)));
+    }
+
+    #[test]
+    fn the_message_is_the_method_and_the_decoded_url() {
+        let log = |url: &str| message(&RequestLog { url: url.into(), ..view() });
+        assert_eq!(log("/api/health?a=1&b=%3Cx%3E&c=%E2%80%A8é"), "GET /api/health?a=1&b=<x>&c=\u{2028}é");
+        assert_eq!(log("/a%2"), "GET /a%2");
+        assert_eq!(log("/a%zz%41"), "GET /a%zzA");
+        assert_eq!(log("/a%FF%E2%80"), "GET /a\u{fffd}\u{fffd}");
+        assert_eq!(log("/plain"), "GET /plain");
+    }
+
+    #[test]
+    fn created_is_pocketbases_datetime_text() {
+        assert_eq!(created_text(1_796_601_600.250_4), "2026-12-07 00:00:00.250Z");
+        assert_eq!(created_text(0.0), "1970-01-01 00:00:00.000Z");
+        assert_eq!(created_text(951_782_400.999_9), "2000-02-29 00:00:00.999Z");
+        assert_eq!(created_text(1_709_251_199.5), "2024-02-29 23:59:59.500Z");
+        assert_eq!(created_text(-5.0), "1970-01-01 00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_batch_keeps_each_rows_fields_apart() {
+        let mut batch = FormattedBatch::default();
+        let failed = RequestLog { level: -4, error: Some(("e".into(), None)), url: "/%41".into(), ..view() };
+        for log in [view(), failed.clone(), view()] {
+            batch.add(&log);
+        }
+        assert_eq!(batch.len(), 3);
+        for (index, log) in [view(), failed, view()].iter().enumerate() {
+            let mut data = Vec::new();
+            data_json(log, &mut data);
+            let (level, message_text, data_text, created) = batch.row(index);
+            assert_eq!(level, log.level);
+            assert_eq!(message_text, message(log).as_bytes());
+            assert_eq!(data_text, &data[..]);
+            assert_eq!(created, created_text(log.created).as_bytes());
+        }
+        assert_eq!(created_text(1e12).len(), CREATED_LEN); // (clamped below year 10000)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let queue = LogQueue::new(2);
+        assert_eq!(queue.push(1, 5, view()), 1);
+        assert_eq!(queue.push(2, 5, view()), 2);
+        assert_eq!(queue.push(3, 5, view()), 0);
+        assert_eq!(queue.dropped(), 1);
+        let taken = queue.take();
+        assert_eq!(taken.iter().map(|(key, _, _)| *key).collect::<Vec<_>>(), [1, 2]);
+        assert!(queue.is_empty());
+        assert_eq!(queue.push(4, 5, view()), 1);
+    }
+}

@@ -1,0 +1,108 @@
+"""A backup being made and uploaded does not hold the tenant: its other requests, writes included, are answered
+meanwhile.
+
+The backups go to the tenant's own S3 (moto) through a forwarder on loopback that holds every upload of a zip
+for a few seconds, as a slow or distant store does."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import httpx
+
+from helpers import free_port, moto_s3_server
+from pbharness import Backend
+
+BUCKET = "tenant-backups"
+UPLOAD_DELAY = 3.0
+
+
+@contextmanager
+def _slow_uploads(upstream: str) -> Iterator[str]:
+    """An HTTP forwarder to ``upstream`` that waits UPLOAD_DELAY seconds before forwarding a PUT of a zip."""
+    target = urlsplit(upstream)
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.command == "PUT" and self.path.split("?")[0].endswith(".zip"):
+                time.sleep(UPLOAD_DELAY)
+            conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=30)
+            conn.request(self.command, self.path, body, dict(self.headers))
+            answer = conn.getresponse()
+            payload = answer.read()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            conn.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_slow_backup_upload_does_not_hold_the_tenants_requests(egress_tenant: Backend) -> None:
+    fast = egress_tenant
+    auth = {"Authorization": fast.superuser_token}
+    with moto_s3_server(BUCKET) as moto, _slow_uploads(moto) as slow:
+        s3 = {"enabled": True, "bucket": BUCKET, "region": "us-east-1", "endpoint": slow, "accessKey": "testing",
+              "secret": "testing", "forcePathStyle": True}
+        notes = httpx.post(f"{fast.url}/api/collections", headers=auth, timeout=30, json={
+            "name": "notes", "type": "base", "createRule": "", "fields": [{"name": "text", "type": "text"}]})
+        assert notes.status_code == 200, notes.text
+        patched = httpx.patch(f"{fast.url}/api/settings", json={"backups": {"s3": s3}}, headers=auth, timeout=30)
+        assert patched.status_code == 200, patched.text
+        created: list[httpx.Response] = []
+        backup = threading.Thread(target=lambda: created.append(
+            httpx.post(f"{fast.url}/api/backups", json={"name": "slow.zip"}, headers=auth, timeout=60)))
+        started = time.monotonic()
+        backup.start()
+        time.sleep(0.5)  # the backup is on its way to the store by now (the zip of the fixture takes ~0.1 s)
+        took = []
+        for _ in range(3):
+            asked = time.monotonic()
+            listed = httpx.get(f"{fast.url}/api/collections/notes/records", headers=auth, timeout=30)
+            written = httpx.post(f"{fast.url}/api/collections/notes/records", json={"text": "meanwhile"}, timeout=30)
+            took.append(time.monotonic() - asked)
+            assert listed.status_code == 200 and written.status_code == 200, (listed.text, written.text)
+        backup.join()
+        assert created and created[0].status_code == 204, created[0].text if created else "no answer"
+        assert time.monotonic() - started >= UPLOAD_DELAY  # it did wait for the slow upload
+        assert max(took) < 1.5, f"the tenant's requests waited for the backup: {took}"
+        busy = httpx.post(f"{fast.url}/api/backups", json={"name": "slow.zip"}, headers=auth, timeout=60)
+        assert busy.status_code == 400  # the name exists now
+        listed_backups = httpx.get(f"{fast.url}/api/backups", headers=auth, timeout=30)
+        assert [item["key"] for item in listed_backups.json()] == ["slow.zip"]
+        # logged with the answer the upload decided, as PocketBase logs it (not the end of the turn's)
+        deadline = time.monotonic() + 10
+        while True:
+            logged = httpx.get(f"{fast.url}/api/logs", params={"filter": "data.url = '/api/backups' && data.method = 'POST'",
+                                                               "sort": "created"}, headers=auth, timeout=30)
+            statuses = [item["data"]["status"] for item in logged.json()["items"]]
+            if len(statuses) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert statuses == [204, 400]
+        assert logged.json()["items"][0]["data"]["execTime"] >= UPLOAD_DELAY * 1000
