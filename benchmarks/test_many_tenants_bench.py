@@ -25,7 +25,7 @@ otherwise: with fewer, the uniform mix keeps evicting tenants and opening them a
 
 Short form (CI): 4 tenants, 2 s. Full form (figures in benchmarks/RESULTS.md):
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_many_tenants_bench.py -s -p no:cacheprovider``
-(100 and 1,000 tenants, ~30 min; ``PBFAST_BENCH_TENANTS=100`` picks the counts, ``PBFAST_BENCH_PB_MAX`` the cap,
+(100 and 1,000 tenants, ~7 min; ``PBFAST_BENCH_TENANTS=100`` picks the counts, ``PBFAST_BENCH_PB_MAX`` the cap,
 ``PBFAST_BENCH_WORKERS=2`` pbfast's ``--workers``, ``PBFAST_BENCH_MAX_TENANTS=500`` its ``--max-tenants``).
 """
 
