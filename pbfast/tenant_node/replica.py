@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -192,17 +193,20 @@ class Replicas:
         return sorted(times)
 
     async def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[int, str]:
-        """Run a litestream command (killed after ``timeout`` seconds); its exit code and combined output."""
-        process = await asyncio.create_subprocess_exec(self.program(), *args, stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.STDOUT, env=self.store.environment())
+        """Run a litestream command (killed after ``timeout`` seconds, or when the caller is cancelled); its exit
+        code and combined output. Started and waited for on worker threads with the standard library's spawn
+        (vfork): uvloop's own forks the node on the event loop and waits there until the child has exec'd,
+        0.2-0.5 s per command at a node's size, and a few first opens at once held the loop past the lease's
+        deadline (the node fenced itself: ``tests/test_replica_commands.py``)."""
+        process = await asyncio.to_thread(subprocess.Popen, [self.program(), *args], stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, env=self.store.environment())
         try:
-            output, _ = await asyncio.wait_for(process.communicate(), timeout)
-        except TimeoutError as err:
+            output, _ = await asyncio.to_thread(process.communicate, timeout=timeout)
+        except subprocess.TimeoutExpired as err:
             process.kill()
-            await process.wait()
+            await asyncio.to_thread(process.communicate)
             raise ReplicationError(f"litestream {args[0]} did not finish within {timeout:.0f} s") from err
         except BaseException:
-            process.kill()
+            process.kill()  # the thread's communicate() then sees the end of its output and reaps it
             raise
-        assert process.returncode is not None
         return process.returncode, output.decode(errors="replace").strip()
