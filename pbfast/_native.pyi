@@ -5,7 +5,7 @@ each method takes the internal lock (or lock-free snapshot) it needs and never c
 ``pbfast.reference`` holds pure-Python twins with the same behaviour (tests and benchmark baseline).
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -473,3 +473,13 @@ class StreamHolder:
     def __len__(self) -> int: ...
     def close(self) -> None:
         """Stop listening and end every stream (written out within a second)."""
+
+class LtxError(ValueError):
+    """An LTX file that :func:`restore_ltx` does not know (another version, flags or page encoding) or that is
+    damaged or does not extend the one before it; the message says which file and why."""
+
+def restore_ltx(files: Sequence[str | PathLike[str]], output: str | PathLike[str]) -> tuple[int, int, int]:
+    """Restore the database that the LTX ``files`` (a snapshot, then files each extending the one before,
+    oldest first) make into ``output`` (which must not exist; removed again on failure). Every file is
+    checked whole, and the result against the last file's checksum; not fsynced. Returns ``(page_size,
+    pages, max_txid)``. Raises :class:`LtxError`, or OSError when a file cannot be read or written."""

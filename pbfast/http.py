@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import operator
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -311,6 +312,18 @@ def path_segments(path: str) -> tuple[str, ...] | None:
     return segments
 
 
+def forwarded_target(path: str) -> tuple[str, str] | None:
+    """``(id, rest)`` of a path the mount ``/t/{id}`` matches (as :meth:`Router.mount` does: ``{id}`` one
+    canonical segment, the rest below it, ``/`` when none), else None."""
+    if not path.startswith("/t/"):
+        return None
+    parts = path.split("/", 3)  # "", "t", id, rest
+    tenant_id = parts[2]
+    if tenant_id in ("", ".", "..") or _CONTROL_CHARACTER.search(tenant_id):
+        return None
+    return tenant_id, "/" + parts[3] if len(parts) > 3 else "/"
+
+
 @dataclass(frozen=True, slots=True)
 class Guard:
     """Who may call a route: requests whose scope ``admits`` says so; the others get 401 ``message``."""
@@ -370,6 +383,30 @@ def _bind(template: tuple[str, ...], parts: tuple[str, ...] | list[str]) -> dict
     return params
 
 
+class _Binder:
+    """:func:`_bind` for one template, its literal and parameter positions worked out once: the literals
+    compared as one tuple, the parameters taken as one (routing runs for every request)."""
+
+    __slots__ = ("_literals", "_names", "_params", "_values")
+
+    def __init__(self, template: tuple[str, ...]) -> None:
+        literal_at = [i for i, pattern in enumerate(template) if not pattern.startswith("{")]
+        param_at = [i for i, pattern in enumerate(template) if pattern.startswith("{")]
+        # itemgetter of one index gives the item itself: one index more (the first again) always gives a tuple
+        self._literals = operator.itemgetter(*literal_at, literal_at[0]) if literal_at else None
+        self._values = tuple(template[i] for i in (*literal_at, *literal_at[:1]))
+        self._params = operator.itemgetter(*param_at, param_at[0]) if param_at else None  # zip stops at the names
+        self._names = tuple(template[i][1:-1] for i in param_at)
+
+    def bind(self, parts: tuple[str, ...]) -> dict[str, str] | None:
+        """The parameters of ``parts`` (canonical segments, as many as the template's); None when it differs."""
+        if self._literals is not None and self._literals(parts) != self._values:
+            return None
+        if self._params is None:
+            return {}
+        return dict(zip(self._names, self._params(parts)))
+
+
 class Router(Generic[H]):
     """Routes ``(method, path template)`` to handlers; templates may hold ``{name}`` segments.
 
@@ -388,8 +425,8 @@ class Router(Generic[H]):
         self.guard = guard
         self._exact: dict[str, _Methods[H]] = {}
         self._templates: list[tuple[tuple[str, ...], str, _Methods[H]]] = []
-        # the same, by segment count (in the order added): only those can match a path
-        self._templates_by_length: dict[int, list[tuple[tuple[str, ...], str, _Methods[H]]]] = {}
+        # the same, by segment count (in the order added): only those can match a path; each as its matcher
+        self._templates_by_length: dict[int, list[tuple[_Binder, _Methods[H]]]] = {}
         self._mounts: list[_Mount[H]] = []
 
     @staticmethod
@@ -414,7 +451,7 @@ class Router(Generic[H]):
                 return
         entry = (segments, template, _Methods(methods, sorted(methods)))
         self._templates.append(entry)
-        self._templates_by_length.setdefault(len(segments), []).append(entry)
+        self._templates_by_length.setdefault(len(segments), []).append((_Binder(segments), entry[2]))
 
     def mount(self, prefix: str, handler: H, guard: Guard | None = None) -> None:
         """Hand every request whose path is ``prefix`` (may hold ``{name}`` segments) or below it to
@@ -452,8 +489,8 @@ class Router(Generic[H]):
             if methods is None or method not in methods.routes:
                 # As Go's ServeMux: the route that has the method wins over one that names the path more exactly
                 # without it (GET /api/backups/{key} for GET /api/backups/upload); else the first that names it.
-                for template, _, candidates in self._templates_by_length.get(len(segments), ()):
-                    bound = _bind(template, segments)
+                for binder, candidates in self._templates_by_length.get(len(segments), ()):
+                    bound = binder.bind(segments)
                     if bound is not None:
                         if methods is None:
                             methods, params = candidates, bound

@@ -53,6 +53,7 @@ from pbfast.node_identity import (
     load_or_create_node_id,
     lock_data_dir,
 )
+from pbfast.open_files import raise_open_file_limit, tenants_within
 from pbfast.primitives import CircuitBreakers, RoutingTable, StreamHolder
 from pbfast.profiling.app import ProfilingApp
 from pbfast.pocketbase.sqlite_guard import set_heap_limits
@@ -535,6 +536,11 @@ async def _start_native(frontend: NativeFrontend) -> None:
 def serve(config: ServeConfig) -> int:
     """Run the servers of ``config.mode`` until SIGINT/SIGTERM; returns the process exit status."""
     configure_logging(config.log_level, config.log_format)
+    open_files = raise_open_file_limit()  # before the workers and Litestream start: they inherit it
+    if config.mode in (Mode.TENANT_NODE, Mode.ALL_IN_ONE) and tenants_within(open_files) < config.max_tenants:
+        log.warning("the open-file limit (%d) holds about %d open tenants, fewer than --max-tenants=%d: raise the "
+                    "hard limit (ulimit -Hn, LimitNOFILE=) or lower --max-tenants", open_files,
+                    tenants_within(open_files), config.max_tenants)
     # Forked before any thread or event loop runs here: it forks the node's workers (worker_spawner).
     spawner = WorkerSpawner.start() if config.engine.workers > 1 and config.mode in (
         Mode.TENANT_NODE, Mode.ALL_IN_ONE) else None

@@ -158,6 +158,8 @@ def test_restarted_node_serves_its_copy_only_if_the_tenant_never_left(pbfast_pro
     assert note_ids(url_a, epoch_back, token) == {first, second, from_b}
     metrics = scrape(url_a)
     assert metrics[OPENED % "replica"] == 1 and metrics[OPENED % "disk"] == 0
+    restored_by = 'pbfast_node_latest_restores_total{by="%s"}'
+    assert metrics[restored_by % "node"] == 1 and metrics[restored_by % "litestream"] == 0  # no process spawned
     retired = list((node_a_dir / "retired").glob("shared-*"))
     assert len(retired) == 1, retired
     assert read_marker(retired[0]) == CopyMarker(incarnation, epoch, "node-a", shipped=False)

@@ -176,13 +176,17 @@ class TimeLimit:
     after the limit is stopped by SQLite (``apsw.InterruptError``, turned into :class:`TimeLimitExceeded`).
     And a time budget (:meth:`within_budget`) for work tried on a thread that must not be held long."""
 
-    __slots__ = ("_budget", "_busy_timeout_ms", "_connection", "_deadline", "_seconds", "blocked", "budget_spent")
+    __slots__ = ("_budget", "_budget_wall", "_busy_timeout_ms", "_connection", "_deadline", "_seconds", "blocked",
+                 "budget_spent")
 
     def __init__(self, connection: apsw.Connection, busy_timeout_ms: int = 0) -> None:
         """``busy_timeout_ms``: the connection's own busy timeout, restored after a budget."""
         self._deadline: float | None = None
         self._busy_timeout_ms = busy_timeout_ms
         self._budget: float | None = None  # the thread CPU time (time.thread_time) the budget ends at
+        # The wall clock (time.monotonic) before which the budget cannot have run out: a thread's CPU time never
+        # grows faster than the wall clock, and reading the clock costs no system call, the CPU time's does.
+        self._budget_wall = 0.0
         self._seconds = 0.0
         self._connection = connection
         self.budget_spent = False
@@ -211,10 +215,11 @@ class TimeLimit:
 
     def _over(self) -> bool:
         deadline = self._deadline
-        if deadline is not None and time.monotonic() > deadline:
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
             return True
         budget = self._budget
-        if budget is not None and time.thread_time() > budget:
+        if budget is not None and now >= self._budget_wall and time.thread_time() > budget:
             self.budget_spent = True
             return True
         return False
@@ -228,24 +233,11 @@ class TimeLimit:
         deadline = self._deadline
         return deadline is not None and time.monotonic() > deadline
 
-    @contextlib.contextmanager
-    def running(self, seconds: float | None) -> Iterator[None]:
-        """Bound the work inside to ``seconds`` (None or <= 0: no limit)."""
-        if seconds is None or seconds <= 0:
-            yield
-            return
-        self._seconds = seconds
-        self._deadline = time.monotonic() + seconds
-        try:
-            yield
-        except apsw.InterruptError as err:
-            if self.budget_spent:
-                raise OverBudget from err
-            raise TimeLimitExceeded(seconds) from err
-        finally:
-            self._deadline = None
+    def running(self, seconds: float | None) -> _Running:
+        """Bound the work inside (``with``) to ``seconds`` (None or <= 0: no limit)."""
+        return _Running(self, seconds)
 
-    def within_budget(self, seconds: float, work: Callable[[], object]) -> bool:
+    def within_budget(self, seconds: float, work: Callable[[], object], cpu_started: float | None = None) -> bool:
         """Run ``work()`` with its SQLite statements stopped once ``seconds`` have passed since it started;
         True when it ran to its end within that, False when it was stopped. What stopped
         work did is to be thrown away and the work done again elsewhere, so it must have no lasting effect
@@ -253,10 +245,12 @@ class TimeLimit:
         rolled back), and once something is committed the budget ends (see :meth:`_committed`). Statements are checked every :data:`BUDGET_PROGRESS_STEPS` meanwhile; a statement shorter
         than that is never stopped. The thread's CPU time, not the wall clock: a thread that waited for a
         core or for the GIL meanwhile did no more work (reading it is a system call, ~1 us, made here and then
-        once per BUDGET_PROGRESS_STEPS). Stopped because another connection held the lock: :attr:`blocked`
-        is then true."""
+        once per BUDGET_PROGRESS_STEPS once as much wall time has passed). Stopped because another connection held
+        the lock: :attr:`blocked` is then true. ``cpu_started``: the thread's CPU time now, if the caller just
+        read it."""
         self.budget_spent = self.blocked = False
-        self._budget = time.thread_time() + seconds
+        self._budget_wall = time.monotonic() + seconds
+        self._budget = (time.thread_time() if cpu_started is None else cpu_started) + seconds
         self._connection.set_progress_handler(self._over, BUDGET_PROGRESS_STEPS)
         self._connection.set_busy_handler(self._busy)  # no waiting for another connection's lock either
         spent = False
@@ -298,6 +292,34 @@ class TimeLimit:
         finally:
             self._deadline = deadline
             self._budget = budget
+
+
+class _Running:
+    """:meth:`TimeLimit.running`'s context (a class, not a generator: it wraps every request)."""
+
+    __slots__ = ("_limit", "_seconds")
+
+    def __init__(self, limit: TimeLimit, seconds: float | None) -> None:
+        self._limit = limit
+        self._seconds = seconds if seconds is not None and seconds > 0 else None
+
+    def __enter__(self) -> None:
+        seconds = self._seconds
+        if seconds is not None:
+            limit = self._limit
+            limit._seconds = seconds
+            limit._deadline = time.monotonic() + seconds
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, trace: Any) -> None:
+        seconds = self._seconds
+        if seconds is None:
+            return
+        limit = self._limit
+        limit._deadline = None
+        if isinstance(err, apsw.InterruptError):
+            if limit.budget_spent:
+                raise OverBudget from err
+            raise TimeLimitExceeded(seconds) from err
 
 
 # What may follow the one statement of a tenant's SQL: whitespace, semicolons and comments.

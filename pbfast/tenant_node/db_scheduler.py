@@ -203,6 +203,12 @@ class DbScheduler:
                     del self._queues[tenant_id]
         return done
 
+    def idle(self, tenant_id: str) -> bool:
+        """Whether the tenant has no job running or waiting, read without the lock: a hint that spares
+        :meth:`inline_turn` (a coroutine) when there is nothing to wait for; :meth:`run_inline` checks again under
+        the lock, and a job it refuses goes to :meth:`run`."""
+        return tenant_id not in self._running and not self._queues.get(tenant_id)
+
     async def inline_turn(self, tenant_id: str) -> bool:
         """Wait until the tenant's jobs submitted so far have run (at once when it has none), before a job is
         tried with :meth:`run_inline`: under steady load a tenant's line of jobs never empties, so a job that

@@ -63,7 +63,8 @@ class InlineTries:
         thread. A tenant closed while the request waited for its turn (a move, an eviction) is not tried on the
         loop: the budget cannot be set on a closed connection (an error, answered 500), while the job's own check
         for a closed tenant, on the thread, answers the request ("moved", or retry)."""
-        if (inline and not self.paused(tenant.id, write) and (not write or await self.db.inline_turn(tenant.id))
+        if (inline and not self.paused(tenant.id, write)
+                and (not write or self.db.idle(tenant.id) or await self.db.inline_turn(tenant.id))
                 and self.db.run_inline(tenant.id, lambda: self._open_within_budget(tenant, job, write))):
             return
         await self.db.run(tenant.id, job)
@@ -75,7 +76,7 @@ class InlineTries:
     def _within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
         key = (tenant.id, write)
         started, cpu_started = time.monotonic(), time.thread_time()
-        done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job)
+        done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job, cpu_started)
         # The budget stops SQLite, not the Python around it (a big page's JSON): work that held the loop past
         # the budget anyway, or was stopped by it, sends the next ones to the threads for a while.
         now = time.monotonic()

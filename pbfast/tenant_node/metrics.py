@@ -13,6 +13,8 @@ knows it): on the node's own listener in ``tenant-node`` mode, on the control pl
 - ``pbfast_node_damaged_restores_total``: restores whose newest state failed its integrity check (kept aside
   under ``<data-dir>/damaged/``), ``pbfast_node_damaged_tenants``: tenants not served for that reason (see
   :mod:`pbfast.tenant_node.damaged`),
+- ``pbfast_node_latest_restores_total{by="node"|"litestream"}``: latest states restored from replicas by the
+  node itself or left to ``litestream restore`` (see :mod:`pbfast.tenant_node.replica_reader`),
 - ``pbfast_node_tenant_closes_total{reason=...}``: tenants closed: ``evicted`` (LRU beyond
   ``--max-tenants``), ``idle``, ``released`` (moved), ``unassigned``, ``reassigned`` (placed again while
   open: closed to be vetted again), ``deleted``, ``fenced`` (lease ran out), ``shutdown``,
@@ -87,6 +89,8 @@ class NodeGauges:
     db_load: dict[str, TenantLoad] = field(default_factory=dict)
     realtime_streams: int = 0
     realtime_dropped: int = 0
+    restores_in_node: int = 0  # latest states restored by the node itself (replica_reader)
+    restores_by_litestream: int = 0  # those it left to litestream restore (see the log for why)
 
 
 class NodeMetrics:
@@ -149,6 +153,10 @@ class NodeMetrics:
         out.single("pbfast_node_damaged_restores_total", "counter",
                    "Restores whose newest replicated state failed its integrity check (kept aside, not served).",
                    self.damaged_restores)
+        out.family("pbfast_node_latest_restores_total", "counter",
+                   "Latest states restored from replicas, by who restored them: the node, or litestream restore for "
+                   "what the node's reader leaves to it (a file it does not know or finds damaged; logged).",
+                   [({"by": "node"}, gauges.restores_in_node), ({"by": "litestream"}, gauges.restores_by_litestream)])
         if self.request_logs is not None:
             dropped, failed = self.request_logs()
             out.single("pbfast_node_request_logs_dropped_total", "counter",

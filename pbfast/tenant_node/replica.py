@@ -1,7 +1,8 @@
 """Where a tenant's replicas live and how they are read: the replica store (an S3 bucket or a local
 directory; ``tenants/{id}/{incarnation}/`` in it), Litestream's settings for what a replica keeps, and
-restores and listings with the ``litestream`` CLI (:class:`Replicas`). Writing replicas is
-:mod:`pbfast.tenant_node.replication`'s.
+restores and listings (:class:`Replicas`): the latest state restored inside the node
+(:mod:`pbfast.tenant_node.replica_reader`), points in time and whatever that reader leaves over with the
+``litestream`` CLI. Writing replicas is :mod:`pbfast.tenant_node.replication`'s.
 
 Replica layout: ``tenants/{id}/{incarnation}/`` under the bucket (``--s3-endpoint``/``--s3-bucket``) or,
 without an endpoint, under ``<data-dir>/replica`` (Litestream's ``file`` replica: the same code path).
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from pbfast.binaries import LITESTREAM, MissingBinary, find_binary
+from pbfast.tenant_node.replica_reader import ReplicaReader
 from pbfast.timefmt import parse_time
 
 __all__ = ["LEVEL1_MINUTES", "NoStateAt", "ReplicaStore", "Replicas", "ReplicationError", "Unanswered",
@@ -52,9 +55,14 @@ class ReplicaStore:
     local_root: Path
     region: str = "us-east-1"
 
+    @staticmethod
+    def prefix(tenant_id: str, incarnation: str) -> str:
+        """Where one tenant incarnation's replica lives in the store (its key prefix, without the slash)."""
+        return f"tenants/{tenant_id}/{incarnation}"
+
     def url(self, tenant_id: str, incarnation: str) -> str:
         """The Litestream replica URL of one tenant incarnation."""
-        key = f"tenants/{tenant_id}/{incarnation}"
+        key = self.prefix(tenant_id, incarnation)
         if self.endpoint is None:
             return (self.local_root / key).as_uri()
         query = f"endpoint={quote(self.endpoint, safe=':/')}&forcePathStyle=true&region={self.region}"
@@ -103,6 +111,7 @@ class Replicas:
     def __init__(self, store: ReplicaStore, binary: str | None = None) -> None:
         self.store = store
         self.binary = binary  # None: looked up when first needed (pbfast.binaries)
+        self.reader = ReplicaReader(store.bucket, store.endpoint, store.local_root, store.region)
 
     def program(self) -> str:
         """The litestream binary (found once; its absence is a ReplicationError naming it and how to install
@@ -121,7 +130,15 @@ class Replicas:
 
         Litestream refuses a timestamp after the replica's newest file ("timestamp does not exist"), although
         the state at such a time is simply the latest one (nothing was written since, as far as the replica
-        knows): then the latest state is restored."""
+        knows): then the latest state is restored.
+
+        The latest state is restored in the node (:mod:`pbfast.tenant_node.replica_reader`) unless that
+        reader leaves it to litestream; a point in time always with litestream."""
+        if timestamp is None:
+            found = await asyncio.to_thread(self.reader.restore_latest, self.store.prefix(tenant_id, incarnation),
+                                            target)
+            if found is not None:
+                return found
         url = self.store.url(tenant_id, incarnation)
         code, output = await self._run("restore", "-if-replica-exists", "-o", str(target),
                                        *(("-timestamp", timestamp) if timestamp else ()), url)
@@ -176,17 +193,20 @@ class Replicas:
         return sorted(times)
 
     async def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[int, str]:
-        """Run a litestream command (killed after ``timeout`` seconds); its exit code and combined output."""
-        process = await asyncio.create_subprocess_exec(self.program(), *args, stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.STDOUT, env=self.store.environment())
+        """Run a litestream command (killed after ``timeout`` seconds, or when the caller is cancelled); its exit
+        code and combined output. Started and waited for on worker threads with the standard library's spawn
+        (vfork): uvloop's own forks the node on the event loop and waits there until the child has exec'd,
+        0.2-0.5 s per command at a node's size, and a few first opens at once held the loop past the lease's
+        deadline (the node fenced itself: ``tests/test_replica_commands.py``)."""
+        process = await asyncio.to_thread(subprocess.Popen, [self.program(), *args], stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, env=self.store.environment())
         try:
-            output, _ = await asyncio.wait_for(process.communicate(), timeout)
-        except TimeoutError as err:
+            output, _ = await asyncio.to_thread(process.communicate, timeout=timeout)
+        except subprocess.TimeoutExpired as err:
             process.kill()
-            await process.wait()
+            await asyncio.to_thread(process.communicate)
             raise ReplicationError(f"litestream {args[0]} did not finish within {timeout:.0f} s") from err
         except BaseException:
-            process.kill()
+            process.kill()  # the thread's communicate() then sees the end of its output and reaps it
             raise
-        assert process.returncode is not None
         return process.returncode, output.decode(errors="replace").strip()

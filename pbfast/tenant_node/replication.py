@@ -88,6 +88,7 @@ class Replicator(Replicas):
 
     async def start(self) -> None:
         await self.litestream.start(self._confirmed.clear, self.reconcile)
+        await asyncio.to_thread(self.reader.warm)  # the in-node restores' S3 client, before a tenant waits for it
         self._reconciler = asyncio.create_task(self._reconcile_loop(), name="litestream-reconcile")
         if self.shipper.interval > 0:
             self._shipping_loop = asyncio.create_task(self.shipper.run(), name="litestream-shipper")

@@ -29,7 +29,9 @@ from pbfast.http import (
     bearer_token_matches,
     declares_no_body,
     discard_unread_body,
+    forwarded_target,
     send_error,
+    send_json,
 )
 from pbfast.logs import component_logger
 from pbfast.primitives import is_valid_tenant_id
@@ -76,7 +78,22 @@ class NodeRoutes:
                           guard=Guard(self._forwarded_by_gateway, "The request requires the cluster token."))
 
     async def dispatch(self, scope: Scope, proto: HTTPProtocol) -> None:
-        await self.router.dispatch(scope, proto, on_error=self._log_error)
+        forwarded = forwarded_target(scope.path)
+        if forwarded is None:
+            await self.router.dispatch(scope, proto, on_error=self._log_error)
+            return
+        # The mount /t/{id} is the only route such a path can match: taken without the router's generic
+        # match and Request (one tenant request's path through the node is the hot path), answered as it would.
+        if not self._forwarded_by_gateway(scope):
+            send_error(proto, 401, "The request requires the cluster token.")
+            return
+        try:
+            await self._serve_forwarded_to(forwarded[0], forwarded[1], scope, proto)
+        except ApiError as err:
+            send_json(proto, err.status, err.body(), err.headers)
+        except Exception as err:  # noqa: BLE001 - the server must answer, and stay up
+            self._log_error(err)
+            send_error(proto, 500)
 
     # ---- who may call -------------------------------------------------------------------------------
 
@@ -119,16 +136,17 @@ class NodeRoutes:
     # ---- the gateway's forwarded requests -----------------------------------------------------------
 
     async def _serve_forwarded(self, request: Request) -> None:
+        await self._serve_forwarded_to(request.params["id"], request.path, request.scope, request.proto)
+
+    async def _serve_forwarded_to(self, tenant_id: str, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         """A gateway's forwarded request: ``/t/{id}/rest`` with the cluster token and the route's epoch. The
         tenant's API matches the rest only in its canonical spelling."""
-        tenant_id = request.params["id"]
-        epoch_text = request.header(EPOCH_HEADER) or ""
+        epoch_text = scope.headers.get(EPOCH_HEADER) or ""
         if not is_valid_tenant_id(tenant_id) or not epoch_text.isdigit():
             raise ApiError(400, "Invalid forwarded tenant request.")
-        body_read = await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope,
-                                                    request.proto)
-        if not body_read and not declares_no_body(request.scope):
-            await discard_unread_body(request.proto)  # answered early: let a gateway still sending the body finish
+        body_read = await self.serving.serve_tenant(tenant_id, int(epoch_text), path, scope, proto)
+        if not body_read and not declares_no_body(scope):
+            await discard_unread_body(proto)  # answered early: let a gateway still sending the body finish
 
     # ---- the control plane's calls ------------------------------------------------------------------
 

@@ -69,10 +69,11 @@ class Serving:
     async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
         """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``;
         whether its whole body was read (else the caller drains what is left)."""
-        recorder = StatusRecorder(proto)
-        if answered_before_routes(tenant_id, path, scope, recorder):  # a redirect to the clean path, a CORS preflight
-            self.metrics.observe(recorder.status)
-            return recorder.body_read
+        if "//" in path or scope.method == "OPTIONS":  # maybe a redirect to the clean path, a CORS preflight
+            early = StatusRecorder(proto)
+            if answered_before_routes(tenant_id, path, scope, early):
+                self.metrics.observe(early.status)
+                return early.body_read
         recorder = CorsRecorder(proto, scope)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)

@@ -77,4 +77,6 @@ class NodeStatus:
             node_timeout=lease.node_timeout if lease is not None else None,
             db_threads=self.db.threads, db_queued=queued, db_load=loads,
             realtime_streams=self.realtime.open_streams if self.realtime is not None else 0,
-            realtime_dropped=self.realtime.dropped if self.realtime is not None else 0)
+            realtime_dropped=self.realtime.dropped if self.realtime is not None else 0,
+            restores_in_node=self.replicator.reader.restored if self.replicator is not None else 0,
+            restores_by_litestream=self.replicator.reader.passed_on if self.replicator is not None else 0)

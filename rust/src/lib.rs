@@ -8,6 +8,7 @@ pub mod find_bytes;
 pub mod gateway;
 pub mod jwt;
 pub mod listen;
+pub mod ltx;
 pub mod node_shm;
 pub mod quota;
 pub mod rate_limit;
@@ -48,6 +49,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<node_shm::acks::WorkerAcks>()?;
     m.add_class::<node_shm::counters::WorkerCounters>()?;
     m.add_class::<stream_holder::StreamHolder>()?;
+    m.add("LtxError", py.get_type::<ltx::LtxError>())?;
+    m.add_function(wrap_pyfunction!(ltx::py_restore_ltx, m)?)?;
     // `add` keeps a module `__all__`, which the stub (`pbfast/_native.pyi`) does not declare.
     m.delattr("__all__")?;
     Ok(())

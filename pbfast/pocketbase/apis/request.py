@@ -289,9 +289,19 @@ def _no_json_constant(name: str) -> Any:
 def record_body_limit(collection: Collection) -> int:
     """PocketBase's record body limit: the default plus what the collection's file, JSON and editor fields may
     carry (a view's fields add nothing: it takes no writes)."""
-    if collection.is_view:
-        return DEFAULT_MAX_BODY
-    return DEFAULT_MAX_BODY + sum(f.max_body_size() for f in collection.fields)
+    known = _body_limits.get(id(collection))
+    if known is not None and known[0] is collection:  # read twice per write request; a collection is never
+        return known[1]                                 # changed once loaded (an update loads a new one)
+    limit = DEFAULT_MAX_BODY if collection.is_view else DEFAULT_MAX_BODY + sum(f.max_body_size()
+                                                                               for f in collection.fields)
+    if len(_body_limits) >= _BODY_LIMITS_KEPT:
+        _body_limits.clear()
+    _body_limits[id(collection)] = (collection, limit)  # the collection held: its id is not reused meanwhile
+    return limit
+
+
+_BODY_LIMITS_KEPT: Final = 1024
+_body_limits: dict[int, tuple[Collection, int]] = {}
 
 
 def send_error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pbfast.pocketbase.fields import PasswordField
@@ -33,6 +34,10 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
     ``manageRule``)."""
     out: dict[str, Any] = {"collectionId": collection.id, "collectionName": collection.name}
     superuser, is_auth = viewer.superuser, collection.type == "auth"
+    if not is_auth:
+        for name, to_api in _shown_fields(collection, superuser):
+            out[name] = to_api(row.get(name))
+        return out
     for field in collection.fields:
         name = field.name
         if field.hidden and not superuser:
@@ -46,6 +51,31 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
             or row.get("emailVisibility")):
         out.pop("email")
     return out
+
+
+def _password_to_api(stored: object) -> str:
+    return ""
+
+
+def _shown_fields(collection: Collection, superuser: bool) -> list[tuple[str, Callable[[Any], object]]]:
+    """What :func:`record_json` shows of a collection that is not an auth collection, to a superuser or not:
+    each shown field's name and how its stored value is shown, worked out once per collection (a collection
+    is never changed once loaded: an update loads a new one)."""
+    known = _shown.get(id(collection))
+    if known is not None and known[0] is collection:
+        return known[1][superuser]
+    plans: tuple[list[tuple[str, Callable[[Any], object]]], ...] = tuple(
+        [(field.name, _password_to_api if isinstance(field, PasswordField) else field.to_api)
+         for field in collection.fields if not field.hidden or for_superuser]
+        for for_superuser in (False, True))
+    if len(_shown) >= _SHOWN_KEPT:
+        _shown.clear()
+    _shown[id(collection)] = (collection, plans)  # the collection held: its id is not reused meanwhile
+    return plans[superuser]
+
+
+_SHOWN_KEPT = 1024
+_shown: dict[int, tuple[Collection, tuple[list[tuple[str, Callable[[Any], object]]], ...]]] = {}
 
 
 def expansion_json(expands: list[Expansion | None], viewer: Viewer) -> list[dict[str, Any] | None]:
@@ -74,5 +104,16 @@ def expansion_json(expands: list[Expansion | None], viewer: Viewer) -> list[dict
 
 def strip_hidden(collection: Collection, data: dict[str, Any]) -> dict[str, Any]:
     """Non-superusers cannot set hidden fields (an auth collection's ``password`` excepted)."""
-    hidden = {f.name for f in collection.fields if f.hidden and not (collection.type == "auth" and f.name == "password")}
+    known = _hidden.get(id(collection))
+    if known is not None and known[0] is collection:
+        hidden = known[1]
+    else:  # worked out once per loaded collection, as _shown_fields
+        hidden = frozenset(f.name for f in collection.fields
+                           if f.hidden and not (collection.type == "auth" and f.name == "password"))
+        if len(_hidden) >= _SHOWN_KEPT:
+            _hidden.clear()
+        _hidden[id(collection)] = (collection, hidden)
     return {k: v for k, v in data.items() if k not in hidden} if hidden else data
+
+
+_hidden: dict[int, tuple[Collection, frozenset[str]]] = {}

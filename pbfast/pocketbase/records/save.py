@@ -179,7 +179,18 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
 
 
 def _insert_sql(table: str, values: dict[str, Any]) -> str:
-    return f"INSERT INTO {table} ({', '.join(map(quote, values))}) VALUES ({', '.join('?' * len(values))})"
+    key = (table, *values)
+    sql = _insert_statements.get(key)
+    if sql is None:  # the same few per collection: made once (quoting every column cost more than the INSERT)
+        if len(_insert_statements) >= _INSERT_STATEMENTS_KEPT:
+            _insert_statements.clear()
+        sql = _insert_statements[key] = (f"INSERT INTO {table} ({', '.join(map(quote, values))}) "
+                                         f"VALUES ({', '.join('?' * len(values))})")
+    return sql
+
+
+_INSERT_STATEMENTS_KEPT = 1024
+_insert_statements: dict[tuple[str, ...], str] = {}
 
 
 def _insert_returning(conn: apsw.Connection, table: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""The shortcuts on the request path route exactly as the generic router does: a forwarded tenant request's
+``/t/{id}`` taken without the node router (:func:`pbfast.http.forwarded_target`), and route templates matched
+by their precomputed literal and parameter positions (``Router.match``)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from pbfast.http import Router, _bind, forwarded_target, path_segments
+
+TRICKY_PATHS = ["/t/a", "/t/a/", "/t/a/api/health", "/t/a//api", "/t//api", "/t/", "/t", "/t/./x", "/t/../x",
+                "/t/a\x01b/x", "/t/a/b/../c", "/tt/a/x", "/t/%2e/x", "/t/a/api/collections/x/records/1",
+                "/api/health", "/", "t/a/x", "/t/a\x7f/x"]
+
+
+Handler = Callable[[], None]
+
+
+def _health() -> None: ...
+
+
+def _release() -> None: ...
+
+
+def _forwarded() -> None: ...
+
+
+def test_the_forwarded_shortcut_takes_what_the_mount_takes() -> None:
+    router: Router[Handler] = Router()
+    router.add("GET", "/api/health", _health)
+    router.add("POST", "/api/node/tenants/{id}/release", _release)
+    router.mount("/t/{id}", _forwarded)
+    for path in TRICKY_PATHS:
+        match = router.match("GET", path)
+        expected = (match.params["id"], match.path) if match.handler is _forwarded else None
+        assert forwarded_target(path) == expected, path
+
+
+def test_templates_bind_as_segment_by_segment() -> None:
+    templates = ["/api/collections/{collection}/records/{id}", "/api/files/{collection}/{id}/{filename}",
+                 "/a/{x}", "/{x}/b", "/{x}", "/a", "/a/b/c", "/{x}/{y}", "/api/backups/{key}/restore"]
+    words = ["api", "collections", "records", "a", "b", "{x}", "restore", "id1"]
+    for template in templates:
+        segments = path_segments(template)
+        assert segments is not None
+        router: Router[Handler] = Router()
+        router.add("GET", template, _health)
+        for parts in itertools.product(words, repeat=len(segments)):
+            match = router.match("GET", "/" + "/".join(parts))
+            bound = _bind(segments, parts)
+            assert (match.params if match.handler is not None else None) == bound, (template, parts)
