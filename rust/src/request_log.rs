@@ -515,7 +515,7 @@ mod tests {
         assert_eq!(exec_time_text(12.0), "12");
         assert_eq!(exec_time_text(0.000_001), "0.000001");
         assert_eq!(exec_time_text(0.0), "0");
-        assert_eq!(exec_time_text(1234.567_890_1), "1234.56789");
+        assert_eq!(exec_time_text(1_234.567_890_1), "1234.56789");
     }
 
     #[test]
