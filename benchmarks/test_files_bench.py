@@ -63,6 +63,10 @@ class _Answer:
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status, self.headers, self.body = status, dict(headers), b""
 
+    def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
+        # what granian sends from the file (a repeated download of the local store's file)
+        self.status, self.headers, self.body = status, dict(headers), Path(file).read_bytes()
+
 
 @dataclass
 class _Bench:
