@@ -130,6 +130,11 @@ class EngineLimits:
 DEFAULT_LIMITS: Final = EngineLimits()
 
 
+# The tables the node reads on every open (the collections, the settings): written only through the APIs.
+NODE_TABLES: Final = frozenset({"_collections", "_params"})
+_ROW_WRITES: Final = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE})
+
+
 def _authorize(action: int, first: str | None, second: str | None, database: str | None,
                origin: str | None) -> int:
     """SQLite's authorizer callback (see the module docs); ``origin`` is the view or trigger compiled."""
@@ -140,6 +145,11 @@ def _authorize(action: int, first: str | None, second: str | None, database: str
     if action == apsw.SQLITE_READ and first is not None and first[:7].lower() == "pragma_":
         return apsw.SQLITE_OK if first[7:].lower() in READABLE_PRAGMAS else apsw.SQLITE_DENY
     if action == apsw.SQLITE_FUNCTION and (second or "").lower() in DENIED_FUNCTIONS:
+        return apsw.SQLITE_DENY
+    if origin is not None and action in _ROW_WRITES and (first or "").lower() in NODE_TABLES:
+        # a trigger's body is authorized when the statement firing it is compiled, by the node's own
+        # statements too: no trigger of the tenant's (created through the SQL console, or brought by an
+        # imported database or a restored backup) may change what the node reads outside the APIs' checks
         return apsw.SQLITE_DENY
     return apsw.SQLITE_OK
 

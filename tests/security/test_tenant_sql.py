@@ -200,6 +200,17 @@ def test_sql_console_stays_within_the_tenant(site: Site, tmp_path: Path) -> None
                                                            "fields": [{"name": "v", "type": "text"}]})
     assert made.status_code == 200, made.text
     assert site.call("alpha", "POST", "/api/collections/after_console/records", {"v": "x"}).status_code == 200
+    # a trigger (allowed: it is on the tenant's own table) cannot write the node's tables when it fires, even
+    # from the node's own statements: the write that fires it fails, the settings stay as they were
+    settings_before = site.call("alpha", "GET", "/api/settings").json()
+    trap = run("create trigger trap after insert on after_console begin update _params set value = 'x'; "
+               "insert into _collections (id, name) values ('x', 'x'); end")
+    assert trap.status_code == 200, trap.text
+    assert site.call("alpha", "POST", "/api/collections/after_console/records", {"v": "y"}).status_code == 400
+    assert site.call("alpha", "GET", "/api/settings").json() == settings_before
+    assert run("select count(*) from _collections where id = 'x'").json()["rows"] == [["0"]]
+    assert run("drop trigger trap").status_code == 200
+    assert site.call("alpha", "POST", "/api/collections/after_console/records", {"v": "z"}).status_code == 200
     # only the tenant's own superusers
     other = httpx.post(f"{site.gw}/t/alpha/api/sql", json={"query": "select 1"}, timeout=30,
                        headers={"Authorization": site.tokens["beta"]})

@@ -36,7 +36,7 @@ from pbfast.pocketbase.apis.record_auth_forms import VALIDATION_FAILED, required
 from pbfast.pocketbase.apis.request import TenantRequest, require_superuser, send_with_fields
 from pbfast.pocketbase.dbutils.transaction import sqlite_error_text, write_transaction
 from pbfast.pocketbase.gocompat.json_numbers import go_format_float
-from pbfast.pocketbase.sqlite_guard import READABLE_PRAGMAS
+from pbfast.pocketbase.sqlite_guard import NODE_TABLES, READABLE_PRAGMAS
 
 __all__ = ["run_sql"]
 
@@ -44,7 +44,6 @@ MAX_QUERY_LENGTH: Final = 5000
 MAX_ROWS: Final = 1000
 FAILED: Final = "Failed to execute query. Raw error:\n"
 _WRITE_PREFIXES: Final = ("INSERT", "CREATE", "UPDATE", "DELETE", "DROP", "DETACH", "ALTER", "REPLACE")
-_NODE_TABLES: Final = frozenset({"_collections", "_params"})
 _TABLE_WRITES: Final = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE, apsw.SQLITE_DROP_TABLE})
 _DENIED: Final = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT, apsw.SQLITE_CREATE_TEMP_INDEX,
                             apsw.SQLITE_CREATE_TEMP_TABLE, apsw.SQLITE_CREATE_TEMP_TRIGGER,
@@ -133,7 +132,7 @@ def _console_guard(conn: apsw.Connection) -> Iterator[None]:
             return apsw.SQLITE_DENY
         table = second if action in (apsw.SQLITE_ALTER_TABLE, apsw.SQLITE_CREATE_TRIGGER) else first
         if (action in _TABLE_WRITES or action in (apsw.SQLITE_ALTER_TABLE, apsw.SQLITE_CREATE_TRIGGER)) \
-                and (table or "").lower() in _NODE_TABLES:
+                and (table or "").lower() in NODE_TABLES:
             return apsw.SQLITE_DENY
         return tenant_authorizer(action, first, second, database, origin) if tenant_authorizer else apsw.SQLITE_OK
 
