@@ -161,10 +161,16 @@ class TenantPool:
         # A first superuser still pending is applied before the tenant answers anything, on every open: an
         # earlier open that created the database and then failed (fenced meanwhile, say) left it pending,
         # and the tenant must not answer a login without it until the next heartbeat applies it.
-        superuser, slot.first_superuser = slot.first_superuser, None
+        superuser = slot.first_superuser
         if superuser is not None:
-            upsert_superuser(tenant, superuser.email, superuser.password_hash, overwrite=created)
-            self.superusers_applied.add(tenant_id)
+            try:  # not published yet: no request uses the connection meanwhile
+                await asyncio.to_thread(upsert_superuser, tenant, superuser.email, superuser.password_hash,
+                                        overwrite=created)
+            except Exception:  # noqa: BLE001 - the tenant's trigger, say: kept pending, tried again by the heartbeat
+                log.exception("tenant %s: applying the first superuser failed", tenant_id)
+            else:
+                slot.first_superuser = None
+                self.superusers_applied.add(tenant_id)
         try:
             if self.replicator is not None:
                 try:

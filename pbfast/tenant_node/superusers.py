@@ -10,16 +10,21 @@ from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.tenant import Tenant, new_record_id
 from pbfast.timefmt import format_datetime
 
-__all__ = ["upsert_superuser"]
+__all__ = ["NODE_WRITE_SECONDS", "upsert_superuser"]
+
+# The node's own writes to a tenant's database run under the tenant's guards and a time limit: the tenant's
+# triggers (on _superusers, say) fire for them too, and are the tenant's code.
+NODE_WRITE_SECONDS = 5.0
 
 
 def upsert_superuser(tenant: Tenant, email: str, password_hash: str, overwrite: bool = True) -> None:
     """Create (or, with ``overwrite``, update) the superuser ``email`` with an already bcrypt-hashed password
-    (blocking: the tenant's database work, run on the node's database threads)."""
+    (blocking: the tenant's database work, run on the node's database threads). Raises
+    :class:`~pbfast.pocketbase.sqlite_guard.TimeLimitExceeded` past :data:`NODE_WRITE_SECONDS`."""
     now = format_datetime(time.time())
     # The write lock first: Litestream writes to the database too, and a transaction that read before it
     # wrote would fail at once (SQLITE_BUSY_SNAPSHOT) instead of waiting its turn.
-    with write_transaction(tenant.conn):
+    with tenant.time_limit.running(NODE_WRITE_SECONDS), write_transaction(tenant.conn):
         row = tenant.conn.execute("SELECT id FROM _superusers WHERE email = ? COLLATE NOCASE", (email,)).fetchone()
         if row is None:
             tenant.conn.execute(

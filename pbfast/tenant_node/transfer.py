@@ -21,6 +21,7 @@ from pbfast.durable import fsync_directory
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase.filesystem import STORAGE_DIR, StorageError, files_of
+from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import DATA_DB, backup_database, check_pocketbase_database, new_record_id
 from pbfast.tenant_node.copies import LocalCopies
 from pbfast.tenant_node.data_archive import is_archive, pack, unpack
@@ -62,7 +63,10 @@ class Transfer:
         if slot.importing:
             raise ApiError(409, "The tenant is being imported; retry afterwards.")
         async with self.pool.using(tenant_id) as tenant:
-            await self.db.run(tenant_id, lambda: upsert_superuser(tenant, email, password_hash), bounded=False)
+            try:
+                await self.db.run(tenant_id, lambda: upsert_superuser(tenant, email, password_hash), bounded=False)
+            except TimeLimitExceeded as err:  # the tenant's own trigger on _superusers held the write
+                raise ApiError(400, f"The tenant's database did not take the superuser: {err}.") from err
         slot.first_superuser = None
         self.superusers_applied.add(tenant_id)
 

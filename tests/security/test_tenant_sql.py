@@ -6,10 +6,12 @@ loopback, as an attacker would."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import apsw
+
 import httpx
 import pytest
 
@@ -215,3 +217,23 @@ def test_sql_console_stays_within_the_tenant(site: Site, tmp_path: Path) -> None
     other = httpx.post(f"{site.gw}/t/alpha/api/sql", json={"query": "select 1"}, timeout=30,
                        headers={"Authorization": site.tokens["beta"]})
     assert other.status_code == 401, other.text
+
+
+def test_a_trigger_on_superusers_cannot_hold_the_nodes_own_writes(site: Site) -> None:
+    """The node's own write to a tenant (the control plane's superuser upsert) fires the tenant's triggers
+    too: one that never ends is stopped by the node's time limit for such writes, answered, and the node serves
+    on; without the limit it held a database thread for good."""
+    trap = site.call("alpha", "POST", "/api/sql", {"query": (
+        "create trigger hold before update on _superusers begin select count(*) from (with recursive c(n) as "
+        "(select 1 union all select n + 1 from c) select n from c); end")})
+    assert trap.status_code == 200, trap.text
+    started = time.monotonic()
+    upserted = httpx.put(f"{site.cp}/api/cp/tenants/alpha/superusers", headers=ADMIN, timeout=60,
+                         json={"email": "root@alpha.test", "password": "another-password-1"})
+    assert upserted.status_code >= 400, upserted.text
+    assert time.monotonic() - started < 30
+    assert beta_secrets(site) == ["beta-secret"]
+    # the tenant's turn is free again: its own writes go on
+    made = site.call("alpha", "POST", "/api/collections", {"name": "after_trap", "type": "base",
+                                                           "fields": [{"name": "v", "type": "text"}]})
+    assert made.status_code == 200, made.text
