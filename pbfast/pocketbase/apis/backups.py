@@ -85,8 +85,8 @@ class BackupMaking:
         try:
             await asyncio.get_running_loop().run_in_executor(BACKUP_THREADS, self.backups.make, self.tenant,
                                                              self.store, self.name)
-        except ApiError as err:  # another backup or restore of the tenant started meanwhile
-            send_error(proto, err.status, err.message, err.data)
+        except ApiError as err:  # another backup or restore of the tenant started meanwhile, or it closed here
+            send_error(proto, err.status, err.message, err.data, err.headers)
             return
         except (StoreError, StorageError, OSError) as err:
             log.warning("tenant %s: backup %s failed: %s", self.tenant.id, self.name, err)
@@ -216,7 +216,11 @@ class Backups:
             archive = scratch / "backup.zip"
             snapshots = scratch / "snapshots"
             snapshots.mkdir()
+            # Off the tenant's turn, a close (a move, the node fenced) may come meanwhile: a copy this node no
+            # longer serves may be stale, and is never written under the tenant's backups.
+            _check_open(tenant)
             create_archive(tenant, archive, snapshots, files_of(tenant))
+            _check_open(tenant)
             store.put(name, archive)
 
     def plan_scheduled(self, tenant: Tenant, now: datetime) -> ScheduledPlan:
@@ -247,6 +251,8 @@ class Backups:
         try:
             self.make(tenant, store, name)
         except ApiError as err:
+            if tenant.closed:  # moved or fenced meanwhile: its new node backs it up
+                return ScheduledBackup(name, NOT_OURS_ANY_MORE, (), ())
             error = err.message
         except (StoreError, StorageError, OSError) as err:
             error = str(err) or type(err).__name__
@@ -376,6 +382,12 @@ class Backups:
             except (StoreError, ArchiveError, OSError) as err:
                 raise ApiError(400, f"Failed to restore the backup: {err}") from err
         request.proto.response_empty(204, [])
+
+
+def _check_open(tenant: Tenant) -> None:
+    if tenant.closed:
+        raise ApiError(503, "The tenant was closed on this node (moved or fenced); retry.",
+                       headers=[("retry-after", "1")])
 
 
 def may_authenticate(tenant: Tenant, authorization: str | None) -> bool:
