@@ -147,7 +147,9 @@ impl Header {
             wal_salt2: be_u32(&b[68..]),
             node_id: be_u64(&b[72..]),
         };
-        if header.flags & !HEADER_FLAG_NO_CHECKSUM != 0 {
+        // Litestream 0.5 always writes checksums: a file without them (or with unknown flags) is left to
+        // litestream, as its result could not be checked against the last file's database checksum.
+        if header.flags != 0 {
             return Err(RestoreError::Unsupported(format!("header flags 0x{:08x}", header.flags)));
         }
         header.validate()?;
@@ -346,6 +348,7 @@ impl PageDecoder {
         let mut snapshot_checksum = CHECKSUM_FLAG;
         let lock = lock_pgno(header.page_size);
         let mut prev_pgno = 0u32;
+        let mut pages = 0u64;
         loop {
             let mut frame = [0u8; PAGE_HEADER_SIZE];
             reader.read_exact(&mut frame)?;
@@ -365,6 +368,7 @@ impl PageDecoder {
                 return corrupt(format!("page {pgno} after page {prev_pgno} (commit {})", header.commit));
             }
             prev_pgno = pgno;
+            pages += 1;
             let mut size = [0u8; 4];
             reader.read_exact(&mut size)?;
             file_hash.update(&size);
@@ -386,8 +390,14 @@ impl PageDecoder {
             }
             sink(pgno, &self.page, checksum)?;
         }
+        // The page index (three varints of at most 10 bytes per page, a 0, its 8-byte size) and the trailer:
+        // anything longer is not an LTX file's tail, and is not read into memory.
+        let bound = pages * 30 + 1 + 8 + TRAILER_SIZE as u64;
         let mut tail = Vec::new();
-        reader.read_to_end(&mut tail)?;
+        reader.take(bound + 1).read_to_end(&mut tail)?;
+        if tail.len() as u64 > bound {
+            return corrupt("data after the page index and trailer");
+        }
         if tail.len() < TRAILER_SIZE || skip_page_index(&tail[..tail.len() - TRAILER_SIZE])? != tail.len() - TRAILER_SIZE {
             return corrupt("page index and trailer");
         }
