@@ -177,6 +177,8 @@ REMAINING_SCENARIOS: dict[str, list[Step]] = {
         Step("guest", "POST", SQL, {"query": "select 1"}, auth=G),
         Step("regular user", "POST", SQL, {"query": "select 1"}, auth=G, headers=USER2),
         Step("superuser", "POST", SQL, {"query": "select 1"}),
+        Step("a trailing comment and semicolons", "POST", SQL, {"query": "select 1 as a; -- the end\n;;"}),
+        Step("two statements, a comment between", "POST", SQL, {"query": "select 1; /* x */ select 2 as b;"}),
         Step("superuser (execTime shown)", "POST", "/api/sql?fields=execTime", {"query": "select 1"}),
         Step("empty query", "POST", SQL, {"query": ""}),
         Step("only spaces", "POST", SQL, {"query": "   "}),

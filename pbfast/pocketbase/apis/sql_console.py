@@ -23,6 +23,7 @@ authorized again).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ __all__ = ["run_sql"]
 MAX_QUERY_LENGTH: Final = 5000
 MAX_ROWS: Final = 1000
 FAILED: Final = "Failed to execute query. Raw error:\n"
+_NOTHING_MORE: Final = re.compile(r"(?:\s|;|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
 _WRITE_PREFIXES: Final = ("INSERT", "CREATE", "UPDATE", "DELETE", "DROP", "DETACH", "ALTER", "REPLACE")
 _TABLE_WRITES: Final = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE, apsw.SQLITE_DROP_TABLE})
 _DENIED: Final = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT, apsw.SQLITE_CREATE_TEMP_INDEX,
@@ -90,6 +92,8 @@ def _last_statement_rows(conn: apsw.Connection, query: str) -> tuple[list[dict[s
     while True:
         details = apsw.ext.query_info(conn, remaining)
         statement, remaining = details.first_query, (details.query_remaining or "").strip()
+        if _NOTHING_MORE.fullmatch(remaining):  # only comments or semicolons left: this is the last statement
+            remaining = ""
         cursor = conn.cursor()
         if remaining:
             for _ in cursor.execute(statement, can_cache=False):
