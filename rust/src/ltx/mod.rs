@@ -147,9 +147,9 @@ impl Header {
             wal_salt2: be_u32(&b[68..]),
             node_id: be_u64(&b[72..]),
         };
-        // Litestream 0.5 always writes checksums: a file without them (or with unknown flags) is left to
-        // litestream, as its result could not be checked against the last file's database checksum.
-        if header.flags != 0 {
+        // Litestream 0.5.17 writes files flagged without checksums (seen in its replicas): they are read, the
+        // file checksum still checked, only the database checksum of a result they end is not there to compare.
+        if header.flags & !HEADER_FLAG_NO_CHECKSUM != 0 {
             return Err(RestoreError::Unsupported(format!("header flags 0x{:08x}", header.flags)));
         }
         header.validate()?;

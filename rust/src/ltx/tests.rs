@@ -266,14 +266,6 @@ fn a_header_claiming_billions_of_pages_takes_no_room_for_them() {
 }
 
 #[test]
-fn a_file_without_checksums_is_left_to_litestream() {
-    let (specs, _) = history();
-    // the flags are the header's bytes 4..8 (big-endian): bit 1 says the file carries no checksums
-    let err = refused(&specs, "nosum", |bytes, i| if i == 1 { bytes[7] |= 0x02 });
-    assert!(matches!(err, RestoreError::Unsupported(_)), "{err}");
-}
-
-#[test]
 fn data_appended_after_the_trailer_is_refused_without_being_read() {
     let (specs, _) = history();
     let err = refused(&specs, "tail", |bytes, i| if i == 1 { bytes.extend(std::iter::repeat_n(0u8, 1 << 20)) });
