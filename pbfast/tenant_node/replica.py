@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -198,8 +199,13 @@ class Replicas:
         (vfork): uvloop's own forks the node on the event loop and waits there until the child has exec'd,
         0.2-0.5 s per command at a node's size, and a few first opens at once held the loop past the lease's
         deadline (the node fenced itself: ``tests/test_replica_commands.py``)."""
-        process = await asyncio.to_thread(subprocess.Popen, [self.program(), *args], stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, env=self.store.environment())
+        starting = asyncio.get_running_loop().run_in_executor(None, _start, [self.program(), *args],
+                                                               self.store.environment())
+        try:
+            process = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            starting.add_done_callback(_end_started)  # cancelled while it started: no orphan left behind
+            raise
         try:
             output, _ = await asyncio.to_thread(process.communicate, timeout=timeout)
         except subprocess.TimeoutExpired as err:
@@ -210,3 +216,16 @@ class Replicas:
             process.kill()  # the thread's communicate() then sees the end of its output and reaps it
             raise
         return process.returncode, output.decode(errors="replace").strip()
+
+
+def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+
+def _end_started(starting: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """Kill and reap (on a thread of its own) a litestream command whose caller was cancelled while it started."""
+    if starting.cancelled() or starting.exception() is not None:
+        return
+    process = starting.result()
+    process.kill()
+    threading.Thread(target=process.communicate, name="litestream-reap", daemon=True).start()
