@@ -22,7 +22,7 @@ from pbfast.pocketbase.oauth2.providers import provider_list
 from pbfast.pocketbase.records import Viewer
 from pbfast.pocketbase.records.export import record_json
 
-__all__ = ["dry_run_view", "oauth2_providers"]
+__all__ = ["MAX_QUERY_LENGTH", "dry_run_view", "oauth2_providers", "query_form"]
 
 MAX_QUERY_LENGTH: Final = 5000
 INVALID_QUERY: Final = "Invalid view query. Raw error: \n"
@@ -33,17 +33,22 @@ def oauth2_providers(request: TenantRequest) -> None:
     send_with_fields(request, provider_list(), sort_keys=False)
 
 
-def dry_run_view(request: TenantRequest) -> None:
+def query_form(request: TenantRequest) -> str:
+    """The ``query`` of a superuser's SQL form (the view dry run, the SQL console), validated as PocketBase
+    validates it: required, at most :data:`MAX_QUERY_LENGTH` characters."""
     require_superuser(request)
-    form, _ = string_form(request, ("query",))
-    query = form["query"]
+    query = string_form(request, ("query",))[0]["query"]
     if not query:
         raise ApiError(400, VALIDATION_FAILED, {"query": required_error()})
     if len(query) > MAX_QUERY_LENGTH:
         raise ApiError(400, VALIDATION_FAILED, {"query": {
             "code": "validation_length_too_long", "message": f"The length must be no more than {MAX_QUERY_LENGTH}.",
             "params": {"max": MAX_QUERY_LENGTH, "min": 0}}})
-    query = query.strip().strip(";")
+    return query
+
+
+def dry_run_view(request: TenantRequest) -> None:
+    query = query_form(request).strip().strip(";")
     try:
         statements = split_tokens(query, ";")
     except UnbalancedTokenError:

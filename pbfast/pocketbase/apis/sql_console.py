@@ -33,15 +33,14 @@ import apsw
 import apsw.ext
 
 from pbfast.http import ApiError
-from pbfast.pocketbase.apis.record_auth_forms import VALIDATION_FAILED, required_error, string_form
-from pbfast.pocketbase.apis.request import TenantRequest, require_superuser, send_with_fields
+from pbfast.pocketbase.apis.collections_meta import query_form
+from pbfast.pocketbase.apis.request import TenantRequest, send_with_fields
 from pbfast.pocketbase.dbutils.transaction import sqlite_error_text, write_transaction
 from pbfast.pocketbase.gocompat.json_numbers import go_format_float
 from pbfast.pocketbase.sqlite_guard import NODE_TABLES, READABLE_PRAGMAS
 
 __all__ = ["run_sql"]
 
-MAX_QUERY_LENGTH: Final = 5000
 MAX_ROWS: Final = 1000
 FAILED: Final = "Failed to execute query. Raw error:\n"
 _NOTHING_MORE: Final = re.compile(r"(?:\s|;|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
@@ -53,15 +52,7 @@ _DENIED: Final = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT, apsw
 
 
 def run_sql(request: TenantRequest) -> None:
-    require_superuser(request)
-    query = string_form(request, ("query",))[0]["query"]
-    if not query:
-        raise ApiError(400, VALIDATION_FAILED, {"query": required_error()})
-    if len(query) > MAX_QUERY_LENGTH:
-        raise ApiError(400, VALIDATION_FAILED, {"query": {
-            "code": "validation_length_too_long", "message": f"The length must be no more than {MAX_QUERY_LENGTH}.",
-            "params": {"max": MAX_QUERY_LENGTH, "min": 0}}})
-    query = query.strip()
+    query = query_form(request).strip()
     if not query:
         raise _failed("empty query")
     started = time.monotonic()
