@@ -1,8 +1,9 @@
 """A tenant's latest replicated state restored inside the node (issue 14, goal 4), without a ``litestream
 restore`` process: one listing of the replica (every level at once), the files of Litestream's restore plan
 (:func:`restore_plan`: the newest snapshot, then the files that extend it furthest), and their pages applied
-by :func:`pbfast._native.restore_ltx`, which checks every file (its checksums) and the result (the last
-file's database checksum) before anything is used. Measured (benchmarks/RESULTS.md, "Cold open from the
+by :func:`pbfast._native.restore_ltx`, which checks every file (its CRC-64, page order, that every page is
+there; the last file's database checksum when it carries one: Litestream 0.5.17 writes its files flagged
+without) before anything is used. Measured (benchmarks/RESULTS.md, "Cold open from the
 replica"): ~44 requests and a process start (~100-150 ms here) became 1 + the files read; a cold open of
 a 1 MB tenant from moto's S3 went from p50 274-290 ms to 26-28 ms.
 
