@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,9 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from differential import Step, compare
+from conftest import DataPatch
 from pbharness import Backend
 from scenarios_admin_api import ADMIN_API_SCENARIOS, APPLE, APPLE_TEST_KEY
 from scenarios_auth_api import AUTH_API_SCENARIOS, RATE_LIMIT_SCENARIOS
+from scenarios_patched_ports import PATCHED_SCENARIOS, write_sessions
 from scenarios_remaining_ports import REMAINING_SCENARIOS
 from test_differential import fixture_ids
 
@@ -40,6 +43,17 @@ def test_ported_scenarios_answer_as_pocketbase(stock_pocketbase: Backend, pbfast
     assert not differences, "\n".join(differences)
     _check_apple_client_secret(pbfast_fixture_tenant)
     _check_backup_job_on_demand(pbfast_fixture_tenant)
+
+
+def test_ported_scenarios_on_written_sessions_answer_as_pocketbase(
+        patched_backends: Callable[[DataPatch], tuple[Backend, Backend]], tmp_path: Path) -> None:
+    """``scenarios_patched_ports.py``: OTPs and MFA sessions written before the servers start, then backups."""
+    stock, fast = patched_backends(write_sessions)
+    ids = fixture_ids()
+    differences: list[str] = []
+    for scenario, steps in PATCHED_SCENARIOS.items():
+        differences += [f"[{scenario}] {line}" for line in compare(stock, fast, steps, ids)]
+    assert not differences, "\n".join(differences)
 
 
 def _check_backup_job_on_demand(backend: Backend) -> None:

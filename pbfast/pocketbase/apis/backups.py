@@ -30,7 +30,7 @@ from pbfast.pocketbase import app_settings, auth, mails
 from pbfast.pocketbase.apis.multipart import MultipartError, parse_form_data
 from pbfast.pocketbase.apis.form_body import struct_body
 from pbfast.pocketbase.apis.request import (LOAD_FAILED, NOT_FOUND, SUPERUSERS, TenantRequest, require_superuser,
-                                           send_error)
+                                           send_error, send_with_fields)
 from pbfast.pocketbase.apis.settings import real_ip
 from pbfast.pocketbase.backup_lock import BackupLock, running_backup
 from pbfast.pocketbase.backup_archive import ArchiveError, create_archive, default_backup_name, restore_archive
@@ -172,8 +172,8 @@ class Backups:
             files = self._store(request).list()
         except StoreError as err:
             raise ApiError(400, "Failed to retrieve backup items. Raw error: \n" + str(err)) from err
-        request.send_json(200, [{"modified": format_created(f.modified), "key": f.key, "size": f.size}
-                                for f in files], sort_keys=False)
+        send_with_fields(request, [{"modified": format_created(f.modified), "key": f.key, "size": f.size}
+                                   for f in files], sort_keys=False)
 
     def create(self, request: TenantRequest) -> None:
         require_superuser(request)

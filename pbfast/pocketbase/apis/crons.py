@@ -23,7 +23,7 @@ from pbfast.http import ApiError, HTTPProtocol
 from pbfast.logs import component_logger
 from pbfast.pocketbase import app_settings
 from pbfast.pocketbase.apis.backups import BACKUP_THREADS, Backups
-from pbfast.pocketbase.apis.request import TenantRequest, require_superuser
+from pbfast.pocketbase.apis.request import TenantRequest, require_superuser, send_with_fields
 from pbfast.pocketbase.collections.auth_options import AuthOptions
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.transaction import write_transaction
@@ -63,7 +63,7 @@ class Crons:
     def list(self, request: TenantRequest) -> None:
         require_superuser(request)
         jobs = [{"id": job_id, "expression": expression} for job_id, expression in _jobs(request.tenant)]
-        request.send_json(200, jobs, sort_keys=False)
+        send_with_fields(request, jobs, sort_keys=False)
 
     def run(self, request: TenantRequest) -> None:
         require_superuser(request)

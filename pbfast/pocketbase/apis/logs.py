@@ -169,7 +169,7 @@ def view_log(logs: RequestLogs, request: TenantRequest) -> None:
             conn.close()
     if row is None:
         raise ApiError(404, NOT_FOUND)
-    request.send_json(200, _log_json(row), sort_keys=False)
+    send_with_fields(request, _log_json(row), sort_keys=False)
 
 
 def delete_logs(logs: RequestLogs, request: TenantRequest) -> None:

@@ -1,0 +1,104 @@
+"""Ported scenarios that need more than the API can arrange: one-time passwords and MFA sessions written into
+the data dir before the servers start with the dates PocketBase's tests give them (``record_auth_with_otp_test.go``'s
+expired OTP; the MFA sessions ``record_auth_with_password_test.go`` checks, expired or of another record), and
+``backup_test.go``'s downloads and uploads, ending with the superuser IP allow-list (after it the suite's
+superuser is refused). Run by ``test_differential_go_ports.py`` on a pair of servers of their own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import apsw
+
+from differential import Step
+from fixture_data import CLIENT1, USER1
+from scenarios_admin_api import SUPERUSER_FILE_TOKEN, _zip_bytes
+from scenarios_batch import MULTIPART, multipart
+
+G = None  # a guest step
+USERS = "/api/collections/users"
+TEST = {"identity": "test@example.com", "password": "1234567890"}
+_USERS_ID, _USER1_ID, _USER2_ID = "_pb_users_auth_", "4q1xlclmfloku33", "oap640cot4yru2s"
+_CLIENTS_ID, _CLIENT1_ID = "v851q4r790rhknl", "gk390qegs4y47wn"
+_EXPIRED = "2022-01-01 10:00:00.000Z"  # years before any OTP or MFA duration
+_OTP_123456 = "$2b$10$TdYfklc07hUpAjn1gGwLi.81FFo2KvfTGX.ue8knyGzI2ii0eM/U6"  # bcrypt("123456")
+
+# id -> (collectionRef, recordRef, created)
+_OTPS = {"expiredotp00001": (_USERS_ID, _USER1_ID, _EXPIRED),
+         "orphanotp000001": (_USERS_ID, "missingrecord00", None)}
+_MFAS = {"expiredmfa00001": (_USERS_ID, _USER1_ID, _EXPIRED),
+         "user2mfa0000001": (_USERS_ID, _USER2_ID, None),
+         "clientmfa000001": (_CLIENTS_ID, _CLIENT1_ID, None),
+         "user1mfa0000001": (_USERS_ID, _USER1_ID, None)}
+
+
+def write_sessions(data_db: Path) -> None:
+    """The OTPs and MFA sessions above in a copy of the fixture's data.db (no date: now, so still valid)."""
+    now = time.strftime("%Y-%m-%d %H:%M:%S.000Z", time.gmtime())
+    connection = apsw.Connection(str(data_db))
+    try:
+        with connection:
+            for otp_id, (collection_ref, record_ref, created) in _OTPS.items():
+                connection.execute("INSERT INTO _otps (id, collectionRef, recordRef, password, sentTo, created, updated)"
+                                   " VALUES (?, ?, ?, ?, '', ?, ?)", (otp_id, collection_ref, record_ref, _OTP_123456,
+                                                                      created or now, created or now))
+            for mfa_id, (collection_ref, record_ref, created) in _MFAS.items():
+                connection.execute("INSERT INTO _mfas (id, collectionRef, recordRef, method, created, updated) "
+                                   "VALUES (?, ?, ?, 'otp', ?, ?)", (mfa_id, collection_ref, record_ref, created or now,
+                                                                     created or now))
+    finally:
+        connection.close()
+
+
+def _otp(name: str, otp_id: str) -> list[Step]:
+    return [Step(f"otp: {name}", "POST", f"{USERS}/auth-with-otp", {"otpId": otp_id, "password": "123456"}, auth=G),
+            Step(f"otp: {name}, kept?", "GET", f"/api/collections/_otps/records/{otp_id}?fields=id")]
+
+
+def _mfa(name: str, mfa_id: str, fields: str = "") -> list[Step]:
+    return [Step(f"mfa: {name}", "POST", f"{USERS}/auth-with-password{fields}", {**TEST, "mfaId": mfa_id}, auth=G),
+            Step(f"mfa: {name}, kept?", "GET", f"/api/collections/_mfas/records/{mfa_id}?fields=id")]
+
+
+PATCHED_SCENARIOS: dict[str, list[Step]] = {
+    "go auth: expired and foreign otp and mfa sessions": [
+        *_otp("expired otp with valid password", "expiredotp00001"),
+        *_otp("otp of a missing record", "orphanotp000001"),
+        *_mfa("expired session", "expiredmfa00001"),
+        *_mfa("another record's session", "user2mfa0000001"),
+        *_mfa("another collection's session", "clientmfa000001"),
+        *_mfa("missing session", "missingmfa00001"),
+        *_mfa("the record's own session", "user1mfa0000001", "?fields=record.email,meta"),
+    ],
+    "go admin: backup files": [
+        Step("upload: guest", "POST", "/api/backups/upload", raw=multipart([], [("file", "up.zip", _zip_bytes())]),
+             headers=MULTIPART, auth=G),
+        Step("upload: user", "POST", "/api/backups/upload", raw=multipart([], [("file", "up.zip", _zip_bytes())]),
+             headers={**MULTIPART, **USER1}, auth=G),
+        Step("upload: valid file", "POST", "/api/backups/upload",
+             raw=multipart([], [("file", "up.zip", _zip_bytes())]), headers=MULTIPART),
+        Step("upload: a name with an escaped char", "POST", "/api/backups/upload",
+             raw=multipart([], [("file", "@up4.zip", _zip_bytes())]), headers=MULTIPART),
+        Step("upload: the default body limit is skipped", "POST", "/api/backups/upload", raw=bytes((32 << 20) + 100)),
+        Step("list", "GET", "/api/backups?fields=key"),
+        Step("crons: list, with fields", "GET", "/api/crons?fields=id"),
+        Step("download: valid superuser file token", "GET", f"/api/backups/up.zip?token={SUPERUSER_FILE_TOKEN}",
+             auth=G),
+        Step("download: escaped char", "GET", f"/api/backups/%40up4.zip?token={SUPERUSER_FILE_TOKEN}", auth=G),
+        Step("download: a client's auth token", "GET", f"/api/backups/up.zip?token={CLIENT1['Authorization']}",
+             auth=G),
+        Step("delete: escaped char", "DELETE", "/api/backups/%40up4.zip"),
+        Step("delete: gone", "GET", f"/api/backups/%40up4.zip?token={SUPERUSER_FILE_TOKEN}", auth=G),
+        Step("superuser IPs: whitelisted", "PATCH", "/api/settings?fields=superuserIPs",
+             {"superuserIPs": ["127.0.0.1", "::1"]}),
+        Step("download: file token and a whitelisted IP", "GET", f"/api/backups/up.zip?token={SUPERUSER_FILE_TOKEN}",
+             auth=G),
+        Step("superuser IPs: not whitelisted", "PATCH", "/api/settings?fields=superuserIPs",
+             {"superuserIPs": ["10.0.0.1"]}),
+        Step("download: file token but a non-whitelisted IP", "GET",
+             f"/api/backups/up.zip?token={SUPERUSER_FILE_TOKEN}", auth=G),
+        Step("delete: superuser from a non-whitelisted IP", "DELETE", "/api/backups/up.zip"),
+        Step("restore: superuser from a non-whitelisted IP", "POST", "/api/backups/up.zip/restore"),
+    ],
+}
