@@ -1,5 +1,6 @@
 """The official SDKs against a pbfast tenant through its gateway and against stock PocketBase 0.40.6, both on
-copies of PocketBase's test data dir: ``expand`` and batches as an app uses them (issue 15).
+copies of PocketBase's test data dir: ``expand`` and batches as an app uses them (issue 15), and the JS SDK's
+auth flows, realtime subscriptions, files and admin services.
 
 * the JS SDK (0.28.0, vendored in ``js_sdk/``, run with node): ``pb.createBatch()`` sends a multipart form
   with the batch under ``@jsonPayload``; ``expand`` on lists and views;
@@ -23,8 +24,8 @@ from pocketbase.utils import ClientResponseError
 JS_SDK = Path(__file__).resolve().parent / "js_sdk"
 
 
-def _run_js(base_url: str) -> dict[str, Any]:
-    done = subprocess.run(["node", str(JS_SDK / "batch_and_expand.js"), str(JS_SDK / "pocketbase.cjs.js"), base_url],
+def _run_js(base_url: str, script: str = "batch_and_expand.js") -> dict[str, Any]:
+    done = subprocess.run(["node", str(JS_SDK / script), str(JS_SDK / "pocketbase.cjs.js"), base_url],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]
@@ -49,6 +50,23 @@ def test_js_sdk_batch_and_expand(stock_pocketbase: Backend, pbfast_fixture_tenan
     assert "js_rolled_back" not in {t["title"] for t in fast["titles"]["ok"]}
     assert fast["ruled"]["response"]["data"]["requests"]["0"]["response"]["status"] == 404
     assert fast["list"]["ok"]["items"][1]["expand"]["rel_one"]["id"] == "84nmscqy84lsi1t"
+
+
+def test_js_sdk_auth_realtime_and_admin_services(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
+    """``js_sdk/auth_realtime_admin.js``: logins, refresh, MFA's first factor, the email flows' requests,
+    impersonation, settings, health, crons, backups, logs, a protected file through a file token, and realtime
+    subscriptions (a collection, a record, unsubscribing, a guest under the list rule)."""
+    stock = _run_js(stock_pocketbase.url, "auth_realtime_admin.js")
+    fast = _run_js(pbfast_fixture_tenant.url, "auth_realtime_admin.js")
+    for key in stock:
+        assert fast.get(key) == stock[key], f"{key}:\n  pbfast:     {fast.get(key)}\n  pocketbase: {stock[key]}"
+    assert set(fast) == set(stock)
+    # and it did what an app expects
+    assert fast["login"]["ok"]["record"]["email"] == "test@example.com"
+    assert fast["refreshStore"] == [True, "gk390qegs4y47wn"]
+    assert fast["events"] == [["*", "create", "js_rt_one"], ["*", "delete", "js_rt_two"], ["*", "update", "js_rt_two"],
+                              ["one", "update", "js_rt_two"]]
+    assert fast["guestEvents"] == ["js_rt_public"] and fast["file"][1] == 200
 
 
 def _tree(record: Record) -> dict[str, Any]:
