@@ -1,6 +1,8 @@
 """Ported scenarios that need more than the API can arrange: one-time passwords and MFA sessions written into
 the data dir before the servers start with the dates PocketBase's tests give them (``record_auth_with_otp_test.go``'s
-expired OTP; the MFA sessions ``record_auth_with_password_test.go`` checks, expired or of another record), and
+expired OTP; the MFA sessions ``record_auth_with_password_test.go`` checks, expired or of another record;
+``record_auth_password_reset_confirm_test.go``'s unverified users, one of them with an email changed since its
+token was signed and the same tokenKey), and
 ``backup_test.go``'s downloads and uploads, ending with the superuser IP allow-list (after it the suite's
 superuser is refused). Run by ``test_differential_go_ports.py`` on a pair of servers of their own."""
 
@@ -12,8 +14,9 @@ from pathlib import Path
 import apsw
 
 from differential import Step
-from fixture_data import CLIENT1, USER1
+from fixture_data import CLIENT1
 from scenarios_admin_api import SUPERUSER_FILE_TOKEN, _zip_bytes
+from scenarios_auth_api import RESET_USER1, RESET_USER3
 from scenarios_batch import MULTIPART, multipart
 
 G = None  # a guest step
@@ -27,6 +30,7 @@ _OTP_123456 = "$2b$10$TdYfklc07hUpAjn1gGwLi.81FFo2KvfTGX.ue8knyGzI2ii0eM/U6"  # 
 # id -> (collectionRef, recordRef, created)
 _OTPS = {"expiredotp00001": (_USERS_ID, _USER1_ID, _EXPIRED),
          "orphanotp000001": (_USERS_ID, "missingrecord00", None)}
+_USER3_ID = "bgs820n361vj1qd"  # verified in the fixture, one OAuth2 link; made unverified with another email below
 _MFAS = {"expiredmfa00001": (_USERS_ID, _USER1_ID, _EXPIRED),
          "user2mfa0000001": (_USERS_ID, _USER2_ID, None),
          "clientmfa000001": (_CLIENTS_ID, _CLIENT1_ID, None),
@@ -47,6 +51,8 @@ def write_sessions(data_db: Path) -> None:
                 connection.execute("INSERT INTO _mfas (id, collectionRef, recordRef, method, created, updated) "
                                    "VALUES (?, ?, ?, 'otp', ?, ?)", (mfa_id, collection_ref, record_ref, created or now,
                                                                      created or now))
+            connection.execute("UPDATE users SET email = 'test3_update@example.com', verified = FALSE WHERE id = ?",
+                               (_USER3_ID,))
     finally:
         connection.close()
 
@@ -71,11 +77,30 @@ PATCHED_SCENARIOS: dict[str, list[Step]] = {
         *_mfa("missing session", "missingmfa00001"),
         *_mfa("the record's own session", "user1mfa0000001", "?fields=record.email,meta"),
     ],
+    "go auth: password reset of unverified users": [
+        Step("links of user1", "GET", "/api/collections/_externalAuths/records?fields=id&sort=id"
+             f"&filter=recordRef='{_USER1_ID}'"),
+        Step("valid token and data (unverified user)", "POST", f"{USERS}/confirm-password-reset",
+             {"token": RESET_USER1, "password": "1234567!", "passwordConfirm": "1234567!"}, auth=G),
+        Step("user1 verified now", "GET", f"{USERS}/records/{_USER1_ID}?fields=email,verified"),
+        Step("user1's links cleared", "GET", "/api/collections/_externalAuths/records?fields=id"
+             f"&filter=recordRef='{_USER1_ID}'"),
+        Step("the new password", "POST", f"{USERS}/auth-with-password?fields=record.email",
+             {"identity": "test@example.com", "password": "1234567!"}, auth=G),
+        Step("the token used up", "POST", f"{USERS}/confirm-password-reset",
+             {"token": RESET_USER1, "password": "1234567?", "passwordConfirm": "1234567?"}, auth=G),
+        Step("valid token and data (unverified user with a different email from the token's)", "POST",
+             f"{USERS}/confirm-password-reset",
+             {"token": RESET_USER3, "password": "1234567!", "passwordConfirm": "1234567!"}, auth=G),
+        Step("user3 still unverified", "GET", f"{USERS}/records/{_USER3_ID}?fields=email,verified"),
+        Step("user3's link kept", "GET", "/api/collections/_externalAuths/records?fields=id"
+             f"&filter=recordRef='{_USER3_ID}'"),
+    ],
     "go admin: backup files": [
         Step("upload: guest", "POST", "/api/backups/upload", raw=multipart([], [("file", "up.zip", _zip_bytes())]),
              headers=MULTIPART, auth=G),
         Step("upload: user", "POST", "/api/backups/upload", raw=multipart([], [("file", "up.zip", _zip_bytes())]),
-             headers={**MULTIPART, **USER1}, auth=G),
+             headers={**MULTIPART, **CLIENT1}, auth=G),  # user1's tokens ended with its reset
         Step("upload: valid file", "POST", "/api/backups/upload",
              raw=multipart([], [("file", "up.zip", _zip_bytes())]), headers=MULTIPART),
         Step("upload: a name with an escaped char", "POST", "/api/backups/upload",
