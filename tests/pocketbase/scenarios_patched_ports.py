@@ -96,6 +96,16 @@ PATCHED_SCENARIOS: dict[str, list[Step]] = {
         Step("user3's link kept", "GET", "/api/collections/_externalAuths/records?fields=id"
              f"&filter=recordRef='{_USER3_ID}'"),
     ],
+    "go middlewares: the default body limit (middlewares_body_limit_test.go)": [
+        Step("just below, a collection create", "POST", "/api/collections", raw=b" " * ((32 << 20) - 2) + b"{}"),
+        Step("one byte over, a collection create", "POST", "/api/collections", raw=bytes((32 << 20) + 1)),
+        Step("one byte over, a guest's realtime post", "POST", "/api/realtime", raw=bytes((32 << 20) + 1), auth=G),
+        Step("one byte over, settings", "PATCH", "/api/settings", raw=bytes((32 << 20) + 1)),
+        Step("one byte over, a missing route", "POST", "/api/missing", raw=bytes((32 << 20) + 1), auth=G),
+        Step("one byte over, a route that reads no body", "POST", "/api/collections/clients/auth-refresh",
+             raw=bytes((32 << 20) + 1), headers=CLIENT1, auth=G),
+        Step("one byte over, a GET", "GET", "/api/health", raw=bytes((32 << 20) + 1), auth=G),
+    ],
     "go admin: backup files": [
         Step("upload: guest", "POST", "/api/backups/upload", raw=multipart([], [("file", "up.zip", _zip_bytes())]),
              headers=MULTIPART, auth=G),
