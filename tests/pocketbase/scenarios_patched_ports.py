@@ -17,13 +17,15 @@ from differential import Step
 from fixture_data import CLIENT1
 from scenarios_admin_api import SUPERUSER_FILE_TOKEN, _zip_bytes
 from scenarios_auth_api import RESET_USER1, RESET_USER3
+from test_differential_email import _token as email_token
 from scenarios_batch import MULTIPART, multipart
 
 G = None  # a guest step
 USERS = "/api/collections/users"
 TEST = {"identity": "test@example.com", "password": "1234567890"}
 _USERS_ID, _USER1_ID, _USER2_ID = "_pb_users_auth_", "4q1xlclmfloku33", "oap640cot4yru2s"
-_CLIENTS_ID, _CLIENT1_ID = "v851q4r790rhknl", "gk390qegs4y47wn"
+_CLIENTS_ID, _CLIENT1_ID, _CLIENT2_ID = "v851q4r790rhknl", "gk390qegs4y47wn", "o1y0dd0spd786md"  # client2: unverified
+VERIFY_CLIENT2 = email_token("clients", _CLIENT2_ID, "verification", email="test2@example.com")
 _EXPIRED = "2022-01-01 10:00:00.000Z"  # years before any OTP or MFA duration
 _OTP_123456 = "$2b$10$TdYfklc07hUpAjn1gGwLi.81FFo2KvfTGX.ue8knyGzI2ii0eM/U6"  # bcrypt("123456")
 
@@ -95,6 +97,15 @@ PATCHED_SCENARIOS: dict[str, list[Step]] = {
         Step("user3 still unverified", "GET", f"{USERS}/records/{_USER3_ID}?fields=email,verified"),
         Step("user3's link kept", "GET", "/api/collections/_externalAuths/records?fields=id"
              f"&filter=recordRef='{_USER3_ID}'"),
+    ],
+    "go auth: verification with password auth off (record_auth_verification_confirm_test.go)": [
+        Step("password auth off", "PATCH", "/api/collections/clients?fields=passwordAuth.enabled",
+             {"passwordAuth": {"enabled": False}}),
+        Step("valid token (disabled password auth)", "POST", "/api/collections/clients/confirm-verification",
+             {"token": VERIFY_CLIENT2}, auth=G),
+        Step("verified now", "GET", f"/api/collections/clients/records/{_CLIENT2_ID}?fields=verified"),
+        Step("password auth on", "PATCH", "/api/collections/clients?fields=passwordAuth.enabled",
+             {"passwordAuth": {"enabled": True}}),
     ],
     "go middlewares: the default body limit (middlewares_body_limit_test.go)": [
         Step("just below, a collection create", "POST", "/api/collections", raw=b" " * ((32 << 20) - 2) + b"{}"),
