@@ -109,9 +109,6 @@ PATCHED_SCENARIOS: dict[str, list[Step]] = {
     ],
     "go middlewares: the default body limit (middlewares_body_limit_test.go)": [
         Step("just below, a collection create", "POST", "/api/collections", raw=b" " * ((32 << 20) - 2) + b"{}"),
-        Step("one byte over, a collection create", "POST", "/api/collections", raw=bytes((32 << 20) + 1)),
-        Step("one byte over, a guest's realtime post", "POST", "/api/realtime", raw=bytes((32 << 20) + 1), auth=G),
-        Step("one byte over, settings", "PATCH", "/api/settings", raw=bytes((32 << 20) + 1)),
         Step("one byte over, a missing route", "POST", "/api/missing", raw=bytes((32 << 20) + 1), auth=G),
         Step("one byte over, a route that reads no body", "POST", "/api/collections/clients/auth-refresh",
              raw=bytes((32 << 20) + 1), headers=CLIENT1, auth=G),

@@ -40,7 +40,13 @@ def _without_new_values(value: Any) -> Any:
     return value
 
 
-def test_js_sdk_batch_and_expand(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
+def test_js_sdk_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
+    """Both scripts on one pair of servers (a pair costs seconds to start)."""
+    _check_batch_and_expand(stock_pocketbase, pbfast_fixture_tenant)
+    _check_auth_realtime_and_admin_services(stock_pocketbase, pbfast_fixture_tenant)
+
+
+def _check_batch_and_expand(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
     stock, fast = _run_js(stock_pocketbase.url), _run_js(pbfast_fixture_tenant.url)
     assert _without_new_values(fast) == _without_new_values(stock)
     # and it did what an app expects
@@ -52,7 +58,7 @@ def test_js_sdk_batch_and_expand(stock_pocketbase: Backend, pbfast_fixture_tenan
     assert fast["list"]["ok"]["items"][1]["expand"]["rel_one"]["id"] == "84nmscqy84lsi1t"
 
 
-def test_js_sdk_auth_realtime_and_admin_services(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
+def _check_auth_realtime_and_admin_services(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
     """``js_sdk/auth_realtime_admin.js``: logins, refresh, MFA's first factor, the email flows' requests,
     impersonation, settings, health, crons, backups, logs, a protected file through a file token, and realtime
     subscriptions (a collection, a record, unsubscribing, a guest under the list rule)."""
