@@ -69,6 +69,34 @@ def _mfa(name: str, mfa_id: str, fields: str = "") -> list[Step]:
             Step(f"mfa: {name}, kept?", "GET", f"/api/collections/_mfas/records/{mfa_id}?fields=id")]
 
 
+# (label, max requests, method, path, body, headers): the labels the older scenarios did not limit, each allowed once
+# (then 429), and one order check: a collection's "auth" tag comes before "*:authWithPassword" (PocketBase looks at
+# the collection's tags first, then the "*" ones).
+_LIMITED = [
+    ("users:authWithOTP", 1, "POST", f"{USERS}/auth-with-otp", {"otpId": "x", "password": "y"}, {}),
+    ("users:authRefresh", 1, "POST", f"{USERS}/auth-refresh", None, {}),
+    ("*:listAuthMethods", 1, "GET", "/api/collections/clients/auth-methods", None, {}),
+    ("*:requestOTP", 1, "POST", f"{USERS}/request-otp", {"email": "missing@example.com"}, {}),
+    ("*:requestVerification", 1, "POST", f"{USERS}/request-verification", {"email": "missing@example.com"}, {}),
+    ("nologin:confirmVerification", 1, "POST", "/api/collections/nologin/confirm-verification", {"token": "x"}, {}),
+    ("*:requestPasswordReset", 1, "POST", f"{USERS}/request-password-reset", {"email": "missing@example.com"}, {}),
+    ("users:confirmPasswordReset", 1, "POST", f"{USERS}/confirm-password-reset", {"token": "x"}, {}),
+    ("*:requestEmailChange", 1, "POST", "/api/collections/clients/request-email-change", {}, CLIENT1),
+    ("users:confirmEmailChange", 1, "POST", f"{USERS}/confirm-email-change", {"token": "x"}, {}),
+    ("*:authWithOAuth2", 1, "POST", f"{USERS}/auth-with-oauth2", {"provider": "missing"}, {}),
+    ("clients:auth", 1, "POST", "/api/collections/clients/auth-with-password",
+     {"identity": "missing@example.com", "password": "x"}, {}),
+    ("*:authWithPassword", 5, "", "", None, {}),
+]
+_RATE_LIMIT_STEPS = [
+    Step("rules", "PATCH", "/api/settings?fields=rateLimits", {"rateLimits": {"enabled": True, "rules": [
+        {"label": label, "audience": "", "duration": 60, "maxRequests": most} for label, most, *_ in _LIMITED]}}),
+    *[step for label, _, method, path, body, headers in _LIMITED if path for step in (
+        Step(f"{label}: first", method, path, body, headers=headers, auth=G),
+        Step(f"{label}: second", method, path, body, headers=headers, auth=G))],
+    Step("rules off", "PATCH", "/api/settings?fields=rateLimits.enabled", {"rateLimits": {"enabled": False}}),
+]
+
 PATCHED_SCENARIOS: dict[str, list[Step]] = {
     "go auth: expired and foreign otp and mfa sessions": [
         *_otp("expired otp with valid password", "expiredotp00001"),
@@ -114,6 +142,7 @@ PATCHED_SCENARIOS: dict[str, list[Step]] = {
              raw=bytes((32 << 20) + 1), headers=CLIENT1, auth=G),
         Step("one byte over, a GET", "GET", "/api/health", raw=bytes((32 << 20) + 1), auth=G),
     ],
+    "go auth: rate limit labels of the other routes (record_auth_*_test.go)": _RATE_LIMIT_STEPS,
     "go admin: backup files": [
         Step("upload: guest", "POST", "/api/backups/upload", raw=multipart([], [("file", "up.zip", _zip_bytes())]),
              headers=MULTIPART, auth=G),
