@@ -38,6 +38,7 @@ PROVIDER_USERS: dict[str, dict[str, Any]] = {
     "second": {"sub": "second-1", "email": "test2@example.com", "email_verified": True},
     "signed": {"sub": "signed-1", "email": "signed@example.com", "email_verified": True, "name": "Signed"},
     "forged": {"sub": "forged-1", "email": "forged@example.com", "email_verified": True},
+    "noemail": {"sub": "noemail-1", "name": "No Email"},
 }
 _GENERATED_USERNAME = re.compile(r"^users\d{5,6}$")  # the fixture's autogenerate pattern
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -125,6 +126,7 @@ def _flow(backend: Backend, provider: OidcProvider) -> list[tuple[str, int, Any]
     flow.login("that link logs in", CLIENTS, "oidc2", "linker")
     flow.login("another provider: a new record", CLIENTS, "oidc", "linker")
     flow.login("id_token signed with the published key", CLIENTS, "oidc3", "signed")
+    flow.login("link by fallback user (user without email)", CLIENTS, "oidc3", "noemail", token=CLIENT1["Authorization"])
     flow.login("id_token with a bad signature", CLIENTS, "oidc3", "forged")
     flow.login("numeric sub", CLIENTS, "oidc", "numeric")
     flow.login("invalid createData", CLIENTS, "oidc", "newbie", create_data={"email": "bad", "name": 5})
@@ -201,6 +203,8 @@ def test_oauth2_login_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Ba
     assert outcome["mfa first factor"][0] == 401 and outcome["mfa: oauth2 completes it"][0] == 200
     assert outcome["invalid createData"][1]["message"] == "Failed to create record."
     assert outcome["id_token signed with the published key"][0] == 200
+    fallback = outcome["link by fallback user (user without email)"]
+    assert fallback[0] == 200 and fallback[1]["record"]["id"] == "gk390qegs4y47wn", fallback
     assert outcome["id_token with a bad signature"][1]["message"] == "Failed to fetch OAuth2 user."
     assert outcome["login with the redirected code"][0] == 200 and outcome["redirect again: unsubscribed"][1] is True
     # pbfast sent the provider what stock PocketBase sent (the same token requests, PKCE verifiers included)
