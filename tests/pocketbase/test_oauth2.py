@@ -245,3 +245,34 @@ def test_provider_on_loopback_refused_without_the_egress_permission(pbfast_fixtu
     answer = flow.login("refused", CLIENTS, "oidc", "alice")
     assert answer == {"data": {}, "message": "Failed to fetch OAuth2 token.", "status": 400}
     assert [r for r in provider.requests if r[1] == "/token"] == []
+
+
+def _redirect_from_another_address(backend: Backend) -> list[Any]:
+    """record_auth_with_oauth2_redirect_test.go's "client with different IP": a redirect whose address (named by
+    a header the tenant's ``trustedProxy`` settings trust) is not the realtime stream's fails, hands the client
+    no code, and ends its ``@oauth2`` subscription (a redirect from the right address fails after it)."""
+    superuser = {"Authorization": backend.superuser_token}
+    realtime = RawRealtimeClient(backend.url).connect()
+    outcomes: list[Any] = [realtime.subscribe(["@oauth2"]).status_code]
+    trusted = {"trustedProxy": {"headers": ["X-Test-Ip"], "useLeftmostIP": False}}
+    assert httpx.patch(f"{backend.url}/api/settings", json=trusted, headers=superuser, timeout=30).status_code == 200
+    try:
+        for address in ("127.0.0.2", "127.0.0.1"):
+            landed = httpx.get(f"{backend.url}/api/oauth2-redirect?code=123&state={realtime.client_id}", timeout=30,
+                               headers={"X-Test-Ip": address})
+            # stock PocketBase redirects to its dashboard's page (307), a tenant (no dashboard) answers its text
+            outcomes.append((address, landed.status_code in (200, 307),
+                             "fail" in (landed.headers.get("location", "") + landed.text).lower()))
+        outcomes.append([event.name for event in realtime.wait_events(1, timeout=0.5)])
+    finally:
+        realtime.close()
+        put_back = {"trustedProxy": {"headers": [], "useLeftmostIP": False}}
+        assert httpx.patch(f"{backend.url}/api/settings", json=put_back, headers=superuser, timeout=30).status_code == 200
+    return outcomes
+
+
+def test_a_redirect_from_another_address_fails_as_in_pocketbase(stock_pocketbase: Backend,
+                                                                 pbfast_fixture_tenant: Backend) -> None:
+    expected = _redirect_from_another_address(stock_pocketbase)
+    assert expected == [204, ("127.0.0.2", True, True), ("127.0.0.1", True, True), []]
+    assert _redirect_from_another_address(pbfast_fixture_tenant) == expected

@@ -107,7 +107,7 @@ def set_subscriptions(hub: RealtimeHub, request: TenantRequest) -> None:
     client = broker.client(client_id) if broker is not None else None
     if client is None or client.discarded:
         raise ApiError(404, MISSING_CLIENT)
-    if client.address is not None and not _same_address(request, client.address):
+    if client.address is not None and not same_address(request, client.address):
         # PocketBase's precaution against guessed client ids: only the stream's own address may subscribe.
         raise ApiError(400, INVALID_CLIENT)
     auth = request.auth
@@ -121,7 +121,8 @@ def set_subscriptions(hub: RealtimeHub, request: TenantRequest) -> None:
     request.proto.response_empty(204, [])
 
 
-def _same_address(request: TenantRequest, address: ConnectAddress) -> bool:
+def same_address(request: TenantRequest, address: ConnectAddress) -> bool:
+    """Whether ``request`` comes from the address a realtime stream was opened from."""
     settings = cached_settings(request.tenant)
     if address.exact:
         return real_ip(request, settings) == address.ip

@@ -7,9 +7,8 @@ message (once: the subscription is removed), after which the SDK calls ``auth-wi
 Answered on the event loop (no database work). As PocketBase without its bundled dashboard (a tenant has
 none): ``200`` text "Auth completed..." or "Failed to authenticate..." instead of a redirect to ``/_/``.
 
-Differences: PocketBase also refuses a redirect from another IP than the realtime client's (pbfast's realtime
-clients do not keep it; the 40-character client id is the secret). Apple's posted ``user`` name is kept for
-the login call (:mod:`pbfast.pocketbase.oauth2.apple_names`).
+A redirect from another address than the realtime stream's fails (and ends the subscription) as in PocketBase.
+Apple's posted ``user`` name is kept for the login call (:mod:`pbfast.pocketbase.oauth2.apple_names`).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import orjson
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase.apis.form_body import FORM_TYPES
+from pbfast.pocketbase.apis.realtime import same_address
 from pbfast.pocketbase.apis.record_auth_forms import string_form
 from pbfast.pocketbase.apis.request import TenantRequest
 from pbfast.pocketbase.oauth2 import apple_names
@@ -55,10 +55,15 @@ def oauth2_redirect(hub: RealtimeHub, request: TenantRequest) -> None:
         log.debug("tenant %s: OAuth2 redirect for a missing or unsubscribed realtime client", request.tenant.id)
         _answer(request, success=False)
         return
+    state = client.state
+    client.state = ClientState(state.auth, tuple(s for s in state.subscriptions if s.topic != TOPIC))  # used up
+    if client.address is not None and not same_address(request, client.address):
+        # PocketBase's guard against a login completed from elsewhere than the app that started it (XSRF).
+        log.debug("tenant %s: OAuth2 redirect from another address than its realtime client's", request.tenant.id)
+        _answer(request, success=False)
+        return
     if form["user"] and not form["error"] and form["code"]:
         apple_names.remember(request.tenant.id, form["code"], form["user"])
-    state = client.state
-    client.state = ClientState(state.auth, tuple(s for s in state.subscriptions if s.topic != TOPIC))
     message = {"state": form["state"], "code": form["code"]}
     if form["error"]:
         message["error"] = form["error"]
