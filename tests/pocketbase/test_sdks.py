@@ -73,6 +73,8 @@ def _check_auth_realtime_and_admin_services(stock_pocketbase: Backend, pbfast_fi
     assert fast["events"] == [["*", "create", "js_rt_one"], ["*", "delete", "js_rt_two"], ["*", "update", "js_rt_two"],
                               ["one", "update", "js_rt_two"]]
     assert fast["guestEvents"] == ["js_rt_public"] and fast["file"][1] == 200
+    assert fast["filesUpdated"] == ["a*_<random>.png", "c*_<random>.txt"]
+    assert [status for status, *_ in fast["filesFetched"]] == [404, 200, 200, 200]  # file_one is protected
 
 
 def _tree(record: Record) -> dict[str, Any]:

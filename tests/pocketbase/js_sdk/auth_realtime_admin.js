@@ -65,6 +65,36 @@ async function superuserServices(pb, out) {
     out.file = [url.replace(base, "").replace(token, "<token>"), file.status, (await file.text()).length];
 }
 
+// A stored upload's name: the original name (a short one padded with random characters), "_", 10 random
+// characters, the extension: kept are its first character and its extension.
+const stored = (name) => name.replace(/^(.)[a-z0-9]*_[a-z0-9]{10}(\.[a-z0-9]+)$/i, "$1*_<random>$2");
+
+async function files(pb, out) {
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=", "base64");
+    const created = await pb.collection("demo1").create({
+        text: "js_files", file_one: new File(["secret"], "one.txt", { type: "text/plain" }),
+        file_many: [new File([png], "a.png", { type: "image/png" }), new File(["b"], "b.txt")],
+    }, { fields: "id,text,file_one,file_many" });
+    out.filesCreated = [created.text, stored(created.file_one), created.file_many.map(stored)];
+    const appended = await pb.collection("demo1").update(created.id, {
+        "file_many+": new File(["c"], "c.txt"), "file_many-": [created.file_many[1]],
+    }, { fields: "file_many" });
+    out.filesUpdated = appended.file_many.map(stored);
+    const token = await pb.files.getToken();
+    const record = { ...created, collectionName: "demo1", collectionId: "wsmn24bux7wo113" };
+    const fetched = [];
+    for (const [name, options] of [[created.file_one, {}], [created.file_one, { token }],
+                                   [created.file_many[0], { thumb: "1x1" }], [created.file_many[0], { download: true }]]) {
+        const response = await fetch(pb.files.getURL(record, name, options));
+        fetched.push([response.status, response.headers.get("content-type"),
+                      (response.headers.get("content-disposition") || "").replace(/"(.*)"/, (_, name) => `"${stored(name)}"`)]);
+    }
+    out.filesFetched = fetched;
+    out.filesCleared = await outcome(pb.collection("demo1").update(created.id, { file_one: null, file_many: [] },
+        { fields: "file_one,file_many" }));
+    await pb.collection("demo1").delete(created.id);
+}
+
 async function realtime(pb, out) {
     const events = [];
     const unsubscribeAll = await pb.collection("demo2").subscribe("*", (e) => events.push(["*", e.action, e.record.title]),
@@ -101,6 +131,7 @@ async function main() {
     const out = {};
     await auth(out);
     await superuserServices(pb, out);
+    await files(pb, out);
     await realtime(pb, out);
     pb.realtime.unsubscribe();
     console.log(JSON.stringify(out));
