@@ -8,15 +8,16 @@ superuser is refused). Run by ``test_differential_go_ports.py`` on a pair of ser
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
 import apsw
 
 from differential import Step
-from fixture_data import CLIENT1
-from scenarios_admin_api import SUPERUSER_FILE_TOKEN, _zip_bytes
-from scenarios_auth_api import RESET_USER1, RESET_USER3
+from fixture_data import CLIENT1, USER1
+from scenarios_admin_api import SUPERUSER_FILE_TOKEN, USER_FILE_TOKEN, _zip_bytes
+from scenarios_auth_api import CHANGE_USER2, RESET_USER1, RESET_USER3, VERIFY_USER1
 from test_differential_email import _token as email_token
 from scenarios_batch import MULTIPART, multipart
 
@@ -97,7 +98,26 @@ _RATE_LIMIT_STEPS = [
     Step("rules off", "PATCH", "/api/settings?fields=rateLimits.enabled", {"rateLimits": {"enabled": False}}),
 ]
 
+def _unsigned(token: str) -> str:
+    """``token``'s claims under an ``alg: none`` header and no signature."""
+    claims = token.split(".")[1]
+    return base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode() + f".{claims}."
+
+
+_USER1_RECORD = f"{USERS}/records/{_USER1_ID}?fields=id"  # its view rule: the record itself only
+_NOT_AUTH_TOKENS = [("the user's own auth token", USER1["Authorization"]),
+                    ("its claims unsigned (alg none)", _unsigned(USER1["Authorization"])),
+                    ("a verification token", VERIFY_USER1), ("a password reset token", RESET_USER1),
+                    ("another user's email change token", CHANGE_USER2), ("a file token", USER_FILE_TOKEN),
+                    ("a token in the query instead", "")]
+
 PATCHED_SCENARIOS: dict[str, list[Step]] = {
+    "go middlewares: only auth tokens authenticate (middlewares_test.go's token loader)": [
+        step for name, token in _NOT_AUTH_TOKENS for step in (
+            Step(f"view: {name}", "GET", _USER1_RECORD + ("" if token else f"&token={USER1['Authorization']}"),
+                 headers={"Authorization": token} if token else {}, auth=G),
+            Step(f"refresh: {name}", "POST", f"{USERS}/auth-refresh?fields=record.id",
+                 headers={"Authorization": token} if token else {}, auth=G))],
     "go auth: expired and foreign otp and mfa sessions": [
         *_otp("expired otp with valid password", "expiredotp00001"),
         *_otp("otp of a missing record", "orphanotp000001"),
