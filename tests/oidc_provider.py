@@ -29,6 +29,7 @@ import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+AVATAR_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
 CLIENT_ID, CLIENT_SECRET = "test-client", "test-secret"
 KEY_ID = "test-key"
 _SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -122,6 +123,12 @@ def _handler(provider: OidcProvider) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
             elif url.path == "/jwks":
                 self._json(200, _jwks())
+            elif url.path == "/avatar.png":  # a picture for the users whose "picture" names it
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(AVATAR_PNG)))
+                self.end_headers()
+                self.wfile.write(AVATAR_PNG)
             elif url.path == "/userinfo":
                 token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
                 user = provider.access.get(token)

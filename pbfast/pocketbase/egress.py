@@ -15,7 +15,7 @@ import os
 import socket
 from typing import Final
 
-__all__ = ["ALLOW_LOOPBACK_ENV", "EgressRefused", "checked_address"]
+__all__ = ["ALLOW_LOOPBACK_ENV", "EgressRefused", "checked_address", "checked_public_address"]
 
 ALLOW_LOOPBACK_ENV: Final = "PBFAST_ALLOW_LOOPBACK_EGRESS"
 
@@ -35,4 +35,19 @@ def checked_address(host: str, port: int) -> str:
     local = ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
     if local and os.environ.get(ALLOW_LOOPBACK_ENV) != "1":
         raise EgressRefused(f"{host} ({address}) is an address of the node; refused")
+    return address
+
+
+def checked_public_address(host: str, port: int) -> str:
+    """:func:`checked_address` for a URL a third party chose (an OAuth2 user's avatar): no private, shared or
+    reserved network either, as PocketBase's safe HTTP client refuses them (the answer may be stored where the
+    tenant's users can read it). Loopback stays allowed under ``PBFAST_ALLOW_LOOPBACK_EGRESS=1`` (the tests)."""
+    address = checked_address(host, port)
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback and os.environ.get(ALLOW_LOOPBACK_ENV) == "1":
+        return address
+    if ip.is_private or ip.is_reserved or ip.is_link_local or ip.is_loopback or not ip.is_global:
+        raise EgressRefused(f"{host} ({address}) is not a public address; refused")
     return address

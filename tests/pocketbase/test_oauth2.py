@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from fixture_data import CLIENT1
-from oidc_provider import OidcProvider, oidc_provider
+from oidc_provider import AVATAR_PNG, OidcProvider, oidc_provider
 from pbharness import Backend
 from sseclient import RawRealtimeClient
 from test_differential import fixture_ids
@@ -39,6 +39,11 @@ PROVIDER_USERS: dict[str, dict[str, Any]] = {
     "signed": {"sub": "signed-1", "email": "signed@example.com", "email_verified": True, "name": "Signed"},
     "forged": {"sub": "forged-1", "email": "forged@example.com", "email_verified": True},
     "noemail": {"sub": "noemail-1", "name": "No Email"},
+    "pictured": {"sub": "pictured-1", "email": "pictured@example.com", "email_verified": True},  # picture: set below
+    "metadata": {"sub": "metadata-1", "email": "metadata@example.com", "email_verified": True,
+                 "picture": "http://169.254.169.254/latest/avatar.png"},
+    "private-net": {"sub": "private-1", "email": "private-net@example.com", "email_verified": True,
+                    "picture": "http://10.255.255.1/avatar.png"},
 }
 _GENERATED_USERNAME = re.compile(r"^users\d{5,6}$")  # the fixture's autogenerate pattern
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -310,3 +315,29 @@ def test_redirects_as_in_pocketbase(stock_pocketbase: Backend, pbfast_fixture_te
     outcome = {name: rest for name, *rest in got}
     assert outcome["with @oauth2"] == [204, (True, False), [{"code": "123", "state": "<state>"}], (True, True)]
     assert outcome["different IP"] == [204, (True, True), [], (True, True)]
+
+
+def test_an_avatar_mapped_to_a_file_field_is_stored_from_public_addresses_only(egress_tenant: Backend,
+                                                                               provider: OidcProvider) -> None:
+    """record_auth_with_oauth2_test.go's "creating user (with mapped OAuth2 fields and avatarURL->file field)" and
+    its safeHTTPClient case. Not differential: stock PocketBase refuses the provider's loopback address for the
+    picture as it refuses every private one (the tenant here may reach loopback, as an operator's relay)."""
+    provider.users["pictured"]["picture"] = f"{provider.url}/avatar.png"
+    flow = Flow(egress_tenant, provider)
+    made = httpx.post(f"{egress_tenant.url}/api/collections", timeout=30,
+                      headers={"Authorization": egress_tenant.superuser_token}, json={
+        "name": "pictured", "type": "auth", "createRule": "", "viewRule": "",
+        "oauth2": {"enabled": True, "providers": [provider.provider_config("oidc")],
+                   "mappedFields": {"avatarURL": "avatar"}},
+        "fields": [{"name": "avatar", "type": "file", "maxSelect": 1, "maxSize": 1000}]})
+    assert made.status_code == 200, made.text
+    signed_up = flow.login("sign-up", "/api/collections/pictured", "oidc", "pictured")
+    avatar = signed_up["record"]["avatar"]
+    assert re.fullmatch(r"avatar_[a-z0-9]{10}\.png", avatar), signed_up
+    record_id = signed_up["record"]["id"]
+    stored = httpx.get(f"{egress_tenant.url}/api/files/pictured/{record_id}/{avatar}", timeout=30)
+    assert stored.status_code == 200 and stored.content == AVATAR_PNG
+    # a picture on a link-local (cloud metadata) or private address is not fetched: the sign-up goes on without it
+    for user in ("metadata", "private-net"):
+        answer = flow.login(user, "/api/collections/pictured", "oidc", user)
+        assert answer["record"]["avatar"] == "" and answer["meta"]["avatarURL"].endswith("/avatar.png"), answer

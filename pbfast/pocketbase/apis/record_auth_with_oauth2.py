@@ -13,8 +13,11 @@ In two parts, so that the calls to the provider hold neither the event loop nor 
    becomes verified when its email is the provider's. The link is stored, then the login is answered as
    every login is (``authRule``, MFA, login alert) with ``meta``: the provider's user and ``isNew``.
 
-Difference: an ``avatarURL`` mapped to a file field is not downloaded (PocketBase stores the picture);
-a text field receives the URL as in PocketBase.
+An ``avatarURL`` mapped to a file field is downloaded in part 1 (public internet addresses only, as PocketBase's
+safe HTTP client allows) and stored on sign-up, as PocketBase stores it; a text field receives
+the URL. Differences: the picture is fetched on every login of such a collection (part 1 does not know yet
+whether the login signs up), redirects are not followed and a picture over 8 MiB is not stored (PocketBase
+follows redirects and cuts the picture at 32 MiB).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
 from pbfast.pocketbase.dbutils.transaction import write_transaction
 from pbfast.pocketbase.fields import FieldError, FileField, TextField
-from pbfast.pocketbase.oauth2 import apple_names
+from pbfast.pocketbase.apis.multipart import UploadedFile
+from pbfast.pocketbase.oauth2 import apple_names, http_client
 from pbfast.pocketbase.oauth2.exchange import AuthUser, ExchangeError, fetch_auth_user, fetch_token
 from pbfast.pocketbase.oauth2.providers import random_string, resolve
 from pbfast.pocketbase.realtime import record_changed
@@ -66,6 +70,7 @@ class OAuth2Login:
     user: AuthUser
     create_data: dict[str, Any] | None
     body: dict[str, Any]
+    avatar: UploadedFile | None = None  # the picture, when the collection maps avatarURL to a file field
 
 
 def exchange_code(request: TenantRequest) -> None:
@@ -112,7 +117,31 @@ def exchange_code(request: TenantRequest) -> None:
         raise ApiError(400, "Failed to fetch OAuth2 user.") from err
     if name == "apple" and not user.name:  # the name Apple posted once to the redirect URL
         user = dataclasses.replace(user, name=apple_names.take(tenant_id, form["code"]) or "")
-    request.prepared = OAuth2Login(collection.id, name, user, create_data, body)
+    avatar = _download_avatar(collection, user, tenant_id)
+    request.prepared = OAuth2Login(collection.id, name, user, create_data, body, avatar)
+
+
+AVATAR_SECONDS: Final = 10.0  # PocketBase's timeout for the picture
+AVATAR_MAX_BYTES: Final = 8 << 20
+
+
+def _download_avatar(collection: Collection, user: AuthUser, tenant_id: str) -> UploadedFile | None:
+    """PocketBase's ``safeFileFromURL`` of the user's avatar when the collection maps ``avatarURL`` to a file
+    field: named as Go's ``path.Base`` names the URL; None (and logged) when it cannot be had."""
+    field_name = collection.auth.oauth2.mapped_fields.get("avatarURL") or ""
+    if not user.avatar_url or not isinstance(collection.field(field_name), FileField):
+        return None
+    try:
+        answer = http_client.request("GET", user.avatar_url, {"Accept": "*/*"}, None,
+                                     time.monotonic() + AVATAR_SECONDS, AVATAR_MAX_BYTES, public_only=True)
+    except http_client.ProviderUnreachable as err:
+        log.info("tenant %s: OAuth2 avatar not retrieved: %s", tenant_id, err)
+        return None
+    if not 200 <= answer.status < 300:
+        log.info("tenant %s: OAuth2 avatar not retrieved: status %d", tenant_id, answer.status)
+        return None
+    base = user.avatar_url.rstrip("/").rsplit("/", 1)[-1] if user.avatar_url.strip("/") else "/"
+    return UploadedFile(field_name, base or ".", answer.content_type, answer.body)  # named as every upload is
 
 
 def auth_with_oauth2(request: TenantRequest) -> None:
@@ -184,13 +213,13 @@ def _create(request: TenantRequest, collection: Collection, login: OAuth2Login,
             _can_assign_username(request, collection, mapped["username"], user.username):
         payload[mapped["username"]] = user.username
     avatar = mapped.get("avatarURL") or ""
+    files: dict[str, list[UploadedFile]] = {}
     if avatar and avatar not in payload and user.avatar_url:
-        if isinstance(collection.field(avatar), FileField):
-            log.info("tenant %s: the OAuth2 avatar of a new %s record is not downloaded", request.tenant.id,
-                     collection.name)
-        else:
+        if not isinstance(collection.field(avatar), FileField):
             payload[avatar] = user.avatar_url
-    created = _create_through_api(request, collection, payload, changes)
+        elif login.avatar is not None:
+            files[avatar] = [login.avatar]
+    created = _create_through_api(request, collection, payload, changes, files)
     if created.get("email") == user.email and not created.get("verified"):
         created = records.save_record(request.tenant, collection, {"verified": True}, created, manage=True,
                                       superuser=True)
@@ -198,11 +227,12 @@ def _create(request: TenantRequest, collection: Collection, login: OAuth2Login,
 
 
 def _create_through_api(request: TenantRequest, collection: Collection, payload: dict[str, Any],
-                        changes: list[tuple[str, Collection, Row]]) -> Row:
+                        changes: list[tuple[str, Collection, Row]], files: dict[str, list[UploadedFile]]) -> Row:
     """PocketBase's internal ``POST /api/collections/{name}/records`` as the requester, in context "oauth2"."""
     path = f"/api/collections/{collection.name}/records"
     scope = InternalScope("POST", path, "", {"content-type": "application/json"}, client=request.scope.client)
     inner, answer = internal_request(request, scope, {"collection": collection.name}, payload, "oauth2", changes)
+    inner.bound_files = files
     records_api.create_record(inner)
     created_id = orjson.loads(answer.body).get("id") if answer.status == 200 else None
     row = records.load_row(request.tenant, collection, str(created_id or ""))

@@ -55,8 +55,11 @@ class _PinnedHttps(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
-def request(method: str, url: str, headers: dict[str, str], body: bytes | None, deadline: float) -> HttpAnswer:
-    """One request, answered by ``deadline`` (``time.monotonic()``); raises :class:`ProviderUnreachable`."""
+def request(method: str, url: str, headers: dict[str, str], body: bytes | None, deadline: float,
+            max_bytes: int = MAX_ANSWER_BYTES, *, public_only: bool = False) -> HttpAnswer:
+    """One request, answered by ``deadline`` (``time.monotonic()``) with at most ``max_bytes``; raises
+    :class:`ProviderUnreachable`. ``public_only``: public internet addresses only
+    (:func:`~pbfast.pocketbase.egress.checked_public_address`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ProviderUnreachable(f"unsupported URL {url!r}")
@@ -69,15 +72,15 @@ def request(method: str, url: str, headers: dict[str, str], body: bytes | None, 
     if remaining <= 0:
         raise ProviderUnreachable("the provider did not answer in time")
     try:
-        address = egress.checked_address(parts.hostname, port)
+        address = (egress.checked_public_address if public_only else egress.checked_address)(parts.hostname, port)
         connection_type = _PinnedHttps if secure else _PinnedHttp
         connection = connection_type(parts.hostname, port, address, min(remaining, 15.0))
         try:
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             connection.request(method, target, body=body, headers={"Accept": "application/json", **headers})
             answer = connection.getresponse()
-            data = answer.read(MAX_ANSWER_BYTES + 1)
-            if len(data) > MAX_ANSWER_BYTES or time.monotonic() > deadline:
+            data = answer.read(max_bytes + 1)
+            if len(data) > max_bytes or time.monotonic() > deadline:
                 raise ProviderUnreachable("the provider's answer is too large or too late")
             return HttpAnswer(answer.status, answer.getheader("content-type") or "", data)
         finally:
