@@ -231,6 +231,10 @@ class Request:
 
     async def body(self, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
         """The request body; 413 as soon as it exceeds ``limit`` bytes (never read whole first)."""
+        if declares_no_body(self.scope):
+            # Nothing to wait for (an auth-refresh, a DELETE): asking granian would cost a hand-over from its
+            # thread (the GIL, a loop wake-up) only to learn that the body is empty.
+            return b""
         declared = self.header("content-length")
         if declared is not None and declared.isdigit():
             size = int(declared)
