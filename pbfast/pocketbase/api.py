@@ -59,7 +59,7 @@ class TenantApi:
     def __init__(self, realtime_limits: RealtimeLimits = DEFAULT_REALTIME_LIMITS) -> None:
         self.on_time_limit: Callable[[str], None] | None = None  # called with the tenant id (any thread)
         self.realtime = RealtimeHub(realtime_limits)  # GET /api/realtime is served by the node from it
-        self.router: Router[Handler] = Router()
+        self.router: Router[Handler] = Router(escaped=True)  # on routing paths: see Serving.serve_tenant
         add = self.router.add
         add("GET", "/api/health",
             lambda request: health.health(request, backup_running=self.backups.running(request.tenant)))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from pbfast.cluster.wire import STREAM_HOLDER_HEADER
-from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, send_error
+from pbfast.cluster.wire import RAW_PATH_HEADER, STREAM_HOLDER_HEADER
+from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, routing_path, send_error
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.front import CorsRecorder, answered_before_routes
@@ -69,6 +69,12 @@ class Serving:
     async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
         """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``;
         whether its whole body was read (else the caller drains what is left)."""
+        raw = scope.headers.get(RAW_PATH_HEADER)  # the gateway's: the path as the client spelt it, if any
+        if raw is not None:
+            # what precedes the tenant's path (/t/{id}, or nothing for a Host naming the tenant) holds no "%"
+            prefix = scope.path[:len(scope.path) - len(path)] if scope.path.endswith(path) else None
+            raw = raw[len(prefix):] or "/" if prefix is not None and raw.startswith(prefix) else None
+        path = routing_path(path, raw)
         if "//" in path or scope.method == "OPTIONS":  # maybe a redirect to the clean path, a CORS preflight
             early = StatusRecorder(proto)
             if answered_before_routes(tenant_id, path, scope, early):
