@@ -21,6 +21,7 @@ from conftest import DataPatch
 from pbharness import Backend
 from scenarios_admin_api import ADMIN_API_SCENARIOS, APPLE, APPLE_TEST_KEY
 from scenarios_auth_api import AUTH_API_SCENARIOS, RATE_LIMIT_SCENARIOS
+from oauth2_redirects import redirect_cases
 from scenarios_patched_ports import PATCHED_SCENARIOS, write_sessions
 from scenarios_remaining_ports import REMAINING_SCENARIOS
 from test_differential import fixture_ids
@@ -47,8 +48,15 @@ def test_ported_scenarios_answer_as_pocketbase(stock_pocketbase: Backend, pbfast
 
 def test_ported_scenarios_on_written_sessions_answer_as_pocketbase(
         patched_backends: Callable[[DataPatch], tuple[Backend, Backend]], tmp_path: Path) -> None:
-    """``scenarios_patched_ports.py``: OTPs and MFA sessions written before the servers start, then backups."""
+    """``scenarios_patched_ports.py``: OTPs and MFA sessions written before the servers start, then backups;
+    first, on the same servers, the OAuth2 redirect's cases (``oauth2_redirects.py``)."""
     stock, fast = patched_backends(write_sessions)
+    expected = redirect_cases(stock)
+    for got, wanted in zip(redirect_cases(fast), expected, strict=True):
+        assert got == wanted, f"\npbfast: {got}\nstock:  {wanted}"
+    outcome = {name: rest for name, *rest in expected}
+    assert outcome["with @oauth2"] == [204, (True, False), [{"code": "123", "state": "<state>"}], (True, True)]
+    assert outcome["different IP"] == [204, (True, True), [], (True, True)]
     ids = fixture_ids()
     differences: list[str] = []
     for scenario, steps in PATCHED_SCENARIOS.items():
