@@ -22,6 +22,7 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
+from pbfast.pocketbase import auth
 from pbfast.pocketbase.apis import backups as backups_api
 from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons, file, health, logs, realtime, record_auth,
                                     record_auth_email_change, record_auth_impersonate, record_auth_methods,
@@ -100,6 +101,9 @@ class TenantApi:
         # the event loop nor the tenant's database turn).
         self.network_steps: dict[Handler, Handler] = {
             record_auth_with_oauth2.auth_with_oauth2: record_auth_with_oauth2.exchange_code}
+        # A login's bcrypt check, done off the tenant's turn (auth.PasswordCheck): the hash it needs, read in a turn.
+        self.password_lookups: dict[Handler, Callable[[TenantRequest], auth.PasswordCheck | None]] = {
+            record_auth.auth_with_password: record_auth.password_to_check}
 
         def oauth2_redirect(request: TenantRequest) -> None:
             record_auth_with_oauth2_redirect.oauth2_redirect(self.realtime, request)
@@ -202,6 +206,17 @@ class TenantApi:
                 request.raw_body = None
         network_step = self.network_steps.get(handler)
         admitted = False
+        password_lookup = self.password_lookups.get(handler) if run is not None else None
+        if password_lookup is not None:
+            def lookup(request: TenantRequest) -> auth.PasswordCheck | None:
+                with request.tenant.time_limit.running(time_limit):
+                    return password_lookup(request)
+
+            refusal, admitted = await self._admission(handler, request, run, then=lookup)
+            if refusal is not None:
+                handler = _refused(refusal)
+            elif isinstance(request.prepared, auth.PasswordCheck):
+                await asyncio.get_running_loop().run_in_executor(auth.PASSWORD_THREADS, request.prepared.run)
         if network_step is not None:
             # PocketBase's middlewares (superuser IPs, rate limits) refuse a request before its handler's network
             # work starts; a refused one is answered and logged as any other.
@@ -254,11 +269,12 @@ class TenantApi:
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)
 
-    async def _admission(self, handler: Handler, request: TenantRequest,
-                         run: Runner | None) -> tuple[ApiError | None, bool]:
+    async def _admission(self, handler: Handler, request: TenantRequest, run: Runner | None,
+                         then: Callable[[TenantRequest], object | None] | None = None) -> tuple[ApiError | None, bool]:
         """The superuser IP and rate limit checks of :meth:`_run`, done first (on the tenant's database turn):
         the refusal or None, and whether the checks ran (when they could not, e.g. the tenant closed meanwhile,
-        the handler's own turn runs them and answers)."""
+        the handler's own turn runs them and answers). ``then``: what to read for the request once admitted, in
+        the same turn, left in ``request.prepared``."""
         refusal: ApiError | None = None
         checked = False
 
@@ -275,6 +291,12 @@ class TenantApi:
                 log.warning("tenant %s: admission checks failed: %r", request.tenant.id, err)
                 return
             checked = True
+            if then is not None and refusal is None:
+                try:
+                    request.prepared = then(request)
+                except Exception as err:  # noqa: BLE001 - the handler's turn does it again and answers
+                    log.warning("tenant %s: %s %s: not prepared: %r", request.tenant.id, request.method,
+                                request.path, err)
 
         if run is None:
             admit()
