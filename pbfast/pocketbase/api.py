@@ -31,6 +31,7 @@ from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons,
                                     settings_apple, settings_test_email, settings_test_s3, sql_console)
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
+from pbfast.pocketbase.password_checks import PasswordChecks
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
 from pbfast.pocketbase.request_logs import LogEntry, RequestLogs
@@ -104,6 +105,7 @@ class TenantApi:
         # A login's bcrypt check, done off the tenant's turn (auth.PasswordCheck): the hash it needs, read in a turn.
         self.password_lookups: dict[Handler, Callable[[TenantRequest], auth.PasswordCheck | None]] = {
             record_auth.auth_with_password: record_auth.password_to_check}
+        self.password_checks = PasswordChecks()
 
         def oauth2_redirect(request: TenantRequest) -> None:
             record_auth_with_oauth2_redirect.oauth2_redirect(self.realtime, request)
@@ -216,7 +218,15 @@ class TenantApi:
             if refusal is not None:
                 handler = _refused(refusal)
             elif isinstance(request.prepared, auth.PasswordCheck):
-                await asyncio.get_running_loop().run_in_executor(auth.PASSWORD_THREADS, request.prepared.run)
+                try:
+                    checked = await self.password_checks.check(tenant.id, request.prepared,
+                                                               getattr(proto, "client_disconnect", None))
+                except ApiError as err:
+                    send_error(proto, err.status, err.message, err.data, err.headers)
+                    return
+                if not checked:  # the client went away: nobody reads this
+                    send_error(proto, 400, BAD_REQUEST)
+                    return
         if network_step is not None:
             # PocketBase's middlewares (superuser IPs, rate limits) refuse a request before its handler's network
             # work starts; a refused one is answered and logged as any other.

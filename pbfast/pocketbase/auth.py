@@ -10,16 +10,11 @@ token. Parts are read as strict unpadded base64url, as PocketBase's JWT library 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 import string
-import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import bcrypt
 import orjson
@@ -27,7 +22,6 @@ import orjson
 from pbfast.primitives import hs256_sign, hs256_verify, jwt_segments
 
 __all__ = [
-    "PASSWORD_THREADS",
     "PasswordCheck",
     "TokenError",
     "hash_password",
@@ -44,22 +38,6 @@ BCRYPT_COST = 10  # PocketBase's default cost for new hashes
 TOKEN_KEY_LENGTH = 50
 _TOKEN_KEY_ALPHABET = string.ascii_letters + string.digits + "_"
 _HEADER = b'{"alg":"HS256","typ":"JWT"}'  # the header of the tokens made here (and by PocketBase)
-# How much lower the OS priority of the bcrypt threads is: a burst of logins takes every core, and the node's
-# other requests (the loop, the database threads) would wait for one behind it.
-PASSWORD_NICE = 10
-
-
-def _lower_priority() -> None:
-    if sys.platform == "linux":  # each thread has its own nice value; raising it needs no privilege
-        thread = threading.get_native_id()
-        with contextlib.suppress(OSError):  # it keeps its priority: logins are only less polite
-            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + PASSWORD_NICE))
-
-
-# Where a login's bcrypt check runs, off the tenant's database turn (see PasswordCheck), at a lower priority:
-# one thread per core, as that CPU work cannot go faster with more threads.
-PASSWORD_THREADS: Final = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="pbfast-bcrypt",
-                                             initializer=_lower_priority)
 
 
 class TokenError(ValueError):
@@ -78,7 +56,7 @@ def hash_password(password: str, cost: int = BCRYPT_COST) -> str:
 @dataclass(slots=True)
 class PasswordCheck:
     """A password to check against a record's hash, found in one database turn and checked off it
-    (:meth:`run`, on :data:`PASSWORD_THREADS`): bcrypt takes 50-250 ms of CPU, and the tenant's other requests
+    (:meth:`run`, see :mod:`pbfast.pocketbase.password_checks`): bcrypt takes 50-250 ms of CPU, and the tenant's other requests
     (refreshes, reads) would wait behind every queued login, as the tenant's jobs run one at a time."""
 
     password: str
