@@ -585,7 +585,7 @@ class HeldResponse:
     """Stands in for the RSGI protocol to hold a complete response until it may be sent (once written
     elsewhere, on a worker thread say, or confirmed durable); reads go to ``inner`` when there is one.
 
-    Thread-safety: written by one thread, then replayed on the event loop after that thread handed it over."""
+    Thread-safety: written by one thread, then replayed by it or, once it handed it over, on the event loop."""
 
     __slots__ = ("_inner", "_send", "status")
 
