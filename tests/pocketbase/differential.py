@@ -5,8 +5,9 @@ sequence (mapped to ``<new-N>`` in order of appearance), the names PocketBase ga
 sequence (``name_<10 random>.ext``, mapped to ``<file-N>``; steps may use both kinds of placeholder, in raw
 bodies too), and timestamps written during the sequence
 (``created``/``updated`` of records and collections saved by a step: any date between the start of the run
-and a minute from now), the random ``_clone_xxxx`` ids of the fields a view collection copies, and the random
-name of the throwaway view a view query's dry run reads through.
+and a minute from now), the random ``_clone_xxxx`` ids of the fields a view collection copies, the random
+name (and id) of the throwaway view a view query's dry run reads through, and the random suffix of the index
+names in the scaffolds of a collection that has no name yet.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _CLONE_FIELD_ID = re.compile(r"^_clone_[A-Za-z0-9]{4}$")
 _UPLOADED_FILE_NAME = re.compile(r"^[a-z0-9_]*_[a-z0-9]{10}(\.[A-Za-z0-9]+)*$")
 # The throwaway view a view query's dry run reads through ("temp_view_" + 5 random), named in its messages.
 _TEMP_VIEW = re.compile(r"\btemp_view_[A-Za-z0-9]{5}\b")
+# The index names the scaffolds of a collection without a name or an id end with (10 random characters).
+_UNNAMED_INDEX = re.compile(r"`idx_(\w+?)_[a-z0-9]{10}` ON ``")
 # An uploaded file's name quoted in a validation message.
 _QUOTED_UPLOAD = re.compile(r'"[a-z0-9_]*_[a-z0-9]{10}(\.[A-Za-z0-9]+)*"')
 
@@ -121,6 +124,9 @@ class Runner:
                     out[k] = "<generated>"
                 elif k == "id" and isinstance(v, str) and _CLONE_FIELD_ID.match(v):
                     out[k] = "_clone_<random>"
+                elif k == "collectionId" and isinstance(value.get("collectionName"), str) \
+                        and _TEMP_VIEW.fullmatch(value["collectionName"]):
+                    out[k] = "<the throwaway view's id>"
                 elif k == "message" and isinstance(v, str):
                     out[k] = _TEMP_VIEW.sub("temp_view_<random>", _QUOTED_UPLOAD.sub('"<uploaded file>"', v))
                 else:
@@ -129,7 +135,7 @@ class Runner:
         if isinstance(value, list):
             return [self._normalise(v, key) for v in value]
         if isinstance(value, str):
-            value = _TEMP_VIEW.sub("temp_view_<random>", value)
+            value = _UNNAMED_INDEX.sub(r"`idx_\1_<random>` ON ``", _TEMP_VIEW.sub("temp_view_<random>", value))
             if _JWT.match(value):
                 return "<token>"
             if _DATE.match(value) and self.started <= value <= _moments_from_now(60):
