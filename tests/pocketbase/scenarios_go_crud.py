@@ -8,8 +8,81 @@ one pair of servers, the reads first and the deletes last, so both servers see t
 
 from __future__ import annotations
 
+import json
+from typing import Any
+from urllib.parse import quote
+
+import apsw
+
 from differential import Step
 from fixture_data import CLIENT1, NOLOGIN1, SUPERUSER1, USER1, USER2
+from pbharness import FIXTURE
+
+
+def fixture_collection(name: str) -> dict[str, Any]:
+    """The fixture's stored collection ``name`` (its ``indexes`` and ``viewQuery``, say)."""
+    connection = apsw.Connection(str(FIXTURE / "data.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        indexes, options = connection.execute("SELECT indexes, options FROM _collections WHERE name = ?",
+                                              (name,)).fetchone()
+    finally:
+        connection.close()
+    return {"indexes": json.loads(indexes), **json.loads(options or "{}")}
+
+
+# Put back between Go scenarios (each of which starts from a fresh fixture in Go): the collection "new" the
+# create scenarios make, demo1's name after the rename to "new".
+DROP_NEW = Step("(put back) drop the collection new", "DELETE", "/api/collections/new?fields=x")
+DEMO1_BACK = Step("(put back) demo1's name", "PATCH", "/api/collections/new?fields=name", {"name": "demo1"})
+THUMB = "/api/files/_pb_users_auth_/4q1xlclmfloku33/300_1SEi6Q6U72.png?thumb="
+DEMO4_FILTER = "/api/collections/demo4/records?filter="
+# The Go scenarios' set-ups done through the API: a demo1 index named like the one another collection is given.
+DEMO1_EXIST_TEST_INDEX = [*fixture_collection("demo1")["indexes"], "CREATE INDEX `exist_test` ON `demo1` (`updated`)"]
+# Scenarios whose URL or body Go computes, or whose set-up only asserts (hooks checking the thumb error).
+FILE_DOWNLOAD_COMPUTED = [
+    Step("existing image - missing thumb (should fallback to the original)", "GET", f"{THUMB}999x999", auth=None),
+    *[Step(f"existing image - existing thumb ({kind})", "GET", f"{THUMB}{size}", auth=None)
+      for kind, size in (("crop center", "70x50"), ("crop top", "70x50t"), ("crop bottom", "70x50b"),
+                         ("fit", "70x50f"), ("zero width", "0x50"), ("zero height", "70x0"))],
+    Step("existing non image file - thumb parameter should be ignored", "GET",
+         "/api/files/_pb_users_auth_/oap640cot4yru2s/test_kfd2wYLxkz.txt?thumb=100x100", auth=None),
+]
+RECORD_LIST_COMPUTED = [
+    Step("multi-match - at least one of (guest - non-satisfied relation filter API rule)", "GET",
+         DEMO4_FILTER + quote("rel_many_no_cascade_required.files:length?=2", safe=""), auth=None),
+    Step("multi-match - at least one of (clients)", "GET",
+         DEMO4_FILTER + quote("rel_many_no_cascade_required.files:length?=2", safe=""), auth=None, headers=CLIENT1),
+    Step("multi-match - all (clients)", "GET",
+         DEMO4_FILTER + quote("rel_many_no_cascade_required.files:length=2", safe=""), auth=None, headers=CLIENT1),
+]
+COLLECTION_COMPUTED = [
+    Step("creating view collection", "POST", "/api/collections", raw=json.dumps({
+        "name": "new", "type": "view", "fields": [{"type": "text", "id": "12345789", "name": "ignored!@#$"}],
+        "viewQuery": "select 1 as id from _superusers limit 1"}).encode(), auth=None, headers=SUPERUSER1),
+    DROP_NEW,
+    Step("(set-up) an index exist_test on demo1", "PATCH", "/api/collections/demo1?fields=indexes",
+         {"indexes": DEMO1_EXIST_TEST_INDEX}),
+    Step("creating base collection with index name from another collection", "POST", "/api/collections",
+         raw=b'{"name":"new","type":"base","fields":[{"type":"text","name":"test"}],'
+             b'"indexes":["create index exist_test on new (test)"]}', auth=None, headers=SUPERUSER1),
+    DROP_NEW,
+    Step("updating base collection with index name from another collection", "PATCH", "/api/collections/demo2",
+         raw=b'{"indexes":["create index exist_test on new (test)"]}', auth=None, headers=SUPERUSER1),
+    Step("(put back) demo1's indexes", "PATCH", "/api/collections/demo1?fields=indexes",
+         {"indexes": fixture_collection("demo1")["indexes"]}),
+    Step("updating view collection", "PATCH", "/api/collections/view2", raw=json.dumps({
+        "name": "view2_update", "fields": [{"type": "text", "id": "12345789", "name": "ignored!@#$"}],
+        "viewQuery": "select 2 as id, created, updated, email from _superusers limit 1"}).encode(),
+         auth=None, headers=SUPERUSER1),
+    Step("(put back) view2", "PATCH", "/api/collections/view2_update?fields=name",
+         {"name": "view2", "viewQuery": fixture_collection("view2")["viewQuery"]}),
+]
+DRY_RUN_COMPUTED = [
+    Step("query length beyond validator limit", "POST", "/api/collections/meta/dry-run-view",
+         raw=b'{"query":"' + b"a" * 5001 + b'"}', auth=None, headers=SUPERUSER1),
+    Step("query with length equal to the validator limit", "POST", "/api/collections/meta/dry-run-view",
+         raw=b'{"query":"select 1 as id' + b" " * 4986 + b'"}', auth=None, headers=SUPERUSER1),
+]
 
 RECORD_CRUD_PORTS: dict[str, list[Step]] = {
     'TestFileToken': [
@@ -27,6 +100,7 @@ RECORD_CRUD_PORTS: dict[str, list[Step]] = {
         Step('protected file - guest without view access', 'GET', '/api/files/demo1/al1h9ijdeojtsjy/300_Jsjq7RdBgA.png', auth=None),
         Step("protected file in view (view's View API rule failure)", 'GET', '/api/files/view1/al1h9ijdeojtsjy/300_Jsjq7RdBgA.png?token=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsImV4cCI6MjUyNDYwNDQ2MSwidHlwZSI6ImZpbGUiLCJjb2xsZWN0aW9uSWQiOiJfcGJfdXNlcnNfYXV0aF8ifQ.nSTLuCPcGpWn2K2l-BFkC3Vlzc-ZTDPByYq8dN1oPSo', auth=None),
         Step("protected file in view (view's View API rule success)", 'GET', '/api/files/view1/84nmscqy84lsi1t/test_d61b33QdDU.txt?token=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpZCI6IjRxMXhsY2xtZmxva3UzMyIsImV4cCI6MjUyNDYwNDQ2MSwidHlwZSI6ImZpbGUiLCJjb2xsZWN0aW9uSWQiOiJfcGJfdXNlcnNfYXV0aF8ifQ.nSTLuCPcGpWn2K2l-BFkC3Vlzc-ZTDPByYq8dN1oPSo', auth=None),
+        *FILE_DOWNLOAD_COMPUTED,
     ],
     'TestRecordCrudList': [
         Step('missing collection', 'GET', '/api/collections/missing/records', auth=None),
@@ -53,6 +127,7 @@ RECORD_CRUD_PORTS: dict[str, list[Step]] = {
         Step("guest that doesn't match the view collection list rule", 'GET', '/api/collections/view1/records', auth=None),
         Step('authenticated record that matches the view collection list rule', 'GET', '/api/collections/view1/records', auth=None, headers=USER1),
         Step('view collection with numeric ids', 'GET', '/api/collections/numeric_id_view/records', auth=None),
+        *RECORD_LIST_COMPUTED,
     ],
     'TestRecordCrudView': [
         Step('missing collection', 'GET', '/api/collections/missing/records/0yxhwia2amd8gec', auth=None),
@@ -101,6 +176,7 @@ RECORD_CRUD_PORTS: dict[str, list[Step]] = {
         Step('auth record with valid data and explicitly verified state by random user', 'POST', '/api/collections/users/records', raw=b'{\n\t\t\t\t"password":"12345678",\n\t\t\t\t"passwordConfirm":"12345678",\n\t\t\t\t"emailVisibility":true,\n\t\t\t\t"verified":true\n\t\t\t}', auth=None, headers=USER1),
         Step('auth record with valid data by superuser', 'POST', '/api/collections/users/records', raw=b'{\n\t\t\t\t"id":"o1o1y0pd78686mq",\n\t\t\t\t"username":"test.valid",\n\t\t\t\t"email":"new@example.com",\n\t\t\t\t"password":"12345678",\n\t\t\t\t"passwordConfirm":"12345678",\n\t\t\t\t"rel":"achvryl401bhse3",\n\t\t\t\t"emailVisibility":true,\n\t\t\t\t"verified":true\n\t\t\t}', auth=None, headers=SUPERUSER1),
         Step('auth record with valid data by auth record with manage access', 'POST', '/api/collections/nologin/records', raw=b'{\n\t\t\t\t"email":"new@example.com",\n\t\t\t\t"password":"12345678",\n\t\t\t\t"passwordConfirm":"12345678",\n\t\t\t\t"name":"test_name",\n\t\t\t\t"emailVisibility":true,\n\t\t\t\t"verified":true\n\t\t\t}', auth=None, headers=USER1),
+        Step('submit nil body', 'POST', '/api/collections/demo2/records', auth=None),
     ],
     'TestRecordCrudUpdate': [
         Step('missing collection', 'PATCH', '/api/collections/missing/records/0yxhwia2amd8gec', auth=None),
@@ -126,6 +202,7 @@ RECORD_CRUD_PORTS: dict[str, list[Step]] = {
         Step('try to unset/downgrade email and verified fields (owner)', 'PATCH', '/api/collections/users/records/oap640cot4yru2s', raw=b'{\n\t\t\t\t"email":"",\n\t\t\t\t"verified":false\n\t\t\t}', auth=None, headers=USER2),
         Step('try to change account managing fields by auth record with managing rights', 'PATCH', '/api/collections/nologin/records/phhq3wr65cap535', raw=b'{\n\t\t\t\t"email":"new@example.com",\n\t\t\t\t"password":"12345678",\n\t\t\t\t"passwordConfirm":"12345678",\n\t\t\t\t"name":"test_name",\n\t\t\t\t"emailVisibility":true,\n\t\t\t\t"verified":true\n\t\t\t}', auth=None, headers=USER1),
         Step('update auth record with valid data by superuser', 'PATCH', '/api/collections/users/records/oap640cot4yru2s', raw=b'{\n\t\t\t\t"username":"test.valid",\n\t\t\t\t"email":"new@example.com",\n\t\t\t\t"password":"12345678",\n\t\t\t\t"passwordConfirm":"12345678",\n\t\t\t\t"rel":"achvryl401bhse3",\n\t\t\t\t"emailVisibility":true,\n\t\t\t\t"verified":false\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        Step('submit nil body (aka. no fields change)', 'PATCH', '/api/collections/demo2/records/0yxhwia2amd8gec', auth=None),
     ],
     'TestRecordCrudDelete': [
         Step('missing collection', 'DELETE', '/api/collections/missing/records/0yxhwia2amd8gec', auth=None),
@@ -191,21 +268,35 @@ COLLECTION_PORTS: dict[str, list[Step]] = {
         Step('missing ids sample', 'POST', '/api/collections/meta/dry-run-view', raw=b'{"query":"(select 1 as id union select \'\' as id)"}', auth=None, headers=SUPERUSER1),
         Step('duplicated ids sample', 'POST', '/api/collections/meta/dry-run-view', raw=b'{"query":"(select 1 as id union all select 1 as id)"}', auth=None, headers=SUPERUSER1),
         Step('write query', 'POST', '/api/collections/meta/dry-run-view', raw=b'{"query":"CREATE TABLE t1(x INT)"}', auth=None, headers=SUPERUSER1),
+        *DRY_RUN_COMPUTED,
     ],
     'TestCollectionCreate': [
         Step('unauthorized', 'POST', '/api/collections', auth=None),
+        DROP_NEW,
         Step('authorized as regular user', 'POST', '/api/collections', raw=b'{"name":"new","type":"base","fields":[{"type":"text","name":"test"}]}', auth=None, headers=USER1),
+        DROP_NEW,
         Step('authorized as superuser + empty data', 'POST', '/api/collections', raw=b'', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('authorized as superuser + invalid data (eg. existing name)', 'POST', '/api/collections', raw=b'{"name":"demo1","type":"base","fields":[{"type":"text","name":""}]}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('authorized as superuser + valid data', 'POST', '/api/collections', raw=b'{"name":"new","type":"base","fields":[{"type":"text","id":"12345789","name":"test"}]}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('creating auth collection (default settings merge test)', 'POST', '/api/collections', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"type":"auth",\n\t\t\t\t"emailChangeToken":{"duration":123},\n\t\t\t\t"fields":[\n\t\t\t\t\t{"type":"text","id":"12345789","name":"test"},\n\t\t\t\t\t{"type":"text","name":"tokenKey","system":true,"required":false,"min":10}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('creating base collection with reserved auth fields', 'POST', '/api/collections', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"type":"base",\n\t\t\t\t"fields":[\n\t\t\t\t\t{"type":"text","name":"email"},\n\t\t\t\t\t{"type":"text","name":"username"},\n\t\t\t\t\t{"type":"text","name":"verified"},\n\t\t\t\t\t{"type":"text","name":"emailVisibility"},\n\t\t\t\t\t{"type":"text","name":"lastResetSentAt"},\n\t\t\t\t\t{"type":"text","name":"lastVerificationSentAt"},\n\t\t\t\t\t{"type":"text","name":"tokenKey"},\n\t\t\t\t\t{"type":"text","name":"passwordHash"},\n\t\t\t\t\t{"type":"text","name":"password"},\n\t\t\t\t\t{"type":"text","name":"passwordConfirm"},\n\t\t\t\t\t{"type":"text","name":"oldPassword"}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('trying to create base collection with reserved system fields', 'POST', '/api/collections', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"type":"base",\n\t\t\t\t"fields":[\n\t\t\t\t\t{"type":"text","name":"id"},\n\t\t\t\t\t{"type":"text","name":"expand"},\n\t\t\t\t\t{"type":"text","name":"collectionId"},\n\t\t\t\t\t{"type":"text","name":"collectionName"}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('trying to create auth collection with reserved auth fields', 'POST', '/api/collections', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"type":"auth",\n\t\t\t\t"fields":[\n\t\t\t\t\t{"type":"text","name":"oldPassword"},\n\t\t\t\t\t{"type":"text","name":"passwordConfirm"}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('trying to create view collection with invalid options', 'POST', '/api/collections', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"type":"view",\n\t\t\t\t"fields":[{"type":"text","id":"12345789","name":"ignored!@#$"}],\n\t\t\t\t"viewQuery":"select \'123\' as abc"\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('creating base collection with invalid indexes', 'POST', '/api/collections', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"type":"base",\n\t\t\t\t"fields":[\n\t\t\t\t\t{"type":"text","name":"test"}\n\t\t\t\t],\n\t\t\t\t"indexes": [\n\t\t\t\t\t"create index idx_test1 on new (test)",\n\t\t\t\t\t"create index idx_test2 on new (missing)"\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('creating base collection with 2 indexes using the same name', 'POST', '/api/collections', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"type":"base",\n\t\t\t\t"indexes": [\n\t\t\t\t\t"create index duplicate_idx on new (created)",\n\t\t\t\t\t"create index duplicate_idx on new (updated)"\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
         Step('creating base collection with valid indexes (+ random table name)', 'POST', '/api/collections', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"type":"base",\n\t\t\t\t"fields":[\n\t\t\t\t\t{"type":"text","name":"test"}\n\t\t\t\t],\n\t\t\t\t"indexes": [\n\t\t\t\t\t"create index idx_test1 on new (test)",\n\t\t\t\t\t"create index idx_test2 on anything (id, test)"\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        DROP_NEW,
     ],
     'TestCollectionUpdate': [
         Step('unauthorized', 'PATCH', '/api/collections/demo1', auth=None),
@@ -214,6 +305,7 @@ COLLECTION_PORTS: dict[str, list[Step]] = {
         Step('authorized as superuser + empty body', 'PATCH', '/api/collections/demo1', raw=b'{}', auth=None, headers=SUPERUSER1),
         Step('authorized as superuser + invalid data (eg. existing name)', 'PATCH', '/api/collections/demo1', raw=b'{\n\t\t\t\t"name":"demo2",\n\t\t\t\t"type":"auth"\n\t\t\t}', auth=None, headers=SUPERUSER1),
         Step('authorized as superuser + valid data', 'PATCH', '/api/collections/demo1', raw=b'{"name":"new"}', auth=None, headers=SUPERUSER1),
+        DEMO1_BACK,
         Step('trying to update collection with reserved fields', 'PATCH', '/api/collections/demo1', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"fields":[\n\t\t\t\t\t{"type":"text","name":"id","id":"_pbf_text_id_"},\n\t\t\t\t\t{"type":"text","name":"created"},\n\t\t\t\t\t{"type":"text","name":"updated"},\n\t\t\t\t\t{"type":"text","name":"expand"},\n\t\t\t\t\t{"type":"text","name":"collectionId"},\n\t\t\t\t\t{"type":"text","name":"collectionName"}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
         Step('trying to update collection with changed/removed system fields', 'PATCH', '/api/collections/demo1', raw=b'{\n\t\t\t\t"name":"new",\n\t\t\t\t"fields":[\n\t\t\t\t\t{"type":"text","name":"created"}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
         Step('trying to update auth collection with invalid options', 'PATCH', '/api/collections/users', raw=b'{\n\t\t\t\t"passwordAuth":{"identityFields": ["missing"]}\n\t\t\t}', auth=None, headers=SUPERUSER1),
@@ -222,6 +314,7 @@ COLLECTION_PORTS: dict[str, list[Step]] = {
         Step('updating base collection with 2 indexes using the same name', 'PATCH', '/api/collections/demo2', raw=b'{\n\t\t\t\t"indexes": [\n\t\t\t\t\t"create index duplicate_idx on new (created)",\n\t\t\t\t\t"create index duplicate_idx on new (updated)"\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
         Step('updating base collection with valid indexes (+ random table name)', 'PATCH', '/api/collections/demo2', raw=b'{\n\t\t\t\t"indexes": [\n\t\t\t\t\t"create unique index idx_test1 on demo2 (title)",\n\t\t\t\t\t"create index idx_test2 on anything (active)"\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
     ],
+    'TestCollectionCreate and TestCollectionUpdate (set-ups, computed bodies)': COLLECTION_COMPUTED,
     'TestCollectionsImport': [
         Step('unauthorized', 'PUT', '/api/collections/import', auth=None),
         Step('authorized as regular user', 'PUT', '/api/collections/import', auth=None, headers=USER1),
