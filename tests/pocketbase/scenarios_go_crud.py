@@ -1,10 +1,12 @@
 """PocketBase's own API scenarios, one step each, as its Go tests send them (method, URL, body and
-headers verbatim, the fixture records' tokens as ``fixture_data`` names them): ``apis/file_test.go``,
-``apis/record_crud_test.go`` and ``apis/batch_test.go`` (``RECORD_CRUD_PORTS``), ``apis/collection_test.go``
-and ``apis/collection_import_test.go`` (``COLLECTION_PORTS``). Only the scenarios that need no set-up in Go
-are here; those with a ``BeforeTestFunc`` or a multipart body are ported by hand in the other modules (see
-``test_differential_go_crud.py``). Each Go scenario starts from a fresh fixture; here they run in order on
-one pair of servers, the reads first and the deletes last, so both servers see the same changes."""
+headers verbatim, the fixture records' tokens as ``fixture_data`` names them): ``apis/file_test.go`` and
+``apis/record_crud_test.go`` (``RECORD_CRUD_PORTS``), ``apis/batch_test.go``, ``apis/collection_test.go`` and
+``apis/collection_import_test.go`` (``COLLECTION_PORTS``). The scenarios whose URL or body Go computes or whose
+set-up is a rule, an index or a collection are ported by hand (the ``*_COMPUTED`` lists); those whose set-up
+is a setting (rate limits, body limits, batch settings, superuser IPs), a multipart body or a hook live in the
+other scenario modules or do not apply (hooks). Each Go scenario starts from a fresh fixture; here they run in
+order on one pair of servers, so the steps named "(put back)" undo what a scenario changed that a later one
+reads (through the SQL console where the API cannot: a deleted record, say)."""
 
 from __future__ import annotations
 
@@ -18,22 +20,50 @@ from differential import Step
 from fixture_data import CLIENT1, NOLOGIN1, SUPERUSER1, USER1, USER2
 from pbharness import FIXTURE
 
+# The SQL console's answers to the put-back steps, less execTime (the time taken) and affectedRows (SQLite's
+# changes() of the connection's last insert, update or delete, which a "create table ... as select" leaves as
+# it was: pbfast's connection wrote the login's _authOrigins row, PocketBase's none yet).
+SQL_SHOWN = "/api/sql?fields=columns,rows"
+
 
 def fixture_collection(name: str) -> dict[str, Any]:
-    """The fixture's stored collection ``name`` (its ``indexes`` and ``viewQuery``, say)."""
+    """The fixture's collection ``name`` as the collections API takes it (its id, fields, rules, indexes and
+    type's options)."""
     connection = apsw.Connection(str(FIXTURE / "data.db"), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        indexes, options = connection.execute("SELECT indexes, options FROM _collections WHERE name = ?",
-                                              (name,)).fetchone()
+        cursor = connection.execute("SELECT id, type, name, fields, listRule, viewRule, createRule, updateRule, "
+                                    "deleteRule, options, indexes FROM _collections WHERE name = ?", (name,))
+        row = dict(zip([column[0] for column in cursor.getdescription()], cursor.fetchone()))
     finally:
         connection.close()
-    return {"indexes": json.loads(indexes), **json.loads(options or "{}")}
+    options = json.loads(row.pop("options") or "{}")
+    return {**row, "fields": json.loads(row["fields"]), "indexes": json.loads(row["indexes"]), **options}
+
+
+def snapshot(*tables: str) -> Step:
+    """A copy of ``tables``' rows beside them (through the SQL console), for :func:`restore`."""
+    return Step(f"(set-up) snapshot of {', '.join(tables)}", "POST", SQL_SHOWN, {"query": "; ".join(
+        f"create table _snapshot_{table} as select * from {table}" for table in tables)})
+
+
+def restore(*tables: str, drop: bool = False) -> Step:
+    """``tables``' rows as :func:`snapshot` copied them (each Go scenario starts from a fresh fixture)."""
+    queries = [f"delete from {table}; insert into {table} select * from _snapshot_{table}" for table in tables]
+    queries += [f"drop table _snapshot_{table}" for table in tables if drop]
+    return Step(f"(put back) the rows of {', '.join(tables)}", "POST", SQL_SHOWN, {"query": "; ".join(queries)})
 
 
 # Put back between Go scenarios (each of which starts from a fresh fixture in Go): the collection "new" the
 # create scenarios make, demo1's name after the rename to "new".
 DROP_NEW = Step("(put back) drop the collection new", "DELETE", "/api/collections/new?fields=x")
 DEMO1_BACK = Step("(put back) demo1's name", "PATCH", "/api/collections/new?fields=name", {"name": "demo1"})
+# The records the create scenarios made whose unique values the update scenarios set again.
+CREATED_RECORDS_DROPPED = Step("(put back) drop the records made with the update scenarios' unique values", "POST",
+                               SQL_SHOWN, {"query": "delete from demo2 where title = 'new'; "
+                                            "delete from users where email = 'new@example.com'; "
+                                            "delete from nologin where email = 'new@example.com'"})
+# The tables the batch scenarios write (demo3's deletes cascade to demo4).
+BATCH_TABLES = ("demo2", "demo3", "demo4", "demo5")
 THUMB = "/api/files/_pb_users_auth_/4q1xlclmfloku33/300_1SEi6Q6U72.png?thumb="
 DEMO4_FILTER = "/api/collections/demo4/records?filter="
 # The Go scenarios' set-ups done through the API: a demo1 index named like the one another collection is given.
@@ -179,6 +209,7 @@ RECORD_CRUD_PORTS: dict[str, list[Step]] = {
         Step('submit nil body', 'POST', '/api/collections/demo2/records', auth=None),
     ],
     'TestRecordCrudUpdate': [
+        CREATED_RECORDS_DROPPED,
         Step('missing collection', 'PATCH', '/api/collections/missing/records/0yxhwia2amd8gec', auth=None),
         Step('guest trying to access nil-rule collection record', 'PATCH', '/api/collections/demo1/records/imy661ixudk5izi', auth=None),
         Step('auth record trying to access nil-rule collection', 'PATCH', '/api/collections/demo1/records/imy661ixudk5izi', auth=None, headers=USER1),
@@ -211,7 +242,9 @@ RECORD_CRUD_PORTS: dict[str, list[Step]] = {
         Step('authenticated record trying to delete nil rule collection (aka. need superuser auth)', 'DELETE', '/api/collections/demo1/records/imy661ixudk5izi', auth=None, headers=USER1),
         Step("authenticated record that doesn't match the collection delete rule", 'DELETE', '/api/collections/users/records/bgs820n361vj1qd', auth=None, headers=USER1),
         Step('trying to delete a view collection record', 'DELETE', '/api/collections/view1/records/imy661ixudk5izi', auth=None),
+        snapshot("nologin"),
         Step('public collection record delete', 'DELETE', '/api/collections/nologin/records/dc49k6jgejn40h3', auth=None),
+        restore("nologin", drop=True),
         Step('public collection record delete (using the collection id as identifier)', 'DELETE', '/api/collections/kpv709sk2lqbqk8/records/dc49k6jgejn40h3', auth=None),
         Step('authorized as superuser trying to delete nil rule collection view (aka. need superuser auth)', 'DELETE', '/api/collections/clients/records/o1y0dd0spd786md', auth=None, headers=SUPERUSER1),
         Step('authenticated record that match the collection delete rule', 'DELETE', '/api/collections/users/records/4q1xlclmfloku33', auth=None, headers=USER1),
@@ -221,20 +254,38 @@ RECORD_CRUD_PORTS: dict[str, list[Step]] = {
         Step('delete a record with non-cascade references', 'DELETE', '/api/collections/demo3/records/1tmknxy2868d869', auth=None, headers=SUPERUSER1),
         Step('delete a record with cascade references', 'DELETE', '/api/collections/users/records/oap640cot4yru2s', auth=None, headers=SUPERUSER1),
     ],
-    'TestBatchRequest': [
-        Step('unknown batch request action', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"GET", "url":"/api/health"}\n\t\t\t\t]\n\t\t\t}', auth=None),
-        Step('base 2 successful and 1 failed (public collection)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n                    {"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch1"}},\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch2"}},\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": ""}}\n\t\t\t\t]\n\t\t\t}', auth=None),
-        Step('base 4 successful (public collection)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch1"}},\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch2"}},\n\t\t\t\t\t{"method":"PUT", "url":"/api/collections/demo2/records", "body": {"title": "batch3"}},\n\t\t\t\t\t{"method":"PUT", "url":"/api/collections/demo2/records?fields=*,id:excerpt(4,true)", "body": {"id":"achvryl401bhse3","title": "batch4"}}\n\t\t\t\t]\n\t\t\t}', auth=None),
-        Step('mixed create/update/delete (non-superuser rule failure)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch_create"}},\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo2/records/achvryl401bhse3"},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo3/records/1tmknxy2868d869", "body": {"title": "batch_update"}}\n\t\t\t\t]\n\t\t\t}', auth=None),
-        Step('mixed create/update/delete (superuser rule failure)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo2/records/achvryl401bhse3", "headers": {"Authorization": "ignored"}},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo3/records/1tmknxy2868d869", "body": {"title": "batch_update"}, "headers": {"Authorization": "ignored"}},\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/_superusers/records", "body": {"email":"test_batch@example.com","password":"1234567890"}}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=CLIENT1),
-        Step('mixed create/update/delete (rules success)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch_create"}, "headers": {"Authorization": "ignored"}},\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo2/records/achvryl401bhse3", "headers": {"Authorization": "ignored"}},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo3/records/1tmknxy2868d869", "body": {"title": "batch_update"}, "headers": {"Authorization": "ignored"}}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=CLIENT1),
-        Step('mixed create/update/delete (superuser auth)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch_create"}},\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo2/records/achvryl401bhse3"},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo3/records/1tmknxy2868d869", "body": {"title": "batch_update"}}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
-        Step('cascade delete/update', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo3/records/1tmknxy2868d869"},\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo3/records/mk5fmymtx4wsprk"}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
-        Step('create/update with expand query params', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo5/records?expand=rel_one", "body": {"total": 9, "rel_one":"qzaqccwrmva4o1n"}},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo5/records/qjeql998mtp1azp?expand=rel_many", "body": {"total": 10}}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+    'TestCollectionsImport': [
+        Step('unauthorized', 'PUT', '/api/collections/import', auth=None),
+        Step('authorized as regular user', 'PUT', '/api/collections/import', auth=None, headers=USER1),
+        Step('authorized as superuser + empty collections', 'PUT', '/api/collections/import', raw=b'{"collections":[]}', auth=None, headers=SUPERUSER1),
+        Step('authorized as superuser + collections validator failure', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"collections":[\n\t\t\t\t\t{"name": "import1"},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import2",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "expand",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t]\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        Step('authorized as superuser + successful collections create', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"collections":[\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import1",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "test",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t]\n\t\t\t\t\t},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import2",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "test",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t],\n\t\t\t\t\t\t"indexes": [\n\t\t\t\t\t\t\t"create index idx_test on import2 (test)"\n\t\t\t\t\t\t]\n\t\t\t\t\t},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "auth_without_fields",\n\t\t\t\t\t\t"type": "auth"\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        Step('authorized as superuser + create/update/delete', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"deleteMissing": true,\n\t\t\t\t"collections":[\n\t\t\t\t\t{"name": "test123"},\n\t\t\t\t\t{\n\t\t\t\t\t\t"id":"wsmn24bux7wo113",\n\t\t\t\t\t\t"name":"demo1",\n\t\t\t\t\t\t"fields":[\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t\t"id":"_2hlxbmp",\n\t\t\t\t\t\t\t\t"name":"title",\n\t\t\t\t\t\t\t\t"type":"text",\n\t\t\t\t\t\t\t\t"required":true\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t],\n\t\t\t\t\t\t"indexes": []\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
     ],
 }
 
 COLLECTION_PORTS: dict[str, list[Step]] = {
+    'TestBatchRequest': [
+        snapshot(*BATCH_TABLES),
+        Step('unknown batch request action', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"GET", "url":"/api/health"}\n\t\t\t\t]\n\t\t\t}', auth=None),
+        restore(*BATCH_TABLES),
+        Step('base 2 successful and 1 failed (public collection)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n                    {"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch1"}},\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch2"}},\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": ""}}\n\t\t\t\t]\n\t\t\t}', auth=None),
+        restore(*BATCH_TABLES),
+        Step('base 4 successful (public collection)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch1"}},\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch2"}},\n\t\t\t\t\t{"method":"PUT", "url":"/api/collections/demo2/records", "body": {"title": "batch3"}},\n\t\t\t\t\t{"method":"PUT", "url":"/api/collections/demo2/records?fields=*,id:excerpt(4,true)", "body": {"id":"achvryl401bhse3","title": "batch4"}}\n\t\t\t\t]\n\t\t\t}', auth=None),
+        restore(*BATCH_TABLES),
+        Step('mixed create/update/delete (non-superuser rule failure)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch_create"}},\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo2/records/achvryl401bhse3"},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo3/records/1tmknxy2868d869", "body": {"title": "batch_update"}}\n\t\t\t\t]\n\t\t\t}', auth=None),
+        restore(*BATCH_TABLES),
+        Step('mixed create/update/delete (superuser rule failure)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo2/records/achvryl401bhse3", "headers": {"Authorization": "ignored"}},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo3/records/1tmknxy2868d869", "body": {"title": "batch_update"}, "headers": {"Authorization": "ignored"}},\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/_superusers/records", "body": {"email":"test_batch@example.com","password":"1234567890"}}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=CLIENT1),
+        restore(*BATCH_TABLES),
+        Step('mixed create/update/delete (rules success)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch_create"}, "headers": {"Authorization": "ignored"}},\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo2/records/achvryl401bhse3", "headers": {"Authorization": "ignored"}},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo3/records/1tmknxy2868d869", "body": {"title": "batch_update"}, "headers": {"Authorization": "ignored"}}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=CLIENT1),
+        restore(*BATCH_TABLES),
+        Step('mixed create/update/delete (superuser auth)', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo2/records", "body": {"title": "batch_create"}},\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo2/records/achvryl401bhse3"},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo3/records/1tmknxy2868d869", "body": {"title": "batch_update"}}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        restore(*BATCH_TABLES),
+        Step('cascade delete/update', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo3/records/1tmknxy2868d869"},\n\t\t\t\t\t{"method":"DELETE", "url":"/api/collections/demo3/records/mk5fmymtx4wsprk"}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        restore(*BATCH_TABLES),
+        Step('create/update with expand query params', 'POST', '/api/batch', raw=b'{\n\t\t\t\t"requests": [\n\t\t\t\t\t{"method":"POST", "url":"/api/collections/demo5/records?expand=rel_one", "body": {"total": 9, "rel_one":"qzaqccwrmva4o1n"}},\n\t\t\t\t\t{"method":"PATCH", "url":"/api/collections/demo5/records/qjeql998mtp1azp?expand=rel_many", "body": {"total": 10}}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        restore(*BATCH_TABLES, drop=True),
+    ],
     'TestCollectionsList': [
         Step('unauthorized', 'GET', '/api/collections', auth=None),
         Step('authorized as regular user', 'GET', '/api/collections', auth=None, headers=USER1),
@@ -315,14 +366,6 @@ COLLECTION_PORTS: dict[str, list[Step]] = {
         Step('updating base collection with valid indexes (+ random table name)', 'PATCH', '/api/collections/demo2', raw=b'{\n\t\t\t\t"indexes": [\n\t\t\t\t\t"create unique index idx_test1 on demo2 (title)",\n\t\t\t\t\t"create index idx_test2 on anything (active)"\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
     ],
     'TestCollectionCreate and TestCollectionUpdate (set-ups, computed bodies)': COLLECTION_COMPUTED,
-    'TestCollectionsImport': [
-        Step('unauthorized', 'PUT', '/api/collections/import', auth=None),
-        Step('authorized as regular user', 'PUT', '/api/collections/import', auth=None, headers=USER1),
-        Step('authorized as superuser + empty collections', 'PUT', '/api/collections/import', raw=b'{"collections":[]}', auth=None, headers=SUPERUSER1),
-        Step('authorized as superuser + collections validator failure', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"collections":[\n\t\t\t\t\t{"name": "import1"},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import2",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "expand",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t]\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
-        Step('authorized as superuser + successful collections create', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"collections":[\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import1",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "test",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t]\n\t\t\t\t\t},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import2",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "test",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t],\n\t\t\t\t\t\t"indexes": [\n\t\t\t\t\t\t\t"create index idx_test on import2 (test)"\n\t\t\t\t\t\t]\n\t\t\t\t\t},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "auth_without_fields",\n\t\t\t\t\t\t"type": "auth"\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
-        Step('authorized as superuser + create/update/delete', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"deleteMissing": true,\n\t\t\t\t"collections":[\n\t\t\t\t\t{"name": "test123"},\n\t\t\t\t\t{\n\t\t\t\t\t\t"id":"wsmn24bux7wo113",\n\t\t\t\t\t\t"name":"demo1",\n\t\t\t\t\t\t"fields":[\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t\t"id":"_2hlxbmp",\n\t\t\t\t\t\t\t\t"name":"title",\n\t\t\t\t\t\t\t\t"type":"text",\n\t\t\t\t\t\t\t\t"required":true\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t],\n\t\t\t\t\t\t"indexes": []\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
-    ],
     'TestCollectionTruncate': [
         Step('unauthorized', 'DELETE', '/api/collections/demo5/truncate', auth=None),
         Step('authorized as regular user', 'DELETE', '/api/collections/demo5/truncate', auth=None, headers=USER1),
@@ -335,8 +378,17 @@ COLLECTION_PORTS: dict[str, list[Step]] = {
         Step('authorized as regular user', 'DELETE', '/api/collections/demo1', auth=None, headers=USER1),
         Step('authorized as superuser + nonexisting collection identifier', 'DELETE', '/api/collections/missing', auth=None, headers=SUPERUSER1),
         Step('authorized as superuser + using the collection name', 'DELETE', '/api/collections/demo5', auth=None, headers=SUPERUSER1),
+        Step("(put back) demo5", "POST", "/api/collections?fields=id,name", fixture_collection("demo5")),
         Step('authorized as superuser + using the collection id', 'DELETE', '/api/collections/9n89pl5vkct6330', auth=None, headers=SUPERUSER1),
         Step('authorized as superuser + trying to delete a referenced collection', 'DELETE', '/api/collections/demo2', auth=None, headers=SUPERUSER1),
         Step('authorized as superuser + deleting a view', 'DELETE', '/api/collections/view2', auth=None, headers=SUPERUSER1),
+    ],
+    'TestCollectionsImport': [
+        Step('unauthorized', 'PUT', '/api/collections/import', auth=None),
+        Step('authorized as regular user', 'PUT', '/api/collections/import', auth=None, headers=USER1),
+        Step('authorized as superuser + empty collections', 'PUT', '/api/collections/import', raw=b'{"collections":[]}', auth=None, headers=SUPERUSER1),
+        Step('authorized as superuser + collections validator failure', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"collections":[\n\t\t\t\t\t{"name": "import1"},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import2",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "expand",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t]\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        Step('authorized as superuser + successful collections create', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"collections":[\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import1",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "test",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t]\n\t\t\t\t\t},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "import2",\n\t\t\t\t\t\t"fields": [\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t  "id": "koih1lqx",\n\t\t\t\t\t\t\t  "name": "test",\n\t\t\t\t\t\t\t  "type": "text"\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t],\n\t\t\t\t\t\t"indexes": [\n\t\t\t\t\t\t\t"create index idx_test on import2 (test)"\n\t\t\t\t\t\t]\n\t\t\t\t\t},\n\t\t\t\t\t{\n\t\t\t\t\t\t"name": "auth_without_fields",\n\t\t\t\t\t\t"type": "auth"\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
+        Step('authorized as superuser + create/update/delete', 'PUT', '/api/collections/import', raw=b'{\n\t\t\t\t"deleteMissing": true,\n\t\t\t\t"collections":[\n\t\t\t\t\t{"name": "test123"},\n\t\t\t\t\t{\n\t\t\t\t\t\t"id":"wsmn24bux7wo113",\n\t\t\t\t\t\t"name":"demo1",\n\t\t\t\t\t\t"fields":[\n\t\t\t\t\t\t\t{\n\t\t\t\t\t\t\t\t"id":"_2hlxbmp",\n\t\t\t\t\t\t\t\t"name":"title",\n\t\t\t\t\t\t\t\t"type":"text",\n\t\t\t\t\t\t\t\t"required":true\n\t\t\t\t\t\t\t}\n\t\t\t\t\t\t],\n\t\t\t\t\t\t"indexes": []\n\t\t\t\t\t}\n\t\t\t\t]\n\t\t\t}', auth=None, headers=SUPERUSER1),
     ],
 }

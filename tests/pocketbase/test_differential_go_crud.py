@@ -1,11 +1,10 @@
 """PocketBase's record, batch, file and collection API scenarios (``scenarios_go_crud.py``, verbatim from its
 Go tests) sent to stock PocketBase 0.40.6 and to a pbfast tenant on copies of the fixture; status codes and
-JSON bodies must be equal (``differential.py``). The record scenarios share one pair of servers and the
-collection scenarios another (they delete and truncate collections the record scenarios read)."""
+JSON bodies must be equal (``differential.py``). The file and record scenarios share one pair of servers, the
+batch and collection scenarios another (they delete, truncate and import collections)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +30,11 @@ def _run_all(scenarios: dict[str, list[Step]], pair: tuple[Backend, Backend], id
     assert not differences, "\n".join(differences)
 
 
-def test_record_batch_file_ports_answer_as_pocketbase(known_ids: set[str], tmp_path: Path) -> None:
+def test_record_and_file_ports_answer_as_pocketbase(known_ids: set[str], tmp_path: Path) -> None:
     with fixture_backends(tmp_path / "records") as pair:
         _run_all(RECORD_CRUD_PORTS, pair, known_ids, tmp_path.parent / "differential-report.txt")
 
 
-def test_collection_ports_answer_as_pocketbase(known_ids: set[str], tmp_path: Path) -> None:
+def test_batch_and_collection_ports_answer_as_pocketbase(known_ids: set[str], tmp_path: Path) -> None:
     with fixture_backends(tmp_path / "collections") as pair:
         _run_all(COLLECTION_PORTS, pair, known_ids, tmp_path.parent / "differential-report.txt")
