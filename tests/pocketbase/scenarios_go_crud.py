@@ -309,7 +309,7 @@ COLLECTION_PORTS: dict[str, list[Step]] = {
     'TestCollectionScaffolds': [
         Step('unauthorized', 'GET', '/api/collections/meta/scaffolds', auth=None),
         Step('authorized as regular user', 'GET', '/api/collections/meta/scaffolds', auth=None, headers=USER1),
-        Step('authorized as superuser', 'GET', '/api/collections/meta/scaffolds', auth=None, headers=SUPERUSER1),
+        Step('authorized as superuser', 'GET', '/api/collections/meta/scaffolds', auth=None, headers=SUPERUSER1, random_key_order=True),
     ],
     'TestCollectionTestView': [
         Step('unauthorized', 'POST', '/api/collections/meta/dry-run-view', raw=b'{"query":"select 1 as id"}', auth=None),
