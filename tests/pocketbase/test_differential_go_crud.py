@@ -1,7 +1,8 @@
 """PocketBase's record, batch, file and collection API scenarios (``scenarios_go_crud.py``, verbatim from its
 Go tests) sent to stock PocketBase 0.40.6 and to a pbfast tenant on copies of the fixture; status codes and
 JSON bodies must be equal, their keys in the same order (``differential.py``). The file and record scenarios share one pair of servers, the
-batch and collection scenarios another (they delete, truncate and import collections)."""
+batch and collection scenarios another (they delete, truncate and import collections); ``scenarios_record_access.py``'s
+run first on them (the hidden fields' reads on the first, the managed fields' writes on the second)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from differential import Step, compare
 from pbharness import Backend, fixture_backends
 from scenarios_go_crud import COLLECTION_PORTS, RECORD_CRUD_PORTS
+from scenarios_record_access import HIDDEN_FIELD_SCENARIOS, MANAGED_FIELD_SCENARIOS
 from test_differential import fixture_ids
 
 
@@ -34,7 +36,8 @@ def _run_all(scenarios: dict[str, list[Step]], pair: tuple[Backend, Backend], id
 def test_record_and_file_ports_answer_as_pocketbase(known_ids: set[str], tmp_path: Path) -> None:
     with fixture_backends(tmp_path / "records") as pair:
         _check_security_headers(pair)
-        _run_all(RECORD_CRUD_PORTS, pair, known_ids, tmp_path.parent / "differential-report.txt")
+        _run_all({**HIDDEN_FIELD_SCENARIOS, **RECORD_CRUD_PORTS}, pair, known_ids,
+                 tmp_path.parent / "differential-report.txt")
 
 
 SECURITY_HEADERS = ("x-xss-protection", "x-content-type-options", "x-frame-options", "cross-origin-opener-policy")
@@ -65,4 +68,5 @@ def _check_security_headers(pair: tuple[Backend, Backend]) -> None:
 
 def test_batch_and_collection_ports_answer_as_pocketbase(known_ids: set[str], tmp_path: Path) -> None:
     with fixture_backends(tmp_path / "collections") as pair:
-        _run_all(COLLECTION_PORTS, pair, known_ids, tmp_path.parent / "differential-report.txt")
+        _run_all({**MANAGED_FIELD_SCENARIOS, **COLLECTION_PORTS}, pair, known_ids,
+                 tmp_path.parent / "differential-report.txt")
