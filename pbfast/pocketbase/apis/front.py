@@ -5,11 +5,10 @@ and marks every other answer.
 - **Clean paths**: a path with an empty segment (``//``) is answered 307 with the cleaned path (and the query
   as sent) in ``Location``, whatever the method, before any route, CORS, rate limit or log. The ``Location``
   keeps the prefix the client addressed the tenant under (``/t/{id}`` unless its Host names the tenant).
-  Go cleans the escaped path, where ``%2F`` and ``%2E`` are no separators or dots; the node only sees the
-  decoded one (granian's scope has no raw path). Clients resolve raw ``.``/``..`` segments before sending, so
-  such segments here nearly always came encoded, which PocketBase does not redirect: they get no redirect
-  (the canonical path parse then finds no route), and only ``//`` (raw, as string concatenation makes it,
-  or encoded) does.
+  Go cleans the escaped path, where ``%2F`` and ``%2E`` are no separators or dots; the node cleans the
+  routing path (:func:`pbfast.http.routing_path`, from the client's spelling the gateway forwards), where
+  they stay encoded. Without that spelling (a request not through the native gateway) an encoded ``/``
+  reads as a separator, as before.
 - **CORS**: every answer varies by ``Origin``; a request with an ``Origin`` gets
   ``Access-Control-Allow-Origin: *``; an ``OPTIONS`` request (a preflight, or not) is answered 204 with no
   body, and with an ``Origin`` the allowed methods and the requested headers echoed back.
@@ -55,12 +54,12 @@ def clean_path(path: str) -> str:
 
 
 def redirect_location(prefix: str, path: str, query: str) -> str | None:
-    """Where a request for ``path`` (tenant-relative, decoded) is redirected, under the client's ``prefix``;
+    """Where a request for ``path`` (tenant-relative, a routing path: ``%`` only in escapes) is redirected, under the client's ``prefix``;
     None when it is clean."""
     cleaned = clean_path(path)
     if cleaned == path:
         return None
-    return quote(prefix + cleaned, safe=_PATH_SAFE) + (f"?{query}" if query else "")
+    return quote(prefix + cleaned, safe=_PATH_SAFE + "%") + (f"?{query}" if query else "")
 
 
 def client_prefix(tenant_id: str, scope: Scope) -> str:
