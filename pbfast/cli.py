@@ -23,7 +23,6 @@ from pbfast.config import (
     DEFAULT_RESTORE_WINDOW_HOURS,
     DEFAULT_TENANT_IDLE_SECONDS,
     DEFAULT_GATEWAY_ADDR,
-    DEFAULT_MAX_TENANTS,
     DEFAULT_REALTIME_PER_NODE,
     DEFAULT_REALTIME_PER_TENANT,
     DEFAULT_NODE_TIMEOUT_SECONDS,
@@ -47,6 +46,7 @@ from pbfast.config import (
     parse_address_list,
 )
 from pbfast.logs import parse_log_format, parse_log_level
+from pbfast.node_capacity import MAX_DEFAULT, MIN_DEFAULT, default_max_tenants
 from pbfast.operator_cli import add_operator_commands, run_operator_command
 from pbfast.primitives import is_valid_tenant_id
 
@@ -144,7 +144,8 @@ def _build_parser() -> _Parser:
                             f"exact hours (default {DEFAULT_RESTORE_WINDOW_HOURS:g})")
     serve.add_argument("--control-plane-addrs", help="comma-separated control plane host:port list")
     serve.add_argument("--node-address", help="tenant-node: address gateways use to reach this node")
-    serve.add_argument("--max-tenants", type=int, help=f"open tenants per node (default {DEFAULT_MAX_TENANTS})")
+    serve.add_argument("--max-tenants", type=int, help="open tenants per node (default: what a quarter of the "
+                       f"memory at 2 MiB each and the open-file limit hold, {MIN_DEFAULT}-{MAX_DEFAULT})")
     serve.add_argument("--base-domain", help="resolve tenants from Host {id}.<base-domain> too")
     serve.add_argument("--workers",
                        help=f"tenant node: worker processes serving tenant requests beside the main process, or "
@@ -222,7 +223,7 @@ def build_serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Ser
     if node_id is not None and not is_valid_tenant_id(node_id):
         raise ConfigError(f"--node-id must be a DNS label (lowercase letters, digits, '-'), got {node_id!r}")
 
-    max_tenants = DEFAULT_MAX_TENANTS if args.max_tenants is None else args.max_tenants
+    max_tenants = default_max_tenants() if args.max_tenants is None else args.max_tenants
     if max_tenants < 1:
         raise ConfigError(f"--max-tenants must be at least 1, got {max_tenants}")
 

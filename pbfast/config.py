@@ -15,7 +15,6 @@ DEFAULT_GATEWAY_ADDR = "127.0.0.1:8080"
 DEFAULT_TENANT_NODE_ADDR = "127.0.0.1:8070"
 DEFAULT_RAFT_BIND_ADDR = "127.0.0.1:8091"
 DEFAULT_DATA_DIR = "./pb_data"
-DEFAULT_MAX_TENANTS = 500
 LISTEN_BACKLOG = 2048  # connections the kernel queues per listener before the server accepts them
 # Requests one server process handles at once. granian's default is its backlog (2048), and an open event
 # stream is a request that lasts: a node would hold only 2048 realtime clients and then stop accepting every

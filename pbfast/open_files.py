@@ -16,13 +16,21 @@ from typing import Final
 
 from pbfast.logs import component_logger
 
-__all__ = ["DESCRIPTORS_PER_OPEN_TENANT", "RESERVED_DESCRIPTORS", "raise_open_file_limit", "tenants_within"]
+__all__ = ["DESCRIPTORS_PER_OPEN_TENANT", "RESERVED_DESCRIPTORS", "raise_open_file_limit", "reachable_open_file_limit",
+           "tenants_within"]
 
 log = component_logger("Server")
 
 DESCRIPTORS_PER_OPEN_TENANT: Final = 8  # measured on a node: database, -wal, -shm, the log's three, and slack
 RESERVED_DESCRIPTORS: Final = 1024  # connections, listeners, the process's own files
 _CEILING: Final = 1 << 20  # when the hard limit is unlimited: Linux's default fs.nr_open
+
+
+def reachable_open_file_limit(soft: int, hard: int) -> int:
+    """The soft limit :func:`raise_open_file_limit` sets from ``(soft, hard)`` when the system lets it."""
+    if soft == resource.RLIM_INFINITY:
+        return _CEILING
+    return max(soft, _CEILING if hard == resource.RLIM_INFINITY else hard)
 
 
 def raise_open_file_limit() -> int:

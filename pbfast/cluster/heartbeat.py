@@ -20,8 +20,8 @@ from typing import Any, TypeGuard
 from pbfast.primitives import is_valid_tenant_id
 from pbfast.timefmt import parse_time
 
-__all__ = ["DEFAULT_INCARNATION", "FirstSuperuser", "Heartbeat", "HeartbeatAnswer", "Seed", "TenantAssignment",
-           "TenantUsage", "WireError", "is_incarnation", "is_restore_time"]
+__all__ = ["DEFAULT_INCARNATION", "FirstSuperuser", "Heartbeat", "HeartbeatAnswer", "LastRead", "Seed",
+           "TenantAssignment", "TenantUsage", "WireError", "is_incarnation", "is_restore_time"]
 
 DEFAULT_INCARNATION = "0"  # tenants created before incarnations existed
 _INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a path segment of the replica URL
@@ -271,20 +271,43 @@ class Assignments:
     unusable: dict[str, str] = field(default_factory=dict)  # tenant id -> why its entry was left out
 
     @classmethod
-    def from_json(cls, tenants: object, deleted: object) -> Assignments:
+    def from_json(cls, tenants: object, deleted: object, last_read: LastRead | None = None) -> Assignments:
         """A malformed answer raises ValueError; a malformed entry is left out (that tenant is not served
-        until the control plane sends a usable one), so one bad record does not fence a node's other tenants."""
+        until the control plane sends a usable one), so one bad record does not fence a node's other tenants.
+        ``last_read``: the entries of the previous answer, kept for the next (an equal entry is not read again)."""
         if not isinstance(tenants, dict) or not isinstance(deleted, list) \
                 or not all(isinstance(t, str) and is_valid_tenant_id(t) for t in deleted):
             raise ValueError("malformed assignments: tenants must be an object and deleted a list of tenant ids")
         checked: dict[str, TenantAssignment] = {}
         unusable: dict[str, str] = {}
+        previous = {} if last_read is None else last_read.entries
+        kept: dict[str, tuple[object, TenantAssignment]] = {}
         for tenant_id, raw in tenants.items():
+            known = previous.get(tenant_id)
+            if known is not None and known[0] == raw:  # the same JSON reads the same: checked when first read
+                checked[tenant_id] = known[1]
+                kept[tenant_id] = known
+                continue
             try:
-                checked[tenant_id] = TenantAssignment.from_json(tenant_id, raw)
+                checked[tenant_id] = assignment = TenantAssignment.from_json(tenant_id, raw)
             except ValueError as err:
                 unusable[str(tenant_id)] = str(err)
+                continue
+            kept[tenant_id] = (raw, assignment)
+        if last_read is not None:
+            last_read.entries = kept
         return cls(checked, list(deleted), unusable)
+
+
+class LastRead:
+    """A node's assignments as read from its last heartbeat answer, by their JSON: every answer repeats all of
+    the node's assignments (each second), and checking and building each again cost ~2 % of the event loop
+    with 100 busy tenants (~7 ms a beat with 1,000). Event loop only."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[object, TenantAssignment]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +324,7 @@ class HeartbeatAnswer:
                 "nodeTimeoutSeconds": self.node_timeout_seconds}
 
     @classmethod
-    def from_json(cls, raw: object) -> HeartbeatAnswer:
+    def from_json(cls, raw: object, last_read: LastRead | None = None) -> HeartbeatAnswer:
         """Raises ValueError when the answer is malformed (see :meth:`Assignments.from_json`)."""
         if not isinstance(raw, dict):
             raise ValueError("malformed heartbeat answer: not an object")
@@ -309,5 +332,6 @@ class HeartbeatAnswer:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             timeout = None
         version = raw.get("routesVersion")
-        return cls(str(raw.get("nodeId") or ""), Assignments.from_json(raw.get("tenants"), raw.get("deleted")),
+        assignments = Assignments.from_json(raw.get("tenants"), raw.get("deleted"), last_read)
+        return cls(str(raw.get("nodeId") or ""), assignments,
                    version if _whole(version) else 0, None if timeout is None else float(timeout))

@@ -22,6 +22,7 @@ import apsw
 
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, Scope
 from pbfast.logs import component_logger
+from pbfast.pocketbase import auth
 from pbfast.pocketbase.apis import backups as backups_api
 from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons, file, health, logs, realtime, record_auth,
                                     record_auth_email_change, record_auth_impersonate, record_auth_methods,
@@ -30,6 +31,7 @@ from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons,
                                     settings_apple, settings_test_email, settings_test_s3, sql_console)
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
+from pbfast.pocketbase.password_checks import PasswordChecks
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
 from pbfast.pocketbase.request_logs import LogEntry, RequestLogs
@@ -100,6 +102,10 @@ class TenantApi:
         # the event loop nor the tenant's database turn).
         self.network_steps: dict[Handler, Handler] = {
             record_auth_with_oauth2.auth_with_oauth2: record_auth_with_oauth2.exchange_code}
+        # A login's bcrypt check, done off the tenant's turn (auth.PasswordCheck): the hash it needs, read in a turn.
+        self.password_lookups: dict[Handler, Callable[[TenantRequest], auth.PasswordCheck | None]] = {
+            record_auth.auth_with_password: record_auth.password_to_check}
+        self.password_checks = PasswordChecks()
 
         def oauth2_redirect(request: TenantRequest) -> None:
             record_auth_with_oauth2_redirect.oauth2_redirect(self.realtime, request)
@@ -210,6 +216,25 @@ class TenantApi:
             handler = _TOO_LARGE
         network_step = self.network_steps.get(handler)
         admitted = False
+        password_lookup = self.password_lookups.get(handler) if run is not None else None
+        if password_lookup is not None:
+            def lookup(request: TenantRequest) -> auth.PasswordCheck | None:
+                with request.tenant.time_limit.running(time_limit):
+                    return password_lookup(request)
+
+            refusal, admitted = await self._admission(handler, request, run, then=lookup)
+            if refusal is not None:
+                handler = _refused(refusal)
+            elif isinstance(request.prepared, auth.PasswordCheck):
+                try:
+                    checked = await self.password_checks.check(tenant.id, request.prepared,
+                                                               getattr(proto, "client_disconnect", None))
+                except ApiError as err:
+                    send_error(proto, err.status, err.message, err.data, err.headers)
+                    return
+                if not checked:  # the client went away: nobody reads this
+                    send_error(proto, 400, BAD_REQUEST)
+                    return
         if network_step is not None:
             # PocketBase's middlewares (superuser IPs, rate limits) refuse a request before its handler's network
             # work starts; a refused one is answered and logged as any other.
@@ -272,11 +297,12 @@ class TenantApi:
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)
 
-    async def _admission(self, handler: Handler, request: TenantRequest,
-                         run: Runner | None) -> tuple[ApiError | None, bool]:
+    async def _admission(self, handler: Handler, request: TenantRequest, run: Runner | None,
+                         then: Callable[[TenantRequest], object | None] | None = None) -> tuple[ApiError | None, bool]:
         """The superuser IP and rate limit checks of :meth:`_run`, done first (on the tenant's database turn):
         the refusal or None, and whether the checks ran (when they could not, e.g. the tenant closed meanwhile,
-        the handler's own turn runs them and answers)."""
+        the handler's own turn runs them and answers). ``then``: what to read for the request once admitted, in
+        the same turn, left in ``request.prepared``."""
         refusal: ApiError | None = None
         checked = False
 
@@ -293,6 +319,12 @@ class TenantApi:
                 log.warning("tenant %s: admission checks failed: %r", request.tenant.id, err)
                 return
             checked = True
+            if then is not None and refusal is None:
+                try:
+                    request.prepared = then(request)
+                except Exception as err:  # noqa: BLE001 - the handler's turn does it again and answers
+                    log.warning("tenant %s: %s %s: not prepared: %r", request.tenant.id, request.method,
+                                request.path, err)
 
         if run is None:
             admit()

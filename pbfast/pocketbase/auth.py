@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import string
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import bcrypt
@@ -21,6 +22,7 @@ import orjson
 from pbfast.primitives import hs256_sign, hs256_verify, jwt_segments
 
 __all__ = [
+    "PasswordCheck",
     "TokenError",
     "hash_password",
     "issue_auth_token",
@@ -51,8 +53,25 @@ def hash_password(password: str, cost: int = BCRYPT_COST) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
 
 
-def verify_password(password: str, hashed: str) -> bool:
-    """Check ``password`` against a bcrypt hash; False (never an exception) for a malformed hash."""
+@dataclass(slots=True)
+class PasswordCheck:
+    """A password to check against a record's hash, found in one database turn and checked off it
+    (:meth:`run`, see :mod:`pbfast.pocketbase.password_checks`): bcrypt takes 50-250 ms of CPU, and the tenant's other requests
+    (refreshes, reads) would wait behind every queued login, as the tenant's jobs run one at a time."""
+
+    password: str
+    hashed: str
+    matches: bool | None = None  # None: not checked yet
+
+    def run(self) -> None:
+        self.matches = verify_password(self.password, self.hashed)
+
+
+def verify_password(password: str, hashed: str, checked: PasswordCheck | None = None) -> bool:
+    """Check ``password`` against a bcrypt hash; False (never an exception) for a malformed hash. ``checked``:
+    the answer of a check made off the turn, used when it was made for the same password and hash."""
+    if checked is not None and checked.matches is not None and (checked.password, checked.hashed) == (password, hashed):
+        return checked.matches
     if not hashed:
         return False
     try:

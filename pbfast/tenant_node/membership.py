@@ -20,7 +20,7 @@ import secrets
 import time
 from typing import Any
 
-from pbfast.cluster.heartbeat import Heartbeat, HeartbeatAnswer, TenantUsage
+from pbfast.cluster.heartbeat import Heartbeat, HeartbeatAnswer, LastRead, TenantUsage
 from pbfast.cp_client import ControlPlaneClient, ControlPlaneError, ControlPlaneUnavailable
 from pbfast.logs import component_logger
 from pbfast.tenant_node.app import TenantNodeApp
@@ -44,6 +44,7 @@ class NodeMembership:
         self.address = address
         self.max_tenants = max_tenants
         self.interval = interval
+        self._last_read = LastRead()  # the last answer's assignments, each read once while it stays the same
         self.lease = lease or Lease()
         self._pending: dict[str, TenantUsage] = {}
         # tenant -> (storage bytes, window start) as last acknowledged: an idle tenant is not reported again
@@ -134,7 +135,7 @@ class NodeMembership:
         self._db_reported.update(self._db_sending)
         self._pending.clear()
         self.node.superusers_applied.difference_update(applied)
-        answer = HeartbeatAnswer.from_json(raw)  # malformed: ValueError, nothing applied, nothing renewed
+        answer = HeartbeatAnswer.from_json(raw, self._last_read)  # malformed: ValueError, nothing applied or renewed
         # Applied, then renewed, without an await in between: no request sees the lease valid before the
         # fenced tenants are sorted out.
         self.node.adopt(answer.assignments)

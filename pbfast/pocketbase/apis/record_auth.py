@@ -3,6 +3,7 @@ token refresh, and the answer every login method shares (``authRule``, MFA, logi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 from pbfast.http import ApiError
@@ -26,7 +27,7 @@ from pbfast.pocketbase.apis.settings import check_superuser_ip, client_ip
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.records import Row, RuleError, Viewer
 
-__all__ = ["auth_collection", "auth_refresh", "auth_response", "auth_with_password"]
+__all__ = ["auth_collection", "auth_refresh", "auth_response", "auth_with_password", "password_to_check"]
 
 log = component_logger("TenantNode")
 
@@ -36,7 +37,34 @@ _LENGTH_1_255: Final[dict[str, Any]] = {"code": "validation_length_out_of_range"
                                         "params": {"max": 255, "min": 1}}
 
 
+@dataclass(slots=True)
+class _PasswordLogin:
+    collection: Collection
+    body: dict[str, Any]
+    password: str
+    row: Row | None  # the record the identity names, None when none does
+
+
 def auth_with_password(request: TenantRequest) -> None:
+    login = _password_login(request)
+    checked = request.prepared if isinstance(request.prepared, auth.PasswordCheck) else None
+    if login.row is None or not auth.verify_password(login.password, str(login.row.get("password", "")), checked):
+        raise ApiError(400, "Failed to authenticate.")
+    auth_response(request, login.collection, login.row, auth_method=mfa.PASSWORD_METHOD, body=login.body)
+
+
+def password_to_check(request: TenantRequest) -> auth.PasswordCheck | None:
+    """The bcrypt check :func:`auth_with_password` will make (the record's hash, read in the tenant's turn), for
+    the caller to make off the turn and leave in ``request.prepared``; None when the handler answers without."""
+    try:
+        login = _password_login(request)
+    except ApiError:
+        return None  # the handler's turn answers it
+    return None if login.row is None else auth.PasswordCheck(login.password, str(login.row.get("password", "")))
+
+
+def _password_login(request: TenantRequest) -> _PasswordLogin:
+    """The form of a password login, validated, and the record its identity names."""
     collection = auth_collection(request)
     password_auth = collection.auth.password_auth
     if not password_auth.enabled and collection.name != SUPERUSERS:
@@ -62,7 +90,7 @@ def auth_with_password(request: TenantRequest) -> None:
             errors["identityField"] = {"code": "validation_in_invalid", "message": "Must be a valid value."}
     if errors:
         raise ApiError(400, VALIDATION_FAILED, errors)
-    identity, password = form["identity"], form["password"]
+    identity = form["identity"]
     if form["identityField"]:
         candidates = [form["identityField"]]
     else:
@@ -75,9 +103,7 @@ def auth_with_password(request: TenantRequest) -> None:
         row = records.find_by_identity(request.tenant, collection, name, identity)
         if row is not None:
             break
-    if row is None or not auth.verify_password(password, str(row.get("password", ""))):
-        raise ApiError(400, "Failed to authenticate.")
-    auth_response(request, collection, row, auth_method=mfa.PASSWORD_METHOD, body=body)
+    return _PasswordLogin(collection, body, form["password"], row)
 
 
 def auth_refresh(request: TenantRequest) -> None:

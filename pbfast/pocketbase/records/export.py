@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pbfast.pocketbase.fields import PasswordField
+from pbfast.pocketbase.fields import Field, GeoPointField, PasswordField
 from pbfast.pocketbase.collections import Collection
 
 if TYPE_CHECKING:
@@ -49,6 +49,16 @@ def _password_to_api(stored: object) -> str:
     return ""
 
 
+def _shown_value(field: Field) -> Callable[[Any], object]:
+    """How a field's stored value shows in a record's JSON: a password field as "" wherever it is visible
+    (only its hash is stored), a geoPoint as PocketBase's struct (``lon`` first), others as their API value."""
+    if isinstance(field, PasswordField):
+        return _password_to_api
+    if isinstance(field, GeoPointField):
+        return field.to_record_json
+    return field.to_api
+
+
 def _shown_fields(collection: Collection, superuser: bool) -> list[tuple[str, Callable[[Any], object]]]:
     """What :func:`record_json` shows of a collection, to a superuser or not: each shown field's name and how
     its stored value is shown (a password field as "": only its hash is stored; an auth record's ``password``
@@ -59,7 +69,7 @@ def _shown_fields(collection: Collection, superuser: bool) -> list[tuple[str, Ca
         return known[1][superuser]
     never = ("password", "tokenKey") if collection.type == "auth" else ()
     plans: tuple[list[tuple[str, Callable[[Any], object]]], ...] = tuple(
-        [(field.name, _password_to_api if isinstance(field, PasswordField) else field.to_api)
+        [(field.name, _shown_value(field))
          for field in collection.fields if (not field.hidden or for_superuser) and field.name not in never]
         for for_superuser in (False, True))
     if len(_shown) >= _SHOWN_KEPT:
