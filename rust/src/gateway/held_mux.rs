@@ -166,7 +166,7 @@ async fn read_records(socket: OwnedReadHalf, guard: EndGuard) {
                     used += length;
                 }
                 Ok(None) => break,
-                Err(()) => return,
+                Err(_) => return,
             }
         }
         // One table lock and one wake-up per reading thread for all the frames of this read.
@@ -326,5 +326,25 @@ mod tests {
         assert_eq!(read_to_end(&mut reader).await, (b"last;".to_vec(), Read::Ended));
         until(|| held.is_empty()).await;
         assert!(attach("127.0.0.1", port, b"tok", 8, timeout).await.is_err()); // nobody listens there now
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_breaks_ends_its_streams_cleanly_after_what_arrived() {
+        // A holder that dies: it sends one stream's frame, then its connection is gone.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut hello = [0u8; 8]; // "tok mux\n"
+            tokio::io::AsyncReadExt::read_exact(&mut socket, &mut hello).await.unwrap();
+            let mut attach = [0u8; mux_wire::COMMAND_LEN];
+            tokio::io::AsyncReadExt::read_exact(&mut socket, &mut attach).await.unwrap();
+            let (commands, _) = mux_wire::commands(&attach);
+            let mut out = Vec::new();
+            mux_wire::push_record(&mut out, DATA, commands[0].1, b"data:1\n\n");
+            socket.write_all(&out).await.unwrap();
+        });
+        let mut reader = attach("127.0.0.1", port, b"tok", 1, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(read_to_end(&mut reader).await, (b"data:1\n\n".to_vec(), Read::Ended));
     }
 }

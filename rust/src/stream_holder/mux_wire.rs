@@ -69,17 +69,20 @@ pub struct Record<'a> {
     pub data: &'a [u8],
 }
 
-/// The first whole record in `bytes` and the bytes it took; None while incomplete. Err for a record no
-/// holder writes (unknown kind, a length past [`MAX_DATA`]): the connection is broken.
-pub fn record(bytes: &[u8]) -> Result<Option<(Record<'_>, usize)>, ()> {
+/// A record no holder writes (an unknown kind, a length past [`MAX_DATA`]): the connection is broken.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadRecord;
+
+/// The first whole record in `bytes` and the bytes it took; None while incomplete.
+pub fn record(bytes: &[u8]) -> Result<Option<(Record<'_>, usize)>, BadRecord> {
     if bytes.len() < RECORD_HEAD {
         return Ok(None);
     }
     let kind = bytes[0];
-    let id = u64::from_le_bytes(bytes[1..9].try_into().map_err(|_| ())?);
-    let length = u32::from_le_bytes(bytes[9..13].try_into().map_err(|_| ())?) as usize;
+    let id = u64::from_le_bytes(bytes[1..9].try_into().map_err(|_| BadRecord)?);
+    let length = u32::from_le_bytes(bytes[9..13].try_into().map_err(|_| BadRecord)?) as usize;
     if !matches!(kind, DATA | END | BROKEN) || length > MAX_DATA {
-        return Err(());
+        return Err(BadRecord);
     }
     let Some(data) = bytes.get(RECORD_HEAD..RECORD_HEAD + length) else { return Ok(None) };
     Ok(Some((Record { kind, id, data }, RECORD_HEAD + length)))
