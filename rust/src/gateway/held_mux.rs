@@ -32,8 +32,9 @@ use crate::stream_holder::streams::{EndReason, LocalReader, Streams};
 
 /// Bytes a stream may have queued on the gateway for a client that does not read (as the holder's default).
 pub const STREAM_LIMIT: usize = 4 << 20;
-/// Bytes read from the connection at most per read.
-const READ_CHUNK: usize = 64 << 10;
+/// Bytes read from the connection at most per read: an event's frames for 1,000 recipients (~300 KB) in one
+/// or two reads, so their readers are woken in one or two batches.
+const READ_CHUNK: usize = 256 << 10;
 
 type Command = [u8; mux_wire::COMMAND_LEN];
 
@@ -84,7 +85,15 @@ static POOL: LazyLock<Mutex<HashMap<Key, Slot>>> = LazyLock::new(|| Mutex::new(H
 /// The stream of `ticket` held at `host:port`, read through this gateway's connection to that holder (made
 /// when there is none, or the last one ended).
 pub async fn attach(host: &str, port: u16, token: &[u8], ticket: u64, connect_timeout: Duration) -> io::Result<LocalReader> {
-    let slot = POOL.lock().entry((host.to_owned(), port, token.to_vec())).or_default().clone();
+    let slot = {
+        let mut pool = POOL.lock();
+        let key = (host.to_owned(), port, token.to_vec());
+        if !pool.contains_key(&key) {
+            // Holders' ports change with every node start: forget the connections that ended.
+            pool.retain(|_, slot| slot.try_lock().map_or(true, |mux| mux.as_ref().is_some_and(|mux| *mux.alive.lock())));
+        }
+        pool.entry(key).or_default().clone()
+    };
     let mut current = slot.lock().await;
     if let Some(reader) = current.as_ref().and_then(|mux| mux.attach(ticket)) {
         return Ok(reader);
@@ -142,15 +151,11 @@ async fn read_records(socket: OwnedReadHalf, guard: EndGuard) {
         if socket.readable().await.is_err() {
             return;
         }
-        let filled = buffer.len();
-        buffer.resize(filled + READ_CHUNK, 0);
-        match socket.try_read(&mut buffer[filled..]) {
+        buffer.reserve(READ_CHUNK);
+        match socket.try_read_buf(&mut buffer) {
             Ok(0) => return,
-            Ok(count) => buffer.truncate(filled + count),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                buffer.truncate(filled);
-                continue;
-            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
             Err(_) => return,
         }
         let mut used = 0;

@@ -23,7 +23,7 @@ use super::ready::{ReadyList, Slot};
 use super::streams::{take_pending, EndReason, Stream, Streams};
 
 /// Bytes gathered before a write; more marked streams wait for the next one.
-const WRITE_BATCH: usize = 256 << 10;
+const WRITE_BATCH: usize = 512 << 10;
 /// Commands read at most per read.
 const READ_CHUNK: usize = 64 * mux_wire::COMMAND_LEN;
 
