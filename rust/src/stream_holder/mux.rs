@@ -54,21 +54,23 @@ pub async fn serve(socket: TcpStream, streams: Arc<Streams>, first: Vec<u8>, mut
         if stopping && attached.is_empty() && backlog.is_empty() {
             break 'serving;
         }
+        // Commands first (cheap, and an attach or a close must not wait out a long burst of events).
         let waiting = poll_fn(|cx| {
+            if commands.len() >= mux_wire::COMMAND_LEN {
+                return Poll::Ready(Wake::Readable); // the commands that came with the hello
+            }
+            match socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Wake::Readable),
+                Poll::Ready(Err(_)) => return Poll::Ready(Wake::Closed),
+                Poll::Pending => {}
+            }
             if let Poll::Ready(ids) = ready.poll_take(cx) {
                 return Poll::Ready(Wake::Marked(ids));
             }
             if !backlog.is_empty() {
                 return Poll::Ready(Wake::Marked(Vec::new()));
             }
-            if commands.len() >= mux_wire::COMMAND_LEN {
-                return Poll::Ready(Wake::Readable); // the commands that came with the hello
-            }
-            match socket.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(Wake::Readable),
-                Poll::Ready(Err(_)) => Poll::Ready(Wake::Closed),
-                Poll::Pending => Poll::Pending,
-            }
+            Poll::Pending
         });
         let wake = tokio::select! {
             wake = waiting => wake,
