@@ -6,8 +6,9 @@
 //! ticket through its one multiplexed connection to the holder on the node's host at that port
 //! ([`super::held_mux`]), and the stream's frames read from there are the answer's body ([`HeldBody`]); the
 //! node's connection went back to the pool with the empty answer. The holder's end record is the stream's
-//! clean end (the client gets the last chunk), a broken record a broken stream. Answers handed over by the Python side come from a node in this process (the
-//! Python side never forwards the request header to another node): their holder is on loopback.
+//! clean end (the client gets the last chunk), a broken record a broken stream. Answers handed over by the
+//! Python side come from a node in this process (the Python side never forwards the request header to
+//! another node): their holder is on loopback.
 
 use std::io;
 use std::pin::Pin;
