@@ -30,7 +30,9 @@ PATH = "/api/collections/bench/records/abcdefghij12345"
 
 
 @dataclass
-class _Scope:
+class BenchScope:
+    """The RSGI scope of a logged view (also used by test_request_log_cost_bench.py)."""
+
     proto: str = "http"
     method: str = "GET"
     path: str = PATH
@@ -56,7 +58,7 @@ def main(mode: str, requests: int) -> None:
     directory = Path(tempfile.mkdtemp()) / "t"
     init_tenant_database(directory)
     tenant = Tenant.open("t", directory)
-    request = TenantRequest(_Scope(), HeldResponse(), PATH, {"collection": "bench", "id": "abcdefghij12345"}, tenant)
+    request = TenantRequest(BenchScope(), HeldResponse(), PATH, {"collection": "bench", "id": "abcdefghij12345"}, tenant)
     writer = RequestLogs()
     tune_for_serving()
 

@@ -1,7 +1,8 @@
 """Serving a file (issue 15, item 4), in process: :meth:`TenantApi.handle` for ``GET /api/files/...`` on an open
 tenant whose files are in a local object store read through the node's cache, no network: the record lookup,
 the read from the cache (a worker thread), the headers. Cases: a 100 KB original, its 100x100 thumb once kept,
-a byte range, a protected file with a file token.
+a byte range, a protected file with a file token. And an upload: a multipart record create with a 100 KB PNG
+(parse, name, store with its fsyncs, the record's insert and answer), the whole of its turn in process.
 
 ``python -m pytest benchmarks/test_files_bench.py --benchmark-enable --benchmark-group-by=group -p no:cacheprovider``
 (CI runs each case once, as a test, with benchmarks disabled.)
@@ -90,9 +91,10 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Bench]:
     filesystem.configure(LocalObjectStore(root / "store"), FileCache(root / "cache"))
     init_tenant_database(root / "tenant")
     tenant = Tenant.open("bench", root / "tenant")
-    photos = create_collection(tenant.conn, {"name": "photos", "type": "base", "viewRule": "", "fields": [
-        {"name": "image", "type": "file", "maxSelect": 1, "thumbs": ["100x100"]},
-        {"name": "secret", "type": "file", "maxSelect": 1, "protected": True}]})
+    photos = create_collection(tenant.conn, {"name": "photos", "type": "base", "viewRule": "", "createRule": "",
+                                             "fields": [
+            {"name": "image", "type": "file", "maxSelect": 1, "maxSize": 1 << 20, "thumbs": ["100x100"]},
+            {"name": "secret", "type": "file", "maxSelect": 1, "protected": True}]})
     tenant.reload_collections()
     tenant.conn.execute("INSERT INTO photos (id, image, secret) VALUES (?, ?, ?)", (RECORD, IMAGE, SECRET))
     files = files_of(tenant)
@@ -152,3 +154,36 @@ def test_store_an_upload(benchmark: BenchmarkFixture, tmp_path: Path, method: st
     benchmark(store_one)
     found = store.read("tenants/bench/storage/photos/rec000000000000/photo_0000000000.png")
     assert found is not None and found.data == data
+
+
+class _Upload(_Answer):
+    """A request whose body is ``body`` (read whole, as granian hands a small one over)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self._body = body
+
+    async def __call__(self) -> bytes:
+        return self._body
+
+
+UPLOAD_BOUNDARY = "----pbfastbench"
+
+
+def test_upload_a_file(benchmark: BenchmarkFixture, bench: _Bench) -> None:
+    """``POST /api/collections/photos/records`` with a 100 KB PNG as multipart/form-data, in process."""
+    benchmark.group = "upload: multipart record create, 100 KB (in process, local store, fsynced)"
+    body = (f'--{UPLOAD_BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="photo.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode() + _image(100_000) + f"\r\n--{UPLOAD_BOUNDARY}--\r\n".encode()
+    path = f"/api/collections/{bench.collection_id}/records"
+    headers = {"content-type": f"multipart/form-data; boundary={UPLOAD_BOUNDARY}", "content-length": str(len(body))}
+
+    def upload() -> _Answer:
+        answer = _Upload(body)
+        scope = _Scope("POST", path, "", headers)
+        bench.loop.run_until_complete(bench.api.handle(bench.tenant, path, scope, answer))  # type: ignore[arg-type]
+        return answer
+
+    answer = benchmark(upload)
+    assert answer.status == 200, answer.body[:300]
+    assert b'"image":"photo_' in answer.body

@@ -10,19 +10,19 @@ Run (in CPU time: the machine is shared, and the writer's SQLite waits for the d
     python -m pytest benchmarks/test_request_log_cost_bench.py --benchmark-enable --benchmark-group-by=group \
         --benchmark-time-unit=us --benchmark-timer=time.process_time
 
-The file uses only the public interface, so it runs in an earlier checkout too (copied there), to compare the two
-in one run, alternating.
+The file uses only the public interface, so it runs in an earlier checkout too (copied there with
+``request_log_cost.py``, whose scope it shares), to compare the two in one run, alternating.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
+from request_log_cost import PATH, BenchScope
 
 from pbfast.http import HeldResponse
 from pbfast.pocketbase.apis import logs
@@ -31,20 +31,8 @@ from pbfast.pocketbase.collections.database import init_tenant_database
 from pbfast.pocketbase.request_logs import RequestLogs
 from pbfast.pocketbase.tenant import Tenant
 
-PATH = "/api/collections/bench/records/abcdefghij12345"
 REQUESTS = 1000
 BATCH = 2000
-
-
-@dataclass
-class _Scope:
-    proto: str = "http"
-    method: str = "GET"
-    path: str = PATH
-    query_string: str = ""
-    authority: str | None = None
-    client: str = "10.1.2.3:50000"
-    headers: dict[str, str] = field(default_factory=lambda: {"user-agent": "wrk/4.2.0", "referer": "http://a/"})
 
 
 @pytest.fixture
@@ -56,7 +44,7 @@ def tenant(tmp_path: Path) -> Iterator[Tenant]:
 
 
 def _request(tenant: Tenant) -> TenantRequest:
-    return TenantRequest(_Scope(), HeldResponse(), PATH, {"collection": "bench", "id": "abcdefghij12345"}, tenant)
+    return TenantRequest(BenchScope(headers={"user-agent": "wrk/4.2.0", "referer": "http://a/"}), HeldResponse(), PATH, {"collection": "bench", "id": "abcdefghij12345"}, tenant)
 
 
 def test_a_requests_part(benchmark: BenchmarkFixture, tenant: Tenant) -> None:

@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 import orjson
 
@@ -35,10 +35,12 @@ __all__ = [
     "Scope",
     "bearer_token_matches",
     "declares_no_body",
+    "escaped_path_segments",
     "discard_unread_body",
     "health",
     "parse_query",
     "path_segments",
+    "routing_path",
     "send_error",
     "send_json",
 ]
@@ -229,6 +231,10 @@ class Request:
 
     async def body(self, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
         """The request body; 413 as soon as it exceeds ``limit`` bytes (never read whole first)."""
+        if declares_no_body(self.scope):
+            # Nothing to wait for (an auth-refresh, a DELETE): asking granian would cost a hand-over from its
+            # thread (the GIL, a loop wake-up) only to learn that the body is empty.
+            return b""
         declared = self.header("content-length")
         if declared is not None and declared.isdigit():
             size = int(declared)
@@ -310,6 +316,41 @@ def path_segments(path: str) -> tuple[str, ...] | None:
     if "" in segments or "." in segments or ".." in segments:
         return None
     return segments
+
+
+# In a routing path (:func:`routing_path`), what stays encoded within a segment
+_KEPT_ENCODED = re.compile(r"[%/\x00-\x1f\x7f]")
+
+
+def _encoded(match: re.Match[str]) -> str:
+    return f"%{ord(match[0]):02X}"
+
+
+def routing_path(decoded: str, raw: str | None) -> str:
+    """The path a tenant's API routes on, as PocketBase (Go's ``ServeMux``) routes: on the path as the client
+    sent it, split at its ``/`` and then each segment decoded, so an encoded ``/`` is no separator and an
+    encoded ``..`` no dot segment. The server hands over ``decoded``; ``raw`` is the client's spelling (the
+    gateway's :data:`pbfast.cluster.wire.RAW_PATH_HEADER`), used when it decodes to ``decoded`` (else it is
+    not this request's, and is ignored). Within a segment a ``%``, a ``/``, a control character and a whole
+    ``.``/``..`` that came encoded stay encoded (:func:`escaped_path_segments` decodes them); without ``raw``
+    every ``/`` separates, as before."""
+    if raw is None or unquote(raw) != decoded:
+        return decoded.replace("%", "%25") if "%" in decoded else decoded
+    segments = raw.split("/")
+    for index, segment in enumerate(segments):
+        if "%" in segment:
+            value = unquote(segment)
+            segments[index] = "%2E" * len(value) if value in (".", "..") else _KEPT_ENCODED.sub(_encoded, value)
+    return "/".join(segments)
+
+
+def escaped_path_segments(path: str) -> tuple[str, ...] | None:
+    """:func:`path_segments` of a routing path (:func:`routing_path`), each segment decoded: a segment may
+    then hold a ``/`` or be ``..``, which no literal of a route matches, only a ``{parameter}``."""
+    segments = path_segments(path)
+    if segments is None or "%" not in path:
+        return segments
+    return tuple(unquote(segment) if "%" in segment else segment for segment in segments)
 
 
 def forwarded_target(path: str) -> tuple[str, str] | None:
@@ -418,11 +459,13 @@ class Router(Generic[H]):
     paths with another method 405, :class:`ApiError` raised by a handler its own status; any other exception
     is logged by the caller's ``on_error`` and answered 500. A mount (:meth:`mount`) hands every method and
     every path below a prefix to one handler, which parses the rest itself. Routes are registered before
-    serving and only read afterwards, so lookups need no lock.
+    serving and only read afterwards, so lookups need no lock. A router made ``escaped`` matches routing
+    paths (:func:`routing_path`, a tenant's API) by :func:`escaped_path_segments`.
     """
 
-    def __init__(self, guard: Guard = PUBLIC) -> None:
+    def __init__(self, guard: Guard = PUBLIC, *, escaped: bool = False) -> None:
         self.guard = guard
+        self._parse = escaped_path_segments if escaped else path_segments
         self._exact: dict[str, _Methods[H]] = {}
         self._templates: list[tuple[tuple[str, ...], str, _Methods[H]]] = []
         # the same, by segment count (in the order added): only those can match a path; each as its matcher
@@ -481,7 +524,7 @@ class Router(Generic[H]):
 
     def match(self, method: str, path: str) -> RouteMatch[H]:
         """The route ``method`` and ``path`` name, with the guard to pass (the router's when none)."""
-        segments = path_segments(path)
+        segments = self._parse(path)
         methods: _Methods[H] | None = None
         params: dict[str, str] = {}
         if segments is not None:
@@ -542,7 +585,7 @@ class HeldResponse:
     """Stands in for the RSGI protocol to hold a complete response until it may be sent (once written
     elsewhere, on a worker thread say, or confirmed durable); reads go to ``inner`` when there is one.
 
-    Thread-safety: written by one thread, then replayed on the event loop after that thread handed it over."""
+    Thread-safety: written by one thread, then replayed by it or, once it handed it over, on the event loop."""
 
     __slots__ = ("_inner", "_send", "status")
 

@@ -40,9 +40,12 @@ def tenant(cp_url: str, tenant_id: str) -> dict[str, Any]:
 
 
 def forwarded(node_url: str, tenant_id: str, epoch: int, method: str, path: str, token: str | None = None,
-              json: Any = None, timeout: float = 10.0) -> httpx.Response:
-    """One tenant request sent to a node the way a gateway forwards it (cluster token, route epoch)."""
+              json: Any = None, timeout: float = 10.0, raw_path: bool = False) -> httpx.Response:
+    """One tenant request sent to a node the way a gateway forwards it (cluster token, route epoch, and with
+    ``raw_path`` the path as the client spelt it, which the native gateway adds to a path holding a ``%``)."""
     headers = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(epoch)}
+    if raw_path:
+        headers["X-Pbfast-Path"] = f"/t/{tenant_id}{path}"
     if token:
         headers["Authorization"] = token
     return httpx.request(method, f"{node_url}/t/{tenant_id}{path}", headers=headers, json=json, timeout=timeout)

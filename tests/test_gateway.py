@@ -414,7 +414,7 @@ def test_forwarded_request_is_what_the_node_expects(cluster: Cluster, fake_node:
         b"X-Pbfast-Cluster-Token: forged\r\nX-Pbfast-Epoch: 999999\r\nX-Pbfast-Tenant: alpha\r\n"
         b"X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\nKeep-Alive: timeout=99\r\nTE: trailers\r\n"
         b"Proxy-Authorization: Basic eA==\r\nX-Drop-Me: 1\r\nConnection: close, X-Drop-Me\r\n"
-        b"Cookie: a=1\r\nCookie: b=2\r\nX-Custom: kept\r\n\r\n"))
+        b"Cookie: a=1\r\nCookie: b=2\r\nX-Custom: kept\r\nX-Pbfast-Path: /t/alpha/forged\r\n\r\n"))
     assert status == 200, body
     assert headers["x-from-node"] == "yes" and "keep-alive" not in headers
     echo = json.loads(body)
@@ -425,6 +425,8 @@ def test_forwarded_request_is_what_the_node_expects(cluster: Cluster, fake_node:
     assert received["x-pbfast-cluster-token"] == [CLUSTER_TOKEN]
     assert received["x-pbfast-epoch"] == [str(epoch)]
     assert "x-pbfast-tenant" not in received
+    # the path as the client spelt it (the node's server decodes it): the gateway's, never the client's
+    assert received["x-pbfast-path"] == ["/t/streamer/echo/a%20b%3Fc"]
     assert received["x-forwarded-for"] == ["10.1.2.3, 127.0.0.1"]
     assert received["x-forwarded-proto"] == ["http"] and received["x-forwarded-host"] == ["streamer-host.example"]
     assert received["host"] == ["streamer-host.example"]
@@ -435,8 +437,11 @@ def test_forwarded_request_is_what_the_node_expects(cluster: Cluster, fake_node:
     # Request bodies: small (buffered), large with a length and chunked without one all arrive intact.
     for size in (10, 300_000):
         data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-        answer = httpx.post(f"{cluster.gw}/t/streamer/echo", content=data).json()
+        answer = httpx.post(f"{cluster.gw}/t/streamer/echo%2Fx", content=data).json()
         assert answer["bodyLength"] == len(data) and answer["bodySha256"] == hashlib.sha256(data).hexdigest()
+        assert [value for name, value in answer["headers"] if name == "x-pbfast-path"] == ["/t/streamer/echo%2Fx"]
+    plain = httpx.get(f"{cluster.gw}/t/streamer/echo").json()
+    assert all(name != "x-pbfast-path" for name, _ in plain["headers"])  # only a path with a "%" carries it
 
     def chunks() -> Iterator[bytes]:
         for i in range(40):

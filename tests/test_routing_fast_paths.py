@@ -1,13 +1,18 @@
 """The shortcuts on the request path route exactly as the generic router does: a forwarded tenant request's
-``/t/{id}`` taken without the node router (:func:`pbfast.http.forwarded_target`), and route templates matched
-by their precomputed literal and parameter positions (``Router.match``)."""
+``/t/{id}`` taken without the node router (:func:`pbfast.http.forwarded_target`), route templates matched
+by their precomputed literal and parameter positions (``Router.match``); and a request without a body by its
+headers is not made to wait for one."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
+from types import SimpleNamespace
 
-from pbfast.http import Router, _bind, forwarded_target, path_segments
+import pytest
+
+from pbfast.http import Request, Router, _bind, forwarded_target, path_segments
 
 TRICKY_PATHS = ["/t/a", "/t/a/", "/t/a/api/health", "/t/a//api", "/t//api", "/t/", "/t", "/t/./x", "/t/../x",
                 "/t/a\x01b/x", "/t/a/b/../c", "/tt/a/x", "/t/%2e/x", "/t/a/api/collections/x/records/1",
@@ -50,3 +55,25 @@ def test_templates_bind_as_segment_by_segment() -> None:
             match = router.match("GET", "/" + "/".join(parts))
             bound = _bind(segments, parts)
             assert (match.params if match.handler is not None else None) == bound, (template, parts)
+
+
+class _UnreadProtocol:
+    """A request's protocol whose body may not be asked for."""
+
+    async def __call__(self) -> bytes:
+        raise AssertionError("the body was read")
+
+    def __aiter__(self) -> _UnreadProtocol:
+        raise AssertionError("the body was read")
+
+
+def test_a_request_without_a_body_by_its_headers_does_not_wait_for_one() -> None:
+    for headers in ({}, {"content-length": "0"}):
+        scope = SimpleNamespace(method="POST", headers=headers, http_version="1.1")
+        request = Request(scope, _UnreadProtocol(), "/x", {})  # type: ignore[arg-type]
+        assert asyncio.run(request.body()) == b""
+    for headers, version in (({"content-length": "0", "transfer-encoding": "chunked"}, "1.1"), ({}, "2")):
+        scope = SimpleNamespace(method="POST", headers=headers, http_version=version)
+        request = Request(scope, _UnreadProtocol(), "/x", {})  # type: ignore[arg-type]
+        with pytest.raises(AssertionError, match="the body was read"):
+            asyncio.run(request.body())

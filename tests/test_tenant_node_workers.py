@@ -176,6 +176,17 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
     listed = _worker_requests(url)
     assert all(now > then for now, then in zip(listed, opened)), listed
 
+    # Every worker routes on the path as the client spelt it, decoded once: an encoded "/" separates nothing
+    # and "%25" stays a "%" (the id below is no record's), with or without the gateway's spelling.
+    record_id = _notes(url, "w", epoch, token)[0]["id"]
+    double_encoded = f"/api/collections/notes/records/%25{ord(record_id[0]):02X}{record_id[1:]}"
+    assert forwarded(url, "w", epoch, "GET", f"/api/collections/notes/records/{record_id}", token).status_code == 200
+    for _ in range(10):  # over both workers
+        for path, raw_path in ((double_encoded, False), (double_encoded, True),
+                               (f"/api/collections/notes%2Frecords/{record_id}", True)):
+            answer = forwarded(url, "w", epoch, "GET", path, token, raw_path=raw_path)
+            assert answer.status_code == 404, (path, raw_path, answer.text)
+
     # Realtime across the workers: the stream and its subscription are the main process's, and so are the
     # writes of a tenant with streams open, so every write's event arrives, in commit order, whichever worker
     # took the request.

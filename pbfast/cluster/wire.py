@@ -14,7 +14,10 @@ for the native data path (``tests/test_wire_contract.py`` checks that they agree
 - a gateway sends ``GET .../api/realtime`` with the cluster token in :data:`STREAM_HOLDER_HEADER`: a node
   holding its event streams outside its HTTP server answers the stream's head at once, with
   :data:`STREAM_HELD_HEADER` ``<port> <ticket>``, and the gateway reads the stream from the node's stream
-  holder at that port (``rust/src/gateway/held.rs``, ``rust/src/stream_holder/``).
+  holder at that port (``rust/src/gateway/held.rs``, ``rust/src/stream_holder/``);
+- a gateway forwards a tenant's request whose path holds a ``%`` with that path as the client sent it in
+  :data:`RAW_PATH_HEADER`: the node's server hands over the path decoded, and PocketBase routes on the
+  encoded one (``%2F`` is no separator there).
 
 Every header under :data:`HEADER_PREFIX` a client sends is dropped by the gateway, and every one a node
 answers with is dropped before the client sees it: the cluster's headers are never forged or leaked.
@@ -25,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = ["CLIENT_HEADER", "CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "HEADER_PREFIX", "MOVED_ANSWER_HEADERS",
-           "MOVED_HEADER", "REQUEST_ID_HEADER", "STREAM_HELD_HEADER", "STREAM_HOLDER_HEADER", "is_moved"]
+           "MOVED_HEADER", "RAW_PATH_HEADER", "REQUEST_ID_HEADER", "STREAM_HELD_HEADER", "STREAM_HOLDER_HEADER", "is_moved"]
 
 HEADER_PREFIX = "x-pbfast-"
 CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
@@ -35,6 +38,7 @@ CLIENT_HEADER = "x-pbfast-client"
 REQUEST_ID_HEADER = "x-request-id"
 STREAM_HOLDER_HEADER = "x-pbfast-stream-holder"
 STREAM_HELD_HEADER = "x-pbfast-stream-held"
+RAW_PATH_HEADER = "x-pbfast-path"
 
 MOVED_ANSWER_HEADERS = [("retry-after", "1"), (MOVED_HEADER, "1")]
 

@@ -59,7 +59,7 @@ class TenantApi:
     def __init__(self, realtime_limits: RealtimeLimits = DEFAULT_REALTIME_LIMITS) -> None:
         self.on_time_limit: Callable[[str], None] | None = None  # called with the tenant id (any thread)
         self.realtime = RealtimeHub(realtime_limits)  # GET /api/realtime is served by the node from it
-        self.router: Router[Handler] = Router()
+        self.router: Router[Handler] = Router(escaped=True)  # on routing paths: see Serving.serve_tenant
         add = self.router.add
         add("GET", "/api/health",
             lambda request: health.health(request, backup_running=self.backups.running(request.tenant)))
@@ -169,10 +169,13 @@ class TenantApi:
         add("POST", "/api/sql", sql_console.run_sql)
 
     async def handle(self, tenant: Tenant, path: str, scope: Scope, proto: HTTPProtocol, *,
-                     run: Runner | None = None, time_limit: float | None = None) -> None:
+                     run: Runner | None = None, time_limit: float | None = None,
+                     answer_from_job: Callable[[], bool] | None = None) -> None:
         """Answer one request. The body is read here, on the event loop; the handler, which does all the
         database work, then runs through ``run`` (inline when None) within ``time_limit`` seconds of SQLite
-        work, writing its answer to a held response that is sent from here."""
+        work, writing its answer to a held response that is sent from here, or by the job itself when
+        ``answer_from_job()`` says so on the job's thread (the caller's choice: a heavy tenant's answers sent from
+        its lower-priority thread instead of the loop every tenant shares)."""
         handler, params, _ = self.router.find(scope.method, path)
         if handler is None:
             # PocketBase falls through to its static file handler for GET, else to the router's 404; its
@@ -230,20 +233,25 @@ class TenantApi:
             return
 
         entry: LogEntry | None = None
+        answered = False
 
         def work() -> None:
-            nonlocal entry  # the log of the attempt that counted (an inline attempt may be done again)
+            nonlocal entry, answered  # the log of the attempt that counted (an inline attempt may be done again)
             entry = self._run(handler, request, time_limit, admitted=admitted)
+            if answer_from_job is not None and request.after_turn is None and answer_from_job():
+                held.replay(proto)
+                answered = True
 
         if run is None:
             work()
         else:
             await run(work)
-        if request.after_turn is not None and held.status is None:
-            await request.after_turn.send(held)  # e.g. a file read from the store: not in the tenant's turn
-            if entry is not None and held.status is not None and held.status != entry[5]:
-                entry = logs.with_final_status(entry, held.status, held.error_message())
-        held.replay(proto)
+        if not answered:
+            if request.after_turn is not None and held.status is None:
+                await request.after_turn.send(held)  # e.g. a file read from the store: not in the tenant's turn
+                if entry is not None and held.status is not None and held.status != entry[5]:
+                    entry = logs.with_final_status(entry, held.status, held.error_message())
+            held.replay(proto)
         if entry is not None:
             self.request_logs.add(entry)
 

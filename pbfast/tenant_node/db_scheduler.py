@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 from pbfast.logs import component_logger
 
 __all__ = ["BACKGROUND_NICE", "DEFAULT_QUEUE_LIMIT", "HEAVY_SHARE", "USAGE_WINDOW_SECONDS", "DbScheduler",
-           "TenantBusy", "TenantLoad"]
+           "TenantBusy", "TenantLoad", "on_background_thread"]
 
 log = component_logger("TenantNode")
 
@@ -62,6 +62,15 @@ HEAVY_SHARE = 0.5  # of one thread's time: above, a tenant's jobs go to the back
 # A nice +10 thread gets ~1/10 of the CPU a nice 0 thread gets while both want it (kernel weights 110 vs 1024):
 # enough that the heavy tenant keeps going, not enough to make the others wait for a core.
 BACKGROUND_NICE = 10
+
+
+_this_thread = threading.local()
+
+
+def on_background_thread() -> bool:
+    """Whether the calling thread is a background database thread (a heavy tenant's, at nice +BACKGROUND_NICE):
+    work done there gives way to other tenants' work, so a heavy tenant's answer is best sent from there too."""
+    return getattr(_this_thread, "background", False)
 
 
 class TenantBusy(Exception):
@@ -365,6 +374,7 @@ class DbScheduler:
     def _work(self, background: bool) -> None:
         if background:
             _lower_priority(BACKGROUND_NICE)
+            _this_thread.background = True
         while True:
             with self._lock:
                 job = self._next(background)

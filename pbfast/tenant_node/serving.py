@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from pbfast.cluster.wire import STREAM_HOLDER_HEADER
-from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, send_error
+from pbfast.cluster.wire import RAW_PATH_HEADER, STREAM_HOLDER_HEADER
+from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, routing_path, send_error
 from pbfast.logs import component_logger
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.front import CorsRecorder, answered_before_routes
@@ -19,7 +19,7 @@ from pbfast.pocketbase.apis.realtime import connect_address
 from pbfast.pocketbase.realtime.hub import SSE_HEADERS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
-from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
+from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, on_background_thread
 from pbfast.tenant_node.inline_tries import InlineTries
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership, moved
@@ -28,7 +28,7 @@ from pbfast.tenant_node.replica import ReplicationError
 from pbfast.tenant_node.replication import Replicator
 from pbfast.tenant_node.slots import Assignment, TenantSlot
 
-__all__ = ["Serving"]
+__all__ = ["Serving", "tenant_routing_path"]
 
 log = component_logger("TenantNode")
 
@@ -52,6 +52,19 @@ def record_write(tenant: Tenant, path: str, scope: Scope) -> bool:
     return collection is not None and collection.type == "base"
 
 
+def tenant_routing_path(scope: Scope, path: str) -> str:
+    """The routing path (:func:`pbfast.http.routing_path`) of a tenant's request at tenant-relative ``path``
+    (decoded), from the client's spelling the gateway forwards. Every process that routes a tenant's request
+    (the main one, a worker) goes through this: the tenant's router decodes a routing path's segments once
+    more, so a decoded path handed to it straight would be decoded twice."""
+    raw = scope.headers.get(RAW_PATH_HEADER)  # the gateway's: the path as the client spelt it, if any
+    if raw is not None:
+        # what precedes the tenant's path (/t/{id}, or nothing for a Host naming the tenant) holds no "%"
+        prefix = scope.path[:len(scope.path) - len(path)] if scope.path.endswith(path) else None
+        raw = raw[len(prefix):] or "/" if prefix is not None and raw.startswith(prefix) else None
+    return routing_path(path, raw)
+
+
 class Serving:
     def __init__(self, ownership: Ownership, pool: TenantPool, api: TenantApi, db: DbScheduler,
                  replicator: Replicator | None, quotas: QuotaCounters | SharedQuotas, metrics: NodeMetrics,
@@ -69,6 +82,7 @@ class Serving:
     async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
         """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``;
         whether its whole body was read (else the caller drains what is left)."""
+        path = tenant_routing_path(scope, path)
         if "//" in path or scope.method == "OPTIONS":  # maybe a redirect to the clean path, a CORS preflight
             early = StatusRecorder(proto)
             if answered_before_routes(tenant_id, path, scope, early):
@@ -163,7 +177,10 @@ class Serving:
 
             await self.inline.run(tenant, job, inline, write=scope.method not in ("GET", "HEAD"))
 
-        await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit)
+        # A heavy tenant's answer goes out from its background thread (nice +10): handing it to granian wakes
+        # granian's thread, and the loop that every tenant shares would wait meanwhile (benchmarks/RESULTS.md).
+        await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit,
+                              answer_from_job=on_background_thread)
 
     async def _handle_durably(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str,
                               scope: Scope, proto: HTTPProtocol) -> None:

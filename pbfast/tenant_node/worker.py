@@ -35,7 +35,17 @@ from pbfast.pocketbase.filesystem.cache import DEFAULT_CACHE_BYTES
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER
 from pbfast.config import LISTEN_BACKLOG, MAX_CONCURRENT_REQUESTS
 from pbfast.gc_tuning import collect_when_idle, tune_for_serving
-from pbfast.http import ApiError, Guard, Handler, HTTPProtocol, Request, Router, Scope, discard_unread_body
+from pbfast.http import (
+    ApiError,
+    Guard,
+    Handler,
+    HTTPProtocol,
+    Request,
+    Router,
+    Scope,
+    declares_no_body,
+    discard_unread_body,
+)
 from pbfast.logs import component_logger, configure_logging, current_request_id
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.record_auth_otp import attempts as otp_attempts
@@ -146,8 +156,10 @@ class WorkerApp:
         epoch_text = request.header(EPOCH_HEADER) or ""
         if not is_valid_tenant_id(tenant_id) or not epoch_text.isdigit():
             raise ApiError(400, "Invalid forwarded tenant request.")
-        if not await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope, request.proto):
-            await discard_unread_body(request.proto)
+        body_read = await self.serving.serve_tenant(tenant_id, int(epoch_text), request.path, request.scope,
+                                                    request.proto)
+        if not body_read and not declares_no_body(request.scope):
+            await discard_unread_body(request.proto)  # answered early: let a gateway still sending the body finish
 
     def _log_error(self, err: BaseException) -> None:
         component_logger("TenantWorker").error("request failed: %r", err, exc_info=err)

@@ -38,7 +38,7 @@ from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, TenantLoad
 from pbfast.tenant_node.ownership import moved
 from pbfast.tenant_node.replication import NO_AUTOCHECKPOINT
 from pbfast.tenant_node.inline_tries import InlineTries
-from pbfast.tenant_node.serving import REALTIME_PATH, record_write
+from pbfast.tenant_node.serving import REALTIME_PATH, record_write, tenant_routing_path
 from pbfast.tenant_node.shared_state import (
     ASSIGNED,
     DURABLE,
@@ -231,6 +231,7 @@ class WorkerServing:
 
     async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> bool:
         """As :meth:`Serving.serve_tenant`: whether the request's whole body was read."""
+        path = tenant_routing_path(scope, path)
         recorder = StatusRecorder(proto)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from helpers import free_port, moto_s3_server
+from helpers import moto_s3_server
+from oidc_provider import serve_on_loopback
 from pbharness import Backend
 
 BUCKET = "tenant-backups"
@@ -53,14 +54,8 @@ def _slow_uploads(upstream: str) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Forward)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_on_loopback(Forward, "slow-uploads") as url:
+        yield url
 
 
 def test_a_slow_backup_upload_does_not_hold_the_tenants_requests(egress_tenant: Backend) -> None:

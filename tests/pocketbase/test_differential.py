@@ -1210,7 +1210,7 @@ SCENARIOS.update(FORM_SCENARIOS)  # issue 15: tests/pocketbase/scenarios_forms.p
 def test_same_answers_as_pocketbase(scenario: str, stock_pocketbase: Backend, pbfast_fixture_tenant: Backend,
                                     tmp_path: Path) -> None:
     steps = SCENARIOS[scenario]
-    differences = compare(stock_pocketbase, pbfast_fixture_tenant, steps, fixture_ids())
+    differences = compare(stock_pocketbase, pbfast_fixture_tenant, steps, fixture_ids(), key_order=True)
     report = tmp_path.parent / "differential-report.txt"
     with open(report, "a") as out:
         out.write(f"{scenario}: {len(steps) - len(differences)}/{len(steps)} equal\n")
@@ -1241,7 +1241,7 @@ def test_batch_settings_as_pocketbase(scenario: str, patched_backends: Callable[
     data dir's stored settings (PocketBase's own settings, as an imported data dir carries them)."""
     changes, steps = BATCH_SETTINGS_SCENARIOS[scenario]
     stock, fast = patched_backends(_batch_settings(changes))
-    differences = compare(stock, fast, steps, fixture_ids())
+    differences = compare(stock, fast, steps, fixture_ids(), key_order=True)
     with open(tmp_path.parent / "differential-report.txt", "a") as out:
         out.write(f"{scenario}: {len(steps) - len(differences)}/{len(steps)} equal\n")
     assert not differences, "\n".join(differences)

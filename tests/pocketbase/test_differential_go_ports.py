@@ -34,7 +34,7 @@ def test_ported_scenarios_answer_as_pocketbase(stock_pocketbase: Backend, pbfast
     differences: list[str] = []
     with open(tmp_path.parent / "differential-report.txt", "a") as report:
         for scenario, steps in SCENARIOS.items():
-            found = compare(stock_pocketbase, pbfast_fixture_tenant, steps, ids)
+            found = compare(stock_pocketbase, pbfast_fixture_tenant, steps, ids, key_order=True)
             report.write(f"{scenario}: {len(steps) - len(found)}/{len(steps)} equal\n")
             differences += [f"[{scenario}] {line}" for line in found]
     assert not differences, "\n".join(differences)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbfast.http import PUBLIC, Guard, Request, Router, path_segments
+from pbfast.http import PUBLIC, Guard, Request, Router, path_segments, routing_path
 
 
 def test_only_the_canonical_spelling_names_a_route() -> None:
@@ -37,3 +37,38 @@ def test_only_the_canonical_spelling_names_a_route() -> None:
     assert router.match("GET", "/t/beta").path == "/"
     with pytest.raises(ValueError):
         router.add("GET", "/api//x", handler)
+
+
+def test_a_tenant_routes_on_the_path_as_the_client_spelt_it() -> None:
+    """PocketBase (Go's ServeMux) splits the path as sent at its ``/`` and then decodes each segment: an
+    encoded ``/`` or ``..`` is part of a value, never a separator or a dot segment. The server hands over the
+    path decoded; the client's spelling comes from the gateway, and is used only when it decodes to that."""
+    async def handler(request: Request) -> None:
+        raise AssertionError("never called here")
+
+    tenant = Router[object](escaped=True)
+    tenant.add("GET", "/api/files/{collection}/{id}/{filename}", handler)
+    tenant.add("GET", "/api/health", handler)
+
+    def route(raw: str) -> tuple[object, dict[str, str]]:
+        from urllib.parse import unquote
+        found = tenant.match("GET", routing_path(unquote(raw), raw))
+        return found.handler, found.params
+
+    assert route("/api/files/c/r/a%2Fb") == (handler, {"collection": "c", "id": "r", "filename": "a/b"})
+    assert route("/api/files/c/r/%2e%2e") == (handler, {"collection": "c", "id": "r", "filename": ".."})
+    assert route("/api/files/c/%2E%2E%2F%2E%2E/x") == (handler, {"collection": "c", "id": "../..", "filename": "x"})
+    assert route("/api/files/c/r/a%252F") == (handler, {"collection": "c", "id": "r", "filename": "a%2F"})
+    assert route("/api/files/c/r/x%00") == (handler, {"collection": "c", "id": "r", "filename": "x\x00"})
+    for elsewhere in ("/api/files/c%2Fr/x", "/api/files%2Fc/r/x", "/api%2Fhealth", "/api/health%2F",
+                      "/api/files/c/r/x/..", "/api/files/c/r//x"):
+        assert route(elsewhere)[0] is None, elsewhere
+    # a spelling that is not this request's is ignored: the decoded path, every "/" a separator, as before
+    assert routing_path("/api/health", "/api/files/c/r/a%2Fb") == "/api/health"
+    assert tenant.match("GET", routing_path("/api/files/c/r/100%", None)).params["filename"] == "100%"
+    assert tenant.match("GET", routing_path("/api/files/c/r/a/b", None)).handler is None
+    # the node's own routes keep the decoded path and the canonical parse, whatever the spelling
+    internal = Router[object](Guard(lambda scope: False, "token please"))
+    internal.add("GET", "/api/node/tenants/{id}/data", handler)
+    for decoded in ("/api/node/tenants/a/b/data", "/api/node/tenants/../data", "/api/node/tenants/a%2Fb/x/data"):
+        assert internal.match("GET", decoded).handler is None, decoded

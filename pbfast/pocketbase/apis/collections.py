@@ -59,18 +59,20 @@ def list_collections(request: TenantRequest) -> None:
         raise ApiError(400, BAD_REQUEST) from err
     listed = collections.list_collection_ids(tenant.conn, where, params, order, page, per_page, skip_total)
     items = [c.to_api() for c in (tenant.collection_by_id(row["id"]) for row in listed.rows) if c is not None]
+    # A collection is a Go struct: its keys in their declared order (to_api's), not sorted.
     request.send_json(200, {"items": search.apply_fields_many(items, projection), "page": page,
-                            "perPage": per_page, "totalItems": listed.total, "totalPages": listed.pages})
+                            "perPage": per_page, "totalItems": listed.total, "totalPages": listed.pages},
+                      sort_keys=False)
 
 
 def scaffolds(request: TenantRequest) -> None:
     require_superuser(request)
-    send_with_fields(request, collections.scaffolds())
+    send_with_fields(request, collections.scaffolds(), sort_keys=False)
 
 
 def view_collection(request: TenantRequest) -> None:
     require_superuser(request)
-    send_with_fields(request, collection_of(request, NOT_FOUND).to_api())
+    send_with_fields(request, collection_of(request, NOT_FOUND).to_api(), sort_keys=False)
 
 
 def create_collection(request: TenantRequest) -> None:
@@ -78,7 +80,7 @@ def create_collection(request: TenantRequest) -> None:
     unreadable = "Failed to load the collection type data due to invalid formatting."
     body = read_body(request, invalid=unreadable, unsupported=unreadable)
     created = _change(request, lambda conn: collections.create_collection(conn, body))
-    send_with_fields(request, created.to_api())
+    send_with_fields(request, created.to_api(), sort_keys=False)
 
 
 def update_collection(request: TenantRequest) -> None:
@@ -87,7 +89,7 @@ def update_collection(request: TenantRequest) -> None:
     unreadable = "Failed to load the submitted data due to invalid formatting."
     body = read_body(request, invalid=unreadable, unsupported=unreadable)
     updated = _change(request, lambda conn: collections.update_collection(conn, collection, body))
-    send_with_fields(request, updated.to_api())
+    send_with_fields(request, updated.to_api(), sort_keys=False)
 
 
 def delete_collection(request: TenantRequest) -> None:

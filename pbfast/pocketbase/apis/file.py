@@ -24,6 +24,7 @@ from typing import Final
 from pbfast.http import ApiError, HTTPProtocol
 from pbfast.logs import component_logger
 from pbfast.pocketbase import auth, records
+from pbfast.pocketbase.apis.front import NO_FRAME_OPTIONS
 from pbfast.pocketbase.apis.settings import superuser_ip_allowed
 from pbfast.pocketbase.apis.request import (MISSING_OR_INVALID_COLLECTION, NO_AUTH, NOT_FOUND, Auth, TenantRequest,
                                             request_info, send_error, send_with_fields)
@@ -263,7 +264,8 @@ class FileSend:
         return [("content-disposition", f'{disposition}; filename="{name}"'),
                 ("content-type", EXTENSION_TYPES.get(extension, content_type)),
                 ("content-security-policy", CSP), ("cache-control", CACHE_CONTROL),
-                ("last-modified", formatdate(int(modified), usegmt=True)), ("accept-ranges", "bytes")]
+                ("last-modified", formatdate(int(modified), usegmt=True)), ("accept-ranges", "bytes"),
+                NO_FRAME_OPTIONS]  # a file may be embedded (PocketBase unsets the middleware's X-Frame-Options)
 
     def _respond(self, proto: HTTPProtocol, answer: _Answer) -> None:
         headers = self._headers(answer.name, answer.content_type, answer.modified)
@@ -275,7 +277,8 @@ class FileSend:
         spans = _byte_ranges(self.range_header, size) if self.range_header else None
         if spans == []:
             proto.response_bytes(416, [headers[0], headers[2], ("content-type", "text/plain; charset=utf-8"),
-                                       ("content-range", f"bytes */{size}"), ("x-content-type-options", "nosniff")],
+                                       ("content-range", f"bytes */{size}"), ("x-content-type-options", "nosniff"),
+                                       NO_FRAME_OPTIONS],
                                  b"invalid range: failed to overlap\n")
             return
         if spans and len(spans) == 1:

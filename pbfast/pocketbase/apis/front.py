@@ -5,14 +5,17 @@ and marks every other answer.
 - **Clean paths**: a path with an empty segment (``//``) is answered 307 with the cleaned path (and the query
   as sent) in ``Location``, whatever the method, before any route, CORS, rate limit or log. The ``Location``
   keeps the prefix the client addressed the tenant under (``/t/{id}`` unless its Host names the tenant).
-  Go cleans the escaped path, where ``%2F`` and ``%2E`` are no separators or dots; the node only sees the
-  decoded one (granian's scope has no raw path). Clients resolve raw ``.``/``..`` segments before sending, so
-  such segments here nearly always came encoded, which PocketBase does not redirect: they get no redirect
-  (the canonical path parse then finds no route), and only ``//`` (raw, as string concatenation makes it,
-  or encoded) does.
+  Go cleans the escaped path, where ``%2F`` and ``%2E`` are no separators or dots; the node cleans the
+  routing path (:func:`pbfast.http.routing_path`, from the client's spelling the gateway forwards), where
+  they stay encoded. Without that spelling (a request not through the native gateway) an encoded ``/``
+  reads as a separator, as before.
 - **CORS**: every answer varies by ``Origin``; a request with an ``Origin`` gets
   ``Access-Control-Allow-Origin: *``; an ``OPTIONS`` request (a preflight, or not) is answered 204 with no
   body, and with an ``Origin`` the allowed methods and the requested headers echoed back.
+- **Security headers** (its ``securityHeaders`` middleware, after CORS): every other answer, errors and
+  unknown routes too, carries ``X-XSS-Protection``, ``X-Content-Type-Options: nosniff``,
+  ``X-Frame-Options: SAMEORIGIN`` and ``Cross-Origin-Opener-Policy: same-origin``; a served record file
+  leaves ``X-Frame-Options`` out (files may be embedded).
 """
 
 from __future__ import annotations
@@ -23,12 +26,18 @@ from urllib.parse import quote
 
 from pbfast.http import HTTPProtocol, Scope, StatusRecorder
 
-__all__ = ["CorsRecorder", "answered_before_routes", "clean_path", "client_prefix", "cors_headers", "redirect_location"]
+__all__ = ["NO_FRAME_OPTIONS", "SECURITY_HEADERS", "CorsRecorder", "answered_before_routes", "clean_path",
+           "client_prefix", "cors_headers", "redirect_location"]
 
 ALLOWED_METHODS: Final = "GET,HEAD,PUT,PATCH,POST,DELETE"
 _VARY_ORIGIN: Final = ("vary", "Origin")
 _ANY_ORIGIN: Final = ("access-control-allow-origin", "*")
 _PATH_SAFE: Final = "/$&+,:;=@"  # what Go leaves unescaped in a URL path (besides letters, digits and -._~)
+SECURITY_HEADERS: Final = (("x-xss-protection", "1; mode=block"), ("x-content-type-options", "nosniff"),
+                           ("x-frame-options", "SAMEORIGIN"), ("cross-origin-opener-policy", "same-origin"))
+# A handler's own value of a security header replaces the middleware's (Go's Header().Set after it); this
+# empty one removes X-Frame-Options (Go's Header().Del, as PocketBase's file download does).
+NO_FRAME_OPTIONS: Final = ("x-frame-options", "")
 
 
 def cors_headers(scope: Scope) -> list[tuple[str, str]]:
@@ -55,12 +64,12 @@ def clean_path(path: str) -> str:
 
 
 def redirect_location(prefix: str, path: str, query: str) -> str | None:
-    """Where a request for ``path`` (tenant-relative, decoded) is redirected, under the client's ``prefix``;
+    """Where a request for ``path`` (tenant-relative, a routing path: ``%`` only in escapes) is redirected, under the client's ``prefix``;
     None when it is clean."""
     cleaned = clean_path(path)
     if cleaned == path:
         return None
-    return quote(prefix + cleaned, safe=_PATH_SAFE) + (f"?{query}" if query else "")
+    return quote(prefix + cleaned, safe=_PATH_SAFE + "%") + (f"?{query}" if query else "")
 
 
 def client_prefix(tenant_id: str, scope: Scope) -> str:
@@ -104,7 +113,8 @@ def _redirect(method: str, location: str, proto: HTTPProtocol) -> None:
 
 class CorsRecorder(StatusRecorder):
     """A :class:`StatusRecorder` that adds the CORS middleware's headers to the answer of a request that is not
-    a preflight (``Vary: Origin``; with an ``Origin``, ``Access-Control-Allow-Origin: *``)."""
+    a preflight (``Vary: Origin``; with an ``Origin``, ``Access-Control-Allow-Origin: *``), and the security
+    headers the handler did not set itself (:data:`SECURITY_HEADERS`, :data:`NO_FRAME_OPTIONS`)."""
 
     __slots__ = ("extra",)
 
@@ -112,17 +122,23 @@ class CorsRecorder(StatusRecorder):
         super().__init__(inner)
         self.extra = cors_headers(scope)
 
+    def _headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        own = {name for name, _ in headers}
+        if NO_FRAME_OPTIONS in headers:
+            headers = [header for header in headers if header != NO_FRAME_OPTIONS]
+        return headers + self.extra + [header for header in SECURITY_HEADERS if header[0] not in own]
+
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
-        super().response_empty(status, headers + self.extra)
+        super().response_empty(status, self._headers(headers))
 
     def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
-        super().response_str(status, headers + self.extra, body)
+        super().response_str(status, self._headers(headers), body)
 
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        super().response_bytes(status, headers + self.extra, body)
+        super().response_bytes(status, self._headers(headers), body)
 
     def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
-        super().response_file(status, headers + self.extra, file)
+        super().response_file(status, self._headers(headers), file)
 
     def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Any:
-        return super().response_stream(status, headers + self.extra)
+        return super().response_stream(status, self._headers(headers))

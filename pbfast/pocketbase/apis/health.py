@@ -28,6 +28,6 @@ def health(request: TenantRequest, *, backup_running: bool) -> None:
     settings = app_settings.load_settings(request.tenant.conn)
     proxy_header = next((name for name in (*settings.trusted_proxy_headers, *_COMMON_PROXY_HEADERS)
                          if request.header(name.lower())), "")
-    send_with_fields(request, {"message": "API is healthy.", "code": 200, "data": {  # a Go map: sorted keys
-        "canBackup": not backup_running, "possibleProxyHeader": proxy_header, "realIP": real_ip(request, settings)}},
+    send_with_fields(request, {"message": "API is healthy.", "code": 200, "data": {  # in PocketBase 0.40's order
+        "canBackup": not backup_running, "realIP": real_ip(request, settings), "possibleProxyHeader": proxy_header}},
         sort_keys=False)

@@ -307,4 +307,6 @@ _body_limits: dict[int, tuple[Collection, int]] = {}
 def send_error(proto: HTTPProtocol, status: int, message: str, data: dict[str, Any] | None = None,
            headers: list[tuple[str, str]] | None = None) -> None:
     body = {"data": data or {}, "message": message, "status": status}
-    proto.response_bytes(status, JSON_HEADERS + (headers or []), orjson.dumps(body, default=gocompat.go_json_default))
+    # Go marshals an error's data (validation.Errors, maps) with its keys sorted, at every depth.
+    proto.response_bytes(status, JSON_HEADERS + (headers or []),
+                         orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=gocompat.go_json_default))

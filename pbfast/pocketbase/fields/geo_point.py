@@ -11,9 +11,18 @@ from pbfast.pocketbase.fields.base import Field, Kind, Missing, Stored, option
 from pbfast.pocketbase.fields.errors import FieldError, required
 from pbfast.pocketbase.gocompat import json_number, stored_to_string
 
-__all__ = ["GeoPointField"]
+__all__ = ["GeoPointField", "GeoPointJson"]
 
 Point = tuple[float, float]  # (lon, lat)
+
+
+@dataclass(frozen=True, slots=True)
+class GeoPointJson:
+    """A geoPoint in a record's JSON: PocketBase's ``GeoPoint`` struct, ``lon`` before ``lat`` (orjson writes
+    a dataclass's fields in their order, also where it sorts the keys of the record around it)."""
+
+    lon: float | int
+    lat: float | int
 
 
 def _point(raw: object) -> Point | None:
@@ -83,3 +92,8 @@ class GeoPointField(Field):
     def to_api(self, stored: Stored) -> object:
         lon, lat = self.typed(stored)
         return {"lon": json_number(lon), "lat": json_number(lat)}
+
+    def to_record_json(self, stored: Stored) -> GeoPointJson:
+        """The value in an answer's record (:func:`to_api` is the value rules and forms read)."""
+        lon, lat = self.typed(stored)
+        return GeoPointJson(json_number(lon), json_number(lat))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pbfast.pocketbase.fields import PasswordField
+from pbfast.pocketbase.fields import Field, GeoPointField, PasswordField
 from pbfast.pocketbase.collections import Collection
 
 if TYPE_CHECKING:
@@ -33,20 +33,12 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
     the requester by id), or when ``show_email`` (the requester manages the record through the collection's
     ``manageRule``)."""
     out: dict[str, Any] = {"collectionId": collection.id, "collectionName": collection.name}
-    superuser, is_auth = viewer.superuser, collection.type == "auth"
-    if not is_auth:
-        for name, to_api in _shown_fields(collection, superuser):
-            out[name] = to_api(row.get(name))
+    superuser = viewer.superuser
+    for name, to_api in _shown_fields(collection, superuser):
+        out[name] = to_api(row.get(name))
+    if collection.type != "auth":
         return out
-    for field in collection.fields:
-        name = field.name
-        if field.hidden and not superuser:
-            continue
-        if is_auth and name in ("password", "tokenKey"):
-            continue
-        # a password field shows as "" wherever it is visible (only its hash is stored)
-        out[name] = "" if isinstance(field, PasswordField) else field.to_api(row.get(name))
-    if is_auth and "email" in out and not (
+    if "email" in out and not (
             show_email or viewer.superuser or (viewer.auth_record_id and viewer.auth_record_id == row.get("id"))
             or row.get("emailVisibility")):
         out.pop("email")
@@ -57,16 +49,28 @@ def _password_to_api(stored: object) -> str:
     return ""
 
 
+def _shown_value(field: Field) -> Callable[[Any], object]:
+    """How a field's stored value shows in a record's JSON: a password field as "" wherever it is visible
+    (only its hash is stored), a geoPoint as PocketBase's struct (``lon`` first), others as their API value."""
+    if isinstance(field, PasswordField):
+        return _password_to_api
+    if isinstance(field, GeoPointField):
+        return field.to_record_json
+    return field.to_api
+
+
 def _shown_fields(collection: Collection, superuser: bool) -> list[tuple[str, Callable[[Any], object]]]:
-    """What :func:`record_json` shows of a collection that is not an auth collection, to a superuser or not:
-    each shown field's name and how its stored value is shown, worked out once per collection (a collection
-    is never changed once loaded: an update loads a new one)."""
+    """What :func:`record_json` shows of a collection, to a superuser or not: each shown field's name and how
+    its stored value is shown (a password field as "": only its hash is stored; an auth record's ``password``
+    and ``tokenKey`` never), worked out once per collection (a collection is never changed once loaded: an
+    update loads a new one)."""
     known = _shown.get(id(collection))
     if known is not None and known[0] is collection:
         return known[1][superuser]
+    never = ("password", "tokenKey") if collection.type == "auth" else ()
     plans: tuple[list[tuple[str, Callable[[Any], object]]], ...] = tuple(
-        [(field.name, _password_to_api if isinstance(field, PasswordField) else field.to_api)
-         for field in collection.fields if not field.hidden or for_superuser]
+        [(field.name, _shown_value(field))
+         for field in collection.fields if (not field.hidden or for_superuser) and field.name not in never]
         for for_superuser in (False, True))
     if len(_shown) >= _SHOWN_KEPT:
         _shown.clear()

@@ -4,7 +4,7 @@ the ``:excerpt`` modifier."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Final, Protocol
 
 from pbfast.pocketbase.dbutils.tokenizer import UnbalancedTokenError, split_tokens
@@ -110,6 +110,8 @@ def apply_fields_many(records: Sequence[Mapping[str, Any]], spec: FieldsSpec | s
 
 
 def _pick(data: Any, fields: FieldsSpec) -> Any:
+    if is_dataclass(data) and not isinstance(data, type):
+        data = asdict(data)  # a struct in a record's JSON (a geoPoint), picked into as the object it shows as
     if isinstance(data, Mapping):
         return _pick_map(data, fields)
     if isinstance(data, list):

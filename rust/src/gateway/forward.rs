@@ -431,6 +431,12 @@ impl DataPath {
                     bytes.extend_from_slice(path_and_query.as_str().as_bytes());
                     bytes.extend_from_slice(b" HTTP/1.1\r\n");
                     headers::write_to_node(&mut bytes, &parts.headers, client, host.as_ref(), authority, &self.token, route.epoch);
+                    if path_and_query.path().contains('%') {
+                        bytes.extend_from_slice(wire::RAW_PATH.as_bytes());
+                        bytes.extend_from_slice(b": ");
+                        bytes.extend_from_slice(path_and_query.path().as_bytes());
+                        bytes.extend_from_slice(b"\r\n");
+                    }
                     if held::may_be_held(&parts.method, path_and_query.path()) {
                         bytes.extend_from_slice(wire::STREAM_HOLDER.as_bytes());
                         bytes.extend_from_slice(b": ");
@@ -464,6 +470,11 @@ impl DataPath {
                     let mut node_headers = headers::to_node(&parts.headers, client, host.as_ref(), &self.token, route.epoch);
                     if held::may_be_held(&parts.method, path_and_query.path()) {
                         node_headers.insert(wire::STREAM_HOLDER, self.token.clone());
+                    }
+                    if path_and_query.path().contains('%') {
+                        if let Ok(raw) = HeaderValue::from_str(path_and_query.path()) {
+                            node_headers.insert(wire::RAW_PATH, raw);
+                        }
                     }
                     if !node_headers.contains_key(header::HOST) {
                         if let Ok(value) = HeaderValue::from_str(authority) {
@@ -639,6 +650,11 @@ impl DataPath {
         head.uri = uri;
         head.version = Version::HTTP_11;
         head.headers = headers::to_fallback(&parts.headers, client);
+        if head.uri.path().contains('%') {
+            if let Ok(raw) = HeaderValue::from_str(head.uri.path()) {
+                head.headers.insert(wire::RAW_PATH, raw);
+            }
+        }
         if held::may_be_held(&head.method, head.uri.path()) {
             head.headers.insert(wire::STREAM_HOLDER, self.token.clone());
         }

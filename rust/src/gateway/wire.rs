@@ -17,3 +17,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const STREAM_HOLDER: &str = "x-pbfast-stream-holder";
 /// On a node's answer: the stream is held at `<port> <ticket>` on the node's host (`super::held`).
 pub const STREAM_HELD: &str = "x-pbfast-stream-held";
+/// On a request forwarded to a node or handed to the Python side whose path holds a `%`: its path as sent
+/// (percent-encoded, the client's but for the `/t/{id}` prefix a node's request gets),
+/// since the node's server hands over the path decoded and PocketBase routes on the encoded one (`%2F` is
+/// no separator there).
+pub const RAW_PATH: &str = "x-pbfast-path";

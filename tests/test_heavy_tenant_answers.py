@@ -1,0 +1,98 @@
+"""A heavy tenant's answers leave from its background database thread, not from the event loop every tenant
+shares: handing an answer to granian wakes granian's thread, and under a heavy tenant's load that hand-over was
+the loop's largest item (benchmarks/RESULTS.md, "Noisy neighbour"). Another tenant's answers, and the heavy
+tenant's own while it is served alone, still leave from the loop. A real tenant database, the node's API, real
+threads and a real event loop; only granian's protocol is stood in for, to see which thread answered."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.tenant import Tenant
+from pbfast.tenant_node.db_scheduler import DbScheduler, on_background_thread
+
+
+class Headers:
+    def __init__(self) -> None:
+        self._items = [("host", "node.test")]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return next((v for k, v in self._items if k == name), default)
+
+    def __contains__(self, name: str) -> bool:
+        return any(k == name for k, _ in self._items)
+
+
+class HealthScope:
+    proto = "http"
+    method = "GET"
+    path = "/api/health"
+    query_string = ""
+    authority = None
+    client = "192.0.2.7:5555"
+    scheme = "http"
+    http_version = "1.1"
+
+    def __init__(self) -> None:
+        self.headers = Headers()
+
+
+class AnswerRecorder:
+    """Granian's protocol as far as an answer goes: what was answered, and on which thread."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.body = b""
+        self.thread = ""
+
+    async def __call__(self) -> bytes:
+        return b""
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self.body, self.thread = status, body, threading.current_thread().name
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.response_bytes(status, headers, b"")
+
+
+def test_a_heavy_tenants_answers_leave_from_its_background_thread(tmp_path: Path) -> None:
+    tenants = {name: Tenant.open(name, tmp_path / name, create=True) for name in ("noisy", "quiet")}
+    api = TenantApi()
+
+    async def health(db: DbScheduler, name: str) -> AnswerRecorder:
+        answer = AnswerRecorder()
+        await api.handle(tenants[name], "/api/health", HealthScope(), answer,  # type: ignore[arg-type]
+                         run=lambda work: db.run(name, work), answer_from_job=on_background_thread)
+        assert answer.status == 200 and orjson.loads(answer.body)["code"] == 200
+        return answer
+
+    async def scenario() -> None:
+        db = DbScheduler(threads=1)
+        loop_thread = threading.current_thread().name
+        try:
+            await db.run("noisy", lambda: time.sleep(0.9))  # most of a thread's time lately: heavy
+            # Served alone, the heavy tenant is answered from the loop as before.
+            assert (await health(db, "noisy")).thread == loop_thread
+            await db.run("noisy", lambda: time.sleep(0.9))  # (still heavy, whatever the first answer took)
+            assert db.run_inline("quiet", lambda: True)  # another tenant is served too
+            assert db.in_background("noisy")
+            assert (await health(db, "noisy")).thread.startswith("pbfast-db-bg-")
+            assert (await health(db, "quiet")).thread == loop_thread
+        finally:
+            db.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for tenant in tenants.values():
+            tenant.close()
