@@ -109,13 +109,14 @@ class _Stream(asyncio.Protocol):
 
 
 async def _run(gw: str, token: str, pid: int, base: str = "/t/bench", cpu: list[float] | None = None,
-               client_cpu: list[float] | None = None) -> tuple[list[float], list[float], float]:
+               client_cpu: list[float] | None = None, also: tuple[int, ...] = ()) -> tuple[list[float], list[float], float]:
     """Fan-out through ``gw`` to a tenant at ``base`` (``""``: a stock PocketBase); the server's CPU seconds
-    during the writes are appended to ``cpu``, this process's (the clients reading the events) to
-    ``client_cpu``."""
+    during the writes (``pid`` and the processes ``also``) are appended to ``cpu``, this process's (the clients
+    reading the events) to ``client_cpu``."""
     url = httpx.URL(gw)
     assert url.host and url.port
-    before = _rss_kb(pid)
+    pids = (pid, *also)
+    before = sum(_rss_kb(p) for p in pids)
     streams = [_Stream() for _ in range(CLIENTS)]
     for start in range(0, CLIENTS, 100):
         await asyncio.gather(*(s.open(url.host, url.port, f"{base}/api/realtime") for s in streams[start:start + 100]))
@@ -128,10 +129,10 @@ async def _run(gw: str, token: str, pid: int, base: str = "/t/bench", cpu: list[
 
         await asyncio.gather(*(subscribe(s) for s in streams))
         await asyncio.sleep(1.0)
-        per_stream_kb = (_rss_kb(pid) - before) / CLIENTS
+        per_stream_kb = (sum(_rss_kb(p) for p in pids) - before) / CLIENTS
         deliveries: list[float] = []
         slowest: list[float] = []
-        cpu_before, client_before = _cpu_seconds(pid), time.process_time()
+        cpu_before, client_before = sum(_cpu_seconds(p) for p in pids), time.process_time()
         for n in range(WRITES):
             started = time.perf_counter()
             created = await client.post("/api/collections/posts/records", json={"n": n},
@@ -146,7 +147,7 @@ async def _run(gw: str, token: str, pid: int, base: str = "/t/bench", cpu: list[
             slowest.append(max(latencies))
             await asyncio.sleep(0.05)
         if cpu is not None:
-            cpu.append(_cpu_seconds(pid) - cpu_before)
+            cpu.append(sum(_cpu_seconds(p) for p in pids) - cpu_before)
         if client_cpu is not None:
             client_cpu.append(time.process_time() - client_before)
     for stream in streams:
@@ -203,7 +204,8 @@ async def _idle_streams(gw: str, count: int, tenants: list[str], pids: dict[str,
 
 def _raise_file_limit() -> int:
     """Open files allowed to this process and the servers it starts: the soft limit raised to the hard one
-    (each stream is a socket in the client, two in the gateway, one in the node)."""
+    (each stream is a socket in the client and one in the gateway; before the multiplexed connection to the
+    node's holder it was two in the gateway and one in the node)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
@@ -228,7 +230,8 @@ def test_realtime_idle_memory_per_process(tmp_path: Path, bench_report: list[str
 
     count = IDLE_STREAMS
     limit = _raise_file_limit()
-    assert 2 * count + 200 <= limit, f"{count} streams need {2 * count + 200} open files in the gateway; limit {limit}"
+    # One descriptor per stream in the gateway (its client's; the node's streams share one connection).
+    assert count + 200 <= limit, f"{count} streams need {count + 200} open files in the gateway and the client; limit {limit}"
     tenants = [f"idle{n}" for n in range((count + 3999) // 4000)]
     try:
         cp = start_cluster(start, tmp_path, 1)[0]
@@ -348,3 +351,67 @@ def test_realtime_fanout_old_and_new(pbfast_process: object, tmp_path: Path, ben
                 f"{_q(slowest, 99) * 1000:.1f} ms; server CPU {cpu[0] / WRITES * 1000:.1f} ms per write, the "
                 f"clients' {client_cpu[0] / WRITES * 1000:.1f} ms; load {os.getloadavg()[0]:.1f}")
             process.stop()
+
+
+@pytest.mark.timeout(1800)
+def test_realtime_fanout_separate_gateway_old_and_new(tmp_path: Path, bench_report: list[str]) -> None:
+    """The fan-out in the production layout (control plane, tenant node and gateway in processes of their own):
+    one node of this checkout, and two gateways, one of ``PBFAST_BENCH_OLD_TREE`` (default: this checkout) and
+    one of this checkout, alternated round by round (``PBFAST_BENCH_AB_ROUNDS``) on the same tenant. The node's
+    holder serves both (a connection per stream for a gateway before the multiplexed connection, one
+    connection for all its streams after it). Server CPU: node and gateway together."""
+    from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster, start_node, wait_until  # noqa: PLC0415
+    from helpers import PbfastProcess, free_port  # noqa: PLC0415
+
+    started: list[PbfastProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> PbfastProcess:
+        process = PbfastProcess(args, tmp_path / f"pbfast-{len(started)}.log", env or {}, cwd).start()
+        started.append(process)
+        return process
+
+    _raise_file_limit()
+    new_tree = str(Path(__file__).resolve().parent.parent)
+    trees = [("old", os.environ.get("PBFAST_BENCH_OLD_TREE", new_tree)), ("new", new_tree)]
+    try:
+        cp = start_cluster(start, tmp_path, 1, node_timeout=60)[0]  # a loaded machine: no lease lost mid-run
+        node, _ = start_node(start, "node-a", [cp.url], tmp_path / "nodes")
+        wait_until(lambda: len(httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]) == 1)
+        gateways: dict[str, tuple[str, PbfastProcess]] = {}
+        for name, tree in trees:
+            port = free_port()
+            gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
+                             f"--control-plane-addrs=127.0.0.1:{cp.http_port}", f"--cluster-token={CLUSTER_TOKEN}"],
+                            {"PYTHONPATH": tree}, Path(tree))
+            gateway.wait_healthy([f"http://127.0.0.1:{port}"])
+            gateways[name] = (f"http://127.0.0.1:{port}", gateway)
+        gw = gateways["new"][0]
+        created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={"id": "bench", "superuser": SUPERUSER},
+                             timeout=10)
+        assert created.status_code == 200, created.text
+        wait_until(lambda: httpx.get(f"{gw}/t/bench/api/health").status_code == 200)
+        token = httpx.post(f"{gw}/t/bench/api/collections/_superusers/auth-with-password", timeout=30, json={
+            "identity": SUPERUSER["email"], "password": SUPERUSER["password"]}).json()["token"]
+        made = httpx.post(f"{gw}/t/bench/api/collections", headers={"Authorization": token}, json={
+            "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
+        assert made.status_code == 200, made.text
+        assert node.proc is not None
+        for round_ in range(int(os.environ.get("PBFAST_BENCH_AB_ROUNDS", "2" if FULL else "1"))):
+            for name, _ in trees if round_ % 2 == 0 else trees[::-1]:
+                url, gateway = gateways[name]
+                assert gateway.proc is not None
+                cpu: list[float] = []
+                client_cpu: list[float] = []
+                deliveries, slowest, per_stream_kb = uvloop.run(_run(url, token, node.proc.pid, cpu=cpu,
+                                                                     client_cpu=client_cpu, also=(gateway.proc.pid,)))
+                bench_report.append(
+                    f"realtime separate gateway old/new, round {round_ + 1}, {name}: {CLIENTS} clients, {WRITES} "
+                    f"writes: delivery p50 {_q(deliveries, 50) * 1000:.1f} ms, p99 {_q(deliveries, 99) * 1000:.1f} ms, "
+                    f"slowest per write p99 {_q(slowest, 99) * 1000:.1f} ms; server CPU (node + gateway) "
+                    f"{cpu[0] / WRITES * 1000:.1f} ms per write, the clients' {client_cpu[0] / WRITES * 1000:.1f} ms; "
+                    f"RSS {per_stream_kb:.1f} KB per stream; load {os.getloadavg()[0]:.1f}")
+                time.sleep(2.0)  # the closed streams are forgotten before the next round
+    finally:
+        for process in started:
+            if process.proc is not None and process.proc.poll() is None:
+                process.stop()

@@ -442,8 +442,10 @@ class WorkerCounters:
 @final
 class StreamHolder:
     """A tenant node's realtime streams held outside its HTTP server (rust/src/stream_holder): Python admits a
-    stream (its first frame queued) and answers the gateway with ``port`` and the ticket; the gateway connects
-    to ``host:port``, sends ``<token> <ticket>\\n`` and reads the stream's frames as they are queued. Each stream
+    stream (its first frame queued) and answers the gateway with ``port`` and the ticket; the gateway attaches
+    the ticket through its one multiplexed connection to ``host:port`` (hello ``<token> mux\\n``, then tagged
+    records; rust/src/stream_holder/mux_wire.rs) and reads the stream's frames as they are queued (a connection
+    per stream, hello ``<token> <ticket>\\n``, is still served for older gateways). Each stream
     may have ``limit_bytes`` waiting (more ends it: ``Overflow``); a ticket not attached within
     ``attach_seconds`` ends its stream (``Unattached``). Every ended stream is reported once by ``take_ended``,
     and ``wake_fd`` (an eventfd) is readable while some are waiting to be taken. Thread-safe; ``send_many``

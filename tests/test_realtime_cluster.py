@@ -4,7 +4,9 @@ on the new node and receive every event written after their resubscribe."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -14,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from pocketbase import PocketBase
 from pocketbase.services.realtime_service import MessageData
 
 from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster, wait_until
 from helpers import PbfastProcess, free_port, moto_s3_server
-from nodetools import S3_ENV, start_node
+from nodetools import S3_ENV, scrape, start_node
 
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
 from sseclient import RawRealtimeClient  # noqa: E402
@@ -34,7 +37,8 @@ CLIENTS = 30
 @contextlib.contextmanager
 def _cluster(tmp: Path, node_timeout: float) -> Iterator[tuple[str, str, str, dict[str, PbfastProcess]]]:
     """A control plane, tenant nodes ``node-a`` and ``node-b`` replicating to moto's S3, and two gateways:
-    ``(control plane URL, gateway URL, Python data path gateway URL, nodes by id)``."""
+    ``(control plane URL, gateway URL, Python data path gateway URL, processes by id)`` (the nodes' ids, and
+    ``gateway`` for the native one)."""
     started: list[PbfastProcess] = []
 
     def start(args: list[str], env: dict[str, str] | None = None) -> PbfastProcess:
@@ -53,10 +57,13 @@ def _cluster(tmp: Path, node_timeout: float) -> Iterator[tuple[str, str, str, di
             gateways = []
             for data_path in ("native", "python"):
                 port = free_port()
-                start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
-                       f"--gateway-data-path={data_path}", f"--control-plane-addrs=127.0.0.1:{cp.http_port}",
-                       f"--cluster-token={CLUSTER_TOKEN}"]).wait_healthy([f"http://127.0.0.1:{port}"])
+                started_gateway = start(["serve", "--mode=gateway", f"--http-addr=127.0.0.1:{port}",
+                                         f"--gateway-data-path={data_path}",
+                                         f"--control-plane-addrs=127.0.0.1:{cp.http_port}",
+                                         f"--cluster-token={CLUSTER_TOKEN}"])
+                started_gateway.wait_healthy([f"http://127.0.0.1:{port}"])
                 gateways.append(f"http://127.0.0.1:{port}")
+                nodes.setdefault("gateway", started_gateway)
             yield cp.url, gateways[0], gateways[1], nodes
         finally:
             for process in started:
@@ -65,9 +72,9 @@ def _cluster(tmp: Path, node_timeout: float) -> Iterator[tuple[str, str, str, di
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
-    with _cluster(tmp_path_factory.mktemp("realtime"), node_timeout=120) as (cp, gw, python_gw, _):
-        yield cp, gw, python_gw
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, dict[str, PbfastProcess]]]:
+    with _cluster(tmp_path_factory.mktemp("realtime"), node_timeout=120) as cluster:
+        yield cluster
 
 
 def _tenant_with_posts(cp: str, gw: str, tenant_id: str, durability: str = "async") -> tuple[str, str]:
@@ -93,8 +100,9 @@ def _post(gw: str, tenant_id: str, token: str, n: int) -> dict[str, Any]:
     return dict(response.json())
 
 
-def test_a_move_ends_streams_and_resubscribed_clients_get_every_later_event(gateway: tuple[str, str, str]) -> None:
-    cp, gw, python_gw = gateway
+def test_a_move_ends_streams_and_resubscribed_clients_get_every_later_event(
+        gateway: tuple[str, str, str, dict[str, PbfastProcess]]) -> None:
+    cp, gw, python_gw, _ = gateway
     threads_before = threading.active_count()
     source, token = _tenant_with_posts(cp, gw, "live")
     base = f"{gw}/t/live"
@@ -182,3 +190,109 @@ def test_a_node_kill_ends_streams_and_clients_resume_on_the_next_node(tmp_path: 
         finally:
             for client in clients:
                 client.close()
+
+
+MUX_STREAMS = 40
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _node_url(process: PbfastProcess) -> str:
+    return "http://" + next(arg.split("=", 1)[1] for arg in process.args if arg.startswith("--http-addr="))
+
+
+async def _raw_stream(gw: str, tenant_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    url = httpx.URL(gw)
+    assert url.host and url.port
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(f"GET /t/{tenant_id}/api/realtime HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
+    client_id = ""
+    while not client_id:
+        line = await asyncio.wait_for(reader.readline(), 20)
+        assert line, "closed before PB_CONNECT"
+        if b"id:" in line:
+            client_id = line.split(b"id:", 1)[1].strip().decode()
+    return reader, writer, client_id
+
+
+async def _next_record_n(reader: asyncio.StreamReader) -> object:
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line, "the stream ended"
+        if line.startswith(b"data:{\"record\""):
+            return orjson.loads(line[5:])["record"]["n"]
+
+
+async def _clean_end(reader: asyncio.StreamReader) -> None:
+    """Read to the chunked body's last chunk: the stream's clean end (a broken one closes the connection)."""
+    rest = b""
+    while not rest.endswith(b"0\r\n\r\n"):
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        assert chunk, f"the connection broke instead of ending the stream: {rest[-200:]!r}"
+        rest += chunk
+
+
+async def _close(writers: list[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.close()
+    await asyncio.gather(*(writer.wait_closed() for writer in writers), return_exceptions=True)
+
+
+async def _mux_scenario(cp: str, gw: str, processes: dict[str, PbfastProcess]) -> None:
+    source, token = _tenant_with_posts(cp, gw, "mux")
+    node, gateway_process = processes[source].proc, processes["gateway"].proc
+    assert node is not None and gateway_process is not None
+    node_url = _node_url(processes[source])
+    # Warm-up as large as the measured batch: the gateway's pooled connections to the node, and its one
+    # connection to the node's stream holder.
+    warm = await asyncio.gather(*(_raw_stream(gw, "mux") for _ in range(MUX_STREAMS)))
+    await _close([writer for _, writer, _ in warm])
+    await asyncio.to_thread(wait_until, lambda: scrape(node_url)["pbfast_node_realtime_streams"] == 0)
+    node_before, gateway_before = _descriptors(node.pid), _descriptors(gateway_process.pid)
+    streams = await asyncio.gather(*(_raw_stream(gw, "mux") for _ in range(MUX_STREAMS)))
+    # A held stream costs the gateway its client's socket only, and the node no socket (one each before; the
+    # margin: the gateway's pool to the node may grow by a few connections meanwhile).
+    assert _descriptors(node.pid) - node_before < MUX_STREAMS // 4
+    assert _descriptors(gateway_process.pid) - gateway_before < MUX_STREAMS + MUX_STREAMS // 4
+
+    async with httpx.AsyncClient(base_url=f"{gw}/t/mux", timeout=30) as client:
+        for _, _, client_id in streams:
+            answer = await client.post("/api/realtime", json={"clientId": client_id, "subscriptions": ["posts/*"]})
+            assert answer.status_code == 204, answer.text
+    await asyncio.to_thread(_post, gw, "mux", token, 7)
+    assert [await _next_record_n(reader) for reader, _, _ in streams] == [7] * MUX_STREAMS
+
+    # Clients that leave are forgotten by the node; the others still get every event.
+    await _close([writer for _, writer, _ in streams[:10]])
+    await asyncio.to_thread(wait_until, lambda: scrape(node_url)["pbfast_node_realtime_streams"] == MUX_STREAMS - 10)
+    kept = streams[10:]
+    await asyncio.to_thread(_post, gw, "mux", token, 8)
+    assert [await _next_record_n(reader) for reader, _, _ in kept] == [8] * len(kept)
+
+    # A move ends every stream cleanly (the last chunk), and a new stream lands on the new node.
+    target = "node-b" if source == "node-a" else "node-a"
+    moved = await asyncio.to_thread(httpx.post, f"{cp}/api/cp/tenants/mux/move", headers=ADMIN,
+                                    json={"nodeId": target}, timeout=30)
+    assert moved.status_code == 200, moved.text
+    for reader, _, _ in kept:
+        await _clean_end(reader)
+    await _close([writer for _, writer, _ in kept])
+    reader, writer, client_id = await _raw_stream(gw, "mux")
+    async with httpx.AsyncClient(base_url=f"{gw}/t/mux", timeout=30) as client:
+        answer = await client.post("/api/realtime", json={"clientId": client_id, "subscriptions": ["posts/*"]})
+        assert answer.status_code == 204, answer.text
+    await asyncio.to_thread(_post, gw, "mux", token, 9)
+    assert await _next_record_n(reader) == 9
+    await _close([writer])
+
+
+def test_held_streams_share_one_connection_per_node_and_end_cleanly_on_a_move(
+        gateway: tuple[str, str, str, dict[str, PbfastProcess]]) -> None:
+    """Held streams travel over one multiplexed connection per node and gateway (rust/src/gateway/held_mux.rs,
+    rust/src/stream_holder/mux.rs)."""
+    cp, gw, _, processes = gateway
+    asyncio.run(_mux_scenario(cp, gw, processes))

@@ -2,12 +2,13 @@
 //!
 //! A `GET .../api/realtime` goes to the node with [`wire::STREAM_HOLDER`] (the cluster token: only a gateway
 //! may ask). A node with a holder admits the stream and answers at once: the stream's head (status, content
-//! type, CORS...), an empty body, and [`wire::STREAM_HELD`] `<port> <ticket>`. The gateway then connects to
-//! the holder on the node's host at that port, says `<cluster token> <ticket>\n`, and the stream's bytes
-//! read from there are the answer's body ([`HeldBody`]); the node's connection went back to the pool with
-//! the empty answer. The holder's FIN is the stream's clean end (the client gets the last chunk), anything
-//! else a broken stream. Answers handed over by the Python side come from a node in this process (the
-//! Python side never forwards the request header to another node): their holder is on loopback.
+//! type, CORS...), an empty body, and [`wire::STREAM_HELD`] `<port> <ticket>`. The gateway then attaches the
+//! ticket through its one multiplexed connection to the holder on the node's host at that port
+//! ([`super::held_mux`]), and the stream's frames read from there are the answer's body ([`HeldBody`]); the
+//! node's connection went back to the pool with the empty answer. The holder's end record is the stream's
+//! clean end (the client gets the last chunk), a broken record a broken stream. Answers handed over by the
+//! Python side come from a node in this process (the Python side never forwards the request header to
+//! another node): their holder is on loopback.
 
 use std::io;
 use std::pin::Pin;
@@ -18,15 +19,10 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH};
 use http::Method;
 use http_body::{Body, Frame};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::body::BoxError;
 use crate::stream_holder::streams::{LocalReader, Read};
 use super::wire;
-
-/// Bytes read from the holder at most per frame.
-const READ_CHUNK: usize = 8 << 10;
 
 /// Whether a request may be answered by a node's stream holder (the node decides).
 pub fn may_be_held(method: &Method, path: &str) -> bool {
@@ -59,63 +55,29 @@ pub fn host_of(authority: &str) -> &str {
     authority.rsplit_once(':').map_or(authority, |(host, _)| host)
 }
 
-/// Connect to the holder and ask for the stream; a holder of this process (an all-in-one's node) is read
-/// from its buffers directly.
+/// Read the stream from its holder: a holder of this process (an all-in-one's node) from its buffers
+/// directly, any other through this gateway's multiplexed connection to it ([`super::held_mux`]).
 pub async fn attach(host: &str, held: &Held, token: &HeaderValue, connect_timeout: Duration) -> io::Result<HeldBody> {
-    if let Some(local) = u64::from_str_radix(&held.ticket, 16)
-        .ok()
-        .and_then(|ticket| crate::stream_holder::attach_local(held.port, token.as_bytes(), ticket))
-    {
-        return Ok(HeldBody::Local(local));
+    let ticket = u64::from_str_radix(&held.ticket, 16).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad ticket"))?;
+    if let Some(local) = crate::stream_holder::attach_local(held.port, token.as_bytes(), ticket) {
+        return Ok(HeldBody(local));
     }
-    let connect = TcpStream::connect(format!("{host}:{}", held.port));
-    let mut socket = tokio::time::timeout(connect_timeout, connect)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stream holder connect timeout"))??;
-    socket.set_nodelay(true)?;
-    let mut hello = Vec::with_capacity(token.len() + held.ticket.len() + 2);
-    hello.extend_from_slice(token.as_bytes());
-    hello.push(b' ');
-    hello.extend_from_slice(held.ticket.as_bytes());
-    hello.push(b'\n');
-    socket.write_all(&hello).await?;
-    Ok(HeldBody::Socket(socket))
+    Ok(HeldBody(super::held_mux::attach(host, held.port, token.as_bytes(), ticket, connect_timeout).await?))
 }
 
-/// The stream's bytes as the holder writes them; ends at the holder's FIN (or, read locally, at its clean
-/// end). No buffer of its own while idle.
-pub enum HeldBody {
-    Socket(TcpStream),
-    Local(LocalReader),
-}
+/// The stream's bytes as the holder queues them; ends at its clean end. No buffer of its own while idle.
+pub struct HeldBody(LocalReader);
 
 impl Body for HeldBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let socket = match self.get_mut() {
-            HeldBody::Socket(socket) => socket,
-            HeldBody::Local(local) => {
-                return Poll::Ready(match ready!(local.poll_read(cx)) {
-                    Read::Frames(frames) => Some(Ok(Frame::data(frames))),
-                    Read::Ended => None,
-                    Read::Broken(reason) => Some(Err(format!("held stream ended: {reason:?}").into())),
-                });
-            }
-        };
-        loop {
-            if let Err(err) = ready!(socket.poll_read_ready(cx)) {
-                return Poll::Ready(Some(Err(err.into())));
-            }
-            let mut chunk = [0u8; READ_CHUNK];
-            match socket.try_read(&mut chunk) {
-                Ok(0) => return Poll::Ready(None),
-                Ok(count) => return Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(&chunk[..count]))))),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Poll::Ready(Some(Err(err.into()))),
-            }
-        }
+        Poll::Ready(match ready!(self.get_mut().0.poll_read(cx)) {
+            Read::Frames(frames) => Some(Ok(Frame::data(frames))),
+            Read::Ended => None,
+            Read::Broken(reason) => Some(Err(format!("held stream ended: {reason:?}").into())),
+        })
     }
 }
 

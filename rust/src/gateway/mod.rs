@@ -13,6 +13,7 @@ pub mod fallback;
 pub mod forward;
 pub mod h1;
 pub mod held;
+pub mod held_mux;
 pub mod idle;
 pub mod headers;
 pub mod http2;

@@ -34,16 +34,32 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Parse `<token> <ticket>` (ticket in hex) when the token is `token`.
-pub fn read_hello(line: &[u8], token: &[u8]) -> Option<u64> {
+/// What a connection asks for in its hello.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hello {
+    /// One stream, by its ticket.
+    Ticket(u64),
+    /// A gateway's multiplexed connection ([`super::mux`]).
+    Mux,
+}
+
+/// Parse `<token> <ticket>` (ticket in hex) or `<token> mux` when the token is `token`.
+pub fn read_hello(line: &[u8], token: &[u8]) -> Option<Hello> {
     let line = line.strip_suffix(b"\n")?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let space = line.iter().rposition(|&b| b == b' ')?;
     if !same_secret(&line[..space], token) {
         return None;
     }
-    u64::from_str_radix(std::str::from_utf8(&line[space + 1..]).ok()?, 16).ok()
+    let word = &line[space + 1..];
+    if word == MUX_HELLO {
+        return Some(Hello::Mux);
+    }
+    u64::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok().map(Hello::Ticket)
 }
+
+/// The hello's last word asking for a multiplexed connection.
+pub const MUX_HELLO: &[u8] = b"mux";
 
 /// Serve `listener` until `stop` says so; then end every stream (written out, closed).
 pub async fn serve(listener: StdListener, streams: Arc<Streams>, token: Arc<[u8]>, mut stop: watch::Receiver<bool>) {
@@ -54,7 +70,7 @@ pub async fn serve(listener: StdListener, streams: Arc<Streams>, token: Arc<[u8]
             accepted = listener.accept() => {
                 if let Ok((socket, _)) = accepted {
                     let _ = socket.set_nodelay(true);
-                    tokio::spawn(connection(socket, streams.clone(), token.clone()));
+                    tokio::spawn(connection(socket, streams.clone(), token.clone(), stop.clone()));
                 }
             }
             _ = expiry.tick() => streams.expire(Instant::now()),
@@ -66,7 +82,8 @@ pub async fn serve(listener: StdListener, streams: Arc<Streams>, token: Arc<[u8]
     }
 }
 
-async fn hello(socket: &TcpStream, token: &[u8]) -> Option<u64> {
+/// The hello, and what the peer sent after it (a multiplexed connection's first commands).
+async fn hello(socket: &TcpStream, token: &[u8]) -> Option<(Hello, Vec<u8>)> {
     let mut line = [0u8; MAX_HELLO];
     let mut filled = 0;
     let read = async {
@@ -90,7 +107,7 @@ async fn hello(socket: &TcpStream, token: &[u8]) -> Option<u64> {
     };
     tokio::time::timeout(HELLO_TIME, read).await.ok()??;
     let end = line[..filled].iter().position(|&b| b == b'\n')? + 1;
-    read_hello(&line[..end], token)
+    Some((read_hello(&line[..end], token)?, line[end..filled].to_vec()))
 }
 
 /// What a stream's task has to do next.
@@ -160,8 +177,12 @@ async fn write_all(socket: &TcpStream, stream: &Stream, mut bytes: &[u8]) -> boo
     true
 }
 
-async fn connection(socket: TcpStream, streams: Arc<Streams>, token: Arc<[u8]>) {
-    let Some(ticket) = hello(&socket, &token).await else { return };
+async fn connection(socket: TcpStream, streams: Arc<Streams>, token: Arc<[u8]>, stop: watch::Receiver<bool>) {
+    let ticket = match hello(&socket, &token).await {
+        Some((Hello::Ticket(ticket), _)) => ticket,
+        Some((Hello::Mux, first)) => return super::mux::serve(socket, streams, first, stop).await,
+        None => return,
+    };
     let Some((handle, stream)) = streams.attach(ticket) else { return };
     let reason = loop {
         let next = {
@@ -202,8 +223,10 @@ mod tests {
 
     #[test]
     fn a_hello_names_its_ticket_only_with_the_token() {
-        assert_eq!(read_hello(b"secret 2a\n", b"secret"), Some(42));
-        assert_eq!(read_hello(b"secret 2a\r\n", b"secret"), Some(42));
+        assert_eq!(read_hello(b"secret 2a\n", b"secret"), Some(Hello::Ticket(42)));
+        assert_eq!(read_hello(b"secret 2a\r\n", b"secret"), Some(Hello::Ticket(42)));
+        assert_eq!(read_hello(b"secret mux\n", b"secret"), Some(Hello::Mux));
+        assert_eq!(read_hello(b"secreT mux\n", b"secret"), None);
         assert_eq!(read_hello(b"secreT 2a\n", b"secret"), None);
         assert_eq!(read_hello(b"secret 2a", b"secret"), None);
         assert_eq!(read_hello(b"secret zz\n", b"secret"), None);

@@ -11,6 +11,9 @@
 
 pub mod lanes;
 pub mod listener;
+pub mod mux;
+pub mod mux_wire;
+pub mod ready;
 pub mod streams;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

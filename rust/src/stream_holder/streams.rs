@@ -18,6 +18,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::lanes::{self, Registration, Wakeups};
+use super::ready::{Marks, Slot};
 
 /// Why a stream ended (reported to Python as its number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct StreamState {
     pub end: Option<EndReason>,
     /// The connection's task, waiting for something to write.
     pub reader: Option<Registration>,
+    /// Attached through a multiplexed connection: marked there when something is queued or it ends.
+    pub mux: Option<Slot>,
 }
 
 pub type Stream = Mutex<StreamState>;
@@ -99,6 +102,7 @@ impl Streams {
     /// [`Streams::send`] of frames given in parts, joined in the stream's buffer.
     pub fn send_parts<'a, const N: usize>(&self, items: impl IntoIterator<Item = (u64, [&'a [u8]; N])>) -> usize {
         let mut wake = Wakeups::default();
+        let mut marks = Marks::default();
         let mut overflowed = Vec::new();
         let mut sent = 0;
         {
@@ -124,9 +128,13 @@ impl Streams {
                 if let Some(reader) = state.reader.take() {
                     wake.add(reader);
                 }
+                if let Some(slot) = state.mux.as_mut() {
+                    marks.mark(slot);
+                }
             }
         }
         wake.wake();
+        marks.wake();
         // Reported at once: the reader may be busy with its own slow client and not look for a while.
         for handle in overflowed {
             self.finished(handle, EndReason::Overflow);
@@ -136,14 +144,29 @@ impl Streams {
 
     /// End a stream (what it has queued is still written).
     pub fn end(&self, handle: u64) {
-        let reader = {
+        self.end_as(handle, EndReason::Ended);
+    }
+
+    /// End a stream as broken (`reason`): its reader gets no more of what it has queued.
+    pub fn fail(&self, handle: u64, reason: EndReason) {
+        self.end_as(handle, reason);
+    }
+
+    fn end_as(&self, handle: u64, reason: EndReason) {
+        let (reader, marks) = {
             let table = self.table.lock();
             let Some(stream) = table.streams.get(&handle) else { return };
             let mut state = stream.lock();
-            state.end.get_or_insert(EndReason::Ended);
-            state.reader.take()
+            state.end.get_or_insert(reason);
+            let mut marks = Marks::default();
+            if let Some(slot) = state.mux.as_mut() {
+                marks.mark(slot);
+            }
+            (state.reader.take(), state.mux.as_ref().map(|_| marks))
         };
-        if let Some(reader) = reader {
+        if let Some(marks) = marks {
+            marks.wake();
+        } else if let Some(reader) = reader {
             let mut wake = Wakeups::default();
             wake.add(reader);
             wake.wake();
@@ -155,7 +178,7 @@ impl Streams {
                 ticket.map(|t| table.waiting.remove(&t))
             };
             if unattached.is_some() {
-                self.finished(handle, EndReason::Ended);
+                self.finished(handle, reason);
             }
         }
     }

@@ -1,0 +1,355 @@
+//! The gateway's side of the multiplexed connection to a node's stream holder
+//! ([`crate::stream_holder::mux_wire`]): one connection per holder (host, port) carries every stream this
+//! gateway reads from it, instead of one connection (a descriptor and a read per event) per stream.
+//!
+//! Each connection has a [`Streams`] table of its own: a stream attached through it is admitted there and
+//! read by the client's connection task as a [`LocalReader`] (the same reader an all-in-one's gateway uses
+//! for its own node's streams). One task reads the connection and queues each record's frames on its
+//! stream: it never waits for a client, and a stream whose client does not keep up overflows its bounded
+//! queue and ends (its client's connection breaks) without slowing the others. Another task writes the
+//! commands: attach, and close for the streams whose client went away (so the node forgets them). When
+//! the connection ends (the node stopped or died, the network broke) every stream on it ends cleanly, so the
+//! SDKs reconnect at once, and the next attach connects again.
+//!
+//! Thread-safety: the pool is a process-wide table; a connection's table is shared by its tasks and the
+//! clients' tasks on any of the gateway's threads.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+
+use crate::stream_holder::listener::MUX_HELLO;
+use crate::stream_holder::mux_wire::{self, ATTACH, BROKEN, CLOSE, DATA, END};
+use crate::stream_holder::streams::{EndReason, LocalReader, Streams};
+
+/// Bytes a stream may have queued on the gateway for a client that does not read (as the holder's default).
+pub const STREAM_LIMIT: usize = 4 << 20;
+/// Bytes read from the connection at most per read: an event's frames for 1,000 recipients (~300 KB) in one
+/// or two reads, so their readers are woken in one or two batches.
+const READ_CHUNK: usize = 256 << 10;
+
+type Command = [u8; mux_wire::COMMAND_LEN];
+
+/// One multiplexed connection to a holder.
+struct Mux {
+    streams: Arc<Streams>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// False once the connection ended (checked and set under this lock, so a stream admitted while it is
+    /// true is among those the end ends).
+    alive: Mutex<bool>,
+}
+
+impl Mux {
+    /// A new stream for `ticket` read through this connection; None when the connection has ended.
+    fn attach(&self, ticket: u64) -> Option<LocalReader> {
+        let alive = self.alive.lock();
+        if !*alive {
+            return None;
+        }
+        let local = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
+        let id = self.streams.admit(b"", local, Instant::now());
+        let reader = self.streams.attach_local(local)?;
+        drop(alive);
+        if self.commands.send(mux_wire::command(ATTACH, id, ticket)).is_err() {
+            self.streams.end(id);
+        }
+        Some(reader)
+    }
+
+    /// The connection ended: every stream on it ends cleanly (its queued frames are still read).
+    fn ended(&self) {
+        *self.alive.lock() = false;
+        for handle in self.streams.handles() {
+            self.streams.end(handle);
+        }
+    }
+}
+
+/// Local tickets of the per-connection tables (any unique number: only this module attaches them).
+static NEXT_LOCAL: AtomicU64 = AtomicU64::new(1);
+
+/// Key: the holder's host, port and the token this gateway speaks with.
+type Key = (String, u16, Vec<u8>);
+/// The connections, each behind an async lock taken while it is being made.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Mux>>>>;
+static POOL: LazyLock<Mutex<HashMap<Key, Slot>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The stream of `ticket` held at `host:port`, read through this gateway's connection to that holder (made
+/// when there is none, or the last one ended).
+pub async fn attach(host: &str, port: u16, token: &[u8], ticket: u64, connect_timeout: Duration) -> io::Result<LocalReader> {
+    let slot = {
+        let mut pool = POOL.lock();
+        let key = (host.to_owned(), port, token.to_vec());
+        if !pool.contains_key(&key) {
+            // Holders' ports change with every node start: forget the connections that ended.
+            pool.retain(|_, slot| slot.try_lock().map_or(true, |mux| mux.as_ref().is_some_and(|mux| *mux.alive.lock())));
+        }
+        pool.entry(key).or_default().clone()
+    };
+    let mut current = slot.lock().await;
+    if let Some(reader) = current.as_ref().and_then(|mux| mux.attach(ticket)) {
+        return Ok(reader);
+    }
+    let mux = connect(host, port, token, connect_timeout).await?;
+    let reader = mux.attach(ticket).ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "stream holder closed"))?;
+    *current = Some(mux);
+    Ok(reader)
+}
+
+/// Streams open through multiplexed connections, and the connections (for the gateway's tests and stats).
+pub fn open_counts() -> (usize, usize) {
+    let pool = POOL.lock();
+    let muxes: Vec<Arc<Mux>> = pool.values().filter_map(|slot| slot.try_lock().ok().and_then(|m| m.clone())).collect();
+    let live: Vec<&Arc<Mux>> = muxes.iter().filter(|mux| *mux.alive.lock()).collect();
+    (live.iter().map(|mux| mux.streams.len()).sum(), live.len())
+}
+
+async fn connect(host: &str, port: u16, token: &[u8], connect_timeout: Duration) -> io::Result<Arc<Mux>> {
+    let connecting = TcpStream::connect(format!("{host}:{port}"));
+    let socket = tokio::time::timeout(connect_timeout, connecting)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stream holder connect timeout"))??;
+    socket.set_nodelay(true)?;
+    let (reading, mut writing) = socket.into_split();
+    let mut hello = token.to_vec();
+    hello.push(b' ');
+    hello.extend_from_slice(MUX_HELLO);
+    hello.push(b'\n');
+    writing.write_all(&hello).await?;
+    let closed = Arc::new(Notify::new());
+    let notified = closed.clone();
+    let streams = Arc::new(Streams::new(STREAM_LIMIT, Duration::from_secs(3600), Box::new(move || notified.notify_one())));
+    let (commands, queued) = mpsc::unbounded_channel();
+    let mux = Arc::new(Mux { streams, commands, alive: Mutex::new(true) });
+    tokio::spawn(write_commands(writing, queued, mux.streams.clone(), closed));
+    tokio::spawn(read_records(reading, EndGuard(mux.clone())));
+    Ok(mux)
+}
+
+/// Ends the connection's streams when its reading task ends, also when the task is dropped with its runtime.
+struct EndGuard(Arc<Mux>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.ended();
+    }
+}
+
+/// Queue each record's frames on its stream until the connection ends.
+async fn read_records(socket: OwnedReadHalf, guard: EndGuard) {
+    let streams = &guard.0.streams;
+    let mut buffer: Vec<u8> = Vec::new();
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        buffer.reserve(READ_CHUNK);
+        match socket.try_read_buf(&mut buffer) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
+        let mut used = 0;
+        let mut frames: Vec<(u64, &[u8])> = Vec::new();
+        let mut ends: Vec<(u64, u8)> = Vec::new();
+        loop {
+            match mux_wire::record(&buffer[used..]) {
+                Ok(Some((record, length))) => {
+                    match record.kind {
+                        DATA => frames.push((record.id, record.data)),
+                        kind => ends.push((record.id, kind)),
+                    }
+                    used += length;
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        // One table lock and one wake-up per reading thread for all the frames of this read.
+        streams.send(frames);
+        for (id, kind) in ends {
+            match kind {
+                END => streams.end(id),
+                BROKEN => streams.fail(id, EndReason::Gone),
+                _ => {}
+            }
+        }
+        buffer.drain(..used);
+        if buffer.is_empty() {
+            buffer = Vec::new(); // an idle connection keeps no read buffer
+        }
+    }
+}
+
+/// Write the attach commands, and a close for every stream whose client went away or fell behind.
+async fn write_commands(mut socket: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Command>, streams: Arc<Streams>, closed: Arc<Notify>) {
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        tokio::select! {
+            command = queued.recv() => match command {
+                Some(command) => out.extend_from_slice(&command),
+                None => return,
+            },
+            () = closed.notified() => {}
+        }
+        while let Ok(command) = queued.try_recv() {
+            out.extend_from_slice(&command);
+        }
+        for (id, reason) in streams.take_ended() {
+            if reason != EndReason::Ended {
+                out.extend_from_slice(&mux_wire::command(CLOSE, id, 0));
+            }
+        }
+        if !out.is_empty() && socket.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream_holder::streams::Read;
+    use bytes::Bytes;
+    use std::future::poll_fn;
+    use std::net::TcpListener as StdListener;
+    use tokio::sync::watch;
+
+    /// A holder's listener on loopback: its port, its table, and the sender that stops it.
+    fn holder() -> (u16, Arc<Streams>, watch::Sender<bool>) {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let streams = Arc::new(Streams::new(1 << 20, Duration::from_secs(5), Box::new(|| {})));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(crate::stream_holder::listener::serve(listener, streams.clone(), Arc::from(&b"tok"[..]), stopped));
+        (port, streams, stop)
+    }
+
+    async fn read(reader: &mut LocalReader) -> Read {
+        tokio::time::timeout(Duration::from_secs(10), poll_fn(|cx| reader.poll_read(cx))).await.expect("read in time")
+    }
+
+    /// Everything until the stream's end: its bytes and how it ended.
+    async fn read_to_end(reader: &mut LocalReader) -> (Vec<u8>, Read) {
+        let mut got = Vec::new();
+        loop {
+            match read(reader).await {
+                Read::Frames(frames) => got.extend_from_slice(&frames),
+                end => return (got, end),
+            }
+        }
+    }
+
+    async fn until(mut done: impl FnMut() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("in time");
+    }
+
+    #[tokio::test]
+    async fn streams_of_one_holder_share_one_connection_and_end_each_on_their_own() {
+        let (port, held, _stop) = holder();
+        let now = Instant::now();
+        let (a, b, c) = (held.admit(b"A0;", 0xa, now), held.admit(b"B0;", 0xb, now), held.admit(b"C0;", 0xc, now));
+        let timeout = Duration::from_secs(5);
+        let mut reader_a = attach("127.0.0.1", port, b"tok", 0xa, timeout).await.unwrap();
+        let mut reader_b = attach("127.0.0.1", port, b"tok", 0xb, timeout).await.unwrap();
+        let reader_c = attach("127.0.0.1", port, b"tok", 0xc, timeout).await.unwrap();
+        assert_eq!(read(&mut reader_a).await, Read::Frames(Bytes::from_static(b"A0;")));
+        assert_eq!(read(&mut reader_b).await, Read::Frames(Bytes::from_static(b"B0;")));
+        // An unknown ticket breaks only its own stream.
+        let mut stranger = attach("127.0.0.1", port, b"tok", 0xdead, timeout).await.unwrap();
+        assert_eq!(read(&mut stranger).await, Read::Broken(EndReason::Gone));
+
+        held.send([(a, &b"A1;"[..]), (b, &b"B1;"[..])]);
+        held.send([(a, &b"A2;"[..])]);
+        held.end(a); // a move, the idle time: written out, then the clean end
+        assert_eq!(read_to_end(&mut reader_a).await, (b"A1;A2;".to_vec(), Read::Ended));
+        assert_eq!(read(&mut reader_b).await, Read::Frames(Bytes::from_static(b"B1;")));
+        until(|| held.take_ended() == vec![(a, EndReason::Ended)]).await;
+
+        drop(reader_c); // the client went away: the node forgets the stream
+        until(|| held.take_ended() == vec![(c, EndReason::Gone)]).await;
+        assert_eq!(held.len(), 1);
+        let pooled = POOL.lock().get(&("127.0.0.1".to_owned(), port, b"tok".to_vec())).cloned().unwrap();
+        assert_eq!(pooled.lock().await.as_ref().unwrap().streams.len(), 1); // b's
+        drop(reader_b);
+        until(|| held.is_empty()).await;
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_overflows_alone() {
+        let (port, held, _stop) = holder();
+        let now = Instant::now();
+        let (stalled, live) = (held.admit(b"", 1, now), held.admit(b"", 2, now));
+        let timeout = Duration::from_secs(5);
+        let mut stalled_reader = attach("127.0.0.1", port, b"tok", 1, timeout).await.unwrap();
+        let mut live_reader = attach("127.0.0.1", port, b"tok", 2, timeout).await.unwrap();
+        let frame = vec![b'x'; 64 << 10];
+        let (mut sent, mut received) = (0, 0);
+        // The stalled client's queue on the gateway passes its limit: it is dropped, on both sides, while
+        // the other stream gets every frame.
+        for _ in 0..(STREAM_LIMIT / frame.len() + 8) {
+            held.send([(stalled, &frame[..]), (live, &frame[..])]);
+            sent += frame.len();
+            while received < sent {
+                match read(&mut live_reader).await {
+                    Read::Frames(frames) => received += frames.len(),
+                    other => panic!("the live stream ended: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(read_to_end(&mut stalled_reader).await.1, Read::Broken(EndReason::Overflow));
+        until(|| held.take_ended() == vec![(stalled, EndReason::Gone)]).await;
+        held.send([(live, &b"after"[..])]);
+        assert_eq!(read(&mut live_reader).await, Read::Frames(Bytes::from_static(b"after")));
+    }
+
+    #[tokio::test]
+    async fn the_holders_stop_ends_every_stream_cleanly_and_the_next_attach_connects_again() {
+        let (port, held, stop) = holder();
+        let handle = held.admit(b"first;", 7, Instant::now());
+        let timeout = Duration::from_secs(5);
+        let mut reader = attach("127.0.0.1", port, b"tok", 7, timeout).await.unwrap();
+        assert_eq!(read(&mut reader).await, Read::Frames(Bytes::from_static(b"first;")));
+        held.send([(handle, &b"last;"[..])]);
+        stop.send(true).unwrap();
+        assert_eq!(read_to_end(&mut reader).await, (b"last;".to_vec(), Read::Ended));
+        until(|| held.is_empty()).await;
+        assert!(attach("127.0.0.1", port, b"tok", 8, timeout).await.is_err()); // nobody listens there now
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_breaks_ends_its_streams_cleanly_after_what_arrived() {
+        // A holder that dies: it sends one stream's frame, then its connection is gone.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut hello = [0u8; 8]; // "tok mux\n"
+            tokio::io::AsyncReadExt::read_exact(&mut socket, &mut hello).await.unwrap();
+            let mut attach = [0u8; mux_wire::COMMAND_LEN];
+            tokio::io::AsyncReadExt::read_exact(&mut socket, &mut attach).await.unwrap();
+            let (commands, _) = mux_wire::commands(&attach);
+            let mut out = Vec::new();
+            mux_wire::push_record(&mut out, DATA, commands[0].1, b"data:1\n\n");
+            socket.write_all(&out).await.unwrap();
+        });
+        let mut reader = attach("127.0.0.1", port, b"tok", 1, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(read_to_end(&mut reader).await, (b"data:1\n\n".to_vec(), Read::Ended));
+    }
+}
