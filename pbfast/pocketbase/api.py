@@ -24,11 +24,12 @@ from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Request, Router, S
 from pbfast.logs import component_logger
 from pbfast.pocketbase import auth
 from pbfast.pocketbase.apis import backups as backups_api
-from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons, file, health, logs, realtime, record_auth,
-                                    record_auth_email_change, record_auth_impersonate, record_auth_methods,
-                                    record_auth_otp, record_auth_password_reset, record_auth_verification,
-                                    record_auth_with_oauth2, record_auth_with_oauth2_redirect, records, settings,
-                                    settings_apple, settings_test_email, settings_test_s3, sql_console)
+from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons, dashboard_pages, file, health, logs,
+                                    realtime, record_auth, record_auth_email_change, record_auth_impersonate,
+                                    record_auth_methods, record_auth_otp, record_auth_password_reset,
+                                    record_auth_verification, record_auth_with_oauth2,
+                                    record_auth_with_oauth2_redirect, records, settings, settings_apple,
+                                    settings_test_email, settings_test_s3, sql_console)
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.password_checks import PasswordChecks
@@ -112,8 +113,9 @@ class TenantApi:
 
         add("GET", "/api/oauth2-redirect", oauth2_redirect)
         add("POST", "/api/oauth2-redirect", oauth2_redirect)
-        # Handlers without database work that touch the realtime clients: answered on the event loop.
-        self.loop_handlers: set[Handler] = {oauth2_redirect}
+        add("GET", "/_/", dashboard_pages.dashboard_page)
+        # Handlers without database work (the realtime clients, a static page): answered on the event loop.
+        self.loop_handlers: set[Handler] = {oauth2_redirect, dashboard_pages.dashboard_page}
         add("GET", "/api/settings", settings.settings_list)
         add("PATCH", "/api/settings", settings.settings_update)
         add("POST", "/api/settings/test/s3", settings_test_s3.settings_test_s3)

@@ -2,9 +2,8 @@
 ``health_test.go``): the cases the older scenario modules did not cover yet, with the requests, bodies and
 tokens of those tests (the fixture's tokens last until 2050). What the Go tests arrange in code before a case
 (an MFA session, a one-time password, an index collation, rate limit rules) is arranged here through the API,
-as the superuser. Not ported: ``/api/oauth2-redirect``'s answers (PocketBase redirects to its bundled
-dashboard's pages; a pbfast tenant has no dashboard and answers as PocketBase built without one: 200 and a
-line of text), and the cases that need a real OAuth2 provider (``test_oauth2.py`` runs one). Run by ``test_differential_go_ports.py``, in order, on one pair of servers."""
+as the superuser. Not here: ``/api/oauth2-redirect``'s cases (they need realtime clients:
+``oauth2_redirects.py``), and the cases that need a real OAuth2 provider (``test_oauth2.py`` runs one). Run by ``test_differential_go_ports.py``, in order, on one pair of servers."""
 
 from __future__ import annotations
 

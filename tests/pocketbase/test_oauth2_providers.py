@@ -382,7 +382,7 @@ def test_apple_id_token(backends: tuple[Backend, Backend], provider: FakeProvide
         posted = httpx.post(f"{fast.url}/api/oauth2-redirect", timeout=30, data={
             "state": realtime.client_id, "code": code,
             "user": '{"name": {"firstName": "Ann", "lastName": "Apple"}, "email": "ap@example.com"}'})
-        assert posted.status_code == 200 and "completed" in posted.text
+        assert posted.status_code == 303 and posted.headers["location"].endswith("success"), posted.text
         assert realtime.wait_events(1)[0].data["code"] == code
     finally:
         realtime.close()

@@ -4,8 +4,9 @@ connection, subscribes to ``@oauth2`` and uses its client id as the OAuth2 ``sta
 browser here with ``state`` and ``code`` (or ``error``), and this hands them to that client as an ``@oauth2``
 message (once: the subscription is removed), after which the SDK calls ``auth-with-oauth2``.
 
-Answered on the event loop (no database work). As PocketBase without its bundled dashboard (a tenant has
-none): ``200`` text "Auth completed..." or "Failed to authenticate..." instead of a redirect to ``/_/``.
+Answered on the event loop (no database work), as PocketBase with its bundled dashboard answers: a redirect
+(307, 303 after a POST) to ``../_/#/auth/oauth2-redirect-success`` or ``-failure``, where the tenant's
+``/_/`` page (:mod:`pbfast.pocketbase.apis.dashboard_pages`) tells the user to go back to the app.
 
 A redirect from another address than the realtime stream's fails (and ends the subscription) as in PocketBase.
 Apple's posted ``user`` name is kept for the login call (:mod:`pbfast.pocketbase.oauth2.apple_names`).
@@ -32,8 +33,8 @@ __all__ = ["oauth2_redirect"]
 log = component_logger("TenantNode")
 
 TOPIC: Final = "@oauth2"
-SUCCESS: Final = "Auth completed. You can close this window and go back to the app."
-FAILURE: Final = "Failed to authenticate. You can close this window and go back to the app to try again."
+SUCCESS_PATH: Final = "../_/#/auth/oauth2-redirect-success"
+FAILURE_PATH: Final = "../_/#/auth/oauth2-redirect-failure"
 
 
 def oauth2_redirect(hub: RealtimeHub, request: TenantRequest) -> None:
@@ -72,7 +73,5 @@ def oauth2_redirect(hub: RealtimeHub, request: TenantRequest) -> None:
 
 
 def _answer(request: TenantRequest, *, success: bool) -> None:
-    if success:
-        request.proto.response_bytes(200, [("content-type", "text/html; charset=utf-8")], SUCCESS.encode())
-    else:
-        request.proto.response_bytes(200, [("content-type", "text/plain; charset=utf-8")], FAILURE.encode())
+    status = 307 if request.method == "GET" else 303  # a POST's browser follows with a GET
+    request.proto.response_bytes(status, [("location", SUCCESS_PATH if success else FAILURE_PATH)], b"")
