@@ -36,7 +36,7 @@ from pbfast.primitives import RequestLogQueue
 if TYPE_CHECKING:
     from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["AUXILIARY_DB", "ERROR_LEVEL", "HOLD_ROWS", "HOLD_SECONDS", "INFO_LEVEL", "LogEntry", "RequestLogs", "cached_settings",
+__all__ = ["AUXILIARY_DB", "ERROR_LEVEL", "INFO_LEVEL", "LogEntry", "RequestLogs", "cached_settings",
            "settings_at_hand",
            "format_created", "open_auxiliary"]
 
@@ -48,12 +48,6 @@ ERROR_LEVEL: Final = 8  # slog.LevelError
 PRUNE_EVERY_SECONDS: Final = 6 * 3600  # PocketBase's "0 */6 * * *" cleanup
 SETTINGS_FRESH_SECONDS: Final = 1.0
 CONNECTION_IDLE_SECONDS: Final = 60.0  # the writer closes a tenant's auxiliary.db after this long unused
-# A tenant with few rows queued has them written once it has HOLD_ROWS or its first waited HOLD_SECONDS, as
-# PocketBase writes its logs (a batch of 200, or 3 s after): each tenant's transaction costs ~0.1 ms of CPU
-# besides its rows (8.4 us a row in batches of 20, 3.6 in one of 2,000), so with 1,000 tenants each written
-# once a second the writer took 12 % of a node's CPU. The logs API writes everything queued before it reads.
-HOLD_ROWS: Final = 200
-HOLD_SECONDS: Final = 3.0
 # Each kept connection holds three descriptors (database, WAL, shared memory), and a node cycles through
 # thousands of tenants. In a node the writer keeps one per tenant the node has open (it follows the node's opens
 # and closes: :meth:`RequestLogs.follow_open_tenants`); reopening one for every batch cost 16 % of the node's CPU
@@ -201,7 +195,6 @@ class RequestLogs:
         self._max_kept = MAX_KEPT_CONNECTIONS
         self._is_open: Callable[[Path], bool] | None = None  # the node's open tenants (follow_open_tenants)
         self._pruned: dict[Path, float] = {}  # tenant directory -> monotonic time of its last prune
-        self._held: dict[Path, tuple[_Batch, float]] = {}  # tenant directory -> (rows held, monotonic time held since)
         app_settings.on_saved(self._settings_saved)
 
     @property
@@ -231,36 +224,13 @@ class RequestLogs:
         self._max_kept = max_open if max_open is not None else 1 << 30
 
     def pending(self) -> int:
-        return len(self._queue) + sum(batch.rows() for batch, _ in self._held.values())
+        return len(self._queue)
 
     def flush(self) -> None:
         """Write everything queued now (the logs API reads after it: a request's own earlier logs show), then
         close the connections no longer kept."""
         with self._lock:
-            held, self._held = self._held, {}
-            self._write(_joined({directory: batch for directory, (batch, _) in held.items()}, self._drain()))
-            self._let_go()
-
-    def _pass(self) -> None:
-        """The writer's pass: what is queued, but a tenant's few rows wait for more (:data:`HOLD_ROWS`,
-        :data:`HOLD_SECONDS`) unless the node closed the tenant (its connection goes after its rows)."""
-        with self._lock:
-            now, is_open = time.monotonic(), self._is_open
-            due: dict[Path, _Batch] = {}
-            for directory, batch in self._drain().items():
-                held = self._held.pop(directory, None)
-                since = now if held is None else held[1]
-                if held is not None:
-                    batch = _joined({directory: held[0]}, {directory: batch})[directory]
-                if batch.rows() >= HOLD_ROWS or now - since >= HOLD_SECONDS:
-                    due[directory] = batch
-                else:
-                    self._held[directory] = (batch, since)
-            for directory, (batch, since) in list(self._held.items()):
-                if now - since >= HOLD_SECONDS or (is_open is not None and not is_open(directory)):
-                    due[directory] = batch
-                    del self._held[directory]
-            self._write(due)
+            self._write(self._drain())
             self._let_go()
 
     def close(self) -> None:
@@ -292,7 +262,7 @@ class RequestLogs:
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
-                self._pass()
+                self.flush()
             except Exception:  # noqa: BLE001 - the writer must go on
                 log.exception("writing request logs failed")
 
@@ -404,15 +374,6 @@ class RequestLogs:
             self.prune(tenant.directory, settings.logs.max_days, settings.logs.min_level)
         except apsw.Error as err:
             log.warning("tenant %s: pruning request logs failed: %s", tenant.id, err)
-
-
-def _joined(first: dict[Path, _Batch], then: dict[Path, _Batch]) -> dict[Path, _Batch]:
-    """Each tenant's rows of ``first`` followed by those of ``then`` (its ``maxDays`` the later one's)."""
-    joined = dict(first)
-    for directory, batch in then.items():
-        earlier = joined.get(directory)
-        joined[directory] = batch if earlier is None else _Batch(batch.max_days, earlier.parts + batch.parts)
-    return joined
 
 
 def _delete_old(conn: apsw.Connection, max_days: int, min_level: int | None) -> None:

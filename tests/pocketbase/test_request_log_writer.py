@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from pbfast.pocketbase.collections.database import init_tenant_database
-from pbfast.pocketbase.request_logs import ERROR_LEVEL, HOLD_ROWS, HOLD_SECONDS, INFO_LEVEL, LogEntry, RequestLogs
+from pbfast.pocketbase.request_logs import ERROR_LEVEL, INFO_LEVEL, LogEntry, RequestLogs
 from pbharness import create_tenant, start_all_in_one
 
 CREATED = 1796601600.25  # 2026-12-07 00:00:00.250 UTC
@@ -63,37 +63,6 @@ def test_batches_of_any_size_land_whole_in_order_and_as_pocketbase_rows(tmp_path
         assert orjson.loads(data)["url"] == f"/api/x/{number}"
         assert orjson.loads(data).get("details") == ({"a": 2, "b": 1} if level else None)
         assert created == f"2026-12-07 00:00:00.{250 + number:03d}Z"
-
-
-def test_a_tenants_few_rows_wait_for_more_as_pocketbase_writes_its_logs(tmp_path: Path) -> None:
-    """The writer's passes write a tenant's rows once it has HOLD_ROWS of them, or HOLD_SECONDS after its first
-    (PocketBase: a batch of 200, or 3 s after); a flush (the logs API, a shutdown) writes them at once."""
-    quiet, busy, read = tmp_path / "quiet", tmp_path / "busy", tmp_path / "read"
-    for directory in (quiet, busy, read):
-        init_tenant_database(directory)
-    logs = RequestLogs(batch=10**6, interval=0.05)
-    try:
-        logs.add(_entry(quiet, 1))
-        for number in range(HOLD_ROWS):
-            logs.add(_entry(busy, number))
-        logs.add(_entry(read, 1))
-        started = time.monotonic()
-        deadline = started + 5
-        while len(_rows(busy)) < HOLD_ROWS:  # a full batch goes at the next pass
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        assert len(_rows(quiet)) == 0 and logs.pending() == 2
-        logs.flush()  # what the logs API does before it reads
-        assert len(_rows(read)) == 1 and len(_rows(quiet)) == 1
-        logs.add(_entry(quiet, 2))
-        waited_from = time.monotonic()
-        while len(_rows(quiet)) < 2:
-            assert time.monotonic() < waited_from + HOLD_SECONDS + 2
-            time.sleep(0.02)
-        assert time.monotonic() - waited_from >= HOLD_SECONDS - 0.1
-    finally:
-        logs.close()
-    assert logs.written == HOLD_ROWS + 3 and logs.failed == 0
 
 
 # A request stock PocketBase 0.40.6 logged (``GET /api/health?a=1&b=%3Cx%3E&c=%E2%80%A8é`` with a user agent and a
