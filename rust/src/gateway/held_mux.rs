@@ -118,6 +118,7 @@ async fn connect(host: &str, port: u16, token: &[u8], connect_timeout: Duration)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stream holder connect timeout"))??;
     socket.set_nodelay(true)?;
+    mux_wire::watch_peer(&socket)?;
     let (reading, mut writing) = socket.into_split();
     let mut hello = token.to_vec();
     hello.push(b' ');
@@ -129,12 +130,21 @@ async fn connect(host: &str, port: u16, token: &[u8], connect_timeout: Duration)
     let streams = Arc::new(Streams::new(STREAM_LIMIT, Duration::from_secs(3600), Box::new(move || notified.notify_one())));
     let (commands, queued) = mpsc::unbounded_channel();
     let mux = Arc::new(Mux { streams, commands, alive: Mutex::new(true) });
-    tokio::spawn(write_commands(writing, queued, mux.streams.clone(), closed));
-    tokio::spawn(read_records(reading, EndGuard(mux.clone())));
+    let guard = EndGuard(mux.clone());
+    tokio::spawn(async move {
+        // Whichever half ends first (the node closed, a bad record, a failed or stalled write) ends the
+        // other: the socket closes with both halves, and the guard ends the streams and marks the connection
+        // dead, so the next attach connects again.
+        tokio::select! {
+            () = read_records(reading, &guard.0.streams) => {}
+            () = write_commands(writing, queued, guard.0.streams.clone(), closed) => {}
+        }
+        drop(guard);
+    });
     Ok(mux)
 }
 
-/// Ends the connection's streams when its reading task ends, also when the task is dropped with its runtime.
+/// Ends the connection's streams when its task ends, also when the task is dropped with its runtime.
 struct EndGuard(Arc<Mux>);
 
 impl Drop for EndGuard {
@@ -144,8 +154,7 @@ impl Drop for EndGuard {
 }
 
 /// Queue each record's frames on its stream until the connection ends.
-async fn read_records(socket: OwnedReadHalf, guard: EndGuard) {
-    let streams = &guard.0.streams;
+async fn read_records(socket: OwnedReadHalf, streams: &Streams) {
     let mut buffer: Vec<u8> = Vec::new();
     loop {
         if socket.readable().await.is_err() {
@@ -209,7 +218,8 @@ async fn write_commands(mut socket: OwnedWriteHalf, mut queued: mpsc::UnboundedR
                 out.extend_from_slice(&mux_wire::command(CLOSE, id, 0));
             }
         }
-        if !out.is_empty() && socket.write_all(&out).await.is_err() {
+        // A node that takes no commands for this long is stuck (the reading half keeps draining it).
+        if !out.is_empty() && !matches!(tokio::time::timeout(mux_wire::PEER_TIMEOUT, socket.write_all(&out)).await, Ok(Ok(()))) {
             return;
         }
         out.clear();
@@ -351,5 +361,37 @@ mod tests {
         });
         let mut reader = attach("127.0.0.1", port, b"tok", 1, Duration::from_secs(5)).await.unwrap();
         assert_eq!(read_to_end(&mut reader).await, (b"data:1\n\n".to_vec(), Read::Ended));
+    }
+
+    #[tokio::test]
+    async fn a_bad_record_closes_the_whole_connection_and_the_next_attach_opens_a_new_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut hello_and_attach = [0u8; 8 + mux_wire::COMMAND_LEN];
+            tokio::io::AsyncReadExt::read_exact(&mut socket, &mut hello_and_attach).await.unwrap();
+            socket.write_all(&[9u8; mux_wire::RECORD_HEAD]).await.unwrap(); // no holder writes this
+            // The gateway closes its writing half too: this read ends instead of waiting forever.
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest).await;
+            closed_tx.send(()).unwrap();
+            let (mut again, _) = listener.accept().await.unwrap();
+            let mut hello = [0u8; 8];
+            tokio::io::AsyncReadExt::read_exact(&mut again, &mut hello).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let timeout = Duration::from_secs(5);
+        let mut reader = attach("127.0.0.1", port, b"tok", 1, timeout).await.unwrap();
+        assert_eq!(read_to_end(&mut reader).await, (Vec::new(), Read::Ended));
+        tokio::time::timeout(Duration::from_secs(10), closed_rx).await.expect("closed in time").unwrap();
+        let key = ("127.0.0.1".to_owned(), port, b"tok".to_vec());
+        let first = POOL.lock().get(&key).cloned().unwrap().lock().await.clone().unwrap();
+        assert!(!*first.alive.lock());
+        let _second = attach("127.0.0.1", port, b"tok", 2, timeout).await.unwrap();
+        let second = POOL.lock().get(&key).cloned().unwrap().lock().await.clone().unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(*second.alive.lock());
     }
 }

@@ -14,6 +14,7 @@ use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -42,7 +43,14 @@ struct Attached {
 /// Serve a gateway's multiplexed connection (after its hello; `first`: what came after it) until it closes,
 /// or until the holder stops (`stop`) and its streams are written out: then it closes it (the gateway
 /// connects again for the next stream, to wherever that is held).
-pub async fn serve(socket: TcpStream, streams: Arc<Streams>, first: Vec<u8>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(socket: TcpStream, streams: Arc<Streams>, first: Vec<u8>, stop: watch::Receiver<bool>) {
+    serve_with(socket, streams, first, stop, mux_wire::PEER_TIMEOUT).await;
+}
+
+/// [`serve`], dropping the connection when a write makes no progress for `write_stall` (a gateway that is
+/// stuck or gone): its streams end as `Gone`, reported at once, so they stop counting against the limits.
+async fn serve_with(socket: TcpStream, streams: Arc<Streams>, first: Vec<u8>, mut stop: watch::Receiver<bool>, write_stall: Duration) {
+    let _ = mux_wire::watch_peer(&socket); // best effort: the write stall bounds the rest
     let ready = Arc::new(ReadyList::default());
     let mut attached: HashMap<u64, Attached> = HashMap::new();
     let mut backlog: VecDeque<u64> = VecDeque::new();
@@ -121,7 +129,7 @@ pub async fn serve(socket: TcpStream, streams: Arc<Streams>, first: Vec<u8>, mut
             }
         }
         if !out.is_empty() {
-            if write_all(&socket, &out).await.is_err() {
+            if write_all(&socket, &out, write_stall).await.is_err() {
                 break 'serving;
             }
             out.clear();
@@ -199,13 +207,62 @@ fn detach(stream: &Stream, otherwise: EndReason) -> EndReason {
     *state.end.get_or_insert(otherwise)
 }
 
-async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+/// Write all of `bytes`; an error when the socket takes nothing for `stall`.
+async fn write_all(socket: &TcpStream, mut bytes: &[u8], stall: Duration) -> io::Result<()> {
     while !bytes.is_empty() {
         match socket.try_write(bytes) {
             Ok(written) => bytes = &bytes[written..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => tokio::time::timeout(stall, socket.writable())
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "gateway takes nothing"))??,
             Err(err) => return Err(err),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    async fn until(mut done: impl FnMut() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("in time");
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_takes_nothing_is_dropped_and_its_streams_are_reported_gone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        gateway.set_recv_buffer_size(4096).unwrap(); // a gateway that never reads: little buffered
+        gateway.connect(&listener.local_addr().unwrap().into()).unwrap();
+        let (node_side, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&node_side).set_send_buffer_size(4096).unwrap();
+        let streams = Arc::new(Streams::new(64 << 20, Duration::from_secs(5), Box::new(|| {})));
+        let now = Instant::now();
+        let (busy, quiet) = (streams.admit(b"", 1, now), streams.admit(b"", 2, now));
+        let mut first = mux_wire::command(ATTACH, 10, 1).to_vec();
+        first.extend_from_slice(&mux_wire::command(ATTACH, 11, 2));
+        let (_stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(serve_with(node_side, streams.clone(), first, stopped, Duration::from_millis(200)));
+        let chunk = vec![b'x'; 256 << 10];
+        // More than the buffers hold: the connection's write waits on the gateway, which takes nothing.
+        for _ in 0..16 {
+            streams.send([(busy, &chunk[..])]);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Past the stall the connection is dropped: the quiet stream is reported too, not held forever.
+        until(|| serving.is_finished()).await;
+        let mut ended = streams.take_ended();
+        ended.sort_unstable_by_key(|(handle, _)| *handle);
+        assert_eq!(ended, vec![(busy, EndReason::Gone), (quiet, EndReason::Gone)]);
+        assert!(streams.is_empty());
+        drop(gateway);
+    }
 }

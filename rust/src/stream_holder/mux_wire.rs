@@ -8,6 +8,22 @@
 //!   frames), [`END`] (the stream's clean end: moves, idle time, shutdown), [`BROKEN`] (overflow, an
 //!   unknown or expired ticket). Length is 0 for the last two.
 
+use std::io;
+use std::time::Duration;
+
+/// How long either end waits for its peer to take or acknowledge bytes, or to answer keepalive probes,
+/// before it drops the connection (and ends its streams): a peer host that died, or a network partition,
+/// sends no FIN, and TCP's own retries take ~15 min.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// TCP keepalive (probes after 10 s idle, every 5 s) and a user timeout of [`PEER_TIMEOUT`] on a mux socket.
+pub fn watch_peer(socket: &tokio::net::TcpStream) -> io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(10)).with_interval(Duration::from_secs(5)).with_retries(4);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(PEER_TIMEOUT))
+}
+
 /// Command: attach the admitted stream of a ticket under an id.
 pub const ATTACH: u8 = 1;
 /// Command: the gateway's client of an id is gone.
@@ -120,5 +136,16 @@ mod tests {
         assert_eq!(head.data.len(), MAX_DATA);
         assert_eq!(record(&long[used..]).unwrap().unwrap().0.data.len(), 5);
         assert!(record(&[9u8; RECORD_HEAD]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_watched_socket_probes_its_peer_and_gives_up_after_the_peer_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        watch_peer(&socket).unwrap();
+        let socket = socket2::SockRef::from(&socket);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(PEER_TIMEOUT));
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(10));
     }
 }
