@@ -6,7 +6,8 @@
 //! read by the client's connection task as a [`LocalReader`] (the same reader an all-in-one's gateway uses
 //! for its own node's streams). One task reads the connection and queues each record's frames on its
 //! stream: it never waits for a client, and a stream whose client does not keep up overflows its bounded
-//! queue and ends (its client's connection breaks) without slowing the others. Another task writes the
+//! queue and ends (its client's connection breaks) without slowing the others; the queues of all the
+//! connections share one budget, past which the largest ones end the same way. Another task writes the
 //! commands: attach, and close for the streams whose client went away (so the node forgets them). When
 //! the connection ends (the node stopped or died, the network broke) every stream on it ends cleanly, so the
 //! SDKs reconnect at once, and the next attach connects again.
@@ -28,10 +29,16 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::stream_holder::listener::MUX_HELLO;
 use crate::stream_holder::mux_wire::{self, ATTACH, BROKEN, CLOSE, DATA, END};
-use crate::stream_holder::streams::{EndReason, LocalReader, Streams};
+use crate::stream_holder::streams::{Budget, EndReason, LocalReader, Streams};
 
-/// Bytes a stream may have queued on the gateway for a client that does not read (as the holder's default).
+/// Bytes a stream may have queued on the gateway for a client that does not read (as the holder's default,
+/// so that any event the node queues fits).
 pub const STREAM_LIMIT: usize = 4 << 20;
+/// Bytes queued on the gateway for all the streams of all its connections: past it, the streams with the
+/// most queued are dropped as a client past its own limit is (10,000 stalled clients would otherwise hold
+/// 40 GiB of a gateway every tenant shares).
+const GATEWAY_LIMIT: usize = 256 << 20;
+static GATEWAY_BUDGET: LazyLock<Arc<Budget>> = LazyLock::new(|| Budget::new(GATEWAY_LIMIT));
 /// Bytes read from the connection at most per read: an event's frames for 1,000 recipients (~300 KB) in one
 /// or two reads, so their readers are woken in one or two batches.
 const READ_CHUNK: usize = 256 << 10;
@@ -127,7 +134,7 @@ async fn connect(host: &str, port: u16, token: &[u8], connect_timeout: Duration)
     writing.write_all(&hello).await?;
     let closed = Arc::new(Notify::new());
     let notified = closed.clone();
-    let streams = Arc::new(Streams::new(STREAM_LIMIT, Duration::from_secs(3600), Box::new(move || notified.notify_one())));
+    let streams = Streams::with_budget(STREAM_LIMIT, Duration::from_secs(3600), Box::new(move || notified.notify_one()), &GATEWAY_BUDGET);
     let (commands, queued) = mpsc::unbounded_channel();
     let mux = Arc::new(Mux { streams, commands, alive: Mutex::new(true) });
     let guard = EndGuard(mux.clone());

@@ -7,10 +7,15 @@
 //! slow reader. Every ended stream is reported once through [`Streams::take_ended`], and the `notify`
 //! callback is called when the first of a batch is there (Python reads them on its loop).
 //!
-//! Thread-safety: one mutex over the table, one per stream; sends lock the table once per batch.
+//! Tables may share a [`Budget`]: a bound on the bytes queued in all of them (the gateway's queues for the
+//! streams it reads from nodes), past which the streams with the most queued overflow.
+//!
+//! Thread-safety: one mutex over the table, one per stream; sends lock the table once per batch. A budget's
+//! count is atomic; shedding locks one table at a time.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,6 +47,74 @@ pub struct StreamState {
     pub reader: Option<Registration>,
     /// Attached through a multiplexed connection: marked there when something is queued or it ends.
     pub mux: Option<Slot>,
+    /// The budget `pending` is counted in (the bytes still counted are released when the state drops).
+    budget: Option<Arc<Budget>>,
+}
+
+impl StreamState {
+    /// `bytes` of `pending` left it (read, dropped).
+    fn release(&self, bytes: usize) {
+        if let Some(budget) = &self.budget {
+            budget.queued.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Drop what is queued.
+    fn discard(&mut self) {
+        self.release(self.pending.len());
+        self.pending = Vec::new();
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.release(self.pending.len());
+    }
+}
+
+/// Bytes queued in all the tables that share it, bounded: a send that takes the count past `limit` has the
+/// streams with the most queued overflow (as one past its own limit does) until it is under 7/8 of it.
+/// Counted only where frames are read by [`LocalReader`]s (the gateway's tables), not by a node's
+/// connection tasks.
+pub struct Budget {
+    limit: usize,
+    queued: AtomicUsize,
+    tables: Mutex<Vec<Weak<Streams>>>,
+    /// Held by the one send that sheds (others meanwhile do not shed the same bytes again).
+    shedding: Mutex<()>,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget { limit, queued: AtomicUsize::new(0), tables: Mutex::new(Vec::new()), shedding: Mutex::new(()) })
+    }
+
+    /// Bytes queued now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Overflow the streams with the most queued until the count is under 7/8 of the limit.
+    fn shed(&self) {
+        let Some(_shedding) = self.shedding.try_lock() else { return };
+        let target = self.limit / 8 * 7;
+        let tables: Vec<Arc<Streams>> = {
+            let mut tables = self.tables.lock();
+            tables.retain(|table| table.strong_count() > 0);
+            tables.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut queues: Vec<(usize, usize, u64)> = Vec::new(); // bytes, table, handle
+        for (index, table) in tables.iter().enumerate() {
+            queues.extend(table.queued().into_iter().map(|(handle, bytes)| (bytes, index, handle)));
+        }
+        queues.sort_unstable_by_key(|queue| std::cmp::Reverse(queue.0));
+        for (_, index, handle) in queues {
+            if self.queued() <= target {
+                break;
+            }
+            tables[index].overflow(handle);
+        }
+    }
 }
 
 pub type Stream = Mutex<StreamState>;
@@ -65,12 +138,22 @@ pub struct Streams {
     limit: usize,
     attach_time: Duration,
     notify: Box<dyn Fn() + Send + Sync>,
+    budget: Option<Arc<Budget>>,
 }
 
 impl Streams {
     /// `limit`: bytes a stream may have waiting; `notify`: called when ended streams wait to be taken.
     pub fn new(limit: usize, attach_time: Duration, notify: Box<dyn Fn() + Send + Sync>) -> Streams {
-        Streams { table: Mutex::new(Table { next: 1, ..Table::default() }), limit, attach_time, notify }
+        Streams { table: Mutex::new(Table { next: 1, ..Table::default() }), limit, attach_time, notify, budget: None }
+    }
+
+    /// [`Streams::new`] with its queued bytes counted in `budget` (for tables read by [`LocalReader`]s).
+    pub fn with_budget(limit: usize, attach_time: Duration, notify: Box<dyn Fn() + Send + Sync>, budget: &Arc<Budget>) -> Arc<Streams> {
+        let streams = Arc::new(Streams { budget: Some(budget.clone()), ..Streams::new(limit, attach_time, notify) });
+        let mut tables = budget.tables.lock();
+        tables.retain(|table| table.strong_count() > 0);
+        tables.push(Arc::downgrade(&streams));
+        streams
     }
 
     /// A new stream with `first` queued: its handle, and the ticket its connection attaches with.
@@ -78,7 +161,13 @@ impl Streams {
         let mut table = self.table.lock();
         let handle = table.next;
         table.next += 1;
-        let stream = Arc::new(Mutex::new(StreamState { pending: first.to_vec(), ..StreamState::default() }));
+        if let Some(budget) = &self.budget {
+            budget.queued.fetch_add(first.len(), Ordering::Relaxed);
+        }
+        let mut state = StreamState::default();
+        state.pending = first.to_vec();
+        state.budget = self.budget.clone();
+        let stream = Arc::new(Mutex::new(state));
         table.streams.insert(handle, stream.clone());
         table.waiting.insert(ticket, Waiting { handle, stream, deadline: now + self.attach_time });
         handle
@@ -116,12 +205,15 @@ impl Streams {
                 let length: usize = data.iter().map(|part| part.len()).sum();
                 if state.pending.len() + length > self.limit {
                     state.end = Some(EndReason::Overflow);
-                    state.pending = Vec::new();
+                    state.discard();
                     overflowed.push(handle);
                 } else {
                     state.pending.reserve(length);
                     for part in data {
                         state.pending.extend_from_slice(part);
+                    }
+                    if let Some(budget) = &state.budget {
+                        budget.queued.fetch_add(length, Ordering::Relaxed);
                     }
                     sent += 1;
                 }
@@ -139,7 +231,44 @@ impl Streams {
         for handle in overflowed {
             self.finished(handle, EndReason::Overflow);
         }
+        if let Some(budget) = &self.budget {
+            if budget.queued() > budget.limit {
+                budget.shed();
+            }
+        }
         sent
+    }
+
+    /// The streams with bytes queued, and how many.
+    fn queued(&self) -> Vec<(u64, usize)> {
+        let table = self.table.lock();
+        table.streams.iter().map(|(handle, stream)| (*handle, stream.lock().pending.len())).filter(|(_, bytes)| *bytes > 0).collect()
+    }
+
+    /// End a stream as overflowed and drop its queue (also one ended cleanly whose reader has not taken its
+    /// last frames), reported at once.
+    fn overflow(&self, handle: u64) {
+        let (reader, marks) = {
+            let table = self.table.lock();
+            let Some(stream) = table.streams.get(&handle) else { return };
+            let mut state = stream.lock();
+            if state.end.is_none_or(|end| end == EndReason::Ended) {
+                state.end = Some(EndReason::Overflow);
+            }
+            state.discard();
+            let mut marks = Marks::default();
+            if let Some(slot) = state.mux.as_mut() {
+                marks.mark(slot);
+            }
+            (state.reader.take(), marks)
+        };
+        if let Some(reader) = reader {
+            let mut wake = Wakeups::default();
+            wake.add(reader);
+            wake.wake();
+        }
+        marks.wake();
+        self.finished(handle, EndReason::Overflow);
     }
 
     /// End a stream (what it has queued is still written).
@@ -279,7 +408,9 @@ impl LocalReader {
         }
         let mut state = self.stream.lock();
         if !state.pending.is_empty() && state.end.is_none_or(|end| end == EndReason::Ended) {
-            return Poll::Ready(Read::Frames(Bytes::from(take_pending(&mut state.pending))));
+            let frames = take_pending(&mut state.pending);
+            state.release(frames.len());
+            return Poll::Ready(Read::Frames(Bytes::from(frames)));
         }
         let Some(reason) = state.end else {
             lanes::register(&mut state.reader, cx);
@@ -415,5 +546,35 @@ mod tests {
         assert_eq!(streams.take_ended(), vec![(other, EndReason::Gone)]);
         assert_eq!(streams.send([(other, &b"x"[..])]), 0);
         assert!(streams.is_empty());
+    }
+
+    #[test]
+    fn tables_sharing_a_budget_overflow_their_largest_queues_past_it_and_count_every_byte_back() {
+        let budget = Budget::new(100);
+        let first = Streams::with_budget(1024, Duration::from_secs(5), Box::new(|| {}), &budget);
+        let second = Streams::with_budget(1024, Duration::from_secs(5), Box::new(|| {}), &budget);
+        let now = Instant::now();
+        let (stalled, small) = (first.admit(b"", 1, now), first.admit(b"", 2, now));
+        let other = second.admit(b"", 3, now);
+        let mut stalled_reader = first.attach_local(1).unwrap();
+        let mut small_reader = first.attach_local(2).unwrap();
+        let other_reader = second.attach_local(3).unwrap();
+        first.send([(stalled, &[b's'; 50][..]), (small, &[b'a'; 20][..])]);
+        second.send([(other, &[b'o'; 30][..])]);
+        assert_eq!(budget.queued(), 100); // at the budget, not past it
+        assert!(first.take_ended().is_empty());
+        // 120 bytes: the largest queue goes (as an overflow, reported at once), back under 7/8 of the budget.
+        first.send([(small, &[b'b'; 20][..])]);
+        assert_eq!(budget.queued(), 70);
+        assert_eq!(first.take_ended(), vec![(stalled, EndReason::Overflow)]);
+        assert_eq!(poll(&mut stalled_reader), Poll::Ready(Read::Broken(EndReason::Overflow)));
+        assert_eq!(poll(&mut small_reader), Poll::Ready(Read::Frames(Bytes::from([[b'a'; 20], [b'b'; 20]].concat()))));
+        assert_eq!(budget.queued(), 30);
+        second.send([(other, &b"more"[..])]);
+        second.end(other); // ended with queued frames, then the reader goes away: its bytes are released
+        drop(other_reader);
+        drop(stalled_reader);
+        drop(small_reader);
+        assert_eq!(budget.queued(), 0);
     }
 }
