@@ -85,37 +85,120 @@ static NEXT_LOCAL: AtomicU64 = AtomicU64::new(1);
 
 /// Key: the holder's host, port and the token this gateway speaks with.
 type Key = (String, u16, Vec<u8>);
-/// The connections, each behind an async lock taken while it is being made.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Mux>>>>;
-static POOL: LazyLock<Mutex<HashMap<Key, Slot>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Why a connect failed, kept to answer the attaches that waited for it (and those of the next moment).
+#[derive(Clone)]
+struct Failure {
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn error(&self) -> io::Error {
+        io::Error::new(self.kind, self.message.clone())
+    }
+}
+
+/// How long a failed connect answers the attaches that come next, instead of each trying again (a holder
+/// that is down or blackholed would otherwise cost each of them the whole connect timeout).
+const FAILURE_MEMORY: Duration = Duration::from_secs(1);
+
+/// A connect in progress: its outcome once it is done.
+type Attempt = tokio::sync::watch::Receiver<Option<Result<Arc<Mux>, Failure>>>;
+
+enum Connection {
+    Absent,
+    Live(Arc<Mux>),
+    Connecting(Attempt),
+    Failed(Failure, Instant),
+}
+
+/// A holder's connection, and how many connects were started for it.
+struct Slot {
+    connection: Connection,
+    connects: u64,
+}
+
+impl Slot {
+    fn live(&self) -> Option<&Arc<Mux>> {
+        match &self.connection {
+            Connection::Live(mux) if *mux.alive.lock() => Some(mux),
+            _ => None,
+        }
+    }
+}
+
+static POOL: LazyLock<Mutex<HashMap<Key, Arc<Mutex<Slot>>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The stream of `ticket` held at `host:port`, read through this gateway's connection to that holder (made
-/// when there is none, or the last one ended).
+/// when there is none, or the last one ended). The connect runs in a task of its own, with no lock held:
+/// the attaches that come meanwhile wait for its outcome, and share it (a failure too).
 pub async fn attach(host: &str, port: u16, token: &[u8], ticket: u64, connect_timeout: Duration) -> io::Result<LocalReader> {
+    let key = (host.to_owned(), port, token.to_vec());
     let slot = {
         let mut pool = POOL.lock();
-        let key = (host.to_owned(), port, token.to_vec());
         if !pool.contains_key(&key) {
             // Holders' ports change with every node start: forget the connections that ended.
-            pool.retain(|_, slot| slot.try_lock().map_or(true, |mux| mux.as_ref().is_some_and(|mux| *mux.alive.lock())));
+            pool.retain(|_, slot| {
+                let slot = slot.lock();
+                slot.live().is_some() || matches!(slot.connection, Connection::Connecting(_))
+            });
         }
-        pool.entry(key).or_default().clone()
+        pool.entry(key.clone()).or_insert_with(|| Arc::new(Mutex::new(Slot { connection: Connection::Absent, connects: 0 }))).clone()
     };
-    let mut current = slot.lock().await;
-    if let Some(reader) = current.as_ref().and_then(|mux| mux.attach(ticket)) {
-        return Ok(reader);
+    loop {
+        let mut attempt = {
+            let mut current = slot.lock();
+            match &current.connection {
+                Connection::Live(mux) => {
+                    if let Some(reader) = mux.attach(ticket) {
+                        return Ok(reader);
+                    }
+                }
+                Connection::Failed(failure, until) if Instant::now() < *until => return Err(failure.error()),
+                _ => {}
+            }
+            match &current.connection {
+                // Its sender is gone when the connecting task was dropped (the runtime stops): try again.
+                Connection::Connecting(attempt) if attempt.has_changed().is_ok() => attempt.clone(),
+                _ => {
+                    let (done, attempt) = tokio::sync::watch::channel(None);
+                    current.connection = Connection::Connecting(attempt.clone());
+                    current.connects += 1;
+                    tokio::spawn(connect_for(slot.clone(), key.clone(), connect_timeout, done));
+                    attempt
+                }
+            }
+        };
+        let outcome = match attempt.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => continue,
+        };
+        return match outcome {
+            Some(Ok(mux)) => mux.attach(ticket).ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "stream holder closed")),
+            Some(Err(failure)) => Err(failure.error()),
+            None => continue,
+        };
     }
-    let mux = connect(host, port, token, connect_timeout).await?;
-    let reader = mux.attach(ticket).ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "stream holder closed"))?;
-    *current = Some(mux);
-    Ok(reader)
+}
+
+/// Connect to the holder of `key` and publish the outcome in its slot and to the attaches waiting for it.
+async fn connect_for(slot: Arc<Mutex<Slot>>, key: Key, connect_timeout: Duration, done: tokio::sync::watch::Sender<Option<Result<Arc<Mux>, Failure>>>) {
+    let (host, port, token) = key;
+    let outcome = connect(&host, port, &token, connect_timeout)
+        .await
+        .map_err(|error| Failure { kind: error.kind(), message: error.to_string() });
+    slot.lock().connection = match &outcome {
+        Ok(mux) => Connection::Live(mux.clone()),
+        Err(failure) => Connection::Failed(failure.clone(), Instant::now() + FAILURE_MEMORY),
+    };
+    done.send_replace(Some(outcome));
 }
 
 /// Streams open through multiplexed connections, and the connections (for the gateway's tests and stats).
 pub fn open_counts() -> (usize, usize) {
     let pool = POOL.lock();
-    let muxes: Vec<Arc<Mux>> = pool.values().filter_map(|slot| slot.try_lock().ok().and_then(|m| m.clone())).collect();
-    let live: Vec<&Arc<Mux>> = muxes.iter().filter(|mux| *mux.alive.lock()).collect();
+    let live: Vec<Arc<Mux>> = pool.values().filter_map(|slot| slot.lock().live().cloned()).collect();
     (live.iter().map(|mux| mux.streams.len()).sum(), live.len())
 }
 
@@ -267,6 +350,20 @@ mod tests {
         }
     }
 
+    /// The pooled connection to the test holder at `port` (alive or not), and how many connects it took.
+    fn pooled(port: u16) -> Option<Arc<Mux>> {
+        let slot = POOL.lock().get(&("127.0.0.1".to_owned(), port, b"tok".to_vec())).cloned()?;
+        let slot = slot.lock();
+        match &slot.connection {
+            Connection::Live(mux) => Some(mux.clone()),
+            _ => None,
+        }
+    }
+
+    fn connects(port: u16) -> u64 {
+        POOL.lock().get(&("127.0.0.1".to_owned(), port, b"tok".to_vec())).map_or(0, |slot| slot.lock().connects)
+    }
+
     async fn until(mut done: impl FnMut() -> bool) {
         tokio::time::timeout(Duration::from_secs(10), async {
             while !done() {
@@ -302,8 +399,7 @@ mod tests {
         drop(reader_c); // the client went away: the node forgets the stream
         until(|| held.take_ended() == vec![(c, EndReason::Gone)]).await;
         assert_eq!(held.len(), 1);
-        let pooled = POOL.lock().get(&("127.0.0.1".to_owned(), port, b"tok".to_vec())).cloned().unwrap();
-        assert_eq!(pooled.lock().await.as_ref().unwrap().streams.len(), 1); // b's
+        assert_eq!(pooled(port).unwrap().streams.len(), 1); // b's
         drop(reader_b);
         until(|| held.is_empty()).await;
     }
@@ -393,12 +489,38 @@ mod tests {
         let mut reader = attach("127.0.0.1", port, b"tok", 1, timeout).await.unwrap();
         assert_eq!(read_to_end(&mut reader).await, (Vec::new(), Read::Ended));
         tokio::time::timeout(Duration::from_secs(10), closed_rx).await.expect("closed in time").unwrap();
-        let key = ("127.0.0.1".to_owned(), port, b"tok".to_vec());
-        let first = POOL.lock().get(&key).cloned().unwrap().lock().await.clone().unwrap();
+        let first = pooled(port).unwrap();
         assert!(!*first.alive.lock());
         let _second = attach("127.0.0.1", port, b"tok", 2, timeout).await.unwrap();
-        let second = POOL.lock().get(&key).cloned().unwrap().lock().await.clone().unwrap();
+        let second = pooled(port).unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
         assert!(*second.alive.lock());
+    }
+
+    #[tokio::test]
+    async fn attaches_that_come_together_share_one_connect_and_its_failure() {
+        let timeout = Duration::from_secs(5);
+        // Nobody listens: the attaches that came while it was tried, and those of the next moment, get its
+        // failure without trying again.
+        let refused = StdListener::bind("127.0.0.1:0").unwrap();
+        let port = refused.local_addr().unwrap().port();
+        drop(refused);
+        let one = |ticket| attach("127.0.0.1", port, b"tok", ticket, timeout);
+        let (a, b, c, d) = tokio::join!(one(1), one(2), one(3), one(4));
+        assert!([a, b, c, d].iter().all(Result::is_err));
+        assert!(one(5).await.is_err());
+        assert_eq!(connects(port), 1);
+
+        let (port, held, _stop) = holder();
+        for ticket in 1..=4 {
+            held.admit(b"x;", ticket, Instant::now());
+        }
+        let one = |ticket| attach("127.0.0.1", port, b"tok", ticket, timeout);
+        let (a, b, c, d) = tokio::join!(one(1), one(2), one(3), one(4));
+        assert_eq!(connects(port), 1);
+        assert_eq!(pooled(port).unwrap().streams.len(), 4);
+        for mut reader in [a, b, c, d].map(Result::unwrap) {
+            assert_eq!(read(&mut reader).await, Read::Frames(Bytes::from_static(b"x;")));
+        }
     }
 }
