@@ -20,16 +20,38 @@ from typing import Final
 
 from pbfast.open_files import reachable_open_file_limit, tenants_within
 
-__all__ = ["MAX_DEFAULT", "MEMORY_PER_OPEN_TENANT", "MEMORY_SHARE", "MIN_DEFAULT", "default_max_tenants",
-           "machine_memory_bytes", "max_tenants_within"]
+__all__ = ["MAX_DEFAULT", "MEMORY_PER_OPEN_TENANT", "MEMORY_SHARE", "MIN_DEFAULT", "cgroup_limit_files",
+           "default_max_tenants", "machine_memory_bytes", "max_tenants_within"]
 
 MEMORY_PER_OPEN_TENANT: Final = 2 << 20  # bytes: twice what a small open tenant was measured to hold
 MEMORY_SHARE: Final = 0.25  # of the machine's (or the container's) memory, for the open tenants
 MIN_DEFAULT: Final = 100  # the former default's order of magnitude on small machines: below, say it
 MAX_DEFAULT: Final = 10_000  # beyond, the node's per-open-tenant work (Litestream's monitor) dominates
 
-# cgroup v2 and v1 limits; "max" or a huge number (v1's unlimited, ~2**63) means no limit
-_CGROUP_LIMITS: Final = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+_CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+
+
+def cgroup_limit_files(membership: str) -> list[Path]:
+    """The memory limit files of the process's cgroup and of each cgroup above it, from ``/proc/self/cgroup``'s
+    text (v2: ``0::/path``, limit ``memory.max``; v1: ``N:memory:/path``, ``memory.limit_in_bytes``). Inside a
+    cgroup namespace the path is ``/``; without one (systemd's ``MemoryMax=``, ``--cgroupns=host``) the limit
+    is set on the process's own cgroup or a parent. "max" or a huge number (v1's unlimited) means no limit."""
+    files: list[Path] = []
+    for line in membership.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and controllers == "":
+            base, name = _CGROUP_ROOT, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = _CGROUP_ROOT / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        directory = Path(path)
+        for level in (directory, *directory.parents):
+            files.append(base / level.relative_to("/") / name)
+    return files
 
 
 def machine_memory_bytes() -> int | None:
@@ -43,13 +65,17 @@ def machine_memory_bytes() -> int | None:
                 break
     except (OSError, ValueError):
         pass
-    for path in _CGROUP_LIMITS:
+    try:
+        membership = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        membership = "0::/"
+    for path in cgroup_limit_files(membership):
         try:
             text = path.read_text().strip()
         except OSError:
             continue
         if text.isdigit() and (total is None or int(text) < total):
-            return int(text)
+            total = int(text)  # the lowest limit of the process's cgroup and the ones above it
     return total
 
 

@@ -10,10 +10,21 @@ from pathlib import Path
 import httpx
 
 from helpers import free_port
-from pbfast.node_capacity import MAX_DEFAULT, MIN_DEFAULT, default_max_tenants, max_tenants_within
+from pbfast.node_capacity import MAX_DEFAULT, MIN_DEFAULT, cgroup_limit_files, default_max_tenants, max_tenants_within
 from pbfast.open_files import DESCRIPTORS_PER_OPEN_TENANT, RESERVED_DESCRIPTORS
 
 GIB = 1 << 30
+
+
+def test_the_memory_limit_is_looked_for_on_the_processs_cgroup_and_those_above_it() -> None:
+    """A limit set on the process's own cgroup without a cgroup namespace (systemd's MemoryMax=) counts too."""
+    root = Path("/sys/fs/cgroup")
+    assert cgroup_limit_files("0::/system.slice/pbfast.service\n") == [
+        root / "system.slice/pbfast.service/memory.max", root / "system.slice/memory.max", root / "memory.max"]
+    assert cgroup_limit_files("4:memory:/docker/abc\n1:cpu:/\n") == [
+        root / "memory/docker/abc/memory.limit_in_bytes", root / "memory/docker/memory.limit_in_bytes",
+        root / "memory/memory.limit_in_bytes"]
+    assert cgroup_limit_files("0::/\n") == [root / "memory.max"]  # inside a namespace
 
 
 def test_the_default_is_bounded_by_memory_and_by_descriptors() -> None:

@@ -203,8 +203,13 @@ def test_workers_share_schema_quota_and_survive_kill_9(pbfast_process: Start, tm
 
     # One daily request quota for all the workers.
     quota_epoch = _create_tenant(cp.url, "q", apiRequestsQuota=25)
-    statuses = [forwarded(url, "q", quota_epoch, "GET", "/api/health").status_code for _ in range(40)]
+    cors = {"X-Pbfast-Cluster-Token": CLUSTER_TOKEN, "X-Pbfast-Epoch": str(quota_epoch), "Origin": "https://app.example"}
+    answers = [httpx.get(f"{url}/t/q/api/health", headers=cors, timeout=10) for _ in range(40)]
+    statuses = [answer.status_code for answer in answers]
     assert statuses.count(200) == 25 and statuses.count(429) == 15, statuses
+    # whichever process refused it, the refusal carries the CORS and security headers every answer has
+    assert {(a.headers.get("access-control-allow-origin"), a.headers.get("x-content-type-options"))
+            for a in answers} == {("*", "nosniff")}
 
     # The tenant's rateLimits count once for the node: one client's requests spread over both workers get
     # exactly maxRequests answers, then 429.

@@ -113,7 +113,6 @@ class TenantApi:
 
         add("GET", "/api/oauth2-redirect", oauth2_redirect)
         add("POST", "/api/oauth2-redirect", oauth2_redirect)
-        add("GET", "/_/", dashboard_pages.dashboard_page)
         # Handlers without database work (the realtime clients, a static page): answered on the event loop.
         self.loop_handlers: set[Handler] = {oauth2_redirect, dashboard_pages.dashboard_page}
         add("GET", "/api/settings", settings.settings_list)
@@ -185,6 +184,8 @@ class TenantApi:
         ``answer_from_job()`` says so on the job's thread (the caller's choice: a heavy tenant's answers sent from
         its lower-priority thread instead of the loop every tenant shares)."""
         handler, params, _ = self.router.find(scope.method, path)
+        if handler is None and path == dashboard_pages.PATH and scope.method == "GET":
+            handler = dashboard_pages.dashboard_page  # a trailing "/": no route template names it
         if handler is None:
             # PocketBase falls through to its static file handler for GET, else to the router's 404; its
             # middlewares (body limit, rate limits, the request log) run for those requests too.

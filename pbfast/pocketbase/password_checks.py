@@ -6,6 +6,10 @@ at most one check running, as it had in its turn, and tenants with checks waitin
 a burst of logins of one tenant delays neither another tenant's logins nor its own other requests. A tenant may
 have at most ``queue_limit`` checks waiting; beyond, the login is answered 429 at once.
 
+On a node, the checks take part in the database scheduler's sharing (:class:`SchedulerHooks`): a check's time
+counts in its tenant's recent use, and a heavy tenant's checks run on threads at the background threads' lower
+OS priority, as its database jobs do, so a burst of logins gives way to other tenants' work.
+
 Thread-safety: event loop only (a check runs on a thread; its end comes back as a callback on the loop).
 """
 
@@ -18,14 +22,25 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import cast
+import time
+from typing import Protocol, cast
 
 from pbfast.http import ApiError
 from pbfast.pocketbase.auth import PasswordCheck
 
-__all__ = ["DEFAULT_CHECKS_WAITING", "PasswordChecks"]
+__all__ = ["DEFAULT_CHECKS_WAITING", "PasswordChecks", "SchedulerHooks"]
 
 DEFAULT_CHECKS_WAITING = 256  # per tenant, as its database jobs (pbfast.tenant_node.db_scheduler)
+
+
+class SchedulerHooks(Protocol):
+    """What the checks need of the node's database scheduler (:class:`pbfast.tenant_node.db_scheduler.DbScheduler`)."""
+
+    def in_background(self, tenant_id: str) -> bool: ...
+
+    def account(self, tenant_id: str, seconds: float) -> None: ...
+
+    def enter_background(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -42,9 +57,17 @@ class PasswordChecks:
         self.threads = threads
         self.queue_limit = queue_limit
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pbfast-bcrypt")
+        self._background: ThreadPoolExecutor | None = None  # a heavy tenant's checks (made with the hooks)
+        self._hooks: SchedulerHooks | None = None
         self._waiting: dict[str, deque[_Waiting]] = {}
         self._turns: deque[str] = deque()  # tenants with a check waiting and none running, in turn order
         self._running: set[str] = set()
+
+    def share_with(self, hooks: SchedulerHooks) -> None:
+        """Take part in the node's scheduling (see the module's docs); before serving."""
+        self._hooks = hooks
+        self._background = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="pbfast-bcrypt-bg",
+                                              initializer=hooks.enter_background)
 
     async def check(self, tenant_id: str, check: PasswordCheck,
                     client_disconnect: Callable[[], Awaitable[object]] | None = None) -> bool:
@@ -89,7 +112,11 @@ class PasswordChecks:
                 self._next_turn(tenant_id)
                 continue
             self._running.add(tenant_id)
-            ran = loop.run_in_executor(self._executor, job.check.run)
+            hooks, executor = self._hooks, self._executor
+            if hooks is not None and self._background is not None and hooks.in_background(tenant_id):
+                executor = self._background
+            run = job.check.run if hooks is None else functools.partial(_timed, job.check.run, hooks, tenant_id)
+            ran = loop.run_in_executor(executor, run)
             ran.add_done_callback(functools.partial(self._ended, tenant_id, job))
 
     def _ended(self, tenant_id: str, job: _Waiting, ran: asyncio.Future[None]) -> None:
@@ -111,3 +138,12 @@ class PasswordChecks:
             self._turns.append(tenant_id)
         else:
             self._waiting.pop(tenant_id, None)
+
+
+def _timed(run: Callable[[], None], hooks: SchedulerHooks, tenant_id: str) -> None:
+    """``run`` (a check, on a thread), its CPU time counted in the tenant's use."""
+    started = time.thread_time()
+    try:
+        run()
+    finally:
+        hooks.account(tenant_id, time.thread_time() - started)

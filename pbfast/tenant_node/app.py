@@ -81,6 +81,7 @@ class TenantNodeApp:
         self.db = DbScheduler(engine.db_threads, engine.queue_limit)
         self.api = TenantApi(RealtimeLimits(engine.realtime_per_tenant, engine.realtime_per_node))
         self.api.on_time_limit = self.db.count_time_limited
+        self.api.password_checks.share_with(self.db)
         self.quotas: QuotaCounters | SharedQuotas = QuotaCounters() if shared is None else shared.quotas
         self.metrics = NodeMetrics(shared)
         self.metrics.request_logs = lambda: (self.api.request_logs.dropped, self.api.request_logs.failed)

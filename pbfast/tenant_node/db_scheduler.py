@@ -267,6 +267,20 @@ class DbScheduler:
         with self._lock:
             return self._in_background(tenant_id, time.monotonic())
 
+    def account(self, tenant_id: str, seconds: float) -> None:
+        """Count ``seconds`` of the tenant's work done elsewhere (a login's bcrypt check) in its recent use, as
+        its jobs' time is: a tenant busy with logins becomes heavy too. Any thread."""
+        with self._lock:
+            self._load(tenant_id).busy_seconds += seconds
+            self._used(tenant_id, time.monotonic(), seconds)
+
+    @staticmethod
+    def enter_background() -> None:
+        """Make the calling thread a background one (nice +BACKGROUND_NICE, :func:`on_background_thread`): for
+        the thread pools that run a heavy tenant's work outside this scheduler."""
+        _lower_priority(BACKGROUND_NICE)
+        _this_thread.background = True
+
     def snapshot(self) -> tuple[dict[str, TenantLoad], int]:
         """A copy of every tenant's counters, and the jobs waiting now (all tenants)."""
         with self._lock:
@@ -373,8 +387,7 @@ class DbScheduler:
 
     def _work(self, background: bool) -> None:
         if background:
-            _lower_priority(BACKGROUND_NICE)
-            _this_thread.background = True
+            self.enter_background()
         while True:
             with self._lock:
                 job = self._next(background)

@@ -116,6 +116,7 @@ class WorkerApp:
         self.api = TenantApi()
         self.api.backups.location = backup_location(settings.s3_bucket, settings.s3_endpoint, Path(settings.data_dir))
         self.api.on_time_limit = self._time_limited
+        self.api.password_checks.share_with(self.db)
         self.api.rate_limits.limiter = SharedRateLimiter(memory)  # one count per client for the whole node
         otp_attempts.shared = self.api.rate_limits.limiter  # so are OTP guesses
         self.link = WorkerLink(settings.hub_socket, settings.node_socket, settings.cluster_token)

@@ -235,8 +235,8 @@ class WorkerServing:
         recorder = StatusRecorder(proto)
         try:
             await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
-        except ApiError as err:
-            send_error(recorder, err.status, err.message, err.data, err.headers)
+        except ApiError as err:  # refused before the handler (quota, suspended, importing...): CORS as any answer
+            send_error(CorsRecorder(recorder, scope), err.status, err.message, err.data, err.headers)
         finally:
             status_class = recorder.status // 100 - 1
             if 0 <= status_class < 5:

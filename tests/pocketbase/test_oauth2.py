@@ -212,7 +212,10 @@ def test_oauth2_login_as_pocketbase(stock_pocketbase: Backend, egress_tenant: Ba
     fallback = outcome["link by fallback user (user without email)"]
     assert fallback[0] == 200 and fallback[1]["record"]["id"] == "gk390qegs4y47wn", fallback
     assert outcome["id_token with a bad signature"][1]["message"] == "Failed to fetch OAuth2 user."
-    assert outcome["login with the redirected code"][0] == 200 and outcome["redirect again: unsubscribed"][1] is True
+    assert outcome["redirect"] == (307, "../_/#/auth/oauth2-redirect-success")
+    assert outcome["its page"] == (200, "text/html; charset=utf-8")
+    assert outcome["login with the redirected code"][0] == 200
+    assert outcome["redirect again: unsubscribed"] == (307, "../_/#/auth/oauth2-redirect-failure")
     # pbfast sent the provider what stock PocketBase sent (the same token requests, PKCE verifiers included)
     sent = [(m, p, sorted(f)) for m, p, f in provider.requests[requests_of_stock:] if p == "/token"]
     assert sent == [(m, p, sorted(f)) for m, p, f in provider.requests[:requests_of_stock] if p == "/token"]

@@ -21,7 +21,9 @@ from typing import Final
 
 from pbfast.pocketbase.apis.request import TenantRequest
 
-__all__ = ["dashboard_page"]
+__all__ = ["PATH", "dashboard_page"]
+
+PATH: Final = "/_/"
 
 _PAGE: Final = b"""<!DOCTYPE html>
 <html lang="en">
