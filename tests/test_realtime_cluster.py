@@ -254,10 +254,11 @@ async def _mux_scenario(cp: str, gw: str, processes: dict[str, PbfastProcess]) -
     await asyncio.to_thread(wait_until, lambda: scrape(node_url)["pbfast_node_realtime_streams"] == 0)
     node_before, gateway_before = _descriptors(node.pid), _descriptors(gateway_process.pid)
     streams = await asyncio.gather(*(_raw_stream(gw, "mux") for _ in range(MUX_STREAMS)))
-    # A held stream costs the gateway its client's socket only, and the node no socket (one each before; the
-    # margin: the gateway's pool to the node may grow by a few connections meanwhile).
-    assert _descriptors(node.pid) - node_before < MUX_STREAMS // 4
-    assert _descriptors(gateway_process.pid) - gateway_before < MUX_STREAMS + MUX_STREAMS // 4
+    # A held stream costs the gateway its client's socket only, and the node no socket (one each before: +40 on
+    # the node, +80 on the gateway; the margin: under load the gateway's pool of connections to the node, which
+    # carry the streams' first requests, may grow by more than the warm-up left, 14 of 40 seen).
+    assert _descriptors(node.pid) - node_before < MUX_STREAMS // 2
+    assert _descriptors(gateway_process.pid) - gateway_before < MUX_STREAMS + MUX_STREAMS // 2
 
     async with httpx.AsyncClient(base_url=f"{gw}/t/mux", timeout=30) as client:
         for _, _, client_id in streams:
