@@ -278,12 +278,19 @@ class RequestLogs:
         return by_tenant
 
     def _write(self, by_tenant: dict[Path, _Batch]) -> None:
+        is_open = self._is_open
         for directory, batch in by_tenant.items():
             try:
                 self._write_tenant(directory, batch)
             except apsw.Error as err:
                 self.failed += batch.rows()
                 log.warning("request logs of %s not written: %s", directory.name, err)
+            if is_open is not None and not is_open(directory):
+                # A closed tenant's connection goes as soon as its rows are in, not after the whole pass: a pass
+                # over a batch from many closed tenants would otherwise hold one connection (3 descriptors) each.
+                closed = self._connections.pop(directory, None)
+                if closed is not None:
+                    closed[0].close()
 
     def _connection(self, directory: Path) -> apsw.Connection | None:
         """The writer's connection to a tenant's auxiliary.db, kept open between batches (closing the last
