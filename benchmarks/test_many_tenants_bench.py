@@ -11,7 +11,9 @@ nginx with one keep-alive upstream per tenant). Measured per side, one side at a
 - CPU per request: user + system CPU seconds of every process of the side (from /proc) during the mix, per
   10,000 requests (the figure that does not depend on how many cores the machine has);
 - memory: the RSS of every process of the side (pbfast: the all-in-one and its children, Litestream
-  included; PocketBase: every ``pocketbase`` process plus nginx) with all tenants open;
+  included; PocketBase: every ``pocketbase`` process plus nginx) with all tenants open, and their PSS (each
+  shared page counted once, split between the processes that map it: the sum of RSS counts the code of the
+  ``pocketbase`` binary once per process, so it overstates a process-per-tenant side more than pbfast's);
 - first request to an idle tenant: pbfast's tenants closed (the server restarted on its data dir; the
   first request opens the tenant from local disk), PocketBase's process stopped and started on demand (as
   PocketHost hibernates idle apps): the time from the request (or the process start) to its answer.
@@ -130,6 +132,7 @@ class Side:
     errors: int
     cpu_per_10k: float  # CPU seconds of the side per 10,000 requests of the mix
     rss_mib: float
+    pss_mib: float
     cold_ms: list[float]
 
     def line(self) -> str:
@@ -137,7 +140,7 @@ class Side:
             else "n/a"
         return (f"many tenants: {self.name:<26} {self.tenants:>5} tenants: {self.rate:8.0f} req/s, p99 "
                 f"{self.p99_ms:7.1f} ms, non-2xx {self.errors}, CPU {self.cpu_per_10k:5.1f} s per 10k requests, RSS "
-                f"{self.rss_mib:8.0f} MiB, first request to an idle tenant {cold}")
+                f"{self.rss_mib:8.0f} MiB (PSS {self.pss_mib:6.0f} MiB), first request to an idle tenant {cold}")
 
 
 def _template(directory: Path) -> Path:
@@ -180,6 +183,16 @@ def _copy_data(template: Path, target: Path) -> None:
 
 def _tree_rss_mib(pids: list[int]) -> float:
     """The RSS of ``pids`` and all their descendants."""
+    return _tree_memory_mib(pids, "/status", "VmRSS:")
+
+
+def _tree_pss_mib(pids: list[int]) -> float:
+    """The PSS of ``pids`` and all their descendants (a page shared by n processes counts 1/n in each)."""
+    return _tree_memory_mib(pids, "/smaps_rollup", "Pss:")
+
+
+def _tree_memory_mib(pids: list[int], file: str, field: str) -> float:
+    """The sum of ``field`` (kB) in ``/proc/<pid><file>`` over ``pids`` and all their descendants."""
     children: dict[int, list[int]] = {}
     for status in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -195,8 +208,8 @@ def _tree_rss_mib(pids: list[int]) -> float:
         seen.add(pid)
         todo.extend(children.get(pid, []))
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}{file}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
         except OSError:
             continue
@@ -276,7 +289,7 @@ def _pbfast_side(start: Start, template: Path, tenants: int, directory: Path) ->
         list(pool.map(served, range(tenants)))
     assert process.proc is not None
     rate, p99, errors, cpu = _mix(gw, tenants, directory, [process.proc.pid])
-    rss = _tree_rss_mib([process.proc.pid])
+    rss, pss = _tree_rss_mib([process.proc.pid]), _tree_pss_mib([process.proc.pid])
     # Idle tenants: the server restarted on its data dir holds every tenant closed until its first request.
     process.stop()
     process, cp, gw = start_all_in_one(start, data_dir, *extra)
@@ -288,7 +301,7 @@ def _pbfast_side(start: Start, template: Path, tenants: int, directory: Path) ->
     cold = [_first_request_ms(gw, f"t{i}") for i in sample]
     process.stop()
     name = "pbfast (one all-in-one)" if max_open >= tenants else f"pbfast (--max-tenants={max_open})"
-    return Side(name, tenants, rate, p99, errors, cpu, rss, cold)
+    return Side(name, tenants, rate, p99, errors, cpu, rss, pss, cold)
 
 
 def _start_pocketbase(data: Path, port: int) -> subprocess.Popen[bytes]:
@@ -352,6 +365,7 @@ def _pocketbase_side(template: Path, tenants: int, directory: Path) -> tuple[Sid
         with _nginx(directory / "nginx", ports) as (url, nginx):
             rate, p99, errors, cpu = _mix(url, serving, directory, [p.pid for p in processes] + [nginx.pid])
             rss = _tree_rss_mib([p.pid for p in processes] + [nginx.pid])
+            pss = _tree_pss_mib([p.pid for p in processes] + [nginx.pid])
             cold = []
             for i in random.Random(3).sample(range(serving), min(COLD_SAMPLES, serving)):
                 processes[i].send_signal(signal.SIGTERM)  # hibernated
@@ -367,7 +381,7 @@ def _pocketbase_side(template: Path, tenants: int, directory: Path) -> tuple[Sid
                         pass
                     time.sleep(0.005)
                 cold.append((time.perf_counter() - started) * 1000)
-        return Side("PocketBase (one per tenant)", serving, rate, p99, errors, cpu, rss, cold), stopped
+        return Side("PocketBase (one per tenant)", serving, rate, p99, errors, cpu, rss, pss, cold), stopped
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -400,5 +414,6 @@ def test_many_tenants_pbfast_vs_one_pocketbase_per_tenant(pbfast_process: Start,
         _report(bench_report, f"many tenants: {tenants} tenants (PocketBase: {stock.tenants}), pbfast / PocketBase: throughput "
                             f"{fast.rate / stock.rate:.2f}x, p99 {fast.p99_ms / stock.p99_ms:.2f}x, CPU per request "
                             f"{fast.cpu_per_10k / stock.cpu_per_10k:.2f}x, memory per tenant "
-                            f"{fast.rss_mib / fast.tenants / (stock.rss_mib / stock.tenants):.2f}x")
+                            f"{fast.rss_mib / fast.tenants / (stock.rss_mib / stock.tenants):.2f}x (RSS), "
+                            f"{fast.pss_mib / fast.tenants / (stock.pss_mib / stock.tenants):.2f}x (PSS)")
         assert fast.errors == 0 and stock.errors == 0
