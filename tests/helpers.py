@@ -187,3 +187,19 @@ def thaw(pid: int) -> None:
     """SIGCONT ``pid`` if it still exists."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGCONT)
+
+
+class FakeHeaders:
+    """The read side of granian's RSGI headers (``items``, ``get``, ``in``) for handlers called without a server."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def get(self, name: str, default: object = None) -> object:
+        return next((v for k, v in self._items if k == name), default)
+
+    def __contains__(self, name: str) -> bool:
+        return any(k == name for k, _ in self._items)

@@ -14,7 +14,7 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
-from pbharness import create_tenant, start_all_in_one  # noqa: E402
+from pbharness import all_in_one_with_owner  # noqa: E402
 
 OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
 SAME_HEADERS = ("content-type", "content-disposition", "content-security-policy", "cache-control", "last-modified",
@@ -28,11 +28,8 @@ def _png() -> bytes:
 
 
 def test_later_downloads_are_the_same_answers_sent_from_the_file(pbfast_process: object, tmp_path: Path) -> None:
-    _, cp, gw = start_all_in_one(pbfast_process, tmp_path / "node")
-    create_tenant(cp, gw, "pics", {"superuser": OWNER})
+    _, _, gw, token = all_in_one_with_owner(pbfast_process, tmp_path / "node", "pics", OWNER)
     base = f"{gw}/t/pics"
-    token = httpx.post(f"{base}/api/collections/_superusers/auth-with-password", timeout=30,
-                       json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"]
     made = httpx.post(f"{base}/api/collections", headers={"Authorization": token}, json={
         "name": "photos", "type": "base", "listRule": "", "viewRule": "", "createRule": "", "updateRule": "", "deleteRule": "",
         "fields": [{"name": "image", "type": "file", "maxSelect": 2, "thumbs": ["20x20"]}]})

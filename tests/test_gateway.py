@@ -25,7 +25,7 @@ import pytest
 from pocketbase import PocketBase
 
 from cpcluster import ADMIN, CLUSTER, CLUSTER_TOKEN, Member, start_cluster, start_node, wait_until
-from helpers import PbfastProcess, free_port
+from helpers import FakeHeaders, PbfastProcess, free_port
 from pbfast.gateway.app import GatewayApp
 from pbfast.gateway.proxy import NodeProxy, ProxyLimits, Target
 from pbfast.gateway.routes import RouteWatcher
@@ -600,20 +600,6 @@ def test_metrics(cluster: Cluster) -> None:
 
 
 # ---- in-process: the proxy's second chance and the app's waiting, against the fake node ---------------
-
-
-class FakeHeaders:
-    def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._items = items
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return next((v for k, v in self._items if k == name), default)
-
-    def __contains__(self, name: str) -> bool:
-        return any(k == name for k, _ in self._items)
 
 
 @dataclass

@@ -10,27 +10,14 @@ import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
+
+from helpers import FakeHeaders
 
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.tenant_node.db_scheduler import DbScheduler, on_background_thread
-
-
-class Headers:
-    def __init__(self) -> None:
-        self._items = [("host", "node.test")]
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return next((v for k, v in self._items if k == name), default)
-
-    def __contains__(self, name: str) -> bool:
-        return any(k == name for k, _ in self._items)
 
 
 class HealthScope:
@@ -44,7 +31,7 @@ class HealthScope:
     http_version = "1.1"
 
     def __init__(self) -> None:
-        self.headers = Headers()
+        self.headers = FakeHeaders([("host", "node.test")])
 
 
 class AnswerRecorder:

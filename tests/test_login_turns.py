@@ -19,7 +19,7 @@ from cpcluster import ADMIN, CLUSTER_TOKEN, Start, start_cluster, wait_until
 from nodetools import start_node
 
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
-from pbharness import create_tenant, start_all_in_one  # noqa: E402
+from pbharness import all_in_one_with_owner  # noqa: E402
 
 OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
 USER = {"email": "reader@example.com", "password": "reader-password-1"}
@@ -29,11 +29,8 @@ GONE = 32
 
 @pytest.mark.exclusive  # compares durations
 def test_a_refresh_does_not_wait_behind_the_tenants_logins(pbfast_process: Start, tmp_path: Path) -> None:
-    _, cp, gw = start_all_in_one(pbfast_process, tmp_path / "aio")
-    create_tenant(cp, gw, "logins", {"superuser": OWNER})
+    _, _, gw, owner_token = all_in_one_with_owner(pbfast_process, tmp_path / "aio", "logins", OWNER)
     base = f"{gw}/t/logins/api/collections"
-    owner_token = httpx.post(f"{base}/_superusers/auth-with-password", timeout=30,
-                             json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"]
     created = httpx.post(f"{base}/users/records", headers={"Authorization": owner_token}, timeout=30,
                          json={**USER, "passwordConfirm": USER["password"]})
     assert created.status_code == 200, created.text

@@ -116,15 +116,24 @@ def create_tenant(cp: str, gw: str, tenant_id: str, body: dict | None = None) ->
         time.sleep(0.02)
 
 
+def all_in_one_with_owner(start: object, data_dir: Path, tenant_id: str,
+                          superuser: dict[str, str]) -> tuple[PbfastProcess, str, str, str]:
+    """An all-in-one with tenant ``tenant_id`` created with its first superuser ``superuser``: the process, the
+    control plane's and the gateway's URLs and the superuser's token."""
+    process, cp, gw = start_all_in_one(start, data_dir)
+    create_tenant(cp, gw, tenant_id, {"superuser": superuser})
+    login = httpx.post(f"{gw}/t/{tenant_id}/api/collections/_superusers/auth-with-password", timeout=30,
+                       json={"identity": superuser["email"], "password": superuser["password"]})
+    assert login.status_code == 200, login.text
+    return process, cp, gw, str(login.json()["token"])
+
+
 def all_in_one_with_public_posts(start: object, data_dir: Path, tenant_id: str,
                                  superuser: dict[str, str]) -> tuple[PbfastProcess, str, str, str]:
     """An all-in-one with tenant ``tenant_id`` (its first superuser ``superuser``) holding a public ``posts``
     collection (one number field ``n``): the process, the control plane's and the gateway's URLs and the
     superuser's token (the realtime tests' and benchmarks' set-up)."""
-    process, cp, gw = start_all_in_one(start, data_dir)
-    create_tenant(cp, gw, tenant_id, {"superuser": superuser})
-    token = httpx.post(f"{gw}/t/{tenant_id}/api/collections/_superusers/auth-with-password", timeout=30,
-                       json={"identity": superuser["email"], "password": superuser["password"]}).json()["token"]
+    process, cp, gw, token = all_in_one_with_owner(start, data_dir, tenant_id, superuser)
     made = httpx.post(f"{gw}/t/{tenant_id}/api/collections", headers={"Authorization": token}, timeout=30, json={
         "name": "posts", "type": "base", "listRule": "", "viewRule": "", "fields": [{"name": "n", "type": "number"}]})
     assert made.status_code == 200, made.text
