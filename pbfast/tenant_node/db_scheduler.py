@@ -29,7 +29,8 @@ Counters per tenant (jobs, queue waits, rejections, requests stopped by their ti
 and the heartbeat's usage.
 
 Thread-safety: :meth:`DbScheduler.run` is called on the event loop; the queues are guarded by one lock
-shared with the worker threads; results go back to the loop with ``call_soon_threadsafe``.
+shared with the worker threads; results go back to the loop through a :class:`LoopWaker` (not
+``call_soon_threadsafe``: see there).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pbfast.logs import component_logger
+from pbfast.tenant_node.loop_waker import LoopWaker
 
 __all__ = ["BACKGROUND_NICE", "DEFAULT_QUEUE_LIMIT", "HEAVY_SHARE", "USAGE_WINDOW_SECONDS", "DbScheduler",
            "TenantBusy", "TenantLoad", "on_background_thread"]
@@ -120,7 +122,7 @@ def _lower_priority(nice: int) -> None:
 class _Job:
     tenant_id: str
     work: Callable[[], Any]
-    loop: asyncio.AbstractEventLoop
+    waker: LoopWaker  # hands the result to the caller's loop
     future: asyncio.Future[Any]
     queued_at: float = field(default_factory=time.monotonic)
 
@@ -147,6 +149,7 @@ class DbScheduler:
         self._node_active = 0  # tenants served recently in the whole node (other worker processes)
         # Per tenant, who waits in inline_turn: (the job to wait for, None: the one running; the waiter's future).
         self._inline_waiters: dict[str, list[tuple[_Job | None, asyncio.Future[None]]]] = {}
+        self._wakers: dict[asyncio.AbstractEventLoop, LoopWaker] = {}  # per caller's loop (one in a node)
         self._workers = [threading.Thread(target=self._work, args=(background,),
                                           name=f"pbfast-db-{'bg-' if background else ''}{n}", daemon=True)
                          for background in (False, True) for n in range(threads)]
@@ -161,8 +164,9 @@ class DbScheduler:
         is never refused). Cancelling the caller before the job starts drops the job; once started it runs to
         its end (its time limit bounds it)."""
         loop = asyncio.get_running_loop()
+        waker = self._waker()
         # In the caller's context, so what the job logs carries the request's id (pbfast.request_ids).
-        job = _Job(tenant_id, functools.partial(contextvars.copy_context().run, work), loop, loop.create_future())
+        job = _Job(tenant_id, functools.partial(contextvars.copy_context().run, work), waker, loop.create_future())
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the database pool is stopped")
@@ -177,6 +181,14 @@ class DbScheduler:
                 self._give_turn(tenant_id)
         result: T = await job.future
         return result
+
+    def _waker(self) -> LoopWaker:
+        """The running loop's :class:`LoopWaker` (closed by :meth:`stop`). On the loop."""
+        loop = asyncio.get_running_loop()
+        waker = self._wakers.get(loop)
+        if waker is None:
+            waker = self._wakers[loop] = LoopWaker(loop)
+        return waker
 
     def run_inline(self, tenant_id: str, work: Callable[[], bool]) -> bool:
         """Run ``work()`` now, on the calling thread (the event loop), in the tenant's turn, when the tenant
@@ -310,6 +322,9 @@ class DbScheduler:
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        if not any(worker.is_alive() for worker in self._workers):  # else a job may still hand its result back
+            for waker in self._wakers.values():
+                waker.close()
 
     # ---- worker side ------------------------------------------------------------------------------------
 
@@ -437,7 +452,8 @@ class DbScheduler:
                 _wake(inline_ready)
 
         try:
-            job.loop.call_soon_threadsafe(settle)
+            # Not call_soon_threadsafe: it wakes the loop holding the GIL (pbfast.tenant_node.loop_waker).
+            job.waker.call(settle)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
