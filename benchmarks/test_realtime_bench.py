@@ -120,7 +120,8 @@ async def _run(gw: str, token: str, pid: int, base: str = "/t/bench", cpu: list[
     streams = [_Stream() for _ in range(CLIENTS)]
     for start in range(0, CLIENTS, 100):
         await asyncio.gather(*(s.open(url.host, url.port, f"{base}/api/realtime") for s in streams[start:start + 100]))
-    async with httpx.AsyncClient(base_url=f"{gw}{base}", timeout=60,
+    # 1,000 subscriptions over 32 connections: on a machine at load 20-30 some waited over 60 s for one.
+    async with httpx.AsyncClient(base_url=f"{gw}{base}", timeout=httpx.Timeout(60, pool=300),
                                  limits=httpx.Limits(max_connections=32)) as client:
         async def subscribe(stream: _Stream) -> None:
             answer = await client.post("/api/realtime", json={"clientId": stream.client_id,

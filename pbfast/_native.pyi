@@ -258,9 +258,17 @@ class GatewayServer:
         move_wait_seconds: float = 5.0,
         threads: int = 1,
         access_log: bool = False,
+        held_stream_limit_bytes: int = 4194304,
+        held_streams_budget_bytes: int = 268435456,
+        held_stream_timeout_seconds: float = 30.0,
     ) -> None:
         """Raises ValueError for a token that is not a header value, ``threads`` outside 1..256, a header
-        limit under 1024 or a non-positive timeout. ``latency_buckets``: the histogram's upper bounds."""
+        limit under 1024, a non-positive timeout, a held stream limit under 64 KiB or a budget under it.
+        ``latency_buckets``: the histogram's upper bounds. Held streams read from nodes' holders over
+        multiplexed connections: each may have ``held_stream_limit_bytes`` queued for its client, all of them
+        ``held_streams_budget_bytes`` (past it the largest are dropped), and a node that takes no commands or
+        answers no keepalive probes for ``held_stream_timeout_seconds`` has its connection dropped (its streams
+        end cleanly); these three are process-wide (the last gateway made sets them)."""
     @property
     def running(self) -> bool: ...
     def start(self, host: str, port: int) -> int:
@@ -280,7 +288,9 @@ class GatewayServer:
     def stats(self) -> dict[str, Any]:
         """Counters of the requests answered here (not those handed over): ``requests`` (1xx..5xx),
         ``bounds`` and ``buckets`` (latency histogram until the answer's head, the last bucket +Inf),
-        ``latency_sum`` (seconds), ``upstream_errors`` and ``retries`` (by kind), ``handed_over``."""
+        ``latency_sum`` (seconds), ``upstream_errors`` and ``retries`` (by kind), ``handed_over``; ``held``:
+        the process's held streams read over multiplexed connections (``streams``, ``connections``) and
+        ``foreign_records``, the records nodes sent for a stream their connection never gave (dropped)."""
 
 # ---- a tenant node's shared memory (main process and workers) ------------------------------------------
 
@@ -443,17 +453,23 @@ class WorkerCounters:
 class StreamHolder:
     """A tenant node's realtime streams held outside its HTTP server (rust/src/stream_holder): Python admits a
     stream (its first frame queued) and answers the gateway with ``port`` and the ticket; the gateway attaches
-    the ticket through its one multiplexed connection to ``host:port`` (hello ``<token> mux\\n``, then tagged
-    records; rust/src/stream_holder/mux_wire.rs) and reads the stream's frames as they are queued (a connection
-    per stream, hello ``<token> <ticket>\\n``, is still served for older gateways). Each stream
+    the ticket through its multiplexed connection for the tenant to ``host:port`` (hello ``<token> mux\\n``, then
+    tagged records; rust/src/stream_holder/mux_wire.rs) and reads the stream's frames as they are queued (a
+    connection per stream, hello ``<token> <ticket>\\n``, is still served for older gateways). With ``mux``
+    False a ``mux`` hello is closed, as a holder from before the mux did (the node then does not offer it:
+    ``x-pbfast-stream-mux``); a multiplexed connection whose gateway takes nothing for
+    ``gateway_timeout_seconds`` is dropped (its streams end as gone). Each stream
     may have ``limit_bytes`` waiting (more ends it: ``Overflow``); a ticket not attached within
     ``attach_seconds`` ends its stream (``Unattached``). Every ended stream is reported once by ``take_ended``,
     and ``wake_fd`` (an eventfd) is readable while some are waiting to be taken. Thread-safe; ``send_many``
     runs without the GIL. OSError when ``host:port`` cannot be bound; ValueError for an empty token."""
 
-    def __new__(cls, host: str, port: int, token: str, limit_bytes: int = ..., attach_seconds: float = 10.0) -> StreamHolder: ...
+    def __new__(cls, host: str, port: int, token: str, limit_bytes: int = ..., attach_seconds: float = 10.0, *,
+                mux: bool = True, gateway_timeout_seconds: float = 30.0) -> StreamHolder: ...
     @property
     def port(self) -> int: ...
+    @property
+    def mux(self) -> bool: ...
     @property
     def wake_fd(self) -> int: ...
     def token_matches(self, value: str) -> bool:

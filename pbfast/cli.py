@@ -80,6 +80,9 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "gateway_read_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_client_idle_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "gateway_access_log": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "gateway_held_stream_limit_kb": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "gateway_held_streams_budget_mb": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
+    "gateway_held_stream_timeout": frozenset({Mode.ALL_IN_ONE, Mode.GATEWAY}),
     "db_threads": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "workers": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "request_time_limit": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
@@ -87,6 +90,7 @@ _MODE_FLAGS: dict[str, frozenset[Mode]] = {
     "sqlite_memory_limit_mb": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "realtime_max_per_tenant": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
     "realtime_max_per_node": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
+    "realtime_gateway_timeout": frozenset({Mode.ALL_IN_ONE, Mode.TENANT_NODE}),
 }
 
 _DEFAULT_HTTP_ADDR = {
@@ -167,6 +171,9 @@ def _build_parser() -> _Parser:
     serve.add_argument("--realtime-max-per-node", type=int,
                        help=f"open realtime (SSE) streams on a node before more get 429 "
                             f"(default {DEFAULT_REALTIME_PER_NODE})")
+    serve.add_argument("--realtime-gateway-timeout", type=float,
+                       help="seconds a gateway's multiplexed connection to the node's realtime streams may take "
+                            "nothing before it is dropped and its streams end (default 30)")
     serve.add_argument("--gateway-data-path", choices=("native", "python"),
                        help="gateway: forward in the Rust extension (native, the default) or in Python")
     serve.add_argument("--gateway-threads", type=int,
@@ -182,6 +189,14 @@ def _build_parser() -> _Parser:
                        help="seconds a client may stay silent mid-request or idle between requests (default 60)")
     serve.add_argument("--gateway-access-log", action="store_const", const=True,
                        help="log one line per gateway request (off by default)")
+    serve.add_argument("--gateway-held-stream-limit-kb", type=int,
+                       help="KiB a realtime stream read from a node may have queued for a client that does not "
+                            "read before it is dropped (default 4096)")
+    serve.add_argument("--gateway-held-streams-budget-mb", type=int,
+                       help="MiB queued for all such streams; past it the largest are dropped (default 256)")
+    serve.add_argument("--gateway-held-stream-timeout", type=float,
+                       help="seconds a node's multiplexed realtime connection may take nothing before it is "
+                            "dropped and its streams end (default 30)")
     serve.add_argument("--admin-token", help="control plane admin token (or PBFAST_ADMIN_TOKEN)")
     serve.add_argument("--pprof-addr",
                        help="serve pprof profiles (/debug/pprof/) on this host:port (off by default; loopback "
@@ -378,8 +393,15 @@ def _engine_settings(args: argparse.Namespace, environ: dict[str, str]) -> Engin
     for flag, value in (("--realtime-max-per-tenant", per_tenant), ("--realtime-max-per-node", per_node)):
         if not 1 <= value <= 10_000_000:
             raise ConfigError(f"{flag} must be between 1 and 10000000, got {value}")
+    gateway_timeout = 30.0 if args.realtime_gateway_timeout is None else args.realtime_gateway_timeout
+    if not 1 <= gateway_timeout <= 3600:
+        raise ConfigError(f"--realtime-gateway-timeout must be between 1 and 3600 seconds, got {gateway_timeout:g}")
+    mux = environ.get("PBFAST_STREAM_MUX", "on").strip().lower()
+    if mux not in ("on", "off"):
+        raise ConfigError(f"PBFAST_STREAM_MUX must be on or off, got {mux!r}")
     return EngineSettings(db_threads=threads, request_time_limit=limit, queue_limit=queue,
                           sqlite_memory_limit_mb=memory, realtime_per_tenant=per_tenant, realtime_per_node=per_node,
+                          realtime_gateway_timeout=gateway_timeout, realtime_mux=mux == "on",
                           workers=_workers(args.workers if args.workers is not None else environ.get("PBFAST_WORKERS")))
 
 
@@ -426,11 +448,25 @@ def _gateway_settings(args: argparse.Namespace) -> GatewaySettings:
         if not 0.01 <= value <= 86400:
             raise ConfigError(f"{flag} must be between 0.01 and 86400 seconds, got {value:g}")
         timeouts[dest] = value
+    held_limit = defaults.held_stream_limit_kb if args.gateway_held_stream_limit_kb is None \
+        else args.gateway_held_stream_limit_kb
+    if not 64 <= held_limit <= 1 << 20:
+        raise ConfigError(f"--gateway-held-stream-limit-kb must be between 64 and {1 << 20}, got {held_limit}")
+    budget = defaults.held_streams_budget_mb if args.gateway_held_streams_budget_mb is None \
+        else args.gateway_held_streams_budget_mb
+    if not held_limit <= budget << 10 <= 1 << 40:
+        raise ConfigError(f"--gateway-held-streams-budget-mb must hold one stream's limit and be at most "
+                          f"{1 << 30}, got {budget}")
+    held_timeout = defaults.held_stream_timeout if args.gateway_held_stream_timeout is None \
+        else args.gateway_held_stream_timeout
+    if not 1 <= held_timeout <= 3600:
+        raise ConfigError(f"--gateway-held-stream-timeout must be between 1 and 3600 seconds, got {held_timeout:g}")
     return GatewaySettings(native=(args.gateway_data_path or "native") == "native", threads=threads,
                            max_body_bytes=body, connect_timeout=timeouts["gateway_connect_timeout"],
                            read_timeout=timeouts["gateway_read_timeout"],
                            client_idle_timeout=timeouts["gateway_client_idle_timeout"],
-                           access_log=bool(args.gateway_access_log))
+                           access_log=bool(args.gateway_access_log), held_stream_limit_kb=held_limit,
+                           held_streams_budget_mb=budget, held_stream_timeout=held_timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

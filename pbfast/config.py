@@ -45,7 +45,9 @@ class GatewaySettings:
     ``native``: the public listener is the Rust extension's, on ``threads`` worker threads; it forwards to
     remote nodes itself and hands everything else (in ``all-in-one``: every tenant request, the node being
     in-process) to the Python side. Otherwise the Python proxy on the event loop listens. The limits apply
-    to both.
+    to both. The ``held_*`` settings bound the realtime streams the native path reads from nodes' stream
+    holders (docs/realtime.md): bytes queued per stream for a client that does not read, bytes queued for all
+    of them, and seconds a node may take no commands before its connection (and its streams) is dropped.
     """
 
     native: bool = True
@@ -55,6 +57,9 @@ class GatewaySettings:
     read_timeout: float = 30.0
     client_idle_timeout: float = 60.0
     access_log: bool = False
+    held_stream_limit_kb: int = 4096
+    held_streams_budget_mb: int = 256
+    held_stream_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,10 @@ class EngineSettings:
     ``requestTimeLimitMs`` says otherwise; ``queue_limit``: requests of one tenant waiting for a worker before
     more get 429; ``sqlite_memory_limit_mb``: SQLite's process-wide hard heap limit (0: none; its soft limit,
     where caches shrink, is three quarters of it); ``realtime_per_tenant``/``realtime_per_node``: open realtime
-    streams allowed (more get 429, see docs/realtime.md); ``workers``: worker processes serving tenant requests
+    streams allowed (more get 429, see docs/realtime.md); ``realtime_gateway_timeout``: seconds a gateway's
+    multiplexed connection to the node's stream holder may take nothing before it is dropped;
+    ``realtime_mux``: whether the holder offers gateways the multiplexed connection (``PBFAST_STREAM_MUX=off``:
+    a connection per stream, as before the mux); ``workers``: worker processes serving tenant requests
     beside the main process (1: none, the main process serves them; see :mod:`pbfast.tenant_node.workers`),
     each with ``db_threads`` threads and its share of the memory limit.
     """
@@ -80,6 +88,8 @@ class EngineSettings:
     workers: int = DEFAULT_WORKERS
     realtime_per_tenant: int = DEFAULT_REALTIME_PER_TENANT
     realtime_per_node: int = DEFAULT_REALTIME_PER_NODE
+    realtime_gateway_timeout: float = 30.0
+    realtime_mux: bool = True
 
 
 class ConfigError(ValueError):

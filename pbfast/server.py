@@ -41,7 +41,7 @@ from pbfast.control_plane.routes import RouteFeed
 from pbfast.cp_client import ControlPlaneClient
 from pbfast.gateway.app import MOVE_WAIT_SECONDS, GatewayApp, LocalNode
 from pbfast.gateway.metrics import GatewayMetrics
-from pbfast.gateway.native import NativeFrontend
+from pbfast.gateway.native import HeldStreamLimits, NativeFrontend
 from pbfast.gateway.proxy import NodeProxy, ProxyLimits
 from pbfast.gateway.routes import RouteWatcher
 from pbfast.gc_tuning import collect_when_idle, tune_for_serving
@@ -200,7 +200,8 @@ def _stream_holder(config: ServeConfig, parts: Components, node: TenantNodeApp, 
     an ephemeral port of the node's host (loopback in all-in-one: only its own gateway reads it)."""
     host = "127.0.0.1" if config.mode is Mode.ALL_IN_ONE else config.http_addr.host
     try:
-        holder = StreamHolder(host, 0, cluster_token)
+        holder = StreamHolder(host, 0, cluster_token, mux=config.engine.realtime_mux,
+                              gateway_timeout_seconds=config.engine.realtime_gateway_timeout)
     except OSError as err:
         raise StartupError(f"realtime stream holder: {err}") from err
     hub = node.api.realtime
@@ -298,8 +299,11 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
     breakers = CircuitBreakers(limits.breaker_failures, limits.breaker_cooldown_seconds, 1)
     proxy = NodeProxy(cluster_token, limits, metrics, breakers)
     if settings.native:
+        held = HeldStreamLimits(stream_limit_bytes=settings.held_stream_limit_kb << 10,
+                                budget_bytes=settings.held_streams_budget_mb << 20,
+                                timeout_seconds=settings.held_stream_timeout)
         frontend = NativeFrontend(address, routes, breakers, cluster_token, limits, settings.threads,
-                                  MOVE_WAIT_SECONDS, access_log=settings.access_log)
+                                  MOVE_WAIT_SECONDS, access_log=settings.access_log, held=held)
         app = GatewayApp(watcher, local_nodes, proxy, metrics, metrics_token=cluster_token, trust_client_header=True,
                          native_stats=frontend.stats)
         parts.listeners.append(Listener("Gateway", address, app, uds=frontend.socket_path, http1_only=True))

@@ -78,6 +78,15 @@ def test_serve_help_lists_guide_flags() -> None:
         (["serve", "--workers=many"], "--workers must be a number or 'auto'"),
         (["serve", "--mode=gateway", "--control-plane-addrs=127.0.0.1:1", "--workers=2"],
          "--workers does not apply to --mode=gateway"),
+        (["serve", "--gateway-held-stream-limit-kb=8"], "--gateway-held-stream-limit-kb must be between 64"),
+        (["serve", "--gateway-held-stream-limit-kb=8192", "--gateway-held-streams-budget-mb=4"],
+         "--gateway-held-streams-budget-mb must hold one stream's limit"),
+        (["serve", "--gateway-held-stream-timeout=0"], "--gateway-held-stream-timeout must be between 1 and 3600"),
+        (["serve", "--mode=tenant-node", "--control-plane-addrs=127.0.0.1:1", "--gateway-held-stream-timeout=5"],
+         "--gateway-held-stream-timeout does not apply to --mode=tenant-node"),
+        (["serve", "--realtime-gateway-timeout=0.5"], "--realtime-gateway-timeout must be between 1 and 3600"),
+        (["serve", "--mode=gateway", "--control-plane-addrs=127.0.0.1:1", "--realtime-gateway-timeout=5"],
+         "--realtime-gateway-timeout does not apply to --mode=gateway"),
     ],
 )
 def test_wrong_flags_exit_2_with_one_line(args: list[str], expected: str) -> None:
@@ -95,6 +104,14 @@ def test_bad_log_level_exits_2() -> None:
     result = run_pbfast("serve", env={**os.environ, "PB_LOG_LEVEL": "LOUD"})
     assert result.returncode == 2
     assert "PB_LOG_LEVEL must be one of DEBUG, INFO, WARN, ERROR" in result.stderr
+
+
+def test_the_stream_mux_switch_from_the_environment_is_checked() -> None:
+    import os
+
+    result = run_pbfast("serve", env={**os.environ, "PBFAST_STREAM_MUX": "maybe"})
+    assert result.returncode == 2
+    assert "PBFAST_STREAM_MUX must be on or off" in result.stderr
 
 
 def test_workers_from_the_environment_are_checked_too() -> None:

@@ -13,7 +13,7 @@ RUST_WIRE = Path(__file__).resolve().parents[1] / "rust" / "src" / "gateway" / "
 TWINS = {"PREFIX": "HEADER_PREFIX", "CLUSTER_TOKEN": "CLUSTER_TOKEN_HEADER", "EPOCH": "EPOCH_HEADER",
          "MOVED": "MOVED_HEADER", "CLIENT": "CLIENT_HEADER", "REQUEST_ID": "REQUEST_ID_HEADER",
          "STREAM_HOLDER": "STREAM_HOLDER_HEADER", "STREAM_HELD": "STREAM_HELD_HEADER",
-         "RAW_PATH": "RAW_PATH_HEADER"}
+         "STREAM_MUX": "STREAM_MUX_HEADER", "RAW_PATH": "RAW_PATH_HEADER"}
 
 
 def _rust_constants() -> dict[str, str]:
@@ -30,7 +30,7 @@ def test_rust_and_python_name_the_same_headers() -> None:
 
 def test_every_cluster_header_is_under_the_prefix() -> None:
     names = [wire.CLUSTER_TOKEN_HEADER, wire.EPOCH_HEADER, wire.MOVED_HEADER, wire.CLIENT_HEADER,
-             wire.STREAM_HOLDER_HEADER, wire.STREAM_HELD_HEADER, wire.RAW_PATH_HEADER]
+             wire.STREAM_HOLDER_HEADER, wire.STREAM_HELD_HEADER, wire.STREAM_MUX_HEADER, wire.RAW_PATH_HEADER]
     assert all(name.startswith(wire.HEADER_PREFIX) and name == name.lower() for name in names)
 
 

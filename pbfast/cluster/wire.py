@@ -14,7 +14,9 @@ for the native data path (``tests/test_wire_contract.py`` checks that they agree
 - a gateway sends ``GET .../api/realtime`` with the cluster token in :data:`STREAM_HOLDER_HEADER`: a node
   holding its event streams outside its HTTP server answers the stream's head at once, with
   :data:`STREAM_HELD_HEADER` ``<port> <ticket>``, and the gateway reads the stream from the node's stream
-  holder at that port (``rust/src/gateway/held.rs``, ``rust/src/stream_holder/``);
+  holder at that port (``rust/src/gateway/held.rs``, ``rust/src/stream_holder/``): over its multiplexed
+  connection for the tenant when the answer also says :data:`STREAM_MUX_HEADER` ``1`` (the mux versions the
+  holder speaks), else over a connection of its own (a node from before the mux, or with it off);
 - a gateway forwards a tenant's request whose path holds a ``%`` with that path as the client sent it in
   :data:`RAW_PATH_HEADER`: the node's server hands over the path decoded, and PocketBase routes on the
   encoded one (``%2F`` is no separator there).
@@ -28,7 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = ["CLIENT_HEADER", "CLUSTER_TOKEN_HEADER", "EPOCH_HEADER", "HEADER_PREFIX", "MOVED_ANSWER_HEADERS",
-           "MOVED_HEADER", "RAW_PATH_HEADER", "REQUEST_ID_HEADER", "STREAM_HELD_HEADER", "STREAM_HOLDER_HEADER", "is_moved"]
+           "MOVED_HEADER", "RAW_PATH_HEADER", "REQUEST_ID_HEADER", "STREAM_HELD_HEADER", "STREAM_HOLDER_HEADER", "STREAM_MUX_HEADER",
+           "is_moved"]
 
 HEADER_PREFIX = "x-pbfast-"
 CLUSTER_TOKEN_HEADER = "x-pbfast-cluster-token"
@@ -38,6 +41,7 @@ CLIENT_HEADER = "x-pbfast-client"
 REQUEST_ID_HEADER = "x-request-id"
 STREAM_HOLDER_HEADER = "x-pbfast-stream-holder"
 STREAM_HELD_HEADER = "x-pbfast-stream-held"
+STREAM_MUX_HEADER = "x-pbfast-stream-mux"
 RAW_PATH_HEADER = "x-pbfast-path"
 
 MOVED_ANSWER_HEADERS = [("retry-after", "1"), (MOVED_HEADER, "1")]

@@ -13,7 +13,12 @@
 - ``pbfast_gateway_breaker_state{node=...,state=...}``: 1 for each node's current breaker state,
 - ``pbfast_gateway_routing_table_version`` and ``pbfast_gateway_routing_table_tenants``,
 - ``pbfast_gateway_native_handed_over_total``: requests the native data path handed to the Python side
-  (counted once, by the side that answered them, in the figures above).
+  (counted once, by the side that answered them, in the figures above),
+- ``pbfast_gateway_held_streams`` and ``pbfast_gateway_held_connections``: realtime streams the native path
+  reads from remote nodes' stream holders, and the multiplexed connections they share (one per node and
+  tenant),
+- ``pbfast_gateway_held_records_dropped_total``: records a node sent on such a connection for a stream it
+  was not given there (another tenant's, or none): dropped, never delivered; any is a node's bug.
 
 With the native data path (``gateway`` mode) the figures are the sum of both sides: the native side times
 a request until its answer's head is sent on, the Python side until its whole answer is.
@@ -103,4 +108,15 @@ class GatewayMetrics:
         if native is not None:
             out.single("pbfast_gateway_native_handed_over_total", "counter",
                        "Requests the native data path handed to the gateway's Python side.", native["handed_over"])
+            held = native.get("held")
+            if held is not None:
+                out.single("pbfast_gateway_held_streams", "gauge",
+                           "Realtime streams read from nodes' stream holders over multiplexed connections.",
+                           held["streams"])
+                out.single("pbfast_gateway_held_connections", "gauge",
+                           "Multiplexed connections to nodes' stream holders (one per node and tenant).",
+                           held["connections"])
+                out.single("pbfast_gateway_held_records_dropped_total", "counter",
+                           "Records a node sent for a stream its connection was not given (dropped).",
+                           held["foreign_records"])
         return out.render()

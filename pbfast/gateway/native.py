@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from pbfast.gateway.proxy import ProxyLimits
 from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import CircuitBreakers, RoutingTable
 
-__all__ = ["FALLBACK_READY_SECONDS", "NativeFrontend"]
+__all__ = ["FALLBACK_READY_SECONDS", "HeldStreamLimits", "NativeFrontend"]
 
 log = component_logger("Gateway")
 access_log = component_logger("GatewayAccess")
@@ -37,11 +38,22 @@ LOG_INTERVAL = 0.2
 SOCKET_NAME = "python.sock"
 
 
+@dataclass(frozen=True, slots=True)
+class HeldStreamLimits:
+    """Bounds on the realtime streams the native path reads from nodes' stream holders (process-wide in the
+    extension): bytes queued per stream and for all of them, seconds a node may take nothing."""
+
+    stream_limit_bytes: int = 4 << 20
+    budget_bytes: int = 256 << 20
+    timeout_seconds: float = 30.0
+
+
 class NativeFrontend:
     """Owns the native server and the private directory of the Python side's Unix socket."""
 
     def __init__(self, address: Address, routes: RoutingTable, breakers: CircuitBreakers, cluster_token: str,
-                 limits: ProxyLimits, threads: int, move_wait_seconds: float, access_log: bool = False) -> None:
+                 limits: ProxyLimits, threads: int, move_wait_seconds: float, access_log: bool = False,
+                 held: HeldStreamLimits | None = None) -> None:
         self.address = address
         self.threads = threads
         self.access_log = access_log
@@ -50,6 +62,7 @@ class NativeFrontend:
         # A short path (Unix socket paths are limited to ~107 bytes), private to this user.
         self._dir = Path(tempfile.mkdtemp(prefix="pbfast-gw-"))
         self.socket_path = self._dir / SOCKET_NAME
+        held_limits = held or HeldStreamLimits()
         self.server = GatewayServer(
             routes, breakers, cluster_token, self.socket_path,
             latency_buckets=list(LATENCY_BUCKETS),
@@ -63,6 +76,9 @@ class NativeFrontend:
             move_wait_seconds=move_wait_seconds,
             threads=threads,
             access_log=access_log,
+            held_stream_limit_bytes=held_limits.stream_limit_bytes,
+            held_streams_budget_bytes=held_limits.budget_bytes,
+            held_stream_timeout_seconds=held_limits.timeout_seconds,
         )
 
     async def start(self) -> None:

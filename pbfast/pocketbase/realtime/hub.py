@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol, cast
 
 from pbfast.http import HTTPProtocol, send_error
 from pbfast.logs import component_logger
-from pbfast.cluster.wire import STREAM_HELD_HEADER
+from pbfast.cluster.wire import STREAM_HELD_HEADER, STREAM_MUX_HEADER
 from pbfast.pocketbase.realtime.fanout import Delivery, RecordChange, evaluate
 from pbfast.pocketbase.realtime.held import END_REASONS, HeldClient
 from pbfast.pocketbase.realtime.subscriptions import (Broker, Client, ConnectAddress, new_client_id, record_frame,
@@ -214,7 +214,10 @@ class RealtimeHub:
         self._open += 1
         self._held[handle] = (tenant_id, client)
         self._start_sweeper()
-        proto.response_empty(200, [*SSE_HEADERS, (STREAM_HELD_HEADER, f"{holder.port} {ticket}")])
+        held = [(STREAM_HELD_HEADER, f"{holder.port} {ticket}")]
+        if holder.mux:  # the multiplexed connection's versions the holder speaks (older gateways drop it)
+            held.append((STREAM_MUX_HEADER, "1"))
+        proto.response_empty(200, [*SSE_HEADERS, *held])
 
     def _held_ended(self) -> None:
         """The holder's streams that ended (the gateway went away, overflow, ended here, never attached)."""

@@ -500,7 +500,7 @@ impl DataPath {
                     match self.answer(response) {
                         Ok((answer, None)) => return Answer::Node(answer),
                         Ok((answer, Some(at))) => {
-                            return Answer::Node(self.held_stream(held::host_of(authority), &at, answer).await)
+                            return Answer::Node(self.held_stream(held::host_of(authority), tenant, &at, answer).await)
                         }
                         Err(()) => None, // the node says the tenant moved
                     }
@@ -571,11 +571,12 @@ impl DataPath {
         Ok((Response::from_parts(parts, incoming.into_body(streaming)), at))
     }
 
-    /// The answer of a stream held at `host` (`at`): its head, and the stream read from the holder as its body.
-    async fn held_stream(&self, host: &str, at: &Held, answer: Response<ProxyBody>) -> Response<ProxyBody> {
+    /// The answer of `tenant`'s stream held at `host` (`at`): its head, and the stream read from the holder as
+    /// its body.
+    async fn held_stream(&self, host: &str, tenant: &str, at: &Held, answer: Response<ProxyBody>) -> Response<ProxyBody> {
         let (parts, empty) = answer.into_parts();
         let _ = empty.collect().await; // read to its end: its node connection goes back to the pool
-        match held::attach(host, at, &self.token, self.limits.connect_timeout).await {
+        match held::attach(host, tenant, at, &self.token, self.limits.connect_timeout).await {
             Ok(stream) => Response::from_parts(parts, stream.boxed_unsync()),
             Err(_) => {
                 self.stats.upstream_error(Upstream::Reset);
@@ -677,7 +678,8 @@ impl DataPath {
                 headers::strip_response(&mut parts.headers);
                 let answer = Response::from_parts(parts, incoming.map_err(Into::into).boxed_unsync());
                 return Answer::HandedOver(match at {
-                    Some(at) => self.held_stream("127.0.0.1", &at, answer).await,
+                    // The tenant is not known here (no route was looked up): "" for its connection's key.
+                    Some(at) => self.held_stream("127.0.0.1", "", &at, answer).await,
                     None => answer,
                 });
             }

@@ -1,6 +1,7 @@
 //! The gateway's side of the multiplexed connection to a node's stream holder
-//! ([`crate::stream_holder::mux_wire`]): one connection per holder (host, port) carries every stream this
-//! gateway reads from it, instead of one connection (a descriptor and a read per event) per stream.
+//! ([`crate::stream_holder::mux_wire`]): one connection per holder (host, port) and tenant carries every
+//! stream of that tenant this gateway reads from it, instead of one connection (a descriptor and a read per
+//! event) per stream.
 //!
 //! Each connection has a [`Streams`] table of its own: a stream attached through it is admitted there and
 //! read by the client's connection task as a [`LocalReader`] (the same reader an all-in-one's gateway uses
@@ -12,8 +13,16 @@
 //! the connection ends (the node stopped or died, the network broke) every stream on it ends cleanly, so the
 //! SDKs reconnect at once, and the next attach connects again.
 //!
+//! The node names a record's stream by the id this gateway gave it, and is not trusted to get it right: a
+//! connection carries one tenant's streams only, and each connection's ids are a range of their own, so a
+//! record for an id this connection never gave (another connection's, another tenant's, none) is dropped
+//! and counted ([`foreign_records`], the gateway's `pbfast_gateway_held_records_dropped_total`), never
+//! queued on a stream. (A record for a stream of this connection that ended meanwhile is dropped quietly:
+//! its close and the node's frames cross on the wire.) One connection per tenant also keeps a tenant's
+//! burst, or a broken record, from delaying or ending another tenant's streams.
+//!
 //! Thread-safety: the pool is a process-wide table; a connection's table is shared by its tasks and the
-//! clients' tasks on any of the gateway's threads.
+//! clients' tasks on any of the gateway's threads. The settings are process-wide too ([`configure`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -31,17 +40,60 @@ use crate::stream_holder::listener::MUX_HELLO;
 use crate::stream_holder::mux_wire::{self, ATTACH, BROKEN, CLOSE, DATA, END};
 use crate::stream_holder::streams::{Budget, EndReason, LocalReader, Streams};
 
-/// Bytes a stream may have queued on the gateway for a client that does not read (as the holder's default,
-/// so that any event the node queues fits).
+/// The gateway's bounds on held streams (`--gateway-held-stream-limit-kb`, `--gateway-held-streams-budget-mb`,
+/// `--gateway-held-stream-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Bytes a stream may have queued on the gateway for a client that does not read (as the holder's default,
+    /// so that any event the node queues fits).
+    pub stream_limit: usize,
+    /// Bytes queued on the gateway for all the streams of all its connections: past it, the streams with the
+    /// most queued are dropped as a client past its own limit is (10,000 stalled clients would otherwise hold
+    /// 40 GiB of a gateway every tenant shares).
+    pub budget: usize,
+    /// How long a node may take no commands, or leave keepalive probes unanswered, before its connection
+    /// (and every stream on it) is dropped.
+    pub peer_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { stream_limit: STREAM_LIMIT, budget: GATEWAY_LIMIT, peer_timeout: mux_wire::PEER_TIMEOUT }
+    }
+}
+
+/// The default of [`Settings::stream_limit`].
 pub const STREAM_LIMIT: usize = 4 << 20;
-/// Bytes queued on the gateway for all the streams of all its connections: past it, the streams with the
-/// most queued are dropped as a client past its own limit is (10,000 stalled clients would otherwise hold
-/// 40 GiB of a gateway every tenant shares).
-const GATEWAY_LIMIT: usize = 256 << 20;
+/// The default of [`Settings::budget`].
+pub const GATEWAY_LIMIT: usize = 256 << 20;
+static SETTINGS: LazyLock<Mutex<Settings>> = LazyLock::new(|| Mutex::new(Settings::default()));
 static GATEWAY_BUDGET: LazyLock<Arc<Budget>> = LazyLock::new(|| Budget::new(GATEWAY_LIMIT));
+
+/// Set the bounds of held streams for this process (a gateway's start; connections made afterwards use them,
+/// the budget at once).
+pub fn configure(settings: Settings) {
+    *SETTINGS.lock() = settings;
+    GATEWAY_BUDGET.set_limit(settings.budget);
+}
+
+fn settings() -> Settings {
+    *SETTINGS.lock()
+}
+
 /// Bytes read from the connection at most per read: an event's frames for 1,000 recipients (~300 KB) in one
 /// or two reads, so their readers are woken in one or two batches.
 const READ_CHUNK: usize = 256 << 10;
+
+/// Records a node sent for a stream id their connection never gave, dropped.
+static FOREIGN_RECORDS: AtomicU64 = AtomicU64::new(0);
+
+/// How many records nodes sent for streams their connection never gave (dropped, never delivered).
+pub fn foreign_records() -> u64 {
+    FOREIGN_RECORDS.load(Ordering::Relaxed)
+}
+
+/// Connections made so far: each connection's stream ids start at its number times 2^32.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 type Command = [u8; mux_wire::COMMAND_LEN];
 
@@ -83,8 +135,8 @@ impl Mux {
 /// Local tickets of the per-connection tables (any unique number: only this module attaches them).
 static NEXT_LOCAL: AtomicU64 = AtomicU64::new(1);
 
-/// Key: the holder's host, port and the token this gateway speaks with.
-type Key = (String, u16, Vec<u8>);
+/// Key: the holder's host, port, the token this gateway speaks with, and the tenant.
+type Key = (String, u16, Vec<u8>, String);
 
 /// Why a connect failed, kept to answer the attaches that waited for it (and those of the next moment).
 #[derive(Clone)]
@@ -130,11 +182,11 @@ impl Slot {
 
 static POOL: LazyLock<Mutex<HashMap<Key, Arc<Mutex<Slot>>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// The stream of `ticket` held at `host:port`, read through this gateway's connection to that holder (made
-/// when there is none, or the last one ended). The connect runs in a task of its own, with no lock held:
-/// the attaches that come meanwhile wait for its outcome, and share it (a failure too).
-pub async fn attach(host: &str, port: u16, token: &[u8], ticket: u64, connect_timeout: Duration) -> io::Result<LocalReader> {
-    let key = (host.to_owned(), port, token.to_vec());
+/// The stream of `ticket` of `tenant` held at `host:port`, read through this gateway's connection to that
+/// holder for that tenant (made when there is none, or the last one ended). The connect runs in a task of its
+/// own, with no lock held: the attaches that come meanwhile wait for its outcome, and share it (a failure too).
+pub async fn attach(host: &str, port: u16, token: &[u8], tenant: &str, ticket: u64, connect_timeout: Duration) -> io::Result<LocalReader> {
+    let key = (host.to_owned(), port, token.to_vec(), tenant.to_owned());
     let slot = {
         let mut pool = POOL.lock();
         if !pool.contains_key(&key) {
@@ -184,8 +236,8 @@ pub async fn attach(host: &str, port: u16, token: &[u8], ticket: u64, connect_ti
 
 /// Connect to the holder of `key` and publish the outcome in its slot and to the attaches waiting for it.
 async fn connect_for(slot: Arc<Mutex<Slot>>, key: Key, connect_timeout: Duration, done: tokio::sync::watch::Sender<Option<Result<Arc<Mux>, Failure>>>) {
-    let (host, port, token) = key;
-    let outcome = connect(&host, port, &token, connect_timeout)
+    let (host, port, token, tenant) = key;
+    let outcome = connect(&host, port, &token, &tenant, connect_timeout)
         .await
         .map_err(|error| Failure { kind: error.kind(), message: error.to_string() });
     slot.lock().connection = match &outcome {
@@ -202,13 +254,14 @@ pub fn open_counts() -> (usize, usize) {
     (live.iter().map(|mux| mux.streams.len()).sum(), live.len())
 }
 
-async fn connect(host: &str, port: u16, token: &[u8], connect_timeout: Duration) -> io::Result<Arc<Mux>> {
+async fn connect(host: &str, port: u16, token: &[u8], tenant: &str, connect_timeout: Duration) -> io::Result<Arc<Mux>> {
+    let settings = settings();
     let connecting = TcpStream::connect(format!("{host}:{port}"));
     let socket = tokio::time::timeout(connect_timeout, connecting)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stream holder connect timeout"))??;
     socket.set_nodelay(true)?;
-    mux_wire::watch_peer(&socket)?;
+    mux_wire::watch_peer(&socket, settings.peer_timeout)?;
     let (reading, mut writing) = socket.into_split();
     let mut hello = token.to_vec();
     hello.push(b' ');
@@ -217,7 +270,10 @@ async fn connect(host: &str, port: u16, token: &[u8], connect_timeout: Duration)
     writing.write_all(&hello).await?;
     let closed = Arc::new(Notify::new());
     let notified = closed.clone();
-    let streams = Streams::with_budget(STREAM_LIMIT, Duration::from_secs(3600), Box::new(move || notified.notify_one()), &GATEWAY_BUDGET);
+    let first_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed) << 32;
+    let streams = Streams::with_budget(settings.stream_limit, Duration::from_secs(3600), Box::new(move || notified.notify_one()), &GATEWAY_BUDGET)
+        .starting_at(first_id);
+    let peer = format!("{host}:{port} (tenant {tenant})");
     let (commands, queued) = mpsc::unbounded_channel();
     let mux = Arc::new(Mux { streams, commands, alive: Mutex::new(true) });
     let guard = EndGuard(mux.clone());
@@ -226,8 +282,8 @@ async fn connect(host: &str, port: u16, token: &[u8], connect_timeout: Duration)
         // other: the socket closes with both halves, and the guard ends the streams and marks the connection
         // dead, so the next attach connects again.
         tokio::select! {
-            () = read_records(reading, &guard.0.streams) => {}
-            () = write_commands(writing, queued, guard.0.streams.clone(), closed) => {}
+            () = read_records(reading, &guard.0.streams, &peer) => {}
+            () = write_commands(writing, queued, guard.0.streams.clone(), closed, settings.peer_timeout) => {}
         }
         drop(guard);
     });
@@ -243,9 +299,11 @@ impl Drop for EndGuard {
     }
 }
 
-/// Queue each record's frames on its stream until the connection ends.
-async fn read_records(socket: OwnedReadHalf, streams: &Streams) {
+/// Queue each record's frames on its stream until the connection ends; records for ids this connection never
+/// gave are dropped and counted (`peer`: the connection, for the log).
+async fn read_records(socket: OwnedReadHalf, streams: &Streams, peer: &str) {
     let mut buffer: Vec<u8> = Vec::new();
+    let mut foreign: u64 = 0;
     loop {
         if socket.readable().await.is_err() {
             return;
@@ -263,11 +321,19 @@ async fn read_records(socket: OwnedReadHalf, streams: &Streams) {
         loop {
             match mux_wire::record(&buffer[used..]) {
                 Ok(Some((record, length))) => {
+                    used += length;
+                    if !streams.issued(record.id) {
+                        foreign += 1;
+                        FOREIGN_RECORDS.fetch_add(1, Ordering::Relaxed);
+                        if foreign == 1 {
+                            eprintln!("[Gateway] held streams: {peer} sent a record for a stream it was not given (dropped; counted in pbfast_gateway_held_records_dropped_total)");
+                        }
+                        continue;
+                    }
                     match record.kind {
                         DATA => frames.push((record.id, record.data)),
                         kind => ends.push((record.id, kind)),
                     }
-                    used += length;
                 }
                 Ok(None) => break,
                 Err(_) => return,
@@ -290,7 +356,7 @@ async fn read_records(socket: OwnedReadHalf, streams: &Streams) {
 }
 
 /// Write the attach commands, and a close for every stream whose client went away or fell behind.
-async fn write_commands(mut socket: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Command>, streams: Arc<Streams>, closed: Arc<Notify>) {
+async fn write_commands(mut socket: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Command>, streams: Arc<Streams>, closed: Arc<Notify>, peer_timeout: Duration) {
     let mut out: Vec<u8> = Vec::new();
     loop {
         tokio::select! {
@@ -309,7 +375,7 @@ async fn write_commands(mut socket: OwnedWriteHalf, mut queued: mpsc::UnboundedR
             }
         }
         // A node that takes no commands for this long is stuck (the reading half keeps draining it).
-        if !out.is_empty() && !matches!(tokio::time::timeout(mux_wire::PEER_TIMEOUT, socket.write_all(&out)).await, Ok(Ok(()))) {
+        if !out.is_empty() && !matches!(tokio::time::timeout(peer_timeout, socket.write_all(&out)).await, Ok(Ok(()))) {
             return;
         }
         out.clear();
@@ -331,7 +397,8 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let streams = Arc::new(Streams::new(1 << 20, Duration::from_secs(5), Box::new(|| {})));
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(crate::stream_holder::listener::serve(listener, streams.clone(), Arc::from(&b"tok"[..]), stopped));
+        let options = crate::stream_holder::listener::Options::default();
+        tokio::spawn(crate::stream_holder::listener::serve(listener, streams.clone(), Arc::from(&b"tok"[..]), options, stopped));
         (port, streams, stop)
     }
 
@@ -352,7 +419,11 @@ mod tests {
 
     /// The pooled connection to the test holder at `port` (alive or not), and how many connects it took.
     fn pooled(port: u16) -> Option<Arc<Mux>> {
-        let slot = POOL.lock().get(&("127.0.0.1".to_owned(), port, b"tok".to_vec())).cloned()?;
+        pooled_for(port, "acme")
+    }
+
+    fn pooled_for(port: u16, tenant: &str) -> Option<Arc<Mux>> {
+        let slot = POOL.lock().get(&("127.0.0.1".to_owned(), port, b"tok".to_vec(), tenant.to_owned())).cloned()?;
         let slot = slot.lock();
         match &slot.connection {
             Connection::Live(mux) => Some(mux.clone()),
@@ -361,7 +432,7 @@ mod tests {
     }
 
     fn connects(port: u16) -> u64 {
-        POOL.lock().get(&("127.0.0.1".to_owned(), port, b"tok".to_vec())).map_or(0, |slot| slot.lock().connects)
+        POOL.lock().get(&("127.0.0.1".to_owned(), port, b"tok".to_vec(), "acme".to_owned())).map_or(0, |slot| slot.lock().connects)
     }
 
     async fn until(mut done: impl FnMut() -> bool) {
@@ -380,13 +451,13 @@ mod tests {
         let now = Instant::now();
         let (a, b, c) = (held.admit(b"A0;", 0xa, now), held.admit(b"B0;", 0xb, now), held.admit(b"C0;", 0xc, now));
         let timeout = Duration::from_secs(5);
-        let mut reader_a = attach("127.0.0.1", port, b"tok", 0xa, timeout).await.unwrap();
-        let mut reader_b = attach("127.0.0.1", port, b"tok", 0xb, timeout).await.unwrap();
-        let reader_c = attach("127.0.0.1", port, b"tok", 0xc, timeout).await.unwrap();
+        let mut reader_a = attach("127.0.0.1", port, b"tok", "acme", 0xa, timeout).await.unwrap();
+        let mut reader_b = attach("127.0.0.1", port, b"tok", "acme", 0xb, timeout).await.unwrap();
+        let reader_c = attach("127.0.0.1", port, b"tok", "acme", 0xc, timeout).await.unwrap();
         assert_eq!(read(&mut reader_a).await, Read::Frames(Bytes::from_static(b"A0;")));
         assert_eq!(read(&mut reader_b).await, Read::Frames(Bytes::from_static(b"B0;")));
         // An unknown ticket breaks only its own stream.
-        let mut stranger = attach("127.0.0.1", port, b"tok", 0xdead, timeout).await.unwrap();
+        let mut stranger = attach("127.0.0.1", port, b"tok", "acme", 0xdead, timeout).await.unwrap();
         assert_eq!(read(&mut stranger).await, Read::Broken(EndReason::Gone));
 
         held.send([(a, &b"A1;"[..]), (b, &b"B1;"[..])]);
@@ -410,8 +481,8 @@ mod tests {
         let now = Instant::now();
         let (stalled, live) = (held.admit(b"", 1, now), held.admit(b"", 2, now));
         let timeout = Duration::from_secs(5);
-        let mut stalled_reader = attach("127.0.0.1", port, b"tok", 1, timeout).await.unwrap();
-        let mut live_reader = attach("127.0.0.1", port, b"tok", 2, timeout).await.unwrap();
+        let mut stalled_reader = attach("127.0.0.1", port, b"tok", "acme", 1, timeout).await.unwrap();
+        let mut live_reader = attach("127.0.0.1", port, b"tok", "acme", 2, timeout).await.unwrap();
         let frame = vec![b'x'; 64 << 10];
         let (mut sent, mut received) = (0, 0);
         // The stalled client's queue on the gateway passes its limit: it is dropped, on both sides, while
@@ -437,13 +508,13 @@ mod tests {
         let (port, held, stop) = holder();
         let handle = held.admit(b"first;", 7, Instant::now());
         let timeout = Duration::from_secs(5);
-        let mut reader = attach("127.0.0.1", port, b"tok", 7, timeout).await.unwrap();
+        let mut reader = attach("127.0.0.1", port, b"tok", "acme", 7, timeout).await.unwrap();
         assert_eq!(read(&mut reader).await, Read::Frames(Bytes::from_static(b"first;")));
         held.send([(handle, &b"last;"[..])]);
         stop.send(true).unwrap();
         assert_eq!(read_to_end(&mut reader).await, (b"last;".to_vec(), Read::Ended));
         until(|| held.is_empty()).await;
-        assert!(attach("127.0.0.1", port, b"tok", 8, timeout).await.is_err()); // nobody listens there now
+        assert!(attach("127.0.0.1", port, b"tok", "acme", 8, timeout).await.is_err()); // nobody listens there now
     }
 
     #[tokio::test]
@@ -462,7 +533,7 @@ mod tests {
             mux_wire::push_record(&mut out, DATA, commands[0].1, b"data:1\n\n");
             socket.write_all(&out).await.unwrap();
         });
-        let mut reader = attach("127.0.0.1", port, b"tok", 1, Duration::from_secs(5)).await.unwrap();
+        let mut reader = attach("127.0.0.1", port, b"tok", "acme", 1, Duration::from_secs(5)).await.unwrap();
         assert_eq!(read_to_end(&mut reader).await, (b"data:1\n\n".to_vec(), Read::Ended));
     }
 
@@ -486,15 +557,58 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let timeout = Duration::from_secs(5);
-        let mut reader = attach("127.0.0.1", port, b"tok", 1, timeout).await.unwrap();
+        let mut reader = attach("127.0.0.1", port, b"tok", "acme", 1, timeout).await.unwrap();
         assert_eq!(read_to_end(&mut reader).await, (Vec::new(), Read::Ended));
         tokio::time::timeout(Duration::from_secs(10), closed_rx).await.expect("closed in time").unwrap();
         let first = pooled(port).unwrap();
         assert!(!*first.alive.lock());
-        let _second = attach("127.0.0.1", port, b"tok", 2, timeout).await.unwrap();
+        let _second = attach("127.0.0.1", port, b"tok", "acme", 2, timeout).await.unwrap();
         let second = pooled(port).unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
         assert!(*second.alive.lock());
+    }
+
+    /// A fake holder's side of one connection: the hello's last word and the attach command's id.
+    async fn accept_attach(listener: &tokio::net::TcpListener) -> (TcpStream, String, u64) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 8]; // "tok mux\n"
+        tokio::io::AsyncReadExt::read_exact(&mut socket, &mut hello).await.unwrap();
+        let mut attach = [0u8; mux_wire::COMMAND_LEN];
+        tokio::io::AsyncReadExt::read_exact(&mut socket, &mut attach).await.unwrap();
+        let (commands, _) = mux_wire::commands(&attach);
+        (socket, String::from_utf8_lossy(&hello).into_owned(), commands[0].1)
+    }
+
+    #[tokio::test]
+    async fn records_for_streams_a_connection_never_gave_are_dropped_and_counted() {
+        // A node that gets the ids wrong: on tenant a's connection it sends frames for tenant b's stream, for
+        // an id nobody gave, then a's own.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let timeout = Duration::from_secs(5);
+        let before = foreign_records();
+        let (reader_a, accepted_a) = tokio::join!(attach("127.0.0.1", port, b"tok", "tenant-a", 1, timeout), accept_attach(&listener));
+        let (reader_b, accepted_b) = tokio::join!(attach("127.0.0.1", port, b"tok", "tenant-b", 2, timeout), accept_attach(&listener));
+        let (mut reader_a, mut reader_b) = (reader_a.unwrap(), reader_b.unwrap());
+        let ((mut socket_a, hello_a, id_a), (mut socket_b, _, id_b)) = (accepted_a, accepted_b);
+        assert_eq!(hello_a, "tok mux\n");
+        assert_ne!(id_a, id_b); // each connection's ids are its own
+        let mut out = Vec::new();
+        mux_wire::push_record(&mut out, DATA, id_b, b"data:secret-of-b\n\n");
+        mux_wire::push_record(&mut out, END, id_b, b"");
+        mux_wire::push_record(&mut out, DATA, id_a + 1000, b"data:nobody\n\n");
+        mux_wire::push_record(&mut out, DATA, 0, b"data:nobody\n\n");
+        mux_wire::push_record(&mut out, DATA, id_a, b"data:a\n\n");
+        socket_a.write_all(&out).await.unwrap();
+        assert_eq!(read(&mut reader_a).await, Read::Frames(Bytes::from_static(b"data:a\n\n")));
+        assert!(foreign_records() >= before + 4);
+        // b's stream got none of it, and is still open: its own frames come on its own connection.
+        let mut own = Vec::new();
+        mux_wire::push_record(&mut own, DATA, id_b, b"data:b\n\n");
+        socket_b.write_all(&own).await.unwrap();
+        assert_eq!(read(&mut reader_b).await, Read::Frames(Bytes::from_static(b"data:b\n\n")));
+        // The connections stay up for the streams they do carry.
+        assert_eq!(pooled_for(port, "tenant-a").unwrap().streams.len(), 1);
     }
 
     #[tokio::test]
@@ -505,7 +619,7 @@ mod tests {
         let refused = StdListener::bind("127.0.0.1:0").unwrap();
         let port = refused.local_addr().unwrap().port();
         drop(refused);
-        let one = |ticket| attach("127.0.0.1", port, b"tok", ticket, timeout);
+        let one = |ticket| attach("127.0.0.1", port, b"tok", "acme", ticket, timeout);
         let (a, b, c, d) = tokio::join!(one(1), one(2), one(3), one(4));
         assert!([a, b, c, d].iter().all(Result::is_err));
         assert!(one(5).await.is_err());
@@ -515,7 +629,7 @@ mod tests {
         for ticket in 1..=4 {
             held.admit(b"x;", ticket, Instant::now());
         }
-        let one = |ticket| attach("127.0.0.1", port, b"tok", ticket, timeout);
+        let one = |ticket| attach("127.0.0.1", port, b"tok", "acme", ticket, timeout);
         let (a, b, c, d) = tokio::join!(one(1), one(2), one(3), one(4));
         assert_eq!(connects(port), 1);
         assert_eq!(pooled(port).unwrap().streams.len(), 4);

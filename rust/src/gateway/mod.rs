@@ -79,7 +79,8 @@ impl GatewayServer {
         routes, breakers, cluster_token, fallback_socket, *, latency_buckets,
         max_body_bytes = 33_554_432, max_header_bytes = 32_768, connect_timeout_seconds = 1.0,
         read_timeout_seconds = 30.0, client_idle_seconds = 60.0, pool_idle_seconds = 15.0,
-        max_idle_per_node = 256, move_wait_seconds = 5.0, threads = 1, access_log = false
+        max_idle_per_node = 256, move_wait_seconds = 5.0, threads = 1, access_log = false,
+        held_stream_limit_bytes = 4_194_304, held_streams_budget_bytes = 268_435_456, held_stream_timeout_seconds = 30.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
@@ -98,6 +99,9 @@ impl GatewayServer {
         move_wait_seconds: f64,
         threads: usize,
         access_log: bool,
+        held_stream_limit_bytes: usize,
+        held_streams_budget_bytes: usize,
+        held_stream_timeout_seconds: f64,
     ) -> PyResult<Self> {
         let token = HeaderValue::from_str(cluster_token)
             .map_err(|_| PyValueError::new_err("cluster_token must be a valid header value"))?;
@@ -110,6 +114,17 @@ impl GatewayServer {
         if max_header_bytes < 1024 {
             return Err(PyValueError::new_err(format!("max_header_bytes must be at least 1024, got {max_header_bytes}")));
         }
+        if held_stream_limit_bytes < 64 << 10 || held_streams_budget_bytes < held_stream_limit_bytes {
+            return Err(PyValueError::new_err(format!(
+                "held_stream_limit_bytes must be at least 65536 and held_streams_budget_bytes at least that, got {held_stream_limit_bytes} and {held_streams_budget_bytes}"
+            )));
+        }
+        // Process-wide (the held streams' connections are pooled per process): the last gateway made sets them.
+        held_mux::configure(held_mux::Settings {
+            stream_limit: held_stream_limit_bytes,
+            budget: held_streams_budget_bytes,
+            peer_timeout: seconds("held_stream_timeout_seconds", held_stream_timeout_seconds)?,
+        });
         let limits = Limits {
             max_body_bytes,
             max_header_bytes,
@@ -257,6 +272,12 @@ impl GatewayServer {
         }
         out.set_item("retries", retries)?;
         out.set_item("handed_over", stats.handed_over_count())?;
+        let (streams, connections) = held_mux::open_counts();
+        let held = PyDict::new(py);
+        held.set_item("streams", streams)?;
+        held.set_item("connections", connections)?;
+        held.set_item("foreign_records", held_mux::foreign_records())?;
+        out.set_item("held", held)?;
         Ok(out)
     }
 }

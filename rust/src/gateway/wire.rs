@@ -17,6 +17,9 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const STREAM_HOLDER: &str = "x-pbfast-stream-holder";
 /// On a node's answer: the stream is held at `<port> <ticket>` on the node's host (`super::held`).
 pub const STREAM_HELD: &str = "x-pbfast-stream-held";
+/// Beside [`STREAM_HELD`]: the holder's multiplexed connection versions, `1` today (`super::held_mux`); a
+/// node that does not send it (older, or with the mux off) is read with a connection per stream.
+pub const STREAM_MUX: &str = "x-pbfast-stream-mux";
 /// On a request forwarded to a node or handed to the Python side whose path holds a `%`: its path as sent
 /// (percent-encoded, the client's but for the `/t/{id}` prefix a node's request gets),
 /// since the node's server hands over the path decoded and PocketBase routes on the encoded one (`%2F` is

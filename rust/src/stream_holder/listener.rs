@@ -61,8 +61,24 @@ pub fn read_hello(line: &[u8], token: &[u8]) -> Option<Hello> {
 /// The hello's last word asking for a multiplexed connection.
 pub const MUX_HELLO: &[u8] = b"mux";
 
+/// How a holder serves its gateways.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Whether it takes multiplexed connections (off: a `mux` hello is closed, as a holder from before the
+    /// mux did; the node then does not offer it either).
+    pub mux: bool,
+    /// How long a multiplexed connection's write may make no progress before it is dropped.
+    pub peer_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { mux: true, peer_timeout: super::mux_wire::PEER_TIMEOUT }
+    }
+}
+
 /// Serve `listener` until `stop` says so; then end every stream (written out, closed).
-pub async fn serve(listener: StdListener, streams: Arc<Streams>, token: Arc<[u8]>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: StdListener, streams: Arc<Streams>, token: Arc<[u8]>, options: Options, mut stop: watch::Receiver<bool>) {
     let Ok(listener) = listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) else { return };
     let mut expiry = tokio::time::interval(EXPIRE_EVERY);
     loop {
@@ -70,7 +86,7 @@ pub async fn serve(listener: StdListener, streams: Arc<Streams>, token: Arc<[u8]
             accepted = listener.accept() => {
                 if let Ok((socket, _)) = accepted {
                     let _ = socket.set_nodelay(true);
-                    tokio::spawn(connection(socket, streams.clone(), token.clone(), stop.clone()));
+                    tokio::spawn(connection(socket, streams.clone(), token.clone(), options, stop.clone()));
                 }
             }
             _ = expiry.tick() => streams.expire(Instant::now()),
@@ -177,11 +193,11 @@ async fn write_all(socket: &TcpStream, stream: &Stream, mut bytes: &[u8]) -> boo
     true
 }
 
-async fn connection(socket: TcpStream, streams: Arc<Streams>, token: Arc<[u8]>, stop: watch::Receiver<bool>) {
+async fn connection(socket: TcpStream, streams: Arc<Streams>, token: Arc<[u8]>, options: Options, stop: watch::Receiver<bool>) {
     let ticket = match hello(&socket, &token).await {
         Some((Hello::Ticket(ticket), _)) => ticket,
-        Some((Hello::Mux, first)) => return super::mux::serve(socket, streams, first, stop).await,
-        None => return,
+        Some((Hello::Mux, first)) if options.mux => return super::mux::serve(socket, streams, first, stop, options.peer_timeout).await,
+        Some((Hello::Mux, _)) | None => return,
     };
     let Some((handle, stream)) = streams.attach(ticket) else { return };
     let reason = loop {
@@ -237,7 +253,7 @@ mod tests {
         let listener = StdListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, streams, Arc::from(&b"tok"[..]), stopped));
+        tokio::spawn(serve(listener, streams, Arc::from(&b"tok"[..]), Options::default(), stopped));
         (address, stop)
     }
 
@@ -280,6 +296,27 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         assert_eq!(ended, vec![(handle, EndReason::Overflow)]);
+    }
+
+    #[tokio::test]
+    async fn a_holder_with_the_mux_off_closes_a_mux_hello_and_still_serves_a_stream_per_connection() {
+        let streams = Arc::new(Streams::new(1 << 20, Duration::from_secs(5), Box::new(|| {})));
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        let options = Options { mux: false, ..Options::default() };
+        tokio::spawn(serve(listener, streams.clone(), Arc::from(&b"tok"[..]), options, stopped));
+        streams.admit(b"first\n", 0xab, Instant::now());
+        let mut mux = tokio::net::TcpStream::connect(address).await.unwrap();
+        mux.write_all(b"tok mux\n").await.unwrap();
+        let mut nothing = Vec::new();
+        mux.read_to_end(&mut nothing).await.unwrap(); // closed, as a holder from before the mux
+        assert!(nothing.is_empty());
+        let mut peer = tokio::net::TcpStream::connect(address).await.unwrap();
+        peer.write_all(b"tok ab\n").await.unwrap();
+        let mut got = vec![0u8; 6];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"first\n");
     }
 
     #[tokio::test]

@@ -65,6 +65,7 @@ pub struct StreamHolder {
     streams: Arc<Streams>,
     token: Arc<[u8]>,
     port: u16,
+    mux: bool,
     wake: Arc<OwnedFd>,
     running: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
 }
@@ -72,14 +73,19 @@ pub struct StreamHolder {
 #[pymethods]
 impl StreamHolder {
     #[new]
-    #[pyo3(signature = (host, port, token, limit_bytes = 4 << 20, attach_seconds = 10.0))]
-    fn new(host: &str, port: u16, token: &str, limit_bytes: usize, attach_seconds: f64) -> PyResult<Self> {
+    #[pyo3(signature = (host, port, token, limit_bytes = 4 << 20, attach_seconds = 10.0, *, mux = true, gateway_timeout_seconds = 30.0))]
+    fn new(host: &str, port: u16, token: &str, limit_bytes: usize, attach_seconds: f64, mux: bool, gateway_timeout_seconds: f64) -> PyResult<Self> {
         if token.is_empty() || token.contains(char::is_whitespace) {
             return Err(PyValueError::new_err("the token must be non-empty, without spaces"));
         }
         if !(attach_seconds.is_finite() && attach_seconds > 0.0) {
             return Err(PyValueError::new_err("attach_seconds must be positive"));
         }
+        let peer_timeout = Duration::try_from_secs_f64(gateway_timeout_seconds)
+            .ok()
+            .filter(|timeout| !timeout.is_zero())
+            .ok_or_else(|| PyValueError::new_err("gateway_timeout_seconds must be positive"))?;
+        let options = listener::Options { mux, peer_timeout };
         let listener = crate::listen::tcp_on_host(host, port, crate::listen::Sharing::Alone).map_err(|e| PyOSError::new_err(format!("{host}:{port}: {e}")))?;
         let port = listener.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port();
         // SAFETY: eventfd returns a new descriptor (or -1, checked).
@@ -107,7 +113,7 @@ impl StreamHolder {
             .name("pbfast-streams".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    listener::serve(listener, served.clone(), key, stopped).await;
+                    listener::serve(listener, served.clone(), key, options, stopped).await;
                     let deadline = tokio::time::Instant::now() + STOP_GRACE;
                     while !served.is_empty() && tokio::time::Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -119,12 +125,18 @@ impl StreamHolder {
         holders.retain(|(_, streams, _)| streams.strong_count() > 0);
         holders.push((port, Arc::downgrade(&streams), token.clone()));
         drop(holders);
-        Ok(StreamHolder { streams, token, port, wake, running: Mutex::new(Some((stop, thread))) })
+        Ok(StreamHolder { streams, token, port, mux, wake, running: Mutex::new(Some((stop, thread))) })
     }
 
     #[getter]
     fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether gateways may read its streams over a multiplexed connection (the node says so on a held answer).
+    #[getter]
+    fn mux(&self) -> bool {
+        self.mux
     }
 
     #[getter]

@@ -42,15 +42,11 @@ struct Attached {
 
 /// Serve a gateway's multiplexed connection (after its hello; `first`: what came after it) until it closes,
 /// or until the holder stops (`stop`) and its streams are written out: then it closes it (the gateway
-/// connects again for the next stream, to wherever that is held).
-pub async fn serve(socket: TcpStream, streams: Arc<Streams>, first: Vec<u8>, stop: watch::Receiver<bool>) {
-    serve_with(socket, streams, first, stop, mux_wire::PEER_TIMEOUT).await;
-}
-
-/// [`serve`], dropping the connection when a write makes no progress for `write_stall` (a gateway that is
-/// stuck or gone): its streams end as `Gone`, reported at once, so they stop counting against the limits.
-async fn serve_with(socket: TcpStream, streams: Arc<Streams>, first: Vec<u8>, mut stop: watch::Receiver<bool>, write_stall: Duration) {
-    let _ = mux_wire::watch_peer(&socket); // best effort: the write stall bounds the rest
+/// connects again for the next stream, to wherever that is held). The connection is dropped when a write
+/// makes no progress for `write_stall` (a gateway that is stuck or gone; also its TCP user timeout): its
+/// streams end as `Gone`, reported at once, so they stop counting against the limits.
+pub async fn serve(socket: TcpStream, streams: Arc<Streams>, first: Vec<u8>, mut stop: watch::Receiver<bool>, write_stall: Duration) {
+    let _ = mux_wire::watch_peer(&socket, write_stall); // best effort: the write stall bounds the rest
     let ready = Arc::new(ReadyList::default());
     let mut attached: HashMap<u64, Attached> = HashMap::new();
     let mut backlog: VecDeque<u64> = VecDeque::new();
@@ -250,7 +246,7 @@ mod tests {
         let mut first = mux_wire::command(ATTACH, 10, 1).to_vec();
         first.extend_from_slice(&mux_wire::command(ATTACH, 11, 2));
         let (_stop, stopped) = watch::channel(false);
-        let serving = tokio::spawn(serve_with(node_side, streams.clone(), first, stopped, Duration::from_millis(200)));
+        let serving = tokio::spawn(serve(node_side, streams.clone(), first, stopped, Duration::from_millis(200)));
         let chunk = vec![b'x'; 256 << 10];
         // More than the buffers hold: the connection's write waits on the gateway, which takes nothing.
         for _ in 0..16 {

@@ -11,17 +11,21 @@
 use std::io;
 use std::time::Duration;
 
-/// How long either end waits for its peer to take or acknowledge bytes, or to answer keepalive probes,
-/// before it drops the connection (and ends its streams): a peer host that died, or a network partition,
-/// sends no FIN, and TCP's own retries take ~15 min.
+/// How long either end waits by default for its peer to take or acknowledge bytes, or to answer keepalive
+/// probes, before it drops the connection (and ends its streams): a peer host that died, or a network
+/// partition, sends no FIN, and TCP's own retries take ~15 min. A setting on both ends (the gateway's
+/// `--gateway-held-stream-timeout`, the node's `--realtime-gateway-timeout`).
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// TCP keepalive (probes after 10 s idle, every 5 s) and a user timeout of [`PEER_TIMEOUT`] on a mux socket.
-pub fn watch_peer(socket: &tokio::net::TcpStream) -> io::Result<()> {
+/// TCP keepalive (probes after a third of `timeout` idle, at most 10 s, then every sixth, at most 5 s) and a
+/// user timeout of `timeout` on a mux socket.
+pub fn watch_peer(socket: &tokio::net::TcpStream, timeout: Duration) -> io::Result<()> {
     let socket = socket2::SockRef::from(socket);
-    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(10)).with_interval(Duration::from_secs(5)).with_retries(4);
+    let idle = (timeout / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let interval = (timeout / 6).clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let keepalive = socket2::TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(4);
     socket.set_tcp_keepalive(&keepalive)?;
-    socket.set_tcp_user_timeout(Some(PEER_TIMEOUT))
+    socket.set_tcp_user_timeout(Some(timeout))
 }
 
 /// Command: attach the admitted stream of a ticket under an id.
@@ -142,7 +146,7 @@ mod tests {
     async fn a_watched_socket_probes_its_peer_and_gives_up_after_the_peer_timeout() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        watch_peer(&socket).unwrap();
+        watch_peer(&socket, PEER_TIMEOUT).unwrap();
         let socket = socket2::SockRef::from(&socket);
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_user_timeout().unwrap(), Some(PEER_TIMEOUT));

@@ -77,7 +77,7 @@ impl Drop for StreamState {
 /// Counted only where frames are read by [`LocalReader`]s (the gateway's tables), not by a node's
 /// connection tasks.
 pub struct Budget {
-    limit: usize,
+    limit: AtomicUsize,
     queued: AtomicUsize,
     tables: Mutex<Vec<Weak<Streams>>>,
     /// Held by the one send that sheds (others meanwhile do not shed the same bytes again).
@@ -86,7 +86,16 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(limit: usize) -> Arc<Budget> {
-        Arc::new(Budget { limit, queued: AtomicUsize::new(0), tables: Mutex::new(Vec::new()), shedding: Mutex::new(()) })
+        Arc::new(Budget { limit: AtomicUsize::new(limit), queued: AtomicUsize::new(0), tables: Mutex::new(Vec::new()), shedding: Mutex::new(()) })
+    }
+
+    /// The bound on the bytes queued (a setting, changed before the tables fill).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// Bytes queued now.
@@ -97,7 +106,7 @@ impl Budget {
     /// Overflow the streams with the most queued until the count is under 7/8 of the limit.
     fn shed(&self) {
         let Some(_shedding) = self.shedding.try_lock() else { return };
-        let target = self.limit / 8 * 7;
+        let target = self.limit() / 8 * 7;
         let tables: Vec<Arc<Streams>> = {
             let mut tables = self.tables.lock();
             tables.retain(|table| table.strong_count() > 0);
@@ -131,6 +140,8 @@ struct Table {
     waiting: HashMap<u64, Waiting>, // by ticket
     ended: Vec<(u64, EndReason)>,
     next: u64,
+    /// The first handle this table gave.
+    first: u64,
 }
 
 pub struct Streams {
@@ -144,7 +155,24 @@ pub struct Streams {
 impl Streams {
     /// `limit`: bytes a stream may have waiting; `notify`: called when ended streams wait to be taken.
     pub fn new(limit: usize, attach_time: Duration, notify: Box<dyn Fn() + Send + Sync>) -> Streams {
-        Streams { table: Mutex::new(Table { next: 1, ..Table::default() }), limit, attach_time, notify, budget: None }
+        Streams { table: Mutex::new(Table { next: 1, first: 1, ..Table::default() }), limit, attach_time, notify, budget: None }
+    }
+
+    /// Handles start at `first` (a gateway gives each connection's table its own range, so that a record
+    /// naming another connection's stream is recognised as foreign: [`Streams::issued`]).
+    pub fn starting_at(self: Arc<Self>, first: u64) -> Arc<Self> {
+        {
+            let mut table = self.table.lock();
+            table.first = first.max(1);
+            table.next = table.first;
+        }
+        self
+    }
+
+    /// Whether this table gave `handle` (open now or ended since).
+    pub fn issued(&self, handle: u64) -> bool {
+        let table = self.table.lock();
+        (table.first..table.next).contains(&handle)
     }
 
     /// [`Streams::new`] with its queued bytes counted in `budget` (for tables read by [`LocalReader`]s).
@@ -232,7 +260,7 @@ impl Streams {
             self.finished(handle, EndReason::Overflow);
         }
         if let Some(budget) = &self.budget {
-            if budget.queued() > budget.limit {
+            if budget.queued() > budget.limit() {
                 budget.shed();
             }
         }
