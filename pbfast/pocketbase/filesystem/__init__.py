@@ -263,20 +263,27 @@ class FileChanges:
 
     uploaded: list[tuple[TenantFiles, str]] = field(default_factory=list)
     obsolete: list[tuple[TenantFiles, str]] = field(default_factory=list)  # a path, or a prefix ending in /
+    # Uploads written before the turn that the saved record does not keep: deleted whatever the outcome.
+    discarded: list[tuple[TenantFiles, str]] = field(default_factory=list)
+    # Store keys of notes that list uploads written before the turn (for a crash's sweep): deleted, once the
+    # request is done, after the files (see pbfast.pocketbase.apis.early_uploads).
+    notes: list[tuple[TenantFiles, str]] = field(default_factory=list)
 
     def committed(self) -> None:
         _delete_later(self.obsolete, keep=True)
-        self.uploaded, self.obsolete = [], []
+        _delete_later(self.discarded, notes=self.notes)
+        self.uploaded, self.obsolete, self.discarded, self.notes = [], [], [], []
 
     def rolled_back(self) -> None:
-        _delete_later(self.uploaded)
-        self.uploaded, self.obsolete = [], []
+        _delete_later(self.uploaded + self.discarded, notes=self.notes)
+        self.uploaded, self.obsolete, self.discarded, self.notes = [], [], [], []
 
 
-def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False) -> None:
+def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False,
+                  notes: list[tuple[TenantFiles, str]] | None = None) -> None:
     """Delete ``paths`` in the background (``keep``: where the tenant's files have a retention, note them
-    to be deleted once it is over instead)."""
-    if not paths:
+    to be deleted once it is over instead), then the store keys ``notes``."""
+    if not paths and not notes:
         return
 
     def run() -> None:
@@ -302,6 +309,11 @@ def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False) -> N
                 files.store.write(f"{files.deleted_prefix}{due}-{random_suffix()}.json", orjson.dumps(kept))
             except StorageError as err:
                 log.warning("%s: noting %d deleted files failed (left behind): %s", files.prefix, len(kept), err)
+        for files, key in notes or ():
+            try:
+                files.store.delete(key)
+            except StorageError as err:
+                log.warning("%s: deleting the note %s failed (the sweep does): %s", files.prefix, key, err)
 
     future = _deleter.submit(run)
     _pending_deletes.add(future)

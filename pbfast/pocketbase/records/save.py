@@ -42,6 +42,9 @@ class RecordUploads(Protocol):
 
     def infos(self, field_name: str) -> Mapping[str, UploadInfo]: ...
 
+    def preferred_id(self) -> str | None:
+        """The id a new record takes when none was sent (its files were stored under it already), or None."""
+
     def store(self, record_id: str, values: Mapping[str, Any]) -> None:
         """Store the uploads the saved values keep; raises on failure (nothing is written then)."""
 
@@ -137,7 +140,7 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     if errors:
         raise RecordValidationError(errors)
     if is_new and not values.get("id"):
-        values["id"] = new_record_id()
+        values["id"] = (uploads.preferred_id() if uploads is not None else None) or new_record_id()
     if is_auth:
         _check_auth_id(tenant, collection, str(values.get("id") or existing["id"]))  # type: ignore[index]
         email_changed = not is_new and "email" in values
