@@ -6,15 +6,19 @@ A real all-in-one (local object store) through its gateway; the crash case on a 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from pbfast.pocketbase import collections, filesystem
+from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.early_uploads import NOTE_DUE_SECONDS, plan_early, write_early
 from pbfast.pocketbase.apis.request import TenantRequest
 from pbfast.pocketbase.filesystem import LocalObjectStore, files_of
@@ -98,21 +102,67 @@ def tenant(tmp_path: Path) -> Iterator[Tenant]:
         filesystem.configure(None)
 
 
+BOUNDARY = "b0undary"
+BODY = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.png\"\r\n"
+        f"Content-Type: image/png\r\n\r\n").encode() + PNG + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
 class _Scope:
     proto, method, path, authority, client = "http", "POST", "/api/collections/docs/records", None, "127.0.0.1:1"
 
-    def __init__(self, content_type: str) -> None:
+    def __init__(self) -> None:
         self.query_string = ""
-        self.headers = {"content-type": content_type}
+        self.headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}",
+                        "content-length": str(len(BODY))}
+
+
+class _Proto:
+    def __init__(self) -> None:
+        self.status, self.body = 0, b""
+
+    async def __call__(self) -> bytes:
+        return BODY
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self.body = status, body
+
+    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
+        self.response_bytes(status, headers, body.encode())
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.response_bytes(status, headers, b"")
+
+
+def test_the_turn_writes_no_file_of_its_own(tenant: Tenant, tmp_path: Path) -> None:
+    """The record takes the id and the name its upload was written under before the turn."""
+    files = files_of(tenant)
+    created: list[str] = []
+    create = files.create
+
+    def counted(path: str, data: bytes) -> None:
+        created.append(path)
+        create(path, data)
+
+    files.create = counted  # type: ignore[method-assign]
+
+    async def run(work: Any) -> None:
+        work()
+
+    proto = _Proto()
+    asyncio.run(TenantApi().handle(tenant, "/api/collections/docs/records", _Scope(), proto,  # type: ignore[arg-type]
+                                   run=run))
+    assert proto.status == 200, proto.body
+    record = orjson.loads(proto.body)
+    assert created == [f"{record['collectionId']}/{record['id']}/{record['files'][0]}"], "written once, before the turn"
+    filesystem.wait_for_deletes()
+    store = tmp_path / "store" / "tenants" / "crashy"
+    assert _stored(store / "storage") == created and _stored(store / "deleted") == []
 
 
 def test_a_crash_before_the_commit_leaves_files_the_sweep_removes(tenant: Tenant, tmp_path: Path) -> None:
-    boundary = "b0undary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + PNG + f"\r\n--{boundary}--\r\n".encode()
-    request = TenantRequest(_Scope(f"multipart/form-data; boundary={boundary}"), None,  # type: ignore[arg-type]
+    request = TenantRequest(_Scope(), None,  # type: ignore[arg-type]
                             "/api/collections/docs/records", {"collection": "docs"}, tenant)
-    request.raw_body = body
+    request.raw_body = BODY
     early = plan_early(request)
     assert early is not None
     assert write_early(early)  # ... and the node dies before the record's turn: no release, no commit

@@ -43,7 +43,7 @@ from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField
 from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, files_of
 from pbfast.pocketbase.filesystem.names import detect_type, normalize_name, random_suffix
-from pbfast.pocketbase.tenant import new_record_id
+from pbfast.pocketbase.gocompat.regexp import generate_by_pattern
 
 __all__ = ["MAX_EARLY_WRITES", "NOTE_DUE_SECONDS", "EarlyUploads", "plan_early", "write_early"]
 
@@ -69,7 +69,7 @@ class EarlyUploads:
     form: FormBody
     collection_id: str
     record_id: str
-    drawn_id: bool  # the id was drawn here (the client sent none): the save uses it
+    drawn_id: bool  # the id was drawn here, from the id field's pattern (the client sent none): the save uses it
     files: TenantFiles
     changes: FileChanges
     named: dict[int, tuple[UploadedFile, _Named]] = field(default_factory=dict)  # by id() of the upload
@@ -131,8 +131,10 @@ def plan_early(request: TenantRequest) -> EarlyUploads | None:
         return None
     if form is None or not form.multipart or form.empty or not form.files:
         return None
-    record_id = form.data.get("id")
-    if record_id is not None and not (isinstance(record_id, str) and _PLAIN_ID.fullmatch(record_id)):
+    sent_id = form.data.get("id", "")
+    drawn = sent_id == ""
+    record_id = _drawn_id(collection) if drawn else sent_id
+    if not (isinstance(record_id, str) and _PLAIN_ID.fullmatch(record_id)):
         return None
     uploads = _field_uploads(collection, form)
     if uploads is None:
@@ -143,12 +145,21 @@ def plan_early(request: TenantRequest) -> EarlyUploads | None:
         return None  # the turn answers the quota (it measures the database too)
     if not _in_flight.acquire(blocking=False):
         return None
-    early = EarlyUploads(form, collection.id, record_id or new_record_id(), record_id is None, files,
-                         request.file_changes, _slot=True)
+    early = EarlyUploads(form, collection.id, record_id, drawn, files, request.file_changes, _slot=True)
     for upload, _field in uploads:
         early.named[id(upload)] = (upload, _Named(normalize_name(upload.filename, upload.data),
                                                   detect_type(upload.data)[0]))
     return early
+
+
+def _drawn_id(collection: Collection) -> str | None:
+    """An id drawn as the collection's id field draws one for a create that sends none (None: it draws none)."""
+    field = collection.field("id")
+    pattern = getattr(field, "autogenerate_pattern", "") if field is not None else ""
+    try:
+        return generate_by_pattern(pattern) if pattern else None
+    except Exception:  # noqa: BLE001 - the turn draws it and answers as PocketBase does
+        return None
 
 
 def _field_uploads(collection: Collection, form: FormBody) -> list[tuple[UploadedFile, FileField]] | None:
