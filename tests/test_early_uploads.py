@@ -137,13 +137,17 @@ def test_the_turn_writes_no_file_of_its_own(tenant: Tenant, tmp_path: Path) -> N
     """The record takes the id and the name its upload was written under before the turn."""
     files = files_of(tenant)
     created: list[str] = []
-    create = files.create
+    create, create_many = files.create, files.create_many
 
     def counted(path: str, data: bytes) -> None:
         created.append(path)
         create(path, data)
 
-    files.create = counted  # type: ignore[method-assign]
+    def counted_many(items: list[tuple[str, bytes]]) -> None:
+        created.extend(path for path, _ in items)
+        create_many(items)
+
+    files.create, files.create_many = counted, counted_many  # type: ignore[method-assign]
 
     async def run(work: Any) -> None:
         work()
@@ -165,7 +169,7 @@ def test_a_crash_before_the_commit_leaves_files_the_sweep_removes(tenant: Tenant
     request.raw_body = BODY
     early = plan_early(request)
     assert early is not None
-    assert write_early(early)  # ... and the node dies before the record's turn: no release, no commit
+    assert asyncio.run(write_early(early))  # ... and the node dies before the record's turn: no release, no commit
     store = tmp_path / "store" / "tenants" / "crashy"
     assert len(_stored(store / "storage")) == 1
     assert len(_stored(store / "deleted")) == 1, "the files are noted before they are written"

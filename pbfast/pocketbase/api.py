@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -54,9 +53,6 @@ _TENANT_SQL_ERRORS: Final = (apsw.AuthError, apsw.SQLError, apsw.TooBigError, ap
                              apsw.MismatchError, apsw.RangeError, apsw.InterruptError)
 
 Handler = Callable[[TenantRequest], None]
-# Threads that write a create's uploads before its turn (pbfast.pocketbase.apis.early_uploads): they mostly
-# wait on the disk, and several requests' fsyncs issued at once share its journal commits.
-EARLY_WRITERS: Final = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pbfast-uploads")
 # Runs a piece of the tenant's database work where the node wants it (its scheduler's worker threads).
 Runner = Callable[[Callable[[], None]], Awaitable[None]]
 
@@ -277,8 +273,7 @@ class TenantApi:
                 request.prepared = early
         try:
             if early is not None:
-                # the upload's fsyncs, off the tenant's turn: its other requests go on meanwhile
-                await asyncio.get_running_loop().run_in_executor(EARLY_WRITERS, write_early, early)
+                await write_early(early)  # the upload's fsyncs, off the tenant's turn: its other requests go on
             await self._answer(handler, request, held, proto, run, time_limit, admitted, answer_from_job, early)
         finally:
             if early is not None:

@@ -27,6 +27,9 @@ an :class:`EarlyUploads` belongs to one request.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import queue
 import re
 import threading
 import time
@@ -41,25 +44,45 @@ from pbfast.pocketbase.apis.multipart import UploadedFile
 from pbfast.pocketbase.apis.request import TenantRequest, record_body_limit
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField
-from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, files_of
+from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, delete_note_later, files_of
 from pbfast.pocketbase.filesystem.names import detect_type, normalize_name, random_suffix
 from pbfast.pocketbase.gocompat.regexp import generate_by_pattern
 
-__all__ = ["MAX_EARLY_WRITES", "NOTE_DUE_SECONDS", "EarlyUploads", "plan_early", "write_early"]
+__all__ = ["MAX_BATCH", "MAX_EARLY_WRITES", "NOTE_DUE_SECONDS", "WRITER_THREADS", "EarlyUploads", "plan_early", "write_early"]
 
 log = component_logger("Files")
 
 NOTE_DUE_SECONDS: Final = 3600.0  # a crash's leftovers go at the first sweep after this (requests end long before)
 MAX_EARLY_WRITES: Final = 32  # early writes in flight per process; more take the in-turn path (bounded disk use)
+MAX_BATCH: Final = 64  # requests one batch of early writes takes at most
+WRITER_THREADS: Final = 2  # a slow store (S3) of one tenant does not hold every other's writes
 _PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")  # a client's id the files may be stored under
 
 _in_flight = threading.BoundedSemaphore(MAX_EARLY_WRITES)
+_writers: _Writers
 
 
 @dataclass(slots=True)
 class _Named:
     name: str  # the stored name (PocketBase's, with its random suffix)
     content_type: str  # sniffed from the bytes
+
+
+class _SharedNote:
+    """A note listing the uploads of one batch of early writes (see the module doc), deleted once every request
+    of the batch is done."""
+
+    def __init__(self, files: TenantFiles, key: str, requests: int) -> None:
+        self.files, self.key = files, key
+        self._left = requests
+        self._lock = threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            delete_note_later(self.files, self.key)
 
 
 @dataclass(slots=True)
@@ -74,6 +97,7 @@ class EarlyUploads:
     changes: FileChanges
     named: dict[int, tuple[UploadedFile, _Named]] = field(default_factory=dict)  # by id() of the upload
     written: bool = False
+    note: _SharedNote | None = None
     _slot: bool = False
     _turn_started: bool = False
     _released: bool = False
@@ -110,7 +134,10 @@ class EarlyUploads:
             if self._released:
                 return
             self._released = True
+            note = self.note
         self.changes.rolled_back()
+        if note is not None:
+            note.done()
         if self._slot:
             self._slot = False
             _in_flight.release()
@@ -179,26 +206,114 @@ def _field_uploads(collection: Collection, form: FormBody) -> list[tuple[Uploade
     return found or None
 
 
-def write_early(early: EarlyUploads) -> bool:
-    """Write the planned files (the note first, see the module doc); whether they were all written. On a
-    failure what was written is deleted again and the in-turn path takes over. Blocks: call on a thread."""
-    files = early.files
+async def write_early(early: EarlyUploads) -> bool:
+    """Write the planned files before the request's turn (see the module doc); whether they were all written
+    (else nothing of them stays, and the in-turn path takes over)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+    _writers.submit(early, loop, done)
+    return await done
+
+
+class _Writers:
+    """Threads that write early uploads in batches: each takes every request waiting (up to
+    :data:`MAX_BATCH`), writes one note per tenant for the batch, then all its files, then fsyncs them all. A
+    request's hand-over costs a queue put and a wake-up of the loop, and a batch's fsyncs share the journal's
+    commits. Started on first use in each process (a forked worker starts its own)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._started_in = 0
+        self._start_lock = threading.Lock()
+
+    def submit(self, early: EarlyUploads, loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool]) -> None:
+        if self._started_in != os.getpid():
+            with self._start_lock:
+                if self._started_in != os.getpid():
+                    self._jobs = queue.SimpleQueue()
+                    for index in range(WRITER_THREADS):
+                        threading.Thread(target=self._run, args=(self._jobs,), name=f"pbfast-uploads-{index}",
+                                         daemon=True).start()
+                    self._started_in = os.getpid()
+        self._jobs.put((early, loop, done))
+
+    @staticmethod
+    def _run(jobs: queue.SimpleQueue[_Job]) -> None:
+        while True:
+            batch = [jobs.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(jobs.get_nowait())
+                except queue.Empty:
+                    break
+            by_tenant: dict[int, list[_Job]] = {}
+            for job in batch:
+                by_tenant.setdefault(id(job[0].files), []).append(job)
+            for group in by_tenant.values():
+                try:
+                    written = _write_batch([early for early, _, _ in group])
+                except BaseException as err:  # noqa: BLE001 - each request takes the in-turn path
+                    log.error("early upload writes failed: %r", err, exc_info=err)
+                    written = False
+                for early, loop, done in group:
+                    _settle(loop, done, _written(early, written))
+
+
+_Job = tuple[EarlyUploads, asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
+
+
+def _settle(loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool], written: bool) -> None:
+    def settle() -> None:
+        if not done.cancelled():
+            done.set_result(written)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop closed (shutdown): nobody waits
+        pass
+
+
+def _write_batch(batch: list[EarlyUploads]) -> bool:
+    """Write the files of several requests of one tenant: their note first (durable before any file), then the
+    files with one round of fsyncs. On a failure nothing stays."""
+    files = batch[0].files
+    items = [(early.path(named.name), upload.data) for early in batch for upload, named in early.named.values()]
     note = None
-    paths = [early.path(named.name) for _, named in early.named.values()]
     try:
         if files.deleted_prefix:
-            note = f"{files.deleted_prefix}{int(time.time() + NOTE_DUE_SECONDS)}-{random_suffix()}.json"
-            files.store.create(note, orjson.dumps(paths))
-            early.changes.notes.append((files, note))
-        for (upload, _named), path in zip(early.named.values(), paths, strict=True):
-            files.create(path, upload.data)
-            early.changes.uploaded.append((files, path))
+            key = f"{files.deleted_prefix}{int(time.time() + NOTE_DUE_SECONDS)}-{random_suffix()}.json"
+            files.store.create(key, orjson.dumps([path for path, _ in items]))
+            note = _SharedNote(files, key, len(batch))
+        files.create_many(items)
     except StorageError as err:
-        log.warning("%s: early write of an upload failed (written in the turn instead): %s", files.prefix, err)
-        early.changes.rolled_back()
+        log.warning("%s: early writes of %d uploads failed (written in their turns instead): %s", files.prefix,
+                    len(items), err)
+        if note is not None:
+            delete_note_later(files, note.key)
         return False
+    for early in batch:
+        _hand_over(early, note)
+    return True
+
+
+def _hand_over(early: EarlyUploads, note: _SharedNote | None) -> None:
+    """The request's files are written: it uses them, or, released meanwhile (it went away), they go."""
+    paths = [(early.files, early.path(named.name)) for _, named in early.named.values()]
     with early._lock:
-        early.written = not early._released
-    if not early.written:  # the request went away while its files were written
-        early.changes.rolled_back()
-    return early.written
+        released = early._released
+        if not released:
+            early.note = note
+            early.changes.uploaded += paths
+            early.written = True
+    if released:
+        FileChanges(uploaded=paths).rolled_back()
+        if note is not None:
+            note.done()
+
+
+def _written(early: EarlyUploads, written: bool) -> bool:
+    with early._lock:
+        return written and early.written
+
+
+_writers = _Writers()

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STORAGE_DIR", "FileChanges", "LocalObjectStore", "ObjectStore", "ServedFile", "StorageError", "StoredObject",
            "TenantFiles", "adopt_local_storage",
-           "configure", "configure_from", "delete_path", "files_of", "wait_for_deletes"]
+           "configure", "configure_from", "delete_note_later", "delete_path", "files_of", "wait_for_deletes"]
 
 log = component_logger("Files")
 
@@ -183,6 +183,18 @@ class TenantFiles:
         if self.cache is not None:
             self.cache.drop(key)
 
+    def create_many(self, items: list[tuple[str, bytes]]) -> None:
+        """:meth:`create` for several new files with one round of fsyncs (see :meth:`ObjectStore.create_many`)."""
+        keys = []
+        for path, _ in items:
+            keys.append(self._key(path))
+            self._forget_served(path)
+        self.store.create_many([(key, data) for key, (_, data) in zip(keys, items, strict=True)])
+        self.stored_bytes += sum(len(data) for _, data in items)
+        if self.cache is not None:
+            for key in keys:
+                self.cache.drop(key)
+
     def delete(self, path: str) -> None:
         """Delete a file and its thumbs."""
         key = self._key(path)
@@ -265,18 +277,20 @@ class FileChanges:
     obsolete: list[tuple[TenantFiles, str]] = field(default_factory=list)  # a path, or a prefix ending in /
     # Uploads written before the turn that the saved record does not keep: deleted whatever the outcome.
     discarded: list[tuple[TenantFiles, str]] = field(default_factory=list)
-    # Store keys of notes that list uploads written before the turn (for a crash's sweep): deleted, once the
-    # request is done, after the files (see pbfast.pocketbase.apis.early_uploads).
-    notes: list[tuple[TenantFiles, str]] = field(default_factory=list)
 
     def committed(self) -> None:
         _delete_later(self.obsolete, keep=True)
-        _delete_later(self.discarded, notes=self.notes)
-        self.uploaded, self.obsolete, self.discarded, self.notes = [], [], [], []
+        _delete_later(self.discarded)
+        self.uploaded, self.obsolete, self.discarded = [], [], []
 
     def rolled_back(self) -> None:
-        _delete_later(self.uploaded + self.discarded, notes=self.notes)
-        self.uploaded, self.obsolete, self.discarded, self.notes = [], [], [], []
+        _delete_later(self.uploaded + self.discarded)
+        self.uploaded, self.obsolete, self.discarded = [], [], []
+
+
+def delete_note_later(files: TenantFiles, key: str) -> None:
+    """Delete the store key ``key`` (a note of uploads written before their turn) in the background."""
+    _delete_later([], notes=[(files, key)])
 
 
 def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False,
