@@ -16,13 +16,16 @@ create rule is not null (null: only a superuser may create, and who is asking is
 uploads for its file fields that each fit the field's ``maxSize`` and ``mimeTypes``, an id that is a plain
 path segment, and room in the tenant's storage quota. Anything else takes the in-turn path unchanged.
 
-Crashes: before the files, a note listing them is made durable in the tenant's ``deleted/`` prefix, due in
-:data:`NOTE_DUE_SECONDS` (:mod:`~pbfast.pocketbase.filesystem.retention` then deletes those no record
-references); once the request is done (committed or not) the note is deleted. A crash between the write and
+Writes go in batches (:class:`_Writers`): the requests waiting when a writer thread is free, one tenant's
+files written together and fsynced in one round. Crashes: before a batch's files, a note listing them is made
+durable in the tenant's ``deleted/`` prefix, due in :data:`NOTE_DUE_SECONDS`
+(:mod:`~pbfast.pocketbase.filesystem.retention` then deletes those no record references); once every request of
+the batch is done (committed or not) the note is deleted. A crash between the write and
 the commit so leaves at most files that the tenant's next sweep (on open, then hourly) removes.
 
-Thread-safety: :func:`plan_early` runs on the event loop; :func:`write_early` blocks (run it on a thread);
-an :class:`EarlyUploads` belongs to one request.
+Thread-safety: :func:`plan_early` and :func:`write_early` run on the event loop (the writes on the writer
+threads); an :class:`EarlyUploads` belongs to one request, its flags guarded by its lock (the loop, a writer
+thread and the request's database thread touch it).
 """
 
 from __future__ import annotations
@@ -173,9 +176,8 @@ def plan_early(request: TenantRequest) -> EarlyUploads | None:
     if not _in_flight.acquire(blocking=False):
         return None
     early = EarlyUploads(form, collection.id, record_id, drawn, files, request.file_changes, _slot=True)
-    for upload, _field in uploads:
-        early.named[id(upload)] = (upload, _Named(normalize_name(upload.filename, upload.data),
-                                                  detect_type(upload.data)[0]))
+    for upload, content_type in uploads:
+        early.named[id(upload)] = (upload, _Named(normalize_name(upload.filename, upload.data), content_type))
     return early
 
 
@@ -189,20 +191,21 @@ def _drawn_id(collection: Collection) -> str | None:
         return None
 
 
-def _field_uploads(collection: Collection, form: FormBody) -> list[tuple[UploadedFile, FileField]] | None:
-    """The uploads sent for the collection's file fields, or None when one breaks its field's ``maxSize`` or
-    ``mimeTypes`` (PocketBase refuses those before writing anything) or there are none."""
-    found: list[tuple[UploadedFile, FileField]] = []
+def _field_uploads(collection: Collection, form: FormBody) -> list[tuple[UploadedFile, str]] | None:
+    """The uploads sent for the collection's file fields with their sniffed types, or None when one breaks its
+    field's ``maxSize`` or ``mimeTypes`` (PocketBase refuses those before writing anything) or there are none."""
+    found: list[tuple[UploadedFile, str]] = []
     for item in collection.fields:
         if not isinstance(item, FileField):
             continue
         for key in (item.name, "+" + item.name, item.name + "+"):
             for upload in form.files.get(key, ()):
+                content_type = detect_type(upload.data)[0]
                 if len(upload.data) > item.effective_max_size():
                     return None
-                if item.mime_types and detect_type(upload.data)[0].split(";")[0].strip() not in item.mime_types:
+                if item.mime_types and content_type.split(";")[0].strip() not in item.mime_types:
                     return None
-                found.append((upload, item))
+                found.append((upload, content_type))
     return found or None
 
 
