@@ -156,6 +156,28 @@ def test_store_an_upload(benchmark: BenchmarkFixture, tmp_path: Path, method: st
     assert found is not None and found.data == data
 
 
+@pytest.mark.parametrize("batch", [1, 8])
+def test_store_early_uploads(benchmark: BenchmarkFixture, tmp_path: Path, batch: int) -> None:
+    """What a batch of early uploads costs their writer thread (pbfast.pocketbase.apis.early_uploads): ``batch``
+    100 KB files under new records, written then fsynced in one round (``create_many``); per batch, so divide by
+    ``batch`` for one upload's part."""
+    benchmark.group = "store early uploads in a batch (local store, fsynced)"
+    store = LocalObjectStore(tmp_path / "store")
+    data = os.urandom(100_000)
+    counter = iter(range(1 << 30))
+
+    def store_batch() -> None:
+        items = []
+        for _ in range(batch):
+            number = next(counter)
+            items.append((f"tenants/bench/storage/photos/rec{number:012d}/photo_{number:010d}.png", data))
+        store.create_many(items)
+
+    benchmark(store_batch)
+    found = store.read("tenants/bench/storage/photos/rec000000000000/photo_0000000000.png")
+    assert found is not None and found.data == data
+
+
 class _Upload(_Answer):
     """A request whose body is ``body`` (read whole, as granian hands a small one over)."""
 

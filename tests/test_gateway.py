@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from pocketbase import PocketBase
 from cpcluster import ADMIN, CLUSTER, CLUSTER_TOKEN, Member, start_cluster, start_node, wait_until
 from helpers import FakeHeaders, PbfastProcess, free_port
 from pbfast.gateway.app import GatewayApp
+from pbfast.gateway.http1_request import node_raw_path
 from pbfast.gateway.proxy import NodeProxy, ProxyLimits, Target
 from pbfast.gateway.routes import RouteWatcher
 from pbfast.primitives import RoutingTable
@@ -731,6 +733,58 @@ async def _wait_for_move() -> None:
     await app.__rsgi__(FakeScope("GET", "/t/t1/api/health"), answer)  # type: ignore[arg-type]
     assert answer.status == 200 and local_calls == [("t1", 3, "/api/health")]
     assert app.metrics.move_waits == {"served": 1}
+
+
+# Paths PocketBase routes on as sent: an encoded "/" or ".." stays inside its segment (tests/pocketbase/
+# scenarios_files.py compares these with the binary through the native data path).
+ENCODED_PATHS = ("/api%2Fhealth", "/api/health%2F", "/api/collections/secrets%2Frecords",
+                 "/api/files/secrets/%2e%2e/x.txt", "/api/files/secrets/r/a%252Fb", "/api/files/secrets%2Fr/x/y")
+
+
+def test_handed_over_requests_route_on_the_clients_spelling(cluster: Cluster) -> None:
+    """The native data path hands some requests to the Python side (a tenant moving, a node it cannot reach)
+    with the client's spelling of the path; the Python side forwards it, and the node answers as it answers
+    the same request sent through the native data path. A client's own spelling header is never trusted."""
+    node = cluster.nodes[cluster.placement["alpha"]][1]
+    epoch = httpx.get(f"{cluster.cp.url}/api/cp/tenants/alpha", headers=ADMIN).json()["epoch"]
+    native = {}
+    for raw in ENCODED_PATHS:
+        status, _, body = raw_request(cluster.gw, f"GET /t/alpha{raw} HTTP/1.1\r\nHost: gw.test\r\n"
+                                                  f"Connection: close\r\n\r\n".encode())
+        native[raw] = (status, json.loads(body))
+    assert native["/api%2Fhealth"][0] == 404, native  # not /api/health
+    handed = asyncio.run(_python_side_answers(node, epoch, trusted=True))
+    assert handed == native
+    untrusted = asyncio.run(_python_side_answers(node, epoch, trusted=False))
+    assert untrusted["/api%2Fhealth"][0] == 200, "decoded: the path granian hands over"
+
+
+async def _python_side_answers(node: str, epoch: int, trusted: bool) -> dict[str, tuple[int, Any]]:
+    watcher = RouteWatcher(None, RoutingTable())  # type: ignore[arg-type]  # tables are applied by hand
+    watcher.apply({"version": 1, "routes": [{"tenantId": "alpha", "address": node, "status": "active",
+                                             "epoch": epoch}]})
+    proxy = NodeProxy(CLUSTER_TOKEN)
+    app = GatewayApp(watcher, proxy=proxy, trust_client_header=trusted)
+    answers: dict[str, tuple[int, Any]] = {}
+    try:
+        for raw in ENCODED_PATHS:
+            decoded = f"/t/alpha{unquote(raw)}"
+            answer = FakeProto()
+            headers = FakeHeaders([("host", "gw.test"), ("x-pbfast-path", f"/t/alpha{raw}")])
+            await app.__rsgi__(FakeScope("GET", decoded, headers), answer)  # type: ignore[arg-type]
+            answers[raw] = (answer.status, json.loads(answer.body))
+    finally:
+        await proxy.aclose()
+    return answers
+
+
+def test_the_clients_spelling_names_the_same_path() -> None:
+    assert node_raw_path("/t/t1/api%2Fhealth", "t1", "/api/health") == "/t/t1/api%2Fhealth"
+    assert node_raw_path("/t/%74%31/api%2Fhealth", "t1", "/api/health") == "/t/t1/api%2Fhealth"
+    assert node_raw_path("/api%2Fhealth", "t1", "/api/health") == "/t/t1/api%2Fhealth"  # named by its Host
+    assert node_raw_path("/t/t1/api/health", "t1", "/api/health") is None  # nothing encoded
+    assert node_raw_path("/t/t1/api%2Fother", "t1", "/api/health") is None  # another path's
+    assert node_raw_path("/t/t1/a%2F\r\nx: y", "t1", "/a/\r\nx: y") is None  # never a header's end
 
 
 def test_handed_over_requests_keep_the_client_address() -> None:

@@ -19,7 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pbfast.cluster.wire import CLIENT_HEADER
+from pbfast.cluster.wire import CLIENT_HEADER, RAW_PATH_HEADER
+from pbfast.gateway.http1_request import node_raw_path
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.proxy import Target, TenantProxy, send_tenant_error
 from pbfast.gateway.routes import RouteWatcher
@@ -175,7 +176,10 @@ class GatewayApp:
             send_tenant_error(proto, scope, 502, "The tenant's node is unreachable.")
             return 502
         try:
-            return await self.proxy.forward(scope, proto, Target(address, tenant_id, epoch, forward_path),
+            # the native data path's spelling of the path it handed over (a direct client's is dropped)
+            raw = node_raw_path(scope.headers.get(RAW_PATH_HEADER), tenant_id, forward_path) \
+                if self.trust_client_header else None
+            return await self.proxy.forward(scope, proto, Target(address, tenant_id, epoch, forward_path, raw),
                                             self._reroute)
         except Exception:  # noqa: BLE001 - a bug in the data path must not take the gateway down
             log.exception("proxying a request of tenant %s to %s failed", tenant_id, address)
@@ -215,7 +219,7 @@ class GatewayApp:
             if active and (address != target.address or epoch != target.epoch):
                 if not address.startswith(("http://", "https://")):
                     return None  # now on the in-process node; the client retries
-                return Target(address, target.tenant_id, epoch, target.forward_path)
+                return Target(address, target.tenant_id, epoch, target.forward_path, target.raw_path)
             moving = not active and self.watcher.inactive.get(target.tenant_id) == "moving"
             if not moving and (reason == "unreachable" or not active):
                 return None

@@ -15,16 +15,16 @@ Thread-safety: event loop only.
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER, HEADER_PREFIX
+from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER, HEADER_PREFIX, RAW_PATH_HEADER
 from pbfast.gateway.node_pool import Deadline, NodeConnection
 from pbfast.gateway.proxy_types import ClientError, ProxyLimits, Target
-from pbfast.http import HTTPProtocol, Scope
+from pbfast.http import HTTPProtocol, Scope, forwarded_target
 from pbfast.logs import current_request_id
 
-__all__ = ["NO_BODY_METHODS", "SMALL_BODY_BYTES", "RequestBody", "forwarded_headers", "pump_body", "read_body",
-           "request_head"]
+__all__ = ["NO_BODY_METHODS", "SMALL_BODY_BYTES", "RequestBody", "forwarded_headers", "node_raw_path", "pump_body",
+           "read_body", "request_head"]
 
 SMALL_BODY_BYTES = 64 << 10  # bodies up to this size are read whole (request: replayable)
 NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
@@ -129,9 +129,21 @@ async def read_body(scope: Scope, proto: HTTPProtocol, limits: ProxyLimits) -> R
     return RequestBody(b"", None)
 
 
+def node_raw_path(raw: str | None, tenant_id: str, forward_path: str) -> str | None:
+    """The client's spelling ``raw`` of a request's path (the native data path's, handed over with it) as the
+    node's ``/t/{id}{forward_path}``, for :data:`~pbfast.cluster.wire.RAW_PATH_HEADER`: the node routes on it
+    as PocketBase routes (an encoded ``/`` or ``..`` stays within its segment). None when nothing in it is
+    encoded, or it is not this path's spelling (a tenant named by ``/t/{id}`` or by its Host)."""
+    if not raw or "%" not in raw or not raw.isascii() or not raw.isprintable():
+        return None
+    found = forwarded_target(raw)
+    rest = found[1] if found is not None and unquote(found[0]) == tenant_id else raw
+    return f"/t/{tenant_id}{rest}" if unquote(rest) == forward_path else None
+
+
 def request_head(scope: Scope, target: Target, headers: str, body: RequestBody, cluster_token: str) -> bytes:
     """``METHOD /t/{id}{forward_path}?{query} HTTP/1.1`` with the forwarded headers, the body's framing, the
-    cluster token and the route's fencing epoch."""
+    cluster token, the route's fencing epoch and the client's spelling of the path when it is known."""
     path = quote(f"/t/{target.tenant_id}{target.forward_path}", safe=_PATH_SAFE)
     query = scope.query_string
     if query:
@@ -145,6 +157,8 @@ def request_head(scope: Scope, target: Target, headers: str, body: RequestBody, 
         framing = "transfer-encoding: chunked\r\n"
     if not headers.startswith("host: ") and "\r\nhost: " not in headers:
         framing += f"host: {urlsplit(target.address).netloc}\r\n"
+    if target.raw_path is not None:
+        framing += f"{RAW_PATH_HEADER}: {target.raw_path}\r\n"
     return (f"{scope.method} {path} HTTP/1.1\r\n{headers}{framing}"
             f"{CLUSTER_TOKEN_HEADER}: {cluster_token}\r\n{EPOCH_HEADER}: {target.epoch}\r\n\r\n").encode()
 

@@ -44,6 +44,9 @@ class Target:
     tenant_id: str
     epoch: int
     forward_path: str
+    # The client's spelling of /t/{id}{forward_path} (percent-encoded), sent to the node to route on; None:
+    # unknown (granian, the Python listener, hands over decoded paths only) or nothing encoded.
+    raw_path: str | None = None
 
 
 # reroute(target, reason) -> a new target to try once, or None. reason: "unreachable" (nothing reached

@@ -30,6 +30,7 @@ from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons,
                                     record_auth_verification, record_auth_with_oauth2,
                                     record_auth_with_oauth2_redirect, records, settings, settings_apple,
                                     settings_test_email, settings_test_s3, sql_console)
+from pbfast.pocketbase.apis.early_uploads import EarlyUploads, plan_early, write_early
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
 from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
 from pbfast.pocketbase.password_checks import PasswordChecks
@@ -265,12 +266,37 @@ class TenantApi:
             held.replay(proto)
             return
 
+        early = None
+        if handler is records.create_record and run is not None and request.raw_body and request.prepared is None:
+            early = plan_early(request)
+            if early is not None:
+                request.prepared = early
+        try:
+            if early is not None:
+                await write_early(early)  # the upload's fsyncs, off the tenant's turn: its other requests go on
+            await self._answer(handler, request, held, proto, run, time_limit, admitted, answer_from_job, early)
+        finally:
+            if early is not None:
+                early.release_unless_started()  # never run (refused, gone): its files go; a turn releases its own
+
+    async def _answer(self, handler: Handler, request: TenantRequest, held: HeldResponse, proto: HTTPProtocol,
+                      run: Runner | None, time_limit: float | None, admitted: bool,
+                      answer_from_job: Callable[[], bool] | None, early: EarlyUploads | None) -> None:
+        """Run the handler's turn and send its answer (see :meth:`handle`); ``early``: the create's uploads
+        written before the turn, released at the turn's end (multipart creates are never tried inline, so
+        the turn runs once)."""
         entry: LogEntry | None = None
         answered = False
 
         def work() -> None:
             nonlocal entry, answered  # the log of the attempt that counted (an inline attempt may be done again)
-            entry = self._run(handler, request, time_limit, admitted=admitted)
+            if early is not None and not early.begin_turn():
+                return  # the request went away before its turn: its files are gone already
+            try:
+                entry = self._run(handler, request, time_limit, admitted=admitted)
+            finally:
+                if early is not None:
+                    early.release()
             if answer_from_job is not None and request.after_turn is None and answer_from_job():
                 held.replay(proto)
                 answered = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
@@ -22,6 +22,9 @@ from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles
 from pbfast.pocketbase.filesystem.names import detect_type, normalize_name
 from pbfast.pocketbase.gocompat import to_unique_strings
 from pbfast.pocketbase.records import RecordValidationError, Row
+
+if TYPE_CHECKING:
+    from pbfast.pocketbase.apis.early_uploads import EarlyUploads
 
 __all__ = ["PendingUploads", "file_uploads", "obsolete_files", "with_uploads"]
 
@@ -58,16 +61,25 @@ class PendingUploads:
     files: TenantFiles
     changes: FileChanges
     room: int | None = None  # bytes the tenant's storage quota has left (None: no quota)
+    early: EarlyUploads | None = None  # the uploads written before the turn, if any (their names are taken)
     pending: dict[str, _Pending] = field(default_factory=dict)
 
     def add(self, field_name: str, upload: UploadedFile) -> str:
-        name = normalize_name(upload.filename, upload.data)
-        content_type = detect_type(upload.data)[0]
+        named = self.early.name_of(upload) if self.early is not None else None
+        if named is not None:
+            name, content_type = named.name, named.content_type
+        else:
+            name, content_type = normalize_name(upload.filename, upload.data), detect_type(upload.data)[0]
         self.pending[name] = _Pending(field_name, upload, UploadInfo(len(upload.data), upload.filename, content_type))
         return name
 
     def infos(self, field_name: str) -> Mapping[str, UploadInfo]:
         return {name: item.info for name, item in self.pending.items() if item.field == field_name}
+
+    def preferred_id(self) -> str | None:
+        """The id a new record takes when the client sent none: the one its early uploads were written under."""
+        early = self.early
+        return early.record_id if early is not None and early.written and early.drawn_id else None
 
     def store(self, record_id: str, values: Mapping[str, Any]) -> None:
         kept = {name for item in self.collection.fields if isinstance(item, FileField) and item.name in values
@@ -75,8 +87,9 @@ class PendingUploads:
         size = sum(item.info.size for name, item in self.pending.items() if name in kept)
         if self.room is not None and size > self.room:
             raise ApiError(403, STORAGE_QUOTA_MESSAGE)
+        written = self._written_early(record_id, kept)
         for name, item in self.pending.items():
-            if name not in kept:
+            if name not in kept or name in written:
                 continue
             path = f"{self.collection.id}/{record_id}/{name}"
             try:
@@ -85,6 +98,23 @@ class PendingUploads:
                 log.warning("%s: upload of %s failed: %s", self.files.prefix, path, err)
                 raise RecordValidationError({}) from err  # PocketBase: "Failed to create/update record."
             self.changes.uploaded.append((self.files, path))
+
+    def _written_early(self, record_id: str, kept: set[str]) -> set[str]:
+        """The kept names already in the store under ``record_id``; the early uploads not kept move to the
+        changes' discarded files (deleted whatever the transaction's outcome)."""
+        early = self.early
+        if early is None or not early.written:
+            return set()
+        usable = record_id == early.record_id and early.collection_id == self.collection.id
+        written: set[str] = set()
+        for _upload, named in early.named.values():
+            path = early.path(named.name)
+            if usable and named.name in kept and named.name in self.pending:
+                written.add(named.name)
+            elif (early.files, path) in self.changes.uploaded:
+                self.changes.uploaded.remove((early.files, path))
+                self.changes.discarded.append((early.files, path))
+        return written
 
 
 def with_uploads(resolved: dict[str, Any], body: dict[str, Any], uploads: Mapping[str, list[UploadedFile]],

@@ -11,6 +11,7 @@ import apsw
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
 from pbfast.pocketbase import records, search
+from pbfast.pocketbase.apis.early_uploads import EarlyUploads
 from pbfast.pocketbase.apis.expand import expand_items
 from pbfast.pocketbase.apis.file_uploads import PendingUploads, file_uploads, obsolete_files, with_uploads
 from pbfast.pocketbase.apis.form_body import FormBody, check_uploads, record_form_body
@@ -185,7 +186,8 @@ def _resolve_body(request: TenantRequest, collection: Collection, body: dict[str
         return data, None
     tenant = request.tenant
     room = None if tenant.max_bytes is None else max(0, tenant.max_bytes - tenant.size_bytes())
-    pending = PendingUploads(collection, files_of(tenant), request.file_changes, room)
+    early = request.prepared if isinstance(request.prepared, EarlyUploads) else None
+    pending = PendingUploads(collection, files_of(tenant), request.file_changes, room, early)
     return records.resolve_modifiers(collection, with_uploads(data, body, uploads, pending), current), pending
 
 
@@ -231,7 +233,11 @@ def _write_context(request: TenantRequest) -> tuple[Collection, dict[str, Any], 
     if collection.type == "view":
         raise ApiError(400, "Unsupported collection type.")
     limit = record_body_limit(collection)
-    form = record_form_body(request, limit)
+    early = request.prepared if isinstance(request.prepared, EarlyUploads) else None
+    raw = request.raw_body
+    # a create's form was parsed before its turn, when its uploads were written early (the same limit holds)
+    form = early.form if early is not None and raw is not None and len(raw) <= limit \
+        else record_form_body(request, limit)
     body = read_body(request, limit, unsupported=UNSUPPORTED_CONTENT_TYPE) if form is None else form.data
     return collection, body, request.superuser, form
 

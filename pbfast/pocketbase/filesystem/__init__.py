@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STORAGE_DIR", "FileChanges", "LocalObjectStore", "ObjectStore", "ServedFile", "StorageError", "StoredObject",
            "TenantFiles", "adopt_local_storage",
-           "configure", "configure_from", "delete_path", "files_of", "wait_for_deletes"]
+           "configure", "configure_from", "delete_note_later", "delete_path", "files_of", "wait_for_deletes"]
 
 log = component_logger("Files")
 
@@ -183,6 +183,18 @@ class TenantFiles:
         if self.cache is not None:
             self.cache.drop(key)
 
+    def create_many(self, items: list[tuple[str, bytes]]) -> None:
+        """:meth:`create` for several new files with one round of fsyncs (see :meth:`ObjectStore.create_many`)."""
+        keys = []
+        for path, _ in items:
+            keys.append(self._key(path))
+            self._forget_served(path)
+        self.store.create_many([(key, data) for key, (_, data) in zip(keys, items, strict=True)])
+        self.stored_bytes += sum(len(data) for _, data in items)
+        if self.cache is not None:
+            for key in keys:
+                self.cache.drop(key)
+
     def delete(self, path: str) -> None:
         """Delete a file and its thumbs."""
         key = self._key(path)
@@ -263,20 +275,29 @@ class FileChanges:
 
     uploaded: list[tuple[TenantFiles, str]] = field(default_factory=list)
     obsolete: list[tuple[TenantFiles, str]] = field(default_factory=list)  # a path, or a prefix ending in /
+    # Uploads written before the turn that the saved record does not keep: deleted whatever the outcome.
+    discarded: list[tuple[TenantFiles, str]] = field(default_factory=list)
 
     def committed(self) -> None:
         _delete_later(self.obsolete, keep=True)
-        self.uploaded, self.obsolete = [], []
+        _delete_later(self.discarded)
+        self.uploaded, self.obsolete, self.discarded = [], [], []
 
     def rolled_back(self) -> None:
-        _delete_later(self.uploaded)
-        self.uploaded, self.obsolete = [], []
+        _delete_later(self.uploaded + self.discarded)
+        self.uploaded, self.obsolete, self.discarded = [], [], []
 
 
-def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False) -> None:
+def delete_note_later(files: TenantFiles, key: str) -> None:
+    """Delete the store key ``key`` (a note of uploads written before their turn) in the background."""
+    _delete_later([], notes=[(files, key)])
+
+
+def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False,
+                  notes: list[tuple[TenantFiles, str]] | None = None) -> None:
     """Delete ``paths`` in the background (``keep``: where the tenant's files have a retention, note them
-    to be deleted once it is over instead)."""
-    if not paths:
+    to be deleted once it is over instead), then the store keys ``notes``."""
+    if not paths and not notes:
         return
 
     def run() -> None:
@@ -302,6 +323,11 @@ def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False) -> N
                 files.store.write(f"{files.deleted_prefix}{due}-{random_suffix()}.json", orjson.dumps(kept))
             except StorageError as err:
                 log.warning("%s: noting %d deleted files failed (left behind): %s", files.prefix, len(kept), err)
+        for files, key in notes or ():
+            try:
+                files.store.delete(key)
+            except StorageError as err:
+                log.warning("%s: deleting the note %s failed (the sweep does): %s", files.prefix, key, err)
 
     future = _deleter.submit(run)
     _pending_deletes.add(future)

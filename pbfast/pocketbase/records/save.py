@@ -42,6 +42,10 @@ class RecordUploads(Protocol):
 
     def infos(self, field_name: str) -> Mapping[str, UploadInfo]: ...
 
+    def preferred_id(self) -> str | None:
+        """The id a new record takes when it is sent empty or not at all (its files were stored under it
+        already), or None: its id field draws one."""
+
     def store(self, record_id: str, values: Mapping[str, Any]) -> None:
         """Store the uploads the saved values keep; raises on failure (nothing is written then)."""
 
@@ -116,6 +120,10 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         if is_auth and name == "tokenKey" and not (superuser and name in data):
             continue  # generated below (on create, and whenever the password or email changes) unless a superuser sets it
         submitted = data.get(name, MISSING)
+        if is_new and uploads is not None and getattr(field, "primary_key", False) and submitted in (MISSING, ""):
+            # the id the uploads were stored under, drawn from this field's pattern before the turn (as the field
+            # would draw it now), validated here as a drawn id is
+            submitted = uploads.preferred_id() or submitted
         current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
         try:
             # a file field takes its uploads' names with their infos (a mapping of the names)

@@ -1,0 +1,322 @@
+"""A record create's uploads written to the store before the tenant's turn (:func:`write_early`), so that the
+turn itself only validates and inserts the row: the upload's fsyncs (its bytes, its directories: ~75 % of a
+turn on a loaded disk) no longer keep the tenant's other requests waiting, and several requests' fsyncs,
+issued at once from their threads, share the file system's journal commits.
+
+How the turn sees them: :class:`EarlyUploads` holds the parsed form (read once, on the event loop), the record
+id the files were written under (the client's, or one drawn here that the save then uses) and each upload's
+stored name; :class:`~pbfast.pocketbase.apis.file_uploads.PendingUploads` takes those names instead of drawing
+new ones and writes nothing for them. What the saved record does not keep, and everything of a request that is
+refused or fails (its rules, validation, unique constraints, quota, a closed tenant), is deleted as the
+in-turn uploads always were (:class:`~pbfast.pocketbase.filesystem.FileChanges`); the caller makes sure of it
+for a request that never reaches its turn.
+
+Only where PocketBase would write the files too: a multipart create to an existing, non-view collection whose
+create rule is not null (null: only a superuser may create, and who is asking is known only in the turn), with
+uploads for its file fields that each fit the field's ``maxSize`` and ``mimeTypes``, an id that is a plain
+path segment, and room in the tenant's storage quota. Anything else takes the in-turn path unchanged.
+
+Writes go in batches (:class:`_Writers`): the requests waiting when a writer thread is free, one tenant's
+files written together and fsynced in one round. Crashes: before a batch's files, a note listing them is made
+durable in the tenant's ``deleted/`` prefix, due in :data:`NOTE_DUE_SECONDS`
+(:mod:`~pbfast.pocketbase.filesystem.retention` then deletes those no record references); once every request of
+the batch is done (committed or not) the note is deleted. A crash between the write and
+the commit so leaves at most files that the tenant's next sweep (on open, then hourly) removes.
+
+Thread-safety: :func:`plan_early` and :func:`write_early` run on the event loop (the writes on the writer
+threads); an :class:`EarlyUploads` belongs to one request, its flags guarded by its lock (the loop, a writer
+thread and the request's database thread touch it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+import orjson
+
+from pbfast.logs import component_logger
+from pbfast.pocketbase.apis.form_body import FormBody, record_form_body
+from pbfast.pocketbase.apis.multipart import UploadedFile
+from pbfast.pocketbase.apis.request import TenantRequest, record_body_limit
+from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.fields import FileField
+from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, delete_note_later, files_of
+from pbfast.pocketbase.filesystem.names import detect_type, normalize_name, random_suffix
+from pbfast.pocketbase.gocompat.regexp import generate_by_pattern
+
+__all__ = ["MAX_BATCH", "MAX_EARLY_WRITES", "NOTE_DUE_SECONDS", "WRITER_THREADS", "EarlyUploads", "plan_early", "write_early"]
+
+log = component_logger("Files")
+
+NOTE_DUE_SECONDS: Final = 3600.0  # a crash's leftovers go at the first sweep after this (requests end long before)
+MAX_EARLY_WRITES: Final = 32  # early writes in flight per process; more take the in-turn path (bounded disk use)
+MAX_BATCH: Final = 64  # requests one batch of early writes takes at most
+WRITER_THREADS: Final = 2  # a slow store (S3) of one tenant does not hold every other's writes
+_PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")  # a client's id the files may be stored under
+
+_in_flight = threading.BoundedSemaphore(MAX_EARLY_WRITES)
+_writers: _Writers
+
+
+@dataclass(slots=True)
+class _Named:
+    name: str  # the stored name (PocketBase's, with its random suffix)
+    content_type: str  # sniffed from the bytes
+
+
+class _SharedNote:
+    """A note listing the uploads of one batch of early writes (see the module doc), deleted once every request
+    of the batch is done."""
+
+    def __init__(self, files: TenantFiles, key: str, requests: int) -> None:
+        self.files, self.key = files, key
+        self._left = requests
+        self._lock = threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            delete_note_later(self.files, self.key)
+
+
+@dataclass(slots=True)
+class EarlyUploads:
+    """One create's uploads written before its turn (see the module doc)."""
+
+    form: FormBody
+    collection_id: str
+    record_id: str
+    drawn_id: bool  # the id was drawn here, from the id field's pattern (the client sent none): the save uses it
+    files: TenantFiles
+    changes: FileChanges
+    named: dict[int, tuple[UploadedFile, _Named]] = field(default_factory=dict)  # by id() of the upload
+    written: bool = False
+    note: _SharedNote | None = None
+    _slot: bool = False
+    _turn_started: bool = False
+    _released: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def name_of(self, upload: UploadedFile) -> _Named | None:
+        found = self.named.get(id(upload))
+        return found[1] if found is not None and found[0] is upload and self.written else None
+
+    def path(self, name: str) -> str:
+        return f"{self.collection_id}/{self.record_id}/{name}"
+
+    def begin_turn(self) -> bool:
+        """The request's turn starts (on its thread): False when the request was released meanwhile (it went
+        away), and the turn must do nothing. Once started, the turn releases it at its end (:meth:`release`)."""
+        with self._lock:
+            if self._released:
+                return False
+            self._turn_started = True
+            return True
+
+    def release_unless_started(self) -> None:
+        """The request is done on the event loop: release it unless its turn started (a cancelled wait does
+        not stop a started turn, which may still commit: the turn releases it then)."""
+        with self._lock:
+            if self._turn_started:
+                return
+        self.release()
+
+    def release(self) -> None:
+        """The request is done: whatever of its files its transaction did not keep goes (a committed save handed
+        its files over already), then its note."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            note = self.note
+        self.changes.rolled_back()
+        if note is not None:
+            note.done()
+        if self._slot:
+            self._slot = False
+            _in_flight.release()
+
+
+def plan_early(request: TenantRequest) -> EarlyUploads | None:
+    """What :func:`write_early` would write for this create, or None where the in-turn path must answer (see the
+    module doc). Parses the form (a malformed one: None; the handler answers it)."""
+    tenant = request.tenant
+    collection = tenant.collection(request.params.get("collection", ""))
+    if collection is None or collection.type == "view" or collection.createRule is None:
+        return None
+    if not (request.header("content-type") or "").lower().lstrip().startswith("multipart/form-data"):
+        return None
+    try:
+        form = record_form_body(request, record_body_limit(collection))
+    except Exception:  # noqa: BLE001 - the handler parses it again and answers
+        return None
+    if form is None or not form.multipart or form.empty or not form.files:
+        return None
+    sent_id = form.data.get("id", "")
+    drawn = sent_id == ""
+    record_id = _drawn_id(collection) if drawn else sent_id
+    if not (isinstance(record_id, str) and _PLAIN_ID.fullmatch(record_id)):
+        return None
+    uploads = _field_uploads(collection, form)
+    if uploads is None:
+        return None
+    files = files_of(tenant)
+    size = sum(len(upload.data) for upload, _ in uploads)
+    if tenant.max_bytes is not None and files.stored_bytes + size > tenant.max_bytes:
+        return None  # the turn answers the quota (it measures the database too)
+    if not _in_flight.acquire(blocking=False):
+        return None
+    early = EarlyUploads(form, collection.id, record_id, drawn, files, request.file_changes, _slot=True)
+    for upload, content_type in uploads:
+        early.named[id(upload)] = (upload, _Named(normalize_name(upload.filename, upload.data), content_type))
+    return early
+
+
+def _drawn_id(collection: Collection) -> str | None:
+    """An id drawn as the collection's id field draws one for a create that sends none (None: it draws none)."""
+    field = collection.field("id")
+    pattern = getattr(field, "autogenerate_pattern", "") if field is not None else ""
+    try:
+        return generate_by_pattern(pattern) if pattern else None
+    except Exception:  # noqa: BLE001 - the turn draws it and answers as PocketBase does
+        return None
+
+
+def _field_uploads(collection: Collection, form: FormBody) -> list[tuple[UploadedFile, str]] | None:
+    """The uploads sent for the collection's file fields with their sniffed types, or None when one breaks its
+    field's ``maxSize`` or ``mimeTypes`` (PocketBase refuses those before writing anything) or there are none."""
+    found: list[tuple[UploadedFile, str]] = []
+    for item in collection.fields:
+        if not isinstance(item, FileField):
+            continue
+        for key in (item.name, "+" + item.name, item.name + "+"):
+            for upload in form.files.get(key, ()):
+                content_type = detect_type(upload.data)[0]
+                if len(upload.data) > item.effective_max_size():
+                    return None
+                if item.mime_types and content_type.split(";")[0].strip() not in item.mime_types:
+                    return None
+                found.append((upload, content_type))
+    return found or None
+
+
+async def write_early(early: EarlyUploads) -> bool:
+    """Write the planned files before the request's turn (see the module doc); whether they were all written
+    (else nothing of them stays, and the in-turn path takes over)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+    _writers.submit(early, loop, done)
+    return await done
+
+
+class _Writers:
+    """Threads that write early uploads in batches: each takes every request waiting (up to
+    :data:`MAX_BATCH`), writes one note per tenant for the batch, then all its files, then fsyncs them all. A
+    request's hand-over costs a queue put and a wake-up of the loop, and a batch's fsyncs share the journal's
+    commits. Started on first use in each process (a forked worker starts its own)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._started_in = 0
+        self._start_lock = threading.Lock()
+
+    def submit(self, early: EarlyUploads, loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool]) -> None:
+        if self._started_in != os.getpid():
+            with self._start_lock:
+                if self._started_in != os.getpid():
+                    self._jobs = queue.SimpleQueue()
+                    for index in range(WRITER_THREADS):
+                        threading.Thread(target=self._run, args=(self._jobs,), name=f"pbfast-uploads-{index}",
+                                         daemon=True).start()
+                    self._started_in = os.getpid()
+        self._jobs.put((early, loop, done))
+
+    @staticmethod
+    def _run(jobs: queue.SimpleQueue[_Job]) -> None:
+        while True:
+            batch = [jobs.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(jobs.get_nowait())
+                except queue.Empty:
+                    break
+            by_tenant: dict[int, list[_Job]] = {}
+            for job in batch:
+                by_tenant.setdefault(id(job[0].files), []).append(job)
+            for group in by_tenant.values():
+                try:
+                    written = _write_batch([early for early, _, _ in group])
+                except BaseException as err:  # noqa: BLE001 - each request takes the in-turn path
+                    log.error("early upload writes failed: %r", err, exc_info=err)
+                    written = False
+                for early, loop, done in group:
+                    _settle(loop, done, _written(early, written))
+
+
+_Job = tuple[EarlyUploads, asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
+
+
+def _settle(loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool], written: bool) -> None:
+    def settle() -> None:
+        if not done.cancelled():
+            done.set_result(written)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop closed (shutdown): nobody waits
+        pass
+
+
+def _write_batch(batch: list[EarlyUploads]) -> bool:
+    """Write the files of several requests of one tenant: their note first (durable before any file), then the
+    files with one round of fsyncs. On a failure nothing stays."""
+    files = batch[0].files
+    items = [(early.path(named.name), upload.data) for early in batch for upload, named in early.named.values()]
+    note = None
+    try:
+        if files.deleted_prefix:
+            key = f"{files.deleted_prefix}{int(time.time() + NOTE_DUE_SECONDS)}-{random_suffix()}.json"
+            files.store.create(key, orjson.dumps([path for path, _ in items]))
+            note = _SharedNote(files, key, len(batch))
+        files.create_many(items)
+    except StorageError as err:
+        log.warning("%s: early writes of %d uploads failed (written in their turns instead): %s", files.prefix,
+                    len(items), err)
+        if note is not None:
+            delete_note_later(files, note.key)
+        return False
+    for early in batch:
+        _hand_over(early, note)
+    return True
+
+
+def _hand_over(early: EarlyUploads, note: _SharedNote | None) -> None:
+    """The request's files are written: it uses them, or, released meanwhile (it went away), they go."""
+    paths = [(early.files, early.path(named.name)) for _, named in early.named.values()]
+    with early._lock:
+        released = early._released
+        if not released:
+            early.note = note
+            early.changes.uploaded += paths
+            early.written = True
+    if released:
+        FileChanges(uploaded=paths).rolled_back()
+        if note is not None:
+            note.done()
+
+
+def _written(early: EarlyUploads, written: bool) -> bool:
+    with early._lock:
+        return written and early.written
+
+
+_writers = _Writers()

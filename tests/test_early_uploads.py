@@ -1,0 +1,180 @@
+"""A record create's uploads are written to the store before the tenant's turn (issue 15, upload throughput:
+pbfast.pocketbase.apis.early_uploads). What a client sees stays PocketBase's: a created record names exactly
+the files stored under its id, and a refused or invalid create (its rule, a field, a taken id) leaves no file
+and no note behind. A crash between the write and the commit leaves files that the tenant's sweep removes.
+A real all-in-one (local object store) through its gateway; the crash case on a real tenant and store."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from pbfast.pocketbase import collections, filesystem
+from pbfast.pocketbase.api import TenantApi
+from pbfast.pocketbase.apis.early_uploads import NOTE_DUE_SECONDS, plan_early, write_early
+from pbfast.pocketbase.apis.request import TenantRequest
+from pbfast.pocketbase.filesystem import LocalObjectStore, files_of
+from pbfast.pocketbase.filesystem.retention import sweep_deleted
+from pbfast.pocketbase.tenant import Tenant
+
+sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
+from pbharness import create_tenant, start_all_in_one  # noqa: E402
+
+OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
+PNG = bytes.fromhex("89504e470d0a1a0a") + b"\x00" * 200
+
+
+def _stored(store: Path) -> list[str]:
+    return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()) if store.is_dir() else []
+
+
+def _settled(store: Path, expected: list[str]) -> list[str]:
+    """The store's files once its background deletes are done (bounded wait)."""
+    deadline = time.monotonic() + 30
+    while (found := _stored(store)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def test_creates_store_exactly_what_their_records_name(pbfast_process: object, tmp_path: Path) -> None:
+    _, cp, gw = start_all_in_one(pbfast_process, tmp_path / "node")
+    create_tenant(cp, gw, "ups", {"superuser": OWNER})
+    base = f"{gw}/t/ups"
+    token = httpx.post(f"{base}/api/collections/_superusers/auth-with-password", timeout=30,
+                       json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"]
+    made = httpx.post(f"{base}/api/collections", headers={"Authorization": token}, timeout=30, json={
+        "name": "docs", "type": "base", "listRule": "", "viewRule": "", "createRule": 'title != "refused"',
+        "fields": [{"name": "title", "type": "text", "required": True},
+                   {"name": "files", "type": "file", "maxSelect": 3, "maxSize": 1000}]})
+    assert made.status_code == 200, made.text
+    url = f"{base}/api/collections/docs/records"
+    storage = tmp_path / "node" / "replica" / "tenants" / "ups" / "storage"
+    deleted = tmp_path / "node" / "replica" / "tenants" / "ups" / "deleted"
+
+    created = httpx.post(url, data={"title": "kept"}, timeout=30,
+                         files=[("files", ("alpha.png", PNG, "image/png")), ("files", ("beta b.png", PNG, "image/png"))])
+    assert created.status_code == 200, created.text
+    record = created.json()
+    assert len(record["id"]) == 15 and [n[0] for n in record["files"]] == ["a", "b"]
+    kept = sorted(f"{made.json()['id']}/{record['id']}/{name}" for name in record["files"])
+    assert _settled(storage, kept) == kept
+    assert _settled(deleted, []) == [], "the crash note goes once the record is committed"
+    assert httpx.get(f"{base}/api/files/docs/{record['id']}/{record['files'][1]}").content == PNG
+
+    with_id = httpx.post(url, data={"title": "mine", "id": "chosenid0000001"}, timeout=30,
+                         files=[("files", ("c.png", PNG, "image/png"))])
+    assert with_id.status_code == 200, with_id.text
+    kept = sorted(kept + [f"{made.json()['id']}/chosenid0000001/{with_id.json()['files'][0]}"])
+
+    refusals = [
+        ({"title": "refused"}, 400, "Failed to create record."),  # the create rule
+        ({"title": ""}, 400, "Failed to create record."),  # a required field
+        ({"title": "again", "id": "chosenid0000001"}, 400, "Failed to create record."),  # a taken id
+    ]
+    for data, status, message in refusals:
+        answer = httpx.post(url, data=data, files=[("files", ("d.png", PNG, "image/png"))], timeout=30)
+        assert (answer.status_code, answer.json()["message"]) == (status, message), (data, answer.text)
+    too_large = httpx.post(url, data={"title": "big"}, files=[("files", ("e.png", PNG * 10, "image/png"))], timeout=30)
+    assert too_large.status_code == 400 and "files" in too_large.json()["data"], too_large.text
+    assert _settled(storage, kept) == kept, "a refused create leaves no file"
+    assert _settled(deleted, []) == [], "nor a note"
+
+
+@pytest.fixture
+def tenant(tmp_path: Path) -> Iterator[Tenant]:
+    filesystem.configure(LocalObjectStore(tmp_path / "store"), retention_seconds=60.0)
+    opened = Tenant.open("crashy", tmp_path / "crashy", create=True)
+    collections.create_collection(opened.conn, {"name": "docs", "type": "base", "createRule": "",
+                                                "fields": [{"name": "files", "type": "file", "maxSelect": 2}]})
+    opened.reload_collections()
+    try:
+        yield opened
+    finally:
+        opened.close()
+        filesystem.configure(None)
+
+
+BOUNDARY = "b0undary"
+BODY = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.png\"\r\n"
+        f"Content-Type: image/png\r\n\r\n").encode() + PNG + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+class _Scope:
+    proto, method, path, authority, client = "http", "POST", "/api/collections/docs/records", None, "127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.query_string = ""
+        self.headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}",
+                        "content-length": str(len(BODY))}
+
+
+class _Proto:
+    def __init__(self) -> None:
+        self.status, self.body = 0, b""
+
+    async def __call__(self) -> bytes:
+        return BODY
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self.body = status, body
+
+    def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
+        self.response_bytes(status, headers, body.encode())
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.response_bytes(status, headers, b"")
+
+
+def test_the_turn_writes_no_file_of_its_own(tenant: Tenant, tmp_path: Path) -> None:
+    """The record takes the id and the name its upload was written under before the turn."""
+    files = files_of(tenant)
+    created: list[str] = []
+    create, create_many = files.create, files.create_many
+
+    def counted(path: str, data: bytes) -> None:
+        created.append(path)
+        create(path, data)
+
+    def counted_many(items: list[tuple[str, bytes]]) -> None:
+        created.extend(path for path, _ in items)
+        create_many(items)
+
+    files.create, files.create_many = counted, counted_many  # type: ignore[method-assign]
+
+    async def run(work: Any) -> None:
+        work()
+
+    proto = _Proto()
+    asyncio.run(TenantApi().handle(tenant, "/api/collections/docs/records", _Scope(), proto,  # type: ignore[arg-type]
+                                   run=run))
+    assert proto.status == 200, proto.body
+    record = orjson.loads(proto.body)
+    assert created == [f"{record['collectionId']}/{record['id']}/{record['files'][0]}"], "written once, before the turn"
+    filesystem.wait_for_deletes()
+    store = tmp_path / "store" / "tenants" / "crashy"
+    assert _stored(store / "storage") == created and _stored(store / "deleted") == []
+
+
+def test_a_crash_before_the_commit_leaves_files_the_sweep_removes(tenant: Tenant, tmp_path: Path) -> None:
+    request = TenantRequest(_Scope(), None,  # type: ignore[arg-type]
+                            "/api/collections/docs/records", {"collection": "docs"}, tenant)
+    request.raw_body = BODY
+    early = plan_early(request)
+    assert early is not None
+    assert asyncio.run(write_early(early))  # ... and the node dies before the record's turn: no release, no commit
+    store = tmp_path / "store" / "tenants" / "crashy"
+    assert len(_stored(store / "storage")) == 1
+    assert len(_stored(store / "deleted")) == 1, "the files are noted before they are written"
+
+    assert sweep_deleted(tenant) == 0, "not due yet: the request may still commit"
+    assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + 1) == 1
+    assert _stored(store / "storage") == [] and _stored(store / "deleted") == []
+    assert files_of(tenant).stored_bytes == 0
