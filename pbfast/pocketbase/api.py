@@ -310,6 +310,10 @@ class TenantApi:
                                                         getattr(proto, "client_disconnect", None))
             except ApiError as err:  # too many of the tenant's checks waiting
                 return err
+            except Exception as err:  # noqa: BLE001 - answer, log, stay up
+                log.error("tenant %s: %s %s: bcrypt failed: %r", request.tenant.id, request.method, request.path, err,
+                          exc_info=err)
+                return ApiError(500, BAD_REQUEST)
             if not made:  # the client went away: the answer is for nobody, its bcrypt work not worth making
                 return ApiError(400, BAD_REQUEST)
             assert request.bcrypt is not None  # BcryptFirst is raised only with a place for its job
