@@ -124,8 +124,10 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
         create.write_text(headers.read_text() + _lua_create(tmp / "create-body.lua").read_text())
         refresh = tmp / f"{name}-refresh.lua"
         refresh.write_text(headers.read_text() + _lua_refresh(_user_token(url, forward, token)))
+        password = tmp / f"{name}-password.lua"
+        password.write_text(headers.read_text() + _lua_password())
         targets.append({"name": name, "pid": node.proc.pid, "url": url, "headers": str(headers),
-                        "create": str(create), "refresh": str(refresh), "record": record,
+                        "create": str(create), "refresh": str(refresh), "record": record, "password": str(password),
                         "batch": str(tmp / f"{name}-batch.lua"),
                         "photo": _seed_photo(url, forward, _png()),
                         "upload": str(_upload_script(tmp / f"{name}-upload.lua", upload_body, forward))})
@@ -138,8 +140,11 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
         _seed_expand(stock.data_dir / "data.db")
         refresh = tmp / "pb-refresh.lua"
         refresh.write_text(_lua_refresh(_user_token(stock.url, {}, stock.token)))
+        password = tmp / "pb-password.lua"
+        password.write_text(_lua_password())
         targets.append({"name": "pocketbase", "pid": stock.process.pid, "url": stock.url, "headers": None,
                         "create": str(_lua_create(tmp / "pb-create.lua")), "refresh": str(refresh),
+                        "password": str(password),
                         "record": _seed(stock.data_dir / "data.db"), "photo": _seed_photo(stock.url, {}, _png()),
                         "batch": str(batch),
                         "upload": str(_upload_script(tmp / "pb-upload.lua", upload_body, {}))})
@@ -164,10 +169,29 @@ def _lua_refresh(user_token: str) -> str:
     return f'wrk.method = "POST"\nwrk.headers["Authorization"] = "{user_token}"\n'
 
 
+def _lua_password() -> str:
+    """The lines of a wrk script that log the benchmark user in with its password (``auth-with-password``)."""
+    from test_auth_bench import USER
+    body = json.dumps({"identity": USER["email"], "password": USER["password"]}, separators=(",", ":"))
+    return f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = \'{body}\'\n'
+
+
+def _wait_idle(pid: int, limit: float = 15.0) -> None:
+    """Until ``pid``'s processes use under a tenth of a core (at most ``limit`` seconds)."""
+    deadline = time.monotonic() + limit
+    used = sum(process_cpu(pid).values())
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(process_cpu(pid).values())
+        if now - used < 0.05:
+            return
+        used = now
+
+
 def measure(target: dict[str, Any], case: str, seconds: float, connections: int) -> tuple[float, str]:
     """CPU us per request of the target's processes during one wrk run, and the line that says so."""
     path = "/api/collections/bench/records"
-    script = target[case] if case in ("create", "refresh", "upload", "batch") else target["headers"]
+    script = target[case] if case in ("create", "refresh", "password", "upload", "batch") else target["headers"]
     if case == "batch":
         path = "/api/batch"
     elif case == "expand":
@@ -178,12 +202,15 @@ def measure(target: dict[str, Any], case: str, seconds: float, connections: int)
         path = target["photo"] + ("?thumb=100x100" if case == "thumb" else "")
     elif case == "refresh":
         path = "/api/collections/users/auth-refresh"
+    elif case == "password":
+        path = "/api/collections/users/auth-with-password"
     elif case == "view":
         path += "/" + target["record"]
     elif case == "list":
         path += LIST_QUERY
     args = ["-s", script] if script else []
     subprocess.run(["wrk", "-t1", "-c8", "-d1s", *args, target["url"] + path], capture_output=True, check=True)
+    _wait_idle(target["pid"])  # e.g. PocketBase still checking the passwords of the warm-up's closed connections
     before, threads_before = process_cpu(target["pid"]), thread_cpu(target["pid"])
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", *args, target["url"] + path],
                          capture_output=True, text=True, check=True).stdout
@@ -203,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tmp", help="a scratch directory (short: Litestream's socket path must fit 108 bytes)")
     parser.add_argument("trees", nargs="+", help="name=/path/to/a/checkout")
-    parser.add_argument("--cases", default="create,view", help="of create, view, list, refresh (auth-refresh of a user), upload (100 KB PNG, multipart "
+    parser.add_argument("--cases", default="create,view", help="of create, view, list, refresh (auth-refresh of a user), password (auth-with-password of a user), upload (100 KB PNG, multipart "
                         "record create), download (that PNG), thumb (its kept 100x100 thumb), batch (50 creates in one "
                         "POST /api/batch), expand (a list of 20 posts with expand=author.org)")
     parser.add_argument("--secs", type=float, default=3)

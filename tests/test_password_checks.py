@@ -1,6 +1,7 @@
 """Logins' bcrypt checks share the node as the tenants' database jobs do: a check's CPU time counts in its
 tenant's use, and a heavy tenant's checks run at the background threads' lower OS priority while another tenant
-is served. Real threads, a real event loop and the real scheduler. (Linux: each thread has its own nice value.)"""
+is served; one tenant's checks use every check thread while it is alone, and another tenant's check gets the next
+free thread. Real threads, a real event loop and the real scheduler. (Linux: each thread has its own nice value.)"""
 
 from __future__ import annotations
 
@@ -58,5 +59,41 @@ def test_a_tenants_checks_count_in_its_use_and_give_way_once_it_is_heavy() -> No
             assert quiet.background is False and quiet.nice == normal
         finally:
             db.stop()
+
+    asyncio.run(scenario())
+
+
+@dataclass(slots=True)
+class _Meeting(PasswordCheck):
+    """A check that waits (up to 30 s) until ``meeting.parties`` checks run at once, then notes its start."""
+
+    meeting: threading.Barrier | None = None
+    started: list[str] | None = None
+    name: str = ""
+
+    def run(self) -> None:
+        assert self.meeting is not None and self.started is not None
+        self.started.append(self.name)
+        self.meeting.wait()
+        self.matches = True
+
+
+def test_one_tenants_checks_run_on_every_thread_and_another_tenant_gets_the_next_free_one() -> None:
+    async def scenario() -> None:
+        checks = PasswordChecks(threads=2)
+        started: list[str] = []
+        # Two checks of one tenant must run at once to pass the meeting (a check at a time would time out);
+        # then pairs meet in turn: A's burst of six and B's one.
+        meeting = threading.Barrier(2, timeout=30)
+        burst = [_Meeting("secret", "hash", meeting=meeting, started=started, name=f"a{index}") for index in range(5)]
+        other = _Meeting("secret", "hash", meeting=meeting, started=started, name="b")
+        waiting = [asyncio.ensure_future(checks.check("a", check)) for check in burst]
+        await asyncio.sleep(0)  # A's first two are running (or starting): B arrives behind A's other three
+        waiting.append(asyncio.ensure_future(checks.check("b", other)))
+        assert all(await asyncio.gather(*waiting))
+        assert all(check.matches for check in [*burst, other])
+        # B's check took the first thread freed after it arrived, ahead of A's three waiting before it (its pair is
+        # A's third check: their threads note their starts in either order).
+        assert "b" in started[2:4], started
 
     asyncio.run(scenario())

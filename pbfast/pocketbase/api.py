@@ -32,7 +32,8 @@ from pbfast.pocketbase.apis import (batch, collections, collections_meta, crons,
                                     settings_test_email, settings_test_s3, sql_console)
 from pbfast.pocketbase.apis.early_uploads import EarlyUploads, plan_early, write_early
 from pbfast.pocketbase.apis.rate_limits import CollectionTags, RateLimits
-from pbfast.pocketbase.apis.request import BAD_REQUEST, NO_AUTH, NOT_FOUND, TenantRequest, body_limit, send_error
+from pbfast.pocketbase.apis.request import (BAD_REQUEST, NO_AUTH, NOT_FOUND, OffTurnFirst, TenantRequest, body_limit,
+                                            send_error)
 from pbfast.pocketbase.password_checks import PasswordChecks
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
@@ -49,6 +50,7 @@ STORAGE_QUOTA_MESSAGE: Final = "The tenant's storage quota is used up."
 TIME_LIMIT_MESSAGE: Final = ("The request was stopped: its database work took longer than the tenant's time limit "
                              "of {seconds:g} s.")
 # SQLite errors that the tenant's own SQL or data can cause: a 400 for the request, never a 5xx.
+MAX_RUNS_AGAIN: Final = 8  # a handler's turn run again after work off the turn (a bcrypt job each)
 _TENANT_SQL_ERRORS: Final = (apsw.AuthError, apsw.SQLError, apsw.TooBigError, apsw.ConstraintError,
                              apsw.MismatchError, apsw.RangeError, apsw.InterruptError)
 
@@ -233,9 +235,8 @@ class TenantApi:
                 try:
                     checked = await self.password_checks.check(tenant.id, request.prepared,
                                                                getattr(proto, "client_disconnect", None))
-                except ApiError as err:
-                    send_error(proto, err.status, err.message, err.data, err.headers)
-                    return
+                except ApiError as err:  # too many of the tenant's checks waiting
+                    handler, checked = _refused(err), True  # answered and logged in a turn, as other refusals
                 if not checked:  # the client went away: nobody reads this
                     send_error(proto, 400, BAD_REQUEST)
                     return
@@ -246,16 +247,9 @@ class TenantApi:
             if refusal is not None:
                 handler, network_step = _refused(refusal), None
         if network_step is not None:
-            try:
-                await asyncio.get_running_loop().run_in_executor(record_auth_with_oauth2.PROVIDER_THREADS,
-                                                                 network_step, request)
-            except ApiError as err:
-                send_error(proto, err.status, err.message, err.data, err.headers)
-                return
-            except Exception as err:  # noqa: BLE001 - answer, log, stay up
-                log.error("tenant %s: %s %s failed: %r", tenant.id, scope.method, path, err, exc_info=err)
-                send_error(proto, 500, BAD_REQUEST)
-                return
+            refusal = await self._first(request, OffTurnFirst(network_step), proto)
+            if refusal is not None:
+                handler = _refused(refusal)  # answered and logged in a turn, as PocketBase logs it
 
         if handler in self.loop_handlers:
             try:
@@ -287,24 +281,41 @@ class TenantApi:
         the turn runs once)."""
         entry: LogEntry | None = None
         answered = False
+        running: Handler = handler
 
         def work() -> None:
             nonlocal entry, answered  # the log of the attempt that counted (an inline attempt may be done again)
             if early is not None and not early.begin_turn():
                 return  # the request went away before its turn: its files are gone already
             try:
-                entry = self._run(handler, request, time_limit, admitted=admitted)
+                entry = self._run(running, request, time_limit, admitted=admitted)
             finally:
-                if early is not None:
+                if early is not None and request.first is None:  # a turn to run again still needs its files
                     early.release()
-            if answer_from_job is not None and request.after_turn is None and answer_from_job():
+            if request.first is None and answer_from_job is not None and request.after_turn is None \
+                    and answer_from_job():
                 held.replay(proto)
                 answered = True
 
-        if run is None:
-            work()
-        else:
-            await run(work)
+        if run is not None and handler is not batch.batch_transaction:
+            request.bcrypt = auth.BcryptRuns()  # bcrypt off the turn (a batch's items: in it, not to run the batch again)
+        runs_again = 0
+        while True:
+            if run is None:
+                work()
+            else:
+                await run(work)
+            first, request.first = request.first, None
+            if first is None:
+                break
+            admitted = True  # the first run made the admission checks (and counted the rate limits)
+            runs_again += 1
+            refusal = await self._first(request, first, proto) if runs_again <= MAX_RUNS_AGAIN else ApiError(
+                500, BAD_REQUEST)  # a handler that asks again and again for its network work
+            if refusal is not None:
+                running = _refused(refusal)  # answered and logged in a turn
+            elif runs_again == MAX_RUNS_AGAIN and request.bcrypt is not None:
+                request.bcrypt.defer = False  # the last run makes any more bcrypt work in its turn
         if not answered:
             if request.after_turn is not None and held.status is None:
                 await request.after_turn.send(held)  # e.g. a file read from the store: not in the tenant's turn
@@ -313,6 +324,35 @@ class TenantApi:
             held.replay(proto)
         if entry is not None:
             self.request_logs.add(entry)
+
+    async def _first(self, request: TenantRequest, first: OffTurnFirst | auth.BcryptFirst,
+                     proto: HTTPProtocol) -> ApiError | None:
+        """Do the work a handler's turn asked for before it runs again (:class:`OffTurnFirst`): a bcrypt job on
+        the checks' threads (in the tenant's share of them), network work on the provider threads. Returns what
+        to answer instead of running it again, None to run it."""
+        if isinstance(first, auth.BcryptFirst):
+            try:
+                made = await self.password_checks.check(request.tenant.id, first.job,
+                                                        getattr(proto, "client_disconnect", None))
+            except ApiError as err:  # too many of the tenant's checks waiting
+                return err
+            except Exception as err:  # noqa: BLE001 - answer, log, stay up
+                log.error("tenant %s: %s %s: bcrypt failed: %r", request.tenant.id, request.method, request.path, err,
+                          exc_info=err)
+                return ApiError(500, BAD_REQUEST)
+            if not made:  # the client went away: the answer is for nobody, its bcrypt work not worth making
+                return ApiError(400, BAD_REQUEST)
+            assert request.bcrypt is not None  # BcryptFirst is raised only with a place for its job
+            request.bcrypt.jobs.append(first.job)
+            return None
+        try:
+            await asyncio.get_running_loop().run_in_executor(record_auth_with_oauth2.PROVIDER_THREADS, first.step, request)
+        except ApiError as err:
+            return err
+        except Exception as err:  # noqa: BLE001 - answer, log, stay up
+            log.error("tenant %s: %s %s failed: %r", request.tenant.id, request.method, request.path, err, exc_info=err)
+            return ApiError(500, BAD_REQUEST)
+        return None
 
     def _limit_before_handler(self, handler: Handler) -> bool:
         """Whether PocketBase's body limit middleware guards the route: not a batch (its handler checks its own
@@ -379,11 +419,15 @@ class TenantApi:
                     settings.check_superuser_ip(request)
                     self.rate_limits.check(request, self._collection_tags.get(handler))
                 try:
-                    handler(request)
+                    with auth.bcrypt_off_turn(request.bcrypt):
+                        handler(request)
                 except BaseException:
                     request.file_changes.rolled_back()  # its transaction did not commit: its uploads go
                     raise
                 request.file_changes.committed()
+        except (OffTurnFirst, auth.BcryptFirst) as first:
+            request.first = first  # no answer yet: done once the work is done off the turn (TenantApi.handle)
+            return None
         except ApiError as err:
             error = err
             send_error(proto, err.status, err.message, err.data, err.headers)

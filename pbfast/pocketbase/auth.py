@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import secrets
 import string
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import bcrypt
@@ -22,7 +25,14 @@ import orjson
 from pbfast.primitives import hs256_sign, hs256_verify, jwt_segments
 
 __all__ = [
+    "BcryptFirst",
+    "BcryptJob",
+    "BcryptRuns",
     "PasswordCheck",
+    "PasswordHash",
+    "bcrypt_in_turn",
+    "bcrypt_off_turn",
+    "stable_random",
     "TokenError",
     "hash_password",
     "issue_auth_token",
@@ -50,6 +60,19 @@ def new_token_key() -> str:
 
 
 def hash_password(password: str, cost: int = BCRYPT_COST) -> str:
+    """A new bcrypt hash of ``password``; in a turn run under :func:`bcrypt_off_turn`, the hash made off the turn
+    (else :class:`BcryptFirst` is raised to have it made)."""
+    deferring = _deferring()
+    if deferring is not None:
+        for job in deferring.jobs:
+            if isinstance(job, PasswordHash) and (job.password, job.cost) == (password, cost) and job.ran \
+                    and not job.used:
+                job.used = True  # each hash once (two fields with one password get two salts, as in a turn)
+                if job.error is not None:
+                    raise job.error
+                return job.hashed
+        if deferring.defer:
+            raise BcryptFirst(PasswordHash(password, cost))
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
 
 
@@ -64,14 +87,117 @@ class PasswordCheck:
     matches: bool | None = None  # None: not checked yet
 
     def run(self) -> None:
-        self.matches = verify_password(self.password, self.hashed)
+        self.matches = _checkpw(self.password, self.hashed)
+
+
+@dataclass(slots=True)
+class PasswordHash:
+    """A new password's hash, made off the tenant's turn as :class:`PasswordCheck` s are."""
+
+    password: str
+    cost: int
+    hashed: str = ""
+    error: ValueError | None = None  # what hashing raised (PocketBase reports it as the save's error)
+    ran: bool = False
+    used: bool = False
+
+    def run(self) -> None:
+        try:
+            self.hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(self.cost)).decode()
+        except ValueError as err:
+            self.error = err
+        self.ran = True
+
+
+BcryptJob = PasswordCheck | PasswordHash
+
+
+class BcryptFirst(Exception):  # noqa: N818 - not an error: a request for work before the turn runs again
+    """Raised in a turn run under :func:`bcrypt_off_turn` where bcrypt would run: the caller makes ``job`` off
+    the turn and runs the turn again with it (so that a handler that raises it must have written nothing that
+    its transaction does not roll back)."""
+
+    def __init__(self, job: BcryptJob) -> None:
+        super().__init__(job)
+        self.job = job
+
+
+@dataclass(slots=True)
+class BcryptRuns:
+    """One request's turn, run again after bcrypt work off the turn (:class:`BcryptFirst`): the jobs made so far,
+    and the random values its runs drew (a random password to hash, an OTP code), the same in every run so that
+    the hash made for one run is the one the next needs."""
+
+    jobs: list[BcryptJob] = field(default_factory=list)
+    defer: bool = True  # False: work not in ``jobs`` is made in the turn after all
+    _randoms: dict[str, list[str]] = field(default_factory=dict)
+    _drawn: dict[str, int] = field(default_factory=dict)  # by the current run
+
+    def random(self, label: str, make: Callable[[], str]) -> str:
+        drawn = self._drawn.get(label, 0)
+        values = self._randoms.setdefault(label, [])
+        if drawn == len(values):
+            values.append(make())
+        self._drawn[label] = drawn + 1
+        return values[drawn]
+
+
+_context = threading.local()  # .current: the BcryptRuns of the turn running on this thread, None: bcrypt in it
+
+
+def _deferring() -> BcryptRuns | None:
+    current: BcryptRuns | None = getattr(_context, "current", None)
+    return current
+
+
+@contextmanager
+def bcrypt_off_turn(runs: BcryptRuns | None) -> Iterator[None]:
+    """Within (one run of a request's turn): :func:`hash_password` and :func:`verify_password` use the jobs made
+    off the turn for the request's earlier runs, else raise :class:`BcryptFirst` (or, ``runs.defer`` False, run
+    bcrypt in place); ``runs`` None: bcrypt runs in place."""
+    outer = getattr(_context, "current", None)
+    if runs is not None:
+        runs._drawn.clear()
+    _context.current = runs
+    try:
+        yield
+    finally:
+        _context.current = outer
+
+
+@contextmanager
+def bcrypt_in_turn() -> Iterator[None]:
+    """Within: bcrypt runs in place (after a write that a run again would not find as it was)."""
+    with bcrypt_off_turn(None):
+        yield
+
+
+def stable_random(label: str, make: Callable[[], str]) -> str:
+    """``make()``, or within :func:`bcrypt_off_turn` the value the request's earlier runs drew at this point."""
+    runs = _deferring()
+    return make() if runs is None else runs.random(label, make)
 
 
 def verify_password(password: str, hashed: str, checked: PasswordCheck | None = None) -> bool:
     """Check ``password`` against a bcrypt hash; False (never an exception) for a malformed hash. ``checked``:
-    the answer of a check made off the turn, used when it was made for the same password and hash."""
+    the answer of a check made off the turn, used when it was made for the same password and hash (as are the
+    checks made for an earlier run of the request under :func:`bcrypt_off_turn`, else :class:`BcryptFirst`)."""
     if checked is not None and checked.matches is not None and (checked.password, checked.hashed) == (password, hashed):
         return checked.matches
+    if not hashed:
+        return False
+    deferring = _deferring()
+    if deferring is not None:
+        for job in deferring.jobs:
+            if isinstance(job, PasswordCheck) and job.matches is not None \
+                    and (job.password, job.hashed) == (password, hashed):
+                return job.matches
+        if deferring.defer:
+            raise BcryptFirst(PasswordCheck(password, hashed))
+    return _checkpw(password, hashed)
+
+
+def _checkpw(password: str, hashed: str) -> bool:
     if not hashed:
         return False
     try:

@@ -1,10 +1,12 @@
 """Where logins' bcrypt checks run: off the tenants' database turns, on a few threads shared fairly by tenants.
 
 A check is 50-250 ms of CPU. Made in the tenant's turn (its jobs run one at a time), it kept every other
-request of the tenant (a token refresh, a read) waiting behind all of its queued logins. Here each tenant has
-at most one check running, as it had in its turn, and tenants with checks waiting take turns on the threads, so
-a burst of logins of one tenant delays neither another tenant's logins nor its own other requests. A tenant may
-have at most ``queue_limit`` checks waiting; beyond, the login is answered 429 at once.
+request of the tenant (a token refresh, a read) waiting behind all of its queued logins. Here the checks run on
+one thread per core (the bcrypt binding releases the GIL, so they run in parallel), and tenants with checks
+waiting take turns for the threads: a free thread goes to the waiting tenant with the fewest checks running
+(then the longest waiting), so one tenant's burst of logins uses every core while it is alone, and another
+tenant's login gets the next free thread. A tenant may have at most ``queue_limit`` checks waiting; beyond, the
+login is answered 429 at once.
 
 On a node, the checks take part in the database scheduler's sharing (:class:`SchedulerHooks`): a check's time
 counts in its tenant's recent use, and a heavy tenant's checks run on threads at the background threads' lower
@@ -26,7 +28,7 @@ import time
 from typing import Protocol, cast
 
 from pbfast.http import ApiError
-from pbfast.pocketbase.auth import PasswordCheck
+from pbfast.pocketbase.auth import BcryptJob
 
 __all__ = ["DEFAULT_CHECKS_WAITING", "PasswordChecks", "SchedulerHooks"]
 
@@ -45,13 +47,13 @@ class SchedulerHooks(Protocol):
 
 @dataclass(slots=True)
 class _Waiting:
-    check: PasswordCheck
+    check: BcryptJob
     done: asyncio.Future[None]
 
 
 class PasswordChecks:
-    """Makes :class:`PasswordCheck` s on ``threads`` threads (one per core: more cannot make CPU work go faster),
-    one at a time per tenant, tenants in turn."""
+    """Makes bcrypt jobs (:class:`pbfast.pocketbase.auth.PasswordCheck` s, ``PasswordHash`` es) on ``threads`` threads (one per core: more cannot make CPU work go faster),
+    tenants in turn (see the module's docs)."""
 
     def __init__(self, threads: int = os.cpu_count() or 2, queue_limit: int = DEFAULT_CHECKS_WAITING) -> None:
         self.threads = threads
@@ -59,9 +61,10 @@ class PasswordChecks:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pbfast-bcrypt")
         self._background: ThreadPoolExecutor | None = None  # a heavy tenant's checks (made with the hooks)
         self._hooks: SchedulerHooks | None = None
-        self._waiting: dict[str, deque[_Waiting]] = {}
-        self._turns: deque[str] = deque()  # tenants with a check waiting and none running, in turn order
-        self._running: set[str] = set()
+        self._waiting: dict[str, deque[_Waiting]] = {}  # only tenants with checks waiting
+        self._turns: deque[str] = deque()  # the tenants of _waiting, in turn order
+        self._running: dict[str, int] = {}  # checks running, per tenant with any
+        self._running_total = 0
 
     def share_with(self, hooks: SchedulerHooks) -> None:
         """Take part in the node's scheduling (see the module's docs); before serving."""
@@ -69,21 +72,20 @@ class PasswordChecks:
         self._background = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="pbfast-bcrypt-bg",
                                               initializer=hooks.enter_background)
 
-    async def check(self, tenant_id: str, check: PasswordCheck,
+    async def check(self, tenant_id: str, check: BcryptJob,
                     client_disconnect: Callable[[], Awaitable[object]] | None = None) -> bool:
-        """Make ``check`` (its answer in ``check.matches``) in the tenant's turn on the threads; False when the
+        """Make ``check`` (its answer in the job: ``matches``, ``hashed``) in the tenant's turn on the threads; False when the
         client went away while it waited (``client_disconnect``: granian's), and it was not made: a load tool's
         connections closed at the end of a run would otherwise leave seconds of checks for nobody."""
         waiting = self._waiting.get(tenant_id)
         if waiting is None:
             waiting = self._waiting[tenant_id] = deque()
+            self._turns.append(tenant_id)
         if len(waiting) >= self.queue_limit:
             raise ApiError(429, "Too many requests for this tenant are waiting; retry shortly.",
                            headers=[("retry-after", "1")])
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting.append(_Waiting(check, done))
-        if tenant_id not in self._running and len(waiting) == 1:
-            self._turns.append(tenant_id)
         watch: asyncio.Future[object] | None = None
         if client_disconnect is not None:
             gone = client_disconnect()
@@ -104,14 +106,18 @@ class PasswordChecks:
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._turns and len(self._running) < self.threads:
-            tenant_id = self._turns.popleft()
+        while self._turns and self._running_total < self.threads:
+            tenant_id = self._next_tenant()
             waiting = self._waiting[tenant_id]
             job = waiting.popleft()
+            if waiting:
+                self._turns.append(tenant_id)  # its next check waits at the back
+            else:
+                del self._waiting[tenant_id]
             if job.done.cancelled():  # its request went away while it waited
-                self._next_turn(tenant_id)
                 continue
-            self._running.add(tenant_id)
+            self._running[tenant_id] = self._running.get(tenant_id, 0) + 1
+            self._running_total += 1
             hooks, executor = self._hooks, self._executor
             if hooks is not None and self._background is not None and hooks.in_background(tenant_id):
                 executor = self._background
@@ -119,8 +125,26 @@ class PasswordChecks:
             ran = loop.run_in_executor(executor, run)
             ran.add_done_callback(functools.partial(self._ended, tenant_id, job))
 
+    def _next_tenant(self) -> str:
+        """Taken off the turns: the first tenant with the fewest checks running (a tenant with none at once)."""
+        chosen, fewest = 0, self.threads
+        for index, tenant_id in enumerate(self._turns):
+            running = self._running.get(tenant_id, 0)
+            if running < fewest:
+                chosen, fewest = index, running
+                if running == 0:
+                    break
+        tenant_id = self._turns[chosen]
+        del self._turns[chosen]
+        return tenant_id
+
     def _ended(self, tenant_id: str, job: _Waiting, ran: asyncio.Future[None]) -> None:
-        self._running.discard(tenant_id)
+        self._running_total -= 1
+        left = self._running[tenant_id] - 1
+        if left:
+            self._running[tenant_id] = left
+        else:
+            del self._running[tenant_id]
         if ran.cancelled():  # the loop is closing
             job.done.cancel()
         elif not job.done.done():
@@ -129,15 +153,7 @@ class PasswordChecks:
                 job.done.set_exception(error)
             else:
                 job.done.set_result(None)
-        self._next_turn(tenant_id)
         self._start()
-
-    def _next_turn(self, tenant_id: str) -> None:
-        """The tenant's next check (if any) waits for its turn at the back."""
-        if self._waiting.get(tenant_id):
-            self._turns.append(tenant_id)
-        else:
-            self._waiting.pop(tenant_id, None)
 
 
 def _timed(run: Callable[[], None], hooks: SchedulerHooks, tenant_id: str) -> None:

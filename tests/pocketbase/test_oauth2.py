@@ -271,12 +271,32 @@ def test_an_avatar_mapped_to_a_file_field_is_stored_from_public_addresses_only(e
                    "mappedFields": {"avatarURL": "avatar"}},
         "fields": [{"name": "avatar", "type": "file", "maxSelect": 1, "maxSize": 1000}]})
     assert made.status_code == 200, made.text
+
+    def fetches() -> int:
+        return sum(1 for request in provider.requests if request[1] == "/avatar.png")
+
     signed_up = flow.login("sign-up", "/api/collections/pictured", "oidc", "pictured")
     avatar = signed_up["record"]["avatar"]
     assert re.fullmatch(r"avatar_[a-z0-9]{10}\.png", avatar), signed_up
     record_id = signed_up["record"]["id"]
     stored = httpx.get(f"{egress_tenant.url}/api/files/pictured/{record_id}/{avatar}", timeout=30)
     assert stored.status_code == 200 and stored.content == AVATAR_PNG
+    assert fetches() == 1
+    # PocketBase downloads the picture on sign-up only: a login through the link fetches nothing...
+    again = flow.login("again", "/api/collections/pictured", "oidc", "pictured")
+    assert again["record"]["id"] == record_id and again["meta"]["isNew"] is False, again
+    assert again["record"]["avatar"] == avatar and fetches() == 1
+    # ...nor does linking an existing record (found by the provider's verified email; its avatar stays empty)
+    existing = httpx.post(f"{egress_tenant.url}/api/collections/pictured/records", timeout=30,
+                          headers={"Authorization": egress_tenant.superuser_token},
+                          json={"email": "existing@example.com", "password": "existing-pass-1",
+                                "passwordConfirm": "existing-pass-1", "verified": True})
+    assert existing.status_code == 200, existing.text
+    provider.users["existing"] = {"sub": "existing-1", "email": "existing@example.com", "email_verified": True,
+                                  "picture": f"{provider.url}/avatar.png"}
+    linked = flow.login("link", "/api/collections/pictured", "oidc", "existing")
+    assert linked["record"]["id"] == existing.json()["id"] and linked["meta"]["isNew"] is False, linked
+    assert linked["record"]["avatar"] == "" and fetches() == 1
     # a picture on a link-local (cloud metadata) or private address is not fetched: the sign-up goes on without it
     for user in ("metadata", "private-net"):
         answer = flow.login(user, "/api/collections/pictured", "oidc", user)

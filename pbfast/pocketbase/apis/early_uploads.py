@@ -153,6 +153,8 @@ def plan_early(request: TenantRequest) -> EarlyUploads | None:
     collection = tenant.collection(request.params.get("collection", ""))
     if collection is None or collection.type == "view" or collection.createRule is None:
         return None
+    if collection.type == "auth":  # its password is hashed off the turn, which then runs again (auth.BcryptFirst):
+        return None  # the first run's rollback would drop files written for the create
     if not (request.header("content-type") or "").lower().lstrip().startswith("multipart/form-data"):
         return None
     try:

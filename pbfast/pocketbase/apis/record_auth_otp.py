@@ -101,7 +101,8 @@ def request_otp(request: TenantRequest) -> None:
         log.warning("tenant %s: OTP for %s not sent: SMTP is not configured", tenant.id, collection.name)
         send_with_fields(request, {"otpId": random_string(15).lower()})  # PocketBase's mail fails: its code goes
         return
-    code = "".join(secrets.choice("1234567890") for _ in range(options.length))
+    # the code hashed off the turn is the one mailed (the turn runs again: auth.BcryptFirst)
+    code = auth.stable_random("otp", lambda: "".join(secrets.choice("1234567890") for _ in range(options.length)))
     address = str(record.get("email") or "")
     stored = records.save_record(tenant, otps, {"collectionRef": collection.id, "recordRef": record["id"],
                                                 "password": code, "sentTo": address}, None,
@@ -180,7 +181,10 @@ def auth_with_otp(request: TenantRequest) -> None:
     record = records.load_row(tenant, collection, str(otp.get("recordRef") or ""))
     if record is None:
         raise ApiError(400, INVALID_OTP)
-    if not attempts.allow((tenant.id, str(record["id"]), client_ip(request))):
+    allowed = request.remembered.get("otp attempt")
+    if allowed is None:  # counted once, when the turn runs again after the code's check (auth.BcryptFirst)
+        allowed = request.remembered["otp attempt"] = attempts.allow((tenant.id, str(record["id"]), client_ip(request)))
+    if not allowed:
         raise ApiError(429, TOO_MANY_ATTEMPTS)
     if not auth.verify_password(form["password"], str(otp.get("password") or "")):
         raise ApiError(400, INVALID_OTP)
@@ -207,7 +211,8 @@ def _verify(tenant: Tenant, collection: Collection, record: Row) -> Row:
         password = random_string(30)
         change |= {"password": password, "passwordConfirm": password}
     try:
-        return records.save_record(tenant, collection, change, record, manage=True, superuser=True)
+        with auth.bcrypt_in_turn():  # the code is deleted already: a run again would not find it
+            return records.save_record(tenant, collection, change, record, manage=True, superuser=True)
     except (records.RecordValidationError, apsw.Error) as err:
         log.error("tenant %s: marking %s verified after its OTP failed: %s", tenant.id, record["id"], err)
         return {**record, "verified": True}

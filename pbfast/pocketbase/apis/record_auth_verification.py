@@ -80,7 +80,7 @@ def confirm_verification(request: TenantRequest) -> None:
     if not record.get("verified"):
         change: dict[str, object] = {"verified": True}
         if not collection.auth.password_auth.enabled:
-            password = random_string(30)
+            password = auth.stable_random("password", lambda: random_string(30))  # the same when run again
             change |= {"password": password, "passwordConfirm": password}
         try:
             records.save_record(tenant, collection, change, record, manage=True, superuser=True)

@@ -13,11 +13,11 @@ In two parts, so that the calls to the provider hold neither the event loop nor 
    becomes verified when its email is the provider's. The link is stored, then the login is answered as
    every login is (``authRule``, MFA, login alert) with ``meta``: the provider's user and ``isNew``.
 
-An ``avatarURL`` mapped to a file field is downloaded in part 1 (public internet addresses only, as PocketBase's
-safe HTTP client allows) and stored on sign-up, as PocketBase stores it; a text field receives
-the URL. Differences: the picture is fetched on every login of such a collection (part 1 does not know yet
-whether the login signs up), redirects are not followed and a picture over 8 MiB is not stored (PocketBase
-follows redirects and cuts the picture at 32 MiB).
+An ``avatarURL`` mapped to a file field is downloaded on sign-up only, where PocketBase downloads it (a login
+to an existing record, linked or not, fetches nothing): part 2 stops there (:class:`OffTurnFirst`), the picture
+is fetched on a provider thread (public internet addresses only, as PocketBase's safe HTTP client allows), and
+part 2 runs again with it; a text field receives the URL. Differences: redirects are not followed and a picture
+over 8 MiB is not stored (PocketBase follows redirects and cuts the picture at 32 MiB).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import orjson
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
-from pbfast.pocketbase import records
+from pbfast.pocketbase import auth, records
 from pbfast.pocketbase.apis import records as records_api
 from pbfast.pocketbase.apis.internal_request import InternalScope, internal_request
 from pbfast.pocketbase.apis.record_auth import auth_collection, auth_response
 from pbfast.pocketbase.apis.record_auth_forms import LOAD_FAILED, error, required_error, string_form
-from pbfast.pocketbase.apis.request import BAD_REQUEST, SUPERUSERS, TenantRequest
+from pbfast.pocketbase.apis.request import BAD_REQUEST, SUPERUSERS, OffTurnFirst, TenantRequest
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
@@ -50,7 +50,7 @@ from pbfast.pocketbase.oauth2.providers import random_string, resolve
 from pbfast.pocketbase.realtime import record_changed
 from pbfast.pocketbase.records import Row
 
-__all__ = ["PROVIDER_THREADS", "OAuth2Login", "auth_with_oauth2", "exchange_code"]
+__all__ = ["PROVIDER_THREADS", "OAuth2Login", "auth_with_oauth2", "exchange_code", "fetch_avatar"]
 
 log = component_logger("TenantNode")
 
@@ -71,6 +71,7 @@ class OAuth2Login:
     create_data: dict[str, Any] | None
     body: dict[str, Any]
     avatar: UploadedFile | None = None  # the picture, when the collection maps avatarURL to a file field
+    avatar_fetched: bool = False  # tried (avatar None: it could not be had)
 
 
 def exchange_code(request: TenantRequest) -> None:
@@ -117,8 +118,16 @@ def exchange_code(request: TenantRequest) -> None:
         raise ApiError(400, "Failed to fetch OAuth2 user.") from err
     if name == "apple" and not user.name:  # the name Apple posted once to the redirect URL
         user = dataclasses.replace(user, name=apple_names.take(tenant_id, form["code"]) or "")
-    avatar = _download_avatar(collection, user, tenant_id)
-    request.prepared = OAuth2Login(collection.id, name, user, create_data, body, avatar)
+    request.prepared = OAuth2Login(collection.id, name, user, create_data, body)
+
+
+def fetch_avatar(request: TenantRequest) -> None:
+    """Between two runs of part 2 (a sign-up): the picture, on a provider thread."""
+    login = request.prepared
+    assert isinstance(login, OAuth2Login)
+    collection = request.tenant.collection_by_id(login.collection_id)
+    avatar = None if collection is None else _download_avatar(collection, login.user, request.tenant.id)
+    request.prepared = dataclasses.replace(login, avatar=avatar, avatar_fetched=True)
 
 
 AVATAR_SECONDS: Final = 10.0  # PocketBase's timeout for the picture
@@ -217,6 +226,8 @@ def _create(request: TenantRequest, collection: Collection, login: OAuth2Login,
     if avatar and avatar not in payload and user.avatar_url:
         if not isinstance(collection.field(avatar), FileField):
             payload[avatar] = user.avatar_url
+        elif not login.avatar_fetched:
+            raise OffTurnFirst(fetch_avatar)  # nothing written yet: the transaction rolls back
         elif login.avatar is not None:
             files[avatar] = [login.avatar]
     created = _create_through_api(request, collection, payload, changes, files)
@@ -271,7 +282,7 @@ def _update_found(request: TenantRequest, collection: Collection, record: Row, u
     verified = bool(record.get("verified"))
     change: dict[str, Any] = {}
     if not logged_in and not verified:
-        password = random_string(30)
+        password = auth.stable_random("password", lambda: random_string(30))  # the same when run again
         change |= {"password": password, "passwordConfirm": password}
     if not verified:
         tenant.conn.execute(f"DELETE FROM {quote(EXTERNAL_AUTHS)} WHERE collectionRef = ? AND recordRef = ?",

@@ -10,7 +10,7 @@ import apsw
 
 from pbfast.http import ApiError
 from pbfast.logs import component_logger
-from pbfast.pocketbase import records, search
+from pbfast.pocketbase import auth, records, search
 from pbfast.pocketbase.apis.early_uploads import EarlyUploads
 from pbfast.pocketbase.apis.expand import expand_items
 from pbfast.pocketbase.apis.file_uploads import PendingUploads, file_uploads, obsolete_files, with_uploads
@@ -99,7 +99,7 @@ def create_record(request: TenantRequest) -> None:
     check_uploads(collection, form)
     if request.info_context == "oauth2" and collection.type == "auth" and "password" not in body:
         # an OAuth2 sign-up without a password gets a random one (PocketBase's recordCreate)
-        password = random_string(30)
+        password = auth.stable_random("password", lambda: random_string(30))  # the same when run again
         body = {**body, "password": password, "passwordConfirm": password}
     data, uploads = _resolve_body(request, collection, body, form, None)
     if not superuser:

@@ -5,6 +5,7 @@ resolvers for API rules, answers (``fields`` applied, PocketBase-shaped errors) 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import parse_qsl
@@ -29,6 +30,7 @@ __all__ = [
     "MISSING_OR_INVALID_COLLECTION",
     "NOT_FOUND",
     "NO_AUTH",
+    "OffTurnFirst",
     "ONLY_SUPERUSERS",
     "SUPERUSERS",
     "AfterTurn",
@@ -82,11 +84,22 @@ class AfterTurn(Protocol):
     async def send(self, proto: HTTPProtocol) -> None: ...
 
 
+class OffTurnFirst(Exception):  # noqa: N818 - not an error: a request for work before the turn runs again
+    """Raised by a handler in its turn, before it has written anything its transaction does not roll back: the
+    caller runs ``step`` off the turn (network work, on a thread of its own), then the handler's turn again.
+    (A bcrypt job asks the same through :class:`pbfast.pocketbase.auth.BcryptFirst`.)"""
+
+    def __init__(self, step: Callable[[TenantRequest], None]) -> None:
+        super().__init__(step)
+        self.step = step
+
+
 class TenantRequest(Request):
     """A request to one tenant, with its auth state resolved lazily from ``Authorization``."""
 
-    __slots__ = ("_auth", "_auth_done", "after_turn", "bound_body", "bound_files", "deferred_changes", "file_changes",
-                 "info_context", "prepared", "raw_body", "tenant")
+    __slots__ = ("_auth", "_auth_done", "after_turn", "bcrypt", "bound_body", "bound_files",
+                 "deferred_changes", "file_changes", "first", "info_context", "prepared", "raw_body", "remembered",
+                 "tenant")
 
     def __init__(self, scope: Scope, proto: HTTPProtocol, path: str, params: dict[str, str], tenant: Tenant) -> None:
         super().__init__(scope, proto, path, params)
@@ -107,6 +120,11 @@ class TenantRequest(Request):
         # The answer's slow part, done after the database work off the tenant's turn (a file read from the
         # store, a backup made and uploaded): see AfterTurn.
         self.after_turn: AfterTurn | None = None
+        # Work a handler asked for off its turn (see OffTurnFirst), then its turn runs again; its bcrypt work made
+        # so (None: bcrypt runs in the turn) and what a run that stopped so had done that must not be done twice.
+        self.first: OffTurnFirst | auth.BcryptFirst | None = None
+        self.bcrypt: auth.BcryptRuns | None = None
+        self.remembered: dict[str, object] = {}
 
     def share_auth(self, other: TenantRequest) -> None:
         """Take ``other``'s auth state and file changes (a batch's items are made as the batch request)."""
