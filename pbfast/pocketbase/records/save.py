@@ -21,6 +21,7 @@ from pbfast.pocketbase.fields import (
     MISSING,
     AutodateField,
     ErrorItem,
+    Field,
     FieldError,
     FileField,
     PasswordField,
@@ -111,29 +112,27 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     errors: dict[str, ErrorItem] = {}
     values: dict[str, Any] = {}
     password_changed = False
-    for field in collection.fields:
-        name = field.name
-        if is_auth and name == "tokenKey" and not (superuser and name in data):
+    for name, field, kind in _field_plan(collection):
+        if kind == _TOKEN_KEY and not (superuser and name in data):
             continue  # generated below (on create, and whenever the password or email changes) unless a superuser sets it
         submitted = data.get(name, MISSING)
         current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
         try:
             # a file field takes its uploads' names with their infos (a mapping of the names)
-            uploaded = uploads.infos(name) if uploads and isinstance(field, FileField) else ()
+            uploaded = uploads.infos(name) if uploads and kind == _FILE else ()
             value = field.prepare(submitted, current=current, is_new=is_new, uploaded=uploaded)  # type: ignore[arg-type]
-            if isinstance(field, RelationField):
-                _check_relation_records(tenant, field, value)
+            if kind == _RELATION:
+                _check_relation_records(tenant, field, value)  # type: ignore[arg-type]
         except FieldError as err:
             errors[name] = err.to_dict()
             continue
-        if isinstance(field, PasswordField):
+        if kind == _PASSWORD:
             if isinstance(value, PlainPassword):
-                values[name] = hash_password(str(value), field.bcrypt_cost())
+                values[name] = hash_password(str(value), field.bcrypt_cost())  # type: ignore[attr-defined]
                 password_changed = True
             continue
-        if is_new or submitted is not MISSING or isinstance(field, AutodateField):
-            if is_new or value != current:
-                values[name] = value
+        if is_new or ((submitted is not MISSING or kind == _AUTODATE) and value != current):
+            values[name] = value
     if errors:
         raise RecordValidationError(errors)
     if is_new and not values.get("id"):
@@ -176,6 +175,42 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     stored = load_row(tenant, collection, record_id)
     assert stored is not None
     return stored
+
+
+# What save_record does with a field besides preparing it (module constants: compared per field and save).
+_PLAIN = 0
+_FILE = 1  # takes the save's uploads
+_RELATION = 2  # its records must exist
+_PASSWORD = 3  # stored hashed, only when a new one was submitted
+_AUTODATE = 4  # written on update even when not submitted
+_TOKEN_KEY = 5  # an auth record's: generated, unless a superuser sets it
+
+
+def _kind(collection: Collection, field: Field) -> int:
+    if collection.type == "auth" and field.name == "tokenKey":
+        return _TOKEN_KEY
+    for cls, kind in ((FileField, _FILE), (RelationField, _RELATION), (PasswordField, _PASSWORD),
+                      (AutodateField, _AUTODATE)):
+        if isinstance(field, cls):
+            return kind
+    return _PLAIN
+
+
+def _field_plan(collection: Collection) -> tuple[tuple[str, Field, int], ...]:
+    """Each field of the collection with its name and kind, worked out once per loaded collection (a collection
+    is never changed once loaded: an update loads a new one), not with four ``isinstance`` per field and save."""
+    known = _plans.get(id(collection))
+    if known is not None and known[0] is collection:
+        return known[1]
+    plan = tuple((field.name, field, _kind(collection, field)) for field in collection.fields)
+    if len(_plans) >= _PLANS_KEPT:
+        _plans.clear()
+    _plans[id(collection)] = (collection, plan)  # the collection held: its id is not reused meanwhile
+    return plan
+
+
+_PLANS_KEPT = 1024
+_plans: dict[int, tuple[Collection, tuple[tuple[str, Field, int], ...]]] = {}
 
 
 def _insert_sql(table: str, values: dict[str, Any]) -> str:
