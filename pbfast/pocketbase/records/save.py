@@ -9,6 +9,7 @@ parameter; identifiers come only from the collection's own (validated) definitio
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import apsw
@@ -112,7 +113,8 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     errors: dict[str, ErrorItem] = {}
     values: dict[str, Any] = {}
     password_changed = False
-    for name, field, kind in _field_plan(collection):
+    plan = _save_plan(collection)
+    for name, field, kind in plan.fields:
         if kind == _TOKEN_KEY and not (superuser and name in data):
             continue  # generated below (on create, and whenever the password or email changes) unless a superuser sets it
         submitted = data.get(name, MISSING)
@@ -155,7 +157,7 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         if is_new and not tenant.conn.in_transaction:
             # One statement is its own transaction (it takes the write lock as it starts, as BEGIN IMMEDIATE
             # does) and RETURNING gives the stored row: one statement instead of BEGIN, INSERT, COMMIT, SELECT.
-            return _insert_returning(tenant.conn, table, values)
+            return _insert_returning(tenant.conn, table, values, plan)
         with write_transaction(tenant.conn):
             if is_new:
                 tenant.conn.execute(_insert_sql(table, values), list(values.values()))
@@ -196,13 +198,25 @@ def _kind(collection: Collection, field: Field) -> int:
     return _PLAIN
 
 
-def _field_plan(collection: Collection) -> tuple[tuple[str, Field, int], ...]:
-    """Each field of the collection with its name and kind, worked out once per loaded collection (a collection
-    is never changed once loaded: an update loads a new one), not with four ``isinstance`` per field and save."""
+@dataclass(frozen=True, slots=True)
+class _SavePlan:
+    """What a save needs of a collection beyond its fields' values, worked out once per loaded collection (a
+    collection is never changed once loaded: an update loads a new one)."""
+
+    fields: tuple[tuple[str, Field, int], ...]  # each field's name, the field, its kind
+    returning: str  # " RETURNING <every field's column>": the stored row a new record's INSERT answers
+    returned: tuple[str, ...]  # the names of those columns, in order
+
+
+def _save_plan(collection: Collection) -> _SavePlan:
     known = _plans.get(id(collection))
     if known is not None and known[0] is collection:
         return known[1]
-    plan = tuple((field.name, field, _kind(collection, field)) for field in collection.fields)
+    names = tuple(field.name for field in collection.fields)
+    # The fields' columns by name, not *: the row's names are then known without asking SQLite for them (a
+    # column the collection does not define is never shown, so nothing reads it from the saved row).
+    plan = _SavePlan(tuple((field.name, field, _kind(collection, field)) for field in collection.fields),
+                     " RETURNING " + ", ".join(map(quote, names)), names)
     if len(_plans) >= _PLANS_KEPT:
         _plans.clear()
     _plans[id(collection)] = (collection, plan)  # the collection held: its id is not reused meanwhile
@@ -210,7 +224,7 @@ def _field_plan(collection: Collection) -> tuple[tuple[str, Field, int], ...]:
 
 
 _PLANS_KEPT = 1024
-_plans: dict[int, tuple[Collection, tuple[tuple[str, Field, int], ...]]] = {}
+_plans: dict[int, tuple[Collection, _SavePlan]] = {}
 
 
 def _insert_sql(table: str, values: dict[str, Any]) -> str:
@@ -228,12 +242,10 @@ _INSERT_STATEMENTS_KEPT = 1024
 _insert_statements: dict[tuple[str, ...], str] = {}
 
 
-def _insert_returning(conn: apsw.Connection, table: str, values: dict[str, Any]) -> dict[str, Any]:
+def _insert_returning(conn: apsw.Connection, table: str, values: dict[str, Any], plan: _SavePlan) -> dict[str, Any]:
     """INSERT the row in a transaction of its own; the row as stored (SQLite's defaults included)."""
-    cursor = conn.execute(_insert_sql(table, values) + " RETURNING *", list(values.values()))
-    names = [column[0] for column in cursor.getdescription()]
-    stored = cursor.fetchall()  # stepping past the last row commits
-    return dict(zip(names, stored[0]))
+    stored = conn.execute(_insert_sql(table, values) + plan.returning, list(values.values())).fetchall()
+    return dict(zip(plan.returned, stored[0]))  # stepping past the last row (fetchall) committed
 
 
 def _has_external_auths(tenant: Tenant, collection: Collection, existing: dict[str, Any] | None) -> bool:
