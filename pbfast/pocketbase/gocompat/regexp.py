@@ -187,6 +187,8 @@ def generate_by_pattern(pattern: str) -> str:
     ``[a-z0-9]{15}`` or ``users[0-9]{5}``. Unbounded repeats produce at most 10 extra items."""
     plan = _fixed_pool_plan(pattern)
     if plan is not None:  # the common case (record ids, usernames): one urandom call per class
+        if len(plan) == 1:  # a record id's [a-z0-9]{15}: no generator and join around the one draw
+            return _random_from_pool(*plan[0])
         return "".join(_random_from_pool(pool, count) for pool, count in plan)
     out: list[str] = []
     _generate(_parsed_pattern(pattern), out)

@@ -13,10 +13,30 @@ from pbfast.pocketbase.records.find import Row
 __all__ = ["draft_row", "resolve_modifiers"]
 
 
+def _fields_by_name(collection: Collection) -> dict[str, Field]:
+    """The collection's fields by name (the first of a name, as :meth:`Collection.field` finds it), made once per
+    loaded collection (a collection is never changed once loaded: an update loads a new one) instead of a scan
+    of the fields per body key."""
+    known = _by_name.get(id(collection))
+    if known is not None and known[0] is collection:
+        return known[1]
+    by_name: dict[str, Field] = {}
+    for field in collection.fields:
+        by_name.setdefault(field.name, field)
+    if len(_by_name) >= _BY_NAME_KEPT:
+        _by_name.clear()
+    _by_name[id(collection)] = (collection, by_name)  # the collection held: its id is not reused meanwhile
+    return by_name
+
+
+_BY_NAME_KEPT = 1024
+_by_name: dict[int, tuple[Collection, dict[str, Field]]] = {}
+
+
 def _modifier_target(collection: Collection, key: str) -> tuple[Field, Setter | None] | None:
     """The field a body key sets, and the modifier it applies (None: a plain set); None for keys that are
     not fields. Each field type knows its own modifier keys (:meth:`Field.find_setter`)."""
-    field = collection.field(key)
+    field = _fields_by_name(collection).get(key)
     if field is not None:
         return field, None
     if key.startswith("+"):
@@ -27,7 +47,7 @@ def _modifier_target(collection: Collection, key: str) -> tuple[Field, Setter | 
         name = key[:-1]
     else:
         return None
-    field = collection.field(name)
+    field = _fields_by_name(collection).get(name)
     setter = field.find_setter(key) if field is not None else None
     return None if field is None or setter is None else (field, setter)
 

@@ -9,6 +9,7 @@ parameter; identifiers come only from the collection's own (validated) definitio
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import apsw
@@ -21,6 +22,7 @@ from pbfast.pocketbase.fields import (
     MISSING,
     AutodateField,
     ErrorItem,
+    Field,
     FieldError,
     FileField,
     PasswordField,
@@ -115,9 +117,9 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     errors: dict[str, ErrorItem] = {}
     values: dict[str, Any] = {}
     password_changed = False
-    for field in collection.fields:
-        name = field.name
-        if is_auth and name == "tokenKey" and not (superuser and name in data):
+    plan = _save_plan(collection)
+    for name, field, kind in plan.fields:
+        if kind == _TOKEN_KEY and not (superuser and name in data):
             continue  # generated below (on create, and whenever the password or email changes) unless a superuser sets it
         submitted = data.get(name, MISSING)
         if is_new and uploads is not None and getattr(field, "primary_key", False) and submitted in (MISSING, ""):
@@ -127,21 +129,20 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         current = MISSING if is_new else existing.get(name, MISSING)  # type: ignore[union-attr]
         try:
             # a file field takes its uploads' names with their infos (a mapping of the names)
-            uploaded = uploads.infos(name) if uploads and isinstance(field, FileField) else ()
+            uploaded = uploads.infos(name) if uploads and kind == _FILE else ()
             value = field.prepare(submitted, current=current, is_new=is_new, uploaded=uploaded)  # type: ignore[arg-type]
-            if isinstance(field, RelationField):
-                _check_relation_records(tenant, field, value)
+            if kind == _RELATION:
+                _check_relation_records(tenant, field, value)  # type: ignore[arg-type]
         except FieldError as err:
             errors[name] = err.to_dict()
             continue
-        if isinstance(field, PasswordField):
+        if kind == _PASSWORD:
             if isinstance(value, PlainPassword):
-                values[name] = hash_password(str(value), field.bcrypt_cost())
+                values[name] = hash_password(str(value), field.bcrypt_cost())  # type: ignore[attr-defined]
                 password_changed = True
             continue
-        if is_new or submitted is not MISSING or isinstance(field, AutodateField):
-            if is_new or value != current:
-                values[name] = value
+        if is_new or ((submitted is not MISSING or kind == _AUTODATE) and value != current):
+            values[name] = value
     if errors:
         raise RecordValidationError(errors)
     if is_new and not values.get("id"):
@@ -164,7 +165,7 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         if is_new and not tenant.conn.in_transaction:
             # One statement is its own transaction (it takes the write lock as it starts, as BEGIN IMMEDIATE
             # does) and RETURNING gives the stored row: one statement instead of BEGIN, INSERT, COMMIT, SELECT.
-            return _insert_returning(tenant.conn, table, values)
+            return _insert_returning(tenant.conn, table, values, plan)
         with write_transaction(tenant.conn):
             if is_new:
                 tenant.conn.execute(_insert_sql(table, values), list(values.values()))
@@ -186,6 +187,54 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
     return stored
 
 
+# What save_record does with a field besides preparing it (module constants: compared per field and save).
+_PLAIN = 0
+_FILE = 1  # takes the save's uploads
+_RELATION = 2  # its records must exist
+_PASSWORD = 3  # stored hashed, only when a new one was submitted
+_AUTODATE = 4  # written on update even when not submitted
+_TOKEN_KEY = 5  # an auth record's: generated, unless a superuser sets it
+
+
+def _kind(collection: Collection, field: Field) -> int:
+    if collection.type == "auth" and field.name == "tokenKey":
+        return _TOKEN_KEY
+    for cls, kind in ((FileField, _FILE), (RelationField, _RELATION), (PasswordField, _PASSWORD),
+                      (AutodateField, _AUTODATE)):
+        if isinstance(field, cls):
+            return kind
+    return _PLAIN
+
+
+@dataclass(frozen=True, slots=True)
+class _SavePlan:
+    """What a save needs of a collection beyond its fields' values, worked out once per loaded collection (a
+    collection is never changed once loaded: an update loads a new one)."""
+
+    fields: tuple[tuple[str, Field, int], ...]  # each field's name, the field, its kind
+    returning: str  # " RETURNING <every field's column>": the stored row a new record's INSERT answers
+    returned: tuple[str, ...]  # the names of those columns, in order
+
+
+def _save_plan(collection: Collection) -> _SavePlan:
+    known = _plans.get(id(collection))
+    if known is not None and known[0] is collection:
+        return known[1]
+    names = tuple(field.name for field in collection.fields)
+    # The fields' columns by name, not *: the row's names are then known without asking SQLite for them (a
+    # column the collection does not define is never shown, so nothing reads it from the saved row).
+    plan = _SavePlan(tuple((field.name, field, _kind(collection, field)) for field in collection.fields),
+                     " RETURNING " + ", ".join(map(quote, names)), names)
+    if len(_plans) >= _PLANS_KEPT:
+        _plans.clear()
+    _plans[id(collection)] = (collection, plan)  # the collection held: its id is not reused meanwhile
+    return plan
+
+
+_PLANS_KEPT = 1024
+_plans: dict[int, tuple[Collection, _SavePlan]] = {}
+
+
 def _insert_sql(table: str, values: dict[str, Any]) -> str:
     key = (table, *values)
     sql = _insert_statements.get(key)
@@ -201,12 +250,10 @@ _INSERT_STATEMENTS_KEPT = 1024
 _insert_statements: dict[tuple[str, ...], str] = {}
 
 
-def _insert_returning(conn: apsw.Connection, table: str, values: dict[str, Any]) -> dict[str, Any]:
+def _insert_returning(conn: apsw.Connection, table: str, values: dict[str, Any], plan: _SavePlan) -> dict[str, Any]:
     """INSERT the row in a transaction of its own; the row as stored (SQLite's defaults included)."""
-    cursor = conn.execute(_insert_sql(table, values) + " RETURNING *", list(values.values()))
-    names = [column[0] for column in cursor.getdescription()]
-    stored = cursor.fetchall()  # stepping past the last row commits
-    return dict(zip(names, stored[0]))
+    stored = conn.execute(_insert_sql(table, values) + plan.returning, list(values.values())).fetchall()
+    return dict(zip(plan.returned, stored[0]))  # stepping past the last row (fetchall) committed
 
 
 def _has_external_auths(tenant: Tenant, collection: Collection, existing: dict[str, Any] | None) -> bool:
