@@ -201,6 +201,8 @@ class NodeMembership:
                 started = time.monotonic()
                 if full is None or full.done():
                     full = asyncio.create_task(self._logged(self.beat_once), name="heartbeat")
+                    if self.lease.node_timeout is None:  # the first answer brings the node timeout the interval
+                        await asyncio.wait({full})      # below depends on: no lease to lose before it
                 elif len(bare) < MAX_BARE_IN_FLIGHT:
                     task = asyncio.create_task(self._logged(self.bare_beat), name="heartbeat-bare")
                     bare.add(task)
