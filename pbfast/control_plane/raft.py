@@ -2,7 +2,7 @@
 
 Durability: pysyncobj appends every log entry to ``<data-dir>/raft/journal`` through a memory map, so an
 entry survives the member's process being killed as soon as it is written. It never flushes that map to
-disk by itself; :class:`RaftMember` msyncs the journal every :data:`JOURNAL_FLUSH_SECONDS` (and on
+disk by itself; :class:`RaftMember` flushes the journal (fdatasync, without the GIL) every :data:`JOURNAL_FLUSH_SECONDS` (and on
 shutdown), bounding what a power loss on a *majority* of members at once could lose to that window.
 Raft's term and vote (``journal.meta``) are written by pysyncobj before any vote is sent. Snapshots
 (``raft/snapshot``) are written to a temporary file and renamed.
@@ -14,6 +14,7 @@ Raft traffic between members is encrypted and authenticated with the cluster tok
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ class RaftMember:
         raft_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry()
         self.self_address = str(bind)
+        self._journal_path = raft_dir / "journal"
         conf = SyncObjConf(
             appendEntriesUseBatch=False,  # batched appends cap synchronous writes at ~10/s
             appendEntriesPeriod=0.05,
@@ -95,10 +97,15 @@ class RaftMember:
         self._flusher.start()
 
     def _flush_journal(self) -> None:
-        # pysyncobj keeps its log private; the file journal's flush() is an msync of the whole map.
-        journal = getattr(self._sync, "_SyncObj__raftLog", None)
-        if journal is not None and hasattr(journal, "flush"):
-            journal.flush()
+        # pysyncobj's own flush() is mmap.flush(), an msync that holds the GIL for as long as the disk takes
+        # (seconds when other processes write a lot): the whole process, heartbeats included, stood still. On
+        # Linux, msync(MS_SYNC) of a shared file map is an fdatasync of the file, so this is the same flush
+        # without the GIL. The journal is opened by path each time: pysyncobj may reopen it when it grows.
+        descriptor = os.open(self._journal_path, os.O_RDONLY)
+        try:
+            os.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
 
     def _flush_journal_forever(self) -> None:
         while not self._flusher_stop.wait(JOURNAL_FLUSH_SECONDS):

@@ -18,13 +18,20 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pbfast.cluster.heartbeat import Heartbeat, HeartbeatAnswer, LastRead, TenantUsage
 from pbfast.cp_client import ControlPlaneClient, ControlPlaneError, ControlPlaneUnavailable
 from pbfast.logs import component_logger
 from pbfast.tenant_node.app import TenantNodeApp
-from pbfast.tenant_node.lease import HEARTBEAT_SECONDS, Lease, heartbeat_interval, heartbeat_timeout
+from pbfast.tenant_node.lease import (
+    HEARTBEAT_SECONDS,
+    SERVE_FRACTION,
+    Lease,
+    heartbeat_interval,
+    heartbeat_timeout,
+)
 
 __all__ = ["NodeMembership"]
 
@@ -32,6 +39,11 @@ log = component_logger("TenantNode")
 
 # Until the first answer says otherwise (and for a control plane that does not send it): the default.
 DEFAULT_NODE_TIMEOUT_SECONDS = 5.0
+# A heartbeat acknowledged after this fraction of the serving window is logged (see _note_round_trip).
+SLOW_ROUND_TRIP_FRACTION = 0.2
+# Bare heartbeats sent beside a full one still waiting for its answer (bounded: a dead control plane must
+# not collect a pile of requests; each waits at most heartbeat_timeout per member).
+MAX_BARE_IN_FLIGHT = 2
 
 
 class NodeMembership:
@@ -58,6 +70,8 @@ class NodeMembership:
         # tells this node apart from another process claiming the same node id (see pbfast.node_identity)
         self.instance_id = instance_id or secrets.token_hex(8)
         self._beating = asyncio.Lock()
+        self.slowest_round_trip = 0.0  # seconds, of the acknowledged heartbeats
+        self._adopted_sent_at = float("-inf")  # when the heartbeat whose answer was adopted last was sent
         node.refresh_assignments = self.beat_once
         node.lease = self.lease
 
@@ -122,47 +136,93 @@ class NodeMembership:
         usage = self._collect_usage()
         applied = sorted(self.node.superusers_applied)
         sent_at = self.lease.clock()  # the control plane stamps its arrival, later: the lease errs early
-        heartbeat = Heartbeat(len(self.node.open_tenants), usage, applied, self.instance_id)
-        try:
-            raw: Any = await self.client.request("POST", f"/api/cp/nodes/{self.node.node_id}/heartbeat",
-                                                 heartbeat.to_json(), timeout=heartbeat_timeout(self.node_timeout))
-        except ControlPlaneError as err:
-            if err.status in (404, 409):  # unknown, or another process took the node id over: register again
-                self._registered = False
-            raise
+        raw = await self._send(Heartbeat(len(self.node.open_tenants), usage, applied, self.instance_id))
         for tenant_id, entry in usage.items():
             self._reported[tenant_id] = (entry.storage_bytes, entry.period_start)
         self._db_reported.update(self._db_sending)
         self._pending.clear()
         self.node.superusers_applied.difference_update(applied)
-        answer = HeartbeatAnswer.from_json(raw, self._last_read)  # malformed: ValueError, nothing applied or renewed
-        # Applied, then renewed, without an await in between: no request sees the lease valid before the
-        # fenced tenants are sorted out.
-        self.node.adopt(answer.assignments)
-        self.lease.renew(sent_at, answer.node_timeout_seconds or DEFAULT_NODE_TIMEOUT_SECONDS)
-        if len(self._reported) > len(self.node.assignments) + len(usage):
+        answer = self._accept(raw, sent_at)
+        if answer is not None and len(self._reported) > len(self.node.assignments) + len(usage):
             assigned = answer.assignments.tenants.keys() | answer.assignments.unusable.keys()
             for tenant_id in [t for t in self._reported if t not in assigned]:
                 del self._reported[tenant_id]
                 self._db_reported.pop(tenant_id, None)
 
+    async def bare_beat(self) -> None:
+        """A heartbeat without usage, sent beside one still waiting for its answer (see :meth:`run`): it renews
+        the lease like any other, and the usage stays with the heartbeat that carries it."""
+        if not self._registered:
+            return
+        sent_at = self.lease.clock()
+        self._accept(await self._send(Heartbeat(len(self.node.open_tenants), {}, [], self.instance_id)), sent_at)
+
+    async def _send(self, heartbeat: Heartbeat) -> Any:
+        try:
+            return await self.client.request("POST", f"/api/cp/nodes/{self.node.node_id}/heartbeat",
+                                             heartbeat.to_json(), timeout=heartbeat_timeout(self.node_timeout))
+        except ControlPlaneError as err:
+            if err.status in (404, 409):  # unknown, or another process took the node id over: register again
+                self._registered = False
+            raise
+
+    def _accept(self, raw: Any, sent_at: float) -> HeartbeatAnswer | None:
+        """Adopt the assignments of an acknowledged heartbeat sent at ``sent_at`` and renew the lease from then;
+        None (nothing adopted) when a heartbeat sent later was answered first: its answer is the newer one."""
+        answer = HeartbeatAnswer.from_json(raw, self._last_read)  # malformed: ValueError, nothing applied or renewed
+        self._note_round_trip(self.lease.clock() - sent_at)
+        if sent_at <= self._adopted_sent_at:
+            return None
+        self._adopted_sent_at = sent_at
+        # Applied, then renewed, without an await in between: no request sees the lease valid before the
+        # fenced tenants are sorted out.
+        self.node.adopt(answer.assignments)
+        self.lease.renew(sent_at, answer.node_timeout_seconds or DEFAULT_NODE_TIMEOUT_SECONDS)
+        return answer
+
+    def _note_round_trip(self, seconds: float) -> None:
+        """Log a heartbeat that took a fifth of the serving window or more: the lease's margin is being eaten
+        (a starved or blocked event loop, a slow control plane), and this says by how much before a fence."""
+        self.slowest_round_trip = max(self.slowest_round_trip, seconds)
+        if seconds >= SLOW_ROUND_TRIP_FRACTION * SERVE_FRACTION * self.node_timeout:
+            log.warning("heartbeat took %.2f s to be acknowledged (node timeout %.1f s: fenced after %.1f s)",
+                        seconds, self.node_timeout, SERVE_FRACTION * self.node_timeout)
+
     async def run(self) -> None:
+        """A heartbeat every interval. One still waiting for its answer when the next is due (a starved machine,
+        a slow control plane member) is not waited for: a bare heartbeat goes beside it (at most
+        :data:`MAX_BARE_IN_FLIGHT`), so a round trip longer than the interval costs no lease while any answer
+        arrives within the serving window of its own sending."""
         watcher = asyncio.create_task(self.node.watch_lease(), name="lease-watch")
+        full: asyncio.Task[None] | None = None
+        bare: set[asyncio.Task[None]] = set()
         try:
             while True:
                 started = time.monotonic()
-                try:
-                    await self.beat_once()
-                    if self._reported_unreachable:
-                        log.info("control plane reachable again")
-                        self._reported_unreachable = False
-                except (ControlPlaneUnavailable, ControlPlaneError) as err:
-                    if not self._reported_unreachable:
-                        log.warning("heartbeat failed: %s", err)
-                        self._reported_unreachable = True
-                except Exception:  # noqa: BLE001 - membership must keep running
-                    log.exception("heartbeat failed unexpectedly")
+                if full is None or full.done():
+                    full = asyncio.create_task(self._logged(self.beat_once), name="heartbeat")
+                    if self.lease.node_timeout is None:  # the first answer brings the node timeout the interval
+                        await asyncio.wait({full})      # below depends on: no lease to lose before it
+                elif len(bare) < MAX_BARE_IN_FLIGHT:
+                    task = asyncio.create_task(self._logged(self.bare_beat), name="heartbeat-bare")
+                    bare.add(task)
+                    task.add_done_callback(bare.discard)
                 interval = min(self.interval, heartbeat_interval(self.node_timeout))
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
         finally:
             watcher.cancel()
+            for pending in ([full] if full is not None else []) + list(bare):
+                pending.cancel()
+
+    async def _logged(self, beat: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await beat()
+            if self._reported_unreachable:
+                log.info("control plane reachable again")
+                self._reported_unreachable = False
+        except (ControlPlaneUnavailable, ControlPlaneError) as err:
+            if not self._reported_unreachable:
+                log.warning("heartbeat failed: %s", err)
+                self._reported_unreachable = True
+        except Exception:  # noqa: BLE001 - membership must keep running
+            log.exception("heartbeat failed unexpectedly")

@@ -1,0 +1,58 @@
+"""A loaded machine is not a partition: a heartbeat whose answer is late (a starved control plane) does not cost
+the node its lease, because bare heartbeats sent beside it renew it, and its late answer brings nothing back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+
+def test_a_heartbeat_answered_late_neither_costs_the_lease_nor_brings_back_old_assignments(tmp_path: Path) -> None:
+    """The control plane answers one heartbeat only after the serving window of its sending: the bare
+    heartbeats sent beside it renew the lease meanwhile, and its late answer (alpha still here, as when it
+    was sent) does not bring back what the newer ones dropped (alpha moved away)."""
+    from pbfast.tenant_node.app import TenantNodeApp  # noqa: PLC0415
+    from pbfast.tenant_node.membership import NodeMembership  # noqa: PLC0415
+
+    node_timeout = 2.0  # heartbeats every 0.4 s, fenced 1 s after the last acknowledged one was sent
+
+    class SlowOnceControlPlane:
+        def __init__(self) -> None:
+            self.heartbeats = 0
+            self.release = asyncio.Event()
+
+        async def request(self, method: str, path: str, body: Any = None, timeout: float = 0) -> Any:
+            if not path.endswith("/heartbeat"):
+                return {}
+            self.heartbeats += 1
+            if self.heartbeats == 1:
+                return {"tenants": {"alpha": {"epoch": 1}}, "deleted": [], "nodeTimeoutSeconds": node_timeout}
+            if self.heartbeats == 2:  # answered only when the test says so, with what held when it was sent
+                await self.release.wait()
+                return {"tenants": {"alpha": {"epoch": 1}}, "deleted": [], "nodeTimeoutSeconds": node_timeout}
+            return {"tenants": {}, "deleted": [], "nodeTimeoutSeconds": node_timeout}  # alpha moved away
+
+    async def scenario() -> None:
+        node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path)
+        control_plane = SlowOnceControlPlane()
+        membership = NodeMembership(control_plane, node, "http://node-a", 10)  # type: ignore[arg-type]
+        running = asyncio.create_task(membership.run())
+        try:
+            await asyncio.sleep(0.1)
+            assert "alpha" in node.assignments and membership.lease.valid()
+            await asyncio.sleep(3 * node_timeout)  # three serving windows with heartbeat 2 unanswered
+            assert control_plane.heartbeats >= 4
+            assert node.metrics.fences == 0 and membership.lease.valid()
+            assert "alpha" not in node.assignments
+            control_plane.release.set()
+            await asyncio.sleep(0.2)
+            assert "alpha" not in node.assignments  # the late answer did not bring it back
+            assert node.metrics.fences == 0
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
