@@ -178,3 +178,39 @@ def test_a_crash_before_the_commit_leaves_files_the_sweep_removes(tenant: Tenant
     assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + 1) == 1
     assert _stored(store / "storage") == [] and _stored(store / "deleted") == []
     assert files_of(tenant).stored_bytes == 0
+
+
+def test_an_early_upload_counts_once_against_the_storage_quota(tenant: Tenant) -> None:
+    """Files written before the turn are in the tenant's stored bytes already: the turn's quota check must not
+    count them a second time (a create that fits the quota is not refused 403)."""
+    tenant.max_bytes = tenant.size_bytes() + len(PNG) + len(PNG) // 2  # room for the upload, not for it twice
+
+    async def run(work: Any) -> None:
+        work()
+
+    proto = _Proto()
+    asyncio.run(TenantApi().handle(tenant, "/api/collections/docs/records", _Scope(), proto,  # type: ignore[arg-type]
+                                   run=run))
+    assert proto.status == 200, proto.body
+    assert len(orjson.loads(proto.body)["files"]) == 1
+
+
+def test_a_create_with_a_password_keeps_its_files(pbfast_process: object, tmp_path: Path) -> None:
+    """A collection with a password field: its create hashes the password off the turn and runs the turn again;
+    the file it uploads is stored under the record and served (not written early and dropped by the first run)."""
+    _, cp, gw = start_all_in_one(pbfast_process, tmp_path / "node")
+    create_tenant(cp, gw, "pw", {"superuser": OWNER})
+    base = f"{gw}/t/pw"
+    token = httpx.post(f"{base}/api/collections/_superusers/auth-with-password", timeout=30,
+                       json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"]
+    made = httpx.post(f"{base}/api/collections", headers={"Authorization": token}, timeout=30, json={
+        "name": "vault", "type": "base", "listRule": "", "viewRule": "", "createRule": "",
+        "fields": [{"name": "secret", "type": "password"}, {"name": "doc", "type": "file", "maxSelect": 1}]})
+    assert made.status_code == 200, made.text
+    created = httpx.post(f"{base}/api/collections/vault/records", data={"secret": "a-long-secret-1"}, timeout=30,
+                         files=[("doc", ("a.png", PNG, "image/png"))])
+    assert created.status_code == 200, created.text
+    record = created.json()
+    time.sleep(0.5)  # a dropped file is deleted in the background
+    served = httpx.get(f"{base}/api/files/vault/{record['id']}/{record['doc']}", timeout=30)
+    assert (served.status_code, served.content) == (200, PNG)

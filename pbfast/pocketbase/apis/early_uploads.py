@@ -46,7 +46,7 @@ from pbfast.pocketbase.apis.form_body import FormBody, record_form_body
 from pbfast.pocketbase.apis.multipart import UploadedFile
 from pbfast.pocketbase.apis.request import TenantRequest, record_body_limit
 from pbfast.pocketbase.collections import Collection
-from pbfast.pocketbase.fields import FileField
+from pbfast.pocketbase.fields import FileField, PasswordField
 from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, delete_note_later, files_of
 from pbfast.pocketbase.filesystem.names import detect_type, normalize_name, random_suffix
 from pbfast.pocketbase.gocompat.regexp import generate_by_pattern
@@ -153,8 +153,10 @@ def plan_early(request: TenantRequest) -> EarlyUploads | None:
     collection = tenant.collection(request.params.get("collection", ""))
     if collection is None or collection.type == "view" or collection.createRule is None:
         return None
-    if collection.type == "auth":  # its password is hashed off the turn, which then runs again (auth.BcryptFirst):
-        return None  # the first run's rollback would drop files written for the create
+    if any(isinstance(item, PasswordField) for item in collection.fields):
+        # A password (every auth collection's, any collection's password field) is hashed off the turn, which then
+        # runs again (auth.BcryptFirst): the first run's rollback would drop the files written for the create.
+        return None
     if not (request.header("content-type") or "").lower().lstrip().startswith("multipart/form-data"):
         return None
     try:

@@ -84,10 +84,11 @@ class PendingUploads:
     def store(self, record_id: str, values: Mapping[str, Any]) -> None:
         kept = {name for item in self.collection.fields if isinstance(item, FileField) and item.name in values
                 for name in to_unique_strings(item.typed(values[item.name]))}
-        size = sum(item.info.size for name, item in self.pending.items() if name in kept)
+        written = self._written_early(record_id, kept)
+        # Files written before the turn are in the tenant's stored bytes already, so in what ``room`` left out.
+        size = sum(item.info.size for name, item in self.pending.items() if name in kept and name not in written)
         if self.room is not None and size > self.room:
             raise ApiError(403, STORAGE_QUOTA_MESSAGE)
-        written = self._written_early(record_id, kept)
         for name, item in self.pending.items():
             if name not in kept or name in written:
                 continue
