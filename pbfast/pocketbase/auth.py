@@ -158,6 +158,9 @@ def bcrypt_off_turn(runs: BcryptRuns | None) -> Iterator[None]:
     outer = getattr(_context, "current", None)
     if runs is not None:
         runs._drawn.clear()
+        for job in runs.jobs:  # each run uses the hashes made so far afresh (a run that used one did not commit)
+            if isinstance(job, PasswordHash):
+                job.used = False
     _context.current = runs
     try:
         yield
