@@ -56,3 +56,17 @@ def test_a_heartbeat_answered_late_neither_costs_the_lease_nor_brings_back_old_a
                 await running
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_heartbeat_applied_late_never_moves_the_nodes_last_heartbeat_back() -> None:
+    """Two heartbeats of one node in flight (a bare one beside a slow one) may be applied in either order: the
+    control plane's clock for the node stays at the newest, as the node's lease does, so it is not marked down early."""
+    from pbfast.control_plane.registry import Registry  # noqa: PLC0415
+
+    registry = Registry()
+    registry.register_node("n1", "http://127.0.0.1:9/n1", 10, 1.0, _doApply=True)
+    registry.heartbeat("n1", 10.0, 0, {}, _doApply=True)  # the newer, bare one first
+    registry.heartbeat("n1", 8.0, 0, {}, _doApply=True)  # then the slow one, stamped earlier
+    node = registry.nodes["n1"]
+    assert node["lastHeartbeatAt"] == 10.0
+    assert registry.mark_node_down("n1", 8.0, _doApply=True) == ("ok", False)  # judged by a stale time: not down

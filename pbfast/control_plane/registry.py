@@ -346,7 +346,10 @@ class Registry(SyncObjConsumer):
             return "conflict", (f"Node id {node_id!r} is now held by another process (at {node['address']}); "
                                 "this one must register again.")
         came_back = node["status"] != NODE_UP
-        self.nodes[node_id] = {**node, "status": NODE_UP, "lastHeartbeatAt": now, "openTenants": open_tenants}
+        # Never backwards: a node may have two heartbeats in flight (a bare one beside a slow one), applied in
+        # either order; the node's lease runs from its newest, so must the control plane's clock for it.
+        last = max(node["lastHeartbeatAt"], now)
+        self.nodes[node_id] = {**node, "status": NODE_UP, "lastHeartbeatAt": last, "openTenants": open_tenants}
         for tenant_id, (requests, storage_bytes, window_start, *database) in usage.items():
             tenant = self.tenants.get(tenant_id)
             if tenant is None or tenant.get("nodeId") != node_id:
