@@ -84,6 +84,10 @@ fn settings() -> Settings {
 /// or two reads, so their readers are woken in one or two batches.
 const READ_CHUNK: usize = 256 << 10;
 
+/// A connection with no stream for this long (two idle checks in a row) is closed: one connection per node and
+/// tenant would otherwise stay open for every tenant that ever had a stream through this gateway.
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
 /// Records a node sent for a stream id their connection never gave, dropped.
 static FOREIGN_RECORDS: AtomicU64 = AtomicU64::new(0);
 
@@ -121,6 +125,17 @@ impl Mux {
             self.streams.end(id);
         }
         Some(reader)
+    }
+
+    /// Mark the connection ended if it has no stream (checked under the lock an attach admits under, so no
+    /// stream is admitted to a connection about to close); true when it was marked.
+    fn end_if_idle(&self) -> bool {
+        let mut alive = self.alive.lock();
+        if *alive && self.streams.is_empty() {
+            *alive = false;
+            return true;
+        }
+        false
     }
 
     /// The connection ended: every stream on it ends cleanly (its queued frames are still read).
@@ -283,7 +298,7 @@ async fn connect(host: &str, port: u16, token: &[u8], tenant: &str, connect_time
         // dead, so the next attach connects again.
         tokio::select! {
             () = read_records(reading, &guard.0.streams, &peer) => {}
-            () = write_commands(writing, queued, guard.0.streams.clone(), closed, settings.peer_timeout) => {}
+            () = write_commands(writing, queued, &guard.0, closed, settings.peer_timeout) => {}
         }
         drop(guard);
     });
@@ -355,9 +370,13 @@ async fn read_records(socket: OwnedReadHalf, streams: &Streams, peer: &str) {
     }
 }
 
-/// Write the attach commands, and a close for every stream whose client went away or fell behind.
-async fn write_commands(mut socket: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Command>, streams: Arc<Streams>, closed: Arc<Notify>, peer_timeout: Duration) {
+/// Write the attach commands, and a close for every stream whose client went away or fell behind; return (the
+/// connection ends) once it has had no stream for [`IDLE_CLOSE`].
+async fn write_commands(mut socket: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Command>, mux: &Mux, closed: Arc<Notify>, peer_timeout: Duration) {
+    let streams = &mux.streams;
     let mut out: Vec<u8> = Vec::new();
+    let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + IDLE_CLOSE / 2, IDLE_CLOSE / 2);
+    let mut idle_before = false;
     loop {
         tokio::select! {
             command = queued.recv() => match command {
@@ -365,6 +384,14 @@ async fn write_commands(mut socket: OwnedWriteHalf, mut queued: mpsc::UnboundedR
                 None => return,
             },
             () = closed.notified() => {}
+            _ = idle_check.tick() => {
+                let idle = streams.is_empty();
+                if idle && idle_before && mux.end_if_idle() {
+                    return;
+                }
+                idle_before = idle;
+                continue;
+            }
         }
         while let Ok(command) = queued.try_recv() {
             out.extend_from_slice(&command);
@@ -443,6 +470,26 @@ mod tests {
         })
         .await
         .expect("in time");
+    }
+
+    #[tokio::test]
+    async fn a_connection_left_without_streams_closes_and_the_next_attach_connects_again() {
+        let (port, held, _stop) = holder();
+        let first_handle = held.admit(b"x;", 0x1, Instant::now());
+        let timeout = Duration::from_secs(5);
+        let mut reader = attach("127.0.0.1", port, b"tok", "idle", 0x1, timeout).await.unwrap();
+        assert_eq!(read(&mut reader).await, Read::Frames(Bytes::from_static(b"x;")));
+        let first = pooled_for(port, "idle").unwrap();
+        assert!(!first.end_if_idle()); // a stream is open on it
+        held.end(first_handle);
+        assert_eq!(read_to_end(&mut reader).await, (Vec::new(), Read::Ended));
+        until(|| first.streams.is_empty()).await;
+        assert!(first.end_if_idle());
+        assert!(first.attach(0x2).is_none()); // closed to new streams
+        held.admit(b"y;", 0x2, Instant::now());
+        let mut again = attach("127.0.0.1", port, b"tok", "idle", 0x2, timeout).await.unwrap();
+        assert_eq!(read(&mut again).await, Read::Frames(Bytes::from_static(b"y;")));
+        assert!(!Arc::ptr_eq(&first, &pooled_for(port, "idle").unwrap()));
     }
 
     #[tokio::test]
