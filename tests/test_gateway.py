@@ -184,30 +184,33 @@ def test_killed_node_fails_fast_then_recovers(cluster: Cluster) -> None:
     process, url = cluster.nodes["node-a"]
     port = int(url.rsplit(":", 1)[1])
     process.stop(signal.SIGKILL)
-    # Until the breaker opens, connection failures answer 502; then 503 at once.
-    deadline = time.monotonic() + 5
-    while True:
-        response = httpx.get(f"{cluster.gw}/t/alpha/api/health", timeout=5)
-        assert response.status_code in (502, 503), response.text
-        if response.status_code == 503:
-            break
-        assert time.monotonic() < deadline
-    for _ in range(20):
-        started = time.monotonic()
-        response = httpx.get(f"{cluster.gw}/t/alpha/api/collections/secrets/records", timeout=5)
-        elapsed = time.monotonic() - started
-        assert_pocketbase_error(response, 503)
-        assert int(response.headers["retry-after"]) >= 1
-        assert elapsed < 0.1, elapsed
-    # The other node's tenants do not notice.
-    beta = httpx.get(f"{cluster.gw}/t/beta/api/collections/secrets/records")
-    assert beta.status_code == 200 and beta.json()["totalItems"] == 1
-    metrics = httpx.get(f"{cluster.gw}/metrics", headers=CLUSTER).text
-    assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}} 0' in metrics
-    assert 'pbfast_gateway_upstream_errors_total{kind="connect"}' in metrics
-
-    # Same port and data dir again: served without restarting the gateway, data intact.
-    cluster.nodes["node-a"] = start_node(cluster.start, "node-a", [cluster.cp.url], cluster.tmp / "nodes", port=port)
+    try:
+        # Until the breaker opens, connection failures answer 502; then 503 at once.
+        deadline = time.monotonic() + 5
+        while True:
+            response = httpx.get(f"{cluster.gw}/t/alpha/api/health", timeout=5)
+            assert response.status_code in (502, 503), response.text
+            if response.status_code == 503:
+                break
+            assert time.monotonic() < deadline
+        for _ in range(20):
+            started = time.monotonic()
+            response = httpx.get(f"{cluster.gw}/t/alpha/api/collections/secrets/records", timeout=5)
+            elapsed = time.monotonic() - started
+            assert_pocketbase_error(response, 503)
+            assert int(response.headers["retry-after"]) >= 1
+            assert elapsed < 0.1, elapsed
+        # The other node's tenants do not notice.
+        beta = httpx.get(f"{cluster.gw}/t/beta/api/collections/secrets/records")
+        assert beta.status_code == 200 and beta.json()["totalItems"] == 1
+        metrics = httpx.get(f"{cluster.gw}/metrics", headers=CLUSTER).text
+        assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}} 0' in metrics
+        assert 'pbfast_gateway_upstream_errors_total{kind="connect"}' in metrics
+    finally:
+        # Same port and data dir again: served without restarting the gateway, data intact (started also when an
+        # assertion above failed: the module's later tests share this cluster and need the node).
+        cluster.nodes["node-a"] = start_node(cluster.start, "node-a", [cluster.cp.url], cluster.tmp / "nodes",
+                                             port=port)
     wait_until(lambda: httpx.get(f"{cluster.gw}/t/alpha/api/health").status_code == 200, timeout=10)
     listed = httpx.get(f"{cluster.gw}/t/alpha/api/collections/secrets/records")
     assert listed.status_code == 200 and [r["v"] for r in listed.json()["items"]] == ["alpha-only"]
