@@ -26,7 +26,7 @@ from pbfast.pocketbase.filesystem.retention import sweep_deleted
 from pbfast.pocketbase.tenant import Tenant
 
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
-from pbharness import create_tenant, start_all_in_one  # noqa: E402
+from pbharness import all_in_one_with_owner  # noqa: E402
 
 OWNER = {"email": "owner@example.com", "password": "owner-password-1"}
 PNG = bytes.fromhex("89504e470d0a1a0a") + b"\x00" * 200
@@ -45,11 +45,8 @@ def _settled(store: Path, expected: list[str]) -> list[str]:
 
 
 def test_creates_store_exactly_what_their_records_name(pbfast_process: object, tmp_path: Path) -> None:
-    _, cp, gw = start_all_in_one(pbfast_process, tmp_path / "node")
-    create_tenant(cp, gw, "ups", {"superuser": OWNER})
+    _, _, gw, token = all_in_one_with_owner(pbfast_process, tmp_path / "node", "ups", OWNER)
     base = f"{gw}/t/ups"
-    token = httpx.post(f"{base}/api/collections/_superusers/auth-with-password", timeout=30,
-                       json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"]
     made = httpx.post(f"{base}/api/collections", headers={"Authorization": token}, timeout=30, json={
         "name": "docs", "type": "base", "listRule": "", "viewRule": "", "createRule": 'title != "refused"',
         "fields": [{"name": "title", "type": "text", "required": True},
@@ -198,11 +195,8 @@ def test_an_early_upload_counts_once_against_the_storage_quota(tenant: Tenant) -
 def test_a_create_with_a_password_keeps_its_files(pbfast_process: object, tmp_path: Path) -> None:
     """A collection with a password field: its create hashes the password off the turn and runs the turn again;
     the file it uploads is stored under the record and served (not written early and dropped by the first run)."""
-    _, cp, gw = start_all_in_one(pbfast_process, tmp_path / "node")
-    create_tenant(cp, gw, "pw", {"superuser": OWNER})
+    _, _, gw, token = all_in_one_with_owner(pbfast_process, tmp_path / "node", "pw", OWNER)
     base = f"{gw}/t/pw"
-    token = httpx.post(f"{base}/api/collections/_superusers/auth-with-password", timeout=30,
-                       json={"identity": OWNER["email"], "password": OWNER["password"]}).json()["token"]
     made = httpx.post(f"{base}/api/collections", headers={"Authorization": token}, timeout=30, json={
         "name": "vault", "type": "base", "listRule": "", "viewRule": "", "createRule": "",
         "fields": [{"name": "secret", "type": "password"}, {"name": "doc", "type": "file", "maxSelect": 1}]})

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from pocketbase import PocketBase
 from pocketbase.services.realtime_service import MessageData
@@ -24,6 +23,7 @@ from pocketbase.services.realtime_service import MessageData
 from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster, wait_until
 from helpers import PbfastProcess, free_port, moto_s3_server
 from nodetools import S3_ENV, scrape, start_node
+from raw_sse import clean_end, next_record_n, open_stream
 
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
 from sseclient import RawRealtimeClient  # noqa: E402
@@ -203,39 +203,6 @@ def _node_url(process: PbfastProcess) -> str:
     return "http://" + next(arg.split("=", 1)[1] for arg in process.args if arg.startswith("--http-addr="))
 
 
-async def _raw_stream(gw: str, tenant_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
-    url = httpx.URL(gw)
-    assert url.host and url.port
-    reader, writer = await asyncio.open_connection(url.host, url.port)
-    writer.write(f"GET /t/{tenant_id}/api/realtime HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode())
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
-    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
-    client_id = ""
-    while not client_id:
-        line = await asyncio.wait_for(reader.readline(), 20)
-        assert line, "closed before PB_CONNECT"
-        if b"id:" in line:
-            client_id = line.split(b"id:", 1)[1].strip().decode()
-    return reader, writer, client_id
-
-
-async def _next_record_n(reader: asyncio.StreamReader) -> object:
-    while True:
-        line = await asyncio.wait_for(reader.readline(), 10)
-        assert line, "the stream ended"
-        if line.startswith(b"data:{\"record\""):
-            return orjson.loads(line[5:])["record"]["n"]
-
-
-async def _clean_end(reader: asyncio.StreamReader) -> None:
-    """Read to the chunked body's last chunk: the stream's clean end (a broken one closes the connection)."""
-    rest = b""
-    while not rest.endswith(b"0\r\n\r\n"):
-        chunk = await asyncio.wait_for(reader.read(65536), 10)
-        assert chunk, f"the connection broke instead of ending the stream: {rest[-200:]!r}"
-        rest += chunk
-
-
 async def _close(writers: list[asyncio.StreamWriter]) -> None:
     for writer in writers:
         writer.close()
@@ -249,11 +216,11 @@ async def _mux_scenario(cp: str, gw: str, processes: dict[str, PbfastProcess]) -
     node_url = _node_url(processes[source])
     # Warm-up as large as the measured batch: the gateway's pooled connections to the node, and its one
     # connection to the node's stream holder.
-    warm = await asyncio.gather(*(_raw_stream(gw, "mux") for _ in range(MUX_STREAMS)))
+    warm = await asyncio.gather(*(open_stream(gw, "mux") for _ in range(MUX_STREAMS)))
     await _close([writer for _, writer, _ in warm])
     await asyncio.to_thread(wait_until, lambda: scrape(node_url)["pbfast_node_realtime_streams"] == 0)
     node_before, gateway_before = _descriptors(node.pid), _descriptors(gateway_process.pid)
-    streams = await asyncio.gather(*(_raw_stream(gw, "mux") for _ in range(MUX_STREAMS)))
+    streams = await asyncio.gather(*(open_stream(gw, "mux") for _ in range(MUX_STREAMS)))
     # A held stream costs the gateway its client's socket only, and the node no socket (one each before: +40 on
     # the node, +80 on the gateway; the margin: under load the gateway's pool of connections to the node, which
     # carry the streams' first requests, may grow by more than the warm-up left, 14 of 40 seen).
@@ -265,14 +232,14 @@ async def _mux_scenario(cp: str, gw: str, processes: dict[str, PbfastProcess]) -
             answer = await client.post("/api/realtime", json={"clientId": client_id, "subscriptions": ["posts/*"]})
             assert answer.status_code == 204, answer.text
     await asyncio.to_thread(_post, gw, "mux", token, 7)
-    assert [await _next_record_n(reader) for reader, _, _ in streams] == [7] * MUX_STREAMS
+    assert [await next_record_n(reader) for reader, _, _ in streams] == [7] * MUX_STREAMS
 
     # Clients that leave are forgotten by the node; the others still get every event.
     await _close([writer for _, writer, _ in streams[:10]])
     await asyncio.to_thread(wait_until, lambda: scrape(node_url)["pbfast_node_realtime_streams"] == MUX_STREAMS - 10)
     kept = streams[10:]
     await asyncio.to_thread(_post, gw, "mux", token, 8)
-    assert [await _next_record_n(reader) for reader, _, _ in kept] == [8] * len(kept)
+    assert [await next_record_n(reader) for reader, _, _ in kept] == [8] * len(kept)
 
     # A move ends every stream cleanly (the last chunk), and a new stream lands on the new node.
     target = "node-b" if source == "node-a" else "node-a"
@@ -280,14 +247,14 @@ async def _mux_scenario(cp: str, gw: str, processes: dict[str, PbfastProcess]) -
                                     json={"nodeId": target}, timeout=30)
     assert moved.status_code == 200, moved.text
     for reader, _, _ in kept:
-        await _clean_end(reader)
+        await clean_end(reader)
     await _close([writer for _, writer, _ in kept])
-    reader, writer, client_id = await _raw_stream(gw, "mux")
+    reader, writer, client_id = await open_stream(gw, "mux")
     async with httpx.AsyncClient(base_url=f"{gw}/t/mux", timeout=30) as client:
         answer = await client.post("/api/realtime", json={"clientId": client_id, "subscriptions": ["posts/*"]})
         assert answer.status_code == 204, answer.text
     await asyncio.to_thread(_post, gw, "mux", token, 9)
-    assert await _next_record_n(reader) == 9
+    assert await next_record_n(reader) == 9
     await _close([writer])
 
 

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
 from cpcluster import ADMIN, CLUSTER_TOKEN, start_cluster, wait_until
 from helpers import PbfastProcess, free_port
 from nodetools import scrape, start_node
+from raw_sse import clean_end, next_record_n, open_stream
 
 PASSWORD = "password-1234"
 STREAMS = 5
@@ -65,57 +65,24 @@ def _tenant_with_posts(cp: str, gw: str, tenant_id: str) -> str:
     return token
 
 
-async def _stream(gw: str, tenant_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
-    url = httpx.URL(gw)
-    assert url.host and url.port
-    reader, writer = await asyncio.open_connection(url.host, url.port)
-    writer.write(f"GET /t/{tenant_id}/api/realtime HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode())
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
-    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
-    assert b"x-pbfast" not in head.lower()  # the node's held-stream headers never reach the client
-    client_id = ""
-    while not client_id:
-        line = await asyncio.wait_for(reader.readline(), 20)
-        assert line, "closed before PB_CONNECT"
-        if b"id:" in line:
-            client_id = line.split(b"id:", 1)[1].strip().decode()
-    return reader, writer, client_id
-
-
-async def _next_n(reader: asyncio.StreamReader) -> object:
-    while True:
-        line = await asyncio.wait_for(reader.readline(), 20)
-        assert line, "the stream ended"
-        if line.startswith(b"data:{\"record\""):
-            return orjson.loads(line[5:])["record"]["n"]
-
-
-async def _clean_end(reader: asyncio.StreamReader) -> None:
-    rest = b""
-    while not rest.endswith(b"0\r\n\r\n"):
-        chunk = await asyncio.wait_for(reader.read(65536), 20)
-        assert chunk, f"the connection broke instead of ending the stream: {rest[-200:]!r}"
-        rest += chunk
-
-
 async def _scenario(cp: str, node: PbfastProcess, node_url: str, gw: str, tenant_id: str) -> dict[str, float]:
     """Streams subscribe through the gateway, get an event, and end cleanly when the node stops; the gateway's
     metrics while they were open."""
     token = _tenant_with_posts(cp, gw, tenant_id)
-    streams = await asyncio.gather(*(_stream(gw, tenant_id) for _ in range(STREAMS)))
+    streams = await asyncio.gather(*(open_stream(gw, tenant_id) for _ in range(STREAMS)))
     async with httpx.AsyncClient(base_url=f"{gw}/t/{tenant_id}", timeout=30) as client:
         for _, _, client_id in streams:
             answer = await client.post("/api/realtime", json={"clientId": client_id, "subscriptions": ["posts/*"]})
             assert answer.status_code == 204, answer.text
         created = await client.post("/api/collections/posts/records", json={"n": 5}, headers={"Authorization": token})
         assert created.status_code == 200, created.text
-    assert [await _next_n(reader) for reader, _, _ in streams] == [5] * STREAMS
+    assert [await next_record_n(reader) for reader, _, _ in streams] == [5] * STREAMS
     assert scrape(node_url)["pbfast_node_realtime_streams"] == STREAMS
     metrics = scrape(gw)
     assert node.proc is not None
     node.proc.send_signal(signal.SIGTERM)  # a node's stop ends its streams cleanly: the SDKs reconnect
     for reader, _, _ in streams:
-        await _clean_end(reader)
+        await clean_end(reader)
     for _, writer, _ in streams:
         writer.close()
     return metrics
