@@ -325,6 +325,15 @@ def test_realtime_side_by_side_with_pocketbase(pbfast_process: object, tmp_path:
         pocketbase.wait(10)
 
 
+def _trees_to_compare(new_tree: str) -> list[tuple[str, str]]:
+    """Old and new tree; in the short form without ``PBFAST_BENCH_OLD_TREE`` the checkout alone (compared with
+    itself it would only measure noise, at twice the cost of a CI run)."""
+    old_tree = os.environ.get("PBFAST_BENCH_OLD_TREE")
+    if old_tree is None and not FULL:
+        return [("new", new_tree)]
+    return [("old", old_tree or new_tree), ("new", new_tree)]
+
+
 @pytest.mark.timeout(1800)
 def test_realtime_fanout_old_and_new(pbfast_process: object, tmp_path: Path, bench_report: list[str]) -> None:
     """The fan-out of this checkout and of ``PBFAST_BENCH_OLD_TREE`` (another checkout with its extension built
@@ -333,7 +342,7 @@ def test_realtime_fanout_old_and_new(pbfast_process: object, tmp_path: Path, ben
     only a side-by-side ratio means something. Without ``PBFAST_BENCH_OLD_TREE`` the checkout is compared with itself (the
     noise between rounds)."""
     new_tree = str(Path(__file__).resolve().parent.parent)
-    trees = [("old", os.environ.get("PBFAST_BENCH_OLD_TREE", new_tree)), ("new", new_tree)]
+    trees = _trees_to_compare(new_tree)
     for round_ in range(int(os.environ.get("PBFAST_BENCH_AB_ROUNDS", "2" if FULL else "1"))):
         for name, tree in trees if round_ % 2 == 0 else trees[::-1]:
             def start(args: list[str], tree: str = tree) -> object:
@@ -373,7 +382,7 @@ def test_realtime_fanout_separate_gateway_old_and_new(tmp_path: Path, bench_repo
 
     _raise_file_limit()
     new_tree = str(Path(__file__).resolve().parent.parent)
-    trees = [("old", os.environ.get("PBFAST_BENCH_OLD_TREE", new_tree)), ("new", new_tree)]
+    trees = _trees_to_compare(new_tree)
     try:
         cp = start_cluster(start, tmp_path, 1, node_timeout=60)[0]  # a loaded machine: no lease lost mid-run
         node, _ = start_node(start, "node-a", [cp.url], tmp_path / "nodes")
