@@ -47,7 +47,7 @@ from pbfast.pocketbase.apis.multipart import UploadedFile
 from pbfast.pocketbase.apis.request import TenantRequest, record_body_limit
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField, PasswordField
-from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, delete_note_later, files_of
+from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, files_of
 from pbfast.pocketbase.filesystem.names import detect_type, normalize_name, random_suffix
 from pbfast.pocketbase.gocompat.regexp import generate_by_pattern
 
@@ -85,7 +85,7 @@ class _SharedNote:
             self._left -= 1
             last = self._left == 0
         if last:
-            delete_note_later(self.files, self.key)
+            _writers.delete_note(self)  # on a writer thread, with the next batch when they are busy
 
 
 @dataclass(slots=True)
@@ -229,11 +229,19 @@ class _Writers:
     commits. Started on first use in each process (a forked worker starts its own)."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | _SharedNote] = queue.SimpleQueue()
         self._started_in = 0
         self._start_lock = threading.Lock()
 
     def submit(self, early: EarlyUploads, loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool]) -> None:
+        self._started().put((early, loop, done))
+
+    def delete_note(self, note: _SharedNote) -> None:
+        """Delete a batch's note once its requests are done: a writer thread takes it with its next batch (a busy
+        writer wakes for nothing extra), then deletes it."""
+        self._started().put(note)
+
+    def _started(self) -> queue.SimpleQueue[_Job | _SharedNote]:
         if self._started_in != os.getpid():
             with self._start_lock:
                 if self._started_in != os.getpid():
@@ -242,10 +250,10 @@ class _Writers:
                         threading.Thread(target=self._run, args=(self._jobs,), name=f"pbfast-uploads-{index}",
                                          daemon=True).start()
                     self._started_in = os.getpid()
-        self._jobs.put((early, loop, done))
+        return self._jobs
 
     @staticmethod
-    def _run(jobs: queue.SimpleQueue[_Job]) -> None:
+    def _run(jobs: queue.SimpleQueue[_Job | _SharedNote]) -> None:
         while True:
             batch = [jobs.get()]
             while len(batch) < MAX_BATCH:
@@ -254,8 +262,12 @@ class _Writers:
                 except queue.Empty:
                     break
             by_tenant: dict[int, list[_Job]] = {}
+            notes: list[_SharedNote] = []
             for job in batch:
-                by_tenant.setdefault(id(job[0].files), []).append(job)
+                if isinstance(job, _SharedNote):
+                    notes.append(job)
+                else:
+                    by_tenant.setdefault(id(job[0].files), []).append(job)
             for group in by_tenant.values():
                 try:
                     written = _write_batch([early for early, _, _ in group])
@@ -264,6 +276,8 @@ class _Writers:
                     written = False
                 for early, loop, done in group:
                     _settle(loop, done, _written(early, written))
+            for note in notes:
+                _delete_note(note.files, note.key)
 
 
 _Job = tuple[EarlyUploads, asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
@@ -289,18 +303,26 @@ def _write_batch(batch: list[EarlyUploads]) -> bool:
     try:
         if files.deleted_prefix:
             key = f"{files.deleted_prefix}{int(time.time() + NOTE_DUE_SECONDS)}-{random_suffix()}.json"
-            files.store.create(key, orjson.dumps([path for path, _ in items]))
+            # durable before any file (its directory's entry too): one call of the extension, as the files
+            files.store.create_many([(key, orjson.dumps([path for path, _ in items]))])
             note = _SharedNote(files, key, len(batch))
         files.create_many(items)
     except StorageError as err:
         log.warning("%s: early writes of %d uploads failed (written in their turns instead): %s", files.prefix,
                     len(items), err)
         if note is not None:
-            delete_note_later(files, note.key)
+            _delete_note(files, note.key)
         return False
     for early in batch:
         _hand_over(early, note)
     return True
+
+
+def _delete_note(files: TenantFiles, key: str) -> None:
+    try:
+        files.store.delete(key)
+    except StorageError as err:
+        log.warning("%s: deleting the note %s failed (the sweep does): %s", files.prefix, key, err)
 
 
 def _hand_over(early: EarlyUploads, note: _SharedNote | None) -> None:
