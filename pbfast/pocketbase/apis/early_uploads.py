@@ -1,5 +1,5 @@
-"""A record create's uploads written to the store before the tenant's turn (:func:`write_early`), so that the
-turn itself only validates and inserts the row: the upload's fsyncs (its bytes, its directories: ~75 % of a
+"""A record create's or update's uploads written to the store before the tenant's turn (:func:`write_early`), so
+that the turn itself only validates and saves the row: the upload's fsyncs (its bytes, its directories: ~75 % of a
 turn on a loaded disk) no longer keep the tenant's other requests waiting, and several requests' fsyncs,
 issued at once from their threads, share the file system's journal commits.
 
@@ -11,10 +11,13 @@ refused or fails (its rules, validation, unique constraints, quota, a closed ten
 in-turn uploads always were (:class:`~pbfast.pocketbase.filesystem.FileChanges`); the caller makes sure of it
 for a request that never reaches its turn.
 
-Only where PocketBase would write the files too: a multipart create to an existing, non-view collection whose
-create rule is not null (null: only a superuser may create, and who is asking is known only in the turn), with
-uploads for its file fields that each fit the field's ``maxSize`` and ``mimeTypes``, an id that is a plain
-path segment, and room in the tenant's storage quota. Anything else takes the in-turn path unchanged.
+Only where PocketBase would write the files too: a multipart create (update) to an existing, non-view collection
+whose create (update) rule is not null (null: only a superuser may write, and who is asking is known only in the
+turn) and that has no password field, with uploads for its file fields that each fit the field's ``maxSize`` and
+``mimeTypes``, an id that is a plain path segment, and room in the tenant's storage quota. Anything else takes
+the in-turn path unchanged. An update's files go beside the record's others under their new, randomly suffixed
+names; the files its new values replace are deleted after the commit as in the in-turn path (``field-``, a new
+value for a single file field), and a record missing or not visible to the caller (404 in the turn) leaves none.
 
 Writes go in batches (:class:`_Writers`): the requests waiting when a writer thread is free, one tenant's
 files written together and fsynced in one round. Crashes: before a batch's files, a note listing them is made
@@ -90,7 +93,7 @@ class _SharedNote:
 
 @dataclass(slots=True)
 class EarlyUploads:
-    """One create's uploads written before its turn (see the module doc)."""
+    """One create's or update's uploads written before its turn (see the module doc)."""
 
     form: FormBody
     collection_id: str
@@ -146,12 +149,15 @@ class EarlyUploads:
             _in_flight.release()
 
 
-def plan_early(request: TenantRequest) -> EarlyUploads | None:
-    """What :func:`write_early` would write for this create, or None where the in-turn path must answer (see the
-    module doc). Parses the form (a malformed one: None; the handler answers it)."""
+def plan_early(request: TenantRequest, update: bool = False) -> EarlyUploads | None:
+    """What :func:`write_early` would write for this create (``update``: this update of the record
+    ``params["id"]``), or None where the in-turn path must answer (see the module doc). Parses the form (a
+    malformed one: None; the handler answers it)."""
     tenant = request.tenant
     collection = tenant.collection(request.params.get("collection", ""))
-    if collection is None or collection.type == "view" or collection.createRule is None:
+    if collection is None or collection.type == "view":
+        return None
+    if (collection.updateRule if update else collection.createRule) is None:
         return None
     if any(isinstance(item, PasswordField) for item in collection.fields):
         # A password (every auth collection's, any collection's password field) is hashed off the turn, which then
@@ -165,9 +171,12 @@ def plan_early(request: TenantRequest) -> EarlyUploads | None:
         return None
     if form is None or not form.multipart or form.empty or not form.files:
         return None
-    sent_id = form.data.get("id", "")
-    drawn = sent_id == ""
-    record_id = _drawn_id(collection) if drawn else sent_id
+    if update:  # the record's files go beside its others (a missing record: 404 in the turn, and they go)
+        drawn, record_id = False, request.params.get("id", "")
+    else:
+        sent_id = form.data.get("id", "")
+        drawn = sent_id == ""
+        record_id = _drawn_id(collection) if drawn else sent_id
     if not (isinstance(record_id, str) and _PLAIN_ID.fullmatch(record_id)):
         return None
     uploads = _field_uploads(collection, form)
