@@ -171,6 +171,7 @@ def plan_early(request: TenantRequest, update: bool = False) -> EarlyUploads | N
         return None
     if form is None or not form.multipart or form.empty or not form.files:
         return None
+    record_id: object
     if update:  # the record's files go beside its others (a missing record: 404 in the turn, and they go)
         drawn, record_id = False, request.params.get("id", "")
     else:
