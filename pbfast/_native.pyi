@@ -71,6 +71,11 @@ def hs256_sign(payload: bytes, key: bytes) -> str:
     """An HS256 JWT of ``payload`` (the claims' JSON) signed with ``key``: header
     ``{"alg":"HS256","typ":"JWT"}``, parts base64url without padding."""
 
+def create_files(items: list[tuple[str, bytes]]) -> None:
+    """Create each ``(path, bytes)`` as a new file (``O_EXCL``), its missing parent directories first, then
+    fsync every file and every directory whose entries changed, all without the GIL. All or nothing: on a
+    failure the files created are removed and ``OSError(errno, message, path)`` is raised."""
+
 def find_bytes(haystack: bytes, needle: bytes, start: int) -> int:
     """``haystack.find(needle, start)`` (``start`` >= 0): the first index at or after ``start`` where ``needle``
     occurs, -1 when none; SIMD candidates, without the GIL for haystacks from 64 KiB."""

@@ -1,7 +1,8 @@
-"""A record create's uploads are written to the store before the tenant's turn (issue 15, upload throughput:
-pbfast.pocketbase.apis.early_uploads). What a client sees stays PocketBase's: a created record names exactly
-the files stored under its id, and a refused or invalid create (its rule, a field, a taken id) leaves no file
-and no note behind. A crash between the write and the commit leaves files that the tenant's sweep removes.
+"""A record create's or update's uploads are written to the store before the tenant's turn (issue 15, upload
+throughput: pbfast.pocketbase.apis.early_uploads). What a client sees stays PocketBase's: a created or updated
+record names exactly the files stored under its id, the files an update replaces go after its commit, and a
+refused or invalid create or update (its rule, a field, a taken id, a missing record) leaves no file and no
+note behind. A crash between the write and the commit leaves files that the tenant's sweep removes.
 A real all-in-one (local object store) through its gateway; the crash case on a real tenant and store."""
 
 from __future__ import annotations
@@ -44,13 +45,29 @@ def _settled(store: Path, expected: list[str]) -> list[str]:
     return found
 
 
+def _noted(deleted: Path, expected: list[str]) -> list[str]:
+    """The files the notes in a tenant's ``deleted/`` prefix name, once its background writes are done (bounded
+    wait: an early upload's crash note comes and goes)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            found = sorted(path for note in _stored(deleted) for path in orjson.loads((deleted / note).read_bytes()))
+        except (OSError, orjson.JSONDecodeError):  # a note being written or deleted
+            found = []
+        if found == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def test_creates_store_exactly_what_their_records_name(pbfast_process: object, tmp_path: Path) -> None:
     _, _, gw, token = all_in_one_with_owner(pbfast_process, tmp_path / "node", "ups", OWNER)
     base = f"{gw}/t/ups"
     made = httpx.post(f"{base}/api/collections", headers={"Authorization": token}, timeout=30, json={
         "name": "docs", "type": "base", "listRule": "", "viewRule": "", "createRule": 'title != "refused"',
+        "updateRule": 'title != "locked"',
         "fields": [{"name": "title", "type": "text", "required": True},
-                   {"name": "files", "type": "file", "maxSelect": 3, "maxSize": 1000}]})
+                   {"name": "files", "type": "file", "maxSelect": 3, "maxSize": 1000},
+                   {"name": "cover", "type": "file", "maxSelect": 1}]})
     assert made.status_code == 200, made.text
     url = f"{base}/api/collections/docs/records"
     storage = tmp_path / "node" / "replica" / "tenants" / "ups" / "storage"
@@ -84,12 +101,51 @@ def test_creates_store_exactly_what_their_records_name(pbfast_process: object, t
     assert _settled(storage, kept) == kept, "a refused create leaves no file"
     assert _settled(deleted, []) == [], "nor a note"
 
+    # Updates: the new files go beside the record's others; the ones its new values replace go after the commit.
+    folder = f"{made.json()['id']}/{record['id']}"
+    patch = f"{url}/{record['id']}"
+    first_cover = httpx.patch(patch, timeout=30, files=[("cover", ("one.png", PNG, "image/png"))])
+    assert first_cover.status_code == 200, first_cover.text
+    cover = first_cover.json()["cover"]
+    assert cover.startswith("one_")
+    kept = sorted(kept + [f"{folder}/{cover}"])
+    assert _settled(storage, kept) == kept
+    replaced = httpx.patch(patch, data={"files-": record["files"][0]}, timeout=30,
+                           files=[("cover", ("two.png", PNG, "image/png")), ("files+", ("three.png", PNG, "image/png"))])
+    assert replaced.status_code == 200, replaced.text
+    updated = replaced.json()
+    assert updated["cover"].startswith("two_") and len(updated["files"]) == 2
+    assert updated["files"][0] == record["files"][1] and updated["files"][1].startswith("three_")
+    gone = sorted([f"{folder}/{cover}", f"{folder}/{record['files'][0]}"])
+    kept = sorted({*kept, f"{folder}/{updated['cover']}", f"{folder}/{updated['files'][1]}"} - set(gone))
+    # the node keeps deleted files for its restore window: noted to be deleted then, not in the record any more
+    assert _settled(storage, sorted(kept + gone)) == sorted(kept + gone)
+    assert _noted(deleted, gone) == gone, "the replaced cover and the removed file are deleted after the commit"
+    assert httpx.get(f"{base}/api/files/docs/{record['id']}/{updated['cover']}", timeout=30).content == PNG
+
+    update_refusals = [
+        (patch, {"title": "locked"}, 200),  # allowed: the rule reads the record as stored (title "kept")
+        (patch, {"title": "x"}, 404),  # now "locked": the update rule refuses it
+        (f"{url}/missing00000001", {"title": "x"}, 404),  # no such record
+    ]
+    for target, data, status in update_refusals:
+        answer = httpx.patch(target, data=data, files=[("cover", ("f.png", PNG, "image/png"))], timeout=30)
+        assert answer.status_code == status, (data, answer.text)
+        if status == 200:
+            kept = sorted((set(kept) - {f"{folder}/{updated['cover']}"}) | {f"{folder}/{answer.json()['cover']}"})
+    too_many = httpx.patch(f"{url}/chosenid0000001", timeout=30,
+                           files=[("files+", (f"g{i}.png", PNG, "image/png")) for i in range(3)])
+    assert too_many.status_code == 400 and "files" in too_many.json()["data"], too_many.text
+    gone = sorted(gone + [f"{folder}/{updated['cover']}"])  # replaced by the allowed update above
+    assert _settled(storage, sorted(kept + gone)) == sorted(kept + gone), "a refused or invalid update leaves no file"
+    assert _noted(deleted, gone) == gone, "nor a note"
+
 
 @pytest.fixture
 def tenant(tmp_path: Path) -> Iterator[Tenant]:
     filesystem.configure(LocalObjectStore(tmp_path / "store"), retention_seconds=60.0)
     opened = Tenant.open("crashy", tmp_path / "crashy", create=True)
-    collections.create_collection(opened.conn, {"name": "docs", "type": "base", "createRule": "",
+    collections.create_collection(opened.conn, {"name": "docs", "type": "base", "createRule": "", "updateRule": "",
                                                 "fields": [{"name": "files", "type": "file", "maxSelect": 2}]})
     opened.reload_collections()
     try:
@@ -105,10 +161,10 @@ BODY = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filena
 
 
 class _Scope:
-    proto, method, path, authority, client = "http", "POST", "/api/collections/docs/records", None, "127.0.0.1:1"
+    proto, authority, client = "http", None, "127.0.0.1:1"
 
-    def __init__(self) -> None:
-        self.query_string = ""
+    def __init__(self, method: str = "POST", path: str = "/api/collections/docs/records") -> None:
+        self.method, self.path, self.query_string = method, path, ""
         self.headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}",
                         "content-length": str(len(BODY))}
 
@@ -158,6 +214,44 @@ def test_the_turn_writes_no_file_of_its_own(tenant: Tenant, tmp_path: Path) -> N
     filesystem.wait_for_deletes()
     store = tmp_path / "store" / "tenants" / "crashy"
     assert _stored(store / "storage") == created and _stored(store / "deleted") == []
+
+
+def test_an_update_written_early_replaces_its_file_after_the_commit(tenant: Tenant, tmp_path: Path) -> None:
+    """An update's upload is written before its turn too (the turn writes nothing), and the file its new value
+    replaces goes once the update committed."""
+    files = files_of(tenant)
+    in_turn: list[str] = []
+    create = files.create
+
+    def counted(path: str, data: bytes) -> None:
+        in_turn.append(path)
+        create(path, data)
+
+    files.create = counted  # type: ignore[method-assign]
+
+    async def run(work: Any) -> None:
+        work()
+
+    made = _Proto()
+    asyncio.run(TenantApi().handle(tenant, "/api/collections/docs/records", _Scope(), made,  # type: ignore[arg-type]
+                                   run=run))
+    assert made.status == 200, made.body
+    record = orjson.loads(made.body)
+    path = f"/api/collections/docs/records/{record['id']}"
+    changed = _Proto()
+    asyncio.run(TenantApi().handle(tenant, path, _Scope("PATCH", path), changed,  # type: ignore[arg-type]
+                                   run=run))
+    assert changed.status == 200, changed.body
+    updated = orjson.loads(changed.body)
+    assert in_turn == [], "written before the turns"
+    assert len(updated["files"]) == 1 and updated["files"] != record["files"]
+    filesystem.wait_for_deletes()
+    store = tmp_path / "store" / "tenants" / "crashy"
+    folder = f"{record['collectionId']}/{record['id']}"
+    replaced, new = f"{folder}/{record['files'][0]}", f"{folder}/{updated['files'][0]}"
+    assert _stored(store / "storage") == sorted([replaced, new]), "the replaced file is kept for the retention"
+    assert _noted(store / "deleted", [replaced]) == [replaced], "... and noted to be deleted then"
+    assert files.stored_bytes == 2 * len(PNG), "each counted once"
 
 
 def test_a_crash_before_the_commit_leaves_files_the_sweep_removes(tenant: Tenant, tmp_path: Path) -> None:

@@ -39,3 +39,19 @@ def test_create_refuses_keys_outside_the_store(tmp_path: Path) -> None:
         with pytest.raises(StorageError):
             store.create(key, b"x")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_create_many_stores_all_or_nothing(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    data = bytes(range(256)) * 400
+    store.create_many([("col/r1/a_0123456789.png", data), ("col/r2/b_0123456789.png", b"two")])
+    found = store.read("col/r1/a_0123456789.png")
+    assert found is not None and found.data == data
+    assert store.keys("col") == ["col/r1/a_0123456789.png", "col/r2/b_0123456789.png"]
+    with pytest.raises(StorageError):  # the second is in use: the first, written, goes again
+        store.create_many([("col/r3/c_0123456789.png", b"three"), ("col/r2/b_0123456789.png", b"other")])
+    assert store.keys("col") == ["col/r1/a_0123456789.png", "col/r2/b_0123456789.png"]
+    found = store.read("col/r2/b_0123456789.png")
+    assert found is not None and found.data == b"two"
+    with pytest.raises(StorageError):
+        store.create_many([("../escape.txt", b"x")])

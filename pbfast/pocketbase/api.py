@@ -261,8 +261,9 @@ class TenantApi:
             return
 
         early = None
-        if handler is records.create_record and run is not None and request.raw_body and request.prepared is None:
-            early = plan_early(request)
+        if (handler is records.create_record or handler is records.update_record) and run is not None \
+                and request.raw_body and request.prepared is None:
+            early = plan_early(request, update=handler is records.update_record)
             if early is not None:
                 request.prepared = early
         try:
@@ -277,7 +278,7 @@ class TenantApi:
                       run: Runner | None, time_limit: float | None, admitted: bool,
                       answer_from_job: Callable[[], bool] | None, early: EarlyUploads | None) -> None:
         """Run the handler's turn and send its answer (see :meth:`handle`); ``early``: the create's uploads
-        written before the turn, released at the turn's end (multipart creates are never tried inline, so
+        written before the turn, released at the turn's end (multipart creates and updates are never tried inline, so
         the turn runs once)."""
         entry: LogEntry | None = None
         answered = False

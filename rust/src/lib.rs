@@ -4,6 +4,7 @@
 //! frozen, thread-safe `#[pyclass]` wrapper. This file only registers them.
 
 pub mod breaker;
+pub mod create_files;
 pub mod find_bytes;
 pub mod gateway;
 pub mod jwt;
@@ -33,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(routing::py_is_valid_tenant_id, m)?)?;
     m.add_class::<routing::RoutingTable>()?;
     m.add_function(wrap_pyfunction!(find_bytes::py_find_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(create_files::py_create_files, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_hs256_sign, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_hs256_verify, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_jwt_segments, m)?)?;

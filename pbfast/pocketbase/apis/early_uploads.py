@@ -1,5 +1,5 @@
-"""A record create's uploads written to the store before the tenant's turn (:func:`write_early`), so that the
-turn itself only validates and inserts the row: the upload's fsyncs (its bytes, its directories: ~75 % of a
+"""A record create's or update's uploads written to the store before the tenant's turn (:func:`write_early`), so
+that the turn itself only validates and saves the row: the upload's fsyncs (its bytes, its directories: ~75 % of a
 turn on a loaded disk) no longer keep the tenant's other requests waiting, and several requests' fsyncs,
 issued at once from their threads, share the file system's journal commits.
 
@@ -11,10 +11,13 @@ refused or fails (its rules, validation, unique constraints, quota, a closed ten
 in-turn uploads always were (:class:`~pbfast.pocketbase.filesystem.FileChanges`); the caller makes sure of it
 for a request that never reaches its turn.
 
-Only where PocketBase would write the files too: a multipart create to an existing, non-view collection whose
-create rule is not null (null: only a superuser may create, and who is asking is known only in the turn), with
-uploads for its file fields that each fit the field's ``maxSize`` and ``mimeTypes``, an id that is a plain
-path segment, and room in the tenant's storage quota. Anything else takes the in-turn path unchanged.
+Only where PocketBase would write the files too: a multipart create (update) to an existing, non-view collection
+whose create (update) rule is not null (null: only a superuser may write, and who is asking is known only in the
+turn) and that has no password field, with uploads for its file fields that each fit the field's ``maxSize`` and
+``mimeTypes``, an id that is a plain path segment, and room in the tenant's storage quota. Anything else takes
+the in-turn path unchanged. An update's files go beside the record's others under their new, randomly suffixed
+names; the files its new values replace are deleted after the commit as in the in-turn path (``field-``, a new
+value for a single file field), and a record missing or not visible to the caller (404 in the turn) leaves none.
 
 Writes go in batches (:class:`_Writers`): the requests waiting when a writer thread is free, one tenant's
 files written together and fsynced in one round. Crashes: before a batch's files, a note listing them is made
@@ -47,7 +50,7 @@ from pbfast.pocketbase.apis.multipart import UploadedFile
 from pbfast.pocketbase.apis.request import TenantRequest, record_body_limit
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField, PasswordField
-from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, delete_note_later, files_of
+from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, files_of
 from pbfast.pocketbase.filesystem.names import detect_type, normalize_name, random_suffix
 from pbfast.pocketbase.gocompat.regexp import generate_by_pattern
 
@@ -85,12 +88,12 @@ class _SharedNote:
             self._left -= 1
             last = self._left == 0
         if last:
-            delete_note_later(self.files, self.key)
+            _writers.delete_note(self)  # on a writer thread, with the next batch when they are busy
 
 
 @dataclass(slots=True)
 class EarlyUploads:
-    """One create's uploads written before its turn (see the module doc)."""
+    """One create's or update's uploads written before its turn (see the module doc)."""
 
     form: FormBody
     collection_id: str
@@ -146,12 +149,15 @@ class EarlyUploads:
             _in_flight.release()
 
 
-def plan_early(request: TenantRequest) -> EarlyUploads | None:
-    """What :func:`write_early` would write for this create, or None where the in-turn path must answer (see the
-    module doc). Parses the form (a malformed one: None; the handler answers it)."""
+def plan_early(request: TenantRequest, update: bool = False) -> EarlyUploads | None:
+    """What :func:`write_early` would write for this create (``update``: this update of the record
+    ``params["id"]``), or None where the in-turn path must answer (see the module doc). Parses the form (a
+    malformed one: None; the handler answers it)."""
     tenant = request.tenant
     collection = tenant.collection(request.params.get("collection", ""))
-    if collection is None or collection.type == "view" or collection.createRule is None:
+    if collection is None or collection.type == "view":
+        return None
+    if (collection.updateRule if update else collection.createRule) is None:
         return None
     if any(isinstance(item, PasswordField) for item in collection.fields):
         # A password (every auth collection's, any collection's password field) is hashed off the turn, which then
@@ -165,9 +171,13 @@ def plan_early(request: TenantRequest) -> EarlyUploads | None:
         return None
     if form is None or not form.multipart or form.empty or not form.files:
         return None
-    sent_id = form.data.get("id", "")
-    drawn = sent_id == ""
-    record_id = _drawn_id(collection) if drawn else sent_id
+    record_id: object
+    if update:  # the record's files go beside its others (a missing record: 404 in the turn, and they go)
+        drawn, record_id = False, request.params.get("id", "")
+    else:
+        sent_id = form.data.get("id", "")
+        drawn = sent_id == ""
+        record_id = _drawn_id(collection) if drawn else sent_id
     if not (isinstance(record_id, str) and _PLAIN_ID.fullmatch(record_id)):
         return None
     uploads = _field_uploads(collection, form)
@@ -229,11 +239,19 @@ class _Writers:
     commits. Started on first use in each process (a forked worker starts its own)."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | _SharedNote] = queue.SimpleQueue()
         self._started_in = 0
         self._start_lock = threading.Lock()
 
     def submit(self, early: EarlyUploads, loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool]) -> None:
+        self._started().put((early, loop, done))
+
+    def delete_note(self, note: _SharedNote) -> None:
+        """Delete a batch's note once its requests are done: a writer thread takes it with its next batch (a busy
+        writer wakes for nothing extra), then deletes it."""
+        self._started().put(note)
+
+    def _started(self) -> queue.SimpleQueue[_Job | _SharedNote]:
         if self._started_in != os.getpid():
             with self._start_lock:
                 if self._started_in != os.getpid():
@@ -242,10 +260,10 @@ class _Writers:
                         threading.Thread(target=self._run, args=(self._jobs,), name=f"pbfast-uploads-{index}",
                                          daemon=True).start()
                     self._started_in = os.getpid()
-        self._jobs.put((early, loop, done))
+        return self._jobs
 
     @staticmethod
-    def _run(jobs: queue.SimpleQueue[_Job]) -> None:
+    def _run(jobs: queue.SimpleQueue[_Job | _SharedNote]) -> None:
         while True:
             batch = [jobs.get()]
             while len(batch) < MAX_BATCH:
@@ -254,8 +272,12 @@ class _Writers:
                 except queue.Empty:
                     break
             by_tenant: dict[int, list[_Job]] = {}
+            notes: list[_SharedNote] = []
             for job in batch:
-                by_tenant.setdefault(id(job[0].files), []).append(job)
+                if isinstance(job, _SharedNote):
+                    notes.append(job)
+                else:
+                    by_tenant.setdefault(id(job[0].files), []).append(job)
             for group in by_tenant.values():
                 try:
                     written = _write_batch([early for early, _, _ in group])
@@ -264,6 +286,8 @@ class _Writers:
                     written = False
                 for early, loop, done in group:
                     _settle(loop, done, _written(early, written))
+            for note in notes:
+                _delete_note(note.files, note.key)
 
 
 _Job = tuple[EarlyUploads, asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
@@ -289,18 +313,26 @@ def _write_batch(batch: list[EarlyUploads]) -> bool:
     try:
         if files.deleted_prefix:
             key = f"{files.deleted_prefix}{int(time.time() + NOTE_DUE_SECONDS)}-{random_suffix()}.json"
-            files.store.create(key, orjson.dumps([path for path, _ in items]))
+            # durable before any file (its directory's entry too): one call of the extension, as the files
+            files.store.create_many([(key, orjson.dumps([path for path, _ in items]))])
             note = _SharedNote(files, key, len(batch))
         files.create_many(items)
     except StorageError as err:
         log.warning("%s: early writes of %d uploads failed (written in their turns instead): %s", files.prefix,
                     len(items), err)
         if note is not None:
-            delete_note_later(files, note.key)
+            _delete_note(files, note.key)
         return False
     for early in batch:
         _hand_over(early, note)
     return True
+
+
+def _delete_note(files: TenantFiles, key: str) -> None:
+    try:
+        files.store.delete(key)
+    except StorageError as err:
+        log.warning("%s: deleting the note %s failed (the sweep does): %s", files.prefix, key, err)
 
 
 def _hand_over(early: EarlyUploads, note: _SharedNote | None) -> None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STORAGE_DIR", "FileChanges", "LocalObjectStore", "ObjectStore", "ServedFile", "StorageError", "StoredObject",
            "TenantFiles", "adopt_local_storage",
-           "configure", "configure_from", "delete_note_later", "delete_path", "files_of", "wait_for_deletes"]
+           "configure", "configure_from", "delete_path", "files_of", "wait_for_deletes"]
 
 log = component_logger("Files")
 
@@ -288,16 +288,10 @@ class FileChanges:
         self.uploaded, self.obsolete, self.discarded = [], [], []
 
 
-def delete_note_later(files: TenantFiles, key: str) -> None:
-    """Delete the store key ``key`` (a note of uploads written before their turn) in the background."""
-    _delete_later([], notes=[(files, key)])
-
-
-def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False,
-                  notes: list[tuple[TenantFiles, str]] | None = None) -> None:
+def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False) -> None:
     """Delete ``paths`` in the background (``keep``: where the tenant's files have a retention, note them
-    to be deleted once it is over instead), then the store keys ``notes``."""
-    if not paths and not notes:
+    to be deleted once it is over instead)."""
+    if not paths:
         return
 
     def run() -> None:
@@ -323,11 +317,6 @@ def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False,
                 files.store.write(f"{files.deleted_prefix}{due}-{random_suffix()}.json", orjson.dumps(kept))
             except StorageError as err:
                 log.warning("%s: noting %d deleted files failed (left behind): %s", files.prefix, len(kept), err)
-        for files, key in notes or ():
-            try:
-                files.store.delete(key)
-            except StorageError as err:
-                log.warning("%s: deleting the note %s failed (the sweep does): %s", files.prefix, key, err)
 
     future = _deleter.submit(run)
     _pending_deletes.add(future)
