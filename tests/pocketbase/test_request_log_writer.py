@@ -87,6 +87,20 @@ def test_rows_with_very_long_data_land_whole_among_the_others(tmp_path: Path) ->
         assert created == f"2026-12-07 00:00:00.{250 + number:03d}Z"
 
 
+def test_a_batch_past_16_mib_is_written_in_parts_whole_and_in_order(tmp_path: Path) -> None:
+    """A row's start in its part's blob has 24 bits: a batch of more than 16 MiB of rows goes in two parts."""
+    init_tenant_database(tmp_path)
+    logs = RequestLogs(batch=10**6, interval=3600)
+    escaped = "\x01" * 1999  # six bytes each in the data's JSON: ~24 KB of data a row with the referer
+    for number in range(800):  # ~19 MB
+        logs.add((tmp_path, 5, INFO_LEVEL, "GET", f"/api/x/{number}", 200, 1.0, escaped, escaped, "", None, None, None,
+                  None, None, CREATED))
+    logs.close()
+    rows = _rows(tmp_path)
+    assert [row[2] for row in rows] == [f"GET /api/x/{number}" for number in range(800)]
+    assert all(orjson.loads(row[3])["userAgent"] == escaped == orjson.loads(row[3])["referer"] for row in rows)
+
+
 # A request stock PocketBase 0.40.6 logged (``GET /api/health?a=1&b=%3Cx%3E&c=%E2%80%A8é`` with a user agent and a
 # referer, its logs settings' defaults), and its row in auxiliary.db ``_logs``, read with sqlite3.
 POCKETBASE_MESSAGE = "GET /api/health?a=1&b=<x>&c=\u2028é"
