@@ -126,10 +126,11 @@ class RequestLogQueue:
         ``created`` is a Unix time."""
     def drain(self) -> list[tuple[Any, int, int, bytes, bytes]]:
         """Everything queued, taken off and formatted: per tenant key (by identity, in order of its first
-        log) ``(tenant, max_days of its last log, rows, blob, packed)``: ``blob`` holds each row's ``created``
-        (24 bytes), ``message`` and ``data`` back to back; ``packed`` one native-endian 64-bit integer per row:
-        its start in ``blob`` (bits 0-31), its message's length in bytes (bits 32-47), its level + 128 (bits
-        48-55); a row's data ends where the next row starts."""
+        log) one or more ``(tenant, max_days of its last log, rows, blob, packed)``, rows in order: ``blob``
+        holds each row's ``created`` (24 bytes), ``message`` and ``data`` back to back; ``packed`` one
+        native-endian 64-bit integer per row: its start in ``blob`` (bits 0-23), its message's length in bytes
+        (bits 24-37), its level + 128 (bits 38-45), its data's length (bits 46-63; all ones: up to the blob's
+        end, for a row of 256 KiB of data or more, which ends its part; a part also ends at 16 MiB of blob)."""
     @property
     def dropped(self) -> int: ...
     def __len__(self) -> int: ...

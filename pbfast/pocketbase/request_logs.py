@@ -59,25 +59,32 @@ MAX_KEPT_CONNECTIONS: Final = 16
 KEPT_CONNECTION_CACHE_KIB: Final = 256
 _BUSY_TIMEOUT_MS: Final = 5000
 WAL_CHECKPOINT_PAGES: Final = 4000
-# A tenant's batch is inserted by one statement: the rows come formatted in two buffers (see
+# A tenant's batch is inserted by one statement per part: the rows come formatted in two buffers (see
 # RequestLogQueue.drain: a blob of each row's created, message and data, and one packed integer per row with its
-# start, message length and level), which SQLite reads through ``carray`` and ``substr``, so that the writer binds
-# five values per batch instead of four Python objects per row, and gives the GIL back for the whole insert.
-# (A JSON array of the rows cost SQLite ~2 µs a row to take apart; these are a few arithmetic operations.)
+# start, message length, level and data length), which SQLite reads through ``carray`` and ``substr``, so that the
+# writer binds five values per part instead of four Python objects per row, and gives the GIL back for the whole
+# insert. (A JSON array of the rows cost SQLite ~2 µs a row to take apart; these are a few arithmetic operations.
+# Each row's fields come from its own integer: a window over the rows, ``lead()`` for the next row's start and
+# ``row_number()``, cost ~0.5 µs a row more.) A row whose data is too long for its bits ends its part and reads
+# its data to the blob's end (``?3``, the blob's length).
 # Ids are PocketBase's ``[a-z0-9]{15}``, but ordered in time: the batch's millisecond in base 36 (9 characters,
 # strictly increasing per process), then a counter in 6 hex digits from a random start (unique in the batch; two
 # processes' batches in the same millisecond rarely meet, and a row that would repeat an id is skipped). Random
 # ids cost twice as much to insert (the primary key index grows at random places); these are appended.
 _B36: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
 _COUNTER_SPAN: Final = 16**6
+_START_BITS, _MESSAGE_BITS, _LEVEL_BITS = 24, 14, 8  # as rust/src/request_log.rs packs a row
+_DATA_TO_END: Final = (1 << (64 - _START_BITS - _MESSAGE_BITS - _LEVEL_BITS)) - 1
 _INSERT: Final = (
-    "WITH batch(start, message_length, level, stop) AS ("
-    " SELECT value & 4294967295, (value >> 32) & 65535, ((value >> 48) & 255) - 128,"
-    " lead(value & 4294967295, 1, ?3) OVER () FROM carray(?1)) "
+    "WITH batch(n, start, message_length, level, data_length) AS ("
+    f" SELECT rowid, value & {(1 << _START_BITS) - 1}, (value >> {_START_BITS}) & {(1 << _MESSAGE_BITS) - 1},"
+    f" ((value >> {_START_BITS + _MESSAGE_BITS}) & {(1 << _LEVEL_BITS) - 1}) - 128,"
+    f" (value >> {_START_BITS + _MESSAGE_BITS + _LEVEL_BITS}) & {_DATA_TO_END} FROM carray(?1)) "
     "INSERT OR IGNORE INTO _logs (id, level, message, data, created) "
-    "SELECT ?4 || printf('%06x', ?5 + row_number() OVER ()), level,"
+    "SELECT ?4 || printf('%06x', ?5 + n), level,"
     " CAST(substr(?2, start + 25, message_length) AS TEXT),"
-    " CAST(substr(?2, start + 25 + message_length, stop - start - 24 - message_length) AS TEXT),"
+    f" CAST(substr(?2, start + 25 + message_length, iif(data_length = {_DATA_TO_END},"
+    " ?3 - start - 24 - message_length, data_length)) AS TEXT),"
     " CAST(substr(?2, start + 1, 24) AS TEXT) FROM batch")
 
 
@@ -167,7 +174,8 @@ def cached_settings(tenant: Tenant) -> app_settings.Settings:
 @dataclass
 class _Batch:
     """A tenant's rows taken from the queue: its last ``maxDays`` and the parts RequestLogQueue.drain made
-    (``(rows, blob, packed)``; more than one only when two Path objects named the tenant's directory)."""
+    (``(rows, blob, packed)``, in order; more than one after a row with very long data, or when two Path objects
+    named the tenant's directory)."""
 
     max_days: int
     parts: list[tuple[int, bytes, bytes]]
@@ -339,7 +347,7 @@ class RequestLogs:
         try:
             millisecond = self._last_millisecond = max(time.time_ns() // 1_000_000, self._last_millisecond + 1)
             ids = _base36(millisecond, 9)
-            start = secrets.randbelow(_COUNTER_SPAN - batch.rows())  # + row_number() (from 1) stays below the span
+            start = secrets.randbelow(_COUNTER_SPAN - batch.rows())  # + a row's number in its part: below the span
             changes = 0
             # BEGIN/COMMIT as statements, not ``with conn``: apsw holds the GIL through a context manager's commit
             # (measured: the event loop stopped for the whole commit, and the WAL checkpoint runs in it).

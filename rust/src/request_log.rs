@@ -274,27 +274,52 @@ impl<K> LogQueue<K> {
 /// The length of every `created` text.
 pub const CREATED_LEN: usize = 24;
 
+/// Bits of a packed row (see [`FormattedBatch`]): its start in the blob, its message's length, its level + 128,
+/// its data's length (all ones: the data runs to the end of the blob).
+pub const START_BITS: u32 = 24;
+pub const MESSAGE_BITS: u32 = 14;
+pub const LEVEL_BITS: u32 = 8;
+pub const DATA_BITS: u32 = 64 - START_BITS - MESSAGE_BITS - LEVEL_BITS;
+/// A row's data length meaning "to the end of the blob": a row whose data is this long or longer ends its batch.
+pub const DATA_TO_END: i64 = (1 << DATA_BITS) - 1;
+/// A batch's blob grows to about this many bytes at most (a row starts below it, so its start fits its bits).
+pub const MAX_BATCH_BLOB: usize = 1 << START_BITS;
+
 /// A tenant's rows formatted for one insert: `blob` holds each row's `created`, `message` and `data`
-/// back to back; `packed` one integer per row: its start in `blob` (bits 0-31), its message's length
-/// (bits 32-47) and its level + 128 (bits 48-55). The data's length follows from the next row's start.
-/// Two buffers for SQLite to read (`carray` and `substr`) instead of four Python objects per row.
+/// back to back; `packed` one integer per row: its start in `blob` (bits 0-23), its message's length
+/// (bits 24-37), its level + 128 (bits 38-45) and its data's length (bits 46-63; [`DATA_TO_END`]: up to the
+/// blob's end, for a row that ends its batch). Two buffers for SQLite to read (`carray` and `substr`) instead of
+/// four Python objects per row, each row's fields found from its own integer (no window over the rows).
 #[derive(Debug, Default)]
 pub struct FormattedBatch {
     pub blob: Vec<u8>,
     pub packed: Vec<i64>,
+    /// No row may follow (the last one's data is read up to the blob's end, or the blob is full).
+    pub closed: bool,
 }
 
 impl FormattedBatch {
     pub fn add(&mut self, log: &RequestLog) {
+        debug_assert!(!self.closed && self.blob.len() < MAX_BATCH_BLOB);
         let start = self.blob.len();
         let message = message(log);
         self.blob.extend_from_slice(created_text(log.created).as_bytes());
         self.blob.extend_from_slice(message.as_bytes());
+        let data_start = self.blob.len();
         data_json(log, &mut self.blob);
         let level = log.level.clamp(-128, 127) + 128;
-        // (a message is at most ~12 KB: 3,000 characters of url and 50 of method)
-        let message_len = message.len().min(0xffff) as i64;
-        self.packed.push(start as i64 & 0xffff_ffff | message_len << 32 | level << 48);
+        // (a message is at most ~12.2 KB: 3,000 characters of url and 50 of method, 4 bytes each at most)
+        let message_len = message.len().min((1 << MESSAGE_BITS) - 1) as i64;
+        let mut data_len = (self.blob.len() - data_start) as i64;
+        if data_len >= DATA_TO_END {
+            data_len = DATA_TO_END;
+            self.closed = true;
+        }
+        self.closed |= self.blob.len() >= MAX_BATCH_BLOB;
+        self.packed.push(
+            start as i64 | message_len << START_BITS | level << (START_BITS + MESSAGE_BITS)
+                | data_len << (START_BITS + MESSAGE_BITS + LEVEL_BITS),
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -305,20 +330,35 @@ impl FormattedBatch {
         self.packed.is_empty()
     }
 
-    /// The fields of row `index`: `(level, message, data, created)` (for tests; SQLite reads them itself).
+    /// The fields of row `index`: `(level, message, data, created)` (for tests; SQLite reads them itself, as
+    /// `pbfast/pocketbase/request_logs.py` says).
     pub fn row(&self, index: usize) -> (i64, &[u8], &[u8], &[u8]) {
         let packed = self.packed[index];
-        let start = (packed & 0xffff_ffff) as usize;
-        let message_len = (packed >> 32 & 0xffff) as usize;
-        let stop = self.packed.get(index + 1).map_or(self.blob.len(), |next| (next & 0xffff_ffff) as usize);
+        let start = (packed & ((1 << START_BITS) - 1)) as usize;
+        let message_len = (packed >> START_BITS & ((1 << MESSAGE_BITS) - 1)) as usize;
+        let level = (packed >> (START_BITS + MESSAGE_BITS) & ((1 << LEVEL_BITS) - 1)) - 128;
+        let data_len = packed >> (START_BITS + MESSAGE_BITS + LEVEL_BITS) & DATA_TO_END;
         let message_at = start + CREATED_LEN;
-        (
-            (packed >> 48 & 0xff) - 128,
-            &self.blob[message_at..message_at + message_len],
-            &self.blob[message_at + message_len..stop],
-            &self.blob[start..message_at],
-        )
+        let data_at = message_at + message_len;
+        let stop = if data_len == DATA_TO_END { self.blob.len() } else { data_at + data_len as usize };
+        (level, &self.blob[message_at..data_at], &self.blob[data_at..stop], &self.blob[start..message_at])
     }
+}
+
+/// `logs` formatted into batches (a new one when the last is [`FormattedBatch::closed`]).
+pub fn format_batches<'a>(logs: impl IntoIterator<Item = &'a RequestLog>) -> Vec<FormattedBatch> {
+    let mut batches: Vec<FormattedBatch> = Vec::new();
+    for log in logs {
+        match batches.last_mut() {
+            Some(batch) if !batch.closed => batch.add(log),
+            _ => {
+                let mut batch = FormattedBatch::default();
+                batch.add(log);
+                batches.push(batch);
+            }
+        }
+    }
+    batches
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,8 +428,9 @@ impl RequestLogQueue {
     }
 
     /// Everything queued, taken off and formatted: per tenant key (by identity, in order of its first log),
-    /// `(tenant, max_days of its last log, rows, blob, packed)` (see [`FormattedBatch`]; `packed` as the
-    /// bytes of native-endian 64-bit integers).
+    /// one or more `(tenant, max_days of its last log, rows, blob, packed)`, its rows in order (see
+    /// [`FormattedBatch`]: a batch ends after a row whose data is 256 KiB or more, or at 16 MiB of blob; `packed`
+    /// as the bytes of native-endian 64-bit integers).
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let entries = self.core.take();
         let mut tenants: Vec<(Py<PyAny>, i64)> = Vec::new();
@@ -406,29 +447,40 @@ impl RequestLogQueue {
         }
         let count = tenants.len();
         let batches = py.detach(move || {
-            let mut batches: Vec<FormattedBatch> = (0..count).map(|_| FormattedBatch::default()).collect();
+            let mut by_group: Vec<Vec<&RequestLog>> = vec![Vec::new(); count];
             for (group, log) in &logs {
-                batches[*group].add(log);
+                by_group[*group].push(log);
             }
-            batches
+            by_group
+                .into_iter()
+                .map(|group| {
+                    format_batches(group)
+                        .into_iter()
+                        .map(|batch| {
+                            let packed: Vec<u8> = batch.packed.iter().flat_map(|value| value.to_ne_bytes()).collect();
+                            (batch.len(), batch.blob, packed)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
         });
-        tenants
-            .into_iter()
-            .zip(batches)
-            .map(|((key, max_days), batch)| {
-                let packed: Vec<u8> = batch.packed.iter().flat_map(|value| value.to_ne_bytes()).collect();
-                PyTuple::new(
+        let mut parts = Vec::new();
+        for ((key, max_days), group) in tenants.into_iter().zip(batches) {
+            let key = key.into_bound(py);
+            for (rows, blob, packed) in group {
+                parts.push(PyTuple::new(
                     py,
                     [
-                        key.into_bound(py),
+                        key.clone(),
                         max_days.into_pyobject(py)?.into_any(),
-                        batch.len().into_pyobject(py)?.into_any(),
-                        PyBytes::new(py, &batch.blob).into_any(),
+                        rows.into_pyobject(py)?.into_any(),
+                        PyBytes::new(py, &blob).into_any(),
                         PyBytes::new(py, &packed).into_any(),
                     ],
-                )
-            })
-            .collect()
+                )?);
+            }
+        }
+        Ok(parts)
     }
 
     #[getter]
@@ -565,6 +617,27 @@ mod tests {
             assert_eq!(created, created_text(log.created).as_bytes());
         }
         assert_eq!(created_text(1e12).len(), CREATED_LEN); // (clamped below year 10000)
+    }
+
+    #[test]
+    fn a_row_with_long_data_ends_its_batch_and_is_read_to_the_blobs_end() {
+        let long = RequestLog { user_agent: "\u{1}".repeat(MAX_HEADER_CHARS), referer: "\u{1}".repeat(MAX_HEADER_CHARS), ..view() };
+        let huge = RequestLog { error: Some(("e".into(), Some(vec![b'1'; 300_000]))), level: 8, ..view() };
+        let logs = [view(), long.clone(), huge.clone(), view(), huge.clone(), huge.clone()];
+        let batches = format_batches(&logs);
+        // long data (24 KB of escapes) fits its bits; each huge row ends its batch
+        assert_eq!(batches.iter().map(FormattedBatch::len).collect::<Vec<_>>(), [3, 2, 1]);
+        let rows: Vec<_> = batches.iter().flat_map(|batch| (0..batch.len()).map(move |index| batch.row(index))).collect();
+        for (log, (level, message_text, data_text, created)) in logs.iter().zip(rows) {
+            let mut data = Vec::new();
+            data_json(log, &mut data);
+            assert_eq!(level, log.level);
+            assert_eq!(message_text, message(log).as_bytes());
+            assert_eq!(data_text, &data[..]);
+            assert_eq!(created, created_text(log.created).as_bytes());
+        }
+        let longest_message = RequestLog { method: "é".repeat(60), url: format!("/{}", "😀".repeat(3000)), ..view() };
+        assert!(message(&longest_message).len() < 1 << MESSAGE_BITS);
     }
 
     #[test]

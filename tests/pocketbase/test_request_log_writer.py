@@ -65,6 +65,42 @@ def test_batches_of_any_size_land_whole_in_order_and_as_pocketbase_rows(tmp_path
         assert created == f"2026-12-07 00:00:00.{250 + number:03d}Z"
 
 
+def test_rows_with_very_long_data_land_whole_among_the_others(tmp_path: Path) -> None:
+    """A row's data of 256 KiB or more (an error's details) does not fit its packed length: it ends its part of
+    the batch and is read to the end of that part's blob; the rows before and after it stay whole and in order."""
+    init_tenant_database(tmp_path)
+    logs = RequestLogs(batch=10**6, interval=3600)
+    details = orjson.dumps({"field": "x" * 300_000})
+    for number in range(6):
+        huge = number in (2, 4, 5)
+        logs.add((tmp_path, 5, ERROR_LEVEL if huge else INFO_LEVEL, "GET", f"/api/x/{number}", 400 if huge else 200,
+                  0.25, "", "test", "", None, None, None, "Bad." if huge else None, details if huge else None,
+                  CREATED + number / 1000 + 0.0004))
+    logs.close()
+    rows = _rows(tmp_path)
+    assert [row[2] for row in rows] == [f"GET /api/x/{number}" for number in range(6)]
+    for number, (_, level, _, data, _, created) in enumerate(rows):
+        huge = number in (2, 4, 5)
+        assert level == (ERROR_LEVEL if huge else INFO_LEVEL)
+        assert orjson.loads(data).get("details") == (orjson.loads(details) if huge else None)
+        assert orjson.loads(data)["url"] == f"/api/x/{number}" and data.endswith('"userAgent":"test"}')
+        assert created == f"2026-12-07 00:00:00.{250 + number:03d}Z"
+
+
+def test_a_batch_past_16_mib_is_written_in_parts_whole_and_in_order(tmp_path: Path) -> None:
+    """A row's start in its part's blob has 24 bits: a batch of more than 16 MiB of rows goes in two parts."""
+    init_tenant_database(tmp_path)
+    logs = RequestLogs(batch=10**6, interval=3600)
+    escaped = "\x01" * 1999  # six bytes each in the data's JSON: ~24 KB of data a row with the referer
+    for number in range(800):  # ~19 MB
+        logs.add((tmp_path, 5, INFO_LEVEL, "GET", f"/api/x/{number}", 200, 1.0, escaped, escaped, "", None, None, None,
+                  None, None, CREATED))
+    logs.close()
+    rows = _rows(tmp_path)
+    assert [row[2] for row in rows] == [f"GET /api/x/{number}" for number in range(800)]
+    assert all(orjson.loads(row[3])["userAgent"] == escaped == orjson.loads(row[3])["referer"] for row in rows)
+
+
 # A request stock PocketBase 0.40.6 logged (``GET /api/health?a=1&b=%3Cx%3E&c=%E2%80%A8é`` with a user agent and a
 # referer, its logs settings' defaults), and its row in auxiliary.db ``_logs``, read with sqlite3.
 POCKETBASE_MESSAGE = "GET /api/health?a=1&b=<x>&c=\u2028é"
