@@ -466,8 +466,9 @@ class InProcessQueue:
     @property
     def outstanding(self) -> int:
         """Requests queued or taken and not yet answered."""
-    def take(self) -> list[HandedRequest]:
-        """Clear the eventfd and return the queued requests, oldest first ([] once closed)."""
+    def take(self, limit: int = 64) -> list[HandedRequest]:
+        """Clear the eventfd and return the oldest ``limit`` queued requests ([] once closed); the eventfd is
+        readable again when more are left."""
     def close(self) -> int:
         """Refuse new requests (503) and drop the queued ones (their clients get a 502); returns how many."""
 

@@ -32,6 +32,9 @@ RSGIApp = Callable[[Scope, HTTPProtocol], Awaitable[None]]
 JSON = [("content-type", "application/json")]
 _FAILED = orjson.dumps({"status": 500, "message": "Something went wrong while processing your request.",
                         "data": {}})
+# Requests started per wake-up of the loop: the rest wait in the queue (the eventfd stays readable) until the loop
+# has run what it had ready, so a burst does not push its other work (a heartbeat's answer, say) far back.
+TAKE_PER_WAKE = 16
 # What a handler may buffer through ``response_stream`` on this path (only realtime streams, which do not
 # take it, stream for long; anything longer is cut with a 500 instead of growing without bound).
 STREAM_BUFFER_LIMIT = 16 << 20
@@ -137,15 +140,18 @@ class InProcessDispatcher:
         self._loop = loop
         loop.add_reader(self.queue.fd, self._take)
 
-    def _take(self) -> None:
+    def _take(self) -> int:
+        """Start the handler on the next queued requests; returns how many were taken."""
         assert self._loop is not None
-        for request in self.queue.take():
+        taken = self.queue.take(TAKE_PER_WAKE)
+        for request in taken:
             if request.cancelled:  # the client went away while it waited
                 self.dropped += 1
                 continue
             task = self._loop.create_task(self._serve(request))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        return len(taken)
 
     async def _serve(self, request: HandedRequest) -> None:
         proto = InProcessProtocol(request)
@@ -163,7 +169,8 @@ class InProcessDispatcher:
         being answered ``seconds`` to finish. Call it after the native listener stopped (it drained)."""
         if self._loop is not None:
             self._loop.remove_reader(self.queue.fd)
-            self._take()  # what was queued before the listener stopped
+            while self._take():  # what was queued before the listener stopped
+                pass
         dropped = self.queue.close()
         if dropped:
             log.warning("in-process hand-over: %d queued requests dropped at shutdown", dropped)

@@ -136,13 +136,23 @@ impl InProcess {
         Ok(receiver)
     }
 
-    /// Everything queued (clears the wake-up first; see `submit`).
-    pub fn take(&self) -> Vec<Handed> {
+    /// The oldest `limit` queued requests (clears the wake-up first, see `submit`; sets it again when more are
+    /// left, so that the loop comes back for them after what it has ready: a burst does not fill its ready queue
+    /// at once, ahead of its other work).
+    pub fn take(&self, limit: usize) -> Vec<Handed> {
         self.wake.clear();
         if self.closed.load(Ordering::Acquire) {
             return Vec::new();
         }
-        self.queue.lock().drain(..).collect()
+        let mut queue = self.queue.lock();
+        let count = queue.len().min(limit);
+        let taken: Vec<Handed> = queue.drain(..count).collect();
+        let more = !queue.is_empty();
+        drop(queue);
+        if more {
+            self.wake.notify();
+        }
+        taken
     }
 
     /// Refuse new requests and drop the queued ones; returns how many were dropped.
@@ -191,9 +201,10 @@ impl InProcessQueue {
         self.core.outstanding()
     }
 
-    /// The queued requests, oldest first.
-    fn take(&self, py: Python<'_>) -> PyResult<Vec<HandedRequest>> {
-        self.core.take().into_iter().map(|handed| HandedRequest::new(py, handed)).collect()
+    /// The oldest ``limit`` queued requests.
+    #[pyo3(signature = (limit = 64))]
+    fn take(&self, py: Python<'_>, limit: usize) -> PyResult<Vec<HandedRequest>> {
+        self.core.take(limit).into_iter().map(|handed| HandedRequest::new(py, handed)).collect()
     }
 
     fn close(&self) -> usize {
@@ -235,7 +246,7 @@ mod tests {
         let _first = submit(&queue).unwrap();
         let _second = submit(&queue).unwrap();
         assert_eq!(submit(&queue).unwrap_err(), Refused::Busy);
-        let mut taken = queue.take();
+        let mut taken = queue.take(8);
         assert_eq!(taken.len(), 2);
         assert_eq!(queue.outstanding(), 2, "taken but not answered: still counted");
         let handed = taken.pop().unwrap();
@@ -250,7 +261,7 @@ mod tests {
         let mut kept = submit(&queue).unwrap();
         let gone = submit(&queue).unwrap();
         drop(gone);
-        let mut taken = queue.take().into_iter();
+        let mut taken = queue.take(8).into_iter();
         let (first, second) = (taken.next().unwrap(), taken.next().unwrap());
         assert!(!first.reply.cancelled());
         assert!(second.reply.cancelled());
@@ -261,13 +272,26 @@ mod tests {
     }
 
     #[test]
+    fn a_take_leaves_the_rest_for_the_next_wake_up() {
+        let queue = InProcess::new(8).unwrap();
+        let _waiting: Vec<_> = (0..3).map(|_| submit(&queue).unwrap()).collect();
+        assert_eq!(queue.take(2).len(), 2);
+        let mut poll = libc::pollfd { fd: queue.fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd on the stack, no wait.
+        assert_eq!(unsafe { libc::poll(&mut poll, 1, 0) }, 1, "readable again: one is left");
+        assert_eq!(queue.take(2).len(), 1);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::poll(&mut poll, 1, 0) }, 0);
+    }
+
+    #[test]
     fn close_drops_the_queued_and_refuses_new_ones() {
         let queue = InProcess::new(4).unwrap();
         let mut waiting = submit(&queue).unwrap();
         assert_eq!(queue.close(), 1);
         assert!(waiting.try_recv().is_err());
         assert_eq!(submit(&queue).unwrap_err(), Refused::Closed);
-        assert!(queue.take().is_empty());
+        assert!(queue.take(8).is_empty());
         assert_eq!(queue.outstanding(), 0);
     }
 }
