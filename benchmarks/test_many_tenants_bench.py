@@ -28,7 +28,8 @@ otherwise: with fewer, the uniform mix keeps evicting tenants and opening them a
 Short form (CI): 4 tenants, 2 s. Full form (figures in benchmarks/RESULTS.md):
 ``PBFAST_BENCH_FULL=1 python -m pytest benchmarks/test_many_tenants_bench.py -s -p no:cacheprovider``
 (100 and 1,000 tenants, ~7 min; ``PBFAST_BENCH_TENANTS=100`` picks the counts, ``PBFAST_BENCH_PB_MAX`` the cap,
-``PBFAST_BENCH_WORKERS=2`` pbfast's ``--workers``, ``PBFAST_BENCH_MAX_TENANTS=500`` its ``--max-tenants``).
+``PBFAST_BENCH_WORKERS=2`` pbfast's ``--workers``, ``PBFAST_BENCH_MAX_TENANTS=500`` its ``--max-tenants``,
+``PBFAST_BENCH_FLAGS=--gateway-data-path=python`` any other flags of pbfast's, comma-separated).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ RECORDS = 1_000
 COLD_SAMPLES = 20 if FULL else 3
 WORKERS = os.environ.get("PBFAST_BENCH_WORKERS")  # pbfast's --workers (default: pbfast's own default)
 MAX_OPEN = os.environ.get("PBFAST_BENCH_MAX_TENANTS")  # pbfast's --max-tenants (default: every tenant stays open)
+FLAGS = [flag for flag in os.environ.get("PBFAST_BENCH_FLAGS", "").split(",") if flag]  # other pbfast flags
 SUPERUSER = ("many@example.com", "many-password-1")
 COLLECTION = {
     "name": "posts", "type": "base", "listRule": "", "viewRule": "", "createRule": "",
@@ -272,7 +274,7 @@ def _pbfast_side(start: Start, template: Path, tenants: int, directory: Path) ->
     for i in range(tenants):
         _copy_data(template, data_dir / "tenants" / f"t{i}")
     max_open = int(MAX_OPEN) if MAX_OPEN else tenants + 10
-    extra = (f"--max-tenants={max_open}", *([f"--workers={WORKERS}"] if WORKERS else []))
+    extra = (f"--max-tenants={max_open}", *([f"--workers={WORKERS}"] if WORKERS else []), *FLAGS)
     process, cp, gw = start_all_in_one(start, data_dir, *extra)
     with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
         for i in range(tenants):

@@ -5,7 +5,7 @@ each method takes the internal lock (or lock-free snapshot) it needs and never c
 ``pbfast.reference`` holds pure-Python twins with the same behaviour (tests and benchmark baseline).
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -267,6 +267,7 @@ class GatewayServer:
         held_stream_limit_bytes: int = 4194304,
         held_streams_budget_bytes: int = 268435456,
         held_stream_timeout_seconds: float = 30.0,
+        in_process: InProcessQueue | None = None,
     ) -> None:
         """Raises ValueError for a token that is not a header value, ``threads`` outside 1..256, a header
         limit under 1024, a non-positive timeout, a held stream limit under 64 KiB or a budget under it.
@@ -274,7 +275,10 @@ class GatewayServer:
         multiplexed connections: each may have ``held_stream_limit_bytes`` queued for its client, all of them
         ``held_streams_budget_bytes`` (past it the largest are dropped), and a node that takes no commands or
         answers no keepalive probes for ``held_stream_timeout_seconds`` has its connection dropped (its streams
-        end cleanly); these three are process-wide (the last gateway made sets them)."""
+        end cleanly); these three are process-wide (the last gateway made sets them). ``in_process`` (an
+        all-in-one): requests for the Python side whose body was read whole go on this queue instead of the
+        Unix socket, except realtime streams, ``Upgrade`` requests and ``GET``/``HEAD`` of ``/api/files/``
+        and ``/_/``; a full queue is answered 503."""
     @property
     def running(self) -> bool: ...
     def start(self, host: str, port: int) -> int:
@@ -454,6 +458,77 @@ class WorkerCounters:
     def row(self, worker: int) -> list[int]: ...
     def totals(self) -> list[int]:
         """Per slot, the sum over all workers."""
+
+@final
+class InProcessQueue:
+    """The all-in-one's bounded queue of requests from the gateway's native threads to the event loop
+    (rust/src/gateway/in_process.rs): at most ``capacity`` requests queued or being answered; the eventfd
+    ``fd`` is readable while requests wait. Thread-safety: filled by the gateway's threads, taken on one."""
+
+    def __new__(cls, capacity: int = 4096) -> InProcessQueue:
+        """Raises ValueError for a capacity of 0, OSError when no eventfd can be made."""
+    @property
+    def fd(self) -> int: ...
+    @property
+    def outstanding(self) -> int:
+        """Requests queued or taken and not yet answered."""
+    def take(self, limit: int = 64) -> list[HandedRequest]:
+        """Clear the eventfd and return the oldest ``limit`` queued requests ([] once closed); the eventfd is
+        readable again when more are left."""
+    def close(self) -> int:
+        """Refuse new requests (503) and drop the queued ones (their clients get a 502); returns how many."""
+
+@final
+class HandedHeaders:
+    """A handed request's headers, read as granian's RSGI scope headers (lowercase names, case-insensitive
+    lookups; values that are not visible ASCII are left out)."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def get_all(self, key: str) -> list[str]: ...
+    def keys(self) -> list[str]: ...
+    def values(self) -> list[str]: ...
+    def items(self) -> list[tuple[str, str]]: ...
+    def __contains__(self, key: str, /) -> bool: ...
+    def __getitem__(self, key: str, /) -> str: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[str]: ...
+
+@final
+class HandedRequest:
+    """One request from :class:`InProcessQueue`: an RSGI-shaped HTTP scope with the values a request handed
+    over the Unix socket has (``http_version`` "1.1", ``path`` percent-decoded with invalid UTF-8 replaced,
+    ``query_string`` raw, ``client`` ``ip:0`` from ``x-pbfast-client``), its body, and ``respond``."""
+
+    @property
+    def proto(self) -> str: ...
+    @property
+    def http_version(self) -> str: ...
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query_string(self) -> str: ...
+    @property
+    def authority(self) -> str | None: ...
+    @property
+    def client(self) -> str: ...
+    @property
+    def server(self) -> str: ...
+    @property
+    def headers(self) -> HandedHeaders: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def cancelled(self) -> bool:
+        """The client went away (or an answer was sent): nobody waits for one."""
+    @property
+    def answered(self) -> bool: ...
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> bool:
+        """Send the answer; False when one was sent already or nobody waits. Raises ValueError for a status
+        outside 100..999."""
 
 @final
 class StreamHolder:

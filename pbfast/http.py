@@ -49,15 +49,21 @@ DEFAULT_BODY_LIMIT = 1 << 20
 
 
 class Scope(Protocol):
-    """The parts of granian's RSGI scope pbfast reads."""
+    """The parts of granian's RSGI scope pbfast reads (read-only: granian's scope and the in-process
+    hand-over's :class:`~pbfast._native.HandedRequest` both offer them as properties)."""
 
-    proto: str
-    method: str
-    path: str
-    query_string: str
-    authority: str | None
-    client: str
-
+    @property
+    def proto(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query_string(self) -> str: ...
+    @property
+    def authority(self) -> str | None: ...
+    @property
+    def client(self) -> str: ...
     @property
     def headers(self) -> Any: ...
 

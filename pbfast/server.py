@@ -41,7 +41,7 @@ from pbfast.control_plane.routes import RouteFeed
 from pbfast.cp_client import ControlPlaneClient
 from pbfast.gateway.app import MOVE_WAIT_SECONDS, GatewayApp, LocalNode
 from pbfast.gateway.metrics import GatewayMetrics
-from pbfast.gateway.native import HeldStreamLimits, NativeFrontend
+from pbfast.gateway.native import IN_PROCESS_CAPACITY, HeldStreamLimits, NativeFrontend
 from pbfast.gateway.proxy import NodeProxy, ProxyLimits
 from pbfast.gateway.routes import RouteWatcher
 from pbfast.gc_tuning import collect_when_idle, tune_for_serving
@@ -303,9 +303,12 @@ def _gateway(config: ServeConfig, parts: Components, cluster_token: str, cp_addr
                                 budget_bytes=settings.held_streams_budget_mb << 20,
                                 timeout_seconds=settings.held_stream_timeout)
         frontend = NativeFrontend(address, routes, breakers, cluster_token, limits, settings.threads,
-                                  MOVE_WAIT_SECONDS, access_log=settings.access_log, held=held)
+                                  MOVE_WAIT_SECONDS, access_log=settings.access_log, held=held,
+                                  in_process_capacity=IN_PROCESS_CAPACITY if local_nodes else None)
         app = GatewayApp(watcher, local_nodes, proxy, metrics, metrics_token=cluster_token, trust_client_header=True,
                          native_stats=frontend.stats)
+        frontend.dispatch_to(app.__rsgi__)  # plain requests skip the Unix socket (pbfast.gateway.in_process)
+        parts.on_loop.append(frontend.attach)
         parts.listeners.append(Listener("Gateway", address, app, uds=frontend.socket_path, http1_only=True))
         parts.native.append(frontend)
         parts.tasks.append(frontend.run_logs)

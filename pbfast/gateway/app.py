@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pbfast._native import HandedRequest
 from pbfast.cluster.wire import CLIENT_HEADER, RAW_PATH_HEADER
 from pbfast.gateway.http1_request import node_raw_path
 from pbfast.gateway.metrics import GatewayMetrics
@@ -111,7 +112,8 @@ class GatewayApp:
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
             return
-        if self.trust_client_header:
+        handed = isinstance(scope, HandedRequest)  # in process: its client is the header's, its body read whole
+        if self.trust_client_header and not handed:
             client = scope.headers.get(CLIENT_HEADER)
             if client:
                 scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")
@@ -125,7 +127,7 @@ class GatewayApp:
                 target = f"{scope.path}?{scope.query_string}" if scope.query_string else scope.path
                 client = scope.client.rpartition(":")[0].strip("[]") or scope.client
                 access_log.info("%s %s %s %d %.2fms", client, scope.method, target[:1024], status, elapsed * 1000)
-            if _may_have_body(scope):
+            if not handed and _may_have_body(scope):
                 # Answered without reading it all (a 404, a refused login): granian would close the connection
                 # over the unread rest, resetting the native side's hand-over that is still sending it.
                 await discard_unread_body(proto)

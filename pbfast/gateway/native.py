@@ -6,7 +6,9 @@ own threads without the GIL. What it does not handle itself, it hands to the Pyt
 0700) and trusts the ``x-pbfast-client`` header there: the gateway's own routes, unknown and inactive
 tenants (waiting for the first routing table or for a move), ``https://`` nodes, in-process nodes (in
 ``all-in-one``: every tenant request). Both share the routing
-table and the circuit breakers; ``/metrics`` adds the native counters to the Python ones.
+table and the circuit breakers; ``/metrics`` adds the native counters to the Python ones. In an all-in-one
+plain requests skip the socket: they reach the same app through an in-process queue
+(:mod:`pbfast.gateway.in_process`).
 
 Thread-safety: :meth:`NativeFrontend.start` and :meth:`NativeFrontend.stop` are called from the event
 loop's thread (stop through an executor, since it blocks while connections drain).
@@ -21,14 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pbfast._native import GatewayServer
+from pbfast._native import GatewayServer, InProcessQueue
 from pbfast.config import Address
+from pbfast.gateway.in_process import InProcessDispatcher, RSGIApp
 from pbfast.gateway.metrics import LATENCY_BUCKETS
 from pbfast.gateway.proxy import ProxyLimits
 from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import CircuitBreakers, RoutingTable
 
-__all__ = ["FALLBACK_READY_SECONDS", "HeldStreamLimits", "NativeFrontend"]
+__all__ = ["FALLBACK_READY_SECONDS", "IN_PROCESS_CAPACITY", "HeldStreamLimits", "NativeFrontend"]
 
 log = component_logger("Gateway")
 access_log = component_logger("GatewayAccess")
@@ -36,6 +39,8 @@ access_log = component_logger("GatewayAccess")
 FALLBACK_READY_SECONDS = 10.0
 LOG_INTERVAL = 0.2
 SOCKET_NAME = "python.sock"
+# Requests queued for, or being answered by, the event loop in process at once; one more is answered 503.
+IN_PROCESS_CAPACITY = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,9 @@ class NativeFrontend:
 
     def __init__(self, address: Address, routes: RoutingTable, breakers: CircuitBreakers, cluster_token: str,
                  limits: ProxyLimits, threads: int, move_wait_seconds: float, access_log: bool = False,
-                 held: HeldStreamLimits | None = None) -> None:
+                 held: HeldStreamLimits | None = None, in_process_capacity: int | None = None) -> None:
+        """``in_process_capacity``: hand plain requests to this process's event loop through a queue of that
+        bound (an all-in-one, whose every tenant request is handed over) instead of the Unix socket."""
         self.address = address
         self.threads = threads
         self.access_log = access_log
@@ -63,6 +70,8 @@ class NativeFrontend:
         self._dir = Path(tempfile.mkdtemp(prefix="pbfast-gw-"))
         self.socket_path = self._dir / SOCKET_NAME
         held_limits = held or HeldStreamLimits()
+        self.in_process = InProcessQueue(in_process_capacity) if in_process_capacity is not None else None
+        self._dispatcher: InProcessDispatcher | None = None
         self.server = GatewayServer(
             routes, breakers, cluster_token, self.socket_path,
             latency_buckets=list(LATENCY_BUCKETS),
@@ -79,7 +88,18 @@ class NativeFrontend:
             held_stream_limit_bytes=held_limits.stream_limit_bytes,
             held_streams_budget_bytes=held_limits.budget_bytes,
             held_stream_timeout_seconds=held_limits.timeout_seconds,
+            in_process=self.in_process,
         )
+
+    def dispatch_to(self, app: RSGIApp) -> None:
+        """The app that answers the in-process queue's requests (the one on the Unix socket)."""
+        if self.in_process is not None:
+            self._dispatcher = InProcessDispatcher(self.in_process, app)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch the in-process queue on ``loop`` (the loop the app runs on)."""
+        if self._dispatcher is not None:
+            self._dispatcher.attach(loop)
 
     async def start(self) -> None:
         """Wait until the Python side listens on its socket, then start the native listener.
@@ -105,6 +125,8 @@ class NativeFrontend:
         """Stop accepting and drain open connections for at most ``grace_seconds`` (the event loop keeps
         running meanwhile, so handed-over requests can finish)."""
         await asyncio.get_running_loop().run_in_executor(None, self.server.stop, grace_seconds)
+        if self._dispatcher is not None:
+            await self._dispatcher.close(grace_seconds)
 
     def close(self) -> None:
         """Write what is left of the logs; remove the socket's directory (after both servers stopped)."""

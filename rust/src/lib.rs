@@ -44,6 +44,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tenant_cache::TenantCache>()?;
     m.add_class::<breaker::CircuitBreakers>()?;
     m.add_class::<gateway::GatewayServer>()?;
+    m.add_class::<gateway::in_process::InProcessQueue>()?;
+    m.add_class::<gateway::handed_request::HandedRequest>()?;
+    m.add_class::<gateway::handed_headers::HandedHeaders>()?;
     m.add_class::<node_shm::region::NodeSharedMemory>()?;
     m.add_class::<node_shm::tenant_table::SharedTenantTable>()?;
     m.add_class::<node_shm::quotas::SharedQuotas>()?;

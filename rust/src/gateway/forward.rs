@@ -38,6 +38,7 @@ use super::fallback::{Failure, Fallback, HandOverBody};
 use super::headers::{self, Peer};
 use super::h1::{FastPool, NodeBody, Outgoing};
 use super::held::{self, Held};
+use super::in_process::{self, InProcess, Refused};
 use super::wire;
 use super::pool::{NodePool, Returning, SendError};
 use super::stats::{Retry, Stats, Upstream};
@@ -74,6 +75,8 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// What went wrong that is nobody's answer (Python logs it).
     pub warnings: Warnings,
+    /// The all-in-one's queue to the event loop (plain requests skip the Unix socket: [`in_process`]).
+    pub in_process: Option<Arc<InProcess>>,
 }
 
 /// Where and how a thread's clients connect.
@@ -631,6 +634,39 @@ impl DataPath {
         }
     }
 
+    /// Queue the request for the event loop in this process and pass its answer on (see [`in_process`]).
+    async fn hand_over_in_process(&self, mut head: http::request::Parts, data: Bytes, id: &str) -> Answer {
+        let Some(queue) = self.in_process.as_ref() else {
+            return Answer::Native(error(StatusCode::BAD_GATEWAY, "The gateway's Python side is unreachable.", Some(1)));
+        };
+        if !data.is_empty() {
+            // As the Unix socket's hand-over had it (hyper frames a whole body with its length).
+            head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+        }
+        let waiting = match queue.submit(head.method, head.uri, head.headers, data) {
+            Ok(waiting) => waiting,
+            Err(Refused::Busy) => {
+                self.stats.upstream_error(Upstream::HandOver);
+                self.warnings.record("in-process hand-over queue full, answered 503".to_owned(), id);
+                return Answer::Native(error(StatusCode::SERVICE_UNAVAILABLE, "The node is busy; retry shortly.", Some(1)));
+            }
+            Err(Refused::Closed) => {
+                return Answer::Native(error(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down; retry shortly.", Some(1)));
+            }
+        };
+        let Ok(answer) = waiting.await else {
+            self.stats.upstream_error(Upstream::HandOver);
+            self.warnings.record("the in-process hand-over was dropped unanswered, answered 502".to_owned(), id);
+            return Answer::Native(error(StatusCode::BAD_GATEWAY, "The gateway's Python side closed the connection.", Some(1)));
+        };
+        let body = if answer.body.is_empty() { body::empty() } else { body::full(answer.body) };
+        let mut response = Response::new(body);
+        *response.status_mut() = answer.status;
+        *response.headers_mut() = answer.headers;
+        headers::strip_response(response.headers_mut());
+        Answer::HandedOver(response)
+    }
+
     /// Send the request to the gateway's Python side and pass its answer on. The Python side listens before
     /// this path does, so a failure here is never "not ready": what could not have reached it is sent again
     /// (see [`Fallback`]), the rest is a 502, logged with the request's id.
@@ -659,6 +695,14 @@ impl DataPath {
         if held::may_be_held(&head.method, head.uri.path()) {
             head.headers.insert(wire::STREAM_HOLDER, self.token.clone());
         }
+        let body = match body {
+            HandOverBody::Whole(data)
+                if self.in_process.is_some() && in_process::takes(&head.method, head.uri.path(), &parts.headers) =>
+            {
+                return self.hand_over_in_process(head, data, id()).await;
+            }
+            body => body,
+        };
         if !head.headers.contains_key(header::HOST) {
             // HTTP/2 carries the host as `:authority`, which hyper puts in the URI.
             if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {

@@ -12,9 +12,12 @@ pub mod event_stream;
 pub mod fallback;
 pub mod forward;
 pub mod h1;
+pub mod handed_headers;
+pub mod handed_request;
 pub mod held;
 pub mod held_mux;
 pub mod idle;
+pub mod in_process;
 pub mod headers;
 pub mod http2;
 pub mod pool;
@@ -22,6 +25,7 @@ pub mod request_line;
 pub mod stats;
 pub mod target;
 pub mod unix;
+pub mod wake_fd;
 pub mod warnings;
 pub mod wire;
 
@@ -80,7 +84,8 @@ impl GatewayServer {
         max_body_bytes = 33_554_432, max_header_bytes = 32_768, connect_timeout_seconds = 1.0,
         read_timeout_seconds = 30.0, client_idle_seconds = 60.0, pool_idle_seconds = 15.0,
         max_idle_per_node = 256, move_wait_seconds = 5.0, threads = 1, access_log = false,
-        held_stream_limit_bytes = 4_194_304, held_streams_budget_bytes = 268_435_456, held_stream_timeout_seconds = 30.0
+        held_stream_limit_bytes = 4_194_304, held_streams_budget_bytes = 268_435_456, held_stream_timeout_seconds = 30.0,
+        in_process = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
@@ -102,6 +107,7 @@ impl GatewayServer {
         held_stream_limit_bytes: usize,
         held_streams_budget_bytes: usize,
         held_stream_timeout_seconds: f64,
+        in_process: Option<Py<in_process::InProcessQueue>>,
     ) -> PyResult<Self> {
         let token = HeaderValue::from_str(cluster_token)
             .map_err(|_| PyValueError::new_err("cluster_token must be a valid header value"))?;
@@ -146,6 +152,7 @@ impl GatewayServer {
             stats: Stats::new(latency_buckets),
             access_log: access_log.then(AccessLog::default),
             warnings: Default::default(),
+            in_process: in_process.map(|queue| queue.get().core.clone()),
         };
         Ok(GatewayServer { shared: Arc::new(shared), pools, threads, running: Mutex::new(None) })
     }

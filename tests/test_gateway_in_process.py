@@ -1,0 +1,187 @@
+"""The all-in-one's in-process hand-over (``InProcessQueue``, :mod:`pbfast.gateway.in_process`) through the
+native data path's Python interface: a ``GatewayServer`` whose Python side is an RSGI app on an event loop
+in this process for plain requests, and a stdlib server on the Unix socket for the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from pbfast._native import GatewayServer, InProcessQueue
+from pbfast.gateway.in_process import InProcessDispatcher
+from pbfast.gateway.metrics import LATENCY_BUCKETS
+from pbfast.http import HTTPProtocol, Scope, discard_unread_body
+from pbfast.primitives import CircuitBreakers, RoutingTable
+from test_gateway_native import _Echo, _serve, _UnixServer
+
+TOKEN = "cluster-token-in-process-0123456789"
+CAPACITY = 2
+
+
+class _App:
+    """Echoes the scope and body it got as JSON (``/hold``: once ``release`` is set)."""
+
+    def __init__(self) -> None:
+        self.release: asyncio.Event | None = None
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Scope, proto: HTTPProtocol) -> None:
+        self.seen.append(scope.path)
+        if scope.path.endswith("/hold"):
+            assert self.release is not None
+            await self.release.wait()
+        if scope.path.endswith("/fail"):
+            raise RuntimeError("a handler bug")
+        body = await proto()
+        await discard_unread_body(proto)  # what the gateway's app does after answering: nothing left here
+        payload = {"server": "in-process", "method": scope.method, "path": scope.path, "query": scope.query_string,
+                   "client": scope.client, "headers": [[k, v] for k, v in scope.headers.items()],
+                   "body": body.decode(), "version": getattr(scope, "http_version", None)}
+        proto.response_bytes(201, [("content-type", "application/json"), ("x-pbfast-internal", "dropped"),
+                                   ("x-answer", "1")], orjson.dumps(payload))
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory, loop: asyncio.AbstractEventLoop) -> Iterator[dict[str, Any]]:
+    socket_path = tmp_path_factory.mktemp("in-process") / "py.sock"
+    fallback = _serve(_UnixServer(str(socket_path), _Echo), "python")
+    routes = RoutingTable("pb.test")
+    routes.replace([("acme", "local://n1", 1, True)], 1)
+    queue = InProcessQueue(CAPACITY)
+    server = GatewayServer(routes, CircuitBreakers(2, 30.0, 1), TOKEN, socket_path,
+                           latency_buckets=list(LATENCY_BUCKETS), threads=1, in_process=queue)
+    app = _App()
+    loop.call_soon_threadsafe(lambda: setattr(app, "release", asyncio.Event()))
+    dispatcher = InProcessDispatcher(queue, app)
+    loop.call_soon_threadsafe(dispatcher.attach, loop)
+    port = server.start("127.0.0.1", 0)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "app": app, "queue": queue, "loop": loop,
+               "dispatcher": dispatcher}
+    finally:
+        server.stop(0.5)
+        asyncio.run_coroutine_threadsafe(dispatcher.close(0.5), loop).result(5)
+        fallback.shutdown()
+        fallback.server_close()
+
+
+def _headers(echo: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_plain_request_reaches_the_loop_as_the_sockets_hand_over_had_it(rig: dict[str, Any]) -> None:
+    answer = httpx.post(f"{rig['url']}/t/acme/api/a%2Fb%20c?x=%20y&z", content=b'{"a":1}',
+                        headers={"x-pbfast-client": "forged", "x-request-id": "rid-1", "Cookie": "k=v"})
+    assert answer.status_code == 201, answer.text
+    echo = answer.json()
+    assert echo["server"] == "in-process" and echo["method"] == "POST" and echo["version"] == "1.1"
+    assert echo["path"] == "/t/acme/api/a/b c" and echo["query"] == "x=%20y&z"
+    headers = _headers(echo)
+    # the raw path for the node's router, the client's address (never the client's own x-pbfast-*), the
+    # body's length as hyper framed it over the socket, the request id
+    assert headers["x-pbfast-path"] == ["/t/acme/api/a%2Fb%20c"]
+    assert headers["x-pbfast-client"] == ["127.0.0.1"] and echo["client"] == "127.0.0.1:0"
+    assert headers["content-length"] == ["7"] and echo["body"] == '{"a":1}'
+    assert headers["x-request-id"] == ["rid-1"] and headers["cookie"] == ["k=v"]
+    # the answer: the app's headers but the cluster's internal ones, and the request id
+    assert answer.headers["x-answer"] == "1" and "x-pbfast-internal" not in answer.headers
+    assert answer.headers["x-request-id"] == "rid-1" and "server" not in answer.headers
+
+
+def test_streams_files_and_streamed_bodies_take_the_socket(rig: dict[str, Any]) -> None:
+    url = rig["url"]
+    assert httpx.get(f"{url}/t/acme/api/realtime").json()["server"] == "python"
+    assert httpx.get(f"{url}/t/acme/api/files/posts/r1/a.png").json()["server"] == "python"
+    assert httpx.get(f"{url}/t/acme/_/").json()["server"] == "python"
+    streamed = httpx.post(f"{url}/t/acme/api/x", content=iter([b"ab", b"cd"]))  # chunked: not read whole
+    assert streamed.json()["server"] == "python"
+    assert httpx.post(f"{url}/t/acme/api/realtime", json={}).json()["server"] == "in-process"
+    assert httpx.get(f"{url}/t/acme/api/files/token").json()["server"] == "python"  # GET of /api/files/
+
+
+def test_a_failed_handler_is_a_pocketbase_500_and_the_loop_goes_on(rig: dict[str, Any]) -> None:
+    answer = httpx.get(f"{rig['url']}/t/acme/api/fail")
+    assert answer.status_code == 500
+    assert answer.json() == {"status": 500, "message": "Something went wrong while processing your request.",
+                             "data": {}}
+    assert httpx.get(f"{rig['url']}/t/acme/api/ok").status_code == 201
+
+
+def test_a_full_queue_answers_503_and_a_gone_client_is_dropped(rig: dict[str, Any]) -> None:
+    url, app, queue, loop = rig["url"], rig["app"], rig["queue"], rig["loop"]
+    results: list[int] = []
+
+    def held() -> None:
+        results.append(httpx.get(f"{url}/t/acme/api/hold", timeout=30).status_code)
+
+    threads = [threading.Thread(target=held) for _ in range(CAPACITY)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while queue.outstanding < CAPACITY:
+        assert time.monotonic() < deadline, queue.outstanding
+        time.sleep(0.01)
+    busy = httpx.get(f"{url}/t/acme/api/more")
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    assert busy.json() == {"status": 503, "message": "The node is busy; retry shortly.", "data": {}}
+    loop.call_soon_threadsafe(app.release.set)
+    for thread in threads:
+        thread.join(30)
+    assert results == [201] * CAPACITY
+    assert queue.outstanding == 0
+    loop.call_soon_threadsafe(lambda: setattr(app, "release", asyncio.Event()))
+
+    # A client that goes away while its request waits: the place is given back, the loop never runs it.
+    loop.call_soon_threadsafe(loop.remove_reader, queue.fd)  # the loop takes nothing for now
+    seen = len(app.seen)
+    with socket.create_connection(("127.0.0.1", rig["port"]), timeout=10) as conn:
+        conn.sendall(b"GET /t/acme/api/gone HTTP/1.1\r\nHost: x\r\n\r\n")
+        while queue.outstanding < 1:
+            assert time.monotonic() < deadline + 20
+            time.sleep(0.01)
+    loop.call_soon_threadsafe(rig["dispatcher"].attach, loop)
+    while queue.outstanding:
+        assert time.monotonic() < deadline + 40
+        time.sleep(0.01)
+    assert httpx.get(f"{url}/t/acme/api/after").status_code == 201
+    assert "/t/acme/api/gone" not in app.seen[seen:] and rig["dispatcher"].dropped == 1
+
+
+def test_raw_bytes_in_the_target_are_read_as_pocketbase_reads_them(rig: dict[str, Any]) -> None:
+    answer = _raw(rig["port"], b'GET /t/acme/api/<a>"\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201"), answer
+    echo = orjson.loads(body)
+    assert echo["path"] == '/t/acme/api/<a>"\ufffd'
+    assert _headers(echo)["x-pbfast-path"] == ["/t/acme/api/%3Ca%3E%22%FF"]
