@@ -13,8 +13,8 @@ cannot shorten such a wait: the holder has to run to let go.
 
 So :func:`normal_priority` runs such a moment at the thread's normal priority. Only the moment: the job's other
 Python at normal priority too took cores from the other tenants (their p50 rose by 0.4-1.4 ms). The priority is
-changed through libc with the GIL released (``os.setpriority`` holds it, and a thread that lowers its own
-priority is often preempted in that very call). Going back up needs privilege on Linux (``CAP_SYS_NICE``, or an
+lowered again through libc with the GIL released (``os.setpriority`` holds it, and a thread that lowers its own
+priority is often preempted in that very call: measured, a third of a heavy list's GIL time when tried). Going back up needs privilege on Linux (``CAP_SYS_NICE``, or an
 ``RLIMIT_NICE`` of at least 20); without it the thread stays at the lower priority throughout (as before).
 
 Thread-safety: everything here acts on the calling thread only (its priority and a thread-local)."""
@@ -97,8 +97,8 @@ class _NormalPriority:
         priorities = getattr(_this_thread, "priorities", None)
         self._priorities = priorities
         if priorities is not None:
-            try:
-                _set_nice(priorities[0], priorities[1])
+            try:  # going up: no preemption to fear, so with the GIL held (one GIL hand-over less)
+                os.setpriority(os.PRIO_PROCESS, priorities[0], priorities[1])
             except OSError as err:  # the privilege was taken away meanwhile: stay lower from now on
                 self._priorities = None
                 del _this_thread.priorities
@@ -108,7 +108,7 @@ class _NormalPriority:
                  trace: TracebackType | None) -> None:
         priorities = self._priorities
         if priorities is not None:
-            _set_nice(priorities[0], priorities[2])  # lowering needs no privilege
+            _set_nice(priorities[0], priorities[2])  # going down (no privilege needed): without the GIL
 
 
 def normal_priority() -> _NormalPriority:
