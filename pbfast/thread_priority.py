@@ -6,16 +6,17 @@ its jobs run on background threads at nice +10, and its answers are handed to gr
 (granian's ``response_bytes``) wakes granian's thread, and the woken thread, at normal priority, takes the core
 from the waker in that very call: the background thread is preempted *holding the GIL*, and every thread of the
 process that needs the GIL (the event loop serving the other tenants, granian's thread) waits until the kernel
-runs it again, which at nice +10 on busy cores takes long. Measured under a noisy tenant's load: the call takes
-~35 us of CPU, but on the background thread p50 ~180 us and p99 10-22 ms of wall time with the GIL held; at the
-normal priority p50 ~130 us, p99 ~2 ms (benchmarks/RESULTS.md, "Noisy neighbour"). A shorter GIL switch interval
-cannot shorten such a wait: the holder has to run to let go.
+runs it again, which at nice +10 on busy cores takes long. Measured under a noisy tenant's load (per 1,000 calls):
+the call takes 30-47 us of CPU, but on the background thread a mean of 180-1,340 us and a p99 of 0.5-31 ms of wall
+time with the GIL held; at the normal priority a mean of 130-270 us, p99 0.4-2.7 ms (benchmarks/RESULTS.md, "Noisy
+neighbour"). A shorter GIL switch interval cannot shorten such a wait: the holder has to run to let go.
 
 So :func:`normal_priority` runs such a moment at the thread's normal priority. Only the moment: the job's other
-Python at normal priority too took cores from the other tenants (their p50 rose by 0.4-1.4 ms). The priority is
+Python at normal priority too took cores from the other tenants (their p50 rose, by up to 1.5 ms). The priority is
 lowered again through libc with the GIL released (``os.setpriority`` holds it, and a thread that lowers its own
-priority is often preempted in that very call: measured, a third of a heavy list's GIL time when tried). Going back up needs privilege on Linux (``CAP_SYS_NICE``, or an
-``RLIMIT_NICE`` of at least 20); without it the thread stays at the lower priority throughout (as before).
+priority is often preempted in that very call: when tried, over a quarter of the background threads' GIL time).
+Going back up needs privilege on Linux (``CAP_SYS_NICE``, or an ``RLIMIT_NICE`` of at least 20); without it the
+thread stays at the lower priority throughout (as before).
 
 Thread-safety: everything here acts on the calling thread only (its priority and a thread-local)."""
 
@@ -108,7 +109,10 @@ class _NormalPriority:
                  trace: TracebackType | None) -> None:
         priorities = self._priorities
         if priorities is not None:
-            _set_nice(priorities[0], priorities[2])  # going down (no privilege needed): without the GIL
+            try:
+                _set_nice(priorities[0], priorities[2])  # going down (no privilege needed): without the GIL
+            except OSError as err:  # never seen; the block's work is done, so only say so
+                log.warning("a background database thread could not go back to its lower priority: %s", err)
 
 
 def normal_priority() -> _NormalPriority:
