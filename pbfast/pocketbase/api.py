@@ -40,6 +40,7 @@ from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LI
 from pbfast.pocketbase.request_logs import LogEntry, RequestLogs
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
+from pbfast.thread_priority import normal_priority
 
 __all__ = ["TenantApi"]
 
@@ -295,7 +296,8 @@ class TenantApi:
                     early.release()
             if request.first is None and answer_from_job is not None and request.after_turn is None \
                     and answer_from_job():
-                held.replay(proto)
+                with normal_priority():  # granian's thread, woken here, must not preempt a GIL holder at nice +10
+                    held.replay(proto)
                 answered = True
 
         if run is not None and handler is not batch.batch_transaction:

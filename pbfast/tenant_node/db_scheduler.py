@@ -39,17 +39,16 @@ import asyncio
 import contextvars
 import functools
 import math
-import os
-import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pbfast.logs import component_logger
 from pbfast.tenant_node.loop_waker import LoopWaker
+from pbfast.thread_priority import lower_priority, lower_priority_but_moments
 
 __all__ = ["BACKGROUND_NICE", "DEFAULT_QUEUE_LIMIT", "HEAVY_SHARE", "USAGE_WINDOW_SECONDS", "DbScheduler",
            "TenantBusy", "TenantLoad", "on_background_thread"]
@@ -106,18 +105,6 @@ class _Usage:
         self.at = now
 
 
-def _lower_priority(nice: int) -> None:
-    """Make the calling thread's OS priority ``nice`` lower (Linux: each thread has its own nice value; raising
-    it needs no privilege). Elsewhere the thread keeps its priority: the node still works, only less fairly."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
-    except OSError as err:
-        log.warning("cannot lower the priority of a background database thread: %s", err)
-
-
 @dataclass(slots=True)
 class _Job:
     tenant_id: str
@@ -130,6 +117,8 @@ class _Job:
 class DbScheduler:
     """Runs tenants' database jobs on ``threads`` worker threads, fairly between tenants, and heavy tenants'
     jobs on as many background threads while other tenants are served too."""
+
+    _told_priority: ClassVar[bool] = False  # the log line about background threads' priority, once
 
     def __init__(self, threads: int, queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
         if threads < 1:
@@ -290,7 +279,7 @@ class DbScheduler:
     def enter_background() -> None:
         """Make the calling thread a background one (nice +BACKGROUND_NICE, :func:`on_background_thread`): for
         the thread pools that run a heavy tenant's work outside this scheduler."""
-        _lower_priority(BACKGROUND_NICE)
+        lower_priority(BACKGROUND_NICE)
         _this_thread.background = True
 
     def snapshot(self) -> tuple[dict[str, TenantLoad], int]:
@@ -402,7 +391,13 @@ class DbScheduler:
 
     def _work(self, background: bool) -> None:
         if background:
-            self.enter_background()
+            # Back at the normal priority only to hand an answer over (pbfast.thread_priority: preempted there at
+            # the lower one, the thread held the GIL every other tenant's request waited for).
+            if not lower_priority_but_moments(BACKGROUND_NICE) and not DbScheduler._told_priority:
+                DbScheduler._told_priority = True
+                log.info("background database threads hand their answers over at nice +%d (going back up needs "
+                         "CAP_SYS_NICE): other tenants may wait for the GIL behind them meanwhile", BACKGROUND_NICE)
+            _this_thread.background = True
         while True:
             with self._lock:
                 job = self._next(background)
