@@ -21,7 +21,7 @@ from pbfast.gateway.in_process import InProcessDispatcher
 from pbfast.gateway.metrics import LATENCY_BUCKETS
 from pbfast.http import HTTPProtocol, Scope, discard_unread_body
 from pbfast.primitives import CircuitBreakers, RoutingTable
-from test_gateway_native import _Echo, _serve, _UnixServer
+from test_gateway_native import _Echo, _h2_requests, _serve, _UnixServer
 
 TOKEN = "cluster-token-in-process-0123456789"
 CAPACITY = 2
@@ -185,3 +185,15 @@ def test_raw_bytes_in_the_target_are_read_as_pocketbase_reads_them(rig: dict[str
     echo = orjson.loads(body)
     assert echo["path"] == '/t/acme/api/<a>"\ufffd'
     assert _headers(echo)["x-pbfast-path"] == ["/t/acme/api/%3Ca%3E%22%FF"]
+
+
+def test_an_http2_request_keeps_its_host_from_the_authority(rig: dict[str, Any]) -> None:
+    """h2c carries the host as ``:authority``: the app routes a host-form tenant by the ``host`` header, which the
+    socket's hand-over always had."""
+    host_form, path_form = _h2_requests(rig["port"], [("GET", "acme.pb.test", "/api/y", [], b""),
+                                                      ("POST", "gw.test", "/t/acme/api/x", [("content-length", "2")],
+                                                       b"hi")])
+    assert (host_form["server"], host_form["path"]) == ("in-process", "/api/y")
+    assert _headers(host_form)["host"] == ["acme.pb.test"]
+    assert (path_form["server"], path_form["body"]) == ("in-process", "hi")
+    assert _headers(path_form)["host"] == ["gw.test"]
