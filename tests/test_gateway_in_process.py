@@ -33,9 +33,14 @@ class _App:
     def __init__(self) -> None:
         self.release: asyncio.Event | None = None
         self.seen: list[str] = []
+        self.gone: list[str] = []
 
     async def __call__(self, scope: Scope, proto: HTTPProtocol) -> None:
         self.seen.append(scope.path)
+        if scope.path.endswith("/watch"):  # waits for its client to go, as a queued bcrypt check does
+            await asyncio.wait_for(proto.client_disconnect(), 30)  # type: ignore[attr-defined]
+            self.gone.append(scope.path)
+            return
         if scope.path.endswith("/hold"):
             assert self.release is not None
             await self.release.wait()
@@ -197,3 +202,21 @@ def test_an_http2_request_keeps_its_host_from_the_authority(rig: dict[str, Any])
     assert _headers(host_form)["host"] == ["acme.pb.test"]
     assert (path_form["server"], path_form["body"]) == ("in-process", "hi")
     assert _headers(path_form)["host"] == ["gw.test"]
+
+
+def test_a_handler_sees_its_client_go(rig: dict[str, Any]) -> None:
+    """``client_disconnect`` as granian's: done when the client closed its connection (a password check waiting in
+    line for a gone client is skipped)."""
+    app, queue = rig["app"], rig["queue"]
+    with socket.create_connection(("127.0.0.1", rig["port"]), timeout=10) as conn:
+        conn.sendall(b"GET /t/acme/api/watch HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 20
+        while "/t/acme/api/watch" not in app.seen:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    while "/t/acme/api/watch" not in app.gone:
+        assert time.monotonic() < deadline + 20, app.gone
+        time.sleep(0.01)
+    while queue.outstanding:
+        assert time.monotonic() < deadline + 20
+        time.sleep(0.01)
