@@ -220,3 +220,14 @@ def test_a_handler_sees_its_client_go(rig: dict[str, Any]) -> None:
     while queue.outstanding:
         assert time.monotonic() < deadline + 20
         time.sleep(0.01)
+
+
+def test_percent_encoded_streams_and_files_take_the_socket_too(rig: dict[str, Any]) -> None:
+    """The app reads the path decoded: ``/api/real%74ime`` is the realtime stream (buffered in process it would never
+    be answered and keep its place), ``/%61pi/files/`` a download (read whole into memory in process)."""
+    url = rig["url"]
+    assert httpx.get(f"{url}/t/acme/api/real%74ime").json()["server"] == "python"
+    assert httpx.get(f"{url}/t/acme/%61pi/files/posts/r1/a.png").json()["server"] == "python"
+    assert httpx.head(f"{url}/t/acme/api%2Ffiles/posts/r1/a.png").status_code == 501  # the socket's stub: no HEAD
+    assert httpx.get(f"{url}/t/acme/%5F/").json()["server"] == "python"
+    assert httpx.get(f"{url}/t/acme/api/collections/p%C3%A9/records").json()["server"] == "in-process"
