@@ -21,7 +21,7 @@ from pbfast.gateway.in_process import InProcessDispatcher
 from pbfast.gateway.metrics import LATENCY_BUCKETS
 from pbfast.http import HTTPProtocol, Scope, discard_unread_body
 from pbfast.primitives import CircuitBreakers, RoutingTable
-from test_gateway_native import _Echo, _serve, _UnixServer
+from test_gateway_native import _Echo, _h2_requests, _serve, _UnixServer
 
 TOKEN = "cluster-token-in-process-0123456789"
 CAPACITY = 2
@@ -33,9 +33,14 @@ class _App:
     def __init__(self) -> None:
         self.release: asyncio.Event | None = None
         self.seen: list[str] = []
+        self.gone: list[str] = []
 
     async def __call__(self, scope: Scope, proto: HTTPProtocol) -> None:
         self.seen.append(scope.path)
+        if scope.path.endswith("/watch"):  # waits for its client to go, as a queued bcrypt check does
+            await asyncio.wait_for(proto.client_disconnect(), 30)  # type: ignore[attr-defined]
+            self.gone.append(scope.path)
+            return
         if scope.path.endswith("/hold"):
             assert self.release is not None
             await self.release.wait()
@@ -185,3 +190,44 @@ def test_raw_bytes_in_the_target_are_read_as_pocketbase_reads_them(rig: dict[str
     echo = orjson.loads(body)
     assert echo["path"] == '/t/acme/api/<a>"\ufffd'
     assert _headers(echo)["x-pbfast-path"] == ["/t/acme/api/%3Ca%3E%22%FF"]
+
+
+def test_an_http2_request_keeps_its_host_from_the_authority(rig: dict[str, Any]) -> None:
+    """h2c carries the host as ``:authority``: the app routes a host-form tenant by the ``host`` header, which the
+    socket's hand-over always had."""
+    host_form, path_form = _h2_requests(rig["port"], [("GET", "acme.pb.test", "/api/y", [], b""),
+                                                      ("POST", "gw.test", "/t/acme/api/x", [("content-length", "2")],
+                                                       b"hi")])
+    assert (host_form["server"], host_form["path"]) == ("in-process", "/api/y")
+    assert _headers(host_form)["host"] == ["acme.pb.test"]
+    assert (path_form["server"], path_form["body"]) == ("in-process", "hi")
+    assert _headers(path_form)["host"] == ["gw.test"]
+
+
+def test_a_handler_sees_its_client_go(rig: dict[str, Any]) -> None:
+    """``client_disconnect`` as granian's: done when the client closed its connection (a password check waiting in
+    line for a gone client is skipped)."""
+    app, queue = rig["app"], rig["queue"]
+    with socket.create_connection(("127.0.0.1", rig["port"]), timeout=10) as conn:
+        conn.sendall(b"GET /t/acme/api/watch HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 20
+        while "/t/acme/api/watch" not in app.seen:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    while "/t/acme/api/watch" not in app.gone:
+        assert time.monotonic() < deadline + 20, app.gone
+        time.sleep(0.01)
+    while queue.outstanding:
+        assert time.monotonic() < deadline + 20
+        time.sleep(0.01)
+
+
+def test_percent_encoded_streams_and_files_take_the_socket_too(rig: dict[str, Any]) -> None:
+    """The app reads the path decoded: ``/api/real%74ime`` is the realtime stream (buffered in process it would never
+    be answered and keep its place), ``/%61pi/files/`` a download (read whole into memory in process)."""
+    url = rig["url"]
+    assert httpx.get(f"{url}/t/acme/api/real%74ime").json()["server"] == "python"
+    assert httpx.get(f"{url}/t/acme/%61pi/files/posts/r1/a.png").json()["server"] == "python"
+    assert httpx.head(f"{url}/t/acme/api%2Ffiles/posts/r1/a.png").status_code == 501  # the socket's stub: no HEAD
+    assert httpx.get(f"{url}/t/acme/%5F/").json()["server"] == "python"
+    assert httpx.get(f"{url}/t/acme/api/collections/p%C3%A9/records").json()["server"] == "in-process"

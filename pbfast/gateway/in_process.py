@@ -38,6 +38,8 @@ TAKE_PER_WAKE = 16
 # What a handler may buffer through ``response_stream`` on this path (only realtime streams, which do not
 # take it, stream for long; anything longer is cut with a 500 instead of growing without bound).
 STREAM_BUFFER_LIMIT = 16 << 20
+# How often ``client_disconnect`` looks whether the client went away, while something waits on it.
+DISCONNECT_POLL_SECONDS = 0.1
 
 
 class _BufferedStream:
@@ -85,6 +87,25 @@ class InProcessProtocol:
             if body:
                 yield body
             yield b""
+
+    def client_disconnect(self) -> asyncio.Future[None]:
+        """Done once the client went away (or was answered), as granian's: a bcrypt check waiting in line for a gone
+        client is skipped (:mod:`pbfast.pocketbase.password_checks`). The native side drops the answer's receiver,
+        which nothing signals here: looked at every :data:`DISCONNECT_POLL_SECONDS` until done or cancelled."""
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+        request = self._request
+
+        def look() -> None:
+            if gone.done():
+                return
+            if request.cancelled:
+                gone.set_result(None)
+            else:
+                loop.call_later(DISCONNECT_POLL_SECONDS, look)
+
+        look()
+        return gone
 
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self._request.respond(status, headers, body)

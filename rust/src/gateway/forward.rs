@@ -695,6 +695,13 @@ impl DataPath {
         if held::may_be_held(&head.method, head.uri.path()) {
             head.headers.insert(wire::STREAM_HOLDER, self.token.clone());
         }
+        if !head.headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host as `:authority`, which hyper puts in the URI (both hand-overs route
+            // a host-form tenant by it).
+            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                head.headers.insert(header::HOST, host);
+            }
+        }
         let body = match body {
             HandOverBody::Whole(data)
                 if self.in_process.is_some() && in_process::takes(&head.method, head.uri.path(), &parts.headers) =>
@@ -703,12 +710,6 @@ impl DataPath {
             }
             body => body,
         };
-        if !head.headers.contains_key(header::HOST) {
-            // HTTP/2 carries the host as `:authority`, which hyper puts in the URI.
-            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-                head.headers.insert(header::HOST, host);
-            }
-        }
         let outcome = self.fallback.send(head, body).await;
         for retried in &outcome.retried {
             self.stats.retry(Retry::HandOver);

@@ -22,7 +22,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
-use super::handed_request::HandedRequest;
+use super::handed_request::{decode_path, HandedRequest};
 use super::wake_fd::WakeFd;
 
 /// The Python side's answer to a handed request (a whole body).
@@ -34,15 +34,23 @@ pub struct HandedAnswer {
 }
 
 /// Whether a request handed to the Python side takes the in-process queue (its body read whole is the
-/// caller's condition): not a realtime stream (`GET .../api/realtime`, held or streamed), not an `Upgrade`,
+/// caller's condition): not a realtime stream (`GET .../api/realtime`, held or streamed: buffered here, it would
+/// never be answered and keep its place), not an `Upgrade`,
 /// not a file download or the admin UI's files (`GET`/`HEAD` of `/api/files/` or `/_/`: granian streams
-/// those from disk). Everything else is a plain request and answer.
+/// those from disk; the path as the Python side reads it, percent-decoded: `/%61pi/files/` is a download too,
+/// which this path would read whole into memory). Everything else is a plain request and answer.
 pub fn takes(method: &Method, path: &str, headers: &HeaderMap) -> bool {
-    if super::held::may_be_held(method, path) || headers.contains_key(http::header::UPGRADE) {
+    if headers.contains_key(http::header::UPGRADE) {
         return false;
     }
-    let reads = *method == Method::GET || *method == Method::HEAD;
-    !(reads && (path.contains("/api/files/") || path.contains("/_/") || path.ends_with("/_")))
+    if *method != Method::GET && *method != Method::HEAD {
+        return true;
+    }
+    let decoded = if path.contains('%') { std::borrow::Cow::Owned(decode_path(path)) } else { path.into() };
+    !(super::held::may_be_held(method, &decoded)
+        || decoded.contains("/api/files/")
+        || decoded.contains("/_/")
+        || decoded.ends_with("/_"))
 }
 
 /// Why a request was not queued.
@@ -235,6 +243,11 @@ mod tests {
         assert!(!takes(&Method::HEAD, "/api/files/posts/x/a.png", &plain));
         assert!(!takes(&Method::GET, "/t/a/_/", &plain));
         assert!(!takes(&Method::GET, "/t/a/_", &plain));
+        assert!(!takes(&Method::GET, "/t/a/%61pi/files/posts/x/a.png", &plain), "the Python side reads it decoded");
+        assert!(!takes(&Method::HEAD, "/t/a/api%2Ffiles/posts/x/a.png", &plain));
+        assert!(!takes(&Method::GET, "/t/a/%5F/", &plain));
+        assert!(!takes(&Method::GET, "/t/a/api/real%74ime", &plain));
+        assert!(takes(&Method::GET, "/t/a/api/collections/p%C3%A9/records", &plain));
         let mut upgrade = HeaderMap::new();
         upgrade.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
         assert!(!takes(&Method::GET, "/t/a/api/health", &upgrade));
