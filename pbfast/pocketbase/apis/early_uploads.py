@@ -333,6 +333,8 @@ def _delete_note(files: TenantFiles, key: str) -> None:
         files.store.delete(key)
     except StorageError as err:
         log.warning("%s: deleting the note %s failed (the sweep does): %s", files.prefix, key, err)
+    except Exception:  # noqa: BLE001 - runs on a writer thread, which must live on for the next batches
+        log.exception("%s: deleting the note %s failed (the sweep does)", files.prefix, key)
 
 
 def _hand_over(early: EarlyUploads, note: _SharedNote | None) -> None:
