@@ -186,6 +186,17 @@ class _Proto:
         self.response_bytes(status, headers, b"")
 
 
+
+async def _inline(work: Any) -> None:
+    work()
+
+
+def _handle(tenant: Tenant, path: str, scope: _Scope) -> _Proto:
+    """The request answered in process, its database work run inline (no scheduler)."""
+    proto = _Proto()
+    asyncio.run(TenantApi().handle(tenant, path, scope, proto, run=_inline))  # type: ignore[arg-type]
+    return proto
+
 def test_the_turn_writes_no_file_of_its_own(tenant: Tenant, tmp_path: Path) -> None:
     """The record takes the id and the name its upload was written under before the turn."""
     files = files_of(tenant)
@@ -202,12 +213,7 @@ def test_the_turn_writes_no_file_of_its_own(tenant: Tenant, tmp_path: Path) -> N
 
     files.create, files.create_many = counted, counted_many  # type: ignore[method-assign]
 
-    async def run(work: Any) -> None:
-        work()
-
-    proto = _Proto()
-    asyncio.run(TenantApi().handle(tenant, "/api/collections/docs/records", _Scope(), proto,  # type: ignore[arg-type]
-                                   run=run))
+    proto = _handle(tenant, "/api/collections/docs/records", _Scope())
     assert proto.status == 200, proto.body
     record = orjson.loads(proto.body)
     assert created == [f"{record['collectionId']}/{record['id']}/{record['files'][0]}"], "written once, before the turn"
@@ -229,18 +235,11 @@ def test_an_update_written_early_replaces_its_file_after_the_commit(tenant: Tena
 
     files.create = counted  # type: ignore[method-assign]
 
-    async def run(work: Any) -> None:
-        work()
-
-    made = _Proto()
-    asyncio.run(TenantApi().handle(tenant, "/api/collections/docs/records", _Scope(), made,  # type: ignore[arg-type]
-                                   run=run))
+    made = _handle(tenant, "/api/collections/docs/records", _Scope())
     assert made.status == 200, made.body
     record = orjson.loads(made.body)
     path = f"/api/collections/docs/records/{record['id']}"
-    changed = _Proto()
-    asyncio.run(TenantApi().handle(tenant, path, _Scope("PATCH", path), changed,  # type: ignore[arg-type]
-                                   run=run))
+    changed = _handle(tenant, path, _Scope("PATCH", path))
     assert changed.status == 200, changed.body
     updated = orjson.loads(changed.body)
     assert in_turn == [], "written before the turns"
@@ -276,12 +275,7 @@ def test_an_early_upload_counts_once_against_the_storage_quota(tenant: Tenant) -
     count them a second time (a create that fits the quota is not refused 403)."""
     tenant.max_bytes = tenant.size_bytes() + len(PNG) + len(PNG) // 2  # room for the upload, not for it twice
 
-    async def run(work: Any) -> None:
-        work()
-
-    proto = _Proto()
-    asyncio.run(TenantApi().handle(tenant, "/api/collections/docs/records", _Scope(), proto,  # type: ignore[arg-type]
-                                   run=run))
+    proto = _handle(tenant, "/api/collections/docs/records", _Scope())
     assert proto.status == 200, proto.body
     assert len(orjson.loads(proto.body)["files"]) == 1
 
