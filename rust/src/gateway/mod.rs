@@ -11,6 +11,7 @@ pub mod body;
 pub mod event_stream;
 pub mod fallback;
 pub mod forward;
+mod hand_over;
 pub mod h1;
 pub mod handed_headers;
 pub mod handed_request;
