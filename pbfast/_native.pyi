@@ -71,10 +71,12 @@ def hs256_sign(payload: bytes, key: bytes) -> str:
     """An HS256 JWT of ``payload`` (the claims' JSON) signed with ``key``: header
     ``{"alg":"HS256","typ":"JWT"}``, parts base64url without padding."""
 
-def create_files(items: list[tuple[str, bytes]]) -> None:
+def create_files(items: list[tuple[str, bytes]], append: tuple[str, bytes] | None = None) -> None:
     """Create each ``(path, bytes)`` as a new file (``O_EXCL``), its missing parent directories first, then
     fsync every file and every directory whose entries changed, all without the GIL. All or nothing: on a
-    failure the files created are removed and ``OSError(errno, message, path)`` is raised."""
+    failure the files created are removed and ``OSError(errno, message, path)`` is raised. With ``append``
+    ``(journal, line)``: first ``line`` is appended to the existing file ``journal`` and fdatasynced (never
+    created: a missing one raises, and nothing is created)."""
 
 def find_bytes(haystack: bytes, needle: bytes, start: int) -> int:
     """``haystack.find(needle, start)`` (``start`` >= 0): the first index at or after ``start`` where ``needle``

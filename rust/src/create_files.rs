@@ -10,6 +10,10 @@
 //! (`O_EXCL`: never someone else's) and writes its bytes; then fsyncs every file, then every directory whose
 //! entries changed (each file's own, and the parent of each directory created), one after another on the
 //! calling thread. All or nothing: on any failure each file created is removed (directories stay, empty).
+//!
+//! [`create_files_after_append`] first appends a line to an existing file and makes it durable
+//! ([`crate::append_synced`]: the tenant's journal of pending early uploads, which must name the files before
+//! any of them can survive a crash), then creates the files; a failed append creates nothing.
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -20,6 +24,8 @@ use std::path::{Path, PathBuf};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
+
+use crate::append_synced::append_synced;
 
 // ---------------------------------------------------------------------------------------------
 // Core
@@ -43,6 +49,13 @@ pub fn create_files<D: AsRef<[u8]>>(items: &[(PathBuf, D)]) -> Result<(), Create
         }
     }
     result
+}
+
+/// [`create_files`] after appending `line` to the existing file `journal` and making it durable (see the module
+/// doc); nothing is created when the append fails.
+pub fn create_files_after_append<D: AsRef<[u8]>>(journal: &Path, line: &[u8], items: &[(PathBuf, D)]) -> Result<(), CreateError> {
+    append_synced(journal, line).map_err(|error| CreateError { error, path: journal.to_path_buf() })?;
+    create_files(items)
 }
 
 fn write_and_sync<'a, D: AsRef<[u8]>>(items: &'a [(PathBuf, D)], created: &mut Vec<&'a Path>) -> Result<(), CreateError> {
@@ -121,11 +134,20 @@ fn make_parents(path: &Path) -> Result<Vec<PathBuf>, CreateError> {
 // Python
 // ---------------------------------------------------------------------------------------------
 
-/// `create_files(items)`: see [`create_files`]; raises `OSError(errno, message, path)` on a failure.
+/// `create_files(items, append=None)`: see [`create_files`] (with `append=(journal, line)`:
+/// [`create_files_after_append`]); raises `OSError(errno, message, path)` on a failure.
 #[pyfunction]
-#[pyo3(name = "create_files")]
-pub fn py_create_files(py: Python<'_>, items: Vec<(PathBuf, PyBackedBytes)>) -> PyResult<()> {
-    py.detach(|| create_files(&items)).map_err(|failure| {
+#[pyo3(name = "create_files", signature = (items, append=None))]
+pub fn py_create_files(
+    py: Python<'_>,
+    items: Vec<(PathBuf, PyBackedBytes)>,
+    append: Option<(PathBuf, PyBackedBytes)>,
+) -> PyResult<()> {
+    py.detach(|| match &append {
+        Some((journal, line)) => create_files_after_append(journal, line, &items),
+        None => create_files(&items),
+    })
+    .map_err(|failure| {
         let errno = failure.error.raw_os_error().unwrap_or(libc::EIO);
         PyOSError::new_err((errno, failure.error.to_string(), failure.path.to_string_lossy().into_owned()))
     })
@@ -178,6 +200,21 @@ mod tests {
         let failure = create_files(&[(base.join("c/r1/a.png"), b"one".to_vec())]).unwrap_err();
         assert_eq!(failure.error.raw_os_error(), Some(libc::ENOTDIR));
         assert_eq!(fs::read(base.join("c")).unwrap(), b"a file");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_failed_append_creates_nothing_and_a_good_one_comes_first() {
+        let base = scratch("after-append");
+        let items = vec![(base.join("c/r1/a.png"), b"one".to_vec())];
+        let failure = create_files_after_append(&base.join("journal"), b"[\"c/r1/a.png\"]\n", &items).unwrap_err();
+        assert_eq!(failure.error.kind(), io::ErrorKind::NotFound);
+        assert_eq!(failure.path, base.join("journal"));
+        assert!(!base.join("c").exists());
+        fs::write(base.join("journal"), b"").unwrap();
+        create_files_after_append(&base.join("journal"), b"[\"c/r1/a.png\"]\n", &items).unwrap();
+        assert_eq!(fs::read(base.join("journal")).unwrap(), b"[\"c/r1/a.png\"]\n");
+        assert_eq!(fs::read(base.join("c/r1/a.png")).unwrap(), b"one");
         fs::remove_dir_all(&base).unwrap();
     }
 

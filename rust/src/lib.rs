@@ -3,6 +3,7 @@
 //! One concept per module, each a plain-Rust core (unit-tested with `cargo test`) plus a thin,
 //! frozen, thread-safe `#[pyclass]` wrapper. This file only registers them.
 
+pub mod append_synced;
 pub mod breaker;
 pub mod create_files;
 pub mod find_bytes;
