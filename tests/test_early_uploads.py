@@ -2,7 +2,8 @@
 throughput: pbfast.pocketbase.apis.early_uploads). What a client sees stays PocketBase's: a created or updated
 record names exactly the files stored under its id, the files an update replaces go after its commit, and a
 refused or invalid create or update (its rule, a field, a taken id, a missing record) leaves no file and no
-note behind. A crash between the write and the commit leaves files that the tenant's sweep removes.
+note behind (the tenant's journal of pending uploads names none of them once they are done). A crash between
+the write and the commit leaves files that the tenant's sweep removes.
 A real all-in-one (local object store) through its gateway; the crash case on a real tenant and store."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pbfast.pocketbase import collections, filesystem
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.early_uploads import NOTE_DUE_SECONDS, plan_early, write_early
 from pbfast.pocketbase.apis.request import TenantRequest
+from pbfast.pocketbase.apis.upload_journal import ROLL_SECONDS, Generation
 from pbfast.pocketbase.filesystem import LocalObjectStore, files_of
 from pbfast.pocketbase.filesystem.retention import sweep_deleted
 from pbfast.pocketbase.tenant import Tenant
@@ -46,12 +48,13 @@ def _settled(store: Path, expected: list[str]) -> list[str]:
 
 
 def _noted(deleted: Path, expected: list[str]) -> list[str]:
-    """The files the notes in a tenant's ``deleted/`` prefix name, once its background writes are done (bounded
-    wait: an early upload's crash note comes and goes)."""
+    """The files the notes in a tenant's ``deleted/`` prefix name (a JSON list, or one a line in a journal of
+    pending uploads), once its background writes are done (bounded wait: an early upload's line comes and goes)."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            found = sorted(path for note in _stored(deleted) for path in orjson.loads((deleted / note).read_bytes()))
+            found = sorted(path for note in _stored(deleted) for line in (deleted / note).read_bytes().splitlines()
+                           for path in orjson.loads(line))
         except (OSError, orjson.JSONDecodeError):  # a note being written or deleted
             found = []
         if found == expected or time.monotonic() > deadline:
@@ -80,7 +83,7 @@ def test_creates_store_exactly_what_their_records_name(pbfast_process: object, t
     assert len(record["id"]) == 15 and [n[0] for n in record["files"]] == ["a", "b"]
     kept = sorted(f"{made.json()['id']}/{record['id']}/{name}" for name in record["files"])
     assert _settled(storage, kept) == kept
-    assert _settled(deleted, []) == [], "the crash note goes once the record is committed"
+    assert _noted(deleted, []) == [], "the crash note goes once the record is committed"
     assert httpx.get(f"{base}/api/files/docs/{record['id']}/{record['files'][1]}").content == PNG
 
     with_id = httpx.post(url, data={"title": "mine", "id": "chosenid0000001"}, timeout=30,
@@ -99,7 +102,7 @@ def test_creates_store_exactly_what_their_records_name(pbfast_process: object, t
     too_large = httpx.post(url, data={"title": "big"}, files=[("files", ("e.png", PNG * 10, "image/png"))], timeout=30)
     assert too_large.status_code == 400 and "files" in too_large.json()["data"], too_large.text
     assert _settled(storage, kept) == kept, "a refused create leaves no file"
-    assert _settled(deleted, []) == [], "nor a note"
+    assert _noted(deleted, []) == [], "nor a note"
 
     # Updates: the new files go beside the record's others; the ones its new values replace go after the commit.
     folder = f"{made.json()['id']}/{record['id']}"
@@ -207,9 +210,9 @@ def test_the_turn_writes_no_file_of_its_own(tenant: Tenant, tmp_path: Path) -> N
         created.append(path)
         create(path, data)
 
-    def counted_many(items: list[tuple[str, bytes]]) -> None:
+    def counted_many(items: list[tuple[str, bytes]], append: tuple[str, bytes] | None = None) -> None:
         created.extend(path for path, _ in items)
-        create_many(items)
+        create_many(items, append)
 
     files.create, files.create_many = counted, counted_many  # type: ignore[method-assign]
 
@@ -219,7 +222,7 @@ def test_the_turn_writes_no_file_of_its_own(tenant: Tenant, tmp_path: Path) -> N
     assert created == [f"{record['collectionId']}/{record['id']}/{record['files'][0]}"], "written once, before the turn"
     filesystem.wait_for_deletes()
     store = tmp_path / "store" / "tenants" / "crashy"
-    assert _stored(store / "storage") == created and _stored(store / "deleted") == []
+    assert _stored(store / "storage") == created and _noted(store / "deleted", []) == []
 
 
 def test_an_update_written_early_replaces_its_file_after_the_commit(tenant: Tenant, tmp_path: Path) -> None:
@@ -265,7 +268,7 @@ def test_a_crash_before_the_commit_leaves_files_the_sweep_removes(tenant: Tenant
     assert len(_stored(store / "deleted")) == 1, "the files are noted before they are written"
 
     assert sweep_deleted(tenant) == 0, "not due yet: the request may still commit"
-    assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + 1) == 1
+    assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + ROLL_SECONDS + 1) == 1
     assert _stored(store / "storage") == [] and _stored(store / "deleted") == []
     assert files_of(tenant).stored_bytes == 0
 
@@ -296,3 +299,63 @@ def test_a_create_with_a_password_keeps_its_files(pbfast_process: object, tmp_pa
     time.sleep(0.5)  # a dropped file is deleted in the background
     served = httpx.get(f"{base}/api/files/vault/{record['id']}/{record['doc']}", timeout=30)
     assert (served.status_code, served.content) == (200, PNG)
+
+
+def _written_early(tenant: Tenant) -> Any:
+    """A create's upload written before its turn, and the request then left hanging (neither released nor
+    committed): the state a crash leaves, or one a later release settles."""
+    request = TenantRequest(_Scope(), None,  # type: ignore[arg-type]
+                            "/api/collections/docs/records", {"collection": "docs"}, tenant)
+    request.raw_body = BODY
+    early = plan_early(request)
+    assert early is not None and asyncio.run(write_early(early))
+    return early
+
+
+def _journal(deleted: Path, lines: int) -> tuple[str, list[list[str]]]:
+    """The one journal file in ``deleted/`` and its lines once it has ``lines`` of them (bounded wait: it is
+    emptied by a writer thread)."""
+    deadline = time.monotonic() + 30
+    while True:
+        names = _stored(deleted)
+        found = [orjson.loads(line) for line in (deleted / names[0]).read_bytes().splitlines()] if names else []
+        if (len(names) == 1 and len(found) == lines) or time.monotonic() > deadline:
+            assert len(names) == 1 and names[0].startswith("pending-") and names[0].endswith(".jsonl"), names
+            return names[0], found
+        time.sleep(0.02)
+
+
+def test_one_journal_names_the_pending_uploads_of_many_batches(tenant: Tenant, tmp_path: Path) -> None:
+    """On the local store each batch of early uploads appends a line to the tenant's journal (one fdatasync, no
+    note file made and deleted per batch); it is emptied once its requests are done, a new one starts after
+    ROLL_SECONDS (the old one goes once its requests are done), and after a crash the sweep deletes the files of
+    the lines left once due, a last line torn by the crash ignored."""
+    deleted = tmp_path / "store" / "tenants" / "crashy" / "deleted"
+    storage = tmp_path / "store" / "tenants" / "crashy" / "storage"
+    first, second = _written_early(tenant), _written_early(tenant)
+    name, lines = _journal(deleted, 2)
+    assert lines == [[first.path(n.name) for _, n in first.named.values()],
+                     [second.path(n.name) for _, n in second.named.values()]]
+    first.release()
+    second.release()  # refused, say: their files go, and the journal names nothing any more
+    assert _journal(deleted, 0) == (name, [])
+    assert _settled(storage, []) == []
+
+    third = _written_early(tenant)
+    assert _journal(deleted, 1)[0] == name, "the same journal, no new note"
+    assert isinstance(third.note, Generation)
+    third.note.created -= ROLL_SECONDS  # its minute is over: the next batch starts a new generation
+    fourth = _written_early(tenant)
+    names = _stored(deleted)
+    assert len(names) == 2 and name in names, "the old one stays while a request it names is pending"
+    third.release()
+    _, lines = _journal(deleted, 1)
+    assert lines == [[fourth.path(n.name) for _, n in fourth.named.values()]]
+
+    # fourth is left pending (the node dies), and the crash tore a line being appended after it
+    filesystem.wait_for_deletes()
+    newest = deleted / _stored(deleted)[0]
+    newest.write_bytes(newest.read_bytes() + b'["docs/torn')
+    assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS) == 0, "not due before its minute and hour"
+    assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + ROLL_SECONDS + 1) == 1
+    assert _stored(storage) == [] and _stored(deleted) == []

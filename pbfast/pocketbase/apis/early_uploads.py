@@ -22,9 +22,11 @@ value for a single file field), and a record missing or not visible to the calle
 Writes go in batches (:class:`_Writers`): the requests waiting when a writer thread is free, one tenant's
 files written together and fsynced in one round. Crashes: before a batch's files, a note listing them is made
 durable in the tenant's ``deleted/`` prefix, due in :data:`NOTE_DUE_SECONDS`
-(:mod:`~pbfast.pocketbase.filesystem.retention` then deletes those no record references); once every request of
-the batch is done (committed or not) the note is deleted. A crash between the write and
-the commit so leaves at most files that the tenant's next sweep (on open, then hourly) removes.
+(:mod:`~pbfast.pocketbase.filesystem.retention` then deletes those no record references). On the local store the
+note is a line appended to the tenant's journal of pending uploads (:mod:`.upload_journal`: one ``fdatasync``,
+emptied once its requests are done); on S3 it is an object per batch, deleted once every request of the batch is
+done (committed or not). A crash between the write and the commit so leaves at most files that the tenant's next
+sweep (on open, then hourly) removes.
 
 Thread-safety: :func:`plan_early` and :func:`write_early` run on the event loop (the writes on the writer
 threads); an :class:`EarlyUploads` belongs to one request, its flags guarded by its lock (the loop, a writer
@@ -40,6 +42,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Final
 
 import orjson
@@ -48,6 +51,7 @@ from pbfast.logs import component_logger
 from pbfast.pocketbase.apis.form_body import FormBody, record_form_body
 from pbfast.pocketbase.apis.multipart import UploadedFile
 from pbfast.pocketbase.apis.request import TenantRequest, record_body_limit
+from pbfast.pocketbase.apis.upload_journal import NOTE_DUE_SECONDS, Generation, journal_of
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.fields import FileField, PasswordField
 from pbfast.pocketbase.filesystem import FileChanges, StorageError, TenantFiles, files_of
@@ -58,7 +62,6 @@ __all__ = ["MAX_BATCH", "MAX_EARLY_WRITES", "NOTE_DUE_SECONDS", "WRITER_THREADS"
 
 log = component_logger("Files")
 
-NOTE_DUE_SECONDS: Final = 3600.0  # a crash's leftovers go at the first sweep after this (requests end long before)
 MAX_EARLY_WRITES: Final = 32  # early writes in flight per process; more take the in-turn path (bounded disk use)
 MAX_BATCH: Final = 64  # requests one batch of early writes takes at most
 WRITER_THREADS: Final = 2  # a slow store (S3) of one tenant does not hold every other's writes
@@ -87,8 +90,8 @@ class _SharedNote:
         with self._lock:
             self._left -= 1
             last = self._left == 0
-        if last:
-            _writers.delete_note(self)  # on a writer thread, with the next batch when they are busy
+        if last:  # on a writer thread, with the next batch when they are busy
+            _writers.later(lambda: _delete_note(self.files, self.key))
 
 
 @dataclass(slots=True)
@@ -103,7 +106,7 @@ class EarlyUploads:
     changes: FileChanges
     named: dict[int, tuple[UploadedFile, _Named]] = field(default_factory=dict)  # by id() of the upload
     written: bool = False
-    note: _SharedNote | None = None
+    note: _SharedNote | Generation | None = None
     _slot: bool = False
     _turn_started: bool = False
     _released: bool = False
@@ -239,19 +242,19 @@ class _Writers:
     commits. Started on first use in each process (a forked worker starts its own)."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Job | _SharedNote] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | Callable[[], None]] = queue.SimpleQueue()
         self._started_in = 0
         self._start_lock = threading.Lock()
 
     def submit(self, early: EarlyUploads, loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool]) -> None:
         self._started().put((early, loop, done))
 
-    def delete_note(self, note: _SharedNote) -> None:
-        """Delete a batch's note once its requests are done: a writer thread takes it with its next batch (a busy
-        writer wakes for nothing extra), then deletes it."""
-        self._started().put(note)
+    def later(self, work: Callable[[], None]) -> None:
+        """Blocking tidy-up (a batch's note deleted, a journal emptied) once requests are done: a writer thread
+        takes it with its next batch (a busy writer wakes for nothing extra), then runs it."""
+        self._started().put(work)
 
-    def _started(self) -> queue.SimpleQueue[_Job | _SharedNote]:
+    def _started(self) -> queue.SimpleQueue[_Job | Callable[[], None]]:
         if self._started_in != os.getpid():
             with self._start_lock:
                 if self._started_in != os.getpid():
@@ -263,7 +266,7 @@ class _Writers:
         return self._jobs
 
     @staticmethod
-    def _run(jobs: queue.SimpleQueue[_Job | _SharedNote]) -> None:
+    def _run(jobs: queue.SimpleQueue[_Job | Callable[[], None]]) -> None:
         while True:
             batch = [jobs.get()]
             while len(batch) < MAX_BATCH:
@@ -272,12 +275,12 @@ class _Writers:
                 except queue.Empty:
                     break
             by_tenant: dict[int, list[_Job]] = {}
-            notes: list[_SharedNote] = []
+            tidy: list[Callable[[], None]] = []
             for job in batch:
-                if isinstance(job, _SharedNote):
-                    notes.append(job)
-                else:
+                if isinstance(job, tuple):
                     by_tenant.setdefault(id(job[0].files), []).append(job)
+                else:
+                    tidy.append(job)
             for group in by_tenant.values():
                 try:
                     written = _write_batch([early for early, _, _ in group])
@@ -286,8 +289,11 @@ class _Writers:
                     written = False
                 for early, loop, done in group:
                     _settle(loop, done, _written(early, written))
-            for note in notes:
-                _delete_note(note.files, note.key)
+            for work in tidy:
+                try:
+                    work()
+                except Exception:  # noqa: BLE001 - the writer thread must live on for the next batches
+                    log.exception("tidying up after early uploads failed")
 
 
 _Job = tuple[EarlyUploads, asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
@@ -309,18 +315,22 @@ def _write_batch(batch: list[EarlyUploads]) -> bool:
     files with one round of fsyncs. On a failure nothing stays."""
     files = batch[0].files
     items = [(early.path(named.name), upload.data) for early in batch for upload, named in early.named.values()]
-    note = None
+    note: _SharedNote | Generation | None = None
     try:
-        if files.deleted_prefix:
-            key = f"{files.deleted_prefix}{int(time.time() + NOTE_DUE_SECONDS)}-{random_suffix()}.json"
-            # durable before any file (its directory's entry too): one call of the extension, as the files
-            files.store.create_many([(key, orjson.dumps([path for path, _ in items]))])
-            note = _SharedNote(files, key, len(batch))
-        files.create_many(items)
+        journal = journal_of(files, _writers.later)
+        if journal is not None:  # the local store: a line of the tenant's journal, in the files' call
+            note = journal.write(orjson.dumps([path for path, _ in items]) + b"\n", items, len(batch))
+        else:
+            if files.deleted_prefix:
+                key = f"{files.deleted_prefix}{int(time.time() + NOTE_DUE_SECONDS)}-{random_suffix()}.json"
+                # durable before any file (its directory's entry too): one call of the extension, as the files
+                files.store.create_many([(key, orjson.dumps([path for path, _ in items]))])
+                note = _SharedNote(files, key, len(batch))
+            files.create_many(items)
     except StorageError as err:
-        log.warning("%s: early writes of %d uploads failed (written in their turns instead): %s", files.prefix,
-                    len(items), err)
-        if note is not None:
+        log.warning("%s: early writes of %d requests' uploads failed (written in their turns instead): %s",
+                    files.prefix, len(batch), err)
+        if isinstance(note, _SharedNote):
             _delete_note(files, note.key)
         return False
     for early in batch:
@@ -337,7 +347,7 @@ def _delete_note(files: TenantFiles, key: str) -> None:
         log.exception("%s: deleting the note %s failed (the sweep does)", files.prefix, key)
 
 
-def _hand_over(early: EarlyUploads, note: _SharedNote | None) -> None:
+def _hand_over(early: EarlyUploads, note: _SharedNote | Generation | None) -> None:
     """The request's files are written: it uses them, or, released meanwhile (it went away), they go."""
     paths = [(early.files, early.path(named.name)) for _, named in early.named.values()]
     with early._lock:

@@ -183,13 +183,21 @@ class TenantFiles:
         if self.cache is not None:
             self.cache.drop(key)
 
-    def create_many(self, items: list[tuple[str, bytes]]) -> None:
-        """:meth:`create` for several new files with one round of fsyncs (see :meth:`ObjectStore.create_many`)."""
+    def create_many(self, items: list[tuple[str, bytes]], append: tuple[str, bytes] | None = None) -> None:
+        """:meth:`create` for several new files with one round of fsyncs (see :meth:`ObjectStore.create_many`);
+        ``append`` (a store key and a line; the local store only): first appended to that existing object and made
+        durable (:meth:`LocalObjectStore.append_then_create_many`)."""
         keys = []
         for path, _ in items:
             keys.append(self._key(path))
             self._forget_served(path)
-        self.store.create_many([(key, data) for key, (_, data) in zip(keys, items, strict=True)])
+        stored = [(key, data) for key, (_, data) in zip(keys, items, strict=True)]
+        if append is None:
+            self.store.create_many(stored)
+        elif isinstance(self.store, LocalObjectStore):
+            self.store.append_then_create_many(append[0], append[1], stored)
+        else:
+            raise StorageError("appending is for the local store only")
         self.stored_bytes += sum(len(data) for _, data in items)
         if self.cache is not None:
             for key in keys:

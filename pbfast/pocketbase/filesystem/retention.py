@@ -1,6 +1,8 @@
 """Deleted files kept for the restore window (see :mod:`pbfast.pocketbase.filesystem`): the deletes noted
 under ``tenants/{id}/deleted/{due}-{random}.json`` are carried out once due, except for the files a record
 of the tenant's current database references (its state may have been restored to a time before the delete).
+The same for the files early uploads wrote before a crash (``deleted/pending-{due}-{random}.jsonl``, a line a
+batch: :mod:`pbfast.pocketbase.apis.upload_journal`).
 
 Run in the tenant's database turn (it reads the tenant's records; its store calls block): when a node opens
 the tenant, then at most every :data:`SWEEP_SECONDS` while it stays open.
@@ -25,6 +27,26 @@ __all__ = ["SWEEP_SECONDS", "referenced", "sweep_deleted"]
 log = component_logger("Files")
 
 SWEEP_SECONDS: Final = 3600.0
+PENDING_PREFIX: Final = "pending-"  # a journal of pending early uploads (apis.upload_journal), one JSON list a line
+
+
+def _noted_paths(data: bytes) -> list[str]:
+    """The paths a note names: one JSON list (a note of deletes, an early-upload note on S3), or one a line (a
+    journal of pending uploads: empty once its requests were done; a last line torn by a crash was never
+    fsynced, so none of its files was written). Raises ``orjson.JSONDecodeError`` on another damaged line."""
+    lines = data.split(b"\n")
+    found: list[str] = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            paths = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if number == len(lines) - 1:
+                break
+            raise
+        found += [path for path in paths if isinstance(path, str)] if isinstance(paths, list) else []
+    return found
 
 
 def referenced(tenant: Tenant, path: str) -> bool:
@@ -52,13 +74,12 @@ def sweep_deleted(tenant: Tenant, now: float | None = None) -> int:
     deleted = 0
     try:
         for key in files.store.keys(files.deleted_prefix):
-            due = key.rsplit("/", 1)[-1].split("-", 1)[0]
+            due = key.rsplit("/", 1)[-1].removeprefix(PENDING_PREFIX).split("-", 1)[0]
             if not due.isdigit() or int(due) > now:
                 continue
             note = files.store.read(key)
-            paths = orjson.loads(note.data) if note is not None else []
-            for path in paths if isinstance(paths, list) else []:
-                if isinstance(path, str) and not referenced(tenant, path):
+            for path in _noted_paths(note.data if note is not None else b""):
+                if not referenced(tenant, path):
                     delete_path(files, path)
                     deleted += 1
             files.store.delete(key)

@@ -128,6 +128,24 @@ class LocalObjectStore:
         except OSError as err:
             raise StorageError(f"creating {len(items)} objects: {err}") from err
 
+    def append_then_create_many(self, journal: str, line: bytes, items: Sequence[tuple[str, bytes]]) -> None:
+        """:meth:`create_many` after appending ``line`` to the existing object ``journal`` and making it durable,
+        in the same call of the extension (a journal of pending uploads must name them before they can survive a
+        crash). A failed append creates nothing."""
+        try:
+            create_files([(str(self._path(key)), data) for key, data in items], (str(self._path(journal)), line))
+        except OSError as err:
+            raise StorageError(f"creating {len(items)} objects after appending to {journal}: {err}") from err
+
+    def empty(self, key: str) -> None:
+        """Truncate an existing object to nothing (not fsynced: see the journal of pending uploads)."""
+        try:
+            os.truncate(self._path(key), 0)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise StorageError(f"emptying {key}: {err}") from err
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)
