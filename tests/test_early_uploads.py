@@ -352,10 +352,17 @@ def test_one_journal_names_the_pending_uploads_of_many_batches(tenant: Tenant, t
     _, lines = _journal(deleted, 1)
     assert lines == [[fourth.path(n.name) for _, n in fourth.named.values()]]
 
-    # fourth is left pending (the node dies), and the crash tore a line being appended after it
+    # a create commits while fourth is pending (so its line stays), then the node dies with fourth never committed
+    # and a line torn while it was being appended
+    committed = _handle(tenant, "/api/collections/docs/records", _Scope())
+    assert committed.status == 200, committed.body
+    record = orjson.loads(committed.body)
+    kept = f"{record['collectionId']}/{record['id']}/{record['files'][0]}"
     filesystem.wait_for_deletes()
-    newest = deleted / _stored(deleted)[0]
-    newest.write_bytes(newest.read_bytes() + b'["docs/torn')
+    name, lines = _journal(deleted, 2)
+    assert lines[1] == [kept]
+    (deleted / name).write_bytes((deleted / name).read_bytes() + b'["docs/torn')
     assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS) == 0, "not due before its minute and hour"
     assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + ROLL_SECONDS + 1) == 1
-    assert _stored(storage) == [] and _stored(deleted) == []
+    assert _stored(storage) == [kept], "the committed record's file stays, the pending one goes"
+    assert _stored(deleted) == []
