@@ -73,7 +73,8 @@ def hs256_sign(payload: bytes, key: bytes) -> str:
 
 def create_files(items: list[tuple[str, bytes]], append: tuple[str, bytes] | None = None) -> None:
     """Create each ``(path, bytes)`` as a new file (``O_EXCL``), its missing parent directories first, then
-    fsync every file and every directory whose entries changed, all without the GIL. All or nothing: on a
+    fsync every file and every directory whose entries changed, all at once (a pool of threads: their device
+    flushes merge), all without the GIL. All or nothing: on a
     failure the files created are removed and ``OSError(errno, message, path)`` is raised. With ``append``
     ``(journal, line)``: first ``line`` is appended to the existing file ``journal`` and fdatasynced (never
     created: a missing one raises, and nothing is created)."""

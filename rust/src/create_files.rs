@@ -7,9 +7,10 @@
 //! scheduling on this VM). Here the whole batch is one release.
 //!
 //! What [`create_files`] does, in order: creates each file's missing parent directories, creates the file
-//! (`O_EXCL`: never someone else's) and writes its bytes; then fsyncs every file, then every directory whose
-//! entries changed (each file's own, and the parent of each directory created), one after another on the
-//! calling thread. All or nothing: on any failure each file created is removed (directories stay, empty).
+//! (`O_EXCL`: never someone else's) and writes its bytes; then fsyncs every file and every directory whose
+//! entries changed (each file's own, and the parent of each directory created) all at once
+//! ([`crate::fsync_at_once`]: their device flushes merge), and returns once all are done. All or nothing: on
+//! any failure each file created is removed (directories stay, empty).
 //!
 //! [`create_files_after_append`] first appends a line to an existing file and makes it durable
 //! ([`crate::append_synced`]: the tenant's journal of pending early uploads, which must name the files before
@@ -18,6 +19,7 @@
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +28,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 
 use crate::append_synced::append_synced;
+use crate::fsync_at_once::fsync_at_once;
 
 // ---------------------------------------------------------------------------------------------
 // Core
@@ -78,15 +81,19 @@ fn write_and_sync<'a, D: AsRef<[u8]>>(items: &'a [(PathBuf, D)], created: &mut V
         file.write_all(data.as_ref()).map_err(|error| CreateError { error, path: path.clone() })?;
         files.push(file);
     }
-    for (file, (path, _)) in files.iter().zip(items) {
-        file.sync_all().map_err(|error| CreateError { error, path: path.clone() })?;
-    }
+    let mut handles: Vec<File> = Vec::with_capacity(directories.len());
     for directory in &directories {
-        File::open(directory)
-            .and_then(|handle| handle.sync_all())
-            .map_err(|error| CreateError { error, path: directory.clone() })?;
+        handles.push(File::open(directory).map_err(|error| CreateError { error, path: directory.clone() })?);
     }
-    Ok(())
+    // every file and directory at once: their device flushes merge (see fsync_at_once)
+    let fds: Vec<RawFd> = files.iter().chain(handles.iter()).map(AsRawFd::as_raw_fd).collect();
+    fsync_at_once(&fds).map_err(|(index, error)| {
+        let path = match items.get(index) {
+            Some((path, _)) => path.clone(),
+            None => directories[index - items.len()].clone(),
+        };
+        CreateError { error, path }
+    })
 }
 
 /// Create the missing directories above `path`; the directories whose entries a new `path` changes (its

@@ -7,6 +7,7 @@ pub mod append_synced;
 pub mod breaker;
 pub mod create_files;
 pub mod find_bytes;
+pub mod fsync_at_once;
 pub mod gateway;
 pub mod jwt;
 pub mod listen;

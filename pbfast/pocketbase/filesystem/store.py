@@ -119,8 +119,8 @@ class LocalObjectStore:
 
     def create_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """:meth:`create` for several new objects with one round of fsyncs: each written in place, then every file
-        and every directory whose entries changed fsynced, one after another on this thread, all in the extension
-        without the GIL (:func:`~pbfast._native.create_files`: in Python each of those ~6 system calls a file
+        and every directory whose entries changed fsynced, all at once (their device flushes merge), all in the
+        extension without the GIL (:func:`~pbfast._native.create_files`: in Python each of those ~6 system calls a file
         gave the GIL back and took it again, a context switch each under load). All or nothing: on a failure
         each one written is removed."""
         try:
