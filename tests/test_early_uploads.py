@@ -23,7 +23,8 @@ from pbfast.pocketbase import collections, filesystem
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.apis.early_uploads import NOTE_DUE_SECONDS, plan_early, write_early
 from pbfast.pocketbase.apis.request import TenantRequest
-from pbfast.pocketbase.apis.upload_journal import ROLL_SECONDS, Generation
+from pbfast.pocketbase.apis import upload_journal
+from pbfast.pocketbase.apis.upload_journal import RESERVED_IDS, ROLL_SECONDS, Generation
 from pbfast.pocketbase.filesystem import LocalObjectStore, files_of
 from pbfast.pocketbase.filesystem.retention import sweep_deleted
 from pbfast.pocketbase.tenant import Tenant
@@ -48,13 +49,14 @@ def _settled(store: Path, expected: list[str]) -> list[str]:
 
 
 def _noted(deleted: Path, expected: list[str]) -> list[str]:
-    """The files the notes in a tenant's ``deleted/`` prefix name (a JSON list, or one a line in a journal of
-    pending uploads), once its background writes are done (bounded wait: an early upload's line comes and goes)."""
+    """The files the notes in a tenant's ``deleted/`` prefix name (deletes kept for the restore window, early
+    uploads' notes on S3; not the journal of pending uploads, whose lines stay while its reserved ids are handed
+    out: see the in-process tests below), once its background writes are done (bounded wait)."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            found = sorted(path for note in _stored(deleted) for line in (deleted / note).read_bytes().splitlines()
-                           for path in orjson.loads(line))
+            found = sorted(path for note in _stored(deleted) if not note.startswith("pending-")
+                           for path in orjson.loads((deleted / note).read_bytes()))
         except (OSError, orjson.JSONDecodeError):  # a note being written or deleted
             found = []
         if found == expected or time.monotonic() > deadline:
@@ -83,7 +85,7 @@ def test_creates_store_exactly_what_their_records_name(pbfast_process: object, t
     assert len(record["id"]) == 15 and [n[0] for n in record["files"]] == ["a", "b"]
     kept = sorted(f"{made.json()['id']}/{record['id']}/{name}" for name in record["files"])
     assert _settled(storage, kept) == kept
-    assert _noted(deleted, []) == [], "the crash note goes once the record is committed"
+    assert _noted(deleted, []) == [], "no note (the journal's lines: the in-process tests below)"
     assert httpx.get(f"{base}/api/files/docs/{record['id']}/{record['files'][1]}").content == PNG
 
     with_id = httpx.post(url, data={"title": "mine", "id": "chosenid0000001"}, timeout=30,
@@ -256,7 +258,9 @@ def test_an_update_written_early_replaces_its_file_after_the_commit(tenant: Tena
     assert files.stored_bytes == 2 * len(PNG), "each counted once"
 
 
-def test_a_crash_before_the_commit_leaves_files_the_sweep_removes(tenant: Tenant, tmp_path: Path) -> None:
+def test_a_crash_before_the_commit_leaves_files_the_sweep_removes(tenant: Tenant, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upload_journal, "RESERVED_IDS", 0)  # the file's own line (reserved ids: the test below)
     request = TenantRequest(_Scope(), None,  # type: ignore[arg-type]
                             "/api/collections/docs/records", {"collection": "docs"}, tenant)
     request.raw_body = BODY
@@ -325,11 +329,13 @@ def _journal(deleted: Path, lines: int) -> tuple[str, list[list[str]]]:
         time.sleep(0.02)
 
 
-def test_one_journal_names_the_pending_uploads_of_many_batches(tenant: Tenant, tmp_path: Path) -> None:
+def test_one_journal_names_the_pending_uploads_of_many_batches(tenant: Tenant, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """On the local store each batch of early uploads appends a line to the tenant's journal (one fdatasync, no
     note file made and deleted per batch); it is emptied once its requests are done, a new one starts after
     ROLL_SECONDS (the old one goes once its requests are done), and after a crash the sweep deletes the files of
     the lines left once due, a last line torn by the crash ignored."""
+    monkeypatch.setattr(upload_journal, "RESERVED_IDS", 0)  # every batch's own line (reserved ids: the test below)
     deleted = tmp_path / "store" / "tenants" / "crashy" / "deleted"
     storage = tmp_path / "store" / "tenants" / "crashy" / "storage"
     first, second = _written_early(tenant), _written_early(tenant)
@@ -366,3 +372,31 @@ def test_one_journal_names_the_pending_uploads_of_many_batches(tenant: Tenant, t
     assert sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + ROLL_SECONDS + 1) == 1
     assert _stored(storage) == [kept], "the committed record's file stays, the pending one goes"
     assert _stored(deleted) == []
+
+
+def test_a_create_takes_an_id_the_journal_reserved(tenant: Tenant, tmp_path: Path) -> None:
+    """A create that sends no id takes one the journal named ahead (its record directory, in a line of reserved
+    ids written on a writer thread after the first such create): its batch appends no line of its own. After a
+    crash the sweep removes, once due, the pending create's files and leaves the committed record's."""
+    deleted = tmp_path / "store" / "tenants" / "crashy" / "deleted"
+    storage = tmp_path / "store" / "tenants" / "crashy" / "storage"
+    committed = _handle(tenant, "/api/collections/docs/records", _Scope())  # no reservation yet: drawn, and one made
+    assert committed.status == 200, committed.body
+    record = orjson.loads(committed.body)
+    kept = f"{record['collectionId']}/{record['id']}/{record['files'][0]}"
+    deadline = time.monotonic() + 30
+    while not (reserved := [path for name in _stored(deleted) for line in (deleted / name).read_bytes().splitlines()
+                            for path in orjson.loads(line) if path.endswith("/")]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(reserved) == RESERVED_IDS and all(path.startswith(record["collectionId"] + "/") for path in reserved)
+    journal_before = [(deleted / name).read_bytes() for name in _stored(deleted)]
+
+    pending = _written_early(tenant)  # ... and the node dies before its turn
+    assert pending.in_journal and f"{pending.collection_id}/{pending.record_id}/" in reserved
+    assert [(deleted / name).read_bytes() for name in _stored(deleted)] == journal_before, "no line of its own"
+    assert len(_stored(storage)) == 2
+
+    filesystem.wait_for_deletes()
+    swept = sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + ROLL_SECONDS + 1)
+    assert swept == RESERVED_IDS, "the directories of the reserved ids no record took, the pending one's included"
+    assert _stored(storage) == [kept] and _stored(deleted) == []

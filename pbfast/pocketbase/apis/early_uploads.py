@@ -107,6 +107,7 @@ class EarlyUploads:
     named: dict[int, tuple[UploadedFile, _Named]] = field(default_factory=dict)  # by id() of the upload
     written: bool = False
     note: _SharedNote | Generation | None = None
+    in_journal: bool = False  # its record id was reserved: the journal names its directory, and `note` is held
     _slot: bool = False
     _turn_started: bool = False
     _released: bool = False
@@ -180,8 +181,8 @@ def plan_early(request: TenantRequest, update: bool = False) -> EarlyUploads | N
     else:
         sent_id = form.data.get("id", "")
         drawn = sent_id == ""
-        record_id = _drawn_id(collection) if drawn else sent_id
-    if not (isinstance(record_id, str) and _PLAIN_ID.fullmatch(record_id)):
+        record_id = "" if drawn else sent_id
+    if not (drawn or (isinstance(record_id, str) and _PLAIN_ID.fullmatch(record_id))):
         return None
     uploads = _field_uploads(collection, form)
     if uploads is None:
@@ -192,20 +193,39 @@ def plan_early(request: TenantRequest, update: bool = False) -> EarlyUploads | N
         return None  # the turn answers the quota (it measures the database too)
     if not _in_flight.acquire(blocking=False):
         return None
-    early = EarlyUploads(form, collection.id, record_id, drawn, files, request.file_changes, _slot=True)
+    held: Generation | None = None
+    if drawn:  # one the journal names already (no line of its own to wait for), else drawn here
+        journal = journal_of(files, _writers.later)
+        pattern = _id_pattern(collection)
+        taken = journal.take_reserved(collection.id, pattern, lambda: _drawn_id(collection)) \
+            if journal is not None and pattern else None
+        record_id, held = taken if taken is not None else (_drawn_id(collection), None)
+        if not (isinstance(record_id, str) and _PLAIN_ID.fullmatch(record_id)):
+            _in_flight.release()
+            return None
+    assert isinstance(record_id, str)
+    early = EarlyUploads(form, collection.id, record_id, drawn, files, request.file_changes, note=held,
+                         in_journal=held is not None, _slot=True)
     for upload, content_type in uploads:
         early.named[id(upload)] = (upload, _Named(normalize_name(upload.filename, upload.data), content_type))
     return early
 
 
-def _drawn_id(collection: Collection) -> str | None:
-    """An id drawn as the collection's id field draws one for a create that sends none (None: it draws none)."""
+def _id_pattern(collection: Collection) -> str:
     field = collection.field("id")
     pattern = getattr(field, "autogenerate_pattern", "") if field is not None else ""
+    return pattern if isinstance(pattern, str) else ""
+
+
+def _drawn_id(collection: Collection) -> str | None:
+    """An id drawn as the collection's id field draws one for a create that sends none (None: it draws none, or
+    not one the files may be stored under)."""
+    pattern = _id_pattern(collection)
     try:
-        return generate_by_pattern(pattern) if pattern else None
+        drawn = generate_by_pattern(pattern) if pattern else None
     except Exception:  # noqa: BLE001 - the turn draws it and answers as PocketBase does
         return None
+    return drawn if drawn is not None and _PLAIN_ID.fullmatch(drawn) else None
 
 
 def _field_uploads(collection: Collection, form: FormBody) -> list[tuple[UploadedFile, str]] | None:
@@ -319,7 +339,12 @@ def _write_batch(batch: list[EarlyUploads]) -> bool:
     try:
         journal = journal_of(files, _writers.later)
         if journal is not None:  # the local store: a line of the tenant's journal, in the files' call
-            note = journal.write(orjson.dumps([path for path, _ in items]) + b"\n", items, len(batch))
+            unnamed = [early for early in batch if not early.in_journal]  # reserved ids: named already
+            if unnamed:
+                line = [early.path(named.name) for early in unnamed for _, named in early.named.values()]
+                note = journal.write(orjson.dumps(line) + b"\n", items, len(unnamed))
+            else:
+                files.create_many(items)
         else:
             if files.deleted_prefix:
                 key = f"{files.deleted_prefix}{int(time.time() + NOTE_DUE_SECONDS)}-{random_suffix()}.json"
@@ -334,7 +359,7 @@ def _write_batch(batch: list[EarlyUploads]) -> bool:
             _delete_note(files, note.key)
         return False
     for early in batch:
-        _hand_over(early, note)
+        _hand_over(early, None if early.in_journal else note)  # a reserved id's request holds its own
     return True
 
 
@@ -353,7 +378,8 @@ def _hand_over(early: EarlyUploads, note: _SharedNote | Generation | None) -> No
     with early._lock:
         released = early._released
         if not released:
-            early.note = note
+            if note is not None:
+                early.note = note
             early.changes.uploaded += paths
             early.written = True
     if released:

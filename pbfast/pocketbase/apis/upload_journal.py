@@ -21,6 +21,14 @@ is fsynced: lost to a power cut, they leave lines naming files that are gone or 
 references, and the sweep deletes neither of those. A crash (kill -9, power loss) leaves the lines of requests in
 flight: their files, named by no record, go at the tenant's first sweep after the generation is due.
 
+Reserved ids (:meth:`UploadJournal.take_reserved`): a create that sends no id takes, where it can, one of
+:data:`RESERVED_IDS` ids drawn ahead for its collection whose record directories a line names already
+(``"{collectionId}/{id}/"``: the sweep deletes such a prefix unless a record has that id). Its batch then needs no
+line for it: its files' fsyncs are the only flushes it waits for. A reservation is handed out only for
+:data:`RESERVATION_SECONDS` after its line was written (so well before its generation is due: the sweep never deletes
+a directory a pending upload is being written into) and holds its generation until it runs out, or until the
+next create finds it expired (an idle tenant's stays until then, or until the sweep deletes it once due).
+
 Thread-safety: :meth:`UploadJournal.write` runs on the early-upload writer threads (the append and the files'
 creation outside the lock, so two writers' batches of one tenant write at once); :meth:`Generation.done` on any
 thread; the journal's lock guards which generation is current and every generation's counters.
@@ -32,7 +40,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
+
+import orjson
 
 from pbfast.logs import component_logger
 from pbfast.pocketbase.filesystem import LocalObjectStore, StorageError, TenantFiles
@@ -47,6 +58,8 @@ NOTE_DUE_SECONDS: Final = 3600.0  # a crash's leftovers go at the first sweep af
 ROLL_SECONDS: Final = 60.0  # a generation takes lines this long after its creation
 ROLL_BYTES: Final = 1 << 20  # ... or until it is this large (~15,000 uploads' names)
 JOURNAL_PREFIX: Final = "pending-"
+RESERVED_IDS: Final = 32  # ids reserved a line (0: none)
+RESERVATION_SECONDS: Final = 30.0  # a reservation's ids are handed out this long after its line
 
 _journals: weakref.WeakKeyDictionary[TenantFiles, UploadJournal] = weakref.WeakKeyDictionary()
 _journals_lock = threading.Lock()
@@ -64,6 +77,13 @@ def journal_of(files: TenantFiles, tidy_later: Callable[[Callable[[], None]], No
             if found is None:
                 found = _journals[files] = UploadJournal(files, files.store, tidy_later)
     return found
+
+
+@dataclass(slots=True)
+class _Reservation:
+    ids: list[str]
+    generation: Generation  # held (one request's worth) until the reservation expires or runs out
+    expires: float
 
 
 class Generation:
@@ -91,6 +111,9 @@ class UploadJournal:
         self._tidy_later = tidy_later  # runs blocking work off the caller's thread (the writer threads)
         self._lock = threading.Lock()
         self._current: Generation | None = None
+        self.reserved_ids = RESERVED_IDS
+        self._reserved: dict[tuple[str, str], _Reservation] = {}  # by collection id and id pattern
+        self._reserving: set[tuple[str, str]] = set()
 
     @property
     def current(self) -> Generation | None:
@@ -129,6 +152,55 @@ class UploadJournal:
                 generation.done()
             raise
         return generation
+
+    def take_reserved(self, collection_id: str, pattern: str,
+                      draw: Callable[[], str | None]) -> tuple[str, Generation] | None:
+        """An id reserved for a create in the collection (see the module doc) and its generation, held for the
+        request (it calls :meth:`Generation.done`); None when none is at hand. Running low or out, more are reserved
+        on a writer thread with ``draw`` (an id from ``pattern``, or None). Never blocks (the event loop calls it)."""
+        if self.reserved_ids <= 0:
+            return None
+        key = (collection_id, pattern)
+        released: Generation | None = None
+        taken: tuple[str, Generation] | None = None
+        with self._lock:
+            found = self._reserved.get(key)
+            if found is not None and (time.time() >= found.expires or not found.ids):
+                del self._reserved[key]
+                released, found = found.generation, None
+            if found is not None:
+                taken = found.ids.pop(), found.generation
+                found.generation.left += 1
+                if not found.ids:  # used up: its hold goes now, not at the next create
+                    del self._reserved[key]
+                    released = found.generation
+            low = found is None or len(found.ids) <= self.reserved_ids // 4
+            reserve = low and key not in self._reserving
+            if reserve:
+                self._reserving.add(key)
+        if released is not None:
+            released.done()
+        if reserve:
+            self._tidy_later(lambda: self._reserve(key, draw))
+        return taken
+
+    def _reserve(self, key: tuple[str, str], draw: Callable[[], str | None]) -> None:
+        """Reserve ids for a collection: their directories noted in one line (on a writer thread)."""
+        try:
+            ids = [found for found in (draw() for _ in range(self.reserved_ids)) if found is not None]
+            if not ids:
+                return
+            generation = self.write(orjson.dumps([f"{key[0]}/{found}/" for found in ids]) + b"\n", [], 1)
+            with self._lock:
+                replaced = self._reserved.get(key)
+                self._reserved[key] = _Reservation(ids, generation, time.time() + RESERVATION_SECONDS)
+            if replaced is not None:
+                replaced.generation.done()
+        except StorageError as err:
+            log.warning("%s: reserving record ids failed (drawn one by one): %s", self.files.prefix, err)
+        finally:
+            with self._lock:
+                self._reserving.discard(key)
 
     def request_done(self, generation: Generation) -> None:
         with self._lock:
