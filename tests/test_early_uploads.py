@@ -384,10 +384,13 @@ def test_a_create_takes_an_id_the_journal_reserved(tenant: Tenant, tmp_path: Pat
     assert committed.status == 200, committed.body
     record = orjson.loads(committed.body)
     kept = f"{record['collectionId']}/{record['id']}/{record['files'][0]}"
+    journal = upload_journal.journal_of(files_of(tenant), lambda work: None)  # the tenant's, made by the create
+    assert journal is not None
     deadline = time.monotonic() + 30
-    while not (reserved := [path for name in _stored(deleted) for line in (deleted / name).read_bytes().splitlines()
-                            for path in orjson.loads(line) if path.endswith("/")]) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while journal.reserved(record["collectionId"]) < RESERVED_IDS and time.monotonic() < deadline:
+        time.sleep(0.02)  # reserved on a writer thread after the create
+    reserved = [path for name in _stored(deleted) for line in (deleted / name).read_bytes().splitlines()
+                for path in orjson.loads(line) if path.endswith("/")]
     assert len(reserved) == RESERVED_IDS and all(path.startswith(record["collectionId"] + "/") for path in reserved)
     journal_before = [(deleted / name).read_bytes() for name in _stored(deleted)]
 

@@ -153,6 +153,11 @@ class UploadJournal:
             raise
         return generation
 
+    def reserved(self, collection_id: str) -> int:
+        """Ids at hand for creates in the collection (expired or not)."""
+        with self._lock:
+            return sum(len(found.ids) for key, found in self._reserved.items() if key[0] == collection_id)
+
     def take_reserved(self, collection_id: str, pattern: str,
                       draw: Callable[[], str | None]) -> tuple[str, Generation] | None:
         """An id reserved for a create in the collection (see the module doc) and its generation, held for the
