@@ -88,6 +88,11 @@ def jwt_segments(token: str) -> tuple[bytes, bytes] | None:
     """``(header, payload)`` decoded from a token of exactly three base64url parts, signature unchecked;
     None when it is not one."""
 
+def bcrypt_check(password: bytes, hashed: bytes) -> bool | None:
+    """Whether ``password`` matches the bcrypt hash ``hashed`` (constant-time compare, the GIL released);
+    None unless the hash is in the standard form (``$2a$``/``$2b$``/``$2y$``, cost 04-31, 60 characters,
+    canonical base64) and the password at most 72 bytes: the caller's bcrypt library judges those."""
+
 @final
 class RateLimiter:
     """PocketBase's rate limiter: per key, fixed windows of ``duration`` whole seconds allowing

@@ -3,6 +3,7 @@
 //! One concept per module, each a plain-Rust core (unit-tested with `cargo test`) plus a thin,
 //! frozen, thread-safe `#[pyclass]` wrapper. This file only registers them.
 
+pub mod bcrypt;
 pub mod breaker;
 pub mod create_files;
 pub mod find_bytes;
@@ -38,6 +39,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jwt::py_hs256_sign, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_hs256_verify, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_jwt_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(bcrypt::py_bcrypt_check, m)?)?;
     m.add_class::<quota::QuotaCounters>()?;
     m.add_class::<rate_limit::RateLimiter>()?;
     m.add_class::<request_log::RequestLogQueue>()?;
