@@ -124,6 +124,8 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
         create.write_text(headers.read_text() + _lua_create(tmp / "create-body.lua").read_text())
         refresh = tmp / f"{name}-refresh.lua"
         refresh.write_text(headers.read_text() + _lua_refresh(_user_token(url, forward, token)))
+        if options.bcrypt_cost:
+            _rehash_user(url, forward, token, options.bcrypt_cost)
         password = tmp / f"{name}-password.lua"
         password.write_text(headers.read_text() + _lua_password())
         targets.append({"name": name, "pid": node.proc.pid, "url": url, "headers": str(headers),
@@ -140,6 +142,8 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
         _seed_expand(stock.data_dir / "data.db")
         refresh = tmp / "pb-refresh.lua"
         refresh.write_text(_lua_refresh(_user_token(stock.url, {}, stock.token)))
+        if options.bcrypt_cost:
+            _rehash_user(stock.url, {}, stock.token, options.bcrypt_cost)
         password = tmp / "pb-password.lua"
         password.write_text(_lua_password())
         targets.append({"name": "pocketbase", "pid": stock.process.pid, "url": stock.url, "headers": None,
@@ -149,6 +153,23 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
                         "batch": str(batch),
                         "upload": str(_upload_script(tmp / "pb-upload.lua", upload_body, {}))})
     return targets
+
+
+def _rehash_user(url: str, headers: dict[str, str], token: str, cost: int) -> None:
+    """The benchmark user's password hashed again at bcrypt ``cost`` (the ``users`` password field's ``cost``, then
+    the password set again): both servers check a hash at the cost it was made with, so a login's request path
+    shows beside a cheap check."""
+    import httpx
+    from test_auth_bench import USER
+    auth = {"Authorization": token, **headers}
+    users = httpx.get(f"{url}/api/collections/users", headers=auth, timeout=30).json()
+    fields = [{**field, "cost": cost} if field["type"] == "password" else field for field in users["fields"]]
+    answer = httpx.patch(f"{url}/api/collections/users", headers=auth, json={"fields": fields}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    user = httpx.get(f"{url}/api/collections/users/records", headers=auth, timeout=30).json()["items"][0]
+    answer = httpx.patch(f"{url}/api/collections/users/records/{user['id']}", headers=auth, timeout=30,
+                         json={"password": USER["password"], "passwordConfirm": USER["password"]})
+    assert answer.status_code == 200, answer.text
 
 
 def headers_text(headers: dict[str, str]) -> str:
@@ -239,6 +260,8 @@ def main() -> None:
     parser.add_argument("--pb", action="store_true", help="stock PocketBase too")
     parser.add_argument("--hold", action="store_true", help="set up, print the targets, wait")
     parser.add_argument("--node-args", default="")
+    parser.add_argument("--bcrypt-cost", type=int, default=0,
+                        help="the benchmark user's password hashed at this bcrypt cost (4: a login's request path shows)")
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the processes are stopped below
     tmp = Path(options.tmp)
