@@ -93,6 +93,10 @@ def bcrypt_check(password: bytes, hashed: bytes) -> bool | None:
     None unless the hash is in the standard form (``$2a$``/``$2b$``/``$2y$``, cost 04-31, 60 characters,
     canonical base64) and the password at most 72 bytes: the caller's bcrypt library judges those."""
 
+def bcrypt_hash(password: bytes, cost: int, salt: bytes) -> str | None:
+    """A new ``$2b$`` bcrypt hash of ``password`` at ``cost`` with ``salt`` (16 random bytes; ValueError for
+    another length), the GIL released; None for a password over 72 bytes or a cost outside 4-31."""
+
 @final
 class RateLimiter:
     """PocketBase's rate limiter: per key, fixed windows of ``duration`` whole seconds allowing

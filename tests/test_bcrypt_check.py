@@ -1,6 +1,7 @@
 """Password checks answer exactly as the ``bcrypt`` package does (pyca/bcrypt, what pbfast used before its own
 check): the native check (:func:`pbfast.primitives.bcrypt_check`) on hashes in the standard form, the package on
-anything else. Random passwords and salts, cost 4 (the cheapest: the algorithm is the same at every cost)."""
+anything else; new hashes (:func:`pbfast.primitives.bcrypt_hash`) are the package's form and check there. Random
+passwords and salts, cost 4 (the cheapest: the algorithm is the same at every cost)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import random
 import bcrypt
 import pytest
 
-from pbfast.pocketbase.auth import verify_password
+from pbfast.pocketbase.auth import hash_password, verify_password
 from pbfast.primitives import bcrypt_check
 
 ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -67,3 +68,18 @@ def test_a_hash_made_at_another_cost_is_checked_at_its_own(cost: int) -> None:
     hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(cost))
     assert bcrypt_check(b"secret", hashed) is True
     assert bcrypt_check(b"Secret", hashed) is False
+
+
+def test_new_hashes_are_the_bcrypt_packages_form_and_check_there() -> None:
+    rng = random.Random(71)
+    for _ in range(20):
+        password = "".join(rng.choice("aZ9 é€😀") for _ in range(rng.randrange(18)))
+        hashed = hash_password(password, 4)
+        assert hashed.startswith("$2b$04$") and len(hashed) == 60
+        assert bcrypt.checkpw(password.encode(), hashed.encode())  # the package (and so PocketBase) reads it
+        assert not bcrypt.checkpw((password + "x").encode(), hashed.encode())
+    assert hash_password("same", 4) != hash_password("same", 4)  # a random salt each
+    with pytest.raises(ValueError):  # the package's refusal, as before
+        hash_password("p" * 73, 4)
+    with pytest.raises(ValueError):
+        hash_password("p", 3)

@@ -1,7 +1,7 @@
 //! Checked against hashes made by the `bcrypt` Python package (pyca/bcrypt 5.0.0) and two of Openwall's
 //! crypt_blowfish test vectors.
 
-use super::{check, decode_salt, hash_raw, pi, Blowfish};
+use super::{check, decode_salt, hash, hash_raw, pi, Blowfish};
 
 /// (password, hash) pairs that match.
 const MATCHING: &[(&[u8], &[u8])] = &[
@@ -77,4 +77,18 @@ fn salt_decodes_as_bcrypt_base64() {
     assert_eq!(decode_salt(b"......................"), Some([0; 16]));
     let salt = decode_salt(b"CCCCCCCCCCCCCCCCCCCCC.").expect("canonical");
     assert_eq!(hash_raw(b"U*U", 5, &salt).len(), 23);
+}
+
+#[test]
+fn a_new_hash_checks_and_reads_back_its_salt() {
+    let salt: [u8; 16] = core::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0xa5);
+    let hashed = hash(b"reader-password-1", 4, &salt).expect("in range");
+    assert_eq!(hashed.len(), 60);
+    assert!(hashed.starts_with("$2b$04$"));
+    assert_eq!(decode_salt(&hashed.as_bytes()[7..29]), Some(salt));
+    assert_eq!(check(b"reader-password-1", hashed.as_bytes()), Some(true));
+    assert_eq!(check(b"reader-password-2", hashed.as_bytes()), Some(false));
+    assert_eq!(hash(&[b'p'; 73], 4, &salt), None);
+    assert_eq!(hash(b"p", 3, &salt), None);
+    assert_eq!(hash(b"p", 32, &salt), None);
 }
