@@ -70,3 +70,69 @@ def test_a_heartbeat_applied_late_never_moves_the_nodes_last_heartbeat_back() ->
     node = registry.nodes["n1"]
     assert node["lastHeartbeatAt"] == 10.0
     assert registry.mark_node_down("n1", 8.0, _doApply=True) == ("ok", False)  # judged by a stale time: not down
+
+
+def test_an_event_loop_busy_for_longer_than_the_serving_window_does_not_cost_the_lease(tmp_path: Path) -> None:
+    """All-in-one: the node's heartbeats go from the event loop to a control plane listening on the same loop.
+    With the loop busy (CPU-bound, holding the GIL but for the interpreter's switches) for two and a half
+    serving windows, the lease keeper's thread sends bare heartbeats straight into the process's own control
+    plane member (Raft, no loop) and keeps the lease renewed: no fence, the control plane saw the node all along."""
+    import time  # noqa: PLC0415
+
+    from helpers import free_port  # noqa: PLC0415
+    from pbfast.config import Address  # noqa: PLC0415
+    from pbfast.control_plane.api import ControlPlaneApi  # noqa: PLC0415
+    from pbfast.control_plane.node_client import NodeClient  # noqa: PLC0415
+    from pbfast.control_plane.raft import RaftMember  # noqa: PLC0415
+    from pbfast.control_plane.routes import RouteFeed  # noqa: PLC0415
+    from pbfast.tenant_node.app import TenantNodeApp  # noqa: PLC0415
+    from pbfast.tenant_node.lease import SERVE_FRACTION  # noqa: PLC0415
+    from pbfast.tenant_node.membership import NodeMembership  # noqa: PLC0415
+
+    node_timeout = 2.0  # heartbeats every 0.4 s, fenced 1 s after the last acknowledged one was sent
+    member = RaftMember(Address("127.0.0.1", free_port()), (), tmp_path / "cp", "cluster-token")
+    api = ControlPlaneApi(member, RouteFeed(member.registry), NodeClient("cluster-token", {}), node_timeout)
+    registry = member.registry
+
+    class OwnControlPlane:
+        """The control plane's node handlers as the loop reaches them (its listener is on this loop)."""
+
+        async def request(self, method: str, path: str, body: Any = None, timeout: float = 0) -> Any:
+            node_id = path.split("/")[4]
+            if method == "PUT":
+                _, stored = await member.submit(registry.register_node, node_id, body["address"], body["maxTenants"],
+                                                time.time(), body["instanceId"], node_timeout)
+                return stored
+            await member.submit(registry.heartbeat, node_id, time.time(), body["openTenants"], {}, body["instanceId"])
+            return api.assignments_of(node_id).to_json()
+
+    async def scenario() -> None:
+        await member.catch_up()
+        node = TenantNodeApp("node-a", 10, "cluster-token", tmp_path / "node")
+        membership = NodeMembership(OwnControlPlane(), node, "local://node-a", 10,  # type: ignore[arg-type]
+                                    beside_loop=lambda heartbeat, timeout: api.bare_heartbeat("node-a", heartbeat,
+                                                                                             timeout))
+        lease = membership.lease
+        running = asyncio.create_task(membership.run())
+        try:
+            while not lease.valid():  # noqa: ASYNC110 - the lease has no event to wait on
+                await asyncio.sleep(0.02)
+            busy_from = time.monotonic()
+            while time.monotonic() - busy_from < 2.5 * SERVE_FRACTION * node_timeout:  # the loop does nothing else
+                sum(range(1000))
+            assert lease.valid(), f"lease ran out {lease.clock() - lease.serve_until:.2f} s ago"
+            assert lease.renewed_at is not None and lease.renewed_at > busy_from + SERVE_FRACTION * node_timeout
+            assert lease.extensions >= 2
+            stored = registry.node("node-a")
+            assert stored is not None and stored.up and time.time() - stored.last_heartbeat_at < 1.0
+            await asyncio.sleep(0.1)  # the lease watch runs
+            assert node.metrics.fences == 0
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        member.close()
