@@ -6,10 +6,12 @@ in this process for plain requests, and a stdlib server on the Unix socket for t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,9 @@ import orjson
 import pytest
 
 from pbfast._native import GatewayServer, InProcessQueue
+from pbfast.config import Address
+from pbfast.gateway.native import NativeFrontend
+from pbfast.gateway.proxy import ProxyLimits
 from pbfast.gateway.in_process import InProcessDispatcher
 from pbfast.gateway.metrics import LATENCY_BUCKETS
 from pbfast.http import HTTPProtocol, Scope, discard_unread_body
@@ -231,3 +236,54 @@ def test_percent_encoded_streams_and_files_take_the_socket_too(rig: dict[str, An
     assert httpx.head(f"{url}/t/acme/api%2Ffiles/posts/r1/a.png").status_code == 501  # the socket's stub: no HEAD
     assert httpx.get(f"{url}/t/acme/%5F/").json()["server"] == "python"
     assert httpx.get(f"{url}/t/acme/api/collections/p%C3%A9/records").json()["server"] == "in-process"
+
+
+def test_stopping_with_a_slow_request_in_flight_takes_one_grace_period(tmp_path: Path) -> None:
+    """``NativeFrontend.stop``: the native drain waits for the connection of an in-process request that does not
+    end, and the queue's close waits for its handler: both share the one grace period (they were one after the
+    other: twice it). The handler is cancelled at its end."""
+    grace = 1.0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    routes = RoutingTable("pb.test")
+    routes.replace([("acme", "local://n1", 1, True)], 1)
+    frontend = NativeFrontend(Address("127.0.0.1", port), routes, CircuitBreakers(2, 30.0, 1), TOKEN, ProxyLimits(),
+                              threads=1, move_wait_seconds=1.0, in_process_capacity=CAPACITY)
+    socket_side = socket.socket(socket.AF_UNIX)  # start() waits for the Python side's socket; nothing takes it here
+    socket_side.bind(str(frontend.socket_path))
+    socket_side.listen()
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def slow(scope: Scope, proto: HTTPProtocol) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def client() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/t/acme/api/slow", timeout=30)
+
+    async def scenario() -> float:
+        frontend.dispatch_to(slow)
+        frontend.attach(asyncio.get_running_loop())
+        await frontend.start()
+        waiting = asyncio.create_task(asyncio.to_thread(client))
+        while not started.is_set():  # noqa: ASYNC110 - set from the handler, on this loop
+            await asyncio.sleep(0.01)
+        stopping = time.monotonic()
+        await frontend.stop(grace)
+        took = time.monotonic() - stopping
+        await waiting
+        return took
+
+    try:
+        took = asyncio.run(asyncio.wait_for(scenario(), 30))
+    finally:
+        socket_side.close()
+        frontend.close()
+    assert grace * 0.9 <= took < grace * 1.5, f"stopping took {took:.2f} s with a {grace} s grace period"
+    assert cancelled.is_set()
