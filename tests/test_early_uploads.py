@@ -45,6 +45,16 @@ def _settled(store: Path, expected: list[str]) -> list[str]:
     return found
 
 
+def _empty_directories(store: Path) -> list[str]:
+    """The store's empty directories once its background deletes are done (bounded wait)."""
+    deadline = time.monotonic() + 30
+    while True:
+        empty = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_dir() and not any(p.iterdir()))
+        if not empty or time.monotonic() > deadline:
+            return empty
+        time.sleep(0.05)
+
+
 def _noted(deleted: Path, expected: list[str]) -> list[str]:
     """The files the notes in a tenant's ``deleted/`` prefix name, once its background writes are done (bounded
     wait: an early upload's crash note comes and goes)."""
@@ -100,6 +110,7 @@ def test_creates_store_exactly_what_their_records_name(pbfast_process: object, t
     assert too_large.status_code == 400 and "files" in too_large.json()["data"], too_large.text
     assert _settled(storage, kept) == kept, "a refused create leaves no file"
     assert _settled(deleted, []) == [], "nor a note"
+    assert _empty_directories(storage) == [], "nor the directory of the record it would have made"
 
     # Updates: the new files go beside the record's others; the ones its new values replace go after the commit.
     folder = f"{made.json()['id']}/{record['id']}"
@@ -139,6 +150,7 @@ def test_creates_store_exactly_what_their_records_name(pbfast_process: object, t
     gone = sorted(gone + [f"{folder}/{updated['cover']}"])  # replaced by the allowed update above
     assert _settled(storage, sorted(kept + gone)) == sorted(kept + gone), "a refused or invalid update leaves no file"
     assert _noted(deleted, gone) == gone, "nor a note"
+    assert _empty_directories(storage) == [], "nor a directory for the missing record"
 
 
 @pytest.fixture
@@ -296,3 +308,53 @@ def test_a_create_with_a_password_keeps_its_files(pbfast_process: object, tmp_pa
     time.sleep(0.5)  # a dropped file is deleted in the background
     served = httpx.get(f"{base}/api/files/vault/{record['id']}/{record['doc']}", timeout=30)
     assert (served.status_code, served.content) == (200, PNG)
+
+
+def test_emptied_record_directories_go_without_failing_a_concurrent_upload_there(tmp_path: Path) -> None:
+    """Race-free: one thread keeps removing a record's directory whenever it is empty (as a refused upload's
+    delete does) while others create files in it through every kind of write (the early writers' batch, an
+    in-turn create, a thumb's write) and delete them: no write fails, and nothing but empty directories went."""
+    import threading  # noqa: PLC0415
+
+    store = LocalObjectStore(tmp_path / "store")
+    files = filesystem.TenantFiles(store, "", None)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    removals = [0]
+
+    def remover() -> None:  # far more often than refused uploads come, yet not a tight loop that always wins
+        while not stop.wait(0.0005):
+            files.remove_empty_directories(["coll/rec/x.png"])
+            removals[0] += 1
+
+    def writer(index: int) -> None:
+        try:
+            for round_ in range(150):
+                name = f"coll/rec/{index}-{round_}"
+                if index == 0:
+                    files.create_many([(name + "-a.png", PNG), (name + "-b.png", PNG)])
+                    paths = [name + "-a.png", name + "-b.png"]
+                elif index == 1:
+                    files.create(name + ".png", PNG)
+                    paths = [name + ".png"]
+                else:
+                    files.write(name + ".png", PNG)
+                    paths = [name + ".png"]
+                for path in paths:
+                    assert files.read(path) is not None
+                    files.delete(path)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            failures.append(err)
+
+    threads = [threading.Thread(target=writer, args=(index,)) for index in range(3)]
+    cleaner = threading.Thread(target=remover)
+    cleaner.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    stop.set()
+    cleaner.join(10)
+    assert failures == [] and removals[0] > 0
+    files.remove_empty_directories(["coll/rec/x.png"])
+    assert list((tmp_path / "store").iterdir()) == []
