@@ -292,6 +292,49 @@ def test_an_early_upload_counts_once_against_the_storage_quota(tenant: Tenant) -
     assert len(orjson.loads(proto.body)["files"]) == 1
 
 
+def test_a_rate_limited_create_writes_nothing(tenant: Tenant, tmp_path: Path) -> None:
+    """PocketBase's rate limit refuses a create before its handler writes a file: the early write waits for the
+    rate limit check (a refused client costs no write, fsync and delete), and the answer is PocketBase's 429."""
+    from pbfast.pocketbase import app_settings  # noqa: PLC0415
+
+    def rate_limits(enabled: bool) -> None:
+        rule = {"label": "POST /api/collections/docs/records", "maxRequests": 1, "duration": 60, "audience": ""}
+        document = app_settings.merge_patch(app_settings.load_document(tenant.conn),
+                                            {"rateLimits": {"enabled": enabled, "rules": [rule]}})
+        app_settings.save_document(tenant.conn, document)
+        app_settings.notify_saved(tenant, app_settings.load_settings(tenant.conn))  # as the settings API does
+
+    rate_limits(True)
+    try:
+        _two_creates_one_refused(tenant, tmp_path)
+    finally:
+        rate_limits(False)  # the settings this process keeps for the tenant id of the next tests
+
+
+def _two_creates_one_refused(tenant: Tenant, tmp_path: Path) -> None:
+    files = files_of(tenant)
+    written: list[str] = []
+    create_many = files.create_many
+
+    def counted_many(items: list[tuple[str, bytes]]) -> None:
+        written.extend(path for path, _ in items)
+        create_many(items)
+
+    files.create_many = counted_many  # type: ignore[method-assign]
+
+    api = TenantApi()  # one rate limiter for both
+    first, refused = _Proto(), _Proto()
+    for proto in (first, refused):
+        asyncio.run(api.handle(tenant, "/api/collections/docs/records", _Scope(), proto,  # type: ignore[arg-type]
+                               run=_inline))
+    assert first.status == 200, first.body
+    assert (refused.status, orjson.loads(refused.body)["message"]) == (429, "Too Many Requests."), refused.body
+    record = orjson.loads(first.body)
+    assert written == [f"{record['collectionId']}/{record['id']}/{record['files'][0]}"], "the refused one wrote nothing"
+    filesystem.wait_for_deletes()
+    assert _stored(tmp_path / "store" / "tenants" / "crashy" / "storage") == written
+
+
 def test_a_create_with_a_password_keeps_its_files(pbfast_process: object, tmp_path: Path) -> None:
     """A collection with a password field: its create hashes the password off the turn and runs the turn again;
     the file it uploads is stored under the record and served (not written early and dropped by the first run)."""

@@ -37,7 +37,7 @@ from pbfast.pocketbase.apis.request import (BAD_REQUEST, NO_AUTH, NOT_FOUND, Off
 from pbfast.pocketbase.password_checks import PasswordChecks
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
-from pbfast.pocketbase.request_logs import LogEntry, RequestLogs
+from pbfast.pocketbase.request_logs import LogEntry, RequestLogs, settings_at_hand
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.thread_priority import normal_priority
@@ -264,6 +264,14 @@ class TenantApi:
         early = None
         if (handler is records.create_record or handler is records.update_record) and run is not None \
                 and request.raw_body and request.prepared is None:
+            if not admitted and _admission_may_refuse(tenant.id):
+                # PocketBase's middlewares (rate limits, superuser IPs) refuse before the handler writes a file:
+                # a refused client costs no early write (and its fsyncs, and its delete).
+                refusal, admitted = await self._admission(handler, request, run)
+                if refusal is not None:
+                    handler = _refused(refusal)
+        if (handler is records.create_record or handler is records.update_record) and run is not None \
+                and request.raw_body and request.prepared is None:
             early = plan_early(request, update=handler is records.update_record)
             if early is not None:
                 request.prepared = early
@@ -473,6 +481,13 @@ class TenantApi:
         if self.on_time_limit is not None:
             self.on_time_limit(request.tenant.id)
         send_error(request.proto, 400, TIME_LIMIT_MESSAGE.format(seconds=seconds))
+
+
+def _admission_may_refuse(tenant_id: str) -> bool:
+    """Whether the tenant's settings as last seen (or never seen) have rate limits or superuser IPs: the checks
+    of :meth:`TenantApi._admission` may refuse a request (without them it is not worth a turn of its own)."""
+    known = settings_at_hand(tenant_id)
+    return known is None or bool(known.rate_limits.enabled and known.rate_limits.rules) or bool(known.superuser_ips)
 
 
 def _refused(refusal: ApiError) -> Handler:
