@@ -136,3 +136,41 @@ def test_an_event_loop_busy_for_longer_than_the_serving_window_does_not_cost_the
         asyncio.run(asyncio.wait_for(scenario(), 60))
     finally:
         member.close()
+
+
+def test_the_lease_keeper_renews_only_a_late_but_valid_lease() -> None:
+    """The keeper's rule, on a clock of its own: nothing sent while the loop's heartbeats keep up; a bare one sent
+    and the lease renewed from its sending when they are late; a lapsed lease never renewed by it (the control plane
+    may have re-placed the node's tenants meanwhile: only the loop, adopting the answer, renews it then)."""
+    from pbfast.cluster.heartbeat import Heartbeat  # noqa: PLC0415
+    from pbfast.tenant_node.lease import Lease  # noqa: PLC0415
+    from pbfast.tenant_node.lease_keeper import LeaseKeeper  # noqa: PLC0415
+
+    now = [100.0]
+    lease = Lease(clock=lambda: now[0])
+    sent: list[float] = []
+
+    def send(heartbeat: Heartbeat, timeout: float) -> float | None:
+        sent.append(now[0])
+        now[0] += 0.05  # the round trip
+        return 5.0
+
+    keeper = LeaseKeeper(lease, send, lambda: Heartbeat(0, {}, [], "instance"), lambda: 1.0)
+    assert not keeper.check_once() and sent == []  # no lease yet: the loop's first answer brings it
+    lease.renew(100.0, 5.0)
+    now[0] = 101.2
+    assert not keeper.check_once() and sent == []  # 1.2 intervals: the loop's next one may still come
+    now[0] = 101.3
+    assert keeper.check_once() and sent == [101.3]
+    assert lease.renewed_at == 101.3 and lease.extensions == 1 and lease.valid()
+    now[0] = 103.9  # lapsed at 103.8 (the loop stood still, the keeper too)
+    assert not keeper.check_once() and sent == [101.3] and not lease.valid()
+
+    def late_answer(heartbeat: Heartbeat, timeout: float) -> float | None:
+        now[0] += 1.0  # sent while valid, answered after the lease ran out: not renewed from it
+        return 5.0
+
+    lease.renew(103.0, 5.0)  # the loop adopted an answer
+    now[0] = 105.0
+    keeper.send = late_answer
+    assert not keeper.check_once() and lease.renewed_at == 103.0 and not lease.valid()
