@@ -71,7 +71,9 @@ class LeaseKeeper:
         self._failing = False
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+        """Start a thread (each start its own: one stopped before may still be ending its round trip)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(self._stop,), name="lease-keeper", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -92,8 +94,8 @@ class LeaseKeeper:
         answered_timeout = self.send(heartbeat, heartbeat_timeout(node_timeout))
         return lease.extend(sent_at, answered_timeout or node_timeout)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval() / CHECKS_PER_INTERVAL):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval() / CHECKS_PER_INTERVAL):
             try:
                 if self.check_once() and self._failing:
                     log.info("lease keeper: heartbeats acknowledged again")
