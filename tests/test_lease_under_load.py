@@ -127,6 +127,8 @@ def test_an_event_loop_busy_for_longer_than_the_serving_window_does_not_cost_the
             assert stored is not None and stored.up and time.time() - stored.last_heartbeat_at < 1.0
             await asyncio.sleep(0.1)  # the lease watch runs
             assert node.metrics.fences == 0
+            scraped = node.metrics.render(await node.status.gauges())
+            assert f"pbfast_node_lease_keeper_renewals_total {lease.extensions}".encode() in scraped
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
