@@ -208,8 +208,10 @@ def _record_changed(request: TenantRequest, action: str, collection: Collection,
 def records_json(request: TenantRequest, collection: Collection, rows: list[Row]) -> list[dict[str, Any]]:
     """Rows as record JSON for this requester (PocketBase's enrich step: hidden fields, and emails shown
     to superusers, to the record itself and to those the collection's ``manageRule`` lets manage it)."""
-    managed = _managed_ids(request, collection, [str(r.get("id")) for r in rows])
     viewer = request.viewer
+    if collection.type != "auth":  # no email to show or hide, and no manageRule
+        return [records.record_json(collection, row, viewer) for row in rows]
+    managed = _managed_ids(request, collection, [str(r.get("id")) for r in rows])
     return [records.record_json(collection, row, viewer, show_email=str(row.get("id")) in managed) for row in rows]
 
 
