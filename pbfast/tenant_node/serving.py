@@ -141,7 +141,8 @@ class Serving:
             send_error(proto, 403, "The tenant's storage quota is used up.")
             return
         _, evicted = self.pool.cache.acquire(tenant_id)
-        self.pool.close_evicted(evicted)
+        if evicted:
+            self.pool.close_evicted(evicted)
         try:
             try:
                 tenant = slot.tenant
@@ -173,7 +174,9 @@ class Serving:
                 self._measure_storage(slot, tenant)
         finally:
             try:
-                self.pool.close_evicted(self.pool.cache.release(tenant_id))
+                evicted = self.pool.cache.release(tenant_id)
+                if evicted:
+                    self.pool.close_evicted(evicted)
             except KeyError:
                 pass  # dropped (moved or deleted) while this request ran
 
