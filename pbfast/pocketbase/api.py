@@ -167,6 +167,7 @@ class TenantApi:
             add(method, path, bound)
         # Backups: the node sets backups.location to its object store (without one, only a tenant's own S3).
         self.backups = backups_api.Backups()
+        self._backup_upload = self.backups.upload  # compared with every request's handler: one bound method
         add("GET", "/api/backups", self.backups.list)
         add("POST", "/api/backups", self.backups.create)
         add("POST", "/api/backups/upload", self.backups.upload)
@@ -199,7 +200,7 @@ class TenantApi:
             tenant.realtime = self.realtime  # its record writes publish their events there
         held = HeldResponse()
         request = TenantRequest(scope, held, path, params, tenant)
-        if handler == self.backups.upload and not backups_api.may_authenticate(tenant, scope.headers.get("authorization")):
+        if handler == self._backup_upload and not backups_api.may_authenticate(tenant, scope.headers.get("authorization")):
             send_error(proto, 401, NO_AUTH)  # what the handler answers: not worth reading a large body first
             return
         if scope.method not in ("GET", "HEAD"):
@@ -308,8 +309,10 @@ class TenantApi:
                     held.replay(proto)
                 answered = True
 
-        if run is not None and handler is not batch.batch_transaction:
-            request.bcrypt = auth.BcryptRuns()  # bcrypt off the turn (a batch's items: in it, not to run the batch again)
+        if run is not None and handler is not batch.batch_transaction and request.method not in ("GET", "HEAD"):
+            # bcrypt off the turn (a batch's items: in it, not to run the batch again). Reads hash no password: were
+            # one to, its bcrypt would run in its turn (request.bcrypt None), which is slower but as correct.
+            request.bcrypt = auth.BcryptRuns()
         runs_again = 0
         while True:
             if run is None:
@@ -368,11 +371,11 @@ class TenantApi:
     def _limit_before_handler(self, handler: Handler) -> bool:
         """Whether PocketBase's body limit middleware guards the route: not a batch (its handler checks its own
         limit after whether batches are on) nor a backup upload (no limit in PocketBase)."""
-        return handler is not batch.batch_transaction and handler != self.backups.upload
+        return handler is not batch.batch_transaction and handler != self._backup_upload
 
     def _body_read_limit(self, handler: Handler, tenant: Tenant, params: dict[str, str]) -> int:
         return (batch.body_read_limit(tenant) if handler is batch.batch_transaction
-                else backups_api.UPLOAD_LIMIT if handler == self.backups.upload else body_limit(tenant, params))
+                else backups_api.UPLOAD_LIMIT if handler == self._backup_upload else body_limit(tenant, params))
 
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)

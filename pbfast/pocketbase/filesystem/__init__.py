@@ -292,9 +292,12 @@ class FileChanges:
     discarded: list[tuple[TenantFiles, str]] = field(default_factory=list)
 
     def committed(self) -> None:
-        _delete_later(self.obsolete, keep=True)
-        _delete_later(self.discarded)
-        self.uploaded, self.obsolete, self.discarded = [], [], []
+        if self.obsolete or self.discarded:
+            _delete_later(self.obsolete, keep=True)
+            _delete_later(self.discarded)
+            self.obsolete, self.discarded = [], []
+        if self.uploaded:  # (most requests upload nothing: nothing to make afresh)
+            self.uploaded = []
 
     def rolled_back(self) -> None:
         _delete_later(self.uploaded + self.discarded)
