@@ -481,6 +481,9 @@ class InProcessQueue:
     @property
     def outstanding(self) -> int:
         """Requests queued or taken and not yet answered."""
+    @property
+    def abandoned(self) -> int:
+        """Queued requests (not taken yet) whose client went away; the loop drops each when it takes it."""
     def take(self, limit: int = 64) -> list[HandedRequest]:
         """Clear the eventfd and return the oldest ``limit`` queued requests ([] once closed); the eventfd is
         readable again when more are left."""
