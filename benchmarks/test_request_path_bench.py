@@ -195,7 +195,12 @@ def test_auth_refresh(bench: Bench, benchmark: BenchmarkFixture) -> None:
 
 
 def request_loop(bench: Bench, case: str, count: int) -> Any:
-    """For profiling by hand: ``count`` requests of ``case`` (view, view-token, list, create, refresh)."""
+    """For profiling by hand: ``count`` requests of ``case`` (view, view-token, list, create, refresh, password: the
+    superuser's ``auth-with-password``, its hash at bcrypt cost 4)."""
+    if case == "password":
+        credentials = orjson.dumps({"identity": SUPERUSER[0], "password": SUPERUSER[1]})
+        return bench.batch(bench.scope("POST", "/api/collections/_superusers/auth-with-password", body=credentials),
+                           credentials, count)
     if case == "refresh":
         return bench.batch(bench.scope("POST", "/api/collections/users/auth-refresh", token=bench.user_token),
                            count=count)

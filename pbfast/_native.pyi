@@ -91,6 +91,15 @@ def jwt_segments(token: str) -> tuple[bytes, bytes] | None:
     """``(header, payload)`` decoded from a token of exactly three base64url parts, signature unchecked;
     None when it is not one."""
 
+def bcrypt_check(password: bytes, hashed: bytes) -> bool | None:
+    """Whether ``password`` matches the bcrypt hash ``hashed`` (constant-time compare, the GIL released);
+    None unless the hash is in the standard form (``$2a$``/``$2b$``/``$2y$``, cost 04-31, 60 characters,
+    canonical base64) and the password at most 72 bytes: the caller's bcrypt library judges those."""
+
+def bcrypt_hash(password: bytes, cost: int, salt: bytes) -> str | None:
+    """A new ``$2b$`` bcrypt hash of ``password`` at ``cost`` with ``salt`` (16 random bytes; ValueError for
+    another length), the GIL released; None for a password over 72 bytes or a cost outside 4-31."""
+
 @final
 class RateLimiter:
     """PocketBase's rate limiter: per key, fixed windows of ``duration`` whole seconds allowing
@@ -475,6 +484,9 @@ class InProcessQueue:
     @property
     def outstanding(self) -> int:
         """Requests queued or taken and not yet answered."""
+    @property
+    def abandoned(self) -> int:
+        """Queued requests (not taken yet) whose client went away; the loop drops each when it takes it."""
     def take(self, limit: int = 64) -> list[HandedRequest]:
         """Clear the eventfd and return the oldest ``limit`` queued requests ([] once closed); the eventfd is
         readable again when more are left."""

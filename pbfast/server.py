@@ -38,7 +38,7 @@ from pbfast.control_plane.app import ControlPlaneApp
 from pbfast.control_plane.raft import RaftMember
 from pbfast.control_plane.reconciler import Reconciler
 from pbfast.control_plane.routes import RouteFeed
-from pbfast.cp_client import ControlPlaneClient
+from pbfast.cp_client import ControlPlaneClient, SyncControlPlaneClient
 from pbfast.gateway.app import MOVE_WAIT_SECONDS, GatewayApp, LocalNode
 from pbfast.gateway.metrics import GatewayMetrics
 from pbfast.gateway.native import IN_PROCESS_CAPACITY, HeldStreamLimits, NativeFrontend
@@ -58,6 +58,7 @@ from pbfast.primitives import CircuitBreakers, RoutingTable, StreamHolder
 from pbfast.profiling.app import ProfilingApp
 from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
+from pbfast.tenant_node.lease_keeper import bare_beats_over_http
 from pbfast.tenant_node.membership import NodeMembership
 from pbfast.tenant_node.metrics import WithNodeMetrics
 from pbfast.tenant_node.backup_cron import SCHEDULE_FILE, BackupCron, BackupSchedule
@@ -127,7 +128,7 @@ def _connect_address(address: Address) -> Address:
 
 
 def _control_plane(config: ServeConfig, parts: Components, admin_token: str, cluster_token: str,
-                   local_nodes: dict[str, TenantNodeApp]) -> None:
+                   local_nodes: dict[str, TenantNodeApp]) -> ControlPlaneApi:
     assert config.raft_bind_addr is not None
     _check_bindable(config.raft_bind_addr)
     try:
@@ -150,10 +151,13 @@ def _control_plane(config: ServeConfig, parts: Components, admin_token: str, clu
     parts.closers += [node_client.aclose, member.close]
     component_logger("ControlPlane").info("raft member %s, peers: %s", config.raft_bind_addr,
                                           ", ".join(map(str, config.raft_peers)) or "none (a cluster of one)")
+    return api
 
 
 def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_addrs: tuple[Address, ...],
-                 address: str) -> TenantNodeApp:
+                 address: str) -> tuple[TenantNodeApp, NodeMembership]:
+    """The node and its membership; a remote control plane gets the lease keeper's bare heartbeats over HTTP
+    (all-in-one hands its own control plane to :meth:`NodeMembership.keep_lease_beside_loop` instead)."""
     store = ReplicaStore(config.s3_bucket, config.s3_endpoint, config.data_dir / "replica")
     filesystem.configure_from(config.data_dir, config.s3_bucket, config.s3_endpoint, DEFAULT_CACHE_BYTES,
                               retention_seconds=config.restore_window_hours * 3600)
@@ -174,6 +178,10 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     parts.startups += [clean_leftovers, replicator.start]
     client = ControlPlaneClient(cp_addrs, cluster_token)
     membership = NodeMembership(client, node, address, config.max_tenants, instance_id=config.instance_id)
+    if config.mode is Mode.TENANT_NODE:
+        keeper_client = SyncControlPlaneClient(cp_addrs, cluster_token)  # the keeper thread's own
+        membership.keep_lease_beside_loop(bare_beats_over_http(keeper_client, config.node_id))
+        parts.closers.append(keeper_client.close)
 
     async def close_idle_tenants() -> None:
         while True:
@@ -192,7 +200,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all,  # run in reverse order
                       node.api.request_logs.close]
-    return node
+    return node, membership
 
 
 def _stream_holder(config: ServeConfig, parts: Components, node: TenantNodeApp, cluster_token: str) -> None:
@@ -333,7 +341,7 @@ def build_components(config: ServeConfig, spawner: WorkerSpawner | None = None) 
         _control_plane(config, parts, admin, config.cluster_token, {})
     elif config.mode is Mode.TENANT_NODE:
         assert config.cluster_token is not None and config.node_address is not None
-        node = _tenant_node(config, parts, config.cluster_token, config.control_plane_addrs, config.node_address)
+        node, _ = _tenant_node(config, parts, config.cluster_token, config.control_plane_addrs, config.node_address)
         if config.engine.workers > 1:
             _node_workers(config, parts, node, config.cluster_token, config.http_addr, spawner)
         else:
@@ -357,8 +365,13 @@ def build_components(config: ServeConfig, spawner: WorkerSpawner | None = None) 
             local_address = node_address.url
         else:
             local_address = f"local://{config.node_id}"
-        node = _tenant_node(config, parts, cluster, own_cp, local_address)
-        _control_plane(config, parts, admin, cluster, {local_address: node} if workers == 1 else {})
+        node, membership = _tenant_node(config, parts, cluster, own_cp, local_address)
+        control_plane = _control_plane(config, parts, admin, cluster, {local_address: node} if workers == 1 else {})
+        node_id = config.node_id
+        assert node_id is not None
+        # Its own control plane's listener is on the same (busy) loop: the lease keeper goes to it directly.
+        membership.keep_lease_beside_loop(
+            lambda heartbeat, timeout: control_plane.bare_heartbeat(node_id, heartbeat, timeout))
         # The node has no public listener of its own here: its /metrics is on the control plane's listener.
         parts.listeners[-1].app = WithNodeMetrics(parts.listeners[-1].app, node)
         node.metrics_tokens.append(admin)

@@ -48,6 +48,16 @@ def _settled(store: Path, expected: list[str]) -> list[str]:
     return found
 
 
+def _empty_directories(store: Path) -> list[str]:
+    """The store's empty directories once its background deletes are done (bounded wait)."""
+    deadline = time.monotonic() + 30
+    while True:
+        empty = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_dir() and not any(p.iterdir()))
+        if not empty or time.monotonic() > deadline:
+            return empty
+        time.sleep(0.05)
+
+
 def _noted(deleted: Path, expected: list[str]) -> list[str]:
     """The files the notes in a tenant's ``deleted/`` prefix name (deletes kept for the restore window, early
     uploads' notes on S3; not the journal of pending uploads, whose lines stay while its reserved ids are handed
@@ -105,6 +115,7 @@ def test_creates_store_exactly_what_their_records_name(pbfast_process: object, t
     assert too_large.status_code == 400 and "files" in too_large.json()["data"], too_large.text
     assert _settled(storage, kept) == kept, "a refused create leaves no file"
     assert _noted(deleted, []) == [], "nor a note"
+    assert _empty_directories(storage) == [], "nor the directory of the record it would have made"
 
     # Updates: the new files go beside the record's others; the ones its new values replace go after the commit.
     folder = f"{made.json()['id']}/{record['id']}"
@@ -144,6 +155,7 @@ def test_creates_store_exactly_what_their_records_name(pbfast_process: object, t
     gone = sorted(gone + [f"{folder}/{updated['cover']}"])  # replaced by the allowed update above
     assert _settled(storage, sorted(kept + gone)) == sorted(kept + gone), "a refused or invalid update leaves no file"
     assert _noted(deleted, gone) == gone, "nor a note"
+    assert _empty_directories(storage) == [], "nor a directory for the missing record"
 
 
 @pytest.fixture
@@ -287,6 +299,49 @@ def test_an_early_upload_counts_once_against_the_storage_quota(tenant: Tenant) -
     assert len(orjson.loads(proto.body)["files"]) == 1
 
 
+def test_a_rate_limited_create_writes_nothing(tenant: Tenant, tmp_path: Path) -> None:
+    """PocketBase's rate limit refuses a create before its handler writes a file: the early write waits for the
+    rate limit check (a refused client costs no write, fsync and delete), and the answer is PocketBase's 429."""
+    from pbfast.pocketbase import app_settings  # noqa: PLC0415
+
+    def rate_limits(enabled: bool) -> None:
+        rule = {"label": "POST /api/collections/docs/records", "maxRequests": 1, "duration": 60, "audience": ""}
+        document = app_settings.merge_patch(app_settings.load_document(tenant.conn),
+                                            {"rateLimits": {"enabled": enabled, "rules": [rule]}})
+        app_settings.save_document(tenant.conn, document)
+        app_settings.notify_saved(tenant, app_settings.load_settings(tenant.conn))  # as the settings API does
+
+    rate_limits(True)
+    try:
+        _two_creates_one_refused(tenant, tmp_path)
+    finally:
+        rate_limits(False)  # the settings this process keeps for the tenant id of the next tests
+
+
+def _two_creates_one_refused(tenant: Tenant, tmp_path: Path) -> None:
+    files = files_of(tenant)
+    written: list[str] = []
+    create_many = files.create_many
+
+    def counted_many(items: list[tuple[str, bytes]], append: tuple[str, bytes] | None = None) -> None:
+        written.extend(path for path, _ in items)
+        create_many(items, append)
+
+    files.create_many = counted_many  # type: ignore[method-assign]
+
+    api = TenantApi()  # one rate limiter for both
+    first, refused = _Proto(), _Proto()
+    for proto in (first, refused):
+        asyncio.run(api.handle(tenant, "/api/collections/docs/records", _Scope(), proto,  # type: ignore[arg-type]
+                               run=_inline))
+    assert first.status == 200, first.body
+    assert (refused.status, orjson.loads(refused.body)["message"]) == (429, "Too Many Requests."), refused.body
+    record = orjson.loads(first.body)
+    assert written == [f"{record['collectionId']}/{record['id']}/{record['files'][0]}"], "the refused one wrote nothing"
+    filesystem.wait_for_deletes()
+    assert _stored(tmp_path / "store" / "tenants" / "crashy" / "storage") == written
+
+
 def test_a_create_with_a_password_keeps_its_files(pbfast_process: object, tmp_path: Path) -> None:
     """A collection with a password field: its create hashes the password off the turn and runs the turn again;
     the file it uploads is stored under the record and served (not written early and dropped by the first run)."""
@@ -303,6 +358,56 @@ def test_a_create_with_a_password_keeps_its_files(pbfast_process: object, tmp_pa
     time.sleep(0.5)  # a dropped file is deleted in the background
     served = httpx.get(f"{base}/api/files/vault/{record['id']}/{record['doc']}", timeout=30)
     assert (served.status_code, served.content) == (200, PNG)
+
+
+def test_emptied_record_directories_go_without_failing_a_concurrent_upload_there(tmp_path: Path) -> None:
+    """Race-free: one thread keeps removing a record's directory whenever it is empty (as a refused upload's
+    delete does) while others create files in it through every kind of write (the early writers' batch, an
+    in-turn create, a thumb's write) and delete them: no write fails, and nothing but empty directories went."""
+    import threading  # noqa: PLC0415
+
+    store = LocalObjectStore(tmp_path / "store")
+    files = filesystem.TenantFiles(store, "", None)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    removals = [0]
+
+    def remover() -> None:  # far more often than refused uploads come, yet not a tight loop that always wins
+        while not stop.wait(0.0005):
+            files.remove_empty_directories(["coll/rec/x.png"])
+            removals[0] += 1
+
+    def writer(index: int) -> None:
+        try:
+            for round_ in range(150):
+                name = f"coll/rec/{index}-{round_}"
+                if index == 0:
+                    files.create_many([(name + "-a.png", PNG), (name + "-b.png", PNG)])
+                    paths = [name + "-a.png", name + "-b.png"]
+                elif index == 1:
+                    files.create(name + ".png", PNG)
+                    paths = [name + ".png"]
+                else:
+                    files.write(name + ".png", PNG)
+                    paths = [name + ".png"]
+                for path in paths:
+                    assert files.read(path) is not None
+                    files.delete(path)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            failures.append(err)
+
+    threads = [threading.Thread(target=writer, args=(index,)) for index in range(3)]
+    cleaner = threading.Thread(target=remover)
+    cleaner.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    stop.set()
+    cleaner.join(10)
+    assert failures == [] and removals[0] > 0
+    files.remove_empty_directories(["coll/rec/x.png"])
+    assert list((tmp_path / "store").iterdir()) == []
 
 
 def _written_early(tenant: Tenant) -> Any:

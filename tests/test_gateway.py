@@ -727,9 +727,10 @@ async def _wait_for_move() -> None:
     loop.call_later(0.2, watcher.apply, table(5, "local://c", "active", 3))
     local_calls: list[tuple[str, int, str]] = []
 
-    async def local_node(tenant_id: str, epoch: int, path: str, scope: Any, proto: Any) -> None:
+    async def local_node(tenant_id: str, epoch: int, path: str, scope: Any, proto: Any) -> int:
         local_calls.append((tenant_id, epoch, path))
         proto.response_bytes(200, [], b"{}")
+        return 200
 
     app = GatewayApp(watcher, {"local://c": local_node}, move_wait_seconds=1.0)
     answer = FakeProto()
@@ -801,9 +802,10 @@ async def _client_address() -> None:
                                              "epoch": 1}]})
     seen: list[str] = []
 
-    async def local_node(tenant_id: str, epoch: int, path: str, scope: Any, proto: Any) -> None:
+    async def local_node(tenant_id: str, epoch: int, path: str, scope: Any, proto: Any) -> int:
         seen.append(scope.client)
         proto.response_bytes(200, [], b"{}")
+        return 200
 
     headers = FakeHeaders([("host", "gw.test"), ("x-pbfast-client", "2001:db8::1")])
     for trust in (True, False):

@@ -39,6 +39,7 @@ class ControlPlaneApi:
         self.register_node = cluster.register_node
         self.remove_node = cluster.remove_node
         self.heartbeat = cluster.heartbeat
+        self.bare_heartbeat = cluster.bare_heartbeat  # any thread but the loop's: see NodesApi.bare_heartbeat
         self.push_pending_superuser = cluster.push_pending_superuser
         self.assignments_of = cluster.assignments_of
         self.routes = cluster.routes

@@ -1,7 +1,7 @@
 """The tenant nodes of ``/api/cp/nodes`` (registration, heartbeats and what each must serve, removal) and
 the gateway's route feed ``/api/cp/routes``.
 
-Thread-safety: event loop only.
+Thread-safety: event loop only, but :meth:`NodesApi.bare_heartbeat` (any other thread).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from pbfast.cluster.heartbeat import Assignments, Heartbeat, HeartbeatAnswer, WireError
-from pbfast.control_plane.api_context import ApiContext
+from pbfast.control_plane.api_context import HTTP_ERRORS, ApiContext
 from pbfast.control_plane.node_record import NodeRecord
 from pbfast.control_plane.placement import assigned_counts
 from pbfast.control_plane.validation import parse_node_registration
@@ -80,6 +80,21 @@ class NodesApi:
             if tenant is not None and tenant.superuser and tenant.node_id == node_id:
                 await self.context.commit(self.registry.update_tenant, tenant_id, {"superuser": None}, time.time())
         request.send_json(200, self.assignments_of(node_id).to_json())
+
+    def bare_heartbeat(self, node_id: str, heartbeat: Heartbeat, timeout: float) -> float:
+        """A bare heartbeat (no usage) of a node in this process, from its lease keeper's thread
+        (:mod:`pbfast.tenant_node.lease_keeper`), recorded as :meth:`heartbeat` records one but without the
+        event loop, which is as busy as the node's: returns the node timeout the lease is reckoned by. Raises
+        ApiError (refused) or :class:`pbfast.control_plane.raft.CommandFailed`. Thread-safety: any thread
+        but the event loop's (it blocks until committed)."""
+        if self.registry.node(node_id) is None:
+            raise ApiError(404, "Unknown node; register first.")
+        outcome, value = self.member.submit_blocking(self.registry.heartbeat, node_id, time.time(),
+                                                     heartbeat.open_tenants, {}, heartbeat.instance_id,
+                                                     timeout=timeout)
+        if outcome != "ok":
+            raise ApiError(HTTP_ERRORS.get(outcome, 400), value)
+        return self.context.node_timeout
 
     async def push_pending_superuser(self, tenant_id: str) -> None:
         """After a placement: hand the tenant's first superuser to its node now rather than at the next

@@ -64,8 +64,9 @@ class RaftStatus:
 class RaftMember:
     """Hosts the :class:`Registry` on a pysyncobj node.
 
-    Thread-safety: pysyncobj runs on its own thread; :meth:`submit` may be awaited from the event loop;
-    :meth:`status` and reads of :attr:`registry` are safe from any thread.
+    Thread-safety: pysyncobj runs on its own thread; :meth:`submit` may be awaited from the event loop,
+    :meth:`submit_blocking` called from any other thread; :meth:`status` and reads of :attr:`registry` are safe
+    from any thread.
     """
 
     def __init__(self, bind: Address, peers: tuple[Address, ...], data_dir: Path, cluster_token: str) -> None:
@@ -178,6 +179,25 @@ class RaftMember:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as err:
             raise CommandFailed(f"the command did not commit within {timeout:.0f} s (no quorum?)") from err
+
+    def submit_blocking(self, command: Any, *args: Any, timeout: float = COMMAND_TIMEOUT_SECONDS) -> tuple[str, Any]:
+        """:meth:`submit` for a thread other than the event loop's: blocks it until the command is committed and
+        applied here. Raises :class:`CommandFailed`."""
+        done = threading.Event()
+        settled: list[tuple[Any, int]] = []
+
+        def on_result(result: Any, error: int) -> None:  # pysyncobj thread
+            settled.append((result, error))
+            done.set()
+
+        command(*args, callback=on_result)
+        if not done.wait(timeout):
+            raise CommandFailed(f"the command did not commit within {timeout:.1f} s (no quorum?)")
+        result, error = settled[0]
+        if error != FAIL_REASON.SUCCESS:
+            raise CommandFailed(_FAILURES.get(error, f"raft error {error}"))
+        outcome: tuple[str, Any] = result
+        return outcome
 
     def close(self) -> None:
         self._flusher_stop.set()

@@ -40,15 +40,15 @@ from pbfast.http import (
 from pbfast.logs import component_logger, current_request_id
 from pbfast.primitives import InvalidTenantId
 from pbfast.prometheus import METRICS_HEADERS
-from pbfast.request_ids import WithRequestId, bind_request_id
+from pbfast.request_ids import REQUEST_ID_HEADER, WithRequestId, bind_request_id
 
 __all__ = ["MOVE_WAIT_SECONDS", "GatewayApp", "LocalNode"]
 
 log = component_logger("Gateway")
 access_log = component_logger("GatewayAccess")
 
-# In-process hop to a node: (tenant_id, epoch, forward_path, scope, proto) -> None.
-LocalNode = Callable[[str, int, str, Scope, HTTPProtocol], Awaitable[None]]
+# In-process hop to a node: (tenant_id, epoch, forward_path, scope, proto) -> the status it answered.
+LocalNode = Callable[[str, int, str, Scope, HTTPProtocol], Awaitable[int]]
 
 MOVE_WAIT_SECONDS = 5.0
 FIRST_TABLE_WAIT_SECONDS = 5.0
@@ -118,9 +118,14 @@ class GatewayApp:
             if client:
                 scope = _ClientScope(scope, f"[{client}]:0" if ":" in client else f"{client}:0")
         started = time.perf_counter()
-        request_id, bound = bind_request_id(scope)  # the native side's, when it handed the request over
+        if handed:
+            # The native side checked the client's id (or made one), and sets it on the answer itself.
+            bound = current_request_id.set(scope.headers.get(REQUEST_ID_HEADER))
+        else:
+            request_id, bound = bind_request_id(scope)
+            proto = WithRequestId(proto, request_id)
         try:
-            status = await self._serve(scope, WithRequestId(proto, request_id))
+            status = await self._serve(scope, proto)
             elapsed = time.perf_counter() - started
             self.metrics.observe(status, elapsed)
             if self.access_log:
@@ -170,9 +175,7 @@ class GatewayApp:
             return status
         local = self._local_nodes.get(address)
         if local is not None:
-            recorder = StatusRecorder(proto)
-            await local(tenant_id, epoch, forward_path, scope, recorder)
-            return recorder.status
+            return await local(tenant_id, epoch, forward_path, scope, proto)
         if self.proxy is None or not address.startswith(("http://", "https://")):
             log.warning("no way to reach node %s of tenant %s", address, tenant_id)
             send_tenant_error(proto, scope, 502, "The tenant's node is unreachable.")

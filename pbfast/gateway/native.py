@@ -122,11 +122,14 @@ class NativeFrontend:
                  "" if self.threads == 1 else "s")
 
     async def stop(self, grace_seconds: float) -> None:
-        """Stop accepting and drain open connections for at most ``grace_seconds`` (the event loop keeps
-        running meanwhile, so handed-over requests can finish)."""
-        await asyncio.get_running_loop().run_in_executor(None, self.server.stop, grace_seconds)
+        """Stop accepting and drain open connections, and the requests handed over in process, for at most
+        ``grace_seconds`` in all (the event loop keeps running meanwhile, so handed-over requests can finish):
+        the in-process handlers get what the native drain left of it, not a grace period of their own."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        await loop.run_in_executor(None, self.server.stop, grace_seconds)
         if self._dispatcher is not None:
-            await self._dispatcher.close(grace_seconds)
+            await self._dispatcher.close(max(0.0, deadline - loop.time()))
 
     def close(self) -> None:
         """Write what is left of the logs; remove the socket's directory (after both servers stopped)."""

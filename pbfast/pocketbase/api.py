@@ -37,7 +37,7 @@ from pbfast.pocketbase.apis.request import (BAD_REQUEST, NO_AUTH, NOT_FOUND, Off
 from pbfast.pocketbase.password_checks import PasswordChecks
 from pbfast.pocketbase.realtime import RealtimeHub, RealtimeLimits
 from pbfast.pocketbase.realtime.hub import DEFAULT_LIMITS as DEFAULT_REALTIME_LIMITS
-from pbfast.pocketbase.request_logs import LogEntry, RequestLogs
+from pbfast.pocketbase.request_logs import LogEntry, RequestLogs, settings_at_hand
 from pbfast.pocketbase.sqlite_guard import TimeLimitExceeded
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.thread_priority import normal_priority
@@ -167,6 +167,7 @@ class TenantApi:
             add(method, path, bound)
         # Backups: the node sets backups.location to its object store (without one, only a tenant's own S3).
         self.backups = backups_api.Backups()
+        self._backup_upload = self.backups.upload  # compared with every request's handler: one bound method
         add("GET", "/api/backups", self.backups.list)
         add("POST", "/api/backups", self.backups.create)
         add("POST", "/api/backups/upload", self.backups.upload)
@@ -199,7 +200,7 @@ class TenantApi:
             tenant.realtime = self.realtime  # its record writes publish their events there
         held = HeldResponse()
         request = TenantRequest(scope, held, path, params, tenant)
-        if handler == self.backups.upload and not backups_api.may_authenticate(tenant, scope.headers.get("authorization")):
+        if handler == self._backup_upload and not backups_api.may_authenticate(tenant, scope.headers.get("authorization")):
             send_error(proto, 401, NO_AUTH)  # what the handler answers: not worth reading a large body first
             return
         if scope.method not in ("GET", "HEAD"):
@@ -264,6 +265,14 @@ class TenantApi:
         early = None
         if (handler is records.create_record or handler is records.update_record) and run is not None \
                 and request.raw_body and request.prepared is None:
+            if not admitted and _admission_may_refuse(tenant.id):
+                # PocketBase's middlewares (rate limits, superuser IPs) refuse before the handler writes a file:
+                # a refused client costs no early write (and its fsyncs, and its delete).
+                refusal, admitted = await self._admission(handler, request, run)
+                if refusal is not None:
+                    handler = _refused(refusal)
+        if (handler is records.create_record or handler is records.update_record) and run is not None \
+                and request.raw_body and request.prepared is None:
             early = plan_early(request, update=handler is records.update_record)
             if early is not None:
                 request.prepared = early
@@ -300,8 +309,10 @@ class TenantApi:
                     held.replay(proto)
                 answered = True
 
-        if run is not None and handler is not batch.batch_transaction:
-            request.bcrypt = auth.BcryptRuns()  # bcrypt off the turn (a batch's items: in it, not to run the batch again)
+        if run is not None and handler is not batch.batch_transaction and request.method not in ("GET", "HEAD"):
+            # bcrypt off the turn (a batch's items: in it, not to run the batch again). Reads hash no password: were
+            # one to, its bcrypt would run in its turn (request.bcrypt None), which is slower but as correct.
+            request.bcrypt = auth.BcryptRuns()
         runs_again = 0
         while True:
             if run is None:
@@ -360,11 +371,11 @@ class TenantApi:
     def _limit_before_handler(self, handler: Handler) -> bool:
         """Whether PocketBase's body limit middleware guards the route: not a batch (its handler checks its own
         limit after whether batches are on) nor a backup upload (no limit in PocketBase)."""
-        return handler is not batch.batch_transaction and handler != self.backups.upload
+        return handler is not batch.batch_transaction and handler != self._backup_upload
 
     def _body_read_limit(self, handler: Handler, tenant: Tenant, params: dict[str, str]) -> int:
         return (batch.body_read_limit(tenant) if handler is batch.batch_transaction
-                else backups_api.UPLOAD_LIMIT if handler == self.backups.upload else body_limit(tenant, params))
+                else backups_api.UPLOAD_LIMIT if handler == self._backup_upload else body_limit(tenant, params))
 
     def _with_logs(self, handler: Callable[[RequestLogs, TenantRequest], None]) -> Handler:
         return lambda request: handler(self.request_logs, request)
@@ -473,6 +484,13 @@ class TenantApi:
         if self.on_time_limit is not None:
             self.on_time_limit(request.tenant.id)
         send_error(request.proto, 400, TIME_LIMIT_MESSAGE.format(seconds=seconds))
+
+
+def _admission_may_refuse(tenant_id: str) -> bool:
+    """Whether the tenant's settings as last seen (or never seen) have rate limits or superuser IPs: the checks
+    of :meth:`TenantApi._admission` may refuse a request (without them it is not worth a turn of its own)."""
+    known = settings_at_hand(tenant_id)
+    return known is None or bool(known.rate_limits.enabled and known.rate_limits.rules) or bool(known.superuser_ips)
 
 
 def _refused(refusal: ApiError) -> Handler:

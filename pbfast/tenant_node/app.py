@@ -193,8 +193,10 @@ class TenantNodeApp:
 
     # ---- serving ------------------------------------------------------------------------------------
 
-    async def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
-        await self.serving.serve_tenant(tenant_id, epoch, path, scope, proto)
+    def serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> Awaitable[int]:
+        """One request of the tenant from a gateway in this process (an all-in-one's): its serving, to be awaited
+        for the status answered."""
+        return self.serving.serve_local(tenant_id, epoch, path, scope, proto)
 
     async def serve_metrics(self, scope: Scope, proto: HTTPProtocol) -> None:
         await self.routes.serve_metrics(scope, proto)

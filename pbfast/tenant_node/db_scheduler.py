@@ -201,10 +201,15 @@ class DbScheduler:
             finished = time.monotonic()
             with self._lock:
                 if done:
-                    load = self._load(tenant_id)
+                    load = self.load.get(tenant_id) or self._load(tenant_id)  # (_load and _used inline: every read)
                     load.jobs += 1
                     load.busy_seconds += finished - started
-                self._used(tenant_id, finished, finished - started)
+                usage = self._usage.get(tenant_id)
+                if usage is None:
+                    usage = self._usage[tenant_id] = _Usage()
+                usage.add(finished, finished - started)
+                self._served[tenant_id] = finished
+                self._served.move_to_end(tenant_id)
                 self._running.discard(tenant_id)
                 queue = self._queues.get(tenant_id)
                 if queue:  # not from the loop while it ran this, but should another thread have submitted

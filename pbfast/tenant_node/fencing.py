@@ -5,7 +5,8 @@ a replica after the lease's halt time: if Litestream has not confirmed by then, 
 acknowledged heartbeat decides about the fenced tenants
 (:meth:`pbfast.tenant_node.ownership.Ownership.adopt`).
 
-Thread-safety: event loop only.
+Thread-safety: event loop only; the decision to fence is taken under the lease's lock (its keeper's thread
+renews it beside the loop, see :class:`pbfast.tenant_node.lease.Lease`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Fencing:
             try:
                 if lease is not None and lease.renewed_at is not None and self.ownership.fenced is None \
                         and not lease.valid():
-                    self.fence()
+                    with lease.lock:  # the lease keeper's thread may have renewed it since: checked again
+                        if self.ownership.fenced is None and not lease.valid():
+                            self.fence()
             except Exception:  # noqa: BLE001 - the watch must outlive any one failure
                 log.exception("fencing failed")
             await asyncio.sleep(LEASE_CHECK_SECONDS)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.tenant_node.db_scheduler import DbScheduler
@@ -65,15 +66,13 @@ class InlineTries:
         for a closed tenant, on the thread, answers the request ("moved", or retry)."""
         if (inline and not self.paused(tenant.id, write)
                 and (not write or self.db.idle(tenant.id) or await self.db.inline_turn(tenant.id))
-                and self.db.run_inline(tenant.id, lambda: self._open_within_budget(tenant, job, write))):
+                and self.db.run_inline(tenant.id, partial(self._within_budget, tenant, job, write))):
             return
         await self.db.run(tenant.id, job)
 
-    def _open_within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
-        # Read in the tenant's turn: a close (which runs in the turn too) cannot come between this and the job.
-        return not tenant.closed and self._within_budget(tenant, job, write)
-
     def _within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
+        if tenant.closed:  # read in the tenant's turn: a close (which runs in the turn too) cannot come between
+            return False
         key = (tenant.id, write)
         started, cpu_started = time.monotonic(), time.thread_time()
         done = tenant.time_limit.within_budget(INLINE_BUDGET_SECONDS, job, cpu_started)

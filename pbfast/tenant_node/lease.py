@@ -26,11 +26,18 @@ the default), covers: the rate difference between this node's monotonic clock an
 leader's wall clock (crystal oscillators and NTP slewing stay far below 1%, i.e. 0.05 s), the difference
 between the wall clocks of the control plane member that stamped the heartbeat and the leader that judges
 it (NTP keeps them within milliseconds; a clock *stepped* forward by more than the margin breaks the
-guarantee), and this node's event loop being late to act (it must not block for longer than the margin).
+guarantee), and this node's event loop being late to act on a lost lease (it must not block for longer than the margin).
 The serving window, ``SERVE_FRACTION × node timeout``, tolerates one lost or slow heartbeat at the
 default one-second interval: heartbeats are sent every ``min(1 s, node timeout / 5)`` and each attempt on
 a control plane member times out after ``node timeout / 4`` (then the next member is tried at once), so a
 hung member costs one attempt and the lease of the previous heartbeat still covers it.
+
+A busy event loop (request handling, the in-process hand-over, a loaded machine) does not cost the lease:
+the node's membership sends its heartbeats on the loop, and a thread beside it
+(:mod:`pbfast.tenant_node.lease_keeper`) sends a bare one whenever the loop's are late, and renews the lease
+from its acknowledgment with :meth:`Lease.extend`, which renews only a lease still valid (so nothing the
+control plane decided while the node was silent is missed: after a lapse only the loop renews, once it has
+adopted the answer).
 
 When a heartbeat is acknowledged again, the lease is renewed and the node re-reads its assignments (the
 heartbeat answer): tenants still assigned to it with the epoch they had when it fenced are served again
@@ -40,6 +47,7 @@ from the local copy; the others are left alone (their local copy is retired, see
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -65,17 +73,43 @@ def heartbeat_timeout(node_timeout: float) -> float:
 
 class Lease:
     """The node's right to serve, as of its last acknowledged heartbeat. Times are ``clock()`` seconds
-    (monotonic). Thread-safety: event loop only."""
+    (monotonic).
+
+    Thread-safety: renewed from the event loop (:meth:`renew`) and from the lease keeper's thread
+    (:meth:`extend`), each under :attr:`lock`, which also covers ``on_renew``; whoever decides from
+    :meth:`valid` that the lease ran out (the fencing) holds :attr:`lock` for the check and what follows, so
+    a renewal lands either before the check or after the fence. Reads are plain attribute reads (atomic)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
+        self.lock = threading.Lock()
         self.node_timeout: float | None = None  # from the control plane; None until the first answer
         self.renewed_at: float | None = None  # when the last acknowledged heartbeat was sent
         self.renewals = 0
+        self.extensions = 0  # renewals by the lease keeper's thread (the loop's heartbeats were late)
         self.on_renew: Callable[[], None] | None = None  # told of every renewal (a node's worker processes)
 
     def renew(self, sent_at: float, node_timeout: float) -> None:
-        """A heartbeat sent at ``sent_at`` was acknowledged by a control plane using ``node_timeout``."""
+        """A heartbeat sent at ``sent_at`` was acknowledged by a control plane using ``node_timeout`` (and its
+        answer adopted: event loop)."""
+        with self.lock:
+            self._renew(sent_at, node_timeout)
+
+    def extend(self, sent_at: float, node_timeout: float) -> bool:
+        """A bare heartbeat sent at ``sent_at`` (beside the event loop) was acknowledged: renew the lease if it
+        is still valid now; False, and nothing renewed, if it ran out. Still valid means the control plane
+        recorded this heartbeat before it could have declared the node down (at the earliest ``node
+        timeout`` after the previous heartbeat, twice the serving window), so none of the node's tenants
+        was re-placed meanwhile and the assignments the node holds stay good; after a lapse only the loop
+        renews, once it has adopted an answer (:meth:`renew`)."""
+        with self.lock:
+            if not self.clock() < self.serve_until:
+                return False
+            self._renew(sent_at, node_timeout)
+            self.extensions += 1
+            return True
+
+    def _renew(self, sent_at: float, node_timeout: float) -> None:
         self.node_timeout = node_timeout
         if self.renewed_at is None or sent_at > self.renewed_at:
             self.renewed_at = sent_at

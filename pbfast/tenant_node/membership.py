@@ -10,7 +10,9 @@ request goes uncounted.
 Every acknowledged heartbeat renews the node's lease (:mod:`pbfast.tenant_node.lease`) from the moment it
 was sent; :meth:`TenantNodeApp.watch_lease` fences the node when the lease runs out. Heartbeats go every
 ``min(1 s, node timeout / 5)`` and one attempt waits at most ``node timeout / 4`` for a member, so a hung
-control plane member costs one attempt, not the lease.
+control plane member costs one attempt, not the lease. A busy event loop does not either: when the loop's
+heartbeats are late, a thread beside it (:mod:`pbfast.tenant_node.lease_keeper`, given ``beside_loop``) sends
+bare ones and keeps a valid lease renewed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pbfast.tenant_node.lease import (
     heartbeat_interval,
     heartbeat_timeout,
 )
+from pbfast.tenant_node.lease_keeper import BareBeat, LeaseKeeper
 
 __all__ = ["NodeMembership"]
 
@@ -47,10 +50,12 @@ MAX_BARE_IN_FLIGHT = 2
 
 
 class NodeMembership:
-    """Runs :meth:`run` as a task on the node's event loop."""
+    """Runs :meth:`run` as a task on the node's event loop. ``beside_loop``: how the lease keeper's thread sends
+    its bare heartbeats (None: no keeper, the loop alone keeps the lease)."""
 
     def __init__(self, client: ControlPlaneClient, node: TenantNodeApp, address: str, max_tenants: int,
-                 interval: float = HEARTBEAT_SECONDS, lease: Lease | None = None, instance_id: str | None = None) -> None:
+                 interval: float = HEARTBEAT_SECONDS, lease: Lease | None = None, instance_id: str | None = None,
+                 beside_loop: BareBeat | None = None) -> None:
         self.client = client
         self.node = node
         self.address = address
@@ -74,6 +79,24 @@ class NodeMembership:
         self._adopted_sent_at = float("-inf")  # when the heartbeat whose answer was adopted last was sent
         node.refresh_assignments = self.beat_once
         node.lease = self.lease
+        self.keeper: LeaseKeeper | None = None
+        if beside_loop is not None:
+            self.keep_lease_beside_loop(beside_loop)
+
+    def keep_lease_beside_loop(self, send: BareBeat) -> None:
+        """Have a lease keeper thread send bare heartbeats with ``send`` while the loop's are late (before
+        :meth:`run`)."""
+        self.keeper = LeaseKeeper(self.lease, send, self._keeper_heartbeat, self.beat_interval)
+
+    def beat_interval(self) -> float:
+        """Seconds between heartbeats now."""
+        return min(self.interval, heartbeat_interval(self.node_timeout))
+
+    def _keeper_heartbeat(self) -> Heartbeat | None:
+        """The lease keeper's bare heartbeat (its thread: reads only plain attributes and a dict's length)."""
+        if not self._registered:
+            return None
+        return Heartbeat(self.node.slots.serving_count(), {}, [], self.instance_id)
 
     @property
     def node_timeout(self) -> float:
@@ -194,6 +217,8 @@ class NodeMembership:
         :data:`MAX_BARE_IN_FLIGHT`), so a round trip longer than the interval costs no lease while any answer
         arrives within the serving window of its own sending."""
         watcher = asyncio.create_task(self.node.watch_lease(), name="lease-watch")
+        if self.keeper is not None:
+            self.keeper.start()
         full: asyncio.Task[None] | None = None
         bare: set[asyncio.Task[None]] = set()
         try:
@@ -207,9 +232,10 @@ class NodeMembership:
                     task = asyncio.create_task(self._logged(self.bare_beat), name="heartbeat-bare")
                     bare.add(task)
                     task.add_done_callback(bare.discard)
-                interval = min(self.interval, heartbeat_interval(self.node_timeout))
-                await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+                await asyncio.sleep(max(0.0, self.beat_interval() - (time.monotonic() - started)))
         finally:
+            if self.keeper is not None:
+                self.keeper.stop()
             watcher.cancel()
             for pending in ([full] if full is not None else []) + list(bare):
                 pending.cancel()

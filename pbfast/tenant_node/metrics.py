@@ -42,8 +42,9 @@ knows it): on the node's own listener in ``tenant-node`` mode, on the control pl
 - ``pbfast_node_lease_valid`` (1/0), ``pbfast_node_lease_remaining_seconds``,
   ``pbfast_node_heartbeat_age_seconds`` (since the last acknowledged heartbeat was sent),
   ``pbfast_node_timeout_seconds`` (the control plane's ``--node-timeout``), ``pbfast_node_fences_total``
-  (times the lease ran out), ``pbfast_node_replication_halts_total`` (times Litestream had to be killed to
-  keep the single-writer promise).
+  (times the lease ran out), ``pbfast_node_lease_keeper_renewals_total`` (times the thread beside the event
+  loop renewed the lease because the loop's heartbeats were late: the loop is that busy),
+  ``pbfast_node_replication_halts_total`` (times Litestream had to be killed to keep the single-writer promise).
 
 Thread-safety: event loop only (plain counters, no locks; the workers' are in shared memory).
 """
@@ -84,6 +85,7 @@ class NodeGauges:
     lease_remaining: float
     heartbeat_age: float | None
     node_timeout: float | None
+    lease_extensions: int = 0  # renewals by the lease keeper's thread (the loop's heartbeats were late)
     db_threads: int = 0
     db_queued: int = 0
     db_load: dict[str, TenantLoad] = field(default_factory=dict)
@@ -189,6 +191,9 @@ class NodeMetrics:
             out.single("pbfast_node_timeout_seconds", "gauge", "The control plane's node timeout.", gauges.node_timeout)
         out.single("pbfast_node_fences_total", "counter",
                    "Times the lease ran out and the node stopped serving and replicating its tenants.", self.fences)
+        out.single("pbfast_node_lease_keeper_renewals_total", "counter",
+                   "Times the lease was renewed beside the event loop because the loop's heartbeats were late.",
+                   gauges.lease_extensions)
         out.single("pbfast_node_replication_halts_total", "counter",
                    "Times Litestream was killed because replication did not stop before the lease's halt time.",
                    self.replication_halts)

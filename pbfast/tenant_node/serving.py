@@ -8,7 +8,7 @@ Thread-safety: event loop only.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pbfast.cluster.wire import RAW_PATH_HEADER, STREAM_HOLDER_HEADER
 from pbfast.http import ApiError, HeldResponse, HTTPProtocol, Scope, StatusRecorder, routing_path, send_error
@@ -83,17 +83,37 @@ class Serving:
         """Serve one request of ``tenant_id`` (routed with fencing ``epoch``) at tenant-relative ``path``;
         whether its whole body was read (else the caller drains what is left)."""
         path = tenant_routing_path(scope, path)
-        if "//" in path or scope.method == "OPTIONS":  # maybe a redirect to the clean path, a CORS preflight
+        recorder = self._answered_early(tenant_id, path, scope, proto)
+        if recorder is None:
+            recorder = CorsRecorder(proto, scope)
+            try:
+                await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
+            finally:
+                self.metrics.observe(recorder.status)
+        return recorder.body_read
+
+    async def serve_local(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> int:
+        """:meth:`serve_tenant` for a gateway in this process (an all-in-one's), which reads every body whole
+        before: the status answered. (Its own coroutine, not a wrapper: one level less on every request.)"""
+        path = tenant_routing_path(scope, path)
+        recorder = self._answered_early(tenant_id, path, scope, proto)
+        if recorder is None:
+            recorder = CorsRecorder(proto, scope)
+            try:
+                await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
+            finally:
+                self.metrics.observe(recorder.status)
+        return recorder.status
+
+    def _answered_early(self, tenant_id: str, path: str, scope: Scope, proto: HTTPProtocol) -> StatusRecorder | None:
+        """What recorded the answer PocketBase gives before its routes (a redirect to the clean path, a CORS
+        preflight), if it gives one."""
+        if "//" in path or scope.method == "OPTIONS":
             early = StatusRecorder(proto)
             if answered_before_routes(tenant_id, path, scope, early):
                 self.metrics.observe(early.status)
-                return early.body_read
-        recorder = CorsRecorder(proto, scope)
-        try:
-            await self._serve_tenant(tenant_id, epoch, path, scope, recorder)
-        finally:
-            self.metrics.observe(recorder.status)
-        return recorder.body_read
+                return early
+        return None
 
     async def _serve_tenant(self, tenant_id: str, epoch: int, path: str, scope: Scope, proto: HTTPProtocol) -> None:
         try:
@@ -121,7 +141,8 @@ class Serving:
             send_error(proto, 403, "The tenant's storage quota is used up.")
             return
         _, evicted = self.pool.cache.acquire(tenant_id)
-        self.pool.close_evicted(evicted)
+        if evicted:
+            self.pool.close_evicted(evicted)
         try:
             try:
                 tenant = slot.tenant
@@ -153,13 +174,16 @@ class Serving:
                 self._measure_storage(slot, tenant)
         finally:
             try:
-                self.pool.close_evicted(self.pool.cache.release(tenant_id))
+                evicted = self.pool.cache.release(tenant_id)
+                if evicted:
+                    self.pool.close_evicted(evicted)
             except KeyError:
                 pass  # dropped (moved or deleted) while this request ran
 
-    async def _handle(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str, scope: Scope,
-                      proto: HTTPProtocol) -> None:
-        """The tenant's API, its database work on the scheduler within the tenant's time limit."""
+    def _handle(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str, scope: Scope,
+                proto: HTTPProtocol) -> Awaitable[None]:
+        """The tenant's API, its database work on the scheduler within the tenant's time limit (the API's
+        coroutine, returned to be awaited: no coroutine of its own on every request)."""
         limit_ms = assignment.time_limit_ms
         time_limit = self.request_time_limit if limit_ms is None else limit_ms / 1000
         max_bytes = self.ownership.max_bytes(slot)
@@ -169,18 +193,20 @@ class Serving:
                    or (record_write(tenant, path, scope) and not self.api.realtime.tenant_streams(tenant.id)))
                   and not tenant.closed)
 
-        async def run(work: Callable[[], None]) -> None:
+        write = scope.method not in ("GET", "HEAD")
+
+        def run(work: Callable[[], None]) -> Awaitable[None]:
             def job() -> None:
                 if tenant.max_bytes != max_bytes and not tenant.closed:  # the quota changed since it was opened
                     tenant.set_max_bytes(max_bytes)
                 work()
 
-            await self.inline.run(tenant, job, inline, write=scope.method not in ("GET", "HEAD"))
+            return self.inline.run(tenant, job, inline, write=write)
 
         # A heavy tenant's answer goes out from its background thread (nice +10): handing it to granian wakes
         # granian's thread, and the loop that every tenant shares would wait meanwhile (benchmarks/RESULTS.md).
-        await self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit,
-                              answer_from_job=on_background_thread)
+        return self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit,
+                               answer_from_job=on_background_thread)
 
     async def _handle_durably(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str,
                               scope: Scope, proto: HTTPProtocol) -> None:

@@ -75,6 +75,7 @@ class NodeStatus:
             lease_remaining=lease.remaining() if lease is not None else 0.0,
             heartbeat_age=lease.age() if lease is not None else None,
             node_timeout=lease.node_timeout if lease is not None else None,
+            lease_extensions=lease.extensions if lease is not None else 0,
             db_threads=self.db.threads, db_queued=queued, db_load=loads,
             realtime_streams=self.realtime.open_streams if self.realtime is not None else 0,
             realtime_dropped=self.realtime.dropped if self.realtime is not None else 0,

@@ -4,6 +4,7 @@
 //! frozen, thread-safe `#[pyclass]` wrapper. This file only registers them.
 
 pub mod append_synced;
+pub mod bcrypt;
 pub mod breaker;
 pub mod create_files;
 pub mod find_bytes;
@@ -40,6 +41,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jwt::py_hs256_sign, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_hs256_verify, m)?)?;
     m.add_function(wrap_pyfunction!(jwt::py_jwt_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(bcrypt::py_bcrypt_check, m)?)?;
+    m.add_function(wrap_pyfunction!(bcrypt::py_bcrypt_hash, m)?)?;
     m.add_class::<quota::QuotaCounters>()?;
     m.add_class::<rate_limit::RateLimiter>()?;
     m.add_class::<request_log::RequestLogQueue>()?;

@@ -87,6 +87,8 @@ class Backend:
     name: str
     url: str
     superuser_token: str = ""
+    tenant_dir: Path | None = None  # pbfast: the tenant's directory on its node (data.db, storage/)
+    replica_dir: Path | None = None  # pbfast: the tenant's directory in the node's embedded object store
 
     def login(self) -> None:
         response = httpx.post(f"{self.url}/api/collections/_superusers/auth-with-password", json=SUPERUSER,

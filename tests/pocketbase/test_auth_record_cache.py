@@ -35,7 +35,7 @@ def test_a_token_ends_at_once_when_its_record_changes_here_or_in_another_process
         assert _refresh(backend, token).status_code == 200
 
     # another connection (another worker process of the node) renews the tokenKey
-    data_db = tmp_path / "pbfast" / "tenants" / "fixture" / "data.db"
+    data_db = backend.tenant_dir / "data.db"
     other = apsw.Connection(str(data_db))
     try:
         other.setbusytimeout(10_000)

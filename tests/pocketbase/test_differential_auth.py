@@ -284,12 +284,12 @@ def test_settings_stored_as_pocketbase_stores_them(stock_pocketbase: Backend, pb
         answers.append(response.json())
     assert answers[0] == answers[1]
     stock_row = _stored_settings(tmp_path / "stock" / "data.db")
-    pbfast_row = _stored_settings(tmp_path / "pbfast" / "tenants" / "fixture" / "data.db")
+    pbfast_row = _stored_settings(pbfast_fixture_tenant.tenant_dir / "data.db")
     assert pbfast_row == stock_row
     assert orjson.loads(pbfast_row[1])["smtp"]["password"] == "pw"
 
     exported = tmp_path / "exported"
-    shutil.copytree(tmp_path / "pbfast" / "tenants" / "fixture", exported)
+    shutil.copytree(pbfast_fixture_tenant.tenant_dir, exported)
     with stock_pocketbase_server(exported) as url:
         token = httpx.post(f"{url}/api/collections/_superusers/auth-with-password", json=SUPERUSER,
                            timeout=30).json()["token"]

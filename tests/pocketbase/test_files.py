@@ -252,7 +252,7 @@ def test_files_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: B
     assert fast_sdk["protected with token"] == (200, b"protected text")
     assert not problems, "\n".join(problems)
     # the node's store: the deleted record's files, and the failed batch's upload, are gone once deletes ran
-    store = tmp_path / "pbfast" / "replica" / "tenants" / "fixture" / "storage"
+    store = pbfast_fixture_tenant.replica_dir / "storage"
     deadline = time.monotonic() + 10
     def left_behind() -> list[str]:  # a failed batch's upload, a file the save dropped, an invalid upload
         # files only: a record's directory is named by its random id, which may start with "x" too

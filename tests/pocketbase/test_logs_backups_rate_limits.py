@@ -85,7 +85,7 @@ def test_logs_backups_and_rate_limits_as_pocketbase(patched_backends: PatchedBac
     stock, fast = patched_backends(seed_logs)
     check_logs_api(stock, fast)
     stock_file_token = httpx.post(f"{stock.url}/api/files/token", headers=_auth(stock)).json()["token"]
-    fast_file_token = _pbfast_file_token(tmp_path / "pbfast" / "tenants" / "fixture" / "data.db")
+    fast_file_token = _pbfast_file_token(fast.tenant_dir / "data.db")
     user = {"identity": "test@example.com", "password": "1234567890"}
     user_tokens = {b.name: httpx.post(f"{b.url}/api/collections/clients/auth-with-password", json=user).json()["token"]
                    for b in (stock, fast)}
@@ -172,7 +172,7 @@ def _check_round_trips(stock: Backend, fast: Backend, tmp_path: Path) -> None:
     fast.login()  # the superusers are the backup's now
     assert _exists(fast, "demo1", marker)
     # And the tenant's backup, downloaded, is a pb_data that stock PocketBase serves.
-    own = _pbfast_file_token(tmp_path / "pbfast" / "tenants" / "fixture" / "data.db")
+    own = _pbfast_file_token(fast.tenant_dir / "data.db")
     pbfast_zip = httpx.get(f"{fast.url}/api/backups/round_trip.zip?token={own}")
     assert pbfast_zip.status_code == 200 and pbfast_zip.headers["content-type"] == "application/zip"
     def stored(content: bytes) -> list[str]:
@@ -192,7 +192,7 @@ def _check_round_trips(stock: Backend, fast: Backend, tmp_path: Path) -> None:
 def test_hostile_backup_zips_are_refused(pbfast_fixture_tenant: Backend, tmp_path: Path) -> None:
     fast = pbfast_fixture_tenant
     kept = _record(fast, "demo1", {"text": "must survive"})
-    database = (tmp_path / "pbfast" / "tenants" / "fixture" / "data.db").read_bytes()
+    database = (fast.tenant_dir / "data.db").read_bytes()
     hostile = {
         "climbs_out.zip": [("data.db", database, 0o100644), ("../escaped.txt", b"x", 0o100644)],
         "absolute.zip": [("data.db", database, 0o100644), ("/tmp/escaped.txt", b"x", 0o100644)],

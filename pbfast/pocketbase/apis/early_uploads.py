@@ -157,6 +157,8 @@ def plan_early(request: TenantRequest, update: bool = False) -> EarlyUploads | N
     """What :func:`write_early` would write for this create (``update``: this update of the record
     ``params["id"]``), or None where the in-turn path must answer (see the module doc). Parses the form (a
     malformed one: None; the handler answers it)."""
+    if not (request.header("content-type") or "").lower().lstrip().startswith("multipart/form-data"):
+        return None  # (first: most writes are JSON)
     tenant = request.tenant
     collection = tenant.collection(request.params.get("collection", ""))
     if collection is None or collection.type == "view":
@@ -166,8 +168,6 @@ def plan_early(request: TenantRequest, update: bool = False) -> EarlyUploads | N
     if any(isinstance(item, PasswordField) for item in collection.fields):
         # A password (every auth collection's, any collection's password field) is hashed off the turn, which then
         # runs again (auth.BcryptFirst): the first run's rollback would drop the files written for the create.
-        return None
-    if not (request.header("content-type") or "").lower().lstrip().startswith("multipart/form-data"):
         return None
     try:
         form = record_form_body(request, record_body_limit(collection))

@@ -111,22 +111,46 @@ def _redirect(method: str, location: str, proto: HTTPProtocol) -> None:
         proto.response_empty(307, headers)
 
 
+def _answer_headers(headers: list[tuple[str, str]], origin: bool) -> tuple[tuple[str, str], ...]:
+    """An answer's ``headers`` with the CORS and security headers (see :class:`CorsRecorder`)."""
+    own = {name for name, _ in headers}
+    if NO_FRAME_OPTIONS in headers:
+        headers = [header for header in headers if header != NO_FRAME_OPTIONS]
+    extra = (_VARY_ORIGIN, _ANY_ORIGIN) if origin else (_VARY_ORIGIN,)
+    return (*headers, *extra, *(header for header in SECURITY_HEADERS if header[0] not in own))
+
+
+# What _answer_headers made, by the answer's headers and whether the request had an Origin; cleared when full
+# (answers with headers of their own values, a Location say, would otherwise grow it without bound).
+_ANSWER_HEADERS: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
+_ANSWER_HEADERS_KEPT = 256
+
+
 class CorsRecorder(StatusRecorder):
     """A :class:`StatusRecorder` that adds the CORS middleware's headers to the answer of a request that is not
     a preflight (``Vary: Origin``; with an ``Origin``, ``Access-Control-Allow-Origin: *``), and the security
     headers the handler did not set itself (:data:`SECURITY_HEADERS`, :data:`NO_FRAME_OPTIONS`)."""
 
-    __slots__ = ("extra",)
+    __slots__ = ("origin",)
 
     def __init__(self, inner: HTTPProtocol, scope: Scope) -> None:
         super().__init__(inner)
-        self.extra = cors_headers(scope)
+        self.origin = bool(scope.headers.get("origin"))
 
     def _headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        own = {name for name, _ in headers}
-        if NO_FRAME_OPTIONS in headers:
-            headers = [header for header in headers if header != NO_FRAME_OPTIONS]
-        return headers + self.extra + [header for header in SECURITY_HEADERS if header[0] not in own]
+        # Most answers carry one of a few header lists (a JSON answer's, an error's): each one's result is
+        # kept, keyed by its headers and whether the request had an Origin (a copy is handed out).
+        key = (*headers, self.origin)
+        try:
+            made = _ANSWER_HEADERS[key]
+        except KeyError:
+            made = _answer_headers(headers, self.origin)
+            if len(_ANSWER_HEADERS) >= _ANSWER_HEADERS_KEPT:
+                _ANSWER_HEADERS.clear()
+            _ANSWER_HEADERS[key] = made
+        except TypeError:  # a header value that is not hashable (never a str): worked out afresh
+            return list(_answer_headers(headers, self.origin))
+        return list(made)
 
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
         super().response_empty(status, self._headers(headers))

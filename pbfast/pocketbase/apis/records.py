@@ -60,18 +60,7 @@ def list_records(request: TenantRequest) -> None:
             prefix = superuser_only_field(expression)
             if prefix:
                 raise ApiError(403, f"Only superusers can filter by {prefix}")
-    filter_resolver = resolver(request, collection, hidden=superuser)
-    filters: list[Any] = []
-    if not superuser and collection.listRule:
-        filters.append((collection.listRule, filter_resolver.with_hidden_fields(True)))
-    if user_filter:
-        filters.append((user_filter, filter_resolver))
-    try:
-        if len(user_filter.encode()) > MAX_FILTER_LENGTH:  # the client's filter only: rules are not limited
-            raise FilterError("max filter length limit reached")
-        compiled = search.compile_list_query(filters, sort, filter_resolver, max_length=None)
-    except (FilterError, ValueError) as err:
-        raise ApiError(400, BAD_REQUEST) from err
+    compiled = _compiled_list_query(request, collection, superuser, user_filter, sort)
     try:
         listed = records.list_records(tenant, collection, compiled, page, per_page, skip_total)
     except apsw.SQLError as err:
@@ -85,6 +74,53 @@ def list_records(request: TenantRequest) -> None:
         items = search.apply_fields_many(items, projection)
     request.send_json(200, {"items": items, "page": page, "perPage": per_page, "totalItems": listed.total,
                             "totalPages": listed.pages})
+
+
+def _request_free(text: str) -> bool:
+    """Whether a filter, sort or rule compiles the same for every request: no ``@`` (``@request.*``, a date
+    macro, ``@collection``) and no ``.`` (a relation's field: the related collection's list rule, which may name
+    ``@request``, joins in for non-superusers). Conservative: a literal holding either is compiled every time."""
+    return "@" not in text and "." not in text
+
+
+# Compiled list queries whose filter, sort and list rule are _request_free: what they compile to depends only on
+# the texts and the tenant's collections, not on the request. By (the
+# tenant's collections, the collection, superuser, filter, sort); the collections kept in the value, so a reload
+# (a new map) or an id reused meanwhile never matches. Cleared when full. Any thread: single dict operations.
+_LIST_QUERIES: dict[tuple[int, int, bool, str, str], tuple[object, Collection, search.ListQuery]] = {}
+_LIST_QUERIES_KEPT = 1024
+
+
+def _compiled_list_query(request: TenantRequest, collection: Collection, superuser: bool, user_filter: str,
+                         sort: str) -> search.ListQuery:
+    """The list rule (for non-superusers), the ``filter`` and the ``sort`` compiled for this request (400 when
+    they cannot be)."""
+    tenant = request.tenant
+    rule = None if superuser else collection.listRule
+    key = None
+    if _request_free(user_filter) and _request_free(sort) and (rule is None or _request_free(rule)) \
+            and len(user_filter) <= MAX_FILTER_LENGTH // 4:  # (a UTF-8 character is at most 4 bytes)
+        key = (id(tenant.collections), id(collection), superuser, user_filter, sort)
+        known = _LIST_QUERIES.get(key)
+        if known is not None and known[0] is tenant.collections and known[1] is collection:
+            return known[2]
+    filter_resolver = resolver(request, collection, hidden=superuser)
+    filters: list[Any] = []
+    if rule:
+        filters.append((rule, filter_resolver.with_hidden_fields(True)))
+    if user_filter:
+        filters.append((user_filter, filter_resolver))
+    try:
+        if len(user_filter.encode()) > MAX_FILTER_LENGTH:  # the client's filter only: rules are not limited
+            raise FilterError("max filter length limit reached")
+        compiled = search.compile_list_query(filters, sort, filter_resolver, max_length=None)
+    except (FilterError, ValueError) as err:
+        raise ApiError(400, BAD_REQUEST) from err
+    if key is not None:
+        if len(_LIST_QUERIES) >= _LIST_QUERIES_KEPT:
+            _LIST_QUERIES.clear()
+        _LIST_QUERIES[key] = (tenant.collections, collection, compiled)
+    return compiled
 
 
 def view_record(request: TenantRequest) -> None:
@@ -208,8 +244,10 @@ def _record_changed(request: TenantRequest, action: str, collection: Collection,
 def records_json(request: TenantRequest, collection: Collection, rows: list[Row]) -> list[dict[str, Any]]:
     """Rows as record JSON for this requester (PocketBase's enrich step: hidden fields, and emails shown
     to superusers, to the record itself and to those the collection's ``manageRule`` lets manage it)."""
-    managed = _managed_ids(request, collection, [str(r.get("id")) for r in rows])
     viewer = request.viewer
+    if collection.type != "auth":  # no email to show or hide, and no manageRule
+        return [records.record_json(collection, row, viewer) for row in rows]
+    managed = _managed_ids(request, collection, [str(r.get("id")) for r in rows])
     return [records.record_json(collection, row, viewer, show_email=str(row.get("id")) in managed) for row in rows]
 
 

@@ -60,6 +60,7 @@ MISSING_COLLECTION = "Missing collection context."
 MISSING_OR_INVALID_COLLECTION = "Missing or invalid collection context."
 NOT_FOUND = "The requested resource wasn't found."
 DEFAULT_MAX_BODY = 32 << 20
+_GUEST: Final = Viewer()  # (frozen: one for every guest request)
 
 
 @dataclass(slots=True)
@@ -140,7 +141,8 @@ class TenantRequest(Request):
 
     @property
     def viewer(self) -> Viewer:
-        return self.auth.viewer() if self.auth else Viewer()
+        auth = self.auth
+        return auth.viewer() if auth else _GUEST
 
     @property
     def superuser(self) -> bool:

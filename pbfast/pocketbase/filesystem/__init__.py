@@ -10,6 +10,8 @@ configured store (a bare :class:`~pbfast.pocketbase.tenant.Tenant`), files live 
 
 Deletes run after the transaction that made them obsolete commits (uploads of a transaction that rolls
 back are deleted at once), on a small background pool: a failure is logged, the request has been answered.
+A record directory (and its collection's) emptied by those deletes goes with them, as if the refused upload
+had never come (:meth:`TenantFiles.remove_empty_directories`: race-free against an upload to it meanwhile).
 With a retention (the node's restore window), a committed delete is only noted in the store
 (``tenants/{id}/deleted/{due}-{random}.json``) and carried out once due, by :mod:`.retention` — and only
 for files no record references then: a point-in-time restore within the window finds the files its
@@ -220,6 +222,17 @@ class TenantFiles:
         if self.cache is not None:
             self.cache.drop_prefix(key)
 
+    def remove_empty_directories(self, paths: list[str]) -> None:
+        """Remove the record directories (and then collection directories) of the files ``paths`` that are empty
+        now: an upload refused after its files were written leaves none behind. Only the local store has
+        directories; see :meth:`LocalObjectStore.remove_empty_directories` (race-free against a concurrent
+        upload to the same record)."""
+        if not isinstance(self.store, LocalObjectStore):
+            return
+        records = sorted({path.rsplit("/", 1)[0] for path in paths if path.count("/") == 2 and not path.endswith("/")})
+        collections = sorted({record.split("/", 1)[0] for record in records})
+        self.store.remove_empty_directories([self._key(directory) for directory in records + collections])
+
     def paths(self) -> list[str]:
         """Every file of the tenant (relative to ``storage/``; thumbs included)."""
         if self.prefix:
@@ -287,9 +300,12 @@ class FileChanges:
     discarded: list[tuple[TenantFiles, str]] = field(default_factory=list)
 
     def committed(self) -> None:
-        _delete_later(self.obsolete, keep=True)
-        _delete_later(self.discarded)
-        self.uploaded, self.obsolete, self.discarded = [], [], []
+        if self.obsolete or self.discarded:
+            _delete_later(self.obsolete, keep=True)
+            _delete_later(self.discarded)
+            self.obsolete, self.discarded = [], []
+        if self.uploaded:  # (most requests upload nothing: nothing to make afresh)
+            self.uploaded = []
 
     def rolled_back(self) -> None:
         _delete_later(self.uploaded + self.discarded)
@@ -304,17 +320,21 @@ def _delete_later(paths: list[tuple[TenantFiles, str]], keep: bool = False) -> N
 
     def run() -> None:
         noted: dict[int, tuple[TenantFiles, list[str]]] = {}
-        touched: dict[int, TenantFiles] = {}
+        touched: dict[int, tuple[TenantFiles, list[str]]] = {}
         for files, path in paths:
             if keep and files.retention_seconds > 0:
                 noted.setdefault(id(files), (files, []))[1].append(path)
                 continue
             try:
                 delete_path(files, path)
-                touched[id(files)] = files
+                touched.setdefault(id(files), (files, []))[1].append(path)
             except StorageError as err:
                 log.warning("deleting %s%s failed (left behind): %s", files.prefix, path, err)
-        for files in touched.values():
+        for files, deleted in touched.values():
+            try:
+                files.remove_empty_directories(deleted)
+            except StorageError as err:
+                log.warning("%s: removing emptied directories failed (left behind): %s", files.prefix, err)
             try:
                 files.measure()
             except StorageError as err:

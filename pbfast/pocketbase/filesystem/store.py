@@ -4,14 +4,18 @@ timeouts). Keys are ``/``-separated relative paths; a store never resolves a key
 Every call blocks (disk or network): callers run them on worker threads, never on the event loop.
 Failures are :class:`StorageError` (the API answers them PocketBase-shaped, never a traceback).
 
-Thread-safety: both stores may be used from several threads at once.
+Thread-safety: both stores may be used from several threads at once (and processes: a node's workers). The
+local store removes a record's directory once its last file went (:meth:`LocalObjectStore.remove_empty_directories`,
+``rmdir``: only an empty one); a write that finds the directory it just made gone tries again
+(:data:`VANISHED_TRIES`), so a concurrent upload to that directory never fails for it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -22,6 +26,9 @@ from pbfast.durable import fsync_file, fsync_together
 __all__ = ["LocalObjectStore", "ObjectStore", "S3ObjectStore", "StorageError", "StoredObject", "check_key"]
 
 CONNECT_TIMEOUT_SECONDS: Final = 5.0
+# A write whose directory was removed between its creation and the file's (an empty record directory removed
+# beside it) makes it again: a removal needs the directory empty, so each try can lose to one removal only.
+VANISHED_TRIES: Final = 10
 READ_TIMEOUT_SECONDS: Final = 30.0
 
 
@@ -75,6 +82,9 @@ class LocalObjectStore:
             raise StorageError(f"reading {key}: {err}") from err
 
     def write(self, key: str, data: bytes) -> None:
+        _again_if_vanished(lambda: self._write(key, data))
+
+    def _write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
             changed = _make_parents(path)
@@ -99,6 +109,9 @@ class LocalObjectStore:
         """Store a new object under a key not in use (an upload's randomly suffixed name): written in place,
         then its bytes and its directories' entries fsynced at once (one journal commit rather than the two
         of :meth:`write`'s write-then-rename). A key in use is refused; a failed create leaves nothing."""
+        _again_if_vanished(lambda: self._create(key, data))
+
+    def _create(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
             changed = _make_parents(path)
@@ -123,19 +136,47 @@ class LocalObjectStore:
         extension without the GIL (:func:`~pbfast._native.create_files`: in Python each of those ~6 system calls a file
         gave the GIL back and took it again, a context switch each under load). All or nothing: on a failure
         each one written is removed."""
-        try:
-            create_files([(str(self._path(key)), data) for key, data in items])
-        except OSError as err:
-            raise StorageError(f"creating {len(items)} objects: {err}") from err
+        paths = [(str(self._path(key)), data) for key, data in items]
+
+        def create() -> None:
+            try:
+                create_files(paths)
+            except OSError as err:  # tried again if a directory vanished (all or nothing: no file of it stays)
+                raise StorageError(f"creating {len(items)} objects: {err}") from err
+
+        _again_if_vanished(create)
+
+    def remove_empty_directories(self, keys: Sequence[str]) -> None:
+        """Remove each directory of ``keys`` (in that order: a record's before its collection's) that is empty now.
+        Race-free: ``rmdir`` removes only an empty directory, and a write that loses its directory to it makes it
+        again (:data:`VANISHED_TRIES`)."""
+        for key in keys:
+            try:
+                os.rmdir(self._path(key))
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ENOTDIR):
+                    raise StorageError(f"removing the directory {key}: {err}") from err
 
     def append_then_create_many(self, journal: str, line: bytes, items: Sequence[tuple[str, bytes]]) -> None:
         """:meth:`create_many` after appending ``line`` to the existing object ``journal`` and making it durable,
         in the same call of the extension (a journal of pending uploads must name them before they can survive a
         crash). A failed append creates nothing."""
-        try:
-            create_files([(str(self._path(key)), data) for key, data in items], (str(self._path(journal)), line))
-        except OSError as err:
-            raise StorageError(f"creating {len(items)} objects after appending to {journal}: {err}") from err
+        paths = [(str(self._path(key)), data) for key, data in items]
+        journal_path = str(self._path(journal))
+        appended = False
+
+        def create() -> None:
+            nonlocal appended
+            try:
+                create_files(paths, None if appended else (journal_path, line))
+            except OSError as err:
+                if err.filename == journal_path:  # the journal itself: never tried again (nor the files without it)
+                    raise StorageError(f"appending to {journal}: {err}") from None
+                appended = True  # durable: a try again after a vanished directory makes only the files
+                raise StorageError(f"creating {len(items)} objects after appending to {journal}: {err}") from err
+            appended = True
+
+        _again_if_vanished(create)
 
     def empty(self, key: str) -> None:
         """Truncate an existing object to nothing (not fsynced: see the journal of pending uploads)."""
@@ -181,6 +222,26 @@ class LocalObjectStore:
             return sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) if base.is_dir() else 0
         except OSError as err:
             raise StorageError(f"measuring {prefix}: {err}") from err
+
+
+def _again_if_vanished(write: Callable[[], None]) -> None:
+    """Run ``write`` (it raises StorageError from the OSError); again if a directory it made or found was
+    removed before its file was in it."""
+    for attempt in range(VANISHED_TRIES):
+        try:
+            write()
+            return
+        except StorageError as err:
+            if not _vanished(err.__cause__) or attempt == VANISHED_TRIES - 1:
+                raise
+
+
+def _vanished(err: BaseException | None) -> bool:
+    """Whether ``err`` says a directory went away under a write: not found (creating a file or directory in it),
+    or "exists" about a path that does not (it existed when made, then was removed before it was looked at)."""
+    if isinstance(err, FileNotFoundError):
+        return True
+    return isinstance(err, FileExistsError) and bool(err.filename) and not os.path.lexists(err.filename)
 
 
 def _make_parents(path: Path) -> list[Path]:

@@ -69,7 +69,7 @@ def parse_datetime(value: Any) -> datetime | None:
 
 # A text already in PocketBase's layout whose parse and format give it back unchanged: a four-digit year from
 # 1000 (Python writes smaller years unpadded), and a day every month has (29-31 take the long way).
-_CANONICAL_DATETIME = re.compile(
+CANONICAL_DATETIME: Final = re.compile(
     r"[1-9]\d{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8]) (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")
 
 
@@ -77,7 +77,7 @@ def stored_datetime_text(stored: Any) -> str:
     """A stored date column as PocketBase shows it (``2006-01-02 15:04:05.000Z``, "" for the zero date):
     ``format_datetime_value(parse_datetime(stored_to_string(stored)))``, without the round trip for a text
     already in that form (what pbfast and PocketBase store)."""
-    if type(stored) is str and _CANONICAL_DATETIME.fullmatch(stored):
+    if type(stored) is str and CANONICAL_DATETIME.fullmatch(stored):
         return stored
     return format_datetime_value(parse_datetime(stored_to_string(stored)))
 

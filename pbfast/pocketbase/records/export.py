@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pbfast.pocketbase.fields import Field, GeoPointField, PasswordField
+from pbfast.pocketbase.fields.autodate import AutodateField
+from pbfast.pocketbase.fields.date import DateField
+from pbfast.pocketbase.fields.plain import PlainTextField
+from pbfast.pocketbase.fields.text import TextField
+from pbfast.pocketbase.gocompat.datetimes import CANONICAL_DATETIME
 from pbfast.pocketbase.collections import Collection
 
 if TYPE_CHECKING:
@@ -34,8 +39,12 @@ def record_json(collection: Collection, row: dict[str, Any], viewer: Viewer, *,
     ``manageRule``)."""
     out: dict[str, Any] = {"collectionId": collection.id, "collectionName": collection.name}
     superuser = viewer.superuser
-    for name, to_api in _shown_fields(collection, superuser):
-        out[name] = to_api(row.get(name))
+    for name, to_api, kept in _shown_fields(collection, superuser):
+        value = row.get(name)
+        if kept is not None and type(value) is str and (kept is True or kept(value)):
+            out[name] = value  # what to_api would give back: no call per field
+        else:
+            out[name] = to_api(value)
     if collection.type != "auth":
         return out
     if "email" in out and not (
@@ -59,17 +68,35 @@ def _shown_value(field: Field) -> Callable[[Any], object]:
     return field.to_api
 
 
-def _shown_fields(collection: Collection, superuser: bool) -> list[tuple[str, Callable[[Any], object]]]:
-    """What :func:`record_json` shows of a collection, to a superuser or not: each shown field's name and how
+# When a stored str shows as itself (see _kept_str): always, or when this holds for it.
+KeptStr = Literal[True] | Callable[[str], object] | None
+ShownField = tuple[str, Callable[[Any], object], KeptStr]
+
+
+def _kept_str(field: Field) -> KeptStr:
+    """When the field's API value of a stored str is that str, so :func:`record_json` need not call its
+    ``to_api``: a text field's always (``to_api`` is ``typed``, which gives a str back as it is), a date's when
+    it is already in PocketBase's layout (what :func:`stored_datetime_text` gives back unchanged); None: never.
+    Decided by the methods the field's class has, so a subclass that shows its values otherwise is called."""
+    kind = type(field)
+    if kind.to_api is Field.to_api and kind.typed in (TextField.typed, PlainTextField.typed):
+        return True
+    if kind.to_api in (AutodateField.to_api, DateField.to_api):
+        return CANONICAL_DATETIME.fullmatch
+    return None
+
+
+def _shown_fields(collection: Collection, superuser: bool) -> list[ShownField]:
+    """What :func:`record_json` shows of a collection, to a superuser or not: each shown field's name, how
     its stored value is shown (a password field as "": only its hash is stored; an auth record's ``password``
-    and ``tokenKey`` never), worked out once per collection (a collection is never changed once loaded: an
-    update loads a new one)."""
+    and ``tokenKey`` never) and when a stored str shows as itself (:func:`_kept_str`), worked out once per
+    collection (a collection is never changed once loaded: an update loads a new one)."""
     known = _shown.get(id(collection))
     if known is not None and known[0] is collection:
         return known[1][superuser]
     never = ("password", "tokenKey") if collection.type == "auth" else ()
-    plans: tuple[list[tuple[str, Callable[[Any], object]]], ...] = tuple(
-        [(field.name, _shown_value(field))
+    plans: tuple[list[ShownField], ...] = tuple(
+        [(field.name, _shown_value(field), _kept_str(field))
          for field in collection.fields if (not field.hidden or for_superuser) and field.name not in never]
         for for_superuser in (False, True))
     if len(_shown) >= _SHOWN_KEPT:
@@ -79,7 +106,7 @@ def _shown_fields(collection: Collection, superuser: bool) -> list[tuple[str, Ca
 
 
 _SHOWN_KEPT = 1024
-_shown: dict[int, tuple[Collection, tuple[list[tuple[str, Callable[[Any], object]]], ...]]] = {}
+_shown: dict[int, tuple[Collection, tuple[list[ShownField], ...]]] = {}
 
 
 def expansion_json(expands: list[Expansion | None], viewer: Viewer) -> list[dict[str, Any] | None]:

@@ -175,6 +175,11 @@ impl InProcess {
         self.outstanding.load(Ordering::Acquire)
     }
 
+    /// Queued requests (not taken yet) whose client went away: the loop drops each when it takes it.
+    pub fn abandoned(&self) -> usize {
+        self.queue.lock().iter().filter(|handed| handed.reply.cancelled()).count()
+    }
+
     pub fn fd(&self) -> i32 {
         self.wake.raw()
     }
@@ -207,6 +212,12 @@ impl InProcessQueue {
     #[getter]
     fn outstanding(&self) -> usize {
         self.core.outstanding()
+    }
+
+    /// Queued requests whose client went away (not taken yet).
+    #[getter]
+    fn abandoned(&self) -> usize {
+        self.core.abandoned()
     }
 
     /// The oldest ``limit`` queued requests.
@@ -273,7 +284,9 @@ mod tests {
         let queue = InProcess::new(4).unwrap();
         let mut kept = submit(&queue).unwrap();
         let gone = submit(&queue).unwrap();
+        assert_eq!(queue.abandoned(), 0);
         drop(gone);
+        assert_eq!(queue.abandoned(), 1, "the second one's client left");
         let mut taken = queue.take(8).into_iter();
         let (first, second) = (taken.next().unwrap(), taken.next().unwrap());
         assert!(!first.reply.cancelled());
