@@ -146,7 +146,7 @@ def test_cpu_profile_under_load_names_the_hot_request_functions(pbfast_process: 
     assert "pbfast.pocketbase.apis.records.list_records" in top, top
     # ... and the request's way through the event loop (the main thread, which samples itself on SIGPROF).
     assert "pbfast.gateway.app.GatewayApp.__rsgi__" in every_node, every_node
-    assert "pbfast.tenant_node.app.TenantNodeApp.serve_tenant" in every_node, every_node
+    assert "pbfast.tenant_node.serving.Serving.serve_local" in every_node, every_node  # the all-in-one's way in
 
     assert flamegraph.status_code == 200 and flamegraph.headers["content-type"] == "image/svg+xml"
     svg = ElementTree.fromstring(flamegraph.content)
