@@ -7,6 +7,7 @@
 //! Requests run on the runtime's worker threads and never take the GIL.
 
 pub mod access_log;
+pub mod answer_batch;
 pub mod body;
 pub mod event_stream;
 pub mod fallback;
