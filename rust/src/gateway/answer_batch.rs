@@ -10,8 +10,12 @@
 //!
 //! Thread-safety: a short mutex section; `push` and `flush` from any thread.
 
-use parking_lot::Mutex;
+use std::sync::Arc;
 
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::answer_mailbox::Mailbox;
 use super::in_process::{HandedAnswer, Reply};
 
 #[derive(Debug, Default)]
@@ -27,10 +31,31 @@ impl AnswerBatch {
         pending.len() == 1
     }
 
-    /// Send every queued answer, in the order queued; returns how many reached a waiting client.
+    /// Send every queued answer, in the order queued: through its gateway thread's mailbox (one wake-up per
+    /// thread for the batch), or directly when it has none. Returns how many went to a waiting client.
     pub fn flush(&self) -> usize {
         let batch = std::mem::take(&mut *self.pending.lock());
-        batch.into_iter().map(|(reply, answer)| reply.send(answer)).filter(|sent| *sent).count()
+        let mut sent = 0;
+        let mut posts: Vec<(Arc<Mailbox>, Vec<(oneshot::Sender<HandedAnswer>, HandedAnswer)>)> = Vec::new();
+        for (reply, answer) in batch {
+            let (sender, mailbox) = reply.into_parts();
+            if sender.is_closed() {
+                continue; // the client went away: dropped here
+            }
+            let Some(mailbox) = mailbox else {
+                sent += usize::from(sender.send(answer).is_ok());
+                continue;
+            };
+            sent += 1;
+            match posts.iter_mut().find(|(posted, _)| Arc::ptr_eq(posted, &mailbox)) {
+                Some((_, deliveries)) => deliveries.push((sender, answer)),
+                None => posts.push((mailbox, vec![(sender, answer)])),
+            }
+        }
+        for (mailbox, deliveries) in posts {
+            mailbox.post(deliveries);
+        }
+        sent
     }
 
     /// Answers queued and not sent yet.
@@ -47,7 +72,6 @@ impl AnswerBatch {
 mod tests {
     use bytes::Bytes;
     use http::{HeaderMap, Method, StatusCode, Uri};
-    use tokio::sync::oneshot;
 
     use super::*;
     use crate::gateway::in_process::InProcess;

@@ -23,6 +23,7 @@ use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
 use super::answer_batch::AnswerBatch;
+use super::answer_mailbox::{self, Mailbox};
 use super::handed_request::{decode_path, HandedRequest};
 use super::wake_fd::WakeFd;
 
@@ -78,6 +79,8 @@ impl Drop for Place {
 pub struct Reply {
     sender: oneshot::Sender<HandedAnswer>,
     _place: Place,
+    /// The submitting gateway thread's mailbox (see [`answer_mailbox`]), when it has one.
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 impl Reply {
@@ -89,6 +92,11 @@ impl Reply {
     /// Send the answer (false: nobody waits for it any more).
     pub fn send(self, answer: HandedAnswer) -> bool {
         self.sender.send(answer).is_ok()
+    }
+
+    /// The oneshot and the mailbox to deliver through (None: send directly); the place is given back.
+    pub fn into_parts(self) -> (oneshot::Sender<HandedAnswer>, Option<Arc<Mailbox>>) {
+        (self.sender, self.mailbox)
     }
 }
 
@@ -134,7 +142,7 @@ impl InProcess {
         }
         let place = Place(self.outstanding.clone());
         let (sender, receiver) = oneshot::channel();
-        let handed = Handed { method, uri, headers, body, reply: Reply { sender, _place: place } };
+        let handed = Handed { method, uri, headers, body, reply: Reply { sender, _place: place, mailbox: answer_mailbox::current() } };
         let mut queue = self.queue.lock();
         let was_empty = queue.is_empty();
         queue.push_back(handed);

@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod answer_batch;
+pub mod answer_mailbox;
 pub mod body;
 pub mod event_stream;
 pub mod fallback;
@@ -333,6 +334,8 @@ struct Servers {
 async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Receiver<Option<Duration>>) {
     let limits = path.limits().clone();
     let graceful = GracefulShutdown::new();
+    // The event loop's in-process answers for this thread's requests (dropped with the runtime).
+    tokio::spawn(answer_mailbox::install().run());
     let sweeper = {
         let path = path.clone();
         tokio::spawn(async move {
