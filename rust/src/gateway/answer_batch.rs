@@ -13,9 +13,7 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
-
-use super::answer_mailbox::Mailbox;
+use super::answer_mailbox::{Delivery, Mailbox};
 use super::in_process::{HandedAnswer, Reply};
 
 #[derive(Debug, Default)]
@@ -36,7 +34,7 @@ impl AnswerBatch {
     pub fn flush(&self) -> usize {
         let batch = std::mem::take(&mut *self.pending.lock());
         let mut sent = 0;
-        let mut posts: Vec<(Arc<Mailbox>, Vec<(oneshot::Sender<HandedAnswer>, HandedAnswer)>)> = Vec::new();
+        let mut posts: Vec<(Arc<Mailbox>, Vec<Delivery>)> = Vec::new();
         for (reply, answer) in batch {
             let (sender, mailbox) = reply.into_parts();
             if sender.is_closed() {
@@ -72,6 +70,7 @@ impl AnswerBatch {
 mod tests {
     use bytes::Bytes;
     use http::{HeaderMap, Method, StatusCode, Uri};
+    use tokio::sync::oneshot;
 
     use super::*;
     use crate::gateway::in_process::InProcess;

@@ -17,7 +17,8 @@ use tokio::sync::{oneshot, Notify};
 
 use super::in_process::HandedAnswer;
 
-type Delivery = (oneshot::Sender<HandedAnswer>, HandedAnswer);
+/// An answer and the oneshot it completes.
+pub type Delivery = (oneshot::Sender<HandedAnswer>, HandedAnswer);
 
 #[derive(Debug, Default)]
 pub struct Mailbox {
