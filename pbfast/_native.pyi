@@ -492,6 +492,13 @@ class InProcessQueue:
         readable again when more are left."""
     def close(self) -> int:
         """Refuse new requests (503) and drop the queued ones (their clients get a 502); returns how many."""
+    def flush_answers(self) -> int:
+        """Send the answers queued by :meth:`HandedRequest.respond_later`, in order (one wake-up of the
+        gateway's threads per batch); returns how many reached a waiting client (the others' clients went
+        away)."""
+    @property
+    def pending_answers(self) -> int:
+        """Answers queued by :meth:`HandedRequest.respond_later` and not flushed yet."""
 
 @final
 class HandedHeaders:
@@ -544,6 +551,10 @@ class HandedRequest:
     def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> bool:
         """Send the answer; False when one was sent already or nobody waits. Raises ValueError for a status
         outside 100..999."""
+    def respond_later(self, status: int, headers: list[tuple[str, str]], body: bytes) -> bool:
+        """Queue the answer for its queue's next :meth:`InProcessQueue.flush_answers` (nothing is woken here);
+        True when it is the first queued since the last flush (the caller arranges one flush), False when one
+        was sent already. Raises ValueError for a status outside 100..999."""
 
 @final
 class StreamHolder:

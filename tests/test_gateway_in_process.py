@@ -39,6 +39,8 @@ class _App:
         self.release: asyncio.Event | None = None
         self.seen: list[str] = []
         self.gone: list[str] = []
+        self.queue: InProcessQueue | None = None
+        self.unsent_after_hold: list[int] = []  # answers queued and not sent yet, after each /hold's answer
 
     async def __call__(self, scope: Scope, proto: HTTPProtocol) -> None:
         self.seen.append(scope.path)
@@ -58,6 +60,8 @@ class _App:
                    "body": body.decode(), "version": getattr(scope, "http_version", None)}
         proto.response_bytes(201, [("content-type", "application/json"), ("x-pbfast-internal", "dropped"),
                                    ("x-answer", "1")], orjson.dumps(payload))
+        if scope.path.endswith("/hold") and self.queue is not None:
+            self.unsent_after_hold.append(self.queue.pending_answers)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +84,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, loop: asyncio.AbstractEventLoo
     server = GatewayServer(routes, CircuitBreakers(2, 30.0, 1), TOKEN, socket_path,
                            latency_buckets=list(LATENCY_BUCKETS), threads=1, in_process=queue)
     app = _App()
+    app.queue = queue
     loop.call_soon_threadsafe(lambda: setattr(app, "release", asyncio.Event()))
     dispatcher = InProcessDispatcher(queue, app)
     loop.call_soon_threadsafe(dispatcher.attach, loop)
@@ -170,6 +175,9 @@ def test_a_full_queue_answers_503_and_a_gone_client_is_dropped(rig: dict[str, An
         thread.join(30)
     assert results == [201] * CAPACITY
     assert queue.outstanding == 0
+    # Released in one iteration of the loop, both answered in it: neither was sent (nothing woken) until the
+    # flush after it, which sent both.
+    assert app.unsent_after_hold == [1, 2] and queue.pending_answers == 0
     loop.call_soon_threadsafe(lambda: setattr(app, "release", asyncio.Event()))
 
     # A client that goes away while its request waits: the place is given back, the loop never runs it.

@@ -64,10 +64,11 @@ class _BufferedStream:
 class InProcessProtocol:
     """The RSGI protocol methods pbfast's handlers use, answering through ``request.respond``."""
 
-    __slots__ = ("_file", "_read", "_request", "_stream")
+    __slots__ = ("_dispatcher", "_file", "_read", "_request", "_stream")
 
-    def __init__(self, request: HandedRequest) -> None:
+    def __init__(self, request: HandedRequest, dispatcher: InProcessDispatcher) -> None:
         self._request = request
+        self._dispatcher = dispatcher
         self._read = False
         self._stream: tuple[int, list[tuple[str, str]], _BufferedStream] | None = None
         self._file: tuple[int, list[tuple[str, str]], str] | None = None
@@ -107,14 +108,22 @@ class InProcessProtocol:
         look()
         return gone
 
+    def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if self._dispatcher.in_service() <= 1:
+            # Alone: nothing to batch with, and sent now the gateway's thread writes it while the loop finishes up
+            # (held for the next iteration, a single client's request took ~1.5x as long).
+            self._request.respond(status, headers, body)
+        elif self._request.respond_later(status, headers, body):  # the first answer since the last flush
+            self._dispatcher.flush_soon()
+
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self._request.respond(status, headers, body)
+        self._respond(status, headers, body)
 
     def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
-        self._request.respond(status, headers, body.encode())
+        self._respond(status, headers, body.encode())
 
     def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self._request.respond(status, headers, b"")
+        self._respond(status, headers, b"")
 
     def response_file(self, status: int, headers: list[tuple[str, str]], file: str) -> None:
         """Files are read by granian on the Unix socket's path (downloads do not take this one); a handler that
@@ -133,18 +142,18 @@ class InProcessProtocol:
             try:
                 body = await asyncio.get_running_loop().run_in_executor(None, Path(file).read_bytes)
             except OSError:
-                self._request.respond(404, [], b"")  # as granian answers a file it cannot open
+                self._respond(404, [], b"")  # as granian answers a file it cannot open
                 return
-            self._request.respond(status, headers, body)
+            self._respond(status, headers, body)
         elif self._stream is not None and not self._request.answered:
             status, headers, stream = self._stream
-            self._request.respond(status, headers, b"".join(stream.chunks))
+            self._respond(status, headers, b"".join(stream.chunks))
         elif not self._request.answered:
-            self._request.respond(500, JSON, _FAILED)
+            self._respond(500, JSON, _FAILED)
 
     def fail(self) -> None:
         if not self._request.answered:
-            self._request.respond(500, JSON, _FAILED)
+            self._respond(500, JSON, _FAILED)
 
 
 class InProcessDispatcher:
@@ -161,6 +170,15 @@ class InProcessDispatcher:
         self._loop = loop
         loop.add_reader(self.queue.fd, self._take)
 
+    def in_service(self) -> int:
+        """Requests being answered (their handlers started, not finished)."""
+        return len(self._tasks)
+
+    def flush_soon(self) -> None:
+        """Send the answers queued in this iteration of the loop at the start of its next one."""
+        assert self._loop is not None
+        self._loop.call_soon(self.queue.flush_answers)
+
     def _take(self) -> int:
         """Start the handler on the next queued requests; returns how many were taken."""
         assert self._loop is not None
@@ -175,7 +193,7 @@ class InProcessDispatcher:
         return len(taken)
 
     async def _serve(self, request: HandedRequest) -> None:
-        proto = InProcessProtocol(request)
+        proto = InProcessProtocol(request, self)
         try:
             await self.app(request, proto)
         except Exception:  # noqa: BLE001 - as granian: a failed handler is a 500, the loop goes on
@@ -199,6 +217,7 @@ class InProcessDispatcher:
             _, pending = await asyncio.wait(set(self._tasks), timeout=seconds)
             for task in pending:
                 task.cancel()
+        self.queue.flush_answers()  # what the last ones answered
 
     def stats(self) -> dict[str, Any]:
         return {"outstanding": self.queue.outstanding, "in_service": len(self._tasks), "dropped": self.dropped}

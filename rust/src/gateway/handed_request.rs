@@ -14,6 +14,9 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyBytes;
 
+use std::sync::Arc;
+
+use super::answer_batch::AnswerBatch;
 use super::handed_headers::HandedHeaders;
 use super::in_process::{Handed, HandedAnswer, Reply};
 use super::wire;
@@ -28,10 +31,11 @@ pub struct HandedRequest {
     headers: Py<HandedHeaders>,
     body: Bytes,
     reply: Mutex<Option<Reply>>,
+    answers: Arc<AnswerBatch>,
 }
 
 impl HandedRequest {
-    pub fn new(py: Python<'_>, handed: Handed) -> PyResult<Self> {
+    pub fn new(py: Python<'_>, handed: Handed, answers: Arc<AnswerBatch>) -> PyResult<Self> {
         let Handed { method, uri, headers, body, reply } = handed;
         let path = decode_path(uri.path());
         let client = match headers.get(wire::CLIENT).and_then(|v| v.to_str().ok()) {
@@ -40,7 +44,7 @@ impl HandedRequest {
             None => "127.0.0.1:0".to_owned(),
         };
         let headers = Py::new(py, HandedHeaders::new(headers))?;
-        Ok(HandedRequest { method, uri, path, client, headers, body, reply: Mutex::new(Some(reply)) })
+        Ok(HandedRequest { method, uri, path, client, headers, body, reply: Mutex::new(Some(reply)), answers })
     }
 }
 
@@ -153,6 +157,17 @@ impl HandedRequest {
             return Ok(false);
         };
         Ok(reply.send(HandedAnswer { status, headers: answer_headers(headers), body: Bytes::copy_from_slice(body) }))
+    }
+
+    /// Queue the answer for its queue's next `flush_answers` (no gateway thread is woken here); true when it is
+    /// the first queued since the last flush (the caller arranges one). False too when one was sent already.
+    fn respond_later(&self, status: u16, headers: Vec<(PyBackedStr, PyBackedStr)>, body: &[u8]) -> PyResult<bool> {
+        let status = StatusCode::from_u16(status).map_err(|_| PyValueError::new_err(format!("invalid status {status}")))?;
+        let Some(reply) = self.reply.lock().take() else {
+            return Ok(false);
+        };
+        let answer = HandedAnswer { status, headers: answer_headers(headers), body: Bytes::copy_from_slice(body) };
+        Ok(self.answers.push(reply, answer))
     }
 }
 

@@ -22,6 +22,8 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
+use super::answer_batch::AnswerBatch;
+use super::answer_mailbox::{self, Mailbox};
 use super::handed_request::{decode_path, HandedRequest};
 use super::wake_fd::WakeFd;
 
@@ -77,6 +79,8 @@ impl Drop for Place {
 pub struct Reply {
     sender: oneshot::Sender<HandedAnswer>,
     _place: Place,
+    /// The submitting gateway thread's mailbox (see [`answer_mailbox`]), when it has one.
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 impl Reply {
@@ -88,6 +92,11 @@ impl Reply {
     /// Send the answer (false: nobody waits for it any more).
     pub fn send(self, answer: HandedAnswer) -> bool {
         self.sender.send(answer).is_ok()
+    }
+
+    /// The oneshot and the mailbox to deliver through (None: send directly); the place is given back.
+    pub fn into_parts(self) -> (oneshot::Sender<HandedAnswer>, Option<Arc<Mailbox>>) {
+        (self.sender, self.mailbox)
     }
 }
 
@@ -107,6 +116,7 @@ pub struct InProcess {
     outstanding: Arc<AtomicUsize>,
     closed: AtomicBool,
     wake: WakeFd,
+    answers: Arc<AnswerBatch>,
 }
 
 impl InProcess {
@@ -117,6 +127,7 @@ impl InProcess {
             outstanding: Arc::new(AtomicUsize::new(0)),
             closed: AtomicBool::new(false),
             wake: WakeFd::new()?,
+            answers: Arc::new(AnswerBatch::default()),
         })
     }
 
@@ -131,7 +142,7 @@ impl InProcess {
         }
         let place = Place(self.outstanding.clone());
         let (sender, receiver) = oneshot::channel();
-        let handed = Handed { method, uri, headers, body, reply: Reply { sender, _place: place } };
+        let handed = Handed { method, uri, headers, body, reply: Reply { sender, _place: place, mailbox: answer_mailbox::current() } };
         let mut queue = self.queue.lock();
         let was_empty = queue.is_empty();
         queue.push_back(handed);
@@ -183,6 +194,11 @@ impl InProcess {
     pub fn fd(&self) -> i32 {
         self.wake.raw()
     }
+
+    /// Where the loop's answers wait for its next flush (see [`AnswerBatch`]).
+    pub fn answers(&self) -> &Arc<AnswerBatch> {
+        &self.answers
+    }
 }
 
 /// The queue as Python sees it (see `pbfast/_native.pyi`).
@@ -223,7 +239,22 @@ impl InProcessQueue {
     /// The oldest ``limit`` queued requests.
     #[pyo3(signature = (limit = 64))]
     fn take(&self, py: Python<'_>, limit: usize) -> PyResult<Vec<HandedRequest>> {
-        self.core.take(limit).into_iter().map(|handed| HandedRequest::new(py, handed)).collect()
+        let answers = self.core.answers();
+        self.core.take(limit).into_iter().map(|handed| HandedRequest::new(py, handed, answers.clone())).collect()
+    }
+
+    /// Send the answers queued by `HandedRequest.respond_later` (one wake-up of the gateway's threads for the
+    /// batch); returns how many reached a waiting client. The GIL is kept: let go, the loop waited to take it
+    /// back from the database threads, which cost it more than a preemption in the sends (benchmarks/RESULTS.md,
+    /// "The loop's answers sent once per iteration").
+    fn flush_answers(&self) -> usize {
+        self.core.answers().flush()
+    }
+
+    /// Answers queued by `HandedRequest.respond_later` and not flushed yet.
+    #[getter]
+    fn pending_answers(&self) -> usize {
+        self.core.answers().len()
     }
 
     fn close(&self) -> usize {

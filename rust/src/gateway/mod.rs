@@ -7,6 +7,9 @@
 //! Requests run on the runtime's worker threads and never take the GIL.
 
 pub mod access_log;
+pub mod answer_batch;
+pub mod answer_mailbox;
+pub mod batch_policy;
 pub mod body;
 pub mod event_stream;
 pub mod fallback;
@@ -193,7 +196,12 @@ impl GatewayServer {
             };
             let path = DataPath::new(self.shared.clone(), &self.pools);
             let stopped = stopped.clone();
+            let in_process = self.shared.in_process.is_some();
             let spawned = std::thread::Builder::new().name(format!("pbfast-gateway-{index}")).spawn(move || {
+                // Beside the event loop: its wake-ups of this thread must not hand this thread its core.
+                if in_process && !batch_policy::apply_to_current_thread() {
+                    eprintln!("[Gateway] could not set SCHED_BATCH on pbfast-gateway-{index}; its wake-ups may preempt the event loop");
+                }
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => serve(listener, Arc::new(path), stopped).await,
@@ -332,6 +340,8 @@ struct Servers {
 async fn serve(listener: TcpListener, path: Arc<DataPath>, mut stop: watch::Receiver<Option<Duration>>) {
     let limits = path.limits().clone();
     let graceful = GracefulShutdown::new();
+    // The event loop's in-process answers for this thread's requests (dropped with the runtime).
+    tokio::spawn(answer_mailbox::install().run());
     let sweeper = {
         let path = path.clone();
         tokio::spawn(async move {
