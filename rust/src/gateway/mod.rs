@@ -9,7 +9,6 @@
 pub mod access_log;
 pub mod answer_batch;
 pub mod answer_mailbox;
-pub mod batch_policy;
 pub mod body;
 pub mod event_stream;
 pub mod fallback;
@@ -196,12 +195,7 @@ impl GatewayServer {
             };
             let path = DataPath::new(self.shared.clone(), &self.pools);
             let stopped = stopped.clone();
-            let in_process = self.shared.in_process.is_some();
             let spawned = std::thread::Builder::new().name(format!("pbfast-gateway-{index}")).spawn(move || {
-                // Beside the event loop: its wake-ups of this thread must not hand this thread its core.
-                if in_process && !batch_policy::apply_to_current_thread() {
-                    eprintln!("[Gateway] could not set SCHED_BATCH on pbfast-gateway-{index}; its wake-ups may preempt the event loop");
-                }
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => serve(listener, Arc::new(path), stopped).await,
