@@ -28,12 +28,11 @@ from raw_sse import clean_end, next_record_n, open_stream
 sys.path.insert(0, str(Path(__file__).parent / "pocketbase"))
 from sseclient import RawRealtimeClient  # noqa: E402
 
-pytestmark = pytest.mark.exclusive  # many clients across a move and a node kill: load and timing
+pytestmark = pytest.mark.exclusive  # 100 clients across a move and a node kill: load and timing
 
 PASSWORD = "password-1234"
-# Subscribed clients per test: 30 in the suite (its time budget); issue 16's figure, 100, with
-# PBFAST_REALTIME_CLIENTS=100 python3 -m pytest tests/test_realtime_cluster.py
-CLIENTS = int(os.environ.get("PBFAST_REALTIME_CLIENTS", "30"))
+# Subscribed clients per test: issue 16's 100 (PBFAST_REALTIME_CLIENTS picks another count).
+CLIENTS = int(os.environ.get("PBFAST_REALTIME_CLIENTS", "100"))
 
 
 @contextlib.contextmanager
