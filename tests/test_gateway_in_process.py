@@ -53,6 +53,16 @@ class _App:
             await self.release.wait()
         if scope.path.endswith("/fail"):
             raise RuntimeError("a handler bug")
+        if scope.path.endswith("/from-thread"):  # as a heavy tenant's answer leaves from its background thread
+            def answer() -> None:
+                time.sleep(0.2)  # the loop is waiting in its selector by then
+                proto.response_bytes(200, [], b"from a thread")
+
+            answering = threading.Thread(target=answer)
+            answering.start()
+            await asyncio.sleep(2)  # nothing wakes the loop meanwhile: the answer must not wait for it
+            answering.join()
+            return
         body = await proto()
         await discard_unread_body(proto)  # what the gateway's app does after answering: nothing left here
         payload = {"server": "in-process", "method": scope.method, "path": scope.path, "query": scope.query_string,
@@ -362,3 +372,24 @@ def test_obs_text_header_values_read_as_granian_reads_them_on_the_socket(tmp_pat
         asyncio.run_coroutine_threadsafe(dispatcher.close(0.5), loop).result(5)
         loop.call_soon_threadsafe(granian.stop)  # type: ignore[no-untyped-call]
         serving.result(10)
+
+
+def test_an_answer_sent_from_another_thread_goes_out_at_once(rig: dict[str, Any]) -> None:
+    """A heavy tenant's answer is sent from its database thread (pbfast.pocketbase.api): with another request in
+    service, it must not wait for a flush that only the loop's thread may schedule."""
+    url, app, loop = rig["url"], rig["app"], rig["loop"]
+    held = threading.Thread(target=lambda: httpx.get(f"{url}/t/acme/api/hold", timeout=30))
+    held.start()
+    try:
+        deadline = time.monotonic() + 10
+        while rig["dispatcher"].in_service() < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.monotonic()
+        answer = httpx.get(f"{url}/t/acme/api/from-thread", timeout=5)
+        assert (answer.status_code, answer.content) == (200, b"from a thread")
+        assert time.monotonic() - started < 1.5, "the answer waited for the loop"
+    finally:
+        loop.call_soon_threadsafe(app.release.set)
+        held.join(30)
+        loop.call_soon_threadsafe(lambda: setattr(app, "release", asyncio.Event()))

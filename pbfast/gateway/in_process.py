@@ -13,6 +13,7 @@ Thread-safety: event loop only (the queue itself is filled from the gateway's th
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -109,9 +110,12 @@ class InProcessProtocol:
         return gone
 
     def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        if self._dispatcher.in_service() <= 1:
+        dispatcher = self._dispatcher
+        if dispatcher.in_service() <= 1 or threading.get_ident() != dispatcher.loop_thread:
             # Alone: nothing to batch with, and sent now the gateway's thread writes it while the loop finishes up
-            # (held for the next iteration, a single client's request took ~1.5x as long).
+            # (held for the next iteration, a single client's request took ~1.5x as long). Not on the loop's thread
+            # (a heavy tenant's answer leaves from its database thread, pbfast.pocketbase.api): only the loop may
+            # schedule a flush, and it may be asleep.
             self._request.respond(status, headers, body)
         elif self._request.respond_later(status, headers, body):  # the first answer since the last flush
             self._dispatcher.flush_soon()
@@ -163,6 +167,7 @@ class InProcessDispatcher:
         self.queue = queue
         self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread = 0  # the loop's thread (threading.get_ident), learnt when it first takes requests
         self._tasks: set[asyncio.Task[None]] = set()
         self.dropped = 0
 
@@ -182,6 +187,7 @@ class InProcessDispatcher:
     def _take(self) -> int:
         """Start the handler on the next queued requests; returns how many were taken."""
         assert self._loop is not None
+        self.loop_thread = threading.get_ident()  # a reader callback: on the loop's thread
         taken = self.queue.take(TAKE_PER_WAKE)
         for request in taken:
             if request.cancelled:  # the client went away while it waited
