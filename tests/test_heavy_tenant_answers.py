@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -64,37 +65,48 @@ class AnswerRecorder:
         self.response_bytes(status, headers, b"")
 
 
-def test_a_heavy_tenants_answers_leave_from_its_background_thread(tmp_path: Path) -> None:
+def _with_noisy_and_quiet(tmp_path: Path,
+                          scenario: Callable[[DbScheduler, dict[str, Tenant]], Awaitable[None]]) -> None:
+    """Run ``scenario`` with tenants ``noisy`` and ``quiet`` open and a one-thread ``DbScheduler``; both are
+    stopped and closed afterwards."""
     tenants = {name: Tenant.open(name, tmp_path / name, create=True) for name in ("noisy", "quiet")}
-    api = TenantApi()
 
-    async def health(db: DbScheduler, name: str) -> AnswerRecorder:
-        answer = AnswerRecorder()
-        await api.handle(tenants[name], "/api/health", HealthScope(), answer,  # type: ignore[arg-type]
-                         run=lambda work: db.run(name, work), answer_from_job=on_background_thread)
-        assert answer.status == 200 and orjson.loads(answer.body)["code"] == 200
-        return answer
-
-    async def scenario() -> None:
+    async def run() -> None:
         db = DbScheduler(threads=1)
-        loop_thread = threading.current_thread().name
         try:
-            await db.run("noisy", lambda: time.sleep(0.9))  # most of a thread's time lately: heavy
-            # Served alone, the heavy tenant is answered from the loop as before.
-            assert (await health(db, "noisy")).thread == loop_thread
-            await db.run("noisy", lambda: time.sleep(0.9))  # (still heavy, whatever the first answer took)
-            assert db.run_inline("quiet", lambda: True)  # another tenant is served too
-            assert db.in_background("noisy")
-            assert (await health(db, "noisy")).thread.startswith("pbfast-db-bg-")
-            assert (await health(db, "quiet")).thread == loop_thread
+            await scenario(db, tenants)
         finally:
             db.stop()
 
     try:
-        asyncio.run(scenario())
+        asyncio.run(run())
     finally:
         for tenant in tenants.values():
             tenant.close()
+
+
+def test_a_heavy_tenants_answers_leave_from_its_background_thread(tmp_path: Path) -> None:
+    api = TenantApi()
+
+    async def scenario(db: DbScheduler, tenants: dict[str, Tenant]) -> None:
+        async def health(name: str) -> AnswerRecorder:
+            answer = AnswerRecorder()
+            await api.handle(tenants[name], "/api/health", HealthScope(), answer,  # type: ignore[arg-type]
+                             run=lambda work: db.run(name, work), answer_from_job=on_background_thread)
+            assert answer.status == 200 and orjson.loads(answer.body)["code"] == 200
+            return answer
+
+        loop_thread = threading.current_thread().name
+        await db.run("noisy", lambda: time.sleep(0.9))  # most of a thread's time lately: heavy
+        # Served alone, the heavy tenant is answered from the loop as before.
+        assert (await health("noisy")).thread == loop_thread
+        await db.run("noisy", lambda: time.sleep(0.9))  # (still heavy, whatever the first answer took)
+        assert db.run_inline("quiet", lambda: True)  # another tenant is served too
+        assert db.in_background("noisy")
+        assert (await health("noisy")).thread.startswith("pbfast-db-bg-")
+        assert (await health("quiet")).thread == loop_thread
+
+    _with_noisy_and_quiet(tmp_path, scenario)
 
 
 def _may_go_back_up() -> bool:
@@ -112,28 +124,19 @@ def test_a_heavy_tenants_answer_is_handed_over_at_the_normal_priority(tmp_path: 
     """The heavy tenant's job runs at nice +BACKGROUND_NICE, but its answer is handed to granian at the node's own
     priority: that call wakes granian's thread, which at the lower priority preempted the background thread while
     it held the GIL, and every other tenant's request waited for the GIL until the kernel ran it again."""
-    tenants = {name: Tenant.open(name, tmp_path / name, create=True) for name in ("noisy", "quiet")}
     api = TenantApi()
     normal = _nice()
 
-    async def scenario() -> None:
-        db = DbScheduler(threads=1)
-        try:
-            await db.run("noisy", lambda: time.sleep(0.9))  # most of a thread's time lately: heavy
-            assert db.run_inline("quiet", lambda: True)  # another tenant is served too
-            assert db.in_background("noisy")
-            assert await db.run("noisy", _nice) == min(19, normal + BACKGROUND_NICE)  # its work: lower
-            answer = AnswerRecorder()
-            await api.handle(tenants["noisy"], "/api/health", HealthScope(), answer,  # type: ignore[arg-type]
-                             run=lambda work: db.run("noisy", work), answer_from_job=on_background_thread)
-            assert answer.status == 200 and answer.thread.startswith("pbfast-db-bg-")
-            assert answer.nice == normal  # its answer handed over at the normal priority (was +BACKGROUND_NICE)
-            assert await db.run("noisy", _nice) == min(19, normal + BACKGROUND_NICE)  # and back down after
-        finally:
-            db.stop()
+    async def scenario(db: DbScheduler, tenants: dict[str, Tenant]) -> None:
+        await db.run("noisy", lambda: time.sleep(0.9))  # most of a thread's time lately: heavy
+        assert db.run_inline("quiet", lambda: True)  # another tenant is served too
+        assert db.in_background("noisy")
+        assert await db.run("noisy", _nice) == min(19, normal + BACKGROUND_NICE)  # its work: lower
+        answer = AnswerRecorder()
+        await api.handle(tenants["noisy"], "/api/health", HealthScope(), answer,  # type: ignore[arg-type]
+                         run=lambda work: db.run("noisy", work), answer_from_job=on_background_thread)
+        assert answer.status == 200 and answer.thread.startswith("pbfast-db-bg-")
+        assert answer.nice == normal  # its answer handed over at the normal priority (was +BACKGROUND_NICE)
+        assert await db.run("noisy", _nice) == min(19, normal + BACKGROUND_NICE)  # and back down after
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        for tenant in tenants.values():
-            tenant.close()
+    _with_noisy_and_quiet(tmp_path, scenario)
