@@ -238,10 +238,14 @@ def _again_if_vanished(write: Callable[[], None]) -> None:
 
 def _vanished(err: BaseException | None) -> bool:
     """Whether ``err`` says a directory went away under a write: not found (creating a file or directory in it),
-    or "exists" about a path that does not (it existed when made, then was removed before it was looked at)."""
+    or "exists" about a directory's path that is gone now, or is a directory again (a mkdir found it, it was removed
+    before it was looked at, and another writer may have made it again since): a try again settles either. An
+    "exists" about a regular file (an object's key in use) is final."""
     if isinstance(err, FileNotFoundError):
         return True
-    return isinstance(err, FileExistsError) and bool(err.filename) and not os.path.lexists(err.filename)
+    if not isinstance(err, FileExistsError) or not err.filename:
+        return False
+    return not os.path.lexists(err.filename) or os.path.isdir(err.filename)
 
 
 def _make_parents(path: Path) -> list[Path]:
