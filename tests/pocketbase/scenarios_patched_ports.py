@@ -98,6 +98,43 @@ _RATE_LIMIT_STEPS = [
     Step("rules off", "PATCH", "/api/settings?fields=rateLimits.enabled", {"rateLimits": {"enabled": False}}),
 ]
 
+# record_crud_test.go's and file_test.go's "RateLimit rule - <collection>:<action>" and "- *:<action>" cases.
+# PocketBase's tests allow 0 requests; its settings API asks for 1 at least, so each request is sent twice (the second
+# refused). First the collection's own label under a roomy "*" one (the collection's tag wins), then the "*" label
+# alone. The requests change nothing: the create and the update fail validation, the record to delete is missing.
+_CRUD_LIMITED = [  # (action, collection, method, path, body)
+    ("list", "view2", "GET", "/api/collections/view2/records", None),
+    ("view", "numeric_id_view", "GET", "/api/collections/numeric_id_view/records/1", None),
+    ("create", "demo2", "POST", "/api/collections/demo2/records", {"title": ""}),
+    ("update", "demo2", "PATCH", "/api/collections/demo2/records/0yxhwia2amd8gec", {"title": ""}),
+    ("delete", "demo5", "DELETE", "/api/collections/demo5/records/missing0000000?test=1", None),
+    ("file", "users", "GET", "/api/files/_pb_users_auth_/4q1xlclmfloku33/300_1SEi6Q6U72.png", None),
+]
+
+
+def _crud_rule(label: str, most: int) -> dict[str, object]:
+    return {"label": label, "audience": "", "duration": 60, "maxRequests": most}
+
+
+def _crud_limited_twice(labelled: str) -> list[Step]:
+    return [step for action, collection, method, path, body in _CRUD_LIMITED for step in (
+        Step(f"{labelled.format(collection=collection, action=action)}: first", method, path, body, auth=G),
+        Step(f"{labelled.format(collection=collection, action=action)}: second", method, path, body, auth=G))]
+
+
+_CRUD_RATE_LIMIT_STEPS = [
+    Step("collection rules", "PATCH", "/api/settings?fields=rateLimits", {"rateLimits": {"enabled": True, "rules": [
+        _crud_rule("abc", 100),
+        *[rule for action, collection, *_ in _CRUD_LIMITED
+          for rule in (_crud_rule(f"*:{action}", 100), _crud_rule(f"{collection}:{action}", 1))]]}}),
+    *_crud_limited_twice("RateLimit rule - {collection}:{action}"),
+    Step("* rules", "PATCH", "/api/settings?fields=rateLimits", {"rateLimits": {"enabled": True, "rules": [
+        _crud_rule("abc", 100), *[_crud_rule(f"*:{action}", 1) for action, *_ in _CRUD_LIMITED]]}}),
+    *_crud_limited_twice("RateLimit rule - *:{action}"),
+    Step("rules off", "PATCH", "/api/settings?fields=rateLimits.enabled", {"rateLimits": {"enabled": False}}),
+]
+
+
 def _unsigned(token: str) -> str:
     """``token``'s claims under an ``alg: none`` header and no signature."""
     claims = token.split(".")[1]
@@ -163,6 +200,8 @@ PATCHED_SCENARIOS: dict[str, list[Step]] = {
         Step("one byte over, a GET", "GET", "/api/health", raw=bytes((32 << 20) + 1), auth=G),
     ],
     "go auth: rate limit labels of the other routes (record_auth_*_test.go)": _RATE_LIMIT_STEPS,
+    "go rest: rate limit labels of the records and files routes (record_crud_test.go, file_test.go)":
+        _CRUD_RATE_LIMIT_STEPS,
     "go admin: backup files": [
         Step("upload: guest", "POST", "/api/backups/upload", raw=multipart([], [("file", "up.zip", _zip_bytes())]),
              headers=MULTIPART, auth=G),
