@@ -208,17 +208,35 @@ def _auth_transition_answers(backend: Backend, client_id: str) -> list[tuple[int
     return answers
 
 
+def _live_client_answers(backend: Backend, client_id: str) -> list[tuple[int, object]]:
+    """realtime_test.go's "existing client" cases not above, on a live guest client: 1,001 subscriptions (one
+    over the limit), a topic of 2,501 characters (one over) and of 2,500, no subscriptions, then the guest client
+    taken over by a superuser ("guest -> authorized superuser") and that superuser again ("same auth")."""
+    bodies: list[tuple[dict[str, str], list[str]]] = [
+        ({}, [f"test{n}" for n in range(1001)]), ({}, ["abc", "a" * 2501]), ({}, ["abc", "a" * 2500]), ({}, []),
+        (_superuser(backend), ["test1", "test2"]), (_superuser(backend), ["test1", "test2"])]
+    answers = []
+    for headers, subscriptions in bodies:
+        response = httpx.post(f"{backend.url}/api/realtime", headers=headers, timeout=30,
+                              json={"clientId": client_id, "subscriptions": subscriptions})
+        answers.append((response.status_code, response.json() if response.content else None))
+    return answers
+
+
 def test_subscription_answers_match_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend) -> None:
     answers = {}
     for backend in (stock_pocketbase, pbfast_fixture_tenant):
-        client, other = RawRealtimeClient(backend.url).connect(), RawRealtimeClient(backend.url).connect()
+        clients = [RawRealtimeClient(backend.url).connect() for _ in range(3)]
         try:
-            answers[backend.name] = (_post_answers(backend, client.client_id)
-                                     + _auth_transition_answers(backend, other.client_id))
+            answers[backend.name] = (_post_answers(backend, clients[0].client_id)
+                                     + _auth_transition_answers(backend, clients[1].client_id)
+                                     + _live_client_answers(backend, clients[2].client_id))
         finally:
-            client.close()
-            other.close()
+            for client in clients:
+                client.close()
     assert answers["pbfast"] == answers["pocketbase"]
+    live = answers["pocketbase"][-6:]
+    assert [status for status, _ in live] == [400, 400, 204, 204, 204, 204], live
 
 
 def _stalled_subscriber(backend: Backend, topic: str) -> socket.socket:
