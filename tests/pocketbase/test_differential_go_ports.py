@@ -1,6 +1,7 @@
 """The scenarios ported from PocketBase's own API tests (``scenarios_auth_api.py``: ``record_auth_*_test.go``
 and ``health_test.go``; ``scenarios_admin_api.py``: ``collection_test.go``, ``settings_test.go``,
-``logs_test.go``, ``backup_test.go``, ``realtime_test.go``): each module's scenarios run in order on one pair
+``logs_test.go``, ``backup_test.go``, ``realtime_test.go``; ``scenarios_go_verbatim.py``: the Go requests
+those do not send): each module's scenarios run in order on one pair
 of servers (stock PocketBase 0.40.6 and a pbfast tenant on copies of the fixture), every difference reported."""
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from conftest import DataPatch
 from pbharness import Backend
 from scenarios_admin_api import ADMIN_API_SCENARIOS, APPLE, APPLE_TEST_KEY
 from scenarios_auth_api import AUTH_API_SCENARIOS, RATE_LIMIT_SCENARIOS
+from scenarios_go_verbatim import GO_VERBATIM_BACKUP_PORTS, GO_VERBATIM_PORTS
 from oauth2_redirects import redirect_cases
 from scenarios_patched_ports import PATCHED_SCENARIOS, write_sessions
 from scenarios_remaining_ports import REMAINING_SCENARIOS
 from test_differential import fixture_ids
 
-# In this order on the same servers: the admin scenarios leave the auth records alone, the auth scenarios
-# end by changing test@example.com's email (its tokens void), the rate limits stay on.
-SCENARIOS: dict[str, list[Step]] = {**ADMIN_API_SCENARIOS, **REMAINING_SCENARIOS, **AUTH_API_SCENARIOS,
-                                    **RATE_LIMIT_SCENARIOS}
+# In this order on the same servers: the verbatim Go requests first (they change nothing the others read), the
+# admin scenarios leave the auth records alone (the verbatim backups after theirs), the auth scenarios end by
+# changing test@example.com's email (its tokens void), the rate limits stay on.
+SCENARIOS: dict[str, list[Step]] = {**GO_VERBATIM_PORTS, **ADMIN_API_SCENARIOS, **GO_VERBATIM_BACKUP_PORTS,
+                                    **REMAINING_SCENARIOS, **AUTH_API_SCENARIOS, **RATE_LIMIT_SCENARIOS}
 
 
 def test_ported_scenarios_answer_as_pocketbase(stock_pocketbase: Backend, pbfast_fixture_tenant: Backend,
