@@ -1,7 +1,7 @@
 """PocketBase's own API scenarios that need no set-up, one step each, as its Go tests send them (method, URL,
 raw body and headers verbatim, the fixture records' tokens as ``fixture_data`` names them), from the files
 ``scenarios_go_crud.py`` does not take verbatim (``apis/record_auth_*_test.go``, ``settings_test.go``,
-``logs_test.go``, ``backup_test.go``): only the requests no other scenario module sends (same method, URL, JSON
+``logs_test.go``, ``backup_test.go``, ``cron_test.go``): only the requests no other scenario module sends (same method, URL, JSON
 body and identity). The hand ports (``scenarios_auth_api.py``, ``scenarios_admin_api.py``,
 ``scenarios_remaining_ports.py``, ``scenarios_patched_ports.py``) send the others, and the cases with a set-up,
 under names of their own. (``record_auth_methods_test.go``'s "all auth methods allowed" is
@@ -24,6 +24,11 @@ GO_VERBATIM_PORTS: dict[str, list[Step]] = {
     'apis/logs_test.go': [
         Step('unauthorized', 'GET', '/api/logs', auth=G),
         Step('authorized as regular user', 'GET', '/api/logs', auth=G, headers=USER1),
+    ],
+    # the job "test" the Go set-up registers (a tenant cannot) is never reached: guests and users are refused first
+    'apis/cron_test.go': [
+        Step('unauthorized', 'POST', '/api/crons/test', auth=G),
+        Step('authorized as regular user', 'POST', '/api/crons/test', auth=G, headers=USER1),
     ],
     'apis/record_auth_impersonate_test.go': [
         Step('unauthorized', 'POST', '/api/collections/users/impersonate/4q1xlclmfloku33', auth=G),
