@@ -20,6 +20,8 @@ from helpers import moto_s3_server
 from oidc_provider import serve_on_loopback
 from pbharness import Backend
 
+from pbfast.pocketbase.backup_lock import BackupLock
+
 BUCKET = "tenant-backups"
 UPLOAD_DELAY = 3.0
 
@@ -108,3 +110,32 @@ def test_a_slow_backup_upload_does_not_hold_the_tenants_requests(egress_tenant: 
             time.sleep(0.2)
         assert statuses == [204, 400]
         assert logged.json()["items"][0]["data"]["execTime"] >= UPLOAD_DELAY * 1000
+
+
+# PocketBase 0.40.6's answers while a backup or restore of the app runs (backup_test.go's "pending backup" and
+# "active backup process"); its API errors end with a full stop (NewApiError's Sentenize), the source's
+# message for a create has none.
+BUSY_ANSWER = {"data": {}, "message": "Try again later - another backup/restore process has already been started.",
+               "status": 400}
+
+
+def test_a_backup_in_progress_refuses_another_as_pocketbase(pbfast_fixture_tenant: Backend) -> None:
+    """While a backup runs (its lock held here, as a node's other process holds it), a create, a named create and
+    a restore are refused with PocketBase's answer, the running backup cannot be deleted; then a create goes."""
+    fast = pbfast_fixture_tenant
+    assert fast.tenant_dir is not None
+    auth = {"Authorization": fast.superuser_token}
+    held = BackupLock.take(fast.tenant_dir, "held.zip")
+    assert held is not None
+    try:
+        answers = [httpx.post(f"{fast.url}/api/backups", json=body, headers=auth, timeout=30)
+                   for body in ({}, {"name": "named.zip"})]
+        answers.append(httpx.post(f"{fast.url}/api/backups/missing.zip/restore", headers=auth, timeout=30))
+        assert [(answer.status_code, answer.json()) for answer in answers] == [(400, BUSY_ANSWER)] * 3
+        deleted = httpx.delete(f"{fast.url}/api/backups/held.zip", headers=auth, timeout=30)
+        assert (deleted.status_code, deleted.json()["message"]) == (
+            400, "The backup is currently being used and cannot be deleted."), deleted.text
+    finally:
+        held.release()
+    made = httpx.post(f"{fast.url}/api/backups", json={"name": "after.zip"}, headers=auth, timeout=60)
+    assert made.status_code == 204, made.text

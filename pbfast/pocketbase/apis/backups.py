@@ -51,7 +51,11 @@ UPLOAD_LIMIT: Final = 512 << 20  # bytes of an uploaded backup (PocketBase has n
 _NAME: Final = re.compile(r"[a-z0-9_-]+\.zip")
 _ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
 VALIDATION_FAILED: Final = "An error occurred while validating the submitted data."
-BUSY: Final = "Try again later - another backup/restore process has already been started"
+# PocketBase's answer while another backup or restore runs: its source has no full stop here, but every API error
+# message goes through its Sentenize (NewApiError), which adds one.
+BUSY: Final = "Try again later - another backup/restore process has already been started."
+# ... and when one started between the request's check and the making (PocketBase's CreateBackup error).
+CREATE_FAILED: Final = "Failed to create backup."
 FORBIDDEN: Final = "Insufficient permissions to access the resource."
 # Backups are made on threads of their own, not the loop's default executor: a few tenants backing up large
 # files at once must not hold the threads that every tenant's file downloads are read on. Past two, they wait.
@@ -86,11 +90,14 @@ class BackupMaking:
             await asyncio.get_running_loop().run_in_executor(BACKUP_THREADS, self.backups.make, self.tenant,
                                                              self.store, self.name)
         except ApiError as err:  # another backup or restore of the tenant started meanwhile, or it closed here
-            send_error(proto, err.status, err.message, err.data, err.headers)
+            if err.message == BUSY:
+                send_error(proto, 400, CREATE_FAILED)
+            else:
+                send_error(proto, err.status, err.message, err.data, err.headers)
             return
         except (StoreError, StorageError, OSError) as err:
             log.warning("tenant %s: backup %s failed: %s", self.tenant.id, self.name, err)
-            send_error(proto, 400, "Failed to create backup.")
+            send_error(proto, 400, CREATE_FAILED)
             return
         proto.response_empty(204, [])
 
@@ -171,7 +178,7 @@ class Backups:
         try:
             files = self._store(request).list()
         except StoreError as err:
-            raise ApiError(400, "Failed to retrieve backup items. Raw error: \n" + str(err)) from err
+            raise ApiError(400, _sentenized("Failed to retrieve backup items. Raw error: \n" + str(err))) from err
         send_with_fields(request, [{"modified": format_created(f.modified), "key": f.key, "size": f.size}
                                    for f in files], sort_keys=False)
 
@@ -186,7 +193,7 @@ class Backups:
         try:
             store = self._store(request)
         except StoreError as err:
-            raise ApiError(400, "Failed to create backup.") from err
+            raise ApiError(400, CREATE_FAILED) from err
         if name:
             error = None
             if len(name) > 150:
@@ -356,13 +363,13 @@ class Backups:
         try:
             store.delete(key)
         except StoreError as err:
-            raise ApiError(400, "Invalid or already deleted backup file. Raw error: \n" + str(err)) from err
+            raise ApiError(400, _sentenized("Invalid or already deleted backup file. Raw error: \n" + str(err))) from err
         request.proto.response_empty(204, [])
 
     def restore(self, request: TenantRequest) -> None:
         require_superuser(request)
         if self.running(request.tenant):
-            raise ApiError(400, "Try again later - another backup/restore process has already been started.")
+            raise ApiError(400, BUSY)
         key = request.params["key"]
         try:
             store = self._store(request)
@@ -380,8 +387,18 @@ class Backups:
                 store.get(key, archive)
                 restore_archive(request.tenant, archive, scratch, files=files_of(request.tenant))
             except (StoreError, ArchiveError, OSError) as err:
-                raise ApiError(400, f"Failed to restore the backup: {err}") from err
+                raise ApiError(400, _sentenized(f"Failed to restore the backup: {err}")) from err
         request.proto.response_empty(204, [])
+
+
+def _sentenized(message: str) -> str:
+    """``message`` as PocketBase answers any API error's (its Sentenize): trimmed, a capital first letter, and a
+    full stop unless it ends with ".", "?" or "!" (messages that end with a raw error's text need it)."""
+    message = message.strip()
+    if not message:
+        return message
+    message = message[0].upper() + message[1:]
+    return message if message[-1] in ".?!" else message + "."
 
 
 def _check_open(tenant: Tenant) -> None:
