@@ -7,7 +7,8 @@ bodies too), and timestamps written during the sequence
 (``created``/``updated`` of records and collections saved by a step: any date between the start of the run
 and a minute from now), the random ``_clone_xxxx`` ids of the fields a view collection copies, the random
 name (and id) of the throwaway view a view query's dry run reads through, and the random suffix of the index
-names in the scaffolds of a collection that has no name yet.
+names in the scaffolds of a collection that has no name yet, and the SQL console's ``execTime`` (milliseconds:
+a number on both sides, its value is the machine's).
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ class Runner:
                 elif k == "collectionId" and isinstance(value.get("collectionName"), str) \
                         and _TEMP_VIEW.fullmatch(value["collectionName"]):
                     out[k] = "<the throwaway view's id>"
+                elif k == "execTime" and isinstance(v, int | float) and not isinstance(v, bool):
+                    out[k] = "<milliseconds>"
                 elif k == "message" and isinstance(v, str):
                     out[k] = _TEMP_VIEW.sub("temp_view_<random>", _QUOTED_UPLOAD.sub('"<uploaded file>"', v))
                 else:
