@@ -79,8 +79,11 @@ PROGRESS_STEPS: Final = 1_000_000
 # SQLite work, so the budget is kept closely.
 BUDGET_PROGRESS_STEPS: Final = 10_000
 # How often a statement looks again whether another connection's lock is free (see TimeLimit): a write holds
-# the lock for tens of microseconds, Litestream's checkpoint for milliseconds.
+# the lock for tens of microseconds, Litestream's checkpoint for milliseconds. Past LOCK_POLL_FAST_SECONDS of
+# waiting (a long hold: a restore, a big batch) every LOCK_POLL_SLOW_SECONDS: each look takes the GIL.
 LOCK_POLL_SECONDS: Final = 0.001
+LOCK_POLL_FAST_SECONDS: Final = 0.1
+LOCK_POLL_SLOW_SECONDS: Final = 0.005
 
 
 class SqlRefused(ValueError):
@@ -223,7 +226,7 @@ class TimeLimit:
     def _busy(self, attempts: int) -> bool:
         """SQLite's busy handler: another connection holds the lock. Within a budget nothing is waited for (the
         work is done again on a thread that may wait); else (and once something is committed) look again every
-        :data:`LOCK_POLL_SECONDS` for up to the busy timeout."""
+        :data:`LOCK_POLL_SECONDS` (:data:`LOCK_POLL_SLOW_SECONDS` after a long wait) up to the busy timeout."""
         if self._budget is not None:
             self.budget_spent = self.blocked = True
             raise OverBudget
@@ -232,9 +235,10 @@ class TimeLimit:
         now = time.monotonic()
         if attempts == 0:
             self._waiting_since = now
-        elif now - self._waiting_since >= self._busy_timeout_ms / 1000:
+        waited = now - self._waiting_since
+        if waited >= self._busy_timeout_ms / 1000:
             return False
-        time.sleep(LOCK_POLL_SECONDS)
+        time.sleep(LOCK_POLL_SECONDS if waited < LOCK_POLL_FAST_SECONDS else LOCK_POLL_SLOW_SECONDS)
         return True
 
     def _over(self) -> bool:
