@@ -6,6 +6,9 @@ the node (its event loop "main", the database threads, granian's threads, the re
     git worktree add /tmp/old <commit>; cp pbfast/_native*.so /tmp/old/pbfast/
     python3 benchmarks/cpu_ab.py /tmp/cpu-ab old=/tmp/old new=$PWD --pb --cases create,view --rounds 3 --secs 3
 
+A tree may carry node flags of its own after a colon (``w2=$PWD:--workers=2``, comma-separated), added to
+``--node-args``: one tree against itself with other flags (e.g. one worker process against two).
+
 Each tree's node runs with PYTHONPATH and the working directory set to that tree (``python -m pbfast``
 imports from its working directory first). The helpers (cluster, seeding, wrk scripts) come from the first
 tree. ``--hold`` sets everything up and waits (for py-spy or perf on the printed pids).
@@ -68,7 +71,9 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 
 def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[dict[str, Any]]:
-    trees = [(spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in options.trees]
+    specs = [(spec.split("=", 1)[0], *spec.split("=", 1)[1].partition(":")[::2]) for spec in options.trees]
+    trees = [(name, Path(tree)) for name, tree, _ in specs]
+    own_args = {name: tuple(flag for flag in flags.split(",") if flag) for name, _, flags in specs}
     first = trees[0][1]
     sys.path[:0] = [str(first / "tests"), str(first / "benchmarks"), str(first / "tests" / "pocketbase")]
     import httpx
@@ -110,7 +115,7 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
 
         cp = start_cluster(start, tmp / f"{name}-cp", 1)[0]
         node, node_url = start_node(start, "bench-node", f"127.0.0.1:{cp.http_port}", tmp / f"{name}-nodes",
-                                    tuple(options.node_args.split()))
+                                    (*options.node_args.split(), *own_args[name]))
         while not httpx.get(f"{cp.url}/api/cp/nodes", headers=ADMIN).json()["items"]:
             time.sleep(0.05)
         created = httpx.post(f"{cp.url}/api/cp/tenants", headers=ADMIN, json={

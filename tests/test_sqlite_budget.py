@@ -4,6 +4,7 @@ with the interruption, and the connection's time limit answers as before afterwa
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -103,4 +104,33 @@ def test_a_write_does_not_wait_for_another_connections_lock_within_the_budget(tm
     assert time.monotonic() - started < 1
     holder.execute("ROLLBACK")
     write()  # the connection's own busy timeout is back (and nothing holds the lock now)
+    assert connection.execute("SELECT count(*) FROM t").get == 1
+
+
+def test_a_write_behind_another_connections_lock_goes_on_soon_after_the_lock_is_free(tmp_path: Path) -> None:
+    """Outside a budget a write waits for the lock (Litestream's checkpoint, another worker's write) up to the
+    busy timeout given to TimeLimit, looking again every ms: it goes on within a few ms of the release, where
+    SQLite's own busy timeout sleeps in growing steps (held 240 ms, the lock is tried again at 328 ms) while the
+    tenant's later writes queue behind the waiting one."""
+    path = str(tmp_path / "data.db")
+    holder, connection = apsw.Connection(path), apsw.Connection(path)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("CREATE TABLE t (x INTEGER)")
+    TimeLimit(connection, 5_000)
+    holder.execute("BEGIN IMMEDIATE")
+    released: list[float] = []
+
+    def release() -> None:
+        time.sleep(0.24)
+        holder.execute("ROLLBACK")
+        released.append(time.monotonic())
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    try:
+        connection.execute("INSERT INTO t VALUES (1)")  # waits for the holder
+        done = time.monotonic()
+    finally:
+        thread.join()
+    assert done - released[0] < 0.06  # a loaded machine's scheduling included
     assert connection.execute("SELECT count(*) FROM t").get == 1

@@ -78,6 +78,12 @@ PROGRESS_STEPS: Final = 1_000_000
 # While a job runs within a time budget (TimeLimit.within_budget) the check comes every ~50-100 us of
 # SQLite work, so the budget is kept closely.
 BUDGET_PROGRESS_STEPS: Final = 10_000
+# How often a statement looks again whether another connection's lock is free (see TimeLimit): a write holds
+# the lock for tens of microseconds, Litestream's checkpoint for milliseconds. Past LOCK_POLL_FAST_SECONDS of
+# waiting (a long hold: a restore, a big batch) every LOCK_POLL_SLOW_SECONDS: each look takes the GIL.
+LOCK_POLL_SECONDS: Final = 0.001
+LOCK_POLL_FAST_SECONDS: Final = 0.1
+LOCK_POLL_SLOW_SECONDS: Final = 0.005
 
 
 class SqlRefused(ValueError):
@@ -186,13 +192,17 @@ class TimeLimit:
     after the limit is stopped by SQLite (``apsw.InterruptError``, turned into :class:`TimeLimitExceeded`).
     And a time budget (:meth:`within_budget`) for work tried on a thread that must not be held long."""
 
-    __slots__ = ("_budget", "_budget_wall", "_busy_timeout_ms", "_connection", "_deadline", "_seconds", "blocked",
-                 "budget_spent")
+    __slots__ = ("_budget", "_budget_wall", "_busy_timeout_ms", "_connection", "_deadline", "_seconds",
+                 "_waiting_since", "blocked", "budget_spent")
 
     def __init__(self, connection: apsw.Connection, busy_timeout_ms: int = 0) -> None:
-        """``busy_timeout_ms``: the connection's own busy timeout, restored after a budget."""
+        """``busy_timeout_ms``: how long a statement waits for another connection's lock (0: not at all). The
+        wait polls every :data:`LOCK_POLL_SECONDS` instead of SQLite's own busy timeout, whose sleeps grow to
+        25-100 ms: a writer behind Litestream's checkpoint (or another worker process's write) would sleep on
+        for tens of ms after the lock is free, and the tenant's later writes queue behind it."""
         self._deadline: float | None = None
         self._busy_timeout_ms = busy_timeout_ms
+        self._waiting_since = 0.0
         self._budget: float | None = None  # the thread CPU time (time.thread_time) the budget ends at
         # The wall clock (time.monotonic) before which the budget cannot have run out: a thread's CPU time never
         # grows faster than the wall clock, and reading the clock costs no system call, the CPU time's does.
@@ -203,6 +213,8 @@ class TimeLimit:
         self.blocked = False  # the last budget ended on another connection's lock, not on time
         connection.set_progress_handler(self._over, PROGRESS_STEPS)
         connection.set_commit_hook(self._committed)
+        if busy_timeout_ms:
+            connection.set_busy_handler(self._busy)
 
     def _committed(self) -> bool:
         """SQLite's commit hook (write transactions only): from here on a budget no longer applies, since
@@ -212,15 +224,21 @@ class TimeLimit:
         return False
 
     def _busy(self, attempts: int) -> bool:
-        """SQLite's busy handler while a budget runs: another connection holds the lock. Within the budget
-        nothing is waited for (the work is done again on a thread that may wait); once something is committed,
-        wait as the busy timeout would."""
+        """SQLite's busy handler: another connection holds the lock. Within a budget nothing is waited for (the
+        work is done again on a thread that may wait); else (and once something is committed) look again every
+        :data:`LOCK_POLL_SECONDS` (:data:`LOCK_POLL_SLOW_SECONDS` after a long wait) up to the busy timeout."""
         if self._budget is not None:
             self.budget_spent = self.blocked = True
             raise OverBudget
-        if attempts >= self._busy_timeout_ms:
+        if not self._busy_timeout_ms:
             return False
-        time.sleep(0.001)
+        now = time.monotonic()
+        if attempts == 0:
+            self._waiting_since = now
+        waited = now - self._waiting_since
+        if waited >= self._busy_timeout_ms / 1000:
+            return False
+        time.sleep(LOCK_POLL_SECONDS if waited < LOCK_POLL_FAST_SECONDS else LOCK_POLL_SLOW_SECONDS)
         return True
 
     def _over(self) -> bool:
@@ -276,7 +294,8 @@ class TimeLimit:
             spent = spent or self.budget_spent
             self._budget, self.budget_spent = None, False  # a later stop is the time limit's
             self._connection.set_progress_handler(self._over, PROGRESS_STEPS)
-            self._connection.set_busy_timeout(self._busy_timeout_ms)
+            if not self._busy_timeout_ms:
+                self._connection.set_busy_timeout(0)
         return not spent
 
     @contextlib.contextmanager
