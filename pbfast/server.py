@@ -82,6 +82,7 @@ REQUEST_GRACE_SECONDS = 1.0  # what the listeners' requests still running get on
 # exit, and for the interpreter's exit after the closers.
 AFTER_TENANTS_SECONDS = 1.0
 EXIT_SECONDS = 0.25
+DB_STOP_SECONDS = 5.0  # the database threads' join when no stop has begun (a start-up that failed)
 IDLE_CHECK_SECONDS = 15.0
 EXIT_STARTUP_FAILED = 1
 
@@ -207,7 +208,7 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
     clock = parts.stop
     parts.closers += [replicator.stop, client.aclose,  # run in reverse order, bounded by the stop's clock
-                      lambda: node.db.stop(clock.left(EXIT_SECONDS)),
+                      lambda: node.db.stop(min(DB_STOP_SECONDS, clock.left(EXIT_SECONDS))),
                       lambda: node.close_all(finish_by=clock.deadline - AFTER_TENANTS_SECONDS),
                       node.api.request_logs.close]
     return node, membership
