@@ -196,7 +196,17 @@ def test_killed_node_fails_fast_then_recovers(cluster: Cluster) -> None:
     black_hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     black_hole.bind(("127.0.0.1", port))
     black_hole.listen(0)
-    queued = socket.create_connection(("127.0.0.1", port), timeout=5)  # fills the queue: later SYNs are dropped
+    queued: list[socket.socket] = []
+    while True:  # fill its accept queue (how long it is is the kernel's choice): then every SYN is dropped
+        filler = socket.socket()
+        filler.settimeout(0.2)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except TimeoutError:
+            filler.close()
+            break
+        queued.append(filler)
+        assert len(queued) < 16
     alpha = f"{cluster.gw}/t/alpha/api/collections/secrets/records"
     try:
         with httpx.Client(timeout=10) as client, ThreadPoolExecutor(limits.breaker_failures) as pool:
@@ -237,7 +247,8 @@ def test_killed_node_fails_fast_then_recovers(cluster: Cluster) -> None:
         assert 'pbfast_gateway_upstream_errors_total{kind="connect_timeout"}' in metrics
         assert 'pbfast_gateway_upstream_errors_total{kind="breaker_open"}' in metrics
     finally:
-        queued.close()
+        for filler in queued:
+            filler.close()
         black_hole.close()
         # Same port and data dir again: served without restarting the gateway, data intact (started also when an
         # assertion above failed: the module's later tests share this cluster and need the node).
