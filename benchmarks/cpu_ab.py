@@ -139,10 +139,14 @@ def setup(options: argparse.Namespace, tmp: Path, started: list[Any]) -> list[di
             _rehash_user(url, forward, token, options.bcrypt_cost)
         password = tmp / f"{name}-password.lua"
         password.write_text(headers.read_text() + _lua_password())
+        photo = _seed_photo(url, forward, _png())
+        if options.upload_rule:  # the guest uploads refused by the photos' create rule (400)
+            changed = httpx.patch(f"{url}/api/collections/photos", headers={"Authorization": token, **forward},
+                                  json={"createRule": options.upload_rule}, timeout=30)
+            assert changed.status_code == 200, changed.text
         targets.append({"name": name, "pid": node.proc.pid, "url": url, "headers": str(headers),
                         "create": str(create), "refresh": str(refresh), "record": record, "password": str(password),
-                        "batch": str(tmp / f"{name}-batch.lua"),
-                        "photo": _seed_photo(url, forward, _png()),
+                        "batch": str(tmp / f"{name}-batch.lua"), "photo": photo,
                         "upload": str(_upload_script(tmp / f"{name}-upload.lua", upload_body, forward))})
     if options.pb:
         stock = start_pocketbase(tmp / "stock" / "pb_data")
@@ -278,6 +282,8 @@ def main() -> None:
     parser.add_argument("--rate-limits", choices=("allow", "refuse"),
                         help="the tenant's rate limits on: rules that never refuse (their checks' cost), or that refuse "
                         "every upload but the first (429)")
+    parser.add_argument("--upload-rule", help="the photos collection's create rule, one that refuses the guest uploads "
+                        "(e.g. \"@request.auth.id != ''\"): their answers are 400")
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the processes are stopped below
     tmp = Path(options.tmp)
@@ -293,7 +299,8 @@ def main() -> None:
             for round_index in range(options.rounds):
                 for target in targets if round_index % 2 == 0 else list(reversed(targets)):
                     total, line = measure(target, case, options.secs, options.connections,
-                                          refused=case == "upload" and options.rate_limits == "refuse")
+                                          refused=case == "upload" and (options.rate_limits == "refuse"
+                                                                        or bool(options.upload_rule)))
                     results.setdefault((case, target["name"]), []).append(total)
                     print(f"{case:7s} r{round_index} {target['name']:10s} {line}", flush=True)
         print("\nCPU us per request (min / median / all):")

@@ -3,7 +3,8 @@
 Every listener is a granian server embedded in this process's event loop (RSGI interface), so all-in-one
 runs control plane, tenant node and gateway in one process and the gateway reaches the node in-process.
 Background work (Raft housekeeping, node heartbeats, the gateway's route watch) runs as tasks on the same
-loop. SIGINT/SIGTERM stop everything; shutdown is bounded by :data:`SHUTDOWN_TIMEOUT_SECONDS`.
+loop. SIGINT/SIGTERM stop everything; the whole stop, to the process's exit, is bounded by
+:data:`SHUTDOWN_TIMEOUT_SECONDS` (:mod:`pbfast.shutdown`): each step takes what is left of it.
 
 A tenant node with ``--workers`` > 1 serves its tenant requests in worker processes instead
 (:mod:`pbfast.tenant_node.workers`): they listen on the node's address, this process on two private Unix
@@ -56,6 +57,7 @@ from pbfast.node_identity import (
 from pbfast.open_files import raise_open_file_limit, tenants_within
 from pbfast.primitives import CircuitBreakers, RoutingTable, StreamHolder
 from pbfast.profiling.app import ProfilingApp
+from pbfast.shutdown import SHUTDOWN_TIMEOUT_SECONDS, StopClock
 from pbfast.pocketbase.sqlite_guard import set_heap_limits
 from pbfast.tenant_node.app import TenantNodeApp
 from pbfast.tenant_node.lease_keeper import bare_beats_over_http
@@ -74,8 +76,13 @@ from pbfast.tokens import ADMIN_TOKEN_FILE, CLUSTER_TOKEN_FILE, TokenFileError, 
 
 __all__ = ["SHUTDOWN_TIMEOUT_SECONDS", "StartupError", "serve"]
 
-SHUTDOWN_TIMEOUT_SECONDS = 4.0
 NATIVE_GRACE_SECONDS = 1.0
+REQUEST_GRACE_SECONDS = 1.0  # what the listeners' requests still running get once the listeners stopped
+# Of the stop's bound: kept for the closers after the tenants' (database threads, Litestream, Raft) and the
+# exit, and for the interpreter's exit after the closers.
+AFTER_TENANTS_SECONDS = 1.0
+EXIT_SECONDS = 0.25
+DB_STOP_SECONDS = 5.0  # the database threads' join when no stop has begun (a start-up that failed)
 IDLE_CHECK_SECONDS = 15.0
 EXIT_STARTUP_FAILED = 1
 
@@ -108,6 +115,7 @@ class Components:
     before_stop: list[Callable[[], None]] = field(default_factory=list)
     startups: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     native: list[NativeFrontend] = field(default_factory=list)  # started once the listeners serve
+    stop: StopClock = field(default_factory=StopClock)  # started by SIGINT/SIGTERM; closers read what is left
 
 
 def _token(config: ServeConfig, given: str | None, file_name: str, component: str, usage: str) -> str:
@@ -198,7 +206,10 @@ def _tenant_node(config: ServeConfig, parts: Components, cluster_token: str, cp_
     parts.closers.insert(0, schedule.close)  # closers run in reverse: after the tenants' closes learned theirs
     _stream_holder(config, parts, node, cluster_token)
     parts.before_stop.append(node.api.realtime.end_all)  # realtime streams end first: nothing waits for them
-    parts.closers += [replicator.stop, client.aclose, node.db.stop, node.close_all,  # run in reverse order
+    clock = parts.stop
+    parts.closers += [replicator.stop, client.aclose,  # run in reverse order, bounded by the stop's clock
+                      lambda: node.db.stop(min(DB_STOP_SECONDS, clock.left(EXIT_SECONDS))),
+                      lambda: node.close_all(finish_by=clock.deadline - AFTER_TENANTS_SECONDS),
                       node.api.request_logs.close]
     return node, membership
 
@@ -516,6 +527,8 @@ async def _run_claimed(config: ServeConfig, spawner: WorkerSpawner | None) -> in
         log.error("%s failed: %s", task.get_name(), error or "stopped unexpectedly")
         exit_code = EXIT_STARTUP_FAILED
     stop_wait.cancel()
+    clock = parts.stop
+    clock.start(SHUTDOWN_TIMEOUT_SECONDS, exit_code)
 
     for task in background:
         task.cancel()
@@ -523,20 +536,21 @@ async def _run_claimed(config: ServeConfig, spawner: WorkerSpawner | None) -> in
         prepare()
     for frontend in parts.native:  # first, while the Python side still answers what it was handed
         try:
-            await frontend.stop(NATIVE_GRACE_SECONDS)
+            await frontend.stop(min(NATIVE_GRACE_SECONDS, clock.left(AFTER_TENANTS_SECONDS)))
         except Exception:  # noqa: BLE001 - stop everything else anyway
             log.exception("stopping the gateway's native data path failed")
     for server in servers:
         server.stop()  # type: ignore[no-untyped-call]  # granian's embedded server is untyped
     pending = [task for task in [*serving, *background] if not task.done()]
     if pending:
-        _, still_running = await asyncio.wait(pending, timeout=1.0)
+        _, still_running = await asyncio.wait(
+            pending, timeout=min(REQUEST_GRACE_SECONDS, clock.left(AFTER_TENANTS_SECONDS)))
         for task in still_running:
             task.cancel()
         if still_running:
             log.warning("forced shutdown of %s", ", ".join(task.get_name() for task in still_running))
     try:
-        await asyncio.wait_for(_close(parts), 3.0)
+        await asyncio.wait_for(_close(parts), clock.left(EXIT_SECONDS))
     except TimeoutError:
         log.warning("closing took too long; stopped anyway")
     log.info("stopped")

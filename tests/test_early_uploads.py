@@ -508,3 +508,76 @@ def test_a_create_takes_an_id_the_journal_reserved(tenant: Tenant, tmp_path: Pat
     swept = sweep_deleted(tenant, now=time.time() + NOTE_DUE_SECONDS + ROLL_SECONDS + 1)
     assert swept == RESERVED_IDS, "the directories of the reserved ids no record took, the pending one's included"
     assert _stored(storage) == [kept] and _stored(deleted) == []
+
+
+def _superuser_token(tenant: Tenant) -> str:
+    from pbfast.pocketbase import auth  # noqa: PLC0415
+    from pbfast.tenant_node.superusers import upsert_superuser  # noqa: PLC0415
+
+    upsert_superuser(tenant, "root@crashy.test", "$2a$04$" + "x" * 53)  # a hash: no login needed, only a token
+    superusers = tenant.collection("_superusers")
+    assert superusers is not None
+    record_id, token_key = tenant.conn.execute("SELECT id, tokenKey FROM _superusers").fetchone()
+    return auth.issue_auth_token(record_id, token_key, superusers.id, superusers.auth.auth_token.secret, 3600)
+
+
+def test_a_create_its_rule_refuses_before_the_turn_writes_nothing(tenant: Tenant, tmp_path: Path) -> None:
+    """A multipart create that its collection's create rule refuses whoever turns out to be asking, known before
+    the turn (a guest where the rule needs an auth record; a rule of headers and method only; a null rule for
+    anyone but a superuser), writes no file and no note (no write, fsync and delete for a refused client) and
+    gets PocketBase's answer from the turn; one the rule lets through is still written before its turn."""
+    from pbfast.pocketbase import auth  # noqa: PLC0415
+
+    for name, rule in (("members", "@request.auth.id != ''"), ("closed", None),
+                       ("keyed", "@request.headers.x_key = 'k1' && @request.method = 'POST'")):
+        collections.create_collection(tenant.conn, {"name": name, "type": "base", "createRule": rule,
+                                                    "fields": [{"name": "files", "type": "file", "maxSelect": 2}]})
+    tenant.reload_collections()
+    users = tenant.collection("users")
+    assert users is not None
+    a_users_token = auth.issue_auth_token("nobody", "key", users.id, "secret", 3600)  # its record is read in the turn
+    store = files_of(tenant).store
+    written: list[str] = []  # every object stored, as "how: key"
+
+    def counting(how: str) -> Any:
+        write = getattr(store, how)
+
+        def counted(*args: Any, **kwargs: Any) -> None:
+            for arg in args:  # a key, or a list of (key, bytes)
+                keys = [arg] if isinstance(arg, str) else [key for key, _ in arg] if isinstance(arg, list) else []
+                written.extend(f"{how}: {key}" for key in keys)
+            write(*args, **kwargs)
+        return counted
+
+    for how in ("create", "create_many", "append_then_create_many"):  # every way (the turn's own uploads: create)
+        setattr(store, how, counting(how))
+
+    def create(collection: str, headers: dict[str, str]) -> _Proto:
+        path = f"/api/collections/{collection}/records"
+        scope = _Scope(path=path)
+        scope.headers.update(headers)
+        return _handle(tenant, path, scope)
+
+    refused = [("members", {}, 400, "Failed to create record."),
+               ("keyed", {}, 400, "Failed to create record."),
+               ("keyed", {"x-key": "k2"}, 400, "Failed to create record."),
+               ("keyed", {"x-key": "k1", "authorization": a_users_token}, None, None),  # auth is not read: allowed
+               ("closed", {}, 403, "Only superusers can perform this action."),
+               ("closed", {"authorization": a_users_token}, 403, "Only superusers can perform this action.")]
+    for collection, headers, status, message in refused:
+        proto = create(collection, headers)
+        if status is None:
+            assert proto.status == 200 and written, (collection, proto.body)
+            written.clear()
+            continue
+        assert (proto.status, orjson.loads(proto.body)) == (status, {"status": status, "message": message, "data": {}})
+        assert written == [], (collection, headers, "written before the turn refused it")
+
+    for collection, headers in (("keyed", {"x-key": "k1"}), ("closed", {"authorization": _superuser_token(tenant)})):
+        proto = create(collection, headers)
+        assert proto.status == 200, proto.body
+        record = orjson.loads(proto.body)
+        path = f"tenants/crashy/storage/{record['collectionId']}/{record['id']}/{record['files'][0]}"
+        assert [entry for entry in written if entry.endswith(path)] in ([f"create_many: {path}"],
+                                                                        [f"append_then_create_many: {path}"]), written
+        written.clear()

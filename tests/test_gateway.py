@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,32 +182,74 @@ def test_no_way_into_another_tenant(cluster: Cluster) -> None:
 
 @pytest.mark.exclusive
 def test_killed_node_fails_fast_then_recovers(cluster: Cluster) -> None:
+    """Once a dead node's breaker is open, no request waits for the node: the gateway answers 503 at once.
+
+    The killed node's address is made a black hole (a listener whose accept queue is full drops every SYN, as a
+    host that is gone does), so any request that tries the node waits the gateway's whole connect timeout: "did
+    not wait" is then a bound that load cannot break (an answer faster than the timeout did not try the node),
+    unlike a fixed 0.1 s."""
     process, url = cluster.nodes["node-a"]
     port = int(url.rsplit(":", 1)[1])
+    limits = ProxyLimits()  # the fixture's gateway runs with the default timeouts and breaker
     process.stop(signal.SIGKILL)
+    black_hole = socket.socket()
+    black_hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    black_hole.bind(("127.0.0.1", port))
+    black_hole.listen(0)
+    queued: list[socket.socket] = []
+    while True:  # fill its accept queue (how long it is is the kernel's choice): then every SYN is dropped
+        filler = socket.socket()
+        filler.settimeout(0.2)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except TimeoutError:
+            filler.close()
+            break
+        queued.append(filler)
+        assert len(queued) < 16
+    alpha = f"{cluster.gw}/t/alpha/api/collections/secrets/records"
     try:
-        # Until the breaker opens, connection failures answer 502; then 503 at once.
-        deadline = time.monotonic() + 5
-        while True:
-            response = httpx.get(f"{cluster.gw}/t/alpha/api/health", timeout=5)
-            assert response.status_code in (502, 503), response.text
-            if response.status_code == 503:
-                break
-            assert time.monotonic() < deadline
-        for _ in range(20):
-            started = time.monotonic()
-            response = httpx.get(f"{cluster.gw}/t/alpha/api/collections/secrets/records", timeout=5)
-            elapsed = time.monotonic() - started
-            assert_pocketbase_error(response, 503)
-            assert int(response.headers["retry-after"]) >= 1
-            assert elapsed < 0.1, elapsed
-        # The other node's tenants do not notice.
-        beta = httpx.get(f"{cluster.gw}/t/beta/api/collections/secrets/records")
-        assert beta.status_code == 200 and beta.json()["totalItems"] == 1
-        metrics = httpx.get(f"{cluster.gw}/metrics", headers=CLUSTER).text
+        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(limits.breaker_failures) as pool:
+            # Until the breaker opens, requests wait for the connect timeout (504; 502 for a pooled connection
+            # the kill closed); sent a threshold's worth at a time, it opens after about one timeout.
+            deadline = time.monotonic() + 10 * limits.connect_timeout_seconds
+            while True:
+                statuses = set(pool.map(lambda _: client.get(alpha).status_code, range(limits.breaker_failures)))
+                assert statuses <= {502, 503, 504}, statuses
+                if 503 in statuses:
+                    break
+                assert time.monotonic() < deadline, "the breaker never opened"
+            opened = time.monotonic()
+            probes = 0
+            for _ in range(20):
+                started = time.monotonic()
+                response = client.get(alpha)
+                elapsed = time.monotonic() - started
+                if response.status_code == 504:
+                    # After each cool-down one request is the half-open probe: it tries the node (and waits).
+                    assert_pocketbase_error(response, 504)
+                    probes += 1
+                    continue
+                assert_pocketbase_error(response, 503)
+                assert int(response.headers["retry-after"]) >= 1
+                # Answered by the gateway alone: a request that tried the node took the connect timeout at least.
+                assert elapsed < limits.connect_timeout_seconds, elapsed
+            # A failed probe reopens the breaker for a whole cool-down, and each probe waits the connect timeout:
+            # so many probes in so little time means requests went to the node, however slow the machine was.
+            spent = time.monotonic() - opened
+            assert probes <= 1 + spent / (limits.breaker_cooldown_seconds + limits.connect_timeout_seconds), \
+                (probes, spent)
+            # The other node's tenants do not notice.
+            beta = client.get(f"{cluster.gw}/t/beta/api/collections/secrets/records")
+            assert beta.status_code == 200 and beta.json()["totalItems"] == 1
+            metrics = client.get(f"{cluster.gw}/metrics", headers=CLUSTER).text
         assert f'pbfast_gateway_breaker_state{{node="{url}",state="closed"}} 0' in metrics
-        assert 'pbfast_gateway_upstream_errors_total{kind="connect"}' in metrics
+        assert 'pbfast_gateway_upstream_errors_total{kind="connect_timeout"}' in metrics
+        assert 'pbfast_gateway_upstream_errors_total{kind="breaker_open"}' in metrics
     finally:
+        for filler in queued:
+            filler.close()
+        black_hole.close()
         # Same port and data dir again: served without restarting the gateway, data intact (started also when an
         # assertion above failed: the module's later tests share this cluster and need the node).
         cluster.nodes["node-a"] = start_node(cluster.start, "node-a", [cluster.cp.url], cluster.tmp / "nodes",

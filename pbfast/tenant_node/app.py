@@ -213,9 +213,9 @@ class TenantNodeApp:
         """Remove what an interrupted run left behind (blocking; call before serving)."""
         return self.copies.clean_leftovers()
 
-    async def close_all(self, budget: float = CLOSE_ALL_SECONDS) -> None:
+    async def close_all(self, budget: float = CLOSE_ALL_SECONDS, finish_by: float | None = None) -> None:
         self.api.realtime.end_all()  # the SDKs reconnect (to this node once restarted, or to the next one)
-        await self.pool.close_all(budget)
+        await self.pool.close_all(budget, finish_by)
 
     def close_idle(self, idle_seconds: float) -> None:
         """The idle check: close idle tenants, ship closed copies whose final sync failed, bound the WAL of

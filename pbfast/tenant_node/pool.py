@@ -44,6 +44,7 @@ __all__ = ["CLOSE_ALL_SECONDS", "OPEN_WAIT_SECONDS", "UNREGISTER_RESERVE_SECONDS
 log = component_logger("TenantNode")
 
 CLOSE_ALL_SECONDS = 2.0
+CLOSE_LEFT_SECONDS = 0.5  # of a bounded close_all: for checkpointing and closing what the closes left open
 UNREGISTER_RESERVE_SECONDS = 5.0  # of a bounded close, kept for the unregister after the final sync
 OPEN_WAIT_SECONDS = 20.0  # a request waits this long for its tenant to open, below the gateway's 30 s
 REQUEST_CLOSE_SECONDS = 10.0  # a close a request waits for (final sync and unregister)
@@ -386,25 +387,33 @@ class TenantPool:
             slot.stale = True
             log.error("tenant %s: could not retire the local copy: %s", slot.tenant_id, err)
 
-    async def close_all(self, budget: float = CLOSE_ALL_SECONDS) -> None:
-        """Close every open tenant (final sync to the replica first), within ``budget`` seconds; a tenant
-        whose sync does not finish in time stays whole on local disk and is shipped when next opened."""
+    async def close_all(self, budget: float = CLOSE_ALL_SECONDS, finish_by: float | None = None) -> None:
+        """Close every open tenant (final sync to the replica first), waiting ``budget`` seconds for that; a
+        tenant whose sync does not finish in time stays whole on local disk and is shipped when next opened.
+        A statement still running then (a slow request, one that held up a close) is interrupted, so that the
+        database threads are free to stop. ``finish_by`` (monotonic): when all of it must be over (a stop's
+        bound), the closes' wait shortened to leave the last steps :data:`CLOSE_LEFT_SECONDS`."""
+        if finish_by is not None:
+            budget = min(budget, finish_by - time.monotonic() - CLOSE_LEFT_SECONDS)
+        opened = [slot.tenant for slot in self.slots.serving_slots() if slot.tenant is not None]
         closing = [*self.background.tasks,
                    *(asyncio.ensure_future(self.close(slot.tenant_id, "shutdown"))
                      for slot in self.slots.serving_slots())]
         if closing:
-            _, late = await asyncio.wait(closing, timeout=budget)
+            _, late = await asyncio.wait(closing, timeout=max(0.0, budget))
             for task in late:
                 task.cancel()
             if late:
                 log.warning("shutdown: %d tenant(s) closed without a final replica sync", len(late))
-        remaining = self.slots.serving_slots()
-        for slot in remaining:
+        for tenant in opened:  # a cancelled close left its connection open (with the statement it waited for)
+            if not tenant.closed:
+                tenant.conn.interrupt()  # a statement still running on a database thread stops now
+        for slot in self.slots.serving_slots():
             assert slot.tenant is not None
             tenant = slot.tenant
-            tenant.conn.interrupt()  # a statement still running on a worker thread stops now
+            wait = 1.0 if finish_by is None else max(0.0, min(1.0, finish_by - time.monotonic()))
             try:
-                await asyncio.wait_for(self.checkpoints.close_database(tenant), 1.0)
+                await asyncio.wait_for(self.checkpoints.close_database(tenant), wait)
             except Exception as err:  # noqa: BLE001 - shutting down: the WAL is checkpointed on next open
                 log.warning("shutdown: tenant %s not closed cleanly: %r", tenant.id, err)
         for slot in self.slots.serving_slots():

@@ -12,8 +12,8 @@ in-turn uploads always were (:class:`~pbfast.pocketbase.filesystem.FileChanges`)
 for a request that never reaches its turn.
 
 Only where PocketBase would write the files too: a multipart create (update) to an existing, non-view collection
-whose create (update) rule is not null (null: only a superuser may write, and who is asking is known only in the
-turn) and that has no password field, with uploads for its file fields that each fit the field's ``maxSize`` and
+whose create (update) rule does not refuse the request for certain before the turn (a null rule for anyone but a
+superuser's token, a rule of request values only that fails: :mod:`.early_rules`) and that has no password field, with uploads for its file fields that each fit the field's ``maxSize`` and
 ``mimeTypes``, an id that is a plain path segment, and room in the tenant's storage quota. Anything else takes
 the in-turn path unchanged. An update's files go beside the record's others under their new, randomly suffixed
 names; the files its new values replace are deleted after the commit as in the in-turn path (``field-``, a new
@@ -48,6 +48,7 @@ from typing import Final
 import orjson
 
 from pbfast.logs import component_logger
+from pbfast.pocketbase.apis.early_rules import refused_before_turn
 from pbfast.pocketbase.apis.form_body import FormBody, record_form_body
 from pbfast.pocketbase.apis.multipart import UploadedFile
 from pbfast.pocketbase.apis.request import TenantRequest, record_body_limit
@@ -163,8 +164,8 @@ def plan_early(request: TenantRequest, update: bool = False) -> EarlyUploads | N
     collection = tenant.collection(request.params.get("collection", ""))
     if collection is None or collection.type == "view":
         return None
-    if (collection.updateRule if update else collection.createRule) is None:
-        return None
+    if refused_before_turn(request, collection, collection.updateRule if update else collection.createRule):
+        return None  # the turn refuses it (a refused client costs no write, fsyncs and delete)
     if any(isinstance(item, PasswordField) for item in collection.fields):
         # A password (every auth collection's, any collection's password field) is hashed off the turn, which then
         # runs again (auth.BcryptFirst): the first run's rollback would drop the files written for the create.

@@ -38,6 +38,7 @@ __all__ = [
     "LOAD_FAILED",
     "UNSUPPORTED_CONTENT_TYPE",
     "body_limit",
+    "claimed_auth",
     "collection_of",
     "decode_json_body",
     "read_body",
@@ -156,9 +157,10 @@ class TenantRequest(Request):
                                   orjson.dumps(payload, option=option, default=gocompat.go_json_default))
 
 
-def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
-    """The record a token belongs to, or None for a missing/invalid/expired token (PocketBase treats those
-    requests as guests)."""
+def claimed_auth(tenant: Tenant, header: str | None) -> tuple[str, Collection, dict[str, Any]] | None:
+    """An ``Authorization`` header's token, the auth collection it claims to be of and its claims, read without
+    the database (neither its signature nor its record checked: :func:`authenticate` does that); None when the
+    request is a guest for certain (no token, or one that cannot be valid)."""
     if not header:
         return None
     token = header.strip()
@@ -173,6 +175,16 @@ def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
     collection = tenant.collection_by_id(claims["collectionId"])
     if collection is None or collection.type != "auth":
         return None
+    return token, collection, claims
+
+
+def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
+    """The record a token belongs to, or None for a missing/invalid/expired token (PocketBase treats those
+    requests as guests)."""
+    claimed = claimed_auth(tenant, header)
+    if claimed is None:
+        return None
+    token, collection, claims = claimed
     row = load_auth_record(tenant, collection, claims["id"])
     secret = collection.auth.auth_token.secret
     if row is None or not secret or not auth.verify_token_signature(token, str(row.get("tokenKey", "")), secret):
