@@ -12,6 +12,7 @@ pub mod fsync_at_once;
 pub mod gateway;
 pub mod jwt;
 pub mod listen;
+pub mod log_text;
 pub mod ltx;
 pub mod node_shm;
 pub mod quota;

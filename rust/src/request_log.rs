@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+
+use crate::log_text;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
@@ -103,14 +105,11 @@ pub fn json_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// A duration in milliseconds as PocketBase writes `execTime`: whole nanoseconds, then Go's shortest
-/// float64 text (`strconv.FormatFloat(f, 'f', -1, 64)` in the range a request's duration can take).
+/// A duration in milliseconds as PocketBase writes `execTime` (see [`log_text::push_exec_time`]).
 pub fn exec_time_text(exec_ms: f64) -> String {
-    let ms = (exec_ms.max(0.0) * 1e6).round() / 1e6;
-    if ms != 0.0 && !(1e-6..1e21).contains(&ms) {
-        return format!("{ms:e}"); // (unreachable for a duration measured in ns)
-    }
-    format!("{ms}")
+    let mut out = Vec::new();
+    log_text::push_exec_time(&mut out, exec_ms);
+    String::from_utf8(out).unwrap_or_default() // (ASCII digits)
 }
 
 /// The row's `data`: PocketBase's request attributes as JSON, keys sorted.
@@ -130,7 +129,7 @@ pub fn data_json(log: &RequestLog, out: &mut Vec<u8>) {
         json_string(error, out);
     }
     out.extend_from_slice(b",\"execTime\":");
-    out.extend_from_slice(exec_time_text(log.exec_ms).as_bytes());
+    log_text::push_exec_time(out, log.exec_ms);
     out.extend_from_slice(b",\"method\":");
     json_string(&method, out);
     out.extend_from_slice(b",\"referer\":");
@@ -140,7 +139,7 @@ pub fn data_json(log: &RequestLog, out: &mut Vec<u8>) {
         json_string(remote_ip, out);
     }
     out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(log.status.to_string().as_bytes());
+    log_text::push_signed(out, log.status);
     out.extend_from_slice(b",\"type\":\"request\",\"url\":");
     json_string(&cut_url, out);
     out.extend_from_slice(b",\"userAgent\":");
@@ -198,34 +197,12 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
-/// PocketBase's datetime text (`2006-01-02 15:04:05.000Z`) of a Unix time in seconds (milliseconds
-/// truncated; times outside 1970-9999 are written as its first or last second).
+/// PocketBase's datetime text (`2006-01-02 15:04:05.000Z`) of a Unix time in seconds (see
+/// [`log_text::push_created`]).
 pub fn created_text(unix_seconds: f64) -> String {
-    let unix_seconds = unix_seconds.clamp(0.0, 253_402_300_799.0); // 1970 to 9999: always 24 characters
-    let seconds = unix_seconds.floor();
-    let millisecond = (((unix_seconds - seconds) * 1000.0) as i64).clamp(0, 999);
-    let seconds = seconds as i64;
-    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millisecond:03}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
-}
-
-/// (year, month, day) of a day counted from 1970-01-01 (proleptic Gregorian; H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+    let mut out = Vec::with_capacity(CREATED_LEN);
+    log_text::push_created(&mut out, unix_seconds);
+    String::from_utf8(out).unwrap_or_default() // (ASCII)
 }
 
 /// A bounded queue of request logs, each with its tenant's key and retention: pushed by any thread,
@@ -303,7 +280,7 @@ impl FormattedBatch {
         debug_assert!(!self.closed && self.blob.len() < MAX_BATCH_BLOB);
         let start = self.blob.len();
         let message = message(log);
-        self.blob.extend_from_slice(created_text(log.created).as_bytes());
+        log_text::push_created(&mut self.blob, log.created);
         self.blob.extend_from_slice(message.as_bytes());
         let data_start = self.blob.len();
         data_json(log, &mut self.blob);
