@@ -9,6 +9,7 @@ A real all-in-one (local object store) through its gateway; the crash case on a 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -37,7 +38,9 @@ PNG = bytes.fromhex("89504e470d0a1a0a") + b"\x00" * 200
 
 
 def _stored(store: Path) -> list[str]:
-    return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()) if store.is_dir() else []
+    """The store's files now. ``os.walk``, not ``rglob``: a record directory emptied by a background delete may be
+    removed while it is walked (rglob raises then; os.walk leaves it out)."""
+    return sorted(str(Path(root, name).relative_to(store)) for root, _, names in os.walk(store) for name in names)
 
 
 def _settled(store: Path, expected: list[str]) -> list[str]:
