@@ -55,7 +55,8 @@ def _empty_directories(store: Path) -> list[str]:
     """The store's empty directories once its background deletes are done (bounded wait)."""
     deadline = time.monotonic() + 30
     while True:
-        empty = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_dir() and not any(p.iterdir()))
+        empty = sorted(str(Path(root).relative_to(store)) for root, directories, names in os.walk(store)
+                       if not directories and not names and Path(root) != store)
         if not empty or time.monotonic() > deadline:
             return empty
         time.sleep(0.05)
