@@ -150,7 +150,8 @@ def test_streams_files_and_streamed_bodies_take_the_socket(rig: dict[str, Any]) 
     assert httpx.get(f"{url}/t/acme/api/files/posts/r1/a.png").json()["server"] == "python"
     assert httpx.get(f"{url}/t/acme/_/").json()["server"] == "python"
     streamed = httpx.post(f"{url}/t/acme/api/x", content=iter([b"ab", b"cd"]))  # chunked: not read whole
-    assert streamed.json()["server"] == "python"
+    assert streamed.status_code == 200, streamed.text
+    assert (streamed.json()["server"], streamed.json()["body"]) == ("python", "abcd")
     assert httpx.post(f"{url}/t/acme/api/realtime", json={}).json()["server"] == "in-process"
     assert httpx.get(f"{url}/t/acme/api/files/token").json()["server"] == "python"  # GET of /api/files/
 

@@ -42,8 +42,7 @@ class _Echo(http.server.BaseHTTPRequestHandler):
     def _answer(self) -> None:
         if "/hangup" in self.path and self._hang_up():
             return
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._body()
         if self.path.endswith("/moved") and int(self.headers.get("x-pbfast-epoch", "0")) < 2:
             payload = b'{"status":503,"message":"The tenant has moved; retry.","data":{}}'
             self.send_response(503)
@@ -64,6 +63,20 @@ class _Echo(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(0.2)
             self.close_connection = True
+
+    def _body(self) -> bytes:
+        """The whole request body, chunked or not: one left unread would be parsed as the next request on
+        this kept-alive connection (a 400 and a hang-up, racing the gateway's write of the body's end)."""
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            body = b""
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                body += self.rfile.read(size)
+                self.rfile.readline()  # the chunk's CRLF
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers, up to the blank line
+                pass
+            return body
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
 
     def _hang_up(self) -> bool:
         """Close the connection without an answer (``/hangup-once``: the first time for a request id)."""
