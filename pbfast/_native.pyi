@@ -608,3 +608,20 @@ def restore_ltx(files: Sequence[str | PathLike[str]], output: str | PathLike[str
     oldest first) make into ``output`` (which must not exist; removed again on failure). Every file is
     checked whole, and the result against the last file's checksum; not fsynced. Returns ``(page_size,
     pages, max_txid)``. Raises :class:`LtxError`, or OSError when a file cannot be read or written."""
+
+def host_sqlite_version() -> int | None:
+    """apsw's SQLite version number once it has handed the extension its API
+    (:func:`pbfast.native_reads.attach_host_sqlite`); None before."""
+
+def query_json(pointer: int, sql: str) -> bytes:
+    """The rows of ``sql`` on the apsw connection at ``pointer`` (``Connection.sqlite3pointer()``) as a JSON
+    array of objects by column name. Raises RuntimeError when the connection is in use on another thread."""
+
+@final
+class NativeView:
+    """A view by id served in the extension (spike): ``serve(path, authorization)`` gives the record's JSON
+    or None for anything it does not serve. :meth:`close` before the connection closes."""
+    def __new__(cls, pointer: int, prefix: str, sql: str, columns: list[tuple[str, str]],
+                constants: list[tuple[str, str]], token_key: bytes | None = None) -> NativeView: ...
+    def serve(self, path: str, authorization: str | None = None) -> bytes | None: ...
+    def close(self) -> None: ...
