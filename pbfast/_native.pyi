@@ -617,6 +617,14 @@ def query_json(pointer: int, sql: str) -> bytes:
     """The rows of ``sql`` on the apsw connection at ``pointer`` (``Connection.sqlite3pointer()``) as a JSON
     array of objects by column name. Raises RuntimeError when the connection is in use on another thread."""
 
+def own_connection_probe(path: str, sql: str) -> list[str]:
+    """Open ``path`` read-only through apsw's SQLite (no apsw object), run ``sql``, close: the first column of
+    each row as text (spike: apsw's locks on the file survive the close)."""
+
+def own_connection_views(path: str, sql: str, ids: list[str], rounds: int) -> int:
+    """``rounds`` x ``ids`` lookups through ``sql`` on an own connection to ``path``, the GIL released; the JSON
+    bytes written (spike benchmark)."""
+
 @final
 class NativeView:
     """A view by id served in the extension (spike): ``serve(path, authorization)`` gives the record's JSON

@@ -4,6 +4,8 @@ and a connection another thread is using left alone (never waited for)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -88,3 +90,23 @@ def test_the_handed_api_is_apsw_s_own_copy(tmp_path: Path) -> None:
     assert _native.host_sqlite_version() == attach_host_sqlite()
     version = apsw.sqlite_lib_version().split(".")
     assert _native.host_sqlite_version() == int(version[0]) * 1_000_000 + int(version[1]) * 1000 + int(version[2])
+
+
+_TRY_WRITE = ("import apsw, sys\nc = apsw.Connection(sys.argv[1]); c.setbusytimeout(0)\n"
+              "try:\n    c.execute('BEGIN IMMEDIATE'); print('written')\nexcept apsw.BusyError:\n    print('busy')")
+
+
+def test_an_own_connection_closed_keeps_apsw_s_locks(tmp_path: Path) -> None:
+    """A second SQLite copy's close() drops apsw's POSIX locks on the file (another process could then write
+    beside apsw's open transaction); a connection opened through apsw's own SQLite leaves them."""
+    path = str(tmp_path / "data.db")
+    writer = apsw.Connection(path)
+    writer.execute("PRAGMA journal_mode = DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (1)").fetchall()
+    writer.execute("BEGIN IMMEDIATE; INSERT INTO t VALUES (2)").fetchall()
+    try:
+        assert _native.own_connection_probe(path, "SELECT count(*) FROM t") == ["1"]  # opened, read, closed
+        other = subprocess.run([sys.executable, "-c", _TRY_WRITE, path], capture_output=True, text=True, timeout=60)
+        assert other.stdout.strip() == "busy", other.stderr
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

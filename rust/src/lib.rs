@@ -66,6 +66,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(host_sqlite::native_view::query_json, m)?)?;
     m.add_function(wrap_pyfunction!(host_sqlite::native_view::host_sqlite_version, m)?)?;
     m.add_class::<host_sqlite::native_view::NativeView>()?;
+    m.add_function(wrap_pyfunction!(host_sqlite::own_connection::own_connection_probe, m)?)?;
+    m.add_function(wrap_pyfunction!(host_sqlite::own_connection::own_connection_views, m)?)?;
     // `add` keeps a module `__all__`, which the stub (`pbfast/_native.pyi`) does not declare.
     m.delattr("__all__")?;
     Ok(())

@@ -13,9 +13,11 @@
 //! - [`api`]: the entry point SQLite calls, and whether the table is there.
 //! - [`db_lock`]: the connection's own mutex, taken with `try` (apsw's rule; never blocks: see there).
 //! - [`row_json`]: one row as a record's JSON, by a plan of columns made by Python.
+//! - [`own_connection`]: the extension's own connection, opened through the same table (no GIL needed).
 //! - [`native_view`]: the prototype view by id (route, token, prepared statement, JSON) and `query_json`.
 
 pub mod api;
 pub mod db_lock;
 pub mod native_view;
+pub mod own_connection;
 pub mod row_json;
