@@ -49,6 +49,11 @@ def test_native_view_writes_the_bytes_python_writes(connection: apsw.Connection)
         assert view.serve("/api/collections/posts/records/none") is None
         assert view.serve("/api/collections/other/records/a1") is None
         assert view.serve("/api/collections/posts/records/a1", "not.a.token") is None  # no key: never served
+        connection.execute("BEGIN; UPDATE posts SET title = 'uncommitted' WHERE id = 'a1'").fetchall()
+        try:  # a transaction Python left open on the connection: not read inside it
+            assert view.serve("/api/collections/posts/records/a1") is None
+        finally:
+            connection.execute("ROLLBACK")
     finally:
         view.close()
 

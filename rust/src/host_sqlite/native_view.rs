@@ -4,7 +4,7 @@
 //!
 //! Thread-safety: both hold the GIL for the whole call (a view is a few µs) and take the connection's mutex
 //! with `try` ([`super::db_lock`]): while an apsw call on another thread holds it, they answer None / raise,
-//! and never wait. The statement of a [`NativeView`] belongs to one connection: [`NativeView::close`] must
+//! and never wait; nor does a view read inside a transaction Python left open. The statement of a [`NativeView`] belongs to one connection: [`NativeView::close`] must
 //! run before that connection closes (apsw's `close` fails while a statement it does not know is open).
 
 use super::api;
@@ -229,6 +229,12 @@ impl NativeView {
         let Prepared { db, stmt } = *prepared.as_ref()?;
         // SAFETY: `db` stays open while the view is not closed (the caller's promise).
         let _lock = unsafe { DbLock::try_lock(db) }?;
+        // A transaction Python left open on this connection (between two of its calls on a database thread):
+        // reading inside it would see its uncommitted writes. Not served; Python serves in its turn.
+        // SAFETY: `db` open, its mutex held.
+        if unsafe { ffi::sqlite3_get_autocommit(db) } == 0 {
+            return None;
+        }
         // SAFETY (the calls below): `stmt` is ours, on `db` whose mutex we hold; the id's text is copied
         // by SQLite (SQLITE_TRANSIENT).
         unsafe {
