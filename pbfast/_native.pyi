@@ -633,3 +633,29 @@ class NativeView:
                 constants: list[tuple[str, str]], token_key: bytes | None = None) -> NativeView: ...
     def serve(self, path: str, authorization: str | None = None) -> bytes | None: ...
     def close(self) -> None: ...
+
+@final
+class RecordPlan:
+    """How one result row is written as a record's JSON, byte for byte as Python writes it
+    (:mod:`pbfast.pocketbase.records.native_view`): ``entries`` are ``(key, kind, value)`` in the order written;
+    kind ``"const"`` writes the string ``value``; ``"text"``, ``"single"``, ``"multi"``, ``"number"``, ``"bool"``,
+    ``"date"``, ``"blank"`` or ``"email"`` the next result column (``"email"``: its two gates, emailVisibility and
+    "the requester is the record", are the last two columns). Raises ValueError for an unknown kind."""
+    def __new__(cls, entries: list[tuple[str, str, str]]) -> RecordPlan: ...
+    @property
+    def column_count(self) -> int: ...
+
+@final
+class RecordReader:
+    """The statements kept on one apsw connection (``pointer``: ``Connection.sqlite3pointer()``) and the
+    record reads run with them, with the GIL held and the connection's mutex taken with ``try``.
+    :meth:`close` before the connection closes."""
+    def __new__(cls, pointer: int) -> RecordReader: ...
+    def row_json(self, sql: str, params: Sequence[object], plan: RecordPlan) -> bytes | None:
+        """The first row as the record's JSON; ``b""`` for no row; None when not served (busy connection, open
+        transaction, SQL error, a value the plan does not write, closed): Python reads it instead."""
+    @property
+    def kept_statements(self) -> int: ...
+    def close(self) -> None:
+        """Finalize the kept statements; later reads serve nothing. RuntimeError when the connection is in use
+        on another thread."""

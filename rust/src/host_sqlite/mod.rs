@@ -14,10 +14,14 @@
 //! - [`db_lock`]: the connection's own mutex, taken with `try` (apsw's rule; never blocks: see there).
 //! - [`row_json`]: one row as a record's JSON, by a plan of columns made by Python.
 //! - [`own_connection`]: the extension's own connection, opened through the same table (no GIL needed).
+//! - [`record_plan`]: a record's JSON from one row, byte for byte as Python writes it, or not at all.
+//! - [`record_reader`]: a tenant connection's kept statements and the record reads run with them.
 //! - [`native_view`]: the prototype view by id (route, token, prepared statement, JSON) and `query_json`.
 
 pub mod api;
 pub mod db_lock;
 pub mod native_view;
 pub mod own_connection;
+pub mod record_plan;
+pub mod record_reader;
 pub mod row_json;
