@@ -27,7 +27,8 @@ pub enum Shown {
     Number,
     /// bool: an INTEGER, true when it is 1.
     Bool,
-    /// date, autodate: a TEXT already in PocketBase's layout with a day every month has (`CANONICAL_DATETIME`).
+    /// date, autodate: a TEXT already in PocketBase's layout with a day every month has (`CANONICAL_DATETIME`);
+    /// "" or NULL (the zero date) as "".
     Date,
     /// password: always "" (only its hash is stored).
     Blank,
@@ -202,6 +203,8 @@ unsafe fn write_column(stmt: *mut ffi::sqlite3_stmt, index: c_int, shown: Shown,
             _ => return None,
         },
         Shown::Date => match kind {
+            ffi::SQLITE_NULL => out.extend_from_slice(b"\"\""), // the zero date
+            ffi::SQLITE_TEXT if unsafe { ffi::sqlite3_column_bytes(stmt, index) } == 0 => out.extend_from_slice(b"\"\""),
             ffi::SQLITE_TEXT => {
                 let text = unsafe { column_text(stmt, index) };
                 if !canonical_datetime(text) {
@@ -267,7 +270,8 @@ fn write_int(out: &mut Vec<u8>, value: i64) {
 
 /// A REAL as Python shows a number field's float64 (`json_number`, then orjson): whole values up to 2^53 as
 /// integers, fractions between 1e-5 and 1e15 in shortest round-trip digits (where orjson writes no exponent,
-/// as Rust's `Display`); None outside those ranges (exponents, and Go's whole floats past 2^53).
+/// as Rust's `Display`) when they have at most 15 significant digits; None otherwise (exponents, Go's whole
+/// floats past 2^53, and 16-17 digits, where orjson may pick another of two shortest forms).
 pub fn write_float(out: &mut Vec<u8>, value: f64) -> Option<()> {
     use std::io::Write;
     let magnitude = value.abs();
@@ -280,7 +284,15 @@ pub fn write_float(out: &mut Vec<u8>, value: f64) -> Option<()> {
         }
         write_int(out, value as i64);
     } else if (1e-5..1e15).contains(&magnitude) {
+        let start = out.len();
         let _ = write!(out, "{value}");
+        // Past 15 significant digits two shortest forms may round-trip (Rust's and orjson's pick differs):
+        // within 15 the shortest form is the only one.
+        let significant = out[start..].iter().skip_while(|&&c| !matches!(c, b'1'..=b'9')).filter(|c| c.is_ascii_digit());
+        if significant.count() > 15 {
+            out.truncate(start);
+            return None;
+        }
     } else {
         return None;
     }
@@ -360,6 +372,8 @@ mod tests {
         assert_eq!(float(1.5e-7), None); // orjson: 1.5e-7
         assert_eq!(float(1e16 + 2.0), None); // past 2^53: Go's whole float
         assert_eq!(float(f64::NAN), None);
+        assert_eq!(float(72625842669685.125), None); // orjson: ...85.12, Rust's Display: ...85.13
+        assert_eq!(float(0.1 + 0.2), None);
     }
 
     #[test]
