@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ class Served:
             with_native = self.get(path, query, token)
         finally:
             native_view.record_json_bytes = original
-        native_view.record_json_bytes = lambda *args: None  # type: ignore[assignment]
+        native_view.record_json_bytes = lambda *args: None
         try:
             python_only = self.get(path, query, token)
         finally:
@@ -259,8 +259,10 @@ def test_a_connection_busy_on_another_thread_falls_back(served: Served) -> None:
     _insert(tenant, "kinds", row)
     collection = tenant.collection("kinds")
     assert collection is not None
-    read: Callable[[], bytes | None] = lambda: native_view.record_json_bytes(tenant, collection, row["id"], None,
-                                                                              Viewer())
+
+    def read() -> bytes | None:
+        return native_view.record_json_bytes(tenant, collection, row["id"], None, Viewer())
+
     assert read()
     inside, release = threading.Event(), threading.Event()
 
