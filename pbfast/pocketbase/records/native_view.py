@@ -51,13 +51,13 @@ _CONSTANTS = ("collectionId", "collectionName")
 
 class _Plan:
     """A collection's plan for one kind of viewer: the extension's :class:`~pbfast._native.RecordPlan` and the
-    SELECT list it reads (the email's two gates last, when it has them)."""
+    SELECT by id it reads with (the email's two gates last, when it has them; the rule's condition appended)."""
 
-    __slots__ = ("columns", "gated", "native")
+    __slots__ = ("gated", "native", "select")
 
-    def __init__(self, native: _native.RecordPlan, columns: str, gated: bool) -> None:
+    def __init__(self, native: _native.RecordPlan, select: str, gated: bool) -> None:
         self.native = native
-        self.columns = columns
+        self.select = select
         self.gated = gated
 
 
@@ -91,7 +91,8 @@ def _make_plan(collection: Collection, superuser: bool) -> _Plan | None:
     gated = any(kind == "email" for _, kind, _ in entries)
     if gated:  # emailVisibility, and whether the requester is the record (bound first)
         selected += [f"{table}.{quote('emailVisibility')}", f"{table}.{quote('id')} = ?"]
-    return _Plan(_native.RecordPlan(entries), ", ".join(selected), gated)
+    select = f"SELECT {', '.join(selected)} FROM {table} WHERE {table}.id = ?"
+    return _Plan(_native.RecordPlan(entries), select, gated)
 
 
 # By (collection, superuser); the collection held in the value, so an id reused after a reload never matches
@@ -144,12 +145,11 @@ def record_json_bytes(tenant: Tenant, collection: Collection, record_id: str, co
     reader = _reader(tenant)
     if reader is None:
         return None
-    table = quote(collection.name)
-    sql = f"SELECT {plan.columns} FROM {table} WHERE {table}.id = ?"
-    params: list[object] = [record_id]
+    params: list[object]
+    if condition is None:
+        sql, params = plan.select, [record_id]
+    else:
+        sql, params = f"{plan.select} AND ({condition[0]})", [record_id, *condition[1]]
     if plan.gated:
         params.insert(0, viewer.auth_record_id or None)
-    if condition is not None:
-        sql += f" AND ({condition[0]})"
-        params += condition[1]
     return reader.row_json(sql, params, plan.native)
