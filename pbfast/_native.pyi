@@ -621,19 +621,6 @@ def own_connection_probe(path: str, sql: str) -> list[str]:
     """Open ``path`` read-only through apsw's SQLite (no apsw object), run ``sql``, close: the first column of
     each row as text (spike: apsw's locks on the file survive the close)."""
 
-def own_connection_views(path: str, sql: str, ids: list[str], rounds: int) -> int:
-    """``rounds`` x ``ids`` lookups through ``sql`` on an own connection to ``path``, the GIL released; the JSON
-    bytes written (spike benchmark)."""
-
-@final
-class NativeView:
-    """A view by id served in the extension (spike): ``serve(path, authorization)`` gives the record's JSON
-    or None for anything it does not serve. :meth:`close` before the connection closes."""
-    def __new__(cls, pointer: int, prefix: str, sql: str, columns: list[tuple[str, str]],
-                constants: list[tuple[str, str]], token_key: bytes | None = None) -> NativeView: ...
-    def serve(self, path: str, authorization: str | None = None) -> bytes | None: ...
-    def close(self) -> None: ...
-
 @final
 class RecordPlan:
     """How one result row is written as a record's JSON, byte for byte as Python writes it

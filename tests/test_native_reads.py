@@ -1,6 +1,6 @@
-"""The extension's statements on apsw's own SQLite (issue 14 spike, ``pbfast.native_reads``): the API handed over
-through a loadable-extension entry point, rows read on an apsw connection, a record's JSON as Python writes it,
-and a connection another thread is using left alone (never waited for)."""
+"""The extension's statements on apsw's own SQLite (issue 14, ``pbfast.native_reads``): the API handed over
+through a loadable-extension entry point, rows read on an apsw connection, a record's JSON as Python writes it
+(``RecordReader``), and a connection another thread is using left alone (never waited for)."""
 
 from __future__ import annotations
 
@@ -34,33 +34,36 @@ def test_query_json_reads_an_apsw_connection(connection: apsw.Connection) -> Non
     assert rows == [{"id": "a1", "num": 12, "title": 'say "hi"\n\\ é <b>'}, {"id": "b2", "num": 0.25, "title": None}]
 
 
-def test_native_view_writes_the_bytes_python_writes(connection: apsw.Connection) -> None:
-    columns = [("flag", "bool"), ("id", "text"), ("num", "number"), ("tags", "json"), ("title", "text")]
-    view = _native.NativeView(connection.sqlite3pointer(), "/api/collections/posts/records/",
-                              "SELECT flag, id, num, tags, title FROM posts WHERE id = ?", columns,
-                              [("collectionId", "pbc_1"), ("collectionName", "posts")])
+def test_a_record_reader_writes_the_bytes_python_writes(connection: apsw.Connection) -> None:
+    plan = _native.RecordPlan([("collectionId", "const", "pbc_1"), ("collectionName", "const", "posts"),
+                               ("flag", "bool", ""), ("id", "text", ""), ("num", "number", ""),
+                               ("tags", "multi", ""), ("title", "text", "")])
+    sql = "SELECT flag, id, num, tags, title FROM posts WHERE id = ?"
+    reader = _native.RecordReader(connection.sqlite3pointer())
     try:
-        for record_id, expected in (
-                ("a1", {"collectionId": "pbc_1", "collectionName": "posts", "flag": True, "id": "a1", "num": 12,
-                        "tags": ["x", "y"], "title": 'say "hi"\n\\ é <b>'}),
-                ("b2", {"collectionId": "pbc_1", "collectionName": "posts", "flag": False, "id": "b2", "num": 0.25,
-                        "tags": None, "title": ""})):
-            assert view.serve(f"/api/collections/posts/records/{record_id}") == orjson.dumps(expected)
-        assert view.serve("/api/collections/posts/records/none") is None
-        assert view.serve("/api/collections/other/records/a1") is None
-        assert view.serve("/api/collections/posts/records/a1", "not.a.token") is None  # no key: never served
+        assert reader.row_json(sql, ["a1"], plan) == orjson.dumps(
+            {"collectionId": "pbc_1", "collectionName": "posts", "flag": True, "id": "a1", "num": 12,
+             "tags": ["x", "y"], "title": 'say "hi"\n\\ é <b>'})
+        assert reader.row_json(sql, ["b2"], plan) == orjson.dumps(
+            {"collectionId": "pbc_1", "collectionName": "posts", "flag": False, "id": "b2", "num": 0.25, "tags": [],
+             "title": ""})
+        assert reader.row_json(sql, ["none"], plan) == b""  # no row
+        assert reader.row_json(sql, [b"a1"], plan) is None  # a parameter it does not bind: Python's
+        assert reader.row_json("SELECT nope FROM posts WHERE id = ?", ["a1"], plan) is None  # SQL SQLite refuses
+        assert reader.kept_statements == 1
         connection.execute("BEGIN; UPDATE posts SET title = 'uncommitted' WHERE id = 'a1'").fetchall()
         try:  # a transaction Python left open on the connection: not read inside it
-            assert view.serve("/api/collections/posts/records/a1") is None
+            assert reader.row_json(sql, ["a1"], plan) is None
         finally:
             connection.execute("ROLLBACK")
     finally:
-        view.close()
+        reader.close()
+    assert reader.kept_statements == 0 and reader.row_json(sql, ["a1"], plan) is None  # closed: serves nothing
 
 
 def test_a_connection_in_use_on_another_thread_is_not_waited_for(connection: apsw.Connection) -> None:
-    view = _native.NativeView(connection.sqlite3pointer(), "/p/", "SELECT id FROM posts WHERE id = ?",
-                              [("id", "text")], [])
+    reader = _native.RecordReader(connection.sqlite3pointer())
+    plan = _native.RecordPlan([("id", "text", "")])
     inside, release = threading.Event(), threading.Event()
 
     def progress() -> bool:  # inside apsw's step on the worker: the connection's mutex held, the GIL let go
@@ -81,14 +84,14 @@ def test_a_connection_in_use_on_another_thread_is_not_waited_for(connection: aps
     worker.start()
     try:
         assert inside.wait(10)
-        assert view.serve("/p/a1") is None  # not served (Python would serve it), and not waited for
+        assert reader.row_json("SELECT id FROM posts WHERE id = ?", ["a1"], plan) is None  # not waited for
         with pytest.raises(RuntimeError, match="in use on another thread"):
             _native.query_json(connection.sqlite3pointer(), "SELECT 1")
     finally:
         release.set()
         worker.join()
-    assert view.serve("/p/a1") == b'{"id":"a1"}'
-    view.close()
+    assert reader.row_json("SELECT id FROM posts WHERE id = ?", ["a1"], plan) == b'{"id":"a1"}'
+    reader.close()
 
 
 def test_the_handed_api_is_apsw_s_own_copy(tmp_path: Path) -> None:

@@ -1,5 +1,4 @@
-//! apsw's own SQLite, used from the extension (issue 14 spike, branch `sqlite14`; see
-//! `docs/native-reads.md`).
+//! apsw's own SQLite, used from the extension (issue 14; see `docs/native-reads.md`).
 //!
 //! apsw links its SQLite statically and exports none of its `sqlite3_*` symbols, and a second copy of
 //! SQLite in the process must never open the tenant databases (each copy keeps its own table of POSIX
@@ -12,16 +11,16 @@
 //!
 //! - [`api`]: the entry point SQLite calls, and whether the table is there.
 //! - [`db_lock`]: the connection's own mutex, taken with `try` (apsw's rule; never blocks: see there).
-//! - [`row_json`]: one row as a record's JSON, by a plan of columns made by Python.
+//! - [`row_json`]: JSON strings and numbers as Python writes them.
 //! - [`own_connection`]: the extension's own connection, opened through the same table (no GIL needed).
 //! - [`record_plan`]: a record's JSON from one row, byte for byte as Python writes it, or not at all.
 //! - [`record_reader`]: a tenant connection's kept statements and the record reads run with them.
-//! - [`native_view`]: the prototype view by id (route, token, prepared statement, JSON) and `query_json`.
+//! - [`query_json`]: any SQL's rows as JSON (tests), and the attached SQLite's version.
 
 pub mod api;
 pub mod db_lock;
-pub mod native_view;
 pub mod own_connection;
+pub mod query_json;
 pub mod record_plan;
 pub mod record_reader;
 pub mod row_json;

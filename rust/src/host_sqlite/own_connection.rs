@@ -6,7 +6,6 @@
 
 use super::api;
 use super::db_lock::DbLock;
-use super::row_json::write_str;
 use libsqlite3_sys as ffi;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -67,55 +66,6 @@ impl OwnConnection {
         unsafe { ffi::sqlite3_finalize(stmt) };
         Ok(out)
     }
-
-    /// `rounds` times each id of `ids` through `sql` (one `?`), every row as a JSON object of its text
-    /// columns; the bytes written. The benchmark of a view without the GIL.
-    pub fn views(&self, sql: &str, ids: &[String], rounds: usize) -> Result<usize, String> {
-        // SAFETY: as in `first_column`.
-        let _lock = unsafe { DbLock::try_lock(self.db) }.ok_or("busy")?;
-        let mut stmt = ptr::null_mut();
-        // SAFETY: open connection, mutex held.
-        let code =
-            unsafe { ffi::sqlite3_prepare_v2(self.db, sql.as_ptr().cast(), sql.len() as c_int, &mut stmt, ptr::null_mut()) };
-        if code != ffi::SQLITE_OK {
-            return Err(format!("prepare failed: {code}"));
-        }
-        let mut written = 0;
-        let mut out = Vec::with_capacity(512);
-        // SAFETY (the calls below): `stmt` is ours, on our connection whose mutex we hold.
-        unsafe {
-            let columns = ffi::sqlite3_column_count(stmt);
-            for _ in 0..rounds {
-                for id in ids {
-                    out.clear();
-                    ffi::sqlite3_bind_text(stmt, 1, id.as_ptr().cast(), id.len() as c_int, ffi::SQLITE_TRANSIENT());
-                    if ffi::sqlite3_step(stmt) == ffi::SQLITE_ROW {
-                        out.push(b'{');
-                        for index in 0..columns {
-                            if index > 0 {
-                                out.push(b',');
-                            }
-                            let name = std::ffi::CStr::from_ptr(ffi::sqlite3_column_name(stmt, index));
-                            write_str(&mut out, name.to_bytes());
-                            out.push(b':');
-                            let value = ffi::sqlite3_column_text(stmt, index);
-                            let len = ffi::sqlite3_column_bytes(stmt, index).max(0) as usize;
-                            if value.is_null() {
-                                out.extend_from_slice(b"null");
-                            } else {
-                                write_str(&mut out, std::slice::from_raw_parts(value, len));
-                            }
-                        }
-                        out.push(b'}');
-                    }
-                    ffi::sqlite3_reset(stmt);
-                    written += out.len();
-                }
-            }
-            ffi::sqlite3_finalize(stmt);
-        }
-        Ok(written)
-    }
 }
 
 impl Drop for OwnConnection {
@@ -131,17 +81,4 @@ impl Drop for OwnConnection {
 pub fn own_connection_probe(path: &str, sql: &str) -> PyResult<Vec<String>> {
     let connection = OwnConnection::open_read_only(path).map_err(PyRuntimeError::new_err)?;
     connection.first_column(sql).map_err(PyRuntimeError::new_err)
-}
-
-/// `rounds` x `ids` views through `sql` on an own connection to `path`, with the GIL released the whole
-/// time; the bytes written.
-#[pyfunction]
-pub fn own_connection_views(py: Python<'_>, path: &str, sql: &str, ids: Vec<String>, rounds: usize) -> PyResult<usize> {
-    let path = path.to_owned();
-    let sql = sql.to_owned();
-    py.detach(move || {
-        let connection = OwnConnection::open_read_only(&path)?;
-        connection.views(&sql, &ids, rounds)
-    })
-    .map_err(PyRuntimeError::new_err)
 }
