@@ -118,3 +118,12 @@ def test_an_own_connection_closed_keeps_apsw_s_locks(tmp_path: Path) -> None:
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_a_process_that_cannot_attach_says_so_once_and_python_serves(monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from pbfast import native_reads
+    monkeypatch.setattr(native_reads, "attach_host_sqlite", lambda: None)  # an apsw without load_extension
+    with caplog.at_level("WARNING"):
+        assert native_reads.attach_at_start() is False
+    assert [r.getMessage() for r in caplog.records if "native reads off" in r.getMessage()] != []
