@@ -37,9 +37,10 @@ from pbfast.pocketbase.fields import (
 )
 from pbfast.pocketbase.records.export import Viewer
 from pbfast.pocketbase.records.rules import Condition
+from pbfast.pocketbase.search import ListQuery
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["record_json_bytes", "record_plan"]
+__all__ = ["page_json", "record_json_bytes", "record_plan"]
 
 # The field classes written natively, by exact class (a subclass may show its values otherwise), and how.
 _KINDS: dict[type[Field], str] = {TextField: "text", EditorField: "text", EmailField: "text", UrlField: "text",
@@ -53,10 +54,11 @@ class _Plan:
     """A collection's plan for one kind of viewer: the extension's :class:`~pbfast._native.RecordPlan` and the
     SELECT by id it reads with (the email's two gates last, when it has them; the rule's condition appended)."""
 
-    __slots__ = ("gated", "native", "select")
+    __slots__ = ("columns", "gated", "native", "select")
 
-    def __init__(self, native: _native.RecordPlan, select: str, gated: bool) -> None:
+    def __init__(self, native: _native.RecordPlan, columns: str, select: str, gated: bool) -> None:
         self.native = native
+        self.columns = columns
         self.select = select
         self.gated = gated
 
@@ -91,8 +93,8 @@ def _make_plan(collection: Collection, superuser: bool) -> _Plan | None:
     gated = any(kind == "email" for _, kind, _ in entries)
     if gated:  # emailVisibility, and whether the requester is the record (bound first)
         selected += [f"{table}.{quote('emailVisibility')}", f"{table}.{quote('id')} = ?"]
-    select = f"SELECT {', '.join(selected)} FROM {table} WHERE {table}.id = ?"
-    return _Plan(_native.RecordPlan(entries), select, gated)
+    columns = ", ".join(selected)
+    return _Plan(_native.RecordPlan(entries), columns, f"SELECT {columns} FROM {table} WHERE {table}.id = ?", gated)
 
 
 # By (collection, superuser); the collection held in the value, so an id reused after a reload never matches
@@ -153,3 +155,34 @@ def record_json_bytes(tenant: Tenant, collection: Collection, record_id: str, co
     if plan.gated:
         params.insert(0, viewer.auth_record_id or None)
     return reader.row_json(sql, params, plan.native)
+
+
+def page_json(tenant: Tenant, collection: Collection, query: ListQuery, page: int, per_page: int, skip_total: bool,
+              viewer: Viewer) -> tuple[bytes, int, int] | None:
+    """One page of a list as :func:`~.find.list_records` reads it (the same SQL, with the list rule, filter and
+    sort Python compiled): the items' JSON array as ``viewer`` sees them, the total and the page count (-1 when
+    ``skip_total``); None when Python must answer (as :func:`record_json_bytes`, or any row the extension does
+    not write). Raises ``apsw.SQLError`` when SQLite refuses the count (the page's SQL, refused, answers None:
+    Python's rerun meets the error)."""
+    if tenant.closed or not (host_sqlite_ready() or _attach_once()):
+        return None
+    plan = record_plan(collection, viewer.superuser)
+    if plan is None:
+        return None
+    reader = _reader(tenant)
+    if reader is None:
+        return None
+    table = quote(collection.name)
+    where = f" WHERE {query.where}" if query.where and query.where != "1=1" else ""  # as search.fetch_page
+    order = f" ORDER BY {query.order_by}" if query.order_by else ""
+    params: list[object] = [*query.params, per_page, (page - 1) * per_page]
+    if plan.gated:
+        params.insert(0, viewer.auth_record_id or None)
+    items = reader.rows_json(f"SELECT {plan.columns} FROM {table}{where}{order} LIMIT ? OFFSET ?", params,
+                             plan.native)
+    if items is None:
+        return None
+    if skip_total:
+        return items, -1, -1
+    (total,) = tenant.conn.execute(f"SELECT COUNT(*) FROM {table}{where}", list(query.params)).fetchone() or (0,)
+    return items, total, (total + per_page - 1) // per_page

@@ -136,6 +136,33 @@ impl RecordReader {
         served.then(|| PyBytes::new(py, &out))
     }
 
+    /// Every row of ``sql`` run with ``params`` as a JSON array of records by ``plan`` (a list page's items);
+    /// None when not served here (as :meth:`row_json`, or any row the plan does not write).
+    fn rows_json<'py>(
+        &self,
+        py: Python<'py>,
+        sql: &str,
+        params: Vec<Bound<'py, PyAny>>,
+        plan: &RecordPlan,
+    ) -> Option<Bound<'py, PyBytes>> {
+        let params = params.iter().map(param).collect::<Option<Vec<_>>>()?;
+        let mut guard = self.statements.try_lock()?;
+        let statements = guard.as_mut()?;
+        // SAFETY: as in `row_json`.
+        let _lock = unsafe { DbLock::try_lock(statements.db) }?;
+        // SAFETY: open, mutex held.
+        if unsafe { ffi::sqlite3_get_autocommit(statements.db) } == 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(8192);
+        // SAFETY: open, mutex held.
+        let served = unsafe { read_rows(statements, sql, &params, plan, &mut out) };
+        if PyErr::take(py).is_some() {
+            return None;
+        }
+        served.then(|| PyBytes::new(py, &out))
+    }
+
     /// How many statements are kept (for tests).
     #[getter]
     fn kept_statements(&self) -> usize {
@@ -158,20 +185,26 @@ impl RecordReader {
     }
 }
 
-/// Bind, step once, write. True when `out` holds the answer (a record or nothing for no row).
+/// The kept statement of `sql` with `params` bound, if it reads `plan.columns` columns and takes as many
+/// parameters as given; None otherwise (bindings cleared).
 ///
 /// # Safety
 /// The connection of `statements` is open and its mutex held.
-unsafe fn read_row(statements: &mut Statements, sql: &str, params: &[Param], plan: &RecordPlan, out: &mut Vec<u8>) -> bool {
+unsafe fn bound(
+    statements: &mut Statements,
+    sql: &str,
+    params: &[Param],
+    plan: &RecordPlan,
+) -> Option<*mut ffi::sqlite3_stmt> {
     // SAFETY: the caller's promise.
-    let Some(stmt) = (unsafe { statements.statement(sql) }) else { return false };
+    let stmt = unsafe { statements.statement(sql) }?;
     // SAFETY (the calls below): `stmt` is ours, on the connection whose mutex is held; texts are copied
-    // (SQLITE_TRANSIENT); the statement is reset before returning.
+    // (SQLITE_TRANSIENT).
     unsafe {
         if ffi::sqlite3_column_count(stmt) as usize != plan.columns
             || ffi::sqlite3_bind_parameter_count(stmt) as usize != params.len()
         {
-            return false;
+            return None;
         }
         for (at, value) in params.iter().enumerate() {
             let index = at as c_int + 1;
@@ -186,9 +219,23 @@ unsafe fn read_row(statements: &mut Statements, sql: &str, params: &[Param], pla
             };
             if code != ffi::SQLITE_OK {
                 ffi::sqlite3_clear_bindings(stmt);
-                return false;
+                return None;
             }
         }
+    }
+    Some(stmt)
+}
+
+/// Bind, step once, write. True when `out` holds the answer (a record or nothing for no row).
+///
+/// # Safety
+/// The connection of `statements` is open and its mutex held.
+unsafe fn read_row(statements: &mut Statements, sql: &str, params: &[Param], plan: &RecordPlan, out: &mut Vec<u8>) -> bool {
+    // SAFETY: the caller's promise.
+    let Some(stmt) = (unsafe { bound(statements, sql, params, plan) }) else { return false };
+    // SAFETY (the calls below): `stmt` is ours and bound, on the connection whose mutex is held; reset before
+    // returning.
+    unsafe {
         let served = match ffi::sqlite3_step(stmt) {
             ffi::SQLITE_ROW => plan.write_row(stmt, out),
             ffi::SQLITE_DONE => true, // no such row: b""
@@ -196,6 +243,38 @@ unsafe fn read_row(statements: &mut Statements, sql: &str, params: &[Param], pla
         };
         ffi::sqlite3_reset(stmt);
         ffi::sqlite3_clear_bindings(stmt);
+        served
+    }
+}
+
+/// Bind, step to the end, write `[record,...]`. True when `out` holds the whole array.
+///
+/// # Safety
+/// The connection of `statements` is open and its mutex held.
+unsafe fn read_rows(statements: &mut Statements, sql: &str, params: &[Param], plan: &RecordPlan, out: &mut Vec<u8>) -> bool {
+    // SAFETY: the caller's promise.
+    let Some(stmt) = (unsafe { bound(statements, sql, params, plan) }) else { return false };
+    out.push(b'[');
+    // SAFETY (the calls below): `stmt` is ours and bound, on the connection whose mutex is held; reset before
+    // returning.
+    unsafe {
+        let served = loop {
+            match ffi::sqlite3_step(stmt) {
+                ffi::SQLITE_ROW => {
+                    if out.len() > 1 {
+                        out.push(b',');
+                    }
+                    if !plan.write_row(stmt, out) {
+                        break false;
+                    }
+                }
+                ffi::SQLITE_DONE => break true,
+                _ => break false,
+            }
+        };
+        ffi::sqlite3_reset(stmt);
+        ffi::sqlite3_clear_bindings(stmt);
+        out.push(b']');
         served
     }
 }
