@@ -10,8 +10,10 @@ One tenant and its collections serve the module (in process: the API's handler o
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import random
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -364,3 +366,20 @@ def test_list_pages_of_auth_records_and_rules_with_the_requesters_id(served: Ser
         assert status == 200 and native and orjson.loads(body)["totalItems"] == 4
     (status, body), native = served.both("/api/collections/owned/records", "sort=title", own)
     assert status == 200 and native and [i["title"] for i in orjson.loads(body)["items"]] == ["w0", "w2"]
+
+
+def test_a_tenant_dropped_without_close_leaves_no_statement_behind(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """apsw closes a connection it is dropping only when no statement of ours is left on it."""
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    tenant = Tenant.open("dropped", tmp_path, create=True)
+    create_collection(tenant.conn, {"name": "posts", "type": "base", "viewRule": "",
+                                    "fields": [{"name": "title", "type": "text"}]})
+    tenant.reload_collections()
+    _insert(tenant, "posts", {"id": "p0000000000001", "title": "x"})
+    assert Served(tenant).get("/api/collections/posts/records/p0000000000001")[0] == 200
+    assert tenant.native_reader is not None and tenant.native_reader.kept_statements == 1
+    del tenant
+    gc.collect()
+    assert unraisable == []

@@ -16,6 +16,8 @@ The plan and SQL caches are dicts changed by single operations (any thread).
 
 from __future__ import annotations
 
+import weakref
+
 from pbfast import _native
 from pbfast.native_reads import attach_host_sqlite, host_sqlite_ready
 from pbfast.pocketbase.collections import Collection
@@ -132,6 +134,9 @@ def _reader(tenant: Tenant) -> _native.RecordReader | None:
     reader = tenant.native_reader
     if reader is None and not tenant.closed:
         reader = tenant.native_reader = _native.RecordReader(tenant.conn.sqlite3pointer())
+        # A tenant dropped without Tenant.close: its statements finalized while its connection is still held
+        # (weakref callbacks run before the tenant's attributes are cleared), so apsw can still close it.
+        weakref.finalize(tenant, reader.close)
     return reader
 
 

@@ -173,8 +173,8 @@ impl RecordReader {
     /// the connection is in use on another thread (its owner closes it in its turn).
     fn close(&self) -> PyResult<()> {
         let mut guard = self.statements.lock();
-        if let Some(statements) = guard.as_mut() {
-            // SAFETY: still open (the caller's promise).
+        if let Some(statements) = guard.as_mut().filter(|statements| !statements.by_sql.is_empty()) {
+            // SAFETY: still open: apsw cannot close a connection while statements of ours are on it.
             let Some(_lock) = (unsafe { DbLock::try_lock(statements.db) }) else {
                 return Err(PyRuntimeError::new_err("the connection is in use on another thread"));
             };
