@@ -194,6 +194,7 @@ class Serving:
                   and not tenant.closed)
 
         write = scope.method not in ("GET", "HEAD")
+        create = inline and scope.method == "POST"  # a record create (record_write): committed with others ready
 
         def run(work: Callable[[], None]) -> Awaitable[None]:
             def job() -> None:
@@ -201,7 +202,7 @@ class Serving:
                     tenant.set_max_bytes(max_bytes)
                 work()
 
-            return self.inline.run(tenant, job, inline, write=write)
+            return self.inline.run(tenant, job, inline, write=write, group=create)
 
         # A heavy tenant's answer goes out from its background thread (nice +10): handing it to granian wakes
         # granian's thread, and the loop that every tenant shares would wait meanwhile (benchmarks/RESULTS.md).
