@@ -171,3 +171,26 @@ def test_a_group_stopped_by_the_budget_or_a_lock_is_done_on_the_threads(tmp_path
     finally:
         reader.close()
         tenant.close()
+
+
+def test_a_try_that_fails_itself_answers_every_member(tmp_path: Path) -> None:
+    """An error of the inline try itself (not of a create's job) reaches a lone create's caller, as an inline
+    try's does, and sends a group's creates to be done alone: no member waits forever."""
+    from pbfast.tenant_node.group_commit import GroupCommits
+
+    tenant, reader = _open(tmp_path)
+
+    def failing_try(tenant: Tenant, work: Callable[[], None]) -> bool:
+        raise apsw.IOError("disk I/O error")
+
+    async def main() -> None:
+        groups = GroupCommits(failing_try)
+        alone = await asyncio.gather(groups.run(tenant, lambda: None), return_exceptions=True)
+        assert isinstance(alone[0], apsw.IOError)
+        assert await asyncio.gather(*(groups.run(tenant, lambda: None) for _ in range(3))) == [False] * 3
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        reader.close()
+        tenant.close()

@@ -100,20 +100,35 @@ class GroupCommits:
             self._try_group(tenant, members[start:start + GROUP_LIMIT])
 
     def _try_group(self, tenant: Tenant, group: list[_Member]) -> None:
-        """One inline try of the group; each member's future says whether it is done."""
-        if len(group) == 1:  # alone: as any inline write, in a transaction of its own
-            context, job, done = group[0]
-            done.set_result(self._try_inline(tenant, partial(context.run, job)))
-            return
-        committed = False
+        """One inline try of the group; each member's future says whether it is done. An error of the try itself
+        (not of a member's job: that rolls the group back) goes to a lone member's caller, as an inline try's
+        does; a group's members are done again alone. Every future is resolved: a member never waits forever."""
+        try:
+            if len(group) == 1:  # alone: as any inline write, in a transaction of its own
+                context, job, done = group[0]
+                done.set_result(self._try_inline(tenant, partial(context.run, job)))
+                return
+            committed = False
 
-        def work() -> None:
-            nonlocal committed
-            committed = self._run_group(tenant, group)
+            def work() -> None:
+                nonlocal committed
+                committed = self._run_group(tenant, group)
 
-        ran = self._try_inline(tenant, work) and committed
-        for _, _, done in group:
-            done.set_result(ran)
+            ran = self._try_inline(tenant, work) and committed
+            for _, _, done in group:
+                done.set_result(ran)
+        except BaseException as err:
+            for _, _, done in group:
+                if not done.done():
+                    if len(group) == 1:
+                        done.set_exception(err)
+                    else:
+                        done.set_result(False)
+            if not isinstance(err, Exception):
+                raise
+            if len(group) > 1:
+                log.warning("tenant %s: a group of creates could not be tried (%r): done again one by one",
+                            tenant.id, err)
 
     def _run_group(self, tenant: Tenant, group: list[_Member]) -> bool:
         """The members in one transaction; True once it committed. False (everything rolled back) when it could
