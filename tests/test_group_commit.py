@@ -82,7 +82,11 @@ def test_creates_ready_together_share_one_commit_and_publish_after_it(tmp_path: 
         before = _wal_frames(tenant)
         ran: list[tuple[str, str]] = []
         bodies = [f"n{i}" for i in range(12)]
-        _run_all(tenant, _creates(tenant, bodies, ran))
+
+        async def counted(tries: InlineTries) -> None:
+            assert tries.db.load["t"].jobs == 12  # the tenant's load counts each create, not the group
+
+        _run_all(tenant, _creates(tenant, bodies, ran), counted)
         loop_thread = threading.current_thread().name
         assert [name for _, name in ran] == [loop_thread] * 12  # all on the loop, each once
         assert reader.execute("SELECT count(*) FROM notes").get == 12
@@ -180,7 +184,7 @@ def test_a_try_that_fails_itself_answers_every_member(tmp_path: Path) -> None:
 
     tenant, reader = _open(tmp_path)
 
-    def failing_try(tenant: Tenant, work: Callable[[], None]) -> bool:
+    def failing_try(tenant: Tenant, work: Callable[[], None], jobs: int) -> bool:
         raise apsw.IOError("disk I/O error")
 
     async def main() -> None:

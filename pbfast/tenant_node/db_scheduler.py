@@ -179,14 +179,15 @@ class DbScheduler:
             waker = self._wakers[loop] = LoopWaker(loop)
         return waker
 
-    def run_inline(self, tenant_id: str, work: Callable[[], bool]) -> bool:
+    def run_inline(self, tenant_id: str, work: Callable[[], bool], jobs: int = 1) -> bool:
         """Run ``work()`` now, on the calling thread (the event loop), in the tenant's turn, when the tenant
         has no job running or waiting; False when it has, when it is heavy while others are served too (its work
         belongs on the background threads), or when ``work()`` returned False (it gave up, see
         :meth:`pbfast.pocketbase.sqlite_guard.TimeLimit.within_budget`): then submit it with :meth:`run`.
 
         For short jobs: handing a job to a worker thread and its result back costs two thread switches,
-        more CPU than a small read itself. ``work`` must bound the time it holds the calling thread."""
+        more CPU than a small read itself. ``work`` must bound the time it holds the calling thread. ``jobs``: how
+        many requests' jobs ``work`` does (a group commit's creates), as the tenant's load counts them."""
         with self._lock:
             if self._stopping or tenant_id in self._running or self._queues.get(tenant_id):
                 return False
@@ -202,7 +203,7 @@ class DbScheduler:
             with self._lock:
                 if done:
                     load = self.load.get(tenant_id) or self._load(tenant_id)  # (_load and _used inline: every read)
-                    load.jobs += 1
+                    load.jobs += jobs
                     load.busy_seconds += finished - started
                 usage = self._usage.get(tenant_id)
                 if usage is None:

@@ -73,10 +73,10 @@ class _HeldChanges:
 
 class GroupCommits:
     """Collects a tenant's creates ready in one loop iteration and runs them as one inline try
-    (``try_inline(tenant, work)``: True when ``work()`` ran to its end on the loop, see
-    :meth:`InlineTries.try_write`)."""
+    (``try_inline(tenant, work, jobs)``: True when ``work()``, the jobs of ``jobs`` requests, ran to its end on the
+    loop; see :meth:`InlineTries._try_write`)."""
 
-    def __init__(self, try_inline: Callable[[Tenant, Callable[[], None]], bool]) -> None:
+    def __init__(self, try_inline: Callable[[Tenant, Callable[[], None], int], bool]) -> None:
         self._try_inline = try_inline
         self._pending: dict[str, list[_Member]] = {}  # tenant id -> creates waiting for the next flush
 
@@ -106,7 +106,7 @@ class GroupCommits:
         try:
             if len(group) == 1:  # alone: as any inline write, in a transaction of its own
                 context, job, done = group[0]
-                done.set_result(self._try_inline(tenant, partial(context.run, job)))
+                done.set_result(self._try_inline(tenant, partial(context.run, job), 1))
                 return
             committed = False
 
@@ -114,7 +114,7 @@ class GroupCommits:
                 nonlocal committed
                 committed = self._run_group(tenant, group)
 
-            ran = self._try_inline(tenant, work) and committed
+            ran = self._try_inline(tenant, work, len(group)) and committed
             for _, _, done in group:
                 done.set_result(ran)
         except BaseException as err:

@@ -75,9 +75,9 @@ class InlineTries:
             return
         await self.db.run(tenant.id, job)
 
-    def _try_write(self, tenant: Tenant, work: Callable[[], None]) -> bool:
-        """A write (or a group of creates) tried on the loop now: True when it ran to its end there."""
-        return self.db.run_inline(tenant.id, partial(self._within_budget, tenant, work, True))
+    def _try_write(self, tenant: Tenant, work: Callable[[], None], jobs: int) -> bool:
+        """A write (or a group of ``jobs`` creates) tried on the loop now: True when it ran to its end there."""
+        return self.db.run_inline(tenant.id, partial(self._within_budget, tenant, work, True), jobs)
 
     def _within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
         if tenant.closed:  # read in the tenant's turn: a close (which runs in the turn too) cannot come between
