@@ -198,3 +198,32 @@ def test_a_try_that_fails_itself_answers_every_member(tmp_path: Path) -> None:
     finally:
         reader.close()
         tenant.close()
+
+
+def test_the_storage_quota_refuses_exactly_the_creates_it_stores_not(tmp_path: Path) -> None:
+    """Creates in groups against a small storage quota: every create answered as stored is stored, every one
+    refused (SQLite's page limit, answered 403 by the handler) is not, whether SQLite undid just the statement or
+    the whole group (then done again alone)."""
+    tenant, reader = _open(tmp_path)
+    try:
+        tenant.conn.execute("CREATE TABLE blobs (body TEXT PRIMARY KEY, data BLOB)")
+        pages = tenant.conn.execute("PRAGMA page_count").get
+        tenant.set_max_bytes((pages + 40) * 4096)  # room for ~30 of the 60 creates below
+        answers: dict[str, int] = {}
+
+        def create(body: str) -> Callable[[], None]:
+            def job() -> None:
+                try:
+                    tenant.conn.execute("INSERT INTO blobs VALUES (?, zeroblob(5000))", (body,))
+                    answers[body] = 200
+                except apsw.FullError:
+                    answers[body] = 403
+            return job
+
+        _run_all(tenant, [create(f"b{i}") for i in range(60)])
+        stored = {row[0] for row in reader.execute("SELECT body FROM blobs")}
+        assert stored == {body for body, status in answers.items() if status == 200}
+        assert 0 < len(stored) < 60 and len(answers) == 60
+    finally:
+        reader.close()
+        tenant.close()
