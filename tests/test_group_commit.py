@@ -188,10 +188,13 @@ def test_a_try_that_fails_itself_answers_every_member(tmp_path: Path) -> None:
         raise apsw.IOError("disk I/O error")
 
     async def main() -> None:
-        groups = GroupCommits(failing_try)
-        alone = await asyncio.gather(groups.run(tenant, lambda: None), return_exceptions=True)
+        async def on_thread(tenant_id: str, work: Callable[[], bool], jobs: int) -> bool:
+            raise AssertionError("not expected")
+
+        groups = GroupCommits(failing_try, on_thread)
+        alone = await asyncio.gather(groups.run(tenant, lambda: None, True), return_exceptions=True)
         assert isinstance(alone[0], apsw.IOError)
-        assert await asyncio.gather(*(groups.run(tenant, lambda: None) for _ in range(3))) == [False] * 3
+        assert await asyncio.gather(*(groups.run(tenant, lambda: None, True) for _ in range(3))) == [False] * 3
 
     try:
         asyncio.run(asyncio.wait_for(main(), 10))
@@ -224,6 +227,31 @@ def test_the_storage_quota_refuses_exactly_the_creates_it_stores_not(tmp_path: P
         stored = {row[0] for row in reader.execute("SELECT body FROM blobs")}
         assert stored == {body for body, status in answers.items() if status == 200}
         assert 0 < len(stored) < 60 and len(answers) == 60
+    finally:
+        reader.close()
+        tenant.close()
+
+
+def test_creates_of_a_tenant_whose_writes_are_paused_share_one_thread_job(tmp_path: Path) -> None:
+    """A tenant's writes paused (one ran over the budget): its creates ready together go to a database thread as
+    one job in one transaction, not one job and one commit each."""
+    tenant, reader = _open(tmp_path)
+    try:
+        ran: list[tuple[str, str]] = []
+
+        async def paused_then_created(tries: InlineTries) -> None:
+            await tries.run(tenant, lambda: tenant.conn.execute(COUNT_TO, (3_000_000,)).get, inline=True, write=True)
+            assert tries.paused("t", write=True)
+            jobs_before = tries.db.load["t"].jobs
+            before = _wal_frames(tenant)
+            await asyncio.gather(*(tries.run(tenant, job, inline=True, write=True, group=True)
+                                   for job in _creates(tenant, [f"p{i}" for i in range(12)], ran)))
+            assert _wal_frames(tenant) - before <= 4
+            assert tries.db.load["t"].jobs - jobs_before == 12
+
+        _run_all(tenant, [], paused_then_created)
+        assert len(ran) == 12 and all(name.startswith("pbfast-db-") for _, name in ran)
+        assert reader.execute("SELECT count(*) FROM notes").get == 12
     finally:
         reader.close()
         tenant.close()

@@ -112,6 +112,7 @@ class _Job:
     waker: LoopWaker  # hands the result to the caller's loop
     future: asyncio.Future[Any]
     queued_at: float = field(default_factory=time.monotonic)
+    jobs: int = 1  # the requests' jobs it does, as the tenant's load counts them (a group commit's creates)
 
 
 class DbScheduler:
@@ -147,15 +148,16 @@ class DbScheduler:
 
     # ---- event loop side --------------------------------------------------------------------------------
 
-    async def run(self, tenant_id: str, work: Callable[[], T], bounded: bool = True) -> T:
+    async def run(self, tenant_id: str, work: Callable[[], T], bounded: bool = True, jobs: int = 1) -> T:
         """Run ``work()`` on a worker thread in the tenant's turn; its result or exception. Raises
         :class:`TenantBusy` when the tenant's queue is full (``bounded``: the node's own work, e.g. a close,
         is never refused). Cancelling the caller before the job starts drops the job; once started it runs to
-        its end (its time limit bounds it)."""
+        its end (its time limit bounds it). ``jobs``: how many requests' jobs ``work`` does (the tenant's load)."""
         loop = asyncio.get_running_loop()
         waker = self._waker()
         # In the caller's context, so what the job logs carries the request's id (pbfast.request_ids).
-        job = _Job(tenant_id, functools.partial(contextvars.copy_context().run, work), waker, loop.create_future())
+        job = _Job(tenant_id, functools.partial(contextvars.copy_context().run, work), waker, loop.create_future(),
+                   jobs=jobs)
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the database pool is stopped")
@@ -420,7 +422,7 @@ class DbScheduler:
             finished = time.monotonic()
             with self._lock:
                 load = self._load(job.tenant_id)
-                load.jobs += 1
+                load.jobs += job.jobs
                 load.wait_seconds += started - job.queued_at
                 load.busy_seconds += finished - started
                 self._used(job.tenant_id, finished, finished - started)

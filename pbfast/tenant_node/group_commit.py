@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -54,7 +54,8 @@ log = component_logger("TenantNode")
 # (2 ms), and the gain has flattened by then (WAL frames per create: 1.74 at 4, 1.32 at 8, 0.97 at 16).
 GROUP_LIMIT = 16
 
-_Member = tuple[contextvars.Context, Callable[[], None], "asyncio.Future[bool]"]
+# a create waiting for its group: its request's context, its job, its outcome, whether it may be tried on the loop
+_Member = tuple[contextvars.Context, Callable[[], None], "asyncio.Future[bool]", bool]
 
 
 class _HeldChanges:
@@ -74,15 +75,20 @@ class _HeldChanges:
 class GroupCommits:
     """Collects a tenant's creates ready in one loop iteration and runs them as one inline try
     (``try_inline(tenant, work, jobs)``: True when ``work()``, the jobs of ``jobs`` requests, ran to its end on the
-    loop; see :meth:`InlineTries._try_write`)."""
+    loop; see :meth:`InlineTries._try_write`), or, when they may not run on the loop or the try gave up, as one job
+    on a database thread (``run_on_thread(tenant_id, work, jobs)``: :meth:`DbScheduler.run`)."""
 
-    def __init__(self, try_inline: Callable[[Tenant, Callable[[], None], int], bool]) -> None:
+    def __init__(self, try_inline: Callable[[Tenant, Callable[[], None], int], bool],
+                 run_on_thread: Callable[[str, Callable[[], bool], int], Awaitable[bool]]) -> None:
         self._try_inline = try_inline
+        self._run_on_thread = run_on_thread
         self._pending: dict[str, list[_Member]] = {}  # tenant id -> creates waiting for the next flush
+        self._on_threads: set[asyncio.Task[None]] = set()  # groups run on a database thread (held: not collected)
 
-    async def run(self, tenant: Tenant, job: Callable[[], None]) -> bool:
-        """``job()`` (a create) tried on the loop with the others ready now; True when it ran there and its group
-        committed, False when it is to be done alone on a database thread (it did not run, or its group was
+    async def run(self, tenant: Tenant, job: Callable[[], None], inline: bool) -> bool:
+        """``job()`` (a create) run with the others ready now: on the loop if every one of them may be tried there
+        (``inline``: not paused, the tenant's turn free), else on a database thread; True when it ran and its
+        group committed, False when it is to be done alone on a database thread (it did not run, or its group was
         rolled back)."""
         loop = asyncio.get_running_loop()
         pending = self._pending.get(tenant.id)
@@ -91,34 +97,42 @@ class GroupCommits:
             loop.call_soon(self._flush, tenant)
         done: asyncio.Future[bool] = loop.create_future()
         # the member runs in its request's context (its request id in what it logs), as an inline job does
-        pending.append((contextvars.copy_context(), job, done))
+        pending.append((contextvars.copy_context(), job, done, inline))
         return await done
 
     def _flush(self, tenant: Tenant) -> None:
         members = [m for m in self._pending.pop(tenant.id, ()) if not m[2].done()]  # (a cancelled request's: gone)
         for start in range(0, len(members), GROUP_LIMIT):
-            self._try_group(tenant, members[start:start + GROUP_LIMIT])
+            group = members[start:start + GROUP_LIMIT]
+            if not self._try_group(tenant, group):
+                task = asyncio.get_running_loop().create_task(self._group_on_thread(tenant, group))
+                self._on_threads.add(task)
+                task.add_done_callback(self._on_threads.discard)
 
-    def _try_group(self, tenant: Tenant, group: list[_Member]) -> None:
-        """One inline try of the group; each member's future says whether it is done. An error of the try itself
-        (not of a member's job: that rolls the group back) goes to a lone member's caller, as an inline try's
-        does; a group's members are done again alone. Every future is resolved: a member never waits forever."""
+    def _try_group(self, tenant: Tenant, group: list[_Member]) -> bool:
+        """One inline try of the group; each member's future says whether it is done. False when the group is to
+        run on a database thread instead (its futures not resolved yet). An error of the try itself (not of a
+        member's job: that rolls the group back) goes to a lone member's caller, as an inline try's does; a
+        group's members are done again alone. A member never waits forever."""
         try:
-            if len(group) == 1:  # alone: as any inline write, in a transaction of its own
-                context, job, done = group[0]
-                done.set_result(self._try_inline(tenant, partial(context.run, job), 1))
-                return
+            if len(group) == 1:  # alone: as any inline write, in a transaction of its own (or alone on a thread)
+                context, job, done, inline = group[0]
+                done.set_result(inline and self._try_inline(tenant, partial(context.run, job), 1))
+                return True
+            if not all(member[3] for member in group):
+                return False
             committed = False
 
             def work() -> None:
                 nonlocal committed
                 committed = self._run_group(tenant, group)
 
-            ran = self._try_inline(tenant, work, len(group)) and committed
-            for _, _, done in group:
-                done.set_result(ran)
+            if not (self._try_inline(tenant, work, len(group)) and committed):
+                return False  # stopped (budget, a lock), or rolled back: once more, on a thread, in one job
+            for _, _, done, _ in group:
+                done.set_result(True)
         except BaseException as err:
-            for _, _, done in group:
+            for _, _, done, _ in group:
                 if not done.done():
                     if len(group) == 1:
                         done.set_exception(err)
@@ -129,6 +143,20 @@ class GroupCommits:
             if len(group) > 1:
                 log.warning("tenant %s: a group of creates could not be tried (%r): done again one by one",
                             tenant.id, err)
+        return True
+
+    async def _group_on_thread(self, tenant: Tenant, group: list[_Member]) -> None:
+        """The group in one job on a database thread (it waits there for another connection's lock, with no
+        budget); its members are done again alone when it could not commit."""
+        committed = False
+        try:
+            committed = await self._run_on_thread(tenant.id, partial(self._run_group, tenant, group), len(group))
+        except Exception as err:  # noqa: BLE001 - the tenant's line is full, its lock not freed ...: each alone
+            log.info("tenant %s: a group of creates failed on a thread (%r): done again one by one", tenant.id, err)
+        finally:
+            for _, _, done, _ in group:
+                if not done.done():
+                    done.set_result(committed)
 
     def _run_group(self, tenant: Tenant, group: list[_Member]) -> bool:
         """The members in one transaction; True once it committed. False (everything rolled back) when it could
@@ -142,7 +170,7 @@ class GroupCommits:
         tenant.realtime = held
         committed = False
         try:
-            for context, job, _ in group:
+            for context, job, _, _ in group:
                 try:
                     context.run(job)
                 except Exception as err:  # noqa: BLE001 - it raises again when done alone, and answers there

@@ -54,7 +54,7 @@ class InlineTries:
         self.db = db
         self._paused_until: dict[tuple[str, bool], float] = {}  # (tenant id, writes) -> monotonic time
         self._overran_at: dict[str, float] = {}  # tenant id -> when a write last held the loop past the budget
-        self._groups = GroupCommits(self._try_write)
+        self._groups = GroupCommits(self._try_write, lambda tenant_id, work, jobs: db.run(tenant_id, work, jobs=jobs))
 
     def paused(self, tenant_id: str, write: bool) -> bool:
         """Whether the tenant's writes (reads) go to the threads for now (they ran over the budget lately)."""
@@ -68,10 +68,13 @@ class InlineTries:
         one transaction (:mod:`pbfast.tenant_node.group_commit`). A tenant closed while the request waited for its turn (a move, an eviction) is not tried on the
         loop: the budget cannot be set on a closed connection (an error, answered 500), while the job's own check
         for a closed tenant, on the thread, answers the request ("moved", or retry)."""
-        if (inline and not self.paused(tenant.id, write)
+        if group and write and inline:  # on the loop or on a thread, with the creates ready now
+            if await self._groups.run(tenant, job, not self.paused(tenant.id, write) and (
+                    self.db.idle(tenant.id) or await self.db.inline_turn(tenant.id))):
+                return
+        elif (inline and not self.paused(tenant.id, write)
                 and (not write or self.db.idle(tenant.id) or await self.db.inline_turn(tenant.id))
-                and (await self._groups.run(tenant, job) if group and write
-                     else self.db.run_inline(tenant.id, partial(self._within_budget, tenant, job, write)))):
+                and self.db.run_inline(tenant.id, partial(self._within_budget, tenant, job, write))):
             return
         await self.db.run(tenant.id, job)
 
