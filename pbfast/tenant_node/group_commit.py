@@ -11,12 +11,13 @@ What stays as it was:
 
 - **An answer only after its commit.** A create's answer is held until the group's COMMIT returned (the caller
   awaits its member's future; durable mode then waits for the replica as before, after the commit).
-- **Nothing acknowledged is lost or done twice.** A group is either committed whole or rolled back whole, and then
-  every member is done again alone on a database thread (its own transaction, its own answer), as a try stopped
-  by the inline budget is today: a member stopped by the budget or by another connection's lock, a member whose
-  work raised, an SQLite error that ended the transaction (a full disk, the storage quota's page limit), or a
-  COMMIT that failed. A create that fails on its own (validation, a unique index) is answered and leaves the
-  others alone: SQLite undoes just its statement.
+- **Nothing acknowledged is lost or done twice.** A group is either committed whole or rolled back whole, and its
+  members' work is then done again, as a try stopped by the inline budget is: a member stopped by the budget or by
+  another connection's lock, a member whose work raised, an SQLite error that ended the transaction (a full disk,
+  the storage quota's page limit), or a COMMIT that failed. A group the loop gave up runs once more on a database
+  thread as one job (no budget there; it may wait for the lock), and one that cannot commit there either has each
+  member done alone (its own transaction, its own answer). A create that fails on its own (validation, a unique
+  index) is answered and leaves the others alone: SQLite undoes just its statement.
 - **Realtime events after the commit**, in commit order: the members' record changes are held while the group
   runs and published once it committed (dropped when it rolled back: the members' runs alone publish theirs).
 - **The inline rules**: a group is one inline try (:meth:`InlineTries.run`'s budget, its pause rules, the
@@ -24,7 +25,8 @@ What stays as it was:
   most :data:`GROUP_LIMIT` creates per group, so one group stays well within the budget.
 
 A lone create (the only one ready) runs as before, in a transaction of its own; it only waits for the loop's next
-iteration.
+iteration. While the tenant's writes are paused (they go to the database threads for a while), its creates ready
+together still share one thread job and one transaction.
 
 Thread-safety: event loop only.
 """
