@@ -255,3 +255,47 @@ def test_creates_of_a_tenant_whose_writes_are_paused_share_one_thread_job(tmp_pa
     finally:
         reader.close()
         tenant.close()
+
+
+def test_a_group_on_a_heavy_tenants_thread_answers_only_after_its_commit(tmp_path: Path) -> None:
+    """A heavy tenant's job sends its own answer from its background thread; a group's member does not (its answer
+    waits for the group's COMMIT, which comes after every member ran)."""
+    import pbfast.tenant_node.db_scheduler as db_scheduler
+    from pbfast.tenant_node.group_commit import GroupCommits, may_answer_from_job
+
+    tenant, reader = _open(tmp_path)
+    seen: list[bool] = []
+
+    def create(body: str) -> Callable[[], None]:
+        def job() -> None:
+            tenant.conn.execute("INSERT INTO notes VALUES (?)", (body,))
+            seen.append(may_answer_from_job())
+        return job
+
+    async def on_background_thread(tenant_id: str, work: Callable[[], bool], jobs: int) -> bool:
+        def flagged() -> bool:
+            db_scheduler._this_thread.background = True
+            return work()
+        return await asyncio.to_thread(flagged)
+
+    async def main() -> None:
+        groups = GroupCommits(lambda tenant, work, jobs: False, on_background_thread)  # the loop gives up
+        assert await asyncio.gather(*(groups.run(tenant, create(f"h{i}"), True) for i in range(3))) == [True] * 3
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 10))
+        assert seen == [False, False, False]
+        assert reader.execute("SELECT count(*) FROM notes").get == 3
+
+        def alone() -> bool:
+            db_scheduler._this_thread.background = True
+            return may_answer_from_job()
+
+        result: list[bool] = []
+        thread = threading.Thread(target=lambda: result.append(alone()))
+        thread.start()
+        thread.join()
+        assert result == [True]
+    finally:
+        reader.close()
+        tenant.close()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -43,12 +44,13 @@ import apsw
 
 from pbfast.logs import component_logger
 from pbfast.pocketbase.tenant import Tenant
+from pbfast.tenant_node.db_scheduler import on_background_thread
 
 if TYPE_CHECKING:
     from pbfast.pocketbase.realtime.fanout import RecordChange
     from pbfast.pocketbase.realtime.hub import RealtimeBus
 
-__all__ = ["GROUP_LIMIT", "GroupCommits"]
+__all__ = ["GROUP_LIMIT", "GroupCommits", "may_answer_from_job"]
 
 log = component_logger("TenantNode")
 
@@ -57,6 +59,16 @@ log = component_logger("TenantNode")
 GROUP_LIMIT = 16
 
 # a create waiting for its group: its request's context, its job, its outcome, whether it may be tried on the loop
+_running = threading.local()  # .group: the calling thread runs a group's members now
+
+
+def may_answer_from_job() -> bool:
+    """Whether a job may send its answer itself from the thread it runs on (a heavy tenant's background thread:
+    :func:`~pbfast.tenant_node.db_scheduler.on_background_thread`), not when it is a group's member: its answer
+    waits for the group's commit."""
+    return on_background_thread() and not getattr(_running, "group", False)
+
+
 _Member = tuple[contextvars.Context, Callable[[], None], "asyncio.Future[bool]", bool]
 
 
@@ -170,6 +182,7 @@ class GroupCommits:
         bus = tenant.realtime
         held = _HeldChanges(bus) if bus is not None else None
         tenant.realtime = held
+        _running.group = True
         committed = False
         try:
             for context, job, _, _ in group:
@@ -188,6 +201,7 @@ class GroupCommits:
                 return False
             committed = True
         finally:
+            _running.group = False
             tenant.realtime = bus
             if not committed:
                 with tenant.time_limit.suspended():  # a rollback must always run

@@ -19,7 +19,8 @@ from pbfast.pocketbase.apis.realtime import connect_address
 from pbfast.pocketbase.realtime.hub import SSE_HEADERS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
-from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, on_background_thread
+from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
+from pbfast.tenant_node.group_commit import may_answer_from_job
 from pbfast.tenant_node.inline_tries import InlineTries
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership, moved
@@ -209,7 +210,7 @@ class Serving:
         # A heavy tenant's answer goes out from its background thread (nice +10): handing it to granian wakes
         # granian's thread, and the loop that every tenant shares would wait meanwhile (benchmarks/RESULTS.md).
         return self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit,
-                               answer_from_job=on_background_thread)
+                               answer_from_job=may_answer_from_job)
 
     async def _handle_durably(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str,
                               scope: Scope, proto: HTTPProtocol) -> None:
