@@ -64,10 +64,11 @@ class InlineTries:
                   group: bool = False) -> None:
         """``job()`` in the tenant's turn: on the loop when ``inline`` (the caller's judgement of the request:
         a read, or a ``write`` of a record) and not paused, else, or when the try gave up, on a database
-        thread. ``group``: a record create, tried with the tenant's other creates ready in this loop iteration in
-        one transaction (:mod:`pbfast.tenant_node.group_commit`). A tenant closed while the request waited for its turn (a move, an eviction) is not tried on the
-        loop: the budget cannot be set on a closed connection (an error, answered 500), while the job's own check
-        for a closed tenant, on the thread, answers the request ("moved", or retry)."""
+        thread. ``group``: a record create, run with the tenant's other creates ready in this loop iteration in one
+        transaction (:mod:`pbfast.tenant_node.group_commit`), on the loop or on a thread by the same rules. A
+        tenant closed while the request waited for its turn (a move, an eviction) is not tried on the loop: the
+        budget cannot be set on a closed connection (an error, answered 500), while the job's own check for a
+        closed tenant, on the thread, answers the request ("moved", or retry)."""
         if group and write and inline:  # on the loop or on a thread, with the creates ready now
             if await self._groups.run(tenant, job, not self.paused(tenant.id, write) and (
                     self.db.idle(tenant.id) or await self.db.inline_turn(tenant.id))):
