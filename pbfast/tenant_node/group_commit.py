@@ -96,7 +96,9 @@ class GroupCommits:
                  run_on_thread: Callable[[str, Callable[[], bool], int], Awaitable[bool]]) -> None:
         self._try_inline = try_inline
         self._run_on_thread = run_on_thread
-        self._pending: dict[str, list[_Member]] = {}  # tenant id -> creates waiting for the next flush
+        # creates waiting for the next flush, by the tenant's object (a tenant closed and opened again meanwhile is
+        # another one: its creates are never run on the other's connection)
+        self._pending: dict[Tenant, list[_Member]] = {}
         self._on_threads: set[asyncio.Task[None]] = set()  # groups run on a database thread (held: not collected)
 
     async def run(self, tenant: Tenant, job: Callable[[], None], inline: bool) -> bool:
@@ -105,9 +107,9 @@ class GroupCommits:
         group committed, False when it is to be done alone on a database thread (it did not run, or its group was
         rolled back)."""
         loop = asyncio.get_running_loop()
-        pending = self._pending.get(tenant.id)
+        pending = self._pending.get(tenant)
         if pending is None:
-            pending = self._pending[tenant.id] = []
+            pending = self._pending[tenant] = []
             loop.call_soon(self._flush, tenant)
         done: asyncio.Future[bool] = loop.create_future()
         # the member runs in its request's context (its request id in what it logs), as an inline job does
@@ -115,7 +117,7 @@ class GroupCommits:
         return await done
 
     def _flush(self, tenant: Tenant) -> None:
-        members = [m for m in self._pending.pop(tenant.id, ()) if not m[2].done()]  # (a cancelled request's: gone)
+        members = [m for m in self._pending.pop(tenant, ()) if not m[2].done()]  # (a cancelled request's: gone)
         for start in range(0, len(members), GROUP_LIMIT):
             group = members[start:start + GROUP_LIMIT]
             if not self._try_group(tenant, group):
