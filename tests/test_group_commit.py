@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import pytest
 
 from pbfast.pocketbase.realtime.fanout import RecordChange
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.tenant_node.db_scheduler import DbScheduler
+from pbfast.tenant_node import inline_tries
 from pbfast.tenant_node.inline_tries import InlineTries
 
 COUNT_TO = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ?) SELECT count(*) FROM c"
@@ -232,9 +234,13 @@ def test_the_storage_quota_refuses_exactly_the_creates_it_stores_not(tmp_path: P
         tenant.close()
 
 
-def test_creates_of_a_tenant_whose_writes_are_paused_share_one_thread_job(tmp_path: Path) -> None:
+def test_creates_of_a_tenant_whose_writes_are_paused_share_one_thread_job(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A tenant's writes paused (one ran over the budget): its creates ready together go to a database thread as
     one job in one transaction, not one job and one commit each."""
+    # the pause outlasts the stopped write's rerun on a thread, however slow a loaded machine makes it (at 1 s it
+    # had ended before the creates were sent)
+    monkeypatch.setattr(inline_tries, "INLINE_PAUSE_SECONDS", 60.0)
     tenant, reader = _open(tmp_path)
     try:
         ran: list[tuple[str, str]] = []
