@@ -152,7 +152,6 @@ def auth_response(request: TenantRequest, collection: Collection, row: Row, toke
         token_config = collection.auth.auth_token
         token = auth.issue_auth_token(row["id"], str(row.get("tokenKey", "")), collection.id, token_config.secret,
                                       token_config.duration)
-    viewer = Viewer(collection.name == SUPERUSERS, collection.id, row["id"])
     alert = bool(auth_method) and collection.auth.auth_alert_enabled
     if meta is None and not request.query("expand") and not request.query("fields"):
         # The usual answer (an auth-refresh's, a plain login's): the record's JSON as bytes, kept while the record
@@ -161,12 +160,12 @@ def auth_response(request: TenantRequest, collection: Collection, row: Row, toke
             auth_alert.record_login(request.tenant, collection, row, client_ip(request),
                                     request.header("user-agent") or "")
         record_bytes = auth_answer_json(request.tenant, collection, row, lambda: orjson.dumps(
-            records.record_json(collection, row, viewer, show_email=True), option=orjson.OPT_SORT_KEYS,
-            default=gocompat.go_json_default))
+            records.record_json(collection, row, _viewer(collection, row), show_email=True),
+            option=orjson.OPT_SORT_KEYS, default=gocompat.go_json_default))
         request.proto.response_bytes(200, JSON_HEADERS, b'{"record":%b,"token":%b}' % (record_bytes,
                                                                                        orjson.dumps(token)))
         return
-    record = records.record_json(collection, row, viewer, show_email=True)
+    record = records.record_json(collection, row, _viewer(collection, row), show_email=True)
     # expanded as the record being authenticated sees its relations
     expand_items(request, collection, [row], [record], body=body, auth_state=Auth(collection, row))
     if alert:
@@ -175,6 +174,11 @@ def auth_response(request: TenantRequest, collection: Collection, row: Row, toke
     if meta is not None:
         answer["meta"] = meta
     send_with_fields(request, answer)
+
+
+def _viewer(collection: Collection, row: Row) -> Viewer:
+    """The record being authenticated, as the viewer of its own JSON."""
+    return Viewer(collection.name == SUPERUSERS, collection.id, row["id"])
 
 
 def _auth_rule_holds(request: TenantRequest, collection: Collection, row: Row) -> bool:
