@@ -79,6 +79,12 @@ class _AuthRecords:
         self.changes = -1
         self.collections: CollectionMap | None = None
 
+    def release(self) -> None:
+        """Unmap the WAL index (its descriptor closes with it): the tenant's connection was closed."""
+        index, self.wal_index = self.wal_index, None
+        if index is not None:
+            index.close()
+
 
 _BY_TENANT: WeakKeyDictionary[Tenant, _AuthRecords] = WeakKeyDictionary()
 
@@ -90,9 +96,16 @@ def _current(tenant: Tenant) -> _AuthRecords:
         kept = _BY_TENANT[tenant] = _AuthRecords()
     conn = tenant.conn
     if kept.conn is not conn:
+        kept.release()
         kept.conn, kept.cursor, kept.wal_index = conn, conn.cursor(), _map_wal_index(conn)
+        if kept.wal_index is not None:
+            tenant.on_close.append(kept.release)  # the mapping holds a descriptor: not beyond the connection
+    version: object
     if kept.wal_index is not None:
-        version: object = kept.wal_index[:WAL_INDEX_HEADER]
+        try:
+            version = kept.wal_index[:WAL_INDEX_HEADER]
+        except ValueError:  # released: the tenant was closed meanwhile (its connection answers from here on)
+            version = object()
     else:
         assert kept.cursor is not None
         version = kept.cursor.execute("PRAGMA data_version").get

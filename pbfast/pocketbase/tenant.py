@@ -16,6 +16,7 @@ import os
 import secrets
 import string
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -92,6 +93,8 @@ class Tenant:
         self.conn = connection
         self.time_limit = TimeLimit(connection, BUSY_TIMEOUT_MS)
         self.closed = False
+        # Run once it is closed: what other modules hold for its connection (e.g. a mapping of its WAL index).
+        self.on_close: list[Callable[[], None]] = []
         self.realtime: RealtimeBus | None = None  # where its committed record changes go (realtime events)
         # Other connections may change the collections (a node's worker processes): checked on each request.
         self.shared_schema = False
@@ -179,3 +182,5 @@ class Tenant:
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self.conn.close()
+            for release in self.on_close:
+                release()
