@@ -21,7 +21,7 @@ __all__ = ["DESCRIPTORS_PER_OPEN_TENANT", "RESERVED_DESCRIPTORS", "raise_open_fi
 
 log = component_logger("Server")
 
-DESCRIPTORS_PER_OPEN_TENANT: Final = 8  # measured on a node: database, -wal, -shm, the log's three, and slack
+DESCRIPTORS_PER_OPEN_TENANT: Final = 8  # measured on a node: database, -wal, -shm (and its mapping: auth_records), the log's three, slack
 RESERVED_DESCRIPTORS: Final = 1024  # connections, listeners, the process's own files
 _CEILING: Final = 1 << 20  # when the hard limit is unlimited: Linux's default fs.nr_open
 

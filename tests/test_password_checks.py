@@ -97,3 +97,32 @@ def test_one_tenants_checks_run_on_every_thread_and_another_tenant_gets_the_next
         assert "b" in started[2:4], started
 
     asyncio.run(scenario())
+
+
+def test_two_waiting_checks_of_a_tenant_are_made_together_on_one_thread() -> None:
+    """Two of a tenant's logins waiting at once are checked in one native call (their Blowfish rounds interleaved:
+    ``rust/src/bcrypt/pair.rs``), each with its own answer, about one check's CPU time for both."""
+    import bcrypt
+
+    async def scenario() -> None:
+        checks = PasswordChecks(threads=1)
+        hashed = [bcrypt.hashpw(password, bcrypt.gensalt(6)).decode() for password in (b"first-1", b"second-2")]
+        # the first runs alone (the thread was free); the next two wait together and are made as a pair
+        jobs = [PasswordCheck("first-1", hashed[0]), PasswordCheck("wrong", hashed[0]),
+                PasswordCheck("second-2", hashed[1]), PasswordCheck("other", "not a bcrypt hash")]
+        paired: list[tuple[str, str]] = []
+        real = PasswordCheck.run_with
+
+        def spy(self: PasswordCheck, other: PasswordCheck) -> None:
+            paired.append((self.password, other.password))
+            real(self, other)
+
+        PasswordCheck.run_with = spy  # type: ignore[method-assign]
+        try:
+            assert all(await asyncio.gather(*(checks.check("t", job) for job in jobs)))
+        finally:
+            PasswordCheck.run_with = real  # type: ignore[method-assign]
+        assert [job.matches for job in jobs] == [True, False, True, False]
+        assert paired == [("wrong", "second-2")]  # the unhashed one is checked alone
+
+    asyncio.run(scenario())

@@ -25,7 +25,7 @@ from typing import Any
 import bcrypt
 import orjson
 
-from pbfast.primitives import bcrypt_check, bcrypt_hash, hs256_sign, hs256_verify, jwt_segments
+from pbfast.primitives import bcrypt_check, bcrypt_check_pair, bcrypt_hash, hs256_sign, hs256_verify, jwt_segments
 
 __all__ = [
     "BcryptFirst",
@@ -99,6 +99,27 @@ class PasswordCheck:
 
     def run(self) -> None:
         self.matches = _checkpw(self.password, self.hashed)
+
+    def pairable(self) -> bool:
+        """Whether :meth:`run_with` may take this check: the plain check (:meth:`run` not made otherwise) of a
+        hash in bcrypt's standard length, which cannot fail (a password that is UTF-8, not a lone surrogate kept
+        from a form value)."""
+        if type(self).run is not PasswordCheck.run or len(self.hashed) != 60 or not self.hashed.startswith("$2"):
+            return False
+        try:
+            self.password.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    def run_with(self, other: PasswordCheck) -> None:
+        """:meth:`run` of this check and ``other`` (both :meth:`pairable`) together: one thread, their rounds
+        interleaved, about the CPU time of one check for both (``rust/src/bcrypt/pair.rs``); what the native
+        check does not answer is checked as :meth:`run` would."""
+        first, second = bcrypt_check_pair(self.password.encode(), self.hashed.encode(), other.password.encode(),
+                                           other.hashed.encode())
+        self.matches = first if first is not None else _checkpw(self.password, self.hashed)
+        other.matches = second if second is not None else _checkpw(other.password, other.hashed)
 
 
 @dataclass(slots=True)

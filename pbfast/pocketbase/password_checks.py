@@ -2,7 +2,9 @@
 
 A check is 50-250 ms of CPU. Made in the tenant's turn (its jobs run one at a time), it kept every other
 request of the tenant (a token refresh, a read) waiting behind all of its queued logins. Here the checks run on
-one thread per core (the bcrypt binding releases the GIL, so they run in parallel), and tenants with checks
+one thread per core (the bcrypt binding releases the GIL, so they run in parallel), two of a tenant's waiting
+checks at a time on one thread when it has two (their Blowfish rounds interleaved: about one check's CPU time for
+both, ``rust/src/bcrypt/pair.rs``), and tenants with checks
 waiting take turns for the threads: a free thread goes to the waiting tenant with the fewest checks running
 (then the longest waiting), so one tenant's burst of logins uses every core while it is alone, and another
 tenant's login gets the next free thread. A tenant may have at most ``queue_limit`` checks waiting; beyond, the
@@ -28,7 +30,7 @@ import time
 from typing import Protocol, cast
 
 from pbfast.http import ApiError
-from pbfast.pocketbase.auth import BcryptJob
+from pbfast.pocketbase.auth import BcryptJob, PasswordCheck
 
 __all__ = ["DEFAULT_CHECKS_WAITING", "PasswordChecks", "SchedulerHooks"]
 
@@ -116,14 +118,46 @@ class PasswordChecks:
                 del self._waiting[tenant_id]
             if job.done.cancelled():  # its request went away while it waited
                 continue
-            self._running[tenant_id] = self._running.get(tenant_id, 0) + 1
+            jobs = [job]
+            partner = self._partner(tenant_id, job)
+            if partner is not None:
+                jobs.append(partner)
+            self._running[tenant_id] = self._running.get(tenant_id, 0) + len(jobs)
             self._running_total += 1
             hooks, executor = self._hooks, self._executor
             if hooks is not None and self._background is not None and hooks.in_background(tenant_id):
                 executor = self._background
-            run = job.check.run if hooks is None else functools.partial(_timed, job.check.run, hooks, tenant_id)
+            work = job.check.run if partner is None else functools.partial(
+                cast(PasswordCheck, job.check).run_with, cast(PasswordCheck, partner.check))
+            run = work if hooks is None else functools.partial(_timed, work, hooks, tenant_id)
             ran = loop.run_in_executor(executor, run)
-            ran.add_done_callback(functools.partial(self._ended, tenant_id, job))
+            ran.add_done_callback(functools.partial(self._ended, tenant_id, jobs))
+
+    def _partner(self, tenant_id: str, job: _Waiting) -> _Waiting | None:
+        """A check of the same tenant waiting next to make together with ``job`` on its thread (see
+        :meth:`PasswordCheck.run_with`), taken off the line; None when there is none (or either is no check)."""
+        if not isinstance(job.check, PasswordCheck) or not job.check.pairable():
+            return None
+        waiting = self._waiting.get(tenant_id)
+        while waiting:
+            candidate = waiting[0]
+            if candidate.done.cancelled():  # its request went away while it waited
+                waiting.popleft()
+                continue
+            if not isinstance(candidate.check, PasswordCheck) or not candidate.check.pairable():
+                return None
+            waiting.popleft()
+            self._forget_if_empty(tenant_id, waiting)
+            return candidate
+        if waiting is not None:
+            self._forget_if_empty(tenant_id, waiting)
+        return None
+
+    def _forget_if_empty(self, tenant_id: str, waiting: deque[_Waiting]) -> None:
+        """Take a tenant whose line :meth:`_partner` emptied off the turns (:meth:`_start` gave it one back)."""
+        if not waiting:
+            del self._waiting[tenant_id]
+            self._turns.remove(tenant_id)
 
     def _next_tenant(self) -> str:
         """Taken off the turns: the first tenant with the fewest checks running (a tenant with none at once)."""
@@ -138,21 +172,22 @@ class PasswordChecks:
         del self._turns[chosen]
         return tenant_id
 
-    def _ended(self, tenant_id: str, job: _Waiting, ran: asyncio.Future[None]) -> None:
+    def _ended(self, tenant_id: str, jobs: list[_Waiting], ran: asyncio.Future[None]) -> None:
         self._running_total -= 1
-        left = self._running[tenant_id] - 1
+        left = self._running[tenant_id] - len(jobs)
         if left:
             self._running[tenant_id] = left
         else:
             del self._running[tenant_id]
-        if ran.cancelled():  # the loop is closing
-            job.done.cancel()
-        elif not job.done.done():
-            error = ran.exception()
-            if error is not None:
-                job.done.set_exception(error)
-            else:
-                job.done.set_result(None)
+        for job in jobs:
+            if ran.cancelled():  # the loop is closing
+                job.done.cancel()
+            elif not job.done.done():
+                error = ran.exception()
+                if error is not None:
+                    job.done.set_exception(error)
+                else:
+                    job.done.set_result(None)
         self._start()
 
 

@@ -16,6 +16,7 @@ import os
 import secrets
 import string
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -93,6 +94,8 @@ class Tenant:
         self.conn = connection
         self.time_limit = TimeLimit(connection, BUSY_TIMEOUT_MS)
         self.closed = False
+        # Run once it is closed: what other modules hold for its connection (e.g. a mapping of its WAL index).
+        self.on_close: list[Callable[[], None]] = []
         self.realtime: RealtimeBus | None = None  # where its committed record changes go (realtime events)
         # The extension's statements kept on this connection (records.native_view); closed before it.
         self.native_reader: _native.RecordReader | None = None
@@ -184,3 +187,5 @@ class Tenant:
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self.conn.close()
+            for release in self.on_close:
+                release()

@@ -45,6 +45,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jwt::py_jwt_segments, m)?)?;
     m.add_function(wrap_pyfunction!(bcrypt::py_bcrypt_check, m)?)?;
     m.add_function(wrap_pyfunction!(bcrypt::py_bcrypt_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(bcrypt::pair::py_bcrypt_check_pair, m)?)?;
     m.add_class::<quota::QuotaCounters>()?;
     m.add_class::<rate_limit::RateLimiter>()?;
     m.add_class::<request_log::RequestLogQueue>()?;

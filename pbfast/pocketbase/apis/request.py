@@ -14,7 +14,7 @@ import orjson
 
 from pbfast.http import JSON_HEADERS, ApiError, HTTPProtocol, Request, Scope
 from pbfast.pocketbase import auth, gocompat, search
-from pbfast.pocketbase.auth_records import load_auth_record
+from pbfast.pocketbase.auth_records import VerifiedToken, keep_verified_token, load_auth_record, verified_token
 from pbfast.pocketbase.collections import Collection
 from pbfast.pocketbase.filesystem import FileChanges
 from pbfast.pocketbase.records import Row, Viewer
@@ -157,15 +157,20 @@ class TenantRequest(Request):
                                   orjson.dumps(payload, option=option, default=gocompat.go_json_default))
 
 
+def _header_token(header: str) -> str:
+    token = header.strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    return token
+
+
 def claimed_auth(tenant: Tenant, header: str | None) -> tuple[str, Collection, dict[str, Any]] | None:
     """An ``Authorization`` header's token, the auth collection it claims to be of and its claims, read without
     the database (neither its signature nor its record checked: :func:`authenticate` does that); None when the
     request is a guest for certain (no token, or one that cannot be valid)."""
     if not header:
         return None
-    token = header.strip()
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
+    token = _header_token(header)
     try:
         claims = auth.peek_token_claims(token)
     except auth.TokenError:
@@ -180,7 +185,14 @@ def claimed_auth(tenant: Tenant, header: str | None) -> tuple[str, Collection, d
 
 def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
     """The record a token belongs to, or None for a missing/invalid/expired token (PocketBase treats those
-    requests as guests)."""
+    requests as guests). A token verified before against its record, both unchanged since, is not parsed and
+    checked again (:func:`pbfast.pocketbase.auth_records.verified_token`)."""
+    if not header:
+        return None
+    token = _header_token(header)
+    known = verified_token(tenant, token)
+    if known is not None:
+        return Auth(known[0].collection, known[1], token, known[0].refreshable)
     claimed = claimed_auth(tenant, header)
     if claimed is None:
         return None
@@ -189,7 +201,9 @@ def authenticate(tenant: Tenant, header: str | None) -> Auth | None:
     secret = collection.auth.auth_token.secret
     if row is None or not secret or not auth.verify_token_signature(token, str(row.get("tokenKey", "")), secret):
         return None
-    return Auth(collection, row, token, bool(claims.get("refreshable")))
+    refreshable = bool(claims.get("refreshable"))
+    keep_verified_token(tenant, token, VerifiedToken(collection, claims["id"], refreshable, claims["exp"]))
+    return Auth(collection, row, token, refreshable)
 
 
 def collection_of(request: TenantRequest, missing: str = MISSING_COLLECTION) -> Collection:

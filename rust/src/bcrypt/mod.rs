@@ -11,6 +11,7 @@
 //! (60 characters, canonical base64); for anything else it answers `None` and the caller keeps its
 //! own library's answer, so odd hashes and passwords over 72 bytes are judged exactly as before.
 
+pub mod pair;
 mod pi;
 #[cfg(test)]
 mod tests;
@@ -22,18 +23,18 @@ use subtle::ConstantTimeEq;
 const ALPHABET: &[u8; 64] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// "OrpheanBeholderScryDoubt": the 24 bytes bcrypt encrypts 64 times with the expanded key.
-const MAGIC: [u32; 6] = [0x4f72_7068, 0x6561_6e42, 0x6568_6f6c, 0x6465_7253, 0x6372_7944, 0x6f75_6274];
+pub(crate) const MAGIC: [u32; 6] = [0x4f72_7068, 0x6561_6e42, 0x6568_6f6c, 0x6465_7253, 0x6372_7944, 0x6f75_6274];
 
 /// Length of a hash in the standard form: `$2b$10$` + 22 characters of salt + 31 of hash.
 const HASH_LEN: usize = 60;
 
-struct Blowfish {
-    p: [u32; 18],
-    s: [[u32; 256]; 4],
+pub(crate) struct Blowfish {
+    pub(crate) p: [u32; 18],
+    pub(crate) s: [[u32; 256]; 4],
 }
 
 impl Blowfish {
-    fn initial() -> Self {
+    pub(crate) fn initial() -> Self {
         Blowfish { p: pi::P, s: pi::S }
     }
 
@@ -45,7 +46,7 @@ impl Blowfish {
     }
 
     #[inline(always)]
-    fn encrypt(&self, mut l: u32, mut r: u32) -> (u32, u32) {
+    pub(crate) fn encrypt(&self, mut l: u32, mut r: u32) -> (u32, u32) {
         let p = &self.p;
         l ^= p[0];
         r ^= self.f(l) ^ p[1];
@@ -70,7 +71,7 @@ impl Blowfish {
     /// Blowfish's key schedule with a salt (OpenBSD's `Blowfish_expandstate`): the key's words into the
     /// P-array, then every subkey pair replaced by the encryption of the previous pair xored with the next
     /// two salt words (the salt's 4 words, cycled).
-    fn expand_with_salt(&mut self, key: &[u32; 18], salt: &[u32; 4]) {
+    pub(crate) fn expand_with_salt(&mut self, key: &[u32; 18], salt: &[u32; 4]) {
         for (word, key_word) in self.p.iter_mut().zip(key) {
             *word ^= key_word;
         }
@@ -114,7 +115,7 @@ impl Blowfish {
 }
 
 /// The first 18 big-endian words of `data` repeated end to end (how Blowfish reads a key of any length).
-fn stream_words(data: &[u8]) -> [u32; 18] {
+pub(crate) fn stream_words(data: &[u8]) -> [u32; 18] {
     let mut words = [0u32; 18];
     let mut pos = 0;
     for word in &mut words {
@@ -126,15 +127,20 @@ fn stream_words(data: &[u8]) -> [u32; 18] {
     words
 }
 
-/// bcrypt's 23 output bytes for a password (at most 72 bytes are used, with a NUL appended first, as every
-/// implementation does), `cost` (4-31: 2^cost rounds of key expansion) and a 16-byte salt.
-pub fn hash_raw(password: &[u8], cost: u32, salt: &[u8; 16]) -> [u8; 23] {
-    assert!((4..=31).contains(&cost), "bcrypt cost out of range: {cost}");
+/// The password as Blowfish key words: at most 72 bytes, a NUL appended first (as every implementation does).
+pub(crate) fn key_words(password: &[u8]) -> [u32; 18] {
     let mut key = Vec::with_capacity(password.len() + 1);
     key.extend_from_slice(password);
     key.push(0);
     key.truncate(72);
-    let key_words = stream_words(&key);
+    stream_words(&key)
+}
+
+/// bcrypt's 23 output bytes for a password (at most 72 bytes are used, with a NUL appended first, as every
+/// implementation does), `cost` (4-31: 2^cost rounds of key expansion) and a 16-byte salt.
+pub fn hash_raw(password: &[u8], cost: u32, salt: &[u8; 16]) -> [u8; 23] {
+    assert!((4..=31).contains(&cost), "bcrypt cost out of range: {cost}");
+    let key_words = key_words(password);
     let salt_words = stream_words(salt);
     let salt4 = [salt_words[0], salt_words[1], salt_words[2], salt_words[3]];
     let mut state = Box::new(Blowfish::initial());
@@ -159,7 +165,7 @@ pub fn hash_raw(password: &[u8], cost: u32, salt: &[u8; 16]) -> [u8; 23] {
 }
 
 /// `data` in bcrypt's base64, without padding.
-fn encode(data: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn encode(data: &[u8], out: &mut Vec<u8>) {
     for chunk in data.chunks(3) {
         let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
         let chars = chunk.len() + 1;
@@ -181,7 +187,7 @@ fn sextet(c: u8) -> Option<u32> {
 }
 
 /// The 16 salt bytes of 22 characters, None unless canonical (the last character's 4 unused bits zero).
-fn decode_salt(chars: &[u8]) -> Option<[u8; 16]> {
+pub(crate) fn decode_salt(chars: &[u8]) -> Option<[u8; 16]> {
     let (last, first) = chars.split_last()?;
     if first.len() != 21 {
         return None;
@@ -201,6 +207,14 @@ fn decode_salt(chars: &[u8]) -> Option<[u8; 16]> {
 /// Whether `password` matches `hashed` (a whole bcrypt hash, e.g. `$2b$10$...`); None when the hash is not
 /// in the standard form (see the module's docs) or the password is over 72 bytes: not answered here.
 pub fn check(password: &[u8], hashed: &[u8]) -> Option<bool> {
+    let (cost, salt) = standard_form(password, hashed)?;
+    let mut expected = Vec::with_capacity(31);
+    encode(&hash_raw(password, cost, &salt), &mut expected);
+    Some(expected.as_slice().ct_eq(&hashed[29..]).into())
+}
+
+/// The cost and salt of `hashed` when [`check`] answers for it and `password`; None otherwise.
+pub(crate) fn standard_form(password: &[u8], hashed: &[u8]) -> Option<(u32, [u8; 16])> {
     if password.len() > 72 || hashed.len() != HASH_LEN {
         return None;
     }
@@ -218,10 +232,7 @@ pub fn check(password: &[u8], hashed: &[u8]) -> Option<bool> {
     if !(4..=31).contains(&cost) {
         return None;
     }
-    let salt = decode_salt(&hashed[7..29])?;
-    let mut expected = Vec::with_capacity(31);
-    encode(&hash_raw(password, cost, &salt), &mut expected);
-    Some(expected.as_slice().ct_eq(&hashed[29..]).into())
+    Some((cost, decode_salt(&hashed[7..29])?))
 }
 
 /// A new hash of `password` in the standard form (`$2b$`, as the `bcrypt` package and PocketBase write them) with
