@@ -8,7 +8,7 @@ from typing import Any
 import apsw
 
 from pbfast.logs import component_logger
-from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.collections import Collection, CollectionMap
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
 from pbfast.pocketbase.records.rules import Condition
@@ -79,4 +79,32 @@ def list_records(tenant: Tenant, collection: Collection, query: ListQuery, page:
     provider). Raises ``apsw.SQLError`` when SQLite refuses the query the filter, sort or rules made."""
     table = quote(collection.name)
     return fetch_page(tenant.conn, table, f"{table}.*", query.where, query.params, query.order_by, page, per_page,
-                      skip_total)
+                      skip_total, tenant.list_totals if _total_keepable(tenant, collection, query) else None)
+
+
+def _total_keepable(tenant: Tenant, collection: Collection, query: ListQuery) -> bool:
+    """Whether the list's total depends on the data alone, so it may be kept while the data is unchanged: not
+    for a view, nor a filter or rule that joins one (``@collection.<view>``: its query may read the clock or
+    call anything), nor one with ``strftime`` (its time value may be SQLite's ``'now'``; the filter language
+    has no other clock, its date macros are bound values)."""
+    if collection.type == "view" or "strftime(" in query.where:
+        return False
+    views = _view_tables(tenant.collections)
+    return not views or not any(view in query.where.lower() for view in views)
+
+
+def _view_tables(collections: CollectionMap) -> tuple[str, ...]:
+    """The tenant's view collections as a query names them (quoted, lower case), worked out once per loaded
+    map (a schema change loads a new one)."""
+    known = _views.get(id(collections))
+    if known is not None and known[0] is collections:
+        return known[1]
+    views = tuple(quote(c.name).lower() for c in collections.values() if c.type == "view")
+    if len(_views) >= _VIEWS_KEPT:
+        _views.clear()
+    _views[id(collections)] = (collections, views)  # the map held: its id is not reused meanwhile
+    return views
+
+
+_VIEWS_KEPT = 1024
+_views: dict[int, tuple[CollectionMap, tuple[str, ...]]] = {}
