@@ -15,8 +15,8 @@ import apsw
 
 from pbfast.logs import component_logger
 from pbfast.pocketbase.collections import Collection
-from pbfast.pocketbase.records.expand import ExpandedRecord, ExpandFailed, count_expanded, expand_records, find_by_ids
-from pbfast.pocketbase.records.export import Viewer, expansion_json
+from pbfast.pocketbase.records.expand import ExpandedRecord, ExpandFailed, Expansion, expand_records, find_by_ids
+from pbfast.pocketbase.records.export import Viewer, record_json
 from pbfast.pocketbase.records.find import Row
 from pbfast.pocketbase.records.rules import Condition, RuleError, compile_rule, managed_ids
 from pbfast.pocketbase.search import RequestInfo, TableResolver
@@ -62,6 +62,8 @@ class ViewableRecords:
                 raise ExpandFailed(f"viewRule of {collection.name}: {err}") from err
             found = self._rows[key] = (rows, self._managed(collection, rows))
         rows, managed = found
+        if not managed:
+            return [ExpandedRecord(collection, row) for row in rows]
         return [ExpandedRecord(collection, row, show_email=str(row.get("id")) in managed) for row in rows]
 
     def _resolver(self, collection: Collection) -> TableResolver:
@@ -112,6 +114,51 @@ def expand_for_viewer(tenant: Tenant, collection: Collection, rows: list[Row], e
     failures = expand_records(tenant, expanded, paths, fetch)
     if failures:
         log.debug("tenant %s: expand of %s skipped: %s", tenant.id, collection.name, failures)
-    if count_expanded(expanded) > MAX_EXPANDED_RECORDS:
+    answers, shown = _expansion_json([e.expand for e in expanded], viewer)
+    if shown > MAX_EXPANDED_RECORDS:
         raise ExpandTooMany(MAX_EXPANDED_RECORDS)
-    return expansion_json([e.expand for e in expanded], viewer)
+    return answers
+
+
+def _expansion_json(expands: list[Expansion | None], viewer: Viewer) -> tuple[list[dict[str, Any] | None], int]:
+    """Records' ``expand`` as the answer shows it (:func:`~pbfast.pocketbase.records.export.expansion_json`),
+    and how many expanded records it shows (:func:`~pbfast.pocketbase.records.expand.count_expanded`), in one
+    walk. Each distinct record's JSON is built once, however many parents show it, so building before the
+    check costs no more than the records fetched (bounded by the expand's own limits)."""
+    built: dict[int, tuple[dict[str, Any], int]] = {}
+
+    def export(value: Expansion) -> tuple[dict[str, Any], int]:
+        out: dict[str, Any] = {}
+        total = 0
+        for key, related in value.items():
+            if isinstance(related, list):
+                items = []
+                for node in related:
+                    data, size = built.get(id(node)) or one(node)
+                    items.append(data)
+                    total += size
+                out[key] = items
+            else:
+                out[key], size = built.get(id(related)) or one(related)
+                total += size
+        return out, total
+
+    def one(node: ExpandedRecord) -> tuple[dict[str, Any], int]:
+        data = record_json(node.collection, node.row, viewer, show_email=node.show_email)
+        size = 1
+        if node.expand is not None:
+            data["expand"], inner = export(node.expand)
+            size += inner
+        known = built[id(node)] = (data, size)
+        return known
+
+    answers: list[dict[str, Any] | None] = []
+    shown = 0
+    for expand in expands:
+        if expand is None:
+            answers.append(None)
+        else:
+            data, size = export(expand)
+            answers.append(data)
+            shown += size
+    return answers, shown
