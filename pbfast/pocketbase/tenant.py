@@ -24,6 +24,7 @@ from pbfast.durable import fsync_file
 from pbfast.pocketbase import collections
 from pbfast.pocketbase.collections import Collection, CollectionMap
 from pbfast.pocketbase.collections.version import schema_version
+from pbfast.pocketbase.dbutils.kept_rows import KeptRows
 from pbfast.pocketbase.dbutils.list_totals import ListTotals
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
 
@@ -93,6 +94,7 @@ class Tenant:
         self.conn = connection
         self.time_limit = TimeLimit(connection, BUSY_TIMEOUT_MS)
         self.list_totals = ListTotals()  # records lists' totals while the data is unchanged
+        self.related_rows = KeptRows()  # expanded records while the data is unchanged
         self.closed = False
         self.realtime: RealtimeBus | None = None  # where its committed record changes go (realtime events)
         # Other connections may change the collections (a node's worker processes): checked on each request.

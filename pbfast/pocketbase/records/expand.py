@@ -13,9 +13,9 @@ sharing a prefix cost one query per level in all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import apsw
 import orjson
@@ -44,13 +44,15 @@ class ExpandedRecord:
 
     ``expand`` is None until a path reached this record (then ``{}`` at least: the answer shows
     ``"expand": {}``); ``show_email``: the viewer may see the email of this auth record whatever its
-    ``emailVisibility`` (it manages the record); ``via``: ids a back-relation expand found, by segment."""
+    ``emailVisibility`` (it manages the record); ``via``: ids a back-relation expand found, by segment;
+    ``memo``: where the record's JSON may be kept for later answers (the row's, while it is unchanged)."""
 
     collection: Collection
     row: Row
     show_email: bool = False
     expand: Expansion | None = None
     via: dict[str, list[str]] | None = None
+    memo: dict[Hashable, Any] | None = None
 
     @property
     def id(self) -> str:

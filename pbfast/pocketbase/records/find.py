@@ -15,7 +15,8 @@ from pbfast.pocketbase.records.rules import Condition
 from pbfast.pocketbase.search import ListQuery, Page, fetch_page
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["Row", "find_auth_record_by_email", "find_by_identity", "find_visible", "list_records", "load_row"]
+__all__ = ["Row", "depends_on_data_only", "find_auth_record_by_email", "find_by_identity", "find_visible", "list_records",
+           "load_row"]
 
 log = component_logger("TenantNode")
 
@@ -79,18 +80,18 @@ def list_records(tenant: Tenant, collection: Collection, query: ListQuery, page:
     provider). Raises ``apsw.SQLError`` when SQLite refuses the query the filter, sort or rules made."""
     table = quote(collection.name)
     return fetch_page(tenant.conn, table, f"{table}.*", query.where, query.params, query.order_by, page, per_page,
-                      skip_total, tenant.list_totals if _total_keepable(tenant, collection, query) else None)
+                      skip_total, tenant.list_totals if depends_on_data_only(tenant, collection, query.where) else None)
 
 
-def _total_keepable(tenant: Tenant, collection: Collection, query: ListQuery) -> bool:
-    """Whether the list's total depends on the data alone, so it may be kept while the data is unchanged: not
-    for a view, nor a filter or rule that joins one (``@collection.<view>``: its query may read the clock or
-    call anything), nor one with ``strftime`` (its time value may be SQLite's ``'now'``; the filter language
-    has no other clock, its date macros are bound values)."""
-    if collection.type == "view" or "strftime(" in query.where:
+def depends_on_data_only(tenant: Tenant, collection: Collection, where: str) -> bool:
+    """Whether what a query of ``collection`` with the condition ``where`` (SQL) finds depends on the data alone, so
+    that it may be kept while the data is unchanged: not for a view, nor a condition that joins one
+    (``@collection.<view>``: its query may read the clock or call anything), nor one with ``strftime`` (its time
+    value may be SQLite's ``'now'``; the filter language has no other clock, its date macros are bound values)."""
+    if collection.type == "view" or "strftime(" in where:
         return False
     views = _view_tables(tenant.collections)
-    return not views or not any(view in query.where.lower() for view in views)
+    return not views or not any(view in where.lower() for view in views)
 
 
 def _view_tables(collections: CollectionMap) -> tuple[str, ...]:
