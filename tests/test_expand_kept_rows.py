@@ -158,3 +158,17 @@ def test_past_the_cap_rows_are_fetched_and_not_kept(node: Node) -> None:
             items = _items(node, query)
             assert [item["expand"]["author"]["name"] for item in items] == [f"author {i}" for i in range(AUTHORS)]
         assert len(fetches.ids) == 2  # queried each time: more authors than a tenant keeps
+
+
+def test_rows_under_a_rule_that_reads_the_clock_are_fetched_each_time(node: Node) -> None:
+    tenant = node[2]
+    update_collection(tenant.conn, tenant.collections["authors"], {"viewRule": "strftime('%Y') != ''"})
+    tenant.reload_collections()
+    try:
+        with _Fetches(tenant.conn) as fetches:
+            for _ in range(2):
+                assert _shown(_items(node, FIRST))[0] == (0, "author 0", "org 0")
+        assert [ids[0][:6] for ids in fetches.ids].count("author") == 2
+    finally:
+        update_collection(tenant.conn, tenant.collections["authors"], {"viewRule": ""})
+        tenant.reload_collections()

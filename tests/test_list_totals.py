@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import apsw
 import orjson
@@ -146,3 +147,25 @@ def test_a_repeated_list_compiles_no_statement(node: Node) -> None:
     finally:
         tenant.conn.authorizer = guard
     assert compiled == []
+
+
+@pytest.mark.parametrize("path, query", [
+    (LIST, "perPage=2&filter=" + quote("strftime('%Y') != '' && num >= 1")),  # SQLite's clock: 'now'
+    ("/t/t/api/collections/items_view/records", "perPage=2"),  # a view's query may read anything
+    ("/t/t/api/collections/others/records", "perPage=2"),  # a list rule that joins a view
+])
+def test_a_total_that_may_not_depend_on_the_data_alone_is_counted_each_time(node: Node, path: str, query: str) -> None:
+    loop, app, tenant = node
+    if tenant.collection("items_view") is None:
+        create_collection(tenant.conn, {"name": "items_view", "type": "view", "listRule": "",
+                                        "viewQuery": "SELECT id, num FROM items"})
+        create_collection(tenant.conn, {"name": "others", "type": "base", "listRule": "@collection.items_view.num >= 1",
+                                        "fields": [{"name": "num", "type": "number"}]})
+        tenant.conn.execute("INSERT INTO others (id, num) VALUES ('other0000000001', 1)")
+        tenant.reload_collections()
+    with _Counts(tenant.conn) as counts:
+        for _ in range(2):
+            proto = _Proto()
+            loop.run_until_complete(app.__rsgi__(_Scope(path, query), proto))  # type: ignore[arg-type]
+            assert proto.status == 200, proto.body
+        assert counts.seen == 2
