@@ -82,6 +82,15 @@ class Protocol:
         self.status = status
 
 
+class ArrivingProtocol(Protocol):
+    """A body that arrives later, as granian's does (its future completed from granian's thread): the request
+    waits for it, and other requests run meanwhile."""
+
+    async def __call__(self) -> bytes:
+        await asyncio.sleep(0)
+        return await super().__call__()
+
+
 @dataclass
 class Bench:
     loop: asyncio.AbstractEventLoop
@@ -115,6 +124,24 @@ class Bench:
                 proto = Protocol(body)
                 await node.__rsgi__(scope, proto)  # type: ignore[arg-type]
                 status = proto.status
+            return status
+
+        return self.loop.run_until_complete(run())
+
+    def together(self, scope: Scope, body: bytes, count: int, at_once: int) -> int:
+        """``count`` requests, ``at_once`` of them at a time (as many clients' requests ready in one loop
+        iteration: a tenant's creates are then committed together); the last answer's status."""
+        node = self.node
+
+        async def one() -> int:
+            proto = ArrivingProtocol(body)
+            await node.__rsgi__(scope, proto)  # type: ignore[arg-type]
+            return proto.status
+
+        async def run() -> int:
+            status = 0
+            for start in range(0, count, at_once):
+                status = (await asyncio.gather(*(one() for _ in range(min(at_once, count - start)))))[-1]
             return status
 
         return self.loop.run_until_complete(run())
@@ -196,7 +223,10 @@ def test_auth_refresh(bench: Bench, benchmark: BenchmarkFixture) -> None:
 
 def request_loop(bench: Bench, case: str, count: int) -> Any:
     """For profiling by hand: ``count`` requests of ``case`` (view, view-token, list, create, refresh, password: the
-    superuser's ``auth-with-password``, its hash at bcrypt cost 4)."""
+    superuser's ``auth-with-password``, its hash at bcrypt cost 4; create16: creates 16 at a time, as 16 clients')."""
+    if case == "create16":
+        return bench.together(bench.scope("POST", "/api/collections/bench/records", body=CREATE_BODY), CREATE_BODY,
+                              count, 16)
     if case == "password":
         credentials = orjson.dumps({"identity": SUPERUSER[0], "password": SUPERUSER[1]})
         return bench.batch(bench.scope("POST", "/api/collections/_superusers/auth-with-password", body=credentials),

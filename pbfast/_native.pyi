@@ -608,3 +608,44 @@ def restore_ltx(files: Sequence[str | PathLike[str]], output: str | PathLike[str
     oldest first) make into ``output`` (which must not exist; removed again on failure). Every file is
     checked whole, and the result against the last file's checksum; not fsynced. Returns ``(page_size,
     pages, max_txid)``. Raises :class:`LtxError`, or OSError when a file cannot be read or written."""
+
+def host_sqlite_version() -> int | None:
+    """apsw's SQLite version number once it has handed the extension its API
+    (:func:`pbfast.native_reads.attach_host_sqlite`); None before."""
+
+def query_json(pointer: int, sql: str) -> bytes:
+    """The rows of ``sql`` on the apsw connection at ``pointer`` (``Connection.sqlite3pointer()``) as a JSON
+    array of objects by column name. Raises RuntimeError when the connection is in use on another thread."""
+
+def own_connection_probe(path: str, sql: str) -> list[str]:
+    """Open ``path`` read-only through apsw's SQLite (no apsw object), run ``sql``, close: the first column of
+    each row as text (spike: apsw's locks on the file survive the close)."""
+
+@final
+class RecordPlan:
+    """How one result row is written as a record's JSON, byte for byte as Python writes it
+    (:mod:`pbfast.pocketbase.records.native_view`): ``entries`` are ``(key, kind, value)`` in the order written;
+    kind ``"const"`` writes the string ``value``; ``"text"``, ``"single"``, ``"multi"``, ``"number"``, ``"bool"``,
+    ``"date"``, ``"blank"`` or ``"email"`` the next result column (``"email"``: its two gates, emailVisibility and
+    "the requester is the record", are the last two columns). Raises ValueError for an unknown kind."""
+    def __new__(cls, entries: list[tuple[str, str, str]]) -> RecordPlan: ...
+    @property
+    def column_count(self) -> int: ...
+
+@final
+class RecordReader:
+    """The statements kept on one apsw connection (``pointer``: ``Connection.sqlite3pointer()``) and the
+    record reads run with them, with the GIL held and the connection's mutex taken with ``try``.
+    :meth:`close` before the connection closes."""
+    def __new__(cls, pointer: int) -> RecordReader: ...
+    def row_json(self, sql: str, params: Sequence[object], plan: RecordPlan) -> bytes | None:
+        """The first row as the record's JSON; ``b""`` for no row; None when not served (busy connection, open
+        transaction, SQL error, a value the plan does not write, closed): Python reads it instead."""
+    def rows_json(self, sql: str, params: Sequence[object], plan: RecordPlan) -> bytes | None:
+        """Every row as a JSON array of records; None when not served (as :meth:`row_json`, or a row the plan
+        does not write)."""
+    @property
+    def kept_statements(self) -> int: ...
+    def close(self) -> None:
+        """Finalize the kept statements; later reads serve nothing. RuntimeError when the connection is in use
+        on another thread."""

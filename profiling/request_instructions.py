@@ -7,6 +7,9 @@ requests run (the set-up is not instrumented), every thread of the process, one 
         $(python3 -c 'import sys; print(sys.executable)') profiling/request_instructions.py create 400
     grep -m1 '^totals:' /tmp/cg.out-01      # the event loop's thread: instructions of the 400 requests
 
+``create16``: creates 16 at a time (gathered on the loop, as 16 clients' requests ready together), which the node
+commits in groups (:mod:`pbfast.tenant_node.group_commit`); ``create``: one after another.
+
 ``aio-view``, ``aio-list``, ``aio-create``: the same requests the way an all-in-one (the default ``pbfast serve``)
 serves them: from a client over TCP to the native gateway, which hands them to the event loop through its
 in-process queue (:mod:`pbfast.gateway.in_process`), through the gateway's RSGI app to the node. The client is a

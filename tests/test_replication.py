@@ -76,6 +76,24 @@ def write_notes_more(gw: str, tenant: str, token: str, count: int) -> list[tuple
     return acknowledged
 
 
+def write_notes_concurrently(gw: str, tenant: str, token: str, count: int, clients: int = 8) -> list[tuple[str, float]]:
+    """``count`` creates from ``clients`` connections at once: the node commits those ready together in one
+    transaction (group commit), each answered only after it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(client_number: int) -> list[tuple[str, float]]:
+        done = []
+        with httpx.Client(headers={"Authorization": token}, timeout=30) as client:
+            for i in range(client_number, count, clients):
+                response = client.post(f"{gw}/t/{tenant}/api/collections/notes/records", json={"n": 2000 + i})
+                assert response.status_code == 200, response.text
+                done.append((response.json()["id"], time.monotonic()))
+        return done
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [written for batch in pool.map(write, range(clients)) for written in batch]
+
+
 def surviving_ids(gw: str, tenant: str, token: str) -> set[str]:
     deadline = time.monotonic() + 20  # the tenant may still be restoring
     while True:
@@ -130,6 +148,7 @@ def test_durable_mode_acknowledges_only_replicated_writes(pbfast_process: object
     token = login(gw, "strict")
     time.sleep(1.2)  # the node learns the tenant's durability with its next heartbeat
     acknowledged = write_notes(gw, "strict", token, 20)
+    acknowledged += write_notes_concurrently(gw, "strict", token, 40)
     process.stop(signal.SIGKILL)  # immediately: no time for asynchronous shipping
     shutil.rmtree(data_dir / "tenants")
     start(pbfast_process, data_dir, ports, [])

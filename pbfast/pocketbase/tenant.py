@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from pbfast import _native
 from pbfast.durable import fsync_file
 from pbfast.pocketbase import collections
 from pbfast.pocketbase.collections import Collection, CollectionMap
@@ -97,6 +98,8 @@ class Tenant:
         self.related_rows = KeptRows()  # expanded records while the data is unchanged
         self.closed = False
         self.realtime: RealtimeBus | None = None  # where its committed record changes go (realtime events)
+        # The extension's statements kept on this connection (records.native_view); closed before it.
+        self.native_reader: _native.RecordReader | None = None
         # Other connections may change the collections (a node's worker processes): checked on each request.
         self.shared_schema = False
         self.schema_version = 0
@@ -179,6 +182,8 @@ class Tenant:
             return
         self.closed = True
         try:
+            if self.native_reader is not None:
+                self.native_reader.close()  # its statements finalized: apsw cannot close the connection past them
             if checkpoint:
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:

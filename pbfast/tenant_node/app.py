@@ -47,6 +47,7 @@ from pbfast.tenant_node.shared_state import SharedState, merge_loads
 from pbfast.request_ids import WithRequestId, bind_request_id
 from pbfast.tenant_node.checkpoints import Checkpoints
 from pbfast.tenant_node.copies import LocalCopies
+from pbfast.native_reads import attach_at_start
 from pbfast.tenant_node.db_scheduler import DbScheduler
 from pbfast.tenant_node.fencing import Fencing
 from pbfast.tenant_node.handover import RELEASE_BUDGET_SECONDS, Handover
@@ -73,6 +74,7 @@ class TenantNodeApp:
     def __init__(self, node_id: str, max_tenants: int, cluster_token: str, data_dir: Path,
                  replicator: Replicator | None = None, engine: EngineSettings | None = None,
                  shared: SharedState | None = None) -> None:
+        attach_at_start()  # record views read natively on apsw's SQLite (or one log line: Python serves them)
         self.node_id = node_id
         self.replicator = replicator
         self.shared = shared  # with worker processes: what they see of this node

@@ -112,6 +112,7 @@ class _Job:
     waker: LoopWaker  # hands the result to the caller's loop
     future: asyncio.Future[Any]
     queued_at: float = field(default_factory=time.monotonic)
+    jobs: int = 1  # the requests' jobs it does, as the tenant's load counts them (a group commit's creates)
 
 
 class DbScheduler:
@@ -147,15 +148,16 @@ class DbScheduler:
 
     # ---- event loop side --------------------------------------------------------------------------------
 
-    async def run(self, tenant_id: str, work: Callable[[], T], bounded: bool = True) -> T:
+    async def run(self, tenant_id: str, work: Callable[[], T], bounded: bool = True, jobs: int = 1) -> T:
         """Run ``work()`` on a worker thread in the tenant's turn; its result or exception. Raises
         :class:`TenantBusy` when the tenant's queue is full (``bounded``: the node's own work, e.g. a close,
         is never refused). Cancelling the caller before the job starts drops the job; once started it runs to
-        its end (its time limit bounds it)."""
+        its end (its time limit bounds it). ``jobs``: how many requests' jobs ``work`` does (the tenant's load)."""
         loop = asyncio.get_running_loop()
         waker = self._waker()
         # In the caller's context, so what the job logs carries the request's id (pbfast.request_ids).
-        job = _Job(tenant_id, functools.partial(contextvars.copy_context().run, work), waker, loop.create_future())
+        job = _Job(tenant_id, functools.partial(contextvars.copy_context().run, work), waker, loop.create_future(),
+                   jobs=jobs)
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the database pool is stopped")
@@ -179,14 +181,15 @@ class DbScheduler:
             waker = self._wakers[loop] = LoopWaker(loop)
         return waker
 
-    def run_inline(self, tenant_id: str, work: Callable[[], bool]) -> bool:
+    def run_inline(self, tenant_id: str, work: Callable[[], bool], jobs: int = 1) -> bool:
         """Run ``work()`` now, on the calling thread (the event loop), in the tenant's turn, when the tenant
         has no job running or waiting; False when it has, when it is heavy while others are served too (its work
         belongs on the background threads), or when ``work()`` returned False (it gave up, see
         :meth:`pbfast.pocketbase.sqlite_guard.TimeLimit.within_budget`): then submit it with :meth:`run`.
 
         For short jobs: handing a job to a worker thread and its result back costs two thread switches,
-        more CPU than a small read itself. ``work`` must bound the time it holds the calling thread."""
+        more CPU than a small read itself. ``work`` must bound the time it holds the calling thread. ``jobs``: how
+        many requests' jobs ``work`` does (a group commit's creates), as the tenant's load counts them."""
         with self._lock:
             if self._stopping or tenant_id in self._running or self._queues.get(tenant_id):
                 return False
@@ -202,7 +205,7 @@ class DbScheduler:
             with self._lock:
                 if done:
                     load = self.load.get(tenant_id) or self._load(tenant_id)  # (_load and _used inline: every read)
-                    load.jobs += 1
+                    load.jobs += jobs
                     load.busy_seconds += finished - started
                 usage = self._usage.get(tenant_id)
                 if usage is None:
@@ -419,7 +422,7 @@ class DbScheduler:
             finished = time.monotonic()
             with self._lock:
                 load = self._load(job.tenant_id)
-                load.jobs += 1
+                load.jobs += job.jobs
                 load.wait_seconds += started - job.queued_at
                 load.busy_seconds += finished - started
                 self._used(job.tenant_id, finished, finished - started)

@@ -36,6 +36,7 @@ from functools import partial
 
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.tenant_node.db_scheduler import DbScheduler
+from pbfast.tenant_node.group_commit import GroupCommits
 
 __all__ = ["INLINE_BUDGET_SECONDS", "INLINE_PAUSE_SECONDS", "InlineTries"]
 
@@ -53,22 +54,34 @@ class InlineTries:
         self.db = db
         self._paused_until: dict[tuple[str, bool], float] = {}  # (tenant id, writes) -> monotonic time
         self._overran_at: dict[str, float] = {}  # tenant id -> when a write last held the loop past the budget
+        self._groups = GroupCommits(self._try_write, lambda tenant_id, work, jobs: db.run(tenant_id, work, jobs=jobs))
 
     def paused(self, tenant_id: str, write: bool) -> bool:
         """Whether the tenant's writes (reads) go to the threads for now (they ran over the budget lately)."""
         return self._paused_until.get((tenant_id, write), 0.0) > time.monotonic()
 
-    async def run(self, tenant: Tenant, job: Callable[[], None], inline: bool, write: bool) -> None:
+    async def run(self, tenant: Tenant, job: Callable[[], None], inline: bool, write: bool,
+                  group: bool = False) -> None:
         """``job()`` in the tenant's turn: on the loop when ``inline`` (the caller's judgement of the request:
         a read, or a ``write`` of a record) and not paused, else, or when the try gave up, on a database
-        thread. A tenant closed while the request waited for its turn (a move, an eviction) is not tried on the
-        loop: the budget cannot be set on a closed connection (an error, answered 500), while the job's own check
-        for a closed tenant, on the thread, answers the request ("moved", or retry)."""
-        if (inline and not self.paused(tenant.id, write)
+        thread. ``group``: a record create, run with the tenant's other creates ready in this loop iteration in one
+        transaction (:mod:`pbfast.tenant_node.group_commit`), on the loop or on a thread by the same rules. A
+        tenant closed while the request waited for its turn (a move, an eviction) is not tried on the loop: the
+        budget cannot be set on a closed connection (an error, answered 500), while the job's own check for a
+        closed tenant, on the thread, answers the request ("moved", or retry)."""
+        if group and write and inline:  # on the loop or on a thread, with the creates ready now
+            if await self._groups.run(tenant, job, not self.paused(tenant.id, write) and (
+                    self.db.idle(tenant.id) or await self.db.inline_turn(tenant.id))):
+                return
+        elif (inline and not self.paused(tenant.id, write)
                 and (not write or self.db.idle(tenant.id) or await self.db.inline_turn(tenant.id))
                 and self.db.run_inline(tenant.id, partial(self._within_budget, tenant, job, write))):
             return
         await self.db.run(tenant.id, job)
+
+    def _try_write(self, tenant: Tenant, work: Callable[[], None], jobs: int) -> bool:
+        """A write (or a group of ``jobs`` creates) tried on the loop now: True when it ran to its end there."""
+        return self.db.run_inline(tenant.id, partial(self._within_budget, tenant, work, True), jobs)
 
     def _within_budget(self, tenant: Tenant, job: Callable[[], None], write: bool) -> bool:
         if tenant.closed:  # read in the tenant's turn: a close (which runs in the turn too) cannot come between

@@ -19,7 +19,8 @@ from pbfast.pocketbase.apis.realtime import connect_address
 from pbfast.pocketbase.realtime.hub import SSE_HEADERS
 from pbfast.pocketbase.tenant import DATA_DB, Tenant
 from pbfast.primitives import QuotaCounters, SharedQuotas
-from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy, on_background_thread
+from pbfast.tenant_node.db_scheduler import DbScheduler, TenantBusy
+from pbfast.tenant_node.group_commit import may_answer_from_job
 from pbfast.tenant_node.inline_tries import InlineTries
 from pbfast.tenant_node.metrics import NodeMetrics
 from pbfast.tenant_node.ownership import Ownership, moved
@@ -194,6 +195,9 @@ class Serving:
                   and not tenant.closed)
 
         write = scope.method not in ("GET", "HEAD")
+        # A record create (record_write) while the tenant has other requests in flight: committed with the creates
+        # ready in the same loop iteration (group_commit); alone, it would only wait an iteration for nobody.
+        create = inline and scope.method == "POST" and self.pool.cache.pins(tenant.id) > 1
 
         def run(work: Callable[[], None]) -> Awaitable[None]:
             def job() -> None:
@@ -201,12 +205,12 @@ class Serving:
                     tenant.set_max_bytes(max_bytes)
                 work()
 
-            return self.inline.run(tenant, job, inline, write=write)
+            return self.inline.run(tenant, job, inline, write=write, group=create)
 
         # A heavy tenant's answer goes out from its background thread (nice +10): handing it to granian wakes
         # granian's thread, and the loop that every tenant shares would wait meanwhile (benchmarks/RESULTS.md).
         return self.api.handle(tenant, path, scope, proto, run=run, time_limit=time_limit,
-                               answer_from_job=on_background_thread)
+                               answer_from_job=may_answer_from_job)
 
     async def _handle_durably(self, slot: TenantSlot, tenant: Tenant, assignment: Assignment, path: str,
                               scope: Scope, proto: HTTPProtocol) -> None:

@@ -30,6 +30,7 @@ import uvloop
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server as EmbeddedServer
 
+from pbfast.native_reads import attach_at_start
 from pbfast.pocketbase import filesystem
 from pbfast.pocketbase.filesystem.cache import DEFAULT_CACHE_BYTES
 from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER
@@ -296,6 +297,7 @@ def serve_worker(settings: WorkerSettings, parent_pid: int) -> int:
     die_with_parent(parent_pid)
     name_process(f"pbfast-worker{settings.index + 1}")
     configure_logging(settings.log_level, settings.log_format)
+    attach_at_start()  # record views read natively on apsw's SQLite (or one log line: Python serves them)
     filesystem.configure_from(Path(settings.data_dir), settings.s3_bucket, settings.s3_endpoint, DEFAULT_CACHE_BYTES,
                               settings.file_retention_seconds, cache_name=f"file-cache-worker-{settings.index}")
     if settings.sqlite_memory_limit_mb:

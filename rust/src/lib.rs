@@ -10,6 +10,7 @@ pub mod create_files;
 pub mod find_bytes;
 pub mod fsync_at_once;
 pub mod gateway;
+pub mod host_sqlite;
 pub mod jwt;
 pub mod listen;
 pub mod log_text;
@@ -62,6 +63,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream_holder::StreamHolder>()?;
     m.add("LtxError", py.get_type::<ltx::LtxError>())?;
     m.add_function(wrap_pyfunction!(ltx::py_restore_ltx, m)?)?;
+    m.add_function(wrap_pyfunction!(host_sqlite::query_json::query_json, m)?)?;
+    m.add_function(wrap_pyfunction!(host_sqlite::query_json::host_sqlite_version, m)?)?;
+    m.add_class::<host_sqlite::record_plan::RecordPlan>()?;
+    m.add_class::<host_sqlite::record_reader::RecordReader>()?;
+    m.add_function(wrap_pyfunction!(host_sqlite::own_connection::own_connection_probe, m)?)?;
     // `add` keeps a module `__all__`, which the stub (`pbfast/_native.pyi`) does not declare.
     m.delattr("__all__")?;
     Ok(())

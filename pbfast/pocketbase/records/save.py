@@ -162,24 +162,21 @@ def save_record(tenant: Tenant, collection: Collection, data: dict[str, Any], ex
         uploads.store(str(values.get("id") or existing["id"]), values)  # type: ignore[index]
     table = quote(collection.name)
     try:
-        if is_new and not tenant.conn.in_transaction:
+        if is_new:
             # One statement is its own transaction (it takes the write lock as it starts, as BEGIN IMMEDIATE
             # does) and RETURNING gives the stored row: one statement instead of BEGIN, INSERT, COMMIT, SELECT.
+            # In a transaction already open (a batch, a group commit) it is atomic alone as well: a failed
+            # INSERT undoes only itself, so it needs no savepoint around it.
             return _insert_returning(tenant.conn, table, values, plan)
+        assert existing is not None
+        record_id = existing["id"]
         with write_transaction(tenant.conn):
-            if is_new:
-                tenant.conn.execute(_insert_sql(table, values), list(values.values()))
-                record_id = values["id"]
-            else:
-                assert existing is not None
-                record_id = existing["id"]
-                if values:
-                    assignments = ", ".join(f"{quote(c)} = ?" for c in values)
-                    tenant.conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",
-                                        [*values.values(), record_id])
-                if is_auth:
-                    _after_auth_update(tenant, collection, record_id, password_changed=password_changed,
-                                       token_key_changed="tokenKey" in values, verified_upgrade=verified_upgrade)
+            if values:
+                assignments = ", ".join(f"{quote(c)} = ?" for c in values)
+                tenant.conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", [*values.values(), record_id])
+            if is_auth:
+                _after_auth_update(tenant, collection, record_id, password_changed=password_changed,
+                                   token_key_changed="tokenKey" in values, verified_upgrade=verified_upgrade)
     except apsw.ConstraintError as err:
         raise RecordValidationError(_unique_violation(collection, str(err), values)) from err
     stored = load_row(tenant, collection, record_id)
@@ -251,9 +248,10 @@ _insert_statements: dict[tuple[str, ...], str] = {}
 
 
 def _insert_returning(conn: apsw.Connection, table: str, values: dict[str, Any], plan: _SavePlan) -> dict[str, Any]:
-    """INSERT the row in a transaction of its own; the row as stored (SQLite's defaults included)."""
+    """INSERT the row (in a transaction of its own unless one is open); the row as stored (SQLite's defaults
+    included)."""
     stored = conn.execute(_insert_sql(table, values) + plan.returning, list(values.values())).fetchall()
-    return dict(zip(plan.returned, stored[0]))  # stepping past the last row (fetchall) committed
+    return dict(zip(plan.returned, stored[0]))  # stepping past the last row (fetchall) ended the statement
 
 
 def _has_external_auths(tenant: Tenant, collection: Collection, existing: dict[str, Any] | None) -> bool:
