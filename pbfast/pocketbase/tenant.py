@@ -26,6 +26,8 @@ from pbfast.durable import fsync_file
 from pbfast.pocketbase import collections
 from pbfast.pocketbase.collections import Collection, CollectionMap
 from pbfast.pocketbase.collections.version import schema_version
+from pbfast.pocketbase.dbutils.kept_rows import KeptRows
+from pbfast.pocketbase.dbutils.list_totals import ListTotals
 from pbfast.pocketbase.sqlite_guard import DEFAULT_LIMITS, EngineLimits, TimeLimit, harden, set_storage_limit
 
 if TYPE_CHECKING:
@@ -93,6 +95,8 @@ class Tenant:
         self.directory = directory
         self.conn = connection
         self.time_limit = TimeLimit(connection, BUSY_TIMEOUT_MS)
+        self.list_totals = ListTotals()  # records lists' totals while the data is unchanged
+        self.related_rows = KeptRows()  # expanded records while the data is unchanged
         self.closed = False
         # Run once it is closed: what other modules hold for its connection (e.g. a mapping of its WAL index).
         self.on_close: list[Callable[[], None]] = []

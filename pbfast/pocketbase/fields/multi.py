@@ -35,6 +35,8 @@ class MultiValueField(Field):
         return unique[-1] if unique else ""
 
     def typed(self, stored: Stored) -> list[str]:
+        if type(stored) is str and "[" not in stored:  # a single value's column (what to_unique_strings gives)
+            return [stored] if stored else []
         return to_unique_strings(stored_to_string(stored))
 
     def storage(self, typed: list[str]) -> Stored:

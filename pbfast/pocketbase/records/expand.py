@@ -13,9 +13,9 @@ sharing a prefix cost one query per level in all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import apsw
 import orjson
@@ -44,13 +44,15 @@ class ExpandedRecord:
 
     ``expand`` is None until a path reached this record (then ``{}`` at least: the answer shows
     ``"expand": {}``); ``show_email``: the viewer may see the email of this auth record whatever its
-    ``emailVisibility`` (it manages the record); ``via``: ids a back-relation expand found, by segment."""
+    ``emailVisibility`` (it manages the record); ``via``: ids a back-relation expand found, by segment;
+    ``memo``: where the record's JSON may be kept for later answers (the row's, while it is unchanged)."""
 
     collection: Collection
     row: Row
     show_email: bool = False
     expand: Expansion | None = None
     via: dict[str, list[str]] | None = None
+    memo: dict[Hashable, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -159,18 +161,27 @@ def _expand(tenant: Tenant, records: list[ExpandedRecord], path: str, fetch: Rel
     if rest:
         _expand(tenant, step.related, rest, fetch, level + 1, steps)
     by_id = {rel.id: rel for rel in step.related}
+    multiple = step.relation.multiple
     for record, ids in zip(records, step.record_ids, strict=True):
-        if record.expand is None:
-            record.expand = {}
-        found = [by_id[i] for i in ids if i in by_id]
-        if not found:
-            continue
-        previous = record.expand.get(segment)
-        for old in _as_list(previous):
-            for rel in found:
-                if rel.id == old.id and rel is not old:  # the same step's records are already merged
-                    merge_expand(rel, old.expand or {})
-        record.expand[segment] = found if step.relation.multiple else found[0]
+        expand = record.expand
+        if expand is None:
+            expand = record.expand = {}
+        if len(ids) == 1:  # (a single relation's one id: no list to build)
+            one = by_id.get(ids[0])
+            if one is None:
+                continue
+            found = [one]
+        else:
+            found = [by_id[i] for i in ids if i in by_id]
+            if not found:
+                continue
+        previous = expand.get(segment)
+        if previous is not None:
+            for old in _as_list(previous):
+                for rel in found:
+                    if rel.id == old.id and rel is not old:  # the same step's records are already merged
+                        merge_expand(rel, old.expand or {})
+        expand[segment] = found if multiple else found[0]
 
 
 def _as_list(value: ExpandedRecord | list[ExpandedRecord] | None) -> list[ExpandedRecord]:

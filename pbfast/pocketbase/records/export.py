@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pbfast.pocketbase.fields import Field, GeoPointField, PasswordField
 from pbfast.pocketbase.fields.autodate import AutodateField
 from pbfast.pocketbase.fields.date import DateField
+from pbfast.pocketbase.fields.multi import MultiValueField
 from pbfast.pocketbase.fields.plain import PlainTextField
 from pbfast.pocketbase.fields.text import TextField
 from pbfast.pocketbase.gocompat.datetimes import CANONICAL_DATETIME
@@ -83,7 +84,15 @@ def _kept_str(field: Field) -> KeptStr:
         return True
     if kind.to_api in (AutodateField.to_api, DateField.to_api):
         return CANONICAL_DATETIME.fullmatch
+    if kind.to_api is MultiValueField.to_api and kind.typed is MultiValueField.typed and not field.is_multiple():
+        return _single_value  # a single relation, select or file: its one stored id, value or name
     return None
+
+
+def _single_value(stored: str) -> bool:
+    """Whether a single-value field's stored str shows as itself (``MultiValueField.to_api``: a str without
+    ``[`` is the one value, ``""`` none)."""
+    return "[" not in stored
 
 
 def _shown_fields(collection: Collection, superuser: bool) -> list[ShownField]:

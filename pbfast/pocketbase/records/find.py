@@ -8,14 +8,15 @@ from typing import Any
 import apsw
 
 from pbfast.logs import component_logger
-from pbfast.pocketbase.collections import Collection
+from pbfast.pocketbase.collections import Collection, CollectionMap
 from pbfast.pocketbase.dbutils.identifiers import quote
 from pbfast.pocketbase.dbutils.index import single_column_unique_index
 from pbfast.pocketbase.records.rules import Condition
 from pbfast.pocketbase.search import ListQuery, Page, fetch_page
 from pbfast.pocketbase.tenant import Tenant
 
-__all__ = ["Row", "find_auth_record_by_email", "find_by_identity", "find_visible", "list_records", "load_row"]
+__all__ = ["Row", "depends_on_data_only", "find_auth_record_by_email", "find_by_identity", "find_visible", "list_records",
+           "load_row"]
 
 log = component_logger("TenantNode")
 
@@ -79,4 +80,32 @@ def list_records(tenant: Tenant, collection: Collection, query: ListQuery, page:
     provider). Raises ``apsw.SQLError`` when SQLite refuses the query the filter, sort or rules made."""
     table = quote(collection.name)
     return fetch_page(tenant.conn, table, f"{table}.*", query.where, query.params, query.order_by, page, per_page,
-                      skip_total)
+                      skip_total, tenant.list_totals if depends_on_data_only(tenant, collection, query.where) else None)
+
+
+def depends_on_data_only(tenant: Tenant, collection: Collection, where: str) -> bool:
+    """Whether what a query of ``collection`` with the condition ``where`` (SQL) finds depends on the data alone, so
+    that it may be kept while the data is unchanged: not for a view, nor a condition that joins one
+    (``@collection.<view>``: its query may read the clock or call anything), nor one with ``strftime`` (its time
+    value may be SQLite's ``'now'``; the filter language has no other clock, its date macros are bound values)."""
+    if collection.type == "view" or "strftime(" in where:
+        return False
+    views = _view_tables(tenant.collections)
+    return not views or not any(view in where.lower() for view in views)
+
+
+def _view_tables(collections: CollectionMap) -> tuple[str, ...]:
+    """The tenant's view collections as a query names them (quoted, lower case), worked out once per loaded
+    map (a schema change loads a new one)."""
+    known = _views.get(id(collections))
+    if known is not None and known[0] is collections:
+        return known[1]
+    views = tuple(quote(c.name).lower() for c in collections.values() if c.type == "view")
+    if len(_views) >= _VIEWS_KEPT:
+        _views.clear()
+    _views[id(collections)] = (collections, views)  # the map held: its id is not reused meanwhile
+    return views
+
+
+_VIEWS_KEPT = 1024
+_views: dict[int, tuple[CollectionMap, tuple[str, ...]]] = {}

@@ -38,6 +38,7 @@ from pbfast.pocketbase.fields import (
     UrlField,
 )
 from pbfast.pocketbase.records.export import Viewer
+from pbfast.pocketbase.records.find import depends_on_data_only
 from pbfast.pocketbase.records.rules import Condition
 from pbfast.pocketbase.search import ListQuery
 from pbfast.pocketbase.tenant import Tenant
@@ -180,14 +181,20 @@ def page_json(tenant: Tenant, collection: Collection, query: ListQuery, page: in
     table = quote(collection.name)
     where = f" WHERE {query.where}" if query.where and query.where != "1=1" else ""  # as search.fetch_page
     order = f" ORDER BY {query.order_by}" if query.order_by else ""
-    params: list[object] = [*query.params, per_page, (page - 1) * per_page]
+    params: list[object] = [*query.params, (page - 1) * per_page]
     if plan.gated:
         params.insert(0, viewer.auth_record_id or None)
-    items = reader.rows_json(f"SELECT {plan.columns} FROM {table}{where}{order} LIMIT ? OFFSET ?", params,
+    # the limit written into the SQL, as search.fetch_page: a bound LIMIT makes SQLite compile the statement again
+    # on every run (its planner reads the value)
+    items = reader.rows_json(f"SELECT {plan.columns} FROM {table}{where}{order} LIMIT {int(per_page)} OFFSET ?", params,
                              plan.native)
     if items is None:
         return None
     if skip_total:
         return items, -1, -1
-    (total,) = tenant.conn.execute(f"SELECT COUNT(*) FROM {table}{where}", list(query.params)).fetchone() or (0,)
+    count = f"SELECT COUNT(*) FROM {table}{where}"
+    if depends_on_data_only(tenant, collection, query.where):  # kept while the data is unchanged, as find.list_records
+        total = tenant.list_totals.count(tenant.conn, count, query.params)
+    else:
+        (total,) = tenant.conn.execute(count, list(query.params)).fetchone() or (0,)
     return items, total, (total + per_page - 1) // per_page

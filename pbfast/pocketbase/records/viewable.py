@@ -15,9 +15,10 @@ import apsw
 
 from pbfast.logs import component_logger
 from pbfast.pocketbase.collections import Collection
-from pbfast.pocketbase.records.expand import ExpandedRecord, ExpandFailed, count_expanded, expand_records, find_by_ids
-from pbfast.pocketbase.records.export import Viewer, expansion_json
-from pbfast.pocketbase.records.find import Row
+from pbfast.pocketbase.records.expand import ExpandedRecord, ExpandFailed, Expansion, expand_records, find_by_ids
+from pbfast.pocketbase.records.export import Viewer, record_json
+from pbfast.pocketbase.dbutils.kept_rows import KeptRow
+from pbfast.pocketbase.records.find import Row, depends_on_data_only
 from pbfast.pocketbase.records.rules import Condition, RuleError, compile_rule, managed_ids
 from pbfast.pocketbase.search import RequestInfo, TableResolver
 from pbfast.pocketbase.search.expand import normalize_expands
@@ -49,20 +50,29 @@ class ViewableRecords:
         self._superuser = superuser
         self._info: RequestInfo | None = None
         self._conditions: dict[str, Condition | None] = {}
-        self._rows: dict[tuple[str, frozenset[str]], tuple[list[Row], set[str]]] = {}
+        self._rows: dict[tuple[str, frozenset[str]], tuple[list[KeptRow], set[str]]] = {}
 
     def __call__(self, collection: Collection, ids: list[str]) -> list[ExpandedRecord]:
         condition = self._view_condition(collection)
         key = (collection.id, frozenset(ids))
         found = self._rows.get(key)
         if found is None:
+            tenant = self._tenant
             try:
-                rows = find_by_ids(self._tenant, collection, ids, condition)
+                if depends_on_data_only(tenant, collection, condition[0] if condition is not None else ""):
+                    scope = (collection.id,) if condition is None else (collection.id, condition[0], *condition[1])
+                    kept = tenant.related_rows.find(tenant.conn, scope, ids,
+                                                    lambda wanted: find_by_ids(tenant, collection, wanted, condition))
+                else:
+                    kept = [KeptRow(row) for row in find_by_ids(tenant, collection, ids, condition)]
             except apsw.SQLError as err:
                 raise ExpandFailed(f"viewRule of {collection.name}: {err}") from err
-            found = self._rows[key] = (rows, self._managed(collection, rows))
-        rows, managed = found
-        return [ExpandedRecord(collection, row, show_email=str(row.get("id")) in managed) for row in rows]
+            found = self._rows[key] = (kept, self._managed(collection, [k.row for k in kept]))
+        kept, managed = found
+        if not managed:
+            return [ExpandedRecord(collection, k.row, memo=k.memo) for k in kept]
+        return [ExpandedRecord(collection, k.row, show_email=str(k.row.get("id")) in managed, memo=k.memo)
+                for k in kept]
 
     def _resolver(self, collection: Collection) -> TableResolver:
         if self._info is None:
@@ -112,6 +122,59 @@ def expand_for_viewer(tenant: Tenant, collection: Collection, rows: list[Row], e
     failures = expand_records(tenant, expanded, paths, fetch)
     if failures:
         log.debug("tenant %s: expand of %s skipped: %s", tenant.id, collection.name, failures)
-    if count_expanded(expanded) > MAX_EXPANDED_RECORDS:
+    answers, shown = _expansion_json([e.expand for e in expanded], viewer)
+    if shown > MAX_EXPANDED_RECORDS:
         raise ExpandTooMany(MAX_EXPANDED_RECORDS)
-    return expansion_json([e.expand for e in expanded], viewer)
+    return answers
+
+
+def _expansion_json(expands: list[Expansion | None], viewer: Viewer) -> tuple[list[dict[str, Any] | None], int]:
+    """Records' ``expand`` as the answer shows it (:func:`~pbfast.pocketbase.records.export.expansion_json`),
+    and how many expanded records it shows (:func:`~pbfast.pocketbase.records.expand.count_expanded`), in one
+    walk. Each distinct record's JSON is built once, however many parents show it, so building before the
+    check costs no more than the records fetched (bounded by the expand's own limits)."""
+    built: dict[int, tuple[dict[str, Any], int]] = {}
+    superuser = viewer.superuser  # what a base or view record's JSON depends on (its hidden fields)
+
+    def export(value: Expansion) -> tuple[dict[str, Any], int]:
+        out: dict[str, Any] = {}
+        total = 0
+        for key, related in value.items():
+            if isinstance(related, list):
+                items = []
+                for node in related:
+                    data, size = built.get(id(node)) or one(node)
+                    items.append(data)
+                    total += size
+                out[key] = items
+            else:
+                out[key], size = built.get(id(related)) or one(related)
+                total += size
+        return out, total
+
+    def one(node: ExpandedRecord) -> tuple[dict[str, Any], int]:
+        memo, collection = node.memo, node.collection
+        if memo is not None and collection.type != "auth":  # (an auth record's JSON depends on who views it)
+            shown = memo.get(superuser)
+            if shown is None or shown[0] is not collection:
+                shown = memo[superuser] = (collection, record_json(collection, node.row, viewer))
+            data = dict(shown[1])  # this answer's own (its "expand" is added)
+        else:
+            data = record_json(collection, node.row, viewer, show_email=node.show_email)
+        size = 1
+        if node.expand is not None:
+            data["expand"], inner = export(node.expand)
+            size += inner
+        known = built[id(node)] = (data, size)
+        return known
+
+    answers: list[dict[str, Any] | None] = []
+    shown = 0
+    for expand in expands:
+        if expand is None:
+            answers.append(None)
+        else:
+            data, size = export(expand)
+            answers.append(data)
+            shown += size
+    return answers, shown
