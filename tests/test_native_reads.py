@@ -107,6 +107,7 @@ _TRY_WRITE = ("import apsw, sys\nc = apsw.Connection(sys.argv[1]); c.setbusytime
 def test_an_own_connection_closed_keeps_apsw_s_locks(tmp_path: Path) -> None:
     """A second SQLite copy's close() drops apsw's POSIX locks on the file (another process could then write
     beside apsw's open transaction); a connection opened through apsw's own SQLite leaves them."""
+    assert attach_host_sqlite() is not None  # (not left to an earlier test: each may run alone)
     path = str(tmp_path / "data.db")
     writer = apsw.Connection(path)
     writer.execute("PRAGMA journal_mode = DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (1)").fetchall()
