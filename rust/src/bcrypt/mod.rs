@@ -155,6 +155,11 @@ pub fn hash_raw(password: &[u8], cost: u32, salt: &[u8; 16]) -> [u8; 23] {
             (pair[0], pair[1]) = state.encrypt(pair[0], pair[1]);
         }
     }
+    raw_bytes(&text)
+}
+
+/// The encrypted magic text's first 23 bytes, big-endian: bcrypt's raw output (the 24th byte is dropped).
+pub(crate) fn raw_bytes(text: &[u32; 6]) -> [u8; 23] {
     let mut out = [0u8; 24];
     for (bytes, word) in out.chunks_exact_mut(4).zip(text) {
         bytes.copy_from_slice(&word.to_be_bytes());

@@ -13,7 +13,7 @@
 use pyo3::prelude::*;
 use subtle::ConstantTimeEq;
 
-use super::{check, encode, key_words, standard_form, stream_words, Blowfish, MAGIC};
+use super::{check, encode, key_words, raw_bytes, standard_form, stream_words, Blowfish, MAGIC};
 
 #[inline(always)]
 fn f(s: &[[u32; 256]; 4], x: u32) -> u32 {
@@ -83,16 +83,6 @@ fn hash_raw_pair(passwords: [&[u8]; 2], cost: u32, salts: [&[u8; 16]; 2]) -> [[u
         }
     }
     [raw_bytes(&text_a), raw_bytes(&text_b)]
-}
-
-fn raw_bytes(text: &[u32; 6]) -> [u8; 23] {
-    let mut out = [0u8; 24];
-    for (bytes, word) in out.chunks_exact_mut(4).zip(text) {
-        bytes.copy_from_slice(&word.to_be_bytes());
-    }
-    let mut hash = [0u8; 23];
-    hash.copy_from_slice(&out[..23]);
-    hash
 }
 
 /// [`check`] of two passwords against two hashes: made together when both are in the standard form at the same
