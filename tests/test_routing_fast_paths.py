@@ -77,3 +77,16 @@ def test_a_request_without_a_body_by_its_headers_does_not_wait_for_one() -> None
         request = Request(scope, _UnreadProtocol(), "/x", {})  # type: ignore[arg-type]
         with pytest.raises(AssertionError, match="the body was read"):
             asyncio.run(request.body())
+
+
+def test_a_control_character_anywhere_in_a_path_or_tenant_id_names_no_route() -> None:
+    """The check for control characters (str methods for ASCII, the regex otherwise) refuses exactly
+    ``\\x00``-``\\x1f`` and ``\\x7f``, in an ASCII path and in one with other characters too."""
+    for code in range(0x80):
+        refused = code < 0x20 or code == 0x7F
+        for path in (f"/api/a{chr(code)}b", f"/api/é{chr(code)}b"):
+            if chr(code) in "/.":
+                continue  # a separator or a dot: not what this is about
+            assert (path_segments(path) is None) == refused, (code, path)
+        assert (forwarded_target(f"/t/a{chr(code)}b/api") is None) == refused, code
+        assert (forwarded_target(f"/t/é{chr(code)}/api") is None) == refused, code
