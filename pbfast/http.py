@@ -285,6 +285,8 @@ class Request:
 Handler = Callable[[Request], Awaitable[None]]
 H = TypeVar("H", bound=Callable[..., Any])  # a router's handlers (the tenant API's are synchronous)
 
+# For an ASCII string, ``not text.isprintable()`` says the same as this regex's search, without the regex
+# machinery (every request's path is checked).
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -316,7 +318,7 @@ def path_segments(path: str) -> tuple[str, ...] | None:
     """
     if path == "/":
         return ()
-    if not path.startswith("/") or _CONTROL_CHARACTER.search(path):
+    if not path.startswith("/") or (not path.isprintable() if path.isascii() else _CONTROL_CHARACTER.search(path)):
         return None
     segments = tuple(path[1:].split("/"))
     if "" in segments or "." in segments or ".." in segments:
@@ -366,7 +368,8 @@ def forwarded_target(path: str) -> tuple[str, str] | None:
         return None
     parts = path.split("/", 3)  # "", "t", id, rest
     tenant_id = parts[2]
-    if tenant_id in ("", ".", "..") or _CONTROL_CHARACTER.search(tenant_id):
+    if tenant_id in ("", ".", "..") or (not tenant_id.isprintable() if tenant_id.isascii()
+                                             else _CONTROL_CHARACTER.search(tenant_id)):
         return None
     return tenant_id, "/" + parts[3] if len(parts) > 3 else "/"
 

@@ -28,6 +28,7 @@ __all__ = ["MAX_REQUEST_ID_LENGTH", "REQUEST_ID_HEADER", "WithRequestId", "bind_
 
 REQUEST_ID_HEADER = wire.REQUEST_ID_HEADER
 MAX_REQUEST_ID_LENGTH = 128
+_REQUEST_ID_HEADER_LENGTH = len(REQUEST_ID_HEADER)
 _VALID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
 
@@ -68,8 +69,8 @@ class WithRequestId:
         self.header = (REQUEST_ID_HEADER, request_id)
 
     def _with_id(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        for name, _ in headers:
-            if name.lower() == REQUEST_ID_HEADER:
+        for name, _ in headers:  # lower() only for a name as long as the header's (a call less for the others)
+            if len(name) == _REQUEST_ID_HEADER_LENGTH and name.lower() == REQUEST_ID_HEADER:
                 return headers
         return [*headers, self.header]
 

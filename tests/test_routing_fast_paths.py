@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from pbfast.http import Request, Router, _bind, forwarded_target, path_segments
+from pbfast.request_ids import WithRequestId
 
 TRICKY_PATHS = ["/t/a", "/t/a/", "/t/a/api/health", "/t/a//api", "/t//api", "/t/", "/t", "/t/./x", "/t/../x",
                 "/t/a\x01b/x", "/t/a/b/../c", "/tt/a/x", "/t/%2e/x", "/t/a/api/collections/x/records/1",
@@ -77,3 +78,27 @@ def test_a_request_without_a_body_by_its_headers_does_not_wait_for_one() -> None
         request = Request(scope, _UnreadProtocol(), "/x", {})  # type: ignore[arg-type]
         with pytest.raises(AssertionError, match="the body was read"):
             asyncio.run(request.body())
+
+
+def test_a_control_character_anywhere_in_a_path_or_tenant_id_names_no_route() -> None:
+    """The check for control characters (str methods for ASCII, the regex otherwise) refuses exactly
+    ``\\x00``-``\\x1f`` and ``\\x7f``, in an ASCII path and in one with other characters too."""
+    for code in range(0x80):
+        refused = code < 0x20 or code == 0x7F
+        for path in (f"/api/a{chr(code)}b", f"/api/é{chr(code)}b"):
+            if chr(code) in "/.":
+                continue  # a separator or a dot: not what this is about
+            assert (path_segments(path) is None) == refused, (code, path)
+        assert (forwarded_target(f"/t/a{chr(code)}b/api") is None) == refused, code
+        assert (forwarded_target(f"/t/é{chr(code)}/api") is None) == refused, code
+
+
+def test_an_answer_keeps_its_own_request_id_in_any_spelling_and_gets_one_otherwise() -> None:
+    sent: list[list[tuple[str, str]]] = []
+    inner = SimpleNamespace(response_bytes=lambda status, headers, body: sent.append(headers))
+    wrapped = WithRequestId(inner, "id-1")  # type: ignore[arg-type]
+    for own in ("x-request-id", "X-Request-ID", "X-REQUEST-ID"):
+        wrapped.response_bytes(200, [("content-type", "application/json"), (own, "theirs")], b"{}")
+        assert sent.pop() == [("content-type", "application/json"), (own, "theirs")]
+    wrapped.response_bytes(200, [("content-type", "application/json"), ("x-request-idx", "a")], b"{}")
+    assert sent.pop()[-1] == ("x-request-id", "id-1")

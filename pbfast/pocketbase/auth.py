@@ -174,12 +174,18 @@ class BcryptRuns:
         return values[drawn]
 
 
-_context = threading.local()  # .current: the BcryptRuns of the turn running on this thread, None: bcrypt in it
+class _TurnContext(threading.local):
+    """Per thread: the BcryptRuns of the turn running on it, None: bcrypt in it (a class default: read on every
+    request's turn, found without an AttributeError raised and caught)."""
+
+    current: BcryptRuns | None = None
+
+
+_context = _TurnContext()
 
 
 def _deferring() -> BcryptRuns | None:
-    current: BcryptRuns | None = getattr(_context, "current", None)
-    return current
+    return _context.current
 
 
 class bcrypt_off_turn:  # noqa: N801 - used as the function it was: ``with bcrypt_off_turn(runs):``
@@ -196,7 +202,7 @@ class bcrypt_off_turn:  # noqa: N801 - used as the function it was: ``with bcryp
 
     def __enter__(self) -> None:
         runs = self._runs
-        self._outer = getattr(_context, "current", None)
+        self._outer = _context.current
         if runs is not None:
             runs._drawn.clear()
             for job in runs.jobs:  # each run uses the hashes made so far afresh (a run that used one did not commit)

@@ -65,13 +65,20 @@ HEAVY_SHARE = 0.5  # of one thread's time: above, a tenant's jobs go to the back
 BACKGROUND_NICE = 10
 
 
-_this_thread = threading.local()
+class _ThreadRole(threading.local):
+    """Per thread: whether it is a background database thread. A class default, so that the event loop's check on
+    every request finds it without an AttributeError raised and caught (``getattr``'s default)."""
+
+    background = False
+
+
+_this_thread = _ThreadRole()
 
 
 def on_background_thread() -> bool:
     """Whether the calling thread is a background database thread (a heavy tenant's, at nice +BACKGROUND_NICE):
     work done there gives way to other tenants' work, so a heavy tenant's answer is best sent from there too."""
-    return getattr(_this_thread, "background", False)
+    return _this_thread.background
 
 
 class TenantBusy(Exception):

@@ -59,14 +59,21 @@ log = component_logger("TenantNode")
 GROUP_LIMIT = 16
 
 # a create waiting for its group: its request's context, its job, its outcome, whether it may be tried on the loop
-_running = threading.local()  # .group: the calling thread runs a group's members now
+class _GroupRunning(threading.local):
+    """Per thread: whether it runs a group's members now (a class default: read on every request, found without
+    an AttributeError raised and caught)."""
+
+    group = False
+
+
+_running = _GroupRunning()
 
 
 def may_answer_from_job() -> bool:
     """Whether a job may send its answer itself from the thread it runs on (a heavy tenant's background thread:
     :func:`~pbfast.tenant_node.db_scheduler.on_background_thread`), not when it is a group's member: its answer
     waits for the group's commit."""
-    return on_background_thread() and not getattr(_running, "group", False)
+    return on_background_thread() and not _running.group
 
 
 _Member = tuple[contextvars.Context, Callable[[], None], "asyncio.Future[bool]", bool]
