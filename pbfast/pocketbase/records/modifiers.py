@@ -33,10 +33,11 @@ _BY_NAME_KEPT = 1024
 _by_name: dict[int, tuple[Collection, dict[str, Field]]] = {}
 
 
-def _modifier_target(collection: Collection, key: str) -> tuple[Field, Setter | None] | None:
-    """The field a body key sets, and the modifier it applies (None: a plain set); None for keys that are
-    not fields. Each field type knows its own modifier keys (:meth:`Field.find_setter`)."""
-    field = _fields_by_name(collection).get(key)
+def _modifier_target(by_name: dict[str, Field], key: str) -> tuple[Field, Setter | None] | None:
+    """The field a body key sets (``by_name``: the collection's fields by name), and the modifier it applies
+    (None: a plain set); None for keys that are not fields. Each field type knows its own modifier keys
+    (:meth:`Field.find_setter`)."""
+    field = by_name.get(key)
     if field is not None:
         return field, None
     if key.startswith("+"):
@@ -47,7 +48,7 @@ def _modifier_target(collection: Collection, key: str) -> tuple[Field, Setter | 
         name = key[:-1]
     else:
         return None
-    field = _fields_by_name(collection).get(name)
+    field = by_name.get(name)
     setter = field.find_setter(key) if field is not None else None
     return None if field is None or setter is None else (field, setter)
 
@@ -61,8 +62,9 @@ def resolve_modifiers(collection: Collection, body: dict[str, Any], current: Row
     out = dict(body)
     working: dict[str, Any] = dict(current or {})
     is_new = current is None
+    by_name = _fields_by_name(collection)  # once per body, not per key
     for key in sorted(body, key=len):
-        target = _modifier_target(collection, key)
+        target = _modifier_target(by_name, key)
         if target is None:
             continue
         field, setter = target
