@@ -647,9 +647,9 @@ class RecordReader:
     def row_json(self, sql: str, params: Sequence[object], plan: RecordPlan) -> bytes | None:
         """The first row as the record's JSON; ``b""`` for no row; None when not served (busy connection, open
         transaction, SQL error, a value the plan does not write, closed): Python reads it instead."""
-    def rows_json(self, sql: str, params: Sequence[object], plan: RecordPlan) -> bytes | None:
+    def rows_json(self, sql: str, params: Sequence[object], plan: RecordPlan, release_gil: bool = False) -> bytes | None:
         """Every row as a JSON array of records; None when not served (as :meth:`row_json`, or a row the plan
-        does not write)."""
+        does not write). ``release_gil``: stepped and written with the GIL let go, the connection's mutex held."""
     @property
     def kept_statements(self) -> int: ...
     def close(self) -> None:

@@ -15,6 +15,7 @@ import itertools
 import random
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import pytest
 
 from helpers import FakeHeaders
 
+from pbfast import _native
+from pbfast.native_reads import attach_host_sqlite, host_sqlite_ready
 from pbfast.pocketbase import auth
 from pbfast.pocketbase.api import TenantApi
 from pbfast.pocketbase.collections import create_collection
@@ -384,3 +387,51 @@ def test_a_tenant_dropped_without_close_leaves_no_statement_behind(tmp_path: Pat
     del tenant
     gc.collect()
     assert unraisable == []
+
+
+def _slow_page_sql(plan_columns: str) -> str:
+    """A page of ``kinds`` whose WHERE first counts to ``?`` (SQLite work of a chosen length, no Python's)."""
+    return (f'SELECT {plan_columns} FROM "kinds" WHERE (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 '
+            f'FROM c WHERE i < ?) SELECT max(i) FROM c) > 0 ORDER BY "kinds"."id" LIMIT ? OFFSET ?')
+
+
+def test_a_page_read_on_a_database_thread_lets_the_gil_go(served: Served) -> None:
+    """Off the event loop a page is stepped and written with the GIL let go (as apsw steps), so the loop runs
+    meanwhile; the same bytes as with the GIL held; the connection's mutex held throughout (another use of the
+    connection meanwhile refused, not interleaved); the time limit still cuts it."""
+    tenant = served.tenant
+    _insert(tenant, "kinds", _kinds_row(title="gil"))
+    collection = tenant.collection("kinds")
+    plan = native_view.record_plan(collection, True) if collection is not None else None
+    assert plan is not None and (host_sqlite_ready() or attach_host_sqlite() is not None)
+    reader = _native.RecordReader(tenant.conn.sqlite3pointer())
+    sql = _slow_page_sql(plan.columns)
+    try:
+        held = reader.rows_json(sql, [1, 5, 0], plan.native)
+        assert held and held == reader.rows_json(sql, [1, 5, 0], plan.native, True)
+        # The switch interval so long that only a thread letting the GIL go lets this one run before it is done.
+        switch_interval, entered = sys.getswitchinterval(), threading.Event()
+        stamps: dict[str, Any] = {}
+
+        def read() -> None:
+            entered.set()
+            stamps["body"] = reader.rows_json(sql, [3_000_000, 5, 0], plan.native, True)
+            stamps["read"] = time.monotonic()
+
+        thread = threading.Thread(target=read)
+        sys.setswitchinterval(100)
+        try:
+            thread.start()
+            entered.wait(10)
+            stamps["loop"] = time.monotonic()
+        finally:
+            sys.setswitchinterval(switch_interval)
+            thread.join(60)
+        assert stamps["body"] == held and stamps["loop"] < stamps["read"]
+        tenant.time_limit.within_budget(5, lambda: None)  # its progress handler back (another test cleared it)
+        started = time.monotonic()
+        with tenant.time_limit.running(0.05):
+            assert reader.rows_json(sql, [10**10, 5, 0], plan.native, True) is None  # interrupted: not served
+        assert time.monotonic() - started < 5  # the count would take minutes
+    finally:
+        reader.close()

@@ -11,11 +11,15 @@ a ``manageRule`` (for non-superusers), the connection busy on another thread or 
 error. Then :func:`record_json_bytes` answers None and the caller reads the row in Python as before.
 
 Thread-safety: called in the tenant's turn, with the GIL (the reader takes the connection's mutex with ``try``).
+On a database thread a page is read with the GIL let go and the connection's mutex held, as apsw's own steps
+are: nothing else uses a tenant's connection outside its turn (another use meanwhile waits for the mutex or is
+refused by apsw, never interleaved; see ``docs/native-reads.md``).
 The plan and SQL caches are dicts changed by single operations (any thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 
 from pbfast import _native
@@ -184,10 +188,13 @@ def page_json(tenant: Tenant, collection: Collection, query: ListQuery, page: in
     params: list[object] = [*query.params, (page - 1) * per_page]
     if plan.gated:
         params.insert(0, viewer.auth_record_id or None)
-    # the limit written into the SQL, as search.fetch_page: a bound LIMIT makes SQLite compile the statement again
-    # on every run (its planner reads the value)
-    items = reader.rows_json(f"SELECT {plan.columns} FROM {table}{where}{order} LIMIT {int(per_page)} OFFSET ?", params,
-                             plan.native)
+    # The limit written into the SQL, as search.fetch_page: a bound LIMIT makes SQLite compile the statement again
+    # on every run (its planner reads the value). Off the event loop (a database thread's turn) the page is stepped
+    # and written with the GIL let go, as apsw steps: the loop serves other tenants meanwhile instead of waiting
+    # behind this thread (which may be a heavy tenant's, at a lower priority, kept off a core while it holds the
+    # GIL). On the loop, letting go gains nothing.
+    items = reader.rows_json(f"SELECT {plan.columns} FROM {table}{where}{order} LIMIT {int(per_page)} OFFSET ?",
+                             params, plan.native, asyncio._get_running_loop() is None)
     if items is None:
         return None
     if skip_total:

@@ -28,6 +28,11 @@ impl DbLock {
         // SAFETY: `mutex` is the connection's, alive while it is open.
         (unsafe { ffi::sqlite3_mutex_try(mutex) } == ffi::SQLITE_OK).then_some(DbLock { mutex })
     }
+
+    /// Whether a mutex is held (false: a connection without one, which only the GIL guards).
+    pub fn is_mutex(&self) -> bool {
+        !self.mutex.is_null()
+    }
 }
 
 impl Drop for DbLock {

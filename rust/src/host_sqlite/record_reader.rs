@@ -1,7 +1,8 @@
 //! Reading one record on a tenant's own apsw connection: the SQL and parameters Python compiled (the view's
 //! rule included), a statement prepared once per SQL text and kept, the row written by a [`RecordPlan`].
 //!
-//! Thread-safety: every call holds the GIL throughout and takes the connection's mutex with `try`
+//! Thread-safety: every call holds the GIL (but [`RecordReader::rows_json`] asked to let it go while it steps
+//! and writes, as apsw does while it steps) and takes the connection's mutex with `try`
 //! ([`super::db_lock`]): while another thread is inside an apsw call on the connection, the answer is "not
 //! served" and Python serves (it never waits). Nor does it read inside a transaction Python left open. The
 //! kept statements belong to the connection: [`RecordReader::close`] finalizes them and must run before the
@@ -138,25 +139,40 @@ impl RecordReader {
 
     /// Every row of ``sql`` run with ``params`` as a JSON array of records by ``plan`` (a list page's items);
     /// None when not served here (as :meth:`row_json`, or any row the plan does not write).
+    ///
+    /// ``release_gil``: step and write with the GIL let go (a database thread's read, so the event loop runs
+    /// meanwhile), as apsw steps its own statements: the connection's mutex stays held throughout, so any
+    /// other use of the connection meanwhile waits or is refused by apsw, never interleaved, and
+    /// apsw's callbacks (the time limit's progress handler, the authorizer) take the GIL themselves. Ignored on
+    /// a connection without a mutex, which only the GIL guards.
+    #[pyo3(signature = (sql, params, plan, release_gil = false))]
     fn rows_json<'py>(
         &self,
         py: Python<'py>,
         sql: &str,
         params: Vec<Bound<'py, PyAny>>,
         plan: &RecordPlan,
+        release_gil: bool,
     ) -> Option<Bound<'py, PyBytes>> {
         let params = params.iter().map(param).collect::<Option<Vec<_>>>()?;
         let mut guard = self.statements.try_lock()?;
         let statements = guard.as_mut()?;
         // SAFETY: as in `row_json`.
-        let _lock = unsafe { DbLock::try_lock(statements.db) }?;
+        let lock = unsafe { DbLock::try_lock(statements.db) }?;
         // SAFETY: open, mutex held.
         if unsafe { ffi::sqlite3_get_autocommit(statements.db) } == 0 {
             return None;
         }
         let mut out = Vec::with_capacity(8192);
-        // SAFETY: open, mutex held.
-        let served = unsafe { read_rows(statements, sql, &params, plan, &mut out) };
+        // SAFETY: open, mutex held (also while the GIL is let go: `lock` lives past the call, and the reader's
+        // own mutex, held by `guard`, keeps `close` from finalizing the statements meanwhile).
+        let served = if release_gil && lock.is_mutex() {
+            // SAFETY: as above; `read_rows` touches no Python object.
+            py.detach(|| unsafe { read_rows(statements, sql, &params, plan, &mut out) })
+        } else {
+            // SAFETY: open, mutex held.
+            unsafe { read_rows(statements, sql, &params, plan, &mut out) }
+        };
         if PyErr::take(py).is_some() {
             return None;
         }
@@ -172,7 +188,10 @@ impl RecordReader {
     /// Finalize the kept statements (before the connection closes); later reads serve nothing. Raises when
     /// the connection is in use on another thread (its owner closes it in its turn).
     fn close(&self) -> PyResult<()> {
-        let mut guard = self.statements.lock();
+        // Never waits: a read on another thread holds this while it lets the GIL go, and needs the GIL back.
+        let Some(mut guard) = self.statements.try_lock() else {
+            return Err(PyRuntimeError::new_err("the reader is in use on another thread"));
+        };
         if let Some(statements) = guard.as_mut().filter(|statements| !statements.by_sql.is_empty()) {
             // SAFETY: still open: apsw cannot close a connection while statements of ours are on it.
             let Some(_lock) = (unsafe { DbLock::try_lock(statements.db) }) else {
