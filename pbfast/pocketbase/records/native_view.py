@@ -145,18 +145,27 @@ def _reader(tenant: Tenant) -> _native.RecordReader | None:
     return reader
 
 
-def record_json_bytes(tenant: Tenant, collection: Collection, record_id: str, condition: Condition | None,
-                      viewer: Viewer) -> bytes | None:
-    """The record's JSON as ``viewer`` sees it when it satisfies ``condition`` (the compiled view rule; None:
-    none), ``b""`` when no such record does; None when Python must answer (see the module)."""
+def _plan_and_reader(tenant: Tenant, collection: Collection,
+                     viewer: Viewer) -> tuple[_Plan, _native.RecordReader] | None:
+    """The collection's plan for ``viewer`` and the tenant's reader; None when Python must answer (the tenant
+    closed, no native reads in this process, a collection the extension does not write)."""
     if tenant.closed or not (host_sqlite_ready() or _attach_once()):
         return None
     plan = record_plan(collection, viewer.superuser)
     if plan is None:
         return None
     reader = _reader(tenant)
-    if reader is None:
+    return None if reader is None else (plan, reader)
+
+
+def record_json_bytes(tenant: Tenant, collection: Collection, record_id: str, condition: Condition | None,
+                      viewer: Viewer) -> bytes | None:
+    """The record's JSON as ``viewer`` sees it when it satisfies ``condition`` (the compiled view rule; None:
+    none), ``b""`` when no such record does; None when Python must answer (see the module)."""
+    ready = _plan_and_reader(tenant, collection, viewer)
+    if ready is None:
         return None
+    plan, reader = ready
     params: list[object]
     if condition is None:
         sql, params = plan.select, [record_id]
@@ -174,14 +183,10 @@ def page_json(tenant: Tenant, collection: Collection, query: ListQuery, page: in
     ``skip_total``); None when Python must answer (as :func:`record_json_bytes`, or any row the extension does
     not write). Raises ``apsw.SQLError`` when SQLite refuses the count (the page's SQL, refused, answers None:
     Python's rerun meets the error)."""
-    if tenant.closed or not (host_sqlite_ready() or _attach_once()):
+    ready = _plan_and_reader(tenant, collection, viewer)
+    if ready is None:
         return None
-    plan = record_plan(collection, viewer.superuser)
-    if plan is None:
-        return None
-    reader = _reader(tenant)
-    if reader is None:
-        return None
+    plan, reader = ready
     table = quote(collection.name)
     where = f" WHERE {query.where}" if query.where and query.where != "1=1" else ""  # as search.fetch_page
     order = f" ORDER BY {query.order_by}" if query.order_by else ""
