@@ -14,34 +14,15 @@ import apsw
 import orjson
 import pytest
 
-from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER
 from pbfast.pocketbase.collections.service import create_collection, update_collection
 from pbfast.pocketbase.dbutils.kept_rows import KEPT_ROWS
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.tenant_node.app import TenantNodeApp
+from node_in_process import get
 
 TOKEN = "cluster-token-expand-kept-rows"
 POSTS = "/t/t/api/collections/posts/records"
 AUTHORS = KEPT_ROWS + 20  # one page of them all is more than a tenant keeps
-
-
-class _Proto:
-    def __init__(self) -> None:
-        self.status = 0
-        self.body = b""
-
-    async def __call__(self) -> bytes:
-        return b""
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status, self.body = status, body
-
-
-class _Scope:
-    def __init__(self, path: str, query: str) -> None:
-        self.proto, self.http_version, self.scheme, self.method = "http", "1.1", "http", "GET"
-        self.path, self.query_string, self.client, self.authority = path, query, "127.0.0.1:1", None
-        self.headers = {CLUSTER_TOKEN_HEADER: TOKEN, EPOCH_HEADER: "1"}
 
 
 Node = tuple[asyncio.AbstractEventLoop, TenantNodeApp, Tenant]
@@ -75,8 +56,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 def _items(node: Node, query: str) -> list[dict[str, Any]]:
     loop, app, _ = node
-    proto = _Proto()
-    loop.run_until_complete(app.__rsgi__(_Scope(POSTS, query), proto))  # type: ignore[arg-type]
+    proto = get(loop, app, TOKEN, POSTS, query)
     assert proto.status == 200, proto.body
     items: list[dict[str, Any]] = orjson.loads(proto.body)["items"]
     return items

@@ -13,30 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
-from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER
 from pbfast.pocketbase.collections.service import create_collection, update_collection
 from pbfast.tenant_node.app import TenantNodeApp
+from node_in_process import get
 
 TOKEN = "cluster-token-list-query-cache"
-
-
-class _Proto:
-    def __init__(self) -> None:
-        self.status = 0
-        self.body = b""
-
-    async def __call__(self) -> bytes:
-        return b""
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status, self.body = status, body
-
-
-class _Scope:
-    def __init__(self, path: str, query: str) -> None:
-        self.proto, self.http_version, self.scheme, self.method = "http", "1.1", "http", "GET"
-        self.path, self.query_string, self.client, self.authority = path, query, "127.0.0.1:1", None
-        self.headers = {CLUSTER_TOKEN_HEADER: TOKEN, EPOCH_HEADER: "1"}
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +38,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[asyncio.Abs
 
 def _nums(node: tuple[asyncio.AbstractEventLoop, TenantNodeApp], query: str) -> list[int]:
     loop, app = node
-    proto = _Proto()
-    loop.run_until_complete(app.__rsgi__(_Scope("/t/t/api/collections/items/records", query), proto))  # type: ignore[arg-type]
+    proto = get(loop, app, TOKEN, "/t/t/api/collections/items/records", query)
     assert proto.status == 200, proto.body
     answer: dict[str, Any] = orjson.loads(proto.body)
     return sorted(item["num"] for item in answer["items"])

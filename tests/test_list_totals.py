@@ -15,33 +15,14 @@ import apsw
 import orjson
 import pytest
 
-from pbfast.cluster.wire import CLUSTER_TOKEN_HEADER, EPOCH_HEADER
 from pbfast.pocketbase.collections.service import create_collection
 from pbfast.pocketbase.tenant import Tenant
 from pbfast.tenant_node.app import TenantNodeApp
+from node_in_process import get
 
 TOKEN = "cluster-token-list-totals"
 LIST = "/t/t/api/collections/items/records"
 FILTERED = "perPage=2&sort=-num&filter=(num%3E%3D3)"
-
-
-class _Proto:
-    def __init__(self) -> None:
-        self.status = 0
-        self.body = b""
-
-    async def __call__(self) -> bytes:
-        return b""
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status, self.body = status, body
-
-
-class _Scope:
-    def __init__(self, path: str, query: str) -> None:
-        self.proto, self.http_version, self.scheme, self.method = "http", "1.1", "http", "GET"
-        self.path, self.query_string, self.client, self.authority = path, query, "127.0.0.1:1", None
-        self.headers = {CLUSTER_TOKEN_HEADER: TOKEN, EPOCH_HEADER: "1"}
 
 
 Node = tuple[asyncio.AbstractEventLoop, TenantNodeApp, Tenant]
@@ -65,8 +46,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 def _list(node: Node, query: str) -> dict[str, Any]:
     loop, app, _ = node
-    proto = _Proto()
-    loop.run_until_complete(app.__rsgi__(_Scope(LIST, query), proto))  # type: ignore[arg-type]
+    proto = get(loop, app, TOKEN, LIST, query)
     assert proto.status == 200, proto.body
     answer: dict[str, Any] = orjson.loads(proto.body)
     return answer
@@ -165,7 +145,6 @@ def test_a_total_that_may_not_depend_on_the_data_alone_is_counted_each_time(node
         tenant.reload_collections()
     with _Counts(tenant.conn) as counts:
         for _ in range(2):
-            proto = _Proto()
-            loop.run_until_complete(app.__rsgi__(_Scope(path, query), proto))  # type: ignore[arg-type]
+            proto = get(loop, app, TOKEN, path, query)
             assert proto.status == 200, proto.body
         assert counts.seen == 2
