@@ -205,10 +205,17 @@ pub async fn attach(host: &str, port: u16, token: &[u8], tenant: &str, ticket: u
     let slot = {
         let mut pool = POOL.lock();
         if !pool.contains_key(&key) {
-            // Holders' ports change with every node start: forget the connections that ended.
+            // Holders' ports change with every node start: forget the connections that ended (a failure only
+            // once its memory is over: until then the attaches that come get it without trying again).
+            let now = Instant::now();
             pool.retain(|_, slot| {
                 let slot = slot.lock();
-                slot.live().is_some() || matches!(slot.connection, Connection::Connecting(_))
+                slot.live().is_some()
+                    || match &slot.connection {
+                        Connection::Connecting(_) => true,
+                        Connection::Failed(_, until) => now < *until,
+                        _ => false,
+                    }
             });
         }
         pool.entry(key.clone()).or_insert_with(|| Arc::new(Mutex::new(Slot { connection: Connection::Absent, connects: 0 }))).clone()
